@@ -1,0 +1,279 @@
+//! The two codecs. JSON for anything that speaks WebSocket text; rkyv for native and
+//! latency-sensitive clients, read through `bytecheck` validation (never unchecked
+//! access on network bytes).
+
+use rkyv::rancor;
+
+use crate::frames::{ArchivedClientFrame, ArchivedServerFrame, ClientFrame, ServerFrame};
+
+/// A frame encoding, chosen per connection by WebSocket subprotocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// `palaver.v1.json`: UTF-8 JSON in WebSocket text frames.
+    Json,
+    /// `palaver.v1.rkyv`: rkyv archives in WebSocket binary frames (and on QUIC).
+    Rkyv,
+}
+
+/// A frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    /// The request id, when it could be read despite the error (so the reply can carry `re`).
+    pub id: Option<u64>,
+    /// What was wrong, for the error reply.
+    pub message: String,
+}
+
+/// A frame could not be encoded (a bug, never the peer's fault).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot encode frame: {0}")]
+pub struct EncodeError(String);
+
+impl Codec {
+    /// Both codecs, in the order the server prefers them.
+    pub const ALL: [Codec; 2] = [Codec::Rkyv, Codec::Json];
+
+    /// The WebSocket subprotocol name.
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Codec::Json => "palaver.v1.json",
+            Codec::Rkyv => "palaver.v1.rkyv",
+        }
+    }
+
+    /// The codec for a WebSocket subprotocol name.
+    pub fn from_subprotocol(name: &str) -> Option<Codec> {
+        Codec::ALL.into_iter().find(|c| c.subprotocol() == name)
+    }
+
+    /// Whether frames travel as WebSocket text (else binary).
+    pub fn is_text(self) -> bool {
+        matches!(self, Codec::Json)
+    }
+
+    /// Encodes a server frame.
+    pub fn encode_server(self, frame: &ServerFrame) -> Result<Vec<u8>, EncodeError> {
+        match self {
+            Codec::Json => serde_json::to_vec(frame).map_err(|e| EncodeError(e.to_string())),
+            Codec::Rkyv => rkyv::api::high::to_bytes_in::<_, rancor::Error>(frame, Vec::new())
+                .map_err(|e| EncodeError(e.to_string())),
+        }
+    }
+
+    /// Encodes a client frame.
+    pub fn encode_client(self, frame: &ClientFrame) -> Result<Vec<u8>, EncodeError> {
+        match self {
+            Codec::Json => serde_json::to_vec(frame).map_err(|e| EncodeError(e.to_string())),
+            Codec::Rkyv => rkyv::api::high::to_bytes_in::<_, rancor::Error>(frame, Vec::new())
+                .map_err(|e| EncodeError(e.to_string())),
+        }
+    }
+
+    /// Decodes and validates a client frame (identifiers included).
+    pub fn decode_client(self, bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
+        match self {
+            Codec::Json => serde_json::from_slice::<ClientFrame>(bytes).map_err(|e| DecodeError {
+                id: json_request_id(bytes),
+                message: format!("malformed frame: {e}"),
+            }),
+            Codec::Rkyv => {
+                let archived = rkyv::access::<ArchivedClientFrame, rancor::Error>(bytes)
+                    .map_err(|e| DecodeError { id: None, message: format!("malformed frame: {e}") })?;
+                let id = archived.id.to_native();
+                let frame = rkyv::deserialize::<ClientFrame, rancor::Error>(archived)
+                    .map_err(|e| DecodeError { id: Some(id), message: e.to_string() })?;
+                frame
+                    .revalidate()
+                    .map_err(|e| DecodeError { id: Some(id), message: e.to_string() })?;
+                Ok(frame)
+            }
+        }
+    }
+
+    /// Decodes a server frame (the client side of the contract).
+    pub fn decode_server(self, bytes: &[u8]) -> Result<ServerFrame, DecodeError> {
+        match self {
+            Codec::Json => serde_json::from_slice::<ServerFrame>(bytes)
+                .map_err(|e| DecodeError { id: None, message: format!("malformed frame: {e}") }),
+            Codec::Rkyv => {
+                let archived = rkyv::access::<ArchivedServerFrame, rancor::Error>(bytes)
+                    .map_err(|e| DecodeError { id: None, message: format!("malformed frame: {e}") })?;
+                rkyv::deserialize::<ServerFrame, rancor::Error>(archived)
+                    .map_err(|e| DecodeError { id: None, message: e.to_string() })
+            }
+        }
+    }
+}
+
+/// Reads just `{"id": N}` out of a frame that failed to decode as a whole.
+fn json_request_id(bytes: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: u64,
+    }
+    serde_json::from_slice::<IdOnly>(bytes).ok().map(|f| f.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{
+        ClientMsgId, ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, MessageKind, OkBody,
+        Op, RoomId, RoomInfo, RoomKind, SendOk, UserId,
+    };
+
+    fn id_body() -> impl Strategy<Value = String> {
+        "[0-9a-z]{1,40}"
+    }
+    fn room_id() -> impl Strategy<Value = RoomId> {
+        id_body().prop_map(|b| RoomId::from_body(&b).unwrap())
+    }
+    fn cid() -> impl Strategy<Value = ClientMsgId> {
+        "[!-~]{1,64}".prop_map(|s| ClientMsgId::parse(&s).unwrap())
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            ".{0,200}".prop_map(|token| Op::Auth { token }),
+            (".{0,100}", prop_oneof![Just(RoomKind::Public), Just(RoomKind::Private)])
+                .prop_map(|(name, kind)| Op::RoomCreate { name, kind }),
+            (room_id(), any::<Option<u64>>()).prop_map(|(room, since)| Op::Join { room, since }),
+            room_id().prop_map(|room| Op::Leave { room }),
+            (room_id(), cid(), ".{0,300}", any::<Option<u64>>()).prop_map(
+                |(room, cid, text, client_ts)| Op::Send {
+                    room,
+                    cid,
+                    kind: MessageKind::Text,
+                    text,
+                    client_ts
+                }
+            ),
+            (room_id(), any::<Option<u64>>(), any::<Option<u32>>())
+                .prop_map(|(room, before, limit)| Op::History { room, before, limit }),
+            Just(Op::Ping {}),
+        ]
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        (room_id(), any::<u64>(), any::<u64>(), id_body(), cid(), ".{0,300}", any::<Option<u64>>())
+            .prop_map(|(room, seq, ts, sender, cid, text, client_ts)| Message {
+                room,
+                seq,
+                ts,
+                sender: UserId::from_body(&sender).unwrap(),
+                cid,
+                kind: MessageKind::Text,
+                text,
+                client_ts,
+            })
+    }
+
+    fn server_frame() -> impl Strategy<Value = ServerFrame> {
+        let room_info = (room_id(), ".{1,100}").prop_map(|(room_id, name)| RoomInfo {
+            room_id,
+            name,
+            kind: RoomKind::Public,
+        });
+        prop_oneof![
+            message().prop_map(|m| ServerFrame::Event(Event::Message(m))),
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
+                |(re, seq, ts, duplicate)| ServerFrame::ok(
+                    re,
+                    OkBody::Sent(SendOk { seq, ts, duplicate })
+                )
+            ),
+            (any::<u64>(), room_info, any::<u64>()).prop_map(|(re, room, last_seq)| {
+                ServerFrame::ok(re, OkBody::Joined(JoinOk { room, last_seq }))
+            }),
+            (any::<u64>(), prop::collection::vec(message(), 0..5)).prop_map(|(re, messages)| {
+                ServerFrame::ok(re, OkBody::History(HistoryOk { messages }))
+            }),
+            (any::<u64>(), ".{0,50}", any::<Option<u64>>()).prop_map(|(re, message, retry)| {
+                ServerFrame::err(
+                    re,
+                    ErrorBody {
+                        code: ErrorCode::RateLimited,
+                        message,
+                        retry_after_ms: retry,
+                    },
+                )
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn client_frames_round_trip_in_both_codecs(id in any::<u64>(), op in op()) {
+            let frame = ClientFrame { id, op };
+            for codec in Codec::ALL {
+                let bytes = codec.encode_client(&frame).unwrap();
+                prop_assert_eq!(codec.decode_client(&bytes).unwrap(), frame.clone());
+            }
+        }
+
+        #[test]
+        fn server_frames_round_trip_in_both_codecs(frame in server_frame()) {
+            for codec in Codec::ALL {
+                let bytes = codec.encode_server(&frame).unwrap();
+                prop_assert_eq!(codec.decode_server(&bytes).unwrap(), frame.clone());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoders(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            for codec in Codec::ALL {
+                let _ = codec.decode_client(&bytes);
+                let _ = codec.decode_server(&bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn json_shapes_match_the_contract() {
+        let frame = Codec::Json
+            .decode_client(br#"{"id":4,"op":"send","room":"r_abc","cid":"c-1","kind":"text","text":"hello"}"#)
+            .unwrap();
+        assert_eq!(frame.id, 4);
+        assert!(matches!(frame.op, Op::Send { ref text, .. } if text == "hello"));
+
+        let ok = ServerFrame::ok(4, OkBody::Sent(SendOk { seq: 58, ts: 1, duplicate: false }));
+        assert_eq!(
+            String::from_utf8(Codec::Json.encode_server(&ok).unwrap()).unwrap(),
+            r#"{"re":4,"ok":{"seq":58,"ts":1}}"#
+        );
+        let err = ServerFrame::err(6, ErrorBody::new(ErrorCode::Forbidden, "no"));
+        assert_eq!(
+            String::from_utf8(Codec::Json.encode_server(&err).unwrap()).unwrap(),
+            r#"{"re":6,"err":{"code":"forbidden","message":"no"}}"#
+        );
+    }
+
+    #[test]
+    fn json_decode_errors_keep_the_request_id_when_readable() {
+        let err = Codec::Json.decode_client(br#"{"id":9,"op":"nope"}"#).unwrap_err();
+        assert_eq!(err.id, Some(9));
+        let err = Codec::Json.decode_client(br#"{"id":9,"op":"join","room":"x_1"}"#).unwrap_err();
+        assert_eq!(err.id, Some(9));
+        let err = Codec::Json.decode_client(b"\xff garbage").unwrap_err();
+        assert_eq!(err.id, None);
+    }
+
+    #[test]
+    fn json_refuses_unknown_fields_in_ops() {
+        assert!(Codec::Json.decode_client(br#"{"id":1,"op":"ping","extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn rkyv_rejects_invalid_identifiers_smuggled_past_serde() {
+        // Build a frame with a bad room id by going through the archive directly.
+        let good = ClientFrame { id: 3, op: Op::Leave { room: RoomId::parse("r_abc").unwrap() } };
+        let mut bytes = Codec::Rkyv.encode_client(&good).unwrap();
+        let pos = bytes.windows(5).position(|w| w == b"r_abc").unwrap();
+        bytes[pos] = b'x';
+        let err = Codec::Rkyv.decode_client(&bytes).unwrap_err();
+        assert_eq!(err.id, Some(3));
+    }
+}

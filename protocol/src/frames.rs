@@ -1,0 +1,377 @@
+//! The frames: what a client sends (`ClientFrame` = request id + `Op`) and what a server
+//! sends (`ServerFrame` = a reply to a request, or a pushed `Event`). One set of types
+//! serves both codecs; the JSON shapes are fixed by `docs/PROTOCOL.md`.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _, ser::SerializeMap};
+
+use crate::error::ErrorBody;
+use crate::ids::{ClientMsgId, IdError, Revalidate, RoomId, SessionId, UserId};
+
+/// A request from a client: `{"id":N,"op":"…",…}`.
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct ClientFrame {
+    /// Chosen by the client; echoed as `re` in the reply.
+    pub id: u64,
+    /// What the client asks for.
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// Every operation a client may request.
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(tag = "op", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Op {
+    /// Authenticate the socket with an access token. The only op accepted before auth.
+    #[serde(rename = "auth")]
+    Auth {
+        /// An access JWT from `/v1/auth/login`, `/register` or `/refresh`.
+        token: String,
+    },
+    /// Create a room; the caller becomes its owner and first member.
+    #[serde(rename = "room.create")]
+    RoomCreate {
+        /// Display name, 1..=100 characters.
+        name: String,
+        /// `public` or `private`.
+        kind: RoomKind,
+    },
+    /// Join a room (or re-subscribe to one) and receive its events from now on.
+    #[serde(rename = "join")]
+    Join {
+        /// The room.
+        room: RoomId,
+        /// The last seq the client holds; messages after it are replayed first, in order.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+    },
+    /// Leave a room: membership ends and events stop.
+    #[serde(rename = "leave")]
+    Leave {
+        /// The room.
+        room: RoomId,
+    },
+    /// Send a message; answered once it is durably stored.
+    #[serde(rename = "send")]
+    Send {
+        /// The room.
+        room: RoomId,
+        /// Idempotency key: resending the same `cid` returns the first send's seq.
+        cid: ClientMsgId,
+        /// The message kind.
+        #[serde(default)]
+        kind: MessageKind,
+        /// The body.
+        text: String,
+        /// Optional client timestamp (ms since the Unix epoch), echoed in the event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_ts: Option<u64>,
+    },
+    /// Page through a room's history, newest first.
+    #[serde(rename = "history")]
+    History {
+        /// The room.
+        room: RoomId,
+        /// Only messages with seq below this; the newest when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        /// Page size, 1..=100 (default 50).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Liveness check at the application level; answered with an empty ok.
+    #[serde(rename = "ping")]
+    Ping {},
+}
+
+impl Op {
+    /// The op's name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Auth { .. } => "auth",
+            Op::RoomCreate { .. } => "room.create",
+            Op::Join { .. } => "join",
+            Op::Leave { .. } => "leave",
+            Op::Send { .. } => "send",
+            Op::History { .. } => "history",
+            Op::Ping {} => "ping",
+        }
+    }
+}
+
+impl ClientFrame {
+    /// Re-checks the identifiers inside a frame that was built without their constructors
+    /// (the rkyv decoder deserializes field by field).
+    pub(crate) fn revalidate(&self) -> Result<(), IdError> {
+        match &self.op {
+            Op::Join { room, .. } | Op::Leave { room } | Op::History { room, .. } => {
+                room.revalidate()
+            }
+            Op::Send { room, cid, .. } => {
+                room.revalidate()?;
+                cid.revalidate()
+            }
+            Op::Auth { .. } | Op::RoomCreate { .. } | Op::Ping {} => Ok(()),
+        }
+    }
+}
+
+/// Who may join a room.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, rkyv::Archive,
+    rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RoomKind {
+    /// Anyone may join.
+    Public,
+    /// Members only; outsiders get `forbidden`.
+    Private,
+}
+
+/// What a message carries.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, rkyv::Archive,
+    rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MessageKind {
+    /// Plain Unicode text.
+    #[default]
+    Text,
+}
+
+/// A room as clients see it.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct RoomInfo {
+    /// The room's id.
+    pub room_id: RoomId,
+    /// Display name.
+    pub name: String,
+    /// Public or private.
+    pub kind: RoomKind,
+}
+
+/// A stored message, as delivered live (`message` event) and by `history`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    /// The room.
+    pub room: RoomId,
+    /// Position in the room: 1, 2, 3, … with no gaps.
+    pub seq: u64,
+    /// Server time when stored, ms since the Unix epoch.
+    pub ts: u64,
+    /// Who sent it.
+    pub sender: UserId,
+    /// The sender's idempotency key.
+    pub cid: ClientMsgId,
+    /// The kind of message.
+    pub kind: MessageKind,
+    /// The body, exactly as sent.
+    pub text: String,
+    /// The sender's own timestamp, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ts: Option<u64>,
+}
+
+/// A frame from the server: a reply to one request, or an event.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ServerFrame {
+    /// `{"re":N,"ok":{…}}` or `{"re":N,"err":{…}}`.
+    Reply {
+        /// The request's `id`, or 0 when the request's id could not be read.
+        re: u64,
+        /// Success or failure.
+        body: ReplyBody,
+    },
+    /// `{"ev":"…",…}`: something happened that the client subscribed to.
+    Event(Event),
+}
+
+impl ServerFrame {
+    /// A successful reply.
+    pub fn ok(re: u64, body: OkBody) -> Self {
+        Self::Reply { re, body: ReplyBody::Ok(body) }
+    }
+
+    /// A failed reply.
+    pub fn err(re: u64, body: ErrorBody) -> Self {
+        Self::Reply { re, body: ReplyBody::Err(body) }
+    }
+}
+
+/// The outcome carried by a reply.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ReplyBody {
+    /// The request succeeded.
+    Ok(OkBody),
+    /// The request failed.
+    Err(ErrorBody),
+}
+
+/// The payload of a successful reply; its shape depends on the op. In JSON it is the
+/// bare object (no tag): clients know which op they asked.
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum OkBody {
+    /// `join`.
+    Joined(JoinOk),
+    /// `room.create`.
+    Room(RoomOk),
+    /// `send`.
+    Sent(SendOk),
+    /// `history`.
+    History(HistoryOk),
+    /// `auth`.
+    Authed(AuthOk),
+    /// `leave`, `ping`: `{}`.
+    Empty(Empty),
+}
+
+/// `{}`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, rkyv::Archive,
+    rkyv::Serialize, rkyv::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// Answer to `auth`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct AuthOk {
+    /// The authenticated user.
+    pub user_id: UserId,
+    /// This connection's session.
+    pub session_id: SessionId,
+}
+
+/// Answer to `room.create`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct RoomOk {
+    /// The new room.
+    pub room: RoomInfo,
+}
+
+/// Answer to `join`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct JoinOk {
+    /// The room.
+    pub room: RoomInfo,
+    /// The newest seq at the time of joining (0 for an empty room).
+    pub last_seq: u64,
+}
+
+/// Answer to `send`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct SendOk {
+    /// The stored message's seq.
+    pub seq: u64,
+    /// The stored message's server timestamp.
+    pub ts: u64,
+    /// True when this `cid` had already been stored: nothing new was written.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub duplicate: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Answer to `history`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryOk {
+    /// Newest first.
+    pub messages: Vec<Message>,
+}
+
+/// Events the server pushes.
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(tag = "ev")]
+#[non_exhaustive]
+pub enum Event {
+    /// A message stored in a room the client has joined.
+    #[serde(rename = "message")]
+    Message(Message),
+}
+
+impl Serialize for ServerFrame {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ServerFrame::Reply { re, body } => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("re", re)?;
+                match body {
+                    ReplyBody::Ok(ok) => map.serialize_entry("ok", ok)?,
+                    ReplyBody::Err(err) => map.serialize_entry("err", err)?,
+                }
+                map.end()
+            }
+            ServerFrame::Event(event) => event.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerFrame {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        let object = value.as_object_mut().ok_or_else(|| D::Error::custom("expected an object"))?;
+        if object.contains_key("ev") {
+            return Event::deserialize(value).map(ServerFrame::Event).map_err(D::Error::custom);
+        }
+        let re = object
+            .get("re")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| D::Error::custom("a server frame has `ev` or a numeric `re`"))?;
+        let body = match (object.remove("ok"), object.remove("err")) {
+            (Some(ok), None) => ReplyBody::Ok(OkBody::deserialize(ok).map_err(D::Error::custom)?),
+            (None, Some(err)) => {
+                ReplyBody::Err(ErrorBody::deserialize(err).map_err(D::Error::custom)?)
+            }
+            _ => return Err(D::Error::custom("a reply has exactly one of `ok` and `err`")),
+        };
+        Ok(ServerFrame::Reply { re, body })
+    }
+}

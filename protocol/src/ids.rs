@@ -1,0 +1,258 @@
+//! Validated identifiers. Each is parsed once where it enters (a frame decoder, an HTTP
+//! body) and is trusted everywhere after: inside the server a `RoomId` is a `RoomId`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{MAX_CID_BYTES, MAX_ID_BODY_BYTES, USERNAME_BYTES};
+
+/// Why a string is not a valid identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdError {
+    /// The identifier does not start with the prefix of its kind (`u_`, `r_`, `s_`).
+    #[error("{kind} must start with {prefix:?}")]
+    WrongPrefix {
+        /// Which identifier.
+        kind: &'static str,
+        /// The required prefix.
+        prefix: &'static str,
+    },
+    /// Empty, too long, or a character outside the allowed set.
+    #[error("{kind} is malformed: {reason}")]
+    Malformed {
+        /// Which identifier.
+        kind: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// Defines a server-issued, prefixed identifier: `prefix` + 1..=40 of `[0-9a-z]`.
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+            rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+        )]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The prefix every identifier of this kind starts with.
+            pub const PREFIX: &'static str = $prefix;
+
+            /// Parses and validates an identifier.
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                let body = s.strip_prefix($prefix).ok_or(IdError::WrongPrefix {
+                    kind: $kind,
+                    prefix: $prefix,
+                })?;
+                check_id_body($kind, body)?;
+                Ok(Self(s.to_owned()))
+            }
+
+            /// Builds an identifier from a body the caller generated (`[0-9a-z]`).
+            pub fn from_body(body: &str) -> Result<Self, IdError> {
+                check_id_body($kind, body)?;
+                Ok(Self(format!("{}{}", $prefix, body)))
+            }
+
+            /// The identifier as a string, prefix included.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::parse(&s)?;
+                Ok(Self(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl Revalidate for $name {
+            fn revalidate(&self) -> Result<(), IdError> {
+                Self::parse(&self.0).map(|_| ())
+            }
+        }
+    };
+}
+
+fn check_id_body(kind: &'static str, body: &str) -> Result<(), IdError> {
+    if body.is_empty() || body.len() > MAX_ID_BODY_BYTES {
+        return Err(IdError::Malformed { kind, reason: "length out of range" });
+    }
+    if !body.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()) {
+        return Err(IdError::Malformed { kind, reason: "only 0-9 and a-z are allowed" });
+    }
+    Ok(())
+}
+
+/// Re-checks a value that arrived through a path that bypasses its constructor (rkyv
+/// deserialization builds newtypes field by field).
+pub(crate) trait Revalidate {
+    fn revalidate(&self) -> Result<(), IdError>;
+}
+
+prefixed_id!(
+    /// A user account, `u_…`.
+    UserId, "u_", "user id"
+);
+prefixed_id!(
+    /// A room (public, private or direct), `r_…`.
+    RoomId, "r_", "room id"
+);
+prefixed_id!(
+    /// One authenticated connection, `s_…`.
+    SessionId, "s_", "session id"
+);
+
+/// The client's idempotency key for a send: 1..=64 printable ASCII characters, no spaces.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClientMsgId(String);
+
+impl ClientMsgId {
+    /// Parses and validates a `cid`.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let kind = "cid";
+        if s.is_empty() || s.len() > MAX_CID_BYTES {
+            return Err(IdError::Malformed { kind, reason: "must be 1 to 64 bytes" });
+        }
+        if !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(IdError::Malformed { kind, reason: "only printable ASCII without spaces" });
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The `cid` as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ClientMsgId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)?;
+        Ok(Self(s))
+    }
+}
+
+impl From<ClientMsgId> for String {
+    fn from(id: ClientMsgId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for ClientMsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Revalidate for ClientMsgId {
+    fn revalidate(&self) -> Result<(), IdError> {
+        Self::parse(&self.0).map(|_| ())
+    }
+}
+
+/// A username: 3..=32 of `[a-z0-9_.-]`, starting with a letter or digit. Usernames are
+/// case-insensitive: input is folded to lower case when parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Username(String);
+
+impl Username {
+    /// Parses, folds to lower case and validates a username.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let kind = "username";
+        let folded = s.to_ascii_lowercase();
+        if !USERNAME_BYTES.contains(&folded.len()) {
+            return Err(IdError::Malformed { kind, reason: "must be 3 to 32 characters" });
+        }
+        let valid_char =
+            |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-');
+        if !folded.bytes().all(valid_char) {
+            return Err(IdError::Malformed { kind, reason: "only a-z, 0-9, '_', '.' and '-'" });
+        }
+        if !folded.as_bytes()[0].is_ascii_alphanumeric() {
+            return Err(IdError::Malformed { kind, reason: "must start with a letter or digit" });
+        }
+        Ok(Self(folded))
+    }
+
+    /// The username as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Username {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Username> for String {
+    fn from(name: Username) -> String {
+        name.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_ids_need_prefix_and_body() {
+        assert!(RoomId::parse("r_abc123").is_ok());
+        assert!(RoomId::parse("u_abc123").is_err());
+        assert!(RoomId::parse("r_").is_err());
+        assert!(RoomId::parse("r_ABC").is_err());
+        assert!(RoomId::parse(&format!("r_{}", "a".repeat(41))).is_err());
+    }
+
+    #[test]
+    fn usernames_fold_case_and_reject_odd_characters() {
+        assert_eq!(Username::parse("Alice").unwrap().as_str(), "alice");
+        assert!(Username::parse("al").is_err());
+        assert!(Username::parse("_alice").is_err());
+        assert!(Username::parse("ali ce").is_err());
+        assert!(Username::parse("алиса").is_err());
+    }
+
+    #[test]
+    fn cids_are_printable_ascii() {
+        assert!(ClientMsgId::parse("c-8f1e:01").is_ok());
+        assert!(ClientMsgId::parse("").is_err());
+        assert!(ClientMsgId::parse("a b").is_err());
+        assert!(ClientMsgId::parse(&"x".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! The Palaver wire contract: every frame a client and a server exchange, the validated
+//! identifiers they carry, the size limits, and the two codecs over the same types —
+//! JSON (`palaver.v1.json`, WebSocket text frames) and rkyv (`palaver.v1.rkyv`, binary
+//! frames read through validated zero-copy access).
+//!
+//! This crate is pure: no I/O, no clock, no runtime. It builds for `wasm32-unknown-unknown`
+//! so the SDK can use it in a browser. The server and the SDK both speak through it, so
+//! a frame means the same thing on both ends. `docs/PROTOCOL.md` is its prose twin.
+//!
+//! ```
+//! use palaver_protocol::{ClientFrame, Codec, Op};
+//!
+//! let bytes = br#"{"id":1,"op":"auth","token":"abc"}"#;
+//! let frame = Codec::Json.decode_client(bytes).unwrap();
+//! assert_eq!(frame, ClientFrame { id: 1, op: Op::Auth { token: "abc".into() } });
+//! ```
+
+mod codec;
+mod error;
+mod frames;
+mod ids;
+pub mod limits;
+mod text;
+
+pub use codec::{Codec, DecodeError, EncodeError};
+pub use error::{ErrorBody, ErrorCode};
+pub use frames::{
+    AuthOk, ClientFrame, Event, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, ReplyBody,
+    RoomInfo, RoomKind, RoomOk, SendOk, ServerFrame,
+};
+pub use ids::{ClientMsgId, IdError, RoomId, SessionId, UserId, Username};
+pub use text::{MessageText, RoomName, TextError};

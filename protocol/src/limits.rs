@@ -1,0 +1,23 @@
+//! Every size limit of the protocol, named once. Servers may configure lower values for
+//! some of them (message length, frame size); these are the defaults and hard ceilings.
+
+/// Largest client frame the server accepts by default, in bytes (WebSocket payload).
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Default longest message text, in Unicode scalar values (characters), not bytes.
+pub const DEFAULT_MAX_TEXT_CHARS: usize = 2_000;
+/// Longest client message id (`cid`), in bytes.
+pub const MAX_CID_BYTES: usize = 64;
+/// Longest room name, in characters.
+pub const MAX_ROOM_NAME_CHARS: usize = 100;
+/// Shortest and longest username, in bytes (usernames are ASCII).
+pub const USERNAME_BYTES: std::ops::RangeInclusive<usize> = 3..=32;
+/// Shortest and longest password, in bytes.
+pub const PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 8..=128;
+/// Longest access token accepted in an `auth` op, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 4 * 1024;
+/// Longest identifier body after its prefix (`u_`, `r_`, `s_`), in bytes.
+pub const MAX_ID_BODY_BYTES: usize = 40;
+/// Default page size of `history`.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+/// Largest page size of `history`.
+pub const MAX_HISTORY_LIMIT: u32 = 100;

@@ -1,0 +1,109 @@
+//! Validated human text: message bodies and room names.
+
+use crate::limits::MAX_ROOM_NAME_CHARS;
+
+/// Why a text is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TextError {
+    /// Empty, or only white space.
+    #[error("text is empty")]
+    Empty,
+    /// Longer than the limit, counted in characters.
+    #[error("text has {chars} characters, the limit is {limit}")]
+    TooLong {
+        /// Characters in the text.
+        chars: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// A control character other than newline or tab.
+    #[error("text contains the control character U+{0:04X}")]
+    ControlCharacter(u32),
+}
+
+/// A message body: any Unicode (emoji included), kept exactly as sent, at most `limit`
+/// characters, no control characters but newline and tab. Clients render it as text,
+/// never as markup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageText(String);
+
+impl MessageText {
+    /// Validates a message body against a character limit.
+    pub fn new(text: String, limit: usize) -> Result<Self, TextError> {
+        check_text(&text, limit, &['\n', '\t'])?;
+        Ok(Self(text))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The text, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A room's display name: 1..=100 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomName(String);
+
+impl RoomName {
+    /// Validates a room name.
+    pub fn new(name: String) -> Result<Self, TextError> {
+        check_text(&name, MAX_ROOM_NAME_CHARS, &[])?;
+        Ok(Self(name))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+fn check_text(text: &str, limit: usize, allowed_controls: &[char]) -> Result<(), TextError> {
+    if text.trim().is_empty() {
+        return Err(TextError::Empty);
+    }
+    let mut chars = 0usize;
+    for c in text.chars() {
+        chars += 1;
+        if c.is_control() && !allowed_controls.contains(&c) {
+            return Err(TextError::ControlCharacter(c as u32));
+        }
+    }
+    if chars > limit {
+        return Err(TextError::TooLong { chars, limit });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_counts_characters_not_bytes() {
+        let emoji = "🎉".repeat(2_000);
+        assert!(MessageText::new(emoji.clone(), 2_000).is_ok());
+        assert_eq!(
+            MessageText::new(format!("{emoji}!"), 2_000),
+            Err(TextError::TooLong { chars: 2_001, limit: 2_000 })
+        );
+    }
+
+    #[test]
+    fn newline_and_tab_pass_other_controls_do_not() {
+        assert!(MessageText::new("a\nb\tc".into(), 10).is_ok());
+        assert_eq!(MessageText::new("a\u{7}".into(), 10), Err(TextError::ControlCharacter(7)));
+        assert_eq!(MessageText::new("  \n".into(), 10), Err(TextError::Empty));
+        assert!(RoomName::new("a\nb".into()).is_err());
+    }
+}
