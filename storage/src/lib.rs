@@ -1,1 +1,22 @@
-//! palaver-storage.
+//! Palaver's durable state on one machine: a fjall keyspace holding users, refresh
+//! tokens, rooms, memberships (both ways), the message log keyed `(room, seq)`, and
+//! idempotency keys `(room, cid)`.
+//!
+//! The API is blocking and thread-safe. It never runs on a shard's event loop for
+//! anything slow: writes that must be durable go through [`GroupCommitter`], a dedicated
+//! thread that folds every pending write into one atomic batch and one journal sync, so
+//! a thousand concurrent sends cost one fsync. Reads (point lookups and short range scans
+//! served from fjall's memtables and block cache) are cheap enough to call inline.
+//!
+//! Not here: sockets, the chat rules (that is `palaver-core`), search and files.
+
+mod committer;
+mod error;
+mod keys;
+mod records;
+mod store;
+
+pub use committer::{CommitDone, GroupCommitter};
+pub use error::StorageError;
+pub use records::{RefreshRecord, RoomRecord, UserRecord, Write};
+pub use store::{Durability, FORMAT_VERSION, Store};

@@ -1,0 +1,173 @@
+//! Group commit: one thread owns durable writes. Shards submit batches of writes with a
+//! ticket; the thread folds everything that is pending into one atomic fjall batch and
+//! one journal sync, then reports the whole group's tickets at once. While one sync runs,
+//! the next group gathers, so the sync cost is shared by every concurrent writer.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::StorageError;
+use crate::records::Write;
+use crate::store::{Durability, Store};
+
+/// Most writes folded into one batch; more wait for the next group.
+const MAX_GROUP_WRITES: usize = 8_192;
+/// Under `Durability::Buffered`, the longest a write stays unsynced.
+const BUFFERED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The outcome of one group, handed to the completion callback.
+#[derive(Debug)]
+pub struct CommitDone<T> {
+    /// Every ticket of the group, in submission order.
+    pub tickets: Vec<T>,
+    /// `Ok` when the whole group is durable; the error otherwise (nothing of it is).
+    pub result: Result<(), Arc<StorageError>>,
+}
+
+struct Request<T> {
+    writes: Vec<Write>,
+    ticket: T,
+}
+
+/// The group-commit thread and the handle to submit to it.
+pub struct GroupCommitter<T> {
+    tx: flume::Sender<Request<T>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<T> Clone for GroupCommitter<T> {
+    fn clone(&self) -> Self {
+        Self { tx: self.tx.clone(), thread: None }
+    }
+}
+
+impl<T: Send + 'static> GroupCommitter<T> {
+    /// Starts the commit thread. `on_done` runs on that thread once per group.
+    pub fn start(store: Arc<Store>, mut on_done: impl FnMut(CommitDone<T>) + Send + 'static) -> Self {
+        let (tx, rx) = flume::unbounded::<Request<T>>();
+        let thread = std::thread::Builder::new()
+            .name("palaver-commit".into())
+            .spawn(move || run(&store, &rx, &mut on_done))
+            .ok();
+        Self { tx, thread }
+    }
+
+    /// Submits writes; `ticket` comes back through `on_done` when they are durable.
+    /// Fails only when the committer has shut down.
+    pub fn submit(&self, writes: Vec<Write>, ticket: T) -> Result<(), StorageError> {
+        self.tx.send(Request { writes, ticket }).map_err(|_| StorageError::Closed)
+    }
+
+    /// Stops accepting, commits what is pending, syncs, and waits for the thread.
+    /// Other clones must be dropped first, or this waits for them.
+    pub fn shutdown(mut self) {
+        let thread = self.thread.take();
+        drop(self);
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run<T>(store: &Store, rx: &flume::Receiver<Request<T>>, on_done: &mut impl FnMut(CommitDone<T>)) {
+    let buffered = store.durability() == Durability::Buffered;
+    let mut unsynced_since: Option<Instant> = None;
+    loop {
+        let first = if buffered && let Some(since) = unsynced_since {
+            let wait = BUFFERED_SYNC_INTERVAL.saturating_sub(since.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(request) => Some(request),
+                Err(flume::RecvTimeoutError::Timeout) => None,
+                Err(flume::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(request) => Some(request),
+                Err(_) => break,
+            }
+        };
+        if let Some(first) = first {
+            let mut writes = first.writes;
+            let mut tickets = vec![first.ticket];
+            while writes.len() < MAX_GROUP_WRITES {
+                match rx.try_recv() {
+                    Ok(request) => {
+                        writes.extend(request.writes);
+                        tickets.push(request.ticket);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let result = store.apply(&writes).map_err(Arc::new);
+            if result.is_ok() && buffered && unsynced_since.is_none() {
+                unsynced_since = Some(Instant::now());
+            }
+            on_done(CommitDone { tickets, result });
+        }
+        if let Some(since) = unsynced_since
+            && since.elapsed() >= BUFFERED_SYNC_INTERVAL
+        {
+            if let Err(e) = store.sync() {
+                tracing::error!("background sync failed: {e}");
+            }
+            unsynced_since = None;
+        }
+    }
+    if let Err(e) = store.sync() {
+        tracing::error!("final sync failed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, UserId};
+
+    fn message(room: &RoomId, seq: u64) -> Message {
+        Message {
+            room: room.clone(),
+            seq,
+            ts: 1_000 + seq,
+            sender: UserId::parse("u_alice").unwrap(),
+            cid: ClientMsgId::parse(&format!("c{seq}")).unwrap(),
+            kind: MessageKind::Text,
+            text: format!("message {seq}"),
+            client_ts: None,
+        }
+    }
+
+    #[test]
+    fn concurrent_submissions_share_groups_and_all_become_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = RoomId::parse("r_one").unwrap();
+        {
+            let store = Arc::new(Store::open(dir.path(), Durability::Fsync).unwrap());
+            let (done_tx, done_rx) = flume::unbounded();
+            let committer = GroupCommitter::start(store.clone(), move |done: CommitDone<u64>| {
+                assert!(done.result.is_ok());
+                for t in done.tickets {
+                    done_tx.send(t).unwrap();
+                }
+            });
+            for seq in 1..=500 {
+                committer.submit(vec![Write::AppendMessage(message(&room, seq))], seq).unwrap();
+            }
+            let mut acked: Vec<u64> = (0..500).map(|_| done_rx.recv().unwrap()).collect();
+            acked.sort_unstable();
+            assert_eq!(acked, (1..=500).collect::<Vec<_>>());
+            committer.shutdown();
+        }
+        let store = Store::open(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(store.last_seq(&room).unwrap(), 500);
+        let page = store.messages_before(&room, Some(101), 3).unwrap();
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![100, 99, 98]);
+        assert_eq!(page[0], message(&room, 100));
+        let replay = store.messages_between(&room, 498, 600, 10).unwrap();
+        assert_eq!(replay.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![498, 499, 500]);
+        assert_eq!(
+            store.cid_seq(&room, &ClientMsgId::parse("c7").unwrap()).unwrap(),
+            Some((7, 1_007))
+        );
+    }
+}

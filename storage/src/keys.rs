@@ -1,0 +1,50 @@
+//! Key layouts. Identifiers never contain a NUL byte, so `id ++ 0x00 ++ rest` keys sort by
+//! id first and a prefix scan over `id ++ 0x00` never runs into a longer id.
+
+use palaver_protocol::{ClientMsgId, RoomId, UserId};
+
+const SEP: u8 = 0;
+
+/// `room ++ 0 ++ seq(u64 big-endian)`: messages of a room sort by seq.
+pub(crate) fn message(room: &RoomId, seq: u64) -> Vec<u8> {
+    let mut key = room_prefix(room);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// `room ++ 0`: the prefix of every per-room key.
+pub(crate) fn room_prefix(room: &RoomId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(room.as_str().len() + 9);
+    key.extend_from_slice(room.as_str().as_bytes());
+    key.push(SEP);
+    key
+}
+
+/// The seq at the end of a message key.
+pub(crate) fn seq_of_message_key(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// `room ++ 0 ++ cid`.
+pub(crate) fn room_cid(room: &RoomId, cid: &ClientMsgId) -> Vec<u8> {
+    let mut key = room_prefix(room);
+    key.extend_from_slice(cid.as_str().as_bytes());
+    key
+}
+
+/// `room ++ 0 ++ user`.
+pub(crate) fn room_member(room: &RoomId, user: &UserId) -> Vec<u8> {
+    let mut key = room_prefix(room);
+    key.extend_from_slice(user.as_str().as_bytes());
+    key
+}
+
+/// `user ++ 0 ++ room`.
+pub(crate) fn user_room(user: &UserId, room: &RoomId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(user.as_str().len() + room.as_str().len() + 1);
+    key.extend_from_slice(user.as_str().as_bytes());
+    key.push(SEP);
+    key.extend_from_slice(room.as_str().as_bytes());
+    key
+}

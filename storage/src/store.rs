@@ -1,0 +1,377 @@
+//! The store: fjall partitions and the reads and writes over them.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use palaver_protocol::{ClientMsgId, Message, RoomId, UserId, Username};
+use rkyv::rancor;
+
+use crate::error::StorageError;
+use crate::keys;
+use crate::records::{RefreshRecord, RoomRecord, UserRecord, Write};
+
+/// The on-disk format this build reads and writes. Bumped on any incompatible change to
+/// keys or values; an old directory is refused at open rather than misread.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_KEY: &[u8] = b"format_version";
+
+/// When an acknowledged write is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The journal is fsynced before a write is acknowledged (group commit shares syncs).
+    Fsync,
+    /// Written to the OS before acknowledgement (survives a process crash); synced to
+    /// disk in the background within [`crate::GroupCommitter`]'s sync interval.
+    Buffered,
+}
+
+/// Handles to every partition of one Palaver data directory.
+pub struct Store {
+    db: Database,
+    meta: Keyspace,
+    users: Keyspace,
+    username_user: Keyspace,
+    refresh_token: Keyspace,
+    revoked_family: Keyspace,
+    rooms: Keyspace,
+    room_member: Keyspace,
+    user_room: Keyspace,
+    room_seq_message: Keyspace,
+    room_cid_seq: Keyspace,
+    durability: Durability,
+    poisoned: AtomicBool,
+    /// Serializes the few read-check-write sequences outside the group committer
+    /// (username uniqueness, refresh-token rotation); they are rare and never on a shard.
+    account_writes: Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("durability", &self.durability).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, recovering the journal, and checks the
+    /// format version.
+    pub fn open(dir: &Path, durability: Durability) -> Result<Store, StorageError> {
+        let db = Database::builder(dir).open()?;
+        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let store = Store {
+            meta: open("meta")?,
+            users: open("users")?,
+            username_user: open("username_user")?,
+            refresh_token: open("refresh_token")?,
+            revoked_family: open("revoked_family")?,
+            rooms: open("rooms")?,
+            room_member: open("room_member")?,
+            user_room: open("user_room")?,
+            room_seq_message: open("room_seq_message")?,
+            room_cid_seq: open("room_cid_seq")?,
+            db,
+            durability,
+            poisoned: AtomicBool::new(false),
+            account_writes: Mutex::new(()),
+        };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    fn check_format(&self) -> Result<(), StorageError> {
+        match self.meta.get(FORMAT_KEY)? {
+            Some(bytes) => {
+                let found = <[u8; 4]>::try_from(&bytes[..]).map(u32::from_be_bytes).map_err(|_| {
+                    StorageError::Corrupt { partition: "meta", detail: "format version".into() }
+                })?;
+                if found != FORMAT_VERSION {
+                    return Err(StorageError::UnsupportedFormat {
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+                batch.insert(&self.meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
+                batch.commit()?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The durability policy this store was opened with.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Whether an earlier write failure has made the store refuse writes.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    fn persist_mode(&self) -> PersistMode {
+        match self.durability {
+            Durability::Fsync => PersistMode::SyncAll,
+            Durability::Buffered => PersistMode::Buffer,
+        }
+    }
+
+    /// Applies many writes as one atomic batch and makes it durable per the policy.
+    /// On failure the store is poisoned: every later write fails with `Poisoned`.
+    pub fn apply(&self, writes: &[Write]) -> Result<(), StorageError> {
+        if self.is_poisoned() {
+            return Err(StorageError::Poisoned);
+        }
+        let mut batch = self.db.batch().durability(Some(self.persist_mode()));
+        for write in writes {
+            match write {
+                Write::AppendMessage(message) => {
+                    let value = encode_message(message)?;
+                    batch.insert(&self.room_seq_message, keys::message(&message.room, message.seq), value);
+                    let mut seq_ts = [0u8; 16];
+                    seq_ts[..8].copy_from_slice(&message.seq.to_be_bytes());
+                    seq_ts[8..].copy_from_slice(&message.ts.to_be_bytes());
+                    batch.insert(&self.room_cid_seq, keys::room_cid(&message.room, &message.cid), seq_ts);
+                }
+                Write::PutRoom(room) => {
+                    batch.insert(&self.rooms, room.room_id.as_str(), encode_json(room)?);
+                }
+                Write::PutMember { room, user, role } => {
+                    batch.insert(&self.room_member, keys::room_member(room, user), [*role]);
+                    batch.insert(&self.user_room, keys::user_room(user, room), [*role]);
+                }
+                Write::RemoveMember { room, user } => {
+                    batch.remove(&self.room_member, keys::room_member(room, user));
+                    batch.remove(&self.user_room, keys::user_room(user, room));
+                }
+            }
+        }
+        batch.commit().inspect_err(|_| self.poison())?;
+        Ok(())
+    }
+
+    /// Syncs everything written so far to disk (the buffered policy's periodic sync).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.db.persist(PersistMode::SyncAll).inspect_err(|_| self.poison())?;
+        Ok(())
+    }
+
+    fn poison(&self) {
+        if !self.poisoned.swap(true, Ordering::AcqRel) {
+            tracing::error!("storage write failed: refusing all further writes until restart");
+        }
+    }
+
+    // ----- users -----
+
+    /// Creates a user, failing with `UsernameTaken` when the name exists. Durable on return.
+    pub fn create_user(&self, user: &UserRecord) -> Result<(), StorageError> {
+        let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
+        if self.is_poisoned() {
+            return Err(StorageError::Poisoned);
+        }
+        if self.username_user.get(user.username.as_bytes())?.is_some() {
+            return Err(StorageError::UsernameTaken);
+        }
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        batch.insert(&self.users, user.user_id.as_str(), encode_json(user)?);
+        batch.insert(&self.username_user, user.username.as_str(), user.user_id.as_str());
+        batch.commit().inspect_err(|_| self.poison())?;
+        Ok(())
+    }
+
+    /// A user by id.
+    pub fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StorageError> {
+        self.users.get(id.as_str())?.map(|v| decode_json("users", &v)).transpose()
+    }
+
+    /// A user by username.
+    pub fn user_by_name(&self, name: &Username) -> Result<Option<UserRecord>, StorageError> {
+        let Some(id) = self.username_user.get(name.as_str())? else { return Ok(None) };
+        let id = std::str::from_utf8(&id)
+            .ok()
+            .and_then(|s| UserId::parse(s).ok())
+            .ok_or_else(|| StorageError::Corrupt { partition: "username_user", detail: "bad user id".into() })?;
+        self.user(&id)
+    }
+
+    // ----- refresh tokens -----
+
+    /// Stores a new refresh token record under the token's hash. Durable on return.
+    pub fn put_refresh(&self, token_hash: &[u8], record: &RefreshRecord) -> Result<(), StorageError> {
+        let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        batch.insert(&self.refresh_token, token_hash, encode_json(record)?);
+        batch.commit().inspect_err(|_| self.poison())?;
+        Ok(())
+    }
+
+    /// Rotates a refresh token: if `old_hash` is a live, unrotated, unexpired token of a
+    /// family that is not revoked, marks it rotated, stores `new` under `new_hash`, and
+    /// returns the old record. A replayed (already rotated) token revokes its family.
+    /// Returns `Ok(None)` for any token that must be refused.
+    pub fn rotate_refresh(
+        &self,
+        old_hash: &[u8],
+        new_hash: &[u8],
+        now_ms: u64,
+        new_expires_ms: u64,
+    ) -> Result<Option<RefreshRecord>, StorageError> {
+        let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
+        if self.is_poisoned() {
+            return Err(StorageError::Poisoned);
+        }
+        let Some(bytes) = self.refresh_token.get(old_hash)? else { return Ok(None) };
+        let mut old: RefreshRecord = decode_json("refresh_token", &bytes)?;
+        if self.revoked_family.get(old.family.as_bytes())?.is_some() {
+            return Ok(None);
+        }
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        if old.rotated {
+            tracing::warn!(user = %old.user_id, "refresh token replayed: revoking its family");
+            batch.insert(&self.revoked_family, old.family.as_bytes(), now_ms.to_be_bytes());
+            batch.commit().inspect_err(|_| self.poison())?;
+            return Ok(None);
+        }
+        if old.expires_ms <= now_ms {
+            return Ok(None);
+        }
+        old.rotated = true;
+        let new = RefreshRecord {
+            user_id: old.user_id.clone(),
+            family: old.family.clone(),
+            expires_ms: new_expires_ms,
+            rotated: false,
+        };
+        batch.insert(&self.refresh_token, old_hash, encode_json(&old)?);
+        batch.insert(&self.refresh_token, new_hash, encode_json(&new)?);
+        batch.commit().inspect_err(|_| self.poison())?;
+        Ok(Some(old))
+    }
+
+    // ----- rooms and members -----
+
+    /// A room by id.
+    pub fn room(&self, id: &RoomId) -> Result<Option<RoomRecord>, StorageError> {
+        self.rooms.get(id.as_str())?.map(|v| decode_json("rooms", &v)).transpose()
+    }
+
+    /// Every member of a room with its role byte.
+    pub fn members(&self, room: &RoomId) -> Result<Vec<(UserId, u8)>, StorageError> {
+        let prefix = keys::room_prefix(room);
+        let mut members = Vec::new();
+        for guard in self.room_member.prefix(&prefix) {
+            let (key, value) = guard.into_inner()?;
+            let user = std::str::from_utf8(&key[prefix.len()..])
+                .ok()
+                .and_then(|s| UserId::parse(s).ok())
+                .ok_or_else(|| StorageError::Corrupt { partition: "room_member", detail: "bad user id".into() })?;
+            members.push((user, value.first().copied().unwrap_or(0)));
+        }
+        Ok(members)
+    }
+
+    /// The rooms a user is a member of.
+    pub fn user_rooms(&self, user: &UserId) -> Result<Vec<RoomId>, StorageError> {
+        let mut prefix = user.as_str().as_bytes().to_vec();
+        prefix.push(0);
+        let mut rooms = Vec::new();
+        for guard in self.user_room.prefix(&prefix) {
+            let key = guard.key()?;
+            let room = std::str::from_utf8(&key[prefix.len()..])
+                .ok()
+                .and_then(|s| RoomId::parse(s).ok())
+                .ok_or_else(|| StorageError::Corrupt { partition: "user_room", detail: "bad room id".into() })?;
+            rooms.push(room);
+        }
+        Ok(rooms)
+    }
+
+    // ----- messages -----
+
+    /// The highest stored seq of a room (0 when it has none).
+    pub fn last_seq(&self, room: &RoomId) -> Result<u64, StorageError> {
+        let prefix = keys::room_prefix(room);
+        match self.room_seq_message.prefix(&prefix).next_back() {
+            Some(guard) => {
+                let key = guard.key()?;
+                keys::seq_of_message_key(&key).ok_or_else(|| StorageError::Corrupt {
+                    partition: "room_seq_message",
+                    detail: "short key".into(),
+                })
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Up to `limit` messages with seq below `before` (all when `None`), newest first.
+    pub fn messages_before(
+        &self,
+        room: &RoomId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StorageError> {
+        let start = keys::message(room, 0);
+        let end = keys::message(room, before.unwrap_or(u64::MAX));
+        self.room_seq_message
+            .range(start..end)
+            .rev()
+            .take(limit)
+            .map(|guard| decode_message(&guard.value()?))
+            .collect()
+    }
+
+    /// Up to `limit` messages with seq in `from..=to`, oldest first.
+    pub fn messages_between(
+        &self,
+        room: &RoomId,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StorageError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let start = keys::message(room, from);
+        let end = keys::message(room, to);
+        self.room_seq_message
+            .range(start..=end)
+            .take(limit)
+            .map(|guard| decode_message(&guard.value()?))
+            .collect()
+    }
+
+    /// The `(seq, ts)` a cid was stored under in a room, if it was.
+    pub fn cid_seq(&self, room: &RoomId, cid: &ClientMsgId) -> Result<Option<(u64, u64)>, StorageError> {
+        let Some(value) = self.room_cid_seq.get(keys::room_cid(room, cid))? else { return Ok(None) };
+        let bytes: [u8; 16] = value[..].try_into().map_err(|_| StorageError::Corrupt {
+            partition: "room_cid_seq",
+            detail: "value is not 16 bytes".into(),
+        })?;
+        let (seq, ts) = bytes.split_at(8);
+        let seq = u64::from_be_bytes(seq.try_into().unwrap_or_default());
+        let ts = u64::from_be_bytes(ts.try_into().unwrap_or_default());
+        Ok(Some((seq, ts)))
+    }
+}
+
+fn encode_message(message: &Message) -> Result<Vec<u8>, StorageError> {
+    rkyv::api::high::to_bytes_in::<_, rancor::Error>(message, Vec::new())
+        .map_err(|e| StorageError::Corrupt { partition: "room_seq_message", detail: e.to_string() })
+}
+
+fn decode_message(bytes: &[u8]) -> Result<Message, StorageError> {
+    rkyv::from_bytes::<Message, rancor::Error>(bytes)
+        .map_err(|e| StorageError::Corrupt { partition: "room_seq_message", detail: e.to_string() })
+}
+
+fn encode_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(value).map_err(|e| StorageError::Corrupt { partition: "json", detail: e.to_string() })
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(partition: &'static str, bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt { partition, detail: e.to_string() })
+}
