@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
     rkyv::Serialize, rkyv::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum ErrorCode {
     /// Not authenticated, or the credentials are wrong or expired.
     Unauthorized,

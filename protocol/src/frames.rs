@@ -26,7 +26,6 @@ pub struct ClientFrame {
     rkyv::Deserialize,
 )]
 #[serde(tag = "op", deny_unknown_fields)]
-#[non_exhaustive]
 pub enum Op {
     /// Authenticate the socket with an access token. The only op accepted before auth.
     #[serde(rename = "auth")]
@@ -128,7 +127,6 @@ impl ClientFrame {
     rkyv::Serialize, rkyv::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum RoomKind {
     /// Anyone may join.
     Public,
@@ -142,7 +140,6 @@ pub enum RoomKind {
     rkyv::Serialize, rkyv::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum MessageKind {
     /// Plain Unicode text.
     #[default]
@@ -232,7 +229,6 @@ pub enum ReplyBody {
     rkyv::Deserialize,
 )]
 #[serde(untagged)]
-#[non_exhaustive]
 pub enum OkBody {
     /// `join`.
     Joined(JoinOk),
@@ -330,7 +326,6 @@ pub struct HistoryOk {
     rkyv::Deserialize,
 )]
 #[serde(tag = "ev")]
-#[non_exhaustive]
 pub enum Event {
     /// A message stored in a room the client has joined.
     #[serde(rename = "message")]

@@ -1,1 +1,26 @@
-//! palaver-core.
+//! Palaver's chat logic as pure state machines. Inputs go in (a command, the current
+//! time, lookups as arguments); decisions come out (an effect to carry out, or a refusal
+//! with a protocol error code). Nothing here touches a socket, a clock, a thread or a
+//! storage handle, so every rule is unit- and property-tested without any of them, and
+//! is enforced identically whichever shard or transport a request arrives on.
+//!
+//! - [`Room`]: one room's membership, permissions, seq assignment and idempotency.
+//! - [`Session`]: one connection's auth state, rate limit and in-flight accounting.
+//! - [`shard_for`]: which shard owns a room.
+//!
+//! The server crate drives these: it feeds them time and commands and carries out their
+//! effects (persist, broadcast, reply).
+
+mod error;
+mod rate;
+mod role;
+mod room;
+mod session;
+mod sharding;
+
+pub use error::CoreError;
+pub use rate::TokenBucket;
+pub use role::Role;
+pub use room::{Appended, JoinOutcome, Room, SendOutcome};
+pub use session::{Admission, Session, SessionLimits};
+pub use sharding::{jump_hash, shard_for, stable_hash};

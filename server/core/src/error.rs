@@ -1,0 +1,64 @@
+//! Refusals the chat rules can produce, each mapped to one protocol error code.
+
+use palaver_protocol::{ErrorBody, ErrorCode, RoomId};
+
+/// Why the chat rules refuse a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The op needs an authenticated socket.
+    #[error("authenticate first: the only op accepted before auth is `auth`")]
+    NotAuthenticated,
+    /// `auth` on a socket that is already authenticated.
+    #[error("this socket is already authenticated")]
+    AlreadyAuthenticated,
+    /// The caller is not a member of a room that requires membership.
+    #[error("not a member of {0}")]
+    NotMember(RoomId),
+    /// A private room that the caller was not invited to.
+    #[error("{0} is private")]
+    PrivateRoom(RoomId),
+    /// Too many requests.
+    #[error("too many requests; retry in {retry_after_ms} ms")]
+    RateLimited {
+        /// How long until a request would be admitted.
+        retry_after_ms: u64,
+    },
+    /// Too many requests waiting for an answer on one socket.
+    #[error("too many requests in flight (limit {limit})")]
+    TooManyInFlight {
+        /// The limit.
+        limit: u32,
+    },
+    /// A field is out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// A text is longer than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+impl CoreError {
+    /// The protocol error code for this refusal.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CoreError::NotAuthenticated => ErrorCode::Unauthorized,
+            CoreError::AlreadyAuthenticated | CoreError::Invalid(_) => ErrorCode::Invalid,
+            CoreError::NotMember(_) | CoreError::PrivateRoom(_) => ErrorCode::Forbidden,
+            CoreError::RateLimited { .. } | CoreError::TooManyInFlight { .. } => {
+                ErrorCode::RateLimited
+            }
+            CoreError::TooLarge(_) => ErrorCode::TooLarge,
+        }
+    }
+
+    /// The error body for a reply.
+    pub fn to_body(&self) -> ErrorBody {
+        let retry_after_ms = match self {
+            CoreError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
+            CoreError::TooManyInFlight { .. } => Some(100),
+            _ => None,
+        };
+        ErrorBody { code: self.code(), message: self.to_string(), retry_after_ms }
+    }
+}

@@ -1,0 +1,376 @@
+//! One room as a state machine: who is in it, who may do what, and the next `seq`.
+//!
+//! The room is driven by its owning shard, the single writer. It assigns seqs before the
+//! write is durable (so sends pipeline through group commit) and is told by
+//! [`Room::committed`] when they are; `join` reports only durable seqs, so a subscriber
+//! never hears of a message that a crash could still take back.
+
+use std::collections::{HashMap, VecDeque};
+
+use palaver_protocol::{
+    ClientMsgId, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind, RoomName,
+    TextError, UserId, limits,
+};
+
+use crate::error::CoreError;
+use crate::role::Role;
+
+/// One room's live state.
+#[derive(Debug, Clone)]
+pub struct Room {
+    id: RoomId,
+    name: String,
+    kind: RoomKind,
+    members: HashMap<UserId, Role>,
+    /// Highest seq assigned (durable or not).
+    last_seq: u64,
+    /// Highest seq known durable.
+    durable_seq: u64,
+    /// Timestamp of the newest message: timestamps never go backwards inside a room.
+    last_ts: u64,
+    /// Cids assigned a seq that is not yet durable, oldest first, so a retry that races
+    /// its own first attempt gets the same seq instead of a second copy.
+    pending: VecDeque<(u64, ClientMsgId)>,
+    pending_cids: HashMap<ClientMsgId, (u64, u64)>,
+    max_text_chars: usize,
+}
+
+/// What `join` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinOutcome {
+    /// The caller was not a member before: membership must be persisted.
+    pub newly_member: bool,
+    /// The caller's role.
+    pub role: Role,
+    /// The newest durable seq: events after it will follow.
+    pub last_seq: u64,
+}
+
+/// What `send` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// A new message: persist it, then broadcast it and answer with its seq.
+    Append(Appended),
+    /// This cid is already stored (or being stored) under `seq`: store nothing, answer
+    /// once `seq` is durable.
+    Duplicate {
+        /// The first send's seq.
+        seq: u64,
+        /// The first send's timestamp.
+        ts: u64,
+    },
+}
+
+/// A message accepted by the room, not yet durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The message to persist and broadcast.
+    pub message: Message,
+}
+
+impl Room {
+    /// A new room created by `owner`, who becomes its owner and only member.
+    pub fn create(
+        id: RoomId,
+        name: String,
+        kind: RoomKind,
+        owner: UserId,
+        max_text_chars: usize,
+    ) -> Result<Room, CoreError> {
+        let name = RoomName::new(name).map_err(|e| CoreError::Invalid(format!("room name: {e}")))?;
+        Ok(Room::restore(id, name.into_string(), kind, [(owner, Role::Owner)], 0, 0, max_text_chars))
+    }
+
+    /// A room rebuilt from storage.
+    pub fn restore(
+        id: RoomId,
+        name: String,
+        kind: RoomKind,
+        members: impl IntoIterator<Item = (UserId, Role)>,
+        last_seq: u64,
+        last_ts: u64,
+        max_text_chars: usize,
+    ) -> Room {
+        Room {
+            id,
+            name,
+            kind,
+            members: members.into_iter().collect(),
+            last_seq,
+            durable_seq: last_seq,
+            last_ts,
+            pending: VecDeque::new(),
+            pending_cids: HashMap::new(),
+            max_text_chars: max_text_chars.clamp(1, usize::MAX),
+        }
+    }
+
+    /// The room as clients see it.
+    pub fn info(&self) -> RoomInfo {
+        RoomInfo { room_id: self.id.clone(), name: self.name.clone(), kind: self.kind }
+    }
+
+    /// The room's id.
+    pub fn id(&self) -> &RoomId {
+        &self.id
+    }
+
+    /// A member's role, if `user` is a member.
+    pub fn role_of(&self, user: &UserId) -> Option<Role> {
+        self.members.get(user).copied()
+    }
+
+    /// Number of members.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The newest durable seq.
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
+    }
+
+    /// The newest assigned seq.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Joins `user`: anyone may join a public room; a private room admits members only.
+    pub fn join(&mut self, user: &UserId) -> Result<JoinOutcome, CoreError> {
+        if let Some(role) = self.role_of(user) {
+            return Ok(JoinOutcome { newly_member: false, role, last_seq: self.durable_seq });
+        }
+        match self.kind {
+            RoomKind::Public => {
+                self.members.insert(user.clone(), Role::Member);
+                Ok(JoinOutcome { newly_member: true, role: Role::Member, last_seq: self.durable_seq })
+            }
+            RoomKind::Private => Err(CoreError::PrivateRoom(self.id.clone())),
+        }
+    }
+
+    /// Removes `user`; returns whether they were a member.
+    pub fn leave(&mut self, user: &UserId) -> bool {
+        self.members.remove(user).is_some()
+    }
+
+    /// Checks that `user` may read the history: members always, anyone for public rooms.
+    /// Returns the page bounds to read.
+    pub fn history_page(
+        &self,
+        user: &UserId,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<(Option<u64>, usize), CoreError> {
+        if self.kind == RoomKind::Private && self.role_of(user).is_none() {
+            return Err(CoreError::PrivateRoom(self.id.clone()));
+        }
+        let limit = limit.unwrap_or(limits::DEFAULT_HISTORY_LIMIT);
+        if !(1..=limits::MAX_HISTORY_LIMIT).contains(&limit) {
+            return Err(CoreError::Invalid(format!(
+                "limit must be 1 to {}",
+                limits::MAX_HISTORY_LIMIT
+            )));
+        }
+        // Never show what is not yet durable.
+        let ceiling = self.durable_seq.saturating_add(1);
+        let before = Some(before.map_or(ceiling, |b| b.min(ceiling)));
+        Ok((before, limit as usize))
+    }
+
+    /// Accepts a message from `user`, or says it is a duplicate of a stored one.
+    /// `stored_cid` looks a cid up in durable storage (for retries after a restart).
+    pub fn send(
+        &mut self,
+        now_ms: u64,
+        user: &UserId,
+        cid: ClientMsgId,
+        kind: MessageKind,
+        text: String,
+        client_ts: Option<u64>,
+        stored_cid: impl FnOnce(&ClientMsgId) -> Option<(u64, u64)>,
+    ) -> Result<SendOutcome, CoreError> {
+        if self.role_of(user).is_none() {
+            return Err(CoreError::NotMember(self.id.clone()));
+        }
+        let text = MessageText::new(text, self.max_text_chars).map_err(|e| match e {
+            TextError::TooLong { .. } => CoreError::TooLarge(e.to_string()),
+            _ => CoreError::Invalid(e.to_string()),
+        })?;
+        if let Some(&(seq, ts)) = self.pending_cids.get(&cid) {
+            return Ok(SendOutcome::Duplicate { seq, ts });
+        }
+        if let Some((seq, ts)) = stored_cid(&cid) {
+            return Ok(SendOutcome::Duplicate { seq, ts });
+        }
+        self.last_seq += 1;
+        self.last_ts = self.last_ts.max(now_ms);
+        let message = Message {
+            room: self.id.clone(),
+            seq: self.last_seq,
+            ts: self.last_ts,
+            sender: user.clone(),
+            cid: cid.clone(),
+            kind,
+            text: text.into_string(),
+            client_ts,
+        };
+        self.pending.push_back((self.last_seq, cid.clone()));
+        self.pending_cids.insert(cid, (self.last_seq, self.last_ts));
+        Ok(SendOutcome::Append(Appended { message }))
+    }
+
+    /// Records that every seq up to `seq` is durable.
+    pub fn committed(&mut self, seq: u64) {
+        self.durable_seq = self.durable_seq.max(seq.min(self.last_seq));
+        while let Some((pending_seq, _)) = self.pending.front() {
+            if *pending_seq > self.durable_seq {
+                break;
+            }
+            if let Some((_, cid)) = self.pending.pop_front() {
+                self.pending_cids.remove(&cid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(&format!("u_{name}")).unwrap()
+    }
+    fn cid(s: &str) -> ClientMsgId {
+        ClientMsgId::parse(s).unwrap()
+    }
+    fn public_room() -> Room {
+        Room::create(RoomId::parse("r_pub").unwrap(), "general".into(), RoomKind::Public, user("owner"), 2_000)
+            .unwrap()
+    }
+    fn send(room: &mut Room, who: &UserId, c: &str, now: u64) -> Result<SendOutcome, CoreError> {
+        room.send(now, who, cid(c), MessageKind::Text, "hi".into(), None, |_| None)
+    }
+
+    #[test]
+    fn seqs_start_at_one_and_grow_by_one() {
+        let mut room = public_room();
+        let owner = user("owner");
+        for expected in 1..=5 {
+            match send(&mut room, &owner, &format!("c{expected}"), 10).unwrap() {
+                SendOutcome::Append(a) => assert_eq!(a.message.seq, expected),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_cid_returns_the_first_seq_before_and_after_commit() {
+        let mut room = public_room();
+        let owner = user("owner");
+        assert!(matches!(send(&mut room, &owner, "a", 5).unwrap(), SendOutcome::Append(_)));
+        assert_eq!(send(&mut room, &owner, "a", 6).unwrap(), SendOutcome::Duplicate { seq: 1, ts: 5 });
+        room.committed(1);
+        // After commit the room forgets it; storage answers.
+        let outcome = room
+            .send(7, &owner, cid("a"), MessageKind::Text, "hi".into(), None, |_| Some((1, 5)))
+            .unwrap();
+        assert_eq!(outcome, SendOutcome::Duplicate { seq: 1, ts: 5 });
+        assert_eq!(room.last_seq(), 1);
+    }
+
+    #[test]
+    fn outsiders_cannot_send_and_private_rooms_refuse_them() {
+        let mut room = public_room();
+        let bob = user("bob");
+        assert_eq!(send(&mut room, &bob, "x", 1), Err(CoreError::NotMember(room.id().clone())));
+        assert!(room.join(&bob).unwrap().newly_member);
+        assert!(!room.join(&bob).unwrap().newly_member);
+        assert!(send(&mut room, &bob, "x", 1).is_ok());
+
+        let mut private =
+            Room::create(RoomId::parse("r_priv").unwrap(), "secret".into(), RoomKind::Private, user("owner"), 100)
+                .unwrap();
+        assert!(matches!(private.join(&bob), Err(CoreError::PrivateRoom(_))));
+        assert!(matches!(private.history_page(&bob, None, None), Err(CoreError::PrivateRoom(_))));
+        assert!(private.history_page(&user("owner"), None, None).is_ok());
+    }
+
+    #[test]
+    fn text_limits_map_to_the_right_codes() {
+        let mut room = Room::create(RoomId::parse("r_x").unwrap(), "x".into(), RoomKind::Public, user("o"), 3).unwrap();
+        let o = user("o");
+        let long = room.send(1, &o, cid("1"), MessageKind::Text, "abcd".into(), None, |_| None);
+        assert!(matches!(long, Err(CoreError::TooLarge(_))));
+        let ctrl = room.send(1, &o, cid("2"), MessageKind::Text, "a\u{0}".into(), None, |_| None);
+        assert!(matches!(ctrl, Err(CoreError::Invalid(_))));
+        assert_eq!(room.last_seq(), 0, "refused sends consume no seq");
+    }
+
+    #[test]
+    fn history_never_shows_undurable_messages_and_checks_limit() {
+        let mut room = public_room();
+        let owner = user("owner");
+        send(&mut room, &owner, "a", 1).unwrap();
+        send(&mut room, &owner, "b", 1).unwrap();
+        assert_eq!(room.history_page(&owner, None, None).unwrap(), (Some(1), 50));
+        room.committed(2);
+        assert_eq!(room.history_page(&owner, None, Some(10)).unwrap(), (Some(3), 10));
+        assert_eq!(room.history_page(&owner, Some(2), Some(10)).unwrap(), (Some(2), 10));
+        assert!(room.history_page(&owner, None, Some(0)).is_err());
+        assert!(room.history_page(&owner, None, Some(101)).is_err());
+    }
+
+    #[test]
+    fn join_reports_only_durable_seqs() {
+        let mut room = public_room();
+        let owner = user("owner");
+        send(&mut room, &owner, "a", 1).unwrap();
+        assert_eq!(room.join(&user("bob")).unwrap().last_seq, 0);
+        room.committed(1);
+        assert_eq!(room.join(&user("carol")).unwrap().last_seq, 1);
+    }
+
+    #[test]
+    fn timestamps_never_go_backwards() {
+        let mut room = public_room();
+        let owner = user("owner");
+        let SendOutcome::Append(a) = send(&mut room, &owner, "a", 100).unwrap() else { panic!() };
+        let SendOutcome::Append(b) = send(&mut room, &owner, "b", 50).unwrap() else { panic!() };
+        assert_eq!((a.message.ts, b.message.ts), (100, 100));
+    }
+
+    proptest! {
+        /// Against a reference model: any mix of sends (with repeated cids) and commits
+        /// yields gapless seqs, one seq per distinct cid, and the first seq for repeats.
+        #[test]
+        fn matches_a_reference_model(ops in prop::collection::vec((0u8..20, any::<bool>()), 1..200)) {
+            let mut room = public_room();
+            let owner = user("owner");
+            let mut model: HashMap<String, u64> = HashMap::new();
+            let mut stored: HashMap<String, (u64, u64)> = HashMap::new();
+            for (c, commit) in ops {
+                let c = format!("c{c}");
+                let lookup = stored.get(&c).copied();
+                let outcome = room
+                    .send(1, &owner, cid(&c), MessageKind::Text, "x".into(), None, |_| lookup)
+                    .unwrap();
+                let next = model.len() as u64 + 1;
+                let expected = *model.entry(c.clone()).or_insert(next);
+                match outcome {
+                    SendOutcome::Append(a) => {
+                        prop_assert_eq!(a.message.seq, expected);
+                        prop_assert_eq!(expected, next);
+                        stored.insert(c, (a.message.seq, a.message.ts));
+                    }
+                    SendOutcome::Duplicate { seq, .. } => prop_assert_eq!(seq, expected),
+                }
+                if commit {
+                    room.committed(room.last_seq());
+                }
+            }
+            prop_assert_eq!(room.last_seq(), model.len() as u64);
+        }
+    }
+}
