@@ -67,7 +67,6 @@ impl ErrorCode {
     Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
     rkyv::Deserialize,
 )]
-#[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     /// The error code.
     pub code: ErrorCode,

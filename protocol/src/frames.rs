@@ -151,7 +151,6 @@ pub enum MessageKind {
     Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
     rkyv::Deserialize,
 )]
-#[serde(deny_unknown_fields)]
 pub struct RoomInfo {
     /// The room's id.
     pub room_id: RoomId,
@@ -166,7 +165,6 @@ pub struct RoomInfo {
     Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
     rkyv::Deserialize,
 )]
-#[serde(deny_unknown_fields)]
 pub struct Message {
     /// The room.
     pub room: RoomId,
@@ -223,7 +221,8 @@ pub enum ReplyBody {
 }
 
 /// The payload of a successful reply; its shape depends on the op. In JSON it is the
-/// bare object (no tag): clients know which op they asked.
+/// bare object (no tag): clients know which op they asked. Decoding tries the variants
+/// in order, most specific first, and tolerates fields added by later versions.
 #[derive(
     Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
     rkyv::Deserialize,
@@ -249,7 +248,6 @@ pub enum OkBody {
     Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, rkyv::Archive,
     rkyv::Serialize, rkyv::Deserialize,
 )]
-#[serde(deny_unknown_fields)]
 pub struct Empty {}
 
 /// Answer to `auth`.
@@ -257,7 +255,6 @@ pub struct Empty {}
     Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
     rkyv::Deserialize,
 )]
-#[serde(deny_unknown_fields)]
 pub struct AuthOk {
     /// The authenticated user.
     pub user_id: UserId,
@@ -270,7 +267,6 @@ pub struct AuthOk {
     Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
     rkyv::Deserialize,
 )]
-#[serde(deny_unknown_fields)]
 pub struct RoomOk {
     /// The new room.
     pub room: RoomInfo,
@@ -281,7 +277,6 @@ pub struct RoomOk {
     Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
     rkyv::Deserialize,
 )]
-#[serde(deny_unknown_fields)]
 pub struct JoinOk {
     /// The room.
     pub room: RoomInfo,
@@ -294,7 +289,6 @@ pub struct JoinOk {
     Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
     rkyv::Deserialize,
 )]
-#[serde(deny_unknown_fields)]
 pub struct SendOk {
     /// The stored message's seq.
     pub seq: u64,
@@ -314,7 +308,6 @@ fn is_false(b: &bool) -> bool {
     Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
     rkyv::Deserialize,
 )]
-#[serde(deny_unknown_fields)]
 pub struct HistoryOk {
     /// Newest first.
     pub messages: Vec<Message>,

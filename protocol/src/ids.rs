@@ -115,7 +115,7 @@ prefixed_id!(
     UserId, "u_", "user id"
 );
 prefixed_id!(
-    /// A room (public, private or direct), `r_…`.
+    /// A room, `r_…`.
     RoomId, "r_", "room id"
 );
 prefixed_id!(

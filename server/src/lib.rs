@@ -1,1 +1,29 @@
-//! server
+//! The Palaver server: the `palaver` binary's library. It carries out what the pure
+//! `palaver-core` state machines decide — it owns the sockets, the clock, the threads
+//! and the storage handles.
+//!
+//! - [`server::run`] starts everything: storage and its group-commit thread, one shard
+//!   per core, the shared listening port.
+//! - `shard`: a thread with its own monoio runtime; owns the rooms that hash to it and
+//!   delivers events to its own sockets. Shards talk only by messages.
+//! - `conn`: HTTP/1.1 routes and the WebSocket connection (reader, writer, queue).
+//! - `ws`: the WebSocket handshake and frame codec, sans-IO.
+//! - `auth`: passwords, access tokens, refresh tokens.
+//!
+//! Not here: the chat rules (`palaver-core`), the wire types (`palaver-protocol`), the
+//! on-disk layout (`palaver-storage`).
+
+pub mod auth;
+mod blocking;
+pub mod clock;
+pub mod config;
+mod conn;
+mod ids;
+pub mod metrics;
+pub mod server;
+mod shard;
+mod shared;
+pub mod ws;
+
+pub use config::{Cli, Config};
+pub use server::{StartError, run};

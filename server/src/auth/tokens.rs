@@ -1,0 +1,130 @@
+//! Access tokens (JWT, HS256 only) and refresh-token hashing.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use palaver_protocol::UserId;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Why a token is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// Malformed, wrongly signed, of another algorithm, expired, or not yet valid.
+    #[error("invalid or expired token")]
+    InvalidToken,
+    /// The token could not be signed (a server fault).
+    #[error("cannot sign token")]
+    Signing,
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// The user id.
+    pub sub: String,
+    /// The refresh-token family (one per login) this access token belongs to.
+    pub sid: String,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: u64,
+    /// Not valid before, seconds since the Unix epoch.
+    pub nbf: u64,
+    /// Expires at, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+/// Issues and verifies access tokens with one HS256 secret.
+pub struct TokenService {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    access_ttl_secs: u64,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService").field("access_ttl_secs", &self.access_ttl_secs).finish_non_exhaustive()
+    }
+}
+
+impl TokenService {
+    /// A token service for `secret`; access tokens live `access_ttl_secs`.
+    pub fn new(secret: &[u8], access_ttl_secs: u64) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.leeway = 5;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "nbf", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            access_ttl_secs,
+        }
+    }
+
+    /// Access-token lifetime in seconds.
+    pub fn access_ttl_secs(&self) -> u64 {
+        self.access_ttl_secs
+    }
+
+    /// Signs an access token for `user` in token family `family`.
+    pub fn issue(&self, user: &UserId, family: &str, now_secs: u64) -> Result<String, AuthError> {
+        let claims = AccessClaims {
+            sub: user.to_string(),
+            sid: family.to_owned(),
+            iat: now_secs,
+            nbf: now_secs,
+            exp: now_secs + self.access_ttl_secs,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|_| AuthError::Signing)
+    }
+
+    /// Verifies an access token and returns its user.
+    pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+        if token.len() > palaver_protocol::limits::MAX_TOKEN_BYTES {
+            return Err(AuthError::InvalidToken);
+        }
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
+            .map_err(|_| AuthError::InvalidToken)?;
+        UserId::parse(&data.claims.sub).map_err(|_| AuthError::InvalidToken)
+    }
+}
+
+/// The stored form of a refresh token: its SHA-256, so a leaked database holds no token.
+pub fn hash_refresh_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn now() -> u64 {
+        crate::clock::now_ms() / 1000
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_others_do_not() {
+        let service = TokenService::new(b"secret-one", 900);
+        let user = UserId::parse("u_alice").unwrap();
+        let token = service.issue(&user, "f1", now()).unwrap();
+        assert_eq!(service.verify(&token).unwrap(), user);
+
+        let other = TokenService::new(b"secret-two", 900);
+        assert_eq!(other.verify(&token), Err(AuthError::InvalidToken));
+
+        let expired = service.issue(&user, "f1", now() - 10_000).unwrap();
+        assert_eq!(service.verify(&expired), Err(AuthError::InvalidToken));
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let service = TokenService::new(b"secret", 900);
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let header = b64(r#"{"alg":"none","typ":"JWT"}"#);
+        let claims = b64(&format!(r#"{{"sub":"u_alice","sid":"f","iat":0,"nbf":0,"exp":{}}}"#, now() + 100));
+        assert_eq!(service.verify(&format!("{header}.{claims}.")), Err(AuthError::InvalidToken));
+    }
+}

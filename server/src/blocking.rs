@@ -1,0 +1,43 @@
+//! A small pool of threads for work that must never run on a shard's event loop
+//! (argon2 hashing, synchronous account writes). Shards await the answer as a message.
+
+use std::thread::JoinHandle;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The pool. Dropping every clone of the sender ends the threads.
+#[derive(Clone)]
+pub struct BlockingPool {
+    tx: flume::Sender<Job>,
+}
+
+impl BlockingPool {
+    /// Starts `threads` workers.
+    pub fn start(threads: usize) -> (BlockingPool, Vec<JoinHandle<()>>) {
+        let (tx, rx) = flume::unbounded::<Job>();
+        let handles = (0..threads.max(1))
+            .filter_map(|i| {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("palaver-blocking-{i}"))
+                    .spawn(move || {
+                        while let Ok(job) = rx.recv() {
+                            job();
+                        }
+                    })
+                    .ok()
+            })
+            .collect();
+        (BlockingPool { tx }, handles)
+    }
+
+    /// Runs `f` on the pool and awaits its result; `None` if the pool is gone.
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (done_tx, done_rx) = flume::bounded(1);
+        let job: Job = Box::new(move || {
+            let _ = done_tx.send(f());
+        });
+        self.tx.send(job).ok()?;
+        done_rx.recv_async().await.ok()
+    }
+}

@@ -1,0 +1,233 @@
+//! Operator configuration. Each setting is a flag, an environment variable and a key of
+//! an optional TOML file (`--config`); flag beats env beats file beats default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use palaver_core::SessionLimits;
+use palaver_storage::Durability;
+use serde::Deserialize;
+
+/// Command-line flags (each also read from its environment variable by clap).
+#[derive(Debug, Default, Parser)]
+#[command(name = "palaver", version, about = "Palaver: a real-time chat server.")]
+pub struct Cli {
+    /// TOML file with settings (keys are the flag names with `_` for `-`).
+    #[arg(long, env = "PALAVER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// WebSocket + HTTP listener address (port 0 picks a free port).
+    #[arg(long, env = "PALAVER_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// QUIC listener address (reserved; QUIC is not served yet).
+    #[arg(long, env = "PALAVER_QUIC_ADDR")]
+    pub quic_addr: Option<SocketAddr>,
+    /// Data directory.
+    #[arg(long, env = "PALAVER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Number of shards (threads); default: available cores.
+    #[arg(long, env = "PALAVER_SHARDS")]
+    pub shards: Option<usize>,
+    /// HS256 secret for access tokens; default: generated once into the data dir.
+    #[arg(long, env = "PALAVER_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// `fsync` (ok after the journal is synced) or `buffered` (synced within 1 s).
+    #[arg(long, env = "PALAVER_DURABILITY")]
+    pub durability: Option<DurabilitySetting>,
+    /// Longest message text, in characters.
+    #[arg(long, env = "PALAVER_MAX_TEXT_CHARS")]
+    pub max_text_chars: Option<usize>,
+    /// Access-token lifetime, in seconds.
+    #[arg(long, env = "PALAVER_ACCESS_TOKEN_TTL_SECS")]
+    pub access_token_ttl_secs: Option<u64>,
+    /// Largest WebSocket message a client may send, in bytes.
+    #[arg(long, env = "PALAVER_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Bytes queued to one socket before it is closed as a slow consumer.
+    #[arg(long, env = "PALAVER_OUTBOUND_QUEUE_BYTES")]
+    pub outbound_queue_bytes: Option<usize>,
+    /// Sustained ops per second per connection.
+    #[arg(long, env = "PALAVER_OPS_PER_SEC")]
+    pub ops_per_sec: Option<u32>,
+    /// Ops per connection allowed in a burst.
+    #[arg(long, env = "PALAVER_OPS_BURST")]
+    pub ops_burst: Option<u32>,
+    /// Requests awaiting an answer per connection.
+    #[arg(long, env = "PALAVER_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<u32>,
+}
+
+/// The durability flag's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilitySetting {
+    /// Sync the journal before acknowledging.
+    Fsync,
+    /// Acknowledge once written to the OS; sync within 1 s.
+    Buffered,
+}
+
+/// The same settings, from a TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    http_addr: Option<SocketAddr>,
+    quic_addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    shards: Option<usize>,
+    jwt_secret: Option<String>,
+    durability: Option<DurabilitySetting>,
+    max_text_chars: Option<usize>,
+    access_token_ttl_secs: Option<u64>,
+    max_frame_bytes: Option<usize>,
+    outbound_queue_bytes: Option<usize>,
+    ops_per_sec: Option<u32>,
+    ops_burst: Option<u32>,
+    max_in_flight: Option<u32>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// WebSocket + HTTP listener.
+    pub http_addr: SocketAddr,
+    /// QUIC listener (reserved).
+    pub quic_addr: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Shard count.
+    pub shards: usize,
+    /// Explicit JWT secret, if configured.
+    pub jwt_secret: Option<String>,
+    /// Durability policy.
+    pub durability: Durability,
+    /// Longest message text, in characters.
+    pub max_text_chars: usize,
+    /// Access-token lifetime, in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Largest client WebSocket message.
+    pub max_frame_bytes: usize,
+    /// Outbound queue limit per socket.
+    pub outbound_queue_bytes: usize,
+    /// Per-connection limits.
+    pub session: SessionLimits,
+}
+
+/// The configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file is malformed or has unknown keys.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Resolves flags and env (already merged by clap) over the file over defaults.
+    pub fn resolve(cli: Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let defaults = SessionLimits::default();
+        let shards = cli.shards.or(file.shards).unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let config = Config {
+            http_addr: cli.http_addr.or(file.http_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            quic_addr: cli.quic_addr.or(file.quic_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4433))),
+            data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
+            shards,
+            jwt_secret: cli.jwt_secret.or(file.jwt_secret),
+            durability: match cli.durability.or(file.durability).unwrap_or(DurabilitySetting::Fsync) {
+                DurabilitySetting::Fsync => Durability::Fsync,
+                DurabilitySetting::Buffered => Durability::Buffered,
+            },
+            max_text_chars: cli
+                .max_text_chars
+                .or(file.max_text_chars)
+                .unwrap_or(palaver_protocol::limits::DEFAULT_MAX_TEXT_CHARS),
+            access_token_ttl_secs: cli.access_token_ttl_secs.or(file.access_token_ttl_secs).unwrap_or(900),
+            max_frame_bytes: cli
+                .max_frame_bytes
+                .or(file.max_frame_bytes)
+                .unwrap_or(palaver_protocol::limits::MAX_FRAME_BYTES),
+            outbound_queue_bytes: cli.outbound_queue_bytes.or(file.outbound_queue_bytes).unwrap_or(4 << 20),
+            session: SessionLimits {
+                ops_per_sec: cli.ops_per_sec.or(file.ops_per_sec).unwrap_or(defaults.ops_per_sec),
+                ops_burst: cli.ops_burst.or(file.ops_burst).unwrap_or(defaults.ops_burst),
+                max_in_flight: cli.max_in_flight.or(file.max_in_flight).unwrap_or(defaults.max_in_flight),
+                ..defaults
+            },
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if !(1..=1024).contains(&self.shards) {
+            return invalid("shards must be 1 to 1024");
+        }
+        if self.max_text_chars == 0 {
+            return invalid("max_text_chars must be at least 1");
+        }
+        if !(1_024..=16 << 20).contains(&self.max_frame_bytes) {
+            return invalid("max_frame_bytes must be 1 KiB to 16 MiB");
+        }
+        if self.outbound_queue_bytes < 64 * 1024 {
+            return invalid("outbound_queue_bytes must be at least 64 KiB");
+        }
+        if self.access_token_ttl_secs == 0 {
+            return invalid("access_token_ttl_secs must be at least 1");
+        }
+        if self.session.max_in_flight == 0 || self.session.ops_burst == 0 {
+            return invalid("max_in_flight and ops_burst must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("palaver.toml");
+        std::fs::write(&path, "shards = 3\nmax_text_chars = 10\ndurability = \"buffered\"\n").unwrap();
+        let cli = Cli { config: Some(path.clone()), shards: Some(2), ..Cli::default() };
+        let config = Config::resolve(cli).unwrap();
+        assert_eq!(config.shards, 2);
+        assert_eq!(config.max_text_chars, 10);
+        assert_eq!(config.durability, Durability::Buffered);
+        assert_eq!(config.http_addr.port(), 8080);
+
+        std::fs::write(&path, "shardz = 3\n").unwrap();
+        let cli = Cli { config: Some(path), ..Cli::default() };
+        assert!(matches!(Config::resolve(cli), Err(ConfigError::Parse { .. })));
+    }
+}

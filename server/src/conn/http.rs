@@ -1,0 +1,225 @@
+//! Just enough HTTP/1.1 for Palaver's routes: request heads parsed with `httparse`,
+//! bodies by `Content-Length` (bounded), JSON responses, keep-alive.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use palaver_protocol::ErrorCode;
+
+/// Largest request head.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Largest JSON request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Time allowed to send a whole request head (slow clients are cut off).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle keep-alive connection is kept.
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(60);
+const MAX_HEADERS: usize = 64;
+
+/// A parsed request.
+#[derive(Debug)]
+pub struct Request {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// Headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+    /// Whether the connection stays open afterwards.
+    pub keep_alive: bool,
+}
+
+impl Request {
+    /// The first header of that (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether a comma-separated header contains `token` (case-insensitive).
+    pub fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
+/// A response to write.
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Content type.
+    pub content_type: &'static str,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A JSON response.
+    pub fn json(status: u16, value: &serde_json::Value) -> Response {
+        Response {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: serde_json::to_vec(value).unwrap_or_default(),
+        }
+    }
+
+    /// `{"error":{"code","message"}}` with the code's status.
+    pub fn error(code: ErrorCode, message: &str) -> Response {
+        Self::error_with_status(code.http_status(), code, message)
+    }
+
+    /// An error body with an explicit status (405, 431, …).
+    pub fn error_with_status(status: u16, code: ErrorCode, message: &str) -> Response {
+        Response::json(status, &serde_json::json!({"error": {"code": code.as_str(), "message": message}}))
+    }
+
+    /// Serializes status line, headers and body.
+    pub fn to_bytes(&self, keep_alive: bool) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: {}\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type,
+            self.body.len(),
+            if keep_alive { "keep-alive" } else { "close" },
+        )
+        .into_bytes();
+        for (name, value) in &self.headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// Why no request could be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The peer closed (or sent nothing) between requests: not an error.
+    Closed,
+    /// The request is refused; answer with this response and close.
+    Refuse(Response),
+}
+
+/// Reads more bytes into `buf`, appending. Returns the count (0 at end of stream).
+pub async fn read_more(stream: &mut impl AsyncReadRent, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(8192);
+    }
+    let len = buf.len();
+    let cap = buf.capacity();
+    let owned = std::mem::take(buf);
+    let (result, slice) = stream.read(owned.slice_mut(len..cap)).await;
+    *buf = slice.into_inner();
+    result
+}
+
+/// Reads one request (head and body) from `stream`, leaving any bytes after it in `buf`.
+pub async fn read_request(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Request, ReadError> {
+    let head_len = loop {
+        if let Some(pos) = find_head_end(buf) {
+            break pos;
+        }
+        if buf.len() > MAX_HEAD_BYTES {
+            return Err(ReadError::Refuse(Response::error_with_status(
+                431,
+                ErrorCode::TooLarge,
+                "request head exceeds 16 KiB",
+            )));
+        }
+        match read_more(stream, buf).await {
+            Ok(0) | Err(_) => return Err(ReadError::Closed),
+            Ok(_) => {}
+        }
+    };
+    if head_len > MAX_HEAD_BYTES {
+        return Err(ReadError::Refuse(Response::error_with_status(431, ErrorCode::TooLarge, "request head exceeds 16 KiB")));
+    }
+    let head = buf.split_to(head_len);
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let bad = |m: &str| ReadError::Refuse(Response::error(ErrorCode::Invalid, m));
+    match parsed.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(bad("malformed HTTP request")),
+    }
+    let method = parsed.method.unwrap_or_default().to_owned();
+    let target = parsed.path.unwrap_or_default();
+    let path = target.split_once('?').map_or(target, |(p, _)| p).to_owned();
+    let http10 = parsed.version == Some(0);
+    let headers: Vec<(String, String)> = parsed
+        .headers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+        .collect();
+    let mut request = Request { method, path, headers, body: Bytes::new(), keep_alive: !http10 };
+    if request.header_has_token("connection", "close") {
+        request.keep_alive = false;
+    } else if http10 && request.header_has_token("connection", "keep-alive") {
+        request.keep_alive = true;
+    }
+    if request.header("transfer-encoding").is_some() {
+        return Err(ReadError::Refuse(Response::error(ErrorCode::Invalid, "chunked request bodies are not supported; send Content-Length")));
+    }
+    let length = match request.header("content-length") {
+        None => 0,
+        Some(v) => v.trim().parse::<usize>().map_err(|_| bad("bad Content-Length"))?,
+    };
+    if length > MAX_BODY_BYTES {
+        return Err(ReadError::Refuse(Response::error(
+            ErrorCode::TooLarge,
+            &format!("request body exceeds {} bytes", MAX_BODY_BYTES),
+        )));
+    }
+    while buf.len() < length {
+        match read_more(stream, buf).await {
+            Ok(0) | Err(_) => return Err(ReadError::Closed),
+            Ok(_) => {}
+        }
+    }
+    request.body = buf.split_to(length).freeze();
+    Ok(request)
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// Writes a response.
+pub async fn write_response(stream: &mut TcpStream, response: &Response, keep_alive: bool) -> std::io::Result<()> {
+    let (result, _) = stream.write_all(response.to_bytes(keep_alive)).await;
+    result.map(|_| ())
+}

@@ -1,0 +1,115 @@
+//! Connections: accepting on the shared port, HTTP/1.1 requests, and the WebSocket
+//! upgrade that hands a socket to [`socket::run`].
+
+pub mod http;
+pub mod outbound;
+mod routes;
+pub mod socket;
+
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::{TcpListener, TcpStream};
+use palaver_protocol::ErrorCode;
+
+use self::http::{HEAD_TIMEOUT, KEEP_ALIVE_IDLE, ReadError, Request, Response, read_request, write_response};
+use crate::shard::Shard;
+use crate::ws::{accept_key, choose_codec};
+
+/// Accepts connections until the shard drains.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                if shard.draining.get() {
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(serve(shard.clone(), stream));
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                monoio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serves HTTP requests on one connection until it closes or upgrades.
+async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut first = true;
+    loop {
+        let deadline = if first { HEAD_TIMEOUT } else { KEEP_ALIVE_IDLE };
+        first = false;
+        let request = match monoio::time::timeout(deadline, read_request(&mut stream, &mut buf)).await {
+            Ok(Ok(request)) => request,
+            Ok(Err(ReadError::Refuse(response))) => {
+                let _ = write_response(&mut stream, &response, false).await;
+                return;
+            }
+            Ok(Err(ReadError::Closed)) | Err(_) => return,
+        };
+        if request.path == "/v1/ws" && request.header_has_token("upgrade", "websocket") {
+            upgrade(shard, stream, buf, request).await;
+            return;
+        }
+        let response = routes::handle(&shard, &request).await;
+        let keep_alive = request.keep_alive && !shard.draining.get();
+        if write_response(&mut stream, &response, keep_alive).await.is_err() || !keep_alive {
+            return;
+        }
+    }
+}
+
+async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request: Request) {
+    let refuse = |code: ErrorCode, status: u16, message: &str| Response::error_with_status(status, code, message);
+    let checked = (|| {
+        if request.method != "GET" {
+            return Err(refuse(ErrorCode::Invalid, 405, "WebSocket upgrades use GET"));
+        }
+        if !request.header_has_token("connection", "upgrade") {
+            return Err(refuse(ErrorCode::Invalid, 400, "missing Connection: upgrade"));
+        }
+        if request.header("sec-websocket-version").map(str::trim) != Some("13") {
+            return Err(refuse(ErrorCode::Invalid, 426, "Sec-WebSocket-Version must be 13"));
+        }
+        let key = request.header("sec-websocket-key").ok_or_else(|| refuse(ErrorCode::Invalid, 400, "missing Sec-WebSocket-Key"))?;
+        let accept = accept_key(key).map_err(|e| refuse(ErrorCode::Invalid, 400, &e.to_string()))?;
+        let (codec, echo) = choose_codec(request.header("sec-websocket-protocol"))
+            .map_err(|e| refuse(ErrorCode::Invalid, 400, &e.to_string()))?;
+        let user = match request.header("authorization") {
+            None => None,
+            Some(value) => {
+                let token = value.strip_prefix("Bearer ").unwrap_or_default().trim();
+                Some(shard.shared.tokens.verify(token).map_err(|_| refuse(ErrorCode::Unauthorized, 401, "invalid or expired token"))?)
+            }
+        };
+        Ok((accept, codec, echo, user))
+    })();
+    let (accept, codec, echo, user) = match checked {
+        Ok(ok) => ok,
+        Err(response) => {
+            let _ = write_response(&mut stream, &response, false).await;
+            return;
+        }
+    };
+    if shard.draining.get() {
+        let _ = write_response(&mut stream, &Response::error(ErrorCode::Unavailable, "server is shutting down"), false).await;
+        return;
+    }
+    let mut head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\n"
+    );
+    if echo {
+        head.push_str(&format!("sec-websocket-protocol: {}\r\n", codec.subprotocol()));
+    }
+    head.push_str("\r\n");
+    let (result, _) = stream.write_all(head.into_bytes()).await;
+    if result.is_err() {
+        return;
+    }
+    socket::run(shard, stream, buf, codec, user).await;
+}

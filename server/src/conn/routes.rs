@@ -1,0 +1,216 @@
+//! The REST routes: accounts and tokens, health, metrics. Anything slow (argon2,
+//! synchronous account writes) runs on the blocking pool, never on the shard.
+
+use std::rc::Rc;
+
+use palaver_protocol::{ErrorCode, UserId, Username, limits};
+use palaver_storage::{RefreshRecord, StorageError, UserRecord};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::http::{Request, Response};
+use crate::auth::{hash_password, hash_refresh_token, verify_password_or_dummy};
+use crate::clock::now_ms;
+use crate::shard::Shard;
+use crate::shared::Shared;
+
+/// Refresh tokens live 30 days.
+const REFRESH_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+/// Answers a REST request (everything but the WebSocket upgrade).
+pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
+    crate::metrics::Metrics::inc(&shard.shared.metrics.http_requests);
+    let shared = shard.shared.clone();
+    match (request.method.as_str(), request.path.as_str()) {
+        ("POST", "/v1/auth/register") => register(&shard.shared, request).await,
+        ("POST", "/v1/auth/login") => login(&shard.shared, request).await,
+        ("POST", "/v1/auth/refresh") => refresh(&shard.shared, request).await,
+        ("GET", "/healthz") => {
+            if shared.store.is_poisoned() {
+                Response::error(ErrorCode::Unavailable, "storage is refusing writes")
+            } else {
+                Response::json(200, &json!({"status": "ok"}))
+            }
+        }
+        ("GET", "/metrics") => Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            headers: Vec::new(),
+            body: shared.metrics.render().into_bytes(),
+        },
+        (_, "/v1/auth/register" | "/v1/auth/login" | "/v1/auth/refresh") => method_not_allowed("POST"),
+        (_, "/healthz" | "/metrics") => method_not_allowed("GET"),
+        ("GET", "/v1/ws") => Response::error_with_status(426, ErrorCode::Invalid, "this endpoint needs a WebSocket upgrade"),
+        _ => Response::error(ErrorCode::NotFound, &format!("no route for {} {}", request.method, request.path)),
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut response = Response::error_with_status(405, ErrorCode::Invalid, &format!("method not allowed; use {allow}"));
+    response.headers.push(("allow", allow.to_owned()));
+    response
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(request: &'a Request) -> Result<T, Response> {
+    serde_json::from_slice(&request.body)
+        .map_err(|e| Response::error(ErrorCode::Invalid, &format!("invalid JSON body: {e}")))
+}
+
+fn check_password(password: &str) -> Result<(), Response> {
+    if limits::PASSWORD_BYTES.contains(&password.len()) {
+        Ok(())
+    } else {
+        Err(Response::error(ErrorCode::Invalid, "password must be 8 to 128 bytes"))
+    }
+}
+
+async fn register(shared: &std::sync::Arc<Shared>, request: &Request) -> Response {
+    let credentials: Credentials = match parse_json(request) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let username = match Username::parse(&credentials.username) {
+        Ok(name) => name,
+        Err(e) => return Response::error(ErrorCode::Invalid, &e.to_string()),
+    };
+    if let Err(response) = check_password(&credentials.password) {
+        return response;
+    }
+    let worker = shared.clone();
+    let outcome = shared
+        .blocking
+        .run(move || -> Result<(UserId, String, String), StorageError> {
+            let hash = hash_password(&credentials.password)
+                .map_err(|e| StorageError::Corrupt { partition: "password", detail: e.to_string() })?;
+            let user_id = crate::ids::user_id();
+            let record = UserRecord {
+                user_id: user_id.clone(),
+                username: username.to_string(),
+                password_hash: hash,
+                created_ms: now_ms(),
+            };
+            worker.store.create_user(&record)?;
+            let (access, refresh) = start_token_family(&worker, &user_id)?;
+            Ok((user_id, access, refresh))
+        })
+        .await;
+    match outcome {
+        Some(Ok((user_id, access, refresh))) => tokens_response(shared, 201, Some(&user_id), &access, &refresh),
+        Some(Err(StorageError::UsernameTaken)) => Response::error(ErrorCode::Conflict, "username is taken"),
+        Some(Err(e)) => storage_failure(&e),
+        None => Response::error(ErrorCode::Unavailable, "server is shutting down"),
+    }
+}
+
+async fn login(shared: &std::sync::Arc<Shared>, request: &Request) -> Response {
+    let credentials: Credentials = match parse_json(request) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let worker = shared.clone();
+    let outcome = shared
+        .blocking
+        .run(move || -> Result<Option<(UserId, String, String)>, StorageError> {
+            let user = match Username::parse(&credentials.username) {
+                Ok(name) => worker.store.user_by_name(&name)?,
+                Err(_) => None,
+            };
+            let valid = verify_password_or_dummy(&credentials.password, user.as_ref().map(|u| u.password_hash.as_str()));
+            match user {
+                Some(user) if valid => {
+                    let (access, refresh) = start_token_family(&worker, &user.user_id)?;
+                    Ok(Some((user.user_id, access, refresh)))
+                }
+                _ => Ok(None),
+            }
+        })
+        .await;
+    match outcome {
+        Some(Ok(Some((user_id, access, refresh)))) => tokens_response(shared, 200, Some(&user_id), &access, &refresh),
+        Some(Ok(None)) => Response::error(ErrorCode::Unauthorized, "wrong username or password"),
+        Some(Err(e)) => storage_failure(&e),
+        None => Response::error(ErrorCode::Unavailable, "server is shutting down"),
+    }
+}
+
+async fn refresh(shared: &std::sync::Arc<Shared>, request: &Request) -> Response {
+    let body: RefreshBody = match parse_json(request) {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
+    let worker = shared.clone();
+    let outcome = shared
+        .blocking
+        .run(move || -> Result<Option<(String, String)>, StorageError> {
+            let new_refresh = crate::ids::secret_token();
+            let now = now_ms();
+            let rotated = worker.store.rotate_refresh(
+                &hash_refresh_token(&body.refresh_token),
+                &hash_refresh_token(&new_refresh),
+                now,
+                now + REFRESH_TTL_MS,
+            )?;
+            let Some(old) = rotated else { return Ok(None) };
+            let access = worker
+                .tokens
+                .issue(&old.user_id, &old.family, now / 1000)
+                .map_err(|e| StorageError::Corrupt { partition: "token", detail: e.to_string() })?;
+            Ok(Some((access, new_refresh)))
+        })
+        .await;
+    match outcome {
+        Some(Ok(Some((access, refresh)))) => tokens_response(shared, 200, None, &access, &refresh),
+        Some(Ok(None)) => Response::error(ErrorCode::Unauthorized, "refresh token is invalid, expired or already used"),
+        Some(Err(e)) => storage_failure(&e),
+        None => Response::error(ErrorCode::Unavailable, "server is shutting down"),
+    }
+}
+
+/// A new login: a fresh token family with its first refresh token and an access token.
+fn start_token_family(shared: &Shared, user: &UserId) -> Result<(String, String), StorageError> {
+    let family = crate::ids::secret_token();
+    let refresh = crate::ids::secret_token();
+    let now = now_ms();
+    let record = RefreshRecord { user_id: user.clone(), family: family.clone(), expires_ms: now + REFRESH_TTL_MS, rotated: false };
+    shared.store.put_refresh(&hash_refresh_token(&refresh), &record)?;
+    let access = shared
+        .tokens
+        .issue(user, &family, now / 1000)
+        .map_err(|e| StorageError::Corrupt { partition: "token", detail: e.to_string() })?;
+    Ok((access, refresh))
+}
+
+fn tokens_response(shared: &Shared, status: u16, user: Option<&UserId>, access: &str, refresh: &str) -> Response {
+    let mut body = json!({
+        "access_token": access,
+        "refresh_token": refresh,
+        "expires_in": shared.tokens.access_ttl_secs(),
+    });
+    if let Some(user) = user {
+        body["user_id"] = json!(user.as_str());
+    }
+    Response::json(status, &body)
+}
+
+fn storage_failure(e: &StorageError) -> Response {
+    match e {
+        StorageError::Poisoned | StorageError::Closed => Response::error(ErrorCode::Unavailable, "storage is refusing writes"),
+        _ => {
+            tracing::error!("account storage: {e}");
+            Response::error(ErrorCode::Internal, "storage failure")
+        }
+    }
+}

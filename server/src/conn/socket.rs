@@ -1,0 +1,190 @@
+//! One WebSocket connection after the upgrade: the reader loop that parses frames,
+//! admits ops through the session state machine and routes room ops to their owners,
+//! and the writer task that drains the outbound queue.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use monoio::io::Splitable;
+use monoio::net::TcpStream;
+use palaver_core::{Admission, Session};
+use palaver_protocol::{
+    AuthOk, ClientFrame, Codec, ErrorBody, ErrorCode, OkBody, Op, ServerFrame, UserId,
+};
+
+use super::http::read_more;
+use super::outbound::{Outbound, run_writer};
+use crate::clock::now_ms;
+use crate::metrics::Metrics;
+use crate::shard::messages::{Origin, RoomAction, ShardMsg};
+use crate::shard::{Conn, Shard};
+use crate::ws::{CloseCode, FrameParser, OpCode, WsMessage, encode_frame};
+
+/// Encodes a frame in the connection's codec and queues it.
+pub fn send_frame(conn: &Conn, frame: &ServerFrame) {
+    match conn.codec.encode_server(frame) {
+        Ok(payload) => {
+            let opcode = if conn.codec.is_text() { OpCode::Text } else { OpCode::Binary };
+            conn.outbound.push(encode_frame(opcode, &payload));
+        }
+        Err(e) => tracing::error!("cannot encode reply: {e}"),
+    }
+}
+
+fn reply_error(conn: &Conn, re: u64, code: ErrorCode, message: impl Into<String>) {
+    send_frame(conn, &ServerFrame::err(re, ErrorBody::new(code, message)));
+}
+
+/// Runs a connection that has completed the WebSocket handshake.
+pub async fn run(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut, codec: Codec, user: Option<UserId>) {
+    let shared = shard.shared.clone();
+    let metrics = &shared.metrics;
+    let outbound = Outbound::new(shared.config.outbound_queue_bytes);
+    let mut session = Session::new(shared.config.session, now_ms());
+    if let Some(user) = &user {
+        session.authenticated(user.clone());
+    }
+    let conn = shard.conns.insert(codec, outbound.clone(), session);
+    if let Some(user) = &user {
+        shard.conns.bind_user(conn.id, user);
+    }
+    metrics.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Metrics::inc(&metrics.connections_total);
+
+    let (mut reader, writer) = stream.into_split();
+    let writer_shared = shared.clone();
+    let writer_outbound = outbound.clone();
+    monoio::spawn(async move { run_writer(writer, writer_outbound, &writer_shared.metrics).await });
+
+    let mut parser = FrameParser::new(shared.config.max_frame_bytes);
+    'connection: loop {
+        loop {
+            match parser.next_message(&mut buf) {
+                Ok(Some(message)) => {
+                    Metrics::inc(&metrics.frames_in);
+                    if !on_message(&shard, &conn, message) {
+                        break 'connection;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    outbound.close(e.code, e.reason);
+                    break 'connection;
+                }
+            }
+        }
+        if !outbound.is_open() {
+            break;
+        }
+        let deadline = if conn.user().is_none() {
+            let left = conn.session.borrow().auth_deadline_ms().saturating_sub(now_ms());
+            Some(Duration::from_millis(left))
+        } else {
+            None
+        };
+        let read = read_more(&mut reader, &mut buf);
+        let outcome = monoio::select! {
+            r = read => Some(r),
+            _ = outbound.closed() => None,
+            _ = sleep_or_forever(deadline) => {
+                outbound.close(CloseCode::Policy, "authenticate within 10 s");
+                None
+            }
+        };
+        match outcome {
+            Some(Ok(n)) if n > 0 => {}
+            _ => break,
+        }
+    }
+    // The peer is gone or the socket is closing: stop routing events here, let the
+    // writer flush its close frame (bounded), then forget the connection.
+    crate::shard::unsubscribe_all(&shard, &conn);
+    if outbound.is_open() {
+        outbound.abort();
+    }
+    let _ = monoio::time::timeout(Duration::from_secs(5), outbound.finished()).await;
+    shard.conns.remove(conn.id);
+    metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn sleep_or_forever(duration: Option<Duration>) {
+    match duration {
+        Some(d) => monoio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Handles one WebSocket message; returns false when the connection must end.
+fn on_message(shard: &Rc<Shard>, conn: &Rc<Conn>, message: WsMessage) -> bool {
+    match message {
+        WsMessage::Ping(payload) => {
+            conn.outbound.push(encode_frame(OpCode::Pong, &payload));
+            true
+        }
+        WsMessage::Pong => true,
+        WsMessage::Close(_) => {
+            conn.outbound.close(CloseCode::Normal, "");
+            false
+        }
+        WsMessage::Text(bytes) | WsMessage::Binary(bytes) => {
+            match conn.codec.decode_client(&bytes) {
+                Ok(frame) => on_request(shard, conn, frame),
+                Err(e) => {
+                    let code = if bytes.len() > shard.shared.config.max_frame_bytes { ErrorCode::TooLarge } else { ErrorCode::Invalid };
+                    reply_error(conn, e.id.unwrap_or(0), code, e.message);
+                    if conn.session.borrow_mut().invalid_frame() == Admission::Close {
+                        conn.outbound.close(CloseCode::Policy, "too many invalid frames");
+                        return false;
+                    }
+                }
+            }
+            true
+        }
+    }
+}
+
+fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
+    let ClientFrame { id, op } = frame;
+    if shard.draining.get() {
+        return reply_error(conn, id, ErrorCode::Unavailable, "server is shutting down");
+    }
+    let admitted = conn.session.borrow_mut().admit(now_ms(), &op);
+    if let Err(e) = admitted {
+        return send_frame(conn, &ServerFrame::err(id, e.to_body()));
+    }
+    let action = match op {
+        Op::Auth { token } => {
+            conn.session.borrow_mut().finished();
+            match shard.shared.tokens.verify(&token) {
+                Ok(user) => {
+                    conn.session.borrow_mut().authenticated(user.clone());
+                    shard.conns.bind_user(conn.id, &user);
+                    let ok = AuthOk { user_id: user, session_id: crate::ids::session_id() };
+                    send_frame(conn, &ServerFrame::ok(id, OkBody::Authed(ok)));
+                }
+                Err(e) => reply_error(conn, id, ErrorCode::Unauthorized, e.to_string()),
+            }
+            return;
+        }
+        Op::Ping {} => {
+            conn.session.borrow_mut().finished();
+            return send_frame(conn, &ServerFrame::ok(id, OkBody::Empty(Default::default())));
+        }
+        Op::RoomCreate { name, kind } => RoomAction::Create { room: crate::ids::room_id(), name, kind },
+        Op::Join { room, since } => {
+            shard.subscribers.borrow_mut().join_pending(&room);
+            RoomAction::Join { room, since }
+        }
+        Op::Leave { room } => RoomAction::Leave { room },
+        Op::Send { room, cid, kind, text, client_ts } => RoomAction::Send { room, cid, kind, text, client_ts },
+        Op::History { room, before, limit } => RoomAction::History { room, before, limit },
+    };
+    let Some(user) = conn.user() else {
+        conn.session.borrow_mut().finished();
+        return reply_error(conn, id, ErrorCode::Unauthorized, "authenticate first");
+    };
+    let origin = Origin { shard: shard.id, conn: conn.id, re: id, user };
+    let owner = shard.mesh().owner(action.room());
+    shard.mesh().send(owner, ShardMsg::Command { origin, action });
+}

@@ -1,0 +1,52 @@
+//! Fresh identifiers: 48 bits of milliseconds then 80 random bits, in lower-case base32,
+//! so ids sort roughly by creation time and never collide in practice.
+
+use palaver_protocol::{RoomId, SessionId, UserId};
+use rand::Rng;
+
+const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+
+fn body() -> String {
+    let ms = crate::clock::now_ms() & ((1 << 48) - 1);
+    let random: u128 = rand::rng().random::<u128>() >> 48;
+    let mut value = (u128::from(ms) << 80) | random;
+    let mut out = [0u8; 26];
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(value & 31) as usize];
+        value >>= 5;
+    }
+    out.iter().map(|&b| b as char).collect()
+}
+
+/// A new user id.
+pub fn user_id() -> UserId {
+    UserId::from_body(&body()).unwrap_or_else(|_| unreachable!("base32 bodies are valid"))
+}
+
+/// A new room id.
+pub fn room_id() -> RoomId {
+    RoomId::from_body(&body()).unwrap_or_else(|_| unreachable!("base32 bodies are valid"))
+}
+
+/// A new session id.
+pub fn session_id() -> SessionId {
+    SessionId::from_body(&body()).unwrap_or_else(|_| unreachable!("base32 bodies are valid"))
+}
+
+/// A random token: 32 bytes, URL-safe base64 without padding.
+pub fn secret_token() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::rng().random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_distinct_and_valid() {
+        let a = super::room_id();
+        let b = super::room_id();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 28);
+    }
+}

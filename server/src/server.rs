@@ -1,0 +1,221 @@
+//! Start-up and shutdown: open storage, start the group committer and the shards, bind
+//! the shared port on every shard, print the bound addresses, wait for a signal, drain.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use palaver_storage::{CommitDone, GroupCommitter, Store};
+
+use crate::auth::TokenService;
+use crate::blocking::BlockingPool;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::shard::messages::{Mesh, ShardMsg, Ticket};
+use crate::shard::Shard;
+use crate::shared::Shared;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory or a secret file could not be prepared.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Storage refused to open (corruption, incompatible format).
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] palaver_storage::StorageError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start thread: {0}")]
+    Thread(std::io::Error),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs the server until SIGTERM or SIGINT, then drains and returns.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
+    let secret = jwt_secret(&config, &data_dir)?;
+    let store = Arc::new(Store::open(&data_dir.join("db"), config.durability)?);
+    let metrics = Arc::new(Metrics::default());
+
+    let (mesh, inboxes) = Mesh::new(config.shards);
+    let committer = start_committer(store.clone(), mesh.clone(), metrics.clone());
+    let (blocking, blocking_threads) = BlockingPool::start(2);
+    let listeners = bind_shared_port(config.http_addr, config.shards)?;
+    let http_addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(config.http_addr);
+
+    let shared = Arc::new(Shared {
+        tokens: TokenService::new(&secret, config.access_token_ttl_secs),
+        config,
+        store,
+        committer: committer.clone(),
+        mesh: mesh.clone(),
+        metrics,
+        blocking,
+    });
+
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(StartError::Signals)?;
+
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut threads = Vec::new();
+    for (id, (inbox, listener)) in inboxes.into_iter().zip(listeners).enumerate() {
+        let shared = shared.clone();
+        let core = cores.get(id % cores.len().max(1)).copied();
+        let thread = std::thread::Builder::new()
+            .name(format!("palaver-shard-{id}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                run_shard(id, shared, inbox, listener);
+            })
+            .map_err(StartError::Thread)?;
+        threads.push(thread);
+    }
+
+    println!("listening http={http_addr} quic=disabled");
+    let _ = std::io::stdout().flush();
+    tracing::info!(shards = threads.len(), data_dir = %data_dir.display(), "palaver is serving");
+
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down: draining connections and flushing storage");
+    }
+    mesh.broadcast(|| ShardMsg::Shutdown);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    drop(shared);
+    drop(blocking_threads);
+    committer.shutdown();
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// One shard thread: build its runtime (io_uring when the kernel allows, else the
+/// legacy epoll driver), then run the accept loop and the inbox until shutdown.
+fn run_shard(id: usize, shared: Arc<Shared>, inbox: flume::Receiver<ShardMsg>, listener: std::net::TcpListener) {
+    let main = async move {
+        let listener = match monoio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(shard = id, "cannot adopt listener: {e}");
+                return;
+            }
+        };
+        let shard = Shard::new(id, shared);
+        monoio::spawn(crate::conn::accept_loop(shard.clone(), listener));
+        shard.run_inbox(inbox).await;
+    };
+    if monoio::utils::detect_uring() {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(4096).enable_timer().build() {
+            Ok(mut rt) => {
+                if id == 0 {
+                    tracing::info!("shards run on io_uring");
+                }
+                rt.block_on(main);
+                return;
+            }
+            Err(e) => tracing::warn!(shard = id, "io_uring unavailable ({e}); using the legacy driver"),
+        }
+    } else if id == 0 {
+        tracing::warn!("io_uring is not available on this kernel; shards use the legacy (epoll) driver");
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
+        Ok(mut rt) => rt.block_on(main),
+        Err(e) => tracing::error!(shard = id, "cannot build runtime: {e}"),
+    }
+}
+
+/// Routes group-commit completions back to the owning shards, one message per shard.
+fn start_committer(store: Arc<Store>, mesh: Mesh, metrics: Arc<Metrics>) -> GroupCommitter<Ticket> {
+    GroupCommitter::start(store, move |done: CommitDone<Ticket>| {
+        Metrics::inc(&metrics.commit_batches);
+        metrics.commit_messages.fetch_add(done.tickets.len() as u64, Ordering::Relaxed);
+        let mut by_shard: HashMap<usize, Vec<_>> = HashMap::new();
+        for ticket in done.tickets {
+            by_shard.entry(ticket.shard).or_default().push(ticket.work);
+        }
+        for (shard, works) in by_shard {
+            mesh.send(shard, ShardMsg::Committed { works, result: done.result.clone() });
+        }
+    })
+}
+
+/// Binds `addr` once per shard with SO_REUSEPORT, so the kernel spreads connections
+/// over the shards. With port 0 the first bind picks the port and the rest share it.
+fn bind_shared_port(addr: SocketAddr, shards: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    let mut listeners = Vec::with_capacity(shards);
+    let mut bound = addr;
+    for _ in 0..shards {
+        let listener = bind_reuseport(bound).map_err(|source| StartError::Bind { addr, source })?;
+        bound = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// The configured secret, or one generated once into the data directory (0600).
+fn jwt_secret(config: &Config, data_dir: &Path) -> Result<Vec<u8>, StartError> {
+    if let Some(secret) = &config.jwt_secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let path = data_dir.join("jwt-secret");
+    let io_err = |source| StartError::DataDir { path: path.display().to_string(), source };
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if !secret.trim().is_empty() => {
+            tracing::warn!("using the development JWT secret in {}; set --jwt-secret or PALAVER_JWT_SECRET in production", path.display());
+            Ok(secret.trim().as_bytes().to_vec())
+        }
+        _ => {
+            let secret = crate::ids::secret_token();
+            write_private(&path, &secret).map_err(io_err)?;
+            tracing::warn!(
+                "generated a development JWT secret into {}; set --jwt-secret or PALAVER_JWT_SECRET in production",
+                path.display()
+            );
+            Ok(secret.into_bytes())
+        }
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+

@@ -1,0 +1,99 @@
+//! The connections of one shard, and the per-connection state the shard needs to reach
+//! them (outbound queue, session, user, rooms).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use palaver_core::Session;
+use palaver_protocol::{Codec, RoomId, UserId};
+
+use super::messages::ConnId;
+use crate::conn::outbound::Outbound;
+
+/// One WebSocket connection as its shard sees it.
+#[derive(Debug)]
+pub struct Conn {
+    /// Its id on this shard.
+    pub id: ConnId,
+    /// Its codec (subprotocol).
+    pub codec: Codec,
+    /// Its outbound queue.
+    pub outbound: Outbound,
+    /// Auth, rate limit and in-flight accounting.
+    pub session: RefCell<Session>,
+    /// Rooms this socket is subscribed to.
+    pub rooms: RefCell<HashSet<RoomId>>,
+}
+
+impl Conn {
+    /// The authenticated user, if any.
+    pub fn user(&self) -> Option<UserId> {
+        self.session.borrow().user().cloned()
+    }
+}
+
+/// Connections by id, and by user.
+#[derive(Debug, Default)]
+pub struct Conns {
+    next_id: Cell<ConnId>,
+    by_id: RefCell<HashMap<ConnId, Rc<Conn>>>,
+    by_user: RefCell<HashMap<UserId, Vec<ConnId>>>,
+}
+
+impl Conns {
+    /// Registers a new connection.
+    pub fn insert(&self, codec: Codec, outbound: Outbound, session: Session) -> Rc<Conn> {
+        let id = self.next_id.get() + 1;
+        self.next_id.set(id);
+        let conn = Rc::new(Conn {
+            id,
+            codec,
+            outbound,
+            session: RefCell::new(session),
+            rooms: RefCell::new(HashSet::new()),
+        });
+        self.by_id.borrow_mut().insert(id, conn.clone());
+        conn
+    }
+
+    /// Records that `conn` authenticated as `user`.
+    pub fn bind_user(&self, conn: ConnId, user: &UserId) {
+        self.by_user.borrow_mut().entry(user.clone()).or_default().push(conn);
+    }
+
+    /// A connection by id.
+    pub fn get(&self, id: ConnId) -> Option<Rc<Conn>> {
+        self.by_id.borrow().get(&id).cloned()
+    }
+
+    /// The connections of a user on this shard.
+    pub fn of_user(&self, user: &UserId) -> Vec<ConnId> {
+        self.by_user.borrow().get(user).cloned().unwrap_or_default()
+    }
+
+    /// Removes a connection; returns it.
+    pub fn remove(&self, id: ConnId) -> Option<Rc<Conn>> {
+        let conn = self.by_id.borrow_mut().remove(&id)?;
+        if let Some(user) = conn.user() {
+            let mut by_user = self.by_user.borrow_mut();
+            if let Some(list) = by_user.get_mut(&user) {
+                list.retain(|c| *c != id);
+                if list.is_empty() {
+                    by_user.remove(&user);
+                }
+            }
+        }
+        Some(conn)
+    }
+
+    /// Every connection.
+    pub fn all(&self) -> Vec<Rc<Conn>> {
+        self.by_id.borrow().values().cloned().collect()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.borrow().is_empty()
+    }
+}

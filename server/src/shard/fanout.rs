@@ -1,0 +1,223 @@
+//! The subscriber role: delivering rooms' events to this shard's sockets.
+//!
+//! Each subscription has a cursor (the last seq the socket was given). A live
+//! subscription takes each delivered frame — the very buffer the owner encoded — when it
+//! is the next seq. A subscription behind the newest seq this shard has seen (a join
+//! with `since`, or one that raced a delivery) catches up from storage in pages, paced
+//! by its socket's queue, and turns live once it reaches that seq. Every delivered
+//! message is already durable, so storage always has what a cursor is missing.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use palaver_protocol::{Codec, Event, RoomId, ServerFrame, UserId};
+
+use super::Shard;
+use super::messages::{ConnId, Delivery, Reply, ShardMsg, Subscribe};
+use crate::conn::outbound::{Outbound, Pushed};
+use crate::metrics::Metrics;
+use crate::ws::{OpCode, encode_frame};
+
+/// Replay page size when catching up from storage.
+const CATCH_UP_PAGE: usize = 256;
+
+#[derive(Debug)]
+struct Sub {
+    conn: ConnId,
+    codec: Codec,
+    outbound: Outbound,
+    user: UserId,
+    /// The last seq given to the socket.
+    cursor: u64,
+    /// False while catching up from storage.
+    live: bool,
+}
+
+#[derive(Debug, Default)]
+struct LocalRoom {
+    /// The newest seq delivered to this shard (or reported by a join).
+    seen_seq: u64,
+    subs: Vec<Sub>,
+    /// Joins sent to the owner and not answered yet: keep the owner's subscription.
+    pending_joins: u32,
+}
+
+/// Local subscriptions of this shard, by room.
+#[derive(Debug, Default)]
+pub struct Subscribers {
+    rooms: HashMap<RoomId, LocalRoom>,
+}
+
+impl Subscribers {
+    /// A join for `room` is on its way to the owner.
+    pub fn join_pending(&mut self, room: &RoomId) {
+        self.rooms.entry(room.clone()).or_default().pending_joins += 1;
+    }
+}
+
+/// Fans a delivery out to the local subscribers of its room.
+pub fn deliver(shard: &Rc<Shard>, delivery: &Delivery) {
+    let mut behind = Vec::new();
+    {
+        let mut subscribers = shard.subscribers.borrow_mut();
+        let Some(local) = subscribers.rooms.get_mut(&delivery.room) else { return };
+        local.seen_seq = local.seen_seq.max(delivery.seq);
+        let mut delivered = 0u64;
+        for sub in &mut local.subs {
+            if !sub.live || delivery.seq <= sub.cursor {
+                continue;
+            }
+            if delivery.seq != sub.cursor + 1 {
+                sub.live = false;
+                behind.push(sub.conn);
+                continue;
+            }
+            sub.cursor = delivery.seq;
+            if sub.outbound.push(delivery.frame(sub.codec).clone()) == Pushed::Queued {
+                delivered += 1;
+            } else {
+                Metrics::inc(&shard.shared.metrics.slow_consumers);
+            }
+        }
+        shard.shared.metrics.deliveries.fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
+    }
+    for conn in behind {
+        monoio::spawn(catch_up(shard.clone(), delivery.room.clone(), conn));
+    }
+}
+
+/// An answer from a room's owner for a local connection.
+pub fn on_reply(shard: &Rc<Shard>, reply: Reply) {
+    if let Some(room) = &reply.was_join {
+        let mut subscribers = shard.subscribers.borrow_mut();
+        if let Some(local) = subscribers.rooms.get_mut(room) {
+            local.pending_joins = local.pending_joins.saturating_sub(1);
+        }
+    }
+    let conn = shard.conns.get(reply.conn);
+    if let Some(conn) = &conn {
+        conn.session.borrow_mut().finished();
+        crate::conn::socket::send_frame(conn, &ServerFrame::Reply { re: reply.re, body: reply.body });
+    }
+    match (conn, reply.subscribe, reply.unsubscribe) {
+        (Some(conn), Some(subscribe), _) => subscribe_conn(shard, &conn, subscribe),
+        (Some(conn), None, Some(room)) => {
+            conn.rooms.borrow_mut().remove(&room);
+            remove_subs(shard, &room, |sub| sub.conn == conn.id);
+        }
+        (None, _, _) | (Some(_), None, None) => {}
+    }
+    if let Some(room) = reply.was_join {
+        release_if_unused(shard, &room);
+    }
+}
+
+fn subscribe_conn(shard: &Rc<Shard>, conn: &Rc<super::Conn>, subscribe: Subscribe) {
+    let Some(user) = conn.user() else { return };
+    let Subscribe { room, cursor, last_seq } = subscribe;
+    let caught_up = {
+        let mut subscribers = shard.subscribers.borrow_mut();
+        let local = subscribers.rooms.entry(room.clone()).or_default();
+        local.seen_seq = local.seen_seq.max(last_seq);
+        // A re-join restarts the subscription at the requested position.
+        local.subs.retain(|s| s.conn != conn.id);
+        let live = cursor >= local.seen_seq;
+        local.subs.push(Sub { conn: conn.id, codec: conn.codec, outbound: conn.outbound.clone(), user, cursor, live });
+        live
+    };
+    conn.rooms.borrow_mut().insert(room.clone());
+    if !caught_up {
+        monoio::spawn(catch_up(shard.clone(), room, conn.id));
+    }
+}
+
+/// Replays a subscription's missing messages from storage, page by page, pacing itself
+/// on the socket's queue, until it reaches the newest seq this shard has seen.
+async fn catch_up(shard: Rc<Shard>, room: RoomId, conn: ConnId) {
+    let high_water = shard.shared.config.outbound_queue_bytes / 4;
+    loop {
+        let outbound = {
+            let mut subscribers = shard.subscribers.borrow_mut();
+            let Some(local) = subscribers.rooms.get_mut(&room) else { return };
+            let seen = local.seen_seq;
+            let Some(sub) = local.subs.iter_mut().find(|s| s.conn == conn) else { return };
+            if sub.live {
+                return;
+            }
+            if sub.cursor >= seen {
+                sub.live = true;
+                return;
+            }
+            let page = match shard.shared.store.messages_between(&room, sub.cursor + 1, seen, CATCH_UP_PAGE) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!("catch-up read failed for {room}: {e}");
+                    sub.outbound.close(crate::ws::CloseCode::InternalError, "storage read failed");
+                    return;
+                }
+            };
+            if page.first().map(|m| m.seq) != Some(sub.cursor + 1) {
+                tracing::error!(room = %room, from = sub.cursor + 1, "stored log is missing messages");
+                sub.outbound.close(crate::ws::CloseCode::InternalError, "history gap");
+                return;
+            }
+            for message in page {
+                let seq = message.seq;
+                if seq != sub.cursor + 1 {
+                    tracing::error!(room = %room, seq, "stored log is missing messages");
+                    sub.outbound.close(crate::ws::CloseCode::InternalError, "history gap");
+                    return;
+                }
+                let frame = ServerFrame::Event(Event::Message(message));
+                let Ok(payload) = sub.codec.encode_server(&frame) else { return };
+                let opcode = if sub.codec.is_text() { OpCode::Text } else { OpCode::Binary };
+                if sub.outbound.push(encode_frame(opcode, &payload)) != Pushed::Queued {
+                    return;
+                }
+                sub.cursor = seq;
+            }
+            sub.outbound.clone()
+        };
+        if !outbound.drained_below(high_water).await {
+            return;
+        }
+    }
+}
+
+/// `user` left `room` (or was removed): their sockets here stop receiving it.
+pub fn member_gone(shard: &Rc<Shard>, room: &RoomId, user: &UserId) {
+    for conn in shard.conns.of_user(user) {
+        if let Some(conn) = shard.conns.get(conn) {
+            conn.rooms.borrow_mut().remove(room);
+        }
+    }
+    remove_subs(shard, room, |sub| &sub.user == user);
+}
+
+/// Removes a closed connection's subscriptions.
+pub fn unsubscribe_all(shard: &Rc<Shard>, conn: &super::Conn) {
+    let rooms: Vec<RoomId> = conn.rooms.borrow_mut().drain().collect();
+    for room in rooms {
+        remove_subs(shard, &room, |sub| sub.conn == conn.id);
+    }
+}
+
+fn remove_subs(shard: &Rc<Shard>, room: &RoomId, matches: impl Fn(&Sub) -> bool) {
+    {
+        let mut subscribers = shard.subscribers.borrow_mut();
+        let Some(local) = subscribers.rooms.get_mut(room) else { return };
+        local.subs.retain(|s| !matches(s));
+    }
+    release_if_unused(shard, room);
+}
+
+/// Tells the owner when this shard no longer needs a room's events.
+fn release_if_unused(shard: &Rc<Shard>, room: &RoomId) {
+    let mut subscribers = shard.subscribers.borrow_mut();
+    let unused = subscribers.rooms.get(room).is_some_and(|l| l.subs.is_empty() && l.pending_joins == 0);
+    if unused {
+        subscribers.rooms.remove(room);
+        let owner = shard.mesh().owner(room);
+        shard.mesh().send(owner, ShardMsg::Unsubscribe { room: room.clone(), shard: shard.id });
+    }
+}

@@ -1,0 +1,253 @@
+//! What shards say to each other. Shards share nothing mutable; everything crosses by
+//! these messages over each shard's inbox (a bounded-latency MPSC channel drained in
+//! batches).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use palaver_protocol::{
+    ClientMsgId, Codec, Message, MessageKind, ReplyBody, RoomId, RoomKind, SendOk, UserId,
+};
+use palaver_storage::StorageError;
+
+/// A connection's id on its shard (never reused while the process runs).
+pub type ConnId = u64;
+
+/// Who asked: the connection (and its shard) an answer must go back to.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The shard holding the connection.
+    pub shard: usize,
+    /// The connection.
+    pub conn: ConnId,
+    /// The request id to answer.
+    pub re: u64,
+    /// The authenticated user.
+    pub user: UserId,
+}
+
+/// A room operation, sent to the room's owning shard.
+#[derive(Debug, Clone)]
+pub enum RoomAction {
+    /// Create `room` (its id was drawn by the origin shard).
+    Create {
+        /// The new room's id.
+        room: RoomId,
+        /// Requested name.
+        name: String,
+        /// Requested kind.
+        kind: RoomKind,
+    },
+    /// Join and subscribe.
+    Join {
+        /// The room.
+        room: RoomId,
+        /// Replay after this seq.
+        since: Option<u64>,
+    },
+    /// Leave.
+    Leave {
+        /// The room.
+        room: RoomId,
+    },
+    /// Send a message.
+    Send {
+        /// The room.
+        room: RoomId,
+        /// Idempotency key.
+        cid: ClientMsgId,
+        /// Kind.
+        kind: MessageKind,
+        /// Body (validated by the room).
+        text: String,
+        /// Client timestamp to echo.
+        client_ts: Option<u64>,
+    },
+    /// Read a page of history.
+    History {
+        /// The room.
+        room: RoomId,
+        /// Upper bound (exclusive).
+        before: Option<u64>,
+        /// Page size.
+        limit: Option<u32>,
+    },
+}
+
+impl RoomAction {
+    /// The room this action is about.
+    pub fn room(&self) -> &RoomId {
+        match self {
+            RoomAction::Create { room, .. }
+            | RoomAction::Join { room, .. }
+            | RoomAction::Leave { room }
+            | RoomAction::Send { room, .. }
+            | RoomAction::History { room, .. } => room,
+        }
+    }
+}
+
+/// An answer travelling back to the origin shard.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The connection.
+    pub conn: ConnId,
+    /// The request id.
+    pub re: u64,
+    /// Ok or error.
+    pub body: ReplyBody,
+    /// After a join: subscribe the connection.
+    pub subscribe: Option<Subscribe>,
+    /// After a leave: unsubscribe the connection from this room.
+    pub unsubscribe: Option<RoomId>,
+    /// This answers a join (success or not): the origin's pending-join count drops.
+    pub was_join: Option<RoomId>,
+}
+
+impl Reply {
+    /// A plain answer with no subscription change.
+    pub fn plain(origin: &Origin, body: ReplyBody) -> Reply {
+        Reply { conn: origin.conn, re: origin.re, body, subscribe: None, unsubscribe: None, was_join: None }
+    }
+}
+
+/// Subscribe a connection to a room's events after `cursor`.
+#[derive(Debug, Clone)]
+pub struct Subscribe {
+    /// The room.
+    pub room: RoomId,
+    /// Events with seq above this go to the connection (older ones are replayed).
+    pub cursor: u64,
+    /// The newest durable seq at join time.
+    pub last_seq: u64,
+}
+
+/// One stored message framed once per codec, shared by every socket on every shard.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The room.
+    pub room: RoomId,
+    /// The message's seq.
+    pub seq: u64,
+    /// The complete WebSocket text frame of the JSON event.
+    pub json: Bytes,
+    /// The complete WebSocket binary frame of the rkyv event.
+    pub rkyv: Bytes,
+}
+
+impl Delivery {
+    /// The frame for a socket speaking `codec`.
+    pub fn frame(&self, codec: Codec) -> &Bytes {
+        match codec {
+            Codec::Json => &self.json,
+            Codec::Rkyv => &self.rkyv,
+        }
+    }
+}
+
+/// Work whose durability a shard is waiting for.
+#[derive(Debug)]
+pub enum CommitWork {
+    /// A message: when durable, broadcast it and answer its sender.
+    Message(Message),
+    /// Any other write: when durable, send this answer.
+    Reply {
+        /// Which shard to send it to.
+        shard: usize,
+        /// The answer.
+        reply: Reply,
+    },
+}
+
+/// A ticket given to the group committer; it comes back to `shard` when durable.
+#[derive(Debug)]
+pub struct Ticket {
+    /// The shard that submitted (the room's owner).
+    pub shard: usize,
+    /// What to do then.
+    pub work: CommitWork,
+}
+
+/// Everything a shard's inbox carries.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// A room operation for the room's owner.
+    Command {
+        /// Who asked.
+        origin: Origin,
+        /// What.
+        action: RoomAction,
+    },
+    /// A group commit finished (for the submitting owner).
+    Committed {
+        /// This shard's tickets of the group.
+        works: Vec<CommitWork>,
+        /// The group's outcome.
+        result: Result<(), Arc<StorageError>>,
+    },
+    /// A message to fan out to local subscribers.
+    Deliver(Arc<Delivery>),
+    /// An answer for a local connection.
+    Reply(Reply),
+    /// `user` is no longer a member of `room`: drop their subscriptions here.
+    MemberGone {
+        /// The room.
+        room: RoomId,
+        /// The user.
+        user: UserId,
+    },
+    /// Shard `shard` has no more subscribers to `room` (for the owner).
+    Unsubscribe {
+        /// The room.
+        room: RoomId,
+        /// The shard.
+        shard: usize,
+    },
+    /// Stop: drain and exit.
+    Shutdown,
+    /// The drain finished: leave the event loop.
+    Exit,
+}
+
+/// The senders to every shard's inbox.
+#[derive(Debug, Clone)]
+pub struct Mesh {
+    inboxes: Arc<Vec<flume::Sender<ShardMsg>>>,
+}
+
+impl Mesh {
+    /// Creates one inbox per shard.
+    pub fn new(shards: usize) -> (Mesh, Vec<flume::Receiver<ShardMsg>>) {
+        let (senders, receivers) = (0..shards).map(|_| flume::unbounded()).unzip();
+        (Mesh { inboxes: Arc::new(senders) }, receivers)
+    }
+
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Sends to one shard; a shard that has exited drops the message.
+    pub fn send(&self, shard: usize, msg: ShardMsg) {
+        if let Some(inbox) = self.inboxes.get(shard) {
+            let _ = inbox.send(msg);
+        }
+    }
+
+    /// The owning shard of a room.
+    pub fn owner(&self, room: &RoomId) -> usize {
+        palaver_core::shard_for(room, self.len())
+    }
+
+    /// Sends to every shard.
+    pub fn broadcast(&self, mut make: impl FnMut() -> ShardMsg) {
+        for shard in 0..self.len() {
+            self.send(shard, make());
+        }
+    }
+}
+
+/// The answer to a send, as a reply body.
+pub fn sent(ok: SendOk) -> ReplyBody {
+    ReplyBody::Ok(palaver_protocol::OkBody::Sent(ok))
+}

@@ -1,0 +1,108 @@
+//! A shard: one pinned thread with its own monoio runtime. It accepts connections on
+//! the shared port, owns the rooms that hash to it (single writer: seq, storage, fan-out
+//! source), and delivers events to its own sockets. Shards talk only by messages.
+
+mod conns;
+mod fanout;
+pub mod messages;
+mod owner;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use conns::{Conn, Conns};
+pub use fanout::{Subscribers, unsubscribe_all};
+use messages::{Mesh, ShardMsg};
+pub use owner::OwnedRooms;
+
+use crate::shared::Shared;
+
+/// How long a shutting-down shard waits for in-flight writes and for sockets to flush.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One shard's state. Single-threaded: `Rc` and `RefCell`, never `Arc` and locks.
+pub struct Shard {
+    /// This shard's index.
+    pub id: usize,
+    /// Process-wide state.
+    pub shared: Arc<Shared>,
+    /// The connections living on this shard.
+    pub conns: Conns,
+    /// Rooms owned by this shard.
+    pub owned: RefCell<OwnedRooms>,
+    /// Local subscribers of any room.
+    pub subscribers: RefCell<Subscribers>,
+    /// Tickets submitted to the committer and not yet reported back.
+    pub outstanding_commits: Cell<usize>,
+    /// Set once shutdown begins: no new connections or writes.
+    pub draining: Cell<bool>,
+}
+
+impl Shard {
+    /// A fresh shard.
+    pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            shared,
+            conns: Conns::default(),
+            owned: RefCell::new(OwnedRooms::default()),
+            subscribers: RefCell::new(Subscribers::default()),
+            outstanding_commits: Cell::new(0),
+            draining: Cell::new(false),
+        })
+    }
+
+    /// The mesh of shard inboxes.
+    pub fn mesh(&self) -> &Mesh {
+        &self.shared.mesh
+    }
+
+    /// Runs the inbox until the shard exits. Messages are drained in batches per wake-up.
+    pub async fn run_inbox(self: &Rc<Self>, inbox: flume::Receiver<ShardMsg>) {
+        while let Ok(first) = inbox.recv_async().await {
+            let mut next = Some(first);
+            while let Some(msg) = next {
+                if matches!(msg, ShardMsg::Exit) {
+                    return;
+                }
+                self.handle(msg);
+                next = inbox.try_recv().ok();
+            }
+        }
+    }
+
+    fn handle(self: &Rc<Self>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Command { origin, action } => owner::on_command(self, origin, action),
+            ShardMsg::Committed { works, result } => owner::on_committed(self, works, result),
+            ShardMsg::Unsubscribe { room, shard } => owner::on_unsubscribe(self, &room, shard),
+            ShardMsg::Deliver(delivery) => fanout::deliver(self, &delivery),
+            ShardMsg::Reply(reply) => fanout::on_reply(self, reply),
+            ShardMsg::MemberGone { room, user } => fanout::member_gone(self, &room, &user),
+            ShardMsg::Shutdown => {
+                if !self.draining.replace(true) {
+                    monoio::spawn(drain(self.clone()));
+                }
+            }
+            ShardMsg::Exit => {}
+        }
+    }
+}
+
+/// Graceful shutdown of one shard: let acknowledged-pending writes finish and be
+/// answered, then close every socket with 1001 and let the writers flush.
+async fn drain(shard: Rc<Shard>) {
+    let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+    while shard.outstanding_commits.get() > 0 && std::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for conn in shard.conns.all() {
+        conn.outbound.close(crate::ws::CloseCode::GoingAway, "server shutting down");
+    }
+    while !shard.conns.is_empty() && std::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shard.mesh().send(shard.id, ShardMsg::Exit);
+}

@@ -1,0 +1,311 @@
+//! The owner role: the rooms that hash to this shard. The owner is each room's single
+//! writer: it applies the room state machine, submits writes to group commit, and once
+//! they are durable frames each event once per codec and fans it out to every shard
+//! with subscribers, then answers the requests that waited for it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use palaver_core::{Role, Room, SendOutcome};
+use palaver_protocol::{
+    Codec, ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody, ReplyBody, RoomId,
+    RoomOk, SendOk, ServerFrame,
+};
+use palaver_storage::{RoomRecord, StorageError, Write};
+
+use super::Shard;
+use super::messages::{
+    CommitWork, Delivery, Origin, Reply, RoomAction, ShardMsg, Subscribe, Ticket, sent,
+};
+use crate::clock::now_ms;
+use crate::ws::{OpCode, encode_frame};
+
+/// A room this shard owns, with the plumbing around its state machine.
+#[derive(Debug)]
+pub struct OwnedRoom {
+    room: Room,
+    /// Shards that have local subscribers.
+    subscriber_shards: BTreeSet<usize>,
+    /// Sends waiting for their seq to become durable, by seq.
+    waiting: BTreeMap<u64, Vec<(Origin, SendOk)>>,
+}
+
+/// The rooms owned by one shard, loaded on first use.
+#[derive(Debug, Default)]
+pub struct OwnedRooms {
+    rooms: HashMap<RoomId, OwnedRoom>,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ReplyBody {
+    ReplyBody::Err(ErrorBody::new(code, message))
+}
+
+fn storage_error(e: &StorageError) -> ReplyBody {
+    match e {
+        StorageError::Poisoned | StorageError::Closed => {
+            error(ErrorCode::Unavailable, "storage is refusing writes; try again later")
+        }
+        _ => {
+            tracing::error!("storage: {e}");
+            error(ErrorCode::Internal, "storage failure")
+        }
+    }
+}
+
+/// Sends an answer to the origin shard.
+fn answer(shard: &Shard, origin_shard: usize, reply: Reply) {
+    shard.mesh().send(origin_shard, ShardMsg::Reply(reply));
+}
+
+fn submit(shard: &Shard, writes: Vec<Write>, work: CommitWork) -> Result<(), StorageError> {
+    shard.shared.committer.submit(writes, Ticket { shard: shard.id, work })?;
+    shard.outstanding_commits.set(shard.outstanding_commits.get() + 1);
+    Ok(())
+}
+
+/// Loads a room into memory (a few point reads and one short scan, served from fjall's
+/// caches), or returns `None` if it does not exist.
+fn load(shard: &Shard, id: &RoomId) -> Result<Option<OwnedRoom>, StorageError> {
+    let store = &shard.shared.store;
+    let Some(record) = store.room(id)? else { return Ok(None) };
+    let members = store.members(id)?.into_iter().map(|(user, role)| (user, Role::from_byte(role)));
+    let last = store.messages_before(id, None, 1)?;
+    let (last_seq, last_ts) = last.first().map_or((0, 0), |m| (m.seq, m.ts));
+    let room = Room::restore(
+        record.room_id,
+        record.name,
+        record.kind,
+        members,
+        last_seq,
+        last_ts,
+        shard.shared.config.max_text_chars,
+    );
+    Ok(Some(OwnedRoom { room, subscriber_shards: BTreeSet::new(), waiting: BTreeMap::new() }))
+}
+
+/// Applies one room operation.
+pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
+    let reply_to = origin.shard;
+    if let RoomAction::Create { room, name, kind } = action {
+        create(shard, origin, room, name, kind);
+        return;
+    }
+    let room_id = action.room().clone();
+    let mut owned_rooms = shard.owned.borrow_mut();
+    if !owned_rooms.rooms.contains_key(&room_id) {
+        match load(shard, &room_id) {
+            Ok(Some(room)) => {
+                owned_rooms.rooms.insert(room_id.clone(), room);
+            }
+            Ok(None) => {
+                let mut reply = Reply::plain(&origin, error(ErrorCode::NotFound, format!("no room {room_id}")));
+                if matches!(action, RoomAction::Join { .. }) {
+                    reply.was_join = Some(room_id);
+                }
+                answer(shard, reply_to, reply);
+                return;
+            }
+            Err(e) => {
+                let mut reply = Reply::plain(&origin, storage_error(&e));
+                if matches!(action, RoomAction::Join { .. }) {
+                    reply.was_join = Some(room_id);
+                }
+                answer(shard, reply_to, reply);
+                return;
+            }
+        }
+    }
+    let Some(owned) = owned_rooms.rooms.get_mut(&room_id) else { return };
+    match action {
+        RoomAction::Create { .. } => {}
+        RoomAction::Join { room, since } => join(shard, owned, origin, room, since),
+        RoomAction::Leave { room } => leave(shard, owned, origin, room),
+        RoomAction::Send { room, cid, kind, text, client_ts } => {
+            let store = &shard.shared.store;
+            let lookup = |cid: &_| store.cid_seq(&room, cid).ok().flatten();
+            match owned.room.send(now_ms(), &origin.user, cid, kind, text, client_ts, lookup) {
+                Err(e) => answer(shard, reply_to, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
+                Ok(SendOutcome::Append(appended)) => {
+                    let message = appended.message;
+                    let ok = SendOk { seq: message.seq, ts: message.ts, duplicate: false };
+                    match submit(shard, vec![Write::AppendMessage(message.clone())], CommitWork::Message(message)) {
+                        Ok(()) => owned.waiting.entry(ok.seq).or_default().push((origin, ok)),
+                        Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
+                    }
+                }
+                Ok(SendOutcome::Duplicate { seq, ts }) => {
+                    let ok = SendOk { seq, ts, duplicate: true };
+                    if seq <= owned.room.durable_seq() {
+                        answer(shard, reply_to, Reply::plain(&origin, sent(ok)));
+                    } else {
+                        owned.waiting.entry(seq).or_default().push((origin, ok));
+                    }
+                }
+            }
+        }
+        RoomAction::History { room, before, limit } => {
+            let body = match owned.room.history_page(&origin.user, before, limit) {
+                Err(e) => ReplyBody::Err(e.to_body()),
+                Ok((before, limit)) => match shard.shared.store.messages_before(&room, before, limit) {
+                    Ok(messages) => ReplyBody::Ok(OkBody::History(HistoryOk { messages })),
+                    Err(e) => storage_error(&e),
+                },
+            };
+            answer(shard, reply_to, Reply::plain(&origin, body));
+        }
+    }
+}
+
+fn create(shard: &Rc<Shard>, origin: Origin, room_id: RoomId, name: String, kind: palaver_protocol::RoomKind) {
+    let reply_to = origin.shard;
+    let room = match Room::create(room_id.clone(), name, kind, origin.user.clone(), shard.shared.config.max_text_chars) {
+        Ok(room) => room,
+        Err(e) => return answer(shard, reply_to, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
+    };
+    let info = room.info();
+    let writes = vec![
+        Write::PutRoom(RoomRecord {
+            room_id: room_id.clone(),
+            name: info.name.clone(),
+            kind: info.kind,
+            owner: origin.user.clone(),
+            created_ms: now_ms(),
+        }),
+        Write::PutMember { room: room_id.clone(), user: origin.user.clone(), role: Role::Owner.to_byte() },
+    ];
+    let reply = Reply::plain(&origin, ReplyBody::Ok(OkBody::Room(RoomOk { room: info })));
+    match submit(shard, writes, CommitWork::Reply { shard: reply_to, reply }) {
+        Ok(()) => {
+            let owned = OwnedRoom { room, subscriber_shards: BTreeSet::new(), waiting: BTreeMap::new() };
+            shard.owned.borrow_mut().rooms.insert(room_id, owned);
+        }
+        Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
+    }
+}
+
+fn join(shard: &Rc<Shard>, owned: &mut OwnedRoom, origin: Origin, room: RoomId, since: Option<u64>) {
+    let reply_to = origin.shard;
+    match owned.room.join(&origin.user) {
+        Err(e) => {
+            let mut reply = Reply::plain(&origin, ReplyBody::Err(e.to_body()));
+            reply.was_join = Some(room);
+            answer(shard, reply_to, reply);
+        }
+        Ok(outcome) => {
+            owned.subscriber_shards.insert(origin.shard);
+            let last_seq = outcome.last_seq;
+            let body = ReplyBody::Ok(OkBody::Joined(JoinOk { room: owned.room.info(), last_seq }));
+            let reply = Reply {
+                conn: origin.conn,
+                re: origin.re,
+                body,
+                subscribe: Some(Subscribe {
+                    room: room.clone(),
+                    cursor: since.unwrap_or(last_seq).min(last_seq),
+                    last_seq,
+                }),
+                unsubscribe: None,
+                was_join: Some(room.clone()),
+            };
+            if outcome.newly_member {
+                let write = Write::PutMember { room, user: origin.user.clone(), role: outcome.role.to_byte() };
+                let work = CommitWork::Reply { shard: reply_to, reply };
+                if let Err(e) = submit(shard, vec![write], work) {
+                    owned.room.leave(&origin.user);
+                    let mut reply = Reply::plain(&origin, storage_error(&e));
+                    reply.was_join = Some(owned.room.id().clone());
+                    answer(shard, reply_to, reply);
+                }
+            } else {
+                answer(shard, reply_to, reply);
+            }
+        }
+    }
+}
+
+fn leave(shard: &Rc<Shard>, owned: &mut OwnedRoom, origin: Origin, room: RoomId) {
+    let reply_to = origin.shard;
+    let mut reply = Reply::plain(&origin, ReplyBody::Ok(OkBody::Empty(Default::default())));
+    reply.unsubscribe = Some(room.clone());
+    if !owned.room.leave(&origin.user) {
+        return answer(shard, reply_to, reply);
+    }
+    // Every socket of this user, on every shard, stops receiving the room's events.
+    for &s in &owned.subscriber_shards {
+        shard.mesh().send(s, ShardMsg::MemberGone { room: room.clone(), user: origin.user.clone() });
+    }
+    let write = Write::RemoveMember { room, user: origin.user.clone() };
+    if let Err(e) = submit(shard, vec![write], CommitWork::Reply { shard: reply_to, reply }) {
+        answer(shard, reply_to, Reply::plain(&origin, storage_error(&e)));
+    }
+}
+
+/// A shard no longer has subscribers to `room`.
+pub fn on_unsubscribe(shard: &Rc<Shard>, room: &RoomId, from: usize) {
+    if let Some(owned) = shard.owned.borrow_mut().rooms.get_mut(room) {
+        owned.subscriber_shards.remove(&from);
+    }
+}
+
+/// A group commit finished: fan out what became durable and answer who waited.
+pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<(), Arc<StorageError>>) {
+    shard.outstanding_commits.set(shard.outstanding_commits.get().saturating_sub(works.len()));
+    let metrics = &shard.shared.metrics;
+    for work in works {
+        match (work, &result) {
+            (CommitWork::Reply { shard: to, reply }, Ok(())) => answer(shard, to, reply),
+            (CommitWork::Reply { shard: to, mut reply }, Err(e)) => {
+                reply.body = storage_error(e);
+                reply.subscribe = None;
+                answer(shard, to, reply);
+            }
+            (CommitWork::Message(message), Ok(())) => {
+                metrics.messages_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                message_durable(shard, message);
+            }
+            (CommitWork::Message(message), Err(e)) => {
+                // The room assigned a seq that storage refused: forget the in-memory
+                // room (it reloads from storage) and fail every waiter.
+                let mut owned_rooms = shard.owned.borrow_mut();
+                if let Some(owned) = owned_rooms.rooms.remove(&message.room) {
+                    for (origin, _) in owned.waiting.into_values().flatten() {
+                        answer(shard, origin.shard, Reply::plain(&origin, storage_error(e)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn message_durable(shard: &Rc<Shard>, message: Message) {
+    let mut owned_rooms = shard.owned.borrow_mut();
+    let Some(owned) = owned_rooms.rooms.get_mut(&message.room) else { return };
+    owned.room.committed(message.seq);
+    let seq = message.seq;
+    let room = message.room.clone();
+    let event = ServerFrame::Event(Event::Message(message));
+    match frame_event(&event) {
+        Ok((json, rkyv)) => {
+            let delivery = Arc::new(Delivery { room, seq, json, rkyv });
+            for &s in &owned.subscriber_shards {
+                shard.mesh().send(s, ShardMsg::Deliver(delivery.clone()));
+            }
+        }
+        Err(e) => tracing::error!("cannot encode event: {e}"),
+    }
+    let durable = owned.room.durable_seq();
+    let ready: Vec<u64> = owned.waiting.range(..=durable).map(|(s, _)| *s).collect();
+    for s in ready {
+        for (origin, ok) in owned.waiting.remove(&s).unwrap_or_default() {
+            answer(shard, origin.shard, Reply::plain(&origin, sent(ok)));
+        }
+    }
+}
+
+/// Encodes an event once per codec, each as a complete WebSocket frame.
+pub fn frame_event(event: &ServerFrame) -> Result<(bytes::Bytes, bytes::Bytes), palaver_protocol::EncodeError> {
+    let json = Codec::Json.encode_server(event)?;
+    let rkyv = Codec::Rkyv.encode_server(event)?;
+    Ok((encode_frame(OpCode::Text, &json), encode_frame(OpCode::Binary, &rkyv)))
+}

@@ -1,0 +1,30 @@
+//! Process-wide state every shard holds a reference to. Everything here is either
+//! immutable, internally synchronized (storage, metrics), or a channel sender.
+
+use std::sync::Arc;
+
+use palaver_storage::{GroupCommitter, Store};
+
+use crate::auth::TokenService;
+use crate::blocking::BlockingPool;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::shard::messages::{Mesh, Ticket};
+
+/// Shared by all shards.
+pub struct Shared {
+    /// The resolved configuration.
+    pub config: Config,
+    /// Durable state.
+    pub store: Arc<Store>,
+    /// Group commit for durable writes.
+    pub committer: GroupCommitter<Ticket>,
+    /// Every shard's inbox.
+    pub mesh: Mesh,
+    /// Access-token signing and checking.
+    pub tokens: TokenService,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Threads for blocking work.
+    pub blocking: BlockingPool,
+}
