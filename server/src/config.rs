@@ -55,6 +55,9 @@ pub struct Cli {
     /// Requests awaiting an answer per connection.
     #[arg(long, env = "PALAVER_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<u32>,
+    /// Seconds a new socket has to authenticate.
+    #[arg(long, env = "PALAVER_AUTH_TIMEOUT_SECS")]
+    pub auth_timeout_secs: Option<u64>,
 }
 
 /// The durability flag's values.
@@ -84,6 +87,7 @@ struct FileConfig {
     ops_per_sec: Option<u32>,
     ops_burst: Option<u32>,
     max_in_flight: Option<u32>,
+    auth_timeout_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -173,6 +177,10 @@ impl Config {
                 ops_per_sec: cli.ops_per_sec.or(file.ops_per_sec).unwrap_or(defaults.ops_per_sec),
                 ops_burst: cli.ops_burst.or(file.ops_burst).unwrap_or(defaults.ops_burst),
                 max_in_flight: cli.max_in_flight.or(file.max_in_flight).unwrap_or(defaults.max_in_flight),
+                auth_deadline_ms: cli
+                    .auth_timeout_secs
+                    .or(file.auth_timeout_secs)
+                    .map_or(defaults.auth_deadline_ms, |s| s.saturating_mul(1000)),
                 ..defaults
             },
         };
@@ -196,6 +204,9 @@ impl Config {
         }
         if self.access_token_ttl_secs == 0 {
             return invalid("access_token_ttl_secs must be at least 1");
+        }
+        if self.session.auth_deadline_ms == 0 {
+            return invalid("auth_timeout_secs must be at least 1");
         }
         if self.session.max_in_flight == 0 || self.session.ops_burst == 0 {
             return invalid("max_in_flight and ops_burst must be at least 1");

@@ -25,9 +25,10 @@ pub struct CommitDone<T> {
     pub result: Result<(), Arc<StorageError>>,
 }
 
-struct Request<T> {
-    writes: Vec<Write>,
-    ticket: T,
+enum Request<T> {
+    Write { writes: Vec<Write>, ticket: T },
+    /// Commit what is queued before this, sync, and stop.
+    Stop,
 }
 
 /// The group-commit thread and the handle to submit to it.
@@ -56,15 +57,14 @@ impl<T: Send + 'static> GroupCommitter<T> {
     /// Submits writes; `ticket` comes back through `on_done` when they are durable.
     /// Fails only when the committer has shut down.
     pub fn submit(&self, writes: Vec<Write>, ticket: T) -> Result<(), StorageError> {
-        self.tx.send(Request { writes, ticket }).map_err(|_| StorageError::Closed)
+        self.tx.send(Request::Write { writes, ticket }).map_err(|_| StorageError::Closed)
     }
 
-    /// Stops accepting, commits what is pending, syncs, and waits for the thread.
-    /// Other clones must be dropped first, or this waits for them.
+    /// Commits everything submitted before this call, syncs, stops the thread and waits
+    /// for it. Later submissions (from clones) fail with `Closed`.
     pub fn shutdown(mut self) {
-        let thread = self.thread.take();
-        drop(self);
-        if let Some(thread) = thread {
+        let _ = self.tx.send(Request::Stop);
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
@@ -87,23 +87,37 @@ fn run<T>(store: &Store, rx: &flume::Receiver<Request<T>>, on_done: &mut impl Fn
                 Err(_) => break,
             }
         };
+        let mut stop = false;
         if let Some(first) = first {
-            let mut writes = first.writes;
-            let mut tickets = vec![first.ticket];
-            while writes.len() < MAX_GROUP_WRITES {
+            let (mut writes, mut tickets) = (Vec::new(), Vec::new());
+            match first {
+                Request::Write { writes: w, ticket } => {
+                    writes = w;
+                    tickets.push(ticket);
+                }
+                Request::Stop => stop = true,
+            }
+            while !stop && writes.len() < MAX_GROUP_WRITES {
                 match rx.try_recv() {
-                    Ok(request) => {
-                        writes.extend(request.writes);
-                        tickets.push(request.ticket);
+                    Ok(Request::Write { writes: w, ticket }) => {
+                        writes.extend(w);
+                        tickets.push(ticket);
                     }
+                    Ok(Request::Stop) => stop = true,
                     Err(_) => break,
                 }
+            }
+            if tickets.is_empty() {
+                break;
             }
             let result = store.apply(&writes).map_err(Arc::new);
             if result.is_ok() && buffered && unsynced_since.is_none() {
                 unsynced_since = Some(Instant::now());
             }
             on_done(CommitDone { tickets, result });
+        }
+        if stop {
+            break;
         }
         if let Some(since) = unsynced_since
             && since.elapsed() >= BUFFERED_SYNC_INTERVAL

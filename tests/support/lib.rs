@@ -1,1 +1,376 @@
-//! e2e support
+//! Test support: run the real `palaver` binary on a free loopback port with its own
+//! data directory, and talk to it over real sockets — HTTP for accounts, WebSocket (JSON
+//! or rkyv) for chat — exactly as an outside client would.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, missing_docs, reason = "test support: failing loudly is the point")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use palaver_protocol::{ClientFrame, Codec, ErrorCode, Event, Message, OkBody, Op, ReplyBody, RoomId, ServerFrame};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::stream::MaybeTlsStream;
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// The `palaver` binary built by this workspace.
+pub fn palaver_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("PALAVER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("palaver");
+    assert!(bin.exists(), "{} not found: run `cargo test --workspace` (or `cargo build -p palaver-server`)", bin.display());
+    bin
+}
+
+/// A running server with its own data directory (kept across restarts).
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    data: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server with `--shards 2` and the given extra flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        if !extra.contains(&"--shards") {
+            args.extend(["--shards".into(), "2".into()]);
+        }
+        let (child, addr) = spawn(data.path(), &args, "127.0.0.1:0");
+        Server { child: Some(child), addr, data, args }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// Kills the server with SIGKILL (no drain, no flush) and waits for it to die.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        signal(&child, libc::SIGTERM);
+        let status = wait_with_timeout(&mut child, WAIT);
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not exit within {WAIT:?} of SIGTERM");
+        }
+        status.unwrap()
+    }
+
+    /// Starts the server again on the same data directory and port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        let (child, addr) = spawn(self.data.path(), &self.args, &self.addr.to_string());
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn(data: &Path, args: &[String], addr: &str) -> (Child, SocketAddr) {
+    // A restart may race the old socket's release: retry the bind for a while.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut child = Command::new(palaver_bin())
+            .args(args)
+            .args(["--http-addr", addr, "--data-dir"])
+            .arg(data)
+            .env("PALAVER_JWT_SECRET", "e2e-test-secret-e2e-test-secret")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        if let Some(rest) = line.trim().strip_prefix("listening http=") {
+            let http = rest.split_whitespace().next().unwrap();
+            return (child, http.parse().unwrap());
+        }
+        let status = child.wait().unwrap();
+        let retry = addr != "127.0.0.1:0" && Instant::now() < deadline;
+        assert!(retry, "palaver did not start ({status}); stdout: {line:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn signal(child: &Child, signal: i32) {
+    let pid = i32::try_from(child.id()).unwrap();
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+// ---------------------------------------------------------------- HTTP
+
+/// A minimal blocking HTTP/1.1 client: one request per connection.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let body = body.unwrap_or("");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// POSTs JSON and parses the JSON answer.
+pub fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let (status, text) = http(addr, "POST", path, Some(&body.to_string()), &[("content-type", "application/json")]);
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+/// A registered user's credentials.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub username: String,
+    pub user_id: String,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+/// Registers `username` (password "password-123").
+pub fn register(addr: SocketAddr, username: &str) -> Account {
+    let (status, body) = post_json(addr, "/v1/auth/register", &serde_json::json!({"username": username, "password": "password-123"}));
+    assert_eq!(status, 201, "register {username}: {body}");
+    Account {
+        username: username.to_owned(),
+        user_id: body["user_id"].as_str().unwrap().to_owned(),
+        access_token: body["access_token"].as_str().unwrap().to_owned(),
+        refresh_token: body["refresh_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------- WebSocket
+
+/// A WebSocket chat client speaking one codec.
+pub struct Client {
+    ws: tungstenite::WebSocket<MaybeTlsStream<TcpStream>>,
+    pub codec: Codec,
+    next_id: u64,
+    /// Events received while waiting for a reply, in arrival order.
+    pub events: std::collections::VecDeque<Event>,
+}
+
+impl Client {
+    /// Connects with the codec's subprotocol, unauthenticated.
+    pub fn connect(addr: SocketAddr, codec: Codec) -> Client {
+        Self::connect_with(addr, codec, None)
+    }
+
+    /// Connects with an optional `Authorization: Bearer` header.
+    pub fn connect_with(addr: SocketAddr, codec: Codec, bearer: Option<&str>) -> Client {
+        let mut request = format!("ws://{addr}/v1/ws").into_client_request().unwrap();
+        request.headers_mut().insert("sec-websocket-protocol", codec.subprotocol().parse().unwrap());
+        if let Some(token) = bearer {
+            request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let (ws, response) = tungstenite::client(request, MaybeTlsStream::Plain(stream)).unwrap();
+        assert_eq!(
+            response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()),
+            Some(codec.subprotocol())
+        );
+        Client { ws, codec, next_id: 0, events: Default::default() }
+    }
+
+    /// Connects and authenticates as `account`.
+    pub fn login(addr: SocketAddr, codec: Codec, account: &Account) -> Client {
+        let mut client = Self::connect(addr, codec);
+        let ok = client.ok(Op::Auth { token: account.access_token.clone() });
+        assert!(matches!(ok, OkBody::Authed(ref a) if a.user_id.as_str() == account.user_id));
+        client
+    }
+
+    /// Sends raw bytes as a text or binary message.
+    pub fn send_raw(&mut self, bytes: Vec<u8>, text: bool) {
+        let message = if text {
+            tungstenite::Message::Text(String::from_utf8(bytes).unwrap().into())
+        } else {
+            tungstenite::Message::Binary(bytes.into())
+        };
+        self.ws.send(message).unwrap();
+    }
+
+    /// Sends a request without waiting; returns its id.
+    pub fn send_op(&mut self, op: Op) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        let bytes = self.codec.encode_client(&ClientFrame { id, op }).unwrap();
+        self.send_raw(bytes, self.codec.is_text());
+        id
+    }
+
+    /// The next frame from the server.
+    pub fn recv(&mut self) -> ServerFrame {
+        loop {
+            match self.ws.read().unwrap() {
+                tungstenite::Message::Text(t) => return self.codec.decode_server(t.as_bytes()).unwrap(),
+                tungstenite::Message::Binary(b) => return self.codec.decode_server(&b).unwrap(),
+                tungstenite::Message::Close(frame) => panic!("server closed: {frame:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits for the reply to request `id`, keeping events that arrive meanwhile.
+    pub fn reply(&mut self, id: u64) -> ReplyBody {
+        loop {
+            match self.recv() {
+                ServerFrame::Reply { re, body } if re == id => return body,
+                ServerFrame::Reply { re, body } => panic!("reply {re} ({body:?}) while waiting for {id}"),
+                ServerFrame::Event(event) => self.events.push_back(event),
+            }
+        }
+    }
+
+    /// Sends a request and returns its reply.
+    pub fn request(&mut self, op: Op) -> ReplyBody {
+        let id = self.send_op(op);
+        self.reply(id)
+    }
+
+    /// Sends a request that must succeed.
+    pub fn ok(&mut self, op: Op) -> OkBody {
+        let name = op.name();
+        match self.request(op) {
+            ReplyBody::Ok(ok) => ok,
+            ReplyBody::Err(e) => panic!("{name} failed: {e:?}"),
+        }
+    }
+
+    /// Sends a request that must fail with `code`.
+    pub fn err(&mut self, op: Op, code: ErrorCode) -> String {
+        let name = op.name();
+        match self.request(op) {
+            ReplyBody::Err(e) => {
+                assert_eq!(e.code, code, "{name}: {}", e.message);
+                e.message
+            }
+            ReplyBody::Ok(ok) => panic!("{name} unexpectedly succeeded: {ok:?}"),
+        }
+    }
+
+    /// The next `message` event (queued or from the socket).
+    pub fn next_message(&mut self) -> Message {
+        loop {
+            let event = match self.events.pop_front() {
+                Some(e) => e,
+                None => match self.recv() {
+                    ServerFrame::Event(e) => e,
+                    other => panic!("expected an event, got {other:?}"),
+                },
+            };
+            match event {
+                Event::Message(m) => return m,
+            }
+        }
+    }
+
+    /// Creates a room and returns its id.
+    pub fn create_room(&mut self, name: &str, kind: palaver_protocol::RoomKind) -> RoomId {
+        match self.ok(Op::RoomCreate { name: name.into(), kind }) {
+            OkBody::Room(r) => r.room.room_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Joins a room; returns `last_seq`.
+    pub fn join(&mut self, room: &RoomId, since: Option<u64>) -> u64 {
+        match self.ok(Op::Join { room: room.clone(), since }) {
+            OkBody::Joined(j) => j.last_seq,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Sends a text message with a cid; returns `(seq, duplicate)`.
+    pub fn say(&mut self, room: &RoomId, cid: &str, text: &str) -> (u64, bool) {
+        match self.ok(send_op(room, cid, text)) {
+            OkBody::Sent(s) => (s.seq, s.duplicate),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A page of history, newest first.
+    pub fn history(&mut self, room: &RoomId, before: Option<u64>, limit: Option<u32>) -> Vec<Message> {
+        match self.ok(Op::History { room: room.clone(), before, limit }) {
+            OkBody::History(h) => h.messages,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Waits for the server to close the socket; returns the close code.
+    pub fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            match self.ws.read() {
+                Ok(tungstenite::Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(_) => {}
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return None,
+                Err(e) => panic!("socket error while waiting for close: {e}"),
+            }
+        }
+    }
+
+    /// Closes politely.
+    pub fn close(mut self) {
+        let _ = self.ws.close(Some(tungstenite::protocol::CloseFrame { code: CloseCode::Normal, reason: "".into() }));
+    }
+}
+
+/// A `send` op with a text body.
+pub fn send_op(room: &RoomId, cid: &str, text: &str) -> Op {
+    Op::Send {
+        room: room.clone(),
+        cid: palaver_protocol::ClientMsgId::parse(cid).unwrap(),
+        kind: palaver_protocol::MessageKind::Text,
+        text: text.into(),
+        client_ts: None,
+    }
+}

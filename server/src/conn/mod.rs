@@ -47,7 +47,9 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         let request = match monoio::time::timeout(deadline, read_request(&mut stream, &mut buf)).await {
             Ok(Ok(request)) => request,
             Ok(Err(ReadError::Refuse(response))) => {
-                let _ = write_response(&mut stream, &response, false).await;
+                if write_response(&mut stream, &response, false).await.is_ok() {
+                    linger_close(stream, buf).await;
+                }
                 return;
             }
             Ok(Err(ReadError::Closed)) | Err(_) => return,
@@ -62,6 +64,25 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             return;
         }
     }
+}
+
+/// Closes after a refusal without resetting the connection: half-close, then read and
+/// discard what the client is still sending (bounded), so it can read our answer
+/// instead of getting a reset while it is still uploading.
+async fn linger_close(mut stream: TcpStream, mut buf: BytesMut) {
+    use monoio::io::AsyncWriteRent;
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut discarded = 0usize;
+        while discarded < (1 << 20) {
+            buf.clear();
+            match http::read_more(&mut stream, &mut buf).await {
+                Ok(n) if n > 0 => discarded += n,
+                _ => break,
+            }
+        }
+    };
+    let _ = monoio::time::timeout(std::time::Duration::from_secs(2), drain).await;
 }
 
 async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request: Request) {

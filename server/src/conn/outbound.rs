@@ -106,7 +106,9 @@ impl Outbound {
             q.frames.clear();
             q.bytes = 0;
         }
-        q.frames.push_back(close_frame(code, reason));
+        let frame = close_frame(code, reason);
+        q.bytes += frame.len();
+        q.frames.push_back(frame);
         q.state = State::Closing;
         wake_all(&mut q);
     }

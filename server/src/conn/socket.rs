@@ -88,7 +88,7 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut, codec: 
             r = read => Some(r),
             _ = outbound.closed() => None,
             _ = sleep_or_forever(deadline) => {
-                outbound.close(CloseCode::Policy, "authenticate within 10 s");
+                outbound.close(CloseCode::Policy, "authentication deadline passed");
                 None
             }
         };
