@@ -8,7 +8,8 @@ use serde_json::json;
 fn refresh_tokens_rotate_and_a_replayed_one_revokes_its_family() {
     let server = Server::start(&[]);
     let alice = register(server.addr, "alice");
-    let (status, first) = post_json(server.addr, "/v1/auth/refresh", &json!({"refresh_token": alice.refresh_token}));
+    let (status, first) =
+        post_json(server.addr, "/v1/auth/refresh", &json!({"refresh_token": alice.refresh_token}));
     assert_eq!(status, 200, "{first}");
     let new_refresh = first["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(new_refresh, alice.refresh_token);
@@ -17,15 +18,18 @@ fn refresh_tokens_rotate_and_a_replayed_one_revokes_its_family() {
     c.ok(Op::Auth { token: access });
 
     // The rotated token is replayed: refused, and the whole family with it.
-    let (status, body) = post_json(server.addr, "/v1/auth/refresh", &json!({"refresh_token": alice.refresh_token}));
+    let (status, body) =
+        post_json(server.addr, "/v1/auth/refresh", &json!({"refresh_token": alice.refresh_token}));
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
     let (status, _) = post_json(server.addr, "/v1/auth/refresh", &json!({"refresh_token": new_refresh}));
     assert_eq!(status, 401, "the family is revoked after a replay");
 
     // A fresh login starts a new family.
-    let (status, login) = post_json(server.addr, "/v1/auth/login", &json!({"username": "alice", "password": "password-123"}));
+    let (status, login) =
+        post_json(server.addr, "/v1/auth/login", &json!({"username": "alice", "password": "password-123"}));
     assert_eq!(status, 200);
-    let (status, _) = post_json(server.addr, "/v1/auth/refresh", &json!({"refresh_token": login["refresh_token"]}));
+    let (status, _) =
+        post_json(server.addr, "/v1/auth/refresh", &json!({"refresh_token": login["refresh_token"]}));
     assert_eq!(status, 200);
     let (status, _) = post_json(server.addr, "/v1/auth/refresh", &json!({"refresh_token": "made-up"}));
     assert_eq!(status, 401);
@@ -62,6 +66,7 @@ fn accounts_and_tokens_survive_a_restart() {
     server.restart();
     let mut c = Client::connect(server.addr, Codec::Json);
     c.ok(Op::Auth { token: alice.access_token.clone() });
-    let (status, _) = post_json(server.addr, "/v1/auth/login", &json!({"username": "alice", "password": "password-123"}));
+    let (status, _) =
+        post_json(server.addr, "/v1/auth/login", &json!({"username": "alice", "password": "password-123"}));
     assert_eq!(status, 200, "accounts are durable");
 }

@@ -20,7 +20,8 @@ fn json_and_rkyv_users_chat_in_rooms_on_every_shard() {
         let b = &mut bobs[round % 3];
         assert_eq!(b.join(&room, None), 0);
         for i in 0..3 {
-            let (seq, dup) = alices[round % 3].say(&room, &format!("a{round}-{i}"), &format!("hi from alice {i} 👋"));
+            let (seq, dup) =
+                alices[round % 3].say(&room, &format!("a{round}-{i}"), &format!("hi from alice {i} 👋"));
             assert_eq!((seq, dup), (2 * i + 1, false));
             let (seq, _) = bobs[round % 3].say(&room, &format!("b{round}-{i}"), &format!("hi from bob {i}"));
             assert_eq!(seq, 2 * i + 2);
@@ -75,7 +76,8 @@ fn concurrent_senders_get_gapless_distinct_seqs_and_everyone_sees_one_order() {
                 let codec = if n % 2 == 0 { Codec::Json } else { Codec::Rkyv };
                 let mut c = Client::login(addr, codec, &account);
                 c.join(&room, None);
-                let ids: Vec<u64> = (0..per_sender).map(|i| c.send_op(send_op(&room, &format!("s{n}-{i}"), "x"))).collect();
+                let ids: Vec<u64> =
+                    (0..per_sender).map(|i| c.send_op(send_op(&room, &format!("s{n}-{i}"), "x"))).collect();
                 ids.into_iter()
                     .map(|id| match ok(c.reply(id)) {
                         OkBody::Sent(s) => s.seq,

@@ -28,7 +28,8 @@ fn kill_9_mid_stream_loses_no_acknowledged_message_and_seq_continues() {
     let mut server = Server::start(&["--shards", "2"]);
     let owner = register(server.addr, "owner");
     let mut admin = Client::login(server.addr, Codec::Json, &owner);
-    let rooms: Vec<RoomId> = (0..3).map(|i| admin.create_room(&format!("room{i}"), RoomKind::Public)).collect();
+    let rooms: Vec<RoomId> =
+        (0..3).map(|i| admin.create_room(&format!("room{i}"), RoomKind::Public)).collect();
 
     // Senders pipeline messages with unique cids and record every acknowledgement.
     let acked: Arc<Mutex<HashMap<String, (RoomId, u64)>>> = Arc::default();

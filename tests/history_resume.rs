@@ -10,7 +10,8 @@ fn history_pages_newest_first_with_before_and_limit() {
     let mut a = Client::login(server.addr, Codec::Rkyv, &alice);
     let room = a.create_room("log", RoomKind::Public);
     a.join(&room, None);
-    let ids: Vec<u64> = (1..=120).map(|i| a.send_op(send_op(&room, &format!("c{i}"), &format!("m{i}")))).collect();
+    let ids: Vec<u64> =
+        (1..=120).map(|i| a.send_op(send_op(&room, &format!("c{i}"), &format!("m{i}")))).collect();
     for id in ids {
         a.reply(id);
     }
@@ -64,7 +65,8 @@ fn a_long_backlog_is_replayed_completely_while_new_messages_arrive() {
     let room = a.create_room("backlog", RoomKind::Public);
     a.join(&room, None);
     let total = 700u64;
-    let ids: Vec<u64> = (1..=total).map(|i| a.send_op(send_op(&room, &format!("c{i}"), &"z".repeat(200)))).collect();
+    let ids: Vec<u64> =
+        (1..=total).map(|i| a.send_op(send_op(&room, &format!("c{i}"), &"z".repeat(200)))).collect();
     for id in ids {
         a.reply(id);
     }

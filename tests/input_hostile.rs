@@ -23,14 +23,18 @@ fn undecodable_frames_get_invalid_and_the_socket_stays_open() {
     }
     // An id that can be read comes back as `re`.
     c.send_raw(br#"{"id":42,"op":"join","room":"not-a-room"}"#.to_vec(), true);
-    assert!(matches!(c.recv(), ServerFrame::Reply { re: 42, body: ReplyBody::Err(e) } if e.code == ErrorCode::Invalid));
+    assert!(
+        matches!(c.recv(), ServerFrame::Reply { re: 42, body: ReplyBody::Err(e) } if e.code == ErrorCode::Invalid)
+    );
     c.send_raw(br#"{"id":43,"op":"ping","surprise":true}"#.to_vec(), true);
     assert!(matches!(c.recv(), ServerFrame::Reply { re: 43, body: ReplyBody::Err(_) }));
     c.ok(Op::Ping {});
 
     let mut r = Client::login(server.addr, Codec::Rkyv, &alice);
     r.send_raw(vec![0xde, 0xad, 0xbe, 0xef, 1, 2, 3], false);
-    assert!(matches!(r.recv(), ServerFrame::Reply { re: 0, body: ReplyBody::Err(e) } if e.code == ErrorCode::Invalid));
+    assert!(
+        matches!(r.recv(), ServerFrame::Reply { re: 0, body: ReplyBody::Err(e) } if e.code == ErrorCode::Invalid)
+    );
     r.ok(Op::Ping {});
 }
 
@@ -96,18 +100,27 @@ fn http_errors_are_json_with_fitting_statuses() {
     let addr = server.addr;
     let (status, body) = http(addr, "POST", "/v1/auth/register", Some("{not json"), &[]);
     assert_eq!((status, error_code(&body).as_str()), (400, "invalid"));
-    let (status, body) = post_json(addr, "/v1/auth/register", &json!({"username": "a b", "password": "password-123"}));
+    let (status, body) =
+        post_json(addr, "/v1/auth/register", &json!({"username": "a b", "password": "password-123"}));
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid")));
-    let (status, _) = post_json(addr, "/v1/auth/register", &json!({"username": "carol", "password": "short"}));
+    let (status, _) =
+        post_json(addr, "/v1/auth/register", &json!({"username": "carol", "password": "short"}));
     assert_eq!(status, 400);
-    let (status, _) = post_json(addr, "/v1/auth/register", &json!({"username": "carol", "password": "password-123", "admin": true}));
+    let (status, _) = post_json(
+        addr,
+        "/v1/auth/register",
+        &json!({"username": "carol", "password": "password-123", "admin": true}),
+    );
     assert_eq!(status, 400, "unknown fields are refused");
     register(addr, "carol");
-    let (status, body) = post_json(addr, "/v1/auth/register", &json!({"username": "CAROL", "password": "password-123"}));
+    let (status, body) =
+        post_json(addr, "/v1/auth/register", &json!({"username": "CAROL", "password": "password-123"}));
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
-    let (status, body) = post_json(addr, "/v1/auth/login", &json!({"username": "carol", "password": "wrong-password"}));
+    let (status, body) =
+        post_json(addr, "/v1/auth/login", &json!({"username": "carol", "password": "wrong-password"}));
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
-    let (status, _) = post_json(addr, "/v1/auth/login", &json!({"username": "nobody", "password": "wrong-password"}));
+    let (status, _) =
+        post_json(addr, "/v1/auth/login", &json!({"username": "nobody", "password": "wrong-password"}));
     assert_eq!(status, 401);
     let (status, body) = http(addr, "GET", "/nope", None, &[]);
     assert_eq!((status, error_code(&body).as_str()), (404, "not_found"));
@@ -116,7 +129,19 @@ fn http_errors_are_json_with_fitting_statuses() {
     let huge = "x".repeat(100_000);
     let (status, body) = http(addr, "POST", "/v1/auth/login", Some(&huge), &[]);
     assert_eq!((status, error_code(&body).as_str()), (413, "too_large"));
-    let (status, body) = http(addr, "GET", "/v1/ws", None, &[("upgrade", "websocket"), ("connection", "upgrade"), ("sec-websocket-version", "13"), ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="), ("sec-websocket-protocol", "chat")]);
+    let (status, body) = http(
+        addr,
+        "GET",
+        "/v1/ws",
+        None,
+        &[
+            ("upgrade", "websocket"),
+            ("connection", "upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-protocol", "chat"),
+        ],
+    );
     assert_eq!((status, error_code(&body).as_str()), (400, "invalid"));
     let (status, body) = http(addr, "GET", "/metrics", None, &[]);
     assert_eq!(status, 200);

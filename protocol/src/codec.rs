@@ -83,9 +83,7 @@ impl Codec {
                 let id = archived.id.to_native();
                 let frame = rkyv::deserialize::<ClientFrame, rancor::Error>(archived)
                     .map_err(|e| DecodeError { id: Some(id), message: e.to_string() })?;
-                frame
-                    .revalidate()
-                    .map_err(|e| DecodeError { id: Some(id), message: e.to_string() })?;
+                frame.revalidate().map_err(|e| DecodeError { id: Some(id), message: e.to_string() })?;
                 Ok(frame)
             }
         }
@@ -121,8 +119,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        ClientMsgId, ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, MessageKind, OkBody,
-        Op, RoomId, RoomInfo, RoomKind, SendOk, UserId,
+        ClientMsgId, ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op,
+        RoomId, RoomInfo, RoomKind, SendOk, UserId,
     };
 
     fn id_body() -> impl Strategy<Value = String> {
@@ -142,15 +140,9 @@ mod tests {
                 .prop_map(|(name, kind)| Op::RoomCreate { name, kind }),
             (room_id(), any::<Option<u64>>()).prop_map(|(room, since)| Op::Join { room, since }),
             room_id().prop_map(|room| Op::Leave { room }),
-            (room_id(), cid(), ".{0,300}", any::<Option<u64>>()).prop_map(
-                |(room, cid, text, client_ts)| Op::Send {
-                    room,
-                    cid,
-                    kind: MessageKind::Text,
-                    text,
-                    client_ts
-                }
-            ),
+            (room_id(), cid(), ".{0,300}", any::<Option<u64>>()).prop_map(|(room, cid, text, client_ts)| {
+                Op::Send { room, cid, kind: MessageKind::Text, text, client_ts }
+            }),
             (room_id(), any::<Option<u64>>(), any::<Option<u32>>())
                 .prop_map(|(room, before, limit)| Op::History { room, before, limit }),
             Just(Op::Ping {}),
@@ -158,8 +150,8 @@ mod tests {
     }
 
     fn message() -> impl Strategy<Value = Message> {
-        (room_id(), any::<u64>(), any::<u64>(), id_body(), cid(), ".{0,300}", any::<Option<u64>>())
-            .prop_map(|(room, seq, ts, sender, cid, text, client_ts)| Message {
+        (room_id(), any::<u64>(), any::<u64>(), id_body(), cid(), ".{0,300}", any::<Option<u64>>()).prop_map(
+            |(room, seq, ts, sender, cid, text, client_ts)| Message {
                 room,
                 seq,
                 ts,
@@ -168,7 +160,8 @@ mod tests {
                 kind: MessageKind::Text,
                 text,
                 client_ts,
-            })
+            },
+        )
     }
 
     fn server_frame() -> impl Strategy<Value = ServerFrame> {
@@ -179,26 +172,18 @@ mod tests {
         });
         prop_oneof![
             message().prop_map(|m| ServerFrame::Event(Event::Message(m))),
-            (any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
-                |(re, seq, ts, duplicate)| ServerFrame::ok(
-                    re,
-                    OkBody::Sent(SendOk { seq, ts, duplicate })
-                )
-            ),
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(re, seq, ts, duplicate)| {
+                ServerFrame::ok(re, OkBody::Sent(SendOk { seq, ts, duplicate }))
+            }),
             (any::<u64>(), room_info, any::<u64>()).prop_map(|(re, room, last_seq)| {
                 ServerFrame::ok(re, OkBody::Joined(JoinOk { room, last_seq }))
             }),
-            (any::<u64>(), prop::collection::vec(message(), 0..5)).prop_map(|(re, messages)| {
-                ServerFrame::ok(re, OkBody::History(HistoryOk { messages }))
-            }),
+            (any::<u64>(), prop::collection::vec(message(), 0..5))
+                .prop_map(|(re, messages)| { ServerFrame::ok(re, OkBody::History(HistoryOk { messages })) }),
             (any::<u64>(), ".{0,50}", any::<Option<u64>>()).prop_map(|(re, message, retry)| {
                 ServerFrame::err(
                     re,
-                    ErrorBody {
-                        code: ErrorCode::RateLimited,
-                        message,
-                        retry_after_ms: retry,
-                    },
+                    ErrorBody { code: ErrorCode::RateLimited, message, retry_after_ms: retry },
                 )
             }),
         ]

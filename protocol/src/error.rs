@@ -5,8 +5,17 @@ use serde::{Deserialize, Serialize};
 /// The closed set of error codes a reply may carry. Every failure a client can cause maps
 /// to exactly one of these; `internal` is reserved for the server's own faults.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, rkyv::Archive,
-    rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -64,8 +73,7 @@ impl ErrorCode {
 
 /// The body of a failed reply: `{"code","message","retry_after_ms"?}`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
-    rkyv::Deserialize,
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct ErrorBody {
     /// The error code.

@@ -9,8 +9,7 @@ use crate::ids::{ClientMsgId, IdError, Revalidate, RoomId, SessionId, UserId};
 
 /// A request from a client: `{"id":N,"op":"…",…}`.
 #[derive(
-    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
-    rkyv::Deserialize,
+    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct ClientFrame {
     /// Chosen by the client; echoed as `re` in the reply.
@@ -22,8 +21,7 @@ pub struct ClientFrame {
 
 /// Every operation a client may request.
 #[derive(
-    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
-    rkyv::Deserialize,
+    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 #[serde(tag = "op", deny_unknown_fields)]
 pub enum Op {
@@ -109,9 +107,7 @@ impl ClientFrame {
     /// (the rkyv decoder deserializes field by field).
     pub(crate) fn revalidate(&self) -> Result<(), IdError> {
         match &self.op {
-            Op::Join { room, .. } | Op::Leave { room } | Op::History { room, .. } => {
-                room.revalidate()
-            }
+            Op::Join { room, .. } | Op::Leave { room } | Op::History { room, .. } => room.revalidate(),
             Op::Send { room, cid, .. } => {
                 room.revalidate()?;
                 cid.revalidate()
@@ -123,8 +119,17 @@ impl ClientFrame {
 
 /// Who may join a room.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, rkyv::Archive,
-    rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum RoomKind {
@@ -136,8 +141,18 @@ pub enum RoomKind {
 
 /// What a message carries.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, rkyv::Archive,
-    rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
@@ -148,8 +163,7 @@ pub enum MessageKind {
 
 /// A room as clients see it.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
-    rkyv::Deserialize,
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct RoomInfo {
     /// The room's id.
@@ -162,8 +176,7 @@ pub struct RoomInfo {
 
 /// A stored message, as delivered live (`message` event) and by `history`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
-    rkyv::Deserialize,
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct Message {
     /// The room.
@@ -224,8 +237,7 @@ pub enum ReplyBody {
 /// bare object (no tag): clients know which op they asked. Decoding tries the variants
 /// in order, most specific first, and tolerates fields added by later versions.
 #[derive(
-    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
-    rkyv::Deserialize,
+    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 #[serde(untagged)]
 pub enum OkBody {
@@ -245,15 +257,23 @@ pub enum OkBody {
 
 /// `{}`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, rkyv::Archive,
-    rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
 )]
 pub struct Empty {}
 
 /// Answer to `auth`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
-    rkyv::Deserialize,
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct AuthOk {
     /// The authenticated user.
@@ -264,8 +284,7 @@ pub struct AuthOk {
 
 /// Answer to `room.create`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
-    rkyv::Deserialize,
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct RoomOk {
     /// The new room.
@@ -274,8 +293,7 @@ pub struct RoomOk {
 
 /// Answer to `join`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
-    rkyv::Deserialize,
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct JoinOk {
     /// The room.
@@ -286,7 +304,15 @@ pub struct JoinOk {
 
 /// Answer to `send`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
     rkyv::Deserialize,
 )]
 pub struct SendOk {
@@ -305,8 +331,7 @@ fn is_false(b: &bool) -> bool {
 
 /// Answer to `history`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
-    rkyv::Deserialize,
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct HistoryOk {
     /// Newest first.
@@ -315,8 +340,7 @@ pub struct HistoryOk {
 
 /// Events the server pushes.
 #[derive(
-    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
-    rkyv::Deserialize,
+    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 #[serde(tag = "ev")]
 pub enum Event {
@@ -355,9 +379,7 @@ impl<'de> Deserialize<'de> for ServerFrame {
             .ok_or_else(|| D::Error::custom("a server frame has `ev` or a numeric `re`"))?;
         let body = match (object.remove("ok"), object.remove("err")) {
             (Some(ok), None) => ReplyBody::Ok(OkBody::deserialize(ok).map_err(D::Error::custom)?),
-            (None, Some(err)) => {
-                ReplyBody::Err(ErrorBody::deserialize(err).map_err(D::Error::custom)?)
-            }
+            (None, Some(err)) => ReplyBody::Err(ErrorBody::deserialize(err).map_err(D::Error::custom)?),
             _ => return Err(D::Error::custom("a reply has exactly one of `ok` and `err`")),
         };
         Ok(ServerFrame::Reply { re, body })

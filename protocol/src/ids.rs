@@ -125,7 +125,15 @@ prefixed_id!(
 
 /// The client's idempotency key for a send: 1..=64 printable ASCII characters, no spaces.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
     rkyv::Deserialize,
 )]
 #[serde(try_from = "String", into = "String")]

@@ -150,9 +150,10 @@ impl Config {
             None => FileConfig::default(),
         };
         let defaults = SessionLimits::default();
-        let shards = cli.shards.or(file.shards).unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        });
+        let shards = cli
+            .shards
+            .or(file.shards)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
         let config = Config {
             http_addr: cli.http_addr.or(file.http_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             quic_addr: cli.quic_addr.or(file.quic_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4433))),
@@ -218,7 +219,8 @@ impl Config {
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+    toml::from_str(&text)
+        .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
 }
 
 #[cfg(test)]

@@ -42,16 +42,61 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         };
         let get = |c: &AtomicU64| i128::from(c.load(Ordering::Relaxed));
-        counter("palaver_connections", "Open WebSocket connections.", "gauge", i128::from(self.connections.load(Ordering::Relaxed)));
-        counter("palaver_connections_total", "WebSocket connections accepted.", "counter", get(&self.connections_total));
-        counter("palaver_messages_stored_total", "Messages durably stored.", "counter", get(&self.messages_stored));
-        counter("palaver_deliveries_total", "Event frames queued to sockets.", "counter", get(&self.deliveries));
-        counter("palaver_commit_batches_total", "Group-commit batches.", "counter", get(&self.commit_batches));
-        counter("palaver_commit_messages_total", "Writes in group-commit batches.", "counter", get(&self.commit_messages));
-        counter("palaver_ws_frames_in_total", "WebSocket messages received.", "counter", get(&self.frames_in));
+        counter(
+            "palaver_connections",
+            "Open WebSocket connections.",
+            "gauge",
+            i128::from(self.connections.load(Ordering::Relaxed)),
+        );
+        counter(
+            "palaver_connections_total",
+            "WebSocket connections accepted.",
+            "counter",
+            get(&self.connections_total),
+        );
+        counter(
+            "palaver_messages_stored_total",
+            "Messages durably stored.",
+            "counter",
+            get(&self.messages_stored),
+        );
+        counter(
+            "palaver_deliveries_total",
+            "Event frames queued to sockets.",
+            "counter",
+            get(&self.deliveries),
+        );
+        counter(
+            "palaver_commit_batches_total",
+            "Group-commit batches.",
+            "counter",
+            get(&self.commit_batches),
+        );
+        counter(
+            "palaver_commit_messages_total",
+            "Writes in group-commit batches.",
+            "counter",
+            get(&self.commit_messages),
+        );
+        counter(
+            "palaver_ws_frames_in_total",
+            "WebSocket messages received.",
+            "counter",
+            get(&self.frames_in),
+        );
         counter("palaver_http_requests_total", "HTTP requests served.", "counter", get(&self.http_requests));
-        counter("palaver_slow_consumers_total", "Sockets closed for falling behind.", "counter", get(&self.slow_consumers));
-        counter("palaver_socket_writes_total", "Vectored writes to sockets.", "counter", get(&self.socket_writes));
+        counter(
+            "palaver_slow_consumers_total",
+            "Sockets closed for falling behind.",
+            "counter",
+            get(&self.slow_consumers),
+        );
+        counter(
+            "palaver_socket_writes_total",
+            "Vectored writes to sockets.",
+            "counter",
+            get(&self.socket_writes),
+        );
         out
     }
 }

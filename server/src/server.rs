@@ -14,8 +14,8 @@ use crate::auth::TokenService;
 use crate::blocking::BlockingPool;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::shard::messages::{Mesh, ShardMsg, Ticket};
 use crate::shard::Shard;
+use crate::shard::messages::{Mesh, ShardMsg, Ticket};
 use crate::shared::Shared;
 
 /// Why the server could not start.
@@ -52,7 +52,8 @@ pub enum StartError {
 /// Runs the server until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: Config) -> Result<(), StartError> {
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
     let secret = jwt_secret(&config, &data_dir)?;
     let store = Arc::new(Store::open(&data_dir.join("db"), config.durability)?);
     let metrics = Arc::new(Metrics::default());
@@ -61,10 +62,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let committer = start_committer(store.clone(), mesh.clone(), metrics.clone());
     let (blocking, blocking_threads) = BlockingPool::start(2);
     let listeners = bind_shared_port(config.http_addr, config.shards)?;
-    let http_addr = listeners
-        .first()
-        .and_then(|l| l.local_addr().ok())
-        .unwrap_or(config.http_addr);
+    let http_addr = listeners.first().and_then(|l| l.local_addr().ok()).unwrap_or(config.http_addr);
 
     let shared = Arc::new(Shared {
         tokens: TokenService::new(&secret, config.access_token_ttl_secs),
@@ -76,8 +74,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         blocking,
     });
 
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .map_err(StartError::Signals)?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+            .map_err(StartError::Signals)?;
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut threads = Vec::new();
@@ -116,7 +115,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
 /// One shard thread: build its runtime (io_uring when the kernel allows, else the
 /// legacy epoll driver), then run the accept loop and the inbox until shutdown.
-fn run_shard(id: usize, shared: Arc<Shared>, inbox: flume::Receiver<ShardMsg>, listener: std::net::TcpListener) {
+fn run_shard(
+    id: usize,
+    shared: Arc<Shared>,
+    inbox: flume::Receiver<ShardMsg>,
+    listener: std::net::TcpListener,
+) {
     let main = async move {
         let listener = match monoio::net::TcpListener::from_std(listener) {
             Ok(l) => l,
@@ -130,7 +134,8 @@ fn run_shard(id: usize, shared: Arc<Shared>, inbox: flume::Receiver<ShardMsg>, l
         shard.run_inbox(inbox).await;
     };
     if monoio::utils::detect_uring() {
-        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(4096).enable_timer().build() {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(4096).enable_timer().build()
+        {
             Ok(mut rt) => {
                 if id == 0 {
                     tracing::info!("shards run on io_uring");
@@ -197,7 +202,10 @@ fn jwt_secret(config: &Config, data_dir: &Path) -> Result<Vec<u8>, StartError> {
     let io_err = |source| StartError::DataDir { path: path.display().to_string(), source };
     match std::fs::read_to_string(&path) {
         Ok(secret) if !secret.trim().is_empty() => {
-            tracing::warn!("using the development JWT secret in {}; set --jwt-secret or PALAVER_JWT_SECRET in production", path.display());
+            tracing::warn!(
+                "using the development JWT secret in {}; set --jwt-secret or PALAVER_JWT_SECRET in production",
+                path.display()
+            );
             Ok(secret.trim().as_bytes().to_vec())
         }
         _ => {
@@ -214,8 +222,8 @@ fn jwt_secret(config: &Config, data_dir: &Path) -> Result<Vec<u8>, StartError> {
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()
 }
-

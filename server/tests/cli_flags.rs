@@ -8,7 +8,9 @@ fn help_lists_the_operator_flags() {
     let out = Command::new(env!("CARGO_BIN_EXE_palaver")).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--http-addr", "--quic-addr", "--data-dir", "--shards", "--jwt-secret", "--durability", "--config"] {
+    for flag in
+        ["--http-addr", "--quic-addr", "--data-dir", "--shards", "--jwt-secret", "--durability", "--config"]
+    {
         assert!(help.contains(flag), "missing {flag} in help");
     }
 }
@@ -24,6 +26,7 @@ fn invalid_settings_exit_non_zero_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("shards must be 1 to 1024"));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_palaver")).args(["--durability", "sometimes"]).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_palaver")).args(["--durability", "sometimes"]).output().unwrap();
     assert!(!out.status.success());
 }

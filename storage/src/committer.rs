@@ -26,7 +26,10 @@ pub struct CommitDone<T> {
 }
 
 enum Request<T> {
-    Write { writes: Vec<Write>, ticket: T },
+    Write {
+        writes: Vec<Write>,
+        ticket: T,
+    },
     /// Commit what is queued before this, sync, and stop.
     Stop,
 }
@@ -179,9 +182,6 @@ mod tests {
         assert_eq!(page[0], message(&room, 100));
         let replay = store.messages_between(&room, 498, 600, 10).unwrap();
         assert_eq!(replay.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![498, 499, 500]);
-        assert_eq!(
-            store.cid_seq(&room, &ClientMsgId::parse("c7").unwrap()).unwrap(),
-            Some((7, 1_007))
-        );
+        assert_eq!(store.cid_seq(&room, &ClientMsgId::parse("c7").unwrap()).unwrap(), Some((7, 1_007)));
     }
 }

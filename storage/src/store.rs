@@ -86,10 +86,7 @@ impl Store {
                     StorageError::Corrupt { partition: "meta", detail: "format version".into() }
                 })?;
                 if found != FORMAT_VERSION {
-                    return Err(StorageError::UnsupportedFormat {
-                        found,
-                        supported: FORMAT_VERSION,
-                    });
+                    return Err(StorageError::UnsupportedFormat { found, supported: FORMAT_VERSION });
                 }
                 Ok(())
             }
@@ -191,10 +188,9 @@ impl Store {
     /// A user by username.
     pub fn user_by_name(&self, name: &Username) -> Result<Option<UserRecord>, StorageError> {
         let Some(id) = self.username_user.get(name.as_str())? else { return Ok(None) };
-        let id = std::str::from_utf8(&id)
-            .ok()
-            .and_then(|s| UserId::parse(s).ok())
-            .ok_or_else(|| StorageError::Corrupt { partition: "username_user", detail: "bad user id".into() })?;
+        let id = std::str::from_utf8(&id).ok().and_then(|s| UserId::parse(s).ok()).ok_or_else(|| {
+            StorageError::Corrupt { partition: "username_user", detail: "bad user id".into() }
+        })?;
         self.user(&id)
     }
 
@@ -268,7 +264,10 @@ impl Store {
             let user = std::str::from_utf8(&key[prefix.len()..])
                 .ok()
                 .and_then(|s| UserId::parse(s).ok())
-                .ok_or_else(|| StorageError::Corrupt { partition: "room_member", detail: "bad user id".into() })?;
+                .ok_or_else(|| StorageError::Corrupt {
+                    partition: "room_member",
+                    detail: "bad user id".into(),
+                })?;
             members.push((user, value.first().copied().unwrap_or(0)));
         }
         Ok(members)
@@ -284,7 +283,10 @@ impl Store {
             let room = std::str::from_utf8(&key[prefix.len()..])
                 .ok()
                 .and_then(|s| RoomId::parse(s).ok())
-                .ok_or_else(|| StorageError::Corrupt { partition: "user_room", detail: "bad room id".into() })?;
+                .ok_or_else(|| StorageError::Corrupt {
+                    partition: "user_room",
+                    detail: "bad room id".into(),
+                })?;
             rooms.push(room);
         }
         Ok(rooms)
@@ -372,6 +374,9 @@ fn encode_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> 
     serde_json::to_vec(value).map_err(|e| StorageError::Corrupt { partition: "json", detail: e.to_string() })
 }
 
-fn decode_json<T: serde::de::DeserializeOwned>(partition: &'static str, bytes: &[u8]) -> Result<T, StorageError> {
+fn decode_json<T: serde::de::DeserializeOwned>(
+    partition: &'static str,
+    bytes: &[u8],
+) -> Result<T, StorageError> {
     serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt { partition, detail: e.to_string() })
 }

@@ -1,6 +1,6 @@
 //! The data directory's format version is written once and checked at every open.
 
-use palaver_storage::{Durability, FORMAT_VERSION, Store, StorageError};
+use palaver_storage::{Durability, FORMAT_VERSION, StorageError, Store};
 
 #[test]
 fn a_fresh_directory_gets_the_current_format_and_reopens() {

@@ -1,7 +1,12 @@
 //! Test support: run the real `palaver` binary on a free loopback port with its own
 //! data directory, and talk to it over real sockets — HTTP for accounts, WebSocket (JSON
 //! or rkyv) for chat — exactly as an outside client would.
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc, missing_docs, reason = "test support: failing loudly is the point")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::missing_panics_doc,
+    missing_docs,
+    reason = "test support: failing loudly is the point"
+)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use palaver_protocol::{ClientFrame, Codec, ErrorCode, Event, Message, OkBody, Op, ReplyBody, RoomId, ServerFrame};
+use palaver_protocol::{
+    ClientFrame, Codec, ErrorCode, Event, Message, OkBody, Op, ReplyBody, RoomId, ServerFrame,
+};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::stream::MaybeTlsStream;
@@ -25,7 +32,11 @@ pub fn palaver_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let bin = dir.join("palaver");
-    assert!(bin.exists(), "{} not found: run `cargo test --workspace` (or `cargo build -p palaver-server`)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo test --workspace` (or `cargo build -p palaver-server`)",
+        bin.display()
+    );
     bin
 }
 
@@ -141,11 +152,20 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::proces
 // ---------------------------------------------------------------- HTTP
 
 /// A minimal blocking HTTP/1.1 client: one request per connection.
-pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> (u16, String) {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let body = body.unwrap_or("");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -162,7 +182,8 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, head
 
 /// POSTs JSON and parses the JSON answer.
 pub fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-    let (status, text) = http(addr, "POST", path, Some(&body.to_string()), &[("content-type", "application/json")]);
+    let (status, text) =
+        http(addr, "POST", path, Some(&body.to_string()), &[("content-type", "application/json")]);
     (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
 }
 
@@ -177,7 +198,11 @@ pub struct Account {
 
 /// Registers `username` (password "password-123").
 pub fn register(addr: SocketAddr, username: &str) -> Account {
-    let (status, body) = post_json(addr, "/v1/auth/register", &serde_json::json!({"username": username, "password": "password-123"}));
+    let (status, body) = post_json(
+        addr,
+        "/v1/auth/register",
+        &serde_json::json!({"username": username, "password": "password-123"}),
+    );
     assert_eq!(status, 201, "register {username}: {body}");
     Account {
         username: username.to_owned(),
@@ -300,18 +325,15 @@ impl Client {
 
     /// The next `message` event (queued or from the socket).
     pub fn next_message(&mut self) -> Message {
-        loop {
-            let event = match self.events.pop_front() {
-                Some(e) => e,
-                None => match self.recv() {
-                    ServerFrame::Event(e) => e,
-                    other => panic!("expected an event, got {other:?}"),
-                },
-            };
-            match event {
-                Event::Message(m) => return m,
-            }
-        }
+        let event = match self.events.pop_front() {
+            Some(e) => e,
+            None => match self.recv() {
+                ServerFrame::Event(e) => e,
+                other => panic!("expected an event, got {other:?}"),
+            },
+        };
+        let Event::Message(m) = event;
+        m
     }
 
     /// Creates a room and returns its id.
@@ -360,7 +382,9 @@ impl Client {
 
     /// Closes politely.
     pub fn close(mut self) {
-        let _ = self.ws.close(Some(tungstenite::protocol::CloseFrame { code: CloseCode::Normal, reason: "".into() }));
+        let _ = self
+            .ws
+            .close(Some(tungstenite::protocol::CloseFrame { code: CloseCode::Normal, reason: "".into() }));
     }
 }
 

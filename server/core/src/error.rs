@@ -45,9 +45,7 @@ impl CoreError {
             CoreError::NotAuthenticated => ErrorCode::Unauthorized,
             CoreError::AlreadyAuthenticated | CoreError::Invalid(_) => ErrorCode::Invalid,
             CoreError::NotMember(_) | CoreError::PrivateRoom(_) => ErrorCode::Forbidden,
-            CoreError::RateLimited { .. } | CoreError::TooManyInFlight { .. } => {
-                ErrorCode::RateLimited
-            }
+            CoreError::RateLimited { .. } | CoreError::TooManyInFlight { .. } => ErrorCode::RateLimited,
             CoreError::TooLarge(_) => ErrorCode::TooLarge,
         }
     }

@@ -8,8 +8,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use palaver_protocol::{
-    ClientMsgId, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind, RoomName,
-    TextError, UserId, limits,
+    ClientMsgId, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind, RoomName, TextError, UserId,
+    limits,
 };
 
 use crate::error::CoreError;
@@ -59,6 +59,19 @@ pub enum SendOutcome {
         /// The first send's timestamp.
         ts: u64,
     },
+}
+
+/// What a member asks to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    /// The client's idempotency key.
+    pub cid: ClientMsgId,
+    /// The kind of message.
+    pub kind: MessageKind,
+    /// The body, not yet validated.
+    pub text: String,
+    /// The client's own timestamp, echoed back.
+    pub client_ts: Option<u64>,
 }
 
 /// A message accepted by the room, not yet durable.
@@ -167,10 +180,7 @@ impl Room {
         }
         let limit = limit.unwrap_or(limits::DEFAULT_HISTORY_LIMIT);
         if !(1..=limits::MAX_HISTORY_LIMIT).contains(&limit) {
-            return Err(CoreError::Invalid(format!(
-                "limit must be 1 to {}",
-                limits::MAX_HISTORY_LIMIT
-            )));
+            return Err(CoreError::Invalid(format!("limit must be 1 to {}", limits::MAX_HISTORY_LIMIT)));
         }
         // Never show what is not yet durable.
         let ceiling = self.durable_seq.saturating_add(1);
@@ -184,12 +194,10 @@ impl Room {
         &mut self,
         now_ms: u64,
         user: &UserId,
-        cid: ClientMsgId,
-        kind: MessageKind,
-        text: String,
-        client_ts: Option<u64>,
+        draft: Draft,
         stored_cid: impl FnOnce(&ClientMsgId) -> Option<(u64, u64)>,
     ) -> Result<SendOutcome, CoreError> {
+        let Draft { cid, kind, text, client_ts } = draft;
         if self.role_of(user).is_none() {
             return Err(CoreError::NotMember(self.id.clone()));
         }
@@ -245,12 +253,21 @@ mod tests {
     fn cid(s: &str) -> ClientMsgId {
         ClientMsgId::parse(s).unwrap()
     }
+    fn draft(c: &str, text: &str) -> Draft {
+        Draft { cid: cid(c), kind: MessageKind::Text, text: text.into(), client_ts: None }
+    }
     fn public_room() -> Room {
-        Room::create(RoomId::parse("r_pub").unwrap(), "general".into(), RoomKind::Public, user("owner"), 2_000)
-            .unwrap()
+        Room::create(
+            RoomId::parse("r_pub").unwrap(),
+            "general".into(),
+            RoomKind::Public,
+            user("owner"),
+            2_000,
+        )
+        .unwrap()
     }
     fn send(room: &mut Room, who: &UserId, c: &str, now: u64) -> Result<SendOutcome, CoreError> {
-        room.send(now, who, cid(c), MessageKind::Text, "hi".into(), None, |_| None)
+        room.send(now, who, draft(c, "hi"), |_| None)
     }
 
     #[test]
@@ -273,9 +290,7 @@ mod tests {
         assert_eq!(send(&mut room, &owner, "a", 6).unwrap(), SendOutcome::Duplicate { seq: 1, ts: 5 });
         room.committed(1);
         // After commit the room forgets it; storage answers.
-        let outcome = room
-            .send(7, &owner, cid("a"), MessageKind::Text, "hi".into(), None, |_| Some((1, 5)))
-            .unwrap();
+        let outcome = room.send(7, &owner, draft("a", "hi"), |_| Some((1, 5))).unwrap();
         assert_eq!(outcome, SendOutcome::Duplicate { seq: 1, ts: 5 });
         assert_eq!(room.last_seq(), 1);
     }
@@ -289,9 +304,14 @@ mod tests {
         assert!(!room.join(&bob).unwrap().newly_member);
         assert!(send(&mut room, &bob, "x", 1).is_ok());
 
-        let mut private =
-            Room::create(RoomId::parse("r_priv").unwrap(), "secret".into(), RoomKind::Private, user("owner"), 100)
-                .unwrap();
+        let mut private = Room::create(
+            RoomId::parse("r_priv").unwrap(),
+            "secret".into(),
+            RoomKind::Private,
+            user("owner"),
+            100,
+        )
+        .unwrap();
         assert!(matches!(private.join(&bob), Err(CoreError::PrivateRoom(_))));
         assert!(matches!(private.history_page(&bob, None, None), Err(CoreError::PrivateRoom(_))));
         assert!(private.history_page(&user("owner"), None, None).is_ok());
@@ -299,11 +319,12 @@ mod tests {
 
     #[test]
     fn text_limits_map_to_the_right_codes() {
-        let mut room = Room::create(RoomId::parse("r_x").unwrap(), "x".into(), RoomKind::Public, user("o"), 3).unwrap();
+        let mut room =
+            Room::create(RoomId::parse("r_x").unwrap(), "x".into(), RoomKind::Public, user("o"), 3).unwrap();
         let o = user("o");
-        let long = room.send(1, &o, cid("1"), MessageKind::Text, "abcd".into(), None, |_| None);
+        let long = room.send(1, &o, draft("1", "abcd"), |_| None);
         assert!(matches!(long, Err(CoreError::TooLarge(_))));
-        let ctrl = room.send(1, &o, cid("2"), MessageKind::Text, "a\u{0}".into(), None, |_| None);
+        let ctrl = room.send(1, &o, draft("2", "a\u{0}"), |_| None);
         assert!(matches!(ctrl, Err(CoreError::Invalid(_))));
         assert_eq!(room.last_seq(), 0, "refused sends consume no seq");
     }
@@ -354,7 +375,7 @@ mod tests {
                 let c = format!("c{c}");
                 let lookup = stored.get(&c).copied();
                 let outcome = room
-                    .send(1, &owner, cid(&c), MessageKind::Text, "x".into(), None, |_| lookup)
+                    .send(1, &owner, draft(&c, "x"), |_| lookup)
                     .unwrap();
                 let next = model.len() as u64 + 1;
                 let expected = *model.entry(c.clone()).or_insert(next);

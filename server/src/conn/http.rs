@@ -166,7 +166,11 @@ pub async fn read_request(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<
         }
     };
     if head_len > MAX_HEAD_BYTES {
-        return Err(ReadError::Refuse(Response::error_with_status(431, ErrorCode::TooLarge, "request head exceeds 16 KiB")));
+        return Err(ReadError::Refuse(Response::error_with_status(
+            431,
+            ErrorCode::TooLarge,
+            "request head exceeds 16 KiB",
+        )));
     }
     let head = buf.split_to(head_len);
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -192,7 +196,10 @@ pub async fn read_request(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<
         request.keep_alive = true;
     }
     if request.header("transfer-encoding").is_some() {
-        return Err(ReadError::Refuse(Response::error(ErrorCode::Invalid, "chunked request bodies are not supported; send Content-Length")));
+        return Err(ReadError::Refuse(Response::error(
+            ErrorCode::Invalid,
+            "chunked request bodies are not supported; send Content-Length",
+        )));
     }
     let length = match request.header("content-length") {
         None => 0,
@@ -219,7 +226,11 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// Writes a response.
-pub async fn write_response(stream: &mut TcpStream, response: &Response, keep_alive: bool) -> std::io::Result<()> {
+pub async fn write_response(
+    stream: &mut TcpStream,
+    response: &Response,
+    keep_alive: bool,
+) -> std::io::Result<()> {
     let (result, _) = stream.write_all(response.to_bytes(keep_alive)).await;
     result.map(|_| ())
 }

@@ -86,7 +86,8 @@ async fn linger_close(mut stream: TcpStream, mut buf: BytesMut) {
 }
 
 async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request: Request) {
-    let refuse = |code: ErrorCode, status: u16, message: &str| Response::error_with_status(status, code, message);
+    let refuse =
+        |code: ErrorCode, status: u16, message: &str| Response::error_with_status(status, code, message);
     let checked = (|| {
         if request.method != "GET" {
             return Err(refuse(ErrorCode::Invalid, 405, "WebSocket upgrades use GET"));
@@ -97,7 +98,9 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request
         if request.header("sec-websocket-version").map(str::trim) != Some("13") {
             return Err(refuse(ErrorCode::Invalid, 426, "Sec-WebSocket-Version must be 13"));
         }
-        let key = request.header("sec-websocket-key").ok_or_else(|| refuse(ErrorCode::Invalid, 400, "missing Sec-WebSocket-Key"))?;
+        let key = request
+            .header("sec-websocket-key")
+            .ok_or_else(|| refuse(ErrorCode::Invalid, 400, "missing Sec-WebSocket-Key"))?;
         let accept = accept_key(key).map_err(|e| refuse(ErrorCode::Invalid, 400, &e.to_string()))?;
         let (codec, echo) = choose_codec(request.header("sec-websocket-protocol"))
             .map_err(|e| refuse(ErrorCode::Invalid, 400, &e.to_string()))?;
@@ -105,7 +108,13 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request
             None => None,
             Some(value) => {
                 let token = value.strip_prefix("Bearer ").unwrap_or_default().trim();
-                Some(shard.shared.tokens.verify(token).map_err(|_| refuse(ErrorCode::Unauthorized, 401, "invalid or expired token"))?)
+                Some(
+                    shard
+                        .shared
+                        .tokens
+                        .verify(token)
+                        .map_err(|_| refuse(ErrorCode::Unauthorized, 401, "invalid or expired token"))?,
+                )
             }
         };
         Ok((accept, codec, echo, user))
@@ -118,7 +127,12 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request
         }
     };
     if shard.draining.get() {
-        let _ = write_response(&mut stream, &Response::error(ErrorCode::Unavailable, "server is shutting down"), false).await;
+        let _ = write_response(
+            &mut stream,
+            &Response::error(ErrorCode::Unavailable, "server is shutting down"),
+            false,
+        )
+        .await;
         return;
     }
     let mut head = format!(

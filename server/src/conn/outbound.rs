@@ -217,7 +217,11 @@ fn wake_all(q: &mut Queue) {
 }
 
 /// Writes queued frames to the socket until the queue closes or the socket fails.
-pub async fn run_writer<W: AsyncWriteRent>(mut socket: W, outbound: Outbound, metrics: &crate::metrics::Metrics) {
+pub async fn run_writer<W: AsyncWriteRent>(
+    mut socket: W,
+    outbound: Outbound,
+    metrics: &crate::metrics::Metrics,
+) {
     while let Some(mut batch) = outbound.next_batch().await {
         loop {
             let (result, returned) = socket.writev(batch).await;

@@ -53,13 +53,18 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
         },
         (_, "/v1/auth/register" | "/v1/auth/login" | "/v1/auth/refresh") => method_not_allowed("POST"),
         (_, "/healthz" | "/metrics") => method_not_allowed("GET"),
-        ("GET", "/v1/ws") => Response::error_with_status(426, ErrorCode::Invalid, "this endpoint needs a WebSocket upgrade"),
-        _ => Response::error(ErrorCode::NotFound, &format!("no route for {} {}", request.method, request.path)),
+        ("GET", "/v1/ws") => {
+            Response::error_with_status(426, ErrorCode::Invalid, "this endpoint needs a WebSocket upgrade")
+        }
+        _ => {
+            Response::error(ErrorCode::NotFound, &format!("no route for {} {}", request.method, request.path))
+        }
     }
 }
 
 fn method_not_allowed(allow: &'static str) -> Response {
-    let mut response = Response::error_with_status(405, ErrorCode::Invalid, &format!("method not allowed; use {allow}"));
+    let mut response =
+        Response::error_with_status(405, ErrorCode::Invalid, &format!("method not allowed; use {allow}"));
     response.headers.push(("allow", allow.to_owned()));
     response
 }
@@ -108,7 +113,9 @@ async fn register(shared: &std::sync::Arc<Shared>, request: &Request) -> Respons
         })
         .await;
     match outcome {
-        Some(Ok((user_id, access, refresh))) => tokens_response(shared, 201, Some(&user_id), &access, &refresh),
+        Some(Ok((user_id, access, refresh))) => {
+            tokens_response(shared, 201, Some(&user_id), &access, &refresh)
+        }
         Some(Err(StorageError::UsernameTaken)) => Response::error(ErrorCode::Conflict, "username is taken"),
         Some(Err(e)) => storage_failure(&e),
         None => Response::error(ErrorCode::Unavailable, "server is shutting down"),
@@ -128,7 +135,10 @@ async fn login(shared: &std::sync::Arc<Shared>, request: &Request) -> Response {
                 Ok(name) => worker.store.user_by_name(&name)?,
                 Err(_) => None,
             };
-            let valid = verify_password_or_dummy(&credentials.password, user.as_ref().map(|u| u.password_hash.as_str()));
+            let valid = verify_password_or_dummy(
+                &credentials.password,
+                user.as_ref().map(|u| u.password_hash.as_str()),
+            );
             match user {
                 Some(user) if valid => {
                     let (access, refresh) = start_token_family(&worker, &user.user_id)?;
@@ -139,7 +149,9 @@ async fn login(shared: &std::sync::Arc<Shared>, request: &Request) -> Response {
         })
         .await;
     match outcome {
-        Some(Ok(Some((user_id, access, refresh)))) => tokens_response(shared, 200, Some(&user_id), &access, &refresh),
+        Some(Ok(Some((user_id, access, refresh)))) => {
+            tokens_response(shared, 200, Some(&user_id), &access, &refresh)
+        }
         Some(Ok(None)) => Response::error(ErrorCode::Unauthorized, "wrong username or password"),
         Some(Err(e)) => storage_failure(&e),
         None => Response::error(ErrorCode::Unavailable, "server is shutting down"),
@@ -173,7 +185,9 @@ async fn refresh(shared: &std::sync::Arc<Shared>, request: &Request) -> Response
         .await;
     match outcome {
         Some(Ok(Some((access, refresh)))) => tokens_response(shared, 200, None, &access, &refresh),
-        Some(Ok(None)) => Response::error(ErrorCode::Unauthorized, "refresh token is invalid, expired or already used"),
+        Some(Ok(None)) => {
+            Response::error(ErrorCode::Unauthorized, "refresh token is invalid, expired or already used")
+        }
         Some(Err(e)) => storage_failure(&e),
         None => Response::error(ErrorCode::Unavailable, "server is shutting down"),
     }
@@ -184,7 +198,12 @@ fn start_token_family(shared: &Shared, user: &UserId) -> Result<(String, String)
     let family = crate::ids::secret_token();
     let refresh = crate::ids::secret_token();
     let now = now_ms();
-    let record = RefreshRecord { user_id: user.clone(), family: family.clone(), expires_ms: now + REFRESH_TTL_MS, rotated: false };
+    let record = RefreshRecord {
+        user_id: user.clone(),
+        family: family.clone(),
+        expires_ms: now + REFRESH_TTL_MS,
+        rotated: false,
+    };
     shared.store.put_refresh(&hash_refresh_token(&refresh), &record)?;
     let access = shared
         .tokens
@@ -193,7 +212,13 @@ fn start_token_family(shared: &Shared, user: &UserId) -> Result<(String, String)
     Ok((access, refresh))
 }
 
-fn tokens_response(shared: &Shared, status: u16, user: Option<&UserId>, access: &str, refresh: &str) -> Response {
+fn tokens_response(
+    shared: &Shared,
+    status: u16,
+    user: Option<&UserId>,
+    access: &str,
+    refresh: &str,
+) -> Response {
     let mut body = json!({
         "access_token": access,
         "refresh_token": refresh,
@@ -207,7 +232,9 @@ fn tokens_response(shared: &Shared, status: u16, user: Option<&UserId>, access: 
 
 fn storage_failure(e: &StorageError) -> Response {
     match e {
-        StorageError::Poisoned | StorageError::Closed => Response::error(ErrorCode::Unavailable, "storage is refusing writes"),
+        StorageError::Poisoned | StorageError::Closed => {
+            Response::error(ErrorCode::Unavailable, "storage is refusing writes")
+        }
         _ => {
             tracing::error!("account storage: {e}");
             Response::error(ErrorCode::Internal, "storage failure")

@@ -9,9 +9,7 @@ use bytes::BytesMut;
 use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use palaver_core::{Admission, Session};
-use palaver_protocol::{
-    AuthOk, ClientFrame, Codec, ErrorBody, ErrorCode, OkBody, Op, ServerFrame, UserId,
-};
+use palaver_protocol::{AuthOk, ClientFrame, Codec, ErrorBody, ErrorCode, OkBody, Op, ServerFrame, UserId};
 
 use super::http::read_more;
 use super::outbound::{Outbound, run_writer};
@@ -131,7 +129,11 @@ fn on_message(shard: &Rc<Shard>, conn: &Rc<Conn>, message: WsMessage) -> bool {
             match conn.codec.decode_client(&bytes) {
                 Ok(frame) => on_request(shard, conn, frame),
                 Err(e) => {
-                    let code = if bytes.len() > shard.shared.config.max_frame_bytes { ErrorCode::TooLarge } else { ErrorCode::Invalid };
+                    let code = if bytes.len() > shard.shared.config.max_frame_bytes {
+                        ErrorCode::TooLarge
+                    } else {
+                        ErrorCode::Invalid
+                    };
                     reply_error(conn, e.id.unwrap_or(0), code, e.message);
                     if conn.session.borrow_mut().invalid_frame() == Admission::Close {
                         conn.outbound.close(CloseCode::Policy, "too many invalid frames");
@@ -177,7 +179,9 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
             RoomAction::Join { room, since }
         }
         Op::Leave { room } => RoomAction::Leave { room },
-        Op::Send { room, cid, kind, text, client_ts } => RoomAction::Send { room, cid, kind, text, client_ts },
+        Op::Send { room, cid, kind, text, client_ts } => {
+            RoomAction::Send { room, cid, kind, text, client_ts }
+        }
         Op::History { room, before, limit } => RoomAction::History { room, before, limit },
     };
     let Some(user) = conn.user() else {

@@ -122,7 +122,14 @@ fn subscribe_conn(shard: &Rc<Shard>, conn: &Rc<super::Conn>, subscribe: Subscrib
         // A re-join restarts the subscription at the requested position.
         local.subs.retain(|s| s.conn != conn.id);
         let live = cursor >= local.seen_seq;
-        local.subs.push(Sub { conn: conn.id, codec: conn.codec, outbound: conn.outbound.clone(), user, cursor, live });
+        local.subs.push(Sub {
+            conn: conn.id,
+            codec: conn.codec,
+            outbound: conn.outbound.clone(),
+            user,
+            cursor,
+            live,
+        });
         live
     };
     conn.rooms.borrow_mut().insert(room.clone());

@@ -7,17 +7,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use palaver_core::{Role, Room, SendOutcome};
+use palaver_core::{Draft, Role, Room, SendOutcome};
 use palaver_protocol::{
-    Codec, ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody, ReplyBody, RoomId,
-    RoomOk, SendOk, ServerFrame,
+    Codec, ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody, ReplyBody, RoomId, RoomOk,
+    SendOk, ServerFrame,
 };
 use palaver_storage::{RoomRecord, StorageError, Write};
 
 use super::Shard;
-use super::messages::{
-    CommitWork, Delivery, Origin, Reply, RoomAction, ShardMsg, Subscribe, Ticket, sent,
-};
+use super::messages::{CommitWork, Delivery, Origin, Reply, RoomAction, ShardMsg, Subscribe, Ticket, sent};
 use crate::clock::now_ms;
 use crate::ws::{OpCode, encode_frame};
 
@@ -99,7 +97,8 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
                 owned_rooms.rooms.insert(room_id.clone(), room);
             }
             Ok(None) => {
-                let mut reply = Reply::plain(&origin, error(ErrorCode::NotFound, format!("no room {room_id}")));
+                let mut reply =
+                    Reply::plain(&origin, error(ErrorCode::NotFound, format!("no room {room_id}")));
                 if matches!(action, RoomAction::Join { .. }) {
                     reply.was_join = Some(room_id);
                 }
@@ -124,12 +123,17 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
         RoomAction::Send { room, cid, kind, text, client_ts } => {
             let store = &shard.shared.store;
             let lookup = |cid: &_| store.cid_seq(&room, cid).ok().flatten();
-            match owned.room.send(now_ms(), &origin.user, cid, kind, text, client_ts, lookup) {
+            let draft = Draft { cid, kind, text, client_ts };
+            match owned.room.send(now_ms(), &origin.user, draft, lookup) {
                 Err(e) => answer(shard, reply_to, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
                 Ok(SendOutcome::Append(appended)) => {
                     let message = appended.message;
                     let ok = SendOk { seq: message.seq, ts: message.ts, duplicate: false };
-                    match submit(shard, vec![Write::AppendMessage(message.clone())], CommitWork::Message(message)) {
+                    match submit(
+                        shard,
+                        vec![Write::AppendMessage(message.clone())],
+                        CommitWork::Message(message),
+                    ) {
                         Ok(()) => owned.waiting.entry(ok.seq).or_default().push((origin, ok)),
                         Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
                     }
@@ -157,9 +161,21 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
     }
 }
 
-fn create(shard: &Rc<Shard>, origin: Origin, room_id: RoomId, name: String, kind: palaver_protocol::RoomKind) {
+fn create(
+    shard: &Rc<Shard>,
+    origin: Origin,
+    room_id: RoomId,
+    name: String,
+    kind: palaver_protocol::RoomKind,
+) {
     let reply_to = origin.shard;
-    let room = match Room::create(room_id.clone(), name, kind, origin.user.clone(), shard.shared.config.max_text_chars) {
+    let room = match Room::create(
+        room_id.clone(),
+        name,
+        kind,
+        origin.user.clone(),
+        shard.shared.config.max_text_chars,
+    ) {
         Ok(room) => room,
         Err(e) => return answer(shard, reply_to, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
     };
@@ -209,7 +225,8 @@ fn join(shard: &Rc<Shard>, owned: &mut OwnedRoom, origin: Origin, room: RoomId, 
                 was_join: Some(room.clone()),
             };
             if outcome.newly_member {
-                let write = Write::PutMember { room, user: origin.user.clone(), role: outcome.role.to_byte() };
+                let write =
+                    Write::PutMember { room, user: origin.user.clone(), role: outcome.role.to_byte() };
                 let work = CommitWork::Reply { shard: reply_to, reply };
                 if let Err(e) = submit(shard, vec![write], work) {
                     owned.room.leave(&origin.user);
@@ -304,7 +321,9 @@ fn message_durable(shard: &Rc<Shard>, message: Message) {
 }
 
 /// Encodes an event once per codec, each as a complete WebSocket frame.
-pub fn frame_event(event: &ServerFrame) -> Result<(bytes::Bytes, bytes::Bytes), palaver_protocol::EncodeError> {
+pub fn frame_event(
+    event: &ServerFrame,
+) -> Result<(bytes::Bytes, bytes::Bytes), palaver_protocol::EncodeError> {
     let json = Codec::Json.encode_server(event)?;
     let rkyv = Codec::Rkyv.encode_server(event)?;
     Ok((encode_frame(OpCode::Text, &json), encode_frame(OpCode::Binary, &rkyv)))

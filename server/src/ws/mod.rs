@@ -7,5 +7,5 @@
 mod frame;
 mod handshake;
 
-pub use frame::{CloseCode, FrameParser, WsError, WsMessage, close_frame, encode_frame, OpCode};
+pub use frame::{CloseCode, FrameParser, OpCode, WsError, WsMessage, close_frame, encode_frame};
 pub use handshake::{HandshakeError, accept_key, choose_codec};

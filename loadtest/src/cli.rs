@@ -1,0 +1,209 @@
+//! The command line: one subcommand per scenario, plus `compare`.
+//!
+//! Every scenario is bounded (a duration, a count) and stops by itself. Traffic goes only
+//! to loopback addresses (127.0.0.0/8): `--addr` is refused otherwise.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Load and capacity tests for Palaver and its Node baselines.
+#[derive(Debug, Parser)]
+#[command(name = "palaver-load", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One room, M members, S senders at R msg/s in total: fan-out cost and latency.
+    Fanout(FanoutArgs),
+    /// K rooms of M members, R msg/s per room: many small rooms.
+    Rooms(RoomsArgs),
+    /// C idle authenticated connections: connect rate and server memory per connection.
+    Connect(ConnectArgs),
+    /// Prints result files side by side as a Markdown table, with ratios to the first.
+    Compare(CompareArgs),
+}
+
+/// Which server, speaking which encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    /// Palaver, `palaver.v1.json` (text frames).
+    PalaverJson,
+    /// Palaver, `palaver.v1.rkyv` (binary frames).
+    PalaverRkyv,
+    /// The Node `ws` baseline, which speaks Palaver's JSON protocol.
+    WsBaseline,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::PalaverJson => "palaver-json",
+            Target::PalaverRkyv => "palaver-rkyv",
+            Target::WsBaseline => "ws-baseline",
+        }
+    }
+
+    pub fn is_palaver(self) -> bool {
+        matches!(self, Target::PalaverJson | Target::PalaverRkyv)
+    }
+}
+
+/// Flags every scenario shares.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// The server and encoding under test.
+    #[arg(long, value_enum, default_value = "palaver-json")]
+    pub target: Target,
+
+    /// An already running server (loopback only), e.g. 127.0.0.1:8080.
+    #[arg(long, conflicts_with = "spawn_palaver")]
+    pub addr: Option<SocketAddr>,
+
+    /// Start this palaver binary: temp data dir, port 0, `--shards 1`, rate limits lifted,
+    /// pinned to `--server-core` with taskset when available. Stopped at the end.
+    #[arg(long, value_name = "PATH")]
+    pub spawn_palaver: Option<PathBuf>,
+
+    /// Extra argument for the spawned palaver (repeatable), e.g. `--server-arg=--durability=none`.
+    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+
+    /// Shards for the spawned palaver.
+    #[arg(long, default_value_t = 1)]
+    pub server_shards: usize,
+
+    /// The server's process id (for CPU and memory) when it was started elsewhere.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
+    /// Where to write the JSON result.
+    #[arg(long, value_name = "FILE.json")]
+    pub out: Option<PathBuf>,
+
+    /// Measured duration, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+
+    /// Warm-up before the measured window, in seconds (traffic flows, nothing is recorded).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+
+    /// Message text size in bytes (ASCII).
+    #[arg(long, default_value_t = 80)]
+    pub payload: usize,
+
+    /// Spread client sockets over source addresses 127.0.0.1 ..= 127.0.0.N.
+    #[arg(long, default_value_t = 1)]
+    pub source_ips: u8,
+
+    /// Worker threads of the generator's runtime (1 = current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+
+    /// Core to pin the generator to (default 1 when the machine has 2+ cores; `none` to not pin).
+    #[arg(long, default_value = "auto")]
+    pub client_core: String,
+
+    /// Core to pin a spawned server to with taskset.
+    #[arg(long, default_value_t = 0)]
+    pub server_core: usize,
+
+    /// Sockets being opened at once during set-up.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+
+    /// Authenticate Palaver sockets with the `auth` op instead of the upgrade's
+    /// `Authorization` header (the ws baseline always uses the op).
+    #[arg(long)]
+    pub auth_op: bool,
+
+    /// Accounts registered for receiving sockets; sockets share them round-robin.
+    #[arg(long, default_value_t = 50)]
+    pub users: usize,
+
+    /// Progress line every second on stderr (disable with --quiet).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl CommonArgs {
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration.max(0.0))
+    }
+
+    pub fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup.max(0.0))
+    }
+
+    /// The local addresses client sockets bind to.
+    pub fn source_addrs(&self) -> Vec<Ipv4Addr> {
+        (1..=self.source_ips.max(1)).map(|n| Ipv4Addr::new(127, 0, 0, n)).collect()
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Sockets joined to the room (senders included).
+    #[arg(long, default_value_t = 1000)]
+    pub members: usize,
+
+    /// Sending sockets (the first S members).
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+
+    /// Messages per second, all senders together.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RoomsArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Number of rooms.
+    #[arg(long, default_value_t = 500)]
+    pub rooms: usize,
+
+    /// Sockets joined to each room (its senders included).
+    #[arg(long, default_value_t = 10)]
+    pub members: usize,
+
+    /// Sending sockets per room.
+    #[arg(long, default_value_t = 1)]
+    pub senders_per_room: usize,
+
+    /// Messages per second per room.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Idle authenticated connections to open.
+    #[arg(long, default_value_t = 5000)]
+    pub connections: usize,
+
+    /// Seconds to hold the connections open after the last one (memory is sampled then).
+    #[arg(long, default_value_t = 2.0)]
+    pub hold: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// Result files; the first is the reference for ratios.
+    #[arg(required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+}

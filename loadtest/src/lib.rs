@@ -1,1 +1,0 @@
-//! palaver-load.
