@@ -80,3 +80,64 @@ fn a_long_backlog_is_replayed_completely_while_new_messages_arrive() {
         a.reply(id);
     }
 }
+
+#[test]
+fn a_slow_consumer_is_cut_off_with_1013_and_resumes_without_loss() {
+    let server = Server::start(&[
+        "--outbound-queue-bytes",
+        "262144",
+        "--ops-burst",
+        "100000",
+        "--ops-per-sec",
+        "100000",
+        "--max-in-flight",
+        "100000",
+    ]);
+    let alice = register(server.addr, "alice");
+    let bob = register(server.addr, "bob");
+    let mut a = Client::login(server.addr, Codec::Rkyv, &alice);
+    let room = a.create_room("firehose", RoomKind::Public);
+    a.join(&room, None);
+    let mut slow = Client::login(server.addr, Codec::Json, &bob);
+    slow.join(&room, None);
+    let mut fast = Client::login(server.addr, Codec::Rkyv, &bob);
+    fast.join(&room, None);
+    let total = 12_000u64;
+    // The fast member keeps reading and is not slowed down by the slow one.
+    let fast_reader =
+        std::thread::spawn(move || (0..total).map(|_| fast.next_message().seq).collect::<Vec<u64>>());
+
+    // Far more than the kernel's socket buffers plus the 256 KiB queue; `slow` reads nothing.
+    let body = "x".repeat(1_900);
+    let mut pending = std::collections::VecDeque::new();
+    for i in 1..=total {
+        pending.push_back(a.send_op(send_op(&room, &format!("c{i}"), &body)));
+        if pending.len() >= 16 {
+            a.reply(pending.pop_front().unwrap());
+            a.events.clear();
+        }
+    }
+    while let Some(id) = pending.pop_front() {
+        a.reply(id);
+    }
+    let fast_seqs = fast_reader.join().unwrap();
+    assert_eq!(fast_seqs, (1..=total).collect::<Vec<_>>());
+
+    // The slow socket got a prefix of the room, then was closed with 1013.
+    let mut last = 0;
+    let code = loop {
+        match slow.try_next_message() {
+            Ok(m) => {
+                assert_eq!(m.seq, last + 1);
+                last = m.seq;
+            }
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(code, Some(1013));
+    assert!(last < total, "the slow consumer should have been cut off");
+    let mut resumed = Client::login(server.addr, Codec::Json, &bob);
+    assert_eq!(resumed.join(&room, Some(last)), total);
+    let rest: Vec<u64> = (last..total).map(|_| resumed.next_message().seq).collect();
+    assert_eq!(rest, (last + 1..=total).collect::<Vec<_>>());
+}

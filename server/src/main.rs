@@ -14,6 +14,14 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    // A panic is a bug. In a thread-per-core server a panicking shard would leave a
+    // process that silently drops its rooms and sockets; stop the whole process instead
+    // (acknowledged data is in the synced journal, so a restart loses nothing).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
     let config = Config::resolve(Cli::parse())?;
     palaver_server::run(config)?;
     Ok(())

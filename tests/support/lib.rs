@@ -336,6 +336,29 @@ impl Client {
         m
     }
 
+    /// The next `message` event, or the close code if the server closes the socket.
+    pub fn try_next_message(&mut self) -> Result<Message, Option<u16>> {
+        if let Some(Event::Message(m)) = self.events.pop_front() {
+            return Ok(m);
+        }
+        loop {
+            let frame = match self.ws.read() {
+                Ok(tungstenite::Message::Text(t)) => self.codec.decode_server(t.as_bytes()).unwrap(),
+                Ok(tungstenite::Message::Binary(b)) => self.codec.decode_server(&b).unwrap(),
+                Ok(tungstenite::Message::Close(frame)) => return Err(frame.map(|f| u16::from(f.code))),
+                Ok(_) => continue,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return Err(None);
+                }
+                Err(e) => panic!("socket error: {e}"),
+            };
+            match frame {
+                ServerFrame::Event(Event::Message(m)) => return Ok(m),
+                other => panic!("expected an event, got {other:?}"),
+            }
+        }
+    }
+
     /// Creates a room and returns its id.
     pub fn create_room(&mut self, name: &str, kind: palaver_protocol::RoomKind) -> RoomId {
         match self.ok(Op::RoomCreate { name: name.into(), kind }) {

@@ -127,6 +127,11 @@ impl Outbound {
         self.0.borrow().state == State::Open
     }
 
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.0.borrow().bytes
+    }
+
     /// Waits until the socket is no longer open (closing or finished).
     pub async fn closed(&self) {
         poll_fn(|cx| {

@@ -141,7 +141,10 @@ fn subscribe_conn(shard: &Rc<Shard>, conn: &Rc<super::Conn>, subscribe: Subscrib
 /// Replays a subscription's missing messages from storage, page by page, pacing itself
 /// on the socket's queue, until it reaches the newest seq this shard has seen.
 async fn catch_up(shard: Rc<Shard>, room: RoomId, conn: ConnId) {
-    let high_water = shard.shared.config.outbound_queue_bytes / 4;
+    // Replay fills a socket's queue to half its limit, then waits for it to drain to a
+    // quarter, so a replay never trips the slow-consumer limit by itself.
+    let limit = shard.shared.config.outbound_queue_bytes;
+    let (high_water, low_water) = (limit / 2, limit / 4);
     loop {
         let outbound = {
             let mut subscribers = shard.subscribers.borrow_mut();
@@ -178,14 +181,19 @@ async fn catch_up(shard: Rc<Shard>, room: RoomId, conn: ConnId) {
                 let frame = ServerFrame::Event(Event::Message(message));
                 let Ok(payload) = sub.codec.encode_server(&frame) else { return };
                 let opcode = if sub.codec.is_text() { OpCode::Text } else { OpCode::Binary };
-                if sub.outbound.push(encode_frame(opcode, &payload)) != Pushed::Queued {
+                let frame = encode_frame(opcode, &payload);
+                let queued = sub.outbound.queued_bytes();
+                if queued > 0 && queued + frame.len() > high_water {
+                    break; // The rest of this page is read again after the queue drains.
+                }
+                if sub.outbound.push(frame) != Pushed::Queued {
                     return;
                 }
                 sub.cursor = seq;
             }
             sub.outbound.clone()
         };
-        if !outbound.drained_below(high_water).await {
+        if !outbound.drained_below(low_water).await {
             return;
         }
     }
