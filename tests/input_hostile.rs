@@ -147,3 +147,30 @@ fn http_errors_are_json_with_fitting_statuses() {
     assert_eq!(status, 200);
     assert!(body.contains("palaver_http_requests_total"));
 }
+
+#[test]
+fn raw_garbage_on_the_port_and_on_an_upgraded_socket_leaves_the_server_healthy() {
+    use std::io::{Read, Write};
+    let server = Server::start(&[]);
+    // Not HTTP at all.
+    for garbage in [
+        &b"\x00\x01\x02\xff\xfe garbage\r\n\r\n"[..],
+        b"GET\r\n\r\n",
+        b"POST /v1/auth/login HTTP/1.1\r\ncontent-length: nope\r\n\r\n",
+    ] {
+        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        s.write_all(garbage).unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    }
+    // A WebSocket that sends an unmasked frame breaks the protocol: closed with 1002.
+    let mut c = Client::connect(server.addr, Codec::Json);
+    let alice = register(server.addr, "alice");
+    c.ok(Op::Auth { token: alice.access_token });
+    c.send_raw_frame(&[0x81, 0x02, b'h', b'i']);
+    assert_eq!(c.expect_close(), Some(1002));
+    assert_eq!(http(server.addr, "GET", "/healthz", None, &[]).0, 200);
+}

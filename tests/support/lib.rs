@@ -264,6 +264,13 @@ impl Client {
         self.ws.send(message).unwrap();
     }
 
+    /// Writes raw bytes straight to the TCP stream, bypassing WebSocket framing.
+    pub fn send_raw_frame(&mut self, bytes: &[u8]) {
+        let MaybeTlsStream::Plain(stream) = self.ws.get_mut() else { panic!("plain TCP only") };
+        stream.write_all(bytes).unwrap();
+        stream.flush().unwrap();
+    }
+
     /// Sends a request without waiting; returns its id.
     pub fn send_op(&mut self, op: Op) -> u64 {
         self.next_id += 1;

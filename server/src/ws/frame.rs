@@ -370,6 +370,40 @@ mod tests {
         assert_eq!(parse_all(&masked(true, 8, b""), 100).unwrap(), vec![WsMessage::Close(None)]);
     }
 
+    proptest::proptest! {
+        /// Whatever bytes arrive, in whatever chunks, the parser returns messages or an
+        /// error and never panics or loops.
+        #[test]
+        fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..32)) {
+            let mut parser = FrameParser::new(1_024);
+            let mut buf = BytesMut::new();
+            for chunk in chunks {
+                buf.extend_from_slice(&chunk);
+                loop {
+                    match parser.next_message(&mut buf) {
+                        Ok(Some(_)) => continue,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+
+        /// Any message, masked and split anywhere, comes out as it went in.
+        #[test]
+        fn masked_messages_round_trip(payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3_000), split in 0usize..3_000) {
+            let bytes = masked(true, 2, &payload);
+            let split = split.min(bytes.len());
+            let mut parser = FrameParser::new(4_096);
+            let mut buf = BytesMut::from(&bytes[..split]);
+            let mut got = parser.next_message(&mut buf).unwrap();
+            if got.is_none() {
+                buf.extend_from_slice(&bytes[split..]);
+                got = parser.next_message(&mut buf).unwrap();
+            }
+            proptest::prop_assert_eq!(got, Some(WsMessage::Binary(Bytes::from(payload))));
+        }
+    }
+
     #[test]
     fn encoded_frames_have_minimal_headers() {
         assert_eq!(&encode_frame(OpCode::Text, b"hi")[..], &[0x81, 2, b'h', b'i']);
