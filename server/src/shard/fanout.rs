@@ -73,10 +73,10 @@ pub fn deliver(shard: &Rc<Shard>, delivery: &Delivery) {
                 continue;
             }
             sub.cursor = delivery.seq;
-            if sub.outbound.push(delivery.frame(sub.codec).clone()) == Pushed::Queued {
-                delivered += 1;
-            } else {
-                Metrics::inc(&shard.shared.metrics.slow_consumers);
+            match sub.outbound.push(delivery.frame(sub.codec).clone()) {
+                Pushed::Queued => delivered += 1,
+                Pushed::Overflow => Metrics::inc(&shard.shared.metrics.slow_consumers),
+                Pushed::Closed => {}
             }
         }
         shard.shared.metrics.deliveries.fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
