@@ -58,6 +58,9 @@ pub struct Cli {
     /// Seconds a new socket has to authenticate.
     #[arg(long, env = "PALAVER_AUTH_TIMEOUT_SECS")]
     pub auth_timeout_secs: Option<u64>,
+    /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
+    #[arg(long, hide = true)]
+    pub test_echo: bool,
 }
 
 /// The durability flag's values.
@@ -115,6 +118,8 @@ pub struct Config {
     pub outbound_queue_bytes: usize,
     /// Per-connection limits.
     pub session: SessionLimits,
+    /// Test only: serve the WebSocket echo route.
+    pub test_echo: bool,
 }
 
 /// The configuration could not be loaded.
@@ -154,7 +159,9 @@ impl Config {
             .shards
             .or(file.shards)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+        let test_echo = cli.test_echo;
         let config = Config {
+            test_echo,
             http_addr: cli.http_addr.or(file.http_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             quic_addr: cli.quic_addr.or(file.quic_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4433))),
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),

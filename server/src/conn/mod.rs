@@ -54,7 +54,8 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             }
             Ok(Err(ReadError::Closed)) | Err(_) => return,
         };
-        if request.path == "/v1/ws" && request.header_has_token("upgrade", "websocket") {
+        let echo = shard.shared.config.test_echo && request.path == "/v1/test/echo";
+        if (request.path == "/v1/ws" || echo) && request.header_has_token("upgrade", "websocket") {
             upgrade(shard, stream, buf, request).await;
             return;
         }
@@ -119,7 +120,7 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request
         };
         Ok((accept, codec, echo, user))
     })();
-    let (accept, codec, echo, user) = match checked {
+    let (accept, codec, echo_protocol, user) = match checked {
         Ok(ok) => ok,
         Err(response) => {
             let _ = write_response(&mut stream, &response, false).await;
@@ -138,7 +139,7 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request
     let mut head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\n"
     );
-    if echo {
+    if echo_protocol {
         head.push_str(&format!("sec-websocket-protocol: {}\r\n", codec.subprotocol()));
     }
     head.push_str("\r\n");
@@ -146,5 +147,9 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request
     if result.is_err() {
         return;
     }
-    socket::run(shard, stream, buf, codec, user).await;
+    if request.path == "/v1/test/echo" {
+        socket::run_echo(shard, stream, buf).await;
+    } else {
+        socket::run(shard, stream, buf, codec, user).await;
+    }
 }

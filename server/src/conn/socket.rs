@@ -192,3 +192,53 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
     let owner = shard.mesh().owner(action.room());
     shard.mesh().send(owner, ShardMsg::Command { origin, action });
 }
+
+/// Test only (`--test-echo`): echoes every message back, for WebSocket conformance suites
+/// (Autobahn cases via kosoku). Uses the same parser, queue and writer as chat sockets.
+pub async fn run_echo(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut) {
+    const ECHO_LIMIT: usize = 64 << 20;
+    let outbound = Outbound::new(ECHO_LIMIT);
+    let (mut reader, writer) = stream.into_split();
+    let writer_outbound = outbound.clone();
+    let shared = shard.shared.clone();
+    monoio::spawn(async move { run_writer(writer, writer_outbound, &shared.metrics).await });
+    let mut parser = FrameParser::new(16 << 20);
+    'connection: loop {
+        loop {
+            match parser.next_message(&mut buf) {
+                Ok(Some(WsMessage::Text(payload))) => {
+                    outbound.push(encode_frame(OpCode::Text, &payload));
+                }
+                Ok(Some(WsMessage::Binary(payload))) => {
+                    outbound.push(encode_frame(OpCode::Binary, &payload));
+                }
+                Ok(Some(WsMessage::Ping(payload))) => {
+                    outbound.push(encode_frame(OpCode::Pong, &payload));
+                }
+                Ok(Some(WsMessage::Pong)) => {}
+                Ok(Some(WsMessage::Close(_))) => {
+                    outbound.close(CloseCode::Normal, "");
+                    break 'connection;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    outbound.close(e.code, e.reason);
+                    break 'connection;
+                }
+            }
+        }
+        let read = read_more(&mut reader, &mut buf);
+        let outcome = monoio::select! {
+            r = read => Some(r),
+            _ = outbound.closed() => None,
+        };
+        match outcome {
+            Some(Ok(n)) if n > 0 => {}
+            _ => break,
+        }
+    }
+    if outbound.is_open() {
+        outbound.abort();
+    }
+    let _ = monoio::time::timeout(Duration::from_secs(5), outbound.finished()).await;
+}

@@ -238,7 +238,7 @@ fn control_message(opcode: OpCode, payload: Bytes) -> Result<WsMessage, WsError>
                 return Err(protocol_error("close payload of one byte"));
             }
             let code = u16::from_be_bytes([payload[0], payload[1]]);
-            let valid = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            let valid = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
             if !valid {
                 return Err(protocol_error("invalid close code"));
             }
