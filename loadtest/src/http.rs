@@ -1,0 +1,127 @@
+//! A minimal HTTP/1.1 client for the few REST calls a load run needs (register, metrics,
+//! health): one request per connection, `Connection: close`, `Content-Length` bodies.
+//! Not a general client: no chunked encoding, no redirects, no TLS.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An HTTP answer: status and body.
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<Answer> {
+    let run = async {
+        let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+        stream.set_nodelay(true)?;
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        if let Some(body) = body {
+            head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        if let Some(body) = body {
+            stream.write_all(body).await?;
+        }
+        let mut buf = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some((status, Some(length), start)) = parse_head(&buf)?
+                && buf.len() >= start + length
+            {
+                return Ok(Answer { status, body: buf[start..start + length].to_vec() });
+            }
+        }
+        // The connection ended: without a length the body runs to the end.
+        match parse_head(&buf)? {
+            Some((status, None, start)) => Ok(Answer { status, body: buf[start..].to_vec() }),
+            _ => Err(anyhow!("truncated HTTP answer from {addr}{path}")),
+        }
+    };
+    tokio::time::timeout(TIMEOUT, run).await.map_err(|_| anyhow!("{method} {path}: timed out"))?
+}
+
+/// Parses the head: status, `Content-Length` and where the body starts; `None` while the
+/// head is incomplete.
+fn parse_head(buf: &[u8]) -> anyhow::Result<Option<(u16, Option<usize>, usize)>> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { return Ok(None) };
+    let head = std::str::from_utf8(&buf[..end]).context("non-UTF-8 HTTP head")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+    let mut length = None;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':')
+            && name.trim().eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse::<usize>().ok();
+        }
+    }
+    Ok(Some((status, length, end + 4)))
+}
+
+/// Tokens of a freshly registered account.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Registered {
+    pub access_token: String,
+}
+
+/// `POST /v1/auth/register`.
+pub async fn register(addr: SocketAddr, username: &str, password: &str) -> anyhow::Result<Registered> {
+    let body = serde_json::to_vec(&serde_json::json!({ "username": username, "password": password }))?;
+    let answer = request(addr, "POST", "/v1/auth/register", Some(&body)).await?;
+    if answer.status != 201 && answer.status != 200 {
+        bail!("register {username}: HTTP {} {}", answer.status, String::from_utf8_lossy(&answer.body));
+    }
+    serde_json::from_slice(&answer.body).with_context(|| format!("register {username}: bad answer"))
+}
+
+/// `GET /metrics` (Palaver): the counters as name → value (labels not supported).
+pub async fn metrics(addr: SocketAddr) -> anyhow::Result<Vec<(String, f64)>> {
+    let answer = request(addr, "GET", "/metrics", None).await?;
+    if answer.status != 200 {
+        bail!("metrics: HTTP {}", answer.status);
+    }
+    let text = String::from_utf8_lossy(&answer.body);
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.trim().to_string(), value.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+/// Waits until the server answers `GET /healthz` with 200.
+pub async fn wait_healthy(addr: SocketAddr, within: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Ok(a) = request(addr, "GET", "/healthz", None).await
+            && a.status == 200
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{addr} did not become healthy within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

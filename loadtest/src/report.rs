@@ -1,0 +1,336 @@
+//! Reporting: the live progress line (stderr, once a second), the marks taken at the
+//! edges of the measured window, the result document (JSON) and the summary table (stdout).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::env::Env;
+use crate::process_stats::{self, ProcSample};
+use crate::stats::{Snapshot, Stats, latency_json, round3};
+
+/// Everything known at one instant: counters, server and generator CPU, server metrics.
+pub struct Mark {
+    at: Instant,
+    snap: Snapshot,
+    server: Option<ProcSample>,
+    client: Option<ProcSample>,
+    metrics: Vec<(String, f64)>,
+}
+
+/// Prints a progress line every second and keeps the per-second timeline.
+pub struct Sampler {
+    stats: Arc<Stats>,
+    quiet: bool,
+    server_pid: Option<u32>,
+    started: Instant,
+    last_at: Instant,
+    last: Snapshot,
+    last_server: Option<ProcSample>,
+    timeline: Vec<Value>,
+}
+
+impl Sampler {
+    pub fn new(env: &Env, stats: Arc<Stats>, quiet: bool) -> Sampler {
+        let now = Instant::now();
+        Sampler {
+            last: stats.snapshot(),
+            stats,
+            quiet,
+            server_pid: env.server_pid,
+            started: now,
+            last_at: now,
+            last_server: env.server_sample(),
+            timeline: Vec::new(),
+        }
+    }
+
+    /// Prints a line each second until `deadline`.
+    pub async fn run_until(&mut self, deadline: Instant, phase: &str) {
+        loop {
+            let next = self.last_at + Duration::from_secs(1);
+            if next > deadline {
+                tokio::time::sleep_until(deadline).await;
+                return;
+            }
+            tokio::time::sleep_until(next).await;
+            self.line(phase);
+        }
+    }
+
+    fn line(&mut self, phase: &str) {
+        let now = Instant::now();
+        let secs = (now - self.last_at).as_secs_f64().max(1e-6);
+        let snap = self.stats.snapshot();
+        let server = self.server_pid.and_then(|pid| process_stats::sample(Some(pid)).ok());
+        let cpu = match (self.last_server, server) {
+            (Some(a), Some(b)) => {
+                Some(b.total_us().saturating_sub(a.total_us()) as f64 / (secs * 1e6) * 100.0)
+            }
+            _ => None,
+        };
+        let rate = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / secs;
+        let (sends, acks, deliveries) = (
+            rate(self.last.sends, snap.sends),
+            rate(self.last.acks, snap.acks),
+            rate(self.last.deliveries, snap.deliveries),
+        );
+        let latency = self.stats.take_interval();
+        let elapsed = (now - self.started).as_secs_f64();
+        if !self.quiet {
+            let lat = latency
+                .map(|(p50, p99, max)| format!("p50 {p50:.2} p99 {p99:.2} max {max:.1} ms"))
+                .unwrap_or_else(|| "no deliveries".into());
+            let cpu_text = cpu.map(|c| format!(" server cpu {c:.0}%")).unwrap_or_default();
+            eprintln!(
+                "[{elapsed:5.1}s {phase:>8}] sends {sends:.0}/s acks {acks:.0}/s deliveries {deliveries:.0}/s {lat} \
+                 errors {} disconnects {}{cpu_text}",
+                snap.errors, snap.disconnects
+            );
+        }
+        self.timeline.push(json!({
+            "t": round3(elapsed),
+            "phase": phase,
+            "sends_per_sec": sends.round(),
+            "acks_per_sec": acks.round(),
+            "deliveries_per_sec": deliveries.round(),
+            "p50_ms": latency.map(|l| l.0),
+            "p99_ms": latency.map(|l| l.1),
+            "max_ms": latency.map(|l| l.2),
+            "server_cpu_pct": cpu.map(|c| c.round()),
+            "errors": snap.errors,
+            "disconnects": snap.disconnects,
+        }));
+        self.last = snap;
+        self.last_at = now;
+        self.last_server = server;
+    }
+
+    /// Takes a mark now.
+    pub async fn mark(&self, env: &Env) -> Mark {
+        let at = Instant::now();
+        let snap = self.stats.snapshot();
+        let server = env.server_sample();
+        let client = process_stats::sample(None).ok();
+        let metrics = env.server_metrics().await;
+        Mark { at, snap, server, client, metrics }
+    }
+
+    pub fn timeline(&self) -> Value {
+        Value::Array(self.timeline.clone())
+    }
+}
+
+/// Server CPU over a window, per delivery (or per connection).
+fn cpu_json(a: Option<ProcSample>, b: Option<ProcSample>, secs: f64, per: u64, per_name: &str) -> Value {
+    let (Some(a), Some(b)) = (a, b) else { return Value::Null };
+    let user = b.user_us.saturating_sub(a.user_us);
+    let system = b.system_us.saturating_sub(a.system_us);
+    let total = user + system;
+    let per_f = per.max(1) as f64;
+    json!({
+        "user_us": user,
+        "system_us": system,
+        "total_us": total,
+        "util_pct": round3(total as f64 / (secs * 1e6) * 100.0),
+        format!("us_per_{per_name}_user"): round3(user as f64 / per_f),
+        format!("us_per_{per_name}_total"): round3(total as f64 / per_f),
+        "rss_kib_before": a.rss_kib,
+        "rss_kib_after": b.rss_kib,
+    })
+}
+
+/// Differences of `/metrics` counters (`*_total`) and final gauges.
+fn metrics_json(a: &[(String, f64)], b: &[(String, f64)]) -> Value {
+    let mut out = serde_json::Map::new();
+    for (name, after) in b {
+        if name.ends_with("_total") {
+            let before = a.iter().find(|(n, _)| n == name).map(|(_, v)| *v).unwrap_or(0.0);
+            out.insert(format!("{name}_delta"), json!(after - before));
+        } else {
+            out.insert(name.clone(), json!(after));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The opening of every result document.
+pub fn header(env: &Env, scenario: &str, config: Value) -> Value {
+    json!({
+        "tool": "palaver-load",
+        "version": env!("CARGO_PKG_VERSION"),
+        "scenario": scenario,
+        "target": env.common.target.name(),
+        "date": process_stats::utc_now_iso(),
+        "command_line": std::env::args().collect::<Vec<_>>(),
+        "machine": process_stats::machine(),
+        "server": env.server_json(),
+        "config": config,
+    })
+}
+
+/// The numbers of a traffic run.
+pub fn traffic_results(stats: &Stats, start: &Mark, end: &Mark, last: &Snapshot) -> Value {
+    let secs = (end.at - start.at).as_secs_f64().max(1e-6);
+    let deliveries = end.snap.deliveries.saturating_sub(start.snap.deliveries);
+    let sends = end.snap.sends.saturating_sub(start.snap.sends);
+    let acks = end.snap.acks.saturating_sub(start.snap.acks);
+    let latency = stats.latency();
+    json!({
+        "window_secs": round3(secs),
+        "deliveries_per_sec": (deliveries as f64 / secs).round(),
+        "sends_per_sec": round3(sends as f64 / secs),
+        "acks_per_sec": round3(acks as f64 / secs),
+        "deliveries_in_window": deliveries,
+        "latency_ms": latency_json(&latency),
+        "server_cpu": cpu_json(start.server, end.server, secs, deliveries, "delivery"),
+        "client_cpu": cpu_json(start.client, end.client, secs, deliveries, "delivery"),
+        "server_metrics": metrics_json(&start.metrics, &end.metrics),
+        "totals": {
+            "sends": last.sends,
+            "acks": last.acks,
+            "errors": last.errors,
+            "error_codes": stats.error_codes(),
+            "skipped_sends": last.skipped,
+            "deliveries": last.deliveries,
+            "expected_deliveries": last.expected_deliveries,
+            "missing_deliveries": last.expected_deliveries.saturating_sub(last.deliveries),
+            "extra_deliveries": last.deliveries.saturating_sub(last.expected_deliveries),
+            "unanswered_sends": last.sends.saturating_sub(last.acks + last.errors),
+            "decode_errors": last.decode_errors,
+            "disconnects": last.disconnects,
+            "write_errors": last.write_errors,
+        },
+        "max_send_lag_ms": stats.max_send_lag_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0,
+    })
+}
+
+/// The results of a connect run.
+pub struct ConnectNumbers<'a> {
+    pub opened: u64,
+    pub failed: u64,
+    pub connect_secs: f64,
+    pub latency: &'a hdrhistogram::Histogram<u64>,
+    pub before: Option<ProcSample>,
+    pub after_connect: Option<ProcSample>,
+    pub after_hold: Option<ProcSample>,
+    pub disconnects: u64,
+    pub first_error: Option<String>,
+}
+
+pub fn connect_results(n: &ConnectNumbers<'_>) -> Value {
+    let rss_per_conn = match (n.before, n.after_hold) {
+        (Some(a), Some(b)) if n.opened > 0 => {
+            Some(round3((b.rss_kib as f64 - a.rss_kib as f64) * 1024.0 / n.opened as f64))
+        }
+        _ => None,
+    };
+    json!({
+        "connections_opened": n.opened,
+        "connections_failed": n.failed,
+        "first_error": n.first_error,
+        "connect_secs": round3(n.connect_secs),
+        "connections_per_sec": (n.opened as f64 / n.connect_secs.max(1e-6)).round(),
+        "connect_latency_ms": latency_json(n.latency),
+        "rss_bytes_per_connection": rss_per_conn,
+        "server_rss_kib": {
+            "before": n.before.map(|s| s.rss_kib),
+            "after_connect": n.after_connect.map(|s| s.rss_kib),
+            "after_hold": n.after_hold.map(|s| s.rss_kib),
+        },
+        "server_cpu": cpu_json(n.before, n.after_connect, n.connect_secs, n.opened, "connection"),
+        "disconnects": n.disconnects,
+    })
+}
+
+/// Looks up a path like `results/latency_ms/p99` in a document.
+pub fn get<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('/').try_fold(doc, |v, key| v.get(key))
+}
+
+/// The rows of the summary table and of `compare`: label, path, unit.
+pub const TRAFFIC_ROWS: &[(&str, &str)] = &[
+    ("deliveries/s", "results/deliveries_per_sec"),
+    ("sends/s", "results/sends_per_sec"),
+    ("latency p50 (ms)", "results/latency_ms/p50"),
+    ("latency p90 (ms)", "results/latency_ms/p90"),
+    ("latency p99 (ms)", "results/latency_ms/p99"),
+    ("latency p99.9 (ms)", "results/latency_ms/p99_9"),
+    ("latency max (ms)", "results/latency_ms/max"),
+    ("server CPU (%)", "results/server_cpu/util_pct"),
+    ("server µs user / delivery", "results/server_cpu/us_per_delivery_user"),
+    ("server µs total / delivery", "results/server_cpu/us_per_delivery_total"),
+    ("server RSS after (KiB)", "results/server_cpu/rss_kib_after"),
+    ("generator CPU (%)", "results/client_cpu/util_pct"),
+    ("generator max send lag (ms)", "results/max_send_lag_ms"),
+    ("sends (total)", "results/totals/sends"),
+    ("acks (total)", "results/totals/acks"),
+    ("errors", "results/totals/errors"),
+    ("missing deliveries", "results/totals/missing_deliveries"),
+    ("disconnects", "results/totals/disconnects"),
+    ("setup errors", "setup/setup_errors"),
+];
+
+pub const CONNECT_ROWS: &[(&str, &str)] = &[
+    ("connections opened", "results/connections_opened"),
+    ("connections failed", "results/connections_failed"),
+    ("connections/s", "results/connections_per_sec"),
+    ("connect p50 (ms)", "results/connect_latency_ms/p50"),
+    ("connect p99 (ms)", "results/connect_latency_ms/p99"),
+    ("server RSS bytes / connection", "results/rss_bytes_per_connection"),
+    ("server RSS before (KiB)", "results/server_rss_kib/before"),
+    ("server RSS after (KiB)", "results/server_rss_kib/after_hold"),
+    ("server µs total / connection", "results/server_cpu/us_per_connection_total"),
+    ("disconnects", "results/disconnects"),
+];
+
+/// The rows that apply to a document.
+pub fn rows_for(doc: &Value) -> &'static [(&'static str, &'static str)] {
+    if doc.get("scenario").and_then(Value::as_str) == Some("connect") { CONNECT_ROWS } else { TRAFFIC_ROWS }
+}
+
+/// A number for a table cell.
+pub fn cell(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::Number(n)) => {
+            let x = n.as_f64().unwrap_or(0.0);
+            if x.fract() == 0.0 && x.abs() < 1e15 { format!("{}", x as i64) } else { format!("{x:.3}") }
+        }
+        Some(Value::Null) | None => "–".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Prints the summary table of one run on stdout.
+pub fn print_summary(doc: &Value) {
+    let title = format!(
+        "palaver-load {} against {} ({})",
+        doc["scenario"].as_str().unwrap_or("?"),
+        doc["target"].as_str().unwrap_or("?"),
+        doc["server"]["addr"].as_str().unwrap_or("?"),
+    );
+    println!("\n{title}");
+    println!("{}", "-".repeat(title.len()));
+    for (label, path) in rows_for(doc) {
+        println!("{label:<32} {:>14}", cell(get(doc, path)));
+    }
+    if let Some(codes) = get(doc, "results/totals/error_codes").and_then(Value::as_object)
+        && !codes.is_empty()
+    {
+        println!("{:<32} {}", "error codes", Value::Object(codes.clone()));
+    }
+}
+
+/// Writes the document as pretty JSON.
+pub fn write(doc: &Value, path: &std::path::Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(doc)? + "\n")?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Counters and latency histograms shared by every socket task of a run.
+//!
+//! Counters are atomics; the histograms sit behind a mutex that is uncontended on the
+//! default one-thread runtime. Latency is recorded for messages whose `client_ts` falls in
+//! the measured window, wherever they arrive (late arrivals during the drain count), so
+//! warm-up traffic never pollutes the numbers.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+
+/// Highest latency the histograms hold (60 s, in µs); above is clamped.
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// Now, in µs since the Unix epoch: the unit of `client_ts` in every message we send.
+pub fn epoch_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Everything the socket tasks count.
+pub struct Stats {
+    /// `send` requests written.
+    pub sends: AtomicU64,
+    /// `send` requests answered ok.
+    pub acks: AtomicU64,
+    /// Requests answered with an error.
+    pub errors: AtomicU64,
+    /// Sends not made because a sender had too many unanswered.
+    pub skipped: AtomicU64,
+    /// `message` events received, all phases.
+    pub deliveries: AtomicU64,
+    /// Events the message count of their room says should arrive (acks × members).
+    pub expected_deliveries: AtomicU64,
+    /// Events without a `client_ts`, or undecodable frames.
+    pub decode_errors: AtomicU64,
+    /// Sockets the server closed (or that failed) before the end of the run.
+    pub disconnects: AtomicU64,
+    /// Socket write failures.
+    pub write_errors: AtomicU64,
+    /// Most a send was written after its due time, µs.
+    pub max_send_lag_us: AtomicU64,
+    /// Set when the run is over: senders stop, closes are no longer disconnects.
+    pub stopping: AtomicBool,
+    /// Messages with `client_ts` in `[window_start_us, window_end_us)` are recorded.
+    window_start_us: AtomicU64,
+    window_end_us: AtomicU64,
+    /// End-to-end latency of measured messages, µs.
+    latency: Mutex<Histogram<u64>>,
+    /// Latency of everything received since the last progress line, µs.
+    interval: Mutex<Histogram<u64>>,
+    /// Error replies by code.
+    error_codes: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            sends: AtomicU64::new(0),
+            acks: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            expected_deliveries: AtomicU64::new(0),
+            decode_errors: AtomicU64::new(0),
+            disconnects: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            max_send_lag_us: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            window_start_us: AtomicU64::new(u64::MAX),
+            window_end_us: AtomicU64::new(u64::MAX),
+            latency: Mutex::new(new_histogram()),
+            interval: Mutex::new(new_histogram()),
+            error_codes: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+/// A copy of the counters at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Snapshot {
+    pub sends: u64,
+    pub acks: u64,
+    pub errors: u64,
+    pub skipped: u64,
+    pub deliveries: u64,
+    pub expected_deliveries: u64,
+    pub decode_errors: u64,
+    pub disconnects: u64,
+    pub write_errors: u64,
+}
+
+impl Stats {
+    /// Counts one delivered message event and records its latency.
+    pub fn delivered(&self, client_ts: Option<u64>) {
+        self.deliveries.fetch_add(1, Ordering::Relaxed);
+        let Some(sent) = client_ts else {
+            self.decode_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let latency = epoch_us().saturating_sub(sent).max(1);
+        lock(&self.interval).saturating_record(latency);
+        if sent >= self.window_start_us.load(Ordering::Relaxed)
+            && sent < self.window_end_us.load(Ordering::Relaxed)
+        {
+            lock(&self.latency).saturating_record(latency);
+        }
+    }
+
+    /// Counts an error reply.
+    pub fn error(&self, code: &str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.error_codes).entry(code.to_string()).or_default() += 1;
+    }
+
+    /// A socket ended; counted as a disconnect unless the run is stopping.
+    pub fn socket_ended(&self) {
+        if !self.stopping.load(Ordering::Relaxed) {
+            self.disconnects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn open_window(&self, at_us: u64) {
+        self.window_start_us.store(at_us, Ordering::Relaxed);
+    }
+
+    pub fn close_window(&self, at_us: u64) {
+        self.window_end_us.store(at_us, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Snapshot {
+            sends: g(&self.sends),
+            acks: g(&self.acks),
+            errors: g(&self.errors),
+            skipped: g(&self.skipped),
+            deliveries: g(&self.deliveries),
+            expected_deliveries: g(&self.expected_deliveries),
+            decode_errors: g(&self.decode_errors),
+            disconnects: g(&self.disconnects),
+            write_errors: g(&self.write_errors),
+        }
+    }
+
+    /// Latency of the last interval (p50, p99, max in ms) and resets it.
+    pub fn take_interval(&self) -> Option<(f64, f64, f64)> {
+        let mut h = lock(&self.interval);
+        if h.is_empty() {
+            return None;
+        }
+        let out = (ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99)), ms(h.max()));
+        h.reset();
+        Some(out)
+    }
+
+    /// The measured latency distribution.
+    pub fn latency(&self) -> Histogram<u64> {
+        lock(&self.latency).clone()
+    }
+
+    pub fn error_codes(&self) -> BTreeMap<String, u64> {
+        lock(&self.error_codes).clone()
+    }
+}
+
+/// µs → ms.
+pub fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// The usual percentiles of a µs histogram, in ms, as JSON.
+pub fn latency_json(h: &Histogram<u64>) -> serde_json::Value {
+    if h.is_empty() {
+        return serde_json::json!({ "count": 0 });
+    }
+    serde_json::json!({
+        "count": h.len(),
+        "mean": round3(h.mean() / 1000.0),
+        "p50": ms(h.value_at_quantile(0.50)),
+        "p90": ms(h.value_at_quantile(0.90)),
+        "p99": ms(h.value_at_quantile(0.99)),
+        "p99_9": ms(h.value_at_quantile(0.999)),
+        "max": ms(h.max()),
+    })
+}
+
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
