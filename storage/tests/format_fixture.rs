@@ -1,6 +1,7 @@
 //! A data directory written by format version 1 is committed under `tests/fixtures/v1`;
 //! every later build must still open it and read the same data. Regenerate only when
 //! the format version changes: `cargo test -p palaver-storage --test format_fixture -- --ignored`.
+#![allow(clippy::unwrap_used, reason = "test: failing loudly is the point")]
 
 use std::path::{Path, PathBuf};
 
@@ -37,7 +38,7 @@ fn message(seq: u64) -> Message {
         cid: ClientMsgId::parse(&format!("cid-{seq}")).unwrap(),
         kind: MessageKind::Text,
         text: format!("fixture message {seq} ✓"),
-        client_ts: (seq % 2 == 0).then_some(seq),
+        client_ts: seq.is_multiple_of(2).then_some(seq),
     }
 }
 
