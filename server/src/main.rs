@@ -5,6 +5,12 @@ use std::io::IsTerminal;
 use clap::Parser;
 use palaver_server::{Cli, Config};
 
+/// mimalloc instead of glibc malloc: argon2 allocates and frees a 19 MiB block per hash,
+/// and glibc's arenas fragment around it (long-lived storage allocations land in the
+/// freed space), growing RSS by megabytes per login. mimalloc reuses the block.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -136,8 +136,10 @@ pub enum ReadError {
 
 /// Reads more bytes into `buf`, appending. Returns the count (0 at end of stream).
 pub async fn read_more(stream: &mut impl AsyncReadRent, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(8192);
+    // An idle socket pins its read buffer in the kernel (io_uring), so buffers start small
+    // and grow with what actually arrives: 1 KiB idle, doubling for large frames.
+    if buf.capacity() - buf.len() < 512 {
+        buf.reserve(buf.len().max(1024));
     }
     let len = buf.len();
     let cap = buf.capacity();

@@ -39,7 +39,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 
 /// Serves HTTP requests on one connection until it closes or upgrades.
 async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut buf = BytesMut::with_capacity(1024);
     let mut first = true;
     loop {
         let deadline = if first { HEAD_TIMEOUT } else { KEEP_ALIVE_IDLE };

@@ -176,9 +176,8 @@ impl Outbound {
         .await
     }
 
-    /// The writer's next batch: everything queued, up to a cap; `None` once closed and
-    /// flushed.
-    async fn next_batch(&self) -> Option<FrameBatch> {
+    /// Fills `batch` with everything queued (up to a cap); false once closed and flushed.
+    async fn next_batch(&self, batch: &mut FrameBatch) -> bool {
         poll_fn(|cx| {
             let mut q = self.0.borrow_mut();
             if q.frames.is_empty() {
@@ -187,18 +186,22 @@ impl Outbound {
                         q.writer = Some(cx.waker().clone());
                         Poll::Pending
                     }
-                    State::Closing | State::Finished => Poll::Ready(None),
+                    State::Closing | State::Finished => Poll::Ready(false),
                 };
             }
             let take = q.frames.len().min(MAX_FRAMES_PER_WRITE);
-            let frames: Vec<Bytes> = q.frames.drain(..take).collect();
-            let taken: usize = frames.iter().map(Bytes::len).sum();
+            let mut taken = 0;
+            for frame in q.frames.drain(..take) {
+                taken += frame.len();
+                batch.frames.push(frame);
+            }
             q.bytes -= taken;
+            batch.rebuild();
             // Someone may be waiting for the queue to drain.
             for w in q.watchers.drain(..) {
                 w.wake();
             }
-            Poll::Ready(Some(FrameBatch::new(frames)))
+            Poll::Ready(true)
         })
         .await
     }
@@ -227,7 +230,9 @@ pub async fn run_writer<W: AsyncWriteRent>(
     outbound: Outbound,
     metrics: &crate::metrics::Metrics,
 ) {
-    while let Some(mut batch) = outbound.next_batch().await {
+    // One batch for the socket's life: its vectors keep their capacity between writes.
+    let mut batch = FrameBatch { frames: Vec::new(), iovecs: Vec::new() };
+    while outbound.next_batch(&mut batch).await {
         loop {
             let (result, returned) = socket.writev(batch).await;
             batch = returned;
@@ -257,6 +262,7 @@ struct FrameBatch {
 }
 
 impl FrameBatch {
+    #[cfg(test)]
     fn new(frames: Vec<Bytes>) -> Self {
         let mut batch = FrameBatch { frames, iovecs: Vec::new() };
         batch.rebuild();
