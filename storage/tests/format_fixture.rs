@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, RoomKind, UserId};
-use palaver_storage::{Durability, RoomRecord, Store, StorageError, Write};
+use palaver_storage::{Durability, RoomRecord, StorageError, Store, Write};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
@@ -51,7 +51,10 @@ fn the_committed_v1_directory_opens_and_reads_back() {
     assert_eq!(store.last_seq(&room).unwrap(), 20);
     let all = store.messages_between(&room, 1, 20, 100).unwrap();
     assert_eq!(all, (1..=20).map(message).collect::<Vec<_>>());
-    assert_eq!(store.cid_seq(&room, &ClientMsgId::parse("cid-7").unwrap()).unwrap(), Some((7, message(7).ts)));
+    assert_eq!(
+        store.cid_seq(&room, &ClientMsgId::parse("cid-7").unwrap()).unwrap(),
+        Some((7, message(7).ts))
+    );
     let record = store.room(&room).unwrap().unwrap();
     assert_eq!((record.name.as_str(), record.kind), ("fixture room", RoomKind::Private));
     assert_eq!(store.members(&room).unwrap(), vec![(UserId::parse("u_alice").unwrap(), 3)]);
