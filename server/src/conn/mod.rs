@@ -147,7 +147,10 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request
     if result.is_err() {
         return;
     }
-    if request.path == "/v1/test/echo" {
+    // The request (headers and all) must not live as long as the socket does.
+    let echo = request.path == "/v1/test/echo";
+    drop(request);
+    if echo {
         socket::run_echo(shard, stream, buf).await;
     } else {
         socket::run(shard, stream, buf, codec, user).await;

@@ -137,7 +137,7 @@ impl Outbound {
         poll_fn(|cx| {
             let mut q = self.0.borrow_mut();
             if q.state == State::Open {
-                q.watchers.push(cx.waker().clone());
+                watch(&mut q, cx.waker());
                 Poll::Pending
             } else {
                 Poll::Ready(())
@@ -153,7 +153,7 @@ impl Outbound {
             if q.state == State::Finished {
                 Poll::Ready(())
             } else {
-                q.watchers.push(cx.waker().clone());
+                watch(&mut q, cx.waker());
                 Poll::Pending
             }
         })
@@ -169,7 +169,7 @@ impl Outbound {
             } else if q.bytes <= bytes {
                 Poll::Ready(true)
             } else {
-                q.watchers.push(cx.waker().clone());
+                watch(&mut q, cx.waker());
                 Poll::Pending
             }
         })
@@ -212,6 +212,14 @@ impl Outbound {
         q.frames.clear();
         q.bytes = 0;
         wake_all(&mut q);
+    }
+}
+
+/// Registers a waiting task once: a task that polls again replaces nothing and adds
+/// nothing, so the list stays as short as the number of distinct waiting tasks.
+fn watch(q: &mut Queue, waker: &Waker) {
+    if !q.watchers.iter().any(|w| w.will_wake(waker)) {
+        q.watchers.push(waker.clone());
     }
 }
 
