@@ -37,7 +37,12 @@ struct Queue {
     limit: usize,
     state: State,
     writer: Option<Waker>,
-    watchers: Vec<Waker>,
+    /// Tasks waiting for the socket to close or finish (the reader): woken only when the
+    /// state changes, never per write.
+    state_watchers: Vec<Waker>,
+    /// Tasks waiting for the queue to drain (catch-up replays): woken when the writer
+    /// takes frames.
+    drain_watchers: Vec<Waker>,
 }
 
 /// A handle to one socket's outbound queue (cheap to clone; single-threaded).
@@ -64,7 +69,8 @@ impl Outbound {
             limit,
             state: State::Open,
             writer: None,
-            watchers: Vec::new(),
+            state_watchers: Vec::new(),
+            drain_watchers: Vec::new(),
         })))
     }
 
@@ -137,7 +143,7 @@ impl Outbound {
         poll_fn(|cx| {
             let mut q = self.0.borrow_mut();
             if q.state == State::Open {
-                watch(&mut q, cx.waker());
+                watch(&mut q.state_watchers, cx.waker());
                 Poll::Pending
             } else {
                 Poll::Ready(())
@@ -153,7 +159,7 @@ impl Outbound {
             if q.state == State::Finished {
                 Poll::Ready(())
             } else {
-                watch(&mut q, cx.waker());
+                watch(&mut q.state_watchers, cx.waker());
                 Poll::Pending
             }
         })
@@ -169,7 +175,7 @@ impl Outbound {
             } else if q.bytes <= bytes {
                 Poll::Ready(true)
             } else {
-                watch(&mut q, cx.waker());
+                watch(&mut q.drain_watchers, cx.waker());
                 Poll::Pending
             }
         })
@@ -197,8 +203,8 @@ impl Outbound {
             }
             q.bytes -= taken;
             batch.rebuild();
-            // Someone may be waiting for the queue to drain.
-            for w in q.watchers.drain(..) {
+            // A replay may be waiting for the queue to drain.
+            for w in q.drain_watchers.drain(..) {
                 w.wake();
             }
             Poll::Ready(true)
@@ -217,9 +223,9 @@ impl Outbound {
 
 /// Registers a waiting task once: a task that polls again replaces nothing and adds
 /// nothing, so the list stays as short as the number of distinct waiting tasks.
-fn watch(q: &mut Queue, waker: &Waker) {
-    if !q.watchers.iter().any(|w| w.will_wake(waker)) {
-        q.watchers.push(waker.clone());
+fn watch(watchers: &mut Vec<Waker>, waker: &Waker) {
+    if !watchers.iter().any(|w| w.will_wake(waker)) {
+        watchers.push(waker.clone());
     }
 }
 
@@ -227,7 +233,7 @@ fn wake_all(q: &mut Queue) {
     if let Some(w) = q.writer.take() {
         w.wake();
     }
-    for w in q.watchers.drain(..) {
+    for w in q.state_watchers.drain(..).chain(q.drain_watchers.drain(..)) {
         w.wake();
     }
 }
