@@ -136,10 +136,11 @@ pub enum ReadError {
 
 /// Reads more bytes into `buf`, appending. Returns the count (0 at end of stream).
 pub async fn read_more(stream: &mut impl AsyncReadRent, buf: &mut BytesMut) -> std::io::Result<usize> {
-    // An idle socket pins its read buffer in the kernel (io_uring), so buffers start small
-    // and grow with what actually arrives: 1 KiB idle, doubling for large frames.
-    if buf.capacity() - buf.len() < 512 {
-        buf.reserve(buf.len().max(1024));
+    // An idle socket pins its read buffer (io_uring owns it while the read is pending),
+    // so buffers start small and grow with what actually arrives, doubling as they fill.
+    // (A frame larger than the buffer reserves its whole size in the frame parser.)
+    if buf.capacity() - buf.len() < 128 {
+        buf.reserve(buf.len().max(512));
     }
     let len = buf.len();
     let cap = buf.capacity();
@@ -175,28 +176,35 @@ pub async fn read_request(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<
         )));
     }
     let head = buf.split_to(head_len);
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
+    // Parsed in its own scope: httparse's header array (2 KiB) must not be held across
+    // the body read below, or it would sit in every connection's future.
+    let mut request = {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            _ => {
+                return Err(ReadError::Refuse(Response::error(ErrorCode::Invalid, "malformed HTTP request")));
+            }
+        }
+        let method = parsed.method.unwrap_or_default().to_owned();
+        let target = parsed.path.unwrap_or_default();
+        let path = target.split_once('?').map_or(target, |(p, _)| p).to_owned();
+        let http10 = parsed.version == Some(0);
+        let headers: Vec<(String, String)> = parsed
+            .headers
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+            .collect();
+        let mut request = Request { method, path, headers, body: Bytes::new(), keep_alive: !http10 };
+        if request.header_has_token("connection", "close") {
+            request.keep_alive = false;
+        } else if http10 && request.header_has_token("connection", "keep-alive") {
+            request.keep_alive = true;
+        }
+        request
+    };
     let bad = |m: &str| ReadError::Refuse(Response::error(ErrorCode::Invalid, m));
-    match parsed.parse(&head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(bad("malformed HTTP request")),
-    }
-    let method = parsed.method.unwrap_or_default().to_owned();
-    let target = parsed.path.unwrap_or_default();
-    let path = target.split_once('?').map_or(target, |(p, _)| p).to_owned();
-    let http10 = parsed.version == Some(0);
-    let headers: Vec<(String, String)> = parsed
-        .headers
-        .iter()
-        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
-        .collect();
-    let mut request = Request { method, path, headers, body: Bytes::new(), keep_alive: !http10 };
-    if request.header_has_token("connection", "close") {
-        request.keep_alive = false;
-    } else if http10 && request.header_has_token("connection", "keep-alive") {
-        request.keep_alive = true;
-    }
     if request.header("transfer-encoding").is_some() {
         return Err(ReadError::Refuse(Response::error(
             ErrorCode::Invalid,

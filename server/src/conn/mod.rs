@@ -150,9 +150,11 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request
     // The request (headers and all) must not live as long as the socket does.
     let echo = request.path == "/v1/test/echo";
     drop(request);
+    // The socket gets a task of its own, sized for the socket alone: this HTTP task (and
+    // its request-parsing state) ends here instead of living as long as the socket.
     if echo {
-        socket::run_echo(shard, stream, buf).await;
+        monoio::spawn(socket::run_echo(shard, stream, buf));
     } else {
-        socket::run(shard, stream, buf, codec, user).await;
+        monoio::spawn(socket::run(shard, stream, buf, codec, user));
     }
 }

@@ -19,6 +19,9 @@ use crate::shard::messages::{Origin, RoomAction, ShardMsg};
 use crate::shard::{Conn, Shard};
 use crate::ws::{CloseCode, FrameParser, OpCode, WsMessage, encode_frame};
 
+/// Read-buffer size a socket starts with after the upgrade; it grows with traffic.
+const IDLE_READ_BUFFER: usize = 256;
+
 /// Encodes a frame in the connection's codec and queues it.
 pub fn send_frame(conn: &Conn, frame: &ServerFrame) {
     match conn.codec.encode_server(frame) {
@@ -56,6 +59,10 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut, codec: 
     monoio::spawn(async move { run_writer(writer, writer_outbound, &writer_shared.metrics).await });
 
     let mut parser = FrameParser::new(shared.config.max_frame_bytes);
+    if buf.is_empty() {
+        // Most sockets sit idle most of the time: start them on a small buffer.
+        buf = BytesMut::with_capacity(IDLE_READ_BUFFER);
+    }
     'connection: loop {
         loop {
             match parser.next_message(&mut buf) {
