@@ -13,10 +13,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "palaver-load", version, about)]
 pub struct Cli {
+    /// What to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// One room, M members, S senders at R msg/s in total: fan-out cost and latency.
@@ -25,8 +27,33 @@ pub enum Command {
     Rooms(RoomsArgs),
     /// C idle authenticated connections: connect rate and server memory per connection.
     Connect(ConnectArgs),
+    /// Sockets connect, join (resuming with `since`), stay a random short time, leave and
+    /// come back, while a sender keeps messages flowing: connect latency, reconnects/s and
+    /// (resumable targets) a per-client check that every seq arrived exactly once.
+    Churn(ChurnArgs),
+    /// N clients page `history` of a pre-filled room at a fixed rate: request latency, pages/s.
+    History(HistoryArgs),
+    /// A blend of rooms traffic, churn and history reads from a TOML profile (`--profile`).
+    Mixed(MixedArgs),
     /// Prints result files side by side as a Markdown table, with ratios to the first.
     Compare(CompareArgs),
+    /// Writes the Markdown and/or HTML report of a result file again.
+    Report(ReportArgs),
+}
+
+impl Command {
+    /// The common flags of a scenario (`None` for `compare` and `report`).
+    pub fn common(&self) -> Option<&CommonArgs> {
+        match self {
+            Command::Fanout(a) => Some(&a.common),
+            Command::Rooms(a) => Some(&a.common),
+            Command::Connect(a) => Some(&a.common),
+            Command::Churn(a) => Some(&a.common),
+            Command::History(a) => Some(&a.common),
+            Command::Mixed(a) => Some(&a.common),
+            Command::Compare(_) | Command::Report(_) => None,
+        }
+    }
 }
 
 /// Which server, speaking which encoding.
@@ -38,17 +65,33 @@ pub enum Target {
     PalaverRkyv,
     /// The Node `ws` baseline, which speaks Palaver's JSON protocol.
     WsBaseline,
+    /// The Node Socket.io v4 baseline, spoken directly over its WebSocket transport.
+    Socketio,
 }
 
 impl Target {
+    /// The name used on the command line and in results.
     pub fn name(self) -> &'static str {
         match self {
             Target::PalaverJson => "palaver-json",
             Target::PalaverRkyv => "palaver-rkyv",
             Target::WsBaseline => "ws-baseline",
+            Target::Socketio => "socketio",
         }
     }
 
+    /// Whether a reconnecting client can resume a room with `join` + `since` (and so be
+    /// checked for gaps and duplicates across reconnects): not on Socket.io.
+    pub fn can_resume(self) -> bool {
+        !matches!(self, Target::Socketio)
+    }
+
+    /// Whether the target answers `history` (the Socket.io baseline has no such event).
+    pub fn has_history(self) -> bool {
+        !matches!(self, Target::Socketio)
+    }
+
+    /// Whether this is Palaver itself.
     pub fn is_palaver(self) -> bool {
         matches!(self, Target::PalaverJson | Target::PalaverRkyv)
     }
@@ -85,6 +128,15 @@ pub struct CommonArgs {
     /// Where to write the JSON result.
     #[arg(long, value_name = "FILE.json")]
     pub out: Option<PathBuf>,
+
+    /// Where to write a Markdown summary.
+    #[arg(long, value_name = "FILE.md")]
+    pub md: Option<PathBuf>,
+
+    /// Where to write an HTML report; its SVG plots are written next to it
+    /// (`STEM-throughput.svg`, `STEM-latency.svg`, `STEM-distribution.svg`).
+    #[arg(long, value_name = "FILE.html")]
+    pub html: Option<PathBuf>,
 
     /// Measured duration, in seconds.
     #[arg(long, default_value_t = 10.0)]
@@ -133,10 +185,12 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The measured window.
     pub fn duration(&self) -> Duration {
         Duration::from_secs_f64(self.duration.max(0.0))
     }
 
+    /// The warm-up before the measured window.
     pub fn warmup(&self) -> Duration {
         Duration::from_secs_f64(self.warmup.max(0.0))
     }
@@ -147,8 +201,10 @@ impl CommonArgs {
     }
 }
 
+/// `fanout` flags.
 #[derive(Debug, Clone, Args)]
 pub struct FanoutArgs {
+    /// Flags every scenario shares.
     #[command(flatten)]
     pub common: CommonArgs,
 
@@ -165,8 +221,10 @@ pub struct FanoutArgs {
     pub rate: f64,
 }
 
+/// `rooms` flags.
 #[derive(Debug, Clone, Args)]
 pub struct RoomsArgs {
+    /// Flags every scenario shares.
     #[command(flatten)]
     pub common: CommonArgs,
 
@@ -187,8 +245,10 @@ pub struct RoomsArgs {
     pub rate: f64,
 }
 
+/// `connect` flags.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
+    /// Flags every scenario shares.
     #[command(flatten)]
     pub common: CommonArgs,
 
@@ -201,6 +261,86 @@ pub struct ConnectArgs {
     pub hold: f64,
 }
 
+/// `churn` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ChurnArgs {
+    /// Flags every scenario shares.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Churning clients (each connects, joins, stays, leaves, again and again).
+    #[arg(long, default_value_t = 50)]
+    pub clients: usize,
+
+    /// Connects per second, all clients together (each connect ends one earlier stay).
+    #[arg(long, default_value_t = 20.0)]
+    pub connect_rate: f64,
+
+    /// Shortest stay of a client in the room, ms.
+    #[arg(long, default_value_t = 200)]
+    pub stay_min_ms: u64,
+
+    /// Longest stay of a client in the room, ms.
+    #[arg(long, default_value_t = 2000)]
+    pub stay_max_ms: u64,
+
+    /// Messages per second the (always connected) sender puts into the room.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+}
+
+/// `history` flags.
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    /// Flags every scenario shares.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Clients paging the room.
+    #[arg(long, default_value_t = 20)]
+    pub clients: usize,
+
+    /// History requests per second, all clients together.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+
+    /// Messages stored in the room before paging starts.
+    #[arg(long, default_value_t = 5000)]
+    pub fill: u64,
+
+    /// Page size (`limit`, 1..=100).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+/// `mixed` flags.
+#[derive(Debug, Clone, Args)]
+pub struct MixedArgs {
+    /// Flags every scenario shares.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// The TOML profile (see `loadtest/profiles/mixed.toml`).
+    #[arg(long, value_name = "FILE.toml")]
+    pub profile: PathBuf,
+}
+
+/// `report` flags.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// A result file written with `--out`.
+    pub file: PathBuf,
+
+    /// Where to write the Markdown summary.
+    #[arg(long, value_name = "FILE.md")]
+    pub md: Option<PathBuf>,
+
+    /// Where to write the HTML report (SVG plots next to it).
+    #[arg(long, value_name = "FILE.html")]
+    pub html: Option<PathBuf>,
+}
+
+/// `compare` flags.
 #[derive(Debug, Clone, Args)]
 pub struct CompareArgs {
     /// Result files; the first is the reference for ratios.

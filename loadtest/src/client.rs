@@ -1,24 +1,31 @@
 //! One client socket: TCP bound to a chosen loopback source address, the WebSocket
-//! upgrade with the target's subprotocol, authentication, and the request/reply calls the
-//! set-up phase makes (one at a time, skipping events).
+//! upgrade with the target's subprotocol (or the Socket.io handshake), authentication, and
+//! the request/reply calls the set-up phase makes (one at a time, skipping events).
+//!
+//! Requests are written as Palaver `Op`s whatever the target: on Socket.io the few that
+//! the baseline knows are mapped to its events (`room.create` → `create-room`, `join` →
+//! `join-room`, `send` → `send-message`) and the request id becomes the ack id.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
-use palaver_protocol::{ClientFrame, Codec, OkBody, Op, ReplyBody, RoomId, RoomKind, ServerFrame};
+use palaver_protocol::{ClientFrame, Codec, Event, OkBody, Op, ReplyBody, RoomId, RoomKind, ServerFrame};
+use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cli::Target;
-use crate::wire;
+use crate::socketio::{self, Packet};
+use crate::wire::{self, Incoming};
 
 /// How long one set-up step (connect, a request) may take.
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// tungstenite's default read buffer (128 KiB) is zero-filled before every read, which made
 /// memset most of the generator's CPU time; 8 KiB holds many frames and costs nothing.
@@ -28,10 +35,19 @@ fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES).write_buffer_size(0)
 }
 
+/// What a socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// Palaver's frames (Palaver or the ws baseline), in this encoding.
+    Palaver(Codec),
+    /// Socket.io v4 events (the Socket.io baseline).
+    SocketIo,
+}
+
 /// A connected, authenticated socket.
 pub struct Client {
     pub ws: WebSocketStream<TcpStream>,
-    pub codec: Codec,
+    pub proto: Proto,
     next_id: u64,
 }
 
@@ -40,7 +56,7 @@ pub struct Client {
 pub enum AuthMode {
     /// `Authorization: Bearer` on the upgrade (Palaver only).
     Header,
-    /// The `auth` op after the upgrade.
+    /// The `auth` op after the upgrade (Socket.io: the handshake's `auth.token`).
     Op,
 }
 
@@ -48,6 +64,34 @@ impl AuthMode {
     pub fn for_target(target: Target, force_op: bool) -> Self {
         if target.is_palaver() && !force_op { AuthMode::Header } else { AuthMode::Op }
     }
+}
+
+/// The useful fields of a successful reply, whichever op and target it came from.
+#[derive(Debug, Default, Clone)]
+pub struct ReplyData {
+    /// `room.create`: the new room.
+    pub room: Option<RoomId>,
+    /// `join`: the newest seq at joining.
+    pub last_seq: Option<u64>,
+    /// `send`: the stored seq.
+    pub seq: Option<u64>,
+    /// `history`: (messages, newest seq, oldest seq).
+    pub page: Option<(usize, u64, u64)>,
+}
+
+/// A fully read frame (set-up and the low-rate paths).
+#[derive(Debug)]
+pub enum Frame {
+    /// A reply to request `re`: its data or an error code.
+    Reply { re: u64, result: Result<ReplyData, String> },
+    /// A message event.
+    Message { seq: u64, client_ts: Option<u64> },
+    /// An engine.io ping to answer.
+    EnginePing,
+    /// The server closed the socket.
+    Closed,
+    /// Anything else.
+    Other,
 }
 
 impl Client {
@@ -59,7 +103,8 @@ impl Client {
         token: &str,
         auth: AuthMode,
     ) -> anyhow::Result<Client> {
-        let codec = wire::codec(target);
+        let proto =
+            if target == Target::Socketio { Proto::SocketIo } else { Proto::Palaver(wire::codec(target)) };
         let run = async {
             let socket = TcpSocket::new_v4()?;
             socket
@@ -68,25 +113,54 @@ impl Client {
             let stream =
                 socket.connect(addr).await.with_context(|| format!("connect {addr} from {source}"))?;
             stream.set_nodelay(true)?;
-            let mut request = format!("ws://{addr}/v1/ws").into_client_request()?;
+            let mut request = match proto {
+                Proto::Palaver(_) => format!("ws://{addr}/v1/ws"),
+                Proto::SocketIo => format!("ws://{addr}{}", socketio::PATH),
+            }
+            .into_client_request()?;
             let headers = request.headers_mut();
-            headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(codec.subprotocol()));
-            if matches!(auth, AuthMode::Header) {
-                headers.insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}"))?);
+            if let Proto::Palaver(codec) = proto {
+                headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(codec.subprotocol()));
+                if matches!(auth, AuthMode::Header) {
+                    headers.insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}"))?);
+                }
             }
             let (ws, _response) =
                 tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
                     .await
                     .context("WebSocket upgrade")?;
-            anyhow::Ok(ws)
+            let mut client = Client { ws, proto, next_id: 1 };
+            if proto == Proto::SocketIo {
+                client.socketio_handshake(token).await?;
+            }
+            anyhow::Ok(client)
         };
-        let ws =
+        let mut client =
             tokio::time::timeout(STEP_TIMEOUT, run).await.map_err(|_| anyhow!("connect timed out"))??;
-        let mut client = Client { ws, codec, next_id: 1 };
-        if matches!(auth, AuthMode::Op) {
+        if matches!(auth, AuthMode::Op) && client.proto != Proto::SocketIo {
             client.request(Op::Auth { token: token.to_string() }).await.context("auth")?;
         }
         Ok(client)
+    }
+
+    /// engine.io open → `40{"token"}` → `40{"sid"}` (or `44`: refused).
+    async fn socketio_handshake(&mut self, token: &str) -> anyhow::Result<()> {
+        let mut opened = false;
+        loop {
+            let message = self.ws.next().await.ok_or_else(|| anyhow!("socket closed in the handshake"))??;
+            let WsMessage::Text(text) = &message else { continue };
+            match socketio::parse(text.as_str())? {
+                Packet::Open if !opened => {
+                    opened = true;
+                    self.ws.send(WsMessage::Text(socketio::connect_packet(token).into())).await?;
+                }
+                Packet::Connected => return Ok(()),
+                Packet::ConnectError(e) => bail!("socket.io connect refused: {e}"),
+                Packet::Ping => self.pong().await?,
+                Packet::Close => bail!("socket.io closed in the handshake"),
+                _ => {}
+            }
+        }
     }
 
     /// The next request id.
@@ -96,24 +170,110 @@ impl Client {
         id
     }
 
-    /// Sends one request and waits for its reply (events in between are dropped).
-    pub async fn request(&mut self, op: Op) -> anyhow::Result<OkBody> {
+    /// Encodes a request as this socket's WebSocket message.
+    pub fn encode(&self, id: u64, op: Op) -> anyhow::Result<WsMessage> {
+        match self.proto {
+            Proto::Palaver(codec) => wire::encode(codec, &ClientFrame { id, op }),
+            Proto::SocketIo => {
+                let (name, data) = match op {
+                    Op::RoomCreate { name, kind } => (
+                        "create-room",
+                        json!({ "name": name, "kind": if kind == RoomKind::Private { "private" } else { "public" } }),
+                    ),
+                    Op::Join { room, .. } => ("join-room", json!({ "roomId": room.as_str() })),
+                    Op::Send { room, cid, text, client_ts, .. } => (
+                        "send-message",
+                        json!({
+                            "roomId": room.as_str(), "content": text, "type": "text",
+                            "cid": cid.as_str(), "clientTs": client_ts,
+                        }),
+                    ),
+                    other => bail!("{} has no Socket.io event in the baseline", other.name()),
+                };
+                Ok(WsMessage::Text(socketio::event_packet(id, name, &data).into()))
+            }
+        }
+    }
+
+    /// Writes a request into the socket's buffer (flush to send) and returns its id.
+    pub async fn feed(&mut self, op: Op) -> anyhow::Result<u64> {
         let id = self.next_id();
+        let message = self.encode(id, op)?;
+        self.ws.feed(message).await?;
+        Ok(id)
+    }
+
+    /// Classifies a frame cheaply (hot path).
+    pub fn classify(&self, message: &WsMessage) -> Incoming {
+        match (self.proto, message) {
+            (Proto::SocketIo, WsMessage::Text(t)) => socketio::classify(t.as_str()),
+            _ => wire::classify(message),
+        }
+    }
+
+    /// Reads a frame fully.
+    pub fn decode(&self, message: &WsMessage) -> anyhow::Result<Frame> {
+        match self.proto {
+            Proto::Palaver(codec) => Ok(match wire::decode(codec, message) {
+                Err(_) if message.is_close() => Frame::Closed,
+                Err(e) => return Err(e),
+                Ok(None) => Frame::Other,
+                Ok(Some(ServerFrame::Event(Event::Message(m)))) => {
+                    Frame::Message { seq: m.seq, client_ts: m.client_ts }
+                }
+                Ok(Some(ServerFrame::Reply { re, body })) => Frame::Reply {
+                    re,
+                    result: match body {
+                        ReplyBody::Ok(ok) => Ok(reply_data(ok)),
+                        ReplyBody::Err(e) => Err(e.code.as_str().to_string()),
+                    },
+                },
+            }),
+            Proto::SocketIo => {
+                let text = match message {
+                    WsMessage::Text(t) => t.as_str(),
+                    WsMessage::Close(_) => return Ok(Frame::Closed),
+                    _ => return Ok(Frame::Other),
+                };
+                Ok(match socketio::parse(text)? {
+                    Packet::Ping => Frame::EnginePing,
+                    Packet::Close => Frame::Closed,
+                    Packet::Ack { id, data } => Frame::Reply { re: id, result: socketio_reply(&data) },
+                    Packet::Event { name, data } if name == "new-message" => Frame::Message {
+                        seq: data.get("seq").and_then(Value::as_u64).unwrap_or(0),
+                        client_ts: data.get("clientTs").and_then(Value::as_u64),
+                    },
+                    _ => Frame::Other,
+                })
+            }
+        }
+    }
+
+    /// Answers an engine.io ping.
+    pub async fn pong(&mut self) -> anyhow::Result<()> {
+        self.ws.send(WsMessage::Text(socketio::PONG.into())).await?;
+        Ok(())
+    }
+
+    /// Closes the socket politely (bounded).
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.ws.close(None)).await;
+    }
+
+    /// Sends one request and waits for its reply (events in between are dropped).
+    pub async fn request(&mut self, op: Op) -> anyhow::Result<ReplyData> {
         let name = op.name();
-        self.ws.send(wire::encode(self.codec, &ClientFrame { id, op })?).await?;
+        let id = self.feed(op).await?;
+        self.ws.flush().await?;
         let wait = async {
             loop {
                 let message = self.ws.next().await.ok_or_else(|| anyhow!("socket closed"))??;
-                match wire::decode(self.codec, &message)? {
-                    Some(ServerFrame::Reply { re, body }) if re == id => {
-                        return match body {
-                            ReplyBody::Ok(ok) => Ok(ok),
-                            ReplyBody::Err(e) => Err(anyhow!("{name}: {} ({})", e.code.as_str(), e.message)),
-                        };
+                match self.decode(&message)? {
+                    Frame::Reply { re, result } if re == id || re == 0 => {
+                        return result.map_err(|code| anyhow!("{name}: {code}"));
                     }
-                    Some(ServerFrame::Reply { re: 0, body: ReplyBody::Err(e) }) => {
-                        bail!("{name}: {} ({})", e.code.as_str(), e.message)
-                    }
+                    Frame::EnginePing => self.pong().await?,
+                    Frame::Closed => bail!("{name}: socket closed by the server"),
                     _ => {}
                 }
             }
@@ -129,21 +289,25 @@ impl Client {
         let wait = async {
             while rooms.iter().any(Option::is_none) {
                 while next < count && pending.len() < 64 {
-                    let id = self.next_id();
                     let op = Op::RoomCreate { name: format!("{prefix}-{next}"), kind: RoomKind::Public };
-                    self.ws.feed(wire::encode(self.codec, &ClientFrame { id, op })?).await?;
+                    let id = self.feed(op).await?;
                     pending.insert(id, next);
                     next += 1;
                 }
                 self.ws.flush().await?;
                 let message = self.ws.next().await.ok_or_else(|| anyhow!("socket closed"))??;
-                if let Some(ServerFrame::Reply { re, body }) = wire::decode(self.codec, &message)? {
-                    let index = pending.remove(&re).ok_or_else(|| anyhow!("unexpected reply {re}"))?;
-                    match body {
-                        ReplyBody::Ok(OkBody::Room(room)) => rooms[index] = Some(room.room.room_id),
-                        ReplyBody::Ok(other) => bail!("room.create answered {other:?}"),
-                        ReplyBody::Err(e) => bail!("room.create: {} ({})", e.code.as_str(), e.message),
+                match self.decode(&message)? {
+                    Frame::Reply { re, result } => {
+                        let index = pending.remove(&re).ok_or_else(|| anyhow!("unexpected reply {re}"))?;
+                        match result {
+                            Ok(ReplyData { room: Some(room), .. }) => rooms[index] = Some(room),
+                            Ok(other) => bail!("room.create answered {other:?}"),
+                            Err(code) => bail!("room.create: {code}"),
+                        }
                     }
+                    Frame::EnginePing => self.pong().await?,
+                    Frame::Closed => bail!("room.create: socket closed by the server"),
+                    _ => {}
                 }
             }
             anyhow::Ok(())
@@ -154,11 +318,38 @@ impl Client {
         Ok(rooms.into_iter().flatten().collect())
     }
 
-    /// Joins a room (no replay).
-    pub async fn join(&mut self, room: &RoomId) -> anyhow::Result<()> {
-        match self.request(Op::Join { room: room.clone(), since: None }).await? {
-            OkBody::Joined(_) => Ok(()),
-            other => Err(anyhow!("join answered {other:?}")),
-        }
+    /// Joins a room (no replay) and returns its newest seq.
+    pub async fn join(&mut self, room: &RoomId) -> anyhow::Result<u64> {
+        let joined = self.request(Op::Join { room: room.clone(), since: None }).await?;
+        joined.last_seq.ok_or_else(|| anyhow!("join answered {joined:?}"))
     }
+}
+
+fn reply_data(ok: OkBody) -> ReplyData {
+    let mut data = ReplyData::default();
+    match ok {
+        OkBody::Room(r) => data.room = Some(r.room.room_id),
+        OkBody::Joined(j) => data.last_seq = Some(j.last_seq),
+        OkBody::Sent(s) => data.seq = Some(s.seq),
+        OkBody::History(h) => {
+            let newest = h.messages.first().map(|m| m.seq).unwrap_or(0);
+            let oldest = h.messages.last().map(|m| m.seq).unwrap_or(0);
+            data.page = Some((h.messages.len(), newest, oldest));
+        }
+        OkBody::Authed(_) | OkBody::Empty(_) => {}
+    }
+    data
+}
+
+/// The baseline's acks: `{roomId}`, `{ok,lastSeq}`, `{seq}` or `{error}`.
+fn socketio_reply(data: &Value) -> Result<ReplyData, String> {
+    if let Some(e) = data.get("error") {
+        return Err(e.as_str().unwrap_or("error").to_string());
+    }
+    Ok(ReplyData {
+        room: data.get("roomId").and_then(Value::as_str).and_then(|s| RoomId::parse(s).ok()),
+        last_seq: data.get("lastSeq").and_then(Value::as_u64),
+        seq: data.get("seq").and_then(Value::as_u64),
+        page: None,
+    })
 }

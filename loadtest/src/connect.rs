@@ -45,6 +45,10 @@ pub async fn run(
         })
         .buffer_unordered(common.connect_concurrency.max(1));
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut second = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut timeline = Vec::new();
+    let mut second_started = std::time::Instant::now();
+    let mut in_second = 0u64;
     let mut clients = Vec::with_capacity(connections);
     let mut failed = 0u64;
     let mut first_error = None;
@@ -52,6 +56,8 @@ pub async fn run(
         match client {
             Ok(c) => {
                 latency.saturating_record(took.as_micros() as u64);
+                second.saturating_record(took.as_micros() as u64);
+                in_second += 1;
                 clients.push(c);
             }
             Err(e) => {
@@ -59,11 +65,25 @@ pub async fn run(
                 first_error.get_or_insert_with(|| format!("{e:#}"));
             }
         }
+        if second_started.elapsed() >= Duration::from_secs(1) {
+            timeline.push(connect_second(
+                started.elapsed().as_secs_f64(),
+                &second,
+                in_second,
+                second_started,
+            ));
+            second.reset();
+            in_second = 0;
+            second_started = std::time::Instant::now();
+        }
         if (clients.len() + failed as usize).is_multiple_of(1000) && !common.quiet {
             eprintln!("  {}/{connections} connected ({failed} failed)", clients.len());
         }
     }
     drop(opening);
+    if in_second > 0 {
+        timeline.push(connect_second(started.elapsed().as_secs_f64(), &second, in_second, second_started));
+    }
     let connect_secs = started.elapsed().as_secs_f64();
     let after_connect = env.server_sample();
     let opened = clients.len() as u64;
@@ -105,5 +125,20 @@ pub async fn run(
     };
     let mut doc = report::header(env, "connect", config);
     doc["results"] = report::connect_results(&numbers);
+    doc["results"]["connect_latency_distribution"] =
+        crate::stats::distribution_json(&latency, report::DISTRIBUTION_BINS);
+    doc["timeline"] = serde_json::Value::Array(timeline);
     Ok(doc)
+}
+
+/// One second of the connect phase for the timeline.
+fn connect_second(t: f64, h: &Histogram<u64>, n: u64, since: std::time::Instant) -> serde_json::Value {
+    let secs = since.elapsed().as_secs_f64().max(1e-6);
+    serde_json::json!({
+        "t": crate::stats::round3(t),
+        "phase": "connect",
+        "connects_per_sec": (n as f64 / secs).round(),
+        "connect_p50_ms": (!h.is_empty()).then(|| crate::stats::ms(h.value_at_quantile(0.5))),
+        "connect_p99_ms": (!h.is_empty()).then(|| crate::stats::ms(h.value_at_quantile(0.99))),
+    })
 }

@@ -9,12 +9,15 @@ use tokio::time::Instant;
 
 use crate::env::Env;
 use crate::process_stats::{self, ProcSample};
-use crate::stats::{Snapshot, Stats, latency_json, round3};
+use crate::stats::{Snapshot, Stats, distribution_json, latency_json, round3};
+
+/// Bars of the latency distributions in results (and in the HTML plot).
+pub const DISTRIBUTION_BINS: u64 = 40;
 
 /// Everything known at one instant: counters, server and generator CPU, server metrics.
 pub struct Mark {
-    at: Instant,
-    snap: Snapshot,
+    pub at: Instant,
+    pub snap: Snapshot,
     server: Option<ProcSample>,
     client: Option<ProcSample>,
     metrics: Vec<(String, f64)>,
@@ -77,17 +80,29 @@ impl Sampler {
             rate(self.last.acks, snap.acks),
             rate(self.last.deliveries, snap.deliveries),
         );
-        let latency = self.stats.take_interval();
+        let (connects, pages) =
+            (rate(self.last.connects, snap.connects), rate(self.last.history_pages, snap.history_pages));
+        let latency = self.stats.delivery.take_interval();
+        let connect_latency = self.stats.connect.take_interval();
+        let history_latency = self.stats.history.take_interval();
         let elapsed = (now - self.started).as_secs_f64();
         if !self.quiet {
             let lat = latency
                 .map(|(p50, p99, max)| format!("p50 {p50:.2} p99 {p99:.2} max {max:.1} ms"))
                 .unwrap_or_else(|| "no deliveries".into());
             let cpu_text = cpu.map(|c| format!(" server cpu {c:.0}%")).unwrap_or_default();
+            let mut extra = String::new();
+            if let Some((p50, p99, _)) = connect_latency {
+                extra.push_str(&format!(" | connects {connects:.0}/s p50 {p50:.2} p99 {p99:.2} ms"));
+            }
+            if let Some((p50, p99, _)) = history_latency {
+                extra.push_str(&format!(" | pages {pages:.0}/s p50 {p50:.2} p99 {p99:.2} ms"));
+            }
             eprintln!(
                 "[{elapsed:5.1}s {phase:>8}] sends {sends:.0}/s acks {acks:.0}/s deliveries {deliveries:.0}/s {lat} \
-                 errors {} disconnects {}{cpu_text}",
-                snap.errors, snap.disconnects
+                 errors {} disconnects {}{cpu_text}{extra}",
+                snap.errors + snap.history_errors + snap.connect_errors,
+                snap.disconnects
             );
         }
         self.timeline.push(json!({
@@ -100,7 +115,13 @@ impl Sampler {
             "p99_ms": latency.map(|l| l.1),
             "max_ms": latency.map(|l| l.2),
             "server_cpu_pct": cpu.map(|c| c.round()),
-            "errors": snap.errors,
+            "connects_per_sec": connects.round(),
+            "connect_p50_ms": connect_latency.map(|l| l.0),
+            "connect_p99_ms": connect_latency.map(|l| l.1),
+            "pages_per_sec": pages.round(),
+            "history_p50_ms": history_latency.map(|l| l.0),
+            "history_p99_ms": history_latency.map(|l| l.1),
+            "errors": snap.errors + snap.history_errors + snap.connect_errors,
             "disconnects": snap.disconnects,
         }));
         self.last = snap;
@@ -120,6 +141,43 @@ impl Sampler {
 
     pub fn timeline(&self) -> Value {
         Value::Array(self.timeline.clone())
+    }
+}
+
+/// The window between two marks: its length (s, at least 1 µs) and the counters at both ends.
+pub fn window_delta(start: &Mark, end: &Mark) -> (f64, Snapshot, Snapshot) {
+    ((end.at - start.at).as_secs_f64().max(1e-6), start.snap, end.snap)
+}
+
+/// Adds `results/errors_total`: every error the run counted, of any kind.
+pub fn finalize(doc: &mut Value) {
+    let n = |path: &str| get(doc, path).and_then(Value::as_u64).unwrap_or(0);
+    let total = if doc["scenario"] == "connect" {
+        n("results/connections_failed") + n("results/disconnects")
+    } else {
+        [
+            "results/totals/errors",
+            "results/totals/decode_errors",
+            "results/totals/disconnects",
+            "results/totals/write_errors",
+            "results/totals/missing_deliveries",
+            "results/totals/unanswered_sends",
+            "setup/setup_errors",
+            "results/churn/connect_errors",
+            "results/churn/seq_check/gaps",
+            "results/churn/seq_check/duplicates",
+            "results/churn/seq_check/clients_lost",
+            "results/churn/seq_check/clients_not_caught_up",
+            "results/history/errors",
+            "results/history/mismatches",
+            "results/history/unanswered",
+        ]
+        .iter()
+        .map(|p| n(p))
+        .sum()
+    };
+    if let Some(results) = doc.get_mut("results").and_then(Value::as_object_mut) {
+        results.insert("errors_total".into(), json!(total));
     }
 }
 
@@ -177,7 +235,7 @@ pub fn traffic_results(stats: &Stats, start: &Mark, end: &Mark, last: &Snapshot)
     let deliveries = end.snap.deliveries.saturating_sub(start.snap.deliveries);
     let sends = end.snap.sends.saturating_sub(start.snap.sends);
     let acks = end.snap.acks.saturating_sub(start.snap.acks);
-    let latency = stats.latency();
+    let latency = stats.delivery.window();
     json!({
         "window_secs": round3(secs),
         "deliveries_per_sec": (deliveries as f64 / secs).round(),
@@ -185,6 +243,7 @@ pub fn traffic_results(stats: &Stats, start: &Mark, end: &Mark, last: &Snapshot)
         "acks_per_sec": round3(acks as f64 / secs),
         "deliveries_in_window": deliveries,
         "latency_ms": latency_json(&latency),
+        "latency_distribution": distribution_json(&latency, DISTRIBUTION_BINS),
         "server_cpu": cpu_json(start.server, end.server, secs, deliveries, "delivery"),
         "client_cpu": cpu_json(start.client, end.client, secs, deliveries, "delivery"),
         "server_metrics": metrics_json(&start.metrics, &end.metrics),
@@ -273,6 +332,27 @@ pub const TRAFFIC_ROWS: &[(&str, &str)] = &[
     ("setup errors", "setup/setup_errors"),
 ];
 
+pub const CHURN_ROWS: &[(&str, &str)] = &[
+    ("churn connects/s", "results/churn/connects_per_sec"),
+    ("churn reconnects/s", "results/churn/reconnects_per_sec"),
+    ("churn connect p50 (ms)", "results/churn/connect_latency_ms/p50"),
+    ("churn connect p99 (ms)", "results/churn/connect_latency_ms/p99"),
+    ("churn connect errors", "results/churn/connect_errors"),
+    ("churn replayed events", "results/churn/replayed"),
+    ("churn seq gaps", "results/churn/seq_check/gaps"),
+    ("churn seq duplicates", "results/churn/seq_check/duplicates"),
+];
+
+pub const HISTORY_ROWS: &[(&str, &str)] = &[
+    ("history pages/s", "results/history/pages_per_sec"),
+    ("history p50 (ms)", "results/history/latency_ms/p50"),
+    ("history p90 (ms)", "results/history/latency_ms/p90"),
+    ("history p99 (ms)", "results/history/latency_ms/p99"),
+    ("history max (ms)", "results/history/latency_ms/max"),
+    ("history errors", "results/history/errors"),
+    ("history page mismatches", "results/history/mismatches"),
+];
+
 pub const CONNECT_ROWS: &[(&str, &str)] = &[
     ("connections opened", "results/connections_opened"),
     ("connections failed", "results/connections_failed"),
@@ -287,8 +367,27 @@ pub const CONNECT_ROWS: &[(&str, &str)] = &[
 ];
 
 /// The rows that apply to a document.
-pub fn rows_for(doc: &Value) -> &'static [(&'static str, &'static str)] {
-    if doc.get("scenario").and_then(Value::as_str) == Some("connect") { CONNECT_ROWS } else { TRAFFIC_ROWS }
+pub fn rows_for(doc: &Value) -> Vec<(&'static str, &'static str)> {
+    let mut rows = Vec::new();
+    let results = &doc["results"];
+    if doc.get("scenario").and_then(Value::as_str) == Some("connect") {
+        rows.extend_from_slice(CONNECT_ROWS);
+    } else if results.get("history").is_some()
+        && results.get("churn").is_none()
+        && doc["scenario"] == "history"
+    {
+        rows.extend_from_slice(HISTORY_ROWS);
+    } else {
+        rows.extend_from_slice(TRAFFIC_ROWS);
+        if results.get("churn").is_some() {
+            rows.extend_from_slice(CHURN_ROWS);
+        }
+        if results.get("history").is_some() {
+            rows.extend_from_slice(HISTORY_ROWS);
+        }
+    }
+    rows.push(("errors (all kinds)", "results/errors_total"));
+    rows
 }
 
 /// A number for a table cell.

@@ -50,15 +50,33 @@ pub struct Stats {
     pub write_errors: AtomicU64,
     /// Most a send was written after its due time, µs.
     pub max_send_lag_us: AtomicU64,
+    /// Sockets connected, authenticated and joined by churning clients.
+    pub connects: AtomicU64,
+    /// Of those, the ones that were a client's second or later.
+    pub reconnects: AtomicU64,
+    /// Churn connects that failed (connect, auth or join).
+    pub connect_errors: AtomicU64,
+    /// Replayed message events (`join` with `since`): counted, not timed.
+    pub replayed: AtomicU64,
+    /// `history` requests written.
+    pub history_requests: AtomicU64,
+    /// `history` pages received.
+    pub history_pages: AtomicU64,
+    /// `history` requests answered with an error.
+    pub history_errors: AtomicU64,
+    /// `history` pages whose content was not the expected range of seqs.
+    pub history_mismatches: AtomicU64,
     /// Set when the run is over: senders stop, closes are no longer disconnects.
     pub stopping: AtomicBool,
     /// Messages with `client_ts` in `[window_start_us, window_end_us)` are recorded.
     window_start_us: AtomicU64,
     window_end_us: AtomicU64,
-    /// End-to-end latency of measured messages, µs.
-    latency: Mutex<Histogram<u64>>,
-    /// Latency of everything received since the last progress line, µs.
-    interval: Mutex<Histogram<u64>>,
+    /// End-to-end latency of message deliveries, µs.
+    pub delivery: LatencyPair,
+    /// Connect + authenticate + join latency of churning clients, µs.
+    pub connect: LatencyPair,
+    /// `history` request → reply latency, µs.
+    pub history: LatencyPair,
     /// Error replies by code.
     error_codes: Mutex<BTreeMap<String, u64>>,
 }
@@ -76,11 +94,20 @@ impl Default for Stats {
             disconnects: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             max_send_lag_us: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            history_requests: AtomicU64::new(0),
+            history_pages: AtomicU64::new(0),
+            history_errors: AtomicU64::new(0),
+            history_mismatches: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             window_start_us: AtomicU64::new(u64::MAX),
             window_end_us: AtomicU64::new(u64::MAX),
-            latency: Mutex::new(new_histogram()),
-            interval: Mutex::new(new_histogram()),
+            delivery: LatencyPair::default(),
+            connect: LatencyPair::default(),
+            history: LatencyPair::default(),
             error_codes: Mutex::new(BTreeMap::new()),
         }
     }
@@ -98,6 +125,53 @@ pub struct Snapshot {
     pub decode_errors: u64,
     pub disconnects: u64,
     pub write_errors: u64,
+    pub connects: u64,
+    pub reconnects: u64,
+    pub connect_errors: u64,
+    pub replayed: u64,
+    pub history_requests: u64,
+    pub history_pages: u64,
+    pub history_errors: u64,
+    pub history_mismatches: u64,
+}
+
+/// A latency histogram over the measured window, and one since the last progress line.
+pub struct LatencyPair {
+    window: Mutex<Histogram<u64>>,
+    interval: Mutex<Histogram<u64>>,
+}
+
+impl Default for LatencyPair {
+    fn default() -> Self {
+        LatencyPair { window: Mutex::new(new_histogram()), interval: Mutex::new(new_histogram()) }
+    }
+}
+
+impl LatencyPair {
+    /// Records `latency_us` always in the interval, and in the window when `in_window`.
+    pub fn record(&self, latency_us: u64, in_window: bool) {
+        let latency = latency_us.max(1);
+        lock(&self.interval).saturating_record(latency);
+        if in_window {
+            lock(&self.window).saturating_record(latency);
+        }
+    }
+
+    /// Latency of the last interval (p50, p99, max in ms) and resets it.
+    pub fn take_interval(&self) -> Option<(f64, f64, f64)> {
+        let mut h = lock(&self.interval);
+        if h.is_empty() {
+            return None;
+        }
+        let out = (ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99)), ms(h.max()));
+        h.reset();
+        Some(out)
+    }
+
+    /// The measured distribution.
+    pub fn window(&self) -> Histogram<u64> {
+        lock(&self.window).clone()
+    }
 }
 
 impl Stats {
@@ -108,13 +182,14 @@ impl Stats {
             self.decode_errors.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let latency = epoch_us().saturating_sub(sent).max(1);
-        lock(&self.interval).saturating_record(latency);
-        if sent >= self.window_start_us.load(Ordering::Relaxed)
-            && sent < self.window_end_us.load(Ordering::Relaxed)
-        {
-            lock(&self.latency).saturating_record(latency);
-        }
+        let latency = epoch_us().saturating_sub(sent);
+        self.delivery.record(latency, self.in_window(sent));
+    }
+
+    /// Whether an operation started at `at_us` (µs since the epoch) is inside the window.
+    pub fn in_window(&self, at_us: u64) -> bool {
+        at_us >= self.window_start_us.load(Ordering::Relaxed)
+            && at_us < self.window_end_us.load(Ordering::Relaxed)
     }
 
     /// Counts an error reply.
@@ -150,23 +225,20 @@ impl Stats {
             decode_errors: g(&self.decode_errors),
             disconnects: g(&self.disconnects),
             write_errors: g(&self.write_errors),
+            connects: g(&self.connects),
+            reconnects: g(&self.reconnects),
+            connect_errors: g(&self.connect_errors),
+            replayed: g(&self.replayed),
+            history_requests: g(&self.history_requests),
+            history_pages: g(&self.history_pages),
+            history_errors: g(&self.history_errors),
+            history_mismatches: g(&self.history_mismatches),
         }
     }
 
-    /// Latency of the last interval (p50, p99, max in ms) and resets it.
-    pub fn take_interval(&self) -> Option<(f64, f64, f64)> {
-        let mut h = lock(&self.interval);
-        if h.is_empty() {
-            return None;
-        }
-        let out = (ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99)), ms(h.max()));
-        h.reset();
-        Some(out)
-    }
-
-    /// The measured latency distribution.
-    pub fn latency(&self) -> Histogram<u64> {
-        lock(&self.latency).clone()
+    /// Counts an error code without counting a send error (history, connect errors).
+    pub fn note_error_code(&self, code: &str) {
+        *lock(&self.error_codes).entry(code.to_string()).or_default() += 1;
     }
 
     pub fn error_codes(&self) -> BTreeMap<String, u64> {
@@ -195,6 +267,33 @@ pub fn latency_json(h: &Histogram<u64>) -> serde_json::Value {
     })
 }
 
+/// The distribution of a µs histogram as at most `bins` equal-width bars (ms) from 0 to
+/// its 99.9th percentile, the rest in a last bar: `[{from_ms, to_ms, count}]`.
+pub fn distribution_json(h: &Histogram<u64>, bins: u64) -> serde_json::Value {
+    if h.is_empty() {
+        return serde_json::json!([]);
+    }
+    let top = h.value_at_quantile(0.999).max(1);
+    let width = top.div_ceil(bins.max(1)).max(1);
+    let mut counts = vec![0u64; bins.max(1) as usize + 1];
+    for v in h.iter_recorded() {
+        let bin = ((v.value_iterated_to() / width) as usize).min(counts.len() - 1);
+        counts[bin] += v.count_at_value();
+    }
+    let last = counts.len() - 1;
+    let out: Vec<serde_json::Value> = counts
+        .iter()
+        .enumerate()
+        .map(|(i, &count)| {
+            let from = i as u64 * width;
+            let to = if i == last { h.max().max(from + width) } else { from + width };
+            serde_json::json!({ "from_ms": ms(from), "to_ms": ms(to), "count": count })
+        })
+        .collect();
+    serde_json::Value::Array(out)
+}
+
+/// Rounds to 3 decimals.
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }

@@ -4,7 +4,7 @@
 //!
 //! Phases: register accounts → create the rooms → open and join every socket → send
 //! (warm-up, then the measured window) → drain (wait for the last acks and deliveries, at
-//! most [`DRAIN`]) → close. The generator is open-loop: message n of a sender is due at
+//! most [`window::DRAIN`]) → close. The generator is open-loop: message n of a sender is due at
 //! `start + offset + n / rate` whether or not earlier ones were answered, so a slow server
 //! shows up as latency, not as a lower send rate. Each message carries the instant it is
 //! actually written as `client_ts` (µs since the epoch): the timer wheel fires up to 1 ms
@@ -18,17 +18,16 @@ use std::time::Duration;
 
 use anyhow::bail;
 use futures_util::{SinkExt as _, StreamExt as _};
-use palaver_protocol::{ClientFrame, ClientMsgId, MessageKind, Op, RoomId};
+use palaver_protocol::{ClientMsgId, MessageKind, Op, RoomId};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::client::{AuthMode, Client};
 use crate::env::Env;
-use crate::report::{self, Sampler};
+use crate::report;
 use crate::stats::{Stats, epoch_us};
-use crate::wire::{self, Incoming};
-
-/// Longest wait for the last acks and deliveries after sending stops.
-const DRAIN: Duration = Duration::from_secs(5);
+use crate::window::{self, Schedule};
+use crate::wire::Incoming;
 
 /// Unanswered sends a sender allows itself before it skips (and counts) due messages.
 const MAX_IN_FLIGHT_PER_SENDER: u64 = 10_000;
@@ -51,161 +50,172 @@ pub async fn run(
     config: serde_json::Value,
 ) -> anyhow::Result<serde_json::Value> {
     let common = &env.common;
-    if layout.rooms == 0 || layout.members == 0 || layout.senders_per_room == 0 {
-        bail!("rooms, members and senders must be at least 1");
-    }
-    if layout.senders_per_room > layout.members {
-        bail!("senders ({}) cannot exceed members ({})", layout.senders_per_room, layout.members);
-    }
-    if layout.rate_per_sender <= 0.0 {
-        bail!("the rate must be positive");
-    }
     let sockets = layout.rooms * layout.members;
-    let auth = AuthMode::for_target(common.target, common.auth_op);
-
     // Accounts: socket i uses account i % n, so the first senders have accounts of their own.
     let tokens = Arc::new(env.register_users(common.users.min(sockets).max(1)).await?);
-
-    // Rooms, created by the first account.
-    let mut control = Client::connect(env.addr, env.sources[0], common.target, &tokens[0], auth).await?;
-    let rooms = Arc::new(control.create_rooms(layout.rooms, &format!("load-{}", env.run_id)).await?);
-    drop(control);
-    eprintln!("created {} room(s)", rooms.len());
-
-    // Every socket connects and joins its room.
-    let started = std::time::Instant::now();
-    let (addr, target, sources) = (env.addr, common.target, env.sources.clone());
-    let members = layout.members;
-    let mut opened = futures_util::stream::iter(0..sockets)
-        .map(|i| {
-            let (tokens, rooms) = (tokens.clone(), rooms.clone());
-            let source = sources[i % sources.len()];
-            async move {
-                let opened = async {
-                    let mut client =
-                        Client::connect(addr, source, target, &tokens[i % tokens.len()], auth).await?;
-                    client.join(&rooms[i / members]).await?;
-                    anyhow::Ok(client)
-                }
-                .await;
-                (i, opened)
-            }
-        })
-        .buffer_unordered(common.connect_concurrency.max(1));
-    let mut clients: Vec<Option<Client>> = (0..sockets).map(|_| None).collect();
-    let mut setup_errors = 0u64;
-    let mut first_error = None;
-    let mut done = 0usize;
-    while let Some((i, opened)) = opened.next().await {
-        match opened {
-            Ok(client) => clients[i] = Some(client),
-            Err(e) => {
-                setup_errors += 1;
-                first_error.get_or_insert_with(|| format!("{e:#}"));
-            }
-        }
-        done += 1;
-        if done.is_multiple_of(1000) && !common.quiet {
-            eprintln!("  {done}/{sockets} sockets open");
-        }
-    }
-    drop(opened);
-    let setup_secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "{} socket(s) joined in {setup_secs:.1} s ({setup_errors} failed{})",
-        sockets as u64 - setup_errors,
-        first_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
-    );
-    if setup_errors as usize == sockets {
-        bail!("no socket could join");
-    }
-
-    // Start traffic a little in the future so every task is spawned before the first send.
+    let setup = Setup::open(env, layout, tokens).await?;
+    let setup_json = setup.json();
     let stats = Arc::new(Stats::default());
-    let lead = Duration::from_millis(100);
-    let t0 = Instant::now() + lead;
-    let epoch0 = epoch_us() + lead.as_micros() as u64;
-    let warmup = common.warmup();
-    let duration = common.duration();
-    let send_until = warmup + duration;
-    let payload: Arc<str> = make_payload(common.payload).into();
-    let total_senders = (layout.rooms * layout.senders_per_room) as f64;
-    let joined_per_room: Vec<u64> = (0..layout.rooms)
-        .map(|r| {
-            clients[r * layout.members..(r + 1) * layout.members].iter().filter(|c| c.is_some()).count()
-                as u64
-        })
-        .collect();
-    let mut tasks = Vec::with_capacity(sockets);
-    let mut sender_index = 0usize;
-    for (i, client) in clients.into_iter().enumerate() {
-        let Some(client) = client else { continue };
-        let room = i / layout.members;
-        let stats = stats.clone();
-        if i % layout.members < layout.senders_per_room {
-            // Spread the senders' first messages evenly over one sending period.
-            let offset =
-                Duration::from_secs_f64(sender_index as f64 / (total_senders * layout.rate_per_sender));
-            let sender = Sender {
-                room: rooms[room].clone(),
-                members: joined_per_room[room],
-                rate: layout.rate_per_sender,
-                t0,
-                epoch0,
-                offset,
-                send_until,
-                payload: payload.clone(),
-                cid_prefix: format!("{}-{sender_index}", env.run_id),
-                stats,
-            };
-            sender_index += 1;
-            tasks.push(tokio::spawn(sender.run(client)));
-        } else {
-            tasks.push(tokio::spawn(receive(client, stats)));
-        }
-    }
-
-    // Warm-up, measured window, drain.
-    let mut sampler = Sampler::new(env, stats.clone(), common.quiet);
-    tokio::time::sleep_until(t0).await;
-    sampler.run_until(t0 + warmup, "warm-up").await;
-    stats.open_window(epoch0 + warmup.as_micros() as u64);
-    let window_start = sampler.mark(env).await;
-    sampler.run_until(t0 + send_until, "measure").await;
-    stats.close_window(epoch0 + send_until.as_micros() as u64);
-    let window_end = sampler.mark(env).await;
-    let drain_started = Instant::now();
-    while drain_started.elapsed() < DRAIN {
-        let s = stats.snapshot();
-        if s.acks + s.errors >= s.sends && s.deliveries >= s.expected_deliveries {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let drain_secs = drain_started.elapsed().as_secs_f64();
+    let schedule = Schedule::new(common.warmup(), common.duration());
+    let tasks = setup.spawn(env, &stats, &schedule);
+    let window = window::run(env, &stats, &schedule).await;
     stats.stopping.store(true, Ordering::Relaxed);
     for task in &tasks {
         task.abort();
     }
     let end = stats.snapshot();
-
     let mut doc = report::header(env, scenario, config);
-    let results = report::traffic_results(&stats, &window_start, &window_end, &end);
-    doc["setup"] = serde_json::json!({
-        "sockets": sockets,
-        "setup_errors": setup_errors,
-        "first_setup_error": first_error,
-        "setup_secs": setup_secs,
-        "users": tokens.len(),
-        "drain_secs": drain_secs,
-    });
-    doc["results"] = results;
-    doc["timeline"] = sampler.timeline();
+    doc["setup"] = setup_json;
+    doc["setup"]["drain_secs"] = serde_json::json!(window.drain_secs);
+    doc["results"] = report::traffic_results(&stats, &window.start, &window.end, &end);
+    doc["timeline"] = window.sampler.timeline();
     Ok(doc)
 }
 
+/// The sockets of a traffic workload, opened and joined, not yet sending.
+pub struct Setup {
+    layout: Layout,
+    rooms: Arc<Vec<RoomId>>,
+    clients: Vec<Option<Client>>,
+    setup_errors: u64,
+    first_error: Option<String>,
+    setup_secs: f64,
+    users: usize,
+}
+
+impl Setup {
+    /// Creates the rooms and opens and joins every socket (accounts from `tokens`).
+    pub async fn open(env: &Env, layout: Layout, tokens: Arc<Vec<String>>) -> anyhow::Result<Setup> {
+        let common = &env.common;
+        if layout.rooms == 0 || layout.members == 0 || layout.senders_per_room == 0 {
+            bail!("rooms, members and senders must be at least 1");
+        }
+        if layout.senders_per_room > layout.members {
+            bail!("senders ({}) cannot exceed members ({})", layout.senders_per_room, layout.members);
+        }
+        if layout.rate_per_sender <= 0.0 {
+            bail!("the rate must be positive");
+        }
+        if tokens.is_empty() {
+            bail!("no accounts");
+        }
+        let sockets = layout.rooms * layout.members;
+        let auth = AuthMode::for_target(common.target, common.auth_op);
+
+        // Rooms, created by the first account.
+        let mut control = Client::connect(env.addr, env.sources[0], common.target, &tokens[0], auth).await?;
+        let rooms = Arc::new(control.create_rooms(layout.rooms, &format!("load-{}", env.run_id)).await?);
+        control.close().await;
+        eprintln!("created {} room(s)", rooms.len());
+
+        // Every socket connects and joins its room.
+        let started = std::time::Instant::now();
+        let (addr, target, sources) = (env.addr, common.target, env.sources.clone());
+        let members = layout.members;
+        let mut opened = futures_util::stream::iter(0..sockets)
+            .map(|i| {
+                let (tokens, rooms) = (tokens.clone(), rooms.clone());
+                let source = sources[i % sources.len()];
+                async move {
+                    let opened = async {
+                        let mut client =
+                            Client::connect(addr, source, target, &tokens[i % tokens.len()], auth).await?;
+                        client.join(&rooms[i / members]).await?;
+                        anyhow::Ok(client)
+                    }
+                    .await;
+                    (i, opened)
+                }
+            })
+            .buffer_unordered(common.connect_concurrency.max(1));
+        let mut clients: Vec<Option<Client>> = (0..sockets).map(|_| None).collect();
+        let mut setup_errors = 0u64;
+        let mut first_error = None;
+        let mut done = 0usize;
+        while let Some((i, opened)) = opened.next().await {
+            match opened {
+                Ok(client) => clients[i] = Some(client),
+                Err(e) => {
+                    setup_errors += 1;
+                    first_error.get_or_insert_with(|| format!("{e:#}"));
+                }
+            }
+            done += 1;
+            if done.is_multiple_of(1000) && !common.quiet {
+                eprintln!("  {done}/{sockets} sockets open");
+            }
+        }
+        drop(opened);
+        let setup_secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{} socket(s) joined in {setup_secs:.1} s ({setup_errors} failed{})",
+            sockets as u64 - setup_errors,
+            first_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+        );
+        if setup_errors as usize == sockets {
+            bail!("no socket could join");
+        }
+        Ok(Setup { layout, rooms, clients, setup_errors, first_error, setup_secs, users: tokens.len() })
+    }
+
+    /// The set-up figures for the result document.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sockets": self.clients.len(),
+            "setup_errors": self.setup_errors,
+            "first_setup_error": self.first_error,
+            "setup_secs": self.setup_secs,
+            "users": self.users,
+        })
+    }
+
+    /// Starts every socket's task: senders on the schedule, the others only receive.
+    pub fn spawn(self, env: &Env, stats: &Arc<Stats>, schedule: &Schedule) -> Vec<JoinHandle<()>> {
+        let layout = &self.layout;
+        let payload: Arc<str> = make_payload(env.common.payload).into();
+        let total_senders = (layout.rooms * layout.senders_per_room) as f64;
+        let joined_per_room: Vec<u64> = (0..layout.rooms)
+            .map(|r| {
+                self.clients[r * layout.members..(r + 1) * layout.members]
+                    .iter()
+                    .filter(|c| c.is_some())
+                    .count() as u64
+            })
+            .collect();
+        let mut tasks = Vec::with_capacity(self.clients.len());
+        let mut sender_index = 0usize;
+        for (i, client) in self.clients.into_iter().enumerate() {
+            let Some(client) = client else { continue };
+            let room = i / layout.members;
+            let stats = stats.clone();
+            if i % layout.members < layout.senders_per_room {
+                // Spread the senders' first messages evenly over one sending period.
+                let offset =
+                    Duration::from_secs_f64(sender_index as f64 / (total_senders * layout.rate_per_sender));
+                let sender = Sender {
+                    room: self.rooms[room].clone(),
+                    members: joined_per_room[room],
+                    rate: layout.rate_per_sender,
+                    t0: schedule.t0,
+                    epoch0: schedule.epoch0,
+                    offset,
+                    send_until: schedule.send_until,
+                    payload: payload.clone(),
+                    cid_prefix: format!("{}-{sender_index}", env.run_id),
+                    stats,
+                };
+                sender_index += 1;
+                tasks.push(tokio::spawn(sender.run(client)));
+            } else {
+                tasks.push(tokio::spawn(receive(client, stats)));
+            }
+        }
+        tasks
+    }
+}
+
 /// An ASCII payload of `len` bytes (at least 1), readable in logs.
-fn make_payload(len: usize) -> String {
+pub fn make_payload(len: usize) -> String {
     const WORDS: &str = "the quick brown fox jumps over the lazy dog ";
     WORDS.chars().cycle().take(len.max(1)).collect::<String>().trim_end().to_string() + "."
 }
@@ -214,17 +224,33 @@ fn make_payload(len: usize) -> String {
 async fn receive(mut client: Client, stats: Arc<Stats>) {
     while let Some(message) = client.ws.next().await {
         let Ok(message) = message else { break };
-        if !handle(&stats, wire::classify(&message), None) {
-            break;
+        match handle(&stats, client.classify(&message), None) {
+            Next::Continue => {}
+            Next::Pong => {
+                if client.pong().await.is_err() {
+                    break;
+                }
+            }
+            Next::Stop => break,
         }
     }
     stats.socket_ended();
 }
 
-/// Counts one incoming frame; returns false when the socket is closed.
-fn handle(stats: &Stats, incoming: Incoming, sender: Option<(&mut u64, u64)>) -> bool {
+/// What a socket task does after a frame.
+pub enum Next {
+    /// Read on.
+    Continue,
+    /// Answer an engine.io ping, then read on.
+    Pong,
+    /// The socket is closed.
+    Stop,
+}
+
+/// Counts one incoming frame.
+fn handle(stats: &Stats, incoming: Incoming, sender: Option<(&mut u64, u64)>) -> Next {
     match incoming {
-        Incoming::Message { client_ts } => stats.delivered(client_ts),
+        Incoming::Message { client_ts, .. } => stats.delivered(client_ts),
         Incoming::Ok { .. } => {
             if let Some((in_flight, members)) = sender {
                 *in_flight = in_flight.saturating_sub(1);
@@ -244,28 +270,30 @@ fn handle(stats: &Stats, incoming: Incoming, sender: Option<(&mut u64, u64)>) ->
             }
         }
         Incoming::Ignored => {}
-        Incoming::Closed => return false,
+        Incoming::EnginePing => return Next::Pong,
+        Incoming::Closed => return Next::Stop,
     }
-    true
+    Next::Continue
 }
 
 /// A sending member of a room.
-struct Sender {
-    room: RoomId,
+pub struct Sender {
+    pub room: RoomId,
     /// Sockets joined to the room: how many deliveries each acked message should make.
-    members: u64,
-    rate: f64,
-    t0: Instant,
-    epoch0: u64,
-    offset: Duration,
-    send_until: Duration,
-    payload: Arc<str>,
-    cid_prefix: String,
-    stats: Arc<Stats>,
+    pub members: u64,
+    pub rate: f64,
+    pub t0: Instant,
+    pub epoch0: u64,
+    pub offset: Duration,
+    pub send_until: Duration,
+    pub payload: Arc<str>,
+    pub cid_prefix: String,
+    pub stats: Arc<Stats>,
 }
 
 impl Sender {
-    async fn run(self, mut client: Client) {
+    /// Sends on schedule until `send_until` and reads its socket until aborted.
+    pub async fn run(self, mut client: Client) {
         let period = Duration::from_secs_f64(1.0 / self.rate);
         let tick = period.clamp(Duration::from_millis(1), Duration::from_millis(100));
         let mut ticker = tokio::time::interval_at(self.t0 + self.offset, tick);
@@ -287,8 +315,14 @@ impl Sender {
                 }
                 message = client.ws.next() => {
                     let Some(Ok(message)) = message else { break };
-                    if !handle(&stats, wire::classify(&message), Some((&mut in_flight, self.members))) {
-                        break;
+                    match handle(&stats, client.classify(&message), Some((&mut in_flight, self.members))) {
+                        Next::Continue => {}
+                        Next::Pong => {
+                            if client.pong().await.is_err() {
+                                break;
+                            }
+                        }
+                        Next::Stop => break,
                     }
                 }
             }
@@ -322,17 +356,14 @@ impl Sender {
                 self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let frame = ClientFrame {
-                id: client.next_id(),
-                op: Op::Send {
-                    room: self.room.clone(),
-                    cid: ClientMsgId::parse(&format!("{}-{n}", self.cid_prefix))?,
-                    kind: MessageKind::Text,
-                    text: self.payload.to_string(),
-                    client_ts: Some(now_us),
-                },
+            let op = Op::Send {
+                room: self.room.clone(),
+                cid: ClientMsgId::parse(&format!("{}-{n}", self.cid_prefix))?,
+                kind: MessageKind::Text,
+                text: self.payload.to_string(),
+                client_ts: Some(now_us),
             };
-            client.ws.feed(wire::encode(client.codec, &frame)?).await?;
+            client.feed(op).await?;
             *in_flight += 1;
             self.stats.sends.fetch_add(1, Ordering::Relaxed);
             wrote = true;

@@ -17,7 +17,7 @@ use crate::cli::Target;
 pub fn codec(target: Target) -> Codec {
     match target {
         Target::PalaverRkyv => Codec::Rkyv,
-        Target::PalaverJson | Target::WsBaseline => Codec::Json,
+        Target::PalaverJson | Target::WsBaseline | Target::Socketio => Codec::Json,
     }
 }
 
@@ -45,12 +45,14 @@ pub fn decode(codec: Codec, message: &WsMessage) -> anyhow::Result<Option<Server
 /// What the hot path needs to know about a server frame.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
-    /// A `message` event, with its `client_ts` when it carries one.
-    Message { client_ts: Option<u64> },
+    /// A `message` event: its `seq`, and its `client_ts` when it carries one.
+    Message { client_ts: Option<u64>, seq: u64 },
     /// A successful reply.
     Ok { re: u64 },
     /// A failed reply, with its error code.
     Err { re: u64, code: String },
+    /// An engine.io ping (Socket.io): the socket must answer with a pong.
+    EnginePing,
     /// Another event, a ping, a pong: nothing to count.
     Ignored,
     /// The server closed the socket.
@@ -70,13 +72,16 @@ pub fn classify(message: &WsMessage) -> Incoming {
 }
 
 const CLIENT_TS_KEY: &str = "\"client_ts\":";
+const SEQ_KEY: &str = "\"seq\":";
 
 fn classify_json(text: &str) -> Incoming {
     if text.starts_with("{\"ev\":\"message\"") {
         // Both Palaver and the ws baseline put `client_ts` last; search from the end so a
         // message text cannot be mistaken for it.
         let client_ts = text.rfind(CLIENT_TS_KEY).and_then(|i| leading_u64(&text[i + CLIENT_TS_KEY.len()..]));
-        return Incoming::Message { client_ts };
+        // `seq` follows `room` (an id, no quotes inside), before any text: the first match.
+        let seq = text.find(SEQ_KEY).and_then(|i| leading_u64(&text[i + SEQ_KEY.len()..])).unwrap_or(0);
+        return Incoming::Message { client_ts, seq };
     }
     if text.starts_with("{\"ev\":") {
         return Incoming::Ignored;
@@ -116,7 +121,10 @@ fn classify_rkyv(bytes: &[u8]) -> Incoming {
     match frame {
         ArchivedFrame::Event(event) => {
             let ArchivedEvent::Message(m) = event;
-            Incoming::Message { client_ts: m.client_ts.as_ref().map(|t| t.to_native()) }
+            Incoming::Message {
+                client_ts: m.client_ts.as_ref().map(|t| t.to_native()),
+                seq: m.seq.to_native(),
+            }
         }
         ArchivedFrame::Reply { re, body } => match body {
             ArchivedReply::Ok(_) => Incoming::Ok { re: re.to_native() },
@@ -165,9 +173,9 @@ mod tests {
         for codec in Codec::ALL {
             assert_eq!(
                 classify(&as_ws(codec, &event(Some(1_764_000_000_123_456)))),
-                Incoming::Message { client_ts: Some(1_764_000_000_123_456) }
+                Incoming::Message { client_ts: Some(1_764_000_000_123_456), seq: 7 }
             );
-            assert_eq!(classify(&as_ws(codec, &event(None))), Incoming::Message { client_ts: None });
+            assert_eq!(classify(&as_ws(codec, &event(None))), Incoming::Message { client_ts: None, seq: 7 });
             let ok = ServerFrame::ok(3, OkBody::Sent(SendOk { seq: 1, ts: 2, duplicate: false }));
             assert_eq!(classify(&as_ws(codec, &ok)), Incoming::Ok { re: 3 });
             let err = ServerFrame::err(4, ErrorBody::new(ErrorCode::RateLimited, "slow down"));
@@ -178,7 +186,7 @@ mod tests {
     #[test]
     fn baseline_json_shapes_classify() {
         let ev = r#"{"ev":"message","room":"r_1","seq":1,"ts":2,"sender":"u_1","cid":"c","kind":"text","text":"x","client_ts":42}"#;
-        assert_eq!(classify_json(ev), Incoming::Message { client_ts: Some(42) });
+        assert_eq!(classify_json(ev), Incoming::Message { client_ts: Some(42), seq: 1 });
         assert_eq!(
             classify_json(r#"{"re":null,"err":{"code":"invalid","message":"not json"}}"#),
             Incoming::Err { re: 0, code: "invalid".into() }
