@@ -92,7 +92,8 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut, codec: 
         let outcome = monoio::select! {
             r = read => Some(r),
             _ = outbound.closed() => None,
-            _ = sleep_or_forever(deadline) => {
+            // Boxed like the wait below: only unauthenticated sockets need the timer.
+            _ = Box::pin(sleep_or_forever(deadline)) => {
                 outbound.close(CloseCode::Policy, "authentication deadline passed");
                 None
             }
@@ -108,7 +109,9 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut, codec: 
     if outbound.is_open() {
         outbound.abort();
     }
-    let _ = monoio::time::timeout(Duration::from_secs(5), outbound.finished()).await;
+    // Boxed: this wait is live only at the very end; unboxed it would widen the state
+    // every idle socket carries for its whole life.
+    let _ = Box::pin(monoio::time::timeout(Duration::from_secs(5), outbound.finished())).await;
     shard.conns.remove(conn.id);
     metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
