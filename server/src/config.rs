@@ -58,6 +58,12 @@ pub struct Cli {
     /// Seconds a new socket has to authenticate.
     #[arg(long, env = "PALAVER_AUTH_TIMEOUT_SECS")]
     pub auth_timeout_secs: Option<u64>,
+    /// Seconds a socket may stay quiet before the server pings it.
+    #[arg(long, env = "PALAVER_PING_INTERVAL_SECS")]
+    pub ping_interval_secs: Option<u64>,
+    /// Seconds without any frame from the peer (pongs included) before the socket is closed.
+    #[arg(long, env = "PALAVER_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
@@ -91,6 +97,8 @@ struct FileConfig {
     ops_burst: Option<u32>,
     max_in_flight: Option<u32>,
     auth_timeout_secs: Option<u64>,
+    ping_interval_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -118,6 +126,10 @@ pub struct Config {
     pub outbound_queue_bytes: usize,
     /// Per-connection limits.
     pub session: SessionLimits,
+    /// Quiet time before the server pings a socket, in ms.
+    pub ping_interval_ms: u64,
+    /// Silent time after which a socket is closed, in ms.
+    pub idle_timeout_ms: u64,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }
@@ -162,6 +174,16 @@ impl Config {
         let test_echo = cli.test_echo;
         let config = Config {
             test_echo,
+            ping_interval_ms: cli
+                .ping_interval_secs
+                .or(file.ping_interval_secs)
+                .unwrap_or(30)
+                .saturating_mul(1000),
+            idle_timeout_ms: cli
+                .idle_timeout_secs
+                .or(file.idle_timeout_secs)
+                .unwrap_or(75)
+                .saturating_mul(1000),
             http_addr: cli.http_addr.or(file.http_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             quic_addr: cli.quic_addr.or(file.quic_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4433))),
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
@@ -212,6 +234,9 @@ impl Config {
         }
         if self.access_token_ttl_secs == 0 {
             return invalid("access_token_ttl_secs must be at least 1");
+        }
+        if self.ping_interval_ms == 0 || self.idle_timeout_ms <= self.ping_interval_ms {
+            return invalid("ping_interval_secs must be at least 1 and below idle_timeout_secs");
         }
         if self.session.auth_deadline_ms == 0 {
             return invalid("auth_timeout_secs must be at least 1");

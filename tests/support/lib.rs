@@ -410,6 +410,44 @@ impl Client {
         }
     }
 
+    /// Reads the raw TCP stream (no automatic pong replies, unlike `expect_close`) until a
+    /// close frame arrives; returns its code.
+    pub fn expect_close_without_answering(&mut self) -> Option<u16> {
+        let MaybeTlsStream::Plain(stream) = self.ws.get_mut() else { panic!("plain TCP only") };
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            // Walk the complete server frames read so far (unmasked).
+            let mut at = 0;
+            while bytes.len() >= at + 2 {
+                let (opcode, short) = (bytes[at] & 0x0f, usize::from(bytes[at + 1] & 0x7f));
+                let (len, header) = match short {
+                    126 if bytes.len() >= at + 4 => {
+                        (usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]])), 4)
+                    }
+                    127 if bytes.len() >= at + 10 => {
+                        (u64::from_be_bytes(bytes[at + 2..at + 10].try_into().unwrap()) as usize, 10)
+                    }
+                    126 | 127 => break,
+                    n => (n, 2),
+                };
+                if bytes.len() < at + header + len {
+                    break;
+                }
+                if opcode == 0x8 {
+                    let payload = &bytes[at + header..at + header + len];
+                    return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                }
+                at += header + len;
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                Err(e) => panic!("socket error while waiting for close: {e}"),
+            }
+        }
+    }
+
     /// Closes politely.
     pub fn close(mut self) {
         let _ = self

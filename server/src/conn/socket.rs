@@ -46,7 +46,7 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut, codec: 
     if let Some(user) = &user {
         session.authenticated(user.clone());
     }
-    let conn = shard.conns.insert(codec, outbound.clone(), session);
+    let conn = shard.conns.insert(codec, outbound.clone(), session, now_ms());
     if let Some(user) = &user {
         shard.conns.bind_user(conn.id, user);
     }
@@ -68,6 +68,7 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut, codec: 
             match parser.next_message(&mut buf) {
                 Ok(Some(message)) => {
                     Metrics::inc(&metrics.frames_in);
+                    conn.last_heard_ms.set(now_ms());
                     if !on_message(&shard, &conn, message) {
                         break 'connection;
                     }
@@ -251,4 +252,27 @@ pub async fn run_echo(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut) {
         outbound.abort();
     }
     let _ = monoio::time::timeout(Duration::from_secs(5), outbound.finished()).await;
+}
+
+/// Heartbeats for one shard: every few seconds, pings the sockets that have been quiet
+/// for `ping_interval`, and closes those silent for `idle_timeout` (a peer that vanished
+/// without closing TCP would otherwise hold its socket, memory and subscriptions forever).
+/// A peer that answers pings (every WebSocket client does) is never closed for idleness.
+pub async fn heartbeat(shard: Rc<Shard>) {
+    let config = &shard.shared.config;
+    let (ping_ms, idle_ms) = (config.ping_interval_ms, config.idle_timeout_ms);
+    let tick = Duration::from_millis((ping_ms / 2).clamp(100, 5_000));
+    let ping = encode_frame(OpCode::Ping, b"");
+    loop {
+        monoio::time::sleep(tick).await;
+        let now = now_ms();
+        for conn in shard.conns.all() {
+            let quiet = now.saturating_sub(conn.last_heard_ms.get());
+            if quiet >= idle_ms {
+                conn.outbound.close(CloseCode::GoingAway, "idle timeout: no frame or pong received");
+            } else if quiet >= ping_ms {
+                conn.outbound.push(ping.clone());
+            }
+        }
+    }
 }

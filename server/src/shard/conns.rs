@@ -24,6 +24,8 @@ pub struct Conn {
     pub session: RefCell<Session>,
     /// Rooms this socket is subscribed to.
     pub rooms: RefCell<HashSet<RoomId>>,
+    /// When the peer last sent anything (any frame, pongs included), ms since the epoch.
+    pub last_heard_ms: Cell<u64>,
 }
 
 impl Conn {
@@ -43,7 +45,7 @@ pub struct Conns {
 
 impl Conns {
     /// Registers a new connection.
-    pub fn insert(&self, codec: Codec, outbound: Outbound, session: Session) -> Rc<Conn> {
+    pub fn insert(&self, codec: Codec, outbound: Outbound, session: Session, now_ms: u64) -> Rc<Conn> {
         let id = self.next_id.get() + 1;
         self.next_id.set(id);
         let conn = Rc::new(Conn {
@@ -52,6 +54,7 @@ impl Conns {
             outbound,
             session: RefCell::new(session),
             rooms: RefCell::new(HashSet::new()),
+            last_heard_ms: Cell::new(now_ms),
         });
         self.by_id.borrow_mut().insert(id, conn.clone());
         conn
