@@ -111,7 +111,10 @@ impl Store {
 
     fn persist_mode(&self) -> PersistMode {
         match self.durability {
-            Durability::Fsync => PersistMode::SyncAll,
+            // fdatasync: the journal's data and the size needed to read it back are on
+            // disk when it returns (what PostgreSQL's WAL relies on), without also
+            // flushing timestamps.
+            Durability::Fsync => PersistMode::SyncData,
             Durability::Buffered => PersistMode::Buffer,
         }
     }

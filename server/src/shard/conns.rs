@@ -2,7 +2,9 @@
 //! them (outbound queue, session, user, rooms).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap;
 use std::rc::Rc;
 
 use palaver_core::Session;
@@ -39,8 +41,8 @@ impl Conn {
 #[derive(Debug, Default)]
 pub struct Conns {
     next_id: Cell<ConnId>,
-    by_id: RefCell<HashMap<ConnId, Rc<Conn>>>,
-    by_user: RefCell<HashMap<UserId, Vec<ConnId>>>,
+    by_id: RefCell<FxHashMap<ConnId, Rc<Conn>>>,
+    by_user: RefCell<FxHashMap<UserId, Vec<ConnId>>>,
 }
 
 impl Conns {

@@ -7,7 +7,7 @@
 //! by its socket's queue, and turns live once it reaches that seq. Every delivered
 //! message is already durable, so storage always has what a cursor is missing.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::rc::Rc;
 
 use palaver_protocol::{Codec, Event, RoomId, ServerFrame, UserId};
@@ -45,7 +45,7 @@ struct LocalRoom {
 /// Local subscriptions of this shard, by room.
 #[derive(Debug, Default)]
 pub struct Subscribers {
-    rooms: HashMap<RoomId, LocalRoom>,
+    rooms: FxHashMap<RoomId, LocalRoom>,
 }
 
 impl Subscribers {
@@ -73,7 +73,8 @@ pub fn deliver(shard: &Rc<Shard>, delivery: &Delivery) {
                 continue;
             }
             sub.cursor = delivery.seq;
-            match sub.outbound.push(delivery.frame(sub.codec).clone()) {
+            let Some(frame) = delivery.frame(sub.codec) else { continue };
+            match sub.outbound.push(frame.clone()) {
                 Pushed::Queued => delivered += 1,
                 Pushed::Overflow => Metrics::inc(&shard.shared.metrics.slow_consumers),
                 Pushed::Closed => {}

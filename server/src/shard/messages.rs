@@ -2,13 +2,15 @@
 //! these messages over each shard's inbox (a bounded-latency MPSC channel drained in
 //! batches).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use palaver_protocol::{
-    ClientMsgId, Codec, Message, MessageKind, ReplyBody, RoomId, RoomKind, SendOk, UserId,
+    ClientMsgId, Codec, Message, MessageKind, ReplyBody, RoomId, RoomKind, SendOk, ServerFrame, UserId,
 };
 use palaver_storage::StorageError;
+
+use crate::ws::{OpCode, encode_frame};
 
 /// A connection's id on its shard (never reused while the process runs).
 pub type ConnId = u64;
@@ -122,26 +124,44 @@ pub struct Subscribe {
     pub last_seq: u64,
 }
 
-/// One stored message framed once per codec, shared by every socket on every shard.
+/// One stored message to fan out. Each codec's complete WebSocket frame is encoded the
+/// first time any shard needs it and then shared by every socket on every shard: encode
+/// once per codec actually in use, never per recipient.
 #[derive(Debug)]
 pub struct Delivery {
     /// The room.
     pub room: RoomId,
     /// The message's seq.
     pub seq: u64,
-    /// The complete WebSocket text frame of the JSON event.
-    pub json: Bytes,
-    /// The complete WebSocket binary frame of the rkyv event.
-    pub rkyv: Bytes,
+    event: ServerFrame,
+    json: OnceLock<Option<Bytes>>,
+    rkyv: OnceLock<Option<Bytes>>,
 }
 
 impl Delivery {
-    /// The frame for a socket speaking `codec`.
-    pub fn frame(&self, codec: Codec) -> &Bytes {
-        match codec {
+    /// A delivery of `event` (seq `seq` of `room`), not yet encoded.
+    pub fn new(room: RoomId, seq: u64, event: ServerFrame) -> Self {
+        Self { room, seq, event, json: OnceLock::new(), rkyv: OnceLock::new() }
+    }
+
+    /// The frame for a socket speaking `codec` (`None` only if encoding failed, a bug
+    /// that is logged once).
+    pub fn frame(&self, codec: Codec) -> Option<&Bytes> {
+        let cell = match codec {
             Codec::Json => &self.json,
             Codec::Rkyv => &self.rkyv,
-        }
+        };
+        cell.get_or_init(|| match codec.encode_server(&self.event) {
+            Ok(payload) => {
+                let opcode = if codec.is_text() { OpCode::Text } else { OpCode::Binary };
+                Some(encode_frame(opcode, &payload))
+            }
+            Err(e) => {
+                tracing::error!("cannot encode event: {e}");
+                None
+            }
+        })
+        .as_ref()
     }
 }
 

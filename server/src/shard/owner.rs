@@ -3,21 +3,22 @@
 //! they are durable frames each event once per codec and fans it out to every shard
 //! with subscribers, then answers the requests that waited for it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use palaver_core::{Draft, Role, Room, SendOutcome};
 use palaver_protocol::{
-    Codec, ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody, ReplyBody, RoomId, RoomOk,
-    SendOk, ServerFrame,
+    ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody, ReplyBody, RoomId, RoomOk, SendOk,
+    ServerFrame,
 };
 use palaver_storage::{RoomRecord, StorageError, Write};
 
 use super::Shard;
 use super::messages::{CommitWork, Delivery, Origin, Reply, RoomAction, ShardMsg, Subscribe, Ticket, sent};
 use crate::clock::now_ms;
-use crate::ws::{OpCode, encode_frame};
 
 /// A room this shard owns, with the plumbing around its state machine.
 #[derive(Debug)]
@@ -32,7 +33,7 @@ pub struct OwnedRoom {
 /// The rooms owned by one shard, loaded on first use.
 #[derive(Debug, Default)]
 pub struct OwnedRooms {
-    rooms: HashMap<RoomId, OwnedRoom>,
+    rooms: FxHashMap<RoomId, OwnedRoom>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ReplyBody {
@@ -301,15 +302,9 @@ fn message_durable(shard: &Rc<Shard>, message: Message) {
     owned.room.committed(message.seq);
     let seq = message.seq;
     let room = message.room.clone();
-    let event = ServerFrame::Event(Event::Message(message));
-    match frame_event(&event) {
-        Ok((json, rkyv)) => {
-            let delivery = Arc::new(Delivery { room, seq, json, rkyv });
-            for &s in &owned.subscriber_shards {
-                shard.mesh().send(s, ShardMsg::Deliver(delivery.clone()));
-            }
-        }
-        Err(e) => tracing::error!("cannot encode event: {e}"),
+    let delivery = Arc::new(Delivery::new(room, seq, ServerFrame::Event(Event::Message(message))));
+    for &s in &owned.subscriber_shards {
+        shard.mesh().send(s, ShardMsg::Deliver(delivery.clone()));
     }
     let durable = owned.room.durable_seq();
     let ready: Vec<u64> = owned.waiting.range(..=durable).map(|(s, _)| *s).collect();
@@ -318,13 +313,4 @@ fn message_durable(shard: &Rc<Shard>, message: Message) {
             answer(shard, origin.shard, Reply::plain(&origin, sent(ok)));
         }
     }
-}
-
-/// Encodes an event once per codec, each as a complete WebSocket frame.
-pub fn frame_event(
-    event: &ServerFrame,
-) -> Result<(bytes::Bytes, bytes::Bytes), palaver_protocol::EncodeError> {
-    let json = Codec::Json.encode_server(event)?;
-    let rkyv = Codec::Rkyv.encode_server(event)?;
-    Ok((encode_frame(OpCode::Text, &json), encode_frame(OpCode::Binary, &rkyv)))
 }
