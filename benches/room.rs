@@ -4,13 +4,14 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use palaver_benches::room;
-use palaver_core::{Draft, Room};
+use palaver_core::{Draft, Room, RoomLimits};
 use palaver_protocol::{ClientMsgId, MessageKind, RoomKind, UserId};
 
 fn room_apply(c: &mut Criterion) {
     let owner = UserId::parse("u_owner").unwrap_or_else(|_| unreachable!());
-    let mut state = Room::create(room(), "bench".into(), RoomKind::Public, owner.clone(), 2_000)
-        .unwrap_or_else(|_| unreachable!());
+    let mut state =
+        Room::create(room(), "bench".into(), RoomKind::Public, owner.clone(), RoomLimits::default())
+            .unwrap_or_else(|_| unreachable!());
     let cids: Vec<ClientMsgId> =
         (0..4096).map(|i| ClientMsgId::parse(&format!("c{i}")).unwrap_or_else(|_| unreachable!())).collect();
     let mut n = 0usize;

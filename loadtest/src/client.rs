@@ -217,7 +217,7 @@ impl Client {
             Proto::Palaver(codec) => Ok(match wire::decode(codec, message) {
                 Err(_) if message.is_close() => Frame::Closed,
                 Err(e) => return Err(e),
-                Ok(None) => Frame::Other,
+                Ok(None) | Ok(Some(ServerFrame::Event(Event::Typing(_)))) => Frame::Other,
                 Ok(Some(ServerFrame::Event(Event::Message(m)))) => {
                     Frame::Message { seq: m.seq, client_ts: m.client_ts }
                 }

@@ -119,13 +119,12 @@ fn classify_rkyv(bytes: &[u8]) -> Incoming {
         Err(e) => return Incoming::Undecodable(format!("rkyv: {e}")),
     };
     match frame {
-        ArchivedFrame::Event(event) => {
-            let ArchivedEvent::Message(m) = event;
-            Incoming::Message {
-                client_ts: m.client_ts.as_ref().map(|t| t.to_native()),
-                seq: m.seq.to_native(),
-            }
-        }
+        ArchivedFrame::Event(ArchivedEvent::Message(m)) => Incoming::Message {
+            client_ts: m.client_ts.as_ref().map(|t| t.to_native()),
+            seq: m.seq.to_native(),
+        },
+        // Ephemeral events (typing) carry nothing the load generator measures.
+        ArchivedFrame::Event(_) => Incoming::Ignored,
         ArchivedFrame::Reply { re, body } => match body {
             ArchivedReply::Ok(_) => Incoming::Ok { re: re.to_native() },
             ArchivedReply::Err(err) => {

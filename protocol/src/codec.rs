@@ -146,6 +146,8 @@ mod tests {
             (room_id(), any::<Option<u64>>(), any::<Option<u32>>())
                 .prop_map(|(room, before, limit)| Op::History { room, before, limit }),
             Just(Op::Ping {}),
+            room_id().prop_map(|room| Op::TypingStart { room }),
+            room_id().prop_map(|room| Op::TypingStop { room }),
         ]
     }
 
@@ -172,6 +174,16 @@ mod tests {
         });
         prop_oneof![
             message().prop_map(|m| ServerFrame::Event(Event::Message(m))),
+            (room_id(), id_body(), any::<bool>(), any::<Option<u64>>()).prop_map(
+                |(room, user, active, expires_in_ms)| {
+                    ServerFrame::Event(Event::Typing(crate::Typing {
+                        room,
+                        user: UserId::from_body(&user).unwrap(),
+                        active,
+                        expires_in_ms,
+                    }))
+                }
+            ),
             (any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(re, seq, ts, duplicate)| {
                 ServerFrame::ok(re, OkBody::Sent(SendOk { seq, ts, duplicate }))
             }),

@@ -85,6 +85,18 @@ pub enum Op {
     /// Liveness check at the application level; answered with an empty ok.
     #[serde(rename = "ping")]
     Ping {},
+    /// The caller is typing in a room (renew every few seconds while typing).
+    #[serde(rename = "typing.start")]
+    TypingStart {
+        /// The room.
+        room: RoomId,
+    },
+    /// The caller stopped typing in a room.
+    #[serde(rename = "typing.stop")]
+    TypingStop {
+        /// The room.
+        room: RoomId,
+    },
 }
 
 impl Op {
@@ -98,6 +110,8 @@ impl Op {
             Op::Send { .. } => "send",
             Op::History { .. } => "history",
             Op::Ping {} => "ping",
+            Op::TypingStart { .. } => "typing.start",
+            Op::TypingStop { .. } => "typing.stop",
         }
     }
 }
@@ -107,7 +121,11 @@ impl ClientFrame {
     /// (the rkyv decoder deserializes field by field).
     pub(crate) fn revalidate(&self) -> Result<(), IdError> {
         match &self.op {
-            Op::Join { room, .. } | Op::Leave { room } | Op::History { room, .. } => room.revalidate(),
+            Op::Join { room, .. }
+            | Op::Leave { room }
+            | Op::History { room, .. }
+            | Op::TypingStart { room }
+            | Op::TypingStop { room } => room.revalidate(),
             Op::Send { room, cid, .. } => {
                 room.revalidate()?;
                 cid.revalidate()
@@ -347,6 +365,25 @@ pub enum Event {
     /// A message stored in a room the client has joined.
     #[serde(rename = "message")]
     Message(Message),
+    /// Someone in a joined room started or stopped typing. Never stored, never replayed.
+    #[serde(rename = "typing")]
+    Typing(Typing),
+}
+
+/// The `typing` event.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct Typing {
+    /// The room.
+    pub room: RoomId,
+    /// Who is (or was) typing.
+    pub user: UserId,
+    /// True while typing; false once stopped, timed out, or a message was sent.
+    pub active: bool,
+    /// With `active`: the indicator lapses by itself after this long unless renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
 }
 
 impl Serialize for ServerFrame {

@@ -26,7 +26,7 @@ pub use codec::{Codec, DecodeError, EncodeError};
 pub use error::{ErrorBody, ErrorCode};
 pub use frames::{
     AuthOk, ClientFrame, Event, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, ReplyBody, RoomInfo,
-    RoomKind, RoomOk, SendOk, ServerFrame,
+    RoomKind, RoomOk, SendOk, ServerFrame, Typing,
 };
 pub use ids::{ClientMsgId, IdError, RoomId, SessionId, UserId, Username};
 pub use text::{MessageText, RoomName, TextError};

@@ -64,6 +64,9 @@ pub struct Cli {
     /// Seconds without any frame from the peer (pongs included) before the socket is closed.
     #[arg(long, env = "PALAVER_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
+    /// Seconds a typing indicator lasts without renewal.
+    #[arg(long, env = "PALAVER_TYPING_TIMEOUT_SECS")]
+    pub typing_timeout_secs: Option<u64>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
@@ -99,6 +102,7 @@ struct FileConfig {
     auth_timeout_secs: Option<u64>,
     ping_interval_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
+    typing_timeout_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -130,6 +134,8 @@ pub struct Config {
     pub ping_interval_ms: u64,
     /// Silent time after which a socket is closed, in ms.
     pub idle_timeout_ms: u64,
+    /// How long a typing indicator lasts without renewal, in ms.
+    pub typing_timeout_ms: u64,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }
@@ -174,6 +180,11 @@ impl Config {
         let test_echo = cli.test_echo;
         let config = Config {
             test_echo,
+            typing_timeout_ms: cli
+                .typing_timeout_secs
+                .or(file.typing_timeout_secs)
+                .unwrap_or(6)
+                .saturating_mul(1000),
             ping_interval_ms: cli
                 .ping_interval_secs
                 .or(file.ping_interval_secs)
@@ -218,6 +229,14 @@ impl Config {
         Ok(config)
     }
 
+    /// The limits every room state machine is built with.
+    pub fn room_limits(&self) -> palaver_core::RoomLimits {
+        palaver_core::RoomLimits {
+            max_text_chars: self.max_text_chars,
+            typing_ttl_ms: self.typing_timeout_ms,
+        }
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if !(1..=1024).contains(&self.shards) {
@@ -237,6 +256,9 @@ impl Config {
         }
         if self.ping_interval_ms == 0 || self.idle_timeout_ms <= self.ping_interval_ms {
             return invalid("ping_interval_secs must be at least 1 and below idle_timeout_secs");
+        }
+        if self.typing_timeout_ms == 0 {
+            return invalid("typing_timeout_secs must be at least 1");
         }
         if self.session.auth_deadline_ms == 0 {
             return invalid("auth_timeout_secs must be at least 1");

@@ -14,8 +14,8 @@ use crate::auth::TokenService;
 use crate::blocking::BlockingPool;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::shard::Shard;
 use crate::shard::messages::{Mesh, ShardMsg, Ticket};
+use crate::shard::{self, Shard};
 use crate::shared::Shared;
 
 /// Why the server could not start.
@@ -132,6 +132,7 @@ fn run_shard(
         let shard = Shard::new(id, shared);
         monoio::spawn(crate::conn::accept_loop(shard.clone(), listener));
         monoio::spawn(crate::conn::socket::heartbeat(shard.clone()));
+        monoio::spawn(shard::expire_typing_loop(shard.clone()));
         shard.run_inbox(inbox).await;
     };
     if monoio::utils::detect_uring() {

@@ -330,23 +330,32 @@ impl Client {
         }
     }
 
-    /// The next `message` event (queued or from the socket).
-    pub fn next_message(&mut self) -> Message {
-        let event = match self.events.pop_front() {
+    /// The next event of any kind (queued or from the socket).
+    pub fn next_event(&mut self) -> Event {
+        match self.events.pop_front() {
             Some(e) => e,
             None => match self.recv() {
                 ServerFrame::Event(e) => e,
                 other => panic!("expected an event, got {other:?}"),
             },
-        };
-        let Event::Message(m) = event;
-        m
+        }
+    }
+
+    /// The next `message` event, skipping ephemeral ones (typing).
+    pub fn next_message(&mut self) -> Message {
+        loop {
+            if let Event::Message(m) = self.next_event() {
+                return m;
+            }
+        }
     }
 
     /// The next `message` event, or the close code if the server closes the socket.
     pub fn try_next_message(&mut self) -> Result<Message, Option<u16>> {
-        if let Some(Event::Message(m)) = self.events.pop_front() {
-            return Ok(m);
+        while let Some(event) = self.events.pop_front() {
+            if let Event::Message(m) = event {
+                return Ok(m);
+            }
         }
         loop {
             let frame = match self.ws.read() {
@@ -361,6 +370,7 @@ impl Client {
             };
             match frame {
                 ServerFrame::Event(Event::Message(m)) => return Ok(m),
+                ServerFrame::Event(_) => continue,
                 other => panic!("expected an event, got {other:?}"),
             }
         }

@@ -32,7 +32,44 @@ pub struct Room {
     /// its own first attempt gets the same seq instead of a second copy.
     pending: VecDeque<(u64, ClientMsgId)>,
     pending_cids: HashMap<ClientMsgId, (u64, u64)>,
-    max_text_chars: usize,
+    /// Members typing now, with when their indicator lapses and when it was last announced.
+    typing: HashMap<UserId, Typer>,
+    limits: RoomLimits,
+}
+
+/// Per-room limits, configured by the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomLimits {
+    /// Longest message text, in characters.
+    pub max_text_chars: usize,
+    /// How long a typing indicator lasts without renewal, in ms.
+    pub typing_ttl_ms: u64,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        Self { max_text_chars: limits::DEFAULT_MAX_TEXT_CHARS, typing_ttl_ms: 6_000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Typer {
+    expires_ms: u64,
+    announced_ms: u64,
+}
+
+/// What a typing op changed, for the room's other members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypingChange {
+    /// Announce: typing, lapsing after `expires_in_ms` unless renewed.
+    Started {
+        /// Time left before the indicator lapses.
+        expires_in_ms: u64,
+    },
+    /// Announce: stopped.
+    Stopped,
+    /// Nothing to announce (a renewal inside the coalescing window, or a stop while not typing).
+    Unchanged,
 }
 
 /// What `join` did.
@@ -88,10 +125,10 @@ impl Room {
         name: String,
         kind: RoomKind,
         owner: UserId,
-        max_text_chars: usize,
+        limits: RoomLimits,
     ) -> Result<Room, CoreError> {
         let name = RoomName::new(name).map_err(|e| CoreError::Invalid(format!("room name: {e}")))?;
-        Ok(Room::restore(id, name.into_string(), kind, [(owner, Role::Owner)], 0, 0, max_text_chars))
+        Ok(Room::restore(id, name.into_string(), kind, [(owner, Role::Owner)], 0, 0, limits))
     }
 
     /// A room rebuilt from storage.
@@ -102,7 +139,7 @@ impl Room {
         members: impl IntoIterator<Item = (UserId, Role)>,
         last_seq: u64,
         last_ts: u64,
-        max_text_chars: usize,
+        limits: RoomLimits,
     ) -> Room {
         Room {
             id,
@@ -114,7 +151,8 @@ impl Room {
             last_ts,
             pending: VecDeque::new(),
             pending_cids: HashMap::new(),
-            max_text_chars: max_text_chars.clamp(1, usize::MAX),
+            typing: HashMap::new(),
+            limits: RoomLimits { max_text_chars: limits.max_text_chars.max(1), ..limits },
         }
     }
 
@@ -164,6 +202,7 @@ impl Room {
 
     /// Removes `user`; returns whether they were a member.
     pub fn leave(&mut self, user: &UserId) -> bool {
+        self.typing.remove(user);
         self.members.remove(user).is_some()
     }
 
@@ -201,7 +240,7 @@ impl Room {
         if self.role_of(user).is_none() {
             return Err(CoreError::NotMember(self.id.clone()));
         }
-        let text = MessageText::new(text, self.max_text_chars).map_err(|e| match e {
+        let text = MessageText::new(text, self.limits.max_text_chars).map_err(|e| match e {
             TextError::TooLong { .. } => CoreError::TooLarge(e.to_string()),
             _ => CoreError::Invalid(e.to_string()),
         })?;
@@ -211,6 +250,8 @@ impl Room {
         if let Some((seq, ts)) = stored_cid(&cid) {
             return Ok(SendOutcome::Duplicate { seq, ts });
         }
+        // A message ends its sender's typing indicator; clients hide it on the message.
+        self.typing.remove(user);
         self.last_seq += 1;
         self.last_ts = self.last_ts.max(now_ms);
         let message = Message {
@@ -226,6 +267,50 @@ impl Room {
         self.pending.push_back((self.last_seq, cid.clone()));
         self.pending_cids.insert(cid, (self.last_seq, self.last_ts));
         Ok(SendOutcome::Append(Appended { message }))
+    }
+
+    /// A member starts (`active`) or stops typing. Renewals are coalesced: one announcement
+    /// per half lifetime, so a client renewing every second costs its room little.
+    pub fn typing(&mut self, now_ms: u64, user: &UserId, active: bool) -> Result<TypingChange, CoreError> {
+        if self.role_of(user).is_none() {
+            return Err(CoreError::NotMember(self.id.clone()));
+        }
+        let ttl = self.limits.typing_ttl_ms;
+        if !active {
+            return Ok(match self.typing.remove(user) {
+                Some(_) => TypingChange::Stopped,
+                None => TypingChange::Unchanged,
+            });
+        }
+        let expires_ms = now_ms.saturating_add(ttl);
+        match self.typing.get_mut(user) {
+            Some(typer) if now_ms.saturating_sub(typer.announced_ms) < ttl / 2 => {
+                typer.expires_ms = expires_ms;
+                Ok(TypingChange::Unchanged)
+            }
+            _ => {
+                self.typing.insert(user.clone(), Typer { expires_ms, announced_ms: now_ms });
+                Ok(TypingChange::Started { expires_in_ms: ttl })
+            }
+        }
+    }
+
+    /// Ends the indicators that lapsed by `now_ms`; returns whose, to announce as stopped.
+    pub fn expire_typing(&mut self, now_ms: u64) -> Vec<UserId> {
+        let mut lapsed = Vec::new();
+        self.typing.retain(|user, typer| {
+            let keep = typer.expires_ms > now_ms;
+            if !keep {
+                lapsed.push(user.clone());
+            }
+            keep
+        });
+        lapsed
+    }
+
+    /// Whether anyone is typing (the owner only sweeps rooms where someone is).
+    pub fn has_typers(&self) -> bool {
+        !self.typing.is_empty()
     }
 
     /// Records that every seq up to `seq` is durable.
@@ -262,7 +347,7 @@ mod tests {
             "general".into(),
             RoomKind::Public,
             user("owner"),
-            2_000,
+            RoomLimits::default(),
         )
         .unwrap()
     }
@@ -309,7 +394,7 @@ mod tests {
             "secret".into(),
             RoomKind::Private,
             user("owner"),
-            100,
+            RoomLimits::default(),
         )
         .unwrap();
         assert!(matches!(private.join(&bob), Err(CoreError::PrivateRoom(_))));
@@ -319,8 +404,14 @@ mod tests {
 
     #[test]
     fn text_limits_map_to_the_right_codes() {
-        let mut room =
-            Room::create(RoomId::parse("r_x").unwrap(), "x".into(), RoomKind::Public, user("o"), 3).unwrap();
+        let mut room = Room::create(
+            RoomId::parse("r_x").unwrap(),
+            "x".into(),
+            RoomKind::Public,
+            user("o"),
+            RoomLimits { max_text_chars: 3, ..RoomLimits::default() },
+        )
+        .unwrap();
         let o = user("o");
         let long = room.send(1, &o, draft("1", "abcd"), |_| None);
         assert!(matches!(long, Err(CoreError::TooLarge(_))));
@@ -360,6 +451,37 @@ mod tests {
         let SendOutcome::Append(a) = send(&mut room, &owner, "a", 100).unwrap() else { panic!() };
         let SendOutcome::Append(b) = send(&mut room, &owner, "b", 50).unwrap() else { panic!() };
         assert_eq!((a.message.ts, b.message.ts), (100, 100));
+    }
+
+    #[test]
+    fn typing_is_announced_coalesced_and_lapses_by_itself() {
+        let mut room = public_room();
+        let owner = user("owner");
+        let ttl = RoomLimits::default().typing_ttl_ms;
+        assert_eq!(room.typing(0, &owner, true), Ok(TypingChange::Started { expires_in_ms: ttl }));
+        // Renewals inside half the lifetime are not announced again, but do extend it.
+        assert_eq!(room.typing(1_000, &owner, true), Ok(TypingChange::Unchanged));
+        assert_eq!(room.typing(ttl / 2, &owner, true), Ok(TypingChange::Started { expires_in_ms: ttl }));
+        assert!(room.expire_typing(ttl).is_empty(), "renewed at ttl/2, lapses at 1.5 ttl");
+        assert_eq!(room.expire_typing(ttl / 2 + ttl), vec![owner.clone()]);
+        assert_eq!(room.typing(0, &owner, false), Ok(TypingChange::Unchanged));
+        assert_eq!(room.typing(0, &user("stranger"), true), Err(CoreError::NotMember(room.id().clone())));
+    }
+
+    #[test]
+    fn a_message_or_leaving_ends_typing_silently() {
+        let mut room = public_room();
+        let owner = user("owner");
+        room.typing(0, &owner, true).unwrap();
+        send(&mut room, &owner, "m", 1).unwrap();
+        assert!(!room.has_typers());
+        let bob = user("bob");
+        room.join(&bob).unwrap();
+        room.typing(0, &bob, true).unwrap();
+        assert_eq!(room.typing(0, &bob, false), Ok(TypingChange::Stopped));
+        room.typing(0, &bob, true).unwrap();
+        room.leave(&bob);
+        assert!(!room.has_typers());
     }
 
     proptest! {

@@ -194,6 +194,8 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
             RoomAction::Send { room, cid, kind, text, client_ts }
         }
         Op::History { room, before, limit } => RoomAction::History { room, before, limit },
+        Op::TypingStart { room } => RoomAction::Typing { room, active: true },
+        Op::TypingStop { room } => RoomAction::Typing { room, active: false },
     };
     let Some(user) = conn.user() else {
         conn.session.borrow_mut().finished();

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use palaver_protocol::{Codec, Event, RoomId, ServerFrame, UserId};
 
 use super::Shard;
-use super::messages::{ConnId, Delivery, Reply, ShardMsg, Subscribe};
+use super::messages::{ConnId, Delivery, Ephemeral, Reply, ShardMsg, Subscribe};
 use crate::conn::outbound::{Outbound, Pushed};
 use crate::metrics::Metrics;
 use crate::ws::{OpCode, encode_frame};
@@ -73,7 +73,7 @@ pub fn deliver(shard: &Rc<Shard>, delivery: &Delivery) {
                 continue;
             }
             sub.cursor = delivery.seq;
-            let Some(frame) = delivery.frame(sub.codec) else { continue };
+            let Some(frame) = delivery.frames.frame(sub.codec) else { continue };
             match sub.outbound.push(frame.clone()) {
                 Pushed::Queued => delivered += 1,
                 Pushed::Overflow => Metrics::inc(&shard.shared.metrics.slow_consumers),
@@ -84,6 +84,18 @@ pub fn deliver(shard: &Rc<Shard>, delivery: &Delivery) {
     }
     for conn in behind {
         monoio::spawn(catch_up(shard.clone(), delivery.room.clone(), conn));
+    }
+}
+
+/// Fans an ephemeral event out to the live local subscribers of its room, except the
+/// sender's own sockets. No cursor moves: it is not part of the room's history.
+pub fn deliver_ephemeral(shard: &Rc<Shard>, event: &Ephemeral) {
+    let subscribers = shard.subscribers.borrow();
+    let Some(local) = subscribers.rooms.get(&event.room) else { return };
+    for sub in local.subs.iter().filter(|s| s.live && s.user != event.sender) {
+        if let Some(frame) = event.frames.frame(sub.codec) {
+            sub.outbound.push(frame.clone());
+        }
     }
 }
 

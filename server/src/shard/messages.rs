@@ -65,6 +65,13 @@ pub enum RoomAction {
         /// Client timestamp to echo.
         client_ts: Option<u64>,
     },
+    /// Start or stop typing.
+    Typing {
+        /// The room.
+        room: RoomId,
+        /// Started (true) or stopped (false).
+        active: bool,
+    },
     /// Read a page of history.
     History {
         /// The room.
@@ -84,6 +91,7 @@ impl RoomAction {
             | RoomAction::Join { room, .. }
             | RoomAction::Leave { room }
             | RoomAction::Send { room, .. }
+            | RoomAction::Typing { room, .. }
             | RoomAction::History { room, .. } => room,
         }
     }
@@ -124,28 +132,24 @@ pub struct Subscribe {
     pub last_seq: u64,
 }
 
-/// One stored message to fan out. Each codec's complete WebSocket frame is encoded the
-/// first time any shard needs it and then shared by every socket on every shard: encode
-/// once per codec actually in use, never per recipient.
+/// An event whose complete WebSocket frame per codec is encoded the first time any shard
+/// needs it, then shared by every socket on every shard: encode once per codec actually
+/// in use, never per recipient.
 #[derive(Debug)]
-pub struct Delivery {
-    /// The room.
-    pub room: RoomId,
-    /// The message's seq.
-    pub seq: u64,
+pub struct LazyFrames {
     event: ServerFrame,
     json: OnceLock<Option<Bytes>>,
     rkyv: OnceLock<Option<Bytes>>,
 }
 
-impl Delivery {
-    /// A delivery of `event` (seq `seq` of `room`), not yet encoded.
-    pub fn new(room: RoomId, seq: u64, event: ServerFrame) -> Self {
-        Self { room, seq, event, json: OnceLock::new(), rkyv: OnceLock::new() }
+impl LazyFrames {
+    /// Frames for `event`, none encoded yet.
+    pub fn new(event: ServerFrame) -> Self {
+        Self { event, json: OnceLock::new(), rkyv: OnceLock::new() }
     }
 
     /// The frame for a socket speaking `codec` (`None` only if encoding failed, a bug
-    /// that is logged once).
+    /// that is logged).
     pub fn frame(&self, codec: Codec) -> Option<&Bytes> {
         let cell = match codec {
             Codec::Json => &self.json,
@@ -163,6 +167,29 @@ impl Delivery {
         })
         .as_ref()
     }
+}
+
+/// One stored message to fan out.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The room.
+    pub room: RoomId,
+    /// The message's seq.
+    pub seq: u64,
+    /// The `message` event, framed lazily.
+    pub frames: LazyFrames,
+}
+
+/// An event that is never stored and carries no seq (typing): delivered to the live
+/// subscribers of a room that are not `sender`'s sockets, and never replayed.
+#[derive(Debug)]
+pub struct Ephemeral {
+    /// The room.
+    pub room: RoomId,
+    /// Whose action it reports; their own sockets do not get it.
+    pub sender: UserId,
+    /// The event, framed lazily.
+    pub frames: LazyFrames,
 }
 
 /// Work whose durability a shard is waiting for.
@@ -207,6 +234,8 @@ pub enum ShardMsg {
     },
     /// A message to fan out to local subscribers.
     Deliver(Arc<Delivery>),
+    /// An ephemeral event to fan out to local live subscribers.
+    Ephemeral(Arc<Ephemeral>),
     /// An answer for a local connection.
     Reply(Reply),
     /// `user` is no longer a member of `room`: drop their subscriptions here.

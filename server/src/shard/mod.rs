@@ -15,7 +15,7 @@ use std::time::Duration;
 pub use conns::{Conn, Conns};
 pub use fanout::{Subscribers, unsubscribe_all};
 use messages::{Mesh, ShardMsg};
-pub use owner::OwnedRooms;
+pub use owner::{OwnedRooms, expire_typing_loop};
 
 use crate::shared::Shared;
 
@@ -79,6 +79,7 @@ impl Shard {
             ShardMsg::Committed { works, result } => owner::on_committed(self, works, result),
             ShardMsg::Unsubscribe { room, shard } => owner::on_unsubscribe(self, &room, shard),
             ShardMsg::Deliver(delivery) => fanout::deliver(self, &delivery),
+            ShardMsg::Ephemeral(event) => fanout::deliver_ephemeral(self, &event),
             ShardMsg::Reply(reply) => fanout::on_reply(self, reply),
             ShardMsg::MemberGone { room, user } => fanout::member_gone(self, &room, &user),
             ShardMsg::Shutdown => {

@@ -9,15 +9,17 @@ use rustc_hash::FxHashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use palaver_core::{Draft, Role, Room, SendOutcome};
+use palaver_core::{Draft, Role, Room, SendOutcome, TypingChange};
 use palaver_protocol::{
     ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody, ReplyBody, RoomId, RoomOk, SendOk,
-    ServerFrame,
+    ServerFrame, Typing, UserId,
 };
 use palaver_storage::{RoomRecord, StorageError, Write};
 
 use super::Shard;
-use super::messages::{CommitWork, Delivery, Origin, Reply, RoomAction, ShardMsg, Subscribe, Ticket, sent};
+use super::messages::{
+    CommitWork, Delivery, Ephemeral, LazyFrames, Origin, Reply, RoomAction, ShardMsg, Subscribe, Ticket, sent,
+};
 use crate::clock::now_ms;
 
 /// A room this shard owns, with the plumbing around its state machine.
@@ -78,7 +80,7 @@ fn load(shard: &Shard, id: &RoomId) -> Result<Option<OwnedRoom>, StorageError> {
         members,
         last_seq,
         last_ts,
-        shard.shared.config.max_text_chars,
+        shard.shared.config.room_limits(),
     );
     Ok(Some(OwnedRoom { room, subscriber_shards: BTreeSet::new(), waiting: BTreeMap::new() }))
 }
@@ -149,6 +151,16 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
                 }
             }
         }
+        RoomAction::Typing { room: _, active } => {
+            let body = match owned.room.typing(now_ms(), &origin.user, active) {
+                Err(e) => ReplyBody::Err(e.to_body()),
+                Ok(change) => {
+                    announce_typing(shard, owned, &origin.user, change);
+                    ReplyBody::Ok(OkBody::Empty(Default::default()))
+                }
+            };
+            answer(shard, reply_to, Reply::plain(&origin, body));
+        }
         RoomAction::History { room, before, limit } => {
             let body = match owned.room.history_page(&origin.user, before, limit) {
                 Err(e) => ReplyBody::Err(e.to_body()),
@@ -175,7 +187,7 @@ fn create(
         name,
         kind,
         origin.user.clone(),
-        shard.shared.config.max_text_chars,
+        shard.shared.config.room_limits(),
     ) {
         Ok(room) => room,
         Err(e) => return answer(shard, reply_to, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
@@ -302,7 +314,8 @@ fn message_durable(shard: &Rc<Shard>, message: Message) {
     owned.room.committed(message.seq);
     let seq = message.seq;
     let room = message.room.clone();
-    let delivery = Arc::new(Delivery::new(room, seq, ServerFrame::Event(Event::Message(message))));
+    let frames = LazyFrames::new(ServerFrame::Event(Event::Message(message)));
+    let delivery = Arc::new(Delivery { room, seq, frames });
     for &s in &owned.subscriber_shards {
         shard.mesh().send(s, ShardMsg::Deliver(delivery.clone()));
     }
@@ -311,6 +324,38 @@ fn message_durable(shard: &Rc<Shard>, message: Message) {
     for s in ready {
         for (origin, ok) in owned.waiting.remove(&s).unwrap_or_default() {
             answer(shard, origin.shard, Reply::plain(&origin, sent(ok)));
+        }
+    }
+}
+
+/// Tells the shards with subscribers that `user` started or stopped typing (an ephemeral
+/// event: not stored, not sequenced, not sent to the typist's own sockets).
+fn announce_typing(shard: &Shard, owned: &OwnedRoom, user: &UserId, change: TypingChange) {
+    let (active, expires_in_ms) = match change {
+        TypingChange::Started { expires_in_ms } => (true, Some(expires_in_ms)),
+        TypingChange::Stopped => (false, None),
+        TypingChange::Unchanged => return,
+    };
+    let room = owned.room.id().clone();
+    let typing = Typing { room: room.clone(), user: user.clone(), active, expires_in_ms };
+    let frames = LazyFrames::new(ServerFrame::Event(Event::Typing(typing)));
+    let event = Arc::new(Ephemeral { room, sender: user.clone(), frames });
+    for &s in &owned.subscriber_shards {
+        shard.mesh().send(s, ShardMsg::Ephemeral(event.clone()));
+    }
+}
+
+/// Typing indicators lapse by themselves: twice a second, end the ones not renewed in
+/// time and tell the room. Only rooms with someone typing are touched.
+pub async fn expire_typing_loop(shard: Rc<Shard>) {
+    loop {
+        monoio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let now = now_ms();
+        let mut owned_rooms = shard.owned.borrow_mut();
+        for owned in owned_rooms.rooms.values_mut().filter(|o| o.room.has_typers()) {
+            for user in owned.room.expire_typing(now) {
+                announce_typing(&shard, owned, &user, TypingChange::Stopped);
+            }
         }
     }
 }
