@@ -217,7 +217,7 @@ impl Client {
             Proto::Palaver(codec) => Ok(match wire::decode(codec, message) {
                 Err(_) if message.is_close() => Frame::Closed,
                 Err(e) => return Err(e),
-                Ok(None) | Ok(Some(ServerFrame::Event(Event::Typing(_)))) => Frame::Other,
+                Ok(None) | Ok(Some(ServerFrame::Event(Event::Typing(_) | Event::Receipt(_)))) => Frame::Other,
                 Ok(Some(ServerFrame::Event(Event::Message(m)))) => {
                     Frame::Message { seq: m.seq, client_ts: m.client_ts }
                 }
@@ -336,7 +336,7 @@ fn reply_data(ok: OkBody) -> ReplyData {
             let oldest = h.messages.last().map(|m| m.seq).unwrap_or(0);
             data.page = Some((h.messages.len(), newest, oldest));
         }
-        OkBody::Authed(_) | OkBody::Empty(_) => {}
+        OkBody::Authed(_) | OkBody::Empty(_) | OkBody::Receipt(_) | OkBody::Sync(_) => {}
     }
     data
 }

@@ -148,6 +148,9 @@ mod tests {
             Just(Op::Ping {}),
             room_id().prop_map(|room| Op::TypingStart { room }),
             room_id().prop_map(|room| Op::TypingStop { room }),
+            (room_id(), any::<Option<u64>>(), any::<Option<u64>>())
+                .prop_map(|(room, delivered, read)| Op::Receipt { room, delivered, read }),
+            Just(Op::Sync {}),
         ]
     }
 
@@ -174,6 +177,31 @@ mod tests {
         });
         prop_oneof![
             message().prop_map(|m| ServerFrame::Event(Event::Message(m))),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(re, delivered, read)| {
+                ServerFrame::ok(re, OkBody::Receipt(crate::ReceiptOk { delivered, read }))
+            }),
+            (any::<u64>(), room_id(), prop::option::of(message()), any::<u64>()).prop_map(
+                |(re, room_id, last_message, n)| {
+                    let room = RoomInfo { room_id, name: "r".into(), kind: RoomKind::Private };
+                    let summary = crate::RoomSummary {
+                        room,
+                        last_seq: n,
+                        last_message,
+                        delivered: n,
+                        read: n / 2,
+                        unread: n - n / 2,
+                    };
+                    ServerFrame::ok(re, OkBody::Sync(crate::SyncOk { rooms: vec![summary] }))
+                }
+            ),
+            (room_id(), id_body(), any::<u64>(), any::<u64>()).prop_map(|(room, user, delivered, read)| {
+                ServerFrame::Event(Event::Receipt(crate::Receipt {
+                    room,
+                    user: UserId::from_body(&user).unwrap(),
+                    delivered,
+                    read,
+                }))
+            }),
             (room_id(), id_body(), any::<bool>(), any::<Option<u64>>()).prop_map(
                 |(room, user, active, expires_in_ms)| {
                     ServerFrame::Event(Event::Typing(crate::Typing {

@@ -97,6 +97,21 @@ pub enum Op {
         /// The room.
         room: RoomId,
     },
+    /// Move the caller's delivered and/or read watermarks in a room forward.
+    #[serde(rename = "receipt")]
+    Receipt {
+        /// The room.
+        room: RoomId,
+        /// Highest seq delivered to this device.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivered: Option<u64>,
+        /// Highest seq the user has read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        read: Option<u64>,
+    },
+    /// The caller's rooms with their last message and unread counts.
+    #[serde(rename = "sync")]
+    Sync {},
 }
 
 impl Op {
@@ -112,6 +127,8 @@ impl Op {
             Op::Ping {} => "ping",
             Op::TypingStart { .. } => "typing.start",
             Op::TypingStop { .. } => "typing.stop",
+            Op::Receipt { .. } => "receipt",
+            Op::Sync {} => "sync",
         }
     }
 }
@@ -125,12 +142,13 @@ impl ClientFrame {
             | Op::Leave { room }
             | Op::History { room, .. }
             | Op::TypingStart { room }
-            | Op::TypingStop { room } => room.revalidate(),
+            | Op::TypingStop { room }
+            | Op::Receipt { room, .. } => room.revalidate(),
             Op::Send { room, cid, .. } => {
                 room.revalidate()?;
                 cid.revalidate()
             }
-            Op::Auth { .. } | Op::RoomCreate { .. } | Op::Ping {} => Ok(()),
+            Op::Auth { .. } | Op::RoomCreate { .. } | Op::Ping {} | Op::Sync {} => Ok(()),
         }
     }
 }
@@ -269,6 +287,10 @@ pub enum OkBody {
     History(HistoryOk),
     /// `auth`.
     Authed(AuthOk),
+    /// `receipt`.
+    Receipt(ReceiptOk),
+    /// `sync`.
+    Sync(SyncOk),
     /// `leave`, `ping`: `{}`.
     Empty(Empty),
 }
@@ -347,6 +369,56 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// Answer to `receipt`: the caller's watermarks in the room after the update.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct ReceiptOk {
+    /// Highest seq delivered to one of the user's devices.
+    pub delivered: u64,
+    /// Highest seq the user has read.
+    pub read: u64,
+}
+
+/// Answer to `sync`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct SyncOk {
+    /// Every room the caller is a member of.
+    pub rooms: Vec<RoomSummary>,
+}
+
+/// One room in a `sync` answer.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct RoomSummary {
+    /// The room.
+    pub room: RoomInfo,
+    /// The newest stored seq (0 for an empty room).
+    pub last_seq: u64,
+    /// The newest stored message, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<Message>,
+    /// The caller's delivered watermark.
+    pub delivered: u64,
+    /// The caller's read watermark.
+    pub read: u64,
+    /// Messages after the read watermark (`last_seq - read`): the caller's own messages
+    /// count as read.
+    pub unread: u64,
+}
+
 /// Answer to `history`.
 #[derive(
     Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
@@ -368,6 +440,25 @@ pub enum Event {
     /// Someone in a joined room started or stopped typing. Never stored, never replayed.
     #[serde(rename = "typing")]
     Typing(Typing),
+    /// A member's delivered/read watermarks moved (coalesced). Not replayed: `sync` has
+    /// the current state.
+    #[serde(rename = "receipt")]
+    Receipt(Receipt),
+}
+
+/// The `receipt` event.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct Receipt {
+    /// The room.
+    pub room: RoomId,
+    /// Whose watermarks.
+    pub user: UserId,
+    /// Highest seq delivered to one of their devices.
+    pub delivered: u64,
+    /// Highest seq they have read.
+    pub read: u64,
 }
 
 /// The `typing` event.

@@ -132,7 +132,7 @@ fn run_shard(
         let shard = Shard::new(id, shared);
         monoio::spawn(crate::conn::accept_loop(shard.clone(), listener));
         monoio::spawn(crate::conn::socket::heartbeat(shard.clone()));
-        monoio::spawn(shard::expire_typing_loop(shard.clone()));
+        monoio::spawn(shard::room_ticks(shard.clone()));
         shard.run_inbox(inbox).await;
     };
     if monoio::utils::detect_uring() {

@@ -61,6 +61,17 @@ pub enum Write {
         /// Role, as `palaver-core` encodes it.
         role: u8,
     },
+    /// Set a member's delivered and read watermarks (highest seqs) in a room.
+    PutReceipt {
+        /// The room.
+        room: RoomId,
+        /// The member.
+        user: UserId,
+        /// Highest seq delivered to one of the member's devices.
+        delivered: u64,
+        /// Highest seq the member has read.
+        read: u64,
+    },
     /// Remove a member.
     RemoveMember {
         /// The room.

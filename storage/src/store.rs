@@ -40,6 +40,7 @@ pub struct Store {
     user_room: Keyspace,
     room_seq_message: Keyspace,
     room_cid_seq: Keyspace,
+    room_user_receipt: Keyspace,
     durability: Durability,
     poisoned: AtomicBool,
     /// Serializes the few read-check-write sequences outside the group committer
@@ -70,6 +71,8 @@ impl Store {
             user_room: open("user_room")?,
             room_seq_message: open("room_seq_message")?,
             room_cid_seq: open("room_cid_seq")?,
+            // Added within format 1: an older directory simply starts without receipts.
+            room_user_receipt: open("room_user_receipt")?,
             db,
             durability,
             poisoned: AtomicBool::new(false),
@@ -142,6 +145,12 @@ impl Store {
                 Write::PutMember { room, user, role } => {
                     batch.insert(&self.room_member, keys::room_member(room, user), [*role]);
                     batch.insert(&self.user_room, keys::user_room(user, room), [*role]);
+                }
+                Write::PutReceipt { room, user, delivered, read } => {
+                    let mut value = [0u8; 16];
+                    value[..8].copy_from_slice(&delivered.to_be_bytes());
+                    value[8..].copy_from_slice(&read.to_be_bytes());
+                    batch.insert(&self.room_user_receipt, keys::room_member(room, user), value);
                 }
                 Write::RemoveMember { room, user } => {
                     batch.remove(&self.room_member, keys::room_member(room, user));
@@ -349,17 +358,44 @@ impl Store {
             .collect()
     }
 
+    /// Every member's `(delivered, read)` watermarks in a room.
+    pub fn receipts(&self, room: &RoomId) -> Result<Vec<(UserId, u64, u64)>, StorageError> {
+        let prefix = keys::room_prefix(room);
+        let mut receipts = Vec::new();
+        for guard in self.room_user_receipt.prefix(&prefix) {
+            let (key, value) = guard.into_inner()?;
+            let user = std::str::from_utf8(&key[prefix.len()..]).ok().and_then(|s| UserId::parse(s).ok());
+            match (user, decode_pair(&value)) {
+                (Some(user), Some((delivered, read))) => receipts.push((user, delivered, read)),
+                _ => {
+                    return Err(StorageError::Corrupt {
+                        partition: "room_user_receipt",
+                        detail: "bad key or value".into(),
+                    });
+                }
+            }
+        }
+        Ok(receipts)
+    }
+
+    /// One member's `(delivered, read)` watermarks in a room (`(0, 0)` when none stored).
+    pub fn receipt(&self, room: &RoomId, user: &UserId) -> Result<(u64, u64), StorageError> {
+        match self.room_user_receipt.get(keys::room_member(room, user))? {
+            None => Ok((0, 0)),
+            Some(value) => decode_pair(&value).ok_or_else(|| StorageError::Corrupt {
+                partition: "room_user_receipt",
+                detail: "value is not 16 bytes".into(),
+            }),
+        }
+    }
+
     /// The `(seq, ts)` a cid was stored under in a room, if it was.
     pub fn cid_seq(&self, room: &RoomId, cid: &ClientMsgId) -> Result<Option<(u64, u64)>, StorageError> {
         let Some(value) = self.room_cid_seq.get(keys::room_cid(room, cid))? else { return Ok(None) };
-        let bytes: [u8; 16] = value[..].try_into().map_err(|_| StorageError::Corrupt {
+        decode_pair(&value).map(Some).ok_or_else(|| StorageError::Corrupt {
             partition: "room_cid_seq",
             detail: "value is not 16 bytes".into(),
-        })?;
-        let (seq, ts) = bytes.split_at(8);
-        let seq = u64::from_be_bytes(seq.try_into().unwrap_or_default());
-        let ts = u64::from_be_bytes(ts.try_into().unwrap_or_default());
-        Ok(Some((seq, ts)))
+        })
     }
 }
 
@@ -382,4 +418,10 @@ fn decode_json<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, StorageError> {
     serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt { partition, detail: e.to_string() })
+}
+
+fn decode_pair(value: &[u8]) -> Option<(u64, u64)> {
+    let bytes: [u8; 16] = value.try_into().ok()?;
+    let (a, b) = bytes.split_at(8);
+    Some((u64::from_be_bytes(a.try_into().ok()?), u64::from_be_bytes(b.try_into().ok()?)))
 }

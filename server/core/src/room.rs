@@ -34,7 +34,22 @@ pub struct Room {
     pending_cids: HashMap<ClientMsgId, (u64, u64)>,
     /// Members typing now, with when their indicator lapses and when it was last announced.
     typing: HashMap<UserId, Typer>,
+    /// Members' `(delivered, read)` watermarks.
+    receipts: HashMap<UserId, (u64, u64)>,
+    /// Members whose watermarks moved since the last announcement (coalescing).
+    receipts_to_announce: Vec<UserId>,
     limits: RoomLimits,
+}
+
+/// The outcome of a `receipt` op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptChange {
+    /// The member's delivered watermark now.
+    pub delivered: u64,
+    /// The member's read watermark now.
+    pub read: u64,
+    /// Whether anything moved (and must be persisted).
+    pub changed: bool,
 }
 
 /// Per-room limits, configured by the operator.
@@ -152,6 +167,8 @@ impl Room {
             pending: VecDeque::new(),
             pending_cids: HashMap::new(),
             typing: HashMap::new(),
+            receipts: HashMap::new(),
+            receipts_to_announce: Vec::new(),
             limits: RoomLimits { max_text_chars: limits.max_text_chars.max(1), ..limits },
         }
     }
@@ -253,6 +270,9 @@ impl Room {
         // A message ends its sender's typing indicator; clients hide it on the message.
         self.typing.remove(user);
         self.last_seq += 1;
+        // Its sender has read it: their own messages never count as unread.
+        let receipt = self.receipts.entry(user.clone()).or_default();
+        *receipt = (receipt.0.max(self.last_seq), receipt.1.max(self.last_seq));
         self.last_ts = self.last_ts.max(now_ms);
         let message = Message {
             room: self.id.clone(),
@@ -267,6 +287,62 @@ impl Room {
         self.pending.push_back((self.last_seq, cid.clone()));
         self.pending_cids.insert(cid, (self.last_seq, self.last_ts));
         Ok(SendOutcome::Append(Appended { message }))
+    }
+
+    /// Installs the watermarks read from storage when the room is loaded.
+    pub fn load_receipts(&mut self, receipts: impl IntoIterator<Item = (UserId, u64, u64)>) {
+        self.receipts.extend(receipts.into_iter().map(|(user, delivered, read)| (user, (delivered, read))));
+    }
+
+    /// A member's `(delivered, read)` watermarks (`(0, 0)` if none).
+    pub fn receipt_of(&self, user: &UserId) -> (u64, u64) {
+        self.receipts.get(user).copied().unwrap_or_default()
+    }
+
+    /// Moves a member's watermarks forward: never back, never past the newest durable seq,
+    /// and `read` implies `delivered`.
+    pub fn receipt(
+        &mut self,
+        user: &UserId,
+        delivered: Option<u64>,
+        read: Option<u64>,
+    ) -> Result<ReceiptChange, CoreError> {
+        if self.role_of(user).is_none() {
+            return Err(CoreError::NotMember(self.id.clone()));
+        }
+        if delivered.is_none() && read.is_none() {
+            return Err(CoreError::Invalid("give `delivered`, `read` or both".into()));
+        }
+        let cap = self.durable_seq;
+        let (d0, r0) = self.receipt_of(user);
+        let read = r0.max(read.unwrap_or(0).min(cap));
+        let delivered = d0.max(delivered.unwrap_or(0).min(cap)).max(read);
+        let changed = (delivered, read) != (d0, r0);
+        if changed {
+            self.receipts.insert(user.clone(), (delivered, read));
+            if !self.receipts_to_announce.contains(user) {
+                self.receipts_to_announce.push(user.clone());
+            }
+        }
+        Ok(ReceiptChange { delivered, read, changed })
+    }
+
+    /// The watermarks that moved since the last call, one entry per member however often
+    /// it moved: what to announce to the room.
+    pub fn take_receipt_announcements(&mut self) -> Vec<(UserId, u64, u64)> {
+        let users = std::mem::take(&mut self.receipts_to_announce);
+        users
+            .into_iter()
+            .map(|user| {
+                let (delivered, read) = self.receipt_of(&user);
+                (user, delivered, read)
+            })
+            .collect()
+    }
+
+    /// Whether watermarks moved since the last announcement.
+    pub fn has_receipt_announcements(&self) -> bool {
+        !self.receipts_to_announce.is_empty()
     }
 
     /// A member starts (`active`) or stops typing. Renewals are coalesced: one announcement
@@ -466,6 +542,31 @@ mod tests {
         assert_eq!(room.expire_typing(ttl / 2 + ttl), vec![owner.clone()]);
         assert_eq!(room.typing(0, &owner, false), Ok(TypingChange::Unchanged));
         assert_eq!(room.typing(0, &user("stranger"), true), Err(CoreError::NotMember(room.id().clone())));
+    }
+
+    #[test]
+    fn receipts_only_move_forward_are_capped_and_coalesced() {
+        let mut room = public_room();
+        let owner = user("owner");
+        let bob = user("bob");
+        room.join(&bob).unwrap();
+        for i in 1..=5 {
+            send(&mut room, &owner, &format!("c{i}"), i).unwrap();
+        }
+        room.committed(5);
+        assert_eq!(room.receipt_of(&owner), (5, 5), "a sender has read their own messages");
+        let r = room.receipt(&bob, Some(4), None).unwrap();
+        assert_eq!((r.delivered, r.read, r.changed), (4, 0, true));
+        let r = room.receipt(&bob, None, Some(3)).unwrap();
+        assert_eq!((r.delivered, r.read), (4, 3));
+        let r = room.receipt(&bob, Some(1), Some(1)).unwrap();
+        assert_eq!((r.delivered, r.read, r.changed), (4, 3, false), "never backwards");
+        let r = room.receipt(&bob, None, Some(99)).unwrap();
+        assert_eq!((r.delivered, r.read), (5, 5), "capped at the durable seq; read implies delivered");
+        assert_eq!(room.take_receipt_announcements(), vec![(bob.clone(), 5, 5)], "one per member");
+        assert!(!room.has_receipt_announcements());
+        assert!(matches!(room.receipt(&bob, None, None), Err(CoreError::Invalid(_))));
+        assert!(matches!(room.receipt(&user("x"), Some(1), None), Err(CoreError::NotMember(_))));
     }
 
     #[test]

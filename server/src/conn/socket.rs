@@ -9,7 +9,10 @@ use bytes::BytesMut;
 use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use palaver_core::{Admission, Session};
-use palaver_protocol::{AuthOk, ClientFrame, Codec, ErrorBody, ErrorCode, OkBody, Op, ServerFrame, UserId};
+use palaver_protocol::{
+    AuthOk, ClientFrame, Codec, ErrorBody, ErrorCode, OkBody, Op, ReplyBody, RoomInfo, RoomSummary,
+    ServerFrame, SyncOk, UserId,
+};
 
 use super::http::read_more;
 use super::outbound::{Outbound, run_writer};
@@ -196,6 +199,15 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
         Op::History { room, before, limit } => RoomAction::History { room, before, limit },
         Op::TypingStart { room } => RoomAction::Typing { room, active: true },
         Op::TypingStop { room } => RoomAction::Typing { room, active: false },
+        Op::Receipt { room, delivered, read } => RoomAction::Receipt { room, delivered, read },
+        Op::Sync {} => {
+            conn.session.borrow_mut().finished();
+            let body = match conn.user() {
+                Some(user) => sync(shard, &user),
+                None => ReplyBody::Err(ErrorBody::new(ErrorCode::Unauthorized, "authenticate first")),
+            };
+            return send_frame(conn, &ServerFrame::Reply { re: id, body });
+        }
     };
     let Some(user) = conn.user() else {
         conn.session.borrow_mut().finished();
@@ -204,6 +216,38 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
     let origin = Origin { shard: shard.id, conn: conn.id, re: id, user };
     let owner = shard.mesh().owner(action.room());
     shard.mesh().send(owner, ShardMsg::Command { origin, action });
+}
+
+/// `sync`: the caller's rooms with last message and unread count, from durable storage
+/// (thread-safe reads served from cache; answered on the connection's own shard). Unread
+/// is `last_seq - read`, computed from the watermarks, never by scanning messages.
+fn sync(shard: &Shard, user: &UserId) -> ReplyBody {
+    let store = &shard.shared.store;
+    let summarize = || -> Result<Vec<RoomSummary>, palaver_storage::StorageError> {
+        let mut rooms = Vec::new();
+        for room_id in store.user_rooms(user)? {
+            let Some(record) = store.room(&room_id)? else { continue };
+            let last_message = store.messages_before(&room_id, None, 1)?.pop();
+            let last_seq = last_message.as_ref().map_or(0, |m| m.seq);
+            let (delivered, read) = store.receipt(&room_id, user)?;
+            rooms.push(RoomSummary {
+                room: RoomInfo { room_id, name: record.name, kind: record.kind },
+                last_seq,
+                last_message,
+                delivered,
+                read,
+                unread: last_seq.saturating_sub(read),
+            });
+        }
+        Ok(rooms)
+    };
+    match summarize() {
+        Ok(rooms) => ReplyBody::Ok(OkBody::Sync(SyncOk { rooms })),
+        Err(e) => {
+            tracing::error!("sync: {e}");
+            ReplyBody::Err(ErrorBody::new(ErrorCode::Internal, "storage failure"))
+        }
+    }
 }
 
 /// Test only (`--test-echo`): echoes every message back, for WebSocket conformance suites

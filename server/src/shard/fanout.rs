@@ -87,12 +87,12 @@ pub fn deliver(shard: &Rc<Shard>, delivery: &Delivery) {
     }
 }
 
-/// Fans an ephemeral event out to the live local subscribers of its room, except the
-/// sender's own sockets. No cursor moves: it is not part of the room's history.
+/// Fans an ephemeral event out to the live local subscribers of its room (except the
+/// skipped user's own sockets). No cursor moves: it is not part of the room's history.
 pub fn deliver_ephemeral(shard: &Rc<Shard>, event: &Ephemeral) {
     let subscribers = shard.subscribers.borrow();
     let Some(local) = subscribers.rooms.get(&event.room) else { return };
-    for sub in local.subs.iter().filter(|s| s.live && s.user != event.sender) {
+    for sub in local.subs.iter().filter(|s| s.live && event.skip.as_ref() != Some(&s.user)) {
         if let Some(frame) = event.frames.frame(sub.codec) {
             sub.outbound.push(frame.clone());
         }

@@ -72,6 +72,15 @@ pub enum RoomAction {
         /// Started (true) or stopped (false).
         active: bool,
     },
+    /// Move the caller's receipt watermarks.
+    Receipt {
+        /// The room.
+        room: RoomId,
+        /// New delivered watermark.
+        delivered: Option<u64>,
+        /// New read watermark.
+        read: Option<u64>,
+    },
     /// Read a page of history.
     History {
         /// The room.
@@ -92,6 +101,7 @@ impl RoomAction {
             | RoomAction::Leave { room }
             | RoomAction::Send { room, .. }
             | RoomAction::Typing { room, .. }
+            | RoomAction::Receipt { room, .. }
             | RoomAction::History { room, .. } => room,
         }
     }
@@ -180,14 +190,14 @@ pub struct Delivery {
     pub frames: LazyFrames,
 }
 
-/// An event that is never stored and carries no seq (typing): delivered to the live
-/// subscribers of a room that are not `sender`'s sockets, and never replayed.
+/// An event that carries no seq (typing, receipts): delivered to the live subscribers of
+/// a room, optionally not to one user's own sockets, and never replayed.
 #[derive(Debug)]
 pub struct Ephemeral {
     /// The room.
     pub room: RoomId,
-    /// Whose action it reports; their own sockets do not get it.
-    pub sender: UserId,
+    /// A user whose own sockets do not get it (the typist).
+    pub skip: Option<UserId>,
     /// The event, framed lazily.
     pub frames: LazyFrames,
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub use conns::{Conn, Conns};
 pub use fanout::{Subscribers, unsubscribe_all};
 use messages::{Mesh, ShardMsg};
-pub use owner::{OwnedRooms, expire_typing_loop};
+pub use owner::{OwnedRooms, room_ticks};
 
 use crate::shared::Shared;
 

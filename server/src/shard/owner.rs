@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use palaver_core::{Draft, Role, Room, SendOutcome, TypingChange};
 use palaver_protocol::{
-    ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody, ReplyBody, RoomId, RoomOk, SendOk,
-    ServerFrame, Typing, UserId,
+    ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody, Receipt, ReceiptOk, ReplyBody, RoomId,
+    RoomOk, SendOk, ServerFrame, Typing, UserId,
 };
 use palaver_storage::{RoomRecord, StorageError, Write};
 
@@ -73,7 +73,7 @@ fn load(shard: &Shard, id: &RoomId) -> Result<Option<OwnedRoom>, StorageError> {
     let members = store.members(id)?.into_iter().map(|(user, role)| (user, Role::from_byte(role)));
     let last = store.messages_before(id, None, 1)?;
     let (last_seq, last_ts) = last.first().map_or((0, 0), |m| (m.seq, m.ts));
-    let room = Room::restore(
+    let mut room = Room::restore(
         record.room_id,
         record.name,
         record.kind,
@@ -82,6 +82,7 @@ fn load(shard: &Shard, id: &RoomId) -> Result<Option<OwnedRoom>, StorageError> {
         last_ts,
         shard.shared.config.room_limits(),
     );
+    room.load_receipts(store.receipts(id)?);
     Ok(Some(OwnedRoom { room, subscriber_shards: BTreeSet::new(), waiting: BTreeMap::new() }))
 }
 
@@ -132,11 +133,13 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
                 Ok(SendOutcome::Append(appended)) => {
                     let message = appended.message;
                     let ok = SendOk { seq: message.seq, ts: message.ts, duplicate: false };
-                    match submit(
-                        shard,
-                        vec![Write::AppendMessage(message.clone())],
-                        CommitWork::Message(message),
-                    ) {
+                    // The sender's own watermarks move with the message, in the same batch.
+                    let (delivered, read) = owned.room.receipt_of(&origin.user);
+                    let writes = vec![
+                        Write::AppendMessage(message.clone()),
+                        Write::PutReceipt { room: room.clone(), user: origin.user.clone(), delivered, read },
+                    ];
+                    match submit(shard, writes, CommitWork::Message(message)) {
                         Ok(()) => owned.waiting.entry(ok.seq).or_default().push((origin, ok)),
                         Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
                     }
@@ -147,6 +150,30 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
                         answer(shard, reply_to, Reply::plain(&origin, sent(ok)));
                     } else {
                         owned.waiting.entry(seq).or_default().push((origin, ok));
+                    }
+                }
+            }
+        }
+        RoomAction::Receipt { room, delivered, read } => {
+            match owned.room.receipt(&origin.user, delivered, read) {
+                Err(e) => answer(shard, reply_to, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
+                Ok(change) => {
+                    let ok = ReplyBody::Ok(OkBody::Receipt(ReceiptOk {
+                        delivered: change.delivered,
+                        read: change.read,
+                    }));
+                    if !change.changed {
+                        return answer(shard, reply_to, Reply::plain(&origin, ok));
+                    }
+                    let write = Write::PutReceipt {
+                        room,
+                        user: origin.user.clone(),
+                        delivered: change.delivered,
+                        read: change.read,
+                    };
+                    let work = CommitWork::Reply { shard: reply_to, reply: Reply::plain(&origin, ok) };
+                    if let Err(e) = submit(shard, vec![write], work) {
+                        answer(shard, reply_to, Reply::plain(&origin, storage_error(&e)));
                     }
                 }
             }
@@ -338,24 +365,50 @@ fn announce_typing(shard: &Shard, owned: &OwnedRoom, user: &UserId, change: Typi
     };
     let room = owned.room.id().clone();
     let typing = Typing { room: room.clone(), user: user.clone(), active, expires_in_ms };
-    let frames = LazyFrames::new(ServerFrame::Event(Event::Typing(typing)));
-    let event = Arc::new(Ephemeral { room, sender: user.clone(), frames });
+    let event = Ephemeral {
+        room,
+        skip: Some(user.clone()),
+        frames: LazyFrames::new(ServerFrame::Event(Event::Typing(typing))),
+    };
+    broadcast_ephemeral(shard, owned, event);
+}
+
+fn broadcast_ephemeral(shard: &Shard, owned: &OwnedRoom, event: Ephemeral) {
+    let event = Arc::new(event);
     for &s in &owned.subscriber_shards {
         shard.mesh().send(s, ShardMsg::Ephemeral(event.clone()));
     }
 }
 
-/// Typing indicators lapse by themselves: twice a second, end the ones not renewed in
-/// time and tell the room. Only rooms with someone typing are touched.
-pub async fn expire_typing_loop(shard: Rc<Shard>) {
+/// Tells the room whose watermarks moved since the last tick: one event per member
+/// however many receipts they sent meanwhile (their own sockets included, so a user's
+/// other devices learn where they read up to).
+fn announce_receipts(shard: &Shard, owned: &mut OwnedRoom) {
+    for (user, delivered, read) in owned.room.take_receipt_announcements() {
+        let room = owned.room.id().clone();
+        let receipt = Receipt { room: room.clone(), user, delivered, read };
+        let frames = LazyFrames::new(ServerFrame::Event(Event::Receipt(receipt)));
+        broadcast_ephemeral(shard, owned, Ephemeral { room, skip: None, frames });
+    }
+}
+
+/// The owner's periodic work, twice a second: typing indicators not renewed in time
+/// lapse, and receipts that moved are announced (coalesced: at most one event per member
+/// per tick). Only rooms with something to do are touched.
+pub async fn room_ticks(shard: Rc<Shard>) {
     loop {
         monoio::time::sleep(std::time::Duration::from_millis(500)).await;
         let now = now_ms();
         let mut owned_rooms = shard.owned.borrow_mut();
-        for owned in owned_rooms.rooms.values_mut().filter(|o| o.room.has_typers()) {
+        let busy = owned_rooms
+            .rooms
+            .values_mut()
+            .filter(|o| o.room.has_typers() || o.room.has_receipt_announcements());
+        for owned in busy {
             for user in owned.room.expire_typing(now) {
                 announce_typing(&shard, owned, &user, TypingChange::Stopped);
             }
+            announce_receipts(&shard, owned);
         }
     }
 }
