@@ -13,6 +13,7 @@
 mod committer;
 mod error;
 mod keys;
+mod message_record;
 mod records;
 mod store;
 

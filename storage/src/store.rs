@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use palaver_protocol::{ClientMsgId, Message, RoomId, UserId, Username};
-use rkyv::rancor;
 
 use crate::error::StorageError;
 use crate::keys;
+use crate::message_record;
 use crate::records::{RefreshRecord, RoomRecord, UserRecord, Write};
 
 /// The on-disk format this build reads and writes. Bumped on any incompatible change to
@@ -132,7 +132,7 @@ impl Store {
         for write in writes {
             match write {
                 Write::AppendMessage(message) => {
-                    let value = encode_message(message)?;
+                    let value = message_record::encode(message)?;
                     batch.insert(&self.room_seq_message, keys::message(&message.room, message.seq), value);
                     let mut seq_ts = [0u8; 16];
                     seq_ts[..8].copy_from_slice(&message.seq.to_be_bytes());
@@ -334,7 +334,7 @@ impl Store {
             .range(start..end)
             .rev()
             .take(limit)
-            .map(|guard| decode_message(&guard.value()?))
+            .map(|guard| message_record::decode(&guard.value()?))
             .collect()
     }
 
@@ -354,7 +354,7 @@ impl Store {
         self.room_seq_message
             .range(start..=end)
             .take(limit)
-            .map(|guard| decode_message(&guard.value()?))
+            .map(|guard| message_record::decode(&guard.value()?))
             .collect()
     }
 
@@ -397,16 +397,6 @@ impl Store {
             detail: "value is not 16 bytes".into(),
         })
     }
-}
-
-fn encode_message(message: &Message) -> Result<Vec<u8>, StorageError> {
-    rkyv::api::high::to_bytes_in::<_, rancor::Error>(message, Vec::new())
-        .map_err(|e| StorageError::Corrupt { partition: "room_seq_message", detail: e.to_string() })
-}
-
-fn decode_message(bytes: &[u8]) -> Result<Message, StorageError> {
-    rkyv::from_bytes::<Message, rancor::Error>(bytes)
-        .map_err(|e| StorageError::Corrupt { partition: "room_seq_message", detail: e.to_string() })
 }
 
 fn encode_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
