@@ -20,6 +20,7 @@ pub fn message(seq: u64) -> Message {
         kind: MessageKind::Text,
         text: "Hey, are we still on for the design review at 3? I moved it to room B 👍".into(),
         client_ts: Some(1_795_695_890_000),
+        reactions: Vec::new(),
     }
 }
 

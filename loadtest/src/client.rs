@@ -217,10 +217,11 @@ impl Client {
             Proto::Palaver(codec) => Ok(match wire::decode(codec, message) {
                 Err(_) if message.is_close() => Frame::Closed,
                 Err(e) => return Err(e),
-                Ok(None) | Ok(Some(ServerFrame::Event(Event::Typing(_) | Event::Receipt(_)))) => Frame::Other,
                 Ok(Some(ServerFrame::Event(Event::Message(m)))) => {
                     Frame::Message { seq: m.seq, client_ts: m.client_ts }
                 }
+                // Other events (typing, receipts, reactions) carry nothing measured here.
+                Ok(None) | Ok(Some(ServerFrame::Event(_))) => Frame::Other,
                 Ok(Some(ServerFrame::Reply { re, body })) => Frame::Reply {
                     re,
                     result: match body {
@@ -336,7 +337,8 @@ fn reply_data(ok: OkBody) -> ReplyData {
             let oldest = h.messages.last().map(|m| m.seq).unwrap_or(0);
             data.page = Some((h.messages.len(), newest, oldest));
         }
-        OkBody::Authed(_) | OkBody::Empty(_) | OkBody::Receipt(_) | OkBody::Sync(_) => {}
+        OkBody::Authed(_) | OkBody::Empty(_) | OkBody::Receipt(_) | OkBody::Sync(_) | OkBody::Reaction(_) => {
+        }
     }
     data
 }

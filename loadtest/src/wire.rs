@@ -155,6 +155,7 @@ mod tests {
             kind: MessageKind::Text,
             text: "\"client_ts\":5 tricky".into(),
             client_ts,
+            reactions: Vec::new(),
         }))
     }
 

@@ -151,6 +151,16 @@ mod tests {
             (room_id(), any::<Option<u64>>(), any::<Option<u64>>())
                 .prop_map(|(room, delivered, read)| Op::Receipt { room, delivered, read }),
             Just(Op::Sync {}),
+            (room_id(), any::<u64>(), "[^ \\t\\n]{1,8}").prop_map(|(room, seq, emoji)| Op::React {
+                room,
+                seq,
+                emoji
+            }),
+            (room_id(), any::<u64>(), "[^ \\t\\n]{1,8}").prop_map(|(room, seq, emoji)| Op::Unreact {
+                room,
+                seq,
+                emoji
+            }),
         ]
     }
 
@@ -165,6 +175,15 @@ mod tests {
                 kind: MessageKind::Text,
                 text,
                 client_ts,
+                reactions: if seq % 3 == 0 {
+                    vec![crate::ReactionSummary {
+                        emoji: "👍".into(),
+                        count: 1,
+                        users: vec![UserId::from_body(&sender).unwrap()],
+                    }]
+                } else {
+                    Vec::new()
+                },
             },
         )
     }

@@ -112,6 +112,26 @@ pub enum Op {
     /// The caller's rooms with their last message and unread counts.
     #[serde(rename = "sync")]
     Sync {},
+    /// Add the caller's reaction (an emoji) to a message.
+    #[serde(rename = "react")]
+    React {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// The emoji (any short Unicode string without spaces or control characters).
+        emoji: String,
+    },
+    /// Remove the caller's reaction from a message.
+    #[serde(rename = "unreact")]
+    Unreact {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// The emoji.
+        emoji: String,
+    },
 }
 
 impl Op {
@@ -129,6 +149,8 @@ impl Op {
             Op::TypingStop { .. } => "typing.stop",
             Op::Receipt { .. } => "receipt",
             Op::Sync {} => "sync",
+            Op::React { .. } => "react",
+            Op::Unreact { .. } => "unreact",
         }
     }
 }
@@ -143,7 +165,9 @@ impl ClientFrame {
             | Op::History { room, .. }
             | Op::TypingStart { room }
             | Op::TypingStop { room }
-            | Op::Receipt { room, .. } => room.revalidate(),
+            | Op::Receipt { room, .. }
+            | Op::React { room, .. }
+            | Op::Unreact { room, .. } => room.revalidate(),
             Op::Send { room, cid, .. } => {
                 room.revalidate()?;
                 cid.revalidate()
@@ -232,6 +256,22 @@ pub struct Message {
     /// The sender's own timestamp, when it gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ts: Option<u64>,
+    /// Reactions, aggregated per emoji (in `history`; live `message` events have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionSummary>,
+}
+
+/// All reactions with one emoji on a message.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct ReactionSummary {
+    /// The emoji.
+    pub emoji: String,
+    /// How many users reacted with it.
+    pub count: u32,
+    /// Who (at most 50, oldest first by user id order).
+    pub users: Vec<UserId>,
 }
 
 /// A frame from the server: a reply to one request, or an event.
@@ -289,6 +329,8 @@ pub enum OkBody {
     Authed(AuthOk),
     /// `receipt`.
     Receipt(ReceiptOk),
+    /// `react`, `unreact`.
+    Reaction(ReactionOk),
     /// `sync`.
     Sync(SyncOk),
     /// `leave`, `ping`: `{}`.
@@ -389,6 +431,19 @@ pub struct ReceiptOk {
     pub read: u64,
 }
 
+/// Answer to `react` and `unreact`: the emoji's count on the message afterwards.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct ReactionOk {
+    /// The message.
+    pub seq: u64,
+    /// The emoji.
+    pub emoji: String,
+    /// Users reacting with this emoji now.
+    pub count: u32,
+}
+
 /// Answer to `sync`.
 #[derive(
     Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
@@ -444,6 +499,28 @@ pub enum Event {
     /// the current state.
     #[serde(rename = "receipt")]
     Receipt(Receipt),
+    /// A member added or removed a reaction. Not replayed: `history` has the aggregates.
+    #[serde(rename = "reaction")]
+    Reaction(Reaction),
+}
+
+/// The `reaction` event.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct Reaction {
+    /// The room.
+    pub room: RoomId,
+    /// The message.
+    pub seq: u64,
+    /// The emoji.
+    pub emoji: String,
+    /// Who reacted (or un-reacted).
+    pub user: UserId,
+    /// Added (true) or removed (false).
+    pub added: bool,
+    /// Users reacting with this emoji now.
+    pub count: u32,
 }
 
 /// The `receipt` event.

@@ -17,6 +17,10 @@ pub const PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 8..=128;
 pub const MAX_TOKEN_BYTES: usize = 4 * 1024;
 /// Longest identifier body after its prefix (`u_`, `r_`, `s_`), in bytes.
 pub const MAX_ID_BODY_BYTES: usize = 40;
+/// Longest reaction (an emoji with modifiers), in bytes.
+pub const MAX_EMOJI_BYTES: usize = 32;
+/// Most reacting users listed per emoji in `history` (the count is always exact).
+pub const MAX_REACTION_USERS_LISTED: usize = 50;
 /// Default page size of `history`.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 /// Largest page size of `history`.

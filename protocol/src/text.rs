@@ -46,6 +46,35 @@ impl MessageText {
     }
 }
 
+/// A reaction: a short Unicode string (an emoji, possibly with modifiers) of at most
+/// `MAX_EMOJI_BYTES`, with no white space and no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emoji(String);
+
+impl Emoji {
+    /// Validates a reaction.
+    pub fn new(emoji: String) -> Result<Self, TextError> {
+        if emoji.is_empty() {
+            return Err(TextError::Empty);
+        }
+        if emoji.len() > crate::limits::MAX_EMOJI_BYTES {
+            return Err(TextError::TooLong {
+                chars: emoji.chars().count(),
+                limit: crate::limits::MAX_EMOJI_BYTES,
+            });
+        }
+        if let Some(c) = emoji.chars().find(|c| c.is_control() || c.is_whitespace()) {
+            return Err(TextError::ControlCharacter(c as u32));
+        }
+        Ok(Self(emoji))
+    }
+
+    /// The emoji.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A room's display name: 1..=100 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomName(String);

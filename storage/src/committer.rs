@@ -151,6 +151,7 @@ mod tests {
             kind: MessageKind::Text,
             text: format!("message {seq}"),
             client_ts: None,
+            reactions: Vec::new(),
         }
     }
 

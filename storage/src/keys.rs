@@ -26,6 +26,24 @@ pub(crate) fn seq_of_message_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(tail))
 }
 
+/// `room ++ 0 ++ seq(u64 big-endian) ++ emoji ++ 0`: the prefix of one emoji's
+/// reactions on one message (emoji never contain NUL).
+pub(crate) fn reaction_prefix(room: &RoomId, seq: u64, emoji: Option<&str>) -> Vec<u8> {
+    let mut key = message(room, seq);
+    if let Some(emoji) = emoji {
+        key.extend_from_slice(emoji.as_bytes());
+        key.push(SEP);
+    }
+    key
+}
+
+/// `room ++ 0 ++ seq ++ emoji ++ 0 ++ user`: one user's reaction.
+pub(crate) fn reaction(room: &RoomId, seq: u64, emoji: &str, user: &UserId) -> Vec<u8> {
+    let mut key = reaction_prefix(room, seq, Some(emoji));
+    key.extend_from_slice(user.as_str().as_bytes());
+    key
+}
+
 /// `room ++ 0 ++ cid`.
 pub(crate) fn room_cid(room: &RoomId, cid: &ClientMsgId) -> Vec<u8> {
     let mut key = room_prefix(room);

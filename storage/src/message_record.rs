@@ -51,5 +51,6 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Message, StorageError> {
         kind: record.kind,
         text: record.text,
         client_ts: record.client_ts,
+        reactions: Vec::new(),
     })
 }

@@ -72,6 +72,28 @@ pub enum Write {
         /// Highest seq the member has read.
         read: u64,
     },
+    /// Add a user's reaction to a message (idempotent).
+    PutReaction {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// The emoji (validated: no NUL).
+        emoji: String,
+        /// Who reacted.
+        user: UserId,
+    },
+    /// Remove a user's reaction (idempotent).
+    RemoveReaction {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// The emoji.
+        emoji: String,
+        /// Who un-reacted.
+        user: UserId,
+    },
     /// Remove a member.
     RemoveMember {
         /// The room.

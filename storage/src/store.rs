@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use palaver_protocol::{ClientMsgId, Message, RoomId, UserId, Username};
+use palaver_protocol::{ClientMsgId, Message, ReactionSummary, RoomId, UserId, Username};
 
 use crate::error::StorageError;
 use crate::keys;
@@ -41,6 +41,7 @@ pub struct Store {
     room_seq_message: Keyspace,
     room_cid_seq: Keyspace,
     room_user_receipt: Keyspace,
+    room_seq_reaction: Keyspace,
     durability: Durability,
     poisoned: AtomicBool,
     /// Serializes the few read-check-write sequences outside the group committer
@@ -73,6 +74,7 @@ impl Store {
             room_cid_seq: open("room_cid_seq")?,
             // Added within format 1: an older directory simply starts without receipts.
             room_user_receipt: open("room_user_receipt")?,
+            room_seq_reaction: open("room_seq_reaction")?,
             db,
             durability,
             poisoned: AtomicBool::new(false),
@@ -151,6 +153,12 @@ impl Store {
                     value[..8].copy_from_slice(&delivered.to_be_bytes());
                     value[8..].copy_from_slice(&read.to_be_bytes());
                     batch.insert(&self.room_user_receipt, keys::room_member(room, user), value);
+                }
+                Write::PutReaction { room, seq, emoji, user } => {
+                    batch.insert(&self.room_seq_reaction, keys::reaction(room, *seq, emoji, user), []);
+                }
+                Write::RemoveReaction { room, seq, emoji, user } => {
+                    batch.remove(&self.room_seq_reaction, keys::reaction(room, *seq, emoji, user));
                 }
                 Write::RemoveMember { room, user } => {
                     batch.remove(&self.room_member, keys::room_member(room, user));
@@ -356,6 +364,55 @@ impl Store {
             .take(limit)
             .map(|guard| message_record::decode(&guard.value()?))
             .collect()
+    }
+
+    /// Whether `user` reacted to message `seq` with `emoji`.
+    pub fn has_reaction(
+        &self,
+        room: &RoomId,
+        seq: u64,
+        emoji: &str,
+        user: &UserId,
+    ) -> Result<bool, StorageError> {
+        Ok(self.room_seq_reaction.get(keys::reaction(room, seq, emoji, user))?.is_some())
+    }
+
+    /// How many users reacted to message `seq` with `emoji`.
+    pub fn reaction_count(&self, room: &RoomId, seq: u64, emoji: &str) -> Result<u32, StorageError> {
+        let mut count = 0u32;
+        for guard in self.room_seq_reaction.prefix(keys::reaction_prefix(room, seq, Some(emoji))) {
+            guard.key()?;
+            count = count.saturating_add(1);
+        }
+        Ok(count)
+    }
+
+    /// The reactions on message `seq`, aggregated per emoji (users listed up to a limit).
+    pub fn reactions(&self, room: &RoomId, seq: u64) -> Result<Vec<ReactionSummary>, StorageError> {
+        let prefix = keys::reaction_prefix(room, seq, None);
+        let mut summaries: Vec<ReactionSummary> = Vec::new();
+        for guard in self.room_seq_reaction.prefix(&prefix) {
+            let key = guard.key()?;
+            let rest = &key[prefix.len()..];
+            let corrupt =
+                || StorageError::Corrupt { partition: "room_seq_reaction", detail: "bad key".into() };
+            let split = rest.iter().position(|b| *b == 0).ok_or_else(corrupt)?;
+            let emoji = std::str::from_utf8(&rest[..split]).map_err(|_| corrupt())?;
+            let user = std::str::from_utf8(&rest[split + 1..])
+                .ok()
+                .and_then(|s| UserId::parse(s).ok())
+                .ok_or_else(corrupt)?;
+            match summaries.last_mut() {
+                Some(last) if last.emoji == emoji => {
+                    last.count = last.count.saturating_add(1);
+                    if last.users.len() < palaver_protocol::limits::MAX_REACTION_USERS_LISTED {
+                        last.users.push(user);
+                    }
+                }
+                _ => summaries.push(ReactionSummary { emoji: emoji.to_owned(), count: 1, users: vec![user] }),
+            }
+        }
+        Ok(summaries)
     }
 
     /// Every member's `(delivered, read)` watermarks in a room.

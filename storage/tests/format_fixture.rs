@@ -39,6 +39,7 @@ fn message(seq: u64) -> Message {
         kind: MessageKind::Text,
         text: format!("fixture message {seq} ✓"),
         client_ts: seq.is_multiple_of(2).then_some(seq),
+        reactions: Vec::new(),
     }
 }
 

@@ -30,6 +30,9 @@ pub enum CoreError {
         /// The limit.
         limit: u32,
     },
+    /// No message with this seq in the room (yet).
+    #[error("no message {0} in this room")]
+    NoSuchMessage(u64),
     /// A field is out of range.
     #[error("{0}")]
     Invalid(String),
@@ -45,6 +48,7 @@ impl CoreError {
             CoreError::NotAuthenticated => ErrorCode::Unauthorized,
             CoreError::AlreadyAuthenticated | CoreError::Invalid(_) => ErrorCode::Invalid,
             CoreError::NotMember(_) | CoreError::PrivateRoom(_) => ErrorCode::Forbidden,
+            CoreError::NoSuchMessage(_) => ErrorCode::NotFound,
             CoreError::RateLimited { .. } | CoreError::TooManyInFlight { .. } => ErrorCode::RateLimited,
             CoreError::TooLarge(_) => ErrorCode::TooLarge,
         }

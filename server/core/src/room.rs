@@ -8,8 +8,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use palaver_protocol::{
-    ClientMsgId, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind, RoomName, TextError, UserId,
-    limits,
+    ClientMsgId, Emoji, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind, RoomName, TextError,
+    UserId, limits,
 };
 
 use crate::error::CoreError;
@@ -283,10 +283,24 @@ impl Room {
             kind,
             text: text.into_string(),
             client_ts,
+            reactions: Vec::new(),
         };
         self.pending.push_back((self.last_seq, cid.clone()));
         self.pending_cids.insert(cid, (self.last_seq, self.last_ts));
         Ok(SendOutcome::Append(Appended { message }))
+    }
+
+    /// Checks that `user` may react with `emoji` to message `seq`: a member, an existing
+    /// (durable) message, a valid emoji. One reaction per user per emoji per message is
+    /// the storage key's job (adding twice is idempotent).
+    pub fn check_reaction(&self, user: &UserId, seq: u64, emoji: String) -> Result<Emoji, CoreError> {
+        if self.role_of(user).is_none() {
+            return Err(CoreError::NotMember(self.id.clone()));
+        }
+        if seq == 0 || seq > self.durable_seq {
+            return Err(CoreError::NoSuchMessage(seq));
+        }
+        Emoji::new(emoji).map_err(|e| CoreError::Invalid(format!("emoji: {e}")))
     }
 
     /// Installs the watermarks read from storage when the room is loaded.

@@ -200,6 +200,8 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
         Op::TypingStart { room } => RoomAction::Typing { room, active: true },
         Op::TypingStop { room } => RoomAction::Typing { room, active: false },
         Op::Receipt { room, delivered, read } => RoomAction::Receipt { room, delivered, read },
+        Op::React { room, seq, emoji } => RoomAction::React { room, seq, emoji, add: true },
+        Op::Unreact { room, seq, emoji } => RoomAction::React { room, seq, emoji, add: false },
         Op::Sync {} => {
             conn.session.borrow_mut().finished();
             let body = match conn.user() {

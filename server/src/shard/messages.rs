@@ -81,6 +81,17 @@ pub enum RoomAction {
         /// New read watermark.
         read: Option<u64>,
     },
+    /// Add (or remove) the caller's reaction to a message.
+    React {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// The emoji (validated by the room).
+        emoji: String,
+        /// Add (true) or remove (false).
+        add: bool,
+    },
     /// Read a page of history.
     History {
         /// The room.
@@ -102,6 +113,7 @@ impl RoomAction {
             | RoomAction::Send { room, .. }
             | RoomAction::Typing { room, .. }
             | RoomAction::Receipt { room, .. }
+            | RoomAction::React { room, .. }
             | RoomAction::History { room, .. } => room,
         }
     }
@@ -207,6 +219,19 @@ pub struct Ephemeral {
 pub enum CommitWork {
     /// A message: when durable, broadcast it and answer its sender.
     Message(Message),
+    /// A reaction change: when durable, count, answer and announce it.
+    Reaction {
+        /// Who asked.
+        origin: Origin,
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// The emoji.
+        emoji: String,
+        /// Added (true) or removed (false).
+        added: bool,
+    },
     /// Any other write: when durable, send this answer.
     Reply {
         /// Which shard to send it to.

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use palaver_core::{Draft, Role, Room, SendOutcome, TypingChange};
 use palaver_protocol::{
-    ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody, Receipt, ReceiptOk, ReplyBody, RoomId,
-    RoomOk, SendOk, ServerFrame, Typing, UserId,
+    ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody, Reaction, ReactionOk, Receipt,
+    ReceiptOk, ReplyBody, RoomId, RoomOk, SendOk, ServerFrame, Typing, UserId,
 };
 use palaver_storage::{RoomRecord, StorageError, Write};
 
@@ -178,6 +178,40 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
                 }
             }
         }
+        RoomAction::React { room, seq, emoji, add } => {
+            match owned.room.check_reaction(&origin.user, seq, emoji) {
+                Err(e) => answer(shard, reply_to, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
+                Ok(emoji) => {
+                    let (emoji, user) = (emoji.as_str().to_owned(), origin.user.clone());
+                    let store = &shard.shared.store;
+                    // Adding a reaction that exists (or removing one that does not) changes
+                    // nothing: answer with the count, write and announce nothing.
+                    match store.has_reaction(&room, seq, &emoji, &user) {
+                        Ok(exists) if exists == add => {
+                            let body = match store.reaction_count(&room, seq, &emoji) {
+                                Ok(count) => {
+                                    ReplyBody::Ok(OkBody::Reaction(ReactionOk { seq, emoji, count }))
+                                }
+                                Err(e) => storage_error(&e),
+                            };
+                            return answer(shard, reply_to, Reply::plain(&origin, body));
+                        }
+                        Ok(_) => {}
+                        Err(e) => return answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
+                    }
+                    let write = if add {
+                        Write::PutReaction { room: room.clone(), seq, emoji: emoji.clone(), user }
+                    } else {
+                        Write::RemoveReaction { room: room.clone(), seq, emoji: emoji.clone(), user }
+                    };
+                    let failed = origin.clone();
+                    let work = CommitWork::Reaction { origin, room, seq, emoji, added: add };
+                    if let Err(e) = submit(shard, vec![write], work) {
+                        answer(shard, reply_to, Reply::plain(&failed, storage_error(&e)));
+                    }
+                }
+            }
+        }
         RoomAction::Typing { room: _, active } => {
             let body = match owned.room.typing(now_ms(), &origin.user, active) {
                 Err(e) => ReplyBody::Err(e.to_body()),
@@ -191,7 +225,7 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
         RoomAction::History { room, before, limit } => {
             let body = match owned.room.history_page(&origin.user, before, limit) {
                 Err(e) => ReplyBody::Err(e.to_body()),
-                Ok((before, limit)) => match shard.shared.store.messages_before(&room, before, limit) {
+                Ok((before, limit)) => match history_page(&shard.shared.store, &room, before, limit) {
                     Ok(messages) => ReplyBody::Ok(OkBody::History(HistoryOk { messages })),
                     Err(e) => storage_error(&e),
                 },
@@ -317,6 +351,12 @@ pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<()
                 reply.subscribe = None;
                 answer(shard, to, reply);
             }
+            (CommitWork::Reaction { origin, room, seq, emoji, added }, Ok(())) => {
+                reaction_durable(shard, origin, room, seq, emoji, added);
+            }
+            (CommitWork::Reaction { origin, .. }, Err(e)) => {
+                answer(shard, origin.shard, Reply::plain(&origin, storage_error(e)));
+            }
             (CommitWork::Message(message), Ok(())) => {
                 metrics.messages_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 message_durable(shard, message);
@@ -353,6 +393,35 @@ fn message_durable(shard: &Rc<Shard>, message: Message) {
             answer(shard, origin.shard, Reply::plain(&origin, sent(ok)));
         }
     }
+}
+
+/// A page of history with each message's reactions aggregated.
+fn history_page(
+    store: &palaver_storage::Store,
+    room: &RoomId,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<Vec<Message>, StorageError> {
+    let mut messages = store.messages_before(room, before, limit)?;
+    for message in &mut messages {
+        message.reactions = store.reactions(room, message.seq)?;
+    }
+    Ok(messages)
+}
+
+/// A reaction change is durable: answer with the emoji's count and tell the room.
+fn reaction_durable(shard: &Rc<Shard>, origin: Origin, room: RoomId, seq: u64, emoji: String, added: bool) {
+    let count = match shard.shared.store.reaction_count(&room, seq, &emoji) {
+        Ok(count) => count,
+        Err(e) => return answer(shard, origin.shard, Reply::plain(&origin, storage_error(&e))),
+    };
+    let ok = ReactionOk { seq, emoji: emoji.clone(), count };
+    answer(shard, origin.shard, Reply::plain(&origin, ReplyBody::Ok(OkBody::Reaction(ok))));
+    let owned_rooms = shard.owned.borrow();
+    let Some(owned) = owned_rooms.rooms.get(&room) else { return };
+    let reaction = Reaction { room: room.clone(), seq, emoji, user: origin.user, added, count };
+    let frames = LazyFrames::new(ServerFrame::Event(Event::Reaction(reaction)));
+    broadcast_ephemeral(shard, owned, Ephemeral { room, skip: None, frames });
 }
 
 /// Tells the shards with subscribers that `user` started or stopped typing (an ephemeral
