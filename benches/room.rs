@@ -23,6 +23,9 @@ fn room_apply(c: &mut Criterion) {
                 kind: MessageKind::Text,
                 text: "a typical short chat message".into(),
                 client_ts: None,
+                reply_to: None,
+                file: None,
+                mentions: Vec::new(),
             };
             let outcome = state.send(n as u64, &owner, draft, |_| None);
             state.committed(state.last_seq());

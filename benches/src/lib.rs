@@ -21,6 +21,12 @@ pub fn message(seq: u64) -> Message {
         text: "Hey, are we still on for the design review at 3? I moved it to room B 👍".into(),
         client_ts: Some(1_795_695_890_000),
         reactions: Vec::new(),
+        reply_to: None,
+        reply: None,
+        mentions: Vec::new(),
+        file: None,
+        edited_at: None,
+        deleted: false,
     }
 }
 
@@ -34,6 +40,14 @@ pub fn send_request(id: u64) -> ClientFrame {
     let m = message(id);
     ClientFrame {
         id,
-        op: Op::Send { room: m.room, cid: m.cid, kind: m.kind, text: m.text, client_ts: m.client_ts },
+        op: Op::Send {
+            room: m.room,
+            cid: m.cid,
+            kind: m.kind,
+            text: m.text,
+            client_ts: m.client_ts,
+            reply_to: None,
+            file: None,
+        },
     }
 }

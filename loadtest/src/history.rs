@@ -96,6 +96,8 @@ pub async fn prepare(env: &Env, config: HistoryConfig, tokens: Arc<Vec<String>>)
                     kind: MessageKind::Text,
                     text: payload.clone(),
                     client_ts: None,
+                    reply_to: None,
+                    file: None,
                 };
                 filler.feed(op).await?;
                 sent += 1;

@@ -362,6 +362,8 @@ impl Sender {
                 kind: MessageKind::Text,
                 text: self.payload.to_string(),
                 client_ts: Some(now_us),
+                reply_to: None,
+                file: None,
             };
             client.feed(op).await?;
             *in_flight += 1;

@@ -156,6 +156,12 @@ mod tests {
             text: "\"client_ts\":5 tricky".into(),
             client_ts,
             reactions: Vec::new(),
+            reply_to: None,
+            reply: None,
+            mentions: Vec::new(),
+            file: None,
+            edited_at: None,
+            deleted: false,
         }))
     }
 

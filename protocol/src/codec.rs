@@ -141,7 +141,15 @@ mod tests {
             (room_id(), any::<Option<u64>>()).prop_map(|(room, since)| Op::Join { room, since }),
             room_id().prop_map(|room| Op::Leave { room }),
             (room_id(), cid(), ".{0,300}", any::<Option<u64>>()).prop_map(|(room, cid, text, client_ts)| {
-                Op::Send { room, cid, kind: MessageKind::Text, text, client_ts }
+                Op::Send {
+                    room,
+                    cid,
+                    kind: MessageKind::Text,
+                    text,
+                    client_ts,
+                    reply_to: client_ts.map(|t| t / 2),
+                    file: None,
+                }
             }),
             (room_id(), any::<Option<u64>>(), any::<Option<u32>>())
                 .prop_map(|(room, before, limit)| Op::History { room, before, limit }),
@@ -184,6 +192,19 @@ mod tests {
                 } else {
                     Vec::new()
                 },
+                reply_to: (seq % 5 == 0).then_some(seq / 2),
+                reply: None,
+                mentions: Vec::new(),
+                file: (seq % 7 == 0).then(|| crate::FileRef {
+                    file_id: "f_1".into(),
+                    name: "cat.png".into(),
+                    size: seq,
+                    content_type: "image/png".into(),
+                    width: Some(640),
+                    height: None,
+                }),
+                edited_at: (seq % 2 == 0).then_some(ts),
+                deleted: seq % 11 == 0,
             },
         )
     }
@@ -209,6 +230,7 @@ mod tests {
                         delivered: n,
                         read: n / 2,
                         unread: n - n / 2,
+                        mentions: n / 3,
                     };
                     ServerFrame::ok(re, OkBody::Sync(crate::SyncOk { rooms: vec![summary] }))
                 }

@@ -64,11 +64,18 @@ pub enum Op {
         /// The message kind.
         #[serde(default)]
         kind: MessageKind,
-        /// The body.
+        /// The body (for `image` and `file`: an optional caption).
+        #[serde(default)]
         text: String,
         /// Optional client timestamp (ms since the Unix epoch), echoed in the event.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_ts: Option<u64>,
+        /// The seq of the message in the same room this one replies to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
+        /// With `image` and `file`: the stored file it shares.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<FileRef>,
     },
     /// Page through a room's history, newest first.
     #[serde(rename = "history")]
@@ -112,6 +119,24 @@ pub enum Op {
     /// The caller's rooms with their last message and unread counts.
     #[serde(rename = "sync")]
     Sync {},
+    /// Replace the text of one of the caller's own messages (within the edit window).
+    #[serde(rename = "edit")]
+    Edit {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// The new text.
+        text: String,
+    },
+    /// Delete a message: the caller's own, or anyone's for a moderator. Leaves a tombstone.
+    #[serde(rename = "delete")]
+    Delete {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+    },
     /// Add the caller's reaction (an emoji) to a message.
     #[serde(rename = "react")]
     React {
@@ -150,6 +175,8 @@ impl Op {
             Op::Receipt { .. } => "receipt",
             Op::Sync {} => "sync",
             Op::React { .. } => "react",
+            Op::Edit { .. } => "edit",
+            Op::Delete { .. } => "delete",
             Op::Unreact { .. } => "unreact",
         }
     }
@@ -167,6 +194,8 @@ impl ClientFrame {
             | Op::TypingStop { room }
             | Op::Receipt { room, .. }
             | Op::React { room, .. }
+            | Op::Edit { room, .. }
+            | Op::Delete { room, .. }
             | Op::Unreact { room, .. } => room.revalidate(),
             Op::Send { room, cid, .. } => {
                 room.revalidate()?;
@@ -219,6 +248,49 @@ pub enum MessageKind {
     /// Plain Unicode text.
     #[default]
     Text,
+    /// An image shared as a stored file (`file`), with an optional caption in `text`.
+    Image,
+    /// Any other file (`file`), with an optional caption in `text`.
+    File,
+    /// A notice written by the server about the room (never sent by clients).
+    System,
+}
+
+/// A stored file shared in a message.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct FileRef {
+    /// The file's id, from the upload.
+    pub file_id: String,
+    /// Display name (sanitized by clients before use as a download name).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Content type, `type/subtype`.
+    pub content_type: String,
+    /// Image width in pixels, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Image height in pixels, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+/// What a reply shows of the message it answers.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct ReplyPreview {
+    /// The parent's seq.
+    pub seq: u64,
+    /// The parent's sender.
+    pub sender: UserId,
+    /// The start of the parent's text (empty when deleted).
+    pub excerpt: String,
+    /// True when the parent has been deleted.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
 }
 
 /// A room as clients see it.
@@ -259,6 +331,24 @@ pub struct Message {
     /// Reactions, aggregated per emoji (in `history`; live `message` events have none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<ReactionSummary>,
+    /// The message this one replies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// In `history`: enough of the parent to show it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ReplyPreview>,
+    /// Users mentioned with `@username` (members of the room only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<UserId>,
+    /// With `image` and `file`: the shared file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileRef>,
+    /// When the text was last edited, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<u64>,
+    /// A tombstone: the message was deleted, its content is gone, its seq stays.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
 }
 
 /// All reactions with one emoji on a message.
@@ -275,6 +365,10 @@ pub struct ReactionSummary {
 }
 
 /// A frame from the server: a reply to one request, or an event.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once per event and encoded at once; boxing would add an allocation per event"
+)]
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum ServerFrame {
     /// `{"re":N,"ok":{…}}` or `{"re":N,"err":{…}}`.
@@ -331,6 +425,8 @@ pub enum OkBody {
     Receipt(ReceiptOk),
     /// `react`, `unreact`.
     Reaction(ReactionOk),
+    /// `edit`.
+    Edited(EditOk),
     /// `sync`.
     Sync(SyncOk),
     /// `leave`, `ping`: `{}`.
@@ -444,6 +540,26 @@ pub struct ReactionOk {
     pub count: u32,
 }
 
+/// Answer to `edit`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct EditOk {
+    /// The message.
+    pub seq: u64,
+    /// When the edit was stored.
+    pub edited_at: u64,
+}
+
 /// Answer to `sync`.
 #[derive(
     Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
@@ -472,6 +588,9 @@ pub struct RoomSummary {
     /// Messages after the read watermark (`last_seq - read`): the caller's own messages
     /// count as read.
     pub unread: u64,
+    /// Messages after the read watermark that mention the caller.
+    #[serde(default)]
+    pub mentions: u64,
 }
 
 /// Answer to `history`.
@@ -484,6 +603,10 @@ pub struct HistoryOk {
 }
 
 /// Events the server pushes.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once per event and encoded at once; boxing would add an allocation per event"
+)]
 #[derive(
     Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
@@ -502,6 +625,40 @@ pub enum Event {
     /// A member added or removed a reaction. Not replayed: `history` has the aggregates.
     #[serde(rename = "reaction")]
     Reaction(Reaction),
+    /// A message's text was edited. Not replayed: `history` has the current text.
+    #[serde(rename = "edit")]
+    Edit(Edit),
+    /// A message was deleted (now a tombstone). Not replayed: `history` has the tombstone.
+    #[serde(rename = "delete")]
+    Delete(Delete),
+}
+
+/// The `edit` event.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct Edit {
+    /// The room.
+    pub room: RoomId,
+    /// The message.
+    pub seq: u64,
+    /// The new text.
+    pub text: String,
+    /// When it was edited.
+    pub edited_at: u64,
+}
+
+/// The `delete` event.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct Delete {
+    /// The room.
+    pub room: RoomId,
+    /// The message.
+    pub seq: u64,
+    /// Who deleted it (the sender, or a moderator).
+    pub by: UserId,
 }
 
 /// The `reaction` event.

@@ -25,9 +25,9 @@ mod text;
 pub use codec::{Codec, DecodeError, EncodeError};
 pub use error::{ErrorBody, ErrorCode};
 pub use frames::{
-    AuthOk, ClientFrame, Event, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, Reaction, ReactionOk,
-    ReactionSummary, Receipt, ReceiptOk, ReplyBody, RoomInfo, RoomKind, RoomOk, RoomSummary, SendOk,
-    ServerFrame, SyncOk, Typing,
+    AuthOk, ClientFrame, Delete, Edit, EditOk, Event, FileRef, HistoryOk, JoinOk, Message, MessageKind,
+    OkBody, Op, Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomInfo,
+    RoomKind, RoomOk, RoomSummary, SendOk, ServerFrame, SyncOk, Typing,
 };
 pub use ids::{ClientMsgId, IdError, RoomId, SessionId, UserId, Username};
 pub use text::{Emoji, MessageText, RoomName, TextError};

@@ -64,6 +64,9 @@ pub struct Cli {
     /// Seconds without any frame from the peer (pongs included) before the socket is closed.
     #[arg(long, env = "PALAVER_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
+    /// Seconds after sending during which a message may be edited by its sender.
+    #[arg(long, env = "PALAVER_EDIT_WINDOW_SECS")]
+    pub edit_window_secs: Option<u64>,
     /// Seconds a typing indicator lasts without renewal.
     #[arg(long, env = "PALAVER_TYPING_TIMEOUT_SECS")]
     pub typing_timeout_secs: Option<u64>,
@@ -103,6 +106,7 @@ struct FileConfig {
     ping_interval_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
     typing_timeout_secs: Option<u64>,
+    edit_window_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -136,6 +140,8 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// How long a typing indicator lasts without renewal, in ms.
     pub typing_timeout_ms: u64,
+    /// How long a message stays editable by its sender, in ms.
+    pub edit_window_ms: u64,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }
@@ -180,6 +186,11 @@ impl Config {
         let test_echo = cli.test_echo;
         let config = Config {
             test_echo,
+            edit_window_ms: cli
+                .edit_window_secs
+                .or(file.edit_window_secs)
+                .unwrap_or(3_600)
+                .saturating_mul(1000),
             typing_timeout_ms: cli
                 .typing_timeout_secs
                 .or(file.typing_timeout_secs)
@@ -234,6 +245,7 @@ impl Config {
         palaver_core::RoomLimits {
             max_text_chars: self.max_text_chars,
             typing_ttl_ms: self.typing_timeout_ms,
+            edit_window_ms: self.edit_window_ms,
         }
     }
 

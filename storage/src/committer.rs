@@ -152,6 +152,12 @@ mod tests {
             text: format!("message {seq}"),
             client_ts: None,
             reactions: Vec::new(),
+            reply_to: None,
+            reply: None,
+            mentions: Vec::new(),
+            file: None,
+            edited_at: None,
+            deleted: false,
         }
     }
 

@@ -44,6 +44,14 @@ pub(crate) fn reaction(room: &RoomId, seq: u64, emoji: &str, user: &UserId) -> V
     key
 }
 
+/// `user ++ 0 ++ room ++ 0 ++ seq(u64 big-endian)`: a mention of `user`.
+pub(crate) fn user_room_seq(user: &UserId, room: &RoomId, seq: u64) -> Vec<u8> {
+    let mut key = user_room(user, room);
+    key.push(SEP);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
 /// `room ++ 0 ++ cid`.
 pub(crate) fn room_cid(room: &RoomId, cid: &ClientMsgId) -> Vec<u8> {
     let mut key = room_prefix(room);

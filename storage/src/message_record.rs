@@ -1,10 +1,12 @@
 //! The stored form of a message, decoupled from the wire type: the protocol's `Message`
-//! may grow fields (reactions, edits, replies) without changing what is on disk. This
-//! layout is format 1 and is frozen; `tests/format_fixture.rs` reads a committed
-//! directory written with it.
+//! may grow fields without changing what is on disk. The core record layout is format 1
+//! and frozen (`tests/format_fixture.rs` reads a committed directory written with it);
+//! what came later (reply, mentions, file, edit time, tombstone) is a small JSON
+//! extension in its own partition, written in the same batch and absent for plain text.
 
-use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, UserId};
+use palaver_protocol::{ClientMsgId, FileRef, Message, MessageKind, RoomId, UserId};
 use rkyv::rancor;
+use serde::{Deserialize, Serialize};
 
 use crate::error::StorageError;
 
@@ -52,5 +54,61 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Message, StorageError> {
         text: record.text,
         client_ts: record.client_ts,
         reactions: Vec::new(),
+        reply_to: None,
+        reply: None,
+        mentions: Vec::new(),
+        file: None,
+        edited_at: None,
+        deleted: false,
     })
+}
+
+/// The later fields of a message, stored as JSON in `room_seq_ext` (self-describing, so it
+/// can grow without a format change).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MessageExt {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reply_to: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mentions: Vec<UserId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<FileRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    edited_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+}
+
+/// The extension record of a message, or `None` when it has nothing beyond format 1.
+pub(crate) fn encode_ext(message: &Message) -> Result<Option<Vec<u8>>, StorageError> {
+    let ext = MessageExt {
+        reply_to: message.reply_to,
+        mentions: message.mentions.clone(),
+        file: message.file.clone(),
+        edited_at: message.edited_at,
+        deleted: message.deleted,
+    };
+    if ext.reply_to.is_none()
+        && ext.mentions.is_empty()
+        && ext.file.is_none()
+        && ext.edited_at.is_none()
+        && !ext.deleted
+    {
+        return Ok(None);
+    }
+    serde_json::to_vec(&ext)
+        .map(Some)
+        .map_err(|e| StorageError::Corrupt { partition: "room_seq_ext", detail: e.to_string() })
+}
+
+/// Applies a stored extension record to a decoded message.
+pub(crate) fn apply_ext(message: &mut Message, bytes: &[u8]) -> Result<(), StorageError> {
+    let ext: MessageExt = serde_json::from_slice(bytes)
+        .map_err(|e| StorageError::Corrupt { partition: "room_seq_ext", detail: e.to_string() })?;
+    message.reply_to = ext.reply_to;
+    message.mentions = ext.mentions;
+    message.file = ext.file;
+    message.edited_at = ext.edited_at;
+    message.deleted = ext.deleted;
+    Ok(())
 }

@@ -94,6 +94,35 @@ pub enum Write {
         /// Who un-reacted.
         user: UserId,
     },
+    /// Rewrite a stored message in place (edit or tombstone); its cid entry is untouched.
+    ReplaceMessage(Message),
+    /// Keep the text a message had before an edit.
+    PutEditHistory {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// When the edit happened.
+        edited_at: u64,
+        /// The text before it.
+        previous_text: String,
+    },
+    /// Drop a message's edit history (its content is being deleted).
+    DropEditHistory {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+    },
+    /// Drop a message's mention index entries (it is being deleted).
+    RemoveMentions {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// Who it mentioned.
+        users: Vec<UserId>,
+    },
     /// Remove a member.
     RemoveMember {
         /// The room.

@@ -42,6 +42,9 @@ pub struct Store {
     room_cid_seq: Keyspace,
     room_user_receipt: Keyspace,
     room_seq_reaction: Keyspace,
+    room_seq_ext: Keyspace,
+    room_seq_edit: Keyspace,
+    user_room_mention: Keyspace,
     durability: Durability,
     poisoned: AtomicBool,
     /// Serializes the few read-check-write sequences outside the group committer
@@ -75,6 +78,9 @@ impl Store {
             // Added within format 1: an older directory simply starts without receipts.
             room_user_receipt: open("room_user_receipt")?,
             room_seq_reaction: open("room_seq_reaction")?,
+            room_seq_ext: open("room_seq_ext")?,
+            room_seq_edit: open("room_seq_edit")?,
+            user_room_mention: open("user_room_mention")?,
             db,
             durability,
             poisoned: AtomicBool::new(false),
@@ -134,6 +140,14 @@ impl Store {
         for write in writes {
             match write {
                 Write::AppendMessage(message) => {
+                    self.put_ext(&mut batch, message)?;
+                    for user in &message.mentions {
+                        batch.insert(
+                            &self.user_room_mention,
+                            keys::user_room_seq(user, &message.room, message.seq),
+                            [],
+                        );
+                    }
                     let value = message_record::encode(message)?;
                     batch.insert(&self.room_seq_message, keys::message(&message.room, message.seq), value);
                     let mut seq_ts = [0u8; 16];
@@ -153,6 +167,26 @@ impl Store {
                     value[..8].copy_from_slice(&delivered.to_be_bytes());
                     value[8..].copy_from_slice(&read.to_be_bytes());
                     batch.insert(&self.room_user_receipt, keys::room_member(room, user), value);
+                }
+                Write::ReplaceMessage(message) => {
+                    self.put_ext(&mut batch, message)?;
+                    let key = keys::message(&message.room, message.seq);
+                    batch.insert(&self.room_seq_message, key, message_record::encode(message)?);
+                }
+                Write::PutEditHistory { room, seq, edited_at, previous_text } => {
+                    let mut key = keys::message(room, *seq);
+                    key.extend_from_slice(&edited_at.to_be_bytes());
+                    batch.insert(&self.room_seq_edit, key, previous_text.as_bytes());
+                }
+                Write::DropEditHistory { room, seq } => {
+                    for guard in self.room_seq_edit.prefix(keys::message(room, *seq)) {
+                        batch.remove(&self.room_seq_edit, guard.key()?);
+                    }
+                }
+                Write::RemoveMentions { room, seq, users } => {
+                    for user in users {
+                        batch.remove(&self.user_room_mention, keys::user_room_seq(user, room, *seq));
+                    }
                 }
                 Write::PutReaction { room, seq, emoji, user } => {
                     batch.insert(&self.room_seq_reaction, keys::reaction(room, *seq, emoji, user), []);
@@ -342,7 +376,7 @@ impl Store {
             .range(start..end)
             .rev()
             .take(limit)
-            .map(|guard| message_record::decode(&guard.value()?))
+            .map(|guard| self.read_message(&guard.value()?))
             .collect()
     }
 
@@ -362,8 +396,55 @@ impl Store {
         self.room_seq_message
             .range(start..=end)
             .take(limit)
-            .map(|guard| message_record::decode(&guard.value()?))
+            .map(|guard| self.read_message(&guard.value()?))
             .collect()
+    }
+
+    fn put_ext(&self, batch: &mut fjall::OwnedWriteBatch, message: &Message) -> Result<(), StorageError> {
+        let key = keys::message(&message.room, message.seq);
+        match message_record::encode_ext(message)? {
+            Some(ext) => batch.insert(&self.room_seq_ext, key, ext),
+            None => batch.remove(&self.room_seq_ext, key),
+        }
+        Ok(())
+    }
+
+    /// Decodes a stored message and applies its extension record, if any.
+    fn read_message(&self, bytes: &[u8]) -> Result<Message, StorageError> {
+        let mut message = message_record::decode(bytes)?;
+        if let Some(ext) = self.room_seq_ext.get(keys::message(&message.room, message.seq))? {
+            message_record::apply_ext(&mut message, &ext)?;
+        }
+        Ok(message)
+    }
+
+    /// One message by seq.
+    pub fn message(&self, room: &RoomId, seq: u64) -> Result<Option<Message>, StorageError> {
+        self.room_seq_message.get(keys::message(room, seq))?.map(|v| self.read_message(&v)).transpose()
+    }
+
+    /// The texts a message had before its edits, oldest first, with when each was replaced.
+    pub fn edit_history(&self, room: &RoomId, seq: u64) -> Result<Vec<(u64, String)>, StorageError> {
+        let prefix = keys::message(room, seq);
+        let mut edits = Vec::new();
+        for guard in self.room_seq_edit.prefix(&prefix) {
+            let (key, value) = guard.into_inner()?;
+            let at = keys::seq_of_message_key(&key).unwrap_or(0);
+            edits.push((at, String::from_utf8_lossy(&value).into_owned()));
+        }
+        Ok(edits)
+    }
+
+    /// How many messages after `after_seq` in `room` mention `user`.
+    pub fn mention_count(&self, user: &UserId, room: &RoomId, after_seq: u64) -> Result<u64, StorageError> {
+        let start = keys::user_room_seq(user, room, after_seq.saturating_add(1));
+        let end = keys::user_room_seq(user, room, u64::MAX);
+        let mut count = 0;
+        for guard in self.user_room_mention.range(start..=end) {
+            guard.key()?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Whether `user` reacted to message `seq` with `emoji`.

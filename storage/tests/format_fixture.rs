@@ -40,6 +40,12 @@ fn message(seq: u64) -> Message {
         text: format!("fixture message {seq} ✓"),
         client_ts: seq.is_multiple_of(2).then_some(seq),
         reactions: Vec::new(),
+        reply_to: None,
+        reply: None,
+        mentions: Vec::new(),
+        file: None,
+        edited_at: None,
+        deleted: false,
     }
 }
 

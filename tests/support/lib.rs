@@ -474,5 +474,7 @@ pub fn send_op(room: &RoomId, cid: &str, text: &str) -> Op {
         kind: palaver_protocol::MessageKind::Text,
         text: text.into(),
         client_ts: None,
+        reply_to: None,
+        file: None,
     }
 }

@@ -30,6 +30,15 @@ pub enum CoreError {
         /// The limit.
         limit: u32,
     },
+    /// Only the sender may do this to a message.
+    #[error("only its sender may edit message {0}")]
+    NotYourMessage(u64),
+    /// The edit window of a message has passed.
+    #[error("message {0} can no longer be edited (the edit window has passed)")]
+    EditWindowPassed(u64),
+    /// Deleting someone else's message needs the moderator role or above.
+    #[error("deleting others' messages needs the moderator role")]
+    NotModerator,
     /// No message with this seq in the room (yet).
     #[error("no message {0} in this room")]
     NoSuchMessage(u64),
@@ -49,6 +58,9 @@ impl CoreError {
             CoreError::AlreadyAuthenticated | CoreError::Invalid(_) => ErrorCode::Invalid,
             CoreError::NotMember(_) | CoreError::PrivateRoom(_) => ErrorCode::Forbidden,
             CoreError::NoSuchMessage(_) => ErrorCode::NotFound,
+            CoreError::NotYourMessage(_) | CoreError::EditWindowPassed(_) | CoreError::NotModerator => {
+                ErrorCode::Forbidden
+            }
             CoreError::RateLimited { .. } | CoreError::TooManyInFlight { .. } => ErrorCode::RateLimited,
             CoreError::TooLarge(_) => ErrorCode::TooLarge,
         }

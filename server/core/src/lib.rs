@@ -21,6 +21,9 @@ mod sharding;
 pub use error::CoreError;
 pub use rate::TokenBucket;
 pub use role::Role;
-pub use room::{Appended, Draft, JoinOutcome, ReceiptChange, Room, RoomLimits, SendOutcome, TypingChange};
+pub use room::{
+    Appended, Draft, JoinOutcome, ReceiptChange, Room, RoomLimits, SendOutcome, TypingChange,
+    mentioned_usernames,
+};
 pub use session::{Admission, Session, SessionLimits};
 pub use sharding::{jump_hash, shard_for, stable_hash};

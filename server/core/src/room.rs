@@ -8,8 +8,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use palaver_protocol::{
-    ClientMsgId, Emoji, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind, RoomName, TextError,
-    UserId, limits,
+    ClientMsgId, Emoji, FileRef, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind, RoomName,
+    TextError, UserId, Username, limits,
 };
 
 use crate::error::CoreError;
@@ -59,11 +59,17 @@ pub struct RoomLimits {
     pub max_text_chars: usize,
     /// How long a typing indicator lasts without renewal, in ms.
     pub typing_ttl_ms: u64,
+    /// How long after sending its sender may edit a message, in ms.
+    pub edit_window_ms: u64,
 }
 
 impl Default for RoomLimits {
     fn default() -> Self {
-        Self { max_text_chars: limits::DEFAULT_MAX_TEXT_CHARS, typing_ttl_ms: 6_000 }
+        Self {
+            max_text_chars: limits::DEFAULT_MAX_TEXT_CHARS,
+            typing_ttl_ms: 6_000,
+            edit_window_ms: 3_600_000,
+        }
     }
 }
 
@@ -99,6 +105,7 @@ pub struct JoinOutcome {
 }
 
 /// What `send` decided.
+#[expect(clippy::large_enum_variant, reason = "returned once per send and consumed at once")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
     /// A new message: persist it, then broadcast it and answer with its seq.
@@ -124,6 +131,13 @@ pub struct Draft {
     pub text: String,
     /// The client's own timestamp, echoed back.
     pub client_ts: Option<u64>,
+    /// The message it replies to.
+    pub reply_to: Option<u64>,
+    /// With `image` and `file`: the shared file.
+    pub file: Option<FileRef>,
+    /// Users named with `@username` in the text (resolved by the caller; the room keeps
+    /// only its members).
+    pub mentions: Vec<UserId>,
 }
 
 /// A message accepted by the room, not yet durable.
@@ -253,14 +267,21 @@ impl Room {
         draft: Draft,
         stored_cid: impl FnOnce(&ClientMsgId) -> Option<(u64, u64)>,
     ) -> Result<SendOutcome, CoreError> {
-        let Draft { cid, kind, text, client_ts } = draft;
+        let Draft { cid, kind, text, client_ts, reply_to, file, mentions } = draft;
         if self.role_of(user).is_none() {
             return Err(CoreError::NotMember(self.id.clone()));
         }
-        let text = MessageText::new(text, self.limits.max_text_chars).map_err(|e| match e {
-            TextError::TooLong { .. } => CoreError::TooLarge(e.to_string()),
-            _ => CoreError::Invalid(e.to_string()),
-        })?;
+        let text = self.check_body(kind, text, file.as_ref())?;
+        if let Some(parent) = reply_to
+            && (parent == 0 || parent > self.last_seq)
+        {
+            return Err(CoreError::NoSuchMessage(parent));
+        }
+        let mut mentions: Vec<UserId> =
+            mentions.into_iter().filter(|u| self.members.contains_key(u)).collect();
+        mentions.sort_unstable();
+        mentions.dedup();
+        mentions.truncate(limits::MAX_MENTIONS);
         if let Some(&(seq, ts)) = self.pending_cids.get(&cid) {
             return Ok(SendOutcome::Duplicate { seq, ts });
         }
@@ -281,13 +302,89 @@ impl Room {
             sender: user.clone(),
             cid: cid.clone(),
             kind,
-            text: text.into_string(),
+            text,
             client_ts,
             reactions: Vec::new(),
+            reply_to,
+            reply: None,
+            mentions,
+            file,
+            edited_at: None,
+            deleted: false,
         };
         self.pending.push_back((self.last_seq, cid.clone()));
         self.pending_cids.insert(cid, (self.last_seq, self.last_ts));
         Ok(SendOutcome::Append(Appended { message }))
+    }
+
+    /// Validates a message body for its kind: text needs text and no file; image and file
+    /// need a file (images an `image/*` type) and take an optional caption; system
+    /// messages are the server's alone.
+    fn check_body(
+        &self,
+        kind: MessageKind,
+        text: String,
+        file: Option<&FileRef>,
+    ) -> Result<String, CoreError> {
+        let validate = |text: String| {
+            MessageText::new(text, self.limits.max_text_chars).map(MessageText::into_string).map_err(|e| {
+                match e {
+                    TextError::TooLong { .. } => CoreError::TooLarge(e.to_string()),
+                    _ => CoreError::Invalid(e.to_string()),
+                }
+            })
+        };
+        match (kind, file) {
+            (MessageKind::System, _) => {
+                Err(CoreError::Invalid("system messages are written by the server".into()))
+            }
+            (MessageKind::Text, Some(_)) => Err(CoreError::Invalid("a text message carries no file".into())),
+            (MessageKind::Text, None) => validate(text),
+            (MessageKind::Image | MessageKind::File, None) => {
+                Err(CoreError::Invalid("image and file messages need `file`".into()))
+            }
+            (MessageKind::Image | MessageKind::File, Some(file)) => {
+                check_file(file)?;
+                if kind == MessageKind::Image && !file.content_type.starts_with("image/") {
+                    return Err(CoreError::Invalid("an image needs an image/* content type".into()));
+                }
+                if text.is_empty() { Ok(text) } else { validate(text) }
+            }
+        }
+    }
+
+    /// Checks an edit of message `original` by `user` at `now_ms`; returns the new text.
+    /// Only the sender edits, within the edit window, and never a deleted message.
+    pub fn check_edit(
+        &self,
+        now_ms: u64,
+        user: &UserId,
+        original: &Message,
+        text: String,
+    ) -> Result<String, CoreError> {
+        if self.role_of(user).is_none() {
+            return Err(CoreError::NotMember(self.id.clone()));
+        }
+        if original.deleted {
+            return Err(CoreError::NoSuchMessage(original.seq));
+        }
+        if &original.sender != user {
+            return Err(CoreError::NotYourMessage(original.seq));
+        }
+        if now_ms.saturating_sub(original.ts) > self.limits.edit_window_ms {
+            return Err(CoreError::EditWindowPassed(original.seq));
+        }
+        self.check_body(original.kind, text, original.file.as_ref())
+    }
+
+    /// Checks that `user` may delete message `original`: its sender, or a moderator (or
+    /// above). Returns false when it is already a tombstone (nothing to do).
+    pub fn check_delete(&self, user: &UserId, original: &Message) -> Result<bool, CoreError> {
+        let role = self.role_of(user).ok_or_else(|| CoreError::NotMember(self.id.clone()))?;
+        if &original.sender != user && role < Role::Moderator {
+            return Err(CoreError::NotModerator);
+        }
+        Ok(!original.deleted)
     }
 
     /// Checks that `user` may react with `emoji` to message `seq`: a member, an existing
@@ -417,6 +514,60 @@ impl Room {
     }
 }
 
+/// Checks a shared file's description (the upload itself is checked where it is stored).
+fn check_file(file: &FileRef) -> Result<(), CoreError> {
+    let invalid = |m: &str| Err(CoreError::Invalid(format!("file: {m}")));
+    if file.file_id.is_empty()
+        || file.file_id.len() > 64
+        || !file.file_id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return invalid("file_id must be 1 to 64 printable characters");
+    }
+    if file.name.trim().is_empty()
+        || file.name.chars().count() > 255
+        || file.name.chars().any(char::is_control)
+    {
+        return invalid("name must be 1 to 255 characters without control characters");
+    }
+    let valid_type = file.content_type.len() <= 127
+        && file.content_type.split_once('/').is_some_and(|(t, s)| {
+            let token = |p: &str| {
+                !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+            };
+            token(t) && token(s)
+        });
+    if !valid_type {
+        return invalid("content_type must be type/subtype");
+    }
+    Ok(())
+}
+
+/// The usernames a text mentions: `@name` where `name` is a valid username, at the start
+/// or after a character that cannot be part of a username (so `mail@example.com` is not
+/// a mention). Case-insensitive, as usernames are.
+pub fn mentioned_usernames(text: &str) -> Vec<Username> {
+    let mut names = Vec::new();
+    let mut previous: Option<char> = None;
+    for (at, c) in text.char_indices() {
+        let boundary = previous.is_none_or(|p| !(p.is_alphanumeric() || matches!(p, '_' | '.' | '-')));
+        if c == '@' && boundary {
+            let rest = &text[at + 1..];
+            let end = rest
+                .find(|ch: char| !(ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-')))
+                .unwrap_or(rest.len());
+            let candidate = rest[..end].trim_end_matches(['.', '-']);
+            if let Ok(name) = Username::parse(candidate)
+                && !names.contains(&name)
+            {
+                names.push(name);
+            }
+        }
+        previous = Some(c);
+    }
+    names.truncate(limits::MAX_MENTIONS);
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,7 +580,15 @@ mod tests {
         ClientMsgId::parse(s).unwrap()
     }
     fn draft(c: &str, text: &str) -> Draft {
-        Draft { cid: cid(c), kind: MessageKind::Text, text: text.into(), client_ts: None }
+        Draft {
+            cid: cid(c),
+            kind: MessageKind::Text,
+            text: text.into(),
+            client_ts: None,
+            reply_to: None,
+            file: None,
+            mentions: Vec::new(),
+        }
     }
     fn public_room() -> Room {
         Room::create(
@@ -581,6 +740,66 @@ mod tests {
         assert!(!room.has_receipt_announcements());
         assert!(matches!(room.receipt(&bob, None, None), Err(CoreError::Invalid(_))));
         assert!(matches!(room.receipt(&user("x"), Some(1), None), Err(CoreError::NotMember(_))));
+    }
+
+    #[test]
+    fn mentions_are_parsed_at_word_boundaries() {
+        let names: Vec<String> = mentioned_usernames("hi @Bob, @carol. mail@example.com @x @bob (@dave_1)")
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(names, vec!["bob", "carol", "dave_1"]);
+    }
+
+    #[test]
+    fn edits_need_the_sender_and_the_window_deletes_the_sender_or_a_moderator() {
+        let mut room = public_room();
+        let (owner, bob) = (user("owner"), user("bob"));
+        room.join(&bob).unwrap();
+        let SendOutcome::Append(a) = send(&mut room, &bob, "b1", 1_000).unwrap() else { panic!() };
+        room.committed(1);
+        let m = a.message;
+        assert_eq!(room.check_edit(2_000, &bob, &m, "fixed".into()), Ok("fixed".into()));
+        assert_eq!(room.check_edit(2_000, &owner, &m, "x".into()), Err(CoreError::NotYourMessage(1)));
+        let late = 1_000 + RoomLimits::default().edit_window_ms + 1;
+        assert_eq!(room.check_edit(late, &bob, &m, "x".into()), Err(CoreError::EditWindowPassed(1)));
+        assert_eq!(room.check_delete(&owner, &m), Ok(true), "the owner moderates");
+        let SendOutcome::Append(o) = send(&mut room, &owner, "o1", 1_000).unwrap() else { panic!() };
+        assert_eq!(room.check_delete(&bob, &o.message), Err(CoreError::NotModerator));
+        let tombstone = Message { deleted: true, ..m };
+        assert_eq!(room.check_delete(&bob, &tombstone), Ok(false));
+        assert_eq!(room.check_edit(2_000, &bob, &tombstone, "x".into()), Err(CoreError::NoSuchMessage(1)));
+    }
+
+    #[test]
+    fn kinds_replies_and_files_are_validated() {
+        let mut room = public_room();
+        let owner = user("owner");
+        let file = FileRef {
+            file_id: "f_1".into(),
+            name: "cat.png".into(),
+            size: 10,
+            content_type: "image/png".into(),
+            width: Some(1),
+            height: Some(1),
+        };
+        let mut d = draft("i1", "");
+        d.kind = MessageKind::Image;
+        d.file = Some(file.clone());
+        assert!(room.send(1, &owner, d.clone(), |_| None).is_ok());
+        d.cid = cid("i2");
+        d.file = Some(FileRef { content_type: "text/plain".into(), ..file.clone() });
+        assert!(matches!(room.send(1, &owner, d.clone(), |_| None), Err(CoreError::Invalid(_))));
+        d.kind = MessageKind::System;
+        assert!(matches!(room.send(1, &owner, d.clone(), |_| None), Err(CoreError::Invalid(_))));
+        let mut t = draft("t1", "text");
+        t.file = Some(file);
+        assert!(matches!(room.send(1, &owner, t, |_| None), Err(CoreError::Invalid(_))));
+        let mut r = draft("r1", "reply");
+        r.reply_to = Some(9);
+        assert_eq!(room.send(1, &owner, r.clone(), |_| None), Err(CoreError::NoSuchMessage(9)));
+        r.reply_to = Some(1);
+        assert!(room.send(1, &owner, r, |_| None).is_ok());
     }
 
     #[test]

@@ -193,14 +193,16 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
             RoomAction::Join { room, since }
         }
         Op::Leave { room } => RoomAction::Leave { room },
-        Op::Send { room, cid, kind, text, client_ts } => {
-            RoomAction::Send { room, cid, kind, text, client_ts }
+        Op::Send { room, cid, kind, text, client_ts, reply_to, file } => {
+            RoomAction::Send { room, cid, kind, text, client_ts, reply_to, file }
         }
         Op::History { room, before, limit } => RoomAction::History { room, before, limit },
         Op::TypingStart { room } => RoomAction::Typing { room, active: true },
         Op::TypingStop { room } => RoomAction::Typing { room, active: false },
         Op::Receipt { room, delivered, read } => RoomAction::Receipt { room, delivered, read },
         Op::React { room, seq, emoji } => RoomAction::React { room, seq, emoji, add: true },
+        Op::Edit { room, seq, text } => RoomAction::Edit { room, seq, text },
+        Op::Delete { room, seq } => RoomAction::Delete { room, seq },
         Op::Unreact { room, seq, emoji } => RoomAction::React { room, seq, emoji, add: false },
         Op::Sync {} => {
             conn.session.borrow_mut().finished();
@@ -232,6 +234,7 @@ fn sync(shard: &Shard, user: &UserId) -> ReplyBody {
             let last_message = store.messages_before(&room_id, None, 1)?.pop();
             let last_seq = last_message.as_ref().map_or(0, |m| m.seq);
             let (delivered, read) = store.receipt(&room_id, user)?;
+            let mentions = store.mention_count(user, &room_id, read)?;
             rooms.push(RoomSummary {
                 room: RoomInfo { room_id, name: record.name, kind: record.kind },
                 last_seq,
@@ -239,6 +242,7 @@ fn sync(shard: &Shard, user: &UserId) -> ReplyBody {
                 delivered,
                 read,
                 unread: last_seq.saturating_sub(read),
+                mentions,
             });
         }
         Ok(rooms)

@@ -6,7 +6,8 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use palaver_protocol::{
-    ClientMsgId, Codec, Message, MessageKind, ReplyBody, RoomId, RoomKind, SendOk, ServerFrame, UserId,
+    ClientMsgId, Codec, FileRef, Message, MessageKind, ReplyBody, RoomId, RoomKind, SendOk, ServerFrame,
+    UserId,
 };
 use palaver_storage::StorageError;
 
@@ -64,6 +65,26 @@ pub enum RoomAction {
         text: String,
         /// Client timestamp to echo.
         client_ts: Option<u64>,
+        /// The message it replies to.
+        reply_to: Option<u64>,
+        /// The shared file (image and file kinds).
+        file: Option<FileRef>,
+    },
+    /// Edit one of the caller's messages.
+    Edit {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// The new text.
+        text: String,
+    },
+    /// Delete a message (tombstone).
+    Delete {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
     },
     /// Start or stop typing.
     Typing {
@@ -114,6 +135,8 @@ impl RoomAction {
             | RoomAction::Typing { room, .. }
             | RoomAction::Receipt { room, .. }
             | RoomAction::React { room, .. }
+            | RoomAction::Edit { room, .. }
+            | RoomAction::Delete { room, .. }
             | RoomAction::History { room, .. } => room,
         }
     }
@@ -231,6 +254,18 @@ pub enum CommitWork {
         emoji: String,
         /// Added (true) or removed (false).
         added: bool,
+    },
+    /// A change to an existing message: when durable, answer and announce `event` to the
+    /// room's subscribers.
+    ReplyAndAnnounce {
+        /// Which shard to answer on.
+        shard: usize,
+        /// The answer.
+        reply: Reply,
+        /// The room.
+        room: RoomId,
+        /// The event (edit, delete).
+        event: ServerFrame,
     },
     /// Any other write: when durable, send this answer.
     Reply {

@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use palaver_core::{Draft, Role, Room, SendOutcome, TypingChange};
 use palaver_protocol::{
-    ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody, Reaction, ReactionOk, Receipt,
-    ReceiptOk, ReplyBody, RoomId, RoomOk, SendOk, ServerFrame, Typing, UserId,
+    Delete, Edit, EditOk, ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody, Reaction,
+    ReactionOk, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomId, RoomOk, SendOk, ServerFrame, Typing,
+    UserId,
 };
 use palaver_storage::{RoomRecord, StorageError, Write};
 
@@ -124,10 +125,16 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
         RoomAction::Create { .. } => {}
         RoomAction::Join { room, since } => join(shard, owned, origin, room, since),
         RoomAction::Leave { room } => leave(shard, owned, origin, room),
-        RoomAction::Send { room, cid, kind, text, client_ts } => {
+        RoomAction::Send { room, cid, kind, text, client_ts, reply_to: parent, file } => {
             let store = &shard.shared.store;
             let lookup = |cid: &_| store.cid_seq(&room, cid).ok().flatten();
-            let draft = Draft { cid, kind, text, client_ts };
+            // Mentions are resolved here (a storage lookup per `@name`); the room keeps
+            // only those who are members.
+            let mentions = palaver_core::mentioned_usernames(&text)
+                .iter()
+                .filter_map(|name| store.user_by_name(name).ok().flatten().map(|u| u.user_id))
+                .collect();
+            let draft = Draft { cid, kind, text, client_ts, reply_to: parent, file, mentions };
             match owned.room.send(now_ms(), &origin.user, draft, lookup) {
                 Err(e) => answer(shard, reply_to, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
                 Ok(SendOutcome::Append(appended)) => {
@@ -173,6 +180,90 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
                     };
                     let work = CommitWork::Reply { shard: reply_to, reply: Reply::plain(&origin, ok) };
                     if let Err(e) = submit(shard, vec![write], work) {
+                        answer(shard, reply_to, Reply::plain(&origin, storage_error(&e)));
+                    }
+                }
+            }
+        }
+        RoomAction::Edit { room, seq, text } => {
+            let now = now_ms();
+            let result = stored_message(shard, &room, seq).and_then(|original| {
+                let text = owned
+                    .room
+                    .check_edit(now, &origin.user, &original, text)
+                    .map_err(|e| ReplyBody::Err(e.to_body()))?;
+                Ok((text, original))
+            });
+            match result {
+                Err(body) => answer(shard, reply_to, Reply::plain(&origin, body)),
+                Ok((text, original)) => {
+                    let edited = Message { text: text.clone(), edited_at: Some(now), ..original.clone() };
+                    let writes = vec![
+                        Write::PutEditHistory {
+                            room: room.clone(),
+                            seq,
+                            edited_at: now,
+                            previous_text: original.text,
+                        },
+                        Write::ReplaceMessage(edited),
+                    ];
+                    let ok = ReplyBody::Ok(OkBody::Edited(EditOk { seq, edited_at: now }));
+                    let event = ServerFrame::Event(Event::Edit(Edit {
+                        room: room.clone(),
+                        seq,
+                        text,
+                        edited_at: now,
+                    }));
+                    let work = CommitWork::ReplyAndAnnounce {
+                        shard: reply_to,
+                        reply: Reply::plain(&origin, ok),
+                        room,
+                        event,
+                    };
+                    if let Err(e) = submit(shard, writes, work) {
+                        answer(shard, reply_to, Reply::plain(&origin, storage_error(&e)));
+                    }
+                }
+            }
+        }
+        RoomAction::Delete { room, seq } => {
+            let result = stored_message(shard, &room, seq).and_then(|original| {
+                let todo = owned
+                    .room
+                    .check_delete(&origin.user, &original)
+                    .map_err(|e| ReplyBody::Err(e.to_body()))?;
+                Ok((todo, original))
+            });
+            let empty = ReplyBody::Ok(OkBody::Empty(Default::default()));
+            match result {
+                Err(body) => answer(shard, reply_to, Reply::plain(&origin, body)),
+                // Already a tombstone: deleting again is a no-op.
+                Ok((false, _)) => answer(shard, reply_to, Reply::plain(&origin, empty)),
+                Ok((true, original)) => {
+                    // The tombstone keeps the seq, sender, time and reply structure; the
+                    // content (text, file, mentions, edit history) is dropped from storage.
+                    let tombstone = Message {
+                        text: String::new(),
+                        file: None,
+                        mentions: Vec::new(),
+                        edited_at: None,
+                        deleted: true,
+                        ..original.clone()
+                    };
+                    let writes = vec![
+                        Write::ReplaceMessage(tombstone),
+                        Write::DropEditHistory { room: room.clone(), seq },
+                        Write::RemoveMentions { room: room.clone(), seq, users: original.mentions },
+                    ];
+                    let by = origin.user.clone();
+                    let event = ServerFrame::Event(Event::Delete(Delete { room: room.clone(), seq, by }));
+                    let work = CommitWork::ReplyAndAnnounce {
+                        shard: reply_to,
+                        reply: Reply::plain(&origin, empty),
+                        room,
+                        event,
+                    };
+                    if let Err(e) = submit(shard, writes, work) {
                         answer(shard, reply_to, Reply::plain(&origin, storage_error(&e)));
                     }
                 }
@@ -351,6 +442,18 @@ pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<()
                 reply.subscribe = None;
                 answer(shard, to, reply);
             }
+            (CommitWork::ReplyAndAnnounce { shard: to, reply, room, event }, Ok(())) => {
+                answer(shard, to, reply);
+                let owned_rooms = shard.owned.borrow();
+                if let Some(owned) = owned_rooms.rooms.get(&room) {
+                    let frames = LazyFrames::new(event);
+                    broadcast_ephemeral(shard, owned, Ephemeral { room, skip: None, frames });
+                }
+            }
+            (CommitWork::ReplyAndAnnounce { shard: to, mut reply, .. }, Err(e)) => {
+                reply.body = storage_error(e);
+                answer(shard, to, reply);
+            }
             (CommitWork::Reaction { origin, room, seq, emoji, added }, Ok(())) => {
                 reaction_durable(shard, origin, room, seq, emoji, added);
             }
@@ -405,8 +508,28 @@ fn history_page(
     let mut messages = store.messages_before(room, before, limit)?;
     for message in &mut messages {
         message.reactions = store.reactions(room, message.seq)?;
+        if let Some(parent) = message.reply_to {
+            message.reply = store.message(room, parent)?.map(|p| ReplyPreview {
+                seq: p.seq,
+                sender: p.sender,
+                excerpt: p.text.chars().take(REPLY_EXCERPT_CHARS).collect(),
+                deleted: p.deleted,
+            });
+        }
     }
     Ok(messages)
+}
+
+/// How much of a parent message a reply shows.
+const REPLY_EXCERPT_CHARS: usize = 100;
+
+/// A durable message by seq, or the reply body to send when there is none.
+fn stored_message(shard: &Shard, room: &RoomId, seq: u64) -> Result<Message, ReplyBody> {
+    match shard.shared.store.message(room, seq) {
+        Ok(Some(message)) => Ok(message),
+        Ok(None) => Err(ReplyBody::Err(palaver_core::CoreError::NoSuchMessage(seq).to_body())),
+        Err(e) => Err(storage_error(&e)),
+    }
 }
 
 /// A reaction change is durable: answer with the emoji's count and tell the room.
