@@ -24,7 +24,7 @@ fn send(
         text: text.into(),
         client_ts: None,
         reply_to,
-        file,
+        file: file.map(Box::new),
     }
 }
 
@@ -79,7 +79,7 @@ fn replies_edits_deletes_kinds_and_mentions() {
     // Live events carry reply, file and mentions.
     let live: Vec<_> = (0..4).map(|_| b.next_message()).collect();
     assert_eq!(live[1].reply_to, Some(1));
-    assert_eq!((live[2].kind, live[2].file.clone()), (MessageKind::Image, Some(png())));
+    assert_eq!((live[2].kind, live[2].file.as_deref()), (MessageKind::Image, Some(&png())));
     assert_eq!(live[3].mentions.iter().map(|u| u.as_str()).collect::<Vec<_>>(), vec![bob.user_id.as_str()]);
 
     // Edits: only the sender, and the edit reaches the room.
@@ -131,7 +131,7 @@ fn replies_edits_deletes_kinds_and_mentions() {
     let reply = by_seq(2).reply.clone().expect("reply preview");
     assert_eq!((reply.seq, reply.deleted, reply.excerpt.as_str()), (1, true, ""));
     assert_eq!((by_seq(2).text.as_str(), by_seq(2).edited_at.is_some()), ("looks great", true));
-    assert_eq!(by_seq(3).file, Some(png()));
+    assert_eq!(by_seq(3).file.as_deref(), Some(&png()));
     assert_eq!(by_seq(4).mentions.len(), 1);
 }
 

@@ -195,13 +195,15 @@ mod tests {
                 reply_to: (seq % 5 == 0).then_some(seq / 2),
                 reply: None,
                 mentions: Vec::new(),
-                file: (seq % 7 == 0).then(|| crate::FileRef {
-                    file_id: "f_1".into(),
-                    name: "cat.png".into(),
-                    size: seq,
-                    content_type: "image/png".into(),
-                    width: Some(640),
-                    height: None,
+                file: (seq % 7 == 0).then(|| {
+                    Box::new(crate::FileRef {
+                        file_id: "f_1".into(),
+                        name: "cat.png".into(),
+                        size: seq,
+                        content_type: "image/png".into(),
+                        width: Some(640),
+                        height: None,
+                    })
                 }),
                 edited_at: (seq % 2 == 0).then_some(ts),
                 deleted: seq % 11 == 0,

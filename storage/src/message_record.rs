@@ -84,7 +84,7 @@ pub(crate) fn encode_ext(message: &Message) -> Result<Option<Vec<u8>>, StorageEr
     let ext = MessageExt {
         reply_to: message.reply_to,
         mentions: message.mentions.clone(),
-        file: message.file.clone(),
+        file: message.file.as_deref().cloned(),
         edited_at: message.edited_at,
         deleted: message.deleted,
     };
@@ -107,7 +107,7 @@ pub(crate) fn apply_ext(message: &mut Message, bytes: &[u8]) -> Result<(), Stora
         .map_err(|e| StorageError::Corrupt { partition: "room_seq_ext", detail: e.to_string() })?;
     message.reply_to = ext.reply_to;
     message.mentions = ext.mentions;
-    message.file = ext.file;
+    message.file = ext.file.map(Box::new);
     message.edited_at = ext.edited_at;
     message.deleted = ext.deleted;
     Ok(())

@@ -134,7 +134,7 @@ pub struct Draft {
     /// The message it replies to.
     pub reply_to: Option<u64>,
     /// With `image` and `file`: the shared file.
-    pub file: Option<FileRef>,
+    pub file: Option<Box<FileRef>>,
     /// Users named with `@username` in the text (resolved by the caller; the room keeps
     /// only its members).
     pub mentions: Vec<UserId>,
@@ -271,7 +271,7 @@ impl Room {
         if self.role_of(user).is_none() {
             return Err(CoreError::NotMember(self.id.clone()));
         }
-        let text = self.check_body(kind, text, file.as_ref())?;
+        let text = self.check_body(kind, text, file.as_deref())?;
         if let Some(parent) = reply_to
             && (parent == 0 || parent > self.last_seq)
         {
@@ -374,7 +374,7 @@ impl Room {
         if now_ms.saturating_sub(original.ts) > self.limits.edit_window_ms {
             return Err(CoreError::EditWindowPassed(original.seq));
         }
-        self.check_body(original.kind, text, original.file.as_ref())
+        self.check_body(original.kind, text, original.file.as_deref())
     }
 
     /// Checks that `user` may delete message `original`: its sender, or a moderator (or
@@ -785,15 +785,15 @@ mod tests {
         };
         let mut d = draft("i1", "");
         d.kind = MessageKind::Image;
-        d.file = Some(file.clone());
+        d.file = Some(Box::new(file.clone()));
         assert!(room.send(1, &owner, d.clone(), |_| None).is_ok());
         d.cid = cid("i2");
-        d.file = Some(FileRef { content_type: "text/plain".into(), ..file.clone() });
+        d.file = Some(Box::new(FileRef { content_type: "text/plain".into(), ..file.clone() }));
         assert!(matches!(room.send(1, &owner, d.clone(), |_| None), Err(CoreError::Invalid(_))));
         d.kind = MessageKind::System;
         assert!(matches!(room.send(1, &owner, d.clone(), |_| None), Err(CoreError::Invalid(_))));
         let mut t = draft("t1", "text");
-        t.file = Some(file);
+        t.file = Some(Box::new(file));
         assert!(matches!(room.send(1, &owner, t, |_| None), Err(CoreError::Invalid(_))));
         let mut r = draft("r1", "reply");
         r.reply_to = Some(9);

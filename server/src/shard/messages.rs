@@ -68,7 +68,7 @@ pub enum RoomAction {
         /// The message it replies to.
         reply_to: Option<u64>,
         /// The shared file (image and file kinds).
-        file: Option<FileRef>,
+        file: Option<Box<FileRef>>,
     },
     /// Edit one of the caller's messages.
     Edit {

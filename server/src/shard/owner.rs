@@ -509,11 +509,13 @@ fn history_page(
     for message in &mut messages {
         message.reactions = store.reactions(room, message.seq)?;
         if let Some(parent) = message.reply_to {
-            message.reply = store.message(room, parent)?.map(|p| ReplyPreview {
-                seq: p.seq,
-                sender: p.sender,
-                excerpt: p.text.chars().take(REPLY_EXCERPT_CHARS).collect(),
-                deleted: p.deleted,
+            message.reply = store.message(room, parent)?.map(|p| {
+                Box::new(ReplyPreview {
+                    seq: p.seq,
+                    sender: p.sender,
+                    excerpt: p.text.chars().take(REPLY_EXCERPT_CHARS).collect(),
+                    deleted: p.deleted,
+                })
             });
         }
     }
