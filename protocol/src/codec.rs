@@ -159,6 +159,9 @@ mod tests {
             (room_id(), any::<Option<u64>>(), any::<Option<u64>>())
                 .prop_map(|(room, delivered, read)| Op::Receipt { room, delivered, read }),
             Just(Op::Sync {}),
+            (prop::option::of("[a-z]{0,8}"), prop::option::of(room_id()), any::<Option<u32>>())
+                .prop_map(|(query, after, limit)| Op::RoomList { query, after, limit }),
+            id_body().prop_map(|b| Op::DmOpen { user: UserId::from_body(&b).unwrap() }),
             (room_id(), any::<u64>(), "[^ \\t\\n]{1,8}").prop_map(|(room, seq, emoji)| Op::React {
                 room,
                 seq,
@@ -327,6 +330,31 @@ mod tests {
         assert_eq!(err.id, Some(9));
         let err = Codec::Json.decode_client(b"\xff garbage").unwrap_err();
         assert_eq!(err.id, None);
+    }
+
+    #[test]
+    fn untagged_json_ok_bodies_decode_as_the_right_variant() {
+        // Shapes that could be confused: every answer must come back as itself, even empty.
+        let bodies = [
+            OkBody::Sync(crate::SyncOk { rooms: vec![] }),
+            OkBody::RoomList(crate::RoomListOk { results: vec![], next: None }),
+            OkBody::History(HistoryOk { messages: vec![] }),
+            OkBody::Sent(SendOk { seq: 1, ts: 2, duplicate: false }),
+            OkBody::Edited(crate::EditOk { seq: 1, edited_at: 2 }),
+            OkBody::Receipt(crate::ReceiptOk { delivered: 1, read: 1 }),
+            OkBody::Reaction(crate::ReactionOk { seq: 1, emoji: "x".into(), count: 1 }),
+            OkBody::Empty(Default::default()),
+        ];
+        for body in bodies {
+            let frame = ServerFrame::ok(1, body);
+            let bytes = Codec::Json.encode_server(&frame).unwrap();
+            assert_eq!(
+                Codec::Json.decode_server(&bytes).unwrap(),
+                frame,
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
     }
 
     #[test]

@@ -137,6 +137,26 @@ pub enum Op {
         /// The message.
         seq: u64,
     },
+    /// List public rooms, by room id, optionally filtered by name.
+    #[serde(rename = "room.list")]
+    RoomList {
+        /// Only rooms whose name contains this (case-insensitive).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        query: Option<String>,
+        /// Continue after this room (the previous page's `next`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<RoomId>,
+        /// Page size, 1..=100 (default 50).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Open the direct-message room with another user: the same room every time, for
+    /// either of the two, created the first time.
+    #[serde(rename = "dm.open")]
+    DmOpen {
+        /// The other user.
+        user: UserId,
+    },
     /// Add the caller's reaction (an emoji) to a message.
     #[serde(rename = "react")]
     React {
@@ -175,6 +195,8 @@ impl Op {
             Op::Receipt { .. } => "receipt",
             Op::Sync {} => "sync",
             Op::React { .. } => "react",
+            Op::RoomList { .. } => "room.list",
+            Op::DmOpen { .. } => "dm.open",
             Op::Edit { .. } => "edit",
             Op::Delete { .. } => "delete",
             Op::Unreact { .. } => "unreact",
@@ -201,6 +223,8 @@ impl ClientFrame {
                 room.revalidate()?;
                 cid.revalidate()
             }
+            Op::RoomList { after, .. } => after.as_ref().map_or(Ok(()), Revalidate::revalidate),
+            Op::DmOpen { user } => user.revalidate(),
             Op::Auth { .. } | Op::RoomCreate { .. } | Op::Ping {} | Op::Sync {} => Ok(()),
         }
     }
@@ -226,6 +250,8 @@ pub enum RoomKind {
     Public,
     /// Members only; outsiders get `forbidden`.
     Private,
+    /// A conversation between exactly two users, opened with `dm.open`.
+    Direct,
 }
 
 /// What a message carries.
@@ -424,6 +450,8 @@ pub enum OkBody {
     Reaction(ReactionOk),
     /// `edit`.
     Edited(EditOk),
+    /// `room.list`.
+    RoomList(RoomListOk),
     /// `sync`.
     Sync(SyncOk),
     /// `leave`, `ping`: `{}`.
@@ -535,6 +563,19 @@ pub struct ReactionOk {
     pub emoji: String,
     /// Users reacting with this emoji now.
     pub count: u32,
+}
+
+/// Answer to `room.list`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct RoomListOk {
+    /// Public rooms, by room id. (Not named `rooms`: JSON replies are untagged, and
+    /// `sync` answers `{"rooms":[…]}`.)
+    pub results: Vec<RoomInfo>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<RoomId>,
 }
 
 /// Answer to `edit`.

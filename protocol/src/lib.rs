@@ -27,7 +27,7 @@ pub use error::{ErrorBody, ErrorCode};
 pub use frames::{
     AuthOk, ClientFrame, Delete, Edit, EditOk, Event, FileRef, HistoryOk, JoinOk, Message, MessageKind,
     OkBody, Op, Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomInfo,
-    RoomKind, RoomOk, RoomSummary, SendOk, ServerFrame, SyncOk, Typing,
+    RoomKind, RoomListOk, RoomOk, RoomSummary, SendOk, ServerFrame, SyncOk, Typing,
 };
 pub use ids::{ClientMsgId, IdError, RoomId, SessionId, UserId, Username};
 pub use text::{Emoji, MessageText, RoomName, TextError};

@@ -28,6 +28,17 @@ pub fn room_id() -> RoomId {
     RoomId::from_body(&body()).unwrap_or_else(|_| unreachable!("base32 bodies are valid"))
 }
 
+/// The one direct-message room of two users: derived from the pair (order-free), so
+/// every `dm.open` of either user names the same room, and its owning shard creates it
+/// at most once.
+pub fn dm_room_id(a: &UserId, b: &UserId) -> RoomId {
+    use sha2::{Digest, Sha256};
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let digest = Sha256::digest(format!("palaver-dm\0{lo}\0{hi}").as_bytes());
+    let body: String = digest.iter().take(20).map(|b| ALPHABET[usize::from(b & 31)] as char).collect();
+    RoomId::from_body(&format!("dm{body}")).unwrap_or_else(|_| unreachable!("base32 bodies are valid"))
+}
+
 /// A new session id.
 pub fn session_id() -> SessionId {
     SessionId::from_body(&body()).unwrap_or_else(|_| unreachable!("base32 bodies are valid"))
@@ -42,6 +53,13 @@ pub fn secret_token() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_pair_has_one_dm_room_whoever_opens_it() {
+        let (a, b, c) = (super::user_id(), super::user_id(), super::user_id());
+        assert_eq!(super::dm_room_id(&a, &b), super::dm_room_id(&b, &a));
+        assert_ne!(super::dm_room_id(&a, &b), super::dm_room_id(&a, &c));
+    }
+
     #[test]
     fn ids_are_distinct_and_valid() {
         let a = super::room_id();

@@ -309,6 +309,49 @@ impl Store {
         self.rooms.get(id.as_str())?.map(|v| decode_json("rooms", &v)).transpose()
     }
 
+    /// Public rooms after `after` (by room id), whose name contains `query`
+    /// (case-insensitive), at most `limit`; and the cursor of the next page. A page scans
+    /// at most `MAX_LIST_SCAN` rooms, so a rare name cannot make one request expensive:
+    /// the cursor then moves past what was scanned.
+    pub fn public_rooms(
+        &self,
+        query: Option<&str>,
+        after: Option<&RoomId>,
+        limit: usize,
+    ) -> Result<(Vec<RoomRecord>, Option<RoomId>), StorageError> {
+        const MAX_LIST_SCAN: usize = 10_000;
+        let query = query.map(str::to_lowercase);
+        let start = after.map(|r| {
+            let mut key = r.as_str().as_bytes().to_vec();
+            key.push(0);
+            key
+        });
+        let iter = match &start {
+            Some(start) => self.rooms.range(start.clone()..),
+            None => self.rooms.iter(),
+        };
+        let (mut found, mut scanned) = (Vec::new(), 0usize);
+        for guard in iter {
+            let (_, value) = guard.into_inner()?;
+            let room: RoomRecord = decode_json("rooms", &value)?;
+            scanned += 1;
+            let id = room.room_id.clone();
+            let matches = room.kind == palaver_protocol::RoomKind::Public
+                && query.as_ref().is_none_or(|q| room.name.to_lowercase().contains(q.as_str()));
+            if matches {
+                if found.len() == limit {
+                    let next = found.last().map(|r: &RoomRecord| r.room_id.clone());
+                    return Ok((found, next));
+                }
+                found.push(room);
+            }
+            if scanned >= MAX_LIST_SCAN {
+                return Ok((found, Some(id)));
+            }
+        }
+        Ok((found, None))
+    }
+
     /// Every member of a room with its role byte.
     pub fn members(&self, room: &RoomId) -> Result<Vec<(UserId, u8)>, StorageError> {
         let prefix = keys::room_prefix(room);

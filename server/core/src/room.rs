@@ -156,8 +156,24 @@ impl Room {
         owner: UserId,
         limits: RoomLimits,
     ) -> Result<Room, CoreError> {
+        if kind == RoomKind::Direct {
+            return Err(CoreError::Invalid("direct rooms are opened with dm.open".into()));
+        }
         let name = RoomName::new(name).map_err(|e| CoreError::Invalid(format!("room name: {e}")))?;
         Ok(Room::restore(id, name.into_string(), kind, [(owner, Role::Owner)], 0, 0, limits))
+    }
+
+    /// A new direct room between two users, both plain members (nobody moderates a DM).
+    pub fn direct(id: RoomId, a: UserId, b: UserId, limits: RoomLimits) -> Room {
+        Room::restore(
+            id,
+            "direct".into(),
+            RoomKind::Direct,
+            [(a, Role::Member), (b, Role::Member)],
+            0,
+            0,
+            limits,
+        )
     }
 
     /// A room rebuilt from storage.
@@ -227,7 +243,7 @@ impl Room {
                 self.members.insert(user.clone(), Role::Member);
                 Ok(JoinOutcome { newly_member: true, role: Role::Member, last_seq: self.durable_seq })
             }
-            RoomKind::Private => Err(CoreError::PrivateRoom(self.id.clone())),
+            RoomKind::Private | RoomKind::Direct => Err(CoreError::PrivateRoom(self.id.clone())),
         }
     }
 
@@ -245,7 +261,7 @@ impl Room {
         before: Option<u64>,
         limit: Option<u32>,
     ) -> Result<(Option<u64>, usize), CoreError> {
-        if self.kind == RoomKind::Private && self.role_of(user).is_none() {
+        if self.kind != RoomKind::Public && self.role_of(user).is_none() {
             return Err(CoreError::PrivateRoom(self.id.clone()));
         }
         let limit = limit.unwrap_or(limits::DEFAULT_HISTORY_LIMIT);

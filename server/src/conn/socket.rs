@@ -10,8 +10,8 @@ use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use palaver_core::{Admission, Session};
 use palaver_protocol::{
-    AuthOk, ClientFrame, Codec, ErrorBody, ErrorCode, OkBody, Op, ReplyBody, RoomInfo, RoomSummary,
-    ServerFrame, SyncOk, UserId,
+    AuthOk, ClientFrame, Codec, ErrorBody, ErrorCode, OkBody, Op, ReplyBody, RoomId, RoomInfo, RoomListOk,
+    RoomSummary, ServerFrame, SyncOk, UserId,
 };
 
 use super::http::read_more;
@@ -202,6 +202,21 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
         Op::Receipt { room, delivered, read } => RoomAction::Receipt { room, delivered, read },
         Op::React { room, seq, emoji } => RoomAction::React { room, seq, emoji, add: true },
         Op::Edit { room, seq, text } => RoomAction::Edit { room, seq, text },
+        Op::DmOpen { user: peer } => {
+            let Some(me) = conn.user() else { return };
+            if peer == me {
+                conn.session.borrow_mut().finished();
+                return reply_error(conn, id, ErrorCode::Invalid, "a direct room needs another user");
+            }
+            RoomAction::DmOpen { room: crate::ids::dm_room_id(&me, &peer), peer }
+        }
+        Op::RoomList { query, after, limit } => {
+            conn.session.borrow_mut().finished();
+            return send_frame(
+                conn,
+                &ServerFrame::Reply { re: id, body: room_list(shard, query, after, limit) },
+            );
+        }
         Op::Delete { room, seq } => RoomAction::Delete { room, seq },
         Op::Unreact { room, seq, emoji } => RoomAction::React { room, seq, emoji, add: false },
         Op::Sync {} => {
@@ -251,6 +266,30 @@ fn sync(shard: &Shard, user: &UserId) -> ReplyBody {
         Ok(rooms) => ReplyBody::Ok(OkBody::Sync(SyncOk { rooms })),
         Err(e) => {
             tracing::error!("sync: {e}");
+            ReplyBody::Err(ErrorBody::new(ErrorCode::Internal, "storage failure"))
+        }
+    }
+}
+
+/// `room.list`: public rooms from storage, by room id, filtered by name.
+fn room_list(shard: &Shard, query: Option<String>, after: Option<RoomId>, limit: Option<u32>) -> ReplyBody {
+    let limit = limit.unwrap_or(palaver_protocol::limits::DEFAULT_HISTORY_LIMIT);
+    if !(1..=palaver_protocol::limits::MAX_HISTORY_LIMIT).contains(&limit) {
+        return ReplyBody::Err(ErrorBody::new(ErrorCode::Invalid, "limit must be 1 to 100"));
+    }
+    if query.as_ref().is_some_and(|q| q.chars().count() > palaver_protocol::limits::MAX_ROOM_NAME_CHARS) {
+        return ReplyBody::Err(ErrorBody::new(ErrorCode::Invalid, "query is longer than a room name can be"));
+    }
+    match shard.shared.store.public_rooms(query.as_deref(), after.as_ref(), limit as usize) {
+        Ok((records, next)) => {
+            let rooms = records
+                .into_iter()
+                .map(|r| RoomInfo { room_id: r.room_id, name: r.name, kind: r.kind })
+                .collect();
+            ReplyBody::Ok(OkBody::RoomList(RoomListOk { results: rooms, next }))
+        }
+        Err(e) => {
+            tracing::error!("room.list: {e}");
             ReplyBody::Err(ErrorBody::new(ErrorCode::Internal, "storage failure"))
         }
     }

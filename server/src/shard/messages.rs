@@ -41,6 +41,13 @@ pub enum RoomAction {
         /// Requested kind.
         kind: RoomKind,
     },
+    /// Open (create if needed) the direct room of the caller and `peer`.
+    DmOpen {
+        /// The pair's room (derived from both ids).
+        room: RoomId,
+        /// The other user.
+        peer: UserId,
+    },
     /// Join and subscribe.
     Join {
         /// The room.
@@ -129,6 +136,7 @@ impl RoomAction {
     pub fn room(&self) -> &RoomId {
         match self {
             RoomAction::Create { room, .. }
+            | RoomAction::DmOpen { room, .. }
             | RoomAction::Join { room, .. }
             | RoomAction::Leave { room }
             | RoomAction::Send { room, .. }

@@ -90,9 +90,10 @@ fn load(shard: &Shard, id: &RoomId) -> Result<Option<OwnedRoom>, StorageError> {
 /// Applies one room operation.
 pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
     let reply_to = origin.shard;
-    if let RoomAction::Create { room, name, kind } = action {
-        create(shard, origin, room, name, kind);
-        return;
+    match action {
+        RoomAction::Create { room, name, kind } => return create(shard, origin, room, name, kind),
+        RoomAction::DmOpen { room, peer } => return dm_open(shard, origin, room, peer),
+        _ => {}
     }
     let room_id = action.room().clone();
     let mut owned_rooms = shard.owned.borrow_mut();
@@ -122,7 +123,7 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
     }
     let Some(owned) = owned_rooms.rooms.get_mut(&room_id) else { return };
     match action {
-        RoomAction::Create { .. } => {}
+        RoomAction::Create { .. } | RoomAction::DmOpen { .. } => {}
         RoomAction::Join { room, since } => join(shard, owned, origin, room, since),
         RoomAction::Leave { room } => leave(shard, owned, origin, room),
         RoomAction::Send { room, cid, kind, text, client_ts, reply_to: parent, file } => {
@@ -355,6 +356,64 @@ fn create(
         }),
         Write::PutMember { room: room_id.clone(), user: origin.user.clone(), role: Role::Owner.to_byte() },
     ];
+    let reply = Reply::plain(&origin, ReplyBody::Ok(OkBody::Room(RoomOk { room: info })));
+    match submit(shard, writes, CommitWork::Reply { shard: reply_to, reply }) {
+        Ok(()) => {
+            let owned = OwnedRoom { room, subscriber_shards: BTreeSet::new(), waiting: BTreeMap::new() };
+            shard.owned.borrow_mut().rooms.insert(room_id, owned);
+        }
+        Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
+    }
+}
+
+/// Opens the pair's direct room: answers with it if it exists, else creates it (this
+/// shard owns the derived id, so two concurrent opens cannot create it twice).
+fn dm_open(shard: &Rc<Shard>, origin: Origin, room_id: RoomId, peer: UserId) {
+    let reply_to = origin.shard;
+    let existing = shard.owned.borrow().rooms.get(&room_id).map(|o| o.room.info());
+    let existing = match existing {
+        Some(info) => Some(info),
+        None => match load(shard, &room_id) {
+            Ok(loaded) => loaded.map(|owned| {
+                let info = owned.room.info();
+                shard.owned.borrow_mut().rooms.insert(room_id.clone(), owned);
+                info
+            }),
+            Err(e) => return answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
+        },
+    };
+    if let Some(info) = existing {
+        return answer(
+            shard,
+            reply_to,
+            Reply::plain(&origin, ReplyBody::Ok(OkBody::Room(RoomOk { room: info }))),
+        );
+    }
+    match shard.shared.store.user(&peer) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            let body = error(ErrorCode::NotFound, format!("no user {peer}"));
+            return answer(shard, reply_to, Reply::plain(&origin, body));
+        }
+        Err(e) => return answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
+    }
+    let room =
+        Room::direct(room_id.clone(), origin.user.clone(), peer.clone(), shard.shared.config.room_limits());
+    let info = room.info();
+    let mut writes = vec![Write::PutRoom(RoomRecord {
+        room_id: room_id.clone(),
+        name: info.name.clone(),
+        kind: info.kind,
+        owner: origin.user.clone(),
+        created_ms: now_ms(),
+    })];
+    for user in [&origin.user, &peer] {
+        writes.push(Write::PutMember {
+            room: room_id.clone(),
+            user: user.clone(),
+            role: Role::Member.to_byte(),
+        });
+    }
     let reply = Reply::plain(&origin, ReplyBody::Ok(OkBody::Room(RoomOk { room: info })));
     match submit(shard, writes, CommitWork::Reply { shard: reply_to, reply }) {
         Ok(()) => {
