@@ -27,9 +27,20 @@ fn typing_reaches_other_members_coalesced_and_lapses_without_renewal() {
     a.ok(Op::TypingStart { room: room.clone() });
     let t = typing(&mut b);
     assert_eq!((t.user.as_str(), t.active, t.expires_in_ms), (alice.user_id.as_str(), true, Some(1_000)));
-    // A message ends the indicator without a separate event: bob's next event is it.
+    // A message ends the indicator without a separate event: no `active: false` comes
+    // before the message. (On a very slow machine the renewal above may fall outside the
+    // coalescing window and be announced once more; that is allowed.)
     a.say(&room, "m1", "done typing");
-    assert!(matches!(b.next_event(), Event::Message(m) if m.text == "done typing"));
+    loop {
+        match b.next_event() {
+            Event::Message(m) => {
+                assert_eq!(m.text, "done typing");
+                break;
+            }
+            Event::Typing(t) => assert!(t.active, "no stop event before the message"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     // An explicit stop is announced.
     a.ok(Op::TypingStart { room: room.clone() });
