@@ -58,7 +58,16 @@ fn unknown_rooms_are_not_found_and_bad_room_names_invalid() {
     a.err(Op::Join { room: ghost.clone(), since: None }, ErrorCode::NotFound);
     a.err(send_op(&ghost, "c", "hi"), ErrorCode::NotFound);
     a.err(Op::History { room: ghost, before: None, limit: None }, ErrorCode::NotFound);
-    a.err(Op::RoomCreate { name: "  ".into(), kind: RoomKind::Public }, ErrorCode::Invalid);
-    a.err(Op::RoomCreate { name: "x".repeat(101), kind: RoomKind::Public }, ErrorCode::Invalid);
-    a.err(Op::RoomCreate { name: "bell\u{7}".into(), kind: RoomKind::Public }, ErrorCode::Invalid);
+    a.err(
+        Op::RoomCreate { name: "  ".into(), kind: RoomKind::Public, topic: None, settings: None },
+        ErrorCode::Invalid,
+    );
+    a.err(
+        Op::RoomCreate { name: "x".repeat(101), kind: RoomKind::Public, topic: None, settings: None },
+        ErrorCode::Invalid,
+    );
+    a.err(
+        Op::RoomCreate { name: "bell\u{7}".into(), kind: RoomKind::Public, topic: None, settings: None },
+        ErrorCode::Invalid,
+    );
 }

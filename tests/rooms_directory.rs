@@ -84,7 +84,10 @@ fn a_pair_of_users_gets_one_direct_room() {
     c.err(Op::History { room: room.room_id.clone(), before: None, limit: None }, ErrorCode::Forbidden);
     a1.err(Op::DmOpen { user: UserId::parse(&alice.user_id).unwrap() }, ErrorCode::Invalid);
     a1.err(Op::DmOpen { user: UserId::parse("u_nobody").unwrap() }, ErrorCode::NotFound);
-    a1.err(Op::RoomCreate { name: "sneaky".into(), kind: RoomKind::Direct }, ErrorCode::Invalid);
+    a1.err(
+        Op::RoomCreate { name: "sneaky".into(), kind: RoomKind::Direct, topic: None, settings: None },
+        ErrorCode::Invalid,
+    );
     let (public, _) = list(&mut a1, None, None, None);
     assert!(public.iter().all(|r| r.kind == RoomKind::Public), "direct rooms are not listed");
 }

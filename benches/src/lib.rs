@@ -27,6 +27,8 @@ pub fn message(seq: u64) -> Message {
         file: None,
         edited_at: None,
         deleted: false,
+        system: None,
+        blocked: false,
     }
 }
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
-use palaver_protocol::{ClientFrame, Codec, Event, OkBody, Op, ReplyBody, RoomId, RoomKind, ServerFrame};
+use palaver_protocol::{
+    ClientFrame, Codec, Event, OkBody, Op, ReplyBody, RoomId, RoomKind, RoomSettingsPatch, ServerFrame,
+};
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
@@ -26,6 +28,9 @@ use crate::wire::{self, Incoming};
 
 /// How long one set-up step (connect, a request) may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The member limit load rooms are created with: the server's default cap (`--max-room-members`).
+pub const LOAD_ROOM_CAPACITY: u32 = 10_000;
 
 /// tungstenite's default read buffer (128 KiB) is zero-filled before every read, which made
 /// memset most of the generator's CPU time; 8 KiB holds many frames and costs nothing.
@@ -176,7 +181,7 @@ impl Client {
             Proto::Palaver(codec) => wire::encode(codec, &ClientFrame { id, op }),
             Proto::SocketIo => {
                 let (name, data) = match op {
-                    Op::RoomCreate { name, kind } => (
+                    Op::RoomCreate { name, kind, .. } => (
                         "create-room",
                         json!({ "name": name, "kind": if kind == RoomKind::Private { "private" } else { "public" } }),
                     ),
@@ -282,7 +287,7 @@ impl Client {
         tokio::time::timeout(STEP_TIMEOUT, wait).await.map_err(|_| anyhow!("{name}: no reply in time"))?
     }
 
-    /// Creates public rooms, with up to 64 requests in flight, and returns their ids in order.
+    /// Creates public rooms (admitting up to [`LOAD_ROOM_CAPACITY`] members), with up to 64 requests in flight, and returns their ids in order.
     pub async fn create_rooms(&mut self, count: usize, prefix: &str) -> anyhow::Result<Vec<RoomId>> {
         let mut rooms: Vec<Option<RoomId>> = vec![None; count];
         let mut pending = std::collections::HashMap::new();
@@ -290,7 +295,17 @@ impl Client {
         let wait = async {
             while rooms.iter().any(Option::is_none) {
                 while next < count && pending.len() < 64 {
-                    let op = Op::RoomCreate { name: format!("{prefix}-{next}"), kind: RoomKind::Public };
+                    let op = Op::RoomCreate {
+                        name: format!("{prefix}-{next}"),
+                        kind: RoomKind::Public,
+                        topic: None,
+                        // Rooms admit 100 members unless told otherwise; load rooms are
+                        // bigger (up to the server's default cap).
+                        settings: Some(RoomSettingsPatch {
+                            max_members: Some(LOAD_ROOM_CAPACITY),
+                            ..Default::default()
+                        }),
+                    };
                     let id = self.feed(op).await?;
                     pending.insert(id, next);
                     next += 1;

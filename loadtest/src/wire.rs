@@ -162,6 +162,8 @@ mod tests {
             file: None,
             edited_at: None,
             deleted: false,
+            system: None,
+            blocked: false,
         }))
     }
 

@@ -137,7 +137,38 @@ mod tests {
         prop_oneof![
             ".{0,200}".prop_map(|token| Op::Auth { token }),
             (".{0,100}", prop_oneof![Just(RoomKind::Public), Just(RoomKind::Private)])
-                .prop_map(|(name, kind)| Op::RoomCreate { name, kind }),
+                .prop_map(|(name, kind)| Op::RoomCreate { name, kind, topic: None, settings: None }),
+            (room_id(), prop::option::of(".{0,20}"), any::<Option<u32>>(), any::<Option<bool>>()).prop_map(
+                |(room, topic, max_members, file_sharing)| Op::RoomUpdate {
+                    room,
+                    name: None,
+                    topic,
+                    settings: Some(crate::RoomSettingsPatch {
+                        max_members,
+                        file_sharing,
+                        slow_mode_secs: None,
+                        invite_role: Some(crate::RoomRole::Moderator),
+                    }),
+                }
+            ),
+            (room_id(), id_body(), any::<u64>(), prop::option::of(".{0,20}")).prop_map(
+                |(room, user, duration_secs, reason)| Op::Mute {
+                    room,
+                    user: UserId::from_body(&user).unwrap(),
+                    duration_secs,
+                    reason,
+                }
+            ),
+            (room_id(), id_body()).prop_map(|(room, user)| Op::RoleSet {
+                room,
+                user: UserId::from_body(&user).unwrap(),
+                role: crate::RoomRole::Admin,
+            }),
+            prop::collection::vec(id_body(), 0..5).prop_map(|users| Op::PresenceSubscribe {
+                users: users.iter().map(|b| UserId::from_body(b).unwrap()).collect(),
+            }),
+            id_body().prop_map(|b| Op::FriendRequest { user: UserId::from_body(&b).unwrap() }),
+            Just(Op::PresenceSet { status: crate::PresenceChoice::Away }),
             (room_id(), any::<Option<u64>>()).prop_map(|(room, since)| Op::Join { room, since }),
             room_id().prop_map(|room| Op::Leave { room }),
             (room_id(), cid(), ".{0,300}", any::<Option<u64>>()).prop_map(|(room, cid, text, client_ts)| {
@@ -210,6 +241,17 @@ mod tests {
                 }),
                 edited_at: (seq % 2 == 0).then_some(ts),
                 deleted: seq % 11 == 0,
+                system: (seq % 13 == 0).then(|| {
+                    Box::new(crate::SystemNotice {
+                        action: crate::SystemAction::Muted,
+                        actor: UserId::from_body(&sender).unwrap(),
+                        target: Some(UserId::from_body(&sender).unwrap()),
+                        role: None,
+                        until: Some(ts),
+                        reason: Some("spam".into()),
+                    })
+                }),
+                blocked: seq % 17 == 0,
             },
         )
     }
@@ -219,6 +261,7 @@ mod tests {
             room_id,
             name,
             kind: RoomKind::Public,
+            topic: String::new(),
         });
         prop_oneof![
             message().prop_map(|m| ServerFrame::Event(Event::Message(m))),
@@ -227,7 +270,8 @@ mod tests {
             }),
             (any::<u64>(), room_id(), prop::option::of(message()), any::<u64>()).prop_map(
                 |(re, room_id, last_message, n)| {
-                    let room = RoomInfo { room_id, name: "r".into(), kind: RoomKind::Private };
+                    let room =
+                        RoomInfo { room_id, name: "r".into(), kind: RoomKind::Private, topic: "t".into() };
                     let summary = crate::RoomSummary {
                         room,
                         last_seq: n,
@@ -343,6 +387,50 @@ mod tests {
             OkBody::Edited(crate::EditOk { seq: 1, edited_at: 2 }),
             OkBody::Receipt(crate::ReceiptOk { delivered: 1, read: 1 }),
             OkBody::Reaction(crate::ReactionOk { seq: 1, emoji: "x".into(), count: 1 }),
+            OkBody::Members(crate::MembersOk { members: vec![], next_member: None }),
+            OkBody::Invites(crate::InvitesOk { invites: vec![] }),
+            OkBody::Users(crate::UsersOk { users: vec![] }),
+            OkBody::Friends(crate::FriendsOk { friends: vec![] }),
+            OkBody::Blocked(crate::BlockedOk { blocked: vec![] }),
+            OkBody::PresenceList(crate::PresenceListOk { presence: vec![] }),
+            OkBody::Profile(Box::new(crate::ProfileOk {
+                profile: crate::Profile {
+                    user_id: UserId::parse("u_a").unwrap(),
+                    username: "ann".into(),
+                    display_name: None,
+                    avatar: None,
+                    status_text: None,
+                },
+                presence: None,
+            })),
+            OkBody::Friend(crate::FriendOk {
+                friend: crate::FriendInfo {
+                    user: UserId::parse("u_a").unwrap(),
+                    username: "ann".into(),
+                    state: crate::FriendState::Incoming,
+                    since: 1,
+                    presence: None,
+                },
+            }),
+            OkBody::RoomDetails(crate::RoomDetailsOk {
+                room: RoomInfo {
+                    room_id: RoomId::parse("r_a").unwrap(),
+                    name: "a".into(),
+                    kind: RoomKind::Private,
+                    topic: String::new(),
+                },
+                settings: crate::RoomSettings::default(),
+                member_count: 1,
+                role: None,
+            }),
+            OkBody::Room(crate::RoomOk {
+                room: RoomInfo {
+                    room_id: RoomId::parse("r_a").unwrap(),
+                    name: "a".into(),
+                    kind: RoomKind::Public,
+                    topic: "t".into(),
+                },
+            }),
             OkBody::Empty(Default::default()),
         ];
         for body in bodies {

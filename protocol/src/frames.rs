@@ -6,6 +6,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _, se
 
 use crate::error::ErrorBody;
 use crate::ids::{ClientMsgId, IdError, Revalidate, RoomId, SessionId, UserId};
+use crate::people::{
+    BlockedOk, FriendInfo, FriendOk, FriendsOk, PresenceChoice, PresenceInfo, PresenceListOk, ProfileOk,
+    UsersOk,
+};
+use crate::rooms::{
+    InviteInfo, InvitesOk, MemberEvent, MembersOk, RoomDetailsOk, RoomRole, RoomSettingsPatch, SystemNotice,
+};
 
 /// A request from a client: `{"id":N,"op":"…",…}`.
 #[derive(
@@ -38,6 +45,12 @@ pub enum Op {
         name: String,
         /// `public` or `private`.
         kind: RoomKind,
+        /// Topic or description, up to 500 characters.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+        /// Settings other than the defaults.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<RoomSettingsPatch>,
     },
     /// Join a room (or re-subscribe to one) and receive its events from now on.
     #[serde(rename = "join")]
@@ -177,6 +190,232 @@ pub enum Op {
         /// The emoji.
         emoji: String,
     },
+    /// A room's details: settings, member count, the caller's role.
+    #[serde(rename = "room.get")]
+    RoomGet {
+        /// The room.
+        room: RoomId,
+    },
+    /// Change a room's name, topic or settings (admins and the owner).
+    #[serde(rename = "room.update")]
+    RoomUpdate {
+        /// The room.
+        room: RoomId,
+        /// New name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// New topic (empty clears it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+        /// Settings to change.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<RoomSettingsPatch>,
+    },
+    /// Delete a room for everyone (the owner only).
+    #[serde(rename = "room.delete")]
+    RoomDelete {
+        /// The room.
+        room: RoomId,
+    },
+    /// A page of a room's members with roles and presence.
+    #[serde(rename = "room.members")]
+    RoomMembers {
+        /// The room.
+        room: RoomId,
+        /// Continue after this member (the previous page's `next_member`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<UserId>,
+        /// Page size, 1..=100 (default 50).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Invite a user to a room (who may invite is a room setting).
+    #[serde(rename = "room.invite")]
+    RoomInvite {
+        /// The room.
+        room: RoomId,
+        /// The invitee.
+        user: UserId,
+    },
+    /// The caller's pending invitations.
+    #[serde(rename = "invite.list")]
+    InviteList {},
+    /// Accept an invitation: join the room (answered like `join`).
+    #[serde(rename = "invite.accept")]
+    InviteAccept {
+        /// The room.
+        room: RoomId,
+    },
+    /// Decline an invitation.
+    #[serde(rename = "invite.decline")]
+    InviteDecline {
+        /// The room.
+        room: RoomId,
+    },
+    /// Remove a member (who may come back: rejoin a public room, or be invited again).
+    #[serde(rename = "kick")]
+    Kick {
+        /// The room.
+        room: RoomId,
+        /// The member.
+        user: UserId,
+        /// Shown in the room's notice.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Remove a member (or an outsider) for good: no rejoining, no invitations.
+    #[serde(rename = "ban")]
+    Ban {
+        /// The room.
+        room: RoomId,
+        /// The user.
+        user: UserId,
+        /// Shown in the room's notice.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Lift a ban.
+    #[serde(rename = "unban")]
+    Unban {
+        /// The room.
+        room: RoomId,
+        /// The user.
+        user: UserId,
+    },
+    /// Stop a member from sending for a while; the mute ends by itself.
+    #[serde(rename = "mute")]
+    Mute {
+        /// The room.
+        room: RoomId,
+        /// The member.
+        user: UserId,
+        /// How long, 1 s to 366 days.
+        duration_secs: u64,
+        /// Shown in the room's notice.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Lift a mute early.
+    #[serde(rename = "unmute")]
+    Unmute {
+        /// The room.
+        room: RoomId,
+        /// The member.
+        user: UserId,
+    },
+    /// Promote or demote a member (to `member`, `moderator` or `admin`).
+    #[serde(rename = "role.set")]
+    RoleSet {
+        /// The room.
+        room: RoomId,
+        /// The member.
+        user: UserId,
+        /// The new role.
+        role: RoomRole,
+    },
+    /// Hand the room to another member; the old owner becomes an admin.
+    #[serde(rename = "room.transfer")]
+    RoomTransfer {
+        /// The room.
+        room: RoomId,
+        /// The new owner.
+        user: UserId,
+    },
+    /// A user's profile (and presence, when the caller may see it).
+    #[serde(rename = "user.get")]
+    UserGet {
+        /// The user.
+        user: UserId,
+    },
+    /// Change the caller's profile; absent fields are kept, empty strings clear.
+    #[serde(rename = "user.update")]
+    UserUpdate {
+        /// Display name, up to 64 characters.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        display_name: Option<String>,
+        /// A file id or an `https://` URL, up to 512 bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        avatar: Option<String>,
+        /// Status text, up to 140 characters.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status_text: Option<String>,
+    },
+    /// Users whose username starts with a prefix.
+    #[serde(rename = "user.search")]
+    UserSearch {
+        /// At least one character.
+        prefix: String,
+        /// Page size, 1..=50 (default 20).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Ask a user to be friends (accepts at once if they already asked).
+    #[serde(rename = "friend.request")]
+    FriendRequest {
+        /// The user.
+        user: UserId,
+    },
+    /// Accept a friend request.
+    #[serde(rename = "friend.accept")]
+    FriendAccept {
+        /// Who asked.
+        user: UserId,
+    },
+    /// Decline a friend request.
+    #[serde(rename = "friend.decline")]
+    FriendDecline {
+        /// Who asked.
+        user: UserId,
+    },
+    /// Withdraw the caller's own request.
+    #[serde(rename = "friend.cancel")]
+    FriendCancel {
+        /// Who was asked.
+        user: UserId,
+    },
+    /// End a friendship.
+    #[serde(rename = "friend.remove")]
+    FriendRemove {
+        /// The friend.
+        user: UserId,
+    },
+    /// Friends and pending requests, with friends' presence.
+    #[serde(rename = "friend.list")]
+    FriendList {},
+    /// Block a user: no DMs, friend requests or invitations from them; their messages
+    /// arrive flagged `blocked`.
+    #[serde(rename = "block")]
+    Block {
+        /// The user.
+        user: UserId,
+    },
+    /// Lift a block.
+    #[serde(rename = "unblock")]
+    Unblock {
+        /// The user.
+        user: UserId,
+    },
+    /// The users the caller blocked.
+    #[serde(rename = "block.list")]
+    BlockList {},
+    /// Choose online, away or invisible.
+    #[serde(rename = "presence.set")]
+    PresenceSet {
+        /// The choice.
+        status: PresenceChoice,
+    },
+    /// Follow users' presence on this socket (friends are followed automatically).
+    #[serde(rename = "presence.subscribe")]
+    PresenceSubscribe {
+        /// Up to 500 users, each a friend or someone sharing a room with the caller.
+        users: Vec<UserId>,
+    },
+    /// Stop following users' presence on this socket.
+    #[serde(rename = "presence.unsubscribe")]
+    PresenceUnsubscribe {
+        /// The users.
+        users: Vec<UserId>,
+    },
 }
 
 impl Op {
@@ -200,6 +439,36 @@ impl Op {
             Op::Edit { .. } => "edit",
             Op::Delete { .. } => "delete",
             Op::Unreact { .. } => "unreact",
+            Op::RoomGet { .. } => "room.get",
+            Op::RoomUpdate { .. } => "room.update",
+            Op::RoomDelete { .. } => "room.delete",
+            Op::RoomMembers { .. } => "room.members",
+            Op::RoomInvite { .. } => "room.invite",
+            Op::InviteList {} => "invite.list",
+            Op::InviteAccept { .. } => "invite.accept",
+            Op::InviteDecline { .. } => "invite.decline",
+            Op::Kick { .. } => "kick",
+            Op::Ban { .. } => "ban",
+            Op::Unban { .. } => "unban",
+            Op::Mute { .. } => "mute",
+            Op::Unmute { .. } => "unmute",
+            Op::RoleSet { .. } => "role.set",
+            Op::RoomTransfer { .. } => "room.transfer",
+            Op::UserGet { .. } => "user.get",
+            Op::UserUpdate { .. } => "user.update",
+            Op::UserSearch { .. } => "user.search",
+            Op::FriendRequest { .. } => "friend.request",
+            Op::FriendAccept { .. } => "friend.accept",
+            Op::FriendDecline { .. } => "friend.decline",
+            Op::FriendCancel { .. } => "friend.cancel",
+            Op::FriendRemove { .. } => "friend.remove",
+            Op::FriendList {} => "friend.list",
+            Op::Block { .. } => "block",
+            Op::Unblock { .. } => "unblock",
+            Op::BlockList {} => "block.list",
+            Op::PresenceSet { .. } => "presence.set",
+            Op::PresenceSubscribe { .. } => "presence.subscribe",
+            Op::PresenceUnsubscribe { .. } => "presence.unsubscribe",
         }
     }
 }
@@ -218,14 +487,54 @@ impl ClientFrame {
             | Op::React { room, .. }
             | Op::Edit { room, .. }
             | Op::Delete { room, .. }
-            | Op::Unreact { room, .. } => room.revalidate(),
+            | Op::Unreact { room, .. }
+            | Op::RoomGet { room }
+            | Op::RoomUpdate { room, .. }
+            | Op::RoomDelete { room }
+            | Op::InviteAccept { room }
+            | Op::InviteDecline { room } => room.revalidate(),
+            Op::RoomMembers { room, after, .. } => {
+                room.revalidate()?;
+                after.as_ref().map_or(Ok(()), Revalidate::revalidate)
+            }
+            Op::RoomInvite { room, user }
+            | Op::Kick { room, user, .. }
+            | Op::Ban { room, user, .. }
+            | Op::Unban { room, user }
+            | Op::Mute { room, user, .. }
+            | Op::Unmute { room, user }
+            | Op::RoleSet { room, user, .. }
+            | Op::RoomTransfer { room, user } => {
+                room.revalidate()?;
+                user.revalidate()
+            }
+            Op::UserGet { user }
+            | Op::FriendRequest { user }
+            | Op::FriendAccept { user }
+            | Op::FriendDecline { user }
+            | Op::FriendCancel { user }
+            | Op::FriendRemove { user }
+            | Op::Block { user }
+            | Op::Unblock { user } => user.revalidate(),
+            Op::PresenceSubscribe { users } | Op::PresenceUnsubscribe { users } => {
+                users.iter().try_for_each(Revalidate::revalidate)
+            }
             Op::Send { room, cid, .. } => {
                 room.revalidate()?;
                 cid.revalidate()
             }
             Op::RoomList { after, .. } => after.as_ref().map_or(Ok(()), Revalidate::revalidate),
             Op::DmOpen { user } => user.revalidate(),
-            Op::Auth { .. } | Op::RoomCreate { .. } | Op::Ping {} | Op::Sync {} => Ok(()),
+            Op::Auth { .. }
+            | Op::RoomCreate { .. }
+            | Op::Ping {}
+            | Op::Sync {}
+            | Op::InviteList {}
+            | Op::UserUpdate { .. }
+            | Op::UserSearch { .. }
+            | Op::FriendList {}
+            | Op::BlockList {}
+            | Op::PresenceSet { .. } => Ok(()),
         }
     }
 }
@@ -330,6 +639,9 @@ pub struct RoomInfo {
     pub name: String,
     /// Public or private.
     pub kind: RoomKind,
+    /// Topic or description (absent when empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub topic: String,
 }
 
 /// A stored message, as delivered live (`message` event) and by `history`.
@@ -376,6 +688,12 @@ pub struct Message {
     /// A tombstone: the message was deleted, its content is gone, its seq stays.
     #[serde(default, skip_serializing_if = "is_false")]
     pub deleted: bool,
+    /// With kind `system`: what happened, structured (`text` has it in words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<Box<SystemNotice>>,
+    /// The receiver has blocked the sender: clients hide the message (or fold it away).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub blocked: bool,
 }
 
 /// All reactions with one emoji on a message.
@@ -434,7 +752,9 @@ pub enum ReplyBody {
 )]
 #[serde(untagged)]
 pub enum OkBody {
-    /// `join`.
+    /// `room.get`, `room.update`.
+    RoomDetails(RoomDetailsOk),
+    /// `join`, `invite.accept`.
     Joined(JoinOk),
     /// `room.create`.
     Room(RoomOk),
@@ -454,7 +774,23 @@ pub enum OkBody {
     RoomList(RoomListOk),
     /// `sync`.
     Sync(SyncOk),
-    /// `leave`, `ping`: `{}`.
+    /// `room.members`.
+    Members(MembersOk),
+    /// `invite.list`.
+    Invites(InvitesOk),
+    /// `user.get`, `user.update`. (Boxed: the largest answer would widen every reply.)
+    Profile(Box<ProfileOk>),
+    /// `user.search`.
+    Users(UsersOk),
+    /// `friend.request`, `friend.accept`, `friend.decline`, `friend.cancel`, `friend.remove`.
+    Friend(FriendOk),
+    /// `friend.list`.
+    Friends(FriendsOk),
+    /// `block.list`.
+    Blocked(BlockedOk),
+    /// `presence.subscribe`.
+    PresenceList(PresenceListOk),
+    /// `leave`, `ping` and other ops with nothing to say: `{}`.
     Empty(Empty),
 }
 
@@ -665,6 +1001,18 @@ pub enum Event {
     /// A message was deleted (now a tombstone). Not replayed: `history` has the tombstone.
     #[serde(rename = "delete")]
     Delete(Delete),
+    /// Someone joined or left a joined room. Not replayed.
+    #[serde(rename = "member")]
+    Member(MemberEvent),
+    /// The receiver was invited to a room.
+    #[serde(rename = "invite")]
+    Invite(InviteInfo),
+    /// A friendship of the receiver changed (seen from the receiver's side).
+    #[serde(rename = "friend")]
+    Friend(FriendInfo),
+    /// A followed user's presence changed (at most one per user per second).
+    #[serde(rename = "presence")]
+    Presence(PresenceInfo),
 }
 
 /// The `edit` event.

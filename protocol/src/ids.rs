@@ -156,6 +156,13 @@ impl ClientMsgId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The `cid` the server gives the `system` message with seq `seq` (`system:SEQ`). It is
+    /// informational only: system messages are not indexed by cid, so a client's own cid
+    /// that happens to look like this never collides with one.
+    pub fn system(seq: u64) -> Self {
+        Self(format!("system:{seq}"))
+    }
 }
 
 impl TryFrom<String> for ClientMsgId {

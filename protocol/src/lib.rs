@@ -20,14 +20,24 @@ mod error;
 mod frames;
 mod ids;
 pub mod limits;
+mod people;
+mod rooms;
 mod text;
 
 pub use codec::{Codec, DecodeError, EncodeError};
 pub use error::{ErrorBody, ErrorCode};
 pub use frames::{
-    AuthOk, ClientFrame, Delete, Edit, EditOk, Event, FileRef, HistoryOk, JoinOk, Message, MessageKind,
-    OkBody, Op, Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomInfo,
-    RoomKind, RoomListOk, RoomOk, RoomSummary, SendOk, ServerFrame, SyncOk, Typing,
+    AuthOk, ClientFrame, Delete, Edit, EditOk, Empty, Event, FileRef, HistoryOk, JoinOk, Message,
+    MessageKind, OkBody, Op, Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptOk, ReplyBody,
+    ReplyPreview, RoomInfo, RoomKind, RoomListOk, RoomOk, RoomSummary, SendOk, ServerFrame, SyncOk, Typing,
 };
 pub use ids::{ClientMsgId, IdError, RoomId, SessionId, UserId, Username};
+pub use people::{
+    BlockedOk, FriendInfo, FriendOk, FriendState, FriendsOk, PresenceChoice, PresenceInfo, PresenceListOk,
+    PresenceStatus, Profile, ProfileOk, UsersOk,
+};
+pub use rooms::{
+    InviteInfo, InvitesOk, MemberChange, MemberEvent, MemberInfo, MembersOk, RoomDetailsOk, RoomRole,
+    RoomSettings, RoomSettingsPatch, SystemAction, SystemNotice,
+};
 pub use text::{Emoji, MessageText, RoomName, TextError};

@@ -27,3 +27,27 @@ pub const MAX_MENTIONS: usize = 50;
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 /// Largest page size of `history`.
 pub const MAX_HISTORY_LIMIT: u32 = 100;
+/// Default member limit of a group room (owners may raise it up to the server's cap).
+pub const DEFAULT_MAX_MEMBERS: u32 = 100;
+/// Longest room topic, in characters.
+pub const MAX_TOPIC_CHARS: usize = 500;
+/// Longest display name, in characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 64;
+/// Longest status text, in characters.
+pub const MAX_STATUS_TEXT_CHARS: usize = 140;
+/// Longest avatar reference (a file id or URL), in bytes.
+pub const MAX_AVATAR_BYTES: usize = 512;
+/// Longest moderation reason, in characters.
+pub const MAX_REASON_CHARS: usize = 200;
+/// Longest mute, in seconds (366 days).
+pub const MAX_MUTE_SECS: u64 = 366 * 24 * 3600;
+/// Most users one `presence.subscribe` names, and most a socket follows.
+pub const MAX_PRESENCE_FOLLOWS: usize = 500;
+/// Default and largest page of `user.search`.
+pub const DEFAULT_USER_SEARCH_LIMIT: u32 = 20;
+/// Largest page of `user.search`.
+pub const MAX_USER_SEARCH_LIMIT: u32 = 50;
+/// Most pending friend requests and friends per user.
+pub const MAX_FRIENDS: usize = 1_000;
+/// Most users one user may block.
+pub const MAX_BLOCKS: usize = 1_000;

@@ -70,6 +70,12 @@ pub struct Cli {
     /// Seconds a typing indicator lasts without renewal.
     #[arg(long, env = "PALAVER_TYPING_TIMEOUT_SECS")]
     pub typing_timeout_secs: Option<u64>,
+    /// The most members any room may be set to admit (rooms start at 100).
+    #[arg(long, env = "PALAVER_MAX_ROOM_MEMBERS")]
+    pub max_room_members: Option<u32>,
+    /// Milliseconds between two presence announcements of one user (coalescing).
+    #[arg(long, env = "PALAVER_PRESENCE_INTERVAL_MS")]
+    pub presence_interval_ms: Option<u64>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
@@ -107,6 +113,8 @@ struct FileConfig {
     idle_timeout_secs: Option<u64>,
     typing_timeout_secs: Option<u64>,
     edit_window_secs: Option<u64>,
+    max_room_members: Option<u32>,
+    presence_interval_ms: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -140,6 +148,10 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// How long a typing indicator lasts without renewal, in ms.
     pub typing_timeout_ms: u64,
+    /// The most members any room may admit.
+    pub max_room_members: u32,
+    /// The least time between two presence announcements of one user.
+    pub presence_interval_ms: u64,
     /// How long a message stays editable by its sender, in ms.
     pub edit_window_ms: u64,
     /// Test only: serve the WebSocket echo route.
@@ -191,6 +203,8 @@ impl Config {
                 .or(file.edit_window_secs)
                 .unwrap_or(3_600)
                 .saturating_mul(1000),
+            max_room_members: cli.max_room_members.or(file.max_room_members).unwrap_or(10_000),
+            presence_interval_ms: cli.presence_interval_ms.or(file.presence_interval_ms).unwrap_or(1_000),
             typing_timeout_ms: cli
                 .typing_timeout_secs
                 .or(file.typing_timeout_secs)
@@ -246,6 +260,7 @@ impl Config {
             max_text_chars: self.max_text_chars,
             typing_ttl_ms: self.typing_timeout_ms,
             edit_window_ms: self.edit_window_ms,
+            max_members_cap: self.max_room_members,
         }
     }
 
@@ -268,6 +283,12 @@ impl Config {
         }
         if self.ping_interval_ms == 0 || self.idle_timeout_ms <= self.ping_interval_ms {
             return invalid("ping_interval_secs must be at least 1 and below idle_timeout_secs");
+        }
+        if !(2..=1_000_000).contains(&self.max_room_members) {
+            return invalid("max_room_members must be 2 to 1000000");
+        }
+        if !(100..=60_000).contains(&self.presence_interval_ms) {
+            return invalid("presence_interval_ms must be 100 to 60000");
         }
         if self.typing_timeout_ms == 0 {
             return invalid("typing_timeout_secs must be at least 1");

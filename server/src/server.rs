@@ -65,6 +65,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let http_addr = listeners.first().and_then(|l| l.local_addr().ok()).unwrap_or(config.http_addr);
 
     let shared = Arc::new(Shared {
+        presence: crate::shard::PresenceTable::new(config.shards),
         tokens: TokenService::new(&secret, config.access_token_ttl_secs),
         config,
         store,
@@ -133,6 +134,7 @@ fn run_shard(
         monoio::spawn(crate::conn::accept_loop(shard.clone(), listener));
         monoio::spawn(crate::conn::socket::heartbeat(shard.clone()));
         monoio::spawn(shard::room_ticks(shard.clone()));
+        monoio::spawn(shard::presence_ticks(shard.clone()));
         shard.run_inbox(inbox).await;
     };
     if monoio::utils::detect_uring() {

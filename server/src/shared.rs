@@ -27,4 +27,6 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Threads for blocking work.
     pub blocking: BlockingPool,
+    /// Everyone's current presence (each part written by its home shard).
+    pub presence: crate::shard::PresenceTable,
 }

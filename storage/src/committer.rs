@@ -158,6 +158,8 @@ mod tests {
             file: None,
             edited_at: None,
             deleted: false,
+            system: None,
+            blocked: false,
         }
     }
 

@@ -74,3 +74,20 @@ pub(crate) fn user_room(user: &UserId, room: &RoomId) -> Vec<u8> {
     key.extend_from_slice(room.as_str().as_bytes());
     key
 }
+
+/// `a ++ 0 ++ b`: a pair of identifiers (user and user, room and user, user and room).
+pub(crate) fn pair(a: &str, b: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(a.len() + b.len() + 1);
+    key.extend_from_slice(a.as_bytes());
+    key.push(SEP);
+    key.extend_from_slice(b.as_bytes());
+    key
+}
+
+/// `a ++ 0`: the prefix of every pair starting with `a`.
+pub(crate) fn pair_prefix(a: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(a.len() + 1);
+    key.extend_from_slice(a.as_bytes());
+    key.push(SEP);
+    key
+}

@@ -12,12 +12,14 @@
 
 mod committer;
 mod error;
+mod governance;
 mod keys;
 mod message_record;
+mod people;
 mod records;
 mod store;
 
 pub use committer::{CommitDone, GroupCommitter};
 pub use error::StorageError;
-pub use records::{RefreshRecord, RoomRecord, UserRecord, Write};
+pub use records::{ActionRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write};
 pub use store::{Durability, FORMAT_VERSION, Store};

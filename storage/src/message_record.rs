@@ -4,7 +4,7 @@
 //! what came later (reply, mentions, file, edit time, tombstone) is a small JSON
 //! extension in its own partition, written in the same batch and absent for plain text.
 
-use palaver_protocol::{ClientMsgId, FileRef, Message, MessageKind, RoomId, UserId};
+use palaver_protocol::{ClientMsgId, FileRef, Message, MessageKind, RoomId, SystemNotice, UserId};
 use rkyv::rancor;
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +60,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Message, StorageError> {
         file: None,
         edited_at: None,
         deleted: false,
+        system: None,
+        blocked: false,
     })
 }
 
@@ -77,6 +79,8 @@ struct MessageExt {
     edited_at: Option<u64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     deleted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    system: Option<SystemNotice>,
 }
 
 /// The extension record of a message, or `None` when it has nothing beyond format 1.
@@ -87,8 +91,10 @@ pub(crate) fn encode_ext(message: &Message) -> Result<Option<Vec<u8>>, StorageEr
         file: message.file.as_deref().cloned(),
         edited_at: message.edited_at,
         deleted: message.deleted,
+        system: message.system.as_deref().cloned(),
     };
     if ext.reply_to.is_none()
+        && ext.system.is_none()
         && ext.mentions.is_empty()
         && ext.file.is_none()
         && ext.edited_at.is_none()
@@ -110,5 +116,6 @@ pub(crate) fn apply_ext(message: &mut Message, bytes: &[u8]) -> Result<(), Stora
     message.file = ext.file.map(Box::new);
     message.edited_at = ext.edited_at;
     message.deleted = ext.deleted;
+    message.system = ext.system.map(Box::new);
     Ok(())
 }

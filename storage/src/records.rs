@@ -1,6 +1,6 @@
 //! Stored records other than messages (which are stored as the protocol's `Message`).
 
-use palaver_protocol::{ClientMsgId, Message, RoomId, RoomKind, UserId};
+use palaver_protocol::{ClientMsgId, Message, RoomId, RoomKind, RoomSettings, UserId};
 use serde::{Deserialize, Serialize};
 
 /// A user account.
@@ -29,6 +29,41 @@ pub struct RoomRecord {
     pub owner: UserId,
     /// Creation time, ms since the Unix epoch.
     pub created_ms: u64,
+    /// Topic (added within format 1: older records read as empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub topic: String,
+    /// Settings (older records: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<RoomSettings>,
+    /// Deleted by its owner: the room no longer exists for anyone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+/// Why and by whom a user was banned from a room, or invited to one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// Who did it.
+    pub by: UserId,
+    /// When, ms since the Unix epoch.
+    pub at: u64,
+    /// The reason given, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A user's profile fields (the username lives in the account record).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileRecord {
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// A file id or URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    /// Status text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
 }
 
 /// A refresh token, stored under the SHA-256 of the token (never the token itself).
@@ -129,6 +164,102 @@ pub enum Write {
         room: RoomId,
         /// The member.
         user: UserId,
+    },
+    /// Ban a user from a room.
+    PutBan {
+        /// The room.
+        room: RoomId,
+        /// The user.
+        user: UserId,
+        /// By whom, when, why.
+        record: ActionRecord,
+    },
+    /// Lift a ban.
+    RemoveBan {
+        /// The room.
+        room: RoomId,
+        /// The user.
+        user: UserId,
+    },
+    /// Mute a member until a time (ms since the Unix epoch).
+    PutMute {
+        /// The room.
+        room: RoomId,
+        /// The member.
+        user: UserId,
+        /// When the mute ends.
+        until: u64,
+    },
+    /// Lift a mute.
+    RemoveMute {
+        /// The room.
+        room: RoomId,
+        /// The member.
+        user: UserId,
+    },
+    /// Invite a user to a room (indexed both ways).
+    PutInvite {
+        /// The room.
+        room: RoomId,
+        /// The invitee.
+        user: UserId,
+        /// By whom and when.
+        record: ActionRecord,
+    },
+    /// Drop an invitation (accepted, declined, or made moot by a ban).
+    RemoveInvite {
+        /// The room.
+        room: RoomId,
+        /// The invitee.
+        user: UserId,
+    },
+    /// Replace a user's profile fields.
+    PutProfile {
+        /// The user.
+        user: UserId,
+        /// The fields.
+        profile: ProfileRecord,
+    },
+    /// Set one side of a friendship (callers write both sides in one batch).
+    PutFriend {
+        /// Whose view.
+        user: UserId,
+        /// The other user.
+        other: UserId,
+        /// `FriendState` byte, seen from `user`.
+        state: u8,
+        /// When it changed.
+        since: u64,
+    },
+    /// Remove one side of a friendship.
+    RemoveFriend {
+        /// Whose view.
+        user: UserId,
+        /// The other user.
+        other: UserId,
+    },
+    /// `user` blocks `blocked`.
+    PutBlock {
+        /// The blocker.
+        user: UserId,
+        /// The blocked user.
+        blocked: UserId,
+        /// When.
+        since: u64,
+    },
+    /// `user` unblocks `blocked`.
+    RemoveBlock {
+        /// The blocker.
+        user: UserId,
+        /// The blocked user.
+        blocked: UserId,
+    },
+    /// When a user's last session ended.
+    PutLastSeen {
+        /// The user.
+        user: UserId,
+        /// ms since the Unix epoch.
+        at: u64,
     },
 }
 

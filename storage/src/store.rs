@@ -29,27 +29,35 @@ pub enum Durability {
 
 /// Handles to every partition of one Palaver data directory.
 pub struct Store {
-    db: Database,
-    meta: Keyspace,
-    users: Keyspace,
-    username_user: Keyspace,
-    refresh_token: Keyspace,
-    revoked_family: Keyspace,
-    rooms: Keyspace,
-    room_member: Keyspace,
-    user_room: Keyspace,
-    room_seq_message: Keyspace,
-    room_cid_seq: Keyspace,
-    room_user_receipt: Keyspace,
-    room_seq_reaction: Keyspace,
-    room_seq_ext: Keyspace,
-    room_seq_edit: Keyspace,
-    user_room_mention: Keyspace,
-    durability: Durability,
-    poisoned: AtomicBool,
+    pub(crate) db: Database,
+    pub(crate) meta: Keyspace,
+    pub(crate) users: Keyspace,
+    pub(crate) username_user: Keyspace,
+    pub(crate) refresh_token: Keyspace,
+    pub(crate) revoked_family: Keyspace,
+    pub(crate) rooms: Keyspace,
+    pub(crate) room_member: Keyspace,
+    pub(crate) user_room: Keyspace,
+    pub(crate) room_seq_message: Keyspace,
+    pub(crate) room_cid_seq: Keyspace,
+    pub(crate) room_user_receipt: Keyspace,
+    pub(crate) room_seq_reaction: Keyspace,
+    pub(crate) room_seq_ext: Keyspace,
+    pub(crate) room_seq_edit: Keyspace,
+    pub(crate) user_room_mention: Keyspace,
+    pub(crate) durability: Durability,
+    pub(crate) poisoned: AtomicBool,
     /// Serializes the few read-check-write sequences outside the group committer
     /// (username uniqueness, refresh-token rotation); they are rare and never on a shard.
-    account_writes: Mutex<()>,
+    pub(crate) account_writes: Mutex<()>,
+    pub(crate) room_user_ban: Keyspace,
+    pub(crate) room_user_mute: Keyspace,
+    pub(crate) room_user_invite: Keyspace,
+    pub(crate) user_room_invite: Keyspace,
+    pub(crate) user_profile: Keyspace,
+    pub(crate) user_user_friend: Keyspace,
+    pub(crate) user_user_block: Keyspace,
+    pub(crate) user_last_seen: Keyspace,
 }
 
 impl std::fmt::Debug for Store {
@@ -81,6 +89,15 @@ impl Store {
             room_seq_ext: open("room_seq_ext")?,
             room_seq_edit: open("room_seq_edit")?,
             user_room_mention: open("user_room_mention")?,
+            // Rooms' governance and people (added within format 1: absent means none).
+            room_user_ban: open("room_user_ban")?,
+            room_user_mute: open("room_user_mute")?,
+            room_user_invite: open("room_user_invite")?,
+            user_room_invite: open("user_room_invite")?,
+            user_profile: open("user_profile")?,
+            user_user_friend: open("user_user_friend")?,
+            user_user_block: open("user_user_block")?,
+            user_last_seen: open("user_last_seen")?,
             db,
             durability,
             poisoned: AtomicBool::new(false),
@@ -150,6 +167,10 @@ impl Store {
                     }
                     let value = message_record::encode(message)?;
                     batch.insert(&self.room_seq_message, keys::message(&message.room, message.seq), value);
+                    if message.kind == palaver_protocol::MessageKind::System {
+                        // System messages are not indexed by cid (see `ClientMsgId::system`).
+                        continue;
+                    }
                     let mut seq_ts = [0u8; 16];
                     seq_ts[..8].copy_from_slice(&message.seq.to_be_bytes());
                     seq_ts[8..].copy_from_slice(&message.ts.to_be_bytes());
@@ -198,6 +219,7 @@ impl Store {
                     batch.remove(&self.room_member, keys::room_member(room, user));
                     batch.remove(&self.user_room, keys::user_room(user, room));
                 }
+                other => self.apply_governance(&mut batch, other)?,
             }
         }
         batch.commit().inspect_err(|_| self.poison())?;
@@ -304,9 +326,11 @@ impl Store {
 
     // ----- rooms and members -----
 
-    /// A room by id.
+    /// A room by id (`None` for a deleted room: it no longer exists for anyone).
     pub fn room(&self, id: &RoomId) -> Result<Option<RoomRecord>, StorageError> {
-        self.rooms.get(id.as_str())?.map(|v| decode_json("rooms", &v)).transpose()
+        let record: Option<RoomRecord> =
+            self.rooms.get(id.as_str())?.map(|v| decode_json("rooms", &v)).transpose()?;
+        Ok(record.filter(|r| !r.deleted))
     }
 
     /// Public rooms after `after` (by room id), whose name contains `query`
@@ -337,6 +361,7 @@ impl Store {
             scanned += 1;
             let id = room.room_id.clone();
             let matches = room.kind == palaver_protocol::RoomKind::Public
+                && !room.deleted
                 && query.as_ref().is_none_or(|q| room.name.to_lowercase().contains(q.as_str()));
             if matches {
                 if found.len() == limit {
@@ -580,11 +605,11 @@ impl Store {
     }
 }
 
-fn encode_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+pub(crate) fn encode_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
     serde_json::to_vec(value).map_err(|e| StorageError::Corrupt { partition: "json", detail: e.to_string() })
 }
 
-fn decode_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
     partition: &'static str,
     bytes: &[u8],
 ) -> Result<T, StorageError> {

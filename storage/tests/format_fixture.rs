@@ -46,6 +46,8 @@ fn message(seq: u64) -> Message {
         file: None,
         edited_at: None,
         deleted: false,
+        system: None,
+        blocked: false,
     }
 }
 
@@ -98,6 +100,9 @@ fn regenerate_fixture() {
             kind: RoomKind::Private,
             owner: owner.clone(),
             created_ms: 1_764_000_000_000,
+            topic: String::new(),
+            settings: None,
+            deleted: false,
         }),
         Write::PutMember { room: room(), user: owner, role: 3 },
     ];

@@ -54,11 +54,15 @@ class Client:
         return frame["ok"]
 
     async def message(self):
-        while not self.events:
-            frame = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
-            assert "ev" in frame, frame
-            self.events.append(frame)
-        return self.events.pop(0)
+        """The next `message` event; other events (member, typing, …) are skipped."""
+        while True:
+            while not self.events:
+                frame = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+                assert "ev" in frame, frame
+                self.events.append(frame)
+            event = self.events.pop(0)
+            if event["ev"] == "message":
+                return event
 
 
 async def main():

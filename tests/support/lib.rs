@@ -378,7 +378,7 @@ impl Client {
 
     /// Creates a room and returns its id.
     pub fn create_room(&mut self, name: &str, kind: palaver_protocol::RoomKind) -> RoomId {
-        match self.ok(Op::RoomCreate { name: name.into(), kind }) {
+        match self.ok(Op::RoomCreate { name: name.into(), kind, topic: None, settings: None }) {
             OkBody::Room(r) => r.room.room_id,
             other => panic!("{other:?}"),
         }

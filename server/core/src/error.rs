@@ -48,6 +48,42 @@ pub enum CoreError {
     /// A text is longer than allowed.
     #[error("{0}")]
     TooLarge(String),
+    /// The caller is banned from the room.
+    #[error("you are banned from {0}")]
+    Banned(RoomId),
+    /// The room has as many members as its settings allow.
+    #[error("the room is full ({limit} members)")]
+    RoomFull {
+        /// The member limit.
+        limit: u32,
+    },
+    /// The caller is muted in the room.
+    #[error("you are muted in this room until {until} (ms since the Unix epoch)")]
+    Muted {
+        /// When the mute ends.
+        until: u64,
+    },
+    /// Slow mode: the caller sent too recently.
+    #[error("slow mode: wait {retry_after_ms} ms before your next message")]
+    SlowMode {
+        /// How long until the next message is admitted.
+        retry_after_ms: u64,
+    },
+    /// The room does not allow files.
+    #[error("file sharing is turned off in this room")]
+    FilesDisabled,
+    /// The owner tried to leave.
+    #[error("the owner cannot leave: transfer the room (room.transfer) or delete it (room.delete) first")]
+    OwnerCannotLeave,
+    /// The caller's role (or a block, or the room's kind) does not allow this.
+    #[error("{0}")]
+    NotPermitted(String),
+    /// The request contradicts the current state (already a member, not banned, …).
+    #[error("{0}")]
+    Conflict(String),
+    /// Something the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl CoreError {
@@ -56,8 +92,16 @@ impl CoreError {
         match self {
             CoreError::NotAuthenticated => ErrorCode::Unauthorized,
             CoreError::AlreadyAuthenticated | CoreError::Invalid(_) => ErrorCode::Invalid,
-            CoreError::NotMember(_) | CoreError::PrivateRoom(_) => ErrorCode::Forbidden,
-            CoreError::NoSuchMessage(_) => ErrorCode::NotFound,
+            CoreError::NotMember(_)
+            | CoreError::PrivateRoom(_)
+            | CoreError::Banned(_)
+            | CoreError::RoomFull { .. }
+            | CoreError::Muted { .. }
+            | CoreError::FilesDisabled
+            | CoreError::NotPermitted(_) => ErrorCode::Forbidden,
+            CoreError::NoSuchMessage(_) | CoreError::NotFound(_) => ErrorCode::NotFound,
+            CoreError::OwnerCannotLeave | CoreError::Conflict(_) => ErrorCode::Conflict,
+            CoreError::SlowMode { .. } => ErrorCode::RateLimited,
             CoreError::NotYourMessage(_) | CoreError::EditWindowPassed(_) | CoreError::NotModerator => {
                 ErrorCode::Forbidden
             }
@@ -69,7 +113,9 @@ impl CoreError {
     /// The error body for a reply.
     pub fn to_body(&self) -> ErrorBody {
         let retry_after_ms = match self {
-            CoreError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
+            CoreError::RateLimited { retry_after_ms } | CoreError::SlowMode { retry_after_ms } => {
+                Some(*retry_after_ms)
+            }
             CoreError::TooManyInFlight { .. } => Some(100),
             _ => None,
         };

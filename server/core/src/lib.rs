@@ -6,12 +6,14 @@
 //!
 //! - [`Room`]: one room's membership, permissions, seq assignment and idempotency.
 //! - [`Session`]: one connection's auth state, rate limit and in-flight accounting.
+//! - [`PresenceBook`]: who is online, away or offline, announced coalesced.
 //! - [`shard_for`]: which shard owns a room.
 //!
 //! The server crate drives these: it feeds them time and commands and carries out their
 //! effects (persist, broadcast, reply).
 
 mod error;
+mod presence;
 mod rate;
 mod role;
 mod room;
@@ -19,11 +21,12 @@ mod session;
 mod sharding;
 
 pub use error::CoreError;
+pub use presence::{PresenceBook, SessionChange};
 pub use rate::TokenBucket;
 pub use role::Role;
 pub use room::{
-    Appended, Draft, JoinOutcome, ReceiptChange, Room, RoomLimits, SendOutcome, TypingChange,
-    mentioned_usernames,
+    Appended, Draft, Governance, JoinOutcome, Moderation, ReceiptChange, Room, RoomLimits, SendOutcome,
+    TypingChange, mentioned_usernames,
 };
 pub use session::{Admission, Session, SessionLimits};
 pub use sharding::{jump_hash, shard_for, stable_hash};

@@ -5,12 +5,16 @@
 //! [`Room::committed`] when they are; `join` reports only durable seqs, so a subscriber
 //! never hears of a message that a crash could still take back.
 
-use std::collections::{HashMap, VecDeque};
+mod governance;
+
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use palaver_protocol::{
     ClientMsgId, Emoji, FileRef, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind, RoomName,
-    TextError, UserId, Username, limits,
+    RoomSettings, RoomSettingsPatch, TextError, UserId, Username, limits,
 };
+
+pub use governance::{Governance, Moderation};
 
 use crate::error::CoreError;
 use crate::role::Role;
@@ -39,6 +43,16 @@ pub struct Room {
     /// Members whose watermarks moved since the last announcement (coalescing).
     receipts_to_announce: Vec<UserId>,
     limits: RoomLimits,
+    topic: String,
+    settings: RoomSettings,
+    /// Users who may not join or be invited.
+    bans: HashSet<UserId>,
+    /// Muted members and when each mute ends (ms since the epoch).
+    mutes: HashMap<UserId, u64>,
+    /// Users invited and not yet joined (private rooms admit only them).
+    invites: HashSet<UserId>,
+    /// When each member last sent (slow mode); not persisted: a restart forgives.
+    last_sent: HashMap<UserId, u64>,
 }
 
 /// The outcome of a `receipt` op.
@@ -61,6 +75,8 @@ pub struct RoomLimits {
     pub typing_ttl_ms: u64,
     /// How long after sending its sender may edit a message, in ms.
     pub edit_window_ms: u64,
+    /// The most members any room may be set to admit.
+    pub max_members_cap: u32,
 }
 
 impl Default for RoomLimits {
@@ -69,6 +85,7 @@ impl Default for RoomLimits {
             max_text_chars: limits::DEFAULT_MAX_TEXT_CHARS,
             typing_ttl_ms: 6_000,
             edit_window_ms: 3_600_000,
+            max_members_cap: 100_000,
         }
     }
 }
@@ -100,6 +117,8 @@ pub struct JoinOutcome {
     pub newly_member: bool,
     /// The caller's role.
     pub role: Role,
+    /// The caller was admitted by an invitation, now used up (drop the stored one).
+    pub used_invite: bool,
     /// The newest durable seq: events after it will follow.
     pub last_seq: u64,
 }
@@ -163,6 +182,26 @@ impl Room {
         Ok(Room::restore(id, name.into_string(), kind, [(owner, Role::Owner)], 0, 0, limits))
     }
 
+    /// A new group room with a topic and settings other than the defaults.
+    pub fn create_with(
+        id: RoomId,
+        name: String,
+        kind: RoomKind,
+        owner: UserId,
+        topic: Option<String>,
+        settings: Option<RoomSettingsPatch>,
+        limits: RoomLimits,
+    ) -> Result<Room, CoreError> {
+        let mut room = Room::create(id, name, kind, owner, limits)?;
+        if let Some(topic) = topic {
+            room.topic = governance::check_topic(topic)?;
+        }
+        if let Some(patch) = settings {
+            room.settings = room.patched_settings(&patch)?;
+        }
+        Ok(room)
+    }
+
     /// A new direct room between two users, both plain members (nobody moderates a DM).
     pub fn direct(id: RoomId, a: UserId, b: UserId, limits: RoomLimits) -> Room {
         Room::restore(
@@ -200,12 +239,26 @@ impl Room {
             receipts: HashMap::new(),
             receipts_to_announce: Vec::new(),
             limits: RoomLimits { max_text_chars: limits.max_text_chars.max(1), ..limits },
+            topic: String::new(),
+            settings: RoomSettings {
+                max_members: limits::DEFAULT_MAX_MEMBERS.min(limits.max_members_cap).max(2),
+                ..RoomSettings::default()
+            },
+            bans: HashSet::new(),
+            mutes: HashMap::new(),
+            invites: HashSet::new(),
+            last_sent: HashMap::new(),
         }
     }
 
     /// The room as clients see it.
     pub fn info(&self) -> RoomInfo {
-        RoomInfo { room_id: self.id.clone(), name: self.name.clone(), kind: self.kind }
+        RoomInfo {
+            room_id: self.id.clone(),
+            name: self.name.clone(),
+            kind: self.kind,
+            topic: self.topic.clone(),
+        }
     }
 
     /// The room's id.
@@ -233,23 +286,51 @@ impl Room {
         self.last_seq
     }
 
-    /// Joins `user`: anyone may join a public room; a private room admits members only.
+    /// Joins `user`: anyone not banned may join a public room while it has room; a
+    /// private room admits its members and the users invited to it.
     pub fn join(&mut self, user: &UserId) -> Result<JoinOutcome, CoreError> {
         if let Some(role) = self.role_of(user) {
-            return Ok(JoinOutcome { newly_member: false, role, last_seq: self.durable_seq });
+            return Ok(JoinOutcome {
+                newly_member: false,
+                role,
+                used_invite: false,
+                last_seq: self.durable_seq,
+            });
         }
-        match self.kind {
-            RoomKind::Public => {
-                self.members.insert(user.clone(), Role::Member);
-                Ok(JoinOutcome { newly_member: true, role: Role::Member, last_seq: self.durable_seq })
-            }
-            RoomKind::Private | RoomKind::Direct => Err(CoreError::PrivateRoom(self.id.clone())),
+        if self.bans.contains(user) {
+            return Err(CoreError::Banned(self.id.clone()));
         }
+        let invited = self.invites.contains(user);
+        if self.kind != RoomKind::Public && !invited {
+            return Err(CoreError::PrivateRoom(self.id.clone()));
+        }
+        if self.members.len() >= self.settings.max_members as usize {
+            return Err(CoreError::RoomFull { limit: self.settings.max_members });
+        }
+        self.invites.remove(user);
+        self.members.insert(user.clone(), Role::Member);
+        Ok(JoinOutcome {
+            newly_member: true,
+            role: Role::Member,
+            used_invite: invited,
+            last_seq: self.durable_seq,
+        })
     }
 
-    /// Removes `user`; returns whether they were a member.
-    pub fn leave(&mut self, user: &UserId) -> bool {
+    /// `user` leaves; returns whether they were a member. The owner of a group room
+    /// cannot leave it: they transfer it or delete it first.
+    pub fn leave(&mut self, user: &UserId) -> Result<bool, CoreError> {
+        if self.kind != RoomKind::Direct && self.role_of(user) == Some(Role::Owner) {
+            return Err(CoreError::OwnerCannotLeave);
+        }
+        Ok(self.forget_member(user))
+    }
+
+    /// Removes `user` whatever their role (undoing a join whose write failed, or a kick).
+    pub fn forget_member(&mut self, user: &UserId) -> bool {
         self.typing.remove(user);
+        self.mutes.remove(user);
+        self.last_sent.remove(user);
         self.members.remove(user).is_some()
     }
 
@@ -284,8 +365,14 @@ impl Room {
         stored_cid: impl FnOnce(&ClientMsgId) -> Option<(u64, u64)>,
     ) -> Result<SendOutcome, CoreError> {
         let Draft { cid, kind, text, client_ts, reply_to, file, mentions } = draft;
-        if self.role_of(user).is_none() {
+        let Some(role) = self.role_of(user) else {
             return Err(CoreError::NotMember(self.id.clone()));
+        };
+        if let Some(until) = self.muted_until(user, now_ms) {
+            return Err(CoreError::Muted { until });
+        }
+        if file.is_some() && !self.settings.file_sharing {
+            return Err(CoreError::FilesDisabled);
         }
         let text = self.check_body(kind, text, file.as_deref())?;
         if let Some(parent) = reply_to
@@ -303,6 +390,17 @@ impl Room {
         }
         if let Some((seq, ts)) = stored_cid(&cid) {
             return Ok(SendOutcome::Duplicate { seq, ts });
+        }
+        // Slow mode spaces a member's messages (a retry above is not a new message).
+        let gap_ms = u64::from(self.settings.slow_mode_secs) * 1000;
+        if gap_ms > 0 && role < Role::Moderator {
+            if let Some(&last) = self.last_sent.get(user) {
+                let wait = (last + gap_ms).saturating_sub(now_ms);
+                if wait > 0 {
+                    return Err(CoreError::SlowMode { retry_after_ms: wait });
+                }
+            }
+            self.last_sent.insert(user.clone(), now_ms);
         }
         // A message ends its sender's typing indicator; clients hide it on the message.
         self.typing.remove(user);
@@ -327,6 +425,8 @@ impl Room {
             file,
             edited_at: None,
             deleted: false,
+            system: None,
+            blocked: false,
         };
         self.pending.push_back((self.last_seq, cid.clone()));
         self.pending_cids.insert(cid, (self.last_seq, self.last_ts));
@@ -830,7 +930,7 @@ mod tests {
         room.typing(0, &bob, true).unwrap();
         assert_eq!(room.typing(0, &bob, false), Ok(TypingChange::Stopped));
         room.typing(0, &bob, true).unwrap();
-        room.leave(&bob);
+        room.leave(&bob).unwrap();
         assert!(!room.has_typers());
     }
 

@@ -1,6 +1,7 @@
 //! Connections: accepting on the shared port, HTTP/1.1 requests, and the WebSocket
 //! upgrade that hands a socket to [`socket::run`].
 
+mod directory;
 pub mod http;
 pub mod outbound;
 mod routes;

@@ -8,17 +8,18 @@ use std::time::Duration;
 use bytes::BytesMut;
 use monoio::io::Splitable;
 use monoio::net::TcpStream;
-use palaver_core::{Admission, Session};
+use palaver_core::{Admission, Moderation, Session};
 use palaver_protocol::{
-    AuthOk, ClientFrame, Codec, ErrorBody, ErrorCode, OkBody, Op, ReplyBody, RoomId, RoomInfo, RoomListOk,
-    RoomSummary, ServerFrame, SyncOk, UserId,
+    AuthOk, ClientFrame, Codec, ErrorBody, ErrorCode, OkBody, Op, ReplyBody, ServerFrame, UserId,
 };
 
+use super::directory;
 use super::http::read_more;
 use super::outbound::{Outbound, run_writer};
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
-use crate::shard::messages::{Origin, RoomAction, ShardMsg};
+use crate::shard::messages::{FriendOp, Origin, PeopleAction, RoomAction, ShardMsg};
+use crate::shard::people;
 use crate::shard::{Conn, Shard};
 use crate::ws::{CloseCode, FrameParser, OpCode, WsMessage, encode_frame};
 
@@ -52,6 +53,7 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut, codec: 
     let conn = shard.conns.insert(codec, outbound.clone(), session, now_ms());
     if let Some(user) = &user {
         shard.conns.bind_user(conn.id, user);
+        people::session_started(&shard, &conn, user);
     }
     metrics.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Metrics::inc(&metrics.connections_total);
@@ -110,6 +112,9 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut, codec: 
     // The peer is gone or the socket is closing: stop routing events here, let the
     // writer flush its close frame (bounded), then forget the connection.
     crate::shard::unsubscribe_all(&shard, &conn);
+    if let Some(user) = conn.user() {
+        people::session_ended(&shard, &conn, &user);
+    }
     if outbound.is_open() {
         outbound.abort();
     }
@@ -176,6 +181,7 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
                 Ok(user) => {
                     conn.session.borrow_mut().authenticated(user.clone());
                     shard.conns.bind_user(conn.id, &user);
+                    people::session_started(shard, conn, &user);
                     let ok = AuthOk { user_id: user, session_id: crate::ids::session_id() };
                     send_frame(conn, &ServerFrame::ok(id, OkBody::Authed(ok)));
                 }
@@ -187,10 +193,60 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
             conn.session.borrow_mut().finished();
             return send_frame(conn, &ServerFrame::ok(id, OkBody::Empty(Default::default())));
         }
-        Op::RoomCreate { name, kind } => RoomAction::Create { room: crate::ids::room_id(), name, kind },
+        Op::RoomCreate { name, kind, topic, settings } => {
+            RoomAction::Create { room: crate::ids::room_id(), name, kind, topic, settings }
+        }
         Op::Join { room, since } => {
             shard.subscribers.borrow_mut().join_pending(&room);
             RoomAction::Join { room, since }
+        }
+        Op::InviteAccept { room } => {
+            shard.subscribers.borrow_mut().join_pending(&room);
+            RoomAction::Join { room, since: None }
+        }
+        Op::InviteDecline { room } => RoomAction::Decline { room },
+        Op::RoomGet { room } => RoomAction::Get { room },
+        Op::RoomUpdate { room, name, topic, settings } => RoomAction::Update { room, name, topic, settings },
+        Op::RoomDelete { room } => RoomAction::DeleteRoom { room },
+        Op::RoomMembers { room, after, limit } => RoomAction::Members { room, after, limit },
+        Op::RoomInvite { room, user } => RoomAction::Invite { room, user },
+        Op::Kick { room, user, reason } => {
+            RoomAction::Moderate { room, user, action: Moderation::Kick { reason } }
+        }
+        Op::Ban { room, user, reason } => {
+            RoomAction::Moderate { room, user, action: Moderation::Ban { reason } }
+        }
+        Op::Unban { room, user } => RoomAction::Moderate { room, user, action: Moderation::Unban },
+        Op::Mute { room, user, duration_secs, reason } => {
+            RoomAction::Moderate { room, user, action: Moderation::Mute { duration_secs, reason } }
+        }
+        Op::Unmute { room, user } => RoomAction::Moderate { room, user, action: Moderation::Unmute },
+        Op::RoleSet { room, user, role } => {
+            RoomAction::Moderate { room, user, action: Moderation::SetRole(role) }
+        }
+        Op::RoomTransfer { room, user } => RoomAction::Moderate { room, user, action: Moderation::Transfer },
+        op @ (Op::FriendRequest { .. }
+        | Op::FriendAccept { .. }
+        | Op::FriendDecline { .. }
+        | Op::FriendCancel { .. }
+        | Op::FriendRemove { .. }
+        | Op::Block { .. }
+        | Op::Unblock { .. }
+        | Op::UserUpdate { .. }
+        | Op::PresenceSet { .. }) => return people_op(shard, conn, id, op),
+        op @ (Op::InviteList {}
+        | Op::UserGet { .. }
+        | Op::UserSearch { .. }
+        | Op::FriendList {}
+        | Op::BlockList {}
+        | Op::PresenceSubscribe { .. }
+        | Op::PresenceUnsubscribe { .. }) => {
+            conn.session.borrow_mut().finished();
+            let Some(user) = conn.user() else {
+                return reply_error(conn, id, ErrorCode::Unauthorized, "authenticate first");
+            };
+            let body = directory::answer(shard, conn, &user, op);
+            return send_frame(conn, &ServerFrame::Reply { re: id, body });
         }
         Op::Leave { room } => RoomAction::Leave { room },
         Op::Send { room, cid, kind, text, client_ts, reply_to, file } => {
@@ -214,7 +270,7 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
             conn.session.borrow_mut().finished();
             return send_frame(
                 conn,
-                &ServerFrame::Reply { re: id, body: room_list(shard, query, after, limit) },
+                &ServerFrame::Reply { re: id, body: directory::room_list(shard, query, after, limit) },
             );
         }
         Op::Delete { room, seq } => RoomAction::Delete { room, seq },
@@ -222,7 +278,7 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
         Op::Sync {} => {
             conn.session.borrow_mut().finished();
             let body = match conn.user() {
-                Some(user) => sync(shard, &user),
+                Some(user) => directory::sync(shard, &user),
                 None => ReplyBody::Err(ErrorBody::new(ErrorCode::Unauthorized, "authenticate first")),
             };
             return send_frame(conn, &ServerFrame::Reply { re: id, body });
@@ -237,62 +293,34 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
     shard.mesh().send(owner, ShardMsg::Command { origin, action });
 }
 
-/// `sync`: the caller's rooms with last message and unread count, from durable storage
-/// (thread-safe reads served from cache; answered on the connection's own shard). Unread
-/// is `last_seq - read`, computed from the watermarks, never by scanning messages.
-fn sync(shard: &Shard, user: &UserId) -> ReplyBody {
-    let store = &shard.shared.store;
-    let summarize = || -> Result<Vec<RoomSummary>, palaver_storage::StorageError> {
-        let mut rooms = Vec::new();
-        for room_id in store.user_rooms(user)? {
-            let Some(record) = store.room(&room_id)? else { continue };
-            let last_message = store.messages_before(&room_id, None, 1)?.pop();
-            let last_seq = last_message.as_ref().map_or(0, |m| m.seq);
-            let (delivered, read) = store.receipt(&room_id, user)?;
-            let mentions = store.mention_count(user, &room_id, read)?;
-            rooms.push(RoomSummary {
-                room: RoomInfo { room_id, name: record.name, kind: record.kind },
-                last_seq,
-                last_message,
-                delivered,
-                read,
-                unread: last_seq.saturating_sub(read),
-                mentions,
-            });
-        }
-        Ok(rooms)
+/// Routes a people op to the home shard that is its single writer: a pair's for
+/// friendships and blocks, the caller's own for profile and presence.
+fn people_op(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
+    let Some(me) = conn.user() else {
+        conn.session.borrow_mut().finished();
+        return reply_error(conn, id, ErrorCode::Unauthorized, "authenticate first");
     };
-    match summarize() {
-        Ok(rooms) => ReplyBody::Ok(OkBody::Sync(SyncOk { rooms })),
-        Err(e) => {
-            tracing::error!("sync: {e}");
-            ReplyBody::Err(ErrorBody::new(ErrorCode::Internal, "storage failure"))
+    let friend = |other: UserId, op| (Some(other.clone()), PeopleAction::Friend { other, op });
+    let (pair, action) = match op {
+        Op::FriendRequest { user } => friend(user, FriendOp::Request),
+        Op::FriendAccept { user } => friend(user, FriendOp::Accept),
+        Op::FriendDecline { user } => friend(user, FriendOp::Decline),
+        Op::FriendCancel { user } => friend(user, FriendOp::Cancel),
+        Op::FriendRemove { user } => friend(user, FriendOp::Remove),
+        Op::Block { user } => (Some(user.clone()), PeopleAction::Block { other: user, on: true }),
+        Op::Unblock { user } => (Some(user.clone()), PeopleAction::Block { other: user, on: false }),
+        Op::UserUpdate { display_name, avatar, status_text } => {
+            (None, PeopleAction::UpdateProfile { display_name, avatar, status_text })
         }
-    }
-}
-
-/// `room.list`: public rooms from storage, by room id, filtered by name.
-fn room_list(shard: &Shard, query: Option<String>, after: Option<RoomId>, limit: Option<u32>) -> ReplyBody {
-    let limit = limit.unwrap_or(palaver_protocol::limits::DEFAULT_HISTORY_LIMIT);
-    if !(1..=palaver_protocol::limits::MAX_HISTORY_LIMIT).contains(&limit) {
-        return ReplyBody::Err(ErrorBody::new(ErrorCode::Invalid, "limit must be 1 to 100"));
-    }
-    if query.as_ref().is_some_and(|q| q.chars().count() > palaver_protocol::limits::MAX_ROOM_NAME_CHARS) {
-        return ReplyBody::Err(ErrorBody::new(ErrorCode::Invalid, "query is longer than a room name can be"));
-    }
-    match shard.shared.store.public_rooms(query.as_deref(), after.as_ref(), limit as usize) {
-        Ok((records, next)) => {
-            let rooms = records
-                .into_iter()
-                .map(|r| RoomInfo { room_id: r.room_id, name: r.name, kind: r.kind })
-                .collect();
-            ReplyBody::Ok(OkBody::RoomList(RoomListOk { results: rooms, next }))
-        }
-        Err(e) => {
-            tracing::error!("room.list: {e}");
-            ReplyBody::Err(ErrorBody::new(ErrorCode::Internal, "storage failure"))
-        }
-    }
+        Op::PresenceSet { status } => (None, PeopleAction::SetPresence(status)),
+        _ => return,
+    };
+    let home = match &pair {
+        Some(other) => shard.mesh().pair_home(&me, other),
+        None => shard.mesh().home(&me),
+    };
+    let origin = Origin { shard: shard.id, conn: conn.id, re: id, user: me };
+    shard.mesh().send(home, ShardMsg::People { origin, action });
 }
 
 /// Test only (`--test-echo`): echoes every message back, for WebSocket conformance suites

@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::rc::Rc;
 
 use palaver_core::Session;
@@ -28,6 +28,11 @@ pub struct Conn {
     pub rooms: RefCell<HashSet<RoomId>>,
     /// When the peer last sent anything (any frame, pongs included), ms since the epoch.
     pub last_heard_ms: Cell<u64>,
+    /// Users this socket's user blocked (their messages arrive flagged `blocked`); shared
+    /// with the socket's subscriptions.
+    pub blocked: Rc<RefCell<FxHashSet<UserId>>>,
+    /// Users whose presence this socket follows.
+    pub following: RefCell<FxHashSet<UserId>>,
 }
 
 impl Conn {
@@ -57,6 +62,8 @@ impl Conns {
             session: RefCell::new(session),
             rooms: RefCell::new(HashSet::new()),
             last_heard_ms: Cell::new(now_ms),
+            blocked: Rc::default(),
+            following: RefCell::default(),
         });
         self.by_id.borrow_mut().insert(id, conn.clone());
         conn

@@ -31,6 +31,15 @@ struct Sub {
     cursor: u64,
     /// False while catching up from storage.
     live: bool,
+    /// Whom the socket's user blocked (shared with the connection).
+    blocked: Rc<std::cell::RefCell<rustc_hash::FxHashSet<UserId>>>,
+}
+
+impl Sub {
+    fn blocks(&self, sender: &UserId) -> bool {
+        let blocked = self.blocked.borrow();
+        !blocked.is_empty() && blocked.contains(sender)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -73,7 +82,7 @@ pub fn deliver(shard: &Rc<Shard>, delivery: &Delivery) {
                 continue;
             }
             sub.cursor = delivery.seq;
-            let Some(frame) = delivery.frames.frame(sub.codec) else { continue };
+            let Some(frame) = delivery.frame(sub.codec, sub.blocks(&delivery.sender)) else { continue };
             match sub.outbound.push(frame.clone()) {
                 Pushed::Queued => delivered += 1,
                 Pushed::Overflow => Metrics::inc(&shard.shared.metrics.slow_consumers),
@@ -142,6 +151,7 @@ fn subscribe_conn(shard: &Rc<Shard>, conn: &Rc<super::Conn>, subscribe: Subscrib
             user,
             cursor,
             live,
+            blocked: conn.blocked.clone(),
         });
         live
     };
@@ -191,6 +201,8 @@ async fn catch_up(shard: Rc<Shard>, room: RoomId, conn: ConnId) {
                     sub.outbound.close(crate::ws::CloseCode::InternalError, "history gap");
                     return;
                 }
+                let mut message = message;
+                message.blocked = sub.blocks(&message.sender);
                 let frame = ServerFrame::Event(Event::Message(message));
                 let Ok(payload) = sub.codec.encode_server(&frame) else { return };
                 let opcode = if sub.codec.is_text() { OpCode::Text } else { OpCode::Binary };
@@ -220,6 +232,16 @@ pub fn member_gone(shard: &Rc<Shard>, room: &RoomId, user: &UserId) {
         }
     }
     remove_subs(shard, room, |sub| &sub.user == user);
+}
+
+/// `room` was deleted: every local subscription to it ends.
+pub fn room_gone(shard: &Rc<Shard>, room: &RoomId) {
+    let subs = shard.subscribers.borrow_mut().rooms.remove(room);
+    for sub in subs.map(|l| l.subs).unwrap_or_default() {
+        if let Some(conn) = shard.conns.get(sub.conn) {
+            conn.rooms.borrow_mut().remove(room);
+        }
+    }
 }
 
 /// Removes a closed connection's subscriptions.

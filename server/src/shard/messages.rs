@@ -5,9 +5,10 @@
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use palaver_core::Moderation;
 use palaver_protocol::{
-    ClientMsgId, Codec, FileRef, Message, MessageKind, ReplyBody, RoomId, RoomKind, SendOk, ServerFrame,
-    UserId,
+    ClientMsgId, Codec, FileRef, Message, MessageKind, PresenceChoice, ReplyBody, RoomId, RoomKind,
+    RoomSettingsPatch, SendOk, ServerFrame, UserId,
 };
 use palaver_storage::StorageError;
 
@@ -40,6 +41,10 @@ pub enum RoomAction {
         name: String,
         /// Requested kind.
         kind: RoomKind,
+        /// Requested topic.
+        topic: Option<String>,
+        /// Settings other than the defaults.
+        settings: Option<RoomSettingsPatch>,
     },
     /// Open (create if needed) the direct room of the caller and `peer`.
     DmOpen {
@@ -129,6 +134,57 @@ pub enum RoomAction {
         /// Page size.
         limit: Option<u32>,
     },
+    /// The room's details.
+    Get {
+        /// The room.
+        room: RoomId,
+    },
+    /// Change name, topic or settings.
+    Update {
+        /// The room.
+        room: RoomId,
+        /// New name.
+        name: Option<String>,
+        /// New topic.
+        topic: Option<String>,
+        /// Settings to change.
+        settings: Option<RoomSettingsPatch>,
+    },
+    /// Delete the room.
+    DeleteRoom {
+        /// The room.
+        room: RoomId,
+    },
+    /// A page of members.
+    Members {
+        /// The room.
+        room: RoomId,
+        /// After this member.
+        after: Option<UserId>,
+        /// Page size.
+        limit: Option<u32>,
+    },
+    /// Invite a user.
+    Invite {
+        /// The room.
+        room: RoomId,
+        /// The invitee.
+        user: UserId,
+    },
+    /// Decline the caller's invitation.
+    Decline {
+        /// The room.
+        room: RoomId,
+    },
+    /// A moderation action on `user`.
+    Moderate {
+        /// The room.
+        room: RoomId,
+        /// The target.
+        user: UserId,
+        /// What.
+        action: Moderation,
+    },
 }
 
 impl RoomAction {
@@ -145,7 +201,14 @@ impl RoomAction {
             | RoomAction::React { room, .. }
             | RoomAction::Edit { room, .. }
             | RoomAction::Delete { room, .. }
-            | RoomAction::History { room, .. } => room,
+            | RoomAction::History { room, .. }
+            | RoomAction::Get { room }
+            | RoomAction::Update { room, .. }
+            | RoomAction::DeleteRoom { room }
+            | RoomAction::Members { room, .. }
+            | RoomAction::Invite { room, .. }
+            | RoomAction::Decline { room }
+            | RoomAction::Moderate { room, .. } => room,
         }
     }
 }
@@ -201,6 +264,11 @@ impl LazyFrames {
         Self { event, json: OnceLock::new(), rkyv: OnceLock::new() }
     }
 
+    /// The event.
+    pub fn event(&self) -> &ServerFrame {
+        &self.event
+    }
+
     /// The frame for a socket speaking `codec` (`None` only if encoding failed, a bug
     /// that is logged).
     pub fn frame(&self, codec: Codec) -> Option<&Bytes> {
@@ -229,8 +297,32 @@ pub struct Delivery {
     pub room: RoomId,
     /// The message's seq.
     pub seq: u64,
+    /// Who sent it.
+    pub sender: UserId,
     /// The `message` event, framed lazily.
     pub frames: LazyFrames,
+    /// The same event flagged `blocked`, for receivers who blocked the sender (built
+    /// the first time one needs it).
+    pub flagged: OnceLock<LazyFrames>,
+}
+
+impl Delivery {
+    /// The frame for a socket speaking `codec` whose user has (`blocked`) or has not
+    /// blocked the sender.
+    pub fn frame(&self, codec: Codec, blocked: bool) -> Option<&Bytes> {
+        if !blocked {
+            return self.frames.frame(codec);
+        }
+        self.flagged
+            .get_or_init(|| {
+                let mut event = self.frames.event().clone();
+                if let ServerFrame::Event(palaver_protocol::Event::Message(message)) = &mut event {
+                    message.blocked = true;
+                }
+                LazyFrames::new(event)
+            })
+            .frame(codec)
+    }
 }
 
 /// An event that carries no seq (typing, receipts): delivered to the live subscribers of
@@ -273,7 +365,7 @@ pub enum CommitWork {
         /// The room.
         room: RoomId,
         /// The event (edit, delete).
-        event: ServerFrame,
+        event: Box<ServerFrame>,
     },
     /// Any other write: when durable, send this answer.
     Reply {
@@ -282,6 +374,117 @@ pub enum CommitWork {
         /// The answer.
         reply: Reply,
     },
+    /// A `system` message: when durable, broadcast it like a message, then do `then`.
+    Notice {
+        /// The notice.
+        message: Message,
+        /// What follows its delivery.
+        then: AfterNotice,
+    },
+    /// A people change (friends, blocks, profile): when durable, answer, tell the users
+    /// concerned, and release the pending-state entries it held.
+    People {
+        /// Which shard to answer on.
+        shard: usize,
+        /// The answer.
+        reply: Reply,
+        /// Who to tell.
+        notices: Vec<UserNotice>,
+        /// Pending-state entries to release.
+        release: Vec<super::people::PendingKey>,
+    },
+    /// Nothing to do when durable (for example a `last_seen`).
+    Nothing,
+}
+
+/// What happens once a `system` message has been delivered.
+#[derive(Debug, Clone)]
+pub enum AfterNotice {
+    /// Nothing more.
+    Nothing,
+    /// The target's subscriptions end (kicked, banned).
+    RemoveMember(UserId),
+    /// The room is gone: every subscription ends and the owner forgets it.
+    DeleteRoom,
+}
+
+/// Something to tell every live session of one user, wherever it is.
+#[derive(Debug)]
+pub struct UserNotice {
+    /// The user.
+    pub user: UserId,
+    /// The event to deliver, if any.
+    pub frames: Option<LazyFrames>,
+    /// A change to the sessions' local state.
+    pub effect: Option<LocalEffect>,
+}
+
+/// A change a user's sessions apply locally.
+#[derive(Debug, Clone)]
+pub enum LocalEffect {
+    /// Start following this user's presence (a new friend).
+    Follow(UserId),
+    /// Stop following this user's presence (no longer a friend).
+    Unfollow(UserId),
+    /// Flag this user's messages `blocked`.
+    Block(UserId),
+    /// Stop flagging this user's messages.
+    Unblock(UserId),
+}
+
+/// A people operation, handled by a user's (or a pair's) home shard: the single writer
+/// of that user's profile and presence, and of that pair's friendship and blocks.
+#[derive(Debug, Clone)]
+pub enum PeopleAction {
+    /// A friendship change with `other`.
+    Friend {
+        /// The other user.
+        other: UserId,
+        /// Which.
+        op: FriendOp,
+    },
+    /// Block (`on`) or unblock `other`.
+    Block {
+        /// The other user.
+        other: UserId,
+        /// Block or unblock.
+        on: bool,
+    },
+    /// Update the caller's profile.
+    UpdateProfile {
+        /// New display name (empty clears).
+        display_name: Option<String>,
+        /// New avatar (empty clears).
+        avatar: Option<String>,
+        /// New status text (empty clears).
+        status_text: Option<String>,
+    },
+    /// Choose online, away or invisible.
+    SetPresence(PresenceChoice),
+}
+
+/// A friendship operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FriendOp {
+    /// Ask.
+    Request,
+    /// Accept an incoming request.
+    Accept,
+    /// Decline an incoming request.
+    Decline,
+    /// Withdraw an outgoing request.
+    Cancel,
+    /// End a friendship.
+    Remove,
+}
+
+/// A presence announcement for the shards whose sockets follow `user`.
+#[derive(Debug)]
+pub struct PresenceFanout {
+    /// Whose presence.
+    pub user: UserId,
+    /// The `presence` event.
+    pub frames: LazyFrames,
 }
 
 /// A ticket given to the group committer; it comes back to `shard` when durable.
@@ -330,6 +533,47 @@ pub enum ShardMsg {
         /// The shard.
         shard: usize,
     },
+    /// A people operation for its home shard.
+    People {
+        /// Who asked.
+        origin: Origin,
+        /// What.
+        action: PeopleAction,
+    },
+    /// A session of `user` started on `shard` (for the user's home shard).
+    SessionUp {
+        /// The user.
+        user: UserId,
+        /// Where.
+        shard: usize,
+    },
+    /// A session of `user` on `shard` ended (for the user's home shard).
+    SessionDown {
+        /// The user.
+        user: UserId,
+        /// Where.
+        shard: usize,
+    },
+    /// Shard `shard` starts (`on`) or stops following `user`'s presence (for the home shard).
+    Watch {
+        /// The user followed.
+        user: UserId,
+        /// The following shard.
+        shard: usize,
+        /// Start or stop.
+        on: bool,
+    },
+    /// Tell a user's sessions something (for the user's home shard, which knows where they are).
+    Notify(UserNotice),
+    /// Tell the local sessions of a user something.
+    UserEvent(Arc<UserNotice>),
+    /// A followed user's presence changed: deliver to local followers.
+    Presence(Arc<PresenceFanout>),
+    /// A room was deleted: drop its local subscriptions.
+    RoomGone {
+        /// The room.
+        room: RoomId,
+    },
     /// Stop: drain and exit.
     Shutdown,
     /// The drain finished: leave the event loop.
@@ -364,6 +608,17 @@ impl Mesh {
     /// The owning shard of a room.
     pub fn owner(&self, room: &RoomId) -> usize {
         palaver_core::shard_for(room, self.len())
+    }
+
+    /// A user's home shard: keeper of their presence and profile.
+    pub fn home(&self, user: &UserId) -> usize {
+        palaver_core::jump_hash(palaver_core::stable_hash(user.as_str().as_bytes()), self.len())
+    }
+
+    /// The home shard of a pair of users (the lower id's): the single writer of their
+    /// friendship and blocks.
+    pub fn pair_home(&self, a: &UserId, b: &UserId) -> usize {
+        self.home(a.min(b))
     }
 
     /// Sends to every shard.

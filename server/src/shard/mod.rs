@@ -4,8 +4,10 @@
 
 mod conns;
 mod fanout;
+mod governance;
 pub mod messages;
 mod owner;
+pub mod people;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -16,6 +18,7 @@ pub use conns::{Conn, Conns};
 pub use fanout::{Subscribers, unsubscribe_all};
 use messages::{Mesh, ShardMsg};
 pub use owner::{OwnedRooms, room_ticks};
+pub use people::{People, PresenceTable, presence_ticks};
 
 use crate::shared::Shared;
 
@@ -34,6 +37,8 @@ pub struct Shard {
     pub owned: RefCell<OwnedRooms>,
     /// Local subscribers of any room.
     pub subscribers: RefCell<Subscribers>,
+    /// Presence and people state (home role) and local presence followers.
+    pub people: RefCell<People>,
     /// Tickets submitted to the committer and not yet reported back.
     pub outstanding_commits: Cell<usize>,
     /// Set once shutdown begins: no new connections or writes.
@@ -43,12 +48,14 @@ pub struct Shard {
 impl Shard {
     /// A fresh shard.
     pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Shard> {
+        let people = People::new(shared.config.presence_interval_ms);
         Rc::new(Shard {
             id,
             shared,
             conns: Conns::default(),
             owned: RefCell::new(OwnedRooms::default()),
             subscribers: RefCell::new(Subscribers::default()),
+            people: RefCell::new(people),
             outstanding_commits: Cell::new(0),
             draining: Cell::new(false),
         })
@@ -82,6 +89,14 @@ impl Shard {
             ShardMsg::Ephemeral(event) => fanout::deliver_ephemeral(self, &event),
             ShardMsg::Reply(reply) => fanout::on_reply(self, reply),
             ShardMsg::MemberGone { room, user } => fanout::member_gone(self, &room, &user),
+            ShardMsg::RoomGone { room } => fanout::room_gone(self, &room),
+            ShardMsg::People { origin, action } => people::on_people(self, origin, action),
+            ShardMsg::SessionUp { user, shard } => people::on_session_up(self, user, shard),
+            ShardMsg::SessionDown { user, shard } => people::on_session_down(self, user, shard),
+            ShardMsg::Watch { user, shard, on } => people::on_watch(self, user, shard, on),
+            ShardMsg::Notify(notice) => people::on_notify(self, notice),
+            ShardMsg::UserEvent(notice) => people::on_user_event(self, &notice),
+            ShardMsg::Presence(fanout) => people::on_presence(self, &fanout),
             ShardMsg::Shutdown => {
                 if !self.draining.replace(true) {
                     monoio::spawn(drain(self.clone()));

@@ -9,28 +9,46 @@ use rustc_hash::FxHashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use palaver_core::{Draft, Role, Room, SendOutcome, TypingChange};
+use palaver_core::{Draft, Governance, Role, Room, SendOutcome, TypingChange};
 use palaver_protocol::{
-    Delete, Edit, EditOk, ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody, Reaction,
-    ReactionOk, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomId, RoomOk, SendOk, ServerFrame, Typing,
-    UserId,
+    Delete, Edit, EditOk, ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, MemberChange, MemberEvent, Message,
+    OkBody, Reaction, ReactionOk, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomId, RoomKind, RoomOk,
+    SendOk, ServerFrame, Typing, UserId,
 };
 use palaver_storage::{RoomRecord, StorageError, Write};
 
 use super::Shard;
 use super::messages::{
-    CommitWork, Delivery, Ephemeral, LazyFrames, Origin, Reply, RoomAction, ShardMsg, Subscribe, Ticket, sent,
+    AfterNotice, CommitWork, Delivery, Ephemeral, LazyFrames, Origin, Reply, RoomAction, ShardMsg, Subscribe,
+    Ticket, sent,
 };
 use crate::clock::now_ms;
 
 /// A room this shard owns, with the plumbing around its state machine.
 #[derive(Debug)]
 pub struct OwnedRoom {
-    room: Room,
+    pub(super) room: Room,
     /// Shards that have local subscribers.
-    subscriber_shards: BTreeSet<usize>,
-    /// Sends waiting for their seq to become durable, by seq.
-    waiting: BTreeMap<u64, Vec<(Origin, SendOk)>>,
+    pub(super) subscriber_shards: BTreeSet<usize>,
+    /// Requests waiting for a seq to become durable (sends, notices), by seq, with the
+    /// answer to give then.
+    pub(super) waiting: BTreeMap<u64, Vec<(Origin, ReplyBody)>>,
+    /// A write this room's memory already reflects was refused: reload before next use.
+    pub(super) poisoned: bool,
+    /// Being deleted: refuse everything.
+    pub(super) deleting: bool,
+}
+
+impl OwnedRoom {
+    fn new(room: Room) -> Self {
+        Self {
+            room,
+            subscriber_shards: BTreeSet::new(),
+            waiting: BTreeMap::new(),
+            poisoned: false,
+            deleting: false,
+        }
+    }
 }
 
 /// The rooms owned by one shard, loaded on first use.
@@ -39,11 +57,11 @@ pub struct OwnedRooms {
     rooms: FxHashMap<RoomId, OwnedRoom>,
 }
 
-fn error(code: ErrorCode, message: impl Into<String>) -> ReplyBody {
+pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> ReplyBody {
     ReplyBody::Err(ErrorBody::new(code, message))
 }
 
-fn storage_error(e: &StorageError) -> ReplyBody {
+pub(super) fn storage_error(e: &StorageError) -> ReplyBody {
     match e {
         StorageError::Poisoned | StorageError::Closed => {
             error(ErrorCode::Unavailable, "storage is refusing writes; try again later")
@@ -56,11 +74,11 @@ fn storage_error(e: &StorageError) -> ReplyBody {
 }
 
 /// Sends an answer to the origin shard.
-fn answer(shard: &Shard, origin_shard: usize, reply: Reply) {
+pub(super) fn answer(shard: &Shard, origin_shard: usize, reply: Reply) {
     shard.mesh().send(origin_shard, ShardMsg::Reply(reply));
 }
 
-fn submit(shard: &Shard, writes: Vec<Write>, work: CommitWork) -> Result<(), StorageError> {
+pub(super) fn submit(shard: &Shard, writes: Vec<Write>, work: CommitWork) -> Result<(), StorageError> {
     shard.shared.committer.submit(writes, Ticket { shard: shard.id, work })?;
     shard.outstanding_commits.set(shard.outstanding_commits.get() + 1);
     Ok(())
@@ -84,19 +102,44 @@ fn load(shard: &Shard, id: &RoomId) -> Result<Option<OwnedRoom>, StorageError> {
         shard.shared.config.room_limits(),
     );
     room.load_receipts(store.receipts(id)?);
-    Ok(Some(OwnedRoom { room, subscriber_shards: BTreeSet::new(), waiting: BTreeMap::new() }))
+    room.load_governance(Governance {
+        topic: record.topic,
+        settings: record.settings,
+        bans: store.bans(id)?,
+        mutes: store.mutes(id)?,
+        invites: store.invites(id)?,
+    });
+    room.expire_mutes(now_ms());
+    Ok(Some(OwnedRoom::new(room)))
 }
 
 /// Applies one room operation.
 pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
     let reply_to = origin.shard;
     match action {
-        RoomAction::Create { room, name, kind } => return create(shard, origin, room, name, kind),
+        RoomAction::Create { room, name, kind, topic, settings } => {
+            return create(shard, origin, room, name, kind, topic, settings);
+        }
         RoomAction::DmOpen { room, peer } => return dm_open(shard, origin, room, peer),
         _ => {}
     }
     let room_id = action.room().clone();
     let mut owned_rooms = shard.owned.borrow_mut();
+    if owned_rooms.rooms.get(&room_id).is_some_and(|o| o.poisoned && o.waiting.is_empty()) {
+        owned_rooms.rooms.remove(&room_id);
+    }
+    if owned_rooms.rooms.get(&room_id).is_some_and(|o| o.deleting || o.poisoned) {
+        let body = if owned_rooms.rooms.get(&room_id).is_some_and(|o| o.deleting) {
+            error(ErrorCode::NotFound, format!("no room {room_id}"))
+        } else {
+            error(ErrorCode::Unavailable, "the room is recovering from a storage failure; try again")
+        };
+        let mut reply = Reply::plain(&origin, body);
+        if matches!(action, RoomAction::Join { .. }) {
+            reply.was_join = Some(room_id);
+        }
+        return answer(shard, reply_to, reply);
+    }
     if !owned_rooms.rooms.contains_key(&room_id) {
         match load(shard, &room_id) {
             Ok(Some(room)) => {
@@ -124,10 +167,21 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
     let Some(owned) = owned_rooms.rooms.get_mut(&room_id) else { return };
     match action {
         RoomAction::Create { .. } | RoomAction::DmOpen { .. } => {}
+        action @ (RoomAction::Get { .. }
+        | RoomAction::Update { .. }
+        | RoomAction::DeleteRoom { .. }
+        | RoomAction::Members { .. }
+        | RoomAction::Invite { .. }
+        | RoomAction::Decline { .. }
+        | RoomAction::Moderate { .. }) => super::governance::on_action(shard, owned, origin, action),
         RoomAction::Join { room, since } => join(shard, owned, origin, room, since),
         RoomAction::Leave { room } => leave(shard, owned, origin, room),
         RoomAction::Send { room, cid, kind, text, client_ts, reply_to: parent, file } => {
             let store = &shard.shared.store;
+            if owned.room.kind() == RoomKind::Direct && dm_blocked(shard, &owned.room, &origin.user) {
+                let body = error(ErrorCode::Forbidden, "this user does not accept messages from you");
+                return answer(shard, reply_to, Reply::plain(&origin, body));
+            }
             let lookup = |cid: &_| store.cid_seq(&room, cid).ok().flatten();
             // Mentions are resolved here (a storage lookup per `@name`); the room keeps
             // only those who are members.
@@ -148,7 +202,7 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
                         Write::PutReceipt { room: room.clone(), user: origin.user.clone(), delivered, read },
                     ];
                     match submit(shard, writes, CommitWork::Message(message)) {
-                        Ok(()) => owned.waiting.entry(ok.seq).or_default().push((origin, ok)),
+                        Ok(()) => owned.waiting.entry(ok.seq).or_default().push((origin, sent(ok))),
                         Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
                     }
                 }
@@ -157,7 +211,7 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
                     if seq <= owned.room.durable_seq() {
                         answer(shard, reply_to, Reply::plain(&origin, sent(ok)));
                     } else {
-                        owned.waiting.entry(seq).or_default().push((origin, ok));
+                        owned.waiting.entry(seq).or_default().push((origin, sent(ok)));
                     }
                 }
             }
@@ -219,7 +273,7 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
                         shard: reply_to,
                         reply: Reply::plain(&origin, ok),
                         room,
-                        event,
+                        event: Box::new(event),
                     };
                     if let Err(e) = submit(shard, writes, work) {
                         answer(shard, reply_to, Reply::plain(&origin, storage_error(&e)));
@@ -262,7 +316,7 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
                         shard: reply_to,
                         reply: Reply::plain(&origin, empty),
                         room,
-                        event,
+                        event: Box::new(event),
                     };
                     if let Err(e) = submit(shard, writes, work) {
                         answer(shard, reply_to, Reply::plain(&origin, storage_error(&e)));
@@ -317,10 +371,12 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
         RoomAction::History { room, before, limit } => {
             let body = match owned.room.history_page(&origin.user, before, limit) {
                 Err(e) => ReplyBody::Err(e.to_body()),
-                Ok((before, limit)) => match history_page(&shard.shared.store, &room, before, limit) {
-                    Ok(messages) => ReplyBody::Ok(OkBody::History(HistoryOk { messages })),
-                    Err(e) => storage_error(&e),
-                },
+                Ok((before, limit)) => {
+                    match history_page(&shard.shared.store, &room, before, limit, &origin.user) {
+                        Ok(messages) => ReplyBody::Ok(OkBody::History(HistoryOk { messages })),
+                        Err(e) => storage_error(&e),
+                    }
+                }
             };
             answer(shard, reply_to, Reply::plain(&origin, body));
         }
@@ -333,13 +389,17 @@ fn create(
     room_id: RoomId,
     name: String,
     kind: palaver_protocol::RoomKind,
+    topic: Option<String>,
+    settings: Option<palaver_protocol::RoomSettingsPatch>,
 ) {
     let reply_to = origin.shard;
-    let room = match Room::create(
+    let room = match Room::create_with(
         room_id.clone(),
         name,
         kind,
         origin.user.clone(),
+        topic,
+        settings,
         shard.shared.config.room_limits(),
     ) {
         Ok(room) => room,
@@ -353,14 +413,16 @@ fn create(
             kind: info.kind,
             owner: origin.user.clone(),
             created_ms: now_ms(),
+            topic: info.topic.clone(),
+            settings: Some(room.settings()),
+            deleted: false,
         }),
         Write::PutMember { room: room_id.clone(), user: origin.user.clone(), role: Role::Owner.to_byte() },
     ];
     let reply = Reply::plain(&origin, ReplyBody::Ok(OkBody::Room(RoomOk { room: info })));
     match submit(shard, writes, CommitWork::Reply { shard: reply_to, reply }) {
         Ok(()) => {
-            let owned = OwnedRoom { room, subscriber_shards: BTreeSet::new(), waiting: BTreeMap::new() };
-            shard.owned.borrow_mut().rooms.insert(room_id, owned);
+            shard.owned.borrow_mut().rooms.insert(room_id, OwnedRoom::new(room));
         }
         Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
     }
@@ -370,6 +432,15 @@ fn create(
 /// shard owns the derived id, so two concurrent opens cannot create it twice).
 fn dm_open(shard: &Rc<Shard>, origin: Origin, room_id: RoomId, peer: UserId) {
     let reply_to = origin.shard;
+    match shard.shared.store.is_blocked(&peer, &origin.user) {
+        Ok(false) => {}
+        Ok(true) => {
+            let body =
+                error(ErrorCode::Forbidden, format!("{peer} does not accept direct messages from you"));
+            return answer(shard, reply_to, Reply::plain(&origin, body));
+        }
+        Err(e) => return answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
+    }
     let existing = shard.owned.borrow().rooms.get(&room_id).map(|o| o.room.info());
     let existing = match existing {
         Some(info) => Some(info),
@@ -406,6 +477,9 @@ fn dm_open(shard: &Rc<Shard>, origin: Origin, room_id: RoomId, peer: UserId) {
         kind: info.kind,
         owner: origin.user.clone(),
         created_ms: now_ms(),
+        topic: String::new(),
+        settings: None,
+        deleted: false,
     })];
     for user in [&origin.user, &peer] {
         writes.push(Write::PutMember {
@@ -417,8 +491,7 @@ fn dm_open(shard: &Rc<Shard>, origin: Origin, room_id: RoomId, peer: UserId) {
     let reply = Reply::plain(&origin, ReplyBody::Ok(OkBody::Room(RoomOk { room: info })));
     match submit(shard, writes, CommitWork::Reply { shard: reply_to, reply }) {
         Ok(()) => {
-            let owned = OwnedRoom { room, subscriber_shards: BTreeSet::new(), waiting: BTreeMap::new() };
-            shard.owned.borrow_mut().rooms.insert(room_id, owned);
+            shard.owned.borrow_mut().rooms.insert(room_id, OwnedRoom::new(room));
         }
         Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
     }
@@ -448,38 +521,66 @@ fn join(shard: &Rc<Shard>, owned: &mut OwnedRoom, origin: Origin, room: RoomId, 
                 unsubscribe: None,
                 was_join: Some(room.clone()),
             };
-            if outcome.newly_member {
-                let write =
-                    Write::PutMember { room, user: origin.user.clone(), role: outcome.role.to_byte() };
-                let work = CommitWork::Reply { shard: reply_to, reply };
-                if let Err(e) = submit(shard, vec![write], work) {
-                    owned.room.leave(&origin.user);
-                    let mut reply = Reply::plain(&origin, storage_error(&e));
-                    reply.was_join = Some(owned.room.id().clone());
-                    answer(shard, reply_to, reply);
-                }
-            } else {
+            if !outcome.newly_member {
+                return answer(shard, reply_to, reply);
+            }
+            let mut writes = vec![Write::PutMember {
+                room: room.clone(),
+                user: origin.user.clone(),
+                role: outcome.role.to_byte(),
+            }];
+            if outcome.used_invite {
+                writes.push(Write::RemoveInvite { room: room.clone(), user: origin.user.clone() });
+            }
+            let event = member_event(&room, &origin.user, MemberChange::Joined, outcome.role);
+            let work = CommitWork::ReplyAndAnnounce {
+                shard: reply_to,
+                reply,
+                room: room.clone(),
+                event: Box::new(event),
+            };
+            if let Err(e) = submit(shard, writes, work) {
+                owned.room.forget_member(&origin.user);
+                let mut reply = Reply::plain(&origin, storage_error(&e));
+                reply.was_join = Some(room);
                 answer(shard, reply_to, reply);
             }
         }
     }
 }
 
+fn member_event(room: &RoomId, user: &UserId, change: MemberChange, role: Role) -> ServerFrame {
+    ServerFrame::Event(Event::Member(MemberEvent { room: room.clone(), user: user.clone(), change, role }))
+}
+
 fn leave(shard: &Rc<Shard>, owned: &mut OwnedRoom, origin: Origin, room: RoomId) {
     let reply_to = origin.shard;
     let mut reply = Reply::plain(&origin, ReplyBody::Ok(OkBody::Empty(Default::default())));
     reply.unsubscribe = Some(room.clone());
-    if !owned.room.leave(&origin.user) {
-        return answer(shard, reply_to, reply);
+    let role = owned.room.role_of(&origin.user).unwrap_or(Role::Member);
+    match owned.room.leave(&origin.user) {
+        Err(e) => return answer(shard, reply_to, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
+        Ok(false) => return answer(shard, reply_to, reply),
+        Ok(true) => {}
     }
     // Every socket of this user, on every shard, stops receiving the room's events.
     for &s in &owned.subscriber_shards {
         shard.mesh().send(s, ShardMsg::MemberGone { room: room.clone(), user: origin.user.clone() });
     }
-    let write = Write::RemoveMember { room, user: origin.user.clone() };
-    if let Err(e) = submit(shard, vec![write], CommitWork::Reply { shard: reply_to, reply }) {
+    let write = Write::RemoveMember { room: room.clone(), user: origin.user.clone() };
+    let event = member_event(&room, &origin.user, MemberChange::Left, role);
+    let work = CommitWork::ReplyAndAnnounce { shard: reply_to, reply, room, event: Box::new(event) };
+    if let Err(e) = submit(shard, vec![write], work) {
         answer(shard, reply_to, Reply::plain(&origin, storage_error(&e)));
     }
+}
+
+/// Whether the other user of a direct room has blocked `sender`.
+fn dm_blocked(shard: &Shard, room: &Room, sender: &UserId) -> bool {
+    room.member_ids()
+        .iter()
+        .filter(|u| *u != sender)
+        .any(|other| shard.shared.store.is_blocked(other, sender).unwrap_or(false))
 }
 
 /// A shard no longer has subscribers to `room`.
@@ -505,7 +606,7 @@ pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<()
                 answer(shard, to, reply);
                 let owned_rooms = shard.owned.borrow();
                 if let Some(owned) = owned_rooms.rooms.get(&room) {
-                    let frames = LazyFrames::new(event);
+                    let frames = LazyFrames::new(*event);
                     broadcast_ephemeral(shard, owned, Ephemeral { room, skip: None, frames });
                 }
             }
@@ -523,7 +624,7 @@ pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<()
                 metrics.messages_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 message_durable(shard, message);
             }
-            (CommitWork::Message(message), Err(e)) => {
+            (CommitWork::Message(message) | CommitWork::Notice { message, .. }, Err(e)) => {
                 // The room assigned a seq that storage refused: forget the in-memory
                 // room (it reloads from storage) and fail every waiter.
                 let mut owned_rooms = shard.owned.borrow_mut();
@@ -533,6 +634,28 @@ pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<()
                     }
                 }
             }
+            (CommitWork::Notice { message, then }, Ok(())) => {
+                let room = message.room.clone();
+                message_durable(shard, message);
+                after_notice(shard, &room, then);
+            }
+            (CommitWork::People { shard: to, mut reply, notices, release }, result) => {
+                super::people::release(shard, &release);
+                match result {
+                    Ok(()) => {
+                        answer(shard, to, reply);
+                        for notice in notices {
+                            shard.mesh().send(shard.mesh().home(&notice.user), ShardMsg::Notify(notice));
+                        }
+                    }
+                    Err(e) => {
+                        reply.body = storage_error(e);
+                        answer(shard, to, reply);
+                    }
+                }
+            }
+            (CommitWork::Nothing, Ok(())) => {}
+            (CommitWork::Nothing, Err(e)) => tracing::warn!("a background write failed: {e}"),
         }
     }
 }
@@ -543,29 +666,54 @@ fn message_durable(shard: &Rc<Shard>, message: Message) {
     owned.room.committed(message.seq);
     let seq = message.seq;
     let room = message.room.clone();
+    let sender = message.sender.clone();
     let frames = LazyFrames::new(ServerFrame::Event(Event::Message(message)));
-    let delivery = Arc::new(Delivery { room, seq, frames });
+    let delivery = Arc::new(Delivery { room, seq, sender, frames, flagged: std::sync::OnceLock::new() });
     for &s in &owned.subscriber_shards {
         shard.mesh().send(s, ShardMsg::Deliver(delivery.clone()));
     }
     let durable = owned.room.durable_seq();
     let ready: Vec<u64> = owned.waiting.range(..=durable).map(|(s, _)| *s).collect();
     for s in ready {
-        for (origin, ok) in owned.waiting.remove(&s).unwrap_or_default() {
-            answer(shard, origin.shard, Reply::plain(&origin, sent(ok)));
+        for (origin, body) in owned.waiting.remove(&s).unwrap_or_default() {
+            answer(shard, origin.shard, Reply::plain(&origin, body));
         }
     }
 }
 
-/// A page of history with each message's reactions aggregated.
+/// What follows a durable `system` message.
+fn after_notice(shard: &Rc<Shard>, room: &RoomId, then: AfterNotice) {
+    match then {
+        AfterNotice::Nothing => {}
+        AfterNotice::RemoveMember(user) => {
+            let owned_rooms = shard.owned.borrow();
+            let Some(owned) = owned_rooms.rooms.get(room) else { return };
+            for &s in &owned.subscriber_shards {
+                shard.mesh().send(s, ShardMsg::MemberGone { room: room.clone(), user: user.clone() });
+            }
+        }
+        AfterNotice::DeleteRoom => {
+            let Some(owned) = shard.owned.borrow_mut().rooms.remove(room) else { return };
+            for &s in &owned.subscriber_shards {
+                shard.mesh().send(s, ShardMsg::RoomGone { room: room.clone() });
+            }
+        }
+    }
+}
+
+/// A page of history with each message's reactions aggregated, and the senders the
+/// reader blocked flagged.
 fn history_page(
     store: &palaver_storage::Store,
     room: &RoomId,
     before: Option<u64>,
     limit: usize,
+    reader: &UserId,
 ) -> Result<Vec<Message>, StorageError> {
     let mut messages = store.messages_before(room, before, limit)?;
+    let blocked = store.blocks(reader)?;
     for message in &mut messages {
+        message.blocked = blocked.contains(&message.sender);
         message.reactions = store.reactions(room, message.seq)?;
         if let Some(parent) = message.reply_to {
             message.reply = store.message(room, parent)?.map(|p| {

@@ -1,0 +1,298 @@
+//! Room governance on the wire: roles, settings, members, invitations and the notices a
+//! room's log carries about moderation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::frames::RoomInfo;
+use crate::ids::UserId;
+use crate::people::PresenceStatus;
+
+/// A member's role. Ordered by power: `owner > admin > moderator > member`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomRole {
+    /// A plain member.
+    #[default]
+    Member,
+    /// Moderates members: kick, ban, mute, delete others' messages.
+    Moderator,
+    /// Also manages the room's settings and its moderators.
+    Admin,
+    /// Created the room (or had it transferred); exactly one per group room.
+    Owner,
+}
+
+impl RoomRole {
+    /// The byte stored for this role.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            RoomRole::Member => 0,
+            RoomRole::Moderator => 1,
+            RoomRole::Admin => 2,
+            RoomRole::Owner => 3,
+        }
+    }
+
+    /// The role for a stored byte (unknown bytes read as `member`, the least power).
+    pub fn from_byte(byte: u8) -> RoomRole {
+        match byte {
+            3 => RoomRole::Owner,
+            2 => RoomRole::Admin,
+            1 => RoomRole::Moderator,
+            _ => RoomRole::Member,
+        }
+    }
+
+    /// The role's name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            RoomRole::Member => "member",
+            RoomRole::Moderator => "moderator",
+            RoomRole::Admin => "admin",
+            RoomRole::Owner => "owner",
+        }
+    }
+}
+
+/// A room's settings, as stored and reported.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct RoomSettings {
+    /// Most members the room admits.
+    pub max_members: u32,
+    /// Whether members may send `image` and `file` messages.
+    pub file_sharing: bool,
+    /// Seconds a member must wait between two messages (0: off; moderators are exempt).
+    pub slow_mode_secs: u32,
+    /// The least role that may invite.
+    pub invite_role: RoomRole,
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        Self {
+            max_members: crate::limits::DEFAULT_MAX_MEMBERS,
+            file_sharing: true,
+            slow_mode_secs: 0,
+            invite_role: RoomRole::Member,
+        }
+    }
+}
+
+/// A partial change to [`RoomSettings`]: absent fields keep their value.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct RoomSettingsPatch {
+    /// New member limit (not below the current member count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_members: Option<u32>,
+    /// Allow or forbid files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_sharing: Option<bool>,
+    /// New slow mode, in seconds (0 turns it off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_mode_secs: Option<u32>,
+    /// New least role that may invite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_role: Option<RoomRole>,
+}
+
+/// Answer to `room.get` and `room.update`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct RoomDetailsOk {
+    /// The room.
+    pub room: RoomInfo,
+    /// Its settings.
+    pub settings: RoomSettings,
+    /// How many members it has.
+    pub member_count: u32,
+    /// The caller's role, when a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<RoomRole>,
+}
+
+/// One member in `room.members`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct MemberInfo {
+    /// The member.
+    pub user: UserId,
+    /// Their username.
+    pub username: String,
+    /// Their role.
+    pub role: RoomRole,
+    /// While muted: when the mute ends, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until: Option<u64>,
+    /// Online, away or offline (invisible members show as offline).
+    pub presence: PresenceStatus,
+}
+
+/// Answer to `room.members`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct MembersOk {
+    /// Members by user id.
+    pub members: Vec<MemberInfo>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_member: Option<UserId>,
+}
+
+/// A pending invitation (the `invite` event, and `invite.list` entries).
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct InviteInfo {
+    /// The room invited to.
+    pub room: RoomInfo,
+    /// Who invited.
+    pub by: UserId,
+    /// When, ms since the Unix epoch.
+    pub invited_at: u64,
+}
+
+/// Answer to `invite.list`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct InvitesOk {
+    /// The caller's pending invitations, by room id.
+    pub invites: Vec<InviteInfo>,
+}
+
+/// What changed in a `member` event.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberChange {
+    /// Joined (or accepted an invitation).
+    Joined,
+    /// Left by themselves.
+    Left,
+}
+
+/// The `member` event: someone joined or left. Kicks, bans and role changes arrive as
+/// `system` messages in the room's log instead, so they are stored and replayed.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct MemberEvent {
+    /// The room.
+    pub room: crate::ids::RoomId,
+    /// Who.
+    pub user: UserId,
+    /// Joined or left.
+    pub change: MemberChange,
+    /// Their role (after joining).
+    pub role: RoomRole,
+}
+
+/// The moderation (or governance) action a `system` message records.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemAction {
+    /// `target` was removed from the room (may rejoin a public room, or be re-invited).
+    Kicked,
+    /// `target` was removed and may not come back until unbanned.
+    Banned,
+    /// `target`'s ban was lifted.
+    Unbanned,
+    /// `target` may not send until `until`.
+    Muted,
+    /// `target`'s mute was lifted early.
+    Unmuted,
+    /// `target` now has `role`.
+    RoleChanged,
+    /// `target` is the new owner; `actor` became an admin.
+    OwnershipTransferred,
+    /// The room's name, topic or settings changed.
+    SettingsChanged,
+    /// The owner deleted the room: the last message it ever has.
+    RoomDeleted,
+}
+
+/// The structured part of a `system` message.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct SystemNotice {
+    /// What happened.
+    pub action: SystemAction,
+    /// Who did it.
+    pub actor: UserId,
+    /// To whom, for actions on a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<UserId>,
+    /// With `role_changed`: the new role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<RoomRole>,
+    /// With `muted`: when the mute ends, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    /// The moderator's reason, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

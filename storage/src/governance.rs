@@ -1,0 +1,137 @@
+//! Rooms' governance on disk: bans, mutes and invitations, each keyed `room ++ 0 ++ user`
+//! (invitations also `user ++ 0 ++ room`, so a user lists theirs with one prefix scan).
+
+use fjall::{Keyspace, OwnedWriteBatch, Slice};
+use palaver_protocol::{RoomId, UserId};
+
+use crate::error::StorageError;
+use crate::keys;
+use crate::records::{ActionRecord, Write};
+use crate::store::{Store, decode_json, encode_json};
+
+/// Every `(second id, value)` under the first id `first` in a pair-keyed partition.
+pub(crate) fn scan_pairs(
+    partition: &Keyspace,
+    name: &'static str,
+    first: &str,
+) -> Result<Vec<(String, Slice)>, StorageError> {
+    let prefix = keys::pair_prefix(first);
+    let mut out = Vec::new();
+    for guard in partition.prefix(&prefix) {
+        let (key, value) = guard.into_inner()?;
+        let second = std::str::from_utf8(&key[prefix.len()..])
+            .map_err(|_| StorageError::Corrupt { partition: name, detail: "key is not UTF-8".into() })?;
+        out.push((second.to_owned(), value));
+    }
+    Ok(out)
+}
+
+pub(crate) fn user_id(name: &'static str, s: &str) -> Result<UserId, StorageError> {
+    UserId::parse(s).map_err(|_| StorageError::Corrupt { partition: name, detail: "bad user id".into() })
+}
+
+pub(crate) fn u64_value(name: &'static str, value: &[u8]) -> Result<u64, StorageError> {
+    <[u8; 8]>::try_from(value)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StorageError::Corrupt { partition: name, detail: "value is not 8 bytes".into() })
+}
+
+impl Store {
+    /// Carries out the governance and people writes of a batch.
+    pub(crate) fn apply_governance(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        write: &Write,
+    ) -> Result<(), StorageError> {
+        let room_user = |room: &RoomId, user: &UserId| keys::pair(room.as_str(), user.as_str());
+        let user_user = |a: &UserId, b: &UserId| keys::pair(a.as_str(), b.as_str());
+        match write {
+            Write::PutBan { room, user, record } => {
+                batch.insert(&self.room_user_ban, room_user(room, user), encode_json(record)?);
+            }
+            Write::RemoveBan { room, user } => batch.remove(&self.room_user_ban, room_user(room, user)),
+            Write::PutMute { room, user, until } => {
+                batch.insert(&self.room_user_mute, room_user(room, user), until.to_be_bytes());
+            }
+            Write::RemoveMute { room, user } => batch.remove(&self.room_user_mute, room_user(room, user)),
+            Write::PutInvite { room, user, record } => {
+                let value = encode_json(record)?;
+                batch.insert(&self.room_user_invite, room_user(room, user), value.clone());
+                batch.insert(&self.user_room_invite, keys::pair(user.as_str(), room.as_str()), value);
+            }
+            Write::RemoveInvite { room, user } => {
+                batch.remove(&self.room_user_invite, room_user(room, user));
+                batch.remove(&self.user_room_invite, keys::pair(user.as_str(), room.as_str()));
+            }
+            Write::PutProfile { user, profile } => {
+                batch.insert(&self.user_profile, user.as_str(), encode_json(profile)?);
+            }
+            Write::PutFriend { user, other, state, since } => {
+                let mut value = [0u8; 9];
+                value[0] = *state;
+                value[1..].copy_from_slice(&since.to_be_bytes());
+                batch.insert(&self.user_user_friend, user_user(user, other), value);
+            }
+            Write::RemoveFriend { user, other } => {
+                batch.remove(&self.user_user_friend, user_user(user, other))
+            }
+            Write::PutBlock { user, blocked, since } => {
+                batch.insert(&self.user_user_block, user_user(user, blocked), since.to_be_bytes());
+            }
+            Write::RemoveBlock { user, blocked } => {
+                batch.remove(&self.user_user_block, user_user(user, blocked))
+            }
+            Write::PutLastSeen { user, at } => {
+                batch.insert(&self.user_last_seen, user.as_str(), at.to_be_bytes())
+            }
+            // The room and message writes are carried out by `Store::apply` itself.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Users banned from a room.
+    pub fn bans(&self, room: &RoomId) -> Result<Vec<UserId>, StorageError> {
+        scan_pairs(&self.room_user_ban, "room_user_ban", room.as_str())?
+            .into_iter()
+            .map(|(user, _)| user_id("room_user_ban", &user))
+            .collect()
+    }
+
+    /// Muted members of a room with when each mute ends.
+    pub fn mutes(&self, room: &RoomId) -> Result<Vec<(UserId, u64)>, StorageError> {
+        scan_pairs(&self.room_user_mute, "room_user_mute", room.as_str())?
+            .into_iter()
+            .map(|(user, value)| {
+                Ok((user_id("room_user_mute", &user)?, u64_value("room_user_mute", &value)?))
+            })
+            .collect()
+    }
+
+    /// Users invited to a room.
+    pub fn invites(&self, room: &RoomId) -> Result<Vec<UserId>, StorageError> {
+        scan_pairs(&self.room_user_invite, "room_user_invite", room.as_str())?
+            .into_iter()
+            .map(|(user, _)| user_id("room_user_invite", &user))
+            .collect()
+    }
+
+    /// A user's pending invitations, by room id.
+    pub fn user_invites(&self, user: &UserId) -> Result<Vec<(RoomId, ActionRecord)>, StorageError> {
+        scan_pairs(&self.user_room_invite, "user_room_invite", user.as_str())?
+            .into_iter()
+            .map(|(room, value)| {
+                let room = RoomId::parse(&room).map_err(|_| StorageError::Corrupt {
+                    partition: "user_room_invite",
+                    detail: "bad room id".into(),
+                })?;
+                Ok((room, decode_json("user_room_invite", &value)?))
+            })
+            .collect()
+    }
+
+    /// A member's role byte, if `user` is a member of `room`.
+    pub fn member_role(&self, room: &RoomId, user: &UserId) -> Result<Option<u8>, StorageError> {
+        Ok(self.room_member.get(keys::room_member(room, user))?.map(|v| v.first().copied().unwrap_or(0)))
+    }
+}

@@ -1,0 +1,92 @@
+//! People on disk: profiles, friendships (one record per side, `user ++ 0 ++ other`),
+//! blocks (`blocker ++ 0 ++ blocked`) and when each user was last seen.
+
+use palaver_protocol::{RoomId, UserId};
+
+use crate::error::StorageError;
+use crate::governance::{scan_pairs, u64_value, user_id};
+use crate::keys;
+use crate::records::{ProfileRecord, UserRecord};
+use crate::store::{Store, decode_json};
+
+impl Store {
+    /// A user's profile fields (empty when never set).
+    pub fn profile(&self, user: &UserId) -> Result<ProfileRecord, StorageError> {
+        Ok(self
+            .user_profile
+            .get(user.as_str())?
+            .map(|v| decode_json("user_profile", &v))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Accounts whose username starts with `prefix` (lower case), by username.
+    pub fn users_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<UserRecord>, StorageError> {
+        let mut users = Vec::new();
+        for guard in self.username_user.prefix(prefix.as_bytes()).take(limit) {
+            let value = guard.value()?;
+            let id = std::str::from_utf8(&value).map_err(|_| StorageError::Corrupt {
+                partition: "username_user",
+                detail: "bad user id".into(),
+            })?;
+            if let Some(user) = self.user(&user_id("username_user", id)?)? {
+                users.push(user);
+            }
+        }
+        Ok(users)
+    }
+
+    /// One side of a friendship: the state byte and when it changed.
+    pub fn friend(&self, user: &UserId, other: &UserId) -> Result<Option<(u8, u64)>, StorageError> {
+        self.user_user_friend
+            .get(keys::pair(user.as_str(), other.as_str()))?
+            .map(|v| decode_friend(&v))
+            .transpose()
+    }
+
+    /// Every friendship of `user` (any state), by the other user's id.
+    pub fn friends(&self, user: &UserId) -> Result<Vec<(UserId, u8, u64)>, StorageError> {
+        scan_pairs(&self.user_user_friend, "user_user_friend", user.as_str())?
+            .into_iter()
+            .map(|(other, value)| {
+                let (state, since) = decode_friend(&value)?;
+                Ok((user_id("user_user_friend", &other)?, state, since))
+            })
+            .collect()
+    }
+
+    /// Whether `user` has blocked `other`.
+    pub fn is_blocked(&self, user: &UserId, other: &UserId) -> Result<bool, StorageError> {
+        Ok(self.user_user_block.get(keys::pair(user.as_str(), other.as_str()))?.is_some())
+    }
+
+    /// The users `user` has blocked.
+    pub fn blocks(&self, user: &UserId) -> Result<Vec<UserId>, StorageError> {
+        scan_pairs(&self.user_user_block, "user_user_block", user.as_str())?
+            .into_iter()
+            .map(|(other, _)| user_id("user_user_block", &other))
+            .collect()
+    }
+
+    /// When `user`'s last session ended, if ever recorded.
+    pub fn last_seen(&self, user: &UserId) -> Result<Option<u64>, StorageError> {
+        self.user_last_seen.get(user.as_str())?.map(|v| u64_value("user_last_seen", &v)).transpose()
+    }
+
+    /// Whether two users are members of some room in common.
+    pub fn share_a_room(&self, a: &UserId, b: &UserId) -> Result<bool, StorageError> {
+        let (small, large) = {
+            let (ra, rb) = (self.user_rooms(a)?, self.user_rooms(b)?);
+            if ra.len() <= rb.len() { (ra, rb) } else { (rb, ra) }
+        };
+        let large: std::collections::HashSet<RoomId> = large.into_iter().collect();
+        Ok(small.iter().any(|room| large.contains(room)))
+    }
+}
+
+fn decode_friend(value: &[u8]) -> Result<(u8, u64), StorageError> {
+    match value {
+        [state, rest @ ..] => Ok((*state, u64_value("user_user_friend", rest)?)),
+        [] => Err(StorageError::Corrupt { partition: "user_user_friend", detail: "empty value".into() }),
+    }
+}
