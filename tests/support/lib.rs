@@ -341,6 +341,66 @@ impl Client {
         }
     }
 
+    /// The next event that `pick` accepts; the ones it declines are dropped.
+    pub fn wait_event<T>(&mut self, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+        loop {
+            let event = self.next_event();
+            if let Some(found) = pick(&event) {
+                return found;
+            }
+        }
+    }
+
+    /// Whether an event that `pick` accepts arrives within `within` (others are dropped).
+    pub fn sees_event_within(&mut self, within: Duration, mut pick: impl FnMut(&Event) -> bool) -> bool {
+        if let Some(pos) = self.events.iter().position(&mut pick) {
+            self.events.remove(pos);
+            return true;
+        }
+        let MaybeTlsStream::Plain(stream) = self.ws.get_mut() else { panic!("plain TCP only") };
+        stream.set_read_timeout(Some(within)).unwrap();
+        let deadline = Instant::now() + within;
+        let found = loop {
+            if Instant::now() >= deadline {
+                break false;
+            }
+            match self.ws.read() {
+                Ok(tungstenite::Message::Text(t)) => {
+                    if let ServerFrame::Event(e) = self.codec.decode_server(t.as_bytes()).unwrap()
+                        && pick(&e)
+                    {
+                        break true;
+                    }
+                }
+                Ok(tungstenite::Message::Binary(b)) => {
+                    if let ServerFrame::Event(e) = self.codec.decode_server(&b).unwrap()
+                        && pick(&e)
+                    {
+                        break true;
+                    }
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    break false;
+                }
+                Err(e) => panic!("socket error: {e}"),
+            }
+        };
+        let MaybeTlsStream::Plain(stream) = self.ws.get_mut() else { panic!("plain TCP only") };
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        found
+    }
+
+    /// The next `system` message (a moderation notice), skipping everything else.
+    pub fn next_notice(&mut self) -> Message {
+        self.wait_event(|e| match e {
+            Event::Message(m) if m.system.is_some() => Some(m.clone()),
+            _ => None,
+        })
+    }
+
     /// The next `message` event, skipping ephemeral ones (typing).
     pub fn next_message(&mut self) -> Message {
         loop {
