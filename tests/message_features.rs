@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, reason = "test helpers: failing loudly is the point")]
 
-use palaver_e2e::{Client, Server, register};
+use palaver_e2e::{Client, Server, png_bytes, register, upload};
 use palaver_protocol::{
     ClientMsgId, Codec, ErrorCode, Event, FileRef, MessageKind, OkBody, Op, RoomId, RoomKind, SendOk,
 };
@@ -35,11 +35,16 @@ fn sent(body: OkBody) -> SendOk {
     }
 }
 
-fn png() -> FileRef {
+/// Uploads a 640×480 PNG to `room` and returns the reference the server will store.
+fn upload_png(server: &Server, token: &str, room: &RoomId) -> FileRef {
+    let bytes = png_bytes(640, 480);
+    let answer = upload(server.addr, token, room, "cat.png", &bytes);
+    assert_eq!(answer.status, 201, "{:?}", answer.json());
+    let json = answer.json();
     FileRef {
-        file_id: "f_01m8cat".into(),
+        file_id: json["file_id"].as_str().unwrap().into(),
         name: "cat.png".into(),
-        size: 12_345,
+        size: bytes.len() as u64,
         content_type: "image/png".into(),
         width: Some(640),
         height: Some(480),
@@ -56,6 +61,9 @@ fn replies_edits_deletes_kinds_and_mentions() {
     let room = a.create_room("features", RoomKind::Public);
     a.join(&room, None);
     b.join(&room, None);
+    let png = || upload_png(&server, &alice.access_token, &room);
+    let cat = png();
+    let png = || cat.clone();
 
     // 1: alice's text; 2: bob's reply to it; 3: alice's image with a caption; 4: a mention.
     a.say(&room, "a1", "the plan is ready");

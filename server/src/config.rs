@@ -73,6 +73,13 @@ pub struct Cli {
     /// The most members any room may be set to admit (rooms start at 100).
     #[arg(long, env = "PALAVER_MAX_ROOM_MEMBERS")]
     pub max_room_members: Option<u32>,
+    /// Where shared files are stored: `file:///abs/dir` (default: `DATA_DIR/files`), or
+    /// `s3://bucket/prefix` (feature `s3`), `gs://…` (`gcs`), `az://…` (`azure`).
+    #[arg(long, env = "PALAVER_FILES_URL")]
+    pub files_url: Option<String>,
+    /// Largest file upload, in bytes.
+    #[arg(long, env = "PALAVER_MAX_FILE_BYTES")]
+    pub max_file_bytes: Option<u64>,
     /// Milliseconds between two presence announcements of one user (coalescing).
     #[arg(long, env = "PALAVER_PRESENCE_INTERVAL_MS")]
     pub presence_interval_ms: Option<u64>,
@@ -115,6 +122,8 @@ struct FileConfig {
     edit_window_secs: Option<u64>,
     max_room_members: Option<u32>,
     presence_interval_ms: Option<u64>,
+    files_url: Option<String>,
+    max_file_bytes: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -150,6 +159,10 @@ pub struct Config {
     pub typing_timeout_ms: u64,
     /// The most members any room may admit.
     pub max_room_members: u32,
+    /// The object store URL for files (`None`: `DATA_DIR/files`).
+    pub files_url: Option<String>,
+    /// Largest file upload.
+    pub max_file_bytes: u64,
     /// The least time between two presence announcements of one user.
     pub presence_interval_ms: u64,
     /// How long a message stays editable by its sender, in ms.
@@ -204,6 +217,8 @@ impl Config {
                 .unwrap_or(3_600)
                 .saturating_mul(1000),
             max_room_members: cli.max_room_members.or(file.max_room_members).unwrap_or(10_000),
+            files_url: cli.files_url.or(file.files_url),
+            max_file_bytes: cli.max_file_bytes.or(file.max_file_bytes).unwrap_or(10 << 20),
             presence_interval_ms: cli.presence_interval_ms.or(file.presence_interval_ms).unwrap_or(1_000),
             typing_timeout_ms: cli
                 .typing_timeout_secs
@@ -283,6 +298,9 @@ impl Config {
         }
         if self.ping_interval_ms == 0 || self.idle_timeout_ms <= self.ping_interval_ms {
             return invalid("ping_interval_secs must be at least 1 and below idle_timeout_secs");
+        }
+        if !(1..=(5u64 << 30)).contains(&self.max_file_bytes) {
+            return invalid("max_file_bytes must be 1 to 5 GiB");
         }
         if !(2..=1_000_000).contains(&self.max_room_members) {
             return invalid("max_room_members must be 2 to 1000000");

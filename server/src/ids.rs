@@ -39,6 +39,11 @@ pub fn dm_room_id(a: &UserId, b: &UserId) -> RoomId {
     RoomId::from_body(&format!("dm{body}")).unwrap_or_else(|_| unreachable!("base32 bodies are valid"))
 }
 
+/// A new file id (`f_` + the same time-ordered random body).
+pub fn file_id() -> String {
+    format!("f_{}", body())
+}
+
 /// A new session id.
 pub fn session_id() -> SessionId {
     SessionId::from_body(&body()).unwrap_or_else(|_| unreachable!("base32 bodies are valid"))

@@ -18,6 +18,7 @@ mod blocking;
 pub mod clock;
 pub mod config;
 mod conn;
+pub mod files;
 mod ids;
 pub mod metrics;
 pub mod server;

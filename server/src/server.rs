@@ -13,6 +13,7 @@ use palaver_storage::{CommitDone, GroupCommitter, Store};
 use crate::auth::TokenService;
 use crate::blocking::BlockingPool;
 use crate::config::Config;
+use crate::files::FileStore;
 use crate::metrics::Metrics;
 use crate::shard::messages::{Mesh, ShardMsg, Ticket};
 use crate::shard::{self, Shard};
@@ -44,6 +45,9 @@ pub enum StartError {
     /// A thread could not be started.
     #[error("cannot start thread: {0}")]
     Thread(std::io::Error),
+    /// The file store could not be opened.
+    #[error("cannot open file storage: {0}")]
+    Files(crate::files::FileError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -56,6 +60,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
         .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
     let secret = jwt_secret(&config, &data_dir)?;
     let store = Arc::new(Store::open(&data_dir.join("db"), config.durability)?);
+    let files_url = match &config.files_url {
+        Some(url) => url.clone(),
+        None => {
+            let dir = std::fs::canonicalize(&data_dir)
+                .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?
+                .join("files");
+            format!("file://{}", dir.display())
+        }
+    };
+    let (files, files_thread) = FileStore::start(&files_url).map_err(StartError::Files)?;
     let metrics = Arc::new(Metrics::default());
 
     let (mesh, inboxes) = Mesh::new(config.shards);
@@ -66,6 +80,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let shared = Arc::new(Shared {
         presence: crate::shard::PresenceTable::new(config.shards),
+        files: files.clone(),
         tokens: TokenService::new(&secret, config.access_token_ttl_secs),
         config,
         store,
@@ -109,6 +124,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     drop(shared);
     drop(blocking_threads);
+    files.stop();
+    let _ = files_thread.join();
     committer.shutdown();
     tracing::info!("stopped cleanly");
     Ok(())

@@ -27,6 +27,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Threads for blocking work.
     pub blocking: BlockingPool,
+    /// Where shared files' bytes go.
+    pub files: crate::files::FileStore,
     /// Everyone's current presence (each part written by its home shard).
     pub presence: crate::shard::PresenceTable,
 }

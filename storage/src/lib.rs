@@ -12,6 +12,7 @@
 
 mod committer;
 mod error;
+mod files;
 mod governance;
 mod keys;
 mod message_record;
@@ -21,5 +22,5 @@ mod store;
 
 pub use committer::{CommitDone, GroupCommitter};
 pub use error::StorageError;
-pub use records::{ActionRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write};
+pub use records::{ActionRecord, FileRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write};
 pub use store::{Durability, FORMAT_VERSION, Store};

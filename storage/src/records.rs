@@ -66,6 +66,31 @@ pub struct ProfileRecord {
     pub status_text: Option<String>,
 }
 
+/// A shared file: where its bytes are, what they are, and the room it was shared to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// The file's id (also its object key).
+    pub file_id: String,
+    /// The room it was uploaded for: only its members may download it.
+    pub room: RoomId,
+    /// Who uploaded it.
+    pub uploader: UserId,
+    /// Size in bytes.
+    pub size: u64,
+    /// The content type found from its magic bytes.
+    pub content_type: String,
+    /// Sanitized display name.
+    pub name: String,
+    /// Image width, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Image height, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// When it was stored, ms since the Unix epoch.
+    pub created_ms: u64,
+}
+
 /// A refresh token, stored under the SHA-256 of the token (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshRecord {

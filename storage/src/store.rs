@@ -58,6 +58,7 @@ pub struct Store {
     pub(crate) user_user_friend: Keyspace,
     pub(crate) user_user_block: Keyspace,
     pub(crate) user_last_seen: Keyspace,
+    pub(crate) file_record: Keyspace,
 }
 
 impl std::fmt::Debug for Store {
@@ -98,6 +99,7 @@ impl Store {
             user_user_friend: open("user_user_friend")?,
             user_user_block: open("user_user_block")?,
             user_last_seen: open("user_last_seen")?,
+            file_record: open("file_record")?,
             db,
             durability,
             poisoned: AtomicBool::new(false),
@@ -232,7 +234,7 @@ impl Store {
         Ok(())
     }
 
-    fn poison(&self) {
+    pub(crate) fn poison(&self) {
         if !self.poisoned.swap(true, Ordering::AcqRel) {
             tracing::error!("storage write failed: refusing all further writes until restart");
         }

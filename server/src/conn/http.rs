@@ -26,6 +26,8 @@ pub struct Request {
     pub method: String,
     /// The path, without the query.
     pub path: String,
+    /// The query string (after `?`), still percent-encoded.
+    pub query: String,
     /// Headers, names in lower case.
     pub headers: Vec<(String, String)>,
     /// The body.
@@ -38,6 +40,18 @@ impl Request {
     /// The first header of that (lower-case) name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A query parameter, percent-decoded (the first of that name).
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        url::form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The bearer token of the `Authorization` header, if any.
+    pub fn bearer(&self) -> Option<&str> {
+        self.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim)
     }
 
     /// Whether a comma-separated header contains `token` (case-insensitive).
@@ -109,6 +123,8 @@ fn reason(status: u16) -> &'static str {
         101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
+        411 => "Length Required",
+        415 => "Unsupported Media Type",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -150,8 +166,32 @@ pub async fn read_more(stream: &mut impl AsyncReadRent, buf: &mut BytesMut) -> s
     result
 }
 
-/// Reads one request (head and body) from `stream`, leaving any bytes after it in `buf`.
-pub async fn read_request(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Request, ReadError> {
+/// Reads a bounded body of `length` bytes (a JSON route's) into `request`.
+pub async fn read_body(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    request: &mut Request,
+    length: usize,
+) -> Result<(), ReadError> {
+    if length > MAX_BODY_BYTES {
+        return Err(ReadError::Refuse(Response::error(
+            ErrorCode::TooLarge,
+            &format!("request body exceeds {} bytes", MAX_BODY_BYTES),
+        )));
+    }
+    while buf.len() < length {
+        match read_more(stream, buf).await {
+            Ok(0) | Err(_) => return Err(ReadError::Closed),
+            Ok(_) => {}
+        }
+    }
+    request.body = buf.split_to(length).freeze();
+    Ok(())
+}
+
+/// Reads a request head; returns it with the body's `Content-Length` (the body is left
+/// unread, for a bounded read or a streamed upload).
+pub async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(Request, usize), ReadError> {
     let head_len = loop {
         if let Some(pos) = find_head_end(buf) {
             break pos;
@@ -178,7 +218,7 @@ pub async fn read_request(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<
     let head = buf.split_to(head_len);
     // Parsed in its own scope: httparse's header array (2 KiB) must not be held across
     // the body read below, or it would sit in every connection's future.
-    let mut request = {
+    let request = {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
         match parsed.parse(&head) {
@@ -189,14 +229,15 @@ pub async fn read_request(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<
         }
         let method = parsed.method.unwrap_or_default().to_owned();
         let target = parsed.path.unwrap_or_default();
-        let path = target.split_once('?').map_or(target, |(p, _)| p).to_owned();
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let (path, query) = (path.to_owned(), query.to_owned());
         let http10 = parsed.version == Some(0);
         let headers: Vec<(String, String)> = parsed
             .headers
             .iter()
             .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
             .collect();
-        let mut request = Request { method, path, headers, body: Bytes::new(), keep_alive: !http10 };
+        let mut request = Request { method, path, query, headers, body: Bytes::new(), keep_alive: !http10 };
         if request.header_has_token("connection", "close") {
             request.keep_alive = false;
         } else if http10 && request.header_has_token("connection", "keep-alive") {
@@ -215,20 +256,7 @@ pub async fn read_request(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<
         None => 0,
         Some(v) => v.trim().parse::<usize>().map_err(|_| bad("bad Content-Length"))?,
     };
-    if length > MAX_BODY_BYTES {
-        return Err(ReadError::Refuse(Response::error(
-            ErrorCode::TooLarge,
-            &format!("request body exceeds {} bytes", MAX_BODY_BYTES),
-        )));
-    }
-    while buf.len() < length {
-        match read_more(stream, buf).await {
-            Ok(0) | Err(_) => return Err(ReadError::Closed),
-            Ok(_) => {}
-        }
-    }
-    request.body = buf.split_to(length).freeze();
-    Ok(request)
+    Ok((request, length))
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {

@@ -2,6 +2,7 @@
 //! upgrade that hands a socket to [`socket::run`].
 
 mod directory;
+mod files;
 pub mod http;
 pub mod outbound;
 mod routes;
@@ -14,7 +15,9 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::{TcpListener, TcpStream};
 use palaver_protocol::ErrorCode;
 
-use self::http::{HEAD_TIMEOUT, KEEP_ALIVE_IDLE, ReadError, Request, Response, read_request, write_response};
+use self::http::{
+    HEAD_TIMEOUT, KEEP_ALIVE_IDLE, ReadError, Request, Response, read_body, read_head, write_response,
+};
 use crate::shard::Shard;
 use crate::ws::{accept_key, choose_codec};
 
@@ -45,8 +48,9 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     loop {
         let deadline = if first { HEAD_TIMEOUT } else { KEEP_ALIVE_IDLE };
         first = false;
-        let request = match monoio::time::timeout(deadline, read_request(&mut stream, &mut buf)).await {
-            Ok(Ok(request)) => request,
+        let head = monoio::time::timeout(deadline, read_head(&mut stream, &mut buf)).await;
+        let (mut request, length) = match head {
+            Ok(Ok(head)) => head,
             Ok(Err(ReadError::Refuse(response))) => {
                 if write_response(&mut stream, &response, false).await.is_ok() {
                     linger_close(stream, buf).await;
@@ -55,6 +59,46 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             }
             Ok(Err(ReadError::Closed)) | Err(_) => return,
         };
+        // File uploads stream their (large) bodies; every other route's body is bounded.
+        if request.method == "POST" && request.path == "/v1/files" {
+            crate::metrics::Metrics::inc(&shard.shared.metrics.http_requests);
+            match files::upload(&shard, &mut stream, &mut buf, &request, length).await {
+                files::Uploaded::Done(response) => {
+                    let keep_alive = request.keep_alive && !shard.draining.get();
+                    if write_response(&mut stream, &response, keep_alive).await.is_err() || !keep_alive {
+                        return;
+                    }
+                    continue;
+                }
+                files::Uploaded::Refused(response) => {
+                    if write_response(&mut stream, &response, false).await.is_ok() {
+                        linger_close(stream, buf).await;
+                    }
+                    return;
+                }
+                files::Uploaded::Gone => return,
+            }
+        }
+        let body =
+            monoio::time::timeout(HEAD_TIMEOUT, read_body(&mut stream, &mut buf, &mut request, length)).await;
+        match body {
+            Ok(Ok(())) => {}
+            Ok(Err(ReadError::Refuse(response))) => {
+                if write_response(&mut stream, &response, false).await.is_ok() {
+                    linger_close(stream, buf).await;
+                }
+                return;
+            }
+            Ok(Err(ReadError::Closed)) | Err(_) => return,
+        }
+        if request.method == "GET" && request.path.starts_with("/v1/files/") {
+            crate::metrics::Metrics::inc(&shard.shared.metrics.http_requests);
+            let keep_alive = request.keep_alive && !shard.draining.get();
+            if !files::download(&shard, &mut stream, &request, keep_alive).await {
+                return;
+            }
+            continue;
+        }
         let echo = shard.shared.config.test_echo && request.path == "/v1/test/echo";
         if (request.path == "/v1/ws" || echo) && request.header_has_token("upgrade", "websocket") {
             upgrade(shard, stream, buf, request).await;

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use palaver_core::{Draft, Governance, Role, Room, SendOutcome, TypingChange};
 use palaver_protocol::{
-    Delete, Edit, EditOk, ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, MemberChange, MemberEvent, Message,
-    OkBody, Reaction, ReactionOk, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomId, RoomKind, RoomOk,
-    SendOk, ServerFrame, Typing, UserId,
+    Delete, Edit, EditOk, ErrorBody, ErrorCode, Event, FileRef, HistoryOk, JoinOk, MemberChange, MemberEvent,
+    Message, OkBody, Reaction, ReactionOk, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomId, RoomKind,
+    RoomOk, SendOk, ServerFrame, Typing, UserId,
 };
 use palaver_storage::{RoomRecord, StorageError, Write};
 
@@ -189,6 +189,27 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
                 .iter()
                 .filter_map(|name| store.user_by_name(name).ok().flatten().map(|u| u.user_id))
                 .collect();
+            // A shared file must have been uploaded to this room; its size, type and
+            // dimensions are the server's (found from its bytes), not the client's claim.
+            let file = match file {
+                Some(claimed) if owned.room.settings().file_sharing => match store.file(&claimed.file_id) {
+                    Ok(Some(record)) if record.room == room => Some(Box::new(FileRef {
+                        name: if claimed.name.trim().is_empty() { record.name } else { claimed.name },
+                        file_id: record.file_id,
+                        size: record.size,
+                        content_type: record.content_type,
+                        width: record.width,
+                        height: record.height,
+                    })),
+                    Ok(_) => {
+                        let body =
+                            error(ErrorCode::NotFound, format!("no file {} in this room", claimed.file_id));
+                        return answer(shard, reply_to, Reply::plain(&origin, body));
+                    }
+                    Err(e) => return answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
+                },
+                other => other,
+            };
             let draft = Draft { cid, kind, text, client_ts, reply_to: parent, file, mentions };
             match owned.room.send(now_ms(), &origin.user, draft, lookup) {
                 Err(e) => answer(shard, reply_to, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),

@@ -1,0 +1,263 @@
+//! `POST /v1/files?room=…` and `GET /v1/files/{id}`: uploads streamed from the socket to
+//! the object store chunk by chunk (never whole in memory), type checked from magic bytes,
+//! metadata stored once the bytes are; downloads streamed back to members of the file's
+//! room only.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use palaver_protocol::{ErrorCode, RoomId, UserId};
+use palaver_storage::FileRecord;
+use serde_json::json;
+
+use super::http::{Request, Response, read_more};
+use crate::clock::now_ms;
+use crate::files::{SNIFF_BYTES, dimensions, sanitize_name, sniff};
+use crate::shard::Shard;
+
+/// The longest a client may stay silent in the middle of an upload (slowloris guard).
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What an upload left the connection as.
+pub enum Uploaded {
+    /// Answer with this; the body was read completely, the connection may be kept.
+    Done(Response),
+    /// Answer with this and close: the body was not (fully) read.
+    Refused(Response),
+    /// The client went away mid-upload: nothing to answer.
+    Gone,
+}
+
+fn authenticate(shard: &Shard, request: &Request) -> Result<UserId, Response> {
+    let token = request
+        .bearer()
+        .ok_or_else(|| Response::error(ErrorCode::Unauthorized, "Authorization: Bearer required"))?;
+    shard
+        .shared
+        .tokens
+        .verify(token)
+        .map_err(|_| Response::error(ErrorCode::Unauthorized, "invalid or expired token"))
+}
+
+fn storage_failure(e: &palaver_storage::StorageError) -> Response {
+    tracing::error!("files: {e}");
+    Response::error(ErrorCode::Unavailable, "storage failure; try again later")
+}
+
+/// Checks an upload before reading its body: who, where, how big.
+fn admit(shard: &Shard, request: &Request, length: usize) -> Result<(UserId, RoomId), Response> {
+    let user = authenticate(shard, request)?;
+    let room = request
+        .query_param("room")
+        .and_then(|r| RoomId::parse(&r).ok())
+        .ok_or_else(|| Response::error(ErrorCode::Invalid, "give the room: POST /v1/files?room=r_…"))?;
+    let store = &shard.shared.store;
+    let record = store.room(&room).map_err(|e| storage_failure(&e))?;
+    let Some(record) = record else {
+        return Err(Response::error(ErrorCode::NotFound, &format!("no room {room}")));
+    };
+    if store.member_role(&room, &user).map_err(|e| storage_failure(&e))?.is_none() {
+        return Err(Response::error(ErrorCode::Forbidden, &format!("not a member of {room}")));
+    }
+    if record.settings.is_some_and(|s| !s.file_sharing) {
+        return Err(Response::error(ErrorCode::Forbidden, "file sharing is turned off in this room"));
+    }
+    if request.header("content-length").is_none() {
+        return Err(Response::error_with_status(411, ErrorCode::Invalid, "Content-Length required"));
+    }
+    let max = shard.shared.config.max_file_bytes;
+    if length == 0 {
+        return Err(Response::error(ErrorCode::Invalid, "the file is empty"));
+    }
+    if length as u64 > max {
+        return Err(Response::error(ErrorCode::TooLarge, &format!("files are at most {max} bytes")));
+    }
+    Ok((user, room))
+}
+
+/// Reads at least `want` bytes into `buf` (or fails: the client is gone or too slow).
+async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, want: usize) -> bool {
+    while buf.len() < want {
+        match monoio::time::timeout(BODY_READ_TIMEOUT, read_more(stream, buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Handles `POST /v1/files?room=…` with a body of `length` bytes.
+pub async fn upload(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    request: &Request,
+    length: usize,
+) -> Uploaded {
+    let (user, room) = match admit(shard, request, length) {
+        Ok(ok) => ok,
+        Err(response) => return Uploaded::Refused(response),
+    };
+    // The head tells the type (from magic bytes, never the name or the claimed type).
+    if !fill(stream, buf, length.min(SNIFF_BYTES)).await {
+        return Uploaded::Gone;
+    }
+    let head = &buf[..buf.len().min(length)];
+    let Some(content_type) = sniff(head, head.len() == length) else {
+        return Uploaded::Refused(Response::error_with_status(
+            415,
+            ErrorCode::Invalid,
+            "this type of file is not accepted (images, PDF, text, zip, audio and video are)",
+        ));
+    };
+    let (width, height) = match content_type.starts_with("image/").then(|| dimensions(head)).flatten() {
+        Some((w, h)) => (Some(w), Some(h)),
+        None => (None, None),
+    };
+    let file_id = crate::ids::file_id();
+    let files = &shard.shared.files;
+    let upload = match files.upload(&file_id) {
+        Ok(upload) => upload,
+        Err(e) => {
+            tracing::error!("files: {e}");
+            return Uploaded::Refused(Response::error(ErrorCode::Unavailable, "file storage is unavailable"));
+        }
+    };
+    // Stream the body through: what is buffered, then each read as it arrives.
+    let mut remaining = length;
+    while remaining > 0 {
+        if buf.is_empty() && !fill(stream, buf, 1).await {
+            return Uploaded::Gone; // dropping `upload` aborts it
+        }
+        let take = buf.len().min(remaining);
+        let chunk = buf.split_to(take).freeze();
+        remaining -= take;
+        if upload.send(chunk).await.is_err() {
+            return Uploaded::Refused(Response::error(ErrorCode::Unavailable, "file storage failed"));
+        }
+    }
+    if let Err(e) = upload.finish().await {
+        tracing::error!("files: storing {file_id}: {e}");
+        return Uploaded::Done(Response::error(ErrorCode::Unavailable, "file storage failed; try again"));
+    }
+    let name = sanitize_name(&request.query_param("name").unwrap_or_default());
+    let record = FileRecord {
+        file_id: file_id.clone(),
+        room,
+        uploader: user,
+        size: length as u64,
+        content_type: content_type.to_owned(),
+        name: name.clone(),
+        width,
+        height,
+        created_ms: now_ms(),
+    };
+    let store = shard.shared.store.clone();
+    match shard.shared.blocking.run(move || store.put_file(&record)).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Uploaded::Done(storage_failure(&e)),
+        None => return Uploaded::Done(Response::error(ErrorCode::Unavailable, "server is shutting down")),
+    }
+    let mut body = json!({"file_id": file_id, "size": length, "content_type": content_type, "name": name});
+    if let (Some(w), Some(h)) = (width, height) {
+        body["width"] = json!(w);
+        body["height"] = json!(h);
+    }
+    Uploaded::Done(Response::json(201, &body))
+}
+
+/// `filename*` form (RFC 5987) of a UTF-8 name.
+fn encode_rfc5987(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Handles `GET /v1/files/{id}`: writes the response itself (the body is streamed).
+/// Returns whether the connection may be kept open.
+pub async fn download(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    request: &Request,
+    keep_alive: bool,
+) -> bool {
+    let file_id = request.path.trim_start_matches("/v1/files/");
+    let checked = (|| {
+        let user = authenticate(shard, request)?;
+        let valid = !file_id.is_empty()
+            && file_id.len() <= 64
+            && file_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let not_found = || Response::error(ErrorCode::NotFound, &format!("no file {file_id}"));
+        if !valid {
+            return Err(not_found());
+        }
+        let store = &shard.shared.store;
+        let record = store.file(file_id).map_err(|e| storage_failure(&e))?.ok_or_else(not_found)?;
+        if store.member_role(&record.room, &user).map_err(|e| storage_failure(&e))?.is_none() {
+            return Err(Response::error(
+                ErrorCode::Forbidden,
+                "only members of the file's room may download it",
+            ));
+        }
+        Ok(record)
+    })();
+    let record = match checked {
+        Ok(record) => record,
+        Err(response) => {
+            return super::http::write_response(stream, &response, keep_alive).await.is_ok() && keep_alive;
+        }
+    };
+    let chunks = match shard.shared.files.download(&record.file_id) {
+        Ok(chunks) => chunks,
+        Err(_) => {
+            let response = Response::error(ErrorCode::Unavailable, "file storage is unavailable");
+            return super::http::write_response(stream, &response, keep_alive).await.is_ok() && keep_alive;
+        }
+    };
+    let first = match chunks.recv_async().await {
+        Ok(Ok(bytes)) => bytes,
+        failed => {
+            tracing::error!("files: reading {}: {failed:?}", record.file_id);
+            let response = Response::error(ErrorCode::Unavailable, "the file cannot be read now");
+            return super::http::write_response(stream, &response, keep_alive).await.is_ok() && keep_alive;
+        }
+    };
+    let ascii_name: String =
+        record.name.chars().map(|c| if c.is_ascii() && c != '"' { c } else { '_' }).collect();
+    let disposition = if record.content_type.starts_with("image/") { "inline" } else { "attachment" };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: {}\r\ncontent-disposition: {disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{}\r\nx-content-type-options: nosniff\r\ncache-control: private, max-age=3600\r\ncontent-security-policy: default-src 'none'\r\n\r\n",
+        if record.content_type == "text/plain" { "text/plain; charset=utf-8" } else { &record.content_type },
+        record.size,
+        if keep_alive { "keep-alive" } else { "close" },
+        encode_rfc5987(&record.name),
+    );
+    let (result, _) = stream.write_all(head.into_bytes()).await;
+    if result.is_err() {
+        return false;
+    }
+    let mut sent = first.len() as u64;
+    let (result, _) = stream.write_all(first).await;
+    if result.is_err() {
+        return false;
+    }
+    while let Ok(next) = chunks.recv_async().await {
+        let Ok(bytes) = next else { return false };
+        sent += bytes.len() as u64;
+        let (result, _) = stream.write_all(bytes).await;
+        if result.is_err() {
+            return false;
+        }
+    }
+    // A store that returned another size than recorded leaves the framing wrong: close.
+    keep_alive && sent == record.size
+}

@@ -1,0 +1,97 @@
+//! What a file is, from its first bytes — never from its name or the type a client
+//! claims. Only allow-listed types are accepted.
+
+/// How many leading bytes `sniff` and `dimensions` want to see (fewer for short files).
+pub const SNIFF_BYTES: usize = 64 * 1024;
+
+/// The content type of a file starting with `head`, if it is one Palaver accepts.
+/// `complete` says whether `head` is the whole file (for text, which has no magic).
+pub fn sniff(head: &[u8], complete: bool) -> Option<&'static str> {
+    let starts = |magic: &[u8]| head.starts_with(magic);
+    let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
+    Some(match () {
+        () if starts(b"\x89PNG\r\n\x1a\n") => "image/png",
+        () if starts(b"\xff\xd8\xff") => "image/jpeg",
+        () if starts(b"GIF87a") || starts(b"GIF89a") => "image/gif",
+        () if starts(b"RIFF") && at(8, b"WEBP") => "image/webp",
+        () if starts(b"RIFF") && at(8, b"WAVE") => "audio/wav",
+        () if starts(b"%PDF-") => "application/pdf",
+        () if starts(b"PK\x03\x04") || starts(b"PK\x05\x06") => "application/zip",
+        () if starts(b"OggS") => "audio/ogg",
+        () if starts(b"ID3") || (head.len() >= 2 && head[0] == 0xff && head[1] & 0xe0 == 0xe0) => {
+            "audio/mpeg"
+        }
+        () if at(4, b"ftyp") => "video/mp4",
+        () if starts(b"\x1a\x45\xdf\xa3") => "video/webm",
+        () if is_text(head, complete) => "text/plain",
+        () => return None,
+    })
+}
+
+/// Plain UTF-8 text without NUL (served as `text/plain; charset=utf-8`) (a cut-off character at the end of a partial head is fine).
+fn is_text(head: &[u8], complete: bool) -> bool {
+    if head.is_empty() || head.contains(&0) {
+        return false;
+    }
+    match std::str::from_utf8(head) {
+        Ok(_) => true,
+        Err(e) => !complete && e.error_len().is_none() && head.len() - e.valid_up_to() < 4,
+    }
+}
+
+/// An image's width and height, when its head says.
+pub fn dimensions(head: &[u8]) -> Option<(u32, u32)> {
+    let size = imagesize::blob_size(head).ok()?;
+    Some((u32::try_from(size.width).ok()?, u32::try_from(size.height).ok()?))
+}
+
+/// A display and download name: the last path component, without control characters,
+/// quotes or separators that could break a header, at most 255 characters; `file` when
+/// nothing is left.
+pub fn sanitize_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String =
+        base.chars().filter(|c| !c.is_control() && !matches!(c, '"' | ';' | '\\' | '/')).take(255).collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').to_owned();
+    if cleaned.is_empty() { "file".to_owned() } else { cleaned }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_come_from_magic_bytes_only() {
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n....", false), Some("image/png"));
+        assert_eq!(sniff(b"\xff\xd8\xff\xe0", false), Some("image/jpeg"));
+        assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 ", false), Some("image/webp"));
+        assert_eq!(sniff(b"%PDF-1.7", false), Some("application/pdf"));
+        assert_eq!(sniff("hello, wörld".as_bytes(), true), Some("text/plain"));
+        // An executable or random binary is refused, whatever it claims to be.
+        assert_eq!(sniff(b"\x7fELF\x02\x01\x01", true), None);
+        assert_eq!(sniff(b"MZ\x90\0", true), None);
+        assert_eq!(sniff(&[0xc3], true), None, "a cut-off character is not text when complete");
+        assert_eq!(sniff(&[b'a', 0xc3], false), Some("text/plain"));
+        assert_eq!(sniff(b"", true), None);
+    }
+
+    #[test]
+    fn png_dimensions_are_read_from_the_header() {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        png.extend_from_slice(&640u32.to_be_bytes());
+        png.extend_from_slice(&480u32.to_be_bytes());
+        png.extend_from_slice(&[8, 6, 0, 0, 0]);
+        assert_eq!(dimensions(&png), Some((640, 480)));
+        assert_eq!(dimensions(b"not an image"), None);
+    }
+
+    #[test]
+    fn names_are_made_safe_for_headers_and_paths() {
+        assert_eq!(sanitize_name("../../etc/passwd"), "passwd");
+        assert_eq!(sanitize_name("C:\\Users\\me\\cat.png"), "cat.png");
+        assert_eq!(sanitize_name("a\"b;c\r\nd.txt"), "abcd.txt");
+        assert_eq!(sanitize_name(".hidden"), "hidden");
+        assert_eq!(sanitize_name("   "), "file");
+        assert_eq!(sanitize_name(&"x".repeat(300)).len(), 255);
+    }
+}

@@ -1,0 +1,25 @@
+//! Shared files' metadata (the bytes live in an object store, not here), keyed by file id.
+
+use fjall::PersistMode;
+
+use crate::error::StorageError;
+use crate::records::FileRecord;
+use crate::store::{Store, decode_json, encode_json};
+
+impl Store {
+    /// Stores a file's metadata once its bytes are stored. Durable on return.
+    pub fn put_file(&self, file: &FileRecord) -> Result<(), StorageError> {
+        if self.is_poisoned() {
+            return Err(StorageError::Poisoned);
+        }
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        batch.insert(&self.file_record, file.file_id.as_bytes(), encode_json(file)?);
+        batch.commit().inspect_err(|_| self.poison())?;
+        Ok(())
+    }
+
+    /// A file's metadata.
+    pub fn file(&self, file_id: &str) -> Result<Option<FileRecord>, StorageError> {
+        self.file_record.get(file_id.as_bytes())?.map(|v| decode_json("file_record", &v)).transpose()
+    }
+}
