@@ -25,6 +25,7 @@ fn room_apply(c: &mut Criterion) {
                 client_ts: None,
                 reply_to: None,
                 file: None,
+                encryption: None,
                 mentions: Vec::new(),
             };
             let outcome = state.send(n as u64, &owner, draft, |_| None);

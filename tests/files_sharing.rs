@@ -80,6 +80,7 @@ fn members_upload_and_download_and_nobody_else_does() {
             width: None,
             height: None,
         })),
+        encryption: None,
     };
     a.ok(send("img-1", &file_id));
     a.err(send("img-2", "f_doesnotexist"), ErrorCode::NotFound);

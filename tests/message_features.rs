@@ -25,6 +25,7 @@ fn send(
         client_ts: None,
         reply_to,
         file: file.map(Box::new),
+        encryption: None,
     }
 }
 

@@ -297,6 +297,7 @@ fn member_limits_file_sharing_and_member_pages() {
             width: None,
             height: None,
         })),
+        encryption: None,
     };
     clients[0].err(file, ErrorCode::Forbidden);
 

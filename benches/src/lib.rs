@@ -29,6 +29,7 @@ pub fn message(seq: u64) -> Message {
         deleted: false,
         system: None,
         blocked: false,
+        encryption: None,
     }
 }
 
@@ -50,6 +51,7 @@ pub fn send_request(id: u64) -> ClientFrame {
             client_ts: m.client_ts,
             reply_to: None,
             file: None,
+            encryption: None,
         },
     }
 }

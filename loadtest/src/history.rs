@@ -98,6 +98,7 @@ pub async fn prepare(env: &Env, config: HistoryConfig, tokens: Arc<Vec<String>>)
                     client_ts: None,
                     reply_to: None,
                     file: None,
+                    encryption: None,
                 };
                 filler.feed(op).await?;
                 sent += 1;

@@ -364,6 +364,7 @@ impl Sender {
                 client_ts: Some(now_us),
                 reply_to: None,
                 file: None,
+                encryption: None,
             };
             client.feed(op).await?;
             *in_flight += 1;

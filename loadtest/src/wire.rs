@@ -164,6 +164,7 @@ mod tests {
             deleted: false,
             system: None,
             blocked: false,
+            encryption: None,
         }))
     }
 

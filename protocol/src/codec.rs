@@ -180,6 +180,7 @@ mod tests {
                     client_ts,
                     reply_to: client_ts.map(|t| t / 2),
                     file: None,
+                    encryption: None,
                 }
             }),
             (room_id(), any::<Option<u64>>(), any::<Option<u32>>())
@@ -252,6 +253,13 @@ mod tests {
                     })
                 }),
                 blocked: seq % 17 == 0,
+                encryption: (seq % 19 == 0).then(|| {
+                    Box::new(crate::Encryption {
+                        algorithm: "m.olm.v1.curve25519-aes-sha2".into(),
+                        sender_device: "DEV1".into(),
+                        session_id: None,
+                    })
+                }),
             },
         )
     }

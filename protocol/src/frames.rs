@@ -6,6 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _, se
 
 use crate::error::ErrorBody;
 use crate::ids::{ClientMsgId, IdError, Revalidate, RoomId, SessionId, UserId};
+use crate::keys::{ClaimedOk, DevicesOk, Encryption, KeysUploadOk, OneTimeKey};
 use crate::people::{
     BlockedOk, FriendInfo, FriendOk, FriendsOk, PresenceChoice, PresenceInfo, PresenceListOk, ProfileOk,
     UsersOk,
@@ -89,6 +90,9 @@ pub enum Op {
         /// With `image` and `file`: the stored file it shares.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         file: Option<Box<FileRef>>,
+        /// With `encrypted`: how `text` (the ciphertext) was encrypted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encryption: Option<Box<Encryption>>,
     },
     /// Page through a room's history, newest first.
     #[serde(rename = "history")]
@@ -416,6 +420,35 @@ pub enum Op {
         /// The users.
         users: Vec<UserId>,
     },
+    /// Publish a device's public keys and one-time prekeys (end-to-end encryption).
+    #[serde(rename = "keys.upload")]
+    KeysUpload {
+        /// The device (1–64 of `[A-Za-z0-9_-]`), chosen by the client.
+        device_id: String,
+        /// Its public identity key; fixed for the device once published.
+        identity_key: String,
+        /// Its public signing key, if any; fixed too.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signing_key: Option<String>,
+        /// New one-time prekeys (at most 100 per upload).
+        #[serde(default)]
+        one_time_keys: Vec<OneTimeKey>,
+    },
+    /// A user's devices and their public keys.
+    #[serde(rename = "keys.list")]
+    KeysList {
+        /// The user.
+        user: UserId,
+    },
+    /// Take one one-time prekey of each of a user's devices (or of one device).
+    #[serde(rename = "keys.claim")]
+    KeysClaim {
+        /// The user.
+        user: UserId,
+        /// Only this device.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device_id: Option<String>,
+    },
 }
 
 impl Op {
@@ -469,6 +502,9 @@ impl Op {
             Op::PresenceSet { .. } => "presence.set",
             Op::PresenceSubscribe { .. } => "presence.subscribe",
             Op::PresenceUnsubscribe { .. } => "presence.unsubscribe",
+            Op::KeysUpload { .. } => "keys.upload",
+            Op::KeysList { .. } => "keys.list",
+            Op::KeysClaim { .. } => "keys.claim",
         }
     }
 }
@@ -509,6 +545,8 @@ impl ClientFrame {
                 user.revalidate()
             }
             Op::UserGet { user }
+            | Op::KeysList { user }
+            | Op::KeysClaim { user, .. }
             | Op::FriendRequest { user }
             | Op::FriendAccept { user }
             | Op::FriendDecline { user }
@@ -534,6 +572,7 @@ impl ClientFrame {
             | Op::UserSearch { .. }
             | Op::FriendList {}
             | Op::BlockList {}
+            | Op::KeysUpload { .. }
             | Op::PresenceSet { .. } => Ok(()),
         }
     }
@@ -589,6 +628,9 @@ pub enum MessageKind {
     File,
     /// A notice written by the server about the room (never sent by clients).
     System,
+    /// End-to-end encrypted: `text` is ciphertext the server cannot read, `encryption`
+    /// says how. Never indexed or inspected.
+    Encrypted,
 }
 
 /// A stored file shared in a message.
@@ -694,6 +736,9 @@ pub struct Message {
     /// The receiver has blocked the sender: clients hide the message (or fold it away).
     #[serde(default, skip_serializing_if = "is_false")]
     pub blocked: bool,
+    /// With kind `encrypted`: how `text` was encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Box<Encryption>>,
 }
 
 /// All reactions with one emoji on a message.
@@ -790,6 +835,12 @@ pub enum OkBody {
     Blocked(BlockedOk),
     /// `presence.subscribe`.
     PresenceList(PresenceListOk),
+    /// `keys.upload`.
+    KeysUploaded(KeysUploadOk),
+    /// `keys.list`.
+    Devices(DevicesOk),
+    /// `keys.claim`.
+    Claimed(ClaimedOk),
     /// `leave`, `ping` and other ops with nothing to say: `{}`.
     Empty(Empty),
 }

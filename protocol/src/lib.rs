@@ -19,6 +19,7 @@ mod codec;
 mod error;
 mod frames;
 mod ids;
+mod keys;
 pub mod limits;
 mod people;
 mod rooms;
@@ -32,6 +33,7 @@ pub use frames::{
     ReplyPreview, RoomInfo, RoomKind, RoomListOk, RoomOk, RoomSummary, SendOk, ServerFrame, SyncOk, Typing,
 };
 pub use ids::{ClientMsgId, IdError, RoomId, SessionId, UserId, Username};
+pub use keys::{ClaimedKey, ClaimedOk, DeviceKeys, DevicesOk, Encryption, KeysUploadOk, OneTimeKey};
 pub use people::{
     BlockedOk, FriendInfo, FriendOk, FriendState, FriendsOk, PresenceChoice, PresenceInfo, PresenceListOk,
     PresenceStatus, Profile, ProfileOk, UsersOk,

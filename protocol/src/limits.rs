@@ -51,3 +51,13 @@ pub const MAX_USER_SEARCH_LIMIT: u32 = 50;
 pub const MAX_FRIENDS: usize = 1_000;
 /// Most users one user may block.
 pub const MAX_BLOCKS: usize = 1_000;
+/// Largest ciphertext of an `encrypted` message, in bytes.
+pub const MAX_CIPHERTEXT_BYTES: usize = 32 * 1024;
+/// Longest public key or key id in the key directory, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Most one-time prekeys per `keys.upload`, and most kept per device.
+pub const MAX_ONE_TIME_KEYS_PER_UPLOAD: usize = 100;
+/// Most unclaimed one-time prekeys kept per device.
+pub const MAX_ONE_TIME_KEYS_PER_DEVICE: usize = 1_000;
+/// Most devices per user.
+pub const MAX_DEVICES: usize = 50;

@@ -160,6 +160,7 @@ mod tests {
             deleted: false,
             system: None,
             blocked: false,
+            encryption: None,
         }
     }
 

@@ -81,6 +81,27 @@ impl Store {
             Write::RemoveBlock { user, blocked } => {
                 batch.remove(&self.user_user_block, user_user(user, blocked))
             }
+            Write::PutDevice { user, device_id, identity_key, signing_key } => {
+                let record = crate::key_directory::DeviceRecord {
+                    identity_key: identity_key.clone(),
+                    signing_key: signing_key.clone(),
+                };
+                batch.insert(&self.user_device, keys::pair(user.as_str(), device_id), encode_json(&record)?);
+            }
+            Write::PutOneTimeKeys { user, device_id, keys: otks } => {
+                for (key_id, key) in otks {
+                    let mut k = keys::pair(user.as_str(), device_id);
+                    k.push(0);
+                    k.extend_from_slice(key_id.as_bytes());
+                    batch.insert(&self.user_device_otk, k, key.as_bytes());
+                }
+            }
+            Write::RemoveOneTimeKey { user, device_id, key_id } => {
+                let mut k = keys::pair(user.as_str(), device_id);
+                k.push(0);
+                k.extend_from_slice(key_id.as_bytes());
+                batch.remove(&self.user_device_otk, k);
+            }
             Write::PutLastSeen { user, at } => {
                 batch.insert(&self.user_last_seen, user.as_str(), at.to_be_bytes())
             }

@@ -14,6 +14,7 @@ mod committer;
 mod error;
 mod files;
 mod governance;
+mod key_directory;
 mod keys;
 mod message_record;
 mod people;
@@ -22,5 +23,6 @@ mod store;
 
 pub use committer::{CommitDone, GroupCommitter};
 pub use error::StorageError;
+pub use key_directory::DeviceRecord;
 pub use records::{ActionRecord, FileRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write};
 pub use store::{Durability, FORMAT_VERSION, Store};

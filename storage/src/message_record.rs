@@ -4,7 +4,9 @@
 //! what came later (reply, mentions, file, edit time, tombstone) is a small JSON
 //! extension in its own partition, written in the same batch and absent for plain text.
 
-use palaver_protocol::{ClientMsgId, FileRef, Message, MessageKind, RoomId, SystemNotice, UserId};
+use palaver_protocol::{
+    ClientMsgId, Encryption, FileRef, Message, MessageKind, RoomId, SystemNotice, UserId,
+};
 use rkyv::rancor;
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +64,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Message, StorageError> {
         deleted: false,
         system: None,
         blocked: false,
+        encryption: None,
     })
 }
 
@@ -81,6 +84,8 @@ struct MessageExt {
     deleted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     system: Option<SystemNotice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encryption: Option<Encryption>,
 }
 
 /// The extension record of a message, or `None` when it has nothing beyond format 1.
@@ -92,9 +97,11 @@ pub(crate) fn encode_ext(message: &Message) -> Result<Option<Vec<u8>>, StorageEr
         edited_at: message.edited_at,
         deleted: message.deleted,
         system: message.system.as_deref().cloned(),
+        encryption: message.encryption.as_deref().cloned(),
     };
     if ext.reply_to.is_none()
         && ext.system.is_none()
+        && ext.encryption.is_none()
         && ext.mentions.is_empty()
         && ext.file.is_none()
         && ext.edited_at.is_none()
@@ -117,5 +124,6 @@ pub(crate) fn apply_ext(message: &mut Message, bytes: &[u8]) -> Result<(), Stora
     message.edited_at = ext.edited_at;
     message.deleted = ext.deleted;
     message.system = ext.system.map(Box::new);
+    message.encryption = ext.encryption.map(Box::new);
     Ok(())
 }

@@ -279,6 +279,35 @@ pub enum Write {
         /// The blocked user.
         blocked: UserId,
     },
+    /// Publish (or re-publish) a device's public keys.
+    PutDevice {
+        /// The user.
+        user: UserId,
+        /// The device.
+        device_id: String,
+        /// Its identity key.
+        identity_key: String,
+        /// Its signing key.
+        signing_key: Option<String>,
+    },
+    /// Add one-time prekeys to a device.
+    PutOneTimeKeys {
+        /// The user.
+        user: UserId,
+        /// The device.
+        device_id: String,
+        /// `(key_id, key)` pairs.
+        keys: Vec<(String, String)>,
+    },
+    /// Remove a claimed one-time prekey.
+    RemoveOneTimeKey {
+        /// The user.
+        user: UserId,
+        /// The device.
+        device_id: String,
+        /// The key's id.
+        key_id: String,
+    },
     /// When a user's last session ended.
     PutLastSeen {
         /// The user.

@@ -59,6 +59,8 @@ pub struct Store {
     pub(crate) user_user_block: Keyspace,
     pub(crate) user_last_seen: Keyspace,
     pub(crate) file_record: Keyspace,
+    pub(crate) user_device: Keyspace,
+    pub(crate) user_device_otk: Keyspace,
 }
 
 impl std::fmt::Debug for Store {
@@ -100,6 +102,8 @@ impl Store {
             user_user_block: open("user_user_block")?,
             user_last_seen: open("user_last_seen")?,
             file_record: open("file_record")?,
+            user_device: open("user_device")?,
+            user_device_otk: open("user_device_otk")?,
             db,
             durability,
             poisoned: AtomicBool::new(false),

@@ -48,6 +48,7 @@ fn message(seq: u64) -> Message {
         deleted: false,
         system: None,
         blocked: false,
+        encryption: None,
     }
 }
 

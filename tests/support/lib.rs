@@ -613,5 +613,6 @@ pub fn send_op(room: &RoomId, cid: &str, text: &str) -> Op {
         client_ts: None,
         reply_to: None,
         file: None,
+        encryption: None,
     }
 }

@@ -7,12 +7,14 @@
 //! - [`Room`]: one room's membership, permissions, seq assignment and idempotency.
 //! - [`Session`]: one connection's auth state, rate limit and in-flight accounting.
 //! - [`PresenceBook`]: who is online, away or offline, announced coalesced.
+//! - [`keys`]: the end-to-end encryption key directory's rules.
 //! - [`shard_for`]: which shard owns a room.
 //!
 //! The server crate drives these: it feeds them time and commands and carries out their
 //! effects (persist, broadcast, reply).
 
 mod error;
+pub mod keys;
 mod presence;
 mod rate;
 mod role;

@@ -10,8 +10,8 @@ mod governance;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use palaver_protocol::{
-    ClientMsgId, Emoji, FileRef, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind, RoomName,
-    RoomSettings, RoomSettingsPatch, TextError, UserId, Username, limits,
+    ClientMsgId, Emoji, Encryption, FileRef, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind,
+    RoomName, RoomSettings, RoomSettingsPatch, TextError, UserId, Username, limits,
 };
 
 pub use governance::{Governance, Moderation};
@@ -157,6 +157,8 @@ pub struct Draft {
     /// Users named with `@username` in the text (resolved by the caller; the room keeps
     /// only its members).
     pub mentions: Vec<UserId>,
+    /// With `encrypted`: how the ciphertext in `text` was encrypted.
+    pub encryption: Option<Box<Encryption>>,
 }
 
 /// A message accepted by the room, not yet durable.
@@ -364,7 +366,7 @@ impl Room {
         draft: Draft,
         stored_cid: impl FnOnce(&ClientMsgId) -> Option<(u64, u64)>,
     ) -> Result<SendOutcome, CoreError> {
-        let Draft { cid, kind, text, client_ts, reply_to, file, mentions } = draft;
+        let Draft { cid, kind, text, client_ts, reply_to, file, mentions, encryption } = draft;
         let Some(role) = self.role_of(user) else {
             return Err(CoreError::NotMember(self.id.clone()));
         };
@@ -375,6 +377,7 @@ impl Room {
             return Err(CoreError::FilesDisabled);
         }
         let text = self.check_body(kind, text, file.as_deref())?;
+        check_encryption(kind, encryption.as_deref())?;
         if let Some(parent) = reply_to
             && (parent == 0 || parent > self.last_seq)
         {
@@ -427,6 +430,7 @@ impl Room {
             deleted: false,
             system: None,
             blocked: false,
+            encryption,
         };
         self.pending.push_back((self.last_seq, cid.clone()));
         self.pending_cids.insert(cid, (self.last_seq, self.last_ts));
@@ -454,6 +458,17 @@ impl Room {
             (MessageKind::System, _) => {
                 Err(CoreError::Invalid("system messages are written by the server".into()))
             }
+            (MessageKind::Encrypted, Some(_)) => Err(CoreError::Invalid(
+                "an encrypted message carries no file (encrypt the file's key instead)".into(),
+            )),
+            // Ciphertext is opaque: only its size is checked, in bytes.
+            (MessageKind::Encrypted, None) if text.is_empty() => {
+                Err(CoreError::Invalid("an encrypted message needs its ciphertext in `text`".into()))
+            }
+            (MessageKind::Encrypted, None) if text.len() > limits::MAX_CIPHERTEXT_BYTES => Err(
+                CoreError::TooLarge(format!("ciphertext is at most {} bytes", limits::MAX_CIPHERTEXT_BYTES)),
+            ),
+            (MessageKind::Encrypted, None) => Ok(text),
             (MessageKind::Text, Some(_)) => Err(CoreError::Invalid("a text message carries no file".into())),
             (MessageKind::Text, None) => validate(text),
             (MessageKind::Image | MessageKind::File, None) => {
@@ -630,6 +645,32 @@ impl Room {
     }
 }
 
+/// `encryption` goes with kind `encrypted` and only with it, and names an algorithm and a
+/// device in a sane form (the rest is opaque).
+fn check_encryption(kind: MessageKind, encryption: Option<&Encryption>) -> Result<(), CoreError> {
+    let invalid = |m: &str| Err(CoreError::Invalid(m.into()));
+    match (kind, encryption) {
+        (MessageKind::Encrypted, None) => invalid("an encrypted message needs `encryption`"),
+        (MessageKind::Encrypted, Some(e)) => {
+            let token = |s: &str, max: usize| {
+                !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
+            };
+            if !token(&e.algorithm, 128) {
+                return invalid("encryption.algorithm must be 1 to 128 printable characters");
+            }
+            if !crate::keys::valid_device_id(&e.sender_device) {
+                return invalid("encryption.sender_device must be 1 to 64 of [A-Za-z0-9_-]");
+            }
+            if e.session_id.as_deref().is_some_and(|s| !token(s, limits::MAX_KEY_BYTES)) {
+                return invalid("encryption.session_id must be 1 to 512 printable characters");
+            }
+            Ok(())
+        }
+        (_, Some(_)) => invalid("only encrypted messages carry `encryption`"),
+        (_, None) => Ok(()),
+    }
+}
+
 /// Checks a shared file's description (the upload itself is checked where it is stored).
 fn check_file(file: &FileRef) -> Result<(), CoreError> {
     let invalid = |m: &str| Err(CoreError::Invalid(format!("file: {m}")));
@@ -704,6 +745,7 @@ mod tests {
             reply_to: None,
             file: None,
             mentions: Vec::new(),
+            encryption: None,
         }
     }
     fn public_room() -> Room {

@@ -5,9 +5,9 @@
 use std::rc::Rc;
 
 use palaver_protocol::{
-    BlockedOk, Empty, ErrorBody, ErrorCode, FriendInfo, FriendState, FriendsOk, InviteInfo, InvitesOk,
-    OkBody, Op, PresenceListOk, ProfileOk, ReplyBody, RoomId, RoomInfo, RoomListOk, RoomSummary, SyncOk,
-    UserId, UsersOk, limits,
+    BlockedOk, DeviceKeys, DevicesOk, Empty, ErrorBody, ErrorCode, FriendInfo, FriendState, FriendsOk,
+    InviteInfo, InvitesOk, OkBody, Op, PresenceListOk, ProfileOk, ReplyBody, RoomId, RoomInfo, RoomListOk,
+    RoomSummary, SyncOk, UserId, UsersOk, limits,
 };
 use palaver_storage::StorageError;
 
@@ -35,6 +35,7 @@ pub fn answer(shard: &Rc<Shard>, conn: &Rc<Conn>, me: &UserId, op: Op) -> ReplyB
             shard.shared.store.blocks(me).map(|blocked| ReplyBody::Ok(OkBody::Blocked(BlockedOk { blocked })))
         }
         Op::PresenceSubscribe { users } => presence_subscribe(shard, conn, me, users),
+        Op::KeysList { user } => keys_list(shard, &user),
         Op::PresenceUnsubscribe { users } => {
             for user in &users {
                 unfollow(shard, conn, user);
@@ -44,6 +45,26 @@ pub fn answer(shard: &Rc<Shard>, conn: &Rc<Conn>, me: &UserId, op: Op) -> ReplyB
         _ => Ok(refuse(ErrorCode::Invalid, "not a directory op")),
     };
     result.unwrap_or_else(|e| failed(name, &e))
+}
+
+/// `keys.list`: a user's devices and their public keys (public material: anyone
+/// authenticated may read it, as anyone may start an encrypted conversation).
+fn keys_list(shard: &Shard, user: &UserId) -> Result<ReplyBody, StorageError> {
+    let store = &shard.shared.store;
+    if store.user(user)?.is_none() {
+        return Ok(refuse(ErrorCode::NotFound, format!("no user {user}")));
+    }
+    let mut devices = Vec::new();
+    for (device_id, record) in store.devices(user)? {
+        let one_time_key_count = store.one_time_key_count(user, &device_id)? as u32;
+        devices.push(DeviceKeys {
+            device_id,
+            identity_key: record.identity_key,
+            signing_key: record.signing_key,
+            one_time_key_count,
+        });
+    }
+    Ok(ReplyBody::Ok(OkBody::Devices(DevicesOk { devices })))
 }
 
 fn invite_list(shard: &Shard, me: &UserId) -> Result<ReplyBody, StorageError> {

@@ -233,12 +233,15 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
         | Op::Block { .. }
         | Op::Unblock { .. }
         | Op::UserUpdate { .. }
+        | Op::KeysUpload { .. }
+        | Op::KeysClaim { .. }
         | Op::PresenceSet { .. }) => return people_op(shard, conn, id, op),
         op @ (Op::InviteList {}
         | Op::UserGet { .. }
         | Op::UserSearch { .. }
         | Op::FriendList {}
         | Op::BlockList {}
+        | Op::KeysList { .. }
         | Op::PresenceSubscribe { .. }
         | Op::PresenceUnsubscribe { .. }) => {
             conn.session.borrow_mut().finished();
@@ -249,8 +252,8 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
             return send_frame(conn, &ServerFrame::Reply { re: id, body });
         }
         Op::Leave { room } => RoomAction::Leave { room },
-        Op::Send { room, cid, kind, text, client_ts, reply_to, file } => {
-            RoomAction::Send { room, cid, kind, text, client_ts, reply_to, file }
+        Op::Send { room, cid, kind, text, client_ts, reply_to, file, encryption } => {
+            RoomAction::Send { room, cid, kind, text, client_ts, reply_to, file, encryption }
         }
         Op::History { room, before, limit } => RoomAction::History { room, before, limit },
         Op::TypingStart { room } => RoomAction::Typing { room, active: true },
@@ -313,6 +316,18 @@ fn people_op(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
             (None, PeopleAction::UpdateProfile { display_name, avatar, status_text })
         }
         Op::PresenceSet { status } => (None, PeopleAction::SetPresence(status)),
+        Op::KeysUpload { device_id, identity_key, signing_key, one_time_keys } => {
+            (None, PeopleAction::KeysUpload { device_id, identity_key, signing_key, one_time_keys })
+        }
+        // The claimed user's home is the single writer of their one-time keys.
+        Op::KeysClaim { user, device_id } => {
+            let home = shard.mesh().home(&user);
+            let origin = Origin { shard: shard.id, conn: conn.id, re: id, user: me };
+            return shard.mesh().send(
+                home,
+                ShardMsg::People { origin, action: PeopleAction::KeysClaim { user, device_id } },
+            );
+        }
         _ => return,
     };
     let home = match &pair {

@@ -81,6 +81,8 @@ pub enum RoomAction {
         reply_to: Option<u64>,
         /// The shared file (image and file kinds).
         file: Option<Box<FileRef>>,
+        /// How an encrypted body was encrypted.
+        encryption: Option<Box<palaver_protocol::Encryption>>,
     },
     /// Edit one of the caller's messages.
     Edit {
@@ -461,6 +463,24 @@ pub enum PeopleAction {
     },
     /// Choose online, away or invisible.
     SetPresence(PresenceChoice),
+    /// Publish the caller's device keys (at the caller's home).
+    KeysUpload {
+        /// The device.
+        device_id: String,
+        /// Its identity key.
+        identity_key: String,
+        /// Its signing key.
+        signing_key: Option<String>,
+        /// New one-time prekeys.
+        one_time_keys: Vec<palaver_protocol::OneTimeKey>,
+    },
+    /// Claim one-time prekeys of `user`'s devices (at `user`'s home).
+    KeysClaim {
+        /// Whose.
+        user: UserId,
+        /// Only this device.
+        device_id: Option<String>,
+    },
 }
 
 /// A friendship operation.

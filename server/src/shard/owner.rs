@@ -12,8 +12,8 @@ use std::sync::Arc;
 use palaver_core::{Draft, Governance, Role, Room, SendOutcome, TypingChange};
 use palaver_protocol::{
     Delete, Edit, EditOk, ErrorBody, ErrorCode, Event, FileRef, HistoryOk, JoinOk, MemberChange, MemberEvent,
-    Message, OkBody, Reaction, ReactionOk, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomId, RoomKind,
-    RoomOk, SendOk, ServerFrame, Typing, UserId,
+    Message, MessageKind, OkBody, Reaction, ReactionOk, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomId,
+    RoomKind, RoomOk, SendOk, ServerFrame, Typing, UserId,
 };
 use palaver_storage::{RoomRecord, StorageError, Write};
 
@@ -176,7 +176,7 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
         | RoomAction::Moderate { .. }) => super::governance::on_action(shard, owned, origin, action),
         RoomAction::Join { room, since } => join(shard, owned, origin, room, since),
         RoomAction::Leave { room } => leave(shard, owned, origin, room),
-        RoomAction::Send { room, cid, kind, text, client_ts, reply_to: parent, file } => {
+        RoomAction::Send { room, cid, kind, text, client_ts, reply_to: parent, file, encryption } => {
             let store = &shard.shared.store;
             if owned.room.kind() == RoomKind::Direct && dm_blocked(shard, &owned.room, &origin.user) {
                 let body = error(ErrorCode::Forbidden, "this user does not accept messages from you");
@@ -185,7 +185,13 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
             let lookup = |cid: &_| store.cid_seq(&room, cid).ok().flatten();
             // Mentions are resolved here (a storage lookup per `@name`); the room keeps
             // only those who are members.
-            let mentions = palaver_core::mentioned_usernames(&text)
+            // (Never in ciphertext: the server does not look into encrypted bodies.)
+            let named = if kind == MessageKind::Encrypted {
+                Vec::new()
+            } else {
+                palaver_core::mentioned_usernames(&text)
+            };
+            let mentions = named
                 .iter()
                 .filter_map(|name| store.user_by_name(name).ok().flatten().map(|u| u.user_id))
                 .collect();
@@ -210,7 +216,7 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
                 },
                 other => other,
             };
-            let draft = Draft { cid, kind, text, client_ts, reply_to: parent, file, mentions };
+            let draft = Draft { cid, kind, text, client_ts, reply_to: parent, file, mentions, encryption };
             match owned.room.send(now_ms(), &origin.user, draft, lookup) {
                 Err(e) => answer(shard, reply_to, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
                 Ok(SendOutcome::Append(appended)) => {

@@ -16,10 +16,12 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, RwLock};
 
+use palaver_core::keys::{PublishedDevice, check_upload, valid_device_id};
 use palaver_core::{PresenceBook, SessionChange};
 use palaver_protocol::{
-    Empty, ErrorBody, ErrorCode, Event, FriendInfo, FriendOk, FriendState, OkBody, PresenceInfo,
-    PresenceStatus, Profile, ProfileOk, ReplyBody, ServerFrame, UserId, limits,
+    ClaimedKey, ClaimedOk, Empty, ErrorBody, ErrorCode, Event, FriendInfo, FriendOk, FriendState,
+    KeysUploadOk, OkBody, OneTimeKey, PresenceInfo, PresenceStatus, Profile, ProfileOk, ReplyBody,
+    ServerFrame, UserId, limits,
 };
 use palaver_storage::{ProfileRecord, StorageError, Write};
 use rustc_hash::FxHashMap;
@@ -77,6 +79,10 @@ pub enum PendingKey {
     Block(UserId, UserId),
     /// A user's profile.
     Profile(UserId),
+    /// A device's published keys (user, device).
+    Device(UserId, String),
+    /// A one-time prekey handed out and not yet durably removed (user, device, key id).
+    ClaimedKey(UserId, String, String),
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +91,8 @@ enum PendingValue {
     Friend(Option<(FriendState, u64)>),
     Block(bool),
     Profile(ProfileRecord),
+    Device(String, Option<String>),
+    Claimed,
 }
 
 impl People {
@@ -351,6 +359,10 @@ pub fn on_people(shard: &Rc<Shard>, origin: Origin, action: PeopleAction) {
         }
         PeopleAction::Friend { other, op } => friend(shard, origin, other, op),
         PeopleAction::Block { other, on } => block(shard, origin, other, on),
+        PeopleAction::KeysUpload { device_id, identity_key, signing_key, one_time_keys } => {
+            keys_upload(shard, origin, device_id, identity_key, signing_key, one_time_keys);
+        }
+        PeopleAction::KeysClaim { user, device_id } => keys_claim(shard, origin, user, device_id),
     }
 }
 
@@ -707,5 +719,158 @@ pub fn public_profile(user_id: UserId, username: String, record: ProfileRecord) 
         display_name: record.display_name,
         avatar: record.avatar,
         status_text: record.status_text,
+    }
+}
+
+// ----- the key directory (at the device owner's home) -----
+
+fn keys_upload(
+    shard: &Rc<Shard>,
+    origin: Origin,
+    device_id: String,
+    identity_key: String,
+    signing_key: Option<String>,
+    one_time_keys: Vec<OneTimeKey>,
+) {
+    let me = origin.user.clone();
+    let store = &shard.shared.store;
+    let device_key = PendingKey::Device(me.clone(), device_id.clone());
+    let looked_up = (|| -> Result<_, StorageError> {
+        let published = match pending(shard, &device_key) {
+            Some(PendingValue::Device(identity, signing)) => Some((identity, signing)),
+            _ => store.device(&me, &device_id)?.map(|d| (d.identity_key, d.signing_key)),
+        };
+        let unclaimed =
+            if valid_device_id(&device_id) { store.one_time_key_count(&me, &device_id)? } else { 0 };
+        Ok((published, unclaimed, store.devices(&me)?.len()))
+    })();
+    let (published, unclaimed, devices) = match looked_up {
+        Ok(found) => found,
+        Err(e) => return answer(shard, &origin, storage_error(&e)),
+    };
+    let checked = check_upload(
+        &device_id,
+        &identity_key,
+        signing_key.as_deref(),
+        &one_time_keys,
+        published.as_ref().map(|(i, s)| PublishedDevice { identity_key: i, signing_key: s.as_deref() }),
+        unclaimed,
+        devices,
+    );
+    if let Err(e) = checked {
+        return answer(shard, &origin, ReplyBody::Err(e.to_body()));
+    }
+    let count = (unclaimed + one_time_keys.len()) as u32;
+    let mut writes = Vec::new();
+    if published.is_none() {
+        writes.push(Write::PutDevice {
+            user: me.clone(),
+            device_id: device_id.clone(),
+            identity_key: identity_key.clone(),
+            signing_key: signing_key.clone(),
+        });
+    }
+    if !one_time_keys.is_empty() {
+        let keys = one_time_keys.into_iter().map(|k| (k.key_id, k.key)).collect();
+        writes.push(Write::PutOneTimeKeys { user: me, device_id, keys });
+    }
+    let body = ReplyBody::Ok(OkBody::KeysUploaded(KeysUploadOk { one_time_key_count: count }));
+    if writes.is_empty() {
+        return answer(shard, &origin, body);
+    }
+    hold(shard, &device_key, PendingValue::Device(identity_key, signing_key));
+    let work = CommitWork::People {
+        shard: origin.shard,
+        reply: Reply::plain(&origin, body),
+        notices: Vec::new(),
+        release: vec![device_key.clone()],
+    };
+    if let Err(e) = submit(shard, writes, work) {
+        release(shard, &[device_key]);
+        answer(shard, &origin, storage_error(&e));
+    }
+}
+
+/// Hands out one unclaimed one-time prekey per device of `user` (or of `device_id`):
+/// never the same key twice, since this home is the single writer of `user`'s keys and
+/// holds each handed-out key until its removal is durable.
+fn keys_claim(shard: &Rc<Shard>, origin: Origin, user: UserId, device_id: Option<String>) {
+    let store = &shard.shared.store;
+    let found =
+        (|| -> Result<Result<Vec<(String, palaver_storage::DeviceRecord)>, ReplyBody>, StorageError> {
+            if store.user(&user)?.is_none() {
+                return Ok(Err(error(ErrorCode::NotFound, format!("no user {user}"))));
+            }
+            if store.is_blocked(&user, &origin.user)? {
+                return Ok(Err(error(
+                    ErrorCode::Forbidden,
+                    format!("{user} does not accept messages from you"),
+                )));
+            }
+            let mut devices = store.devices(&user)?;
+            if let Some(only) = &device_id {
+                devices.retain(|(d, _)| d == only);
+                if devices.is_empty() {
+                    return Ok(Err(error(ErrorCode::NotFound, format!("{user} has no device {only}"))));
+                }
+            }
+            Ok(Ok(devices))
+        })();
+    let devices = match found {
+        Ok(Ok(devices)) => devices,
+        Ok(Err(body)) => return answer(shard, &origin, body),
+        Err(e) => return answer(shard, &origin, storage_error(&e)),
+    };
+    let mut claimed = Vec::new();
+    let mut writes = Vec::new();
+    let mut held = Vec::new();
+    for (device, record) in devices {
+        let in_flight = shard
+            .people
+            .borrow()
+            .pending
+            .keys()
+            .filter(|k| matches!(k, PendingKey::ClaimedKey(u, d, _) if *u == user && *d == device))
+            .count();
+        let candidates = match store.one_time_keys(&user, &device, in_flight + 1) {
+            Ok(keys) => keys,
+            Err(e) => {
+                release(shard, &held);
+                return answer(shard, &origin, storage_error(&e));
+            }
+        };
+        let key = candidates.into_iter().find(|(key_id, _)| {
+            pending(shard, &PendingKey::ClaimedKey(user.clone(), device.clone(), key_id.clone())).is_none()
+        });
+        if let Some((key_id, _)) = &key {
+            let pending_key = PendingKey::ClaimedKey(user.clone(), device.clone(), key_id.clone());
+            hold(shard, &pending_key, PendingValue::Claimed);
+            held.push(pending_key);
+            writes.push(Write::RemoveOneTimeKey {
+                user: user.clone(),
+                device_id: device.clone(),
+                key_id: key_id.clone(),
+            });
+        }
+        claimed.push(ClaimedKey {
+            device_id: device,
+            identity_key: record.identity_key,
+            signing_key: record.signing_key,
+            one_time_key: key.map(|(key_id, key)| OneTimeKey { key_id, key }),
+        });
+    }
+    let body = ReplyBody::Ok(OkBody::Claimed(ClaimedOk { claimed }));
+    if writes.is_empty() {
+        return answer(shard, &origin, body);
+    }
+    let work = CommitWork::People {
+        shard: origin.shard,
+        reply: Reply::plain(&origin, body),
+        notices: Vec::new(),
+        release: held.clone(),
+    };
+    if let Err(e) = submit(shard, writes, work) {
+        release(shard, &held);
+        answer(shard, &origin, storage_error(&e));
     }
 }

@@ -441,6 +441,7 @@ impl Room {
             deleted: false,
             system: Some(Box::new(notice)),
             blocked: false,
+            encryption: None,
         }
     }
 
