@@ -23,6 +23,9 @@ use crate::snippet::snippet;
 pub const INDEX_FORMAT_VERSION: u32 = 1;
 /// The file (in the index directory) holding the format version of a complete index.
 pub const VERSION_FILE: &str = "palaver-search.version";
+/// The file (in the index directory) present while an indexer runs; removed after its
+/// final commit. Found at open, it means changes may have been lost in a crash.
+pub const RUNNING_FILE: &str = "palaver-search.running";
 /// The most messages sharing one timestamp that newest-first paging orders exactly.
 const MAX_TIES: usize = 10_000;
 
@@ -40,6 +43,9 @@ pub enum IndexState {
         /// The version found, if any.
         found: Option<u32>,
     },
+    /// The last indexer did not stop cleanly (a crash): changes sent just before may never
+    /// have been committed, so the index was wiped. Rebuild it.
+    Unclean,
 }
 
 impl IndexState {
@@ -76,28 +82,35 @@ impl SearchIndex {
         let (schema, fields) = Fields::schema();
         let version = read_version(dir);
         let has_index = dir.join("meta.json").exists();
-        let state = if version == Some(INDEX_FORMAT_VERSION) && has_index {
+        let running = dir.join(RUNNING_FILE).exists();
+        let ours = has_index || running || dir.join(VERSION_FILE).exists();
+        let complete = version == Some(INDEX_FORMAT_VERSION) && has_index;
+        let state = if complete && !running {
             IndexState::Ready
-        } else if version.is_none() && !has_index && is_empty(dir)? {
-            IndexState::Fresh
-        } else if version.is_none() && !has_index {
-            return Err(SearchError::ForeignDirectory(dir.to_owned()));
-        } else {
+        } else if complete {
+            IndexState::Unclean
+        } else if ours {
             IndexState::Wiped { found: version }
+        } else if is_empty(dir)? {
+            IndexState::Fresh
+        } else {
+            return Err(SearchError::ForeignDirectory(dir.to_owned()));
         };
         let index = match state {
             IndexState::Ready => match Index::open_in_dir(dir) {
                 Ok(index) if index.schema() == schema => Some(index),
                 Ok(_) | Err(_) => None,
             },
-            IndexState::Fresh | IndexState::Wiped { .. } => None,
+            IndexState::Fresh | IndexState::Wiped { .. } | IndexState::Unclean => None,
         };
         let (index, state) = match index {
             Some(index) => (index, state),
             None => {
                 wipe(dir)?;
-                let found = if state == IndexState::Fresh { None } else { version };
-                let state = if state == IndexState::Fresh { state } else { IndexState::Wiped { found } };
+                let state = match state {
+                    IndexState::Ready => IndexState::Wiped { found: version },
+                    other => other,
+                };
                 (Index::create_in_dir(dir, schema)?, state)
             }
         };
@@ -295,6 +308,21 @@ pub(crate) fn write_version(dir: &Path) -> Result<(), SearchError> {
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, dir.join(VERSION_FILE))?;
     Ok(())
+}
+
+/// Marks an indexer running in `dir` (see [`RUNNING_FILE`]).
+pub(crate) fn mark_running(dir: &Path, running: bool) -> Result<(), SearchError> {
+    let path = dir.join(RUNNING_FILE);
+    if running {
+        std::fs::write(&path, b"")?;
+        std::fs::File::open(dir)?.sync_all()?;
+        return Ok(());
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Removes the version file first (so a crash mid-rebuild leaves an index marked

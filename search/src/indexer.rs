@@ -10,7 +10,7 @@ use palaver_storage::Store;
 use tantivy::{IndexReader, IndexWriter, TantivyDocument};
 
 use crate::error::SearchError;
-use crate::index::{SearchIndex, clear_version, write_version};
+use crate::index::{SearchIndex, clear_version, mark_running, write_version};
 use crate::schema::Fields;
 
 /// Messages read from the store per page while rebuilding.
@@ -82,6 +82,7 @@ impl SearchIndex {
     pub fn start_indexer(&self, config: IndexerConfig) -> Result<IndexerHandle, SearchError> {
         let writer: IndexWriter<TantivyDocument> =
             self.index.writer_with_num_threads(1, config.writer_memory_bytes)?;
+        mark_running(&self.dir, true)?;
         let (sender, receiver) = flume::unbounded();
         let indexer = Indexer {
             writer,
@@ -188,8 +189,12 @@ impl Indexer {
                 self.commit_logged();
             }
         }
-        if self.pending_since.is_some() {
-            self.commit_logged();
+        let clean = match self.commit() {
+            Ok(()) => mark_running(&self.dir, false),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = clean {
+            tracing::error!(%error, "search: the final commit failed; the index will be rebuilt at next open");
         }
     }
 

@@ -56,8 +56,10 @@
 //! The directory holds tantivy's files and `palaver-search.version`, written only once
 //! a rebuild has completed. An index of another [`INDEX_FORMAT_VERSION`], or whose rebuild
 //! never finished, is wiped at [`SearchIndex::open`], which then says the caller must
-//! rebuild ([`IndexState::needs_rebuild`]). The index is derived data: losing it costs a
-//! rebuild, never a message.
+//! rebuild ([`IndexState::needs_rebuild`]). So is one whose indexer did not stop cleanly
+//! (`palaver-search.running` left behind): changes sent in the last commit interval before
+//! a crash may never have been committed, and there is no cheaper way to know which. The
+//! index is derived data: losing it costs a rebuild, never a message.
 //!
 //! # Example
 //!
@@ -90,7 +92,7 @@ mod snippet;
 
 pub use analyzer::{ANALYZER_NAME, MAX_TOKEN_BYTES, ScriptTokenStream, ScriptTokenizer, analyzer};
 pub use error::SearchError;
-pub use index::{INDEX_FORMAT_VERSION, IndexState, SearchIndex, VERSION_FILE};
+pub use index::{INDEX_FORMAT_VERSION, IndexState, RUNNING_FILE, SearchIndex, VERSION_FILE};
 pub use indexer::{IndexOp, IndexerConfig, IndexerHandle, REBUILD_PAGE};
 pub use query::{
     MAX_LIMIT, MAX_PREFIX_EXPANSIONS, MAX_QUERY_BYTES, MAX_QUERY_CLAUSES, MAX_RELEVANCE_DEPTH, Order,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use palaver_protocol::{ClientMsgId, FileRef, Message, MessageKind, RoomId, UserId};
 use palaver_search::{
-    IndexOp, IndexState, IndexerConfig, IndexerHandle, Order, SearchError, SearchIndex, SearchQuery,
-    VERSION_FILE,
+    IndexOp, IndexState, IndexerConfig, IndexerHandle, Order, RUNNING_FILE, SearchError, SearchIndex,
+    SearchQuery, VERSION_FILE,
 };
 use palaver_storage::{Durability, Store, Write};
 use proptest::prelude::*;
@@ -360,6 +360,13 @@ fn rebuild_from_the_store_gives_the_same_results_and_survives_reopen() {
     indexer.shutdown();
     drop(index);
     assert_eq!(SearchIndex::open(_dir.path()).unwrap().1, IndexState::Ready);
+
+    // A crash (the running marker left behind): wiped, needs a rebuild.
+    std::fs::write(_dir.path().join(RUNNING_FILE), "").unwrap();
+    let (index, state) = SearchIndex::open(_dir.path()).unwrap();
+    assert_eq!(state, IndexState::Unclean);
+    assert!(state.needs_rebuild());
+    assert_eq!(index.num_docs(), 0);
 }
 
 #[test]
