@@ -88,3 +88,43 @@ pub fn indexable(message: &Message) -> Option<String> {
     };
     (!text.trim().is_empty()).then_some(text)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use palaver_protocol::FileRef;
+
+    use super::*;
+
+    fn message(kind: MessageKind, text: &str, file: Option<&str>) -> Message {
+        let json = format!(
+            r#"{{"room":"r_a","seq":1,"ts":1,"sender":"u_ann","cid":"c1","kind":"text","text":{text:?}}}"#
+        );
+        let mut message: Message = serde_json::from_str(&json).unwrap();
+        message.kind = kind;
+        message.file = file.map(|name| {
+            Box::new(FileRef {
+                file_id: "f1".into(),
+                name: name.into(),
+                size: 1,
+                content_type: "image/png".into(),
+                width: None,
+                height: None,
+            })
+        });
+        message
+    }
+
+    #[test]
+    fn what_is_indexable() {
+        assert_eq!(indexable(&message(MessageKind::Text, "hi", None)).as_deref(), Some("hi"));
+        assert_eq!(indexable(&message(MessageKind::Text, "  ", None)), None);
+        assert_eq!(indexable(&message(MessageKind::System, "ann joined", None)), None);
+        let image = message(MessageKind::Image, "sunset", Some("beach.png"));
+        assert_eq!(indexable(&image).as_deref(), Some("sunset\nbeach.png"));
+        assert_eq!(indexable(&message(MessageKind::File, "", Some("a.pdf"))).as_deref(), Some("a.pdf"));
+        let mut deleted = message(MessageKind::Text, "gone", None);
+        deleted.deleted = true;
+        assert_eq!(indexable(&deleted), None);
+    }
+}

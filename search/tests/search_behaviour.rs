@@ -405,6 +405,29 @@ fn snippets_are_escaped_and_short() {
     assert!(plain.chars().count() <= 152, "{}", plain.chars().count());
 }
 
+#[test]
+fn searches_run_from_many_threads_while_the_indexer_writes() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<SearchIndex>();
+    assert_send_sync::<IndexerHandle>();
+    let f = Fixture::new(&[]);
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..50 {
+                    let page = f.index.search(&SearchQuery::new("busy", vec![room("r_a")])).unwrap();
+                    assert!(page.hits.iter().all(|h| h.snippet.contains("<b>busy</b>")));
+                }
+            });
+        }
+        for seq in 1..=200 {
+            f.indexer.send(IndexOp::Upsert(message("r_a", seq, seq, "u_ann", "busy bee"))).unwrap();
+        }
+    });
+    f.indexer.flush().unwrap();
+    assert_eq!(f.index.num_docs(), 200);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
