@@ -3,16 +3,17 @@
 use std::path::{Path, PathBuf};
 
 use palaver_protocol::{RoomId, UserId};
-use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, InvertedIndexRangeQuery, Occur, Query};
+use tantivy::collector::{FilterCollector, TopDocs};
+use tantivy::query::BooleanQuery;
 use tantivy::schema::Value;
 use tantivy::tokenizer::TextAnalyzer;
-use tantivy::{DocAddress, Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument, Term};
+use tantivy::{DocAddress, Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument};
 
 use crate::analyzer::{ANALYZER_NAME, analyzer};
 use crate::error::SearchError;
 use crate::query::{
-    Cursor, MAX_LIMIT, MAX_RELEVANCE_DEPTH, Order, ParsedText, SearchHit, SearchPage, SearchQuery, build,
+    Cursor, MAX_LIMIT, MAX_RELEVANCE_DEPTH, Order, ParsedText, SearchHit, SearchPage, SearchQuery, TsWindow,
+    at_ts, build,
 };
 use crate::schema::Fields;
 use crate::snippet::snippet;
@@ -150,6 +151,8 @@ impl SearchIndex {
         }
         let searcher = self.reader.searcher();
         let (exact, prefixes) = parsed.highlights();
+        let base = build(&parsed, &self.fields, &rooms, query);
+        let window = TsWindow::of(query);
         let (candidates, next) = match (query.order, cursor) {
             (Order::Relevance, cursor) => {
                 let offset = match cursor {
@@ -161,10 +164,13 @@ impl SearchIndex {
                 if limit == 0 {
                     return Ok(empty);
                 }
-                let tantivy_query = build(&parsed, &self.fields, &rooms, query, None);
                 let top = searcher.search(
-                    &tantivy_query,
-                    &TopDocs::with_limit(limit + 1).and_offset(offset).order_by_score(),
+                    &base,
+                    &FilterCollector::new(
+                        "ts".to_owned(),
+                        window.predicate(),
+                        TopDocs::with_limit(limit + 1).and_offset(offset).order_by_score(),
+                    ),
                 )?;
                 let more = top.len() > limit;
                 let mut candidates = Vec::with_capacity(limit);
@@ -183,8 +189,7 @@ impl SearchIndex {
                     None => None,
                     Some(Cursor::Offset(_)) => return Err(SearchError::BadCursor),
                 };
-                let tantivy_query = build(&parsed, &self.fields, &rooms, query, after);
-                self.newest(&searcher, &tantivy_query, query.limit)?
+                self.newest(&searcher, &base, window, after, query.limit)?
             }
         };
         let hits = candidates
@@ -201,60 +206,83 @@ impl SearchIndex {
         Ok(SearchPage { hits, next: next.map(|c| c.encode()) })
     }
 
-    /// The first `limit` matches in (ts descending, key ascending) order, and the cursor
-    /// after them when there are more.
+    /// The first `limit` matches after `after` in (ts descending, key ascending) order,
+    /// and the cursor after them when there are more. Which of several messages sharing a
+    /// timestamp comes first is decided by key, not by tantivy's arbitrary tie order.
     fn newest(
         &self,
         searcher: &Searcher,
-        query: &BooleanQuery,
+        base: &BooleanQuery,
+        window: TsWindow,
+        after: Option<(u64, &str)>,
         limit: usize,
     ) -> Result<(Vec<Candidate>, Option<Cursor>), SearchError> {
-        let top = searcher.search(
-            query,
-            &TopDocs::with_limit(limit + 1).order_by_fast_field::<u64>("ts", tantivy::Order::Desc),
-        )?;
-        let mut fetched = Vec::with_capacity(top.len());
-        for (_, address) in &top {
-            fetched.push(self.candidate(searcher, *address, 0.0)?);
+        let mut page = Vec::with_capacity(limit);
+        let mut window = window;
+        if let Some((after_ts, after_key)) = after {
+            // The rest of the previous page's last timestamp first, then strictly older.
+            let mut ties = self.all_at(searcher, base, after_ts)?;
+            ties.retain(|c| c.key.as_str() > after_key);
+            page = ties;
+            window = window.below(after_ts);
         }
-        let more = fetched.len() > limit;
-        let cut_ts = fetched.get(limit.saturating_sub(1)).map(|c| c.ts);
-        let tie_at_cut = more && fetched.get(limit).map(|c| c.ts) == cut_ts;
-        let mut page = if let (true, Some(cut_ts)) = (tie_at_cut, cut_ts) {
-            // Which of the messages sharing the cut's ts make this page is decided by key,
-            // not by tantivy's arbitrary tie order: fetch them all.
-            let mut page: Vec<Candidate> = fetched.into_iter().filter(|c| c.ts > cut_ts).collect();
-            let ts = Term::from_field_u64(self.fields.ts, cut_ts);
-            let at_cut = BooleanQuery::new(vec![
-                (Occur::Must, Box::new(query.clone()) as Box<dyn Query>),
-                (
-                    Occur::Must,
-                    Box::new(InvertedIndexRangeQuery::new(
-                        std::ops::Bound::Included(ts.clone()),
-                        std::ops::Bound::Included(ts),
-                    )),
-                ),
-            ]);
-            let mut ties = Vec::new();
-            for (_, address) in searcher.search(&at_cut, &TopDocs::with_limit(MAX_TIES).order_by_score())? {
-                ties.push(self.candidate(searcher, address, 0.0)?);
+        let need = limit.saturating_sub(page.len());
+        let top = searcher.search(
+            base,
+            &FilterCollector::new(
+                "ts".to_owned(),
+                window.predicate(),
+                TopDocs::with_limit(need + 1).order_by_fast_field::<u64>("ts", tantivy::Order::Desc),
+            ),
+        )?;
+        let mut older = Vec::with_capacity(top.len());
+        for (_, address) in &top {
+            older.push(self.candidate(searcher, *address, 0.0)?);
+        }
+        let more = page.len() + older.len() > limit;
+        let cut_ts = need.checked_sub(1).and_then(|i| older.get(i)).map(|c| c.ts);
+        let tie_at_cut = older.len() > need && older.get(need).map(|c| c.ts) == cut_ts;
+        let by_newest = |a: &Candidate, b: &Candidate| b.ts.cmp(&a.ts).then_with(|| a.key.cmp(&b.key));
+        match cut_ts {
+            Some(cut_ts) if tie_at_cut => {
+                // Every match newer than the cut is in `older`; of those at the cut, take
+                // the lowest keys.
+                older.retain(|c| c.ts > cut_ts);
+                older.sort_by(by_newest);
+                page.extend(older);
+                let ties = self.all_at(searcher, base, cut_ts)?;
+                let room_left = limit.saturating_sub(page.len());
+                page.extend(ties.into_iter().take(room_left));
             }
-            ties.sort_by(|a, b| a.key.cmp(&b.key));
-            page.sort_by(|a, b| b.ts.cmp(&a.ts).then_with(|| a.key.cmp(&b.key)));
-            let room_left = limit - page.len();
-            page.extend(ties.into_iter().take(room_left));
-            page
-        } else {
-            fetched.truncate(limit);
-            fetched.sort_by(|a, b| b.ts.cmp(&a.ts).then_with(|| a.key.cmp(&b.key)));
-            fetched
-        };
+            _ => {
+                older.truncate(need);
+                older.sort_by(by_newest);
+                page.extend(older);
+            }
+        }
         page.truncate(limit);
         let next = match page.last() {
             Some(last) if more => Some(Cursor::After { ts: last.ts, key: last.key.clone() }),
             _ => None,
         };
         Ok((page, next))
+    }
+
+    /// Every match of `base` with exactly this `ts` (up to [`MAX_TIES`]), by key.
+    fn all_at(
+        &self,
+        searcher: &Searcher,
+        base: &BooleanQuery,
+        ts: u64,
+    ) -> Result<Vec<Candidate>, SearchError> {
+        let mut ties = Vec::new();
+        for (_, address) in searcher
+            .search(&at_ts(base, &self.fields, ts), &TopDocs::with_limit(MAX_TIES).order_by_score())?
+        {
+            ties.push(self.candidate(searcher, address, 0.0)?);
+        }
+        ties.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(ties)
     }
 
     fn candidate(

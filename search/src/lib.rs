@@ -43,8 +43,10 @@
 //! `*` matches as a prefix (its last term, up to [`MAX_PREFIX_EXPANSIONS`] completions).
 //! Anything else — an unclosed quote, a `*` inside a word, nothing to search for, a query
 //! too long or with too many words — is a [`SearchError`] for which
-//! [`SearchError::is_invalid_request`] holds, never a panic. Filters (rooms, sender,
-//! time) are part of the tantivy query and do not change scores.
+//! [`SearchError::is_invalid_request`] holds, never a panic. The room allow-list
+//! and the sender are filters inside the tantivy query (a term set, a term); time bounds
+//! are checked on the `ts` fast column of each match by the collector, so their cost
+//! follows the matches, not the index. None of them changes scores.
 //!
 //! Pages: [`Order::Relevance`] pages by offset, up to [`MAX_RELEVANCE_DEPTH`] hits deep
 //! (messages indexed between two pages may shift it by a few); [`Order::Newest`] pages by

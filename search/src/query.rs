@@ -1,14 +1,11 @@
 //! What a search asks for and returns, the query text's syntax, and the paging cursor.
 
-use std::ops::Bound;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use palaver_protocol::{RoomId, UserId};
 use tantivy::Term;
 use tantivy::query::{
-    BooleanQuery, ConstScoreQuery, InvertedIndexRangeQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query,
-    TermQuery, TermSetQuery,
+    BooleanQuery, ConstScoreQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, TermQuery, TermSetQuery,
 };
 use tantivy::schema::IndexRecordOption;
 use tantivy::tokenizer::TextAnalyzer;
@@ -254,13 +251,13 @@ impl Cursor {
     }
 }
 
-/// The whole tantivy query: the text clauses, then filters that do not score.
+/// The tantivy query: the text clauses, then the room and sender filters (which do not
+/// score). Time bounds are not part of it: see [`TsWindow`].
 pub(crate) fn build(
     parsed: &ParsedText,
     fields: &Fields,
     rooms: &[&RoomId],
     query: &SearchQuery,
-    after: Option<(u64, &str)>,
 ) -> BooleanQuery {
     let filter = |q: Box<dyn Query>| -> (Occur, Box<dyn Query>) {
         (Occur::Must, Box::new(ConstScoreQuery::new(q, 0.0)))
@@ -272,35 +269,44 @@ pub(crate) fn build(
         let term = Term::from_field_text(fields.sender, from.as_str());
         clauses.push(filter(Box::new(TermQuery::new(term, IndexRecordOption::Basic))));
     }
-    let ts = |v: u64| Term::from_field_u64(fields.ts, v);
-    let lower = query.after_ts.map_or(Bound::Unbounded, |t| Bound::Excluded(ts(t)));
-    // Newest-first paging continues at or before the last hit's ts.
-    let upper = match (query.before_ts, after) {
-        (Some(before), Some((after_ts, _))) if before <= after_ts => Bound::Excluded(ts(before)),
-        (_, Some((after_ts, _))) => Bound::Included(ts(after_ts)),
-        (Some(before), None) => Bound::Excluded(ts(before)),
-        (None, None) => Bound::Unbounded,
-    };
-    if let Some((after_ts, after_key)) = after {
-        // … and not at its ts with a key up to its key (those were on earlier pages).
-        let same_ts =
-            InvertedIndexRangeQuery::new(Bound::Included(ts(after_ts)), Bound::Included(ts(after_ts)));
-        let up_to_key = InvertedIndexRangeQuery::new(
-            Bound::Unbounded,
-            Bound::Included(Term::from_field_text(fields.key, after_key)),
-        );
-        let seen: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
-            (Occur::Must, Box::new(same_ts) as Box<dyn Query>),
-            (Occur::Must, Box::new(up_to_key)),
-        ]));
-        clauses.push((Occur::MustNot, seen));
-    }
-    // Time filters use the inverted index, not the `ts` fast column: tantivy 0.27's
-    // fast-field range doc set can seek backwards inside a boolean query and overflow.
-    if !matches!((&lower, &upper), (Bound::Unbounded, Bound::Unbounded)) {
-        clauses.push(filter(Box::new(InvertedIndexRangeQuery::new(lower, upper))));
-    }
     BooleanQuery::new(clauses)
+}
+
+/// `query` restricted to messages with exactly this `ts` (one posting list: cheap).
+pub(crate) fn at_ts(query: &BooleanQuery, fields: &Fields, ts: u64) -> BooleanQuery {
+    let term = Term::from_field_u64(fields.ts, ts);
+    BooleanQuery::new(vec![
+        (Occur::Must, Box::new(query.clone()) as Box<dyn Query>),
+        (
+            Occur::Must,
+            Box::new(ConstScoreQuery::new(Box::new(TermQuery::new(term, IndexRecordOption::Basic)), 0.0)),
+        ),
+    ])
+}
+
+/// Exclusive bounds on `ts`, checked on the `ts` fast column of each match by the
+/// collector (a `FilterCollector`): the cost follows the matches, not the index size (a
+/// range over the inverted index would visit every timestamp in range, and tantivy
+/// 0.27's fast-field range query can overflow seeking backwards inside a boolean query).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TsWindow {
+    pub above: Option<u64>,
+    pub below: Option<u64>,
+}
+
+impl TsWindow {
+    pub(crate) fn of(query: &SearchQuery) -> TsWindow {
+        TsWindow { above: query.after_ts, below: query.before_ts }
+    }
+
+    /// Also below `ts`.
+    pub(crate) fn below(self, ts: u64) -> TsWindow {
+        TsWindow { below: Some(self.below.map_or(ts, |b| b.min(ts))), ..self }
+    }
+
+    pub(crate) fn predicate(self) -> impl Fn(u64) -> bool + Clone + Send + Sync + 'static {
+        move |ts: u64| self.above.is_none_or(|a| ts > a) && self.below.is_none_or(|b| ts < b)
+    }
 }
 
 #[cfg(test)]

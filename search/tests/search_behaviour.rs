@@ -448,4 +448,34 @@ proptest! {
             Ok(())
         })?;
     }
+
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn newest_pages_are_exactly_the_total_order(
+        stamps in proptest::collection::vec((0u64..4, 0usize..3), 1..60),
+        limit in 1usize..9,
+        before in proptest::option::of(1u64..5),
+    ) {
+        let rooms = ["r_a", "r_b", "r_c"];
+        let messages: Vec<Message> = stamps
+            .iter()
+            .enumerate()
+            .map(|(i, (ts, r))| message(rooms[*r], i as u64 + 1, *ts, "u_ann", "tick"))
+            .collect();
+        let f = Fixture::new(&messages);
+        let mut query = SearchQuery::new("tick", rooms.iter().map(|r| room(r)).collect());
+        query.order = Order::Newest;
+        query.limit = limit;
+        query.before_ts = before;
+        let mut expected: Vec<&Message> = messages.iter().filter(|m| before.is_none_or(|b| m.ts < b)).collect();
+        expected.sort_by(|a, b| {
+            b.ts.cmp(&a.ts).then_with(|| (a.room.as_str(), a.seq).cmp(&(b.room.as_str(), b.seq)))
+        });
+        let expected: Vec<(String, u64)> = expected.iter().map(|m| (m.room.as_str().to_owned(), m.seq)).collect();
+        prop_assert_eq!(all_pages(&f, query), expected);
+    }
 }
