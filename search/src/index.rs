@@ -76,8 +76,9 @@ impl std::fmt::Debug for SearchIndex {
 
 impl SearchIndex {
     /// Opens the index in `dir` (created if missing). An index of another format version,
-    /// or one whose rebuild never finished, is wiped; the state says whether the caller
-    /// must rebuild. A non-empty directory that is not an index is refused, not wiped.
+    /// one whose rebuild never finished, or one whose indexer did not stop cleanly is
+    /// wiped; the state says whether the caller must rebuild. At most one `SearchIndex`
+    /// per directory per process. A non-empty directory that is not an index is refused, not wiped.
     pub fn open(dir: &Path) -> Result<(SearchIndex, IndexState), SearchError> {
         std::fs::create_dir_all(dir)?;
         let (schema, fields) = Fields::schema();
