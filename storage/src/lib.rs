@@ -19,6 +19,7 @@ mod keys;
 mod message_record;
 mod people;
 mod records;
+mod scan;
 mod store;
 
 pub use committer::{CommitDone, GroupCommitter};

@@ -484,7 +484,7 @@ impl Store {
     }
 
     /// Decodes a stored message and applies its extension record, if any.
-    fn read_message(&self, bytes: &[u8]) -> Result<Message, StorageError> {
+    pub(crate) fn read_message(&self, bytes: &[u8]) -> Result<Message, StorageError> {
         let mut message = message_record::decode(bytes)?;
         if let Some(ext) = self.room_seq_ext.get(keys::message(&message.room, message.seq))? {
             message_record::apply_ext(&mut message, &ext)?;

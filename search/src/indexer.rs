@@ -1,0 +1,254 @@
+//! The indexer: one thread owning the index writer, fed by a channel, committing in
+//! batches.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use palaver_protocol::{Message, RoomId};
+use palaver_storage::Store;
+use tantivy::{IndexReader, IndexWriter, TantivyDocument};
+
+use crate::error::SearchError;
+use crate::index::{SearchIndex, clear_version, mark_running, write_version};
+use crate::schema::Fields;
+
+/// Messages read from the store per page while rebuilding.
+pub const REBUILD_PAGE: usize = 1_000;
+/// A rebuild commits (and becomes partly searchable) every this many messages.
+const REBUILD_COMMIT_EVERY: u64 = 50_000;
+
+/// How the indexer batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IndexerConfig {
+    /// The longest a change waits before it is committed and searchable.
+    pub commit_interval: Duration,
+    /// The writer's memory budget, in bytes (tantivy needs at least 15 MB).
+    pub writer_memory_bytes: usize,
+}
+
+impl Default for IndexerConfig {
+    fn default() -> IndexerConfig {
+        IndexerConfig { commit_interval: Duration::from_millis(500), writer_memory_bytes: 32 << 20 }
+    }
+}
+
+/// A change for the indexer.
+#[derive(Debug)]
+#[non_exhaustive]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "`Upsert` is nearly every op: boxing it would add an allocation per message"
+)]
+pub enum IndexOp {
+    /// A message was stored or replaced (sent, edited, deleted into a tombstone): index its
+    /// current state, replacing any earlier one. A message that must not be searchable
+    /// (see [`crate::indexable`]) is removed instead.
+    Upsert(Message),
+    /// Remove a message from the index.
+    Remove {
+        /// Its room.
+        room: RoomId,
+        /// Its seq.
+        seq: u64,
+    },
+    /// Commit everything received so far, make it searchable, then reply.
+    Flush(flume::Sender<Result<(), SearchError>>),
+    /// Clear the index and reindex every message of the store, then mark the index
+    /// complete; replies with how many messages were indexed. Changes sent meanwhile wait
+    /// in the channel and apply after it, so the index ends current.
+    Rebuild {
+        /// The message log.
+        store: Arc<Store>,
+        /// Where the count (or the failure) goes.
+        reply: flume::Sender<Result<u64, SearchError>>,
+    },
+    /// Commit and stop.
+    Shutdown,
+}
+
+/// The running indexer thread. Clone [`IndexerHandle::sender`] for every producer (its
+/// sends never block); dropping the handle shuts the thread down with a final commit.
+#[derive(Debug)]
+pub struct IndexerHandle {
+    sender: flume::Sender<IndexOp>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SearchIndex {
+    /// Takes the index's writer and starts the indexer thread. Only one indexer may run
+    /// per index (a second fails with the writer lock held).
+    pub fn start_indexer(&self, config: IndexerConfig) -> Result<IndexerHandle, SearchError> {
+        let writer: IndexWriter<TantivyDocument> =
+            self.index.writer_with_num_threads(1, config.writer_memory_bytes)?;
+        mark_running(&self.dir, true)?;
+        let (sender, receiver) = flume::unbounded();
+        let indexer = Indexer {
+            writer,
+            reader: self.reader.clone(),
+            fields: self.fields,
+            dir: self.dir.clone(),
+            config,
+            pending_since: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("search-indexer".into())
+            .spawn(move || indexer.run(&receiver))?;
+        Ok(IndexerHandle { sender, thread: Some(thread) })
+    }
+}
+
+impl IndexerHandle {
+    /// A sender of changes, for producers on other threads.
+    pub fn sender(&self) -> flume::Sender<IndexOp> {
+        self.sender.clone()
+    }
+
+    /// Sends a change (never blocks).
+    pub fn send(&self, op: IndexOp) -> Result<(), SearchError> {
+        self.sender.send(op).map_err(|_| SearchError::IndexerStopped)
+    }
+
+    /// Commits everything sent so far and waits until it is searchable.
+    pub fn flush(&self) -> Result<(), SearchError> {
+        let (reply, done) = flume::bounded(1);
+        self.send(IndexOp::Flush(reply))?;
+        done.recv().map_err(|_| SearchError::IndexerStopped)?
+    }
+
+    /// Clears the index and reindexes every message of `store` (waits until done); returns
+    /// how many messages were indexed. Blocks for as long as the log takes to read.
+    pub fn rebuild(&self, store: Arc<Store>) -> Result<u64, SearchError> {
+        let (reply, done) = flume::bounded(1);
+        self.send(IndexOp::Rebuild { store, reply })?;
+        done.recv().map_err(|_| SearchError::IndexerStopped)?
+    }
+
+    /// Commits what is pending and stops the thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = self.sender.send(IndexOp::Shutdown);
+            if thread.join().is_err() {
+                tracing::error!("search indexer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for IndexerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Indexer {
+    writer: IndexWriter<TantivyDocument>,
+    reader: IndexReader,
+    fields: Fields,
+    dir: std::path::PathBuf,
+    config: IndexerConfig,
+    /// When the oldest uncommitted change arrived.
+    pending_since: Option<Instant>,
+}
+
+impl Indexer {
+    fn run(mut self, receiver: &flume::Receiver<IndexOp>) {
+        loop {
+            let op = match self.pending_since {
+                Some(since) => match receiver.recv_deadline(since + self.config.commit_interval) {
+                    Ok(op) => Some(op),
+                    Err(flume::RecvTimeoutError::Timeout) => None,
+                    Err(flume::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match receiver.recv() {
+                    Ok(op) => Some(op),
+                    Err(flume::RecvError::Disconnected) => break,
+                },
+            };
+            match op {
+                None => self.commit_logged(),
+                Some(IndexOp::Upsert(message)) => self.upsert(&message),
+                Some(IndexOp::Remove { room, seq }) => {
+                    self.writer.delete_term(self.fields.key_term(&room, seq));
+                    self.mark_pending();
+                }
+                Some(IndexOp::Flush(reply)) => {
+                    let _ = reply.send(self.commit());
+                }
+                Some(IndexOp::Rebuild { store, reply }) => {
+                    let _ = reply.send(self.rebuild(&store));
+                }
+                Some(IndexOp::Shutdown) => break,
+            }
+            if self.pending_since.is_some_and(|since| since.elapsed() >= self.config.commit_interval) {
+                self.commit_logged();
+            }
+        }
+        let clean = match self.commit() {
+            Ok(()) => mark_running(&self.dir, false),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = clean {
+            tracing::error!(%error, "search: the final commit failed; the index will be rebuilt at next open");
+        }
+    }
+
+    fn mark_pending(&mut self) {
+        self.pending_since.get_or_insert_with(Instant::now);
+    }
+
+    fn upsert(&mut self, message: &Message) {
+        self.writer.delete_term(self.fields.key_term(&message.room, message.seq));
+        if let Some(doc) = self.fields.document(message)
+            && let Err(error) = self.writer.add_document(doc)
+        {
+            tracing::error!(%error, room = %message.room, seq = message.seq, "search: indexing a message failed");
+        }
+        self.mark_pending();
+    }
+
+    fn commit(&mut self) -> Result<(), SearchError> {
+        self.pending_since = None;
+        self.writer.commit()?;
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    fn commit_logged(&mut self) {
+        if let Err(error) = self.commit() {
+            tracing::error!(%error, "search: commit failed; the changes stay pending until the next commit");
+        }
+    }
+
+    fn rebuild(&mut self, store: &Store) -> Result<u64, SearchError> {
+        clear_version(&self.dir)?;
+        self.writer.delete_all_documents()?;
+        let (mut indexed, mut since_commit) = (0u64, 0u64);
+        let mut after: Option<(RoomId, u64)> = None;
+        loop {
+            let page = store.messages_after(after.as_ref().map(|(room, seq)| (room, *seq)), REBUILD_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.room.clone(), last.seq));
+            for message in &page {
+                if let Some(doc) = self.fields.document(message) {
+                    self.writer.add_document(doc)?;
+                    indexed += 1;
+                    since_commit += 1;
+                }
+            }
+            if since_commit >= REBUILD_COMMIT_EVERY {
+                self.commit()?;
+                since_commit = 0;
+            }
+        }
+        self.commit()?;
+        write_version(&self.dir)?;
+        tracing::info!(indexed, "search: index rebuilt from the message log");
+        Ok(indexed)
+    }
+}
