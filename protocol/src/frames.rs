@@ -440,6 +440,33 @@ pub enum Op {
         /// The user.
         user: UserId,
     },
+    /// Full-text search of the messages in the caller's rooms.
+    #[serde(rename = "search")]
+    Search {
+        /// Words (all must match), `"exact phrases"`, `pre*` prefixes; 1–512 bytes.
+        query: String,
+        /// Only this room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<RoomId>,
+        /// Only messages from this sender.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<UserId>,
+        /// Only messages stored before this time (ms since the Unix epoch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        /// Only messages stored after this time (ms since the Unix epoch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        /// `relevance` (default) or `newest`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        order: Option<SearchOrder>,
+        /// Hits per page, 1–50 (default 20).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next_cursor`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
     /// Take one one-time prekey of each of a user's devices (or of one device).
     #[serde(rename = "keys.claim")]
     KeysClaim {
@@ -505,6 +532,7 @@ impl Op {
             Op::KeysUpload { .. } => "keys.upload",
             Op::KeysList { .. } => "keys.list",
             Op::KeysClaim { .. } => "keys.claim",
+            Op::Search { .. } => "search",
         }
     }
 }
@@ -554,6 +582,10 @@ impl ClientFrame {
             | Op::FriendRemove { user }
             | Op::Block { user }
             | Op::Unblock { user } => user.revalidate(),
+            Op::Search { room, from, .. } => {
+                room.as_ref().map_or(Ok(()), Revalidate::revalidate)?;
+                from.as_ref().map_or(Ok(()), Revalidate::revalidate)
+            }
             Op::PresenceSubscribe { users } | Op::PresenceUnsubscribe { users } => {
                 users.iter().try_for_each(Revalidate::revalidate)
             }
@@ -576,6 +608,58 @@ impl ClientFrame {
             | Op::PresenceSet { .. } => Ok(()),
         }
     }
+}
+
+/// How `search` orders its hits.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchOrder {
+    /// Best match first.
+    Relevance,
+    /// Newest first.
+    Newest,
+}
+
+/// One `search` hit.
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct SearchHit {
+    /// The room.
+    pub room: RoomId,
+    /// The message.
+    pub seq: u64,
+    /// When it was stored.
+    pub ts: u64,
+    /// Who sent it.
+    pub sender: UserId,
+    /// Up to about 150 characters around the match, HTML-escaped, matches in `<b>…</b>`.
+    pub snippet: String,
+    /// Relevance (0 in `newest` order).
+    pub score: f32,
+}
+
+/// Answer to `search`.
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct SearchOk {
+    /// Hits, in the requested order.
+    pub hits: Vec<SearchHit>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// Who may join a room.
@@ -841,6 +925,8 @@ pub enum OkBody {
     Devices(DevicesOk),
     /// `keys.claim`.
     Claimed(ClaimedOk),
+    /// `search`.
+    Search(SearchOk),
     /// `leave`, `ping` and other ops with nothing to say: `{}`.
     Empty(Empty),
 }

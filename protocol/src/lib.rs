@@ -30,7 +30,8 @@ pub use error::{ErrorBody, ErrorCode};
 pub use frames::{
     AuthOk, ClientFrame, Delete, Edit, EditOk, Empty, Event, FileRef, HistoryOk, JoinOk, Message,
     MessageKind, OkBody, Op, Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptOk, ReplyBody,
-    ReplyPreview, RoomInfo, RoomKind, RoomListOk, RoomOk, RoomSummary, SendOk, ServerFrame, SyncOk, Typing,
+    ReplyPreview, RoomInfo, RoomKind, RoomListOk, RoomOk, RoomSummary, SearchHit, SearchOk, SearchOrder,
+    SendOk, ServerFrame, SyncOk, Typing,
 };
 pub use ids::{ClientMsgId, IdError, RoomId, SessionId, UserId, Username};
 pub use keys::{ClaimedKey, ClaimedOk, DeviceKeys, DevicesOk, Encryption, KeysUploadOk, OneTimeKey};

@@ -68,9 +68,8 @@ pub(crate) fn key(room: &RoomId, seq: u64) -> String {
 
 /// The searchable text of a message, or `None` when it must never be indexed: system
 /// notices, tombstones (deleted messages), and any kind this build does not know to be
-/// plain text a member wrote (a future end-to-end encrypted kind holds ciphertext only
-/// its members can read: it must be added here as `None` deliberately, which the
-/// exhaustive match forces).
+/// plain text a member wrote (`encrypted` messages hold ciphertext only their members
+/// can read: excluded deliberately, as the exhaustive match forces for any new kind).
 ///
 /// Text messages index their text; images and files their caption and the file's name.
 pub fn indexable(message: &Message) -> Option<String> {
@@ -84,7 +83,8 @@ pub fn indexable(message: &Message) -> Option<String> {
             Some(file) => format!("{}\n{}", message.text, file.name),
             None => message.text.clone(),
         },
-        MessageKind::System => return None,
+        // Ciphertext is never indexed (nor could it be searched).
+        MessageKind::System | MessageKind::Encrypted => return None,
     };
     (!text.trim().is_empty()).then_some(text)
 }

@@ -42,6 +42,7 @@ fn message(room_id: &str, seq: u64, ts: u64, sender: &str, text: &str) -> Messag
         deleted: false,
         system: None,
         blocked: false,
+        encryption: None,
     }
 }
 

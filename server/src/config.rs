@@ -80,6 +80,9 @@ pub struct Cli {
     /// Largest file upload, in bytes.
     #[arg(long, env = "PALAVER_MAX_FILE_BYTES")]
     pub max_file_bytes: Option<u64>,
+    /// Do not index messages for search (the `search` op then answers `unavailable`).
+    #[arg(long, env = "PALAVER_DISABLE_SEARCH")]
+    pub disable_search: bool,
     /// Milliseconds between two presence announcements of one user (coalescing).
     #[arg(long, env = "PALAVER_PRESENCE_INTERVAL_MS")]
     pub presence_interval_ms: Option<u64>,
@@ -124,6 +127,7 @@ struct FileConfig {
     presence_interval_ms: Option<u64>,
     files_url: Option<String>,
     max_file_bytes: Option<u64>,
+    disable_search: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -163,6 +167,8 @@ pub struct Config {
     pub files_url: Option<String>,
     /// Largest file upload.
     pub max_file_bytes: u64,
+    /// Whether messages are indexed for search.
+    pub search: bool,
     /// The least time between two presence announcements of one user.
     pub presence_interval_ms: u64,
     /// How long a message stays editable by its sender, in ms.
@@ -218,6 +224,7 @@ impl Config {
                 .saturating_mul(1000),
             max_room_members: cli.max_room_members.or(file.max_room_members).unwrap_or(10_000),
             files_url: cli.files_url.or(file.files_url),
+            search: !(cli.disable_search || file.disable_search.unwrap_or(false)),
             max_file_bytes: cli.max_file_bytes.or(file.max_file_bytes).unwrap_or(10 << 20),
             presence_interval_ms: cli.presence_interval_ms.or(file.presence_interval_ms).unwrap_or(1_000),
             typing_timeout_ms: cli

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use palaver_storage::{CommitDone, GroupCommitter, Store};
+use palaver_search::{IndexOp, IndexerConfig, IndexerHandle, SearchIndex};
+use palaver_storage::{CommitDone, GroupCommitter, Store, Write};
 
 use crate::auth::TokenService;
 use crate::blocking::BlockingPool;
@@ -45,6 +46,9 @@ pub enum StartError {
     /// A thread could not be started.
     #[error("cannot start thread: {0}")]
     Thread(std::io::Error),
+    /// The search index could not be opened.
+    #[error("cannot open the search index: {0}")]
+    Search(palaver_search::SearchError),
     /// The file store could not be opened.
     #[error("cannot open file storage: {0}")]
     Files(crate::files::FileError),
@@ -70,10 +74,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     };
     let (files, files_thread) = FileStore::start(&files_url).map_err(StartError::Files)?;
+    let (search, indexer) = if config.search { start_search(&data_dir, &store)? } else { (None, None) };
     let metrics = Arc::new(Metrics::default());
 
     let (mesh, inboxes) = Mesh::new(config.shards);
-    let committer = start_committer(store.clone(), mesh.clone(), metrics.clone());
+    let index_feed = search.as_ref().map(|(_, feed)| feed.clone());
+    let committer = start_committer(store.clone(), mesh.clone(), metrics.clone(), index_feed);
     let (blocking, blocking_threads) = BlockingPool::start(2);
     let listeners = bind_shared_port(config.http_addr, config.shards)?;
     let http_addr = listeners.first().and_then(|l| l.local_addr().ok()).unwrap_or(config.http_addr);
@@ -81,6 +87,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let shared = Arc::new(Shared {
         presence: crate::shard::PresenceTable::new(config.shards),
         files: files.clone(),
+        search,
         tokens: TokenService::new(&secret, config.access_token_ttl_secs),
         config,
         store,
@@ -126,6 +133,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     drop(blocking_threads);
     files.stop();
     let _ = files_thread.join();
+    if let Some(indexer) = indexer {
+        indexer.shutdown();
+    }
     committer.shutdown();
     tracing::info!("stopped cleanly");
     Ok(())
@@ -175,9 +185,50 @@ fn run_shard(
     }
 }
 
-/// Routes group-commit completions back to the owning shards, one message per shard.
-fn start_committer(store: Arc<Store>, mesh: Mesh, metrics: Arc<Metrics>) -> GroupCommitter<Ticket> {
+/// The search index under `DATA_DIR/search` and its indexer thread. An index that is
+/// missing, of another version, or left behind by a crash is rebuilt from the log in the
+/// background (changes committed meanwhile queue behind the rebuild).
+fn start_search(
+    data_dir: &Path,
+    store: &Arc<Store>,
+) -> Result<(Option<SearchService>, Option<IndexerHandle>), StartError> {
+    let (index, state) = SearchIndex::open(&data_dir.join("search")).map_err(StartError::Search)?;
+    let indexer = index.start_indexer(IndexerConfig::default()).map_err(StartError::Search)?;
+    if state.needs_rebuild() {
+        let (reply, done) = flume::bounded(1);
+        if indexer.send(IndexOp::Rebuild { store: store.clone(), reply }).is_ok() {
+            tracing::info!(?state, "rebuilding the search index from the message log");
+            let _ = std::thread::Builder::new().name("search-rebuild-wait".into()).spawn(move || match done
+                .recv()
+            {
+                Ok(Ok(count)) => tracing::info!(messages = count, "search index rebuilt"),
+                Ok(Err(e)) => tracing::error!("search index rebuild failed: {e}"),
+                Err(_) => {}
+            });
+        }
+    }
+    let feed = indexer.sender();
+    Ok((Some((Arc::new(index), feed)), Some(indexer)))
+}
+
+type SearchService = (Arc<SearchIndex>, flume::Sender<IndexOp>);
+
+/// Routes group-commit completions back to the owning shards, one message per shard, and
+/// feeds stored and rewritten messages to the search indexer.
+fn start_committer(
+    store: Arc<Store>,
+    mesh: Mesh,
+    metrics: Arc<Metrics>,
+    index_feed: Option<flume::Sender<IndexOp>>,
+) -> GroupCommitter<Ticket> {
     GroupCommitter::start(store, move |done: CommitDone<Ticket>| {
+        if let (Some(feed), Ok(())) = (&index_feed, &done.result) {
+            for write in done.writes {
+                if let Write::AppendMessage(message) | Write::ReplaceMessage(message) = write {
+                    let _ = feed.send(IndexOp::Upsert(message));
+                }
+            }
+        }
         Metrics::inc(&metrics.commit_batches);
         metrics.commit_messages.fetch_add(done.tickets.len() as u64, Ordering::Relaxed);
         let mut by_shard: HashMap<usize, Vec<_>> = HashMap::new();

@@ -27,6 +27,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Threads for blocking work.
     pub blocking: BlockingPool,
+    /// The search index (`None` with `--disable-search`) and its indexer's inbox.
+    pub search: Option<(Arc<palaver_search::SearchIndex>, flume::Sender<palaver_search::IndexOp>)>,
     /// Where shared files' bytes go.
     pub files: crate::files::FileStore,
     /// Everyone's current presence (each part written by its home shard).

@@ -23,6 +23,8 @@ pub struct CommitDone<T> {
     pub tickets: Vec<T>,
     /// `Ok` when the whole group is durable; the error otherwise (nothing of it is).
     pub result: Result<(), Arc<StorageError>>,
+    /// The group's writes, in order (for followers of the log, like a search indexer).
+    pub writes: Vec<Write>,
 }
 
 enum Request<T> {
@@ -117,7 +119,7 @@ fn run<T>(store: &Store, rx: &flume::Receiver<Request<T>>, on_done: &mut impl Fn
             if result.is_ok() && buffered && unsynced_since.is_none() {
                 unsynced_since = Some(Instant::now());
             }
-            on_done(CommitDone { tickets, result });
+            on_done(CommitDone { tickets, result, writes });
         }
         if stop {
             break;

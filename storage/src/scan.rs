@@ -58,6 +58,7 @@ mod tests {
             deleted: false,
             system: None,
             blocked: false,
+            encryption: None,
         }
     }
 

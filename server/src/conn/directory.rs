@@ -7,12 +7,82 @@ use std::rc::Rc;
 use palaver_protocol::{
     BlockedOk, DeviceKeys, DevicesOk, Empty, ErrorBody, ErrorCode, FriendInfo, FriendState, FriendsOk,
     InviteInfo, InvitesOk, OkBody, Op, PresenceListOk, ProfileOk, ReplyBody, RoomId, RoomInfo, RoomListOk,
-    RoomSummary, SyncOk, UserId, UsersOk, limits,
+    RoomSummary, SearchHit, SearchOk, SearchOrder, SyncOk, UserId, UsersOk, limits,
 };
 use palaver_storage::StorageError;
 
 use crate::shard::people::{follow, presence_of, public_profile, unfollow};
 use crate::shard::{Conn, Shard};
+
+/// A `search` op's fields.
+#[derive(Debug)]
+pub struct SearchRequest {
+    pub query: String,
+    pub room: Option<RoomId>,
+    pub from: Option<UserId>,
+    pub before: Option<u64>,
+    pub after: Option<u64>,
+    pub order: Option<SearchOrder>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// `search`: the searcher's rooms (membership now, so a room left or banned from stops
+/// matching at once), queried on the blocking pool (never on the shard); hits from users
+/// the searcher blocked are left out.
+pub async fn search(shard: &Rc<Shard>, conn: &Rc<Conn>, user: UserId, request: SearchRequest) -> ReplyBody {
+    let Some((index, _)) = shard.shared.search.clone() else {
+        return refuse(ErrorCode::Unavailable, "search is disabled on this server");
+    };
+    let limit = request.limit.unwrap_or(20);
+    if !(1..=palaver_search::MAX_LIMIT as u32).contains(&limit) {
+        return refuse(ErrorCode::Invalid, format!("limit must be 1 to {}", palaver_search::MAX_LIMIT));
+    }
+    let rooms = match shard.shared.store.user_rooms(&user) {
+        Ok(rooms) => rooms,
+        Err(e) => return failed("search", &e),
+    };
+    let blocked: Vec<UserId> = conn.blocked.borrow().iter().cloned().collect();
+    let query = palaver_search::SearchQuery {
+        text: request.query,
+        rooms,
+        room: request.room,
+        from: request.from,
+        before_ts: request.before,
+        after_ts: request.after,
+        order: match request.order {
+            Some(SearchOrder::Newest) => palaver_search::Order::Newest,
+            Some(SearchOrder::Relevance) | None => palaver_search::Order::Relevance,
+        },
+        limit: limit as usize,
+        cursor: request.cursor,
+    };
+    let found = shard.shared.blocking.run(move || index.search(&query)).await;
+    match found {
+        None => refuse(ErrorCode::Unavailable, "server is shutting down"),
+        Some(Err(e)) if e.is_invalid_request() => refuse(ErrorCode::Invalid, e.to_string()),
+        Some(Err(e)) => {
+            tracing::error!("search: {e}");
+            refuse(ErrorCode::Internal, "search failed")
+        }
+        Some(Ok(page)) => {
+            let hits = page
+                .hits
+                .into_iter()
+                .filter(|h| !blocked.contains(&h.sender))
+                .map(|h| SearchHit {
+                    room: h.room,
+                    seq: h.seq,
+                    ts: h.ts,
+                    sender: h.sender,
+                    snippet: h.snippet,
+                    score: h.score,
+                })
+                .collect();
+            ReplyBody::Ok(OkBody::Search(SearchOk { hits, next_cursor: page.next }))
+        }
+    }
+}
 
 fn failed(op: &str, e: &StorageError) -> ReplyBody {
     tracing::error!("{op}: {e}");

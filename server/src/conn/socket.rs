@@ -278,6 +278,17 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
         }
         Op::Delete { room, seq } => RoomAction::Delete { room, seq },
         Op::Unreact { room, seq, emoji } => RoomAction::React { room, seq, emoji, add: false },
+        Op::Search { query, room, from, before, after, order, limit, cursor } => {
+            let Some(user) = conn.user() else { return };
+            let request = directory::SearchRequest { query, room, from, before, after, order, limit, cursor };
+            let (shard, conn) = (shard.clone(), conn.clone());
+            monoio::spawn(async move {
+                let body = directory::search(&shard, &conn, user, request).await;
+                conn.session.borrow_mut().finished();
+                send_frame(&conn, &ServerFrame::Reply { re: id, body });
+            });
+            return;
+        }
         Op::Sync {} => {
             conn.session.borrow_mut().finished();
             let body = match conn.user() {
