@@ -245,6 +245,8 @@ struct Queued {
     ticket: Ticket,
     op: Op,
     deadline: u64,
+    /// Not before this time (after a `rate_limited` answer).
+    not_before: u64,
 }
 
 /// A `send` until the server acknowledges it.
@@ -380,6 +382,9 @@ impl ClientCore {
         }
         for q in &self.queued {
             consider(q.deadline);
+            if self.link == Link::Ready && q.not_before > self.now {
+                consider(q.not_before);
+            }
         }
         at
     }
@@ -690,7 +695,7 @@ impl ClientCore {
         for (_, f) in in_flight {
             match f.purpose {
                 Purpose::User { ticket, op } if retry_safe(&op) => {
-                    requeue.push(Queued { ticket, op, deadline: f.deadline });
+                    requeue.push(Queued { ticket, op, deadline: f.deadline, not_before: 0 });
                 }
                 Purpose::User { ticket, .. } => self.complete(ticket, Err(Error::ConnectionLost)),
                 _ => {}
@@ -747,7 +752,7 @@ impl ClientCore {
             self.complete(ticket, Err(Error::Closed));
             return;
         }
-        self.queued.push_back(Queued { ticket, op, deadline: now + self.config.request_timeout_ms });
+        self.queued.push_back(Queued { ticket, op, deadline: now + self.config.request_timeout_ms, not_before: 0 });
         self.pump(now);
     }
 
@@ -794,7 +799,10 @@ impl ClientCore {
                 track.join = JoinState::Joining { wire_id };
             }
         }
-        while let Some(q) = self.queued.pop_front() {
+        let (due, later): (VecDeque<Queued>, VecDeque<Queued>) =
+            std::mem::take(&mut self.queued).into_iter().partition(|q| q.not_before <= now);
+        self.queued = later;
+        for q in due {
             self.transmit_op(now, q.op.clone(), Purpose::User { ticket: q.ticket, op: q.op });
         }
         let mut sending = self.outbox.iter().filter(|e| e.in_flight.is_some()).count();
@@ -891,8 +899,13 @@ impl ClientCore {
                 ReplyBody::Ok(ok) => self.complete(ticket, Ok(ok)),
                 ReplyBody::Err(e) if e.code == ErrorCode::Unauthorized => {
                     // The socket lost its authentication (should not happen): reconnect.
-                    self.queued.push_front(Queued { ticket, op, deadline: f.deadline });
+                    self.queued.push_front(Queued { ticket, op, deadline: f.deadline, not_before: 0 });
                     self.go_offline(now, "socket not authenticated".into());
+                }
+                ReplyBody::Err(e) if e.code == ErrorCode::RateLimited => {
+                    // The refused request had no effect: retry it when the server says.
+                    let not_before = now + e.retry_after_ms.unwrap_or(100).max(1);
+                    self.queued.push_back(Queued { ticket, op, deadline: f.deadline, not_before });
                 }
                 ReplyBody::Err(e) => self.complete(ticket, Err(e.into())),
             },

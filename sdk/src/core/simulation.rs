@@ -38,6 +38,8 @@ struct FakeServer {
     receipts: BTreeMap<RoomId, (u64, u64)>,
     receipt_requests: usize,
     sessions: u64,
+    /// Refuse this many authenticated requests with `rate_limited`.
+    rate_limit_next: usize,
 }
 
 impl FakeServer {
@@ -107,6 +109,13 @@ impl FakeServer {
                 _ => ReplyBody::Err(ErrorBody::new(ErrorCode::Unauthorized, "no")),
             };
             self.to_client.push_back(reply(body));
+            return;
+        }
+        if self.rate_limit_next > 0 {
+            self.rate_limit_next -= 1;
+            let mut e = ErrorBody::new(ErrorCode::RateLimited, "slow down");
+            e.retry_after_ms = Some(40);
+            self.to_client.push_back(reply(ReplyBody::Err(e)));
             return;
         }
         match frame.op {
@@ -493,6 +502,19 @@ fn room_create_is_not_repeated_after_a_cut_but_idempotent_requests_are() {
     sim.run_for(5_000);
     assert_eq!(sim.done[&create], Err(Error::ConnectionLost));
     assert!(sim.done[&typing].is_ok());
+}
+
+#[test]
+fn rate_limited_requests_and_sends_are_retried_when_the_server_says() {
+    let mut sim = joined_sim();
+    sim.server.rate_limit_next = 2;
+    let history = sim.core.request(sim.now, Op::History { room: room(), before: None, limit: None });
+    let send = sim.core.send(sim.now, Outgoing::text(room(), "later"));
+    sim.settle();
+    assert!(!sim.done.contains_key(&history) && !sim.done.contains_key(&send));
+    sim.run_for(100);
+    assert!(matches!(sim.done[&history], Ok(OkBody::History(_))));
+    assert!(matches!(sim.done[&send], Ok(OkBody::Sent(SendOk { seq: 1, .. }))));
 }
 
 #[test]
