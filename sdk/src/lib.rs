@@ -11,6 +11,10 @@ mod client;
 mod driver;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 mod native;
+#[cfg(all(feature = "wasm", target_arch = "wasm32"))]
+mod wasm;
+#[cfg(all(feature = "wasm", target_arch = "wasm32"))]
+pub use wasm::PalaverClient;
 
 #[cfg(any(all(feature = "native", not(target_arch = "wasm32")), all(feature = "wasm", target_arch = "wasm32")))]
 pub use client::{Client, ClientOptions, Events, HistoryPager, Session};
