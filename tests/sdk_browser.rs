@@ -32,7 +32,8 @@ fn target_dir() -> PathBuf {
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    let mut dirs: Vec<PathBuf> =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(Path::new(&home).join(".cargo/bin"));
     }
@@ -41,12 +42,14 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 
 /// The tools this test needs, or why it cannot run.
 fn tools() -> Result<(PathBuf, PathBuf, PathBuf), String> {
-    let chromium = std::env::var_os("PALAVER_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    let chromium = std::env::var_os("PALAVER_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
     if !chromium.is_file() {
         return Err(format!("{} not found (apt-get install chromium)", chromium.display()));
     }
     let node = find_in_path("node").ok_or("node not found")?;
-    let bindgen = find_in_path("wasm-bindgen").ok_or("wasm-bindgen not found (cargo install wasm-bindgen-cli)")?;
+    let bindgen =
+        find_in_path("wasm-bindgen").ok_or("wasm-bindgen not found (cargo install wasm-bindgen-cli)")?;
     if !workspace_root().join("tests/browser/node_modules/playwright-core").is_dir() {
         return Err("playwright-core not installed (cd tests/browser && npm ci)".into());
     }
@@ -121,8 +124,10 @@ fn serve_one(mut stream: TcpStream, root: &Path) {
         }
         _ => ("404 Not Found", b"not found".to_vec(), "text/plain"),
     };
-    let header =
-        format!("HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+    let header = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
     let _ = stream.write_all(header.as_bytes());
     let _ = stream.write_all(&body);
 }
@@ -142,9 +147,13 @@ async fn a_message_from_a_native_client_appears_in_the_browser_and_back() {
 
     let server = Server::start(&[]);
     let url = server.url("");
-    let alice = Client::connect_with(&url, Credentials::register("alice", "password-123"), ClientOptions::with_codec(Codec::Rkyv))
-        .await
-        .unwrap();
+    let alice = Client::connect_with(
+        &url,
+        Credentials::register("alice", "password-123"),
+        ClientOptions::with_codec(Codec::Rkyv),
+    )
+    .await
+    .unwrap();
     let mut alice_events = alice.events();
     let room = alice.create_room("browser", RoomKind::Public).await.unwrap().room_id;
     alice.join(&room).await.unwrap();
@@ -171,7 +180,9 @@ async fn a_message_from_a_native_client_appears_in_the_browser_and_back() {
         }
     });
     let next_line = |what: &str| {
-        lines_rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("the browser did not report {what}"))
+        lines_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the browser did not report {what}"))
     };
 
     assert_eq!(next_line("JOINED"), "JOINED");

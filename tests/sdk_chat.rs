@@ -23,12 +23,20 @@ async fn next_message(events: &mut Events) -> palaver_protocol::Message {
 async fn two_sdk_clients_chat_over_json_and_rkyv() {
     let server = Server::start(&["--shards", "2"]);
     let url = server.url("");
-    let alice = Client::connect_with(&url, Credentials::register("alice", PASSWORD), ClientOptions::with_codec(Codec::Json))
-        .await
-        .unwrap();
-    let bob = Client::connect_with(&url, Credentials::register("bob", PASSWORD), ClientOptions::with_codec(Codec::Rkyv))
-        .await
-        .unwrap();
+    let alice = Client::connect_with(
+        &url,
+        Credentials::register("alice", PASSWORD),
+        ClientOptions::with_codec(Codec::Json),
+    )
+    .await
+    .unwrap();
+    let bob = Client::connect_with(
+        &url,
+        Credentials::register("bob", PASSWORD),
+        ClientOptions::with_codec(Codec::Rkyv),
+    )
+    .await
+    .unwrap();
     let (mut alice_events, mut bob_events) = (alice.events(), bob.events());
 
     let room = alice.create_room("general", RoomKind::Public).await.unwrap();
@@ -108,9 +116,10 @@ async fn two_sdk_clients_chat_over_json_and_rkyv() {
     assert_eq!(next_message(&mut alice_events).await.text, "after bob left");
     tokio::time::sleep(Duration::from_millis(200)).await;
     bob.ping().await.unwrap();
-    assert!(!std::iter::from_fn(|| bob_events_try_next(&mut bob_events)).any(|e| {
-        matches!(e, ClientEvent::Message(m) if m.text == "after bob left")
-    }));
+    assert!(
+        !std::iter::from_fn(|| bob_events_try_next(&mut bob_events))
+            .any(|e| { matches!(e, ClientEvent::Message(m) if m.text == "after bob left") })
+    );
 
     alice.close();
     assert_eq!(within("close", alice.ping()).await, Err(Error::Closed));
@@ -130,7 +139,10 @@ async fn bad_credentials_and_bad_urls_fail_fast() {
     assert_eq!(err.code(), Some(palaver_protocol::ErrorCode::Unauthorized));
     let err = Client::connect(&url, Credentials::register("carol", PASSWORD)).await.unwrap_err();
     assert_eq!(err.code(), Some(palaver_protocol::ErrorCode::Conflict));
-    assert!(matches!(Client::connect("ftp://x", Credentials::password("a", "b")).await, Err(Error::InvalidUrl { .. })));
+    assert!(matches!(
+        Client::connect("ftp://x", Credentials::password("a", "b")).await,
+        Err(Error::InvalidUrl { .. })
+    ));
 
     // Sessions: login, refresh (rotation), and connecting with tokens alone.
     let session = Client::login(&url, "Carol", PASSWORD).await.unwrap();
@@ -138,10 +150,14 @@ async fn bad_credentials_and_bad_urls_fail_fast() {
     assert_eq!(refreshed.user_id, session.user_id);
     let reused = Client::refresh(&url, session.tokens.refresh_token.as_deref().unwrap()).await.unwrap_err();
     assert_eq!(reused.code(), Some(palaver_protocol::ErrorCode::Unauthorized));
-    let carol = Client::connect(&url, Credentials::tokens(palaver_sdk::Tokens::access_only(session.tokens.access_token)))
-        .await
-        .unwrap();
+    let carol = Client::connect(
+        &url,
+        Credentials::tokens(palaver_sdk::Tokens::access_only(session.tokens.access_token)),
+    )
+    .await
+    .unwrap();
     assert_eq!(carol.user_id(), Some(session.user_id));
-    let bad = Client::connect(&url, Credentials::tokens(palaver_sdk::Tokens::access_only("not-a-token"))).await;
+    let bad =
+        Client::connect(&url, Credentials::tokens(palaver_sdk::Tokens::access_only("not-a-token"))).await;
     assert!(bad.is_err());
 }

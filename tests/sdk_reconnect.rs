@@ -22,9 +22,10 @@ fn options(codec: Codec) -> ClientOptions {
 async fn kill_9_and_restart_mid_stream_loses_and_duplicates_nothing() {
     let mut server = Server::start(&["--shards", "2"]);
     let url = server.url("");
-    let alice = Client::connect_with(&url, Credentials::register("alice", "password-123"), options(Codec::Json))
-        .await
-        .unwrap();
+    let alice =
+        Client::connect_with(&url, Credentials::register("alice", "password-123"), options(Codec::Json))
+            .await
+            .unwrap();
     let bob = Client::connect_with(&url, Credentials::register("bob", "password-123"), options(Codec::Rkyv))
         .await
         .unwrap();
@@ -55,9 +56,9 @@ async fn kill_9_and_restart_mid_stream_loses_and_duplicates_nothing() {
     // Crash the server once Bob has seen some of the stream (sends are in flight).
     let mut seen = Vec::new();
     while seen.len() < 40 {
-        match tokio::time::timeout(WAIT, bob_events.next()).await.unwrap().unwrap() {
-            ClientEvent::Message(m) => seen.push((m.seq, m.text)),
-            _ => {}
+        if let ClientEvent::Message(m) = tokio::time::timeout(WAIT, bob_events.next()).await.unwrap().unwrap()
+        {
+            seen.push((m.seq, m.text));
         }
     }
     server.kill9();
@@ -97,9 +98,10 @@ async fn kill_9_and_restart_mid_stream_loses_and_duplicates_nothing() {
 async fn a_send_made_while_the_server_is_down_is_delivered_after_it_returns() {
     let mut server = Server::start(&[]);
     let url = server.url("");
-    let alice = Client::connect_with(&url, Credentials::register("alice", "password-123"), options(Codec::Rkyv))
-        .await
-        .unwrap();
+    let alice =
+        Client::connect_with(&url, Credentials::register("alice", "password-123"), options(Codec::Rkyv))
+            .await
+            .unwrap();
     let mut events = alice.events();
     let room = alice.create_room("offline", RoomKind::Public).await.unwrap().room_id;
     alice.join(&room).await.unwrap();

@@ -44,7 +44,9 @@ fn parse_args() -> anyhow::Result<Args> {
                 }
             }
             "-h" | "--help" => {
-                println!("usage: chat --url URL --user NAME --password PASSWORD [--room NAME|r_ID] [--codec json|rkyv]");
+                println!(
+                    "usage: chat --url URL --user NAME --password PASSWORD [--room NAME|r_ID] [--codec json|rkyv]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -82,11 +84,18 @@ async fn find_or_create_room(client: &Client, room: &str) -> anyhow::Result<Room
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let options = ClientOptions::with_codec(args.codec);
-    let client = match Client::connect_with(&args.url, Credentials::password(&args.user, &args.password), options.clone()).await {
+    let client = match Client::connect_with(
+        &args.url,
+        Credentials::password(&args.user, &args.password),
+        options.clone(),
+    )
+    .await
+    {
         Ok(client) => client,
         Err(e) if e.code() == Some(palaver_protocol::ErrorCode::Unauthorized) => {
             eprintln!("* no such account (or a wrong password): registering {}", args.user);
-            Client::connect_with(&args.url, Credentials::register(&args.user, &args.password), options).await?
+            Client::connect_with(&args.url, Credentials::register(&args.user, &args.password), options)
+                .await?
         }
         Err(e) => return Err(e.into()),
     };

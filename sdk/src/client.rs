@@ -7,15 +7,16 @@ use std::task::{Context, Poll};
 use futures_channel::{mpsc, oneshot};
 use futures_util::Stream;
 use palaver_protocol::{
-    EditOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, ReactionOk, ReceiptOk, RoomId, RoomInfo, RoomKind,
-    RoomListOk, RoomSummary, SendOk, UserId,
+    EditOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, ReactionOk, ReceiptOk, RoomId, RoomInfo,
+    RoomKind, RoomListOk, RoomSummary, SendOk, UserId,
 };
 
+use crate::auth_route::AuthRoute;
 use crate::core::{ClientCore, ClientEvent, Config, Outgoing};
 use crate::driver::{self, Command, DriverSetup, Platform, Shared, SharedState};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::tokens::{AuthRoute, Credentials, Tokens};
+use crate::tokens::{Credentials, Tokens};
 
 /// How to connect: codec, timeouts and the core's tuning.
 #[derive(Debug, Clone)]
@@ -31,7 +32,11 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { codec: palaver_protocol::Codec::Json, connect_timeout_ms: 10_000, core: Config::default() }
+        ClientOptions {
+            codec: palaver_protocol::Codec::Json,
+            connect_timeout_ms: 10_000,
+            core: Config::default(),
+        }
     }
 }
 
@@ -112,7 +117,9 @@ impl HistoryPager {
         }
         let page = self.client.history(&self.room, self.before, Some(self.page_size)).await?;
         match page.last() {
-            Some(oldest) if oldest.seq > 1 && page.len() == self.page_size as usize => self.before = Some(oldest.seq),
+            Some(oldest) if oldest.seq > 1 && page.len() == self.page_size as usize => {
+                self.before = Some(oldest.seq)
+            }
             _ => self.done = true,
         }
         if page.is_empty() { Ok(None) } else { Ok(Some(page)) }
@@ -144,12 +151,13 @@ pub(crate) async fn auth_call<P: Platform>(
     refresh_token: Option<&str>,
 ) -> Result<Session, Error> {
     let endpoint = Endpoint::parse(url)?;
-    let (tokens, user_id) = driver::fetch_tokens(platform, &endpoint, route, credentials, refresh_token).await?;
+    let (tokens, user_id) =
+        driver::fetch_tokens(platform, &endpoint, route, credentials, refresh_token).await?;
     let user_id = match user_id {
         Some(id) => UserId::parse(&id)?,
         None => {
             // `refresh` answers carry no user id: the token's `sub` claim has it.
-            let sub = crate::tokens::jwt_subject(&tokens.access_token)
+            let sub = crate::auth_route::jwt_subject(&tokens.access_token)
                 .ok_or_else(|| Error::Http { status: 200, body: "no user id in the answer".into() })?;
             UserId::parse(&sub)?
         }
@@ -174,7 +182,8 @@ pub(crate) async fn start<P: Platform>(
     core.set_tokens(platform.now_ms(), platform.unix_ms(), tokens.clone());
     let (commands_tx, commands_rx) = mpsc::unbounded();
     let (ready_tx, ready_rx) = oneshot::channel();
-    let shared = SharedState::new(std::sync::Mutex::new(Shared { tokens: Some(tokens), ..Shared::default() }));
+    let shared =
+        SharedState::new(std::sync::Mutex::new(Shared { tokens: Some(tokens), ..Shared::default() }));
     let setup = DriverSetup {
         endpoint,
         codec: options.codec,
@@ -192,7 +201,10 @@ pub(crate) async fn start<P: Platform>(
 }
 
 impl Client {
-    async fn call(&self, make: impl FnOnce(oneshot::Sender<Result<OkBody, Error>>) -> Command) -> Result<OkBody, Error> {
+    async fn call(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<OkBody, Error>>) -> Command,
+    ) -> Result<OkBody, Error> {
         let (tx, rx) = oneshot::channel();
         self.commands.unbounded_send(make(tx)).map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
@@ -272,7 +284,12 @@ impl Client {
     }
 
     /// One page of history, newest first.
-    pub async fn history(&self, room: &RoomId, before: Option<u64>, limit: Option<u32>) -> Result<Vec<Message>, Error> {
+    pub async fn history(
+        &self,
+        room: &RoomId,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<Vec<Message>, Error> {
         match self.op(Op::History { room: room.clone(), before, limit }).await? {
             OkBody::History(HistoryOk { messages }) => Ok(messages),
             _ => Err(Error::UnexpectedReply { op: "history" }),
@@ -312,7 +329,12 @@ impl Client {
     }
 
     /// Moves the receipt watermarks now and returns them.
-    pub async fn receipt(&self, room: &RoomId, delivered: Option<u64>, read: Option<u64>) -> Result<ReceiptOk, Error> {
+    pub async fn receipt(
+        &self,
+        room: &RoomId,
+        delivered: Option<u64>,
+        read: Option<u64>,
+    ) -> Result<ReceiptOk, Error> {
         match self.op(Op::Receipt { room: room.clone(), delivered, read }).await? {
             OkBody::Receipt(ok) => Ok(ok),
             _ => Err(Error::UnexpectedReply { op: "receipt" }),
@@ -350,7 +372,12 @@ impl Client {
 
     /// Lists public rooms, optionally filtered by name; pass the answer's `next` as
     /// `after` for the next page.
-    pub async fn room_list(&self, query: Option<&str>, after: Option<&RoomId>, limit: Option<u32>) -> Result<RoomListOk, Error> {
+    pub async fn room_list(
+        &self,
+        query: Option<&str>,
+        after: Option<&RoomId>,
+        limit: Option<u32>,
+    ) -> Result<RoomListOk, Error> {
         let op = Op::RoomList { query: query.map(str::to_owned), after: after.cloned(), limit };
         match self.op(op).await? {
             OkBody::RoomList(ok) => Ok(ok),

@@ -10,10 +10,11 @@ use futures_channel::{mpsc, oneshot};
 use futures_util::{FutureExt as _, StreamExt as _, future, pin_mut, select};
 use palaver_protocol::{Codec, ErrorCode, OkBody, Op, RoomId, UserId};
 
+use crate::auth_route::{AuthRoute, auth_body, parse_token_answer};
 use crate::core::{Action, ClientCore, ClientEvent, Outgoing, Output, Ticket};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::tokens::{AuthRoute, Credentials, Tokens, auth_body, parse_token_answer};
+use crate::tokens::{Credentials, Tokens};
 
 /// I/O a transport provides: sockets, HTTP, timers and clocks.
 pub(crate) trait Platform: Clone + 'static {
@@ -209,9 +210,12 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
                     }
                 }
                 Action::Connect => {
-                    let result =
-                        with_timeout(&platform, connect_timeout_ms, platform.connect(endpoint.ws_url.clone(), codec))
-                            .await;
+                    let result = with_timeout(
+                        &platform,
+                        connect_timeout_ms,
+                        platform.connect(endpoint.ws_url.clone(), codec),
+                    )
+                    .await;
                     let now = platform.now_ms();
                     match result {
                         Ok(s) => {
@@ -223,9 +227,11 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
                 }
                 Action::ObtainTokens { refresh_token } => {
                     let result = with_timeout(&platform, connect_timeout_ms, async {
-                        obtain_tokens(&platform, &endpoint, &credentials, refresh_token).await.map_err(|(e, fatal)| {
-                            if fatal { Error::Auth(e.to_string()) } else { e }
-                        })
+                        obtain_tokens(&platform, &endpoint, &credentials, refresh_token).await.map_err(
+                            |(e, fatal)| {
+                                if fatal { Error::Auth(e.to_string()) } else { e }
+                            },
+                        )
                     })
                     .await;
                     let now = platform.now_ms();

@@ -26,13 +26,14 @@ impl Endpoint {
     /// Parses a base URL.
     pub fn parse(url: &str) -> Result<Endpoint, Error> {
         let bad = |reason| Error::InvalidUrl { url: url.to_owned(), reason };
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("ws://")) {
-            (false, rest)
-        } else if let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("wss://")) {
-            (true, rest)
-        } else {
-            return Err(bad("must start with http://, https://, ws:// or wss://"));
-        };
+        let (tls, rest) =
+            if let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("ws://")) {
+                (false, rest)
+            } else if let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("wss://")) {
+                (true, rest)
+            } else {
+                return Err(bad("must start with http://, https://, ws:// or wss://"));
+            };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),

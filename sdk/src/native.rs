@@ -11,11 +11,12 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage, client::IntoClientRequest as _};
 
+use crate::auth_route::AuthRoute;
 use crate::client::{self, Client, ClientOptions, Session};
 use crate::driver::{self, Platform, Socket};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::tokens::{AuthRoute, Credentials};
+use crate::tokens::Credentials;
 
 /// Largest server message accepted (a `history` page of 100 long messages is ~1 MB).
 const MAX_SERVER_MESSAGE_BYTES: usize = 16 << 20;
@@ -93,8 +94,9 @@ impl Platform for Native {
         let config = tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(MAX_SERVER_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_SERVER_MESSAGE_BYTES));
-        let (ws, response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await.map_err(transport)?;
+        let (ws, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .map_err(transport)?;
         let chosen = response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
         if chosen != Some(codec.subprotocol()) {
             return Err(Error::Transport(format!("the server chose subprotocol {chosen:?}")));
@@ -114,7 +116,11 @@ impl Platform for Native {
         );
         stream.write_all(request.as_bytes()).await.map_err(transport)?;
         let mut answer = Vec::new();
-        (&mut stream).take(MAX_HTTP_ANSWER_BYTES as u64 + 1).read_to_end(&mut answer).await.map_err(transport)?;
+        (&mut stream)
+            .take(MAX_HTTP_ANSWER_BYTES as u64 + 1)
+            .read_to_end(&mut answer)
+            .await
+            .map_err(transport)?;
         if answer.len() > MAX_HTTP_ANSWER_BYTES {
             return Err(Error::Transport("HTTP answer too large".into()));
         }
@@ -144,7 +150,11 @@ fn parse_http_answer(answer: &[u8]) -> Result<(u16, String), Error> {
     let head = std::str::from_utf8(&answer[..split]).map_err(|_| malformed())?;
     let mut body = &answer[split + 4..];
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).ok_or_else(malformed)?;
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(malformed)?;
     let mut chunked = false;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else { continue };
@@ -195,7 +205,11 @@ impl Client {
     }
 
     /// [`Client::connect`] with options (codec, timeouts, core tuning).
-    pub async fn connect_with(url: &str, credentials: Credentials, options: ClientOptions) -> Result<Client, Error> {
+    pub async fn connect_with(
+        url: &str,
+        credentials: Credentials,
+        options: ClientOptions,
+    ) -> Result<Client, Error> {
         client::start(Native::new(), url, credentials, options, os_seed(), |platform, setup| {
             tokio::spawn(driver::run(platform, setup));
         })

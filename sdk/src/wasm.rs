@@ -19,11 +19,12 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
+use crate::auth_route::AuthRoute;
 use crate::client::{self, Client, ClientOptions, Session};
 use crate::core::ClientEvent;
 use crate::driver::{self, Platform, Socket};
 use crate::error::Error;
-use crate::tokens::{AuthRoute, Credentials, Tokens};
+use crate::tokens::{Credentials, Tokens};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Browser;
@@ -132,7 +133,8 @@ impl Platform for Browser {
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
         ws.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-        let handlers = Handlers { _on_open: on_open, _on_message: on_message, _on_close: on_close, _on_error: on_error };
+        let handlers =
+            Handlers { _on_open: on_open, _on_message: on_message, _on_close: on_close, _on_error: on_error };
         match rx.next().await {
             Some(Incoming::Open) => {}
             Some(Incoming::Closed(reason)) => return Err(Error::Transport(reason)),
@@ -148,9 +150,12 @@ impl Platform for Browser {
         let init = web_sys::RequestInit::new();
         init.set_method("POST");
         init.set_body(&JsValue::from_str(&body));
-        let request = web_sys::Request::new_with_str_and_init(&url, &init).map_err(|e| js_error("fetch", &e))?;
+        let request =
+            web_sys::Request::new_with_str_and_init(&url, &init).map_err(|e| js_error("fetch", &e))?;
         request.headers().set("content-type", "application/json").map_err(|e| js_error("fetch", &e))?;
-        let response = JsFuture::from(window()?.fetch_with_request(&request)).await.map_err(|e| js_error("fetch", &e))?;
+        let response = JsFuture::from(window()?.fetch_with_request(&request))
+            .await
+            .map_err(|e| js_error("fetch", &e))?;
         let response: web_sys::Response = response.dyn_into().map_err(|e| js_error("fetch", &e))?;
         let text = response.text().map_err(|e| js_error("fetch", &e))?;
         let text = JsFuture::from(text).await.map_err(|e| js_error("fetch", &e))?;
@@ -184,7 +189,8 @@ fn random_seed() -> u64 {
     if filled {
         u64::from_le_bytes(bytes)
     } else {
-        (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64 ^ (js_sys::Date::now() as u64).rotate_left(32)
+        (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64
+            ^ (js_sys::Date::now() as u64).rotate_left(32)
     }
 }
 
@@ -197,7 +203,11 @@ impl Client {
     }
 
     /// [`Client::connect`] with options.
-    pub async fn connect_with(url: &str, credentials: Credentials, options: ClientOptions) -> Result<Client, Error> {
+    pub async fn connect_with(
+        url: &str,
+        credentials: Credentials,
+        options: ClientOptions,
+    ) -> Result<Client, Error> {
         client::start(Browser, url, credentials, options, random_seed(), |platform, setup| {
             wasm_bindgen_futures::spawn_local(driver::run(platform, setup));
         })
@@ -243,9 +253,15 @@ fn event_json(event: &ClientEvent) -> Option<serde_json::Value> {
             json!({ "type": "disconnected", "reason": reason, "retry_in_ms": retry_in_ms })
         }
         ClientEvent::Tokens(_) => json!({ "type": "tokens" }),
-        ClientEvent::RoomReset { room, last_seq } => json!({ "type": "room_reset", "room": room, "last_seq": last_seq }),
-        ClientEvent::RoomLost { room, error } => json!({ "type": "room_lost", "room": room, "error": error.to_string() }),
-        ClientEvent::Closed { error } => json!({ "type": "closed", "error": error.as_ref().map(ToString::to_string) }),
+        ClientEvent::RoomReset { room, last_seq } => {
+            json!({ "type": "room_reset", "room": room, "last_seq": last_seq })
+        }
+        ClientEvent::RoomLost { room, error } => {
+            json!({ "type": "room_lost", "room": room, "error": error.to_string() })
+        }
+        ClientEvent::Closed { error } => {
+            json!({ "type": "closed", "error": error.as_ref().map(ToString::to_string) })
+        }
     };
     value.as_object_mut()?;
     Some(value)
@@ -272,7 +288,11 @@ impl PalaverClient {
 
     /// Logs in with a username and password (the server must allow the page's origin).
     #[wasm_bindgen(js_name = connectWithPassword)]
-    pub async fn connect_with_password(url: String, username: String, password: String) -> Result<PalaverClient, JsValue> {
+    pub async fn connect_with_password(
+        url: String,
+        username: String,
+        password: String,
+    ) -> Result<PalaverClient, JsValue> {
         Self::start(url, Credentials::password(username, password)).await
     }
 
@@ -333,8 +353,14 @@ impl PalaverClient {
     }
 
     /// A page of history, newest first, as an array of message objects.
-    pub async fn history(&self, room: String, before: Option<f64>, limit: Option<u32>) -> Result<JsValue, JsValue> {
-        let page = self.client.history(&room_id(&room)?, before.map(|b| b as u64), limit).await.map_err(to_js)?;
+    pub async fn history(
+        &self,
+        room: String,
+        before: Option<f64>,
+        limit: Option<u32>,
+    ) -> Result<JsValue, JsValue> {
+        let page =
+            self.client.history(&room_id(&room)?, before.map(|b| b as u64), limit).await.map_err(to_js)?;
         Ok(json_to_js(&json!(page)))
     }
 

@@ -29,8 +29,8 @@ mod simulation;
 use std::collections::{BTreeMap, VecDeque};
 
 use palaver_protocol::{
-    ClientFrame, ClientMsgId, ErrorCode, Event, Message, MessageKind, OkBody, Op, ReplyBody, RoomId, ServerFrame,
-    SessionId, UserId,
+    ClientFrame, ClientMsgId, ErrorCode, Event, Message, MessageKind, OkBody, Op, ReplyBody, RoomId,
+    ServerFrame, SessionId, UserId,
 };
 
 use crate::error::Error;
@@ -441,9 +441,8 @@ impl ClientCore {
                 self.forget_room(&room, Error::Closed);
                 self.enqueue(now, ticket, Op::Leave { room });
             }
-            Op::Send { .. } | Op::Auth { .. } => {
-                self.complete(ticket, Err(Error::Invalid(format!("use the dedicated call for {}", op.name()))))
-            }
+            Op::Send { .. } | Op::Auth { .. } => self
+                .complete(ticket, Err(Error::Invalid(format!("use the dedicated call for {}", op.name())))),
             op => self.enqueue(now, ticket, op),
         }
         ticket
@@ -637,7 +636,8 @@ impl ClientCore {
     }
 
     fn install_tokens(&mut self, now: u64, unix_ms: u64, tokens: Tokens, announce: bool) {
-        let from_claim = jwt_expiry_secs(&tokens.access_token).map(|exp| exp.saturating_mul(1000).saturating_sub(unix_ms));
+        let from_claim =
+            jwt_expiry_secs(&tokens.access_token).map(|exp| exp.saturating_mul(1000).saturating_sub(unix_ms));
         let from_answer = tokens.expires_in.map(|s| s.saturating_mul(1000));
         let lifetime = match (from_claim, from_answer) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -664,7 +664,9 @@ impl ClientCore {
     fn access_usable(&self, now: u64) -> bool {
         self.tokens.is_some()
             && !self.access_refused
-            && self.access_expires_at.is_none_or(|t| t > now.saturating_add(self.config.refresh_margin_ms.min(5_000)))
+            && self
+                .access_expires_at
+                .is_none_or(|t| t > now.saturating_add(self.config.refresh_margin_ms.min(5_000)))
     }
 
     fn start_attempt(&mut self, now: u64) {
@@ -752,7 +754,12 @@ impl ClientCore {
             self.complete(ticket, Err(Error::Closed));
             return;
         }
-        self.queued.push_back(Queued { ticket, op, deadline: now + self.config.request_timeout_ms, not_before: 0 });
+        self.queued.push_back(Queued {
+            ticket,
+            op,
+            deadline: now + self.config.request_timeout_ms,
+            not_before: 0,
+        });
         self.pump(now);
     }
 
@@ -829,7 +836,8 @@ impl ClientCore {
             let Some(track) = self.rooms.get(&room) else { continue };
             if let Some((delivered, read)) = track.receipt_due() {
                 let op = Op::Receipt { room: room.clone(), delivered, read };
-                let wire_id = self.transmit_op(now, op, Purpose::Receipt { room: room.clone(), delivered, read });
+                let wire_id =
+                    self.transmit_op(now, op, Purpose::Receipt { room: room.clone(), delivered, read });
                 if let Some(track) = self.rooms.get_mut(&room) {
                     track.receipt_in_flight = Some(wire_id);
                 }
@@ -934,10 +942,12 @@ impl ClientCore {
                 track.receipt_in_flight = None;
                 match body {
                     ReplyBody::Ok(OkBody::Receipt(ok)) => {
-                        track.sent_delivered = track.sent_delivered.max(ok.delivered).max(delivered.unwrap_or(0));
+                        track.sent_delivered =
+                            track.sent_delivered.max(ok.delivered).max(delivered.unwrap_or(0));
                         track.sent_read = track.sent_read.max(ok.read).max(read.unwrap_or(0));
                     }
-                    ReplyBody::Err(e) if matches!(e.code, ErrorCode::RateLimited | ErrorCode::Unavailable) => {}
+                    ReplyBody::Err(e)
+                        if matches!(e.code, ErrorCode::RateLimited | ErrorCode::Unavailable) => {}
                     // Refused for good: stop asking for these values.
                     _ => {
                         track.sent_delivered = track.sent_delivered.max(delivered.unwrap_or(0));
@@ -1011,7 +1021,12 @@ impl ClientCore {
                     self.complete(ticket, Ok(ok.clone()));
                 }
             }
-            ReplyBody::Err(e) if matches!(e.code, ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal) => {
+            ReplyBody::Err(e)
+                if matches!(
+                    e.code,
+                    ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal
+                ) =>
+            {
                 // Transient: try again on the next connection.
                 let _ = now;
                 track.join = JoinState::NeedsJoin;
@@ -1032,7 +1047,8 @@ impl ClientCore {
         match purpose {
             Purpose::User { ticket, .. } => self.complete(ticket, Err(Error::Timeout)),
             Purpose::Send { cid } => {
-                if let Some(entry) = self.outbox.iter_mut().find(|e| e.cid == cid && e.in_flight == Some(id)) {
+                if let Some(entry) = self.outbox.iter_mut().find(|e| e.cid == cid && e.in_flight == Some(id))
+                {
                     entry.in_flight = None;
                 }
             }

@@ -121,12 +121,14 @@ impl FakeServer {
         match frame.op {
             Op::Join { room, since } => {
                 let Some(messages) = self.rooms.get(&room) else {
-                    self.to_client.push_back(reply(ReplyBody::Err(ErrorBody::new(ErrorCode::NotFound, "no room"))));
+                    self.to_client
+                        .push_back(reply(ReplyBody::Err(ErrorBody::new(ErrorCode::NotFound, "no room"))));
                     return;
                 };
                 let last_seq = messages.len() as u64;
-                let replay: Vec<Message> =
-                    since.map(|s| messages.iter().filter(|m| m.seq > s).cloned().collect()).unwrap_or_default();
+                let replay: Vec<Message> = since
+                    .map(|s| messages.iter().filter(|m| m.seq > s).cloned().collect())
+                    .unwrap_or_default();
                 self.subscribed.insert(room.clone());
                 let info = RoomInfo { room_id: room, name: "general".into(), kind: RoomKind::Public };
                 self.to_client.push_back(ok(OkBody::Joined(JoinOk { room: info, last_seq })));
@@ -190,11 +192,15 @@ struct Sim {
 impl Sim {
     fn new(config: Config) -> Self {
         let mut core = ClientCore::new(config);
-        core.set_tokens(0, 1_764_000_000_000, Tokens {
-            access_token: "access-1".into(),
-            refresh_token: Some("refresh-1".into()),
-            expires_in: Some(900),
-        });
+        core.set_tokens(
+            0,
+            1_764_000_000_000,
+            Tokens {
+                access_token: "access-1".into(),
+                refresh_token: Some("refresh-1".into()),
+                expires_in: Some(900),
+            },
+        );
         Sim {
             core,
             server: FakeServer::new(),
@@ -231,11 +237,15 @@ impl Sim {
                         self.issued += 1;
                         let access = format!("access-{}", self.issued);
                         self.server.good_tokens.insert(access.clone());
-                        self.core.handle_tokens(self.now, 1_764_000_000_000 + self.now, Tokens {
-                            access_token: access,
-                            refresh_token: Some(format!("refresh-{}", self.issued)),
-                            expires_in: Some(900),
-                        });
+                        self.core.handle_tokens(
+                            self.now,
+                            1_764_000_000_000 + self.now,
+                            Tokens {
+                                access_token: access,
+                                refresh_token: Some(format!("refresh-{}", self.issued)),
+                                expires_in: Some(900),
+                            },
+                        );
                     }
                 }
             }
@@ -546,7 +556,9 @@ enum Step {
     Send,
     OtherSays,
     /// Deliver only this many queued frames each way, then cut.
-    Cut { deliver: usize },
+    Cut {
+        deliver: usize,
+    },
     ServerDown,
     ServerUp,
     Wait(u64),
