@@ -438,7 +438,7 @@ impl ClientCore {
         match op {
             Op::Join { room, since } => self.join_ticketed(now, ticket, room, since),
             Op::Leave { room } => {
-                self.forget_room(&room, Error::Closed);
+                self.forget_room(&room, Error::Invalid("left the room before the join completed".into()));
                 self.enqueue(now, ticket, Op::Leave { room });
             }
             Op::Send { .. } | Op::Auth { .. } => self
