@@ -129,3 +129,49 @@ async fn a_send_made_while_the_server_is_down_is_delivered_after_it_returns() {
     }
     assert_eq!(texts, ["before", "during"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_tokens_are_refreshed_and_a_revoked_family_falls_back_to_the_password() {
+    let mut server = Server::start(&["--access-token-ttl-secs", "3"]);
+    let url = server.url("");
+    let alice =
+        Client::connect_with(&url, Credentials::register("alice", "password-123"), options(Codec::Json))
+            .await
+            .unwrap();
+    let mut events = alice.events();
+    let first = alice.tokens().unwrap();
+
+    // Refreshed before it expires, while connected.
+    let refreshed = loop {
+        if let ClientEvent::Tokens(t) = tokio::time::timeout(WAIT, events.next()).await.unwrap().unwrap() {
+            break t;
+        }
+    };
+    assert_ne!(refreshed.refresh_token, first.refresh_token);
+    assert_eq!(alice.tokens().as_ref(), Some(&refreshed));
+
+    // Replaying the used-up refresh token revokes the whole family (theft detection),
+    // so the client's next refresh is refused and it logs in again with its password.
+    let reuse = Client::refresh(&url, first.refresh_token.as_deref().unwrap()).await.unwrap_err();
+    assert_eq!(reuse.code(), Some(palaver_protocol::ErrorCode::Unauthorized));
+    let after_login = loop {
+        if let ClientEvent::Tokens(t) = tokio::time::timeout(WAIT, events.next()).await.unwrap().unwrap() {
+            break t;
+        }
+    };
+    // Its refresh was refused (the family is revoked), so these come from a new login.
+    assert_ne!(after_login.refresh_token, refreshed.refresh_token);
+    server.kill9();
+    server.restart();
+    let room = loop {
+        // Requests wait for the reconnect, which needs a fresh token: the old one expired.
+        match alice.create_room("after", RoomKind::Public).await {
+            Ok(room) => break room.room_id,
+            Err(palaver_sdk::Error::ConnectionLost | palaver_sdk::Error::Timeout) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    alice.join(&room).await.unwrap();
+    assert_eq!(alice.send(&room, "still here").await.unwrap().seq, 1);
+    assert!(alice.is_connected());
+}

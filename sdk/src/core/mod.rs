@@ -273,6 +273,9 @@ pub struct ClientCore {
     tokens: Option<Tokens>,
     /// Monotonic time at which the access token expires (unknown: `None`).
     access_expires_at: Option<u64>,
+    /// How long refreshing comes before expiry: the configured margin, at most a fifth
+    /// of the token's lifetime (so short-lived tokens are not refreshed back to back).
+    refresh_margin: u64,
     /// The access token was refused by the server: get another before connecting.
     access_refused: bool,
     /// A proactive refresh is in progress while connected.
@@ -316,6 +319,7 @@ impl ClientCore {
             next_ticket: 0,
             tokens: None,
             access_expires_at: None,
+            refresh_margin: 0,
             access_refused: false,
             refreshing: false,
             refresh_retry_at: None,
@@ -644,6 +648,8 @@ impl ClientCore {
             (a, b) => a.or(b),
         };
         self.access_expires_at = lifetime.map(|l| now.saturating_add(l));
+        self.refresh_margin =
+            lifetime.map_or(self.config.refresh_margin_ms, |l| self.config.refresh_margin_ms.min(l / 5));
         self.access_refused = false;
         if announce {
             self.emit(ClientEvent::Tokens(tokens.clone()));
@@ -658,7 +664,7 @@ impl ClientCore {
         }
         let expires = self.access_expires_at?;
         self.tokens.as_ref()?.refresh_token.as_ref()?;
-        Some(expires.saturating_sub(self.config.refresh_margin_ms))
+        Some(expires.saturating_sub(self.refresh_margin))
     }
 
     fn access_usable(&self, now: u64) -> bool {

@@ -464,6 +464,25 @@ fn an_expiring_token_is_refreshed_before_reconnecting_and_while_connected() {
 }
 
 #[test]
+fn short_lived_tokens_are_refreshed_at_four_fifths_of_their_life_not_back_to_back() {
+    let mut sim = Sim::new(test_config());
+    sim.core.set_tokens(
+        0,
+        1_764_000_000_000,
+        Tokens {
+            access_token: "access-1".into(),
+            refresh_token: Some("refresh-1".into()),
+            expires_in: Some(10),
+        },
+    );
+    sim.core.join(0, room(), None);
+    sim.run_for(1_000);
+    assert!(sim.obtain_requests.is_empty());
+    sim.run_for(8_000);
+    assert_eq!(sim.obtain_requests.len(), 1, "refreshed once, at 8 s");
+}
+
+#[test]
 fn a_refused_access_token_is_replaced_before_the_next_attempt() {
     let mut sim = joined_sim();
     sim.server.good_tokens.clear();
