@@ -199,6 +199,10 @@ impl Client {
     /// returns once the connection is ready. Needs a tokio runtime: the connection is
     /// driven by a task spawned on it.
     ///
+    /// If this first connection fails, the error is returned (wrong password, server
+    /// unreachable…) and nothing is retried; once connected, every later disconnect is
+    /// repaired automatically.
+    ///
     /// `url` is the server's base URL, e.g. `http://127.0.0.1:8080`.
     pub async fn connect(url: &str, credentials: Credentials) -> Result<Client, Error> {
         Self::connect_with(url, credentials, ClientOptions::default()).await

@@ -173,7 +173,8 @@ impl Platform for Browser {
     }
 
     fn now_ms(&self) -> u64 {
-        js_sys::Date::now() as u64
+        // Monotonic when the page has `performance` (it always does in browsers).
+        web_sys::window().and_then(|w| w.performance()).map_or_else(js_sys::Date::now, |p| p.now()) as u64
     }
 
     fn unix_ms(&self) -> u64 {
