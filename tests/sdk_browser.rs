@@ -1,7 +1,8 @@
 //! The SDK in a real browser: the crate is compiled to WebAssembly, bound with
 //! wasm-bindgen, loaded by the example page (`sdk/examples/web/`) in headless Chromium
 //! (driven by `tests/browser/drive.mjs` through playwright-core), and chats with a native
-//! SDK client through the real server.
+//! SDK client through the real server — also after the server is killed and restarted,
+//! which the page survives by reconnecting and re-joining on its own.
 //!
 //! Needs `/usr/bin/chromium` (or `PALAVER_CHROMIUM`), `node`, `wasm-bindgen` (the CLI,
 //! same version as the `wasm-bindgen` crate) and `npm ci` in `tests/browser`; `.ci/run`
@@ -133,7 +134,7 @@ fn serve_one(mut stream: TcpStream, root: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_from_a_native_client_appears_in_the_browser_and_back() {
+async fn a_message_from_a_native_client_appears_in_the_browser_and_back_across_a_restart() {
     let (chromium, node, bindgen) = match tools() {
         Ok(tools) => tools,
         Err(why) if std::env::var_os("CI").is_none() => {
@@ -145,7 +146,7 @@ async fn a_message_from_a_native_client_appears_in_the_browser_and_back() {
     let site = tokio::task::spawn_blocking(move || build_site(&bindgen)).await.unwrap();
     let web = serve(site.path().to_path_buf());
 
-    let server = Server::start(&[]);
+    let mut server = Server::start(&[]);
     let url = server.url("");
     let alice = Client::connect_with(
         &url,
@@ -167,6 +168,7 @@ async fn a_message_from_a_native_client_appears_in_the_browser_and_back() {
         .current_dir(workspace_root().join("tests/browser"))
         .arg("drive.mjs")
         .args([page.as_str(), chromium.to_str().unwrap(), "hello from native 👋", "hello from the browser"])
+        .arg("after the restart")
         .arg(&screenshot)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -201,6 +203,12 @@ async fn a_message_from_a_native_client_appears_in_the_browser_and_back() {
     assert_eq!(from_browser.sender.as_str(), bob.user_id);
     assert_eq!(from_browser.seq, 2);
     assert_eq!(next_line("DONE"), "DONE");
+
+    server.kill9();
+    server.restart();
+    // Waits for the native client's own reconnect, then is stored once.
+    assert_eq!(alice.send(&room, "after the restart").await.unwrap().seq, 3);
+    assert_eq!(next_line("RESUMED"), "RESUMED");
     assert!(driver.wait().unwrap().success());
     assert!(screenshot.is_file());
     if let Some(keep) = std::env::var_os("PALAVER_KEEP_SCREENSHOT") {

@@ -1,11 +1,13 @@
 // Drives headless Chromium for tests/sdk_browser.rs:
-//   node drive.mjs PAGE_URL CHROMIUM_PATH EXPECTED_TEXT TEXT_TO_SEND [SCREENSHOT]
+//   node drive.mjs PAGE_URL CHROMIUM_PATH EXPECTED_TEXT TEXT_TO_SEND AFTER_RESTART [SCREENSHOT]
 // Prints JOINED once the page has joined its room (the test then sends EXPECTED_TEXT
 // natively), waits for that message on the page, sends TEXT_TO_SEND from the page,
-// waits for its echo, and prints DONE. Exits non-zero on any failure or timeout.
+// waits for its echo, and prints DONE (the test then kills and restarts the server and
+// sends AFTER_RESTART natively); waits for that message too, which the page only gets by
+// reconnecting and re-joining, and prints RESUMED. Exits non-zero on any failure.
 import { chromium } from 'playwright-core';
 
-const [url, executablePath, expected, toSend, screenshot] = process.argv.slice(2);
+const [url, executablePath, expected, toSend, afterRestart, screenshot] = process.argv.slice(2);
 const WAIT = 20000;
 const browser = await chromium.launch({
   executablePath,
@@ -24,8 +26,10 @@ try {
   await page.fill('#text', toSend);
   await page.click('#send');
   await page.locator('#messages li', { hasText: toSend }).first().waitFor({ timeout: WAIT });
-  if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
   console.log('DONE');
+  await page.locator('#messages li', { hasText: afterRestart }).first().waitFor({ timeout: 2 * WAIT });
+  if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+  console.log('RESUMED');
 } catch (e) {
   console.error(`drive.mjs failed: ${e.stack ?? e}`);
   try { console.error(await (await browser.contexts()[0]?.pages()[0])?.content()); } catch {}

@@ -37,7 +37,7 @@ async function start(connect, roomId) {
     switch (event.type) {
       case 'message': show(event.message); client.markRead(event.message.room, event.message.seq); break;
       case 'disconnected': setStatus('reconnecting', `reconnecting: ${event.reason}`); break;
-      case 'connected': if (status.dataset.state === 'reconnecting') setStatus('joined', `in ${roomId}`); break;
+      case 'connected': if (status.dataset.state === 'reconnecting') setStatus('joined', `in ${roomId} as ${client.userId()}`); break;
       case 'closed': setStatus('closed', 'closed'); break;
     }
   });
