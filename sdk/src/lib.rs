@@ -1,1 +1,110 @@
-//! palaver-sdk.
+//! The Palaver client SDK, for Rust programs (tokio) and web pages (WebAssembly).
+//!
+//! A [`Client`] is one authenticated connection to a Palaver server that **does not drop
+//! messages and does not repeat them**, whatever the network does:
+//!
+//! - **Reconnect is invisible.** When the socket drops, the client reconnects with
+//!   bounded exponential backoff and jitter, refreshes the access token if it has
+//!   expired (or logs in again with the password), re-authenticates, and re-joins every
+//!   room with `since` = the last seq it delivered. The [`Events`] stream goes on with
+//!   no gap and no duplicate: each room's messages arrive once each, in seq order
+//!   (duplicates are dropped, gaps are filled from `history`).
+//! - **Exactly-once send.** [`Client::send`] gives every message a `cid` and keeps it in
+//!   an outbox until the server acknowledges it, re-sending it with the same `cid` after a
+//!   reconnect. The server stores a `cid` once, so a message is stored exactly once and
+//!   `send` returns its `seq`.
+//! - **Typed.** Every op of the protocol (`docs/PROTOCOL.md`) is a method returning the
+//!   `palaver-protocol` type of its answer; errors are one [`Error`] enum.
+//!
+//! ```no_run
+//! use palaver_protocol::RoomKind;
+//! use palaver_sdk::core::ClientEvent;
+//! use palaver_sdk::{Client, Credentials};
+//!
+//! # async fn demo() -> Result<(), palaver_sdk::Error> {
+//! // Log in (Credentials::register creates the account first).
+//! let client = Client::connect("http://127.0.0.1:8080", Credentials::password("alice", "correct horse")).await?;
+//! let mut events = client.events(); // subscribe before joining: nothing is missed
+//!
+//! let room = client.create_room("general", RoomKind::Public).await?;
+//! client.join(&room.room_id).await?;
+//! let sent = client.send(&room.room_id, "hello 👋").await?; // durable once this returns
+//! println!("stored as seq {}", sent.seq);
+//!
+//! while let Some(event) = events.next().await {
+//!     match event {
+//!         ClientEvent::Message(m) => {
+//!             println!("[{}] {}: {}", m.seq, m.sender, m.text);
+//!             client.mark_read(&m.room, m.seq);
+//!         }
+//!         ClientEvent::Disconnected { reason, .. } => eprintln!("reconnecting: {reason}"),
+//!         ClientEvent::Tokens(tokens) => { /* persist: refresh tokens rotate */ let _ = tokens; }
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Layers
+//!
+//! - [`core`]: the protocol logic as a sans-IO state machine ([`core::ClientCore`]): no
+//!   sockets, no clock, no runtime. It is where resume positions, the outbox, request
+//!   timeouts, backoff, token refresh and receipts live, and it is tested by a
+//!   deterministic simulation against a fake server.
+//! - A driver that moves bytes and time between the core and a transport, shared by:
+//!   - feature **`native`** (default): tokio + tokio-tungstenite WebSocket and a small
+//!     HTTP/1.1 client for the auth routes (plain `http://`/`ws://`);
+//!   - feature **`wasm`** (on `wasm32`): the browser's `WebSocket` and `fetch`, and a
+//!     `#[wasm_bindgen]` class `PalaverClient` for JavaScript (see
+//!     `sdk/examples/web/`).
+//!
+//! On `wasm32` the `native` feature compiles to nothing, so the default build works for
+//! both targets; enable `wasm` there to get the browser transport.
+//!
+//! # What it does not do
+//!
+//! No TLS in the native transport (terminate TLS in front of it, or use the browser,
+//! which does `https`/`wss` itself); no QUIC transport yet; no local message store (the
+//! application keeps what it wants, and resumes a room with [`Client::join_since`]).
+//! Requests other than `send` are not queued forever: they fail with [`Error::Timeout`]
+//! after the request timeout, and a `room.create` in flight when the connection drops
+//! fails with [`Error::ConnectionLost`] (it is the one op that is not safe to repeat).
+
+pub mod core;
+mod endpoint;
+mod error;
+mod tokens;
+
+#[cfg(any(
+    all(feature = "native", not(target_arch = "wasm32")),
+    all(feature = "wasm", target_arch = "wasm32")
+))]
+mod auth_route;
+#[cfg(any(
+    all(feature = "native", not(target_arch = "wasm32")),
+    all(feature = "wasm", target_arch = "wasm32")
+))]
+mod client;
+#[cfg(any(
+    all(feature = "native", not(target_arch = "wasm32")),
+    all(feature = "wasm", target_arch = "wasm32")
+))]
+mod driver;
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+mod native;
+#[cfg(all(feature = "wasm", target_arch = "wasm32"))]
+mod wasm;
+
+#[cfg(any(
+    all(feature = "native", not(target_arch = "wasm32")),
+    all(feature = "wasm", target_arch = "wasm32")
+))]
+pub use client::{Client, ClientOptions, Events, HistoryPager, Session};
+pub use core::{ClientEvent, Outgoing};
+pub use endpoint::Endpoint;
+pub use error::Error;
+/// The wire types (`RoomId`, `Message`, `RoomKind`, …), re-exported.
+pub use palaver_protocol as protocol;
+pub use tokens::{Credentials, Tokens, jwt_expiry_secs};
+#[cfg(all(feature = "wasm", target_arch = "wasm32"))]
+pub use wasm::PalaverClient;

@@ -1,0 +1,342 @@
+//! The async driver shared by the native and browser transports: it owns a
+//! [`ClientCore`], a socket and the command channel from the [`Client`](crate::Client)
+//! handles, and moves bytes and time between them. A [`Platform`] supplies the I/O.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_channel::{mpsc, oneshot};
+use futures_util::{FutureExt as _, StreamExt as _, future, pin_mut, select};
+use palaver_protocol::{Codec, ErrorCode, OkBody, Op, RoomId, UserId};
+
+use crate::auth_route::{AuthRoute, auth_body, parse_token_answer};
+use crate::core::{Action, ClientCore, ClientEvent, Outgoing, Output, Ticket};
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::tokens::{Credentials, Tokens};
+
+/// I/O a transport provides: sockets, HTTP, timers and clocks.
+pub(crate) trait Platform: Clone + 'static {
+    /// An open WebSocket.
+    type Socket: Socket;
+    /// Opens the WebSocket at `url` offering `codec`'s subprotocol.
+    fn connect(&self, url: String, codec: Codec) -> impl Future<Output = Result<Self::Socket, Error>>;
+    /// POSTs a JSON body; returns the status and the body.
+    fn post_json(&self, url: String, body: String) -> impl Future<Output = Result<(u16, String), Error>>;
+    /// Sleeps.
+    fn sleep(&self, ms: u64) -> impl Future<Output = ()>;
+    /// Monotonic milliseconds.
+    fn now_ms(&self) -> u64;
+    /// Wall-clock milliseconds since the Unix epoch.
+    fn unix_ms(&self) -> u64;
+}
+
+/// One open WebSocket.
+pub(crate) trait Socket {
+    /// Writes one message (text or binary).
+    fn send(&mut self, bytes: Vec<u8>, text: bool) -> impl Future<Output = Result<(), Error>>;
+    /// The next data message; `None` once closed.
+    fn recv(&mut self) -> impl Future<Output = Option<Result<Vec<u8>, Error>>>;
+    /// Closes politely.
+    fn close(&mut self) -> impl Future<Output = ()>;
+}
+
+/// What a [`Client`](crate::Client) handle asks the driver.
+pub(crate) enum Command {
+    Request { op: Op, reply: oneshot::Sender<Result<OkBody, Error>> },
+    Join { room: RoomId, since: Option<u64>, reply: oneshot::Sender<Result<OkBody, Error>> },
+    Send { message: Outgoing, reply: oneshot::Sender<Result<OkBody, Error>> },
+    MarkRead { room: RoomId, seq: u64 },
+    Subscribe { events: mpsc::UnboundedSender<ClientEvent> },
+    Close,
+}
+
+/// State the handles can read without a round trip.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub tokens: Option<Tokens>,
+    pub user_id: Option<UserId>,
+    pub connected: bool,
+}
+
+pub(crate) type SharedState = Arc<Mutex<Shared>>;
+
+pub(crate) fn lock(shared: &SharedState) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Everything the driver needs besides the platform.
+pub(crate) struct DriverSetup {
+    pub endpoint: Endpoint,
+    pub codec: Codec,
+    pub credentials: Credentials,
+    pub connect_timeout_ms: u64,
+    pub core: ClientCore,
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub subscribers: Vec<mpsc::UnboundedSender<ClientEvent>>,
+    pub shared: SharedState,
+    /// Answered once: the first connection is ready (or failed, which stops the driver).
+    pub ready: oneshot::Sender<Result<UserId, Error>>,
+}
+
+/// Gets tokens over HTTP from credentials (login or register) or a refresh token.
+pub(crate) async fn fetch_tokens<P: Platform>(
+    platform: &P,
+    endpoint: &Endpoint,
+    route: AuthRoute,
+    credentials: &Credentials,
+    refresh_token: Option<&str>,
+) -> Result<(Tokens, Option<String>), Error> {
+    let body = auth_body(route, credentials, refresh_token)
+        .ok_or_else(|| Error::Auth("no credentials to log in with".into()))?;
+    let (status, text) = platform.post_json(format!("{}{}", endpoint.http_base, route.path()), body).await?;
+    parse_token_answer(status, &text)
+}
+
+/// Obtains fresh tokens for the core: refresh if possible, else log in with the
+/// password. `Err((error, fatal))`.
+async fn obtain_tokens<P: Platform>(
+    platform: &P,
+    endpoint: &Endpoint,
+    credentials: &Credentials,
+    refresh_token: Option<String>,
+) -> Result<Tokens, (Error, bool)> {
+    let can_login = !matches!(credentials, Credentials::Tokens(_));
+    if let Some(refresh) = refresh_token {
+        match fetch_tokens(platform, endpoint, AuthRoute::Refresh, credentials, Some(&refresh)).await {
+            Ok((tokens, _)) => return Ok(tokens),
+            Err(e) if e.code() == Some(ErrorCode::Unauthorized) || e.code() == Some(ErrorCode::Invalid) => {
+                if !can_login {
+                    return Err((e, true));
+                }
+            }
+            Err(e) => return Err((e, false)),
+        }
+    }
+    if !can_login {
+        return Err((Error::Auth("the access token expired and there is no refresh token".into()), true));
+    }
+    match fetch_tokens(platform, endpoint, AuthRoute::Login, credentials, None).await {
+        Ok((tokens, _)) => Ok(tokens),
+        Err(e) if e.code() == Some(ErrorCode::Unauthorized) => Err((e, true)),
+        Err(e) => Err((e, false)),
+    }
+}
+
+async fn with_timeout<P: Platform, T>(
+    platform: &P,
+    ms: u64,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let fut = fut.fuse();
+    let timer = platform.sleep(ms).fuse();
+    pin_mut!(fut, timer);
+    select! {
+        r = fut => r,
+        () = timer => Err(Error::Transport(format!("no answer within {ms} ms"))),
+    }
+}
+
+enum Woke {
+    Command(Option<Command>),
+    Frame(Option<Result<Vec<u8>, Error>>),
+    Timer,
+}
+
+/// Runs a client until it is closed (by a handle, or by every handle being dropped) or
+/// its credentials are refused.
+pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
+    let DriverSetup {
+        endpoint,
+        codec,
+        credentials,
+        connect_timeout_ms,
+        mut core,
+        mut commands,
+        mut subscribers,
+        shared,
+        ready,
+    } = setup;
+    let mut ready = Some(ready);
+    let mut socket: Option<P::Socket> = None;
+    let mut tickets: HashMap<Ticket, oneshot::Sender<Result<OkBody, Error>>> = HashMap::new();
+    core.handle_timeout(platform.now_ms());
+    loop {
+        while let Some(output) = core.poll_output() {
+            match output {
+                Output::Completed(c) => {
+                    if let Some(reply) = tickets.remove(&c.ticket) {
+                        let _ = reply.send(c.result);
+                    }
+                }
+                Output::Event(event) => {
+                    match &event {
+                        ClientEvent::Connected { user_id, .. } => {
+                            let mut s = lock(&shared);
+                            s.user_id = Some(user_id.clone());
+                            s.connected = true;
+                            drop(s);
+                            if let Some(r) = ready.take() {
+                                let _ = r.send(Ok(user_id.clone()));
+                            }
+                        }
+                        ClientEvent::Disconnected { reason, .. } => {
+                            lock(&shared).connected = false;
+                            if let Some(r) = ready.take() {
+                                // The first connection failed: report it instead of retrying.
+                                let _ = r.send(Err(Error::Transport(reason.clone())));
+                                core.close(platform.now_ms());
+                            }
+                        }
+                        ClientEvent::Tokens(tokens) => lock(&shared).tokens = Some(tokens.clone()),
+                        ClientEvent::Closed { error } => {
+                            lock(&shared).connected = false;
+                            if let Some(r) = ready.take() {
+                                let _ = r.send(Err(error.clone().unwrap_or(Error::Closed)));
+                            }
+                        }
+                        _ => {}
+                    }
+                    subscribers.retain(|s| s.unbounded_send(event.clone()).is_ok());
+                }
+            }
+        }
+        if let Some(action) = core.poll_action() {
+            match action {
+                Action::Disconnect => {
+                    if let Some(mut s) = socket.take() {
+                        s.close().await;
+                    }
+                }
+                Action::Connect => {
+                    let result = with_timeout(
+                        &platform,
+                        connect_timeout_ms,
+                        platform.connect(endpoint.ws_url.clone(), codec),
+                    )
+                    .await;
+                    let now = platform.now_ms();
+                    match result {
+                        Ok(s) => {
+                            socket = Some(s);
+                            core.handle_connected(now);
+                        }
+                        Err(e) => core.handle_connect_failed(now, e),
+                    }
+                }
+                Action::ObtainTokens { refresh_token } => {
+                    let result = with_timeout(&platform, connect_timeout_ms, async {
+                        obtain_tokens(&platform, &endpoint, &credentials, refresh_token).await.map_err(
+                            |(e, fatal)| {
+                                if fatal { Error::Auth(e.to_string()) } else { e }
+                            },
+                        )
+                    })
+                    .await;
+                    let now = platform.now_ms();
+                    match result {
+                        Ok(tokens) => core.handle_tokens(now, platform.unix_ms(), tokens),
+                        Err(e @ Error::Auth(_)) => core.handle_tokens_failed(now, e, true),
+                        Err(e) => core.handle_tokens_failed(now, e, false),
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some(s) = socket.as_mut() {
+            let mut failure = None;
+            while let Some(frame) = core.poll_transmit() {
+                match codec.encode_client(&frame) {
+                    Ok(bytes) => {
+                        if let Err(e) = s.send(bytes, codec.is_text()).await {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                    // Only an rkyv/serde bug could do this; the request will time out.
+                    Err(_) => continue,
+                }
+            }
+            if let Some(e) = failure {
+                socket = None;
+                core.handle_disconnected(platform.now_ms(), &e.to_string());
+                continue;
+            }
+        }
+        if core.is_closed() {
+            break;
+        }
+        let wait = core.poll_timeout().map(|t| t.saturating_sub(platform.now_ms()));
+        let woke = {
+            let command = commands.next().fuse();
+            let frame = async {
+                match socket.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => future::pending().await,
+                }
+            }
+            .fuse();
+            let timer = async {
+                match wait {
+                    Some(ms) => platform.sleep(ms).await,
+                    None => future::pending().await,
+                }
+            }
+            .fuse();
+            pin_mut!(command, frame, timer);
+            select! {
+                c = command => Woke::Command(c),
+                f = frame => Woke::Frame(f),
+                () = timer => Woke::Timer,
+            }
+        };
+        let now = platform.now_ms();
+        match woke {
+            Woke::Command(None) | Woke::Command(Some(Command::Close)) => core.close(now),
+            Woke::Command(Some(command)) => match command {
+                Command::Request { op, reply } => {
+                    tickets.insert(core.request(now, op), reply);
+                }
+                Command::Join { room, since, reply } => {
+                    tickets.insert(core.join(now, room, since), reply);
+                }
+                Command::Send { message, reply } => {
+                    tickets.insert(core.send(now, message), reply);
+                }
+                Command::MarkRead { room, seq } => core.mark_read(now, &room, seq),
+                Command::Subscribe { events } => subscribers.push(events),
+                Command::Close => core.close(now),
+            },
+            Woke::Frame(Some(Ok(bytes))) => {
+                // Frames this version cannot decode (e.g. a future event) are ignored (§1.1).
+                if let Ok(frame) = codec.decode_server(&bytes) {
+                    core.handle_frame(now, frame);
+                }
+            }
+            Woke::Frame(Some(Err(e))) => {
+                socket = None;
+                core.handle_disconnected(now, &e.to_string());
+            }
+            Woke::Frame(None) => {
+                socket = None;
+                core.handle_disconnected(now, "the server closed the connection");
+            }
+            Woke::Timer => core.handle_timeout(now),
+        }
+    }
+    // Flush the final outputs (failed tickets, the Closed event).
+    while let Some(output) = core.poll_output() {
+        match output {
+            Output::Completed(c) => {
+                if let Some(reply) = tickets.remove(&c.ticket) {
+                    let _ = reply.send(c.result);
+                }
+            }
+            Output::Event(event) => subscribers.retain(|s| s.unbounded_send(event.clone()).is_ok()),
+        }
+    }
+    if let Some(mut s) = socket.take() {
+        s.close().await;
+    }
+}

@@ -1,0 +1,258 @@
+//! The native transport: WebSocket over tokio + tokio-tungstenite, and a small HTTP/1.1
+//! client over a tokio `TcpStream` for the auth routes. Plain `ws://`/`http://` only
+//! (put a TLS-terminating proxy in front, or use the browser transport, for `https`).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use palaver_protocol::Codec;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage, client::IntoClientRequest as _};
+
+use crate::auth_route::AuthRoute;
+use crate::client::{self, Client, ClientOptions, Session};
+use crate::driver::{self, Platform, Socket};
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::tokens::Credentials;
+
+/// Largest server message accepted (a `history` page of 100 long messages is ~1 MB).
+const MAX_SERVER_MESSAGE_BYTES: usize = 16 << 20;
+/// Largest HTTP answer read from the auth routes.
+const MAX_HTTP_ANSWER_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Native {
+    start: Instant,
+}
+
+impl Native {
+    fn new() -> Self {
+        Native { start: Instant::now() }
+    }
+}
+
+fn transport(e: impl std::fmt::Display) -> Error {
+    Error::Transport(e.to_string())
+}
+
+async fn tcp(endpoint: &Endpoint) -> Result<TcpStream, Error> {
+    if endpoint.tls {
+        return Err(Error::InvalidUrl {
+            url: endpoint.http_base.clone(),
+            reason: "the native transport speaks plain http/ws only",
+        });
+    }
+    let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await.map_err(transport)?;
+    stream.set_nodelay(true).map_err(transport)?;
+    Ok(stream)
+}
+
+pub(crate) struct NativeSocket {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl Socket for NativeSocket {
+    async fn send(&mut self, bytes: Vec<u8>, text: bool) -> Result<(), Error> {
+        let message = if text {
+            WsMessage::Text(String::from_utf8(bytes).map_err(|e| Error::Codec(e.to_string()))?.into())
+        } else {
+            WsMessage::Binary(bytes.into())
+        };
+        self.ws.send(message).await.map_err(transport)
+    }
+
+    async fn recv(&mut self) -> Option<Result<Vec<u8>, Error>> {
+        loop {
+            match self.ws.next().await? {
+                Ok(WsMessage::Text(text)) => return Some(Ok(text.as_bytes().to_vec())),
+                Ok(WsMessage::Binary(bytes)) => return Some(Ok(bytes.to_vec())),
+                Ok(WsMessage::Close(_)) => return None,
+                Ok(_) => continue,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return None,
+                Err(e) => return Some(Err(transport(e))),
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+impl Platform for Native {
+    type Socket = NativeSocket;
+
+    async fn connect(&self, url: String, codec: Codec) -> Result<NativeSocket, Error> {
+        let endpoint = Endpoint::parse(&url)?;
+        let stream = tcp(&endpoint).await?;
+        let mut request = url.as_str().into_client_request().map_err(transport)?;
+        let protocol = codec.subprotocol().parse().map_err(transport)?;
+        request.headers_mut().insert("sec-websocket-protocol", protocol);
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(MAX_SERVER_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_SERVER_MESSAGE_BYTES));
+        let (ws, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .map_err(transport)?;
+        let chosen = response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
+        if chosen != Some(codec.subprotocol()) {
+            return Err(Error::Transport(format!("the server chose subprotocol {chosen:?}")));
+        }
+        Ok(NativeSocket { ws })
+    }
+
+    async fn post_json(&self, url: String, body: String) -> Result<(u16, String), Error> {
+        let endpoint = Endpoint::parse(&url)?;
+        let path = url.split_once(&endpoint.authority).map_or("/", |(_, p)| p);
+        let mut stream = tcp(&endpoint).await?;
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-type: application/json\r\n\
+             accept: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            endpoint.authority,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.map_err(transport)?;
+        let mut answer = Vec::new();
+        (&mut stream)
+            .take(MAX_HTTP_ANSWER_BYTES as u64 + 1)
+            .read_to_end(&mut answer)
+            .await
+            .map_err(transport)?;
+        if answer.len() > MAX_HTTP_ANSWER_BYTES {
+            return Err(Error::Transport("HTTP answer too large".into()));
+        }
+        parse_http_answer(&answer)
+    }
+
+    async fn sleep(&self, ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn unix_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Splits an HTTP/1.1 answer read to the end of the connection into status and body
+/// (honouring `content-length` and chunked transfer encoding).
+fn parse_http_answer(answer: &[u8]) -> Result<(u16, String), Error> {
+    let malformed = || Error::Transport("malformed HTTP answer".into());
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(malformed)?;
+    let head = std::str::from_utf8(&answer[..split]).map_err(|_| malformed())?;
+    let mut body = &answer[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(malformed)?;
+    let mut chunked = false;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            let len: usize = value.parse().map_err(|_| malformed())?;
+            body = body.get(..len).ok_or_else(malformed)?;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
+            chunked = true;
+        }
+    }
+    let body = if chunked { dechunk(body).ok_or_else(malformed)? } else { body.to_vec() };
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+fn os_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        // No OS randomness: fall back on the clock (cids stay unique per process run).
+        Err(_) => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
+    }
+}
+
+impl Client {
+    /// Logs in (or registers, or uses tokens), opens the socket and authenticates it;
+    /// returns once the connection is ready. Needs a tokio runtime: the connection is
+    /// driven by a task spawned on it.
+    ///
+    /// If this first connection fails, the error is returned (wrong password, server
+    /// unreachable…) and nothing is retried; once connected, every later disconnect is
+    /// repaired automatically.
+    ///
+    /// `url` is the server's base URL, e.g. `http://127.0.0.1:8080`.
+    pub async fn connect(url: &str, credentials: Credentials) -> Result<Client, Error> {
+        Self::connect_with(url, credentials, ClientOptions::default()).await
+    }
+
+    /// [`Client::connect`] with options (codec, timeouts, core tuning).
+    pub async fn connect_with(
+        url: &str,
+        credentials: Credentials,
+        options: ClientOptions,
+    ) -> Result<Client, Error> {
+        client::start(Native::new(), url, credentials, options, os_seed(), |platform, setup| {
+            tokio::spawn(driver::run(platform, setup));
+        })
+        .await
+    }
+
+    /// Registers an account over HTTP (no socket).
+    pub async fn register(url: &str, username: &str, password: &str) -> Result<Session, Error> {
+        let credentials = Credentials::register(username, password);
+        client::auth_call(&Native::new(), url, AuthRoute::Register, &credentials, None).await
+    }
+
+    /// Logs in over HTTP (no socket).
+    pub async fn login(url: &str, username: &str, password: &str) -> Result<Session, Error> {
+        let credentials = Credentials::password(username, password);
+        client::auth_call(&Native::new(), url, AuthRoute::Login, &credentials, None).await
+    }
+
+    /// Exchanges a refresh token for new tokens over HTTP (the old refresh token is used
+    /// up).
+    pub async fn refresh(url: &str, refresh_token: &str) -> Result<Session, Error> {
+        let credentials = Credentials::tokens(crate::Tokens::access_only(""));
+        client::auth_call(&Native::new(), url, AuthRoute::Refresh, &credentials, Some(refresh_token)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn http_answers_parse_with_length_chunks_or_eof() {
+        let a = b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}junk";
+        assert_eq!(parse_http_answer(a).unwrap(), (201, "{}".into()));
+        let a = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        assert_eq!(parse_http_answer(a).unwrap(), (200, "abcde".into()));
+        let a = b"HTTP/1.1 401 Unauthorized\r\n\r\n{\"error\":1}";
+        assert_eq!(parse_http_answer(a).unwrap(), (401, "{\"error\":1}".into()));
+        assert!(parse_http_answer(b"garbage").is_err());
+    }
+}
