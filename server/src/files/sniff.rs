@@ -28,9 +28,13 @@ pub fn sniff(head: &[u8], complete: bool) -> Option<&'static str> {
     })
 }
 
-/// Plain UTF-8 text without NUL (served as `text/plain; charset=utf-8`) (a cut-off character at the end of a partial head is fine).
+/// Plain UTF-8 text (served as `text/plain; charset=utf-8`); a character cut off at the end
+/// of a partial head is fine.
 fn is_text(head: &[u8], complete: bool) -> bool {
-    if head.is_empty() || head.contains(&0) {
+    // Text has no control characters but tab, line breaks and form feed (binaries, even
+    // those whose first bytes are valid UTF-8, soon have NUL or DEL).
+    let control = |b: &u8| (*b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c)) || *b == 0x7f;
+    if head.is_empty() || head.iter().any(control) {
         return false;
     }
     match std::str::from_utf8(head) {
