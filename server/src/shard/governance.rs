@@ -36,8 +36,8 @@ pub fn on_action(shard: &Rc<Shard>, owned: &mut OwnedRoom, origin: Origin, actio
             }
         }
         RoomAction::Moderate { room, user, action } => moderate(shard, owned, origin, room, user, action),
-        RoomAction::Update { room, name, topic, settings } => {
-            update(shard, owned, origin, room, name, topic, settings)
+        RoomAction::Update { room: _, name, topic, settings } => {
+            update(shard, owned, origin, name, topic, settings)
         }
         RoomAction::DeleteRoom { room } => delete_room(shard, owned, origin, room),
         other => tracing::error!("not a governance action: {}", other.room()),
@@ -268,44 +268,47 @@ fn moderate(
     store_notice(shard, owned, origin, notice, writes, None, then);
 }
 
-/// The room's stored record, rewritten with its current name, topic and settings.
-fn room_record(
-    shard: &Shard,
+/// The room's stored record (read before anything changes, so a failed read changes
+/// nothing).
+fn stored_record(shard: &Shard, owned: &OwnedRoom) -> Result<palaver_storage::RoomRecord, ReplyBody> {
+    match shard.shared.store.room(owned.room.id()) {
+        Ok(Some(record)) => Ok(record),
+        Ok(None) => Err(error(ErrorCode::NotFound, format!("no room {}", owned.room.id()))),
+        Err(e) => Err(storage_error(&e)),
+    }
+}
+
+/// `record` with the room's current name, topic and settings.
+fn current(
+    mut record: palaver_storage::RoomRecord,
     owned: &OwnedRoom,
     deleted: bool,
-) -> Result<palaver_storage::RoomRecord, ReplyBody> {
-    let mut record = match shard.shared.store.room(owned.room.id()) {
-        Ok(Some(record)) => record,
-        Ok(None) => return Err(error(ErrorCode::NotFound, format!("no room {}", owned.room.id()))),
-        Err(e) => return Err(storage_error(&e)),
-    };
+) -> palaver_storage::RoomRecord {
     record.name = owned.room.name().to_owned();
     record.topic = owned.room.topic().to_owned();
     record.settings = Some(owned.room.settings());
     record.deleted = deleted;
-    Ok(record)
+    record
 }
 
 fn update(
     shard: &Rc<Shard>,
     owned: &mut OwnedRoom,
     origin: Origin,
-    _room: RoomId,
     name: Option<String>,
     topic: Option<String>,
     settings: Option<RoomSettingsPatch>,
 ) {
-    // Checked on a copy first: the stored record must be readable before anything changes.
-    let mut changed = owned.room.clone();
-    let notice = match changed.update(&origin.user, name, topic, settings) {
-        Ok(notice) => notice,
-        Err(e) => return answer(shard, origin.shard, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
-    };
-    owned.room = changed;
-    let record = match room_record(shard, owned, false) {
+    let record = match stored_record(shard, owned) {
         Ok(record) => record,
         Err(body) => return answer(shard, origin.shard, Reply::plain(&origin, body)),
     };
+    // The room changes only if every part of the update is valid.
+    let notice = match owned.room.update(&origin.user, name, topic, settings) {
+        Ok(notice) => notice,
+        Err(e) => return answer(shard, origin.shard, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
+    };
+    let record = current(record, owned, false);
     let body = details_body(owned, &origin.user);
     store_notice(
         shard,
@@ -322,8 +325,8 @@ fn delete_room(shard: &Rc<Shard>, owned: &mut OwnedRoom, origin: Origin, room: R
     if let Err(e) = owned.room.check_delete_room(&origin.user) {
         return answer(shard, origin.shard, Reply::plain(&origin, ReplyBody::Err(e.to_body())));
     }
-    let record = match room_record(shard, owned, true) {
-        Ok(record) => record,
+    let record = match stored_record(shard, owned) {
+        Ok(record) => current(record, owned, true),
         Err(body) => return answer(shard, origin.shard, Reply::plain(&origin, body)),
     };
     let mut writes = vec![Write::PutRoom(record)];
