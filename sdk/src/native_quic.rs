@@ -18,8 +18,6 @@ use crate::quic::{QuicOptions, QuicTrust};
 
 /// The ALPN protocol id of Palaver v1 over QUIC.
 pub(crate) const ALPN: &[u8] = b"palaver/1";
-/// QUIC keep-alive while idle (the server's idle timeout is 75 s by default).
-const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 fn transport(e: impl std::fmt::Display) -> Error {
     Error::Transport(e.to_string())
@@ -60,7 +58,10 @@ impl QuicConnector {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(transport)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport_config = quinn::TransportConfig::default();
-        transport_config.keep_alive_interval(Some(KEEP_ALIVE));
+        let idle = Duration::from_millis(options.idle_timeout_ms.max(300));
+        transport_config
+            .max_idle_timeout(Some(quinn::IdleTimeout::try_from(idle).map_err(transport)?))
+            .keep_alive_interval(Some(idle / 3));
         config.transport_config(Arc::new(transport_config));
         Ok(QuicConnector { config, addr: options.addr.clone(), server_name: options.server_name() })
     }

@@ -17,7 +17,16 @@ pub struct QuicOptions {
     pub server_name: Option<String>,
     /// Which certificate to trust.
     pub trust: QuicTrust,
+    /// How long the connection may go without hearing from the server before it is
+    /// declared dead (QUIC idle timeout; keep-alives go out at a third of it). Unlike
+    /// TCP, a server that crashed and is not back yet sends nothing, so this is how long
+    /// noticing that takes. A restarted server answers the old connection with a
+    /// stateless reset at once.
+    pub idle_timeout_ms: u64,
 }
+
+/// The default [`QuicOptions::idle_timeout_ms`].
+pub const DEFAULT_QUIC_IDLE_TIMEOUT_MS: u64 = 10_000;
 
 /// The certificate a QUIC client accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +43,7 @@ pub enum QuicTrust {
 impl QuicOptions {
     /// QUIC to `addr` (`host:port`), trusting `trust`.
     pub fn new(addr: impl Into<String>, trust: QuicTrust) -> Self {
-        QuicOptions { addr: addr.into(), server_name: None, trust }
+        QuicOptions { addr: addr.into(), server_name: None, trust, idle_timeout_ms: DEFAULT_QUIC_IDLE_TIMEOUT_MS }
     }
 
     /// The server name to check: the configured one, or the host of `addr`.

@@ -130,6 +130,7 @@ impl QuicListener {
 pub fn start(config: &Config, shards: Vec<flume::Sender<QuicSession>>) -> Result<QuicListener, QuicError> {
     let identity = tls::load_or_generate(config.tls_cert.as_deref(), config.tls_key.as_deref(), &config.data_dir)?;
     let fingerprint = identity.fingerprint();
+    let endpoint_config = endpoint_config(&identity.key);
     let cert_path = identity.cert_path.clone();
     let development = identity.development;
 
@@ -161,7 +162,7 @@ pub fn start(config: &Config, shards: Vec<flume::Sender<QuicSession>>) -> Result
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(QuicError::Thread)?;
     let endpoint = {
         let _context = runtime.enter();
-        quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, Arc::new(quinn::TokioRuntime))
+        quinn::Endpoint::new(endpoint_config, Some(server), socket, Arc::new(quinn::TokioRuntime))
             .map_err(|source| QuicError::Bind { addr, source })?
     };
     let limits = Limits {
@@ -174,6 +175,30 @@ pub fn start(config: &Config, shards: Vec<flume::Sender<QuicSession>>) -> Result
         .spawn(move || runtime.block_on(accept_loop(accepting, Arc::new(shards), limits)))
         .map_err(QuicError::Thread)?;
     Ok(QuicListener { addr, cert_path, fingerprint, development, endpoint, thread })
+}
+
+/// Endpoint keys that survive a restart, derived from the TLS private key: the
+/// stateless-reset key and the key of the connection ids. A client still talking to a
+/// connection the previous process held (after a crash) then gets a stateless reset from
+/// the new process at once and reconnects, instead of waiting for its idle timeout (with
+/// fresh random keys the new process would not recognise the ids as its own and would
+/// drop the packets silently).
+fn endpoint_config(key: &rustls_pki_types::PrivateKeyDer<'_>) -> quinn::EndpointConfig {
+    use sha2::Digest as _;
+    let derive = |label: &[u8]| {
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(label);
+        hasher.update(key.secret_der());
+        hasher.finalize()
+    };
+    let reset = derive(b"palaver/1 quic stateless reset\0");
+    let cid = derive(b"palaver/1 quic connection ids\0");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset)));
+    config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    config
 }
 
 #[derive(Debug, Clone, Copy)]
