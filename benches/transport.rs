@@ -35,7 +35,8 @@ fn transports(c: &mut Criterion) {
         "100000",
     ]);
     let url = server.url("");
-    let quic = QuicOptions::new(server.quic_addr.to_string(), QuicTrust::CertificatePem(server.dev_cert_pem()));
+    let quic =
+        QuicOptions::new(server.quic_addr.to_string(), QuicTrust::CertificatePem(server.dev_cert_pem()));
     let cases = [
         ("websocket-rkyv", ClientOptions::with_codec(Codec::Rkyv)),
         ("quic-rkyv", ClientOptions::with_quic(quic)),
@@ -44,11 +45,16 @@ fn transports(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     for (i, (name, options)) in cases.into_iter().enumerate() {
         let (client, room, mut events) = runtime.block_on(async {
-            let client = Client::connect_with(&url, Credentials::register(&format!("user{i}"), "password-123"), options)
-                .await
-                .expect("connect");
+            let client = Client::connect_with(
+                &url,
+                Credentials::register(format!("user{i}"), "password-123"),
+                options,
+            )
+            .await
+            .expect("connect");
             let events = client.events();
-            let room = client.create_room(&format!("bench-{name}"), RoomKind::Public).await.expect("room").room_id;
+            let room =
+                client.create_room(&format!("bench-{name}"), RoomKind::Public).await.expect("room").room_id;
             client.join(&room).await.expect("join");
             (client, room, events)
         });

@@ -13,8 +13,10 @@ use palaver_sdk::{Client, ClientOptions, Credentials, Events, QuicOptions, QuicT
 const PASSWORD: &str = "password-123";
 
 fn quic(server: &Server) -> ClientOptions {
-    let mut options =
-        ClientOptions::with_quic(QuicOptions::new(server.quic_addr.to_string(), QuicTrust::CertificatePem(server.dev_cert_pem())));
+    let mut options = ClientOptions::with_quic(QuicOptions::new(
+        server.quic_addr.to_string(),
+        QuicTrust::CertificatePem(server.dev_cert_pem()),
+    ));
     // Notice a dead server within a second or two (it sends nothing once killed).
     options.quic.as_mut().unwrap().idle_timeout_ms = 1_500;
     // Keep reconnect delays short so the test does not wait on backoff.
@@ -41,7 +43,8 @@ async fn quic_and_websocket_clients_chat_in_one_room_in_order() {
     let server = Server::start(&["--shards", "2"]);
     assert!(server.dev_cert_path().exists(), "the development certificate is in DATA_DIR/tls");
     let url = server.url("");
-    let alice = Client::connect_with(&url, Credentials::register("alice", PASSWORD), quic(&server)).await.unwrap();
+    let alice =
+        Client::connect_with(&url, Credentials::register("alice", PASSWORD), quic(&server)).await.unwrap();
     // Bob pins the certificate by its SHA-256 instead of trusting the PEM.
     let pin = QuicTrust::Sha256Pin(dev_cert_sha256(&server));
     let bob = Client::connect_with(
@@ -51,10 +54,13 @@ async fn quic_and_websocket_clients_chat_in_one_room_in_order() {
     )
     .await
     .unwrap();
-    let carol =
-        Client::connect_with(&url, Credentials::register("carol", PASSWORD), ClientOptions::with_codec(Codec::Json))
-            .await
-            .unwrap();
+    let carol = Client::connect_with(
+        &url,
+        Credentials::register("carol", PASSWORD),
+        ClientOptions::with_codec(Codec::Json),
+    )
+    .await
+    .unwrap();
     let mut events = [alice.events(), bob.events(), carol.events()];
 
     let room = alice.create_room("mixed", RoomKind::Public).await.unwrap().room_id;
@@ -98,8 +104,10 @@ async fn quic_and_websocket_clients_chat_in_one_room_in_order() {
 async fn kill_9_and_restart_mid_stream_over_quic_loses_and_duplicates_nothing() {
     let mut server = Server::start(&["--shards", "2"]);
     let url = server.url("");
-    let alice = Client::connect_with(&url, Credentials::register("alice", PASSWORD), quic(&server)).await.unwrap();
-    let bob = Client::connect_with(&url, Credentials::register("bob", PASSWORD), quic(&server)).await.unwrap();
+    let alice =
+        Client::connect_with(&url, Credentials::register("alice", PASSWORD), quic(&server)).await.unwrap();
+    let bob =
+        Client::connect_with(&url, Credentials::register("bob", PASSWORD), quic(&server)).await.unwrap();
     let mut bob_events = bob.events();
     let room = alice.create_room("crashy", RoomKind::Public).await.unwrap().room_id;
     alice.join(&room).await.unwrap();
@@ -126,7 +134,8 @@ async fn kill_9_and_restart_mid_stream_over_quic_loses_and_duplicates_nothing() 
 
     let mut seen = Vec::new();
     while seen.len() < 40 {
-        if let ClientEvent::Message(m) = tokio::time::timeout(WAIT, bob_events.next()).await.unwrap().unwrap() {
+        if let ClientEvent::Message(m) = tokio::time::timeout(WAIT, bob_events.next()).await.unwrap().unwrap()
+        {
             seen.push((m.seq, m.text));
         }
     }
@@ -166,7 +175,8 @@ async fn kill_9_and_restart_mid_stream_over_quic_loses_and_duplicates_nothing() 
 async fn a_send_made_while_the_server_is_down_is_stored_once_after_it_returns() {
     let mut server = Server::start(&[]);
     let url = server.url("");
-    let alice = Client::connect_with(&url, Credentials::register("alice", PASSWORD), quic(&server)).await.unwrap();
+    let alice =
+        Client::connect_with(&url, Credentials::register("alice", PASSWORD), quic(&server)).await.unwrap();
     let mut events = alice.events();
     let room = alice.create_room("offline", RoomKind::Public).await.unwrap().room_id;
     alice.join(&room).await.unwrap();
@@ -192,6 +202,7 @@ async fn a_send_made_while_the_server_is_down_is_stored_once_after_it_returns() 
         }
     }
     assert_eq!(texts, ["before", "during"]);
-    let stored: Vec<String> = alice.history(&room, None, Some(10)).await.unwrap().into_iter().map(|m| m.text).collect();
+    let stored: Vec<String> =
+        alice.history(&room, None, Some(10)).await.unwrap().into_iter().map(|m| m.text).collect();
     assert_eq!(stored.len(), 2, "the send in flight during the cut is stored exactly once: {stored:?}");
 }

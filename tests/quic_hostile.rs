@@ -91,7 +91,10 @@ async fn garbage_gets_invalid_and_the_connection_still_serves() {
     assert_eq!(error_code(&reply), ErrorCode::Invalid);
     // Then a proper auth and ping on the same stream.
     let authed = raw.request(1, Op::Auth { token: alice.access_token.clone() }).await;
-    assert!(matches!(authed, ServerFrame::Reply { re: 1, body: ReplyBody::Ok(OkBody::Authed(_)) }), "{authed:?}");
+    assert!(
+        matches!(authed, ServerFrame::Reply { re: 1, body: ReplyBody::Ok(OkBody::Authed(_)) }),
+        "{authed:?}"
+    );
     let pong = raw.request(2, Op::Ping {}).await;
     assert!(matches!(pong, ServerFrame::Reply { re: 2, body: ReplyBody::Ok(_) }), "{pong:?}");
     // An empty frame is undecodable too.

@@ -108,10 +108,10 @@ mod wasm;
 pub use client::{Client, ClientOptions, Events, HistoryPager, Session};
 pub use core::{ClientEvent, Outgoing};
 pub use endpoint::Endpoint;
-pub use quic::{QuicOptions, QuicTrust};
 pub use error::Error;
 /// The wire types (`RoomId`, `Message`, `RoomKind`, …), re-exported.
 pub use palaver_protocol as protocol;
+pub use quic::{QuicOptions, QuicTrust};
 pub use tokens::{Credentials, Tokens, jwt_expiry_secs};
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
 pub use wasm::PalaverClient;

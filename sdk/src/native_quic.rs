@@ -41,7 +41,9 @@ impl QuicConnector {
             QuicTrust::CertificatePem(pem) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                    roots.add(cert.map_err(|e| Error::Invalid(format!("certificate PEM: {e}")))?).map_err(transport)?;
+                    roots
+                        .add(cert.map_err(|e| Error::Invalid(format!("certificate PEM: {e}")))?)
+                        .map_err(transport)?;
                 }
                 if roots.is_empty() {
                     return Err(Error::Invalid("no certificate in the PEM".into()));
@@ -183,7 +185,10 @@ impl QuicSocket {
     fn ended(&self, e: quinn::ReadExactError) -> Option<Result<Vec<u8>, Error>> {
         match (&e, self.connection.close_reason()) {
             (quinn::ReadExactError::FinishedEarly(0), _) => None,
-            (_, Some(quinn::ConnectionError::ApplicationClosed(_) | quinn::ConnectionError::LocallyClosed)) => None,
+            (
+                _,
+                Some(quinn::ConnectionError::ApplicationClosed(_) | quinn::ConnectionError::LocallyClosed),
+            ) => None,
             _ => Some(Err(transport(e))),
         }
     }

@@ -43,7 +43,12 @@ pub enum QuicTrust {
 impl QuicOptions {
     /// QUIC to `addr` (`host:port`), trusting `trust`.
     pub fn new(addr: impl Into<String>, trust: QuicTrust) -> Self {
-        QuicOptions { addr: addr.into(), server_name: None, trust, idle_timeout_ms: DEFAULT_QUIC_IDLE_TIMEOUT_MS }
+        QuicOptions {
+            addr: addr.into(),
+            server_name: None,
+            trust,
+            idle_timeout_ms: DEFAULT_QUIC_IDLE_TIMEOUT_MS,
+        }
     }
 
     /// The server name to check: the configured one, or the host of `addr`.

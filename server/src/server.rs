@@ -106,9 +106,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut threads = Vec::new();
-    let (quic_inlets, quic_sessions): (Vec<_>, Vec<_>) = (0..shared.config.shards).map(|_| flume::unbounded()).unzip();
+    let (quic_inlets, quic_sessions): (Vec<_>, Vec<_>) =
+        (0..shared.config.shards).map(|_| flume::unbounded()).unzip();
     let quic = crate::quic::start(&shared.config, quic_inlets)?;
-    for (id, ((inbox, listener), quic_sessions)) in inboxes.into_iter().zip(listeners).zip(quic_sessions).enumerate() {
+    for (id, ((inbox, listener), quic_sessions)) in
+        inboxes.into_iter().zip(listeners).zip(quic_sessions).enumerate()
+    {
         let shared = shared.clone();
         let core = cores.get(id % cores.len().max(1)).copied();
         let thread = std::thread::Builder::new()

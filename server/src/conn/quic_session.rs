@@ -23,7 +23,9 @@ use crate::ws::CloseCode;
 pub async fn accept_loop(shard: Rc<Shard>, sessions: flume::Receiver<QuicSession>) {
     while let Ok(session) = sessions.recv_async().await {
         if shard.draining.get() {
-            let _ = session.to_client.try_send(ToClient::Close(CloseCode::GoingAway, "server is shutting down".into()));
+            let _ = session
+                .to_client
+                .try_send(ToClient::Close(CloseCode::GoingAway, "server is shutting down".into()));
             continue;
         }
         monoio::spawn(run(shard.clone(), session));
@@ -67,7 +69,8 @@ async fn run(shard: Rc<Shard>, bridge: QuicSession) {
             }
             Some(FromClient::TooLarge(len)) => {
                 let limit = shared.config.max_frame_bytes;
-                outbound.close(CloseCode::TooBig, &format!("frame of {len} bytes exceeds the limit of {limit}"));
+                outbound
+                    .close(CloseCode::TooBig, &format!("frame of {len} bytes exceeds the limit of {limit}"));
                 break;
             }
             // The peer is gone (the bridge dropped its end) or the connection is closing.

@@ -164,8 +164,11 @@ pub fn on_payload(shard: &Rc<Shard>, conn: &Rc<Conn>, bytes: &[u8]) -> bool {
     match conn.wire.codec().decode_client(bytes) {
         Ok(frame) => on_request(shard, conn, frame),
         Err(e) => {
-            let code =
-                if bytes.len() > shard.shared.config.max_frame_bytes { ErrorCode::TooLarge } else { ErrorCode::Invalid };
+            let code = if bytes.len() > shard.shared.config.max_frame_bytes {
+                ErrorCode::TooLarge
+            } else {
+                ErrorCode::Invalid
+            };
             reply_error(conn, e.id.unwrap_or(0), code, e.message);
             if conn.session.borrow_mut().invalid_frame() == Admission::Close {
                 conn.outbound.close(CloseCode::Policy, "too many invalid frames");

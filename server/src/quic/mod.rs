@@ -120,7 +120,8 @@ impl QuicListener {
     /// Refuses new connections, closes the remaining ones and waits (bounded) for the
     /// thread to end. Call after the shards have closed their sessions.
     pub fn shutdown(self) {
-        self.endpoint.close(VarInt::from_u32(u32::from(CloseCode::GoingAway.code())), b"server shutting down");
+        self.endpoint
+            .close(VarInt::from_u32(u32::from(CloseCode::GoingAway.code())), b"server shutting down");
         let _ = self.thread.join();
     }
 }
@@ -128,7 +129,8 @@ impl QuicListener {
 /// Binds the UDP socket and starts the QUIC thread; new sessions go to `shards` round
 /// robin.
 pub fn start(config: &Config, shards: Vec<flume::Sender<QuicSession>>) -> Result<QuicListener, QuicError> {
-    let identity = tls::load_or_generate(config.tls_cert.as_deref(), config.tls_key.as_deref(), &config.data_dir)?;
+    let identity =
+        tls::load_or_generate(config.tls_cert.as_deref(), config.tls_key.as_deref(), &config.data_dir)?;
     let fingerprint = identity.fingerprint();
     let endpoint_config = endpoint_config(&identity.key);
     let cert_path = identity.cert_path.clone();
@@ -196,7 +198,8 @@ fn endpoint_config(key: &rustls_pki_types::PrivateKeyDer<'_>) -> quinn::Endpoint
     let mut cid_key = [0u8; 8];
     cid_key.copy_from_slice(&cid[..8]);
     let cid_key = u64::from_le_bytes(cid_key);
-    let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset)));
+    let mut config =
+        quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset)));
     config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
     config
 }
@@ -207,7 +210,11 @@ struct Limits {
     auth_timeout: Duration,
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, shards: Arc<Vec<flume::Sender<QuicSession>>>, limits: Limits) {
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    shards: Arc<Vec<flume::Sender<QuicSession>>>,
+    limits: Limits,
+) {
     let next = AtomicUsize::new(0);
     while let Some(incoming) = endpoint.accept().await {
         let shard = next.fetch_add(1, Ordering::Relaxed) % shards.len().max(1);
@@ -222,7 +229,12 @@ fn app_code(code: CloseCode) -> VarInt {
 
 /// One connection: handshake, its stream, then the bridge to a shard until either side
 /// ends it.
-async fn serve(incoming: quinn::Incoming, shards: Arc<Vec<flume::Sender<QuicSession>>>, shard: usize, limits: Limits) {
+async fn serve(
+    incoming: quinn::Incoming,
+    shards: Arc<Vec<flume::Sender<QuicSession>>>,
+    shard: usize,
+    limits: Limits,
+) {
     let connection = match tokio::time::timeout(limits.auth_timeout, incoming).await {
         Ok(Ok(connection)) => connection,
         Ok(Err(e)) => {
@@ -255,7 +267,11 @@ async fn serve(incoming: quinn::Incoming, shards: Arc<Vec<flume::Sender<QuicSess
 
 /// Splits the client's stream into frames for the shard; stops at the stream's end, an
 /// error, or an oversize length (reported so the shard closes with 1009).
-async fn read_frames(mut recv: quinn::RecvStream, to_shard: flume::Sender<FromClient>, max_frame_bytes: usize) {
+async fn read_frames(
+    mut recv: quinn::RecvStream,
+    to_shard: flume::Sender<FromClient>,
+    max_frame_bytes: usize,
+) {
     let mut prefix = [0u8; 4];
     loop {
         if recv.read_exact(&mut prefix).await.is_err() {
@@ -277,7 +293,11 @@ async fn read_frames(mut recv: quinn::RecvStream, to_shard: flume::Sender<FromCl
 }
 
 /// Writes what the shard sends until it closes the session or the connection ends.
-async fn write_frames(connection: &quinn::Connection, mut send: quinn::SendStream, from_shard: flume::Receiver<ToClient>) {
+async fn write_frames(
+    connection: &quinn::Connection,
+    mut send: quinn::SendStream,
+    from_shard: flume::Receiver<ToClient>,
+) {
     loop {
         let next = tokio::select! {
             next = from_shard.recv_async() => next,

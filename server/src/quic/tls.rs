@@ -77,8 +77,10 @@ fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), QuicErr
     let io = |source| QuicError::Io { path: dir.display().to_string(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-    let generated = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| QuicError::Certificate { path: cert_path.display().to_string(), reason: e.to_string() })?;
+    let generated = rcgen::generate_simple_self_signed(names).map_err(|e| QuicError::Certificate {
+        path: cert_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
     write_private(key_path, generated.signing_key.serialize_pem().as_bytes()).map_err(io)?;
     std::fs::write(cert_path, generated.cert.pem()).map_err(io)?;
     Ok(())
@@ -88,7 +90,8 @@ fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), QuicErr
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }

@@ -15,8 +15,8 @@ use palaver_protocol::{Event, RoomId, ServerFrame, UserId};
 use super::Shard;
 use super::messages::{ConnId, Delivery, Ephemeral, Reply, ShardMsg, Subscribe};
 use crate::conn::outbound::{Outbound, Pushed};
-use crate::metrics::Metrics;
 use crate::conn::wire::Wire;
+use crate::metrics::Metrics;
 
 /// Replay page size when catching up from storage.
 const CATCH_UP_PAGE: usize = 256;

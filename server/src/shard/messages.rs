@@ -585,7 +585,7 @@ pub enum ShardMsg {
         on: bool,
     },
     /// Tell a user's sessions something (for the user's home shard, which knows where they are).
-    Notify(UserNotice),
+    Notify(Box<UserNotice>),
     /// Tell the local sessions of a user something.
     UserEvent(Arc<UserNotice>),
     /// A followed user's presence changed: deliver to local followers.
