@@ -1,7 +1,7 @@
 //! Hostile input over raw QUIC (a bare quinn client, no SDK): undecodable frames get the
 //! `invalid` error, an oversize length prefix closes the connection with 1009, a stream of
 //! garbage with 1008, and a connection that never authenticates is closed at the
-//! deadline — the same answers as over WebSocket.
+//! deadline — the same answers as over WebSocket; SIGTERM closes with 1001.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::sync::Arc;
@@ -134,4 +134,20 @@ async fn a_connection_that_never_authenticates_is_closed_at_the_deadline() {
     let started = std::time::Instant::now();
     assert_eq!(raw.close_code().await, 1008);
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_quic_connections_with_1001_and_exits_cleanly() {
+    let mut server = Server::start(&[]);
+    let alice = register(server.addr, "alice");
+    let mut raw = connect(&server).await;
+    let authed = raw.request(1, Op::Auth { token: alice.access_token }).await;
+    assert!(matches!(authed, ServerFrame::Reply { body: ReplyBody::Ok(_), .. }));
+    let stopping = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (server, status)
+    });
+    assert_eq!(raw.close_code().await, 1001);
+    let (_server, status) = stopping.await.unwrap();
+    assert!(status.success(), "{status}");
 }

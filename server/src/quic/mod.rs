@@ -117,9 +117,15 @@ pub struct QuicListener {
 }
 
 impl QuicListener {
-    /// Refuses new connections, closes the remaining ones and waits (bounded) for the
-    /// thread to end. Call after the shards have closed their sessions.
+    /// Refuses new connections, lets the sessions the shards closed finish their close
+    /// (bounded), closes whatever remains and waits for the thread to end. Call after the
+    /// shards have closed their sessions.
     pub fn shutdown(self) {
+        self.endpoint.set_server_config(None);
+        let deadline = std::time::Instant::now() + CLOSE_LINGER + Duration::from_millis(500);
+        while self.endpoint.open_connections() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         self.endpoint
             .close(VarInt::from_u32(u32::from(CloseCode::GoingAway.code())), b"server shutting down");
         let _ = self.thread.join();
