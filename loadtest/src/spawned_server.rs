@@ -38,6 +38,9 @@ impl SpawnedServer {
             binary.display().to_string(),
             "--http-addr".into(),
             "127.0.0.1:0".into(),
+            // A free UDP port too: runs must not collide on the default QUIC port.
+            "--quic-addr".into(),
+            "127.0.0.1:0".into(),
             "--data-dir".into(),
             data_dir.path().join("data").display().to_string(),
             "--shards".into(),

@@ -28,6 +28,9 @@ pub struct ClientOptions {
     pub connect_timeout_ms: u64,
     /// The core's tuning (timeouts, backoff, keepalive…).
     pub core: Config,
+    /// Native only: carry the event connection over QUIC (§7.3) instead of WebSocket;
+    /// the codec is then rkyv whatever `codec` says. Ignored by the browser transport.
+    pub quic: Option<crate::quic::QuicOptions>,
 }
 
 impl Default for ClientOptions {
@@ -36,6 +39,7 @@ impl Default for ClientOptions {
             codec: palaver_protocol::Codec::Json,
             connect_timeout_ms: 10_000,
             core: Config::default(),
+            quic: None,
         }
     }
 }
@@ -44,6 +48,11 @@ impl ClientOptions {
     /// The default options with another codec.
     pub fn with_codec(codec: palaver_protocol::Codec) -> Self {
         ClientOptions { codec, ..ClientOptions::default() }
+    }
+
+    /// The default options over QUIC (rkyv frames).
+    pub fn with_quic(quic: crate::quic::QuicOptions) -> Self {
+        ClientOptions { codec: palaver_protocol::Codec::Rkyv, quic: Some(quic), ..ClientOptions::default() }
     }
 }
 

@@ -53,7 +53,9 @@
 //!   deterministic simulation against a fake server.
 //! - A driver that moves bytes and time between the core and a transport, shared by:
 //!   - feature **`native`** (default): tokio + tokio-tungstenite WebSocket and a small
-//!     HTTP/1.1 client for the auth routes (plain `http://`/`ws://`);
+//!     HTTP/1.1 client for the auth routes (plain `http://`/`ws://`), or **QUIC**
+//!     (quinn, TLS 1.3, ALPN `palaver/1`) for the event connection when
+//!     [`ClientOptions::quic`] is set — see [`quic`];
 //!   - feature **`wasm`** (on `wasm32`): the browser's `WebSocket` and `fetch`, and a
 //!     `#[wasm_bindgen]` class `PalaverClient` for JavaScript (see
 //!     `sdk/examples/web/`).
@@ -63,8 +65,9 @@
 //!
 //! # What it does not do
 //!
-//! No TLS in the native transport (terminate TLS in front of it, or use the browser,
-//! which does `https`/`wss` itself); no QUIC transport yet; no local message store (the
+//! No TLS over TCP in the native transport (terminate TLS in front of it, use QUIC,
+//! which is TLS 1.3, or use the browser, which does `https`/`wss` itself); no QUIC in the
+//! browser; no local message store (the
 //! application keeps what it wants, and resumes a room with [`Client::join_since`]).
 //! Requests other than `send` are not queued forever: they fail with [`Error::Timeout`]
 //! after the request timeout, and a `room.create` in flight when the connection drops
@@ -92,6 +95,9 @@ mod client;
 mod driver;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 mod native;
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+mod native_quic;
+pub mod quic;
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
 mod wasm;
 
@@ -105,6 +111,7 @@ pub use endpoint::Endpoint;
 pub use error::Error;
 /// The wire types (`RoomId`, `Message`, `RoomKind`, …), re-exported.
 pub use palaver_protocol as protocol;
+pub use quic::{QuicOptions, QuicTrust};
 pub use tokens::{Credentials, Tokens, jwt_expiry_secs};
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
 pub use wasm::PalaverClient;

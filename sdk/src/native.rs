@@ -1,7 +1,9 @@
-//! The native transport: WebSocket over tokio + tokio-tungstenite, and a small HTTP/1.1
-//! client over a tokio `TcpStream` for the auth routes. Plain `ws://`/`http://` only
-//! (put a TLS-terminating proxy in front, or use the browser transport, for `https`).
+//! The native transport: WebSocket over tokio + tokio-tungstenite (or QUIC, see
+//! `native_quic`, when [`ClientOptions::quic`] is set), and a small HTTP/1.1 client over
+//! a tokio `TcpStream` for the auth routes. Plain `ws://`/`http://` only (put a
+//! TLS-terminating proxy in front, or use the browser transport, for `https`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -16,6 +18,7 @@ use crate::client::{self, Client, ClientOptions, Session};
 use crate::driver::{self, Platform, Socket};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::native_quic::{QuicConnector, QuicSocket};
 use crate::tokens::Credentials;
 
 /// Largest server message accepted (a `history` page of 100 long messages is ~1 MB).
@@ -23,14 +26,16 @@ const MAX_SERVER_MESSAGE_BYTES: usize = 16 << 20;
 /// Largest HTTP answer read from the auth routes.
 const MAX_HTTP_ANSWER_BYTES: usize = 1 << 20;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Native {
     start: Instant,
+    /// Set when the event connection goes over QUIC instead of WebSocket.
+    quic: Option<Arc<QuicConnector>>,
 }
 
 impl Native {
     fn new() -> Self {
-        Native { start: Instant::now() }
+        Native { start: Instant::now(), quic: None }
     }
 }
 
@@ -50,23 +55,32 @@ async fn tcp(endpoint: &Endpoint) -> Result<TcpStream, Error> {
     Ok(stream)
 }
 
-pub(crate) struct NativeSocket {
-    ws: WebSocketStream<TcpStream>,
+pub(crate) enum NativeSocket {
+    WebSocket(WebSocketStream<TcpStream>),
+    Quic(QuicSocket),
 }
 
 impl Socket for NativeSocket {
     async fn send(&mut self, bytes: Vec<u8>, text: bool) -> Result<(), Error> {
+        let ws = match self {
+            NativeSocket::WebSocket(ws) => ws,
+            NativeSocket::Quic(quic) => return quic.send(bytes).await,
+        };
         let message = if text {
             WsMessage::Text(String::from_utf8(bytes).map_err(|e| Error::Codec(e.to_string()))?.into())
         } else {
             WsMessage::Binary(bytes.into())
         };
-        self.ws.send(message).await.map_err(transport)
+        ws.send(message).await.map_err(transport)
     }
 
     async fn recv(&mut self) -> Option<Result<Vec<u8>, Error>> {
+        let ws = match self {
+            NativeSocket::WebSocket(ws) => ws,
+            NativeSocket::Quic(quic) => return quic.recv(MAX_SERVER_MESSAGE_BYTES).await,
+        };
         loop {
-            match self.ws.next().await? {
+            match ws.next().await? {
                 Ok(WsMessage::Text(text)) => return Some(Ok(text.as_bytes().to_vec())),
                 Ok(WsMessage::Binary(bytes)) => return Some(Ok(bytes.to_vec())),
                 Ok(WsMessage::Close(_)) => return None,
@@ -78,7 +92,12 @@ impl Socket for NativeSocket {
     }
 
     async fn close(&mut self) {
-        let _ = self.ws.close(None).await;
+        match self {
+            NativeSocket::WebSocket(ws) => {
+                let _ = ws.close(None).await;
+            }
+            NativeSocket::Quic(quic) => quic.close().await,
+        }
     }
 }
 
@@ -86,6 +105,9 @@ impl Platform for Native {
     type Socket = NativeSocket;
 
     async fn connect(&self, url: String, codec: Codec) -> Result<NativeSocket, Error> {
+        if let Some(quic) = &self.quic {
+            return Ok(NativeSocket::Quic(quic.connect().await?));
+        }
         let endpoint = Endpoint::parse(&url)?;
         let stream = tcp(&endpoint).await?;
         let mut request = url.as_str().into_client_request().map_err(transport)?;
@@ -101,7 +123,7 @@ impl Platform for Native {
         if chosen != Some(codec.subprotocol()) {
             return Err(Error::Transport(format!("the server chose subprotocol {chosen:?}")));
         }
-        Ok(NativeSocket { ws })
+        Ok(NativeSocket::WebSocket(ws))
     }
 
     async fn post_json(&self, url: String, body: String) -> Result<(u16, String), Error> {
@@ -208,13 +230,22 @@ impl Client {
         Self::connect_with(url, credentials, ClientOptions::default()).await
     }
 
-    /// [`Client::connect`] with options (codec, timeouts, core tuning).
+    /// [`Client::connect`] with options (codec, timeouts, core tuning, QUIC).
+    ///
+    /// With [`ClientOptions::quic`] set, the event connection is QUIC to that address
+    /// (and the codec rkyv, the only one QUIC carries); `url` still serves the HTTP auth
+    /// routes.
     pub async fn connect_with(
         url: &str,
         credentials: Credentials,
-        options: ClientOptions,
+        mut options: ClientOptions,
     ) -> Result<Client, Error> {
-        client::start(Native::new(), url, credentials, options, os_seed(), |platform, setup| {
+        let mut platform = Native::new();
+        if let Some(quic) = &options.quic {
+            platform.quic = Some(Arc::new(QuicConnector::new(quic)?));
+            options.codec = Codec::Rkyv;
+        }
+        client::start(platform, url, credentials, options, os_seed(), |platform, setup| {
             tokio::spawn(driver::run(platform, setup));
         })
         .await

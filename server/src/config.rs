@@ -19,9 +19,16 @@ pub struct Cli {
     /// WebSocket + HTTP listener address (port 0 picks a free port).
     #[arg(long, env = "PALAVER_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
-    /// QUIC listener address (reserved; QUIC is not served yet).
+    /// QUIC listener address (UDP; port 0 picks a free port).
     #[arg(long, env = "PALAVER_QUIC_ADDR")]
     pub quic_addr: Option<SocketAddr>,
+    /// TLS certificate chain (PEM) for QUIC; default: a self-signed development
+    /// certificate generated once into `DATA_DIR/tls/`.
+    #[arg(long, env = "PALAVER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) matching `--tls-cert`.
+    #[arg(long, env = "PALAVER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Data directory.
     #[arg(long, env = "PALAVER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -107,6 +114,8 @@ pub enum DurabilitySetting {
 struct FileConfig {
     http_addr: Option<SocketAddr>,
     quic_addr: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     shards: Option<usize>,
     jwt_secret: Option<String>,
@@ -135,8 +144,12 @@ struct FileConfig {
 pub struct Config {
     /// WebSocket + HTTP listener.
     pub http_addr: SocketAddr,
-    /// QUIC listener (reserved).
+    /// QUIC listener (UDP).
     pub quic_addr: SocketAddr,
+    /// QUIC TLS certificate chain (PEM); `None`: the generated development certificate.
+    pub tls_cert: Option<PathBuf>,
+    /// QUIC TLS private key (PEM), given with `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Shard count.
@@ -244,6 +257,8 @@ impl Config {
                 .saturating_mul(1000),
             http_addr: cli.http_addr.or(file.http_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             quic_addr: cli.quic_addr.or(file.quic_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4433))),
+            tls_cert: cli.tls_cert.or(file.tls_cert),
+            tls_key: cli.tls_key.or(file.tls_key),
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
             shards,
             jwt_secret: cli.jwt_secret.or(file.jwt_secret),
@@ -293,6 +308,9 @@ impl Config {
         }
         if self.max_text_chars == 0 {
             return invalid("max_text_chars must be at least 1");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid("tls_cert and tls_key go together");
         }
         if !(1_024..=16 << 20).contains(&self.max_frame_bytes) {
             return invalid("max_frame_bytes must be 1 KiB to 16 MiB");

@@ -6,7 +6,9 @@
 //!   per core, the shared listening port.
 //! - `shard`: a thread with its own monoio runtime; owns the rooms that hash to it and
 //!   delivers events to its own sockets. Shards talk only by messages.
-//! - `conn`: HTTP/1.1 routes and the WebSocket connection (reader, writer, queue).
+//! - `conn`: HTTP/1.1 routes and the WebSocket connection (reader, writer, queue), and
+//!   the shard's half of a QUIC session.
+//! - [`quic`]: the QUIC listener, on a thread of its own, bridging sessions into shards.
 //! - `ws`: the WebSocket handshake and frame codec, sans-IO.
 //! - `auth`: passwords, access tokens, refresh tokens.
 //!
@@ -21,6 +23,7 @@ mod conn;
 pub mod files;
 mod ids;
 pub mod metrics;
+pub mod quic;
 pub mod server;
 mod shard;
 mod shared;

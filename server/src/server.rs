@@ -52,6 +52,9 @@ pub enum StartError {
     /// The file store could not be opened.
     #[error("cannot open file storage: {0}")]
     Files(crate::files::FileError),
+    /// The QUIC listener could not start.
+    #[error(transparent)]
+    Quic(#[from] crate::quic::QuicError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -103,7 +106,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut threads = Vec::new();
-    for (id, (inbox, listener)) in inboxes.into_iter().zip(listeners).enumerate() {
+    let (quic_inlets, quic_sessions): (Vec<_>, Vec<_>) =
+        (0..shared.config.shards).map(|_| flume::unbounded()).unzip();
+    let quic = crate::quic::start(&shared.config, quic_inlets)?;
+    for (id, ((inbox, listener), quic_sessions)) in
+        inboxes.into_iter().zip(listeners).zip(quic_sessions).enumerate()
+    {
         let shared = shared.clone();
         let core = cores.get(id % cores.len().max(1)).copied();
         let thread = std::thread::Builder::new()
@@ -112,14 +120,22 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                run_shard(id, shared, inbox, listener);
+                run_shard(id, shared, inbox, listener, quic_sessions);
             })
             .map_err(StartError::Thread)?;
         threads.push(thread);
     }
 
-    println!("listening http={http_addr} quic=disabled");
+    println!("listening http={http_addr} quic={}", quic.addr);
     let _ = std::io::stdout().flush();
+    let kind = if quic.development { "development (self-signed) " } else { "" };
+    tracing::info!(
+        "QUIC serves the {kind}certificate {} with SHA-256 fingerprint {}",
+        quic.cert_path.display(),
+        quic.fingerprint
+    );
+    // On stderr: stdout carries only the listening line, which scripts read and may close.
+    eprintln!("quic certificate {} sha256={}", quic.cert_path.display(), quic.fingerprint);
     tracing::info!(shards = threads.len(), data_dir = %data_dir.display(), "palaver is serving");
 
     if let Some(signal) = signals.forever().next() {
@@ -129,6 +145,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     for thread in threads {
         let _ = thread.join();
     }
+    quic.shutdown();
     drop(shared);
     drop(blocking_threads);
     files.stop();
@@ -148,6 +165,7 @@ fn run_shard(
     shared: Arc<Shared>,
     inbox: flume::Receiver<ShardMsg>,
     listener: std::net::TcpListener,
+    quic_sessions: flume::Receiver<crate::quic::QuicSession>,
 ) {
     let main = async move {
         let listener = match monoio::net::TcpListener::from_std(listener) {
@@ -159,6 +177,7 @@ fn run_shard(
         };
         let shard = Shard::new(id, shared);
         monoio::spawn(crate::conn::accept_loop(shard.clone(), listener));
+        monoio::spawn(crate::conn::quic_session::accept_loop(shard.clone(), quic_sessions));
         monoio::spawn(crate::conn::socket::heartbeat(shard.clone()));
         monoio::spawn(shard::room_ticks(shard.clone()));
         monoio::spawn(shard::presence_ticks(shard.clone()));

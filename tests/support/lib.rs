@@ -44,6 +44,8 @@ pub fn palaver_bin() -> PathBuf {
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// The QUIC listener's bound UDP address (`quic=` of the startup line).
+    pub quic_addr: SocketAddr,
     data: tempfile::TempDir,
     args: Vec<String>,
 }
@@ -56,12 +58,22 @@ impl Server {
         if !extra.contains(&"--shards") {
             args.extend(["--shards".into(), "2".into()]);
         }
-        let (child, addr) = spawn(data.path(), &args, "127.0.0.1:0");
-        Server { child: Some(child), addr, data, args }
+        let (child, addr, quic_addr) = spawn(data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
+        Server { child: Some(child), addr, quic_addr, data, args }
     }
 
     pub fn data_dir(&self) -> &Path {
         self.data.path()
+    }
+
+    /// The development certificate the server generated for QUIC (PEM file).
+    pub fn dev_cert_path(&self) -> PathBuf {
+        self.data.path().join("tls").join("cert.pem")
+    }
+
+    /// The development certificate's PEM text.
+    pub fn dev_cert_pem(&self) -> String {
+        std::fs::read_to_string(self.dev_cert_path()).unwrap()
     }
 
     /// Kills the server with SIGKILL (no drain, no flush) and waits for it to die.
@@ -88,9 +100,11 @@ impl Server {
     /// Starts the server again on the same data directory and port.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let (child, addr) = spawn(self.data.path(), &self.args, &self.addr.to_string());
+        let (child, addr, quic_addr) =
+            spawn(self.data.path(), &self.args, &self.addr.to_string(), &self.quic_addr.to_string());
         self.child = Some(child);
         self.addr = addr;
+        self.quic_addr = quic_addr;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -104,13 +118,13 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data: &Path, args: &[String], addr: &str) -> (Child, SocketAddr) {
+fn spawn(data: &Path, args: &[String], addr: &str, quic_addr: &str) -> (Child, SocketAddr, SocketAddr) {
     // A restart may race the old socket's release: retry the bind for a while.
     let deadline = Instant::now() + WAIT;
     loop {
         let mut child = Command::new(palaver_bin())
             .args(args)
-            .args(["--http-addr", addr, "--data-dir"])
+            .args(["--http-addr", addr, "--quic-addr", quic_addr, "--data-dir"])
             .arg(data)
             .env("PALAVER_JWT_SECRET", "e2e-test-secret-e2e-test-secret")
             .env("RUST_LOG", "warn")
@@ -122,8 +136,10 @@ fn spawn(data: &Path, args: &[String], addr: &str) -> (Child, SocketAddr) {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
         if let Some(rest) = line.trim().strip_prefix("listening http=") {
-            let http = rest.split_whitespace().next().unwrap();
-            return (child, http.parse().unwrap());
+            let mut fields = rest.split_whitespace();
+            let http = fields.next().unwrap();
+            let quic = fields.next().and_then(|f| f.strip_prefix("quic=")).unwrap();
+            return (child, http.parse().unwrap(), quic.parse().unwrap());
         }
         let status = child.wait().unwrap();
         let retry = addr != "127.0.0.1:0" && Instant::now() < deadline;

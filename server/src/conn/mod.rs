@@ -5,8 +5,10 @@ mod directory;
 mod files;
 pub mod http;
 pub mod outbound;
+pub mod quic_session;
 mod routes;
 pub mod socket;
+pub mod wire;
 
 use std::rc::Rc;
 

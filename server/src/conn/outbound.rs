@@ -43,6 +43,11 @@ struct Queue {
     /// Tasks waiting for the queue to drain (catch-up replays): woken when the writer
     /// takes frames.
     drain_watchers: Vec<Waker>,
+    /// Whether closing queues a WebSocket close frame (false for QUIC, which closes the
+    /// connection with the code instead).
+    close_frames: bool,
+    /// Why the socket is closing, once it is.
+    close: Option<(CloseCode, String)>,
 }
 
 /// A handle to one socket's outbound queue (cheap to clone; single-threaded).
@@ -63,6 +68,16 @@ pub enum Pushed {
 impl Outbound {
     /// An empty queue that holds at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
+        Self::with_close_frames(limit, true)
+    }
+
+    /// An empty queue for a QUIC connection: closing records the code and reason (see
+    /// [`Outbound::close_reason`]) instead of queueing a WebSocket close frame.
+    pub fn for_quic(limit: usize) -> Self {
+        Self::with_close_frames(limit, false)
+    }
+
+    fn with_close_frames(limit: usize, close_frames: bool) -> Self {
         Outbound(Rc::new(RefCell::new(Queue {
             frames: VecDeque::new(),
             bytes: 0,
@@ -71,7 +86,14 @@ impl Outbound {
             writer: None,
             state_watchers: Vec::new(),
             drain_watchers: Vec::new(),
+            close_frames,
+            close: None,
         })))
+    }
+
+    /// The code and reason the socket was closed with, once closing.
+    pub fn close_reason(&self) -> Option<(CloseCode, String)> {
+        self.0.borrow().close.clone()
     }
 
     /// Queues a frame; a queue over its limit closes the socket (1013).
@@ -112,9 +134,12 @@ impl Outbound {
             q.frames.clear();
             q.bytes = 0;
         }
-        let frame = close_frame(code, reason);
-        q.bytes += frame.len();
-        q.frames.push_back(frame);
+        q.close = Some((code, reason.to_owned()));
+        if q.close_frames {
+            let frame = close_frame(code, reason);
+            q.bytes += frame.len();
+            q.frames.push_back(frame);
+        }
         q.state = State::Closing;
         wake_all(&mut q);
     }
@@ -182,6 +207,35 @@ impl Outbound {
         .await
     }
 
+    /// Moves everything queued (up to a cap) into `out`; false once closed and flushed.
+    /// For writers that are not a monoio socket (the QUIC bridge).
+    pub async fn take_frames(&self, out: &mut Vec<Bytes>) -> bool {
+        poll_fn(|cx| {
+            let mut q = self.0.borrow_mut();
+            if q.frames.is_empty() {
+                return match q.state {
+                    State::Open => {
+                        q.writer = Some(cx.waker().clone());
+                        Poll::Pending
+                    }
+                    State::Closing | State::Finished => Poll::Ready(false),
+                };
+            }
+            let take = q.frames.len().min(MAX_FRAMES_PER_WRITE);
+            let mut taken = 0;
+            for frame in q.frames.drain(..take) {
+                taken += frame.len();
+                out.push(frame);
+            }
+            q.bytes -= taken;
+            for w in q.drain_watchers.drain(..) {
+                w.wake();
+            }
+            Poll::Ready(true)
+        })
+        .await
+    }
+
     /// Fills `batch` with everything queued (up to a cap); false once closed and flushed.
     async fn next_batch(&self, batch: &mut FrameBatch) -> bool {
         poll_fn(|cx| {
@@ -212,7 +266,8 @@ impl Outbound {
         .await
     }
 
-    fn finish(&self) {
+    /// Marks the writer stopped.
+    pub fn finish(&self) {
         let mut q = self.0.borrow_mut();
         q.state = State::Finished;
         q.frames.clear();

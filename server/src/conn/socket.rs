@@ -1,6 +1,10 @@
 //! One WebSocket connection after the upgrade: the reader loop that parses frames,
 //! admits ops through the session state machine and routes room ops to their owners,
 //! and the writer task that drains the outbound queue.
+//!
+//! The op handling ([`on_payload`], and [`end_session`] at the end) works on a
+//! [`Conn`] whatever its transport: the QUIC bridge ([`super::quic_session`]) calls the
+//! same functions, so auth, limits, routing and fan-out are one code path.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -16,6 +20,7 @@ use palaver_protocol::{
 use super::directory;
 use super::http::read_more;
 use super::outbound::{Outbound, run_writer};
+use super::wire::Wire;
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use crate::shard::messages::{FriendOp, Origin, PeopleAction, RoomAction, ShardMsg};
@@ -26,12 +31,11 @@ use crate::ws::{CloseCode, FrameParser, OpCode, WsMessage, encode_frame};
 /// Read-buffer size a socket starts with after the upgrade; it grows with traffic.
 const IDLE_READ_BUFFER: usize = 256;
 
-/// Encodes a frame in the connection's codec and queues it.
+/// Encodes a frame in the connection's codec and framing and queues it.
 pub fn send_frame(conn: &Conn, frame: &ServerFrame) {
-    match conn.codec.encode_server(frame) {
-        Ok(payload) => {
-            let opcode = if conn.codec.is_text() { OpCode::Text } else { OpCode::Binary };
-            conn.outbound.push(encode_frame(opcode, &payload));
+    match conn.wire.encode(frame) {
+        Ok(bytes) => {
+            conn.outbound.push(bytes);
         }
         Err(e) => tracing::error!("cannot encode reply: {e}"),
     }
@@ -50,7 +54,7 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut, codec: 
     if let Some(user) = &user {
         session.authenticated(user.clone());
     }
-    let conn = shard.conns.insert(codec, outbound.clone(), session, now_ms());
+    let conn = shard.conns.insert(Wire::WebSocket(codec), outbound.clone(), session, now_ms());
     if let Some(user) = &user {
         shard.conns.bind_user(conn.id, user);
         people::session_started(&shard, &conn, user);
@@ -109,20 +113,25 @@ pub async fn run(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut, codec: 
             _ => break,
         }
     }
-    // The peer is gone or the socket is closing: stop routing events here, let the
-    // writer flush its close frame (bounded), then forget the connection.
-    crate::shard::unsubscribe_all(&shard, &conn);
+    end_session(&shard, &conn).await;
+}
+
+/// The end of any connection (WebSocket or QUIC): the peer is gone or the socket is
+/// closing. Stops routing events here, lets the writer flush its close (bounded), then
+/// forgets the connection.
+pub async fn end_session(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    crate::shard::unsubscribe_all(shard, conn);
     if let Some(user) = conn.user() {
-        people::session_ended(&shard, &conn, &user);
+        people::session_ended(shard, conn, &user);
     }
-    if outbound.is_open() {
-        outbound.abort();
+    if conn.outbound.is_open() {
+        conn.outbound.abort();
     }
     // Boxed: this wait is live only at the very end; unboxed it would widen the state
     // every idle socket carries for its whole life.
-    let _ = Box::pin(monoio::time::timeout(Duration::from_secs(5), outbound.finished())).await;
+    let _ = Box::pin(monoio::time::timeout(Duration::from_secs(5), conn.outbound.finished())).await;
     shard.conns.remove(conn.id);
-    metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    shard.shared.metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 async fn sleep_or_forever(duration: Option<Duration>) {
@@ -144,25 +153,30 @@ fn on_message(shard: &Rc<Shard>, conn: &Rc<Conn>, message: WsMessage) -> bool {
             conn.outbound.close(CloseCode::Normal, "");
             false
         }
-        WsMessage::Text(bytes) | WsMessage::Binary(bytes) => {
-            match conn.codec.decode_client(&bytes) {
-                Ok(frame) => on_request(shard, conn, frame),
-                Err(e) => {
-                    let code = if bytes.len() > shard.shared.config.max_frame_bytes {
-                        ErrorCode::TooLarge
-                    } else {
-                        ErrorCode::Invalid
-                    };
-                    reply_error(conn, e.id.unwrap_or(0), code, e.message);
-                    if conn.session.borrow_mut().invalid_frame() == Admission::Close {
-                        conn.outbound.close(CloseCode::Policy, "too many invalid frames");
-                        return false;
-                    }
-                }
+        WsMessage::Text(bytes) | WsMessage::Binary(bytes) => on_payload(shard, conn, &bytes),
+    }
+}
+
+/// Handles one client payload (a WebSocket data message, or one length-prefixed QUIC
+/// frame): decodes it in the connection's codec and admits and routes its op; answers
+/// an undecodable payload with an error. Returns false when the connection must end.
+pub fn on_payload(shard: &Rc<Shard>, conn: &Rc<Conn>, bytes: &[u8]) -> bool {
+    match conn.wire.codec().decode_client(bytes) {
+        Ok(frame) => on_request(shard, conn, frame),
+        Err(e) => {
+            let code = if bytes.len() > shard.shared.config.max_frame_bytes {
+                ErrorCode::TooLarge
+            } else {
+                ErrorCode::Invalid
+            };
+            reply_error(conn, e.id.unwrap_or(0), code, e.message);
+            if conn.session.borrow_mut().invalid_frame() == Admission::Close {
+                conn.outbound.close(CloseCode::Policy, "too many invalid frames");
+                return false;
             }
-            true
         }
     }
+    true
 }
 
 fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
@@ -411,7 +425,9 @@ pub async fn heartbeat(shard: Rc<Shard>) {
     loop {
         monoio::time::sleep(tick).await;
         let now = now_ms();
-        for conn in shard.conns.all() {
+        // QUIC connections are kept alive and timed out by QUIC itself (keep-alive and
+        // idle timeout in the transport config, see `crate::quic`).
+        for conn in shard.conns.all().into_iter().filter(|c| !c.wire.is_quic()) {
             let quiet = now.saturating_sub(conn.last_heard_ms.get());
             if quiet >= idle_ms {
                 conn.outbound.close(CloseCode::GoingAway, "idle timeout: no frame or pong received");

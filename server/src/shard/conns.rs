@@ -8,18 +8,19 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::rc::Rc;
 
 use palaver_core::Session;
-use palaver_protocol::{Codec, RoomId, UserId};
+use palaver_protocol::{RoomId, UserId};
 
 use super::messages::ConnId;
 use crate::conn::outbound::Outbound;
+use crate::conn::wire::Wire;
 
-/// One WebSocket connection as its shard sees it.
+/// One client connection (WebSocket or QUIC) as its shard sees it.
 #[derive(Debug)]
 pub struct Conn {
     /// Its id on this shard.
     pub id: ConnId,
-    /// Its codec (subprotocol).
-    pub codec: Codec,
+    /// Its transport framing and codec.
+    pub wire: Wire,
     /// Its outbound queue.
     pub outbound: Outbound,
     /// Auth, rate limit and in-flight accounting.
@@ -52,12 +53,12 @@ pub struct Conns {
 
 impl Conns {
     /// Registers a new connection.
-    pub fn insert(&self, codec: Codec, outbound: Outbound, session: Session, now_ms: u64) -> Rc<Conn> {
+    pub fn insert(&self, wire: Wire, outbound: Outbound, session: Session, now_ms: u64) -> Rc<Conn> {
         let id = self.next_id.get() + 1;
         self.next_id.set(id);
         let conn = Rc::new(Conn {
             id,
-            codec,
+            wire,
             outbound,
             session: RefCell::new(session),
             rooms: RefCell::new(HashSet::new()),

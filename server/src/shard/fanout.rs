@@ -10,13 +10,13 @@
 use rustc_hash::FxHashMap;
 use std::rc::Rc;
 
-use palaver_protocol::{Codec, Event, RoomId, ServerFrame, UserId};
+use palaver_protocol::{Event, RoomId, ServerFrame, UserId};
 
 use super::Shard;
 use super::messages::{ConnId, Delivery, Ephemeral, Reply, ShardMsg, Subscribe};
 use crate::conn::outbound::{Outbound, Pushed};
+use crate::conn::wire::Wire;
 use crate::metrics::Metrics;
-use crate::ws::{OpCode, encode_frame};
 
 /// Replay page size when catching up from storage.
 const CATCH_UP_PAGE: usize = 256;
@@ -24,7 +24,7 @@ const CATCH_UP_PAGE: usize = 256;
 #[derive(Debug)]
 struct Sub {
     conn: ConnId,
-    codec: Codec,
+    wire: Wire,
     outbound: Outbound,
     user: UserId,
     /// The last seq given to the socket.
@@ -82,7 +82,7 @@ pub fn deliver(shard: &Rc<Shard>, delivery: &Delivery) {
                 continue;
             }
             sub.cursor = delivery.seq;
-            let Some(frame) = delivery.frame(sub.codec, sub.blocks(&delivery.sender)) else { continue };
+            let Some(frame) = delivery.frame(sub.wire, sub.blocks(&delivery.sender)) else { continue };
             match sub.outbound.push(frame.clone()) {
                 Pushed::Queued => delivered += 1,
                 Pushed::Overflow => Metrics::inc(&shard.shared.metrics.slow_consumers),
@@ -102,7 +102,7 @@ pub fn deliver_ephemeral(shard: &Rc<Shard>, event: &Ephemeral) {
     let subscribers = shard.subscribers.borrow();
     let Some(local) = subscribers.rooms.get(&event.room) else { return };
     for sub in local.subs.iter().filter(|s| s.live && event.skip.as_ref() != Some(&s.user)) {
-        if let Some(frame) = event.frames.frame(sub.codec) {
+        if let Some(frame) = event.frames.frame(sub.wire) {
             sub.outbound.push(frame.clone());
         }
     }
@@ -146,7 +146,7 @@ fn subscribe_conn(shard: &Rc<Shard>, conn: &Rc<super::Conn>, subscribe: Subscrib
         let live = cursor >= local.seen_seq;
         local.subs.push(Sub {
             conn: conn.id,
-            codec: conn.codec,
+            wire: conn.wire,
             outbound: conn.outbound.clone(),
             user,
             cursor,
@@ -204,9 +204,7 @@ async fn catch_up(shard: Rc<Shard>, room: RoomId, conn: ConnId) {
                 let mut message = message;
                 message.blocked = sub.blocks(&message.sender);
                 let frame = ServerFrame::Event(Event::Message(message));
-                let Ok(payload) = sub.codec.encode_server(&frame) else { return };
-                let opcode = if sub.codec.is_text() { OpCode::Text } else { OpCode::Binary };
-                let frame = encode_frame(opcode, &payload);
+                let Ok(frame) = sub.wire.encode(&frame) else { return };
                 let queued = sub.outbound.queued_bytes();
                 if queued > 0 && queued + frame.len() > high_water {
                     break; // The rest of this page is read again after the queue drains.

@@ -12,7 +12,7 @@ use palaver_protocol::{
 };
 use palaver_storage::StorageError;
 
-use crate::ws::{OpCode, encode_frame};
+use crate::conn::wire::Wire;
 
 /// A connection's id on its shard (never reused while the process runs).
 pub type ConnId = u64;
@@ -250,20 +250,23 @@ pub struct Subscribe {
     pub last_seq: u64,
 }
 
-/// An event whose complete WebSocket frame per codec is encoded the first time any shard
-/// needs it, then shared by every socket on every shard: encode once per codec actually
+/// An event whose complete frame per wire form (WebSocket JSON, WebSocket rkyv, QUIC
+/// length-prefixed rkyv) is encoded the first time any shard needs it, then shared by
+/// every socket on every shard: encode once per form actually
 /// in use, never per recipient.
 #[derive(Debug)]
 pub struct LazyFrames {
     event: ServerFrame,
     json: OnceLock<Option<Bytes>>,
     rkyv: OnceLock<Option<Bytes>>,
+    /// The rkyv payload behind its length prefix, for QUIC connections.
+    quic: OnceLock<Option<Bytes>>,
 }
 
 impl LazyFrames {
     /// Frames for `event`, none encoded yet.
     pub fn new(event: ServerFrame) -> Self {
-        Self { event, json: OnceLock::new(), rkyv: OnceLock::new() }
+        Self { event, json: OnceLock::new(), rkyv: OnceLock::new(), quic: OnceLock::new() }
     }
 
     /// The event.
@@ -271,18 +274,16 @@ impl LazyFrames {
         &self.event
     }
 
-    /// The frame for a socket speaking `codec` (`None` only if encoding failed, a bug
-    /// that is logged).
-    pub fn frame(&self, codec: Codec) -> Option<&Bytes> {
-        let cell = match codec {
-            Codec::Json => &self.json,
-            Codec::Rkyv => &self.rkyv,
+    /// The frame for a connection framed as `wire` (`None` only if encoding failed, a
+    /// bug that is logged).
+    pub fn frame(&self, wire: Wire) -> Option<&Bytes> {
+        let cell = match wire {
+            Wire::WebSocket(Codec::Json) => &self.json,
+            Wire::WebSocket(Codec::Rkyv) => &self.rkyv,
+            Wire::Quic => &self.quic,
         };
-        cell.get_or_init(|| match codec.encode_server(&self.event) {
-            Ok(payload) => {
-                let opcode = if codec.is_text() { OpCode::Text } else { OpCode::Binary };
-                Some(encode_frame(opcode, &payload))
-            }
+        cell.get_or_init(|| match wire.encode(&self.event) {
+            Ok(frame) => Some(frame),
             Err(e) => {
                 tracing::error!("cannot encode event: {e}");
                 None
@@ -309,11 +310,11 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The frame for a socket speaking `codec` whose user has (`blocked`) or has not
-    /// blocked the sender.
-    pub fn frame(&self, codec: Codec, blocked: bool) -> Option<&Bytes> {
+    /// The frame for a connection framed as `wire` whose user has (`blocked`) or has
+    /// not blocked the sender.
+    pub fn frame(&self, wire: Wire, blocked: bool) -> Option<&Bytes> {
         if !blocked {
-            return self.frames.frame(codec);
+            return self.frames.frame(wire);
         }
         self.flagged
             .get_or_init(|| {
@@ -323,7 +324,7 @@ impl Delivery {
                 }
                 LazyFrames::new(event)
             })
-            .frame(codec)
+            .frame(wire)
     }
 }
 
@@ -584,7 +585,7 @@ pub enum ShardMsg {
         on: bool,
     },
     /// Tell a user's sessions something (for the user's home shard, which knows where they are).
-    Notify(UserNotice),
+    Notify(Box<UserNotice>),
     /// Tell the local sessions of a user something.
     UserEvent(Arc<UserNotice>),
     /// A followed user's presence changed: deliver to local followers.

@@ -94,7 +94,7 @@ impl Shard {
             ShardMsg::SessionUp { user, shard } => people::on_session_up(self, user, shard),
             ShardMsg::SessionDown { user, shard } => people::on_session_down(self, user, shard),
             ShardMsg::Watch { user, shard, on } => people::on_watch(self, user, shard, on),
-            ShardMsg::Notify(notice) => people::on_notify(self, notice),
+            ShardMsg::Notify(notice) => people::on_notify(self, *notice),
             ShardMsg::UserEvent(notice) => people::on_user_event(self, &notice),
             ShardMsg::Presence(fanout) => people::on_presence(self, &fanout),
             ShardMsg::Shutdown => {

@@ -672,7 +672,9 @@ pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<()
                     Ok(()) => {
                         answer(shard, to, reply);
                         for notice in notices {
-                            shard.mesh().send(shard.mesh().home(&notice.user), ShardMsg::Notify(notice));
+                            shard
+                                .mesh()
+                                .send(shard.mesh().home(&notice.user), ShardMsg::Notify(Box::new(notice)));
                         }
                     }
                     Err(e) => {

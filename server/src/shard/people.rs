@@ -309,7 +309,7 @@ pub fn on_notify(shard: &Rc<Shard>, notice: UserNotice) {
 pub fn on_user_event(shard: &Rc<Shard>, notice: &UserNotice) {
     for id in shard.conns.of_user(&notice.user) {
         let Some(conn) = shard.conns.get(id) else { continue };
-        if let Some(frame) = notice.frames.as_ref().and_then(|f| f.frame(conn.codec)) {
+        if let Some(frame) = notice.frames.as_ref().and_then(|f| f.frame(conn.wire)) {
             conn.outbound.push(frame.clone());
         }
         match &notice.effect {
@@ -333,7 +333,7 @@ pub fn on_presence(shard: &Rc<Shard>, fanout: &PresenceFanout) {
     let followers = shard.people.borrow().followers.get(&fanout.user).cloned().unwrap_or_default();
     for id in followers {
         if let Some(conn) = shard.conns.get(id)
-            && let Some(frame) = fanout.frames.frame(conn.codec)
+            && let Some(frame) = fanout.frames.frame(conn.wire)
         {
             conn.outbound.push(frame.clone());
         }
