@@ -93,6 +93,14 @@ pub struct Cli {
     /// Milliseconds between two presence announcements of one user (coalescing).
     #[arg(long, env = "PALAVER_PRESENCE_INTERVAL_MS")]
     pub presence_interval_ms: Option<u64>,
+    /// Writes are refused (`unavailable`) while the data directory's disk has less than
+    /// this many MiB free, so a full disk never tears a write; 0 turns the check off.
+    #[arg(long, env = "PALAVER_DISK_RESERVE_MB")]
+    pub disk_reserve_mb: Option<u64>,
+    /// Read every stored record once at start-up (checks every block's checksum) and
+    /// refuse to start if any is damaged. Takes about a second per GB.
+    #[arg(long, env = "PALAVER_VERIFY_ON_START")]
+    pub verify_on_start: bool,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
@@ -137,6 +145,8 @@ struct FileConfig {
     files_url: Option<String>,
     max_file_bytes: Option<u64>,
     disable_search: Option<bool>,
+    disk_reserve_mb: Option<u64>,
+    verify_on_start: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -186,6 +196,10 @@ pub struct Config {
     pub presence_interval_ms: u64,
     /// How long a message stays editable by its sender, in ms.
     pub edit_window_ms: u64,
+    /// Free disk space below which writes are refused, in bytes (0: no check).
+    pub disk_reserve_bytes: u64,
+    /// Whether every stored record is read and checked at start-up.
+    pub verify_on_start: bool,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }
@@ -240,6 +254,8 @@ impl Config {
             search: !(cli.disable_search || file.disable_search.unwrap_or(false)),
             max_file_bytes: cli.max_file_bytes.or(file.max_file_bytes).unwrap_or(10 << 20),
             presence_interval_ms: cli.presence_interval_ms.or(file.presence_interval_ms).unwrap_or(1_000),
+            disk_reserve_bytes: cli.disk_reserve_mb.or(file.disk_reserve_mb).unwrap_or(64).saturating_mul(1 << 20),
+            verify_on_start: cli.verify_on_start || file.verify_on_start.unwrap_or(false),
             typing_timeout_ms: cli
                 .typing_timeout_secs
                 .or(file.typing_timeout_secs)

@@ -9,7 +9,7 @@ impl Store {
     pub fn put_file(&self, file: &FileRecord) -> Result<(), StorageError> {
         let mut batch = self.side_batch()?;
         batch.insert(&self.file_record, file.file_id.as_bytes(), encode_json(file)?);
-        batch.commit().inspect_err(|_| self.poison())?;
+        batch.commit().map_err(|e| self.poison_on(e))?;
         Ok(())
     }
 

@@ -291,7 +291,7 @@ impl Store {
         }
         let counter = *commits + 1;
         batch.insert(&self.meta, COMMIT_COUNTER_KEY, counter.to_be_bytes());
-        batch.commit().inspect_err(|_| self.poison())?;
+        batch.commit().map_err(|e| self.poison_on(e))?;
         *commits = counter;
         if self.durability == Durability::Fsync {
             self.record_watermark(counter);
@@ -302,7 +302,7 @@ impl Store {
     /// Syncs everything written so far to disk (the buffered policy's periodic sync).
     pub fn sync(&self) -> Result<(), StorageError> {
         let written = *self.commits.lock().map_err(|_| StorageError::Poisoned)?;
-        self.db.persist(PersistMode::SyncAll).inspect_err(|_| self.poison())?;
+        self.db.persist(PersistMode::SyncAll).map_err(|e| self.poison_on(e))?;
         self.record_watermark(written);
         Ok(())
     }
@@ -349,10 +349,13 @@ impl Store {
         Ok(records)
     }
 
-    pub(crate) fn poison(&self) {
+    /// A write or sync failed: refuse every later write, and tell the caller so (the
+    /// engine's error is logged; to a client this is `unavailable`, not `internal`).
+    pub(crate) fn poison_on(&self, e: fjall::Error) -> StorageError {
         if !self.poisoned.swap(true, Ordering::AcqRel) {
-            tracing::error!("storage write failed: refusing all further writes until restart");
+            tracing::error!("storage write failed ({e}): refusing all further writes until restart");
         }
+        StorageError::Poisoned
     }
 
     // ----- users -----
@@ -369,7 +372,7 @@ impl Store {
         let mut batch = self.side_batch()?;
         batch.insert(&self.users, user.user_id.as_str(), encode_json(user)?);
         batch.insert(&self.username_user, user.username.as_str(), user.user_id.as_str());
-        batch.commit().inspect_err(|_| self.poison())?;
+        batch.commit().map_err(|e| self.poison_on(e))?;
         Ok(())
     }
 
@@ -394,7 +397,7 @@ impl Store {
         let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
         let mut batch = self.side_batch()?;
         batch.insert(&self.refresh_token, token_hash, encode_json(record)?);
-        batch.commit().inspect_err(|_| self.poison())?;
+        batch.commit().map_err(|e| self.poison_on(e))?;
         Ok(())
     }
 
@@ -422,7 +425,7 @@ impl Store {
         if old.rotated {
             tracing::warn!(user = %old.user_id, "refresh token replayed: revoking its family");
             batch.insert(&self.revoked_family, old.family.as_bytes(), now_ms.to_be_bytes());
-            batch.commit().inspect_err(|_| self.poison())?;
+            batch.commit().map_err(|e| self.poison_on(e))?;
             return Ok(None);
         }
         if old.expires_ms <= now_ms {
@@ -437,7 +440,7 @@ impl Store {
         };
         batch.insert(&self.refresh_token, old_hash, encode_json(&old)?);
         batch.insert(&self.refresh_token, new_hash, encode_json(&new)?);
-        batch.commit().inspect_err(|_| self.poison())?;
+        batch.commit().map_err(|e| self.poison_on(e))?;
         Ok(Some(old))
     }
 

@@ -232,7 +232,7 @@ fn tokens_response(
 
 fn storage_failure(e: &StorageError) -> Response {
     match e {
-        StorageError::Poisoned | StorageError::Closed => {
+        e if e.is_unavailable() => {
             Response::error(ErrorCode::Unavailable, "storage is refusing writes")
         }
         _ => {
