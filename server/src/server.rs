@@ -97,6 +97,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let shared = Arc::new(Shared {
         presence: crate::shard::PresenceTable::new(config.shards),
+        ip_connections: crate::conn::limits::ConnectionCounter::new(config.max_connections_per_ip),
+        user_connections: crate::conn::limits::ConnectionCounter::new(config.max_connections_per_user),
         files: files.clone(),
         search,
         tokens: TokenService::new(&secret, config.access_token_ttl_secs),

@@ -622,6 +622,12 @@ impl Client {
         }
     }
 
+    /// A second handle on the socket's TCP stream (to write raw bytes from another thread).
+    pub fn tcp_clone(&self) -> TcpStream {
+        let MaybeTlsStream::Plain(stream) = self.ws.get_ref() else { panic!("plain TCP only") };
+        stream.try_clone().unwrap()
+    }
+
     /// Closes politely.
     pub fn close(mut self) {
         let _ = self

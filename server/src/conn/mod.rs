@@ -4,6 +4,7 @@
 mod directory;
 mod files;
 pub mod http;
+pub mod limits;
 pub mod outbound;
 pub mod quic_session;
 mod routes;
@@ -18,7 +19,7 @@ use monoio::net::{TcpListener, TcpStream};
 use palaver_protocol::ErrorCode;
 
 use self::http::{
-    HEAD_TIMEOUT, KEEP_ALIVE_IDLE, ReadError, Request, Response, read_body, read_head, write_response,
+    KEEP_ALIVE_IDLE, ReadError, Request, Response, read_body, read_head, write_response,
 };
 use crate::shard::Shard;
 use crate::ws::{accept_key, choose_codec};
@@ -27,12 +28,20 @@ use crate::ws::{accept_key, choose_codec};
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 if shard.draining.get() {
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(serve(shard.clone(), stream));
+                match shard.shared.ip_connections.try_acquire(&peer.ip()) {
+                    Some(permit) => {
+                        monoio::spawn(serve(shard.clone(), stream, permit));
+                    }
+                    None => {
+                        crate::metrics::Metrics::inc(&shard.shared.metrics.connections_refused);
+                        monoio::spawn(refuse_over_limit(stream, "too many connections from this address"));
+                    }
+                }
             }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -43,12 +52,24 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-/// Serves HTTP requests on one connection until it closes or upgrades.
-async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+/// Answers a connection over a connection limit with 429 and a JSON error, then closes.
+async fn refuse_over_limit(mut stream: TcpStream, message: &str) {
+    let response = Response::error_with_status(429, ErrorCode::RateLimited, message);
+    let written = monoio::time::timeout(KEEP_ALIVE_IDLE, write_response(&mut stream, &response, false)).await;
+    if matches!(written, Ok(Ok(_))) {
+        // Its request is unread: close without a reset, so the client reads the answer.
+        linger_close(stream, BytesMut::new()).await;
+    }
+}
+
+/// Serves HTTP requests on one connection until it closes or upgrades. `ip_permit` holds
+/// the client address's connection slot for as long as the connection lives.
+async fn serve(shard: Rc<Shard>, mut stream: TcpStream, ip_permit: limits::ConnectionPermit<std::net::IpAddr>) {
     let mut buf = BytesMut::with_capacity(1024);
     let mut first = true;
     loop {
-        let deadline = if first { HEAD_TIMEOUT } else { KEEP_ALIVE_IDLE };
+        let head_timeout = shard.shared.config.handshake_timeout;
+        let deadline = if first { head_timeout } else { KEEP_ALIVE_IDLE };
         first = false;
         let head = monoio::time::timeout(deadline, read_head(&mut stream, &mut buf)).await;
         let (mut request, length) = match head {
@@ -82,7 +103,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             }
         }
         let body =
-            monoio::time::timeout(HEAD_TIMEOUT, read_body(&mut stream, &mut buf, &mut request, length)).await;
+            monoio::time::timeout(head_timeout, read_body(&mut stream, &mut buf, &mut request, length)).await;
         match body {
             Ok(Ok(())) => {}
             Ok(Err(ReadError::Refuse(response))) => {
@@ -103,7 +124,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         }
         let echo = shard.shared.config.test_echo && request.path == "/v1/test/echo";
         if (request.path == "/v1/ws" || echo) && request.header_has_token("upgrade", "websocket") {
-            upgrade(shard, stream, buf, request).await;
+            upgrade(shard, stream, buf, request, ip_permit).await;
             return;
         }
         let response = routes::handle(&shard, &request).await;
@@ -133,7 +154,13 @@ async fn linger_close(mut stream: TcpStream, mut buf: BytesMut) {
     let _ = monoio::time::timeout(std::time::Duration::from_secs(2), drain).await;
 }
 
-async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request: Request) {
+async fn upgrade(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    buf: BytesMut,
+    request: Request,
+    ip_permit: limits::ConnectionPermit<std::net::IpAddr>,
+) {
     let refuse =
         |code: ErrorCode, status: u16, message: &str| Response::error_with_status(status, code, message);
     let checked = (|| {
@@ -174,6 +201,22 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request
             return;
         }
     };
+    let mut permits = limits::Permits { ip: Some(ip_permit), user: None };
+    if let Some(user) = &user {
+        match shard.shared.user_connections.try_acquire(user) {
+            Some(permit) => permits.user = Some(permit),
+            None => {
+                crate::metrics::Metrics::inc(&shard.shared.metrics.connections_refused);
+                let message = format!(
+                    "too many connections for this user (limit {})",
+                    shard.shared.user_connections.max()
+                );
+                let response = Response::error_with_status(429, ErrorCode::RateLimited, &message);
+                let _ = write_response(&mut stream, &response, false).await;
+                return;
+            }
+        }
+    }
     if shard.draining.get() {
         let _ = write_response(
             &mut stream,
@@ -202,6 +245,6 @@ async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request
     if echo {
         monoio::spawn(socket::run_echo(shard, stream, buf));
     } else {
-        monoio::spawn(socket::run(shard, stream, buf, codec, user));
+        monoio::spawn(socket::run(shard, stream, buf, codec, user, permits));
     }
 }
