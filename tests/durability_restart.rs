@@ -142,7 +142,8 @@ fn sigterm_under_heavy_sending_answers_or_fails_every_request_and_exits_zero() {
     let mut server = Server::start(&["--shards", "2", "--ops-per-sec", "100000", "--ops-burst", "100000"]);
     let owner = register(server.addr, "owner");
     let mut admin = Client::login(server.addr, Codec::Json, &owner);
-    let rooms: Vec<RoomId> = (0..4).map(|i| admin.create_room(&format!("busy{i}"), RoomKind::Public)).collect();
+    let rooms: Vec<RoomId> =
+        (0..4).map(|i| admin.create_room(&format!("busy{i}"), RoomKind::Public)).collect();
 
     #[derive(Default)]
     struct Outcomes {

@@ -88,7 +88,9 @@ async fn repeated_kill_9_loses_nothing_acknowledged_and_duplicates_nothing() {
         "PALAVER_FAULT_SEED",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1,
     );
-    eprintln!("fault harness: {cycles} cycles, {n_clients} clients, {n_rooms} rooms, PALAVER_FAULT_SEED={seed}");
+    eprintln!(
+        "fault harness: {cycles} cycles, {n_clients} clients, {n_rooms} rooms, PALAVER_FAULT_SEED={seed}"
+    );
     let mut rng = Rng(seed);
 
     let mut server = Server::start(&["--shards", "2"]);
@@ -109,8 +111,9 @@ async fn repeated_kill_9_loses_nothing_acknowledged_and_duplicates_nothing() {
         rooms.push(clients[0].create_room(&format!("fault{r}"), RoomKind::Public).await.unwrap().room_id);
     }
     // Each client is in three rooms; every room has members on several transports.
-    let membership: Vec<Vec<RoomId>> =
-        (0..n_clients).map(|n| (0..3.min(n_rooms)).map(|k| rooms[(n + k) % n_rooms].clone()).collect()).collect();
+    let membership: Vec<Vec<RoomId>> = (0..n_clients)
+        .map(|n| (0..3.min(n_rooms)).map(|k| rooms[(n + k) % n_rooms].clone()).collect())
+        .collect();
     for (client, mine) in clients.iter().zip(&membership) {
         for room in mine {
             client.join(room).await.unwrap();
@@ -135,7 +138,8 @@ async fn repeated_kill_9_loses_nothing_acknowledged_and_duplicates_nothing() {
                 }
             }
         }));
-        let (client, log, stop, mine) = (client.clone(), logs[n].clone(), stop_sending.clone(), membership[n].clone());
+        let (client, log, stop, mine) =
+            (client.clone(), logs[n].clone(), stop_sending.clone(), membership[n].clone());
         let mut rng = Rng(seed ^ (n as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         senders.push(tokio::spawn(async move {
             // Up to four sends in flight per client, about 40 a second (under the
@@ -245,7 +249,8 @@ async fn repeated_kill_9_loses_nothing_acknowledged_and_duplicates_nothing() {
             eprintln!("indeterminate send {text}: {why}");
         }
         for room in &membership[n] {
-            let got: Vec<u64> = log.received.get(room).map_or(Vec::new(), |r| r.iter().map(|(s, _)| *s).collect());
+            let got: Vec<u64> =
+                log.received.get(room).map_or(Vec::new(), |r| r.iter().map(|(s, _)| *s).collect());
             let want: Vec<u64> = stored[room].iter().map(|m| m.seq).collect();
             assert_eq!(got, want, "client {n} saw every message of {room} exactly once, in order");
             for (seq, text) in &log.received[room] {

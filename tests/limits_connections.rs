@@ -152,9 +152,7 @@ fn forged_and_out_of_date_tokens_are_unauthorized() {
     let alice = register(server.addr, "alice");
     let secret = b"e2e-test-secret-e2e-test-secret";
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let claims = |nbf: u64, exp: u64| {
-        serde_json::json!({"sub": alice.user_id, "sid": "forged", "iat": nbf, "nbf": nbf, "exp": exp})
-    };
+    let claims = |nbf: u64, exp: u64| serde_json::json!({"sub": alice.user_id, "sid": "forged", "iat": nbf, "nbf": nbf, "exp": exp});
     let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
     // The control: a well-formed token signed with the real secret is accepted.
     let good = forge(hs256, &claims(now, now + 600), secret);
@@ -164,7 +162,10 @@ fn forged_and_out_of_date_tokens_are_unauthorized() {
     let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
     let attacks = [
         // `alg: none`, no signature.
-        ("alg none", format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&claims(now, now + 600).to_string()))),
+        (
+            "alg none",
+            format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&claims(now, now + 600).to_string())),
+        ),
         // Signed with another key.
         ("foreign key", forge(hs256, &claims(now, now + 600), b"another-secret-another-secret!!")),
         // Key confusion: the header names RS256 (as if the HMAC key were an RSA public
@@ -178,7 +179,10 @@ fn forged_and_out_of_date_tokens_are_unauthorized() {
         // Required claims missing.
         ("no exp", forge(hs256, &serde_json::json!({"sub": alice.user_id, "nbf": now}), secret)),
         // A subject that is not a user id.
-        ("bad subject", forge(hs256, &serde_json::json!({"sub": "../admin", "nbf": now, "exp": now + 600}), secret)),
+        (
+            "bad subject",
+            forge(hs256, &serde_json::json!({"sub": "../admin", "nbf": now, "exp": now + 600}), secret),
+        ),
     ];
     for (name, token) in &attacks {
         let mut c = Client::connect(server.addr, Codec::Json);

@@ -86,8 +86,11 @@ fn a_full_disk_refuses_sends_with_unavailable_and_writes_resume_when_space_retur
     let why = c.err(send_op(&room, "c11", "while full"), ErrorCode::Unavailable);
     assert!(!why.is_empty());
     c.err(send_op(&room, "c12", "still full"), ErrorCode::Unavailable);
-    let (status, body) =
-        post_json(server.addr, "/v1/auth/register", &serde_json::json!({"username": "bob", "password": "password-123"}));
+    let (status, body) = post_json(
+        server.addr,
+        "/v1/auth/register",
+        &serde_json::json!({"username": "bob", "password": "password-123"}),
+    );
     assert_eq!(status, 503, "account writes are refused too: {body}");
     assert_eq!(body["error"]["code"], "unavailable");
     assert_eq!(texts(&mut c, &room).len(), 10, "history is served while the disk is full");

@@ -280,7 +280,11 @@ impl Config {
             search: !(cli.disable_search || file.disable_search.unwrap_or(false)),
             max_file_bytes: cli.max_file_bytes.or(file.max_file_bytes).unwrap_or(10 << 20),
             presence_interval_ms: cli.presence_interval_ms.or(file.presence_interval_ms).unwrap_or(1_000),
-            disk_reserve_bytes: cli.disk_reserve_mb.or(file.disk_reserve_mb).unwrap_or(64).saturating_mul(1 << 20),
+            disk_reserve_bytes: cli
+                .disk_reserve_mb
+                .or(file.disk_reserve_mb)
+                .unwrap_or(64)
+                .saturating_mul(1 << 20),
             verify_on_start: cli.verify_on_start || file.verify_on_start.unwrap_or(false),
             handshake_timeout: cli
                 .handshake_timeout_secs

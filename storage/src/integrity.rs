@@ -39,7 +39,8 @@ impl CommitWatermark {
     pub(crate) fn open(db_dir: &Path) -> Result<(Self, u64), StorageError> {
         let path = db_dir.join(WATERMARK_FILE);
         let io = |e: std::io::Error| StorageError::Io { path: path.clone(), source: e };
-        let file = File::options().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        let file =
+            File::options().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
         let mut bytes = [0u8; WATERMARK_LEN];
         let len = file.metadata().map_err(io)?.len();
         let counter = if len == 0 {
@@ -139,7 +140,11 @@ impl DiskGuard {
                 Ok(())
             }
             None if state.free < self.reserve => {
-                tracing::error!(free = state.free, reserve = self.reserve, "disk nearly full: refusing writes");
+                tracing::error!(
+                    free = state.free,
+                    reserve = self.reserve,
+                    "disk nearly full: refusing writes"
+                );
                 state.full_since = Some(now);
                 Err(StorageError::DiskFull { free: state.free, reserve: self.reserve })
             }

@@ -116,9 +116,9 @@ impl Store {
         })??;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let recovered = match meta.get(COMMIT_COUNTER_KEY)? {
-            Some(bytes) => <[u8; 8]>::try_from(&bytes[..]).map(u64::from_be_bytes).map_err(|_| {
-                StorageError::Corrupt { partition: "meta", detail: "commit counter".into() }
-            })?,
+            Some(bytes) => <[u8; 8]>::try_from(&bytes[..])
+                .map(u64::from_be_bytes)
+                .map_err(|_| StorageError::Corrupt { partition: "meta", detail: "commit counter".into() })?,
             None => 0,
         };
         let (watermark, acknowledged) = CommitWatermark::open(dir)?;

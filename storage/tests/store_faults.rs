@@ -147,7 +147,8 @@ fn a_truncated_journal_recovers_everything_acknowledged_or_refuses_to_open() {
         copy_dir(source.path(), copy.path());
         let target = copy.path().join(journal.strip_prefix(source.path()).unwrap());
         std::fs::OpenOptions::new().write(true).open(&target).unwrap().set_len(offset).unwrap();
-        if !check_recovers_everything_or_refuses(copy.path(), &original, &format!("cut at {offset} of {len}")) {
+        if !check_recovers_everything_or_refuses(copy.path(), &original, &format!("cut at {offset} of {len}"))
+        {
             refused += 1;
             // And the refusal says what happened.
             if let Err(e) = Store::open(copy.path(), Durability::Fsync) {
@@ -217,7 +218,8 @@ fn a_flipped_byte_in_a_table_file_is_never_served_and_verify_finds_it() {
         bytes[offset as usize] ^= 0x01;
         std::fs::write(&target, &bytes).unwrap();
         let verified = Store::open(copy.path(), Durability::Fsync).and_then(|s| s.verify());
-        let served = check_recovers_everything_or_refuses(copy.path(), &original, &format!("flip at {offset}"));
+        let served =
+            check_recovers_everything_or_refuses(copy.path(), &original, &format!("flip at {offset}"));
         if verified.is_err() {
             detected += 1;
         } else {

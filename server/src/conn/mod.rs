@@ -18,9 +18,7 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::{TcpListener, TcpStream};
 use palaver_protocol::ErrorCode;
 
-use self::http::{
-    KEEP_ALIVE_IDLE, ReadError, Request, Response, read_body, read_head, write_response,
-};
+use self::http::{KEEP_ALIVE_IDLE, ReadError, Request, Response, read_body, read_head, write_response};
 use crate::shard::Shard;
 use crate::ws::{accept_key, choose_codec};
 
@@ -64,7 +62,11 @@ async fn refuse_over_limit(mut stream: TcpStream, message: &str) {
 
 /// Serves HTTP requests on one connection until it closes or upgrades. `ip_permit` holds
 /// the client address's connection slot for as long as the connection lives.
-async fn serve(shard: Rc<Shard>, mut stream: TcpStream, ip_permit: limits::ConnectionPermit<std::net::IpAddr>) {
+async fn serve(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    ip_permit: limits::ConnectionPermit<std::net::IpAddr>,
+) {
     let mut buf = BytesMut::with_capacity(1024);
     let mut first = true;
     loop {
