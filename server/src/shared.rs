@@ -33,4 +33,7 @@ pub struct Shared {
     pub files: crate::files::FileStore,
     /// Everyone's current presence (each part written by its home shard).
     pub presence: crate::shard::PresenceTable,
+    /// The HTTP listener's TLS configuration with `--http-tls` (each shard runs its own
+    /// handshakes with it); `None`: plain HTTP.
+    pub http_tls: Option<monoio_rustls::TlsAcceptor>,
 }

@@ -8,12 +8,13 @@ pub mod outbound;
 pub mod quic_session;
 mod routes;
 pub mod socket;
+pub mod tls;
 pub mod wire;
 
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use monoio::io::AsyncWriteRentExt;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split};
 use monoio::net::{TcpListener, TcpStream};
 use palaver_protocol::ErrorCode;
 
@@ -22,6 +23,13 @@ use self::http::{
 };
 use crate::shard::Shard;
 use crate::ws::{accept_key, choose_codec};
+
+/// A connection's byte stream: a plain TCP socket, or TLS over one (`--http-tls`, see
+/// [`tls`]). Everything from the request head to the WebSocket writer is written once
+/// against this, so both listeners share one code path.
+pub trait ByteStream: AsyncReadRent + AsyncWriteRent + Split + 'static {}
+
+impl<T: AsyncReadRent + AsyncWriteRent + Split + 'static> ByteStream for T {}
 
 /// Accepts connections until the shard drains.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -32,7 +40,10 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(serve(shard.clone(), stream));
+                match &shard.shared.http_tls {
+                    None => monoio::spawn(serve(shard.clone(), stream)),
+                    Some(acceptor) => monoio::spawn(serve_tls(shard.clone(), stream, acceptor.clone())),
+                };
             }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -43,8 +54,26 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
+/// Completes the TLS handshake, then serves HTTP over it. The handshake has the request
+/// head's deadline: a client that stalls it (or never starts it) is cut off like one
+/// that stalls its head. A peer that does not speak TLS fails the handshake (rustls
+/// answers with an alert) and its socket is closed; nothing else on the shard notices.
+async fn serve_tls(shard: Rc<Shard>, stream: TcpStream, acceptor: monoio_rustls::TlsAcceptor) {
+    match monoio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve(shard, stream).await,
+        Ok(Err(e)) => {
+            crate::metrics::Metrics::inc(&shard.shared.metrics.tls_handshake_failures);
+            tracing::debug!("TLS handshake failed: {e}");
+        }
+        Err(_) => {
+            crate::metrics::Metrics::inc(&shard.shared.metrics.tls_handshake_failures);
+            tracing::debug!("TLS handshake timed out");
+        }
+    }
+}
+
 /// Serves HTTP requests on one connection until it closes or upgrades.
-async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+async fn serve(shard: Rc<Shard>, mut stream: impl ByteStream) {
     let mut buf = BytesMut::with_capacity(1024);
     let mut first = true;
     loop {
@@ -67,8 +96,11 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             match files::upload(&shard, &mut stream, &mut buf, &request, length).await {
                 files::Uploaded::Done(response) => {
                     let keep_alive = request.keep_alive && !shard.draining.get();
-                    if write_response(&mut stream, &response, keep_alive).await.is_err() || !keep_alive {
+                    if write_response(&mut stream, &response, keep_alive).await.is_err() {
                         return;
+                    }
+                    if !keep_alive {
+                        return close(stream).await;
                     }
                     continue;
                 }
@@ -97,7 +129,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             crate::metrics::Metrics::inc(&shard.shared.metrics.http_requests);
             let keep_alive = request.keep_alive && !shard.draining.get();
             if !files::download(&shard, &mut stream, &request, keep_alive).await {
-                return;
+                return close(stream).await;
             }
             continue;
         }
@@ -108,17 +140,25 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         }
         let response = routes::handle(&shard, &request).await;
         let keep_alive = request.keep_alive && !shard.draining.get();
-        if write_response(&mut stream, &response, keep_alive).await.is_err() || !keep_alive {
+        if write_response(&mut stream, &response, keep_alive).await.is_err() {
             return;
         }
+        if !keep_alive {
+            return close(stream).await;
+        }
     }
+}
+
+/// Ends a connection after its last answer: half-closes (over TLS, after a
+/// `close_notify`, so the client can tell the end from a truncation), bounded.
+async fn close(mut stream: impl ByteStream) {
+    let _ = monoio::time::timeout(std::time::Duration::from_secs(1), stream.shutdown()).await;
 }
 
 /// Closes after a refusal without resetting the connection: half-close, then read and
 /// discard what the client is still sending (bounded), so it can read our answer
 /// instead of getting a reset while it is still uploading.
-async fn linger_close(mut stream: TcpStream, mut buf: BytesMut) {
-    use monoio::io::AsyncWriteRent;
+async fn linger_close(mut stream: impl ByteStream, mut buf: BytesMut) {
     let _ = stream.shutdown().await;
     let drain = async {
         let mut discarded = 0usize;
@@ -133,7 +173,7 @@ async fn linger_close(mut stream: TcpStream, mut buf: BytesMut) {
     let _ = monoio::time::timeout(std::time::Duration::from_secs(2), drain).await;
 }
 
-async fn upgrade(shard: Rc<Shard>, mut stream: TcpStream, buf: BytesMut, request: Request) {
+async fn upgrade(shard: Rc<Shard>, mut stream: impl ByteStream, buf: BytesMut, request: Request) {
     let refuse =
         |code: ErrorCode, status: u16, message: &str| Response::error_with_status(status, code, message);
     let checked = (|| {
