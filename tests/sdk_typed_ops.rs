@@ -56,6 +56,11 @@ async fn typed_methods_cover_invitations_moderation_friends_blocks_and_keys() {
     assert_eq!(accepted.state, FriendState::Friends);
     let friends = alice.friend_list().await.unwrap();
     assert_eq!(friends.iter().map(|f| &f.user).collect::<Vec<_>>(), vec![&bob_id]);
+    // Presence: friends may follow each other.
+    bob.presence_set(PresenceChoice::Away).await.unwrap();
+    let presence = alice.presence_subscribe(std::slice::from_ref(&bob_id)).await.unwrap();
+    assert_eq!(presence.len(), 1);
+    alice.presence_unsubscribe(std::slice::from_ref(&bob_id)).await.unwrap();
     alice.friend_remove(&bob_id).await.unwrap();
     assert!(alice.friend_list().await.unwrap().is_empty());
     alice.friend_request(&carol_id).await.unwrap();
@@ -67,15 +72,12 @@ async fn typed_methods_cover_invitations_moderation_friends_blocks_and_keys() {
     alice.unblock(&carol_id).await.unwrap();
     assert!(alice.block_list().await.unwrap().is_empty());
 
-    // Profiles and presence.
+    // Profiles.
     let profile = bob.user_update(Some("Bobby"), None, Some("hi")).await.unwrap();
     assert_eq!(profile.display_name.as_deref(), Some("Bobby"));
     assert_eq!(alice.user_get(&bob_id).await.unwrap().profile.display_name.as_deref(), Some("Bobby"));
     let found = alice.user_search("bo", None).await.unwrap();
     assert!(found.iter().any(|p| p.user_id == bob_id));
-    bob.presence_set(PresenceChoice::Away).await.unwrap();
-    alice.presence_subscribe(std::slice::from_ref(&bob_id)).await.unwrap();
-    alice.presence_unsubscribe(std::slice::from_ref(&bob_id)).await.unwrap();
 
     // Keys: one one-time key, claimed exactly once.
     let key = OneTimeKey { key_id: "k1".into(), key: "b3RrMQ".into() };
