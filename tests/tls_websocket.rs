@@ -38,12 +38,14 @@ async fn sdk_clients_chat_over_wss_and_resume_after_a_restart() {
     let mut server = tls_server();
     let url = server.url("");
     assert!(url.starts_with("https://"));
-    let alice = Client::connect_with(&url, Credentials::register("alice", PASSWORD), options(&server, Codec::Json))
-        .await
-        .unwrap();
-    let bob = Client::connect_with(&url, Credentials::register("bob", PASSWORD), options(&server, Codec::Rkyv))
-        .await
-        .unwrap();
+    let alice =
+        Client::connect_with(&url, Credentials::register("alice", PASSWORD), options(&server, Codec::Json))
+            .await
+            .unwrap();
+    let bob =
+        Client::connect_with(&url, Credentials::register("bob", PASSWORD), options(&server, Codec::Rkyv))
+            .await
+            .unwrap();
     let mut bob_events = bob.events();
     let room = alice.create_room("tls", RoomKind::Public).await.unwrap().room_id;
     alice.join(&room).await.unwrap();
@@ -55,7 +57,8 @@ async fn sdk_clients_chat_over_wss_and_resume_after_a_restart() {
     }
     let mut seen = Vec::new();
     while seen.len() < HALF as usize {
-        if let ClientEvent::Message(m) = tokio::time::timeout(WAIT, bob_events.next()).await.unwrap().unwrap() {
+        if let ClientEvent::Message(m) = tokio::time::timeout(WAIT, bob_events.next()).await.unwrap().unwrap()
+        {
             seen.push((m.seq, m.text));
         }
     }
@@ -120,7 +123,8 @@ fn a_raw_websocket_client_speaks_json_over_wss() {
     let room = created["ok"]["room"]["room_id"].as_str().unwrap().to_owned();
     let joined = call(serde_json::json!({"id": 3, "op": "join", "room": room}));
     assert_eq!(joined["ok"]["last_seq"], 0, "{joined}");
-    let sent = call(serde_json::json!({"id": 4, "op": "send", "room": room, "cid": "c-1", "text": "over tls"}));
+    let sent =
+        call(serde_json::json!({"id": 4, "op": "send", "room": room, "cid": "c-1", "text": "over tls"}));
     assert_eq!(sent["ok"]["seq"], 1, "{sent}");
     let history = call(serde_json::json!({"id": 5, "op": "history", "room": room}));
     assert_eq!(history["ok"]["messages"][0]["text"], "over tls", "{history}");
@@ -136,9 +140,10 @@ async fn files_go_up_and_come_back_over_https() {
     assert_eq!(health.json()["status"], "ok");
 
     let url = server.url("");
-    let alice = Client::connect_with(&url, Credentials::register("alice", PASSWORD), options(&server, Codec::Json))
-        .await
-        .unwrap();
+    let alice =
+        Client::connect_with(&url, Credentials::register("alice", PASSWORD), options(&server, Codec::Json))
+            .await
+            .unwrap();
     let room = alice.create_room("files", RoomKind::Public).await.unwrap().room_id;
     let token = alice.tokens().unwrap().access_token;
     let auth = format!("Bearer {token}");

@@ -7,12 +7,12 @@ use std::task::{Context, Poll};
 use futures_channel::{mpsc, oneshot};
 use futures_util::Stream;
 use palaver_protocol::{
-    EditOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, ReactionOk, ReceiptOk, RoomId, RoomInfo,
-    RoomKind, RoomListOk, RoomSummary, SendOk, UserId,
-};
-use palaver_protocol::{
     ClaimedKey, DeviceKeys, FriendInfo, InviteInfo, KeysUploadOk, MembersOk, OneTimeKey, PresenceChoice,
     PresenceInfo, Profile, ProfileOk, RoomDetailsOk, RoomRole, RoomSettingsPatch,
+};
+use palaver_protocol::{
+    EditOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, ReactionOk, ReceiptOk, RoomId, RoomInfo,
+    RoomKind, RoomListOk, RoomSummary, SendOk, UserId,
 };
 
 use crate::auth_route::AuthRoute;

@@ -114,7 +114,7 @@ pub use error::Error;
 /// The wire types (`RoomId`, `Message`, `RoomKind`, …), re-exported.
 pub use palaver_protocol as protocol;
 pub use quic::{QuicOptions, QuicTrust};
-pub use trust::TlsTrust;
 pub use tokens::{Credentials, Tokens, jwt_expiry_secs};
+pub use trust::TlsTrust;
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
 pub use wasm::PalaverClient;

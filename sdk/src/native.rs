@@ -73,7 +73,10 @@ impl Native {
         }
         let connector = self.tls_connector()?;
         let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone()).map_err(|_| {
-            Error::InvalidUrl { url: endpoint.http_base.clone(), reason: "the host is not a valid TLS server name" }
+            Error::InvalidUrl {
+                url: endpoint.http_base.clone(),
+                reason: "the host is not a valid TLS server name",
+            }
         })?;
         let tls = connector.connect(name, tcp).await.map_err(transport)?;
         Ok(Box::new(tls))
@@ -338,7 +341,8 @@ impl Client {
         trust: Option<TlsTrust>,
     ) -> Result<Session, Error> {
         let credentials = Credentials::tokens(crate::Tokens::access_only(""));
-        client::auth_call(&Native::new(trust), url, AuthRoute::Refresh, &credentials, Some(refresh_token)).await
+        client::auth_call(&Native::new(trust), url, AuthRoute::Refresh, &credentials, Some(refresh_token))
+            .await
     }
 }
 

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use crate::error::Error;
 use crate::quic::QuicOptions;
+use bytes::Bytes;
 
 /// The ALPN protocol id of Palaver v1 over QUIC.
 pub(crate) const ALPN: &[u8] = b"palaver/1";

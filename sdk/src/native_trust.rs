@@ -24,8 +24,9 @@ pub(crate) fn client_config(
     versions: &[&'static SupportedProtocolVersion],
 ) -> Result<rustls::ClientConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder =
-        rustls::ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions).map_err(transport)?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(transport)?;
     let config = match trust {
         None => {
             let found = rustls_native_certs::load_native_certs();
@@ -120,4 +121,3 @@ impl ServerCertVerifier for PinVerifier {
         self.algorithms.supported_schemes()
     }
 }
-
