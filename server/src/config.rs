@@ -377,6 +377,11 @@ mod tests {
         assert_eq!(config.max_text_chars, 10);
         assert_eq!(config.durability, Durability::Buffered);
         assert_eq!(config.http_addr.port(), 8080);
+        assert!(!config.http_tls, "plain HTTP by default");
+
+        std::fs::write(&path, "http_tls = true\n").unwrap();
+        let cli = Cli { config: Some(path.clone()), ..Cli::default() };
+        assert!(Config::resolve(cli).unwrap().http_tls);
 
         std::fs::write(&path, "shardz = 3\n").unwrap();
         let cli = Cli { config: Some(path), ..Cli::default() };
