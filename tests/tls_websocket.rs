@@ -1,6 +1,7 @@
 //! The HTTP listener over TLS (`--http-tls`, the development certificate) end to end: SDK
 //! clients chat over `wss://` and resume across a restart with no gap or duplicate; a raw
-//! WebSocket client speaks JSON over `wss://`; files go up and come back over `https://`;
+//! WebSocket client speaks JSON over `wss://`; the SDK refuses an untrusted certificate
+//! and accepts a pinned one; files go up and come back over `https://`;
 //! a client that does not speak TLS, and one that never finishes its handshake, are
 //! dropped while the server stays healthy.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
@@ -90,6 +91,25 @@ async fn sdk_clients_chat_over_wss_and_resume_after_a_restart() {
     assert_eq!(seen, expected, "every message once, in order, across the cut");
     alice.close();
     bob.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_checks_the_certificate_and_takes_a_pin() {
+    let server = tls_server();
+    let url = server.url("");
+    // The development certificate is in no system root store: refused.
+    let refused =
+        Client::connect_with(&url, Credentials::register("eve", PASSWORD), ClientOptions::default()).await;
+    assert!(refused.is_err(), "a self-signed certificate is not trusted by default");
+    // Pinned by the SHA-256 the server prints on stderr (computed here from the file).
+    use rustls_pki_types::pem::PemObject as _;
+    use sha2::Digest as _;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(server.dev_cert_pem().as_bytes()).unwrap();
+    let pin: String = sha2::Sha256::digest(der.as_ref()).iter().map(|b| format!("{b:02x}")).collect();
+    let options = ClientOptions::default().trusting(TlsTrust::Sha256Pin(pin));
+    let pinned = Client::connect_with(&url, Credentials::register("frank", PASSWORD), options).await.unwrap();
+    pinned.ping().await.unwrap();
+    pinned.close();
 }
 
 #[test]

@@ -8,6 +8,11 @@
 //! HTTP routes, uploads and downloads, the upgrade, the WebSocket reader and writer — is
 //! the same code as for plain TCP, on the same shard, with no second runtime.
 //!
+//! One rule comes with it: a TLS stream whose read (or write) future was dropped before
+//! it completed must not be read (or written) again — monoio-rustls' safe mode lends its
+//! buffer to that operation, and a later one would find it gone and panic. Every timeout
+//! and `select!` around a read in `conn` ends the connection, so this holds; keep it so.
+//!
 //! What this is not: no client certificates, no session resumption across restarts, no
 //! ALPN beyond `http/1.1` (no HTTP/2).
 
