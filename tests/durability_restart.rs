@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palaver_e2e::{Client, Server, register, send_op};
-use palaver_protocol::{Codec, OkBody, ReplyBody, RoomId, RoomKind};
+use palaver_protocol::{Codec, OkBody, ReplyBody, RoomId, RoomKind, ServerFrame};
 
 /// Reads a room's whole history, oldest first.
 fn full_history(client: &mut Client, room: &RoomId) -> Vec<palaver_protocol::Message> {
@@ -134,4 +134,127 @@ fn buffered_durability_survives_a_clean_restart() {
     server.restart();
     let mut c = Client::login(server.addr, Codec::Rkyv, &alice);
     assert_eq!(c.join(&room, None), 10);
+}
+
+#[test]
+fn sigterm_under_heavy_sending_answers_or_fails_every_request_and_exits_zero() {
+    // Per-socket op limits out of the way: this is about load, not rate limiting.
+    let mut server = Server::start(&["--shards", "2", "--ops-per-sec", "100000", "--ops-burst", "100000"]);
+    let owner = register(server.addr, "owner");
+    let mut admin = Client::login(server.addr, Codec::Json, &owner);
+    let rooms: Vec<RoomId> =
+        (0..4).map(|i| admin.create_room(&format!("busy{i}"), RoomKind::Public)).collect();
+
+    #[derive(Default)]
+    struct Outcomes {
+        acked: HashMap<String, (RoomId, u64)>,
+        refused: HashMap<String, String>,
+        unanswered: usize,
+    }
+    let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let logged_in = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders: Vec<_> = (0..6)
+        .map(|n| {
+            let (addr, rooms, outcomes) = (server.addr, rooms.clone(), outcomes.clone());
+            let (started, logged_in) = (started.clone(), logged_in.clone());
+            let account = register(addr, &format!("busy{n}"));
+            std::thread::spawn(move || {
+                let mut c = Client::login(addr, if n % 2 == 0 { Codec::Json } else { Codec::Rkyv }, &account);
+                for room in &rooms {
+                    c.join(room, None);
+                }
+                logged_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Pipelined bursts of 50 sends; the server goes away somewhere in between.
+                for burst in 0.. {
+                    let mut ids: Vec<(u64, String, RoomId)> = Vec::new();
+                    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        for i in 0..50 {
+                            let room = rooms[(burst + i) % rooms.len()].clone();
+                            let cid = format!("b{n}-{burst}-{i}");
+                            let id = c.send_op(send_op(&room, &cid, "under load"));
+                            ids.push((id, cid, room));
+                        }
+                    }));
+                    if written.is_err() {
+                        // The socket is gone mid-burst: what was written has no answer.
+                        outcomes.lock().unwrap().unanswered += ids.len();
+                        return;
+                    }
+                    started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // Replies come in any order (rooms have different owners).
+                    let mut pending: HashMap<u64, (String, RoomId)> =
+                        ids.into_iter().map(|(id, cid, room)| (id, (cid, room))).collect();
+                    while !pending.is_empty() {
+                        let frame = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.recv()));
+                        let mut o = outcomes.lock().unwrap();
+                        match frame {
+                            Ok(ServerFrame::Reply { re, body }) => {
+                                let Some((cid, room)) = pending.remove(&re) else { continue };
+                                match body {
+                                    ReplyBody::Ok(OkBody::Sent(s)) => {
+                                        o.acked.insert(cid, (room, s.seq));
+                                    }
+                                    ReplyBody::Err(e) => {
+                                        o.refused.insert(cid, format!("{:?}: {}", e.code, e.message));
+                                    }
+                                    other => panic!("unexpected answer {other:?}"),
+                                }
+                            }
+                            Ok(ServerFrame::Event(_)) => {}
+                            Err(_) => {
+                                // The socket closed: the rest of the burst had no answer.
+                                o.unanswered += pending.len();
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let deadline = std::time::Instant::now() + palaver_e2e::WAIT;
+    while started.load(std::sync::atomic::Ordering::Relaxed) < 30
+        || logged_in.load(std::sync::atomic::Ordering::Relaxed) < 6
+    {
+        assert!(std::time::Instant::now() < deadline, "the senders did not get going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stop = std::time::Instant::now();
+    let status = server.terminate();
+    let took = stop.elapsed();
+    assert!(status.success(), "exit status {status}");
+    for s in senders {
+        let _ = s.join();
+    }
+    let outcomes = outcomes.lock().unwrap();
+    assert!(outcomes.acked.len() >= 300, "load was running: {}", outcomes.acked.len());
+    for why in outcomes.refused.values() {
+        assert!(why.starts_with("Unavailable"), "a refusal during shutdown is `unavailable`: {why}");
+    }
+    eprintln!(
+        "SIGTERM under load: exit 0 after {took:?}; {} acknowledged, {} refused with unavailable, {} unanswered",
+        outcomes.acked.len(),
+        outcomes.refused.len(),
+        outcomes.unanswered
+    );
+
+    server.restart();
+    let mut reader = Client::login(server.addr, Codec::Json, &owner);
+    let mut stored = HashSet::new();
+    for room in &rooms {
+        let history = full_history(&mut reader, room);
+        let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gapless seqs in {room}");
+        for m in &history {
+            assert!(stored.insert(m.cid.to_string()), "cid {} stored twice", m.cid);
+        }
+    }
+    for (cid, (_, _)) in outcomes.acked.iter() {
+        assert!(stored.contains(cid), "acknowledged {cid} is stored");
+    }
+    for cid in outcomes.refused.keys() {
+        assert!(!stored.contains(cid), "{cid} was refused, so it must not be stored");
+    }
 }

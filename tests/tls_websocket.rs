@@ -210,7 +210,9 @@ fn closed_within(stream: &mut TcpStream, within: Duration) {
 
 #[test]
 fn clients_that_do_not_speak_tls_or_stall_the_handshake_are_dropped() {
-    let server = tls_server();
+    // A short deadline so the stalled client is cut off quickly.
+    let server = Server::start(&["--shards", "2", "--http-tls", "--handshake-timeout-secs", "2"]);
+    assert!(server.tls);
     let pem = server.dev_cert_pem();
 
     // One opens a connection and sends half a TLS record header, then nothing.
@@ -230,7 +232,7 @@ fn clients_that_do_not_speak_tls_or_stall_the_handshake_are_dropped() {
     let health = https_bytes(server.addr, &pem, "GET", "/healthz", b"", &[]);
     assert_eq!(health.status, 200);
 
-    // The stalled handshake runs into the request-head deadline (10 s).
+    // The stalled handshake runs into the request-head deadline (--handshake-timeout-secs).
     closed_within(&mut stalled, WAIT);
     let metrics = https_bytes(server.addr, &pem, "GET", "/metrics", b"", &[]);
     let text = String::from_utf8_lossy(&metrics.body).into_owned();

@@ -9,6 +9,12 @@ use palaver_core::SessionLimits;
 use palaver_storage::Durability;
 use serde::Deserialize;
 
+/// Default open connections per client address: generous for NAT'd offices, small
+/// enough that one host cannot take every file descriptor.
+const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 4_096;
+/// Default authenticated connections per user (devices, tabs, bots).
+const DEFAULT_MAX_CONNECTIONS_PER_USER: u32 = 256;
+
 /// Command-line flags (each also read from its environment variable by clap).
 #[derive(Debug, Default, Parser)]
 #[command(name = "palaver", version, about = "Palaver: a real-time chat server.")]
@@ -97,6 +103,25 @@ pub struct Cli {
     /// Milliseconds between two presence announcements of one user (coalescing).
     #[arg(long, env = "PALAVER_PRESENCE_INTERVAL_MS")]
     pub presence_interval_ms: Option<u64>,
+    /// Writes are refused (`unavailable`) while the data directory's disk has less than
+    /// this many MiB free, so a full disk never tears a write; 0 turns the check off.
+    #[arg(long, env = "PALAVER_DISK_RESERVE_MB")]
+    pub disk_reserve_mb: Option<u64>,
+    /// Seconds a client has to send a whole HTTP request head (and a JSON body): a client
+    /// trickling bytes (slowloris) is cut off when it passes.
+    #[arg(long, env = "PALAVER_HANDSHAKE_TIMEOUT_SECS")]
+    pub handshake_timeout_secs: Option<u64>,
+    /// Open connections allowed from one client IP address (0: no limit; set 0 or raise
+    /// it behind a reverse proxy, where every client shares the proxy's address).
+    #[arg(long, env = "PALAVER_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<u32>,
+    /// Authenticated connections allowed per user, over all transports (0: no limit).
+    #[arg(long, env = "PALAVER_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<u32>,
+    /// Read every stored record once at start-up (checks every block's checksum) and
+    /// refuse to start if any is damaged. Takes about a second per GB.
+    #[arg(long, env = "PALAVER_VERIFY_ON_START")]
+    pub verify_on_start: bool,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
@@ -142,6 +167,11 @@ struct FileConfig {
     files_url: Option<String>,
     max_file_bytes: Option<u64>,
     disable_search: Option<bool>,
+    disk_reserve_mb: Option<u64>,
+    verify_on_start: Option<bool>,
+    max_connections_per_ip: Option<u32>,
+    max_connections_per_user: Option<u32>,
+    handshake_timeout_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -194,6 +224,16 @@ pub struct Config {
     pub presence_interval_ms: u64,
     /// How long a message stays editable by its sender, in ms.
     pub edit_window_ms: u64,
+    /// Free disk space below which writes are refused, in bytes (0: no check).
+    pub disk_reserve_bytes: u64,
+    /// Whether every stored record is read and checked at start-up.
+    pub verify_on_start: bool,
+    /// Time to send a request head or JSON body.
+    pub handshake_timeout: std::time::Duration,
+    /// Open connections per client address (0: unlimited).
+    pub max_connections_per_ip: u32,
+    /// Authenticated connections per user (0: unlimited).
+    pub max_connections_per_user: u32,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }
@@ -248,6 +288,24 @@ impl Config {
             search: !(cli.disable_search || file.disable_search.unwrap_or(false)),
             max_file_bytes: cli.max_file_bytes.or(file.max_file_bytes).unwrap_or(10 << 20),
             presence_interval_ms: cli.presence_interval_ms.or(file.presence_interval_ms).unwrap_or(1_000),
+            disk_reserve_bytes: cli
+                .disk_reserve_mb
+                .or(file.disk_reserve_mb)
+                .unwrap_or(64)
+                .saturating_mul(1 << 20),
+            verify_on_start: cli.verify_on_start || file.verify_on_start.unwrap_or(false),
+            handshake_timeout: cli
+                .handshake_timeout_secs
+                .or(file.handshake_timeout_secs)
+                .map_or(crate::conn::http::HEAD_TIMEOUT, |s| std::time::Duration::from_secs(s.clamp(1, 300))),
+            max_connections_per_ip: cli
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
+            max_connections_per_user: cli
+                .max_connections_per_user
+                .or(file.max_connections_per_user)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_USER),
             typing_timeout_ms: cli
                 .typing_timeout_secs
                 .or(file.typing_timeout_secs)

@@ -11,6 +11,8 @@ pub struct Metrics {
     pub connections: AtomicI64,
     /// WebSocket connections accepted since start.
     pub connections_total: AtomicU64,
+    /// Connections refused by a per-address or per-user connection limit.
+    pub connections_refused: AtomicU64,
     /// Messages stored.
     pub messages_stored: AtomicU64,
     /// Frames queued to sockets by fan-out.
@@ -55,6 +57,12 @@ impl Metrics {
             "WebSocket connections accepted.",
             "counter",
             get(&self.connections_total),
+        );
+        counter(
+            "palaver_connections_refused_total",
+            "Connections refused by a per-address or per-user limit.",
+            "counter",
+            get(&self.connections_refused),
         );
         counter(
             "palaver_messages_stored_total",

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use palaver_search::{IndexOp, IndexerConfig, IndexerHandle, SearchIndex};
-use palaver_storage::{CommitDone, GroupCommitter, Store, Write};
+use palaver_storage::{CommitDone, GroupCommitter, Store, StoreOptions, Write};
 
 use crate::auth::TokenService;
 use crate::blocking::BlockingPool;
@@ -69,7 +69,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
     std::fs::create_dir_all(&data_dir)
         .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
     let secret = jwt_secret(&config, &data_dir)?;
-    let store = Arc::new(Store::open(&data_dir.join("db"), config.durability)?);
+    let store = Arc::new(Store::open_with(
+        &data_dir.join("db"),
+        StoreOptions { durability: config.durability, disk_reserve_bytes: config.disk_reserve_bytes },
+    )?);
+    if config.verify_on_start {
+        let started = std::time::Instant::now();
+        let records = store.verify()?;
+        tracing::info!(records, elapsed_ms = started.elapsed().as_millis() as u64, "storage verified");
+    }
     let files_url = match &config.files_url {
         Some(url) => url.clone(),
         None => {
@@ -104,6 +112,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let shared = Arc::new(Shared {
         presence: crate::shard::PresenceTable::new(config.shards),
+        ip_connections: crate::conn::limits::ConnectionCounter::new(config.max_connections_per_ip),
+        user_connections: crate::conn::limits::ConnectionCounter::new(config.max_connections_per_user),
         files: files.clone(),
         http_tls,
         search,
@@ -285,6 +295,12 @@ fn start_committer(
 /// Binds `addr` once per shard with SO_REUSEPORT, so the kernel spreads connections
 /// over the shards. With port 0 the first bind picks the port and the rest share it.
 fn bind_shared_port(addr: SocketAddr, shards: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    if addr.port() != 0 {
+        // SO_REUSEPORT would also let this process share the port with another running
+        // server of the same user (the kernel would then split connections between the
+        // two). A plain bind first makes a port that is in use an error instead.
+        probe_free(addr).map_err(|source| StartError::Bind { addr, source })?;
+    }
     let mut listeners = Vec::with_capacity(shards);
     let mut bound = addr;
     for _ in 0..shards {
@@ -293,6 +309,13 @@ fn bind_shared_port(addr: SocketAddr, shards: usize) -> Result<Vec<std::net::Tcp
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+fn probe_free(addr: SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
 }
 
 fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {

@@ -33,6 +33,10 @@ pub struct Shared {
     pub files: crate::files::FileStore,
     /// Everyone's current presence (each part written by its home shard).
     pub presence: crate::shard::PresenceTable,
+    /// Open connections per client address.
+    pub ip_connections: Arc<crate::conn::limits::IpCounter>,
+    /// Authenticated connections per user.
+    pub user_connections: Arc<crate::conn::limits::UserCounter>,
     /// The HTTP listener's TLS configuration with `--http-tls` (each shard runs its own
     /// handshakes with it); `None`: plain HTTP.
     pub http_tls: Option<monoio_rustls::TlsAcceptor>,

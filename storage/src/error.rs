@@ -33,4 +33,45 @@ pub enum StorageError {
     /// The group committer has stopped (shutdown).
     #[error("storage is shutting down")]
     Closed,
+    /// The file system has less free space than the configured reserve; nothing was
+    /// written, and writes resume once space returns.
+    #[error("disk nearly full: {free} bytes free, {reserve} reserved")]
+    DiskFull {
+        /// Bytes free when last measured.
+        free: u64,
+        /// The configured reserve.
+        reserve: u64,
+    },
+    /// The journal ends before a group commit that was acknowledged as durable: it was
+    /// truncated or damaged after the fact. The store refuses to open rather than serve
+    /// a history with acknowledged messages missing.
+    #[error(
+        "the journal recovered group commit {recovered}, but commit {acknowledged} was acknowledged as durable \
+         ({watermark}): acknowledged writes are missing (truncated or damaged journal). Restore the data \
+         directory from a backup; to start anyway with what remains, delete {watermark}"
+    )]
+    LostAcknowledgedWrites {
+        /// The newest group commit the journal still holds.
+        recovered: u64,
+        /// The newest group commit acknowledged before.
+        acknowledged: u64,
+        /// The watermark file.
+        watermark: std::path::PathBuf,
+    },
+    /// A file beside the database could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+impl StorageError {
+    /// Whether a client should be told `unavailable` (try again later) rather than
+    /// `internal`: the store is refusing writes, not broken for this request.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Poisoned | Self::Closed | Self::DiskFull { .. })
+    }
 }

@@ -1,7 +1,5 @@
 //! Shared files' metadata (the bytes live in an object store, not here), keyed by file id.
 
-use fjall::PersistMode;
-
 use crate::error::StorageError;
 use crate::records::FileRecord;
 use crate::store::{Store, decode_json, encode_json};
@@ -9,12 +7,9 @@ use crate::store::{Store, decode_json, encode_json};
 impl Store {
     /// Stores a file's metadata once its bytes are stored. Durable on return.
     pub fn put_file(&self, file: &FileRecord) -> Result<(), StorageError> {
-        if self.is_poisoned() {
-            return Err(StorageError::Poisoned);
-        }
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        let mut batch = self.side_batch()?;
         batch.insert(&self.file_record, file.file_id.as_bytes(), encode_json(file)?);
-        batch.commit().inspect_err(|_| self.poison())?;
+        batch.commit().map_err(|e| self.poison_on(e))?;
         Ok(())
     }
 

@@ -4,10 +4,11 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 use palaver_protocol::{ClientMsgId, Message, ReactionSummary, RoomId, UserId, Username};
 
 use crate::error::StorageError;
+use crate::integrity::{CommitWatermark, DiskGuard};
 use crate::keys;
 use crate::message_record;
 use crate::records::{RefreshRecord, RoomRecord, UserRecord, Write};
@@ -16,6 +17,25 @@ use crate::records::{RefreshRecord, RoomRecord, UserRecord, Write};
 /// keys or values; an old directory is refused at open rather than misread.
 pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_KEY: &[u8] = b"format_version";
+/// The group-commit counter, written in every group's batch (see `integrity`).
+const COMMIT_COUNTER_KEY: &[u8] = b"commit_counter";
+
+/// How a store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// When an acknowledged write is safe.
+    pub durability: Durability,
+    /// Writes are refused (`DiskFull`) while the file system has less than this many
+    /// bytes free; 0 turns the check off.
+    pub disk_reserve_bytes: u64,
+}
+
+impl StoreOptions {
+    /// The given durability and no disk reserve.
+    pub fn new(durability: Durability) -> Self {
+        Self { durability, disk_reserve_bytes: 0 }
+    }
+}
 
 /// When an acknowledged write is safe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +70,10 @@ pub struct Store {
     /// Serializes the few read-check-write sequences outside the group committer
     /// (username uniqueness, refresh-token rotation); they are rare and never on a shard.
     pub(crate) account_writes: Mutex<()>,
+    /// The last group-commit counter written; the lock also serializes `apply`.
+    commits: Mutex<u64>,
+    watermark: CommitWatermark,
+    disk: DiskGuard,
     pub(crate) room_user_ban: Keyspace,
     pub(crate) room_user_mute: Keyspace,
     pub(crate) room_user_invite: Keyspace,
@@ -71,12 +95,44 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) the store in `dir`, recovering the journal, and checks the
-    /// format version.
+    /// format version. No disk reserve: see [`Store::open_with`].
     pub fn open(dir: &Path, durability: Durability) -> Result<Store, StorageError> {
-        let db = Database::builder(dir).open()?;
+        Self::open_with(dir, StoreOptions::new(durability))
+    }
+
+    /// Opens (or creates) the store in `dir`, recovering the journal; checks the format
+    /// version and that the journal still holds every acknowledged group commit.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StorageError> {
+        // Journal recovery reads lengths from the file; fjall checks some of them with
+        // debug assertions, which panic on a damaged journal in debug builds. A damaged
+        // journal is an error to report, not a crash.
+        let db = std::panic::catch_unwind(|| Database::builder(dir).open()).map_err(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a consistency check failed");
+            StorageError::Corrupt { partition: "journal", detail: format!("recovery failed: {why}") }
+        })??;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let recovered = match meta.get(COMMIT_COUNTER_KEY)? {
+            Some(bytes) => <[u8; 8]>::try_from(&bytes[..])
+                .map(u64::from_be_bytes)
+                .map_err(|_| StorageError::Corrupt { partition: "meta", detail: "commit counter".into() })?,
+            None => 0,
+        };
+        let (watermark, acknowledged) = CommitWatermark::open(dir)?;
+        if acknowledged > recovered {
+            return Err(StorageError::LostAcknowledgedWrites {
+                recovered,
+                acknowledged,
+                watermark: watermark.path().to_owned(),
+            });
+        }
+        let durability = options.durability;
         let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
         let store = Store {
-            meta: open("meta")?,
+            meta,
             users: open("users")?,
             username_user: open("username_user")?,
             refresh_token: open("refresh_token")?,
@@ -108,6 +164,9 @@ impl Store {
             durability,
             poisoned: AtomicBool::new(false),
             account_writes: Mutex::new(()),
+            commits: Mutex::new(recovered),
+            watermark,
+            disk: DiskGuard::new(options.disk_reserve_bytes),
         };
         store.check_format()?;
         Ok(store)
@@ -156,9 +215,11 @@ impl Store {
     /// Applies many writes as one atomic batch and makes it durable per the policy.
     /// On failure the store is poisoned: every later write fails with `Poisoned`.
     pub fn apply(&self, writes: &[Write]) -> Result<(), StorageError> {
+        let mut commits = self.commits.lock().map_err(|_| StorageError::Poisoned)?;
         if self.is_poisoned() {
             return Err(StorageError::Poisoned);
         }
+        self.disk.check(self.watermark.file())?;
         let mut batch = self.db.batch().durability(Some(self.persist_mode()));
         for write in writes {
             match write {
@@ -228,20 +289,73 @@ impl Store {
                 other => self.apply_governance(&mut batch, other)?,
             }
         }
-        batch.commit().inspect_err(|_| self.poison())?;
+        let counter = *commits + 1;
+        batch.insert(&self.meta, COMMIT_COUNTER_KEY, counter.to_be_bytes());
+        batch.commit().map_err(|e| self.poison_on(e))?;
+        *commits = counter;
+        if self.durability == Durability::Fsync {
+            self.record_watermark(counter);
+        }
         Ok(())
     }
 
     /// Syncs everything written so far to disk (the buffered policy's periodic sync).
     pub fn sync(&self) -> Result<(), StorageError> {
-        self.db.persist(PersistMode::SyncAll).inspect_err(|_| self.poison())?;
+        let written = *self.commits.lock().map_err(|_| StorageError::Poisoned)?;
+        self.db.persist(PersistMode::SyncAll).map_err(|e| self.poison_on(e))?;
+        self.record_watermark(written);
         Ok(())
     }
 
-    pub(crate) fn poison(&self) {
-        if !self.poisoned.swap(true, Ordering::AcqRel) {
-            tracing::error!("storage write failed: refusing all further writes until restart");
+    fn record_watermark(&self, counter: u64) {
+        // The write it vouches for is durable either way; a watermark that cannot be
+        // written only weakens the check at the next open.
+        if let Err(e) = self.watermark.record(counter) {
+            tracing::warn!("cannot record the commit watermark: {e}");
         }
+    }
+
+    /// A batch for the few synchronous writes outside the group committer (accounts,
+    /// tokens, file records), after the same poison and disk checks.
+    pub(crate) fn side_batch(&self) -> Result<OwnedWriteBatch, StorageError> {
+        if self.is_poisoned() {
+            return Err(StorageError::Poisoned);
+        }
+        self.disk.check(self.watermark.file())?;
+        Ok(self.db.batch().durability(Some(PersistMode::SyncAll)))
+    }
+
+    /// Writes every partition's in-memory table out to table files and waits (for
+    /// example before copying the directory as a backup: the journal then holds little).
+    pub fn flush_memtables(&self) -> Result<(), StorageError> {
+        for name in self.db.list_keyspace_names() {
+            self.db.keyspace(&name, KeyspaceCreateOptions::default)?.rotate_memtable_and_wait()?;
+        }
+        Ok(())
+    }
+
+    /// Reads every record of every partition once, so that each data block's checksum
+    /// is checked: a damaged file is found now rather than when a reader reaches it.
+    /// Returns how many records were read.
+    pub fn verify(&self) -> Result<u64, StorageError> {
+        let mut records = 0u64;
+        for name in self.db.list_keyspace_names() {
+            let keyspace = self.db.keyspace(&name, KeyspaceCreateOptions::default)?;
+            for guard in keyspace.iter() {
+                guard.into_inner()?;
+                records += 1;
+            }
+        }
+        Ok(records)
+    }
+
+    /// A write or sync failed: refuse every later write, and tell the caller so (the
+    /// engine's error is logged; to a client this is `unavailable`, not `internal`).
+    pub(crate) fn poison_on(&self, e: fjall::Error) -> StorageError {
+        if !self.poisoned.swap(true, Ordering::AcqRel) {
+            tracing::error!("storage write failed ({e}): refusing all further writes until restart");
+        }
+        StorageError::Poisoned
     }
 
     // ----- users -----
@@ -255,10 +369,10 @@ impl Store {
         if self.username_user.get(user.username.as_bytes())?.is_some() {
             return Err(StorageError::UsernameTaken);
         }
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        let mut batch = self.side_batch()?;
         batch.insert(&self.users, user.user_id.as_str(), encode_json(user)?);
         batch.insert(&self.username_user, user.username.as_str(), user.user_id.as_str());
-        batch.commit().inspect_err(|_| self.poison())?;
+        batch.commit().map_err(|e| self.poison_on(e))?;
         Ok(())
     }
 
@@ -281,9 +395,9 @@ impl Store {
     /// Stores a new refresh token record under the token's hash. Durable on return.
     pub fn put_refresh(&self, token_hash: &[u8], record: &RefreshRecord) -> Result<(), StorageError> {
         let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        let mut batch = self.side_batch()?;
         batch.insert(&self.refresh_token, token_hash, encode_json(record)?);
-        batch.commit().inspect_err(|_| self.poison())?;
+        batch.commit().map_err(|e| self.poison_on(e))?;
         Ok(())
     }
 
@@ -307,11 +421,11 @@ impl Store {
         if self.revoked_family.get(old.family.as_bytes())?.is_some() {
             return Ok(None);
         }
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        let mut batch = self.side_batch()?;
         if old.rotated {
             tracing::warn!(user = %old.user_id, "refresh token replayed: revoking its family");
             batch.insert(&self.revoked_family, old.family.as_bytes(), now_ms.to_be_bytes());
-            batch.commit().inspect_err(|_| self.poison())?;
+            batch.commit().map_err(|e| self.poison_on(e))?;
             return Ok(None);
         }
         if old.expires_ms <= now_ms {
@@ -326,7 +440,7 @@ impl Store {
         };
         batch.insert(&self.refresh_token, old_hash, encode_json(&old)?);
         batch.insert(&self.refresh_token, new_hash, encode_json(&new)?);
-        batch.commit().inspect_err(|_| self.poison())?;
+        batch.commit().map_err(|e| self.poison_on(e))?;
         Ok(Some(old))
     }
 

@@ -64,6 +64,17 @@ impl Server {
         Server { child: Some(child), addr, quic_addr, tls, data, args }
     }
 
+    /// Starts a server on a data directory the caller prepared (for example a small
+    /// tmpfs mounted on it), with `--shards 2` and the given extra flags.
+    pub fn start_in(data: tempfile::TempDir, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        if !extra.contains(&"--shards") {
+            args.extend(["--shards".into(), "2".into()]);
+        }
+        let (child, addr, quic_addr, tls) = spawn(data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
+        Server { child: Some(child), addr, quic_addr, tls, data, args }
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.data.path()
     }
@@ -132,7 +143,7 @@ fn spawn(data: &Path, args: &[String], addr: &str, quic_addr: &str) -> (Child, S
             .args(["--http-addr", addr, "--quic-addr", quic_addr, "--data-dir"])
             .arg(data)
             .env("PALAVER_JWT_SECRET", "e2e-test-secret-e2e-test-secret")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("E2E_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -619,6 +630,12 @@ impl Client {
                 Err(e) => panic!("socket error while waiting for close: {e}"),
             }
         }
+    }
+
+    /// A second handle on the socket's TCP stream (to write raw bytes from another thread).
+    pub fn tcp_clone(&self) -> TcpStream {
+        let MaybeTlsStream::Plain(stream) = self.ws.get_ref() else { panic!("plain TCP only") };
+        stream.try_clone().unwrap()
     }
 
     /// Closes politely.

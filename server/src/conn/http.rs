@@ -12,7 +12,8 @@ use palaver_protocol::ErrorCode;
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Largest JSON request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Time allowed to send a whole request head (slow clients are cut off).
+/// Default time allowed to send a whole request head, or a JSON body (slow clients are
+/// cut off); `--handshake-timeout-secs`.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle keep-alive connection is kept.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(60);

@@ -4,6 +4,7 @@
 mod directory;
 mod files;
 pub mod http;
+pub mod limits;
 pub mod outbound;
 pub mod quic_session;
 mod routes;
@@ -18,9 +19,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split};
 use monoio::net::{TcpListener, TcpStream};
 use palaver_protocol::ErrorCode;
 
-use self::http::{
-    HEAD_TIMEOUT, KEEP_ALIVE_IDLE, ReadError, Request, Response, read_body, read_head, write_response,
-};
+use self::http::{KEEP_ALIVE_IDLE, ReadError, Request, Response, read_body, read_head, write_response};
 use crate::shard::Shard;
 use crate::ws::{accept_key, choose_codec};
 
@@ -35,15 +34,34 @@ impl<T: AsyncReadRent + AsyncWriteRent + Split + 'static> ByteStream for T {}
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 if shard.draining.get() {
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                match &shard.shared.http_tls {
-                    None => monoio::spawn(serve(shard.clone(), stream)),
-                    Some(acceptor) => monoio::spawn(serve_tls(shard.clone(), stream, acceptor.clone())),
-                };
+                match shard.shared.ip_connections.try_acquire(&peer.ip()) {
+                    Some(permit) => {
+                        match &shard.shared.http_tls {
+                            None => monoio::spawn(serve(shard.clone(), stream, permit)),
+                            Some(acceptor) => {
+                                monoio::spawn(serve_tls(shard.clone(), stream, acceptor.clone(), permit))
+                            }
+                        };
+                    }
+                    None => {
+                        crate::metrics::Metrics::inc(&shard.shared.metrics.connections_refused);
+                        if shard.shared.http_tls.is_some() {
+                            // A plain 429 would be garbage to a TLS client, and a handshake
+                            // per refusal is what the limit is there to avoid: just close.
+                            drop(stream);
+                        } else {
+                            monoio::spawn(refuse_over_limit(
+                                stream,
+                                "too many connections from this address",
+                            ));
+                        }
+                    }
+                }
             }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -54,13 +72,30 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
+/// Answers a connection over a connection limit with 429 and a JSON error, then closes.
+async fn refuse_over_limit(mut stream: TcpStream, message: &str) {
+    let response = Response::error_with_status(429, ErrorCode::RateLimited, message);
+    let written = monoio::time::timeout(KEEP_ALIVE_IDLE, write_response(&mut stream, &response, false)).await;
+    if matches!(written, Ok(Ok(_))) {
+        // Its request is unread: close without a reset, so the client reads the answer.
+        linger_close(stream, BytesMut::new()).await;
+    }
+}
+
 /// Completes the TLS handshake, then serves HTTP over it. The handshake has the request
-/// head's deadline: a client that stalls it (or never starts it) is cut off like one
-/// that stalls its head. A peer that does not speak TLS fails the handshake (rustls
-/// answers with an alert) and its socket is closed; nothing else on the shard notices.
-async fn serve_tls(shard: Rc<Shard>, stream: TcpStream, acceptor: monoio_rustls::TlsAcceptor) {
-    match monoio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => serve(shard, stream).await,
+/// head's deadline (`--handshake-timeout-secs`): a client that stalls it (or never starts
+/// it) is cut off like one that stalls its head. A peer that does not speak TLS fails the
+/// handshake (rustls answers with an alert) and its socket is closed; nothing else on the
+/// shard notices.
+async fn serve_tls(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    acceptor: monoio_rustls::TlsAcceptor,
+    ip_permit: limits::ConnectionPermit<std::net::IpAddr>,
+) {
+    let deadline = shard.shared.config.handshake_timeout;
+    match monoio::time::timeout(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve(shard, stream, ip_permit).await,
         Ok(Err(e)) => {
             crate::metrics::Metrics::inc(&shard.shared.metrics.tls_handshake_failures);
             tracing::debug!("TLS handshake failed: {e}");
@@ -72,12 +107,18 @@ async fn serve_tls(shard: Rc<Shard>, stream: TcpStream, acceptor: monoio_rustls:
     }
 }
 
-/// Serves HTTP requests on one connection until it closes or upgrades.
-async fn serve(shard: Rc<Shard>, mut stream: impl ByteStream) {
+/// Serves HTTP requests on one connection until it closes or upgrades. `ip_permit` holds
+/// the client address's connection slot for as long as the connection lives.
+async fn serve(
+    shard: Rc<Shard>,
+    mut stream: impl ByteStream,
+    ip_permit: limits::ConnectionPermit<std::net::IpAddr>,
+) {
     let mut buf = BytesMut::with_capacity(1024);
     let mut first = true;
     loop {
-        let deadline = if first { HEAD_TIMEOUT } else { KEEP_ALIVE_IDLE };
+        let head_timeout = shard.shared.config.handshake_timeout;
+        let deadline = if first { head_timeout } else { KEEP_ALIVE_IDLE };
         first = false;
         let head = monoio::time::timeout(deadline, read_head(&mut stream, &mut buf)).await;
         let (mut request, length) = match head {
@@ -114,7 +155,7 @@ async fn serve(shard: Rc<Shard>, mut stream: impl ByteStream) {
             }
         }
         let body =
-            monoio::time::timeout(HEAD_TIMEOUT, read_body(&mut stream, &mut buf, &mut request, length)).await;
+            monoio::time::timeout(head_timeout, read_body(&mut stream, &mut buf, &mut request, length)).await;
         match body {
             Ok(Ok(())) => {}
             Ok(Err(ReadError::Refuse(response))) => {
@@ -135,7 +176,7 @@ async fn serve(shard: Rc<Shard>, mut stream: impl ByteStream) {
         }
         let echo = shard.shared.config.test_echo && request.path == "/v1/test/echo";
         if (request.path == "/v1/ws" || echo) && request.header_has_token("upgrade", "websocket") {
-            upgrade(shard, stream, buf, request).await;
+            upgrade(shard, stream, buf, request, ip_permit).await;
             return;
         }
         let response = routes::handle(&shard, &request).await;
@@ -173,7 +214,13 @@ async fn linger_close(mut stream: impl ByteStream, mut buf: BytesMut) {
     let _ = monoio::time::timeout(std::time::Duration::from_secs(2), drain).await;
 }
 
-async fn upgrade(shard: Rc<Shard>, mut stream: impl ByteStream, buf: BytesMut, request: Request) {
+async fn upgrade(
+    shard: Rc<Shard>,
+    mut stream: impl ByteStream,
+    buf: BytesMut,
+    request: Request,
+    ip_permit: limits::ConnectionPermit<std::net::IpAddr>,
+) {
     let refuse =
         |code: ErrorCode, status: u16, message: &str| Response::error_with_status(status, code, message);
     let checked = (|| {
@@ -214,6 +261,22 @@ async fn upgrade(shard: Rc<Shard>, mut stream: impl ByteStream, buf: BytesMut, r
             return;
         }
     };
+    let mut permits = limits::Permits { ip: Some(ip_permit), user: None };
+    if let Some(user) = &user {
+        match shard.shared.user_connections.try_acquire(user) {
+            Some(permit) => permits.user = Some(permit),
+            None => {
+                crate::metrics::Metrics::inc(&shard.shared.metrics.connections_refused);
+                let message = format!(
+                    "too many connections for this user (limit {})",
+                    shard.shared.user_connections.max()
+                );
+                let response = Response::error_with_status(429, ErrorCode::RateLimited, &message);
+                let _ = write_response(&mut stream, &response, false).await;
+                return;
+            }
+        }
+    }
     if shard.draining.get() {
         let _ = write_response(
             &mut stream,
@@ -242,6 +305,6 @@ async fn upgrade(shard: Rc<Shard>, mut stream: impl ByteStream, buf: BytesMut, r
     if echo {
         monoio::spawn(socket::run_echo(shard, stream, buf));
     } else {
-        monoio::spawn(socket::run(shard, stream, buf, codec, user));
+        monoio::spawn(socket::run(shard, stream, buf, codec, user, permits));
     }
 }

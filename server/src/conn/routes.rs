@@ -232,9 +232,7 @@ fn tokens_response(
 
 fn storage_failure(e: &StorageError) -> Response {
     match e {
-        StorageError::Poisoned | StorageError::Closed => {
-            Response::error(ErrorCode::Unavailable, "storage is refusing writes")
-        }
+        e if e.is_unavailable() => Response::error(ErrorCode::Unavailable, "storage is refusing writes"),
         _ => {
             tracing::error!("account storage: {e}");
             Response::error(ErrorCode::Internal, "storage failure")

@@ -51,6 +51,7 @@ pub async fn run(
     mut buf: BytesMut,
     codec: Codec,
     user: Option<UserId>,
+    permits: crate::conn::limits::Permits,
 ) {
     let shared = shard.shared.clone();
     let metrics = &shared.metrics;
@@ -60,6 +61,7 @@ pub async fn run(
         session.authenticated(user.clone());
     }
     let conn = shard.conns.insert(Wire::WebSocket(codec), outbound.clone(), session, now_ms());
+    *conn.permits.borrow_mut() = permits;
     if let Some(user) = &user {
         shard.conns.bind_user(conn.id, user);
         people::session_started(&shard, &conn, user);
@@ -198,6 +200,15 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
             conn.session.borrow_mut().finished();
             match shard.shared.tokens.verify(&token) {
                 Ok(user) => {
+                    // A socket re-authenticating gives its old slot back first.
+                    conn.permits.borrow_mut().user = None;
+                    let Some(permit) = shard.shared.user_connections.try_acquire(&user) else {
+                        Metrics::inc(&shard.shared.metrics.connections_refused);
+                        let limit = shard.shared.user_connections.max();
+                        let message = format!("too many connections for this user (limit {limit})");
+                        return reply_error(conn, id, ErrorCode::RateLimited, message);
+                    };
+                    conn.permits.borrow_mut().user = Some(permit);
                     conn.session.borrow_mut().authenticated(user.clone());
                     shard.conns.bind_user(conn.id, &user);
                     people::session_started(shard, conn, &user);

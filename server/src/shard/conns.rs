@@ -34,6 +34,8 @@ pub struct Conn {
     pub blocked: Rc<RefCell<FxHashSet<UserId>>>,
     /// Users whose presence this socket follows.
     pub following: RefCell<FxHashSet<UserId>>,
+    /// Its connection-limit slots (client address, user), released when it is dropped.
+    pub permits: RefCell<crate::conn::limits::Permits>,
 }
 
 impl Conn {
@@ -65,6 +67,7 @@ impl Conns {
             last_heard_ms: Cell::new(now_ms),
             blocked: Rc::default(),
             following: RefCell::default(),
+            permits: RefCell::default(),
         });
         self.by_id.borrow_mut().insert(id, conn.clone());
         conn

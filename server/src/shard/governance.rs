@@ -202,7 +202,10 @@ fn store_notice(
     writes.insert(0, Write::AppendMessage(message.clone()));
     let body = answer_with.unwrap_or(ReplyBody::Ok(OkBody::Sent(ok)));
     match submit(shard, writes, CommitWork::Notice { message, then }) {
-        Ok(()) => owned.waiting.entry(ok.seq).or_default().push((origin, body)),
+        Ok(()) => {
+            owned.unsettled += 1;
+            owned.waiting.entry(ok.seq).or_default().push((origin, body));
+        }
         Err(e) => {
             // The room's memory is ahead of storage: forget it (it reloads on next use).
             owned.poisoned = true;

@@ -33,8 +33,12 @@ pub struct OwnedRoom {
     /// Requests waiting for a seq to become durable (sends, notices), by seq, with the
     /// answer to give then.
     pub(super) waiting: BTreeMap<u64, Vec<(Origin, ReplyBody)>>,
-    /// A write this room's memory already reflects was refused: reload before next use.
+    /// A write this room's memory already reflects was refused: reload before next use
+    /// (once `unsettled` is 0, so no write with a seq from before the reload is still
+    /// queued; reloading earlier could hand out such a seq a second time).
     pub(super) poisoned: bool,
+    /// Seq-assigning writes (messages, notices) submitted and not yet committed or failed.
+    pub(super) unsettled: usize,
     /// Being deleted: refuse everything.
     pub(super) deleting: bool,
 }
@@ -46,6 +50,7 @@ impl OwnedRoom {
             subscriber_shards: BTreeSet::new(),
             waiting: BTreeMap::new(),
             poisoned: false,
+            unsettled: 0,
             deleting: false,
         }
     }
@@ -63,7 +68,7 @@ pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> ReplyBody {
 
 pub(super) fn storage_error(e: &StorageError) -> ReplyBody {
     match e {
-        StorageError::Poisoned | StorageError::Closed => {
+        e if e.is_unavailable() => {
             error(ErrorCode::Unavailable, "storage is refusing writes; try again later")
         }
         _ => {
@@ -125,8 +130,13 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
     }
     let room_id = action.room().clone();
     let mut owned_rooms = shard.owned.borrow_mut();
-    if owned_rooms.rooms.get(&room_id).is_some_and(|o| o.poisoned && o.waiting.is_empty()) {
-        owned_rooms.rooms.remove(&room_id);
+    // A room whose memory ran ahead of a refused write reloads from storage once every
+    // write it submitted has settled; its subscribers stay (their sockets are unaffected).
+    let mut carried_subscribers = None;
+    if owned_rooms.rooms.get(&room_id).is_some_and(|o| o.poisoned && o.unsettled == 0)
+        && let Some(stale) = owned_rooms.rooms.remove(&room_id)
+    {
+        carried_subscribers = Some(stale.subscriber_shards);
     }
     if owned_rooms.rooms.get(&room_id).is_some_and(|o| o.deleting || o.poisoned) {
         let body = if owned_rooms.rooms.get(&room_id).is_some_and(|o| o.deleting) {
@@ -142,7 +152,10 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
     }
     if !owned_rooms.rooms.contains_key(&room_id) {
         match load(shard, &room_id) {
-            Ok(Some(room)) => {
+            Ok(Some(mut room)) => {
+                if let Some(subscribers) = carried_subscribers {
+                    room.subscriber_shards = subscribers;
+                }
                 owned_rooms.rooms.insert(room_id.clone(), room);
             }
             Ok(None) => {
@@ -229,8 +242,14 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
                         Write::PutReceipt { room: room.clone(), user: origin.user.clone(), delivered, read },
                     ];
                     match submit(shard, writes, CommitWork::Message(message)) {
-                        Ok(()) => owned.waiting.entry(ok.seq).or_default().push((origin, sent(ok))),
-                        Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
+                        Ok(()) => {
+                            owned.unsettled += 1;
+                            owned.waiting.entry(ok.seq).or_default().push((origin, sent(ok)));
+                        }
+                        Err(e) => {
+                            owned.poisoned = true;
+                            answer(shard, reply_to, Reply::plain(&origin, storage_error(&e)));
+                        }
                     }
                 }
                 Ok(SendOutcome::Duplicate { seq, ts }) => {
@@ -652,11 +671,16 @@ pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<()
                 message_durable(shard, message);
             }
             (CommitWork::Message(message) | CommitWork::Notice { message, .. }, Err(e)) => {
-                // The room assigned a seq that storage refused: forget the in-memory
-                // room (it reloads from storage) and fail every waiter.
+                // The room assigned a seq that storage refused, so every later seq it
+                // assigned cannot become durable in order either: fail every waiter and
+                // reload the room from storage once its queued writes have settled
+                // (they fail too: storage holds a refusal for a while, see
+                // `palaver_storage`'s disk guard).
                 let mut owned_rooms = shard.owned.borrow_mut();
-                if let Some(owned) = owned_rooms.rooms.remove(&message.room) {
-                    for (origin, _) in owned.waiting.into_values().flatten() {
+                if let Some(owned) = owned_rooms.rooms.get_mut(&message.room) {
+                    owned.unsettled = owned.unsettled.saturating_sub(1);
+                    owned.poisoned = true;
+                    for (origin, _) in std::mem::take(&mut owned.waiting).into_values().flatten() {
                         answer(shard, origin.shard, Reply::plain(&origin, storage_error(e)));
                     }
                 }
@@ -692,6 +716,7 @@ pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<()
 fn message_durable(shard: &Rc<Shard>, message: Message) {
     let mut owned_rooms = shard.owned.borrow_mut();
     let Some(owned) = owned_rooms.rooms.get_mut(&message.room) else { return };
+    owned.unsettled = owned.unsettled.saturating_sub(1);
     owned.room.committed(message.seq);
     let seq = message.seq;
     let room = message.room.clone();

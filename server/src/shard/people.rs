@@ -113,7 +113,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ReplyBody {
 
 fn storage_error(e: &StorageError) -> ReplyBody {
     match e {
-        StorageError::Poisoned | StorageError::Closed => {
+        e if e.is_unavailable() => {
             error(ErrorCode::Unavailable, "storage is refusing writes; try again later")
         }
         _ => {
