@@ -1,4 +1,5 @@
-//! QUIC vs WebSocket on loopback, through the SDK against the real `palaver` binary:
+//! QUIC vs WebSocket vs WebSocket over TLS (`--http-tls`, a second server) on loopback,
+//! through the SDK against the real `palaver` binary:
 //! - `ping`: one request's round trip;
 //! - `send→message`: a `send` until the sender's own `message` event arrives (the store
 //!   commit, `--durability buffered` so the disk is not what is measured, and fan-out);
@@ -14,7 +15,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use palaver_e2e::Server;
 use palaver_protocol::{Codec, RoomKind};
-use palaver_sdk::{Client, ClientOptions, Credentials, QuicOptions, QuicTrust};
+use palaver_sdk::{Client, ClientOptions, Credentials, QuicOptions, QuicTrust, TlsTrust};
 
 fn transports(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -22,7 +23,7 @@ fn transports(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let server = Server::start(&[
+    let flags = [
         "--shards",
         "1",
         "--durability",
@@ -33,17 +34,22 @@ fn transports(c: &mut Criterion) {
         "1000000",
         "--max-in-flight",
         "100000",
-    ]);
+    ];
+    let server = Server::start(&flags);
+    let tls_server = Server::start(&[&flags[..], &["--http-tls"]].concat());
     let url = server.url("");
     let quic =
         QuicOptions::new(server.quic_addr.to_string(), QuicTrust::CertificatePem(server.dev_cert_pem()));
+    let wss =
+        ClientOptions::with_codec(Codec::Rkyv).trusting(TlsTrust::CertificatePem(tls_server.dev_cert_pem()));
     let cases = [
-        ("websocket-rkyv", ClientOptions::with_codec(Codec::Rkyv)),
-        ("quic-rkyv", ClientOptions::with_quic(quic)),
+        ("websocket-rkyv", url.clone(), ClientOptions::with_codec(Codec::Rkyv)),
+        ("wss-rkyv", tls_server.url(""), wss),
+        ("quic-rkyv", url.clone(), ClientOptions::with_quic(quic)),
     ];
     let mut group = c.benchmark_group("transport");
     group.measurement_time(Duration::from_secs(5));
-    for (i, (name, options)) in cases.into_iter().enumerate() {
+    for (i, (name, url, options)) in cases.into_iter().enumerate() {
         let (client, room, mut events) = runtime.block_on(async {
             let client = Client::connect_with(
                 &url,
@@ -88,6 +94,7 @@ fn transports(c: &mut Criterion) {
     }
     group.finish();
     drop(server);
+    drop(tls_server);
 }
 
 criterion_group!(benches, transports);

@@ -99,7 +99,7 @@ async fn repeated_kill_9_loses_nothing_acknowledged_and_duplicates_nothing() {
     for n in 0..n_clients {
         let client = Client::connect_with(
             &url,
-            Credentials::register(&format!("client{n}"), PASSWORD),
+            Credentials::register(format!("client{n}"), PASSWORD),
             options(n, &server),
         )
         .await

@@ -7,6 +7,10 @@ use std::task::{Context, Poll};
 use futures_channel::{mpsc, oneshot};
 use futures_util::Stream;
 use palaver_protocol::{
+    ClaimedKey, DeviceKeys, FriendInfo, InviteInfo, KeysUploadOk, MembersOk, OneTimeKey, PresenceChoice,
+    PresenceInfo, Profile, ProfileOk, RoomDetailsOk, RoomRole, RoomSettingsPatch,
+};
+use palaver_protocol::{
     EditOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, ReactionOk, ReceiptOk, RoomId, RoomInfo,
     RoomKind, RoomListOk, RoomSummary, SendOk, UserId,
 };
@@ -31,6 +35,11 @@ pub struct ClientOptions {
     /// Native only: carry the event connection over QUIC (§7.3) instead of WebSocket;
     /// the codec is then rkyv whatever `codec` says. Ignored by the browser transport.
     pub quic: Option<crate::quic::QuicOptions>,
+    /// Native only: the certificate to trust for `https://`/`wss://` (e.g. the server's
+    /// development certificate, `DATA_DIR/tls/cert.pem`). `None`: what
+    /// [`QuicOptions::trust`](crate::QuicOptions) says if `quic` is set, else the system's
+    /// root certificates. Ignored by the browser transport (the browser does TLS).
+    pub trust: Option<crate::trust::TlsTrust>,
 }
 
 impl Default for ClientOptions {
@@ -40,6 +49,7 @@ impl Default for ClientOptions {
             connect_timeout_ms: 10_000,
             core: Config::default(),
             quic: None,
+            trust: None,
         }
     }
 }
@@ -48,6 +58,11 @@ impl ClientOptions {
     /// The default options with another codec.
     pub fn with_codec(codec: palaver_protocol::Codec) -> Self {
         ClientOptions { codec, ..ClientOptions::default() }
+    }
+
+    /// These options, trusting `trust` for `https://`/`wss://`.
+    pub fn trusting(self, trust: crate::trust::TlsTrust) -> Self {
+        ClientOptions { trust: Some(trust), ..self }
     }
 
     /// The default options over QUIC (rkyv frames).
@@ -223,8 +238,8 @@ impl Client {
         self.call(|reply| Command::Request { op, reply }).await
     }
 
-    /// Sends any op and returns its answer: for the server's ops that have no typed method
-    /// here yet (moderation, profiles, friends, keys, …). Like the typed methods, it waits
+    /// Sends any op and returns its answer: for ops newer than this SDK's typed methods.
+    /// Like the typed methods, it waits
     /// for the connection and is repeated after a drop, so use it for ops that are safe to
     /// repeat (everything but `send`, which goes through the outbox, and `room.create`).
     pub async fn request(&self, op: Op) -> Result<OkBody, Error> {
@@ -440,5 +455,302 @@ impl Client {
     /// messages are dropped.
     pub fn close(&self) {
         let _ = self.commands.unbounded_send(Command::Close);
+    }
+}
+
+/// Typed methods for the rooms', people's and keys' ops (PROTOCOL.md §3.5). Each waits
+/// for the connection and is repeated after a drop like [`Client::request`]; each
+/// returns the answer's body unpacked, or [`Error::UnexpectedReply`] if the server
+/// answered with another shape.
+impl Client {
+    async fn op_empty(&self, op: Op, name: &'static str) -> Result<(), Error> {
+        match self.op(op).await? {
+            OkBody::Empty(_) => Ok(()),
+            _ => Err(Error::UnexpectedReply { op: name }),
+        }
+    }
+
+    /// A moderation op: its answer is the seq and time of the room's notice.
+    async fn op_notice(&self, op: Op, name: &'static str) -> Result<SendOk, Error> {
+        match self.op(op).await? {
+            OkBody::Sent(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: name }),
+        }
+    }
+
+    async fn op_friend(&self, op: Op, name: &'static str) -> Result<FriendInfo, Error> {
+        match self.op(op).await? {
+            OkBody::Friend(ok) => Ok(ok.friend),
+            _ => Err(Error::UnexpectedReply { op: name }),
+        }
+    }
+
+    async fn op_details(&self, op: Op, name: &'static str) -> Result<RoomDetailsOk, Error> {
+        match self.op(op).await? {
+            OkBody::RoomDetails(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: name }),
+        }
+    }
+
+    /// A room's details: info, settings, member count and the caller's role.
+    pub async fn room_get(&self, room: &RoomId) -> Result<RoomDetailsOk, Error> {
+        self.op_details(Op::RoomGet { room: room.clone() }, "room.get").await
+    }
+
+    /// Renames a room, changes its topic or settings (`None` keeps a field).
+    pub async fn room_update(
+        &self,
+        room: &RoomId,
+        name: Option<&str>,
+        topic: Option<&str>,
+        settings: Option<RoomSettingsPatch>,
+    ) -> Result<RoomDetailsOk, Error> {
+        let op = Op::RoomUpdate {
+            room: room.clone(),
+            name: name.map(str::to_owned),
+            topic: topic.map(str::to_owned),
+            settings,
+        };
+        self.op_details(op, "room.update").await
+    }
+
+    /// Deletes a room (owner only); its members' subscriptions end.
+    pub async fn room_delete(&self, room: &RoomId) -> Result<(), Error> {
+        self.op_empty(Op::RoomDelete { room: room.clone() }, "room.delete").await
+    }
+
+    /// One page of a room's members; pass the answer's `next_member` as `after`.
+    pub async fn room_members(
+        &self,
+        room: &RoomId,
+        after: Option<&UserId>,
+        limit: Option<u32>,
+    ) -> Result<MembersOk, Error> {
+        match self.op(Op::RoomMembers { room: room.clone(), after: after.cloned(), limit }).await? {
+            OkBody::Members(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: "room.members" }),
+        }
+    }
+
+    /// Invites a user to a room.
+    pub async fn room_invite(&self, room: &RoomId, user: &UserId) -> Result<(), Error> {
+        self.op_empty(Op::RoomInvite { room: room.clone(), user: user.clone() }, "room.invite").await
+    }
+
+    /// The caller's pending invitations.
+    pub async fn invite_list(&self) -> Result<Vec<InviteInfo>, Error> {
+        match self.op(Op::InviteList {}).await? {
+            OkBody::Invites(ok) => Ok(ok.invites),
+            _ => Err(Error::UnexpectedReply { op: "invite.list" }),
+        }
+    }
+
+    /// Accepts an invitation: the caller becomes a member, and the room is joined like
+    /// [`Client::join`] (its events flow and it is re-joined after reconnects).
+    pub async fn invite_accept(&self, room: &RoomId) -> Result<JoinOk, Error> {
+        match self.op(Op::InviteAccept { room: room.clone() }).await? {
+            OkBody::Joined(_) => {}
+            _ => return Err(Error::UnexpectedReply { op: "invite.accept" }),
+        }
+        // The accept made the membership; this join makes the client follow the room
+        // (a member's join is idempotent).
+        self.join(room).await
+    }
+
+    /// Declines an invitation.
+    pub async fn invite_decline(&self, room: &RoomId) -> Result<(), Error> {
+        self.op_empty(Op::InviteDecline { room: room.clone() }, "invite.decline").await
+    }
+
+    /// Removes a member from a room (they may join again if the room lets them).
+    pub async fn kick(&self, room: &RoomId, user: &UserId, reason: Option<&str>) -> Result<SendOk, Error> {
+        let op = Op::Kick { room: room.clone(), user: user.clone(), reason: reason.map(str::to_owned) };
+        self.op_notice(op, "kick").await
+    }
+
+    /// Removes a member and keeps them out.
+    pub async fn ban(&self, room: &RoomId, user: &UserId, reason: Option<&str>) -> Result<SendOk, Error> {
+        let op = Op::Ban { room: room.clone(), user: user.clone(), reason: reason.map(str::to_owned) };
+        self.op_notice(op, "ban").await
+    }
+
+    /// Lifts a ban.
+    pub async fn unban(&self, room: &RoomId, user: &UserId) -> Result<SendOk, Error> {
+        self.op_notice(Op::Unban { room: room.clone(), user: user.clone() }, "unban").await
+    }
+
+    /// Silences a member for `duration_secs` (1 s to 366 days).
+    pub async fn mute(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        duration_secs: u64,
+        reason: Option<&str>,
+    ) -> Result<SendOk, Error> {
+        let op = Op::Mute {
+            room: room.clone(),
+            user: user.clone(),
+            duration_secs,
+            reason: reason.map(str::to_owned),
+        };
+        self.op_notice(op, "mute").await
+    }
+
+    /// Lifts a mute early.
+    pub async fn unmute(&self, room: &RoomId, user: &UserId) -> Result<SendOk, Error> {
+        self.op_notice(Op::Unmute { room: room.clone(), user: user.clone() }, "unmute").await
+    }
+
+    /// Sets a member's role (`member`, `moderator` or `admin`).
+    pub async fn role_set(&self, room: &RoomId, user: &UserId, role: RoomRole) -> Result<SendOk, Error> {
+        self.op_notice(Op::RoleSet { room: room.clone(), user: user.clone(), role }, "role.set").await
+    }
+
+    /// Hands the room to another member; the caller becomes an admin.
+    pub async fn room_transfer(&self, room: &RoomId, user: &UserId) -> Result<SendOk, Error> {
+        self.op_notice(Op::RoomTransfer { room: room.clone(), user: user.clone() }, "room.transfer").await
+    }
+
+    /// A user's profile, with their presence when the caller may see it.
+    pub async fn user_get(&self, user: &UserId) -> Result<ProfileOk, Error> {
+        match self.op(Op::UserGet { user: user.clone() }).await? {
+            OkBody::Profile(ok) => Ok(*ok),
+            _ => Err(Error::UnexpectedReply { op: "user.get" }),
+        }
+    }
+
+    /// Changes the caller's profile: `None` keeps a field, an empty string clears it.
+    pub async fn user_update(
+        &self,
+        display_name: Option<&str>,
+        avatar: Option<&str>,
+        status_text: Option<&str>,
+    ) -> Result<Profile, Error> {
+        let op = Op::UserUpdate {
+            display_name: display_name.map(str::to_owned),
+            avatar: avatar.map(str::to_owned),
+            status_text: status_text.map(str::to_owned),
+        };
+        match self.op(op).await? {
+            OkBody::Profile(ok) => Ok(ok.profile),
+            _ => Err(Error::UnexpectedReply { op: "user.update" }),
+        }
+    }
+
+    /// Users whose username starts with `prefix`.
+    pub async fn user_search(&self, prefix: &str, limit: Option<u32>) -> Result<Vec<Profile>, Error> {
+        match self.op(Op::UserSearch { prefix: prefix.to_owned(), limit }).await? {
+            OkBody::Users(ok) => Ok(ok.users),
+            _ => Err(Error::UnexpectedReply { op: "user.search" }),
+        }
+    }
+
+    /// Asks a user to be friends (accepted at once if they already asked).
+    pub async fn friend_request(&self, user: &UserId) -> Result<FriendInfo, Error> {
+        self.op_friend(Op::FriendRequest { user: user.clone() }, "friend.request").await
+    }
+
+    /// Accepts a user's friend request.
+    pub async fn friend_accept(&self, user: &UserId) -> Result<FriendInfo, Error> {
+        self.op_friend(Op::FriendAccept { user: user.clone() }, "friend.accept").await
+    }
+
+    /// Declines a user's friend request.
+    pub async fn friend_decline(&self, user: &UserId) -> Result<FriendInfo, Error> {
+        self.op_friend(Op::FriendDecline { user: user.clone() }, "friend.decline").await
+    }
+
+    /// Withdraws the caller's own request to a user.
+    pub async fn friend_cancel(&self, user: &UserId) -> Result<FriendInfo, Error> {
+        self.op_friend(Op::FriendCancel { user: user.clone() }, "friend.cancel").await
+    }
+
+    /// Ends a friendship.
+    pub async fn friend_remove(&self, user: &UserId) -> Result<FriendInfo, Error> {
+        self.op_friend(Op::FriendRemove { user: user.clone() }, "friend.remove").await
+    }
+
+    /// Friends and pending requests, with friends' presence.
+    pub async fn friend_list(&self) -> Result<Vec<FriendInfo>, Error> {
+        match self.op(Op::FriendList {}).await? {
+            OkBody::Friends(ok) => Ok(ok.friends),
+            _ => Err(Error::UnexpectedReply { op: "friend.list" }),
+        }
+    }
+
+    /// Blocks a user: no DMs, friend requests or invitations from them; their messages
+    /// arrive flagged `blocked`.
+    pub async fn block(&self, user: &UserId) -> Result<(), Error> {
+        self.op_empty(Op::Block { user: user.clone() }, "block").await
+    }
+
+    /// Lifts a block.
+    pub async fn unblock(&self, user: &UserId) -> Result<(), Error> {
+        self.op_empty(Op::Unblock { user: user.clone() }, "unblock").await
+    }
+
+    /// The users the caller blocked.
+    pub async fn block_list(&self) -> Result<Vec<UserId>, Error> {
+        match self.op(Op::BlockList {}).await? {
+            OkBody::Blocked(ok) => Ok(ok.blocked),
+            _ => Err(Error::UnexpectedReply { op: "block.list" }),
+        }
+    }
+
+    /// Chooses online, away or invisible.
+    pub async fn presence_set(&self, status: PresenceChoice) -> Result<(), Error> {
+        self.op_empty(Op::PresenceSet { status }, "presence.set").await
+    }
+
+    /// Follows users' presence on this connection; returns their current presence.
+    /// (Not renewed after a reconnect: call it again on `Connected`.)
+    pub async fn presence_subscribe(&self, users: &[UserId]) -> Result<Vec<PresenceInfo>, Error> {
+        match self.op(Op::PresenceSubscribe { users: users.to_vec() }).await? {
+            OkBody::PresenceList(ok) => Ok(ok.presence),
+            _ => Err(Error::UnexpectedReply { op: "presence.subscribe" }),
+        }
+    }
+
+    /// Stops following users' presence.
+    pub async fn presence_unsubscribe(&self, users: &[UserId]) -> Result<(), Error> {
+        self.op_empty(Op::PresenceUnsubscribe { users: users.to_vec() }, "presence.unsubscribe").await
+    }
+
+    /// Publishes a device's public keys and one-time prekeys; returns how many unclaimed
+    /// one-time keys the device now has.
+    pub async fn keys_upload(
+        &self,
+        device_id: &str,
+        identity_key: &str,
+        signing_key: Option<&str>,
+        one_time_keys: Vec<OneTimeKey>,
+    ) -> Result<KeysUploadOk, Error> {
+        let op = Op::KeysUpload {
+            device_id: device_id.to_owned(),
+            identity_key: identity_key.to_owned(),
+            signing_key: signing_key.map(str::to_owned),
+            one_time_keys,
+        };
+        match self.op(op).await? {
+            OkBody::KeysUploaded(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: "keys.upload" }),
+        }
+    }
+
+    /// A user's devices and their public keys.
+    pub async fn keys_list(&self, user: &UserId) -> Result<Vec<DeviceKeys>, Error> {
+        match self.op(Op::KeysList { user: user.clone() }).await? {
+            OkBody::Devices(ok) => Ok(ok.devices),
+            _ => Err(Error::UnexpectedReply { op: "keys.list" }),
+        }
+    }
+
+    /// Claims one one-time key of each of a user's devices (or of one device); each key
+    /// is handed out once.
+    pub async fn keys_claim(&self, user: &UserId, device_id: Option<&str>) -> Result<Vec<ClaimedKey>, Error> {
+        match self.op(Op::KeysClaim { user: user.clone(), device_id: device_id.map(str::to_owned) }).await? {
+            OkBody::Claimed(ok) => Ok(ok.claimed),
+            _ => Err(Error::UnexpectedReply { op: "keys.claim" }),
+        }
     }
 }

@@ -53,7 +53,8 @@
 //!   deterministic simulation against a fake server.
 //! - A driver that moves bytes and time between the core and a transport, shared by:
 //!   - feature **`native`** (default): tokio + tokio-tungstenite WebSocket and a small
-//!     HTTP/1.1 client for the auth routes (plain `http://`/`ws://`), or **QUIC**
+//!     HTTP/1.1 client for the auth routes (`http://`/`ws://`, or `https://`/`wss://`
+//!     over rustls with the system roots or [`ClientOptions::trust`]), or **QUIC**
 //!     (quinn, TLS 1.3, ALPN `palaver/1`) for the event connection when
 //!     [`ClientOptions::quic`] is set — see [`quic`];
 //!   - feature **`wasm`** (on `wasm32`): the browser's `WebSocket` and `fetch`, and a
@@ -65,9 +66,7 @@
 //!
 //! # What it does not do
 //!
-//! No TLS over TCP in the native transport (terminate TLS in front of it, use QUIC,
-//! which is TLS 1.3, or use the browser, which does `https`/`wss` itself); no QUIC in the
-//! browser; no local message store (the
+//! No client certificates and no HTTP/2; no QUIC in the browser; no local message store (the
 //! application keeps what it wants, and resumes a room with [`Client::join_since`]).
 //! Requests other than `send` are not queued forever: they fail with [`Error::Timeout`]
 //! after the request timeout, and a `room.create` in flight when the connection drops
@@ -97,7 +96,10 @@ mod driver;
 mod native;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 mod native_quic;
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+mod native_trust;
 pub mod quic;
+mod trust;
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
 mod wasm;
 
@@ -113,5 +115,6 @@ pub use error::Error;
 pub use palaver_protocol as protocol;
 pub use quic::{QuicOptions, QuicTrust};
 pub use tokens::{Credentials, Tokens, jwt_expiry_secs};
+pub use trust::TlsTrust;
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
 pub use wasm::PalaverClient;

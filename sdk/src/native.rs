@@ -1,14 +1,15 @@
 //! The native transport: WebSocket over tokio + tokio-tungstenite (or QUIC, see
 //! `native_quic`, when [`ClientOptions::quic`] is set), and a small HTTP/1.1 client over
-//! a tokio `TcpStream` for the auth routes. Plain `ws://`/`http://` only (put a
-//! TLS-terminating proxy in front, or use the browser transport, for `https`).
+//! a tokio `TcpStream` for the auth routes. `https://`/`wss://` run the same bytes over
+//! tokio-rustls (ring), verifying the server with the system's roots or with
+//! [`ClientOptions::trust`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use palaver_protocol::Codec;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage, client::IntoClientRequest as _};
@@ -20,6 +21,7 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::native_quic::{QuicConnector, QuicSocket};
 use crate::tokens::Credentials;
+use crate::trust::TlsTrust;
 
 /// Largest server message accepted (a `history` page of 100 long messages is ~1 MB).
 const MAX_SERVER_MESSAGE_BYTES: usize = 16 << 20;
@@ -31,32 +33,67 @@ pub(crate) struct Native {
     start: Instant,
     /// Set when the event connection goes over QUIC instead of WebSocket.
     quic: Option<Arc<QuicConnector>>,
+    /// For `https://`/`wss://`: what to trust, and the connector built from it the first
+    /// time it is needed (plain-HTTP clients never load root certificates).
+    tls: Arc<TlsSetup>,
+}
+
+#[derive(Debug)]
+struct TlsSetup {
+    trust: Option<TlsTrust>,
+    config: OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 impl Native {
-    fn new() -> Self {
-        Native { start: Instant::now(), quic: None }
+    fn new(trust: Option<TlsTrust>) -> Self {
+        Native {
+            start: Instant::now(),
+            quic: None,
+            tls: Arc::new(TlsSetup { trust, config: OnceLock::new() }),
+        }
+    }
+
+    fn tls_connector(&self) -> Result<tokio_rustls::TlsConnector, Error> {
+        if let Some(config) = self.tls.config.get() {
+            return Ok(tokio_rustls::TlsConnector::from(config.clone()));
+        }
+        let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+        let mut config = crate::native_trust::client_config(self.tls.trust.as_ref(), &versions)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = self.tls.config.get_or_init(|| Arc::new(config));
+        Ok(tokio_rustls::TlsConnector::from(config.clone()))
+    }
+
+    /// A connection to the endpoint: TCP, with TLS on top for `https`/`wss`.
+    async fn stream(&self, endpoint: &Endpoint) -> Result<Box<dyn Io>, Error> {
+        let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await.map_err(transport)?;
+        tcp.set_nodelay(true).map_err(transport)?;
+        if !endpoint.tls {
+            return Ok(Box::new(tcp));
+        }
+        let connector = self.tls_connector()?;
+        let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone()).map_err(|_| {
+            Error::InvalidUrl {
+                url: endpoint.http_base.clone(),
+                reason: "the host is not a valid TLS server name",
+            }
+        })?;
+        let tls = connector.connect(name, tcp).await.map_err(transport)?;
+        Ok(Box::new(tls))
     }
 }
+
+/// A byte stream to the server: a `TcpStream`, or TLS over one.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 fn transport(e: impl std::fmt::Display) -> Error {
     Error::Transport(e.to_string())
 }
 
-async fn tcp(endpoint: &Endpoint) -> Result<TcpStream, Error> {
-    if endpoint.tls {
-        return Err(Error::InvalidUrl {
-            url: endpoint.http_base.clone(),
-            reason: "the native transport speaks plain http/ws only",
-        });
-    }
-    let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await.map_err(transport)?;
-    stream.set_nodelay(true).map_err(transport)?;
-    Ok(stream)
-}
-
 pub(crate) enum NativeSocket {
-    WebSocket(WebSocketStream<TcpStream>),
+    WebSocket(WebSocketStream<Box<dyn Io>>),
     Quic(QuicSocket),
 }
 
@@ -109,7 +146,7 @@ impl Platform for Native {
             return Ok(NativeSocket::Quic(quic.connect().await?));
         }
         let endpoint = Endpoint::parse(&url)?;
-        let stream = tcp(&endpoint).await?;
+        let stream = self.stream(&endpoint).await?;
         let mut request = url.as_str().into_client_request().map_err(transport)?;
         let protocol = codec.subprotocol().parse().map_err(transport)?;
         request.headers_mut().insert("sec-websocket-protocol", protocol);
@@ -129,7 +166,7 @@ impl Platform for Native {
     async fn post_json(&self, url: String, body: String) -> Result<(u16, String), Error> {
         let endpoint = Endpoint::parse(&url)?;
         let path = url.split_once(&endpoint.authority).map_or("/", |(_, p)| p);
-        let mut stream = tcp(&endpoint).await?;
+        let mut stream = self.stream(&endpoint).await?;
         let request = format!(
             "POST {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-type: application/json\r\n\
              accept: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -138,11 +175,13 @@ impl Platform for Native {
         );
         stream.write_all(request.as_bytes()).await.map_err(transport)?;
         let mut answer = Vec::new();
-        (&mut stream)
-            .take(MAX_HTTP_ANSWER_BYTES as u64 + 1)
-            .read_to_end(&mut answer)
-            .await
-            .map_err(transport)?;
+        match (&mut stream).take(MAX_HTTP_ANSWER_BYTES as u64 + 1).read_to_end(&mut answer).await {
+            Ok(_) => {}
+            // A TLS peer that closes without close_notify: the answer is framed by its
+            // content-length (or chunks), which the parser checks.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
+            Err(e) => return Err(transport(e)),
+        }
         if answer.len() > MAX_HTTP_ANSWER_BYTES {
             return Err(Error::Transport("HTTP answer too large".into()));
         }
@@ -240,7 +279,10 @@ impl Client {
         credentials: Credentials,
         mut options: ClientOptions,
     ) -> Result<Client, Error> {
-        let mut platform = Native::new();
+        // `https`/`wss` trust what was given for them, else what QUIC trusts: one
+        // certificate (the development one, typically) serves both listeners.
+        let trust = options.trust.clone().or_else(|| options.quic.as_ref().map(|q| q.trust.clone()));
+        let mut platform = Native::new(trust);
         if let Some(quic) = &options.quic {
             platform.quic = Some(Arc::new(QuicConnector::new(quic)?));
             options.codec = Codec::Rkyv;
@@ -251,23 +293,56 @@ impl Client {
         .await
     }
 
-    /// Registers an account over HTTP (no socket).
+    /// Registers an account over HTTP (no socket). Over `https://` the server is
+    /// verified with the system's roots; see [`Client::register_trusting`].
     pub async fn register(url: &str, username: &str, password: &str) -> Result<Session, Error> {
-        let credentials = Credentials::register(username, password);
-        client::auth_call(&Native::new(), url, AuthRoute::Register, &credentials, None).await
+        Self::register_trusting(url, username, password, None).await
     }
 
-    /// Logs in over HTTP (no socket).
+    /// [`Client::register`] trusting `trust` for `https://` (e.g. the development
+    /// certificate).
+    pub async fn register_trusting(
+        url: &str,
+        username: &str,
+        password: &str,
+        trust: Option<TlsTrust>,
+    ) -> Result<Session, Error> {
+        let credentials = Credentials::register(username, password);
+        client::auth_call(&Native::new(trust), url, AuthRoute::Register, &credentials, None).await
+    }
+
+    /// Logs in over HTTP (no socket). Over `https://` the server is verified with the
+    /// system's roots; see [`Client::login_trusting`].
     pub async fn login(url: &str, username: &str, password: &str) -> Result<Session, Error> {
+        Self::login_trusting(url, username, password, None).await
+    }
+
+    /// [`Client::login`] trusting `trust` for `https://`.
+    pub async fn login_trusting(
+        url: &str,
+        username: &str,
+        password: &str,
+        trust: Option<TlsTrust>,
+    ) -> Result<Session, Error> {
         let credentials = Credentials::password(username, password);
-        client::auth_call(&Native::new(), url, AuthRoute::Login, &credentials, None).await
+        client::auth_call(&Native::new(trust), url, AuthRoute::Login, &credentials, None).await
     }
 
     /// Exchanges a refresh token for new tokens over HTTP (the old refresh token is used
-    /// up).
+    /// up). Over `https://` the server is verified with the system's roots.
     pub async fn refresh(url: &str, refresh_token: &str) -> Result<Session, Error> {
+        Self::refresh_trusting(url, refresh_token, None).await
+    }
+
+    /// [`Client::refresh`] trusting `trust` for `https://`.
+    pub async fn refresh_trusting(
+        url: &str,
+        refresh_token: &str,
+        trust: Option<TlsTrust>,
+    ) -> Result<Session, Error> {
         let credentials = Credentials::tokens(crate::Tokens::access_only(""));
-        client::auth_call(&Native::new(), url, AuthRoute::Refresh, &credentials, Some(refresh_token)).await
+        client::auth_call(&Native::new(trust), url, AuthRoute::Refresh, &credentials, Some(refresh_token))
+            .await
     }
 }
 

@@ -28,17 +28,9 @@ pub struct QuicOptions {
 /// The default [`QuicOptions::idle_timeout_ms`].
 pub const DEFAULT_QUIC_IDLE_TIMEOUT_MS: u64 = 10_000;
 
-/// The certificate a QUIC client accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QuicTrust {
-    /// Trust anchors in PEM: the server's self-signed certificate itself (for the
-    /// development certificate, `DATA_DIR/tls/cert.pem`) or the CA that issued it. The
-    /// server name is checked.
-    CertificatePem(String),
-    /// Accept exactly the certificate whose DER has this SHA-256 (hex, `:` allowed), as
-    /// printed by the server at startup. The name is not checked: the pin is the identity.
-    Sha256Pin(String),
-}
+/// The certificate a QUIC client accepts: the same type as
+/// [`ClientOptions::trust`](crate::ClientOptions) for `https://`/`wss://`.
+pub type QuicTrust = crate::trust::TlsTrust;
 
 impl QuicOptions {
     /// QUIC to `addr` (`host:port`), trusting `trust`.

@@ -28,13 +28,17 @@ pub struct Cli {
     /// QUIC listener address (UDP; port 0 picks a free port).
     #[arg(long, env = "PALAVER_QUIC_ADDR")]
     pub quic_addr: Option<SocketAddr>,
-    /// TLS certificate chain (PEM) for QUIC; default: a self-signed development
-    /// certificate generated once into `DATA_DIR/tls/`.
+    /// TLS certificate chain (PEM) for QUIC and `--http-tls`; default: a self-signed
+    /// development certificate generated once into `DATA_DIR/tls/`.
     #[arg(long, env = "PALAVER_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM) matching `--tls-cert`.
     #[arg(long, env = "PALAVER_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Serve the HTTP/WebSocket listener over TLS (`https://`, `wss://`) with the same
+    /// certificate as QUIC (`--tls-cert`/`--tls-key`, or the development certificate).
+    #[arg(long, env = "PALAVER_HTTP_TLS")]
+    pub http_tls: bool,
     /// Data directory.
     #[arg(long, env = "PALAVER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -141,6 +145,7 @@ struct FileConfig {
     quic_addr: Option<SocketAddr>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    http_tls: Option<bool>,
     data_dir: Option<PathBuf>,
     shards: Option<usize>,
     jwt_secret: Option<String>,
@@ -176,10 +181,13 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// QUIC listener (UDP).
     pub quic_addr: SocketAddr,
-    /// QUIC TLS certificate chain (PEM); `None`: the generated development certificate.
+    /// TLS certificate chain (PEM) for QUIC and HTTP TLS; `None`: the generated
+    /// development certificate.
     pub tls_cert: Option<PathBuf>,
-    /// QUIC TLS private key (PEM), given with `tls_cert`.
+    /// TLS private key (PEM), given with `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Whether the HTTP/WebSocket listener speaks TLS (`https://`, `wss://`).
+    pub http_tls: bool,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Shard count.
@@ -317,6 +325,7 @@ impl Config {
             quic_addr: cli.quic_addr.or(file.quic_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4433))),
             tls_cert: cli.tls_cert.or(file.tls_cert),
             tls_key: cli.tls_key.or(file.tls_key),
+            http_tls: cli.http_tls || file.http_tls.unwrap_or(false),
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
             shards,
             jwt_secret: cli.jwt_secret.or(file.jwt_secret),
@@ -426,6 +435,11 @@ mod tests {
         assert_eq!(config.max_text_chars, 10);
         assert_eq!(config.durability, Durability::Buffered);
         assert_eq!(config.http_addr.port(), 8080);
+        assert!(!config.http_tls, "plain HTTP by default");
+
+        std::fs::write(&path, "http_tls = true\n").unwrap();
+        let cli = Cli { config: Some(path.clone()), ..Cli::default() };
+        assert!(Config::resolve(cli).unwrap().http_tls);
 
         std::fs::write(&path, "shardz = 3\n").unwrap();
         let cli = Cli { config: Some(path), ..Cli::default() };

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub slow_consumers: AtomicU64,
     /// writev calls on sockets.
     pub socket_writes: AtomicU64,
+    /// TLS handshakes on the HTTP listener that failed or timed out (`--http-tls`).
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -104,6 +106,12 @@ impl Metrics {
             "Vectored writes to sockets.",
             "counter",
             get(&self.socket_writes),
+        );
+        counter(
+            "palaver_tls_handshake_failures_total",
+            "TLS handshakes on the HTTP listener that failed or timed out.",
+            "counter",
+            get(&self.tls_handshake_failures),
         );
         out
     }

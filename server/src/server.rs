@@ -52,9 +52,12 @@ pub enum StartError {
     /// The file store could not be opened.
     #[error("cannot open file storage: {0}")]
     Files(crate::files::FileError),
-    /// The QUIC listener could not start.
+    /// The QUIC listener could not start (or the certificate could not be loaded).
     #[error(transparent)]
     Quic(#[from] crate::quic::QuicError),
+    /// rustls refused the certificate and key for the HTTP listener's TLS.
+    #[error("cannot serve HTTP over TLS: {0}")]
+    HttpTls(rustls::Error),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -94,12 +97,25 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let (blocking, blocking_threads) = BlockingPool::start(2);
     let listeners = bind_shared_port(config.http_addr, config.shards)?;
     let http_addr = listeners.first().and_then(|l| l.local_addr().ok()).unwrap_or(config.http_addr);
+    // `--http-tls`: the identity QUIC serves (loaded, or generated here first and then
+    // reused by QUIC), for the HTTP listener too.
+    let http_tls = if config.http_tls {
+        let identity = crate::quic::tls::load_or_generate(
+            config.tls_cert.as_deref(),
+            config.tls_key.as_deref(),
+            &config.data_dir,
+        )?;
+        Some(crate::conn::tls::acceptor(&identity).map_err(StartError::HttpTls)?)
+    } else {
+        None
+    };
 
     let shared = Arc::new(Shared {
         presence: crate::shard::PresenceTable::new(config.shards),
         ip_connections: crate::conn::limits::ConnectionCounter::new(config.max_connections_per_ip),
         user_connections: crate::conn::limits::ConnectionCounter::new(config.max_connections_per_user),
         files: files.clone(),
+        http_tls,
         search,
         tokens: TokenService::new(&secret, config.access_token_ttl_secs),
         config,
@@ -136,7 +152,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         threads.push(thread);
     }
 
-    println!("listening http={http_addr} quic={}", quic.addr);
+    // Scripts parse this line: `http=` for plain HTTP (unchanged), `https=` with TLS.
+    let scheme = if shared.http_tls.is_some() { "https" } else { "http" };
+    println!("listening {scheme}={http_addr} quic={}", quic.addr);
     let _ = std::io::stdout().flush();
     let kind = if quic.development { "development (self-signed) " } else { "" };
     tracing::info!(
@@ -146,6 +164,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
     );
     // On stderr: stdout carries only the listening line, which scripts read and may close.
     eprintln!("quic certificate {} sha256={}", quic.cert_path.display(), quic.fingerprint);
+    if shared.http_tls.is_some() {
+        tracing::info!("HTTP and WebSocket are served over TLS (https://, wss://) with the same certificate");
+        eprintln!("https certificate {} sha256={}", quic.cert_path.display(), quic.fingerprint);
+    }
     tracing::info!(shards = threads.len(), data_dir = %data_dir.display(), "palaver is serving");
 
     if let Some(signal) = signals.forever().next() {

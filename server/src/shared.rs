@@ -37,4 +37,7 @@ pub struct Shared {
     pub ip_connections: Arc<crate::conn::limits::IpCounter>,
     /// Authenticated connections per user.
     pub user_connections: Arc<crate::conn::limits::UserCounter>,
+    /// The HTTP listener's TLS configuration with `--http-tls` (each shard runs its own
+    /// handshakes with it); `None`: plain HTTP.
+    pub http_tls: Option<monoio_rustls::TlsAcceptor>,
 }

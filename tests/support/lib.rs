@@ -46,6 +46,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The QUIC listener's bound UDP address (`quic=` of the startup line).
     pub quic_addr: SocketAddr,
+    /// Whether the HTTP listener speaks TLS (`--http-tls`: the line says `https=`).
+    pub tls: bool,
     data: tempfile::TempDir,
     args: Vec<String>,
 }
@@ -58,8 +60,8 @@ impl Server {
         if !extra.contains(&"--shards") {
             args.extend(["--shards".into(), "2".into()]);
         }
-        let (child, addr, quic_addr) = spawn(data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
-        Server { child: Some(child), addr, quic_addr, data, args }
+        let (child, addr, quic_addr, tls) = spawn(data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
+        Server { child: Some(child), addr, quic_addr, tls, data, args }
     }
 
     /// Starts a server on a data directory the caller prepared (for example a small
@@ -69,8 +71,8 @@ impl Server {
         if !extra.contains(&"--shards") {
             args.extend(["--shards".into(), "2".into()]);
         }
-        let (child, addr, quic_addr) = spawn(data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
-        Server { child: Some(child), addr, quic_addr, data, args }
+        let (child, addr, quic_addr, tls) = spawn(data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
+        Server { child: Some(child), addr, quic_addr, tls, data, args }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -111,15 +113,18 @@ impl Server {
     /// Starts the server again on the same data directory and port.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let (child, addr, quic_addr) =
+        let (child, addr, quic_addr, tls) =
             spawn(self.data.path(), &self.args, &self.addr.to_string(), &self.quic_addr.to_string());
+        self.tls = tls;
         self.child = Some(child);
         self.addr = addr;
         self.quic_addr = quic_addr;
     }
 
+    /// `http://ADDR/path`, or `https://` when the listener speaks TLS.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.addr, path)
     }
 }
 
@@ -129,7 +134,7 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data: &Path, args: &[String], addr: &str, quic_addr: &str) -> (Child, SocketAddr, SocketAddr) {
+fn spawn(data: &Path, args: &[String], addr: &str, quic_addr: &str) -> (Child, SocketAddr, SocketAddr, bool) {
     // A restart may race the old socket's release: retry the bind for a while.
     let deadline = Instant::now() + WAIT;
     loop {
@@ -146,11 +151,16 @@ fn spawn(data: &Path, args: &[String], addr: &str, quic_addr: &str) -> (Child, S
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        if let Some(rest) = line.trim().strip_prefix("listening http=") {
+        let line = line.trim();
+        let listening = match line.strip_prefix("listening http=") {
+            Some(rest) => Some((rest, false)),
+            None => line.strip_prefix("listening https=").map(|rest| (rest, true)),
+        };
+        if let Some((rest, tls)) = listening {
             let mut fields = rest.split_whitespace();
             let http = fields.next().unwrap();
             let quic = fields.next().and_then(|f| f.strip_prefix("quic=")).unwrap();
-            return (child, http.parse().unwrap(), quic.parse().unwrap());
+            return (child, http.parse().unwrap(), quic.parse().unwrap(), tls);
         }
         let status = child.wait().unwrap();
         let retry = addr != "127.0.0.1:0" && Instant::now() < deadline;
@@ -648,4 +658,72 @@ pub fn send_op(room: &RoomId, cid: &str, text: &str) -> Op {
         file: None,
         encryption: None,
     }
+}
+
+// ---------------------------------------------------------------- TLS (`--http-tls`)
+
+/// A rustls client configuration (ring) trusting exactly the certificates in `pem` (the
+/// server's development certificate).
+pub fn tls_client_config(pem: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+/// A blocking TLS connection to the server, verified against `pem` for `127.0.0.1`.
+pub fn tls_connect(
+    addr: SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    let connection = rustls::ClientConnection::new(config, name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    rustls::StreamOwned::new(connection, tcp)
+}
+
+/// One HTTPS/1.1 request with a binary body (one per connection), trusting `pem`.
+pub fn https_bytes(
+    addr: SocketAddr,
+    pem: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    let mut stream = tls_connect(addr, tls_client_config(pem));
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).unwrap();
+    stream.flush().unwrap();
+    let mut response = Vec::new();
+    // The server ends with close_notify; a plain EOF would be an error here.
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status =
+        lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    HttpResponse { status, headers, body: response[split + 4..].to_vec() }
 }

@@ -7,8 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use monoio::io::AsyncWriteRentExt;
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use palaver_protocol::{ErrorCode, RoomId, UserId};
 use palaver_storage::FileRecord;
 use serde_json::json;
@@ -79,7 +78,7 @@ fn admit(shard: &Shard, request: &Request, length: usize) -> Result<(UserId, Roo
 }
 
 /// Reads at least `want` bytes into `buf` (or fails: the client is gone or too slow).
-async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, want: usize) -> bool {
+async fn fill(stream: &mut impl AsyncReadRent, buf: &mut BytesMut, want: usize) -> bool {
     while buf.len() < want {
         match monoio::time::timeout(BODY_READ_TIMEOUT, read_more(stream, buf)).await {
             Ok(Ok(n)) if n > 0 => {}
@@ -92,7 +91,7 @@ async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, want: usize) -> bool {
 /// Handles `POST /v1/files?room=…` with a body of `length` bytes.
 pub async fn upload(
     shard: &Rc<Shard>,
-    stream: &mut TcpStream,
+    stream: &mut impl AsyncReadRent,
     buf: &mut BytesMut,
     request: &Request,
     length: usize,
@@ -186,7 +185,7 @@ fn encode_rfc5987(name: &str) -> String {
 /// Returns whether the connection may be kept open.
 pub async fn download(
     shard: &Rc<Shard>,
-    stream: &mut TcpStream,
+    stream: &mut impl AsyncWriteRent,
     request: &Request,
     keep_alive: bool,
 ) -> bool {

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use palaver_protocol::ErrorCode;
 
 /// Largest request head.
@@ -169,7 +168,7 @@ pub async fn read_more(stream: &mut impl AsyncReadRent, buf: &mut BytesMut) -> s
 
 /// Reads a bounded body of `length` bytes (a JSON route's) into `request`.
 pub async fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut impl AsyncReadRent,
     buf: &mut BytesMut,
     request: &mut Request,
     length: usize,
@@ -192,7 +191,10 @@ pub async fn read_body(
 
 /// Reads a request head; returns it with the body's `Content-Length` (the body is left
 /// unread, for a bounded read or a streamed upload).
-pub async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(Request, usize), ReadError> {
+pub async fn read_head(
+    stream: &mut impl AsyncReadRent,
+    buf: &mut BytesMut,
+) -> Result<(Request, usize), ReadError> {
     let head_len = loop {
         if let Some(pos) = find_head_end(buf) {
             break pos;
@@ -266,7 +268,7 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 
 /// Writes a response.
 pub async fn write_response(
-    stream: &mut TcpStream,
+    stream: &mut impl AsyncWriteRent,
     response: &Response,
     keep_alive: bool,
 ) -> std::io::Result<()> {

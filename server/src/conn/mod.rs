@@ -9,18 +9,26 @@ pub mod outbound;
 pub mod quic_session;
 mod routes;
 pub mod socket;
+pub mod tls;
 pub mod wire;
 
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use monoio::io::AsyncWriteRentExt;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split};
 use monoio::net::{TcpListener, TcpStream};
 use palaver_protocol::ErrorCode;
 
 use self::http::{KEEP_ALIVE_IDLE, ReadError, Request, Response, read_body, read_head, write_response};
 use crate::shard::Shard;
 use crate::ws::{accept_key, choose_codec};
+
+/// A connection's byte stream: a plain TCP socket, or TLS over one (`--http-tls`, see
+/// [`tls`]). Everything from the request head to the WebSocket writer is written once
+/// against this, so both listeners share one code path.
+pub trait ByteStream: AsyncReadRent + AsyncWriteRent + Split + 'static {}
+
+impl<T: AsyncReadRent + AsyncWriteRent + Split + 'static> ByteStream for T {}
 
 /// Accepts connections until the shard drains.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -33,11 +41,25 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 let _ = stream.set_nodelay(true);
                 match shard.shared.ip_connections.try_acquire(&peer.ip()) {
                     Some(permit) => {
-                        monoio::spawn(serve(shard.clone(), stream, permit));
+                        match &shard.shared.http_tls {
+                            None => monoio::spawn(serve(shard.clone(), stream, permit)),
+                            Some(acceptor) => {
+                                monoio::spawn(serve_tls(shard.clone(), stream, acceptor.clone(), permit))
+                            }
+                        };
                     }
                     None => {
                         crate::metrics::Metrics::inc(&shard.shared.metrics.connections_refused);
-                        monoio::spawn(refuse_over_limit(stream, "too many connections from this address"));
+                        if shard.shared.http_tls.is_some() {
+                            // A plain 429 would be garbage to a TLS client, and a handshake
+                            // per refusal is what the limit is there to avoid: just close.
+                            drop(stream);
+                        } else {
+                            monoio::spawn(refuse_over_limit(
+                                stream,
+                                "too many connections from this address",
+                            ));
+                        }
                     }
                 }
             }
@@ -60,11 +82,36 @@ async fn refuse_over_limit(mut stream: TcpStream, message: &str) {
     }
 }
 
+/// Completes the TLS handshake, then serves HTTP over it. The handshake has the request
+/// head's deadline (`--handshake-timeout-secs`): a client that stalls it (or never starts
+/// it) is cut off like one that stalls its head. A peer that does not speak TLS fails the
+/// handshake (rustls answers with an alert) and its socket is closed; nothing else on the
+/// shard notices.
+async fn serve_tls(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    acceptor: monoio_rustls::TlsAcceptor,
+    ip_permit: limits::ConnectionPermit<std::net::IpAddr>,
+) {
+    let deadline = shard.shared.config.handshake_timeout;
+    match monoio::time::timeout(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve(shard, stream, ip_permit).await,
+        Ok(Err(e)) => {
+            crate::metrics::Metrics::inc(&shard.shared.metrics.tls_handshake_failures);
+            tracing::debug!("TLS handshake failed: {e}");
+        }
+        Err(_) => {
+            crate::metrics::Metrics::inc(&shard.shared.metrics.tls_handshake_failures);
+            tracing::debug!("TLS handshake timed out");
+        }
+    }
+}
+
 /// Serves HTTP requests on one connection until it closes or upgrades. `ip_permit` holds
 /// the client address's connection slot for as long as the connection lives.
 async fn serve(
     shard: Rc<Shard>,
-    mut stream: TcpStream,
+    mut stream: impl ByteStream,
     ip_permit: limits::ConnectionPermit<std::net::IpAddr>,
 ) {
     let mut buf = BytesMut::with_capacity(1024);
@@ -90,8 +137,11 @@ async fn serve(
             match files::upload(&shard, &mut stream, &mut buf, &request, length).await {
                 files::Uploaded::Done(response) => {
                     let keep_alive = request.keep_alive && !shard.draining.get();
-                    if write_response(&mut stream, &response, keep_alive).await.is_err() || !keep_alive {
+                    if write_response(&mut stream, &response, keep_alive).await.is_err() {
                         return;
+                    }
+                    if !keep_alive {
+                        return close(stream).await;
                     }
                     continue;
                 }
@@ -120,7 +170,7 @@ async fn serve(
             crate::metrics::Metrics::inc(&shard.shared.metrics.http_requests);
             let keep_alive = request.keep_alive && !shard.draining.get();
             if !files::download(&shard, &mut stream, &request, keep_alive).await {
-                return;
+                return close(stream).await;
             }
             continue;
         }
@@ -131,17 +181,25 @@ async fn serve(
         }
         let response = routes::handle(&shard, &request).await;
         let keep_alive = request.keep_alive && !shard.draining.get();
-        if write_response(&mut stream, &response, keep_alive).await.is_err() || !keep_alive {
+        if write_response(&mut stream, &response, keep_alive).await.is_err() {
             return;
         }
+        if !keep_alive {
+            return close(stream).await;
+        }
     }
+}
+
+/// Ends a connection after its last answer: half-closes (over TLS, after a
+/// `close_notify`, so the client can tell the end from a truncation), bounded.
+async fn close(mut stream: impl ByteStream) {
+    let _ = monoio::time::timeout(std::time::Duration::from_secs(1), stream.shutdown()).await;
 }
 
 /// Closes after a refusal without resetting the connection: half-close, then read and
 /// discard what the client is still sending (bounded), so it can read our answer
 /// instead of getting a reset while it is still uploading.
-async fn linger_close(mut stream: TcpStream, mut buf: BytesMut) {
-    use monoio::io::AsyncWriteRent;
+async fn linger_close(mut stream: impl ByteStream, mut buf: BytesMut) {
     let _ = stream.shutdown().await;
     let drain = async {
         let mut discarded = 0usize;
@@ -158,7 +216,7 @@ async fn linger_close(mut stream: TcpStream, mut buf: BytesMut) {
 
 async fn upgrade(
     shard: Rc<Shard>,
-    mut stream: TcpStream,
+    mut stream: impl ByteStream,
     buf: BytesMut,
     request: Request,
     ip_permit: limits::ConnectionPermit<std::net::IpAddr>,

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use monoio::io::Splitable;
-use monoio::net::TcpStream;
 use palaver_core::{Admission, Moderation, Session};
 use palaver_protocol::{
     AuthOk, ClientFrame, Codec, ErrorBody, ErrorCode, OkBody, Op, ReplyBody, ServerFrame, UserId,
@@ -48,7 +47,7 @@ fn reply_error(conn: &Conn, re: u64, code: ErrorCode, message: impl Into<String>
 /// Runs a connection that has completed the WebSocket handshake.
 pub async fn run(
     shard: Rc<Shard>,
-    stream: TcpStream,
+    stream: impl super::ByteStream,
     mut buf: BytesMut,
     codec: Codec,
     user: Option<UserId>,
@@ -382,7 +381,7 @@ fn people_op(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
 
 /// Test only (`--test-echo`): echoes every message back, for WebSocket conformance suites
 /// (Autobahn cases via kosoku). Uses the same parser, queue and writer as chat sockets.
-pub async fn run_echo(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut) {
+pub async fn run_echo(shard: Rc<Shard>, stream: impl super::ByteStream, mut buf: BytesMut) {
     const ECHO_LIMIT: usize = 64 << 20;
     let outbound = Outbound::new(ECHO_LIMIT);
     let (mut reader, writer) = stream.into_split();
