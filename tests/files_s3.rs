@@ -14,9 +14,10 @@
 //! The default build has no S3 client (the feature pulls an HTTP stack), so this test
 //! builds `palaver` with `--features s3` itself, into its own target directory
 //! (`<target>/s3`: a separate lock, so the nested cargo cannot wait on the `cargo test`
-//! that runs it, and the normal `target/debug/palaver` is left alone). The first run
-//! compiles the server's dependency tree once more; later runs are incremental. It fails,
-//! never skips, when moto is missing.
+//! that runs it, and the normal `target/debug/palaver` is left alone). A new `<target>/s3`
+//! is first seeded with a copy of the workspace's compiled dependencies, so the extra
+//! build is object_store's S3 client and the server; later runs are incremental. It
+//! fails, never skips, when moto is missing.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -35,18 +36,63 @@ fn s3_server_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let target = exe.ancestors().nth(3).unwrap().to_path_buf();
     let dir = target.join("s3");
+    seed(&target.join("debug"), &dir.join("debug"));
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let started = Instant::now();
     let status = Command::new(cargo)
         .current_dir(workspace)
-        .args(["build", "--locked", "-p", "palaver-server", "--features", "s3", "--bin", "palaver"])
+        // `--workspace` so that dependencies get the features of the workspace build the
+        // seed came from (with `-p palaver-server` alone, tokio, futures, tantivy… would
+        // resolve to fewer features and be compiled again); only the binary is built.
+        .args(["build", "--locked", "--workspace", "--bin", "palaver", "--features", "palaver-server/s3"])
         .env("CARGO_TARGET_DIR", &dir)
         .status()
         .unwrap();
-    assert!(status.success(), "cargo build -p palaver-server --features s3 failed: {status}");
+    assert!(status.success(), "cargo build --bin palaver --features palaver-server/s3 failed: {status}");
     eprintln!("palaver with feature s3 built in {:?}", started.elapsed());
     dir.join("debug").join("palaver")
+}
+
+/// Starts an empty `<target>/s3/debug` from the workspace's own debug build: the compiled
+/// dependencies (same compiler, profile and, for all but object_store's S3 side, features)
+/// are copied, so the S3 build compiles only what the feature adds and the server, not
+/// the whole tree again. Cargo's fingerprints still decide: anything that does not match
+/// is rebuilt. Test executables and the workspace's own crates are not copied.
+fn seed(from: &Path, to: &Path) {
+    if to.exists() || !from.join(".fingerprint").is_dir() {
+        return;
+    }
+    let started = Instant::now();
+    let partial = to.with_extension("seeding");
+    let _ = std::fs::remove_dir_all(&partial);
+    for sub in [".fingerprint", "build", "deps"] {
+        copy_tree(&from.join(sub), &partial.join(sub), sub == "deps");
+    }
+    std::fs::rename(&partial, to).unwrap();
+    eprintln!("seeded {} from {} in {:?}", to.display(), from.display(), started.elapsed());
+}
+
+fn copy_tree(from: &Path, to: &Path, libraries_only: bool) {
+    std::fs::create_dir_all(to).unwrap();
+    let Ok(entries) = std::fs::read_dir(from) else { return };
+    for entry in entries {
+        let entry = entry.unwrap();
+        let (path, name) = (entry.path(), entry.file_name());
+        let name = name.to_string_lossy();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_tree(&path, &to.join(&*name), false);
+        } else if kind.is_file() {
+            let library = ["rlib", "rmeta", "so", "a", "d"].iter().any(|e| name.ends_with(&format!(".{e}")));
+            let own = name.starts_with("palaver") || name.starts_with("libpalaver");
+            if !libraries_only || (library && !own) {
+                std::fs::copy(&path, to.join(&*name)).unwrap();
+                let modified = entry.metadata().unwrap().modified().unwrap();
+                std::fs::File::options().write(true).open(to.join(&*name)).unwrap().set_modified(modified).unwrap();
+            }
+        }
+    }
 }
 
 /// moto's S3 server on a free loopback port, stopped on drop.
