@@ -81,9 +81,16 @@ async fn sdk_clients_talk_end_to_end_encrypted_and_the_server_keeps_only_ciphert
     assert_eq!((text.as_str(), algorithm), (secret, OLM_ALGORITHM));
     assert!(!received.text.contains(secret));
     let encryption = received.encryption.as_deref().unwrap();
-    assert_eq!((encryption.algorithm.as_str(), encryption.sender_device.as_str()), (OLM_ALGORITHM, "ALICE_LAPTOP"));
+    assert_eq!(
+        (encryption.algorithm.as_str(), encryption.sender_device.as_str()),
+        (OLM_ALGORITHM, "ALICE_LAPTOP")
+    );
     assert_eq!(next_plaintext(&mut alice_phone_events, &mut alice_phone_e2ee).await.1, secret);
-    assert_eq!(next_plaintext(&mut alice_events, &mut alice_e2ee).await.1, secret, "the sender reads its own");
+    assert_eq!(
+        next_plaintext(&mut alice_events, &mut alice_e2ee).await.1,
+        secret,
+        "the sender reads its own"
+    );
 
     let reply = "the mill burned down, the bakery instead";
     bob_e2ee.send_encrypted(&dm, reply).await.unwrap();

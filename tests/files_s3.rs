@@ -89,7 +89,12 @@ fn copy_tree(from: &Path, to: &Path, libraries_only: bool) {
             if !libraries_only || (library && !own) {
                 std::fs::copy(&path, to.join(&*name)).unwrap();
                 let modified = entry.metadata().unwrap().modified().unwrap();
-                std::fs::File::options().write(true).open(to.join(&*name)).unwrap().set_modified(modified).unwrap();
+                std::fs::File::options()
+                    .write(true)
+                    .open(to.join(&*name))
+                    .unwrap()
+                    .set_modified(modified)
+                    .unwrap();
             }
         }
     }
@@ -117,7 +122,9 @@ impl Moto {
                 return Moto { child, addr };
             }
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("moto exited ({status}): install it with pip install -r tests/python/requirements.txt");
+                panic!(
+                    "moto exited ({status}): install it with pip install -r tests/python/requirements.txt"
+                );
             }
             assert!(Instant::now() < deadline, "moto did not listen on {addr} within 60 s");
             std::thread::sleep(Duration::from_millis(100));
@@ -126,7 +133,8 @@ impl Moto {
 
     /// The keys of the bucket's objects under `prefix`, by the S3 API (ListObjectsV2).
     fn keys(&self, prefix: &str) -> Vec<String> {
-        let listing = http_bytes(self.addr, "GET", &format!("/{BUCKET}?list-type=2&prefix={prefix}"), b"", &[]);
+        let listing =
+            http_bytes(self.addr, "GET", &format!("/{BUCKET}?list-type=2&prefix={prefix}"), b"", &[]);
         assert_eq!(listing.status, 200);
         let xml = String::from_utf8(listing.body).unwrap();
         xml.split("<Key>").skip(1).filter_map(|k| k.split_once("</Key>")).map(|(k, _)| k.to_owned()).collect()
@@ -157,7 +165,11 @@ fn noise(len: usize) -> Vec<u8> {
 fn shared_files_live_in_the_s3_bucket() {
     let bin = s3_server_binary();
     let moto = Moto::start();
-    assert_eq!(http_bytes(moto.addr, "PUT", &format!("/{BUCKET}"), b"", &[]).status, 200, "create the bucket");
+    assert_eq!(
+        http_bytes(moto.addr, "PUT", &format!("/{BUCKET}"), b"", &[]).status,
+        200,
+        "create the bucket"
+    );
 
     let endpoint = format!("http://{}", moto.addr);
     let env = [
@@ -168,7 +180,8 @@ fn shared_files_live_in_the_s3_bucket() {
         ("AWS_REGION", "us-east-1"),
     ];
     let files_url = format!("s3://{BUCKET}/uploads");
-    let mut server = Server::start_with(&bin, &["--files-url", &files_url, "--max-file-bytes", "200000"], &env);
+    let mut server =
+        Server::start_with(&bin, &["--files-url", &files_url, "--max-file-bytes", "200000"], &env);
     let [alice, bob] = ["alice", "bob"].map(|n| register(server.addr, n));
     let mut a = Client::login(server.addr, Codec::Json, &alice);
     let room = a.create_room("photos", RoomKind::Private);

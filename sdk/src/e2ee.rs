@@ -42,7 +42,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use palaver_protocol::{DeviceKeys, Encryption, Message, MessageKind, OneTimeKey, RoomId, UserId};
 use serde::{Deserialize, Serialize};
-use vodozemac::megolm::{GroupSession, InboundGroupSession, MegolmMessage, SessionConfig as MegolmConfig, SessionKey};
+use vodozemac::megolm::{
+    GroupSession, InboundGroupSession, MegolmMessage, SessionConfig as MegolmConfig, SessionKey,
+};
 use vodozemac::olm::{Account, OlmMessage, Session, SessionConfig as OlmConfig};
 use vodozemac::{Curve25519PublicKey, Ed25519PublicKey, Ed25519Signature};
 
@@ -447,18 +449,24 @@ impl Device {
     /// [`MEGOLM_ROTATION_MESSAGES`] messages.
     pub fn room_key_recipients(&mut self, room: &RoomId, members: &[PeerDevice]) -> Vec<PeerDevice> {
         let now: BTreeSet<Recipient> = members.iter().map(recipient).collect();
-        let stale = self.outbound.get(room).is_none_or(|o| {
-            o.messages >= MEGOLM_ROTATION_MESSAGES || !o.shared_with.is_subset(&now)
-        });
+        let stale = self
+            .outbound
+            .get(room)
+            .is_none_or(|o| o.messages >= MEGOLM_ROTATION_MESSAGES || !o.shared_with.is_subset(&now));
         if stale {
             let session = GroupSession::new(MegolmConfig::version_1());
             // Keep the inbound half: this device reads its own room messages too.
             let inbound = InboundGroupSession::new(&session.session_key(), MegolmConfig::version_1());
             self.inbound.insert(
                 (room.clone(), session.session_id()),
-                Inbound { session: inbound, sender: self.user.clone(), sender_device: self.device_id.clone() },
+                Inbound {
+                    session: inbound,
+                    sender: self.user.clone(),
+                    sender_device: self.device_id.clone(),
+                },
             );
-            self.outbound.insert(room.clone(), Outbound { session, shared_with: BTreeSet::new(), messages: 0 });
+            self.outbound
+                .insert(room.clone(), Outbound { session, shared_with: BTreeSet::new(), messages: 0 });
         }
         let shared = self.outbound.get(room).map(|o| &o.shared_with);
         members.iter().filter(|d| shared.is_none_or(|s| !s.contains(&recipient(d)))).cloned().collect()
@@ -473,7 +481,8 @@ impl Device {
         to: &[PeerDevice],
     ) -> Result<(String, Box<Encryption>), Error> {
         let outbound = self.outbound.get(room).ok_or_else(|| crypto("no outbound session for the room"))?;
-        let (session_id, session_key) = (outbound.session.session_id(), outbound.session.session_key().to_base64());
+        let (session_id, session_key) =
+            (outbound.session.session_id(), outbound.session.session_key().to_base64());
         let (envelope, encryption) = self.encrypt_olm(room, to, |p| {
             p.kind = PayloadKind::RoomKey;
             p.session_id = Some(session_id.clone());
@@ -493,7 +502,8 @@ impl Device {
     /// Encrypts a room message with the room's outbound Megolm session (set up by
     /// [`Device::room_key_recipients`]).
     pub fn encrypt_room(&mut self, room: &RoomId, text: &str) -> Result<(String, Box<Encryption>), Error> {
-        let outbound = self.outbound.get_mut(room).ok_or_else(|| crypto("no outbound session for the room"))?;
+        let outbound =
+            self.outbound.get_mut(room).ok_or_else(|| crypto("no outbound session for the room"))?;
         let payload = MegolmPayload { room: room.clone(), text: text.to_owned() };
         let message = outbound.session.encrypt(serde_json::to_vec(&payload).map_err(crypto)?);
         outbound.messages += 1;
@@ -509,7 +519,8 @@ impl Device {
     /// message from another device).
     pub fn needs_sender_keys(&self, message: &Message) -> bool {
         message.encryption.as_deref().is_some_and(|e| {
-            e.algorithm == OLM_ALGORITHM && !(message.sender == self.user && e.sender_device == self.device_id)
+            e.algorithm == OLM_ALGORITHM
+                && !(message.sender == self.user && e.sender_device == self.device_id)
         })
     }
 
@@ -528,7 +539,8 @@ impl Device {
     }
 
     fn decrypt_megolm(&mut self, message: &Message, encryption: &Encryption) -> Result<Decrypted, Error> {
-        let session_id = encryption.session_id.clone().ok_or_else(|| crypto("a Megolm message needs session_id"))?;
+        let session_id =
+            encryption.session_id.clone().ok_or_else(|| crypto("a Megolm message needs session_id"))?;
         let inbound = self
             .inbound
             .get_mut(&(message.room.clone(), session_id))
@@ -551,9 +563,11 @@ impl Device {
 
     fn remembered(remembered: &Remembered, sender_device: &str) -> Decrypted {
         match remembered {
-            Remembered::Text(text) => {
-                Decrypted::Text { sender_device: sender_device.to_owned(), text: text.clone(), algorithm: OLM_ALGORITHM }
-            }
+            Remembered::Text(text) => Decrypted::Text {
+                sender_device: sender_device.to_owned(),
+                text: text.clone(),
+                algorithm: OLM_ALGORITHM,
+            },
             Remembered::RoomKey(session_id) => Decrypted::RoomKey { session_id: session_id.clone() },
         }
     }
@@ -567,7 +581,9 @@ impl Device {
         if message.sender == self.user && encryption.sender_device == self.device_id {
             return match self.sent.get(&(message.room.clone(), message.text.clone())) {
                 Some(r) => Ok(Self::remembered(r, &self.device_id)),
-                None => Err(crypto("an Olm message this device sent before this session: its plaintext is not kept")),
+                None => Err(crypto(
+                    "an Olm message this device sent before this session: its plaintext is not kept",
+                )),
             };
         }
         if let Some(r) = self.received.get(&(message.room.clone(), message.seq)) {
@@ -598,7 +614,9 @@ impl Device {
             return Err(crypto("the Olm payload was not encrypted for this message, room or device"));
         }
         let remembered = match payload.kind {
-            PayloadKind::Text => Remembered::Text(payload.text.ok_or_else(|| crypto("a text payload needs text"))?),
+            PayloadKind::Text => {
+                Remembered::Text(payload.text.ok_or_else(|| crypto("a text payload needs text"))?)
+            }
             PayloadKind::RoomKey => {
                 let (Some(session_id), Some(session_key)) = (payload.session_id, payload.session_key) else {
                     return Err(crypto("a room key payload needs session_id and session_key"));
@@ -657,7 +675,9 @@ impl Device {
             olm: self
                 .olm
                 .iter()
-                .map(|(peer, sessions)| (peer.clone(), sessions.iter().map(|s| s.pickle().encrypt(key)).collect()))
+                .map(|(peer, sessions)| {
+                    (peer.clone(), sessions.iter().map(|s| s.pickle().encrypt(key)).collect())
+                })
                 .collect(),
             outbound: self
                 .outbound
@@ -690,7 +710,9 @@ impl Device {
         if p.version != PICKLE_VERSION {
             return Err(crypto(format!("pickle version {} (this SDK reads {PICKLE_VERSION})", p.version)));
         }
-        let account = Account::from_pickle(vodozemac::olm::AccountPickle::from_encrypted(&p.account, key).map_err(crypto)?);
+        let account = Account::from_pickle(
+            vodozemac::olm::AccountPickle::from_encrypted(&p.account, key).map_err(crypto)?,
+        );
         let mut olm = HashMap::new();
         for (peer, sessions) in p.olm {
             let sessions = sessions
@@ -702,7 +724,8 @@ impl Device {
         }
         let mut outbound = HashMap::new();
         for o in p.outbound {
-            let session = vodozemac::megolm::GroupSessionPickle::from_encrypted(&o.session, key).map_err(crypto)?;
+            let session =
+                vodozemac::megolm::GroupSessionPickle::from_encrypted(&o.session, key).map_err(crypto)?;
             outbound.insert(
                 o.room,
                 Outbound {
@@ -714,8 +737,8 @@ impl Device {
         }
         let mut inbound = HashMap::new();
         for i in p.inbound {
-            let session =
-                vodozemac::megolm::InboundGroupSessionPickle::from_encrypted(&i.session, key).map_err(crypto)?;
+            let session = vodozemac::megolm::InboundGroupSessionPickle::from_encrypted(&i.session, key)
+                .map_err(crypto)?;
             inbound.insert(
                 (i.room, i.session_id),
                 Inbound {
@@ -780,8 +803,8 @@ mod driven {
     use std::collections::HashMap;
 
     use palaver_protocol::{
-        ClaimedOk, DevicesOk, MembersOk, Message, MessageKind, OkBody, Op, RoomDetailsOk, RoomId, RoomKind, SendOk,
-        UserId,
+        ClaimedOk, DevicesOk, MembersOk, Message, MessageKind, OkBody, Op, RoomDetailsOk, RoomId, RoomKind,
+        SendOk, UserId,
     };
 
     use super::{Decrypted, Device, Encryption, PeerDevice, crypto};
@@ -820,8 +843,11 @@ mod driven {
         /// per installation, and [`E2ee::restore`] afterwards.
         pub async fn new(client: &Client, device_id: &str) -> Result<Self, Error> {
             let user = client.user_id().ok_or(Error::Closed)?;
-            let mut e2ee =
-                E2ee { client: client.clone(), device: Device::new(user, device_id)?, directory: HashMap::new() };
+            let mut e2ee = E2ee {
+                client: client.clone(),
+                device: Device::new(user, device_id)?,
+                directory: HashMap::new(),
+            };
             e2ee.publish(0, true).await?;
             Ok(e2ee)
         }
@@ -933,12 +959,17 @@ mod driven {
             let mut ready = Vec::new();
             for device in devices {
                 if !self.device.has_olm_session(&device) {
-                    let op = Op::KeysClaim { user: device.user.clone(), device_id: Some(device.device_id.clone()) };
+                    let op = Op::KeysClaim {
+                        user: device.user.clone(),
+                        device_id: Some(device.device_id.clone()),
+                    };
                     let claimed = match self.client.request(op).await? {
                         OkBody::Claimed(ClaimedOk { claimed }) => claimed,
                         _ => return Err(Error::UnexpectedReply { op: "keys.claim" }),
                     };
-                    let Some(key) = claimed.iter().find(|c| c.device_id == device.device_id) else { continue };
+                    let Some(key) = claimed.iter().find(|c| c.device_id == device.device_id) else {
+                        continue;
+                    };
                     // The claimed identity must be the listed one (never swapped).
                     if key.identity_key != device.identity_key.to_base64() {
                         continue;
@@ -953,7 +984,11 @@ mod driven {
             Ok(ready)
         }
 
-        async fn send(&self, room: &RoomId, (text, encryption): (String, Box<Encryption>)) -> Result<SendOk, Error> {
+        async fn send(
+            &self,
+            room: &RoomId,
+            (text, encryption): (String, Box<Encryption>),
+        ) -> Result<SendOk, Error> {
             let mut message = Outgoing::text(room.clone(), text);
             message.kind = MessageKind::Encrypted;
             message.encryption = Some(encryption);
@@ -1034,7 +1069,12 @@ mod tests {
     }
 
     /// A stored message as the server would relay it.
-    fn message(room: &RoomId, seq: u64, sender: &UserId, (text, encryption): (String, Box<Encryption>)) -> Message {
+    fn message(
+        room: &RoomId,
+        seq: u64,
+        sender: &UserId,
+        (text, encryption): (String, Box<Encryption>),
+    ) -> Message {
         serde_json::from_value(serde_json::json!({
             "room": room, "seq": seq, "ts": 1, "sender": sender, "cid": format!("c{seq}"),
             "kind": "encrypted", "text": text, "encryption": encryption,
@@ -1071,7 +1111,10 @@ mod tests {
         let mut forged = upload.one_time_keys[0].clone();
         forged.key_id = upload.one_time_keys[1].key_id.clone();
         assert!(other.start_olm_session(&d.as_peer(), &forged).is_err());
-        let unsigned = OneTimeKey { key_id: "x".into(), key: upload.one_time_keys[0].key.split(':').next().unwrap().into() };
+        let unsigned = OneTimeKey {
+            key_id: "x".into(),
+            key: upload.one_time_keys[0].key.split(':').next().unwrap().into(),
+        };
         assert!(other.start_olm_session(&d.as_peer(), &unsigned).is_err());
         assert!(other.start_olm_session(&d.as_peer(), &upload.one_time_keys[0]).is_ok());
     }
@@ -1110,7 +1153,9 @@ mod tests {
         let mut copied = m4.clone();
         copied.room = room("other");
         let refused = bob.decrypt(&copied, Some(&alice.as_peer())).unwrap_err();
-        assert!(refused.to_string().contains("another room") || refused.to_string().contains("not encrypted for"));
+        assert!(
+            refused.to_string().contains("another room") || refused.to_string().contains("not encrypted for")
+        );
     }
 
     #[test]
@@ -1132,7 +1177,10 @@ mod tests {
 
         for device in [&mut bob, &mut carol] {
             assert!(device.decrypt(&m2, None).is_err(), "no key yet");
-            assert!(matches!(device.decrypt(&share, Some(&alice.as_peer())).unwrap(), Decrypted::RoomKey { .. }));
+            assert!(matches!(
+                device.decrypt(&share, Some(&alice.as_peer())).unwrap(),
+                Decrypted::RoomKey { .. }
+            ));
             assert_eq!(text(device.decrypt(&m2, None).unwrap()), "standup at ten");
             assert_eq!(text(device.decrypt(&m2, None).unwrap()), "standup at ten", "again, from history");
         }

@@ -66,7 +66,8 @@ impl Server {
         if !extra.contains(&"--shards") {
             args.extend(["--shards".into(), "2".into()]);
         }
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let bin = bin.to_path_buf();
         let (child, addr, quic_addr) = spawn(&bin, &env, data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
         Server { child: Some(child), addr, quic_addr, data, args, bin, env }
