@@ -61,6 +61,11 @@ pub enum Error {
     /// A frame could not be encoded or decoded.
     #[error("codec error: {0}")]
     Codec(String),
+    /// End-to-end encryption failed: a message that does not decrypt (no key, tampered,
+    /// not bound to this room or device), a device that cannot be encrypted to, a pickle
+    /// that does not open (`e2ee` module).
+    #[error("end-to-end encryption: {0}")]
+    Crypto(String),
 }
 
 impl Error {

@@ -73,6 +73,7 @@
 //! fails with [`Error::ConnectionLost`] (it is the one op that is not safe to repeat).
 
 pub mod core;
+pub mod e2ee;
 mod endpoint;
 mod error;
 mod tokens;

@@ -50,18 +50,30 @@ pub struct Server {
     pub tls: bool,
     data: tempfile::TempDir,
     args: Vec<String>,
+    bin: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     /// Starts a server with `--shards 2` and the given extra flags.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_with(&palaver_bin(), extra, &[])
+    }
+
+    /// Starts another build of the server (`bin`) with extra flags and environment
+    /// variables (kept for restarts).
+    pub fn start_with(bin: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let data = tempfile::tempdir().unwrap();
         let mut args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         if !extra.contains(&"--shards") {
             args.extend(["--shards".into(), "2".into()]);
         }
-        let (child, addr, quic_addr, tls) = spawn(data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
-        Server { child: Some(child), addr, quic_addr, tls, data, args }
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let bin = bin.to_path_buf();
+        let (child, addr, quic_addr, tls) =
+            spawn(&bin, &env, data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
+        Server { child: Some(child), addr, quic_addr, tls, data, args, bin, env }
     }
 
     /// Starts a server on a data directory the caller prepared (for example a small
@@ -71,8 +83,9 @@ impl Server {
         if !extra.contains(&"--shards") {
             args.extend(["--shards".into(), "2".into()]);
         }
-        let (child, addr, quic_addr, tls) = spawn(data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
-        Server { child: Some(child), addr, quic_addr, tls, data, args }
+        let bin = palaver_bin();
+        let (child, addr, quic_addr, tls) = spawn(&bin, &[], data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
+        Server { child: Some(child), addr, quic_addr, tls, data, args, bin, env: Vec::new() }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -113,8 +126,14 @@ impl Server {
     /// Starts the server again on the same data directory and port.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let (child, addr, quic_addr, tls) =
-            spawn(self.data.path(), &self.args, &self.addr.to_string(), &self.quic_addr.to_string());
+        let (child, addr, quic_addr, tls) = spawn(
+            &self.bin,
+            &self.env,
+            self.data.path(),
+            &self.args,
+            &self.addr.to_string(),
+            &self.quic_addr.to_string(),
+        );
         self.tls = tls;
         self.child = Some(child);
         self.addr = addr;
@@ -134,11 +153,19 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data: &Path, args: &[String], addr: &str, quic_addr: &str) -> (Child, SocketAddr, SocketAddr, bool) {
+fn spawn(
+    bin: &Path,
+    env: &[(String, String)],
+    data: &Path,
+    args: &[String],
+    addr: &str,
+    quic_addr: &str,
+) -> (Child, SocketAddr, SocketAddr, bool) {
     // A restart may race the old socket's release: retry the bind for a while.
     let deadline = Instant::now() + WAIT;
     loop {
-        let mut child = Command::new(palaver_bin())
+        let mut child = Command::new(bin)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args(args)
             .args(["--http-addr", addr, "--quic-addr", quic_addr, "--data-dir"])
             .arg(data)
