@@ -20,8 +20,11 @@ pub use http_request::http_request;
 pub use room_model::room_model;
 pub use ws_frame::ws_frame;
 
+/// A harness: returns for any input, panics when a property fails.
+pub type Harness = fn(&[u8]);
+
 /// Every target by name, for the corpus replay.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Harness); 5] = [
     ("json_frame", json_frame),
     ("rkyv_frame", rkyv_frame),
     ("ws_frame", ws_frame),

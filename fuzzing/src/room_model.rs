@@ -645,6 +645,7 @@ impl Harness {
             ModAction::Transfer => vec![
                 Write::PutMember(target.clone(), Role::Owner),
                 Write::PutMember(actor.clone(), Role::Admin),
+                Write::RemoveMute(target.clone()),
             ],
         };
         let message = self.room.system_message(now, notice, "notice".into());
