@@ -28,7 +28,7 @@ const START_MS: u64 = 1_000_000;
 
 /// One operation of a script. Users, cids, texts and emoji are small indices so that
 /// collisions (the same cid twice, a moderator acting on a moderator) are common.
-#[derive(Debug, Arbitrary)]
+#[derive(Debug, Clone, Copy, Arbitrary)]
 enum Op {
     Join { user: u8 },
     Leave { user: u8 },
@@ -70,9 +70,18 @@ pub fn room_model(data: &[u8]) {
     }
     let mut h = Harness::new(private);
     for (i, op) in ops.into_iter().enumerate() {
-        let description = format!("op {i}: {op:?}");
-        h.step(op, &description);
-        h.compare(&description);
+        let step = Step(i, op);
+        h.step(op, &step);
+        h.compare(&step);
+    }
+}
+
+/// Which step of the script failed, formatted only when one does.
+struct Step(usize, Op);
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "op {}: {:?}", self.0, self.1)
     }
 }
 
@@ -116,7 +125,7 @@ fn kind(e: &CoreError) -> String {
 }
 
 fn check<T: std::fmt::Debug + PartialEq>(
-    description: &str,
+    description: &Step,
     got: Result<T, CoreError>,
     expected: Result<T, &'static str>,
 ) -> Option<T> {
@@ -400,7 +409,7 @@ impl Harness {
         self.model.mutes.retain(|_, until| *until > now);
     }
 
-    fn step(&mut self, op: Op, d: &str) {
+    fn step(&mut self, op: Op, d: &Step) {
         let now = self.now;
         match op {
             Op::Commit => self.commit(),
@@ -598,7 +607,7 @@ impl Harness {
         }
     }
 
-    fn moderate(&mut self, d: &str, a: u8, t: u8, action: ModAction) {
+    fn moderate(&mut self, d: &Step, a: u8, t: u8, action: ModAction) {
         let now = self.now;
         let expected = self.model.moderate(now, a, t, action);
         if expected.is_ok() {
@@ -653,7 +662,7 @@ impl Harness {
         self.write_through(writes);
     }
 
-    fn compare(&self, d: &str) {
+    fn compare(&self, d: &Step) {
         let (room, model) = (&self.room, &self.model);
         assert_eq!(room.last_seq(), model.last_seq(), "{d}: last_seq");
         assert_eq!(room.durable_seq(), model.durable_seq, "{d}: durable_seq");

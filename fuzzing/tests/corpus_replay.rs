@@ -9,7 +9,7 @@ use std::path::Path;
 fn committed_fuzz_inputs_pass_their_harness() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut replayed = 0;
-    for (target, harness) in palaver_fuzzing::TARGETS {
+    for &(target, harness) in palaver_fuzzing::TARGETS {
         for folder in ["corpus", "regressions"] {
             let Ok(entries) = std::fs::read_dir(fuzz.join(folder).join(target)) else { continue };
             let mut files: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -29,7 +29,7 @@ fn committed_fuzz_inputs_pass_their_harness() {
 #[test]
 fn every_target_has_a_committed_corpus() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    for (target, _) in palaver_fuzzing::TARGETS {
+    for &(target, _) in palaver_fuzzing::TARGETS {
         let count = std::fs::read_dir(fuzz.join(target)).map_or(0, |d| d.count());
         assert!(count > 0, "no corpus for {target}");
     }
