@@ -21,6 +21,8 @@ pub mod clock;
 pub mod config;
 mod conn;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 pub mod metrics;
 pub mod quic;

@@ -329,9 +329,12 @@ impl Room {
     }
 
     /// Removes `user` whatever their role (undoing a join whose write failed, or a kick).
+    /// A mute stays: it is stored apart from the membership (leaving or a kick writes no
+    /// `RemoveMute`) and ends by itself, so leaving and rejoining must not lift it — nor
+    /// may a restart bring back one that memory had dropped (found by the `room_model`
+    /// fuzz target, reproducer `fuzz/regressions/room_model/mute-survives-leave`).
     pub fn forget_member(&mut self, user: &UserId) -> bool {
         self.typing.remove(user);
-        self.mutes.remove(user);
         self.last_sent.remove(user);
         self.members.remove(user).is_some()
     }

@@ -195,32 +195,41 @@ pub async fn read_head(
     stream: &mut impl AsyncReadRent,
     buf: &mut BytesMut,
 ) -> Result<(Request, usize), ReadError> {
-    let head_len = loop {
-        if let Some(pos) = find_head_end(buf) {
-            break pos;
-        }
-        if buf.len() > MAX_HEAD_BYTES {
-            return Err(ReadError::Refuse(Response::error_with_status(
-                431,
-                ErrorCode::TooLarge,
-                "request head exceeds 16 KiB",
-            )));
+    loop {
+        if let Some(head) = parse_head(buf)? {
+            return Ok(head);
         }
         match read_more(stream, buf).await {
             Ok(0) | Err(_) => return Err(ReadError::Closed),
             Ok(_) => {}
         }
-    };
-    if head_len > MAX_HEAD_BYTES {
-        return Err(ReadError::Refuse(Response::error_with_status(
+    }
+}
+
+/// The sans-IO half of [`read_head`]: takes a complete request head off the front of
+/// `buf` (`Ok(None)`: not complete yet, read more and call again). Refuses a head over
+/// [`MAX_HEAD_BYTES`] with 431, malformed heads, `Transfer-Encoding` and a bad
+/// `Content-Length` with 400. Fuzzed by `fuzz/fuzz_targets/http_request.rs`.
+pub fn parse_head(buf: &mut BytesMut) -> Result<Option<(Request, usize)>, ReadError> {
+    let too_large = || {
+        ReadError::Refuse(Response::error_with_status(
             431,
             ErrorCode::TooLarge,
             "request head exceeds 16 KiB",
-        )));
+        ))
+    };
+    let Some(head_len) = find_head_end(buf) else {
+        if buf.len() > MAX_HEAD_BYTES {
+            return Err(too_large());
+        }
+        return Ok(None);
+    };
+    if head_len > MAX_HEAD_BYTES {
+        return Err(too_large());
     }
     let head = buf.split_to(head_len);
     // Parsed in its own scope: httparse's header array (2 KiB) must not be held across
-    // the body read below, or it would sit in every connection's future.
+    // the body read, or it would sit in every connection's future.
     let request = {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
@@ -259,7 +268,7 @@ pub async fn read_head(
         None => 0,
         Some(v) => v.trim().parse::<usize>().map_err(|_| bad("bad Content-Length"))?,
     };
-    Ok((request, length))
+    Ok(Some((request, length)))
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {

@@ -214,6 +214,46 @@ async fn linger_close(mut stream: impl ByteStream, mut buf: BytesMut) {
     let _ = monoio::time::timeout(std::time::Duration::from_secs(2), drain).await;
 }
 
+/// What a valid WebSocket upgrade request asks for.
+#[derive(Debug)]
+pub(crate) struct UpgradeRequest<'a> {
+    /// The `Sec-WebSocket-Accept` value to answer with.
+    pub accept: String,
+    /// The codec chosen from the offered subprotocols.
+    pub codec: palaver_protocol::Codec,
+    /// Whether to echo the chosen subprotocol back.
+    pub echo_protocol: bool,
+    /// The token of an `Authorization` header (`""` when it is not `Bearer …`), still
+    /// to be verified.
+    pub token: Option<&'a str>,
+}
+
+/// The sans-IO checks of a WebSocket upgrade request (method, `Connection`, version,
+/// key, subprotocol); the token is verified by the caller. Fuzzed by
+/// `fuzz/fuzz_targets/http_request.rs`.
+pub(crate) fn check_upgrade(request: &Request) -> Result<UpgradeRequest<'_>, Response> {
+    let refuse =
+        |code: ErrorCode, status: u16, message: &str| Response::error_with_status(status, code, message);
+    if request.method != "GET" {
+        return Err(refuse(ErrorCode::Invalid, 405, "WebSocket upgrades use GET"));
+    }
+    if !request.header_has_token("connection", "upgrade") {
+        return Err(refuse(ErrorCode::Invalid, 400, "missing Connection: upgrade"));
+    }
+    if request.header("sec-websocket-version").map(str::trim) != Some("13") {
+        return Err(refuse(ErrorCode::Invalid, 426, "Sec-WebSocket-Version must be 13"));
+    }
+    let key = request
+        .header("sec-websocket-key")
+        .ok_or_else(|| refuse(ErrorCode::Invalid, 400, "missing Sec-WebSocket-Key"))?;
+    let accept = accept_key(key).map_err(|e| refuse(ErrorCode::Invalid, 400, &e.to_string()))?;
+    let (codec, echo_protocol) = choose_codec(request.header("sec-websocket-protocol"))
+        .map_err(|e| refuse(ErrorCode::Invalid, 400, &e.to_string()))?;
+    let token =
+        request.header("authorization").map(|value| value.strip_prefix("Bearer ").unwrap_or_default().trim());
+    Ok(UpgradeRequest { accept, codec, echo_protocol, token })
+}
+
 async fn upgrade(
     shard: Rc<Shard>,
     mut stream: impl ByteStream,
@@ -221,39 +261,16 @@ async fn upgrade(
     request: Request,
     ip_permit: limits::ConnectionPermit<std::net::IpAddr>,
 ) {
-    let refuse =
-        |code: ErrorCode, status: u16, message: &str| Response::error_with_status(status, code, message);
-    let checked = (|| {
-        if request.method != "GET" {
-            return Err(refuse(ErrorCode::Invalid, 405, "WebSocket upgrades use GET"));
-        }
-        if !request.header_has_token("connection", "upgrade") {
-            return Err(refuse(ErrorCode::Invalid, 400, "missing Connection: upgrade"));
-        }
-        if request.header("sec-websocket-version").map(str::trim) != Some("13") {
-            return Err(refuse(ErrorCode::Invalid, 426, "Sec-WebSocket-Version must be 13"));
-        }
-        let key = request
-            .header("sec-websocket-key")
-            .ok_or_else(|| refuse(ErrorCode::Invalid, 400, "missing Sec-WebSocket-Key"))?;
-        let accept = accept_key(key).map_err(|e| refuse(ErrorCode::Invalid, 400, &e.to_string()))?;
-        let (codec, echo) = choose_codec(request.header("sec-websocket-protocol"))
-            .map_err(|e| refuse(ErrorCode::Invalid, 400, &e.to_string()))?;
-        let user = match request.header("authorization") {
+
+    let checked = check_upgrade(&request).and_then(|upgrade| {
+        let user = match upgrade.token {
             None => None,
-            Some(value) => {
-                let token = value.strip_prefix("Bearer ").unwrap_or_default().trim();
-                Some(
-                    shard
-                        .shared
-                        .tokens
-                        .verify(token)
-                        .map_err(|_| refuse(ErrorCode::Unauthorized, 401, "invalid or expired token"))?,
-                )
-            }
+            Some(token) => Some(shard.shared.tokens.verify(token).map_err(|_| {
+                Response::error_with_status(401, ErrorCode::Unauthorized, "invalid or expired token")
+            })?),
         };
-        Ok((accept, codec, echo, user))
-    })();
+        Ok((upgrade.accept, upgrade.codec, upgrade.echo_protocol, user))
+    });
     let (accept, codec, echo_protocol, user) = match checked {
         Ok(ok) => ok,
         Err(response) => {

@@ -260,9 +260,17 @@ fn moderate(
             (vec![Write::PutMember { room, user, role }], AfterNotice::Nothing)
         }
         SystemAction::OwnershipTransferred => {
+            // The room lifts the new owner's mute (nobody may moderate an owner); without
+            // its `RemoveMute` a restart would bring the mute back (found by the
+            // `room_model` fuzz target, `fuzz/regressions/room_model/mute-lifted-by-…`).
             let writes = vec![
-                Write::PutMember { room: room.clone(), user, role: Role::Owner.to_byte() },
-                Write::PutMember { room, user: origin.user.clone(), role: Role::Admin.to_byte() },
+                Write::PutMember { room: room.clone(), user: user.clone(), role: Role::Owner.to_byte() },
+                Write::PutMember {
+                    room: room.clone(),
+                    user: origin.user.clone(),
+                    role: Role::Admin.to_byte(),
+                },
+                Write::RemoveMute { room, user },
             ];
             (writes, AfterNotice::Nothing)
         }

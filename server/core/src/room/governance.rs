@@ -258,6 +258,8 @@ impl Room {
                 }
                 self.forget_member(target);
                 self.invites.remove(target);
+                // A ban ends a mute (the shard writes `RemoveMute` with the ban).
+                self.mutes.remove(target);
                 self.bans.insert(target.clone());
                 Ok(notice(SystemAction::Banned, None, None, reason))
             }
