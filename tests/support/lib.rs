@@ -84,7 +84,8 @@ impl Server {
             args.extend(["--shards".into(), "2".into()]);
         }
         let bin = palaver_bin();
-        let (child, addr, quic_addr, tls) = spawn(&bin, &[], data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
+        let (child, addr, quic_addr, tls) =
+            spawn(&bin, &[], data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
         Server { child: Some(child), addr, quic_addr, tls, data, args, bin, env: Vec::new() }
     }
 

@@ -266,7 +266,15 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<(Request, usize)>, ReadEr
     }
     let length = match request.header("content-length") {
         None => 0,
-        Some(v) => v.trim().parse::<usize>().map_err(|_| bad("bad Content-Length"))?,
+        // RFC 9110: 1*DIGIT. `usize::from_str` would also take a leading `+`, which a
+        // proxy in front may read differently (request smuggling).
+        Some(v) => {
+            let v = v.trim();
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad("bad Content-Length"));
+            }
+            v.parse::<usize>().map_err(|_| bad("bad Content-Length"))?
+        }
     };
     Ok(Some((request, length)))
 }
@@ -283,4 +291,29 @@ pub async fn write_response(
 ) -> std::io::Result<()> {
     let (result, _) = stream.write_all(response.to_bytes(keep_alive)).await;
     result.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn length_of(header: &str) -> Result<usize, u16> {
+        let mut buf =
+            BytesMut::from(format!("POST /x HTTP/1.1\r\nContent-Length: {header}\r\n\r\n").as_str());
+        match parse_head(&mut buf) {
+            Ok(Some((_, length))) => Ok(length),
+            Ok(None) => Err(0),
+            Err(ReadError::Refuse(response)) => Err(response.status),
+            Err(ReadError::Closed) => Err(1),
+        }
+    }
+
+    #[test]
+    fn content_length_is_digits_only() {
+        assert_eq!(length_of("5"), Ok(5));
+        assert_eq!(length_of(" 12 "), Ok(12));
+        for bad in ["+5", "-1", "0x10", "5 5", "", "99999999999999999999999"] {
+            assert_eq!(length_of(bad), Err(400), "{bad:?}");
+        }
+    }
 }

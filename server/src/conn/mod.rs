@@ -261,7 +261,6 @@ async fn upgrade(
     request: Request,
     ip_permit: limits::ConnectionPermit<std::net::IpAddr>,
 ) {
-
     let checked = check_upgrade(&request).and_then(|upgrade| {
         let user = match upgrade.token {
             None => None,
