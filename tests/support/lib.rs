@@ -63,7 +63,16 @@ impl Server {
     /// Starts another build of the server (`bin`) with extra flags and environment
     /// variables (kept for restarts).
     pub fn start_with(bin: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let data = tempfile::tempdir().unwrap();
+        Server::launch(tempfile::tempdir().unwrap(), bin, extra, env)
+    }
+
+    /// Starts a server on a data directory the caller prepared (for example a small
+    /// tmpfs mounted on it), with `--shards 2` and the given extra flags.
+    pub fn start_in(data: tempfile::TempDir, extra: &[&str]) -> Server {
+        Server::launch(data, &palaver_bin(), extra, &[])
+    }
+
+    fn launch(data: tempfile::TempDir, bin: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         if !extra.contains(&"--shards") {
             args.extend(["--shards".into(), "2".into()]);
@@ -74,19 +83,6 @@ impl Server {
         let (child, addr, quic_addr, tls) =
             spawn(&bin, &env, data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
         Server { child: Some(child), addr, quic_addr, tls, data, args, bin, env }
-    }
-
-    /// Starts a server on a data directory the caller prepared (for example a small
-    /// tmpfs mounted on it), with `--shards 2` and the given extra flags.
-    pub fn start_in(data: tempfile::TempDir, extra: &[&str]) -> Server {
-        let mut args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        if !extra.contains(&"--shards") {
-            args.extend(["--shards".into(), "2".into()]);
-        }
-        let bin = palaver_bin();
-        let (child, addr, quic_addr, tls) =
-            spawn(&bin, &[], data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
-        Server { child: Some(child), addr, quic_addr, tls, data, args, bin, env: Vec::new() }
     }
 
     pub fn data_dir(&self) -> &Path {

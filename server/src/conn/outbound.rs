@@ -208,7 +208,7 @@ impl Outbound {
     }
 
     /// Moves everything queued (up to a cap) into `out`; false once closed and flushed.
-    /// For writers that are not a monoio socket (the QUIC bridge).
+    /// The socket writer's batches and the QUIC bridge both take frames this way.
     pub async fn take_frames(&self, out: &mut Vec<Bytes>) -> bool {
         poll_fn(|cx| {
             let mut q = self.0.borrow_mut();
@@ -228,6 +228,7 @@ impl Outbound {
                 out.push(frame);
             }
             q.bytes -= taken;
+            // A replay may be waiting for the queue to drain.
             for w in q.drain_watchers.drain(..) {
                 w.wake();
             }
@@ -238,32 +239,11 @@ impl Outbound {
 
     /// Fills `batch` with everything queued (up to a cap); false once closed and flushed.
     async fn next_batch(&self, batch: &mut FrameBatch) -> bool {
-        poll_fn(|cx| {
-            let mut q = self.0.borrow_mut();
-            if q.frames.is_empty() {
-                return match q.state {
-                    State::Open => {
-                        q.writer = Some(cx.waker().clone());
-                        Poll::Pending
-                    }
-                    State::Closing | State::Finished => Poll::Ready(false),
-                };
-            }
-            let take = q.frames.len().min(MAX_FRAMES_PER_WRITE);
-            let mut taken = 0;
-            for frame in q.frames.drain(..take) {
-                taken += frame.len();
-                batch.frames.push(frame);
-            }
-            q.bytes -= taken;
+        let more = self.take_frames(&mut batch.frames).await;
+        if more {
             batch.rebuild();
-            // A replay may be waiting for the queue to drain.
-            for w in q.drain_watchers.drain(..) {
-                w.wake();
-            }
-            Poll::Ready(true)
-        })
-        .await
+        }
+        more
     }
 
     /// Marks the writer stopped.
