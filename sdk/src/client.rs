@@ -40,6 +40,10 @@ pub struct ClientOptions {
     /// [`QuicOptions::trust`](crate::QuicOptions) says if `quic` is set, else the system's
     /// root certificates. Ignored by the browser transport (the browser does TLS).
     pub trust: Option<crate::trust::TlsTrust>,
+    /// Other nodes of the same cluster (same forms as the main URL). When a connection
+    /// attempt fails, the next reconnection goes to the next URL in turn, so a client
+    /// of a node that died resumes on another (with `since`, like any reconnection).
+    pub fallback_urls: Vec<String>,
 }
 
 impl Default for ClientOptions {
@@ -50,6 +54,7 @@ impl Default for ClientOptions {
             core: Config::default(),
             quic: None,
             trust: None,
+            fallback_urls: Vec::new(),
         }
     }
 }
@@ -63,6 +68,11 @@ impl ClientOptions {
     /// These options, trusting `trust` for `https://`/`wss://`.
     pub fn trusting(self, trust: crate::trust::TlsTrust) -> Self {
         ClientOptions { trust: Some(trust), ..self }
+    }
+
+    /// These options, failing over to `urls` (other nodes of a cluster).
+    pub fn failing_over_to(self, urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        ClientOptions { fallback_urls: urls.into_iter().map(Into::into).collect(), ..self }
     }
 
     /// The default options over QUIC (rkyv frames).
@@ -199,6 +209,10 @@ pub(crate) async fn start<P: Platform>(
     spawn: impl FnOnce(P, DriverSetup),
 ) -> Result<Client, Error> {
     let endpoint = Endpoint::parse(url)?;
+    let mut endpoints = vec![endpoint.clone()];
+    for fallback in &options.fallback_urls {
+        endpoints.push(Endpoint::parse(fallback)?);
+    }
     let tokens = initial_session(&platform, &endpoint, &credentials).await?;
     let mut core_config = options.core;
     core_config.seed ^= seed;
@@ -209,7 +223,7 @@ pub(crate) async fn start<P: Platform>(
     let shared =
         SharedState::new(std::sync::Mutex::new(Shared { tokens: Some(tokens), ..Shared::default() }));
     let setup = DriverSetup {
-        endpoint,
+        endpoints,
         codec: options.codec,
         credentials,
         connect_timeout_ms: options.connect_timeout_ms,

@@ -68,7 +68,8 @@ pub(crate) fn lock(shared: &SharedState) -> std::sync::MutexGuard<'_, Shared> {
 
 /// Everything the driver needs besides the platform.
 pub(crate) struct DriverSetup {
-    pub endpoint: Endpoint,
+    /// The server, then its fallbacks (other nodes of a cluster), tried in turn.
+    pub endpoints: Vec<Endpoint>,
     pub codec: Codec,
     pub credentials: Credentials,
     pub connect_timeout_ms: u64,
@@ -148,7 +149,7 @@ enum Woke {
 /// its credentials are refused.
 pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
     let DriverSetup {
-        endpoint,
+        endpoints,
         codec,
         credentials,
         connect_timeout_ms,
@@ -158,6 +159,7 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
         shared,
         ready,
     } = setup;
+    let mut current = 0usize;
     let mut ready = Some(ready);
     let mut socket: Option<P::Socket> = None;
     let mut tickets: HashMap<Ticket, oneshot::Sender<Result<OkBody, Error>>> = HashMap::new();
@@ -213,7 +215,7 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
                     let result = with_timeout(
                         &platform,
                         connect_timeout_ms,
-                        platform.connect(endpoint.ws_url.clone(), codec),
+                        platform.connect(endpoints[current].ws_url.clone(), codec),
                     )
                     .await;
                     let now = platform.now_ms();
@@ -222,16 +224,18 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
                             socket = Some(s);
                             core.handle_connected(now);
                         }
-                        Err(e) => core.handle_connect_failed(now, e),
+                        Err(e) => {
+                            // The next attempt goes to the next node, if there are others.
+                            current = (current + 1) % endpoints.len();
+                            core.handle_connect_failed(now, e);
+                        }
                     }
                 }
                 Action::ObtainTokens { refresh_token } => {
                     let result = with_timeout(&platform, connect_timeout_ms, async {
-                        obtain_tokens(&platform, &endpoint, &credentials, refresh_token).await.map_err(
-                            |(e, fatal)| {
-                                if fatal { Error::Auth(e.to_string()) } else { e }
-                            },
-                        )
+                        obtain_tokens(&platform, &endpoints[current], &credentials, refresh_token)
+                            .await
+                            .map_err(|(e, fatal)| if fatal { Error::Auth(e.to_string()) } else { e })
                     })
                     .await;
                     let now = platform.now_ms();

@@ -122,6 +122,17 @@ pub struct Cli {
     /// refuse to start if any is damaged. Takes about a second per GB.
     #[arg(long, env = "PALAVER_VERIFY_ON_START")]
     pub verify_on_start: bool,
+    /// Join a cluster through this NATS server (e.g. `nats://127.0.0.1:4222`); without it
+    /// the server runs alone.
+    #[arg(long, env = "PALAVER_CLUSTER", value_name = "NATS_URL")]
+    pub cluster: Option<String>,
+    /// This node's id in the cluster (letters, digits, `-`, `_`; stable across restarts).
+    #[arg(long, env = "PALAVER_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Copies JetStream keeps of the cluster log (1 with one NATS server; 3 with a
+    /// three-server NATS cluster).
+    #[arg(long, env = "PALAVER_CLUSTER_LOG_REPLICAS")]
+    pub cluster_log_replicas: Option<usize>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
@@ -169,6 +180,9 @@ struct FileConfig {
     disable_search: Option<bool>,
     disk_reserve_mb: Option<u64>,
     verify_on_start: Option<bool>,
+    cluster: Option<String>,
+    node_id: Option<String>,
+    cluster_log_replicas: Option<usize>,
     max_connections_per_ip: Option<u32>,
     max_connections_per_user: Option<u32>,
     handshake_timeout_secs: Option<u64>,
@@ -228,6 +242,8 @@ pub struct Config {
     pub disk_reserve_bytes: u64,
     /// Whether every stored record is read and checked at start-up.
     pub verify_on_start: bool,
+    /// Cluster mode: the NATS server, this node's id and the log's replica count.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Time to send a request head or JSON body.
     pub handshake_timeout: std::time::Duration,
     /// Open connections per client address (0: unlimited).
@@ -294,6 +310,18 @@ impl Config {
                 .unwrap_or(64)
                 .saturating_mul(1 << 20),
             verify_on_start: cli.verify_on_start || file.verify_on_start.unwrap_or(false),
+            cluster: match (cli.cluster.or(file.cluster), cli.node_id.or(file.node_id)) {
+                (None, None) => None,
+                (None, Some(_)) => return Err(ConfigError::Invalid("node_id needs cluster".into())),
+                (Some(_), None) => {
+                    return Err(ConfigError::Invalid("cluster needs node_id (stable per node)".into()));
+                }
+                (Some(nats_url), Some(node_id)) => Some(crate::cluster::ClusterConfig {
+                    nats_url,
+                    node_id,
+                    log_replicas: cli.cluster_log_replicas.or(file.cluster_log_replicas).unwrap_or(1),
+                }),
+            },
             handshake_timeout: cli
                 .handshake_timeout_secs
                 .or(file.handshake_timeout_secs)
@@ -372,6 +400,21 @@ impl Config {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if !(1..=1024).contains(&self.shards) {
             return invalid("shards must be 1 to 1024");
+        }
+        if let Some(cluster) = &self.cluster {
+            let id = &cluster.node_id;
+            if id.is_empty()
+                || id.len() > 32
+                || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return invalid("node_id must be 1 to 32 letters, digits, '-' or '_'");
+            }
+            if !(1..=5).contains(&cluster.log_replicas) {
+                return invalid("cluster_log_replicas must be 1 to 5");
+            }
+            if self.jwt_secret.is_none() {
+                return invalid("a cluster needs jwt_secret: the same secret on every node");
+            }
         }
         if self.max_text_chars == 0 {
             return invalid("max_text_chars must be at least 1");

@@ -18,6 +18,7 @@
 pub mod auth;
 mod blocking;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 mod conn;
 pub mod files;

@@ -58,6 +58,9 @@ pub enum StartError {
     /// rustls refused the certificate and key for the HTTP listener's TLS.
     #[error("cannot serve HTTP over TLS: {0}")]
     HttpTls(rustls::Error),
+    /// The cluster could not be joined (NATS unreachable, JetStream off).
+    #[error("cannot join the cluster: {0}")]
+    Cluster(String),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -91,8 +94,24 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let (search, indexer) = if config.search { start_search(&data_dir, &store)? } else { (None, None) };
     let metrics = Arc::new(Metrics::default());
 
-    let (mesh, inboxes) = Mesh::new(config.shards);
     let index_feed = search.as_ref().map(|(_, feed)| feed.clone());
+    let (mesh, inboxes, cluster) = match &config.cluster {
+        None => {
+            let (mesh, inboxes) = Mesh::new(config.shards);
+            (mesh, inboxes, None)
+        }
+        Some(cluster_config) => {
+            let (mesh, inboxes, gateway) = Mesh::with_gateway(config.shards);
+            let (cluster, threads) = crate::cluster::start(
+                cluster_config,
+                mesh.clone(),
+                gateway,
+                store.clone(),
+                index_feed.clone(),
+            )?;
+            (mesh, inboxes, Some((cluster, threads)))
+        }
+    };
     let committer = start_committer(store.clone(), mesh.clone(), metrics.clone(), index_feed);
     let (blocking, blocking_threads) = BlockingPool::start(2);
     let listeners = bind_shared_port(config.http_addr, config.shards)?;
@@ -124,6 +143,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         mesh: mesh.clone(),
         metrics,
         blocking,
+        cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
     });
 
     let mut signals =
@@ -186,6 +206,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         indexer.shutdown();
     }
     committer.shutdown();
+    if let Some((_, threads)) = cluster {
+        threads.stop();
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -40,4 +40,6 @@ pub struct Shared {
     /// The HTTP listener's TLS configuration with `--http-tls` (each shard runs its own
     /// handshakes with it); `None`: plain HTTP.
     pub http_tls: Option<monoio_rustls::TlsAcceptor>,
+    /// Cluster mode: membership, ownership and the way to other nodes (`None`: alone).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }

@@ -58,6 +58,10 @@ pub enum StorageError {
         /// The watermark file.
         watermark: std::path::PathBuf,
     },
+    /// The cluster's shared log did not take a write (broker unreachable, timed out):
+    /// nothing was written.
+    #[error("cluster log: {0}")]
+    Replication(String),
     /// A file beside the database could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -72,6 +76,6 @@ impl StorageError {
     /// Whether a client should be told `unavailable` (try again later) rather than
     /// `internal`: the store is refusing writes, not broken for this request.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Poisoned | Self::Closed | Self::DiskFull { .. })
+        matches!(self, Self::Poisoned | Self::Closed | Self::DiskFull { .. } | Self::Replication(_))
     }
 }

@@ -105,7 +105,8 @@ pub struct RefreshRecord {
 }
 
 /// One durable change, carried out by [`crate::GroupCommitter`] inside one atomic batch.
-#[derive(Debug, Clone)]
+/// Serializable: in a cluster, batches of writes are the records of the shared log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Write {
     /// Append a message (and its idempotency key) to a room's log.
@@ -315,6 +316,25 @@ pub enum Write {
         /// ms since the Unix epoch.
         at: u64,
     },
+    /// A new account (written by `Store::create_user`; a write of its own only so that
+    /// a cluster can replicate it).
+    PutUser(UserRecord),
+    /// A refresh token record (new, or marked rotated), under the token's hash.
+    PutRefresh {
+        /// SHA-256 of the token.
+        token_hash: Vec<u8>,
+        /// The record.
+        record: RefreshRecord,
+    },
+    /// A refresh-token family is revoked (a rotated token was replayed).
+    RevokeFamily {
+        /// The family.
+        family: String,
+        /// When, ms since the Unix epoch.
+        at: u64,
+    },
+    /// A shared file's metadata.
+    PutFile(FileRecord),
 }
 
 impl Write {

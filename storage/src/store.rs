@@ -19,6 +19,17 @@ pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_KEY: &[u8] = b"format_version";
 /// The group-commit counter, written in every group's batch (see `integrity`).
 const COMMIT_COUNTER_KEY: &[u8] = b"commit_counter";
+/// In a cluster: the position in the shared log up to which this replica has applied.
+const LOG_POSITION_KEY: &[u8] = b"cluster_log_position";
+
+/// A cluster's shared log. With one set ([`Store::set_replicator`]), every write this
+/// node originates is handed to it first, and applied here only once the log has it: a
+/// node's store never holds a write the rest of the cluster cannot see.
+pub trait Replicator: Send + Sync {
+    /// Makes `writes` part of the shared log (blocking until the log acknowledges them).
+    /// An account creation that loses a race for its username fails with `UsernameTaken`.
+    fn replicate(&self, writes: &[Write]) -> Result<(), StorageError>;
+}
 
 /// How a store is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +85,8 @@ pub struct Store {
     commits: Mutex<u64>,
     watermark: CommitWatermark,
     disk: DiskGuard,
+    /// Set in a cluster: where this node's writes go before they are applied here.
+    replicator: std::sync::OnceLock<std::sync::Arc<dyn Replicator>>,
     pub(crate) room_user_ban: Keyspace,
     pub(crate) room_user_mute: Keyspace,
     pub(crate) room_user_invite: Keyspace,
@@ -167,6 +180,7 @@ impl Store {
             commits: Mutex::new(recovered),
             watermark,
             disk: DiskGuard::new(options.disk_reserve_bytes),
+            replicator: std::sync::OnceLock::new(),
         };
         store.check_format()?;
         Ok(store)
@@ -212,15 +226,56 @@ impl Store {
         }
     }
 
-    /// Applies many writes as one atomic batch and makes it durable per the policy.
-    /// On failure the store is poisoned: every later write fails with `Poisoned`.
+    /// Joins a cluster: from now on every write originated here goes to `replicator`
+    /// first. Set once; returns false if one was set already.
+    pub fn set_replicator(&self, replicator: std::sync::Arc<dyn Replicator>) -> bool {
+        self.replicator.set(replicator).is_ok()
+    }
+
+    pub(crate) fn replicate(&self, writes: &[Write]) -> Result<(), StorageError> {
+        match self.replicator.get() {
+            Some(replicator) => replicator.replicate(writes),
+            None => Ok(()),
+        }
+    }
+
+    /// The shared-log position this replica has applied up to (0: none).
+    pub fn log_position(&self) -> Result<u64, StorageError> {
+        Ok(self
+            .meta
+            .get(LOG_POSITION_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Applies many writes as one atomic batch and makes it durable per the policy (in
+    /// a cluster, after the shared log took them). On failure the store is poisoned:
+    /// every later write fails with `Poisoned`.
     pub fn apply(&self, writes: &[Write]) -> Result<(), StorageError> {
+        self.apply_batch(writes, None)
+    }
+
+    /// Applies writes another node originated, read from the shared log at `position`
+    /// (recorded in the same batch, so a restarted replica resumes after it). Not handed
+    /// to the replicator: the log has them.
+    pub fn apply_replicated(&self, writes: &[Write], position: u64) -> Result<(), StorageError> {
+        self.apply_batch(writes, Some(position))
+    }
+
+    fn apply_batch(&self, writes: &[Write], log_position: Option<u64>) -> Result<(), StorageError> {
         let mut commits = self.commits.lock().map_err(|_| StorageError::Poisoned)?;
         if self.is_poisoned() {
             return Err(StorageError::Poisoned);
         }
         self.disk.check(self.watermark.file())?;
+        if log_position.is_none() {
+            // The shared log first: a write it refused is written nowhere.
+            self.replicate(writes)?;
+        }
         let mut batch = self.db.batch().durability(Some(self.persist_mode()));
+        if let Some(position) = log_position {
+            batch.insert(&self.meta, LOG_POSITION_KEY, position.to_be_bytes());
+        }
         for write in writes {
             match write {
                 Write::AppendMessage(message) => {
@@ -285,6 +340,19 @@ impl Store {
                 Write::RemoveMember { room, user } => {
                     batch.remove(&self.room_member, keys::room_member(room, user));
                     batch.remove(&self.user_room, keys::user_room(user, room));
+                }
+                Write::PutUser(user) => {
+                    batch.insert(&self.users, user.user_id.as_str(), encode_json(user)?);
+                    batch.insert(&self.username_user, user.username.as_str(), user.user_id.as_str());
+                }
+                Write::PutRefresh { token_hash, record } => {
+                    batch.insert(&self.refresh_token, token_hash.as_slice(), encode_json(record)?);
+                }
+                Write::RevokeFamily { family, at } => {
+                    batch.insert(&self.revoked_family, family.as_bytes(), at.to_be_bytes());
+                }
+                Write::PutFile(file) => {
+                    batch.insert(&self.file_record, file.file_id.as_bytes(), encode_json(file)?);
                 }
                 other => self.apply_governance(&mut batch, other)?,
             }
@@ -370,6 +438,7 @@ impl Store {
             return Err(StorageError::UsernameTaken);
         }
         let mut batch = self.side_batch()?;
+        self.replicate(&[Write::PutUser(user.clone())])?;
         batch.insert(&self.users, user.user_id.as_str(), encode_json(user)?);
         batch.insert(&self.username_user, user.username.as_str(), user.user_id.as_str());
         batch.commit().map_err(|e| self.poison_on(e))?;
@@ -396,6 +465,7 @@ impl Store {
     pub fn put_refresh(&self, token_hash: &[u8], record: &RefreshRecord) -> Result<(), StorageError> {
         let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
         let mut batch = self.side_batch()?;
+        self.replicate(&[Write::PutRefresh { token_hash: token_hash.to_vec(), record: record.clone() }])?;
         batch.insert(&self.refresh_token, token_hash, encode_json(record)?);
         batch.commit().map_err(|e| self.poison_on(e))?;
         Ok(())
@@ -424,6 +494,7 @@ impl Store {
         let mut batch = self.side_batch()?;
         if old.rotated {
             tracing::warn!(user = %old.user_id, "refresh token replayed: revoking its family");
+            self.replicate(&[Write::RevokeFamily { family: old.family.clone(), at: now_ms }])?;
             batch.insert(&self.revoked_family, old.family.as_bytes(), now_ms.to_be_bytes());
             batch.commit().map_err(|e| self.poison_on(e))?;
             return Ok(None);
@@ -438,6 +509,10 @@ impl Store {
             expires_ms: new_expires_ms,
             rotated: false,
         };
+        self.replicate(&[
+            Write::PutRefresh { token_hash: old_hash.to_vec(), record: old.clone() },
+            Write::PutRefresh { token_hash: new_hash.to_vec(), record: new.clone() },
+        ])?;
         batch.insert(&self.refresh_token, old_hash, encode_json(&old)?);
         batch.insert(&self.refresh_token, new_hash, encode_json(&new)?);
         batch.commit().map_err(|e| self.poison_on(e))?;

@@ -210,6 +210,57 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::proces
     None
 }
 
+// ---------------------------------------------------------------- NATS
+
+/// A NATS server with JetStream (Debian's `nats-server`, installed by `.ci/run`) on a
+/// free loopback port, with its store in a temporary directory. Killed when dropped.
+pub struct Nats {
+    child: Child,
+    /// `nats://127.0.0.1:PORT`.
+    pub url: String,
+    _store: tempfile::TempDir,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let bin = std::env::var("NATS_SERVER").unwrap_or_else(|_| {
+            let sbin = "/usr/sbin/nats-server";
+            if Path::new(sbin).exists() { sbin.to_owned() } else { "nats-server".to_owned() }
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let store = tempfile::tempdir().unwrap();
+        let child = Command::new(&bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} ({e}): `apt-get install nats-server`"));
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nats { child, url: format!("nats://127.0.0.1:{port}"), _store: store }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A value of the server's `/metrics` (0 if absent).
+pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let (_, body) = http(addr, "GET", "/metrics", None, &[]);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 // ---------------------------------------------------------------- HTTP
 
 /// A minimal blocking HTTP/1.1 client: one request per connection.

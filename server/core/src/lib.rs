@@ -15,6 +15,7 @@
 
 mod error;
 pub mod keys;
+mod membership;
 mod presence;
 mod rate;
 mod role;
@@ -23,6 +24,7 @@ mod session;
 mod sharding;
 
 pub use error::CoreError;
+pub use membership::{Heartbeat, Membership, MembershipChange, rendezvous_owner, rendezvous_weight};
 pub use presence::{PresenceBook, SessionChange};
 pub use rate::TokenBucket;
 pub use role::Role;

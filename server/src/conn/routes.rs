@@ -49,7 +49,13 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
             status: 200,
             content_type: "text/plain; version=0.0.4",
             headers: Vec::new(),
-            body: shared.metrics.render().into_bytes(),
+            body: {
+                let mut text = shared.metrics.render();
+                if let Some(cluster) = &shared.cluster {
+                    cluster.render_metrics(&mut text);
+                }
+                text.into_bytes()
+            },
         },
         (_, "/v1/auth/register" | "/v1/auth/login" | "/v1/auth/refresh") => method_not_allowed("POST"),
         (_, "/healthz" | "/metrics") => method_not_allowed("GET"),

@@ -30,8 +30,9 @@ pub struct Origin {
     pub user: UserId,
 }
 
-/// A room operation, sent to the room's owning shard.
-#[derive(Debug, Clone)]
+/// A room operation, sent to the room's owning shard (in a cluster, perhaps to the
+/// owning node: hence serializable).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum RoomAction {
     /// Create `room` (its id was drawn by the origin shard).
     Create {
@@ -240,7 +241,7 @@ impl Reply {
 }
 
 /// Subscribe a connection to a room's events after `cursor`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Subscribe {
     /// The room.
     pub room: RoomId,
@@ -595,23 +596,81 @@ pub enum ShardMsg {
         /// The room.
         room: RoomId,
     },
+    /// Cluster: room ownership changed; let go of rooms this node no longer owns.
+    ClusterView,
+    /// Cluster: the owning node's answer to a forwarded request, for `origin_shard`
+    /// (sent to the room's local hub, which keeps the subscription bookkeeping).
+    ForwardedReply {
+        /// The shard holding the connection.
+        origin_shard: usize,
+        /// The answer.
+        reply: Reply,
+    },
+    /// Cluster: a message another node stored, already applied to this node's store.
+    Replicated(Box<Message>),
+    /// Cluster: an event from a room's owner on another node, for the local hub.
+    RoomEvent(Box<RemoteRoomEvent>),
     /// Stop: drain and exit.
     Shutdown,
     /// The drain finished: leave the event loop.
     Exit,
 }
 
-/// The senders to every shard's inbox.
+/// What a room's owner on another node tells the nodes with subscribers.
+#[derive(Debug)]
+pub enum RemoteRoomEvent {
+    /// An event without seq (typing, receipts, edits, reactions, member changes).
+    Ephemeral(Arc<Ephemeral>),
+    /// `user` left or was removed.
+    MemberGone {
+        /// The room.
+        room: RoomId,
+        /// The user.
+        user: UserId,
+    },
+    /// The room was deleted.
+    RoomGone {
+        /// The room.
+        room: RoomId,
+    },
+}
+
+impl RemoteRoomEvent {
+    /// The room it is about.
+    pub fn room(&self) -> &RoomId {
+        match self {
+            RemoteRoomEvent::Ephemeral(e) => &e.room,
+            RemoteRoomEvent::MemberGone { room, .. } | RemoteRoomEvent::RoomGone { room } => room,
+        }
+    }
+}
+
+/// The senders to every shard's inbox, and in a cluster the gateway: one more index
+/// (`len()`) that stands for "the other nodes", served by the cluster thread.
 #[derive(Debug, Clone)]
 pub struct Mesh {
     inboxes: Arc<Vec<flume::Sender<ShardMsg>>>,
+    gateway: Option<flume::Sender<ShardMsg>>,
 }
 
 impl Mesh {
     /// Creates one inbox per shard.
     pub fn new(shards: usize) -> (Mesh, Vec<flume::Receiver<ShardMsg>>) {
         let (senders, receivers) = (0..shards).map(|_| flume::unbounded()).unzip();
-        (Mesh { inboxes: Arc::new(senders) }, receivers)
+        (Mesh { inboxes: Arc::new(senders), gateway: None }, receivers)
+    }
+
+    /// One inbox per shard plus the cluster gateway's.
+    pub fn with_gateway(shards: usize) -> (Mesh, Vec<flume::Receiver<ShardMsg>>, flume::Receiver<ShardMsg>) {
+        let (mut mesh, receivers) = Self::new(shards);
+        let (gateway, gateway_rx) = flume::unbounded();
+        mesh.gateway = Some(gateway);
+        (mesh, receivers, gateway_rx)
+    }
+
+    /// The index that addresses the cluster gateway (`None` outside a cluster).
+    pub fn gateway(&self) -> Option<usize> {
+        self.gateway.as_ref().map(|_| self.len())
     }
 
     /// Number of shards.
@@ -619,10 +678,16 @@ impl Mesh {
         self.inboxes.len()
     }
 
-    /// Sends to one shard; a shard that has exited drops the message.
+    /// Sends to one shard (or the gateway); a shard that has exited drops the message.
     pub fn send(&self, shard: usize, msg: ShardMsg) {
         if let Some(inbox) = self.inboxes.get(shard) {
             let _ = inbox.send(msg);
+        } else if shard == self.len()
+            && let Some(gateway) = &self.gateway
+            // Other nodes learn of stored messages from the shared log, not from here.
+            && !matches!(msg, ShardMsg::Deliver(_))
+        {
+            let _ = gateway.send(msg);
         }
     }
 

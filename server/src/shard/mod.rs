@@ -8,6 +8,7 @@ mod governance;
 pub mod messages;
 mod owner;
 pub mod people;
+mod relay;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -37,6 +38,11 @@ pub struct Shard {
     pub owned: RefCell<OwnedRooms>,
     /// Local subscribers of any room.
     pub subscribers: RefCell<Subscribers>,
+    /// Cluster: rooms owned by another node, with the local shards subscribed to them
+    /// (this shard is their hub: it relays what the owner's node sends).
+    pub relayed: RefCell<rustc_hash::FxHashMap<palaver_protocol::RoomId, std::collections::BTreeSet<usize>>>,
+    /// Cluster: commands waiting for their room's ownership to settle.
+    pub parked: RefCell<Vec<relay::Parked>>,
     /// Presence and people state (home role) and local presence followers.
     pub people: RefCell<People>,
     /// Tickets submitted to the committer and not yet reported back.
@@ -55,6 +61,8 @@ impl Shard {
             conns: Conns::default(),
             owned: RefCell::new(OwnedRooms::default()),
             subscribers: RefCell::new(Subscribers::default()),
+            relayed: RefCell::default(),
+            parked: RefCell::default(),
             people: RefCell::new(people),
             outstanding_commits: Cell::new(0),
             draining: Cell::new(false),
@@ -97,6 +105,12 @@ impl Shard {
             ShardMsg::Notify(notice) => people::on_notify(self, *notice),
             ShardMsg::UserEvent(notice) => people::on_user_event(self, &notice),
             ShardMsg::Presence(fanout) => people::on_presence(self, &fanout),
+            ShardMsg::ClusterView => relay::on_cluster_view(self),
+            ShardMsg::ForwardedReply { origin_shard, reply } => {
+                relay::on_forwarded_reply(self, origin_shard, reply)
+            }
+            ShardMsg::Replicated(message) => relay::on_replicated(self, *message),
+            ShardMsg::RoomEvent(event) => relay::on_room_event(self, *event),
             ShardMsg::Shutdown => {
                 if !self.draining.replace(true) {
                     monoio::spawn(drain(self.clone()));

@@ -59,7 +59,14 @@ impl OwnedRoom {
 /// The rooms owned by one shard, loaded on first use.
 #[derive(Debug, Default)]
 pub struct OwnedRooms {
-    rooms: FxHashMap<RoomId, OwnedRoom>,
+    pub(super) rooms: FxHashMap<RoomId, OwnedRoom>,
+}
+
+/// Starts holding a room's state: in a cluster it takes over the local subscribers the
+/// relay was feeding, and the gateway becomes a subscriber (for other nodes').
+fn hold(shard: &Rc<Shard>, room_id: RoomId, mut owned: OwnedRoom) {
+    super::relay::adopt_subscribers(shard, &room_id, &mut owned.subscriber_shards);
+    shard.owned.borrow_mut().rooms.insert(room_id, owned);
 }
 
 pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> ReplyBody {
@@ -120,6 +127,13 @@ fn load(shard: &Shard, id: &RoomId) -> Result<Option<OwnedRoom>, StorageError> {
 
 /// Applies one room operation.
 pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
+    // In a cluster, a room owned by another node is only relayed here.
+    let Some((origin, action)) = super::relay::route(shard, origin, action) else { return };
+    on_routed_command(shard, origin, action);
+}
+
+/// Applies one room operation this shard serves.
+pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
     let reply_to = origin.shard;
     match action {
         RoomAction::Create { room, name, kind, topic, settings } => {
@@ -156,6 +170,7 @@ pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
                 if let Some(subscribers) = carried_subscribers {
                     room.subscriber_shards = subscribers;
                 }
+                super::relay::adopt_subscribers(shard, &room_id, &mut room.subscriber_shards);
                 owned_rooms.rooms.insert(room_id.clone(), room);
             }
             Ok(None) => {
@@ -468,7 +483,7 @@ fn create(
     let reply = Reply::plain(&origin, ReplyBody::Ok(OkBody::Room(RoomOk { room: info })));
     match submit(shard, writes, CommitWork::Reply { shard: reply_to, reply }) {
         Ok(()) => {
-            shard.owned.borrow_mut().rooms.insert(room_id, OwnedRoom::new(room));
+            hold(shard, room_id, OwnedRoom::new(room));
         }
         Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
     }
@@ -493,7 +508,7 @@ fn dm_open(shard: &Rc<Shard>, origin: Origin, room_id: RoomId, peer: UserId) {
         None => match load(shard, &room_id) {
             Ok(loaded) => loaded.map(|owned| {
                 let info = owned.room.info();
-                shard.owned.borrow_mut().rooms.insert(room_id.clone(), owned);
+                hold(shard, room_id.clone(), owned);
                 info
             }),
             Err(e) => return answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
@@ -537,7 +552,7 @@ fn dm_open(shard: &Rc<Shard>, origin: Origin, room_id: RoomId, peer: UserId) {
     let reply = Reply::plain(&origin, ReplyBody::Ok(OkBody::Room(RoomOk { room: info })));
     match submit(shard, writes, CommitWork::Reply { shard: reply_to, reply }) {
         Ok(()) => {
-            shard.owned.borrow_mut().rooms.insert(room_id, OwnedRoom::new(room));
+            hold(shard, room_id, OwnedRoom::new(room));
         }
         Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
     }
@@ -634,6 +649,7 @@ pub fn on_unsubscribe(shard: &Rc<Shard>, room: &RoomId, from: usize) {
     if let Some(owned) = shard.owned.borrow_mut().rooms.get_mut(room) {
         owned.subscriber_shards.remove(&from);
     }
+    super::relay::on_unsubscribe(shard, room, from);
 }
 
 /// A group commit finished: fan out what became durable and answer who waited.
@@ -853,6 +869,7 @@ fn announce_receipts(shard: &Shard, owned: &mut OwnedRoom) {
 pub async fn room_ticks(shard: Rc<Shard>) {
     loop {
         monoio::time::sleep(std::time::Duration::from_millis(500)).await;
+        super::relay::expire_parked(&shard);
         let now = now_ms();
         let mut owned_rooms = shard.owned.borrow_mut();
         let busy = owned_rooms

@@ -217,10 +217,26 @@ fn ensure_known(shard: &Shard, people: &mut People, user: &UserId) {
 pub fn on_session_up(shard: &Rc<Shard>, user: UserId, from: usize) {
     let mut people = shard.people.borrow_mut();
     ensure_known(shard, &mut people, &user);
+    let was_here = here(shard, &people, &user);
     people.book.session_up(&user, from);
+    // In a cluster, other nodes count this node's sessions as one: tell them of the first.
+    if !was_here && from < shard.mesh().len() {
+        tell_other_nodes(shard, ShardMsg::SessionUp { user: user.clone(), shard: from });
+    }
     shard.shared.presence.set(shard.id, people.book.current(&user));
     drop(people);
     announce_due(shard, now_ms());
+}
+
+/// Whether `user` has a session on this node's own shards (not counting other nodes').
+fn here(shard: &Shard, people: &People, user: &UserId) -> bool {
+    people.book.session_shards(user).iter().any(|s| *s < shard.mesh().len())
+}
+
+fn tell_other_nodes(shard: &Shard, msg: ShardMsg) {
+    if let Some(gateway) = shard.mesh().gateway() {
+        shard.mesh().send(gateway, msg);
+    }
 }
 
 /// A session of `user` on shard `from` ended.
@@ -228,7 +244,11 @@ pub fn on_session_down(shard: &Rc<Shard>, user: UserId, from: usize) {
     let now = now_ms();
     let mut people = shard.people.borrow_mut();
     ensure_known(shard, &mut people, &user);
+    let was_here = here(shard, &people, &user);
     let change = people.book.session_down(now, &user, from);
+    if was_here && !here(shard, &people, &user) {
+        tell_other_nodes(shard, ShardMsg::SessionDown { user: user.clone(), shard: from });
+    }
     shard.shared.presence.set(shard.id, people.book.current(&user));
     drop(people);
     if let SessionChange::WentOffline { last_seen } = change {

@@ -37,7 +37,7 @@ pub struct Governance {
 }
 
 /// A moderation action to check and apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Moderation {
     /// Remove a member.
     Kick {

@@ -1,0 +1,178 @@
+//! Cluster mode (`--cluster nats://… --node-id ID`): several nodes serve one chat
+//! service, coordinated through NATS. Nothing here runs on a shard's event loop: one
+//! `palaver-cluster` thread runs async-nats on a small tokio runtime, one
+//! `palaver-replica` thread applies other nodes' writes, and shards talk to both by
+//! message through the mesh's gateway index.
+//!
+//! - **Membership**: heartbeats on `palaver.hb`; a node is live while they arrive and
+//!   owns rooms once it says it is ready ([`palaver_core::Membership`]).
+//! - **Ownership**: a room belongs to the live ready node with the highest rendezvous
+//!   weight, then to `shard_for` inside it. A room a node has just gained is `Moving`
+//!   until the node has waited out the old owner and caught up with the log.
+//! - **Forwarding**: a command for a room owned elsewhere goes to the owner by NATS
+//!   request/reply (`palaver.cmd.<node>`); the owner alone assigns seq and stores.
+//! - **The log**: every write a node originates is published to the JetStream stream
+//!   `PALAVER_LOG` and acknowledged by it *before* it is applied locally and answered;
+//!   every node applies everyone's writes in log order, so each keeps a full replica
+//!   (history, search and reads are local) and a new owner continues a room's seqs
+//!   from its replica.
+//! - **Events**: stored messages reach other nodes' subscribers from the log (after
+//!   their replica has them); ephemeral room events on `palaver.ev.<room>`; presence
+//!   session changes on `palaver.presence`.
+
+mod replica;
+mod service;
+mod wire;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use palaver_core::rendezvous_owner;
+use palaver_protocol::RoomId;
+
+pub use service::start;
+
+use crate::shard::messages::{Origin, RoomAction};
+
+/// Heartbeat period.
+const HEARTBEAT_MS: u64 = 250;
+/// A node silent this long is dead; its rooms move.
+const DEAD_AFTER_MS: u64 = 1_500;
+/// A node that gains rooms waits this long before catching up with the log, so that
+/// the previous owner (which lets go of them when it sees the same change) has
+/// published what it had in flight.
+const SETTLE_MS: u64 = 500;
+/// A forwarded request without an answer after this long is answered `unavailable`.
+const FORWARD_TIMEOUT_MS: u64 = 5_000;
+
+/// The cluster settings.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The NATS server, e.g. `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    /// This node's id.
+    pub node_id: String,
+    /// JetStream replicas of the log stream.
+    pub log_replicas: usize,
+}
+
+/// Where a room's commands go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This node owns the room and has caught up with its log.
+    Local,
+    /// Another node owns it.
+    Remote(String),
+    /// This node has just gained it (or no node owns rooms yet): not servable for a
+    /// moment; clients are told `unavailable` and retry.
+    Moving,
+}
+
+#[derive(Debug, Default)]
+struct Ownership {
+    /// Live ready nodes, sorted.
+    owners: Vec<String>,
+    /// The owner set this node last caught up under.
+    settled: Vec<String>,
+}
+
+/// What shards (and the rest of the process) see of the cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// This node's id.
+    pub node: String,
+    /// Random per process start.
+    pub incarnation: u64,
+    ownership: RwLock<Ownership>,
+    to_service: flume::Sender<service::ServiceCmd>,
+    /// Live nodes (for `/metrics`).
+    pub live_nodes: AtomicU64,
+    /// Commands forwarded to other nodes.
+    pub forwarded: AtomicU64,
+    /// Log records applied from other nodes.
+    pub applied_records: AtomicU64,
+    /// The log position this replica has applied.
+    pub log_position: Arc<AtomicU64>,
+    /// Messages another node stored in a room this node believed it owned.
+    pub ownership_conflicts: AtomicU64,
+}
+
+impl Cluster {
+    /// Where commands for `room` go now.
+    pub fn route(&self, room: &RoomId) -> Route {
+        let ownership = self.ownership.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match rendezvous_owner(&ownership.owners, room) {
+            None => Route::Moving,
+            Some(owner) if owner == self.node => {
+                if rendezvous_owner(&ownership.settled, room) == Some(self.node.as_str()) {
+                    Route::Local
+                } else {
+                    Route::Moving
+                }
+            }
+            Some(owner) => Route::Remote(owner.to_owned()),
+        }
+    }
+
+    /// Sends a command to the node that owns its room; the answer comes back to shard
+    /// `hub` as a `ForwardedReply`.
+    pub fn forward(&self, node: String, hub: usize, origin: Origin, action: RoomAction) {
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
+        let _ = self.to_service.send(service::ServiceCmd::Forward { node, hub, origin, action });
+    }
+
+    fn set_owners(&self, owners: Vec<String>) {
+        self.ownership.write().unwrap_or_else(std::sync::PoisonError::into_inner).owners = owners;
+    }
+
+    /// Records that this node caught up under `owners` (if they are still current).
+    fn settle(&self, owners: &[String]) -> bool {
+        let mut ownership = self.ownership.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ownership.owners == owners {
+            ownership.settled = owners.to_vec();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Metric lines for `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let lines: [(&str, &str, &str, u64); 5] = [
+            (
+                "palaver_cluster_live_nodes",
+                "Live nodes this node hears (itself included).",
+                "gauge",
+                self.live_nodes.load(Ordering::Relaxed),
+            ),
+            (
+                "palaver_cluster_forwarded_total",
+                "Commands forwarded to the owning node.",
+                "counter",
+                self.forwarded.load(Ordering::Relaxed),
+            ),
+            (
+                "palaver_cluster_applied_records_total",
+                "Cluster log records from other nodes applied here.",
+                "counter",
+                self.applied_records.load(Ordering::Relaxed),
+            ),
+            (
+                "palaver_cluster_log_position",
+                "Cluster log position applied by this replica.",
+                "gauge",
+                self.log_position.load(Ordering::Relaxed),
+            ),
+            (
+                "palaver_cluster_ownership_conflicts_total",
+                "Messages stored by another node in a room this node owned.",
+                "counter",
+                self.ownership_conflicts.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, kind, value) in lines {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+    }
+}

@@ -1,0 +1,671 @@
+//! The `palaver-cluster` thread: async-nats on a current-thread tokio runtime. It keeps
+//! the membership, publishes heartbeats, forwards commands and answers forwarded ones,
+//! carries room events and presence between nodes, publishes this node's writes to the
+//! log and reads everyone's back for the replica thread.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::DeliverPolicy, stream};
+use futures_util::StreamExt as _;
+use palaver_core::{Heartbeat, Membership, MembershipChange};
+use palaver_protocol::{Codec, ErrorBody, ErrorCode, ReplyBody, UserId};
+use palaver_search::IndexOp;
+use palaver_storage::Store;
+
+use super::replica::{LogPublisher, run_replica};
+use super::wire::{
+    self, Beat, ForwardedCommand, ForwardedReply, PresenceChange, RoomEventBody, RoomEventEnvelope,
+};
+use super::{Cluster, ClusterConfig, DEAD_AFTER_MS, FORWARD_TIMEOUT_MS, HEARTBEAT_MS, Ownership, SETTLE_MS};
+use crate::server::StartError;
+use crate::shard::messages::{
+    Ephemeral, LazyFrames, Mesh, Origin, RemoteRoomEvent, Reply, RoomAction, ShardMsg,
+};
+
+/// Work for the cluster thread from other threads.
+pub enum ServiceCmd {
+    /// Send a command to the node that owns its room.
+    Forward { node: String, hub: usize, origin: Origin, action: RoomAction },
+    /// Publish a log record and report when the log has it.
+    Publish {
+        subject: String,
+        payload: Vec<u8>,
+        /// The subject must be empty (a username claim).
+        fresh_subject: bool,
+        done: flume::Sender<Result<(), PublishFailure>>,
+    },
+    /// This node caught up under `owners`.
+    Settled { owners: Vec<String> },
+    /// This node's replica caught up at start: it may own rooms.
+    Ready,
+    /// Say goodbye and stop.
+    Stop,
+}
+
+/// Why the log refused a record.
+#[derive(Debug)]
+pub enum PublishFailure {
+    /// A username claim lost: the subject had a record.
+    SubjectTaken,
+    /// Anything else.
+    Other(String),
+}
+
+/// The cluster's threads, to stop at shutdown.
+pub struct ClusterThreads {
+    cluster: Arc<Cluster>,
+    service: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClusterThreads {
+    /// Announces the departure (other nodes take this node's rooms at once) and stops.
+    pub fn stop(mut self) {
+        let _ = self.cluster.to_service.send(ServiceCmd::Stop);
+        if let Some(thread) = self.service.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Connects to NATS, makes sure the log stream exists, starts the cluster and replica
+/// threads, and installs the log publisher on the store.
+pub fn start(
+    config: &ClusterConfig,
+    mesh: Mesh,
+    gateway: flume::Receiver<ShardMsg>,
+    store: Arc<Store>,
+    index_feed: Option<flume::Sender<IndexOp>>,
+) -> Result<(Arc<Cluster>, ClusterThreads), StartError> {
+    let (to_service, commands) = flume::unbounded();
+    let position = store.log_position()?;
+    let cluster = Arc::new(Cluster {
+        node: config.node_id.clone(),
+        incarnation: rand::random::<u64>() | 1,
+        ownership: std::sync::RwLock::new(Ownership::default()),
+        to_service: to_service.clone(),
+        live_nodes: AtomicU64::new(0),
+        forwarded: AtomicU64::new(0),
+        applied_records: AtomicU64::new(0),
+        log_position: Arc::new(AtomicU64::new(position)),
+        ownership_conflicts: AtomicU64::new(0),
+    });
+    let (records_tx, records) = flume::bounded::<(u64, bytes::Bytes)>(4_096);
+    {
+        let (store, mesh, cluster) = (store.clone(), mesh.clone(), cluster.clone());
+        std::thread::Builder::new()
+            .name("palaver-replica".into())
+            .spawn(move || run_replica(records, store, mesh, cluster, index_feed))
+            .map_err(StartError::Thread)?;
+    }
+    let (started_tx, started) = flume::bounded(1);
+    let service = {
+        let (config, cluster) = (config.clone(), cluster.clone());
+        std::thread::Builder::new()
+            .name("palaver-cluster".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(format!("cannot build the cluster runtime: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let links = match Links::connect(&config, position).await {
+                        Ok(links) => links,
+                        Err(e) => {
+                            let _ = started_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = started_tx.send(Ok(()));
+                    let Links {
+                        client,
+                        js,
+                        log,
+                        beats,
+                        departures,
+                        commands: requests,
+                        events,
+                        presence,
+                        start_position,
+                    } = links;
+                    let subs = Subscriptions { beats, departures, requests, events, presence };
+                    let service = Service::new(cluster, mesh, client, js, to_service);
+                    tokio::spawn(read_log(log.clone(), start_position, records_tx));
+                    service.run(subs, log, commands, gateway).await;
+                });
+            })
+            .map_err(StartError::Thread)?
+    };
+    match started.recv_timeout(Duration::from_secs(15)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(StartError::Cluster(e)),
+        Err(_) => return Err(StartError::Cluster(format!("no answer from NATS at {}", config.nats_url))),
+    }
+    store.set_replicator(Arc::new(LogPublisher {
+        node: cluster.node.clone(),
+        incarnation: cluster.incarnation,
+        to_service: cluster.to_service.clone(),
+    }));
+    tracing::info!(node = %cluster.node, nats = %config.nats_url, position, "joined the cluster");
+    Ok((cluster.clone(), ClusterThreads { cluster, service: Some(service) }))
+}
+
+/// The NATS client, the log stream, and this node's subscriptions.
+struct Links {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    log: stream::Stream,
+    beats: async_nats::Subscriber,
+    departures: async_nats::Subscriber,
+    commands: async_nats::Subscriber,
+    events: async_nats::Subscriber,
+    presence: async_nats::Subscriber,
+    start_position: u64,
+}
+
+impl Links {
+    async fn connect(config: &ClusterConfig, start_position: u64) -> Result<Links, String> {
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("palaver {}", config.node_id))
+            .connection_timeout(Duration::from_secs(5));
+        let client = options
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(|e| format!("cannot connect to NATS at {}: {e}", config.nats_url))?;
+        let js = jetstream::new(client.clone());
+        let log = js
+            .get_or_create_stream(stream::Config {
+                name: wire::LOG_STREAM.to_owned(),
+                subjects: vec![format!("{}.log.>", wire::PREFIX)],
+                storage: stream::StorageType::File,
+                num_replicas: config.log_replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                format!("cannot open the JetStream stream {} (is JetStream enabled?): {e}", wire::LOG_STREAM)
+            })?;
+        let sub = |subject: String| {
+            let client = client.clone();
+            async move {
+                client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(|e| format!("cannot subscribe to {subject}: {e}"))
+            }
+        };
+        Ok(Links {
+            beats: sub(wire::HEARTBEATS.into()).await?,
+            departures: sub(wire::DEPARTURES.into()).await?,
+            commands: sub(wire::commands(&config.node_id)).await?,
+            events: sub(format!("{}.ev.>", wire::PREFIX)).await?,
+            presence: sub(wire::PRESENCE.into()).await?,
+            client,
+            js,
+            log,
+            start_position,
+        })
+    }
+}
+
+struct Subscriptions {
+    beats: async_nats::Subscriber,
+    departures: async_nats::Subscriber,
+    requests: async_nats::Subscriber,
+    events: async_nats::Subscriber,
+    presence: async_nats::Subscriber,
+}
+
+/// Reads the whole log from after `position`, in order, into the replica thread. An
+/// ordered consumer: no acknowledgements, recreated by the client after any gap.
+async fn read_log(log: stream::Stream, mut position: u64, records: flume::Sender<(u64, bytes::Bytes)>) {
+    loop {
+        let deliver_policy = if position == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence { start_sequence: position + 1 }
+        };
+        let config = jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{}.log.>", wire::PREFIX),
+            deliver_policy,
+            ..Default::default()
+        };
+        let consumer = match log.create_consumer(config).await {
+            Ok(consumer) => consumer,
+            Err(e) => {
+                tracing::warn!("cannot read the cluster log: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!("cannot read the cluster log: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(message) => {
+                    let Ok(info) = message.info() else { continue };
+                    let at = info.stream_sequence;
+                    if at <= position {
+                        continue;
+                    }
+                    if records.send_async((at, message.message.payload.clone())).await.is_err() {
+                        return;
+                    }
+                    position = at;
+                }
+                Err(e) => {
+                    tracing::warn!("reading the cluster log: {e}");
+                    break;
+                }
+            }
+        }
+        // The consumer ended: start a new one after what the replica was given.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the replica has applied everything the log held when asked.
+async fn catch_up(log: &stream::Stream, position: &AtomicU64) {
+    let target = loop {
+        match log.get_info().await {
+            Ok(info) => break info.state.last_sequence,
+            Err(e) => {
+                tracing::warn!("cannot read the cluster log's state: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    while position.load(Ordering::Acquire) < target {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn unavailable(message: &str) -> ReplyBody {
+    ReplyBody::Err(ErrorBody::new(ErrorCode::Unavailable, message))
+}
+
+struct Service {
+    cluster: Arc<Cluster>,
+    mesh: Mesh,
+    gateway_index: usize,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    to_service: flume::Sender<ServiceCmd>,
+    membership: Membership,
+    ready: bool,
+    started: Instant,
+    last_beat: Option<Instant>,
+    /// Forwarded requests being served here: token → NATS reply subject.
+    pending: HashMap<u64, (async_nats::Subject, Instant)>,
+    next_token: u64,
+    /// Users with at least one session on this node.
+    local_up: HashSet<UserId>,
+    /// Users with sessions on each other node.
+    remote_up: HashMap<String, HashSet<UserId>>,
+    /// Each other node's stand-in shard index in presence books.
+    node_slots: HashMap<String, usize>,
+}
+
+impl Service {
+    fn new(
+        cluster: Arc<Cluster>,
+        mesh: Mesh,
+        client: async_nats::Client,
+        js: jetstream::Context,
+        to_service: flume::Sender<ServiceCmd>,
+    ) -> Self {
+        let gateway_index = mesh.gateway().unwrap_or(mesh.len());
+        Self {
+            membership: Membership::new(cluster.node.clone(), DEAD_AFTER_MS),
+            cluster,
+            mesh,
+            gateway_index,
+            client,
+            js,
+            to_service,
+            ready: false,
+            started: Instant::now(),
+            last_beat: None,
+            pending: HashMap::new(),
+            next_token: 1,
+            local_up: HashSet::new(),
+            remote_up: HashMap::new(),
+            node_slots: HashMap::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    async fn run(
+        mut self,
+        mut subs: Subscriptions,
+        log: stream::Stream,
+        commands: flume::Receiver<ServiceCmd>,
+        gateway: flume::Receiver<ShardMsg>,
+    ) {
+        // Ready once the replica holds everything the log held at start.
+        {
+            let (log, position, to_service) =
+                (log.clone(), self.cluster.log_position.clone(), self.to_service.clone());
+            tokio::spawn(async move {
+                catch_up(&log, &position).await;
+                let _ = to_service.send(ServiceCmd::Ready);
+            });
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                Some(message) = subs.beats.next() => {
+                    if let Ok(beat) = serde_json::from_slice::<Beat>(&message.payload)
+                        && beat.node != self.cluster.node
+                    {
+                        let heartbeat = Heartbeat { node: beat.node, incarnation: beat.incarnation, ready: beat.ready };
+                        let change = self.membership.observe(&heartbeat, self.now_ms());
+                        self.on_change(change, &log);
+                    }
+                }
+                Some(message) = subs.departures.next() => {
+                    if let Ok(beat) = serde_json::from_slice::<Beat>(&message.payload)
+                        && beat.node != self.cluster.node
+                    {
+                        let change = self.membership.depart(&beat.node, beat.incarnation);
+                        self.on_change(change, &log);
+                    }
+                }
+                Some(message) = subs.requests.next() => self.serve_forwarded(message),
+                Some(message) = subs.events.next() => self.on_room_event(&message.payload),
+                Some(message) = subs.presence.next() => self.on_presence(&message.payload),
+                Ok(msg) = gateway.recv_async() => self.on_gateway(msg).await,
+                Ok(cmd) = commands.recv_async() => {
+                    if !self.on_command(cmd, &log).await {
+                        break;
+                    }
+                }
+                _ = tick.tick() => self.on_tick(&log).await,
+            }
+        }
+    }
+
+    /// Publishes this node's heartbeat and counts itself live.
+    async fn beat(&mut self) -> MembershipChange {
+        let beat = Beat {
+            node: self.cluster.node.clone(),
+            incarnation: self.cluster.incarnation,
+            ready: self.ready,
+        };
+        if let Ok(payload) = serde_json::to_vec(&beat) {
+            let _ = self.client.publish(wire::HEARTBEATS, payload.into()).await;
+        }
+        self.last_beat = Some(Instant::now());
+        let me = Heartbeat { node: beat.node, incarnation: beat.incarnation, ready: beat.ready };
+        let now = self.now_ms();
+        self.membership.observe(&me, now)
+    }
+
+    async fn on_tick(&mut self, log: &stream::Stream) {
+        if self.last_beat.is_none_or(|at| at.elapsed() >= Duration::from_millis(HEARTBEAT_MS)) {
+            let change = self.beat().await;
+            self.on_change(change, log);
+        }
+        let change = self.membership.expire(self.now_ms());
+        self.on_change(change, log);
+        // Requests a shard never answered (it would be a bug) do not pile up.
+        self.pending.retain(|_, (_, since)| since.elapsed() < Duration::from_secs(60));
+    }
+
+    /// The live set changed: presence of departed nodes ends, newcomers learn who is
+    /// online here, and when owners changed the shards let go of rooms they lost and
+    /// this node catches up before serving rooms it gained.
+    fn on_change(&mut self, change: MembershipChange, log: &stream::Stream) {
+        self.cluster.live_nodes.store(self.membership.live().len() as u64, Ordering::Relaxed);
+        for node in &change.left {
+            tracing::info!(node = %node, "cluster node left");
+            let slot = self.slot(node);
+            for user in self.remote_up.remove(node).unwrap_or_default() {
+                self.mesh.send(self.mesh.home(&user), ShardMsg::SessionDown { user, shard: slot });
+            }
+        }
+        for node in &change.joined {
+            if *node != self.cluster.node {
+                tracing::info!(node = %node, "cluster node joined");
+                for user in self.local_up.clone() {
+                    self.publish_presence(user, true);
+                }
+            }
+        }
+        if change.owners_changed {
+            let owners = self.membership.owners();
+            tracing::info!(?owners, "room owners changed");
+            self.cluster.set_owners(owners.clone());
+            self.mesh.broadcast(|| ShardMsg::ClusterView);
+            let (log, position, to_service) =
+                (log.clone(), self.cluster.log_position.clone(), self.to_service.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(SETTLE_MS)).await;
+                catch_up(&log, &position).await;
+                let _ = to_service.send(ServiceCmd::Settled { owners });
+            });
+        }
+    }
+
+    /// The stand-in shard index of another node's sessions in presence books.
+    fn slot(&mut self, node: &str) -> usize {
+        let next = self.gateway_index + 1 + self.node_slots.len();
+        *self.node_slots.entry(node.to_owned()).or_insert(next)
+    }
+
+    fn publish_presence(&self, user: UserId, up: bool) {
+        let change = PresenceChange {
+            node: self.cluster.node.clone(),
+            incarnation: self.cluster.incarnation,
+            user,
+            up,
+        };
+        if let Ok(payload) = serde_json::to_vec(&change) {
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                let _ = client.publish(wire::PRESENCE, payload.into()).await;
+            });
+        }
+    }
+
+    fn on_presence(&mut self, payload: &[u8]) {
+        let Ok(change) = serde_json::from_slice::<PresenceChange>(payload) else { return };
+        if change.node == self.cluster.node
+            || self.membership.incarnation(&change.node).is_some_and(|i| i != change.incarnation)
+        {
+            return;
+        }
+        let slot = self.slot(&change.node);
+        let users = self.remote_up.entry(change.node).or_default();
+        let home = self.mesh.home(&change.user);
+        if change.up {
+            if users.insert(change.user.clone()) {
+                self.mesh.send(home, ShardMsg::SessionUp { user: change.user, shard: slot });
+            }
+        } else if users.remove(&change.user) {
+            self.mesh.send(home, ShardMsg::SessionDown { user: change.user, shard: slot });
+        }
+    }
+
+    /// A forwarded command for a room this node owns: hand it to the room's shard with
+    /// the gateway as its origin; the answer comes back through `on_gateway`.
+    fn serve_forwarded(&mut self, message: async_nats::Message) {
+        let Some(reply_to) = message.reply else { return };
+        let Ok(command) = serde_json::from_slice::<ForwardedCommand>(&message.payload) else {
+            tracing::warn!("undecodable forwarded command");
+            return;
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        self.pending.insert(token, (reply_to, Instant::now()));
+        let origin = Origin { shard: self.gateway_index, conn: token, re: command.re, user: command.user };
+        let hub = self.mesh.owner(command.action.room());
+        self.mesh.send(hub, ShardMsg::Command { origin, action: command.action });
+    }
+
+    fn on_room_event(&mut self, payload: &[u8]) {
+        let Ok(envelope) = serde_json::from_slice::<RoomEventEnvelope>(payload) else { return };
+        if envelope.from == self.cluster.node {
+            return;
+        }
+        let room = envelope.room;
+        let event = match envelope.event {
+            RoomEventBody::Ephemeral { skip, frame } => {
+                let Ok(frame) = Codec::Json.decode_server(frame.as_bytes()) else { return };
+                RemoteRoomEvent::Ephemeral(Arc::new(Ephemeral {
+                    room: room.clone(),
+                    skip,
+                    frames: LazyFrames::new(frame),
+                }))
+            }
+            RoomEventBody::MemberGone { user } => RemoteRoomEvent::MemberGone { room: room.clone(), user },
+            RoomEventBody::RoomGone => RemoteRoomEvent::RoomGone { room: room.clone() },
+        };
+        self.mesh.send(self.mesh.owner(&room), ShardMsg::RoomEvent(Box::new(event)));
+    }
+
+    /// Something a shard addressed to "the other nodes".
+    async fn on_gateway(&mut self, msg: ShardMsg) {
+        let (room, event) = match msg {
+            ShardMsg::Reply(reply) => {
+                let Some((reply_to, _)) = self.pending.remove(&reply.conn) else { return };
+                if let Some(payload) =
+                    ForwardedReply::from_reply(&reply).and_then(|r| serde_json::to_vec(&r).ok())
+                {
+                    let _ = self.client.publish(reply_to, payload.into()).await;
+                }
+                return;
+            }
+            ShardMsg::SessionUp { user, .. } => {
+                if self.local_up.insert(user.clone()) {
+                    self.publish_presence(user, true);
+                }
+                return;
+            }
+            ShardMsg::SessionDown { user, .. } => {
+                if self.local_up.remove(&user) {
+                    self.publish_presence(user, false);
+                }
+                return;
+            }
+            ShardMsg::Ephemeral(event) => {
+                let Ok(frame) = Codec::Json.encode_server(event.frames.event()) else { return };
+                let Ok(frame) = String::from_utf8(frame) else { return };
+                (event.room.clone(), RoomEventBody::Ephemeral { skip: event.skip.clone(), frame })
+            }
+            ShardMsg::MemberGone { room, user } => (room, RoomEventBody::MemberGone { user }),
+            ShardMsg::RoomGone { room } => (room, RoomEventBody::RoomGone),
+            _ => return,
+        };
+        let subject = wire::room_events(&room);
+        let envelope = RoomEventEnvelope { from: self.cluster.node.clone(), room, event };
+        if let Ok(payload) = serde_json::to_vec(&envelope) {
+            let _ = self.client.publish(subject, payload.into()).await;
+        }
+    }
+
+    /// Returns false to stop.
+    async fn on_command(&mut self, cmd: ServiceCmd, log: &stream::Stream) -> bool {
+        match cmd {
+            ServiceCmd::Forward { node, hub, origin, action } => {
+                let join = match &action {
+                    RoomAction::Join { room, .. } => Some(room.clone()),
+                    _ => None,
+                };
+                let command = ForwardedCommand { user: origin.user.clone(), re: origin.re, action };
+                let Ok(payload) = serde_json::to_vec(&command) else { return true };
+                let (client, mesh) = (self.client.clone(), self.mesh.clone());
+                tokio::spawn(async move {
+                    let request = client.request(wire::commands(&node), payload.into());
+                    let answer =
+                        tokio::time::timeout(Duration::from_millis(FORWARD_TIMEOUT_MS), request).await;
+                    let reply = match answer {
+                        Ok(Ok(message)) => serde_json::from_slice::<ForwardedReply>(&message.payload)
+                            .ok()
+                            .and_then(|r| r.into_reply(origin.conn)),
+                        Ok(Err(e)) => {
+                            tracing::debug!(node = %node, "forwarded command failed: {e}");
+                            None
+                        }
+                        Err(_) => None,
+                    };
+                    let reply = reply.unwrap_or_else(|| {
+                        let mut reply =
+                            Reply::plain(&origin, unavailable("the room's node did not answer; try again"));
+                        reply.was_join = join;
+                        reply
+                    });
+                    mesh.send(hub, ShardMsg::ForwardedReply { origin_shard: origin.shard, reply });
+                });
+            }
+            ServiceCmd::Publish { subject, payload, fresh_subject, done } => {
+                let mut publish = jetstream::message::PublishMessage::build().payload(payload.into());
+                if fresh_subject {
+                    publish = publish.expected_last_subject_sequence(0);
+                }
+                // Sent here in order; acknowledged in the background.
+                match self.js.send_publish(subject, publish).await {
+                    Ok(ack) => {
+                        tokio::spawn(async move {
+                            let outcome = match ack.await {
+                                Ok(_) => Ok(()),
+                                Err(e)
+                                    if fresh_subject
+                                        && e.kind()
+                                            == jetstream::context::PublishErrorKind::WrongLastSequence =>
+                                {
+                                    Err(PublishFailure::SubjectTaken)
+                                }
+                                Err(e) => Err(PublishFailure::Other(e.to_string())),
+                            };
+                            let _ = done.send(outcome);
+                        });
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(PublishFailure::Other(e.to_string())));
+                    }
+                }
+            }
+            ServiceCmd::Settled { owners } => {
+                if self.cluster.settle(&owners) {
+                    tracing::info!(?owners, "caught up: serving this node's rooms");
+                    // Commands parked for the rooms this node gained go now.
+                    self.mesh.broadcast(|| ShardMsg::ClusterView);
+                }
+            }
+            ServiceCmd::Ready => {
+                self.ready = true;
+                tracing::info!("cluster log caught up: this node may own rooms");
+                let change = self.beat().await;
+                self.on_change(change, log);
+            }
+            ServiceCmd::Stop => {
+                let beat = Beat {
+                    node: self.cluster.node.clone(),
+                    incarnation: self.cluster.incarnation,
+                    ready: false,
+                };
+                if let Ok(payload) = serde_json::to_vec(&beat) {
+                    let _ = self.client.publish(wire::DEPARTURES, payload.into()).await;
+                    let _ = self.client.flush().await;
+                }
+                return false;
+            }
+        }
+        true
+    }
+}

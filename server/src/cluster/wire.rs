@@ -1,0 +1,173 @@
+//! What nodes send each other over NATS. JSON throughout (readable with `nats sub`);
+//! server frames inside are in the protocol's own JSON codec.
+
+use palaver_protocol::{Codec, RoomId, ServerFrame, UserId};
+use palaver_storage::Write;
+use serde::{Deserialize, Serialize};
+
+use crate::shard::messages::{Reply, RoomAction, Subscribe};
+
+/// Subject prefix of everything a cluster says.
+pub const PREFIX: &str = "palaver";
+/// The JetStream stream holding the cluster log.
+pub const LOG_STREAM: &str = "PALAVER_LOG";
+/// Heartbeats.
+pub const HEARTBEATS: &str = "palaver.hb";
+/// Graceful departures.
+pub const DEPARTURES: &str = "palaver.leave";
+/// Presence session changes.
+pub const PRESENCE: &str = "palaver.presence";
+
+/// Forwarded commands for `node`.
+pub fn commands(node: &str) -> String {
+    format!("{PREFIX}.cmd.{node}")
+}
+
+/// Ephemeral events of `room` (room ids are `[a-z0-9_]`, valid subject tokens).
+pub fn room_events(room: &RoomId) -> String {
+    format!("{PREFIX}.ev.{room}")
+}
+
+/// Where `node` publishes its groups of writes in the log.
+pub fn log_of_node(node: &str) -> String {
+    format!("{PREFIX}.log.n.{node}")
+}
+
+/// Where an account creation is published: one subject per username, so the log
+/// itself refuses a second account of the same name (expected last sequence 0).
+pub fn log_of_username(username: &str) -> String {
+    let hex: String = username.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{PREFIX}.log.u.{hex}")
+}
+
+/// A node's heartbeat or departure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Beat {
+    pub node: String,
+    pub incarnation: u64,
+    pub ready: bool,
+}
+
+/// One record of the cluster log: writes one node applied as one atomic batch.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub node: String,
+    pub incarnation: u64,
+    pub writes: Vec<Write>,
+}
+
+/// A command forwarded to the room's owner.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardedCommand {
+    pub user: UserId,
+    pub re: u64,
+    pub action: RoomAction,
+}
+
+/// The owner's answer to a forwarded command.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardedReply {
+    /// `ServerFrame::Reply`, in the JSON codec.
+    pub frame: String,
+    pub subscribe: Option<Subscribe>,
+    pub unsubscribe: Option<RoomId>,
+    pub was_join: Option<RoomId>,
+}
+
+impl ForwardedReply {
+    pub fn from_reply(reply: &Reply) -> Option<Self> {
+        let frame = ServerFrame::Reply { re: reply.re, body: reply.body.clone() };
+        Some(Self {
+            frame: String::from_utf8(Codec::Json.encode_server(&frame).ok()?).ok()?,
+            subscribe: reply.subscribe.clone(),
+            unsubscribe: reply.unsubscribe.clone(),
+            was_join: reply.was_join.clone(),
+        })
+    }
+
+    /// The reply for connection `conn`.
+    pub fn into_reply(self, conn: u64) -> Option<Reply> {
+        let ServerFrame::Reply { re, body } = Codec::Json.decode_server(self.frame.as_bytes()).ok()? else {
+            return None;
+        };
+        Some(Reply {
+            conn,
+            re,
+            body,
+            subscribe: self.subscribe,
+            unsubscribe: self.unsubscribe,
+            was_join: self.was_join,
+        })
+    }
+}
+
+/// An owner's event for other nodes' subscribers of a room.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RoomEventEnvelope {
+    pub from: String,
+    pub room: RoomId,
+    pub event: RoomEventBody,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RoomEventBody {
+    /// A server frame (JSON codec) for live subscribers, not to `skip`'s own sockets.
+    Ephemeral {
+        skip: Option<UserId>,
+        frame: String,
+    },
+    MemberGone {
+        user: UserId,
+    },
+    RoomGone,
+}
+
+/// A user's first session on a node started (`up`) or its last one ended.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PresenceChange {
+    pub node: String,
+    pub incarnation: u64,
+    pub user: UserId,
+    pub up: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palaver_protocol::{ClientMsgId, Message, MessageKind};
+
+    #[test]
+    fn log_records_round_trip_every_stored_field() {
+        let message = Message {
+            room: RoomId::parse("r_one").unwrap(),
+            seq: 7,
+            ts: 1_700_000_000_000,
+            sender: UserId::parse("u_alice").unwrap(),
+            cid: ClientMsgId::parse("c-7").unwrap(),
+            kind: MessageKind::Text,
+            text: "héllo @bob".into(),
+            client_ts: Some(5),
+            reactions: Vec::new(),
+            reply_to: Some(3),
+            reply: None,
+            mentions: vec![UserId::parse("u_bob").unwrap()],
+            file: None,
+            edited_at: Some(9),
+            deleted: false,
+            system: None,
+            blocked: false,
+            encryption: None,
+        };
+        let record = LogRecord {
+            node: "n1".into(),
+            incarnation: 3,
+            writes: vec![Write::AppendMessage(message.clone())],
+        };
+        let back: LogRecord = serde_json::from_slice(&serde_json::to_vec(&record).unwrap()).unwrap();
+        match &back.writes[..] {
+            [Write::AppendMessage(m)] => assert_eq!(m, &message),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(log_of_username("ab"), "palaver.log.u.6162");
+    }
+}

@@ -1,0 +1,212 @@
+//! The hub role in a cluster. On every node, `shard_for(room)` is the room's hub: on
+//! the owning node it holds the room (`owner.rs`); on the others it forwards commands
+//! to the owner and relays what the owner's node sends back (answers, events, and the
+//! room's messages as this node's replica applies them) to the local shards that have
+//! subscribers, so each node receives and encodes every event once however many of its
+//! sockets want it.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use palaver_protocol::{ErrorCode, Event, Message, RoomId, ServerFrame};
+
+use super::Shard;
+use super::messages::{Delivery, LazyFrames, Origin, RemoteRoomEvent, Reply, RoomAction, ShardMsg};
+use super::owner::{answer, error};
+use crate::cluster::Route;
+
+/// How long a command waits for its room to settle on a node before it is refused
+/// `unavailable` (a handover takes about two seconds).
+const PARK_LIMIT: Duration = Duration::from_secs(5);
+
+/// A command waiting for its room's ownership to settle.
+#[derive(Debug)]
+pub struct Parked {
+    since: Instant,
+    origin: Origin,
+    action: RoomAction,
+}
+
+/// Decides where a command goes in a cluster. Returns it back when this shard serves it
+/// itself (always, outside a cluster).
+pub fn route(shard: &Rc<Shard>, origin: Origin, action: RoomAction) -> Option<(Origin, RoomAction)> {
+    route_since(shard, Instant::now(), origin, action)
+}
+
+fn route_since(
+    shard: &Rc<Shard>,
+    since: Instant,
+    origin: Origin,
+    action: RoomAction,
+) -> Option<(Origin, RoomAction)> {
+    let Some(cluster) = &shard.shared.cluster else { return Some((origin, action)) };
+    let room = action.room().clone();
+    let forwarded_here = Some(origin.shard) == shard.mesh().gateway();
+    match cluster.route(&room) {
+        Route::Local => return Some((origin, action)),
+        Route::Remote(node) if !forwarded_here => {
+            let_go(shard, &room);
+            cluster.forward(node, shard.id, origin, action);
+        }
+        // A room this node is catching up on, or a command forwarded here by a node
+        // whose view differs from ours: it waits for the next ownership change here.
+        Route::Remote(_) | Route::Moving => shard.parked.borrow_mut().push(Parked { since, origin, action }),
+    }
+    None
+}
+
+fn refuse(shard: &Rc<Shard>, parked: Parked) {
+    let Parked { origin, action, .. } = parked;
+    let mut reply = Reply::plain(
+        &origin,
+        error(ErrorCode::Unavailable, "the room is moving between cluster nodes; try again"),
+    );
+    if let RoomAction::Join { room, .. } = action {
+        reply.was_join = Some(room);
+    }
+    answer(shard, origin.shard, reply);
+}
+
+/// Tries the parked commands again (ownership changed or settled).
+fn retry_parked(shard: &Rc<Shard>) {
+    let parked = std::mem::take(&mut *shard.parked.borrow_mut());
+    for p in parked {
+        if p.since.elapsed() > PARK_LIMIT {
+            refuse(shard, p);
+        } else if let Some((origin, action)) = route_since(shard, p.since, p.origin, p.action) {
+            super::owner::on_routed_command(shard, origin, action);
+        }
+    }
+}
+
+/// Refuses parked commands that waited too long (from the shard's room tick).
+pub fn expire_parked(shard: &Rc<Shard>) {
+    if shard.parked.borrow().iter().any(|p| p.since.elapsed() > PARK_LIMIT) {
+        let parked = std::mem::take(&mut *shard.parked.borrow_mut());
+        let (old, young): (Vec<_>, Vec<_>) = parked.into_iter().partition(|p| p.since.elapsed() > PARK_LIMIT);
+        shard.parked.borrow_mut().extend(young);
+        for p in old {
+            refuse(shard, p);
+        }
+    }
+}
+
+/// Drops the in-memory room (if loaded and idle) now that another node owns it; its
+/// local subscribers stay, now fed by the relay. A room with writes in flight is
+/// marked for reload instead, and let go of at its next command.
+fn let_go(shard: &Rc<Shard>, room: &RoomId) {
+    let mut owned_rooms = shard.owned.borrow_mut();
+    let Some(owned) = owned_rooms.rooms.get_mut(room) else { return };
+    if owned.unsettled > 0 || !owned.waiting.is_empty() {
+        owned.poisoned = true;
+        return;
+    }
+    let Some(owned) = owned_rooms.rooms.remove(room) else { return };
+    let gateway = shard.mesh().gateway();
+    let mut relayed = shard.relayed.borrow_mut();
+    let subscribers = relayed.entry(room.clone()).or_default();
+    subscribers.extend(owned.subscriber_shards.into_iter().filter(|s| Some(*s) != gateway));
+}
+
+/// Ownership changed: let go of every room this node no longer owns (or owns anew,
+/// which means its memory is from an earlier term and must be reloaded).
+pub fn on_cluster_view(shard: &Rc<Shard>) {
+    let Some(cluster) = &shard.shared.cluster else { return };
+    let rooms: Vec<RoomId> = shard.owned.borrow().rooms.keys().cloned().collect();
+    for room in rooms {
+        if cluster.route(&room) != Route::Local {
+            let_go(shard, &room);
+        }
+    }
+    retry_parked(shard);
+}
+
+/// The subscribers a room's state gets when this shard loads or creates it: the local
+/// shards the relay was feeding, and in a cluster the gateway (other nodes).
+pub fn adopt_subscribers(
+    shard: &Rc<Shard>,
+    room: &RoomId,
+    subscribers: &mut std::collections::BTreeSet<usize>,
+) {
+    if let Some(relayed) = shard.relayed.borrow_mut().remove(room) {
+        subscribers.extend(relayed);
+    }
+    if let Some(gateway) = shard.mesh().gateway() {
+        subscribers.insert(gateway);
+    }
+}
+
+/// The owning node answered a forwarded command. A join subscribes the origin shard
+/// here, from no further than this replica has applied (the rest arrives as it applies
+/// it), so a subscription never catches up past what local storage holds.
+pub fn on_forwarded_reply(shard: &Rc<Shard>, origin_shard: usize, mut reply: Reply) {
+    if let Some(subscribe) = &mut reply.subscribe {
+        let applied = shard.shared.store.last_seq(&subscribe.room).unwrap_or(0);
+        subscribe.last_seq = subscribe.last_seq.min(applied);
+        subscribe.cursor = subscribe.cursor.min(subscribe.last_seq);
+        shard.relayed.borrow_mut().entry(subscribe.room.clone()).or_default().insert(origin_shard);
+    }
+    answer(shard, origin_shard, reply);
+}
+
+/// This node's replica applied a message another node stored.
+pub fn on_replicated(shard: &Rc<Shard>, message: Message) {
+    let room = message.room.clone();
+    if shard.owned.borrow().rooms.contains_key(&room) {
+        let local = shard.shared.cluster.as_ref().is_some_and(|c| c.route(&room) == Route::Local);
+        if local {
+            // Two nodes wrote this room: this node's memory of it is wrong now.
+            if let Some(cluster) = &shard.shared.cluster {
+                cluster.ownership_conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::error!(room = %room, seq = message.seq, "another node stored a message in a room owned here");
+            if let Some(owned) = shard.owned.borrow_mut().rooms.get_mut(&room) {
+                owned.poisoned = true;
+            }
+            return;
+        }
+        let_go(shard, &room);
+    }
+    let relayed = shard.relayed.borrow();
+    let Some(subscribers) = relayed.get(&room).filter(|s| !s.is_empty()) else { return };
+    let (seq, sender) = (message.seq, message.sender.clone());
+    let frames = LazyFrames::new(ServerFrame::Event(Event::Message(message)));
+    let delivery = Arc::new(Delivery { room, seq, sender, frames, flagged: std::sync::OnceLock::new() });
+    for &s in subscribers {
+        shard.mesh().send(s, ShardMsg::Deliver(delivery.clone()));
+    }
+}
+
+/// An event from a room's owner on another node.
+pub fn on_room_event(shard: &Rc<Shard>, event: RemoteRoomEvent) {
+    let room = event.room().clone();
+    let subscribers: Vec<usize> = match &event {
+        RemoteRoomEvent::RoomGone { .. } => {
+            shard.relayed.borrow_mut().remove(&room).into_iter().flatten().collect()
+        }
+        _ => shard.relayed.borrow().get(&room).into_iter().flatten().copied().collect(),
+    };
+    for s in subscribers {
+        let msg = match &event {
+            RemoteRoomEvent::Ephemeral(e) => ShardMsg::Ephemeral(e.clone()),
+            RemoteRoomEvent::MemberGone { room, user } => {
+                ShardMsg::MemberGone { room: room.clone(), user: user.clone() }
+            }
+            RemoteRoomEvent::RoomGone { room } => ShardMsg::RoomGone { room: room.clone() },
+        };
+        shard.mesh().send(s, msg);
+    }
+}
+
+/// A local shard no longer has subscribers to a relayed room.
+pub fn on_unsubscribe(shard: &Rc<Shard>, room: &RoomId, from: usize) {
+    let mut relayed = shard.relayed.borrow_mut();
+    if let Some(subscribers) = relayed.get_mut(room) {
+        subscribers.remove(&from);
+        if subscribers.is_empty() {
+            relayed.remove(room);
+        }
+    }
+}
