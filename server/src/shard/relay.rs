@@ -169,25 +169,41 @@ pub fn on_replicated(shard: &Rc<Shard>, message: Message) {
         }
         let_go(shard, &room);
     }
-    let relayed = shard.relayed.borrow();
-    let Some(subscribers) = relayed.get(&room).filter(|s| !s.is_empty()) else { return };
+    let subscribers = relay_targets(shard, &room);
+    if subscribers.is_empty() {
+        return;
+    }
     let (seq, sender) = (message.seq, message.sender.clone());
     let frames = LazyFrames::new(ServerFrame::Event(Event::Message(message)));
     let delivery = Arc::new(Delivery { room, seq, sender, frames, flagged: std::sync::OnceLock::new() });
-    for &s in subscribers {
+    for s in subscribers {
         shard.mesh().send(s, ShardMsg::Deliver(delivery.clone()));
     }
+}
+
+/// The local shards subscribed to a room another node owns: those the relay feeds, and
+/// those of a room this shard still holds until its last writes settle.
+fn relay_targets(shard: &Rc<Shard>, room: &RoomId) -> Vec<usize> {
+    let mut targets: std::collections::BTreeSet<usize> =
+        shard.relayed.borrow().get(room).into_iter().flatten().copied().collect();
+    if let Some(owned) = shard.owned.borrow().rooms.get(room) {
+        let gateway = shard.mesh().gateway();
+        targets.extend(owned.subscriber_shards.iter().filter(|s| Some(**s) != gateway));
+    }
+    targets.into_iter().collect()
 }
 
 /// An event from a room's owner on another node.
 pub fn on_room_event(shard: &Rc<Shard>, event: RemoteRoomEvent) {
     let room = event.room().clone();
-    let subscribers: Vec<usize> = match &event {
-        RemoteRoomEvent::RoomGone { .. } => {
-            shard.relayed.borrow_mut().remove(&room).into_iter().flatten().collect()
-        }
-        _ => shard.relayed.borrow().get(&room).into_iter().flatten().copied().collect(),
-    };
+    let local = shard.shared.cluster.as_ref().is_some_and(|c| c.route(&room) == Route::Local);
+    if local {
+        return; // A stale owner's event: this node owns the room now.
+    }
+    let subscribers = relay_targets(shard, &room);
+    if matches!(event, RemoteRoomEvent::RoomGone { .. }) {
+        shard.relayed.borrow_mut().remove(&room);
+    }
     for s in subscribers {
         let msg = match &event {
             RemoteRoomEvent::Ephemeral(e) => ShardMsg::Ephemeral(e.clone()),
