@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use crate::cli::Target;
 use crate::client::{AuthMode, Client, Frame, STEP_TIMEOUT};
-use crate::env::Env;
+use crate::env::{Env, round_robin};
 use crate::report;
 use crate::stats::{Stats, distribution_json, epoch_us, latency_json, round3};
 use crate::traffic::{Sender, make_payload};
@@ -92,13 +92,15 @@ pub async fn prepare(env: &Env, config: ChurnConfig, tokens: Arc<Vec<String>>) -
         .pop()
         .ok_or_else(|| anyhow!("no churn room"))?;
     sender.join(&room).await?;
+    env.wait_replication().await;
     eprintln!("churn: room {room}, {} client(s)", config.clients);
     Ok(Prepared { config, room, sender, tokens })
 }
 
 /// What the churn workload's tasks share.
 struct Ctx {
-    addr: std::net::SocketAddr,
+    /// The nodes: client i connects to node i % N.
+    addrs: Vec<std::net::SocketAddr>,
     sources: Vec<std::net::Ipv4Addr>,
     target: Target,
     auth: AuthMode,
@@ -125,7 +127,7 @@ pub struct Running {
 pub fn spawn(prepared: Prepared, env: &Env, stats: &Arc<Stats>, schedule: &Schedule) -> Running {
     let Prepared { config, room, sender: sender_client, tokens } = prepared;
     let ctx = Arc::new(Ctx {
-        addr: env.addr,
+        addrs: env.addrs.clone(),
         sources: env.sources.clone(),
         target: env.common.target,
         auth: AuthMode::for_target(env.common.target, env.common.auth_op),
@@ -277,7 +279,7 @@ async fn visit(i: usize, ctx: &Ctx, out: &mut Outcome, how: Visit) -> anyhow::Re
     let started = Instant::now();
     let source = ctx.sources[i % ctx.sources.len()];
     let token = &ctx.tokens[i % ctx.tokens.len()];
-    let mut client = Client::connect(ctx.addr, source, ctx.target, token, ctx.auth).await?;
+    let mut client = Client::connect(round_robin(&ctx.addrs, i), source, ctx.target, token, ctx.auth).await?;
     let since = if ctx.resumable { out.tracker.last } else { None };
     let id = client.feed(Op::Join { room: ctx.room.clone(), since }).await?;
     client.ws.flush().await?;

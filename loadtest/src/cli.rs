@@ -104,14 +104,27 @@ pub struct CommonArgs {
     #[arg(long, value_enum, default_value = "palaver-json")]
     pub target: Target,
 
-    /// An already running server (loopback only), e.g. 127.0.0.1:8080.
+    /// An already running server (loopback only), e.g. 127.0.0.1:8080. With a cluster, the
+    /// node accounts are registered on (see `--peer-addr`).
     #[arg(long, conflicts_with = "spawn_palaver")]
     pub addr: Option<SocketAddr>,
+
+    /// Another node of the already running cluster `--addr` belongs to (repeatable, loopback
+    /// only): client sockets are spread round-robin over `--addr` and these.
+    #[arg(long = "peer-addr", value_name = "ADDR")]
+    pub peer_addrs: Vec<SocketAddr>,
 
     /// Start this palaver binary: temp data dir, port 0, `--shards 1`, rate limits lifted,
     /// pinned to `--server-core` with taskset when available. Stopped at the end.
     #[arg(long, value_name = "PATH")]
     pub spawn_palaver: Option<PathBuf>,
+
+    /// With `--spawn-palaver`: start a cluster of N palaver nodes (N >= 1) sharing a
+    /// `nats-server -js` (from PATH) and one per-run JWT secret; client sockets are spread
+    /// round-robin over the nodes, and server CPU and memory are the sum of every node and
+    /// the NATS server.
+    #[arg(long, value_name = "N")]
+    pub spawn_cluster: Option<usize>,
 
     /// Extra argument for the spawned palaver (repeatable), e.g. `--server-arg=--durability=none`.
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
@@ -121,9 +134,10 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 1)]
     pub server_shards: usize,
 
-    /// The server's process id (for CPU and memory) when it was started elsewhere.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// The server's process id (for CPU and memory) when it was started elsewhere;
+    /// repeatable (e.g. every node of a cluster and its NATS server): figures are the sum.
+    #[arg(long = "server-pid", value_name = "PID")]
+    pub server_pids: Vec<u32>,
 
     /// Where to write the JSON result.
     #[arg(long, value_name = "FILE.json")]
@@ -193,6 +207,35 @@ impl CommonArgs {
     /// The warm-up before the measured window.
     pub fn warmup(&self) -> Duration {
         Duration::from_secs_f64(self.warmup.max(0.0))
+    }
+
+    /// Checks the combinations clap does not: a cluster is spawned from a palaver binary
+    /// and has at least one node; peers complete a given `--addr` and are loopback.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(n) = self.spawn_cluster {
+            if self.spawn_palaver.is_none() {
+                anyhow::bail!("--spawn-cluster needs --spawn-palaver PATH (the node binary)");
+            }
+            if n == 0 {
+                anyhow::bail!("--spawn-cluster needs at least 1 node");
+            }
+        }
+        if !self.peer_addrs.is_empty() {
+            if self.spawn_palaver.is_some() {
+                anyhow::bail!("--peer-addr is for a running cluster (with --addr), not --spawn-palaver");
+            }
+            if self.addr.is_none() {
+                anyhow::bail!("--peer-addr needs --addr (the node accounts are registered on)");
+            }
+        }
+        for addr in self.addr.iter().chain(&self.peer_addrs) {
+            if !addr.ip().is_loopback() {
+                anyhow::bail!(
+                    "{addr} is not a loopback address: palaver-load only sends traffic to 127.0.0.0/8"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The local addresses client sockets bind to.
@@ -346,4 +389,71 @@ pub struct CompareArgs {
     /// Result files; the first is the reference for ratios.
     #[arg(required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn common(args: &[&str]) -> CommonArgs {
+        let mut argv = vec!["palaver-load", "fanout"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Fanout(a) => a.common,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn spawn_cluster_needs_spawn_palaver() {
+        let c = common(&["--spawn-cluster", "2", "--addr", "127.0.0.1:8080"]);
+        let e = c.validate().expect_err("no binary");
+        assert!(e.to_string().contains("--spawn-palaver"), "{e}");
+        let c = common(&["--spawn-cluster", "2"]);
+        assert!(c.validate().is_err());
+        let c = common(&["--spawn-cluster", "3", "--spawn-palaver", "/bin/palaver"]);
+        c.validate().expect("valid");
+        assert_eq!(c.spawn_cluster, Some(3));
+    }
+
+    #[test]
+    fn spawn_cluster_needs_a_node() {
+        let c = common(&["--spawn-cluster", "0", "--spawn-palaver", "/bin/palaver"]);
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn peer_addr_must_be_loopback() {
+        let c = common(&["--addr", "127.0.0.1:8080", "--peer-addr", "127.0.0.2:8081"]);
+        c.validate().expect("loopback peers are fine");
+        let c = common(&[
+            "--addr",
+            "127.0.0.1:8080",
+            "--peer-addr",
+            "127.0.0.1:8081",
+            "--peer-addr",
+            "10.0.0.1:8082",
+        ]);
+        let e = c.validate().expect_err("not loopback");
+        assert!(e.to_string().contains("10.0.0.1:8082"), "{e}");
+        let c = common(&["--addr", "192.168.1.2:8080"]);
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn peer_addr_needs_addr() {
+        let c = common(&["--peer-addr", "127.0.0.1:8081"]);
+        assert!(c.validate().is_err());
+        let c = common(&["--spawn-palaver", "/bin/palaver", "--peer-addr", "127.0.0.1:8081"]);
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn server_pid_repeats() {
+        let c = common(&["--addr", "127.0.0.1:8080", "--server-pid", "10", "--server-pid", "11"]);
+        assert_eq!(c.server_pids, vec![10, 11]);
+        assert!(common(&["--addr", "127.0.0.1:8080"]).server_pids.is_empty());
+    }
 }

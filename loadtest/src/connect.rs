@@ -10,7 +10,7 @@ use futures_util::StreamExt as _;
 use hdrhistogram::Histogram;
 
 use crate::client::{AuthMode, Client};
-use crate::env::Env;
+use crate::env::{Env, round_robin};
 use crate::report::{self, ConnectNumbers};
 use crate::stats::Stats;
 
@@ -32,11 +32,12 @@ pub async fn run(
     let before = env.server_sample();
 
     let started = std::time::Instant::now();
-    let (addr, target, sources) = (env.addr, common.target, env.sources.clone());
+    let (addrs, target, sources) = (env.addrs.clone(), common.target, env.sources.clone());
     let mut opening = futures_util::stream::iter(0..connections)
         .map(|i| {
             let tokens = tokens.clone();
             let source = sources[i % sources.len()];
+            let addr = round_robin(&addrs, i);
             async move {
                 let t = std::time::Instant::now();
                 let client = Client::connect(addr, source, target, &tokens[i % tokens.len()], auth).await;

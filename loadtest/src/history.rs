@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::client::{AuthMode, Client, Frame, STEP_TIMEOUT};
-use crate::env::Env;
+use crate::env::{Env, round_robin};
 use crate::report::{self, DISTRIBUTION_BINS};
 use crate::stats::{Stats, distribution_json, epoch_us, latency_json, round3};
 use crate::traffic::make_payload;
@@ -119,12 +119,21 @@ pub async fn prepare(env: &Env, config: HistoryConfig, tokens: Arc<Vec<String>>)
         .map_err(|_| anyhow!("filling the room timed out"))??;
     let fill_secs = started.elapsed().as_secs_f64();
     filler.close().await;
+    // The room and its messages were written on the first node; the others learn them
+    // asynchronously.
+    env.wait_replication().await;
     eprintln!("history: filled {room} with {} messages in {fill_secs:.1} s", config.fill);
     let mut clients = Vec::with_capacity(config.clients);
     for i in 0..config.clients {
         let token = &tokens[i % tokens.len()];
-        let mut client =
-            Client::connect(env.addr, env.sources[i % env.sources.len()], target, token, auth).await?;
+        let mut client = Client::connect(
+            round_robin(&env.addrs, i),
+            env.sources[i % env.sources.len()],
+            target,
+            token,
+            auth,
+        )
+        .await?;
         // The ws baseline serves history to members only; Palaver to anyone for a public room.
         client.join(&room).await?;
         clients.push(client);

@@ -31,6 +31,7 @@ mod process_stats;
 mod report;
 mod report_files;
 mod socketio;
+mod spawned_nats;
 mod spawned_server;
 mod stats;
 mod traffic;

@@ -66,6 +66,26 @@ pub fn sample(pid: Option<u32>) -> anyhow::Result<ProcSample> {
     Ok(ProcSample { user_us, system_us, rss_kib })
 }
 
+/// The sum of several samples (CPU times and resident memory added up): the server side
+/// of a cluster run is every node plus the NATS server.
+pub fn sum_samples(samples: impl IntoIterator<Item = ProcSample>) -> ProcSample {
+    samples.into_iter().fold(ProcSample::default(), |acc, s| ProcSample {
+        user_us: acc.user_us + s.user_us,
+        system_us: acc.system_us + s.system_us,
+        rss_kib: acc.rss_kib + s.rss_kib,
+    })
+}
+
+/// Samples every process of `pids` and sums them; `None` when the list is empty or any of
+/// them cannot be read (a sum missing a process would make CPU deltas meaningless).
+pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
+    if pids.is_empty() {
+        return None;
+    }
+    let samples: Vec<ProcSample> = pids.iter().map(|&pid| sample(Some(pid)).ok()).collect::<Option<_>>()?;
+    Some(sum_samples(samples))
+}
+
 /// The machine a run happened on.
 pub fn machine() -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -118,4 +138,32 @@ pub fn utc_now_iso() -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_samples() {
+        let a = ProcSample { user_us: 10, system_us: 5, rss_kib: 1000 };
+        let b = ProcSample { user_us: 7, system_us: 3, rss_kib: 24 };
+        let c = ProcSample { user_us: 1, system_us: 0, rss_kib: 0 };
+        let s = sum_samples([a, b, c]);
+        assert_eq!((s.user_us, s.system_us, s.rss_kib), (18, 8, 1024));
+        assert_eq!(s.total_us(), 26);
+        let empty = sum_samples([]);
+        assert_eq!((empty.user_us, empty.system_us, empty.rss_kib), (0, 0, 0));
+    }
+
+    #[test]
+    fn sample_all_needs_every_process() {
+        assert!(sample_all(&[]).is_none());
+        let me = std::process::id();
+        let one = sample_all(&[me]).expect("this process");
+        let two = sample_all(&[me, me]).expect("this process twice");
+        assert!(two.rss_kib >= one.rss_kib);
+        // Pid 0 has no /proc entry: the whole sum is unknown.
+        assert!(sample_all(&[me, 0]).is_none());
+    }
 }

@@ -27,7 +27,7 @@ pub struct Mark {
 pub struct Sampler {
     stats: Arc<Stats>,
     quiet: bool,
-    server_pid: Option<u32>,
+    server_pids: Vec<u32>,
     started: Instant,
     last_at: Instant,
     last: Snapshot,
@@ -42,7 +42,7 @@ impl Sampler {
             last: stats.snapshot(),
             stats,
             quiet,
-            server_pid: env.server_pid,
+            server_pids: env.server_pids.clone(),
             started: now,
             last_at: now,
             last_server: env.server_sample(),
@@ -67,7 +67,7 @@ impl Sampler {
         let now = Instant::now();
         let secs = (now - self.last_at).as_secs_f64().max(1e-6);
         let snap = self.stats.snapshot();
-        let server = self.server_pid.and_then(|pid| process_stats::sample(Some(pid)).ok());
+        let server = process_stats::sample_all(&self.server_pids);
         let cpu = match (self.last_server, server) {
             (Some(a), Some(b)) => {
                 Some(b.total_us().saturating_sub(a.total_us()) as f64 / (secs * 1e6) * 100.0)
@@ -369,6 +369,10 @@ pub const CONNECT_ROWS: &[(&str, &str)] = &[
 /// The rows that apply to a document.
 pub fn rows_for(doc: &Value) -> Vec<(&'static str, &'static str)> {
     let mut rows = Vec::new();
+    // Cluster runs (and every result written since) say how many nodes served the run.
+    if doc["server"].get("nodes").is_some() {
+        rows.push(("server nodes", "server/nodes"));
+    }
     let results = &doc["results"];
     if doc.get("scenario").and_then(Value::as_str) == Some("connect") {
         rows.extend_from_slice(CONNECT_ROWS);

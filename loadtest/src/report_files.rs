@@ -117,7 +117,7 @@ pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em;
 </html>
 "#,
         date = escape(doc["date"].as_str().unwrap_or("?")),
-        addr = escape(doc["server"]["addr"].as_str().unwrap_or("?")),
+        addr = escape(&server_text(doc)),
         nproc = machine["nproc"],
         cpu = escape(machine["cpu_model"].as_str().unwrap_or("?")),
         kernel = escape(machine["kernel"].as_str().unwrap_or("?")),
@@ -128,6 +128,18 @@ pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em;
     std::fs::write(path, html)?;
     eprintln!("wrote {} and {} plot(s)", path.display(), svgs.len());
     Ok(svgs)
+}
+
+/// The server's address, with the node count of a cluster (`ADDR (+2 nodes, nats)`).
+fn server_text(doc: &Value) -> String {
+    let server = &doc["server"];
+    let mut text = server["addr"].as_str().unwrap_or("?").to_string();
+    let nodes = server["nodes"].as_u64().unwrap_or(1);
+    let nats = !server["nats"].is_null();
+    if nodes > 1 || nats {
+        text.push_str(&format!(" (cluster of {nodes}{})", if nats { ", NATS" } else { "" }));
+    }
+    text
 }
 
 /// Writes the Markdown summary: the summary table, the per-second timeline, and links to
@@ -141,7 +153,7 @@ pub fn write_markdown(doc: &Value, path: &Path, svgs: Option<&[PathBuf]>) -> any
         md,
         "{} · server {} · {} × {} · {} · load average at start {}\n",
         doc["date"].as_str().unwrap_or("?"),
-        doc["server"]["addr"].as_str().unwrap_or("?"),
+        server_text(doc),
         machine["nproc"],
         machine["cpu_model"].as_str().unwrap_or("?"),
         machine["kernel"].as_str().unwrap_or("?"),

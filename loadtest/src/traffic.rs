@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::client::{AuthMode, Client};
-use crate::env::Env;
+use crate::env::{Env, round_robin};
 use crate::report;
 use crate::stats::{Stats, epoch_us};
 use crate::window::{self, Schedule};
@@ -107,15 +107,19 @@ impl Setup {
         let rooms = Arc::new(control.create_rooms(layout.rooms, &format!("load-{}", env.run_id)).await?);
         control.close().await;
         eprintln!("created {} room(s)", rooms.len());
+        // Rooms, like accounts, are created on the first node and replicate to the others.
+        env.wait_replication().await;
 
-        // Every socket connects and joins its room.
+        // Every socket connects and joins its room; socket i (sender or receiver) goes to
+        // node i % N of a cluster.
         let started = std::time::Instant::now();
-        let (addr, target, sources) = (env.addr, common.target, env.sources.clone());
+        let (addrs, target, sources) = (env.addrs.clone(), common.target, env.sources.clone());
         let members = layout.members;
         let mut opened = futures_util::stream::iter(0..sockets)
             .map(|i| {
                 let (tokens, rooms) = (tokens.clone(), rooms.clone());
                 let source = sources[i % sources.len()];
+                let addr = round_robin(&addrs, i);
                 async move {
                     let opened = async {
                         let mut client =
