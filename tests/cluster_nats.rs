@@ -390,6 +390,23 @@ async fn killing_an_owner_moves_its_rooms_without_losing_acknowledged_messages()
             assert_eq!(got, want, "client {n} saw every message of {room} once, in order");
         }
     }
+    // Every node's replica holds the same messages, the restarted one included: stop
+    // the nodes (cleanly) and read each one's store directly.
+    for node in &mut nodes {
+        assert!(node.terminate().success());
+    }
+    for (node, id) in nodes.iter().zip(NODES) {
+        let store =
+            palaver_storage::Store::open(&node.data_dir().join("db"), palaver_storage::Durability::Fsync)
+                .unwrap();
+        for (room, messages) in &stored {
+            let mut replica = store.messages_between(room, 1, u64::MAX, 100_000).unwrap();
+            replica.retain(|m| m.text.starts_with('m'));
+            let replica: Vec<(u64, &str)> = replica.iter().map(|m| (m.seq, m.text.as_str())).collect();
+            let want: Vec<(u64, &str)> = messages.iter().map(|m| (m.seq, m.text.as_str())).collect();
+            assert_eq!(replica, want, "{id}'s replica of {room}");
+        }
+    }
     eprintln!(
         "cluster fault: {acked_before} acknowledged before the kill, {total_acked} in all, \
          {total_failed} indeterminate, {} stored",

@@ -8,10 +8,9 @@ impl Store {
     /// Stores a file's metadata once its bytes are stored. Durable on return.
     pub fn put_file(&self, file: &FileRecord) -> Result<(), StorageError> {
         let mut batch = self.side_batch()?;
-        self.replicate(&[crate::records::Write::PutFile(file.clone())])?;
+        let logged = self.replicate(&[crate::records::Write::PutFile(file.clone())])?;
         batch.insert(&self.file_record, file.file_id.as_bytes(), encode_json(file)?);
-        batch.commit().map_err(|e| self.poison_on(e))?;
-        Ok(())
+        self.commit_logged(batch, logged)
     }
 
     /// A file's metadata.

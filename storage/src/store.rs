@@ -26,10 +26,21 @@ const LOG_POSITION_KEY: &[u8] = b"cluster_log_position";
 /// node originates is handed to it first, and applied here only once the log has it: a
 /// node's store never holds a write the rest of the cluster cannot see.
 pub trait Replicator: Send + Sync {
-    /// Makes `writes` part of the shared log (blocking until the log acknowledges them).
-    /// An account creation that loses a race for its username fails with `UsernameTaken`.
-    fn replicate(&self, writes: &[Write]) -> Result<(), StorageError>;
+    /// Makes `writes` part of the shared log (blocking until the log acknowledges them)
+    /// and returns their position in it. An account creation that loses a race for its
+    /// username fails with `UsernameTaken`.
+    fn replicate(&self, writes: &[Write]) -> Result<u64, StorageError>;
+
+    /// The writes logged at `position` are now applied here (in the store's journal, so
+    /// before anything written after this call). A replica must not record a log
+    /// position past a write of its own before this, or a crash in between would lose
+    /// that write here for good.
+    fn applied_locally(&self, position: u64);
 }
+
+/// A write handed to the shared log and not yet applied here.
+#[must_use]
+pub(crate) struct Logged(Option<u64>);
 
 /// How a store is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,11 +243,20 @@ impl Store {
         self.replicator.set(replicator).is_ok()
     }
 
-    pub(crate) fn replicate(&self, writes: &[Write]) -> Result<(), StorageError> {
+    pub(crate) fn replicate(&self, writes: &[Write]) -> Result<Logged, StorageError> {
         match self.replicator.get() {
-            Some(replicator) => replicator.replicate(writes),
-            None => Ok(()),
+            Some(replicator) => replicator.replicate(writes).map(|p| Logged(Some(p))),
+            None => Ok(Logged(None)),
         }
+    }
+
+    /// Commits a batch whose writes `logged` went to the shared log first.
+    pub(crate) fn commit_logged(&self, batch: OwnedWriteBatch, logged: Logged) -> Result<(), StorageError> {
+        batch.commit().map_err(|e| self.poison_on(e))?;
+        if let (Some(replicator), Logged(Some(position))) = (self.replicator.get(), logged) {
+            replicator.applied_locally(position);
+        }
+        Ok(())
     }
 
     /// The shared-log position this replica has applied up to (0: none).
@@ -268,11 +288,13 @@ impl Store {
             return Err(StorageError::Poisoned);
         }
         self.disk.check(self.watermark.file())?;
-        if log_position.is_none() {
-            // The shared log first: a write it refused is written nowhere.
-            self.replicate(writes)?;
-        }
-        let mut batch = self.db.batch().durability(Some(self.persist_mode()));
+        // The shared log first: a write it refused is written nowhere.
+        let logged = if log_position.is_none() { self.replicate(writes)? } else { Logged(None) };
+        // A replica's batch is not synced: the log holds it durably, and a crash that
+        // loses it loses its recorded position with it (same batch), so it is applied
+        // again. The journal is written in order, so any later sync covers it.
+        let persist = if log_position.is_some() { PersistMode::Buffer } else { self.persist_mode() };
+        let mut batch = self.db.batch().durability(Some(persist));
         if let Some(position) = log_position {
             batch.insert(&self.meta, LOG_POSITION_KEY, position.to_be_bytes());
         }
@@ -359,9 +381,11 @@ impl Store {
         }
         let counter = *commits + 1;
         batch.insert(&self.meta, COMMIT_COUNTER_KEY, counter.to_be_bytes());
-        batch.commit().map_err(|e| self.poison_on(e))?;
+        self.commit_logged(batch, logged)?;
         *commits = counter;
-        if self.durability == Durability::Fsync {
+        // Only a synced commit vouches for its counter (an unsynced replica batch is
+        // covered by the next synced one).
+        if self.durability == Durability::Fsync && log_position.is_none() {
             self.record_watermark(counter);
         }
         Ok(())
@@ -438,11 +462,10 @@ impl Store {
             return Err(StorageError::UsernameTaken);
         }
         let mut batch = self.side_batch()?;
-        self.replicate(&[Write::PutUser(user.clone())])?;
+        let logged = self.replicate(&[Write::PutUser(user.clone())])?;
         batch.insert(&self.users, user.user_id.as_str(), encode_json(user)?);
         batch.insert(&self.username_user, user.username.as_str(), user.user_id.as_str());
-        batch.commit().map_err(|e| self.poison_on(e))?;
-        Ok(())
+        self.commit_logged(batch, logged)
     }
 
     /// A user by id.
@@ -465,10 +488,10 @@ impl Store {
     pub fn put_refresh(&self, token_hash: &[u8], record: &RefreshRecord) -> Result<(), StorageError> {
         let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
         let mut batch = self.side_batch()?;
-        self.replicate(&[Write::PutRefresh { token_hash: token_hash.to_vec(), record: record.clone() }])?;
+        let logged =
+            self.replicate(&[Write::PutRefresh { token_hash: token_hash.to_vec(), record: record.clone() }])?;
         batch.insert(&self.refresh_token, token_hash, encode_json(record)?);
-        batch.commit().map_err(|e| self.poison_on(e))?;
-        Ok(())
+        self.commit_logged(batch, logged)
     }
 
     /// Rotates a refresh token: if `old_hash` is a live, unrotated, unexpired token of a
@@ -494,9 +517,9 @@ impl Store {
         let mut batch = self.side_batch()?;
         if old.rotated {
             tracing::warn!(user = %old.user_id, "refresh token replayed: revoking its family");
-            self.replicate(&[Write::RevokeFamily { family: old.family.clone(), at: now_ms }])?;
+            let logged = self.replicate(&[Write::RevokeFamily { family: old.family.clone(), at: now_ms }])?;
             batch.insert(&self.revoked_family, old.family.as_bytes(), now_ms.to_be_bytes());
-            batch.commit().map_err(|e| self.poison_on(e))?;
+            self.commit_logged(batch, logged)?;
             return Ok(None);
         }
         if old.expires_ms <= now_ms {
@@ -509,13 +532,13 @@ impl Store {
             expires_ms: new_expires_ms,
             rotated: false,
         };
-        self.replicate(&[
+        let logged = self.replicate(&[
             Write::PutRefresh { token_hash: old_hash.to_vec(), record: old.clone() },
             Write::PutRefresh { token_hash: new_hash.to_vec(), record: new.clone() },
         ])?;
         batch.insert(&self.refresh_token, old_hash, encode_json(&old)?);
         batch.insert(&self.refresh_token, new_hash, encode_json(&new)?);
-        batch.commit().map_err(|e| self.poison_on(e))?;
+        self.commit_logged(batch, logged)?;
         Ok(Some(old))
     }
 

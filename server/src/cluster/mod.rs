@@ -95,6 +95,8 @@ pub struct Cluster {
     pub log_position: Arc<AtomicU64>,
     /// Messages another node stored in a room this node believed it owned.
     pub ownership_conflicts: AtomicU64,
+    /// Log positions of this node's own records already applied to its store.
+    own_applied: std::sync::Mutex<std::collections::BTreeSet<u64>>,
 }
 
 impl Cluster {

@@ -19,10 +19,13 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most log records applied as one batch.
 const MAX_APPLY_BATCH: usize = 512;
 
+/// Longest the replica waits for this node's own write to be applied here before it
+/// applies it from the log itself.
+const OWN_WRITE_WAIT: Duration = Duration::from_secs(10);
+
 /// Publishes this node's writes to the cluster log (through the cluster thread).
 pub struct LogPublisher {
-    pub node: String,
-    pub incarnation: u64,
+    pub cluster: Arc<Cluster>,
     pub to_service: flume::Sender<ServiceCmd>,
 }
 
@@ -34,23 +37,54 @@ struct LogRecordOut<'a> {
 }
 
 impl Replicator for LogPublisher {
-    fn replicate(&self, writes: &[Write]) -> Result<(), StorageError> {
+    fn replicate(&self, writes: &[Write]) -> Result<u64, StorageError> {
+        let node = &self.cluster.node;
         let (subject, fresh_subject) = match writes {
             [Write::PutUser(user)] => (wire::log_of_username(user.username.as_str()), true),
-            _ => (wire::log_of_node(&self.node), false),
+            _ => (wire::log_of_node(node), false),
         };
-        let record = LogRecordOut { node: &self.node, incarnation: self.incarnation, writes };
+        let record = LogRecordOut { node, incarnation: self.cluster.incarnation, writes };
         let payload = serde_json::to_vec(&record).map_err(|e| StorageError::Replication(e.to_string()))?;
         let (done, outcome) = flume::bounded(1);
         self.to_service
             .send(ServiceCmd::Publish { subject, payload, fresh_subject, done })
             .map_err(|_| StorageError::Replication("the cluster thread has stopped".into()))?;
         match outcome.recv_timeout(PUBLISH_TIMEOUT) {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(position)) => Ok(position),
             Ok(Err(PublishFailure::SubjectTaken)) => Err(StorageError::UsernameTaken),
             Ok(Err(PublishFailure::Other(e))) => Err(StorageError::Replication(e)),
             Err(_) => Err(StorageError::Replication("no acknowledgement from the cluster log".into())),
         }
+    }
+
+    fn applied_locally(&self, position: u64) {
+        let mut applied = self.cluster.own_applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        applied.insert(position);
+    }
+}
+
+/// Waits until this node's own record at `position` is applied here (see
+/// [`Replicator::applied_locally`]); false if it never was (it is then applied from
+/// the log like another node's).
+fn own_write_applied(cluster: &Cluster, store: &Store, position: u64) -> bool {
+    let deadline = std::time::Instant::now() + OWN_WRITE_WAIT;
+    loop {
+        {
+            let mut applied = cluster.own_applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if applied.remove(&position) {
+                // Anything below was either applied or will never be (a failed write).
+                applied.retain(|p| *p > position);
+                return true;
+            }
+        }
+        if store.is_poisoned() || std::time::Instant::now() > deadline {
+            tracing::warn!(
+                position,
+                "this node's own log record was not applied here; applying it from the log"
+            );
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
@@ -76,8 +110,12 @@ pub fn run_replica(
         let mut applied = 0u64;
         for (at, payload) in &batch {
             match serde_json::from_slice::<LogRecord>(payload) {
-                // This process applied its own records before answering.
-                Ok(r) if r.node == cluster.node && r.incarnation == cluster.incarnation => {}
+                // This process applies its own records itself, right after the log took
+                // them; the position recorded below must not pass one before that.
+                Ok(r)
+                    if r.node == cluster.node
+                        && r.incarnation == cluster.incarnation
+                        && own_write_applied(&cluster, &store, *at) => {}
                 Ok(r) => {
                     applied += 1;
                     writes.extend(r.writes);

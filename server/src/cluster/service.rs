@@ -35,7 +35,8 @@ pub enum ServiceCmd {
         payload: Vec<u8>,
         /// The subject must be empty (a username claim).
         fresh_subject: bool,
-        done: flume::Sender<Result<(), PublishFailure>>,
+        /// Answered with the record's position in the log.
+        done: flume::Sender<Result<u64, PublishFailure>>,
     },
     /// This node caught up under `owners`.
     Settled { owners: Vec<String> },
@@ -90,6 +91,7 @@ pub fn start(
         forwarded: AtomicU64::new(0),
         applied_records: AtomicU64::new(0),
         log_position: Arc::new(AtomicU64::new(position)),
+        own_applied: std::sync::Mutex::default(),
         ownership_conflicts: AtomicU64::new(0),
     });
     let (records_tx, records) = flume::bounded::<(u64, bytes::Bytes)>(4_096);
@@ -147,8 +149,7 @@ pub fn start(
         Err(_) => return Err(StartError::Cluster(format!("no answer from NATS at {}", config.nats_url))),
     }
     store.set_replicator(Arc::new(LogPublisher {
-        node: cluster.node.clone(),
-        incarnation: cluster.incarnation,
+        cluster: cluster.clone(),
         to_service: cluster.to_service.clone(),
     }));
     tracing::info!(node = %cluster.node, nats = %config.nats_url, position, "joined the cluster");
@@ -622,7 +623,7 @@ impl Service {
                     Ok(ack) => {
                         tokio::spawn(async move {
                             let outcome = match ack.await {
-                                Ok(_) => Ok(()),
+                                Ok(ack) => Ok(ack.sequence),
                                 Err(e)
                                     if fresh_subject
                                         && e.kind()
