@@ -135,6 +135,16 @@ fn three_nodes_chat_forward_and_share_events() {
         });
     }
 
+    // A read receipt on n1 is announced on n2 and n3.
+    let last = first + 14;
+    ok_retry(&mut clients[0], Op::Receipt { room: room.clone(), delivered: Some(last), read: Some(last) });
+    for i in [1, 2] {
+        clients[i].wait_event(|e| match e {
+            Event::Receipt(r) if r.user == ids[0] && r.read == last => Some(()),
+            _ => None,
+        });
+    }
+
     // Presence: alice (n1) follows carol (n3), who goes offline.
     ok_retry(&mut clients[0], Op::PresenceSubscribe { users: vec![ids[2].clone()] });
     match clients[0].ok(Op::UserGet { user: ids[2].clone() }) {
