@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# The churn and mixed comparisons of docs/PERFORMANCE.md (expects the baselines installed
-# with `npm ci` in /tmp/baseline, as compare-references.sh does in a temp copy).
+# The churn and mixed comparisons of docs/PERFORMANCE.md: Palaver (rkyv), the `ws`
+# reference and the Socket.io reference, one after the other, server on core 0.
+#
+#   loadtest/scripts/churn-mixed.sh [OUT_DIR]     (default: loadtest/results/<date>)
+#
+# Takes target/release/palaver and palaver-load (build them first); installs the
+# references from ../shared/baseline into a temporary copy with `npm ci`.
 set -u
-cd /work/main
-OUT=docs/perf/2026-11-26
+cd "$(dirname "$0")/../.."
+OUT=${1:-loadtest/results/$(date +%Y-%m-%d)}
+mkdir -p "$OUT"
 LOAD=target/release/palaver-load
-start() { (cd /tmp/baseline && BASELINE_ADDR=127.0.0.1:$2 exec taskset -c 0 node $1 >/dev/null 2>&1) & BP=$!; for _ in $(seq 50); do curl -sf 127.0.0.1:$2/healthz >/dev/null && break; sleep 0.1; done; }
+BASE=$(mktemp -d)
+cp -r ../shared/baseline/. "$BASE/"
+(cd "$BASE" && npm ci --silent --no-audit --no-fund >/dev/null)
+start() { (cd "$BASE" && BASELINE_ADDR=127.0.0.1:$2 exec taskset -c 0 node $1 >/dev/null 2>&1) & BP=$!; for _ in $(seq 50); do curl -sf 127.0.0.1:$2/healthz >/dev/null && break; sleep 0.1; done; }
 stop() { kill $BP; wait $BP 2>/dev/null; }
 ulimit -n 20000
 for t in palaver-rkyv ws-baseline socketio; do
