@@ -301,7 +301,10 @@ impl Store {
         for write in writes {
             match write {
                 Write::AppendMessage(message) => {
-                    self.put_ext(&mut batch, message)?;
+                    // A new seq has no extension record to clear: only write one.
+                    if let Some(ext) = message_record::encode_ext(message)? {
+                        batch.insert(&self.room_seq_ext, keys::message(&message.room, message.seq), ext);
+                    }
                     for user in &message.mentions {
                         batch.insert(
                             &self.user_room_mention,
