@@ -229,7 +229,6 @@ pub(crate) async fn start<P: Platform>(
         connect_timeout_ms: options.connect_timeout_ms,
         core,
         commands: commands_rx,
-        subscribers: Vec::new(),
         shared: shared.clone(),
         ready: ready_tx,
     };
@@ -278,12 +277,16 @@ impl Client {
         }
     }
 
-    /// A new event stream. Subscribe before joining rooms: events are not buffered for
-    /// subscribers that do not exist yet. Each stream receives every event.
+    /// A new event stream: it receives every event emitted after this call returns
+    /// (events are not buffered for streams that do not exist yet, so subscribe before
+    /// joining rooms to see everything). Each stream receives every event.
     pub fn events(&self) -> Events {
         let (tx, rx) = mpsc::unbounded();
-        // A closed client yields an already-ended stream.
-        let _ = self.commands.unbounded_send(Command::Subscribe { events: tx });
+        let mut shared = driver::lock(&self.shared);
+        // A closed client yields an already-ended stream (`tx` is dropped).
+        if !shared.closed {
+            shared.subscribers.push(tx);
+        }
         Events { rx }
     }
 

@@ -48,7 +48,6 @@ pub(crate) enum Command {
     Join { room: RoomId, since: Option<u64>, reply: oneshot::Sender<Result<OkBody, Error>> },
     Send { message: Outgoing, reply: oneshot::Sender<Result<OkBody, Error>> },
     MarkRead { room: RoomId, seq: u64 },
-    Subscribe { events: mpsc::UnboundedSender<ClientEvent> },
     Close,
 }
 
@@ -58,6 +57,17 @@ pub(crate) struct Shared {
     pub tokens: Option<Tokens>,
     pub user_id: Option<UserId>,
     pub connected: bool,
+    /// Event streams. Registered here, synchronously, by `Client::events`, so a stream
+    /// gets every event emitted after the call returns (through a command it could miss
+    /// the events the driver handled before reading that command).
+    pub subscribers: Vec<mpsc::UnboundedSender<ClientEvent>>,
+    /// The driver has stopped: new streams end at once.
+    pub closed: bool,
+}
+
+/// Hands an event to every live stream.
+fn emit(shared: &SharedState, event: &ClientEvent) {
+    lock(shared).subscribers.retain(|s| s.unbounded_send(event.clone()).is_ok());
 }
 
 pub(crate) type SharedState = Arc<Mutex<Shared>>;
@@ -75,7 +85,6 @@ pub(crate) struct DriverSetup {
     pub connect_timeout_ms: u64,
     pub core: ClientCore,
     pub commands: mpsc::UnboundedReceiver<Command>,
-    pub subscribers: Vec<mpsc::UnboundedSender<ClientEvent>>,
     pub shared: SharedState,
     /// Answered once: the first connection is ready (or failed, which stops the driver).
     pub ready: oneshot::Sender<Result<UserId, Error>>,
@@ -155,7 +164,6 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
         connect_timeout_ms,
         mut core,
         mut commands,
-        mut subscribers,
         shared,
         ready,
     } = setup;
@@ -200,7 +208,7 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
                         }
                         _ => {}
                     }
-                    subscribers.retain(|s| s.unbounded_send(event.clone()).is_ok());
+                    emit(&shared, &event);
                 }
             }
         }
@@ -309,7 +317,6 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
                     tickets.insert(core.send(now, message), reply);
                 }
                 Command::MarkRead { room, seq } => core.mark_read(now, &room, seq),
-                Command::Subscribe { events } => subscribers.push(events),
                 Command::Close => core.close(now),
             },
             Woke::Frame(Some(Ok(bytes))) => {
@@ -337,8 +344,13 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
                     let _ = reply.send(c.result);
                 }
             }
-            Output::Event(event) => subscribers.retain(|s| s.unbounded_send(event.clone()).is_ok()),
+            Output::Event(event) => emit(&shared, &event),
         }
+    }
+    {
+        let mut s = lock(&shared);
+        s.closed = true;
+        s.subscribers.clear();
     }
     if let Some(mut s) = socket.take() {
         s.close().await;
