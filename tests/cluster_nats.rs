@@ -198,6 +198,38 @@ fn three_nodes_chat_forward_and_share_events() {
         OkBody::Sent(sent) => assert_eq!(sent.seq, first + 15),
         other => panic!("{other:?}"),
     }
+
+    // A brand-new node (empty data directory) replays the log before it owns anything:
+    // bob logs in there, finds a message sent on n1 before it existed, and talks on.
+    let n4 = start_node(&nats, "n4");
+    wait_live(&[nodes[0].addr, nodes[1].addr, n4.addr], 3);
+    let mut bob_on_n4 = login_when_replicated(n4.addr, &accounts[1]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let op = Op::Search {
+            query: "zebra40".into(),
+            room: Some(room.clone()),
+            from: None,
+            before: None,
+            after: None,
+            order: None,
+            limit: None,
+            cursor: None,
+        };
+        if matches!(bob_on_n4.ok(op), OkBody::Search(s) if s.hits.len() == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new node indexed the replayed log");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok_retry(&mut bob_on_n4, Op::Join { room: room.clone(), since: Some(first + 14) });
+    match ok_retry(&mut bob_on_n4, palaver_e2e::send_op(&room, "from-n4", "hello from a new node")) {
+        OkBody::Sent(sent) => assert_eq!(sent.seq, first + 16),
+        other => panic!("{other:?}"),
+    }
+    let replayed = bob_on_n4.next_message();
+    assert_eq!((replayed.seq, replayed.text.as_str()), (first + 15, "still here"), "resume with since on n4");
+    assert!(metric(n4.addr, "palaver_cluster_applied_records_total") > 0);
 }
 
 /// What one SDK client recorded.
