@@ -107,3 +107,10 @@ fn mixed_runs_clean() {
     let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smoke-mixed.toml");
     run("mixed", &["--profile", profile]);
 }
+
+/// The harness's cluster mode: a `nats-server -js` and two nodes, sockets spread over
+/// both (`.ci/run` installs `nats-server`).
+#[test]
+fn fanout_on_a_two_node_cluster_runs_clean() {
+    run("fanout", &["--spawn-cluster", "2", "--members", "10", "--senders", "2", "--rate", "50"]);
+}
