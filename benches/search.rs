@@ -108,8 +108,9 @@ fn search(c: &mut Criterion) {
     {
         let indexer =
             index.start_indexer(IndexerConfig::default()).unwrap_or_else(|e| panic!("indexer: {e}"));
-        for seq in 0..count {
-            let _ = indexer.send(IndexOp::Upsert(message(seq)));
+        // In batches, as group commits hand them over.
+        for first in (0..count).step_by(100) {
+            let _ = indexer.send(IndexOp::Insert((first..count.min(first + 100)).map(message).collect()));
         }
         indexer.flush().unwrap_or_else(|e| panic!("flush: {e}"));
         indexer.shutdown();

@@ -21,7 +21,7 @@ use crate::snippet::snippet;
 /// The index format this build reads and writes: the schema, the analyzer and what is
 /// indexed. Bump it on any change to those; an index of another version is wiped at open
 /// and must be rebuilt from the message log.
-pub const INDEX_FORMAT_VERSION: u32 = 1;
+pub const INDEX_FORMAT_VERSION: u32 = 2;
 /// The file (in the index directory) holding the format version of a complete index.
 pub const VERSION_FILE: &str = "palaver-search.version";
 /// The file (in the index directory) present while an indexer runs; removed after its

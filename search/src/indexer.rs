@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use palaver_protocol::{Message, RoomId};
 use palaver_storage::Store;
+use tantivy::indexer::UserOperation;
 use tantivy::{IndexReader, IndexWriter, TantivyDocument};
 
 use crate::error::SearchError;
@@ -17,6 +18,11 @@ use crate::schema::Fields;
 pub const REBUILD_PAGE: usize = 1_000;
 /// A rebuild commits (and becomes partly searchable) every this many messages.
 const REBUILD_COMMIT_EVERY: u64 = 50_000;
+/// After a rebuild, the `Insert`s already queued and this many more are upserted: a
+/// message stored while the rebuild read the store may reach the channel just after it
+/// finished (each group commit sends one `Insert` right after storing it, so only the
+/// groups in flight at that moment, a few per shard, can race).
+const INSERTS_UPSERTED_AFTER_REBUILD: usize = 1_024;
 
 /// How the indexer batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +45,15 @@ impl Default for IndexerConfig {
 #[non_exhaustive]
 #[expect(
     clippy::large_enum_variant,
-    reason = "`Upsert` is nearly every op: boxing it would add an allocation per message"
+    reason = "`Upsert` carries a whole message: boxing it would add an allocation per edit"
 )]
 pub enum IndexOp {
+    /// Messages stored for the first time (new seqs; typically one group commit's):
+    /// index them, as one batch for tantivy's indexing thread. Unlike `Upsert` this
+    /// removes nothing first — a removal is a delete that every commit checks against
+    /// every segment, and a new message has no earlier version to remove. (Right after a
+    /// rebuild, which may already have read them from the store, they are upserted.)
+    Insert(Vec<Message>),
     /// A message was stored or replaced (sent, edited, deleted into a tombstone): index its
     /// current state, replacing any earlier one. A message that must not be searchable
     /// (see [`crate::indexable`]) is removed instead.
@@ -104,7 +116,8 @@ impl SearchIndex {
                 return;
             }
             let _ = ready.send(Ok(()));
-            Indexer { writer, reader, fields, dir, config, pending_since: None }.run(&receiver);
+            Indexer { writer, reader, fields, dir, config, pending_since: None, upserted_inserts: 0 }
+                .run(&receiver);
         })?;
         started.recv().map_err(|_| SearchError::IndexerStopped)??;
         Ok(IndexerHandle { sender, thread: Some(thread) })
@@ -166,6 +179,9 @@ struct Indexer {
     config: IndexerConfig,
     /// When the oldest uncommitted change arrived.
     pending_since: Option<Instant>,
+    /// How many more `Insert`s are upserted (set by a rebuild; see
+    /// [`INSERTS_UPSERTED_AFTER_REBUILD`]).
+    upserted_inserts: usize,
 }
 
 impl Indexer {
@@ -184,16 +200,22 @@ impl Indexer {
             };
             match op {
                 None => self.commit_logged(),
+                Some(IndexOp::Insert(messages)) => self.insert(&messages),
                 Some(IndexOp::Upsert(message)) => self.upsert(&message),
                 Some(IndexOp::Remove { room, seq }) => {
-                    self.writer.delete_term(self.fields.key_term(&room, seq));
+                    self.delete(&room, seq);
                     self.mark_pending();
                 }
                 Some(IndexOp::Flush(reply)) => {
                     let _ = reply.send(self.commit());
                 }
                 Some(IndexOp::Rebuild { store, reply }) => {
-                    let _ = reply.send(self.rebuild(&store));
+                    let rebuilt = self.rebuild(&store);
+                    // A rebuild that read no message cannot have read one queued here.
+                    if rebuilt.as_ref().is_ok_and(|&indexed| indexed > 0) {
+                        self.upserted_inserts = receiver.len() + INSERTS_UPSERTED_AFTER_REBUILD;
+                    }
+                    let _ = reply.send(rebuilt);
                 }
                 Some(IndexOp::Shutdown) => break,
             }
@@ -215,13 +237,33 @@ impl Indexer {
     }
 
     fn upsert(&mut self, message: &Message) {
-        self.writer.delete_term(self.fields.key_term(&message.room, message.seq));
+        self.delete(&message.room, message.seq);
         if let Some(doc) = self.fields.document(message)
             && let Err(error) = self.writer.add_document(doc)
         {
             tracing::error!(%error, room = %message.room, seq = message.seq, "search: indexing a message failed");
         }
         self.mark_pending();
+    }
+
+    fn insert(&mut self, messages: &[Message]) {
+        if self.upserted_inserts > 0 {
+            self.upserted_inserts -= 1;
+            messages.iter().for_each(|message| self.upsert(message));
+            return;
+        }
+        let adds: Vec<_> =
+            messages.iter().filter_map(|m| self.fields.document(m)).map(UserOperation::Add).collect();
+        if let Err(error) = self.writer.run(adds) {
+            tracing::error!(%error, messages = messages.len(), "search: indexing messages failed");
+        }
+        self.mark_pending();
+    }
+
+    fn delete(&mut self, room: &RoomId, seq: u64) {
+        if let Err(error) = self.writer.delete_query(self.fields.message_query(room, seq)) {
+            tracing::error!(%error, %room, seq, "search: removing a message from the index failed");
+        }
     }
 
     fn commit(&mut self) -> Result<(), SearchError> {

@@ -75,7 +75,7 @@
 //! # let _ = state;
 //! # let message: palaver_protocol::Message = serde_json::from_str(
 //! #     r#"{"room":"r_lobby","seq":1,"ts":1,"sender":"u_ann","cid":"c1","kind":"text","text":"Hello world"}"#)?;
-//! indexer.send(IndexOp::Upsert(message))?; // on every stored, edited or deleted message
+//! indexer.send(IndexOp::Insert(vec![message]))?; // newly stored messages (`Upsert` on an edit or delete)
 //! indexer.flush()?; // tests only: otherwise searchable within the commit interval
 //! let rooms = vec![palaver_protocol::RoomId::parse("r_lobby")?];
 //! let page = index.search(&SearchQuery::new("hello", rooms))?;

@@ -2,6 +2,7 @@
 
 use palaver_protocol::{Message, MessageKind, RoomId};
 use tantivy::TantivyDocument;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     FAST, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
@@ -12,9 +13,6 @@ use crate::analyzer::ANALYZER_NAME;
 /// The fields of the schema, resolved once.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Fields {
-    /// `room:seq` (seq zero-padded): the unique key of a message, for updates and
-    /// deletes, and the tie-break of the newest-first order.
-    pub key: Field,
     pub room: Field,
     pub seq: Field,
     pub ts: Field,
@@ -31,9 +29,8 @@ impl Fields {
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         );
         let fields = Fields {
-            key: builder.add_text_field("key", STRING),
             room: builder.add_text_field("room", STRING | STORED),
-            seq: builder.add_u64_field("seq", STORED | FAST),
+            seq: builder.add_u64_field("seq", INDEXED | STORED | FAST),
             ts: builder.add_u64_field("ts", INDEXED | STORED | FAST),
             sender: builder.add_text_field("sender", STRING | STORED),
             text: builder.add_text_field("text", text_options),
@@ -45,7 +42,6 @@ impl Fields {
     pub(crate) fn document(&self, message: &Message) -> Option<TantivyDocument> {
         let text = indexable(message)?;
         let mut doc = TantivyDocument::default();
-        doc.add_text(self.key, key(&message.room, message.seq));
         doc.add_text(self.room, message.room.as_str());
         doc.add_u64(self.seq, message.seq);
         doc.add_u64(self.ts, message.ts);
@@ -54,14 +50,24 @@ impl Fields {
         Some(doc)
     }
 
-    /// The key term of a message.
-    pub(crate) fn key_term(&self, room: &RoomId, seq: u64) -> Term {
-        Term::from_field_text(self.key, &key(room, seq))
+    /// The documents of one message (at most one), to delete before it is replaced:
+    /// by room and seq terms rather than a unique key term, which would cost every
+    /// insert a dictionary term of its own while only edits and deletes need it. (Both
+    /// are posting lists: tantivy 0.27's fast-field range can overflow seeking backwards
+    /// inside a boolean query, see `query::TsWindow`.)
+    pub(crate) fn message_query(&self, room: &RoomId, seq: u64) -> Box<dyn Query> {
+        let term =
+            |term: Term| -> Box<dyn Query> { Box::new(TermQuery::new(term, IndexRecordOption::Basic)) };
+        Box::new(BooleanQuery::new(vec![
+            (Occur::Must, term(Term::from_field_text(self.room, room.as_str()))),
+            (Occur::Must, term(Term::from_field_u64(self.seq, seq))),
+        ]))
     }
 }
 
 /// The unique key of a message: `room:seq`, the seq zero-padded to 20 digits so keys of
-/// one room sort by seq. (Room ids never contain `:`.)
+/// one room sort by seq (the tie-break of the newest-first order; computed from the
+/// stored fields, not indexed). (Room ids never contain `:`.)
 pub(crate) fn key(room: &RoomId, seq: u64) -> String {
     format!("{}:{seq:020}", room.as_str())
 }

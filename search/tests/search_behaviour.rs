@@ -58,9 +58,7 @@ impl Fixture {
         let (index, state) = SearchIndex::open(dir.path()).unwrap();
         assert_eq!(state, IndexState::Fresh);
         let indexer = index.start_indexer(IndexerConfig::default()).unwrap();
-        for m in messages {
-            indexer.send(IndexOp::Upsert(m.clone())).unwrap();
-        }
+        indexer.send(IndexOp::Insert(messages.to_vec())).unwrap();
         indexer.flush().unwrap();
         Fixture { index, indexer, _dir: dir }
     }
@@ -368,6 +366,31 @@ fn rebuild_from_the_store_gives_the_same_results_and_survives_reopen() {
     assert_eq!(state, IndexState::Unclean);
     assert!(state.needs_rebuild());
     assert_eq!(index.num_docs(), 0);
+}
+
+/// The server stores a message, then sends it to the indexer; a rebuild running meanwhile
+/// may have read it from the store already. Its `Insert` must not index it twice.
+#[test]
+fn an_insert_racing_a_rebuild_does_not_index_a_message_twice() {
+    let messages: Vec<Message> =
+        (1..=40).map(|seq| message("r_a", seq, seq, "u_ann", &format!("raced {seq}"))).collect();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store_with(store_dir.path(), &messages);
+    let index_dir = tempfile::tempdir().unwrap();
+    let (index, _) = SearchIndex::open(index_dir.path()).unwrap();
+    let indexer = index.start_indexer(IndexerConfig::default()).unwrap();
+    assert_eq!(indexer.rebuild(store).unwrap(), 40);
+    // The last ten reach the indexer after the rebuild read them; then a new one.
+    indexer.send(IndexOp::Insert(messages[30..35].to_vec())).unwrap();
+    indexer.send(IndexOp::Insert(messages[35..].to_vec())).unwrap();
+    indexer.send(IndexOp::Insert(vec![message("r_a", 41, 41, "u_ann", "raced 41")])).unwrap();
+    indexer.flush().unwrap();
+    assert_eq!(index.num_docs(), 41);
+    let f = Fixture { index, indexer, _dir: index_dir };
+    assert_eq!(f.find("raced", &["r_a"]).len(), 20, "one page of distinct hits");
+    let mut query = SearchQuery::new("raced", vec![room("r_a")]);
+    query.limit = 50;
+    assert_eq!(sorted(f.run(&query)), (1..=41).map(|seq| ("r_a".to_owned(), seq)).collect::<Vec<_>>());
 }
 
 #[test]

@@ -297,10 +297,17 @@ fn start_committer(
 ) -> GroupCommitter<Ticket> {
     GroupCommitter::start(store, move |done: CommitDone<Ticket>| {
         if let (Some(feed), Ok(())) = (&index_feed, &done.result) {
+            // One op per group: the indexer and tantivy's thread wake once for all of it.
+            let mut inserted = Vec::new();
             for write in done.writes {
-                if let Write::AppendMessage(message) | Write::ReplaceMessage(message) = write {
-                    let _ = feed.send(IndexOp::Upsert(message));
+                match write {
+                    Write::AppendMessage(message) => inserted.push(message),
+                    Write::ReplaceMessage(message) => drop(feed.send(IndexOp::Upsert(message))),
+                    _ => {}
                 }
+            }
+            if !inserted.is_empty() {
+                let _ = feed.send(IndexOp::Insert(inserted));
             }
         }
         Metrics::inc(&metrics.commit_batches);

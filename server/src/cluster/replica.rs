@@ -134,11 +134,12 @@ pub fn run_replica(
         }
         cluster.log_position.store(position, Ordering::Release);
         cluster.applied_records.fetch_add(applied, Ordering::Relaxed);
+        let mut inserted = Vec::new();
         for write in writes {
             match write {
                 Write::AppendMessage(message) => {
-                    if let Some(feed) = &index_feed {
-                        let _ = feed.send(IndexOp::Upsert(message.clone()));
+                    if index_feed.is_some() {
+                        inserted.push(message.clone());
                     }
                     mesh.send(mesh.owner(&message.room), ShardMsg::Replicated(Box::new(message)));
                 }
@@ -149,6 +150,11 @@ pub fn run_replica(
                 }
                 _ => {}
             }
+        }
+        if let Some(feed) = &index_feed
+            && !inserted.is_empty()
+        {
+            let _ = feed.send(IndexOp::Insert(inserted));
         }
     }
 }
