@@ -75,6 +75,43 @@ impl<T: Send + 'static> GroupCommitter<T> {
     }
 }
 
+/// The submissions gathered for one group commit.
+struct Group<T> {
+    submitted: Vec<Vec<Write>>,
+    tickets: Vec<T>,
+    count: usize,
+}
+
+impl<T> Default for Group<T> {
+    fn default() -> Self {
+        Self { submitted: Vec::new(), tickets: Vec::new(), count: 0 }
+    }
+}
+
+impl<T> Group<T> {
+    /// Adds a submission; `true` for a stop request.
+    fn take(&mut self, request: Request<T>) -> bool {
+        match request {
+            Request::Write { writes, ticket } => {
+                self.count += writes.len();
+                self.submitted.push(writes);
+                self.tickets.push(ticket);
+                false
+            }
+            Request::Stop => true,
+        }
+    }
+
+    /// The group's writes in submission order, moved into one vector of the right size
+    /// (growing it submission by submission reallocated, and zeroed fresh pages for,
+    /// every large group), and its tickets.
+    fn into_writes(self) -> (Vec<Write>, Vec<T>) {
+        let mut writes = Vec::with_capacity(self.count);
+        self.submitted.into_iter().for_each(|w| writes.extend(w));
+        (writes, self.tickets)
+    }
+}
+
 fn run<T>(store: &Store, rx: &flume::Receiver<Request<T>>, on_done: &mut impl FnMut(CommitDone<T>)) {
     let buffered = store.durability() == Durability::Buffered;
     let mut unsynced_since: Option<Instant> = None;
@@ -94,27 +131,18 @@ fn run<T>(store: &Store, rx: &flume::Receiver<Request<T>>, on_done: &mut impl Fn
         };
         let mut stop = false;
         if let Some(first) = first {
-            let (mut writes, mut tickets) = (Vec::new(), Vec::new());
-            match first {
-                Request::Write { writes: w, ticket } => {
-                    writes = w;
-                    tickets.push(ticket);
-                }
-                Request::Stop => stop = true,
-            }
-            while !stop && writes.len() < MAX_GROUP_WRITES {
+            let mut group = Group::default();
+            stop = group.take(first);
+            while !stop && group.count < MAX_GROUP_WRITES {
                 match rx.try_recv() {
-                    Ok(Request::Write { writes: w, ticket }) => {
-                        writes.extend(w);
-                        tickets.push(ticket);
-                    }
-                    Ok(Request::Stop) => stop = true,
+                    Ok(request) => stop = group.take(request),
                     Err(_) => break,
                 }
             }
-            if tickets.is_empty() {
+            if group.tickets.is_empty() {
                 break;
             }
+            let (writes, tickets) = group.into_writes();
             let result = store.apply(&writes).map_err(Arc::new);
             if result.is_ok() && buffered && unsynced_since.is_none() {
                 unsynced_since = Some(Instant::now());

@@ -294,7 +294,11 @@ impl Store {
         // loses it loses its recorded position with it (same batch), so it is applied
         // again. The journal is written in order, so any later sync covers it.
         let persist = if log_position.is_some() { PersistMode::Buffer } else { self.persist_mode() };
-        let mut batch = self.db.batch().durability(Some(persist));
+        // Sized up front (most writes are one or two items, a message its record and its
+        // cid): growing the batch item by item reallocated it several times per group.
+        let items = writes.len() * 2 + 2;
+        let mut batch =
+            fjall::OwnedWriteBatch::with_capacity(self.db.clone(), items).durability(Some(persist));
         if let Some(position) = log_position {
             batch.insert(&self.meta, LOG_POSITION_KEY, position.to_be_bytes());
         }
