@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use palaver_protocol::{Message, RoomId};
-use palaver_storage::Store;
+use palaver_storage::{Store, Write};
 use tantivy::indexer::UserOperation;
 use tantivy::{IndexReader, IndexWriter, TantivyDocument};
 
@@ -78,6 +78,31 @@ pub enum IndexOp {
     },
     /// Commit and stop.
     Shutdown,
+}
+
+/// The index changes of committed writes, in their order: each run of new messages as
+/// one `Insert` (so the indexer and tantivy's thread wake once for it), each rewritten
+/// message as an `Upsert`. Order matters: an edit committed in the same group as its
+/// message must be applied after the message's insert, or both versions stay indexed.
+pub fn changes_of(writes: impl IntoIterator<Item = Write>) -> Vec<IndexOp> {
+    let mut changes = Vec::new();
+    let mut inserted = Vec::new();
+    for write in writes {
+        match write {
+            Write::AppendMessage(message) => inserted.push(message),
+            Write::ReplaceMessage(message) => {
+                if !inserted.is_empty() {
+                    changes.push(IndexOp::Insert(std::mem::take(&mut inserted)));
+                }
+                changes.push(IndexOp::Upsert(message));
+            }
+            _ => {}
+        }
+    }
+    if !inserted.is_empty() {
+        changes.push(IndexOp::Insert(inserted));
+    }
+    changes
 }
 
 /// The running indexer thread. Clone [`IndexerHandle::sender`] for every producer (its

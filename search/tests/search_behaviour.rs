@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use palaver_protocol::{ClientMsgId, FileRef, Message, MessageKind, RoomId, UserId};
 use palaver_search::{
     IndexOp, IndexState, IndexerConfig, IndexerHandle, Order, RUNNING_FILE, SearchError, SearchIndex,
-    SearchQuery, VERSION_FILE,
+    SearchQuery, VERSION_FILE, changes_of,
 };
 use palaver_storage::{Durability, Store, Write};
 use proptest::prelude::*;
@@ -268,6 +268,29 @@ fn edits_replace_and_deletes_remove() {
     f.indexer.flush().unwrap();
     assert!(f.find("replacement", &["r_a"]).is_empty());
     assert_eq!(f.index.num_docs(), 0);
+}
+
+/// A message and its edit committed in one group: the edit must land after the insert,
+/// or the index keeps both versions.
+#[test]
+fn an_edit_committed_with_its_message_replaces_it() {
+    let f = Fixture::new(&[]);
+    let original = message("r_a", 1, 1, "u_ann", "first draft");
+    let mut edited = original.clone();
+    edited.text = "final wording".into();
+    let group = vec![
+        Write::AppendMessage(original),
+        Write::AppendMessage(message("r_a", 2, 2, "u_ann", "another draft")),
+        Write::ReplaceMessage(edited),
+        Write::AppendMessage(message("r_a", 3, 3, "u_ann", "third")),
+    ];
+    for change in changes_of(group) {
+        f.indexer.send(change).unwrap();
+    }
+    f.indexer.flush().unwrap();
+    assert_eq!(f.index.num_docs(), 3);
+    assert_eq!(f.find("draft", &["r_a"]), hits(&[("r_a", 2)]));
+    assert_eq!(f.find("wording", &["r_a"]), hits(&[("r_a", 1)]));
 }
 
 #[test]

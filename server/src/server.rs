@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use palaver_search::{IndexOp, IndexerConfig, IndexerHandle, SearchIndex};
-use palaver_storage::{CommitDone, GroupCommitter, Store, StoreOptions, Write};
+use palaver_storage::{CommitDone, GroupCommitter, Store, StoreOptions};
 
 use crate::auth::TokenService;
 use crate::blocking::BlockingPool;
@@ -297,17 +297,8 @@ fn start_committer(
 ) -> GroupCommitter<Ticket> {
     GroupCommitter::start(store, move |done: CommitDone<Ticket>| {
         if let (Some(feed), Ok(())) = (&index_feed, &done.result) {
-            // One op per group: the indexer and tantivy's thread wake once for all of it.
-            let mut inserted = Vec::new();
-            for write in done.writes {
-                match write {
-                    Write::AppendMessage(message) => inserted.push(message),
-                    Write::ReplaceMessage(message) => drop(feed.send(IndexOp::Upsert(message))),
-                    _ => {}
-                }
-            }
-            if !inserted.is_empty() {
-                let _ = feed.send(IndexOp::Insert(inserted));
+            for change in palaver_search::changes_of(done.writes) {
+                let _ = feed.send(change);
             }
         }
         Metrics::inc(&metrics.commit_batches);

@@ -134,27 +134,17 @@ pub fn run_replica(
         }
         cluster.log_position.store(position, Ordering::Release);
         cluster.applied_records.fetch_add(applied, Ordering::Relaxed);
-        let mut inserted = Vec::new();
-        for write in writes {
-            match write {
-                Write::AppendMessage(message) => {
-                    if index_feed.is_some() {
-                        inserted.push(message.clone());
-                    }
-                    mesh.send(mesh.owner(&message.room), ShardMsg::Replicated(Box::new(message)));
-                }
-                Write::ReplaceMessage(message) => {
-                    if let Some(feed) = &index_feed {
-                        let _ = feed.send(IndexOp::Upsert(message));
-                    }
-                }
-                _ => {}
+        if let Some(feed) = &index_feed {
+            let messages =
+                writes.iter().filter(|w| matches!(w, Write::AppendMessage(_) | Write::ReplaceMessage(_)));
+            for change in palaver_search::changes_of(messages.cloned()) {
+                let _ = feed.send(change);
             }
         }
-        if let Some(feed) = &index_feed
-            && !inserted.is_empty()
-        {
-            let _ = feed.send(IndexOp::Insert(inserted));
+        for write in writes {
+            if let Write::AppendMessage(message) = write {
+                mesh.send(mesh.owner(&message.room), ShardMsg::Replicated(Box::new(message)));
+            }
         }
     }
 }
