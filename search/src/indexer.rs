@@ -24,6 +24,13 @@ const REBUILD_COMMIT_EVERY: u64 = 50_000;
 /// groups in flight at that moment, a few per shard, can race).
 const INSERTS_UPSERTED_AFTER_REBUILD: usize = 1_024;
 
+/// With changes pending, how often the indexer takes what has arrived (it does not wake
+/// for each change then; a flush or a shutdown waits at most this long to be seen).
+const DRAIN_TICK: Duration = Duration::from_millis(20);
+/// New documents are given to tantivy's indexing thread in batches of up to this many
+/// (and at every commit), not one batch per group commit.
+const HANDOFF_BATCH: usize = 4_096;
+
 /// How the indexer batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -36,7 +43,7 @@ pub struct IndexerConfig {
 
 impl Default for IndexerConfig {
     fn default() -> IndexerConfig {
-        IndexerConfig { commit_interval: Duration::from_millis(500), writer_memory_bytes: 32 << 20 }
+        IndexerConfig { commit_interval: Duration::from_secs(1), writer_memory_bytes: 32 << 20 }
     }
 }
 
@@ -141,8 +148,17 @@ impl SearchIndex {
                 return;
             }
             let _ = ready.send(Ok(()));
-            Indexer { writer, reader, fields, dir, config, pending_since: None, upserted_inserts: 0 }
-                .run(&receiver);
+            Indexer {
+                writer,
+                reader,
+                fields,
+                dir,
+                config,
+                pending_since: None,
+                adds: Vec::new(),
+                upserted_inserts: 0,
+            }
+            .run(&receiver);
         })?;
         started.recv().map_err(|_| SearchError::IndexerStopped)??;
         Ok(IndexerHandle { sender, thread: Some(thread) })
@@ -204,6 +220,8 @@ struct Indexer {
     config: IndexerConfig,
     /// When the oldest uncommitted change arrived.
     pending_since: Option<Instant>,
+    /// New documents not yet given to tantivy (see [`Indexer::hand_off`]).
+    adds: Vec<UserOperation<TantivyDocument>>,
     /// How many more `Insert`s are upserted (set by a rebuild; see
     /// [`INSERTS_UPSERTED_AFTER_REBUILD`]).
     upserted_inserts: usize,
@@ -212,42 +230,61 @@ struct Indexer {
 impl Indexer {
     fn run(mut self, receiver: &flume::Receiver<IndexOp>) {
         loop {
-            let op = match self.pending_since {
-                Some(since) => match receiver.recv_deadline(since + self.config.commit_interval) {
-                    Ok(op) => Some(op),
-                    Err(flume::RecvTimeoutError::Timeout) => None,
-                    Err(flume::RecvTimeoutError::Disconnected) => break,
-                },
+            // Idle, it sleeps in `recv` until a change arrives. With changes pending it
+            // polls instead, every `DRAIN_TICK`: blocked in `recv`, every group commit's
+            // send would wake it (a futex wake and a context switch per group, on the
+            // shards' core); polling, a send just queues.
+            let ops: Vec<IndexOp> = match self.pending_since {
                 None => match receiver.recv() {
-                    Ok(op) => Some(op),
+                    Ok(op) => std::iter::once(op).chain(receiver.try_iter()).collect(),
                     Err(flume::RecvError::Disconnected) => break,
                 },
-            };
-            match op {
-                None => self.commit_logged(),
-                Some(IndexOp::Insert(messages)) => self.insert(&messages),
-                Some(IndexOp::Upsert(message)) => self.upsert(&message),
-                Some(IndexOp::Remove { room, seq }) => {
-                    self.delete(&room, seq);
-                    self.mark_pending();
-                }
-                Some(IndexOp::Flush(reply)) => {
-                    let _ = reply.send(self.commit());
-                }
-                Some(IndexOp::Rebuild { store, reply }) => {
-                    let rebuilt = self.rebuild(&store);
-                    // A rebuild that read no message cannot have read one queued here.
-                    if rebuilt.as_ref().is_ok_and(|&indexed| indexed > 0) {
-                        self.upserted_inserts = receiver.len() + INSERTS_UPSERTED_AFTER_REBUILD;
+                Some(since) => {
+                    let due = since + self.config.commit_interval;
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()).min(DRAIN_TICK));
+                    if receiver.is_disconnected() && receiver.is_empty() {
+                        break;
                     }
-                    let _ = reply.send(rebuilt);
+                    receiver.try_iter().collect()
                 }
-                Some(IndexOp::Shutdown) => break,
+            };
+            let mut ops = ops.into_iter();
+            let mut stop = false;
+            while let Some(op) = ops.next() {
+                match op {
+                    IndexOp::Insert(messages) => self.insert(&messages),
+                    IndexOp::Upsert(message) => self.upsert(&message),
+                    IndexOp::Remove { room, seq } => {
+                        self.delete(&room, seq);
+                        self.mark_pending();
+                    }
+                    IndexOp::Flush(reply) => {
+                        let _ = reply.send(self.commit());
+                    }
+                    IndexOp::Rebuild { store, reply } => {
+                        let rebuilt = self.rebuild(&store);
+                        // A rebuild that read no message cannot have read one queued here.
+                        if rebuilt.as_ref().is_ok_and(|&indexed| indexed > 0) {
+                            self.upserted_inserts =
+                                ops.len() + receiver.len() + INSERTS_UPSERTED_AFTER_REBUILD;
+                        }
+                        let _ = reply.send(rebuilt);
+                    }
+                    IndexOp::Shutdown => stop = true,
+                }
+            }
+            if stop {
+                break;
             }
             if self.pending_since.is_some_and(|since| since.elapsed() >= self.config.commit_interval) {
                 self.commit_logged();
             }
         }
+        self.finish();
+    }
+
+    /// The final commit; a clean one marks the index as not running.
+    fn finish(mut self) {
         let clean = match self.commit() {
             Ok(()) => mark_running(&self.dir, false),
             Err(error) => Err(error),
@@ -277,21 +314,37 @@ impl Indexer {
             messages.iter().for_each(|message| self.upsert(message));
             return;
         }
-        let adds: Vec<_> =
-            messages.iter().filter_map(|m| self.fields.document(m)).map(UserOperation::Add).collect();
-        if let Err(error) = self.writer.run(adds) {
-            tracing::error!(%error, messages = messages.len(), "search: indexing messages failed");
+        self.adds.extend(messages.iter().filter_map(|m| self.fields.document(m)).map(UserOperation::Add));
+        if self.adds.len() >= HANDOFF_BATCH {
+            self.hand_off();
         }
         self.mark_pending();
     }
 
+    /// Gives the buffered new documents to tantivy's indexing thread, as one batch (one
+    /// wake-up of that thread instead of one per group commit). Done before any delete,
+    /// which must come after them (tantivy orders operations as it receives them: an
+    /// edit's delete sent before its message's add would miss it), and before a commit.
+    fn hand_off(&mut self) {
+        if self.adds.is_empty() {
+            return;
+        }
+        let adds = std::mem::take(&mut self.adds);
+        let count = adds.len();
+        if let Err(error) = self.writer.run(adds) {
+            tracing::error!(%error, messages = count, "search: indexing messages failed");
+        }
+    }
+
     fn delete(&mut self, room: &RoomId, seq: u64) {
+        self.hand_off();
         if let Err(error) = self.writer.delete_query(self.fields.message_query(room, seq)) {
             tracing::error!(%error, %room, seq, "search: removing a message from the index failed");
         }
     }
 
     fn commit(&mut self) -> Result<(), SearchError> {
+        self.hand_off();
         self.pending_since = None;
         self.writer.commit()?;
         self.reader.reload()?;
@@ -306,6 +359,7 @@ impl Indexer {
 
     fn rebuild(&mut self, store: &Store) -> Result<u64, SearchError> {
         clear_version(&self.dir)?;
+        self.hand_off();
         self.writer.delete_all_documents()?;
         let (mut indexed, mut since_commit) = (0u64, 0u64);
         let mut after: Option<(RoomId, u64)> = None;
