@@ -847,9 +847,10 @@ const MEMTABLE_BYTES: u64 = 8 << 20;
 
 /// Opens fjall's database from a short-lived thread running at nice 10, so that fjall's
 /// flush and compaction workers, which the open starts and which inherit it, are
-/// background work: a flush of a full memtable is ~0.5 s of CPU at once, and on a core
-/// shared with a shard it stalled deliveries for as long (p99 of 10k durable msgs/s went
-/// from ~5 to 300 ms whenever one ran). With spare CPU the workers get all of it; when
+/// background work: a flush or a compaction is a burst of CPU, and on a core shared
+/// with a shard it delayed deliveries (at 10k durable msgs/s on one core, nice 10 took
+/// p99 from ~50 to ~35 ms and p99.9 from ~175 to ~95 ms). With spare CPU the workers get
+/// all of it; when
 /// they cannot keep up, fjall's own write stall slows the group commit (backpressure,
 /// not unbounded memory). Nice values are per thread on Linux and an unprivileged
 /// thread cannot raise its priority back, hence the helper thread.
