@@ -134,7 +134,7 @@ impl SearchIndex {
         let index = self.index.clone();
         let (reader, fields, dir) = (self.reader.clone(), self.fields, self.dir.clone());
         let thread = std::thread::Builder::new().name("search-indexer".into()).spawn(move || {
-            lower_this_threads_priority();
+            palaver_storage::lower_this_threads_priority();
             let writer: IndexWriter<TantivyDocument> =
                 match index.writer_with_num_threads(1, config.writer_memory_bytes) {
                     Ok(writer) => writer,
@@ -383,14 +383,5 @@ impl Indexer {
         write_version(&self.dir)?;
         tracing::info!(indexed, "search: index rebuilt from the message log");
         Ok(indexed)
-    }
-}
-
-/// Nice 10 for the calling thread (Linux nice values are per thread, and threads it
-/// creates inherit them). Best effort: without the right to, it stays as it is.
-fn lower_this_threads_priority() {
-    let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), 10) {
-        tracing::debug!("search indexer keeps its priority: {e}");
     }
 }

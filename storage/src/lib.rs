@@ -27,4 +27,4 @@ pub use committer::{CommitDone, GroupCommitter};
 pub use error::StorageError;
 pub use key_directory::DeviceRecord;
 pub use records::{ActionRecord, FileRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write};
-pub use store::{Durability, FORMAT_VERSION, Replicator, Store, StoreOptions};
+pub use store::{Durability, FORMAT_VERSION, Replicator, Store, StoreOptions, lower_this_threads_priority};

@@ -882,11 +882,13 @@ fn open_database(dir: &Path) -> Result<Database, StorageError> {
     })
 }
 
-/// Nice 10 for the calling thread (and the threads it creates). Best effort: without
-/// the right to, it stays as it is.
-fn lower_this_threads_priority() {
+/// Nice 10 for the calling thread, for background work that must never take the CPU
+/// from a shard (storage's workers, the search indexer). Linux nice values are per
+/// thread and threads it creates inherit them. Best effort: without the right to, the
+/// thread stays as it is.
+pub fn lower_this_threads_priority() {
     let tid = rustix::thread::gettid();
     if let Err(e) = rustix::process::setpriority_process(Some(tid), 10) {
-        tracing::debug!("storage workers keep their priority: {e}");
+        tracing::debug!("a background thread keeps its priority: {e}");
     }
 }
