@@ -1,5 +1,6 @@
-//! A small pool of threads for work that must never run on a shard's event loop
-//! (argon2 hashing, synchronous account writes). Shards await the answer as a message.
+//! Small pools of threads for work that must never run on a shard's event loop
+//! (argon2 hashing, synchronous account writes; scans that build rooms' cid filters).
+//! Shards await the answer as a message.
 
 use std::thread::JoinHandle;
 
@@ -12,15 +13,19 @@ pub struct BlockingPool {
 }
 
 impl BlockingPool {
-    /// Starts `threads` workers.
-    pub fn start(threads: usize) -> (BlockingPool, Vec<JoinHandle<()>>) {
+    /// Starts `threads` workers named `name-N`; `background` ones run at a lower
+    /// priority (nice 10), so they yield the shards' cores.
+    pub fn start(name: &str, threads: usize, background: bool) -> (BlockingPool, Vec<JoinHandle<()>>) {
         let (tx, rx) = flume::unbounded::<Job>();
         let handles = (0..threads.max(1))
             .filter_map(|i| {
                 let rx = rx.clone();
                 std::thread::Builder::new()
-                    .name(format!("palaver-blocking-{i}"))
+                    .name(format!("{name}-{i}"))
                     .spawn(move || {
+                        if background {
+                            palaver_storage::lower_this_threads_priority();
+                        }
                         while let Ok(job) = rx.recv() {
                             job();
                         }

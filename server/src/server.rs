@@ -113,7 +113,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     };
     let committer = start_committer(store.clone(), mesh.clone(), metrics.clone(), index_feed);
-    let (blocking, blocking_threads) = BlockingPool::start(2);
+    let (blocking, blocking_threads) = BlockingPool::start("palaver-blocking", 2, false);
+    // Apart, so that rebuilding many rooms' cid filters after a restart never delays logins.
+    let (scans, scan_threads) = BlockingPool::start("palaver-scan", 1, true);
     let listeners = bind_shared_port(config.http_addr, config.shards)?;
     let http_addr = listeners.first().and_then(|l| l.local_addr().ok()).unwrap_or(config.http_addr);
     // `--http-tls`: the identity QUIC serves (loaded, or generated here first and then
@@ -143,6 +145,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         mesh: mesh.clone(),
         metrics,
         blocking,
+        scans,
         cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
     });
 
@@ -200,6 +203,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     quic.shutdown();
     drop(shared);
     drop(blocking_threads);
+    drop(scan_threads);
     files.stop();
     let _ = files_thread.join();
     if let Some(indexer) = indexer {

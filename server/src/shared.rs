@@ -27,6 +27,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Threads for blocking work.
     pub blocking: BlockingPool,
+    /// A background thread for long reads (building rooms' cid filters).
+    pub scans: BlockingPool,
     /// The search index (`None` with `--disable-search`) and its indexer's inbox.
     pub search: Option<(Arc<palaver_search::SearchIndex>, flume::Sender<palaver_search::IndexOp>)>,
     /// Where shared files' bytes go.

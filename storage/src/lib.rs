@@ -10,6 +10,7 @@
 //!
 //! Not here: sockets, the chat rules (that is `palaver-core`), search and files.
 
+mod cid_filter;
 mod committer;
 mod error;
 mod files;
@@ -23,6 +24,7 @@ mod records;
 mod scan;
 mod store;
 
+pub use cid_filter::{CidFilter, CidHash, FilterFull, MAX_FILTERED_CIDS};
 pub use committer::{CommitDone, GroupCommitter};
 pub use error::StorageError;
 pub use key_directory::DeviceRecord;

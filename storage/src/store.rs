@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 use palaver_protocol::{ClientMsgId, Message, ReactionSummary, RoomId, UserId, Username};
 
+use crate::cid_filter::{CidFilter, CidHash, MAX_FILTERED_CIDS};
 use crate::error::StorageError;
 use crate::integrity::{CommitWatermark, DiskGuard};
 use crate::keys;
@@ -810,6 +811,25 @@ impl Store {
                 detail: "value is not 16 bytes".into(),
             }),
         }
+    }
+
+    /// A filter over every cid stored for `room` (see [`CidFilter`]), built by scanning its
+    /// keys: slow for a long history, so never on a shard's event loop. `None` when the
+    /// room holds more than [`MAX_FILTERED_CIDS`] cids: look each one up instead.
+    ///
+    /// A cid stored after the scan passed its place may be missing: whoever builds the
+    /// filter while the room takes messages adds those cids itself.
+    pub fn cid_filter(&self, room: &RoomId) -> Result<Option<CidFilter>, StorageError> {
+        let prefix = keys::room_prefix(room);
+        let mut hashes = Vec::new();
+        for guard in self.room_cid_seq.prefix(&prefix) {
+            let key = guard.key()?;
+            if hashes.len() == MAX_FILTERED_CIDS {
+                return Ok(None);
+            }
+            hashes.push(CidHash::of_bytes(&key[prefix.len()..]));
+        }
+        Ok(CidFilter::from_hashes(&hashes))
     }
 
     /// The `(seq, ts)` a cid was stored under in a room, if it was.

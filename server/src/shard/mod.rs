@@ -5,6 +5,7 @@
 mod conns;
 mod fanout;
 mod governance;
+mod known_cids;
 pub mod messages;
 mod owner;
 pub mod people;

@@ -15,9 +15,10 @@ use palaver_protocol::{
     Message, MessageKind, OkBody, Reaction, ReactionOk, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomId,
     RoomKind, RoomOk, SendOk, ServerFrame, Typing, UserId,
 };
-use palaver_storage::{RoomRecord, StorageError, Write};
+use palaver_storage::{CidHash, RoomRecord, StorageError, Write};
 
 use super::Shard;
+use super::known_cids::{self, KnownCids};
 use super::messages::{
     AfterNotice, CommitWork, Delivery, Ephemeral, LazyFrames, Origin, Reply, RoomAction, ShardMsg, Subscribe,
     Ticket, sent,
@@ -41,11 +42,19 @@ pub struct OwnedRoom {
     pub(super) unsettled: usize,
     /// Being deleted: refuse everything.
     pub(super) deleting: bool,
+    /// Which cids storage may hold for the room: spares new messages the lookup.
+    pub(super) cids: KnownCids,
 }
 
 impl OwnedRoom {
+    /// A room with no message yet (created here, or loaded empty).
     fn new(room: Room) -> Self {
+        Self::with_cids(room, KnownCids::empty())
+    }
+
+    fn with_cids(room: Room, cids: KnownCids) -> Self {
         Self {
+            cids,
             room,
             subscriber_shards: BTreeSet::new(),
             waiting: BTreeMap::new(),
@@ -98,7 +107,7 @@ pub(super) fn submit(shard: &Shard, writes: Vec<Write>, work: CommitWork) -> Res
 
 /// Loads a room into memory (a few point reads and one short scan, served from fjall's
 /// caches), or returns `None` if it does not exist.
-fn load(shard: &Shard, id: &RoomId) -> Result<Option<OwnedRoom>, StorageError> {
+fn load(shard: &Rc<Shard>, id: &RoomId) -> Result<Option<OwnedRoom>, StorageError> {
     let store = &shard.shared.store;
     let Some(record) = store.room(id)? else { return Ok(None) };
     let members = store.members(id)?.into_iter().map(|(user, role)| (user, Role::from_byte(role)));
@@ -122,7 +131,8 @@ fn load(shard: &Shard, id: &RoomId) -> Result<Option<OwnedRoom>, StorageError> {
         invites: store.invites(id)?,
     });
     room.expire_mutes(now_ms());
-    Ok(Some(OwnedRoom::new(room)))
+    let cids = if last_seq == 0 { KnownCids::empty() } else { known_cids::start_build(shard, id.clone()) };
+    Ok(Some(OwnedRoom::with_cids(room, cids)))
 }
 
 /// Applies one room operation.
@@ -210,7 +220,12 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                 let body = error(ErrorCode::Forbidden, "this user does not accept messages from you");
                 return answer(shard, reply_to, Reply::plain(&origin, body));
             }
-            let lookup = |cid: &_| store.cid_seq(&room, cid).ok().flatten();
+            // Almost every cid is new: the room's filter says so without a storage read.
+            let cid_hash = CidHash::of(&cid);
+            let known = &owned.cids;
+            let lookup = |cid: &_| {
+                if known.may_be_stored(cid_hash) { store.cid_seq(&room, cid).ok().flatten() } else { None }
+            };
             // Mentions are resolved here (a storage lookup per `@name`); the room keeps
             // only those who are members.
             // (Never in ciphertext: the server does not look into encrypted bodies.)
@@ -258,6 +273,7 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                     ];
                     match submit(shard, writes, CommitWork::Message(message)) {
                         Ok(()) => {
+                            owned.cids.appended(cid_hash);
                             owned.unsettled += 1;
                             owned.waiting.entry(ok.seq).or_default().push((origin, sent(ok)));
                         }

@@ -1,0 +1,58 @@
+//! A room's cid filter, built from storage, holds every cid stored for that room: the
+//! idempotency check may skip the lookup only for cids it reports absent.
+
+use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, UserId};
+use palaver_storage::{CidHash, Durability, Store, Write};
+
+fn message(room: &RoomId, seq: u64, cid: &str) -> Message {
+    Message {
+        room: room.clone(),
+        seq,
+        ts: 1_000 + seq,
+        sender: UserId::parse("u_alice").expect("valid id"),
+        cid: ClientMsgId::parse(cid).expect("valid cid"),
+        kind: MessageKind::Text,
+        text: format!("message {seq}"),
+        client_ts: None,
+        reactions: Vec::new(),
+        reply_to: None,
+        reply: None,
+        mentions: Vec::new(),
+        file: None,
+        edited_at: None,
+        deleted: false,
+        system: None,
+        blocked: false,
+        encryption: None,
+    }
+}
+
+fn hash(cid: &str) -> CidHash {
+    CidHash::of(&ClientMsgId::parse(cid).expect("valid cid"))
+}
+
+#[test]
+fn a_rooms_filter_holds_its_stored_cids_and_not_its_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Buffered).unwrap();
+    // `r_a` is a prefix of `r_ab`: the scan must stop at its own room.
+    let (a, ab) = (RoomId::parse("r_a").unwrap(), RoomId::parse("r_ab").unwrap());
+    let mut writes = Vec::new();
+    for seq in 1..=2_000 {
+        writes.push(Write::AppendMessage(message(&a, seq, &format!("a-{seq}"))));
+        writes.push(Write::AppendMessage(message(&ab, seq, &format!("ab-{seq}"))));
+    }
+    store.apply(&writes).unwrap();
+    // Reopened, so part of it is read from disk tables rather than the memtable.
+    drop(store);
+    let store = Store::open(dir.path(), Durability::Buffered).unwrap();
+
+    let filter = store.cid_filter(&a).unwrap().expect("well below the cap");
+    assert_eq!(filter.len(), 2_000);
+    assert!((1..=2_000).all(|seq| filter.may_contain(hash(&format!("a-{seq}")))));
+    let neighbours = (1..=2_000).filter(|seq| filter.may_contain(hash(&format!("ab-{seq}")))).count();
+    assert!(neighbours < 100, "{neighbours} of the other room's cids reported present");
+
+    let empty = store.cid_filter(&RoomId::parse("r_none").unwrap()).unwrap().expect("empty");
+    assert!(empty.is_empty());
+}
