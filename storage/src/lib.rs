@@ -18,6 +18,7 @@ mod governance;
 mod integrity;
 mod key_directory;
 mod keys;
+mod memtable_keeper;
 mod message_record;
 mod people;
 mod records;

@@ -11,6 +11,7 @@ use crate::cid_filter::{CidFilter, CidHash, MAX_FILTERED_CIDS};
 use crate::error::StorageError;
 use crate::integrity::{CommitWatermark, DiskGuard};
 use crate::keys;
+use crate::memtable_keeper::MemtableKeeper;
 use crate::message_record;
 use crate::records::{RefreshRecord, RoomRecord, UserRecord, Write};
 
@@ -110,6 +111,8 @@ pub struct Store {
     pub(crate) file_record: Keyspace,
     pub(crate) user_device: Keyspace,
     pub(crate) user_device_otk: Keyspace,
+    /// Frees flushed memtables outside fjall's locks (see `memtable_keeper`).
+    _memtables: MemtableKeeper,
 }
 
 impl std::fmt::Debug for Store {
@@ -177,6 +180,8 @@ impl Store {
             file_record: open("file_record")?,
             user_device: open("user_device")?,
             user_device_otk: open("user_device_otk")?,
+            _memtables: MemtableKeeper::start(keyspaces_of(&db)?)
+                .map_err(|e| StorageError::Engine(fjall::Error::from(e)))?,
             db,
             durability,
             poisoned: AtomicBool::new(false),
@@ -840,6 +845,15 @@ impl Store {
             detail: "value is not 16 bytes".into(),
         })
     }
+}
+
+/// Every keyspace of the database (opened above, so their options are already set).
+fn keyspaces_of(db: &Database) -> Result<Vec<Keyspace>, StorageError> {
+    let mut keyspaces = Vec::new();
+    for name in db.list_keyspace_names() {
+        keyspaces.push(db.keyspace(&name, KeyspaceCreateOptions::default)?);
+    }
+    Ok(keyspaces)
 }
 
 pub(crate) fn encode_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {

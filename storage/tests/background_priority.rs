@@ -1,5 +1,6 @@
-//! fjall's flush and compaction workers are background work: they run at nice 10, and
-//! opening the store leaves the opener's own priority alone. (Its own test binary, so
+//! fjall's flush and compaction workers, and the thread that frees flushed memtables, are
+//! background work: they run at nice 10, and opening the store leaves the opener's own
+//! priority alone. (Its own test binary, so
 //! no other test's threads are in the process.)
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
@@ -22,14 +23,29 @@ fn threads_named(name: &str) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn storage_workers_run_at_nice_10_and_the_opener_keeps_its_priority() {
+fn storage_background_threads_run_at_nice_10_and_the_opener_keeps_its_priority() {
     let dir = tempfile::tempdir().unwrap();
     let before = nice_of(std::path::Path::new("/proc/thread-self"));
-    let _store = Store::open(dir.path(), Durability::Fsync).unwrap();
+    let store = Store::open(dir.path(), Durability::Fsync).unwrap();
     let workers = threads_named("fjall:worker");
     assert!(!workers.is_empty(), "no fjall worker threads found");
     for worker in &workers {
         assert_eq!(nice_of(worker), 10, "{}", worker.display());
     }
     assert_eq!(nice_of(std::path::Path::new("/proc/thread-self")), before);
+
+    // The thread that frees flushed memtables lowers its own priority as it starts.
+    let keeper_nice = || threads_named("store-memtables").first().map(|t| nice_of(t));
+    for _ in 0..200 {
+        if keeper_nice() == Some(10) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(keeper_nice(), Some(10));
+    // It is joined when the store drops: its keyspace handles are gone, so the
+    // directory opens again.
+    drop(store);
+    assert!(threads_named("store-memtables").is_empty());
+    drop(Store::open(dir.path(), Durability::Fsync).unwrap());
 }
