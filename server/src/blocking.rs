@@ -6,6 +6,15 @@ use std::thread::JoinHandle;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// How a pool's threads share the CPU with the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Like the shards: work a client is waiting for (a login's hashing).
+    Normal,
+    /// Nice 10: work nobody waits for, which yields the shards' cores.
+    Background,
+}
+
 /// The pool. Dropping every clone of the sender ends the threads.
 #[derive(Clone)]
 pub struct BlockingPool {
@@ -13,9 +22,8 @@ pub struct BlockingPool {
 }
 
 impl BlockingPool {
-    /// Starts `threads` workers named `name-N`; `background` ones run at a lower
-    /// priority (nice 10), so they yield the shards' cores.
-    pub fn start(name: &str, threads: usize, background: bool) -> (BlockingPool, Vec<JoinHandle<()>>) {
+    /// Starts `threads` workers named `name-N`.
+    pub fn start(name: &str, threads: usize, priority: Priority) -> (BlockingPool, Vec<JoinHandle<()>>) {
         let (tx, rx) = flume::unbounded::<Job>();
         let handles = (0..threads.max(1))
             .filter_map(|i| {
@@ -23,7 +31,7 @@ impl BlockingPool {
                 std::thread::Builder::new()
                     .name(format!("{name}-{i}"))
                     .spawn(move || {
-                        if background {
+                        if priority == Priority::Background {
                             palaver_storage::lower_this_threads_priority();
                         }
                         while let Ok(job) = rx.recv() {

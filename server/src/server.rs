@@ -12,7 +12,7 @@ use palaver_search::{IndexOp, IndexerConfig, IndexerHandle, SearchIndex};
 use palaver_storage::{CommitDone, GroupCommitter, Store, StoreOptions};
 
 use crate::auth::TokenService;
-use crate::blocking::BlockingPool;
+use crate::blocking::{BlockingPool, Priority};
 use crate::config::Config;
 use crate::files::FileStore;
 use crate::metrics::Metrics;
@@ -113,9 +113,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     };
     let committer = start_committer(store.clone(), mesh.clone(), metrics.clone(), index_feed);
-    let (blocking, blocking_threads) = BlockingPool::start("palaver-blocking", 2, false);
+    let (blocking, blocking_threads) = BlockingPool::start("palaver-blocking", 2, Priority::Normal);
     // Apart, so that rebuilding many rooms' cid filters after a restart never delays logins.
-    let (scans, scan_threads) = BlockingPool::start("palaver-scan", 1, true);
+    let (scans, scan_threads) = BlockingPool::start("palaver-scan", 1, Priority::Background);
     let listeners = bind_shared_port(config.http_addr, config.shards)?;
     let http_addr = listeners.first().and_then(|l| l.local_addr().ok()).unwrap_or(config.http_addr);
     // `--http-tls`: the identity QUIC serves (loaded, or generated here first and then

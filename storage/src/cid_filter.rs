@@ -63,7 +63,7 @@ impl CidHash {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Layer {
     blocks: Vec<[u64; BLOCK_BITS / 64]>,
     keys: usize,
@@ -99,10 +99,21 @@ impl Layer {
 }
 
 /// A Bloom filter over every cid stored for one room. See the module docs.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct CidFilter {
     layers: Vec<Layer>,
     keys: usize,
+}
+
+/// Its size, not its megabytes of bits.
+impl std::fmt::Debug for CidFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CidFilter")
+            .field("keys", &self.keys)
+            .field("layers", &self.layers.len())
+            .field("bytes", &self.memory_bytes())
+            .finish()
+    }
 }
 
 /// [`CidFilter::insert`] found the filter at [`MAX_FILTERED_CIDS`]: drop it and look
@@ -145,18 +156,15 @@ impl CidFilter {
         if self.keys >= MAX_FILTERED_CIDS {
             return Err(FilterFull);
         }
-        let layer = match self.layers.last_mut() {
-            Some(layer) if layer.keys < layer.capacity => layer,
-            _ => {
-                // Doubling: each new layer holds as many keys as all the ones before it.
-                let total: usize = self.layers.iter().map(|l| l.capacity).sum();
-                self.layers.push(Layer::with_capacity(total.max(MIN_LAYER_KEYS)));
-                let Some(layer) = self.layers.last_mut() else { return Err(FilterFull) };
-                layer
-            }
-        };
-        layer.insert(hash);
-        self.keys += 1;
+        if self.layers.last().is_none_or(|layer| layer.keys >= layer.capacity) {
+            // Doubling: each new layer holds as many keys as all the ones before it.
+            let total: usize = self.layers.iter().map(|l| l.capacity).sum();
+            self.layers.push(Layer::with_capacity(total.max(MIN_LAYER_KEYS)));
+        }
+        if let Some(layer) = self.layers.last_mut() {
+            layer.insert(hash);
+            self.keys += 1;
+        }
         Ok(())
     }
 

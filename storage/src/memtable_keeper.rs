@@ -8,8 +8,9 @@
 //!
 //! This thread keeps a reference to every memtable it sees, so that fjall's drop is only a
 //! count decrement; once it holds the last reference to a memtable it frees it here, with
-//! no lock held. It reads `Keyspace::tree`, which fjall exposes but hides from its docs:
-//! an fjall upgrade that moves it fails to compile rather than misbehave.
+//! no lock held. It reads `Keyspace::tree`, which fjall exposes but hides from its docs,
+//! and relies on how fjall 3.1 lets go of flushed memtables; the workspace pins fjall to
+//! 3.1.x for that reason, and an upgrade must re-check this file.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -18,8 +19,9 @@ use std::time::Duration;
 use fjall::{AbstractTree, Keyspace};
 
 /// How often the thread looks for new memtables: far shorter than the time to fill one
-/// (8 MiB), so it sees every memtable before it is flushed.
-const POLL: Duration = Duration::from_millis(20);
+/// (8 MiB), so it sees every memtable before it is flushed; one it misses is freed by
+/// fjall as before. Each look takes the keyspace's version lock briefly, as a reader.
+const POLL: Duration = Duration::from_millis(50);
 
 /// The running thread; dropping this stops and joins it (it holds keyspace handles,
 /// which must be gone before the data directory can be opened again).

@@ -4,9 +4,14 @@
 //! absent), with the storage lookup for "maybe".
 //!
 //! A room created here, or loaded with no messages, starts with an empty filter. A room
-//! loaded with history looks every cid up until a background thread has scanned its stored
-//! cids into a filter; the cids it appends meanwhile are kept and added on arrival, so
-//! the filter misses none that the scan could not see.
+//! loaded with history is scanned only when it takes its first message (a room that is
+//! only read costs no scan): a background thread scans its stored cids into a filter
+//! while its sends look every cid up, and the cids it appends meanwhile are kept and
+//! added on arrival, so the filter misses none that the scan could not see.
+//!
+//! Not in a cluster: there another node's writes to a room can reach this node's storage
+//! (from the shared log) before its owner hears of them, and only the storage lookup
+//! sees those.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -26,23 +31,37 @@ static NEXT_BUILD: AtomicU64 = AtomicU64::new(1);
 pub(super) enum KnownCids {
     /// Every cid stored for the room, and every cid appended since, is in the filter.
     Filter(CidFilter),
+    /// Loaded with history and no message taken since: not scanned yet.
+    Unscanned,
     /// A filter is being built; the hashes of the cids appended since it started.
     Building { build: u64, appended: Vec<CidHash> },
-    /// Look every cid up: the room holds more than a filter takes, or the build failed.
+    /// Look every cid up: in a cluster, or the room holds more than a filter takes, or
+    /// the build failed.
     LookUp,
 }
 
 impl KnownCids {
-    /// For a room that has no message yet.
-    pub(super) fn empty() -> Self {
-        Self::Filter(CidFilter::new())
+    /// What an owner knows as it starts holding a room, with or without messages.
+    pub(super) fn at_start(shard: &Shard, has_messages: bool) -> Self {
+        match (shard.shared.cluster.is_some(), has_messages) {
+            (true, _) => Self::LookUp,
+            (false, true) => Self::Unscanned,
+            (false, false) => Self::Filter(CidFilter::new()),
+        }
+    }
+
+    /// Called before a message is appended: the first one starts the scan.
+    pub(super) fn before_append(&mut self, shard: &Rc<Shard>, room: &RoomId) {
+        if matches!(self, Self::Unscanned) {
+            *self = start_build(shard, room.clone());
+        }
     }
 
     /// `false` only if storage certainly holds no such cid for the room.
     pub(super) fn may_be_stored(&self, hash: CidHash) -> bool {
         match self {
             Self::Filter(filter) => filter.may_contain(hash),
-            Self::Building { .. } | Self::LookUp => true,
+            Self::Unscanned | Self::Building { .. } | Self::LookUp => true,
         }
     }
 
@@ -55,7 +74,8 @@ impl KnownCids {
                 }
             }
             Self::Building { appended, .. } => appended.push(hash),
-            Self::LookUp => {}
+            // Not reached (`before_append` comes first); looking up is always safe.
+            Self::Unscanned | Self::LookUp => {}
         }
     }
 
@@ -78,9 +98,9 @@ impl KnownCids {
     }
 }
 
-/// Starts building the filter of a room just loaded with history: returns the state to
-/// hold it in until the answer comes back.
-pub(super) fn start_build(shard: &Rc<Shard>, room: RoomId) -> KnownCids {
+/// Starts building the filter of a room loaded with history: returns the state to hold
+/// it in until the answer comes back.
+fn start_build(shard: &Rc<Shard>, room: RoomId) -> KnownCids {
     let build = NEXT_BUILD.fetch_add(1, Ordering::Relaxed);
     let shard = Rc::clone(shard);
     monoio::spawn(async move {
@@ -123,6 +143,14 @@ mod tests {
         assert!(known.may_be_stored(hash("during")));
         known.appended(hash("after"));
         assert!(known.may_be_stored(hash("after")));
+    }
+
+    #[test]
+    fn an_unscanned_room_looks_everything_up() {
+        let mut known = KnownCids::Unscanned;
+        assert!(known.may_be_stored(hash("anything")));
+        known.appended(hash("x"));
+        assert!(matches!(known, KnownCids::Unscanned));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use palaver_protocol::{
 use palaver_storage::{CidHash, RoomRecord, StorageError, Write};
 
 use super::Shard;
-use super::known_cids::{self, KnownCids};
+use super::known_cids::KnownCids;
 use super::messages::{
     AfterNotice, CommitWork, Delivery, Ephemeral, LazyFrames, Origin, Reply, RoomAction, ShardMsg, Subscribe,
     Ticket, sent,
@@ -47,12 +47,7 @@ pub struct OwnedRoom {
 }
 
 impl OwnedRoom {
-    /// A room with no message yet (created here, or loaded empty).
-    fn new(room: Room) -> Self {
-        Self::with_cids(room, KnownCids::empty())
-    }
-
-    fn with_cids(room: Room, cids: KnownCids) -> Self {
+    fn new(room: Room, cids: KnownCids) -> Self {
         Self {
             cids,
             room,
@@ -107,7 +102,7 @@ pub(super) fn submit(shard: &Shard, writes: Vec<Write>, work: CommitWork) -> Res
 
 /// Loads a room into memory (a few point reads and one short scan, served from fjall's
 /// caches), or returns `None` if it does not exist.
-fn load(shard: &Rc<Shard>, id: &RoomId) -> Result<Option<OwnedRoom>, StorageError> {
+fn load(shard: &Shard, id: &RoomId) -> Result<Option<OwnedRoom>, StorageError> {
     let store = &shard.shared.store;
     let Some(record) = store.room(id)? else { return Ok(None) };
     let members = store.members(id)?.into_iter().map(|(user, role)| (user, Role::from_byte(role)));
@@ -131,8 +126,7 @@ fn load(shard: &Rc<Shard>, id: &RoomId) -> Result<Option<OwnedRoom>, StorageErro
         invites: store.invites(id)?,
     });
     room.expire_mutes(now_ms());
-    let cids = if last_seq == 0 { KnownCids::empty() } else { known_cids::start_build(shard, id.clone()) };
-    Ok(Some(OwnedRoom::with_cids(room, cids)))
+    Ok(Some(OwnedRoom::new(room, KnownCids::at_start(shard, last_seq > 0))))
 }
 
 /// Applies one room operation.
@@ -221,6 +215,7 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                 return answer(shard, reply_to, Reply::plain(&origin, body));
             }
             // Almost every cid is new: the room's filter says so without a storage read.
+            owned.cids.before_append(shard, &room);
             let cid_hash = CidHash::of(&cid);
             let known = &owned.cids;
             let lookup = |cid: &_| {
@@ -499,7 +494,7 @@ fn create(
     let reply = Reply::plain(&origin, ReplyBody::Ok(OkBody::Room(RoomOk { room: info })));
     match submit(shard, writes, CommitWork::Reply { shard: reply_to, reply }) {
         Ok(()) => {
-            hold(shard, room_id, OwnedRoom::new(room));
+            hold(shard, room_id, OwnedRoom::new(room, KnownCids::at_start(shard, false)));
         }
         Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
     }
@@ -568,7 +563,7 @@ fn dm_open(shard: &Rc<Shard>, origin: Origin, room_id: RoomId, peer: UserId) {
     let reply = Reply::plain(&origin, ReplyBody::Ok(OkBody::Room(RoomOk { room: info })));
     match submit(shard, writes, CommitWork::Reply { shard: reply_to, reply }) {
         Ok(()) => {
-            hold(shard, room_id, OwnedRoom::new(room));
+            hold(shard, room_id, OwnedRoom::new(room, KnownCids::at_start(shard, false)));
         }
         Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
     }
