@@ -50,13 +50,6 @@ impl KnownCids {
         }
     }
 
-    /// Called before a message is appended: the first one starts the scan.
-    pub(super) fn before_append(&mut self, shard: &Rc<Shard>, room: &RoomId) {
-        if matches!(self, Self::Unscanned) {
-            *self = start_build(shard, room.clone());
-        }
-    }
-
     /// `false` only if storage certainly holds no such cid for the room.
     pub(super) fn may_be_stored(&self, hash: CidHash) -> bool {
         match self {
@@ -65,8 +58,16 @@ impl KnownCids {
         }
     }
 
-    /// Notes a cid submitted for storage.
-    pub(super) fn appended(&mut self, hash: CidHash) {
+    /// Notes a cid submitted for storage in `room`; the first one of an unscanned room
+    /// starts its scan (a rejected send never does).
+    pub(super) fn appended(&mut self, shard: &Rc<Shard>, room: &RoomId, hash: CidHash) {
+        if matches!(self, Self::Unscanned) {
+            *self = start_build(shard, room.clone());
+        }
+        self.record(hash);
+    }
+
+    fn record(&mut self, hash: CidHash) {
         match self {
             Self::Filter(filter) => {
                 if filter.insert(hash).is_err() {
@@ -74,7 +75,8 @@ impl KnownCids {
                 }
             }
             Self::Building { appended, .. } => appended.push(hash),
-            // Not reached (`before_append` comes first); looking up is always safe.
+            // Unscanned is not reached (`appended` starts the scan first); looking up
+            // is always safe.
             Self::Unscanned | Self::LookUp => {}
         }
     }
@@ -134,14 +136,14 @@ mod tests {
     #[test]
     fn cids_appended_during_a_build_join_its_filter() {
         let mut known = KnownCids::Building { build: 7, appended: Vec::new() };
-        known.appended(hash("during"));
+        known.record(hash("during"));
         assert!(known.may_be_stored(hash("anything")), "while building, everything is looked up");
         let mut scanned = CidFilter::new();
         scanned.insert(hash("before")).expect("room");
         known.built(7, Some(scanned));
         assert!(known.may_be_stored(hash("before")));
         assert!(known.may_be_stored(hash("during")));
-        known.appended(hash("after"));
+        known.record(hash("after"));
         assert!(known.may_be_stored(hash("after")));
     }
 
@@ -149,7 +151,7 @@ mod tests {
     fn an_unscanned_room_looks_everything_up() {
         let mut known = KnownCids::Unscanned;
         assert!(known.may_be_stored(hash("anything")));
-        known.appended(hash("x"));
+        known.record(hash("x"));
         assert!(matches!(known, KnownCids::Unscanned));
     }
 

@@ -215,7 +215,6 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                 return answer(shard, reply_to, Reply::plain(&origin, body));
             }
             // Almost every cid is new: the room's filter says so without a storage read.
-            owned.cids.before_append(shard, &room);
             let cid_hash = CidHash::of(&cid);
             let known = &owned.cids;
             let lookup = |cid: &_| {
@@ -268,7 +267,7 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                     ];
                     match submit(shard, writes, CommitWork::Message(message)) {
                         Ok(()) => {
-                            owned.cids.appended(cid_hash);
+                            owned.cids.appended(shard, &room, cid_hash);
                             owned.unsettled += 1;
                             owned.waiting.entry(ok.seq).or_default().push((origin, sent(ok)));
                         }
