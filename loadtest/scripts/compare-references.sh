@@ -38,7 +38,7 @@ run() { # scenario target name args...
   echo "== $name ($target)"
   $LOAD "$scenario" --target "$target" "${where[@]}" --quiet \
     --out "$OUT/$name-$target.json" --md "$OUT/$name-$target.md" --html "$OUT/$name-$target.html" "$@" \
-    | grep -E 'deliveries/s|latency p50|latency p99 |µs (user|total)|connections/s|RSS bytes|errors|pages/s|history p99|sends/s' || true
+    | grep -E 'deliveries/s|latency p50|latency p99 |arrival p99 |µs (user|total)|connections/s|RSS bytes|errors|pages/s|history p99|sends/s' || true
   [[ $target == palaver-* ]] || stop_baseline
   sleep 2
 }

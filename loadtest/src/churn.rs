@@ -294,7 +294,7 @@ async fn visit(i: usize, ctx: &Ctx, out: &mut Outcome, how: Visit) -> anyhow::Re
                         .last_seq
                         .ok_or_else(|| anyhow!("join: no last_seq"));
                 }
-                Frame::Message { seq, client_ts } => early.push((seq, client_ts)),
+                Frame::Message { seq, client_ts } => early.push((seq, client_ts, client.last_arrival_us())),
                 Frame::EnginePing => client.pong().await?,
                 Frame::Closed => bail!("join: socket closed by the server"),
                 _ => {}
@@ -316,17 +316,17 @@ async fn visit(i: usize, ctx: &Ctx, out: &mut Outcome, how: Visit) -> anyhow::Re
         // The first visit (or any visit without resume) expects what comes after the join.
         out.tracker.last = Some(last_seq);
     }
-    let on_message = |out: &mut Outcome, seq: u64, client_ts: Option<u64>| {
+    let on_message = |out: &mut Outcome, seq: u64, client_ts: Option<u64>, arrived: Option<u64>| {
         out.tracker.see(seq);
         if seq <= last_seq {
             stats.replayed.fetch_add(1, Ordering::Relaxed);
         } else {
-            stats.delivered(client_ts);
+            stats.delivered(client_ts, arrived);
             stats.expected_deliveries.fetch_add(1, Ordering::Relaxed);
         }
     };
-    for (seq, client_ts) in early {
-        on_message(out, seq, client_ts);
+    for (seq, client_ts, arrived) in early {
+        on_message(out, seq, client_ts, arrived);
     }
     let deadline = match how {
         Visit::Until(t) => t,
@@ -346,7 +346,7 @@ async fn visit(i: usize, ctx: &Ctx, out: &mut Outcome, how: Visit) -> anyhow::Re
             break;
         };
         match client.classify(&message) {
-            Incoming::Message { client_ts, seq } => on_message(out, seq, client_ts),
+            Incoming::Message { client_ts, seq } => on_message(out, seq, client_ts, client.last_arrival_us()),
             Incoming::EnginePing => client.pong().await?,
             Incoming::Closed => {
                 stats.socket_ended();

@@ -15,13 +15,14 @@ use palaver_protocol::{
     ClientFrame, Codec, Event, OkBody, Op, ReplyBody, RoomId, RoomKind, RoomSettingsPatch, ServerFrame,
 };
 use serde_json::{Value, json};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::arrival::ArrivalStream;
 use crate::cli::Target;
 use crate::socketio::{self, Packet};
 use crate::wire::{self, Incoming};
@@ -51,7 +52,7 @@ pub enum Proto {
 
 /// A connected, authenticated socket.
 pub struct Client {
-    pub ws: WebSocketStream<TcpStream>,
+    pub ws: WebSocketStream<ArrivalStream>,
     pub proto: Proto,
     next_id: u64,
 }
@@ -118,6 +119,7 @@ impl Client {
             let stream =
                 socket.connect(addr).await.with_context(|| format!("connect {addr} from {source}"))?;
             stream.set_nodelay(true)?;
+            let stream = ArrivalStream::new(stream).context("SO_TIMESTAMPNS")?;
             let mut request = match proto {
                 Proto::Palaver(_) => format!("ws://{addr}/v1/ws"),
                 Proto::SocketIo => format!("ws://{addr}{}", socketio::PATH),
@@ -214,6 +216,12 @@ impl Client {
             (Proto::SocketIo, WsMessage::Text(t)) => socketio::classify(t.as_str()),
             _ => wire::classify(message),
         }
+    }
+
+    /// When the bytes of the frame last read reached this socket (kernel receive
+    /// timestamp), µs since the Unix epoch.
+    pub fn last_arrival_us(&self) -> Option<u64> {
+        self.ws.get_ref().last_arrival_us()
     }
 
     /// Reads a frame fully.

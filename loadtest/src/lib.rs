@@ -17,6 +17,7 @@
 //! The library is what the binary runs: [`run`] takes a parsed [`cli::Command`] and returns
 //! the result document, so tests can drive scenarios without spawning the binary.
 
+mod arrival;
 mod churn;
 pub mod cli;
 mod client;

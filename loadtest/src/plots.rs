@@ -119,6 +119,7 @@ pub fn latency(doc: &Value) -> anyhow::Result<Option<String>> {
         &[
             ("delivery p50", "p50_ms"),
             ("delivery p99", "p99_ms"),
+            ("arrival p99", "arrival_p99_ms"),
             ("connect p50", "connect_p50_ms"),
             ("connect p99", "connect_p99_ms"),
             ("history p50", "history_p50_ms"),

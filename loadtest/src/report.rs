@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::env::Env;
 use crate::process_stats::{self, ProcSample};
-use crate::stats::{Snapshot, Stats, distribution_json, latency_json, round3};
+use crate::stats::{Snapshot, Stats, Until, distribution_json, latency_json, round3};
 
 /// Bars of the latency distributions in results (and in the HTML plot).
 pub const DISTRIBUTION_BINS: u64 = 40;
@@ -82,7 +82,8 @@ impl Sampler {
         );
         let (connects, pages) =
             (rate(self.last.connects, snap.connects), rate(self.last.history_pages, snap.history_pages));
-        let latency = self.stats.delivery.take_interval();
+        let latency = self.stats.delivery.take_interval(Until::Read);
+        let arrival = self.stats.delivery.take_interval(Until::Arrival);
         let connect_latency = self.stats.connect.take_interval();
         let history_latency = self.stats.history.take_interval();
         let elapsed = (now - self.started).as_secs_f64();
@@ -114,6 +115,7 @@ impl Sampler {
             "p50_ms": latency.map(|l| l.0),
             "p99_ms": latency.map(|l| l.1),
             "max_ms": latency.map(|l| l.2),
+            "arrival_p99_ms": arrival.map(|l| l.1),
             "server_cpu_pct": cpu.map(|c| c.round()),
             "connects_per_sec": connects.round(),
             "connect_p50_ms": connect_latency.map(|l| l.0),
@@ -235,7 +237,8 @@ pub fn traffic_results(stats: &Stats, start: &Mark, end: &Mark, last: &Snapshot)
     let deliveries = end.snap.deliveries.saturating_sub(start.snap.deliveries);
     let sends = end.snap.sends.saturating_sub(start.snap.sends);
     let acks = end.snap.acks.saturating_sub(start.snap.acks);
-    let latency = stats.delivery.window();
+    let latency = stats.delivery.window(Until::Read);
+    let arrival = stats.delivery.window(Until::Arrival);
     json!({
         "window_secs": round3(secs),
         "deliveries_per_sec": (deliveries as f64 / secs).round(),
@@ -244,6 +247,7 @@ pub fn traffic_results(stats: &Stats, start: &Mark, end: &Mark, last: &Snapshot)
         "deliveries_in_window": deliveries,
         "latency_ms": latency_json(&latency),
         "latency_distribution": distribution_json(&latency, DISTRIBUTION_BINS),
+        "arrival_latency_ms": latency_json(&arrival),
         "server_cpu": cpu_json(start.server, end.server, secs, deliveries, "delivery"),
         "client_cpu": cpu_json(start.client, end.client, secs, deliveries, "delivery"),
         "server_metrics": metrics_json(&start.metrics, &end.metrics),
@@ -318,6 +322,10 @@ pub const TRAFFIC_ROWS: &[(&str, &str)] = &[
     ("latency p99 (ms)", "results/latency_ms/p99"),
     ("latency p99.9 (ms)", "results/latency_ms/p99_9"),
     ("latency max (ms)", "results/latency_ms/max"),
+    ("arrival p50 (ms)", "results/arrival_latency_ms/p50"),
+    ("arrival p99 (ms)", "results/arrival_latency_ms/p99"),
+    ("arrival p99.9 (ms)", "results/arrival_latency_ms/p99_9"),
+    ("arrival max (ms)", "results/arrival_latency_ms/max"),
     ("server CPU (%)", "results/server_cpu/util_pct"),
     ("server µs user / delivery", "results/server_cpu/us_per_delivery_user"),
     ("server µs total / delivery", "results/server_cpu/us_per_delivery_total"),

@@ -71,8 +71,8 @@ pub struct Stats {
     /// Messages with `client_ts` in `[window_start_us, window_end_us)` are recorded.
     window_start_us: AtomicU64,
     window_end_us: AtomicU64,
-    /// End-to-end latency of message deliveries, µs.
-    pub delivery: LatencyPair,
+    /// End-to-end latency of message deliveries from their `client_ts`, µs.
+    pub delivery: DeliveryLatency,
     /// Connect + authenticate + join latency of churning clients, µs.
     pub connect: LatencyPair,
     /// `history` request → reply latency, µs.
@@ -105,7 +105,7 @@ impl Default for Stats {
             stopping: AtomicBool::new(false),
             window_start_us: AtomicU64::new(u64::MAX),
             window_end_us: AtomicU64::new(u64::MAX),
-            delivery: LatencyPair::default(),
+            delivery: DeliveryLatency::default(),
             connect: LatencyPair::default(),
             history: LatencyPair::default(),
             error_codes: Mutex::new(BTreeMap::new()),
@@ -136,30 +136,30 @@ pub struct Snapshot {
 }
 
 /// A latency histogram over the measured window, and one since the last progress line.
-pub struct LatencyPair {
-    window: Mutex<Histogram<u64>>,
-    interval: Mutex<Histogram<u64>>,
+struct Histograms {
+    window: Histogram<u64>,
+    interval: Histogram<u64>,
 }
 
-impl Default for LatencyPair {
+impl Default for Histograms {
     fn default() -> Self {
-        LatencyPair { window: Mutex::new(new_histogram()), interval: Mutex::new(new_histogram()) }
+        Histograms { window: new_histogram(), interval: new_histogram() }
     }
 }
 
-impl LatencyPair {
+impl Histograms {
     /// Records `latency_us` always in the interval, and in the window when `in_window`.
-    pub fn record(&self, latency_us: u64, in_window: bool) {
+    fn record(&mut self, latency_us: u64, in_window: bool) {
         let latency = latency_us.max(1);
-        lock(&self.interval).saturating_record(latency);
+        self.interval.saturating_record(latency);
         if in_window {
-            lock(&self.window).saturating_record(latency);
+            self.window.saturating_record(latency);
         }
     }
 
     /// Latency of the last interval (p50, p99, max in ms) and resets it.
-    pub fn take_interval(&self) -> Option<(f64, f64, f64)> {
-        let mut h = lock(&self.interval);
+    fn take_interval(&mut self) -> Option<(f64, f64, f64)> {
+        let h = &mut self.interval;
         if h.is_empty() {
             return None;
         }
@@ -167,23 +167,76 @@ impl LatencyPair {
         h.reset();
         Some(out)
     }
+}
+
+/// The latency of one kind of operation: the measured window and the current interval.
+#[derive(Default)]
+pub struct LatencyPair(Mutex<Histograms>);
+
+impl LatencyPair {
+    /// Records `latency_us` always in the interval, and in the window when `in_window`.
+    pub fn record(&self, latency_us: u64, in_window: bool) {
+        lock(&self.0).record(latency_us, in_window);
+    }
+
+    /// Latency of the last interval (p50, p99, max in ms) and resets it.
+    pub fn take_interval(&self) -> Option<(f64, f64, f64)> {
+        lock(&self.0).take_interval()
+    }
 
     /// The measured distribution.
     pub fn window(&self) -> Histogram<u64> {
-        lock(&self.window).clone()
+        lock(&self.0).window.clone()
+    }
+}
+
+/// The latency of message deliveries, two ways under one lock (the generator's hottest
+/// path): up to the moment the generator read the event, and up to its arrival in the
+/// receiving socket (the kernel's receive timestamp; see `arrival.rs`), which leaves out
+/// the generator's own queue of sockets to read.
+#[derive(Default)]
+pub struct DeliveryLatency(Mutex<[Histograms; 2]>);
+
+/// Which of a delivery's two latencies.
+#[derive(Debug, Clone, Copy)]
+pub enum Until {
+    /// Until the generator read the event.
+    Read = 0,
+    /// Until the event's bytes reached the receiving socket.
+    Arrival = 1,
+}
+
+impl DeliveryLatency {
+    fn record(&self, read_us: u64, arrival_us: Option<u64>, in_window: bool) {
+        let mut h = lock(&self.0);
+        h[Until::Read as usize].record(read_us, in_window);
+        if let Some(arrival) = arrival_us {
+            h[Until::Arrival as usize].record(arrival, in_window);
+        }
+    }
+
+    /// Latency of the last interval (p50, p99, max in ms) and resets it.
+    pub fn take_interval(&self, until: Until) -> Option<(f64, f64, f64)> {
+        lock(&self.0)[until as usize].take_interval()
+    }
+
+    /// The measured distribution.
+    pub fn window(&self, until: Until) -> Histogram<u64> {
+        lock(&self.0)[until as usize].window.clone()
     }
 }
 
 impl Stats {
-    /// Counts one delivered message event and records its latency.
-    pub fn delivered(&self, client_ts: Option<u64>) {
+    /// Counts one delivered message event and records its latency, both to now and to
+    /// `arrived`, the kernel's receive timestamp of its bytes (µs since the epoch).
+    pub fn delivered(&self, client_ts: Option<u64>, arrived: Option<u64>) {
         self.deliveries.fetch_add(1, Ordering::Relaxed);
         let Some(sent) = client_ts else {
             self.decode_errors.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let latency = epoch_us().saturating_sub(sent);
-        self.delivery.record(latency, self.in_window(sent));
+        let arrival = arrived.map(|at| at.saturating_sub(sent));
+        self.delivery.record(epoch_us().saturating_sub(sent), arrival, self.in_window(sent));
     }
 
     /// Whether an operation started at `at_us` (µs since the epoch) is inside the window.

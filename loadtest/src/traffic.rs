@@ -228,7 +228,7 @@ pub fn make_payload(len: usize) -> String {
 async fn receive(mut client: Client, stats: Arc<Stats>) {
     while let Some(message) = client.ws.next().await {
         let Ok(message) = message else { break };
-        match handle(&stats, client.classify(&message), None) {
+        match handle(&stats, client.classify(&message), client.last_arrival_us(), None) {
             Next::Continue => {}
             Next::Pong => {
                 if client.pong().await.is_err() {
@@ -251,10 +251,10 @@ pub enum Next {
     Stop,
 }
 
-/// Counts one incoming frame.
-fn handle(stats: &Stats, incoming: Incoming, sender: Option<(&mut u64, u64)>) -> Next {
+/// Counts one incoming frame, which reached the socket at `arrived` (µs since the epoch).
+fn handle(stats: &Stats, incoming: Incoming, arrived: Option<u64>, sender: Option<(&mut u64, u64)>) -> Next {
     match incoming {
-        Incoming::Message { client_ts, .. } => stats.delivered(client_ts),
+        Incoming::Message { client_ts, .. } => stats.delivered(client_ts, arrived),
         Incoming::Ok { .. } => {
             if let Some((in_flight, members)) = sender {
                 *in_flight = in_flight.saturating_sub(1);
@@ -319,7 +319,8 @@ impl Sender {
                 }
                 message = client.ws.next() => {
                     let Some(Ok(message)) = message else { break };
-                    match handle(&stats, client.classify(&message), Some((&mut in_flight, self.members))) {
+                    let arrived = client.last_arrival_us();
+                    match handle(&stats, client.classify(&message), arrived, Some((&mut in_flight, self.members))) {
                         Next::Continue => {}
                         Next::Pong => {
                             if client.pong().await.is_err() {

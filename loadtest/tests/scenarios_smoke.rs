@@ -29,8 +29,9 @@ fn palaver_binary() -> PathBuf {
     binary
 }
 
-/// Runs `palaver-load SCENARIO ARGS…` against a freshly spawned debug palaver.
-fn run(scenario: &str, args: &[&str]) {
+/// Runs `palaver-load SCENARIO ARGS…` against a freshly spawned debug palaver and returns
+/// its result document.
+fn run(scenario: &str, args: &[&str]) -> serde_json::Value {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let binary = palaver_binary();
     let mut argv: Vec<String> = vec!["palaver-load".into(), scenario.into()];
@@ -61,11 +62,23 @@ fn run(scenario: &str, args: &[&str]) {
         "{scenario} counted errors; results:\n{}",
         serde_json::to_string_pretty(&doc["results"]).unwrap_or_default()
     );
+    doc
 }
 
 #[test]
 fn fanout_runs_clean() {
-    run("fanout", &["--members", "10", "--senders", "2", "--rate", "50"]);
+    let doc = run("fanout", &["--members", "10", "--senders", "2", "--rate", "50"]);
+    // Every measured delivery also has its arrival time in the receiving socket, and a
+    // delivery cannot be read before it arrived, so no arrival percentile exceeds the
+    // read one.
+    let (read, arrival) = (&doc["results"]["latency_ms"], &doc["results"]["arrival_latency_ms"]);
+    let count = read["count"].as_u64().unwrap_or(0);
+    assert!(count > 0, "no delivery measured: {read}");
+    assert_eq!(arrival["count"].as_u64(), Some(count), "deliveries without an arrival time: {arrival}");
+    for p in ["p50", "p99", "max"] {
+        let (r, a) = (read[p].as_f64().unwrap_or(0.0), arrival[p].as_f64().unwrap_or(f64::MAX));
+        assert!(a <= r, "arrival {p} {a} ms exceeds read {p} {r} ms");
+    }
 }
 
 #[test]
