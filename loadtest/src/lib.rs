@@ -29,6 +29,8 @@ mod http;
 mod mixed;
 mod plots;
 mod process_stats;
+mod raw_ws;
+mod receiver;
 mod report;
 mod report_files;
 mod socketio;

@@ -22,12 +22,14 @@ use palaver_protocol::{ClientMsgId, MessageKind, Op, RoomId};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::cli::Target;
 use crate::client::{AuthMode, Client};
 use crate::env::{Env, round_robin};
+use crate::receiver::Receiver;
 use crate::report;
 use crate::stats::{Stats, epoch_us};
 use crate::window::{self, Schedule};
-use crate::wire::Incoming;
+use crate::wire::{self, Incoming};
 
 /// Unanswered sends a sender allows itself before it skips (and counts) due messages.
 const MAX_IN_FLIGHT_PER_SENDER: u64 = 10_000;
@@ -72,11 +74,19 @@ pub async fn run(
     Ok(doc)
 }
 
+/// One member's socket.
+enum Member {
+    /// A sender, or any member on Socket.io.
+    Client(Client),
+    /// A member that only receives, on Palaver's protocol.
+    Receiver(Receiver),
+}
+
 /// The sockets of a traffic workload, opened and joined, not yet sending.
 pub struct Setup {
     layout: Layout,
     rooms: Arc<Vec<RoomId>>,
-    clients: Vec<Option<Client>>,
+    clients: Vec<Option<Member>>,
     setup_errors: u64,
     first_error: Option<String>,
     setup_secs: f64,
@@ -114,25 +124,30 @@ impl Setup {
         // node i % N of a cluster.
         let started = std::time::Instant::now();
         let (addrs, target, sources) = (env.addrs.clone(), common.target, env.sources.clone());
-        let members = layout.members;
+        let (members, senders) = (layout.members, layout.senders_per_room);
         let mut opened = futures_util::stream::iter(0..sockets)
             .map(|i| {
                 let (tokens, rooms) = (tokens.clone(), rooms.clone());
                 let source = sources[i % sources.len()];
                 let addr = round_robin(&addrs, i);
                 async move {
+                    let (token, room) = (&tokens[i % tokens.len()], &rooms[i / members]);
                     let opened = async {
-                        let mut client =
-                            Client::connect(addr, source, target, &tokens[i % tokens.len()], auth).await?;
-                        client.join(&rooms[i / members]).await?;
-                        anyhow::Ok(client)
+                        if i % members >= senders && target != Target::Socketio {
+                            let codec = wire::codec(target);
+                            let receiver = Receiver::open(addr, source, codec, token, auth, room).await?;
+                            return anyhow::Ok(Member::Receiver(receiver));
+                        }
+                        let mut client = Client::connect(addr, source, target, token, auth).await?;
+                        client.join(room).await?;
+                        anyhow::Ok(Member::Client(client))
                     }
                     .await;
                     (i, opened)
                 }
             })
             .buffer_unordered(common.connect_concurrency.max(1));
-        let mut clients: Vec<Option<Client>> = (0..sockets).map(|_| None).collect();
+        let mut clients: Vec<Option<Member>> = (0..sockets).map(|_| None).collect();
         let mut setup_errors = 0u64;
         let mut first_error = None;
         let mut done = 0usize;
@@ -192,6 +207,13 @@ impl Setup {
             let Some(client) = client else { continue };
             let room = i / layout.members;
             let stats = stats.clone();
+            let client = match client {
+                Member::Receiver(receiver) => {
+                    tasks.push(tokio::spawn(receiver.run(stats)));
+                    continue;
+                }
+                Member::Client(client) => client,
+            };
             if i % layout.members < layout.senders_per_room {
                 // Spread the senders' first messages evenly over one sending period.
                 let offset =

@@ -71,6 +71,17 @@ pub fn classify(message: &WsMessage) -> Incoming {
     }
 }
 
+/// Classifies a frame's payload: text (JSON) or binary (rkyv).
+pub fn classify_payload(text: bool, payload: &[u8]) -> Incoming {
+    if !text {
+        return classify_rkyv(payload);
+    }
+    match std::str::from_utf8(payload) {
+        Ok(text) => classify_json(text),
+        Err(e) => Incoming::Undecodable(format!("text frame: {e}")),
+    }
+}
+
 const CLIENT_TS_KEY: &str = "\"client_ts\":";
 const SEQ_KEY: &str = "\"seq\":";
 
