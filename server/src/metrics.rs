@@ -27,8 +27,10 @@ pub struct Metrics {
     pub http_requests: AtomicU64,
     /// Sockets closed for falling behind.
     pub slow_consumers: AtomicU64,
-    /// writev calls on sockets.
+    /// Writes to sockets (one per batch of queued frames).
     pub socket_writes: AtomicU64,
+    /// Of those, the ones held for the shard's pacing tick (adaptive coalescing).
+    pub paced_writes: AtomicU64,
     /// TLS handshakes on the HTTP listener that failed or timed out (`--http-tls`).
     pub tls_handshake_failures: AtomicU64,
 }
@@ -103,9 +105,15 @@ impl Metrics {
         );
         counter(
             "palaver_socket_writes_total",
-            "Vectored writes to sockets.",
+            "Writes to sockets, each of every frame queued for the socket since its last write.",
             "counter",
             get(&self.socket_writes),
+        );
+        counter(
+            "palaver_paced_writes_total",
+            "Socket writes held for the shard's pacing tick to carry more frames (busy shard, hot socket).",
+            "counter",
+            get(&self.paced_writes),
         );
         counter(
             "palaver_tls_handshake_failures_total",

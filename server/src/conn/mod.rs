@@ -6,6 +6,7 @@ mod files;
 pub mod http;
 pub mod limits;
 pub mod outbound;
+pub mod pacing;
 pub mod quic_session;
 mod routes;
 pub mod socket;

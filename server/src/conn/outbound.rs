@@ -12,10 +12,13 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use monoio::buf::IoVecBuf;
 use monoio::io::AsyncWriteRent;
 
+use super::pacing::WritePacer;
 use crate::ws::{CloseCode, close_frame};
 
 /// Most frames in one vectored write (well under the kernel's IOV_MAX of 1024).
@@ -246,6 +249,27 @@ impl Outbound {
         more
     }
 
+    /// Adds to `batch` whatever was queued since it was filled (up to the cap), without
+    /// waiting.
+    fn top_up(&self, batch: &mut FrameBatch) {
+        let mut q = self.0.borrow_mut();
+        let take = q.frames.len().min(MAX_FRAMES_PER_WRITE.saturating_sub(batch.frames.len()));
+        if take == 0 {
+            return;
+        }
+        let mut taken = 0;
+        for frame in q.frames.drain(..take) {
+            taken += frame.len();
+            batch.frames.push(frame);
+        }
+        q.bytes -= taken;
+        for w in q.drain_watchers.drain(..) {
+            w.wake();
+        }
+        drop(q);
+        batch.rebuild();
+    }
+
     /// Marks the writer stopped.
     pub fn finish(&self) {
         let mut q = self.0.borrow_mut();
@@ -273,15 +297,23 @@ fn wake_all(q: &mut Queue) {
     }
 }
 
-/// Writes queued frames to the socket until the queue closes or the socket fails.
+/// Writes queued frames to the socket until the queue closes or the socket fails. A hot
+/// socket on a busy shard waits for the pacer's tick first (see `pacing.rs`).
 pub async fn run_writer<W: AsyncWriteRent>(
     mut socket: W,
     outbound: Outbound,
     metrics: &crate::metrics::Metrics,
+    pacer: &WritePacer,
 ) {
     // One batch for the socket's life: its vectors keep their capacity between writes.
     let mut batch = FrameBatch { frames: Vec::new(), iovecs: Vec::new() };
+    let mut last_write = None;
     while outbound.next_batch(&mut batch).await {
+        if pacer.should_wait(last_write, batch.frames.len()) {
+            pacer.next_tick().await;
+            outbound.top_up(&mut batch);
+            crate::metrics::Metrics::inc(&metrics.paced_writes);
+        }
         loop {
             // One frame (the common case below saturation) goes out as a plain send: on
             // io_uring that skips the iovec import of a vectored write.
@@ -305,6 +337,7 @@ pub async fn run_writer<W: AsyncWriteRent>(
                 }
             }
         }
+        last_write = Some(Instant::now());
     }
     let _ = socket.shutdown().await;
     outbound.finish();
@@ -414,7 +447,8 @@ mod tests {
                 assert_eq!(out.push(Bytes::from_static(b"tail")), Pushed::Queued);
                 out.close(CloseCode::Normal, "bye");
             };
-            monoio::join!(run_writer(stream, out.clone(), &metrics), more);
+            let pacer = WritePacer::new(std::time::Duration::ZERO);
+            monoio::join!(run_writer(stream, out.clone(), &metrics, &pacer), more);
 
             let got = reader.join().expect("reader thread");
             assert_eq!(got.len(), big.len() + 4 + close_frame(CloseCode::Normal, "bye").len());
@@ -422,6 +456,54 @@ mod tests {
             assert_eq!(&got[big.len()..big.len() + 4], b"tail");
             assert_eq!(&got[big.len() + 4..], &close_frame(CloseCode::Normal, "bye")[..]);
             assert!(metrics.socket_writes.load(Ordering::Relaxed) > 2, "no partial write was exercised");
+        });
+    }
+
+    /// On a busy shard, a frame for a socket written a moment ago waits for the pacing
+    /// tick, and goes out together with what was queued meanwhile.
+    #[test]
+    fn a_hot_socket_on_a_busy_shard_waits_for_the_tick() {
+        use std::io::Read as _;
+        use std::sync::atomic::Ordering;
+        use std::time::Duration;
+
+        let mut runtime =
+            monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().expect("runtime");
+        runtime.block_on(async {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let mut peer = std::net::TcpStream::connect(addr).expect("connect");
+            let (stream, _) = listener.accept().await.expect("accept");
+            // A pacer whose loop looks busy; its ticks are driven by hand below.
+            let pacer = WritePacer::new(Duration::from_millis(50));
+            while !pacer.is_active() {
+                pacer.on_tick(1.0, Duration::from_millis(50));
+            }
+            let metrics = crate::metrics::Metrics::default();
+            let out = Outbound::new(1 << 20);
+            let script = async {
+                out.push(Bytes::from_static(b"a"));
+                monoio::time::sleep(Duration::from_millis(5)).await;
+                // Written at once: the socket's first write.
+                assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 1);
+                out.push(Bytes::from_static(b"b"));
+                monoio::time::sleep(Duration::from_millis(5)).await;
+                out.push(Bytes::from_static(b"c"));
+                monoio::time::sleep(Duration::from_millis(5)).await;
+                assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 1, "b was not held");
+                pacer.on_tick(1.0, Duration::from_millis(50));
+                monoio::time::sleep(Duration::from_millis(5)).await;
+                assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 2, "b and c in one write");
+                assert_eq!(metrics.paced_writes.load(Ordering::Relaxed), 1);
+                // The close frame is held like any frame: tick once the writer waits.
+                out.close(CloseCode::Normal, "");
+                monoio::time::sleep(Duration::from_millis(5)).await;
+                pacer.on_tick(1.0, Duration::from_millis(50));
+            };
+            monoio::join!(run_writer(stream, out.clone(), &metrics, &pacer), script);
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).expect("read");
+            assert!(got.starts_with(b"abc"), "{got:?}");
         });
     }
 

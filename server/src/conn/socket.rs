@@ -72,7 +72,8 @@ pub async fn run(
     let (mut reader, writer) = stream.into_split();
     let writer_shared = shared.clone();
     let writer_outbound = outbound.clone();
-    monoio::spawn(async move { run_writer(writer, writer_outbound, &writer_shared.metrics).await });
+    let pacer = shard.write_pacer.clone();
+    monoio::spawn(async move { run_writer(writer, writer_outbound, &writer_shared.metrics, &pacer).await });
 
     let mut parser = FrameParser::new(shared.config.max_frame_bytes);
     if buf.is_empty() {
@@ -387,7 +388,8 @@ pub async fn run_echo(shard: Rc<Shard>, stream: impl super::ByteStream, mut buf:
     let (mut reader, writer) = stream.into_split();
     let writer_outbound = outbound.clone();
     let shared = shard.shared.clone();
-    monoio::spawn(async move { run_writer(writer, writer_outbound, &shared.metrics).await });
+    let pacer = shard.write_pacer.clone();
+    monoio::spawn(async move { run_writer(writer, writer_outbound, &shared.metrics, &pacer).await });
     let mut parser = FrameParser::new(16 << 20);
     'connection: loop {
         loop {

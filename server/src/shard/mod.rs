@@ -22,6 +22,7 @@ use messages::{Mesh, ShardMsg};
 pub use owner::{OwnedRooms, room_ticks};
 pub use people::{People, PresenceTable, presence_ticks};
 
+use crate::conn::pacing::WritePacer;
 use crate::shared::Shared;
 
 /// How long a shutting-down shard waits for in-flight writes and for sockets to flush.
@@ -50,12 +51,15 @@ pub struct Shard {
     pub outstanding_commits: Cell<usize>,
     /// Set once shutdown begins: no new connections or writes.
     pub draining: Cell<bool>,
+    /// Adaptive write coalescing for this shard's sockets.
+    pub write_pacer: Rc<WritePacer>,
 }
 
 impl Shard {
     /// A fresh shard.
     pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Shard> {
         let people = People::new(shared.config.presence_interval_ms);
+        let write_pacer = WritePacer::new(Duration::from_millis(shared.config.write_pacing_ms));
         Rc::new(Shard {
             id,
             shared,
@@ -67,6 +71,7 @@ impl Shard {
             people: RefCell::new(people),
             outstanding_commits: Cell::new(0),
             draining: Cell::new(false),
+            write_pacer,
         })
     }
 
