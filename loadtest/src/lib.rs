@@ -33,6 +33,7 @@ mod raw_ws;
 mod receiver;
 mod report;
 mod report_files;
+mod sender_thread;
 mod socketio;
 mod spawned_nats;
 mod spawned_server;

@@ -142,8 +142,12 @@ pub async fn run(env: &Env, scenario: &str, profile: &Profile, config: Value) ->
     let schedule = Schedule::new(common.warmup(), common.duration());
     let setup_json = rooms.as_ref().map(traffic::Setup::json);
     let mut tasks = Vec::new();
+    // The senders' thread stops (after the tasks are aborted) when this goes out of scope.
+    let mut _senders = None;
     if let Some(rooms) = rooms {
-        tasks.extend(rooms.spawn(env, &stats, &schedule));
+        let (room_tasks, senders) = rooms.spawn(env, &stats, &schedule);
+        tasks.extend(room_tasks);
+        _senders = Some(senders);
     }
     let churn = churn.map(|c| churn::spawn(c, env, &stats, &schedule));
     let history_setup = history.map(|h| {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
 use palaver_protocol::{ClientMsgId, MessageKind, Op, RoomId};
 use tokio::task::JoinHandle;
@@ -27,6 +27,7 @@ use crate::client::{AuthMode, Client};
 use crate::env::{Env, round_robin};
 use crate::receiver::Receiver;
 use crate::report;
+use crate::sender_thread::SenderThread;
 use crate::stats::{Stats, epoch_us};
 use crate::window::{self, Schedule};
 use crate::wire::{self, Incoming};
@@ -59,7 +60,8 @@ pub async fn run(
     let setup_json = setup.json();
     let stats = Arc::new(Stats::default());
     let schedule = Schedule::new(common.warmup(), common.duration());
-    let tasks = setup.spawn(env, &stats, &schedule);
+    // The senders' thread stops (after the tasks are aborted) when this goes out of scope.
+    let (tasks, _senders) = setup.spawn(env, &stats, &schedule);
     let window = window::run(env, &stats, &schedule).await;
     stats.stopping.store(true, Ordering::Relaxed);
     for task in &tasks {
@@ -91,6 +93,8 @@ pub struct Setup {
     first_error: Option<String>,
     setup_secs: f64,
     users: usize,
+    /// Where the sending sockets live.
+    senders: SenderThread,
 }
 
 impl Setup {
@@ -111,6 +115,8 @@ impl Setup {
         }
         let sockets = layout.rooms * layout.members;
         let auth = AuthMode::for_target(common.target, common.auth_op);
+        let sender_thread = SenderThread::start()?;
+        let on_sender_thread = sender_thread.handle().clone();
 
         // Rooms, created by the first account.
         let mut control = Client::connect(env.addr, env.sources[0], common.target, &tokens[0], auth).await?;
@@ -127,19 +133,30 @@ impl Setup {
         let (members, senders) = (layout.members, layout.senders_per_room);
         let mut opened = futures_util::stream::iter(0..sockets)
             .map(|i| {
-                let (tokens, rooms) = (tokens.clone(), rooms.clone());
+                let (tokens, rooms, on_sender_thread) =
+                    (tokens.clone(), rooms.clone(), on_sender_thread.clone());
                 let source = sources[i % sources.len()];
                 let addr = round_robin(&addrs, i);
                 async move {
-                    let (token, room) = (&tokens[i % tokens.len()], &rooms[i / members]);
+                    let (token, room) = (tokens[i % tokens.len()].clone(), rooms[i / members].clone());
+                    let sender = i % members < senders;
                     let opened = async {
-                        if i % members >= senders && target != Target::Socketio {
+                        if !sender && target != Target::Socketio {
                             let codec = wire::codec(target);
-                            let receiver = Receiver::open(addr, source, codec, token, auth, room).await?;
+                            let receiver = Receiver::open(addr, source, codec, &token, auth, &room).await?;
                             return anyhow::Ok(Member::Receiver(receiver));
                         }
-                        let mut client = Client::connect(addr, source, target, token, auth).await?;
-                        client.join(room).await?;
+                        let connect = async move {
+                            let mut client = Client::connect(addr, source, target, &token, auth).await?;
+                            client.join(&room).await?;
+                            anyhow::Ok(client)
+                        };
+                        // A sender's socket is opened on the senders' thread, where it runs.
+                        let client = if sender {
+                            on_sender_thread.spawn(connect).await.context("sender set-up task")??
+                        } else {
+                            connect.await?
+                        };
                         anyhow::Ok(Member::Client(client))
                     }
                     .await;
@@ -174,7 +191,16 @@ impl Setup {
         if setup_errors as usize == sockets {
             bail!("no socket could join");
         }
-        Ok(Setup { layout, rooms, clients, setup_errors, first_error, setup_secs, users: tokens.len() })
+        Ok(Setup {
+            layout,
+            rooms,
+            clients,
+            setup_errors,
+            first_error,
+            setup_secs,
+            users: tokens.len(),
+            senders: sender_thread,
+        })
     }
 
     /// The set-up figures for the result document.
@@ -188,8 +214,14 @@ impl Setup {
         })
     }
 
-    /// Starts every socket's task: senders on the schedule, the others only receive.
-    pub fn spawn(self, env: &Env, stats: &Arc<Stats>, schedule: &Schedule) -> Vec<JoinHandle<()>> {
+    /// Starts every socket's task: senders on the schedule (on the senders' thread, which
+    /// is returned: keep it until the tasks are aborted), the others only receive.
+    pub fn spawn(
+        self,
+        env: &Env,
+        stats: &Arc<Stats>,
+        schedule: &Schedule,
+    ) -> (Vec<JoinHandle<()>>, SenderThread) {
         let layout = &self.layout;
         let payload: Arc<str> = make_payload(env.common.payload).into();
         let total_senders = (layout.rooms * layout.senders_per_room) as f64;
@@ -231,12 +263,12 @@ impl Setup {
                     stats,
                 };
                 sender_index += 1;
-                tasks.push(tokio::spawn(sender.run(client)));
+                tasks.push(self.senders.handle().spawn(sender.run(client)));
             } else {
                 tasks.push(tokio::spawn(receive(client, stats)));
             }
         }
-        tasks
+        (tasks, self.senders)
     }
 }
 
