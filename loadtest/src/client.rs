@@ -119,7 +119,7 @@ impl Client {
             let stream =
                 socket.connect(addr).await.with_context(|| format!("connect {addr} from {source}"))?;
             stream.set_nodelay(true)?;
-            let stream = ArrivalStream::new(stream).context("SO_TIMESTAMPNS")?;
+            let stream = ArrivalStream::new(stream);
             let mut request = match proto {
                 Proto::Palaver(_) => format!("ws://{addr}/v1/ws"),
                 Proto::SocketIo => format!("ws://{addr}{}", socketio::PATH),

@@ -90,7 +90,7 @@ impl RawSocket {
             .await
             .with_context(|| format!("connect {} from {}", upgrade.addr, upgrade.source))?;
         stream.set_nodelay(true)?;
-        let stream = ArrivalStream::new(stream).context("SO_TIMESTAMPNS")?;
+        let stream = ArrivalStream::new(stream);
         let seed = u32::from(upgrade.source).wrapping_mul(2_654_435_761) ^ std::process::id();
         let mut socket = RawSocket {
             stream,
@@ -127,6 +127,9 @@ impl RawSocket {
                 break i + 4;
             }
             ensure!(self.end < MAX_RESPONSE_HEAD, "upgrade response head over {MAX_RESPONSE_HEAD} bytes");
+            if self.end == self.buf.len() {
+                self.buf.resize(MAX_RESPONSE_HEAD, 0);
+            }
             self.fill().await?.then_some(()).ok_or_else(|| anyhow!("closed during the upgrade"))?;
         };
         let head = std::str::from_utf8(&self.buf[..head_end]).context("upgrade response is not UTF-8")?;

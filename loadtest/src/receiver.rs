@@ -50,51 +50,47 @@ impl Receiver {
         let bytes = self.codec.encode_client(&ClientFrame { id, op })?;
         self.socket.send(self.codec.is_text(), &bytes).await?;
         loop {
-            let frame = self.socket.next_frame().await?;
-            let incoming = match frame {
-                None | Some(RawFrame::Close) => bail!("socket closed by the server"),
+            match self.next_incoming().await? {
+                None => bail!("socket closed by the server"),
+                Some(Incoming::Ok { re }) if re == id => return Ok(()),
+                Some(Incoming::Err { re, code }) if re == id || re == 0 => bail!("{code}"),
+                Some(Incoming::Undecodable(e)) => bail!("undecodable frame: {e}"),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// The next message frame, classified; pings are answered on the way. `None` once the
+    /// server has closed the WebSocket or the connection.
+    async fn next_incoming(&mut self) -> anyhow::Result<Option<Incoming>> {
+        loop {
+            let (text, payload) = match self.socket.next_frame().await? {
+                None | Some(RawFrame::Close) => return Ok(None),
                 Some(RawFrame::Ping(payload)) => {
                     let payload = payload.to_vec();
                     self.socket.pong(&payload).await?;
                     continue;
                 }
                 Some(RawFrame::Pong) => continue,
-                Some(RawFrame::Text(payload)) => wire::classify_payload(true, payload),
-                Some(RawFrame::Binary(payload)) => wire::classify_payload(false, payload),
+                Some(RawFrame::Text(payload)) => (true, payload),
+                Some(RawFrame::Binary(payload)) => (false, payload),
             };
-            match incoming {
-                Incoming::Ok { re } if re == id => return Ok(()),
-                Incoming::Err { re, code } if re == id || re == 0 => bail!("{code}"),
-                Incoming::Undecodable(e) => bail!("undecodable frame: {e}"),
-                _ => {}
-            }
+            return Ok(Some(wire::classify_payload(text, payload)));
         }
     }
 
     /// Counts every message event until the socket ends (or the task is aborted).
     pub async fn run(mut self, stats: Arc<Stats>) {
         loop {
-            let frame = match self.socket.next_frame().await {
-                Ok(frame) => frame,
+            let incoming = match self.next_incoming().await {
+                Ok(Some(incoming)) => incoming,
+                Ok(None) => break,
                 Err(e) => {
                     if stats.decode_errors.fetch_add(1, Ordering::Relaxed) < 3 {
                         eprintln!("receiver: {e:#}");
                     }
                     break;
                 }
-            };
-            let incoming = match frame {
-                None | Some(RawFrame::Close) => break,
-                Some(RawFrame::Ping(payload)) => {
-                    let payload = payload.to_vec();
-                    if self.socket.pong(&payload).await.is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                Some(RawFrame::Pong) => continue,
-                Some(RawFrame::Text(payload)) => wire::classify_payload(true, payload),
-                Some(RawFrame::Binary(payload)) => wire::classify_payload(false, payload),
             };
             match incoming {
                 Incoming::Message { client_ts, .. } => {

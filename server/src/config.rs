@@ -14,8 +14,10 @@ use serde::Deserialize;
 const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 4_096;
 /// Default authenticated connections per user (devices, tabs, bots).
 const DEFAULT_MAX_CONNECTIONS_PER_USER: u32 = 256;
-/// The pacing tick of adaptive write coalescing: 5 ms held a 1,000-member room at 1,000
-/// messages/s to a p99 of 15-19 ms where 2 ms did not help (docs/PERFORMANCE.md, session 8).
+/// The pacing tick of adaptive write coalescing. In a trial that paused every writer for a
+/// fixed time after each write, a 1,000-member room at 1,000 messages/s had a p99 of
+/// 150-748 ms with no pause, 66-71 ms at 2 ms and 15-19 ms at 5 ms (docs/PERFORMANCE.md,
+/// session 8).
 const DEFAULT_WRITE_PACING_MS: u64 = 5;
 
 /// Command-line flags (each also read from its environment variable by clap).

@@ -27,7 +27,7 @@ pub struct Metrics {
     pub http_requests: AtomicU64,
     /// Sockets closed for falling behind.
     pub slow_consumers: AtomicU64,
-    /// Writes to sockets (one per batch of queued frames).
+    /// Socket write calls (a batch of queued frames; a partial write counts again).
     pub socket_writes: AtomicU64,
     /// Of those, the ones held for the shard's pacing tick (adaptive coalescing).
     pub paced_writes: AtomicU64,
@@ -105,7 +105,7 @@ impl Metrics {
         );
         counter(
             "palaver_socket_writes_total",
-            "Writes to sockets, each of every frame queued for the socket since its last write.",
+            "Socket write calls (deliveries per write is the coalescing; a partial write counts again for the rest).",
             "counter",
             get(&self.socket_writes),
         );

@@ -51,6 +51,8 @@ struct Queue {
     close_frames: bool,
     /// Why the socket is closing, once it is.
     close: Option<(CloseCode, String)>,
+    /// A reply (to a request or a ping) is queued: the writer does not pace its write.
+    urgent: bool,
 }
 
 /// A handle to one socket's outbound queue (cheap to clone; single-threaded).
@@ -91,6 +93,7 @@ impl Outbound {
             drain_watchers: Vec::new(),
             close_frames,
             close: None,
+            urgent: false,
         })))
     }
 
@@ -116,6 +119,21 @@ impl Outbound {
             w.wake();
         }
         Pushed::Queued
+    }
+
+    /// Queues a reply (to a request or a ping): a client waits for it, so its write is
+    /// never held for write pacing.
+    pub fn push_reply(&self, frame: Bytes) -> Pushed {
+        let pushed = self.push(frame);
+        if pushed == Pushed::Queued {
+            self.0.borrow_mut().urgent = true;
+        }
+        pushed
+    }
+
+    /// Whether a reply was queued since the last call (and clears it).
+    fn take_urgent(&self) -> bool {
+        std::mem::take(&mut self.0.borrow_mut().urgent)
     }
 
     /// Closes after what is already queued has been written.
@@ -298,7 +316,8 @@ fn wake_all(q: &mut Queue) {
 }
 
 /// Writes queued frames to the socket until the queue closes or the socket fails. A hot
-/// socket on a busy shard waits for the pacer's tick first (see `pacing.rs`).
+/// socket on a busy shard waits for the pacer's tick first (see `pacing.rs`), unless a
+/// reply is among its frames.
 pub async fn run_writer<W: AsyncWriteRent>(
     mut socket: W,
     outbound: Outbound,
@@ -309,7 +328,8 @@ pub async fn run_writer<W: AsyncWriteRent>(
     let mut batch = FrameBatch { frames: Vec::new(), iovecs: Vec::new() };
     let mut last_write = None;
     while outbound.next_batch(&mut batch).await {
-        if pacer.should_wait(last_write, batch.frames.len()) {
+        let urgent = outbound.take_urgent();
+        if !urgent && pacer.should_wait(last_write, batch.frames.len()) {
             pacer.next_tick().await;
             outbound.top_up(&mut batch);
             crate::metrics::Metrics::inc(&metrics.paced_writes);
@@ -460,7 +480,7 @@ mod tests {
     }
 
     /// On a busy shard, a frame for a socket written a moment ago waits for the pacing
-    /// tick, and goes out together with what was queued meanwhile.
+    /// tick, and goes out together with what was queued meanwhile; a reply does not wait.
     #[test]
     fn a_hot_socket_on_a_busy_shard_waits_for_the_tick() {
         use std::io::Read as _;
@@ -495,6 +515,11 @@ mod tests {
                 monoio::time::sleep(Duration::from_millis(5)).await;
                 assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 2, "b and c in one write");
                 assert_eq!(metrics.paced_writes.load(Ordering::Relaxed), 1);
+                // A reply is written at once, busy shard and hot socket or not.
+                out.push_reply(Bytes::from_static(b"d"));
+                monoio::time::sleep(Duration::from_millis(5)).await;
+                assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 3, "the reply was held");
+                assert_eq!(metrics.paced_writes.load(Ordering::Relaxed), 1);
                 // The close frame is held like any frame: tick once the writer waits.
                 out.close(CloseCode::Normal, "");
                 monoio::time::sleep(Duration::from_millis(5)).await;
@@ -503,7 +528,7 @@ mod tests {
             monoio::join!(run_writer(stream, out.clone(), &metrics, &pacer), script);
             let mut got = Vec::new();
             peer.read_to_end(&mut got).expect("read");
-            assert!(got.starts_with(b"abc"), "{got:?}");
+            assert!(got.starts_with(b"abcd"), "{got:?}");
         });
     }
 

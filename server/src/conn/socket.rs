@@ -33,6 +33,9 @@ const IDLE_READ_BUFFER: usize = 256;
 /// Encodes a frame in the connection's codec and framing and queues it.
 pub fn send_frame(conn: &Conn, frame: &ServerFrame) {
     match conn.wire.encode(frame) {
+        Ok(bytes) if matches!(frame, ServerFrame::Reply { .. }) => {
+            conn.outbound.push_reply(bytes);
+        }
         Ok(bytes) => {
             conn.outbound.push(bytes);
         }
@@ -153,7 +156,7 @@ async fn sleep_or_forever(duration: Option<Duration>) {
 fn on_message(shard: &Rc<Shard>, conn: &Rc<Conn>, message: WsMessage) -> bool {
     match message {
         WsMessage::Ping(payload) => {
-            conn.outbound.push(encode_frame(OpCode::Pong, &payload));
+            conn.outbound.push_reply(encode_frame(OpCode::Pong, &payload));
             true
         }
         WsMessage::Pong => true,
