@@ -15,14 +15,16 @@
 //! the frame's arrival: the arrival latency can overstate, never understate.
 
 use std::io::{self, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd as _, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
+use anyhow::Context as _;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Whether the missing-timestamps warning was printed.
 static WARNED: AtomicBool = AtomicBool::new(false);
@@ -39,6 +41,18 @@ pub struct ArrivalStream {
 }
 
 impl ArrivalStream {
+    /// Connects from `source` (a loopback address of the generator's) to `addr`, with
+    /// Nagle off and receive timestamps on.
+    pub async fn connect(addr: SocketAddr, source: Ipv4Addr) -> anyhow::Result<ArrivalStream> {
+        let socket = TcpSocket::new_v4()?;
+        socket
+            .bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))
+            .with_context(|| format!("bind {source}"))?;
+        let stream = socket.connect(addr).await.with_context(|| format!("connect {addr} from {source}"))?;
+        stream.set_nodelay(true)?;
+        Ok(ArrivalStream::new(stream))
+    }
+
     /// Turns on receive timestamps for `inner`.
     ///
     /// The kernel switches its receive timestamping on for the whole machine when the

@@ -6,7 +6,7 @@
 //! the baseline knows are mapped to its events (`room.create` → `create-room`, `join` →
 //! `join-room`, `send` → `send-message`) and the request id becomes the ack id.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -15,7 +15,6 @@ use palaver_protocol::{
     ClientFrame, Codec, Event, OkBody, Op, ReplyBody, RoomId, RoomKind, RoomSettingsPatch, ServerFrame,
 };
 use serde_json::{Value, json};
-use tokio::net::TcpSocket;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -112,14 +111,7 @@ impl Client {
         let proto =
             if target == Target::Socketio { Proto::SocketIo } else { Proto::Palaver(wire::codec(target)) };
         let run = async {
-            let socket = TcpSocket::new_v4()?;
-            socket
-                .bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))
-                .with_context(|| format!("bind {source}"))?;
-            let stream =
-                socket.connect(addr).await.with_context(|| format!("connect {addr} from {source}"))?;
-            stream.set_nodelay(true)?;
-            let stream = ArrivalStream::new(stream);
+            let stream = ArrivalStream::connect(addr, source).await?;
             let mut request = match proto {
                 Proto::Palaver(_) => format!("ws://{addr}/v1/ws"),
                 Proto::SocketIo => format!("ws://{addr}{}", socketio::PATH),

@@ -12,12 +12,11 @@
 //! `Sec-WebSocket-Accept` check), masked text and binary frames out, frames in (fragmented
 //! messages reassembled, pings answered by the caller, close), no extensions.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -81,16 +80,7 @@ pub struct Upgrade<'a> {
 impl RawSocket {
     /// Connects from `source` to `addr` and upgrades to WebSocket.
     pub async fn connect(upgrade: &Upgrade<'_>) -> anyhow::Result<RawSocket> {
-        let socket = TcpSocket::new_v4()?;
-        socket
-            .bind(SocketAddr::V4(SocketAddrV4::new(upgrade.source, 0)))
-            .with_context(|| format!("bind {}", upgrade.source))?;
-        let stream = socket
-            .connect(upgrade.addr)
-            .await
-            .with_context(|| format!("connect {} from {}", upgrade.addr, upgrade.source))?;
-        stream.set_nodelay(true)?;
-        let stream = ArrivalStream::new(stream);
+        let stream = ArrivalStream::connect(upgrade.addr, upgrade.source).await?;
         let seed = u32::from(upgrade.source).wrapping_mul(2_654_435_761) ^ std::process::id();
         let mut socket = RawSocket {
             stream,

@@ -3,15 +3,15 @@
 //! Frames are shared buffers (`Bytes`): a fan-out event queued to a thousand sockets is
 //! one allocation and a thousand reference counts. The writer takes everything queued
 //! since its last turn and hands it to the kernel in one vectored write, so a busy socket
-//! costs one syscall for many messages (a lone frame goes as a plain send). The queue is bounded in bytes: a consumer that
-//! falls behind is closed with 1013 and resumes later with `since`.
+//! costs one syscall for many messages (a lone frame goes as a plain send). The queue is
+//! bounded in bytes: a consumer that falls behind is closed with 1013 and resumes later
+//! with `since`.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -242,17 +242,7 @@ impl Outbound {
                     State::Closing | State::Finished => Poll::Ready(false),
                 };
             }
-            let take = q.frames.len().min(MAX_FRAMES_PER_WRITE);
-            let mut taken = 0;
-            for frame in q.frames.drain(..take) {
-                taken += frame.len();
-                out.push(frame);
-            }
-            q.bytes -= taken;
-            // A replay may be waiting for the queue to drain.
-            for w in q.drain_watchers.drain(..) {
-                w.wake();
-            }
+            move_frames(&mut q, out, MAX_FRAMES_PER_WRITE);
             Poll::Ready(true)
         })
         .await
@@ -270,22 +260,10 @@ impl Outbound {
     /// Adds to `batch` whatever was queued since it was filled (up to the cap), without
     /// waiting.
     fn top_up(&self, batch: &mut FrameBatch) {
-        let mut q = self.0.borrow_mut();
-        let take = q.frames.len().min(MAX_FRAMES_PER_WRITE.saturating_sub(batch.frames.len()));
-        if take == 0 {
-            return;
+        let room = MAX_FRAMES_PER_WRITE.saturating_sub(batch.frames.len());
+        if move_frames(&mut self.0.borrow_mut(), &mut batch.frames, room) > 0 {
+            batch.rebuild();
         }
-        let mut taken = 0;
-        for frame in q.frames.drain(..take) {
-            taken += frame.len();
-            batch.frames.push(frame);
-        }
-        q.bytes -= taken;
-        for w in q.drain_watchers.drain(..) {
-            w.wake();
-        }
-        drop(q);
-        batch.rebuild();
     }
 
     /// Marks the writer stopped.
@@ -296,6 +274,25 @@ impl Outbound {
         q.bytes = 0;
         wake_all(&mut q);
     }
+}
+
+/// Moves up to `most` queued frames into `out`, in order, and wakes whoever waits for
+/// the queue to drain (a replay); returns how many moved.
+fn move_frames(q: &mut Queue, out: &mut Vec<Bytes>, most: usize) -> usize {
+    let take = q.frames.len().min(most);
+    if take == 0 {
+        return 0;
+    }
+    let mut taken = 0;
+    for frame in q.frames.drain(..take) {
+        taken += frame.len();
+        out.push(frame);
+    }
+    q.bytes -= taken;
+    for w in q.drain_watchers.drain(..) {
+        w.wake();
+    }
+    take
 }
 
 /// Registers a waiting task once: a task that polls again replaces nothing and adds
