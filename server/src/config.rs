@@ -108,9 +108,9 @@ pub struct Cli {
     /// Milliseconds between two presence announcements of one user (coalescing).
     #[arg(long, env = "PALAVER_PRESENCE_INTERVAL_MS")]
     pub presence_interval_ms: Option<u64>,
-    /// Adaptive write coalescing: on a busy shard, a socket written less than this many
-    /// milliseconds ago waits for the shard's next tick (every this many ms) so its next
-    /// write carries more frames; 0 turns it off.
+    /// Adaptive write coalescing: on a busy shard, a socket that gets frames more often
+    /// than once per this many milliseconds waits for the shard's next tick (every this
+    /// many ms) so its next write carries more frames; 0 turns it off.
     #[arg(long, env = "PALAVER_WRITE_PACING_MS")]
     pub write_pacing_ms: Option<u64>,
     /// Writes are refused (`unavailable`) while the data directory's disk has less than

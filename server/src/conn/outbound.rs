@@ -18,7 +18,7 @@ use bytes::Bytes;
 use monoio::buf::IoVecBuf;
 use monoio::io::AsyncWriteRent;
 
-use super::pacing::WritePacer;
+use super::pacing::{Batch, WritePacer};
 use crate::ws::{CloseCode, close_frame};
 
 /// Most frames in one vectored write (well under the kernel's IOV_MAX of 1024).
@@ -323,14 +323,19 @@ pub async fn run_writer<W: AsyncWriteRent>(
 ) {
     // One batch for the socket's life: its vectors keep their capacity between writes.
     let mut batch = FrameBatch { frames: Vec::new(), iovecs: Vec::new() };
-    let mut last_write = None;
+    // The previous batch, for pacing (tracked only while the shard paces).
+    let mut previous_batch = None;
     while outbound.next_batch(&mut batch).await {
         let urgent = outbound.take_urgent();
-        if !urgent && pacer.should_wait(last_write, batch.frames.len()) {
+        let mut taken = pacer.batch_taken();
+        if !urgent && pacer.should_wait(previous_batch, taken, batch.frames.len()) {
             pacer.next_tick().await;
             outbound.top_up(&mut batch);
+            // What came in until the tick went with this batch.
+            taken = Some(Instant::now());
             crate::metrics::Metrics::inc(&metrics.paced_writes);
         }
+        previous_batch = taken.map(|taken| Batch { taken, frames: batch.frames.len() });
         loop {
             // One frame (the common case below saturation) goes out as a plain send: on
             // io_uring that skips the iovec import of a vectored write.
@@ -354,7 +359,6 @@ pub async fn run_writer<W: AsyncWriteRent>(
                 }
             }
         }
-        last_write = Some(Instant::now());
     }
     let _ = socket.shutdown().await;
     outbound.finish();
@@ -476,8 +480,9 @@ mod tests {
         });
     }
 
-    /// On a busy shard, a frame for a socket written a moment ago waits for the pacing
-    /// tick, and goes out together with what was queued meanwhile; a reply does not wait.
+    /// On a busy shard, a frame for a socket that had one a moment ago waits for the
+    /// pacing tick, and goes out together with what was queued meanwhile; a reply, or a
+    /// frame after a pause longer than the interval, does not wait.
     #[test]
     fn a_hot_socket_on_a_busy_shard_waits_for_the_tick() {
         use std::io::Read as _;
@@ -517,6 +522,12 @@ mod tests {
                 monoio::time::sleep(Duration::from_millis(5)).await;
                 assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 3, "the reply was held");
                 assert_eq!(metrics.paced_writes.load(Ordering::Relaxed), 1);
+                // Frames that come less often than the interval are not held.
+                monoio::time::sleep(Duration::from_millis(60)).await;
+                out.push(Bytes::from_static(b"e"));
+                monoio::time::sleep(Duration::from_millis(5)).await;
+                assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 4, "a lukewarm socket was held");
+                assert_eq!(metrics.paced_writes.load(Ordering::Relaxed), 1);
                 // The close frame is held like any frame: tick once the writer waits.
                 out.close(CloseCode::Normal, "");
                 monoio::time::sleep(Duration::from_millis(5)).await;
@@ -525,7 +536,7 @@ mod tests {
             monoio::join!(run_writer(stream, out.clone(), &metrics, &pacer), script);
             let mut got = Vec::new();
             peer.read_to_end(&mut got).expect("read");
-            assert!(got.starts_with(b"abcd"), "{got:?}");
+            assert!(got.starts_with(b"abcde"), "{got:?}");
         });
     }
 

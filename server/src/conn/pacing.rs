@@ -10,8 +10,15 @@
 //!   average lags: after a burst ends, hot sockets are still held for up to ~100 ms
 //!   (turning pacing off on the first quiet tick was tried: at 1,000 msg/s it switched
 //!   off too often, and p99 doubled);
-//! - the socket is hot: it was written less than `interval` ago and has only a few frames
-//!   queued;
+//! - the socket is hot: its frames come faster than it is written. Its writer finds more
+//!   than one frame waiting, or its previous batch had more than one, or it took that
+//!   batch less than `interval` ago. And it has fewer than a full batch queued.
+//!   (Judged by how recently the socket was *written* instead, a fan-out of 100
+//!   messages/s on a slow machine, one frame per socket every 10 ms, looked hot, because
+//!   each burst of 1,000 writes ended only a few ms before the next message: it was held,
+//!   which doubled its latency. Judged by the spacing of batches alone, a saturated loop,
+//!   whose turns can be longer than the interval, wrote lone frames at once, which cost
+//!   enough to make it fall behind at 1,000 messages/s.)
 //! - no reply (to a request or a ping) is queued for it: a client is waiting for that.
 //!
 //! A paced writer waits for the shard's next tick (about one interval at most; a tick can
@@ -40,6 +47,15 @@ const LOAD_WINDOW: Duration = Duration::from_millis(100);
 /// An idle shard (average below this) ticks ten times less often.
 const IDLE_TICKS_BELOW: f64 = 0.10;
 
+/// A socket's previous batch, as pacing remembers it.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    /// When the writer took it from the queue (the last frames, when it waited a tick).
+    pub taken: Instant,
+    /// How many frames it carried.
+    pub frames: usize,
+}
+
 /// One shard's pacing state (single-threaded).
 #[derive(Debug)]
 pub struct WritePacer {
@@ -67,13 +83,21 @@ impl WritePacer {
         })
     }
 
-    /// Whether a socket last written at `last_write` with `queued` frames waiting should
-    /// wait for the next tick.
-    pub fn should_wait(&self, last_write: Option<Instant>, queued: usize) -> bool {
-        let Some(interval) = self.interval else { return false };
-        self.active.get()
-            && queued < PACED_BATCH_FRAMES
-            && last_write.is_some_and(|at| at.elapsed() < interval)
+    /// The time a writer takes a batch at, read only while pacing (the clock is not free
+    /// and a writer on a quiet shard has no use for it).
+    pub fn batch_taken(&self) -> Option<Instant> {
+        (self.interval.is_some() && self.active.get()).then(Instant::now)
+    }
+
+    /// Whether a batch of `queued` frames taken at `taken` (see [`Self::batch_taken`])
+    /// should wait for the next tick, given the socket's `previous` batch.
+    pub fn should_wait(&self, previous: Option<Batch>, taken: Option<Instant>, queued: usize) -> bool {
+        let (Some(interval), Some(taken)) = (self.interval, taken) else { return false };
+        let fast = queued > 1
+            || previous.is_some_and(|previous| {
+                previous.frames > 1 || taken.saturating_duration_since(previous.taken) < interval
+            });
+        self.active.get() && queued < PACED_BATCH_FRAMES && fast
     }
 
     /// Waits for the next tick.
@@ -119,7 +143,7 @@ impl WritePacer {
 
     /// Whether hot sockets are being paced now.
     #[cfg(test)]
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.active.get()
     }
 
@@ -215,19 +239,27 @@ mod tests {
     #[test]
     fn only_hot_sockets_wait_and_only_when_busy() {
         let pacer = WritePacer::new(MS5);
-        let just_now = Some(Instant::now());
-        assert!(!pacer.should_wait(just_now, 1), "idle shard: never wait");
+        let now = Instant::now();
+        let batch = |ago, frames| Some(Batch { taken: now - ago, frames });
+        let (a_moment_ago, long_ago) = (batch(MS5 / 5, 1), batch(MS5 * 2, 1));
+        assert!(pacer.batch_taken().is_none(), "idle shard: no clock read");
+        assert!(!pacer.should_wait(a_moment_ago, Some(now), 1), "idle shard: never wait");
         while !pacer.is_active() {
             pacer.on_tick(1.0, MS5);
         }
-        assert!(pacer.should_wait(just_now, 1), "busy shard, hot socket");
-        assert!(!pacer.should_wait(None, 1), "a first write is not held");
-        assert!(!pacer.should_wait(Some(Instant::now() - MS5 * 2), 1), "a socket written long ago");
-        assert!(!pacer.should_wait(just_now, PACED_BATCH_FRAMES), "a full batch goes at once");
+        assert!(pacer.batch_taken().is_some());
+        assert!(pacer.should_wait(a_moment_ago, Some(now), 1), "busy shard, hot socket");
+        assert!(!pacer.should_wait(None, Some(now), 1), "a first batch is not held");
+        assert!(!pacer.should_wait(long_ago, Some(now), 1), "frames less often than the interval");
+        assert!(pacer.should_wait(long_ago, Some(now), 2), "frames faster than the writes");
+        assert!(pacer.should_wait(batch(MS5 * 2, 3), Some(now), 1), "the last batch had several");
+        assert!(pacer.should_wait(None, Some(now), 3), "a first batch of several frames");
+        assert!(!pacer.should_wait(a_moment_ago, Some(now), PACED_BATCH_FRAMES), "a full batch goes at once");
         let off = WritePacer::new(Duration::ZERO);
         for _ in 0..100 {
             off.on_tick(1.0, MS5);
         }
-        assert!(!off.should_wait(just_now, 1), "pacing turned off");
+        assert!(off.batch_taken().is_none());
+        assert!(!off.should_wait(a_moment_ago, Some(now), 1), "pacing turned off");
     }
 }
