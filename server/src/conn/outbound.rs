@@ -10,15 +10,15 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::ops::Deref;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::Instant;
 
 use bytes::Bytes;
 use monoio::buf::IoVecBuf;
 use monoio::io::AsyncWriteRent;
 
-use super::pacing::{Batch, WritePacer};
+use super::pacing::WritePacer;
 use crate::ws::{CloseCode, close_frame};
 
 /// Most frames in one vectored write (well under the kernel's IOV_MAX of 1024).
@@ -230,7 +230,7 @@ impl Outbound {
 
     /// Moves everything queued (up to a cap) into `out`; false once closed and flushed.
     /// The socket writer's batches and the QUIC bridge both take frames this way.
-    pub async fn take_frames(&self, out: &mut Vec<Bytes>) -> bool {
+    pub async fn take_frames(&self, out: &mut impl Extend<Bytes>) -> bool {
         poll_fn(|cx| {
             let mut q = self.0.borrow_mut();
             if q.frames.is_empty() {
@@ -250,20 +250,14 @@ impl Outbound {
 
     /// Fills `batch` with everything queued (up to a cap); false once closed and flushed.
     async fn next_batch(&self, batch: &mut FrameBatch) -> bool {
-        let more = self.take_frames(&mut batch.frames).await;
-        if more {
-            batch.rebuild();
-        }
-        more
+        self.take_frames(&mut batch.frames).await
     }
 
     /// Adds to `batch` whatever was queued since it was filled (up to the cap), without
     /// waiting.
     fn top_up(&self, batch: &mut FrameBatch) {
         let room = MAX_FRAMES_PER_WRITE.saturating_sub(batch.frames.len());
-        if move_frames(&mut self.0.borrow_mut(), &mut batch.frames, room) > 0 {
-            batch.rebuild();
-        }
+        move_frames(&mut self.0.borrow_mut(), &mut batch.frames, room);
     }
 
     /// Marks the writer stopped.
@@ -278,16 +272,13 @@ impl Outbound {
 
 /// Moves up to `most` queued frames into `out`, in order, and wakes whoever waits for
 /// the queue to drain (a replay); returns how many moved.
-fn move_frames(q: &mut Queue, out: &mut Vec<Bytes>, most: usize) -> usize {
+fn move_frames(q: &mut Queue, out: &mut impl Extend<Bytes>, most: usize) -> usize {
     let take = q.frames.len().min(most);
     if take == 0 {
         return 0;
     }
     let mut taken = 0;
-    for frame in q.frames.drain(..take) {
-        taken += frame.len();
-        out.push(frame);
-    }
+    out.extend(q.frames.drain(..take).inspect(|frame| taken += frame.len()));
     q.bytes -= taken;
     for w in q.drain_watchers.drain(..) {
         w.wake();
@@ -315,33 +306,35 @@ fn wake_all(q: &mut Queue) {
 /// Writes queued frames to the socket until the queue closes or the socket fails. A hot
 /// socket on a busy shard waits for the pacer's tick first (see `pacing.rs`), unless a
 /// reply is among its frames.
+///
+/// Spawned once per socket, so it takes its handles by value (`Arc`, `Rc`; references in
+/// tests): a wrapping `async move` block would hold them twice, and an idle connection's
+/// memory is mostly its tasks.
 pub async fn run_writer<W: AsyncWriteRent>(
     mut socket: W,
     outbound: Outbound,
-    metrics: &crate::metrics::Metrics,
-    pacer: &WritePacer,
+    metrics: impl Deref<Target = crate::metrics::Metrics>,
+    pacer: impl Deref<Target = WritePacer>,
 ) {
     // One batch for the socket's life: its vectors keep their capacity between writes.
     let mut batch = FrameBatch { frames: Vec::new(), iovecs: Vec::new() };
-    // The previous batch, for pacing (tracked only while the shard paces).
+    // The previous batch, for pacing (recorded only while the shard paces).
     let mut previous_batch = None;
     while outbound.next_batch(&mut batch).await {
         let urgent = outbound.take_urgent();
-        let mut taken = pacer.batch_taken();
-        if !urgent && pacer.should_wait(previous_batch, taken, batch.frames.len()) {
+        if !urgent && pacer.should_wait(previous_batch, batch.frames.len()) {
             pacer.next_tick().await;
             outbound.top_up(&mut batch);
-            // What came in until the tick went with this batch.
-            taken = Some(Instant::now());
             crate::metrics::Metrics::inc(&metrics.paced_writes);
         }
-        previous_batch = taken.map(|taken| Batch { taken, frames: batch.frames.len() });
+        previous_batch = pacer.record(batch.frames.len());
         loop {
             // One frame (the common case below saturation) goes out as a plain send: on
             // io_uring that skips the iovec import of a vectored write.
             let result = if let [frame] = batch.frames.as_slice() {
                 socket.write(frame.clone()).await.0
             } else {
+                batch.rebuild();
                 let (result, returned) = socket.writev(batch).await;
                 batch = returned;
                 result
@@ -368,15 +361,14 @@ pub async fn run_writer<W: AsyncWriteRent>(
 /// the frames, so the pointers stay valid for as long as the kernel may read them.
 struct FrameBatch {
     frames: Vec<Bytes>,
+    /// Built right before each vectored write (a lone frame is sent without it).
     iovecs: Vec<libc::iovec>,
 }
 
 impl FrameBatch {
     #[cfg(test)]
     fn new(frames: Vec<Bytes>) -> Self {
-        let mut batch = FrameBatch { frames, iovecs: Vec::new() };
-        batch.rebuild();
-        batch
+        FrameBatch { frames, iovecs: Vec::new() }
     }
 
     fn rebuild(&mut self) {
@@ -401,15 +393,16 @@ impl FrameBatch {
             }
         }
         self.frames.drain(..done);
-        self.rebuild();
         self.frames.is_empty()
     }
 }
 
-// SAFETY: `iovecs` always describes exactly `frames` (rebuilt after every change), each
-// iovec points into a `Bytes` that the batch owns and never mutates, and neither vector
-// is touched while the runtime holds the batch for an in-flight write, so the pointer
-// and length returned here stay valid and stable for the whole operation.
+// SAFETY: `iovecs` describes exactly `frames` whenever the batch is handed to a write (the
+// writer rebuilds it right before each `writev`), each iovec points into the heap data of
+// a `Bytes` that the batch owns and never mutates (not into the `Bytes` handles, which
+// may sit inline in the batch), and neither vector is touched while the runtime holds the
+// batch for an in-flight write, so the pointer and length returned here stay valid and
+// stable for the whole operation.
 #[expect(unsafe_code, reason = "io_uring needs iovecs that point into buffers the operation owns")]
 unsafe impl IoVecBuf for FrameBatch {
     fn read_iovec_ptr(&self) -> *const libc::iovec {
@@ -469,7 +462,7 @@ mod tests {
                 out.close(CloseCode::Normal, "bye");
             };
             let pacer = WritePacer::new(std::time::Duration::ZERO);
-            monoio::join!(run_writer(stream, out.clone(), &metrics, &pacer), more);
+            monoio::join!(run_writer(stream, out.clone(), &metrics, pacer.clone()), more);
 
             let got = reader.join().expect("reader thread");
             assert_eq!(got.len(), big.len() + 4 + close_frame(CloseCode::Normal, "bye").len());
@@ -482,7 +475,7 @@ mod tests {
 
     /// On a busy shard, a frame for a socket that had one a moment ago waits for the
     /// pacing tick, and goes out together with what was queued meanwhile; a reply, or a
-    /// frame after a pause longer than the interval, does not wait.
+    /// lone frame a tick after a lone one, does not wait.
     #[test]
     fn a_hot_socket_on_a_busy_shard_waits_for_the_tick() {
         use std::io::Read as _;
@@ -522,8 +515,8 @@ mod tests {
                 monoio::time::sleep(Duration::from_millis(5)).await;
                 assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 3, "the reply was held");
                 assert_eq!(metrics.paced_writes.load(Ordering::Relaxed), 1);
-                // Frames that come less often than the interval are not held.
-                monoio::time::sleep(Duration::from_millis(60)).await;
+                // A lone frame a tick after the last lone one is not held.
+                pacer.on_tick(1.0, Duration::from_millis(50));
                 out.push(Bytes::from_static(b"e"));
                 monoio::time::sleep(Duration::from_millis(5)).await;
                 assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 4, "a lukewarm socket was held");
@@ -533,7 +526,7 @@ mod tests {
                 monoio::time::sleep(Duration::from_millis(5)).await;
                 pacer.on_tick(1.0, Duration::from_millis(50));
             };
-            monoio::join!(run_writer(stream, out.clone(), &metrics, &pacer), script);
+            monoio::join!(run_writer(stream, out.clone(), &metrics, pacer.clone()), script);
             let mut got = Vec::new();
             peer.read_to_end(&mut got).expect("read");
             assert!(got.starts_with(b"abcde"), "{got:?}");
@@ -544,8 +537,10 @@ mod tests {
     fn batches_advance_through_partial_writes() {
         let mut batch = FrameBatch::new(vec![Bytes::from_static(b"abc"), Bytes::from_static(b"defg")]);
         assert!(!batch.advance(4));
-        assert_eq!(batch.frames, vec![Bytes::from_static(b"efg")]);
+        assert_eq!(batch.frames.as_slice(), [Bytes::from_static(b"efg")]);
+        batch.rebuild();
         assert_eq!(batch.iovecs.len(), 1);
+        assert_eq!(batch.iovecs[0].iov_len, 3);
         assert!(batch.advance(3));
     }
 }

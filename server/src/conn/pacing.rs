@@ -12,7 +12,8 @@
 //!   off too often, and p99 doubled);
 //! - the socket is hot: its frames come faster than it is written. Its writer finds more
 //!   than one frame waiting, or its previous batch had more than one, or it took that
-//!   batch less than `interval` ago. And it has fewer than a full batch queued.
+//!   batch since the last tick (so less than about one interval ago). And it has fewer
+//!   than a full batch queued.
 //!   (Judged by how recently the socket was *written* instead, a fan-out of 100
 //!   messages/s on a slow machine, one frame per socket every 10 ms, looked hot, because
 //!   each burst of 1,000 writes ended only a few ms before the next message: it was held,
@@ -47,13 +48,14 @@ const LOAD_WINDOW: Duration = Duration::from_millis(100);
 /// An idle shard (average below this) ticks ten times less often.
 const IDLE_TICKS_BELOW: f64 = 0.10;
 
-/// A socket's previous batch, as pacing remembers it.
-#[derive(Debug, Clone, Copy)]
+/// A socket's previous batch, as pacing remembers it (small: every socket's writer keeps
+/// one, and an idle connection's memory is mostly its tasks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batch {
-    /// When the writer took it from the queue (the last frames, when it waited a tick).
-    pub taken: Instant,
-    /// How many frames it carried.
-    pub frames: usize,
+    /// The tick it was written in (after waiting for it, if it did).
+    tick: u64,
+    /// Whether it carried more than one frame.
+    several: bool,
 }
 
 /// One shard's pacing state (single-threaded).
@@ -83,20 +85,16 @@ impl WritePacer {
         })
     }
 
-    /// The time a writer takes a batch at, read only while pacing (the clock is not free
-    /// and a writer on a quiet shard has no use for it).
-    pub fn batch_taken(&self) -> Option<Instant> {
-        (self.interval.is_some() && self.active.get()).then(Instant::now)
+    /// A batch of `frames` about to be written, remembered while pacing is on.
+    pub fn record(&self, frames: usize) -> Option<Batch> {
+        self.active.get().then(|| Batch { tick: self.tick.get(), several: frames > 1 })
     }
 
-    /// Whether a batch of `queued` frames taken at `taken` (see [`Self::batch_taken`])
-    /// should wait for the next tick, given the socket's `previous` batch.
-    pub fn should_wait(&self, previous: Option<Batch>, taken: Option<Instant>, queued: usize) -> bool {
-        let (Some(interval), Some(taken)) = (self.interval, taken) else { return false };
+    /// Whether a batch of `queued` frames should wait for the next tick, given the
+    /// socket's `previous` batch (see [`Self::record`]).
+    pub fn should_wait(&self, previous: Option<Batch>, queued: usize) -> bool {
         let fast = queued > 1
-            || previous.is_some_and(|previous| {
-                previous.frames > 1 || taken.saturating_duration_since(previous.taken) < interval
-            });
+            || previous.is_some_and(|previous| previous.several || previous.tick == self.tick.get());
         self.active.get() && queued < PACED_BATCH_FRAMES && fast
     }
 
@@ -239,27 +237,24 @@ mod tests {
     #[test]
     fn only_hot_sockets_wait_and_only_when_busy() {
         let pacer = WritePacer::new(MS5);
-        let now = Instant::now();
-        let batch = |ago, frames| Some(Batch { taken: now - ago, frames });
-        let (a_moment_ago, long_ago) = (batch(MS5 / 5, 1), batch(MS5 * 2, 1));
-        assert!(pacer.batch_taken().is_none(), "idle shard: no clock read");
-        assert!(!pacer.should_wait(a_moment_ago, Some(now), 1), "idle shard: never wait");
+        assert_eq!(pacer.record(1), None, "idle shard: nothing to remember");
         while !pacer.is_active() {
             pacer.on_tick(1.0, MS5);
         }
-        assert!(pacer.batch_taken().is_some());
-        assert!(pacer.should_wait(a_moment_ago, Some(now), 1), "busy shard, hot socket");
-        assert!(!pacer.should_wait(None, Some(now), 1), "a first batch is not held");
-        assert!(!pacer.should_wait(long_ago, Some(now), 1), "frames less often than the interval");
-        assert!(pacer.should_wait(long_ago, Some(now), 2), "frames faster than the writes");
-        assert!(pacer.should_wait(batch(MS5 * 2, 3), Some(now), 1), "the last batch had several");
-        assert!(pacer.should_wait(None, Some(now), 3), "a first batch of several frames");
-        assert!(!pacer.should_wait(a_moment_ago, Some(now), PACED_BATCH_FRAMES), "a full batch goes at once");
+        let (one, several) = (pacer.record(1), pacer.record(3));
+        assert!(!pacer.should_wait(None, 1), "a first lone frame is not held");
+        assert!(pacer.should_wait(None, 3), "a first batch of several frames");
+        assert!(pacer.should_wait(one, 1), "a lone frame again within the tick");
+        assert!(!pacer.should_wait(one, PACED_BATCH_FRAMES), "a full batch goes at once");
+        pacer.on_tick(1.0, MS5);
+        assert!(!pacer.should_wait(one, 1), "a lone frame a tick after a lone frame");
+        assert!(pacer.should_wait(several, 1), "the last batch had several");
+        assert!(pacer.should_wait(one, 2), "frames faster than the writes");
         let off = WritePacer::new(Duration::ZERO);
         for _ in 0..100 {
             off.on_tick(1.0, MS5);
         }
-        assert!(off.batch_taken().is_none());
-        assert!(!off.should_wait(a_moment_ago, Some(now), 1), "pacing turned off");
+        assert_eq!(off.record(1), None);
+        assert!(!off.should_wait(one, 2), "pacing turned off");
     }
 }

@@ -73,10 +73,7 @@ pub async fn run(
     Metrics::inc(&metrics.connections_total);
 
     let (mut reader, writer) = stream.into_split();
-    let writer_shared = shared.clone();
-    let writer_outbound = outbound.clone();
-    let pacer = shard.write_pacer.clone();
-    monoio::spawn(async move { run_writer(writer, writer_outbound, &writer_shared.metrics, &pacer).await });
+    monoio::spawn(run_writer(writer, outbound.clone(), shared.metrics.clone(), shard.write_pacer.clone()));
 
     let mut parser = FrameParser::new(shared.config.max_frame_bytes);
     if buf.is_empty() {
@@ -389,10 +386,8 @@ pub async fn run_echo(shard: Rc<Shard>, stream: impl super::ByteStream, mut buf:
     const ECHO_LIMIT: usize = 64 << 20;
     let outbound = Outbound::new(ECHO_LIMIT);
     let (mut reader, writer) = stream.into_split();
-    let writer_outbound = outbound.clone();
-    let shared = shard.shared.clone();
-    let pacer = shard.write_pacer.clone();
-    monoio::spawn(async move { run_writer(writer, writer_outbound, &shared.metrics, &pacer).await });
+    let metrics = shard.shared.metrics.clone();
+    monoio::spawn(run_writer(writer, outbound.clone(), metrics, shard.write_pacer.clone()));
     let mut parser = FrameParser::new(16 << 20);
     'connection: loop {
         loop {
