@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::ops::Deref;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use monoio::buf::IoVecBuf;
@@ -53,6 +53,9 @@ struct Queue {
     close: Option<(CloseCode, String)>,
     /// A reply (to a request or a ping) is queued: the writer does not pace its write.
     urgent: bool,
+    /// The writer holds its batch for the pacing tick: only a reply wakes it (a frame
+    /// waits for the tick with the rest).
+    holding: bool,
 }
 
 /// A handle to one socket's outbound queue (cheap to clone; single-threaded).
@@ -94,6 +97,7 @@ impl Outbound {
             close_frames,
             close: None,
             urgent: false,
+            holding: false,
         })))
     }
 
@@ -104,6 +108,16 @@ impl Outbound {
 
     /// Queues a frame; a queue over its limit closes the socket (1013).
     pub fn push(&self, frame: Bytes) -> Pushed {
+        self.push_frame(frame, false)
+    }
+
+    /// Queues a reply (to a request or a ping): a client waits for it, so its write is
+    /// never held for write pacing.
+    pub fn push_reply(&self, frame: Bytes) -> Pushed {
+        self.push_frame(frame, true)
+    }
+
+    fn push_frame(&self, frame: Bytes, reply: bool) -> Pushed {
         let mut q = self.0.borrow_mut();
         if q.state != State::Open {
             return Pushed::Closed;
@@ -115,20 +129,14 @@ impl Outbound {
         }
         q.bytes += frame.len();
         q.frames.push_back(frame);
-        if let Some(w) = q.writer.take() {
+        q.urgent |= reply;
+        // A writer holding its batch for the tick is woken by a reply only.
+        if (reply || !q.holding)
+            && let Some(w) = q.writer.take()
+        {
             w.wake();
         }
         Pushed::Queued
-    }
-
-    /// Queues a reply (to a request or a ping): a client waits for it, so its write is
-    /// never held for write pacing.
-    pub fn push_reply(&self, frame: Bytes) -> Pushed {
-        let pushed = self.push(frame);
-        if pushed == Pushed::Queued {
-            self.0.borrow_mut().urgent = true;
-        }
-        pushed
     }
 
     /// Whether a reply was queued since the last call (and clears it).
@@ -230,7 +238,7 @@ impl Outbound {
 
     /// Moves everything queued (up to a cap) into `out`; false once closed and flushed.
     /// The socket writer's batches and the QUIC bridge both take frames this way.
-    pub async fn take_frames(&self, out: &mut impl Extend<Bytes>) -> bool {
+    pub async fn take_frames(&self, out: &mut Vec<Bytes>) -> bool {
         poll_fn(|cx| {
             let mut q = self.0.borrow_mut();
             if q.frames.is_empty() {
@@ -254,10 +262,30 @@ impl Outbound {
     }
 
     /// Adds to `batch` whatever was queued since it was filled (up to the cap), without
-    /// waiting.
+    /// waiting, once a held batch's wait is over. A reply among them is written with it,
+    /// so nothing queued is urgent any more once the queue is empty.
     fn top_up(&self, batch: &mut FrameBatch) {
         let room = MAX_FRAMES_PER_WRITE.saturating_sub(batch.frames.len());
-        move_frames(&mut self.0.borrow_mut(), &mut batch.frames, room);
+        let mut q = self.0.borrow_mut();
+        q.holding = false;
+        move_frames(&mut q, &mut batch.frames, room);
+        if q.frames.is_empty() {
+            q.urgent = false;
+        }
+    }
+
+    /// While the writer holds a batch for the pacing tick: ready once a reply is queued
+    /// (or the queue closes), and only those wake the writer.
+    fn poll_reply(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut q = self.0.borrow_mut();
+        if q.urgent || q.state != State::Open {
+            return Poll::Ready(());
+        }
+        q.holding = true;
+        if !q.writer.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            q.writer = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// Marks the writer stopped.
@@ -272,13 +300,16 @@ impl Outbound {
 
 /// Moves up to `most` queued frames into `out`, in order, and wakes whoever waits for
 /// the queue to drain (a replay); returns how many moved.
-fn move_frames(q: &mut Queue, out: &mut impl Extend<Bytes>, most: usize) -> usize {
+fn move_frames(q: &mut Queue, out: &mut Vec<Bytes>, most: usize) -> usize {
     let take = q.frames.len().min(most);
     if take == 0 {
         return 0;
     }
     let mut taken = 0;
-    out.extend(q.frames.drain(..take).inspect(|frame| taken += frame.len()));
+    for frame in q.frames.drain(..take) {
+        taken += frame.len();
+        out.push(frame);
+    }
     q.bytes -= taken;
     for w in q.drain_watchers.drain(..) {
         w.wake();
@@ -307,9 +338,9 @@ fn wake_all(q: &mut Queue) {
 /// socket on a busy shard waits for the pacer's tick first (see `pacing.rs`), unless a
 /// reply is among its frames.
 ///
-/// Spawned once per socket, so it takes its handles by value (`Arc`, `Rc`; references in
-/// tests): a wrapping `async move` block would hold them twice, and an idle connection's
-/// memory is mostly its tasks.
+/// Spawned once per socket, so it takes its handles by value (`Arc`, `Rc`; a reference or
+/// an `Rc` in tests): a wrapping `async move` block would hold them twice, and an idle
+/// connection's memory is mostly its tasks.
 pub async fn run_writer<W: AsyncWriteRent>(
     mut socket: W,
     outbound: Outbound,
@@ -323,7 +354,8 @@ pub async fn run_writer<W: AsyncWriteRent>(
     while outbound.next_batch(&mut batch).await {
         let urgent = outbound.take_urgent();
         if !urgent && pacer.should_wait(previous_batch, batch.frames.len()) {
-            pacer.next_tick().await;
+            // Until the next tick, or a reply comes in: a client waits for that.
+            pacer.next_tick_or(|cx| outbound.poll_reply(cx)).await;
             outbound.top_up(&mut batch);
             crate::metrics::Metrics::inc(&metrics.paced_writes);
         }
@@ -334,8 +366,7 @@ pub async fn run_writer<W: AsyncWriteRent>(
             let result = if let [frame] = batch.frames.as_slice() {
                 socket.write(frame.clone()).await.0
             } else {
-                batch.rebuild();
-                let (result, returned) = socket.writev(batch).await;
+                let (result, returned) = socket.writev(batch.with_iovecs()).await;
                 batch = returned;
                 result
             };
@@ -371,6 +402,12 @@ impl FrameBatch {
         FrameBatch { frames, iovecs: Vec::new() }
     }
 
+    /// The batch with its iovecs built, ready for `writev`.
+    fn with_iovecs(mut self) -> Self {
+        self.rebuild();
+        self
+    }
+
     fn rebuild(&mut self) {
         self.iovecs.clear();
         self.iovecs.extend(
@@ -393,14 +430,18 @@ impl FrameBatch {
             }
         }
         self.frames.drain(..done);
+        // The iovecs may point into frames just dropped: none until the next write builds
+        // them again.
+        self.iovecs.clear();
         self.frames.is_empty()
     }
 }
 
-// SAFETY: `iovecs` describes exactly `frames` whenever the batch is handed to a write (the
-// writer rebuilds it right before each `writev`), each iovec points into the heap data of
-// a `Bytes` that the batch owns and never mutates (not into the `Bytes` handles, which
-// may sit inline in the batch), and neither vector is touched while the runtime holds the
+// SAFETY: a batch reaches `writev` only through `with_iovecs`, so `iovecs` then describes
+// exactly `frames`; between writes it is empty or describes frames the batch still owns
+// (`advance`, which drops frames, clears it). Each iovec points into the data of a `Bytes`
+// that the batch owns and never mutates, not into the `Bytes` handle, so moving the batch
+// moves no pointed-to byte; and neither vector is touched while the runtime holds the
 // batch for an in-flight write, so the pointer and length returned here stay valid and
 // stable for the whole operation.
 #[expect(unsafe_code, reason = "io_uring needs iovecs that point into buffers the operation owns")]
@@ -473,9 +514,49 @@ mod tests {
         });
     }
 
+    /// Several large frames in one vectored write that the kernel takes only in part: the
+    /// rest goes out from where it stopped, rebuilt for each write.
+    #[test]
+    fn a_vectored_write_taken_in_part_resumes_where_it_stopped() {
+        use std::io::Read as _;
+
+        let mut runtime =
+            monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().expect("runtime");
+        runtime.block_on(async {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let reader = std::thread::spawn(move || {
+                let mut peer = std::net::TcpStream::connect(addr).expect("connect");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let mut all = Vec::new();
+                peer.read_to_end(&mut all).expect("read");
+                all
+            });
+            let (stream, _) = listener.accept().await.expect("accept");
+            let out = Outbound::new(64 << 20);
+            let mut expected = Vec::new();
+            // Queued before the writer starts, so its first write is one writev of them all.
+            for (i, size) in [3 << 20, 5 << 20, 1, 4 << 20].into_iter().enumerate() {
+                let frame: Vec<u8> = (0..size).map(|b| ((b + i * 7) % 253) as u8).collect();
+                expected.extend_from_slice(&frame);
+                assert_eq!(out.push(Bytes::from(frame)), Pushed::Queued);
+            }
+            out.close(CloseCode::Normal, "");
+            expected.extend_from_slice(&close_frame(CloseCode::Normal, ""));
+            let metrics = crate::metrics::Metrics::default();
+            run_writer(stream, out.clone(), &metrics, WritePacer::new(std::time::Duration::ZERO)).await;
+            let got = reader.join().expect("reader thread");
+            assert_eq!(got.len(), expected.len());
+            assert!(got == expected, "the frames arrived altered");
+            let writes = metrics.socket_writes.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(writes > 1, "the kernel took 12 MiB in one write: nothing was resumed");
+        });
+    }
+
     /// On a busy shard, a frame for a socket that had one a moment ago waits for the
     /// pacing tick, and goes out together with what was queued meanwhile; a reply, or a
-    /// lone frame a tick after a lone one, does not wait.
+    /// lone frame a tick after a lone one, does not wait, and a reply queued behind a
+    /// waiting frame ends the wait.
     #[test]
     fn a_hot_socket_on_a_busy_shard_waits_for_the_tick() {
         use std::io::Read as _;
@@ -521,15 +602,22 @@ mod tests {
                 monoio::time::sleep(Duration::from_millis(5)).await;
                 assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 4, "a lukewarm socket was held");
                 assert_eq!(metrics.paced_writes.load(Ordering::Relaxed), 1);
-                // The close frame is held like any frame: tick once the writer waits.
-                out.close(CloseCode::Normal, "");
+                // A reply that comes in while a frame waits for the tick takes it along at
+                // once.
+                out.push(Bytes::from_static(b"f"));
                 monoio::time::sleep(Duration::from_millis(5)).await;
-                pacer.on_tick(1.0, Duration::from_millis(50));
+                assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 4, "f was not held");
+                out.push_reply(Bytes::from_static(b"g"));
+                monoio::time::sleep(Duration::from_millis(5)).await;
+                assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 5, "the reply waited for the tick");
+                assert_eq!(metrics.paced_writes.load(Ordering::Relaxed), 2);
+                // Closing is not held: the close frame goes out without a tick.
+                out.close(CloseCode::Normal, "");
             };
             monoio::join!(run_writer(stream, out.clone(), &metrics, pacer.clone()), script);
             let mut got = Vec::new();
             peer.read_to_end(&mut got).expect("read");
-            assert!(got.starts_with(b"abcde"), "{got:?}");
+            assert!(got.starts_with(b"abcdefg"), "{got:?}");
         });
     }
 

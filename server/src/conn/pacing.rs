@@ -10,10 +10,11 @@
 //!   average lags: after a burst ends, hot sockets are still held for up to ~100 ms
 //!   (turning pacing off on the first quiet tick was tried: at 1,000 msg/s it switched
 //!   off too often, and p99 doubled);
-//! - the socket is hot: its frames come faster than it is written. Its writer finds more
-//!   than one frame waiting, or its previous batch had more than one, or it took that
-//!   batch since the last tick (so less than about one interval ago). And it has fewer
-//!   than a full batch queued.
+//! - the socket is hot: its frames come faster than it is written. It wrote its previous
+//!   batch since the last tick (so less than about one interval ago), or it wrote it in
+//!   the last two ticks and that batch or this one has more than one frame. And it has
+//!   fewer than a full batch queued. A socket whose last write was longer ago is never
+//!   held, however many frames it gets at once.
 //!   (Judged by how recently the socket was *written* instead, a fan-out of 100
 //!   messages/s on a slow machine, one frame per socket every 10 ms, looked hot, because
 //!   each burst of 1,000 writes ended only a few ms before the next message: it was held,
@@ -23,7 +24,8 @@
 //! - no reply (to a request or a ping) is queued for it: a client is waiting for that.
 //!
 //! A paced writer waits for the shard's next tick (about one interval at most; a tick can
-//! fire a little late on a busy loop) and then writes everything queued by then. Under a
+//! fire a little late on a busy loop), or until a reply is queued or the socket closes,
+//! and then writes everything queued by then. Under a
 //! fan-out of 1,000 messages/s into a 1,000-member room that turns ~5 frames per write
 //! into ~7-10, which lowers both the server's and the readers' CPU per delivery
 //! (docs/PERFORMANCE.md, session 8). A socket in a quiet room, a reply, an idle shard, or
@@ -32,7 +34,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// A queued batch this large is written at once, paced or not.
@@ -91,23 +93,30 @@ impl WritePacer {
     }
 
     /// Whether a batch of `queued` frames should wait for the next tick, given the
-    /// socket's `previous` batch (see [`Self::record`]).
+    /// socket's `previous` batch (see [`Self::record`]). (`active` is never set while
+    /// pacing is off, so this is false then.)
     pub fn should_wait(&self, previous: Option<Batch>, queued: usize) -> bool {
-        let fast = queued > 1
-            || previous.is_some_and(|previous| previous.several || previous.tick == self.tick.get());
+        let fast = previous.is_some_and(|previous| {
+            let ticks_ago = self.tick.get().wrapping_sub(previous.tick);
+            ticks_ago == 0 || (ticks_ago <= 2 && (queued > 1 || previous.several))
+        });
         self.active.get() && queued < PACED_BATCH_FRAMES && fast
     }
 
-    /// Waits for the next tick.
-    pub async fn next_tick(&self) {
+    /// Waits for the next tick (or for pacing to turn off), or until `cut_short` is ready
+    /// (polled whenever the task wakes).
+    pub async fn next_tick_or(&self, mut cut_short: impl FnMut(&mut Context<'_>) -> Poll<()>) {
         let start = self.tick.get();
+        // Registered once per wait: a scan of the list for a duplicate would cost every
+        // held writer the length of the list (a thousand, in a busy room).
+        let mut registered = false;
         poll_fn(|cx| {
-            if self.tick.get() != start || !self.active.get() {
+            if self.tick.get() != start || !self.active.get() || cut_short(cx).is_ready() {
                 return Poll::Ready(());
             }
-            let mut waiting = self.waiting.borrow_mut();
-            if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
-                waiting.push(cx.waker().clone());
+            if !registered {
+                self.waiting.borrow_mut().push(cx.waker().clone());
+                registered = true;
             }
             Poll::Pending
         })
@@ -242,14 +251,18 @@ mod tests {
             pacer.on_tick(1.0, MS5);
         }
         let (one, several) = (pacer.record(1), pacer.record(3));
-        assert!(!pacer.should_wait(None, 1), "a first lone frame is not held");
-        assert!(pacer.should_wait(None, 3), "a first batch of several frames");
+        assert!(!pacer.should_wait(None, 1), "a first batch is not held");
+        assert!(!pacer.should_wait(None, 3), "nor one of several frames");
         assert!(pacer.should_wait(one, 1), "a lone frame again within the tick");
         assert!(!pacer.should_wait(one, PACED_BATCH_FRAMES), "a full batch goes at once");
         pacer.on_tick(1.0, MS5);
         assert!(!pacer.should_wait(one, 1), "a lone frame a tick after a lone frame");
         assert!(pacer.should_wait(several, 1), "the last batch had several");
         assert!(pacer.should_wait(one, 2), "frames faster than the writes");
+        pacer.on_tick(1.0, MS5);
+        pacer.on_tick(1.0, MS5);
+        assert!(!pacer.should_wait(several, 1), "several frames, but three ticks ago");
+        assert!(!pacer.should_wait(one, 3), "a quiet socket getting several at once");
         let off = WritePacer::new(Duration::ZERO);
         for _ in 0..100 {
             off.on_tick(1.0, MS5);
