@@ -25,10 +25,9 @@
 //!
 //! A paced writer waits for the shard's next tick (about one interval at most; a tick can
 //! fire a little late on a busy loop), or until a reply is queued or the socket closes,
-//! and then writes everything queued by then. Under a
-//! fan-out of 1,000 messages/s into a 1,000-member room that turns ~5 frames per write
-//! into ~7-10, which lowers both the server's and the readers' CPU per delivery
-//! (docs/PERFORMANCE.md, session 8). A socket in a quiet room, a reply, an idle shard, or
+//! and then writes everything queued by then. Under a fan-out of 1,000 messages/s into a
+//! 1,000-member room that turns ~5 frames per write into ~7-10, which lowers both the
+//! server's and the readers' CPU per delivery (docs/PERFORMANCE.md, session 8). A socket in a quiet room, a reply, an idle shard, or
 //! a busy shard's many lukewarm sockets are never held.
 
 use std::cell::{Cell, RefCell};
@@ -108,7 +107,8 @@ impl WritePacer {
     pub async fn next_tick_or(&self, mut cut_short: impl FnMut(&mut Context<'_>) -> Poll<()>) {
         let start = self.tick.get();
         // Registered once per wait: a scan of the list for a duplicate would cost every
-        // held writer the length of the list (a thousand, in a busy room).
+        // held writer the length of the list (a thousand, in a busy room). A wait cut
+        // short leaves its waker behind; the next tick wakes that task once for nothing.
         let mut registered = false;
         poll_fn(|cx| {
             if self.tick.get() != start || !self.active.get() || cut_short(cx).is_ready() {
