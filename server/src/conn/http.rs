@@ -228,6 +228,7 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<(Request, usize)>, ReadEr
         return Err(too_large());
     }
     let head = buf.split_to(head_len);
+    check_line_endings(&head)?;
     // Parsed in its own scope: httparse's header array (2 KiB) must not be held across
     // the body read, or it would sit in every connection's future.
     let request = {
@@ -258,17 +259,19 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<(Request, usize)>, ReadEr
         request
     };
     let bad = |m: &str| ReadError::Refuse(Response::error(ErrorCode::Invalid, m));
+    // Request smuggling (RFC 9112 §6.3): a body whose length two parties could read
+    // differently is refused outright, never guessed at.
     if request.header("transfer-encoding").is_some() {
-        return Err(ReadError::Refuse(Response::error(
-            ErrorCode::Invalid,
-            "chunked request bodies are not supported; send Content-Length",
-        )));
+        return Err(bad("Transfer-Encoding is not accepted; send the body with one Content-Length"));
     }
-    let length = match request.header("content-length") {
-        None => 0,
-        // RFC 9110: 1*DIGIT. `usize::from_str` would also take a leading `+`, which a
-        // proxy in front may read differently (request smuggling).
-        Some(v) => {
+    let mut lengths = request.headers.iter().filter(|(name, _)| name == "content-length");
+    let length = match (lengths.next(), lengths.next()) {
+        (None, _) => 0,
+        (Some(_), Some(_)) => return Err(bad("more than one Content-Length header")),
+        // RFC 9110: 1*DIGIT. `usize::from_str` would also take a leading `+`, and a list
+        // (`5, 5`) is a second length in disguise; a proxy in front may read either
+        // differently.
+        (Some((_, v)), None) => {
             let v = v.trim();
             if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad("bad Content-Length"));
@@ -277,6 +280,24 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<(Request, usize)>, ReadEr
         }
     };
     Ok(Some((request, length)))
+}
+
+/// Refuses a head whose lines do not all end in CRLF (a bare CR or LF), and obsolete
+/// line folding (a header line starting with a space or tab): parsers disagree on both,
+/// which is how requests are smuggled past a proxy (RFC 9112 §2.2, §5.2).
+fn check_line_endings(head: &[u8]) -> Result<(), ReadError> {
+    let bad = |m: &str| ReadError::Refuse(Response::error(ErrorCode::Invalid, m));
+    for (i, &byte) in head.iter().enumerate() {
+        match byte {
+            b'\r' if head.get(i + 1) != Some(&b'\n') => return Err(bad("bare CR in the request head")),
+            b'\n' if i == 0 || head[i - 1] != b'\r' => return Err(bad("bare LF in the request head")),
+            b'\n' if matches!(head.get(i + 1), Some(b' ' | b'\t')) => {
+                return Err(bad("folded header lines (obs-fold) are not accepted"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
@@ -306,6 +327,33 @@ mod tests {
             Err(ReadError::Refuse(response)) => Err(response.status),
             Err(ReadError::Closed) => Err(1),
         }
+    }
+
+    fn refusal(head: &str) -> Option<u16> {
+        match parse_head(&mut BytesMut::from(head)) {
+            Err(ReadError::Refuse(response)) => Some(response.status),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        let cases = [
+            "POST /x HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST /x HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "POST /x HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST /x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /x HTTP/1.1\r\nX-A: a\r\n b\r\nContent-Length: 5\r\n\r\n",
+            "POST /x HTTP/1.1\r\nX-A: a\r\n\tContent-Length: 5\r\n\r\n",
+            "POST /x HTTP/1.1\r\nX-A: a\rContent-Length: 5\r\n\r\n",
+            "POST /x HTTP/1.1\nContent-Length: 5\r\n\r\n",
+            "POST /x HTTP/1.1\r\nContent-Length : 5\r\n\r\n",
+        ];
+        for head in cases {
+            assert_eq!(refusal(head), Some(400), "{head:?}");
+        }
+        assert_eq!(refusal("POST /x HTTP/1.1\r\nContent-Length: 5\r\nX-A: a b\r\n\r\n"), None);
     }
 
     #[test]
