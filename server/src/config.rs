@@ -20,6 +20,10 @@ const DEFAULT_MAX_CONNECTIONS_PER_USER: u32 = 256;
 /// session 8).
 const DEFAULT_WRITE_PACING_MS: u64 = 5;
 
+/// Default time a socket's queued bytes may wait with no write completing: well past a
+/// slow mobile link's pauses, well before the idle timeout.
+const DEFAULT_WRITE_TIMEOUT_SECS: u64 = 30;
+
 /// Command-line flags (each also read from its environment variable by clap).
 #[derive(Debug, Default, Parser)]
 #[command(name = "palaver", version, about = "Palaver: a real-time chat server.")]
@@ -143,6 +147,9 @@ pub struct Cli {
     /// three-server NATS cluster).
     #[arg(long, env = "PALAVER_CLUSTER_LOG_REPLICAS")]
     pub cluster_log_replicas: Option<usize>,
+    /// Seconds a socket may leave queued bytes unwritten (no write completes, the peer is not reading) before it is closed as a slow consumer.
+    #[arg(long, env = "PALAVER_WRITE_TIMEOUT_SECS")]
+    pub write_timeout_secs: Option<u64>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
@@ -197,6 +204,7 @@ struct FileConfig {
     max_connections_per_ip: Option<u32>,
     max_connections_per_user: Option<u32>,
     handshake_timeout_secs: Option<u64>,
+    write_timeout_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -263,6 +271,8 @@ pub struct Config {
     pub max_connections_per_ip: u32,
     /// Authenticated connections per user (0: unlimited).
     pub max_connections_per_user: u32,
+    /// How long a socket's queued bytes may wait with no write completing, in ms.
+    pub write_timeout_ms: u64,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }
@@ -307,6 +317,11 @@ impl Config {
         let test_echo = cli.test_echo;
         let config = Config {
             test_echo,
+            write_timeout_ms: cli
+                .write_timeout_secs
+                .or(file.write_timeout_secs)
+                .unwrap_or(DEFAULT_WRITE_TIMEOUT_SECS)
+                .saturating_mul(1000),
             edit_window_ms: cli
                 .edit_window_secs
                 .or(file.edit_window_secs)
@@ -459,6 +474,9 @@ impl Config {
         }
         if self.write_pacing_ms > 50 {
             return invalid("write_pacing_ms must be 0 (off) to 50");
+        }
+        if self.write_timeout_ms < 1_000 {
+            return invalid("write_timeout_secs must be at least 1");
         }
         if self.typing_timeout_ms == 0 {
             return invalid("typing_timeout_secs must be at least 1");

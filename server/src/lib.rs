@@ -21,6 +21,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 mod conn;
+mod descriptors;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -13,6 +13,8 @@ pub struct Metrics {
     pub connections_total: AtomicU64,
     /// Connections refused by a per-address or per-user connection limit.
     pub connections_refused: AtomicU64,
+    /// Sockets closed at accept because the sockets' share of descriptors was used up.
+    pub connections_over_budget: AtomicU64,
     /// Messages stored.
     pub messages_stored: AtomicU64,
     /// Frames queued to sockets by fan-out.
@@ -65,6 +67,12 @@ impl Metrics {
             "Connections refused by a per-address or per-user limit.",
             "counter",
             get(&self.connections_refused),
+        );
+        counter(
+            "palaver_connections_over_budget_total",
+            "Sockets closed at accept because the sockets' share of the descriptor limit was used up.",
+            "counter",
+            get(&self.connections_over_budget),
         );
         counter(
             "palaver_messages_stored_total",
@@ -123,4 +131,10 @@ impl Metrics {
         );
         out
     }
+}
+
+/// Appends one family of a single value read from elsewhere than [`Metrics`]; `kind` is
+/// `gauge` or `counter`.
+pub fn render_family(out: &mut String, name: &str, help: &str, kind: &str, value: i128) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
 }

@@ -11,6 +11,8 @@ use std::sync::atomic::Ordering;
 use palaver_search::{IndexOp, IndexerConfig, IndexerHandle, SearchIndex};
 use palaver_storage::{CommitDone, GroupCommitter, Store, StoreOptions};
 
+use crate::descriptors::DescriptorBudget;
+
 use crate::auth::TokenService;
 use crate::blocking::{BlockingPool, Priority};
 use crate::config::Config;
@@ -72,9 +74,23 @@ pub fn run(config: Config) -> Result<(), StartError> {
     std::fs::create_dir_all(&data_dir)
         .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
     let secret = jwt_secret(&config, &data_dir)?;
+    let descriptors = DescriptorBudget::from_limit(crate::descriptors::raise_soft_limit(), config.shards);
+    if descriptors.is_cramped() {
+        tracing::warn!(
+            limit = descriptors.limit,
+            sockets = descriptors.sockets,
+            "the descriptor limit (ulimit -n) leaves few sockets after storage's and search's reserve; raise it"
+        );
+    } else {
+        tracing::info!(limit = descriptors.limit, sockets = descriptors.sockets, "descriptor budget");
+    }
     let store = Arc::new(Store::open_with(
         &data_dir.join("db"),
-        StoreOptions { durability: config.durability, disk_reserve_bytes: config.disk_reserve_bytes },
+        StoreOptions {
+            durability: config.durability,
+            disk_reserve_bytes: config.disk_reserve_bytes,
+            max_cached_files: Some(descriptors.storage_cached_files),
+        },
     )?);
     if config.verify_on_start {
         let started = std::time::Instant::now();
@@ -133,6 +149,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let shared = Arc::new(Shared {
         presence: crate::shard::PresenceTable::new(config.shards),
+        sockets: crate::descriptors::Slots::new(descriptors.sockets),
+        file_transfers: crate::descriptors::Slots::new(descriptors.file_transfers),
         ip_connections: crate::conn::limits::ConnectionCounter::new(config.max_connections_per_ip),
         user_connections: crate::conn::limits::ConnectionCounter::new(config.max_connections_per_user),
         files: files.clone(),

@@ -35,6 +35,10 @@ pub struct Shared {
     pub files: crate::files::FileStore,
     /// Everyone's current presence (each part written by its home shard).
     pub presence: crate::shard::PresenceTable,
+    /// File uploads and downloads streaming now, held to the descriptor budget's share.
+    pub file_transfers: Arc<crate::descriptors::Slots>,
+    /// Client sockets open now, held to the descriptor budget's share.
+    pub sockets: Arc<crate::descriptors::Slots>,
     /// Open connections per client address.
     pub ip_connections: Arc<crate::conn::limits::IpCounter>,
     /// Authenticated connections per user.

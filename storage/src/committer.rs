@@ -15,6 +15,47 @@ use crate::store::{Durability, Store};
 const MAX_GROUP_WRITES: usize = 8_192;
 /// Under `Durability::Buffered`, the longest a write stays unsynced.
 const BUFFERED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// After a transient storage failure, the first attempt to reopen the database waits
+/// this long; each failed attempt doubles it, up to [`RECOVERY_MAX_BACKOFF`].
+const RECOVERY_FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const RECOVERY_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a recovery waits for readers of the old database to let go of it.
+const RECOVERY_READER_WAIT: Duration = Duration::from_secs(2);
+
+/// When the commit thread next tries to reopen a store that needs it.
+struct Recovery {
+    next_attempt: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Recovery {
+    fn new() -> Self {
+        Recovery { next_attempt: None, backoff: RECOVERY_FIRST_BACKOFF }
+    }
+
+    /// How long the thread may wait for work before it must try again (`None`: no
+    /// recovery pending).
+    fn wait(&mut self, store: &Store) -> Option<Duration> {
+        if !store.needs_recovery() {
+            *self = Recovery::new();
+            return None;
+        }
+        let at = *self.next_attempt.get_or_insert_with(|| Instant::now() + self.backoff);
+        Some(at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Tries to reopen the store if it needs it and the time has come.
+    fn attempt(&mut self, store: &Store) {
+        if self.wait(store).is_some_and(|wait| wait.is_zero()) {
+            if store.recover(RECOVERY_READER_WAIT) {
+                *self = Recovery::new();
+            } else {
+                self.backoff = (self.backoff * 2).min(RECOVERY_MAX_BACKOFF);
+                self.next_attempt = Some(Instant::now() + self.backoff);
+            }
+        }
+    }
+}
 
 /// The outcome of one group, handed to the completion callback.
 #[derive(Debug)]
@@ -115,9 +156,17 @@ impl<T> Group<T> {
 fn run<T>(store: &Store, rx: &flume::Receiver<Request<T>>, on_done: &mut impl FnMut(CommitDone<T>)) {
     let buffered = store.durability() == Durability::Buffered;
     let mut unsynced_since: Option<Instant> = None;
+    let mut recovery = Recovery::new();
     loop {
-        let first = if buffered && let Some(since) = unsynced_since {
-            let wait = BUFFERED_SYNC_INTERVAL.saturating_sub(since.elapsed());
+        recovery.attempt(store);
+        let sync_wait = unsynced_since
+            .filter(|_| buffered)
+            .map(|since| BUFFERED_SYNC_INTERVAL.saturating_sub(since.elapsed()));
+        let wait = match (sync_wait, recovery.wait(store)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let first = if let Some(wait) = wait {
             match rx.recv_timeout(wait) {
                 Ok(request) => Some(request),
                 Err(flume::RecvTimeoutError::Timeout) => None,

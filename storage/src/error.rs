@@ -11,6 +11,9 @@ pub enum StorageError {
     /// than pretend later writes are durable.
     #[error("storage refuses writes after an earlier failure")]
     Poisoned,
+    /// The database is being reopened after a transient failure; retry shortly.
+    #[error("storage is reopening after a transient failure")]
+    Reopening,
     /// The data directory was written by an incompatible version.
     #[error("data format version {found} is not supported (this build reads version {supported})")]
     UnsupportedFormat {
@@ -76,6 +79,9 @@ impl StorageError {
     /// Whether a client should be told `unavailable` (try again later) rather than
     /// `internal`: the store is refusing writes, not broken for this request.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Poisoned | Self::Closed | Self::DiskFull { .. } | Self::Replication(_))
+        matches!(
+            self,
+            Self::Poisoned | Self::Reopening | Self::Closed | Self::DiskFull { .. } | Self::Replication(_)
+        )
     }
 }

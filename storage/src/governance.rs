@@ -36,7 +36,7 @@ pub(crate) fn u64_value(name: &'static str, value: &[u8]) -> Result<u64, Storage
         .map_err(|_| StorageError::Corrupt { partition: name, detail: "value is not 8 bytes".into() })
 }
 
-impl Store {
+impl crate::store::Engine {
     /// Carries out the governance and people writes of a batch.
     pub(crate) fn apply_governance(
         &self,
@@ -110,10 +110,13 @@ impl Store {
         }
         Ok(())
     }
+}
 
+impl Store {
     /// Users banned from a room.
     pub fn bans(&self, room: &RoomId) -> Result<Vec<UserId>, StorageError> {
-        scan_pairs(&self.room_user_ban, "room_user_ban", room.as_str())?
+        let e = self.engine()?;
+        scan_pairs(&e.room_user_ban, "room_user_ban", room.as_str())?
             .into_iter()
             .map(|(user, _)| user_id("room_user_ban", &user))
             .collect()
@@ -121,7 +124,8 @@ impl Store {
 
     /// Muted members of a room with when each mute ends.
     pub fn mutes(&self, room: &RoomId) -> Result<Vec<(UserId, u64)>, StorageError> {
-        scan_pairs(&self.room_user_mute, "room_user_mute", room.as_str())?
+        let e = self.engine()?;
+        scan_pairs(&e.room_user_mute, "room_user_mute", room.as_str())?
             .into_iter()
             .map(|(user, value)| {
                 Ok((user_id("room_user_mute", &user)?, u64_value("room_user_mute", &value)?))
@@ -131,7 +135,8 @@ impl Store {
 
     /// Users invited to a room.
     pub fn invites(&self, room: &RoomId) -> Result<Vec<UserId>, StorageError> {
-        scan_pairs(&self.room_user_invite, "room_user_invite", room.as_str())?
+        let e = self.engine()?;
+        scan_pairs(&e.room_user_invite, "room_user_invite", room.as_str())?
             .into_iter()
             .map(|(user, _)| user_id("room_user_invite", &user))
             .collect()
@@ -139,7 +144,8 @@ impl Store {
 
     /// A user's pending invitations, by room id.
     pub fn user_invites(&self, user: &UserId) -> Result<Vec<(RoomId, ActionRecord)>, StorageError> {
-        scan_pairs(&self.user_room_invite, "user_room_invite", user.as_str())?
+        let e = self.engine()?;
+        scan_pairs(&e.user_room_invite, "user_room_invite", user.as_str())?
             .into_iter()
             .map(|(room, value)| {
                 let room = RoomId::parse(&room).map_err(|_| StorageError::Corrupt {
@@ -153,6 +159,7 @@ impl Store {
 
     /// A member's role byte, if `user` is a member of `room`.
     pub fn member_role(&self, room: &RoomId, user: &UserId) -> Result<Option<u8>, StorageError> {
-        Ok(self.room_member.get(keys::room_member(room, user))?.map(|v| v.first().copied().unwrap_or(0)))
+        let e = self.engine()?;
+        Ok(e.room_member.get(keys::room_member(room, user))?.map(|v| v.first().copied().unwrap_or(0)))
     }
 }

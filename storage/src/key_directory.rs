@@ -23,7 +23,8 @@ pub struct DeviceRecord {
 impl Store {
     /// A user's devices with their keys, by device id (one-time key entries skipped).
     pub fn devices(&self, user: &UserId) -> Result<Vec<(String, DeviceRecord)>, StorageError> {
-        scan_pairs(&self.user_device, "user_device", user.as_str())?
+        let e = self.engine()?;
+        scan_pairs(&e.user_device, "user_device", user.as_str())?
             .into_iter()
             .map(|(device, value)| Ok((device, decode_json("user_device", &value)?)))
             .collect()
@@ -31,7 +32,8 @@ impl Store {
 
     /// One device's keys.
     pub fn device(&self, user: &UserId, device_id: &str) -> Result<Option<DeviceRecord>, StorageError> {
-        self.user_device
+        let e = self.engine()?;
+        e.user_device
             .get(keys::pair(user.as_str(), device_id))?
             .map(|v| decode_json("user_device", &v))
             .transpose()
@@ -44,10 +46,11 @@ impl Store {
         device_id: &str,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StorageError> {
+        let e = self.engine()?;
         let mut prefix = keys::pair(user.as_str(), device_id);
         prefix.push(0);
         let mut out = Vec::new();
-        for guard in self.user_device_otk.prefix(&prefix).take(limit) {
+        for guard in e.user_device_otk.prefix(&prefix).take(limit) {
             let (key, value) = guard.into_inner()?;
             let corrupt =
                 || StorageError::Corrupt { partition: "user_device_otk", detail: "not UTF-8".into() };
@@ -60,10 +63,11 @@ impl Store {
 
     /// How many one-time prekeys a device has left.
     pub fn one_time_key_count(&self, user: &UserId, device_id: &str) -> Result<usize, StorageError> {
+        let e = self.engine()?;
         let mut prefix = keys::pair(user.as_str(), device_id);
         prefix.push(0);
         let mut count = 0;
-        for guard in self.user_device_otk.prefix(&prefix) {
+        for guard in e.user_device_otk.prefix(&prefix) {
             guard.key()?;
             count += 1;
         }

@@ -12,8 +12,8 @@ use crate::store::{Store, decode_json};
 impl Store {
     /// A user's profile fields (empty when never set).
     pub fn profile(&self, user: &UserId) -> Result<ProfileRecord, StorageError> {
-        Ok(self
-            .user_profile
+        let e = self.engine()?;
+        Ok(e.user_profile
             .get(user.as_str())?
             .map(|v| decode_json("user_profile", &v))
             .transpose()?
@@ -22,8 +22,9 @@ impl Store {
 
     /// Accounts whose username starts with `prefix` (lower case), by username.
     pub fn users_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<UserRecord>, StorageError> {
+        let e = self.engine()?;
         let mut users = Vec::new();
-        for guard in self.username_user.prefix(prefix.as_bytes()).take(limit) {
+        for guard in e.username_user.prefix(prefix.as_bytes()).take(limit) {
             let value = guard.value()?;
             let id = std::str::from_utf8(&value).map_err(|_| StorageError::Corrupt {
                 partition: "username_user",
@@ -38,7 +39,8 @@ impl Store {
 
     /// One side of a friendship: the state byte and when it changed.
     pub fn friend(&self, user: &UserId, other: &UserId) -> Result<Option<(u8, u64)>, StorageError> {
-        self.user_user_friend
+        let e = self.engine()?;
+        e.user_user_friend
             .get(keys::pair(user.as_str(), other.as_str()))?
             .map(|v| decode_friend(&v))
             .transpose()
@@ -46,7 +48,8 @@ impl Store {
 
     /// Every friendship of `user` (any state), by the other user's id.
     pub fn friends(&self, user: &UserId) -> Result<Vec<(UserId, u8, u64)>, StorageError> {
-        scan_pairs(&self.user_user_friend, "user_user_friend", user.as_str())?
+        let e = self.engine()?;
+        scan_pairs(&e.user_user_friend, "user_user_friend", user.as_str())?
             .into_iter()
             .map(|(other, value)| {
                 let (state, since) = decode_friend(&value)?;
@@ -57,12 +60,14 @@ impl Store {
 
     /// Whether `user` has blocked `other`.
     pub fn is_blocked(&self, user: &UserId, other: &UserId) -> Result<bool, StorageError> {
-        Ok(self.user_user_block.get(keys::pair(user.as_str(), other.as_str()))?.is_some())
+        let e = self.engine()?;
+        Ok(e.user_user_block.get(keys::pair(user.as_str(), other.as_str()))?.is_some())
     }
 
     /// The users `user` has blocked.
     pub fn blocks(&self, user: &UserId) -> Result<Vec<UserId>, StorageError> {
-        scan_pairs(&self.user_user_block, "user_user_block", user.as_str())?
+        let e = self.engine()?;
+        scan_pairs(&e.user_user_block, "user_user_block", user.as_str())?
             .into_iter()
             .map(|(other, _)| user_id("user_user_block", &other))
             .collect()
@@ -70,7 +75,8 @@ impl Store {
 
     /// When `user`'s last session ended, if ever recorded.
     pub fn last_seen(&self, user: &UserId) -> Result<Option<u64>, StorageError> {
-        self.user_last_seen.get(user.as_str())?.map(|v| u64_value("user_last_seen", &v)).transpose()
+        let e = self.engine()?;
+        e.user_last_seen.get(user.as_str())?.map(|v| u64_value("user_last_seen", &v)).transpose()
     }
 
     /// Whether two users are members of some room in common.

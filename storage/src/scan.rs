@@ -19,14 +19,15 @@ impl Store {
         after: Option<(&RoomId, u64)>,
         limit: usize,
     ) -> Result<Vec<Message>, StorageError> {
+        let e = self.engine()?;
         let start = match after {
             Some((room, seq)) => Bound::Excluded(keys::message(room, seq)),
             None => Bound::Unbounded,
         };
-        self.room_seq_message
+        e.room_seq_message
             .range::<Vec<u8>, _>((start, Bound::Unbounded))
             .take(limit)
-            .map(|guard| self.read_message(&guard.value()?))
+            .map(|guard| e.read_message(&guard.value()?))
             .collect()
     }
 }

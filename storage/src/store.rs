@@ -1,8 +1,8 @@
 //! The store: fjall partitions and the reads and writes over them.
 
-use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 use palaver_protocol::{ClientMsgId, Message, ReactionSummary, RoomId, UserId, Username};
@@ -52,12 +52,15 @@ pub struct StoreOptions {
     /// Writes are refused (`DiskFull`) while the file system has less than this many
     /// bytes free; 0 turns the check off.
     pub disk_reserve_bytes: u64,
+    /// Table files the engine keeps open at most (`None`: its default, 900): part of
+    /// the process's descriptor budget.
+    pub max_cached_files: Option<usize>,
 }
 
 impl StoreOptions {
-    /// The given durability and no disk reserve.
+    /// The given durability, no disk reserve, the engine's default file cache.
     pub fn new(durability: Durability) -> Self {
-        Self { durability, disk_reserve_bytes: 0 }
+        Self { durability, disk_reserve_bytes: 0, max_cached_files: None }
     }
 }
 
@@ -71,8 +74,9 @@ pub enum Durability {
     Buffered,
 }
 
-/// Handles to every partition of one Palaver data directory.
-pub struct Store {
+/// Handles to every partition of one open fjall database. The store replaces it whole
+/// when it reopens the database after a transient failure ([`Store::recover`]).
+pub(crate) struct Engine {
     pub(crate) db: Database,
     pub(crate) meta: Keyspace,
     pub(crate) users: Keyspace,
@@ -89,17 +93,6 @@ pub struct Store {
     pub(crate) room_seq_ext: Keyspace,
     pub(crate) room_seq_edit: Keyspace,
     pub(crate) user_room_mention: Keyspace,
-    pub(crate) durability: Durability,
-    pub(crate) poisoned: AtomicBool,
-    /// Serializes the few read-check-write sequences outside the group committer
-    /// (username uniqueness, refresh-token rotation); they are rare and never on a shard.
-    pub(crate) account_writes: Mutex<()>,
-    /// The last group-commit counter written; the lock also serializes `apply`.
-    commits: Mutex<u64>,
-    watermark: CommitWatermark,
-    disk: DiskGuard,
-    /// Set in a cluster: where this node's writes go before they are applied here.
-    replicator: std::sync::OnceLock<std::sync::Arc<dyn Replicator>>,
     pub(crate) room_user_ban: Keyspace,
     pub(crate) room_user_mute: Keyspace,
     pub(crate) room_user_invite: Keyspace,
@@ -115,44 +108,15 @@ pub struct Store {
     _memtables: MemtableKeeper,
 }
 
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("durability", &self.durability).finish_non_exhaustive()
-    }
-}
-
-impl Store {
-    /// Opens (or creates) the store in `dir`, recovering the journal, and checks the
-    /// format version. No disk reserve: see [`Store::open_with`].
-    pub fn open(dir: &Path, durability: Durability) -> Result<Store, StorageError> {
-        Self::open_with(dir, StoreOptions::new(durability))
-    }
-
-    /// Opens (or creates) the store in `dir`, recovering the journal; checks the format
-    /// version and that the journal still holds every acknowledged group commit.
-    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StorageError> {
-        let db = open_database(dir)?;
-        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        let recovered = match meta.get(COMMIT_COUNTER_KEY)? {
-            Some(bytes) => <[u8; 8]>::try_from(&bytes[..])
-                .map(u64::from_be_bytes)
-                .map_err(|_| StorageError::Corrupt { partition: "meta", detail: "commit counter".into() })?,
-            None => 0,
-        };
-        let (watermark, acknowledged) = CommitWatermark::open(dir)?;
-        if acknowledged > recovered {
-            return Err(StorageError::LostAcknowledgedWrites {
-                recovered,
-                acknowledged,
-                watermark: watermark.path().to_owned(),
-            });
-        }
-        let durability = options.durability;
+impl Engine {
+    /// Opens the database in `dir` (recovering its journal) and every partition.
+    fn open(dir: &Path, options: &StoreOptions) -> Result<Engine, StorageError> {
+        let db = open_database(dir, options.max_cached_files)?;
         let open = |name: &str| {
             db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))
         };
-        let store = Store {
-            meta,
+        Ok(Engine {
+            meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
             users: open("users")?,
             username_user: open("username_user")?,
             refresh_token: open("refresh_token")?,
@@ -183,8 +147,113 @@ impl Store {
             _memtables: MemtableKeeper::start(keyspaces_of(&db)?)
                 .map_err(|e| StorageError::Engine(fjall::Error::from(e)))?,
             db,
-            durability,
-            poisoned: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn put_ext(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        message: &Message,
+    ) -> Result<(), StorageError> {
+        let key = keys::message(&message.room, message.seq);
+        match message_record::encode_ext(message)? {
+            Some(ext) => batch.insert(&self.room_seq_ext, key, ext),
+            None => batch.remove(&self.room_seq_ext, key),
+        }
+        Ok(())
+    }
+
+    /// Decodes a stored message and applies its extension record, if any.
+    pub(crate) fn read_message(&self, bytes: &[u8]) -> Result<Message, StorageError> {
+        let mut message = message_record::decode(bytes)?;
+        if let Some(ext) = self.room_seq_ext.get(keys::message(&message.room, message.seq))? {
+            message_record::apply_ext(&mut message, &ext)?;
+        }
+        Ok(message)
+    }
+
+    /// The newest group-commit counter in the journal (0 for a new directory).
+    fn commit_counter(&self) -> Result<u64, StorageError> {
+        match self.meta.get(COMMIT_COUNTER_KEY)? {
+            Some(bytes) => <[u8; 8]>::try_from(&bytes[..])
+                .map(u64::from_be_bytes)
+                .map_err(|_| StorageError::Corrupt { partition: "meta", detail: "commit counter".into() }),
+            None => Ok(0),
+        }
+    }
+}
+
+/// Whether the store takes writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Health {
+    Writable = 0,
+    /// A failure that reopening the database repairs: the engine's background worker
+    /// failed (its table files are derived from the journal, which holds every
+    /// acknowledged write), or a file could not be opened for want of descriptors or
+    /// memory. Writes are refused until [`Store::recover`] has reopened it.
+    Recoverable = 1,
+    /// A failed write or sync of the journal itself: whether the kernel kept the data is
+    /// unknown, and retrying the sync could report success for data it dropped. Writes
+    /// are refused until the operator restarts the server (the journal is then read
+    /// back from disk as it is).
+    Fatal = 2,
+}
+
+/// Handles to every partition of one Palaver data directory.
+pub struct Store {
+    /// The open database; `None` only while [`Store::recover`] reopens it.
+    engine: RwLock<Option<Arc<Engine>>>,
+    dir: PathBuf,
+    options: StoreOptions,
+    pub(crate) durability: Durability,
+    health: AtomicU8,
+    /// Times the database was reopened after a transient failure.
+    reopens: AtomicU64,
+    /// Serializes the few read-check-write sequences outside the group committer
+    /// (username uniqueness, refresh-token rotation); they are rare and never on a shard.
+    pub(crate) account_writes: Mutex<()>,
+    /// The last group-commit counter written; the lock also serializes `apply`.
+    commits: Mutex<u64>,
+    watermark: CommitWatermark,
+    disk: DiskGuard,
+    /// Set in a cluster: where this node's writes go before they are applied here.
+    replicator: std::sync::OnceLock<std::sync::Arc<dyn Replicator>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("durability", &self.durability).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, recovering the journal, and checks the
+    /// format version. No disk reserve: see [`Store::open_with`].
+    pub fn open(dir: &Path, durability: Durability) -> Result<Store, StorageError> {
+        Self::open_with(dir, StoreOptions::new(durability))
+    }
+
+    /// Opens (or creates) the store in `dir`, recovering the journal; checks the format
+    /// version and that the journal still holds every acknowledged group commit.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StorageError> {
+        let engine = Engine::open(dir, &options)?;
+        let recovered = engine.commit_counter()?;
+        let (watermark, acknowledged) = CommitWatermark::open(dir)?;
+        if acknowledged > recovered {
+            return Err(StorageError::LostAcknowledgedWrites {
+                recovered,
+                acknowledged,
+                watermark: watermark.path().to_owned(),
+            });
+        }
+        let store = Store {
+            engine: RwLock::new(Some(Arc::new(engine))),
+            dir: dir.to_owned(),
+            options,
+            durability: options.durability,
+            health: AtomicU8::new(Health::Writable as u8),
+            reopens: AtomicU64::new(0),
             account_writes: Mutex::new(()),
             commits: Mutex::new(recovered),
             watermark,
@@ -195,8 +264,73 @@ impl Store {
         Ok(store)
     }
 
+    /// The open database, for one operation (an operation uses one engine throughout:
+    /// a batch never mixes partitions of two openings).
+    pub(crate) fn engine(&self) -> Result<Arc<Engine>, StorageError> {
+        self.engine.read().ok().and_then(|engine| engine.clone()).ok_or(StorageError::Reopening)
+    }
+
+    /// Whether writes are refused until [`Store::recover`] reopens the database.
+    pub fn needs_recovery(&self) -> bool {
+        self.health.load(Ordering::Acquire) == Health::Recoverable as u8
+    }
+
+    /// How many times the database was reopened after a transient failure.
+    pub fn reopens(&self) -> u64 {
+        self.reopens.load(Ordering::Relaxed)
+    }
+
+    /// Reopens the database after a transient failure ([`Store::needs_recovery`]): waits
+    /// for the operations holding the old one to finish (up to `wait`), closes it,
+    /// opens it again from its journal, and takes writes again. Returns whether the store
+    /// is writable afterwards. A fatal failure is never recovered from here.
+    pub fn recover(&self, wait: std::time::Duration) -> bool {
+        let Ok(mut commits) = self.commits.lock() else { return false };
+        if !self.needs_recovery() {
+            return self.health.load(Ordering::Acquire) == Health::Writable as u8;
+        }
+        let Some(old) = self.engine.write().ok().and_then(|mut slot| slot.take()) else { return false };
+        // Readers clone the handle for one operation; the database must be closed (its
+        // lock file released) before it can be opened again.
+        let deadline = std::time::Instant::now() + wait;
+        while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if Arc::strong_count(&old) > 1 {
+            tracing::warn!("storage recovery postponed: the database is still in use");
+            if let Ok(mut slot) = self.engine.write() {
+                *slot = Some(old);
+            }
+            return false;
+        }
+        drop(old);
+        let reopened = Engine::open(&self.dir, &self.options).and_then(|engine| {
+            let counter = engine.commit_counter()?;
+            Ok((engine, counter))
+        });
+        match reopened {
+            Ok((engine, counter)) => {
+                // A group whose commit reported failure may have reached the journal
+                // before the failure: the counter then moved on without us.
+                *commits = (*commits).max(counter);
+                if let Ok(mut slot) = self.engine.write() {
+                    *slot = Some(Arc::new(engine));
+                }
+                self.health.store(Health::Writable as u8, Ordering::Release);
+                self.reopens.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("storage reopened after a transient failure; writes resume");
+                true
+            }
+            Err(e) => {
+                tracing::error!("storage recovery failed, will retry: {e}");
+                false
+            }
+        }
+    }
+
     fn check_format(&self) -> Result<(), StorageError> {
-        match self.meta.get(FORMAT_KEY)? {
+        let e = self.engine()?;
+        match e.meta.get(FORMAT_KEY)? {
             Some(bytes) => {
                 let found = <[u8; 4]>::try_from(&bytes[..]).map(u32::from_be_bytes).map_err(|_| {
                     StorageError::Corrupt { partition: "meta", detail: "format version".into() }
@@ -207,8 +341,8 @@ impl Store {
                 Ok(())
             }
             None => {
-                let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-                batch.insert(&self.meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
+                let mut batch = e.db.batch().durability(Some(PersistMode::SyncAll));
+                batch.insert(&e.meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
                 batch.commit()?;
                 Ok(())
             }
@@ -222,7 +356,7 @@ impl Store {
 
     /// Whether an earlier write failure has made the store refuse writes.
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Acquire)
+        self.health.load(Ordering::Acquire) != Health::Writable as u8
     }
 
     fn persist_mode(&self) -> PersistMode {
@@ -259,8 +393,8 @@ impl Store {
 
     /// The shared-log position this replica has applied up to (0: none).
     pub fn log_position(&self) -> Result<u64, StorageError> {
-        Ok(self
-            .meta
+        let e = self.engine()?;
+        Ok(e.meta
             .get(LOG_POSITION_KEY)?
             .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
             .map_or(0, u64::from_be_bytes))
@@ -285,6 +419,7 @@ impl Store {
         if self.is_poisoned() {
             return Err(StorageError::Poisoned);
         }
+        let e = self.engine()?;
         self.disk.check(self.watermark.file())?;
         // The shared log first: a write it refused is written nowhere.
         let logged = if log_position.is_none() { self.replicate(writes)? } else { Logged(None) };
@@ -295,27 +430,26 @@ impl Store {
         // Sized up front (most writes are one or two items, a message its record and its
         // cid): growing the batch item by item reallocated it several times per group.
         let items = writes.len() * 2 + 2;
-        let mut batch =
-            fjall::OwnedWriteBatch::with_capacity(self.db.clone(), items).durability(Some(persist));
+        let mut batch = fjall::OwnedWriteBatch::with_capacity(e.db.clone(), items).durability(Some(persist));
         if let Some(position) = log_position {
-            batch.insert(&self.meta, LOG_POSITION_KEY, position.to_be_bytes());
+            batch.insert(&e.meta, LOG_POSITION_KEY, position.to_be_bytes());
         }
         for write in writes {
             match write {
                 Write::AppendMessage(message) => {
                     // A new seq has no extension record to clear: only write one.
                     if let Some(ext) = message_record::encode_ext(message)? {
-                        batch.insert(&self.room_seq_ext, keys::message(&message.room, message.seq), ext);
+                        batch.insert(&e.room_seq_ext, keys::message(&message.room, message.seq), ext);
                     }
                     for user in &message.mentions {
                         batch.insert(
-                            &self.user_room_mention,
+                            &e.user_room_mention,
                             keys::user_room_seq(user, &message.room, message.seq),
                             [],
                         );
                     }
                     let value = message_record::encode(message)?;
-                    batch.insert(&self.room_seq_message, keys::message(&message.room, message.seq), value);
+                    batch.insert(&e.room_seq_message, keys::message(&message.room, message.seq), value);
                     if message.kind == palaver_protocol::MessageKind::System {
                         // System messages are not indexed by cid (see `ClientMsgId::system`).
                         continue;
@@ -323,69 +457,69 @@ impl Store {
                     let mut seq_ts = [0u8; 16];
                     seq_ts[..8].copy_from_slice(&message.seq.to_be_bytes());
                     seq_ts[8..].copy_from_slice(&message.ts.to_be_bytes());
-                    batch.insert(&self.room_cid_seq, keys::room_cid(&message.room, &message.cid), seq_ts);
+                    batch.insert(&e.room_cid_seq, keys::room_cid(&message.room, &message.cid), seq_ts);
                 }
                 Write::PutRoom(room) => {
-                    batch.insert(&self.rooms, room.room_id.as_str(), encode_json(room)?);
+                    batch.insert(&e.rooms, room.room_id.as_str(), encode_json(room)?);
                 }
                 Write::PutMember { room, user, role } => {
-                    batch.insert(&self.room_member, keys::room_member(room, user), [*role]);
-                    batch.insert(&self.user_room, keys::user_room(user, room), [*role]);
+                    batch.insert(&e.room_member, keys::room_member(room, user), [*role]);
+                    batch.insert(&e.user_room, keys::user_room(user, room), [*role]);
                 }
                 Write::PutReceipt { room, user, delivered, read } => {
                     let mut value = [0u8; 16];
                     value[..8].copy_from_slice(&delivered.to_be_bytes());
                     value[8..].copy_from_slice(&read.to_be_bytes());
-                    batch.insert(&self.room_user_receipt, keys::room_member(room, user), value);
+                    batch.insert(&e.room_user_receipt, keys::room_member(room, user), value);
                 }
                 Write::ReplaceMessage(message) => {
-                    self.put_ext(&mut batch, message)?;
+                    e.put_ext(&mut batch, message)?;
                     let key = keys::message(&message.room, message.seq);
-                    batch.insert(&self.room_seq_message, key, message_record::encode(message)?);
+                    batch.insert(&e.room_seq_message, key, message_record::encode(message)?);
                 }
                 Write::PutEditHistory { room, seq, edited_at, previous_text } => {
                     let mut key = keys::message(room, *seq);
                     key.extend_from_slice(&edited_at.to_be_bytes());
-                    batch.insert(&self.room_seq_edit, key, previous_text.as_bytes());
+                    batch.insert(&e.room_seq_edit, key, previous_text.as_bytes());
                 }
                 Write::DropEditHistory { room, seq } => {
-                    for guard in self.room_seq_edit.prefix(keys::message(room, *seq)) {
-                        batch.remove(&self.room_seq_edit, guard.key()?);
+                    for guard in e.room_seq_edit.prefix(keys::message(room, *seq)) {
+                        batch.remove(&e.room_seq_edit, guard.key()?);
                     }
                 }
                 Write::RemoveMentions { room, seq, users } => {
                     for user in users {
-                        batch.remove(&self.user_room_mention, keys::user_room_seq(user, room, *seq));
+                        batch.remove(&e.user_room_mention, keys::user_room_seq(user, room, *seq));
                     }
                 }
                 Write::PutReaction { room, seq, emoji, user } => {
-                    batch.insert(&self.room_seq_reaction, keys::reaction(room, *seq, emoji, user), []);
+                    batch.insert(&e.room_seq_reaction, keys::reaction(room, *seq, emoji, user), []);
                 }
                 Write::RemoveReaction { room, seq, emoji, user } => {
-                    batch.remove(&self.room_seq_reaction, keys::reaction(room, *seq, emoji, user));
+                    batch.remove(&e.room_seq_reaction, keys::reaction(room, *seq, emoji, user));
                 }
                 Write::RemoveMember { room, user } => {
-                    batch.remove(&self.room_member, keys::room_member(room, user));
-                    batch.remove(&self.user_room, keys::user_room(user, room));
+                    batch.remove(&e.room_member, keys::room_member(room, user));
+                    batch.remove(&e.user_room, keys::user_room(user, room));
                 }
                 Write::PutUser(user) => {
-                    batch.insert(&self.users, user.user_id.as_str(), encode_json(user)?);
-                    batch.insert(&self.username_user, user.username.as_str(), user.user_id.as_str());
+                    batch.insert(&e.users, user.user_id.as_str(), encode_json(user)?);
+                    batch.insert(&e.username_user, user.username.as_str(), user.user_id.as_str());
                 }
                 Write::PutRefresh { token_hash, record } => {
-                    batch.insert(&self.refresh_token, token_hash.as_slice(), encode_json(record)?);
+                    batch.insert(&e.refresh_token, token_hash.as_slice(), encode_json(record)?);
                 }
                 Write::RevokeFamily { family, at } => {
-                    batch.insert(&self.revoked_family, family.as_bytes(), at.to_be_bytes());
+                    batch.insert(&e.revoked_family, family.as_bytes(), at.to_be_bytes());
                 }
                 Write::PutFile(file) => {
-                    batch.insert(&self.file_record, file.file_id.as_bytes(), encode_json(file)?);
+                    batch.insert(&e.file_record, file.file_id.as_bytes(), encode_json(file)?);
                 }
-                other => self.apply_governance(&mut batch, other)?,
+                other => e.apply_governance(&mut batch, other)?,
             }
         }
         let counter = *commits + 1;
-        batch.insert(&self.meta, COMMIT_COUNTER_KEY, counter.to_be_bytes());
+        batch.insert(&e.meta, COMMIT_COUNTER_KEY, counter.to_be_bytes());
         self.commit_logged(batch, logged)?;
         *commits = counter;
         // Only a synced commit vouches for its counter (an unsynced replica batch is
@@ -398,8 +532,9 @@ impl Store {
 
     /// Syncs everything written so far to disk (the buffered policy's periodic sync).
     pub fn sync(&self) -> Result<(), StorageError> {
+        let e = self.engine()?;
         let written = *self.commits.lock().map_err(|_| StorageError::Poisoned)?;
-        self.db.persist(PersistMode::SyncAll).map_err(|e| self.poison_on(e))?;
+        e.db.persist(PersistMode::SyncAll).map_err(|e| self.poison_on(e))?;
         self.record_watermark(written);
         Ok(())
     }
@@ -414,19 +549,20 @@ impl Store {
 
     /// A batch for the few synchronous writes outside the group committer (accounts,
     /// tokens, file records), after the same poison and disk checks.
-    pub(crate) fn side_batch(&self) -> Result<OwnedWriteBatch, StorageError> {
+    pub(crate) fn side_batch(&self, e: &Engine) -> Result<OwnedWriteBatch, StorageError> {
         if self.is_poisoned() {
             return Err(StorageError::Poisoned);
         }
         self.disk.check(self.watermark.file())?;
-        Ok(self.db.batch().durability(Some(PersistMode::SyncAll)))
+        Ok(e.db.batch().durability(Some(PersistMode::SyncAll)))
     }
 
     /// Writes every partition's in-memory table out to table files and waits (for
     /// example before copying the directory as a backup: the journal then holds little).
     pub fn flush_memtables(&self) -> Result<(), StorageError> {
-        for name in self.db.list_keyspace_names() {
-            self.db.keyspace(&name, KeyspaceCreateOptions::default)?.rotate_memtable_and_wait()?;
+        let e = self.engine()?;
+        for name in e.db.list_keyspace_names() {
+            e.db.keyspace(&name, KeyspaceCreateOptions::default)?.rotate_memtable_and_wait()?;
         }
         Ok(())
     }
@@ -435,9 +571,10 @@ impl Store {
     /// is checked: a damaged file is found now rather than when a reader reaches it.
     /// Returns how many records were read.
     pub fn verify(&self) -> Result<u64, StorageError> {
+        let e = self.engine()?;
         let mut records = 0u64;
-        for name in self.db.list_keyspace_names() {
-            let keyspace = self.db.keyspace(&name, KeyspaceCreateOptions::default)?;
+        for name in e.db.list_keyspace_names() {
+            let keyspace = e.db.keyspace(&name, KeyspaceCreateOptions::default)?;
             for guard in keyspace.iter() {
                 guard.into_inner()?;
                 records += 1;
@@ -449,8 +586,18 @@ impl Store {
     /// A write or sync failed: refuse every later write, and tell the caller so (the
     /// engine's error is logged; to a client this is `unavailable`, not `internal`).
     pub(crate) fn poison_on(&self, e: fjall::Error) -> StorageError {
-        if !self.poisoned.swap(true, Ordering::AcqRel) {
-            tracing::error!("storage write failed ({e}): refusing all further writes until restart");
+        let health = health_after(&e);
+        // A fatal failure is never downgraded by a transient one that follows it.
+        let before = self.health.fetch_max(health as u8, Ordering::AcqRel);
+        if before < health as u8 {
+            match health {
+                Health::Recoverable => {
+                    tracing::error!(
+                        "storage write failed ({e}): refusing writes until the database is reopened"
+                    );
+                }
+                _ => tracing::error!("storage write failed ({e}): refusing all further writes until restart"),
+            }
         }
         StorageError::Poisoned
     }
@@ -459,28 +606,31 @@ impl Store {
 
     /// Creates a user, failing with `UsernameTaken` when the name exists. Durable on return.
     pub fn create_user(&self, user: &UserRecord) -> Result<(), StorageError> {
+        let e = self.engine()?;
         let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
         if self.is_poisoned() {
             return Err(StorageError::Poisoned);
         }
-        if self.username_user.get(user.username.as_bytes())?.is_some() {
+        if e.username_user.get(user.username.as_bytes())?.is_some() {
             return Err(StorageError::UsernameTaken);
         }
-        let mut batch = self.side_batch()?;
+        let mut batch = self.side_batch(&e)?;
         let logged = self.replicate(&[Write::PutUser(user.clone())])?;
-        batch.insert(&self.users, user.user_id.as_str(), encode_json(user)?);
-        batch.insert(&self.username_user, user.username.as_str(), user.user_id.as_str());
+        batch.insert(&e.users, user.user_id.as_str(), encode_json(user)?);
+        batch.insert(&e.username_user, user.username.as_str(), user.user_id.as_str());
         self.commit_logged(batch, logged)
     }
 
     /// A user by id.
     pub fn user(&self, id: &UserId) -> Result<Option<UserRecord>, StorageError> {
-        self.users.get(id.as_str())?.map(|v| decode_json("users", &v)).transpose()
+        let e = self.engine()?;
+        e.users.get(id.as_str())?.map(|v| decode_json("users", &v)).transpose()
     }
 
     /// A user by username.
     pub fn user_by_name(&self, name: &Username) -> Result<Option<UserRecord>, StorageError> {
-        let Some(id) = self.username_user.get(name.as_str())? else { return Ok(None) };
+        let e = self.engine()?;
+        let Some(id) = e.username_user.get(name.as_str())? else { return Ok(None) };
         let id = std::str::from_utf8(&id).ok().and_then(|s| UserId::parse(s).ok()).ok_or_else(|| {
             StorageError::Corrupt { partition: "username_user", detail: "bad user id".into() }
         })?;
@@ -491,11 +641,12 @@ impl Store {
 
     /// Stores a new refresh token record under the token's hash. Durable on return.
     pub fn put_refresh(&self, token_hash: &[u8], record: &RefreshRecord) -> Result<(), StorageError> {
+        let e = self.engine()?;
         let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
-        let mut batch = self.side_batch()?;
+        let mut batch = self.side_batch(&e)?;
         let logged =
             self.replicate(&[Write::PutRefresh { token_hash: token_hash.to_vec(), record: record.clone() }])?;
-        batch.insert(&self.refresh_token, token_hash, encode_json(record)?);
+        batch.insert(&e.refresh_token, token_hash, encode_json(record)?);
         self.commit_logged(batch, logged)
     }
 
@@ -510,20 +661,21 @@ impl Store {
         now_ms: u64,
         new_expires_ms: u64,
     ) -> Result<Option<RefreshRecord>, StorageError> {
+        let e = self.engine()?;
         let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
         if self.is_poisoned() {
             return Err(StorageError::Poisoned);
         }
-        let Some(bytes) = self.refresh_token.get(old_hash)? else { return Ok(None) };
+        let Some(bytes) = e.refresh_token.get(old_hash)? else { return Ok(None) };
         let mut old: RefreshRecord = decode_json("refresh_token", &bytes)?;
-        if self.revoked_family.get(old.family.as_bytes())?.is_some() {
+        if e.revoked_family.get(old.family.as_bytes())?.is_some() {
             return Ok(None);
         }
-        let mut batch = self.side_batch()?;
+        let mut batch = self.side_batch(&e)?;
         if old.rotated {
             tracing::warn!(user = %old.user_id, "refresh token replayed: revoking its family");
             let logged = self.replicate(&[Write::RevokeFamily { family: old.family.clone(), at: now_ms }])?;
-            batch.insert(&self.revoked_family, old.family.as_bytes(), now_ms.to_be_bytes());
+            batch.insert(&e.revoked_family, old.family.as_bytes(), now_ms.to_be_bytes());
             self.commit_logged(batch, logged)?;
             return Ok(None);
         }
@@ -541,8 +693,8 @@ impl Store {
             Write::PutRefresh { token_hash: old_hash.to_vec(), record: old.clone() },
             Write::PutRefresh { token_hash: new_hash.to_vec(), record: new.clone() },
         ])?;
-        batch.insert(&self.refresh_token, old_hash, encode_json(&old)?);
-        batch.insert(&self.refresh_token, new_hash, encode_json(&new)?);
+        batch.insert(&e.refresh_token, old_hash, encode_json(&old)?);
+        batch.insert(&e.refresh_token, new_hash, encode_json(&new)?);
         self.commit_logged(batch, logged)?;
         Ok(Some(old))
     }
@@ -551,8 +703,9 @@ impl Store {
 
     /// A room by id (`None` for a deleted room: it no longer exists for anyone).
     pub fn room(&self, id: &RoomId) -> Result<Option<RoomRecord>, StorageError> {
+        let e = self.engine()?;
         let record: Option<RoomRecord> =
-            self.rooms.get(id.as_str())?.map(|v| decode_json("rooms", &v)).transpose()?;
+            e.rooms.get(id.as_str())?.map(|v| decode_json("rooms", &v)).transpose()?;
         Ok(record.filter(|r| !r.deleted))
     }
 
@@ -566,6 +719,7 @@ impl Store {
         after: Option<&RoomId>,
         limit: usize,
     ) -> Result<(Vec<RoomRecord>, Option<RoomId>), StorageError> {
+        let e = self.engine()?;
         const MAX_LIST_SCAN: usize = 10_000;
         let query = query.map(str::to_lowercase);
         let start = after.map(|r| {
@@ -574,8 +728,8 @@ impl Store {
             key
         });
         let iter = match &start {
-            Some(start) => self.rooms.range(start.clone()..),
-            None => self.rooms.iter(),
+            Some(start) => e.rooms.range(start.clone()..),
+            None => e.rooms.iter(),
         };
         let (mut found, mut scanned) = (Vec::new(), 0usize);
         for guard in iter {
@@ -602,9 +756,10 @@ impl Store {
 
     /// Every member of a room with its role byte.
     pub fn members(&self, room: &RoomId) -> Result<Vec<(UserId, u8)>, StorageError> {
+        let e = self.engine()?;
         let prefix = keys::room_prefix(room);
         let mut members = Vec::new();
-        for guard in self.room_member.prefix(&prefix) {
+        for guard in e.room_member.prefix(&prefix) {
             let (key, value) = guard.into_inner()?;
             let user = std::str::from_utf8(&key[prefix.len()..])
                 .ok()
@@ -620,10 +775,11 @@ impl Store {
 
     /// The rooms a user is a member of.
     pub fn user_rooms(&self, user: &UserId) -> Result<Vec<RoomId>, StorageError> {
+        let e = self.engine()?;
         let mut prefix = user.as_str().as_bytes().to_vec();
         prefix.push(0);
         let mut rooms = Vec::new();
-        for guard in self.user_room.prefix(&prefix) {
+        for guard in e.user_room.prefix(&prefix) {
             let key = guard.key()?;
             let room = std::str::from_utf8(&key[prefix.len()..])
                 .ok()
@@ -641,8 +797,9 @@ impl Store {
 
     /// The highest stored seq of a room (0 when it has none).
     pub fn last_seq(&self, room: &RoomId) -> Result<u64, StorageError> {
+        let e = self.engine()?;
         let prefix = keys::room_prefix(room);
-        match self.room_seq_message.prefix(&prefix).next_back() {
+        match e.room_seq_message.prefix(&prefix).next_back() {
             Some(guard) => {
                 let key = guard.key()?;
                 keys::seq_of_message_key(&key).ok_or_else(|| StorageError::Corrupt {
@@ -661,13 +818,14 @@ impl Store {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Message>, StorageError> {
+        let e = self.engine()?;
         let start = keys::message(room, 0);
         let end = keys::message(room, before.unwrap_or(u64::MAX));
-        self.room_seq_message
+        e.room_seq_message
             .range(start..end)
             .rev()
             .take(limit)
-            .map(|guard| self.read_message(&guard.value()?))
+            .map(|guard| e.read_message(&guard.value()?))
             .collect()
     }
 
@@ -679,46 +837,31 @@ impl Store {
         to: u64,
         limit: usize,
     ) -> Result<Vec<Message>, StorageError> {
+        let e = self.engine()?;
         if from > to {
             return Ok(Vec::new());
         }
         let start = keys::message(room, from);
         let end = keys::message(room, to);
-        self.room_seq_message
+        e.room_seq_message
             .range(start..=end)
             .take(limit)
-            .map(|guard| self.read_message(&guard.value()?))
+            .map(|guard| e.read_message(&guard.value()?))
             .collect()
-    }
-
-    fn put_ext(&self, batch: &mut fjall::OwnedWriteBatch, message: &Message) -> Result<(), StorageError> {
-        let key = keys::message(&message.room, message.seq);
-        match message_record::encode_ext(message)? {
-            Some(ext) => batch.insert(&self.room_seq_ext, key, ext),
-            None => batch.remove(&self.room_seq_ext, key),
-        }
-        Ok(())
-    }
-
-    /// Decodes a stored message and applies its extension record, if any.
-    pub(crate) fn read_message(&self, bytes: &[u8]) -> Result<Message, StorageError> {
-        let mut message = message_record::decode(bytes)?;
-        if let Some(ext) = self.room_seq_ext.get(keys::message(&message.room, message.seq))? {
-            message_record::apply_ext(&mut message, &ext)?;
-        }
-        Ok(message)
     }
 
     /// One message by seq.
     pub fn message(&self, room: &RoomId, seq: u64) -> Result<Option<Message>, StorageError> {
-        self.room_seq_message.get(keys::message(room, seq))?.map(|v| self.read_message(&v)).transpose()
+        let e = self.engine()?;
+        e.room_seq_message.get(keys::message(room, seq))?.map(|v| e.read_message(&v)).transpose()
     }
 
     /// The texts a message had before its edits, oldest first, with when each was replaced.
     pub fn edit_history(&self, room: &RoomId, seq: u64) -> Result<Vec<(u64, String)>, StorageError> {
+        let e = self.engine()?;
         let prefix = keys::message(room, seq);
         let mut edits = Vec::new();
-        for guard in self.room_seq_edit.prefix(&prefix) {
+        for guard in e.room_seq_edit.prefix(&prefix) {
             let (key, value) = guard.into_inner()?;
             let at = keys::seq_of_message_key(&key).unwrap_or(0);
             edits.push((at, String::from_utf8_lossy(&value).into_owned()));
@@ -728,10 +871,11 @@ impl Store {
 
     /// How many messages after `after_seq` in `room` mention `user`.
     pub fn mention_count(&self, user: &UserId, room: &RoomId, after_seq: u64) -> Result<u64, StorageError> {
+        let e = self.engine()?;
         let start = keys::user_room_seq(user, room, after_seq.saturating_add(1));
         let end = keys::user_room_seq(user, room, u64::MAX);
         let mut count = 0;
-        for guard in self.user_room_mention.range(start..=end) {
+        for guard in e.user_room_mention.range(start..=end) {
             guard.key()?;
             count += 1;
         }
@@ -746,13 +890,15 @@ impl Store {
         emoji: &str,
         user: &UserId,
     ) -> Result<bool, StorageError> {
-        Ok(self.room_seq_reaction.get(keys::reaction(room, seq, emoji, user))?.is_some())
+        let e = self.engine()?;
+        Ok(e.room_seq_reaction.get(keys::reaction(room, seq, emoji, user))?.is_some())
     }
 
     /// How many users reacted to message `seq` with `emoji`.
     pub fn reaction_count(&self, room: &RoomId, seq: u64, emoji: &str) -> Result<u32, StorageError> {
+        let e = self.engine()?;
         let mut count = 0u32;
-        for guard in self.room_seq_reaction.prefix(keys::reaction_prefix(room, seq, Some(emoji))) {
+        for guard in e.room_seq_reaction.prefix(keys::reaction_prefix(room, seq, Some(emoji))) {
             guard.key()?;
             count = count.saturating_add(1);
         }
@@ -761,9 +907,10 @@ impl Store {
 
     /// The reactions on message `seq`, aggregated per emoji (users listed up to a limit).
     pub fn reactions(&self, room: &RoomId, seq: u64) -> Result<Vec<ReactionSummary>, StorageError> {
+        let e = self.engine()?;
         let prefix = keys::reaction_prefix(room, seq, None);
         let mut summaries: Vec<ReactionSummary> = Vec::new();
-        for guard in self.room_seq_reaction.prefix(&prefix) {
+        for guard in e.room_seq_reaction.prefix(&prefix) {
             let key = guard.key()?;
             let rest = &key[prefix.len()..];
             let corrupt =
@@ -789,9 +936,10 @@ impl Store {
 
     /// Every member's `(delivered, read)` watermarks in a room.
     pub fn receipts(&self, room: &RoomId) -> Result<Vec<(UserId, u64, u64)>, StorageError> {
+        let e = self.engine()?;
         let prefix = keys::room_prefix(room);
         let mut receipts = Vec::new();
-        for guard in self.room_user_receipt.prefix(&prefix) {
+        for guard in e.room_user_receipt.prefix(&prefix) {
             let (key, value) = guard.into_inner()?;
             let user = std::str::from_utf8(&key[prefix.len()..]).ok().and_then(|s| UserId::parse(s).ok());
             match (user, decode_pair(&value)) {
@@ -809,7 +957,8 @@ impl Store {
 
     /// One member's `(delivered, read)` watermarks in a room (`(0, 0)` when none stored).
     pub fn receipt(&self, room: &RoomId, user: &UserId) -> Result<(u64, u64), StorageError> {
-        match self.room_user_receipt.get(keys::room_member(room, user))? {
+        let e = self.engine()?;
+        match e.room_user_receipt.get(keys::room_member(room, user))? {
             None => Ok((0, 0)),
             Some(value) => decode_pair(&value).ok_or_else(|| StorageError::Corrupt {
                 partition: "room_user_receipt",
@@ -825,9 +974,10 @@ impl Store {
     /// A cid stored after the scan passed its place may be missing: whoever builds the
     /// filter while the room takes messages adds those cids itself.
     pub fn cid_filter(&self, room: &RoomId) -> Result<Option<CidFilter>, StorageError> {
+        let e = self.engine()?;
         let prefix = keys::room_prefix(room);
         let mut hashes = Vec::new();
-        for guard in self.room_cid_seq.prefix(&prefix) {
+        for guard in e.room_cid_seq.prefix(&prefix) {
             let key = guard.key()?;
             if hashes.len() == MAX_FILTERED_CIDS {
                 return Ok(None);
@@ -839,12 +989,35 @@ impl Store {
 
     /// The `(seq, ts)` a cid was stored under in a room, if it was.
     pub fn cid_seq(&self, room: &RoomId, cid: &ClientMsgId) -> Result<Option<(u64, u64)>, StorageError> {
-        let Some(value) = self.room_cid_seq.get(keys::room_cid(room, cid))? else { return Ok(None) };
+        let e = self.engine()?;
+        let Some(value) = e.room_cid_seq.get(keys::room_cid(room, cid))? else { return Ok(None) };
         decode_pair(&value).map(Some).ok_or_else(|| StorageError::Corrupt {
             partition: "room_cid_seq",
             detail: "value is not 16 bytes".into(),
         })
     }
+}
+
+/// What a failed write leaves the store as. The engine's own poison flag comes from its
+/// background worker (a flush or compaction writing table files, which the journal can
+/// always rebuild); running out of descriptors or memory while opening a file passes.
+/// Anything else failed on the journal itself and is final.
+fn health_after(e: &fjall::Error) -> Health {
+    use rustix::io::Errno;
+    if matches!(e, fjall::Error::Poisoned) {
+        return Health::Recoverable;
+    }
+    let transient = [Errno::MFILE, Errno::NFILE, Errno::NOMEM].map(|errno| errno.raw_os_error());
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.raw_os_error().is_some_and(|code| transient.contains(&code))
+        {
+            return Health::Recoverable;
+        }
+        source = error.source();
+    }
+    Health::Fatal
 }
 
 /// Every keyspace of the database (opened above, so their options are already set).
@@ -888,13 +1061,13 @@ const MEMTABLE_BYTES: u64 = 8 << 20;
 /// they cannot keep up, fjall's own write stall slows the group commit (backpressure,
 /// not unbounded memory). Nice values are per thread on Linux and an unprivileged
 /// thread cannot raise its priority back, hence the helper thread.
-fn open_database(dir: &Path) -> Result<Database, StorageError> {
+fn open_database(dir: &Path, max_cached_files: Option<usize>) -> Result<Database, StorageError> {
     let open = || {
         lower_this_threads_priority();
         // Journal recovery reads lengths from the file; fjall checks some of them with
         // debug assertions, which panic on a damaged journal in debug builds. A damaged
         // journal is an error to report, not a crash.
-        std::panic::catch_unwind(|| Database::builder(dir).open())
+        std::panic::catch_unwind(|| Database::builder(dir).max_cached_files(max_cached_files).open())
             .map_err(|panic| {
                 let why = panic
                     .downcast_ref::<String>()

@@ -85,6 +85,26 @@ impl Server {
         Server { child: Some(child), addr, quic_addr, tls, data, args, bin, env }
     }
 
+    /// Starts the server with its descriptor limit (`ulimit -n`, soft and hard) set to
+    /// `nofile`, `--shards 2` and the given extra flags.
+    pub fn start_with_descriptor_limit(nofile: u32, extra: &[&str]) -> Server {
+        let bin = palaver_bin();
+        let script = format!("ulimit -n {nofile} && exec \"$0\" \"$@\"");
+        let mut args = vec!["-c", script.as_str(), bin.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Server::start_with(Path::new("/bin/sh"), &args, &[])
+    }
+
+    /// The server process's id (while it runs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// How many descriptors the server process has open now (from `/proc`).
+    pub fn open_descriptors(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count()
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.data.path()
     }

@@ -14,11 +14,36 @@ use serde_json::json;
 
 use super::http::{Request, Response, read_more};
 use crate::clock::now_ms;
-use crate::files::{SNIFF_BYTES, dimensions, sanitize_name, sniff};
+use crate::files::{SNIFF_BYTES, TextCheck, dimensions, sanitize_name, sniff};
 use crate::shard::Shard;
 
 /// The longest a client may stay silent in the middle of an upload (slowloris guard).
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Past a first half minute, an upload must average at least this rate: a client
+/// trickling a byte just inside every read timeout would otherwise hold its connection
+/// and file for as long as it likes.
+const MIN_UPLOAD_BYTES_PER_SEC: u64 = 16 * 1024;
+/// The longest a download may wait for the client to take the next chunk.
+const DOWNLOAD_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The deadline of a whole upload of `length` bytes.
+fn upload_deadline(length: usize) -> std::time::Instant {
+    let budget = Duration::from_secs(30 + length as u64 / MIN_UPLOAD_BYTES_PER_SEC);
+    std::time::Instant::now() + budget
+}
+
+/// A place among the file transfers streaming at once (each holds a file open: part of
+/// the descriptor budget), or the answer to give when none is free.
+fn transfer_slot(shard: &Shard) -> Result<crate::descriptors::Slot, Response> {
+    shard.shared.file_transfers.try_take().ok_or_else(|| {
+        let mut response = Response::error(
+            ErrorCode::Unavailable,
+            "too many file transfers are in progress; retry in a few seconds",
+        );
+        response.headers.push(("retry-after", "2".to_owned()));
+        response
+    })
+}
 
 /// What an upload left the connection as.
 pub enum Uploaded {
@@ -77,10 +102,17 @@ fn admit(shard: &Shard, request: &Request, length: usize) -> Result<(UserId, Roo
     Ok((user, room))
 }
 
-/// Reads at least `want` bytes into `buf` (or fails: the client is gone or too slow).
-async fn fill(stream: &mut impl AsyncReadRent, buf: &mut BytesMut, want: usize) -> bool {
+/// Reads at least `want` bytes into `buf` (or fails: the client is gone, silent for
+/// [`BODY_READ_TIMEOUT`], or past the upload's `deadline`).
+async fn fill(
+    stream: &mut impl AsyncReadRent,
+    buf: &mut BytesMut,
+    want: usize,
+    deadline: std::time::Instant,
+) -> bool {
     while buf.len() < want {
-        match monoio::time::timeout(BODY_READ_TIMEOUT, read_more(stream, buf)).await {
+        let wait = deadline.saturating_duration_since(std::time::Instant::now()).min(BODY_READ_TIMEOUT);
+        match monoio::time::timeout(wait, read_more(stream, buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return false,
         }
@@ -100,8 +132,13 @@ pub async fn upload(
         Ok(ok) => ok,
         Err(response) => return Uploaded::Refused(response),
     };
+    let _transfer = match transfer_slot(shard) {
+        Ok(slot) => slot,
+        Err(response) => return Uploaded::Refused(response),
+    };
+    let deadline = upload_deadline(length);
     // The head tells the type (from magic bytes, never the name or the claimed type).
-    if !fill(stream, buf, length.min(SNIFF_BYTES)).await {
+    if !fill(stream, buf, length.min(SNIFF_BYTES), deadline).await {
         return Uploaded::Gone;
     }
     let head = &buf[..buf.len().min(length)];
@@ -112,10 +149,22 @@ pub async fn upload(
             "this type of file is not accepted (images, PDF, text, zip, audio and video are)",
         ));
     };
-    let (width, height) = match content_type.starts_with("image/").then(|| dimensions(head)).flatten() {
-        Some((w, h)) => (Some(w), Some(h)),
-        None => (None, None),
+    let (width, height) = if content_type.starts_with("image/") {
+        match dimensions(head) {
+            Some((w, h)) => (Some(w), Some(h)),
+            None => {
+                return Uploaded::Refused(Response::error_with_status(
+                    415,
+                    ErrorCode::Invalid,
+                    "the image's header is damaged or its dimensions are out of range",
+                ));
+            }
+        }
+    } else {
+        (None, None)
     };
+    // Text is text to its last byte: checked as it streams (the head chose the type).
+    let mut text = (content_type == "text/plain").then(TextCheck::default);
     let file_id = crate::ids::file_id();
     let files = &shard.shared.files;
     let upload = match files.upload(&file_id) {
@@ -128,12 +177,20 @@ pub async fn upload(
     // Stream the body through: what is buffered, then each read as it arrives.
     let mut remaining = length;
     while remaining > 0 {
-        if buf.is_empty() && !fill(stream, buf, 1).await {
+        if buf.is_empty() && !fill(stream, buf, 1, deadline).await {
             return Uploaded::Gone; // dropping `upload` aborts it
         }
         let take = buf.len().min(remaining);
         let chunk = buf.split_to(take).freeze();
         remaining -= take;
+        let still_text = text.as_mut().is_none_or(|check| check.feed(&chunk));
+        if !still_text || (remaining == 0 && text.take().is_some_and(|check| !check.finish())) {
+            return Uploaded::Refused(Response::error_with_status(
+                415,
+                ErrorCode::Invalid,
+                "a text file must be UTF-8 throughout, without control characters",
+            ));
+        }
         if upload.send(chunk).await.is_err() {
             return Uploaded::Refused(Response::error(ErrorCode::Unavailable, "file storage failed"));
         }
@@ -166,6 +223,11 @@ pub async fn upload(
         body["height"] = json!(h);
     }
     Uploaded::Done(Response::json(201, &body))
+}
+
+/// Whether a write with a deadline completed.
+fn written<B, E>(result: Result<(std::io::Result<usize>, B), E>) -> bool {
+    matches!(result, Ok((Ok(_), _)))
 }
 
 /// `filename*` form (RFC 5987) of a UTF-8 name.
@@ -209,8 +271,9 @@ pub async fn download(
         }
         Ok(record)
     })();
-    let record = match checked {
-        Ok(record) => record,
+    let checked = checked.and_then(|record| Ok((record, transfer_slot(shard)?)));
+    let (record, _transfer) = match checked {
+        Ok(ok) => ok,
         Err(response) => {
             return super::http::write_response(stream, &response, keep_alive).await.is_ok() && keep_alive;
         }
@@ -240,20 +303,19 @@ pub async fn download(
         if keep_alive { "keep-alive" } else { "close" },
         encode_rfc5987(&record.name),
     );
-    let (result, _) = stream.write_all(head.into_bytes()).await;
-    if result.is_err() {
+    // Every write has a deadline: a client that stops reading gives up its connection
+    // and its place among the transfers.
+    if !written(monoio::time::timeout(DOWNLOAD_WRITE_TIMEOUT, stream.write_all(head.into_bytes())).await) {
         return false;
     }
     let mut sent = first.len() as u64;
-    let (result, _) = stream.write_all(first).await;
-    if result.is_err() {
+    if !written(monoio::time::timeout(DOWNLOAD_WRITE_TIMEOUT, stream.write_all(first)).await) {
         return false;
     }
     while let Ok(next) = chunks.recv_async().await {
         let Ok(bytes) = next else { return false };
         sent += bytes.len() as u64;
-        let (result, _) = stream.write_all(bytes).await;
-        if result.is_err() {
+        if !written(monoio::time::timeout(DOWNLOAD_WRITE_TIMEOUT, stream.write_all(bytes)).await) {
             return false;
         }
     }

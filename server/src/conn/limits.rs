@@ -88,6 +88,9 @@ impl<K: Hash + Eq + Clone> Drop for ConnectionPermit<K> {
 /// A connection's permits, carried from the accept to the socket's task.
 #[derive(Debug, Default)]
 pub struct Permits {
+    /// The socket's place in the descriptor budget.
+    #[expect(dead_code, reason = "held for its Drop: the place is given back with the connection")]
+    pub socket: Option<crate::descriptors::Slot>,
     /// The client address's slot.
     #[expect(dead_code, reason = "held for its Drop: the slot is released with the connection")]
     pub ip: Option<ConnectionPermit<IpAddr>>,

@@ -10,6 +10,7 @@ pub mod pacing;
 pub mod quic_session;
 mod routes;
 pub mod socket;
+pub mod socket_reset;
 pub mod tls;
 pub mod wire;
 
@@ -33,20 +34,35 @@ impl<T: AsyncReadRent + AsyncWriteRent + Split + 'static> ByteStream for T {}
 
 /// Accepts connections until the shard drains.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let mut accept_failures = AcceptFailures::default();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 if shard.draining.get() {
                     continue;
                 }
+                // The descriptor budget first: past its share of descriptors a socket is
+                // closed at once, before it costs a task or a buffer, so storage and
+                // search always find descriptors to open (crate::descriptors).
+                let Some(socket) = shard.shared.sockets.try_take() else {
+                    crate::metrics::Metrics::inc(&shard.shared.metrics.connections_over_budget);
+                    socket_reset::SocketReset::of(&stream).reset(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
+                let reset = socket_reset::SocketReset::of(&stream);
                 match shard.shared.ip_connections.try_acquire(&peer.ip()) {
                     Some(permit) => {
+                        let permits = limits::Permits { socket: Some(socket), ip: Some(permit), user: None };
                         match &shard.shared.http_tls {
-                            None => monoio::spawn(serve(shard.clone(), stream, permit)),
-                            Some(acceptor) => {
-                                monoio::spawn(serve_tls(shard.clone(), stream, acceptor.clone(), permit))
-                            }
+                            None => monoio::spawn(serve(shard.clone(), stream, permits, reset)),
+                            Some(acceptor) => monoio::spawn(serve_tls(
+                                shard.clone(),
+                                stream,
+                                acceptor.clone(),
+                                permits,
+                                reset,
+                            )),
                         };
                     }
                     None => {
@@ -58,6 +74,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                         } else {
                             monoio::spawn(refuse_over_limit(
                                 stream,
+                                socket,
                                 "too many connections from this address",
                             ));
                         }
@@ -65,16 +82,42 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 }
             }
             Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                tracing::warn!("accept failed: {e}");
+                // Out of file descriptors and similar: back off instead of spinning, and
+                // say so at most once per interval (a flood would otherwise write a line
+                // per attempt).
+                accept_failures.note(&e);
                 monoio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
     }
 }
 
+/// Failed accepts, logged at most once per [`AcceptFailures::INTERVAL`] with how many
+/// were not logged.
+#[derive(Default)]
+struct AcceptFailures {
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    const INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn note(&mut self, error: &std::io::Error) {
+        let now = std::time::Instant::now();
+        if self.last_logged.is_some_and(|at| now.duration_since(at) < Self::INTERVAL) {
+            self.unlogged += 1;
+            return;
+        }
+        let unlogged = std::mem::take(&mut self.unlogged);
+        tracing::warn!("accept failed: {error} ({unlogged} more failures since the last report)");
+        self.last_logged = Some(now);
+    }
+}
+
 /// Answers a connection over a connection limit with 429 and a JSON error, then closes.
-async fn refuse_over_limit(mut stream: TcpStream, message: &str) {
+/// `_socket` keeps the socket counted until it is closed.
+async fn refuse_over_limit(mut stream: TcpStream, _socket: crate::descriptors::Slot, message: &str) {
     let response = Response::error_with_status(429, ErrorCode::RateLimited, message);
     let written = monoio::time::timeout(KEEP_ALIVE_IDLE, write_response(&mut stream, &response, false)).await;
     if matches!(written, Ok(Ok(_))) {
@@ -92,11 +135,12 @@ async fn serve_tls(
     shard: Rc<Shard>,
     stream: TcpStream,
     acceptor: monoio_rustls::TlsAcceptor,
-    ip_permit: limits::ConnectionPermit<std::net::IpAddr>,
+    permits: limits::Permits,
+    reset: socket_reset::SocketReset,
 ) {
     let deadline = shard.shared.config.handshake_timeout;
     match monoio::time::timeout(deadline, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => serve(shard, stream, ip_permit).await,
+        Ok(Ok(stream)) => serve(shard, stream, permits, reset).await,
         Ok(Err(e)) => {
             crate::metrics::Metrics::inc(&shard.shared.metrics.tls_handshake_failures);
             tracing::debug!("TLS handshake failed: {e}");
@@ -108,20 +152,28 @@ async fn serve_tls(
     }
 }
 
-/// Serves HTTP requests on one connection until it closes or upgrades. `ip_permit` holds
-/// the client address's connection slot for as long as the connection lives.
+/// Serves HTTP requests on one connection until it closes or upgrades. `permits` hold the
+/// connection's slots (descriptor budget, client address) for as long as it lives.
 async fn serve(
     shard: Rc<Shard>,
     mut stream: impl ByteStream,
-    ip_permit: limits::ConnectionPermit<std::net::IpAddr>,
+    permits: limits::Permits,
+    reset: socket_reset::SocketReset,
 ) {
     let mut buf = BytesMut::with_capacity(1024);
     let mut first = true;
     loop {
         let head_timeout = shard.shared.config.handshake_timeout;
-        let deadline = if first { head_timeout } else { KEEP_ALIVE_IDLE };
+        // Between keep-alive requests a connection may idle; once the next request's
+        // first byte is in, its head has the same deadline as the first request's.
+        if !first && buf.is_empty() {
+            match monoio::time::timeout(KEEP_ALIVE_IDLE, http::read_more(&mut stream, &mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        }
         first = false;
-        let head = monoio::time::timeout(deadline, read_head(&mut stream, &mut buf)).await;
+        let head = monoio::time::timeout(head_timeout, read_head(&mut stream, &mut buf)).await;
         let (mut request, length) = match head {
             Ok(Ok(head)) => head,
             Ok(Err(ReadError::Refuse(response))) => {
@@ -177,7 +229,7 @@ async fn serve(
         }
         let echo = shard.shared.config.test_echo && request.path == "/v1/test/echo";
         if (request.path == "/v1/ws" || echo) && request.header_has_token("upgrade", "websocket") {
-            upgrade(shard, stream, buf, request, ip_permit).await;
+            upgrade(shard, stream, buf, request, permits, reset).await;
             return;
         }
         let response = routes::handle(&shard, &request).await;
@@ -260,7 +312,8 @@ async fn upgrade(
     mut stream: impl ByteStream,
     buf: BytesMut,
     request: Request,
-    ip_permit: limits::ConnectionPermit<std::net::IpAddr>,
+    mut permits: limits::Permits,
+    reset: socket_reset::SocketReset,
 ) {
     let checked = check_upgrade(&request).and_then(|upgrade| {
         let user = match upgrade.token {
@@ -278,7 +331,6 @@ async fn upgrade(
             return;
         }
     };
-    let mut permits = limits::Permits { ip: Some(ip_permit), user: None };
     if let Some(user) = &user {
         match shard.shared.user_connections.try_acquire(user) {
             Some(permit) => permits.user = Some(permit),
@@ -320,8 +372,8 @@ async fn upgrade(
     // The socket gets a task of its own, sized for the socket alone: this HTTP task (and
     // its request-parsing state) ends here instead of living as long as the socket.
     if echo {
-        monoio::spawn(socket::run_echo(shard, stream, buf));
+        monoio::spawn(socket::run_echo(shard, stream, buf, reset));
     } else {
-        monoio::spawn(socket::run(shard, stream, buf, codec, user, permits));
+        monoio::spawn(socket::run(shard, stream, buf, codec, user, permits, reset));
     }
 }

@@ -6,10 +6,14 @@
 //! costs one syscall for many messages (a lone frame goes as a plain send). The queue is
 //! bounded in bytes: a consumer that falls behind is closed with 1013 and resumes later
 //! with `since`.
+//!
+//! A write the peer never takes (it stopped reading) must not hold the socket open: an
+//! aborted queue cancels the write in flight, and the socket is reset rather than left to
+//! the kernel with unsent data (docs/ARCHITECTURE.md#back-pressure-and-limits).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::ops::Deref;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -19,6 +23,7 @@ use monoio::buf::IoVecBuf;
 use monoio::io::AsyncWriteRent;
 
 use super::pacing::WritePacer;
+use super::socket_reset::SocketReset;
 use crate::ws::{CloseCode, close_frame};
 
 /// Most frames in one vectored write (well under the kernel's IOV_MAX of 1024).
@@ -56,6 +61,11 @@ struct Queue {
     /// The writer holds its batch for the pacing tick: only a reply wakes it (a frame
     /// waits for the tick with the rest).
     holding: bool,
+    /// The writer took frames it has not finished writing.
+    batch_unwritten: bool,
+    /// Writes the writer completed (partial ones included): the stall check's measure of
+    /// progress.
+    writes_done: u64,
 }
 
 /// A handle to one socket's outbound queue (cheap to clone; single-threaded).
@@ -98,6 +108,8 @@ impl Outbound {
             close: None,
             urgent: false,
             holding: false,
+            batch_unwritten: false,
+            writes_done: 0,
         })))
     }
 
@@ -173,7 +185,8 @@ impl Outbound {
         wake_all(&mut q);
     }
 
-    /// Ends the socket without a close frame (the peer is gone).
+    /// Ends the socket without a close frame (the peer is gone, or will not take what is
+    /// queued): a write in flight is cancelled and the socket reset.
     pub fn abort(&self) {
         let mut q = self.0.borrow_mut();
         q.frames.clear();
@@ -185,6 +198,51 @@ impl Outbound {
     /// Whether the socket accepts frames.
     pub fn is_open(&self) -> bool {
         self.0.borrow().state == State::Open
+    }
+
+    /// Whether the writer has stopped (or was aborted).
+    pub fn is_finished(&self) -> bool {
+        self.0.borrow().state == State::Finished
+    }
+
+    /// Whether bytes wait to be written, and how many writes have completed so far: a
+    /// socket with bytes waiting whose count stands still is not being read.
+    pub fn write_progress(&self) -> (bool, u64) {
+        let q = self.0.borrow();
+        (q.batch_unwritten || !q.frames.is_empty(), q.writes_done)
+    }
+
+    /// Records a completed write; `batch_done` when it finished the writer's batch.
+    fn wrote(&self, batch_done: bool) {
+        let mut q = self.0.borrow_mut();
+        q.writes_done += 1;
+        q.batch_unwritten = !batch_done;
+    }
+
+    /// Ready once the queue was aborted ([`Outbound::abort`]): what the writer is doing
+    /// then is abandoned.
+    fn poll_aborted(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut q = self.0.borrow_mut();
+        if q.state == State::Finished {
+            Poll::Ready(())
+        } else {
+            watch(&mut q.state_watchers, cx.waker());
+            Poll::Pending
+        }
+    }
+
+    /// Runs `io` (a write, a shutdown) unless the queue is aborted first: then `None`,
+    /// and dropping `io` cancels the operation in flight (monoio submits an io_uring
+    /// cancel), so a peer that never reads cannot hold the socket.
+    async fn unless_aborted<F: Future>(&self, io: F) -> Option<F::Output> {
+        let mut io = std::pin::pin!(io);
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = io.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            self.poll_aborted(cx).map(|()| None)
+        })
+        .await
     }
 
     /// Bytes queued and not yet written.
@@ -305,6 +363,7 @@ fn move_frames(q: &mut Queue, out: &mut Vec<Bytes>, most: usize) {
     if take == 0 {
         return;
     }
+    q.batch_unwritten = true;
     let mut taken = 0;
     for frame in q.frames.drain(..take) {
         taken += frame.len();
@@ -345,6 +404,7 @@ pub async fn run_writer<W: AsyncWriteRent>(
     outbound: Outbound,
     metrics: impl Deref<Target = crate::metrics::Metrics>,
     pacer: impl Deref<Target = WritePacer>,
+    reset: SocketReset,
 ) {
     // One batch for the socket's life: its vectors keep their capacity between writes.
     let mut batch = FrameBatch { frames: Vec::new(), iovecs: Vec::new() };
@@ -363,11 +423,18 @@ pub async fn run_writer<W: AsyncWriteRent>(
             // One frame (the common case below saturation) goes out as a plain send: on
             // io_uring that skips the iovec import of a vectored write.
             let result = if let [frame] = batch.frames.as_slice() {
-                socket.write(frame.clone()).await.0
+                match outbound.unless_aborted(socket.write(frame.clone())).await {
+                    Some((result, _)) => result,
+                    None => return reset.reset(socket),
+                }
             } else {
-                let (result, returned) = socket.writev(batch.with_iovecs()).await;
-                batch = returned;
-                result
+                match outbound.unless_aborted(socket.writev(batch.with_iovecs())).await {
+                    Some((result, returned)) => {
+                        batch = returned;
+                        result
+                    }
+                    None => return reset.reset(socket),
+                }
             };
             crate::metrics::Metrics::inc(&metrics.socket_writes);
             match result {
@@ -376,14 +443,24 @@ pub async fn run_writer<W: AsyncWriteRent>(
                     return;
                 }
                 Ok(written) => {
-                    if batch.advance(written) {
+                    let done = batch.advance(written);
+                    outbound.wrote(done);
+                    if done {
                         break;
                     }
                 }
             }
         }
     }
-    let _ = socket.shutdown().await;
+    if outbound.is_finished() {
+        // Aborted while it waited for frames: the peer is gone or will not read.
+        return reset.reset(socket);
+    }
+    // Over TLS a shutdown writes a close_notify, which a peer that stopped reading would
+    // never take.
+    if outbound.unless_aborted(socket.shutdown()).await.is_none() {
+        return reset.reset(socket);
+    }
     outbound.finish();
 }
 
@@ -502,7 +579,10 @@ mod tests {
                 out.close(CloseCode::Normal, "bye");
             };
             let pacer = WritePacer::new(std::time::Duration::ZERO);
-            monoio::join!(run_writer(stream, out.clone(), &metrics, pacer.clone()), more);
+            monoio::join!(
+                run_writer(stream, out.clone(), &metrics, pacer.clone(), SocketReset::none()),
+                more
+            );
 
             let got = reader.join().expect("reader thread");
             assert_eq!(got.len(), big.len() + 4 + close_frame(CloseCode::Normal, "bye").len());
@@ -543,7 +623,14 @@ mod tests {
             out.close(CloseCode::Normal, "");
             expected.extend_from_slice(&close_frame(CloseCode::Normal, ""));
             let metrics = crate::metrics::Metrics::default();
-            run_writer(stream, out.clone(), &metrics, WritePacer::new(std::time::Duration::ZERO)).await;
+            run_writer(
+                stream,
+                out.clone(),
+                &metrics,
+                WritePacer::new(std::time::Duration::ZERO),
+                SocketReset::none(),
+            )
+            .await;
             let got = reader.join().expect("reader thread");
             assert_eq!(got.len(), expected.len());
             assert!(got == expected, "the frames arrived altered");
@@ -613,7 +700,10 @@ mod tests {
                 // Closing is not held: the close frame goes out without a tick.
                 out.close(CloseCode::Normal, "");
             };
-            monoio::join!(run_writer(stream, out.clone(), &metrics, pacer.clone()), script);
+            monoio::join!(
+                run_writer(stream, out.clone(), &metrics, pacer.clone(), SocketReset::none()),
+                script
+            );
             let mut got = Vec::new();
             peer.read_to_end(&mut got).expect("read");
             assert!(got.starts_with(b"abcdefg"), "{got:?}");

@@ -51,6 +51,28 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
             headers: Vec::new(),
             body: {
                 let mut text = shared.metrics.render();
+                let family = crate::metrics::render_family;
+                family(
+                    &mut text,
+                    "palaver_open_sockets",
+                    "Client TCP sockets open now (HTTP and WebSocket).",
+                    "gauge",
+                    shared.sockets.taken() as i128,
+                );
+                family(
+                    &mut text,
+                    "palaver_socket_budget",
+                    "Client TCP sockets allowed at once: the descriptor limit less storage's and search's reserve.",
+                    "gauge",
+                    shared.sockets.max() as i128,
+                );
+                family(
+                    &mut text,
+                    "palaver_storage_reopens_total",
+                    "Times the store reopened its database to recover from a transient failure.",
+                    "counter",
+                    i128::from(shared.store.reopens()),
+                );
                 if let Some(cluster) = &shared.cluster {
                     cluster.render_metrics(&mut text);
                 }

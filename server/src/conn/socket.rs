@@ -29,6 +29,9 @@ use crate::ws::{CloseCode, FrameParser, OpCode, WsMessage, encode_frame};
 
 /// Read-buffer size a socket starts with after the upgrade; it grows with traffic.
 const IDLE_READ_BUFFER: usize = 256;
+/// How long a closing socket's writer may take to flush what was queued before it (the
+/// close frame included) before the socket is abandoned.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Encodes a frame in the connection's codec and framing and queues it.
 pub fn send_frame(conn: &Conn, frame: &ServerFrame) {
@@ -55,6 +58,7 @@ pub async fn run(
     codec: Codec,
     user: Option<UserId>,
     permits: crate::conn::limits::Permits,
+    reset: super::socket_reset::SocketReset,
 ) {
     let shared = shard.shared.clone();
     let metrics = &shared.metrics;
@@ -73,7 +77,13 @@ pub async fn run(
     Metrics::inc(&metrics.connections_total);
 
     let (mut reader, writer) = stream.into_split();
-    monoio::spawn(run_writer(writer, outbound.clone(), shared.metrics.clone(), shard.write_pacer.clone()));
+    monoio::spawn(run_writer(
+        writer,
+        outbound.clone(),
+        shared.metrics.clone(),
+        shard.write_pacer.clone(),
+        reset,
+    ));
 
     let mut parser = FrameParser::new(shared.config.max_frame_bytes);
     if buf.is_empty() {
@@ -137,7 +147,13 @@ pub async fn end_session(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     }
     // Boxed: this wait is live only at the very end; unboxed it would widen the state
     // every idle socket carries for its whole life.
-    let _ = Box::pin(monoio::time::timeout(Duration::from_secs(5), conn.outbound.finished())).await;
+    let _ = Box::pin(monoio::time::timeout(CLOSE_GRACE, conn.outbound.finished())).await;
+    // A close the peer did not take in time (it stopped reading): abandon the write in
+    // flight, so the socket's descriptor and buffers go now, not when the peer leaves.
+    conn.outbound.abort();
+    if conn.outbound.close_reason().is_some_and(|(code, _)| code == CloseCode::TryAgainLater) {
+        Metrics::inc(&shard.shared.metrics.slow_consumers);
+    }
     shard.conns.remove(conn.id);
     shard.shared.metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
@@ -382,12 +398,17 @@ fn people_op(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
 
 /// Test only (`--test-echo`): echoes every message back, for WebSocket conformance suites
 /// (Autobahn cases via kosoku). Uses the same parser, queue and writer as chat sockets.
-pub async fn run_echo(shard: Rc<Shard>, stream: impl super::ByteStream, mut buf: BytesMut) {
+pub async fn run_echo(
+    shard: Rc<Shard>,
+    stream: impl super::ByteStream,
+    mut buf: BytesMut,
+    reset: super::socket_reset::SocketReset,
+) {
     const ECHO_LIMIT: usize = 64 << 20;
     let outbound = Outbound::new(ECHO_LIMIT);
     let (mut reader, writer) = stream.into_split();
     let metrics = shard.shared.metrics.clone();
-    monoio::spawn(run_writer(writer, outbound.clone(), metrics, shard.write_pacer.clone()));
+    monoio::spawn(run_writer(writer, outbound.clone(), metrics, shard.write_pacer.clone(), reset));
     let mut parser = FrameParser::new(16 << 20);
     'connection: loop {
         loop {
@@ -426,7 +447,8 @@ pub async fn run_echo(shard: Rc<Shard>, stream: impl super::ByteStream, mut buf:
     if outbound.is_open() {
         outbound.abort();
     }
-    let _ = monoio::time::timeout(Duration::from_secs(5), outbound.finished()).await;
+    let _ = monoio::time::timeout(CLOSE_GRACE, outbound.finished()).await;
+    outbound.abort();
 }
 
 /// Heartbeats for one shard: every few seconds, pings the sockets that have been quiet
@@ -436,7 +458,8 @@ pub async fn run_echo(shard: Rc<Shard>, stream: impl super::ByteStream, mut buf:
 pub async fn heartbeat(shard: Rc<Shard>) {
     let config = &shard.shared.config;
     let (ping_ms, idle_ms) = (config.ping_interval_ms, config.idle_timeout_ms);
-    let tick = Duration::from_millis((ping_ms / 2).clamp(100, 5_000));
+    let write_timeout_ms = config.write_timeout_ms;
+    let tick = Duration::from_millis((ping_ms / 2).min(write_timeout_ms / 2).clamp(100, 5_000));
     let ping = encode_frame(OpCode::Ping, b"");
     loop {
         monoio::time::sleep(tick).await;
@@ -444,6 +467,17 @@ pub async fn heartbeat(shard: Rc<Shard>) {
         // QUIC connections are kept alive and timed out by QUIC itself (keep-alive and
         // idle timeout in the transport config, see `crate::quic`).
         for conn in shard.conns.all().into_iter().filter(|c| !c.wire.is_quic()) {
+            // A socket with bytes waiting whose writes stand still is not being read:
+            // close it as a slow consumer before its queue has to overflow.
+            let (waiting, writes) = conn.outbound.write_progress();
+            let (seen_writes, since) = conn.write_watch.get();
+            if !waiting || writes != seen_writes {
+                conn.write_watch.set((writes, now));
+            } else if now.saturating_sub(since) >= write_timeout_ms {
+                conn.outbound
+                    .close_now(CloseCode::TryAgainLater, "slow consumer: the socket is not being read");
+                continue;
+            }
             let quiet = now.saturating_sub(conn.last_heard_ms.get());
             if quiet >= idle_ms {
                 conn.outbound.close(CloseCode::GoingAway, "idle timeout: no frame or pong received");

@@ -16,7 +16,7 @@ use futures_util::StreamExt as _;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, WriteMultipart};
 
-pub use sniff::{SNIFF_BYTES, dimensions, sanitize_name, sniff};
+pub use sniff::{SNIFF_BYTES, TextCheck, dimensions, sanitize_name, sniff};
 
 /// Chunks in flight between a shard and the files thread, per transfer: bounded, so a
 /// fast client and a slow store (or the reverse) never buffer a whole file.

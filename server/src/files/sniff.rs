@@ -28,25 +28,82 @@ pub fn sniff(head: &[u8], complete: bool) -> Option<&'static str> {
     })
 }
 
+/// Text has no control characters but tab, line breaks and form feed (binaries, even
+/// those whose first bytes are valid UTF-8, soon have NUL or DEL).
+fn is_text_control(b: u8) -> bool {
+    (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c)) || b == 0x7f
+}
+
 /// Plain UTF-8 text (served as `text/plain; charset=utf-8`); a character cut off at the end
 /// of a partial head is fine.
 fn is_text(head: &[u8], complete: bool) -> bool {
-    // Text has no control characters but tab, line breaks and form feed (binaries, even
-    // those whose first bytes are valid UTF-8, soon have NUL or DEL).
-    let control = |b: &u8| (*b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c)) || *b == 0x7f;
-    if head.is_empty() || head.iter().any(control) {
+    if head.is_empty() {
         return false;
     }
-    match std::str::from_utf8(head) {
-        Ok(_) => true,
-        Err(e) => !complete && e.error_len().is_none() && head.len() - e.valid_up_to() < 4,
+    let mut check = TextCheck::default();
+    check.feed(head) && (!complete || check.finish())
+}
+
+/// Checks a text upload as it streams: every byte UTF-8 and no control characters, not
+/// only the head that chose the type (a file served as `text/plain; charset=utf-8` is
+/// text to its last byte).
+#[derive(Debug, Default)]
+pub struct TextCheck {
+    /// The start of a character cut by the end of the last chunk (at most 3 bytes).
+    carry: Vec<u8>,
+}
+
+impl TextCheck {
+    /// Takes the next chunk; false once the text is not valid.
+    pub fn feed(&mut self, chunk: &[u8]) -> bool {
+        if chunk.iter().any(|b| is_text_control(*b)) {
+            return false;
+        }
+        let mut joined;
+        let bytes = if self.carry.is_empty() {
+            chunk
+        } else {
+            joined = std::mem::take(&mut self.carry);
+            joined.extend_from_slice(chunk);
+            &joined[..]
+        };
+        match std::str::from_utf8(bytes) {
+            Ok(_) => true,
+            // A character cut by the chunk's end waits for the next chunk.
+            Err(e) if e.error_len().is_none() => {
+                self.carry = bytes[e.valid_up_to()..].to_vec();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether the text ended on a whole character.
+    pub fn finish(self) -> bool {
+        self.carry.is_empty()
     }
 }
 
-/// An image's width and height, when its head says.
+/// The longest side of an image accepted (as JPEG and GIF headers can state; a client
+/// that lays out a message by these numbers must be able to trust them).
+pub const MAX_IMAGE_SIDE: u32 = 65_535;
+/// The most pixels an image accepted may claim (a decompression bomb in any client that
+/// renders it otherwise).
+pub const MAX_IMAGE_PIXELS: u64 = 150_000_000;
+
+/// An image's width and height from its header, checked: the header must be whole and
+/// well-formed (a PNG's `IHDR` first, of its fixed length), and the sides between 1 and
+/// [`MAX_IMAGE_SIDE`] with at most [`MAX_IMAGE_PIXELS`]. `None`: refuse the image.
 pub fn dimensions(head: &[u8]) -> Option<(u32, u32)> {
+    if head.starts_with(b"\x89PNG\r\n\x1a\n") && head.get(8..16) != Some(b"\0\0\0\x0dIHDR") {
+        return None;
+    }
     let size = imagesize::blob_size(head).ok()?;
-    Some((u32::try_from(size.width).ok()?, u32::try_from(size.height).ok()?))
+    let (width, height) = (u32::try_from(size.width).ok()?, u32::try_from(size.height).ok()?);
+    let sane = (1..=MAX_IMAGE_SIDE).contains(&width)
+        && (1..=MAX_IMAGE_SIDE).contains(&height)
+        && u64::from(width) * u64::from(height) <= MAX_IMAGE_PIXELS;
+    sane.then_some((width, height))
 }
 
 /// A display and download name: the last path component, without control characters,
@@ -77,6 +134,43 @@ mod tests {
         assert_eq!(sniff(&[0xc3], true), None, "a cut-off character is not text when complete");
         assert_eq!(sniff(&[b'a', 0xc3], false), Some("text/plain"));
         assert_eq!(sniff(b"", true), None);
+    }
+
+    #[test]
+    fn text_is_checked_to_its_last_byte_across_chunks() {
+        let text = "héllo wörld 👋 ".repeat(100);
+        let bytes = text.as_bytes();
+        for cut in [1, 2, 3, 7, 64] {
+            let mut check = TextCheck::default();
+            assert!(bytes.chunks(cut).all(|chunk| check.feed(chunk)), "chunks of {cut}");
+            assert!(check.finish());
+        }
+        let mut check = TextCheck::default();
+        assert!(check.feed(b"fine so far \xf0\x9f"));
+        assert!(!check.feed(b"\x41"), "a broken character across chunks");
+        let mut check = TextCheck::default();
+        assert!(check.feed(b"ends in the middle \xc3"));
+        assert!(!check.finish());
+        let mut check = TextCheck::default();
+        assert!(!check.feed(b"a NUL \0 later on"));
+    }
+
+    #[test]
+    fn absurd_or_malformed_image_headers_are_refused() {
+        let png = |w: u32, h: u32| {
+            let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+            png.extend_from_slice(&w.to_be_bytes());
+            png.extend_from_slice(&h.to_be_bytes());
+            png.extend_from_slice(&[8, 6, 0, 0, 0]);
+            png
+        };
+        assert_eq!(dimensions(&png(640, 480)), Some((640, 480)));
+        assert_eq!(dimensions(&png(0, 480)), None);
+        assert_eq!(dimensions(&png(1 << 30, 1 << 30)), None);
+        assert_eq!(dimensions(&png(60_000, 60_000)), None, "3.6 gigapixels");
+        let mut other_chunk_first = png(640, 480);
+        other_chunk_first[12..16].copy_from_slice(b"tEXt");
+        assert_eq!(dimensions(&other_chunk_first), None);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct Conn {
     pub following: RefCell<FxHashSet<UserId>>,
     /// Its connection-limit slots (client address, user), released when it is dropped.
     pub permits: RefCell<crate::conn::limits::Permits>,
+    /// The outbound queue's completed writes when last seen to move, and since when (ms):
+    /// the heartbeat's stall check.
+    pub write_watch: Cell<(u64, u64)>,
 }
 
 impl Conn {
@@ -68,6 +71,7 @@ impl Conns {
             blocked: Rc::default(),
             following: RefCell::default(),
             permits: RefCell::default(),
+            write_watch: Cell::new((0, now_ms)),
         });
         self.by_id.borrow_mut().insert(id, conn.clone());
         conn

@@ -16,7 +16,6 @@ use super::Shard;
 use super::messages::{ConnId, Delivery, Ephemeral, Reply, ShardMsg, Subscribe};
 use crate::conn::outbound::{Outbound, Pushed};
 use crate::conn::wire::Wire;
-use crate::metrics::Metrics;
 
 /// Replay page size when catching up from storage.
 const CATCH_UP_PAGE: usize = 256;
@@ -85,8 +84,8 @@ pub fn deliver(shard: &Rc<Shard>, delivery: &Delivery) {
             let Some(frame) = delivery.frame(sub.wire, sub.blocks(&delivery.sender)) else { continue };
             match sub.outbound.push(frame.clone()) {
                 Pushed::Queued => delivered += 1,
-                Pushed::Overflow => Metrics::inc(&shard.shared.metrics.slow_consumers),
-                Pushed::Closed => {}
+                // Counted once, when the socket ends (`socket::end_session`).
+                Pushed::Overflow | Pushed::Closed => {}
             }
         }
         shard.shared.metrics.deliveries.fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
