@@ -124,6 +124,21 @@ fn types_sizes_and_room_settings_are_enforced() {
     assert_eq!(got.header("content-type"), Some("text/plain; charset=utf-8"));
     assert!(got.header("content-disposition").unwrap().starts_with("attachment"));
 
+    // Text is text to its last byte, not only in the head that chose the type.
+    let mut late_binary = "plain text\n".repeat(8_000).into_bytes();
+    late_binary.extend_from_slice(b"\xff\xfe then binary");
+    let refused = upload(server.addr, &token, &room, "notes.txt", &late_binary);
+    assert_eq!(refused.status, 415, "{:?}", refused.json());
+    let mut cut_character = "plain text\n".repeat(8_000).into_bytes();
+    cut_character.extend_from_slice("é".as_bytes().split_at(1).0);
+    assert_eq!(upload(server.addr, &token, &room, "notes.txt", &cut_character).status, 415);
+    // Image headers are decoded strictly: absurd dimensions are refused, not stored.
+    let huge = upload(server.addr, &token, &room, "huge.png", &palaver_e2e::png_bytes(1 << 30, 1 << 30));
+    assert_eq!(huge.status, 415, "{:?}", huge.json());
+    assert_eq!(upload(server.addr, &token, &room, "zero.png", &palaver_e2e::png_bytes(0, 10)).status, 415);
+    let sane = upload(server.addr, &token, &room, "ok.png", &palaver_e2e::png_bytes(800, 600));
+    assert_eq!((sane.status, sane.json()["width"].as_u64()), (201, Some(800)));
+
     // Sizes: empty and too large are refused before anything is stored.
     assert_eq!(upload(server.addr, &token, &room, "empty.txt", b"").status, 400);
     let too_big = upload(server.addr, &token, &room, "big.txt", &vec![b'a'; 100_001]);
