@@ -12,7 +12,7 @@ use anyhow::{Context as _, anyhow, bail};
 
 /// Server flags that take the per-socket limits out of the way of a load run (the
 /// defaults are 100 ops/s, burst 200 and 256 requests in flight per socket).
-pub const LOAD_FLAGS: [&str; 10] = [
+pub const LOAD_FLAGS: [&str; 12] = [
     "--ops-per-sec",
     "1000000",
     "--ops-burst",
@@ -23,6 +23,8 @@ pub const LOAD_FLAGS: [&str; 10] = [
     "--max-connections-per-ip",
     "0",
     "--max-connections-per-user",
+    "0",
+    "--sign-ins-per-minute-per-ip",
     "0",
 ];
 

@@ -24,6 +24,10 @@ const DEFAULT_WRITE_PACING_MS: u64 = 5;
 /// slow mobile link's pauses, well before the idle timeout.
 const DEFAULT_WRITE_TIMEOUT_SECS: u64 = 30;
 
+/// Default sign-in attempts per minute from one address: a person mistyping, a few
+/// devices behind one NAT; far below what guessing needs.
+const DEFAULT_SIGN_INS_PER_MINUTE_PER_IP: u32 = 30;
+
 /// Command-line flags (each also read from its environment variable by clap).
 #[derive(Debug, Default, Parser)]
 #[command(name = "palaver", version, about = "Palaver: a real-time chat server.")]
@@ -150,6 +154,9 @@ pub struct Cli {
     /// Seconds a socket may leave queued bytes unwritten (no write completes, the peer is not reading) before it is closed as a slow consumer.
     #[arg(long, env = "PALAVER_WRITE_TIMEOUT_SECS")]
     pub write_timeout_secs: Option<u64>,
+    /// Sign-in and registration attempts allowed per minute from one client address, after a burst of 10 (0: no limit; set 0 behind a reverse proxy, where every client shares its address). Wrong passwords are also limited per account and address, always.
+    #[arg(long, env = "PALAVER_SIGN_INS_PER_MINUTE_PER_IP")]
+    pub sign_ins_per_minute_per_ip: Option<u32>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
@@ -205,6 +212,7 @@ struct FileConfig {
     max_connections_per_user: Option<u32>,
     handshake_timeout_secs: Option<u64>,
     write_timeout_secs: Option<u64>,
+    sign_ins_per_minute_per_ip: Option<u32>,
 }
 
 /// The resolved configuration.
@@ -273,6 +281,8 @@ pub struct Config {
     pub max_connections_per_user: u32,
     /// How long a socket's queued bytes may wait with no write completing, in ms.
     pub write_timeout_ms: u64,
+    /// Sign-in attempts per minute per client address (0: unlimited).
+    pub sign_ins_per_minute_per_ip: u32,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }
@@ -317,6 +327,10 @@ impl Config {
         let test_echo = cli.test_echo;
         let config = Config {
             test_echo,
+            sign_ins_per_minute_per_ip: cli
+                .sign_ins_per_minute_per_ip
+                .or(file.sign_ins_per_minute_per_ip)
+                .unwrap_or(DEFAULT_SIGN_INS_PER_MINUTE_PER_IP),
             write_timeout_ms: cli
                 .write_timeout_secs
                 .or(file.write_timeout_secs)

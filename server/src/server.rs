@@ -14,7 +14,7 @@ use palaver_storage::{CommitDone, GroupCommitter, Store, StoreOptions};
 use crate::descriptors::DescriptorBudget;
 
 use crate::auth::TokenService;
-use crate::blocking::{BlockingPool, Priority};
+use crate::blocking::Lanes;
 use crate::config::Config;
 use crate::files::FileStore;
 use crate::metrics::Metrics;
@@ -129,9 +129,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     };
     let committer = start_committer(store.clone(), mesh.clone(), metrics.clone(), index_feed);
-    let (blocking, blocking_threads) = BlockingPool::start("palaver-blocking", 2, Priority::Normal);
-    // Apart, so that rebuilding many rooms' cid filters after a restart never delays logins.
-    let (scans, scan_threads) = BlockingPool::start("palaver-scan", 1, Priority::Background);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let (lanes, lane_threads) = Lanes::start(cores);
     let listeners = bind_shared_port(config.http_addr, config.shards)?;
     let http_addr = listeners.first().and_then(|l| l.local_addr().ok()).unwrap_or(config.http_addr);
     // `--http-tls`: the identity QUIC serves (loaded, or generated here first and then
@@ -150,6 +149,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let shared = Arc::new(Shared {
         presence: crate::shard::PresenceTable::new(config.shards),
         sockets: crate::descriptors::Slots::new(descriptors.sockets),
+        sign_ins: crate::auth::SignInThrottle::new(config.sign_ins_per_minute_per_ip),
         file_transfers: crate::descriptors::Slots::new(descriptors.file_transfers),
         ip_connections: crate::conn::limits::ConnectionCounter::new(config.max_connections_per_ip),
         user_connections: crate::conn::limits::ConnectionCounter::new(config.max_connections_per_user),
@@ -162,8 +162,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         committer: committer.clone(),
         mesh: mesh.clone(),
         metrics,
-        blocking,
-        scans,
+        lanes,
         cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
     });
 
@@ -220,8 +219,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     quic.shutdown();
     drop(shared);
-    drop(blocking_threads);
-    drop(scan_threads);
+    drop(lane_threads);
     files.stop();
     let _ = files_thread.join();
     if let Some(indexer) = indexer {

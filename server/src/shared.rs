@@ -6,7 +6,7 @@ use std::sync::Arc;
 use palaver_storage::{GroupCommitter, Store};
 
 use crate::auth::TokenService;
-use crate::blocking::BlockingPool;
+use crate::blocking::Lanes;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shard::messages::{Mesh, Ticket};
@@ -25,10 +25,8 @@ pub struct Shared {
     pub tokens: TokenService,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// Threads for blocking work.
-    pub blocking: BlockingPool,
-    /// A background thread for long reads (building rooms' cid filters).
-    pub scans: BlockingPool,
+    /// Threads for blocking work, in lanes by kind.
+    pub lanes: Lanes,
     /// The search index (`None` with `--disable-search`) and its indexer's inbox.
     pub search: Option<(Arc<palaver_search::SearchIndex>, flume::Sender<palaver_search::IndexOp>)>,
     /// Where shared files' bytes go.
@@ -39,6 +37,8 @@ pub struct Shared {
     pub file_transfers: Arc<crate::descriptors::Slots>,
     /// Client sockets open now, held to the descriptor budget's share.
     pub sockets: Arc<crate::descriptors::Slots>,
+    /// Sign-in attempts per address, and wrong passwords per account and address.
+    pub sign_ins: crate::auth::SignInThrottle,
     /// Open connections per client address.
     pub ip_connections: Arc<crate::conn::limits::IpCounter>,
     /// Authenticated connections per user.

@@ -22,6 +22,7 @@ mod role;
 mod room;
 mod session;
 mod sharding;
+mod throttle;
 
 pub use error::CoreError;
 pub use membership::{Heartbeat, Membership, MembershipChange, rendezvous_owner, rendezvous_weight};
@@ -34,3 +35,4 @@ pub use room::{
 };
 pub use session::{Admission, Session, SessionLimits};
 pub use sharding::{jump_hash, shard_for, stable_hash};
+pub use throttle::Throttle;

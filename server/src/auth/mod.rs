@@ -2,7 +2,9 @@
 //! algorithm pinned, and opaque refresh tokens (stored hashed, rotated on every use).
 
 mod passwords;
+mod sign_in_throttle;
 mod tokens;
 
 pub use passwords::{hash_password, verify_password, verify_password_or_dummy};
+pub use sign_in_throttle::SignInThrottle;
 pub use tokens::{AccessClaims, AuthError, TokenService, hash_refresh_token};

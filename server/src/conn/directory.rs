@@ -11,6 +11,8 @@ use palaver_protocol::{
 };
 use palaver_storage::StorageError;
 
+use crate::blocking::Refused;
+
 use crate::shard::people::{follow, presence_of, public_profile, unfollow};
 use crate::shard::{Conn, Shard};
 
@@ -57,15 +59,16 @@ pub async fn search(shard: &Rc<Shard>, conn: &Rc<Conn>, user: UserId, request: S
         limit: limit as usize,
         cursor: request.cursor,
     };
-    let found = shard.shared.blocking.run(move || index.search(&query)).await;
+    let found = shard.shared.lanes.search.run(move || index.search(&query)).await;
     match found {
-        None => refuse(ErrorCode::Unavailable, "server is shutting down"),
-        Some(Err(e)) if e.is_invalid_request() => refuse(ErrorCode::Invalid, e.to_string()),
-        Some(Err(e)) => {
+        Err(Refused::Busy) => busy("too many searches are in progress; retry shortly"),
+        Err(Refused::Closed) => refuse(ErrorCode::Unavailable, "server is shutting down"),
+        Ok(Err(e)) if e.is_invalid_request() => refuse(ErrorCode::Invalid, e.to_string()),
+        Ok(Err(e)) => {
             tracing::error!("search: {e}");
             refuse(ErrorCode::Internal, "search failed")
         }
-        Some(Ok(page)) => {
+        Ok(Ok(page)) => {
             let hits = page
                 .hits
                 .into_iter()
@@ -85,12 +88,22 @@ pub async fn search(shard: &Rc<Shard>, conn: &Rc<Conn>, user: UserId, request: S
 }
 
 fn failed(op: &str, e: &StorageError) -> ReplyBody {
+    if e.is_unavailable() {
+        return refuse(ErrorCode::Unavailable, "storage is not taking requests now; try again later");
+    }
     tracing::error!("{op}: {e}");
     ReplyBody::Err(ErrorBody::new(ErrorCode::Internal, "storage failure"))
 }
 
 fn refuse(code: ErrorCode, message: impl Into<String>) -> ReplyBody {
     ReplyBody::Err(ErrorBody::new(code, message))
+}
+
+/// `unavailable` with a retry hint: the server is busy with work of this kind.
+fn busy(message: &str) -> ReplyBody {
+    let mut body = ErrorBody::new(ErrorCode::Unavailable, message);
+    body.retry_after_ms = Some(crate::conn::http::BUSY_RETRY_MS);
+    ReplyBody::Err(body)
 }
 
 /// Answers one of the locally answered people ops.

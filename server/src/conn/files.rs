@@ -36,12 +36,11 @@ fn upload_deadline(length: usize) -> std::time::Instant {
 /// the descriptor budget), or the answer to give when none is free.
 fn transfer_slot(shard: &Shard) -> Result<crate::descriptors::Slot, Response> {
     shard.shared.file_transfers.try_take().ok_or_else(|| {
-        let mut response = Response::error(
+        Response::error_with_retry(
             ErrorCode::Unavailable,
-            "too many file transfers are in progress; retry in a few seconds",
-        );
-        response.headers.push(("retry-after", "2".to_owned()));
-        response
+            "too many file transfers are in progress; retry shortly",
+            super::http::BUSY_RETRY_MS,
+        )
     })
 }
 
@@ -212,10 +211,10 @@ pub async fn upload(
         created_ms: now_ms(),
     };
     let store = shard.shared.store.clone();
-    match shard.shared.blocking.run(move || store.put_file(&record)).await {
-        Some(Ok(())) => {}
-        Some(Err(e)) => return Uploaded::Done(storage_failure(&e)),
-        None => return Uploaded::Done(Response::error(ErrorCode::Unavailable, "server is shutting down")),
+    match shard.shared.lanes.accounts.run(move || store.put_file(&record)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Uploaded::Done(storage_failure(&e)),
+        Err(refused) => return Uploaded::Done(super::routes::refused_response(refused)),
     }
     let mut body = json!({"file_id": file_id, "size": length, "content_type": content_type, "name": name});
     if let (Some(w), Some(h)) = (width, height) {

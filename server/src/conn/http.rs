@@ -15,6 +15,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Default time allowed to send a whole request head, or a JSON body (slow clients are
 /// cut off); `--handshake-timeout-secs`.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The retry hint given with `unavailable` when a kind of work is at capacity.
+pub const BUSY_RETRY_MS: u64 = 1_000;
 /// How long an idle keep-alive connection is kept.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(60);
 const MAX_HEADERS: usize = 64;
@@ -96,6 +98,17 @@ impl Response {
     /// An error body with an explicit status (405, 431, …).
     pub fn error_with_status(status: u16, code: ErrorCode, message: &str) -> Response {
         Response::json(status, &serde_json::json!({"error": {"code": code.as_str(), "message": message}}))
+    }
+
+    /// An error with a retry hint: `retry_after_ms` in the body and `Retry-After` (whole
+    /// seconds, rounded up) in the head.
+    pub fn error_with_retry(code: ErrorCode, message: &str, retry_after_ms: u64) -> Response {
+        let body = serde_json::json!({
+            "error": {"code": code.as_str(), "message": message, "retry_after_ms": retry_after_ms}
+        });
+        let mut response = Response::json(code.http_status(), &body);
+        response.headers.push(("retry-after", retry_after_ms.div_ceil(1_000).max(1).to_string()));
+        response
     }
 
     /// Serializes status line, headers and body.

@@ -28,9 +28,25 @@ use crate::ws::{accept_key, choose_codec};
 /// A connection's byte stream: a plain TCP socket, or TLS over one (`--http-tls`, see
 /// [`tls`]). Everything from the request head to the WebSocket writer is written once
 /// against this, so both listeners share one code path.
-pub trait ByteStream: AsyncReadRent + AsyncWriteRent + Split + 'static {}
+pub trait ByteStream: AsyncReadRent + AsyncWriteRent + Split + 'static {
+    /// Resolves once the peer has sent something or closed, without reading it. Over TLS
+    /// the socket's readiness says nothing about application data, so it never resolves.
+    fn wait_readable(&self) -> impl std::future::Future<Output = ()>;
+}
 
-impl<T: AsyncReadRent + AsyncWriteRent + Split + 'static> ByteStream for T {}
+impl ByteStream for TcpStream {
+    async fn wait_readable(&self) {
+        if self.readable(false).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl ByteStream for monoio_rustls::ServerTlsStream<TcpStream> {
+    async fn wait_readable(&self) {
+        std::future::pending::<()>().await;
+    }
+}
 
 /// Accepts connections until the shard drains.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -55,10 +71,11 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     Some(permit) => {
                         let permits = limits::Permits { socket: Some(socket), ip: Some(permit), user: None };
                         match &shard.shared.http_tls {
-                            None => monoio::spawn(serve(shard.clone(), stream, permits, reset)),
+                            None => monoio::spawn(serve(shard.clone(), stream, peer.ip(), permits, reset)),
                             Some(acceptor) => monoio::spawn(serve_tls(
                                 shard.clone(),
                                 stream,
+                                peer.ip(),
                                 acceptor.clone(),
                                 permits,
                                 reset,
@@ -134,13 +151,14 @@ async fn refuse_over_limit(mut stream: TcpStream, _socket: crate::descriptors::S
 async fn serve_tls(
     shard: Rc<Shard>,
     stream: TcpStream,
+    peer: std::net::IpAddr,
     acceptor: monoio_rustls::TlsAcceptor,
     permits: limits::Permits,
     reset: socket_reset::SocketReset,
 ) {
     let deadline = shard.shared.config.handshake_timeout;
     match monoio::time::timeout(deadline, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => serve(shard, stream, permits, reset).await,
+        Ok(Ok(stream)) => serve(shard, stream, peer, permits, reset).await,
         Ok(Err(e)) => {
             crate::metrics::Metrics::inc(&shard.shared.metrics.tls_handshake_failures);
             tracing::debug!("TLS handshake failed: {e}");
@@ -157,6 +175,7 @@ async fn serve_tls(
 async fn serve(
     shard: Rc<Shard>,
     mut stream: impl ByteStream,
+    peer: std::net::IpAddr,
     permits: limits::Permits,
     reset: socket_reset::SocketReset,
 ) {
@@ -232,13 +251,45 @@ async fn serve(
             upgrade(shard, stream, buf, request, permits, reset).await;
             return;
         }
-        let response = routes::handle(&shard, &request).await;
+        let Some(response) =
+            unless_peer_leaves(&mut stream, &mut buf, routes::handle(&shard, &request, peer)).await
+        else {
+            // Whatever the route was waiting for (a password hash) was dropped unrun.
+            return;
+        };
         let keep_alive = request.keep_alive && !shard.draining.get();
         if write_response(&mut stream, &response, keep_alive).await.is_err() {
             return;
         }
         if !keep_alive {
             return close(stream).await;
+        }
+    }
+}
+
+/// Runs `handling` (a route's answer) unless the peer closes the connection first: then
+/// `None`, and dropping `handling` drops the work it queued (a sign-in's hashing) before
+/// it runs. Bytes the peer sends meanwhile (a pipelined request) are kept in `buf`.
+async fn unless_peer_leaves<T>(
+    stream: &mut impl ByteStream,
+    buf: &mut BytesMut,
+    handling: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut handling = std::pin::pin!(handling);
+    loop {
+        monoio::select! {
+            biased;
+            answer = &mut handling => return Some(answer),
+            () = stream.wait_readable() => {}
+        }
+        if buf.len() > http::MAX_HEAD_BYTES {
+            // Pipelining far ahead: stop reading, just wait for the answer.
+            return Some(handling.await);
+        }
+        // Ready to read: this completes at once, with what was sent or with the end.
+        match http::read_more(stream, buf).await {
+            Ok(n) if n > 0 => {}
+            _ => return None,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The REST routes: accounts and tokens, health, metrics. Anything slow (argon2,
-//! synchronous account writes) runs on the blocking pool, never on the shard.
+//! synchronous account writes) runs on a blocking lane, never on the shard; sign-ins are
+//! throttled per address and per account and address before any hashing.
 
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use palaver_protocol::{ErrorCode, UserId, Username, limits};
@@ -10,6 +12,7 @@ use serde_json::json;
 
 use super::http::{Request, Response};
 use crate::auth::{hash_password, hash_refresh_token, verify_password_or_dummy};
+use crate::blocking::Refused;
 use crate::clock::now_ms;
 use crate::shard::Shard;
 use crate::shared::Shared;
@@ -31,12 +34,12 @@ struct RefreshBody {
 }
 
 /// Answers a REST request (everything but the WebSocket upgrade).
-pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
+pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Response {
     crate::metrics::Metrics::inc(&shard.shared.metrics.http_requests);
     let shared = shard.shared.clone();
     match (request.method.as_str(), request.path.as_str()) {
-        ("POST", "/v1/auth/register") => register(&shard.shared, request).await,
-        ("POST", "/v1/auth/login") => login(&shard.shared, request).await,
+        ("POST", "/v1/auth/register") => register(&shard.shared, request, peer).await,
+        ("POST", "/v1/auth/login") => login(&shard.shared, request, peer).await,
         ("POST", "/v1/auth/refresh") => refresh(&shard.shared, request).await,
         ("GET", "/healthz") => {
             if shared.store.is_poisoned() {
@@ -73,6 +76,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
                     "counter",
                     i128::from(shared.store.reopens()),
                 );
+                shared.lanes.render_metrics(&mut text);
                 if let Some(cluster) = &shared.cluster {
                     cluster.render_metrics(&mut text);
                 }
@@ -110,7 +114,23 @@ fn check_password(password: &str) -> Result<(), Response> {
     }
 }
 
-async fn register(shared: &std::sync::Arc<Shared>, request: &Request) -> Response {
+/// The answer when a blocking lane did not run the work.
+pub fn refused_response(refused: Refused) -> Response {
+    match refused {
+        Refused::Busy => Response::error_with_retry(
+            ErrorCode::Unavailable,
+            "the server is busy with work of this kind; retry shortly",
+            super::http::BUSY_RETRY_MS,
+        ),
+        Refused::Closed => Response::error(ErrorCode::Unavailable, "server is shutting down"),
+    }
+}
+
+fn throttled(retry_after_ms: u64) -> Response {
+    Response::error_with_retry(ErrorCode::RateLimited, "too many sign-in attempts; slow down", retry_after_ms)
+}
+
+async fn register(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAddr) -> Response {
     let credentials: Credentials = match parse_json(request) {
         Ok(c) => c,
         Err(response) => return response,
@@ -122,9 +142,13 @@ async fn register(shared: &std::sync::Arc<Shared>, request: &Request) -> Respons
     if let Err(response) = check_password(&credentials.password) {
         return response;
     }
+    if let Err(wait) = shared.sign_ins.admit(peer, None, now_ms()) {
+        return throttled(wait);
+    }
     let worker = shared.clone();
     let outcome = shared
-        .blocking
+        .lanes
+        .passwords
         .run(move || -> Result<(UserId, String, String), StorageError> {
             let hash = hash_password(&credentials.password)
                 .map_err(|e| StorageError::Corrupt { partition: "password", detail: e.to_string() })?;
@@ -141,27 +165,32 @@ async fn register(shared: &std::sync::Arc<Shared>, request: &Request) -> Respons
         })
         .await;
     match outcome {
-        Some(Ok((user_id, access, refresh))) => {
-            tokens_response(shared, 201, Some(&user_id), &access, &refresh)
-        }
-        Some(Err(StorageError::UsernameTaken)) => Response::error(ErrorCode::Conflict, "username is taken"),
-        Some(Err(e)) => storage_failure(&e),
-        None => Response::error(ErrorCode::Unavailable, "server is shutting down"),
+        Ok(Ok((user_id, access, refresh))) => tokens_response(shared, 201, Some(&user_id), &access, &refresh),
+        Ok(Err(StorageError::UsernameTaken)) => Response::error(ErrorCode::Conflict, "username is taken"),
+        Ok(Err(e)) => storage_failure(&e),
+        Err(refused) => refused_response(refused),
     }
 }
 
-async fn login(shared: &std::sync::Arc<Shared>, request: &Request) -> Response {
+async fn login(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAddr) -> Response {
     let credentials: Credentials = match parse_json(request) {
         Ok(c) => c,
         Err(response) => return response,
     };
+    // A name that cannot exist still costs the attempt (and a dummy hash, below): the
+    // answer must not tell names apart.
+    let account = Username::parse(&credentials.username).ok();
+    if let Err(wait) = shared.sign_ins.admit(peer, account.as_ref(), now_ms()) {
+        return throttled(wait);
+    }
     let worker = shared.clone();
     let outcome = shared
-        .blocking
+        .lanes
+        .passwords
         .run(move || -> Result<Option<(UserId, String, String)>, StorageError> {
-            let user = match Username::parse(&credentials.username) {
-                Ok(name) => worker.store.user_by_name(&name)?,
-                Err(_) => None,
+            let user = match &account {
+                Some(name) => worker.store.user_by_name(name)?,
+                None => None,
             };
             let valid = verify_password_or_dummy(
                 &credentials.password,
@@ -172,17 +201,22 @@ async fn login(shared: &std::sync::Arc<Shared>, request: &Request) -> Response {
                     let (access, refresh) = start_token_family(&worker, &user.user_id)?;
                     Ok(Some((user.user_id, access, refresh)))
                 }
-                _ => Ok(None),
+                _ => {
+                    if let Some(name) = &account {
+                        worker.sign_ins.failed(peer, name, now_ms());
+                    }
+                    Ok(None)
+                }
             }
         })
         .await;
     match outcome {
-        Some(Ok(Some((user_id, access, refresh)))) => {
+        Ok(Ok(Some((user_id, access, refresh)))) => {
             tokens_response(shared, 200, Some(&user_id), &access, &refresh)
         }
-        Some(Ok(None)) => Response::error(ErrorCode::Unauthorized, "wrong username or password"),
-        Some(Err(e)) => storage_failure(&e),
-        None => Response::error(ErrorCode::Unavailable, "server is shutting down"),
+        Ok(Ok(None)) => Response::error(ErrorCode::Unauthorized, "wrong username or password"),
+        Ok(Err(e)) => storage_failure(&e),
+        Err(refused) => refused_response(refused),
     }
 }
 
@@ -193,7 +227,8 @@ async fn refresh(shared: &std::sync::Arc<Shared>, request: &Request) -> Response
     };
     let worker = shared.clone();
     let outcome = shared
-        .blocking
+        .lanes
+        .accounts
         .run(move || -> Result<Option<(String, String)>, StorageError> {
             let new_refresh = crate::ids::secret_token();
             let now = now_ms();
@@ -212,12 +247,12 @@ async fn refresh(shared: &std::sync::Arc<Shared>, request: &Request) -> Response
         })
         .await;
     match outcome {
-        Some(Ok(Some((access, refresh)))) => tokens_response(shared, 200, None, &access, &refresh),
-        Some(Ok(None)) => {
+        Ok(Ok(Some((access, refresh)))) => tokens_response(shared, 200, None, &access, &refresh),
+        Ok(Ok(None)) => {
             Response::error(ErrorCode::Unauthorized, "refresh token is invalid, expired or already used")
         }
-        Some(Err(e)) => storage_failure(&e),
-        None => Response::error(ErrorCode::Unavailable, "server is shutting down"),
+        Ok(Err(e)) => storage_failure(&e),
+        Err(refused) => refused_response(refused),
     }
 }
 

@@ -330,7 +330,14 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
             let request = directory::SearchRequest { query, room, from, before, after, order, limit, cursor };
             let (shard, conn) = (shard.clone(), conn.clone());
             monoio::spawn(async move {
-                let body = directory::search(&shard, &conn, user, request).await;
+                // A socket that closes meanwhile drops its search before it runs.
+                let closed = conn.outbound.closed();
+                let searched = directory::search(&shard, &conn, user, request);
+                let body = monoio::select! {
+                    biased;
+                    body = searched => body,
+                    () = closed => return,
+                };
                 conn.session.borrow_mut().finished();
                 send_frame(&conn, &ServerFrame::Reply { re: id, body });
             });

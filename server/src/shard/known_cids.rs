@@ -108,14 +108,14 @@ fn start_build(shard: &Rc<Shard>, room: RoomId) -> KnownCids {
     monoio::spawn(async move {
         let store = Arc::clone(&shard.shared.store);
         let scanned = room.clone();
-        let filter = shard.shared.scans.run(move || store.cid_filter(&scanned)).await;
+        let filter = shard.shared.lanes.scans.run(move || store.cid_filter(&scanned)).await;
         let filter = match filter {
-            Some(Ok(filter)) => filter,
-            Some(Err(e)) => {
+            Ok(Ok(filter)) => filter,
+            Ok(Err(e)) => {
                 tracing::warn!("building the cid filter of {room}: {e}; its sends look cids up");
                 None
             }
-            None => None,
+            Err(_) => None,
         };
         if let Some(owned) = shard.owned.borrow_mut().rooms.get_mut(&room) {
             owned.cids.built(build, filter);
