@@ -158,11 +158,13 @@ fn three_nodes_chat_forward_and_share_events() {
     });
 
     // History and search answer on any node (each node keeps a full replica).
-    let history =
-        match ok_retry(&mut clients[1], Op::History { room: room.clone(), before: None, limit: Some(50) }) {
-            OkBody::History(h) => h.messages,
-            other => panic!("{other:?}"),
-        };
+    let history = match ok_retry(
+        &mut clients[1],
+        Op::History { room: room.clone(), before: None, after: None, limit: Some(50), cursor: None },
+    ) {
+        OkBody::History(h) => h.messages,
+        other => panic!("{other:?}"),
+    };
     assert_eq!(history.iter().filter(|m| m.seq >= first).count(), 15);
     let deadline = Instant::now() + WAIT;
     loop {

@@ -24,8 +24,14 @@ fn history_pages_newest_first_with_before_and_limit() {
     assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=20).rev().collect::<Vec<_>>());
     assert_eq!(page.last().map(|m| m.text.as_str()), Some("m1"));
     assert!(a.history(&room, Some(1), None).is_empty());
-    a.err(Op::History { room: room.clone(), before: None, limit: Some(0) }, ErrorCode::Invalid);
-    a.err(Op::History { room, before: None, limit: Some(101) }, ErrorCode::Invalid);
+    a.err(
+        Op::History { room: room.clone(), before: None, after: None, limit: Some(0), cursor: None },
+        ErrorCode::Invalid,
+    );
+    a.err(
+        Op::History { room, before: None, after: None, limit: Some(101), cursor: None },
+        ErrorCode::Invalid,
+    );
 }
 
 #[test]

@@ -32,7 +32,7 @@ fn never_reading_members_and_idle_floods_cannot_exhaust_descriptors() {
         NOFILE,
         &[
             "--outbound-queue-bytes",
-            "65536",
+            "262144",
             "--write-timeout-secs",
             "2",
             "--handshake-timeout-secs",

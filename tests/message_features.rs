@@ -118,7 +118,7 @@ fn replies_edits_deletes_kinds_and_mentions() {
     b.err(Op::Edit { room: room.clone(), seq: 1, text: "zombie".into() }, ErrorCode::NotFound);
 
     // Bob's mention count, then read.
-    let bob_summary = |b: &mut Client| match b.ok(Op::Sync {}) {
+    let bob_summary = |b: &mut Client| match b.ok(Op::Sync { limit: None, cursor: None }) {
         OkBody::Sync(s) => s.rooms.into_iter().find(|r| r.room.room_id == room).unwrap(),
         other => panic!("{other:?}"),
     };

@@ -20,7 +20,7 @@ fn friend_event(client: &mut Client) -> FriendInfo {
 }
 
 fn friends(client: &mut Client) -> Vec<FriendInfo> {
-    match client.ok(Op::FriendList {}) {
+    match client.ok(Op::FriendList { limit: None, cursor: None }) {
         OkBody::Friends(list) => list.friends,
         other => panic!("{other:?}"),
     }
@@ -157,12 +157,12 @@ fn a_block_stops_dms_requests_and_invitations_and_flags_messages_for_the_blocker
         }),
         uid(&alice)
     );
-    match a.ok(Op::BlockList {}) {
+    match a.ok(Op::BlockList { limit: None, cursor: None }) {
         OkBody::Blocked(list) => assert_eq!(list.blocked, [uid(&bob)]),
         other => panic!("{other:?}"),
     }
     // The block list is the blocker's alone.
-    match b.ok(Op::BlockList {}) {
+    match b.ok(Op::BlockList { limit: None, cursor: None }) {
         OkBody::Blocked(list) => assert!(list.blocked.is_empty()),
         other => panic!("{other:?}"),
     }

@@ -85,7 +85,7 @@ fn a_friend_sees_online_away_and_offline_with_last_seen() {
     assert_eq!((hidden.status, hidden.last_seen), (PresenceStatus::Offline, Some(last_seen)));
 
     // friend.list carries presence too; strangers cannot follow.
-    match b.ok(Op::FriendList {}) {
+    match b.ok(Op::FriendList { limit: None, cursor: None }) {
         OkBody::Friends(list) => {
             assert_eq!(list.friends[0].presence.as_ref().map(|p| p.status), Some(PresenceStatus::Offline));
         }

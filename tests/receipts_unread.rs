@@ -12,7 +12,7 @@ fn receipt(client: &mut Client, room: &RoomId, delivered: Option<u64>, read: Opt
 }
 
 fn sync(client: &mut Client, room: &RoomId) -> RoomSummary {
-    match client.ok(Op::Sync {}) {
+    match client.ok(Op::Sync { limit: None, cursor: None }) {
         OkBody::Sync(s) => s.rooms.into_iter().find(|r| &r.room.room_id == room).expect("room in sync"),
         other => panic!("{other:?}"),
     }
@@ -82,7 +82,7 @@ fn outsiders_cannot_set_receipts() {
     let room = a.create_room("private", RoomKind::Private);
     let mut m = Client::login(server.addr, Codec::Json, &mallory);
     m.err(Op::Receipt { room: room.clone(), delivered: Some(1), read: None }, ErrorCode::Forbidden);
-    match m.ok(Op::Sync {}) {
+    match m.ok(Op::Sync { limit: None, cursor: None }) {
         OkBody::Sync(s) => assert!(s.rooms.is_empty(), "mallory is in no room"),
         other => panic!("{other:?}"),
     }

@@ -16,7 +16,10 @@ fn a_private_room_refuses_outsiders_for_join_send_and_history() {
     let mut m = Client::login(server.addr, Codec::Rkyv, &outsider);
     m.err(Op::Join { room: room.clone(), since: Some(0) }, ErrorCode::Forbidden);
     m.err(send_op(&room, "x", "let me in"), ErrorCode::Forbidden);
-    m.err(Op::History { room: room.clone(), before: None, limit: None }, ErrorCode::Forbidden);
+    m.err(
+        Op::History { room: room.clone(), before: None, after: None, limit: None, cursor: None },
+        ErrorCode::Forbidden,
+    );
     // Nothing leaked and nothing was stored.
     assert!(m.events.is_empty());
     let history = o.history(&room, None, None);
@@ -57,7 +60,10 @@ fn unknown_rooms_are_not_found_and_bad_room_names_invalid() {
     let ghost = RoomId::parse("r_doesnotexist").unwrap();
     a.err(Op::Join { room: ghost.clone(), since: None }, ErrorCode::NotFound);
     a.err(send_op(&ghost, "c", "hi"), ErrorCode::NotFound);
-    a.err(Op::History { room: ghost, before: None, limit: None }, ErrorCode::NotFound);
+    a.err(
+        Op::History { room: ghost, before: None, after: None, limit: None, cursor: None },
+        ErrorCode::NotFound,
+    );
     a.err(
         Op::RoomCreate { name: "  ".into(), kind: RoomKind::Public, topic: None, settings: None },
         ErrorCode::Invalid,

@@ -2,15 +2,15 @@
 //! name filter; `dm.open` gives a pair of users exactly one direct room.
 
 use palaver_e2e::{Client, Server, register};
-use palaver_protocol::{Codec, ErrorCode, OkBody, Op, RoomId, RoomInfo, RoomKind, UserId};
+use palaver_protocol::{Codec, ErrorCode, OkBody, Op, RoomInfo, RoomKind, UserId};
 
 fn list(
     client: &mut Client,
     query: Option<&str>,
-    after: Option<RoomId>,
+    cursor: Option<String>,
     limit: Option<u32>,
-) -> (Vec<RoomInfo>, Option<RoomId>) {
-    match client.ok(Op::RoomList { query: query.map(str::to_owned), after, limit }) {
+) -> (Vec<RoomInfo>, Option<String>) {
+    match client.ok(Op::RoomList { query: query.map(str::to_owned), limit, cursor }) {
         OkBody::RoomList(l) => (l.results, l.next),
         other => panic!("{other:?}"),
     }
@@ -55,7 +55,7 @@ fn room_list_shows_public_rooms_filtered_and_paged() {
     unique.sort();
     unique.dedup();
     assert_eq!((seen.len(), unique.len()), (4, 4));
-    a.err(Op::RoomList { query: None, after: None, limit: Some(0) }, ErrorCode::Invalid);
+    a.err(Op::RoomList { query: None, limit: Some(0), cursor: None }, ErrorCode::Invalid);
 }
 
 #[test]
@@ -81,7 +81,10 @@ fn a_pair_of_users_gets_one_direct_room() {
 
     let mut c = Client::login(server.addr, Codec::Json, &carol);
     c.err(Op::Join { room: room.room_id.clone(), since: None }, ErrorCode::Forbidden);
-    c.err(Op::History { room: room.room_id.clone(), before: None, limit: None }, ErrorCode::Forbidden);
+    c.err(
+        Op::History { room: room.room_id.clone(), before: None, after: None, limit: None, cursor: None },
+        ErrorCode::Forbidden,
+    );
     a1.err(Op::DmOpen { user: UserId::parse(&alice.user_id).unwrap() }, ErrorCode::Invalid);
     a1.err(Op::DmOpen { user: UserId::parse("u_nobody").unwrap() }, ErrorCode::NotFound);
     a1.err(

@@ -24,14 +24,17 @@ fn an_outsider_sees_and_enters_a_private_room_only_once_invited() {
     // Outsiders: no details, no members, no history, no entry, not listed, cannot send.
     for c in [&mut ol, &mut ma] {
         c.err(Op::RoomGet { room: room.clone() }, ErrorCode::Forbidden);
-        c.err(Op::RoomMembers { room: room.clone(), after: None, limit: None }, ErrorCode::Forbidden);
-        c.err(Op::History { room: room.clone(), before: None, limit: None }, ErrorCode::Forbidden);
+        c.err(Op::RoomMembers { room: room.clone(), limit: None, cursor: None }, ErrorCode::Forbidden);
+        c.err(
+            Op::History { room: room.clone(), before: None, after: None, limit: None, cursor: None },
+            ErrorCode::Forbidden,
+        );
         c.err(Op::Join { room: room.clone(), since: None }, ErrorCode::Forbidden);
         c.err(Op::InviteAccept { room: room.clone() }, ErrorCode::Forbidden);
         c.err(send_op(&room, "x", "let me in"), ErrorCode::Forbidden);
         // An outsider cannot invite anyone (themselves included).
         c.err(Op::RoomInvite { room: room.clone(), user: uid(&mallory) }, ErrorCode::Forbidden);
-        match c.ok(Op::RoomList { query: Some("secret".into()), after: None, limit: None }) {
+        match c.ok(Op::RoomList { query: Some("secret".into()), limit: None, cursor: None }) {
             OkBody::RoomList(list) => assert!(list.results.is_empty()),
             other => panic!("{other:?}"),
         }
@@ -45,7 +48,7 @@ fn an_outsider_sees_and_enters_a_private_room_only_once_invited() {
     });
     assert_eq!((invite.room.room_id.clone(), invite.by.clone()), (room.clone(), uid(&owner)));
     assert_eq!(invite.room.name, "secret plans");
-    match ol.ok(Op::InviteList {}) {
+    match ol.ok(Op::InviteList { limit: None, cursor: None }) {
         OkBody::Invites(list) => assert_eq!(list.invites.len(), 1),
         other => panic!("{other:?}"),
     }
@@ -69,7 +72,7 @@ fn an_outsider_sees_and_enters_a_private_room_only_once_invited() {
     assert_eq!(ol.history(&room, None, None).len(), 1);
     ol.say(&room, "ol1", "thanks for having me");
     assert_eq!(o.next_message().text, "thanks for having me");
-    match ol.ok(Op::InviteList {}) {
+    match ol.ok(Op::InviteList { limit: None, cursor: None }) {
         OkBody::Invites(list) => assert!(list.invites.is_empty()),
         other => panic!("{other:?}"),
     }
@@ -104,7 +107,7 @@ fn who_may_invite_is_a_room_setting_and_invitations_survive_a_restart() {
     server.kill9();
     server.restart();
     let mut g = Client::login(server.addr, Codec::Rkyv, &guest);
-    match g.ok(Op::InviteList {}) {
+    match g.ok(Op::InviteList { limit: None, cursor: None }) {
         OkBody::Invites(list) => {
             assert_eq!(list.invites.len(), 1);
             assert_eq!(list.invites[0].by, uid(&member));

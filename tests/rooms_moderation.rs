@@ -302,19 +302,19 @@ fn member_limits_file_sharing_and_member_pages() {
     clients[0].err(file, ErrorCode::Forbidden);
 
     // Members, paged, with roles.
-    let page = |c: &mut Client, after: Option<UserId>| match c.ok(Op::RoomMembers {
+    let page = |c: &mut Client, cursor: Option<String>| match c.ok(Op::RoomMembers {
         room: room.clone(),
-        after,
         limit: Some(2),
+        cursor,
     }) {
         OkBody::Members(page) => page,
         other => panic!("{other:?}"),
     };
     let first = page(&mut clients[0], None);
     assert_eq!(first.members.len(), 2);
-    let second = page(&mut clients[0], first.next_member.clone());
+    let second = page(&mut clients[0], first.next.clone());
     assert_eq!(second.members.len(), 1);
-    assert!(second.next_member.is_none());
+    assert!(second.next.is_none());
     let all: Vec<_> = first.members.iter().chain(&second.members).collect();
     assert!(all.windows(2).all(|w| w[0].user < w[1].user));
     let owner_entry = all.iter().find(|m| m.user == uid(&owner)).unwrap();

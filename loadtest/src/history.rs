@@ -287,7 +287,13 @@ impl Pager {
             let before = (page > 0).then(|| self.fill + 1 - page * u64::from(self.limit));
             let newest = before.map_or(self.fill, |b| b - 1);
             let count = newest.min(u64::from(self.limit)) as usize;
-            let op = Op::History { room: self.room.clone(), before, limit: Some(self.limit) };
+            let op = Op::History {
+                room: self.room.clone(),
+                before,
+                after: None,
+                limit: Some(self.limit),
+                cursor: None,
+            };
             let now_us = epoch_us();
             let id = client.feed(op).await?;
             pending.insert(id, (now_us, newest, count));

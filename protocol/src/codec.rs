@@ -183,16 +183,29 @@ mod tests {
                     encryption: None,
                 }
             }),
-            (room_id(), any::<Option<u64>>(), any::<Option<u32>>())
-                .prop_map(|(room, before, limit)| Op::History { room, before, limit }),
+            (
+                room_id(),
+                any::<Option<u64>>(),
+                any::<Option<u64>>(),
+                any::<Option<u32>>(),
+                prop::option::of("[A-Za-z0-9_-]{0,16}")
+            )
+                .prop_map(|(room, before, after, limit, cursor)| Op::History {
+                    room,
+                    before,
+                    after,
+                    limit,
+                    cursor
+                }),
             Just(Op::Ping {}),
             room_id().prop_map(|room| Op::TypingStart { room }),
             room_id().prop_map(|room| Op::TypingStop { room }),
             (room_id(), any::<Option<u64>>(), any::<Option<u64>>())
                 .prop_map(|(room, delivered, read)| Op::Receipt { room, delivered, read }),
-            Just(Op::Sync {}),
-            (prop::option::of("[a-z]{0,8}"), prop::option::of(room_id()), any::<Option<u32>>())
-                .prop_map(|(query, after, limit)| Op::RoomList { query, after, limit }),
+            (any::<Option<u32>>(), prop::option::of("[A-Za-z0-9_-]{0,16}"))
+                .prop_map(|(limit, cursor)| Op::Sync { limit, cursor }),
+            (prop::option::of("[a-z]{0,8}"), any::<Option<u32>>(), prop::option::of("[A-Za-z0-9_-]{0,16}"))
+                .prop_map(|(query, limit, cursor)| Op::RoomList { query, limit, cursor }),
             id_body().prop_map(|b| Op::DmOpen { user: UserId::from_body(&b).unwrap() }),
             (room_id(), any::<u64>(), "[^ \\t\\n]{1,8}").prop_map(|(room, seq, emoji)| Op::React {
                 room,
@@ -289,7 +302,7 @@ mod tests {
                         unread: n - n / 2,
                         mentions: n / 3,
                     };
-                    ServerFrame::ok(re, OkBody::Sync(crate::SyncOk { rooms: vec![summary] }))
+                    ServerFrame::ok(re, OkBody::Sync(crate::SyncOk { rooms: vec![summary], next: None }))
                 }
             ),
             (room_id(), id_body(), any::<u64>(), any::<u64>()).prop_map(|(room, user, delivered, read)| {
@@ -316,8 +329,9 @@ mod tests {
             (any::<u64>(), room_info, any::<u64>()).prop_map(|(re, room, last_seq)| {
                 ServerFrame::ok(re, OkBody::Joined(JoinOk { room, last_seq }))
             }),
-            (any::<u64>(), prop::collection::vec(message(), 0..5))
-                .prop_map(|(re, messages)| { ServerFrame::ok(re, OkBody::History(HistoryOk { messages })) }),
+            (any::<u64>(), prop::collection::vec(message(), 0..5)).prop_map(|(re, messages)| {
+                ServerFrame::ok(re, OkBody::History(HistoryOk { messages, next: None }))
+            }),
             (any::<u64>(), ".{0,50}", any::<Option<u64>>()).prop_map(|(re, message, retry)| {
                 ServerFrame::err(
                     re,
@@ -388,18 +402,20 @@ mod tests {
     fn untagged_json_ok_bodies_decode_as_the_right_variant() {
         // Shapes that could be confused: every answer must come back as itself, even empty.
         let bodies = [
-            OkBody::Sync(crate::SyncOk { rooms: vec![] }),
+            OkBody::Sync(crate::SyncOk { rooms: vec![], next: None }),
+            OkBody::Sync(crate::SyncOk { rooms: vec![], next: Some("c".into()) }),
             OkBody::RoomList(crate::RoomListOk { results: vec![], next: None }),
-            OkBody::History(HistoryOk { messages: vec![] }),
+            OkBody::History(HistoryOk { messages: vec![], next: None }),
+            OkBody::History(HistoryOk { messages: vec![], next: Some("c".into()) }),
             OkBody::Sent(SendOk { seq: 1, ts: 2, duplicate: false }),
             OkBody::Edited(crate::EditOk { seq: 1, edited_at: 2 }),
             OkBody::Receipt(crate::ReceiptOk { delivered: 1, read: 1 }),
             OkBody::Reaction(crate::ReactionOk { seq: 1, emoji: "x".into(), count: 1 }),
-            OkBody::Members(crate::MembersOk { members: vec![], next_member: None }),
-            OkBody::Invites(crate::InvitesOk { invites: vec![] }),
+            OkBody::Members(crate::MembersOk { members: vec![], next: None }),
+            OkBody::Invites(crate::InvitesOk { invites: vec![], next: None }),
             OkBody::Users(crate::UsersOk { users: vec![] }),
-            OkBody::Friends(crate::FriendsOk { friends: vec![] }),
-            OkBody::Blocked(crate::BlockedOk { blocked: vec![] }),
+            OkBody::Friends(crate::FriendsOk { friends: vec![], next: None }),
+            OkBody::Blocked(crate::BlockedOk { blocked: vec![], next: None }),
             OkBody::PresenceList(crate::PresenceListOk { presence: vec![] }),
             OkBody::Profile(Box::new(crate::ProfileOk {
                 profile: crate::Profile {

@@ -94,17 +94,25 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         encryption: Option<Box<Encryption>>,
     },
-    /// Page through a room's history, newest first.
+    /// Page through a room's history: backwards from the newest (or from `before`),
+    /// newest first; or forwards from `after`, oldest first.
     #[serde(rename = "history")]
     History {
         /// The room.
         room: RoomId,
-        /// Only messages with seq below this; the newest when absent.
+        /// Only messages with seq below this, newest first.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         before: Option<u64>,
+        /// Only messages with seq above this, oldest first (not with `before`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
         /// Page size, 1..=100 (default 50).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
+        /// The previous page's `next`: continues in its direction (not with `before` or
+        /// `after`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
     },
     /// Liveness check at the application level; answered with an empty ok.
     #[serde(rename = "ping")]
@@ -133,9 +141,16 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         read: Option<u64>,
     },
-    /// The caller's rooms with their last message and unread counts.
+    /// The caller's rooms with their last message and unread counts, by room id.
     #[serde(rename = "sync")]
-    Sync {},
+    Sync {
+        /// Page size (see `paging::sizes`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
     /// Replace the text of one of the caller's own messages (within the edit window).
     #[serde(rename = "edit")]
     Edit {
@@ -160,12 +175,12 @@ pub enum Op {
         /// Only rooms whose name contains this (case-insensitive).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         query: Option<String>,
-        /// Continue after this room (the previous page's `next`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        after: Option<RoomId>,
-        /// Page size, 1..=100 (default 50).
+        /// Page size (see `paging::sizes`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
+        /// The previous page's `next`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
     },
     /// Open the direct-message room with another user: the same room every time, for
     /// either of the two, created the first time.
@@ -226,12 +241,12 @@ pub enum Op {
     RoomMembers {
         /// The room.
         room: RoomId,
-        /// Continue after this member (the previous page's `next_member`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        after: Option<UserId>,
-        /// Page size, 1..=100 (default 50).
+        /// Page size (see `paging::sizes`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
+        /// The previous page's `next`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
     },
     /// Invite a user to a room (who may invite is a room setting).
     #[serde(rename = "room.invite")]
@@ -243,7 +258,14 @@ pub enum Op {
     },
     /// The caller's pending invitations.
     #[serde(rename = "invite.list")]
-    InviteList {},
+    InviteList {
+        /// Page size (see `paging::sizes`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
     /// Accept an invitation: join the room (answered like `join`).
     #[serde(rename = "invite.accept")]
     InviteAccept {
@@ -385,7 +407,14 @@ pub enum Op {
     },
     /// Friends and pending requests, with friends' presence.
     #[serde(rename = "friend.list")]
-    FriendList {},
+    FriendList {
+        /// Page size (see `paging::sizes`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
     /// Block a user: no DMs, friend requests or invitations from them; their messages
     /// arrive flagged `blocked`.
     #[serde(rename = "block")]
@@ -401,7 +430,14 @@ pub enum Op {
     },
     /// The users the caller blocked.
     #[serde(rename = "block.list")]
-    BlockList {},
+    BlockList {
+        /// Page size (see `paging::sizes`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
     /// Choose online, away or invisible.
     #[serde(rename = "presence.set")]
     PresenceSet {
@@ -463,7 +499,7 @@ pub enum Op {
         /// Hits per page, 1–50 (default 20).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
-        /// The previous page's `next_cursor`.
+        /// The previous page's `next`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cursor: Option<String>,
     },
@@ -492,7 +528,7 @@ impl Op {
             Op::TypingStart { .. } => "typing.start",
             Op::TypingStop { .. } => "typing.stop",
             Op::Receipt { .. } => "receipt",
-            Op::Sync {} => "sync",
+            Op::Sync { .. } => "sync",
             Op::React { .. } => "react",
             Op::RoomList { .. } => "room.list",
             Op::DmOpen { .. } => "dm.open",
@@ -504,7 +540,7 @@ impl Op {
             Op::RoomDelete { .. } => "room.delete",
             Op::RoomMembers { .. } => "room.members",
             Op::RoomInvite { .. } => "room.invite",
-            Op::InviteList {} => "invite.list",
+            Op::InviteList { .. } => "invite.list",
             Op::InviteAccept { .. } => "invite.accept",
             Op::InviteDecline { .. } => "invite.decline",
             Op::Kick { .. } => "kick",
@@ -522,10 +558,10 @@ impl Op {
             Op::FriendDecline { .. } => "friend.decline",
             Op::FriendCancel { .. } => "friend.cancel",
             Op::FriendRemove { .. } => "friend.remove",
-            Op::FriendList {} => "friend.list",
+            Op::FriendList { .. } => "friend.list",
             Op::Block { .. } => "block",
             Op::Unblock { .. } => "unblock",
-            Op::BlockList {} => "block.list",
+            Op::BlockList { .. } => "block.list",
             Op::PresenceSet { .. } => "presence.set",
             Op::PresenceSubscribe { .. } => "presence.subscribe",
             Op::PresenceUnsubscribe { .. } => "presence.unsubscribe",
@@ -557,10 +593,7 @@ impl ClientFrame {
             | Op::RoomDelete { room }
             | Op::InviteAccept { room }
             | Op::InviteDecline { room } => room.revalidate(),
-            Op::RoomMembers { room, after, .. } => {
-                room.revalidate()?;
-                after.as_ref().map_or(Ok(()), Revalidate::revalidate)
-            }
+            Op::RoomMembers { room, .. } => room.revalidate(),
             Op::RoomInvite { room, user }
             | Op::Kick { room, user, .. }
             | Op::Ban { room, user, .. }
@@ -593,17 +626,17 @@ impl ClientFrame {
                 room.revalidate()?;
                 cid.revalidate()
             }
-            Op::RoomList { after, .. } => after.as_ref().map_or(Ok(()), Revalidate::revalidate),
             Op::DmOpen { user } => user.revalidate(),
             Op::Auth { .. }
             | Op::RoomCreate { .. }
             | Op::Ping {}
-            | Op::Sync {}
-            | Op::InviteList {}
+            | Op::Sync { .. }
+            | Op::RoomList { .. }
+            | Op::InviteList { .. }
             | Op::UserUpdate { .. }
             | Op::UserSearch { .. }
-            | Op::FriendList {}
-            | Op::BlockList {}
+            | Op::FriendList { .. }
+            | Op::BlockList { .. }
             | Op::KeysUpload { .. }
             | Op::PresenceSet { .. } => Ok(()),
         }
@@ -659,7 +692,7 @@ pub struct SearchOk {
     pub hits: Vec<SearchHit>,
     /// Pass as `cursor` for the next page; absent on the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
+    pub next: Option<String>,
 }
 
 /// Who may join a room.
@@ -1046,9 +1079,9 @@ pub struct RoomListOk {
     /// Public rooms, by room id. (Not named `rooms`: JSON replies are untagged, and
     /// `sync` answers `{"rooms":[…]}`.)
     pub results: Vec<RoomInfo>,
-    /// Pass as `after` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next: Option<RoomId>,
+    pub next: Option<String>,
 }
 
 /// Answer to `edit`.
@@ -1076,8 +1109,11 @@ pub struct EditOk {
     Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct SyncOk {
-    /// Every room the caller is a member of.
+    /// A page of the rooms the caller is a member of, by room id.
     pub rooms: Vec<RoomSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// One room in a `sync` answer.
@@ -1109,8 +1145,12 @@ pub struct RoomSummary {
     Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct HistoryOk {
-    /// Newest first.
+    /// Newest first (a page backwards), or oldest first (a page forwards from `after`).
     pub messages: Vec<Message>,
+    /// Pass as `cursor` for the next page in the same direction; absent when there is
+    /// none (forwards: the newest message is in this page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Events the server pushes.

@@ -21,6 +21,7 @@ mod frames;
 mod ids;
 mod keys;
 pub mod limits;
+pub mod paging;
 mod people;
 mod rooms;
 mod text;

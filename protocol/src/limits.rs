@@ -61,3 +61,5 @@ pub const MAX_ONE_TIME_KEYS_PER_UPLOAD: usize = 100;
 pub const MAX_ONE_TIME_KEYS_PER_DEVICE: usize = 1_000;
 /// Most devices per user.
 pub const MAX_DEVICES: usize = 50;
+/// Pending invitations one user may have; more are refused until they answer some.
+pub const MAX_PENDING_INVITES: usize = 200;

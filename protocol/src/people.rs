@@ -209,6 +209,9 @@ pub struct FriendOk {
 pub struct FriendsOk {
     /// Friends and pending requests both ways, by user id.
     pub friends: Vec<FriendInfo>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Answer to `block.list`.
@@ -218,4 +221,7 @@ pub struct FriendsOk {
 pub struct BlockedOk {
     /// Users the caller blocked (visible to the caller alone).
     pub blocked: Vec<UserId>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }

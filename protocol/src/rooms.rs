@@ -175,9 +175,9 @@ pub struct MemberInfo {
 pub struct MembersOk {
     /// Members by user id.
     pub members: Vec<MemberInfo>,
-    /// Pass as `after` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_member: Option<UserId>,
+    pub next: Option<String>,
 }
 
 /// A pending invitation (the `invite` event, and `invite.list` entries).
@@ -200,6 +200,9 @@ pub struct InviteInfo {
 pub struct InvitesOk {
     /// The caller's pending invitations, by room id.
     pub invites: Vec<InviteInfo>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// What changed in a `member` event.

@@ -66,14 +66,14 @@ async fn find_or_create_room(client: &Client, room: &str) -> anyhow::Result<Room
     if let Ok(id) = RoomId::parse(room) {
         return Ok(id);
     }
-    let mut after = None;
+    let mut cursor: Option<String> = None;
     loop {
-        let page = client.room_list(Some(room), after.as_ref(), Some(100)).await?;
+        let page = client.room_list(Some(room), cursor.as_deref(), Some(100)).await?;
         if let Some(found) = page.results.iter().find(|r| r.name == room) {
             return Ok(found.room_id.clone());
         }
         match page.next {
-            Some(next) => after = Some(next),
+            Some(next) => cursor = Some(next),
             None => break,
         }
     }

@@ -357,8 +357,45 @@ impl Client {
         before: Option<u64>,
         limit: Option<u32>,
     ) -> Result<Vec<Message>, Error> {
-        match self.op(Op::History { room: room.clone(), before, limit }).await? {
-            OkBody::History(HistoryOk { messages }) => Ok(messages),
+        let op = Op::History { room: room.clone(), before, after: None, limit, cursor: None };
+        match self.op(op).await? {
+            OkBody::History(HistoryOk { messages, .. }) => Ok(messages),
+            _ => Err(Error::UnexpectedReply { op: "history" }),
+        }
+    }
+
+    /// One page of history forwards from after `after`, oldest first, with the cursor
+    /// of the page after it (`None` once the page reaches the newest message).
+    pub async fn history_after(
+        &self,
+        room: &RoomId,
+        after: u64,
+        limit: Option<u32>,
+    ) -> Result<HistoryOk, Error> {
+        let op = Op::History { room: room.clone(), before: None, after: Some(after), limit, cursor: None };
+        match self.op(op).await? {
+            OkBody::History(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: "history" }),
+        }
+    }
+
+    /// The page of history after the one whose `next` is `cursor`, in that page's
+    /// direction.
+    pub async fn history_next(
+        &self,
+        room: &RoomId,
+        cursor: &str,
+        limit: Option<u32>,
+    ) -> Result<HistoryOk, Error> {
+        let op = Op::History {
+            room: room.clone(),
+            before: None,
+            after: None,
+            limit,
+            cursor: Some(cursor.to_owned()),
+        };
+        match self.op(op).await? {
+            OkBody::History(ok) => Ok(ok),
             _ => Err(Error::UnexpectedReply { op: "history" }),
         }
     }
@@ -438,14 +475,14 @@ impl Client {
     }
 
     /// Lists public rooms, optionally filtered by name; pass the answer's `next` as
-    /// `after` for the next page.
+    /// `cursor` for the next page.
     pub async fn room_list(
         &self,
         query: Option<&str>,
-        after: Option<&RoomId>,
+        cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<RoomListOk, Error> {
-        let op = Op::RoomList { query: query.map(str::to_owned), after: after.cloned(), limit };
+        let op = Op::RoomList { query: query.map(str::to_owned), limit, cursor: cursor.map(str::to_owned) };
         match self.op(op).await? {
             OkBody::RoomList(ok) => Ok(ok),
             _ => Err(Error::UnexpectedReply { op: "room.list" }),
@@ -460,11 +497,21 @@ impl Client {
         }
     }
 
-    /// The user's rooms with their last message and unread counts.
+    /// The user's rooms with their last message and unread counts (every page).
     pub async fn sync(&self) -> Result<Vec<RoomSummary>, Error> {
-        match self.op(Op::Sync {}).await? {
-            OkBody::Sync(ok) => Ok(ok.rooms),
-            _ => Err(Error::UnexpectedReply { op: "sync" }),
+        let mut rooms = Vec::new();
+        let mut cursor = None;
+        loop {
+            match self.op(Op::Sync { limit: None, cursor }).await? {
+                OkBody::Sync(ok) => {
+                    rooms.extend(ok.rooms);
+                    match ok.next {
+                        Some(next) => cursor = Some(next),
+                        None => return Ok(rooms),
+                    }
+                }
+                _ => return Err(Error::UnexpectedReply { op: "sync" }),
+            }
         }
     }
 
@@ -536,14 +583,17 @@ impl Client {
         self.op_empty(Op::RoomDelete { room: room.clone() }, "room.delete").await
     }
 
-    /// One page of a room's members; pass the answer's `next_member` as `after`.
+    /// One page of a room's members; pass the answer's `next` as `cursor`.
     pub async fn room_members(
         &self,
         room: &RoomId,
-        after: Option<&UserId>,
+        cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<MembersOk, Error> {
-        match self.op(Op::RoomMembers { room: room.clone(), after: after.cloned(), limit }).await? {
+        match self
+            .op(Op::RoomMembers { room: room.clone(), limit, cursor: cursor.map(str::to_owned) })
+            .await?
+        {
             OkBody::Members(ok) => Ok(ok),
             _ => Err(Error::UnexpectedReply { op: "room.members" }),
         }
@@ -556,9 +606,19 @@ impl Client {
 
     /// The caller's pending invitations.
     pub async fn invite_list(&self) -> Result<Vec<InviteInfo>, Error> {
-        match self.op(Op::InviteList {}).await? {
-            OkBody::Invites(ok) => Ok(ok.invites),
-            _ => Err(Error::UnexpectedReply { op: "invite.list" }),
+        let mut invites = Vec::new();
+        let mut cursor = None;
+        loop {
+            match self.op(Op::InviteList { limit: None, cursor }).await? {
+                OkBody::Invites(ok) => {
+                    invites.extend(ok.invites);
+                    match ok.next {
+                        Some(next) => cursor = Some(next),
+                        None => return Ok(invites),
+                    }
+                }
+                _ => return Err(Error::UnexpectedReply { op: "invite.list" }),
+            }
         }
     }
 
@@ -689,9 +749,19 @@ impl Client {
 
     /// Friends and pending requests, with friends' presence.
     pub async fn friend_list(&self) -> Result<Vec<FriendInfo>, Error> {
-        match self.op(Op::FriendList {}).await? {
-            OkBody::Friends(ok) => Ok(ok.friends),
-            _ => Err(Error::UnexpectedReply { op: "friend.list" }),
+        let mut friends = Vec::new();
+        let mut cursor = None;
+        loop {
+            match self.op(Op::FriendList { limit: None, cursor }).await? {
+                OkBody::Friends(ok) => {
+                    friends.extend(ok.friends);
+                    match ok.next {
+                        Some(next) => cursor = Some(next),
+                        None => return Ok(friends),
+                    }
+                }
+                _ => return Err(Error::UnexpectedReply { op: "friend.list" }),
+            }
         }
     }
 
@@ -708,9 +778,19 @@ impl Client {
 
     /// The users the caller blocked.
     pub async fn block_list(&self) -> Result<Vec<UserId>, Error> {
-        match self.op(Op::BlockList {}).await? {
-            OkBody::Blocked(ok) => Ok(ok.blocked),
-            _ => Err(Error::UnexpectedReply { op: "block.list" }),
+        let mut blocked = Vec::new();
+        let mut cursor = None;
+        loop {
+            match self.op(Op::BlockList { limit: None, cursor }).await? {
+                OkBody::Blocked(ok) => {
+                    blocked.extend(ok.blocked);
+                    match ok.next {
+                        Some(next) => cursor = Some(next),
+                        None => return Ok(blocked),
+                    }
+                }
+                _ => return Err(Error::UnexpectedReply { op: "block.list" }),
+            }
         }
     }
 

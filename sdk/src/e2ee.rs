@@ -917,14 +917,14 @@ mod driven {
 
         async fn members(&self, room: &RoomId) -> Result<Vec<UserId>, Error> {
             let mut users = Vec::new();
-            let mut after = None;
+            let mut cursor = None;
             loop {
-                let op = Op::RoomMembers { room: room.clone(), after, limit: Some(100) };
+                let op = Op::RoomMembers { room: room.clone(), limit: Some(100), cursor };
                 match self.client.request(op).await? {
-                    OkBody::Members(MembersOk { members, next_member }) => {
+                    OkBody::Members(MembersOk { members, next }) => {
                         users.extend(members.into_iter().map(|m| m.user));
-                        match next_member {
-                            Some(next) => after = Some(next),
+                        match next {
+                            Some(next) => cursor = Some(next),
                             None => return Ok(users),
                         }
                     }

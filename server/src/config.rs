@@ -28,6 +28,13 @@ const DEFAULT_WRITE_TIMEOUT_SECS: u64 = 30;
 /// devices behind one NAT; far below what guessing needs.
 const DEFAULT_SIGN_INS_PER_MINUTE_PER_IP: u32 = 30;
 
+/// Default rooms one user may own: far past any person's needs, far below what fills a
+/// store or the owner's `sync`.
+const DEFAULT_MAX_ROOMS_PER_USER: usize = 1_000;
+
+/// Default time an unused room stays in memory.
+const DEFAULT_IDLE_ROOM_SECS: u64 = 600;
+
 /// Command-line flags (each also read from its environment variable by clap).
 #[derive(Debug, Default, Parser)]
 #[command(name = "palaver", version, about = "Palaver: a real-time chat server.")]
@@ -157,6 +164,12 @@ pub struct Cli {
     /// Sign-in and registration attempts allowed per minute from one client address, after a burst of 10 (0: no limit; set 0 behind a reverse proxy, where every client shares its address). Wrong passwords are also limited per account and address, always.
     #[arg(long, env = "PALAVER_SIGN_INS_PER_MINUTE_PER_IP")]
     pub sign_ins_per_minute_per_ip: Option<u32>,
+    /// The most rooms one user may own (create); creation is also throttled per user.
+    #[arg(long, env = "PALAVER_MAX_ROOMS_PER_USER")]
+    pub max_rooms_per_user: Option<usize>,
+    /// Seconds a room may go unused (no subscriber, no command) before it leaves memory; it loads again from storage on its next use.
+    #[arg(long, env = "PALAVER_IDLE_ROOM_SECS")]
+    pub idle_room_secs: Option<u64>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
@@ -213,6 +226,8 @@ struct FileConfig {
     handshake_timeout_secs: Option<u64>,
     write_timeout_secs: Option<u64>,
     sign_ins_per_minute_per_ip: Option<u32>,
+    max_rooms_per_user: Option<usize>,
+    idle_room_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -283,6 +298,10 @@ pub struct Config {
     pub write_timeout_ms: u64,
     /// Sign-in attempts per minute per client address (0: unlimited).
     pub sign_ins_per_minute_per_ip: u32,
+    /// The most rooms one user may own.
+    pub max_rooms_per_user: usize,
+    /// How long an unused room stays in memory, in ms.
+    pub idle_room_ms: u64,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }
@@ -327,6 +346,15 @@ impl Config {
         let test_echo = cli.test_echo;
         let config = Config {
             test_echo,
+            idle_room_ms: cli
+                .idle_room_secs
+                .or(file.idle_room_secs)
+                .unwrap_or(DEFAULT_IDLE_ROOM_SECS)
+                .saturating_mul(1000),
+            max_rooms_per_user: cli
+                .max_rooms_per_user
+                .or(file.max_rooms_per_user)
+                .unwrap_or(DEFAULT_MAX_ROOMS_PER_USER),
             sign_ins_per_minute_per_ip: cli
                 .sign_ins_per_minute_per_ip
                 .or(file.sign_ins_per_minute_per_ip)
@@ -468,8 +496,9 @@ impl Config {
         if !(1_024..=16 << 20).contains(&self.max_frame_bytes) {
             return invalid("max_frame_bytes must be 1 KiB to 16 MiB");
         }
-        if self.outbound_queue_bytes < 64 * 1024 {
-            return invalid("outbound_queue_bytes must be at least 64 KiB");
+        // Room for the largest reply twice over: a reply never closes its own socket.
+        if self.outbound_queue_bytes < 2 * palaver_protocol::paging::MAX_REPLY_BYTES {
+            return invalid("outbound_queue_bytes must be at least 256 KiB (twice the largest reply)");
         }
         if self.access_token_ttl_secs == 0 {
             return invalid("access_token_ttl_secs must be at least 1");
@@ -488,6 +517,9 @@ impl Config {
         }
         if self.write_pacing_ms > 50 {
             return invalid("write_pacing_ms must be 0 (off) to 50");
+        }
+        if self.idle_room_ms < 1_000 {
+            return invalid("idle_room_secs must be at least 1");
         }
         if self.write_timeout_ms < 1_000 {
             return invalid("write_timeout_secs must be at least 1");

@@ -31,6 +31,7 @@ pub mod quic;
 pub mod server;
 mod shard;
 mod shared;
+mod spam_limits;
 pub mod ws;
 
 pub use config::{Cli, Config};

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub connections_over_budget: AtomicU64,
     /// Messages stored.
     pub messages_stored: AtomicU64,
+    /// Rooms that left memory after going idle.
+    pub rooms_unloaded: AtomicU64,
     /// Frames queued to sockets by fan-out.
     pub deliveries: AtomicU64,
     /// Group-commit batches written.
@@ -79,6 +81,12 @@ impl Metrics {
             "Messages durably stored.",
             "counter",
             get(&self.messages_stored),
+        );
+        counter(
+            "palaver_rooms_unloaded_total",
+            "Rooms that left memory after going idle (they load again on their next use).",
+            "counter",
+            get(&self.rooms_unloaded),
         );
         counter(
             "palaver_deliveries_total",

@@ -150,6 +150,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         presence: crate::shard::PresenceTable::new(config.shards),
         sockets: crate::descriptors::Slots::new(descriptors.sockets),
         sign_ins: crate::auth::SignInThrottle::new(config.sign_ins_per_minute_per_ip),
+        spam: crate::spam_limits::SpamLimits::default(),
         file_transfers: crate::descriptors::Slots::new(descriptors.file_transfers),
         ip_connections: crate::conn::limits::ConnectionCounter::new(config.max_connections_per_ip),
         user_connections: crate::conn::limits::ConnectionCounter::new(config.max_connections_per_user),

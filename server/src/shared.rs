@@ -39,6 +39,8 @@ pub struct Shared {
     pub sockets: Arc<crate::descriptors::Slots>,
     /// Sign-in attempts per address, and wrong passwords per account and address.
     pub sign_ins: crate::auth::SignInThrottle,
+    /// Throttles on invitations and direct rooms aimed at strangers, and room creation.
+    pub spam: crate::spam_limits::SpamLimits,
     /// Open connections per client address.
     pub ip_connections: Arc<crate::conn::limits::IpCounter>,
     /// Authenticated connections per user.

@@ -15,13 +15,50 @@ pub(crate) fn scan_pairs(
     name: &'static str,
     first: &str,
 ) -> Result<Vec<(String, Slice)>, StorageError> {
+    scan_pairs_after(partition, name, first, None, usize::MAX)
+}
+
+/// At most `most` `(second id, value)` under `first`, in key order, after the second id
+/// `after` (from the start when `None`): one page of a pair-keyed list.
+pub(crate) fn scan_pairs_after(
+    partition: &Keyspace,
+    name: &'static str,
+    first: &str,
+    after: Option<&str>,
+    most: usize,
+) -> Result<Vec<(String, Slice)>, StorageError> {
     let prefix = keys::pair_prefix(first);
     let mut out = Vec::new();
-    for guard in partition.prefix(&prefix) {
+    let decode = |key: &[u8]| {
+        std::str::from_utf8(&key[prefix.len()..])
+            .map(str::to_owned)
+            .map_err(|_| StorageError::Corrupt { partition: name, detail: "key is not UTF-8".into() })
+    };
+    let mut push = |guard: fjall::Guard| -> Result<bool, StorageError> {
         let (key, value) = guard.into_inner()?;
-        let second = std::str::from_utf8(&key[prefix.len()..])
-            .map_err(|_| StorageError::Corrupt { partition: name, detail: "key is not UTF-8".into() })?;
-        out.push((second.to_owned(), value));
+        out.push((decode(&key)?, value));
+        Ok(out.len() < most)
+    };
+    match after {
+        None => {
+            for guard in partition.prefix(&prefix).take(most) {
+                push(guard)?;
+            }
+        }
+        Some(after) => {
+            // Just past `after`: its key with a 0 byte appended is the least key above it.
+            let mut start = keys::pair(first, after);
+            start.push(0);
+            let mut end = prefix.clone();
+            if let Some(last) = end.last_mut() {
+                *last += 1;
+            }
+            for guard in partition.range(start..end) {
+                if !push(guard)? {
+                    break;
+                }
+            }
+        }
     }
     Ok(out)
 }
@@ -144,17 +181,33 @@ impl Store {
 
     /// A user's pending invitations, by room id.
     pub fn user_invites(&self, user: &UserId) -> Result<Vec<(RoomId, ActionRecord)>, StorageError> {
+        self.user_invites_after(user, None, usize::MAX)
+    }
+
+    /// At most `most` of a user's pending invitations, by room id, after `after`.
+    pub fn user_invites_after(
+        &self,
+        user: &UserId,
+        after: Option<&RoomId>,
+        most: usize,
+    ) -> Result<Vec<(RoomId, ActionRecord)>, StorageError> {
         let e = self.engine()?;
-        scan_pairs(&e.user_room_invite, "user_room_invite", user.as_str())?
-            .into_iter()
-            .map(|(room, value)| {
-                let room = RoomId::parse(&room).map_err(|_| StorageError::Corrupt {
-                    partition: "user_room_invite",
-                    detail: "bad room id".into(),
-                })?;
-                Ok((room, decode_json("user_room_invite", &value)?))
-            })
-            .collect()
+        scan_pairs_after(
+            &e.user_room_invite,
+            "user_room_invite",
+            user.as_str(),
+            after.map(RoomId::as_str),
+            most,
+        )?
+        .into_iter()
+        .map(|(room, value)| {
+            let room = RoomId::parse(&room).map_err(|_| StorageError::Corrupt {
+                partition: "user_room_invite",
+                detail: "bad room id".into(),
+            })?;
+            Ok((room, decode_json("user_room_invite", &value)?))
+        })
+        .collect()
     }
 
     /// A member's role byte, if `user` is a member of `room`.

@@ -4,7 +4,7 @@
 use palaver_protocol::{RoomId, UserId};
 
 use crate::error::StorageError;
-use crate::governance::{scan_pairs, u64_value, user_id};
+use crate::governance::{scan_pairs_after, u64_value, user_id};
 use crate::keys;
 use crate::records::{ProfileRecord, UserRecord};
 use crate::store::{Store, decode_json};
@@ -48,14 +48,31 @@ impl Store {
 
     /// Every friendship of `user` (any state), by the other user's id.
     pub fn friends(&self, user: &UserId) -> Result<Vec<(UserId, u8, u64)>, StorageError> {
+        self.friends_after(user, None, usize::MAX)
+    }
+
+    /// At most `most` of `user`'s friendships (any state), by the other user's id, after
+    /// `after`.
+    pub fn friends_after(
+        &self,
+        user: &UserId,
+        after: Option<&UserId>,
+        most: usize,
+    ) -> Result<Vec<(UserId, u8, u64)>, StorageError> {
         let e = self.engine()?;
-        scan_pairs(&e.user_user_friend, "user_user_friend", user.as_str())?
-            .into_iter()
-            .map(|(other, value)| {
-                let (state, since) = decode_friend(&value)?;
-                Ok((user_id("user_user_friend", &other)?, state, since))
-            })
-            .collect()
+        scan_pairs_after(
+            &e.user_user_friend,
+            "user_user_friend",
+            user.as_str(),
+            after.map(UserId::as_str),
+            most,
+        )?
+        .into_iter()
+        .map(|(other, value)| {
+            let (state, since) = decode_friend(&value)?;
+            Ok((user_id("user_user_friend", &other)?, state, since))
+        })
+        .collect()
     }
 
     /// Whether `user` has blocked `other`.
@@ -66,11 +83,27 @@ impl Store {
 
     /// The users `user` has blocked.
     pub fn blocks(&self, user: &UserId) -> Result<Vec<UserId>, StorageError> {
+        self.blocks_after(user, None, usize::MAX)
+    }
+
+    /// At most `most` of the users `user` has blocked, by id, after `after`.
+    pub fn blocks_after(
+        &self,
+        user: &UserId,
+        after: Option<&UserId>,
+        most: usize,
+    ) -> Result<Vec<UserId>, StorageError> {
         let e = self.engine()?;
-        scan_pairs(&e.user_user_block, "user_user_block", user.as_str())?
-            .into_iter()
-            .map(|(other, _)| user_id("user_user_block", &other))
-            .collect()
+        scan_pairs_after(
+            &e.user_user_block,
+            "user_user_block",
+            user.as_str(),
+            after.map(UserId::as_str),
+            most,
+        )?
+        .into_iter()
+        .map(|(other, _)| user_id("user_user_block", &other))
+        .collect()
     }
 
     /// When `user`'s last session ended, if ever recorded.

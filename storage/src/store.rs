@@ -775,22 +775,47 @@ impl Store {
 
     /// The rooms a user is a member of.
     pub fn user_rooms(&self, user: &UserId) -> Result<Vec<RoomId>, StorageError> {
+        self.user_rooms_after(user, None, usize::MAX)
+    }
+
+    /// How many rooms `user` owns, counting up to `stop_at` (a count at `stop_at` means
+    /// "at least").
+    pub fn owned_room_count(&self, user: &UserId, stop_at: usize) -> Result<usize, StorageError> {
         let e = self.engine()?;
-        let mut prefix = user.as_str().as_bytes().to_vec();
-        prefix.push(0);
-        let mut rooms = Vec::new();
-        for guard in e.user_room.prefix(&prefix) {
-            let key = guard.key()?;
-            let room = std::str::from_utf8(&key[prefix.len()..])
-                .ok()
-                .and_then(|s| RoomId::parse(s).ok())
-                .ok_or_else(|| StorageError::Corrupt {
-                    partition: "user_room",
-                    detail: "bad room id".into(),
-                })?;
-            rooms.push(room);
+        let mut owned = 0;
+        for guard in e.user_room.prefix(keys::pair_prefix(user.as_str())) {
+            let (_, role) = guard.into_inner()?;
+            if role.first() == Some(&palaver_protocol::RoomRole::Owner.to_byte()) {
+                owned += 1;
+                if owned >= stop_at {
+                    break;
+                }
+            }
         }
-        Ok(rooms)
+        Ok(owned)
+    }
+
+    /// At most `most` of the rooms a user is a member of, by room id, after `after`.
+    pub fn user_rooms_after(
+        &self,
+        user: &UserId,
+        after: Option<&RoomId>,
+        most: usize,
+    ) -> Result<Vec<RoomId>, StorageError> {
+        let e = self.engine()?;
+        crate::governance::scan_pairs_after(
+            &e.user_room,
+            "user_room",
+            user.as_str(),
+            after.map(RoomId::as_str),
+            most,
+        )?
+        .into_iter()
+        .map(|(room, _)| {
+            RoomId::parse(&room)
+                .map_err(|_| StorageError::Corrupt { partition: "user_room", detail: "bad room id".into() })
+        })
+        .collect()
     }
 
     // ----- messages -----

@@ -676,7 +676,7 @@ impl Client {
 
     /// A page of history, newest first.
     pub fn history(&mut self, room: &RoomId, before: Option<u64>, limit: Option<u32>) -> Vec<Message> {
-        match self.ok(Op::History { room: room.clone(), before, limit }) {
+        match self.ok(Op::History { room: room.clone(), before, after: None, limit, cursor: None }) {
             OkBody::History(h) => h.messages,
             other => panic!("{other:?}"),
         }

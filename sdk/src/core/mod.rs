@@ -854,7 +854,13 @@ impl ClientCore {
             }
             let Some(track) = self.rooms.get(&room) else { continue };
             if let Some((before, limit)) = track.gap() {
-                let op = Op::History { room: room.clone(), before: Some(before), limit: Some(limit) };
+                let op = Op::History {
+                    room: room.clone(),
+                    before: Some(before),
+                    after: None,
+                    limit: Some(limit),
+                    cursor: None,
+                };
                 let wire_id = self.transmit_op(now, op, Purpose::Fill { room: room.clone() });
                 if let Some(track) = self.rooms.get_mut(&room) {
                     track.filling = Some((wire_id, before, limit));
@@ -931,13 +937,15 @@ impl ClientCore {
             Purpose::Join { room, since } => self.on_join_reply(now, room, re, since, body),
             Purpose::Fill { room } => {
                 let Some(track) = self.rooms.get_mut(&room) else { return };
-                let Some((wire_id, before, limit)) = track.filling else { return };
+                let Some((wire_id, before, _)) = track.filling else { return };
                 if wire_id != re {
                     return;
                 }
                 track.filling = None;
                 let accepted = match body {
-                    ReplyBody::Ok(OkBody::History(page)) => track.filled(before, limit, page.messages),
+                    ReplyBody::Ok(OkBody::History(page)) => {
+                        track.filled(before, page.messages, page.next.is_none())
+                    }
                     // Refused (e.g. access lost): re-join to resynchronise instead.
                     _ => {
                         track.join = JoinState::NeedsJoin;

@@ -131,18 +131,21 @@ impl RoomTrack {
         Some((first_held, u32::try_from(missing.min(100)).unwrap_or(100)))
     }
 
-    /// A gap-filling history page for `(before, limit)` answered. Seqs in that range
-    /// that the page did not contain do not exist (lost in `buffered` mode): once the page
-    /// covers the whole gap, they are skipped.
-    pub(crate) fn filled(&mut self, before: u64, limit: u32, page: Vec<Message>) -> Accepted {
+    /// A gap-filling history page below `before` answered (newest first; `last_page`:
+    /// it had no `next`, so nothing older exists). Seqs the page spans but did not
+    /// contain do not exist (lost in `buffered` mode): once the page covers the whole
+    /// gap, they are skipped. A page covers down to its oldest message — not to what was
+    /// asked for: the server may end a page early to keep replies bounded.
+    pub(crate) fn filled(&mut self, before: u64, page: Vec<Message>, last_page: bool) -> Accepted {
         let mut out = Accepted::default();
+        let covered_from = if last_page { 1 } else { page.last().map_or(before, |oldest| oldest.seq) };
         for message in page.into_iter().rev() {
             let more = self.accept(message);
             out.deliver.extend(more.deliver);
             out.duplicates += more.duplicates;
         }
         let Some(mut last) = self.last else { return out };
-        if before.saturating_sub(u64::from(limit)) <= last + 1 {
+        if covered_from <= last + 1 {
             while let Some(entry) = self.held.first_entry() {
                 if *entry.key() >= before {
                     break;
@@ -248,7 +251,7 @@ mod tests {
         let (before, limit) = r.gap().unwrap();
         assert_eq!((before, limit), (7, 3));
         r.filling = Some((1, 7, 3));
-        let out = r.filled(7, 3, vec![msg(5)]);
+        let out = r.filled(7, vec![msg(5)], true);
         r.filling = None;
         // 4 and 6 are gone; 5 and 7 are delivered.
         assert_eq!(seqs(&out), vec![5, 7]);

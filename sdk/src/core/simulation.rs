@@ -148,17 +148,21 @@ impl FakeServer {
                 let (seq, duplicate) = self.store(&room, ME, cid.as_str(), &text);
                 self.to_client.push_back(ok(OkBody::Sent(SendOk { seq, ts: 1000 + seq, duplicate })));
             }
-            Op::History { room, before, limit } => {
+            Op::History { room, before, limit, .. } => {
                 let messages = &self.rooms[&room];
                 let before = before.unwrap_or(u64::MAX);
-                let page: Vec<Message> = messages
-                    .iter()
-                    .rev()
-                    .filter(|m| m.seq < before)
-                    .take(limit.unwrap_or(50) as usize)
-                    .cloned()
-                    .collect();
-                self.to_client.push_back(ok(OkBody::History(HistoryOk { messages: page })));
+                let limit = limit.unwrap_or(50) as usize;
+                let mut page: Vec<Message> =
+                    messages.iter().rev().filter(|m| m.seq < before).take(limit + 1).cloned().collect();
+                let mut more = page.len() > limit;
+                page.truncate(limit);
+                // Like the server bounding a reply's bytes: a long page ends early.
+                if page.len() > 3 {
+                    page.truncate(page.len() / 2);
+                    more = true;
+                }
+                let next = more.then(|| "more".to_owned());
+                self.to_client.push_back(ok(OkBody::History(HistoryOk { messages: page, next })));
             }
             Op::Receipt { room, delivered, read } => {
                 self.receipt_requests += 1;
@@ -548,7 +552,9 @@ fn room_create_is_not_repeated_after_a_cut_but_idempotent_requests_are() {
 fn rate_limited_requests_and_sends_are_retried_when_the_server_says() {
     let mut sim = joined_sim();
     sim.server.rate_limit_next = 2;
-    let history = sim.core.request(sim.now, Op::History { room: room(), before: None, limit: None });
+    let history = sim
+        .core
+        .request(sim.now, Op::History { room: room(), before: None, after: None, limit: None, cursor: None });
     let send = sim.core.send(sim.now, Outgoing::text(room(), "later"));
     sim.settle();
     assert!(!sim.done.contains_key(&history) && !sim.done.contains_key(&send));

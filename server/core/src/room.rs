@@ -18,6 +18,7 @@ pub use governance::{Governance, Moderation};
 
 use crate::error::CoreError;
 use crate::role::Role;
+use palaver_protocol::paging::sizes;
 
 /// One room's live state.
 #[derive(Debug, Clone)]
@@ -137,6 +138,63 @@ pub enum SendOutcome {
         /// The first send's timestamp.
         ts: u64,
     },
+}
+
+/// A `history` request's paging fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryRequest {
+    /// Backwards from below this seq.
+    pub before: Option<u64>,
+    /// Forwards from above this seq.
+    pub after: Option<u64>,
+    /// Page size asked for.
+    pub limit: Option<u32>,
+    /// The previous page's `next`.
+    pub cursor: Option<String>,
+}
+
+/// Which stored messages a `history` page reads, all durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryWindow {
+    /// Seqs below `before`, newest first.
+    Backward {
+        /// Exclusive upper bound.
+        before: u64,
+        /// Page size.
+        limit: usize,
+    },
+    /// Seqs above `after` up to `through` (the newest durable), oldest first.
+    Forward {
+        /// Exclusive lower bound.
+        after: u64,
+        /// Inclusive upper bound.
+        through: u64,
+        /// Page size.
+        limit: usize,
+    },
+}
+
+impl HistoryWindow {
+    /// The cursor key continuing past `seq` in this window's direction.
+    pub fn cursor_key(&self, seq: u64) -> String {
+        match self {
+            HistoryWindow::Backward { .. } => format!("b{seq}"),
+            HistoryWindow::Forward { .. } => format!("a{seq}"),
+        }
+    }
+
+    /// `(before, after)` of a `history` cursor.
+    fn decode_cursor(cursor: &str) -> Result<(Option<u64>, Option<u64>), CoreError> {
+        let invalid = || CoreError::Invalid("cursor is not a `next` of this list".into());
+        let key = palaver_protocol::paging::decode_cursor("history", cursor).map_err(|_| invalid())?;
+        let (direction, seq) = key.split_at_checked(1).ok_or_else(invalid)?;
+        let seq: u64 = seq.parse().map_err(|_| invalid())?;
+        match direction {
+            "b" => Ok((Some(seq), None)),
+            "a" => Ok((None, Some(seq))),
+            _ => Err(invalid()),
+        }
+    }
 }
 
 /// What a member asks to send.
@@ -341,23 +399,25 @@ impl Room {
 
     /// Checks that `user` may read the history: members always, anyone for public rooms.
     /// Returns the page bounds to read.
-    pub fn history_page(
-        &self,
-        user: &UserId,
-        before: Option<u64>,
-        limit: Option<u32>,
-    ) -> Result<(Option<u64>, usize), CoreError> {
+    pub fn history_page(&self, user: &UserId, request: HistoryRequest) -> Result<HistoryWindow, CoreError> {
         if self.kind != RoomKind::Public && self.role_of(user).is_none() {
             return Err(CoreError::PrivateRoom(self.id.clone()));
         }
-        let limit = limit.unwrap_or(limits::DEFAULT_HISTORY_LIMIT);
-        if !(1..=limits::MAX_HISTORY_LIMIT).contains(&limit) {
-            return Err(CoreError::Invalid(format!("limit must be 1 to {}", limits::MAX_HISTORY_LIMIT)));
-        }
+        let limit = sizes::HISTORY.of(request.limit).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let HistoryRequest { before, after, cursor, .. } = request;
+        let (before, after) = match (before, after, cursor) {
+            (None, None, Some(cursor)) => HistoryWindow::decode_cursor(&cursor)?,
+            (before, after, None) if before.is_none() || after.is_none() => (before, after),
+            _ => return Err(CoreError::Invalid("give one of before, after and cursor".into())),
+        };
         // Never show what is not yet durable.
-        let ceiling = self.durable_seq.saturating_add(1);
-        let before = Some(before.map_or(ceiling, |b| b.min(ceiling)));
-        Ok((before, limit as usize))
+        let durable = self.durable_seq;
+        Ok(match after {
+            Some(after) => HistoryWindow::Forward { after, through: durable, limit },
+            None => {
+                HistoryWindow::Backward { before: before.map_or(durable + 1, |b| b.min(durable + 1)), limit }
+            }
+        })
     }
 
     /// Accepts a message from `user`, or says it is a duplicate of a stored one.
@@ -634,6 +694,18 @@ impl Room {
         !self.typing.is_empty()
     }
 
+    /// Whether the room holds nothing that storage lacks — no message still becoming
+    /// durable, nobody typing, no receipt waiting to be announced, no slow-mode wait
+    /// still running — so that it may leave memory at `now_ms` and be loaded again later
+    /// with no difference anyone could see.
+    pub fn is_forgettable(&self, now_ms: u64) -> bool {
+        let slow_ms = u64::from(self.settings.slow_mode_secs) * 1000;
+        self.pending.is_empty()
+            && self.typing.is_empty()
+            && self.receipts_to_announce.is_empty()
+            && self.last_sent.values().all(|&sent| now_ms.saturating_sub(sent) >= slow_ms)
+    }
+
     /// Records that every seq up to `seq` is durable.
     pub fn committed(&mut self, seq: u64) {
         self.durable_seq = self.durable_seq.max(seq.min(self.last_seq));
@@ -808,8 +880,11 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(private.join(&bob), Err(CoreError::PrivateRoom(_))));
-        assert!(matches!(private.history_page(&bob, None, None), Err(CoreError::PrivateRoom(_))));
-        assert!(private.history_page(&user("owner"), None, None).is_ok());
+        assert!(matches!(
+            private.history_page(&bob, HistoryRequest::default()),
+            Err(CoreError::PrivateRoom(_))
+        ));
+        assert!(private.history_page(&user("owner"), HistoryRequest::default()).is_ok());
     }
 
     #[test]
@@ -836,12 +911,33 @@ mod tests {
         let owner = user("owner");
         send(&mut room, &owner, "a", 1).unwrap();
         send(&mut room, &owner, "b", 1).unwrap();
-        assert_eq!(room.history_page(&owner, None, None).unwrap(), (Some(1), 50));
+        let page = |before, after, limit| HistoryRequest { before, after, limit, cursor: None };
+        let backward = |before, limit| HistoryWindow::Backward { before, limit };
+        assert_eq!(room.history_page(&owner, page(None, None, None)).unwrap(), backward(1, 50));
         room.committed(2);
-        assert_eq!(room.history_page(&owner, None, Some(10)).unwrap(), (Some(3), 10));
-        assert_eq!(room.history_page(&owner, Some(2), Some(10)).unwrap(), (Some(2), 10));
-        assert!(room.history_page(&owner, None, Some(0)).is_err());
-        assert!(room.history_page(&owner, None, Some(101)).is_err());
+        assert_eq!(room.history_page(&owner, page(None, None, Some(10))).unwrap(), backward(3, 10));
+        assert_eq!(room.history_page(&owner, page(Some(2), None, Some(10))).unwrap(), backward(2, 10));
+        assert_eq!(
+            room.history_page(&owner, page(None, Some(0), Some(10))).unwrap(),
+            HistoryWindow::Forward { after: 0, through: 2, limit: 10 }
+        );
+        assert!(room.history_page(&owner, page(None, None, Some(0))).is_err());
+        assert!(room.history_page(&owner, page(None, None, Some(101))).is_err());
+        assert!(room.history_page(&owner, page(Some(2), Some(1), None)).is_err(), "one direction");
+        // A cursor continues where its page stopped, in its direction.
+        let cursor = palaver_protocol::paging::encode_cursor("history", "a1");
+        let resumed = HistoryRequest { cursor: Some(cursor.clone()), ..HistoryRequest::default() };
+        assert_eq!(
+            room.history_page(&owner, resumed).unwrap(),
+            HistoryWindow::Forward { after: 1, through: 2, limit: 50 }
+        );
+        let mixed = HistoryRequest { before: Some(2), cursor: Some(cursor), ..HistoryRequest::default() };
+        assert!(room.history_page(&owner, mixed).is_err());
+        let foreign = palaver_protocol::paging::encode_cursor("sync", "a1");
+        assert!(
+            room.history_page(&owner, HistoryRequest { cursor: Some(foreign), ..Default::default() })
+                .is_err()
+        );
     }
 
     #[test]
@@ -930,6 +1026,28 @@ mod tests {
         let tombstone = Message { deleted: true, ..m };
         assert_eq!(room.check_delete(&bob, &tombstone), Ok(false));
         assert_eq!(room.check_edit(2_000, &bob, &tombstone, "x".into()), Err(CoreError::NoSuchMessage(1)));
+    }
+
+    #[test]
+    fn a_room_is_forgettable_only_when_storage_holds_all_of_it() {
+        let mut room = public_room();
+        let owner = user("owner");
+        assert!(room.is_forgettable(0));
+        send(&mut room, &owner, "a", 10).unwrap();
+        assert!(!room.is_forgettable(10), "a message is still becoming durable");
+        room.committed(1);
+        assert!(room.is_forgettable(10));
+        room.typing(10, &owner, true).unwrap();
+        assert!(!room.is_forgettable(10), "someone is typing");
+        room.typing(10, &owner, false).unwrap();
+        let slow = RoomSettingsPatch { slow_mode_secs: Some(30), ..Default::default() };
+        room.update(&owner, None, None, Some(slow)).unwrap();
+        let bob = user("bob");
+        room.join(&bob).unwrap();
+        send(&mut room, &bob, "b", 20).unwrap();
+        room.committed(2);
+        assert!(!room.is_forgettable(20 + 29_999), "a slow-mode wait is running");
+        assert!(room.is_forgettable(20 + 30_000));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::rc::Rc;
 
+use palaver_protocol::paging::{PageBuilder, PageSize, decode_cursor, encode_cursor, sizes};
 use palaver_protocol::{
     BlockedOk, DeviceKeys, DevicesOk, Empty, ErrorBody, ErrorCode, FriendInfo, FriendState, FriendsOk,
     InviteInfo, InvitesOk, OkBody, Op, PresenceListOk, ProfileOk, ReplyBody, RoomId, RoomInfo, RoomListOk,
@@ -82,7 +83,7 @@ pub async fn search(shard: &Rc<Shard>, conn: &Rc<Conn>, user: UserId, request: S
                     score: h.score,
                 })
                 .collect();
-            ReplyBody::Ok(OkBody::Search(SearchOk { hits, next_cursor: page.next }))
+            ReplyBody::Ok(OkBody::Search(SearchOk { hits, next: page.next }))
         }
     }
 }
@@ -110,13 +111,11 @@ fn busy(message: &str) -> ReplyBody {
 pub fn answer(shard: &Rc<Shard>, conn: &Rc<Conn>, me: &UserId, op: Op) -> ReplyBody {
     let name = op.name();
     let result = match op {
-        Op::InviteList {} => invite_list(shard, me),
+        Op::InviteList { limit, cursor } => invite_list(shard, me, limit, cursor),
         Op::UserGet { user } => user_get(shard, me, &user),
         Op::UserSearch { prefix, limit } => user_search(shard, &prefix, limit),
-        Op::FriendList {} => friend_list(shard, me),
-        Op::BlockList {} => {
-            shard.shared.store.blocks(me).map(|blocked| ReplyBody::Ok(OkBody::Blocked(BlockedOk { blocked })))
-        }
+        Op::FriendList { limit, cursor } => friend_list(shard, me, limit, cursor),
+        Op::BlockList { limit, cursor } => block_list(shard, me, limit, cursor),
         Op::PresenceSubscribe { users } => presence_subscribe(shard, conn, me, users),
         Op::KeysList { user } => keys_list(shard, &user),
         Op::PresenceUnsubscribe { users } => {
@@ -150,19 +149,79 @@ fn keys_list(shard: &Shard, user: &UserId) -> Result<ReplyBody, StorageError> {
     Ok(ReplyBody::Ok(OkBody::Devices(DevicesOk { devices })))
 }
 
-fn invite_list(shard: &Shard, me: &UserId) -> Result<ReplyBody, StorageError> {
+/// Where a page of `list` starts and how many items it may hold, or the refusal.
+fn page_of<K>(
+    list: &'static str,
+    size: PageSize,
+    limit: Option<u32>,
+    cursor: Option<String>,
+    parse: impl FnOnce(&str) -> Option<K>,
+) -> Result<(usize, Option<K>), ReplyBody> {
+    let limit = size.of(limit).map_err(|e| refuse(ErrorCode::Invalid, e.to_string()))?;
+    let after = match cursor {
+        None => None,
+        Some(cursor) => {
+            let key = decode_cursor(list, &cursor).map_err(|e| refuse(ErrorCode::Invalid, e.to_string()))?;
+            Some(
+                parse(&key)
+                    .ok_or_else(|| refuse(ErrorCode::Invalid, "cursor is not a `next` of this list"))?,
+            )
+        }
+    };
+    Ok((limit, after))
+}
+
+fn invite_list(
+    shard: &Shard,
+    me: &UserId,
+    limit: Option<u32>,
+    cursor: Option<String>,
+) -> Result<ReplyBody, StorageError> {
+    let (limit, after) =
+        match page_of("invite.list", sizes::INVITES, limit, cursor, |k| RoomId::parse(k).ok()) {
+            Ok(page) => page,
+            Err(refusal) => return Ok(refusal),
+        };
     let store = &shard.shared.store;
-    let mut invites = Vec::new();
-    for (room, record) in store.user_invites(me)? {
+    let mut page = PageBuilder::new("invite.list", limit);
+    let scanned = store.user_invites_after(me, after.as_ref(), limit + 1)?;
+    let more = scanned.len() > limit;
+    for (room, record) in scanned {
         // A deleted room's invitations lapse with it.
-        let Some(info) = store.room(&room)? else { continue };
-        invites.push(InviteInfo {
+        let invite = store.room(&room)?.map(|info| InviteInfo {
             room: RoomInfo { room_id: info.room_id, name: info.name, kind: info.kind, topic: info.topic },
             by: record.by,
             invited_at: record.at,
         });
+        if !page.offer(room.as_str(), invite) {
+            break;
+        }
     }
-    Ok(ReplyBody::Ok(OkBody::Invites(InvitesOk { invites })))
+    let (invites, next) = page.finish(more);
+    Ok(ReplyBody::Ok(OkBody::Invites(InvitesOk { invites, next })))
+}
+
+fn block_list(
+    shard: &Shard,
+    me: &UserId,
+    limit: Option<u32>,
+    cursor: Option<String>,
+) -> Result<ReplyBody, StorageError> {
+    let (limit, after) = match page_of("block.list", sizes::BLOCKS, limit, cursor, |k| UserId::parse(k).ok())
+    {
+        Ok(page) => page,
+        Err(refusal) => return Ok(refusal),
+    };
+    let mut page = PageBuilder::new("block.list", limit);
+    let scanned = shard.shared.store.blocks_after(me, after.as_ref(), limit + 1)?;
+    let more = scanned.len() > limit;
+    for user in scanned {
+        if !page.offer(user.as_str(), Some(user.clone())) {
+            break;
+        }
+    }
+    let (blocked, next) = page.finish(more);
+    Ok(ReplyBody::Ok(OkBody::Blocked(BlockedOk { blocked, next })))
 }
 
 /// Whether `me` may see `other`'s presence: themselves, a friend, or someone sharing a
@@ -214,19 +273,36 @@ fn user_search(shard: &Shard, prefix: &str, limit: Option<u32>) -> Result<ReplyB
     Ok(ReplyBody::Ok(OkBody::Users(UsersOk { users })))
 }
 
-fn friend_list(shard: &Shard, me: &UserId) -> Result<ReplyBody, StorageError> {
+fn friend_list(
+    shard: &Shard,
+    me: &UserId,
+    limit: Option<u32>,
+    cursor: Option<String>,
+) -> Result<ReplyBody, StorageError> {
+    let (limit, after) =
+        match page_of("friend.list", sizes::FRIENDS, limit, cursor, |k| UserId::parse(k).ok()) {
+            Ok(page) => page,
+            Err(refusal) => return Ok(refusal),
+        };
     let store = &shard.shared.store;
-    let mut friends = Vec::new();
-    for (user, state, since) in store.friends(me)? {
+    let mut page = PageBuilder::new("friend.list", limit);
+    let scanned = store.friends_after(me, after.as_ref(), limit + 1)?;
+    let more = scanned.len() > limit;
+    for (user, state, since) in scanned {
         let state = FriendState::from_byte(state);
-        if state == FriendState::None {
-            continue;
+        let friend = if state == FriendState::None {
+            None
+        } else {
+            let username = store.user(&user)?.map(|u| u.username).unwrap_or_default();
+            let presence = (state == FriendState::Friends).then(|| presence_of(shard, &user));
+            Some(FriendInfo { user: user.clone(), username, state, since, presence })
+        };
+        if !page.offer(user.as_str(), friend) {
+            break;
         }
-        let username = store.user(&user)?.map(|u| u.username).unwrap_or_default();
-        let presence = (state == FriendState::Friends).then(|| presence_of(shard, &user));
-        friends.push(FriendInfo { user, username, state, since, presence });
     }
-    Ok(ReplyBody::Ok(OkBody::Friends(FriendsOk { friends })))
+    let (friends, next) = page.finish(more);
+    Ok(ReplyBody::Ok(OkBody::Friends(FriendsOk { friends, next })))
 }
 
 fn presence_subscribe(
@@ -262,62 +338,83 @@ fn presence_subscribe(
 /// `sync`: the caller's rooms with last message and unread count, from durable storage
 /// (thread-safe reads served from cache; answered on the connection's own shard). Unread
 /// is `last_seq - read`, computed from the watermarks, never by scanning messages.
-pub fn sync(shard: &Shard, user: &UserId) -> ReplyBody {
-    let store = &shard.shared.store;
-    let summarize = || -> Result<Vec<RoomSummary>, palaver_storage::StorageError> {
-        let mut rooms = Vec::new();
-        for room_id in store.user_rooms(user)? {
-            let Some(record) = store.room(&room_id)? else { continue };
-            let last_message = store.messages_before(&room_id, None, 1)?.pop();
-            let last_seq = last_message.as_ref().map_or(0, |m| m.seq);
-            let (delivered, read) = store.receipt(&room_id, user)?;
-            let mentions = store.mention_count(user, &room_id, read)?;
-            rooms.push(RoomSummary {
-                room: RoomInfo { room_id, name: record.name, kind: record.kind, topic: record.topic },
-                last_seq,
-                last_message,
-                delivered,
-                read,
-                unread: last_seq.saturating_sub(read),
-                mentions,
-            });
-        }
-        Ok(rooms)
+pub fn sync(shard: &Shard, user: &UserId, limit: Option<u32>, cursor: Option<String>) -> ReplyBody {
+    let (limit, after) = match page_of("sync", sizes::SYNC, limit, cursor, |k| RoomId::parse(k).ok()) {
+        Ok(page) => page,
+        Err(refusal) => return refusal,
     };
-    match summarize() {
-        Ok(rooms) => ReplyBody::Ok(OkBody::Sync(SyncOk { rooms })),
-        Err(e) => {
-            tracing::error!("sync: {e}");
-            ReplyBody::Err(ErrorBody::new(ErrorCode::Internal, "storage failure"))
+    let store = &shard.shared.store;
+    let summarize = || -> Result<ReplyBody, StorageError> {
+        let mut page = PageBuilder::new("sync", limit);
+        let scanned = store.user_rooms_after(user, after.as_ref(), limit + 1)?;
+        let more = scanned.len() > limit;
+        for room_id in scanned {
+            let summary = match store.room(&room_id)? {
+                None => None,
+                Some(record) => {
+                    let last_message = store.messages_before(&room_id, None, 1)?.pop();
+                    let last_seq = last_message.as_ref().map_or(0, |m| m.seq);
+                    let (delivered, read) = store.receipt(&room_id, user)?;
+                    let mentions = store.mention_count(user, &room_id, read)?;
+                    Some(RoomSummary {
+                        room: RoomInfo {
+                            room_id: room_id.clone(),
+                            name: record.name,
+                            kind: record.kind,
+                            topic: record.topic,
+                        },
+                        last_seq,
+                        last_message,
+                        delivered,
+                        read,
+                        unread: last_seq.saturating_sub(read),
+                        mentions,
+                    })
+                }
+            };
+            if !page.offer(room_id.as_str(), summary) {
+                break;
+            }
         }
-    }
+        let (rooms, next) = page.finish(more);
+        Ok(ReplyBody::Ok(OkBody::Sync(SyncOk { rooms, next })))
+    };
+    summarize().unwrap_or_else(|e| failed("sync", &e))
 }
 
 /// `room.list`: public rooms from storage, by room id, filtered by name.
 pub fn room_list(
     shard: &Shard,
     query: Option<String>,
-    after: Option<RoomId>,
     limit: Option<u32>,
+    cursor: Option<String>,
 ) -> ReplyBody {
-    let limit = limit.unwrap_or(palaver_protocol::limits::DEFAULT_HISTORY_LIMIT);
-    if !(1..=palaver_protocol::limits::MAX_HISTORY_LIMIT).contains(&limit) {
-        return ReplyBody::Err(ErrorBody::new(ErrorCode::Invalid, "limit must be 1 to 100"));
-    }
+    let (limit, after) =
+        match page_of("room.list", sizes::ROOM_LIST, limit, cursor, |k| RoomId::parse(k).ok()) {
+            Ok(page) => page,
+            Err(refusal) => return refusal,
+        };
     if query.as_ref().is_some_and(|q| q.chars().count() > palaver_protocol::limits::MAX_ROOM_NAME_CHARS) {
         return ReplyBody::Err(ErrorBody::new(ErrorCode::Invalid, "query is longer than a room name can be"));
     }
-    match shard.shared.store.public_rooms(query.as_deref(), after.as_ref(), limit as usize) {
-        Ok((records, next)) => {
-            let rooms = records
-                .into_iter()
-                .map(|r| RoomInfo { room_id: r.room_id, name: r.name, kind: r.kind, topic: r.topic })
-                .collect();
-            ReplyBody::Ok(OkBody::RoomList(RoomListOk { results: rooms, next }))
+    match shard.shared.store.public_rooms(query.as_deref(), after.as_ref(), limit) {
+        Ok((records, stopped_at)) => {
+            // Room infos are bounded (name, topic): a page of `limit` never nears the
+            // reply bound, but the builder keeps that true whatever the limits become.
+            let mut page = PageBuilder::new("room.list", limit);
+            for r in records {
+                let key = r.room_id.as_str().to_owned();
+                let info = RoomInfo { room_id: r.room_id, name: r.name, kind: r.kind, topic: r.topic };
+                if !page.offer(&key, Some(info)) {
+                    break;
+                }
+            }
+            // Cut short by bytes, the page says where; otherwise storage does (its scan
+            // may have stopped past rooms that did not match).
+            let (results, cut) = page.finish(false);
+            let next = cut.or_else(|| stopped_at.map(|room| encode_cursor("room.list", room.as_str())));
+            ReplyBody::Ok(OkBody::RoomList(RoomListOk { results, next }))
         }
-        Err(e) => {
-            tracing::error!("room.list: {e}");
-            ReplyBody::Err(ErrorBody::new(ErrorCode::Internal, "storage failure"))
-        }
+        Err(e) => failed("room.list", &e),
     }
 }

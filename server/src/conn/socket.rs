@@ -255,7 +255,7 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
         Op::RoomGet { room } => RoomAction::Get { room },
         Op::RoomUpdate { room, name, topic, settings } => RoomAction::Update { room, name, topic, settings },
         Op::RoomDelete { room } => RoomAction::DeleteRoom { room },
-        Op::RoomMembers { room, after, limit } => RoomAction::Members { room, after, limit },
+        Op::RoomMembers { room, limit, cursor } => RoomAction::Members { room, limit, cursor },
         Op::RoomInvite { room, user } => RoomAction::Invite { room, user },
         Op::Kick { room, user, reason } => {
             RoomAction::Moderate { room, user, action: Moderation::Kick { reason } }
@@ -283,11 +283,11 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
         | Op::KeysUpload { .. }
         | Op::KeysClaim { .. }
         | Op::PresenceSet { .. }) => return people_op(shard, conn, id, op),
-        op @ (Op::InviteList {}
+        op @ (Op::InviteList { .. }
         | Op::UserGet { .. }
         | Op::UserSearch { .. }
-        | Op::FriendList {}
-        | Op::BlockList {}
+        | Op::FriendList { .. }
+        | Op::BlockList { .. }
         | Op::KeysList { .. }
         | Op::PresenceSubscribe { .. }
         | Op::PresenceUnsubscribe { .. }) => {
@@ -302,7 +302,9 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
         Op::Send { room, cid, kind, text, client_ts, reply_to, file, encryption } => {
             RoomAction::Send { room, cid, kind, text, client_ts, reply_to, file, encryption }
         }
-        Op::History { room, before, limit } => RoomAction::History { room, before, limit },
+        Op::History { room, before, after, limit, cursor } => {
+            RoomAction::History { room, before, after, limit, cursor }
+        }
         Op::TypingStart { room } => RoomAction::Typing { room, active: true },
         Op::TypingStop { room } => RoomAction::Typing { room, active: false },
         Op::Receipt { room, delivered, read } => RoomAction::Receipt { room, delivered, read },
@@ -316,11 +318,11 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
             }
             RoomAction::DmOpen { room: crate::ids::dm_room_id(&me, &peer), peer }
         }
-        Op::RoomList { query, after, limit } => {
+        Op::RoomList { query, limit, cursor } => {
             conn.session.borrow_mut().finished();
             return send_frame(
                 conn,
-                &ServerFrame::Reply { re: id, body: directory::room_list(shard, query, after, limit) },
+                &ServerFrame::Reply { re: id, body: directory::room_list(shard, query, limit, cursor) },
             );
         }
         Op::Delete { room, seq } => RoomAction::Delete { room, seq },
@@ -343,10 +345,10 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
             });
             return;
         }
-        Op::Sync {} => {
+        Op::Sync { limit, cursor } => {
             conn.session.borrow_mut().finished();
             let body = match conn.user() {
-                Some(user) => directory::sync(shard, &user),
+                Some(user) => directory::sync(shard, &user, limit, cursor),
                 None => ReplyBody::Err(ErrorBody::new(ErrorCode::Unauthorized, "authenticate first")),
             };
             return send_frame(conn, &ServerFrame::Reply { re: id, body });

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use palaver_core::{Moderation, Role};
 use palaver_protocol::{
     Empty, ErrorCode, Event, InviteInfo, MemberInfo, MembersOk, OkBody, ReplyBody, RoomDetailsOk, RoomId,
-    RoomKind, RoomSettingsPatch, SendOk, ServerFrame, SystemAction, SystemNotice, UserId, limits,
+    RoomKind, RoomSettingsPatch, SendOk, ServerFrame, SystemAction, SystemNotice, UserId, limits, paging,
 };
 use palaver_storage::{ActionRecord, Write};
 
@@ -22,7 +22,7 @@ use crate::clock::now_ms;
 pub fn on_action(shard: &Rc<Shard>, owned: &mut OwnedRoom, origin: Origin, action: RoomAction) {
     match action {
         RoomAction::Get { room: _ } => details(shard, owned, &origin),
-        RoomAction::Members { room: _, after, limit } => members(shard, owned, &origin, after, limit),
+        RoomAction::Members { room: _, limit, cursor } => members(shard, owned, &origin, limit, cursor),
         RoomAction::Invite { room, user } => invite(shard, owned, origin, room, user),
         RoomAction::Decline { room } => {
             if !owned.room.decline(&origin.user) {
@@ -68,33 +68,43 @@ fn details(shard: &Shard, owned: &OwnedRoom, origin: &Origin) {
     answer(shard, origin.shard, Reply::plain(origin, body));
 }
 
-fn members(shard: &Shard, owned: &OwnedRoom, origin: &Origin, after: Option<UserId>, limit: Option<u32>) {
+fn members(shard: &Shard, owned: &OwnedRoom, origin: &Origin, limit: Option<u32>, cursor: Option<String>) {
     let reply = |body| answer(shard, origin.shard, Reply::plain(origin, body));
     if !may_look(owned, &origin.user) {
         return reply(error(ErrorCode::Forbidden, format!("{} is private", owned.room.id())));
     }
-    let limit = limit.unwrap_or(limits::DEFAULT_HISTORY_LIMIT);
-    if !(1..=limits::MAX_HISTORY_LIMIT).contains(&limit) {
-        return reply(error(ErrorCode::Invalid, format!("limit must be 1 to {}", limits::MAX_HISTORY_LIMIT)));
-    }
-    let (page, more) = owned.room.members_page(after.as_ref(), limit as usize);
+    let limit = match paging::sizes::MEMBERS.of(limit) {
+        Ok(limit) => limit,
+        Err(e) => return reply(error(ErrorCode::Invalid, e.to_string())),
+    };
+    let after =
+        match cursor.map(|c| paging::decode_cursor("room.members", &c).map(|k| UserId::parse(k.as_str()))) {
+            None => None,
+            Some(Ok(Ok(user))) => Some(user),
+            Some(_) => return reply(error(ErrorCode::Invalid, "cursor is not a `next` of this list")),
+        };
+    let (found, more) = owned.room.members_page(after.as_ref(), limit);
     let now = now_ms();
-    let mut members = Vec::with_capacity(page.len());
-    for (user, role) in page {
+    let mut page = paging::PageBuilder::new("room.members", limit);
+    for (user, role) in found {
         let username = match shard.shared.store.user(&user) {
             Ok(found) => found.map(|u| u.username).unwrap_or_default(),
             Err(e) => return reply(storage_error(&e)),
         };
-        members.push(MemberInfo {
+        let key = user.as_str().to_owned();
+        let member = MemberInfo {
             muted_until: owned.room.muted_until(&user, now),
             presence: presence_of(shard, &user).status,
             user,
             username,
             role,
-        });
+        };
+        if !page.offer(&key, Some(member)) {
+            break;
+        }
     }
-    let next_member = if more { members.last().map(|m| m.user.clone()) } else { None };
-    reply(ReplyBody::Ok(OkBody::Members(MembersOk { members, next_member })));
+    let (members, next) = page.finish(more);
+    reply(ReplyBody::Ok(OkBody::Members(MembersOk { members, next })));
 }
 
 fn invite(shard: &Rc<Shard>, owned: &mut OwnedRoom, origin: Origin, room: RoomId, user: UserId) {
@@ -114,6 +124,34 @@ fn invite(shard: &Rc<Shard>, owned: &mut OwnedRoom, origin: Origin, room: RoomId
         Err(e) => reply(ReplyBody::Err(e.to_body())),
         Ok(false) => reply(empty),
         Ok(true) => {
+            // Invitations are unsolicited: a stranger's are limited per sender, and a
+            // user's pending ones are capped (they decline to make room).
+            let refusal = match (
+                super::owner::are_friends(shard, &origin.user, &user),
+                store.user_invites_after(&user, None, limits::MAX_PENDING_INVITES),
+            ) {
+                (Err(e), _) | (_, Err(e)) => Some(storage_error(&e)),
+                (_, Ok(pending)) if pending.len() >= limits::MAX_PENDING_INVITES => Some(error(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "{user} has {} pending invitations, the most there can be",
+                        limits::MAX_PENDING_INVITES
+                    ),
+                )),
+                (Ok(false), _) => {
+                    shard.shared.spam.invite_stranger(&origin.user, now_ms()).err().map(|wait| {
+                        super::owner::rate_limited(
+                            "too many invitations to people who are not your friends",
+                            wait,
+                        )
+                    })
+                }
+                (Ok(true), _) => None,
+            };
+            if let Some(refusal) = refusal {
+                owned.room.decline(&user);
+                return reply(refusal);
+            }
             let invited_at = now_ms();
             let record = ActionRecord { by: origin.user.clone(), at: invited_at, reason: None };
             let event = InviteInfo { room: owned.room.info(), by: origin.user.clone(), invited_at };

@@ -41,6 +41,12 @@ pub(super) enum KnownCids {
 }
 
 impl KnownCids {
+    /// Whether a scan building the room's filter is under way (its answer would find
+    /// the room gone).
+    pub(super) fn is_building(&self) -> bool {
+        matches!(self, Self::Building { .. })
+    }
+
     /// What an owner knows as it starts holding a room, with or without messages.
     pub(super) fn at_start(shard: &Shard, has_messages: bool) -> Self {
         match (shard.shared.cluster.is_some(), has_messages) {

@@ -132,10 +132,14 @@ pub enum RoomAction {
     History {
         /// The room.
         room: RoomId,
-        /// Upper bound (exclusive).
+        /// Backwards from below this seq.
         before: Option<u64>,
+        /// Forwards from above this seq.
+        after: Option<u64>,
         /// Page size.
         limit: Option<u32>,
+        /// The previous page's `next`.
+        cursor: Option<String>,
     },
     /// The room's details.
     Get {
@@ -162,10 +166,10 @@ pub enum RoomAction {
     Members {
         /// The room.
         room: RoomId,
-        /// After this member.
-        after: Option<UserId>,
         /// Page size.
         limit: Option<u32>,
+        /// The previous page's `next`.
+        cursor: Option<String>,
     },
     /// Invite a user.
     Invite {

@@ -9,7 +9,8 @@ use rustc_hash::FxHashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use palaver_core::{Draft, Governance, Role, Room, SendOutcome, TypingChange};
+use palaver_core::{Draft, Governance, HistoryRequest, HistoryWindow, Role, Room, SendOutcome, TypingChange};
+use palaver_protocol::paging::PageBuilder;
 use palaver_protocol::{
     Delete, Edit, EditOk, ErrorBody, ErrorCode, Event, FileRef, HistoryOk, JoinOk, MemberChange, MemberEvent,
     Message, MessageKind, OkBody, Reaction, ReactionOk, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomId,
@@ -44,6 +45,9 @@ pub struct OwnedRoom {
     pub(super) deleting: bool,
     /// Which cids storage may hold for the room: spares new messages the lookup.
     pub(super) cids: KnownCids,
+    /// When a command last reached the room (ms since the epoch): idle rooms leave
+    /// memory (see [`unload_idle`]).
+    pub(super) last_used_ms: u64,
 }
 
 impl OwnedRoom {
@@ -56,6 +60,7 @@ impl OwnedRoom {
             poisoned: false,
             unsettled: 0,
             deleting: false,
+            last_used_ms: now_ms(),
         }
     }
 }
@@ -75,6 +80,20 @@ fn hold(shard: &Rc<Shard>, room_id: RoomId, mut owned: OwnedRoom) {
 
 pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> ReplyBody {
     ReplyBody::Err(ErrorBody::new(code, message))
+}
+
+/// `rate_limited`, to retry after `wait_ms`.
+pub(super) fn rate_limited(message: impl Into<String>, wait_ms: u64) -> ReplyBody {
+    let mut body = ErrorBody::new(ErrorCode::RateLimited, message);
+    body.retry_after_ms = Some(wait_ms);
+    ReplyBody::Err(body)
+}
+
+/// Whether `a` and `b` are friends (no limits on what friends send each other).
+pub(super) fn are_friends(shard: &Shard, a: &UserId, b: &UserId) -> Result<bool, StorageError> {
+    let state =
+        shard.shared.store.friend(a, b)?.map(|(state, _)| palaver_protocol::FriendState::from_byte(state));
+    Ok(state == Some(palaver_protocol::FriendState::Friends))
 }
 
 pub(super) fn storage_error(e: &StorageError) -> ReplyBody {
@@ -197,6 +216,7 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
         }
     }
     let Some(owned) = owned_rooms.rooms.get_mut(&room_id) else { return };
+    owned.last_used_ms = now_ms();
     match action {
         RoomAction::Create { .. } | RoomAction::DmOpen { .. } => {}
         action @ (RoomAction::Get { .. }
@@ -439,15 +459,14 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
             };
             answer(shard, reply_to, Reply::plain(&origin, body));
         }
-        RoomAction::History { room, before, limit } => {
-            let body = match owned.room.history_page(&origin.user, before, limit) {
+        RoomAction::History { room, before, after, limit, cursor } => {
+            let page = HistoryRequest { before, after, limit, cursor };
+            let body = match owned.room.history_page(&origin.user, page) {
                 Err(e) => ReplyBody::Err(e.to_body()),
-                Ok((before, limit)) => {
-                    match history_page(&shard.shared.store, &room, before, limit, &origin.user) {
-                        Ok(messages) => ReplyBody::Ok(OkBody::History(HistoryOk { messages })),
-                        Err(e) => storage_error(&e),
-                    }
-                }
+                Ok(window) => match history_page(&shard.shared.store, &room, window, &origin.user) {
+                    Ok((messages, next)) => ReplyBody::Ok(OkBody::History(HistoryOk { messages, next })),
+                    Err(e) => storage_error(&e),
+                },
             };
             answer(shard, reply_to, Reply::plain(&origin, body));
         }
@@ -464,6 +483,21 @@ fn create(
     settings: Option<palaver_protocol::RoomSettingsPatch>,
 ) {
     let reply_to = origin.shard;
+    let refuse = |body| answer(shard, reply_to, Reply::plain(&origin, body));
+    if let Err(wait) = shard.shared.spam.create_room(&origin.user, now_ms()) {
+        return refuse(rate_limited("rooms are being created too fast; slow down", wait));
+    }
+    let max = shard.shared.config.max_rooms_per_user;
+    match shard.shared.store.owned_room_count(&origin.user, max) {
+        Ok(owned) if owned >= max => {
+            return refuse(error(
+                ErrorCode::Forbidden,
+                format!("a user owns at most {max} rooms; delete or transfer one first"),
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return refuse(storage_error(&e)),
+    }
     let room = match Room::create_with(
         room_id.clone(),
         name,
@@ -536,6 +570,19 @@ fn dm_open(shard: &Rc<Shard>, origin: Origin, room_id: RoomId, peer: UserId) {
         Ok(None) => {
             let body = error(ErrorCode::NotFound, format!("no user {peer}"));
             return answer(shard, reply_to, Reply::plain(&origin, body));
+        }
+        Err(e) => return answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
+    }
+    // A new direct room with someone who is not a friend is unsolicited: limited per
+    // sender and per recipient.
+    match are_friends(shard, &origin.user, &peer) {
+        Ok(true) => {}
+        Ok(false) => {
+            if let Err(wait) = shard.shared.spam.dm_stranger(&origin.user, &peer, now_ms()) {
+                let body =
+                    rate_limited("too many new direct rooms with people who are not your friends", wait);
+                return answer(shard, reply_to, Reply::plain(&origin, body));
+            }
         }
         Err(e) => return answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
     }
@@ -783,14 +830,24 @@ fn after_notice(shard: &Rc<Shard>, room: &RoomId, then: AfterNotice) {
 
 /// A page of history with each message's reactions aggregated, and the senders the
 /// reader blocked flagged.
+/// One page of history in `window`, as `reader` sees it, and the cursor past it.
 fn history_page(
     store: &palaver_storage::Store,
     room: &RoomId,
-    before: Option<u64>,
-    limit: usize,
+    window: HistoryWindow,
     reader: &UserId,
-) -> Result<Vec<Message>, StorageError> {
-    let mut messages = store.messages_before(room, before, limit)?;
+) -> Result<(Vec<Message>, Option<String>), StorageError> {
+    // One more than the page, to know whether another follows.
+    let (mut messages, limit) = match window {
+        HistoryWindow::Backward { before, limit } => {
+            (store.messages_before(room, Some(before), limit + 1)?, limit)
+        }
+        HistoryWindow::Forward { after, through, limit } => {
+            (store.messages_between(room, after.saturating_add(1), through, limit + 1)?, limit)
+        }
+    };
+    let more = messages.len() > limit;
+    messages.truncate(limit);
     let blocked = store.blocks(reader)?;
     for message in &mut messages {
         message.blocked = blocked.contains(&message.sender);
@@ -806,7 +863,14 @@ fn history_page(
             });
         }
     }
-    Ok(messages)
+    let mut page = PageBuilder::new("history", limit);
+    for message in messages {
+        let key = window.cursor_key(message.seq);
+        if !page.offer(&key, Some(message)) {
+            break;
+        }
+    }
+    Ok(page.finish(more))
 }
 
 /// How much of a parent message a reply shows.
@@ -873,14 +937,47 @@ fn announce_receipts(shard: &Shard, owned: &mut OwnedRoom) {
     }
 }
 
+/// Forgets the rooms idle for `--idle-room-secs` that hold nothing storage lacks: no
+/// subscribers on any shard, nothing waiting or in flight, nothing the room state
+/// machine keeps only in memory ([`Room::is_forgettable`]). The next command loads the
+/// room again from storage, as after a restart; a room only read costs nothing, a room
+/// created by the thousand and abandoned does not stay.
+fn unload_idle(shard: &Shard, now: u64) {
+    let idle_ms = shard.shared.config.idle_room_ms;
+    let mut owned_rooms = shard.owned.borrow_mut();
+    let before = owned_rooms.rooms.len();
+    owned_rooms.rooms.retain(|_, owned| {
+        let idle = now.saturating_sub(owned.last_used_ms) >= idle_ms
+            && owned.subscriber_shards.is_empty()
+            && owned.waiting.is_empty()
+            && owned.unsettled == 0
+            && !owned.deleting
+            && !owned.poisoned
+            && !owned.cids.is_building()
+            && owned.room.is_forgettable(now);
+        !idle
+    });
+    let unloaded = before - owned_rooms.rooms.len();
+    if unloaded > 0 {
+        shard.shared.metrics.rooms_unloaded.fetch_add(unloaded as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The owner's periodic work, twice a second: typing indicators not renewed in time
 /// lapse, and receipts that moved are announced (coalesced: at most one event per member
 /// per tick). Only rooms with something to do are touched.
 pub async fn room_ticks(shard: Rc<Shard>) {
+    // Sweeps for idle rooms every 30 s, or twice per idle time when that is shorter.
+    let sweep_every = (shard.shared.config.idle_room_ms / 1_000).clamp(1, 60);
+    let mut ticks = 0u64;
     loop {
         monoio::time::sleep(std::time::Duration::from_millis(500)).await;
         super::relay::expire_parked(&shard);
         let now = now_ms();
+        ticks += 1;
+        if ticks.is_multiple_of(sweep_every) {
+            unload_idle(&shard, now);
+        }
         let mut owned_rooms = shard.owned.borrow_mut();
         let busy = owned_rooms
             .rooms
