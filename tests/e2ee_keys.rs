@@ -161,3 +161,36 @@ fn two_clients_exchange_an_olm_encrypted_dm_the_server_cannot_read() {
     let mut b = Client::login(server.addr, Codec::Json, &bob);
     assert_eq!(b.history(&room, None, None)[0].kind, MessageKind::Encrypted);
 }
+
+#[test]
+fn one_time_keys_cannot_be_drained_and_their_exhaustion_shows() {
+    let server = Server::start(&[]);
+    let [owner, stranger] = ["owner", "stranger"].map(|n| register(server.addr, n));
+    let mut o = Client::login(server.addr, Codec::Json, &owner);
+    let mut s = Client::login(server.addr, Codec::Json, &stranger);
+    let mut olm = OlmAccount::new();
+    assert_eq!(publish(&mut o, "PHONE", &mut olm, 100), 100);
+    // A claimer takes a few of one user's keys, then waits; each claim says how many
+    // are left.
+    let mut taken = 0;
+    loop {
+        match s.request(Op::KeysClaim { user: uid(&owner), device_id: None }) {
+            palaver_protocol::ReplyBody::Ok(OkBody::Claimed(c)) => {
+                taken += 1;
+                assert_eq!(c.claimed[0].one_time_key_count, 100 - taken);
+            }
+            palaver_protocol::ReplyBody::Err(e) => {
+                assert_eq!(e.code, ErrorCode::RateLimited);
+                assert!(e.retry_after_ms.unwrap() > 0);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(taken < 100, "a stranger drained every one-time key");
+    }
+    assert_eq!(taken, 5);
+    match o.ok(Op::KeysList { user: uid(&owner) }) {
+        OkBody::Devices(d) => assert_eq!(d.devices[0].one_time_key_count, 95),
+        other => panic!("{other:?}"),
+    }
+}

@@ -89,6 +89,9 @@ pub struct ClaimedKey {
     /// left: the client then falls back to what its algorithm allows, or asks later).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_time_key: Option<OneTimeKey>,
+    /// The device's unclaimed one-time prekeys after this claim: 0 means exhausted.
+    #[serde(default)]
+    pub one_time_key_count: u32,
 }
 
 /// Answer to `keys.claim`.

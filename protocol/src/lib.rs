@@ -44,4 +44,4 @@ pub use rooms::{
     InviteInfo, InvitesOk, MemberChange, MemberEvent, MemberInfo, MembersOk, RoomDetailsOk, RoomRole,
     RoomSettings, RoomSettingsPatch, SystemAction, SystemNotice,
 };
-pub use text::{Emoji, MessageText, RoomName, TextError};
+pub use text::{Emoji, MessageText, RoomName, TextError, check_name, is_bidi_control};

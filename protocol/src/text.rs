@@ -20,6 +20,39 @@ pub enum TextError {
     /// A control character other than newline or tab.
     #[error("text contains the control character U+{0:04X}")]
     ControlCharacter(u32),
+    /// A bidirectional embedding, override or isolate, which can make a name display
+    /// as something else (`photo\u{202e}gpj.exe` shows as "photoexe.jpg").
+    #[error("names may not contain the bidirectional formatting character U+{0:04X}")]
+    BidiControl(u32),
+    /// White space at the start or the end.
+    #[error("names may not start or end with white space")]
+    Untrimmed,
+}
+
+/// The explicit bidirectional formatting characters (embeddings, overrides, isolates and
+/// their terminators): they reorder what follows them, so a name holding one can show as
+/// a different name. The implicit marks (LRM, RLM, ALM) and the joiners (ZWJ, ZWNJ, which
+/// emoji sequences and Persian or Indic text need) reorder nothing and stay allowed.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Checks a name's characters (a room name, a display name, a file name): no control
+/// characters, no bidirectional formatting characters, no white space at either end.
+pub fn check_name(name: &str) -> Result<(), TextError> {
+    if name.trim().is_empty() {
+        return Err(TextError::Empty);
+    }
+    if name.trim() != name {
+        return Err(TextError::Untrimmed);
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(TextError::ControlCharacter(c as u32));
+    }
+    if let Some(c) = name.chars().find(|c| is_bidi_control(*c)) {
+        return Err(TextError::BidiControl(c as u32));
+    }
+    Ok(())
 }
 
 /// A message body: any Unicode (emoji included), kept exactly as sent, at most `limit`
@@ -83,6 +116,7 @@ impl RoomName {
     /// Validates a room name.
     pub fn new(name: String) -> Result<Self, TextError> {
         check_text(&name, MAX_ROOM_NAME_CHARS, &[])?;
+        check_name(&name)?;
         Ok(Self(name))
     }
 
@@ -126,6 +160,16 @@ mod tests {
             MessageText::new(format!("{emoji}!"), 2_000),
             Err(TextError::TooLong { chars: 2_001, limit: 2_000 })
         );
+    }
+
+    #[test]
+    fn names_refuse_reordering_but_keep_joiners_and_marks() {
+        assert_eq!(RoomName::new("photo\u{202e}gpj.exe".into()), Err(TextError::BidiControl(0x202e)));
+        assert_eq!(check_name("a\u{2066}b"), Err(TextError::BidiControl(0x2066)));
+        assert_eq!(check_name(" padded"), Err(TextError::Untrimmed));
+        assert!(check_name("👩\u{200d}💻 team").is_ok(), "ZWJ emoji sequences");
+        assert!(check_name("می\u{200c}خواهم").is_ok(), "ZWNJ in Persian");
+        assert!(check_name("abc\u{200f}").is_ok(), "RLM");
     }
 
     #[test]

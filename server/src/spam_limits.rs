@@ -17,6 +17,12 @@ const STRANGER_DMS_BY_SENDER: (u32, u64) = (20, 180_000);
 const STRANGER_DMS_TO_RECIPIENT: (u32, u64) = (50, 72_000);
 /// Rooms a user may create at once; then one per interval.
 const ROOMS_CREATED: (u32, u64) = (20, 30_000);
+/// One-time keys one user may claim of another at once (a key per device per new
+/// conversation); then one per interval.
+const KEY_CLAIMS_BY_PAIR: (u32, u64) = (5, 60_000);
+/// One-time keys all claimers together may take of one user at once; then one per
+/// interval (so that many accounts cannot drain them either).
+const KEY_CLAIMS_OF_USER: (u32, u64) = (50, 20_000);
 /// Users each throttle remembers (idle ones are forgotten first).
 const MAX_KEYS: usize = 100_000;
 
@@ -32,6 +38,8 @@ struct Throttles {
     dms_by_sender: Throttle<UserId>,
     dms_to_recipient: Throttle<UserId>,
     rooms_by_creator: Throttle<UserId>,
+    key_claims_by_pair: Throttle<(UserId, UserId)>,
+    key_claims_of_user: Throttle<UserId>,
 }
 
 impl Default for SpamLimits {
@@ -43,6 +51,8 @@ impl Default for SpamLimits {
                 dms_by_sender: throttle(STRANGER_DMS_BY_SENDER),
                 dms_to_recipient: throttle(STRANGER_DMS_TO_RECIPIENT),
                 rooms_by_creator: throttle(ROOMS_CREATED),
+                key_claims_by_pair: Throttle::new(KEY_CLAIMS_BY_PAIR.0, KEY_CLAIMS_BY_PAIR.1, MAX_KEYS),
+                key_claims_of_user: throttle(KEY_CLAIMS_OF_USER),
             }),
         }
     }
@@ -65,6 +75,21 @@ impl SpamLimits {
         }
         t.dms_by_sender.record(sender, now_ms);
         t.dms_to_recipient.record(recipient, now_ms);
+        Ok(())
+    }
+
+    /// Takes a claim of `owner`'s one-time keys by `claimer` (counted for the pair and
+    /// for the owner only when both allow it), or says how many ms to wait.
+    pub fn claim_keys(&self, claimer: &UserId, owner: &UserId, now_ms: u64) -> Result<(), u64> {
+        let Ok(mut t) = self.inner.lock() else { return Ok(()) };
+        let pair = (claimer.clone(), owner.clone());
+        let wait =
+            t.key_claims_by_pair.wait_ms(&pair, now_ms).max(t.key_claims_of_user.wait_ms(owner, now_ms));
+        if wait > 0 {
+            return Err(wait);
+        }
+        t.key_claims_by_pair.record(&pair, now_ms);
+        t.key_claims_of_user.record(owner, now_ms);
         Ok(())
     }
 

@@ -30,4 +30,7 @@ pub use committer::{CommitDone, GroupCommitter};
 pub use error::StorageError;
 pub use key_directory::DeviceRecord;
 pub use records::{ActionRecord, FileRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write};
-pub use store::{Durability, FORMAT_VERSION, Replicator, Store, StoreOptions, lower_this_threads_priority};
+pub use store::{
+    Durability, FORMAT_VERSION, Replicator, Store, StoreOptions, lower_this_threads_priority,
+    username_skeleton,
+};

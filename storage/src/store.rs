@@ -81,6 +81,9 @@ pub(crate) struct Engine {
     pub(crate) meta: Keyspace,
     pub(crate) users: Keyspace,
     pub(crate) username_user: Keyspace,
+    /// A username's confusable skeleton (UTS #39) → user id: names that look alike are
+    /// one name.
+    pub(crate) username_skeleton: Keyspace,
     pub(crate) refresh_token: Keyspace,
     pub(crate) revoked_family: Keyspace,
     pub(crate) rooms: Keyspace,
@@ -119,6 +122,8 @@ impl Engine {
             meta: db.keyspace("meta", KeyspaceCreateOptions::default)?,
             users: open("users")?,
             username_user: open("username_user")?,
+            // Added within format 1: filled from `username_user` at open when empty.
+            username_skeleton: open("username_skeleton")?,
             refresh_token: open("refresh_token")?,
             revoked_family: open("revoked_family")?,
             rooms: open("rooms")?,
@@ -261,7 +266,28 @@ impl Store {
             replicator: std::sync::OnceLock::new(),
         };
         store.check_format()?;
+        store.fill_username_skeletons()?;
         Ok(store)
+    }
+
+    /// A directory from before skeletons were kept: record every existing username's
+    /// (the first of any look-alikes already registered keeps the skeleton).
+    fn fill_username_skeletons(&self) -> Result<(), StorageError> {
+        let e = self.engine()?;
+        if e.username_skeleton.iter().next().is_some() || e.username_user.iter().next().is_none() {
+            return Ok(());
+        }
+        let mut batch = e.db.batch().durability(Some(PersistMode::SyncAll));
+        let mut seen = std::collections::HashSet::new();
+        for guard in e.username_user.iter() {
+            let (name, user_id) = guard.into_inner()?;
+            let skeleton = username_skeleton(&String::from_utf8_lossy(&name));
+            if seen.insert(skeleton.clone()) {
+                batch.insert(&e.username_skeleton, skeleton.as_bytes(), user_id);
+            }
+        }
+        batch.commit()?;
+        Ok(())
     }
 
     /// The open database, for one operation (an operation uses one engine throughout:
@@ -505,6 +531,11 @@ impl Store {
                 Write::PutUser(user) => {
                     batch.insert(&e.users, user.user_id.as_str(), encode_json(user)?);
                     batch.insert(&e.username_user, user.username.as_str(), user.user_id.as_str());
+                    batch.insert(
+                        &e.username_skeleton,
+                        username_skeleton(&user.username),
+                        user.user_id.as_str(),
+                    );
                 }
                 Write::PutRefresh { token_hash, record } => {
                     batch.insert(&e.refresh_token, token_hash.as_slice(), encode_json(record)?);
@@ -611,13 +642,16 @@ impl Store {
         if self.is_poisoned() {
             return Err(StorageError::Poisoned);
         }
-        if e.username_user.get(user.username.as_bytes())?.is_some() {
+        if e.username_user.get(user.username.as_bytes())?.is_some()
+            || e.username_skeleton.get(username_skeleton(&user.username).as_bytes())?.is_some()
+        {
             return Err(StorageError::UsernameTaken);
         }
         let mut batch = self.side_batch(&e)?;
         let logged = self.replicate(&[Write::PutUser(user.clone())])?;
         batch.insert(&e.users, user.user_id.as_str(), encode_json(user)?);
         batch.insert(&e.username_user, user.username.as_str(), user.user_id.as_str());
+        batch.insert(&e.username_skeleton, username_skeleton(&user.username), user.user_id.as_str());
         self.commit_logged(batch, logged)
     }
 
@@ -1021,6 +1055,12 @@ impl Store {
             detail: "value is not 16 bytes".into(),
         })
     }
+}
+
+/// The confusable skeleton of a username (UTS #39, then lower case, as usernames are
+/// compared): `g00gle`, `goog1e` and `google` have one skeleton, and so do `rn` and `m`.
+pub fn username_skeleton(username: &str) -> String {
+    unicode_security::confusable_detection::skeleton(username).collect::<String>().to_lowercase()
 }
 
 /// What a failed write leaves the store as. The engine's own poison flag comes from its

@@ -15,6 +15,13 @@ pub enum AuthError {
     /// The token could not be signed (a server fault).
     #[error("cannot sign token")]
     Signing,
+    /// Correctly signed, for a user who does not exist (deleted, or minted for an id
+    /// this server never registered).
+    #[error("the token's user does not exist")]
+    UnknownUser,
+    /// The user could not be looked up now (storage is not answering).
+    #[error("cannot check the token's user now; try again")]
+    Unavailable,
 }
 
 /// The claims of an access token.
@@ -82,12 +89,32 @@ impl TokenService {
 
     /// Verifies an access token and returns its user.
     pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
-        if token.len() > palaver_protocol::limits::MAX_TOKEN_BYTES {
+        // One rule wherever a token comes from: spaces and tabs around it are not part of
+        // it (as HTTP already has it for a header's value), and inside it nothing but the
+        // compact form's characters is.
+        let token = token.trim_matches([' ', '\t']);
+        let compact = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+        if token.len() > palaver_protocol::limits::MAX_TOKEN_BYTES || !token.bytes().all(compact) {
             return Err(AuthError::InvalidToken);
         }
         let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
             .map_err(|_| AuthError::InvalidToken)?;
         UserId::parse(&data.claims.sub).map_err(|_| AuthError::InvalidToken)
+    }
+}
+
+/// Verifies an access token and that its user exists: the one check every way in
+/// (the `auth` op, an upgrade's `Authorization` header, the file routes) goes through.
+pub fn authenticate(
+    tokens: &TokenService,
+    store: &palaver_storage::Store,
+    token: &str,
+) -> Result<UserId, AuthError> {
+    let user = tokens.verify(token)?;
+    match store.user(&user) {
+        Ok(Some(_)) => Ok(user),
+        Ok(None) => Err(AuthError::UnknownUser),
+        Err(_) => Err(AuthError::Unavailable),
     }
 }
 

@@ -33,10 +33,12 @@ pub fn log_of_node(node: &str) -> String {
     format!("{PREFIX}.log.n.{node}")
 }
 
-/// Where an account creation is published: one subject per username, so the log
-/// itself refuses a second account of the same name (expected last sequence 0).
+/// Where an account creation is published: one subject per username skeleton, so the
+/// log itself refuses a second account of the same or a confusable name (expected last
+/// sequence 0).
 pub fn log_of_username(username: &str) -> String {
-    let hex: String = username.bytes().map(|b| format!("{b:02x}")).collect();
+    let skeleton = palaver_storage::username_skeleton(username);
+    let hex: String = skeleton.bytes().map(|b| format!("{b:02x}")).collect();
     format!("{PREFIX}.log.u.{hex}")
 }
 

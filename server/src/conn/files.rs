@@ -58,11 +58,10 @@ fn authenticate(shard: &Shard, request: &Request) -> Result<UserId, Response> {
     let token = request
         .bearer()
         .ok_or_else(|| Response::error(ErrorCode::Unauthorized, "Authorization: Bearer required"))?;
-    shard
-        .shared
-        .tokens
-        .verify(token)
-        .map_err(|_| Response::error(ErrorCode::Unauthorized, "invalid or expired token"))
+    crate::auth::authenticate(&shard.shared.tokens, &shard.shared.store, token).map_err(|e| match e {
+        crate::auth::AuthError::Unavailable => Response::error(ErrorCode::Unavailable, &e.to_string()),
+        _ => Response::error(ErrorCode::Unauthorized, &e.to_string()),
+    })
 }
 
 fn storage_failure(e: &palaver_storage::StorageError) -> Response {
@@ -87,6 +86,15 @@ fn admit(shard: &Shard, request: &Request, length: usize) -> Result<(UserId, Roo
     }
     if record.settings.is_some_and(|s| !s.file_sharing) {
         return Err(Response::error(ErrorCode::Forbidden, "file sharing is turned off in this room"));
+    }
+    // A file name that reorders itself on screen is refused, not cleaned: the uploader
+    // sees exactly the name everyone else will.
+    if let Some(c) =
+        request.query_param("name").and_then(|n| n.chars().find(|c| palaver_protocol::is_bidi_control(*c)))
+    {
+        let message =
+            format!("file names may not contain the bidirectional formatting character U+{:04X}", c as u32);
+        return Err(Response::error(ErrorCode::Invalid, &message));
     }
     if request.header("content-length").is_none() {
         return Err(Response::error_with_status(411, ErrorCode::Invalid, "Content-Length required"));

@@ -51,9 +51,12 @@ impl Request {
             .map(|(_, v)| v.into_owned())
     }
 
-    /// The bearer token of the `Authorization` header, if any.
+    /// The credentials of an `Authorization: Bearer …` header, if any (the scheme is
+    /// case-insensitive; the token is taken as it stands: see `TokenService::verify`).
     pub fn bearer(&self) -> Option<&str> {
-        self.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim)
+        let value = self.header("authorization")?;
+        let (scheme, token) = value.split_at_checked(7)?;
+        scheme.eq_ignore_ascii_case("bearer ").then_some(token)
     }
 
     /// Whether a comma-separated header contains `token` (case-insensitive).

@@ -353,8 +353,8 @@ pub(crate) fn check_upgrade(request: &Request) -> Result<UpgradeRequest<'_>, Res
     let accept = accept_key(key).map_err(|e| refuse(ErrorCode::Invalid, 400, &e.to_string()))?;
     let (codec, echo_protocol) = choose_codec(request.header("sec-websocket-protocol"))
         .map_err(|e| refuse(ErrorCode::Invalid, 400, &e.to_string()))?;
-    let token =
-        request.header("authorization").map(|value| value.strip_prefix("Bearer ").unwrap_or_default().trim());
+    // An `Authorization` header that is not a bearer token is a wrong token (`""`).
+    let token = request.header("authorization").map(|_| request.bearer().unwrap_or_default());
     Ok(UpgradeRequest { accept, codec, echo_protocol, token })
 }
 
@@ -369,9 +369,16 @@ async fn upgrade(
     let checked = check_upgrade(&request).and_then(|upgrade| {
         let user = match upgrade.token {
             None => None,
-            Some(token) => Some(shard.shared.tokens.verify(token).map_err(|_| {
-                Response::error_with_status(401, ErrorCode::Unauthorized, "invalid or expired token")
-            })?),
+            Some(token) => {
+                Some(crate::auth::authenticate(&shard.shared.tokens, &shard.shared.store, token).map_err(
+                    |e| match e {
+                        crate::auth::AuthError::Unavailable => {
+                            Response::error(ErrorCode::Unavailable, &e.to_string())
+                        }
+                        _ => Response::error_with_status(401, ErrorCode::Unauthorized, &e.to_string()),
+                    },
+                )?)
+            }
         };
         Ok((upgrade.accept, upgrade.codec, upgrade.echo_protocol, user))
     });

@@ -166,7 +166,9 @@ async fn register(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAd
         .await;
     match outcome {
         Ok(Ok((user_id, access, refresh))) => tokens_response(shared, 201, Some(&user_id), &access, &refresh),
-        Ok(Err(StorageError::UsernameTaken)) => Response::error(ErrorCode::Conflict, "username is taken"),
+        Ok(Err(StorageError::UsernameTaken)) => {
+            Response::error(ErrorCode::Conflict, "username is taken, or looks too much like one that is")
+        }
         Ok(Err(e)) => storage_failure(&e),
         Err(refused) => refused_response(refused),
     }

@@ -215,7 +215,7 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
     let action = match op {
         Op::Auth { token } => {
             conn.session.borrow_mut().finished();
-            match shard.shared.tokens.verify(&token) {
+            match crate::auth::authenticate(&shard.shared.tokens, &shard.shared.store, &token) {
                 Ok(user) => {
                     // A socket re-authenticating gives its old slot back first.
                     conn.permits.borrow_mut().user = None;
@@ -231,6 +231,9 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
                     people::session_started(shard, conn, &user);
                     let ok = AuthOk { user_id: user, session_id: crate::ids::session_id() };
                     send_frame(conn, &ServerFrame::ok(id, OkBody::Authed(ok)));
+                }
+                Err(e @ crate::auth::AuthError::Unavailable) => {
+                    reply_error(conn, id, ErrorCode::Unavailable, e.to_string());
                 }
                 Err(e) => reply_error(conn, id, ErrorCode::Unauthorized, e.to_string()),
             }

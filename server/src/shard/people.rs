@@ -649,15 +649,15 @@ fn profile_field(
     max_chars: usize,
 ) -> Result<Option<String>, ReplyBody> {
     let Some(value) = value else { return Ok(current) };
-    let value = value.trim().to_owned();
+    // Empty clears; anything else is stored exactly as sent, or refused — never altered.
     if value.is_empty() {
         return Ok(None);
     }
     if value.chars().count() > max_chars {
         return Err(error(ErrorCode::TooLarge, format!("{field} is at most {max_chars} characters")));
     }
-    if value.chars().any(char::is_control) {
-        return Err(error(ErrorCode::Invalid, format!("{field} has no control characters")));
+    if let Err(e) = palaver_protocol::check_name(&value) {
+        return Err(error(ErrorCode::Invalid, format!("{field}: {e}")));
     }
     Ok(Some(value))
 }
@@ -827,6 +827,11 @@ fn keys_claim(shard: &Rc<Shard>, origin: Origin, user: UserId, device_id: Option
                     format!("{user} does not accept messages from you"),
                 )));
             }
+            // One-time keys are a finite supply: a claimer takes few of one user's, and
+            // all claimers together a bounded number, so none can drain them.
+            if let Err(wait) = shard.shared.spam.claim_keys(&origin.user, &user, crate::clock::now_ms()) {
+                return Ok(Err(super::owner::rate_limited("too many one-time key claims; slow down", wait)));
+            }
             let mut devices = store.devices(&user)?;
             if let Some(only) = &device_id {
                 devices.retain(|(d, _)| d == only);
@@ -872,11 +877,19 @@ fn keys_claim(shard: &Rc<Shard>, origin: Origin, user: UserId, device_id: Option
                 key_id: key_id.clone(),
             });
         }
+        let left = match store.one_time_key_count(&user, &device) {
+            Ok(count) => count.saturating_sub(in_flight + usize::from(key.is_some())),
+            Err(e) => {
+                release(shard, &held);
+                return answer(shard, &origin, storage_error(&e));
+            }
+        };
         claimed.push(ClaimedKey {
             device_id: device,
             identity_key: record.identity_key,
             signing_key: record.signing_key,
             one_time_key: key.map(|(key_id, key)| OneTimeKey { key_id, key }),
+            one_time_key_count: u32::try_from(left).unwrap_or(u32::MAX),
         });
     }
     let body = ReplyBody::Ok(OkBody::Claimed(ClaimedOk { claimed }));
