@@ -60,9 +60,9 @@ fn reads(c: &mut Criterion) {
             black_box(store.messages_before(&room, Some(before), 50))
         })
     });
-    let cid = message(5_000).cid;
-    c.bench_function("storage/idempotency lookup (room, cid)", |b| {
-        b.iter(|| black_box(store.cid_seq(&room, black_box(&cid))))
+    let stored = message(5_000);
+    c.bench_function("storage/idempotency lookup (room, sender, cid)", |b| {
+        b.iter(|| black_box(store.cid_seq(&room, &stored.sender, black_box(&stored.cid))))
     });
 }
 

@@ -185,8 +185,11 @@ impl Store {
         }
     }
 
-    fn cid_seq(&self, c: &ClientMsgId) -> Option<(u64, u64)> {
-        self.messages.values().find(|m| m.system.is_none() && &m.cid == c).map(|m| (m.seq, m.ts))
+    fn cid_seq(&self, sender: &UserId, c: &ClientMsgId) -> Option<(u64, u64)> {
+        self.messages
+            .values()
+            .find(|m| m.system.is_none() && &m.sender == sender && &m.cid == c)
+            .map(|m| (m.seq, m.ts))
     }
 }
 
@@ -463,7 +466,10 @@ impl Harness {
                     {
                         return Err("NoSuchMessage");
                     }
-                    if let Some((seq, m)) = self.model.messages.iter().find(|(_, m)| m.cid == Some(c)) {
+                    // A cid is its sender's: another member's same cid is another message.
+                    if let Some((seq, m)) =
+                        self.model.messages.iter().find(|(_, m)| m.sender == i && m.cid == Some(c))
+                    {
                         return Ok((false, *seq, m.ts));
                     }
                     let message =
@@ -484,7 +490,8 @@ impl Harness {
                     encryption: None,
                 };
                 let store = &self.store;
-                let got = self.room.send(now, &user(i), draft, |c| store.cid_seq(c));
+                let sender = user(i);
+                let got = self.room.send(now, &sender, draft, |c| store.cid_seq(&sender, c));
                 let (message, got) = match got {
                     Ok(SendOutcome::Append(a)) => {
                         let (seq, ts) = (a.message.seq, a.message.ts);
@@ -509,6 +516,9 @@ impl Harness {
                 let (body, valid) = text(t);
                 let expected = (|| {
                     self.model.role(i)?;
+                    if self.model.muted_until(i, now).is_some() {
+                        return Err("Muted");
+                    }
                     if m.deleted {
                         return Err("NoSuchMessage");
                     }
@@ -536,6 +546,9 @@ impl Harness {
                 let m = self.model.messages.get(&seq).cloned().unwrap();
                 let expected = (|| {
                     let role = self.model.role(i)?;
+                    if m.system {
+                        return Err("NotPermitted");
+                    }
                     if m.sender != i && role < Role::Moderator {
                         return Err("NotModerator");
                     }
@@ -554,13 +567,18 @@ impl Harness {
                 let (emoji, valid) = emoji(e);
                 let expected = (|| {
                     self.model.role(i)?;
+                    if self.model.muted_until(i, now).is_some() {
+                        return Err("Muted");
+                    }
                     if seq == 0 || seq > self.model.durable_seq {
                         return Err("NoSuchMessage");
                     }
                     if valid { Ok(emoji.clone()) } else { Err("Invalid") }
                 })();
-                let got =
-                    self.room.check_reaction(&user(i), seq, emoji.clone()).map(|e| e.as_str().to_owned());
+                let got = self
+                    .room
+                    .check_reaction(now, &user(i), seq, emoji.clone())
+                    .map(|e| e.as_str().to_owned());
                 check(d, got, expected);
             }
             Op::Receipt { user: i, delivered, read } => {

@@ -17,7 +17,7 @@
 
 use std::hash::Hasher;
 
-use palaver_protocol::ClientMsgId;
+use palaver_protocol::{ClientMsgId, UserId};
 
 /// The most cids one room's filter holds (at most 4 MiB of layers at the cap); past it
 /// the room goes back to looking every cid up.
@@ -39,9 +39,9 @@ const MIN_LAYER_KEYS: usize = 256;
 pub struct CidHash(u64);
 
 impl CidHash {
-    /// The hash of a cid.
-    pub fn of(cid: &ClientMsgId) -> Self {
-        Self::of_bytes(cid.as_str().as_bytes())
+    /// The hash of a sender's cid.
+    pub fn of(sender: &UserId, cid: &ClientMsgId) -> Self {
+        Self::of_bytes(&crate::keys::sender_cid(sender, cid))
     }
 
     /// The hash of a cid's bytes (as stored after the room prefix of its key).
@@ -184,6 +184,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn tester() -> UserId {
+        UserId::parse("u_tester").expect("valid id")
+    }
+
     fn cid(s: &str) -> ClientMsgId {
         ClientMsgId::parse(s).expect("valid cid")
     }
@@ -191,7 +195,7 @@ mod tests {
     #[test]
     fn an_empty_filter_contains_nothing() {
         let filter = CidFilter::new();
-        assert!(!filter.may_contain(CidHash::of(&cid("c-1"))));
+        assert!(!filter.may_contain(CidHash::of(&tester(), &cid("c-1"))));
         assert_eq!(filter.memory_bytes(), 0);
     }
 
@@ -199,11 +203,12 @@ mod tests {
     fn the_false_positive_rate_stays_near_one_percent_as_layers_grow() {
         let mut filter = CidFilter::with_expected(1000);
         for i in 0..50_000 {
-            filter.insert(CidHash::of(&cid(&format!("in-{i}")))).expect("below the cap");
+            filter.insert(CidHash::of(&tester(), &cid(&format!("in-{i}")))).expect("below the cap");
         }
         assert!(filter.layers.len() > 3, "it grew by layers");
-        let false_positives =
-            (0..100_000).filter(|i| filter.may_contain(CidHash::of(&cid(&format!("out-{i}"))))).count();
+        let false_positives = (0..100_000)
+            .filter(|i| filter.may_contain(CidHash::of(&tester(), &cid(&format!("out-{i}")))))
+            .count();
         // Each full layer adds its ~0.1 %: 0.5 % measured over these seven.
         assert!(false_positives < 1_500, "{false_positives} false positives in 100,000");
         // 16 bits per key, twice over for the doubling slack.
@@ -214,9 +219,9 @@ mod tests {
     fn a_full_filter_says_so_and_keeps_what_it_holds() {
         let mut filter = CidFilter::new();
         filter.keys = MAX_FILTERED_CIDS - 1;
-        let last = CidHash::of(&cid("last"));
+        let last = CidHash::of(&tester(), &cid("last"));
         assert_eq!(filter.insert(last), Ok(()));
-        assert_eq!(filter.insert(CidHash::of(&cid("one-too-many"))), Err(FilterFull));
+        assert_eq!(filter.insert(CidHash::of(&tester(), &cid("one-too-many"))), Err(FilterFull));
         assert!(filter.may_contain(last));
     }
 
@@ -229,10 +234,10 @@ mod tests {
         ) {
             let mut filter = CidFilter::with_expected(expected);
             for c in &cids {
-                filter.insert(CidHash::of(&cid(c))).expect("below the cap");
+                filter.insert(CidHash::of(&tester(), &cid(c))).expect("below the cap");
             }
             for c in &cids {
-                prop_assert!(filter.may_contain(CidHash::of(&cid(c))));
+                prop_assert!(filter.may_contain(CidHash::of(&tester(), &cid(c))));
             }
             prop_assert_eq!(filter.len(), cids.len());
         }

@@ -271,6 +271,11 @@ mod tests {
         assert_eq!(page[0], message(&room, 100));
         let replay = store.messages_between(&room, 498, 600, 10).unwrap();
         assert_eq!(replay.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![498, 499, 500]);
-        assert_eq!(store.cid_seq(&room, &ClientMsgId::parse("c7").unwrap()).unwrap(), Some((7, 1_007)));
+        assert_eq!(
+            store
+                .cid_seq(&room, &UserId::parse("u_alice").unwrap(), &ClientMsgId::parse("c7").unwrap())
+                .unwrap(),
+            Some((7, 1_007))
+        );
     }
 }

@@ -52,9 +52,20 @@ pub(crate) fn user_room_seq(user: &UserId, room: &RoomId, seq: u64) -> Vec<u8> {
     key
 }
 
-/// `room ++ 0 ++ cid`.
-pub(crate) fn room_cid(room: &RoomId, cid: &ClientMsgId) -> Vec<u8> {
+/// `room ++ 0 ++ sender ++ 0 ++ cid`: a cid is its sender's (format 2; format 1 keyed
+/// `room ++ 0 ++ cid`, which let one member squat another's cid).
+pub(crate) fn room_sender_cid(room: &RoomId, sender: &UserId, cid: &ClientMsgId) -> Vec<u8> {
     let mut key = room_prefix(room);
+    key.extend_from_slice(&sender_cid(sender, cid));
+    key
+}
+
+/// `sender ++ 0 ++ cid`: what follows the room in a `room_cid_seq` key, and what a room's
+/// cid filter hashes.
+pub(crate) fn sender_cid(sender: &UserId, cid: &ClientMsgId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(sender.as_str().len() + 1 + cid.as_str().len());
+    key.extend_from_slice(sender.as_str().as_bytes());
+    key.push(SEP);
     key.extend_from_slice(cid.as_str().as_bytes());
     key
 }

@@ -89,6 +89,10 @@ pub struct FileRecord {
     pub height: Option<u32>,
     /// When it was stored, ms since the Unix epoch.
     pub created_ms: u64,
+    /// The message that shares it, once one does (a file is shared by one message, and
+    /// goes with it when it is deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_in: Option<u64>,
 }
 
 /// A refresh token, stored under the SHA-256 of the token (never the token itself).
@@ -335,6 +339,11 @@ pub enum Write {
     },
     /// A shared file's metadata.
     PutFile(FileRecord),
+    /// A file's metadata goes (its message was deleted): downloads stop.
+    RemoveFile {
+        /// The file.
+        file_id: String,
+    },
 }
 
 impl Write {

@@ -16,8 +16,13 @@ use crate::message_record;
 use crate::records::{RefreshRecord, RoomRecord, UserRecord, Write};
 
 /// The on-disk format this build reads and writes. Bumped on any incompatible change to
-/// keys or values; an old directory is refused at open rather than misread.
-pub const FORMAT_VERSION: u32 = 1;
+/// keys or values; an older directory is migrated at open (see [`Store::migrate`]), a
+/// newer one refused rather than misread.
+///
+/// - 1: the first.
+/// - 2: `room_cid_seq` keys take the sender (`room ++ 0 ++ sender ++ 0 ++ cid`): a cid is
+///   its sender's idempotency key.
+pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_KEY: &[u8] = b"format_version";
 /// The group-commit counter, written in every group's batch (see `integrity`).
 const COMMIT_COUNTER_KEY: &[u8] = b"commit_counter";
@@ -354,6 +359,63 @@ impl Store {
         }
     }
 
+    /// Format 1 → 2: every `room_cid_seq` key gains its message's sender. In batches, each
+    /// removing the old keys it rewrites, so a migration cut short by a crash carries on
+    /// where it stopped (what is left under old keys is what was not done); the version
+    /// becomes 2 once none is left.
+    fn migrate_from_1(&self, e: &Engine) -> Result<(), StorageError> {
+        const BATCH: usize = 10_000;
+        let started = std::time::Instant::now();
+        let mut migrated = 0u64;
+        loop {
+            let mut batch = e.db.batch().durability(Some(PersistMode::SyncAll));
+            let mut in_batch = 0;
+            for guard in e.room_cid_seq.iter() {
+                let (key, value) = guard.into_inner()?;
+                // A format-1 key is `room ++ 0 ++ cid`: its suffix has no second separator
+                // (cids are printable ASCII); a format-2 key, already migrated, has one.
+                let Some(room_end) = key.iter().position(|b| *b == 0) else { continue };
+                if key[room_end + 1..].contains(&0) {
+                    continue;
+                }
+                let corrupt =
+                    || StorageError::Corrupt { partition: "room_cid_seq", detail: "format 1 key".into() };
+                let room = std::str::from_utf8(&key[..room_end])
+                    .ok()
+                    .and_then(|r| RoomId::parse(r).ok())
+                    .ok_or_else(corrupt)?;
+                let cid = std::str::from_utf8(&key[room_end + 1..])
+                    .ok()
+                    .and_then(|c| ClientMsgId::parse(c).ok())
+                    .ok_or_else(corrupt)?;
+                let (seq, _) = decode_pair(&value).ok_or_else(corrupt)?;
+                if let Some(stored) = e.room_seq_message.get(keys::message(&room, seq))? {
+                    let message = message_record::decode(&stored)?;
+                    batch.insert(&e.room_cid_seq, keys::room_sender_cid(&room, &message.sender, &cid), value);
+                }
+                batch.remove(&e.room_cid_seq, key);
+                in_batch += 1;
+                if in_batch == BATCH {
+                    break;
+                }
+            }
+            if in_batch == 0 {
+                break;
+            }
+            migrated += in_batch as u64;
+            batch.commit()?;
+        }
+        let mut batch = e.db.batch().durability(Some(PersistMode::SyncAll));
+        batch.insert(&e.meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
+        batch.commit()?;
+        tracing::info!(
+            migrated,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "storage migrated from format 1 to 2"
+        );
+        Ok(())
+    }
+
     fn check_format(&self) -> Result<(), StorageError> {
         let e = self.engine()?;
         match e.meta.get(FORMAT_KEY)? {
@@ -361,10 +423,11 @@ impl Store {
                 let found = <[u8; 4]>::try_from(&bytes[..]).map(u32::from_be_bytes).map_err(|_| {
                     StorageError::Corrupt { partition: "meta", detail: "format version".into() }
                 })?;
-                if found != FORMAT_VERSION {
-                    return Err(StorageError::UnsupportedFormat { found, supported: FORMAT_VERSION });
+                match found {
+                    FORMAT_VERSION => Ok(()),
+                    1 => self.migrate_from_1(&e),
+                    _ => Err(StorageError::UnsupportedFormat { found, supported: FORMAT_VERSION }),
                 }
-                Ok(())
             }
             None => {
                 let mut batch = e.db.batch().durability(Some(PersistMode::SyncAll));
@@ -483,7 +546,11 @@ impl Store {
                     let mut seq_ts = [0u8; 16];
                     seq_ts[..8].copy_from_slice(&message.seq.to_be_bytes());
                     seq_ts[8..].copy_from_slice(&message.ts.to_be_bytes());
-                    batch.insert(&e.room_cid_seq, keys::room_cid(&message.room, &message.cid), seq_ts);
+                    batch.insert(
+                        &e.room_cid_seq,
+                        keys::room_sender_cid(&message.room, &message.sender, &message.cid),
+                        seq_ts,
+                    );
                 }
                 Write::PutRoom(room) => {
                     batch.insert(&e.rooms, room.room_id.as_str(), encode_json(room)?);
@@ -545,6 +612,9 @@ impl Store {
                 }
                 Write::PutFile(file) => {
                     batch.insert(&e.file_record, file.file_id.as_bytes(), encode_json(file)?);
+                }
+                Write::RemoveFile { file_id } => {
+                    batch.remove(&e.file_record, file_id.as_bytes());
                 }
                 other => e.apply_governance(&mut batch, other)?,
             }
@@ -1046,10 +1116,17 @@ impl Store {
         Ok(CidFilter::from_hashes(&hashes))
     }
 
-    /// The `(seq, ts)` a cid was stored under in a room, if it was.
-    pub fn cid_seq(&self, room: &RoomId, cid: &ClientMsgId) -> Result<Option<(u64, u64)>, StorageError> {
+    /// The `(seq, ts)` a sender's cid was stored under in a room, if it was.
+    pub fn cid_seq(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        cid: &ClientMsgId,
+    ) -> Result<Option<(u64, u64)>, StorageError> {
         let e = self.engine()?;
-        let Some(value) = e.room_cid_seq.get(keys::room_cid(room, cid))? else { return Ok(None) };
+        let Some(value) = e.room_cid_seq.get(keys::room_sender_cid(room, sender, cid))? else {
+            return Ok(None);
+        };
         decode_pair(&value).map(Some).ok_or_else(|| StorageError::Corrupt {
             partition: "room_cid_seq",
             detail: "value is not 16 bytes".into(),

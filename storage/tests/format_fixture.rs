@@ -1,6 +1,7 @@
-//! A data directory written by format version 1 is committed under `tests/fixtures/v1`;
-//! every later build must still open it and read the same data. Regenerate only when
-//! the format version changes: `cargo test -p palaver-storage --test format_fixture -- --ignored`.
+//! A data directory written by each format version is committed under
+//! `tests/fixtures/vN`; every later build must still open each (migrating an older one)
+//! and read the same data. When the format version changes, write the new one with
+//! `cargo test -p palaver-storage --test format_fixture -- --ignored` and keep the old.
 #![allow(clippy::unwrap_used, reason = "test: failing loudly is the point")]
 
 use std::path::{Path, PathBuf};
@@ -8,8 +9,8 @@ use std::path::{Path, PathBuf};
 use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, RoomKind, UserId};
 use palaver_storage::{Durability, RoomRecord, StorageError, Store, Write};
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+fn fixture(version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/v{version}"))
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -53,17 +54,32 @@ fn message(seq: u64) -> Message {
 }
 
 #[test]
-fn the_committed_v1_directory_opens_and_reads_back() {
+fn every_committed_format_opens_and_reads_back() {
+    for version in 1..=palaver_storage::FORMAT_VERSION {
+        opens_and_reads_back(version);
+    }
+}
+
+fn opens_and_reads_back(version: u32) {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(), dir.path());
+    copy_dir(&fixture(version), dir.path());
     let store = Store::open(dir.path(), Durability::Fsync).unwrap();
     let room = room();
     assert_eq!(store.last_seq(&room).unwrap(), 20);
     let all = store.messages_between(&room, 1, 20, 100).unwrap();
     assert_eq!(all, (1..=20).map(message).collect::<Vec<_>>());
     assert_eq!(
-        store.cid_seq(&room, &ClientMsgId::parse("cid-7").unwrap()).unwrap(),
+        store
+            .cid_seq(&room, &UserId::parse("u_alice").unwrap(), &ClientMsgId::parse("cid-7").unwrap())
+            .unwrap(),
         Some((7, message(7).ts))
+    );
+    // A cid is its sender's: the same cid from someone else is not a duplicate.
+    assert_eq!(
+        store
+            .cid_seq(&room, &UserId::parse("u_bob").unwrap(), &ClientMsgId::parse("cid-7").unwrap())
+            .unwrap(),
+        None
     );
     let record = store.room(&room).unwrap().unwrap();
     assert_eq!((record.name.as_str(), record.kind), ("fixture room", RoomKind::Private));
@@ -73,7 +89,7 @@ fn the_committed_v1_directory_opens_and_reads_back() {
 #[test]
 fn a_directory_of_another_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(), dir.path());
+    copy_dir(&fixture(palaver_storage::FORMAT_VERSION), dir.path());
     // Rewrite the version key as a future build would.
     {
         let db = fjall::Database::builder(dir.path()).open().unwrap();
@@ -82,7 +98,8 @@ fn a_directory_of_another_format_version_is_refused() {
         db.persist(fjall::PersistMode::SyncAll).unwrap();
     }
     match Store::open(dir.path(), Durability::Fsync) {
-        Err(StorageError::UnsupportedFormat { found: 99, supported: 1 }) => {}
+        Err(StorageError::UnsupportedFormat { found: 99, supported })
+            if supported == palaver_storage::FORMAT_VERSION => {}
         other => panic!("expected UnsupportedFormat, got {other:?}"),
     }
 }
@@ -90,7 +107,7 @@ fn a_directory_of_another_format_version_is_refused() {
 #[test]
 #[ignore = "regenerates the committed fixture; run only when the format version changes"]
 fn regenerate_fixture() {
-    let path = fixture();
+    let path = fixture(palaver_storage::FORMAT_VERSION);
     let _ = std::fs::remove_dir_all(&path);
     let store = Store::open(&path, Durability::Fsync).unwrap();
     let owner = UserId::parse("u_alice").unwrap();

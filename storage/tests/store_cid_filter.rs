@@ -28,7 +28,7 @@ fn message(room: &RoomId, seq: u64, cid: &str) -> Message {
 }
 
 fn hash(cid: &str) -> CidHash {
-    CidHash::of(&ClientMsgId::parse(cid).expect("valid cid"))
+    CidHash::of(&UserId::parse("u_alice").expect("valid id"), &ClientMsgId::parse(cid).expect("valid cid"))
 }
 
 #[test]

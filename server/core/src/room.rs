@@ -34,9 +34,10 @@ pub struct Room {
     /// Timestamp of the newest message: timestamps never go backwards inside a room.
     last_ts: u64,
     /// Cids assigned a seq that is not yet durable, oldest first, so a retry that races
-    /// its own first attempt gets the same seq instead of a second copy.
-    pending: VecDeque<(u64, ClientMsgId)>,
-    pending_cids: HashMap<ClientMsgId, (u64, u64)>,
+    /// its own first attempt gets the same seq instead of a second copy. A cid is its
+    /// sender's: the same cid from another member is another message.
+    pending: VecDeque<(u64, UserId, ClientMsgId)>,
+    pending_cids: HashMap<(UserId, ClientMsgId), (u64, u64)>,
     /// Members typing now, with when their indicator lapses and when it was last announced.
     typing: HashMap<UserId, Typer>,
     /// Members' `(delivered, read)` watermarks.
@@ -377,6 +378,23 @@ impl Room {
         })
     }
 
+    /// One of a direct room's pair comes back after leaving it (`dm.open` derives the
+    /// room from the pair, so the caller is one of them): returns whether they became a
+    /// member again. Anyone else is refused: a direct room has two members at most.
+    pub fn readmit_direct(&mut self, user: &UserId) -> Result<bool, CoreError> {
+        if self.kind != RoomKind::Direct {
+            return Err(CoreError::Invalid("not a direct room".into()));
+        }
+        if self.role_of(user).is_some() {
+            return Ok(false);
+        }
+        if self.members.len() >= 2 {
+            return Err(CoreError::PrivateRoom(self.id.clone()));
+        }
+        self.members.insert(user.clone(), Role::Member);
+        Ok(true)
+    }
+
     /// `user` leaves; returns whether they were a member. The owner of a group room
     /// cannot leave it: they transfer it or delete it first.
     pub fn leave(&mut self, user: &UserId) -> Result<bool, CoreError> {
@@ -389,11 +407,11 @@ impl Room {
     /// Removes `user` whatever their role (undoing a join whose write failed, or a kick).
     /// A mute stays: it is stored apart from the membership (leaving or a kick writes no
     /// `RemoveMute`) and ends by itself, so leaving and rejoining must not lift it — nor
-    /// may a restart bring back one that memory had dropped (found by the `room_model`
-    /// fuzz target, reproducer `fuzz/regressions/room_model/mute-survives-leave`).
+    /// may a restart bring back one that memory had dropped (reproducer
+    /// `fuzz/regressions/room_model/mute-survives-leave`). A running slow-mode wait stays
+    /// too: leaving and rejoining must not reset it.
     pub fn forget_member(&mut self, user: &UserId) -> bool {
         self.typing.remove(user);
-        self.last_sent.remove(user);
         self.members.remove(user).is_some()
     }
 
@@ -421,7 +439,8 @@ impl Room {
     }
 
     /// Accepts a message from `user`, or says it is a duplicate of a stored one.
-    /// `stored_cid` looks a cid up in durable storage (for retries after a restart).
+    /// `stored_cid` looks the cid up among `user`'s messages in durable storage (for retries
+    /// after a restart): a cid is its sender's, so another member cannot squat it.
     pub fn send(
         &mut self,
         now_ms: u64,
@@ -451,7 +470,7 @@ impl Room {
         mentions.sort_unstable();
         mentions.dedup();
         mentions.truncate(limits::MAX_MENTIONS);
-        if let Some(&(seq, ts)) = self.pending_cids.get(&cid) {
+        if let Some(&(seq, ts)) = self.pending_cids.get(&(user.clone(), cid.clone())) {
             return Ok(SendOutcome::Duplicate { seq, ts });
         }
         if let Some((seq, ts)) = stored_cid(&cid) {
@@ -495,8 +514,8 @@ impl Room {
             blocked: false,
             encryption,
         };
-        self.pending.push_back((self.last_seq, cid.clone()));
-        self.pending_cids.insert(cid, (self.last_seq, self.last_ts));
+        self.pending.push_back((self.last_seq, user.clone(), cid.clone()));
+        self.pending_cids.insert((user.clone(), cid), (self.last_seq, self.last_ts));
         Ok(SendOutcome::Append(Appended { message }))
     }
 
@@ -559,6 +578,10 @@ impl Room {
         if self.role_of(user).is_none() {
             return Err(CoreError::NotMember(self.id.clone()));
         }
+        // Muted means no new content in the room, and an edit is new content.
+        if let Some(until) = self.muted_until(user, now_ms) {
+            return Err(CoreError::Muted { until });
+        }
         if original.deleted {
             return Err(CoreError::NoSuchMessage(original.seq));
         }
@@ -575,6 +598,12 @@ impl Room {
     /// above). Returns false when it is already a tombstone (nothing to do).
     pub fn check_delete(&self, user: &UserId, original: &Message) -> Result<bool, CoreError> {
         let role = self.role_of(user).ok_or_else(|| CoreError::NotMember(self.id.clone()))?;
+        // System messages are the room's record of its moderation: nobody erases them.
+        if original.kind == MessageKind::System {
+            return Err(CoreError::NotPermitted(
+                "system messages are the room's record and cannot be deleted".into(),
+            ));
+        }
         if &original.sender != user && role < Role::Moderator {
             return Err(CoreError::NotModerator);
         }
@@ -584,9 +613,18 @@ impl Room {
     /// Checks that `user` may react with `emoji` to message `seq`: a member, an existing
     /// (durable) message, a valid emoji. One reaction per user per emoji per message is
     /// the storage key's job (adding twice is idempotent).
-    pub fn check_reaction(&self, user: &UserId, seq: u64, emoji: String) -> Result<Emoji, CoreError> {
+    pub fn check_reaction(
+        &self,
+        now_ms: u64,
+        user: &UserId,
+        seq: u64,
+        emoji: String,
+    ) -> Result<Emoji, CoreError> {
         if self.role_of(user).is_none() {
             return Err(CoreError::NotMember(self.id.clone()));
+        }
+        if let Some(until) = self.muted_until(user, now_ms) {
+            return Err(CoreError::Muted { until });
         }
         if seq == 0 || seq > self.durable_seq {
             return Err(CoreError::NoSuchMessage(seq));
@@ -657,6 +695,9 @@ impl Room {
             return Err(CoreError::NotMember(self.id.clone()));
         }
         let ttl = self.limits.typing_ttl_ms;
+        if active && let Some(until) = self.muted_until(user, now_ms) {
+            return Err(CoreError::Muted { until });
+        }
         if !active {
             return Ok(match self.typing.remove(user) {
                 Some(_) => TypingChange::Stopped,
@@ -709,12 +750,12 @@ impl Room {
     /// Records that every seq up to `seq` is durable.
     pub fn committed(&mut self, seq: u64) {
         self.durable_seq = self.durable_seq.max(seq.min(self.last_seq));
-        while let Some((pending_seq, _)) = self.pending.front() {
+        while let Some((pending_seq, _, _)) = self.pending.front() {
             if *pending_seq > self.durable_seq {
                 break;
             }
-            if let Some((_, cid)) = self.pending.pop_front() {
-                self.pending_cids.remove(&cid);
+            if let Some((_, sender, cid)) = self.pending.pop_front() {
+                self.pending_cids.remove(&(sender, cid));
             }
         }
     }
@@ -1026,6 +1067,49 @@ mod tests {
         let tombstone = Message { deleted: true, ..m };
         assert_eq!(room.check_delete(&bob, &tombstone), Ok(false));
         assert_eq!(room.check_edit(2_000, &bob, &tombstone, "x".into()), Err(CoreError::NoSuchMessage(1)));
+        let notice = Message { kind: MessageKind::System, ..o.message };
+        assert!(
+            matches!(room.check_delete(&owner, &notice), Err(CoreError::NotPermitted(_))),
+            "the record stays"
+        );
+    }
+
+    #[test]
+    fn a_direct_room_takes_back_the_one_of_its_pair_who_left() {
+        let (a, b) = (user("a"), user("b"));
+        let mut room =
+            Room::direct(RoomId::parse("r_dm").unwrap(), a.clone(), b.clone(), RoomLimits::default());
+        assert_eq!(room.readmit_direct(&a), Ok(false), "still a member");
+        assert_eq!(room.leave(&b), Ok(true));
+        assert!(room.join(&b).is_err(), "joining by id does not re-admit");
+        assert_eq!(room.readmit_direct(&b), Ok(true));
+        assert!(room.readmit_direct(&user("c")).is_err(), "two members at most");
+    }
+
+    #[test]
+    fn mute_means_no_new_content_and_slow_mode_survives_leaving() {
+        let mut room = public_room();
+        let (owner, bob) = (user("owner"), user("bob"));
+        room.join(&bob).unwrap();
+        let SendOutcome::Append(first) = send(&mut room, &bob, "b1", 1_000).unwrap() else { panic!() };
+        room.committed(1);
+        let slow = RoomSettingsPatch { slow_mode_secs: Some(60), ..Default::default() };
+        room.update(&owner, None, None, Some(slow)).unwrap();
+        send(&mut room, &bob, "b2", 2_000).unwrap();
+        room.committed(2);
+        room.leave(&bob).unwrap();
+        room.join(&bob).unwrap();
+        assert!(matches!(send(&mut room, &bob, "b3", 2_004), Err(CoreError::SlowMode { .. })));
+        room.moderate(3_000, &owner, &bob, Moderation::Mute { duration_secs: 60, reason: None }).unwrap();
+        let original = first.message;
+        assert!(matches!(
+            room.check_edit(3_001, &bob, &original, "edited".into()),
+            Err(CoreError::Muted { .. })
+        ));
+        assert!(matches!(room.check_reaction(3_001, &bob, 1, "👍".into()), Err(CoreError::Muted { .. })));
+        assert!(matches!(room.typing(3_001, &bob, true), Err(CoreError::Muted { .. })));
+        assert!(room.typing(3_001, &bob, false).is_ok(), "stopping is not new content");
+        assert!(room.check_delete(&bob, &original).is_ok(), "removing one's own message is allowed");
     }
 
     #[test]

@@ -31,9 +31,9 @@ pub struct SearchRequest {
 }
 
 /// `search`: the searcher's rooms (membership now, so a room left or banned from stops
-/// matching at once), queried on the blocking pool (never on the shard); hits from users
+/// matching at once), queried on the search lane (never on the shard); hits from users
 /// the searcher blocked are left out.
-pub async fn search(shard: &Rc<Shard>, conn: &Rc<Conn>, user: UserId, request: SearchRequest) -> ReplyBody {
+pub async fn search(shard: &Rc<Shard>, user: UserId, request: SearchRequest) -> ReplyBody {
     let Some((index, _)) = shard.shared.search.clone() else {
         return refuse(ErrorCode::Unavailable, "search is disabled on this server");
     };
@@ -45,7 +45,12 @@ pub async fn search(shard: &Rc<Shard>, conn: &Rc<Conn>, user: UserId, request: S
         Ok(rooms) => rooms,
         Err(e) => return failed("search", &e),
     };
-    let blocked: Vec<UserId> = conn.blocked.borrow().iter().cloned().collect();
+    // From storage, not the socket's copy: a block answered a moment ago holds for the
+    // next request whichever shard serves it (the socket's copy follows asynchronously).
+    let blocked = match shard.shared.store.blocks(&user) {
+        Ok(blocked) => blocked,
+        Err(e) => return failed("search", &e),
+    };
     let query = palaver_search::SearchQuery {
         text: request.query,
         rooms,

@@ -217,6 +217,7 @@ pub async fn upload(
         width,
         height,
         created_ms: now_ms(),
+        shared_in: None,
     };
     let store = shard.shared.store.clone();
     match shard.shared.lanes.accounts.run(move || store.put_file(&record)).await {

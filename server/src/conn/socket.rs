@@ -337,7 +337,7 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
             monoio::spawn(async move {
                 // A socket that closes meanwhile drops its search before it runs.
                 let closed = conn.outbound.closed();
-                let searched = directory::search(&shard, &conn, user, request);
+                let searched = directory::search(&shard, user, request);
                 let body = monoio::select! {
                     biased;
                     body = searched => body,

@@ -73,6 +73,9 @@ enum Job {
         key: String,
         chunks: flume::Sender<Result<Bytes, FileError>>,
     },
+    Delete {
+        key: String,
+    },
 }
 
 /// A handle to the files thread.
@@ -158,6 +161,12 @@ impl FileStore {
         Ok(Upload { chunks: chunks_tx, done: done_rx })
     }
 
+    /// Deletes object `key` in the background (its metadata is gone already, so nobody can
+    /// ask for it; a failure is logged, and leaves an unreachable object behind).
+    pub fn delete_later(&self, key: &str) {
+        let _ = self.jobs.send(Job::Delete { key: key.to_owned() });
+    }
+
     /// Streams object `key`, chunk by chunk.
     pub fn download(&self, key: &str) -> Result<flume::Receiver<Result<Bytes, FileError>>, FileError> {
         let (tx, rx) = flume::bounded(CHANNEL_CHUNKS);
@@ -173,6 +182,11 @@ fn object_path(prefix: &ObjectPath, key: &str) -> ObjectPath {
 async fn run_job(store: Arc<dyn ObjectStore>, prefix: ObjectPath, job: Job) {
     match job {
         Job::Stop => {}
+        Job::Delete { key } => {
+            if let Err(e) = store.delete(&object_path(&prefix, &key)).await {
+                tracing::warn!("deleting file {key}: {e}");
+            }
+        }
         Job::Put { key, chunks, done } => {
             let result = put(&*store, object_path(&prefix, &key), chunks).await;
             if let Err(e) = &result

@@ -91,14 +91,15 @@ fn members(shard: &Shard, owned: &OwnedRoom, origin: &Origin, limit: Option<u32>
             Ok(found) => found.map(|u| u.username).unwrap_or_default(),
             Err(e) => return reply(storage_error(&e)),
         };
-        let key = user.as_str().to_owned();
-        let member = MemberInfo {
-            muted_until: owned.room.muted_until(&user, now),
-            presence: presence_of(shard, &user).status,
-            user,
-            username,
-            role,
+        // A member who blocked the asker shows as offline to them, as everywhere.
+        let presence = match shard.shared.store.is_blocked(&user, &origin.user) {
+            Ok(true) => palaver_protocol::PresenceStatus::Offline,
+            Ok(false) => presence_of(shard, &user).status,
+            Err(e) => return reply(storage_error(&e)),
         };
+        let key = user.as_str().to_owned();
+        let member =
+            MemberInfo { muted_until: owned.room.muted_until(&user, now), presence, user, username, role };
         if !page.offer(&key, Some(member)) {
             break;
         }

@@ -136,7 +136,10 @@ mod tests {
     use palaver_protocol::ClientMsgId;
 
     fn hash(s: &str) -> CidHash {
-        CidHash::of(&ClientMsgId::parse(s).expect("valid cid"))
+        CidHash::of(
+            &palaver_protocol::UserId::parse("u_tester").expect("valid id"),
+            &ClientMsgId::parse(s).expect("valid cid"),
+        )
     }
 
     #[test]

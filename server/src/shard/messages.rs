@@ -374,6 +374,8 @@ pub enum CommitWork {
         room: RoomId,
         /// The event (edit, delete).
         event: Box<ServerFrame>,
+        /// The message it rewrote, whose pending version settles with it.
+        rewrote: Option<u64>,
     },
     /// Any other write: when durable, send this answer.
     Reply {

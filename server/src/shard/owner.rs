@@ -48,6 +48,17 @@ pub struct OwnedRoom {
     /// When a command last reached the room (ms since the epoch): idle rooms leave
     /// memory (see [`unload_idle`]).
     pub(super) last_used_ms: u64,
+    /// Messages rewritten (edited, deleted) by writes not yet durable: their newest
+    /// version, and how many such writes are in flight. A command on a message reads it
+    /// here before storage, so it acts on what the room already decided — an edit racing
+    /// a delete sees the tombstone, not the text storage still has.
+    pub(super) rewrites: FxHashMap<u64, (Message, u32)>,
+    /// Reaction changes not yet durable: whether the reaction is there after them, and
+    /// how many are in flight.
+    pub(super) reactions: FxHashMap<(u64, String, UserId), (bool, u32)>,
+    /// Files being shared by messages not yet durable, with the sender and cid of the
+    /// message sharing each (a file is shared by one message).
+    pub(super) sharing: FxHashMap<String, (UserId, palaver_protocol::ClientMsgId)>,
 }
 
 impl OwnedRoom {
@@ -61,6 +72,9 @@ impl OwnedRoom {
             unsettled: 0,
             deleting: false,
             last_used_ms: now_ms(),
+            rewrites: FxHashMap::default(),
+            reactions: FxHashMap::default(),
+            sharing: FxHashMap::default(),
         }
     }
 }
@@ -170,7 +184,10 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
     // A room whose memory ran ahead of a refused write reloads from storage once every
     // write it submitted has settled; its subscribers stay (their sockets are unaffected).
     let mut carried_subscribers = None;
-    if owned_rooms.rooms.get(&room_id).is_some_and(|o| o.poisoned && o.unsettled == 0)
+    if owned_rooms
+        .rooms
+        .get(&room_id)
+        .is_some_and(|o| o.poisoned && o.unsettled == 0 && o.rewrites.is_empty() && o.reactions.is_empty())
         && let Some(stale) = owned_rooms.rooms.remove(&room_id)
     {
         carried_subscribers = Some(stale.subscriber_shards);
@@ -235,10 +252,15 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                 return answer(shard, reply_to, Reply::plain(&origin, body));
             }
             // Almost every cid is new: the room's filter says so without a storage read.
-            let cid_hash = CidHash::of(&cid);
+            let cid_hash = CidHash::of(&origin.user, &cid);
             let known = &owned.cids;
-            let lookup = |cid: &_| {
-                if known.may_be_stored(cid_hash) { store.cid_seq(&room, cid).ok().flatten() } else { None }
+            let sender = &origin.user;
+            let lookup = |cid: &palaver_protocol::ClientMsgId| {
+                if known.may_be_stored(cid_hash) {
+                    store.cid_seq(&room, sender, cid).ok().flatten()
+                } else {
+                    None
+                }
             };
             // Mentions are resolved here (a storage lookup per `@name`); the room keeps
             // only those who are members.
@@ -254,16 +276,41 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                 .collect();
             // A shared file must have been uploaded to this room; its size, type and
             // dimensions are the server's (found from its bytes), not the client's claim.
+            let mut file_record = None;
             let file = match file {
                 Some(claimed) if owned.room.settings().file_sharing => match store.file(&claimed.file_id) {
-                    Ok(Some(record)) if record.room == room => Some(Box::new(FileRef {
-                        name: if claimed.name.trim().is_empty() { record.name } else { claimed.name },
-                        file_id: record.file_id,
-                        size: record.size,
-                        content_type: record.content_type,
-                        width: record.width,
-                        height: record.height,
-                    })),
+                    Ok(Some(record)) if record.room == room => {
+                        // One message shares a file (and deleting it deletes the file): a
+                        // second is refused, a retry of the first is a retry.
+                        let shared_by = match owned.sharing.get(&record.file_id) {
+                            Some(by) => Some(by.clone()),
+                            None => record
+                                .shared_in
+                                .and_then(|seq| store.message(&room, seq).ok().flatten())
+                                .map(|m| (m.sender, m.cid)),
+                        };
+                        if shared_by
+                            .is_some_and(|(sender, shared_cid)| sender != origin.user || shared_cid != cid)
+                        {
+                            let body = error(
+                                ErrorCode::Conflict,
+                                format!(
+                                    "file {} is shared by another message; upload it again to share it again",
+                                    record.file_id
+                                ),
+                            );
+                            return answer(shard, reply_to, Reply::plain(&origin, body));
+                        }
+                        file_record = Some(record.clone());
+                        Some(Box::new(FileRef {
+                            name: if claimed.name.trim().is_empty() { record.name } else { claimed.name },
+                            file_id: record.file_id,
+                            size: record.size,
+                            content_type: record.content_type,
+                            width: record.width,
+                            height: record.height,
+                        }))
+                    }
                     Ok(_) => {
                         let body =
                             error(ErrorCode::NotFound, format!("no file {} in this room", claimed.file_id));
@@ -281,12 +328,24 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                     let ok = SendOk { seq: message.seq, ts: message.ts, duplicate: false };
                     // The sender's own watermarks move with the message, in the same batch.
                     let (delivered, read) = owned.room.receipt_of(&origin.user);
-                    let writes = vec![
+                    let mut writes = vec![
                         Write::AppendMessage(message.clone()),
                         Write::PutReceipt { room: room.clone(), user: origin.user.clone(), delivered, read },
                     ];
+                    let shares = file_record.map(|record| {
+                        let file_id = record.file_id.clone();
+                        writes.push(Write::PutFile(palaver_storage::FileRecord {
+                            shared_in: Some(message.seq),
+                            ..record
+                        }));
+                        file_id
+                    });
+                    let sharer = (message.sender.clone(), message.cid.clone());
                     match submit(shard, writes, CommitWork::Message(message)) {
                         Ok(()) => {
+                            if let Some(file_id) = shares {
+                                owned.sharing.insert(file_id, sharer);
+                            }
                             owned.cids.appended(shard, &room, cid_hash);
                             owned.unsettled += 1;
                             owned.waiting.entry(ok.seq).or_default().push((origin, sent(ok)));
@@ -333,7 +392,7 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
         }
         RoomAction::Edit { room, seq, text } => {
             let now = now_ms();
-            let result = stored_message(shard, &room, seq).and_then(|original| {
+            let result = current_message(shard, owned, &room, seq).and_then(|original| {
                 let text = owned
                     .room
                     .check_edit(now, &origin.user, &original, text)
@@ -351,7 +410,7 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                             edited_at: now,
                             previous_text: original.text,
                         },
-                        Write::ReplaceMessage(edited),
+                        Write::ReplaceMessage(edited.clone()),
                     ];
                     let ok = ReplyBody::Ok(OkBody::Edited(EditOk { seq, edited_at: now }));
                     let event = ServerFrame::Event(Event::Edit(Edit {
@@ -365,15 +424,17 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                         reply: Reply::plain(&origin, ok),
                         room,
                         event: Box::new(event),
+                        rewrote: Some(seq),
                     };
-                    if let Err(e) = submit(shard, writes, work) {
-                        answer(shard, reply_to, Reply::plain(&origin, storage_error(&e)));
+                    match submit(shard, writes, work) {
+                        Ok(()) => rewriting(owned, edited),
+                        Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
                     }
                 }
             }
         }
         RoomAction::Delete { room, seq } => {
-            let result = stored_message(shard, &room, seq).and_then(|original| {
+            let result = current_message(shard, owned, &room, seq).and_then(|original| {
                 let todo = owned
                     .room
                     .check_delete(&origin.user, &original)
@@ -396,11 +457,16 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                         deleted: true,
                         ..original.clone()
                     };
-                    let writes = vec![
-                        Write::ReplaceMessage(tombstone),
+                    let mut writes = vec![
+                        Write::ReplaceMessage(tombstone.clone()),
                         Write::DropEditHistory { room: room.clone(), seq },
                         Write::RemoveMentions { room: room.clone(), seq, users: original.mentions },
                     ];
+                    // A deleted message's file goes with it: its record now, so downloads
+                    // stop once the delete is durable (the bytes follow off the shard).
+                    if let Some(file) = &original.file {
+                        writes.push(Write::RemoveFile { file_id: file.file_id.clone() });
+                    }
                     let by = origin.user.clone();
                     let event = ServerFrame::Event(Event::Delete(Delete { room: room.clone(), seq, by }));
                     let work = CommitWork::ReplyAndAnnounce {
@@ -408,22 +474,36 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                         reply: Reply::plain(&origin, empty),
                         room,
                         event: Box::new(event),
+                        rewrote: Some(seq),
                     };
-                    if let Err(e) = submit(shard, writes, work) {
-                        answer(shard, reply_to, Reply::plain(&origin, storage_error(&e)));
+                    match submit(shard, writes, work) {
+                        Ok(()) => {
+                            rewriting(owned, tombstone);
+                            if let Some(file) = original.file {
+                                shard.shared.files.delete_later(&file.file_id);
+                            }
+                        }
+                        Err(e) => answer(shard, reply_to, Reply::plain(&origin, storage_error(&e))),
                     }
                 }
             }
         }
         RoomAction::React { room, seq, emoji, add } => {
-            match owned.room.check_reaction(&origin.user, seq, emoji) {
+            match owned.room.check_reaction(now_ms(), &origin.user, seq, emoji) {
                 Err(e) => answer(shard, reply_to, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
                 Ok(emoji) => {
                     let (emoji, user) = (emoji.as_str().to_owned(), origin.user.clone());
                     let store = &shard.shared.store;
                     // Adding a reaction that exists (or removing one that does not) changes
-                    // nothing: answer with the count, write and announce nothing.
-                    match store.has_reaction(&room, seq, &emoji, &user) {
+                    // nothing: answer with the count, write and announce nothing. A change
+                    // still in flight counts as made.
+                    let pending =
+                        owned.reactions.get(&(seq, emoji.clone(), user.clone())).map(|(present, _)| *present);
+                    let exists = match pending {
+                        Some(present) => Ok(present),
+                        None => store.has_reaction(&room, seq, &emoji, &user),
+                    };
+                    match exists {
                         Ok(exists) if exists == add => {
                             let body = match store.reaction_count(&room, seq, &emoji) {
                                 Ok(count) => {
@@ -442,9 +522,14 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                         Write::RemoveReaction { room: room.clone(), seq, emoji: emoji.clone(), user }
                     };
                     let failed = origin.clone();
+                    let key = (seq, emoji.clone(), origin.user.clone());
                     let work = CommitWork::Reaction { origin, room, seq, emoji, added: add };
-                    if let Err(e) = submit(shard, vec![write], work) {
-                        answer(shard, reply_to, Reply::plain(&failed, storage_error(&e)));
+                    match submit(shard, vec![write], work) {
+                        Ok(()) => {
+                            let entry = owned.reactions.entry(key).or_insert((add, 0));
+                            *entry = (add, entry.1 + 1);
+                        }
+                        Err(e) => answer(shard, reply_to, Reply::plain(&failed, storage_error(&e))),
                     }
                 }
             }
@@ -559,11 +644,34 @@ fn dm_open(shard: &Rc<Shard>, origin: Origin, room_id: RoomId, peer: UserId) {
         },
     };
     if let Some(info) = existing {
-        return answer(
-            shard,
-            reply_to,
-            Reply::plain(&origin, ReplyBody::Ok(OkBody::Room(RoomOk { room: info }))),
-        );
+        let ok = Reply::plain(&origin, ReplyBody::Ok(OkBody::Room(RoomOk { room: info })));
+        // The one of the pair who left comes back: the room is theirs by construction
+        // (its id is derived from the pair), and what was said meanwhile is there.
+        let mut owned_rooms = shard.owned.borrow_mut();
+        let Some(owned) = owned_rooms.rooms.get_mut(&room_id) else { return answer(shard, reply_to, ok) };
+        return match owned.room.readmit_direct(&origin.user) {
+            Ok(false) => answer(shard, reply_to, ok),
+            Err(e) => answer(shard, reply_to, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
+            Ok(true) => {
+                let write = Write::PutMember {
+                    room: room_id.clone(),
+                    user: origin.user.clone(),
+                    role: Role::Member.to_byte(),
+                };
+                let event = member_event(&room_id, &origin.user, MemberChange::Joined, Role::Member);
+                let work = CommitWork::ReplyAndAnnounce {
+                    shard: reply_to,
+                    reply: ok,
+                    room: room_id,
+                    event: Box::new(event),
+                    rewrote: None,
+                };
+                if let Err(e) = submit(shard, vec![write], work) {
+                    owned.room.forget_member(&origin.user);
+                    answer(shard, reply_to, Reply::plain(&origin, storage_error(&e)));
+                }
+            }
+        };
     }
     match shard.shared.store.user(&peer) {
         Ok(Some(_)) => {}
@@ -656,6 +764,7 @@ fn join(shard: &Rc<Shard>, owned: &mut OwnedRoom, origin: Origin, room: RoomId, 
                 reply,
                 room: room.clone(),
                 event: Box::new(event),
+                rewrote: None,
             };
             if let Err(e) = submit(shard, writes, work) {
                 owned.room.forget_member(&origin.user);
@@ -687,7 +796,8 @@ fn leave(shard: &Rc<Shard>, owned: &mut OwnedRoom, origin: Origin, room: RoomId)
     }
     let write = Write::RemoveMember { room: room.clone(), user: origin.user.clone() };
     let event = member_event(&room, &origin.user, MemberChange::Left, role);
-    let work = CommitWork::ReplyAndAnnounce { shard: reply_to, reply, room, event: Box::new(event) };
+    let work =
+        CommitWork::ReplyAndAnnounce { shard: reply_to, reply, room, event: Box::new(event), rewrote: None };
     if let Err(e) = submit(shard, vec![write], work) {
         answer(shard, reply_to, Reply::plain(&origin, storage_error(&e)));
     }
@@ -721,7 +831,10 @@ pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<()
                 reply.subscribe = None;
                 answer(shard, to, reply);
             }
-            (CommitWork::ReplyAndAnnounce { shard: to, reply, room, event }, Ok(())) => {
+            (CommitWork::ReplyAndAnnounce { shard: to, reply, room, event, rewrote }, Ok(())) => {
+                if let Some(seq) = rewrote {
+                    rewrite_settled(shard, &room, seq);
+                }
                 answer(shard, to, reply);
                 let owned_rooms = shard.owned.borrow();
                 if let Some(owned) = owned_rooms.rooms.get(&room) {
@@ -729,14 +842,19 @@ pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<()
                     broadcast_ephemeral(shard, owned, Ephemeral { room, skip: None, frames });
                 }
             }
-            (CommitWork::ReplyAndAnnounce { shard: to, mut reply, .. }, Err(e)) => {
+            (CommitWork::ReplyAndAnnounce { shard: to, mut reply, room, rewrote, .. }, Err(e)) => {
+                if let Some(seq) = rewrote {
+                    rewrite_settled(shard, &room, seq);
+                }
                 reply.body = storage_error(e);
                 answer(shard, to, reply);
             }
             (CommitWork::Reaction { origin, room, seq, emoji, added }, Ok(())) => {
+                reaction_settled(shard, &room, (seq, emoji.clone(), origin.user.clone()));
                 reaction_durable(shard, origin, room, seq, emoji, added);
             }
-            (CommitWork::Reaction { origin, .. }, Err(e)) => {
+            (CommitWork::Reaction { origin, room, seq, emoji, .. }, Err(e)) => {
+                reaction_settled(shard, &room, (seq, emoji, origin.user.clone()));
                 answer(shard, origin.shard, Reply::plain(&origin, storage_error(e)));
             }
             (CommitWork::Message(message), Ok(())) => {
@@ -753,6 +871,9 @@ pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<()
                 if let Some(owned) = owned_rooms.rooms.get_mut(&message.room) {
                     owned.unsettled = owned.unsettled.saturating_sub(1);
                     owned.poisoned = true;
+                    if let Some(file) = &message.file {
+                        owned.sharing.remove(&file.file_id);
+                    }
                     for (origin, _) in std::mem::take(&mut owned.waiting).into_values().flatten() {
                         answer(shard, origin.shard, Reply::plain(&origin, storage_error(e)));
                     }
@@ -790,6 +911,9 @@ fn message_durable(shard: &Rc<Shard>, message: Message) {
     let mut owned_rooms = shard.owned.borrow_mut();
     let Some(owned) = owned_rooms.rooms.get_mut(&message.room) else { return };
     owned.unsettled = owned.unsettled.saturating_sub(1);
+    if let Some(file) = &message.file {
+        owned.sharing.remove(&file.file_id);
+    }
     owned.room.committed(message.seq);
     let seq = message.seq;
     let room = message.room.clone();
@@ -876,6 +1000,46 @@ fn history_page(
 /// How much of a parent message a reply shows.
 const REPLY_EXCERPT_CHARS: usize = 100;
 
+/// A message as the room has decided it: its newest version still becoming durable if
+/// there is one, else storage's. Commands on a message read this, never storage alone.
+fn current_message(shard: &Shard, owned: &OwnedRoom, room: &RoomId, seq: u64) -> Result<Message, ReplyBody> {
+    match owned.rewrites.get(&seq) {
+        Some((message, _)) => Ok(message.clone()),
+        None => stored_message(shard, room, seq),
+    }
+}
+
+/// Records a rewrite of a message submitted to storage (see [`OwnedRoom::rewrites`]).
+fn rewriting(owned: &mut OwnedRoom, message: Message) {
+    let entry = owned.rewrites.entry(message.seq).or_insert_with(|| (message.clone(), 0));
+    *entry = (message, entry.1 + 1);
+}
+
+/// A rewrite of `seq` settled (durable or refused): once none is in flight, storage has
+/// the message's newest version again.
+fn rewrite_settled(shard: &Shard, room: &RoomId, seq: u64) {
+    if let Some(owned) = shard.owned.borrow_mut().rooms.get_mut(room)
+        && let Some((_, in_flight)) = owned.rewrites.get_mut(&seq)
+    {
+        *in_flight -= 1;
+        if *in_flight == 0 {
+            owned.rewrites.remove(&seq);
+        }
+    }
+}
+
+/// A reaction change settled: likewise for [`OwnedRoom::reactions`].
+fn reaction_settled(shard: &Shard, room: &RoomId, key: (u64, String, UserId)) {
+    if let Some(owned) = shard.owned.borrow_mut().rooms.get_mut(room)
+        && let Some((_, in_flight)) = owned.reactions.get_mut(&key)
+    {
+        *in_flight -= 1;
+        if *in_flight == 0 {
+            owned.reactions.remove(&key);
+        }
+    }
+}
+
 /// A durable message by seq, or the reply body to send when there is none.
 fn stored_message(shard: &Shard, room: &RoomId, seq: u64) -> Result<Message, ReplyBody> {
     match shard.shared.store.message(room, seq) {
@@ -951,6 +1115,9 @@ fn unload_idle(shard: &Shard, now: u64) {
             && owned.subscriber_shards.is_empty()
             && owned.waiting.is_empty()
             && owned.unsettled == 0
+            && owned.rewrites.is_empty()
+            && owned.reactions.is_empty()
+            && owned.sharing.is_empty()
             && !owned.deleting
             && !owned.poisoned
             && !owned.cids.is_building()

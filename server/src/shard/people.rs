@@ -613,6 +613,15 @@ fn block(shard: &Rc<Shard>, origin: Origin, other: UserId, on: bool) {
     }];
     let effect = if on { LocalEffect::Block(other.clone()) } else { LocalEffect::Unblock(other.clone()) };
     let mut notices = vec![UserNotice { user: me.clone(), frames: None, effect: Some(effect) }];
+    // Whoever is blocked stops seeing the blocker's presence on every socket that
+    // followed it (and may not follow it again: see `may_see_presence`).
+    if on {
+        notices.push(UserNotice {
+            user: other.clone(),
+            frames: None,
+            effect: Some(LocalEffect::Unfollow(me.clone())),
+        });
+    }
     let block_key = PendingKey::Block(me.clone(), other.clone());
     hold(shard, &block_key, PendingValue::Block(on));
     let mut release_keys = vec![block_key];
