@@ -68,8 +68,8 @@ pub struct Config {
     pub auto_delivered_receipts: bool,
     /// How long the first connection keeps trying: attempts that fail (server
     /// unreachable or unavailable, tokens not obtainable for now) are retried with the
-    /// reconnect backoff until this long after the first attempt started, then the client
-    /// closes with the last failure. `0`: give up at the first failure. Refusals of the
+    /// reconnect backoff, the last one this long after the first; if it fails too, the
+    /// client closes with its failure. `0`: give up at the first failure. Refusals of the
     /// credentials (wrong password, username taken) end it at once either way.
     pub first_connect_retry_ms: u64,
     /// Seed for backoff jitter and the `cid` prefix; the drivers take it from the OS.
@@ -722,7 +722,12 @@ impl ClientCore {
             track.disconnected();
         }
         self.presence.on_disconnected();
-        let delay = self.backoff.next_delay(&mut self.rng);
+        let mut delay = self.backoff.next_delay(&mut self.rng);
+        if !self.ever_ready {
+            // The first connection's last attempt comes at its deadline, not after it.
+            let deadline = self.started_at.unwrap_or(now).saturating_add(self.config.first_connect_retry_ms);
+            delay = delay.min(deadline.saturating_sub(now));
+        }
         self.link = Link::Offline { retry_at: now + delay };
         self.refreshing = false;
         self.emit(ClientEvent::Disconnected { reason, retry_in_ms: delay });
@@ -931,7 +936,7 @@ impl ClientCore {
                 }
                 ReplyBody::Err(e) if e.code == ErrorCode::Unauthorized => {
                     self.access_refused = true;
-                    self.go_offline(now, format!("access token refused: {}", e.message));
+                    self.attempt_failed(now, "access token refused", e.into());
                 }
                 other => self.go_offline(now, format!("unexpected auth reply: {other:?}")),
             },

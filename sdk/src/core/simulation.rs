@@ -805,6 +805,17 @@ fn a_first_connection_without_retry_fails_at_once_and_refused_credentials_always
 }
 
 #[test]
+fn a_refused_token_on_a_first_connection_without_retry_closes_with_the_refusal() {
+    let mut sim = Sim::new(Config { first_connect_retry_ms: 0, ..test_config() });
+    sim.server.good_tokens.clear();
+    sim.run_for(1_000);
+    match sim.events.last() {
+        Some(ClientEvent::Closed { error: Some(e) }) => assert_eq!(e.code(), Some(ErrorCode::Unauthorized)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn after_the_first_connection_the_client_retries_forever() {
     let mut sim = Sim::new(Config { first_connect_retry_ms: 1_000, ..test_config() });
     sim.run_for(100);
