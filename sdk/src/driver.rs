@@ -334,7 +334,7 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
                     match result {
                         Ok(tokens) => core.handle_tokens(now, platform.unix_ms(), tokens),
                         Err((e, fatal)) => {
-                            if !fatal {
+                            if !fatal && !core.is_ready() {
                                 // The next attempt goes to the next node, if there are others.
                                 current = (current + 1) % endpoints.len();
                             }
