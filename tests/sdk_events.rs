@@ -99,6 +99,9 @@ async fn member_invite_friend_and_presence_events_arrive_and_presence_follows_su
         _ => None,
     })
     .await;
+    // Past the coalescing window (100 ms here), so that going back online is a change the
+    // server announces rather than a flap it swallows (PROTOCOL.md §3.5.23).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     bob.presence_set(PresenceChoice::Online).await.unwrap();
     wait_for("presence online", &mut alice_events, |e| match e {
         ClientEvent::Presence(p) if p.user == bob_id && p.status == PresenceStatus::Online => Some(()),
