@@ -1,12 +1,13 @@
 //! `palaver._native`: the Rust client SDK (`palaver-sdk`) as a Python extension module.
 //!
 //! It holds no client logic of its own: every call goes to a [`palaver_sdk::Client`] (the
-//! same sans-IO core, reconnect, resume and exactly-once send as in Rust), run on the
-//! tokio runtime of `pyo3-async-runtimes`, and every async call returns an asyncio
-//! awaitable. Values cross the boundary as the protocol's JSON (`docs/PROTOCOL.md`):
+//! same sans-IO core, reconnect, resume and exactly-once send as in Rust), run on one
+//! tokio runtime, and every async call returns an asyncio awaitable ([`awaitable`]). Values cross the boundary as the protocol's JSON (`docs/PROTOCOL.md`):
 //! ops in, `ok` bodies and [`ClientEvent::to_json`] events out. The `palaver` Python
 //! package turns those into typed objects and is the API to use; this module is its
 //! engine and is not meant to be called directly.
+
+mod awaitable;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use palaver_sdk::{
 };
 use pyo3::exceptions::{PyException, PyStopAsyncIteration, PyValueError};
 use pyo3::prelude::*;
-use pyo3_async_runtimes::tokio::future_into_py;
+
+use crate::awaitable::awaitable;
 use serde::Deserialize;
 
 pyo3::create_exception!(
@@ -168,7 +170,7 @@ impl NativeClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let credentials: Credentials = parse::<CredentialsArg>("credentials", credentials)?.into();
         let options = parse::<OptionsArg>("options", options)?.into_options()?;
-        future_into_py(py, async move {
+        awaitable(py, async move {
             let client = Client::connect_with(&url, credentials, options).await.map_err(py_err)?;
             Ok(NativeClient { client })
         })
@@ -182,7 +184,7 @@ impl NativeClient {
         username: String,
         password: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        future_into_py(py, async move {
+        awaitable(py, async move {
             let session = Client::register(&url, &username, &password).await.map_err(py_err)?;
             to_json(&serde_json::json!({ "user_id": session.user_id, "tokens": session.tokens }))
         })
@@ -196,7 +198,7 @@ impl NativeClient {
         username: String,
         password: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        future_into_py(py, async move {
+        awaitable(py, async move {
             let session = Client::login(&url, &username, &password).await.map_err(py_err)?;
             to_json(&serde_json::json!({ "user_id": session.user_id, "tokens": session.tokens }))
         })
@@ -207,7 +209,7 @@ impl NativeClient {
     fn request<'py>(&self, py: Python<'py>, op: &str) -> PyResult<Bound<'py, PyAny>> {
         let op: Op = parse("op", op)?;
         let client = self.client.clone();
-        future_into_py(py, async move {
+        awaitable(py, async move {
             let ok = client.request(op).await.map_err(py_err)?;
             to_json(&ok)
         })
@@ -217,7 +219,7 @@ impl NativeClient {
     fn send<'py>(&self, py: Python<'py>, message: &str) -> PyResult<Bound<'py, PyAny>> {
         let message: Outgoing = parse::<SendArg>("message", message)?.into();
         let client = self.client.clone();
-        future_into_py(py, async move {
+        awaitable(py, async move {
             let sent = client.send_message(message).await.map_err(py_err)?;
             to_json(&sent)
         })
@@ -232,7 +234,7 @@ impl NativeClient {
         data: Cow<'_, [u8]>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (room, data, client) = (room_id(room)?, data.into_owned(), self.client.clone());
-        future_into_py(py, async move {
+        awaitable(py, async move {
             let file = client.upload(&room, &name, data).await.map_err(py_err)?;
             to_json(&file)
         })
@@ -241,7 +243,7 @@ impl NativeClient {
     /// Downloads a shared file; resolves to its bytes.
     fn download<'py>(&self, py: Python<'py>, file_id: String) -> PyResult<Bound<'py, PyAny>> {
         let client = self.client.clone();
-        future_into_py(py, async move { client.download(&file_id).await.map_err(py_err) })
+        awaitable(py, async move { client.download(&file_id).await.map_err(py_err) })
     }
 
     /// Marks a joined room read up to `seq` (sent in the background, coalesced).
@@ -292,7 +294,7 @@ impl NativeEvents {
     /// closed.
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let events = self.events.clone();
-        future_into_py(py, async move {
+        awaitable(py, async move {
             match events.lock().await.next().await {
                 Some(event) => Ok(event.to_json().to_string()),
                 None => Err(PyStopAsyncIteration::new_err(())),
@@ -304,6 +306,10 @@ impl NativeEvents {
 /// The extension module.
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_function(wrap_pyfunction!(awaitable::_settle, module)?)?;
+    module.add_function(wrap_pyfunction!(awaitable::_quiesce, module)?)?;
+    let quiesce = module.getattr("_quiesce")?;
+    module.py().import("atexit")?.call_method1("register", (quiesce,))?;
     module.add_class::<NativeClient>()?;
     module.add_class::<NativeEvents>()?;
     module.add("NativeError", module.py().get_type::<NativeError>())?;
