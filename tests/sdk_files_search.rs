@@ -142,7 +142,7 @@ async fn search_filters_by_room_sender_and_time_and_pages_through_everything() {
     // The cursor by hand gives the same second page.
     let first = alice.search(SearchQuery::new("deploy").newest_first().limit(5)).await.unwrap();
     let second = alice
-        .search(SearchQuery::new("deploy").newest_first().limit(5).cursor(first.next_cursor.unwrap()))
+        .search(SearchQuery::new("deploy").newest_first().limit(5).cursor(first.next.unwrap()))
         .await
         .unwrap();
     assert_eq!(second.hits, pages[1]);

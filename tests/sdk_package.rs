@@ -15,11 +15,43 @@ fn target_dir() -> PathBuf {
     std::env::current_exe().unwrap().ancestors().nth(3).unwrap().to_path_buf()
 }
 
+/// cargo verifies the SDK against the packaged protocol through a local registry whose
+/// crates it extracts under `CARGO_HOME/registry/src/-<hash>/` and builds like any
+/// registry crate: while the version is unchanged it reuses that copy and what it built
+/// from it, however the source changed since. Remove the extracted copies of this
+/// project's crates (local registries only: their directory names start with `-`); the
+/// built ones are cleaned by the test.
+fn forget_extracted_local_packages() {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
+    let Some(sources) = home.map(|home| home.join("registry/src")) else { return };
+    let Ok(registries) = std::fs::read_dir(sources) else { return };
+    for registry in registries.flatten() {
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for extracted in std::fs::read_dir(registry.path()).into_iter().flatten().flatten() {
+            if extracted.file_name().to_string_lossy().starts_with("palaver-") {
+                std::fs::remove_dir_all(extracted.path()).unwrap();
+            }
+        }
+    }
+}
+
 #[test]
 fn the_protocol_and_sdk_crates_package_and_build_from_their_packages() {
+    forget_extracted_local_packages();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // A target dir of its own: the verification build must not wait on this one's lock.
     let target = target_dir().join("package-check");
+    let cleaned = Command::new(&cargo)
+        .args(["clean", "-p", "palaver-protocol", "-p", "palaver-sdk", "--target-dir"])
+        .arg(&target)
+        .current_dir(repository())
+        .output()
+        .unwrap();
+    assert!(cleaned.status.success(), "{}", String::from_utf8_lossy(&cleaned.stderr));
     let output = Command::new(cargo)
         .args(["package", "-p", "palaver-protocol", "-p", "palaver-sdk", "--allow-dirty", "--target-dir"])
         .arg(&target)

@@ -157,7 +157,7 @@ impl HistoryPager {
     }
 }
 
-/// Pages through every hit of a search, following `next_cursor`.
+/// Pages through every hit of a search, following `next`.
 #[derive(Debug)]
 pub struct SearchPager {
     client: Client,
@@ -172,7 +172,7 @@ impl SearchPager {
             return Ok(None);
         }
         let page = self.client.search(self.query.clone()).await?;
-        match page.next_cursor {
+        match page.next {
             Some(cursor) => self.query.cursor = Some(cursor),
             None => self.done = true,
         }
@@ -276,7 +276,7 @@ impl Client {
 
     /// One page of a full-text search of the messages in the caller's rooms: a
     /// [`SearchQuery`] (filters, order, page size, cursor) or just the words. Pass the
-    /// answer's `next_cursor` to [`SearchQuery::cursor`] for the next page, or use
+    /// answer's `next` to [`SearchQuery::cursor`] for the next page, or use
     /// [`Client::search_pager`].
     pub async fn search(&self, query: impl Into<SearchQuery>) -> Result<SearchOk, Error> {
         match self.op(query.into().to_op()).await? {

@@ -31,7 +31,7 @@ pub struct SearchQuery {
     pub order: Option<SearchOrder>,
     /// Hits per page (1–50); `None`: the server's default (20).
     pub limit: Option<u32>,
-    /// The previous page's `next_cursor`, to fetch the page after it.
+    /// The previous page's `next`, to fetch the page after it.
     pub cursor: Option<String>,
 }
 
@@ -85,7 +85,7 @@ impl SearchQuery {
         SearchQuery { limit: Some(limit), ..self }
     }
 
-    /// The page after the one that answered with this `next_cursor`.
+    /// The page after the one that answered with this `next`.
     pub fn cursor(self, cursor: impl Into<String>) -> Self {
         SearchQuery { cursor: Some(cursor.into()), ..self }
     }

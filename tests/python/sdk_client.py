@@ -93,6 +93,8 @@ async def chat_and_everything_else():
     assert page[1].reactions[0].emoji == "👍" and page[1].reactions[0].users == [bob.user_id]
     paged = [m.seq async for p in alice.history_pages(room.room_id, page_size=1) for m in p]
     assert paged == [2, 1], paged
+    forward = [m.seq async for p in alice.history_pages(room.room_id, page_size=1, after=0) for m in p]
+    assert forward == [1, 2], forward
 
     # Files: upload, share, download; refusals are typed errors.
     file, shared = await alice.send_file(room.room_id, "chart.png", png(320, 200), "the chart")

@@ -223,11 +223,11 @@ class Client:
         """Leaves a room: its events stop and the membership ends."""
         await self.request("leave", room=room)
 
-    async def room_list(self, query: Optional[str] = None, *, after: Optional[str] = None,
+    async def room_list(self, query: Optional[str] = None, *, cursor: Optional[str] = None,
                         limit: Optional[int] = None) -> tuple[list[RoomInfo], Optional[str]]:
         """One page of public rooms (optionally whose name contains `query`) and the
-        `after` of the next page."""
-        body = await self.request("room.list", query=query, after=after, limit=limit)
+        `cursor` of the next page (`None` on the last one)."""
+        body = await self.request("room.list", query=query, cursor=cursor, limit=limit)
         return [_build(RoomInfo, r) for r in body["results"]], body.get("next")
 
     async def dm_open(self, user: str) -> RoomInfo:
@@ -235,8 +235,15 @@ class Client:
         return _build(RoomInfo, (await self.request("dm.open", user=user))["room"])
 
     async def sync(self) -> list[RoomSummary]:
-        """The user's rooms with their newest message and unread counts."""
-        return [_build(RoomSummary, r) for r in (await self.request("sync"))["rooms"]]
+        """The user's rooms with their newest message and unread counts (every page)."""
+        rooms: list[RoomSummary] = []
+        cursor: Optional[str] = None
+        while True:
+            body = await self.request("sync", cursor=cursor)
+            rooms.extend(_build(RoomSummary, r) for r in body["rooms"])
+            cursor = body.get("next")
+            if cursor is None:
+                return rooms
 
     async def room_invite(self, room: str, user: str) -> None:
         """Invites a user to a room."""
@@ -278,24 +285,25 @@ class Client:
         body = await self.request("history", room=room, before=before, limit=limit)
         return [_build(Message, m) for m in body["messages"]]
 
-    async def history_pages(self, room: str, page_size: int = 50) -> AsyncIterator[list[Message]]:
-        """Every message of a room, newest first, one page at a time."""
-        before: Optional[int] = None
+    async def history_pages(self, room: str, page_size: int = 50, *,
+                            after: Optional[int] = None) -> AsyncIterator[list[Message]]:
+        """Every message of a room one page at a time, following the cursors: newest
+        first, or, with `after`, oldest first from the message after that seq."""
+        body = await self.request("history", room=room, after=after, limit=page_size)
         while True:
-            page = await self.history(room, before=before, limit=page_size)
+            page = [_build(Message, m) for m in body["messages"]]
             if page:
                 yield page
-            if len(page) < page_size or page[-1].seq <= 1:
+            if body.get("next") is None:
                 return
-            before = page[-1].seq
+            body = await self.request("history", room=room, cursor=body["next"], limit=page_size)
 
     async def search(self, text: str, *, room: Optional[str] = None, sender: Optional[str] = None,
                      before: Optional[int] = None, after: Optional[int] = None, order: Optional[str] = None,
                      limit: Optional[int] = None, cursor: Optional[str] = None) -> SearchPage:
         """One page of a full-text search of the user's rooms: only in `room`, only by
         `sender`, only stored `before`/`after` a time (ms), `order` `"relevance"`
-        (default) or `"newest"`, `limit` 1–50, `cursor` = the previous page's
-        `next_cursor`."""
+        (default) or `"newest"`, `limit` 1–50, `cursor` = the previous page's `next`."""
         body = await self.request("search", query=text, room=room, **{"from": sender}, before=before,
                                   after=after, order=order, limit=limit, cursor=cursor)
         return _build(SearchPage, body)
@@ -307,9 +315,9 @@ class Client:
             page = await self.search(text, cursor=cursor, **filters)
             if page.hits:
                 yield page
-            if page.next_cursor is None:
+            if page.next is None:
                 return
-            cursor = page.next_cursor
+            cursor = page.next
 
     async def edit(self, room: str, seq: int, text: str) -> None:
         """Edits one of the user's messages."""

@@ -186,10 +186,11 @@ class SearchHit:
 
 @dataclass(frozen=True)
 class SearchPage:
-    """One page of search hits; pass `next_cursor` as `cursor` for the next page."""
+    """One page of search hits; pass `next` as `cursor` for the next page (`None` on the
+    last one)."""
 
     hits: list[SearchHit]
-    next_cursor: Optional[str] = None
+    next: Optional[str] = None
 
     _NESTED: ClassVar[dict] = {"hits": _each(SearchHit)}
 
