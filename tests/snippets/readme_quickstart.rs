@@ -3,7 +3,7 @@ use palaver_sdk::{Client, ClientEvent, Credentials};
 
 async fn hello(url: &str) -> Result<(), palaver_sdk::Error> {
     // A new server has no accounts: register one (`Credentials::password` logs in later).
-    let client = Client::connect(url, Credentials::register("alice", "correct-horse")).await?;
+    let client = Client::connect(url, Credentials::register("ferris", "correct-horse")).await?;
     let mut events = client.events(); // everything after `Connected`, in order
 
     let room = client.create_room("general", RoomKind::Public).await?;
