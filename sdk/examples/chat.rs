@@ -7,14 +7,17 @@
 //!
 //! Logs in (registering the account if it does not exist), joins the room named by
 //! `--room` (a room id `r_…`, or a public room's name: found with `room.list`, created
-//! if there is none), prints the last messages and every new one, and sends each line
-//! typed on stdin. `/quit` or end of input leaves. Reconnects by itself if the server
-//! goes away.
+//! if there is none), prints the last messages and every new one under their senders'
+//! display names, and sends each line typed on stdin. `/name NEW NAME` sets the user's
+//! display name; `/quit` or end of input leaves. Reconnects by itself if the server goes
+//! away.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};
-use palaver_protocol::{Codec, RoomId, RoomKind};
-use palaver_sdk::core::ClientEvent;
-use palaver_sdk::{Client, ClientOptions, Credentials, Error};
+use palaver_protocol::{Codec, Message, RoomId, RoomKind, UserId};
+use palaver_sdk::{Client, ClientEvent, ClientOptions, Credentials, Error};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 struct Args {
@@ -61,6 +64,39 @@ fn parse_args() -> anyhow::Result<Args> {
     })
 }
 
+/// Display names by user id, looked up once per user (`user.get`) and kept current by
+/// the user's own renames.
+#[derive(Clone)]
+struct Names {
+    client: Client,
+    known: Arc<Mutex<HashMap<UserId, String>>>,
+}
+
+impl Names {
+    /// The user's display name, else their username, else their id.
+    async fn of(&self, user: &UserId) -> String {
+        if let Some(name) = self.known.lock().unwrap_or_else(|e| e.into_inner()).get(user) {
+            return name.clone();
+        }
+        let name = match self.client.user_get(user).await {
+            Ok(found) => found.profile.display_name.unwrap_or(found.profile.username),
+            Err(_) => return user.to_string(),
+        };
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(user.clone(), name.clone());
+        name
+    }
+
+    fn set(&self, user: &UserId, name: String) {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(user.clone(), name);
+    }
+
+    async fn line(&self, m: &Message) -> String {
+        let text = if m.deleted { "(deleted)" } else { m.text.as_str() };
+        let file = m.file.as_ref().map(|f| format!(" [{}: {}, {} bytes]", f.content_type, f.name, f.size));
+        format!("[{}] {}: {text}{}", m.seq, self.of(&m.sender).await, file.unwrap_or_default())
+    }
+}
+
 /// The room to chat in: by id, or by exact name among public rooms, or a new one.
 async fn find_or_create_room(client: &Client, room: &str) -> anyhow::Result<RoomId> {
     if let Ok(id) = RoomId::parse(room) {
@@ -100,32 +136,44 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     let me = client.user_id().context("connected without a user id")?;
+    let names = Names { client: client.clone(), known: Arc::default() };
     let room = find_or_create_room(&client, &args.room).await?;
     let mut events = client.events();
     let joined = client.join(&room).await?;
     let mut backlog = client.history(&room, Some(joined.last_seq + 1), Some(20)).await?;
     backlog.reverse();
-    eprintln!("* {} in {} ({}) — type a line to send it, /quit to leave", me, joined.room.name, room);
+    eprintln!(
+        "* {} in {} ({}) — type a line to send it, /name NAME to rename yourself, /quit to leave",
+        names.of(&me).await,
+        joined.room.name,
+        room
+    );
     for m in backlog {
-        println!("[{}] {}: {}", m.seq, m.sender, m.text);
+        println!("{}", names.line(&m).await);
     }
 
     let printer = {
-        let client = client.clone();
+        let (client, names) = (client.clone(), names.clone());
         tokio::spawn(async move {
             while let Some(event) = events.next().await {
                 match event {
                     ClientEvent::Message(m) => {
-                        println!("[{}] {}: {}", m.seq, m.sender, m.text);
+                        println!("{}", names.line(&m).await);
                         client.mark_read(&m.room, m.seq);
                     }
-                    ClientEvent::Typing(t) if t.active => eprintln!("* {} is typing…", t.user),
+                    ClientEvent::Typing(t) if t.active => {
+                        eprintln!("* {} is typing…", names.of(&t.user).await)
+                    }
                     ClientEvent::Edit(e) => println!("[{}] (edited) {}", e.seq, e.text),
                     ClientEvent::Delete(d) => println!("[{}] (deleted)", d.seq),
+                    ClientEvent::Member(m) => {
+                        eprintln!("* {} {:?} the room", names.of(&m.user).await, m.change)
+                    }
                     ClientEvent::Disconnected { reason, retry_in_ms } => {
                         eprintln!("* disconnected ({reason}); retrying in {retry_in_ms} ms")
                     }
                     ClientEvent::Connected { .. } => eprintln!("* connected"),
+                    ClientEvent::Lagged { missed } => eprintln!("* {missed} events skipped (too slow)"),
                     ClientEvent::Closed { error: Some(e) } => eprintln!("* closed: {e}"),
                     _ => {}
                 }
@@ -139,6 +187,17 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
         if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(name) = line.trim().strip_prefix("/name ") {
+            match client.user_update(Some(name.trim()), None, None).await {
+                Ok(profile) => {
+                    let shown = profile.display_name.unwrap_or(profile.username);
+                    eprintln!("* you are now {shown}");
+                    names.set(&me, shown);
+                }
+                Err(e) => eprintln!("* not renamed: {e}"),
+            }
             continue;
         }
         match client.send(&room, &line).await {

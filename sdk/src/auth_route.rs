@@ -1,4 +1,5 @@
-//! The HTTP auth routes (`/v1/auth/register|login|refresh`): request bodies and answers.
+//! The HTTP auth routes (`/v1/auth/register|login|refresh`): request bodies and answers,
+//! and the error body every HTTP route answers with.
 //! Pure data: the transports carry the requests.
 
 use base64::Engine as _;
@@ -79,9 +80,15 @@ pub(crate) fn parse_token_answer(status: u16, body: &str) -> Result<(Tokens, Opt
         };
         return Ok((tokens, answer.user_id));
     }
+    Err(error_answer(status, body))
+}
+
+/// The error an HTTP error answer carries (`{"error":{"code","message"}}`, PROTOCOL.md
+/// §2.2), or [`Error::Http`] when the body is not that (a proxy's error page).
+pub(crate) fn error_answer(status: u16, body: &str) -> Error {
     match serde_json::from_str::<ErrorAnswer>(body) {
-        Ok(answer) => Err(answer.error.into()),
-        Err(_) => Err(Error::Http { status, body: body.chars().take(200).collect() }),
+        Ok(answer) => answer.error.into(),
+        Err(_) => Error::Http { status, body: body.chars().take(200).collect() },
     }
 }
 

@@ -1,14 +1,9 @@
-//! The typed async API: [`Client`] (a cheap, cloneable handle to a running driver) and
-//! [`Events`] (the event stream).
-
-use std::pin::Pin;
-use std::task::{Context, Poll};
+//! The typed async API: [`Client`], a cheap, cloneable handle to a running driver.
 
 use futures_channel::{mpsc, oneshot};
-use futures_util::Stream;
 use palaver_protocol::{
-    ClaimedKey, DeviceKeys, FriendInfo, InviteInfo, KeysUploadOk, MembersOk, OneTimeKey, PresenceChoice,
-    PresenceInfo, Profile, ProfileOk, RoomDetailsOk, RoomRole, RoomSettingsPatch,
+    ClaimedKey, DeviceKeys, FileRef, FriendInfo, InviteInfo, KeysUploadOk, MembersOk, OneTimeKey,
+    PresenceChoice, PresenceInfo, Profile, ProfileOk, RoomDetailsOk, RoomRole, RoomSettingsPatch, SearchOk,
 };
 use palaver_protocol::{
     EditOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, ReactionOk, ReceiptOk, RoomId, RoomInfo,
@@ -16,11 +11,21 @@ use palaver_protocol::{
 };
 
 use crate::auth_route::AuthRoute;
-use crate::core::{ClientCore, ClientEvent, Config, Outgoing};
-use crate::driver::{self, Command, DriverSetup, Platform, Shared, SharedState};
+use crate::core::{ClientCore, Config, Outgoing};
+use crate::driver::{self, Command, DriverSetup, HttpRequest, Platform, Shared, SharedState};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::event_stream::{self, DEFAULT_EVENT_BUFFER, Events};
+use crate::file_route;
+use crate::search_query::SearchQuery;
 use crate::tokens::{Credentials, Tokens};
+
+/// The platform the client runs on, for the HTTP calls the handles make themselves.
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+pub(crate) type ClientPlatform = crate::native::Native;
+/// The platform the client runs on, for the HTTP calls the handles make themselves.
+#[cfg(all(feature = "wasm", target_arch = "wasm32"))]
+pub(crate) type ClientPlatform = crate::wasm::Browser;
 
 /// How to connect: codec, timeouts and the core's tuning.
 #[derive(Debug, Clone)]
@@ -44,6 +49,9 @@ pub struct ClientOptions {
     /// attempt fails, the next reconnection goes to the next URL in turn, so a client
     /// of a node that died resumes on another (with `since`, like any reconnection).
     pub fallback_urls: Vec<String>,
+    /// How many events each [`Events`] stream holds before dropping its oldest (it then
+    /// yields [`ClientEvent::Lagged`](crate::ClientEvent::Lagged)); default 4 096.
+    pub event_buffer: usize,
 }
 
 impl Default for ClientOptions {
@@ -55,6 +63,7 @@ impl Default for ClientOptions {
             quic: None,
             trust: None,
             fallback_urls: Vec::new(),
+            event_buffer: DEFAULT_EVENT_BUFFER,
         }
     }
 }
@@ -73,6 +82,24 @@ impl ClientOptions {
     /// These options, failing over to `urls` (other nodes of a cluster).
     pub fn failing_over_to(self, urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
         ClientOptions { fallback_urls: urls.into_iter().map(Into::into).collect(), ..self }
+    }
+
+    /// These options, retrying the first connection for up to `ms` (the default is 30 s;
+    /// see [`Config::first_connect_retry_ms`]).
+    pub fn retrying_first_connect_for(mut self, ms: u64) -> Self {
+        self.core.first_connect_retry_ms = ms;
+        self
+    }
+
+    /// These options, with a first connection that is not retried: `connect` fails at
+    /// the first failure (server unreachable, …).
+    pub fn failing_fast(self) -> Self {
+        self.retrying_first_connect_for(0)
+    }
+
+    /// These options, with streams holding at most `events` events (at least 1).
+    pub fn buffering_events(self, events: usize) -> Self {
+        ClientOptions { event_buffer: events.max(1), ..self }
     }
 
     /// The default options over QUIC (rkyv frames).
@@ -100,37 +127,7 @@ pub struct Session {
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
     shared: SharedState,
-}
-
-/// The event stream of a [`Client`]: messages of joined rooms (each seq once, in order),
-/// typing, receipts, reactions, edits, deletes, and connection changes. Ends when the
-/// client closes. Also a [`Stream`].
-#[derive(Debug)]
-pub struct Events {
-    rx: mpsc::UnboundedReceiver<ClientEvent>,
-}
-
-impl Events {
-    /// The next event; `None` once the client is closed.
-    pub async fn next(&mut self) -> Option<ClientEvent> {
-        futures_util::StreamExt::next(&mut self.rx).await
-    }
-
-    /// The next `message` event, skipping the others; `None` once closed.
-    pub async fn next_message(&mut self) -> Option<Message> {
-        loop {
-            if let ClientEvent::Message(m) = self.next().await? {
-                return Some(m);
-            }
-        }
-    }
-}
-
-impl Stream for Events {
-    type Item = ClientEvent;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
-        Pin::new(&mut self.rx).poll_next(cx)
-    }
+    platform: ClientPlatform,
 }
 
 /// Pages backwards through a room's history, newest first.
@@ -160,20 +157,26 @@ impl HistoryPager {
     }
 }
 
-/// Logs in, registers or uses the given tokens, over HTTP.
-pub(crate) async fn initial_session<P: Platform>(
-    platform: &P,
-    endpoint: &Endpoint,
-    credentials: &Credentials,
-) -> Result<Tokens, Error> {
-    match credentials {
-        Credentials::Tokens(tokens) => Ok(tokens.clone()),
-        Credentials::Password { .. } => {
-            Ok(driver::fetch_tokens(platform, endpoint, AuthRoute::Login, credentials, None).await?.0)
+/// Pages through every hit of a search, following `next`.
+#[derive(Debug)]
+pub struct SearchPager {
+    client: Client,
+    query: SearchQuery,
+    done: bool,
+}
+
+impl SearchPager {
+    /// The next page of hits, or `None` after the last one.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<palaver_protocol::SearchHit>>, Error> {
+        if self.done {
+            return Ok(None);
         }
-        Credentials::Register { .. } => {
-            Ok(driver::fetch_tokens(platform, endpoint, AuthRoute::Register, credentials, None).await?.0)
+        let page = self.client.search(self.query.clone()).await?;
+        match page.next {
+            Some(cursor) => self.query.cursor = Some(cursor),
+            None => self.done = true,
         }
+        if page.hits.is_empty() { Ok(None) } else { Ok(Some(page.hits)) }
     }
 }
 
@@ -199,29 +202,41 @@ pub(crate) async fn auth_call<P: Platform>(
     Ok(Session { user_id, tokens })
 }
 
-/// Starts a driver on `spawn` and waits for its first connection.
-pub(crate) async fn start<P: Platform>(
-    platform: P,
+/// Starts a driver on `spawn` and waits for its first connection: `Ok` once it is ready
+/// (its `Connected` emitted), or the error the client closed with.
+pub(crate) async fn start(
+    platform: ClientPlatform,
     url: &str,
     credentials: Credentials,
     options: ClientOptions,
     seed: u64,
-    spawn: impl FnOnce(P, DriverSetup),
+    spawn: impl FnOnce(ClientPlatform, DriverSetup),
 ) -> Result<Client, Error> {
     let endpoint = Endpoint::parse(url)?;
     let mut endpoints = vec![endpoint.clone()];
     for fallback in &options.fallback_urls {
         endpoints.push(Endpoint::parse(fallback)?);
     }
-    let tokens = initial_session(&platform, &endpoint, &credentials).await?;
     let mut core_config = options.core;
     core_config.seed ^= seed;
     let mut core = ClientCore::new(core_config);
-    core.set_tokens(platform.now_ms(), platform.unix_ms(), tokens.clone());
+    // Given tokens are used as they are; otherwise the driver logs in (or registers)
+    // as the core's first action, retried like any connection attempt.
+    let tokens = match &credentials {
+        Credentials::Tokens(tokens) => {
+            core.set_tokens(platform.now_ms(), platform.unix_ms(), tokens.clone());
+            Some(tokens.clone())
+        }
+        _ => None,
+    };
     let (commands_tx, commands_rx) = mpsc::unbounded();
     let (ready_tx, ready_rx) = oneshot::channel();
-    let shared =
-        SharedState::new(std::sync::Mutex::new(Shared { tokens: Some(tokens), ..Shared::default() }));
+    let shared = SharedState::new(std::sync::Mutex::new(Shared {
+        tokens,
+        http_base: endpoint.http_base.clone(),
+        event_buffer: options.event_buffer.max(1),
+        ..Shared::default()
+    }));
     let setup = DriverSetup {
         endpoints,
         codec: options.codec,
@@ -232,9 +247,9 @@ pub(crate) async fn start<P: Platform>(
         shared: shared.clone(),
         ready: ready_tx,
     };
-    spawn(platform, setup);
+    spawn(platform.clone(), setup);
     ready_rx.await.map_err(|_| Error::Closed)??;
-    Ok(Client { commands: commands_tx, shared })
+    Ok(Client { commands: commands_tx, shared, platform })
 }
 
 impl Client {
@@ -259,35 +274,127 @@ impl Client {
         self.op(op).await
     }
 
-    /// Full-text search of the messages in the caller's rooms, newest first.
-    pub async fn search(&self, query: &str) -> Result<palaver_protocol::SearchOk, Error> {
-        let op = Op::Search {
-            query: query.to_owned(),
-            room: None,
-            from: None,
-            before: None,
-            after: None,
-            order: Some(palaver_protocol::SearchOrder::Newest),
-            limit: None,
-            cursor: None,
-        };
-        match self.op(op).await? {
+    /// One page of a full-text search of the messages in the caller's rooms: a
+    /// [`SearchQuery`] (filters, order, page size, cursor) or just the words. Pass the
+    /// answer's `next` to [`SearchQuery::cursor`] for the next page, or use
+    /// [`Client::search_pager`].
+    pub async fn search(&self, query: impl Into<SearchQuery>) -> Result<SearchOk, Error> {
+        match self.op(query.into().to_op()).await? {
             OkBody::Search(found) => Ok(found),
             _ => Err(Error::UnexpectedReply { op: "search" }),
         }
     }
 
-    /// A new event stream: it receives every event emitted after this call returns
-    /// (events are not buffered for streams that do not exist yet, so subscribe before
-    /// joining rooms to see everything). Each stream receives every event.
+    /// Pages through every hit of a search, following the cursors.
+    pub fn search_pager(&self, query: impl Into<SearchQuery>) -> SearchPager {
+        SearchPager { client: self.clone(), query: query.into(), done: false }
+    }
+
+    /// A stream of this client's events, each in its own bounded queue (see [`Events`]).
+    ///
+    /// The **first** call returns the stream opened when the first connection became
+    /// ready: it holds every event emitted after that first `Connected` (which `connect`
+    /// waits for), so nothing that happens between `connect` returning and this call is
+    /// lost. Every later call returns a new stream that receives the events emitted after
+    /// it returns. Once the client is closed, a new stream ends at once.
     pub fn events(&self) -> Events {
-        let (tx, rx) = mpsc::unbounded();
         let mut shared = driver::lock(&self.shared);
-        // A closed client yields an already-ended stream (`tx` is dropped).
-        if !shared.closed {
-            shared.subscribers.push(tx);
+        if let Some(first) = shared.first_stream.take() {
+            return first;
         }
-        Events { rx }
+        let capacity = shared.event_buffer;
+        drop(shared);
+        self.events_holding(capacity)
+    }
+
+    /// A new stream that starts now and holds at most `capacity` events (at least 1)
+    /// before dropping its oldest, whatever [`ClientOptions::event_buffer`] says: for a
+    /// consumer that only cares about the latest events, or one that must never lag.
+    pub fn events_holding(&self, capacity: usize) -> Events {
+        let mut shared = driver::lock(&self.shared);
+        let (sink, stream) = event_stream::stream(capacity);
+        // A closed client yields an already-ended stream (`sink` is dropped).
+        if !shared.closed {
+            shared.subscribers.push(sink);
+        }
+        stream
+    }
+
+    /// Uploads a file to a room (`POST /v1/files`, PROTOCOL.md §2.10) and returns the
+    /// stored file: its id, size, the content type the server found from the bytes, and
+    /// an image's dimensions. Share it with [`Client::send_file`] or a
+    /// [`send_message`](Client::send_message) of kind `image`/`file`. The caller must be a
+    /// member of the room, and the room's file sharing on. Not retried: on a transient
+    /// error ([`Error::is_transient`]) upload again.
+    pub async fn upload(&self, room: &RoomId, name: &str, bytes: Vec<u8>) -> Result<FileRef, Error> {
+        let url = file_route::upload_url(&self.http_base(), room, name);
+        let (status, body) = self
+            .authorized_http(|token| HttpRequest {
+                method: "POST",
+                url: url.clone(),
+                headers: vec![
+                    ("authorization", format!("Bearer {token}")),
+                    ("content-type", "application/octet-stream".into()),
+                ],
+                body: bytes.clone(),
+                max_answer_bytes: file_route::MAX_UPLOAD_ANSWER_BYTES,
+            })
+            .await?;
+        file_route::parse_upload_answer(status, &body)
+    }
+
+    /// Downloads a shared file's bytes (`GET /v1/files/{file_id}`; members of its room
+    /// only). At most [`MAX_DOWNLOAD_BYTES`](crate::MAX_DOWNLOAD_BYTES).
+    pub async fn download(&self, file_id: &str) -> Result<Vec<u8>, Error> {
+        let url = file_route::download_url(&self.http_base(), file_id)
+            .ok_or_else(|| Error::Invalid(format!("{file_id:?} is not a file id")))?;
+        let (status, body) = self
+            .authorized_http(|token| HttpRequest {
+                method: "GET",
+                url: url.clone(),
+                headers: vec![("authorization", format!("Bearer {token}"))],
+                body: Vec::new(),
+                max_answer_bytes: file_route::MAX_DOWNLOAD_BYTES,
+            })
+            .await?;
+        file_route::parse_download_answer(status, body)
+    }
+
+    /// Uploads a file and shares it in the room: a message of kind `image` (for image
+    /// types) or `file`, with `text` as its caption (may be empty). Returns the file and
+    /// the message's seq.
+    pub async fn send_file(
+        &self,
+        room: &RoomId,
+        name: &str,
+        bytes: Vec<u8>,
+        text: &str,
+    ) -> Result<(FileRef, SendOk), Error> {
+        let file = self.upload(room, name, bytes).await?;
+        let kind =
+            if file.content_type.starts_with("image/") { MessageKind::Image } else { MessageKind::File };
+        let message =
+            Outgoing { kind, file: Some(Box::new(file.clone())), ..Outgoing::text(room.clone(), text) };
+        let sent = self.send_message(message).await?;
+        Ok((file, sent))
+    }
+
+    /// The HTTP base of the node the client is connected to.
+    fn http_base(&self) -> String {
+        driver::lock(&self.shared).http_base.clone()
+    }
+
+    /// Makes an HTTP request with the access token. A `401` (the token expired while the
+    /// connection was down) waits for the connection, whose attempt renews the token,
+    /// and tries once more.
+    async fn authorized_http(&self, request: impl Fn(&str) -> HttpRequest) -> Result<(u16, Vec<u8>), Error> {
+        let token = || self.tokens().map(|t| t.access_token).ok_or(Error::Closed);
+        let answer = self.platform.http(request(&token()?)).await?;
+        if answer.0 != 401 {
+            return Ok(answer);
+        }
+        self.ping().await?;
+        self.platform.http(request(&token()?)).await
     }
 
     /// The authenticated user.
@@ -799,8 +906,10 @@ impl Client {
         self.op_empty(Op::PresenceSet { status }, "presence.set").await
     }
 
-    /// Follows users' presence on this connection; returns their current presence.
-    /// (Not renewed after a reconnect: call it again on `Connected`.)
+    /// Follows users' presence; returns their current presence. Changes then arrive as
+    /// [`ClientEvent::Presence`](crate::ClientEvent::Presence) events. The subscription
+    /// is renewed after every reconnect, which also emits each user's current presence as
+    /// a `Presence` event (changes while offline are not missed).
     pub async fn presence_subscribe(&self, users: &[UserId]) -> Result<Vec<PresenceInfo>, Error> {
         match self.op(Op::PresenceSubscribe { users: users.to_vec() }).await? {
             OkBody::PresenceList(ok) => Ok(ok.presence),

@@ -14,7 +14,23 @@ use crate::auth_route::{AuthRoute, auth_body, parse_token_answer};
 use crate::core::{Action, ClientCore, ClientEvent, Outgoing, Output, Ticket};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::event_stream::{self, EventSink, Events};
 use crate::tokens::{Credentials, Tokens};
+
+/// Largest HTTP answer read from the auth routes.
+pub(crate) const MAX_AUTH_ANSWER_BYTES: usize = 1 << 20;
+
+/// One HTTP/1.1 request.
+#[derive(Debug)]
+pub(crate) struct HttpRequest {
+    pub method: &'static str,
+    pub url: String,
+    /// Headers besides `host`, `content-length` and `connection`.
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    /// A longer answer body is an error.
+    pub max_answer_bytes: usize,
+}
 
 /// I/O a transport provides: sockets, HTTP, timers and clocks.
 pub(crate) trait Platform: Clone + 'static {
@@ -22,8 +38,9 @@ pub(crate) trait Platform: Clone + 'static {
     type Socket: Socket;
     /// Opens the WebSocket at `url` offering `codec`'s subprotocol.
     fn connect(&self, url: String, codec: Codec) -> impl Future<Output = Result<Self::Socket, Error>>;
-    /// POSTs a JSON body; returns the status and the body.
-    fn post_json(&self, url: String, body: String) -> impl Future<Output = Result<(u16, String), Error>>;
+    /// Makes an HTTP request; returns the status and the body. A server that refuses a
+    /// request before reading all of its body still has its answer read.
+    fn http(&self, request: HttpRequest) -> impl Future<Output = Result<(u16, Vec<u8>), Error>>;
     /// Sleeps.
     fn sleep(&self, ms: u64) -> impl Future<Output = ()>;
     /// Monotonic milliseconds.
@@ -51,23 +68,47 @@ pub(crate) enum Command {
     Close,
 }
 
+/// POSTs a JSON body to an auth route; returns the status and the body.
+pub(crate) async fn post_json<P: Platform>(
+    platform: &P,
+    url: String,
+    body: String,
+) -> Result<(u16, String), Error> {
+    let request = HttpRequest {
+        method: "POST",
+        url,
+        headers: vec![("content-type", "application/json".into()), ("accept", "application/json".into())],
+        body: body.into_bytes(),
+        max_answer_bytes: MAX_AUTH_ANSWER_BYTES,
+    };
+    let (status, body) = platform.http(request).await?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
 /// State the handles can read without a round trip.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     pub tokens: Option<Tokens>,
     pub user_id: Option<UserId>,
     pub connected: bool,
+    /// The HTTP base of the node the client is (or was last) connected to.
+    pub http_base: String,
     /// Event streams. Registered here, synchronously, by `Client::events`, so a stream
     /// gets every event emitted after the call returns (through a command it could miss
     /// the events the driver handled before reading that command).
-    pub subscribers: Vec<mpsc::UnboundedSender<ClientEvent>>,
+    pub subscribers: Vec<EventSink>,
+    /// The stream opened when the first connection was ready, for the first
+    /// `Client::events` call: it holds every event after that first `Connected`.
+    pub first_stream: Option<Events>,
+    /// How many events each stream holds before dropping its oldest.
+    pub event_buffer: usize,
     /// The driver has stopped: new streams end at once.
     pub closed: bool,
 }
 
 /// Hands an event to every live stream.
 fn emit(shared: &SharedState, event: &ClientEvent) {
-    lock(shared).subscribers.retain(|s| s.unbounded_send(event.clone()).is_ok());
+    lock(shared).subscribers.retain(|s| s.push(event));
 }
 
 pub(crate) type SharedState = Arc<Mutex<Shared>>;
@@ -86,7 +127,8 @@ pub(crate) struct DriverSetup {
     pub core: ClientCore,
     pub commands: mpsc::UnboundedReceiver<Command>,
     pub shared: SharedState,
-    /// Answered once: the first connection is ready (or failed, which stops the driver).
+    /// Answered once: the first connection is ready (after its `Connected` was emitted),
+    /// or the client closed before that (its first connection failed for good).
     pub ready: oneshot::Sender<Result<UserId, Error>>,
 }
 
@@ -100,17 +142,30 @@ pub(crate) async fn fetch_tokens<P: Platform>(
 ) -> Result<(Tokens, Option<String>), Error> {
     let body = auth_body(route, credentials, refresh_token)
         .ok_or_else(|| Error::Auth("no credentials to log in with".into()))?;
-    let (status, text) = platform.post_json(format!("{}{}", endpoint.http_base, route.path()), body).await?;
+    let (status, text) = post_json(platform, format!("{}{}", endpoint.http_base, route.path()), body).await?;
     parse_token_answer(status, &text)
 }
 
-/// Obtains fresh tokens for the core: refresh if possible, else log in with the
-/// password. `Err((error, fatal))`.
+/// Where creating the account stands, for [`Credentials::Register`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registration {
+    NotTried,
+    /// A `register` was sent and its outcome is unknown (no answer, or `internal`): the
+    /// account may exist, so a `conflict` on the next try means it is ours.
+    Unsure,
+    /// The account exists: log in from now on.
+    Done,
+}
+
+/// Obtains fresh tokens for the core: refresh if possible, else register (once, with
+/// [`Credentials::Register`]) or log in with the password. `Err((error, fatal))`: a
+/// fatal error is a refusal of the credentials, not worth retrying.
 async fn obtain_tokens<P: Platform>(
     platform: &P,
     endpoint: &Endpoint,
     credentials: &Credentials,
     refresh_token: Option<String>,
+    registration: &mut Registration,
 ) -> Result<Tokens, (Error, bool)> {
     let can_login = !matches!(credentials, Credentials::Tokens(_));
     if let Some(refresh) = refresh_token {
@@ -127,10 +182,35 @@ async fn obtain_tokens<P: Platform>(
     if !can_login {
         return Err((Error::Auth("the access token expired and there is no refresh token".into()), true));
     }
+    if matches!(credentials, Credentials::Register { .. }) && *registration != Registration::Done {
+        let first_try = *registration == Registration::NotTried;
+        // Until an answer says otherwise (the attempt may be cut short by a timeout).
+        *registration = Registration::Unsure;
+        match fetch_tokens(platform, endpoint, AuthRoute::Register, credentials, None).await {
+            Ok((tokens, _)) => {
+                *registration = Registration::Done;
+                return Ok(tokens);
+            }
+            // An earlier attempt whose answer was lost created the account: log in.
+            Err(e) if e.code() == Some(ErrorCode::Conflict) && !first_try => {
+                *registration = Registration::Done;
+            }
+            Err(e) if e.is_transient() => {
+                // These two are guaranteed to have had no effect.
+                if first_try && matches!(e.code(), Some(ErrorCode::RateLimited | ErrorCode::Unavailable)) {
+                    *registration = Registration::NotTried;
+                }
+                return Err((e, false));
+            }
+            Err(e) => return Err((e, true)),
+        }
+    }
     match fetch_tokens(platform, endpoint, AuthRoute::Login, credentials, None).await {
         Ok((tokens, _)) => Ok(tokens),
-        Err(e) if e.code() == Some(ErrorCode::Unauthorized) => Err((e, true)),
-        Err(e) => Err((e, false)),
+        Err(e) => {
+            let fatal = !e.is_transient();
+            Err((e, fatal))
+        }
     }
 }
 
@@ -168,6 +248,7 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
         ready,
     } = setup;
     let mut current = 0usize;
+    let mut registration = Registration::NotTried;
     let mut ready = Some(ready);
     let mut socket: Option<P::Socket> = None;
     let mut tickets: HashMap<Ticket, oneshot::Sender<Result<OkBody, Error>>> = HashMap::new();
@@ -186,29 +267,31 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
                             let mut s = lock(&shared);
                             s.user_id = Some(user_id.clone());
                             s.connected = true;
-                            drop(s);
-                            if let Some(r) = ready.take() {
-                                let _ = r.send(Ok(user_id.clone()));
-                            }
+                            s.http_base = endpoints[current].http_base.clone();
                         }
-                        ClientEvent::Disconnected { reason, .. } => {
-                            lock(&shared).connected = false;
-                            if let Some(r) = ready.take() {
-                                // The first connection failed: report it instead of retrying.
-                                let _ = r.send(Err(Error::Transport(reason.clone())));
-                                core.close(platform.now_ms());
-                            }
-                        }
+                        ClientEvent::Disconnected { .. } => lock(&shared).connected = false,
                         ClientEvent::Tokens(tokens) => lock(&shared).tokens = Some(tokens.clone()),
-                        ClientEvent::Closed { error } => {
-                            lock(&shared).connected = false;
-                            if let Some(r) = ready.take() {
-                                let _ = r.send(Err(error.clone().unwrap_or(Error::Closed)));
-                            }
-                        }
+                        ClientEvent::Closed { .. } => lock(&shared).connected = false,
                         _ => {}
                     }
                     emit(&shared, &event);
+                    match (&event, ready.take()) {
+                        // The first connection is ready: from here on every event also goes
+                        // to the stream the first `Client::events` call will get, then
+                        // `connect` returns.
+                        (ClientEvent::Connected { user_id, .. }, Some(r)) => {
+                            let mut s = lock(&shared);
+                            let (sink, stream) = event_stream::stream(s.event_buffer);
+                            s.subscribers.push(sink);
+                            s.first_stream = Some(stream);
+                            drop(s);
+                            let _ = r.send(Ok(user_id.clone()));
+                        }
+                        (ClientEvent::Closed { error }, Some(r)) => {
+                            let _ = r.send(Err(error.clone().unwrap_or(Error::Closed)));
+                        }
+                        (_, r) => ready = r,
+                    }
                 }
             }
         }
@@ -241,16 +324,22 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
                 }
                 Action::ObtainTokens { refresh_token } => {
                     let result = with_timeout(&platform, connect_timeout_ms, async {
-                        obtain_tokens(&platform, &endpoints[current], &credentials, refresh_token)
-                            .await
-                            .map_err(|(e, fatal)| if fatal { Error::Auth(e.to_string()) } else { e })
+                        let endpoint = &endpoints[current];
+                        Ok(obtain_tokens(&platform, endpoint, &credentials, refresh_token, &mut registration)
+                            .await)
                     })
-                    .await;
+                    .await
+                    .unwrap_or_else(|timeout| Err((timeout, false)));
                     let now = platform.now_ms();
                     match result {
                         Ok(tokens) => core.handle_tokens(now, platform.unix_ms(), tokens),
-                        Err(e @ Error::Auth(_)) => core.handle_tokens_failed(now, e, true),
-                        Err(e) => core.handle_tokens_failed(now, e, false),
+                        Err((e, fatal)) => {
+                            if !fatal && !core.is_ready() {
+                                // The next attempt goes to the next node, if there are others.
+                                current = (current + 1) % endpoints.len();
+                            }
+                            core.handle_tokens_failed(now, e, fatal);
+                        }
                     }
                 }
             }
@@ -351,6 +440,9 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
         let mut s = lock(&shared);
         s.closed = true;
         s.subscribers.clear();
+    }
+    if let Some(r) = ready.take() {
+        let _ = r.send(Err(Error::Closed));
     }
     if let Some(mut s) = socket.take() {
         s.close().await;

@@ -72,6 +72,17 @@ impl Endpoint {
     }
 }
 
+/// Splits a full URL into the server it names and its path with the query
+/// (`http://h:1/v1/files?room=r` → the endpoint of `http://h:1`, `/v1/files?room=r`).
+#[cfg(any(test, all(feature = "native", not(target_arch = "wasm32"))))]
+pub(crate) fn split_url(url: &str) -> Result<(Endpoint, &str), Error> {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let path_start = url[after_scheme..].find('/').map_or(url.len(), |i| after_scheme + i);
+    let endpoint = Endpoint::parse(&url[..path_start])?;
+    let path = if path_start == url.len() { "/" } else { &url[path_start..] };
+    Ok((endpoint, path))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
@@ -92,5 +103,13 @@ mod tests {
         assert!(Endpoint::parse("ftp://x").is_err());
         assert!(Endpoint::parse("http://").is_err());
         assert!(Endpoint::parse("http://h:notaport").is_err());
+    }
+
+    #[test]
+    fn full_urls_split_into_server_and_path() {
+        let (e, path) = split_url("http://127.0.0.1:8080/v1/files?room=r_1&name=a%20b").unwrap();
+        assert_eq!((e.host.as_str(), e.port, path), ("127.0.0.1", 8080, "/v1/files?room=r_1&name=a%20b"));
+        let (e, path) = split_url("https://chat.example").unwrap();
+        assert_eq!((e.port, path), (443, "/"));
     }
 }

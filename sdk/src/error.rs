@@ -76,6 +76,31 @@ impl Error {
             _ => None,
         }
     }
+
+    /// Whether trying again later may succeed: the server was unreachable, overloaded,
+    /// shutting down or faulty, or answered something that is not the contract (a proxy's
+    /// error page). Refusals of the request itself (`invalid`, `unauthorized`,
+    /// `forbidden`, …) are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Server { code, .. } => {
+                matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal)
+            }
+            Error::Timeout | Error::ConnectionLost | Error::Transport(_) | Error::Http { .. } => true,
+            Error::Closed
+            | Error::InvalidUrl { .. }
+            | Error::Auth(_)
+            | Error::Invalid(_)
+            | Error::UnexpectedReply { .. }
+            | Error::Codec(_)
+            | Error::Crypto(_) => false,
+        }
+    }
+
+    /// `{"code": <protocol code or null>, "message": <the error's text>}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "code": self.code().map(ErrorCode::as_str), "message": self.to_string() })
+    }
 }
 
 impl From<ErrorBody> for Error {

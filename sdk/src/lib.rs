@@ -14,17 +14,21 @@
 //!   reconnect. The server stores a `cid` once, so a message is stored exactly once and
 //!   `send` returns its `seq`.
 //! - **Typed.** Every op of the protocol (`docs/PROTOCOL.md`) is a method returning the
-//!   `palaver-protocol` type of its answer; errors are one [`Error`] enum.
+//!   `palaver-protocol` type of its answer, every server event a [`ClientEvent`]
+//!   variant; errors are one [`Error`] enum. Files ([`Client::upload`]) and search
+//!   ([`SearchQuery`]) included.
+//! - **Patient.** [`Client::connect`] retries a server that is not up yet (30 s by
+//!   default), and each [`Events`] stream has a bounded queue: a stream read too slowly
+//!   drops its oldest events and yields [`ClientEvent::Lagged`], never slowing the client.
 //!
 //! ```no_run
 //! use palaver_protocol::RoomKind;
-//! use palaver_sdk::core::ClientEvent;
-//! use palaver_sdk::{Client, Credentials};
+//! use palaver_sdk::{Client, ClientEvent, Credentials};
 //!
 //! # async fn demo() -> Result<(), palaver_sdk::Error> {
 //! // Log in (Credentials::register creates the account first).
 //! let client = Client::connect("http://127.0.0.1:8080", Credentials::password("alice", "correct horse")).await?;
-//! let mut events = client.events(); // subscribe before joining: nothing is missed
+//! let mut events = client.events(); // every event after `Connected`: nothing is missed
 //!
 //! let room = client.create_room("general", RoomKind::Public).await?;
 //! client.join(&room.room_id).await?;
@@ -93,6 +97,16 @@ mod client;
     all(feature = "wasm", target_arch = "wasm32")
 ))]
 mod driver;
+#[cfg(any(
+    all(feature = "native", not(target_arch = "wasm32")),
+    all(feature = "wasm", target_arch = "wasm32")
+))]
+mod event_stream;
+#[cfg(any(
+    all(feature = "native", not(target_arch = "wasm32")),
+    all(feature = "wasm", target_arch = "wasm32")
+))]
+mod file_route;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 mod native;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
@@ -100,6 +114,7 @@ mod native_quic;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 mod native_trust;
 pub mod quic;
+mod search_query;
 mod trust;
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
 mod wasm;
@@ -108,13 +123,24 @@ mod wasm;
     all(feature = "native", not(target_arch = "wasm32")),
     all(feature = "wasm", target_arch = "wasm32")
 ))]
-pub use client::{Client, ClientOptions, Events, HistoryPager, Session};
+pub use client::{Client, ClientOptions, HistoryPager, SearchPager, Session};
 pub use core::{ClientEvent, Outgoing};
 pub use endpoint::Endpoint;
 pub use error::Error;
+#[cfg(any(
+    all(feature = "native", not(target_arch = "wasm32")),
+    all(feature = "wasm", target_arch = "wasm32")
+))]
+pub use event_stream::{DEFAULT_EVENT_BUFFER, Events};
+#[cfg(any(
+    all(feature = "native", not(target_arch = "wasm32")),
+    all(feature = "wasm", target_arch = "wasm32")
+))]
+pub use file_route::MAX_DOWNLOAD_BYTES;
 /// The wire types (`RoomId`, `Message`, `RoomKind`, …), re-exported.
 pub use palaver_protocol as protocol;
 pub use quic::{QuicOptions, QuicTrust};
+pub use search_query::SearchQuery;
 pub use tokens::{Credentials, Tokens, jwt_expiry_secs};
 pub use trust::TlsTrust;
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage, client::IntoCli
 
 use crate::auth_route::AuthRoute;
 use crate::client::{self, Client, ClientOptions, Session};
-use crate::driver::{self, Platform, Socket};
+use crate::driver::{self, HttpRequest, Platform, Socket};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::native_quic::{QuicConnector, QuicSocket};
@@ -25,8 +25,8 @@ use crate::trust::TlsTrust;
 
 /// Largest server message accepted (a `history` page of 100 long messages is ~1 MB).
 const MAX_SERVER_MESSAGE_BYTES: usize = 16 << 20;
-/// Largest HTTP answer read from the auth routes.
-const MAX_HTTP_ANSWER_BYTES: usize = 1 << 20;
+/// Largest HTTP answer head (status line and headers).
+const MAX_HTTP_HEAD_BYTES: usize = 64 << 10;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Native {
@@ -163,26 +163,41 @@ impl Platform for Native {
         Ok(NativeSocket::WebSocket(ws))
     }
 
-    async fn post_json(&self, url: String, body: String) -> Result<(u16, String), Error> {
-        let endpoint = Endpoint::parse(&url)?;
-        let path = url.split_once(&endpoint.authority).map_or("/", |(_, p)| p);
+    async fn http(&self, request: HttpRequest) -> Result<(u16, Vec<u8>), Error> {
+        let (endpoint, path) = crate::endpoint::split_url(&request.url)?;
         let mut stream = self.stream(&endpoint).await?;
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-type: application/json\r\n\
-             accept: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        let mut head = format!(
+            "{} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-length: {}\r\n",
+            request.method,
             endpoint.authority,
-            body.len()
+            request.body.len()
         );
-        stream.write_all(request.as_bytes()).await.map_err(transport)?;
+        for (name, value) in &request.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        // A server that refuses a request early answers before reading the whole body
+        // and closes: the write may fail, but the answer is there to read.
+        let written = async {
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(&request.body).await?;
+            stream.flush().await
+        }
+        .await;
+        let limit = (MAX_HTTP_HEAD_BYTES + request.max_answer_bytes) as u64;
         let mut answer = Vec::new();
-        match (&mut stream).take(MAX_HTTP_ANSWER_BYTES as u64 + 1).read_to_end(&mut answer).await {
-            Ok(_) => {}
+        let read = (&mut stream).take(limit + 1).read_to_end(&mut answer).await;
+        match (read, written) {
+            (Ok(_), _) => {}
             // A TLS peer that closes without close_notify: the answer is framed by its
             // content-length (or chunks), which the parser checks.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
-            Err(e) => return Err(transport(e)),
+            (Err(e), _) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
+            // A reset after the answer arrived (the server closed with our body unread).
+            (Err(_), _) if !answer.is_empty() => {}
+            (Err(e), Ok(())) => return Err(transport(e)),
+            (Err(_), Err(e)) => return Err(transport(e)),
         }
-        if answer.len() > MAX_HTTP_ANSWER_BYTES {
+        if answer.len() as u64 > limit {
             return Err(Error::Transport("HTTP answer too large".into()));
         }
         parse_http_answer(&answer)
@@ -205,7 +220,7 @@ impl Platform for Native {
 
 /// Splits an HTTP/1.1 answer read to the end of the connection into status and body
 /// (honouring `content-length` and chunked transfer encoding).
-fn parse_http_answer(answer: &[u8]) -> Result<(u16, String), Error> {
+fn parse_http_answer(answer: &[u8]) -> Result<(u16, Vec<u8>), Error> {
     let malformed = || Error::Transport("malformed HTTP answer".into());
     let split = answer.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(malformed)?;
     let head = std::str::from_utf8(&answer[..split]).map_err(|_| malformed())?;
@@ -228,7 +243,7 @@ fn parse_http_answer(answer: &[u8]) -> Result<(u16, String), Error> {
         }
     }
     let body = if chunked { dechunk(body).ok_or_else(malformed)? } else { body.to_vec() };
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((status, body))
 }
 
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
@@ -260,9 +275,18 @@ impl Client {
     /// returns once the connection is ready. Needs a tokio runtime: the connection is
     /// driven by a task spawned on it.
     ///
-    /// If this first connection fails, the error is returned (wrong password, server
-    /// unreachable…) and nothing is retried; once connected, every later disconnect is
-    /// repaired automatically.
+    /// **First connection.** Attempts that fail for a reason that may pass (server
+    /// unreachable or restarting, `unavailable`, no answer) are retried with the
+    /// reconnect backoff for up to 30 s, then the last failure is returned
+    /// ([`ClientOptions::retrying_first_connect_for`], [`ClientOptions::failing_fast`]).
+    /// A refusal of the credentials (wrong password, username taken, bad token) is
+    /// returned at once. Once connected, every later disconnect is repaired
+    /// automatically.
+    ///
+    /// **Event order.** `connect` returns after the first
+    /// [`ClientEvent::Connected`](crate::ClientEvent::Connected) was emitted. The first
+    /// [`Client::events`] stream starts right after that `Connected` and holds everything
+    /// emitted since, however late it is asked for; later streams start when they are made.
     ///
     /// `url` is the server's base URL, e.g. `http://127.0.0.1:8080`.
     pub async fn connect(url: &str, credentials: Credentials) -> Result<Client, Error> {
@@ -354,11 +378,11 @@ mod tests {
     #[test]
     fn http_answers_parse_with_length_chunks_or_eof() {
         let a = b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}junk";
-        assert_eq!(parse_http_answer(a).unwrap(), (201, "{}".into()));
+        assert_eq!(parse_http_answer(a).unwrap(), (201, b"{}".to_vec()));
         let a = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_http_answer(a).unwrap(), (200, "abcde".into()));
+        assert_eq!(parse_http_answer(a).unwrap(), (200, b"abcde".to_vec()));
         let a = b"HTTP/1.1 401 Unauthorized\r\n\r\n{\"error\":1}";
-        assert_eq!(parse_http_answer(a).unwrap(), (401, "{\"error\":1}".into()));
+        assert_eq!(parse_http_answer(a).unwrap(), (401, b"{\"error\":1}".to_vec()));
         assert!(parse_http_answer(b"garbage").is_err());
     }
 }

@@ -21,12 +21,12 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use crate::auth_route::AuthRoute;
 use crate::client::{self, Client, ClientOptions, Session};
-use crate::core::ClientEvent;
-use crate::driver::{self, Platform, Socket};
+use crate::driver::{self, HttpRequest, Platform, Socket};
 use crate::error::Error;
 use crate::tokens::{Credentials, Tokens};
 
-#[derive(Debug, Clone, Copy)]
+/// The browser platform: the page's `WebSocket`, `fetch` and timers.
+#[derive(Debug, Clone)]
 pub(crate) struct Browser;
 
 fn js_error(context: &str, value: &JsValue) -> Error {
@@ -146,20 +146,28 @@ impl Platform for Browser {
         Ok(BrowserSocket { ws, rx, _handlers: handlers })
     }
 
-    async fn post_json(&self, url: String, body: String) -> Result<(u16, String), Error> {
+    async fn http(&self, request: HttpRequest) -> Result<(u16, Vec<u8>), Error> {
         let init = web_sys::RequestInit::new();
-        init.set_method("POST");
-        init.set_body(&JsValue::from_str(&body));
-        let request =
-            web_sys::Request::new_with_str_and_init(&url, &init).map_err(|e| js_error("fetch", &e))?;
-        request.headers().set("content-type", "application/json").map_err(|e| js_error("fetch", &e))?;
-        let response = JsFuture::from(window()?.fetch_with_request(&request))
+        init.set_method(request.method);
+        if !request.body.is_empty() {
+            init.set_body(&js_sys::Uint8Array::from(request.body.as_slice()));
+        }
+        let fetch_request = web_sys::Request::new_with_str_and_init(&request.url, &init)
+            .map_err(|e| js_error("fetch", &e))?;
+        for (name, value) in &request.headers {
+            fetch_request.headers().set(name, value).map_err(|e| js_error("fetch", &e))?;
+        }
+        let response = JsFuture::from(window()?.fetch_with_request(&fetch_request))
             .await
             .map_err(|e| js_error("fetch", &e))?;
         let response: web_sys::Response = response.dyn_into().map_err(|e| js_error("fetch", &e))?;
-        let text = response.text().map_err(|e| js_error("fetch", &e))?;
-        let text = JsFuture::from(text).await.map_err(|e| js_error("fetch", &e))?;
-        Ok((response.status(), text.as_string().unwrap_or_default()))
+        let buffer = response.array_buffer().map_err(|e| js_error("fetch", &e))?;
+        let buffer = JsFuture::from(buffer).await.map_err(|e| js_error("fetch", &e))?;
+        let bytes = js_sys::Uint8Array::new(&buffer);
+        if bytes.length() as usize > request.max_answer_bytes {
+            return Err(Error::Transport("HTTP answer too large".into()));
+        }
+        Ok((response.status(), bytes.to_vec()))
     }
 
     async fn sleep(&self, ms: u64) {
@@ -238,36 +246,6 @@ fn json_to_js(value: &serde_json::Value) -> JsValue {
     js_sys::JSON::parse(&value.to_string()).unwrap_or(JsValue::NULL)
 }
 
-/// A client event as a plain JSON object with a `type` field.
-fn event_json(event: &ClientEvent) -> Option<serde_json::Value> {
-    let mut value = match event {
-        ClientEvent::Message(m) => json!({ "type": "message", "message": m }),
-        ClientEvent::Typing(t) => json!({ "type": "typing", "typing": t }),
-        ClientEvent::Receipt(r) => json!({ "type": "receipt", "receipt": r }),
-        ClientEvent::Reaction(r) => json!({ "type": "reaction", "reaction": r }),
-        ClientEvent::Edit(e) => json!({ "type": "edit", "edit": e }),
-        ClientEvent::Delete(d) => json!({ "type": "delete", "delete": d }),
-        ClientEvent::Connected { user_id, session_id } => {
-            json!({ "type": "connected", "user_id": user_id, "session_id": session_id })
-        }
-        ClientEvent::Disconnected { reason, retry_in_ms } => {
-            json!({ "type": "disconnected", "reason": reason, "retry_in_ms": retry_in_ms })
-        }
-        ClientEvent::Tokens(_) => json!({ "type": "tokens" }),
-        ClientEvent::RoomReset { room, last_seq } => {
-            json!({ "type": "room_reset", "room": room, "last_seq": last_seq })
-        }
-        ClientEvent::RoomLost { room, error } => {
-            json!({ "type": "room_lost", "room": room, "error": error.to_string() })
-        }
-        ClientEvent::Closed { error } => {
-            json!({ "type": "closed", "error": error.as_ref().map(ToString::to_string) })
-        }
-    };
-    value.as_object_mut()?;
-    Some(value)
-}
-
 fn room_id(room: &str) -> Result<RoomId, JsValue> {
     RoomId::parse(room).map_err(|e| to_js(e.into()))
 }
@@ -304,7 +282,7 @@ impl PalaverClient {
         let target = listener.clone();
         wasm_bindgen_futures::spawn_local(async move {
             while let Some(event) = events.next().await {
-                let Some(value) = event_json(&event) else { continue };
+                let value = event.to_json();
                 let callback = target.borrow().clone();
                 if let Some(callback) = callback {
                     let _ = callback.call1(&JsValue::NULL, &json_to_js(&value));
@@ -314,8 +292,9 @@ impl PalaverClient {
         Ok(PalaverClient { client, listener })
     }
 
-    /// Sets the function called with every event (`{type: "message", message: {...}}`,
-    /// `typing`, `receipt`, `reaction`, `edit`, `delete`, `connected`, `disconnected`, …).
+    /// Sets the function called with every event, as `ClientEvent::to_json` writes it:
+    /// `{type: "message", message: {...}}`, `typing`, `receipt`, `reaction`, `edit`,
+    /// `delete`, `member`, `invite`, `friend`, `presence`, `connected`, `disconnected`, …).
     #[wasm_bindgen(js_name = onEvent)]
     pub fn on_event(&self, callback: js_sys::Function) {
         *self.listener.borrow_mut() = Some(callback);

@@ -19,23 +19,31 @@
 //! - reconnecting with bounded exponential backoff and jitter, re-authenticating,
 //!   re-joining every room with `since`, and refreshing the access token before it
 //!   expires;
-//! - delivered/read receipts, coalesced to one request per room in flight.
+//! - delivered/read receipts, coalesced to one request per room in flight;
+//! - presence subscriptions, renewed after every reconnect;
+//! - the first connection: retried with backoff until [`Config::first_connect_retry_ms`]
+//!   has passed, then the client closes with the last failure.
 
 mod backoff;
+mod client_event;
+mod presence_follow;
 mod room_track;
 #[cfg(test)]
 mod simulation;
 
+pub use client_event::ClientEvent;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use palaver_protocol::{
-    ClientFrame, ClientMsgId, ErrorCode, Event, Message, MessageKind, OkBody, Op, ReplyBody, RoomId,
-    ServerFrame, SessionId, UserId,
+    ClientFrame, ClientMsgId, ErrorCode, Event, MessageKind, OkBody, Op, ReplyBody, RoomId, ServerFrame,
+    SessionId, UserId,
 };
 
 use crate::error::Error;
 use crate::tokens::{Tokens, jwt_expiry_secs};
 use backoff::{Backoff, SplitMix};
+use presence_follow::PresenceFollow;
 use room_track::{JoinState, RoomTrack};
 
 /// Tuning of the client core. All durations in milliseconds.
@@ -58,6 +66,12 @@ pub struct Config {
     pub max_in_flight_sends: usize,
     /// Send `delivered` receipts automatically as messages are delivered.
     pub auto_delivered_receipts: bool,
+    /// How long the first connection keeps trying: attempts that fail (server
+    /// unreachable or unavailable, tokens not obtainable for now) are retried with the
+    /// reconnect backoff, the last one this long after the first; if it fails too, the
+    /// client closes with its failure. `0`: give up at the first failure. Refusals of the
+    /// credentials (wrong password, username taken) end it at once either way.
+    pub first_connect_retry_ms: u64,
     /// Seed for backoff jitter and the `cid` prefix; the drivers take it from the OS.
     pub seed: u64,
 }
@@ -72,6 +86,7 @@ impl Default for Config {
             refresh_margin_ms: 60_000,
             max_in_flight_sends: 64,
             auto_delivered_receipts: true,
+            first_connect_retry_ms: 30_000,
             seed: 0x5eed,
         }
     }
@@ -80,63 +95,6 @@ impl Default for Config {
 /// Identifies one application request until it completes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ticket(pub u64);
-
-/// What the application sees: pushed events and connection changes.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum ClientEvent {
-    /// A message in a joined room: each seq once, in order, with no gap.
-    Message(Message),
-    /// Someone started or stopped typing in a joined room.
-    Typing(palaver_protocol::Typing),
-    /// A member's receipt watermarks moved.
-    Receipt(palaver_protocol::Receipt),
-    /// A reaction was added or removed.
-    Reaction(palaver_protocol::Reaction),
-    /// A message was edited.
-    Edit(palaver_protocol::Edit),
-    /// A message was deleted.
-    Delete(palaver_protocol::Delete),
-    /// The socket is authenticated and every room is re-joined (rejoins may still be
-    /// replaying).
-    Connected {
-        /// The authenticated user.
-        user_id: UserId,
-        /// This connection's session id.
-        session_id: SessionId,
-    },
-    /// The connection dropped; the client reconnects by itself after `retry_in_ms`.
-    Disconnected {
-        /// Why.
-        reason: String,
-        /// Delay before the next attempt.
-        retry_in_ms: u64,
-    },
-    /// The access/refresh tokens changed: store them if the app keeps sessions (the old
-    /// refresh token no longer works).
-    Tokens(Tokens),
-    /// The server holds fewer messages of a room than this client had seen (lost in
-    /// `buffered` durability mode); seqs after `last_seq` will be new messages.
-    RoomReset {
-        /// The room.
-        room: RoomId,
-        /// The server's newest seq.
-        last_seq: u64,
-    },
-    /// A joined room could not be re-joined after a reconnect (deleted, or access lost);
-    /// the client stopped tracking it.
-    RoomLost {
-        /// The room.
-        room: RoomId,
-        /// Why.
-        error: Error,
-    },
-    /// The client stopped for good (closed by the application, or credentials refused).
-    Closed {
-        /// Why, when not closed by the application.
-        error: Option<Error>,
-    },
-}
 
 /// Something the application asked for has finished.
 #[derive(Debug, Clone, PartialEq)]
@@ -234,6 +192,7 @@ enum Purpose {
     Join { room: RoomId, since: Option<u64> },
     Fill { room: RoomId },
     Receipt { room: RoomId, delivered: Option<u64>, read: Option<u64> },
+    PresenceRenewal,
 }
 
 #[derive(Debug)]
@@ -296,6 +255,12 @@ pub struct ClientCore {
     actions: VecDeque<Action>,
     outputs: VecDeque<Output>,
     duplicates_dropped: u64,
+    /// Users followed by `presence.subscribe`, renewed on each connection.
+    presence: PresenceFollow,
+    /// A connection has been authenticated at least once.
+    ever_ready: bool,
+    /// When the first connection attempt started.
+    started_at: Option<u64>,
     /// The latest `now` seen.
     now: u64,
 }
@@ -307,8 +272,9 @@ fn retry_safe(op: &Op) -> bool {
 }
 
 impl ClientCore {
-    /// A client that will connect with `tokens` at the first `handle_timeout` (or
-    /// `poll_action`) after `start`.
+    /// A client that starts its first attempt at the first `handle_timeout`: with the
+    /// tokens given by [`set_tokens`](Self::set_tokens), or else by asking the driver to
+    /// obtain some (`Action::ObtainTokens` with no refresh token: log in or register).
     pub fn new(config: Config) -> Self {
         let mut rng = SplitMix::new(config.seed);
         let cid_prefix = format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64());
@@ -337,6 +303,9 @@ impl ClientCore {
             actions: VecDeque::new(),
             outputs: VecDeque::new(),
             duplicates_dropped: 0,
+            presence: PresenceFollow::default(),
+            ever_ready: false,
+            started_at: None,
             now: 0,
             config,
         }
@@ -379,6 +348,11 @@ impl ClientCore {
                     if entry.in_flight.is_none() && entry.not_before > self.now {
                         consider(entry.not_before);
                     }
+                }
+                if let Some(t) = self.presence.wake_at()
+                    && t > self.now
+                {
+                    consider(t);
                 }
             }
             Link::Closed => return None,
@@ -523,15 +497,17 @@ impl ClientCore {
         }
     }
 
-    /// Obtaining tokens failed. `fatal`: the credentials are refused for good.
+    /// Obtaining tokens failed. `fatal`: the credentials are refused for good (the client
+    /// closes with `error` itself if it never connected, else with [`Error::Auth`]).
     pub fn handle_tokens_failed(&mut self, now: u64, error: Error, fatal: bool) {
         self.refreshing = false;
         if fatal {
-            self.shut_down(Some(Error::Auth(error.to_string())));
+            let error = if self.ever_ready { Error::Auth(error.to_string()) } else { error };
+            self.shut_down(Some(error));
             return;
         }
         match self.link {
-            Link::ObtainingTokens => self.go_offline(now, format!("cannot obtain tokens: {error}")),
+            Link::ObtainingTokens => self.attempt_failed(now, "cannot obtain tokens", error),
             Link::Ready => {
                 let delay = self.backoff_delay_peek();
                 self.refresh_retry_at = Some(now + delay);
@@ -558,7 +534,7 @@ impl ClientCore {
     /// Opening the socket failed.
     pub fn handle_connect_failed(&mut self, now: u64, error: Error) {
         if self.link == Link::Connecting {
-            self.go_offline(now, format!("connect failed: {error}"));
+            self.attempt_failed(now, "connect failed", error);
         }
     }
 
@@ -680,6 +656,7 @@ impl ClientCore {
     }
 
     fn start_attempt(&mut self, now: u64) {
+        self.started_at.get_or_insert(now);
         if self.access_usable(now) {
             self.link = Link::Connecting;
             self.actions.push_back(Action::Connect);
@@ -694,9 +671,31 @@ impl ClientCore {
         self.backoff.next_delay(&mut self.rng)
     }
 
+    /// Whether the first connection has been tried for long enough: the next failure
+    /// closes the client instead of scheduling another attempt.
+    fn first_connect_over(&self, now: u64) -> bool {
+        !self.ever_ready
+            && now.saturating_sub(self.started_at.unwrap_or(now)) >= self.config.first_connect_retry_ms
+    }
+
+    /// A connection attempt failed with `error`: try again later, or give up if the
+    /// first connection has been tried long enough.
+    fn attempt_failed(&mut self, now: u64, context: &str, error: Error) {
+        if self.first_connect_over(now) {
+            self.shut_down(Some(error));
+        } else {
+            self.go_offline(now, format!("{context}: {error}"));
+        }
+    }
+
     /// The connection is gone (or an attempt failed): fail or re-queue what was in
-    /// flight and schedule the next attempt.
+    /// flight and schedule the next attempt (or, before the first connection, give up
+    /// once it has been tried long enough).
     fn go_offline(&mut self, now: u64, reason: String) {
+        if self.first_connect_over(now) {
+            self.shut_down(Some(Error::Transport(reason)));
+            return;
+        }
         let was_connected = matches!(self.link, Link::Authenticating { .. } | Link::Ready);
         if was_connected {
             self.actions.push_back(Action::Disconnect);
@@ -722,7 +721,13 @@ impl ClientCore {
         for track in self.rooms.values_mut() {
             track.disconnected();
         }
-        let delay = self.backoff.next_delay(&mut self.rng);
+        self.presence.on_disconnected();
+        let mut delay = self.backoff.next_delay(&mut self.rng);
+        if !self.ever_ready {
+            // The first connection's last attempt comes at its deadline, not after it.
+            let deadline = self.started_at.unwrap_or(now).saturating_add(self.config.first_connect_retry_ms);
+            delay = delay.min(deadline.saturating_sub(now));
+        }
         self.link = Link::Offline { retry_at: now + delay };
         self.refreshing = false;
         self.emit(ClientEvent::Disconnected { reason, retry_in_ms: delay });
@@ -822,6 +827,11 @@ impl ClientCore {
         for q in due {
             self.transmit_op(now, q.op.clone(), Purpose::User { ticket: q.ticket, op: q.op });
         }
+        if let Some(users) = self.presence.due(now) {
+            let op = Op::PresenceSubscribe { users: users.clone() };
+            let wire_id = self.transmit_op(now, op, Purpose::PresenceRenewal);
+            self.presence.sent(wire_id, users);
+        }
         let mut sending = self.outbox.iter().filter(|e| e.in_flight.is_some()).count();
         let mut to_send = Vec::new();
         for (index, entry) in self.outbox.iter().enumerate() {
@@ -886,19 +896,29 @@ impl ClientCore {
         if self.link != Link::Ready {
             return;
         }
-        match event {
-            Event::Message(message) => {
-                let room = message.room.clone();
+        // Room events only for the rooms the application follows (a leave may still be in
+        // flight); the user's own events always.
+        let room = match &event {
+            Event::Message(e) => Some(e.room.clone()),
+            Event::Typing(e) => Some(e.room.clone()),
+            Event::Receipt(e) => Some(e.room.clone()),
+            Event::Reaction(e) => Some(e.room.clone()),
+            Event::Edit(e) => Some(e.room.clone()),
+            Event::Delete(e) => Some(e.room.clone()),
+            Event::Member(e) => Some(e.room.clone()),
+            Event::Invite(_) | Event::Friend(_) | Event::Presence(_) => None,
+        };
+        if room.as_ref().is_some_and(|room| !self.rooms.contains_key(room)) {
+            return;
+        }
+        match (event, room) {
+            // Messages go through the room's resume position: once each, in order.
+            (Event::Message(message), Some(room)) => {
                 let Some(track) = self.rooms.get_mut(&room) else { return };
                 let accepted = track.accept(message);
                 self.deliver(&room, accepted);
             }
-            Event::Typing(e) if self.rooms.contains_key(&e.room) => self.emit(ClientEvent::Typing(e)),
-            Event::Receipt(e) if self.rooms.contains_key(&e.room) => self.emit(ClientEvent::Receipt(e)),
-            Event::Reaction(e) if self.rooms.contains_key(&e.room) => self.emit(ClientEvent::Reaction(e)),
-            Event::Edit(e) if self.rooms.contains_key(&e.room) => self.emit(ClientEvent::Edit(e)),
-            Event::Delete(e) if self.rooms.contains_key(&e.room) => self.emit(ClientEvent::Delete(e)),
-            _ => {}
+            (event, _) => self.emit(ClientEvent::from(event)),
         }
     }
 
@@ -908,19 +928,24 @@ impl ClientCore {
             Purpose::Auth => match body {
                 ReplyBody::Ok(OkBody::Authed(ok)) => {
                     self.link = Link::Ready;
+                    self.ever_ready = true;
+                    self.presence.on_connected();
                     self.backoff.reset();
                     self.user = Some((ok.user_id.clone(), ok.session_id.clone()));
                     self.emit(ClientEvent::Connected { user_id: ok.user_id, session_id: ok.session_id });
                 }
                 ReplyBody::Err(e) if e.code == ErrorCode::Unauthorized => {
                     self.access_refused = true;
-                    self.go_offline(now, format!("access token refused: {}", e.message));
+                    self.attempt_failed(now, "access token refused", e.into());
                 }
                 other => self.go_offline(now, format!("unexpected auth reply: {other:?}")),
             },
             Purpose::Ping => {}
             Purpose::User { ticket, op } => match body {
-                ReplyBody::Ok(ok) => self.complete(ticket, Ok(ok)),
+                ReplyBody::Ok(ok) => {
+                    self.presence.on_user_op_ok(&op);
+                    self.complete(ticket, Ok(ok));
+                }
                 ReplyBody::Err(e) if e.code == ErrorCode::Unauthorized => {
                     // The socket lost its authentication (should not happen): reconnect.
                     self.queued.push_front(Queued { ticket, op, deadline: f.deadline, not_before: 0 });
@@ -955,6 +980,21 @@ impl ClientCore {
                 };
                 self.deliver(&room, accepted);
             }
+            Purpose::PresenceRenewal => match body {
+                ReplyBody::Ok(OkBody::PresenceList(list)) => {
+                    self.presence.renewed(re);
+                    for info in list.presence {
+                        self.emit(ClientEvent::Presence(info));
+                    }
+                }
+                ReplyBody::Err(e) if e.code == ErrorCode::RateLimited => {
+                    self.presence.retry_later(re, now + e.retry_after_ms.unwrap_or(100).max(1));
+                }
+                ReplyBody::Err(e) if matches!(e.code, ErrorCode::Unavailable | ErrorCode::Internal) => {
+                    self.presence.retry_later(re, now + self.config.backoff_initial_ms.max(1) * 4);
+                }
+                _ => self.presence.refused(re),
+            },
             Purpose::Receipt { room, delivered, read } => {
                 let Some(track) = self.rooms.get_mut(&room) else { return };
                 track.receipt_in_flight = None;
@@ -1080,6 +1120,7 @@ impl ClientCore {
                     track.filling = None;
                 }
             }
+            Purpose::PresenceRenewal => self.presence.retry_later(id, now),
             // The server does not answer: the connection is dead.
             Purpose::Auth | Purpose::Ping | Purpose::Join { .. } => {
                 self.go_offline(now, "the server stopped answering".into());

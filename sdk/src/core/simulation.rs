@@ -6,8 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use palaver_protocol::{
-    AuthOk, ClientFrame, ClientMsgId, ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody, Op,
-    ReceiptOk, ReplyBody, RoomId, RoomInfo, RoomKind, SendOk, ServerFrame, SessionId, UserId,
+    AuthOk, ClientFrame, ClientMsgId, Codec, ErrorBody, ErrorCode, Event, HistoryOk, JoinOk, Message, OkBody,
+    Op, PresenceInfo, PresenceListOk, PresenceStatus, ReceiptOk, ReplyBody, RoomId, RoomInfo, RoomKind,
+    SendOk, ServerFrame, SessionId, UserId,
 };
 use proptest::prelude::*;
 
@@ -40,6 +41,10 @@ struct FakeServer {
     sessions: u64,
     /// Refuse this many authenticated requests with `rate_limited`.
     rate_limit_next: usize,
+    /// Users who refuse to be followed (`presence.subscribe` naming one is `forbidden`).
+    presence_refused: BTreeSet<UserId>,
+    /// `presence.subscribe` requests received.
+    presence_requests: Vec<Vec<UserId>>,
 }
 
 impl FakeServer {
@@ -179,6 +184,19 @@ impl FakeServer {
             Op::Auth { .. } => {
                 self.to_client.push_back(reply(ReplyBody::Err(ErrorBody::new(ErrorCode::Invalid, "again"))));
             }
+            Op::PresenceSubscribe { users } => {
+                self.presence_requests.push(users.clone());
+                let body = if users.iter().any(|u| self.presence_refused.contains(u)) {
+                    ReplyBody::Err(ErrorBody::new(ErrorCode::Forbidden, "blocked"))
+                } else {
+                    let presence = users
+                        .into_iter()
+                        .map(|user| PresenceInfo { user, status: PresenceStatus::Online, last_seen: None })
+                        .collect();
+                    ReplyBody::Ok(OkBody::PresenceList(PresenceListOk { presence }))
+                };
+                self.to_client.push_back(reply(body));
+            }
             other => panic!("fake server does not do {other:?}"),
         }
     }
@@ -199,6 +217,10 @@ struct Sim {
     /// Tokens handed out by the fake auth endpoint, in order.
     issued: u64,
     obtain_requests: Vec<Option<String>>,
+    /// The auth endpoint is unreachable (a transient failure).
+    auth_down: bool,
+    /// The auth endpoint refuses the credentials (a fatal failure).
+    credentials_refused: bool,
 }
 
 impl Sim {
@@ -222,7 +244,14 @@ impl Sim {
             done: BTreeMap::new(),
             issued: 1,
             obtain_requests: Vec::new(),
+            auth_down: false,
+            credentials_refused: false,
         }
+    }
+
+    /// A client that has no tokens yet: it must log in first.
+    fn without_tokens(config: Config) -> Self {
+        Sim { core: ClientCore::new(config), ..Sim::new(test_config()) }
     }
 
     /// Moves everything that can move without time passing.
@@ -244,6 +273,22 @@ impl Sim {
                         }
                     }
                     Action::Disconnect => self.cut_silently(),
+                    Action::ObtainTokens { refresh_token } if self.auth_down || self.credentials_refused => {
+                        self.obtain_requests.push(refresh_token);
+                        let (error, fatal) = if self.credentials_refused {
+                            (
+                                Error::Server {
+                                    code: ErrorCode::Unauthorized,
+                                    message: "no".into(),
+                                    retry_after_ms: None,
+                                },
+                                true,
+                            )
+                        } else {
+                            (Error::Transport("connection refused".into()), false)
+                        };
+                        self.core.handle_tokens_failed(self.now, error, fatal);
+                    }
                     Action::ObtainTokens { refresh_token } => {
                         self.obtain_requests.push(refresh_token);
                         self.issued += 1;
@@ -584,6 +629,204 @@ fn a_room_that_cannot_be_rejoined_is_reported_lost() {
     sim.run_for(5_000);
     assert!(sim.events.iter().any(|e| matches!(e, ClientEvent::RoomLost { .. })));
     assert_eq!(sim.core.position(&room()), None);
+}
+
+/// The name of a protocol event. This match has no `_` arm: a new protocol event does not
+/// compile until it is named here, and then the test below fails until it has a sample
+/// that surfaces.
+fn protocol_event_name(event: &Event) -> &'static str {
+    match event {
+        Event::Message(_) => "message",
+        Event::Typing(_) => "typing",
+        Event::Receipt(_) => "receipt",
+        Event::Reaction(_) => "reaction",
+        Event::Edit(_) => "edit",
+        Event::Delete(_) => "delete",
+        Event::Member(_) => "member",
+        Event::Invite(_) => "invite",
+        Event::Friend(_) => "friend",
+        Event::Presence(_) => "presence",
+    }
+}
+
+/// One of each server event, as the server sends it (docs/PROTOCOL.md §3.6).
+const SERVER_EVENTS: &[&str] = &[
+    r#"{"ev":"message","room":"r_general","seq":1,"ts":1764000000123,"sender":"u_other","cid":"c-1","kind":"text","text":"hi"}"#,
+    r#"{"ev":"typing","room":"r_general","user":"u_other","active":true,"expires_in_ms":6000}"#,
+    r#"{"ev":"receipt","room":"r_general","user":"u_other","delivered":1,"read":1}"#,
+    r#"{"ev":"reaction","room":"r_general","seq":1,"emoji":"👍","user":"u_other","added":true,"count":1}"#,
+    r#"{"ev":"edit","room":"r_general","seq":1,"text":"hello","edited_at":1764000009000}"#,
+    r#"{"ev":"delete","room":"r_general","seq":1,"by":"u_other"}"#,
+    r#"{"ev":"member","room":"r_general","user":"u_other","change":"joined","role":"member"}"#,
+    r#"{"ev":"invite","room":{"room_id":"r_secret","name":"secret","kind":"private"},"by":"u_other","invited_at":1764000000000}"#,
+    r#"{"ev":"friend","user":"u_other","username":"other","state":"incoming","since":1764000000000}"#,
+    r#"{"ev":"presence","user":"u_other","status":"away"}"#,
+];
+
+#[test]
+fn every_server_event_surfaces_as_a_client_event() {
+    let mut sim = joined_sim();
+    let mut names = BTreeSet::new();
+    for json in SERVER_EVENTS {
+        let ServerFrame::Event(event) = Codec::Json.decode_server(json.as_bytes()).unwrap() else {
+            panic!("{json} is not an event")
+        };
+        let name = protocol_event_name(&event);
+        names.insert(name);
+        let before = sim.events.len();
+        sim.core.handle_frame(sim.now, ServerFrame::Event(event.clone()));
+        sim.settle();
+        let surfaced: Vec<&ClientEvent> = sim.events[before..].iter().collect();
+        assert!(
+            surfaced.iter().any(|e| e.kind() == name && *e == &ClientEvent::from(event.clone())),
+            "{name} did not surface: {surfaced:?}"
+        );
+        // Its JSON form (for bindings) names it and carries the protocol's body.
+        let json = ClientEvent::from(event).to_json();
+        assert_eq!(json["type"], name);
+        assert!(json[name].is_object(), "{json}");
+    }
+    let every: BTreeSet<&str> = ClientEvent::KINDS.iter().copied().filter(|k| names.contains(k)).collect();
+    assert_eq!(names, every, "each protocol event has a sample and a ClientEvent kind");
+    assert_eq!(names.len(), SERVER_EVENTS.len(), "one sample per event");
+}
+
+#[test]
+fn room_events_of_rooms_not_joined_are_not_surfaced() {
+    let mut sim = joined_sim();
+    let before = sim.events.len();
+    let other = r#"{"ev":"member","room":"r_elsewhere","user":"u_other","change":"left","role":"member"}"#;
+    sim.core.handle_frame(sim.now, Codec::Json.decode_server(other.as_bytes()).unwrap());
+    sim.settle();
+    assert_eq!(sim.events.len(), before);
+}
+
+#[test]
+fn client_event_kinds_are_all_listed_once() {
+    let kinds: BTreeSet<&str> = ClientEvent::KINDS.iter().copied().collect();
+    assert_eq!(kinds.len(), ClientEvent::KINDS.len());
+    let connection_events = [
+        ClientEvent::Connected {
+            user_id: UserId::parse(ME).unwrap(),
+            session_id: SessionId::from_body("1").unwrap(),
+        },
+        ClientEvent::Disconnected { reason: "cut".into(), retry_in_ms: 1 },
+        ClientEvent::Tokens(Tokens::access_only("a")),
+        ClientEvent::RoomReset { room: room(), last_seq: 1 },
+        ClientEvent::RoomLost { room: room(), error: Error::Closed },
+        ClientEvent::Lagged { missed: 1 },
+        ClientEvent::Closed { error: None },
+    ];
+    for event in connection_events {
+        assert!(kinds.contains(event.kind()), "{event:?}");
+        assert_eq!(event.to_json()["type"], event.kind());
+    }
+}
+
+#[test]
+fn presence_subscriptions_are_renewed_after_a_reconnect_with_the_current_presence() {
+    let mut sim = joined_sim();
+    let (friendly, hostile) = (UserId::parse("u_friendly").unwrap(), UserId::parse("u_hostile").unwrap());
+    let t =
+        sim.core.request(sim.now, Op::PresenceSubscribe { users: vec![friendly.clone(), hostile.clone()] });
+    sim.settle();
+    assert!(matches!(sim.done[&t], Ok(OkBody::PresenceList(_))));
+    // While offline, one of them blocks the user: the batch renewal is refused, so each
+    // is renewed alone and the refusing one is no longer followed.
+    sim.server.presence_refused.insert(hostile.clone());
+    let before = sim.events.len();
+    sim.cut();
+    sim.run_for(5_000);
+    assert!(sim.core.is_ready());
+    let renewed: Vec<&PresenceInfo> = sim.events[before..]
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Presence(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(renewed.iter().map(|p| &p.user).collect::<Vec<_>>(), vec![&friendly]);
+    assert_eq!(
+        sim.server.presence_requests[1..],
+        [vec![friendly.clone(), hostile.clone()], vec![friendly.clone()], vec![hostile.clone()]]
+    );
+    // Next time only the one still followed is renewed.
+    sim.cut();
+    sim.run_for(5_000);
+    assert_eq!(sim.server.presence_requests.last(), Some(&vec![friendly]));
+}
+
+#[test]
+fn the_first_connection_is_retried_until_the_server_comes_up() {
+    let mut sim = Sim::without_tokens(test_config());
+    sim.auth_down = true;
+    sim.run_for(10_000);
+    assert!(sim.obtain_requests.len() >= 3, "{:?}", sim.obtain_requests);
+    assert!(sim.obtain_requests.iter().all(Option::is_none), "logs in: no refresh token yet");
+    assert!(!sim.core.is_closed());
+    sim.auth_down = false;
+    sim.run_for(15_000);
+    assert!(sim.core.is_ready());
+    assert_eq!(sim.connected_count(), 1);
+}
+
+#[test]
+fn the_first_connection_gives_up_after_its_deadline_with_the_last_failure() {
+    let mut sim = Sim::without_tokens(Config { first_connect_retry_ms: 5_000, ..test_config() });
+    sim.auth_down = true;
+    sim.run_for(60_000);
+    assert!(sim.core.is_closed());
+    match sim.events.last() {
+        Some(ClientEvent::Closed { error: Some(Error::Transport(reason)) }) => {
+            assert!(reason.contains("connection refused"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let attempts = sim.obtain_requests.len();
+    assert!((2..10).contains(&attempts), "{attempts} attempts in 5 s of backoff");
+}
+
+#[test]
+fn a_first_connection_without_retry_fails_at_once_and_refused_credentials_always_do() {
+    let mut sim = Sim::without_tokens(Config { first_connect_retry_ms: 0, ..test_config() });
+    sim.server.down = true;
+    sim.run_for(10_000);
+    assert!(sim.core.is_closed());
+    assert!(matches!(sim.events.last(), Some(ClientEvent::Closed { error: Some(Error::Transport(_)) })));
+
+    let mut sim = Sim::without_tokens(test_config());
+    sim.credentials_refused = true;
+    sim.run_for(10_000);
+    assert_eq!(sim.obtain_requests.len(), 1);
+    match sim.events.last() {
+        Some(ClientEvent::Closed { error: Some(e) }) => assert_eq!(e.code(), Some(ErrorCode::Unauthorized)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_refused_token_on_a_first_connection_without_retry_closes_with_the_refusal() {
+    let mut sim = Sim::new(Config { first_connect_retry_ms: 0, ..test_config() });
+    sim.server.good_tokens.clear();
+    sim.run_for(1_000);
+    match sim.events.last() {
+        Some(ClientEvent::Closed { error: Some(e) }) => assert_eq!(e.code(), Some(ErrorCode::Unauthorized)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn after_the_first_connection_the_client_retries_forever() {
+    let mut sim = Sim::new(Config { first_connect_retry_ms: 1_000, ..test_config() });
+    sim.run_for(100);
+    assert!(sim.core.is_ready());
+    sim.server.down = true;
+    sim.cut();
+    sim.run_for(300_000);
+    assert!(!sim.core.is_closed());
+    sim.server.down = false;
+    sim.run_for(60_000);
+    assert!(sim.core.is_ready());
 }
 
 /// One step of a random scenario.
