@@ -289,8 +289,13 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                                 .and_then(|seq| store.message(&room, seq).ok().flatten())
                                 .map(|m| (m.sender, m.cid)),
                         };
-                        if shared_by
-                            .is_some_and(|(sender, shared_cid)| sender != origin.user || shared_cid != cid)
+                        // (Only for kinds that carry a file: the room refuses any other
+                        // with a file as invalid, whichever file it is.)
+                        let carries_file = matches!(kind, MessageKind::Image | MessageKind::File);
+                        if carries_file
+                            && shared_by.is_some_and(|(sender, shared_cid)| {
+                                sender != origin.user || shared_cid != cid
+                            })
                         {
                             let body = error(
                                 ErrorCode::Conflict,
