@@ -34,12 +34,13 @@ fn kill_9_mid_stream_loses_no_acknowledged_message_and_seq_continues() {
 
     // Senders pipeline messages with unique cids and record every acknowledgement.
     let acked: Arc<Mutex<HashMap<String, (RoomId, u64)>>> = Arc::default();
+    let accounts: Vec<_> = (0..3).map(|n| register(server.addr, &format!("sender{n}"))).collect();
     let senders: Vec<_> = (0..3)
         .map(|n| {
             let addr = server.addr;
             let rooms = rooms.clone();
             let acked = acked.clone();
-            let account = register(addr, &format!("sender{n}"));
+            let account = accounts[n].clone();
             std::thread::spawn(move || {
                 let mut c = Client::login(addr, if n == 1 { Codec::Rkyv } else { Codec::Json }, &account);
                 for room in &rooms {
@@ -94,15 +95,24 @@ fn kill_9_mid_stream_loses_no_acknowledged_message_and_seq_continues() {
         let (next, dup) = reader.say(room, &format!("after-restart-{room}"), "still here");
         assert_eq!((next, dup), (seqs.len() as u64 + 1, false));
     }
-    // Every retry of an acknowledged message is recognised as a duplicate after the
-    // restart: the first ones while each room's cid filter is being built from storage,
-    // the rest through that filter, which must hold every stored cid.
+    // Every retry of an acknowledged message by its sender is recognised as a duplicate
+    // after the restart: the first ones while each room's cid filter is being built from
+    // storage, the rest through that filter, which must hold every stored cid.
+    let mut retriers: Vec<Client> =
+        accounts.iter().map(|a| Client::login(server.addr, Codec::Rkyv, a)).collect();
+    for retrier in &mut retriers {
+        for room in &rooms {
+            retrier.join(room, None);
+        }
+    }
+    for (cid, (room, seq)) in &acked {
+        // cids are `s{n}-{i}`: sender n sent it.
+        let n: usize = cid[1..cid.find('-').unwrap()].parse().unwrap();
+        assert_eq!(retriers[n].say(room, cid, "retry"), (*seq, true), "retry of {cid}");
+    }
     let mut sender = Client::login(server.addr, Codec::Rkyv, &owner);
     for room in &rooms {
         sender.join(room, None);
-    }
-    for (cid, (room, seq)) in &acked {
-        assert_eq!(sender.say(room, cid, "retry"), (*seq, true), "retry of {cid}");
     }
     // And new cids are still new, with the next seqs.
     for room in &rooms {

@@ -307,7 +307,7 @@ impl Model {
                 Ok(None)
             }
             ModAction::SetRole { role } => {
-                let role = Role::from_byte(role % 4);
+                let role = Role::from_byte(role % 4).unwrap_or_default();
                 if role == Role::Owner {
                     return Err("Invalid");
                 }
@@ -638,7 +638,7 @@ impl Harness {
             ModAction::Unban => Moderation::Unban,
             ModAction::Mute { secs } => Moderation::Mute { duration_secs: u64::from(secs), reason: None },
             ModAction::Unmute => Moderation::Unmute,
-            ModAction::SetRole { role } => Moderation::SetRole(Role::from_byte(role % 4)),
+            ModAction::SetRole { role } => Moderation::SetRole(Role::from_byte(role % 4).unwrap_or_default()),
             ModAction::Transfer => Moderation::Transfer,
         };
         let (actor, target) = (user(a), user(t));

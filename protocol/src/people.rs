@@ -154,13 +154,14 @@ impl FriendState {
         }
     }
 
-    /// The state for a stored byte.
-    pub fn from_byte(byte: u8) -> FriendState {
+    /// The state for a stored byte; `None` for a byte no state is stored as.
+    pub fn from_byte(byte: u8) -> Option<FriendState> {
         match byte {
-            1 => FriendState::Outgoing,
-            2 => FriendState::Incoming,
-            3 => FriendState::Friends,
-            _ => FriendState::None,
+            0 => Some(FriendState::None),
+            1 => Some(FriendState::Outgoing),
+            2 => Some(FriendState::Incoming),
+            3 => Some(FriendState::Friends),
+            _ => None,
         }
     }
 

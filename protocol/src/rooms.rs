@@ -48,13 +48,14 @@ impl RoomRole {
         }
     }
 
-    /// The role for a stored byte (unknown bytes read as `member`, the least power).
-    pub fn from_byte(byte: u8) -> RoomRole {
+    /// The role for a stored byte; `None` for a byte no role is stored as.
+    pub fn from_byte(byte: u8) -> Option<RoomRole> {
         match byte {
-            3 => RoomRole::Owner,
-            2 => RoomRole::Admin,
-            1 => RoomRole::Moderator,
-            _ => RoomRole::Member,
+            0 => Some(RoomRole::Member),
+            1 => Some(RoomRole::Moderator),
+            2 => Some(RoomRole::Admin),
+            3 => Some(RoomRole::Owner),
+            _ => None,
         }
     }
 

@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::StorageError;
-use crate::records::Write;
 use crate::store::{Durability, Store};
+use palaver_core::records::Write;
 
 /// Most writes folded into one batch; more wait for the next group.
 const MAX_GROUP_WRITES: usize = 8_192;

@@ -6,8 +6,8 @@ use palaver_protocol::{RoomId, UserId};
 
 use crate::error::StorageError;
 use crate::keys;
-use crate::records::{ActionRecord, Write};
 use crate::store::{Store, decode_json, encode_json};
+use palaver_core::records::{ActionRecord, Write};
 
 /// Every `(second id, value)` under the first id `first` in a pair-keyed partition.
 pub(crate) fn scan_pairs(
@@ -105,7 +105,7 @@ impl crate::store::Engine {
             }
             Write::PutFriend { user, other, state, since } => {
                 let mut value = [0u8; 9];
-                value[0] = *state;
+                value[0] = state.to_byte();
                 value[1..].copy_from_slice(&since.to_be_bytes());
                 batch.insert(&self.user_user_friend, user_user(user, other), value);
             }
@@ -211,8 +211,15 @@ impl Store {
     }
 
     /// A member's role byte, if `user` is a member of `room`.
-    pub fn member_role(&self, room: &RoomId, user: &UserId) -> Result<Option<u8>, StorageError> {
+    pub fn member_role(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<palaver_protocol::RoomRole>, StorageError> {
         let e = self.engine()?;
-        Ok(e.room_member.get(keys::room_member(room, user))?.map(|v| v.first().copied().unwrap_or(0)))
+        e.room_member
+            .get(keys::room_member(room, user))?
+            .map(|v| crate::store::decode_role("room_member", &v))
+            .transpose()
     }
 }

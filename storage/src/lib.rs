@@ -21,7 +21,6 @@ mod keys;
 mod memtable_keeper;
 mod message_record;
 mod people;
-mod records;
 mod scan;
 mod store;
 
@@ -29,7 +28,9 @@ pub use cid_filter::{CidFilter, CidHash, FilterFull, MAX_FILTERED_CIDS};
 pub use committer::{CommitDone, GroupCommitter};
 pub use error::StorageError;
 pub use key_directory::DeviceRecord;
-pub use records::{ActionRecord, FileRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write};
+pub use palaver_core::records::{
+    ActionRecord, FileRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write,
+};
 pub use store::{
     Durability, FORMAT_VERSION, Replicator, Store, StoreOptions, lower_this_threads_priority,
     username_skeleton,

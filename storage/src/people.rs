@@ -1,13 +1,13 @@
 //! People on disk: profiles, friendships (one record per side, `user ++ 0 ++ other`),
 //! blocks (`blocker ++ 0 ++ blocked`) and when each user was last seen.
 
-use palaver_protocol::{RoomId, UserId};
+use palaver_protocol::{FriendState, RoomId, UserId};
 
 use crate::error::StorageError;
 use crate::governance::{scan_pairs_after, u64_value, user_id};
 use crate::keys;
-use crate::records::{ProfileRecord, UserRecord};
 use crate::store::{Store, decode_json};
+use palaver_core::records::{ProfileRecord, UserRecord};
 
 impl Store {
     /// A user's profile fields (empty when never set).
@@ -38,7 +38,7 @@ impl Store {
     }
 
     /// One side of a friendship: the state byte and when it changed.
-    pub fn friend(&self, user: &UserId, other: &UserId) -> Result<Option<(u8, u64)>, StorageError> {
+    pub fn friend(&self, user: &UserId, other: &UserId) -> Result<Option<(FriendState, u64)>, StorageError> {
         let e = self.engine()?;
         e.user_user_friend
             .get(keys::pair(user.as_str(), other.as_str()))?
@@ -47,7 +47,7 @@ impl Store {
     }
 
     /// Every friendship of `user` (any state), by the other user's id.
-    pub fn friends(&self, user: &UserId) -> Result<Vec<(UserId, u8, u64)>, StorageError> {
+    pub fn friends(&self, user: &UserId) -> Result<Vec<(UserId, FriendState, u64)>, StorageError> {
         self.friends_after(user, None, usize::MAX)
     }
 
@@ -58,7 +58,7 @@ impl Store {
         user: &UserId,
         after: Option<&UserId>,
         most: usize,
-    ) -> Result<Vec<(UserId, u8, u64)>, StorageError> {
+    ) -> Result<Vec<(UserId, FriendState, u64)>, StorageError> {
         let e = self.engine()?;
         scan_pairs_after(
             &e.user_user_friend,
@@ -123,9 +123,15 @@ impl Store {
     }
 }
 
-fn decode_friend(value: &[u8]) -> Result<(u8, u64), StorageError> {
+fn decode_friend(value: &[u8]) -> Result<(FriendState, u64), StorageError> {
     match value {
-        [state, rest @ ..] => Ok((*state, u64_value("user_user_friend", rest)?)),
+        [state, rest @ ..] => {
+            let state = FriendState::from_byte(*state).ok_or_else(|| StorageError::Corrupt {
+                partition: "user_user_friend",
+                detail: format!("unknown friendship byte {state}"),
+            })?;
+            Ok((state, u64_value("user_user_friend", rest)?))
+        }
         [] => Err(StorageError::Corrupt { partition: "user_user_friend", detail: "empty value".into() }),
     }
 }

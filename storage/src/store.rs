@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
-use palaver_protocol::{ClientMsgId, Message, ReactionSummary, RoomId, UserId, Username};
+use palaver_protocol::{ClientMsgId, Message, ReactionSummary, RoomId, RoomRole, UserId, Username};
 
 use crate::cid_filter::{CidFilter, CidHash, MAX_FILTERED_CIDS};
 use crate::error::StorageError;
@@ -13,7 +13,7 @@ use crate::integrity::{CommitWatermark, DiskGuard};
 use crate::keys;
 use crate::memtable_keeper::MemtableKeeper;
 use crate::message_record;
-use crate::records::{RefreshRecord, RoomRecord, UserRecord, Write};
+use palaver_core::records::{RefreshRecord, RoomRecord, UserRecord, Write};
 
 /// The on-disk format this build reads and writes. Bumped on any incompatible change to
 /// keys or values; an older directory is migrated at open (see [`Store::migrate`]), a
@@ -556,8 +556,8 @@ impl Store {
                     batch.insert(&e.rooms, room.room_id.as_str(), encode_json(room)?);
                 }
                 Write::PutMember { room, user, role } => {
-                    batch.insert(&e.room_member, keys::room_member(room, user), [*role]);
-                    batch.insert(&e.user_room, keys::user_room(user, room), [*role]);
+                    batch.insert(&e.room_member, keys::room_member(room, user), [role.to_byte()]);
+                    batch.insert(&e.user_room, keys::user_room(user, room), [role.to_byte()]);
                 }
                 Write::PutReceipt { room, user, delivered, read } => {
                     let mut value = [0u8; 16];
@@ -859,7 +859,7 @@ impl Store {
     }
 
     /// Every member of a room with its role byte.
-    pub fn members(&self, room: &RoomId) -> Result<Vec<(UserId, u8)>, StorageError> {
+    pub fn members(&self, room: &RoomId) -> Result<Vec<(UserId, RoomRole)>, StorageError> {
         let e = self.engine()?;
         let prefix = keys::room_prefix(room);
         let mut members = Vec::new();
@@ -872,7 +872,7 @@ impl Store {
                     partition: "room_member",
                     detail: "bad user id".into(),
                 })?;
-            members.push((user, value.first().copied().unwrap_or(0)));
+            members.push((user, decode_role("room_member", &value)?));
         }
         Ok(members)
     }
@@ -1138,6 +1138,15 @@ impl Store {
 /// compared): `g00gle`, `goog1e` and `google` have one skeleton, and so do `rn` and `m`.
 pub fn username_skeleton(username: &str) -> String {
     unicode_security::confusable_detection::skeleton(username).collect::<String>().to_lowercase()
+}
+
+/// A stored role: one byte that must name a role (anything else is damage).
+pub(crate) fn decode_role(partition: &'static str, value: &[u8]) -> Result<RoomRole, StorageError> {
+    match value {
+        [byte] => RoomRole::from_byte(*byte)
+            .ok_or_else(|| StorageError::Corrupt { partition, detail: format!("unknown role byte {byte}") }),
+        _ => Err(StorageError::Corrupt { partition, detail: "a role is one byte".into() }),
+    }
 }
 
 /// What a failed write leaves the store as. The engine's own poison flag comes from its

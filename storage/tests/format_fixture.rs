@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, RoomKind, UserId};
+use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, RoomKind, RoomRole, UserId};
 use palaver_storage::{Durability, RoomRecord, StorageError, Store, Write};
 
 fn fixture(version: u32) -> PathBuf {
@@ -83,7 +83,7 @@ fn opens_and_reads_back(version: u32) {
     );
     let record = store.room(&room).unwrap().unwrap();
     assert_eq!((record.name.as_str(), record.kind), ("fixture room", RoomKind::Private));
-    assert_eq!(store.members(&room).unwrap(), vec![(UserId::parse("u_alice").unwrap(), 3)]);
+    assert_eq!(store.members(&room).unwrap(), vec![(UserId::parse("u_alice").unwrap(), RoomRole::Owner)]);
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn regenerate_fixture() {
             settings: None,
             deleted: false,
         }),
-        Write::PutMember { room: room(), user: owner, role: 3 },
+        Write::PutMember { room: room(), user: owner, role: RoomRole::Owner },
     ];
     writes.extend((1..=20).map(|seq| Write::AppendMessage(message(seq))));
     store.apply(&writes).unwrap();

@@ -16,8 +16,10 @@
 mod error;
 pub mod keys;
 mod membership;
+pub mod owner;
 mod presence;
 mod rate;
+pub mod records;
 mod role;
 mod room;
 mod session;

@@ -239,8 +239,7 @@ fn may_see_presence(shard: &Shard, me: &UserId, other: &UserId) -> Result<bool, 
     if store.is_blocked(other, me)? {
         return Ok(false);
     }
-    let friends =
-        store.friend(me, other)?.is_some_and(|(s, _)| FriendState::from_byte(s) == FriendState::Friends);
+    let friends = store.friend(me, other)?.is_some_and(|(s, _)| s == FriendState::Friends);
     Ok(friends || store.share_a_room(me, other)?)
 }
 
@@ -294,7 +293,6 @@ fn friend_list(
     let scanned = store.friends_after(me, after.as_ref(), limit + 1)?;
     let more = scanned.len() > limit;
     for (user, state, since) in scanned {
-        let state = FriendState::from_byte(state);
         let friend = if state == FriendState::None {
             None
         } else {

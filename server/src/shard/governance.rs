@@ -295,7 +295,7 @@ fn moderate(
         }
         SystemAction::Unmuted => (vec![Write::RemoveMute { room, user }], AfterNotice::Nothing),
         SystemAction::RoleChanged => {
-            let role = notice.role.unwrap_or(Role::Member).to_byte();
+            let role = notice.role.unwrap_or(Role::Member);
             (vec![Write::PutMember { room, user, role }], AfterNotice::Nothing)
         }
         SystemAction::OwnershipTransferred => {
@@ -303,12 +303,8 @@ fn moderate(
             // its `RemoveMute` a restart would bring the mute back (found by the
             // `room_model` fuzz target, `fuzz/regressions/room_model/mute-lifted-by-…`).
             let writes = vec![
-                Write::PutMember { room: room.clone(), user: user.clone(), role: Role::Owner.to_byte() },
-                Write::PutMember {
-                    room: room.clone(),
-                    user: origin.user.clone(),
-                    role: Role::Admin.to_byte(),
-                },
+                Write::PutMember { room: room.clone(), user: user.clone(), role: Role::Owner },
+                Write::PutMember { room: room.clone(), user: origin.user.clone(), role: Role::Admin },
                 Write::RemoveMute { room, user },
             ];
             (writes, AfterNotice::Nothing)

@@ -105,8 +105,7 @@ pub(super) fn rate_limited(message: impl Into<String>, wait_ms: u64) -> ReplyBod
 
 /// Whether `a` and `b` are friends (no limits on what friends send each other).
 pub(super) fn are_friends(shard: &Shard, a: &UserId, b: &UserId) -> Result<bool, StorageError> {
-    let state =
-        shard.shared.store.friend(a, b)?.map(|(state, _)| palaver_protocol::FriendState::from_byte(state));
+    let state = shard.shared.store.friend(a, b)?.map(|(state, _)| state);
     Ok(state == Some(palaver_protocol::FriendState::Friends))
 }
 
@@ -138,7 +137,7 @@ pub(super) fn submit(shard: &Shard, writes: Vec<Write>, work: CommitWork) -> Res
 fn load(shard: &Shard, id: &RoomId) -> Result<Option<OwnedRoom>, StorageError> {
     let store = &shard.shared.store;
     let Some(record) = store.room(id)? else { return Ok(None) };
-    let members = store.members(id)?.into_iter().map(|(user, role)| (user, Role::from_byte(role)));
+    let members = store.members(id)?;
     let last = store.messages_before(id, None, 1)?;
     let (last_seq, last_ts) = last.first().map_or((0, 0), |m| (m.seq, m.ts));
     let mut room = Room::restore(
@@ -612,7 +611,7 @@ fn create(
             settings: Some(room.settings()),
             deleted: false,
         }),
-        Write::PutMember { room: room_id.clone(), user: origin.user.clone(), role: Role::Owner.to_byte() },
+        Write::PutMember { room: room_id.clone(), user: origin.user.clone(), role: Role::Owner },
     ];
     let reply = Reply::plain(&origin, ReplyBody::Ok(OkBody::Room(RoomOk { room: info })));
     match submit(shard, writes, CommitWork::Reply { shard: reply_to, reply }) {
@@ -658,11 +657,8 @@ fn dm_open(shard: &Rc<Shard>, origin: Origin, room_id: RoomId, peer: UserId) {
             Ok(false) => answer(shard, reply_to, ok),
             Err(e) => answer(shard, reply_to, Reply::plain(&origin, ReplyBody::Err(e.to_body()))),
             Ok(true) => {
-                let write = Write::PutMember {
-                    room: room_id.clone(),
-                    user: origin.user.clone(),
-                    role: Role::Member.to_byte(),
-                };
+                let write =
+                    Write::PutMember { room: room_id.clone(), user: origin.user.clone(), role: Role::Member };
                 let event = member_event(&room_id, &origin.user, MemberChange::Joined, Role::Member);
                 let work = CommitWork::ReplyAndAnnounce {
                     shard: reply_to,
@@ -713,11 +709,7 @@ fn dm_open(shard: &Rc<Shard>, origin: Origin, room_id: RoomId, peer: UserId) {
         deleted: false,
     })];
     for user in [&origin.user, &peer] {
-        writes.push(Write::PutMember {
-            room: room_id.clone(),
-            user: user.clone(),
-            role: Role::Member.to_byte(),
-        });
+        writes.push(Write::PutMember { room: room_id.clone(), user: user.clone(), role: Role::Member });
     }
     let reply = Reply::plain(&origin, ReplyBody::Ok(OkBody::Room(RoomOk { room: info })));
     match submit(shard, writes, CommitWork::Reply { shard: reply_to, reply }) {
@@ -755,11 +747,8 @@ fn join(shard: &Rc<Shard>, owned: &mut OwnedRoom, origin: Origin, room: RoomId, 
             if !outcome.newly_member {
                 return answer(shard, reply_to, reply);
             }
-            let mut writes = vec![Write::PutMember {
-                room: room.clone(),
-                user: origin.user.clone(),
-                role: outcome.role.to_byte(),
-            }];
+            let mut writes =
+                vec![Write::PutMember { room: room.clone(), user: origin.user.clone(), role: outcome.role }];
             if outcome.used_invite {
                 writes.push(Write::RemoveInvite { room: room.clone(), user: origin.user.clone() });
             }

@@ -141,7 +141,7 @@ pub fn session_started(shard: &Rc<Shard>, conn: &Rc<Conn>, user: &UserId) {
     match store.friends(user) {
         Ok(friends) => {
             for (friend, state, _) in friends {
-                if FriendState::from_byte(state) == FriendState::Friends {
+                if state == FriendState::Friends {
                     follow(shard, conn, &friend);
                 }
             }
@@ -434,12 +434,7 @@ fn friendship(
     if let Some(PendingValue::Friend(state)) = pending(shard, &friend_key(me, other)) {
         return Ok(lower_side(state));
     }
-    Ok(shard
-        .shared
-        .store
-        .friend(me, other)?
-        .map(|(state, since)| (FriendState::from_byte(state), since))
-        .filter(|(state, _)| *state != FriendState::None))
+    Ok(shard.shared.store.friend(me, other)?.filter(|(state, _)| *state != FriendState::None))
 }
 
 /// Whether `user` blocks `other` (pending decisions first).
@@ -470,13 +465,8 @@ fn friendship_change(
         ]
     } else {
         vec![
-            Write::PutFriend { user: me.0.clone(), other: other.0.clone(), state: to.to_byte(), since: now },
-            Write::PutFriend {
-                user: other.0.clone(),
-                other: me.0.clone(),
-                state: to.mirrored().to_byte(),
-                since: now,
-            },
+            Write::PutFriend { user: me.0.clone(), other: other.0.clone(), state: to, since: now },
+            Write::PutFriend { user: other.0.clone(), other: me.0.clone(), state: to.mirrored(), since: now },
         ]
     };
     let effect = |about: &UserId| match (from == FriendState::Friends, to == FriendState::Friends) {

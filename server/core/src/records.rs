@@ -1,6 +1,9 @@
-//! Stored records other than messages (which are stored as the protocol's `Message`).
+//! The durable vocabulary: the records Palaver stores, and the [`Write`]s the rules
+//! decide and storage carries out (messages are stored as the protocol's `Message`).
+//! Plain data, typed throughout: storage encodes a role or a friendship state as a byte
+//! and reads an unknown byte as corruption, never as a default.
 
-use palaver_protocol::{ClientMsgId, Message, RoomId, RoomKind, RoomSettings, UserId};
+use palaver_protocol::{ClientMsgId, FriendState, Message, RoomId, RoomKind, RoomRole, RoomSettings, UserId};
 use serde::{Deserialize, Serialize};
 
 /// A user account.
@@ -110,21 +113,21 @@ pub struct RefreshRecord {
 
 /// One durable change, carried out by [`crate::GroupCommitter`] inside one atomic batch.
 /// Serializable: in a cluster, batches of writes are the records of the shared log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Write {
     /// Append a message (and its idempotency key) to a room's log.
     AppendMessage(Message),
     /// Create a room.
     PutRoom(RoomRecord),
-    /// Add (or re-add) a member to a room, with a role byte.
+    /// Add (or re-add) a member to a room, with a role.
     PutMember {
         /// The room.
         room: RoomId,
         /// The member.
         user: UserId,
-        /// Role, as `palaver-core` encodes it.
-        role: u8,
+        /// The member's role.
+        role: RoomRole,
     },
     /// Set a member's delivered and read watermarks (highest seqs) in a room.
     PutReceipt {
@@ -256,8 +259,8 @@ pub enum Write {
         user: UserId,
         /// The other user.
         other: UserId,
-        /// `FriendState` byte, seen from `user`.
-        state: u8,
+        /// The friendship, seen from `user`.
+        state: FriendState,
         /// When it changed.
         since: u64,
     },

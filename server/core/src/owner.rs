@@ -1,0 +1,1431 @@
+//! The owner of one room, as a state machine. It is the room's single writer: every
+//! command on the room comes here, is decided by the room's rules ([`Room`]), and comes
+//! out as [`Effects`] — writes to commit, answers, events for the room's subscribers,
+//! notices for users — plain data the driver carries out. It never touches a socket, a
+//! clock or a storage handle: time is an argument, and what it must know about the world
+//! it asks through [`Lookups`].
+//!
+//! Writes are decided before they are durable. The owner keeps what it decided and
+//! storage has not confirmed yet — messages being appended (their seqs), messages being
+//! rewritten, reactions being changed, files being shared — and reads its own pending
+//! state before storage's, so a command never acts on a version the room has already
+//! replaced (an edit racing a delete sees the tombstone). When storage refuses a write,
+//! the room's memory is ahead of its storage: the owner refuses everything until its
+//! writes in flight have settled, then the driver loads it again
+//! ([`RoomOwner::needs_reload`]).
+
+mod effects;
+mod lookups;
+#[cfg(test)]
+mod tests;
+mod words;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use palaver_protocol::paging::{self, PageBuilder};
+use palaver_protocol::{
+    ClientMsgId, Delete, Edit, EditOk, Empty, Encryption, ErrorBody, ErrorCode, Event, FileRef, HistoryOk,
+    InviteInfo, JoinOk, MemberChange, MemberEvent, MemberInfo, MembersOk, Message, MessageKind, OkBody,
+    PresenceStatus, Reaction, ReactionOk, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomDetailsOk, RoomId,
+    RoomKind, RoomOk, RoomSettingsPatch, SendOk, SystemAction, SystemNotice, Typing, UserId, limits,
+};
+
+pub use effects::{
+    AfterNotice, Announcement, Answer, Commit, Effects, Ending, Settle, Subscribe, Subscription, UserNotice,
+};
+pub use lookups::{Found, LookupError, Lookups};
+pub use words::{duration_words, notice_text};
+
+use crate::records::{ActionRecord, FileRecord, RoomRecord, Write};
+use crate::role::Role;
+use crate::room::{Draft, HistoryRequest, HistoryWindow, Room, RoomLimits, SendOutcome, TypingChange};
+use crate::{CoreError, Moderation};
+
+/// How much of a parent message a reply shows.
+pub const REPLY_EXCERPT_CHARS: usize = 100;
+
+/// The operator's settings the owner needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerConfig {
+    /// Limits every room is built with.
+    pub room: RoomLimits,
+    /// The most rooms one user may own.
+    pub max_rooms_per_user: usize,
+}
+
+/// A group room to create, as `room.create` asked for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRoom {
+    /// The id the driver chose.
+    pub id: RoomId,
+    /// Display name.
+    pub name: String,
+    /// Public or private.
+    pub kind: RoomKind,
+    /// Optional topic.
+    pub topic: Option<String>,
+    /// Settings other than the defaults.
+    pub settings: Option<RoomSettingsPatch>,
+}
+
+/// A direct room to create between two users.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDirect {
+    /// The room's id (derived from the pair).
+    pub id: RoomId,
+    /// Who opened it.
+    pub caller: UserId,
+    /// With whom.
+    pub peer: UserId,
+}
+
+/// A message to send, as the client gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// Idempotency key (the sender's).
+    pub cid: ClientMsgId,
+    /// Kind.
+    pub kind: MessageKind,
+    /// Body.
+    pub text: String,
+    /// Client timestamp to echo.
+    pub client_ts: Option<u64>,
+    /// The message it replies to.
+    pub reply_to: Option<u64>,
+    /// The shared file (image and file kinds).
+    pub file: Option<Box<FileRef>>,
+    /// How an encrypted body was encrypted.
+    pub encryption: Option<Box<Encryption>>,
+}
+
+/// A request on a room that exists.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomOp {
+    /// Join (or re-subscribe), replaying after `since`.
+    Join {
+        /// The last seq the client holds.
+        since: Option<u64>,
+    },
+    /// Leave.
+    Leave,
+    /// Send a message.
+    Send(Box<Outgoing>),
+    /// Edit one of the caller's messages.
+    Edit {
+        /// The message.
+        seq: u64,
+        /// The new text.
+        text: String,
+    },
+    /// Delete a message (tombstone).
+    Delete {
+        /// The message.
+        seq: u64,
+    },
+    /// Add or remove the caller's reaction.
+    React {
+        /// The message.
+        seq: u64,
+        /// The emoji.
+        emoji: String,
+        /// Add (true) or remove (false).
+        add: bool,
+    },
+    /// Start or stop typing.
+    Typing {
+        /// Started (true) or stopped (false).
+        active: bool,
+    },
+    /// Move the caller's watermarks.
+    Receipt {
+        /// New delivered watermark.
+        delivered: Option<u64>,
+        /// New read watermark.
+        read: Option<u64>,
+    },
+    /// A page of history.
+    History(HistoryRequest),
+    /// The room's details.
+    Get,
+    /// Change name, topic or settings.
+    Update {
+        /// New name.
+        name: Option<String>,
+        /// New topic.
+        topic: Option<String>,
+        /// Settings to change.
+        settings: Option<RoomSettingsPatch>,
+    },
+    /// Delete the room.
+    DeleteRoom,
+    /// A page of members.
+    Members {
+        /// Page size.
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        cursor: Option<String>,
+    },
+    /// Invite a user.
+    Invite {
+        /// The invitee.
+        user: UserId,
+    },
+    /// Decline the caller's invitation.
+    Decline,
+    /// A moderation action on a user.
+    Moderate {
+        /// The target.
+        user: UserId,
+        /// What.
+        action: Moderation,
+    },
+    /// `dm.open` of this direct room by one of its pair.
+    OpenDirect,
+}
+
+/// The owner of one room. `A` is whatever the driver needs to route an answer back.
+#[derive(Debug)]
+pub struct RoomOwner<A> {
+    room: Room,
+    /// Where the room's subscribers are (the driver's shards or nodes), so deliveries
+    /// reach them all.
+    sites: BTreeSet<usize>,
+    /// Answers that wait for a seq to become durable.
+    waiting: BTreeMap<u64, Vec<Answer<A>>>,
+    /// Commits submitted and not yet settled.
+    in_flight: usize,
+    /// A write was refused: memory is ahead of storage.
+    poisoned: bool,
+    /// Being deleted: everything is refused.
+    deleting: bool,
+    /// Messages rewritten by writes in flight: their newest version, and how many.
+    rewrites: HashMap<u64, (Message, u32)>,
+    /// Reaction changes in flight: whether the reaction is there after them, and how many.
+    reactions: HashMap<(u64, String, UserId), (bool, u32)>,
+    /// Files being shared by messages in flight, with their sender and cid.
+    sharing: HashMap<String, (UserId, ClientMsgId)>,
+    /// When a command last came (ms since the epoch).
+    last_used_ms: u64,
+}
+
+/// An error answer.
+fn refusal(code: ErrorCode, message: impl Into<String>) -> ReplyBody {
+    ReplyBody::Err(ErrorBody::new(code, message))
+}
+
+/// A rule's refusal as an answer.
+fn refused(e: &CoreError) -> ReplyBody {
+    ReplyBody::Err(e.to_body())
+}
+
+/// A lookup that failed, as an answer: the one mapping of storage trouble to the wire.
+pub fn lookup_failed(e: &LookupError) -> ReplyBody {
+    match e {
+        LookupError::Unavailable => {
+            refusal(ErrorCode::Unavailable, "storage is not taking requests now; try again later")
+        }
+        LookupError::Failed(_) => refusal(ErrorCode::Internal, "storage failure"),
+    }
+}
+
+/// `rate_limited`, to retry after `wait_ms`.
+fn rate_limited(message: &str, wait_ms: u64) -> ReplyBody {
+    let mut body = ErrorBody::new(ErrorCode::RateLimited, message);
+    body.retry_after_ms = Some(wait_ms);
+    ReplyBody::Err(body)
+}
+
+fn ok(body: OkBody) -> ReplyBody {
+    ReplyBody::Ok(body)
+}
+
+fn empty() -> ReplyBody {
+    ok(OkBody::Empty(Empty {}))
+}
+
+fn sent(seq: u64, ts: u64, duplicate: bool) -> ReplyBody {
+    ok(OkBody::Sent(SendOk { seq, ts, duplicate }))
+}
+
+fn member_event(room: &RoomId, user: &UserId, change: MemberChange, role: Role) -> Event {
+    Event::Member(MemberEvent { room: room.clone(), user: user.clone(), change, role })
+}
+
+/// Runs a step that answers with a refusal: `Err(body)` is the answer.
+type Step<T> = Result<T, ReplyBody>;
+
+/// A lookup inside a step.
+fn found<T>(result: Found<T>) -> Step<T> {
+    result.map_err(|e| lookup_failed(&e))
+}
+
+impl<A: Clone> RoomOwner<A> {
+    /// The owner of a room loaded from storage (or just created).
+    pub fn restore(room: Room, now_ms: u64) -> Self {
+        RoomOwner {
+            room,
+            sites: BTreeSet::new(),
+            waiting: BTreeMap::new(),
+            in_flight: 0,
+            poisoned: false,
+            deleting: false,
+            rewrites: HashMap::new(),
+            reactions: HashMap::new(),
+            sharing: HashMap::new(),
+            last_used_ms: now_ms,
+        }
+    }
+
+    /// `room.create` by `creator`: the new room's owner, or `None` with the refusal in
+    /// `fx`.
+    pub fn create(
+        now_ms: u64,
+        asker: A,
+        creator: &UserId,
+        new: NewRoom,
+        config: OwnerConfig,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<Self> {
+        let decided = (|| -> Step<Room> {
+            lookups
+                .take_room_creation(creator, now_ms)
+                .map_err(|wait| rate_limited("rooms are being created too fast; slow down", wait))?;
+            let max = config.max_rooms_per_user;
+            if found(lookups.owned_rooms(creator, max))? >= max {
+                return Err(refusal(
+                    ErrorCode::Forbidden,
+                    format!("a user owns at most {max} rooms; delete or transfer one first"),
+                ));
+            }
+            let NewRoom { id, name, kind, topic, settings } = new;
+            Room::create_with(id, name, kind, creator.clone(), topic, settings, config.room)
+                .map_err(|e| refused(&e))
+        })();
+        let room = match decided {
+            Ok(room) => room,
+            Err(body) => {
+                fx.answers.push(Answer::plain(asker, body));
+                return None;
+            }
+        };
+        let info = room.info();
+        let writes = vec![
+            Write::PutRoom(RoomRecord {
+                room_id: info.room_id.clone(),
+                name: info.name.clone(),
+                kind: info.kind,
+                owner: creator.clone(),
+                created_ms: now_ms,
+                topic: info.topic.clone(),
+                settings: Some(room.settings()),
+                deleted: false,
+            }),
+            Write::PutMember { room: info.room_id.clone(), user: creator.clone(), role: Role::Owner },
+        ];
+        let mut owner = RoomOwner::restore(room, now_ms);
+        let answer = Answer::plain(asker, ok(OkBody::Room(RoomOk { room: info })));
+        owner.commit(fx, writes, Settle::answer(answer));
+        Some(owner)
+    }
+
+    /// `dm.open` of a direct room that does not exist yet: creates it for `caller` and
+    /// `peer` (the driver checked neither blocked the other and that the room is new).
+    pub fn open_direct(
+        now_ms: u64,
+        asker: A,
+        new: NewDirect,
+        config: OwnerConfig,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<Self> {
+        let NewDirect { id, caller, peer } = new;
+        let (caller, peer) = (&caller, &peer);
+        let decided = (|| -> Step<()> {
+            if caller == peer {
+                return Err(refusal(ErrorCode::Invalid, "a direct room needs another user"));
+            }
+            if found(lookups.is_blocked(peer, caller))? {
+                return Err(refusal(
+                    ErrorCode::Forbidden,
+                    format!("{peer} does not accept direct messages from you"),
+                ));
+            }
+            if found(lookups.username(peer))?.is_none() {
+                return Err(refusal(ErrorCode::NotFound, format!("no user {peer}")));
+            }
+            // A new direct room with someone who is not a friend is unsolicited.
+            if found(lookups.friendship(caller, peer))? != palaver_protocol::FriendState::Friends {
+                lookups.take_stranger_direct_room(caller, peer, now_ms).map_err(|wait| {
+                    rate_limited("too many new direct rooms with people who are not your friends", wait)
+                })?;
+            }
+            Ok(())
+        })();
+        if let Err(body) = decided {
+            fx.answers.push(Answer::plain(asker, body));
+            return None;
+        }
+        let room = Room::direct(id.clone(), caller.clone(), peer.clone(), config.room);
+        let info = room.info();
+        let mut writes = vec![Write::PutRoom(RoomRecord {
+            room_id: id.clone(),
+            name: info.name.clone(),
+            kind: info.kind,
+            owner: caller.clone(),
+            created_ms: now_ms,
+            topic: String::new(),
+            settings: None,
+            deleted: false,
+        })];
+        for user in [caller, peer] {
+            writes.push(Write::PutMember { room: id.clone(), user: user.clone(), role: Role::Member });
+        }
+        let mut owner = RoomOwner::restore(room, now_ms);
+        let answer = Answer::plain(asker, ok(OkBody::Room(RoomOk { room: info })));
+        owner.commit(fx, writes, Settle::answer(answer));
+        Some(owner)
+    }
+
+    /// The room's rules and state.
+    pub fn room(&self) -> &Room {
+        &self.room
+    }
+
+    /// Where the room's subscribers are.
+    pub fn sites(&self) -> &BTreeSet<usize> {
+        &self.sites
+    }
+
+    /// A site has subscribers now (the driver tells, e.g. on a join relayed elsewhere).
+    pub fn add_site(&mut self, site: usize) {
+        self.sites.insert(site);
+    }
+
+    /// A site has no subscriber left.
+    pub fn remove_site(&mut self, site: usize) {
+        self.sites.remove(&site);
+    }
+
+    /// Takes over the sites of an earlier owner of the room (reloaded after a refusal,
+    /// or handed over in a cluster).
+    pub fn adopt_sites(&mut self, sites: impl IntoIterator<Item = usize>) {
+        self.sites.extend(sites);
+    }
+
+    /// Whether a refused write left memory ahead of storage and nothing is in flight any
+    /// more: the driver loads the room again (keeping its sites).
+    pub fn needs_reload(&self) -> bool {
+        self.poisoned && self.in_flight == 0
+    }
+
+    /// Whether writes are in flight.
+    pub fn is_settled(&self) -> bool {
+        self.in_flight == 0
+    }
+
+    /// Whether the room may leave memory at `now_ms` after `idle_ms` without use: nothing
+    /// ties it there (no subscriber site, nothing in flight or waiting, nothing the room
+    /// holds only in memory).
+    pub fn is_idle(&self, now_ms: u64, idle_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_used_ms) >= idle_ms
+            && self.sites.is_empty()
+            && self.waiting.is_empty()
+            && self.in_flight == 0
+            && !self.deleting
+            && !self.poisoned
+            && self.room.is_forgettable(now_ms)
+    }
+
+    fn commit(&mut self, fx: &mut Effects<A>, writes: Vec<Write>, settle: Settle<A>) {
+        self.in_flight += 1;
+        fx.commits.push(Commit { writes, settle });
+    }
+
+    /// Handles one request by `user` on this room.
+    pub fn handle(
+        &mut self,
+        now_ms: u64,
+        asker: A,
+        user: &UserId,
+        op: RoomOp,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) {
+        self.last_used_ms = now_ms;
+        let joining = matches!(op, RoomOp::Join { .. });
+        if self.deleting || self.poisoned {
+            let body = if self.deleting {
+                refusal(ErrorCode::NotFound, format!("no room {}", self.room.id()))
+            } else {
+                refusal(ErrorCode::Unavailable, "the room is recovering from a storage failure; try again")
+            };
+            let subscription = if joining { Subscription::Joined(None) } else { Subscription::Unchanged };
+            fx.answers.push(Answer { to: asker, body, subscription });
+            return;
+        }
+        let result = match op {
+            RoomOp::Join { since } => self.join(asker.clone(), user, since, fx),
+            RoomOp::Leave => self.leave(asker.clone(), user, fx),
+            RoomOp::Send(outgoing) => self.send(now_ms, asker.clone(), user, *outgoing, lookups, fx),
+            RoomOp::Edit { seq, text } => self.edit(now_ms, asker.clone(), user, seq, text, lookups, fx),
+            RoomOp::Delete { seq } => self.delete(asker.clone(), user, seq, lookups, fx),
+            RoomOp::React { seq, emoji, add } => {
+                self.react(now_ms, asker.clone(), user, seq, emoji, add, lookups, fx)
+            }
+            RoomOp::Typing { active } => self.typing(now_ms, user, active, fx),
+            RoomOp::Receipt { delivered, read } => self.receipt(asker.clone(), user, delivered, read, fx),
+            RoomOp::History(request) => self.history(user, request, lookups),
+            RoomOp::Get => self.details(user),
+            RoomOp::Members { limit, cursor } => self.members(now_ms, user, limit, cursor, lookups),
+            RoomOp::Invite { user: invitee } => {
+                self.invite(now_ms, asker.clone(), user, invitee, lookups, fx)
+            }
+            RoomOp::Decline => self.decline(asker.clone(), user, fx),
+            RoomOp::Moderate { user: target, action } => {
+                self.moderate(now_ms, asker.clone(), user, target, action, lookups, fx)
+            }
+            RoomOp::Update { name, topic, settings } => {
+                self.update(now_ms, asker.clone(), user, name, topic, settings, lookups, fx)
+            }
+            RoomOp::DeleteRoom => self.delete_room(now_ms, asker.clone(), user, lookups, fx),
+            RoomOp::OpenDirect => self.open_direct_again(asker.clone(), user, lookups, fx),
+        };
+        // A step answers by itself when it can; `Some(body)` is an answer to give now.
+        if let Some(body) = result {
+            let subscription = if joining { Subscription::Joined(None) } else { Subscription::Unchanged };
+            fx.answers.push(Answer { to: asker, body, subscription });
+        }
+    }
+
+    fn join(
+        &mut self,
+        asker: A,
+        user: &UserId,
+        since: Option<u64>,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        let outcome = match self.room.join(user) {
+            Ok(outcome) => outcome,
+            Err(e) => return Some(refused(&e)),
+        };
+        let room = self.room.id().clone();
+        let last_seq = outcome.last_seq;
+        let body = ok(OkBody::Joined(JoinOk { room: self.room.info(), last_seq }));
+        let subscribe =
+            Subscribe { room: room.clone(), cursor: since.unwrap_or(last_seq).min(last_seq), last_seq };
+        let answer = Answer { to: asker, body, subscription: Subscription::Joined(Some(subscribe)) };
+        if !outcome.newly_member {
+            fx.answers.push(answer);
+            return None;
+        }
+        let mut writes =
+            vec![Write::PutMember { room: room.clone(), user: user.clone(), role: outcome.role }];
+        if outcome.used_invite {
+            writes.push(Write::RemoveInvite { room: room.clone(), user: user.clone() });
+        }
+        let event = member_event(&room, user, MemberChange::Joined, outcome.role);
+        self.commit(fx, writes, Settle::answer(answer).announcing(event));
+        None
+    }
+
+    fn leave(&mut self, asker: A, user: &UserId, fx: &mut Effects<A>) -> Option<ReplyBody> {
+        let role = self.room.role_of(user).unwrap_or(Role::Member);
+        let answer = Answer { to: asker, body: empty(), subscription: Subscription::Left };
+        match self.room.leave(user) {
+            Err(e) => return Some(refused(&e)),
+            Ok(false) => {
+                fx.answers.push(answer);
+                return None;
+            }
+            Ok(true) => {}
+        }
+        // Every socket of the user stops receiving the room's events at once.
+        fx.endings.push(Ending::Member(user.clone()));
+        let room = self.room.id().clone();
+        let event = member_event(&room, user, MemberChange::Left, role);
+        self.commit(
+            fx,
+            vec![Write::RemoveMember { room, user: user.clone() }],
+            Settle::answer(answer).announcing(event),
+        );
+        None
+    }
+
+    /// `dm.open` by one of the pair of this existing direct room: takes them back if they
+    /// left (the room is theirs by construction: its id is derived from the pair).
+    fn open_direct_again(
+        &mut self,
+        asker: A,
+        user: &UserId,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        let others: Vec<UserId> = self.room.member_ids().into_iter().filter(|u| u != user).collect();
+        for other in &others {
+            match lookups.is_blocked(other, user) {
+                Ok(false) => {}
+                Ok(true) => {
+                    return Some(refusal(
+                        ErrorCode::Forbidden,
+                        format!("{other} does not accept direct messages from you"),
+                    ));
+                }
+                Err(e) => return Some(lookup_failed(&e)),
+            }
+        }
+        let answer = Answer::plain(asker, ok(OkBody::Room(RoomOk { room: self.room.info() })));
+        match self.room.readmit_direct(user) {
+            Err(e) => Some(refused(&e)),
+            Ok(false) => {
+                fx.answers.push(answer);
+                None
+            }
+            Ok(true) => {
+                let room = self.room.id().clone();
+                let event = member_event(&room, user, MemberChange::Joined, Role::Member);
+                self.commit(
+                    fx,
+                    vec![Write::PutMember { room, user: user.clone(), role: Role::Member }],
+                    Settle::answer(answer).announcing(event),
+                );
+                None
+            }
+        }
+    }
+
+    /// A file named by a message, as the room has it, checked: uploaded to this room, and
+    /// not shared by another message (a retry of the one sharing it is fine).
+    fn shared_file(
+        &self,
+        user: &UserId,
+        outgoing: &Outgoing,
+        lookups: &impl Lookups,
+    ) -> Step<Option<(Box<FileRef>, FileRecord)>> {
+        let Some(claimed) = &outgoing.file else { return Ok(None) };
+        // With files off the room refuses the message, whichever file it names.
+        if !self.room.settings().file_sharing {
+            return Ok(None);
+        }
+        let room = self.room.id();
+        let record = match found(lookups.file(&claimed.file_id))? {
+            Some(record) if &record.room == room => record,
+            _ => {
+                return Err(refusal(ErrorCode::NotFound, format!("no file {} in this room", claimed.file_id)));
+            }
+        };
+        // Only kinds that carry a file: the room refuses any other with a file as invalid.
+        if matches!(outgoing.kind, MessageKind::Image | MessageKind::File) {
+            let shared_by = match self.sharing.get(&record.file_id) {
+                Some(by) => Some(by.clone()),
+                None => match record.shared_in {
+                    Some(seq) => found(lookups.message(room, seq))?.map(|m| (m.sender, m.cid)),
+                    None => None,
+                },
+            };
+            if shared_by.is_some_and(|(sender, cid)| &sender != user || cid != outgoing.cid) {
+                return Err(refusal(
+                    ErrorCode::Conflict,
+                    format!(
+                        "file {} is shared by another message; upload it again to share it again",
+                        record.file_id
+                    ),
+                ));
+            }
+        }
+        let file = FileRef {
+            name: if claimed.name.trim().is_empty() { record.name.clone() } else { claimed.name.clone() },
+            file_id: record.file_id.clone(),
+            size: record.size,
+            content_type: record.content_type.clone(),
+            width: record.width,
+            height: record.height,
+        };
+        Ok(Some((Box::new(file), record)))
+    }
+
+    fn send(
+        &mut self,
+        now_ms: u64,
+        asker: A,
+        user: &UserId,
+        outgoing: Outgoing,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        let room = self.room.id().clone();
+        let prepared = (|| -> Step<_> {
+            if self.room.kind() == RoomKind::Direct {
+                for other in self.room.member_ids().iter().filter(|u| *u != user) {
+                    if found(lookups.is_blocked(other, user))? {
+                        return Err(refusal(
+                            ErrorCode::Forbidden,
+                            "this user does not accept messages from you",
+                        ));
+                    }
+                }
+            }
+            let stored = found(lookups.cid_seq(&room, user, &outgoing.cid))?;
+            // Mentions are resolved here; the room keeps only members. Never in
+            // ciphertext: the server does not look into encrypted bodies.
+            let mut mentions = Vec::new();
+            if outgoing.kind != MessageKind::Encrypted {
+                for name in crate::mentioned_usernames(&outgoing.text) {
+                    if let Some(id) = found(lookups.user_by_name(&name))? {
+                        mentions.push(id);
+                    }
+                }
+            }
+            let file = self.shared_file(user, &outgoing, lookups)?;
+            Ok((stored, mentions, file))
+        })();
+        let (stored, mentions, file) = match prepared {
+            Ok(prepared) => prepared,
+            Err(body) => return Some(body),
+        };
+        let (file_ref, file_record) = match file {
+            Some((file_ref, record)) => (Some(file_ref), Some(record)),
+            None => (outgoing.file.clone(), None),
+        };
+        let Outgoing { cid, kind, text, client_ts, reply_to, encryption, .. } = outgoing;
+        let draft = Draft { cid, kind, text, client_ts, reply_to, file: file_ref, mentions, encryption };
+        match self.room.send(now_ms, user, draft, |_| stored) {
+            Err(e) => Some(refused(&e)),
+            Ok(SendOutcome::Duplicate { seq, ts }) => {
+                let answer = Answer::plain(asker, sent(seq, ts, true));
+                if seq <= self.room.durable_seq() {
+                    fx.answers.push(answer);
+                } else {
+                    self.waiting.entry(seq).or_default().push(answer);
+                }
+                None
+            }
+            Ok(SendOutcome::Append(appended)) => {
+                let message = appended.message;
+                // The sender's own watermarks move with the message, in the same batch.
+                let (delivered, read) = self.room.receipt_of(user);
+                let mut writes = vec![
+                    Write::AppendMessage(message.clone()),
+                    Write::PutReceipt { room: room.clone(), user: user.clone(), delivered, read },
+                ];
+                if let Some(record) = file_record {
+                    self.sharing.insert(record.file_id.clone(), (user.clone(), message.cid.clone()));
+                    writes.push(Write::PutFile(FileRecord { shared_in: Some(message.seq), ..record }));
+                }
+                self.waiting
+                    .entry(message.seq)
+                    .or_default()
+                    .push(Answer::plain(asker, sent(message.seq, message.ts, false)));
+                self.commit(fx, writes, Settle::Message(Box::new(message)));
+                None
+            }
+        }
+    }
+
+    /// A message as the room has decided it: its newest version still becoming durable
+    /// if there is one, else storage's.
+    fn current_message(&self, seq: u64, lookups: &impl Lookups) -> Step<Message> {
+        if let Some((message, _)) = self.rewrites.get(&seq) {
+            return Ok(message.clone());
+        }
+        found(lookups.message(self.room.id(), seq))?.ok_or_else(|| refused(&CoreError::NoSuchMessage(seq)))
+    }
+
+    fn rewriting(&mut self, message: Message) {
+        let entry = self.rewrites.entry(message.seq).or_insert_with(|| (message.clone(), 0));
+        *entry = (message, entry.1 + 1);
+    }
+
+    fn rewrite_settled(&mut self, seq: u64) {
+        if let Some((_, in_flight)) = self.rewrites.get_mut(&seq) {
+            *in_flight -= 1;
+            if *in_flight == 0 {
+                self.rewrites.remove(&seq);
+            }
+        }
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the request's fields, then the owner's context")]
+    fn edit(
+        &mut self,
+        now_ms: u64,
+        asker: A,
+        user: &UserId,
+        seq: u64,
+        text: String,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        let decided = self.current_message(seq, lookups).and_then(|original| {
+            let text = self.room.check_edit(now_ms, user, &original, text).map_err(|e| refused(&e))?;
+            Ok((text, original))
+        });
+        let (text, original) = match decided {
+            Ok(decided) => decided,
+            Err(body) => return Some(body),
+        };
+        let room = self.room.id().clone();
+        let edited = Message { text: text.clone(), edited_at: Some(now_ms), ..original.clone() };
+        let writes = vec![
+            Write::PutEditHistory {
+                room: room.clone(),
+                seq,
+                edited_at: now_ms,
+                previous_text: original.text,
+            },
+            Write::ReplaceMessage(edited.clone()),
+        ];
+        let answer = Answer::plain(asker, ok(OkBody::Edited(EditOk { seq, edited_at: now_ms })));
+        let event = Event::Edit(Edit { room, seq, text, edited_at: now_ms });
+        self.rewriting(edited);
+        self.commit(fx, writes, Settle::answer(answer).announcing(event).rewriting(seq));
+        None
+    }
+
+    fn delete(
+        &mut self,
+        asker: A,
+        user: &UserId,
+        seq: u64,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        let decided = self.current_message(seq, lookups).and_then(|original| {
+            let todo = self.room.check_delete(user, &original).map_err(|e| refused(&e))?;
+            Ok((todo, original))
+        });
+        let original = match decided {
+            Err(body) => return Some(body),
+            // Already a tombstone: deleting again is a no-op.
+            Ok((false, _)) => return Some(empty()),
+            Ok((true, original)) => original,
+        };
+        let room = self.room.id().clone();
+        // The tombstone keeps the seq, sender, time and reply structure; the content
+        // (text, file, mentions, edit history) is dropped from storage.
+        let tombstone = Message {
+            text: String::new(),
+            file: None,
+            mentions: Vec::new(),
+            edited_at: None,
+            deleted: true,
+            ..original.clone()
+        };
+        let mut writes = vec![
+            Write::ReplaceMessage(tombstone.clone()),
+            Write::DropEditHistory { room: room.clone(), seq },
+            Write::RemoveMentions { room: room.clone(), seq, users: original.mentions },
+        ];
+        // A deleted message's file goes with it: its record now (downloads stop once the
+        // delete is durable), its bytes after.
+        let file_id = original.file.as_ref().map(|file| file.file_id.clone());
+        if let Some(file_id) = &file_id {
+            writes.push(Write::RemoveFile { file_id: file_id.clone() });
+        }
+        let event = Event::Delete(Delete { room, seq, by: user.clone() });
+        self.rewriting(tombstone);
+        self.commit(
+            fx,
+            writes,
+            Settle::Answer {
+                answer: Answer::plain(asker, empty()),
+                announce: Some(Box::new(event)),
+                notify: Vec::new(),
+                rewrote: Some(seq),
+                then_delete_file: file_id,
+            },
+        );
+        None
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the request's fields, then the owner's context")]
+    fn react(
+        &mut self,
+        now_ms: u64,
+        asker: A,
+        user: &UserId,
+        seq: u64,
+        emoji: String,
+        add: bool,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        let emoji = match self.room.check_reaction(now_ms, user, seq, emoji) {
+            Ok(emoji) => emoji.as_str().to_owned(),
+            Err(e) => return Some(refused(&e)),
+        };
+        let room = self.room.id().clone();
+        let key = (seq, emoji.clone(), user.clone());
+        // A change still in flight counts as made.
+        let exists = match self.reactions.get(&key) {
+            Some((present, _)) => *present,
+            None => match lookups.has_reaction(&room, seq, &emoji, user) {
+                Ok(exists) => exists,
+                Err(e) => return Some(lookup_failed(&e)),
+            },
+        };
+        // Adding a reaction that exists (or removing one that does not) changes nothing:
+        // answer with the count, write and announce nothing.
+        if exists == add {
+            return Some(match lookups.reaction_count(&room, seq, &emoji) {
+                Ok(count) => ok(OkBody::Reaction(ReactionOk { seq, emoji, count })),
+                Err(e) => lookup_failed(&e),
+            });
+        }
+        let write = if add {
+            Write::PutReaction { room, seq, emoji: emoji.clone(), user: user.clone() }
+        } else {
+            Write::RemoveReaction { room, seq, emoji: emoji.clone(), user: user.clone() }
+        };
+        let entry = self.reactions.entry(key).or_insert((add, 0));
+        *entry = (add, entry.1 + 1);
+        self.commit(
+            fx,
+            vec![write],
+            Settle::Reaction { to: asker, user: user.clone(), seq, emoji, added: add },
+        );
+        None
+    }
+
+    fn typing(&mut self, now_ms: u64, user: &UserId, active: bool, fx: &mut Effects<A>) -> Option<ReplyBody> {
+        match self.room.typing(now_ms, user, active) {
+            Err(e) => Some(refused(&e)),
+            Ok(change) => {
+                self.announce_typing(user, change, fx);
+                Some(empty())
+            }
+        }
+    }
+
+    fn announce_typing(&self, user: &UserId, change: TypingChange, fx: &mut Effects<A>) {
+        let (active, expires_in_ms) = match change {
+            TypingChange::Started { expires_in_ms } => (true, Some(expires_in_ms)),
+            TypingChange::Stopped => (false, None),
+            TypingChange::Unchanged => return,
+        };
+        let typing = Typing { room: self.room.id().clone(), user: user.clone(), active, expires_in_ms };
+        fx.announcements.push(Announcement { event: Event::Typing(typing), skip: Some(user.clone()) });
+    }
+
+    fn receipt(
+        &mut self,
+        asker: A,
+        user: &UserId,
+        delivered: Option<u64>,
+        read: Option<u64>,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        let change = match self.room.receipt(user, delivered, read) {
+            Ok(change) => change,
+            Err(e) => return Some(refused(&e)),
+        };
+        let body = ok(OkBody::Receipt(ReceiptOk { delivered: change.delivered, read: change.read }));
+        if !change.changed {
+            return Some(body);
+        }
+        let write = Write::PutReceipt {
+            room: self.room.id().clone(),
+            user: user.clone(),
+            delivered: change.delivered,
+            read: change.read,
+        };
+        let answer = Answer::plain(asker, body);
+        self.commit(fx, vec![write], Settle::answer(answer));
+        None
+    }
+
+    /// The owner's periodic work at `now_ms`: typing indicators not renewed in time
+    /// lapse, and watermarks that moved are announced (at most one event per member per
+    /// tick however many receipts they sent).
+    pub fn tick(&mut self, now_ms: u64, fx: &mut Effects<A>) {
+        for user in self.room.expire_typing(now_ms) {
+            self.announce_typing(&user, TypingChange::Stopped, fx);
+        }
+        for (user, delivered, read) in self.room.take_receipt_announcements() {
+            let receipt = Receipt { room: self.room.id().clone(), user, delivered, read };
+            fx.announcements.push(Announcement { event: Event::Receipt(receipt), skip: None });
+        }
+    }
+
+    /// Whether [`RoomOwner::tick`] has anything to do.
+    pub fn wants_tick(&self) -> bool {
+        self.room.has_typers() || self.room.has_receipt_announcements()
+    }
+
+    fn history(&self, user: &UserId, request: HistoryRequest, lookups: &impl Lookups) -> Option<ReplyBody> {
+        let window = match self.room.history_page(user, request) {
+            Ok(window) => window,
+            Err(e) => return Some(refused(&e)),
+        };
+        Some(match self.history_page(window, user, lookups) {
+            Ok((messages, next)) => ok(OkBody::History(HistoryOk { messages, next })),
+            Err(e) => lookup_failed(&e),
+        })
+    }
+
+    /// One page of history in `window`, as `reader` sees it (reactions aggregated,
+    /// replies previewed, blocked senders flagged), and the cursor past it.
+    fn history_page(
+        &self,
+        window: HistoryWindow,
+        reader: &UserId,
+        lookups: &impl Lookups,
+    ) -> Found<(Vec<Message>, Option<String>)> {
+        let room = self.room.id();
+        // One more than the page, to know whether another follows.
+        let (mut messages, limit) = match window {
+            HistoryWindow::Backward { before, limit } => {
+                (lookups.messages_before(room, before, limit + 1)?, limit)
+            }
+            HistoryWindow::Forward { after, through, limit } => {
+                (lookups.messages_between(room, after.saturating_add(1), through, limit + 1)?, limit)
+            }
+        };
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        let blocked = lookups.blocks(reader)?;
+        for message in &mut messages {
+            message.blocked = blocked.contains(&message.sender);
+            message.reactions = lookups.reactions(room, message.seq)?;
+            if let Some(parent) = message.reply_to {
+                message.reply = lookups.message(room, parent)?.map(|p| {
+                    Box::new(ReplyPreview {
+                        seq: p.seq,
+                        sender: p.sender,
+                        excerpt: p.text.chars().take(REPLY_EXCERPT_CHARS).collect(),
+                        deleted: p.deleted,
+                    })
+                });
+            }
+        }
+        let mut page = PageBuilder::new("history", limit);
+        for message in messages {
+            let key = window.cursor_key(message.seq);
+            if !page.offer(&key, Some(message)) {
+                break;
+            }
+        }
+        Ok(page.finish(more))
+    }
+
+    /// Who may look at a room's details and members: anyone for a public room; members
+    /// and invitees otherwise.
+    fn may_look(&self, user: &UserId) -> bool {
+        self.room.kind() == RoomKind::Public
+            || self.room.role_of(user).is_some()
+            || self.room.is_invited(user)
+    }
+
+    fn details_body(&self, user: &UserId) -> ReplyBody {
+        ok(OkBody::RoomDetails(RoomDetailsOk {
+            room: self.room.info(),
+            settings: self.room.settings(),
+            member_count: self.room.member_count() as u32,
+            role: self.room.role_of(user),
+        }))
+    }
+
+    fn details(&self, user: &UserId) -> Option<ReplyBody> {
+        Some(if self.may_look(user) {
+            self.details_body(user)
+        } else {
+            refused(&CoreError::PrivateRoom(self.room.id().clone()))
+        })
+    }
+
+    fn members(
+        &self,
+        now_ms: u64,
+        user: &UserId,
+        limit: Option<u32>,
+        cursor: Option<String>,
+        lookups: &impl Lookups,
+    ) -> Option<ReplyBody> {
+        if !self.may_look(user) {
+            return Some(refused(&CoreError::PrivateRoom(self.room.id().clone())));
+        }
+        let limit = match paging::sizes::MEMBERS.of(limit) {
+            Ok(limit) => limit,
+            Err(e) => return Some(refusal(ErrorCode::Invalid, e.to_string())),
+        };
+        let after = match cursor
+            .map(|c| paging::decode_cursor("room.members", &c).map(|k| UserId::parse(k.as_str())))
+        {
+            None => None,
+            Some(Ok(Ok(after))) => Some(after),
+            Some(_) => return Some(refusal(ErrorCode::Invalid, "cursor is not a `next` of this list")),
+        };
+        let (listed, more) = self.room.members_page(after.as_ref(), limit);
+        let mut page = PageBuilder::new("room.members", limit);
+        for (member, role) in listed {
+            let entry = (|| -> Found<MemberInfo> {
+                let username = lookups.username(&member)?.unwrap_or_default();
+                // A member who blocked the asker shows as offline to them, as everywhere.
+                let presence = if lookups.is_blocked(&member, user)? {
+                    PresenceStatus::Offline
+                } else {
+                    lookups.presence(&member)
+                };
+                Ok(MemberInfo {
+                    muted_until: self.room.muted_until(&member, now_ms),
+                    presence,
+                    user: member.clone(),
+                    username,
+                    role,
+                })
+            })();
+            match entry {
+                Ok(info) => {
+                    if !page.offer(member.as_str(), Some(info)) {
+                        break;
+                    }
+                }
+                Err(e) => return Some(lookup_failed(&e)),
+            }
+        }
+        let (members, next) = page.finish(more);
+        Some(ok(OkBody::Members(MembersOk { members, next })))
+    }
+
+    fn invite(
+        &mut self,
+        now_ms: u64,
+        asker: A,
+        actor: &UserId,
+        invitee: UserId,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        let checked = (|| -> Step<bool> {
+            if found(lookups.username(&invitee))?.is_none() {
+                return Err(refusal(ErrorCode::NotFound, format!("no user {invitee}")));
+            }
+            let blocked = found(lookups.is_blocked(&invitee, actor))?;
+            self.room.invite(actor, &invitee, blocked).map_err(|e| refused(&e))
+        })();
+        match checked {
+            Err(body) => return Some(body),
+            Ok(false) => return Some(empty()),
+            Ok(true) => {}
+        }
+        // Invitations are unsolicited: a stranger's are limited per sender, and a user's
+        // pending ones are capped (they decline to make room).
+        let limited = (|| -> Step<()> {
+            let max = limits::MAX_PENDING_INVITES;
+            if found(lookups.pending_invites(&invitee, max))? >= max {
+                return Err(refusal(
+                    ErrorCode::Forbidden,
+                    format!("{invitee} has {max} pending invitations, the most there can be"),
+                ));
+            }
+            if found(lookups.friendship(actor, &invitee))? != palaver_protocol::FriendState::Friends {
+                lookups.take_stranger_invite(actor, now_ms).map_err(|wait| {
+                    rate_limited("too many invitations to people who are not your friends", wait)
+                })?;
+            }
+            Ok(())
+        })();
+        if let Err(body) = limited {
+            self.room.decline(&invitee);
+            return Some(body);
+        }
+        let room = self.room.id().clone();
+        let record = ActionRecord { by: actor.clone(), at: now_ms, reason: None };
+        let event =
+            Event::Invite(InviteInfo { room: self.room.info(), by: actor.clone(), invited_at: now_ms });
+        self.commit(
+            fx,
+            vec![Write::PutInvite { room, user: invitee.clone(), record }],
+            Settle::Answer {
+                answer: Answer::plain(asker, empty()),
+                announce: None,
+                notify: vec![UserNotice { user: invitee, event }],
+                rewrote: None,
+                then_delete_file: None,
+            },
+        );
+        None
+    }
+
+    fn decline(&mut self, asker: A, user: &UserId, fx: &mut Effects<A>) -> Option<ReplyBody> {
+        if !self.room.decline(user) {
+            return Some(refusal(ErrorCode::Conflict, format!("no invitation to {}", self.room.id())));
+        }
+        let write = Write::RemoveInvite { room: self.room.id().clone(), user: user.clone() };
+        let answer = Answer::plain(asker, empty());
+        self.commit(fx, vec![write], Settle::answer(answer));
+        None
+    }
+
+    /// Stores `notice` as a `system` message with `writes` in one batch; answers with
+    /// `body` (or the message's seq) once durable, then does `then`.
+    #[expect(clippy::too_many_arguments, reason = "the notice, its writes, its answer and what follows")]
+    fn store_notice(
+        &mut self,
+        now_ms: u64,
+        asker: A,
+        notice: SystemNotice,
+        mut writes: Vec<Write>,
+        body: Option<ReplyBody>,
+        then: AfterNotice,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) {
+        let name = |user: &UserId| lookups.username(user).ok().flatten().unwrap_or_else(|| user.to_string());
+        let text = notice_text(&notice, name, now_ms);
+        let message = self.room.system_message(now_ms, notice, text);
+        let body = body.unwrap_or_else(|| sent(message.seq, message.ts, false));
+        writes.insert(0, Write::AppendMessage(message.clone()));
+        self.waiting.entry(message.seq).or_default().push(Answer::plain(asker, body));
+        self.commit(fx, writes, Settle::Notice { message: Box::new(message), then });
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the request's fields, then the owner's context")]
+    fn moderate(
+        &mut self,
+        now_ms: u64,
+        asker: A,
+        actor: &UserId,
+        target: UserId,
+        action: Moderation,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        match lookups.username(&target) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Some(refusal(ErrorCode::NotFound, format!("no user {target}"))),
+            Err(e) => return Some(lookup_failed(&e)),
+        }
+        let notice = match self.room.moderate(now_ms, actor, &target, action) {
+            Ok(notice) => notice,
+            Err(e) => return Some(refused(&e)),
+        };
+        let room = self.room.id().clone();
+        let user = target;
+        let (writes, then) = match notice.action {
+            SystemAction::Kicked => {
+                (vec![Write::RemoveMember { room, user: user.clone() }], AfterNotice::RemoveMember(user))
+            }
+            SystemAction::Banned => {
+                let record = ActionRecord { by: actor.clone(), at: now_ms, reason: notice.reason.clone() };
+                let writes = vec![
+                    Write::PutBan { room: room.clone(), user: user.clone(), record },
+                    Write::RemoveMember { room: room.clone(), user: user.clone() },
+                    Write::RemoveInvite { room: room.clone(), user: user.clone() },
+                    Write::RemoveMute { room, user: user.clone() },
+                ];
+                (writes, AfterNotice::RemoveMember(user))
+            }
+            SystemAction::Unbanned => (vec![Write::RemoveBan { room, user }], AfterNotice::Nothing),
+            SystemAction::Muted => {
+                let until = notice.until.unwrap_or(now_ms);
+                (vec![Write::PutMute { room, user, until }], AfterNotice::Nothing)
+            }
+            SystemAction::Unmuted => (vec![Write::RemoveMute { room, user }], AfterNotice::Nothing),
+            SystemAction::RoleChanged => {
+                let role = notice.role.unwrap_or(Role::Member);
+                (vec![Write::PutMember { room, user, role }], AfterNotice::Nothing)
+            }
+            SystemAction::OwnershipTransferred => {
+                // The room lifts the new owner's mute (nobody may moderate an owner);
+                // without its `RemoveMute` a restart would bring the mute back.
+                let writes = vec![
+                    Write::PutMember { room: room.clone(), user: user.clone(), role: Role::Owner },
+                    Write::PutMember { room: room.clone(), user: actor.clone(), role: Role::Admin },
+                    Write::RemoveMute { room, user },
+                ];
+                (writes, AfterNotice::Nothing)
+            }
+            SystemAction::SettingsChanged | SystemAction::RoomDeleted => (Vec::new(), AfterNotice::Nothing),
+        };
+        self.store_notice(now_ms, asker, notice, writes, None, then, lookups, fx);
+        None
+    }
+
+    /// The room's stored record with its current name, topic and settings.
+    fn current_record(&self, lookups: &impl Lookups, deleted: bool) -> Step<RoomRecord> {
+        let mut record = found(lookups.room_record(self.room.id()))?
+            .ok_or_else(|| refusal(ErrorCode::NotFound, format!("no room {}", self.room.id())))?;
+        record.name = self.room.name().to_owned();
+        record.topic = self.room.topic().to_owned();
+        record.settings = Some(self.room.settings());
+        record.deleted = deleted;
+        Ok(record)
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the request's fields, then the owner's context")]
+    fn update(
+        &mut self,
+        now_ms: u64,
+        asker: A,
+        actor: &UserId,
+        name: Option<String>,
+        topic: Option<String>,
+        settings: Option<RoomSettingsPatch>,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        // Read before anything changes, so a failed read changes nothing.
+        if let Err(body) = self.current_record(lookups, false) {
+            return Some(body);
+        }
+        // The room changes only if every part of the update is valid.
+        let notice = match self.room.update(actor, name, topic, settings) {
+            Ok(notice) => notice,
+            Err(e) => return Some(refused(&e)),
+        };
+        let record = match self.current_record(lookups, false) {
+            Ok(record) => record,
+            Err(body) => return Some(body),
+        };
+        let body = self.details_body(actor);
+        self.store_notice(
+            now_ms,
+            asker,
+            notice,
+            vec![Write::PutRoom(record)],
+            Some(body),
+            AfterNotice::Nothing,
+            lookups,
+            fx,
+        );
+        None
+    }
+
+    fn delete_room(
+        &mut self,
+        now_ms: u64,
+        asker: A,
+        actor: &UserId,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        if let Err(e) = self.room.check_delete_room(actor) {
+            return Some(refused(&e));
+        }
+        let record = match self.current_record(lookups, true) {
+            Ok(record) => record,
+            Err(body) => return Some(body),
+        };
+        let room = self.room.id().clone();
+        let mut writes = vec![Write::PutRoom(record)];
+        for user in self.room.member_ids() {
+            writes.push(Write::RemoveMember { room: room.clone(), user });
+        }
+        let notice = SystemNotice {
+            action: SystemAction::RoomDeleted,
+            actor: actor.clone(),
+            target: None,
+            role: None,
+            until: None,
+            reason: None,
+        };
+        self.deleting = true;
+        self.store_notice(now_ms, asker, notice, writes, Some(empty()), AfterNotice::DeleteRoom, lookups, fx);
+        None
+    }
+
+    /// Storage's verdict on a commit this owner decided: `Ok` when it is durable.
+    pub fn on_committed(
+        &mut self,
+        settle: Settle<A>,
+        result: Result<(), LookupError>,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let failure = match result {
+            Ok(()) => None,
+            Err(e) => {
+                // Memory is ahead of storage: refuse everything until what is in flight
+                // has settled, then be loaded again.
+                self.poisoned = true;
+                Some(lookup_failed(&e))
+            }
+        };
+        match settle {
+            Settle::Message(message) => self.message_settled(*message, failure, fx),
+            Settle::Notice { message, then } => {
+                let refused_notice = failure.is_some();
+                self.message_settled(*message, failure, fx);
+                if !refused_notice {
+                    match then {
+                        AfterNotice::Nothing => {}
+                        AfterNotice::RemoveMember(user) => fx.endings.push(Ending::Member(user)),
+                        AfterNotice::DeleteRoom => {
+                            fx.endings.push(Ending::Room);
+                            fx.forget = true;
+                        }
+                    }
+                }
+            }
+            Settle::Answer { mut answer, announce, notify, rewrote, then_delete_file } => {
+                if let Some(seq) = rewrote {
+                    self.rewrite_settled(seq);
+                }
+                match failure {
+                    Some(body) => {
+                        answer.body = body;
+                        if let Subscription::Joined(subscribe) = &mut answer.subscription {
+                            *subscribe = None;
+                        }
+                        fx.answers.push(answer);
+                    }
+                    None => {
+                        fx.answers.push(answer);
+                        if let Some(event) = announce {
+                            fx.announcements.push(Announcement { event: *event, skip: None });
+                        }
+                        fx.notices.extend(notify);
+                        fx.deleted_files.extend(then_delete_file);
+                    }
+                }
+            }
+            Settle::Reaction { to, user, seq, emoji, added } => {
+                let key = (seq, emoji.clone(), user.clone());
+                if let Some((_, in_flight)) = self.reactions.get_mut(&key) {
+                    *in_flight -= 1;
+                    if *in_flight == 0 {
+                        self.reactions.remove(&key);
+                    }
+                }
+                if let Some(body) = failure {
+                    fx.answers.push(Answer::plain(to, body));
+                    return;
+                }
+                let room = self.room.id().clone();
+                match lookups.reaction_count(&room, seq, &emoji) {
+                    Ok(count) => {
+                        let body = ok(OkBody::Reaction(ReactionOk { seq, emoji: emoji.clone(), count }));
+                        fx.answers.push(Answer::plain(to, body));
+                        let reaction = Reaction { room, seq, emoji, user, added, count };
+                        fx.announcements.push(Announcement { event: Event::Reaction(reaction), skip: None });
+                    }
+                    Err(e) => fx.answers.push(Answer::plain(to, lookup_failed(&e))),
+                }
+            }
+        }
+    }
+
+    fn message_settled(&mut self, message: Message, failure: Option<ReplyBody>, fx: &mut Effects<A>) {
+        if let Some(file) = &message.file {
+            self.sharing.remove(&file.file_id);
+        }
+        if let Some(body) = failure {
+            // The room assigned a seq that storage refused, so no later seq it assigned
+            // can become durable in order either: fail every waiter.
+            for mut answer in std::mem::take(&mut self.waiting).into_values().flatten() {
+                answer.body = body.clone();
+                fx.answers.push(answer);
+            }
+            return;
+        }
+        self.room.committed(message.seq);
+        let durable = self.room.durable_seq();
+        let ready: Vec<u64> = self.waiting.range(..=durable).map(|(seq, _)| *seq).collect();
+        for seq in ready {
+            fx.answers.extend(self.waiting.remove(&seq).unwrap_or_default());
+        }
+        fx.deliveries.push(message);
+    }
+}
