@@ -98,6 +98,10 @@ fn a_slow_consumer_is_cut_off_with_1013_and_resumes_without_loss() {
         "100000",
         "--max-in-flight",
         "100000",
+        // The slow socket reads nothing until every message is sent: its close frame
+        // must wait for it however long this machine takes to send them.
+        "--write-timeout-secs",
+        "600",
     ]);
     let alice = register(server.addr, "alice");
     let bob = register(server.addr, "bob");

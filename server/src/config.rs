@@ -158,7 +158,7 @@ pub struct Cli {
     /// three-server NATS cluster).
     #[arg(long, env = "PALAVER_CLUSTER_LOG_REPLICAS")]
     pub cluster_log_replicas: Option<usize>,
-    /// Seconds a socket may leave queued bytes unwritten (no write completes, the peer is not reading) before it is closed as a slow consumer.
+    /// Seconds a socket may leave queued bytes unwritten (no write completes, the peer is not reading) before it is closed as a slow consumer; a closing socket that takes no bytes for as long is reset.
     #[arg(long, env = "PALAVER_WRITE_TIMEOUT_SECS")]
     pub write_timeout_secs: Option<u64>,
     /// Sign-in and registration attempts allowed per minute from one client address, after a burst of 10 (0: no limit; set 0 behind a reverse proxy, where every client shares its address). Wrong passwords are also limited per account and address, always.

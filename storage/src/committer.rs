@@ -101,9 +101,17 @@ impl<T: Send + 'static> GroupCommitter<T> {
     }
 
     /// Submits writes; `ticket` comes back through `on_done` when they are durable.
-    /// Fails only when the committer has shut down.
-    pub fn submit(&self, writes: Vec<Write>, ticket: T) -> Result<(), StorageError> {
-        self.tx.send(Request::Write { writes, ticket }).map_err(|_| StorageError::Closed)
+    /// Refused only once the committer has shut down: the ticket comes back then, so its
+    /// submitter can settle it ([`StorageError::Closed`]).
+    pub fn submit(&self, writes: Vec<Write>, ticket: T) -> Result<(), T> {
+        match self.tx.send(Request::Write { writes, ticket }) {
+            Ok(()) => Ok(()),
+            Err(refused) => match refused.into_inner() {
+                Request::Write { ticket, .. } => Err(ticket),
+                // Not what was sent.
+                Request::Stop => Ok(()),
+            },
+        }
     }
 
     /// Commits everything submitted before this call, syncs, stops the thread and waits

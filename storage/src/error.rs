@@ -85,3 +85,17 @@ impl StorageError {
         )
     }
 }
+
+/// What a storage failure means to a room or people owner: try again later, or a
+/// failure to log and report as `internal`.
+impl From<&StorageError> for palaver_core::owner::LookupError {
+    fn from(e: &StorageError) -> Self {
+        if e.is_unavailable() { Self::Unavailable } else { Self::Failed(e.to_string()) }
+    }
+}
+
+impl From<StorageError> for palaver_core::owner::LookupError {
+    fn from(e: StorageError) -> Self {
+        Self::from(&e)
+    }
+}

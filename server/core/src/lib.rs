@@ -22,6 +22,7 @@ mod rate;
 pub mod records;
 mod role;
 mod room;
+pub mod route;
 mod session;
 mod sharding;
 mod throttle;

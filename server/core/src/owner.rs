@@ -36,9 +36,12 @@ pub use effects::{
 pub use lookups::{Found, LookupError, Lookups};
 pub use words::{duration_words, notice_text};
 
+use serde::{Deserialize, Serialize};
+
 use crate::records::{ActionRecord, FileRecord, RoomRecord, Write};
 use crate::role::Role;
 use crate::room::{Draft, HistoryRequest, HistoryWindow, Room, RoomLimits, SendOutcome, TypingChange};
+use crate::route::RoomRequest;
 use crate::{CoreError, Moderation};
 
 /// How much of a parent message a reply shows.
@@ -53,19 +56,13 @@ pub struct OwnerConfig {
     pub max_rooms_per_user: usize,
 }
 
-/// A group room to create, as `room.create` asked for it.
-#[derive(Debug, Clone, PartialEq)]
+/// A group room to create: the id the driver drew, and what `room.create` asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewRoom {
-    /// The id the driver chose.
+    /// The new room's id.
     pub id: RoomId,
-    /// Display name.
-    pub name: String,
-    /// Public or private.
-    pub kind: RoomKind,
-    /// Optional topic.
-    pub topic: Option<String>,
-    /// Settings other than the defaults.
-    pub settings: Option<RoomSettingsPatch>,
+    /// Name, kind, topic and settings.
+    pub request: RoomRequest,
 }
 
 /// A direct room to create between two users.
@@ -80,7 +77,7 @@ pub struct NewDirect {
 }
 
 /// A message to send, as the client gave it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outgoing {
     /// Idempotency key (the sender's).
     pub cid: ClientMsgId,
@@ -99,7 +96,7 @@ pub struct Outgoing {
 }
 
 /// A request on a room that exists.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RoomOp {
     /// Join (or re-subscribe), replaying after `since`.
     Join {
@@ -229,7 +226,7 @@ pub fn lookup_failed(e: &LookupError) -> ReplyBody {
 }
 
 /// `rate_limited`, to retry after `wait_ms`.
-fn rate_limited(message: &str, wait_ms: u64) -> ReplyBody {
+pub fn rate_limited(message: &str, wait_ms: u64) -> ReplyBody {
     let mut body = ErrorBody::new(ErrorCode::RateLimited, message);
     body.retry_after_ms = Some(wait_ms);
     ReplyBody::Err(body)
@@ -298,7 +295,7 @@ impl<A: Clone> RoomOwner<A> {
                     format!("a user owns at most {max} rooms; delete or transfer one first"),
                 ));
             }
-            let NewRoom { id, name, kind, topic, settings } = new;
+            let NewRoom { id, request: RoomRequest { name, kind, topic, settings } } = new;
             Room::create_with(id, name, kind, creator.clone(), topic, settings, config.room)
                 .map_err(|e| refused(&e))
         })();
@@ -419,7 +416,13 @@ impl<A: Clone> RoomOwner<A> {
         self.poisoned && self.in_flight == 0
     }
 
-    /// Whether writes are in flight.
+    /// The room's memory is known to be stale (another writer stored to it, or it is
+    /// moving away): refuse everything, and be loaded again once nothing is in flight.
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
+    /// Whether nothing this owner submitted is still in flight.
     pub fn is_settled(&self) -> bool {
         self.in_flight == 0
     }
@@ -611,7 +614,10 @@ impl<A: Clone> RoomOwner<A> {
         let record = match found(lookups.file(&claimed.file_id))? {
             Some(record) if &record.room == room => record,
             _ => {
-                return Err(refusal(ErrorCode::NotFound, format!("no file {} in this room", claimed.file_id)));
+                return Err(refusal(
+                    ErrorCode::NotFound,
+                    format!("no file {} in this room", claimed.file_id),
+                ));
             }
         };
         // Only kinds that carry a file: the room refuses any other with a file as invalid.

@@ -142,7 +142,7 @@ pub enum SendOutcome {
 }
 
 /// A `history` request's paging fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HistoryRequest {
     /// Backwards from below this seq.
     pub before: Option<u64>,

@@ -583,10 +583,7 @@ impl Service {
     async fn on_command(&mut self, cmd: ServiceCmd, log: &stream::Stream) -> bool {
         match cmd {
             ServiceCmd::Forward { node, hub, origin, action } => {
-                let join = match &action {
-                    RoomAction::Join { room, .. } => Some(room.clone()),
-                    _ => None,
-                };
+                let join = action.is_join().then(|| action.room().clone());
                 let command = ForwardedCommand { user: origin.user.clone(), re: origin.re, action };
                 let Ok(payload) = serde_json::to_vec(&command) else { return true };
                 let (client, mesh) = (self.client.clone(), self.mesh.clone());

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use monoio::io::Splitable;
-use palaver_core::{Admission, Moderation, Session};
+use palaver_core::{Admission, Session};
 use palaver_protocol::{
     AuthOk, ClientFrame, Codec, ErrorBody, ErrorCode, OkBody, Op, ReplyBody, ServerFrame, UserId,
 };
@@ -22,16 +22,15 @@ use super::outbound::{Outbound, run_writer};
 use super::wire::Wire;
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
-use crate::shard::messages::{FriendOp, Origin, PeopleAction, RoomAction, ShardMsg};
+use crate::shard::messages::{Origin, RoomAction, ShardMsg};
 use crate::shard::people;
 use crate::shard::{Conn, Shard};
 use crate::ws::{CloseCode, FrameParser, OpCode, WsMessage, encode_frame};
+use palaver_core::owner::{NewRoom, RoomOp};
+use palaver_core::route::{Home, PeopleOp, Route, route};
 
 /// Read-buffer size a socket starts with after the upgrade; it grows with traffic.
 const IDLE_READ_BUFFER: usize = 256;
-/// How long a closing socket's writer may take to flush what was queued before it (the
-/// close frame included) before the socket is abandoned.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Encodes a frame in the connection's codec and framing and queues it.
 pub fn send_frame(conn: &Conn, frame: &ServerFrame) {
@@ -147,7 +146,10 @@ pub async fn end_session(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     }
     // Boxed: this wait is live only at the very end; unboxed it would widen the state
     // every idle socket carries for its whole life.
-    let _ = Box::pin(monoio::time::timeout(CLOSE_GRACE, conn.outbound.finished())).await;
+    // A closing socket may take as long as a live one to take its bytes (the close
+    // frame included); then it is abandoned.
+    let grace = Duration::from_millis(shard.shared.config.write_timeout_ms);
+    let _ = Box::pin(monoio::time::timeout(grace, conn.outbound.finished())).await;
     // A close the peer did not take in time (it stopped reading): abandon the write in
     // flight, so the socket's descriptor and buffers go now, not when the peer leaves.
     conn.outbound.abort();
@@ -212,7 +214,40 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
     if let Err(e) = admitted {
         return send_frame(conn, &ServerFrame::err(id, e.to_body()));
     }
-    let action = match op {
+    let action = match route(op) {
+        Route::Local(op) => return on_local(shard, conn, id, op),
+        Route::People(home, op) => return people_op(shard, conn, id, home, op),
+        Route::CreateRoom(request) => RoomAction::Create(NewRoom { id: crate::ids::room_id(), request }),
+        Route::OpenDirect(peer) => {
+            let Some(me) = conn.user() else {
+                conn.session.borrow_mut().finished();
+                return reply_error(conn, id, ErrorCode::Unauthorized, "authenticate first");
+            };
+            if peer == me {
+                conn.session.borrow_mut().finished();
+                return reply_error(conn, id, ErrorCode::Invalid, "a direct room needs another user");
+            }
+            RoomAction::OpenDirect { room: crate::ids::dm_room_id(&me, &peer), peer }
+        }
+        Route::Room(room, op) => {
+            if matches!(op, RoomOp::Join { .. }) {
+                shard.subscribers.borrow_mut().join_pending(&room);
+            }
+            RoomAction::On { room, op }
+        }
+    };
+    let Some(user) = conn.user() else {
+        conn.session.borrow_mut().finished();
+        return reply_error(conn, id, ErrorCode::Unauthorized, "authenticate first");
+    };
+    let origin = Origin { shard: shard.id, conn: conn.id, re: id, user };
+    let owner = shard.mesh().owner(action.room());
+    shard.mesh().send(owner, ShardMsg::Command { origin, action });
+}
+
+/// An op this shard answers itself: auth, ping, reads of the directory, search, sync.
+fn on_local(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
+    match op {
         Op::Auth { token } => {
             conn.session.borrow_mut().finished();
             match crate::auth::authenticate(&shard.shared.tokens, &shard.shared.store, &token) {
@@ -237,55 +272,11 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
                 }
                 Err(e) => reply_error(conn, id, ErrorCode::Unauthorized, e.to_string()),
             }
-            return;
         }
         Op::Ping {} => {
             conn.session.borrow_mut().finished();
-            return send_frame(conn, &ServerFrame::ok(id, OkBody::Empty(Default::default())));
+            send_frame(conn, &ServerFrame::ok(id, OkBody::Empty(Default::default())));
         }
-        Op::RoomCreate { name, kind, topic, settings } => {
-            RoomAction::Create { room: crate::ids::room_id(), name, kind, topic, settings }
-        }
-        Op::Join { room, since } => {
-            shard.subscribers.borrow_mut().join_pending(&room);
-            RoomAction::Join { room, since }
-        }
-        Op::InviteAccept { room } => {
-            shard.subscribers.borrow_mut().join_pending(&room);
-            RoomAction::Join { room, since: None }
-        }
-        Op::InviteDecline { room } => RoomAction::Decline { room },
-        Op::RoomGet { room } => RoomAction::Get { room },
-        Op::RoomUpdate { room, name, topic, settings } => RoomAction::Update { room, name, topic, settings },
-        Op::RoomDelete { room } => RoomAction::DeleteRoom { room },
-        Op::RoomMembers { room, limit, cursor } => RoomAction::Members { room, limit, cursor },
-        Op::RoomInvite { room, user } => RoomAction::Invite { room, user },
-        Op::Kick { room, user, reason } => {
-            RoomAction::Moderate { room, user, action: Moderation::Kick { reason } }
-        }
-        Op::Ban { room, user, reason } => {
-            RoomAction::Moderate { room, user, action: Moderation::Ban { reason } }
-        }
-        Op::Unban { room, user } => RoomAction::Moderate { room, user, action: Moderation::Unban },
-        Op::Mute { room, user, duration_secs, reason } => {
-            RoomAction::Moderate { room, user, action: Moderation::Mute { duration_secs, reason } }
-        }
-        Op::Unmute { room, user } => RoomAction::Moderate { room, user, action: Moderation::Unmute },
-        Op::RoleSet { room, user, role } => {
-            RoomAction::Moderate { room, user, action: Moderation::SetRole(role) }
-        }
-        Op::RoomTransfer { room, user } => RoomAction::Moderate { room, user, action: Moderation::Transfer },
-        op @ (Op::FriendRequest { .. }
-        | Op::FriendAccept { .. }
-        | Op::FriendDecline { .. }
-        | Op::FriendCancel { .. }
-        | Op::FriendRemove { .. }
-        | Op::Block { .. }
-        | Op::Unblock { .. }
-        | Op::UserUpdate { .. }
-        | Op::KeysUpload { .. }
-        | Op::KeysClaim { .. }
-        | Op::PresenceSet { .. }) => return people_op(shard, conn, id, op),
         op @ (Op::InviteList { .. }
         | Op::UserGet { .. }
         | Op::UserSearch { .. }
@@ -299,37 +290,15 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
                 return reply_error(conn, id, ErrorCode::Unauthorized, "authenticate first");
             };
             let body = directory::answer(shard, conn, &user, op);
-            return send_frame(conn, &ServerFrame::Reply { re: id, body });
-        }
-        Op::Leave { room } => RoomAction::Leave { room },
-        Op::Send { room, cid, kind, text, client_ts, reply_to, file, encryption } => {
-            RoomAction::Send { room, cid, kind, text, client_ts, reply_to, file, encryption }
-        }
-        Op::History { room, before, after, limit, cursor } => {
-            RoomAction::History { room, before, after, limit, cursor }
-        }
-        Op::TypingStart { room } => RoomAction::Typing { room, active: true },
-        Op::TypingStop { room } => RoomAction::Typing { room, active: false },
-        Op::Receipt { room, delivered, read } => RoomAction::Receipt { room, delivered, read },
-        Op::React { room, seq, emoji } => RoomAction::React { room, seq, emoji, add: true },
-        Op::Edit { room, seq, text } => RoomAction::Edit { room, seq, text },
-        Op::DmOpen { user: peer } => {
-            let Some(me) = conn.user() else { return };
-            if peer == me {
-                conn.session.borrow_mut().finished();
-                return reply_error(conn, id, ErrorCode::Invalid, "a direct room needs another user");
-            }
-            RoomAction::DmOpen { room: crate::ids::dm_room_id(&me, &peer), peer }
+            send_frame(conn, &ServerFrame::Reply { re: id, body });
         }
         Op::RoomList { query, limit, cursor } => {
             conn.session.borrow_mut().finished();
-            return send_frame(
+            send_frame(
                 conn,
                 &ServerFrame::Reply { re: id, body: directory::room_list(shard, query, limit, cursor) },
             );
         }
-        Op::Delete { room, seq } => RoomAction::Delete { room, seq },
-        Op::Unreact { room, seq, emoji } => RoomAction::React { room, seq, emoji, add: false },
         Op::Search { query, room, from, before, after, order, limit, cursor } => {
             let Some(user) = conn.user() else { return };
             let request = directory::SearchRequest { query, room, from, before, after, order, limit, cursor };
@@ -346,7 +315,6 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
                 conn.session.borrow_mut().finished();
                 send_frame(&conn, &ServerFrame::Reply { re: id, body });
             });
-            return;
         }
         Op::Sync { limit, cursor } => {
             conn.session.borrow_mut().finished();
@@ -354,58 +322,31 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
                 Some(user) => directory::sync(shard, &user, limit, cursor),
                 None => ReplyBody::Err(ErrorBody::new(ErrorCode::Unauthorized, "authenticate first")),
             };
-            return send_frame(conn, &ServerFrame::Reply { re: id, body });
+            send_frame(conn, &ServerFrame::Reply { re: id, body });
         }
-    };
-    let Some(user) = conn.user() else {
-        conn.session.borrow_mut().finished();
-        return reply_error(conn, id, ErrorCode::Unauthorized, "authenticate first");
-    };
-    let origin = Origin { shard: shard.id, conn: conn.id, re: id, user };
-    let owner = shard.mesh().owner(action.room());
-    shard.mesh().send(owner, ShardMsg::Command { origin, action });
+        // Routed to an owner or a home by `palaver_core::route`, never here.
+        other => {
+            conn.session.borrow_mut().finished();
+            reply_error(conn, id, ErrorCode::Internal, format!("{} is not answered here", other.name()));
+        }
+    }
 }
 
-/// Routes a people op to the home shard that is its single writer: a pair's for
-/// friendships and blocks, the caller's own for profile and presence.
-fn people_op(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
+/// Sends a people op to the home shard that is its single writer: a pair's for
+/// friendships and blocks, the caller's own for profile, presence and keys, the claimed
+/// user's for their one-time keys.
+fn people_op(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, home: Home, op: PeopleOp) {
     let Some(me) = conn.user() else {
         conn.session.borrow_mut().finished();
         return reply_error(conn, id, ErrorCode::Unauthorized, "authenticate first");
     };
-    let friend = |other: UserId, op| (Some(other.clone()), PeopleAction::Friend { other, op });
-    let (pair, action) = match op {
-        Op::FriendRequest { user } => friend(user, FriendOp::Request),
-        Op::FriendAccept { user } => friend(user, FriendOp::Accept),
-        Op::FriendDecline { user } => friend(user, FriendOp::Decline),
-        Op::FriendCancel { user } => friend(user, FriendOp::Cancel),
-        Op::FriendRemove { user } => friend(user, FriendOp::Remove),
-        Op::Block { user } => (Some(user.clone()), PeopleAction::Block { other: user, on: true }),
-        Op::Unblock { user } => (Some(user.clone()), PeopleAction::Block { other: user, on: false }),
-        Op::UserUpdate { display_name, avatar, status_text } => {
-            (None, PeopleAction::UpdateProfile { display_name, avatar, status_text })
-        }
-        Op::PresenceSet { status } => (None, PeopleAction::SetPresence(status)),
-        Op::KeysUpload { device_id, identity_key, signing_key, one_time_keys } => {
-            (None, PeopleAction::KeysUpload { device_id, identity_key, signing_key, one_time_keys })
-        }
-        // The claimed user's home is the single writer of their one-time keys.
-        Op::KeysClaim { user, device_id } => {
-            let home = shard.mesh().home(&user);
-            let origin = Origin { shard: shard.id, conn: conn.id, re: id, user: me };
-            return shard.mesh().send(
-                home,
-                ShardMsg::People { origin, action: PeopleAction::KeysClaim { user, device_id } },
-            );
-        }
-        _ => return,
-    };
-    let home = match &pair {
-        Some(other) => shard.mesh().pair_home(&me, other),
-        None => shard.mesh().home(&me),
+    let home = match &home {
+        Home::Caller => shard.mesh().home(&me),
+        Home::Pair(other) => shard.mesh().pair_home(&me, other),
+        Home::User(user) => shard.mesh().home(user),
     };
     let origin = Origin { shard: shard.id, conn: conn.id, re: id, user: me };
-    shard.mesh().send(home, ShardMsg::People { origin, action });
+    shard.mesh().send(home, ShardMsg::People { origin, action: op });
 }
 
 /// Test only (`--test-echo`): echoes every message back, for WebSocket conformance suites
@@ -459,7 +400,8 @@ pub async fn run_echo(
     if outbound.is_open() {
         outbound.abort();
     }
-    let _ = monoio::time::timeout(CLOSE_GRACE, outbound.finished()).await;
+    let grace = Duration::from_millis(shard.shared.config.write_timeout_ms);
+    let _ = monoio::time::timeout(grace, outbound.finished()).await;
     outbound.abort();
 }
 

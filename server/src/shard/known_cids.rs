@@ -123,8 +123,8 @@ fn start_build(shard: &Rc<Shard>, room: RoomId) -> KnownCids {
             }
             Err(_) => None,
         };
-        if let Some(owned) = shard.owned.borrow_mut().rooms.get_mut(&room) {
-            owned.cids.built(build, filter);
+        if let Some(held) = shard.owned.borrow_mut().rooms.get_mut(&room) {
+            held.cids.built(build, filter);
         }
     });
     KnownCids::Building { build, appended: Vec::new() }

@@ -5,11 +5,10 @@
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use palaver_core::Moderation;
-use palaver_protocol::{
-    ClientMsgId, Codec, FileRef, Message, MessageKind, PresenceChoice, ReplyBody, RoomId, RoomKind,
-    RoomSettingsPatch, SendOk, ServerFrame, UserId,
-};
+pub use palaver_core::owner::Subscribe;
+use palaver_core::owner::{NewRoom, RoomOp, Settle};
+pub use palaver_core::route::{FriendOp, PeopleOp};
+use palaver_protocol::{Codec, Message, ReplyBody, RoomId, ServerFrame, UserId};
 use palaver_storage::StorageError;
 
 use crate::conn::wire::Wire;
@@ -30,167 +29,25 @@ pub struct Origin {
     pub user: UserId,
 }
 
-/// A room operation, sent to the room's owning shard (in a cluster, perhaps to the
-/// owning node: hence serializable).
+/// A room command, sent to the room's owning shard (in a cluster, perhaps to the owning
+/// node: hence serializable).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum RoomAction {
-    /// Create `room` (its id was drawn by the origin shard).
-    Create {
-        /// The new room's id.
-        room: RoomId,
-        /// Requested name.
-        name: String,
-        /// Requested kind.
-        kind: RoomKind,
-        /// Requested topic.
-        topic: Option<String>,
-        /// Settings other than the defaults.
-        settings: Option<RoomSettingsPatch>,
-    },
+    /// Create a group room (its id was drawn by the origin shard).
+    Create(NewRoom),
     /// Open (create if needed) the direct room of the caller and `peer`.
-    DmOpen {
+    OpenDirect {
         /// The pair's room (derived from both ids).
         room: RoomId,
         /// The other user.
         peer: UserId,
     },
-    /// Join and subscribe.
-    Join {
+    /// A request on an existing room.
+    On {
         /// The room.
         room: RoomId,
-        /// Replay after this seq.
-        since: Option<u64>,
-    },
-    /// Leave.
-    Leave {
-        /// The room.
-        room: RoomId,
-    },
-    /// Send a message.
-    Send {
-        /// The room.
-        room: RoomId,
-        /// Idempotency key.
-        cid: ClientMsgId,
-        /// Kind.
-        kind: MessageKind,
-        /// Body (validated by the room).
-        text: String,
-        /// Client timestamp to echo.
-        client_ts: Option<u64>,
-        /// The message it replies to.
-        reply_to: Option<u64>,
-        /// The shared file (image and file kinds).
-        file: Option<Box<FileRef>>,
-        /// How an encrypted body was encrypted.
-        encryption: Option<Box<palaver_protocol::Encryption>>,
-    },
-    /// Edit one of the caller's messages.
-    Edit {
-        /// The room.
-        room: RoomId,
-        /// The message.
-        seq: u64,
-        /// The new text.
-        text: String,
-    },
-    /// Delete a message (tombstone).
-    Delete {
-        /// The room.
-        room: RoomId,
-        /// The message.
-        seq: u64,
-    },
-    /// Start or stop typing.
-    Typing {
-        /// The room.
-        room: RoomId,
-        /// Started (true) or stopped (false).
-        active: bool,
-    },
-    /// Move the caller's receipt watermarks.
-    Receipt {
-        /// The room.
-        room: RoomId,
-        /// New delivered watermark.
-        delivered: Option<u64>,
-        /// New read watermark.
-        read: Option<u64>,
-    },
-    /// Add (or remove) the caller's reaction to a message.
-    React {
-        /// The room.
-        room: RoomId,
-        /// The message.
-        seq: u64,
-        /// The emoji (validated by the room).
-        emoji: String,
-        /// Add (true) or remove (false).
-        add: bool,
-    },
-    /// Read a page of history.
-    History {
-        /// The room.
-        room: RoomId,
-        /// Backwards from below this seq.
-        before: Option<u64>,
-        /// Forwards from above this seq.
-        after: Option<u64>,
-        /// Page size.
-        limit: Option<u32>,
-        /// The previous page's `next`.
-        cursor: Option<String>,
-    },
-    /// The room's details.
-    Get {
-        /// The room.
-        room: RoomId,
-    },
-    /// Change name, topic or settings.
-    Update {
-        /// The room.
-        room: RoomId,
-        /// New name.
-        name: Option<String>,
-        /// New topic.
-        topic: Option<String>,
-        /// Settings to change.
-        settings: Option<RoomSettingsPatch>,
-    },
-    /// Delete the room.
-    DeleteRoom {
-        /// The room.
-        room: RoomId,
-    },
-    /// A page of members.
-    Members {
-        /// The room.
-        room: RoomId,
-        /// Page size.
-        limit: Option<u32>,
-        /// The previous page's `next`.
-        cursor: Option<String>,
-    },
-    /// Invite a user.
-    Invite {
-        /// The room.
-        room: RoomId,
-        /// The invitee.
-        user: UserId,
-    },
-    /// Decline the caller's invitation.
-    Decline {
-        /// The room.
-        room: RoomId,
-    },
-    /// A moderation action on `user`.
-    Moderate {
-        /// The room.
-        room: RoomId,
-        /// The target.
-        user: UserId,
-        /// What.
-        action: Moderation,
+        /// The request.
+        op: RoomOp,
     },
 }
 
@@ -198,25 +55,14 @@ impl RoomAction {
     /// The room this action is about.
     pub fn room(&self) -> &RoomId {
         match self {
-            RoomAction::Create { room, .. }
-            | RoomAction::DmOpen { room, .. }
-            | RoomAction::Join { room, .. }
-            | RoomAction::Leave { room }
-            | RoomAction::Send { room, .. }
-            | RoomAction::Typing { room, .. }
-            | RoomAction::Receipt { room, .. }
-            | RoomAction::React { room, .. }
-            | RoomAction::Edit { room, .. }
-            | RoomAction::Delete { room, .. }
-            | RoomAction::History { room, .. }
-            | RoomAction::Get { room }
-            | RoomAction::Update { room, .. }
-            | RoomAction::DeleteRoom { room }
-            | RoomAction::Members { room, .. }
-            | RoomAction::Invite { room, .. }
-            | RoomAction::Decline { room }
-            | RoomAction::Moderate { room, .. } => room,
+            RoomAction::Create(new) => &new.id,
+            RoomAction::OpenDirect { room, .. } | RoomAction::On { room, .. } => room,
         }
+    }
+
+    /// Whether it is a join (whose answer, ok or not, ends a pending join).
+    pub fn is_join(&self) -> bool {
+        matches!(self, RoomAction::On { op: RoomOp::Join { .. }, .. })
     }
 }
 
@@ -242,17 +88,6 @@ impl Reply {
     pub fn plain(origin: &Origin, body: ReplyBody) -> Reply {
         Reply { conn: origin.conn, re: origin.re, body, subscribe: None, unsubscribe: None, was_join: None }
     }
-}
-
-/// Subscribe a connection to a room's events after `cursor`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Subscribe {
-    /// The room.
-    pub room: RoomId,
-    /// Events with seq above this go to the connection (older ones are replayed).
-    pub cursor: u64,
-    /// The newest durable seq at join time.
-    pub last_seq: u64,
 }
 
 /// An event whose complete frame per wire form (WebSocket JSON, WebSocket rkyv, QUIC
@@ -348,48 +183,12 @@ pub struct Ephemeral {
 /// Work whose durability a shard is waiting for.
 #[derive(Debug)]
 pub enum CommitWork {
-    /// A message: when durable, broadcast it and answer its sender.
-    Message(Message),
-    /// A reaction change: when durable, count, answer and announce it.
-    Reaction {
-        /// Who asked.
-        origin: Origin,
+    /// A room owner's writes: its owner is told how they settled.
+    Room {
         /// The room.
         room: RoomId,
-        /// The message.
-        seq: u64,
-        /// The emoji.
-        emoji: String,
-        /// Added (true) or removed (false).
-        added: bool,
-    },
-    /// A change to an existing message: when durable, answer and announce `event` to the
-    /// room's subscribers.
-    ReplyAndAnnounce {
-        /// Which shard to answer on.
-        shard: usize,
-        /// The answer.
-        reply: Reply,
-        /// The room.
-        room: RoomId,
-        /// The event (edit, delete).
-        event: Box<ServerFrame>,
-        /// The message it rewrote, whose pending version settles with it.
-        rewrote: Option<u64>,
-    },
-    /// Any other write: when durable, send this answer.
-    Reply {
-        /// Which shard to send it to.
-        shard: usize,
-        /// The answer.
-        reply: Reply,
-    },
-    /// A `system` message: when durable, broadcast it like a message, then do `then`.
-    Notice {
-        /// The notice.
-        message: Message,
-        /// What follows its delivery.
-        then: AfterNotice,
+        /// What the owner decided to do then.
+        settle: Settle<Origin>,
     },
     /// A people change (friends, blocks, profile): when durable, answer, tell the users
     /// concerned, and release the pending-state entries it held.
@@ -405,17 +204,6 @@ pub enum CommitWork {
     },
     /// Nothing to do when durable (for example a `last_seen`).
     Nothing,
-}
-
-/// What happens once a `system` message has been delivered.
-#[derive(Debug, Clone)]
-pub enum AfterNotice {
-    /// Nothing more.
-    Nothing,
-    /// The target's subscriptions end (kicked, banned).
-    RemoveMember(UserId),
-    /// The room is gone: every subscription ends and the owner forgets it.
-    DeleteRoom,
 }
 
 /// Something to tell every live session of one user, wherever it is.
@@ -440,70 +228,6 @@ pub enum LocalEffect {
     Block(UserId),
     /// Stop flagging this user's messages.
     Unblock(UserId),
-}
-
-/// A people operation, handled by a user's (or a pair's) home shard: the single writer
-/// of that user's profile and presence, and of that pair's friendship and blocks.
-#[derive(Debug, Clone)]
-pub enum PeopleAction {
-    /// A friendship change with `other`.
-    Friend {
-        /// The other user.
-        other: UserId,
-        /// Which.
-        op: FriendOp,
-    },
-    /// Block (`on`) or unblock `other`.
-    Block {
-        /// The other user.
-        other: UserId,
-        /// Block or unblock.
-        on: bool,
-    },
-    /// Update the caller's profile.
-    UpdateProfile {
-        /// New display name (empty clears).
-        display_name: Option<String>,
-        /// New avatar (empty clears).
-        avatar: Option<String>,
-        /// New status text (empty clears).
-        status_text: Option<String>,
-    },
-    /// Choose online, away or invisible.
-    SetPresence(PresenceChoice),
-    /// Publish the caller's device keys (at the caller's home).
-    KeysUpload {
-        /// The device.
-        device_id: String,
-        /// Its identity key.
-        identity_key: String,
-        /// Its signing key.
-        signing_key: Option<String>,
-        /// New one-time prekeys.
-        one_time_keys: Vec<palaver_protocol::OneTimeKey>,
-    },
-    /// Claim one-time prekeys of `user`'s devices (at `user`'s home).
-    KeysClaim {
-        /// Whose.
-        user: UserId,
-        /// Only this device.
-        device_id: Option<String>,
-    },
-}
-
-/// A friendship operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FriendOp {
-    /// Ask.
-    Request,
-    /// Accept an incoming request.
-    Accept,
-    /// Decline an incoming request.
-    Decline,
-    /// Withdraw an outgoing request.
-    Cancel,
-    /// End a friendship.
-    Remove,
 }
 
 /// A presence announcement for the shards whose sockets follow `user`.
@@ -566,7 +290,7 @@ pub enum ShardMsg {
         /// Who asked.
         origin: Origin,
         /// What.
-        action: PeopleAction,
+        action: PeopleOp,
     },
     /// A session of `user` started on `shard` (for the user's home shard).
     SessionUp {
@@ -719,9 +443,4 @@ impl Mesh {
             self.send(shard, make());
         }
     }
-}
-
-/// The answer to a send, as a reply body.
-pub fn sent(ok: SendOk) -> ReplyBody {
-    ReplyBody::Ok(palaver_protocol::OkBody::Sent(ok))
 }

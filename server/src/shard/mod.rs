@@ -4,7 +4,6 @@
 
 mod conns;
 mod fanout;
-mod governance;
 mod known_cids;
 pub mod messages;
 mod owner;

@@ -27,9 +27,10 @@ use palaver_storage::{ProfileRecord, StorageError, Write};
 use rustc_hash::FxHashMap;
 
 use super::messages::{
-    CommitWork, FriendOp, LazyFrames, LocalEffect, Origin, PeopleAction, PresenceFanout, Reply, ShardMsg,
-    Ticket, UserNotice,
+    CommitWork, FriendOp, LazyFrames, LocalEffect, Origin, PeopleOp, PresenceFanout, Reply, ShardMsg, Ticket,
+    UserNotice,
 };
+use super::owner::storage_error;
 use super::{Conn, Shard};
 use crate::clock::now_ms;
 
@@ -111,18 +112,6 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ReplyBody {
     ReplyBody::Err(ErrorBody::new(code, message))
 }
 
-fn storage_error(e: &StorageError) -> ReplyBody {
-    match e {
-        e if e.is_unavailable() => {
-            error(ErrorCode::Unavailable, "storage is refusing writes; try again later")
-        }
-        _ => {
-            tracing::error!("storage: {e}");
-            error(ErrorCode::Internal, "storage failure")
-        }
-    }
-}
-
 fn answer(shard: &Shard, origin: &Origin, body: ReplyBody) {
     shard.mesh().send(origin.shard, ShardMsg::Reply(Reply::plain(origin, body)));
 }
@@ -196,6 +185,16 @@ fn drop_follower(shard: &Shard, conn: super::messages::ConnId, user: &UserId) {
 }
 
 /// What anyone may see of `user`'s presence now.
+/// Whether `user` is online, away or offline now (no storage read).
+pub fn presence_status(shard: &Shard, user: &UserId) -> PresenceStatus {
+    shard
+        .shared
+        .presence
+        .get(shard.mesh().home(user), user)
+        .map_or(PresenceStatus::Offline, |info| info.status)
+}
+
+/// `user`'s presence now, with when they were last seen.
 pub fn presence_of(shard: &Shard, user: &UserId) -> PresenceInfo {
     if let Some(info) = shard.shared.presence.get(shard.mesh().home(user), user) {
         return info;
@@ -363,9 +362,9 @@ pub fn on_presence(shard: &Rc<Shard>, fanout: &PresenceFanout) {
 // ----- people operations (at the user's or the pair's home) -----
 
 /// Carries out a people operation.
-pub fn on_people(shard: &Rc<Shard>, origin: Origin, action: PeopleAction) {
+pub fn on_people(shard: &Rc<Shard>, origin: Origin, action: PeopleOp) {
     match action {
-        PeopleAction::SetPresence(choice) => {
+        PeopleOp::SetPresence(choice) => {
             let mut people = shard.people.borrow_mut();
             ensure_known(shard, &mut people, &origin.user);
             people.book.choose(&origin.user, choice);
@@ -374,20 +373,24 @@ pub fn on_people(shard: &Rc<Shard>, origin: Origin, action: PeopleAction) {
             announce_due(shard, now_ms());
             answer(shard, &origin, ReplyBody::Ok(OkBody::Empty(Empty {})));
         }
-        PeopleAction::UpdateProfile { display_name, avatar, status_text } => {
+        PeopleOp::UpdateProfile { display_name, avatar, status_text } => {
             update_profile(shard, origin, display_name, avatar, status_text);
         }
-        PeopleAction::Friend { other, op } => friend(shard, origin, other, op),
-        PeopleAction::Block { other, on } => block(shard, origin, other, on),
-        PeopleAction::KeysUpload { device_id, identity_key, signing_key, one_time_keys } => {
+        PeopleOp::Friend { other, op } => friend(shard, origin, other, op),
+        PeopleOp::Block { other, on } => block(shard, origin, other, on),
+        PeopleOp::KeysUpload { device_id, identity_key, signing_key, one_time_keys } => {
             keys_upload(shard, origin, device_id, identity_key, signing_key, one_time_keys);
         }
-        PeopleAction::KeysClaim { user, device_id } => keys_claim(shard, origin, user, device_id),
+        PeopleOp::KeysClaim { user, device_id } => keys_claim(shard, origin, user, device_id),
     }
 }
 
 fn submit(shard: &Shard, writes: Vec<Write>, work: CommitWork) -> Result<(), StorageError> {
-    shard.shared.committer.submit(writes, Ticket { shard: shard.id, work })?;
+    shard
+        .shared
+        .committer
+        .submit(writes, Ticket { shard: shard.id, work })
+        .map_err(|_| StorageError::Closed)?;
     shard.outstanding_commits.set(shard.outstanding_commits.get() + 1);
     Ok(())
 }
@@ -829,7 +832,10 @@ fn keys_claim(shard: &Rc<Shard>, origin: Origin, user: UserId, device_id: Option
             // One-time keys are a finite supply: a claimer takes few of one user's, and
             // all claimers together a bounded number, so none can drain them.
             if let Err(wait) = shard.shared.spam.claim_keys(&origin.user, &user, crate::clock::now_ms()) {
-                return Ok(Err(super::owner::rate_limited("too many one-time key claims; slow down", wait)));
+                return Ok(Err(palaver_core::owner::rate_limited(
+                    "too many one-time key claims; slow down",
+                    wait,
+                )));
             }
             let mut devices = store.devices(&user)?;
             if let Some(only) = &device_id {

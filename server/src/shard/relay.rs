@@ -63,8 +63,8 @@ fn refuse(shard: &Rc<Shard>, parked: Parked) {
         &origin,
         error(ErrorCode::Unavailable, "the room is moving between cluster nodes; try again"),
     );
-    if let RoomAction::Join { room, .. } = action {
-        reply.was_join = Some(room);
+    if action.is_join() {
+        reply.was_join = Some(action.room().clone());
     }
     answer(shard, origin.shard, reply);
 }
@@ -97,17 +97,17 @@ pub fn expire_parked(shard: &Rc<Shard>) {
 /// local subscribers stay, now fed by the relay. A room with writes in flight is
 /// marked for reload instead, and let go of at its next command.
 fn let_go(shard: &Rc<Shard>, room: &RoomId) {
-    let mut owned_rooms = shard.owned.borrow_mut();
-    let Some(owned) = owned_rooms.rooms.get_mut(room) else { return };
-    if owned.unsettled > 0 || !owned.waiting.is_empty() {
-        owned.poisoned = true;
+    let mut owned = shard.owned.borrow_mut();
+    let Some(held) = owned.rooms.get_mut(room) else { return };
+    if !held.owner.is_settled() {
+        held.owner.poison();
         return;
     }
-    let Some(owned) = owned_rooms.rooms.remove(room) else { return };
+    let Some(held) = owned.rooms.remove(room) else { return };
     let gateway = shard.mesh().gateway();
     let mut relayed = shard.relayed.borrow_mut();
     let subscribers = relayed.entry(room.clone()).or_default();
-    subscribers.extend(owned.subscriber_shards.into_iter().filter(|s| Some(*s) != gateway));
+    subscribers.extend(held.owner.sites().iter().copied().filter(|s| Some(*s) != gateway));
 }
 
 /// Ownership changed: let go of every room this node no longer owns (or owns anew,
@@ -123,19 +123,12 @@ pub fn on_cluster_view(shard: &Rc<Shard>) {
     retry_parked(shard);
 }
 
-/// The subscribers a room's state gets when this shard loads or creates it: the local
+/// The sites a room's owner takes over when this shard loads or creates it: the local
 /// shards the relay was feeding, and in a cluster the gateway (other nodes).
-pub fn adopt_subscribers(
-    shard: &Rc<Shard>,
-    room: &RoomId,
-    subscribers: &mut std::collections::BTreeSet<usize>,
-) {
-    if let Some(relayed) = shard.relayed.borrow_mut().remove(room) {
-        subscribers.extend(relayed);
-    }
-    if let Some(gateway) = shard.mesh().gateway() {
-        subscribers.insert(gateway);
-    }
+pub fn adopted_sites(shard: &Shard, room: &RoomId) -> Vec<usize> {
+    let mut sites: Vec<usize> = shard.relayed.borrow_mut().remove(room).into_iter().flatten().collect();
+    sites.extend(shard.mesh().gateway());
+    sites
 }
 
 /// The owning node answered a forwarded command. A join subscribes the origin shard
@@ -162,8 +155,8 @@ pub fn on_replicated(shard: &Rc<Shard>, message: Message) {
                 cluster.ownership_conflicts.fetch_add(1, Ordering::Relaxed);
             }
             tracing::error!(room = %room, seq = message.seq, "another node stored a message in a room owned here");
-            if let Some(owned) = shard.owned.borrow_mut().rooms.get_mut(&room) {
-                owned.poisoned = true;
+            if let Some(held) = shard.owned.borrow_mut().rooms.get_mut(&room) {
+                held.owner.poison();
             }
             return;
         }
@@ -186,9 +179,9 @@ pub fn on_replicated(shard: &Rc<Shard>, message: Message) {
 fn relay_targets(shard: &Rc<Shard>, room: &RoomId) -> Vec<usize> {
     let mut targets: std::collections::BTreeSet<usize> =
         shard.relayed.borrow().get(room).into_iter().flatten().copied().collect();
-    if let Some(owned) = shard.owned.borrow().rooms.get(room) {
+    if let Some(held) = shard.owned.borrow().rooms.get(room) {
         let gateway = shard.mesh().gateway();
-        targets.extend(owned.subscriber_shards.iter().filter(|s| Some(**s) != gateway));
+        targets.extend(held.owner.sites().iter().filter(|s| Some(**s) != gateway));
     }
     targets.into_iter().collect()
 }

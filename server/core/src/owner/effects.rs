@@ -8,7 +8,7 @@ use palaver_protocol::{Event, Message, ReplyBody, RoomId, UserId};
 use crate::records::Write;
 
 /// Where a subscription to the room's events starts, for the socket that joined.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Subscribe {
     /// The room.
     pub room: RoomId,

@@ -12,6 +12,7 @@ use palaver_protocol::{
 
 use super::*;
 use crate::records::{FileRecord, RoomRecord, Write};
+use crate::route::RoomRequest;
 
 /// Storage and the shared throttles, in maps.
 #[derive(Default)]
@@ -185,7 +186,8 @@ fn room_id() -> RoomId {
 }
 
 fn new_room(name: &str) -> NewRoom {
-    NewRoom { id: room_id(), name: name.into(), kind: RoomKind::Public, topic: None, settings: None }
+    let request = RoomRequest { name: name.into(), kind: RoomKind::Public, topic: None, settings: None };
+    NewRoom { id: room_id(), request }
 }
 
 fn direct(caller: &str, peer: &str) -> NewDirect {
