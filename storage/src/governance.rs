@@ -119,7 +119,7 @@ impl crate::store::Engine {
                 batch.remove(&self.user_user_block, user_user(user, blocked))
             }
             Write::PutDevice { user, device_id, identity_key, signing_key } => {
-                let record = crate::key_directory::DeviceRecord {
+                let record = palaver_core::records::DeviceRecord {
                     identity_key: identity_key.clone(),
                     signing_key: signing_key.clone(),
                 };

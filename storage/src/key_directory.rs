@@ -2,23 +2,13 @@
 //! (`user ++ 0 ++ device` → JSON) and their one-time prekeys
 //! (`user ++ 0 ++ device ++ 0 ++ key_id` → key). Public material only.
 
+use palaver_core::records::DeviceRecord;
 use palaver_protocol::UserId;
-use serde::{Deserialize, Serialize};
 
 use crate::error::StorageError;
 use crate::governance::scan_pairs;
 use crate::keys;
 use crate::store::{Store, decode_json};
-
-/// A device's published keys.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceRecord {
-    /// Identity key.
-    pub identity_key: String,
-    /// Signing key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signing_key: Option<String>,
-}
 
 impl Store {
     /// A user's devices with their keys, by device id (one-time key entries skipped).

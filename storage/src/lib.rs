@@ -27,9 +27,8 @@ mod store;
 pub use cid_filter::{CidFilter, CidHash, FilterFull, MAX_FILTERED_CIDS};
 pub use committer::{CommitDone, GroupCommitter};
 pub use error::StorageError;
-pub use key_directory::DeviceRecord;
 pub use palaver_core::records::{
-    ActionRecord, FileRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write,
+    ActionRecord, DeviceRecord, FileRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write,
 };
 pub use store::{
     Durability, FORMAT_VERSION, Replicator, Store, StoreOptions, lower_this_threads_priority,

@@ -16,7 +16,9 @@
 mod error;
 pub mod keys;
 mod membership;
+pub mod memory;
 pub mod owner;
+pub mod people;
 mod presence;
 mod rate;
 pub mod records;

@@ -42,7 +42,7 @@ use crate::records::{ActionRecord, FileRecord, RoomRecord, Write};
 use crate::role::Role;
 use crate::room::{Draft, HistoryRequest, HistoryWindow, Room, RoomLimits, SendOutcome, TypingChange};
 use crate::route::RoomRequest;
-use crate::{CoreError, Moderation};
+use crate::{CoreError, Governance, Moderation};
 
 /// How much of a parent message a reply shows.
 pub const REPLY_EXCERPT_CHARS: usize = 100;
@@ -63,6 +63,25 @@ pub struct NewRoom {
     pub id: RoomId,
     /// Name, kind, topic and settings.
     pub request: RoomRequest,
+}
+
+/// A room as storage holds it: what loading it reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRoom {
+    /// Its record.
+    pub record: RoomRecord,
+    /// Its members and their roles.
+    pub members: Vec<(UserId, Role)>,
+    /// The newest stored message's seq and time, if any.
+    pub newest: Option<(u64, u64)>,
+    /// Members' `(delivered, read)` watermarks.
+    pub receipts: Vec<(UserId, u64, u64)>,
+    /// Banned users.
+    pub bans: Vec<UserId>,
+    /// Muted members with when each mute ends.
+    pub mutes: Vec<(UserId, u64)>,
+    /// Invited users.
+    pub invites: Vec<UserId>,
 }
 
 /// A direct room to create between two users.
@@ -271,6 +290,29 @@ impl<A: Clone> RoomOwner<A> {
             sharing: HashMap::new(),
             last_used_ms: now_ms,
         }
+    }
+
+    /// The owner of a stored room at `now_ms` (mutes that ended meanwhile are gone), or
+    /// `None` for a deleted room: the one way a room comes back into memory, after a
+    /// restart, an unload or a refused write.
+    pub fn load(stored: StoredRoom, limits: RoomLimits, now_ms: u64) -> Option<Self> {
+        let StoredRoom { record, members, newest, receipts, bans, mutes, invites } = stored;
+        if record.deleted {
+            return None;
+        }
+        let (last_seq, last_ts) = newest.unwrap_or((0, 0));
+        let mut room =
+            Room::restore(record.room_id, record.name, record.kind, members, last_seq, last_ts, limits);
+        room.load_receipts(receipts);
+        room.load_governance(Governance {
+            topic: record.topic,
+            settings: record.settings,
+            bans,
+            mutes,
+            invites,
+        });
+        room.expire_mutes(now_ms);
+        Some(RoomOwner::restore(room, now_ms))
     }
 
     /// `room.create` by `creator`: the new room's owner, or `None` with the refusal in

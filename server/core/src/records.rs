@@ -98,6 +98,16 @@ pub struct FileRecord {
     pub shared_in: Option<u64>,
 }
 
+/// A device's published keys (end-to-end encryption: public material only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Identity key.
+    pub identity_key: String,
+    /// Signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+}
+
 /// A refresh token, stored under the SHA-256 of the token (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshRecord {

@@ -7,7 +7,9 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 pub use palaver_core::owner::Subscribe;
 use palaver_core::owner::{NewRoom, RoomOp, Settle};
-pub use palaver_core::route::{FriendOp, PeopleOp};
+use palaver_core::people::HomeSettle as PeopleSettle;
+pub use palaver_core::people::LocalEffect;
+pub use palaver_core::route::PeopleOp;
 use palaver_protocol::{Codec, Message, ReplyBody, RoomId, ServerFrame, UserId};
 use palaver_storage::StorageError;
 
@@ -190,20 +192,8 @@ pub enum CommitWork {
         /// What the owner decided to do then.
         settle: Settle<Origin>,
     },
-    /// A people change (friends, blocks, profile): when durable, answer, tell the users
-    /// concerned, and release the pending-state entries it held.
-    People {
-        /// Which shard to answer on.
-        shard: usize,
-        /// The answer.
-        reply: Reply,
-        /// Who to tell.
-        notices: Vec<UserNotice>,
-        /// Pending-state entries to release.
-        release: Vec<super::people::PendingKey>,
-    },
-    /// Nothing to do when durable (for example a `last_seen`).
-    Nothing,
+    /// A people home's writes: its home is told how they settled.
+    People(PeopleSettle<Origin>),
 }
 
 /// Something to tell every live session of one user, wherever it is.
@@ -215,19 +205,6 @@ pub struct UserNotice {
     pub frames: Option<LazyFrames>,
     /// A change to the sessions' local state.
     pub effect: Option<LocalEffect>,
-}
-
-/// A change a user's sessions apply locally.
-#[derive(Debug, Clone)]
-pub enum LocalEffect {
-    /// Start following this user's presence (a new friend).
-    Follow(UserId),
-    /// Stop following this user's presence (no longer a friend).
-    Unfollow(UserId),
-    /// Flag this user's messages `blocked`.
-    Block(UserId),
-    /// Stop flagging this user's messages.
-    Unblock(UserId),
 }
 
 /// A presence announcement for the shards whose sockets follow `user`.

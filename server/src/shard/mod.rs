@@ -57,7 +57,7 @@ pub struct Shard {
 impl Shard {
     /// A fresh shard.
     pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Shard> {
-        let people = People::new(shared.config.presence_interval_ms);
+        let people = People::new(shared.config.presence_interval_ms, shared.mesh.len());
         let write_pacer = WritePacer::new(Duration::from_millis(shared.config.write_pacing_ms));
         Rc::new(Shard {
             id,

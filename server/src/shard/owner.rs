@@ -11,9 +11,8 @@ use std::sync::atomic::Ordering;
 
 use palaver_core::owner::{
     Announcement, Answer, Effects, Ending, Found, LookupError, Lookups, NewDirect, OwnerConfig, RoomOp,
-    RoomOwner, Settle, Subscription, UserNotice, lookup_failed,
+    RoomOwner, Settle, StoredRoom, Subscription, UserNotice, lookup_failed,
 };
-use palaver_core::{Governance, Room};
 use palaver_protocol::{
     ClientMsgId, ErrorBody, ErrorCode, Event, FriendState, Message, PresenceStatus, ReactionSummary,
     ReplyBody, RoomId, ServerFrame, UserId, Username,
@@ -175,39 +174,25 @@ fn owner_config(shard: &Shard) -> OwnerConfig {
     }
 }
 
-/// Loads a room into memory (a few point reads and one short scan, served from fjall's
+/// Loads a room into memory (a few point reads and short scans, served from fjall's
 /// caches), or returns `None` if it does not exist.
 fn load(shard: &Shard, id: &RoomId, now: u64) -> Result<Option<HeldRoom>, StorageError> {
     let store = &shard.shared.store;
     let Some(record) = store.room(id)? else { return Ok(None) };
-    if record.deleted {
-        return Ok(None);
-    }
-    let members = store.members(id)?;
-    let last = store.messages_before(id, None, 1)?;
-    let (last_seq, last_ts) = last.first().map_or((0, 0), |m| (m.seq, m.ts));
-    let mut room = Room::restore(
-        record.room_id,
-        record.name,
-        record.kind,
-        members,
-        last_seq,
-        last_ts,
-        shard.shared.config.room_limits(),
-    );
-    room.load_receipts(store.receipts(id)?);
-    room.load_governance(Governance {
-        topic: record.topic,
-        settings: record.settings,
+    let stored = StoredRoom {
+        record,
+        members: store.members(id)?,
+        newest: store.messages_before(id, None, 1)?.first().map(|m| (m.seq, m.ts)),
+        receipts: store.receipts(id)?,
         bans: store.bans(id)?,
         mutes: store.mutes(id)?,
         invites: store.invites(id)?,
-    });
-    room.expire_mutes(now);
-    Ok(Some(HeldRoom {
-        owner: RoomOwner::restore(room, now),
-        cids: KnownCids::at_start(shard, last_seq > 0),
-    }))
+    };
+    let has_messages = stored.newest.is_some();
+    let Some(owner) = RoomOwner::load(stored, shard.shared.config.room_limits(), now) else {
+        return Ok(None);
+    };
+    Ok(Some(HeldRoom { owner, cids: KnownCids::at_start(shard, has_messages) }))
 }
 
 /// Starts holding a room: in a cluster it takes over the local subscribers the relay
@@ -438,38 +423,25 @@ pub fn on_unsubscribe(shard: &Rc<Shard>, room: &RoomId, from: usize) {
 pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<(), Arc<StorageError>>) {
     shard.outstanding_commits.set(shard.outstanding_commits.get().saturating_sub(works.len()));
     for work in works {
+        if let Err(e) = &result
+            && !e.is_unavailable()
+        {
+            tracing::error!("storage: {e}");
+        }
         match (work, &result) {
             (CommitWork::Room { room, settle }, result) => {
                 let result = result.as_ref().map(|_| ()).map_err(|e| LookupError::from(&**e));
                 room_settled(shard, &room, settle, result);
             }
-            (CommitWork::People { shard: to, mut reply, notices, release }, result) => {
-                super::people::release(shard, &release);
-                match result {
-                    Ok(()) => {
-                        answer(shard, to, reply);
-                        for notice in notices {
-                            shard
-                                .mesh()
-                                .send(shard.mesh().home(&notice.user), ShardMsg::Notify(Box::new(notice)));
-                        }
-                    }
-                    Err(e) => {
-                        reply.body = storage_error(e);
-                        answer(shard, to, reply);
-                    }
-                }
+            (CommitWork::People(settle), result) => {
+                let result = result.as_ref().map(|_| ()).map_err(|e| LookupError::from(&**e));
+                super::people::on_committed(shard, settle, result);
             }
-            (CommitWork::Nothing, Ok(())) => {}
-            (CommitWork::Nothing, Err(e)) => tracing::warn!("a background write failed: {e}"),
         }
     }
 }
 
 fn room_settled(shard: &Rc<Shard>, room: &RoomId, settle: Settle<Origin>, result: Result<(), LookupError>) {
-    if let Err(LookupError::Failed(detail)) = &result {
-        tracing::error!("storage: {detail}");
-    }
     let mut owned = shard.owned.borrow_mut();
     let OwnedRooms { rooms, fx } = &mut *owned;
     let Some(held) = rooms.get_mut(room) else {

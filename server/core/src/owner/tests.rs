@@ -2,179 +2,37 @@
 //! refused) by hand, so every interleaving a driver can produce is a few lines here.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet};
-
 use palaver_protocol::{
-    ClientMsgId, ErrorCode, Event, FileRef, FriendState, Message, MessageKind, OkBody, PresenceStatus,
-    ReactionSummary, ReplyBody, RoomId, RoomKind, UserId, Username,
+    ClientMsgId, ErrorCode, Event, FileRef, FriendState, MessageKind, OkBody, PresenceStatus, ReplyBody,
+    RoomId, RoomKind, UserId,
 };
 
 use super::*;
-use crate::records::{FileRecord, RoomRecord, Write};
+use crate::memory::{MemoryStore, acts};
+use crate::records::{FileRecord, Write};
 use crate::route::RoomRequest;
 
 /// Storage and the shared throttles, in maps.
-#[derive(Default)]
-struct World {
-    messages: RefCell<BTreeMap<u64, Message>>,
-    reactions: RefCell<HashSet<(u64, String, UserId)>>,
-    rooms: RefCell<HashMap<RoomId, RoomRecord>>,
-    users: HashMap<UserId, String>,
-    files: RefCell<HashMap<String, FileRecord>>,
-    blocks: HashSet<(UserId, UserId)>,
-    friends: HashSet<(UserId, UserId)>,
-    invites: RefCell<HashMap<UserId, usize>>,
-    owned: HashMap<UserId, usize>,
-    online: HashSet<UserId>,
-    /// How many more of each throttled act are allowed (unlimited when absent).
-    allowance: RefCell<HashMap<&'static str, u32>>,
-    unavailable: Cell<bool>,
+type World = MemoryStore;
+
+fn world_with(names: &[&str]) -> World {
+    let mut world = MemoryStore::new();
+    for name in names {
+        world.add_user(&user(name), name);
+    }
+    world
 }
 
-impl World {
-    fn with_users(names: &[&str]) -> World {
-        let mut world = World::default();
-        for name in names {
-            world.users.insert(user(name), (*name).to_owned());
-        }
-        world
-    }
-
-    fn check(&self) -> Found<()> {
-        if self.unavailable.get() { Err(LookupError::Unavailable) } else { Ok(()) }
-    }
-
-    fn take(&self, act: &'static str) -> Result<(), u64> {
-        let mut allowance = self.allowance.borrow_mut();
-        match allowance.get_mut(act) {
-            None => Ok(()),
-            Some(0) => Err(60_000),
-            Some(left) => {
-                *left -= 1;
-                Ok(())
-            }
-        }
-    }
-
-    /// Carries out writes as storage would.
-    fn apply(&self, writes: &[Write]) {
-        for write in writes {
-            match write {
-                Write::AppendMessage(m) | Write::ReplaceMessage(m) => {
-                    self.messages.borrow_mut().insert(m.seq, m.clone());
-                }
-                Write::PutReaction { seq, emoji, user, .. } => {
-                    self.reactions.borrow_mut().insert((*seq, emoji.clone(), user.clone()));
-                }
-                Write::RemoveReaction { seq, emoji, user, .. } => {
-                    self.reactions.borrow_mut().remove(&(*seq, emoji.clone(), user.clone()));
-                }
-                Write::PutRoom(record) => {
-                    drop(self.rooms.borrow_mut().insert(record.room_id.clone(), record.clone()))
-                }
-                Write::PutFile(file) => {
-                    drop(self.files.borrow_mut().insert(file.file_id.clone(), file.clone()))
-                }
-                Write::RemoveFile { file_id } => drop(self.files.borrow_mut().remove(file_id)),
-                Write::PutInvite { user, .. } => {
-                    *self.invites.borrow_mut().entry(user.clone()).or_default() += 1
-                }
-                _ => {}
-            }
-        }
-    }
+/// Makes `a` and `b` friends, as the people home would.
+fn befriend(world: &mut World, a: &str, b: &str) {
+    world.apply(&[
+        Write::PutFriend { user: user(a), other: user(b), state: FriendState::Friends, since: 1 },
+        Write::PutFriend { user: user(b), other: user(a), state: FriendState::Friends, since: 1 },
+    ]);
 }
 
-impl Lookups for World {
-    fn message(&self, _: &RoomId, seq: u64) -> Found<Option<Message>> {
-        self.check()?;
-        Ok(self.messages.borrow().get(&seq).cloned())
-    }
-    fn messages_before(&self, _: &RoomId, before: u64, limit: usize) -> Found<Vec<Message>> {
-        self.check()?;
-        Ok(self.messages.borrow().range(..before).rev().take(limit).map(|(_, m)| m.clone()).collect())
-    }
-    fn messages_between(&self, _: &RoomId, from: u64, to: u64, limit: usize) -> Found<Vec<Message>> {
-        self.check()?;
-        Ok(self.messages.borrow().range(from..=to).take(limit).map(|(_, m)| m.clone()).collect())
-    }
-    fn cid_seq(&self, _: &RoomId, sender: &UserId, cid: &ClientMsgId) -> Found<Option<(u64, u64)>> {
-        self.check()?;
-        let messages = self.messages.borrow();
-        Ok(messages.values().find(|m| &m.sender == sender && &m.cid == cid).map(|m| (m.seq, m.ts)))
-    }
-    fn reactions(&self, _: &RoomId, seq: u64) -> Found<Vec<ReactionSummary>> {
-        self.check()?;
-        let mut by_emoji: BTreeMap<String, Vec<UserId>> = BTreeMap::new();
-        for (s, emoji, user) in self.reactions.borrow().iter() {
-            if *s == seq {
-                by_emoji.entry(emoji.clone()).or_default().push(user.clone());
-            }
-        }
-        Ok(by_emoji
-            .into_iter()
-            .map(|(emoji, users)| ReactionSummary { emoji, count: users.len() as u32, users })
-            .collect())
-    }
-    fn has_reaction(&self, _: &RoomId, seq: u64, emoji: &str, user: &UserId) -> Found<bool> {
-        self.check()?;
-        Ok(self.reactions.borrow().contains(&(seq, emoji.to_owned(), user.clone())))
-    }
-    fn reaction_count(&self, _: &RoomId, seq: u64, emoji: &str) -> Found<u32> {
-        self.check()?;
-        Ok(self.reactions.borrow().iter().filter(|(s, e, _)| *s == seq && e == emoji).count() as u32)
-    }
-    fn room_record(&self, room: &RoomId) -> Found<Option<RoomRecord>> {
-        self.check()?;
-        Ok(self.rooms.borrow().get(room).cloned())
-    }
-    fn username(&self, user: &UserId) -> Found<Option<String>> {
-        self.check()?;
-        Ok(self.users.get(user).cloned())
-    }
-    fn user_by_name(&self, name: &Username) -> Found<Option<UserId>> {
-        self.check()?;
-        Ok(self.users.iter().find(|(_, n)| n.as_str() == name.as_str()).map(|(id, _)| id.clone()))
-    }
-    fn file(&self, file_id: &str) -> Found<Option<FileRecord>> {
-        self.check()?;
-        Ok(self.files.borrow().get(file_id).cloned())
-    }
-    fn is_blocked(&self, user: &UserId, other: &UserId) -> Found<bool> {
-        self.check()?;
-        Ok(self.blocks.contains(&(user.clone(), other.clone())))
-    }
-    fn blocks(&self, user: &UserId) -> Found<Vec<UserId>> {
-        self.check()?;
-        Ok(self.blocks.iter().filter(|(u, _)| u == user).map(|(_, o)| o.clone()).collect())
-    }
-    fn friendship(&self, user: &UserId, other: &UserId) -> Found<FriendState> {
-        self.check()?;
-        let friends = self.friends.contains(&(user.clone(), other.clone()))
-            || self.friends.contains(&(other.clone(), user.clone()));
-        Ok(if friends { FriendState::Friends } else { FriendState::None })
-    }
-    fn pending_invites(&self, user: &UserId, _: usize) -> Found<usize> {
-        self.check()?;
-        Ok(self.invites.borrow().get(user).copied().unwrap_or(0))
-    }
-    fn owned_rooms(&self, user: &UserId, _: usize) -> Found<usize> {
-        self.check()?;
-        Ok(self.owned.get(user).copied().unwrap_or(0))
-    }
-    fn presence(&self, user: &UserId) -> PresenceStatus {
-        if self.online.contains(user) { PresenceStatus::Online } else { PresenceStatus::Offline }
-    }
-    fn take_stranger_invite(&self, _: &UserId, _: u64) -> Result<(), u64> {
-        self.take("stranger invite")
-    }
-    fn take_stranger_direct_room(&self, _: &UserId, _: &UserId, _: u64) -> Result<(), u64> {
-        self.take("stranger direct room")
-    }
-    fn take_room_creation(&self, _: &UserId, _: u64) -> Result<(), u64> {
-        self.take("room creation")
-    }
+fn block(world: &mut World, who: &str, whom: &str) {
+    world.apply(&[Write::PutBlock { user: user(who), blocked: user(whom), since: 1 }]);
 }
 
 fn user(name: &str) -> UserId {
@@ -217,7 +75,7 @@ impl Harness {
     fn public(owner: &str, members: &[&str]) -> Harness {
         let mut names = vec![owner];
         names.extend_from_slice(members);
-        let world = World::with_users(&names);
+        let world = world_with(&names);
         let mut fx = Effects::default();
         let created =
             RoomOwner::create(1_000, 0, &user(owner), new_room("test"), config(), &world, &mut fx).unwrap();
@@ -349,7 +207,7 @@ fn a_delete_racing_an_edit_stays_a_delete() {
     assert!(matches!(h.answer(edit), Some(ReplyBody::Err(e)) if e.code == ErrorCode::NotFound));
     h.settle_all();
     assert!(matches!(h.answer(delete), Some(ReplyBody::Ok(_))));
-    let stored = h.world.messages.borrow()[&seq].clone();
+    let stored = h.world.message(&room_id(), seq).unwrap().unwrap();
     assert!(stored.deleted && stored.text.is_empty());
 }
 
@@ -406,17 +264,21 @@ fn a_ban_ends_the_members_subscriptions_after_its_notice_is_durable() {
 #[test]
 fn invitations_to_strangers_are_throttled_and_capped_per_recipient() {
     let mut h = Harness::public("owner", &[]);
-    h.world.users.insert(user("friend"), "friend".into());
-    h.world.users.insert(user("stranger"), "stranger".into());
-    h.world.users.insert(user("popular"), "popular".into());
-    h.world.friends.insert((user("owner"), user("friend")));
-    h.world.allowance.borrow_mut().insert("stranger invite", 0);
+    for name in ["friend", "stranger", "popular"] {
+        h.world.add_user(&user(name), name);
+    }
+    befriend(&mut h.world, "owner", "friend");
+    h.world.allow(acts::STRANGER_INVITE, 0);
     let invite = |who: &str| RoomOp::Invite { user: user(who) };
     assert!(matches!(h.ok("owner", invite("friend")), OkBody::Empty(_)));
     assert_eq!(h.fx.notices.len(), 1, "the invitee is told once it is durable");
     assert_eq!(h.err("owner", invite("stranger")), ErrorCode::RateLimited);
-    h.world.invites.borrow_mut().insert(user("popular"), limits::MAX_PENDING_INVITES);
-    h.world.friends.insert((user("owner"), user("popular")));
+    for i in 0..limits::MAX_PENDING_INVITES {
+        let room = RoomId::parse(&format!("r_other{i}")).unwrap();
+        let record = ActionRecord { by: user("owner"), at: 1, reason: None };
+        h.world.apply(&[Write::PutInvite { room, user: user("popular"), record }]);
+    }
+    befriend(&mut h.world, "owner", "popular");
     assert_eq!(h.err("owner", invite("popular")), ErrorCode::Forbidden);
     assert!(!h.owner.room().is_invited(&user("popular")), "a refused invitation leaves no trace");
 }
@@ -436,7 +298,7 @@ fn a_deleted_messages_file_goes_only_once_the_delete_is_durable() {
         created_ms: 1,
         shared_in: None,
     };
-    h.world.files.borrow_mut().insert(file.file_id.clone(), file);
+    h.world.apply(&[Write::PutFile(file)]);
     let share = |cid: &str| {
         RoomOp::Send(Box::new(Outgoing {
             cid: ClientMsgId::parse(cid).unwrap(),
@@ -468,7 +330,7 @@ fn a_deleted_messages_file_goes_only_once_the_delete_is_durable() {
     h.settle_all();
     assert!(matches!(h.answer(delete), Some(ReplyBody::Ok(_))));
     assert_eq!(h.fx.deleted_files, vec!["f_cat".to_owned()]);
-    assert!(h.world.files.borrow().is_empty());
+    assert_eq!(h.world.file("f_cat").unwrap(), None);
 }
 
 #[test]
@@ -477,7 +339,7 @@ fn history_pages_forwards_and_flags_blocked_senders() {
     for i in 1..=5 {
         h.say("bob", &format!("c{i}"), &format!("m{i}"));
     }
-    h.world.blocks.insert((user("owner"), user("bob")));
+    block(&mut h.world, "owner", "bob");
     let page = |h: &mut Harness, request| match h.ok("owner", RoomOp::History(request)) {
         OkBody::History(page) => page,
         other => panic!("{other:?}"),
@@ -494,8 +356,8 @@ fn history_pages_forwards_and_flags_blocked_senders() {
 #[test]
 fn members_who_blocked_the_asker_show_offline() {
     let mut h = Harness::public("owner", &["bob"]);
-    h.world.online.insert(user("bob"));
-    h.world.blocks.insert((user("bob"), user("owner")));
+    h.world.set_online(&user("bob"), true);
+    block(&mut h.world, "bob", "owner");
     let OkBody::Members(page) = h.ok("owner", RoomOp::Members { limit: None, cursor: None }) else {
         panic!()
     };
@@ -512,21 +374,37 @@ fn a_deleted_room_ends_every_subscription_and_is_forgotten() {
     assert!(matches!(h.answer(asker), Some(ReplyBody::Ok(_))));
     assert!(h.fx.forget);
     assert!(h.fx.endings.contains(&Ending::Room));
-    assert!(h.world.rooms.borrow()[&room_id()].deleted);
+    assert!(h.world.room_record(&room_id()).unwrap().unwrap().deleted);
 }
 
 #[test]
 fn room_creation_is_throttled_and_owned_rooms_capped() {
-    let world = World::with_users(&["maker"]);
+    let world = world_with(&["maker"]);
     let mut fx = Effects::default();
     let create = |world: &World, fx: &mut Effects<Asker>| {
         RoomOwner::create(0, 1, &user("maker"), new_room("r"), config(), world, fx)
     };
-    world.allowance.borrow_mut().insert("room creation", 0);
+    world.allow(acts::ROOM_CREATION, 0);
     assert!(create(&world, &mut fx).is_none());
     assert!(matches!(&fx.answers[0].body, ReplyBody::Err(e) if e.code == ErrorCode::RateLimited));
-    let mut world = World::with_users(&["maker"]);
-    world.owned.insert(user("maker"), 10);
+    let mut world = world_with(&["maker"]);
+    for i in 0..10 {
+        let room = RoomId::parse(&format!("r_owned{i}")).unwrap();
+        let record = RoomRecord {
+            room_id: room.clone(),
+            name: "mine".into(),
+            kind: RoomKind::Public,
+            owner: user("maker"),
+            created_ms: 1,
+            topic: String::new(),
+            settings: None,
+            deleted: false,
+        };
+        world.apply(&[
+            Write::PutRoom(record),
+            Write::PutMember { room, user: user("maker"), role: Role::Owner },
+        ]);
+    }
     let mut fx = Effects::default();
     assert!(create(&world, &mut fx).is_none());
     assert!(matches!(&fx.answers[0].body, ReplyBody::Err(e) if e.code == ErrorCode::Forbidden));
@@ -534,8 +412,8 @@ fn room_creation_is_throttled_and_owned_rooms_capped() {
 
 #[test]
 fn a_direct_room_takes_back_the_one_who_left_and_new_ones_with_strangers_are_throttled() {
-    let world = World::with_users(&["ann", "ben", "cat"]);
-    world.allowance.borrow_mut().insert("stranger direct room", 1);
+    let mut world = world_with(&["ann", "ben", "cat"]);
+    world.allow(acts::STRANGER_DIRECT_ROOM, 1);
     let mut fx = Effects::default();
     let mut owner = RoomOwner::open_direct(0, 1, direct("ann", "ben"), config(), &world, &mut fx).unwrap();
     let refused = RoomOwner::<Asker>::open_direct(0, 2, direct("ann", "cat"), config(), &world, &mut fx);
