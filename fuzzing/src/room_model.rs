@@ -102,9 +102,9 @@ fn limits_() -> RoomLimits {
 fn text(i: u8) -> (String, Result<(), &'static str>) {
     match i % 4 {
         0 => ("hi".into(), Ok(())),
-        1 => (String::new(), Err("Invalid")),
-        2 => ("a\u{1}".into(), Err("Invalid")),
-        _ => ("x".repeat(MAX_TEXT_CHARS + 1), Err("TooLarge")),
+        1 => (String::new(), Err("Text")),
+        2 => ("a\u{1}".into(), Err("Text")),
+        _ => ("x".repeat(MAX_TEXT_CHARS + 1), Err("Text")),
     }
 }
 
@@ -240,18 +240,18 @@ impl Model {
     }
     fn power_over(&self, actor: u8, actor_role: Role, target: u8) -> Result<(), &'static str> {
         if actor_role < Role::Moderator {
-            return Err("NotPermitted");
+            return Err("NeedsRole");
         }
         if actor == target {
-            return Err("Invalid");
+            return Err("Oneself");
         }
         if self.members.get(&target).is_some_and(|r| *r >= actor_role) {
-            return Err("NotPermitted");
+            return Err("Outranks");
         }
         Ok(())
     }
     fn member(&self, target: u8) -> Result<(), &'static str> {
-        if self.members.contains_key(&target) { Ok(()) } else { Err("NotFound") }
+        if self.members.contains_key(&target) { Ok(()) } else { Err("TargetNotMember") }
     }
 
     /// A moderation action: `Ok(until)` (the mute's end, for `Mute`) when it applies.
@@ -273,7 +273,7 @@ impl Model {
             ModAction::Ban => {
                 self.power_over(actor, actor_role, target)?;
                 if !self.bans.insert(target) {
-                    return Err("Conflict");
+                    return Err("AlreadyBanned");
                 }
                 self.members.remove(&target);
                 self.invites.remove(&target);
@@ -283,13 +283,13 @@ impl Model {
             ModAction::Unban => {
                 self.power_over(actor, actor_role, target)?;
                 if !self.bans.remove(&target) {
-                    return Err("Conflict");
+                    return Err("NotBanned");
                 }
                 Ok(None)
             }
             ModAction::Mute { secs } => {
                 if secs == 0 {
-                    return Err("Invalid");
+                    return Err("OutOfRange");
                 }
                 self.member(target)?;
                 self.power_over(actor, actor_role, target)?;
@@ -301,7 +301,7 @@ impl Model {
                 self.member(target)?;
                 self.power_over(actor, actor_role, target)?;
                 if self.muted_until(target, now).is_none() {
-                    return Err("Conflict");
+                    return Err("NotMuted");
                 }
                 self.mutes.remove(&target);
                 Ok(None)
@@ -309,29 +309,29 @@ impl Model {
             ModAction::SetRole { role } => {
                 let role = Role::from_byte(role % 4).unwrap_or_default();
                 if role == Role::Owner {
-                    return Err("Invalid");
+                    return Err("Mismatched");
                 }
                 if actor_role < Role::Admin {
-                    return Err("NotPermitted");
+                    return Err("NeedsRole");
                 }
                 self.member(target)?;
                 self.power_over(actor, actor_role, target)?;
                 if role >= actor_role {
-                    return Err("NotPermitted");
+                    return Err("RolesBelowYours");
                 }
                 if self.members.get(&target) == Some(&role) {
-                    return Err("Conflict");
+                    return Err("AlreadyHasRole");
                 }
                 self.members.insert(target, role);
                 Ok(None)
             }
             ModAction::Transfer => {
                 if actor_role != Role::Owner {
-                    return Err("NotPermitted");
+                    return Err("OwnerOnly");
                 }
                 self.member(target)?;
                 if actor == target {
-                    return Err("Invalid");
+                    return Err("Oneself");
                 }
                 self.members.insert(target, Role::Owner);
                 self.members.insert(actor, Role::Admin);
@@ -529,7 +529,7 @@ impl Harness {
                         return Err("EditWindowPassed");
                     }
                     if m.system {
-                        return Err("Invalid");
+                        return Err("Mismatched");
                     }
                     valid.map(|()| body.clone())
                 })();
@@ -547,7 +547,7 @@ impl Harness {
                 let expected = (|| {
                     let role = self.model.role(i)?;
                     if m.system {
-                        return Err("NotPermitted");
+                        return Err("SystemMessageStays");
                     }
                     if m.sender != i && role < Role::Moderator {
                         return Err("NotModerator");
@@ -573,7 +573,7 @@ impl Harness {
                     if seq == 0 || seq > self.model.durable_seq {
                         return Err("NoSuchMessage");
                     }
-                    if valid { Ok(emoji.clone()) } else { Err("Invalid") }
+                    if valid { Ok(emoji.clone()) } else { Err("Text") }
                 })();
                 let got = self
                     .room
@@ -587,7 +587,7 @@ impl Harness {
                 let expected = (|| {
                     self.model.role(i)?;
                     if delivered.is_none() && read.is_none() {
-                        return Err("Invalid");
+                        return Err("Mismatched");
                     }
                     let cap = self.model.durable_seq;
                     let (d0, r0) = self.model.receipts.get(&i).copied().unwrap_or_default();
@@ -610,10 +610,10 @@ impl Harness {
                 let expected = (|| {
                     self.model.role(a)?;
                     if self.model.members.contains_key(&t) {
-                        return Err("Conflict");
+                        return Err("AlreadyMember");
                     }
                     if self.model.bans.contains(&t) {
-                        return Err("NotPermitted");
+                        return Err("TargetBanned");
                     }
                     Ok(self.model.invites.insert(t))
                 })();

@@ -38,43 +38,38 @@ pub fn check_upload(
     unclaimed: usize,
     devices: usize,
 ) -> Result<(), CoreError> {
-    let invalid = |m: String| Err(CoreError::Invalid(m));
+    let malformed = |field, rule| Err(CoreError::Malformed { field, rule });
     if !valid_device_id(device_id) {
-        return invalid("device_id must be 1 to 64 of [A-Za-z0-9_-]".into());
+        return malformed("device_id", "must be 1 to 64 of [A-Za-z0-9_-]");
     }
     if !valid_key(identity_key) || signing_key.is_some_and(|k| !valid_key(k)) {
-        return invalid(format!("keys are 1 to {} printable characters", limits::MAX_KEY_BYTES));
+        return malformed("keys", "are 1 to 512 printable characters");
     }
     if one_time_keys.len() > limits::MAX_ONE_TIME_KEYS_PER_UPLOAD {
-        return invalid(format!("at most {} one-time keys per upload", limits::MAX_ONE_TIME_KEYS_PER_UPLOAD));
+        let max = limits::MAX_ONE_TIME_KEYS_PER_UPLOAD as u64;
+        return Err(CoreError::OutOfRange { field: "one_time_keys per upload", min: 0, max });
     }
     if one_time_keys.iter().any(|k| k.key_id.len() > 64 || !valid_key(&k.key_id) || !valid_key(&k.key)) {
-        return invalid(
-            "one-time keys need a printable key_id (at most 64 bytes) and a printable key".into(),
-        );
+        return malformed("one_time_keys", "need a printable key_id (at most 64 bytes) and a printable key");
     }
     let mut ids: Vec<&str> = one_time_keys.iter().map(|k| k.key_id.as_str()).collect();
     ids.sort_unstable();
     if ids.windows(2).any(|w| w[0] == w[1]) {
-        return invalid("one-time key ids repeat".into());
+        return malformed("one_time_keys", "have ids that repeat");
     }
     match published {
         Some(device) if device.identity_key != identity_key || device.signing_key != signing_key => {
-            return Err(CoreError::Conflict(format!(
-                "device {device_id} already has other keys: a device's keys never change (use a new device id)"
-            )));
+            return Err(CoreError::DeviceKeysFixed(device_id.to_owned()));
         }
         Some(_) => {}
         None if devices >= limits::MAX_DEVICES => {
-            return Err(CoreError::NotPermitted(format!("at most {} devices per user", limits::MAX_DEVICES)));
+            return Err(CoreError::DevicesCap { max: limits::MAX_DEVICES });
         }
         None => {}
     }
     if unclaimed + one_time_keys.len() > limits::MAX_ONE_TIME_KEYS_PER_DEVICE {
-        return invalid(format!(
-            "at most {} unclaimed one-time keys per device",
-            limits::MAX_ONE_TIME_KEYS_PER_DEVICE
-        ));
+        let max = limits::MAX_ONE_TIME_KEYS_PER_DEVICE as u64;
+        return Err(CoreError::OutOfRange { field: "unclaimed one-time keys per device", min: 0, max });
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ mod session;
 mod sharding;
 mod throttle;
 
-pub use error::CoreError;
+pub use error::{CoreError, Throttled};
 pub use membership::{Heartbeat, Membership, MembershipChange, rendezvous_owner, rendezvous_weight};
 pub use presence::{PresenceBook, SessionChange};
 pub use rate::TokenBucket;

@@ -38,6 +38,7 @@ pub use words::{duration_words, notice_text};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Throttled;
 use crate::records::{ActionRecord, FileRecord, RoomRecord, Write};
 use crate::role::Role;
 use crate::room::{Draft, HistoryRequest, HistoryWindow, Room, RoomLimits, SendOutcome, TypingChange};
@@ -230,7 +231,7 @@ fn refusal(code: ErrorCode, message: impl Into<String>) -> ReplyBody {
 }
 
 /// A rule's refusal as an answer.
-fn refused(e: &CoreError) -> ReplyBody {
+pub(crate) fn refused(e: &CoreError) -> ReplyBody {
     ReplyBody::Err(e.to_body())
 }
 
@@ -244,11 +245,9 @@ pub fn lookup_failed(e: &LookupError) -> ReplyBody {
     }
 }
 
-/// `rate_limited`, to retry after `wait_ms`.
-pub fn rate_limited(message: &str, wait_ms: u64) -> ReplyBody {
-    let mut body = ErrorBody::new(ErrorCode::RateLimited, message);
-    body.retry_after_ms = Some(wait_ms);
-    ReplyBody::Err(body)
+/// A throttle's refusal, to retry after `wait_ms`.
+pub(crate) fn throttled(what: Throttled, wait_ms: u64) -> ReplyBody {
+    refused(&CoreError::Throttled { what, retry_after_ms: wait_ms })
 }
 
 fn ok(body: OkBody) -> ReplyBody {
@@ -329,13 +328,10 @@ impl<A: Clone> RoomOwner<A> {
         let decided = (|| -> Step<Room> {
             lookups
                 .take_room_creation(creator, now_ms)
-                .map_err(|wait| rate_limited("rooms are being created too fast; slow down", wait))?;
+                .map_err(|wait| throttled(Throttled::RoomCreation, wait))?;
             let max = config.max_rooms_per_user;
             if found(lookups.owned_rooms(creator, max))? >= max {
-                return Err(refusal(
-                    ErrorCode::Forbidden,
-                    format!("a user owns at most {max} rooms; delete or transfer one first"),
-                ));
+                return Err(refused(&CoreError::OwnedRoomsCap { max }));
             }
             let NewRoom { id, request: RoomRequest { name, kind, topic, settings } } = new;
             Room::create_with(id, name, kind, creator.clone(), topic, settings, config.room)
@@ -382,22 +378,19 @@ impl<A: Clone> RoomOwner<A> {
         let (caller, peer) = (&caller, &peer);
         let decided = (|| -> Step<()> {
             if caller == peer {
-                return Err(refusal(ErrorCode::Invalid, "a direct room needs another user"));
+                return Err(refused(&CoreError::Oneself("a direct room needs another user")));
             }
             if found(lookups.is_blocked(peer, caller))? {
-                return Err(refusal(
-                    ErrorCode::Forbidden,
-                    format!("{peer} does not accept direct messages from you"),
-                ));
+                return Err(refused(&CoreError::RefusesDirectMessages(peer.clone())));
             }
             if found(lookups.username(peer))?.is_none() {
-                return Err(refusal(ErrorCode::NotFound, format!("no user {peer}")));
+                return Err(refused(&CoreError::NoSuchUser(peer.clone())));
             }
             // A new direct room with someone who is not a friend is unsolicited.
             if found(lookups.friendship(caller, peer))? != palaver_protocol::FriendState::Friends {
-                lookups.take_stranger_direct_room(caller, peer, now_ms).map_err(|wait| {
-                    rate_limited("too many new direct rooms with people who are not your friends", wait)
-                })?;
+                lookups
+                    .take_stranger_direct_room(caller, peer, now_ms)
+                    .map_err(|wait| throttled(Throttled::StrangerDirectRooms, wait))?;
             }
             Ok(())
         })();
@@ -501,9 +494,9 @@ impl<A: Clone> RoomOwner<A> {
         let joining = matches!(op, RoomOp::Join { .. });
         if self.deleting || self.poisoned {
             let body = if self.deleting {
-                refusal(ErrorCode::NotFound, format!("no room {}", self.room.id()))
+                refused(&CoreError::NoSuchRoom(self.room.id().clone()))
             } else {
-                refusal(ErrorCode::Unavailable, "the room is recovering from a storage failure; try again")
+                refused(&CoreError::Recovering)
             };
             let subscription = if joining { Subscription::Joined(None) } else { Subscription::Unchanged };
             fx.answers.push(Answer { to: asker, body, subscription });
@@ -611,10 +604,7 @@ impl<A: Clone> RoomOwner<A> {
             match lookups.is_blocked(other, user) {
                 Ok(false) => {}
                 Ok(true) => {
-                    return Some(refusal(
-                        ErrorCode::Forbidden,
-                        format!("{other} does not accept direct messages from you"),
-                    ));
+                    return Some(refused(&CoreError::RefusesDirectMessages(other.clone())));
                 }
                 Err(e) => return Some(lookup_failed(&e)),
             }
@@ -656,10 +646,7 @@ impl<A: Clone> RoomOwner<A> {
         let record = match found(lookups.file(&claimed.file_id))? {
             Some(record) if &record.room == room => record,
             _ => {
-                return Err(refusal(
-                    ErrorCode::NotFound,
-                    format!("no file {} in this room", claimed.file_id),
-                ));
+                return Err(refused(&CoreError::NoSuchFile(claimed.file_id.clone())));
             }
         };
         // Only kinds that carry a file: the room refuses any other with a file as invalid.
@@ -672,13 +659,7 @@ impl<A: Clone> RoomOwner<A> {
                 },
             };
             if shared_by.is_some_and(|(sender, cid)| &sender != user || cid != outgoing.cid) {
-                return Err(refusal(
-                    ErrorCode::Conflict,
-                    format!(
-                        "file {} is shared by another message; upload it again to share it again",
-                        record.file_id
-                    ),
-                ));
+                return Err(refused(&CoreError::FileShared(record.file_id.clone())));
             }
         }
         let file = FileRef {
@@ -706,10 +687,7 @@ impl<A: Clone> RoomOwner<A> {
             if self.room.kind() == RoomKind::Direct {
                 for other in self.room.member_ids().iter().filter(|u| *u != user) {
                     if found(lookups.is_blocked(other, user))? {
-                        return Err(refusal(
-                            ErrorCode::Forbidden,
-                            "this user does not accept messages from you",
-                        ));
+                        return Err(refused(&CoreError::RefusesDirectMessages(other.clone())));
                     }
                 }
             }
@@ -1094,14 +1072,14 @@ impl<A: Clone> RoomOwner<A> {
         }
         let limit = match paging::sizes::MEMBERS.of(limit) {
             Ok(limit) => limit,
-            Err(e) => return Some(refusal(ErrorCode::Invalid, e.to_string())),
+            Err(e) => return Some(refused(&CoreError::Paging(e))),
         };
         let after = match cursor
             .map(|c| paging::decode_cursor("room.members", &c).map(|k| UserId::parse(k.as_str())))
         {
             None => None,
             Some(Ok(Ok(after))) => Some(after),
-            Some(_) => return Some(refusal(ErrorCode::Invalid, "cursor is not a `next` of this list")),
+            Some(_) => return Some(refused(&CoreError::Paging(paging::PagingError::Cursor))),
         };
         let (listed, more) = self.room.members_page(after.as_ref(), limit);
         let mut page = PageBuilder::new("room.members", limit);
@@ -1146,7 +1124,7 @@ impl<A: Clone> RoomOwner<A> {
     ) -> Option<ReplyBody> {
         let checked = (|| -> Step<bool> {
             if found(lookups.username(&invitee))?.is_none() {
-                return Err(refusal(ErrorCode::NotFound, format!("no user {invitee}")));
+                return Err(refused(&CoreError::NoSuchUser(invitee.clone())));
             }
             let blocked = found(lookups.is_blocked(&invitee, actor))?;
             self.room.invite(actor, &invitee, blocked).map_err(|e| refused(&e))
@@ -1161,15 +1139,12 @@ impl<A: Clone> RoomOwner<A> {
         let limited = (|| -> Step<()> {
             let max = limits::MAX_PENDING_INVITES;
             if found(lookups.pending_invites(&invitee, max))? >= max {
-                return Err(refusal(
-                    ErrorCode::Forbidden,
-                    format!("{invitee} has {max} pending invitations, the most there can be"),
-                ));
+                return Err(refused(&CoreError::PendingInvitesCap { user: invitee.clone(), max }));
             }
             if found(lookups.friendship(actor, &invitee))? != palaver_protocol::FriendState::Friends {
-                lookups.take_stranger_invite(actor, now_ms).map_err(|wait| {
-                    rate_limited("too many invitations to people who are not your friends", wait)
-                })?;
+                lookups
+                    .take_stranger_invite(actor, now_ms)
+                    .map_err(|wait| throttled(Throttled::StrangerInvites, wait))?;
             }
             Ok(())
         })();
@@ -1197,7 +1172,7 @@ impl<A: Clone> RoomOwner<A> {
 
     fn decline(&mut self, asker: A, user: &UserId, fx: &mut Effects<A>) -> Option<ReplyBody> {
         if !self.room.decline(user) {
-            return Some(refusal(ErrorCode::Conflict, format!("no invitation to {}", self.room.id())));
+            return Some(refused(&CoreError::NoInvitation(self.room.id().clone())));
         }
         let write = Write::RemoveInvite { room: self.room.id().clone(), user: user.clone() };
         let answer = Answer::plain(asker, empty());
@@ -1241,7 +1216,7 @@ impl<A: Clone> RoomOwner<A> {
     ) -> Option<ReplyBody> {
         match lookups.username(&target) {
             Ok(Some(_)) => {}
-            Ok(None) => return Some(refusal(ErrorCode::NotFound, format!("no user {target}"))),
+            Ok(None) => return Some(refused(&CoreError::NoSuchUser(target))),
             Err(e) => return Some(lookup_failed(&e)),
         }
         let notice = match self.room.moderate(now_ms, actor, &target, action) {
@@ -1293,7 +1268,7 @@ impl<A: Clone> RoomOwner<A> {
     /// The room's stored record with its current name, topic and settings.
     fn current_record(&self, lookups: &impl Lookups, deleted: bool) -> Step<RoomRecord> {
         let mut record = found(lookups.room_record(self.room.id()))?
-            .ok_or_else(|| refusal(ErrorCode::NotFound, format!("no room {}", self.room.id())))?;
+            .ok_or_else(|| refused(&CoreError::NoSuchRoom(self.room.id().clone())))?;
         record.name = self.room.name().to_owned();
         record.topic = self.room.topic().to_owned();
         record.settings = Some(self.room.settings());

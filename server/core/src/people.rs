@@ -19,13 +19,13 @@ mod tests;
 use std::collections::{BTreeMap, HashMap};
 
 use palaver_protocol::{
-    ClaimedKey, ClaimedOk, Empty, ErrorBody, ErrorCode, Event, FriendInfo, FriendOk, FriendState,
-    KeysUploadOk, OkBody, OneTimeKey, PresenceChoice, PresenceInfo, Profile, ProfileOk, ReplyBody, UserId,
-    limits,
+    ClaimedKey, ClaimedOk, Empty, Event, FriendInfo, FriendOk, FriendState, KeysUploadOk, OkBody, OneTimeKey,
+    PresenceChoice, PresenceInfo, Profile, ProfileOk, ReplyBody, UserId, limits,
 };
 
+use crate::error::{CoreError, Throttled};
 use crate::keys::{PublishedDevice, check_upload, valid_device_id};
-use crate::owner::{Answer, Found, LookupError, lookup_failed, rate_limited};
+use crate::owner::{Answer, Found, LookupError, lookup_failed};
 use crate::presence::{PresenceBook, SessionChange};
 use crate::records::{DeviceRecord, ProfileRecord, Write};
 use crate::route::{FriendOp, PeopleOp};
@@ -221,8 +221,8 @@ fn found<T>(result: Found<T>) -> Step<T> {
     result.map_err(|e| lookup_failed(&e))
 }
 
-fn refusal(code: ErrorCode, message: impl Into<String>) -> ReplyBody {
-    ReplyBody::Err(ErrorBody::new(code, message))
+fn no(e: CoreError) -> ReplyBody {
+    ReplyBody::Err(e.to_body())
 }
 
 fn empty() -> ReplyBody {
@@ -250,7 +250,7 @@ pub fn public_profile(user_id: UserId, username: String, record: ProfileRecord) 
 fn profile_field(
     value: Option<String>,
     current: Option<String>,
-    field: &str,
+    field: &'static str,
     max_chars: usize,
 ) -> Step<Option<String>> {
     let Some(value) = value else { return Ok(current) };
@@ -258,10 +258,10 @@ fn profile_field(
         return Ok(None);
     }
     if value.chars().count() > max_chars {
-        return Err(refusal(ErrorCode::TooLarge, format!("{field} is at most {max_chars} characters")));
+        return Err(no(CoreError::TooLong { field, max: max_chars, unit: "characters" }));
     }
-    if let Err(e) = palaver_protocol::check_name(&value) {
-        return Err(refusal(ErrorCode::Invalid, format!("{field}: {e}")));
+    if let Err(error) = palaver_protocol::check_name(&value) {
+        return Err(no(CoreError::Text { field, error }));
     }
     Ok(Some(value))
 }
@@ -556,51 +556,42 @@ impl PeopleHome {
         lookups: &impl PeopleLookups,
     ) -> Step<Decision> {
         if *me == other {
-            return Err(refusal(ErrorCode::Invalid, "that is you"));
+            return Err(no(CoreError::Oneself("that is you")));
         }
         let Some(other_name) = found(lookups.username(&other))? else {
-            return Err(refusal(ErrorCode::NotFound, format!("no user {other}")));
+            return Err(no(CoreError::NoSuchUser(other)));
         };
         let current = found(self.friendship(me, &other, lookups))?.map_or(FriendState::None, |(s, _)| s);
         use FriendState::{Friends, Incoming, None as Nothing, Outgoing};
-        let conflict = |message: String| Err(refusal(ErrorCode::Conflict, message));
+        let refuse = |e| Err(no(e));
         let to = match (op, current) {
             (FriendOp::Request, Nothing) => {
                 if found(self.blocks(&other, me, lookups))? {
-                    return Err(refusal(
-                        ErrorCode::Forbidden,
-                        format!("{other_name} does not accept friend requests from you"),
-                    ));
+                    return refuse(CoreError::RefusesFriendRequests(other_name));
                 }
                 if found(self.blocks(me, &other, lookups))? {
-                    return Err(refusal(
-                        ErrorCode::Forbidden,
-                        format!("you blocked {other_name}: unblock first"),
-                    ));
+                    return refuse(CoreError::YouBlocked(other_name));
                 }
                 if found(lookups.friend_count(me))? >= limits::MAX_FRIENDS {
-                    return Err(refusal(
-                        ErrorCode::Forbidden,
-                        format!("at most {} friends and requests", limits::MAX_FRIENDS),
-                    ));
+                    return refuse(CoreError::FriendsCap { max: limits::MAX_FRIENDS });
                 }
                 Outgoing
             }
             // They asked first: asking back is accepting.
             (FriendOp::Request | FriendOp::Accept, Incoming) => Friends,
-            (FriendOp::Request, Outgoing) => return conflict(format!("already asked {other_name}")),
-            (FriendOp::Request, Friends) => return conflict(format!("already friends with {other_name}")),
+            (FriendOp::Request, Outgoing) => return refuse(CoreError::AlreadyAsked(other_name)),
+            (FriendOp::Request, Friends) => return refuse(CoreError::AlreadyFriends(other_name)),
             (FriendOp::Decline, Incoming) | (FriendOp::Cancel, Outgoing) | (FriendOp::Remove, Friends) => {
                 Nothing
             }
             (FriendOp::Accept | FriendOp::Decline, _) => {
-                return conflict(format!("no friend request from {other_name}"));
+                return refuse(CoreError::NoRequestFrom(other_name));
             }
-            (FriendOp::Cancel, _) => return conflict(format!("no request to {other_name} to cancel")),
-            (FriendOp::Remove, _) => return conflict(format!("not friends with {other_name}")),
+            (FriendOp::Cancel, _) => return refuse(CoreError::NoRequestTo(other_name)),
+            (FriendOp::Remove, _) => return refuse(CoreError::NotFriends(other_name)),
         };
         let Some(my_name) = found(lookups.username(me))? else {
-            return Err(refusal(ErrorCode::NotFound, "no such account"));
+            return Err(no(CoreError::NoSuchUser(me.clone())));
         };
         let (writes, notices) = friendship_change((me, &my_name), (&other, &other_name), current, to, now_ms);
         let lower_side = if *me <= other { to } else { to.mirrored() };
@@ -620,20 +611,17 @@ impl PeopleHome {
         lookups: &impl PeopleLookups,
     ) -> Step<Decision> {
         if *me == other {
-            return Err(refusal(ErrorCode::Invalid, "that is you"));
+            return Err(no(CoreError::Oneself("that is you")));
         }
         let Some(other_name) = found(lookups.username(&other))? else {
-            return Err(refusal(ErrorCode::NotFound, format!("no user {other}")));
+            return Err(no(CoreError::NoSuchUser(other)));
         };
         let already = found(self.blocks(me, &other, lookups))?;
         if already == on {
             return Ok(Decision::Answer(empty()));
         }
         if on && found(lookups.block_count(me))? >= limits::MAX_BLOCKS {
-            return Err(refusal(
-                ErrorCode::Forbidden,
-                format!("at most {} blocked users", limits::MAX_BLOCKS),
-            ));
+            return Err(no(CoreError::BlocksCap { max: limits::MAX_BLOCKS }));
         }
         let friendship_now = found(self.friendship(me, &other, lookups))?.map(|(s, _)| s);
         let mut writes = vec![if on {
@@ -656,7 +644,7 @@ impl PeopleHome {
         // Blocking ends any friendship or request between the two.
         if on && let Some(from) = friendship_now {
             let Some(my_name) = found(lookups.username(me))? else {
-                return Err(refusal(ErrorCode::NotFound, "no such account"));
+                return Err(no(CoreError::NoSuchUser(me.clone())));
             };
             let (w, n) =
                 friendship_change((me, &my_name), (&other, &other_name), from, FriendState::None, now_ms);
@@ -690,11 +678,14 @@ impl PeopleHome {
             profile_field(status_text, current.status_text, "status_text", limits::MAX_STATUS_TEXT_CHARS)?;
         let avatar = profile_field(avatar, current.avatar, "avatar", limits::MAX_AVATAR_BYTES)?;
         if avatar.as_deref().is_some_and(|a| !check_avatar(a)) {
-            return Err(refusal(ErrorCode::Invalid, "avatar is a file id or an https:// URL"));
+            return Err(no(CoreError::Malformed {
+                field: "avatar",
+                rule: "is a file id or an https:// URL",
+            }));
         }
         let profile = ProfileRecord { display_name, avatar, status_text };
         let Some(name) = found(lookups.username(me))? else {
-            return Err(refusal(ErrorCode::NotFound, "no such account"));
+            return Err(no(CoreError::NoSuchUser(me.clone())));
         };
         let shown = public_profile(me.clone(), name, profile.clone());
         let body = ReplyBody::Ok(OkBody::Profile(Box::new(ProfileOk { profile: shown, presence: None })));
@@ -733,7 +724,7 @@ impl PeopleHome {
             unclaimed,
             devices,
         )
-        .map_err(|e| ReplyBody::Err(e.to_body()))?;
+        .map_err(no)?;
         let count = u32::try_from(unclaimed + one_time_keys.len()).unwrap_or(u32::MAX);
         let mut writes = Vec::new();
         if published.is_none() {
@@ -768,21 +759,21 @@ impl PeopleHome {
         lookups: &impl PeopleLookups,
     ) -> Step<Decision> {
         if found(lookups.username(user))?.is_none() {
-            return Err(refusal(ErrorCode::NotFound, format!("no user {user}")));
+            return Err(no(CoreError::NoSuchUser(user.clone())));
         }
         if found(lookups.is_blocked(user, me))? {
-            return Err(refusal(ErrorCode::Forbidden, format!("{user} does not accept messages from you")));
+            return Err(no(CoreError::RefusesMessages(user.clone())));
         }
         // One-time keys are a finite supply: a claimer takes few of one user's, and all
         // claimers together a bounded number, so none can drain them.
         lookups
             .take_key_claim(me, user, now_ms)
-            .map_err(|wait| rate_limited("too many one-time key claims; slow down", wait))?;
+            .map_err(|wait| no(CoreError::Throttled { what: Throttled::KeyClaims, retry_after_ms: wait }))?;
         let mut devices = found(lookups.devices(user))?;
         if let Some(only) = &device_id {
             devices.retain(|(d, _)| d == only);
             if devices.is_empty() {
-                return Err(refusal(ErrorCode::NotFound, format!("{user} has no device {only}")));
+                return Err(no(CoreError::NoSuchDevice { user: user.clone(), device: only.clone() }));
             }
         }
         let mut claimed = Vec::new();

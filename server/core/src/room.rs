@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use palaver_protocol::{
     ClientMsgId, Emoji, Encryption, FileRef, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind,
-    RoomName, RoomSettings, RoomSettingsPatch, TextError, UserId, Username, limits,
+    RoomName, RoomSettings, RoomSettingsPatch, UserId, Username, limits,
 };
 
 pub use governance::{Governance, Moderation};
@@ -186,7 +186,7 @@ impl HistoryWindow {
 
     /// `(before, after)` of a `history` cursor.
     fn decode_cursor(cursor: &str) -> Result<(Option<u64>, Option<u64>), CoreError> {
-        let invalid = || CoreError::Invalid("cursor is not a `next` of this list".into());
+        let invalid = || CoreError::Paging(palaver_protocol::paging::PagingError::Cursor);
         let key = palaver_protocol::paging::decode_cursor("history", cursor).map_err(|_| invalid())?;
         let (direction, seq) = key.split_at_checked(1).ok_or_else(invalid)?;
         let seq: u64 = seq.parse().map_err(|_| invalid())?;
@@ -237,9 +237,9 @@ impl Room {
         limits: RoomLimits,
     ) -> Result<Room, CoreError> {
         if kind == RoomKind::Direct {
-            return Err(CoreError::Invalid("direct rooms are opened with dm.open".into()));
+            return Err(CoreError::Mismatched("direct rooms are opened with dm.open"));
         }
-        let name = RoomName::new(name).map_err(|e| CoreError::Invalid(format!("room name: {e}")))?;
+        let name = RoomName::new(name).map_err(|error| CoreError::Text { field: "room name", error })?;
         Ok(Room::restore(id, name.into_string(), kind, [(owner, Role::Owner)], 0, 0, limits))
     }
 
@@ -383,7 +383,7 @@ impl Room {
     /// member again. Anyone else is refused: a direct room has two members at most.
     pub fn readmit_direct(&mut self, user: &UserId) -> Result<bool, CoreError> {
         if self.kind != RoomKind::Direct {
-            return Err(CoreError::Invalid("not a direct room".into()));
+            return Err(CoreError::Mismatched("not a direct room"));
         }
         if self.role_of(user).is_some() {
             return Ok(false);
@@ -421,12 +421,12 @@ impl Room {
         if self.kind != RoomKind::Public && self.role_of(user).is_none() {
             return Err(CoreError::PrivateRoom(self.id.clone()));
         }
-        let limit = sizes::HISTORY.of(request.limit).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let limit = sizes::HISTORY.of(request.limit).map_err(CoreError::Paging)?;
         let HistoryRequest { before, after, cursor, .. } = request;
         let (before, after) = match (before, after, cursor) {
             (None, None, Some(cursor)) => HistoryWindow::decode_cursor(&cursor)?,
             (before, after, None) if before.is_none() || after.is_none() => (before, after),
-            _ => return Err(CoreError::Invalid("give one of before, after and cursor".into())),
+            _ => return Err(CoreError::Mismatched("give one of before, after and cursor")),
         };
         // Never show what is not yet durable.
         let durable = self.durable_seq;
@@ -529,37 +529,38 @@ impl Room {
         file: Option<&FileRef>,
     ) -> Result<String, CoreError> {
         let validate = |text: String| {
-            MessageText::new(text, self.limits.max_text_chars).map(MessageText::into_string).map_err(|e| {
-                match e {
-                    TextError::TooLong { .. } => CoreError::TooLarge(e.to_string()),
-                    _ => CoreError::Invalid(e.to_string()),
-                }
-            })
+            MessageText::new(text, self.limits.max_text_chars)
+                .map(MessageText::into_string)
+                .map_err(|error| CoreError::Text { field: "text", error })
         };
         match (kind, file) {
             (MessageKind::System, _) => {
-                Err(CoreError::Invalid("system messages are written by the server".into()))
+                Err(CoreError::Mismatched("system messages are written by the server"))
             }
-            (MessageKind::Encrypted, Some(_)) => Err(CoreError::Invalid(
-                "an encrypted message carries no file (encrypt the file's key instead)".into(),
+            (MessageKind::Encrypted, Some(_)) => Err(CoreError::Mismatched(
+                "an encrypted message carries no file (encrypt the file's key instead)",
             )),
             // Ciphertext is opaque: only its size is checked, in bytes.
             (MessageKind::Encrypted, None) if text.is_empty() => {
-                Err(CoreError::Invalid("an encrypted message needs its ciphertext in `text`".into()))
+                Err(CoreError::Mismatched("an encrypted message needs its ciphertext in `text`"))
             }
-            (MessageKind::Encrypted, None) if text.len() > limits::MAX_CIPHERTEXT_BYTES => Err(
-                CoreError::TooLarge(format!("ciphertext is at most {} bytes", limits::MAX_CIPHERTEXT_BYTES)),
-            ),
+            (MessageKind::Encrypted, None) if text.len() > limits::MAX_CIPHERTEXT_BYTES => {
+                Err(CoreError::TooLong {
+                    field: "ciphertext",
+                    max: limits::MAX_CIPHERTEXT_BYTES,
+                    unit: "bytes",
+                })
+            }
             (MessageKind::Encrypted, None) => Ok(text),
-            (MessageKind::Text, Some(_)) => Err(CoreError::Invalid("a text message carries no file".into())),
+            (MessageKind::Text, Some(_)) => Err(CoreError::Mismatched("a text message carries no file")),
             (MessageKind::Text, None) => validate(text),
             (MessageKind::Image | MessageKind::File, None) => {
-                Err(CoreError::Invalid("image and file messages need `file`".into()))
+                Err(CoreError::Mismatched("image and file messages need `file`"))
             }
             (MessageKind::Image | MessageKind::File, Some(file)) => {
                 check_file(file)?;
                 if kind == MessageKind::Image && !file.content_type.starts_with("image/") {
-                    return Err(CoreError::Invalid("an image needs an image/* content type".into()));
+                    return Err(CoreError::Mismatched("an image needs an image/* content type"));
                 }
                 if text.is_empty() { Ok(text) } else { validate(text) }
             }
@@ -600,9 +601,7 @@ impl Room {
         let role = self.role_of(user).ok_or_else(|| CoreError::NotMember(self.id.clone()))?;
         // System messages are the room's record of its moderation: nobody erases them.
         if original.kind == MessageKind::System {
-            return Err(CoreError::NotPermitted(
-                "system messages are the room's record and cannot be deleted".into(),
-            ));
+            return Err(CoreError::SystemMessageStays);
         }
         if &original.sender != user && role < Role::Moderator {
             return Err(CoreError::NotModerator);
@@ -629,7 +628,7 @@ impl Room {
         if seq == 0 || seq > self.durable_seq {
             return Err(CoreError::NoSuchMessage(seq));
         }
-        Emoji::new(emoji).map_err(|e| CoreError::Invalid(format!("emoji: {e}")))
+        Emoji::new(emoji).map_err(|error| CoreError::Text { field: "emoji", error })
     }
 
     /// Installs the watermarks read from storage when the room is loaded.
@@ -654,7 +653,7 @@ impl Room {
             return Err(CoreError::NotMember(self.id.clone()));
         }
         if delivered.is_none() && read.is_none() {
-            return Err(CoreError::Invalid("give `delivered`, `read` or both".into()));
+            return Err(CoreError::Mismatched("give `delivered`, `read` or both"));
         }
         let cap = self.durable_seq;
         let (d0, r0) = self.receipt_of(user);
@@ -764,43 +763,45 @@ impl Room {
 /// `encryption` goes with kind `encrypted` and only with it, and names an algorithm and a
 /// device in a sane form (the rest is opaque).
 fn check_encryption(kind: MessageKind, encryption: Option<&Encryption>) -> Result<(), CoreError> {
-    let invalid = |m: &str| Err(CoreError::Invalid(m.into()));
+    let invalid = |field, rule| Err(CoreError::Malformed { field, rule });
     match (kind, encryption) {
-        (MessageKind::Encrypted, None) => invalid("an encrypted message needs `encryption`"),
+        (MessageKind::Encrypted, None) => {
+            Err(CoreError::Mismatched("an encrypted message needs `encryption`"))
+        }
         (MessageKind::Encrypted, Some(e)) => {
             let token = |s: &str, max: usize| {
                 !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
             };
             if !token(&e.algorithm, 128) {
-                return invalid("encryption.algorithm must be 1 to 128 printable characters");
+                return invalid("encryption.algorithm", "must be 1 to 128 printable characters");
             }
             if !crate::keys::valid_device_id(&e.sender_device) {
-                return invalid("encryption.sender_device must be 1 to 64 of [A-Za-z0-9_-]");
+                return invalid("encryption.sender_device", "must be 1 to 64 of [A-Za-z0-9_-]");
             }
             if e.session_id.as_deref().is_some_and(|s| !token(s, limits::MAX_KEY_BYTES)) {
-                return invalid("encryption.session_id must be 1 to 512 printable characters");
+                return invalid("encryption.session_id", "must be 1 to 512 printable characters");
             }
             Ok(())
         }
-        (_, Some(_)) => invalid("only encrypted messages carry `encryption`"),
+        (_, Some(_)) => Err(CoreError::Mismatched("only encrypted messages carry `encryption`")),
         (_, None) => Ok(()),
     }
 }
 
 /// Checks a shared file's description (the upload itself is checked where it is stored).
 fn check_file(file: &FileRef) -> Result<(), CoreError> {
-    let invalid = |m: &str| Err(CoreError::Invalid(format!("file: {m}")));
+    let invalid = |field, rule| Err(CoreError::Malformed { field, rule });
     if file.file_id.is_empty()
         || file.file_id.len() > 64
         || !file.file_id.bytes().all(|b| b.is_ascii_graphic())
     {
-        return invalid("file_id must be 1 to 64 printable characters");
+        return invalid("file.file_id", "must be 1 to 64 printable characters");
     }
     if file.name.trim().is_empty()
         || file.name.chars().count() > 255
         || file.name.chars().any(char::is_control)
     {
-        return invalid("name must be 1 to 255 characters without control characters");
+        return invalid("file.name", "must be 1 to 255 characters without control characters");
     }
     let valid_type = file.content_type.len() <= 127
         && file.content_type.split_once('/').is_some_and(|(t, s)| {
@@ -810,7 +811,7 @@ fn check_file(file: &FileRef) -> Result<(), CoreError> {
             token(t) && token(s)
         });
     if !valid_type {
-        return invalid("content_type must be type/subtype");
+        return invalid("file.content_type", "must be type/subtype");
     }
     Ok(())
 }
@@ -844,6 +845,7 @@ pub fn mentioned_usernames(text: &str) -> Vec<Username> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palaver_protocol::TextError;
     use proptest::prelude::*;
 
     fn user(name: &str) -> UserId {
@@ -940,9 +942,9 @@ mod tests {
         .unwrap();
         let o = user("o");
         let long = room.send(1, &o, draft("1", "abcd"), |_| None);
-        assert!(matches!(long, Err(CoreError::TooLarge(_))));
+        assert!(matches!(long, Err(CoreError::Text { error: TextError::TooLong { .. }, .. })));
         let ctrl = room.send(1, &o, draft("2", "a\u{0}"), |_| None);
-        assert!(matches!(ctrl, Err(CoreError::Invalid(_))));
+        assert!(matches!(ctrl, Err(CoreError::Text { error: TextError::ControlCharacter(0), .. })));
         assert_eq!(room.last_seq(), 0, "refused sends consume no seq");
     }
 
@@ -1036,7 +1038,7 @@ mod tests {
         assert_eq!((r.delivered, r.read), (5, 5), "capped at the durable seq; read implies delivered");
         assert_eq!(room.take_receipt_announcements(), vec![(bob.clone(), 5, 5)], "one per member");
         assert!(!room.has_receipt_announcements());
-        assert!(matches!(room.receipt(&bob, None, None), Err(CoreError::Invalid(_))));
+        assert!(matches!(room.receipt(&bob, None, None), Err(CoreError::Mismatched(_))));
         assert!(matches!(room.receipt(&user("x"), Some(1), None), Err(CoreError::NotMember(_))));
     }
 
@@ -1069,7 +1071,7 @@ mod tests {
         assert_eq!(room.check_edit(2_000, &bob, &tombstone, "x".into()), Err(CoreError::NoSuchMessage(1)));
         let notice = Message { kind: MessageKind::System, ..o.message };
         assert!(
-            matches!(room.check_delete(&owner, &notice), Err(CoreError::NotPermitted(_))),
+            matches!(room.check_delete(&owner, &notice), Err(CoreError::SystemMessageStays)),
             "the record stays"
         );
     }
@@ -1152,12 +1154,15 @@ mod tests {
         assert!(room.send(1, &owner, d.clone(), |_| None).is_ok());
         d.cid = cid("i2");
         d.file = Some(Box::new(FileRef { content_type: "text/plain".into(), ..file.clone() }));
-        assert!(matches!(room.send(1, &owner, d.clone(), |_| None), Err(CoreError::Invalid(_))));
+        let not_an_image = Err(CoreError::Mismatched("an image needs an image/* content type"));
+        assert_eq!(room.send(1, &owner, d.clone(), |_| None).map(|_| ()), not_an_image);
         d.kind = MessageKind::System;
-        assert!(matches!(room.send(1, &owner, d.clone(), |_| None), Err(CoreError::Invalid(_))));
+        let by_the_server = Err(CoreError::Mismatched("system messages are written by the server"));
+        assert_eq!(room.send(1, &owner, d.clone(), |_| None).map(|_| ()), by_the_server);
         let mut t = draft("t1", "text");
         t.file = Some(Box::new(file));
-        assert!(matches!(room.send(1, &owner, t, |_| None), Err(CoreError::Invalid(_))));
+        let no_file = Err(CoreError::Mismatched("a text message carries no file"));
+        assert_eq!(room.send(1, &owner, t, |_| None).map(|_| ()), no_file);
         let mut r = draft("r1", "reply");
         r.reply_to = Some(9);
         assert_eq!(room.send(1, &owner, r.clone(), |_| None), Err(CoreError::NoSuchMessage(9)));

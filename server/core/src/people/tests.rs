@@ -2,7 +2,7 @@
 //! refuses them) by hand, so decisions in flight are visible to the next request.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
-use palaver_protocol::PresenceStatus;
+use palaver_protocol::{ErrorCode, PresenceStatus};
 
 use super::*;
 use crate::memory::{MemoryStore, acts};

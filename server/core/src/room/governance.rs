@@ -71,13 +71,10 @@ const MAX_SLOW_MODE_SECS: u32 = 6 * 3600;
 
 pub(super) fn check_topic(topic: String) -> Result<String, CoreError> {
     if topic.chars().count() > limits::MAX_TOPIC_CHARS {
-        return Err(CoreError::TooLarge(format!(
-            "a topic is at most {} characters",
-            limits::MAX_TOPIC_CHARS
-        )));
+        return Err(CoreError::TooLong { field: "topic", max: limits::MAX_TOPIC_CHARS, unit: "characters" });
     }
     if topic.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(CoreError::Invalid("a topic has no control characters".into()));
+        return Err(CoreError::ControlCharacters("topic"));
     }
     Ok(topic.trim().to_owned())
 }
@@ -85,11 +82,9 @@ pub(super) fn check_topic(topic: String) -> Result<String, CoreError> {
 fn check_reason(reason: Option<String>) -> Result<Option<String>, CoreError> {
     match reason {
         Some(r) if r.chars().count() > limits::MAX_REASON_CHARS => {
-            Err(CoreError::TooLarge(format!("a reason is at most {} characters", limits::MAX_REASON_CHARS)))
+            Err(CoreError::TooLong { field: "reason", max: limits::MAX_REASON_CHARS, unit: "characters" })
         }
-        Some(r) if r.chars().any(char::is_control) => {
-            Err(CoreError::Invalid("a reason has no control characters".into()))
-        }
+        Some(r) if r.chars().any(char::is_control) => Err(CoreError::ControlCharacters("reason")),
         Some(r) if r.trim().is_empty() => Ok(None),
         other => Ok(other),
     }
@@ -153,7 +148,7 @@ impl Room {
 
     fn no_moderation_in_dms(&self) -> Result<(), CoreError> {
         if self.kind == RoomKind::Direct {
-            return Err(CoreError::NotPermitted("direct rooms have no invitations or moderation".into()));
+            return Err(CoreError::DirectRoomsUngoverned);
         }
         Ok(())
     }
@@ -174,19 +169,19 @@ impl Room {
         self.no_moderation_in_dms()?;
         let role = self.actor_role(actor)?;
         if role < self.settings.invite_role {
-            return Err(CoreError::NotPermitted(format!(
-                "inviting needs the {} role in this room",
-                self.settings.invite_role.name()
-            )));
+            return Err(CoreError::NeedsRole {
+                role: self.settings.invite_role,
+                to: "inviting in this room",
+            });
         }
         if self.members.contains_key(target) {
-            return Err(CoreError::Conflict(format!("{target} is already a member")));
+            return Err(CoreError::AlreadyMember(target.clone()));
         }
         if self.bans.contains(target) {
-            return Err(CoreError::NotPermitted(format!("{target} is banned from this room")));
+            return Err(CoreError::TargetBanned(target.clone()));
         }
         if blocked_by_target {
-            return Err(CoreError::NotPermitted(format!("{target} does not accept invitations from you")));
+            return Err(CoreError::RefusesInvitations(target.clone()));
         }
         Ok(self.invites.insert(target.clone()))
     }
@@ -200,18 +195,15 @@ impl Room {
     /// with strictly less power (never themselves).
     fn check_power_over(&self, actor: &UserId, actor_role: Role, target: &UserId) -> Result<(), CoreError> {
         if actor_role < Role::Moderator {
-            return Err(CoreError::NotPermitted("this needs the moderator role or above".into()));
+            return Err(CoreError::NeedsRole { role: Role::Moderator, to: "moderating" });
         }
         if actor == target {
-            return Err(CoreError::Invalid("moderators act on others, not themselves".into()));
+            return Err(CoreError::Oneself("moderators act on others, not themselves"));
         }
         if let Some(target_role) = self.role_of(target)
             && target_role >= actor_role
         {
-            return Err(CoreError::NotPermitted(format!(
-                "{target} is a {}: only someone above that role may do this",
-                target_role.name()
-            )));
+            return Err(CoreError::Outranks { target: target.clone(), role: target_role });
         }
         Ok(())
     }
@@ -239,7 +231,7 @@ impl Room {
             if room.members.contains_key(target) {
                 Ok(())
             } else {
-                Err(CoreError::NotFound(format!("{target} is not a member of {}", room.id)))
+                Err(CoreError::TargetNotMember(target.clone()))
             }
         };
         match action {
@@ -254,7 +246,7 @@ impl Room {
                 let reason = check_reason(reason)?;
                 self.check_power_over(actor, actor_role, target)?;
                 if self.bans.contains(target) {
-                    return Err(CoreError::Conflict(format!("{target} is already banned")));
+                    return Err(CoreError::AlreadyBanned(target.clone()));
                 }
                 self.forget_member(target);
                 self.invites.remove(target);
@@ -266,17 +258,18 @@ impl Room {
             Moderation::Unban => {
                 self.check_power_over(actor, actor_role, target)?;
                 if !self.bans.remove(target) {
-                    return Err(CoreError::Conflict(format!("{target} is not banned")));
+                    return Err(CoreError::NotBanned(target.clone()));
                 }
                 Ok(notice(SystemAction::Unbanned, None, None, None))
             }
             Moderation::Mute { duration_secs, reason } => {
                 let reason = check_reason(reason)?;
                 if !(1..=limits::MAX_MUTE_SECS).contains(&duration_secs) {
-                    return Err(CoreError::Invalid(format!(
-                        "duration_secs must be 1 to {}",
-                        limits::MAX_MUTE_SECS
-                    )));
+                    return Err(CoreError::OutOfRange {
+                        field: "duration_secs",
+                        min: 1,
+                        max: limits::MAX_MUTE_SECS,
+                    });
                 }
                 member(self)?;
                 self.check_power_over(actor, actor_role, target)?;
@@ -288,41 +281,36 @@ impl Room {
                 member(self)?;
                 self.check_power_over(actor, actor_role, target)?;
                 if self.muted_until(target, now_ms).is_none() {
-                    return Err(CoreError::Conflict(format!("{target} is not muted")));
+                    return Err(CoreError::NotMuted(target.clone()));
                 }
                 self.mutes.remove(target);
                 Ok(notice(SystemAction::Unmuted, None, None, None))
             }
             Moderation::SetRole(role) => {
                 if role == Role::Owner {
-                    return Err(CoreError::Invalid("ownership moves with room.transfer".into()));
+                    return Err(CoreError::Mismatched("ownership moves with room.transfer"));
                 }
                 if actor_role < Role::Admin {
-                    return Err(CoreError::NotPermitted(
-                        "changing roles needs the admin role or above".into(),
-                    ));
+                    return Err(CoreError::NeedsRole { role: Role::Admin, to: "changing roles" });
                 }
                 member(self)?;
                 self.check_power_over(actor, actor_role, target)?;
                 if role >= actor_role {
-                    return Err(CoreError::NotPermitted(format!(
-                        "a {} may give roles below their own only",
-                        actor_role.name()
-                    )));
+                    return Err(CoreError::RolesBelowYours(actor_role));
                 }
                 if self.role_of(target) == Some(role) {
-                    return Err(CoreError::Conflict(format!("{target} is already a {}", role.name())));
+                    return Err(CoreError::AlreadyHasRole { target: target.clone(), role });
                 }
                 self.members.insert(target.clone(), role);
                 Ok(notice(SystemAction::RoleChanged, Some(role), None, None))
             }
             Moderation::Transfer => {
                 if actor_role != Role::Owner {
-                    return Err(CoreError::NotPermitted("only the owner may transfer the room".into()));
+                    return Err(CoreError::OwnerOnly("transfer the room"));
                 }
                 member(self)?;
                 if actor == target {
-                    return Err(CoreError::Invalid("the room is already yours".into()));
+                    return Err(CoreError::Oneself("the room is already yours"));
                 }
                 self.members.insert(target.clone(), Role::Owner);
                 self.members.insert(actor.clone(), Role::Admin);
@@ -338,10 +326,11 @@ impl Room {
         if let Some(max) = patch.max_members {
             let floor = (self.members.len() as u32).max(2);
             if max < floor || max > self.limits.max_members_cap {
-                return Err(CoreError::Invalid(format!(
-                    "max_members must be {floor} to {} here",
-                    self.limits.max_members_cap
-                )));
+                return Err(CoreError::OutOfRange {
+                    field: "max_members",
+                    min: u64::from(floor),
+                    max: u64::from(self.limits.max_members_cap),
+                });
             }
             settings.max_members = max;
         }
@@ -350,7 +339,11 @@ impl Room {
         }
         if let Some(secs) = patch.slow_mode_secs {
             if secs > MAX_SLOW_MODE_SECS {
-                return Err(CoreError::Invalid(format!("slow_mode_secs must be 0 to {MAX_SLOW_MODE_SECS}")));
+                return Err(CoreError::OutOfRange {
+                    field: "slow_mode_secs",
+                    min: 0,
+                    max: u64::from(MAX_SLOW_MODE_SECS),
+                });
             }
             settings.slow_mode_secs = secs;
         }
@@ -371,19 +364,19 @@ impl Room {
     ) -> Result<SystemNotice, CoreError> {
         self.no_moderation_in_dms()?;
         if self.actor_role(actor)? < Role::Admin {
-            return Err(CoreError::NotPermitted("changing the room needs the admin role or above".into()));
+            return Err(CoreError::NeedsRole { role: Role::Admin, to: "changing the room" });
         }
         let name = name
             .map(|n| RoomName::new(n).map(RoomName::into_string))
             .transpose()
-            .map_err(|e| CoreError::Invalid(format!("room name: {e}")))?;
+            .map_err(|error| CoreError::Text { field: "room name", error })?;
         let topic = topic.map(check_topic).transpose()?;
         let settings = patch.map(|p| self.patched_settings(&p)).transpose()?;
         let unchanged = name.as_ref().is_none_or(|n| *n == self.name)
             && topic.as_ref().is_none_or(|t| *t == self.topic)
             && settings.is_none_or(|s| s == self.settings);
         if unchanged {
-            return Err(CoreError::Invalid("nothing to change".into()));
+            return Err(CoreError::NothingToChange);
         }
         if let Some(name) = name {
             self.name = name;
@@ -408,7 +401,7 @@ impl Room {
     pub fn check_delete_room(&self, actor: &UserId) -> Result<(), CoreError> {
         self.no_moderation_in_dms()?;
         if self.actor_role(actor)? != Role::Owner {
-            return Err(CoreError::NotPermitted("only the owner may delete the room".into()));
+            return Err(CoreError::OwnerOnly("delete the room"));
         }
         Ok(())
     }
