@@ -2,6 +2,10 @@
 //! ticket; the thread folds everything that is pending into one atomic fjall batch and
 //! one journal sync, then reports the whole group's tickets at once. While one sync runs,
 //! the next group gathers, so the sync cost is shared by every concurrent writer.
+//!
+//! Every message append passes the log fence ([`SeqFence`]): it must take the seq right
+//! after its room's last stored one. An owner whose earlier write was refused may still
+//! have later seqs queued; the fence refuses them too, so a room's log never has a hole.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -9,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::StorageError;
 use crate::store::{Durability, Store};
-use palaver_core::records::Write;
+use palaver_core::records::{OutOfOrder, SeqFence, Write};
 
 /// Most writes folded into one batch; more wait for the next group.
 const MAX_GROUP_WRITES: usize = 8_192;
@@ -150,15 +154,74 @@ impl<T> Group<T> {
             Request::Stop => true,
         }
     }
+}
 
-    /// The group's writes in submission order, moved into one vector of the right size
-    /// (growing it submission by submission reallocated, and zeroed fresh pages for,
-    /// every large group), and its tickets.
-    fn into_writes(self) -> (Vec<Write>, Vec<T>) {
-        let mut writes = Vec::with_capacity(self.count);
-        self.submitted.into_iter().for_each(|w| writes.extend(w));
-        (writes, self.tickets)
+/// One run of submissions with the same outcome, in submission order: admitted ones
+/// together, each refused one alone (with why).
+struct Run<T> {
+    tickets: Vec<T>,
+    writes: Vec<Write>,
+    refused: Option<OutOfOrder>,
+}
+
+/// Commits one group: the submissions the log fence admits go into one atomic batch
+/// (their writes moved into one vector of the right size: growing it submission by
+/// submission reallocated, and zeroed fresh pages for, every large group); the others
+/// are refused [`StorageError::OutOfOrder`] without touching storage. Reports every
+/// ticket in submission order.
+fn commit_group<T>(store: &Store, group: Group<T>, on_done: &mut impl FnMut(CommitDone<T>)) -> bool {
+    let Group { submitted, tickets, count } = group;
+    let mut fence = SeqFence::new();
+    let mut verdicts = Vec::with_capacity(submitted.len());
+    for writes in &submitted {
+        match fence.admit(writes, |room| store.last_seq(room)) {
+            Ok(Ok(())) => verdicts.push(Ok(())),
+            Ok(Err(gap)) => {
+                tracing::error!("refused a write that would leave a hole in a room's log: {gap}");
+                verdicts.push(Err(gap));
+            }
+            // Storage cannot even be read: the whole group fails as its apply would.
+            Err(e) => {
+                on_done(CommitDone { tickets, result: Err(Arc::new(e)), writes: Vec::new() });
+                return true;
+            }
+        }
     }
+    let mut batch = Vec::with_capacity(count);
+    let mut sizes = Vec::with_capacity(submitted.len());
+    for (writes, verdict) in submitted.into_iter().zip(&verdicts) {
+        sizes.push(writes.len());
+        if verdict.is_ok() {
+            batch.extend(writes);
+        }
+    }
+    let applied = !batch.is_empty();
+    let result = if applied { store.apply(&batch).map_err(Arc::new) } else { Ok(()) };
+    // Split the batch back into runs of consecutive tickets with one outcome.
+    let mut runs: Vec<Run<T>> = Vec::new();
+    let mut rest = batch.into_iter();
+    for ((ticket, verdict), size) in tickets.into_iter().zip(verdicts).zip(sizes) {
+        match verdict {
+            Ok(()) => {
+                if runs.last().is_none_or(|run| run.refused.is_some()) {
+                    runs.push(Run { tickets: Vec::new(), writes: Vec::new(), refused: None });
+                }
+                if let Some(run) = runs.last_mut() {
+                    run.tickets.push(ticket);
+                    run.writes.extend(rest.by_ref().take(size));
+                }
+            }
+            Err(gap) => runs.push(Run { tickets: vec![ticket], writes: Vec::new(), refused: Some(gap) }),
+        }
+    }
+    for Run { tickets, writes, refused } in runs {
+        let result = match refused {
+            None => result.clone(),
+            Some(gap) => Err(Arc::new(StorageError::OutOfOrder(gap))),
+        };
+        on_done(CommitDone { tickets, result, writes });
+    }
+    applied && result.is_ok()
 }
 
 fn run<T>(store: &Store, rx: &flume::Receiver<Request<T>>, on_done: &mut impl FnMut(CommitDone<T>)) {
@@ -199,12 +262,10 @@ fn run<T>(store: &Store, rx: &flume::Receiver<Request<T>>, on_done: &mut impl Fn
             if group.tickets.is_empty() {
                 break;
             }
-            let (writes, tickets) = group.into_writes();
-            let result = store.apply(&writes).map_err(Arc::new);
-            if result.is_ok() && buffered && unsynced_since.is_none() {
+            let wrote = commit_group(store, group, on_done);
+            if wrote && buffered && unsynced_since.is_none() {
                 unsynced_since = Some(Instant::now());
             }
-            on_done(CommitDone { tickets, result, writes });
         }
         if stop {
             break;
@@ -285,5 +346,30 @@ mod tests {
                 .unwrap(),
             Some((7, 1_007))
         );
+    }
+
+    #[test]
+    fn an_append_that_would_leave_a_hole_is_refused_alone_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (RoomId::parse("r_a").unwrap(), RoomId::parse("r_b").unwrap());
+        let store = Arc::new(Store::open(dir.path(), Durability::Fsync).unwrap());
+        let (done_tx, done_rx) = flume::unbounded();
+        let committer = GroupCommitter::start(store.clone(), move |done: CommitDone<&'static str>| {
+            let ok = done.result.is_ok();
+            for t in done.tickets {
+                done_tx.send((t, ok)).unwrap();
+            }
+        });
+        let append = |room: &RoomId, seq| vec![Write::AppendMessage(message(room, seq))];
+        // Room a's seq 2 was refused (never submitted here): 3 must not land after 1.
+        committer.submit(append(&a, 1), "a1").unwrap();
+        committer.submit(append(&a, 3), "a3").unwrap();
+        committer.submit(append(&b, 1), "b1").unwrap();
+        committer.submit(append(&a, 2), "a2").unwrap();
+        let outcomes: Vec<_> = (0..4).map(|_| done_rx.recv().unwrap()).collect();
+        assert_eq!(outcomes, vec![("a1", true), ("a3", false), ("b1", true), ("a2", true)]);
+        committer.shutdown();
+        assert_eq!(store.last_seq(&a).unwrap(), 2);
+        assert_eq!(store.last_seq(&b).unwrap(), 1);
     }
 }

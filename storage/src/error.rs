@@ -65,6 +65,10 @@ pub enum StorageError {
     /// nothing was written.
     #[error("cluster log: {0}")]
     Replication(String),
+    /// A message append did not follow its room's log (an earlier write of the room was
+    /// refused): nothing of its submission was written.
+    #[error("{0}")]
+    OutOfOrder(palaver_core::records::OutOfOrder),
     /// A file beside the database could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -81,7 +85,12 @@ impl StorageError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::Poisoned | Self::Reopening | Self::Closed | Self::DiskFull { .. } | Self::Replication(_)
+            Self::Poisoned
+                | Self::Reopening
+                | Self::Closed
+                | Self::DiskFull { .. }
+                | Self::Replication(_)
+                | Self::OutOfOrder(_)
         )
     }
 }

@@ -230,6 +230,11 @@ impl MemoryStore {
         })
     }
 
+    /// A room's last stored seq (0 when it has no message).
+    pub fn last_seq(&self, room: &RoomId) -> u64 {
+        self.room(room).and_then(|r| r.messages.keys().next_back().copied()).unwrap_or(0)
+    }
+
     /// A room's stored messages, by seq.
     pub fn messages(&self, room: &RoomId) -> Vec<Message> {
         self.room(room).map(|r| r.messages.values().cloned().collect()).unwrap_or_default()

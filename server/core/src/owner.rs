@@ -17,6 +17,8 @@
 mod effects;
 mod lookups;
 #[cfg(test)]
+mod simulation;
+#[cfg(test)]
 mod tests;
 mod words;
 

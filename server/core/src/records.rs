@@ -368,3 +368,61 @@ impl Write {
         }
     }
 }
+
+/// A message append that would leave a hole in (or rewrite) its room's log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{room}: seq {seq} does not follow the log, whose next seq is {expected}")]
+pub struct OutOfOrder {
+    /// The room.
+    pub room: palaver_protocol::RoomId,
+    /// The seq the append carries.
+    pub seq: u64,
+    /// The seq that would follow the room's log.
+    pub expected: u64,
+}
+
+/// The fence on a room's log: every appended message takes the seq right after the
+/// room's last, so a log never has a hole, whatever an owner decided before a refused
+/// write. One per group commit: it learns each room's last stored seq once (`last_seq`)
+/// and follows the appends it admitted.
+#[derive(Debug, Default)]
+pub struct SeqFence {
+    next: std::collections::HashMap<palaver_protocol::RoomId, u64>,
+}
+
+impl SeqFence {
+    /// A fence knowing nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Admits `writes` (one submission, all or nothing) if each of their appends takes
+    /// its room's next seq; `last_seq` reads a room's last stored seq the first time the
+    /// fence meets the room.
+    pub fn admit<E>(
+        &mut self,
+        writes: &[Write],
+        mut last_seq: impl FnMut(&palaver_protocol::RoomId) -> Result<u64, E>,
+    ) -> Result<Result<(), OutOfOrder>, E> {
+        let mut admitted: Vec<(&palaver_protocol::RoomId, u64)> = Vec::new();
+        for write in writes {
+            let Write::AppendMessage(message) = write else { continue };
+            let room = &message.room;
+            let expected = match admitted.iter().rev().find(|(r, _)| *r == room) {
+                Some((_, seq)) => seq + 1,
+                None => match self.next.get(room) {
+                    Some(next) => *next,
+                    None => last_seq(room)? + 1,
+                },
+            };
+            if message.seq != expected {
+                return Ok(Err(OutOfOrder { room: room.clone(), seq: message.seq, expected }));
+            }
+            admitted.push((room, message.seq));
+        }
+        for (room, seq) in admitted {
+            self.next.insert(room.clone(), seq + 1);
+        }
+        Ok(Ok(()))
+    }
+}
