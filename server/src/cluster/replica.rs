@@ -31,6 +31,7 @@ pub struct LogPublisher {
 
 #[derive(serde::Serialize)]
 struct LogRecordOut<'a> {
+    format: u32,
     node: &'a str,
     incarnation: u64,
     writes: &'a [Write],
@@ -43,7 +44,8 @@ impl Replicator for LogPublisher {
             [Write::PutUser(user)] => (wire::log_of_username(user.username.as_str()), true),
             _ => (wire::log_of_node(node), false),
         };
-        let record = LogRecordOut { node, incarnation: self.cluster.incarnation, writes };
+        let record =
+            LogRecordOut { format: wire::LOG_FORMAT, node, incarnation: self.cluster.incarnation, writes };
         let payload = serde_json::to_vec(&record).map_err(|e| StorageError::Replication(e.to_string()))?;
         let (done, outcome) = flume::bounded(1);
         self.to_service
@@ -105,11 +107,29 @@ pub fn run_replica(
         {
             batch.push(next);
         }
-        let position = batch.last().map_or(0, |(p, _)| *p);
+        let mut position = batch.first().map_or(0, |(p, _)| p.saturating_sub(1));
         let mut writes = Vec::new();
         let mut applied = 0u64;
+        let mut halted = false;
         for (at, payload) in &batch {
             match serde_json::from_slice::<LogRecord>(payload) {
+                // A record this build cannot read stops replication where it is: skipping
+                // it would leave this replica different from the others for good.
+                Ok(r) if r.format > wire::LOG_FORMAT => {
+                    tracing::error!(
+                        position = at,
+                        format = r.format,
+                        "the cluster log holds a record of a newer format: replication stops here until this node is upgraded"
+                    );
+                    halted = true;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        position = at,
+                        "undecodable cluster log record: {e}; replication stops here"
+                    );
+                    halted = true;
+                }
                 // This process applies its own records itself, right after the log took
                 // them; the position recorded below must not pass one before that.
                 Ok(r)
@@ -120,8 +140,11 @@ pub fn run_replica(
                     applied += 1;
                     writes.extend(r.writes);
                 }
-                Err(e) => tracing::error!(position = at, "undecodable cluster log record skipped: {e}"),
             }
+            if halted {
+                break;
+            }
+            position = *at;
         }
         if !writes.is_empty() {
             // A replica that cannot apply stays where it is (and so never takes over a
@@ -145,6 +168,9 @@ pub fn run_replica(
             if let Write::AppendMessage(message) = write {
                 mesh.send(mesh.owner(&message.room), ShardMsg::Replicated(Box::new(message)));
             }
+        }
+        if halted {
+            return;
         }
     }
 }

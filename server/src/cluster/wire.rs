@@ -50,9 +50,21 @@ pub struct Beat {
     pub ready: bool,
 }
 
+/// The format of the cluster log's records this build writes and reads. A record of a
+/// newer format is not skipped (the replica would silently diverge): replication stops
+/// there until this node is upgraded.
+pub const LOG_FORMAT: u32 = 1;
+
+fn first_log_format() -> u32 {
+    1
+}
+
 /// One record of the cluster log: writes one node applied as one atomic batch.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LogRecord {
+    /// Its format ([`LOG_FORMAT`]; absent in the first format's records).
+    #[serde(default = "first_log_format")]
+    pub format: u32,
     pub node: String,
     pub incarnation: u64,
     pub writes: Vec<Write>,
@@ -161,6 +173,7 @@ mod tests {
             encryption: None,
         };
         let record = LogRecord {
+            format: LOG_FORMAT,
             node: "n1".into(),
             incarnation: 3,
             writes: vec![Write::AppendMessage(message.clone())],
@@ -171,5 +184,14 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(log_of_username("ab"), "palaver.log.u.6162");
+    }
+
+    #[test]
+    fn a_record_says_its_format_and_the_first_format_needs_none() {
+        let record = LogRecord { format: LOG_FORMAT, node: "n1".into(), incarnation: 1, writes: Vec::new() };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["format"], LOG_FORMAT);
+        let old: LogRecord = serde_json::from_str(r#"{"node":"n1","incarnation":1,"writes":[]}"#).unwrap();
+        assert_eq!(old.format, 1);
     }
 }
