@@ -256,8 +256,7 @@ fn run_shard(
         monoio::spawn(crate::conn::quic_session::accept_loop(shard.clone(), quic_sessions));
         monoio::spawn(crate::conn::socket::heartbeat(shard.clone()));
         monoio::spawn(crate::conn::pacing::run(shard.write_pacer.clone()));
-        monoio::spawn(shard::room_ticks(shard.clone()));
-        monoio::spawn(shard::presence_ticks(shard.clone()));
+        monoio::spawn(shard::ticks(shard.clone()));
         shard.run_inbox(inbox).await;
     };
     if monoio::utils::detect_uring() {

@@ -21,6 +21,7 @@ use palaver_protocol::RoomId;
 use palaver_storage::{CidFilter, CidHash};
 
 use super::Shard;
+use super::messages::ShardMsg;
 
 /// Tells the builds apart: the answer to an earlier load of the same room (unloaded and
 /// loaded again since) must not replace the filter of the later one.
@@ -88,7 +89,7 @@ impl KnownCids {
     }
 
     /// The build `build` ended with `filter` (`None`: too many cids, or it failed).
-    fn built(&mut self, build: u64, filter: Option<CidFilter>) {
+    pub(super) fn built(&mut self, build: u64, filter: Option<CidFilter>) {
         let Self::Building { build: current, appended } = self else { return };
         if *current != build {
             return;
@@ -123,9 +124,8 @@ fn start_build(shard: &Rc<Shard>, room: RoomId) -> KnownCids {
             }
             Err(_) => None,
         };
-        if let Some(held) = shard.owned.borrow_mut().rooms.get_mut(&room) {
-            held.cids.built(build, filter);
-        }
+        // The room's state belongs to the inbox task: the answer goes there.
+        shard.mesh().send(shard.id, ShardMsg::CidsBuilt { room, build, filter });
     });
     KnownCids::Building { build, appended: Vec::new() }
 }

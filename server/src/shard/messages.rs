@@ -235,6 +235,19 @@ pub enum ShardMsg {
         /// What.
         action: RoomAction,
     },
+    /// A room's cid filter finished building, for its owner (`known_cids`).
+    CidsBuilt {
+        /// The room.
+        room: RoomId,
+        /// Which build.
+        build: u64,
+        /// The filter (`None`: too many cids, or the build failed).
+        filter: Option<palaver_storage::CidFilter>,
+    },
+    /// Time for the owners' periodic work.
+    RoomTick,
+    /// Time for the people home's periodic work.
+    PresenceTick,
     /// A group commit finished (for the submitting owner).
     Committed {
         /// This shard's tickets of the group.

@@ -18,8 +18,8 @@ use std::time::Duration;
 pub use conns::{Conn, Conns};
 pub use fanout::{Subscribers, unsubscribe_all};
 use messages::{Mesh, ShardMsg};
-pub use owner::{OwnedRooms, room_ticks};
-pub use people::{People, PresenceTable, presence_ticks};
+pub use owner::OwnedRooms;
+pub use people::PresenceTable;
 
 use crate::conn::pacing::WritePacer;
 use crate::shared::Shared;
@@ -27,7 +27,9 @@ use crate::shared::Shared;
 /// How long a shutting-down shard waits for in-flight writes and for sockets to flush.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One shard's state. Single-threaded: `Rc` and `RefCell`, never `Arc` and locks.
+/// One shard: what its tasks share (the connections and their plumbing). Single-threaded:
+/// `Rc` and `RefCell`, never `Arc` and locks. The rooms, the relay and the people home
+/// are the inbox task's alone ([`State`]).
 pub struct Shard {
     /// This shard's index.
     pub id: usize,
@@ -35,17 +37,10 @@ pub struct Shard {
     pub shared: Arc<Shared>,
     /// The connections living on this shard.
     pub conns: Conns,
-    /// Rooms owned by this shard.
-    pub owned: RefCell<OwnedRooms>,
     /// Local subscribers of any room.
     pub subscribers: RefCell<Subscribers>,
-    /// Cluster: rooms owned by another node, with the local shards subscribed to them
-    /// (this shard is their hub: it relays what the owner's node sends).
-    pub relayed: RefCell<rustc_hash::FxHashMap<palaver_protocol::RoomId, std::collections::BTreeSet<usize>>>,
-    /// Cluster: commands waiting for their room's ownership to settle.
-    pub parked: RefCell<Vec<relay::Parked>>,
-    /// Presence and people state (home role) and local presence followers.
-    pub people: RefCell<People>,
+    /// Local sockets following users' presence.
+    pub followers: RefCell<people::Followers>,
     /// Tickets submitted to the committer and not yet reported back.
     pub outstanding_commits: Cell<usize>,
     /// Set once shutdown begins: no new connections or writes.
@@ -57,17 +52,13 @@ pub struct Shard {
 impl Shard {
     /// A fresh shard.
     pub fn new(id: usize, shared: Arc<Shared>) -> Rc<Shard> {
-        let people = People::new(shared.config.presence_interval_ms, shared.mesh.len());
         let write_pacer = WritePacer::new(Duration::from_millis(shared.config.write_pacing_ms));
         Rc::new(Shard {
             id,
             shared,
             conns: Conns::default(),
-            owned: RefCell::new(OwnedRooms::default()),
             subscribers: RefCell::new(Subscribers::default()),
-            relayed: RefCell::default(),
-            parked: RefCell::default(),
-            people: RefCell::new(people),
+            followers: RefCell::default(),
             outstanding_commits: Cell::new(0),
             draining: Cell::new(false),
             write_pacer,
@@ -79,49 +70,92 @@ impl Shard {
         &self.shared.mesh
     }
 
-    /// Runs the inbox until the shard exits. Messages are drained in batches per wake-up.
+    /// Runs the inbox until the shard exits: the task that owns the shard's [`State`].
+    /// Messages are drained in batches per wake-up.
     pub async fn run_inbox(self: &Rc<Self>, inbox: flume::Receiver<ShardMsg>) {
+        let mut state = State::new(&self.shared);
         while let Ok(first) = inbox.recv_async().await {
             let mut next = Some(first);
             while let Some(msg) = next {
                 if matches!(msg, ShardMsg::Exit) {
                     return;
                 }
-                self.handle(msg);
+                self.handle(&mut state, msg);
                 next = inbox.try_recv().ok();
             }
         }
     }
 
-    fn handle(self: &Rc<Self>, msg: ShardMsg) {
+    fn handle(self: &Rc<Self>, state: &mut State, msg: ShardMsg) {
         match msg {
-            ShardMsg::Command { origin, action } => owner::on_command(self, origin, action),
-            ShardMsg::Committed { works, result } => owner::on_committed(self, works, result),
-            ShardMsg::Unsubscribe { room, shard } => owner::on_unsubscribe(self, &room, shard),
+            ShardMsg::Command { origin, action } => owner::on_command(self, state, origin, action),
+            ShardMsg::Committed { works, result } => owner::on_committed(self, state, works, result),
+            ShardMsg::Unsubscribe { room, shard } => owner::on_unsubscribe(state, &room, shard),
+            ShardMsg::CidsBuilt { room, build, filter } => owner::on_cids_built(state, &room, build, filter),
+            ShardMsg::RoomTick => owner::on_tick(self, state),
+            ShardMsg::PresenceTick => people::on_tick(self, &mut state.home),
             ShardMsg::Deliver(delivery) => fanout::deliver(self, &delivery),
             ShardMsg::Ephemeral(event) => fanout::deliver_ephemeral(self, &event),
             ShardMsg::Reply(reply) => fanout::on_reply(self, reply),
             ShardMsg::MemberGone { room, user } => fanout::member_gone(self, &room, &user),
             ShardMsg::RoomGone { room } => fanout::room_gone(self, &room),
-            ShardMsg::People { origin, action } => people::on_people(self, origin, action),
-            ShardMsg::SessionUp { user, shard } => people::on_session_up(self, user, shard),
-            ShardMsg::SessionDown { user, shard } => people::on_session_down(self, user, shard),
-            ShardMsg::Watch { user, shard, on } => people::on_watch(self, user, shard, on),
-            ShardMsg::Notify(notice) => people::on_notify(self, *notice),
+            ShardMsg::People { origin, action } => people::on_people(self, &mut state.home, origin, action),
+            ShardMsg::SessionUp { user, shard } => people::on_session_up(self, &mut state.home, user, shard),
+            ShardMsg::SessionDown { user, shard } => {
+                people::on_session_down(self, &mut state.home, user, shard)
+            }
+            ShardMsg::Watch { user, shard, on } => people::on_watch(&mut state.home, user, shard, on),
+            ShardMsg::Notify(notice) => people::on_notify(self, &state.home, *notice),
             ShardMsg::UserEvent(notice) => people::on_user_event(self, &notice),
             ShardMsg::Presence(fanout) => people::on_presence(self, &fanout),
-            ShardMsg::ClusterView => relay::on_cluster_view(self),
+            ShardMsg::ClusterView => relay::on_cluster_view(self, state),
             ShardMsg::ForwardedReply { origin_shard, reply } => {
-                relay::on_forwarded_reply(self, origin_shard, reply)
+                relay::on_forwarded_reply(self, &mut state.relay, origin_shard, reply)
             }
-            ShardMsg::Replicated(message) => relay::on_replicated(self, *message),
-            ShardMsg::RoomEvent(event) => relay::on_room_event(self, *event),
+            ShardMsg::Replicated(message) => relay::on_replicated(self, state, *message),
+            ShardMsg::RoomEvent(event) => relay::on_room_event(self, state, *event),
             ShardMsg::Shutdown => {
                 if !self.draining.replace(true) {
                     monoio::spawn(drain(self.clone()));
                 }
             }
             ShardMsg::Exit => {}
+        }
+    }
+}
+
+/// What a shard's inbox task owns: the rooms it owns, its hub role in a cluster and its
+/// people home. Nothing else reaches them: they change only by the messages it handles.
+pub struct State {
+    rooms: OwnedRooms,
+    relay: relay::Relay,
+    home: people::Home,
+}
+
+impl State {
+    fn new(shared: &Shared) -> Self {
+        Self {
+            rooms: OwnedRooms::default(),
+            relay: relay::Relay::default(),
+            home: people::Home::new(shared.config.presence_interval_ms, shared.mesh.len()),
+        }
+    }
+}
+
+/// Ticks a shard's inbox for its periodic work: the owners' every 0.5 s, the people
+/// home's several times per presence interval.
+pub async fn ticks(shard: Rc<Shard>) {
+    let presence_every = Duration::from_millis((shard.shared.config.presence_interval_ms / 4).clamp(25, 250));
+    let mut next_room_tick = std::time::Instant::now() + owner::ROOM_TICK;
+    loop {
+        monoio::time::sleep(presence_every).await;
+        if shard.draining.get() {
+            return;
+        }
+        shard.mesh().send(shard.id, ShardMsg::PresenceTick);
+        if std::time::Instant::now() >= next_room_tick {
+            next_room_tick += owner::ROOM_TICK;
+            shard.mesh().send(shard.id, ShardMsg::RoomTick);
         }
     }
 }

@@ -17,14 +17,15 @@ use palaver_protocol::{
     ClientMsgId, ErrorBody, ErrorCode, Event, FriendState, Message, PresenceStatus, ReactionSummary,
     ReplyBody, RoomId, ServerFrame, UserId, Username,
 };
-use palaver_storage::{CidHash, FileRecord, RoomRecord, StorageError, Write};
+use palaver_storage::{CidFilter, CidHash, FileRecord, RoomRecord, StorageError, Write};
 use rustc_hash::FxHashMap;
 
-use super::Shard;
 use super::known_cids::KnownCids;
 use super::messages::{
     CommitWork, Delivery, Ephemeral, LazyFrames, Origin, Reply, RoomAction, ShardMsg, Ticket,
 };
+use super::relay::Relay;
+use super::{Shard, State};
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
 
@@ -42,6 +43,8 @@ pub(super) struct HeldRoom {
 pub struct OwnedRooms {
     pub(super) rooms: FxHashMap<RoomId, HeldRoom>,
     fx: Effects<Origin>,
+    /// Periodic ticks so far.
+    ticks: u64,
 }
 
 /// The reply body for a storage failure: the one mapping, logged when it is a failure
@@ -199,26 +202,26 @@ fn load(shard: &Shard, id: &RoomId, now: u64) -> Result<Option<HeldRoom>, Storag
 /// was feeding, and the gateway becomes a subscriber (for other nodes').
 fn hold<'a>(
     shard: &Shard,
+    relay: &mut Relay,
     rooms: &'a mut FxHashMap<RoomId, HeldRoom>,
     id: RoomId,
     mut held: HeldRoom,
 ) -> &'a mut HeldRoom {
-    held.owner.adopt_sites(super::relay::adopted_sites(shard, &id));
+    held.owner.adopt_sites(super::relay::adopted_sites(shard, relay, &id));
     rooms.entry(id).insert_entry(held).into_mut()
 }
 
 /// Applies one room command.
-pub fn on_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
+pub fn on_command(shard: &Rc<Shard>, state: &mut State, origin: Origin, action: RoomAction) {
     // In a cluster, a room owned by another node is only relayed here.
-    let Some((origin, action)) = super::relay::route(shard, origin, action) else { return };
-    on_routed_command(shard, origin, action);
+    let Some((origin, action)) = super::relay::route(shard, state, origin, action) else { return };
+    on_routed_command(shard, state, origin, action);
 }
 
 /// Applies one room command this shard serves.
-pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomAction) {
+pub(super) fn on_routed_command(shard: &Rc<Shard>, state: &mut State, origin: Origin, action: RoomAction) {
     let now = now_ms();
-    let mut owned = shard.owned.borrow_mut();
-    let OwnedRooms { rooms, fx } = &mut *owned;
+    let State { rooms: OwnedRooms { rooms, fx, .. }, relay, .. } = state;
     let room_id = action.room().clone();
     let joining = action.is_join();
     let refuse = |body| {
@@ -237,9 +240,9 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                 return carry_out_detached(shard, fx);
             };
             let cids = KnownCids::at_start(shard, false);
-            hold(shard, rooms, room_id.clone(), HeldRoom { owner, cids })
+            hold(shard, relay, rooms, room_id.clone(), HeldRoom { owner, cids })
         }
-        RoomAction::OpenDirect { room, peer } => match loaded(shard, rooms, &room, now) {
+        RoomAction::OpenDirect { room, peer } => match loaded(shard, relay, rooms, &room, now) {
             Ok(Some(held)) => {
                 let lookups = StoreLookups { shard, cids: Some(&held.cids) };
                 let user = origin.user.clone();
@@ -253,11 +256,11 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
                     return carry_out_detached(shard, fx);
                 };
                 let cids = KnownCids::at_start(shard, false);
-                hold(shard, rooms, room_id.clone(), HeldRoom { owner, cids })
+                hold(shard, relay, rooms, room_id.clone(), HeldRoom { owner, cids })
             }
             Err(e) => return refuse(storage_error(&e)),
         },
-        RoomAction::On { room, op } => match loaded(shard, rooms, &room, now) {
+        RoomAction::On { room, op } => match loaded(shard, relay, rooms, &room, now) {
             Ok(Some(held)) => {
                 // A pending join keeps its shard subscribed (the origin lets go when the
                 // answer leaves it without subscribers).
@@ -284,6 +287,7 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, origin: Origin, action: RoomA
 /// stay: their sockets are unaffected).
 fn loaded<'a>(
     shard: &Shard,
+    relay: &mut Relay,
     rooms: &'a mut FxHashMap<RoomId, HeldRoom>,
     id: &RoomId,
     now: u64,
@@ -295,7 +299,7 @@ fn loaded<'a>(
         return Ok(rooms.get_mut(id));
     }
     Ok(match load(shard, id, now)? {
-        Some(held) => Some(hold(shard, rooms, id.clone(), held)),
+        Some(held) => Some(hold(shard, relay, rooms, id.clone(), held)),
         None => None,
     })
 }
@@ -412,15 +416,27 @@ fn carry_out(shard: &Rc<Shard>, room: &RoomId, held: &mut HeldRoom, fx: &mut Eff
 }
 
 /// A shard no longer has subscribers to `room`.
-pub fn on_unsubscribe(shard: &Rc<Shard>, room: &RoomId, from: usize) {
-    if let Some(held) = shard.owned.borrow_mut().rooms.get_mut(room) {
+pub fn on_unsubscribe(state: &mut State, room: &RoomId, from: usize) {
+    if let Some(held) = state.rooms.rooms.get_mut(room) {
         held.owner.remove_site(from);
     }
-    super::relay::on_unsubscribe(shard, room, from);
+    super::relay::on_unsubscribe(&mut state.relay, room, from);
+}
+
+/// A room's cid filter finished building (see `known_cids`).
+pub fn on_cids_built(state: &mut State, room: &RoomId, build: u64, filter: Option<CidFilter>) {
+    if let Some(held) = state.rooms.rooms.get_mut(room) {
+        held.cids.built(build, filter);
+    }
 }
 
 /// A group commit finished: each owner hears how its writes settled.
-pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<(), Arc<StorageError>>) {
+pub fn on_committed(
+    shard: &Rc<Shard>,
+    state: &mut State,
+    works: Vec<CommitWork>,
+    result: Result<(), Arc<StorageError>>,
+) {
     shard.outstanding_commits.set(shard.outstanding_commits.get().saturating_sub(works.len()));
     for work in works {
         if let Err(e) = &result
@@ -431,19 +447,24 @@ pub fn on_committed(shard: &Rc<Shard>, works: Vec<CommitWork>, result: Result<()
         match (work, &result) {
             (CommitWork::Room { room, settle }, result) => {
                 let result = result.as_ref().map(|_| ()).map_err(|e| LookupError::from(&**e));
-                room_settled(shard, &room, settle, result);
+                room_settled(shard, &mut state.rooms, &room, settle, result);
             }
             (CommitWork::People(settle), result) => {
                 let result = result.as_ref().map(|_| ()).map_err(|e| LookupError::from(&**e));
-                super::people::on_committed(shard, settle, result);
+                super::people::on_committed(shard, &mut state.home, settle, result);
             }
         }
     }
 }
 
-fn room_settled(shard: &Rc<Shard>, room: &RoomId, settle: Settle<Origin>, result: Result<(), LookupError>) {
-    let mut owned = shard.owned.borrow_mut();
-    let OwnedRooms { rooms, fx } = &mut *owned;
+fn room_settled(
+    shard: &Rc<Shard>,
+    owned: &mut OwnedRooms,
+    room: &RoomId,
+    settle: Settle<Origin>,
+    result: Result<(), LookupError>,
+) {
+    let OwnedRooms { rooms, fx, .. } = owned;
     let Some(held) = rooms.get_mut(room) else {
         // Rooms leave memory only with nothing in flight: a bug if reached.
         tracing::error!(room = %room, "a commit settled for a room not held");
@@ -467,9 +488,8 @@ fn room_settled(shard: &Rc<Shard>, room: &RoomId, settle: Settle<Origin>, result
 /// ([`RoomOwner::is_idle`]), and whose cid filter is not being built. The next command
 /// loads the room again from storage, as after a restart; a room only read costs
 /// nothing, a room created by the thousand and abandoned does not stay.
-fn unload_idle(shard: &Shard, now: u64) {
+fn unload_idle(shard: &Shard, owned: &mut OwnedRooms, now: u64) {
     let idle_ms = shard.shared.config.idle_room_ms;
-    let mut owned = shard.owned.borrow_mut();
     let before = owned.rooms.len();
     owned.rooms.retain(|_, held| !held.owner.is_idle(now, idle_ms) || held.cids.is_building());
     let unloaded = before - owned.rooms.len();
@@ -478,26 +498,26 @@ fn unload_idle(shard: &Shard, now: u64) {
     }
 }
 
+/// How often the owners' periodic work runs.
+pub const ROOM_TICK: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The owners' periodic work, twice a second: typing indicators not renewed in time
 /// lapse, and receipts that moved are announced (coalesced: at most one event per member
-/// per tick). Only rooms with something to do are touched.
-pub async fn room_ticks(shard: Rc<Shard>) {
-    // Sweeps for idle rooms every 30 s, or twice per idle time when that is shorter.
+/// per tick); only rooms with something to do are touched. Idle rooms are swept every
+/// 30 s, or twice per idle time when that is shorter; parked commands that waited too
+/// long are refused.
+pub fn on_tick(shard: &Rc<Shard>, state: &mut State) {
+    super::relay::expire_parked(shard, &mut state.relay);
+    let now = now_ms();
+    let owned = &mut state.rooms;
+    owned.ticks += 1;
     let sweep_every = (shard.shared.config.idle_room_ms / 1_000).clamp(1, 60);
-    let mut ticks = 0u64;
-    loop {
-        monoio::time::sleep(std::time::Duration::from_millis(500)).await;
-        super::relay::expire_parked(&shard);
-        let now = now_ms();
-        ticks += 1;
-        if ticks.is_multiple_of(sweep_every) {
-            unload_idle(&shard, now);
-        }
-        let mut owned = shard.owned.borrow_mut();
-        let OwnedRooms { rooms, fx } = &mut *owned;
-        for (room, held) in rooms.iter_mut().filter(|(_, held)| held.owner.wants_tick()) {
-            held.owner.tick(now, fx);
-            carry_out(&shard, room, held, fx);
-        }
+    if owned.ticks.is_multiple_of(sweep_every) {
+        unload_idle(shard, owned, now);
+    }
+    let OwnedRooms { rooms, fx, .. } = owned;
+    for (room, held) in rooms.iter_mut().filter(|(_, held)| held.owner.wants_tick()) {
+        held.owner.tick(now, fx);
+        carry_out(shard, room, held, fx);
     }
 }

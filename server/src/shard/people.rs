@@ -53,24 +53,26 @@ impl PresenceTable {
     }
 }
 
-/// What the people role keeps on one shard: the home of the users and pairs homed here,
-/// the local sockets following each user's presence, and the home's effects buffer.
+/// The people home of this shard, owned by its inbox task: the machine and the effects
+/// buffer it fills.
 #[derive(Debug)]
-pub struct People {
+pub struct Home {
     home: PeopleHome,
-    /// Local sockets following each user's presence.
-    followers: FxHashMap<UserId, Vec<super::messages::ConnId>>,
     fx: HomeEffects<Origin>,
 }
 
-impl People {
+impl Home {
     /// Empty, announcing each user at most once per `presence_interval_ms`; sites at or
     /// above `local_sites` stand for other nodes.
     pub fn new(presence_interval_ms: u64, local_sites: usize) -> Self {
         let config = HomeConfig { presence_interval_ms, local_sites };
-        Self { home: PeopleHome::new(config), followers: FxHashMap::default(), fx: HomeEffects::default() }
+        Self { home: PeopleHome::new(config), fx: HomeEffects::default() }
     }
 }
+
+/// The local sockets following each user's presence (socket plumbing, shared by the
+/// shard's tasks).
+pub type Followers = FxHashMap<UserId, Vec<super::messages::ConnId>>;
 
 // ----- sessions and presence (any shard) -----
 
@@ -109,8 +111,8 @@ pub fn follow(shard: &Rc<Shard>, conn: &Conn, user: &UserId) -> bool {
     if !conn.following.borrow_mut().insert(user.clone()) {
         return false;
     }
-    let mut people = shard.people.borrow_mut();
-    let local = people.followers.entry(user.clone()).or_default();
+    let mut followers = shard.followers.borrow_mut();
+    let local = followers.entry(user.clone()).or_default();
     local.push(conn.id);
     if local.len() == 1 {
         shard
@@ -128,11 +130,11 @@ pub fn unfollow(shard: &Rc<Shard>, conn: &Conn, user: &UserId) {
 }
 
 fn drop_follower(shard: &Shard, conn: super::messages::ConnId, user: &UserId) {
-    let mut people = shard.people.borrow_mut();
-    let Some(local) = people.followers.get_mut(user) else { return };
+    let mut followers = shard.followers.borrow_mut();
+    let Some(local) = followers.get_mut(user) else { return };
     local.retain(|c| *c != conn);
     if local.is_empty() {
-        people.followers.remove(user);
+        followers.remove(user);
         shard.mesh().send(
             shard.mesh().home(user),
             ShardMsg::Watch { user: user.clone(), shard: shard.id, on: false },
@@ -160,8 +162,8 @@ pub fn presence_of(shard: &Shard, user: &UserId) -> PresenceInfo {
 }
 
 /// Forwards a notice to the shards where the user has sessions (the home knows them).
-pub fn on_notify(shard: &Rc<Shard>, notice: UserNotice) {
-    let shards = shard.people.borrow().home.sites_of(&notice.user);
+pub fn on_notify(shard: &Rc<Shard>, home: &Home, notice: UserNotice) {
+    let shards = home.home.sites_of(&notice.user);
     if shards.is_empty() {
         return;
     }
@@ -196,7 +198,7 @@ pub fn on_user_event(shard: &Rc<Shard>, notice: &UserNotice) {
 
 /// Delivers a presence event to the local sockets following its user.
 pub fn on_presence(shard: &Rc<Shard>, fanout: &PresenceFanout) {
-    let followers = shard.people.borrow().followers.get(&fanout.user).cloned().unwrap_or_default();
+    let followers = shard.followers.borrow().get(&fanout.user).cloned().unwrap_or_default();
     for id in followers {
         if let Some(conn) = shard.conns.get(id)
             && let Some(frame) = fanout.frames.frame(conn.wire)
@@ -262,9 +264,12 @@ impl PeopleLookups for HomeLookups<'_> {
 
 /// Runs one call on this shard's home with its lookups and effects, then carries the
 /// effects out.
-fn with_home(shard: &Shard, call: impl FnOnce(&mut PeopleHome, &HomeLookups<'_>, &mut HomeEffects<Origin>)) {
-    let mut people = shard.people.borrow_mut();
-    let People { home, fx, .. } = &mut *people;
+fn with_home(
+    shard: &Shard,
+    state: &mut Home,
+    call: impl FnOnce(&mut PeopleHome, &HomeLookups<'_>, &mut HomeEffects<Origin>),
+) {
+    let Home { home, fx } = state;
     call(home, &HomeLookups(shard), fx);
     carry_out(shard, home, fx);
 }
@@ -321,36 +326,37 @@ fn carry_out(shard: &Shard, home: &mut PeopleHome, fx: &mut HomeEffects<Origin>)
 }
 
 /// A session of `user` started on shard `from`.
-pub fn on_session_up(shard: &Rc<Shard>, user: UserId, from: usize) {
-    with_home(shard, |home, lookups, fx| home.session_up(now_ms(), &user, from, lookups, fx));
+pub fn on_session_up(shard: &Shard, home: &mut Home, user: UserId, from: usize) {
+    with_home(shard, home, |home, lookups, fx| home.session_up(now_ms(), &user, from, lookups, fx));
 }
 
 /// A session of `user` on shard `from` ended.
-pub fn on_session_down(shard: &Rc<Shard>, user: UserId, from: usize) {
-    with_home(shard, |home, lookups, fx| home.session_down(now_ms(), &user, from, lookups, fx));
+pub fn on_session_down(shard: &Shard, home: &mut Home, user: UserId, from: usize) {
+    with_home(shard, home, |home, lookups, fx| home.session_down(now_ms(), &user, from, lookups, fx));
 }
 
 /// Shard `from` starts or stops following `user`.
-pub fn on_watch(shard: &Rc<Shard>, user: UserId, from: usize, on: bool) {
-    shard.people.borrow_mut().home.watch(&user, from, on);
+pub fn on_watch(home: &mut Home, user: UserId, from: usize, on: bool) {
+    home.home.watch(&user, from, on);
 }
 
 /// The home's periodic presence work: announce what the coalescing window held back.
-pub async fn presence_ticks(shard: Rc<Shard>) {
-    let period = (shard.shared.config.presence_interval_ms / 4).clamp(25, 250);
-    loop {
-        monoio::time::sleep(std::time::Duration::from_millis(period)).await;
-        with_home(&shard, |home, _, fx| home.tick(now_ms(), fx));
-    }
+pub fn on_tick(shard: &Shard, home: &mut Home) {
+    with_home(shard, home, |home, _, fx| home.tick(now_ms(), fx));
 }
 
 /// Carries out a people operation at its home.
-pub fn on_people(shard: &Rc<Shard>, origin: Origin, op: PeopleOp) {
+pub fn on_people(shard: &Shard, home: &mut Home, origin: Origin, op: PeopleOp) {
     let user = origin.user.clone();
-    with_home(shard, |home, lookups, fx| home.handle(now_ms(), origin, &user, op, lookups, fx));
+    with_home(shard, home, |home, lookups, fx| home.handle(now_ms(), origin, &user, op, lookups, fx));
 }
 
 /// A home's writes settled.
-pub fn on_committed(shard: &Shard, settle: HomeSettle<Origin>, result: Result<(), LookupError>) {
-    with_home(shard, |home, _, fx| home.on_committed(settle, result, fx));
+pub fn on_committed(
+    shard: &Shard,
+    home: &mut Home,
+    settle: HomeSettle<Origin>,
+    result: Result<(), LookupError>,
+) {
+    with_home(shard, home, |home, _, fx| home.on_committed(settle, result, fx));
 }

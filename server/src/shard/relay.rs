@@ -5,6 +5,7 @@
 //! subscribers, so each node receives and encodes every event once however many of its
 //! sockets want it.
 
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,14 +13,24 @@ use std::time::{Duration, Instant};
 
 use palaver_protocol::{ErrorCode, Event, Message, RoomId, ServerFrame};
 
-use super::Shard;
 use super::messages::{Delivery, LazyFrames, Origin, RemoteRoomEvent, Reply, RoomAction, ShardMsg};
 use super::owner::{answer, error};
+use super::{Shard, State};
 use crate::cluster::Route;
+use rustc_hash::FxHashMap;
 
 /// How long a command waits for its room to settle on a node before it is refused
 /// `unavailable` (a handover takes about two seconds).
 const PARK_LIMIT: Duration = Duration::from_secs(5);
+
+/// What the hub role keeps on a shard (owned by its inbox task).
+#[derive(Debug, Default)]
+pub struct Relay {
+    /// Rooms owned by another node, with the local shards subscribed to them.
+    relayed: FxHashMap<RoomId, BTreeSet<usize>>,
+    /// Commands waiting for their room's ownership to settle.
+    parked: Vec<Parked>,
+}
 
 /// A command waiting for its room's ownership to settle.
 #[derive(Debug)]
@@ -31,12 +42,18 @@ pub struct Parked {
 
 /// Decides where a command goes in a cluster. Returns it back when this shard serves it
 /// itself (always, outside a cluster).
-pub fn route(shard: &Rc<Shard>, origin: Origin, action: RoomAction) -> Option<(Origin, RoomAction)> {
-    route_since(shard, Instant::now(), origin, action)
+pub fn route(
+    shard: &Rc<Shard>,
+    state: &mut State,
+    origin: Origin,
+    action: RoomAction,
+) -> Option<(Origin, RoomAction)> {
+    route_since(shard, state, Instant::now(), origin, action)
 }
 
 fn route_since(
     shard: &Rc<Shard>,
+    state: &mut State,
     since: Instant,
     origin: Origin,
     action: RoomAction,
@@ -47,12 +64,12 @@ fn route_since(
     match cluster.route(&room) {
         Route::Local => return Some((origin, action)),
         Route::Remote(node) if !forwarded_here => {
-            let_go(shard, &room);
+            let_go(shard, state, &room);
             cluster.forward(node, shard.id, origin, action);
         }
         // A room this node is catching up on, or a command forwarded here by a node
         // whose view differs from ours: it waits for the next ownership change here.
-        Route::Remote(_) | Route::Moving => shard.parked.borrow_mut().push(Parked { since, origin, action }),
+        Route::Remote(_) | Route::Moving => state.relay.parked.push(Parked { since, origin, action }),
     }
     None
 }
@@ -70,23 +87,23 @@ fn refuse(shard: &Rc<Shard>, parked: Parked) {
 }
 
 /// Tries the parked commands again (ownership changed or settled).
-fn retry_parked(shard: &Rc<Shard>) {
-    let parked = std::mem::take(&mut *shard.parked.borrow_mut());
+fn retry_parked(shard: &Rc<Shard>, state: &mut State) {
+    let parked = std::mem::take(&mut state.relay.parked);
     for p in parked {
         if p.since.elapsed() > PARK_LIMIT {
             refuse(shard, p);
-        } else if let Some((origin, action)) = route_since(shard, p.since, p.origin, p.action) {
-            super::owner::on_routed_command(shard, origin, action);
+        } else if let Some((origin, action)) = route_since(shard, state, p.since, p.origin, p.action) {
+            super::owner::on_routed_command(shard, state, origin, action);
         }
     }
 }
 
 /// Refuses parked commands that waited too long (from the shard's room tick).
-pub fn expire_parked(shard: &Rc<Shard>) {
-    if shard.parked.borrow().iter().any(|p| p.since.elapsed() > PARK_LIMIT) {
-        let parked = std::mem::take(&mut *shard.parked.borrow_mut());
+pub fn expire_parked(shard: &Rc<Shard>, relay: &mut Relay) {
+    if relay.parked.iter().any(|p| p.since.elapsed() > PARK_LIMIT) {
+        let parked = std::mem::take(&mut relay.parked);
         let (old, young): (Vec<_>, Vec<_>) = parked.into_iter().partition(|p| p.since.elapsed() > PARK_LIMIT);
-        shard.parked.borrow_mut().extend(young);
+        relay.parked = young;
         for p in old {
             refuse(shard, p);
         }
@@ -96,37 +113,36 @@ pub fn expire_parked(shard: &Rc<Shard>) {
 /// Drops the in-memory room (if loaded and idle) now that another node owns it; its
 /// local subscribers stay, now fed by the relay. A room with writes in flight is
 /// marked for reload instead, and let go of at its next command.
-fn let_go(shard: &Rc<Shard>, room: &RoomId) {
-    let mut owned = shard.owned.borrow_mut();
-    let Some(held) = owned.rooms.get_mut(room) else { return };
+fn let_go(shard: &Shard, state: &mut State, room: &RoomId) {
+    let rooms = &mut state.rooms.rooms;
+    let Some(held) = rooms.get_mut(room) else { return };
     if !held.owner.is_settled() {
         held.owner.poison();
         return;
     }
-    let Some(held) = owned.rooms.remove(room) else { return };
+    let Some(held) = rooms.remove(room) else { return };
     let gateway = shard.mesh().gateway();
-    let mut relayed = shard.relayed.borrow_mut();
-    let subscribers = relayed.entry(room.clone()).or_default();
+    let subscribers = state.relay.relayed.entry(room.clone()).or_default();
     subscribers.extend(held.owner.sites().iter().copied().filter(|s| Some(*s) != gateway));
 }
 
 /// Ownership changed: let go of every room this node no longer owns (or owns anew,
 /// which means its memory is from an earlier term and must be reloaded).
-pub fn on_cluster_view(shard: &Rc<Shard>) {
+pub fn on_cluster_view(shard: &Rc<Shard>, state: &mut State) {
     let Some(cluster) = &shard.shared.cluster else { return };
-    let rooms: Vec<RoomId> = shard.owned.borrow().rooms.keys().cloned().collect();
+    let rooms: Vec<RoomId> = state.rooms.rooms.keys().cloned().collect();
     for room in rooms {
         if cluster.route(&room) != Route::Local {
-            let_go(shard, &room);
+            let_go(shard, state, &room);
         }
     }
-    retry_parked(shard);
+    retry_parked(shard, state);
 }
 
 /// The sites a room's owner takes over when this shard loads or creates it: the local
 /// shards the relay was feeding, and in a cluster the gateway (other nodes).
-pub fn adopted_sites(shard: &Shard, room: &RoomId) -> Vec<usize> {
-    let mut sites: Vec<usize> = shard.relayed.borrow_mut().remove(room).into_iter().flatten().collect();
+pub fn adopted_sites(shard: &Shard, relay: &mut Relay, room: &RoomId) -> Vec<usize> {
+    let mut sites: Vec<usize> = relay.relayed.remove(room).into_iter().flatten().collect();
     sites.extend(shard.mesh().gateway());
     sites
 }
@@ -134,20 +150,20 @@ pub fn adopted_sites(shard: &Shard, room: &RoomId) -> Vec<usize> {
 /// The owning node answered a forwarded command. A join subscribes the origin shard
 /// here, from no further than this replica has applied (the rest arrives as it applies
 /// it), so a subscription never catches up past what local storage holds.
-pub fn on_forwarded_reply(shard: &Rc<Shard>, origin_shard: usize, mut reply: Reply) {
+pub fn on_forwarded_reply(shard: &Rc<Shard>, relay: &mut Relay, origin_shard: usize, mut reply: Reply) {
     if let Some(subscribe) = &mut reply.subscribe {
         let applied = shard.shared.store.last_seq(&subscribe.room).unwrap_or(0);
         subscribe.last_seq = subscribe.last_seq.min(applied);
         subscribe.cursor = subscribe.cursor.min(subscribe.last_seq);
-        shard.relayed.borrow_mut().entry(subscribe.room.clone()).or_default().insert(origin_shard);
+        relay.relayed.entry(subscribe.room.clone()).or_default().insert(origin_shard);
     }
     answer(shard, origin_shard, reply);
 }
 
 /// This node's replica applied a message another node stored.
-pub fn on_replicated(shard: &Rc<Shard>, message: Message) {
+pub fn on_replicated(shard: &Rc<Shard>, state: &mut State, message: Message) {
     let room = message.room.clone();
-    if shard.owned.borrow().rooms.contains_key(&room) {
+    if state.rooms.rooms.contains_key(&room) {
         let local = shard.shared.cluster.as_ref().is_some_and(|c| c.route(&room) == Route::Local);
         if local {
             // Two nodes wrote this room: this node's memory of it is wrong now.
@@ -155,14 +171,14 @@ pub fn on_replicated(shard: &Rc<Shard>, message: Message) {
                 cluster.ownership_conflicts.fetch_add(1, Ordering::Relaxed);
             }
             tracing::error!(room = %room, seq = message.seq, "another node stored a message in a room owned here");
-            if let Some(held) = shard.owned.borrow_mut().rooms.get_mut(&room) {
+            if let Some(held) = state.rooms.rooms.get_mut(&room) {
                 held.owner.poison();
             }
             return;
         }
-        let_go(shard, &room);
+        let_go(shard, state, &room);
     }
-    let subscribers = relay_targets(shard, &room);
+    let subscribers = relay_targets(shard, state, &room);
     if subscribers.is_empty() {
         return;
     }
@@ -176,10 +192,9 @@ pub fn on_replicated(shard: &Rc<Shard>, message: Message) {
 
 /// The local shards subscribed to a room another node owns: those the relay feeds, and
 /// those of a room this shard still holds until its last writes settle.
-fn relay_targets(shard: &Rc<Shard>, room: &RoomId) -> Vec<usize> {
-    let mut targets: std::collections::BTreeSet<usize> =
-        shard.relayed.borrow().get(room).into_iter().flatten().copied().collect();
-    if let Some(held) = shard.owned.borrow().rooms.get(room) {
+fn relay_targets(shard: &Shard, state: &State, room: &RoomId) -> Vec<usize> {
+    let mut targets: BTreeSet<usize> = state.relay.relayed.get(room).into_iter().flatten().copied().collect();
+    if let Some(held) = state.rooms.rooms.get(room) {
         let gateway = shard.mesh().gateway();
         targets.extend(held.owner.sites().iter().filter(|s| Some(**s) != gateway));
     }
@@ -187,15 +202,15 @@ fn relay_targets(shard: &Rc<Shard>, room: &RoomId) -> Vec<usize> {
 }
 
 /// An event from a room's owner on another node.
-pub fn on_room_event(shard: &Rc<Shard>, event: RemoteRoomEvent) {
+pub fn on_room_event(shard: &Rc<Shard>, state: &mut State, event: RemoteRoomEvent) {
     let room = event.room().clone();
     let local = shard.shared.cluster.as_ref().is_some_and(|c| c.route(&room) == Route::Local);
     if local {
         return; // A stale owner's event: this node owns the room now.
     }
-    let subscribers = relay_targets(shard, &room);
+    let subscribers = relay_targets(shard, state, &room);
     if matches!(event, RemoteRoomEvent::RoomGone { .. }) {
-        shard.relayed.borrow_mut().remove(&room);
+        state.relay.relayed.remove(&room);
     }
     for s in subscribers {
         let msg = match &event {
@@ -210,12 +225,11 @@ pub fn on_room_event(shard: &Rc<Shard>, event: RemoteRoomEvent) {
 }
 
 /// A local shard no longer has subscribers to a relayed room.
-pub fn on_unsubscribe(shard: &Rc<Shard>, room: &RoomId, from: usize) {
-    let mut relayed = shard.relayed.borrow_mut();
-    if let Some(subscribers) = relayed.get_mut(room) {
+pub fn on_unsubscribe(relay: &mut Relay, room: &RoomId, from: usize) {
+    if let Some(subscribers) = relay.relayed.get_mut(room) {
         subscribers.remove(&from);
         if subscribers.is_empty() {
-            relayed.remove(room);
+            relay.relayed.remove(room);
         }
     }
 }
