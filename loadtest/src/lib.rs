@@ -35,7 +35,7 @@ mod report;
 mod report_files;
 mod sender_thread;
 mod socketio;
-mod spawned_nats;
+pub mod spawned_nats;
 mod spawned_server;
 mod stats;
 mod traffic;
