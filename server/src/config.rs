@@ -17,7 +17,7 @@ const DEFAULT_MAX_CONNECTIONS_PER_USER: u32 = 256;
 /// The pacing tick of adaptive write coalescing. In a trial that paused every writer for a
 /// fixed time after each write, a 1,000-member room at 1,000 messages/s had a p99 of
 /// 150-748 ms with no pause, 66-71 ms at 2 ms and 15-19 ms at 5 ms (docs/PERFORMANCE.md,
-/// session 8).
+/// "The design decisions behind the numbers").
 const DEFAULT_WRITE_PACING_MS: u64 = 5;
 
 /// Default time a socket's queued bytes may wait with no write completing: well past a
