@@ -1,7 +1,7 @@
 //! The bodies of Palaver's fuzz targets, as plain functions of a byte slice.
 //!
-//! Each `fuzz/fuzz_targets/<name>.rs` (cargo-fuzz, nightly, kept out of the workspace)
-//! is one line calling the function of the same name here; `tests/corpus_replay.rs`
+//! Each `fuzz/libfuzzer/fuzz_targets/<name>.rs` (cargo-fuzz, nightly, a workspace of its
+//! own) is one line calling the function of the same name here; `tests/corpus_replay.rs`
 //! calls the same functions on every committed corpus file and regression reproducer,
 //! so `cargo test --workspace` replays them on stable Rust without libFuzzer.
 //!

@@ -29,7 +29,7 @@ fn masked(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let write = |target: &str, name: String, data: &[u8]| {
         let dir = root.join(target);
         std::fs::create_dir_all(&dir).unwrap();

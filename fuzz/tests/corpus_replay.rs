@@ -1,13 +1,13 @@
 //! Replays every committed fuzz input through its harness on stable Rust: the minimized
 //! corpora (`fuzz/corpus/<target>/`) and the reproducers of fixed bugs
-//! (`fuzz/regressions/<target>/`). A failure names the file; rerun it with
-//! `cargo +nightly fuzz run <target> <file>` from `fuzz/`.
+//! (`fuzz/regressions/<target>/`). A failure names the file; rerun it under libFuzzer
+//! with `./x fuzz <target> <file>`.
 
 use std::path::Path;
 
 #[test]
 fn committed_fuzz_inputs_pass_their_harness() {
-    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf();
     let mut replayed = 0;
     for &(target, harness) in palaver_fuzzing::TARGETS {
         for folder in ["corpus", "regressions"] {
@@ -28,7 +28,7 @@ fn committed_fuzz_inputs_pass_their_harness() {
 /// Every target has a corpus committed, so the replay above is not vacuous.
 #[test]
 fn every_target_has_a_committed_corpus() {
-    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     for &(target, _) in palaver_fuzzing::TARGETS {
         let count = std::fs::read_dir(fuzz.join(target)).map_or(0, |d| d.count());
         assert!(count > 0, "no corpus for {target}");
