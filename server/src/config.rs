@@ -170,9 +170,28 @@ pub struct Cli {
     /// Seconds a room may go unused (no subscriber, no command) before it leaves memory; it loads again from storage on its next use.
     #[arg(long, env = "PALAVER_IDLE_ROOM_SECS")]
     pub idle_room_secs: Option<u64>,
+    /// Log line format: `text` (for people) or `json` (one object per line, for log
+    /// collectors).
+    #[arg(long, env = "PALAVER_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or filter
+    /// directives (`info,palaver_server=debug`); `RUST_LOG` is used when this is unset.
+    #[arg(long, env = "PALAVER_LOG_LEVEL")]
+    pub log_level: Option<String>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
+}
+
+/// The `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The durability flag's values.
@@ -228,6 +247,8 @@ struct FileConfig {
     sign_ins_per_minute_per_ip: Option<u32>,
     max_rooms_per_user: Option<usize>,
     idle_room_secs: Option<u64>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
 }
 
 /// The resolved configuration.
@@ -302,6 +323,10 @@ pub struct Config {
     pub max_rooms_per_user: usize,
     /// How long an unused room stays in memory, in ms.
     pub idle_room_ms: u64,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log filter directives (`None`: `RUST_LOG`, else `info`).
+    pub log_level: Option<String>,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }
@@ -364,6 +389,8 @@ impl Config {
                 .or(file.write_timeout_secs)
                 .unwrap_or(DEFAULT_WRITE_TIMEOUT_SECS)
                 .saturating_mul(1000),
+            log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
+            log_level: cli.log_level.or(file.log_level),
             edit_window_ms: cli
                 .edit_window_secs
                 .or(file.edit_window_secs)

@@ -108,7 +108,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     };
     let (files, files_thread) = FileStore::start(&files_url).map_err(StartError::Files)?;
     let (search, indexer) = if config.search { start_search(&data_dir, &store)? } else { (None, None) };
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(config.shards));
 
     let index_feed = search.as_ref().map(|(_, feed)| feed.clone());
     let (mesh, inboxes, cluster) = match &config.cluster {
@@ -187,6 +187,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
+                shared.metrics.register_shard_thread(id);
                 run_shard(id, shared, inbox, listener, quic_sessions);
             })
             .map_err(StartError::Thread)?;
@@ -325,6 +326,21 @@ fn start_committer(
         }
         Metrics::inc(&metrics.commit_batches);
         metrics.commit_messages.fetch_add(done.tickets.len() as u64, Ordering::Relaxed);
+        metrics.commit_duration.observe(done.duration);
+        metrics.commit_group_size.observe_value(done.tickets.len() as f64);
+        if done.result.is_ok() {
+            for (ticket, submitted) in done.tickets.iter().zip(&done.submitted) {
+                if matches!(
+                    &ticket.work,
+                    crate::shard::messages::CommitWork::Room {
+                        settle: palaver_core::owner::Settle::Message(_),
+                        ..
+                    }
+                ) {
+                    metrics.send_durable.observe(submitted.elapsed());
+                }
+            }
+        }
         let mut by_shard: HashMap<usize, Vec<_>> = HashMap::new();
         for ticket in done.tickets {
             by_shard.entry(ticket.shard).or_default().push(ticket.work);
