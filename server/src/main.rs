@@ -2,8 +2,7 @@
 
 use std::io::IsTerminal;
 
-use clap::Parser;
-use palaver_server::config::LogFormat;
+use palaver_server::config::{Command, LogFormat};
 use palaver_server::{Cli, Config};
 use tracing_subscriber::EnvFilter;
 
@@ -18,7 +17,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DEFAULT_LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
 
 fn main() -> anyhow::Result<()> {
-    let config = Config::resolve(Cli::parse())?;
+    let mut cli = Cli::parse_with_defaults();
+    match cli.command.take() {
+        Some(Command::Backup { data_dir, out }) => {
+            let manifest = palaver_server::backup::request(&data_dir, &out)?;
+            println!("backup written to {}:\n{manifest:#}", out.display());
+            return Ok(());
+        }
+        Some(Command::Restore { from, data_dir }) => {
+            let manifest = palaver_server::backup::restore(&from, &data_dir)?;
+            println!("restored {} into {}: {manifest:#}", from.display(), data_dir.display());
+            return Ok(());
+        }
+        None => {}
+    }
+    let config = Config::resolve(cli)?;
     init_logging(&config)?;
     // A panic is a bug. In a thread-per-core server a panicking shard would leave a
     // process that silently drops its rooms and sockets; stop the whole process instead

@@ -141,7 +141,7 @@ impl Server {
     /// Sends SIGTERM and returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
-        signal(&child, libc::SIGTERM);
+        signal_child(&child, libc::SIGTERM);
         let status = wait_with_timeout(&mut child, WAIT);
         if status.is_none() {
             let _ = child.kill();
@@ -149,6 +149,11 @@ impl Server {
             panic!("server did not exit within {WAIT:?} of SIGTERM");
         }
         status.unwrap()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the running server.
+    pub fn signal(&self, signal: i32) {
+        signal_child(self.child.as_ref().expect("the server is running"), signal);
     }
 
     /// Starts the server again on the same data directory and port.
@@ -224,7 +229,7 @@ fn spawn(
     }
 }
 
-fn signal(child: &Child, signal: i32) {
+fn signal_child(child: &Child, signal: i32) {
     let pid = i32::try_from(child.id()).unwrap();
     let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
     assert!(status.success());
