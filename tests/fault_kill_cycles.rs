@@ -10,9 +10,10 @@
 //! - every client saw each message of its rooms at most once while it ran, and, once
 //!   resumed, exactly once.
 //!
-//! Bounded for CI (a few cycles, about half a minute). A longer run for manual use:
-//! `PALAVER_FAULT_CYCLES=200 PALAVER_FAULT_CLIENTS=30 cargo test -p palaver-e2e --test
-//! fault_kill_cycles -- --nocapture` (`PALAVER_FAULT_SEED` replays a schedule).
+//! Short by default (10 cycles, about half a minute); `./x test --long` (which sets
+//! `PALAVER_LONG_TESTS=1`) runs 200 cycles with 30 clients. `PALAVER_FAULT_CYCLES`,
+//! `PALAVER_FAULT_CLIENTS` and `PALAVER_FAULT_ROOMS` override either, and
+//! `PALAVER_FAULT_SEED` replays a schedule.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use palaver_e2e::{Server, WAIT};
+use palaver_e2e::{Server, WAIT, long_tests};
 use palaver_protocol::{Codec, RoomId, RoomKind};
 use palaver_sdk::core::ClientEvent;
 use palaver_sdk::{Client, ClientOptions, Credentials, QuicOptions, QuicTrust};
@@ -81,8 +82,9 @@ struct Log {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_kill_9_loses_nothing_acknowledged_and_duplicates_nothing() {
-    let cycles = env_or("PALAVER_FAULT_CYCLES", 10);
-    let n_clients = env_or("PALAVER_FAULT_CLIENTS", 9) as usize;
+    let long = long_tests();
+    let cycles = env_or("PALAVER_FAULT_CYCLES", if long { 200 } else { 10 });
+    let n_clients = env_or("PALAVER_FAULT_CLIENTS", if long { 30 } else { 9 }) as usize;
     let n_rooms = env_or("PALAVER_FAULT_ROOMS", 6) as usize;
     let seed = env_or(
         "PALAVER_FAULT_SEED",

@@ -4,10 +4,10 @@
 //! SDK client through the real server — also after the server is killed and restarted,
 //! which the page survives by reconnecting and re-joining on its own.
 //!
-//! Needs `/usr/bin/chromium` (or `PALAVER_CHROMIUM`), `node`, `wasm-bindgen` (the CLI,
-//! same version as the `wasm-bindgen` crate) and `npm ci` in `tests/browser`; `.ci/run`
-//! installs them. Without them the test is skipped with a notice, except under CI
-//! (`CI` set), where it fails.
+//! Needs Chromium, Node.js, the wasm-bindgen CLI (the version of the `wasm-bindgen`
+//! crate), the wasm32 target and `npm ci` in `tests/browser`: `./x test` installs them
+//! and passes their paths in `PALAVER_CHROMIUM`, `PALAVER_NODE` and
+//! `PALAVER_WASM_BINDGEN`. Run directly without them, the test fails saying what to install.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests: failing loudly is the point")]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use palaver_e2e::{Server, WAIT, register};
+use palaver_e2e::{CHROMIUM, NODE, Server, WAIT, WASM_BINDGEN, outside_tool, register};
 use palaver_protocol::{Codec, RoomKind};
 use palaver_sdk::core::ClientEvent;
 use palaver_sdk::{Client, ClientOptions, Credentials};
@@ -32,29 +32,16 @@ fn target_dir() -> PathBuf {
     exe.ancestors().nth(3).unwrap().to_path_buf()
 }
 
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(Path::new(&home).join(".cargo/bin"));
-    }
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
-}
-
-/// The tools this test needs, or why it cannot run.
-fn tools() -> Result<(PathBuf, PathBuf, PathBuf), String> {
-    let chromium = std::env::var_os("PALAVER_CHROMIUM")
-        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    if !chromium.is_file() {
-        return Err(format!("{} not found (apt-get install chromium)", chromium.display()));
-    }
-    let node = find_in_path("node").ok_or("node not found")?;
-    let bindgen =
-        find_in_path("wasm-bindgen").ok_or("wasm-bindgen not found (cargo install wasm-bindgen-cli)")?;
-    if !workspace_root().join("tests/browser/node_modules/playwright-core").is_dir() {
-        return Err("playwright-core not installed (cd tests/browser && npm ci)".into());
-    }
-    Ok((chromium, node, bindgen))
+/// The tools this test needs; panics, saying how to install them, when one is missing.
+fn tools() -> (PathBuf, PathBuf, PathBuf) {
+    let chromium = outside_tool(CHROMIUM);
+    let node = outside_tool(NODE);
+    let bindgen = outside_tool(WASM_BINDGEN);
+    assert!(
+        workspace_root().join("tests/browser/node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: ./x test, or cd tests/browser && npm ci"
+    );
+    (chromium, node, bindgen)
 }
 
 /// Builds the SDK for wasm32 with the `wasm` feature and binds it for the web; returns
@@ -135,14 +122,7 @@ fn serve_one(mut stream: TcpStream, root: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_from_a_native_client_appears_in_the_browser_and_back_across_a_restart() {
-    let (chromium, node, bindgen) = match tools() {
-        Ok(tools) => tools,
-        Err(why) if std::env::var_os("CI").is_none() => {
-            eprintln!("skipping the browser test: {why}");
-            return;
-        }
-        Err(why) => panic!("the browser test cannot run under CI: {why}"),
-    };
+    let (chromium, node, bindgen) = tools();
     let site = tokio::task::spawn_blocking(move || build_site(&bindgen)).await.unwrap();
     let web = serve(site.path().to_path_buf());
 

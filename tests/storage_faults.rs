@@ -3,7 +3,8 @@
 //! Sends get `unavailable`, nothing stored is damaged, the server recovers, and a
 //! journal that lost acknowledged writes stops the server at start with a clear message.
 //!
-//! Mounting a tmpfs needs root (CAP_SYS_ADMIN); `.ci/run` runs as root.
+//! Mounting a tmpfs needs root (CAP_SYS_ADMIN): `./x test` runs these only as root and
+//! otherwise names them as not run.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::io::Write as _;
@@ -27,7 +28,7 @@ impl Tmpfs {
             .arg(dir.path())
             .status()
             .unwrap();
-        assert!(status.success(), "mounting a tmpfs needs root (CAP_SYS_ADMIN); .ci/run runs as root");
+        assert!(status.success(), "mounting a tmpfs needs root (CAP_SYS_ADMIN)");
         (Tmpfs { path: dir.path().to_owned() }, dir)
     }
 

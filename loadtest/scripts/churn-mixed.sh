@@ -5,14 +5,13 @@
 #   loadtest/scripts/churn-mixed.sh [OUT_DIR]     (default: loadtest/results/<date>)
 #
 # Takes target/release/palaver and palaver-load (build them first); installs the
-# references from ../shared/baseline into a temporary copy with `npm ci`.
+# the references' packages in loadtest/references with `npm ci`.
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${1:-loadtest/results/$(date +%Y-%m-%d)}
 mkdir -p "$OUT"
 LOAD=target/release/palaver-load
-BASE=$(mktemp -d)
-cp -r ../shared/baseline/. "$BASE/"
+BASE=$PWD/loadtest/references
 (cd "$BASE" && npm ci --silent --no-audit --no-fund >/dev/null)
 start() { (cd "$BASE" && BASELINE_ADDR=127.0.0.1:$2 exec taskset -c 0 node $1 >/dev/null 2>&1) & BP=$!; for _ in $(seq 50); do curl -sf 127.0.0.1:$2/healthz >/dev/null && break; sleep 0.1; done; }
 stop() { kill $BP; wait $BP 2>/dev/null; }

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Runs Palaver and the two reference servers (../shared/baseline: Node `ws` and Socket.io)
+# Runs Palaver and the two reference servers (loadtest/references: Node `ws` and Socket.io)
 # through the same scenarios in one session, server pinned to core 0 and the generator to
 # core 1, and writes JSON results, Markdown summaries and HTML/SVG reports.
 #
 #   loadtest/scripts/compare-references.sh [OUT_DIR]     (default: loadtest/results/<date>)
 #
-# Needs node/npm (the baselines are installed into a temp copy with `npm ci`). Loopback
+# Needs node and npm (`npm ci` installs the references' packages in loadtest/references). Loopback
 # only; every run is bounded (10 s measured + warm-up).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,8 +14,7 @@ mkdir -p "$OUT"
 cargo build --release -q -p palaver-server -p palaver-load
 LOAD=target/release/palaver-load
 PALAVER=target/release/palaver
-BASE=$(mktemp -d)
-cp -r ../shared/baseline/. "$BASE/"
+BASE=$PWD/loadtest/references
 (cd "$BASE" && npm ci --silent --no-audit --no-fund >/dev/null)
 ulimit -n "$(ulimit -Hn)"
 

@@ -371,8 +371,14 @@ pub struct MixedArgs {
 /// `report` flags.
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
-    /// A result file written with `--out`.
+    /// A result file written with `--out`, or a summary of several runs (a JSON object of
+    /// result documents by name, such as `docs/perf/current.json`; needs `--dir`).
     pub file: PathBuf,
+
+    /// For a summary: the directory to write every run's `NAME.md` and `NAME.html` (with
+    /// its SVG plots) into.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 
     /// Where to write the Markdown summary.
     #[arg(long, value_name = "FILE.md")]

@@ -93,7 +93,8 @@ pub async fn register(addr: SocketAddr, username: &str, password: &str) -> anyho
     serde_json::from_slice(&answer.body).with_context(|| format!("register {username}: bad answer"))
 }
 
-/// `GET /metrics` (Palaver): the counters as name → value (labels not supported).
+/// `GET /metrics` (Palaver): the unlabelled counters and gauges as name → value
+/// (labelled series and histograms are left out).
 pub async fn metrics(addr: SocketAddr) -> anyhow::Result<Vec<(String, f64)>> {
     let answer = request(addr, "GET", "/metrics", None).await?;
     if answer.status != 200 {
@@ -102,7 +103,8 @@ pub async fn metrics(addr: SocketAddr) -> anyhow::Result<Vec<(String, f64)>> {
     let text = String::from_utf8_lossy(&answer.body);
     Ok(text
         .lines()
-        .filter(|l| !l.starts_with('#'))
+        .filter(|l| !l.starts_with('#') && !l.contains('{'))
+        .filter(|l| !["_sum ", "_count "].iter().any(|suffix| l.contains(suffix)))
         .filter_map(|l| {
             let (name, value) = l.rsplit_once(' ')?;
             Some((name.trim().to_string(), value.trim().parse().ok()?))

@@ -35,7 +35,7 @@ mod report;
 mod report_files;
 mod sender_thread;
 mod socketio;
-mod spawned_nats;
+pub mod spawned_nats;
 mod spawned_server;
 mod stats;
 mod traffic;
@@ -63,7 +63,12 @@ pub fn run(command: &Command) -> anyhow::Result<Value> {
                 .with_context(|| format!("read {}", args.file.display()))?;
             let doc: Value =
                 serde_json::from_str(&text).with_context(|| format!("parse {}", args.file.display()))?;
-            write_reports(&doc, None, args.md.as_deref(), args.html.as_deref())?;
+            if doc.get("scenario").is_some() {
+                write_reports(&doc, None, args.md.as_deref(), args.html.as_deref())?;
+            } else {
+                let dir = args.dir.as_deref().context("a summary of several runs needs --dir")?;
+                write_summary_reports(&doc, dir)?;
+            }
             return Ok(Value::Null);
         }
         _ => {}
@@ -137,6 +142,23 @@ fn write_reports(
     };
     if let Some(md) = md {
         report_files::write_markdown(doc, md, svgs.as_deref())?;
+    }
+    Ok(())
+}
+
+/// Writes `NAME.md` and `NAME.html` (with its plots) into `dir` for every result document
+/// of a summary (a JSON object of result documents by name).
+fn write_summary_reports(summary: &Value, dir: &std::path::Path) -> anyhow::Result<()> {
+    let runs = summary.as_object().context("a summary is a JSON object of result documents by name")?;
+    for (name, doc) in runs {
+        anyhow::ensure!(doc.get("scenario").is_some(), "{name} is not a result document");
+        anyhow::ensure!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "{name:?} is not a plain file name"
+        );
+        let html = dir.join(format!("{name}.html"));
+        let md = dir.join(format!("{name}.md"));
+        write_reports(doc, None, Some(&md), Some(&html))?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! Why not tungstenite, which the rest of the harness uses: per delivery it zero-fills
 //! its read buffer before every read, splits each frame off into a buffer of its own and
 //! wraps it in a message, about a fifth of the generator's CPU at high fan-out rates
-//! (`perf record` of the generator, docs/PERFORMANCE.md session 8). Here frames are parsed
+//! (`perf record` of the generator under a 1,000-member fan-out). Here frames are parsed
 //! in place and handed out as borrowed slices; the buffer is compacted only when a frame
 //! would not fit. The generator's budget is what lets one core read a server's output.
 //!

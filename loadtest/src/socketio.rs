@@ -5,7 +5,7 @@
 //! `0{json}` open (the server's handshake), `2` ping (answered with `3` pong), `1` close,
 //! `4…` a socket.io packet: `40{auth}` connect the default namespace (answered `40{"sid"}`
 //! or `44{"message"}`), `42N["event",data]` an event asking for ack N, `43N[data]` the
-//! ack. The baseline's events and acks are listed in `shared/baseline/README.md`.
+//! ack. The baseline's events and acks are listed in `loadtest/references/README.md`.
 //!
 //! What it is not: a general socket.io client (no namespaces, no binary packets, no
 //! long-polling).

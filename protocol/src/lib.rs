@@ -1,7 +1,7 @@
 //! The Palaver wire contract: every frame a client and a server exchange, the validated
 //! identifiers they carry, the size limits, and the two codecs over the same types —
 //! JSON (`palaver.v1.json`, WebSocket text frames) and rkyv (`palaver.v1.rkyv`, binary
-//! frames read through validated zero-copy access).
+//! frames checked in place with bytecheck, then deserialized into the same owned types).
 //!
 //! This crate is pure: no I/O, no clock, no runtime. It builds for `wasm32-unknown-unknown`
 //! so the SDK can use it in a browser. The server and the SDK both speak through it, so

@@ -6,7 +6,6 @@
 //! has gone (the awaiting future was dropped, a client disconnected) is skipped, not run.
 //! Shards await the answer as a message.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -76,13 +75,12 @@ impl Lane {
     }
 
     /// Appends this lane's job counts to a Prometheus family (`palaver_blocking_jobs_total`).
-    fn render(&self, out: &mut String, lane: &str) {
+    fn series(&self, out: &mut Vec<(String, f64)>, lane: &str) {
         for (outcome, count) in
             [("ran", &self.stats.ran), ("refused", &self.stats.refused), ("abandoned", &self.stats.abandoned)]
         {
             let count = count.load(Ordering::Relaxed);
-            let _ =
-                writeln!(out, "palaver_blocking_jobs_total{{lane=\"{lane}\",outcome=\"{outcome}\"}} {count}");
+            out.push((format!("lane=\"{lane}\",outcome=\"{outcome}\""), count as f64));
         }
     }
 
@@ -145,18 +143,21 @@ pub struct Lanes {
 impl Lanes {
     /// The `palaver_blocking_jobs_total` family: jobs per lane that ran, were refused
     /// (queue full) or were abandoned (their asker left before they started).
-    pub fn render_metrics(&self, out: &mut String) {
-        out.push_str(
-            "# HELP palaver_blocking_jobs_total Jobs of the blocking lanes: ran, refused (queue full), abandoned (asker gone).\n# TYPE palaver_blocking_jobs_total counter\n",
-        );
+    pub fn render_metrics(&self, out: &mut crate::metrics::Exposition) {
+        let mut series = Vec::new();
         for (lane, name) in [
             (&self.passwords, "passwords"),
             (&self.accounts, "accounts"),
             (&self.search, "search"),
             (&self.scans, "scans"),
         ] {
-            lane.render(out, name);
+            lane.series(&mut series, name);
         }
+        out.counter_series(
+            "palaver_blocking_jobs",
+            "Jobs of the blocking lanes: ran, refused (queue full), abandoned (asker gone).",
+            &series,
+        );
     }
 
     /// Starts every lane's threads, sized for `cores` cores.

@@ -17,7 +17,7 @@ const DEFAULT_MAX_CONNECTIONS_PER_USER: u32 = 256;
 /// The pacing tick of adaptive write coalescing. In a trial that paused every writer for a
 /// fixed time after each write, a 1,000-member room at 1,000 messages/s had a p99 of
 /// 150-748 ms with no pause, 66-71 ms at 2 ms and 15-19 ms at 5 ms (docs/PERFORMANCE.md,
-/// session 8).
+/// "The design decisions behind the numbers").
 const DEFAULT_WRITE_PACING_MS: u64 = 5;
 
 /// Default time a socket's queued bytes may wait with no write completing: well past a
@@ -66,8 +66,12 @@ pub struct Cli {
     #[arg(long, env = "PALAVER_SHARDS")]
     pub shards: Option<usize>,
     /// HS256 secret for access tokens; default: generated once into the data dir.
-    #[arg(long, env = "PALAVER_JWT_SECRET", hide_env_values = true)]
+    #[arg(long, env = "PALAVER_JWT_SECRET", hide_env_values = true, conflicts_with = "jwt_secret_file")]
     pub jwt_secret: Option<String>,
+    /// A file holding the HS256 secret (trailing whitespace ignored), so the secret is on
+    /// no command line and in no environment.
+    #[arg(long, env = "PALAVER_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
     /// `fsync` (ok after the journal is synced) or `buffered` (synced within 1 s).
     #[arg(long, env = "PALAVER_DURABILITY")]
     pub durability: Option<DurabilitySetting>,
@@ -170,9 +174,135 @@ pub struct Cli {
     /// Seconds a room may go unused (no subscriber, no command) before it leaves memory; it loads again from storage on its next use.
     #[arg(long, env = "PALAVER_IDLE_ROOM_SECS")]
     pub idle_room_secs: Option<u64>,
+    /// Log line format: `text` (for people) or `json` (one object per line, for log
+    /// collectors).
+    #[arg(long, env = "PALAVER_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or filter
+    /// directives (`info,palaver_server=debug`); `RUST_LOG` is used when this is unset.
+    #[arg(long, env = "PALAVER_LOG_LEVEL")]
+    pub log_level: Option<String>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `palaver`'s other commands (without one, it serves).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Ask the server running on a data directory for an online backup: the store from
+    /// one consistent snapshot, the shared files on local disk and the development
+    /// secrets. The server writes it, so OUT must be writable by the server's user.
+    Backup {
+        /// The running server's data directory [default: ./data].
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// Where to write the backup (missing or empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Build a new data directory from a backup (with no server running on it); start
+    /// the server on it afterwards.
+    Restore {
+        /// The backup (a directory `palaver backup` wrote).
+        #[arg(long)]
+        from: PathBuf,
+        /// The data directory to create (missing or empty) [default: ./data].
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
+}
+
+/// The `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Cli {
+    /// The command line, with every setting's default at the end of its help line (the
+    /// defaults apply only after the config file, so clap cannot hold them itself).
+    pub fn command_with_defaults() -> clap::Command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        for (id, default) in help_defaults() {
+            command = command.mut_arg(id, |arg| {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                let arg = arg.help(format!("{help} [default: {default}]"));
+                match arg.get_long_help().map(ToString::to_string) {
+                    Some(long) => arg.long_help(format!("{long}\n\n[default: {default}]")),
+                    None => arg,
+                }
+            });
+        }
+        command
+    }
+
+    /// Parses the process's arguments (and environment), exiting with clap's message on
+    /// an error, `--help` or `--version`.
+    pub fn parse_with_defaults() -> Cli {
+        let matches = Self::command_with_defaults().get_matches();
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+/// Each flag's default as `--help` states it, taken from the resolved configuration of
+/// an empty command line where there is one value.
+fn help_defaults() -> Vec<(&'static str, String)> {
+    let Ok(d) = Config::resolve(Cli::default()) else { return Vec::new() };
+    let secs = |ms: u64| (ms / 1000).to_string();
+    vec![
+        ("config", "none".into()),
+        ("http_addr", d.http_addr.to_string()),
+        ("quic_addr", d.quic_addr.to_string()),
+        ("tls_cert", "a development certificate generated into DATA_DIR/tls/".into()),
+        ("tls_key", "the development certificate's key".into()),
+        ("http_tls", "off".into()),
+        ("data_dir", d.data_dir.display().to_string()),
+        ("shards", "the number of CPU cores".into()),
+        ("jwt_secret", "generated once into DATA_DIR/jwt-secret".into()),
+        ("jwt_secret_file", "none".into()),
+        ("durability", "fsync".into()),
+        ("max_text_chars", d.max_text_chars.to_string()),
+        ("access_token_ttl_secs", d.access_token_ttl_secs.to_string()),
+        ("max_frame_bytes", d.max_frame_bytes.to_string()),
+        ("outbound_queue_bytes", d.outbound_queue_bytes.to_string()),
+        ("ops_per_sec", d.session.ops_per_sec.to_string()),
+        ("ops_burst", d.session.ops_burst.to_string()),
+        ("max_in_flight", d.session.max_in_flight.to_string()),
+        ("auth_timeout_secs", secs(d.session.auth_deadline_ms)),
+        ("ping_interval_secs", secs(d.ping_interval_ms)),
+        ("idle_timeout_secs", secs(d.idle_timeout_ms)),
+        ("edit_window_secs", secs(d.edit_window_ms)),
+        ("typing_timeout_secs", secs(d.typing_timeout_ms)),
+        ("max_room_members", d.max_room_members.to_string()),
+        ("files_url", "file://DATA_DIR/files".into()),
+        ("max_file_bytes", d.max_file_bytes.to_string()),
+        ("disable_search", "off: messages are indexed".into()),
+        ("presence_interval_ms", d.presence_interval_ms.to_string()),
+        ("write_pacing_ms", d.write_pacing_ms.to_string()),
+        ("disk_reserve_mb", (d.disk_reserve_bytes >> 20).to_string()),
+        ("handshake_timeout_secs", d.handshake_timeout.as_secs().to_string()),
+        ("max_connections_per_ip", d.max_connections_per_ip.to_string()),
+        ("max_connections_per_user", d.max_connections_per_user.to_string()),
+        ("verify_on_start", "off".into()),
+        ("cluster", "none: the server runs alone".into()),
+        ("node_id", "none".into()),
+        ("cluster_log_replicas", "1".into()),
+        ("write_timeout_secs", secs(d.write_timeout_ms)),
+        ("sign_ins_per_minute_per_ip", d.sign_ins_per_minute_per_ip.to_string()),
+        ("max_rooms_per_user", d.max_rooms_per_user.to_string()),
+        ("idle_room_secs", secs(d.idle_room_ms)),
+        ("log_format", "text".into()),
+        ("log_level", "RUST_LOG if set, else info".into()),
+    ]
 }
 
 /// The durability flag's values.
@@ -197,6 +327,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     shards: Option<usize>,
     jwt_secret: Option<String>,
+    jwt_secret_file: Option<PathBuf>,
     durability: Option<DurabilitySetting>,
     max_text_chars: Option<usize>,
     access_token_ttl_secs: Option<u64>,
@@ -228,6 +359,8 @@ struct FileConfig {
     sign_ins_per_minute_per_ip: Option<u32>,
     max_rooms_per_user: Option<usize>,
     idle_room_secs: Option<u64>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
 }
 
 /// The resolved configuration.
@@ -302,6 +435,10 @@ pub struct Config {
     pub max_rooms_per_user: usize,
     /// How long an unused room stays in memory, in ms.
     pub idle_room_ms: u64,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log filter directives (`None`: `RUST_LOG`, else `info`).
+    pub log_level: Option<String>,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }
@@ -364,6 +501,8 @@ impl Config {
                 .or(file.write_timeout_secs)
                 .unwrap_or(DEFAULT_WRITE_TIMEOUT_SECS)
                 .saturating_mul(1000),
+            log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
+            log_level: cli.log_level.or(file.log_level),
             edit_window_ms: cli
                 .edit_window_secs
                 .or(file.edit_window_secs)
@@ -427,7 +566,15 @@ impl Config {
             http_tls: cli.http_tls || file.http_tls.unwrap_or(false),
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
             shards,
-            jwt_secret: cli.jwt_secret.or(file.jwt_secret),
+            jwt_secret: match (cli.jwt_secret, cli.jwt_secret_file) {
+                (Some(secret), _) => Some(secret),
+                (None, Some(path)) => Some(read_secret(&path)?),
+                (None, None) => match (file.jwt_secret, file.jwt_secret_file) {
+                    (Some(secret), _) => Some(secret),
+                    (None, Some(path)) => Some(read_secret(&path)?),
+                    (None, None) => None,
+                },
+            },
             durability: match cli.durability.or(file.durability).unwrap_or(DurabilitySetting::Fsync) {
                 DurabilitySetting::Fsync => Durability::Fsync,
                 DurabilitySetting::Buffered => Durability::Buffered,
@@ -537,6 +684,18 @@ impl Config {
     }
 }
 
+/// A secret from a file: its text without trailing whitespace (a final newline), never
+/// empty.
+fn read_secret(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let secret = text.trim_end();
+    if secret.is_empty() {
+        return Err(ConfigError::Invalid(format!("the JWT secret file {} is empty", path.display())));
+    }
+    Ok(secret.to_owned())
+}
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
@@ -547,6 +706,20 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_states_every_flags_default() {
+        let mut command = Cli::command_with_defaults();
+        command.build();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.is_hide_set() || matches!(id, "help" | "version") {
+                continue;
+            }
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(help.contains("[default: "), "--{id} does not state its default: {help:?}");
+        }
+    }
 
     #[test]
     fn flag_beats_file_beats_default() {

@@ -1,5 +1,5 @@
 //! Entry points for the fuzz targets (`fuzz/`) and their corpus replay
-//! (`fuzzing/tests/corpus_replay.rs`): thin wrappers over the sans-IO parsers that are
+//! (`fuzz/tests/corpus_replay.rs`): thin wrappers over the sans-IO parsers that are
 //! otherwise private to the connection code. Not part of the server's API.
 
 use bytes::BytesMut;

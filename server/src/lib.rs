@@ -11,16 +11,20 @@
 //! - [`quic`]: the QUIC listener, on a thread of its own, bridging sessions into shards.
 //! - `ws`: the WebSocket handshake and frame codec, sans-IO.
 //! - `auth`: passwords, access tokens, refresh tokens.
+//! - [`backup`]: online backup through the data directory's control socket, and restore;
+//!   [`data_dir`]: the data directory's layout version and its upgrades.
 //!
 //! Not here: the chat rules (`palaver-core`), the wire types (`palaver-protocol`), the
 //! on-disk layout (`palaver-storage`).
 
 pub mod auth;
+pub mod backup;
 mod blocking;
 pub mod clock;
 pub mod cluster;
 pub mod config;
 mod conn;
+pub mod data_dir;
 mod descriptors;
 pub mod files;
 #[doc(hidden)]

@@ -66,13 +66,18 @@ pub enum StartError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The data directory's layout is of another version or could not be upgraded.
+    #[error(transparent)]
+    DataFormat(#[from] crate::data_dir::DataDirError),
+    /// The control socket (for online backups) could not be opened.
+    #[error("cannot open the control socket: {0}")]
+    Control(crate::backup::BackupError),
 }
 
 /// Runs the server until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: Config) -> Result<(), StartError> {
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
+    crate::data_dir::prepare(&data_dir)?;
     let secret = jwt_secret(&config, &data_dir)?;
     let descriptors = DescriptorBudget::from_limit(crate::descriptors::raise_soft_limit(), config.shards);
     if descriptors.is_cramped() {
@@ -107,8 +112,17 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     };
     let (files, files_thread) = FileStore::start(&files_url).map_err(StartError::Files)?;
+    let control = crate::backup::ControlSocket::start(
+        store.clone(),
+        crate::backup::Sources {
+            data_dir: data_dir.clone(),
+            files_dir: files_url.strip_prefix("file://").map(std::path::PathBuf::from),
+            files_url: files_url.clone(),
+        },
+    )
+    .map_err(StartError::Control)?;
     let (search, indexer) = if config.search { start_search(&data_dir, &store)? } else { (None, None) };
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(config.shards));
 
     let index_feed = search.as_ref().map(|(_, feed)| feed.clone());
     let (mesh, inboxes, cluster) = match &config.cluster {
@@ -133,15 +147,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let (lanes, lane_threads) = Lanes::start(cores);
     let listeners = bind_shared_port(config.http_addr, config.shards)?;
     let http_addr = listeners.first().and_then(|l| l.local_addr().ok()).unwrap_or(config.http_addr);
-    // `--http-tls`: the identity QUIC serves (loaded, or generated here first and then
-    // reused by QUIC), for the HTTP listener too.
+    // One TLS identity (loaded, or the development one generated once) for QUIC and,
+    // with `--http-tls`, the HTTP listener; SIGHUP reloads it for both.
+    let identity = crate::quic::tls::load_or_generate(
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+        &config.data_dir,
+    )?;
+    let tls_resolver = Arc::new(crate::quic::tls::CertResolver::new(
+        &identity,
+        &crate::quic::tls::key_path(config.tls_key.as_deref(), &config.data_dir),
+    )?);
     let http_tls = if config.http_tls {
-        let identity = crate::quic::tls::load_or_generate(
-            config.tls_cert.as_deref(),
-            config.tls_key.as_deref(),
-            &config.data_dir,
-        )?;
-        Some(crate::conn::tls::acceptor(&identity).map_err(StartError::HttpTls)?)
+        Some(crate::conn::tls::acceptor(tls_resolver.clone()).map_err(StartError::HttpTls)?)
     } else {
         None
     };
@@ -167,15 +185,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
         cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
     });
 
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-            .map_err(StartError::Signals)?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(StartError::Signals)?;
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut threads = Vec::new();
     let (quic_inlets, quic_sessions): (Vec<_>, Vec<_>) =
         (0..shared.config.shards).map(|_| flume::unbounded()).unzip();
-    let quic = crate::quic::start(&shared.config, quic_inlets)?;
+    let quic = crate::quic::start(&shared.config, &identity, tls_resolver.clone(), quic_inlets)?;
     for (id, ((inbox, listener), quic_sessions)) in
         inboxes.into_iter().zip(listeners).zip(quic_sessions).enumerate()
     {
@@ -187,6 +208,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
+                shared.metrics.register_shard_thread(id);
                 run_shard(id, shared, inbox, listener, quic_sessions);
             })
             .map_err(StartError::Thread)?;
@@ -211,8 +233,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     tracing::info!(shards = threads.len(), data_dir = %data_dir.display(), "palaver is serving");
 
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == signal_hook::consts::SIGHUP {
+            match tls_resolver.reload() {
+                Ok(fingerprint) => tracing::info!(
+                    "SIGHUP: reloaded the TLS certificate {} (sha256={fingerprint}) for new connections",
+                    tls_resolver.cert_path().display()
+                ),
+                Err(e) => tracing::error!("SIGHUP: kept the current TLS certificate: {e}"),
+            }
+            continue;
+        }
         tracing::info!(signal, "shutting down: draining connections and flushing storage");
+        break;
     }
     mesh.broadcast(|| ShardMsg::Shutdown);
     for thread in threads {
@@ -221,6 +254,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     quic.shutdown();
     drop(shared);
     drop(lane_threads);
+    control.stop();
     files.stop();
     let _ = files_thread.join();
     if let Some(indexer) = indexer {
@@ -324,6 +358,21 @@ fn start_committer(
         }
         Metrics::inc(&metrics.commit_batches);
         metrics.commit_messages.fetch_add(done.tickets.len() as u64, Ordering::Relaxed);
+        metrics.commit_duration.observe(done.duration);
+        metrics.commit_group_size.observe_value(done.tickets.len() as f64);
+        if done.result.is_ok() {
+            for (ticket, submitted) in done.tickets.iter().zip(&done.submitted) {
+                if matches!(
+                    &ticket.work,
+                    crate::shard::messages::CommitWork::Room {
+                        settle: palaver_core::owner::Settle::Message(_),
+                        ..
+                    }
+                ) {
+                    metrics.send_durable.observe(submitted.elapsed());
+                }
+            }
+        }
         let mut by_shard: HashMap<usize, Vec<_>> = HashMap::new();
         for ticket in done.tickets {
             by_shard.entry(ticket.shard).or_default().push(ticket.work);
@@ -381,7 +430,7 @@ fn jwt_secret(config: &Config, data_dir: &Path) -> Result<Vec<u8>, StartError> {
     match std::fs::read_to_string(&path) {
         Ok(secret) if !secret.trim().is_empty() => {
             tracing::warn!(
-                "using the development JWT secret in {}; set --jwt-secret or PALAVER_JWT_SECRET in production",
+                "using the development JWT secret in {}; set --jwt-secret-file in production",
                 path.display()
             );
             Ok(secret.trim().as_bytes().to_vec())
@@ -390,7 +439,7 @@ fn jwt_secret(config: &Config, data_dir: &Path) -> Result<Vec<u8>, StartError> {
             let secret = crate::ids::secret_token();
             write_private(&path, &secret).map_err(io_err)?;
             tracing::warn!(
-                "generated a development JWT secret into {}; set --jwt-secret or PALAVER_JWT_SECRET in production",
+                "generated a development JWT secret into {}; set --jwt-secret-file in production",
                 path.display()
             );
             Ok(secret.into_bytes())

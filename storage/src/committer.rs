@@ -70,12 +70,17 @@ pub struct CommitDone<T> {
     pub result: Result<(), Arc<StorageError>>,
     /// The group's writes, in order (for followers of the log, like a search indexer).
     pub writes: Vec<Write>,
+    /// When each ticket was submitted, in the order of `tickets`.
+    pub submitted: Vec<Instant>,
+    /// How long the group's write and sync took.
+    pub duration: Duration,
 }
 
 enum Request<T> {
     Write {
         writes: Vec<Write>,
         ticket: T,
+        submitted: Instant,
     },
     /// Commit what is queued before this, sync, and stop.
     Stop,
@@ -108,7 +113,8 @@ impl<T: Send + 'static> GroupCommitter<T> {
     /// Refused only once the committer has shut down: the ticket comes back then, so its
     /// submitter can settle it ([`StorageError::Closed`]).
     pub fn submit(&self, writes: Vec<Write>, ticket: T) -> Result<(), T> {
-        match self.tx.send(Request::Write { writes, ticket }) {
+        let submitted = Instant::now();
+        match self.tx.send(Request::Write { writes, ticket, submitted }) {
             Ok(()) => Ok(()),
             Err(refused) => match refused.into_inner() {
                 Request::Write { ticket, .. } => Err(ticket),
@@ -132,12 +138,13 @@ impl<T: Send + 'static> GroupCommitter<T> {
 struct Group<T> {
     submitted: Vec<Vec<Write>>,
     tickets: Vec<T>,
+    submitted_at: Vec<Instant>,
     count: usize,
 }
 
 impl<T> Default for Group<T> {
     fn default() -> Self {
-        Self { submitted: Vec::new(), tickets: Vec::new(), count: 0 }
+        Self { submitted: Vec::new(), tickets: Vec::new(), submitted_at: Vec::new(), count: 0 }
     }
 }
 
@@ -145,10 +152,11 @@ impl<T> Group<T> {
     /// Adds a submission; `true` for a stop request.
     fn take(&mut self, request: Request<T>) -> bool {
         match request {
-            Request::Write { writes, ticket } => {
+            Request::Write { writes, ticket, submitted } => {
                 self.count += writes.len();
                 self.submitted.push(writes);
                 self.tickets.push(ticket);
+                self.submitted_at.push(submitted);
                 false
             }
             Request::Stop => true,
@@ -160,6 +168,7 @@ impl<T> Group<T> {
 /// together, each refused one alone (with why).
 struct Run<T> {
     tickets: Vec<T>,
+    submitted: Vec<Instant>,
     writes: Vec<Write>,
     refused: Option<OutOfOrder>,
 }
@@ -170,7 +179,7 @@ struct Run<T> {
 /// are refused [`StorageError::OutOfOrder`] without touching storage. Reports every
 /// ticket in submission order.
 fn commit_group<T>(store: &Store, group: Group<T>, on_done: &mut impl FnMut(CommitDone<T>)) -> bool {
-    let Group { submitted, tickets, count } = group;
+    let Group { submitted, tickets, submitted_at, count } = group;
     let mut fence = SeqFence::new();
     let mut verdicts = Vec::with_capacity(submitted.len());
     for writes in &submitted {
@@ -182,7 +191,14 @@ fn commit_group<T>(store: &Store, group: Group<T>, on_done: &mut impl FnMut(Comm
             }
             // Storage cannot even be read: the whole group fails as its apply would.
             Err(e) => {
-                on_done(CommitDone { tickets, result: Err(Arc::new(e)), writes: Vec::new() });
+                let duration = std::time::Duration::ZERO;
+                on_done(CommitDone {
+                    tickets,
+                    result: Err(Arc::new(e)),
+                    writes: Vec::new(),
+                    submitted: submitted_at,
+                    duration,
+                });
                 return true;
             }
         }
@@ -196,30 +212,43 @@ fn commit_group<T>(store: &Store, group: Group<T>, on_done: &mut impl FnMut(Comm
         }
     }
     let applied = !batch.is_empty();
+    let started = Instant::now();
     let result = if applied { store.apply(&batch).map_err(Arc::new) } else { Ok(()) };
+    let duration = started.elapsed();
     // Split the batch back into runs of consecutive tickets with one outcome.
     let mut runs: Vec<Run<T>> = Vec::new();
     let mut rest = batch.into_iter();
-    for ((ticket, verdict), size) in tickets.into_iter().zip(verdicts).zip(sizes) {
+    for (((ticket, at), verdict), size) in tickets.into_iter().zip(submitted_at).zip(verdicts).zip(sizes) {
         match verdict {
             Ok(()) => {
                 if runs.last().is_none_or(|run| run.refused.is_some()) {
-                    runs.push(Run { tickets: Vec::new(), writes: Vec::new(), refused: None });
+                    runs.push(Run {
+                        tickets: Vec::new(),
+                        submitted: Vec::new(),
+                        writes: Vec::new(),
+                        refused: None,
+                    });
                 }
                 if let Some(run) = runs.last_mut() {
                     run.tickets.push(ticket);
+                    run.submitted.push(at);
                     run.writes.extend(rest.by_ref().take(size));
                 }
             }
-            Err(gap) => runs.push(Run { tickets: vec![ticket], writes: Vec::new(), refused: Some(gap) }),
+            Err(gap) => runs.push(Run {
+                tickets: vec![ticket],
+                submitted: vec![at],
+                writes: Vec::new(),
+                refused: Some(gap),
+            }),
         }
     }
-    for Run { tickets, writes, refused } in runs {
+    for Run { tickets, submitted, writes, refused } in runs {
         let result = match refused {
             None => result.clone(),
             Some(gap) => Err(Arc::new(StorageError::OutOfOrder(gap))),
         };
-        on_done(CommitDone { tickets, result, writes });
+        on_done(CommitDone { tickets, result, writes, submitted, duration });
     }
     applied && result.is_ok()
 }

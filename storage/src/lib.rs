@@ -13,6 +13,7 @@
 mod cid_filter;
 mod committer;
 mod error;
+mod export;
 mod files;
 mod governance;
 mod integrity;
@@ -27,6 +28,7 @@ mod store;
 pub use cid_filter::{CidFilter, CidHash, FilterFull, MAX_FILTERED_CIDS};
 pub use committer::{CommitDone, GroupCommitter};
 pub use error::StorageError;
+pub use export::ExportSummary;
 pub use palaver_core::records::{
     ActionRecord, DeviceRecord, FileRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write,
 };

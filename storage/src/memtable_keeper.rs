@@ -4,7 +4,8 @@
 //! lock, which every write and every read takes. When the last reference to a flushed
 //! memtable goes with them, its skiplist (one allocation per entry) is freed under that
 //! lock, by fjall's worker, which runs at nice 10 (see `open_database`): on a busy core
-//! the group-commit thread waited up to ~50 ms for it (PERFORMANCE.md, session 7).
+//! the group-commit thread waited up to ~50 ms for it (docs/PERFORMANCE.md, "The design
+//! decisions behind the numbers").
 //!
 //! This thread keeps a reference to every memtable it sees, so that fjall's drop is only a
 //! count decrement; once it holds the last reference to a memtable it frees it here, with

@@ -1201,7 +1201,7 @@ fn decode_pair(value: &[u8]) -> Option<(u64, u64)> {
 /// memtable while it holds the keyspace's version lock, which every write and read
 /// waits for: dropping a 64 MiB skiplist took ~0.3 s, and at 10k durable msgs/s each
 /// flush stalled sends for as long (p99.9 377 ms; with 8 MiB, 74 ms and no more CPU).
-const MEMTABLE_BYTES: u64 = 8 << 20;
+pub(crate) const MEMTABLE_BYTES: u64 = 8 << 20;
 
 /// Opens fjall's database from a short-lived thread running at nice 10, so that fjall's
 /// flush and compaction workers, which the open starts and which inherit it, are

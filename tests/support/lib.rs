@@ -21,6 +21,12 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::stream::MaybeTlsStream;
 
+/// Whether the long soak and fault runs were asked for (`./x test --long` sets
+/// `PALAVER_LONG_TESTS=1`); every such test has a short version that always runs.
+pub fn long_tests() -> bool {
+    std::env::var("PALAVER_LONG_TESTS").is_ok_and(|v| v == "1")
+}
+
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -135,7 +141,7 @@ impl Server {
     /// Sends SIGTERM and returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
-        signal(&child, libc::SIGTERM);
+        signal_child(&child, libc::SIGTERM);
         let status = wait_with_timeout(&mut child, WAIT);
         if status.is_none() {
             let _ = child.kill();
@@ -143,6 +149,11 @@ impl Server {
             panic!("server did not exit within {WAIT:?} of SIGTERM");
         }
         status.unwrap()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the running server.
+    pub fn signal(&self, signal: i32) {
+        signal_child(self.child.as_ref().expect("the server is running"), signal);
     }
 
     /// Starts the server again on the same data directory and port.
@@ -218,7 +229,7 @@ fn spawn(
     }
 }
 
-fn signal(child: &Child, signal: i32) {
+fn signal_child(child: &Child, signal: i32) {
     let pid = i32::try_from(child.id()).unwrap();
     let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
     assert!(status.success());
@@ -235,10 +246,97 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::proces
     None
 }
 
+// ---------------------------------------------------------------- outside tools
+
+/// A program from outside Rust that some suites need. `./x test` installs it (or says
+/// why it could not) and names it in an environment variable; run directly, a test looks
+/// on `PATH` and in the usual places, and fails with how to install it when it is not
+/// there: a test never skips itself.
+pub struct OutsideTool {
+    /// The environment variable `./x test` sets to the program's path.
+    pub var: &'static str,
+    /// Names or absolute paths to try, in order, when the variable is unset.
+    pub candidates: &'static [&'static str],
+    /// How to install it by hand.
+    pub install: &'static str,
+}
+
+/// Debian's `nats-server` (JetStream included).
+pub const NATS_SERVER: OutsideTool = OutsideTool {
+    var: "PALAVER_NATS_SERVER",
+    candidates: &["nats-server", "/usr/sbin/nats-server"],
+    install: "apt-get install nats-server",
+};
+
+/// A Python 3 with the packages of `tests/python/requirements.txt` (`websockets`, `moto`).
+pub const PYTHON: OutsideTool = OutsideTool {
+    var: "PALAVER_PYTHON",
+    candidates: &["python3"],
+    install: "./x test (a venv in target/venv), or pip install -r tests/python/requirements.txt",
+};
+
+/// The `kosoku` WebSocket conformance runner (PyPI, in `tests/python/requirements.txt`).
+pub const KOSOKU: OutsideTool = OutsideTool {
+    var: "PALAVER_KOSOKU",
+    candidates: &["kosoku"],
+    install: "./x test (a venv in target/venv), or pip install -r tests/python/requirements.txt",
+};
+
+/// Debian's Chromium.
+pub const CHROMIUM: OutsideTool = OutsideTool {
+    var: "PALAVER_CHROMIUM",
+    candidates: &["/usr/bin/chromium", "chromium"],
+    install: "apt-get install chromium",
+};
+
+/// Node.js, which runs the browser driver (`tests/browser`).
+pub const NODE: OutsideTool =
+    OutsideTool { var: "PALAVER_NODE", candidates: &["node"], install: "apt-get install nodejs npm" };
+
+/// The wasm-bindgen CLI, exactly the version of the `wasm-bindgen` crate in Cargo.lock.
+pub const WASM_BINDGEN: OutsideTool = OutsideTool {
+    var: "PALAVER_WASM_BINDGEN",
+    candidates: &["wasm-bindgen", "~/.cargo/bin/wasm-bindgen"],
+    install: "./x test (into target/tools), or cargo install wasm-bindgen-cli --version <the one in Cargo.lock>",
+};
+
+/// The path of `tool`: from its environment variable, else the first candidate found.
+/// Panics, saying how to install it, when there is none.
+pub fn outside_tool(tool: OutsideTool) -> PathBuf {
+    if let Some(path) = std::env::var_os(tool.var) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "{}={} does not exist; install it: {}",
+            tool.var,
+            path.display(),
+            tool.install
+        );
+        return path;
+    }
+    let path_dirs: Vec<PathBuf> =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let found = tool.candidates.iter().find_map(|candidate| {
+        if let Some(rest) = candidate.strip_prefix("~/") {
+            Some(home.join(rest)).filter(|p| p.is_file())
+        } else if candidate.starts_with('/') {
+            Some(PathBuf::from(candidate)).filter(|p| p.is_file())
+        } else {
+            path_dirs.iter().map(|dir| dir.join(candidate)).find(|p| p.is_file())
+        }
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "this test needs {} (set {} or put it on PATH); install it: {}",
+            tool.candidates[0], tool.var, tool.install
+        )
+    })
+}
+
 // ---------------------------------------------------------------- NATS
 
-/// A NATS server with JetStream (Debian's `nats-server`, installed by `.ci/run`) on a
-/// free loopback port, with its store in a temporary directory. Killed when dropped.
+/// A NATS server with JetStream (Debian's `nats-server`) on a free loopback port, with its store in a temporary directory. Killed when dropped.
 pub struct Nats {
     child: Child,
     /// `nats://127.0.0.1:PORT`.
@@ -248,10 +346,7 @@ pub struct Nats {
 
 impl Nats {
     pub fn start() -> Nats {
-        let bin = std::env::var("NATS_SERVER").unwrap_or_else(|_| {
-            let sbin = "/usr/sbin/nats-server";
-            if Path::new(sbin).exists() { sbin.to_owned() } else { "nats-server".to_owned() }
-        });
+        let bin = outside_tool(NATS_SERVER);
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let store = tempfile::tempdir().unwrap();
         let child = Command::new(&bin)
@@ -260,7 +355,7 @@ impl Nats {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin} ({e}): `apt-get install nats-server`"));
+            .unwrap_or_else(|e| panic!("cannot start {} ({e}): {}", bin.display(), NATS_SERVER.install));
         let deadline = Instant::now() + WAIT;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "nats-server did not listen on {port}");

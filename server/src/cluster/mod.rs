@@ -138,43 +138,32 @@ impl Cluster {
         }
     }
 
-    /// Metric lines for `/metrics`.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let lines: [(&str, &str, &str, u64); 5] = [
-            (
-                "palaver_cluster_live_nodes",
-                "Live nodes this node hears (itself included).",
-                "gauge",
-                self.live_nodes.load(Ordering::Relaxed),
-            ),
-            (
-                "palaver_cluster_forwarded_total",
-                "Commands forwarded to the owning node.",
-                "counter",
-                self.forwarded.load(Ordering::Relaxed),
-            ),
-            (
-                "palaver_cluster_applied_records_total",
-                "Cluster log records from other nodes applied here.",
-                "counter",
-                self.applied_records.load(Ordering::Relaxed),
-            ),
-            (
-                "palaver_cluster_log_position",
-                "Cluster log position applied by this replica.",
-                "gauge",
-                self.log_position.load(Ordering::Relaxed),
-            ),
-            (
-                "palaver_cluster_ownership_conflicts_total",
-                "Messages stored by another node in a room this node owned.",
-                "counter",
-                self.ownership_conflicts.load(Ordering::Relaxed),
-            ),
-        ];
-        for (name, help, kind, value) in lines {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        }
+    /// The cluster's metric families for `/metrics`.
+    pub fn render_metrics(&self, out: &mut crate::metrics::Exposition) {
+        out.gauge(
+            "palaver_cluster_live_nodes",
+            "Live nodes this node hears (itself included).",
+            self.live_nodes.load(Ordering::Relaxed) as f64,
+        );
+        out.counter(
+            "palaver_cluster_forwarded",
+            "Commands forwarded to the owning node.",
+            self.forwarded.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "palaver_cluster_applied_records",
+            "Cluster log records from other nodes applied here.",
+            self.applied_records.load(Ordering::Relaxed),
+        );
+        out.gauge(
+            "palaver_cluster_log_position",
+            "Cluster log position applied by this replica.",
+            self.log_position.load(Ordering::Relaxed) as f64,
+        );
+        out.counter(
+            "palaver_cluster_ownership_conflicts",
+            "Messages stored by another node in a room this node owned.",
+            self.ownership_conflicts.load(Ordering::Relaxed),
+        );
     }
 }

@@ -65,7 +65,9 @@ pub async fn search(shard: &Rc<Shard>, user: UserId, request: SearchRequest) -> 
         limit: limit as usize,
         cursor: request.cursor,
     };
+    let started = std::time::Instant::now();
     let found = shard.shared.lanes.search.run(move || index.search(&query)).await;
+    shard.shared.metrics.search.observe(started.elapsed());
     match found {
         Err(Refused::Busy) => busy("too many searches are in progress; retry shortly"),
         Err(Refused::Closed) => refuse(ErrorCode::Unavailable, "server is shutting down"),

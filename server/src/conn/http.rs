@@ -225,7 +225,7 @@ pub async fn read_head(
 /// The sans-IO half of [`read_head`]: takes a complete request head off the front of
 /// `buf` (`Ok(None)`: not complete yet, read more and call again). Refuses a head over
 /// [`MAX_HEAD_BYTES`] with 431, malformed heads, `Transfer-Encoding` and a bad
-/// `Content-Length` with 400. Fuzzed by `fuzz/fuzz_targets/http_request.rs`.
+/// `Content-Length` with 400. Fuzzed by `fuzz/libfuzzer/fuzz_targets/http_request.rs`.
 pub fn parse_head(buf: &mut BytesMut) -> Result<Option<(Request, usize)>, ReadError> {
     let too_large = || {
         ReadError::Refuse(Response::error_with_status(

@@ -334,7 +334,7 @@ pub(crate) struct UpgradeRequest<'a> {
 
 /// The sans-IO checks of a WebSocket upgrade request (method, `Connection`, version,
 /// key, subprotocol); the token is verified by the caller. Fuzzed by
-/// `fuzz/fuzz_targets/http_request.rs`.
+/// `fuzz/libfuzzer/fuzz_targets/http_request.rs`.
 pub(crate) fn check_upgrade(request: &Request) -> Result<UpgradeRequest<'_>, Response> {
     let refuse =
         |code: ErrorCode, status: u16, message: &str| Response::error_with_status(status, code, message);

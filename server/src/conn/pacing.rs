@@ -27,8 +27,9 @@
 //! fire a little late on a busy loop), or until a reply is queued or the socket closes,
 //! and then writes everything queued by then. Under a fan-out of 1,000 messages/s into a
 //! 1,000-member room that turns ~5 frames per write into ~7-10, which lowers both the
-//! server's and the readers' CPU per delivery (docs/PERFORMANCE.md, session 8). A socket in a quiet room, a reply, an idle shard, or
-//! a busy shard's many lukewarm sockets are never held.
+//! server's and the readers' CPU per delivery (docs/PERFORMANCE.md, "The design decisions
+//! behind the numbers"). A socket in a quiet room, a reply, an idle shard, or a busy
+//! shard's many lukewarm sockets are never held.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;

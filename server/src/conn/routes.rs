@@ -33,6 +33,24 @@ struct RefreshBody {
     refresh_token: String,
 }
 
+/// Why this server should not be sent new clients now, if it should not: it is draining,
+/// its storage refuses writes, or (in a cluster) it hears no live node yet. `/healthz`
+/// answers whether the process is alive; this, whether to route traffic to it.
+fn not_ready(shard: &Rc<Shard>) -> Option<&'static str> {
+    if shard.draining.get() {
+        return Some("shutting down");
+    }
+    if shard.shared.store.is_poisoned() {
+        return Some("storage is refusing writes");
+    }
+    if let Some(cluster) = &shard.shared.cluster
+        && cluster.live_nodes.load(std::sync::atomic::Ordering::Relaxed) == 0
+    {
+        return Some("not yet joined to the cluster");
+    }
+    None
+}
+
 /// Answers a REST request (everything but the WebSocket upgrade).
 pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Response {
     crate::metrics::Metrics::inc(&shard.shared.metrics.http_requests);
@@ -48,43 +66,42 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
                 Response::json(200, &json!({"status": "ok"}))
             }
         }
-        ("GET", "/metrics") => Response {
-            status: 200,
-            content_type: "text/plain; version=0.0.4",
-            headers: Vec::new(),
-            body: {
-                let mut text = shared.metrics.render();
-                let family = crate::metrics::render_family;
-                family(
-                    &mut text,
-                    "palaver_open_sockets",
-                    "Client TCP sockets open now (HTTP and WebSocket).",
-                    "gauge",
-                    shared.sockets.taken() as i128,
-                );
-                family(
-                    &mut text,
-                    "palaver_socket_budget",
-                    "Client TCP sockets allowed at once: the descriptor limit less storage's and search's reserve.",
-                    "gauge",
-                    shared.sockets.max() as i128,
-                );
-                family(
-                    &mut text,
-                    "palaver_storage_reopens_total",
-                    "Times the store reopened its database to recover from a transient failure.",
-                    "counter",
-                    i128::from(shared.store.reopens()),
-                );
-                shared.lanes.render_metrics(&mut text);
-                if let Some(cluster) = &shared.cluster {
-                    cluster.render_metrics(&mut text);
-                }
-                text.into_bytes()
-            },
+        ("GET", "/readyz") => match not_ready(shard) {
+            Some(reason) => Response::error(ErrorCode::Unavailable, reason),
+            None => Response::json(200, &json!({"status": "ready"})),
         },
+        ("GET", "/metrics") => {
+            let format = crate::metrics::Format::from_accept(request.header("accept"));
+            let mut out = crate::metrics::Exposition::new(format);
+            shared.metrics.render(&mut out);
+            out.gauge(
+                "palaver_open_sockets",
+                "Client TCP sockets open now (HTTP and WebSocket).",
+                shared.sockets.taken() as f64,
+            );
+            out.gauge(
+                "palaver_socket_budget",
+                "Client TCP sockets allowed at once: the descriptor limit less storage's and search's reserve.",
+                shared.sockets.max() as f64,
+            );
+            out.counter(
+                "palaver_storage_reopens",
+                "Times the store reopened its database to recover from a transient failure.",
+                shared.store.reopens(),
+            );
+            shared.lanes.render_metrics(&mut out);
+            if let Some(cluster) = &shared.cluster {
+                cluster.render_metrics(&mut out);
+            }
+            Response {
+                status: 200,
+                content_type: format.content_type(),
+                headers: Vec::new(),
+                body: out.finish().into_bytes(),
+            }
+        }
         (_, "/v1/auth/register" | "/v1/auth/login" | "/v1/auth/refresh") => method_not_allowed("POST"),
-        (_, "/healthz" | "/metrics") => method_not_allowed("GET"),
+        (_, "/healthz" | "/readyz" | "/metrics") => method_not_allowed("GET"),
         ("GET", "/v1/ws") => {
             Response::error_with_status(426, ErrorCode::Invalid, "this endpoint needs a WebSocket upgrade")
         }

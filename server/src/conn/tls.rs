@@ -20,18 +20,19 @@ use std::sync::Arc;
 
 use monoio_rustls::TlsAcceptor;
 
-use crate::quic::tls::Identity;
+use crate::quic::tls::CertResolver;
 
 /// The ALPN protocol offered on the HTTP listener.
 const ALPN_HTTP1: &[u8] = b"http/1.1";
 
-/// Builds the acceptor every shard uses: TLS 1.3 and 1.2, ring, the server's identity.
-pub fn acceptor(identity: &Identity) -> Result<TlsAcceptor, rustls::Error> {
+/// Builds the acceptor every shard uses: TLS 1.3 and 1.2, ring, the server's identity
+/// (through `resolver`, which reloads it on SIGHUP).
+pub fn acceptor(resolver: Arc<CertResolver>) -> Result<TlsAcceptor, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(identity.certs.clone(), identity.key.clone_key())?;
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -45,6 +46,8 @@ mod tests {
     fn the_development_identity_makes_an_acceptor() {
         let dir = tempfile::tempdir().unwrap();
         let identity = crate::quic::tls::load_or_generate(None, None, dir.path()).unwrap();
-        assert!(acceptor(&identity).is_ok());
+        let key = crate::quic::tls::key_path(None, dir.path());
+        let resolver = Arc::new(CertResolver::new(&identity, &key).unwrap());
+        assert!(acceptor(resolver).is_ok());
     }
 }

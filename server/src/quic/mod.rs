@@ -134,9 +134,14 @@ impl QuicListener {
 
 /// Binds the UDP socket and starts the QUIC thread; new sessions go to `shards` round
 /// robin.
-pub fn start(config: &Config, shards: Vec<flume::Sender<QuicSession>>) -> Result<QuicListener, QuicError> {
-    let identity =
-        tls::load_or_generate(config.tls_cert.as_deref(), config.tls_key.as_deref(), &config.data_dir)?;
+/// `identity` is the certificate it starts with; handshakes are served by `resolver`,
+/// which reloads it on SIGHUP.
+pub fn start(
+    config: &Config,
+    identity: &tls::Identity,
+    resolver: Arc<tls::CertResolver>,
+    shards: Vec<flume::Sender<QuicSession>>,
+) -> Result<QuicListener, QuicError> {
     let fingerprint = identity.fingerprint();
     let endpoint_config = endpoint_config(&identity.key);
     let cert_path = identity.cert_path.clone();
@@ -147,8 +152,7 @@ pub fn start(config: &Config, shards: Vec<flume::Sender<QuicSession>>) -> Result
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| QuicError::Tls(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(identity.certs, identity.key)
-        .map_err(|e| QuicError::Tls(e.to_string()))?;
+        .with_cert_resolver(resolver);
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto =
         quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| QuicError::Tls(e.to_string()))?;

@@ -1,8 +1,15 @@
-//! The QUIC listener's TLS identity: the operator's certificate and key (`--tls-cert`,
-//! `--tls-key`), or a self-signed development certificate generated once into
-//! `DATA_DIR/tls/` and reused on every later start (so clients can pin it).
+//! The server's TLS identity (QUIC, and the HTTP listener with `--http-tls`): the
+//! operator's certificate and key (`--tls-cert`, `--tls-key`), or a self-signed
+//! development certificate generated once into `DATA_DIR/tls/` and reused on every later
+//! start (so clients can pin it). [`CertResolver`] serves it to every handshake and
+//! reloads it from its files on SIGHUP, so a renewed certificate needs no restart.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -28,6 +35,75 @@ impl Identity {
     pub fn fingerprint(&self) -> String {
         self.certs.first().map(|c| fingerprint(c)).unwrap_or_default()
     }
+}
+
+/// The identity every TLS handshake is given, replaceable while the server runs: both the
+/// QUIC and the HTTP listener's configurations resolve through one of these, so a reload
+/// changes what new handshakes see; established connections keep their session.
+pub struct CertResolver {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    development: bool,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl fmt::Debug for CertResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertResolver").field("cert_path", &self.cert_path).finish_non_exhaustive()
+    }
+}
+
+impl CertResolver {
+    /// Serves `identity`, reloading later from `identity.cert_path` and `key_path`.
+    pub fn new(identity: &Identity, key_path: &Path) -> Result<Self, QuicError> {
+        Ok(Self {
+            cert_path: identity.cert_path.clone(),
+            key_path: key_path.to_owned(),
+            development: identity.development,
+            current: RwLock::new(Arc::new(certified(identity)?)),
+        })
+    }
+
+    /// Reads the certificate and key files again and serves them to new handshakes;
+    /// returns the new certificate's fingerprint. On any error the old identity stays.
+    pub fn reload(&self) -> Result<String, QuicError> {
+        let identity = load(&self.cert_path, &self.key_path, self.development)?;
+        let key = certified(&identity)?;
+        let fingerprint = identity.fingerprint();
+        // A poisoned lock only means a reader panicked mid-read; the value is whole.
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(key);
+        Ok(fingerprint)
+    }
+
+    /// The certificate file.
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+    }
+}
+
+/// The chain and a ring signing key for it, checked to belong together.
+fn certified(identity: &Identity) -> Result<CertifiedKey, QuicError> {
+    let provider = rustls::crypto::ring::default_provider();
+    let invalid =
+        |reason: String| QuicError::Certificate { path: identity.cert_path.display().to_string(), reason };
+    let key = provider
+        .key_provider
+        .load_private_key(identity.key.clone_key())
+        .map_err(|e| invalid(e.to_string()))?;
+    let certified = CertifiedKey::new(identity.certs.clone(), key);
+    certified.keys_match().map_err(|e| invalid(format!("the key does not match the certificate: {e}")))?;
+    Ok(certified)
+}
+
+/// Where the identity's key file is (the configured one, or the development key).
+pub fn key_path(key: Option<&Path>, data_dir: &Path) -> PathBuf {
+    key.map_or_else(|| data_dir.join("tls").join("key.pem"), Path::to_path_buf)
 }
 
 /// SHA-256 of a DER certificate, lowercase hex.

@@ -89,6 +89,9 @@ pub fn deliver(shard: &Rc<Shard>, delivery: &Delivery) {
             }
         }
         shard.shared.metrics.deliveries.fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
+        if delivered > 0 {
+            shard.shared.metrics.observe_delivery(shard.id, delivery.durable_at.elapsed());
+        }
     }
     for conn in behind {
         monoio::spawn(catch_up(shard.clone(), delivery.room.clone(), conn));

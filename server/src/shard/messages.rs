@@ -149,6 +149,8 @@ pub struct Delivery {
     /// The same event flagged `blocked`, for receivers who blocked the sender (built
     /// the first time one needs it).
     pub flagged: OnceLock<LazyFrames>,
+    /// When the message was known durable here (for `palaver_message_delivery_seconds`).
+    pub durable_at: std::time::Instant,
 }
 
 impl Delivery {

@@ -269,7 +269,12 @@ pub(super) fn on_routed_command(shard: &Rc<Shard>, state: &mut State, origin: Or
                 }
                 let lookups = StoreLookups { shard, cids: Some(&held.cids) };
                 let user = origin.user.clone();
+                // A history page is read from storage right here: time it.
+                let history = matches!(op, RoomOp::History(_)).then(std::time::Instant::now);
                 held.owner.handle(now, origin, &user, op, &lookups, fx);
+                if let Some(started) = history {
+                    shard.shared.metrics.history.observe(started.elapsed());
+                }
                 held
             }
             Ok(None) => return refuse(error(ErrorCode::NotFound, format!("no room {room}"))),
@@ -376,8 +381,14 @@ fn carry_out(shard: &Rc<Shard>, room: &RoomId, held: &mut HeldRoom, fx: &mut Eff
             Metrics::inc(&shard.shared.metrics.messages_stored);
             let (seq, sender) = (message.seq, message.sender.clone());
             let frames = LazyFrames::new(ServerFrame::Event(Event::Message(message)));
-            let delivery =
-                Arc::new(Delivery { room: room.clone(), seq, sender, frames, flagged: Default::default() });
+            let delivery = Arc::new(Delivery {
+                room: room.clone(),
+                seq,
+                sender,
+                frames,
+                flagged: Default::default(),
+                durable_at: std::time::Instant::now(),
+            });
             for &site in sites {
                 shard.mesh().send(site, ShardMsg::Deliver(delivery.clone()));
             }

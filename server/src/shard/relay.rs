@@ -184,7 +184,14 @@ pub fn on_replicated(shard: &Rc<Shard>, state: &mut State, message: Message) {
     }
     let (seq, sender) = (message.seq, message.sender.clone());
     let frames = LazyFrames::new(ServerFrame::Event(Event::Message(message)));
-    let delivery = Arc::new(Delivery { room, seq, sender, frames, flagged: std::sync::OnceLock::new() });
+    let delivery = Arc::new(Delivery {
+        room,
+        seq,
+        sender,
+        frames,
+        flagged: std::sync::OnceLock::new(),
+        durable_at: std::time::Instant::now(),
+    });
     for s in subscribers {
         shard.mesh().send(s, ShardMsg::Deliver(delivery.clone()));
     }
