@@ -227,6 +227,10 @@ pub(crate) async fn start(
             core.set_tokens(platform.now_ms(), platform.unix_ms(), tokens.clone());
             Some(tokens.clone())
         }
+        Credentials::Source(_) => {
+            core.set_tokens_renewable(true);
+            None
+        }
         _ => None,
     };
     let (commands_tx, commands_rx) = mpsc::unbounded();

@@ -167,6 +167,13 @@ async fn obtain_tokens<P: Platform>(
     refresh_token: Option<String>,
     registration: &mut Registration,
 ) -> Result<Tokens, (Error, bool)> {
+    if let Credentials::Source(source) = credentials {
+        return match source.fetch().await {
+            Ok(Some(token)) => Ok(Tokens::access_only(token)),
+            Ok(None) => Err((Error::Auth("signed out: the token source has no token".into()), true)),
+            Err(reason) => Err((Error::Auth(format!("the token source failed: {reason}")), false)),
+        };
+    }
     let can_login = !matches!(credentials, Credentials::Tokens(_));
     if let Some(refresh) = refresh_token {
         match fetch_tokens(platform, endpoint, AuthRoute::Refresh, credentials, Some(&refresh)).await {
@@ -329,7 +336,15 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
                             .await)
                     })
                     .await
-                    .unwrap_or_else(|timeout| Err((timeout, false)));
+                    .unwrap_or_else(|timeout| {
+                        // A token source that does not answer is failing (counted); the
+                        // server's own routes not answering is the server being away.
+                        let error = match credentials {
+                            Credentials::Source(_) => Error::Auth(format!("the token source: {timeout}")),
+                            _ => timeout,
+                        };
+                        Err((error, false))
+                    });
                     let now = platform.now_ms();
                     match result {
                         Ok(tokens) => core.handle_tokens(now, platform.unix_ms(), tokens),
