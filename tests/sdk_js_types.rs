@@ -1,6 +1,7 @@
 //! The JavaScript package's types follow the Rust protocol: `sdk/js/src/protocol.ts` is
 //! exactly what `palaver_protocol::typescript::declarations` generates from the wire types
-//! (so a changed op, answer or event fails here until the file is regenerated).
+//! (so a changed op, answer or event fails here until the file is regenerated), and the
+//! package's client builds the request of every op.
 //!
 //! Regenerate with `PALAVER_BLESS=1 cargo test -p palaver-e2e --test sdk_js_types`.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests: failing loudly is the point")]
@@ -32,4 +33,15 @@ fn protocol_ts_is_generated_from_the_rust_types() {
             path.display()
         );
     }
+}
+#[test]
+fn the_client_has_a_method_for_every_op() {
+    let source = std::fs::read_to_string(package_dir().join("src/index.ts")).unwrap();
+    let missing: Vec<String> = palaver_protocol::typescript::op_names()
+        .into_iter()
+        // `auth` is the client's own business: it authenticates every connection itself.
+        .filter(|op| op != "auth")
+        .filter(|op| !source.contains(&format!("op: \"{op}\"")))
+        .collect();
+    assert!(missing.is_empty(), "sdk/js/src/index.ts builds no request for {missing:?}");
 }

@@ -113,6 +113,9 @@ mod native;
 mod native_quic;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 mod native_trust;
+/// Ops read from JSON for the JavaScript package (tested natively).
+#[cfg(any(test, all(feature = "wasm", target_arch = "wasm32")))]
+mod op_json;
 pub mod quic;
 mod search_query;
 mod trust;

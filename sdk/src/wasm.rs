@@ -26,6 +26,7 @@ use crate::client::{self, Client, ClientOptions, Session};
 use crate::core::{ClientEvent, Outgoing};
 use crate::driver::{self, HttpRequest, Platform, Socket};
 use crate::error::Error;
+use crate::op_json::op_from_json;
 use crate::tokens::{Credentials, TokenSource, Tokens};
 
 /// The browser platform: the page's `WebSocket`, `fetch` and timers.
@@ -214,12 +215,14 @@ impl Client {
         Self::connect_with(url, credentials, ClientOptions::default()).await
     }
 
-    /// [`Client::connect`] with options.
+    /// [`Client::connect`] with options. In the browser the codec is always JSON (a
+    /// page's WebAssembly then carries no rkyv codec).
     pub async fn connect_with(
         url: &str,
         credentials: Credentials,
-        options: ClientOptions,
+        mut options: ClientOptions,
     ) -> Result<Client, Error> {
+        options.codec = Codec::Json;
         client::start(Browser, url, credentials, options, random_seed(), |platform, setup| {
             wasm_bindgen_futures::spawn_local(driver::run(platform, setup));
         })
@@ -439,10 +442,7 @@ impl WasmClient {
     /// resolves to the JSON of its `ok` answer. `join` keeps the room joined across
     /// reconnects; `invite.accept` joins the room too.
     pub async fn request(&self, op: String) -> Result<String, JsValue> {
-        let op: Op = serde_json::from_str(&op).map_err(|e| invalid(format!("request: {e}")))?;
-        let ok = match op {
-            Op::Auth { .. } => return Err(invalid("the client authenticates its connections itself")),
-            Op::Send { .. } => return Err(invalid("send goes through send()")),
+        let ok = match op_from_json(&op).map_err(to_js)? {
             Op::InviteAccept { room } => {
                 return self.client.invite_accept(&room).await.map(|ok| json!(ok).to_string()).map_err(to_js);
             }

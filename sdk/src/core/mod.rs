@@ -985,7 +985,10 @@ impl ClientCore {
                         self.attempt_failed(now, "access token refused", error);
                     }
                 }
-                other => self.go_offline(now, format!("unexpected auth reply: {other:?}")),
+                // (Described, not Debug-printed: the browser build carries no Debug of
+                // every answer type.)
+                ReplyBody::Err(e) => self.go_offline(now, format!("auth refused: {}", e.message)),
+                ReplyBody::Ok(_) => self.go_offline(now, "auth answered with another shape".into()),
             },
             Purpose::Ping => {}
             Purpose::User { ticket, op } => match body {
