@@ -170,9 +170,30 @@ pub struct Cli {
     /// Seconds a room may go unused (no subscriber, no command) before it leaves memory; it loads again from storage on its next use.
     #[arg(long, env = "PALAVER_IDLE_ROOM_SECS")]
     pub idle_room_secs: Option<u64>,
+    /// Origins whose pages may use the server from another origin, comma-separated
+    /// (`https://app.example.com,http://localhost:5173`): CORS on the HTTP routes, and the
+    /// `Origin` check of WebSocket upgrades. `*` allows any, only with the development secret.
+    #[arg(long, env = "PALAVER_CORS_ORIGINS", value_delimiter = ',', num_args = 1..)]
+    pub cors_origins: Option<Vec<String>>,
+    /// The built-in chat page at `/`: `auto` (on while running with the development secret,
+    /// i.e. without --jwt-secret), `on` or `off`.
+    #[arg(long, env = "PALAVER_WEB_PAGE")]
+    pub web_page: Option<WebPageSetting>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
+}
+
+/// The web page flag's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum WebPageSetting {
+    /// On with the development secret, off with a configured one.
+    Auto,
+    /// Always served.
+    On,
+    /// Never served.
+    Off,
 }
 
 /// The durability flag's values.
@@ -228,6 +249,8 @@ struct FileConfig {
     sign_ins_per_minute_per_ip: Option<u32>,
     max_rooms_per_user: Option<usize>,
     idle_room_secs: Option<u64>,
+    cors_origins: Option<Vec<String>>,
+    web_page: Option<WebPageSetting>,
 }
 
 /// The resolved configuration.
@@ -302,6 +325,10 @@ pub struct Config {
     pub max_rooms_per_user: usize,
     /// How long an unused room stays in memory, in ms.
     pub idle_room_ms: u64,
+    /// Which other origins' pages may use the server (CORS, WebSocket `Origin`).
+    pub cors_origins: crate::conn::cors::AllowedOrigins,
+    /// Whether the built-in chat page is served at `/`.
+    pub web_page: bool,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }
@@ -344,8 +371,22 @@ impl Config {
             .or(file.shards)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
         let test_echo = cli.test_echo;
+        let jwt_secret = cli.jwt_secret.or(file.jwt_secret);
+        let development_secret = jwt_secret.is_none();
+        let cors_origins = crate::conn::cors::AllowedOrigins::parse(
+            &cli.cors_origins.or(file.cors_origins).unwrap_or_default(),
+            development_secret,
+        )
+        .map_err(ConfigError::Invalid)?;
+        let web_page = match cli.web_page.or(file.web_page).unwrap_or(WebPageSetting::Auto) {
+            WebPageSetting::Auto => development_secret,
+            WebPageSetting::On => true,
+            WebPageSetting::Off => false,
+        };
         let config = Config {
             test_echo,
+            cors_origins,
+            web_page,
             idle_room_ms: cli
                 .idle_room_secs
                 .or(file.idle_room_secs)
@@ -427,7 +468,7 @@ impl Config {
             http_tls: cli.http_tls || file.http_tls.unwrap_or(false),
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
             shards,
-            jwt_secret: cli.jwt_secret.or(file.jwt_secret),
+            jwt_secret,
             durability: match cli.durability.or(file.durability).unwrap_or(DurabilitySetting::Fsync) {
                 DurabilitySetting::Fsync => Durability::Fsync,
                 DurabilitySetting::Buffered => Durability::Buffered,
@@ -549,6 +590,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_web_page_and_any_origin_come_with_the_development_secret_only() {
+        let config = Config::resolve(Cli::default()).unwrap();
+        assert!(config.web_page, "on with the development secret");
+        let secret = || Some("s".repeat(32));
+        let config = Config::resolve(Cli { jwt_secret: secret(), ..Cli::default() }).unwrap();
+        assert!(!config.web_page, "off with a configured secret");
+        let any = || Some(vec!["*".to_owned()]);
+        assert!(Config::resolve(Cli { cors_origins: any(), ..Cli::default() }).is_ok());
+        let refused = Config::resolve(Cli { cors_origins: any(), jwt_secret: secret(), ..Cli::default() });
+        assert!(matches!(refused, Err(ConfigError::Invalid(_))));
+        let off = Cli { web_page: Some(WebPageSetting::Off), ..Cli::default() };
+        assert!(!Config::resolve(off).unwrap().web_page);
+    }
+
+    #[test]
     fn flag_beats_file_beats_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("palaver.toml");
@@ -564,6 +620,12 @@ mod tests {
         std::fs::write(&path, "http_tls = true\n").unwrap();
         let cli = Cli { config: Some(path.clone()), ..Cli::default() };
         assert!(Config::resolve(cli).unwrap().http_tls);
+
+        std::fs::write(&path, "cors_origins = [\"https://app.example.com\"]\nweb_page = \"on\"\n").unwrap();
+        let cli = Cli { config: Some(path.clone()), jwt_secret: Some("s".repeat(32)), ..Cli::default() };
+        let config = Config::resolve(cli).unwrap();
+        assert!(config.cors_origins.allows("https://app.example.com"));
+        assert!(config.web_page, "asked for");
 
         std::fs::write(&path, "shardz = 3\n").unwrap();
         let cli = Cli { config: Some(path), ..Cli::default() };
