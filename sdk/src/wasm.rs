@@ -103,7 +103,7 @@ impl Platform for Browser {
     async fn connect(&self, url: String, codec: Codec) -> Result<BrowserSocket, Error> {
         let ws = WebSocket::new_with_str(&url, codec.subprotocol()).map_err(|e| js_error("WebSocket", &e))?;
         ws.set_binary_type(BinaryType::Arraybuffer);
-        let (tx, mut rx) = mpsc::unbounded();
+        let (tx, rx) = mpsc::unbounded();
         let on_open = {
             let tx = tx.clone();
             Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
@@ -139,15 +139,18 @@ impl Platform for Browser {
         ws.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         let handlers =
             Handlers { _on_open: on_open, _on_message: on_message, _on_close: on_close, _on_error: on_error };
-        match rx.next().await {
+        // Owned by the socket from here: on a failure below, dropping it unregisters the
+        // handlers before they are freed (a failed socket still fires `close` after `error`).
+        let mut socket = BrowserSocket { ws, rx, _handlers: handlers };
+        match socket.rx.next().await {
             Some(Incoming::Open) => {}
             Some(Incoming::Closed(reason)) => return Err(Error::Transport(reason)),
             _ => return Err(Error::Transport("WebSocket failed to open".into())),
         }
-        if ws.protocol() != codec.subprotocol() {
-            return Err(Error::Transport(format!("the server chose subprotocol {:?}", ws.protocol())));
+        if socket.ws.protocol() != codec.subprotocol() {
+            return Err(Error::Transport(format!("the server chose subprotocol {:?}", socket.ws.protocol())));
         }
-        Ok(BrowserSocket { ws, rx, _handlers: handlers })
+        Ok(socket)
     }
 
     async fn http(&self, request: HttpRequest) -> Result<(u16, Vec<u8>), Error> {
