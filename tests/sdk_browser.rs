@@ -1,7 +1,7 @@
 //! The JavaScript package `@palaver/client` (`sdk/js`) as a product team gets it: built
 //! from the Rust SDK (wasm-bindgen, wasm-opt, tsc) within its size budget, packed with
 //! `npm pack`, installed into a fresh project, type-checked there against a consumer's
-//! code, and loaded by a page of that project in headless Chromium (driven by
+//! code (and the TypeScript examples of docs/SDK.md and its README), and loaded by a page of that project in headless Chromium (driven by
 //! `tests/browser/package_chat.mjs` through playwright-core). The page is served from
 //! another origin than the server (`--cors-origins`), with a small "backend" beside it
 //! that mints access tokens with the server's secret. Two tabs chat — one renewing its
@@ -208,10 +208,22 @@ fn npm_pack_installs_into_a_fresh_project_and_type_checks() {
         assert!(installed.join(file).is_file(), "{file} is in the package");
     }
     std::fs::write(project.path().join("main.ts"), CONSUMER_TS).unwrap();
+    // The TypeScript of the docs is a consumer too.
+    let mut files = vec!["main.ts".to_owned()];
+    for doc in ["docs/SDK.md", "sdk/js/README.md"] {
+        let text = std::fs::read_to_string(workspace_root().join(doc)).unwrap();
+        for (i, block) in typescript_blocks(&text).into_iter().enumerate() {
+            let name = format!("{}_{i}.ts", doc.replace(['/', '.'], "_"));
+            std::fs::write(project.path().join(&name), block).unwrap();
+            files.push(name);
+        }
+    }
+    assert!(files.len() >= 3, "the docs have TypeScript examples");
     let output = Command::new(package_dir().join("node_modules/.bin/tsc"))
         .current_dir(project.path())
         .args(["--noEmit", "--strict", "--target", "es2022", "--module", "es2022"])
-        .args(["--moduleResolution", "bundler", "--lib", "es2022,dom", "main.ts"])
+        .args(["--moduleResolution", "bundler", "--lib", "es2022,dom"])
+        .args(&files)
         .output()
         .unwrap();
     assert!(
@@ -219,6 +231,24 @@ fn npm_pack_installs_into_a_fresh_project_and_type_checks() {
         "the consumer does not type-check:\n{}",
         String::from_utf8_lossy(&output.stdout)
     );
+}
+
+/// The fenced ```` ```ts ```` blocks of a Markdown file.
+fn typescript_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match &mut current {
+            None if line.trim_end() == "```ts" => current = Some(String::new()),
+            Some(_) if line.trim_end() == "```" => blocks.extend(current.take()),
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    blocks
 }
 
 /// Serves the fresh project over HTTP on loopback (GET only, one request per connection),

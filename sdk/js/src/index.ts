@@ -79,7 +79,7 @@ function rethrow(error: unknown): never {
 }
 
 /** Where the client stands. `unauthorized` and `closed` are final. */
-export type ConnectionState = "connecting" | "connected" | "reconnecting" | "unauthorized" | "closed";
+export type ConnectionState = "connected" | "reconnecting" | "unauthorized" | "closed";
 
 /** What the client tells the page: every server event (`message`, `typing`, …, with
  * its body under a key named like its type) and the connection's own changes. */
