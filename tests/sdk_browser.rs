@@ -6,8 +6,9 @@
 //! another origin than the server (`--cors-origins`), with a small "backend" beside it
 //! that mints access tokens with the server's secret. Two tabs chat — one renewing its
 //! tokens from the backend, one logged in with a password and refreshing — share an
-//! image, and live through a `kill -9` + restart after their (4-second) tokens expired; a
-//! third tab whose backend keeps failing ends `unauthorized` after bounded retries.
+//! image, and live through a `kill -9` + restart after their (4-second) tokens expired
+//! (with a third tab given its first token and renewing through `onTokenExpired`); a
+//! fourth tab whose backend keeps failing ends `unauthorized` after bounded retries.
 //!
 //! Needs `/usr/bin/chromium` (or `PALAVER_CHROMIUM`), `node` and `npm`, `wasm-bindgen`
 //! (the CLI, same version as the crate), the `wasm32-unknown-unknown` target, and
@@ -330,12 +331,13 @@ fn two_tabs_chat_share_an_image_and_live_through_a_restart_after_their_tokens_ex
     let tab_a = format!("{common}&mode=token&user={}", alice.user_id);
     let tab_b = format!("{common}&mode=password&username=bob&password=password-123");
     let failing = format!("{common}&mode=failing&user={}", alice.user_id);
+    let renewing = format!("{common}&mode=renewing&user={}", alice.user_id);
     let screenshot = project.path().join("tabs.png");
 
     let mut driver = Command::new(&tools.node)
         .current_dir(workspace_root().join("tests/browser"))
         .arg("package_chat.mjs")
-        .args([tools.chromium.to_str().unwrap(), &tab_a, &tab_b, &failing])
+        .args([tools.chromium.to_str().unwrap(), &tab_a, &tab_b, &failing, &renewing])
         .arg(&png)
         .arg(&screenshot)
         .stdout(Stdio::piped())

@@ -1,15 +1,16 @@
 // Drives headless Chromium for tests/sdk_browser.rs: two tabs of a page built on the
 // installed @palaver/client chat, share an image, live through a server kill -9 and
 // restart after their tokens expired, and a third tab whose token backend keeps failing
-// ends `unauthorized`.
-//   node package_chat.mjs CHROMIUM TAB_A_URL TAB_B_URL FAILING_URL PNG_FILE [SCREENSHOT]
+// ends `unauthorized`; a fourth tab, given a first token and renewing with
+// onTokenExpired, lives through the restart too.
+//   node package_chat.mjs CHROMIUM TAB_A_URL TAB_B_URL FAILING_URL RENEWING_URL PNG_FILE [SCREENSHOT]
 // Prints CHATTED once the tabs chatted and shared the image (the test then kills the
 // server, waits past the tokens' lifetime and restarts it), then RESUMED once both tabs
 // reconnected by themselves and chatted again. Exits non-zero on any failure.
 import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const [executablePath, urlA, urlB, urlFailing, png, screenshot] = process.argv.slice(2);
+const [executablePath, urlA, urlB, urlFailing, urlRenewing, png, screenshot] = process.argv.slice(2);
 const WAIT = 30000;
 const browser = await chromium.launch({
   executablePath,
@@ -53,7 +54,8 @@ try {
   const a = await open(context, urlA, "A");
   const b = await open(context, urlB, "B");
   const failing = await open(context, urlFailing, "failing");
-  for (const page of [a, b]) await page.waitForSelector('#status[data-state="connected"][data-joined="true"]', { timeout: WAIT });
+  const renewing = await open(context, urlRenewing, "renewing");
+  for (const page of [a, b, renewing]) await page.waitForSelector('#status[data-state="connected"][data-joined="true"]', { timeout: WAIT });
 
   await say(a, "hello from tab A");
   await seen(b, "hello from tab A");
@@ -73,15 +75,18 @@ try {
   console.log("CHATTED");
 
   // The server goes down for longer than the tokens live, then comes back.
-  for (const page of [a, b]) await state(page, "reconnecting");
-  for (const page of [a, b]) await page.waitForSelector('#status[data-state="connected"]', { timeout: 2 * WAIT });
+  for (const page of [a, b, renewing]) await state(page, "reconnecting");
+  for (const page of [a, b, renewing]) await page.waitForSelector('#status[data-state="connected"]', { timeout: 2 * WAIT });
   await say(a, "after the restart from A");
   await seen(b, "after the restart from A");
   await say(b, "after the restart from B");
   await seen(a, "after the restart from B");
+  await seen(renewing, "after the restart from B");
   for (const page of [a, b]) await noStoredTokens(page);
-  const renewals = Number(await a.getAttribute("#tokens", "data-count"));
-  if (renewals < 3) throw new Error(`tab A asked its backend for ${renewals} tokens`);
+  for (const [name, page] of [["A", a], ["renewing", renewing]]) {
+    const renewals = Number(await page.getAttribute("#tokens", "data-count"));
+    if (renewals < 3) throw new Error(`tab ${name} asked its backend for ${renewals} tokens`);
+  }
   if ((await failing.getAttribute("#tokens", "data-count")) !== "3") throw new Error("the failed tab kept trying");
   if (screenshot) await b.screenshot({ path: screenshot, fullPage: true });
   console.log("RESUMED");

@@ -2,6 +2,7 @@
 // Query parameters: server (the Palaver server's URL), room, and how to sign in:
 //   mode=token    getToken() from this page's own backend (`/token`, which mints tokens
 //                 with the server's secret for `user`);
+//   mode=renewing the first token fetched by the page, then onTokenExpired() renewals;
 //   mode=password username and password (the server allows this page's origin);
 //   mode=failing  a getToken() whose backend keeps failing (ends `unauthorized`).
 import { PalaverClient } from "@palaver/client";
@@ -31,7 +32,7 @@ async function failingToken() {
   throw new Error("the backend is down");
 }
 
-function options() {
+async function options() {
   const common = {
     url: params.get("server"),
     onStateChange: (state, error) => setState(state, error ? `${state}: ${error.message}` : state),
@@ -39,6 +40,8 @@ function options() {
   switch (params.get("mode")) {
     case "token":
       return { ...common, getToken };
+    case "renewing":
+      return { ...common, token: await getToken(), onTokenExpired: getToken };
     case "password":
       return { ...common, username: params.get("username"), password: params.get("password") };
     default:
@@ -68,7 +71,7 @@ async function main() {
   setState("connecting");
   let client;
   try {
-    client = await PalaverClient.connect(options());
+    client = await PalaverClient.connect(await options());
   } catch (error) {
     setState(error.code === "unauthorized" ? "unauthorized" : "failed", `${error.code}: ${error.message}`);
     return;
