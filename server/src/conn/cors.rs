@@ -19,10 +19,10 @@ const PREFLIGHT_MAX_AGE_SECS: u32 = 600;
 /// Which origins' pages may use the server.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum AllowedOrigins {
-    /// These origins (`scheme://host[:port]`, as browsers write `Origin`); none when empty.
+    /// Only the server's own pages (the default).
     #[default]
-    None,
-    /// These origins.
+    Own,
+    /// These origins too (`scheme://host[:port]`, as browsers write `Origin`).
     Listed(Vec<String>),
     /// Any origin: only with the development secret.
     Any,
@@ -49,7 +49,7 @@ impl AllowedOrigins {
         }
         Ok(match (any, listed.is_empty()) {
             (true, _) => AllowedOrigins::Any,
-            (false, true) => AllowedOrigins::None,
+            (false, true) => AllowedOrigins::Own,
             (false, false) => AllowedOrigins::Listed(listed),
         })
     }
@@ -57,7 +57,7 @@ impl AllowedOrigins {
     /// Whether pages of `origin` may use the server.
     pub fn allows(&self, origin: &str) -> bool {
         match self {
-            AllowedOrigins::None => false,
+            AllowedOrigins::Own => false,
             AllowedOrigins::Listed(list) => list.iter().any(|o| o == origin),
             AllowedOrigins::Any => true,
         }
@@ -209,7 +209,7 @@ mod tests {
         }
         assert!(AllowedOrigins::parse(&["*".to_owned()], false).is_err());
         assert_eq!(AllowedOrigins::parse(&["*".to_owned()], true), Ok(AllowedOrigins::Any));
-        assert_eq!(AllowedOrigins::parse(&[], false), Ok(AllowedOrigins::None));
+        assert_eq!(AllowedOrigins::parse(&[], false), Ok(AllowedOrigins::Own));
     }
 
     #[test]
@@ -265,7 +265,7 @@ mod tests {
         assert!(upgrade_allowed(&allowed, &listed, false));
         let evil = upgrade(&[("host", "chat.test:8080"), ("origin", "https://evil.test")]);
         assert!(!upgrade_allowed(&allowed, &evil, false));
-        assert!(!upgrade_allowed(&AllowedOrigins::None, &evil, false));
+        assert!(!upgrade_allowed(&AllowedOrigins::Own, &evil, false));
         assert!(upgrade_allowed(&AllowedOrigins::Any, &evil, false));
     }
 }
