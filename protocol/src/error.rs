@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -73,7 +74,16 @@ impl ErrorCode {
 
 /// The body of a failed reply: `{"code","message","retry_after_ms"?}`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct ErrorBody {
     /// The error code.

@@ -29,7 +29,15 @@ pub struct ClientFrame {
 
 /// Every operation a client may request.
 #[derive(
-    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(tag = "op", deny_unknown_fields)]
 pub enum Op {
@@ -655,6 +663,7 @@ impl ClientFrame {
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum SearchOrder {
@@ -666,7 +675,15 @@ pub enum SearchOrder {
 
 /// One `search` hit.
 #[derive(
-    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct SearchHit {
     /// The room.
@@ -685,7 +702,15 @@ pub struct SearchHit {
 
 /// Answer to `search`.
 #[derive(
-    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct SearchOk {
     /// Hits, in the requested order.
@@ -708,6 +733,7 @@ pub struct SearchOk {
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum RoomKind {
@@ -733,6 +759,7 @@ pub enum RoomKind {
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
@@ -752,7 +779,16 @@ pub enum MessageKind {
 
 /// A stored file shared in a message.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct FileRef {
     /// The file's id, from the upload.
@@ -773,7 +809,16 @@ pub struct FileRef {
 
 /// What a reply shows of the message it answers.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct ReplyPreview {
     /// The parent's seq.
@@ -789,7 +834,16 @@ pub struct ReplyPreview {
 
 /// A room as clients see it.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct RoomInfo {
     /// The room's id.
@@ -805,7 +859,16 @@ pub struct RoomInfo {
 
 /// A stored message, as delivered live (`message` event) and by `history`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct Message {
     /// The room.
@@ -860,7 +923,16 @@ pub struct Message {
 
 /// All reactions with one emoji on a message.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct ReactionSummary {
     /// The emoji.
@@ -910,7 +982,15 @@ pub enum ReplyBody {
 /// bare object (no tag): clients know which op they asked. Decoding tries the variants
 /// in order, most specific first, and tolerates fields added by later versions.
 #[derive(
-    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(untagged)]
 pub enum OkBody {
@@ -977,12 +1057,22 @@ pub enum OkBody {
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct Empty {}
 
 /// Answer to `auth`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct AuthOk {
     /// The authenticated user.
@@ -993,7 +1083,16 @@ pub struct AuthOk {
 
 /// Answer to `room.create`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct RoomOk {
     /// The new room.
@@ -1002,7 +1101,16 @@ pub struct RoomOk {
 
 /// Answer to `join`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct JoinOk {
     /// The room.
@@ -1023,6 +1131,7 @@ pub struct JoinOk {
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct SendOk {
     /// The stored message's seq.
@@ -1050,6 +1159,7 @@ fn is_false(b: &bool) -> bool {
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct ReceiptOk {
     /// Highest seq delivered to one of the user's devices.
@@ -1060,7 +1170,16 @@ pub struct ReceiptOk {
 
 /// Answer to `react` and `unreact`: the emoji's count on the message afterwards.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct ReactionOk {
     /// The message.
@@ -1073,7 +1192,16 @@ pub struct ReactionOk {
 
 /// Answer to `room.list`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct RoomListOk {
     /// Public rooms, by room id. (Not named `rooms`: JSON replies are untagged, and
@@ -1096,6 +1224,7 @@ pub struct RoomListOk {
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct EditOk {
     /// The message.
@@ -1106,7 +1235,16 @@ pub struct EditOk {
 
 /// Answer to `sync`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct SyncOk {
     /// A page of the rooms the caller is a member of, by room id.
@@ -1118,7 +1256,16 @@ pub struct SyncOk {
 
 /// One room in a `sync` answer.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct RoomSummary {
     /// The room.
@@ -1142,7 +1289,16 @@ pub struct RoomSummary {
 
 /// Answer to `history`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct HistoryOk {
     /// Newest first (a page backwards), or oldest first (a page forwards from `after`).
@@ -1155,7 +1311,15 @@ pub struct HistoryOk {
 
 /// Events the server pushes.
 #[derive(
-    Debug, Clone, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(tag = "ev")]
 pub enum Event {
@@ -1194,7 +1358,16 @@ pub enum Event {
 
 /// The `edit` event.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct Edit {
     /// The room.
@@ -1209,7 +1382,16 @@ pub struct Edit {
 
 /// The `delete` event.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct Delete {
     /// The room.
@@ -1222,7 +1404,16 @@ pub struct Delete {
 
 /// The `reaction` event.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct Reaction {
     /// The room.
@@ -1241,7 +1432,16 @@ pub struct Reaction {
 
 /// The `receipt` event.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct Receipt {
     /// The room.
@@ -1256,7 +1456,16 @@ pub struct Receipt {
 
 /// The `typing` event.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct Typing {
     /// The room.

@@ -35,9 +35,10 @@ macro_rules! prefixed_id {
         $(#[$doc])*
         #[derive(
             Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-            rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+            rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, ts_rs::TS,
         )]
         #[serde(try_from = "String", into = "String")]
+        #[ts(type = "string")]
         pub struct $name(String);
 
         impl $name {
@@ -135,8 +136,10 @@ prefixed_id!(
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(try_from = "String", into = "String")]
+#[ts(type = "string")]
 pub struct ClientMsgId(String);
 
 impl ClientMsgId {

@@ -7,7 +7,16 @@ use serde::{Deserialize, Serialize};
 /// How an `encrypted` message was encrypted: enough for the receiving device to pick the
 /// session that decrypts it. Opaque to the server.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct Encryption {
     /// The algorithm, e.g. `m.olm.v1.curve25519-aes-sha2` or `m.megolm.v1.aes-sha2`.
@@ -21,7 +30,16 @@ pub struct Encryption {
 
 /// A one-time prekey (public half).
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct OneTimeKey {
     /// The key's id, unique per device.
@@ -32,7 +50,16 @@ pub struct OneTimeKey {
 
 /// A device's public keys as the directory lists them.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct DeviceKeys {
     /// The device's id (chosen by the client, unique per user).
@@ -58,6 +85,7 @@ pub struct DeviceKeys {
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct KeysUploadOk {
     /// The device's unclaimed one-time prekeys after the upload.
@@ -66,7 +94,16 @@ pub struct KeysUploadOk {
 
 /// Answer to `keys.list`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct DevicesOk {
     /// The user's devices, by device id.
@@ -75,7 +112,16 @@ pub struct DevicesOk {
 
 /// One device's keys handed out by `keys.claim`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct ClaimedKey {
     /// The device.
@@ -96,7 +142,16 @@ pub struct ClaimedKey {
 
 /// Answer to `keys.claim`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct ClaimedOk {
     /// One entry per device of the user (or the one device asked for).

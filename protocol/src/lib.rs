@@ -25,6 +25,7 @@ pub mod paging;
 mod people;
 mod rooms;
 mod text;
+pub mod typescript;
 
 pub use codec::{Codec, DecodeError, EncodeError};
 pub use error::{ErrorBody, ErrorCode};

@@ -18,6 +18,7 @@ use crate::ids::UserId;
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceStatus {
@@ -42,6 +43,7 @@ pub enum PresenceStatus {
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceChoice {
@@ -55,7 +57,16 @@ pub enum PresenceChoice {
 
 /// A user's presence (the `presence` event, and entries of answers).
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct PresenceInfo {
     /// Whose.
@@ -70,7 +81,16 @@ pub struct PresenceInfo {
 
 /// Answer to `presence.subscribe`: the current presence of each user subscribed to.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct PresenceListOk {
     /// One entry per user.
@@ -79,7 +99,16 @@ pub struct PresenceListOk {
 
 /// A user's public profile.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct Profile {
     /// The user.
@@ -99,7 +128,16 @@ pub struct Profile {
 
 /// Answer to `user.get` and `user.update`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct ProfileOk {
     /// The profile.
@@ -111,7 +149,16 @@ pub struct ProfileOk {
 
 /// Answer to `user.search`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct UsersOk {
     /// Matching profiles, by username.
@@ -130,6 +177,7 @@ pub struct UsersOk {
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum FriendState {
@@ -178,7 +226,16 @@ impl FriendState {
 /// One friendship (the `friend` event, `friend.*` answers and `friend.list` entries),
 /// seen from the receiver's side.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct FriendInfo {
     /// The other user.
@@ -196,7 +253,16 @@ pub struct FriendInfo {
 
 /// Answer to `friend.request`, `friend.accept`, `friend.decline`, `friend.cancel`, `friend.remove`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct FriendOk {
     /// The friendship afterwards.
@@ -205,7 +271,16 @@ pub struct FriendOk {
 
 /// Answer to `friend.list`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct FriendsOk {
     /// Friends and pending requests both ways, by user id.
@@ -217,7 +292,16 @@ pub struct FriendsOk {
 
 /// Answer to `block.list`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct BlockedOk {
     /// Users the caller blocked (visible to the caller alone).

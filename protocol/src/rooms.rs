@@ -23,6 +23,7 @@ use crate::people::PresenceStatus;
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum RoomRole {
@@ -82,6 +83,7 @@ impl RoomRole {
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct RoomSettings {
     /// Most members the room admits.
@@ -118,6 +120,7 @@ impl Default for RoomSettings {
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(deny_unknown_fields)]
 pub struct RoomSettingsPatch {
@@ -137,7 +140,16 @@ pub struct RoomSettingsPatch {
 
 /// Answer to `room.get` and `room.update`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct RoomDetailsOk {
     /// The room.
@@ -153,7 +165,16 @@ pub struct RoomDetailsOk {
 
 /// One member in `room.members`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct MemberInfo {
     /// The member.
@@ -171,7 +192,16 @@ pub struct MemberInfo {
 
 /// Answer to `room.members`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct MembersOk {
     /// Members by user id.
@@ -183,7 +213,16 @@ pub struct MembersOk {
 
 /// A pending invitation (the `invite` event, and `invite.list` entries).
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct InviteInfo {
     /// The room invited to.
@@ -196,7 +235,16 @@ pub struct InviteInfo {
 
 /// Answer to `invite.list`.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct InvitesOk {
     /// The caller's pending invitations, by room id.
@@ -218,6 +266,7 @@ pub struct InvitesOk {
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum MemberChange {
@@ -230,7 +279,16 @@ pub enum MemberChange {
 /// The `member` event: someone joined or left. Kicks, bans and role changes arrive as
 /// `system` messages in the room's log instead, so they are stored and replayed.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct MemberEvent {
     /// The room.
@@ -255,6 +313,7 @@ pub struct MemberEvent {
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum SystemAction {
@@ -280,7 +339,16 @@ pub enum SystemAction {
 
 /// The structured part of a `system` message.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
 )]
 pub struct SystemNotice {
     /// What happened.

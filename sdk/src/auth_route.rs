@@ -104,7 +104,7 @@ pub(crate) fn auth_body(
             AuthRoute::Register | AuthRoute::Login,
             Credentials::Password { username, password } | Credentials::Register { username, password },
         ) => serde_json::to_string(&PasswordBody { username, password }),
-        (_, Credentials::Tokens(_)) => return None,
+        (_, Credentials::Tokens(_) | Credentials::Source(_)) => return None,
     };
     body.ok()
 }

@@ -32,6 +32,7 @@ pub(crate) type ClientPlatform = crate::wasm::Browser;
 #[non_exhaustive]
 pub struct ClientOptions {
     /// The frame encoding: JSON (any server) or rkyv (same `palaver-protocol` version).
+    /// The browser transport always speaks JSON.
     pub codec: palaver_protocol::Codec,
     /// How long opening the socket or an auth request may take.
     pub connect_timeout_ms: u64,
@@ -226,6 +227,10 @@ pub(crate) async fn start(
         Credentials::Tokens(tokens) => {
             core.set_tokens(platform.now_ms(), platform.unix_ms(), tokens.clone());
             Some(tokens.clone())
+        }
+        Credentials::Source(_) => {
+            core.set_tokens_renewable(true);
+            None
         }
         _ => None,
     };

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_channel::{mpsc, oneshot};
 use futures_util::{FutureExt as _, StreamExt as _, future, pin_mut, select};
-use palaver_protocol::{Codec, ErrorCode, OkBody, Op, RoomId, UserId};
+use palaver_protocol::{ClientFrame, Codec, ErrorCode, OkBody, Op, RoomId, ServerFrame, UserId};
 
 use crate::auth_route::{AuthRoute, auth_body, parse_token_answer};
 use crate::core::{Action, ClientCore, ClientEvent, Outgoing, Output, Ticket};
@@ -167,6 +167,13 @@ async fn obtain_tokens<P: Platform>(
     refresh_token: Option<String>,
     registration: &mut Registration,
 ) -> Result<Tokens, (Error, bool)> {
+    if let Credentials::Source(source) = credentials {
+        return match source.fetch().await {
+            Ok(Some(token)) => Ok(Tokens::access_only(token)),
+            Ok(None) => Err((Error::Auth("signed out: the token source has no token".into()), true)),
+            Err(reason) => Err((Error::Auth(format!("the token source failed: {reason}")), false)),
+        };
+    }
     let can_login = !matches!(credentials, Credentials::Tokens(_));
     if let Some(refresh) = refresh_token {
         match fetch_tokens(platform, endpoint, AuthRoute::Refresh, credentials, Some(&refresh)).await {
@@ -226,6 +233,31 @@ async fn with_timeout<P: Platform, T>(
         r = fut => r,
         () = timer => Err(Error::Transport(format!("no answer within {ms} ms"))),
     }
+}
+
+/// A frame to send, in the connection's codec.
+#[cfg(not(target_arch = "wasm32"))]
+fn encode_frame(codec: Codec, frame: &ClientFrame) -> Result<Vec<u8>, Error> {
+    codec.encode_client(frame).map_err(|e| Error::Codec(e.to_string()))
+}
+
+/// A frame received, in the connection's codec.
+#[cfg(not(target_arch = "wasm32"))]
+fn decode_frame(codec: Codec, bytes: &[u8]) -> Result<ServerFrame, Error> {
+    codec.decode_server(bytes).map_err(|e| Error::Codec(e.to_string()))
+}
+
+/// A frame to send: the browser speaks JSON only (see `wasm::Client::connect_with`), so
+/// its build carries no rkyv codec.
+#[cfg(target_arch = "wasm32")]
+fn encode_frame(_: Codec, frame: &ClientFrame) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(frame).map_err(|e| Error::Codec(e.to_string()))
+}
+
+/// A frame received, as JSON (see [`encode_frame`]).
+#[cfg(target_arch = "wasm32")]
+fn decode_frame(_: Codec, bytes: &[u8]) -> Result<ServerFrame, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Codec(e.to_string()))
 }
 
 enum Woke {
@@ -329,7 +361,15 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
                             .await)
                     })
                     .await
-                    .unwrap_or_else(|timeout| Err((timeout, false)));
+                    .unwrap_or_else(|timeout| {
+                        // A token source that does not answer is failing (counted); the
+                        // server's own routes not answering is the server being away.
+                        let error = match credentials {
+                            Credentials::Source(_) => Error::Auth(format!("the token source: {timeout}")),
+                            _ => timeout,
+                        };
+                        Err((error, false))
+                    });
                     let now = platform.now_ms();
                     match result {
                         Ok(tokens) => core.handle_tokens(now, platform.unix_ms(), tokens),
@@ -348,7 +388,7 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
         if let Some(s) = socket.as_mut() {
             let mut failure = None;
             while let Some(frame) = core.poll_transmit() {
-                match codec.encode_client(&frame) {
+                match encode_frame(codec, &frame) {
                     Ok(bytes) => {
                         if let Err(e) = s.send(bytes, codec.is_text()).await {
                             failure = Some(e);
@@ -410,7 +450,7 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
             },
             Woke::Frame(Some(Ok(bytes))) => {
                 // Frames this version cannot decode (e.g. a future event) are ignored (§1.1).
-                if let Ok(frame) = codec.decode_server(&bytes) {
+                if let Ok(frame) = decode_frame(codec, &bytes) {
                     core.handle_frame(now, frame);
                 }
             }

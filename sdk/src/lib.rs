@@ -61,9 +61,9 @@
 //!     over rustls with the system roots or [`ClientOptions::trust`]), or **QUIC**
 //!     (quinn, TLS 1.3, ALPN `palaver/1`) for the event connection when
 //!     [`ClientOptions::quic`] is set — see [`quic`];
-//!   - feature **`wasm`** (on `wasm32`): the browser's `WebSocket` and `fetch`, and a
-//!     `#[wasm_bindgen]` class `PalaverClient` for JavaScript (see
-//!     `sdk/examples/web/`).
+//!   - feature **`wasm`** (on `wasm32`): the browser's `WebSocket` and `fetch`, and the
+//!     `#[wasm_bindgen]` class `WasmClient` that the JavaScript package `@palaver/client`
+//!     (`sdk/js/`) wraps.
 //!
 //! On `wasm32` the `native` feature compiles to nothing, so the default build works for
 //! both targets; enable `wasm` there to get the browser transport.
@@ -113,6 +113,9 @@ mod native;
 mod native_quic;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 mod native_trust;
+/// Ops read from JSON for the JavaScript package (tested natively).
+#[cfg(any(test, all(feature = "wasm", target_arch = "wasm32")))]
+mod op_json;
 pub mod quic;
 mod search_query;
 mod trust;
@@ -141,7 +144,7 @@ pub use file_route::MAX_DOWNLOAD_BYTES;
 pub use palaver_protocol as protocol;
 pub use quic::{QuicOptions, QuicTrust};
 pub use search_query::SearchQuery;
-pub use tokens::{Credentials, Tokens, jwt_expiry_secs};
+pub use tokens::{Credentials, TokenAnswer, TokenFuture, TokenSource, Tokens, jwt_expiry_secs};
 pub use trust::TlsTrust;
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
-pub use wasm::PalaverClient;
+pub use wasm::WasmClient;

@@ -1,5 +1,8 @@
 //! Credentials and tokens, and reading a JWT's expiry.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +26,11 @@ pub enum Credentials {
     },
     /// Use tokens obtained earlier (from a previous session's [`Tokens`]).
     Tokens(Tokens),
+    /// Ask the application for every access token: its backend mints them (or gets them
+    /// from an identity provider). Called for the first connection, shortly before each
+    /// token expires, and whenever the server refuses one (e.g. it expired while the
+    /// server was down).
+    Source(TokenSource),
 }
 
 impl Credentials {
@@ -40,6 +48,11 @@ impl Credentials {
     pub fn tokens(tokens: Tokens) -> Self {
         Credentials::Tokens(tokens)
     }
+
+    /// Get every access token from `source`.
+    pub fn source(source: TokenSource) -> Self {
+        Credentials::Source(source)
+    }
 }
 
 impl std::fmt::Debug for Credentials {
@@ -48,7 +61,87 @@ impl std::fmt::Debug for Credentials {
             Credentials::Password { username, .. } => write!(f, "Password({username:?}, ***)"),
             Credentials::Register { username, .. } => write!(f, "Register({username:?}, ***)"),
             Credentials::Tokens(_) => f.write_str("Tokens(***)"),
+            Credentials::Source(_) => f.write_str("Source"),
         }
+    }
+}
+
+/// What a [`TokenSource`] answers: a fresh access token; `Ok(None)` when the user is
+/// signed out (the client then stops for good, unauthorized); `Err` when no token could be
+/// had now (retried with backoff, a bounded number of times: see
+/// [`Config::max_token_failures`](crate::core::Config::max_token_failures)).
+pub type TokenAnswer = Result<Option<String>, String>;
+
+/// The future a [`TokenSource`] returns.
+#[cfg(not(target_arch = "wasm32"))]
+pub type TokenFuture = Pin<Box<dyn Future<Output = TokenAnswer> + Send>>;
+/// The future a [`TokenSource`] returns (in the browser, a page's promise).
+#[cfg(target_arch = "wasm32")]
+pub type TokenFuture = Pin<Box<dyn Future<Output = TokenAnswer>>>;
+
+#[cfg(not(target_arch = "wasm32"))]
+type TokenFn = std::sync::Arc<dyn Fn() -> TokenFuture + Send + Sync>;
+#[cfg(target_arch = "wasm32")]
+type TokenFn = std::rc::Rc<dyn Fn() -> TokenFuture>;
+
+/// Where a client gets access tokens on demand: a function returning a future of a
+/// [`TokenAnswer`], typically a call to the application's own backend, which mints
+/// tokens for its signed-in user with the server's secret (docs/PROTOCOL.md §2.6).
+///
+/// ```
+/// use palaver_sdk::{Credentials, TokenSource};
+///
+/// let source = TokenSource::new(|| async {
+///     // e.g. GET /chat-token on the application's backend, with its session cookie
+///     Ok(Some("eyJhbGciOiJIUzI1NiJ9…".to_owned()))
+/// });
+/// let credentials = Credentials::source(source);
+/// # let _ = credentials;
+/// ```
+#[derive(Clone)]
+pub struct TokenSource(TokenFn);
+
+impl TokenSource {
+    /// A source that calls `fetch` for each token.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new<F, Fut>(fetch: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = TokenAnswer> + Send + 'static,
+    {
+        TokenSource(std::sync::Arc::new(move || Box::pin(fetch())))
+    }
+
+    /// A source that calls `fetch` for each token.
+    #[cfg(target_arch = "wasm32")]
+    pub fn new<F, Fut>(fetch: F) -> Self
+    where
+        F: Fn() -> Fut + 'static,
+        Fut: Future<Output = TokenAnswer> + 'static,
+    {
+        TokenSource(std::rc::Rc::new(move || Box::pin(fetch())))
+    }
+
+    /// Asks for a token.
+    pub fn fetch(&self) -> TokenFuture {
+        (self.0)()
+    }
+}
+
+impl PartialEq for TokenSource {
+    fn eq(&self, other: &Self) -> bool {
+        #[cfg(not(target_arch = "wasm32"))]
+        return std::sync::Arc::ptr_eq(&self.0, &other.0);
+        #[cfg(target_arch = "wasm32")]
+        return std::rc::Rc::ptr_eq(&self.0, &other.0);
+    }
+}
+
+impl Eq for TokenSource {}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSource")
     }
 }
 

@@ -1,18 +1,20 @@
 //! The browser transport: the browser's `WebSocket` and `fetch` through web-sys, timers
-//! through `setTimeout`, and a small `#[wasm_bindgen]` API ([`PalaverClient`]) for web
-//! pages.
+//! through `setTimeout`, and the `#[wasm_bindgen]` class [`WasmClient`] that the
+//! JavaScript package (`sdk/js`, `@palaver/client`) wraps in its typed API.
 //!
 //! Browsers cannot set headers on a WebSocket, so the socket authenticates with the
-//! `auth` op (as the core always does). The auth routes are called with `fetch`, which
-//! needs the server to allow the page's origin (CORS) when the page is served from
-//! another origin; pages that get their tokens elsewhere use `connectWithToken`.
+//! `auth` op (as the core always does). The auth and file routes are called with `fetch`,
+//! which needs the server to allow the page's origin (`--cors-origins`) when the page is
+//! served from another origin. Nothing is stored in the page's storage: tokens live in
+//! memory only, and the refresh token never leaves the client.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use futures_channel::mpsc;
 use futures_util::StreamExt as _;
-use palaver_protocol::{Codec, RoomId, RoomKind};
+use palaver_protocol::{ClientMsgId, Codec, Encryption, FileRef, MessageKind, Op, RoomId};
+use serde::Deserialize;
 use serde_json::json;
 use wasm_bindgen::JsCast as _;
 use wasm_bindgen::prelude::*;
@@ -21,9 +23,11 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use crate::auth_route::AuthRoute;
 use crate::client::{self, Client, ClientOptions, Session};
+use crate::core::{ClientEvent, Outgoing};
 use crate::driver::{self, HttpRequest, Platform, Socket};
 use crate::error::Error;
-use crate::tokens::{Credentials, Tokens};
+use crate::op_json::op_from_json;
+use crate::tokens::{Credentials, TokenSource, Tokens};
 
 /// The browser platform: the page's `WebSocket`, `fetch` and timers.
 #[derive(Debug, Clone)]
@@ -99,7 +103,7 @@ impl Platform for Browser {
     async fn connect(&self, url: String, codec: Codec) -> Result<BrowserSocket, Error> {
         let ws = WebSocket::new_with_str(&url, codec.subprotocol()).map_err(|e| js_error("WebSocket", &e))?;
         ws.set_binary_type(BinaryType::Arraybuffer);
-        let (tx, mut rx) = mpsc::unbounded();
+        let (tx, rx) = mpsc::unbounded();
         let on_open = {
             let tx = tx.clone();
             Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
@@ -135,15 +139,18 @@ impl Platform for Browser {
         ws.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         let handlers =
             Handlers { _on_open: on_open, _on_message: on_message, _on_close: on_close, _on_error: on_error };
-        match rx.next().await {
+        // Owned by the socket from here: on a failure below, dropping it unregisters the
+        // handlers before they are freed (a failed socket still fires `close` after `error`).
+        let mut socket = BrowserSocket { ws, rx, _handlers: handlers };
+        match socket.rx.next().await {
             Some(Incoming::Open) => {}
             Some(Incoming::Closed(reason)) => return Err(Error::Transport(reason)),
             _ => return Err(Error::Transport("WebSocket failed to open".into())),
         }
-        if ws.protocol() != codec.subprotocol() {
-            return Err(Error::Transport(format!("the server chose subprotocol {:?}", ws.protocol())));
+        if socket.ws.protocol() != codec.subprotocol() {
+            return Err(Error::Transport(format!("the server chose subprotocol {:?}", socket.ws.protocol())));
         }
-        Ok(BrowserSocket { ws, rx, _handlers: handlers })
+        Ok(socket)
     }
 
     async fn http(&self, request: HttpRequest) -> Result<(u16, Vec<u8>), Error> {
@@ -211,12 +218,14 @@ impl Client {
         Self::connect_with(url, credentials, ClientOptions::default()).await
     }
 
-    /// [`Client::connect`] with options.
+    /// [`Client::connect`] with options. In the browser the codec is always JSON (a
+    /// page's WebAssembly then carries no rkyv codec).
     pub async fn connect_with(
         url: &str,
         credentials: Credentials,
-        options: ClientOptions,
+        mut options: ClientOptions,
     ) -> Result<Client, Error> {
+        options.codec = Codec::Json;
         client::start(Browser, url, credentials, options, random_seed(), |platform, setup| {
             wasm_bindgen_futures::spawn_local(driver::run(platform, setup));
         })
@@ -236,68 +245,253 @@ impl Client {
     }
 }
 
+/// The error's name for JavaScript: the protocol's code when the server refused (with
+/// `unauthorized` also for credentials that can no longer produce a token), else what
+/// went wrong on this side.
+fn error_code(error: &Error) -> &'static str {
+    match error {
+        Error::Server { code, .. } => code.as_str(),
+        Error::Auth(_) => "unauthorized",
+        Error::Timeout => "timeout",
+        Error::ConnectionLost => "connection_lost",
+        Error::Closed => "closed",
+        Error::Transport(_) => "transport",
+        Error::Http { .. } => "http",
+        Error::InvalidUrl { .. } | Error::Invalid(_) => "invalid",
+        Error::UnexpectedReply { .. } => "unexpected_reply",
+        Error::Codec(_) => "codec",
+        Error::Crypto(_) => "crypto",
+    }
+}
+
+fn error_json(error: &Error) -> serde_json::Value {
+    let mut value = json!({ "code": error_code(error), "message": error.to_string() });
+    if let Error::Server { retry_after_ms: Some(ms), .. } = error {
+        value["retry_after_ms"] = json!(ms);
+    }
+    value
+}
+
+/// A JavaScript `Error` named `PalaverError` with the error's `code` (and
+/// `retry_after_ms`).
 fn to_js(error: Error) -> JsValue {
-    let code = error.code().map(|c| c.as_str());
-    let value = json!({ "message": error.to_string(), "code": code });
-    js_sys::JSON::parse(&value.to_string()).unwrap_or_else(|_| JsValue::from_str(&error.to_string()))
+    let js = js_sys::Error::new(&error.to_string());
+    js.set_name("PalaverError");
+    let _ = js_sys::Reflect::set(&js, &"code".into(), &error_code(&error).into());
+    if let Error::Server { retry_after_ms: Some(ms), .. } = error {
+        let _ = js_sys::Reflect::set(&js, &"retryAfterMs".into(), &(ms as f64).into());
+    }
+    js.into()
 }
 
-fn json_to_js(value: &serde_json::Value) -> JsValue {
-    js_sys::JSON::parse(&value.to_string()).unwrap_or(JsValue::NULL)
+fn invalid(message: impl Into<String>) -> JsValue {
+    to_js(Error::Invalid(message.into()))
 }
 
-fn room_id(room: &str) -> Result<RoomId, JsValue> {
-    RoomId::parse(room).map_err(|e| to_js(e.into()))
+/// An event as the package hands it to the page: [`ClientEvent::to_json`], with errors as
+/// `{code, message}` (codes as in [`error_code`]) and without the refresh token.
+fn event_json(event: &ClientEvent) -> String {
+    let mut value = event.to_json();
+    match event {
+        ClientEvent::Tokens(tokens) => {
+            value["tokens"] = json!({ "access_token": tokens.access_token, "expires_in": tokens.expires_in });
+        }
+        ClientEvent::RoomLost { error, .. } => value["error"] = error_json(error),
+        ClientEvent::Closed { error } => {
+            value["error"] = error.as_ref().map_or(serde_json::Value::Null, error_json);
+        }
+        _ => {}
+    }
+    value.to_string()
 }
 
-/// The SDK for JavaScript: a connected client whose events go to a callback.
+/// How to connect, as the package passes it (JSON).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConnectConfig {
+    url: String,
+    /// The first access token (renewed with `getToken` when one is given).
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    /// Register `username` first.
+    #[serde(default)]
+    register: bool,
+    #[serde(default)]
+    max_token_failures: Option<u32>,
+    #[serde(default)]
+    request_timeout_ms: Option<u64>,
+    #[serde(default)]
+    connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    first_connect_retry_ms: Option<u64>,
+}
+
+/// A `send`, as `{op: "send", ...}` with an optional `cid` (generated when absent).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendRequest {
+    #[serde(default)]
+    #[expect(dead_code, reason = "the op's name, already matched")]
+    op: Option<String>,
+    room: RoomId,
+    #[serde(default)]
+    cid: Option<ClientMsgId>,
+    #[serde(default)]
+    kind: MessageKind,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    client_ts: Option<u64>,
+    #[serde(default)]
+    reply_to: Option<u64>,
+    #[serde(default)]
+    file: Option<Box<FileRef>>,
+    #[serde(default)]
+    encryption: Option<Box<Encryption>>,
+}
+
+/// A token source calling the page's `getToken()`: its value, or the promise's. A
+/// string is the token; `null` or `undefined` means the user is signed out; a throw or
+/// rejection is a failure (retried with backoff, a bounded number of times). `first` is
+/// answered first, without a call.
+fn page_token_source(get_token: js_sys::Function, first: Option<String>) -> TokenSource {
+    let first = Rc::new(RefCell::new(first));
+    TokenSource::new(move || {
+        let (get_token, first) = (get_token.clone(), first.clone());
+        async move {
+            if let Some(token) = first.borrow_mut().take() {
+                return Ok(Some(token));
+            }
+            let describe = |e: JsValue| {
+                e.dyn_ref::<js_sys::Error>()
+                    .map(|e| String::from(e.message()))
+                    .or_else(|| e.as_string())
+                    .unwrap_or_else(|| "getToken failed".to_owned())
+            };
+            let value = get_token.call0(&JsValue::NULL).map_err(describe)?;
+            let value = match value.dyn_into::<js_sys::Promise>() {
+                Ok(promise) => JsFuture::from(promise).await.map_err(describe)?,
+                Err(value) => value,
+            };
+            if value.is_null() || value.is_undefined() {
+                return Ok(None);
+            }
+            value.as_string().map(Some).ok_or_else(|| "getToken must give a string, null or undefined".into())
+        }
+    })
+}
+
+/// The client for the JavaScript package: one connection that resumes by itself, with
+/// every op as JSON in and JSON out (the package types them). Not meant to be used
+/// directly: `@palaver/client` wraps it.
 #[wasm_bindgen]
-pub struct PalaverClient {
+pub struct WasmClient {
     client: Client,
-    listener: Rc<RefCell<Option<js_sys::Function>>>,
 }
 
 #[wasm_bindgen]
-impl PalaverClient {
-    /// Connects with an access token obtained elsewhere (e.g. by the page's backend).
-    #[wasm_bindgen(js_name = connectWithToken)]
-    pub async fn connect_with_token(url: String, access_token: String) -> Result<PalaverClient, JsValue> {
-        Self::start(url, Credentials::tokens(Tokens::access_only(access_token))).await
-    }
-
-    /// Logs in with a username and password (the server must allow the page's origin).
-    #[wasm_bindgen(js_name = connectWithPassword)]
-    pub async fn connect_with_password(
-        url: String,
-        username: String,
-        password: String,
-    ) -> Result<PalaverClient, JsValue> {
-        Self::start(url, Credentials::password(username, password)).await
-    }
-
-    async fn start(url: String, credentials: Credentials) -> Result<PalaverClient, JsValue> {
-        let client = Client::connect(&url, credentials).await.map_err(to_js)?;
-        let listener: Rc<RefCell<Option<js_sys::Function>>> = Rc::default();
+impl WasmClient {
+    /// Connects: `config` is the JSON of the connect options; `get_token` renews access
+    /// tokens (and gives the first one unless `config.token` does); `on_event` gets every
+    /// event as a JSON string, from the first `connected` on. Resolves once connected.
+    pub async fn connect(
+        config: String,
+        get_token: Option<js_sys::Function>,
+        on_event: js_sys::Function,
+    ) -> Result<WasmClient, JsValue> {
+        let config: ConnectConfig =
+            serde_json::from_str(&config).map_err(|e| invalid(format!("connect options: {e}")))?;
+        let credentials = match (get_token, config.token, config.username, config.password) {
+            (Some(get_token), token, None, None) => Credentials::source(page_token_source(get_token, token)),
+            (None, Some(token), None, None) => Credentials::tokens(Tokens::access_only(token)),
+            (None, None, Some(username), Some(password)) if config.register => {
+                Credentials::register(username, password)
+            }
+            (None, None, Some(username), Some(password)) => Credentials::password(username, password),
+            _ => {
+                return Err(invalid(
+                    "give getToken (and optionally token), or token alone, or username and password",
+                ));
+            }
+        };
+        let mut options = ClientOptions::default();
+        if let Some(n) = config.max_token_failures {
+            options.core.max_token_failures = n.max(1);
+        }
+        if let Some(ms) = config.request_timeout_ms {
+            options.core.request_timeout_ms = ms;
+        }
+        if let Some(ms) = config.connect_timeout_ms {
+            options.connect_timeout_ms = ms;
+        }
+        if let Some(ms) = config.first_connect_retry_ms {
+            options.core.first_connect_retry_ms = ms;
+        }
+        let client = Client::connect_with(&config.url, credentials, options).await.map_err(to_js)?;
         let mut events = client.events();
-        let target = listener.clone();
         wasm_bindgen_futures::spawn_local(async move {
             while let Some(event) = events.next().await {
-                let value = event.to_json();
-                let callback = target.borrow().clone();
-                if let Some(callback) = callback {
-                    let _ = callback.call1(&JsValue::NULL, &json_to_js(&value));
-                }
+                let _ = on_event.call1(&JsValue::NULL, &JsValue::from_str(&event_json(&event)));
             }
         });
-        Ok(PalaverClient { client, listener })
+        Ok(WasmClient { client })
     }
 
-    /// Sets the function called with every event, as `ClientEvent::to_json` writes it:
-    /// `{type: "message", message: {...}}`, `typing`, `receipt`, `reaction`, `edit`,
-    /// `delete`, `member`, `invite`, `friend`, `presence`, `connected`, `disconnected`, …).
-    #[wasm_bindgen(js_name = onEvent)]
-    pub fn on_event(&self, callback: js_sys::Function) {
-        *self.listener.borrow_mut() = Some(callback);
+    /// Any op but `auth` and `send`, as the JSON of its request (`{"op":"room.get",…}`);
+    /// resolves to the JSON of its `ok` answer. `join` keeps the room joined across
+    /// reconnects; `invite.accept` joins the room too.
+    pub async fn request(&self, op: String) -> Result<String, JsValue> {
+        let ok = match op_from_json(&op).map_err(to_js)? {
+            Op::InviteAccept { room } => {
+                return self.client.invite_accept(&room).await.map(|ok| json!(ok).to_string()).map_err(to_js);
+            }
+            op => self.client.request(op).await.map_err(to_js)?,
+        };
+        Ok(serde_json::to_string(&ok).unwrap_or_default())
+    }
+
+    /// Sends a message through the outbox (stored exactly once, retried across
+    /// reconnects): the JSON of a `send` request whose `cid` may be left out. Resolves to
+    /// the JSON of its `SendOk`.
+    pub async fn send(&self, request: String) -> Result<String, JsValue> {
+        let request: SendRequest =
+            serde_json::from_str(&request).map_err(|e| invalid(format!("send: {e}")))?;
+        let message = Outgoing {
+            room: request.room,
+            kind: request.kind,
+            text: request.text,
+            client_ts: request.client_ts,
+            reply_to: request.reply_to,
+            file: request.file,
+            cid: request.cid,
+            encryption: request.encryption,
+        };
+        let sent = self.client.send_message(message).await.map_err(to_js)?;
+        Ok(json!(sent).to_string())
+    }
+
+    /// Uploads a file to a room; resolves to the JSON of the stored file (`FileRef`).
+    pub async fn upload(&self, room: String, name: String, bytes: Vec<u8>) -> Result<String, JsValue> {
+        let room = RoomId::parse(&room).map_err(|e| to_js(e.into()))?;
+        let file = self.client.upload(&room, &name, bytes).await.map_err(to_js)?;
+        Ok(json!(file).to_string())
+    }
+
+    /// Downloads a shared file's bytes.
+    pub async fn download(&self, file_id: String) -> Result<Vec<u8>, JsValue> {
+        self.client.download(&file_id).await.map_err(to_js)
+    }
+
+    /// Marks a joined room read up to `seq` (sent in the background, coalesced).
+    #[wasm_bindgen(js_name = markRead)]
+    pub fn mark_read(&self, room: String, seq: f64) -> Result<(), JsValue> {
+        let room = RoomId::parse(&room).map_err(|e| to_js(e.into()))?;
+        self.client.mark_read(&room, seq as u64);
+        Ok(())
     }
 
     /// The authenticated user's id.
@@ -306,58 +500,13 @@ impl PalaverClient {
         self.client.user_id().map(String::from)
     }
 
-    /// Creates a public room; resolves to its id.
-    #[wasm_bindgen(js_name = createRoom)]
-    pub async fn create_room(&self, name: String) -> Result<String, JsValue> {
-        let room = self.client.create_room(&name, RoomKind::Public).await.map_err(to_js)?;
-        Ok(room.room_id.into())
+    /// Whether the socket is authenticated right now.
+    #[wasm_bindgen(js_name = isConnected)]
+    pub fn is_connected(&self) -> bool {
+        self.client.is_connected()
     }
 
-    /// Joins a room (replaying everything after `since` when given); resolves to the
-    /// room's newest seq.
-    pub async fn join(&self, room: String, since: Option<f64>) -> Result<f64, JsValue> {
-        let since = since.map(|s| s as u64);
-        let ok = self.client.join_since(&room_id(&room)?, since).await.map_err(to_js)?;
-        Ok(ok.last_seq as f64)
-    }
-
-    /// Leaves a room.
-    pub async fn leave(&self, room: String) -> Result<(), JsValue> {
-        self.client.leave(&room_id(&room)?).await.map_err(to_js)
-    }
-
-    /// Sends a text message; resolves to its seq once stored (retried across reconnects).
-    pub async fn send(&self, room: String, text: String) -> Result<f64, JsValue> {
-        let ok = self.client.send(&room_id(&room)?, &text).await.map_err(to_js)?;
-        Ok(ok.seq as f64)
-    }
-
-    /// A page of history, newest first, as an array of message objects.
-    pub async fn history(
-        &self,
-        room: String,
-        before: Option<f64>,
-        limit: Option<u32>,
-    ) -> Result<JsValue, JsValue> {
-        let page =
-            self.client.history(&room_id(&room)?, before.map(|b| b as u64), limit).await.map_err(to_js)?;
-        Ok(json_to_js(&json!(page)))
-    }
-
-    /// Tells the room the user is typing.
-    #[wasm_bindgen(js_name = typingStart)]
-    pub async fn typing_start(&self, room: String) -> Result<(), JsValue> {
-        self.client.typing_start(&room_id(&room)?).await.map_err(to_js)
-    }
-
-    /// Marks a room read up to `seq`.
-    #[wasm_bindgen(js_name = markRead)]
-    pub fn mark_read(&self, room: String, seq: f64) -> Result<(), JsValue> {
-        self.client.mark_read(&room_id(&room)?, seq as u64);
-        Ok(())
-    }
-
-    /// Closes the connection.
+    /// Closes the connection for good.
     pub fn close(&self) {
         self.client.close();
     }

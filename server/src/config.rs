@@ -182,6 +182,15 @@ pub struct Cli {
     /// directives (`info,palaver_server=debug`); `RUST_LOG` is used when this is unset.
     #[arg(long, env = "PALAVER_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Origins whose pages may use the server from another origin, comma-separated
+    /// (`https://app.example.com,http://localhost:5173`): CORS on the HTTP routes, and the
+    /// `Origin` check of WebSocket upgrades. `*` allows any, only with the development secret.
+    #[arg(long, env = "PALAVER_CORS_ORIGINS", value_delimiter = ',', num_args = 1..)]
+    pub cors_origins: Option<Vec<String>>,
+    /// The built-in chat page at `/`: `auto` (on while running with the development secret,
+    /// i.e. without --jwt-secret), `on` or `off`.
+    #[arg(long, env = "PALAVER_WEB_PAGE")]
+    pub web_page: Option<WebPageSetting>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
@@ -302,7 +311,21 @@ fn help_defaults() -> Vec<(&'static str, String)> {
         ("idle_room_secs", secs(d.idle_room_ms)),
         ("log_format", "text".into()),
         ("log_level", "RUST_LOG if set, else info".into()),
+        ("cors_origins", "none: only the server's own pages".into()),
+        ("web_page", "auto".into()),
     ]
+}
+
+/// The web page flag's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum WebPageSetting {
+    /// On with the development secret, off with a configured one.
+    Auto,
+    /// Always served.
+    On,
+    /// Never served.
+    Off,
 }
 
 /// The durability flag's values.
@@ -361,6 +384,8 @@ struct FileConfig {
     idle_room_secs: Option<u64>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    cors_origins: Option<Vec<String>>,
+    web_page: Option<WebPageSetting>,
 }
 
 /// The resolved configuration.
@@ -439,6 +464,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter directives (`None`: `RUST_LOG`, else `info`).
     pub log_level: Option<String>,
+    /// Which other origins' pages may use the server (CORS, WebSocket `Origin`).
+    pub cors_origins: crate::conn::cors::AllowedOrigins,
+    /// Whether the built-in chat page is served at `/`.
+    pub web_page: bool,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }
@@ -481,8 +510,30 @@ impl Config {
             .or(file.shards)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
         let test_echo = cli.test_echo;
+        let jwt_secret = match (cli.jwt_secret, cli.jwt_secret_file) {
+            (Some(secret), _) => Some(secret),
+            (None, Some(path)) => Some(read_secret(&path)?),
+            (None, None) => match (file.jwt_secret, file.jwt_secret_file) {
+                (Some(secret), _) => Some(secret),
+                (None, Some(path)) => Some(read_secret(&path)?),
+                (None, None) => None,
+            },
+        };
+        let development_secret = jwt_secret.is_none();
+        let cors_origins = crate::conn::cors::AllowedOrigins::parse(
+            &cli.cors_origins.or(file.cors_origins).unwrap_or_default(),
+            development_secret,
+        )
+        .map_err(ConfigError::Invalid)?;
+        let web_page = match cli.web_page.or(file.web_page).unwrap_or(WebPageSetting::Auto) {
+            WebPageSetting::Auto => development_secret,
+            WebPageSetting::On => true,
+            WebPageSetting::Off => false,
+        };
         let config = Config {
             test_echo,
+            cors_origins,
+            web_page,
             idle_room_ms: cli
                 .idle_room_secs
                 .or(file.idle_room_secs)
@@ -566,15 +617,7 @@ impl Config {
             http_tls: cli.http_tls || file.http_tls.unwrap_or(false),
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
             shards,
-            jwt_secret: match (cli.jwt_secret, cli.jwt_secret_file) {
-                (Some(secret), _) => Some(secret),
-                (None, Some(path)) => Some(read_secret(&path)?),
-                (None, None) => match (file.jwt_secret, file.jwt_secret_file) {
-                    (Some(secret), _) => Some(secret),
-                    (None, Some(path)) => Some(read_secret(&path)?),
-                    (None, None) => None,
-                },
-            },
+            jwt_secret,
             durability: match cli.durability.or(file.durability).unwrap_or(DurabilitySetting::Fsync) {
                 DurabilitySetting::Fsync => Durability::Fsync,
                 DurabilitySetting::Buffered => Durability::Buffered,
@@ -722,6 +765,21 @@ mod tests {
     }
 
     #[test]
+    fn the_web_page_and_any_origin_come_with_the_development_secret_only() {
+        let config = Config::resolve(Cli::default()).unwrap();
+        assert!(config.web_page, "on with the development secret");
+        let secret = || Some("s".repeat(32));
+        let config = Config::resolve(Cli { jwt_secret: secret(), ..Cli::default() }).unwrap();
+        assert!(!config.web_page, "off with a configured secret");
+        let any = || Some(vec!["*".to_owned()]);
+        assert!(Config::resolve(Cli { cors_origins: any(), ..Cli::default() }).is_ok());
+        let refused = Config::resolve(Cli { cors_origins: any(), jwt_secret: secret(), ..Cli::default() });
+        assert!(matches!(refused, Err(ConfigError::Invalid(_))));
+        let off = Cli { web_page: Some(WebPageSetting::Off), ..Cli::default() };
+        assert!(!Config::resolve(off).unwrap().web_page);
+    }
+
+    #[test]
     fn flag_beats_file_beats_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("palaver.toml");
@@ -737,6 +795,12 @@ mod tests {
         std::fs::write(&path, "http_tls = true\n").unwrap();
         let cli = Cli { config: Some(path.clone()), ..Cli::default() };
         assert!(Config::resolve(cli).unwrap().http_tls);
+
+        std::fs::write(&path, "cors_origins = [\"https://app.example.com\"]\nweb_page = \"on\"\n").unwrap();
+        let cli = Cli { config: Some(path.clone()), jwt_secret: Some("s".repeat(32)), ..Cli::default() };
+        let config = Config::resolve(cli).unwrap();
+        assert!(config.cors_origins.allows("https://app.example.com"));
+        assert!(config.web_page, "asked for");
 
         std::fs::write(&path, "shardz = 3\n").unwrap();
         let cli = Cli { config: Some(path), ..Cli::default() };

@@ -27,6 +27,31 @@ pub fn long_tests() -> bool {
     std::env::var("PALAVER_LONG_TESTS").is_ok_and(|v| v == "1")
 }
 
+/// The `--jwt-secret` every test server runs with (`PALAVER_JWT_SECRET`).
+pub const JWT_SECRET: &str = "e2e-test-secret-e2e-test-secret";
+
+/// An access token for `user_id` living `ttl_secs` from now, signed with the test
+/// servers' secret the way an application's backend mints one (docs/PROTOCOL.md §2.6):
+/// HS256 over `sub`, `sid`, `iat`, `nbf` and `exp`.
+pub fn mint_access_token(user_id: &str, ttl_secs: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims =
+        serde_json::json!({"sub": user_id, "sid": "backend", "iat": now, "nbf": now, "exp": now + ttl_secs});
+    sign_hs256(&claims, JWT_SECRET.as_bytes())
+}
+
+/// A JWT of `claims`, signed with HS256 and `secret`.
+pub fn sign_hs256(claims: &serde_json::Value, secret: &[u8]) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = br#"{"alg":"HS256","typ":"JWT"}"#;
+    let signing_input = format!("{}.{}", b64(header), b64(claims.to_string().as_bytes()));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(signing_input.as_bytes());
+    format!("{signing_input}.{}", b64(&mac.finalize().into_bytes()))
+}
+
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -58,6 +83,8 @@ pub struct Server {
     args: Vec<String>,
     bin: PathBuf,
     env: Vec<(String, String)>,
+    /// Runs without `--jwt-secret`: the development secret generated into the data dir.
+    development_secret: bool,
 }
 
 impl Server {
@@ -78,7 +105,23 @@ impl Server {
         Server::launch(data, &palaver_bin(), extra, &[])
     }
 
+    /// Starts a server as a newcomer runs it: with no `--jwt-secret` (the development
+    /// secret, generated into its data directory), `--shards 2` and the given flags.
+    pub fn start_with_development_secret(extra: &[&str]) -> Server {
+        let mut server = Server::launch_stopped(tempfile::tempdir().unwrap(), &palaver_bin(), extra, &[]);
+        server.development_secret = true;
+        server.restart();
+        server
+    }
+
     fn launch(data: tempfile::TempDir, bin: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut server = Server::launch_stopped(data, bin, extra, env);
+        server.restart();
+        server
+    }
+
+    /// A server not started yet, on free ports.
+    fn launch_stopped(data: tempfile::TempDir, bin: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         if !extra.contains(&"--shards") {
             args.extend(["--shards".into(), "2".into()]);
@@ -91,9 +134,18 @@ impl Server {
         let env: Vec<(String, String)> =
             env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let bin = bin.to_path_buf();
-        let (child, addr, quic_addr, tls) =
-            spawn(&bin, &env, data.path(), &args, "127.0.0.1:0", "127.0.0.1:0");
-        Server { child: Some(child), addr, quic_addr, tls, data, args, bin, env }
+        let free = SocketAddr::from(([127, 0, 0, 1], 0));
+        Server {
+            child: None,
+            addr: free,
+            quic_addr: free,
+            tls: false,
+            data,
+            args,
+            bin,
+            env,
+            development_secret: false,
+        }
     }
 
     /// Starts the server with its descriptor limit (`ulimit -n`, soft and hard) set to
@@ -164,8 +216,8 @@ impl Server {
             &self.env,
             self.data.path(),
             &self.args,
-            &self.addr.to_string(),
-            &self.quic_addr.to_string(),
+            (&self.addr.to_string(), &self.quic_addr.to_string()),
+            self.development_secret,
         );
         self.tls = tls;
         self.child = Some(child);
@@ -191,18 +243,23 @@ fn spawn(
     env: &[(String, String)],
     data: &Path,
     args: &[String],
-    addr: &str,
-    quic_addr: &str,
+    (addr, quic_addr): (&str, &str),
+    development_secret: bool,
 ) -> (Child, SocketAddr, SocketAddr, bool) {
     // A restart may race the old socket's release: retry the bind for a while.
     let deadline = Instant::now() + WAIT;
     loop {
-        let mut child = Command::new(bin)
-            .envs(env.iter().map(|(k, v)| (k, v)))
+        let mut command = Command::new(bin);
+        command.envs(env.iter().map(|(k, v)| (k, v)));
+        if development_secret {
+            command.env_remove("PALAVER_JWT_SECRET");
+        } else {
+            command.env("PALAVER_JWT_SECRET", JWT_SECRET);
+        }
+        let mut child = command
             .args(args)
             .args(["--http-addr", addr, "--quic-addr", quic_addr, "--data-dir"])
             .arg(data)
-            .env("PALAVER_JWT_SECRET", "e2e-test-secret-e2e-test-secret")
             .env("RUST_LOG", std::env::var("E2E_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -292,6 +349,10 @@ pub const CHROMIUM: OutsideTool = OutsideTool {
 /// Node.js, which runs the browser driver (`tests/browser`).
 pub const NODE: OutsideTool =
     OutsideTool { var: "PALAVER_NODE", candidates: &["node"], install: "apt-get install nodejs npm" };
+
+/// npm, which installs and packs the JavaScript package (`sdk/js`).
+pub const NPM: OutsideTool =
+    OutsideTool { var: "PALAVER_NPM", candidates: &["npm"], install: "apt-get install nodejs npm" };
 
 /// The wasm-bindgen CLI, exactly the version of the `wasm-bindgen` crate in Cargo.lock.
 pub const WASM_BINDGEN: OutsideTool = OutsideTool {

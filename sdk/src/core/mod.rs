@@ -72,6 +72,12 @@ pub struct Config {
     /// client closes with its failure. `0`: give up at the first failure. Refusals of the
     /// credentials (wrong password, username taken) end it at once either way.
     pub first_connect_retry_ms: u64,
+    /// How many times in a row getting a usable access token may fail — a token source
+    /// that errs, a refresh or login refused for a transient reason other than the server
+    /// being unreachable, a token the server refuses — before the client stops for good
+    /// with [`Error::Auth`] (unauthorized). Attempts are spaced by the reconnect backoff;
+    /// a server that cannot be reached is not a token failure (the client waits for it).
+    pub max_token_failures: u32,
     /// Seed for backoff jitter and the `cid` prefix; the drivers take it from the OS.
     pub seed: u64,
 }
@@ -87,6 +93,7 @@ impl Default for Config {
             max_in_flight_sends: 64,
             auto_delivered_receipts: true,
             first_connect_retry_ms: 30_000,
+            max_token_failures: 8,
             seed: 0x5eed,
         }
     }
@@ -240,6 +247,10 @@ pub struct ClientCore {
     refresh_margin: u64,
     /// The access token was refused by the server: get another before connecting.
     access_refused: bool,
+    /// The driver can get a new access token without a refresh token (a token source).
+    renewable: bool,
+    /// Failed attempts at a usable access token since the last success.
+    token_failures: u32,
     /// A proactive refresh is in progress while connected.
     refreshing: bool,
     refresh_retry_at: Option<u64>,
@@ -290,6 +301,8 @@ impl ClientCore {
             access_expires_at: None,
             refresh_margin: 0,
             access_refused: false,
+            renewable: false,
+            token_failures: 0,
             refreshing: false,
             refresh_retry_at: None,
             in_flight: BTreeMap::new(),
@@ -412,6 +425,13 @@ impl ClientCore {
         self.install_tokens(now, unix_ms, tokens, false);
     }
 
+    /// Tells the core the driver can get a fresh access token at any time without a
+    /// refresh token (a [`TokenSource`](crate::TokenSource)): tokens are then renewed
+    /// shortly before they expire, like refreshable ones.
+    pub fn set_tokens_renewable(&mut self, renewable: bool) {
+        self.renewable = renewable;
+    }
+
     /// Any request. `join`, `leave` and `send` have their own calls, which keep the
     /// room and outbox bookkeeping: use those.
     pub fn request(&mut self, now: u64, op: Op) -> Ticket {
@@ -489,6 +509,10 @@ impl ClientCore {
     /// read the token's `exp`.
     pub fn handle_tokens(&mut self, now: u64, unix_ms: u64, tokens: Tokens) {
         self.install_tokens(now, unix_ms, tokens, true);
+        if self.link == Link::Ready {
+            // A renewal while connected: the new token will be used on the next connection.
+            self.token_failures = 0;
+        }
         self.refreshing = false;
         self.refresh_retry_at = None;
         if self.link == Link::ObtainingTokens {
@@ -504,6 +528,9 @@ impl ClientCore {
         if fatal {
             let error = if self.ever_ready { Error::Auth(error.to_string()) } else { error };
             self.shut_down(Some(error));
+            return;
+        }
+        if !error.is_transient() && self.token_failed(&error) {
             return;
         }
         match self.link {
@@ -643,7 +670,9 @@ impl ClientCore {
             return Some(retry);
         }
         let expires = self.access_expires_at?;
-        self.tokens.as_ref()?.refresh_token.as_ref()?;
+        if self.tokens.as_ref()?.refresh_token.is_none() && !self.renewable {
+            return None;
+        }
         Some(expires.saturating_sub(self.refresh_margin))
     }
 
@@ -665,6 +694,20 @@ impl ClientCore {
             let refresh_token = self.tokens.as_ref().and_then(|t| t.refresh_token.clone());
             self.actions.push_back(Action::ObtainTokens { refresh_token });
         }
+    }
+
+    /// Counts a failed attempt at a usable access token; past
+    /// [`Config::max_token_failures`] the client stops, unauthorized (returns true).
+    fn token_failed(&mut self, error: &Error) -> bool {
+        self.token_failures += 1;
+        if self.token_failures < self.config.max_token_failures.max(1) {
+            return false;
+        }
+        let attempts = self.token_failures;
+        self.shut_down(Some(Error::Auth(format!(
+            "no usable access token after {attempts} attempts: {error}"
+        ))));
+        true
     }
 
     fn backoff_delay_peek(&mut self) -> u64 {
@@ -929,6 +972,7 @@ impl ClientCore {
                 ReplyBody::Ok(OkBody::Authed(ok)) => {
                     self.link = Link::Ready;
                     self.ever_ready = true;
+                    self.token_failures = 0;
                     self.presence.on_connected();
                     self.backoff.reset();
                     self.user = Some((ok.user_id.clone(), ok.session_id.clone()));
@@ -936,9 +980,15 @@ impl ClientCore {
                 }
                 ReplyBody::Err(e) if e.code == ErrorCode::Unauthorized => {
                     self.access_refused = true;
-                    self.attempt_failed(now, "access token refused", e.into());
+                    let error: Error = e.into();
+                    if !self.token_failed(&error) {
+                        self.attempt_failed(now, "access token refused", error);
+                    }
                 }
-                other => self.go_offline(now, format!("unexpected auth reply: {other:?}")),
+                // (Described, not Debug-printed: the browser build carries no Debug of
+                // every answer type.)
+                ReplyBody::Err(e) => self.go_offline(now, format!("auth refused: {}", e.message)),
+                ReplyBody::Ok(_) => self.go_offline(now, "auth answered with another shape".into()),
             },
             Purpose::Ping => {}
             Purpose::User { ticket, op } => match body {

@@ -221,6 +221,24 @@ struct Sim {
     auth_down: bool,
     /// The auth endpoint refuses the credentials (a fatal failure).
     credentials_refused: bool,
+    /// Tokens come from a token source (access tokens only, with this lifetime in s)
+    /// instead of the auth endpoint.
+    source: Option<Source>,
+    /// When each `ObtainTokens` was carried out.
+    obtain_times: Vec<u64>,
+}
+
+/// How the simulated token source answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Fresh tokens the server accepts, living this many seconds.
+    Good { ttl_secs: u64 },
+    /// Errors (the application's backend is failing).
+    Failing,
+    /// Tokens the server refuses (signed with another secret).
+    Refused,
+    /// No token: the user signed out.
+    SignedOut,
 }
 
 impl Sim {
@@ -246,7 +264,16 @@ impl Sim {
             obtain_requests: Vec::new(),
             auth_down: false,
             credentials_refused: false,
+            source: None,
+            obtain_times: Vec::new(),
         }
+    }
+
+    /// A client whose every token comes from a token source.
+    fn with_source(config: Config, ttl_secs: u64) -> Self {
+        let mut core = ClientCore::new(config);
+        core.set_tokens_renewable(true);
+        Sim { core, source: Some(Source::Good { ttl_secs }), ..Sim::new(test_config()) }
     }
 
     /// A client that has no tokens yet: it must log in first.
@@ -260,7 +287,39 @@ impl Sim {
             let mut progress = false;
             while let Some(action) = self.core.poll_action() {
                 progress = true;
+                if matches!(action, Action::ObtainTokens { .. }) {
+                    self.obtain_times.push(self.now);
+                }
                 match action {
+                    Action::ObtainTokens { refresh_token } if self.source.is_some() => {
+                        self.obtain_requests.push(refresh_token);
+                        self.issued += 1;
+                        let access = format!("access-{}", self.issued);
+                        match self.source {
+                            Some(Source::Good { ttl_secs }) => {
+                                self.server.good_tokens.insert(access.clone());
+                                let tokens = Tokens {
+                                    access_token: access,
+                                    refresh_token: None,
+                                    expires_in: Some(ttl_secs),
+                                };
+                                self.core.handle_tokens(self.now, 1_764_000_000_000 + self.now, tokens);
+                            }
+                            Some(Source::Refused) => {
+                                let tokens =
+                                    Tokens { access_token: access, refresh_token: None, expires_in: None };
+                                self.core.handle_tokens(self.now, 1_764_000_000_000 + self.now, tokens);
+                            }
+                            Some(Source::Failing) => {
+                                let error = Error::Auth("the token source failed: 502".into());
+                                self.core.handle_tokens_failed(self.now, error, false);
+                            }
+                            _ => {
+                                let error = Error::Auth("signed out".into());
+                                self.core.handle_tokens_failed(self.now, error, true);
+                            }
+                        }
+                    }
                     Action::Connect => {
                         if self.server.down {
                             self.core.handle_connect_failed(self.now, Error::Transport("refused".into()));
@@ -827,6 +886,96 @@ fn after_the_first_connection_the_client_retries_forever() {
     sim.server.down = false;
     sim.run_for(60_000);
     assert!(sim.core.is_ready());
+}
+
+fn closed_unauthorized(sim: &Sim) -> bool {
+    sim.core.is_closed()
+        && matches!(sim.events.last(), Some(ClientEvent::Closed { error: Some(Error::Auth(_)) }))
+}
+
+#[test]
+fn a_token_source_renews_before_expiry_and_after_every_restart() {
+    let mut sim = Sim::with_source(test_config(), 10);
+    sim.core.join(0, room(), None);
+    sim.run_for(1_000);
+    assert!(sim.core.is_ready());
+    assert_eq!(sim.obtain_requests, vec![None], "the first token comes from the source");
+    // 10 s tokens are renewed at 8 s of their life, while connected, without a refresh token.
+    sim.run_for(60_000);
+    assert!((7..=9).contains(&sim.obtain_requests.len()), "{:?}", sim.obtain_times);
+    assert!(sim.obtain_requests.iter().all(Option::is_none));
+    assert_eq!(sim.connected_count(), 1);
+    // Restarts with another secret (every token refused), each while the current token
+    // expired: the client asks the source again each time and carries on.
+    for restart in 0..5 {
+        sim.server.down = true;
+        sim.cut();
+        sim.run_for(20_000);
+        sim.server.good_tokens.clear();
+        sim.server.down = false;
+        sim.run_for(40_000);
+        assert!(sim.core.is_ready(), "after restart {restart}");
+    }
+    assert_eq!(sim.connected_count(), 6);
+    sim.server.other_says("still here");
+    sim.settle();
+    assert_eq!(sim.messages().last().map(|(_, t)| t.as_str()), Some("still here"));
+}
+
+#[test]
+fn a_token_source_that_keeps_failing_ends_unauthorized_after_backing_off() {
+    let mut sim = Sim::with_source(test_config(), 10);
+    sim.run_for(1_000);
+    assert!(sim.core.is_ready());
+    sim.source = Some(Source::Failing);
+    sim.cut();
+    sim.run_for(3_600_000);
+    assert!(closed_unauthorized(&sim), "{:?}", sim.events.last());
+    // The first token, then the proactive renewals that failed while connected were
+    // counted too: max_token_failures attempts in all after the first.
+    let failing: Vec<u64> = sim.obtain_times[1..].to_vec();
+    assert_eq!(failing.len() as u32, test_config().max_token_failures, "{failing:?}");
+    let gaps: Vec<u64> = failing.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.last().unwrap() > &(gaps[0] * 8), "backs off: {gaps:?}");
+    // And nothing after the end.
+    let attempts = sim.obtain_times.len();
+    sim.run_for(600_000);
+    assert_eq!(sim.obtain_times.len(), attempts);
+}
+
+#[test]
+fn tokens_the_server_keeps_refusing_end_unauthorized_too() {
+    let mut sim = Sim::with_source(test_config(), 10);
+    sim.run_for(1_000);
+    sim.source = Some(Source::Refused);
+    sim.server.good_tokens.clear();
+    sim.cut();
+    sim.run_for(3_600_000);
+    assert!(closed_unauthorized(&sim), "{:?}", sim.events.last());
+    assert!(sim.obtain_times.len() <= 1 + test_config().max_token_failures as usize);
+}
+
+#[test]
+fn a_server_that_is_down_is_not_a_token_failure() {
+    let mut sim = Sim::with_source(test_config(), 10);
+    sim.run_for(1_000);
+    sim.server.down = true;
+    sim.cut();
+    sim.run_for(3_600_000);
+    assert!(!sim.core.is_closed());
+    sim.server.down = false;
+    sim.run_for(60_000);
+    assert!(sim.core.is_ready());
+}
+
+#[test]
+fn a_signed_out_source_stops_the_client_at_once() {
+    let mut sim = Sim::with_source(test_config(), 10);
+    sim.run_for(1_000);
+    sim.source = Some(Source::SignedOut);
+    sim.run_for(10_000);
+    assert!(closed_unauthorized(&sim), "{:?}", sim.events.last());
+    assert_eq!(sim.obtain_times.len(), 2);
 }
 
 /// One step of a random scenario.

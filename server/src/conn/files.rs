@@ -251,14 +251,19 @@ fn encode_rfc5987(name: &str) -> String {
         .collect()
 }
 
-/// Handles `GET /v1/files/{id}`: writes the response itself (the body is streamed).
-/// Returns whether the connection may be kept open.
+/// Handles `GET /v1/files/{id}`: writes the response itself (the body is streamed), with
+/// `extra_headers` (CORS). Returns whether the connection may be kept open.
 pub async fn download(
     shard: &Rc<Shard>,
     stream: &mut impl AsyncWriteRent,
     request: &Request,
+    extra_headers: &[(&'static str, String)],
     keep_alive: bool,
 ) -> bool {
+    let answer = |mut response: Response| {
+        response.headers.extend(extra_headers.iter().cloned());
+        response
+    };
     let file_id = request.path.trim_start_matches("/v1/files/");
     let checked = (|| {
         let user = authenticate(shard, request)?;
@@ -283,13 +288,14 @@ pub async fn download(
     let (record, _transfer) = match checked {
         Ok(ok) => ok,
         Err(response) => {
+            let response = answer(response);
             return super::http::write_response(stream, &response, keep_alive).await.is_ok() && keep_alive;
         }
     };
     let chunks = match shard.shared.files.download(&record.file_id) {
         Ok(chunks) => chunks,
         Err(_) => {
-            let response = Response::error(ErrorCode::Unavailable, "file storage is unavailable");
+            let response = answer(Response::error(ErrorCode::Unavailable, "file storage is unavailable"));
             return super::http::write_response(stream, &response, keep_alive).await.is_ok() && keep_alive;
         }
     };
@@ -297,20 +303,24 @@ pub async fn download(
         Ok(Ok(bytes)) => bytes,
         failed => {
             tracing::error!("files: reading {}: {failed:?}", record.file_id);
-            let response = Response::error(ErrorCode::Unavailable, "the file cannot be read now");
+            let response = answer(Response::error(ErrorCode::Unavailable, "the file cannot be read now"));
             return super::http::write_response(stream, &response, keep_alive).await.is_ok() && keep_alive;
         }
     };
     let ascii_name: String =
         record.name.chars().map(|c| if c.is_ascii() && c != '"' { c } else { '_' }).collect();
     let disposition = if record.content_type.starts_with("image/") { "inline" } else { "attachment" };
-    let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: {}\r\ncontent-disposition: {disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{}\r\nx-content-type-options: nosniff\r\ncache-control: private, max-age=3600\r\ncontent-security-policy: default-src 'none'\r\n\r\n",
+    let mut head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: {}\r\ncontent-disposition: {disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{}\r\nx-content-type-options: nosniff\r\ncache-control: private, max-age=3600\r\ncontent-security-policy: default-src 'none'\r\n",
         if record.content_type == "text/plain" { "text/plain; charset=utf-8" } else { &record.content_type },
         record.size,
         if keep_alive { "keep-alive" } else { "close" },
         encode_rfc5987(&record.name),
     );
+    for (name, value) in extra_headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
     // Every write has a deadline: a client that stops reading gives up its connection
     // and its place among the transfers.
     if !written(monoio::time::timeout(DOWNLOAD_WRITE_TIMEOUT, stream.write_all(head.into_bytes())).await) {

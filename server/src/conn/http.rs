@@ -93,6 +93,11 @@ impl Response {
         }
     }
 
+    /// `204 No Content` (a CORS preflight's answer).
+    pub fn no_content() -> Response {
+        Response { status: 204, content_type: "", headers: Vec::new(), body: Vec::new() }
+    }
+
     /// `{"error":{"code","message"}}` with the code's status.
     pub fn error(code: ErrorCode, message: &str) -> Response {
         Self::error_with_status(code.http_status(), code, message)
@@ -116,14 +121,18 @@ impl Response {
 
     /// Serializes status line, headers and body.
     pub fn to_bytes(&self, keep_alive: bool) -> Vec<u8> {
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: {}\r\n",
-            self.status,
-            reason(self.status),
-            self.content_type,
-            self.body.len(),
-            if keep_alive { "keep-alive" } else { "close" },
-        )
+        let connection = if keep_alive { "keep-alive" } else { "close" };
+        let status = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        // A 204 has no body, so no content headers (RFC 9110 §8.6).
+        let mut out = if self.status == 204 {
+            format!("{status}connection: {connection}\r\n")
+        } else {
+            format!(
+                "{status}content-type: {}\r\ncontent-length: {}\r\nconnection: {connection}\r\n",
+                self.content_type,
+                self.body.len(),
+            )
+        }
         .into_bytes();
         for (name, value) in &self.headers {
             out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
@@ -139,6 +148,7 @@ fn reason(status: u16) -> &'static str {
         101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
+        204 => "No Content",
         411 => "Length Required",
         415 => "Unsupported Media Type",
         400 => "Bad Request",

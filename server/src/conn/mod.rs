@@ -1,6 +1,7 @@
 //! Connections: accepting on the shared port, HTTP/1.1 requests, and the WebSocket
 //! upgrade that hands a socket to [`socket::run`].
 
+pub mod cors;
 mod directory;
 mod files;
 pub mod http;
@@ -12,6 +13,7 @@ mod routes;
 pub mod socket;
 pub mod socket_reset;
 pub mod tls;
+pub mod web_page;
 pub mod wire;
 
 use std::rc::Rc;
@@ -203,11 +205,14 @@ async fn serve(
             }
             Ok(Err(ReadError::Closed)) | Err(_) => return,
         };
+        // Every answer to a page of an allowed origin says it may read it.
+        let cors_headers = cors::response_headers(&shard.shared.config.cors_origins, &request);
         // File uploads stream their (large) bodies; every other route's body is bounded.
         if request.method == "POST" && request.path == "/v1/files" {
             crate::metrics::Metrics::inc(&shard.shared.metrics.http_requests);
             match files::upload(&shard, &mut stream, &mut buf, &request, length).await {
-                files::Uploaded::Done(response) => {
+                files::Uploaded::Done(mut response) => {
+                    response.headers.extend(cors_headers);
                     let keep_alive = request.keep_alive && !shard.draining.get();
                     if write_response(&mut stream, &response, keep_alive).await.is_err() {
                         return;
@@ -217,7 +222,8 @@ async fn serve(
                     }
                     continue;
                 }
-                files::Uploaded::Refused(response) => {
+                files::Uploaded::Refused(mut response) => {
+                    response.headers.extend(cors_headers);
                     if write_response(&mut stream, &response, false).await.is_ok() {
                         linger_close(stream, buf).await;
                     }
@@ -238,10 +244,24 @@ async fn serve(
             }
             Ok(Err(ReadError::Closed)) | Err(_) => return,
         }
+        if cors::is_preflight(&request) {
+            crate::metrics::Metrics::inc(&shard.shared.metrics.http_requests);
+            let config = &shard.shared.config;
+            let methods = routes::methods(&request.path, config.web_page);
+            let response = cors::preflight(&config.cors_origins, &request, methods);
+            let keep_alive = request.keep_alive && !shard.draining.get();
+            if write_response(&mut stream, &response, keep_alive).await.is_err() {
+                return;
+            }
+            if !keep_alive {
+                return close(stream).await;
+            }
+            continue;
+        }
         if request.method == "GET" && request.path.starts_with("/v1/files/") {
             crate::metrics::Metrics::inc(&shard.shared.metrics.http_requests);
             let keep_alive = request.keep_alive && !shard.draining.get();
-            if !files::download(&shard, &mut stream, &request, keep_alive).await {
+            if !files::download(&shard, &mut stream, &request, &cors_headers, keep_alive).await {
                 return close(stream).await;
             }
             continue;
@@ -251,12 +271,13 @@ async fn serve(
             upgrade(shard, stream, buf, request, permits, reset).await;
             return;
         }
-        let Some(response) =
+        let Some(mut response) =
             unless_peer_leaves(&mut stream, &mut buf, routes::handle(&shard, &request, peer)).await
         else {
             // Whatever the route was waiting for (a password hash) was dropped unrun.
             return;
         };
+        response.headers.extend(cors_headers);
         let keep_alive = request.keep_alive && !shard.draining.get();
         if write_response(&mut stream, &response, keep_alive).await.is_err() {
             return;
@@ -366,6 +387,13 @@ async fn upgrade(
     mut permits: limits::Permits,
     reset: socket_reset::SocketReset,
 ) {
+    // Browsers open WebSockets to any site without CORS: a page of another origin must be
+    // allowed, or it could act for whoever has a session with this server.
+    let tls = shard.shared.http_tls.is_some();
+    if !cors::upgrade_allowed(&shard.shared.config.cors_origins, &request, tls) {
+        let _ = write_response(&mut stream, &cors::upgrade_refused(), false).await;
+        return;
+    }
     let checked = check_upgrade(&request).and_then(|upgrade| {
         let user = match upgrade.token {
             None => None,

@@ -51,10 +51,26 @@ fn not_ready(shard: &Rc<Shard>) -> Option<&'static str> {
     None
 }
 
+/// The methods of a route, as an `Allow` header lists them (`None`: no such route).
+pub fn methods(path: &str, web_page: bool) -> Option<&'static str> {
+    match path {
+        "/v1/auth/register" | "/v1/auth/login" | "/v1/auth/refresh" | "/v1/files" => Some("POST"),
+        "/healthz" | "/readyz" | "/metrics" | "/v1/ws" => Some("GET"),
+        p if p.starts_with("/v1/files/") => Some("GET"),
+        p if web_page && super::web_page::asset(p).is_some() => Some("GET"),
+        _ => None,
+    }
+}
+
 /// Answers a REST request (everything but the WebSocket upgrade).
 pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Response {
     crate::metrics::Metrics::inc(&shard.shared.metrics.http_requests);
     let shared = shard.shared.clone();
+    if shared.config.web_page
+        && let Some(page) = super::web_page::asset(&request.path)
+    {
+        return if request.method == "GET" { page } else { method_not_allowed("GET") };
+    }
     match (request.method.as_str(), request.path.as_str()) {
         ("POST", "/v1/auth/register") => register(&shard.shared, request, peer).await,
         ("POST", "/v1/auth/login") => login(&shard.shared, request, peer).await,
