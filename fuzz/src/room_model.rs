@@ -104,7 +104,7 @@ fn text(i: u8) -> (String, Result<(), &'static str>) {
         0 => ("hi".into(), Ok(())),
         1 => (String::new(), Err("Text")),
         2 => ("a\u{1}".into(), Err("Text")),
-        _ => ("x".repeat(MAX_TEXT_CHARS + 1), Err("Text")),
+        _ => ("x".repeat(MAX_TEXT_CHARS + 1), Err("TooLong")),
     }
 }
 

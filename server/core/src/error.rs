@@ -372,7 +372,7 @@ impl CoreError {
             | E::NoRequestTo(_)
             | E::NotFriends(_) => ErrorCode::Conflict,
             E::Recovering => ErrorCode::Unavailable,
-            E::Text { error: TextError::TooLong { .. }, .. } | E::TooLong { .. } => ErrorCode::TooLarge,
+            E::TooLong { .. } => ErrorCode::TooLarge,
             E::AlreadyAuthenticated
             | E::Text { .. }
             | E::ControlCharacters(_)

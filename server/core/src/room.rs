@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use palaver_protocol::{
     ClientMsgId, Emoji, Encryption, FileRef, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind,
-    RoomName, RoomSettings, RoomSettingsPatch, UserId, Username, limits,
+    RoomName, RoomSettings, RoomSettingsPatch, TextError, UserId, Username, limits,
 };
 
 pub use governance::{Governance, Moderation};
@@ -531,7 +531,13 @@ impl Room {
         let validate = |text: String| {
             MessageText::new(text, self.limits.max_text_chars)
                 .map(MessageText::into_string)
-                .map_err(|error| CoreError::Text { field: "text", error })
+                .map_err(|error| match error {
+                    // A message too long is `too_large`; a name too long is `invalid`.
+                    TextError::TooLong { limit, .. } => {
+                        CoreError::TooLong { field: "text", max: limit, unit: "characters" }
+                    }
+                    error => CoreError::Text { field: "text", error },
+                })
         };
         match (kind, file) {
             (MessageKind::System, _) => {
@@ -845,7 +851,6 @@ pub fn mentioned_usernames(text: &str) -> Vec<Username> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palaver_protocol::TextError;
     use proptest::prelude::*;
 
     fn user(name: &str) -> UserId {
@@ -942,7 +947,7 @@ mod tests {
         .unwrap();
         let o = user("o");
         let long = room.send(1, &o, draft("1", "abcd"), |_| None);
-        assert!(matches!(long, Err(CoreError::Text { error: TextError::TooLong { .. }, .. })));
+        assert!(matches!(long, Err(CoreError::TooLong { field: "text", .. })));
         let ctrl = room.send(1, &o, draft("2", "a\u{0}"), |_| None);
         assert!(matches!(ctrl, Err(CoreError::Text { error: TextError::ControlCharacter(0), .. })));
         assert_eq!(room.last_seq(), 0, "refused sends consume no seq");
