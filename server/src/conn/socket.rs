@@ -54,7 +54,7 @@ pub async fn run(
     shard: Rc<Shard>,
     stream: impl super::ByteStream,
     mut buf: BytesMut,
-    codec: Codec,
+    wire: Wire,
     user: Option<UserId>,
     permits: crate::conn::limits::Permits,
     reset: super::socket_reset::SocketReset,
@@ -66,7 +66,7 @@ pub async fn run(
     if let Some(user) = &user {
         session.authenticated(user.clone());
     }
-    let conn = shard.conns.insert(Wire::WebSocket(codec), outbound.clone(), session, now_ms());
+    let conn = shard.conns.insert(wire, outbound.clone(), session, now_ms());
     *conn.permits.borrow_mut() = permits;
     if let Some(user) = &user {
         shard.conns.bind_user(conn.id, user);
@@ -84,7 +84,8 @@ pub async fn run(
         reset,
     ));
 
-    let mut parser = FrameParser::new(shared.config.max_frame_bytes);
+    let deflate = matches!(wire, Wire::WebSocket(_, Some(_)));
+    let mut parser = FrameParser::new(shared.config.max_frame_bytes, deflate);
     if buf.is_empty() {
         // Most sockets sit idle most of the time: start them on a small buffer.
         buf = BytesMut::with_capacity(IDLE_READ_BUFFER);
@@ -355,6 +356,7 @@ pub async fn run_echo(
     shard: Rc<Shard>,
     stream: impl super::ByteStream,
     mut buf: BytesMut,
+    deflate: Option<crate::ws::Deflate>,
     reset: super::socket_reset::SocketReset,
 ) {
     const ECHO_LIMIT: usize = 64 << 20;
@@ -362,15 +364,17 @@ pub async fn run_echo(
     let (mut reader, writer) = stream.into_split();
     let metrics = shard.shared.metrics.clone();
     monoio::spawn(run_writer(writer, outbound.clone(), metrics, shard.write_pacer.clone(), reset));
-    let mut parser = FrameParser::new(16 << 20);
+    let mut parser = FrameParser::new(16 << 20, deflate.is_some());
+    // The echo goes out framed (and compressed) as a chat socket's frames would be.
+    let (text, binary) = (Wire::WebSocket(Codec::Json, deflate), Wire::WebSocket(Codec::Rkyv, deflate));
     'connection: loop {
         loop {
             match parser.next_message(&mut buf) {
                 Ok(Some(WsMessage::Text(payload))) => {
-                    outbound.push(encode_frame(OpCode::Text, &payload));
+                    outbound.push(text.frame(&payload));
                 }
                 Ok(Some(WsMessage::Binary(payload))) => {
-                    outbound.push(encode_frame(OpCode::Binary, &payload));
+                    outbound.push(binary.frame(&payload));
                 }
                 Ok(Some(WsMessage::Ping(payload))) => {
                     outbound.push(encode_frame(OpCode::Pong, &payload));
