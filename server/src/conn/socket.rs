@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use monoio::io::Splitable;
 use palaver_core::{Admission, Session};
 use palaver_protocol::{
-    AuthOk, ClientFrame, Codec, ErrorBody, ErrorCode, OkBody, Op, ReplyBody, ServerFrame, UserId,
+    AuthOk, ClientFrame, ErrorBody, ErrorCode, OkBody, Op, ReplyBody, ServerFrame, UserId,
 };
 
 use super::directory;
@@ -365,16 +365,21 @@ pub async fn run_echo(
     let metrics = shard.shared.metrics.clone();
     monoio::spawn(run_writer(writer, outbound.clone(), metrics, shard.write_pacer.clone(), reset));
     let mut parser = FrameParser::new(16 << 20, deflate.is_some());
-    // The echo goes out framed (and compressed) as a chat socket's frames would be.
-    let (text, binary) = (Wire::WebSocket(Codec::Json, deflate), Wire::WebSocket(Codec::Rkyv, deflate));
+    // With permessage-deflate, every echo goes out compressed, small or incompressible
+    // ones too: kosoku's compression cases take no uncompressed message once it is
+    // negotiated. (Chat sockets send those uncompressed, as RFC 7692 allows.)
+    let echo = |opcode: OpCode, payload: &[u8]| match deflate {
+        Some(deflate) => crate::ws::always_deflated_frame(opcode, payload, deflate),
+        None => encode_frame(opcode, payload),
+    };
     'connection: loop {
         loop {
             match parser.next_message(&mut buf) {
                 Ok(Some(WsMessage::Text(payload))) => {
-                    outbound.push(text.frame(&payload));
+                    outbound.push(echo(OpCode::Text, &payload));
                 }
                 Ok(Some(WsMessage::Binary(payload))) => {
-                    outbound.push(binary.frame(&payload));
+                    outbound.push(echo(OpCode::Binary, &payload));
                 }
                 Ok(Some(WsMessage::Ping(payload))) => {
                     outbound.push(encode_frame(OpCode::Pong, &payload));

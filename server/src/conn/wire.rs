@@ -108,6 +108,42 @@ pub fn length_prefixed(payload: &[u8]) -> Bytes {
 mod tests {
     use super::*;
 
+    fn deflating(offer: &str) -> Wire {
+        let negotiated = crate::ws::negotiate([offer], 64).expect("accepted");
+        Wire::WebSocket(Codec::Json, Some(negotiated.deflate))
+    }
+
+    #[test]
+    fn one_compressed_frame_serves_every_connection_of_a_form() {
+        let long = format!(r#"{{"ev":"message","text":"{}"}}"#, "many words, many words; ".repeat(40));
+        let plain = Wire::WebSocket(Codec::Json, None).frame(long.as_bytes());
+        let forms = DeflatedFrames::default();
+        let (first, second) =
+            (deflating("permessage-deflate"), deflating("permessage-deflate; client_max_window_bits"));
+        let form = first.deflated_form(&plain).expect("long enough to compress");
+        assert_eq!(second.deflated_form(&plain), Some(form));
+        let frame = forms.frame(form, &plain);
+        assert_eq!(frame[0], 0xC1, "compressed text");
+        assert!(frame.len() < plain.len() / 4);
+        // The very same buffer for the next connection of that form.
+        assert_eq!(forms.frame(form, &plain).as_ptr(), frame.as_ptr());
+        assert_eq!(first.frame(long.as_bytes()), *frame, "a reply is compressed the same way");
+
+        // A client with a 256-byte window needs its own form of a longer message, but
+        // shares the common one for a message that fits its window.
+        let narrow = deflating("permessage-deflate; server_max_window_bits=8");
+        let narrow_form = narrow.deflated_form(&plain).expect("compressed");
+        assert_ne!(narrow_form, form);
+        assert!(forms.frame(narrow_form, &plain).len() < plain.len());
+        let short = Wire::WebSocket(Codec::Json, None).frame(&long.as_bytes()[..200]);
+        assert_eq!(narrow.deflated_form(&short), first.deflated_form(&short));
+        // Below the threshold, and without deflate, the plain frame goes out.
+        let tiny = Wire::WebSocket(Codec::Json, None).frame(b"{}");
+        assert_eq!(first.deflated_form(&tiny), None);
+        assert_eq!(Wire::WebSocket(Codec::Json, None).deflated_form(&plain), None);
+        assert_eq!(Wire::Quic.deflated_form(&plain), None);
+    }
+
     #[test]
     fn quic_frames_are_length_prefixed_little_endian() {
         let framed = Wire::Quic.frame(b"abc");

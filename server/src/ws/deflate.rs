@@ -54,10 +54,12 @@ impl Deflate {
     /// shares the full-window form of such a message; only longer messages to clients
     /// that asked for a smaller window need a form of their own.
     pub fn compressor_bits(self, len: usize) -> Option<u8> {
-        if len < self.min_bytes as usize {
-            return None;
-        }
-        Some(if len <= 1 << self.window_bits { 15 } else { self.window_bits.max(MIN_COMPRESSOR_BITS) })
+        (len >= self.min_bytes as usize).then(|| self.window_for(len))
+    }
+
+    /// The compressor window (log2) for a `len`-byte message, whatever its size.
+    fn window_for(self, len: usize) -> u8 {
+        if len <= 1 << self.window_bits { 15 } else { self.window_bits.max(MIN_COMPRESSOR_BITS) }
     }
 
     /// Which compressor window `bits` (from [`Deflate::compressor_bits`]) is: 0 to 6.
@@ -185,30 +187,53 @@ thread_local! {
 /// The frame of a message compressed with a `bits` window (9 to 15), RSV1 set: `None`
 /// when compressing would not make it smaller.
 pub fn deflated_frame(opcode: OpCode, payload: &[u8], bits: u8) -> Option<Bytes> {
+    compress_frame(opcode, payload, bits, true)
+}
+
+/// The frame of a message compressed for `deflate` whatever its size and gain: for a
+/// peer that takes only compressed messages once permessage-deflate is negotiated (the
+/// test echo's).
+pub fn always_deflated_frame(opcode: OpCode, payload: &[u8], deflate: Deflate) -> Bytes {
+    compress_frame(opcode, payload, deflate.window_for(payload.len()), false)
+        .unwrap_or_else(|| super::encode_frame(opcode, payload))
+}
+
+fn compress_frame(opcode: OpCode, payload: &[u8], bits: u8, only_if_smaller: bool) -> Option<Bytes> {
     const MAX_HEADER: usize = 10;
     let bits = bits.clamp(MIN_COMPRESSOR_BITS, 15);
     // The compressed payload is written after room for the largest header; its real
-    // header goes right before it once its length is known.
-    let mut out = Vec::with_capacity(MAX_HEADER + payload.len() + SYNC_TAIL.len());
+    // header goes right before it once its length is known. Only a smaller result is
+    // wanted: no more room than the payload's (plus the tail that is cut).
+    let room = if only_if_smaller {
+        payload.len() + SYNC_TAIL.len()
+    } else {
+        payload.len() + payload.len() / 8 + 64
+    };
+    let mut out = Vec::with_capacity(MAX_HEADER + room);
     out.resize(MAX_HEADER, 0);
     let done = THREAD_COMPRESSORS.with_borrow_mut(|compressors| {
         let compressor = compressors[Deflate::form_index(bits)]
             .get_or_insert_with(|| Compress::new_with_window_bits(Compression::new(LEVEL), false, bits));
+        let done = loop {
+            let taken = usize::try_from(compressor.total_in()).unwrap_or(usize::MAX).min(payload.len());
+            let status = compressor.compress_vec(&payload[taken..], &mut out, FlushCompress::Sync);
+            // Complete once all input went in and the flush did not run out of room.
+            let complete = compressor.total_in() == payload.len() as u64 && out.len() < out.capacity();
+            if complete || status.is_err() || only_if_smaller {
+                break complete && matches!(status, Ok(Status::Ok));
+            }
+            out.reserve(out.capacity());
+        };
+        // No context carries over to the next message (server_no_context_takeover).
         compressor.reset();
-        let status = compressor.compress_vec(payload, &mut out, FlushCompress::Sync);
-        // Complete only if all input went in and the flush did not run out of room.
-        let complete = matches!(status, Ok(Status::Ok))
-            && compressor.total_in() == payload.len() as u64
-            && out.len() < out.capacity();
-        compressor.reset();
-        complete
+        done
     });
     if !done || !out.ends_with(&SYNC_TAIL) {
         return None;
     }
     out.truncate(out.len() - SYNC_TAIL.len());
     let compressed = out.len() - MAX_HEADER;
-    if compressed >= payload.len() {
+    if only_if_smaller && compressed >= payload.len() {
         return None;
     }
     let (header, len) = frame_header(opcode, true, compressed);
@@ -410,8 +435,14 @@ mod tests {
                 assert_eq!(inflate_frame(&frame), payload);
             }
         }
-        // Random bytes do not shrink: sent as they are.
-        assert_eq!(deflated_frame(OpCode::Binary, &noise(1_000, 7), 15), None);
+        // Random bytes do not shrink: sent as they are, unless compression is forced.
+        let random = noise(70_000, 7);
+        assert_eq!(deflated_frame(OpCode::Binary, &random, 15), None);
+        let deflate = Deflate { window_bits: 15, min_bytes: 64 };
+        let forced = always_deflated_frame(OpCode::Binary, &random, deflate);
+        assert!(forced.len() > random.len());
+        assert_eq!(inflate_frame(&forced), random);
+        assert_eq!(inflate_frame(&always_deflated_frame(OpCode::Text, b"", deflate)), b"");
     }
 
     #[test]

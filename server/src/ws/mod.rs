@@ -9,7 +9,7 @@ mod deflate;
 mod frame;
 mod handshake;
 
-pub use deflate::{Deflate, Inflater, Negotiated, deflated_frame, negotiate};
+pub use deflate::{Deflate, Inflater, Negotiated, always_deflated_frame, deflated_frame, negotiate};
 pub(crate) use frame::frame_payload;
 pub use frame::{CloseCode, FrameParser, OpCode, WsError, WsMessage, close_frame, encode_frame};
 pub use handshake::{HandshakeError, accept_key, choose_codec};
