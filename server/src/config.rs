@@ -39,7 +39,7 @@ const DEFAULT_IDLE_ROOM_SECS: u64 = 600;
 const DEFAULT_PERMESSAGE_DEFLATE: bool = false;
 /// Default smallest server message sent compressed on a permessage-deflate socket:
 /// below it, the deflate block's own overhead leaves little to save.
-const DEFAULT_PERMESSAGE_DEFLATE_MIN_BYTES: u32 = 128;
+const DEFAULT_PERMESSAGE_DEFLATE_MIN_BYTES: u16 = 128;
 
 /// Command-line flags (each also read from its environment variable by clap).
 #[derive(Debug, Default, Parser)]
@@ -202,9 +202,10 @@ pub struct Cli {
     /// per socket. `--permessage-deflate` alone turns it on, `=false` off.
     #[arg(long, env = "PALAVER_PERMESSAGE_DEFLATE", num_args = 0..=1, default_missing_value = "true")]
     pub permessage_deflate: Option<bool>,
-    /// With permessage-deflate: the smallest server message sent compressed, in bytes.
+    /// With permessage-deflate: the smallest server message sent compressed, in bytes
+    /// (at most 65535).
     #[arg(long, env = "PALAVER_PERMESSAGE_DEFLATE_MIN_BYTES")]
-    pub permessage_deflate_min_bytes: Option<u32>,
+    pub permessage_deflate_min_bytes: Option<u16>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
@@ -401,7 +402,7 @@ struct FileConfig {
     cors_origins: Option<Vec<String>>,
     web_page: Option<WebPageSetting>,
     permessage_deflate: Option<bool>,
-    permessage_deflate_min_bytes: Option<u32>,
+    permessage_deflate_min_bytes: Option<u16>,
 }
 
 /// The resolved configuration.
@@ -485,7 +486,7 @@ pub struct Config {
     /// Whether the built-in chat page is served at `/`.
     pub web_page: bool,
     /// permessage-deflate for WebSockets: `Some(smallest message compressed)` when on.
-    pub permessage_deflate: Option<u32>,
+    pub permessage_deflate: Option<u16>,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }

@@ -362,7 +362,7 @@ pub(crate) struct UpgradeRequest<'a> {
 /// `fuzz/libfuzzer/fuzz_targets/http_request.rs`.
 pub(crate) fn check_upgrade(
     request: &Request,
-    deflate_min_bytes: Option<u32>,
+    deflate_min_bytes: Option<u16>,
 ) -> Result<UpgradeRequest<'_>, Response> {
     let refuse =
         |code: ErrorCode, status: u16, message: &str| Response::error_with_status(status, code, message);

@@ -43,8 +43,8 @@ const LEVEL: u32 = 6;
 pub struct Deflate {
     /// `server_max_window_bits` of the accepted offer (15 when it had none).
     window_bits: u8,
-    /// Messages shorter than this go uncompressed.
-    min_bytes: u32,
+    /// Messages shorter than this go uncompressed (16 bits: every socket carries this).
+    min_bytes: u16,
 }
 
 impl Deflate {
@@ -54,7 +54,7 @@ impl Deflate {
     /// shares the full-window form of such a message; only longer messages to clients
     /// that asked for a smaller window need a form of their own.
     pub fn compressor_bits(self, len: usize) -> Option<u8> {
-        (len >= self.min_bytes as usize).then(|| self.window_for(len))
+        (len >= usize::from(self.min_bytes)).then(|| self.window_for(len))
     }
 
     /// The compressor window (log2) for a `len`-byte message, whatever its size.
@@ -89,7 +89,7 @@ pub struct Negotiated {
 /// header values (in order), or none. An offer with an unknown, repeated or malformed
 /// parameter is declined (RFC 7692 §5) and the next one considered; a header that cannot
 /// be parsed offers nothing. `min_bytes` is the server's compression threshold.
-pub fn negotiate<'a>(headers: impl IntoIterator<Item = &'a str>, min_bytes: u32) -> Option<Negotiated> {
+pub fn negotiate<'a>(headers: impl IntoIterator<Item = &'a str>, min_bytes: u16) -> Option<Negotiated> {
     headers.into_iter().flat_map(split_unquoted(',')).find_map(|offer| {
         let mut parts = split_unquoted(';')(offer).into_iter();
         let name = parts.next()?.trim();
