@@ -2,6 +2,7 @@
 //! do not share a room and see the same messages; a decompression bomb closes only the
 //! socket that sent it. The Python clients need `websockets`, which `./x test` installs
 //! into a venv under `target/`.
+#![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
