@@ -705,8 +705,8 @@ mod tests {
         /// Whatever bytes arrive, in whatever chunks, the parser returns messages or an
         /// error and never panics or loops.
         #[test]
-        fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..32)) {
-            let mut parser = FrameParser::new(1_024, false);
+        fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..32), deflate: bool) {
+            let mut parser = FrameParser::new(1_024, deflate);
             let mut buf = BytesMut::new();
             for chunk in chunks {
                 buf.extend_from_slice(&chunk);
