@@ -66,8 +66,8 @@ pub struct RawSocket {
     mask_state: u32,
     /// Frames to write are built here.
     out: Vec<u8>,
-    /// permessage-deflate's decompressor, when the server accepted the offer.
-    inflater: Option<flate2::Decompress>,
+    /// Whether the server accepted permessage-deflate.
+    deflate: bool,
     /// Bytes read from the socket since [`RawSocket::take_bytes_read`] last asked.
     bytes_read: u64,
 }
@@ -100,7 +100,7 @@ impl RawSocket {
             assembled: Vec::new(),
             mask_state: seed | 1,
             out: Vec::with_capacity(256),
-            inflater: None,
+            deflate: false,
             bytes_read: 0,
         };
         socket.upgrade(upgrade).await.context("WebSocket upgrade")?;
@@ -159,7 +159,7 @@ impl RawSocket {
                     && extensions.contains("server_no_context_takeover"),
                 "unexpected extension answer: {extensions}"
             );
-            self.inflater = Some(flate2::Decompress::new(false));
+            self.deflate = true;
         }
         // Frames may follow the head in the same read.
         self.start = head_end;
@@ -175,7 +175,7 @@ impl RawSocket {
 
     /// Whether the server accepted permessage-deflate.
     pub fn deflate(&self) -> bool {
-        self.inflater.is_some()
+        self.deflate
     }
 
     /// Bytes read from the socket since the last call.
@@ -212,7 +212,7 @@ impl RawSocket {
     /// The next frame; `None` once the server has closed the TCP connection.
     pub async fn next_frame(&mut self) -> anyhow::Result<Option<RawFrame<'_>>> {
         loop {
-            match parse_header(&self.buf[self.start..self.end], self.inflater.is_some())? {
+            match parse_header(&self.buf[self.start..self.end], self.deflate)? {
                 Some(header) if self.end - self.start >= header.len + header.payload => {
                     let from = self.start + header.len;
                     let to = from + header.payload;
@@ -286,33 +286,39 @@ impl RawSocket {
     }
 
     /// Decompresses a message whose compressed payload is `head` followed by
-    /// `buf[tail]` into `assembled`.
+    /// `buf[tail]` into `assembled`. The server compresses every message on its own
+    /// (`server_no_context_takeover`), so one decompressor per generator thread serves
+    /// every socket: a thousand sockets' decompressors would measure the generator's
+    /// cache misses, not the server.
     fn inflate(&mut self, head: &[u8], tail: Range<usize>) -> anyhow::Result<()> {
-        let inflater = self.inflater.as_mut().ok_or_else(|| anyhow!("RSV1 without permessage-deflate"))?;
-        inflater.reset(false);
-        self.assembled.clear();
-        for input in [head, &self.buf[tail], &[0x00, 0x00, 0xff, 0xff][..]] {
-            let mut input = input;
-            loop {
-                if self.assembled.len() == self.assembled.capacity() {
-                    ensure!(
-                        self.assembled.len() < MAX_MESSAGE,
-                        "decompressed message over {MAX_MESSAGE} bytes"
-                    );
-                    self.assembled.reserve(self.assembled.len().max(1024));
-                }
-                let before = inflater.total_in();
-                let status = inflater
-                    .decompress_vec(input, &mut self.assembled, flate2::FlushDecompress::None)
-                    .context("invalid compressed message")?;
-                input = &input[(inflater.total_in() - before) as usize..];
-                let full = self.assembled.len() == self.assembled.capacity();
-                if status == flate2::Status::StreamEnd || (input.is_empty() && !full) {
-                    break;
+        ensure!(self.deflate, "RSV1 without permessage-deflate");
+        let (assembled, buf) = (&mut self.assembled, &self.buf);
+        INFLATER.with_borrow_mut(|inflater| {
+            inflater.reset(false);
+            assembled.clear();
+            for input in [head, &buf[tail], &[0x00, 0x00, 0xff, 0xff][..]] {
+                let mut input = input;
+                loop {
+                    if assembled.len() == assembled.capacity() {
+                        ensure!(
+                            assembled.len() < MAX_MESSAGE,
+                            "decompressed message over {MAX_MESSAGE} bytes"
+                        );
+                        assembled.reserve(assembled.len().max(1024));
+                    }
+                    let before = inflater.total_in();
+                    let status = inflater
+                        .decompress_vec(input, assembled, flate2::FlushDecompress::None)
+                        .context("invalid compressed message")?;
+                    input = &input[(inflater.total_in() - before) as usize..];
+                    let full = assembled.len() == assembled.capacity();
+                    if status == flate2::Status::StreamEnd || (input.is_empty() && !full) {
+                        break;
+                    }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn frame(&self, ready: Ready) -> RawFrame<'_> {
@@ -354,6 +360,11 @@ impl RawSocket {
         self.bytes_read += n as u64;
         Ok(n > 0)
     }
+}
+
+thread_local! {
+    /// The permessage-deflate decompressor every socket of this thread shares.
+    static INFLATER: std::cell::RefCell<flate2::Decompress> = std::cell::RefCell::new(flate2::Decompress::new(false));
 }
 
 /// A fragmented message's opcode and payload so far (compressed, if it is).
