@@ -328,6 +328,12 @@ fn help_defaults() -> Vec<(&'static str, String)> {
         ("log_level", "RUST_LOG if set, else info".into()),
         ("cors_origins", "none: only the server's own pages".into()),
         ("web_page", "auto".into()),
+        (
+            "permessage_deflate",
+            if DEFAULT_PERMESSAGE_DEFLATE { "on" } else { "off: no WebSocket extension is negotiated" }
+                .into(),
+        ),
+        ("permessage_deflate_min_bytes", DEFAULT_PERMESSAGE_DEFLATE_MIN_BYTES.to_string()),
     ]
 }
 
