@@ -76,7 +76,15 @@ fn check_request(request: &Request, length: usize) {
         None => assert_eq!(length, 0),
         Some(v) => assert_eq!(v.trim().parse::<usize>().ok(), Some(length)),
     }
-    if let Ok((accept, codec, echo, _token)) = check_upgrade(request) {
+    if let Ok((accept, codec, echo, _token, extensions)) = check_upgrade(request) {
+        if let Some(answer) = extensions {
+            assert!(request.header("sec-websocket-extensions").is_some());
+            assert!(
+                answer.starts_with(
+                    "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+                )
+            );
+        }
         assert_eq!(request.method, "GET");
         assert!(request.header_has_token("connection", "upgrade"));
         assert_eq!(request.header("sec-websocket-version").map(str::trim), Some("13"));

@@ -4,8 +4,8 @@
 use bytes::BytesMut;
 use palaver_server::ws::{FrameParser, WsError, WsMessage};
 
-/// Input: byte 0 picks the message size limit, byte 1 seeds the chunking, the rest is
-/// the stream. Checks: no panic; the same messages and the same error (or the same
+/// Input: byte 0 picks the message size limit, byte 1 seeds the chunking (its low bit:
+/// whether permessage-deflate was negotiated), the rest is the stream. Checks: no panic; the same messages and the same error (or the same
 /// unconsumed tail) whether the stream arrives whole or in chunks; every message obeys
 /// the limits (text is UTF-8, at most the limit, pings at most 125 bytes, valid close
 /// codes).
@@ -13,8 +13,9 @@ pub fn ws_frame(data: &[u8]) {
     let [limit, seed, stream @ ..] = data else { return };
     let max = [0, 1, 2, 125, 126, 127, 1024, 65_536][usize::from(*limit % 8)];
 
-    let whole = parse(max, stream, std::iter::once(stream.len().max(1)));
-    let chunked = parse(max, stream, crate::chunk_lengths(*seed, 1 + usize::from(*limit >> 3)));
+    let deflate = seed & 1 == 1;
+    let whole = parse(max, deflate, stream, std::iter::once(stream.len().max(1)));
+    let chunked = parse(max, deflate, stream, crate::chunk_lengths(*seed, 1 + usize::from(*limit >> 3)));
     assert_eq!(whole, chunked, "whole vs chunked");
 
     let (messages, _) = whole;
@@ -38,8 +39,8 @@ pub fn ws_frame(data: &[u8]) {
 /// unconsumed bytes it waits on).
 type Parsed = (Vec<WsMessage>, Result<Vec<u8>, WsError>);
 
-fn parse(max: usize, stream: &[u8], chunks: impl Iterator<Item = usize>) -> Parsed {
-    let mut parser = FrameParser::new(max);
+fn parse(max: usize, deflate: bool, stream: &[u8], chunks: impl Iterator<Item = usize>) -> Parsed {
+    let mut parser = FrameParser::new(max, deflate);
     let mut buf = BytesMut::new();
     let mut messages = Vec::new();
     let mut rest = stream;

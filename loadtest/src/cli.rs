@@ -189,6 +189,13 @@ pub struct CommonArgs {
     #[arg(long)]
     pub auth_op: bool,
 
+    /// Palaver sockets offer permessage-deflate as browsers do (`permessage-deflate;
+    /// client_max_window_bits`); receiving members inflate what comes compressed. The
+    /// server compresses only when started with `--permessage-deflate`
+    /// (`--server-arg=--permessage-deflate`).
+    #[arg(long)]
+    pub deflate: bool,
+
     /// Accounts registered for receiving sockets; sockets share them round-robin.
     #[arg(long, default_value_t = 50)]
     pub users: usize,

@@ -108,6 +108,19 @@ impl Client {
         token: &str,
         auth: AuthMode,
     ) -> anyhow::Result<Client> {
+        Self::connect_offering(addr, source, target, (token, auth), false).await
+    }
+
+    /// [`Client::connect`], offering permessage-deflate if `deflate`: only for sockets
+    /// that then stay idle (tungstenite reads no compressed frame; small replies are
+    /// never compressed).
+    pub async fn connect_offering(
+        addr: SocketAddr,
+        source: Ipv4Addr,
+        target: Target,
+        (token, auth): (&str, AuthMode),
+        deflate: bool,
+    ) -> anyhow::Result<Client> {
         let proto =
             if target == Target::Socketio { Proto::SocketIo } else { Proto::Palaver(wire::codec(target)) };
         let run = async {
@@ -122,6 +135,12 @@ impl Client {
                 headers.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(codec.subprotocol()));
                 if matches!(auth, AuthMode::Header) {
                     headers.insert("Authorization", HeaderValue::from_str(&format!("Bearer {token}"))?);
+                }
+                if deflate {
+                    headers.insert(
+                        "Sec-WebSocket-Extensions",
+                        HeaderValue::from_static("permessage-deflate; client_max_window_bits"),
+                    );
                 }
             }
             let (ws, _response) =

@@ -33,6 +33,7 @@ pub async fn run(
 
     let started = std::time::Instant::now();
     let (addrs, target, sources) = (env.addrs.clone(), common.target, env.sources.clone());
+    let deflate = common.deflate;
     let mut opening = futures_util::stream::iter(0..connections)
         .map(|i| {
             let tokens = tokens.clone();
@@ -40,7 +41,8 @@ pub async fn run(
             let addr = round_robin(&addrs, i);
             async move {
                 let t = std::time::Instant::now();
-                let client = Client::connect(addr, source, target, &tokens[i % tokens.len()], auth).await;
+                let token = &tokens[i % tokens.len()];
+                let client = Client::connect_offering(addr, source, target, (token, auth), deflate).await;
                 (client, t.elapsed())
             }
         })

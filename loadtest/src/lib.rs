@@ -257,6 +257,7 @@ fn common_json(c: &CommonArgs) -> Value {
             _ => "op",
         },
         "users": c.users,
+        "deflate_offered": c.deflate,
         "client_ts_unit": "us",
     })
 }

@@ -10,7 +10,10 @@
 //!
 //! Scope: the client side of RFC 6455 that a receiving member needs. The upgrade (with the
 //! `Sec-WebSocket-Accept` check), masked text and binary frames out, frames in (fragmented
-//! messages reassembled, pings answered by the caller, close), no extensions.
+//! messages reassembled, pings answered by the caller, close), and optionally
+//! permessage-deflate (RFC 7692) as a browser offers it: compressed messages in (each
+//! decompressed on its own: the server answers with `server_no_context_takeover`),
+//! uncompressed ones out.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
@@ -55,14 +58,18 @@ pub struct RawSocket {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    /// A fragmented message being reassembled: its opcode and the payload so far.
-    partial: Option<(u8, Vec<u8>)>,
+    /// A fragmented message being reassembled.
+    partial: Option<Partial>,
     /// The message last reassembled (borrowed by the frame returned for it).
     assembled: Vec<u8>,
     /// The masking key generator (xorshift; the server only checks that frames are masked).
     mask_state: u32,
     /// Frames to write are built here.
     out: Vec<u8>,
+    /// Whether the server accepted permessage-deflate.
+    deflate: bool,
+    /// Bytes read from the socket since [`RawSocket::take_bytes_read`] last asked.
+    bytes_read: u64,
 }
 
 /// Where a socket connects and how it authenticates.
@@ -75,6 +82,8 @@ pub struct Upgrade<'a> {
     pub subprotocol: Option<&'a str>,
     /// A bearer token sent as `Authorization` on the upgrade, if any.
     pub bearer: Option<&'a str>,
+    /// Offer permessage-deflate.
+    pub deflate: bool,
 }
 
 impl RawSocket {
@@ -91,6 +100,8 @@ impl RawSocket {
             assembled: Vec::new(),
             mask_state: seed | 1,
             out: Vec::with_capacity(256),
+            deflate: false,
+            bytes_read: 0,
         };
         socket.upgrade(upgrade).await.context("WebSocket upgrade")?;
         Ok(socket)
@@ -109,6 +120,9 @@ impl RawSocket {
         if let Some(token) = upgrade.bearer {
             request.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
+        if upgrade.deflate {
+            request.push_str("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n");
+        }
         request.push_str("\r\n");
         self.stream.write_all(request.as_bytes()).await?;
 
@@ -126,14 +140,27 @@ impl RawSocket {
         let mut lines = head.split("\r\n");
         let status = lines.next().unwrap_or_default();
         ensure!(status.starts_with("HTTP/1.1 101"), "upgrade refused: {status}");
-        let accept = lines
-            .filter_map(|line| line.split_once(':'))
-            .find(|(name, _)| name.trim().eq_ignore_ascii_case("sec-websocket-accept"))
-            .map(|(_, value)| value.trim().to_string());
+        let header = |wanted: &str| {
+            head.split("\r\n")
+                .skip(1)
+                .filter_map(|line| line.split_once(':'))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case(wanted))
+                .map(|(_, value)| value.trim().to_string())
+        };
+        let accept = header("sec-websocket-accept");
         ensure!(
             accept.as_deref() == Some(derive_accept_key(key.as_bytes()).as_str()),
             "wrong Sec-WebSocket-Accept: {accept:?}"
         );
+        if let Some(extensions) = header("sec-websocket-extensions") {
+            ensure!(upgrade.deflate, "an extension was not offered: {extensions}");
+            ensure!(
+                extensions.starts_with("permessage-deflate")
+                    && extensions.contains("server_no_context_takeover"),
+                "unexpected extension answer: {extensions}"
+            );
+            self.deflate = true;
+        }
         // Frames may follow the head in the same read.
         self.start = head_end;
         Ok(())
@@ -144,6 +171,16 @@ impl RawSocket {
     /// by that read or an earlier one.
     pub fn last_arrival_us(&self) -> Option<u64> {
         self.stream.last_arrival_us()
+    }
+
+    /// Whether the server accepted permessage-deflate.
+    pub fn deflate(&self) -> bool {
+        self.deflate
+    }
+
+    /// Bytes read from the socket since the last call.
+    pub fn take_bytes_read(&mut self) -> u64 {
+        std::mem::take(&mut self.bytes_read)
     }
 
     /// Writes a text (JSON) or binary (rkyv) message.
@@ -175,7 +212,7 @@ impl RawSocket {
     /// The next frame; `None` once the server has closed the TCP connection.
     pub async fn next_frame(&mut self) -> anyhow::Result<Option<RawFrame<'_>>> {
         loop {
-            match parse_header(&self.buf[self.start..self.end])? {
+            match parse_header(&self.buf[self.start..self.end], self.deflate)? {
                 Some(header) if self.end - self.start >= header.len + header.payload => {
                     let from = self.start + header.len;
                     let to = from + header.payload;
@@ -203,6 +240,10 @@ impl RawSocket {
     /// `None` for a fragment of a message still incomplete.
     fn absorb(&mut self, header: Header, payload: Range<usize>) -> anyhow::Result<Option<Ready>> {
         Ok(match (header.opcode, header.fin, self.partial.take()) {
+            (OP_TEXT | OP_BINARY, true, None) if header.compressed => {
+                self.inflate(&[], payload)?;
+                Some(Ready::Assembled(header.opcode))
+            }
             (OP_TEXT | OP_BINARY, true, None) | (OP_PING | OP_PONG | OP_CLOSE, true, None) => {
                 Some(Ready::InBuffer(header.opcode, payload))
             }
@@ -212,24 +253,71 @@ impl RawSocket {
                 Some(Ready::InBuffer(header.opcode, payload))
             }
             (OP_TEXT | OP_BINARY, false, None) => {
-                self.partial = Some((header.opcode, self.buf[payload].to_vec()));
+                self.partial = Some(Partial {
+                    opcode: header.opcode,
+                    compressed: header.compressed,
+                    data: self.buf[payload].to_vec(),
+                });
                 None
             }
-            (OP_CONTINUATION, fin, Some((opcode, mut message))) => {
-                ensure!(message.len() + payload.len() <= MAX_MESSAGE, "message over {MAX_MESSAGE} bytes");
-                message.extend_from_slice(&self.buf[payload]);
-                if fin {
-                    self.assembled = message;
-                    Some(Ready::Assembled(opcode))
-                } else {
-                    self.partial = Some((opcode, message));
+            (OP_CONTINUATION, fin, Some(mut partial)) => {
+                ensure!(
+                    partial.data.len() + payload.len() <= MAX_MESSAGE,
+                    "message over {MAX_MESSAGE} bytes"
+                );
+                if !fin {
+                    partial.data.extend_from_slice(&self.buf[payload]);
+                    self.partial = Some(partial);
                     None
+                } else if partial.compressed {
+                    self.inflate(&partial.data, payload)?;
+                    Some(Ready::Assembled(partial.opcode))
+                } else {
+                    partial.data.extend_from_slice(&self.buf[payload]);
+                    self.assembled = partial.data;
+                    Some(Ready::Assembled(partial.opcode))
                 }
             }
             (opcode, fin, partial) => bail!(
                 "unexpected frame: opcode {opcode:#x}, fin {fin}, inside a fragmented message: {}",
                 partial.is_some()
             ),
+        })
+    }
+
+    /// Decompresses a message whose compressed payload is `head` followed by
+    /// `buf[tail]` into `assembled`. The server compresses every message on its own
+    /// (`server_no_context_takeover`), so one decompressor per generator thread serves
+    /// every socket: a thousand sockets' decompressors would measure the generator's
+    /// cache misses, not the server.
+    fn inflate(&mut self, head: &[u8], tail: Range<usize>) -> anyhow::Result<()> {
+        ensure!(self.deflate, "RSV1 without permessage-deflate");
+        let (assembled, buf) = (&mut self.assembled, &self.buf);
+        INFLATER.with_borrow_mut(|inflater| {
+            inflater.reset(false);
+            assembled.clear();
+            for input in [head, &buf[tail], &[0x00, 0x00, 0xff, 0xff][..]] {
+                let mut input = input;
+                loop {
+                    if assembled.len() == assembled.capacity() {
+                        ensure!(
+                            assembled.len() < MAX_MESSAGE,
+                            "decompressed message over {MAX_MESSAGE} bytes"
+                        );
+                        assembled.reserve(assembled.len().max(1024));
+                    }
+                    let before = inflater.total_in();
+                    let status = inflater
+                        .decompress_vec(input, assembled, flate2::FlushDecompress::None)
+                        .context("invalid compressed message")?;
+                    input = &input[(inflater.total_in() - before) as usize..];
+                    let full = assembled.len() == assembled.capacity();
+                    if status == flate2::Status::StreamEnd || (input.is_empty() && !full) {
+                        break;
+                    }
+                }
+            }
+            Ok(())
         })
     }
 
@@ -269,8 +357,21 @@ impl RawSocket {
     async fn fill(&mut self) -> anyhow::Result<bool> {
         let n = self.stream.read(&mut self.buf[self.end..]).await?;
         self.end += n;
+        self.bytes_read += n as u64;
         Ok(n > 0)
     }
+}
+
+thread_local! {
+    /// The permessage-deflate decompressor every socket of this thread shares.
+    static INFLATER: std::cell::RefCell<flate2::Decompress> = std::cell::RefCell::new(flate2::Decompress::new(false));
+}
+
+/// A fragmented message's opcode and payload so far (compressed, if it is).
+struct Partial {
+    opcode: u8,
+    compressed: bool,
+    data: Vec<u8>,
 }
 
 /// A frame ready to hand out: its opcode and where its payload is.
@@ -285,6 +386,8 @@ const MAX_HEADER: usize = 14;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Header {
     fin: bool,
+    /// RSV1: the first frame of a compressed message.
+    compressed: bool,
     opcode: u8,
     /// Header bytes.
     len: usize,
@@ -292,10 +395,12 @@ struct Header {
     payload: usize,
 }
 
-/// Parses a server frame header; `None` until enough bytes are there.
-fn parse_header(bytes: &[u8]) -> anyhow::Result<Option<Header>> {
+/// Parses a server frame header; `None` until enough bytes are there. `deflate`: RSV1
+/// may mark a compressed message.
+fn parse_header(bytes: &[u8], deflate: bool) -> anyhow::Result<Option<Header>> {
     let [b0, b1, rest @ ..] = bytes else { return Ok(None) };
-    ensure!(b0 & 0x70 == 0, "reserved bits set (no extension was negotiated)");
+    let compressed = b0 & 0x40 != 0;
+    ensure!(b0 & 0x30 == 0 && (deflate || !compressed), "reserved bits set (no extension was negotiated)");
     ensure!(b1 & 0x80 == 0, "a masked frame from the server");
     let (len, payload) = match b1 & 0x7f {
         126 => match rest {
@@ -315,7 +420,8 @@ fn parse_header(bytes: &[u8]) -> anyhow::Result<Option<Header>> {
     let opcode = b0 & 0x0f;
     let fin = b0 & 0x80 != 0;
     ensure!(opcode < OP_CLOSE || (fin && payload <= 125), "a fragmented or oversized control frame");
-    Ok(Some(Header { fin, opcode, len, payload }))
+    ensure!(!compressed || matches!(opcode, OP_TEXT | OP_BINARY), "RSV1 on a continuation or control frame");
+    Ok(Some(Header { fin, compressed, opcode, len, payload }))
 }
 
 /// Writes a masked client frame into `out` (cleared first).
@@ -394,6 +500,7 @@ mod tests {
             path: "/v1/ws",
             subprotocol: Some("palaver.rkyv"),
             bearer,
+            deflate: false,
         };
         let (client, (server, head)) = tokio::join!(RawSocket::connect(&upgrade), accept_upgrade(&listener));
         (client.expect("upgrade"), server, head)
@@ -411,8 +518,14 @@ mod tests {
     async fn a_wrong_accept_key_is_refused() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
-        let upgrade =
-            Upgrade { addr, source: Ipv4Addr::LOCALHOST, path: "/", subprotocol: None, bearer: None };
+        let upgrade = Upgrade {
+            addr,
+            source: Ipv4Addr::LOCALHOST,
+            path: "/",
+            subprotocol: None,
+            bearer: None,
+            deflate: false,
+        };
         let server = async {
             let (mut server, _) = listener.accept().await.expect("accept");
             let mut buf = [0u8; 1024];
@@ -490,17 +603,84 @@ mod tests {
         assert!(error.to_string().contains("masked"), "{error}");
     }
 
+    /// `payload` compressed as a permessage-deflate message (the sync flush's tail cut).
+    fn deflated(payload: &[u8]) -> Vec<u8> {
+        let mut compressor = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut out = Vec::with_capacity(payload.len() + 64);
+        compressor.compress_vec(payload, &mut out, flate2::FlushCompress::Sync).expect("compress");
+        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    #[tokio::test]
+    async fn compressed_messages_are_inflated_when_deflate_was_accepted() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let upgrade = Upgrade {
+            addr,
+            source: Ipv4Addr::LOCALHOST,
+            path: "/",
+            subprotocol: None,
+            bearer: None,
+            deflate: true,
+        };
+        let text = b"{\"event\":\"message\",\"text\":\"hello hello hello hello\"}".repeat(3);
+        let compressed = deflated(&text);
+        let mut frames = server_frame(true, OP_TEXT, &compressed);
+        frames[0] |= 0x40;
+        let (first, rest) = compressed.split_at(compressed.len() / 2);
+        let mut fragment = server_frame(false, OP_BINARY, first);
+        fragment[0] |= 0x40;
+        frames.extend(fragment);
+        frames.extend(server_frame(true, OP_CONTINUATION, rest));
+        frames.extend(server_frame(true, OP_TEXT, b"plain"));
+        let server = async {
+            let (mut server, _) = listener.accept().await.expect("accept");
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                server.read_exact(&mut byte).await.expect("request head");
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8(head).expect("UTF-8 head");
+            assert!(head.contains("Sec-WebSocket-Extensions: permessage-deflate"), "{head}");
+            let key = head.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).expect("a key");
+            let response = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {}\r\n\
+                 Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n\r\n",
+                derive_accept_key(key.trim().as_bytes())
+            );
+            server.write_all(response.as_bytes()).await.expect("response");
+            server.write_all(&frames).await.expect("frames");
+            server
+        };
+        let (client, _server) = tokio::join!(RawSocket::connect(&upgrade), server);
+        let mut client = client.expect("upgrade");
+        assert!(client.deflate());
+        assert_eq!(client.next_frame().await.unwrap(), Some(RawFrame::Text(&text)));
+        assert_eq!(client.next_frame().await.unwrap(), Some(RawFrame::Binary(&text)));
+        assert_eq!(client.next_frame().await.unwrap(), Some(RawFrame::Text(b"plain")));
+        assert!(client.take_bytes_read() > 0);
+    }
+
     #[test]
     fn headers_wait_for_their_bytes() {
-        assert_eq!(parse_header(&[0x82]).unwrap(), None);
-        assert_eq!(parse_header(&[0x82, 126, 1]).unwrap(), None);
+        assert_eq!(parse_header(&[0x82], false).unwrap(), None);
+        assert_eq!(parse_header(&[0x82, 126, 1], false).unwrap(), None);
         assert_eq!(
-            parse_header(&[0x82, 126, 1, 0]).unwrap(),
-            Some(Header { fin: true, opcode: OP_BINARY, len: 4, payload: 256 })
+            parse_header(&[0x82, 126, 1, 0], false).unwrap(),
+            Some(Header { fin: true, compressed: false, opcode: OP_BINARY, len: 4, payload: 256 })
         );
-        assert_eq!(parse_header(&[0x82, 127, 0, 0, 0, 0]).unwrap(), None);
-        assert!(parse_header(&[0x82, 127, 0, 0, 0, 1, 0, 0, 0, 0]).is_err(), "over the limit");
-        assert!(parse_header(&[0xC2, 1]).is_err(), "a reserved bit");
-        assert!(parse_header(&[0x09, 0]).is_err(), "a fragmented ping");
+        assert_eq!(parse_header(&[0x82, 127, 0, 0, 0, 0], false).unwrap(), None);
+        assert!(parse_header(&[0x82, 127, 0, 0, 0, 1, 0, 0, 0, 0], false).is_err(), "over the limit");
+        assert!(parse_header(&[0xC2, 1], false).is_err(), "a reserved bit");
+        assert!(parse_header(&[0x09, 0], false).is_err(), "a fragmented ping");
+        assert_eq!(
+            parse_header(&[0xC2, 1], true).unwrap(),
+            Some(Header { fin: true, compressed: true, opcode: OP_BINARY, len: 2, payload: 1 })
+        );
+        assert!(parse_header(&[0xC0, 1], true).is_err(), "RSV1 on a continuation");
+        assert!(parse_header(&[0xA2, 1], true).is_err(), "RSV2");
     }
 }

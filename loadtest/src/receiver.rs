@@ -22,20 +22,23 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Connects from `source` to `addr`, authenticates with `token` and joins `room`.
+    /// Connects from `source` to `addr` (offering permessage-deflate if `deflate`),
+    /// authenticates with `token` and joins `room`.
     pub async fn open(
         addr: SocketAddr,
         source: Ipv4Addr,
         codec: Codec,
-        token: &str,
-        auth: AuthMode,
+        (token, auth, deflate): (&str, AuthMode, bool),
         room: &RoomId,
     ) -> anyhow::Result<Receiver> {
         let bearer = matches!(auth, AuthMode::Header).then_some(token);
         let upgrade =
-            Upgrade { addr, source, path: "/v1/ws", subprotocol: Some(codec.subprotocol()), bearer };
+            Upgrade { addr, source, path: "/v1/ws", subprotocol: Some(codec.subprotocol()), bearer, deflate };
         let opened = async {
             let mut receiver = Receiver { socket: RawSocket::connect(&upgrade).await?, codec };
+            if deflate && !receiver.socket.deflate() {
+                bail!("the server did not accept permessage-deflate (start it with --permessage-deflate)");
+            }
             if matches!(auth, AuthMode::Op) {
                 receiver.request(1, Op::Auth { token: token.to_string() }).await.context("auth")?;
             }
@@ -92,6 +95,7 @@ impl Receiver {
                     break;
                 }
             };
+            stats.received_bytes.fetch_add(self.socket.take_bytes_read(), Ordering::Relaxed);
             match incoming {
                 Incoming::Message { client_ts, .. } => {
                     stats.delivered(client_ts, self.socket.last_arrival_us())

@@ -237,6 +237,7 @@ pub fn traffic_results(stats: &Stats, start: &Mark, end: &Mark, last: &Snapshot)
     let deliveries = end.snap.deliveries.saturating_sub(start.snap.deliveries);
     let sends = end.snap.sends.saturating_sub(start.snap.sends);
     let acks = end.snap.acks.saturating_sub(start.snap.acks);
+    let received = end.snap.received_bytes.saturating_sub(start.snap.received_bytes);
     let latency = stats.delivery.window(Until::Read);
     let arrival = stats.delivery.window(Until::Arrival);
     json!({
@@ -245,6 +246,8 @@ pub fn traffic_results(stats: &Stats, start: &Mark, end: &Mark, last: &Snapshot)
         "sends_per_sec": round3(sends as f64 / secs),
         "acks_per_sec": round3(acks as f64 / secs),
         "deliveries_in_window": deliveries,
+        // Bytes the receiving members read (frames, pings and all) per delivery.
+        "received_bytes_per_delivery": (deliveries > 0).then(|| round3(received as f64 / deliveries as f64)),
         "latency_ms": latency_json(&latency),
         "latency_distribution": distribution_json(&latency, DISTRIBUTION_BINS),
         "arrival_latency_ms": latency_json(&arrival),
@@ -330,6 +333,7 @@ pub const TRAFFIC_ROWS: &[(&str, &str)] = &[
     ("server µs user / delivery", "results/server_cpu/us_per_delivery_user"),
     ("server µs total / delivery", "results/server_cpu/us_per_delivery_total"),
     ("server RSS after (KiB)", "results/server_cpu/rss_kib_after"),
+    ("received bytes / delivery", "results/received_bytes_per_delivery"),
     ("generator CPU (%)", "results/client_cpu/util_pct"),
     ("generator max send lag (ms)", "results/max_send_lag_ms"),
     ("sends (total)", "results/totals/sends"),

@@ -40,6 +40,8 @@ pub struct Stats {
     pub skipped: AtomicU64,
     /// `message` events received, all phases.
     pub deliveries: AtomicU64,
+    /// Bytes read by receiving members (hand-framed sockets), all phases.
+    pub received_bytes: AtomicU64,
     /// Events the message count of their room says should arrive (acks × members).
     pub expected_deliveries: AtomicU64,
     /// Events without a `client_ts`, or undecodable frames.
@@ -89,6 +91,7 @@ impl Default for Stats {
             errors: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
             expected_deliveries: AtomicU64::new(0),
             decode_errors: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
@@ -121,6 +124,7 @@ pub struct Snapshot {
     pub errors: u64,
     pub skipped: u64,
     pub deliveries: u64,
+    pub received_bytes: u64,
     pub expected_deliveries: u64,
     pub decode_errors: u64,
     pub disconnects: u64,
@@ -274,6 +278,7 @@ impl Stats {
             errors: g(&self.errors),
             skipped: g(&self.skipped),
             deliveries: g(&self.deliveries),
+            received_bytes: g(&self.received_bytes),
             expected_deliveries: g(&self.expected_deliveries),
             decode_errors: g(&self.decode_errors),
             disconnects: g(&self.disconnects),

@@ -130,7 +130,7 @@ impl Setup {
         // node i % N of a cluster.
         let started = std::time::Instant::now();
         let (addrs, target, sources) = (env.addrs.clone(), common.target, env.sources.clone());
-        let (members, senders) = (layout.members, layout.senders_per_room);
+        let (members, senders, deflate) = (layout.members, layout.senders_per_room, common.deflate);
         let mut opened = futures_util::stream::iter(0..sockets)
             .map(|i| {
                 let (tokens, rooms, on_sender_thread) =
@@ -143,7 +143,8 @@ impl Setup {
                     let opened = async {
                         if !sender && target != Target::Socketio {
                             let codec = wire::codec(target);
-                            let receiver = Receiver::open(addr, source, codec, &token, auth, &room).await?;
+                            let receiver =
+                                Receiver::open(addr, source, codec, (&token, auth, deflate), &room).await?;
                             return anyhow::Ok(Member::Receiver(receiver));
                         }
                         let connect = async move {
@@ -272,10 +273,20 @@ impl Setup {
     }
 }
 
-/// An ASCII payload of `len` bytes (at least 1), readable in logs.
+/// An ASCII payload of `len` bytes (at least 1), readable in logs: English prose that
+/// repeats only every few hundred bytes, so a message compresses (permessage-deflate) about
+/// as much as a person's chat line does, no more.
 pub fn make_payload(len: usize) -> String {
-    const WORDS: &str = "the quick brown fox jumps over the lazy dog ";
-    WORDS.chars().cycle().take(len.max(1)).collect::<String>().trim_end().to_string() + "."
+    const PROSE: &str = "Sounds good to me. I pushed the fix for the login page this morning, \
+        could you check whether the staging build picked it up? If it did, let's ship on \
+        Thursday after standup; Maria wants the release notes by then, and the new icons \
+        still need a final look from design. ";
+    let mut text: String = PROSE.chars().cycle().take(len.max(1)).collect();
+    text.truncate(text.trim_end().len());
+    if text.is_empty() || len > text.len() {
+        text.push('.');
+    }
+    text
 }
 
 /// A socket that only receives.

@@ -26,6 +26,35 @@ fn fanout_runs_clean() {
 }
 
 #[test]
+fn fanout_with_permessage_deflate_runs_clean() {
+    let compressed = run(
+        "fanout",
+        &[
+            "--members",
+            "10",
+            "--senders",
+            "2",
+            "--rate",
+            "50",
+            "--payload",
+            "400",
+            "--deflate",
+            "--server-arg=--permessage-deflate",
+        ],
+    );
+    let plain = run("fanout", &["--members", "10", "--senders", "2", "--rate", "50", "--payload", "400"]);
+    let per_delivery =
+        |doc: &serde_json::Value| doc["results"]["received_bytes_per_delivery"].as_f64().unwrap_or(0.0);
+    assert!(per_delivery(&plain) > 400.0, "{}", per_delivery(&plain));
+    assert!(
+        per_delivery(&compressed) < per_delivery(&plain),
+        "compressed {} bytes per delivery, plain {}",
+        per_delivery(&compressed),
+        per_delivery(&plain)
+    );
+}
+
+#[test]
 fn rooms_runs_clean() {
     run("rooms", &["--rooms", "4", "--members", "3", "--rate", "10"]);
 }

@@ -35,6 +35,12 @@ const DEFAULT_MAX_ROOMS_PER_USER: usize = 1_000;
 /// Default time an unused room stays in memory.
 const DEFAULT_IDLE_ROOM_SECS: u64 = 600;
 
+/// Whether WebSockets negotiate permessage-deflate unless told otherwise.
+const DEFAULT_PERMESSAGE_DEFLATE: bool = false;
+/// Default smallest server message sent compressed on a permessage-deflate socket:
+/// below it, the deflate block's own overhead leaves little to save.
+const DEFAULT_PERMESSAGE_DEFLATE_MIN_BYTES: u16 = 128;
+
 /// Command-line flags (each also read from its environment variable by clap).
 #[derive(Debug, Default, Parser)]
 #[command(name = "palaver", version, about = "Palaver: a real-time chat server.")]
@@ -191,6 +197,15 @@ pub struct Cli {
     /// i.e. without --jwt-secret), `on` or `off`.
     #[arg(long, env = "PALAVER_WEB_PAGE")]
     pub web_page: Option<WebPageSetting>,
+    /// Accept permessage-deflate (RFC 7692) from WebSocket clients that offer it: each
+    /// message is compressed once for all its recipients, no compression state is kept
+    /// per socket. `--permessage-deflate` alone turns it on, `=false` off.
+    #[arg(long, env = "PALAVER_PERMESSAGE_DEFLATE", num_args = 0..=1, default_missing_value = "true")]
+    pub permessage_deflate: Option<bool>,
+    /// With permessage-deflate: the smallest server message sent compressed, in bytes
+    /// (at most 65535).
+    #[arg(long, env = "PALAVER_PERMESSAGE_DEFLATE_MIN_BYTES")]
+    pub permessage_deflate_min_bytes: Option<u16>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
@@ -313,6 +328,12 @@ fn help_defaults() -> Vec<(&'static str, String)> {
         ("log_level", "RUST_LOG if set, else info".into()),
         ("cors_origins", "none: only the server's own pages".into()),
         ("web_page", "auto".into()),
+        (
+            "permessage_deflate",
+            if DEFAULT_PERMESSAGE_DEFLATE { "on" } else { "off: no WebSocket extension is negotiated" }
+                .into(),
+        ),
+        ("permessage_deflate_min_bytes", DEFAULT_PERMESSAGE_DEFLATE_MIN_BYTES.to_string()),
     ]
 }
 
@@ -386,6 +407,8 @@ struct FileConfig {
     log_level: Option<String>,
     cors_origins: Option<Vec<String>>,
     web_page: Option<WebPageSetting>,
+    permessage_deflate: Option<bool>,
+    permessage_deflate_min_bytes: Option<u16>,
 }
 
 /// The resolved configuration.
@@ -468,6 +491,8 @@ pub struct Config {
     pub cors_origins: crate::conn::cors::AllowedOrigins,
     /// Whether the built-in chat page is served at `/`.
     pub web_page: bool,
+    /// permessage-deflate for WebSockets: `Some(smallest message compressed)` when on.
+    pub permessage_deflate: Option<u16>,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }
@@ -534,6 +559,15 @@ impl Config {
             test_echo,
             cors_origins,
             web_page,
+            permessage_deflate: cli
+                .permessage_deflate
+                .or(file.permessage_deflate)
+                .unwrap_or(DEFAULT_PERMESSAGE_DEFLATE)
+                .then(|| {
+                    cli.permessage_deflate_min_bytes
+                        .or(file.permessage_deflate_min_bytes)
+                        .unwrap_or(DEFAULT_PERMESSAGE_DEFLATE_MIN_BYTES)
+                }),
             idle_room_ms: cli
                 .idle_room_secs
                 .or(file.idle_room_secs)
@@ -805,5 +839,23 @@ mod tests {
         std::fs::write(&path, "shardz = 3\n").unwrap();
         let cli = Cli { config: Some(path), ..Cli::default() };
         assert!(matches!(Config::resolve(cli), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn permessage_deflate_is_a_switch_with_a_threshold() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["palaver"], args].concat()).unwrap();
+            Config::resolve(cli).unwrap().permessage_deflate
+        };
+        assert_eq!(parse(&[]), DEFAULT_PERMESSAGE_DEFLATE.then_some(DEFAULT_PERMESSAGE_DEFLATE_MIN_BYTES));
+        assert_eq!(parse(&["--permessage-deflate"]), Some(DEFAULT_PERMESSAGE_DEFLATE_MIN_BYTES));
+        assert_eq!(parse(&["--permessage-deflate", "--permessage-deflate-min-bytes", "40"]), Some(40));
+        assert_eq!(parse(&["--permessage-deflate=false", "--permessage-deflate-min-bytes", "40"]), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("palaver.toml");
+        std::fs::write(&path, "permessage_deflate = true\npermessage_deflate_min_bytes = 300\n").unwrap();
+        let cli = Cli { config: Some(path), ..Cli::default() };
+        assert_eq!(Config::resolve(cli).unwrap().permessage_deflate, Some(300));
     }
 }

@@ -18,13 +18,16 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<(Request, usize)>, u16> {
 }
 
 /// What a valid upgrade request asks for: accept key, codec, whether to echo the
-/// subprotocol, the bearer token (unverified).
-pub type Upgrade = (String, Codec, bool, Option<String>);
+/// subprotocol, the bearer token (unverified), the `Sec-WebSocket-Extensions` answer.
+pub type Upgrade = (String, Codec, bool, Option<String>, Option<String>);
 
-/// The WebSocket upgrade checks the server makes (all but verifying the token):
-/// `Err(status)` when it would refuse the upgrade.
+/// The WebSocket upgrade checks the server makes (all but verifying the token), with
+/// permessage-deflate offered: `Err(status)` when it would refuse the upgrade.
 pub fn check_upgrade(request: &Request) -> Result<Upgrade, u16> {
-    crate::conn::check_upgrade(request)
-        .map(|u| (u.accept, u.codec, u.echo_protocol, u.token.map(str::to_owned)))
+    crate::conn::check_upgrade(request, Some(0))
+        .map(|u| {
+            let extensions = u.deflate.map(|d| d.response);
+            (u.accept, u.codec, u.echo_protocol, u.token.map(str::to_owned), extensions)
+        })
         .map_err(|response| response.status)
 }

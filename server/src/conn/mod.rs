@@ -24,6 +24,7 @@ use monoio::net::{TcpListener, TcpStream};
 use palaver_protocol::ErrorCode;
 
 use self::http::{KEEP_ALIVE_IDLE, ReadError, Request, Response, read_body, read_head, write_response};
+use self::wire::Wire;
 use crate::shard::Shard;
 use crate::ws::{accept_key, choose_codec};
 
@@ -351,12 +352,18 @@ pub(crate) struct UpgradeRequest<'a> {
     /// The token of an `Authorization` header (`""` when it is not `Bearer …`), still
     /// to be verified.
     pub token: Option<&'a str>,
+    /// permessage-deflate, when the server offers it and the client asked for it.
+    pub deflate: Option<crate::ws::Negotiated>,
 }
 
 /// The sans-IO checks of a WebSocket upgrade request (method, `Connection`, version,
-/// key, subprotocol); the token is verified by the caller. Fuzzed by
+/// key, subprotocol) and the extension negotiation (permessage-deflate when
+/// `deflate_min_bytes` is set); the token is verified by the caller. Fuzzed by
 /// `fuzz/libfuzzer/fuzz_targets/http_request.rs`.
-pub(crate) fn check_upgrade(request: &Request) -> Result<UpgradeRequest<'_>, Response> {
+pub(crate) fn check_upgrade(
+    request: &Request,
+    deflate_min_bytes: Option<u16>,
+) -> Result<UpgradeRequest<'_>, Response> {
     let refuse =
         |code: ErrorCode, status: u16, message: &str| Response::error_with_status(status, code, message);
     if request.method != "GET" {
@@ -376,7 +383,11 @@ pub(crate) fn check_upgrade(request: &Request) -> Result<UpgradeRequest<'_>, Res
         .map_err(|e| refuse(ErrorCode::Invalid, 400, &e.to_string()))?;
     // An `Authorization` header that is not a bearer token is a wrong token (`""`).
     let token = request.header("authorization").map(|_| request.bearer().unwrap_or_default());
-    Ok(UpgradeRequest { accept, codec, echo_protocol, token })
+    let deflate = deflate_min_bytes.and_then(|min_bytes| {
+        let offers = request.headers.iter().filter(|(name, _)| name == "sec-websocket-extensions");
+        crate::ws::negotiate(offers.map(|(_, value)| value.as_str()), min_bytes)
+    });
+    Ok(UpgradeRequest { accept, codec, echo_protocol, token, deflate })
 }
 
 async fn upgrade(
@@ -394,7 +405,7 @@ async fn upgrade(
         let _ = write_response(&mut stream, &cors::upgrade_refused(), false).await;
         return;
     }
-    let checked = check_upgrade(&request).and_then(|upgrade| {
+    let checked = check_upgrade(&request, shard.shared.config.permessage_deflate).and_then(|upgrade| {
         let user = match upgrade.token {
             None => None,
             Some(token) => {
@@ -408,9 +419,9 @@ async fn upgrade(
                 )?)
             }
         };
-        Ok((upgrade.accept, upgrade.codec, upgrade.echo_protocol, user))
+        Ok((upgrade.accept, upgrade.codec, upgrade.echo_protocol, upgrade.deflate, user))
     });
-    let (accept, codec, echo_protocol, user) = match checked {
+    let (accept, codec, echo_protocol, deflate, user) = match checked {
         Ok(ok) => ok,
         Err(response) => {
             let _ = write_response(&mut stream, &response, false).await;
@@ -447,6 +458,10 @@ async fn upgrade(
     if echo_protocol {
         head.push_str(&format!("sec-websocket-protocol: {}\r\n", codec.subprotocol()));
     }
+    if let Some(negotiated) = &deflate {
+        head.push_str(&format!("sec-websocket-extensions: {}\r\n", negotiated.response));
+    }
+    let deflate = deflate.map(|negotiated| negotiated.deflate);
     head.push_str("\r\n");
     let (result, _) = stream.write_all(head.into_bytes()).await;
     if result.is_err() {
@@ -458,8 +473,9 @@ async fn upgrade(
     // The socket gets a task of its own, sized for the socket alone: this HTTP task (and
     // its request-parsing state) ends here instead of living as long as the socket.
     if echo {
-        monoio::spawn(socket::run_echo(shard, stream, buf, reset));
+        monoio::spawn(socket::run_echo(shard, stream, buf, deflate, reset));
     } else {
-        monoio::spawn(socket::run(shard, stream, buf, codec, user, permits, reset));
+        let wire = Wire::WebSocket(codec, deflate);
+        monoio::spawn(socket::run(shard, stream, buf, wire, user, permits, reset));
     }
 }

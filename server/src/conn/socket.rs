@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use monoio::io::Splitable;
 use palaver_core::{Admission, Session};
 use palaver_protocol::{
-    AuthOk, ClientFrame, Codec, ErrorBody, ErrorCode, OkBody, Op, ReplyBody, ServerFrame, UserId,
+    AuthOk, ClientFrame, ErrorBody, ErrorCode, OkBody, Op, ReplyBody, ServerFrame, UserId,
 };
 
 use super::directory;
@@ -54,7 +54,7 @@ pub async fn run(
     shard: Rc<Shard>,
     stream: impl super::ByteStream,
     mut buf: BytesMut,
-    codec: Codec,
+    wire: Wire,
     user: Option<UserId>,
     permits: crate::conn::limits::Permits,
     reset: super::socket_reset::SocketReset,
@@ -66,7 +66,7 @@ pub async fn run(
     if let Some(user) = &user {
         session.authenticated(user.clone());
     }
-    let conn = shard.conns.insert(Wire::WebSocket(codec), outbound.clone(), session, now_ms());
+    let conn = shard.conns.insert(wire, outbound.clone(), session, now_ms());
     *conn.permits.borrow_mut() = permits;
     if let Some(user) = &user {
         shard.conns.bind_user(conn.id, user);
@@ -84,7 +84,8 @@ pub async fn run(
         reset,
     ));
 
-    let mut parser = FrameParser::new(shared.config.max_frame_bytes);
+    let deflate = matches!(wire, Wire::WebSocket(_, Some(_)));
+    let mut parser = FrameParser::new(shared.config.max_frame_bytes, deflate);
     if buf.is_empty() {
         // Most sockets sit idle most of the time: start them on a small buffer.
         buf = BytesMut::with_capacity(IDLE_READ_BUFFER);
@@ -355,6 +356,7 @@ pub async fn run_echo(
     shard: Rc<Shard>,
     stream: impl super::ByteStream,
     mut buf: BytesMut,
+    deflate: Option<crate::ws::Deflate>,
     reset: super::socket_reset::SocketReset,
 ) {
     const ECHO_LIMIT: usize = 64 << 20;
@@ -362,15 +364,22 @@ pub async fn run_echo(
     let (mut reader, writer) = stream.into_split();
     let metrics = shard.shared.metrics.clone();
     monoio::spawn(run_writer(writer, outbound.clone(), metrics, shard.write_pacer.clone(), reset));
-    let mut parser = FrameParser::new(16 << 20);
+    let mut parser = FrameParser::new(16 << 20, deflate.is_some());
+    // With permessage-deflate, every echo goes out compressed, small or incompressible
+    // ones too: kosoku's compression cases take no uncompressed message once it is
+    // negotiated. (Chat sockets send those uncompressed, as RFC 7692 allows.)
+    let echo = |opcode: OpCode, payload: &[u8]| match deflate {
+        Some(deflate) => crate::ws::always_deflated_frame(opcode, payload, deflate),
+        None => encode_frame(opcode, payload),
+    };
     'connection: loop {
         loop {
             match parser.next_message(&mut buf) {
                 Ok(Some(WsMessage::Text(payload))) => {
-                    outbound.push(encode_frame(OpCode::Text, &payload));
+                    outbound.push(echo(OpCode::Text, &payload));
                 }
                 Ok(Some(WsMessage::Binary(payload))) => {
-                    outbound.push(encode_frame(OpCode::Binary, &payload));
+                    outbound.push(echo(OpCode::Binary, &payload));
                 }
                 Ok(Some(WsMessage::Ping(payload))) => {
                     outbound.push(encode_frame(OpCode::Pong, &payload));

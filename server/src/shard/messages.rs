@@ -13,7 +13,7 @@ pub use palaver_core::route::PeopleOp;
 use palaver_protocol::{Codec, Message, ReplyBody, RoomId, ServerFrame, UserId};
 use palaver_storage::StorageError;
 
-use crate::conn::wire::Wire;
+use crate::conn::wire::{DeflatedFrames, Wire};
 
 /// A connection's id on its shard (never reused while the process runs).
 pub type ConnId = u64;
@@ -93,9 +93,9 @@ impl Reply {
 }
 
 /// An event whose complete frame per wire form (WebSocket JSON, WebSocket rkyv, QUIC
-/// length-prefixed rkyv) is encoded the first time any shard needs it, then shared by
-/// every socket on every shard: encode once per form actually
-/// in use, never per recipient.
+/// length-prefixed rkyv, and their permessage-deflate forms) is encoded the first time
+/// any shard needs it, then shared by every socket on every shard: encode once per form
+/// actually in use, never per recipient.
 #[derive(Debug)]
 pub struct LazyFrames {
     event: ServerFrame,
@@ -103,12 +103,21 @@ pub struct LazyFrames {
     rkyv: OnceLock<Option<Bytes>>,
     /// The rkyv payload behind its length prefix, for QUIC connections.
     quic: OnceLock<Option<Bytes>>,
+    /// Compressed forms, made from the plain ones (allocated for the first recipient
+    /// that negotiated permessage-deflate).
+    deflated: OnceLock<Box<DeflatedFrames>>,
 }
 
 impl LazyFrames {
     /// Frames for `event`, none encoded yet.
     pub fn new(event: ServerFrame) -> Self {
-        Self { event, json: OnceLock::new(), rkyv: OnceLock::new(), quic: OnceLock::new() }
+        Self {
+            event,
+            json: OnceLock::new(),
+            rkyv: OnceLock::new(),
+            quic: OnceLock::new(),
+            deflated: OnceLock::new(),
+        }
     }
 
     /// The event.
@@ -120,18 +129,23 @@ impl LazyFrames {
     /// bug that is logged).
     pub fn frame(&self, wire: Wire) -> Option<&Bytes> {
         let cell = match wire {
-            Wire::WebSocket(Codec::Json) => &self.json,
-            Wire::WebSocket(Codec::Rkyv) => &self.rkyv,
+            Wire::WebSocket(Codec::Json, _) => &self.json,
+            Wire::WebSocket(Codec::Rkyv, _) => &self.rkyv,
             Wire::Quic => &self.quic,
         };
-        cell.get_or_init(|| match wire.encode(&self.event) {
-            Ok(frame) => Some(frame),
-            Err(e) => {
-                tracing::error!("cannot encode event: {e}");
-                None
-            }
-        })
-        .as_ref()
+        let plain = cell
+            .get_or_init(|| match wire.plain().encode(&self.event) {
+                Ok(frame) => Some(frame),
+                Err(e) => {
+                    tracing::error!("cannot encode event: {e}");
+                    None
+                }
+            })
+            .as_ref()?;
+        match wire.deflated_form(plain) {
+            None => Some(plain),
+            Some(form) => Some(self.deflated.get_or_init(Box::default).frame(form, plain)),
+        }
     }
 }
 
