@@ -529,15 +529,15 @@ impl Room {
         file: Option<&FileRef>,
     ) -> Result<String, CoreError> {
         let validate = |text: String| {
-            MessageText::new(text, self.limits.max_text_chars)
-                .map(MessageText::into_string)
-                .map_err(|error| match error {
+            MessageText::new(text, self.limits.max_text_chars).map(MessageText::into_string).map_err(
+                |error| match error {
                     // A message too long is `too_large`; a name too long is `invalid`.
                     TextError::TooLong { limit, .. } => {
                         CoreError::TooLong { field: "text", max: limit, unit: "characters" }
                     }
                     error => CoreError::Text { field: "text", error },
-                })
+                },
+            )
         };
         match (kind, file) {
             (MessageKind::System, _) => {
