@@ -1,7 +1,10 @@
 //! Hostile input over raw QUIC (a bare quinn client, no SDK): undecodable frames get the
 //! `invalid` error, an oversize length prefix closes the connection with 1009, a stream of
 //! garbage with 1008, and a connection that never authenticates is closed at the
-//! deadline — the same answers as over WebSocket; SIGTERM closes with 1001.
+//! deadline — the same answers as over WebSocket; SIGTERM closes with 1001. One address's
+//! connections past `--max-connections-per-ip` (counted with its WebSockets) are closed
+//! with 1013 while other addresses connect; a client asked to prove its address (Retry)
+//! gets in; a flood of requests on one connection is rate limited like a WebSocket's.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::sync::Arc;
@@ -21,6 +24,10 @@ struct Raw {
 }
 
 async fn connect(server: &Server) -> Raw {
+    connect_from(server, [127, 0, 0, 1]).await
+}
+
+async fn connect_from(server: &Server, ip: [u8; 4]) -> Raw {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(server.dev_cert_pem().as_bytes()).unwrap()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -31,7 +38,7 @@ async fn connect(server: &Server) -> Raw {
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"palaver/1".to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+    let endpoint = quinn::Endpoint::client((ip, 0).into()).unwrap();
     let connection = endpoint
         .connect_with(quinn::ClientConfig::new(Arc::new(crypto)), server.quic_addr, "localhost")
         .unwrap()
@@ -150,4 +157,90 @@ async fn sigterm_closes_quic_connections_with_1001_and_exits_cleanly() {
     assert_eq!(raw.close_code().await, 1001);
     let (_server, status) = stopping.await.unwrap();
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_past_its_limit_is_closed_with_1013_while_others_connect() {
+    let server = Server::start(&["--max-connections-per-ip", "3"]);
+    let alice = register(server.addr, "alice");
+    let mut held = Vec::new();
+    for id in 1..=3 {
+        let mut raw = connect(&server).await;
+        let authed = raw.request(id, Op::Auth { token: alice.access_token.clone() }).await;
+        assert!(matches!(authed, ServerFrame::Reply { body: ReplyBody::Ok(_), .. }), "{authed:?}");
+        held.push(raw);
+    }
+    let mut fourth = connect(&server).await;
+    assert_eq!(fourth.close_code().await, 1013);
+    // One count for both listeners: HTTP from the same address is refused too.
+    let (status, body) = palaver_e2e::http(server.addr, "GET", "/healthz", None, &[]);
+    assert_eq!(status, 429, "{body}");
+    // Another address is served, and the held connections still are.
+    let mut other = connect_from(&server, [127, 0, 0, 2]).await;
+    let authed = other.request(1, Op::Auth { token: alice.access_token.clone() }).await;
+    assert!(matches!(authed, ServerFrame::Reply { body: ReplyBody::Ok(_), .. }), "{authed:?}");
+    let pong = held[0].request(9, Op::Ping {}).await;
+    assert!(matches!(pong, ServerFrame::Reply { re: 9, body: ReplyBody::Ok(_) }), "{pong:?}");
+    // A slot comes back when its connection ends.
+    let gone = held.pop().unwrap();
+    gone.connection.close(0u32.into(), b"");
+    drop(gone);
+    let mut again = None;
+    for _ in 0..50 {
+        let mut raw = connect(&server).await;
+        let reply = tokio::time::timeout(Duration::from_millis(500), raw.request(1, Op::Ping {})).await;
+        if matches!(reply, Ok(ServerFrame::Reply { body: ReplyBody::Ok(_), .. })) {
+            again = Some(raw);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "the released slot is given to a new connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_asked_to_prove_its_address_gets_in() {
+    // 0: every handshake is preceded by a stateless Retry.
+    let server = Server::start(&["--quic-retry-after-handshakes", "0"]);
+    let alice = register(server.addr, "alice");
+    let mut raw = connect(&server).await;
+    let authed = raw.request(1, Op::Auth { token: alice.access_token }).await;
+    assert!(matches!(authed, ServerFrame::Reply { body: ReplyBody::Ok(_), .. }), "{authed:?}");
+    let pong = raw.request(2, Op::Ping {}).await;
+    assert!(matches!(pong, ServerFrame::Reply { re: 2, body: ReplyBody::Ok(_) }), "{pong:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_flood_is_rate_limited_and_the_connection_keeps_serving() {
+    let server = Server::start(&[]);
+    let alice = register(server.addr, "alice");
+    let mut raw = connect(&server).await;
+    let authed = raw.request(1, Op::Auth { token: alice.access_token.clone() }).await;
+    assert!(matches!(authed, ServerFrame::Reply { body: ReplyBody::Ok(_), .. }), "{authed:?}");
+    // 600 pings written at once: past the burst of 200 they are answered rate_limited.
+    let flood = 600u64;
+    for id in 0..flood {
+        let payload = Codec::Rkyv.encode_client(&ClientFrame { id: 100 + id, op: Op::Ping {} }).unwrap();
+        raw.send_payload(&payload).await;
+    }
+    let mut limited = 0;
+    for _ in 0..flood {
+        match raw.recv_frame().await.unwrap() {
+            ServerFrame::Reply { body: ReplyBody::Err(e), .. } => {
+                assert_eq!(e.code, ErrorCode::RateLimited);
+                assert!(e.retry_after_ms.is_some(), "{e:?}");
+                limited += 1;
+            }
+            ServerFrame::Reply { body: ReplyBody::Ok(_), .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(limited >= 300, "{limited} of {flood} limited");
+    // Another client is unaffected, and this one is served again once tokens return.
+    let mut other = connect(&server).await;
+    let authed = other.request(1, Op::Auth { token: alice.access_token }).await;
+    assert!(matches!(authed, ServerFrame::Reply { body: ReplyBody::Ok(_), .. }), "{authed:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pong = raw.request(2, Op::Ping {}).await;
+    assert!(matches!(pong, ServerFrame::Reply { re: 2, body: ReplyBody::Ok(_) }), "{pong:?}");
 }

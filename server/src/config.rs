@@ -206,6 +206,9 @@ pub struct Cli {
     /// (at most 65535).
     #[arg(long, env = "PALAVER_PERMESSAGE_DEFLATE_MIN_BYTES")]
     pub permessage_deflate_min_bytes: Option<u16>,
+    /// QUIC handshakes in progress past which a client must first prove its address with a stateless Retry (0: always), so a flood from forged addresses costs the server one packet each and no state
+    #[arg(long, env = "PALAVER_QUIC_RETRY_AFTER_HANDSHAKES")]
+    pub quic_retry_after_handshakes: Option<usize>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     pub test_echo: bool,
@@ -286,6 +289,7 @@ fn help_defaults() -> Vec<(&'static str, String)> {
         ("config", "none".into()),
         ("http_addr", d.http_addr.to_string()),
         ("quic_addr", d.quic_addr.to_string()),
+        ("quic_retry_after_handshakes", d.quic_retry_after_handshakes.to_string()),
         ("tls_cert", "a development certificate generated into DATA_DIR/tls/".into()),
         ("tls_key", "the development certificate's key".into()),
         ("http_tls", "off".into()),
@@ -409,6 +413,7 @@ struct FileConfig {
     web_page: Option<WebPageSetting>,
     permessage_deflate: Option<bool>,
     permessage_deflate_min_bytes: Option<u16>,
+    quic_retry_after_handshakes: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -493,6 +498,8 @@ pub struct Config {
     pub web_page: bool,
     /// permessage-deflate for WebSockets: `Some(smallest message compressed)` when on.
     pub permessage_deflate: Option<u16>,
+    /// QUIC handshakes in progress past which new clients are asked to prove their address (Retry).
+    pub quic_retry_after_handshakes: usize,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
 }
@@ -557,6 +564,7 @@ impl Config {
         };
         let config = Config {
             test_echo,
+            quic_retry_after_handshakes: cli.quic_retry_after_handshakes.or(file.quic_retry_after_handshakes).unwrap_or(64),
             cors_origins,
             web_page,
             permessage_deflate: cli

@@ -196,7 +196,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let mut threads = Vec::new();
     let (quic_inlets, quic_sessions): (Vec<_>, Vec<_>) =
         (0..shared.config.shards).map(|_| flume::unbounded()).unzip();
-    let quic = crate::quic::start(&shared.config, &identity, tls_resolver.clone(), quic_inlets)?;
+    let admission = crate::quic::Admission {
+        ip_connections: shared.ip_connections.clone(),
+        metrics: shared.metrics.clone(),
+    };
+    let quic = crate::quic::start(&shared.config, &identity, tls_resolver.clone(), quic_inlets, admission)?;
     for (id, ((inbox, listener), quic_sessions)) in
         inboxes.into_iter().zip(listeners).zip(quic_sessions).enumerate()
     {

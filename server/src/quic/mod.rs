@@ -11,10 +11,17 @@
 //! slow-consumer closes are the WebSocket code paths (`conn::quic_session`).
 //!
 //! This thread does not decode frames or know any op; shards do not know quinn.
+//!
+//! Admission, before a connection costs a shard anything: past
+//! `--quic-retry-after-handshakes` handshakes in progress, a client must prove it receives
+//! at its address (a stateless Retry, one packet and no state), so forged source addresses
+//! cannot fill the handshake table or take another address's slots; a connection counts
+//! against `--max-connections-per-ip` (one count for both listeners) from its handshake's
+//! end, when its address is proven, and one over the limit is closed with 1013.
 
 pub mod tls;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +31,8 @@ use bytes::Bytes;
 use quinn::VarInt;
 
 use crate::config::Config;
+use crate::conn::limits::{ConnectionPermit, IpCounter};
+use crate::metrics::Metrics;
 use crate::ws::CloseCode;
 
 /// The ALPN protocol id of Palaver v1 over QUIC.
@@ -34,6 +43,9 @@ const FRAMES_IN_FLIGHT_TO_SHARD: usize = 16;
 /// Outbound batches buffered between a shard and this thread per connection; beyond it
 /// frames wait in the shard's byte-bounded queue.
 const BATCHES_IN_FLIGHT_TO_PEER: usize = 8;
+/// Handshakes in progress at once, Retry or not; past it new ones are refused (quinn
+/// keeps an `Incoming` per handshake: this bounds that memory).
+const MAX_HANDSHAKES: usize = 4_096;
 /// How long a close waits for the peer to acknowledge what was written before it.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
@@ -132,6 +144,15 @@ impl QuicListener {
     }
 }
 
+/// What the listener admits connections against, shared with the HTTP listener.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// Open connections per client address, both transports.
+    pub ip_connections: Arc<IpCounter>,
+    /// Where refusals are counted.
+    pub metrics: Arc<Metrics>,
+}
+
 /// Binds the UDP socket and starts the QUIC thread; new sessions go to `shards` round
 /// robin.
 /// `identity` is the certificate it starts with; handshakes are served by `resolver`,
@@ -141,6 +162,7 @@ pub fn start(
     identity: &tls::Identity,
     resolver: Arc<tls::CertResolver>,
     shards: Vec<flume::Sender<QuicSession>>,
+    admission: Admission,
 ) -> Result<QuicListener, QuicError> {
     let fingerprint = identity.fingerprint();
     let endpoint_config = endpoint_config(&identity.key);
@@ -163,9 +185,12 @@ pub fn start(
     transport
         .max_concurrent_bidi_streams(VarInt::from_u32(1))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
+        // No unreliable datagrams: nothing reads them, so none are buffered.
+        .datagram_receive_buffer_size(None)
         .keep_alive_interval(Some(Duration::from_millis(config.ping_interval_ms)))
         .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_millis(config.idle_timeout_ms)).ok());
     server.transport_config(Arc::new(transport));
+    server.max_incoming(MAX_HANDSHAKES);
 
     let socket = std::net::UdpSocket::bind(config.quic_addr)
         .map_err(|source| QuicError::Bind { addr: config.quic_addr, source })?;
@@ -180,11 +205,12 @@ pub fn start(
     let limits = Limits {
         max_frame_bytes: config.max_frame_bytes,
         auth_timeout: Duration::from_millis(config.session.auth_deadline_ms),
+        retry_after_handshakes: config.quic_retry_after_handshakes,
     };
     let accepting = endpoint.clone();
     let thread = std::thread::Builder::new()
         .name("palaver-quic".into())
-        .spawn(move || runtime.block_on(accept_loop(accepting, Arc::new(shards), limits)))
+        .spawn(move || runtime.block_on(accept_loop(accepting, Arc::new(shards), limits, admission)))
         .map_err(QuicError::Thread)?;
     Ok(QuicListener { addr, cert_path, fingerprint, development, endpoint, thread })
 }
@@ -218,17 +244,65 @@ fn endpoint_config(key: &rustls_pki_types::PrivateKeyDer<'_>) -> quinn::Endpoint
 struct Limits {
     max_frame_bytes: usize,
     auth_timeout: Duration,
+    retry_after_handshakes: usize,
+}
+
+/// What to do with a new connection attempt, from the handshakes in progress and whether
+/// its address is proven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    Handshake,
+    /// Ask the client to prove its address first (a stateless Retry).
+    Retry,
+    Refuse,
+}
+
+fn admit(handshakes: usize, address_validated: bool, may_retry: bool, limits: &Limits) -> Admit {
+    if handshakes >= MAX_HANDSHAKES {
+        Admit::Refuse
+    } else if handshakes >= limits.retry_after_handshakes && !address_validated && may_retry {
+        Admit::Retry
+    } else {
+        Admit::Handshake
+    }
+}
+
+/// Counts a handshake in progress from its admission to its end (whichever way it ends).
+struct HandshakeSlot(Arc<AtomicUsize>);
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     shards: Arc<Vec<flume::Sender<QuicSession>>>,
     limits: Limits,
+    admission: Admission,
 ) {
     let next = AtomicUsize::new(0);
+    let handshakes = Arc::new(AtomicUsize::new(0));
     while let Some(incoming) = endpoint.accept().await {
+        let in_progress = handshakes.load(Ordering::Relaxed);
+        match admit(in_progress, incoming.remote_address_validated(), incoming.may_retry(), &limits) {
+            Admit::Handshake => {}
+            Admit::Retry => {
+                // `may_retry` was checked: this cannot fail.
+                let _ = incoming.retry();
+                continue;
+            }
+            Admit::Refuse => {
+                Metrics::inc(&admission.metrics.connections_refused);
+                incoming.refuse();
+                continue;
+            }
+        }
+        handshakes.fetch_add(1, Ordering::Relaxed);
+        let slot = HandshakeSlot(handshakes.clone());
         let shard = next.fetch_add(1, Ordering::Relaxed) % shards.len().max(1);
-        tokio::spawn(serve(incoming, shards.clone(), shard, limits));
+        tokio::spawn(serve(incoming, slot, shards.clone(), shard, limits, admission.clone()));
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
@@ -241,10 +315,13 @@ fn app_code(code: CloseCode) -> VarInt {
 /// ends it.
 async fn serve(
     incoming: quinn::Incoming,
+    handshake: HandshakeSlot,
     shards: Arc<Vec<flume::Sender<QuicSession>>>,
     shard: usize,
     limits: Limits,
+    admission: Admission,
 ) {
+    let ip = incoming.remote_address().ip();
     let connection = match tokio::time::timeout(limits.auth_timeout, incoming).await {
         Ok(Ok(connection)) => connection,
         Ok(Err(e)) => {
@@ -252,6 +329,13 @@ async fn serve(
             return;
         }
         Err(_) => return,
+    };
+    drop(handshake);
+    // The handshake proved the address: only now may it take one of the address's slots.
+    let Some(_ip_slot) = address_slot(&admission, ip) else {
+        Metrics::inc(&admission.metrics.connections_refused);
+        connection.close(app_code(CloseCode::TryAgainLater), b"too many connections from this address");
+        return;
     };
     // The stream must come within the authentication deadline (the auth frame on it
     // then has what is left of it, counted by the shard's session).
@@ -273,6 +357,10 @@ async fn serve(
     let reader = tokio::spawn(read_frames(recv, from_client, limits.max_frame_bytes));
     write_frames(&connection, send, to_client).await;
     reader.abort();
+}
+
+fn address_slot(admission: &Admission, ip: IpAddr) -> Option<ConnectionPermit<IpAddr>> {
+    admission.ip_connections.try_acquire(&ip)
 }
 
 /// Splits the client's stream into frames for the shard; stops at the stream's end, an
@@ -332,5 +420,25 @@ async fn write_frames(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unproven_addresses_retry_past_the_threshold_and_everyone_is_refused_at_the_cap() {
+        let limits = Limits { max_frame_bytes: 1, auth_timeout: Duration::ZERO, retry_after_handshakes: 64 };
+        assert_eq!(admit(0, false, true, &limits), Admit::Handshake);
+        assert_eq!(admit(63, false, true, &limits), Admit::Handshake);
+        assert_eq!(admit(64, false, true, &limits), Admit::Retry);
+        // A client that already answered a Retry is proven; one that cannot retry again
+        // (its token was used) is let through rather than looped.
+        assert_eq!(admit(64, true, false, &limits), Admit::Handshake);
+        assert_eq!(admit(64, false, false, &limits), Admit::Handshake);
+        assert_eq!(admit(MAX_HANDSHAKES, true, false, &limits), Admit::Refuse);
+        let always = Limits { retry_after_handshakes: 0, ..limits };
+        assert_eq!(admit(0, false, true, &always), Admit::Retry);
     }
 }
