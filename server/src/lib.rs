@@ -6,8 +6,11 @@
 //!   per core, the shared listening port.
 //! - `shard`: a thread with its own monoio runtime; owns the rooms that hash to it and
 //!   delivers events to its own sockets. Shards talk only by messages.
-//! - `conn`: HTTP/1.1 routes and the WebSocket connection (reader, writer, queue), and
-//!   the shard's half of a QUIC session.
+//! - `conn`: HTTP/1.1 routes and the WebSocket connection (reader, writer), and the
+//!   shard's half of a QUIC session.
+//! - `io`: a connection's outbound plumbing below it (queue, writer, pacing, framing per
+//!   transport, connection limits); `mesh`: what shards say to each other and the
+//!   presence they share.
 //! - [`quic`]: the QUIC listener, on a thread of its own, bridging sessions into shards.
 //! - `ws`: the WebSocket handshake and frame codec, sans-IO.
 //! - `auth`: passwords, access tokens, refresh tokens.
@@ -30,6 +33,8 @@ pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;
+mod io;
+mod mesh;
 pub mod metrics;
 pub mod quic;
 pub mod server;

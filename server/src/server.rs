@@ -17,8 +17,8 @@ use crate::auth::TokenService;
 use crate::blocking::Lanes;
 use crate::config::Config;
 use crate::files::FileStore;
+use crate::mesh::{Mesh, ShardMsg, Ticket};
 use crate::metrics::Metrics;
-use crate::shard::messages::{Mesh, ShardMsg, Ticket};
 use crate::shard::{self, Shard};
 use crate::shared::Shared;
 
@@ -62,7 +62,7 @@ pub enum StartError {
     HttpTls(rustls::Error),
     /// The cluster could not be joined (NATS unreachable, JetStream off).
     #[error("cannot join the cluster: {0}")]
-    Cluster(String),
+    Cluster(#[from] crate::cluster::ClusterError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -165,13 +165,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
     };
 
     let shared = Arc::new(Shared {
-        presence: crate::shard::PresenceTable::new(config.shards),
+        presence: crate::mesh::PresenceTable::new(config.shards),
         sockets: crate::descriptors::Slots::new(descriptors.sockets),
         sign_ins: crate::auth::SignInThrottle::new(config.sign_ins_per_minute_per_ip),
         spam: crate::spam_limits::SpamLimits::default(),
         file_transfers: crate::descriptors::Slots::new(descriptors.file_transfers),
-        ip_connections: crate::conn::limits::ConnectionCounter::new(config.max_connections_per_ip),
-        user_connections: crate::conn::limits::ConnectionCounter::new(config.max_connections_per_user),
+        ip_connections: crate::io::limits::ConnectionCounter::new(config.max_connections_per_ip),
+        user_connections: crate::io::limits::ConnectionCounter::new(config.max_connections_per_user),
         files: files.clone(),
         http_tls,
         search,
@@ -293,7 +293,7 @@ fn run_shard(
         monoio::spawn(crate::conn::accept_loop(shard.clone(), listener));
         monoio::spawn(crate::conn::quic_session::accept_loop(shard.clone(), quic_sessions));
         monoio::spawn(crate::conn::socket::heartbeat(shard.clone()));
-        monoio::spawn(crate::conn::pacing::run(shard.write_pacer.clone()));
+        monoio::spawn(crate::io::pacing::run(shard.write_pacer.clone()));
         monoio::spawn(shard::ticks(shard.clone()));
         shard.run_inbox(inbox).await;
     };
@@ -368,10 +368,7 @@ fn start_committer(
             for (ticket, submitted) in done.tickets.iter().zip(&done.submitted) {
                 if matches!(
                     &ticket.work,
-                    crate::shard::messages::CommitWork::Room {
-                        settle: palaver_core::owner::Settle::Message(_),
-                        ..
-                    }
+                    crate::mesh::CommitWork::Room { settle: palaver_core::owner::Settle::Message(_), .. }
                 ) {
                     metrics.send_durable.observe(submitted.elapsed());
                 }

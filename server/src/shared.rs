@@ -8,8 +8,8 @@ use palaver_storage::{GroupCommitter, Store};
 use crate::auth::TokenService;
 use crate::blocking::Lanes;
 use crate::config::Config;
+use crate::mesh::{Mesh, Ticket};
 use crate::metrics::Metrics;
-use crate::shard::messages::{Mesh, Ticket};
 
 /// Shared by all shards.
 pub struct Shared {
@@ -32,7 +32,7 @@ pub struct Shared {
     /// Where shared files' bytes go.
     pub files: crate::files::FileStore,
     /// Everyone's current presence (each part written by its home shard).
-    pub presence: crate::shard::PresenceTable,
+    pub presence: crate::mesh::PresenceTable,
     /// File uploads and downloads streaming now, held to the descriptor budget's share.
     pub file_transfers: Arc<crate::descriptors::Slots>,
     /// Client sockets open now, held to the descriptor budget's share.
@@ -42,9 +42,9 @@ pub struct Shared {
     /// Throttles on invitations and direct rooms aimed at strangers, and room creation.
     pub spam: crate::spam_limits::SpamLimits,
     /// Open connections per client address.
-    pub ip_connections: Arc<crate::conn::limits::IpCounter>,
+    pub ip_connections: Arc<crate::io::limits::IpCounter>,
     /// Authenticated connections per user.
-    pub user_connections: Arc<crate::conn::limits::UserCounter>,
+    pub user_connections: Arc<crate::io::limits::UserCounter>,
     /// The HTTP listener's TLS configuration with `--http-tls` (each shard runs its own
     /// handshakes with it); `None`: plain HTTP.
     pub http_tls: Option<monoio_rustls::TlsAcceptor>,

@@ -30,9 +30,24 @@ use std::sync::{Arc, RwLock};
 use palaver_core::rendezvous_owner;
 use palaver_protocol::RoomId;
 
+pub use crate::config::ClusterConfig;
 pub use service::start;
 
-use crate::shard::messages::{Origin, RoomAction};
+/// Why this node could not join the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A cluster thread could not be started.
+    #[error("cannot start a cluster thread: {0}")]
+    Thread(std::io::Error),
+    /// NATS is unreachable, or JetStream is off or refused the stream.
+    #[error("{0}")]
+    Nats(String),
+    /// The local store could not say how far into the log it is.
+    #[error("cannot read the log position: {0}")]
+    Storage(#[from] palaver_storage::StorageError),
+}
+
+use crate::mesh::{Origin, RoomAction};
 
 /// Heartbeat period.
 const HEARTBEAT_MS: u64 = 250;
@@ -44,17 +59,6 @@ const DEAD_AFTER_MS: u64 = 1_500;
 const SETTLE_MS: u64 = 500;
 /// A forwarded request without an answer after this long is answered `unavailable`.
 const FORWARD_TIMEOUT_MS: u64 = 5_000;
-
-/// The cluster settings.
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    /// The NATS server, e.g. `nats://127.0.0.1:4222`.
-    pub nats_url: String,
-    /// This node's id.
-    pub node_id: String,
-    /// JetStream replicas of the log stream.
-    pub log_replicas: usize,
-}
 
 /// Where a room's commands go.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use palaver_storage::{Replicator, StorageError, Store, Write};
 use super::Cluster;
 use super::service::{PublishFailure, ServiceCmd};
 use super::wire::{self, LogRecord};
-use crate::shard::messages::{Mesh, ShardMsg};
+use crate::mesh::{Mesh, ShardMsg};
 
 /// Longest a write waits for the log's acknowledgement.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);

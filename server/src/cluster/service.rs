@@ -19,11 +19,11 @@ use super::replica::{LogPublisher, run_replica};
 use super::wire::{
     self, Beat, ForwardedCommand, ForwardedReply, PresenceChange, RoomEventBody, RoomEventEnvelope,
 };
-use super::{Cluster, ClusterConfig, DEAD_AFTER_MS, FORWARD_TIMEOUT_MS, HEARTBEAT_MS, Ownership, SETTLE_MS};
-use crate::server::StartError;
-use crate::shard::messages::{
-    Ephemeral, LazyFrames, Mesh, Origin, RemoteRoomEvent, Reply, RoomAction, ShardMsg,
+use super::{
+    Cluster, ClusterConfig, ClusterError, DEAD_AFTER_MS, FORWARD_TIMEOUT_MS, HEARTBEAT_MS, Ownership,
+    SETTLE_MS,
 };
+use crate::mesh::{Ephemeral, LazyFrames, Mesh, Origin, RemoteRoomEvent, Reply, RoomAction, ShardMsg};
 
 /// Work for the cluster thread from other threads.
 pub enum ServiceCmd {
@@ -79,7 +79,7 @@ pub fn start(
     gateway: flume::Receiver<ShardMsg>,
     store: Arc<Store>,
     index_feed: Option<flume::Sender<IndexOp>>,
-) -> Result<(Arc<Cluster>, ClusterThreads), StartError> {
+) -> Result<(Arc<Cluster>, ClusterThreads), ClusterError> {
     let (to_service, commands) = flume::unbounded();
     let position = store.log_position()?;
     let cluster = Arc::new(Cluster {
@@ -100,7 +100,7 @@ pub fn start(
         std::thread::Builder::new()
             .name("palaver-replica".into())
             .spawn(move || run_replica(records, store, mesh, cluster, index_feed))
-            .map_err(StartError::Thread)?;
+            .map_err(ClusterError::Thread)?;
     }
     let (started_tx, started) = flume::bounded(1);
     let service = {
@@ -141,12 +141,12 @@ pub fn start(
                     service.run(subs, log, commands, gateway).await;
                 });
             })
-            .map_err(StartError::Thread)?
+            .map_err(ClusterError::Thread)?
     };
     match started.recv_timeout(Duration::from_secs(15)) {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(StartError::Cluster(e)),
-        Err(_) => return Err(StartError::Cluster(format!("no answer from NATS at {}", config.nats_url))),
+        Ok(Err(e)) => return Err(ClusterError::Nats(e)),
+        Err(_) => return Err(ClusterError::Nats(format!("no answer from NATS at {}", config.nats_url))),
     }
     store.set_replicator(Arc::new(LogPublisher {
         cluster: cluster.clone(),

@@ -5,7 +5,7 @@ use palaver_protocol::{Codec, RoomId, ServerFrame, UserId};
 use palaver_storage::Write;
 use serde::{Deserialize, Serialize};
 
-use crate::shard::messages::{Reply, RoomAction, Subscribe};
+use crate::mesh::{Reply, RoomAction, Subscribe};
 
 /// Subject prefix of everything a cluster says.
 pub const PREFIX: &str = "palaver";

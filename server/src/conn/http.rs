@@ -12,9 +12,6 @@ use palaver_protocol::ErrorCode;
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Largest JSON request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Default time allowed to send a whole request head, or a JSON body (slow clients are
-/// cut off); `--handshake-timeout-secs`.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// The retry hint given with `unavailable` when a kind of work is at capacity.
 pub const BUSY_RETRY_MS: u64 = 1_000;
 /// How long an idle keep-alive connection is kept.

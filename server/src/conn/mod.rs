@@ -5,16 +5,11 @@ pub mod cors;
 mod directory;
 mod files;
 pub mod http;
-pub mod limits;
-pub mod outbound;
-pub mod pacing;
 pub mod quic_session;
 mod routes;
 pub mod socket;
-pub mod socket_reset;
 pub mod tls;
 pub mod web_page;
-pub mod wire;
 
 use std::rc::Rc;
 
@@ -24,7 +19,8 @@ use monoio::net::{TcpListener, TcpStream};
 use palaver_protocol::ErrorCode;
 
 use self::http::{KEEP_ALIVE_IDLE, ReadError, Request, Response, read_body, read_head, write_response};
-use self::wire::Wire;
+use crate::io::limits;
+use crate::io::wire::Wire;
 use crate::shard::Shard;
 use crate::ws::{accept_key, choose_codec};
 
@@ -65,11 +61,11 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 // search always find descriptors to open (crate::descriptors).
                 let Some(socket) = shard.shared.sockets.try_take() else {
                     crate::metrics::Metrics::inc(&shard.shared.metrics.connections_over_budget);
-                    socket_reset::SocketReset::of(&stream).reset(stream);
+                    crate::io::socket_reset::SocketReset::of(&stream).reset(stream);
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let reset = socket_reset::SocketReset::of(&stream);
+                let reset = crate::io::socket_reset::SocketReset::of(&stream);
                 match shard.shared.ip_connections.try_acquire(&peer.ip()) {
                     Some(permit) => {
                         let permits = limits::Permits { socket: Some(socket), ip: Some(permit), user: None };
@@ -157,7 +153,7 @@ async fn serve_tls(
     peer: std::net::IpAddr,
     acceptor: monoio_rustls::TlsAcceptor,
     permits: limits::Permits,
-    reset: socket_reset::SocketReset,
+    reset: crate::io::socket_reset::SocketReset,
 ) {
     let deadline = shard.shared.config.handshake_timeout;
     match monoio::time::timeout(deadline, acceptor.accept(stream)).await {
@@ -180,7 +176,7 @@ async fn serve(
     mut stream: impl ByteStream,
     peer: std::net::IpAddr,
     permits: limits::Permits,
-    reset: socket_reset::SocketReset,
+    reset: crate::io::socket_reset::SocketReset,
 ) {
     let mut buf = BytesMut::with_capacity(1024);
     let mut first = true;
@@ -396,7 +392,7 @@ async fn upgrade(
     buf: BytesMut,
     request: Request,
     mut permits: limits::Permits,
-    reset: socket_reset::SocketReset,
+    reset: crate::io::socket_reset::SocketReset,
 ) {
     // Browsers open WebSockets to any site without CORS: a page of another origin must be
     // allowed, or it could act for whoever has a session with this server.

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use palaver_core::Session;
 
-use super::outbound::Outbound;
 use super::socket;
-use super::wire::Wire;
 use crate::clock::now_ms;
+use crate::io::outbound::Outbound;
+use crate::io::wire::Wire;
 use crate::metrics::Metrics;
 use crate::quic::{FromClient, QuicSession, ToClient};
 use crate::shard::Shard;

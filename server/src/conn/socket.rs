@@ -18,11 +18,11 @@ use palaver_protocol::{
 
 use super::directory;
 use super::http::read_more;
-use super::outbound::{Outbound, run_writer};
-use super::wire::Wire;
 use crate::clock::now_ms;
+use crate::io::outbound::{Outbound, run_writer};
+use crate::io::wire::Wire;
+use crate::mesh::{Origin, RoomAction, ShardMsg};
 use crate::metrics::Metrics;
-use crate::shard::messages::{Origin, RoomAction, ShardMsg};
 use crate::shard::people;
 use crate::shard::{Conn, Shard};
 use crate::ws::{CloseCode, FrameParser, OpCode, WsMessage, encode_frame};
@@ -32,21 +32,8 @@ use palaver_core::route::{Home, PeopleOp, Route, route};
 /// Read-buffer size a socket starts with after the upgrade; it grows with traffic.
 const IDLE_READ_BUFFER: usize = 256;
 
-/// Encodes a frame in the connection's codec and framing and queues it.
-pub fn send_frame(conn: &Conn, frame: &ServerFrame) {
-    match conn.wire.encode(frame) {
-        Ok(bytes) if matches!(frame, ServerFrame::Reply { .. }) => {
-            conn.outbound.push_reply(bytes);
-        }
-        Ok(bytes) => {
-            conn.outbound.push(bytes);
-        }
-        Err(e) => tracing::error!("cannot encode reply: {e}"),
-    }
-}
-
 fn reply_error(conn: &Conn, re: u64, code: ErrorCode, message: impl Into<String>) {
-    send_frame(conn, &ServerFrame::err(re, ErrorBody::new(code, message)));
+    conn.send_frame(&ServerFrame::err(re, ErrorBody::new(code, message)));
 }
 
 /// Runs a connection that has completed the WebSocket handshake.
@@ -56,8 +43,8 @@ pub async fn run(
     mut buf: BytesMut,
     wire: Wire,
     user: Option<UserId>,
-    permits: crate::conn::limits::Permits,
-    reset: super::socket_reset::SocketReset,
+    permits: crate::io::limits::Permits,
+    reset: crate::io::socket_reset::SocketReset,
 ) {
     let shared = shard.shared.clone();
     let metrics = &shared.metrics;
@@ -213,7 +200,7 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
     }
     let admitted = conn.session.borrow_mut().admit(now_ms(), &op);
     if let Err(e) = admitted {
-        return send_frame(conn, &ServerFrame::err(id, e.to_body()));
+        return conn.send_frame(&ServerFrame::err(id, e.to_body()));
     }
     let action = match route(op) {
         Route::Local(op) => return on_local(shard, conn, id, op),
@@ -266,7 +253,7 @@ fn on_local(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
                     shard.conns.bind_user(conn.id, &user);
                     people::session_started(shard, conn, &user);
                     let ok = AuthOk { user_id: user, session_id: crate::ids::session_id() };
-                    send_frame(conn, &ServerFrame::ok(id, OkBody::Authed(ok)));
+                    conn.send_frame(&ServerFrame::ok(id, OkBody::Authed(ok)));
                 }
                 Err(e @ crate::auth::AuthError::Unavailable) => {
                     reply_error(conn, id, ErrorCode::Unavailable, e.to_string());
@@ -276,7 +263,7 @@ fn on_local(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
         }
         Op::Ping {} => {
             conn.session.borrow_mut().finished();
-            send_frame(conn, &ServerFrame::ok(id, OkBody::Empty(Default::default())));
+            conn.send_frame(&ServerFrame::ok(id, OkBody::Empty(Default::default())));
         }
         op @ (Op::InviteList { .. }
         | Op::UserGet { .. }
@@ -291,14 +278,14 @@ fn on_local(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
                 return reply_error(conn, id, ErrorCode::Unauthorized, "authenticate first");
             };
             let body = directory::answer(shard, conn, &user, op);
-            send_frame(conn, &ServerFrame::Reply { re: id, body });
+            conn.send_frame(&ServerFrame::Reply { re: id, body });
         }
         Op::RoomList { query, limit, cursor } => {
             conn.session.borrow_mut().finished();
-            send_frame(
-                conn,
-                &ServerFrame::Reply { re: id, body: directory::room_list(shard, query, limit, cursor) },
-            );
+            conn.send_frame(&ServerFrame::Reply {
+                re: id,
+                body: directory::room_list(shard, query, limit, cursor),
+            });
         }
         Op::Search { query, room, from, before, after, order, limit, cursor } => {
             let Some(user) = conn.user() else { return };
@@ -314,7 +301,7 @@ fn on_local(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
                     () = closed => return,
                 };
                 conn.session.borrow_mut().finished();
-                send_frame(&conn, &ServerFrame::Reply { re: id, body });
+                conn.send_frame(&ServerFrame::Reply { re: id, body });
             });
         }
         Op::Sync { limit, cursor } => {
@@ -323,7 +310,7 @@ fn on_local(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
                 Some(user) => directory::sync(shard, &user, limit, cursor),
                 None => ReplyBody::Err(ErrorBody::new(ErrorCode::Unauthorized, "authenticate first")),
             };
-            send_frame(conn, &ServerFrame::Reply { re: id, body });
+            conn.send_frame(&ServerFrame::Reply { re: id, body });
         }
         // Routed to an owner or a home by `palaver_core::route`, never here.
         other => {
@@ -357,7 +344,7 @@ pub async fn run_echo(
     stream: impl super::ByteStream,
     mut buf: BytesMut,
     deflate: Option<crate::ws::Deflate>,
-    reset: super::socket_reset::SocketReset,
+    reset: crate::io::socket_reset::SocketReset,
 ) {
     const ECHO_LIMIT: usize = 64 << 20;
     let outbound = Outbound::new(ECHO_LIMIT);

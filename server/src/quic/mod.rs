@@ -31,7 +31,7 @@ use bytes::Bytes;
 use quinn::VarInt;
 
 use crate::config::Config;
-use crate::conn::limits::{ConnectionPermit, IpCounter};
+use crate::io::limits::{ConnectionPermit, IpCounter};
 use crate::metrics::Metrics;
 use crate::ws::CloseCode;
 

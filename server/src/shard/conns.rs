@@ -8,11 +8,11 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::rc::Rc;
 
 use palaver_core::Session;
-use palaver_protocol::{RoomId, UserId};
+use palaver_protocol::{RoomId, ServerFrame, UserId};
 
-use super::messages::ConnId;
-use crate::conn::outbound::Outbound;
-use crate::conn::wire::Wire;
+use crate::io::outbound::Outbound;
+use crate::io::wire::Wire;
+use crate::mesh::ConnId;
 
 /// One client connection (WebSocket or QUIC) as its shard sees it.
 #[derive(Debug)]
@@ -35,7 +35,7 @@ pub struct Conn {
     /// Users whose presence this socket follows.
     pub following: RefCell<FxHashSet<UserId>>,
     /// Its connection-limit slots (client address, user), released when it is dropped.
-    pub permits: RefCell<crate::conn::limits::Permits>,
+    pub permits: RefCell<crate::io::limits::Permits>,
     /// The outbound queue's completed writes when last seen to move, and since when (ms):
     /// the heartbeat's stall check.
     pub write_watch: Cell<(u64, u64)>,
@@ -45,6 +45,20 @@ impl Conn {
     /// The authenticated user, if any.
     pub fn user(&self) -> Option<UserId> {
         self.session.borrow().user().cloned()
+    }
+
+    /// Encodes a frame in the connection's codec and framing and queues it (replies
+    /// through the reply lane, which a held write does not delay).
+    pub fn send_frame(&self, frame: &ServerFrame) {
+        match self.wire.encode(frame) {
+            Ok(bytes) if matches!(frame, ServerFrame::Reply { .. }) => {
+                self.outbound.push_reply(bytes);
+            }
+            Ok(bytes) => {
+                self.outbound.push(bytes);
+            }
+            Err(e) => tracing::error!("cannot encode reply: {e}"),
+        }
     }
 }
 

@@ -13,9 +13,9 @@ use std::rc::Rc;
 use palaver_protocol::{Event, RoomId, ServerFrame, UserId};
 
 use super::Shard;
-use super::messages::{ConnId, Delivery, Ephemeral, Reply, ShardMsg, Subscribe};
-use crate::conn::outbound::{Outbound, Pushed};
-use crate::conn::wire::Wire;
+use crate::io::outbound::{Outbound, Pushed};
+use crate::io::wire::Wire;
+use crate::mesh::{ConnId, Delivery, Ephemeral, Reply, ShardMsg, Subscribe};
 
 /// Replay page size when catching up from storage.
 const CATCH_UP_PAGE: usize = 256;
@@ -121,7 +121,7 @@ pub fn on_reply(shard: &Rc<Shard>, reply: Reply) {
     let conn = shard.conns.get(reply.conn);
     if let Some(conn) = &conn {
         conn.session.borrow_mut().finished();
-        crate::conn::socket::send_frame(conn, &ServerFrame::Reply { re: reply.re, body: reply.body });
+        conn.send_frame(&ServerFrame::Reply { re: reply.re, body: reply.body });
     }
     match (conn, reply.subscribe, reply.unsubscribe) {
         (Some(conn), Some(subscribe), _) => subscribe_conn(shard, &conn, subscribe),

@@ -21,7 +21,7 @@ use palaver_protocol::RoomId;
 use palaver_storage::{CidFilter, CidHash};
 
 use super::Shard;
-use super::messages::ShardMsg;
+use crate::mesh::ShardMsg;
 
 /// Tells the builds apart: the answer to an earlier load of the same room (unloaded and
 /// loaded again since) must not replace the filter of the later one.

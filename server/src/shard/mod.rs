@@ -5,7 +5,6 @@
 mod conns;
 mod fanout;
 mod known_cids;
-pub mod messages;
 mod owner;
 pub mod people;
 mod relay;
@@ -15,13 +14,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::mesh::{Mesh, ShardMsg};
 pub use conns::{Conn, Conns};
 pub use fanout::{Subscribers, unsubscribe_all};
-use messages::{Mesh, ShardMsg};
 pub use owner::OwnedRooms;
-pub use people::PresenceTable;
 
-use crate::conn::pacing::WritePacer;
+use crate::io::pacing::WritePacer;
 use crate::shared::Shared;
 
 /// How long a shutting-down shard waits for in-flight writes and for sockets to flush.

@@ -21,12 +21,10 @@ use palaver_storage::{CidFilter, CidHash, FileRecord, RoomRecord, StorageError, 
 use rustc_hash::FxHashMap;
 
 use super::known_cids::KnownCids;
-use super::messages::{
-    CommitWork, Delivery, Ephemeral, LazyFrames, Origin, Reply, RoomAction, ShardMsg, Ticket,
-};
 use super::relay::Relay;
 use super::{Shard, State};
 use crate::clock::now_ms;
+use crate::mesh::{CommitWork, Delivery, Ephemeral, LazyFrames, Origin, Reply, RoomAction, ShardMsg, Ticket};
 use crate::metrics::Metrics;
 
 /// A room this shard holds: its owner, and what the driver knows of its stored cids.
@@ -405,7 +403,7 @@ fn carry_out(shard: &Rc<Shard>, room: &RoomId, held: &mut HeldRoom, fx: &mut Eff
         }
         for UserNotice { user, event } in fx.notices.drain(..) {
             let frames = Some(LazyFrames::new(ServerFrame::Event(event)));
-            let notice = super::messages::UserNotice { user, frames, effect: None };
+            let notice = crate::mesh::UserNotice { user, frames, effect: None };
             shard.mesh().send(shard.mesh().home(&notice.user), ShardMsg::Notify(Box::new(notice)));
         }
         for ending in fx.endings.drain(..) {

@@ -5,13 +5,13 @@
 //! answers, notices to users' sockets wherever they are, presence to the shards that
 //! follow it.
 //!
-//! The current presence of everyone is published in the [`PresenceTable`], written only
+//! The current presence of everyone is published in the [`PresenceTable`](crate::mesh::PresenceTable), written only
 //! by each user's home shard and read by any shard answering `user.get`, `room.members`,
 //! `friend.list` or `presence.subscribe`. Which local sockets follow whom is kept here,
 //! next to the sockets.
 
 use std::rc::Rc;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use palaver_core::owner::{Answer, Found, LookupError};
 pub use palaver_core::people::public_profile;
@@ -23,35 +23,11 @@ use palaver_protocol::{Event, FriendState, PresenceInfo, PresenceStatus, ServerF
 use palaver_storage::{DeviceRecord, ProfileRecord, StorageError};
 use rustc_hash::FxHashMap;
 
-use super::messages::{
-    CommitWork, LazyFrames, Origin, PeopleOp, PresenceFanout, Reply, ShardMsg, Ticket, UserNotice,
-};
 use super::{Conn, Shard};
 use crate::clock::now_ms;
-
-/// Everyone's current presence, partitioned by home shard; each partition is written by
-/// its home shard alone (on every change, not coalesced) and read by any shard.
-#[derive(Debug)]
-pub struct PresenceTable {
-    parts: Vec<RwLock<FxHashMap<UserId, PresenceInfo>>>,
-}
-
-impl PresenceTable {
-    /// An empty table for `shards` shards.
-    pub fn new(shards: usize) -> Self {
-        Self { parts: (0..shards.max(1)).map(|_| RwLock::new(FxHashMap::default())).collect() }
-    }
-
-    fn set(&self, home: usize, info: PresenceInfo) {
-        if let Some(Ok(mut part)) = self.parts.get(home).map(RwLock::write) {
-            part.insert(info.user.clone(), info);
-        }
-    }
-
-    fn get(&self, home: usize, user: &UserId) -> Option<PresenceInfo> {
-        self.parts.get(home).and_then(|p| p.read().ok()).and_then(|p| p.get(user).cloned())
-    }
-}
+use crate::mesh::{
+    CommitWork, LazyFrames, Origin, PeopleOp, PresenceFanout, Reply, ShardMsg, Ticket, UserNotice,
+};
 
 /// The people home of this shard, owned by its inbox task: the machine and the effects
 /// buffer it fills.
@@ -72,7 +48,7 @@ impl Home {
 
 /// The local sockets following each user's presence (socket plumbing, shared by the
 /// shard's tasks).
-pub type Followers = FxHashMap<UserId, Vec<super::messages::ConnId>>;
+pub type Followers = FxHashMap<UserId, Vec<crate::mesh::ConnId>>;
 
 // ----- sessions and presence (any shard) -----
 
@@ -129,7 +105,7 @@ pub fn unfollow(shard: &Rc<Shard>, conn: &Conn, user: &UserId) {
     }
 }
 
-fn drop_follower(shard: &Shard, conn: super::messages::ConnId, user: &UserId) {
+fn drop_follower(shard: &Shard, conn: crate::mesh::ConnId, user: &UserId) {
     let mut followers = shard.followers.borrow_mut();
     let Some(local) = followers.get_mut(user) else { return };
     local.retain(|c| *c != conn);

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use palaver_protocol::{ErrorCode, Event, Message, RoomId, ServerFrame};
 
-use super::messages::{Delivery, LazyFrames, Origin, RemoteRoomEvent, Reply, RoomAction, ShardMsg};
 use super::owner::{answer, error};
 use super::{Shard, State};
 use crate::cluster::Route;
+use crate::mesh::{Delivery, LazyFrames, Origin, RemoteRoomEvent, Reply, RoomAction, ShardMsg};
 use rustc_hash::FxHashMap;
 
 /// How long a command waits for its room to settle on a node before it is refused

@@ -13,7 +13,10 @@ pub use palaver_core::route::PeopleOp;
 use palaver_protocol::{Codec, Message, ReplyBody, RoomId, ServerFrame, UserId};
 use palaver_storage::StorageError;
 
-use crate::conn::wire::{DeflatedFrames, Wire};
+use crate::io::wire::{DeflatedFrames, Wire};
+
+mod presence;
+pub use presence::PresenceTable;
 
 /// A connection's id on its shard (never reused while the process runs).
 pub type ConnId = u64;

@@ -9,6 +9,24 @@ use palaver_core::SessionLimits;
 use palaver_storage::Durability;
 use serde::Deserialize;
 
+mod origins;
+pub use origins::AllowedOrigins;
+
+/// Default time allowed to send a whole request head, or a JSON body (slow clients are
+/// cut off); `--handshake-timeout-secs`.
+pub const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The cluster settings (`--cluster`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The NATS server, e.g. `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    /// This node's id.
+    pub node_id: String,
+    /// JetStream replicas of the log stream.
+    pub log_replicas: usize,
+}
+
 /// Default open connections per client address: generous for NAT'd offices, small
 /// enough that one host cannot take every file descriptor.
 const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 4_096;
@@ -473,7 +491,7 @@ pub struct Config {
     /// Whether every stored record is read and checked at start-up.
     pub verify_on_start: bool,
     /// Cluster mode: the NATS server, this node's id and the log's replica count.
-    pub cluster: Option<crate::cluster::ClusterConfig>,
+    pub cluster: Option<ClusterConfig>,
     /// Time to send a request head or JSON body.
     pub handshake_timeout: std::time::Duration,
     /// Open connections per client address (0: unlimited).
@@ -493,7 +511,7 @@ pub struct Config {
     /// Log filter directives (`None`: `RUST_LOG`, else `info`).
     pub log_level: Option<String>,
     /// Which other origins' pages may use the server (CORS, WebSocket `Origin`).
-    pub cors_origins: crate::conn::cors::AllowedOrigins,
+    pub cors_origins: AllowedOrigins,
     /// Whether the built-in chat page is served at `/`.
     pub web_page: bool,
     /// permessage-deflate for WebSockets: `Some(smallest message compressed)` when on.
@@ -552,7 +570,7 @@ impl Config {
             },
         };
         let development_secret = jwt_secret.is_none();
-        let cors_origins = crate::conn::cors::AllowedOrigins::parse(
+        let cors_origins = AllowedOrigins::parse(
             &cli.cors_origins.or(file.cors_origins).unwrap_or_default(),
             development_secret,
         )
@@ -564,7 +582,10 @@ impl Config {
         };
         let config = Config {
             test_echo,
-            quic_retry_after_handshakes: cli.quic_retry_after_handshakes.or(file.quic_retry_after_handshakes).unwrap_or(64),
+            quic_retry_after_handshakes: cli
+                .quic_retry_after_handshakes
+                .or(file.quic_retry_after_handshakes)
+                .unwrap_or(64),
             cors_origins,
             web_page,
             permessage_deflate: cli
@@ -619,7 +640,7 @@ impl Config {
                 (Some(_), None) => {
                     return Err(ConfigError::Invalid("cluster needs node_id (stable per node)".into()));
                 }
-                (Some(nats_url), Some(node_id)) => Some(crate::cluster::ClusterConfig {
+                (Some(nats_url), Some(node_id)) => Some(ClusterConfig {
                     nats_url,
                     node_id,
                     log_replicas: cli.cluster_log_replicas.or(file.cluster_log_replicas).unwrap_or(1),
@@ -628,7 +649,7 @@ impl Config {
             handshake_timeout: cli
                 .handshake_timeout_secs
                 .or(file.handshake_timeout_secs)
-                .map_or(crate::conn::http::HEAD_TIMEOUT, |s| std::time::Duration::from_secs(s.clamp(1, 300))),
+                .map_or(HEAD_TIMEOUT, |s| std::time::Duration::from_secs(s.clamp(1, 300))),
             max_connections_per_ip: cli
                 .max_connections_per_ip
                 .or(file.max_connections_per_ip)
