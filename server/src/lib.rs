@@ -43,5 +43,5 @@ mod shared;
 mod spam_limits;
 pub mod ws;
 
-pub use config::{Cli, Config};
+pub use config::{Config, Settings};
 pub use server::{StartError, run};

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use palaver_server::config::{Command, LogFormat};
-use palaver_server::{Cli, Config};
+use palaver_server::{Config, Settings};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc malloc: argon2 allocates and frees a 19 MiB block per hash,
@@ -17,8 +17,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DEFAULT_LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
 
 fn main() -> anyhow::Result<()> {
-    let mut cli = Cli::parse_with_defaults();
-    match cli.command.take() {
+    let mut settings = Settings::parse_with_defaults();
+    match settings.command.take() {
         Some(Command::Backup { data_dir, out }) => {
             let manifest = palaver_server::backup::request(&data_dir, &out)?;
             println!("backup written to {}:\n{manifest:#}", out.display());
@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
         }
         None => {}
     }
-    let config = Config::resolve(cli)?;
+    let config = Config::resolve(settings)?;
     init_logging(&config)?;
     // A panic is a bug. In a thread-per-core server a panicking shard would leave a
     // process that silently drops its rooms and sockets; stop the whole process instead

@@ -68,7 +68,7 @@ pub struct ReceiptChange {
     pub changed: bool,
 }
 
-/// Per-room limits, configured by the operator.
+/// Per-room limits, configured by the operator; the defaults are the server's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoomLimits {
     /// Longest message text, in characters.
@@ -87,7 +87,7 @@ impl Default for RoomLimits {
             max_text_chars: limits::DEFAULT_MAX_TEXT_CHARS,
             typing_ttl_ms: 6_000,
             edit_window_ms: 3_600_000,
-            max_members_cap: 100_000,
+            max_members_cap: 10_000,
         }
     }
 }

@@ -60,11 +60,17 @@ const DEFAULT_PERMESSAGE_DEFLATE: bool = false;
 const DEFAULT_PERMESSAGE_DEFLATE_MIN_BYTES: u16 = 128;
 
 /// Command-line flags (each also read from its environment variable by clap).
-#[derive(Debug, Default, Parser)]
+/// Every setting, as one struct read twice: from the command line and the environment
+/// (clap), and from the `--config` file (serde; keys are the flag names with `_` for
+/// `-`). Each field is optional; [`Config::resolve`] takes the command line's value,
+/// else the file's, else the default.
+#[derive(Debug, Default, Parser, Deserialize)]
 #[command(name = "palaver", version, about = "Palaver: a real-time chat server.")]
-pub struct Cli {
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
     /// TOML file with settings (keys are the flag names with `_` for `-`).
     #[arg(long, env = "PALAVER_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// WebSocket + HTTP listener address (port 0 picks a free port).
     #[arg(long, env = "PALAVER_HTTP_ADDR")]
@@ -229,9 +235,11 @@ pub struct Cli {
     pub quic_retry_after_handshakes: Option<usize>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
+    #[serde(skip)]
     pub test_echo: bool,
     /// What to do instead of serving.
     #[command(subcommand)]
+    #[serde(skip)]
     pub command: Option<Command>,
 }
 
@@ -272,11 +280,11 @@ pub enum LogFormat {
     Json,
 }
 
-impl Cli {
+impl Settings {
     /// The command line, with every setting's default at the end of its help line (the
     /// defaults apply only after the config file, so clap cannot hold them itself).
     pub fn command_with_defaults() -> clap::Command {
-        let mut command = <Cli as clap::CommandFactory>::command();
+        let mut command = <Settings as clap::CommandFactory>::command();
         for (id, default) in help_defaults() {
             command = command.mut_arg(id, |arg| {
                 let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
@@ -292,16 +300,16 @@ impl Cli {
 
     /// Parses the process's arguments (and environment), exiting with clap's message on
     /// an error, `--help` or `--version`.
-    pub fn parse_with_defaults() -> Cli {
+    pub fn parse_with_defaults() -> Settings {
         let matches = Self::command_with_defaults().get_matches();
-        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        <Settings as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     }
 }
 
 /// Each flag's default as `--help` states it, taken from the resolved configuration of
 /// an empty command line where there is one value.
 fn help_defaults() -> Vec<(&'static str, String)> {
-    let Ok(d) = Config::resolve(Cli::default()) else { return Vec::new() };
+    let Ok(d) = Config::resolve(Settings::default()) else { return Vec::new() };
     let secs = |ms: u64| (ms / 1000).to_string();
     vec![
         ("config", "none".into()),
@@ -382,58 +390,6 @@ pub enum DurabilitySetting {
 }
 
 /// The same settings, from a TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    http_addr: Option<SocketAddr>,
-    quic_addr: Option<SocketAddr>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    http_tls: Option<bool>,
-    data_dir: Option<PathBuf>,
-    shards: Option<usize>,
-    jwt_secret: Option<String>,
-    jwt_secret_file: Option<PathBuf>,
-    durability: Option<DurabilitySetting>,
-    max_text_chars: Option<usize>,
-    access_token_ttl_secs: Option<u64>,
-    max_frame_bytes: Option<usize>,
-    outbound_queue_bytes: Option<usize>,
-    ops_per_sec: Option<u32>,
-    ops_burst: Option<u32>,
-    max_in_flight: Option<u32>,
-    auth_timeout_secs: Option<u64>,
-    ping_interval_secs: Option<u64>,
-    idle_timeout_secs: Option<u64>,
-    typing_timeout_secs: Option<u64>,
-    edit_window_secs: Option<u64>,
-    max_room_members: Option<u32>,
-    presence_interval_ms: Option<u64>,
-    write_pacing_ms: Option<u64>,
-    files_url: Option<String>,
-    max_file_bytes: Option<u64>,
-    disable_search: Option<bool>,
-    disk_reserve_mb: Option<u64>,
-    verify_on_start: Option<bool>,
-    cluster: Option<String>,
-    node_id: Option<String>,
-    cluster_log_replicas: Option<usize>,
-    max_connections_per_ip: Option<u32>,
-    max_connections_per_user: Option<u32>,
-    handshake_timeout_secs: Option<u64>,
-    write_timeout_secs: Option<u64>,
-    sign_ins_per_minute_per_ip: Option<u32>,
-    max_rooms_per_user: Option<usize>,
-    idle_room_secs: Option<u64>,
-    log_format: Option<LogFormat>,
-    log_level: Option<String>,
-    cors_origins: Option<Vec<String>>,
-    web_page: Option<WebPageSetting>,
-    permessage_deflate: Option<bool>,
-    permessage_deflate_min_bytes: Option<u16>,
-    quic_retry_after_handshakes: Option<usize>,
-}
-
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -549,12 +505,13 @@ pub enum ConfigError {
 
 impl Config {
     /// Resolves flags and env (already merged by clap) over the file over defaults.
-    pub fn resolve(cli: Cli) -> Result<Config, ConfigError> {
+    pub fn resolve(cli: Settings) -> Result<Config, ConfigError> {
         let file = match &cli.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => Settings::default(),
         };
         let defaults = SessionLimits::default();
+        let room_defaults = palaver_core::RoomLimits::default();
         let shards = cli
             .shards
             .or(file.shards)
@@ -620,11 +577,13 @@ impl Config {
             edit_window_ms: cli
                 .edit_window_secs
                 .or(file.edit_window_secs)
-                .unwrap_or(3_600)
-                .saturating_mul(1000),
-            max_room_members: cli.max_room_members.or(file.max_room_members).unwrap_or(10_000),
+                .map_or(room_defaults.edit_window_ms, |s| s.saturating_mul(1000)),
+            max_room_members: cli
+                .max_room_members
+                .or(file.max_room_members)
+                .unwrap_or(room_defaults.max_members_cap),
             files_url: cli.files_url.or(file.files_url),
-            search: !(cli.disable_search || file.disable_search.unwrap_or(false)),
+            search: !(cli.disable_search || file.disable_search),
             max_file_bytes: cli.max_file_bytes.or(file.max_file_bytes).unwrap_or(10 << 20),
             presence_interval_ms: cli.presence_interval_ms.or(file.presence_interval_ms).unwrap_or(1_000),
             write_pacing_ms: cli.write_pacing_ms.or(file.write_pacing_ms).unwrap_or(DEFAULT_WRITE_PACING_MS),
@@ -633,7 +592,7 @@ impl Config {
                 .or(file.disk_reserve_mb)
                 .unwrap_or(64)
                 .saturating_mul(1 << 20),
-            verify_on_start: cli.verify_on_start || file.verify_on_start.unwrap_or(false),
+            verify_on_start: cli.verify_on_start || file.verify_on_start,
             cluster: match (cli.cluster.or(file.cluster), cli.node_id.or(file.node_id)) {
                 (None, None) => None,
                 (None, Some(_)) => return Err(ConfigError::Invalid("node_id needs cluster".into())),
@@ -661,8 +620,7 @@ impl Config {
             typing_timeout_ms: cli
                 .typing_timeout_secs
                 .or(file.typing_timeout_secs)
-                .unwrap_or(6)
-                .saturating_mul(1000),
+                .map_or(room_defaults.typing_ttl_ms, |s| s.saturating_mul(1000)),
             ping_interval_ms: cli
                 .ping_interval_secs
                 .or(file.ping_interval_secs)
@@ -677,7 +635,7 @@ impl Config {
             quic_addr: cli.quic_addr.or(file.quic_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4433))),
             tls_cert: cli.tls_cert.or(file.tls_cert),
             tls_key: cli.tls_key.or(file.tls_key),
-            http_tls: cli.http_tls || file.http_tls.unwrap_or(false),
+            http_tls: cli.http_tls || file.http_tls,
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
             shards,
             jwt_secret,
@@ -802,7 +760,7 @@ fn read_secret(path: &Path) -> Result<String, ConfigError> {
     Ok(secret.to_owned())
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+fn read_file(path: &Path) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
     toml::from_str(&text)
@@ -815,7 +773,7 @@ mod tests {
 
     #[test]
     fn help_states_every_flags_default() {
-        let mut command = Cli::command_with_defaults();
+        let mut command = Settings::command_with_defaults();
         command.build();
         for arg in command.get_arguments() {
             let id = arg.get_id().as_str();
@@ -829,16 +787,17 @@ mod tests {
 
     #[test]
     fn the_web_page_and_any_origin_come_with_the_development_secret_only() {
-        let config = Config::resolve(Cli::default()).unwrap();
+        let config = Config::resolve(Settings::default()).unwrap();
         assert!(config.web_page, "on with the development secret");
         let secret = || Some("s".repeat(32));
-        let config = Config::resolve(Cli { jwt_secret: secret(), ..Cli::default() }).unwrap();
+        let config = Config::resolve(Settings { jwt_secret: secret(), ..Settings::default() }).unwrap();
         assert!(!config.web_page, "off with a configured secret");
         let any = || Some(vec!["*".to_owned()]);
-        assert!(Config::resolve(Cli { cors_origins: any(), ..Cli::default() }).is_ok());
-        let refused = Config::resolve(Cli { cors_origins: any(), jwt_secret: secret(), ..Cli::default() });
+        assert!(Config::resolve(Settings { cors_origins: any(), ..Settings::default() }).is_ok());
+        let refused =
+            Config::resolve(Settings { cors_origins: any(), jwt_secret: secret(), ..Settings::default() });
         assert!(matches!(refused, Err(ConfigError::Invalid(_))));
-        let off = Cli { web_page: Some(WebPageSetting::Off), ..Cli::default() };
+        let off = Settings { web_page: Some(WebPageSetting::Off), ..Settings::default() };
         assert!(!Config::resolve(off).unwrap().web_page);
     }
 
@@ -847,7 +806,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("palaver.toml");
         std::fs::write(&path, "shards = 3\nmax_text_chars = 10\ndurability = \"buffered\"\n").unwrap();
-        let cli = Cli { config: Some(path.clone()), shards: Some(2), ..Cli::default() };
+        let cli = Settings { config: Some(path.clone()), shards: Some(2), ..Settings::default() };
         let config = Config::resolve(cli).unwrap();
         assert_eq!(config.shards, 2);
         assert_eq!(config.max_text_chars, 10);
@@ -856,24 +815,36 @@ mod tests {
         assert!(!config.http_tls, "plain HTTP by default");
 
         std::fs::write(&path, "http_tls = true\n").unwrap();
-        let cli = Cli { config: Some(path.clone()), ..Cli::default() };
+        let cli = Settings { config: Some(path.clone()), ..Settings::default() };
         assert!(Config::resolve(cli).unwrap().http_tls);
 
         std::fs::write(&path, "cors_origins = [\"https://app.example.com\"]\nweb_page = \"on\"\n").unwrap();
-        let cli = Cli { config: Some(path.clone()), jwt_secret: Some("s".repeat(32)), ..Cli::default() };
+        let cli =
+            Settings { config: Some(path.clone()), jwt_secret: Some("s".repeat(32)), ..Settings::default() };
         let config = Config::resolve(cli).unwrap();
         assert!(config.cors_origins.allows("https://app.example.com"));
         assert!(config.web_page, "asked for");
 
-        std::fs::write(&path, "shardz = 3\n").unwrap();
-        let cli = Cli { config: Some(path), ..Cli::default() };
-        assert!(matches!(Config::resolve(cli), Err(ConfigError::Parse { .. })));
+        // Unknown keys, and the settings that belong to the command line only (the file's
+        // own path, the test route), are refused.
+        for key in ["shardz = 3", "test_echo = true", "config = \"other.toml\""] {
+            std::fs::write(&path, format!("{key}\n")).unwrap();
+            let cli = Settings { config: Some(path.clone()), ..Settings::default() };
+            assert!(matches!(Config::resolve(cli), Err(ConfigError::Parse { .. })), "{key}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_cores() {
+        let config = Config::resolve(Settings::default()).unwrap();
+        assert_eq!(config.room_limits(), palaver_core::RoomLimits::default());
+        assert_eq!(config.session, SessionLimits::default());
     }
 
     #[test]
     fn permessage_deflate_is_a_switch_with_a_threshold() {
         let parse = |args: &[&str]| {
-            let cli = Cli::try_parse_from([&["palaver"], args].concat()).unwrap();
+            let cli = Settings::try_parse_from([&["palaver"], args].concat()).unwrap();
             Config::resolve(cli).unwrap().permessage_deflate
         };
         assert_eq!(parse(&[]), DEFAULT_PERMESSAGE_DEFLATE.then_some(DEFAULT_PERMESSAGE_DEFLATE_MIN_BYTES));
@@ -884,7 +855,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("palaver.toml");
         std::fs::write(&path, "permessage_deflate = true\npermessage_deflate_min_bytes = 300\n").unwrap();
-        let cli = Cli { config: Some(path), ..Cli::default() };
+        let cli = Settings { config: Some(path), ..Settings::default() };
         assert_eq!(Config::resolve(cli).unwrap().permessage_deflate, Some(300));
     }
 }
