@@ -32,8 +32,14 @@ use palaver_core::route::{Home, PeopleOp, Route, route};
 /// Read-buffer size a socket starts with after the upgrade; it grows with traffic.
 const IDLE_READ_BUFFER: usize = 256;
 
-fn reply_error(conn: &Conn, re: u64, code: ErrorCode, message: impl Into<String>) {
-    conn.send_frame(&ServerFrame::err(re, ErrorBody::new(code, message)));
+/// Refuses a request the session never admitted (undecodable, or the server draining):
+/// it holds no in-flight slot.
+fn refuse_unadmitted(conn: &Conn, re: u64, code: ErrorCode, message: impl Into<String>) {
+    refuse_unadmitted_with(conn, re, ErrorBody::new(code, message));
+}
+
+fn refuse_unadmitted_with(conn: &Conn, re: u64, error: ErrorBody) {
+    conn.send_frame(&ServerFrame::err(re, error));
 }
 
 /// Runs a connection that has completed the WebSocket handshake.
@@ -183,7 +189,7 @@ pub fn on_payload(shard: &Rc<Shard>, conn: &Rc<Conn>, bytes: &[u8]) -> bool {
             } else {
                 ErrorCode::Invalid
             };
-            reply_error(conn, e.id.unwrap_or(0), code, e.message);
+            refuse_unadmitted(conn, e.id.unwrap_or(0), code, e.message);
             if conn.session.borrow_mut().invalid_frame() == Admission::Close {
                 conn.outbound.close(CloseCode::Policy, "too many invalid frames");
                 return false;
@@ -196,11 +202,11 @@ pub fn on_payload(shard: &Rc<Shard>, conn: &Rc<Conn>, bytes: &[u8]) -> bool {
 fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
     let ClientFrame { id, op } = frame;
     if shard.draining.get() {
-        return reply_error(conn, id, ErrorCode::Unavailable, "server is shutting down");
+        return refuse_unadmitted(conn, id, ErrorCode::Unavailable, "server is shutting down");
     }
     let admitted = conn.session.borrow_mut().admit(now_ms(), &op);
     if let Err(e) = admitted {
-        return conn.send_frame(&ServerFrame::err(id, e.to_body()));
+        return refuse_unadmitted_with(conn, id, e.to_body());
     }
     let action = match route(op) {
         Route::Local(op) => return on_local(shard, conn, id, op),
@@ -208,12 +214,10 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
         Route::CreateRoom(request) => RoomAction::Create(NewRoom { id: crate::ids::room_id(), request }),
         Route::OpenDirect(peer) => {
             let Some(me) = conn.user() else {
-                conn.session.borrow_mut().finished();
-                return reply_error(conn, id, ErrorCode::Unauthorized, "authenticate first");
+                return conn.answer_err(id, ErrorCode::Unauthorized, "authenticate first");
             };
             if peer == me {
-                conn.session.borrow_mut().finished();
-                return reply_error(conn, id, ErrorCode::Invalid, "a direct room needs another user");
+                return conn.answer_err(id, ErrorCode::Invalid, "a direct room needs another user");
             }
             RoomAction::OpenDirect { room: crate::ids::dm_room_id(&me, &peer), peer }
         }
@@ -225,8 +229,7 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
         }
     };
     let Some(user) = conn.user() else {
-        conn.session.borrow_mut().finished();
-        return reply_error(conn, id, ErrorCode::Unauthorized, "authenticate first");
+        return conn.answer_err(id, ErrorCode::Unauthorized, "authenticate first");
     };
     let origin = Origin { shard: shard.id, conn: conn.id, re: id, user };
     let owner = shard.mesh().owner(action.room());
@@ -237,7 +240,6 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
 fn on_local(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
     match op {
         Op::Auth { token } => {
-            conn.session.borrow_mut().finished();
             match crate::auth::authenticate(&shard.shared.tokens, &shard.shared.store, &token) {
                 Ok(user) => {
                     // A socket re-authenticating gives its old slot back first.
@@ -246,25 +248,22 @@ fn on_local(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
                         Metrics::inc(&shard.shared.metrics.connections_refused);
                         let limit = shard.shared.user_connections.max();
                         let message = format!("too many connections for this user (limit {limit})");
-                        return reply_error(conn, id, ErrorCode::RateLimited, message);
+                        return conn.answer_err(id, ErrorCode::RateLimited, message);
                     };
                     conn.permits.borrow_mut().user = Some(permit);
                     conn.session.borrow_mut().authenticated(user.clone());
                     shard.conns.bind_user(conn.id, &user);
                     people::session_started(shard, conn, &user);
                     let ok = AuthOk { user_id: user, session_id: crate::ids::session_id() };
-                    conn.send_frame(&ServerFrame::ok(id, OkBody::Authed(ok)));
+                    conn.answer(id, ReplyBody::Ok(OkBody::Authed(ok)));
                 }
                 Err(e @ crate::auth::AuthError::Unavailable) => {
-                    reply_error(conn, id, ErrorCode::Unavailable, e.to_string());
+                    conn.answer_err(id, ErrorCode::Unavailable, e.to_string());
                 }
-                Err(e) => reply_error(conn, id, ErrorCode::Unauthorized, e.to_string()),
+                Err(e) => conn.answer_err(id, ErrorCode::Unauthorized, e.to_string()),
             }
         }
-        Op::Ping {} => {
-            conn.session.borrow_mut().finished();
-            conn.send_frame(&ServerFrame::ok(id, OkBody::Empty(Default::default())));
-        }
+        Op::Ping {} => conn.answer(id, ReplyBody::Ok(OkBody::Empty(Default::default()))),
         op @ (Op::InviteList { .. }
         | Op::UserGet { .. }
         | Op::UserSearch { .. }
@@ -273,22 +272,19 @@ fn on_local(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
         | Op::KeysList { .. }
         | Op::PresenceSubscribe { .. }
         | Op::PresenceUnsubscribe { .. }) => {
-            conn.session.borrow_mut().finished();
             let Some(user) = conn.user() else {
-                return reply_error(conn, id, ErrorCode::Unauthorized, "authenticate first");
+                return conn.answer_err(id, ErrorCode::Unauthorized, "authenticate first");
             };
             let body = directory::answer(shard, conn, &user, op);
-            conn.send_frame(&ServerFrame::Reply { re: id, body });
+            conn.answer(id, body);
         }
         Op::RoomList { query, limit, cursor } => {
-            conn.session.borrow_mut().finished();
-            conn.send_frame(&ServerFrame::Reply {
-                re: id,
-                body: directory::room_list(shard, query, limit, cursor),
-            });
+            conn.answer(id, directory::room_list(shard, query, limit, cursor))
         }
         Op::Search { query, room, from, before, after, order, limit, cursor } => {
-            let Some(user) = conn.user() else { return };
+            let Some(user) = conn.user() else {
+                return conn.answer_err(id, ErrorCode::Unauthorized, "authenticate first");
+            };
             let request = directory::SearchRequest { query, room, from, before, after, order, limit, cursor };
             let (shard, conn) = (shard.clone(), conn.clone());
             monoio::spawn(async move {
@@ -300,23 +296,18 @@ fn on_local(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
                     body = searched => body,
                     () = closed => return,
                 };
-                conn.session.borrow_mut().finished();
-                conn.send_frame(&ServerFrame::Reply { re: id, body });
+                conn.answer(id, body);
             });
         }
         Op::Sync { limit, cursor } => {
-            conn.session.borrow_mut().finished();
             let body = match conn.user() {
                 Some(user) => directory::sync(shard, &user, limit, cursor),
                 None => ReplyBody::Err(ErrorBody::new(ErrorCode::Unauthorized, "authenticate first")),
             };
-            conn.send_frame(&ServerFrame::Reply { re: id, body });
+            conn.answer(id, body);
         }
         // Routed to an owner or a home by `palaver_core::route`, never here.
-        other => {
-            conn.session.borrow_mut().finished();
-            reply_error(conn, id, ErrorCode::Internal, format!("{} is not answered here", other.name()));
-        }
+        other => conn.answer_err(id, ErrorCode::Internal, format!("{} is not answered here", other.name())),
     }
 }
 
@@ -325,8 +316,7 @@ fn on_local(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
 /// user's for their one-time keys.
 fn people_op(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, home: Home, op: PeopleOp) {
     let Some(me) = conn.user() else {
-        conn.session.borrow_mut().finished();
-        return reply_error(conn, id, ErrorCode::Unauthorized, "authenticate first");
+        return conn.answer_err(id, ErrorCode::Unauthorized, "authenticate first");
     };
     let home = match &home {
         Home::Caller => shard.mesh().home(&me),

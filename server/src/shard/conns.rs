@@ -8,7 +8,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::rc::Rc;
 
 use palaver_core::Session;
-use palaver_protocol::{RoomId, ServerFrame, UserId};
+use palaver_protocol::{ErrorBody, ErrorCode, ReplyBody, RoomId, ServerFrame, UserId};
 
 use crate::io::outbound::Outbound;
 use crate::io::wire::Wire;
@@ -45,6 +45,19 @@ impl Conn {
     /// The authenticated user, if any.
     pub fn user(&self) -> Option<UserId> {
         self.session.borrow().user().cloned()
+    }
+
+    /// Answers a request the session admitted: the one place its in-flight slot is given
+    /// back (every admitted request gets exactly one answer, from its shard or from the
+    /// owner or home it was routed to).
+    pub fn answer(&self, re: u64, body: ReplyBody) {
+        self.session.borrow_mut().finished();
+        self.send_frame(&ServerFrame::Reply { re, body });
+    }
+
+    /// Answers an admitted request with a refusal.
+    pub fn answer_err(&self, re: u64, code: ErrorCode, message: impl Into<String>) {
+        self.answer(re, ReplyBody::Err(ErrorBody::new(code, message)));
     }
 
     /// Encodes a frame in the connection's codec and framing and queues it (replies

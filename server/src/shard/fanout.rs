@@ -120,8 +120,7 @@ pub fn on_reply(shard: &Rc<Shard>, reply: Reply) {
     }
     let conn = shard.conns.get(reply.conn);
     if let Some(conn) = &conn {
-        conn.session.borrow_mut().finished();
-        conn.send_frame(&ServerFrame::Reply { re: reply.re, body: reply.body });
+        conn.answer(reply.re, reply.body);
     }
     match (conn, reply.subscribe, reply.unsubscribe) {
         (Some(conn), Some(subscribe), _) => subscribe_conn(shard, &conn, subscribe),
