@@ -32,6 +32,9 @@ use crate::stats::{Stats, epoch_us};
 use crate::window::{self, Schedule};
 use crate::wire::{self, Incoming};
 
+/// Rooms one account may create at once (the server's room-creation burst).
+const ROOMS_PER_CREATOR: usize = 20;
+
 /// Unanswered sends a sender allows itself before it skips (and counts) due messages.
 const MAX_IN_FLIGHT_PER_SENDER: u64 = 10_000;
 
@@ -118,10 +121,24 @@ impl Setup {
         let sender_thread = SenderThread::start()?;
         let on_sender_thread = sender_thread.handle().clone();
 
-        // Rooms, created by the first account.
-        let mut control = Client::connect(env.addr, env.sources[0], common.target, &tokens[0], auth).await?;
-        let rooms = Arc::new(control.create_rooms(layout.rooms, &format!("load-{}", env.run_id)).await?);
-        control.close().await;
+        // Rooms, created by the accounts in turn: the server lets one user create
+        // `ROOMS_PER_CREATOR` rooms at once (then one per 30 s), as it would a spammer.
+        let mut rooms = Vec::with_capacity(layout.rooms);
+        let creators = layout.rooms.div_ceil(ROOMS_PER_CREATOR);
+        if creators > tokens.len() {
+            bail!(
+                "{} rooms need {creators} accounts to create them ({ROOMS_PER_CREATOR} each); raise --users",
+                layout.rooms
+            );
+        }
+        for (creator, token) in tokens.iter().take(creators).enumerate() {
+            let count = ROOMS_PER_CREATOR.min(layout.rooms - rooms.len());
+            let mut control = Client::connect(env.addr, env.sources[0], common.target, token, auth).await?;
+            let prefix = format!("load-{}-{creator}", env.run_id);
+            rooms.extend(control.create_rooms(count, &prefix).await?);
+            control.close().await;
+        }
+        let rooms = Arc::new(rooms);
         eprintln!("created {} room(s)", rooms.len());
         // Rooms, like accounts, are created on the first node and replicate to the others.
         env.wait_replication().await;
