@@ -992,6 +992,8 @@ pub enum ReplyBody {
     rkyv::Deserialize,
     ts_rs::TS,
 )]
+// Untagged on the wire: readers that know their request decode the body as its answer
+// (`Answer::decode_json`); `Deserialize` here guesses by shape, for tools that do not.
 #[serde(untagged)]
 pub enum OkBody {
     /// `room.get`, `room.update`.

@@ -15,6 +15,7 @@
 //! assert_eq!(frame, ClientFrame { id: 1, op: Op::Auth { token: "abc".into() } });
 //! ```
 
+mod answer;
 mod codec;
 mod error;
 mod frames;
@@ -27,6 +28,7 @@ mod rooms;
 mod text;
 pub mod typescript;
 
+pub use answer::{ANSWERS, Answer, decode_json_server_answering};
 pub use codec::{Codec, DecodeError, EncodeError};
 pub use error::{ErrorBody, ErrorCode};
 pub use frames::{

@@ -241,10 +241,11 @@ fn encode_frame(codec: Codec, frame: &ClientFrame) -> Result<Vec<u8>, Error> {
     codec.encode_client(frame).map_err(|e| Error::Codec(e.to_string()))
 }
 
-/// A frame received, in the connection's codec.
+/// A frame received, in the connection's codec; a JSON reply is read as the answer of
+/// the request it answers.
 #[cfg(not(target_arch = "wasm32"))]
-fn decode_frame(codec: Codec, bytes: &[u8]) -> Result<ServerFrame, Error> {
-    codec.decode_server(bytes).map_err(|e| Error::Codec(e.to_string()))
+fn decode_frame(codec: Codec, bytes: &[u8], core: &ClientCore) -> Result<ServerFrame, Error> {
+    codec.decode_server_answering(bytes, |re| core.answer_of(re)).map_err(|e| Error::Codec(e.to_string()))
 }
 
 /// A frame to send: the browser speaks JSON only (see `wasm::Client::connect_with`), so
@@ -256,8 +257,9 @@ fn encode_frame(_: Codec, frame: &ClientFrame) -> Result<Vec<u8>, Error> {
 
 /// A frame received, as JSON (see [`encode_frame`]).
 #[cfg(target_arch = "wasm32")]
-fn decode_frame(_: Codec, bytes: &[u8]) -> Result<ServerFrame, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Codec(e.to_string()))
+fn decode_frame(_: Codec, bytes: &[u8], core: &ClientCore) -> Result<ServerFrame, Error> {
+    palaver_protocol::decode_json_server_answering(bytes, |re| core.answer_of(re))
+        .map_err(|e| Error::Codec(e.to_string()))
 }
 
 enum Woke {
@@ -450,7 +452,7 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
             },
             Woke::Frame(Some(Ok(bytes))) => {
                 // Frames this version cannot decode (e.g. a future event) are ignored (§1.1).
-                if let Ok(frame) = decode_frame(codec, &bytes) {
+                if let Ok(frame) = decode_frame(codec, &bytes, &core) {
                     core.handle_frame(now, frame);
                 }
             }

@@ -36,8 +36,8 @@ pub use client_event::ClientEvent;
 use std::collections::{BTreeMap, VecDeque};
 
 use palaver_protocol::{
-    ClientFrame, ClientMsgId, ErrorCode, Event, MessageKind, OkBody, Op, ReplyBody, RoomId, ServerFrame,
-    SessionId, UserId,
+    Answer, ClientFrame, ClientMsgId, ErrorCode, Event, MessageKind, OkBody, Op, ReplyBody, RoomId,
+    ServerFrame, SessionId, UserId,
 };
 
 use crate::error::Error;
@@ -205,6 +205,8 @@ enum Purpose {
 #[derive(Debug)]
 struct InFlight {
     purpose: Purpose,
+    /// What its `ok` answer is (how a JSON reply to it is read).
+    answer: Option<Answer>,
     deadline: u64,
 }
 
@@ -573,6 +575,14 @@ impl ClientCore {
         }
     }
 
+    /// The answer the request `re` gets when it succeeds, while it is in flight: JSON
+    /// replies are decoded as that answer ([`Codec::decode_server_answering`]).
+    ///
+    /// [`Codec::decode_server_answering`]: palaver_protocol::Codec::decode_server_answering
+    pub fn answer_of(&self, re: u64) -> Option<Answer> {
+        self.in_flight.get(&re).and_then(|in_flight| in_flight.answer)
+    }
+
     /// A frame arrived.
     pub fn handle_frame(&mut self, now: u64, frame: ServerFrame) {
         if !matches!(self.link, Link::Authenticating { .. } | Link::Ready) {
@@ -802,8 +812,10 @@ impl ClientCore {
     fn transmit_op(&mut self, now: u64, op: Op, purpose: Purpose) -> u64 {
         self.next_wire_id += 1;
         let id = self.next_wire_id;
+        let answer = op.answer();
         self.transmit.push_back(ClientFrame { id, op });
-        self.in_flight.insert(id, InFlight { purpose, deadline: now + self.config.request_timeout_ms });
+        self.in_flight
+            .insert(id, InFlight { purpose, answer, deadline: now + self.config.request_timeout_ms });
         id
     }
 
