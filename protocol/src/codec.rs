@@ -1,8 +1,11 @@
 //! The two codecs. JSON for anything that speaks WebSocket text; rkyv for native and
 //! latency-sensitive clients, read through `bytecheck` validation (never unchecked
-//! access on network bytes).
+//! access on network bytes). Both check identifiers through their constructors (see
+//! `ids`), so a frame either codec decodes holds only valid identifiers.
 
-use rkyv::rancor;
+// `BoxedError` rather than `rancor::Error`, which keeps no message in release builds: a
+// client told why its frame was refused can fix it.
+use rkyv::rancor::BoxedError;
 
 use crate::frames::{ArchivedClientFrame, ArchivedServerFrame, ClientFrame, ServerFrame};
 
@@ -56,7 +59,7 @@ impl Codec {
     pub fn encode_server(self, frame: &ServerFrame) -> Result<Vec<u8>, EncodeError> {
         match self {
             Codec::Json => serde_json::to_vec(frame).map_err(|e| EncodeError(e.to_string())),
-            Codec::Rkyv => rkyv::api::high::to_bytes_in::<_, rancor::Error>(frame, Vec::new())
+            Codec::Rkyv => rkyv::api::high::to_bytes_in::<_, BoxedError>(frame, Vec::new())
                 .map_err(|e| EncodeError(e.to_string())),
         }
     }
@@ -65,7 +68,7 @@ impl Codec {
     pub fn encode_client(self, frame: &ClientFrame) -> Result<Vec<u8>, EncodeError> {
         match self {
             Codec::Json => serde_json::to_vec(frame).map_err(|e| EncodeError(e.to_string())),
-            Codec::Rkyv => rkyv::api::high::to_bytes_in::<_, rancor::Error>(frame, Vec::new())
+            Codec::Rkyv => rkyv::api::high::to_bytes_in::<_, BoxedError>(frame, Vec::new())
                 .map_err(|e| EncodeError(e.to_string())),
         }
     }
@@ -78,30 +81,61 @@ impl Codec {
                 message: format!("malformed frame: {e}"),
             }),
             Codec::Rkyv => {
-                let archived = rkyv::access::<ArchivedClientFrame, rancor::Error>(bytes)
-                    .map_err(|e| DecodeError { id: None, message: format!("malformed frame: {e}") })?;
+                let archived = rkyv::access::<ArchivedClientFrame, BoxedError>(bytes)
+                    .map_err(|e| malformed(bytes, &e))?;
                 let id = archived.id.to_native();
-                let frame = rkyv::deserialize::<ClientFrame, rancor::Error>(archived)
-                    .map_err(|e| DecodeError { id: Some(id), message: e.to_string() })?;
-                frame.revalidate().map_err(|e| DecodeError { id: Some(id), message: e.to_string() })?;
-                Ok(frame)
+                rkyv::deserialize::<ClientFrame, BoxedError>(archived)
+                    .map_err(|e| DecodeError { id: Some(id), ..malformed(bytes, &e) })
             }
         }
     }
 
-    /// Decodes a server frame (the client side of the contract).
+    /// Decodes and validates a server frame (the client side of the contract).
     pub fn decode_server(self, bytes: &[u8]) -> Result<ServerFrame, DecodeError> {
         match self {
             Codec::Json => serde_json::from_slice::<ServerFrame>(bytes)
                 .map_err(|e| DecodeError { id: None, message: format!("malformed frame: {e}") }),
             Codec::Rkyv => {
-                let archived = rkyv::access::<ArchivedServerFrame, rancor::Error>(bytes)
-                    .map_err(|e| DecodeError { id: None, message: format!("malformed frame: {e}") })?;
-                rkyv::deserialize::<ServerFrame, rancor::Error>(archived)
-                    .map_err(|e| DecodeError { id: None, message: e.to_string() })
+                let archived = rkyv::access::<ArchivedServerFrame, BoxedError>(bytes)
+                    .map_err(|e| malformed(bytes, &e))?;
+                rkyv::deserialize::<ServerFrame, BoxedError>(archived).map_err(|e| malformed(bytes, &e))
             }
         }
     }
+}
+
+/// An rkyv frame that failed validation or deserialization.
+fn malformed(frame: &[u8], e: &BoxedError) -> DecodeError {
+    DecodeError {
+        id: None,
+        message: format!("malformed frame: {}", addresses_as_offsets(&e.to_string(), frame)),
+    }
+}
+
+/// rkyv's validation errors name memory addresses (`ptr 0x0000…`, the only hexadecimal
+/// numbers its messages print). The peer is told offsets into its frame instead, never
+/// where the decoder's buffers live.
+fn addresses_as_offsets(message: &str, frame: &[u8]) -> String {
+    use std::fmt::Write as _;
+
+    let start = frame.as_ptr().addr();
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("0x") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let digits = after.bytes().take_while(u8::is_ascii_hexdigit).count();
+        match usize::from_str_radix(&after[..digits], 16) {
+            Ok(address) if (start..=start + frame.len()).contains(&address) => {
+                let _ = write!(out, "offset {}", address - start);
+            }
+            Ok(_) => out.push_str("an address outside the frame"),
+            Err(_) => out.push_str(&rest[at..at + 2 + digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Reads just `{"id": N}` out of a frame that failed to decode as a whole.
@@ -474,14 +508,115 @@ mod tests {
         assert!(Codec::Json.decode_client(br#"{"id":1,"op":"ping","extra":1}"#).is_err());
     }
 
+    /// Encodes a frame whose identifier `valid` (which must occur once) is then overwritten
+    /// in the archive with `invalid` of the same length: the bytes stay a well-formed
+    /// archive, so only the identifier check can refuse them.
+    fn with_identifier_replaced(mut bytes: Vec<u8>, valid: &str, invalid: &str) -> Vec<u8> {
+        assert_eq!(valid.len(), invalid.len());
+        let at = bytes.windows(valid.len()).position(|w| w == valid.as_bytes()).unwrap();
+        bytes[at..at + valid.len()].copy_from_slice(invalid.as_bytes());
+        bytes
+    }
+
     #[test]
-    fn rkyv_rejects_invalid_identifiers_smuggled_past_serde() {
-        // Build a frame with a bad room id by going through the archive directly.
-        let good = ClientFrame { id: 3, op: Op::Leave { room: RoomId::parse("r_abc").unwrap() } };
-        let mut bytes = Codec::Rkyv.encode_client(&good).unwrap();
-        let pos = bytes.windows(5).position(|w| w == b"r_abc").unwrap();
-        bytes[pos] = b'x';
+    fn rkyv_client_frames_with_invalid_identifiers_are_refused_with_a_reason() {
+        let frame = ClientFrame { id: 3, op: Op::Leave { room: RoomId::parse("r_abc").unwrap() } };
+        let bytes = Codec::Rkyv.encode_client(&frame).unwrap();
+        assert_eq!(Codec::Rkyv.decode_client(&bytes).unwrap(), frame);
+
+        let cases = [
+            ("r_abc", "x_abc", "room id must start with \"r_\""),
+            ("r_abc", "r_aBc", "room id is malformed: only 0-9 and a-z are allowed"),
+            ("r_abc", "r_a\0c", "room id is malformed: only 0-9 and a-z are allowed"),
+        ];
+        for (valid, invalid, reason) in cases {
+            let err = Codec::Rkyv
+                .decode_client(&with_identifier_replaced(bytes.clone(), valid, invalid))
+                .unwrap_err();
+            assert_eq!(err.id, Some(3), "{invalid:?}");
+            assert!(err.message.contains(reason), "{invalid:?}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn rkyv_client_frames_with_an_invalid_cid_or_user_are_refused() {
+        let send = ClientFrame {
+            id: 8,
+            op: Op::Send {
+                room: RoomId::parse("r_abc").unwrap(),
+                cid: ClientMsgId::parse("c-1").unwrap(),
+                kind: MessageKind::Text,
+                text: "hello".into(),
+                client_ts: None,
+                reply_to: None,
+                file: None,
+                encryption: None,
+            },
+        };
+        let bytes = Codec::Rkyv.encode_client(&send).unwrap();
+        let err = Codec::Rkyv.decode_client(&with_identifier_replaced(bytes, "c-1", "c 1")).unwrap_err();
+        assert_eq!(err.id, Some(8));
+        assert!(err.message.contains("cid is malformed"), "{}", err.message);
+
+        let subscribe = ClientFrame {
+            id: 9,
+            op: Op::PresenceSubscribe {
+                users: vec![UserId::parse("u_ann").unwrap(), UserId::parse("u_bob").unwrap()],
+            },
+        };
+        let bytes = Codec::Rkyv.encode_client(&subscribe).unwrap();
+        let err = Codec::Rkyv.decode_client(&with_identifier_replaced(bytes, "u_bob", "u_b-b")).unwrap_err();
+        assert_eq!(err.id, Some(9));
+        assert!(err.message.contains("user id is malformed"), "{}", err.message);
+    }
+
+    #[test]
+    fn rkyv_server_frames_with_invalid_identifiers_are_refused_with_a_reason() {
+        let typing = ServerFrame::Event(Event::Typing(crate::Typing {
+            room: RoomId::parse("r_abc").unwrap(),
+            user: UserId::parse("u_ann").unwrap(),
+            active: true,
+            expires_in_ms: None,
+        }));
+        let bytes = Codec::Rkyv.encode_server(&typing).unwrap();
+        assert_eq!(Codec::Rkyv.decode_server(&bytes).unwrap(), typing);
+        for (valid, invalid, reason) in [
+            ("r_abc", "r_ab\0", "room id is malformed"),
+            ("u_ann", "s_ann", "user id must start with \"u_\""),
+        ] {
+            let err = Codec::Rkyv
+                .decode_server(&with_identifier_replaced(bytes.clone(), valid, invalid))
+                .unwrap_err();
+            assert!(err.message.contains(reason), "{invalid:?}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn rkyv_archives_that_fail_validation_say_why() {
+        let frame = ClientFrame { id: 3, op: Op::Ping {} };
+        let mut bytes = Codec::Rkyv.encode_client(&frame).unwrap();
+        // The op's tag, right after the 8-byte request id: a discriminant no variant has.
+        bytes[8] = 0xff;
         let err = Codec::Rkyv.decode_client(&bytes).unwrap_err();
-        assert_eq!(err.id, Some(3));
+        assert_eq!(err.id, None);
+        assert_eq!(err.message, "malformed frame: invalid discriminant '255' for enum 'ArchivedOp'");
+
+        // Too short for the root: the message names offsets in the frame, not addresses.
+        let err = Codec::Rkyv.decode_server(b"\x01\x02").unwrap_err();
+        assert!(err.message.starts_with("malformed frame: "), "{}", err.message);
+        assert!(err.message.contains("in range offset 0..offset 2"), "{}", err.message);
+        assert!(!err.message.contains("0x"), "{}", err.message);
+    }
+
+    #[test]
+    fn addresses_in_decode_errors_become_offsets_in_the_frame() {
+        let frame = [0u8; 16];
+        let start = frame.as_ptr().addr();
+        let message = format!("ptr {:#018x} size 4 in range {:#018x}..{:#x}", start + 12, start, usize::MAX);
+        assert_eq!(
+            addresses_as_offsets(&message, &frame),
+            "ptr offset 12 size 4 in range offset 0..an address outside the frame"
+        );
+        assert_eq!(addresses_as_offsets("tag 0x and 0xzz", &frame), "tag 0x and 0xzz");
     }
 }

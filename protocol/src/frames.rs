@@ -5,7 +5,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _, ser::SerializeMap};
 
 use crate::error::ErrorBody;
-use crate::ids::{ClientMsgId, IdError, Revalidate, RoomId, SessionId, UserId};
+use crate::ids::{ClientMsgId, RoomId, SessionId, UserId};
 use crate::keys::{ClaimedOk, DevicesOk, Encryption, KeysUploadOk, OneTimeKey};
 use crate::people::{
     BlockedOk, FriendInfo, FriendOk, FriendsOk, PresenceChoice, PresenceInfo, PresenceListOk, ProfileOk,
@@ -577,76 +577,6 @@ impl Op {
             Op::KeysList { .. } => "keys.list",
             Op::KeysClaim { .. } => "keys.claim",
             Op::Search { .. } => "search",
-        }
-    }
-}
-
-impl ClientFrame {
-    /// Re-checks the identifiers inside a frame that was built without their constructors
-    /// (the rkyv decoder deserializes field by field).
-    pub(crate) fn revalidate(&self) -> Result<(), IdError> {
-        match &self.op {
-            Op::Join { room, .. }
-            | Op::Leave { room }
-            | Op::History { room, .. }
-            | Op::TypingStart { room }
-            | Op::TypingStop { room }
-            | Op::Receipt { room, .. }
-            | Op::React { room, .. }
-            | Op::Edit { room, .. }
-            | Op::Delete { room, .. }
-            | Op::Unreact { room, .. }
-            | Op::RoomGet { room }
-            | Op::RoomUpdate { room, .. }
-            | Op::RoomDelete { room }
-            | Op::InviteAccept { room }
-            | Op::InviteDecline { room } => room.revalidate(),
-            Op::RoomMembers { room, .. } => room.revalidate(),
-            Op::RoomInvite { room, user }
-            | Op::Kick { room, user, .. }
-            | Op::Ban { room, user, .. }
-            | Op::Unban { room, user }
-            | Op::Mute { room, user, .. }
-            | Op::Unmute { room, user }
-            | Op::RoleSet { room, user, .. }
-            | Op::RoomTransfer { room, user } => {
-                room.revalidate()?;
-                user.revalidate()
-            }
-            Op::UserGet { user }
-            | Op::KeysList { user }
-            | Op::KeysClaim { user, .. }
-            | Op::FriendRequest { user }
-            | Op::FriendAccept { user }
-            | Op::FriendDecline { user }
-            | Op::FriendCancel { user }
-            | Op::FriendRemove { user }
-            | Op::Block { user }
-            | Op::Unblock { user } => user.revalidate(),
-            Op::Search { room, from, .. } => {
-                room.as_ref().map_or(Ok(()), Revalidate::revalidate)?;
-                from.as_ref().map_or(Ok(()), Revalidate::revalidate)
-            }
-            Op::PresenceSubscribe { users } | Op::PresenceUnsubscribe { users } => {
-                users.iter().try_for_each(Revalidate::revalidate)
-            }
-            Op::Send { room, cid, .. } => {
-                room.revalidate()?;
-                cid.revalidate()
-            }
-            Op::DmOpen { user } => user.revalidate(),
-            Op::Auth { .. }
-            | Op::RoomCreate { .. }
-            | Op::Ping {}
-            | Op::Sync { .. }
-            | Op::RoomList { .. }
-            | Op::InviteList { .. }
-            | Op::UserUpdate { .. }
-            | Op::UserSearch { .. }
-            | Op::FriendList { .. }
-            | Op::BlockList { .. }
-            | Op::KeysUpload { .. }
-            | Op::PresenceSet { .. } => Ok(()),
         }
     }
 }

@@ -1,5 +1,10 @@
 //! Validated identifiers. Each is parsed once where it enters (a frame decoder, an HTTP
 //! body) and is trusted everywhere after: inside the server a `RoomId` is a `RoomId`.
+//!
+//! Every way in goes through the one check: serde through `TryFrom<String>`, rkyv through
+//! a hand-written `Deserialize` on the archived form, so an archive carrying an invalid
+//! identifier fails to decode like a JSON frame does (bytecheck only proves the bytes are
+//! a well-formed string; what the string says is checked here).
 
 use std::fmt;
 
@@ -35,7 +40,7 @@ macro_rules! prefixed_id {
         $(#[$doc])*
         #[derive(
             Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-            rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, ts_rs::TS,
+            rkyv::Archive, rkyv::Serialize, ts_rs::TS,
         )]
         #[serde(try_from = "String", into = "String")]
         #[ts(type = "string")]
@@ -47,12 +52,16 @@ macro_rules! prefixed_id {
 
             /// Parses and validates an identifier.
             pub fn parse(s: &str) -> Result<Self, IdError> {
+                Self::check(s)?;
+                Ok(Self(s.to_owned()))
+            }
+
+            fn check(s: &str) -> Result<(), IdError> {
                 let body = s.strip_prefix($prefix).ok_or(IdError::WrongPrefix {
                     kind: $kind,
                     prefix: $prefix,
                 })?;
-                check_id_body($kind, body)?;
-                Ok(Self(s.to_owned()))
+                check_id_body($kind, body)
             }
 
             /// Builds an identifier from a body the caller generated (`[0-9a-z]`).
@@ -70,7 +79,7 @@ macro_rules! prefixed_id {
         impl TryFrom<String> for $name {
             type Error = IdError;
             fn try_from(s: String) -> Result<Self, IdError> {
-                Self::parse(&s)?;
+                Self::check(&s)?;
                 Ok(Self(s))
             }
         }
@@ -87,9 +96,24 @@ macro_rules! prefixed_id {
             }
         }
 
-        impl Revalidate for $name {
-            fn revalidate(&self) -> Result<(), IdError> {
-                Self::parse(&self.0).map(|_| ())
+        checked_rkyv_deserialize!($name);
+    };
+}
+
+/// rkyv's `Deserialize` for an identifier, through its check: the derived one would build
+/// the newtype from any string. (bytecheck's `Verify` would check at access time, but it
+/// is an `unsafe` trait.)
+macro_rules! checked_rkyv_deserialize {
+    ($name:ident) => {
+        impl<D> rkyv::Deserialize<$name, D> for rkyv::Archived<$name>
+        where
+            D: rkyv::rancor::Fallible + ?Sized,
+            D::Error: rkyv::rancor::Source,
+        {
+            fn deserialize(&self, _: &mut D) -> Result<$name, D::Error> {
+                let s = self.0.as_str();
+                $name::check(s).map_err(<D::Error as rkyv::rancor::Source>::new)?;
+                Ok($name(s.to_owned()))
             }
         }
     };
@@ -103,12 +127,6 @@ fn check_id_body(kind: &'static str, body: &str) -> Result<(), IdError> {
         return Err(IdError::Malformed { kind, reason: "only 0-9 and a-z are allowed" });
     }
     Ok(())
-}
-
-/// Re-checks a value that arrived through a path that bypasses its constructor (rkyv
-/// deserialization builds newtypes field by field).
-pub(crate) trait Revalidate {
-    fn revalidate(&self) -> Result<(), IdError>;
 }
 
 prefixed_id!(
@@ -126,17 +144,7 @@ prefixed_id!(
 
 /// The client's idempotency key for a send: 1..=64 printable ASCII characters, no spaces.
 #[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-    ts_rs::TS,
+    Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, ts_rs::TS,
 )]
 #[serde(try_from = "String", into = "String")]
 #[ts(type = "string")]
@@ -145,6 +153,11 @@ pub struct ClientMsgId(String);
 impl ClientMsgId {
     /// Parses and validates a `cid`.
     pub fn parse(s: &str) -> Result<Self, IdError> {
+        Self::check(s)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    fn check(s: &str) -> Result<(), IdError> {
         let kind = "cid";
         if s.is_empty() || s.len() > MAX_CID_BYTES {
             return Err(IdError::Malformed { kind, reason: "must be 1 to 64 bytes" });
@@ -152,7 +165,7 @@ impl ClientMsgId {
         if !s.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(IdError::Malformed { kind, reason: "only printable ASCII without spaces" });
         }
-        Ok(Self(s.to_owned()))
+        Ok(())
     }
 
     /// The `cid` as a string.
@@ -171,10 +184,12 @@ impl ClientMsgId {
 impl TryFrom<String> for ClientMsgId {
     type Error = IdError;
     fn try_from(s: String) -> Result<Self, IdError> {
-        Self::parse(&s)?;
+        Self::check(&s)?;
         Ok(Self(s))
     }
 }
+
+checked_rkyv_deserialize!(ClientMsgId);
 
 impl From<ClientMsgId> for String {
     fn from(id: ClientMsgId) -> String {
@@ -185,12 +200,6 @@ impl From<ClientMsgId> for String {
 impl fmt::Display for ClientMsgId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-impl Revalidate for ClientMsgId {
-    fn revalidate(&self) -> Result<(), IdError> {
-        Self::parse(&self.0).map(|_| ())
     }
 }
 
