@@ -1,7 +1,7 @@
 //! Bad input gets a clear error and never hurts the server or stored data.
 
 use palaver_e2e::{Client, Server, http, post_json, register, send_op};
-use palaver_protocol::{Codec, ErrorCode, Op, ReplyBody, RoomKind, ServerFrame};
+use palaver_protocol::{ClientFrame, Codec, ErrorCode, Op, ReplyBody, RoomId, RoomKind, ServerFrame};
 use serde_json::json;
 
 fn error_code(body: &str) -> String {
@@ -32,9 +32,28 @@ fn undecodable_frames_get_invalid_and_the_socket_stays_open() {
 
     let mut r = Client::login(server.addr, Codec::Rkyv, &alice);
     r.send_raw(vec![0xde, 0xad, 0xbe, 0xef, 1, 2, 3], false);
-    assert!(
-        matches!(r.recv(), ServerFrame::Reply { re: 0, body: ReplyBody::Err(e) } if e.code == ErrorCode::Invalid)
-    );
+    match r.recv() {
+        ServerFrame::Reply { re: 0, body: ReplyBody::Err(e) } => {
+            assert_eq!(e.code, ErrorCode::Invalid);
+            // What is wrong, with positions as offsets into the frame, not the server's addresses.
+            assert!(e.message.starts_with("malformed frame: "), "{e:?}");
+            assert!(!e.message.contains("0x") && !e.message.contains("without error information"), "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A well-formed archive whose room id is not one: refused as JSON would be, with its id.
+    let leave = ClientFrame { id: 44, op: Op::Leave { room: RoomId::parse("r_abc").unwrap() } };
+    let mut bytes = Codec::Rkyv.encode_client(&leave).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"r_abc").unwrap();
+    bytes[at + 3] = b'B';
+    r.send_raw(bytes, false);
+    match r.recv() {
+        ServerFrame::Reply { re: 44, body: ReplyBody::Err(e) } => {
+            assert_eq!(e.code, ErrorCode::Invalid);
+            assert!(e.message.contains("room id is malformed"), "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
     r.ok(Op::Ping {});
 }
 

@@ -7,7 +7,8 @@
 use palaver_protocol::{
     ClientMsgId, Encryption, FileRef, Message, MessageKind, RoomId, SystemNotice, UserId,
 };
-use rkyv::rancor;
+// `BoxedError` keeps the reason in release builds too (`rancor::Error` does not).
+use rkyv::rancor::BoxedError;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StorageError;
@@ -38,13 +39,14 @@ pub(crate) fn encode(message: &Message) -> Result<Vec<u8>, StorageError> {
         text: message.text.clone(),
         client_ts: message.client_ts,
     };
-    rkyv::api::high::to_bytes_in::<_, rancor::Error>(&record, Vec::new())
+    rkyv::api::high::to_bytes_in::<_, BoxedError>(&record, Vec::new())
         .map_err(|e| StorageError::Corrupt { partition: "room_seq_message", detail: e.to_string() })
 }
 
-/// Decodes a stored message (validated: a corrupt record is an error, never garbage).
+/// Decodes a stored message (validated, identifiers included: a corrupt record is an
+/// error, never garbage).
 pub(crate) fn decode(bytes: &[u8]) -> Result<Message, StorageError> {
-    let record = rkyv::from_bytes::<StoredMessageV1, rancor::Error>(bytes)
+    let record = rkyv::from_bytes::<StoredMessageV1, BoxedError>(bytes)
         .map_err(|e| StorageError::Corrupt { partition: "room_seq_message", detail: e.to_string() })?;
     Ok(Message {
         room: record.room,
@@ -126,4 +128,50 @@ pub(crate) fn apply_ext(message: &mut Message, bytes: &[u8]) -> Result<(), Stora
     message.system = ext.system.map(Box::new);
     message.encryption = ext.encryption.map(Box::new);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> Message {
+        Message {
+            room: RoomId::parse("r_abc").unwrap(),
+            seq: 7,
+            ts: 1_700_000_000_000,
+            sender: UserId::parse("u_ann").unwrap(),
+            cid: ClientMsgId::parse("c-1").unwrap(),
+            kind: MessageKind::Text,
+            text: "hello".into(),
+            client_ts: Some(5),
+            reactions: Vec::new(),
+            reply_to: None,
+            reply: None,
+            mentions: Vec::new(),
+            file: None,
+            edited_at: None,
+            deleted: false,
+            system: None,
+            blocked: false,
+            encryption: None,
+        }
+    }
+
+    #[test]
+    fn a_record_decodes_to_the_message_it_was_encoded_from() {
+        assert_eq!(decode(&encode(&message()).unwrap()).unwrap(), message());
+    }
+
+    #[test]
+    fn a_record_with_an_invalid_identifier_is_corrupt() {
+        let mut bytes = encode(&message()).unwrap();
+        let at = bytes.windows(5).position(|w| w == b"u_ann").unwrap();
+        bytes[at + 2] = b'A';
+        let err = decode(&bytes).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Corrupt { partition: "room_seq_message", detail }
+                if detail.contains("user id is malformed")),
+            "{err:?}"
+        );
+    }
 }
