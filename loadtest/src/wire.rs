@@ -125,7 +125,7 @@ type ArchivedEvent = <Event as rkyv::Archive>::Archived;
 type ArchivedReply = <ReplyBody as rkyv::Archive>::Archived;
 
 fn classify_rkyv(bytes: &[u8]) -> Incoming {
-    let frame = match rkyv::access::<ArchivedFrame, rkyv::rancor::Error>(bytes) {
+    let frame = match rkyv::access::<ArchivedFrame, rkyv::rancor::BoxedError>(bytes) {
         Ok(frame) => frame,
         Err(e) => return Incoming::Undecodable(format!("rkyv: {e}")),
     };
@@ -139,7 +139,7 @@ fn classify_rkyv(bytes: &[u8]) -> Incoming {
         ArchivedFrame::Reply { re, body } => match body {
             ArchivedReply::Ok(_) => Incoming::Ok { re: re.to_native() },
             ArchivedReply::Err(err) => {
-                let code = rkyv::deserialize::<ErrorBody, rkyv::rancor::Error>(err)
+                let code = rkyv::deserialize::<ErrorBody, rkyv::rancor::BoxedError>(err)
                     .map(|b| b.code.as_str().to_string())
                     .unwrap_or_else(|e| format!("undecodable error: {e}"));
                 Incoming::Err { re: re.to_native(), code }
