@@ -38,6 +38,10 @@ pub enum ErrorCode {
     Unavailable,
     /// A fault on the server's side.
     Internal,
+    /// The request's outcome is unknown: the write may or may not have been stored (a
+    /// cluster's log did not answer in time). Retry it as it was — a send with the same
+    /// `cid` is stored once and answered with the seq it got.
+    Unknown,
 }
 
 impl ErrorCode {
@@ -53,6 +57,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::Unknown => "unknown",
         }
     }
 
@@ -68,6 +73,7 @@ impl ErrorCode {
             Self::RateLimited => 429,
             Self::Unavailable => 503,
             Self::Internal => 500,
+            Self::Unknown => 503,
         }
     }
 }

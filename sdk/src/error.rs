@@ -84,7 +84,13 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Server { code, .. } => {
-                matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal)
+                matches!(
+                    code,
+                    ErrorCode::RateLimited
+                        | ErrorCode::Unavailable
+                        | ErrorCode::Internal
+                        | ErrorCode::Unknown
+                )
             }
             Error::Timeout | Error::ConnectionLost | Error::Transport(_) | Error::Http { .. } => true,
             Error::Closed

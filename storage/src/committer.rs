@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::StorageError;
-use crate::store::{Durability, Store};
-use palaver_core::records::{OutOfOrder, SeqFence, Write};
+use crate::store::{Durability, LogPart, Store};
+use palaver_core::records::{SeqFence, Write};
 
 /// Most writes folded into one batch; more wait for the next group.
 const MAX_GROUP_WRITES: usize = 8_192;
@@ -170,24 +170,26 @@ struct Run<T> {
     tickets: Vec<T>,
     submitted: Vec<Instant>,
     writes: Vec<Write>,
-    refused: Option<OutOfOrder>,
+    refused: Option<Arc<StorageError>>,
 }
 
 /// Commits one group: the submissions the log fence admits go into one atomic batch
 /// (their writes moved into one vector of the right size: growing it submission by
 /// submission reallocated, and zeroed fresh pages for, every large group); the others
-/// are refused [`StorageError::OutOfOrder`] without touching storage. Reports every
-/// ticket in submission order.
+/// are refused [`StorageError::OutOfOrder`] without touching storage. In a cluster the
+/// admitted writes go to the shared log first, each room's as one record under that
+/// room's fence ([`Store::replicate_parts`]); a room whose record the log did not take
+/// is refused alone, and the rest applied. Reports every ticket in submission order.
 fn commit_group<T>(store: &Store, group: Group<T>, on_done: &mut impl FnMut(CommitDone<T>)) -> bool {
     let Group { submitted, tickets, submitted_at, count } = group;
     let mut fence = SeqFence::new();
-    let mut verdicts = Vec::with_capacity(submitted.len());
+    let mut verdicts: Vec<Result<(), Arc<StorageError>>> = Vec::with_capacity(submitted.len());
     for writes in &submitted {
         match fence.admit(writes, |room| store.last_seq(room)) {
             Ok(Ok(())) => verdicts.push(Ok(())),
             Ok(Err(gap)) => {
                 tracing::error!("refused a write that would leave a hole in a room's log: {gap}");
-                verdicts.push(Err(gap));
+                verdicts.push(Err(Arc::new(StorageError::OutOfOrder(gap))));
             }
             // Storage cannot even be read: the whole group fails as its apply would.
             Err(e) => {
@@ -203,6 +205,7 @@ fn commit_group<T>(store: &Store, group: Group<T>, on_done: &mut impl FnMut(Comm
             }
         }
     }
+    let positions = if store.replicates() { log_rooms(store, &submitted, &mut verdicts) } else { Vec::new() };
     let mut batch = Vec::with_capacity(count);
     let mut sizes = Vec::with_capacity(submitted.len());
     for (writes, verdict) in submitted.into_iter().zip(&verdicts) {
@@ -213,7 +216,11 @@ fn commit_group<T>(store: &Store, group: Group<T>, on_done: &mut impl FnMut(Comm
     }
     let applied = !batch.is_empty();
     let started = Instant::now();
-    let result = if applied { store.apply(&batch).map_err(Arc::new) } else { Ok(()) };
+    let result = match (applied, store.replicates()) {
+        (false, _) => Ok(()),
+        (true, false) => store.apply(&batch).map_err(Arc::new),
+        (true, true) => store.apply_logged(&batch, &positions).map_err(Arc::new),
+    };
     let duration = started.elapsed();
     // Split the batch back into runs of consecutive tickets with one outcome.
     let mut runs: Vec<Run<T>> = Vec::new();
@@ -235,22 +242,96 @@ fn commit_group<T>(store: &Store, group: Group<T>, on_done: &mut impl FnMut(Comm
                     run.writes.extend(rest.by_ref().take(size));
                 }
             }
-            Err(gap) => runs.push(Run {
+            Err(why) => runs.push(Run {
                 tickets: vec![ticket],
                 submitted: vec![at],
                 writes: Vec::new(),
-                refused: Some(gap),
+                refused: Some(why),
             }),
         }
     }
     for Run { tickets, submitted, writes, refused } in runs {
         let result = match refused {
             None => result.clone(),
-            Some(gap) => Err(Arc::new(StorageError::OutOfOrder(gap))),
+            Some(why) => Err(why),
         };
         on_done(CommitDone { tickets, result, writes, submitted, duration });
     }
     applied && result.is_ok()
+}
+
+/// A cluster node's group: the admitted submissions go to the shared log, one part per
+/// room (a submission whose writes belong to one room joins that room's part; the
+/// others share one part), before anything is applied. A part the log did not take
+/// refuses its submissions. Returns the positions of the parts it took.
+fn log_rooms(
+    store: &Store,
+    submitted: &[Vec<Write>],
+    verdicts: &mut [Result<(), Arc<StorageError>>],
+) -> Vec<u64> {
+    if let Err(e) = store.writable() {
+        let e = Arc::new(e);
+        for verdict in verdicts.iter_mut().filter(|v| v.is_ok()) {
+            *verdict = Err(e.clone());
+        }
+        spoil_refused(store, submitted, verdicts);
+        return Vec::new();
+    }
+    // A room's submissions after a refused one were decided by the memory that made the
+    // refused one: they go nowhere either (on one node the hole they follow refuses them;
+    // here another node may have filled it).
+    let mut refused_rooms = std::collections::HashSet::new();
+    for (writes, verdict) in submitted.iter().zip(verdicts.iter_mut()) {
+        let Some(room) = Write::single_room(writes) else { continue };
+        match verdict {
+            Err(_) => {
+                refused_rooms.insert(room);
+            }
+            Ok(()) if refused_rooms.contains(room) => {
+                *verdict = Err(Arc::new(StorageError::NotLogged(format!(
+                    "{room}: an earlier write of the room was refused"
+                ))));
+            }
+            Ok(()) => {}
+        }
+    }
+    let mut parts: Vec<LogPart<'_>> = Vec::new();
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    let mut part_of = std::collections::HashMap::new();
+    for (i, writes) in submitted.iter().enumerate().filter(|(i, _)| verdicts[*i].is_ok()) {
+        let room = Write::single_room(writes);
+        let at = *part_of.entry(room).or_insert_with(|| {
+            parts.push(LogPart { room, writes: Vec::new() });
+            members.push(Vec::new());
+            parts.len() - 1
+        });
+        parts[at].writes.extend(writes.iter());
+        members[at].push(i);
+    }
+    let mut positions = Vec::with_capacity(parts.len());
+    for (outcome, members) in store.replicate_parts(&parts).into_iter().zip(members) {
+        match outcome {
+            Ok(position) => positions.push(position),
+            Err(e) => {
+                let e = Arc::new(e);
+                for i in members {
+                    verdicts[i] = Err(e.clone());
+                }
+            }
+        }
+    }
+    spoil_refused(store, submitted, verdicts);
+    positions
+}
+
+/// Every room with a refused submission in this group is spoiled for the log until its
+/// owner reloads: its later writes, already queued, followed the refused one.
+fn spoil_refused(store: &Store, submitted: &[Vec<Write>], verdicts: &[Result<(), Arc<StorageError>>]) {
+    for (writes, _) in submitted.iter().zip(verdicts).filter(|(_, v)| v.is_err()) {
+        if let Some(room) = Write::single_room(writes) {
+            store.refused_room(room);
+        }
+    }
 }
 
 fn run<T>(store: &Store, rx: &flume::Receiver<Request<T>>, on_done: &mut impl FnMut(CommitDone<T>)) {
@@ -400,5 +481,88 @@ mod tests {
         committer.shutdown();
         assert_eq!(store.last_seq(&a).unwrap(), 2);
         assert_eq!(store.last_seq(&b).unwrap(), 1);
+    }
+
+    /// A shared log that takes every part except those of `refuse`, at positions from 1,
+    /// and remembers what it was given.
+    struct ScriptedLog {
+        refuse: RoomId,
+        parts: std::sync::Mutex<Vec<(Option<RoomId>, usize)>>,
+        spoiled: std::sync::Mutex<Vec<RoomId>>,
+    }
+
+    impl crate::Replicator for ScriptedLog {
+        fn replicate(&self, _: &[Write]) -> Result<u64, StorageError> {
+            Ok(1)
+        }
+
+        fn applied_locally(&self, _: u64) {}
+
+        fn replicate_parts(
+            &self,
+            parts: &[LogPart<'_>],
+            _: &dyn Fn(&RoomId) -> Result<u64, StorageError>,
+        ) -> Vec<Result<u64, StorageError>> {
+            let mut given = self.parts.lock().unwrap();
+            parts
+                .iter()
+                .map(|part| {
+                    given.push((part.room.cloned(), part.writes.len()));
+                    if part.room == Some(&self.refuse) {
+                        Err(StorageError::NotLogged("another node owns it".into()))
+                    } else {
+                        Ok(given.len() as u64)
+                    }
+                })
+                .collect()
+        }
+
+        fn refused(&self, room: &RoomId) {
+            self.spoiled.lock().unwrap().push(room.clone());
+        }
+    }
+
+    #[test]
+    fn in_a_cluster_each_room_is_one_record_and_a_refused_room_is_refused_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) =
+            (RoomId::parse("r_a").unwrap(), RoomId::parse("r_b").unwrap(), RoomId::parse("r_c").unwrap());
+        let store = Arc::new(Store::open(dir.path(), Durability::Fsync).unwrap());
+        let log = Arc::new(ScriptedLog {
+            refuse: b.clone(),
+            parts: std::sync::Mutex::default(),
+            spoiled: std::sync::Mutex::default(),
+        });
+        assert!(store.set_replicator(log.clone()));
+        let append = |room: &RoomId, seq| vec![Write::AppendMessage(message(room, seq))];
+        let mut group = Group::default();
+        for (writes, ticket) in [
+            (append(&a, 1), "a1"),
+            (append(&b, 1), "b1"),
+            (append(&a, 2), "a2"),
+            // c's seq 2 follows a hole: refused, and so is c's next write in the group.
+            (append(&c, 2), "c2"),
+            (append(&c, 1), "c1"),
+        ] {
+            group.take(Request::Write { writes, ticket, submitted: Instant::now() });
+        }
+        let mut outcomes = Vec::new();
+        commit_group(&store, group, &mut |done: CommitDone<&'static str>| {
+            for t in done.tickets {
+                outcomes.push((t, done.result.is_ok()));
+            }
+        });
+        assert_eq!(outcomes, vec![("a1", true), ("b1", false), ("a2", true), ("c2", false), ("c1", false)]);
+        assert_eq!(
+            *log.parts.lock().unwrap(),
+            vec![(Some(a.clone()), 2), (Some(b.clone()), 1)],
+            "one record per room: a's two writes together; c's never sent"
+        );
+        assert_eq!((store.last_seq(&a).unwrap(), store.last_seq(&b).unwrap()), (2, 0));
+        assert_eq!(store.last_seq(&c).unwrap(), 0);
+        let mut spoiled = log.spoiled.lock().unwrap().clone();
+        spoiled.sort();
+        spoiled.dedup();
+        assert_eq!(spoiled, vec![b, c], "refused rooms wait for their owner to reload");
     }
 }

@@ -61,10 +61,15 @@ pub enum StorageError {
         /// The watermark file.
         watermark: std::path::PathBuf,
     },
-    /// The cluster's shared log did not take a write (broker unreachable, timed out):
-    /// nothing was written.
+    /// The cluster's shared log did not acknowledge a write (broker unreachable, timed
+    /// out): nothing was written here, but the log may hold it.
     #[error("cluster log: {0}")]
     Replication(String),
+    /// The cluster's shared log refused a room's write, or it was never sent: another
+    /// node owns the room now (it wrote after this node's last record), or this node has
+    /// not caught up with the room. Nothing was written anywhere.
+    #[error("cluster log refused the write: {0}")]
+    NotLogged(String),
     /// A message append did not follow its room's log (an earlier write of the room was
     /// refused): nothing of its submission was written.
     #[error("{0}")]
@@ -90,6 +95,7 @@ impl StorageError {
                 | Self::Closed
                 | Self::DiskFull { .. }
                 | Self::Replication(_)
+                | Self::NotLogged(_)
                 | Self::OutOfOrder(_)
         )
     }
@@ -99,7 +105,11 @@ impl StorageError {
 /// failure to log and report as `internal`.
 impl From<&StorageError> for palaver_core::owner::LookupError {
     fn from(e: &StorageError) -> Self {
-        if e.is_unavailable() { Self::Unavailable } else { Self::Failed(e.to_string()) }
+        match e {
+            StorageError::Replication(_) => Self::Unknown,
+            e if e.is_unavailable() => Self::Unavailable,
+            e => Self::Failed(e.to_string()),
+        }
     }
 }
 

@@ -43,6 +43,31 @@ pub trait Replicator: Send + Sync {
     /// position past a write of its own before this, or a crash in between would lose
     /// that write here for good.
     fn applied_locally(&self, position: u64);
+
+    /// Makes a group commit's writes part of the shared log, one record per part (each
+    /// room's writes under that room's fence), and returns each part's position or why
+    /// the log did not take it (then it must be applied nowhere). `last_seq` reads a
+    /// room's last stored seq here.
+    fn replicate_parts(
+        &self,
+        parts: &[LogPart<'_>],
+        last_seq: &dyn Fn(&palaver_protocol::RoomId) -> Result<u64, StorageError>,
+    ) -> Vec<Result<u64, StorageError>>;
+
+    /// A group commit refused a write of `room` (for any reason): the room's writes
+    /// still on their way, decided after it, must be refused too until its owner is
+    /// loaded again.
+    fn refused(&self, room: &palaver_protocol::RoomId);
+}
+
+/// The writes of one group commit that go to the shared log as one record: all of one
+/// room's (`room`), or those of no single room.
+#[derive(Debug)]
+pub struct LogPart<'a> {
+    /// The room every write belongs to, if one does.
+    pub room: Option<&'a palaver_protocol::RoomId>,
+    /// The writes, in submission order.
+    pub writes: Vec<&'a Write>,
 }
 
 /// A write handed to the shared log and not yet applied here.
@@ -464,6 +489,44 @@ impl Store {
         self.replicator.set(replicator).is_ok()
     }
 
+    /// Whether this store is a cluster node's replica (its writes go to the shared log).
+    pub fn replicates(&self) -> bool {
+        self.replicator.get().is_some()
+    }
+
+    /// Whether a write could be applied now (not poisoned, open, disk not full): checked
+    /// before a group's writes go to the shared log, so that the log never takes a write
+    /// this node then refuses to apply for a reason it knew before.
+    pub fn writable(&self) -> Result<(), StorageError> {
+        if self.is_poisoned() {
+            return Err(StorageError::Poisoned);
+        }
+        self.engine()?;
+        self.disk.check(self.watermark.file())
+    }
+
+    /// Hands a group commit's parts to the shared log (see [`Replicator::replicate_parts`]);
+    /// without a cluster every part is taken as it is, at no position.
+    pub fn replicate_parts(&self, parts: &[LogPart<'_>]) -> Vec<Result<u64, StorageError>> {
+        match self.replicator.get() {
+            Some(replicator) => replicator.replicate_parts(parts, &|room| self.last_seq(room)),
+            None => parts.iter().map(|_| Ok(0)).collect(),
+        }
+    }
+
+    /// Tells the shared log that a write of `room` was refused (see [`Replicator::refused`]).
+    pub fn refused_room(&self, room: &palaver_protocol::RoomId) {
+        if let Some(replicator) = self.replicator.get() {
+            replicator.refused(room);
+        }
+    }
+
+    /// Applies writes the shared log took at `positions` (from [`Store::replicate_parts`])
+    /// as one atomic batch, durable per the policy, and tells the replicator they are here.
+    pub fn apply_logged(&self, writes: &[Write], positions: &[u64]) -> Result<(), StorageError> {
+        self.apply_batch_logged(writes, None, Some(positions))
+    }
+
     pub(crate) fn replicate(&self, writes: &[Write]) -> Result<Logged, StorageError> {
         match self.replicator.get() {
             Some(replicator) => replicator.replicate(writes).map(|p| Logged(Some(p))),
@@ -504,6 +567,18 @@ impl Store {
     }
 
     fn apply_batch(&self, writes: &[Write], log_position: Option<u64>) -> Result<(), StorageError> {
+        self.apply_batch_logged(writes, log_position, None)
+    }
+
+    /// `logged_at`: the shared log's positions of these writes, when the caller logged
+    /// them already (a group commit's parts); otherwise, outside a replica's apply, they
+    /// are logged here first.
+    fn apply_batch_logged(
+        &self,
+        writes: &[Write],
+        log_position: Option<u64>,
+        logged_at: Option<&[u64]>,
+    ) -> Result<(), StorageError> {
         let mut commits = self.commits.lock().map_err(|_| StorageError::Poisoned)?;
         if self.is_poisoned() {
             return Err(StorageError::Poisoned);
@@ -511,7 +586,11 @@ impl Store {
         let e = self.engine()?;
         self.disk.check(self.watermark.file())?;
         // The shared log first: a write it refused is written nowhere.
-        let logged = if log_position.is_none() { self.replicate(writes)? } else { Logged(None) };
+        let logged = if log_position.is_none() && logged_at.is_none() {
+            self.replicate(writes)?
+        } else {
+            Logged(None)
+        };
         // A replica's batch is not synced: the log holds it durably, and a crash that
         // loses it loses its recorded position with it (same batch), so it is applied
         // again. The journal is written in order, so any later sync covers it.
@@ -622,6 +701,11 @@ impl Store {
         let counter = *commits + 1;
         batch.insert(&e.meta, COMMIT_COUNTER_KEY, counter.to_be_bytes());
         self.commit_logged(batch, logged)?;
+        if let (Some(replicator), Some(positions)) = (self.replicator.get(), logged_at) {
+            for position in positions {
+                replicator.applied_locally(*position);
+            }
+        }
         *commits = counter;
         // Only a synced commit vouches for its counter (an unsynced replica batch is
         // covered by the next synced one).

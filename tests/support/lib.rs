@@ -402,17 +402,22 @@ pub struct Nats {
     child: Child,
     /// `nats://127.0.0.1:PORT`.
     pub url: String,
-    _store: tempfile::TempDir,
+    store: tempfile::TempDir,
 }
 
 impl Nats {
     pub fn start() -> Nats {
-        let bin = outside_tool(NATS_SERVER);
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let store = tempfile::tempdir().unwrap();
+        let child = Nats::spawn(port, store.path());
+        Nats { child, url: format!("nats://127.0.0.1:{port}"), store }
+    }
+
+    fn spawn(port: u16, store: &Path) -> Child {
+        let bin = outside_tool(NATS_SERVER);
         let child = Command::new(&bin)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store.path())
+            .arg(store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -422,7 +427,17 @@ impl Nats {
             assert!(Instant::now() < deadline, "nats-server did not listen on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Nats { child, url: format!("nats://127.0.0.1:{port}"), _store: store }
+        child
+    }
+
+    /// Kills the server with SIGKILL, waits `down`, and starts it again on the same port
+    /// and JetStream store.
+    pub fn kill9_and_restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        let port: u16 = self.url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap();
+        self.child = Nats::spawn(port, self.store.path());
     }
 }
 

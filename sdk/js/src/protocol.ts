@@ -501,7 +501,7 @@ retry_after_ms?: number | null, };
  * The closed set of error codes a reply may carry. Every failure a client can cause maps
  * to exactly one of these; `internal` is reserved for the server's own faults.
  */
-export type ErrorCode = "unauthorized" | "forbidden" | "not_found" | "invalid" | "conflict" | "too_large" | "rate_limited" | "unavailable" | "internal";
+export type ErrorCode = "unauthorized" | "forbidden" | "not_found" | "invalid" | "conflict" | "too_large" | "rate_limited" | "unavailable" | "internal" | "unknown";
 /**
  * Answer to `auth`.
  */

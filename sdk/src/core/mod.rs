@@ -1052,7 +1052,12 @@ impl ClientCore {
                 ReplyBody::Err(e) if e.code == ErrorCode::RateLimited => {
                     self.presence.retry_later(re, now + e.retry_after_ms.unwrap_or(100).max(1));
                 }
-                ReplyBody::Err(e) if matches!(e.code, ErrorCode::Unavailable | ErrorCode::Internal) => {
+                ReplyBody::Err(e)
+                    if matches!(
+                        e.code,
+                        ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::Unknown
+                    ) =>
+                {
                     self.presence.retry_later(re, now + self.config.backoff_initial_ms.max(1) * 4);
                 }
                 _ => self.presence.refused(re),
@@ -1067,7 +1072,10 @@ impl ClientCore {
                         track.sent_read = track.sent_read.max(ok.read).max(read.unwrap_or(0));
                     }
                     ReplyBody::Err(e)
-                        if matches!(e.code, ErrorCode::RateLimited | ErrorCode::Unavailable) => {}
+                        if matches!(
+                            e.code,
+                            ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Unknown
+                        ) => {}
                     // Refused for good: stop asking for these values.
                     _ => {
                         track.sent_delivered = track.sent_delivered.max(delivered.unwrap_or(0));
@@ -1101,7 +1109,8 @@ impl ClientCore {
                     entry.in_flight = None;
                     entry.not_before = now + e.retry_after_ms.unwrap_or(100).max(1);
                 }
-                ErrorCode::Unavailable | ErrorCode::Internal => {
+                // `unknown`: it may be stored; the same cid again is answered once.
+                ErrorCode::Unavailable | ErrorCode::Internal | ErrorCode::Unknown => {
                     entry.in_flight = None;
                     entry.not_before = now + self.config.backoff_initial_ms.max(1) * 4;
                 }
@@ -1144,7 +1153,10 @@ impl ClientCore {
             ReplyBody::Err(e)
                 if matches!(
                     e.code,
-                    ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal
+                    ErrorCode::RateLimited
+                        | ErrorCode::Unavailable
+                        | ErrorCode::Internal
+                        | ErrorCode::Unknown
                 ) =>
             {
                 // Transient: try again on the next connection.

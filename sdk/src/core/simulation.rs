@@ -41,6 +41,9 @@ struct FakeServer {
     sessions: u64,
     /// Refuse this many authenticated requests with `rate_limited`.
     rate_limit_next: usize,
+    /// Store this many sends but answer them `unknown` (a cluster log that stored the
+    /// write and did not say so in time).
+    unknown_next: usize,
     /// Users who refuse to be followed (`presence.subscribe` naming one is `forbidden`).
     presence_refused: BTreeSet<UserId>,
     /// `presence.subscribe` requests received.
@@ -151,6 +154,12 @@ impl FakeServer {
             }
             Op::Send { room, cid, text, .. } => {
                 let (seq, duplicate) = self.store(&room, ME, cid.as_str(), &text);
+                if self.unknown_next > 0 {
+                    self.unknown_next -= 1;
+                    let e = ErrorBody::new(ErrorCode::Unknown, "the log did not answer");
+                    self.to_client.push_back(reply(ReplyBody::Err(e)));
+                    return;
+                }
                 self.to_client.push_back(ok(OkBody::Sent(SendOk { seq, ts: 1000 + seq, duplicate })));
             }
             Op::History { room, before, limit, .. } => {
@@ -665,6 +674,17 @@ fn rate_limited_requests_and_sends_are_retried_when_the_server_says() {
     sim.run_for(100);
     assert!(matches!(sim.done[&history], Ok(OkBody::History(_))));
     assert!(matches!(sim.done[&send], Ok(OkBody::Sent(SendOk { seq: 1, .. }))));
+}
+
+#[test]
+fn a_send_whose_outcome_is_unknown_is_resent_with_the_same_cid_and_stored_once() {
+    let mut sim = joined_sim();
+    sim.server.unknown_next = 2;
+    let send = sim.core.send(sim.now, Outgoing::text(room(), "maybe"));
+    sim.settle();
+    sim.run_for(2_000);
+    assert!(matches!(sim.done[&send], Ok(OkBody::Sent(SendOk { seq: 1, duplicate: true, .. }))));
+    assert_eq!(sim.server.rooms[&room()].len(), 1, "stored once");
 }
 
 #[test]

@@ -9,12 +9,15 @@
 //! - [`PresenceBook`]: who is online, away or offline, announced coalesced.
 //! - [`keys`]: the end-to-end encryption key directory's rules.
 //! - [`shard_for`]: which shard owns a room.
+//! - [`log_fence`]: in a cluster, which node may append a room's records to the shared
+//!   log (leases the log itself enforces).
 //!
 //! The server crate drives these: it feeds them time and commands and carries out their
 //! effects (persist, broadcast, reply).
 
 mod error;
 pub mod keys;
+pub mod log_fence;
 mod membership;
 pub mod memory;
 pub mod owner;

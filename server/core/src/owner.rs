@@ -243,6 +243,10 @@ pub fn lookup_failed(e: &LookupError) -> ReplyBody {
         LookupError::Unavailable => {
             refusal(ErrorCode::Unavailable, "storage is not taking requests now; try again later")
         }
+        LookupError::Unknown => refusal(
+            ErrorCode::Unknown,
+            "the cluster log did not answer: this may or may not be stored; retry it as it was",
+        ),
         LookupError::Failed(_) => refusal(ErrorCode::Internal, "storage failure"),
     }
 }

@@ -360,6 +360,50 @@ pub enum Write {
 }
 
 impl Write {
+    /// The room this write belongs to, if it belongs to one (a room's records go to the
+    /// cluster log under that room's fence).
+    pub fn room(&self) -> Option<&palaver_protocol::RoomId> {
+        match self {
+            Write::AppendMessage(m) | Write::ReplaceMessage(m) => Some(&m.room),
+            Write::PutRoom(r) => Some(&r.room_id),
+            Write::PutMember { room, .. }
+            | Write::PutReceipt { room, .. }
+            | Write::PutReaction { room, .. }
+            | Write::RemoveReaction { room, .. }
+            | Write::PutEditHistory { room, .. }
+            | Write::DropEditHistory { room, .. }
+            | Write::RemoveMentions { room, .. }
+            | Write::RemoveMember { room, .. }
+            | Write::PutBan { room, .. }
+            | Write::RemoveBan { room, .. }
+            | Write::PutMute { room, .. }
+            | Write::RemoveMute { room, .. }
+            | Write::PutInvite { room, .. }
+            | Write::RemoveInvite { room, .. } => Some(room),
+            Write::PutProfile { .. }
+            | Write::PutFriend { .. }
+            | Write::RemoveFriend { .. }
+            | Write::PutBlock { .. }
+            | Write::RemoveBlock { .. }
+            | Write::PutDevice { .. }
+            | Write::PutOneTimeKeys { .. }
+            | Write::RemoveOneTimeKey { .. }
+            | Write::PutLastSeen { .. }
+            | Write::PutUser(_)
+            | Write::PutRefresh { .. }
+            | Write::RevokeFamily { .. }
+            | Write::PutFile(_)
+            | Write::RemoveFile { .. } => None,
+        }
+    }
+
+    /// The one room every write of `writes` belongs to, if there is one (`None` for
+    /// writes of no room or of several).
+    pub fn single_room(writes: &[Write]) -> Option<&palaver_protocol::RoomId> {
+        let first = writes.first()?.room()?;
+        writes.iter().all(|w| w.room() == Some(first)).then_some(first)
+    }
+
     /// The cid of an appended message, if this is one.
     pub fn cid(&self) -> Option<&ClientMsgId> {
         match self {

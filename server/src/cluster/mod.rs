@@ -16,6 +16,10 @@
 //!   every node applies everyone's writes in log order, so each keeps a full replica
 //!   (history, search and reads are local) and a new owner continues a room's seqs
 //!   from its replica.
+//! - **The fence**: each room's records go to the room's own subject, appended only
+//!   after the record the writer last saw there (`palaver_core::log_fence`): a node
+//!   claims a room in the log before its first write, and one that lost the room (a
+//!   stall, a view the others left) finds its late writes refused by the log.
 //! - **Events**: stored messages reach other nodes' subscribers from the log (after
 //!   their replica has them); ephemeral room events on `palaver.ev.<room>`; presence
 //!   session changes on `palaver.presence`.
@@ -27,6 +31,7 @@ mod wire;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use palaver_core::log_fence::LogFence;
 use palaver_core::rendezvous_owner;
 use palaver_protocol::RoomId;
 
@@ -101,6 +106,19 @@ pub struct Cluster {
     pub ownership_conflicts: AtomicU64,
     /// Log positions of this node's own records already applied to its store.
     own_applied: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// Serials of this node's own records whose outcome stayed unknown (never applied
+    /// here: the replica applies them from the log if it has them).
+    own_abandoned: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// The serial of this node's next record.
+    next_serial: AtomicU64,
+    /// This node's leases on rooms' log subjects (used by the commit thread).
+    fence: std::sync::Mutex<LogFence>,
+    /// The clock of the fence's stay-away times.
+    started: std::time::Instant,
+    /// Room writes the log refused because another node had written the room.
+    pub fenced_writes: AtomicU64,
+    /// Rooms this node claimed in the log.
+    pub claims: AtomicU64,
 }
 
 impl Cluster {
@@ -129,6 +147,23 @@ impl Cluster {
 
     fn set_owners(&self, owners: Vec<String>) {
         self.ownership.write().unwrap_or_else(std::sync::PoisonError::into_inner).owners = owners;
+        // A room owned again later is claimed anew, after this node caught up with it.
+        self.fence().release_all();
+    }
+
+    /// A room's owner was loaded from storage here: its writes are decided afresh (a
+    /// refused write no longer spoils them).
+    pub fn room_loaded(&self, room: &RoomId) {
+        self.fence().reloaded(room);
+    }
+
+    fn fence(&self) -> std::sync::MutexGuard<'_, LogFence> {
+        self.fence.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Milliseconds since this process joined (the fence's clock).
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     /// Records that this node caught up under `owners` (if they are still current).
@@ -163,6 +198,16 @@ impl Cluster {
             "palaver_cluster_log_position",
             "Cluster log position applied by this replica.",
             self.log_position.load(Ordering::Relaxed) as f64,
+        );
+        out.counter(
+            "palaver_cluster_fenced_writes",
+            "Room writes the cluster log refused because another node had written the room.",
+            self.fenced_writes.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "palaver_cluster_room_claims",
+            "Rooms this node claimed in the cluster log (ownership epochs).",
+            self.claims.load(Ordering::Relaxed),
         );
         out.counter(
             "palaver_cluster_ownership_conflicts",

@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use palaver_core::log_fence::{Plan, check_claim};
+use palaver_protocol::RoomId;
 use palaver_search::IndexOp;
-use palaver_storage::{Replicator, StorageError, Store, Write};
+use palaver_storage::{LogPart, Replicator, StorageError, Store, Write};
 
 use super::Cluster;
 use super::service::{PublishFailure, ServiceCmd};
@@ -18,6 +20,9 @@ use crate::mesh::{Mesh, ShardMsg};
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most log records applied as one batch.
 const MAX_APPLY_BATCH: usize = 512;
+
+/// Longest a claim waits for this node's replica to reach the room's last record.
+const CLAIM_CATCH_UP: Duration = Duration::from_millis(500);
 
 /// Longest the replica waits for this node's own write to be applied here before it
 /// applies it from the log itself.
@@ -30,32 +35,140 @@ pub struct LogPublisher {
 }
 
 #[derive(serde::Serialize)]
-struct LogRecordOut<'a> {
+struct LogRecordOut<'a, W: serde::Serialize> {
     format: u32,
     node: &'a str,
     incarnation: u64,
-    writes: &'a [Write],
+    writes: &'a [W],
+    /// An ownership epoch: the node claims the room whose subject this is.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    claim: bool,
+    serial: u64,
+}
+
+/// A record handed to the cluster thread: its serial, and its outcome to come.
+struct Pending {
+    serial: u64,
+    outcome: flume::Receiver<Result<u64, PublishFailure>>,
+}
+
+impl Pending {
+    /// The record's outcome by `deadline`. One whose outcome stays unknown is abandoned:
+    /// if the log has it, the replica applies it from there.
+    fn wait(self, cluster: &Cluster, deadline: Instant) -> Result<u64, PublishFailure> {
+        let outcome = match self.outcome.recv_deadline(deadline) {
+            Ok(outcome) => outcome,
+            Err(_) => Err(PublishFailure::Unknown("no acknowledgement from the cluster log".into())),
+        };
+        if matches!(outcome, Err(PublishFailure::Unknown(_))) {
+            cluster
+                .own_abandoned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(self.serial);
+        }
+        outcome
+    }
+}
+
+impl LogPublisher {
+    /// Hands a record to the cluster thread: appended on `subject` after the subject's
+    /// record at `expected` (if given).
+    fn send<W: serde::Serialize>(
+        &self,
+        subject: String,
+        writes: &[W],
+        claim: bool,
+        expected: Option<u64>,
+    ) -> Result<Pending, StorageError> {
+        let cluster = &self.cluster;
+        let serial = cluster.next_serial.fetch_add(1, Ordering::Relaxed);
+        let record = LogRecordOut {
+            format: wire::LOG_FORMAT,
+            node: &cluster.node,
+            incarnation: cluster.incarnation,
+            writes,
+            claim,
+            serial,
+        };
+        let payload = serde_json::to_vec(&record).map_err(|e| StorageError::NotLogged(e.to_string()))?;
+        let (done, outcome) = flume::bounded(1);
+        self.to_service
+            .send(ServiceCmd::Publish { subject, payload, expected, done })
+            .map_err(|_| StorageError::NotLogged("the cluster thread has stopped".into()))?;
+        Ok(Pending { serial, outcome })
+    }
+
+    /// The position of `subject`'s last record, from the broker.
+    fn last_on_subject(&self, subject: String) -> Result<u64, StorageError> {
+        let (done, last) = flume::bounded(1);
+        self.to_service
+            .send(ServiceCmd::LastOnSubject { subject, done })
+            .map_err(|_| StorageError::NotLogged("the cluster thread has stopped".into()))?;
+        match last.recv_timeout(PUBLISH_TIMEOUT) {
+            Ok(Ok(last)) => Ok(last),
+            Ok(Err(e)) => Err(StorageError::NotLogged(format!("cannot read the room's log: {e}"))),
+            Err(_) => Err(StorageError::NotLogged("no answer from the cluster log".into())),
+        }
+    }
+
+    /// Claims `room` for this node: once this replica holds every record of the room's
+    /// subject (waiting briefly for it) and `first_seq` follows the stored log, a claim
+    /// record is appended right after the subject's last. Returns its position.
+    fn claim(
+        &self,
+        room: &RoomId,
+        first_seq: Option<u64>,
+        last_seq: &dyn Fn(&RoomId) -> Result<u64, StorageError>,
+    ) -> Result<u64, StorageError> {
+        let cluster = &self.cluster;
+        let subject = wire::log_of_room(room);
+        let log_last = self.last_on_subject(subject.clone())?;
+        let deadline = Instant::now() + CLAIM_CATCH_UP;
+        while cluster.log_position.load(Ordering::Acquire) < log_last && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let applied = cluster.log_position.load(Ordering::Acquire);
+        check_claim(room, log_last, applied, first_seq, || last_seq(room))?
+            .map_err(|refusal| StorageError::NotLogged(refusal.to_string()))?;
+        let pending = self.send::<Write>(subject, &[], true, Some(log_last))?;
+        match pending.wait(cluster, Instant::now() + PUBLISH_TIMEOUT) {
+            Ok(position) => {
+                cluster.fence().claimed(room, position);
+                cluster.claims.fetch_add(1, Ordering::Relaxed);
+                // A claim holds no write: nothing to wait for before the replica passes it.
+                self.applied_locally(position);
+                tracing::debug!(room = %room, position, "claimed the room in the cluster log");
+                Ok(position)
+            }
+            Err(PublishFailure::WrongLast) => {
+                cluster.fence().refused(room, cluster.now_ms());
+                cluster.fenced_writes.fetch_add(1, Ordering::Relaxed);
+                Err(StorageError::NotLogged(format!(
+                    "{room}: another node wrote the room while this node claimed it"
+                )))
+            }
+            // The claim may have landed; the write itself was never sent.
+            Err(PublishFailure::Unknown(e)) => {
+                cluster.fence().unknown(room);
+                Err(StorageError::NotLogged(format!("claiming {room}: {e}")))
+            }
+        }
+    }
 }
 
 impl Replicator for LogPublisher {
     fn replicate(&self, writes: &[Write]) -> Result<u64, StorageError> {
         let node = &self.cluster.node;
-        let (subject, fresh_subject) = match writes {
-            [Write::PutUser(user)] => (wire::log_of_username(user.username.as_str()), true),
-            _ => (wire::log_of_node(node), false),
+        let (subject, expected) = match writes {
+            [Write::PutUser(user)] => (wire::log_of_username(user.username.as_str()), Some(0)),
+            _ => (wire::log_of_node(node), None),
         };
-        let record =
-            LogRecordOut { format: wire::LOG_FORMAT, node, incarnation: self.cluster.incarnation, writes };
-        let payload = serde_json::to_vec(&record).map_err(|e| StorageError::Replication(e.to_string()))?;
-        let (done, outcome) = flume::bounded(1);
-        self.to_service
-            .send(ServiceCmd::Publish { subject, payload, fresh_subject, done })
-            .map_err(|_| StorageError::Replication("the cluster thread has stopped".into()))?;
-        match outcome.recv_timeout(PUBLISH_TIMEOUT) {
-            Ok(Ok(position)) => Ok(position),
-            Ok(Err(PublishFailure::SubjectTaken)) => Err(StorageError::UsernameTaken),
-            Ok(Err(PublishFailure::Other(e))) => Err(StorageError::Replication(e)),
-            Err(_) => Err(StorageError::Replication("no acknowledgement from the cluster log".into())),
+        let pending = self.send(subject, writes, false, expected)?;
+        match pending.wait(&self.cluster, Instant::now() + PUBLISH_TIMEOUT) {
+            Ok(position) => Ok(position),
+            Err(PublishFailure::WrongLast) => Err(StorageError::UsernameTaken),
+            Err(PublishFailure::Unknown(e)) => Err(StorageError::Replication(e)),
         }
     }
 
@@ -63,12 +176,89 @@ impl Replicator for LogPublisher {
         let mut applied = self.cluster.own_applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         applied.insert(position);
     }
+
+    fn refused(&self, room: &RoomId) {
+        self.cluster.fence().spoil(room);
+    }
+
+    fn replicate_parts(
+        &self,
+        parts: &[LogPart<'_>],
+        last_seq: &dyn Fn(&RoomId) -> Result<u64, StorageError>,
+    ) -> Vec<Result<u64, StorageError>> {
+        let cluster = &self.cluster;
+        let now = cluster.now_ms();
+        // Each room's plan: append after this node's last record, or claim it first. The
+        // claims come before any of this group's records is sent: a claim waits for this
+        // replica, which waits for this node's own records to be applied here.
+        let expected: Vec<Result<Option<u64>, StorageError>> = parts
+            .iter()
+            .map(|part| {
+                let Some(room) = part.room else { return Ok(None) };
+                let plan = cluster.fence().plan(room, now);
+                match plan {
+                    Ok(Plan::Append { expected }) => Ok(Some(expected)),
+                    Ok(Plan::Claim) => {
+                        let first_seq = part.writes.iter().find_map(|w| match w {
+                            Write::AppendMessage(m) => Some(m.seq),
+                            _ => None,
+                        });
+                        self.claim(room, first_seq, last_seq).map(Some)
+                    }
+                    Err(refusal) => Err(StorageError::NotLogged(refusal.to_string())),
+                }
+            })
+            .collect();
+        let sent: Vec<Result<Pending, StorageError>> = parts
+            .iter()
+            .zip(expected)
+            .map(|(part, expected)| {
+                let expected = expected?;
+                let subject = part.room.map_or_else(|| wire::log_of_node(&cluster.node), wire::log_of_room);
+                self.send(subject, &part.writes, false, expected)
+            })
+            .collect();
+        // Every record is on its way; their acknowledgements come back in any order.
+        let deadline = Instant::now() + PUBLISH_TIMEOUT;
+        parts
+            .iter()
+            .zip(sent)
+            .map(|(part, sent)| {
+                let outcome = sent?.wait(cluster, deadline);
+                let Some(room) = part.room else {
+                    return match outcome {
+                        Ok(position) => Ok(position),
+                        Err(PublishFailure::WrongLast) => {
+                            Err(StorageError::NotLogged("refused by the cluster log".into()))
+                        }
+                        Err(PublishFailure::Unknown(e)) => Err(StorageError::Replication(e)),
+                    };
+                };
+                match outcome {
+                    Ok(position) => {
+                        cluster.fence().appended(room, position);
+                        Ok(position)
+                    }
+                    Err(PublishFailure::WrongLast) => {
+                        cluster.fence().refused(room, cluster.now_ms());
+                        cluster.fenced_writes.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(room = %room, "the cluster log refused this node's write: another node owns the room now");
+                        Err(StorageError::NotLogged(format!("{room}: another node owns the room now")))
+                    }
+                    Err(PublishFailure::Unknown(e)) => {
+                        cluster.fence().unknown(room);
+                        Err(StorageError::Replication(e))
+                    }
+                }
+            })
+            .collect()
+    }
 }
 
 /// Waits until this node's own record at `position` is applied here (see
 /// [`Replicator::applied_locally`]); false if it never was (it is then applied from
 /// the log like another node's).
-fn own_write_applied(cluster: &Cluster, store: &Store, position: u64) -> bool {
+fn own_write_applied(cluster: &Cluster, store: &Store, position: u64, serial: u64) -> bool {
     let deadline = std::time::Instant::now() + OWN_WRITE_WAIT;
     loop {
         {
@@ -78,6 +268,12 @@ fn own_write_applied(cluster: &Cluster, store: &Store, position: u64) -> bool {
                 applied.retain(|p| *p > position);
                 return true;
             }
+        }
+        // Its publisher gave up waiting for the log's answer: it was never applied here.
+        if serial != 0
+            && cluster.own_abandoned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&serial)
+        {
+            return false;
         }
         if store.is_poisoned() || std::time::Instant::now() > deadline {
             tracing::warn!(
@@ -135,7 +331,7 @@ pub fn run_replica(
                 Ok(r)
                     if r.node == cluster.node
                         && r.incarnation == cluster.incarnation
-                        && own_write_applied(&cluster, &store, *at) => {}
+                        && own_write_applied(&cluster, &store, *at, r.serial) => {}
                 Ok(r) => {
                     applied += 1;
                     writes.extend(r.writes);

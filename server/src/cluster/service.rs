@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, stream};
 use futures_util::StreamExt as _;
+use palaver_core::log_fence::LogFence;
 use palaver_core::{Heartbeat, Membership, MembershipChange};
 use palaver_protocol::{Codec, ErrorBody, ErrorCode, ReplyBody, UserId};
 use palaver_search::IndexOp;
@@ -33,11 +34,14 @@ pub enum ServiceCmd {
     Publish {
         subject: String,
         payload: Vec<u8>,
-        /// The subject must be empty (a username claim).
-        fresh_subject: bool,
+        /// The position of the subject's last record it must follow (0: the subject
+        /// must be empty, as for a username claim); `None`: unconditional.
+        expected: Option<u64>,
         /// Answered with the record's position in the log.
         done: flume::Sender<Result<u64, PublishFailure>>,
     },
+    /// Read the position of a subject's last record in the log (0: none).
+    LastOnSubject { subject: String, done: flume::Sender<Result<u64, String>> },
     /// This node caught up under `owners`.
     Settled { owners: Vec<String> },
     /// This node's replica caught up at start: it may own rooms.
@@ -46,13 +50,14 @@ pub enum ServiceCmd {
     Stop,
 }
 
-/// Why the log refused a record.
+/// Why the log did not take a record.
 #[derive(Debug)]
 pub enum PublishFailure {
-    /// A username claim lost: the subject had a record.
-    SubjectTaken,
-    /// Anything else.
-    Other(String),
+    /// The subject's last record was not the expected one: nothing was written.
+    WrongLast,
+    /// No acknowledgement (timeout, lost connection, broker error): the log may or may
+    /// not hold it.
+    Unknown(String),
 }
 
 /// The cluster's threads, to stop at shutdown.
@@ -93,6 +98,12 @@ pub fn start(
         log_position: Arc::new(AtomicU64::new(position)),
         own_applied: std::sync::Mutex::default(),
         ownership_conflicts: AtomicU64::new(0),
+        own_abandoned: std::sync::Mutex::default(),
+        next_serial: AtomicU64::new(1),
+        fence: std::sync::Mutex::new(LogFence::new(DEAD_AFTER_MS)),
+        started: Instant::now(),
+        fenced_writes: AtomicU64::new(0),
+        claims: AtomicU64::new(0),
     });
     let (records_tx, records) = flume::bounded::<(u64, bytes::Bytes)>(4_096);
     {
@@ -222,8 +233,13 @@ struct Subscriptions {
     presence: async_nats::Subscriber,
 }
 
+/// How long the log reader waits for a record before it checks that the log holds none
+/// it has not delivered.
+const READER_QUIET_CHECK: Duration = Duration::from_secs(1);
+
 /// Reads the whole log from after `position`, in order, into the replica thread. An
-/// ordered consumer: no acknowledgements, recreated by the client after any gap.
+/// ordered consumer: no acknowledgements, recreated by the client after any gap, and
+/// by this reader when it falls silent while the log grows (after a broker restart).
 async fn read_log(log: stream::Stream, mut position: u64, records: flume::Sender<(u64, bytes::Bytes)>) {
     loop {
         let deliver_policy = if position == 0 {
@@ -252,7 +268,25 @@ async fn read_log(log: stream::Stream, mut position: u64, records: flume::Sender
                 continue;
             }
         };
-        while let Some(message) = messages.next().await {
+        loop {
+            let message = match tokio::time::timeout(READER_QUIET_CHECK, messages.next()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                // A consumer the broker lost (a NATS restart drops it) delivers nothing and
+                // reports nothing: when the log holds records it has not delivered, it is
+                // replaced.
+                Err(_) => match log.get_info().await {
+                    Ok(info) if info.state.last_sequence > position => {
+                        tracing::warn!(
+                            position,
+                            last = info.state.last_sequence,
+                            "the cluster log reader stalled behind the log; reading it anew"
+                        );
+                        break;
+                    }
+                    _ => continue,
+                },
+            };
             match message {
                 Ok(message) => {
                     let Ok(info) = message.info() else { continue };
@@ -610,10 +644,10 @@ impl Service {
                     mesh.send(hub, ShardMsg::ForwardedReply { origin_shard: origin.shard, reply });
                 });
             }
-            ServiceCmd::Publish { subject, payload, fresh_subject, done } => {
+            ServiceCmd::Publish { subject, payload, expected, done } => {
                 let mut publish = jetstream::message::PublishMessage::build().payload(payload.into());
-                if fresh_subject {
-                    publish = publish.expected_last_subject_sequence(0);
+                if let Some(expected) = expected {
+                    publish = publish.expected_last_subject_sequence(expected);
                 }
                 // Sent here in order; acknowledged in the background.
                 match self.js.send_publish(subject, publish).await {
@@ -622,21 +656,32 @@ impl Service {
                             let outcome = match ack.await {
                                 Ok(ack) => Ok(ack.sequence),
                                 Err(e)
-                                    if fresh_subject
-                                        && e.kind()
-                                            == jetstream::context::PublishErrorKind::WrongLastSequence =>
+                                    if e.kind()
+                                        == jetstream::context::PublishErrorKind::WrongLastSequence =>
                                 {
-                                    Err(PublishFailure::SubjectTaken)
+                                    Err(PublishFailure::WrongLast)
                                 }
-                                Err(e) => Err(PublishFailure::Other(e.to_string())),
+                                Err(e) => Err(PublishFailure::Unknown(e.to_string())),
                             };
                             let _ = done.send(outcome);
                         });
                     }
+                    // The client may have buffered it to send after a reconnect.
                     Err(e) => {
-                        let _ = done.send(Err(PublishFailure::Other(e.to_string())));
+                        let _ = done.send(Err(PublishFailure::Unknown(e.to_string())));
                     }
                 }
+            }
+            ServiceCmd::LastOnSubject { subject, done } => {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let last = match log.get_last_raw_message_by_subject(&subject).await {
+                        Ok(message) => Ok(message.sequence),
+                        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(0),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = done.send(last);
+                });
             }
             ServiceCmd::Settled { owners } => {
                 if self.cluster.settle(&owners) {

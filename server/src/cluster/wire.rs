@@ -33,6 +33,12 @@ pub fn log_of_node(node: &str) -> String {
     format!("{PREFIX}.log.n.{node}")
 }
 
+/// Where a room's records go: one subject per room, so that each append can be made
+/// conditional on the subject's last record (the room's fence).
+pub fn log_of_room(room: &RoomId) -> String {
+    format!("{PREFIX}.log.r.{room}")
+}
+
 /// Where an account creation is published: one subject per username skeleton, so the
 /// log itself refuses a second account of the same or a confusable name (expected last
 /// sequence 0).
@@ -68,6 +74,13 @@ pub struct LogRecord {
     pub node: String,
     pub incarnation: u64,
     pub writes: Vec<Write>,
+    /// An ownership epoch: the node claimed the room whose subject this is (no writes).
+    #[serde(default)]
+    pub claim: bool,
+    /// The writer's serial number of the record (per incarnation, from 1; 0 in older
+    /// records).
+    #[serde(default)]
+    pub serial: u64,
 }
 
 /// A command forwarded to the room's owner.
@@ -177,6 +190,8 @@ mod tests {
             node: "n1".into(),
             incarnation: 3,
             writes: vec![Write::AppendMessage(message.clone())],
+            claim: false,
+            serial: 1,
         };
         let back: LogRecord = serde_json::from_slice(&serde_json::to_vec(&record).unwrap()).unwrap();
         match &back.writes[..] {
@@ -188,7 +203,14 @@ mod tests {
 
     #[test]
     fn a_record_says_its_format_and_the_first_format_needs_none() {
-        let record = LogRecord { format: LOG_FORMAT, node: "n1".into(), incarnation: 1, writes: Vec::new() };
+        let record = LogRecord {
+            format: LOG_FORMAT,
+            node: "n1".into(),
+            incarnation: 1,
+            writes: Vec::new(),
+            claim: false,
+            serial: 1,
+        };
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["format"], LOG_FORMAT);
         let old: LogRecord = serde_json::from_str(r#"{"node":"n1","incarnation":1,"writes":[]}"#).unwrap();

@@ -193,6 +193,9 @@ fn load(shard: &Shard, id: &RoomId, now: u64) -> Result<Option<HeldRoom>, Storag
     let Some(owner) = RoomOwner::load(stored, shard.shared.config.room_limits(), now) else {
         return Ok(None);
     };
+    if let Some(cluster) = &shard.shared.cluster {
+        cluster.room_loaded(id);
+    }
     Ok(Some(HeldRoom { owner, cids: KnownCids::at_start(shard, has_messages) }))
 }
 

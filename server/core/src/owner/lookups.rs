@@ -17,6 +17,10 @@ pub enum LookupError {
     /// request may be retried.
     #[error("storage is not answering now; try again later")]
     Unavailable,
+    /// A write's outcome is unknown: the cluster's log may hold it (it did not answer in
+    /// time). Nothing was applied here; a retry with the same request is exactly-once.
+    #[error("the cluster log did not answer; the write may be stored")]
+    Unknown,
     /// Storage failed (damage, a bug): logged by the driver, `internal` to the client.
     #[error("storage failure: {0}")]
     Failed(String),

@@ -1,0 +1,280 @@
+//! Faults of a three-node cluster over a real NATS server, under writers on every node
+//! (SDK clients, unique cids, retried with the same cid by the SDK), each checked the
+//! same way afterwards: every node is stopped and its store read back offline — nothing
+//! acknowledged lost, acknowledged at the seq stored, no cid twice, no hole, and every
+//! replica identical.
+//!
+//! - **A stalled owner**: the node owning the busy rooms is frozen with SIGSTOP long
+//!   enough for the others to declare it dead and take its rooms, then resumed with
+//!   SIGCONT, still believing it owns them and with writes queued: the log's per-room
+//!   fence refuses them. Short run: one 3 s freeze; `PALAVER_LONG_TESTS=1`: 1.5, 3 and
+//!   10 s, three times each.
+//! - **A broker restart**: `nats-server` is killed with SIGKILL and started again on the
+//!   same store after 5 s (five times with `PALAVER_LONG_TESTS=1`): replication resumes
+//!   on every node by itself.
+//!
+//! The two run one after the other (each starts four processes on a small machine).
+#![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use palaver_e2e::{Nats, Server, WAIT, long_tests, metric};
+use palaver_protocol::{Codec, RoomId, RoomKind};
+
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+/// The node frozen, whose rooms the writers use.
+const VICTIM: usize = 1;
+
+/// One fault test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// One node's stored messages per room: (seq, text, sender/cid).
+type Replica = BTreeMap<RoomId, Vec<(u64, String, String)>>;
+
+fn start_cluster(nats: &Nats) -> Vec<Server> {
+    let nodes: Vec<Server> = NODES
+        .iter()
+        .map(|id| Server::start(&["--cluster", &nats.url, "--node-id", id, "--shards", "1"]))
+        .collect();
+    wait_live(&nodes.iter().map(|n| n.addr).collect::<Vec<_>>(), 3);
+    nodes
+}
+
+/// Until every node hears `n` live nodes.
+fn wait_live(addrs: &[SocketAddr], n: u64) {
+    let deadline = Instant::now() + WAIT;
+    while !addrs.iter().all(|a| metric(*a, "palaver_cluster_live_nodes") == n) {
+        assert!(Instant::now() < deadline, "the nodes did not see {n} live nodes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What the writers were told: text → (room, seq) when acknowledged.
+#[derive(Default)]
+struct Told {
+    acked: HashMap<String, (RoomId, u64)>,
+    failed: Vec<(String, String)>,
+}
+
+/// Nine SDK writers, three per node (each failing over to the others), sending about
+/// ten messages a second each into two rooms owned by [`VICTIM`], without waiting for
+/// answers (up to 64 in flight), so sends keep coming while the owner is frozen.
+struct Writers {
+    clients: Vec<palaver_sdk::Client>,
+    rooms: Vec<RoomId>,
+    told: Arc<Mutex<Told>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    async fn start(nodes: &[Server]) -> Writers {
+        let urls: Vec<String> = nodes.iter().map(|n| n.url("")).collect();
+        let owners: Vec<String> = NODES.iter().map(|s| (*s).to_owned()).collect();
+        let mut clients = Vec::new();
+        for n in 0..9 {
+            let home = n % 3;
+            let others: Vec<String> = (1..3).map(|k| urls[(home + k) % 3].clone()).collect();
+            let codec = if n % 2 == 0 { Codec::Json } else { Codec::Rkyv };
+            let mut options = palaver_sdk::ClientOptions::with_codec(codec).failing_over_to(others);
+            options.core.backoff_initial_ms = 50;
+            options.core.backoff_max_ms = 400;
+            options.core.request_timeout_ms = 60_000;
+            let credentials = palaver_sdk::Credentials::register(format!("writer{n}"), "password-123");
+            clients.push(palaver_sdk::Client::connect_with(&urls[home], credentials, options).await.unwrap());
+        }
+        let mut rooms = Vec::new();
+        for r in 0..60 {
+            if rooms.len() == 2 {
+                break;
+            }
+            let room = clients[0].create_room(&format!("busy{r}"), RoomKind::Public).await.unwrap().room_id;
+            if palaver_core::rendezvous_owner(&owners, &room) == Some(NODES[VICTIM]) {
+                rooms.push(room);
+            }
+        }
+        assert_eq!(rooms.len(), 2);
+        for client in &clients {
+            for room in &rooms {
+                client.join(room).await.unwrap();
+            }
+        }
+        let told: Arc<Mutex<Told>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for (n, client) in clients.iter().enumerate() {
+            let (client, told, stop, rooms) = (client.clone(), told.clone(), stop.clone(), rooms.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut in_flight = tokio::task::JoinSet::new();
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    while in_flight.len() >= 64 {
+                        in_flight.join_next().await;
+                    }
+                    let room = rooms[(i + n) % rooms.len()].clone();
+                    let text = format!("w{n}-{i}");
+                    i += 1;
+                    let (client, told) = (client.clone(), told.clone());
+                    in_flight.spawn(async move {
+                        match client.send(&room, &text).await {
+                            Ok(sent) => {
+                                told.lock().unwrap().acked.insert(text, (room, sent.seq));
+                            }
+                            Err(e) => told.lock().unwrap().failed.push((text, e.to_string())),
+                        }
+                    });
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                while in_flight.join_next().await.is_some() {}
+            }));
+        }
+        Writers { clients, rooms, told, stop, tasks }
+    }
+
+    /// Stops sending, waits for every send to be answered, closes the clients.
+    async fn finish(self) -> (Vec<RoomId>, Told) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            tokio::time::timeout(WAIT * 8, task).await.expect("every send finishes").unwrap();
+        }
+        for client in &self.clients {
+            client.close();
+        }
+        let told = std::mem::take(&mut *self.told.lock().unwrap());
+        (self.rooms, told)
+    }
+}
+
+/// Stops every node and reads each one's store: every replica identical, gapless, no
+/// cid twice, every acknowledged message at its seq. Returns the messages stored.
+fn check_replicas(nodes: &mut [Server], rooms: &[RoomId], told: &Told) -> usize {
+    // Let every replica read the whole log first.
+    std::thread::sleep(Duration::from_secs(2));
+    for node in nodes.iter_mut() {
+        assert!(node.terminate().success());
+    }
+    let mut replicas: Vec<Replica> = Vec::new();
+    for node in nodes.iter() {
+        let store =
+            palaver_storage::Store::open(&node.data_dir().join("db"), palaver_storage::Durability::Fsync)
+                .unwrap();
+        let mut here = BTreeMap::new();
+        for room in rooms {
+            let messages = store.messages_between(room, 1, u64::MAX, 1_000_000).unwrap();
+            let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+            assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "room {room}: gapless");
+            let messages: Vec<(u64, String, String)> = messages
+                .into_iter()
+                .filter(|m| m.system.is_none())
+                .map(|m| (m.seq, m.text, format!("{}/{}", m.sender, m.cid)))
+                .collect();
+            here.insert(room.clone(), messages);
+        }
+        replicas.push(here);
+    }
+    // Seqs at which some replica holds another message than the first node's.
+    let mut divergent = 0;
+    for replica in replicas.iter().skip(1) {
+        for room in rooms {
+            let theirs: BTreeMap<u64, &String> = replica[room].iter().map(|(s, t, _)| (*s, t)).collect();
+            let ours: BTreeMap<u64, &String> = replicas[0][room].iter().map(|(s, t, _)| (*s, t)).collect();
+            let seqs: BTreeSet<u64> = theirs.keys().chain(ours.keys()).copied().collect();
+            divergent += seqs.iter().filter(|s| theirs.get(s) != ours.get(s)).count();
+        }
+    }
+    let mut stored: HashMap<&str, (&RoomId, u64)> = HashMap::new();
+    let mut twice = 0;
+    for (room, messages) in &replicas[0] {
+        let mut cids = BTreeSet::new();
+        for (seq, text, cid) in messages {
+            let new_cid = cids.insert(cid);
+            let new_text = stored.insert(text, (room, *seq)).is_none();
+            if !(new_cid && new_text) {
+                twice += 1;
+            }
+        }
+    }
+    let (mut lost, mut moved) = (0, 0);
+    for (text, (room, seq)) in &told.acked {
+        match stored.get(text.as_str()) {
+            None => lost += 1,
+            Some(at) if *at != (room, *seq) => moved += 1,
+            Some(_) => {}
+        }
+    }
+    for (text, why) in &told.failed {
+        eprintln!("send {text} failed: {why}");
+    }
+    eprintln!(
+        "{} acknowledged, {} failed, {} stored; {lost} lost, {moved} at another seq, {twice} stored twice, \
+         {divergent} seqs where replicas differ",
+        told.acked.len(),
+        told.failed.len(),
+        stored.len()
+    );
+    assert_eq!((lost, moved), (0, 0), "every acknowledged message is stored at its seq");
+    assert_eq!(twice, 0, "no message stored twice");
+    assert_eq!(divergent, 0, "every replica holds the same messages");
+    stored.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_owner_cannot_overwrite_the_rooms_it_lost() {
+    let _serial = SERIAL.lock().await;
+    let stalls: Vec<Duration> = if long_tests() {
+        [1_500, 3_000, 10_000].iter().flat_map(|ms| [Duration::from_millis(*ms); 3]).collect()
+    } else {
+        vec![Duration::from_secs(3)]
+    };
+    let nats = Nats::start();
+    let mut nodes = start_cluster(&nats);
+    let writers = Writers::start(&nodes).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for stall in &stalls {
+        nodes[VICTIM].signal(libc::SIGSTOP);
+        tokio::time::sleep(*stall).await;
+        nodes[VICTIM].signal(libc::SIGCONT);
+        eprintln!("owner frozen for {stall:?}, resumed");
+        // The rooms move back to it and the traffic goes on.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+    let (rooms, told) = writers.finish().await;
+    let fenced: u64 = nodes.iter().map(|n| metric(n.addr, "palaver_cluster_fenced_writes_total")).sum();
+    let claims: u64 = nodes.iter().map(|n| metric(n.addr, "palaver_cluster_room_claims_total")).sum();
+    eprintln!("stalled owner: {fenced} writes fenced, {claims} claims");
+    check_replicas(&mut nodes, &rooms, &told);
+    assert!(claims > 0, "the rooms changed hands");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_resumes_by_itself_after_the_broker_restarts() {
+    let _serial = SERIAL.lock().await;
+    let restarts = if long_tests() { 5 } else { 1 };
+    let mut nats = Nats::start();
+    let mut nodes = start_cluster(&nats);
+    let writers = Writers::start(&nodes).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..restarts {
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+        tokio::task::block_in_place(|| nats.kill9_and_restart(Duration::from_secs(5)));
+        let back = Instant::now();
+        let before: Vec<u64> = addrs.iter().map(|a| metric(*a, "palaver_cluster_log_position")).collect();
+        // Every replica applies new records again, without any node restarting.
+        loop {
+            let now: Vec<u64> = addrs.iter().map(|a| metric(*a, "palaver_cluster_log_position")).collect();
+            if now.iter().zip(&before).all(|(n, b)| n > b) {
+                break;
+            }
+            assert!(back.elapsed() < WAIT, "replication did not resume: {before:?} → {now:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("broker back: every replica applying again after {:?}", back.elapsed());
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+    let (rooms, told) = writers.finish().await;
+    check_replicas(&mut nodes, &rooms, &told);
+}
