@@ -184,7 +184,13 @@ impl Links {
     async fn connect(config: &ClusterConfig, start_position: u64) -> Result<Links, String> {
         let options = async_nats::ConnectOptions::new()
             .name(format!("palaver {}", config.node_id))
-            .connection_timeout(Duration::from_secs(5));
+            .connection_timeout(Duration::from_secs(5))
+            // The client's default backs off to 4 s between attempts: a broker back after a
+            // few seconds would be found only that late. A quarter second at most.
+            .reconnect_delay_callback(|attempts| {
+                let exponent = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
+                Duration::from_millis(2u64.saturating_pow(exponent).min(RECONNECT_MAX_DELAY_MS))
+            });
         let client = options
             .connect(config.nats_url.as_str())
             .await
@@ -232,6 +238,9 @@ struct Subscriptions {
     events: async_nats::Subscriber,
     presence: async_nats::Subscriber,
 }
+
+/// The longest wait between two attempts to reach NATS again.
+const RECONNECT_MAX_DELAY_MS: u64 = 250;
 
 /// How long the log reader waits for a record before it checks that the log holds none
 /// it has not delivered.
