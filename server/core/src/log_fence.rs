@@ -168,11 +168,14 @@ impl LogFence {
         self.spoiled.remove(room);
     }
 
-    /// The ownership view changed: every lease is given up, so a room this node owns
-    /// again later is claimed anew (after its replica caught up) rather than appended
-    /// to from an old lease that another node's records have ended.
-    pub fn release_all(&mut self) {
-        self.leases.retain(|_, lease| matches!(lease, Lease::Lost { .. }));
+    /// The ownership view changed: the leases of the rooms this node no longer owns
+    /// (`still_owned` is false) are given up, so that if it owns one again later it
+    /// claims it anew (after its replica caught up) rather than appending from an old
+    /// lease another node's records have ended. The leases it keeps stay: they are
+    /// only ever as good as the log's condition, which still guards every append (and
+    /// claiming thousands of rooms again at every view change would hold up writes).
+    pub fn release_lost(&mut self, still_owned: impl Fn(&RoomId) -> bool) {
+        self.leases.retain(|room, lease| matches!(lease, Lease::Lost { .. }) || still_owned(room));
     }
 
     /// Whether this node holds `room`'s lease.
@@ -230,13 +233,13 @@ mod tests {
         fence.reloaded(&room());
         assert_eq!(fence.plan(&room(), 1_099), Err(Refusal::Fenced { room: room() }));
         // A view change does not shorten the stay-away.
-        fence.release_all();
+        fence.release_lost(|_| false);
         assert!(fence.plan(&room(), 500).is_err());
         assert_eq!(fence.plan(&room(), 1_100), Ok(Plan::Claim));
     }
 
     #[test]
-    fn an_unknown_outcome_or_a_view_change_ends_the_lease() {
+    fn an_unknown_outcome_or_losing_the_room_ends_the_lease() {
         let mut fence = LogFence::new(1_000);
         fence.claimed(&room(), 3);
         fence.unknown(&room());
@@ -244,7 +247,9 @@ mod tests {
         fence.reloaded(&room());
         assert_eq!(fence.plan(&room(), 0), Ok(Plan::Claim));
         fence.claimed(&room(), 5);
-        fence.release_all();
+        fence.release_lost(|_| true);
+        assert_eq!(fence.plan(&room(), 0), Ok(Plan::Append { expected: 5 }), "still owned: kept");
+        fence.release_lost(|_| false);
         assert_eq!(fence.plan(&room(), 0), Ok(Plan::Claim));
     }
 

@@ -146,9 +146,9 @@ impl Cluster {
     }
 
     fn set_owners(&self, owners: Vec<String>) {
+        // A room this node loses is claimed anew if it owns it again later.
+        self.fence().release_lost(|room| rendezvous_owner(&owners, room) == Some(self.node.as_str()));
         self.ownership.write().unwrap_or_else(std::sync::PoisonError::into_inner).owners = owners;
-        // A room owned again later is claimed anew, after this node caught up with it.
-        self.fence().release_all();
     }
 
     /// A room's owner was loaded from storage here: its writes are decided afresh (a

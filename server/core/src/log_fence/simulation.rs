@@ -461,7 +461,7 @@ impl Sim {
             return;
         }
         node.believes_owner = owns;
-        node.fence.release_all();
+        node.fence.release_lost(|_| owns);
         match &mut node.owner {
             Some(owner) if !owns && owner.is_settled() => node.owner = None,
             // Let go once its writes settle.
