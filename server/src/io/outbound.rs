@@ -45,6 +45,9 @@ struct Queue {
     limit: usize,
     state: State,
     writer: Option<Waker>,
+    /// The writer while a write is in flight, to be woken if the queue is aborted: one
+    /// slot, replaced in place, because it is polled on every write.
+    abort_watcher: Option<Waker>,
     /// Tasks waiting for the socket to close or finish (the reader): woken only when the
     /// state changes, never per write.
     state_watchers: Vec<Waker>,
@@ -102,6 +105,7 @@ impl Outbound {
             limit,
             state: State::Open,
             writer: None,
+            abort_watcher: None,
             state_watchers: Vec::new(),
             drain_watchers: Vec::new(),
             close_frames,
@@ -226,7 +230,10 @@ impl Outbound {
         if q.state == State::Finished {
             Poll::Ready(())
         } else {
-            watch(&mut q.state_watchers, cx.waker());
+            match &mut q.abort_watcher {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
             Poll::Pending
         }
     }
@@ -385,6 +392,9 @@ fn watch(watchers: &mut Vec<Waker>, waker: &Waker) {
 
 fn wake_all(q: &mut Queue) {
     if let Some(w) = q.writer.take() {
+        w.wake();
+    }
+    if let Some(w) = q.abort_watcher.take() {
         w.wake();
     }
     for w in q.state_watchers.drain(..).chain(q.drain_watchers.drain(..)) {
