@@ -1,25 +1,40 @@
-//! `room_model`: the room state machine (`palaver_core::Room`) against a plain reference
-//! model, driven by an `Arbitrary` script of operations — joins, leaves, sends with
-//! repeated cids, commits, edits, deletes, reactions, receipts, invitations, moderation
-//! (kick, ban, unban, mute, unmute, role changes, transfer), the clock, and `Restart`.
+//! `room_model`: the production room owner (`palaver_core::owner::RoomOwner`) against a
+//! plain reference model, driven by an `Arbitrary` script of operations — joins, leaves,
+//! sends with repeated cids, commits, edits, deletes, reactions, receipts, invitations,
+//! moderation (kick, ban, unban, mute, unmute, role changes, transfer), the clock, and
+//! `Restart`.
 //!
-//! The harness plays the owning shard: it records the writes the shard submits for each
-//! accepted operation (the same `Write`s as `server/src/shard/`), applies them to a plain
-//! in-memory "store" in order when they commit, and on `Restart` drops what was not
-//! committed and rebuilds the room from that store the way the shard's `load` does
-//! (`Room::restore` + receipts + governance + `expire_mutes`). The model is independent of
-//! all that: its state after a restart is simply its state at the last commit.
+//! The harness plays the shard that drives the owner: each operation becomes the
+//! `RoomOp` the route produces and goes through `RoomOwner::handle` with a
+//! `MemoryStore` as the lookups; the commits it decides are applied to the store and
+//! settled through `on_committed`, and the answers it gives are what the client would
+//! read. `Restart` drops every commit in flight (and the answers waiting on them) and
+//! loads the room again with `RoomOwner::load` from what the store holds. The model is
+//! independent of all that: plain maps keyed by user index, no pending queue; its state
+//! after a restart is its state at the last commit.
 //!
-//! Simplification: sends stay pending until a `Commit` (or a later write-through), so
-//! retries race their own first attempt; every other accepted operation commits at once
-//! (the shard answers them after their write is durable), which also commits every send
-//! before it (group commit is first in, first out).
+//! Sends stay in flight until a `Commit`, so retries race their own first attempt and
+//! are answered only when it is durable; every other operation that writes commits at
+//! once, with everything before it (group commit is first in, first out), as the
+//! shard answers those only when durable.
+//!
+//! After every operation: each answer given is the model's (the value, or a refusal of
+//! the variant the model names, recognised by its protocol code and the shape of its
+//! message); the room in memory (`last_seq`, `durable_seq`, every user's role, ban,
+//! mute, invitation and receipt) is the model's; and the store holds exactly the
+//! model's state as of the last commit (members, bans, live mutes, invitations,
+//! receipts, reactions and every message's seq, sender, time, kind and tombstone).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use arbitrary::{Arbitrary, Unstructured};
-use palaver_core::{CoreError, Draft, Governance, Moderation, Role, Room, RoomLimits, SendOutcome};
-use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, RoomKind, UserId, limits};
+use palaver_core::memory::MemoryStore;
+use palaver_core::owner::{Commit, Effects, Lookups, NewRoom, Outgoing, OwnerConfig, RoomOp, RoomOwner};
+use palaver_core::route::RoomRequest;
+use palaver_core::{CoreError, Moderation, Role, RoomLimits};
+use palaver_protocol::{
+    ClientMsgId, ErrorBody, MessageKind, OkBody, ReplyBody, RoomId, RoomKind, TextError, UserId, limits,
+};
 
 const USERS: u8 = 5;
 const MAX_TEXT_CHARS: usize = 16;
@@ -55,9 +70,8 @@ enum ModAction {
     Transfer,
 }
 
-/// Input: a room kind and a script. Checks, after every operation: the outcome (value or
-/// error kind) is the model's; `last_seq`, `durable_seq`, every user's role, ban, mute,
-/// invitation and receipt are the model's.
+/// Input: a room kind and a script. Checks, after every operation, what the module docs
+/// list; at the end, that every request was answered once the last writes are durable.
 pub fn room_model(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let Ok(private) = bool::arbitrary(&mut u) else { return };
@@ -74,6 +88,9 @@ pub fn room_model(data: &[u8]) {
         h.step(op, &step);
         h.compare(&step);
     }
+    h.commit();
+    h.take_answers();
+    assert!(h.waiting.is_empty(), "never answered: {:?}", h.waiting);
 }
 
 /// Which step of the script failed, formatted only when one does.
@@ -94,7 +111,7 @@ fn room_id() -> RoomId {
 fn cid(i: u8) -> ClientMsgId {
     ClientMsgId::parse(&format!("c{}", i % 8)).unwrap()
 }
-fn limits_() -> RoomLimits {
+fn room_limits() -> RoomLimits {
     RoomLimits { max_text_chars: MAX_TEXT_CHARS, edit_window_ms: EDIT_WINDOW_MS, ..RoomLimits::default() }
 }
 
@@ -118,78 +135,129 @@ fn emoji(i: u8) -> (String, bool) {
     }
 }
 
-/// The variant name of an error, which is what the model predicts.
-fn kind(e: &CoreError) -> String {
-    let debug = format!("{e:?}");
-    debug.split(['(', ' ', '{']).next().unwrap_or_default().to_owned()
-}
-
-fn check<T: std::fmt::Debug + PartialEq>(
-    description: &Step,
-    got: Result<T, CoreError>,
-    expected: Result<T, &'static str>,
-) -> Option<T> {
-    match (got, expected) {
-        (Ok(got), Ok(expected)) => {
-            assert_eq!(got, expected, "{description}");
-            Some(got)
-        }
-        (Err(e), Err(expected)) => {
-            assert_eq!(kind(&e), expected, "{description}: {e:?}");
-            None
-        }
-        (got, expected) => panic!("{description}: room {got:?}, model {expected:?}"),
-    }
-}
-
 // ---------------------------------------------------------------------------------------
-// The harness's stand-in for storage: what the shard writes, applied in commit order.
+// Refusals on the wire, recognised by the variant the model names.
 
-#[derive(Debug, Clone)]
-enum Write {
-    PutMember(UserId, Role),
-    RemoveMember(UserId),
-    PutBan(UserId),
-    RemoveBan(UserId),
-    PutMute(UserId, u64),
-    RemoveMute(UserId),
-    PutInvite(UserId),
-    RemoveInvite(UserId),
-    PutMessage(Box<Message>),
-    PutReceipt(UserId, u64, u64),
+/// Stands for a field's value in a message's shape.
+const HOLE: char = '\u{0}';
+const NUMBER_HOLE: u64 = 9_876_543_210;
+const WORDS_HOLE: &str = "\u{0}";
+
+/// Errors of the variant `name` with every field a hole (one per role for the variants
+/// that name a role, whose name is part of the message).
+fn shapes_of(name: &str) -> Vec<CoreError> {
+    let n = NUMBER_HOLE;
+    let user = || UserId::parse("u_hole").unwrap();
+    let room = || RoomId::parse("r_hole").unwrap();
+    let roles = [Role::Member, Role::Moderator, Role::Admin, Role::Owner];
+    let per_role =
+        |make: &dyn Fn(Role) -> CoreError| -> Vec<CoreError> { roles.iter().map(|r| make(*r)).collect() };
+    let one = |e: CoreError| vec![e];
+    match name {
+        "NotMember" => one(CoreError::NotMember(room())),
+        "PrivateRoom" => one(CoreError::PrivateRoom(room())),
+        "Banned" => one(CoreError::Banned(room())),
+        "Muted" => one(CoreError::Muted { until: n }),
+        "NoSuchMessage" => one(CoreError::NoSuchMessage(n)),
+        "NotYourMessage" => one(CoreError::NotYourMessage(n)),
+        "EditWindowPassed" => one(CoreError::EditWindowPassed(n)),
+        "NotModerator" => one(CoreError::NotModerator),
+        "SystemMessageStays" => one(CoreError::SystemMessageStays),
+        "OwnerCannotLeave" => one(CoreError::OwnerCannotLeave),
+        "AlreadyMember" => one(CoreError::AlreadyMember(user())),
+        "TargetBanned" => one(CoreError::TargetBanned(user())),
+        "TargetNotMember" => one(CoreError::TargetNotMember(user())),
+        "AlreadyBanned" => one(CoreError::AlreadyBanned(user())),
+        "NotBanned" => one(CoreError::NotBanned(user())),
+        "NotMuted" => one(CoreError::NotMuted(user())),
+        "OwnerOnly" => one(CoreError::OwnerOnly(WORDS_HOLE)),
+        "Oneself" => one(CoreError::Oneself(WORDS_HOLE)),
+        "Mismatched" => one(CoreError::Mismatched(WORDS_HOLE)),
+        "Text" => one(CoreError::Text { field: WORDS_HOLE, error: TextError::Empty }),
+        "TooLong" => one(CoreError::TooLong { field: WORDS_HOLE, max: 1, unit: WORDS_HOLE }),
+        "OutOfRange" => one(CoreError::OutOfRange { field: WORDS_HOLE, min: n, max: n }),
+        "NeedsRole" => per_role(&|role| CoreError::NeedsRole { role, to: WORDS_HOLE }),
+        "Outranks" => per_role(&|role| CoreError::Outranks { target: user(), role }),
+        "RolesBelowYours" => per_role(&|role| CoreError::RolesBelowYours(role)),
+        "AlreadyHasRole" => per_role(&|role| CoreError::AlreadyHasRole { target: user(), role }),
+        other => panic!("the model names a refusal the harness cannot recognise: {other}"),
+    }
 }
 
-#[derive(Debug, Default)]
-struct Store {
-    members: BTreeMap<UserId, Role>,
-    bans: BTreeSet<UserId>,
-    mutes: BTreeMap<UserId, u64>,
-    invites: BTreeSet<UserId>,
-    messages: BTreeMap<u64, Message>,
-    receipts: BTreeMap<UserId, (u64, u64)>,
-}
-
-impl Store {
-    fn apply(&mut self, write: Write) {
-        match write {
-            Write::PutMember(u, r) => drop(self.members.insert(u, r)),
-            Write::RemoveMember(u) => drop(self.members.remove(&u)),
-            Write::PutBan(u) => drop(self.bans.insert(u)),
-            Write::RemoveBan(u) => drop(self.bans.remove(&u)),
-            Write::PutMute(u, until) => drop(self.mutes.insert(u, until)),
-            Write::RemoveMute(u) => drop(self.mutes.remove(&u)),
-            Write::PutInvite(u) => drop(self.invites.insert(u)),
-            Write::RemoveInvite(u) => drop(self.invites.remove(&u)),
-            Write::PutMessage(m) => drop(self.messages.insert(m.seq, *m)),
-            Write::PutReceipt(u, d, r) => drop(self.receipts.insert(u, (d, r))),
+/// Whether `message` has the shape of `error`'s: its fixed words, in order, with
+/// anything where `error` has a hole.
+fn fits(message: &str, error: &CoreError) -> bool {
+    let mut shape = error.to_string();
+    for hole in [NUMBER_HOLE.to_string(), "u_hole".into(), "r_hole".into(), TextError::Empty.to_string()] {
+        shape = shape.replace(&hole, &HOLE.to_string());
+    }
+    // `TooLong`'s limit is the one number not written as a hole (it is a `usize`).
+    if matches!(error, CoreError::TooLong { .. }) {
+        shape = shape.replace(" 1 ", &format!(" {HOLE} "));
+    }
+    let parts: Vec<&str> = shape.split(HOLE).collect();
+    let Some(mut rest) = message.strip_prefix(parts[0]) else { return false };
+    let [_, middles @ .., last] = parts.as_slice() else { return rest.is_empty() };
+    for middle in middles {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
         }
     }
+    rest.ends_with(last)
+}
 
-    fn cid_seq(&self, sender: &UserId, c: &ClientMsgId) -> Option<(u64, u64)> {
-        self.messages
-            .values()
-            .find(|m| m.system.is_none() && &m.sender == sender && &m.cid == c)
-            .map(|m| (m.seq, m.ts))
+/// Whether `body` is a refusal of the variant `name`.
+fn is_refusal(body: &ErrorBody, name: &str) -> bool {
+    shapes_of(name).iter().any(|e| e.code() == body.code && fits(&body.message, e))
+}
+
+/// An answer the model expects.
+#[derive(Debug, Clone, PartialEq)]
+enum Want {
+    /// Accepted with this answer.
+    Ok(Accepted),
+    /// Refused with the variant of this name.
+    Refused(&'static str),
+}
+
+/// What an accepted operation answers.
+#[derive(Debug, Clone, PartialEq)]
+enum Accepted {
+    Empty,
+    Joined { last_seq: u64 },
+    Sent { seq: u64, ts: u64, duplicate: bool },
+    Edited { seq: u64, at: u64 },
+    Reaction { seq: u64, count: u32 },
+    Receipt { delivered: u64, read: u64 },
+}
+
+fn want<T>(expected: Result<T, &'static str>, accepted: impl FnOnce(T) -> Accepted) -> Want {
+    match expected {
+        Ok(value) => Want::Ok(accepted(value)),
+        Err(name) => Want::Refused(name),
+    }
+}
+
+fn answered(got: &ReplyBody, want: &Want) -> bool {
+    match (got, want) {
+        (ReplyBody::Err(e), Want::Refused(name)) => is_refusal(e, name),
+        (ReplyBody::Ok(ok), Want::Ok(accepted)) => match (ok, accepted) {
+            (OkBody::Empty(_), Accepted::Empty) => true,
+            (OkBody::Joined(j), Accepted::Joined { last_seq }) => {
+                j.last_seq == *last_seq && j.room.room_id == room_id()
+            }
+            (OkBody::Sent(s), Accepted::Sent { seq, ts, duplicate }) => {
+                (s.seq, s.ts, s.duplicate) == (*seq, *ts, *duplicate)
+            }
+            (OkBody::Edited(e), Accepted::Edited { seq, at }) => (e.seq, e.edited_at) == (*seq, *at),
+            (OkBody::Reaction(r), Accepted::Reaction { seq, count }) => (r.seq, r.count) == (*seq, *count),
+            (OkBody::Receipt(r), Accepted::Receipt { delivered, read }) => {
+                (r.delivered, r.read) == (*delivered, *read)
+            }
+            _ => false,
+        },
+        _ => false,
     }
 }
 
@@ -216,6 +284,8 @@ struct Model {
     invites: BTreeSet<u8>,
     messages: BTreeMap<u64, ModelMessage>,
     receipts: BTreeMap<u8, (u64, u64)>,
+    /// Who reacted with the valid emoji to which message.
+    reactions: BTreeSet<(u64, u8)>,
     durable_seq: u64,
 }
 
@@ -343,13 +413,21 @@ impl Model {
 }
 
 // ---------------------------------------------------------------------------------------
+// The harness: the shard's part around the real owner.
+
+/// Who asked: a request number.
+type Asker = u32;
 
 struct Harness {
     now: u64,
-    kind: RoomKind,
-    room: Room,
-    store: Store,
-    pending: Vec<Write>,
+    store: MemoryStore,
+    owner: RoomOwner<Asker>,
+    fx: Effects<Asker>,
+    /// Commits decided and not yet settled, in submission order.
+    in_flight: Vec<Commit<Asker>>,
+    /// Answers not given yet (sends waiting for their seq), with the step that asked.
+    waiting: BTreeMap<Asker, (Want, String)>,
+    next_asker: Asker,
     model: Model,
     /// The model as of the last commit: what a restart brings back.
     saved: Model,
@@ -358,9 +436,16 @@ struct Harness {
 impl Harness {
     fn new(private: bool) -> Harness {
         let kind = if private { RoomKind::Private } else { RoomKind::Public };
-        let room = Room::create(room_id(), "fuzz".into(), kind, user(0), limits_()).unwrap();
-        let mut store = Store::default();
-        store.members.insert(user(0), Role::Owner);
+        let mut store = MemoryStore::new();
+        for i in 0..USERS {
+            store.add_user(&user(i), &format!("user{i}"));
+        }
+        let mut fx = Effects::default();
+        let request = RoomRequest { name: "fuzz".into(), kind, topic: None, settings: None };
+        let config = OwnerConfig { room: room_limits(), max_rooms_per_user: 1 };
+        let new = NewRoom { id: room_id(), request };
+        let owner = RoomOwner::create(START_MS, 0, &user(0), new, config, &store, &mut fx)
+            .expect("the owner may create the room");
         let model = Model {
             private,
             members: [(0, Role::Owner)].into(),
@@ -369,87 +454,118 @@ impl Harness {
             invites: BTreeSet::new(),
             messages: BTreeMap::new(),
             receipts: BTreeMap::new(),
+            reactions: BTreeSet::new(),
             durable_seq: 0,
         };
-        Harness { now: START_MS, kind, room, store, pending: Vec::new(), saved: model.clone(), model }
+        let mut h = Harness {
+            now: START_MS,
+            store,
+            owner,
+            fx,
+            in_flight: Vec::new(),
+            waiting: BTreeMap::new(),
+            next_asker: 1,
+            saved: model.clone(),
+            model,
+        };
+        h.waiting.insert(0, (Want::Ok(Accepted::Empty), "room.create".into()));
+        h.commit();
+        h.waiting.clear();
+        h.fx.answers.clear();
+        h
     }
 
-    /// Group commit: every pending write, in order, then the room hears of it.
+    /// Group commit: every write in flight becomes durable, in order, and the owner
+    /// hears of each.
     fn commit(&mut self) {
-        for write in self.pending.drain(..) {
-            self.store.apply(write);
+        self.in_flight.append(&mut self.fx.commits);
+        for commit in std::mem::take(&mut self.in_flight) {
+            self.store.apply(&commit.writes);
+            self.owner.on_committed(commit.settle, Ok(()), &self.store, &mut self.fx);
         }
-        self.room.committed(self.room.last_seq());
+        assert!(self.fx.commits.is_empty(), "settling decided more writes");
         self.model.durable_seq = self.model.last_seq();
         self.saved = self.model.clone();
     }
 
-    /// Writes that the shard submits and answers after they are durable.
-    fn write_through(&mut self, writes: impl IntoIterator<Item = Write>) {
-        self.pending.extend(writes);
-        self.commit();
-    }
-
-    /// The shard's `load`: the room from what is stored, nothing else.
+    /// The process restarts: what is in flight is lost with the answers waiting on it,
+    /// and the room is loaded from the store.
     fn restart(&mut self) {
-        self.pending.clear();
-        let (last_seq, last_ts) = self.store.messages.values().next_back().map_or((0, 0), |m| (m.seq, m.ts));
-        let members = self.store.members.iter().map(|(u, r)| (u.clone(), *r));
-        let mut room =
-            Room::restore(room_id(), "fuzz".into(), self.kind, members, last_seq, last_ts, limits_());
-        room.load_receipts(self.store.receipts.iter().map(|(u, (d, r))| (u.clone(), *d, *r)));
-        room.load_governance(Governance {
-            topic: String::new(),
-            settings: None,
-            bans: self.store.bans.iter().cloned().collect(),
-            mutes: self.store.mutes.iter().map(|(u, t)| (u.clone(), *t)).collect(),
-            invites: self.store.invites.iter().cloned().collect(),
-        });
-        room.expire_mutes(self.now);
-        self.room = room;
+        self.in_flight.clear();
+        self.waiting.clear();
+        self.fx = Effects::default();
+        let stored = self.store.stored_room(&room_id()).expect("the room is stored");
+        self.owner = RoomOwner::load(stored, room_limits(), self.now).expect("the room is not deleted");
         self.model = self.saved.clone();
         let now = self.now;
         self.model.mutes.retain(|_, until| *until > now);
+        self.saved = self.model.clone();
+    }
+
+    /// Asks the owner, as the shard does with a routed request. `write_through`: the
+    /// writes it decides are committed at once (with everything before them).
+    fn ask(&mut self, d: &Step, who: u8, op: RoomOp, want: Want, write_through: bool) {
+        let asker = self.next_asker;
+        self.next_asker += 1;
+        self.waiting.insert(asker, (want, d.to_string()));
+        self.owner.handle(self.now, asker, &user(who), op, &self.store, &mut self.fx);
+        let wrote = !self.fx.commits.is_empty();
+        self.in_flight.append(&mut self.fx.commits);
+        if write_through && wrote {
+            self.commit();
+        }
+        self.take_answers();
+    }
+
+    /// Every answer given so far is the one the model expects for its asker.
+    fn take_answers(&mut self) {
+        for answer in self.fx.answers.drain(..) {
+            let (want, asked) = self
+                .waiting
+                .remove(&answer.to)
+                .unwrap_or_else(|| panic!("an answer nobody waits for: {answer:?}"));
+            assert!(answered(&answer.body, &want), "{asked}: answered {:?}, model {want:?}", answer.body);
+        }
+        // What the driver carries out elsewhere (deliveries, events) is not modelled.
+        self.fx = Effects::default();
     }
 
     fn step(&mut self, op: Op, d: &Step) {
         let now = self.now;
         match op {
-            Op::Commit => self.commit(),
+            Op::Commit => {
+                self.commit();
+                self.take_answers();
+            }
             Op::Restart => self.restart(),
             Op::Advance { secs } => self.now += u64::from(secs) * 1000,
             Op::Join { user: i } => {
                 let i = i % USERS;
                 let expected = match self.model.members.get(&i) {
-                    Some(role) => Ok((false, *role, false, self.model.durable_seq)),
+                    Some(_) => Ok(()),
                     None if self.model.bans.contains(&i) => Err("Banned"),
                     None if self.model.private && !self.model.invites.contains(&i) => Err("PrivateRoom"),
                     None => {
-                        let invited = self.model.invites.remove(&i);
+                        self.model.invites.remove(&i);
                         self.model.members.insert(i, Role::Member);
-                        Ok((true, Role::Member, invited, self.model.durable_seq))
+                        Ok(())
                     }
                 };
-                let got =
-                    self.room.join(&user(i)).map(|o| (o.newly_member, o.role, o.used_invite, o.last_seq));
-                if let Some((true, role, used_invite, _)) = check(d, got, expected) {
-                    let mut writes = vec![Write::PutMember(user(i), role)];
-                    if used_invite {
-                        writes.push(Write::RemoveInvite(user(i)));
-                    }
-                    self.write_through(writes);
-                }
+                let last_seq = self.model.durable_seq;
+                let want = want(expected, |()| Accepted::Joined { last_seq });
+                self.ask(d, i, RoomOp::Join { since: None }, want, true);
             }
             Op::Leave { user: i } => {
                 let i = i % USERS;
                 let expected = match self.model.members.get(&i) {
                     Some(Role::Owner) => Err("OwnerCannotLeave"),
-                    Some(_) => Ok(self.model.members.remove(&i).is_some()),
-                    None => Ok(false),
+                    Some(_) => {
+                        self.model.members.remove(&i);
+                        Ok(())
+                    }
+                    None => Ok(()),
                 };
-                if let Some(true) = check(d, self.room.leave(&user(i)), expected) {
-                    self.write_through([Write::RemoveMember(user(i))]);
-                }
+                self.ask(d, i, RoomOp::Leave, want(expected, |()| Accepted::Empty), true);
             }
             Op::Send { user: i, cid: c, text: t, reply_to } => {
                 let (i, c) = (i % USERS, c % 8);
@@ -470,97 +586,78 @@ impl Harness {
                     if let Some((seq, m)) =
                         self.model.messages.iter().find(|(_, m)| m.sender == i && m.cid == Some(c))
                     {
-                        return Ok((false, *seq, m.ts));
+                        return Ok((true, *seq, m.ts));
                     }
                     let message =
                         ModelMessage { sender: i, cid: Some(c), ts: 0, deleted: false, system: false };
                     let (seq, ts) = self.model.append(now, message);
                     let receipt = self.model.receipts.entry(i).or_default();
                     *receipt = (receipt.0.max(seq), receipt.1.max(seq));
-                    Ok((true, seq, ts))
+                    Ok((false, seq, ts))
                 })();
-                let draft = Draft {
+                let want = want(expected, |(duplicate, seq, ts)| Accepted::Sent { seq, ts, duplicate });
+                let outgoing = Outgoing {
                     cid: cid(c),
                     kind: MessageKind::Text,
                     text: body,
                     client_ts: None,
                     reply_to,
                     file: None,
-                    mentions: Vec::new(),
                     encryption: None,
                 };
-                let store = &self.store;
-                let sender = user(i);
-                let got = self.room.send(now, &sender, draft, |c| store.cid_seq(&sender, c));
-                let (message, got) = match got {
-                    Ok(SendOutcome::Append(a)) => {
-                        let (seq, ts) = (a.message.seq, a.message.ts);
-                        (Some(a.message), Ok((true, seq, ts)))
-                    }
-                    Ok(SendOutcome::Duplicate { seq, ts }) => (None, Ok((false, seq, ts))),
-                    Err(e) => (None, Err(e)),
-                };
-                check(d, got, expected);
-                if let Some(message) = message {
-                    // The sender's own receipt goes in the same batch as the message.
-                    let (delivered, read) = self.room.receipt_of(&user(i));
-                    self.pending.push(Write::PutMessage(Box::new(message)));
-                    self.pending.push(Write::PutReceipt(user(i), delivered, read));
-                }
+                // Answered once its seq is durable: at the next commit.
+                self.ask(d, i, RoomOp::Send(Box::new(outgoing)), want, false);
             }
             Op::Edit { user: i, seq, text: t } => {
                 let (i, seq) = (i % USERS, u64::from(seq));
-                // The shard reads the original from storage: only durable messages.
-                let Some(original) = self.store.messages.get(&seq).cloned() else { return };
-                let m = self.model.messages.get(&seq).cloned().unwrap();
                 let (body, valid) = text(t);
-                let expected = (|| {
-                    self.model.role(i)?;
-                    if self.model.muted_until(i, now).is_some() {
-                        return Err("Muted");
-                    }
-                    if m.deleted {
-                        return Err("NoSuchMessage");
-                    }
-                    if m.sender != i {
-                        return Err("NotYourMessage");
-                    }
-                    if now.saturating_sub(m.ts) > EDIT_WINDOW_MS {
-                        return Err("EditWindowPassed");
-                    }
-                    if m.system {
-                        return Err("Mismatched");
-                    }
-                    valid.map(|()| body.clone())
-                })();
-                if let Some(new_text) =
-                    check(d, self.room.check_edit(now, &user(i), &original, body.clone()), expected)
-                {
-                    let edited = Message { text: new_text, edited_at: Some(now), ..original };
-                    self.write_through([Write::PutMessage(Box::new(edited))]);
-                }
+                // The owner reads the original from storage: only durable messages.
+                let expected = match self.durable_message(seq) {
+                    None => Err("NoSuchMessage"),
+                    Some(m) => (|| {
+                        self.model.role(i)?;
+                        if self.model.muted_until(i, now).is_some() {
+                            return Err("Muted");
+                        }
+                        if m.deleted {
+                            return Err("NoSuchMessage");
+                        }
+                        if m.sender != i {
+                            return Err("NotYourMessage");
+                        }
+                        if now.saturating_sub(m.ts) > EDIT_WINDOW_MS {
+                            return Err("EditWindowPassed");
+                        }
+                        if m.system {
+                            return Err("Mismatched");
+                        }
+                        valid
+                    })(),
+                };
+                let want = want(expected, |()| Accepted::Edited { seq, at: now });
+                self.ask(d, i, RoomOp::Edit { seq, text: body }, want, true);
             }
             Op::Delete { user: i, seq } => {
                 let (i, seq) = (i % USERS, u64::from(seq));
-                let Some(original) = self.store.messages.get(&seq).cloned() else { return };
-                let m = self.model.messages.get(&seq).cloned().unwrap();
-                let expected = (|| {
-                    let role = self.model.role(i)?;
-                    if m.system {
-                        return Err("SystemMessageStays");
-                    }
-                    if m.sender != i && role < Role::Moderator {
-                        return Err("NotModerator");
-                    }
-                    Ok(!m.deleted)
-                })();
-                if let Some(true) = check(d, self.room.check_delete(&user(i), &original), expected) {
-                    if let Some(m) = self.model.messages.get_mut(&seq) {
-                        m.deleted = true;
-                    }
-                    let tombstone = Message { deleted: true, text: String::new(), ..original };
-                    self.write_through([Write::PutMessage(Box::new(tombstone))]);
+                let expected = match self.durable_message(seq) {
+                    None => Err("NoSuchMessage"),
+                    Some(m) => (|| {
+                        let role = self.model.role(i)?;
+                        if m.system {
+                            return Err("SystemMessageStays");
+                        }
+                        if m.sender != i && role < Role::Moderator {
+                            return Err("NotModerator");
+                        }
+                        Ok(())
+                    })(),
+                };
+                if expected.is_ok()
+                    && let Some(m) = self.model.messages.get_mut(&seq)
+                {
+                    m.deleted = true;
                 }
+                self.ask(d, i, RoomOp::Delete { seq }, want(expected, |()| Accepted::Empty), true);
             }
             Op::React { user: i, seq, emoji: e } => {
                 let (i, seq) = (i % USERS, u64::from(seq));
@@ -573,13 +670,14 @@ impl Harness {
                     if seq == 0 || seq > self.model.durable_seq {
                         return Err("NoSuchMessage");
                     }
-                    if valid { Ok(emoji.clone()) } else { Err("Text") }
+                    if !valid {
+                        return Err("Text");
+                    }
+                    self.model.reactions.insert((seq, i));
+                    Ok(self.model.reactions.iter().filter(|(s, _)| *s == seq).count() as u32)
                 })();
-                let got = self
-                    .room
-                    .check_reaction(now, &user(i), seq, emoji.clone())
-                    .map(|e| e.as_str().to_owned());
-                check(d, got, expected);
+                let want = want(expected, |count| Accepted::Reaction { seq, count });
+                self.ask(d, i, RoomOp::React { seq, emoji, add: true }, want, true);
             }
             Op::Receipt { user: i, delivered, read } => {
                 let i = i % USERS;
@@ -593,17 +691,13 @@ impl Harness {
                     let (d0, r0) = self.model.receipts.get(&i).copied().unwrap_or_default();
                     let r = r0.max(read.unwrap_or(0).min(cap));
                     let dl = d0.max(delivered.unwrap_or(0).min(cap)).max(r);
-                    let changed = (dl, r) != (d0, r0);
-                    if changed {
+                    if (dl, r) != (d0, r0) {
                         self.model.receipts.insert(i, (dl, r));
                     }
-                    Ok((dl, r, changed))
+                    Ok((dl, r))
                 })();
-                let got =
-                    self.room.receipt(&user(i), delivered, read).map(|c| (c.delivered, c.read, c.changed));
-                if let Some((dl, r, true)) = check(d, got, expected) {
-                    self.write_through([Write::PutReceipt(user(i), dl, r)]);
-                }
+                let want = want(expected, |(delivered, read)| Accepted::Receipt { delivered, read });
+                self.ask(d, i, RoomOp::Receipt { delivered, read }, want, true);
             }
             Op::Invite { actor, target } => {
                 let (a, t) = (actor % USERS, target % USERS);
@@ -615,23 +709,28 @@ impl Harness {
                     if self.model.bans.contains(&t) {
                         return Err("TargetBanned");
                     }
-                    Ok(self.model.invites.insert(t))
+                    self.model.invites.insert(t);
+                    Ok(())
                 })();
-                if let Some(true) = check(d, self.room.invite(&user(a), &user(t), false), expected) {
-                    self.write_through([Write::PutInvite(user(t))]);
-                }
+                let want = want(expected, |()| Accepted::Empty);
+                self.ask(d, a, RoomOp::Invite { user: user(t) }, want, true);
             }
             Op::Moderate { actor, target, action } => self.moderate(d, actor % USERS, target % USERS, action),
         }
     }
 
+    /// A message the store holds, as the model has it.
+    fn durable_message(&self, seq: u64) -> Option<ModelMessage> {
+        self.model.messages.get(&seq).filter(|_| seq <= self.model.durable_seq).cloned()
+    }
+
     fn moderate(&mut self, d: &Step, a: u8, t: u8, action: ModAction) {
         let now = self.now;
-        let expected = self.model.moderate(now, a, t, action);
-        if expected.is_ok() {
+        let expected = self.model.moderate(now, a, t, action).map(|_| {
+            // The notice is answered with its seq once durable.
             let notice = ModelMessage { sender: a, cid: None, ts: 0, deleted: false, system: true };
-            self.model.append(now, notice);
-        }
+            self.model.append(now, notice)
+        });
         let moderation = match action {
             ModAction::Kick => Moderation::Kick { reason: None },
             ModAction::Ban => Moderation::Ban { reason: None },
@@ -641,47 +740,20 @@ impl Harness {
             ModAction::SetRole { role } => Moderation::SetRole(Role::from_byte(role % 4).unwrap_or_default()),
             ModAction::Transfer => Moderation::Transfer,
         };
-        let (actor, target) = (user(a), user(t));
-        let got = self.room.moderate(now, &actor, &target, moderation);
-        let notice = match (got, expected) {
-            (Ok(notice), Ok(until)) => {
-                assert_eq!(notice.until, until, "{d}");
-                notice
-            }
-            (Err(e), Err(expected)) => {
-                assert_eq!(kind(&e), expected, "{d}: {e:?}");
-                return;
-            }
-            (got, expected) => panic!("{d}: room {got:?}, model {expected:?}"),
-        };
-        // The writes of `server/src/shard/governance.rs` `moderate`, then the notice.
-        let mut writes = match action {
-            ModAction::Kick => vec![Write::RemoveMember(target.clone())],
-            ModAction::Ban => vec![
-                Write::PutBan(target.clone()),
-                Write::RemoveMember(target.clone()),
-                Write::RemoveInvite(target.clone()),
-                Write::RemoveMute(target.clone()),
-            ],
-            ModAction::Unban => vec![Write::RemoveBan(target.clone())],
-            ModAction::Mute { .. } => vec![Write::PutMute(target.clone(), notice.until.unwrap_or(now))],
-            ModAction::Unmute => vec![Write::RemoveMute(target.clone())],
-            ModAction::SetRole { .. } => {
-                vec![Write::PutMember(target.clone(), notice.role.unwrap_or(Role::Member))]
-            }
-            ModAction::Transfer => vec![
-                Write::PutMember(target.clone(), Role::Owner),
-                Write::PutMember(actor.clone(), Role::Admin),
-                Write::RemoveMute(target.clone()),
-            ],
-        };
-        let message = self.room.system_message(now, notice, "notice".into());
-        writes.push(Write::PutMessage(Box::new(message)));
-        self.write_through(writes);
+        let want = want(expected, |(seq, ts)| Accepted::Sent { seq, ts, duplicate: false });
+        self.ask(d, a, RoomOp::Moderate { user: user(t), action: moderation }, want, true);
     }
 
+    /// After a step: nothing but sends waits for an answer; the room in memory is the
+    /// model's, and the store is the model's as of the last commit.
     fn compare(&self, d: &Step) {
-        let (room, model) = (&self.room, &self.model);
+        for (asker, (want, asked)) in &self.waiting {
+            assert!(
+                matches!(want, Want::Ok(Accepted::Sent { .. })) && asked.contains("Send"),
+                "{d}: request {asker} ({asked}) is still unanswered"
+            );
+        }
+        let (room, model) = (self.owner.room(), &self.model);
         assert_eq!(room.last_seq(), model.last_seq(), "{d}: last_seq");
         assert_eq!(room.durable_seq(), model.durable_seq, "{d}: durable_seq");
         for i in 0..USERS {
@@ -695,6 +767,43 @@ impl Harness {
                 model.receipts.get(&i).copied().unwrap_or_default(),
                 "{d}: receipt of {u}"
             );
+        }
+        self.compare_store(d);
+    }
+
+    fn compare_store(&self, d: &Step) {
+        let saved = &self.saved;
+        let stored = self.store.stored_room(&room_id()).expect("the room is stored");
+        let index = |u: &UserId| (0..USERS).find(|i| user(*i) == *u).expect("a scripted user");
+        let members: BTreeMap<u8, Role> = stored.members.iter().map(|(u, r)| (index(u), *r)).collect();
+        assert_eq!(members, saved.members, "{d}: stored members");
+        let bans: BTreeSet<u8> = stored.bans.iter().map(index).collect();
+        assert_eq!(bans, saved.bans, "{d}: stored bans");
+        let invites: BTreeSet<u8> = stored.invites.iter().map(index).collect();
+        assert_eq!(invites, saved.invites, "{d}: stored invitations");
+        let live = |until: &u64| *until > self.now;
+        let mutes: BTreeMap<u8, u64> =
+            stored.mutes.iter().filter(|(_, t)| live(t)).map(|(u, t)| (index(u), *t)).collect();
+        let saved_mutes: BTreeMap<u8, u64> =
+            saved.mutes.iter().filter(|(_, t)| live(t)).map(|(u, t)| (*u, *t)).collect();
+        assert_eq!(mutes, saved_mutes, "{d}: stored live mutes");
+        let receipts: BTreeMap<u8, (u64, u64)> =
+            stored.receipts.iter().map(|(u, dl, r)| (index(u), (*dl, *r))).collect();
+        assert_eq!(receipts, saved.receipts, "{d}: stored receipts");
+        let messages = self.store.messages(&room_id());
+        let got: Vec<_> =
+            messages.iter().map(|m| (m.seq, index(&m.sender), m.ts, m.system.is_some(), m.deleted)).collect();
+        let want: Vec<_> =
+            saved.messages.iter().map(|(seq, m)| (*seq, m.sender, m.ts, m.system, m.deleted)).collect();
+        assert_eq!(got, want, "{d}: stored messages (seq, sender, ts, system, deleted)");
+        for (seq, i) in &saved.reactions {
+            let reacted = self.store.has_reaction(&room_id(), *seq, "👍", &user(*i));
+            assert_eq!(reacted, Ok(true), "{d}: reaction of {i} to {seq}");
+        }
+        for seq in saved.messages.keys() {
+            let count = self.store.reaction_count(&room_id(), *seq, "👍").unwrap_or_default();
+            let modelled = saved.reactions.iter().filter(|(s, _)| s == seq).count() as u32;
+            assert_eq!(count, modelled, "{d}: reactions to {seq}");
         }
     }
 }

@@ -22,6 +22,8 @@
 
 pub mod auth;
 pub mod backup;
+#[doc(hidden)]
+pub mod benching;
 mod blocking;
 pub mod clock;
 pub mod cluster;

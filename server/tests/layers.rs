@@ -31,7 +31,7 @@ const LAYERS: &[&[&str]] = &[
     // The process.
     &["backup"],
     &["server"],
-    &["fuzzing"],
+    &["fuzzing", "benching"],
 ];
 
 fn source_dir() -> PathBuf {

@@ -28,6 +28,8 @@ pub mod records;
 mod role;
 mod room;
 pub mod route;
+#[cfg(test)]
+mod rules_coverage;
 mod session;
 mod sharding;
 mod throttle;

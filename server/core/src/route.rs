@@ -201,3 +201,54 @@ pub fn route(op: Op) -> Route {
         | Op::Search { .. }) => Route::Local(op),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
+
+    use super::*;
+
+    fn decode(json: &str) -> Op {
+        palaver_protocol::Codec::Json.decode_client(json.as_bytes()).unwrap().op
+    }
+
+    #[test]
+    fn reads_of_the_directory_search_sync_and_auth_stay_on_the_sockets_shard() {
+        for json in [
+            r#"{"id":1,"op":"auth","token":"t"}"#,
+            r#"{"id":1,"op":"ping"}"#,
+            r#"{"id":1,"op":"sync"}"#,
+            r#"{"id":1,"op":"room.list"}"#,
+            r#"{"id":1,"op":"invite.list"}"#,
+            r#"{"id":1,"op":"user.get","user":"u_ann"}"#,
+            r#"{"id":1,"op":"user.search","prefix":"an"}"#,
+            r#"{"id":1,"op":"friend.list"}"#,
+            r#"{"id":1,"op":"block.list"}"#,
+            r#"{"id":1,"op":"presence.subscribe","users":["u_ann"]}"#,
+            r#"{"id":1,"op":"presence.unsubscribe","users":["u_ann"]}"#,
+            r#"{"id":1,"op":"keys.list","user":"u_ann"}"#,
+            r#"{"id":1,"op":"search","query":"hello"}"#,
+        ] {
+            let op = decode(json);
+            assert_eq!(route(op.clone()), Route::Local(op), "{json}");
+        }
+    }
+
+    #[test]
+    fn room_ops_go_to_the_rooms_owner_and_people_ops_to_their_home() {
+        let room = RoomId::parse("r_a").unwrap();
+        let ann = UserId::parse("u_ann").unwrap();
+        let unreact = decode(r#"{"id":1,"op":"unreact","room":"r_a","seq":3,"emoji":"x"}"#);
+        let removed = RoomOp::React { seq: 3, emoji: "x".into(), add: false };
+        assert_eq!(route(unreact), Route::Room(room.clone(), removed));
+        let accept = decode(r#"{"id":1,"op":"invite.accept","room":"r_a"}"#);
+        assert_eq!(route(accept), Route::Room(room, RoomOp::Join { since: None }));
+        let claim = decode(r#"{"id":1,"op":"keys.claim","user":"u_ann"}"#);
+        let claimed = PeopleOp::KeysClaim { user: ann.clone(), device_id: None };
+        assert_eq!(route(claim), Route::People(Home::User(ann.clone()), claimed));
+        let block = decode(r#"{"id":1,"op":"block","user":"u_ann"}"#);
+        let blocking = PeopleOp::Block { other: ann.clone(), on: true };
+        assert_eq!(route(block), Route::People(Home::Pair(ann.clone()), blocking));
+        assert_eq!(route(decode(r#"{"id":1,"op":"dm.open","user":"u_ann"}"#)), Route::OpenDirect(ann));
+    }
+}

@@ -171,6 +171,21 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// The delivery of a durable `message`, known durable now, none of its frames encoded
+    /// yet.
+    pub fn of(message: Message) -> Self {
+        let (room, seq, sender) = (message.room.clone(), message.seq, message.sender.clone());
+        let frames = LazyFrames::new(ServerFrame::Event(palaver_protocol::Event::Message(message)));
+        Delivery {
+            room,
+            seq,
+            sender,
+            frames,
+            flagged: OnceLock::new(),
+            durable_at: std::time::Instant::now(),
+        }
+    }
+
     /// The frame for a connection framed as `wire` whose user has (`blocked`) or has
     /// not blocked the sender.
     pub fn frame(&self, wire: Wire, blocked: bool) -> Option<&Bytes> {

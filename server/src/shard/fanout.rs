@@ -20,18 +20,26 @@ use crate::mesh::{ConnId, Delivery, Ephemeral, Reply, ShardMsg, Subscribe};
 /// Replay page size when catching up from storage.
 const CATCH_UP_PAGE: usize = 256;
 
+/// Whom a socket's user blocked (shared with the connection).
+pub type Blocked = Rc<std::cell::RefCell<rustc_hash::FxHashSet<UserId>>>;
+
+/// One socket's subscription to a room.
 #[derive(Debug)]
-struct Sub {
-    conn: ConnId,
-    wire: Wire,
-    outbound: Outbound,
-    user: UserId,
+pub struct Sub {
+    /// The connection.
+    pub conn: ConnId,
+    /// Its framing.
+    pub wire: Wire,
+    /// Its outbound queue.
+    pub outbound: Outbound,
+    /// Its user.
+    pub user: UserId,
     /// The last seq given to the socket.
-    cursor: u64,
+    pub cursor: u64,
     /// False while catching up from storage.
-    live: bool,
-    /// Whom the socket's user blocked (shared with the connection).
-    blocked: Rc<std::cell::RefCell<rustc_hash::FxHashSet<UserId>>>,
+    pub live: bool,
+    /// Whom the socket's user blocked.
+    pub blocked: Blocked,
 }
 
 impl Sub {
@@ -61,14 +69,27 @@ impl Subscribers {
     pub fn join_pending(&mut self, room: &RoomId) {
         self.rooms.entry(room.clone()).or_default().pending_joins += 1;
     }
-}
 
-/// Fans a delivery out to the local subscribers of its room.
-pub fn deliver(shard: &Rc<Shard>, delivery: &Delivery) {
-    let mut behind = Vec::new();
-    {
-        let mut subscribers = shard.subscribers.borrow_mut();
-        let Some(local) = subscribers.rooms.get_mut(&delivery.room) else { return };
+    /// Subscribes `sub` to `room`, whose newest durable seq is `last_seq`, replacing the
+    /// connection's earlier subscription: live if its cursor is at the newest seq this
+    /// shard has seen (else it is to catch up, and false is returned).
+    pub fn subscribe(&mut self, room: &RoomId, last_seq: u64, mut sub: Sub) -> bool {
+        let local = self.rooms.entry(room.clone()).or_default();
+        local.seen_seq = local.seen_seq.max(last_seq);
+        // A re-join restarts the subscription at the requested position.
+        local.subs.retain(|s| s.conn != sub.conn);
+        sub.live = sub.cursor >= local.seen_seq;
+        let live = sub.live;
+        local.subs.push(sub);
+        live
+    }
+
+    /// Gives `delivery` to every live subscriber of its room whose cursor it follows
+    /// (the very frame the first recipient of its wire form encoded); a subscriber it
+    /// does not follow stops being live and its connection goes into `behind` (to catch
+    /// up from storage). Returns how many sockets queued it.
+    pub fn deliver(&mut self, delivery: &Delivery, behind: &mut Vec<ConnId>) -> u64 {
+        let Some(local) = self.rooms.get_mut(&delivery.room) else { return 0 };
         local.seen_seq = local.seen_seq.max(delivery.seq);
         let mut delivered = 0u64;
         for sub in &mut local.subs {
@@ -88,6 +109,15 @@ pub fn deliver(shard: &Rc<Shard>, delivery: &Delivery) {
                 Pushed::Overflow | Pushed::Closed => {}
             }
         }
+        delivered
+    }
+}
+
+/// Fans a delivery out to the local subscribers of its room.
+pub fn deliver(shard: &Rc<Shard>, delivery: &Delivery) {
+    let mut behind = Vec::new();
+    {
+        let delivered = shard.subscribers.borrow_mut().deliver(delivery, &mut behind);
         shard.shared.metrics.deliveries.fetch_add(delivered, std::sync::atomic::Ordering::Relaxed);
         if delivered > 0 {
             shard.shared.metrics.observe_delivery(shard.id, delivery.durable_at.elapsed());
@@ -138,24 +168,16 @@ pub fn on_reply(shard: &Rc<Shard>, reply: Reply) {
 fn subscribe_conn(shard: &Rc<Shard>, conn: &Rc<super::Conn>, subscribe: Subscribe) {
     let Some(user) = conn.user() else { return };
     let Subscribe { room, cursor, last_seq } = subscribe;
-    let caught_up = {
-        let mut subscribers = shard.subscribers.borrow_mut();
-        let local = subscribers.rooms.entry(room.clone()).or_default();
-        local.seen_seq = local.seen_seq.max(last_seq);
-        // A re-join restarts the subscription at the requested position.
-        local.subs.retain(|s| s.conn != conn.id);
-        let live = cursor >= local.seen_seq;
-        local.subs.push(Sub {
-            conn: conn.id,
-            wire: conn.wire,
-            outbound: conn.outbound.clone(),
-            user,
-            cursor,
-            live,
-            blocked: conn.blocked.clone(),
-        });
-        live
+    let sub = Sub {
+        conn: conn.id,
+        wire: conn.wire,
+        outbound: conn.outbound.clone(),
+        user,
+        cursor,
+        live: false,
+        blocked: conn.blocked.clone(),
     };
+    let caught_up = shard.subscribers.borrow_mut().subscribe(&room, last_seq, sub);
     conn.rooms.borrow_mut().insert(room.clone());
     if !caught_up {
         monoio::spawn(catch_up(shard.clone(), room, conn.id));

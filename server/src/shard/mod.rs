@@ -3,7 +3,7 @@
 //! source), and delivers events to its own sockets. Shards talk only by messages.
 
 mod conns;
-mod fanout;
+pub mod fanout;
 mod known_cids;
 mod owner;
 pub mod people;

@@ -14,8 +14,8 @@ use palaver_core::owner::{
     RoomOwner, Settle, StoredRoom, Subscription, UserNotice, lookup_failed,
 };
 use palaver_protocol::{
-    ClientMsgId, ErrorBody, ErrorCode, Event, FriendState, Message, PresenceStatus, ReactionSummary,
-    ReplyBody, RoomId, ServerFrame, UserId, Username,
+    ClientMsgId, ErrorBody, ErrorCode, FriendState, Message, PresenceStatus, ReactionSummary, ReplyBody,
+    RoomId, ServerFrame, UserId, Username,
 };
 use palaver_storage::{CidFilter, CidHash, FileRecord, RoomRecord, StorageError, Write};
 use rustc_hash::FxHashMap;
@@ -380,16 +380,7 @@ fn carry_out(shard: &Rc<Shard>, room: &RoomId, held: &mut HeldRoom, fx: &mut Eff
         let sites = held.owner.sites();
         for message in fx.deliveries.drain(..) {
             Metrics::inc(&shard.shared.metrics.messages_stored);
-            let (seq, sender) = (message.seq, message.sender.clone());
-            let frames = LazyFrames::new(ServerFrame::Event(Event::Message(message)));
-            let delivery = Arc::new(Delivery {
-                room: room.clone(),
-                seq,
-                sender,
-                frames,
-                flagged: Default::default(),
-                durable_at: std::time::Instant::now(),
-            });
+            let delivery = Arc::new(Delivery::of(message));
             for &site in sites {
                 shard.mesh().send(site, ShardMsg::Deliver(delivery.clone()));
             }

@@ -73,16 +73,26 @@ struct Harness {
 impl Harness {
     /// A public room owned by `owner`, with `members` joined and everything durable.
     fn public(owner: &str, members: &[&str]) -> Harness {
+        Harness::with_kind(RoomKind::Public, owner, members)
+    }
+
+    /// A room of `kind` owned by `owner`, with `members` (invited first in a private
+    /// room) joined and everything durable.
+    fn with_kind(kind: RoomKind, owner: &str, members: &[&str]) -> Harness {
         let mut names = vec![owner];
         names.extend_from_slice(members);
         let world = world_with(&names);
         let mut fx = Effects::default();
-        let created =
-            RoomOwner::create(1_000, 0, &user(owner), new_room("test"), config(), &world, &mut fx).unwrap();
+        let mut new = new_room("test");
+        new.request.kind = kind;
+        let created = RoomOwner::create(1_000, 0, &user(owner), new, config(), &world, &mut fx).unwrap();
         let mut h = Harness { world, owner: created, fx, pending: Vec::new(), now: 1_000, next: 1 };
         h.take_commits();
         h.settle_all();
         for member in members {
+            if kind == RoomKind::Private {
+                h.ok(owner, RoomOp::Invite { user: user(member) });
+            }
             h.ok(member, RoomOp::Join { since: None });
         }
         h.fx = Effects::default();
@@ -449,4 +459,240 @@ fn an_idle_room_may_leave_memory_only_when_nothing_ties_it() {
     assert!(!h.owner.is_idle(h.now + 10, 10), "a write is in flight");
     h.settle_all();
     assert!(h.owner.is_idle(h.now + 10, 10));
+}
+
+fn moderate(target: &str, action: Moderation) -> RoomOp {
+    RoomOp::Moderate { user: user(target), action }
+}
+
+#[test]
+fn a_created_room_is_answered_once_its_records_are_durable() {
+    let mut world = world_with(&["maker"]);
+    let mut fx = Effects::default();
+    let owner = RoomOwner::create(5, 1, &user("maker"), new_room("mine"), config(), &world, &mut fx).unwrap();
+    assert!(fx.answers.is_empty(), "not before it is durable");
+    assert_eq!(owner.room().role_of(&user("maker")), Some(Role::Owner));
+    let mut owner = owner;
+    for commit in std::mem::take(&mut fx.commits) {
+        world.apply(&commit.writes);
+        owner.on_committed(commit.settle, Ok(()), &world, &mut fx);
+    }
+    assert!(matches!(&fx.answers[0].body, ReplyBody::Ok(OkBody::Room(r)) if r.room.name == "mine"));
+    assert_eq!(world.members(&room_id()).get(&user("maker")), Some(&Role::Owner));
+    // A name the rules refuse creates nothing.
+    let mut fx = Effects::default();
+    assert!(
+        RoomOwner::<Asker>::create(5, 2, &user("maker"), new_room(""), config(), &world, &mut fx).is_none()
+    );
+    assert!(matches!(&fx.answers[0].body, ReplyBody::Err(e) if e.code == ErrorCode::Invalid));
+}
+
+#[test]
+fn joining_a_public_room_makes_a_member_and_a_private_one_needs_an_invitation() {
+    let mut h = Harness::public("owner", &[]);
+    h.world.add_user(&user("bob"), "bob");
+    let asker = h.ask("bob", RoomOp::Join { since: None });
+    h.settle_all();
+    let joined = h.fx.answers.iter().find(|a| a.to == asker).unwrap();
+    assert!(matches!(&joined.subscription, Subscription::Joined(Some(s)) if s.room == room_id()));
+    assert_eq!(h.world.members(&room_id()).get(&user("bob")), Some(&Role::Member));
+    let mut private = Harness::with_kind(RoomKind::Private, "owner", &[]);
+    private.world.add_user(&user("eve"), "eve");
+    assert_eq!(private.err("eve", RoomOp::Join { since: None }), ErrorCode::Forbidden);
+    private.ok("owner", RoomOp::Invite { user: user("eve") });
+    // `invite.accept` is a join that uses the invitation.
+    assert!(matches!(private.ok("eve", RoomOp::Join { since: None }), OkBody::Joined(_)));
+    assert!(!private.owner.room().is_invited(&user("eve")));
+}
+
+#[test]
+fn leaving_ends_the_members_subscriptions_but_the_owner_must_hand_over_first() {
+    let mut h = Harness::public("owner", &["bob"]);
+    let asker = h.ask("bob", RoomOp::Leave);
+    assert_eq!(h.fx.endings, vec![Ending::Member(user("bob"))]);
+    h.settle_all();
+    let left = h.fx.answers.iter().find(|a| a.to == asker).unwrap();
+    assert_eq!(left.subscription, Subscription::Left);
+    assert!(!h.world.members(&room_id()).contains_key(&user("bob")));
+    assert_eq!(h.err("owner", RoomOp::Leave), ErrorCode::Conflict);
+}
+
+#[test]
+fn an_edit_replaces_the_text_once_durable_and_only_the_sender_may_edit() {
+    let mut h = Harness::public("owner", &["bob"]);
+    let seq = h.say("bob", "m", "first");
+    assert!(
+        matches!(h.ok("bob", RoomOp::Edit { seq, text: "second".into() }), OkBody::Edited(e) if e.seq == seq)
+    );
+    assert!(h.fx.announcements.iter().any(|a| matches!(&a.event, Event::Edit(e) if e.text == "second")));
+    assert_eq!(h.world.message(&room_id(), seq).unwrap().unwrap().text, "second");
+    assert_eq!(h.err("owner", RoomOp::Edit { seq, text: "mine now".into() }), ErrorCode::Forbidden);
+    assert_eq!(h.err("bob", RoomOp::Edit { seq: 99, text: "x".into() }), ErrorCode::NotFound);
+}
+
+#[test]
+fn a_member_deletes_their_own_message_and_only_a_moderator_anothers() {
+    let mut h = Harness::public("owner", &["bob", "cat"]);
+    let seq = h.say("bob", "m", "mine");
+    assert_eq!(h.err("cat", RoomOp::Delete { seq }), ErrorCode::Forbidden);
+    assert!(matches!(h.ok("bob", RoomOp::Delete { seq }), OkBody::Empty(_)));
+    assert!(h.world.message(&room_id(), seq).unwrap().unwrap().deleted);
+    // Deleting a tombstone again changes nothing.
+    assert!(matches!(h.ok("owner", RoomOp::Delete { seq }), OkBody::Empty(_)));
+}
+
+#[test]
+fn a_reaction_is_removed_once_and_only_by_a_member() {
+    let mut h = Harness::public("owner", &["bob"]);
+    h.world.add_user(&user("eve"), "eve");
+    let seq = h.say("bob", "m", "react to me");
+    let react = |add| RoomOp::React { seq, emoji: "👍".into(), add };
+    h.ok("owner", react(true));
+    assert!(matches!(h.ok("owner", react(false)), OkBody::Reaction(r) if r.count == 0));
+    assert!(
+        h.fx.announcements.iter().any(|a| matches!(&a.event, Event::Reaction(r) if !r.added && r.count == 0))
+    );
+    assert!(!h.world.has_reaction(&room_id(), seq, "👍", &user("owner")).unwrap());
+    assert_eq!(h.err("eve", react(false)), ErrorCode::Forbidden);
+    assert_eq!(h.err("bob", RoomOp::React { seq, emoji: String::new(), add: true }), ErrorCode::Invalid);
+}
+
+#[test]
+fn typing_is_announced_to_everyone_but_the_typist_and_only_for_members() {
+    let mut h = Harness::public("owner", &["bob"]);
+    h.world.add_user(&user("eve"), "eve");
+    assert!(matches!(h.ok("bob", RoomOp::Typing { active: true }), OkBody::Empty(_)));
+    let typing = h.fx.announcements.last().unwrap();
+    assert!(matches!(&typing.event, Event::Typing(t) if t.active && t.user == user("bob")));
+    assert_eq!(typing.skip, Some(user("bob")));
+    assert_eq!(h.err("eve", RoomOp::Typing { active: true }), ErrorCode::Forbidden);
+    assert_eq!(h.err("eve", RoomOp::Typing { active: false }), ErrorCode::Forbidden);
+}
+
+#[test]
+fn receipts_move_up_to_the_durable_seq_and_need_membership_and_a_watermark() {
+    let mut h = Harness::public("owner", &["bob"]);
+    h.world.add_user(&user("eve"), "eve");
+    h.say("owner", "m", "read me");
+    let receipt = |delivered, read| RoomOp::Receipt { delivered, read };
+    assert!(
+        matches!(h.ok("bob", receipt(None, Some(9))), OkBody::Receipt(r) if (r.delivered, r.read) == (1, 1))
+    );
+    assert_eq!(
+        h.world
+            .stored_room(&room_id())
+            .unwrap()
+            .receipts
+            .iter()
+            .find(|r| r.0 == user("bob"))
+            .map(|r| (r.1, r.2)),
+        Some((1, 1))
+    );
+    assert_eq!(h.err("bob", receipt(None, None)), ErrorCode::Invalid);
+    assert_eq!(h.err("eve", receipt(Some(1), None)), ErrorCode::Forbidden);
+}
+
+#[test]
+fn a_private_rooms_details_members_and_history_are_for_members_and_invitees() {
+    let mut h = Harness::with_kind(RoomKind::Private, "owner", &["bob"]);
+    h.world.add_user(&user("eve"), "eve");
+    h.say("bob", "m", "hello");
+    assert!(matches!(h.ok("bob", RoomOp::Get), OkBody::RoomDetails(d) if d.member_count == 2));
+    assert!(
+        matches!(h.ok("bob", RoomOp::Members { limit: None, cursor: None }), OkBody::Members(m) if m.members.len() == 2)
+    );
+    assert_eq!(h.err("eve", RoomOp::Get), ErrorCode::Forbidden);
+    assert_eq!(h.err("eve", RoomOp::Members { limit: None, cursor: None }), ErrorCode::Forbidden);
+    assert_eq!(h.err("eve", RoomOp::History(HistoryRequest::default())), ErrorCode::Forbidden);
+    let both = HistoryRequest { before: Some(2), after: Some(0), ..HistoryRequest::default() };
+    assert_eq!(h.err("bob", RoomOp::History(both)), ErrorCode::Invalid);
+    let bad_cursor = RoomOp::Members { limit: None, cursor: Some("not a cursor".into()) };
+    assert_eq!(h.err("bob", bad_cursor), ErrorCode::Invalid);
+}
+
+#[test]
+fn an_update_is_an_admins_and_stored_with_its_notice() {
+    let mut h = Harness::public("owner", &["bob"]);
+    let update = |topic: &str| RoomOp::Update { name: None, topic: Some(topic.into()), settings: None };
+    assert!(matches!(h.ok("owner", update("news")), OkBody::RoomDetails(d) if d.room.topic == "news"));
+    assert_eq!(h.world.room_record(&room_id()).unwrap().unwrap().topic, "news");
+    assert!(h.fx.deliveries.last().is_some_and(|m| m.kind == MessageKind::System));
+    assert_eq!(h.err("bob", update("mine")), ErrorCode::Forbidden);
+    assert_eq!(h.owner.room().topic(), "news", "a refused update changes nothing");
+}
+
+#[test]
+fn only_the_owner_deletes_the_room() {
+    let mut h = Harness::public("owner", &["bob"]);
+    assert_eq!(h.err("bob", RoomOp::DeleteRoom), ErrorCode::Forbidden);
+    assert!(!h.world.room_record(&room_id()).unwrap().unwrap().deleted);
+}
+
+#[test]
+fn an_invitation_is_declined_once() {
+    let mut h = Harness::with_kind(RoomKind::Private, "owner", &[]);
+    h.world.add_user(&user("eve"), "eve");
+    h.ok("owner", RoomOp::Invite { user: user("eve") });
+    assert!(matches!(h.ok("eve", RoomOp::Decline), OkBody::Empty(_)));
+    assert!(h.world.stored_room(&room_id()).unwrap().invites.is_empty());
+    assert_eq!(h.err("eve", RoomOp::Decline), ErrorCode::Conflict);
+    assert_eq!(h.err("eve", RoomOp::Join { since: None }), ErrorCode::Forbidden);
+}
+
+#[test]
+fn a_kick_removes_a_member_below_the_kicker() {
+    let mut h = Harness::public("owner", &["bob", "cat"]);
+    assert_eq!(h.err("bob", moderate("cat", Moderation::Kick { reason: None })), ErrorCode::Forbidden);
+    assert!(matches!(h.ok("owner", moderate("bob", Moderation::Kick { reason: None })), OkBody::Sent(_)));
+    assert_eq!(h.fx.endings, vec![Ending::Member(user("bob"))]);
+    assert!(!h.world.members(&room_id()).contains_key(&user("bob")));
+    assert_eq!(h.err("owner", moderate("bob", Moderation::Kick { reason: None })), ErrorCode::NotFound);
+    // A kicked member may come back (unlike a banned one).
+    assert!(matches!(h.ok("bob", RoomOp::Join { since: None }), OkBody::Joined(_)));
+}
+
+#[test]
+fn a_ban_is_lifted_by_unban_once() {
+    let mut h = Harness::public("owner", &["bob"]);
+    h.ok("owner", moderate("bob", Moderation::Ban { reason: None }));
+    assert_eq!(h.err("owner", moderate("bob", Moderation::Ban { reason: None })), ErrorCode::Conflict);
+    assert!(matches!(h.ok("owner", moderate("bob", Moderation::Unban)), OkBody::Sent(_)));
+    assert!(h.world.stored_room(&room_id()).unwrap().bans.is_empty());
+    assert_eq!(h.err("owner", moderate("bob", Moderation::Unban)), ErrorCode::Conflict);
+    assert!(matches!(h.ok("bob", RoomOp::Join { since: None }), OkBody::Joined(_)));
+}
+
+#[test]
+fn a_mute_is_stored_until_it_ends_and_unmute_lifts_it_once() {
+    let mut h = Harness::public("owner", &["bob"]);
+    let mute = |secs| moderate("bob", Moderation::Mute { duration_secs: secs, reason: None });
+    assert_eq!(h.err("owner", mute(0)), ErrorCode::Invalid);
+    h.ok("owner", mute(60));
+    let mutes = h.world.stored_room(&room_id()).unwrap().mutes;
+    assert_eq!(mutes, vec![(user("bob"), h.now + 60_000)]);
+    assert!(matches!(h.ok("owner", moderate("bob", Moderation::Unmute)), OkBody::Sent(_)));
+    assert!(h.world.stored_room(&room_id()).unwrap().mutes.is_empty());
+    assert_eq!(h.err("owner", moderate("bob", Moderation::Unmute)), ErrorCode::Conflict);
+    assert_eq!(h.say("bob", "m", "free again"), 3);
+}
+
+#[test]
+fn roles_are_given_below_the_givers_own() {
+    let mut h = Harness::public("owner", &["bob", "cat"]);
+    let set = |who: &str, role| moderate(who, Moderation::SetRole(role));
+    assert!(matches!(h.ok("owner", set("bob", Role::Admin)), OkBody::Sent(_)));
+    assert_eq!(h.world.members(&room_id()).get(&user("bob")), Some(&Role::Admin));
+    assert_eq!(h.err("bob", set("cat", Role::Admin)), ErrorCode::Forbidden);
+    assert_eq!(h.err("cat", set("bob", Role::Member)), ErrorCode::Forbidden);
+    assert_eq!(h.err("owner", set("bob", Role::Owner)), ErrorCode::Invalid);
+}
+
+#[test]
+fn the_owner_hands_the_room_over_and_becomes_an_admin() {
+    let mut h = Harness::public("owner", &["bob"]);
+    assert_eq!(h.err("bob", moderate("owner", Moderation::Transfer)), ErrorCode::Forbidden);
+    assert!(matches!(h.ok("owner", moderate("bob", Moderation::Transfer)), OkBody::Sent(_)));
+    let members = h.world.members(&room_id());
+    assert_eq!((members[&user("bob")], members[&user("owner")]), (Role::Owner, Role::Admin));
+    assert_eq!(h.err("owner", moderate("bob", Moderation::Transfer)), ErrorCode::Forbidden);
 }

@@ -242,3 +242,68 @@ fn presence_is_published_announced_to_followers_and_last_seen_stored() {
     assert_eq!(h.world.last_seen(&ann).unwrap(), Some(1_300));
     assert_eq!(h.fx.node_sessions.last().unwrap(), &NodeSession { user: ann, site: 0, up: false });
 }
+
+#[test]
+fn a_request_is_declined_or_cancelled_and_a_friendship_removed() {
+    let mut h = Harness::new(&["ann", "ben"]);
+    let state = |h: &Harness| PeopleLookups::friendship(&h.world, &user("ann"), &user("ben")).unwrap();
+    h.ask("ann", befriend("ben", FriendOp::Request));
+    h.settle();
+    let declined = h.ask("ben", befriend("ann", FriendOp::Decline));
+    h.settle();
+    assert!(
+        matches!(h.answer(declined), Some(ReplyBody::Ok(OkBody::Friend(f))) if f.friend.state == FriendState::None)
+    );
+    assert_eq!(state(&h), None);
+    h.ask("ann", befriend("ben", FriendOp::Request));
+    h.settle();
+    let cancelled = h.ask("ann", befriend("ben", FriendOp::Cancel));
+    h.settle();
+    assert!(matches!(h.answer(cancelled), Some(ReplyBody::Ok(OkBody::Friend(_)))));
+    assert_eq!(state(&h), None);
+    // Only the one asked may decline, only the one who asked may cancel.
+    h.ask("ann", befriend("ben", FriendOp::Request));
+    h.settle();
+    let wrong_side = h.ask("ann", befriend("ben", FriendOp::Decline));
+    assert_eq!(h.code(wrong_side), Some(ErrorCode::Conflict));
+    h.ask("ben", befriend("ann", FriendOp::Accept));
+    h.settle();
+    let removed = h.ask("ben", befriend("ann", FriendOp::Remove));
+    h.settle();
+    assert!(matches!(h.answer(removed), Some(ReplyBody::Ok(OkBody::Friend(_)))));
+    assert_eq!(state(&h), None);
+    let again = h.ask("ann", befriend("ben", FriendOp::Remove));
+    assert_eq!(h.code(again), Some(ErrorCode::Conflict));
+}
+
+#[test]
+fn unblocking_lifts_a_block_and_nobody_blocks_themselves() {
+    let mut h = Harness::new(&["ann", "ben"]);
+    let block = |on| PeopleOp::Block { other: user("ben"), on };
+    h.ask("ann", block(true));
+    h.settle();
+    let unblocked = h.ask("ann", block(false));
+    h.settle();
+    assert!(matches!(h.answer(unblocked), Some(ReplyBody::Ok(OkBody::Empty(_)))));
+    assert!(!PeopleLookups::is_blocked(&h.world, &user("ann"), &user("ben")).unwrap());
+    assert!(h.fx.notices.iter().any(|n| n.effect == Some(LocalEffect::Unblock(user("ben")))));
+    let me = h.ask("ann", PeopleOp::Block { other: user("ann"), on: true });
+    assert_eq!(h.code(me), Some(ErrorCode::Invalid));
+    let myself = h.ask("ann", PeopleOp::Block { other: user("ann"), on: false });
+    assert_eq!(h.code(myself), Some(ErrorCode::Invalid));
+    let nobody = h.ask("ann", PeopleOp::Block { other: user("zed"), on: false });
+    assert_eq!(h.code(nobody), Some(ErrorCode::NotFound));
+}
+
+#[test]
+fn a_chosen_presence_is_published_at_once_without_a_write() {
+    let mut h = Harness::new(&["ann"]);
+    let ann = user("ann");
+    h.home.session_up(1_000, &ann, 0, &h.world, &mut h.fx);
+    let asker = h.ask("ann", PeopleOp::SetPresence(PresenceChoice::Away));
+    assert!(matches!(h.answer(asker), Some(ReplyBody::Ok(OkBody::Empty(_)))));
+    assert_eq!(h.fx.published.last().unwrap().status, PresenceStatus::Away);
+    let invisible = h.ask("ann", PeopleOp::SetPresence(PresenceChoice::Invisible));
+    assert!(h.answer(invisible).is_some());
+    assert_eq!(h.fx.published.last().unwrap().status, PresenceStatus::Offline);
+}
