@@ -13,7 +13,17 @@
 //!   same store after 5 s (five times with `PALAVER_LONG_TESTS=1`): replication resumes
 //!   on every node by itself.
 //!
-//! The two run one after the other (each starts four processes on a small machine).
+//! - **A broker server lost**: with a three-server NATS cluster and the log at three
+//!   replicas, the server leading the log stream is killed with SIGKILL, restarted after
+//!   5 s, then a follower likewise (three rounds with `PALAVER_LONG_TESTS=1`): nothing
+//!   acknowledged is lost, and writes go on (the longest pause between acknowledgements
+//!   is reported).
+//!
+//! - **A node cut off from the broker** (its NATS connection reset and refused for 5 s,
+//!   the process running on): it says it is not ready, owns no room and acknowledges no
+//!   write while cut off; the others take its rooms; once healed it serves again.
+//!
+//! They run one after the other (each starts four processes on a small machine).
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use palaver_e2e::{Nats, Server, WAIT, long_tests, metric};
+use palaver_e2e::{LinkCut, Nats, NatsCluster, Server, WAIT, http, long_tests, metric};
 use palaver_protocol::{Codec, RoomId, RoomKind};
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -36,9 +46,31 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 type Replica = BTreeMap<RoomId, Vec<(u64, String, String)>>;
 
 fn start_cluster(nats: &Nats) -> Vec<Server> {
+    start_nodes(&nats.url, "1")
+}
+
+/// Three nodes on the NATS server(s) at `urls`, the log at `replicas` copies.
+fn start_nodes(urls: &str, replicas: &str) -> Vec<Server> {
+    start_nodes_through(&[urls, urls, urls], replicas)
+}
+
+/// Three nodes, each on the NATS server(s) at its own `urls`.
+fn start_nodes_through(urls: &[&str; 3], replicas: &str) -> Vec<Server> {
     let nodes: Vec<Server> = NODES
         .iter()
-        .map(|id| Server::start(&["--cluster", &nats.url, "--node-id", id, "--shards", "1"]))
+        .zip(urls)
+        .map(|(id, urls)| {
+            Server::start(&[
+                "--cluster",
+                urls,
+                "--node-id",
+                id,
+                "--shards",
+                "1",
+                "--cluster-log-replicas",
+                replicas,
+            ])
+        })
         .collect();
     wait_live(&nodes.iter().map(|n| n.addr).collect::<Vec<_>>(), 3);
     nodes
@@ -57,6 +89,8 @@ fn wait_live(addrs: &[SocketAddr], n: u64) {
 #[derive(Default)]
 struct Told {
     acked: HashMap<String, (RoomId, u64)>,
+    /// When each acknowledgement arrived.
+    acked_at: Vec<Instant>,
     failed: Vec<(String, String)>,
 }
 
@@ -122,7 +156,9 @@ impl Writers {
                     in_flight.spawn(async move {
                         match client.send(&room, &text).await {
                             Ok(sent) => {
-                                told.lock().unwrap().acked.insert(text, (room, sent.seq));
+                                let mut told = told.lock().unwrap();
+                                told.acked.insert(text, (room, sent.seq));
+                                told.acked_at.push(Instant::now());
                             }
                             Err(e) => told.lock().unwrap().failed.push((text, e.to_string())),
                         }
@@ -154,6 +190,8 @@ impl Writers {
 fn check_replicas(nodes: &mut [Server], rooms: &[RoomId], told: &Told) -> usize {
     // Let every replica read the whole log first.
     std::thread::sleep(Duration::from_secs(2));
+    let positions: Vec<u64> = nodes.iter().map(|n| metric(n.addr, "palaver_cluster_log_position")).collect();
+    eprintln!("log positions applied: {positions:?}");
     for node in nodes.iter_mut() {
         assert!(node.terminate().success());
     }
@@ -176,6 +214,8 @@ fn check_replicas(nodes: &mut [Server], rooms: &[RoomId], told: &Told) -> usize 
         }
         replicas.push(here);
     }
+    let counts: Vec<Vec<usize>> = replicas.iter().map(|r| rooms.iter().map(|room| r[room].len()).collect()).collect();
+    eprintln!("messages per replica and room: {counts:?}");
     // Seqs at which some replica holds another message than the first node's.
     let mut divergent = 0;
     for replica in replicas.iter().skip(1) {
@@ -275,6 +315,78 @@ async fn replication_resumes_by_itself_after_the_broker_restarts() {
         eprintln!("broker back: every replica applying again after {:?}", back.elapsed());
         tokio::time::sleep(Duration::from_secs(4)).await;
     }
+    let (rooms, told) = writers.finish().await;
+    check_replicas(&mut nodes, &rooms, &told);
+}
+
+/// The longest pause between two acknowledgements after `from`.
+fn longest_pause(told: &Told, from: Instant) -> Duration {
+    let mut at: Vec<Instant> = told.acked_at.iter().copied().filter(|t| *t >= from).collect();
+    at.sort();
+    at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_server_broker_loses_nothing_when_any_server_dies() {
+    let _serial = SERIAL.lock().await;
+    let rounds = if long_tests() { 3 } else { 1 };
+    let mut nats = NatsCluster::start();
+    let mut nodes = start_nodes(&nats.url_list(), "3");
+    let writers = Writers::start(&nodes).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        for victim in ["leader", "follower"] {
+            let leader = nats.stream_leader("PALAVER_LOG").await.expect("the log stream has a leader");
+            let server = if victim == "leader" { leader } else { (leader + 1) % 3 };
+            let killed = Instant::now();
+            tokio::task::block_in_place(|| nats.kill9_and_restart(server, Duration::from_secs(5)));
+            eprintln!("stream {victim} {} killed with SIGKILL, back after 5 s", nats.names[server]);
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let pause = longest_pause(&writers.told.lock().unwrap(), killed - Duration::from_secs(1));
+            eprintln!("longest pause between acknowledgements around it: {pause:?}");
+        }
+    }
+    let (rooms, told) = writers.finish().await;
+    eprintln!("longest pause between acknowledgements: {:?}", longest_pause(&told, started));
+    check_replicas(&mut nodes, &rooms, &told);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_broker_owns_nothing_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let link = LinkCut::to(nats.port);
+    let mut nodes = start_nodes_through(&[&nats.url, &link.url, &nats.url], "1");
+    let writers = Writers::start(&nodes).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let victim = nodes[VICTIM].addr;
+    link.cut();
+    let cut = Instant::now();
+    // Out of touch at once: not ready, owning nothing.
+    while metric(victim, "palaver_cluster_serving") != 0 {
+        assert!(cut.elapsed() < WAIT, "the cut-off node still says it serves");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = http(victim, "GET", "/readyz", None, &[]);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("out of touch"), "{body}");
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(cut.elapsed())).await;
+    // The others took its rooms and acknowledged writes there meanwhile.
+    let acked_while_cut =
+        writers.told.lock().unwrap().acked_at.iter().filter(|t| **t > cut + Duration::from_secs(3)).count();
+    link.heal();
+    let healed = Instant::now();
+    while metric(victim, "palaver_cluster_serving") != 1 {
+        assert!(healed.elapsed() < WAIT, "the node did not serve again after the link healed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "cut off for 5 s: {acked_while_cut} acknowledged elsewhere meanwhile; serving again after {:?}",
+        healed.elapsed()
+    );
+    assert!(acked_while_cut > 0, "the others served the rooms the cut-off node lost");
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let (rooms, told) = writers.finish().await;
     check_replicas(&mut nodes, &rooms, &told);
 }

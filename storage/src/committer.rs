@@ -184,11 +184,16 @@ fn commit_group<T>(store: &Store, group: Group<T>, on_done: &mut impl FnMut(Comm
     let Group { submitted, tickets, submitted_at, count } = group;
     let mut fence = SeqFence::new();
     let mut verdicts: Vec<Result<(), Arc<StorageError>>> = Vec::with_capacity(submitted.len());
+    // Writes that follow a refused one (a hole) come in runs: one line per group.
+    let mut holes = 0usize;
     for writes in &submitted {
         match fence.admit(writes, |room| store.last_seq(room)) {
             Ok(Ok(())) => verdicts.push(Ok(())),
             Ok(Err(gap)) => {
-                tracing::error!("refused a write that would leave a hole in a room's log: {gap}");
+                if holes == 0 {
+                    tracing::warn!("refused a write that would leave a hole in a room's log: {gap}");
+                }
+                holes += 1;
                 verdicts.push(Err(Arc::new(StorageError::OutOfOrder(gap))));
             }
             // Storage cannot even be read: the whole group fails as its apply would.
@@ -204,6 +209,9 @@ fn commit_group<T>(store: &Store, group: Group<T>, on_done: &mut impl FnMut(Comm
                 return true;
             }
         }
+    }
+    if holes > 1 {
+        tracing::warn!(refused = holes, "refused the writes that followed a refused one in this group");
     }
     let positions = if store.replicates() { log_rooms(store, &submitted, &mut verdicts) } else { Vec::new() };
     let mut batch = Vec::with_capacity(count);

@@ -400,6 +400,8 @@ pub fn outside_tool(tool: OutsideTool) -> PathBuf {
 /// A NATS server with JetStream (Debian's `nats-server`) on a free loopback port, with its store in a temporary directory. Killed when dropped.
 pub struct Nats {
     child: Child,
+    /// The client port.
+    pub port: u16,
     /// `nats://127.0.0.1:PORT`.
     pub url: String,
     store: tempfile::TempDir,
@@ -410,7 +412,7 @@ impl Nats {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let store = tempfile::tempdir().unwrap();
         let child = Nats::spawn(port, store.path());
-        Nats { child, url: format!("nats://127.0.0.1:{port}"), store }
+        Nats { child, port, url: format!("nats://127.0.0.1:{port}"), store }
     }
 
     fn spawn(port: u16, store: &Path) -> Child {
@@ -445,6 +447,162 @@ impl Drop for Nats {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A NATS cluster of three servers with clustered JetStream, on free loopback ports, each
+/// with its own store: the layout in which the cluster log survives losing any one
+/// server (the log stream at three replicas). Killed when dropped.
+pub struct NatsCluster {
+    servers: Vec<Child>,
+    /// `nats://127.0.0.1:PORT` of each server.
+    pub urls: Vec<String>,
+    /// Each server's name (`s1`…), as JetStream reports stream leaders.
+    pub names: Vec<String>,
+    cluster_ports: Vec<u16>,
+    stores: Vec<tempfile::TempDir>,
+}
+
+impl NatsCluster {
+    pub fn start() -> NatsCluster {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // Hold every listener until all ports are chosen, so no two are the same.
+        let listeners: Vec<_> = (0..6).map(|_| free()).collect();
+        let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        drop(listeners);
+        let (client_ports, cluster_ports) = (ports[..3].to_vec(), ports[3..].to_vec());
+        let stores: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut cluster = NatsCluster {
+            servers: Vec::new(),
+            urls: client_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect(),
+            names: (1..=3).map(|n| format!("s{n}")).collect(),
+            cluster_ports,
+            stores,
+        };
+        cluster.servers = (0..3).map(|i| cluster.spawn(i)).collect();
+        cluster
+    }
+
+    fn port(&self, i: usize) -> u16 {
+        self.urls[i].rsplit(':').next().and_then(|p| p.parse().ok()).unwrap()
+    }
+
+    fn spawn(&self, i: usize) -> Child {
+        let bin = outside_tool(NATS_SERVER);
+        let routes: Vec<String> =
+            self.cluster_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+        let port = self.port(i);
+        let child = Command::new(&bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--server_name", &self.names[i]])
+            .args(["--cluster_name", "palaver", "--cluster"])
+            .arg(format!("nats://127.0.0.1:{}", self.cluster_ports[i]))
+            .args(["--routes", &routes.join(","), "-sd"])
+            .arg(self.stores[i].path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} ({e}): {}", bin.display(), NATS_SERVER.install));
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
+    /// The URLs of every server, comma-separated, as `--cluster` takes them.
+    pub fn url_list(&self) -> String {
+        self.urls.join(",")
+    }
+
+    /// Kills server `i` with SIGKILL, waits `down`, and starts it again on the same ports
+    /// and store.
+    pub fn kill9_and_restart(&mut self, i: usize, down: Duration) {
+        let _ = self.servers[i].kill();
+        let _ = self.servers[i].wait();
+        std::thread::sleep(down);
+        self.servers[i] = self.spawn(i);
+    }
+
+    /// The index of the server leading the JetStream stream `stream`, as the cluster
+    /// reports it (asked through every server in turn until one answers).
+    pub async fn stream_leader(&self, stream: &str) -> Option<usize> {
+        for url in &self.urls {
+            let Ok(client) = async_nats::connect(url.as_str()).await else { continue };
+            let js = async_nats::jetstream::new(client);
+            let Ok(mut handle) = js.get_stream(stream).await else { continue };
+            let Ok(info) = handle.info().await else { continue };
+            let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
+            if let Some(i) = leader.and_then(|name| self.names.iter().position(|n| *n == name)) {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for child in &mut self.servers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A loopback TCP relay to another port that can be cut (every connection through it
+/// reset, new ones refused) and healed: a network partition between one process and a
+/// server, for as long as the test wants.
+pub struct LinkCut {
+    /// `nats://127.0.0.1:PORT` of the relay's own port.
+    pub url: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl LinkCut {
+    /// A relay to `127.0.0.1:target`.
+    pub fn to(target: u16) -> LinkCut {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("nats://{}", listener.local_addr().unwrap());
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>> = std::sync::Arc::default();
+        let (cut2, open2) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut2.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+                let mut open = open2.lock().unwrap();
+                open.push(client.try_clone().unwrap());
+                open.push(server.try_clone().unwrap());
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        LinkCut { url, cut, open }
+    }
+
+    /// Resets every connection through the relay and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

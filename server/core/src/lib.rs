@@ -35,7 +35,9 @@ mod sharding;
 mod throttle;
 
 pub use error::{CoreError, Throttled};
-pub use membership::{Heartbeat, Membership, MembershipChange, rendezvous_owner, rendezvous_weight};
+pub use membership::{
+    Heartbeat, Membership, MembershipChange, Standing, rendezvous_owner, rendezvous_weight,
+};
 pub use presence::{PresenceBook, SessionChange};
 pub use rate::TokenBucket;
 pub use role::Role;

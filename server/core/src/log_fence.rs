@@ -56,6 +56,14 @@ pub enum Refusal {
         /// The log position this node's replica has applied.
         applied: u64,
     },
+    /// This node has not been vouched for lately: it lost the broker, or it was frozen
+    /// long enough for the others to take its rooms. Its leases are gone; once it is
+    /// back in touch, its first write of each room claims it again.
+    #[error("{room}: this node is not in touch with the cluster; try again")]
+    Adrift {
+        /// The room.
+        room: RoomId,
+    },
     /// The records' first message does not follow the room's stored log (the owner's
     /// memory of the room is older than its replica).
     #[error("{room}: seq {seq} does not follow the stored log, whose next seq is {expected}")]
@@ -98,6 +106,8 @@ pub struct LogFence {
     spoiled: HashSet<RoomId>,
     /// How long a node that was fenced out of a room stays away from it.
     backoff_ms: u64,
+    /// Until when this node's standing in the cluster was last vouched for.
+    vouched_until_ms: u64,
 }
 
 impl LogFence {
@@ -105,13 +115,28 @@ impl LogFence {
     /// (so two nodes whose ownership views disagree for a moment do not take the room
     /// from each other at every write).
     pub fn new(backoff_ms: u64) -> Self {
-        Self { leases: HashMap::new(), spoiled: HashSet::new(), backoff_ms }
+        Self { leases: HashMap::new(), spoiled: HashSet::new(), backoff_ms, vouched_until_ms: u64::MAX }
+    }
+
+    /// The node is in touch with the cluster (connected to the broker, hearing the
+    /// others, not frozen) and vouches for itself until `until_ms`. A node keeps doing
+    /// so while it serves; once a vouch lapses, every lease is dropped at the next plan,
+    /// so a node that resumes from a freeze re-validates each room (a claim after its
+    /// replica caught up) before its first write, instead of trusting leases the others
+    /// may have ended while it could not see them. A fence never vouched for does not
+    /// lapse.
+    pub fn vouch(&mut self, until_ms: u64) {
+        self.vouched_until_ms = until_ms;
     }
 
     /// How to append `room`'s records at `now_ms`.
     pub fn plan(&mut self, room: &RoomId, now_ms: u64) -> Result<Plan, Refusal> {
         if self.spoiled.contains(room) {
             return Err(Refusal::Spoiled { room: room.clone() });
+        }
+        if now_ms >= self.vouched_until_ms {
+            self.leases.retain(|_, lease| matches!(lease, Lease::Lost { .. }));
+            return Err(Refusal::Adrift { room: room.clone() });
         }
         match self.leases.get(room) {
             Some(Lease::Held { last }) => Ok(Plan::Append { expected: *last }),
@@ -251,6 +276,22 @@ mod tests {
         assert_eq!(fence.plan(&room(), 0), Ok(Plan::Append { expected: 5 }), "still owned: kept");
         fence.release_lost(|_| false);
         assert_eq!(fence.plan(&room(), 0), Ok(Plan::Claim));
+    }
+
+    #[test]
+    fn a_lapsed_vouch_drops_every_lease_so_the_next_write_claims_again() {
+        let other = RoomId::parse("r_two").unwrap();
+        let mut fence = LogFence::new(1_000);
+        fence.vouch(500);
+        fence.claimed(&room(), 3);
+        fence.claimed(&other, 4);
+        assert_eq!(fence.plan(&room(), 499), Ok(Plan::Append { expected: 3 }));
+        // Frozen past the vouch: the first plan after it refuses and drops every lease.
+        assert_eq!(fence.plan(&room(), 3_000), Err(Refusal::Adrift { room: room() }));
+        assert!(!fence.holds(&other));
+        fence.vouch(4_000);
+        assert_eq!(fence.plan(&room(), 3_100), Ok(Plan::Claim));
+        assert_eq!(fence.plan(&other, 3_100), Ok(Plan::Claim));
     }
 
     #[test]

@@ -151,6 +151,55 @@ impl Membership {
     }
 }
 
+/// Whether this node's view of the cluster is current enough for it to own rooms.
+///
+/// A node that cannot reach the broker hears no heartbeats and can publish nothing, so
+/// it owns nothing; one that was frozen (a stopped process, a paused VM) must assume the
+/// others declared it dead and took its rooms. In both cases it listens to heartbeats
+/// for a full period after it is back before its ownership view counts again: by then
+/// it has heard every live node, so it does not claim rooms that others hold.
+#[derive(Debug, Clone)]
+pub struct Standing {
+    connected: bool,
+    listening_since_ms: u64,
+    last_tick_ms: Option<u64>,
+    listen_ms: u64,
+    max_gap_ms: u64,
+}
+
+impl Standing {
+    /// A node that has just connected at time 0: it listens for `listen_ms`; a gap
+    /// longer than `max_gap_ms` between two of its ticks means it was frozen.
+    pub fn new(listen_ms: u64, max_gap_ms: u64) -> Self {
+        Self { connected: true, listening_since_ms: 0, last_tick_ms: None, listen_ms, max_gap_ms }
+    }
+
+    /// The broker connection was lost.
+    pub fn disconnected(&mut self) {
+        self.connected = false;
+    }
+
+    /// The broker connection is back at `now_ms`: listen again.
+    pub fn connected(&mut self, now_ms: u64) {
+        self.connected = true;
+        self.listening_since_ms = now_ms;
+    }
+
+    /// The node's periodic tick at `now_ms`; returns whether it may own rooms now.
+    pub fn tick(&mut self, now_ms: u64) -> bool {
+        if self.last_tick_ms.is_some_and(|last| now_ms.saturating_sub(last) > self.max_gap_ms) {
+            self.listening_since_ms = now_ms;
+        }
+        self.last_tick_ms = Some(now_ms);
+        self.serving(now_ms)
+    }
+
+    /// Whether the node may own rooms at `now_ms`.
+    pub fn serving(&self, now_ms: u64) -> bool {
+        self.connected && now_ms >= self.listening_since_ms.saturating_add(self.listen_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +256,25 @@ mod tests {
         // A departure of an older incarnation is ignored.
         assert!(m.depart("n3", 1).left.is_empty());
         assert_eq!(m.depart("n3", 2).left, vec!["n3".to_owned()]);
+    }
+
+    #[test]
+    fn a_node_cut_off_or_frozen_owns_nothing_until_it_has_listened_again() {
+        let mut standing = Standing::new(750, 500);
+        assert!(!standing.tick(0), "listens at start");
+        assert!(!standing.tick(400));
+        assert!(standing.tick(750));
+        standing.disconnected();
+        assert!(!standing.tick(800), "no broker: owns nothing");
+        assert!(!standing.tick(1_200));
+        standing.connected(1_250);
+        assert!(!standing.tick(1_600));
+        assert!(standing.tick(2_000));
+        // Frozen for 3 s: the first tick after it starts listening again.
+        assert!(!standing.tick(5_000));
+        assert!(!standing.tick(5_400));
+        assert!(standing.tick(5_750));
+        // Ticks late but within the gap: still serving.
+        assert!(standing.tick(6_200));
     }
 }

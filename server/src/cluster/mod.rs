@@ -96,6 +96,9 @@ pub struct Cluster {
     to_service: flume::Sender<service::ServiceCmd>,
     /// Live nodes (for `/metrics`).
     pub live_nodes: AtomicU64,
+    /// Whether this node is in touch with the cluster and may own rooms (connected to
+    /// NATS, not just resumed from a freeze); `/readyz` fails while it is not.
+    pub serving: std::sync::atomic::AtomicBool,
     /// Commands forwarded to other nodes.
     pub forwarded: AtomicU64,
     /// Log records applied from other nodes.
@@ -183,6 +186,11 @@ impl Cluster {
             "palaver_cluster_live_nodes",
             "Live nodes this node hears (itself included).",
             self.live_nodes.load(Ordering::Relaxed) as f64,
+        );
+        out.gauge(
+            "palaver_cluster_serving",
+            "1 while this node is in touch with the cluster (connected to NATS, not resuming from a freeze) and may own rooms.",
+            u8::from(self.serving.load(Ordering::Relaxed)) as f64,
         );
         out.counter(
             "palaver_cluster_forwarded",

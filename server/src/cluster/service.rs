@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer::DeliverPolicy, stream};
 use futures_util::StreamExt as _;
 use palaver_core::log_fence::LogFence;
-use palaver_core::{Heartbeat, Membership, MembershipChange};
+use palaver_core::{Heartbeat, Membership, MembershipChange, Standing};
 use palaver_protocol::{Codec, ErrorBody, ErrorCode, ReplyBody, UserId};
 use palaver_search::IndexOp;
 use palaver_storage::Store;
@@ -46,6 +46,8 @@ pub enum ServiceCmd {
     Settled { owners: Vec<String> },
     /// This node's replica caught up at start: it may own rooms.
     Ready,
+    /// The NATS connection was lost (`false`) or is back (`true`).
+    Broker { connected: bool },
     /// Say goodbye and stop.
     Stop,
 }
@@ -93,6 +95,7 @@ pub fn start(
         ownership: std::sync::RwLock::new(Ownership::default()),
         to_service: to_service.clone(),
         live_nodes: AtomicU64::new(0),
+        serving: std::sync::atomic::AtomicBool::new(false),
         forwarded: AtomicU64::new(0),
         applied_records: AtomicU64::new(0),
         log_position: Arc::new(AtomicU64::new(position)),
@@ -127,7 +130,7 @@ pub fn start(
                     }
                 };
                 runtime.block_on(async move {
-                    let links = match Links::connect(&config, position).await {
+                    let links = match Links::connect(&config, position, to_service.clone()).await {
                         Ok(links) => links,
                         Err(e) => {
                             let _ = started_tx.send(Err(e));
@@ -154,7 +157,7 @@ pub fn start(
             })
             .map_err(ClusterError::Thread)?
     };
-    match started.recv_timeout(Duration::from_secs(15)) {
+    match started.recv_timeout(STREAM_OPEN_TIMEOUT + Duration::from_secs(10)) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(ClusterError::Nats(e)),
         Err(_) => return Err(ClusterError::Nats(format!("no answer from NATS at {}", config.nats_url))),
@@ -181,8 +184,23 @@ struct Links {
 }
 
 impl Links {
-    async fn connect(config: &ClusterConfig, start_position: u64) -> Result<Links, String> {
+    async fn connect(
+        config: &ClusterConfig,
+        start_position: u64,
+        to_service: flume::Sender<ServiceCmd>,
+    ) -> Result<Links, String> {
         let options = async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                let to_service = to_service.clone();
+                async move {
+                    let connected = match event {
+                        async_nats::Event::Connected => true,
+                        async_nats::Event::Disconnected => false,
+                        _ => return,
+                    };
+                    let _ = to_service.send(ServiceCmd::Broker { connected });
+                }
+            })
             .name(format!("palaver {}", config.node_id))
             .connection_timeout(Duration::from_secs(5))
             // The client's default backs off to 4 s between attempts: a broker back after a
@@ -191,23 +209,39 @@ impl Links {
                 let exponent = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
                 Duration::from_millis(2u64.saturating_pow(exponent).min(RECONNECT_MAX_DELAY_MS))
             });
+        let servers: Vec<&str> = config.nats_url.split(',').map(str::trim).collect();
         let client = options
-            .connect(config.nats_url.as_str())
+            .connect(servers)
             .await
             .map_err(|e| format!("cannot connect to NATS at {}: {e}", config.nats_url))?;
         let js = jetstream::new(client.clone());
-        let log = js
-            .get_or_create_stream(stream::Config {
-                name: wire::LOG_STREAM.to_owned(),
-                subjects: vec![format!("{}.log.>", wire::PREFIX)],
-                storage: stream::StorageType::File,
-                num_replicas: config.log_replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| {
-                format!("cannot open the JetStream stream {} (is JetStream enabled?): {e}", wire::LOG_STREAM)
-            })?;
+        // A NATS cluster that has just started elects its JetStream leaders first: until
+        // then it answers "temporarily unavailable". Keep asking for a while.
+        let deadline = Instant::now() + STREAM_OPEN_TIMEOUT;
+        let log = loop {
+            let opened = js
+                .get_or_create_stream(stream::Config {
+                    name: wire::LOG_STREAM.to_owned(),
+                    subjects: vec![format!("{}.log.>", wire::PREFIX)],
+                    storage: stream::StorageType::File,
+                    num_replicas: config.log_replicas,
+                    ..Default::default()
+                })
+                .await;
+            match opened {
+                Ok(log) => break log,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::info!("waiting for JetStream to open the stream {}: {e}", wire::LOG_STREAM);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot open the JetStream stream {} (is JetStream enabled?): {e}",
+                        wire::LOG_STREAM
+                    ));
+                }
+            }
+        };
         let sub = |subject: String| {
             let client = client.clone();
             async move {
@@ -239,12 +273,31 @@ struct Subscriptions {
     presence: async_nats::Subscriber,
 }
 
+/// How long a node listens to heartbeats, after it connected or resumed from a freeze,
+/// before its ownership view counts: long enough to hear every live node.
+const LISTEN_MS: u64 = 3 * HEARTBEAT_MS;
+/// A gap this long between two ticks of the cluster thread (which ticks every 50 ms)
+/// means the process was frozen long enough that the others may have declared it dead
+/// (they do after `DEAD_AFTER_MS` without a heartbeat, sent every `HEARTBEAT_MS`): it
+/// listens again before owning rooms. Shorter freezes cannot have moved a room.
+const MAX_TICK_GAP_MS: u64 = DEAD_AFTER_MS - 2 * HEARTBEAT_MS;
+/// How long each tick vouches for this node's leases (see `LogFence::vouch`): a write
+/// after a freeze this long re-validates its room first.
+const VOUCH_MS: u64 = MAX_TICK_GAP_MS;
+
+/// How long a starting node waits for JetStream to open the log stream (a NATS cluster
+/// starting at the same moment elects its leaders first).
+const STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The longest wait between two attempts to reach NATS again.
 const RECONNECT_MAX_DELAY_MS: u64 = 250;
 
 /// How long the log reader waits for a record before it checks that the log holds none
 /// it has not delivered.
 const READER_QUIET_CHECK: Duration = Duration::from_secs(1);
+
+/// How long opening a reader of the log may take before it is tried again.
+const READER_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads the whole log from after `position`, in order, into the replica thread. An
 /// ordered consumer: no acknowledgements, recreated by the client after any gap, and
@@ -261,19 +314,22 @@ async fn read_log(log: stream::Stream, mut position: u64, records: flume::Sender
             deliver_policy,
             ..Default::default()
         };
-        let consumer = match log.create_consumer(config).await {
-            Ok(consumer) => consumer,
-            Err(e) => {
+        // While a NATS cluster elects leaders, creating a consumer can wait without end:
+        // each attempt is bounded, and retried.
+        let opened = tokio::time::timeout(READER_OPEN_TIMEOUT, async {
+            let consumer = log.create_consumer(config).await.map_err(|e| e.to_string())?;
+            consumer.messages().await.map_err(|e| e.to_string())
+        })
+        .await;
+        let mut messages = match opened {
+            Ok(Ok(messages)) => messages,
+            Ok(Err(e)) => {
                 tracing::warn!("cannot read the cluster log: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
-        };
-        let mut messages = match consumer.messages().await {
-            Ok(messages) => messages,
-            Err(e) => {
-                tracing::warn!("cannot read the cluster log: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            Err(_) => {
+                tracing::warn!("no answer opening a reader of the cluster log; retrying");
                 continue;
             }
         };
@@ -347,6 +403,12 @@ struct Service {
     js: jetstream::Context,
     to_service: flume::Sender<ServiceCmd>,
     membership: Membership,
+    /// Bumped when the NATS connection is lost: log appends awaiting acknowledgement
+    /// learn their outcome is unknown.
+    connection_lost: tokio::sync::watch::Sender<u64>,
+    /// Whether this node's view of the cluster lets it own rooms (see [`Standing`]).
+    standing: Standing,
+    serving: bool,
     ready: bool,
     started: Instant,
     last_beat: Option<Instant>,
@@ -372,6 +434,9 @@ impl Service {
         let gateway_index = mesh.gateway().unwrap_or(mesh.len());
         Self {
             membership: Membership::new(cluster.node.clone(), DEAD_AFTER_MS),
+            standing: Standing::new(LISTEN_MS, MAX_TICK_GAP_MS),
+            connection_lost: tokio::sync::watch::Sender::new(0),
+            serving: false,
             cluster,
             mesh,
             gateway_index,
@@ -466,6 +531,12 @@ impl Service {
         }
         let change = self.membership.expire(self.now_ms());
         self.on_change(change, log);
+        let now = self.cluster.now_ms();
+        let serving = self.standing.tick(now);
+        if serving {
+            self.cluster.fence().vouch(now + VOUCH_MS);
+        }
+        self.review_standing(serving, log);
         // Requests a shard never answered (it would be a bug) do not pile up.
         self.pending.retain(|_, (_, since)| since.elapsed() < Duration::from_secs(60));
     }
@@ -490,18 +561,45 @@ impl Service {
                 }
             }
         }
-        if change.owners_changed {
-            let owners = self.membership.owners();
-            tracing::info!(?owners, "room owners changed");
-            self.cluster.set_owners(owners.clone());
+        if change.owners_changed && self.serving {
+            self.take_owners(log);
+        }
+    }
+
+    /// Adopts the membership's owner set: shards let go of the rooms this node lost, and
+    /// it catches up with the log before serving the rooms it gained.
+    fn take_owners(&mut self, log: &stream::Stream) {
+        let owners = self.membership.owners();
+        tracing::info!(?owners, "room owners changed");
+        self.cluster.set_owners(owners.clone());
+        self.mesh.broadcast(|| ShardMsg::ClusterView);
+        let (log, position, to_service) =
+            (log.clone(), self.cluster.log_position.clone(), self.to_service.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(SETTLE_MS)).await;
+            catch_up(&log, &position).await;
+            let _ = to_service.send(ServiceCmd::Settled { owners });
+        });
+    }
+
+    /// Acts on a change of standing: a node out of touch (no broker, or frozen) owns no
+    /// room, so its clients are told `unavailable` and its shards let go; once back and
+    /// listened, it takes the owner set it hears.
+    fn review_standing(&mut self, serving: bool, log: &stream::Stream) {
+        if serving == self.serving {
+            return;
+        }
+        self.serving = serving;
+        self.cluster.serving.store(serving, Ordering::Relaxed);
+        if serving {
+            tracing::info!("in touch with the cluster: this node may own rooms");
+            self.take_owners(log);
+        } else {
+            tracing::warn!(
+                "out of touch with the cluster (no broker, or this process was frozen): owning no room"
+            );
+            self.cluster.set_owners(Vec::new());
             self.mesh.broadcast(|| ShardMsg::ClusterView);
-            let (log, position, to_service) =
-                (log.clone(), self.cluster.log_position.clone(), self.to_service.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(SETTLE_MS)).await;
-                catch_up(&log, &position).await;
-                let _ = to_service.send(ServiceCmd::Settled { owners });
-            });
         }
     }
 
@@ -659,10 +757,21 @@ impl Service {
                     publish = publish.expected_last_subject_sequence(expected);
                 }
                 // Sent here in order; acknowledged in the background.
+                let mut lost = self.connection_lost.subscribe();
                 match self.js.send_publish(subject, publish).await {
                     Ok(ack) => {
                         tokio::spawn(async move {
-                            let outcome = match ack.await {
+                            // An acknowledgement goes to this connection: once it is
+                            // lost, none will come, so the outcome is unknown at once.
+                            let ack = tokio::select! {
+                                ack = ack => ack,
+                                _ = lost.changed() => {
+                                    let lost = "the NATS connection was lost before the log acknowledged";
+                                    let _ = done.send(Err(PublishFailure::Unknown(lost.into())));
+                                    return;
+                                }
+                            };
+                            let outcome = match ack {
                                 Ok(ack) => Ok(ack.sequence),
                                 Err(e)
                                     if e.kind()
@@ -704,6 +813,17 @@ impl Service {
                 tracing::info!("cluster log caught up: this node may own rooms");
                 let change = self.beat().await;
                 self.on_change(change, log);
+            }
+            ServiceCmd::Broker { connected } => {
+                if connected {
+                    tracing::info!("NATS connection back");
+                    self.standing.connected(self.cluster.now_ms());
+                } else {
+                    tracing::warn!("NATS connection lost");
+                    self.connection_lost.send_modify(|losses| *losses += 1);
+                    self.standing.disconnected();
+                    self.review_standing(false, log);
+                }
             }
             ServiceCmd::Stop => {
                 let beat = Beat {

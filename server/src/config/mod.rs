@@ -19,7 +19,8 @@ pub const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
 /// The cluster settings (`--cluster`).
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// The NATS server, e.g. `nats://127.0.0.1:4222`.
+    /// The NATS server, e.g. `nats://127.0.0.1:4222`, or several of one NATS cluster,
+    /// comma-separated.
     pub nats_url: String,
     /// This node's id.
     pub node_id: String,
@@ -181,8 +182,9 @@ pub struct Settings {
     /// refuse to start if any is damaged. Takes about a second per GB.
     #[arg(long, env = "PALAVER_VERIFY_ON_START")]
     pub verify_on_start: bool,
-    /// Join a cluster through this NATS server (e.g. `nats://127.0.0.1:4222`); without it
-    /// the server runs alone.
+    /// Join a cluster through this NATS server (e.g. `nats://127.0.0.1:4222`), or these
+    /// servers of one NATS cluster, comma-separated (the client fails over between them);
+    /// without it the server runs alone.
     #[arg(long, env = "PALAVER_CLUSTER", value_name = "NATS_URL")]
     pub cluster: Option<String>,
     /// This node's id in the cluster (letters, digits, `-`, `_`; stable across restarts).

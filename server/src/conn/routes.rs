@@ -43,10 +43,13 @@ fn not_ready(shard: &Rc<Shard>) -> Option<&'static str> {
     if shard.shared.store.is_poisoned() {
         return Some("storage is refusing writes");
     }
-    if let Some(cluster) = &shard.shared.cluster
-        && cluster.live_nodes.load(std::sync::atomic::Ordering::Relaxed) == 0
-    {
-        return Some("not yet joined to the cluster");
+    if let Some(cluster) = &shard.shared.cluster {
+        if cluster.live_nodes.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return Some("not yet joined to the cluster");
+        }
+        if !cluster.serving.load(std::sync::atomic::Ordering::Relaxed) {
+            return Some("out of touch with the cluster (no NATS connection)");
+        }
     }
     None
 }
