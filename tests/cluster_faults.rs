@@ -214,7 +214,8 @@ fn check_replicas(nodes: &mut [Server], rooms: &[RoomId], told: &Told) -> usize 
         }
         replicas.push(here);
     }
-    let counts: Vec<Vec<usize>> = replicas.iter().map(|r| rooms.iter().map(|room| r[room].len()).collect()).collect();
+    let counts: Vec<Vec<usize>> =
+        replicas.iter().map(|r| rooms.iter().map(|room| r[room].len()).collect()).collect();
     eprintln!("messages per replica and room: {counts:?}");
     // Seqs at which some replica holds another message than the first node's.
     let mut divergent = 0;

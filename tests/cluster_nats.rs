@@ -4,6 +4,8 @@
 //! the node owning some rooms is killed with SIGKILL mid-traffic and the recorded
 //! histories are checked like the single-node fault harness: nothing acknowledged lost,
 //! no gap, no duplicate `cid`, and every client saw every message once, in order.
+//! Two users asking each other for friendship at the same moment on two nodes end up
+//! friends (the pair's fence in the log), never with one request lost.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -457,4 +459,75 @@ async fn killing_an_owner_moves_its_rooms_without_losing_acknowledged_messages()
         stored_texts.len()
     );
     assert!(total_acked > acked_before, "traffic went on after the kill");
+}
+
+/// A friendship request, retried while the pair is being changed on another node
+/// (`unavailable`) or the other user's account has not reached this node yet.
+fn request_friendship(client: &mut Client, user: UserId) -> palaver_protocol::FriendState {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.request(Op::FriendRequest { user: user.clone() }) {
+            ReplyBody::Ok(OkBody::Friend(ok)) => return ok.friend.state,
+            ReplyBody::Ok(other) => panic!("friend.request answered {other:?}"),
+            ReplyBody::Err(e)
+                if matches!(e.code, ErrorCode::Unavailable | ErrorCode::NotFound)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ReplyBody::Err(e) => panic!("friend.request failed: {e:?}"),
+        }
+    }
+}
+
+#[test]
+fn two_nodes_deciding_one_friendship_at_once_agree() {
+    const PAIRS: usize = 12;
+    let nats = Nats::start();
+    let nodes: Vec<Server> = NODES[..2].iter().map(|id| start_node(&nats, id)).collect();
+    wait_live(&nodes.iter().map(|n| n.addr).collect::<Vec<_>>(), 2);
+    let left: Vec<_> = (0..PAIRS).map(|i| register(nodes[0].addr, &format!("left{i}"))).collect();
+    let right: Vec<_> = (0..PAIRS).map(|i| register(nodes[1].addr, &format!("right{i}"))).collect();
+    let uid = |a: &palaver_e2e::Account| UserId::parse(&a.user_id).unwrap();
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let ask = |node: SocketAddr,
+               me: Vec<palaver_e2e::Account>,
+               them: Vec<UserId>,
+               barrier: Arc<std::sync::Barrier>| {
+        std::thread::spawn(move || {
+            let mut clients: Vec<Client> = me.iter().map(|a| login_when_replicated(node, a)).collect();
+            // Each pair's two requests leave at the same instant.
+            let mut answers = Vec::new();
+            for (client, other) in clients.iter_mut().zip(them) {
+                barrier.wait();
+                answers.push(request_friendship(client, other));
+            }
+            answers
+        })
+    };
+    let a = ask(nodes[0].addr, left.clone(), right.iter().map(uid).collect(), barrier.clone());
+    let b = ask(nodes[1].addr, right.clone(), left.iter().map(uid).collect(), barrier);
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    eprintln!("answers on n1: {a:?}\nanswers on n2: {b:?}");
+    // Both asked, so each pair is friends, as both nodes' replicas say.
+    for node in &nodes {
+        for account in left.iter().chain(&right) {
+            let mut client = login_when_replicated(node.addr, account);
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let list = match client.request(Op::FriendList { limit: None, cursor: None }) {
+                    ReplyBody::Ok(OkBody::Friends(list)) => list.friends,
+                    other => panic!("{other:?}"),
+                };
+                let states: Vec<_> = list.iter().map(|f| f.state).collect();
+                if states == [palaver_protocol::FriendState::Friends] {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{} on {}: {states:?}", account.username, node.addr);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    let fenced: u64 = nodes.iter().map(|n| metric(n.addr, "palaver_cluster_fenced_writes_total")).sum();
+    eprintln!("{fenced} pair changes refused by the log and retried");
 }

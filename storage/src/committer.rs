@@ -81,6 +81,8 @@ enum Request<T> {
         writes: Vec<Write>,
         ticket: T,
         submitted: Instant,
+        /// The shared-log position the writes were decided on (see [`LogPart::seen`]).
+        seen: Option<u64>,
     },
     /// Commit what is queued before this, sync, and stop.
     Stop,
@@ -113,8 +115,15 @@ impl<T: Send + 'static> GroupCommitter<T> {
     /// Refused only once the committer has shut down: the ticket comes back then, so its
     /// submitter can settle it ([`StorageError::Closed`]).
     pub fn submit(&self, writes: Vec<Write>, ticket: T) -> Result<(), T> {
+        self.submit_seen(writes, None, ticket)
+    }
+
+    /// Submits writes decided on what this node's replica had applied of the shared log
+    /// up to `seen`: in a cluster, a pair of users' writes are refused if another node
+    /// changed the pair after that (see [`LogPart`]).
+    pub fn submit_seen(&self, writes: Vec<Write>, seen: Option<u64>, ticket: T) -> Result<(), T> {
         let submitted = Instant::now();
-        match self.tx.send(Request::Write { writes, ticket, submitted }) {
+        match self.tx.send(Request::Write { writes, ticket, submitted, seen }) {
             Ok(()) => Ok(()),
             Err(refused) => match refused.into_inner() {
                 Request::Write { ticket, .. } => Err(ticket),
@@ -137,6 +146,7 @@ impl<T: Send + 'static> GroupCommitter<T> {
 /// The submissions gathered for one group commit.
 struct Group<T> {
     submitted: Vec<Vec<Write>>,
+    seen: Vec<Option<u64>>,
     tickets: Vec<T>,
     submitted_at: Vec<Instant>,
     count: usize,
@@ -144,7 +154,13 @@ struct Group<T> {
 
 impl<T> Default for Group<T> {
     fn default() -> Self {
-        Self { submitted: Vec::new(), tickets: Vec::new(), submitted_at: Vec::new(), count: 0 }
+        Self {
+            submitted: Vec::new(),
+            seen: Vec::new(),
+            tickets: Vec::new(),
+            submitted_at: Vec::new(),
+            count: 0,
+        }
     }
 }
 
@@ -152,9 +168,10 @@ impl<T> Group<T> {
     /// Adds a submission; `true` for a stop request.
     fn take(&mut self, request: Request<T>) -> bool {
         match request {
-            Request::Write { writes, ticket, submitted } => {
+            Request::Write { writes, ticket, submitted, seen } => {
                 self.count += writes.len();
                 self.submitted.push(writes);
+                self.seen.push(seen);
                 self.tickets.push(ticket);
                 self.submitted_at.push(submitted);
                 false
@@ -181,7 +198,7 @@ struct Run<T> {
 /// room's fence ([`Store::replicate_parts`]); a room whose record the log did not take
 /// is refused alone, and the rest applied. Reports every ticket in submission order.
 fn commit_group<T>(store: &Store, group: Group<T>, on_done: &mut impl FnMut(CommitDone<T>)) -> bool {
-    let Group { submitted, tickets, submitted_at, count } = group;
+    let Group { submitted, seen, tickets, submitted_at, count } = group;
     let mut fence = SeqFence::new();
     let mut verdicts: Vec<Result<(), Arc<StorageError>>> = Vec::with_capacity(submitted.len());
     // Writes that follow a refused one (a hole) come in runs: one line per group.
@@ -213,7 +230,8 @@ fn commit_group<T>(store: &Store, group: Group<T>, on_done: &mut impl FnMut(Comm
     if holes > 1 {
         tracing::warn!(refused = holes, "refused the writes that followed a refused one in this group");
     }
-    let positions = if store.replicates() { log_rooms(store, &submitted, &mut verdicts) } else { Vec::new() };
+    let positions =
+        if store.replicates() { log_rooms(store, &submitted, &seen, &mut verdicts) } else { Vec::new() };
     let mut batch = Vec::with_capacity(count);
     let mut sizes = Vec::with_capacity(submitted.len());
     for (writes, verdict) in submitted.into_iter().zip(&verdicts) {
@@ -275,6 +293,7 @@ fn commit_group<T>(store: &Store, group: Group<T>, on_done: &mut impl FnMut(Comm
 fn log_rooms(
     store: &Store,
     submitted: &[Vec<Write>],
+    seen: &[Option<u64>],
     verdicts: &mut [Result<(), Arc<StorageError>>],
 ) -> Vec<u64> {
     if let Err(e) = store.writable() {
@@ -308,12 +327,18 @@ fn log_rooms(
     let mut part_of = std::collections::HashMap::new();
     for (i, writes) in submitted.iter().enumerate().filter(|(i, _)| verdicts[*i].is_ok()) {
         let room = Write::single_room(writes);
-        let at = *part_of.entry(room).or_insert_with(|| {
-            parts.push(LogPart { room, writes: Vec::new() });
+        // A pair's writes are fenced only when their decision said what it had seen.
+        let pair = if room.is_none() && seen[i].is_some() { Write::single_pair(writes) } else { None };
+        let at = *part_of.entry((room, pair)).or_insert_with(|| {
+            parts.push(LogPart { room, pair, seen: None, writes: Vec::new() });
             members.push(Vec::new());
             parts.len() - 1
         });
-        parts[at].writes.extend(writes.iter());
+        let part = &mut parts[at];
+        if let (Some(_), Some(decided_on)) = (pair, seen[i]) {
+            part.seen = Some(part.seen.map_or(decided_on, |earliest| earliest.min(decided_on)));
+        }
+        part.writes.extend(writes.iter());
         members[at].push(i);
     }
     let mut positions = Vec::with_capacity(parts.len());
@@ -552,7 +577,7 @@ mod tests {
             (append(&c, 2), "c2"),
             (append(&c, 1), "c1"),
         ] {
-            group.take(Request::Write { writes, ticket, submitted: Instant::now() });
+            group.take(Request::Write { writes, ticket, submitted: Instant::now(), seen: None });
         }
         let mut outcomes = Vec::new();
         commit_group(&store, group, &mut |done: CommitDone<&'static str>| {

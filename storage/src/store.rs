@@ -61,11 +61,18 @@ pub trait Replicator: Send + Sync {
 }
 
 /// The writes of one group commit that go to the shared log as one record: all of one
-/// room's (`room`), or those of no single room.
+/// room's (`room`), all of one pair of users' (`pair`, decided on what this node had
+/// applied of the log up to `seen`), or those of neither.
 #[derive(Debug)]
 pub struct LogPart<'a> {
     /// The room every write belongs to, if one does.
     pub room: Option<&'a palaver_protocol::RoomId>,
+    /// The pair of users every write is about, if one is and its decision said what it
+    /// had seen of the log.
+    pub pair: Option<(&'a palaver_protocol::UserId, &'a palaver_protocol::UserId)>,
+    /// The log position this node's replica had applied when the writes were decided
+    /// (the earliest of the part's decisions).
+    pub seen: Option<u64>,
     /// The writes, in submission order.
     pub writes: Vec<&'a Write>,
 }

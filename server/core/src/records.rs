@@ -397,6 +397,23 @@ impl Write {
         }
     }
 
+    /// The pair of users (lower id first) a friendship or block write is about: a
+    /// pair's changes go to the cluster log under that pair's fence.
+    pub fn pair(&self) -> Option<(&UserId, &UserId)> {
+        let (a, b) = match self {
+            Write::PutFriend { user, other, .. } | Write::RemoveFriend { user, other } => (user, other),
+            Write::PutBlock { user, blocked, .. } | Write::RemoveBlock { user, blocked } => (user, blocked),
+            _ => return None,
+        };
+        Some(if a <= b { (a, b) } else { (b, a) })
+    }
+
+    /// The one pair every write of `writes` is about, if there is one.
+    pub fn single_pair(writes: &[Write]) -> Option<(&UserId, &UserId)> {
+        let first = writes.first()?.pair()?;
+        writes.iter().all(|w| w.pair() == Some(first)).then_some(first)
+    }
+
     /// The one room every write of `writes` belongs to, if there is one (`None` for
     /// writes of no room or of several).
     pub fn single_room(writes: &[Write]) -> Option<&palaver_protocol::RoomId> {

@@ -33,7 +33,7 @@ use std::sync::{Arc, RwLock};
 
 use palaver_core::log_fence::LogFence;
 use palaver_core::rendezvous_owner;
-use palaver_protocol::RoomId;
+use palaver_protocol::{RoomId, UserId};
 
 pub use crate::config::ClusterConfig;
 pub use service::start;
@@ -122,6 +122,9 @@ pub struct Cluster {
     pub fenced_writes: AtomicU64,
     /// Rooms this node claimed in the log.
     pub claims: AtomicU64,
+    /// The log position of this node's last change of each pair of users it changed
+    /// (absent once an append's outcome was unknown).
+    own_pairs: std::sync::Mutex<std::collections::HashMap<(UserId, UserId), u64>>,
 }
 
 impl Cluster {
@@ -152,6 +155,28 @@ impl Cluster {
         // A room this node loses is claimed anew if it owns it again later.
         self.fence().release_lost(|room| rendezvous_owner(&owners, room) == Some(self.node.as_str()));
         self.ownership.write().unwrap_or_else(std::sync::PoisonError::into_inner).owners = owners;
+    }
+
+    /// Records this node's last change of a pair (`None`: its outcome is unknown).
+    fn own_pair_last(&self, lower: &UserId, higher: &UserId, position: Option<u64>) {
+        let mut pairs = self.own_pairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (lower.clone(), higher.clone());
+        match position {
+            Some(position) => pairs.insert(key, position),
+            None => pairs.remove(&key),
+        };
+    }
+
+    /// Whether the pair's record at `position` is this node's last change of it.
+    fn own_pair_last_is(&self, lower: &UserId, higher: &UserId, position: u64) -> bool {
+        let pairs = self.own_pairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pairs.get(&(lower.clone(), higher.clone())) == Some(&position)
+    }
+
+    /// The log position this node's replica has applied: what a decision made now sees
+    /// of other nodes' writes.
+    pub fn seen(&self) -> u64 {
+        self.log_position.load(Ordering::Acquire)
     }
 
     /// A room's owner was loaded from storage here: its writes are decided afresh (a

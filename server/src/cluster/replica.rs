@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use palaver_core::log_fence::{Plan, check_claim};
-use palaver_protocol::RoomId;
+use palaver_protocol::{RoomId, UserId};
 use palaver_search::IndexOp;
 use palaver_storage::{LogPart, Replicator, StorageError, Store, Write};
 
@@ -112,6 +112,24 @@ impl LogPublisher {
         }
     }
 
+    /// Where a change of a pair of users, decided on what this replica had applied up
+    /// to `seen`, may be appended: after the pair's last record, provided no other node
+    /// wrote the pair after what the decision saw (the last record is older, or it is
+    /// this node's own last change of the pair, which the decision saw in storage or in
+    /// flight). Otherwise the change was decided on an old state and is refused: the
+    /// client retries on the state that now includes the other node's change.
+    fn pair_fence(&self, lower: &UserId, higher: &UserId, seen: u64) -> Result<u64, StorageError> {
+        let log_last = self.last_on_subject(wire::log_of_pair(lower, higher))?;
+        if log_last <= seen || self.cluster.own_pair_last_is(lower, higher, log_last) {
+            Ok(log_last)
+        } else {
+            self.cluster.fenced_writes.fetch_add(1, Ordering::Relaxed);
+            Err(StorageError::NotLogged(format!(
+                "{lower} and {higher} changed on another node since this change was decided; try again"
+            )))
+        }
+    }
+
     /// Claims `room` for this node: once this replica holds every record of the room's
     /// subject (waiting briefly for it) and `first_seq` follows the stored log, a claim
     /// record is appended right after the subject's last. Returns its position.
@@ -194,6 +212,9 @@ impl Replicator for LogPublisher {
         let expected: Vec<Result<Option<u64>, StorageError>> = parts
             .iter()
             .map(|part| {
+                if let (Some((lower, higher)), Some(seen)) = (part.pair, part.seen) {
+                    return self.pair_fence(lower, higher, seen).map(Some);
+                }
                 let Some(room) = part.room else { return Ok(None) };
                 let plan = cluster.fence().plan(room, now);
                 match plan {
@@ -214,7 +235,11 @@ impl Replicator for LogPublisher {
             .zip(expected)
             .map(|(part, expected)| {
                 let expected = expected?;
-                let subject = part.room.map_or_else(|| wire::log_of_node(&cluster.node), wire::log_of_room);
+                let subject = match (part.room, part.pair) {
+                    (Some(room), _) => wire::log_of_room(room),
+                    (None, Some((lower, higher))) if part.seen.is_some() => wire::log_of_pair(lower, higher),
+                    _ => wire::log_of_node(&cluster.node),
+                };
                 self.send(subject, &part.writes, false, expected)
             })
             .collect();
@@ -225,6 +250,24 @@ impl Replicator for LogPublisher {
             .zip(sent)
             .map(|(part, sent)| {
                 let outcome = sent?.wait(cluster, deadline);
+                if let (None, Some((lower, higher)), Some(_)) = (part.room, part.pair, part.seen) {
+                    return match outcome {
+                        Ok(position) => {
+                            cluster.own_pair_last(lower, higher, Some(position));
+                            Ok(position)
+                        }
+                        Err(PublishFailure::WrongLast) => {
+                            cluster.fenced_writes.fetch_add(1, Ordering::Relaxed);
+                            Err(StorageError::NotLogged(format!(
+                                "another node changed {lower} and {higher} at the same moment; try again"
+                            )))
+                        }
+                        Err(PublishFailure::Unknown(e)) => {
+                            cluster.own_pair_last(lower, higher, None);
+                            Err(StorageError::Replication(e))
+                        }
+                    };
+                }
                 let Some(room) = part.room else {
                     return match outcome {
                         Ok(position) => Ok(position),

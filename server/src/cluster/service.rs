@@ -107,6 +107,7 @@ pub fn start(
         started: Instant::now(),
         fenced_writes: AtomicU64::new(0),
         claims: AtomicU64::new(0),
+        own_pairs: std::sync::Mutex::default(),
     });
     let (records_tx, records) = flume::bounded::<(u64, bytes::Bytes)>(4_096);
     {

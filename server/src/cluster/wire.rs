@@ -39,6 +39,12 @@ pub fn log_of_room(room: &RoomId) -> String {
     format!("{PREFIX}.log.r.{room}")
 }
 
+/// Where a pair of users' friendship and block changes go (lower id first): one subject
+/// per pair, so each change can be made conditional on the pair's last record.
+pub fn log_of_pair(lower: &UserId, higher: &UserId) -> String {
+    format!("{PREFIX}.log.p.{lower}.{higher}")
+}
+
 /// Where an account creation is published: one subject per username skeleton, so the
 /// log itself refuses a second account of the same or a confusable name (expected last
 /// sequence 0).

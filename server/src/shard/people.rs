@@ -246,16 +246,19 @@ fn with_home(
     call: impl FnOnce(&mut PeopleHome, &HomeLookups<'_>, &mut HomeEffects<Origin>),
 ) {
     let Home { home, fx } = state;
+    // Read before the decision reads storage: the decision saw at least this much of
+    // other nodes' writes (a pair's change is refused if the pair changed after it).
+    let seen = shard.shared.cluster.as_ref().map(|cluster| cluster.seen());
     call(home, &HomeLookups(shard), fx);
-    carry_out(shard, home, fx);
+    carry_out(shard, home, fx, seen);
 }
 
 /// Carries out what the home decided.
-fn carry_out(shard: &Shard, home: &mut PeopleHome, fx: &mut HomeEffects<Origin>) {
+fn carry_out(shard: &Shard, home: &mut PeopleHome, fx: &mut HomeEffects<Origin>, seen: Option<u64>) {
     loop {
         for commit in std::mem::take(&mut fx.commits) {
             let work = CommitWork::People(commit.settle);
-            match shard.shared.committer.submit(commit.writes, Ticket { shard: shard.id, work }) {
+            match shard.shared.committer.submit_seen(commit.writes, seen, Ticket { shard: shard.id, work }) {
                 Ok(()) => shard.outstanding_commits.set(shard.outstanding_commits.get() + 1),
                 Err(Ticket { work: CommitWork::People(settle), .. }) => {
                     home.on_committed(settle, Err(LookupError::Unavailable), fx);
