@@ -192,6 +192,21 @@ fn check_replicas(nodes: &mut [Server], rooms: &[RoomId], told: &Told) -> usize 
     std::thread::sleep(Duration::from_secs(2));
     let positions: Vec<u64> = nodes.iter().map(|n| metric(n.addr, "palaver_cluster_log_position")).collect();
     eprintln!("log positions applied: {positions:?}");
+    // What an operator compares: every node's digest of each room, the same.
+    for room in rooms {
+        let digests: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|n| {
+                let (status, body) =
+                    http(n.addr, "GET", &format!("/v1/replica/digest?room={room}"), None, &[]);
+                assert_eq!(status, 200, "{body}");
+                let digest: serde_json::Value = serde_json::from_str(&body).unwrap();
+                serde_json::json!([digest["messages"], digest["last_seq"], digest["sha256"]])
+            })
+            .collect();
+        eprintln!("room {room}: digests {digests:?}");
+        assert!(digests.windows(2).all(|w| w[0] == w[1]), "replicas of {room} differ: {digests:?}");
+    }
     for node in nodes.iter_mut() {
         assert!(node.terminate().success());
     }

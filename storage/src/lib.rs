@@ -33,6 +33,6 @@ pub use palaver_core::records::{
     ActionRecord, DeviceRecord, FileRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write,
 };
 pub use store::{
-    Durability, FORMAT_VERSION, LogPart, Replicator, Store, StoreOptions, lower_this_threads_priority,
-    username_skeleton,
+    Durability, FORMAT_VERSION, LogPart, Replicator, RoomDigest, Store, StoreOptions,
+    lower_this_threads_priority, username_skeleton,
 };

@@ -58,7 +58,7 @@ fn not_ready(shard: &Rc<Shard>) -> Option<&'static str> {
 pub fn methods(path: &str, web_page: bool) -> Option<&'static str> {
     match path {
         "/v1/auth/register" | "/v1/auth/login" | "/v1/auth/refresh" | "/v1/files" => Some("POST"),
-        "/healthz" | "/readyz" | "/metrics" | "/v1/ws" => Some("GET"),
+        "/healthz" | "/readyz" | "/metrics" | "/v1/replica/digest" | "/v1/ws" => Some("GET"),
         p if p.starts_with("/v1/files/") => Some("GET"),
         p if web_page && super::web_page::asset(p).is_some() => Some("GET"),
         _ => None,
@@ -120,7 +120,8 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
             }
         }
         (_, "/v1/auth/register" | "/v1/auth/login" | "/v1/auth/refresh") => method_not_allowed("POST"),
-        (_, "/healthz" | "/readyz" | "/metrics") => method_not_allowed("GET"),
+        ("GET", "/v1/replica/digest") => replica_digest(&shared, request),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/v1/replica/digest") => method_not_allowed("GET"),
         ("GET", "/v1/ws") => {
             Response::error_with_status(426, ErrorCode::Invalid, "this endpoint needs a WebSocket upgrade")
         }
@@ -128,6 +129,51 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
             Response::error(ErrorCode::NotFound, &format!("no route for {} {}", request.method, request.path))
         }
     }
+}
+
+/// Most messages one digest request covers (the read runs on a shard).
+const DIGEST_MAX_MESSAGES: usize = 10_000;
+
+/// `GET /v1/replica/digest?room=…&from=…&limit=…`: a digest of this node's copy of a
+/// room's messages, so an operator can compare the replicas of a cluster range by range.
+fn replica_digest(shared: &crate::shared::Shared, request: &Request) -> Response {
+    let Some(room) = request.query_param("room") else {
+        return Response::error(ErrorCode::Invalid, "give the room: /v1/replica/digest?room=r_…");
+    };
+    let Ok(room) = palaver_protocol::RoomId::parse(&room) else {
+        return Response::error(ErrorCode::Invalid, "room: not a room id");
+    };
+    let number = |name: &str, default: u64| match request.query_param(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| Response::error(ErrorCode::Invalid, &format!("{name}: not a number"))),
+    };
+    let (from, limit) = match (number("from", 1), number("limit", DIGEST_MAX_MESSAGES as u64)) {
+        (Ok(from), Ok(limit)) => (from, (limit as usize).clamp(1, DIGEST_MAX_MESSAGES)),
+        (Err(response), _) | (_, Err(response)) => return response,
+    };
+    let digest = match shared.store.room_digest(&room, from, limit) {
+        Ok(digest) => digest,
+        Err(e) => return Response::error(ErrorCode::Unavailable, &format!("cannot read the room: {e}")),
+    };
+    let next = (digest.messages as usize == limit).then(|| digest.last_seq.map(|s| s + 1)).flatten();
+    let node = shared.cluster.as_ref().map(|c| c.node.clone());
+    let log_position = shared.cluster.as_ref().map(|c| c.seen());
+    Response::json(
+        200,
+        &json!({
+            "room": room,
+            "node": node,
+            "log_position": log_position,
+            "from": from,
+            "messages": digest.messages,
+            "first_seq": digest.first_seq,
+            "last_seq": digest.last_seq,
+            "sha256": digest.sha256,
+            "next": next,
+        }),
+    )
 }
 
 fn method_not_allowed(allow: &'static str) -> Response {
