@@ -335,11 +335,14 @@ async fn replication_resumes_by_itself_after_the_broker_restarts() {
     check_replicas(&mut nodes, &rooms, &told);
 }
 
-/// The longest pause between two acknowledgements after `from`.
-fn longest_pause(told: &Told, from: Instant) -> Duration {
+/// The longest pause in acknowledgements between `from` and now (one still going on
+/// counts), and when it began (after `from`).
+fn longest_pause(told: &Told, from: Instant) -> (Duration, Duration) {
     let mut at: Vec<Instant> = told.acked_at.iter().copied().filter(|t| *t >= from).collect();
     at.sort();
-    at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+    at.insert(0, from);
+    at.push(Instant::now());
+    at.windows(2).map(|w| (w[1] - w[0], w[0] - from)).max().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,15 +359,24 @@ async fn a_three_server_broker_loses_nothing_when_any_server_dies() {
             let leader = nats.stream_leader("PALAVER_LOG").await.expect("the log stream has a leader");
             let server = if victim == "leader" { leader } else { (leader + 1) % 3 };
             let killed = Instant::now();
+            eprintln!("{:?} after the first kill: killing the stream {victim}", killed - started);
             tokio::task::block_in_place(|| nats.kill9_and_restart(server, Duration::from_secs(5)));
             eprintln!("stream {victim} {} killed with SIGKILL, back after 5 s", nats.names[server]);
-            tokio::time::sleep(Duration::from_secs(4)).await;
-            let pause = longest_pause(&writers.told.lock().unwrap(), killed - Duration::from_secs(1));
-            eprintln!("longest pause between acknowledgements around it: {pause:?}");
+            // Until writes have gone on for a while after the longest pause.
+            let (pause, _) = loop {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                let (pause, began) = longest_pause(&writers.told.lock().unwrap(), killed);
+                if killed + began + pause + Duration::from_secs(2) < Instant::now() {
+                    break (pause, began);
+                }
+                assert!(killed.elapsed() < WAIT * 2, "writes did not resume after the {victim} died");
+            };
+            eprintln!("longest pause between acknowledgements after it: {pause:?}");
         }
     }
     let (rooms, told) = writers.finish().await;
-    eprintln!("longest pause between acknowledgements: {:?}", longest_pause(&told, started));
+    let (pause, at) = longest_pause(&told, started);
+    eprintln!("longest pause between acknowledgements: {pause:?}, {at:?} after the first kill");
     check_replicas(&mut nodes, &rooms, &told);
 }
 

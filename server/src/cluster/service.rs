@@ -215,7 +215,11 @@ impl Links {
             .connect(servers)
             .await
             .map_err(|e| format!("cannot connect to NATS at {}: {e}", config.nats_url))?;
-        let js = jetstream::new(client.clone());
+        let mut js = jetstream::new(client.clone());
+        // A healthy stream acknowledges in milliseconds; past this, the outcome is
+        // unknown (the client resends with the same cid) rather than holding every write
+        // behind it while NATS elects a new stream leader.
+        js.set_timeout(JETSTREAM_TIMEOUT);
         // A NATS cluster that has just started elects its JetStream leaders first: until
         // then it answers "temporarily unavailable". Keep asking for a while.
         let deadline = Instant::now() + STREAM_OPEN_TIMEOUT;
@@ -285,6 +289,9 @@ const MAX_TICK_GAP_MS: u64 = DEAD_AFTER_MS - 2 * HEARTBEAT_MS;
 /// How long each tick vouches for this node's leases (see `LogFence::vouch`): a write
 /// after a freeze this long re-validates its room first.
 const VOUCH_MS: u64 = MAX_TICK_GAP_MS;
+
+/// How long a JetStream request (an append's acknowledgement, a lookup) may take.
+const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a starting node waits for JetStream to open the log stream (a NATS cluster
 /// starting at the same moment elects its leaders first).
