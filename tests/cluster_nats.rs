@@ -4,6 +4,8 @@
 //! the node owning some rooms is killed with SIGKILL mid-traffic and the recorded
 //! histories are checked like the single-node fault harness: nothing acknowledged lost,
 //! no gap, no duplicate `cid`, and every client saw every message once, in order.
+//! The log is trimmed to its tail once every node has it; a new node cannot start from
+//! it alone, and starts from another node's backup instead.
 //! Two users asking each other for friendship at the same moment on two nodes end up
 //! friends (the pair's fence in the log), never with one request lost.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
@@ -14,7 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use palaver_e2e::{Client, Nats, Server, WAIT, metric, post_json, register};
+use palaver_e2e::{
+    Client, JWT_SECRET, Nats, Server, WAIT, http, metric, palaver_bin, post_json, register, send_op,
+};
 use palaver_protocol::{
     Codec, ErrorCode, Event, OkBody, Op, PresenceStatus, ReplyBody, RoomId, RoomKind, UserId,
 };
@@ -530,4 +534,108 @@ fn two_nodes_deciding_one_friendship_at_once_agree() {
     }
     let fenced: u64 = nodes.iter().map(|n| metric(n.addr, "palaver_cluster_fenced_writes_total")).sum();
     eprintln!("{fenced} pair changes refused by the log and retried");
+}
+
+#[test]
+fn a_trimmed_log_keeps_its_tail_and_a_new_node_starts_from_a_backup() {
+    let nats = Nats::start();
+    let start =
+        |id: &str| Server::start(&["--cluster", &nats.url, "--node-id", id, "--cluster-log-keep", "40"]);
+    let nodes = [start("n1"), start("n2")];
+    wait_live(&[nodes[0].addr, nodes[1].addr], 2);
+    let alice = register(nodes[0].addr, "alice");
+    let mut client = login_when_replicated(nodes[0].addr, &alice);
+    let room = match ok_retry(
+        &mut client,
+        Op::RoomCreate { name: "long".into(), kind: RoomKind::Public, topic: None, settings: None },
+    ) {
+        OkBody::Room(r) => r.room.room_id,
+        other => panic!("{other:?}"),
+    };
+    ok_retry(&mut client, Op::Join { room: room.clone(), since: None });
+    for i in 0..200 {
+        ok_retry(&mut client, send_op(&room, &format!("m{i}"), &format!("message {i}")));
+    }
+    // The trimmer (n1, the lowest id) trims once both replicas have the records.
+    let deadline = Instant::now() + WAIT * 4;
+    while metric(nodes[0].addr, "palaver_cluster_log_trimmed_before") < 150 {
+        assert!(Instant::now() < deadline, "the log was not trimmed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Writes go on across the trim (leases it would break were given up first).
+    for i in 200..220 {
+        ok_retry(&mut client, send_op(&room, &format!("m{i}"), &format!("message {i}")));
+    }
+
+    // A node with an empty store cannot catch up from a trimmed log: it says so.
+    let empty = tempfile::tempdir().unwrap();
+    let refused = std::process::Command::new(palaver_bin())
+        .args([
+            "--cluster",
+            &nats.url,
+            "--node-id",
+            "n3",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--quic-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(empty.path())
+        .env("PALAVER_JWT_SECRET", JWT_SECRET)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("trimmed") && stderr.contains("palaver restore"), "{stderr}");
+
+    // From a backup of n2, it starts and reads the tail from the log.
+    let backup = tempfile::tempdir().unwrap();
+    let out = backup.path().join("b");
+    let run = |args: &[&str]| std::process::Command::new(palaver_bin()).args(args).output().unwrap();
+    let backed_up =
+        run(&["backup", "--data-dir", nodes[1].data_dir().to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(backed_up.status.success(), "{}", String::from_utf8_lossy(&backed_up.stderr));
+    for i in 220..240 {
+        ok_retry(&mut client, send_op(&room, &format!("m{i}"), &format!("message {i}")));
+    }
+    let seeded = tempfile::tempdir().unwrap();
+    let target = seeded.path().join("data");
+    let restored = run(&["restore", "--from", out.to_str().unwrap(), "--data-dir", target.to_str().unwrap()]);
+    assert!(restored.status.success(), "{}", String::from_utf8_lossy(&restored.stderr));
+    let seeding = Instant::now();
+    let third = {
+        // The restored directory becomes the node's data directory.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::remove_dir(dir.path()).unwrap();
+        std::fs::rename(&target, dir.path()).unwrap();
+        Server::start_in(dir, &["--cluster", &nats.url, "--node-id", "n3", "--cluster-log-keep", "40"])
+    };
+    wait_live(&[nodes[0].addr, nodes[1].addr, third.addr], 3);
+    let mut reader = login_when_replicated(third.addr, &alice);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = http(third.addr, "GET", &format!("/v1/replica/digest?room={room}"), None, &[]);
+        let ours: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let (_, body) = http(nodes[0].addr, "GET", &format!("/v1/replica/digest?room={room}"), None, &[]);
+        let theirs: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if status == 200 && ours["sha256"] == theirs["sha256"] && ours["messages"].as_u64() >= Some(240) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the seeded node did not catch up: {ours} vs {theirs}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "a node seeded from a backup serves the room, caught up, {:?} after it started",
+        seeding.elapsed()
+    );
+    ok_retry(&mut reader, Op::Join { room: room.clone(), since: None });
+    let page = match ok_retry(
+        &mut reader,
+        Op::History { room: room.clone(), before: None, after: None, limit: Some(50), cursor: None },
+    ) {
+        OkBody::History(h) => h.messages,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(page.first().map(|m| m.text.as_str()), Some("message 239"));
 }

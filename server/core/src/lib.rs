@@ -18,6 +18,7 @@
 mod error;
 pub mod keys;
 pub mod log_fence;
+pub mod log_trim;
 mod membership;
 pub mod memory;
 pub mod owner;

@@ -203,6 +203,13 @@ impl LogFence {
         self.leases.retain(|room, lease| matches!(lease, Lease::Lost { .. }) || still_owned(room));
     }
 
+    /// The log is about to be trimmed before `position`: a lease whose last record is
+    /// older would expect a record the log no longer has, so it is given up (the next
+    /// write of that room claims it again, without a refusal).
+    pub fn forget_before(&mut self, position: u64) {
+        self.leases.retain(|_, lease| !matches!(lease, Lease::Held { last } if *last < position));
+    }
+
     /// Whether this node holds `room`'s lease.
     pub fn holds(&self, room: &RoomId) -> bool {
         matches!(self.leases.get(room), Some(Lease::Held { .. }))
@@ -292,6 +299,17 @@ mod tests {
         fence.vouch(4_000);
         assert_eq!(fence.plan(&room(), 3_100), Ok(Plan::Claim));
         assert_eq!(fence.plan(&other, 3_100), Ok(Plan::Claim));
+    }
+
+    #[test]
+    fn a_trim_ends_the_leases_it_would_break() {
+        let other = RoomId::parse("r_two").unwrap();
+        let mut fence = LogFence::new(1_000);
+        fence.claimed(&room(), 40);
+        fence.claimed(&other, 90);
+        fence.forget_before(50);
+        assert_eq!(fence.plan(&room(), 0), Ok(Plan::Claim));
+        assert_eq!(fence.plan(&other, 0), Ok(Plan::Append { expected: 90 }));
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub struct Cluster {
     pub fenced_writes: AtomicU64,
     /// Rooms this node claimed in the log.
     pub claims: AtomicU64,
+    /// The position before which this node last trimmed the log (0: never).
+    pub trimmed_before: AtomicU64,
     /// The log position of this node's last change of each pair of users it changed
     /// (absent once an append's outcome was unknown).
     own_pairs: std::sync::Mutex<std::collections::HashMap<(UserId, UserId), u64>>,
@@ -241,6 +243,11 @@ impl Cluster {
             "palaver_cluster_room_claims",
             "Rooms this node claimed in the cluster log (ownership epochs).",
             self.claims.load(Ordering::Relaxed),
+        );
+        out.gauge(
+            "palaver_cluster_log_trimmed_before",
+            "The position before which this node (the trimmer) last trimmed the cluster log (0: never).",
+            self.trimmed_before.load(Ordering::Relaxed) as f64,
         );
         out.counter(
             "palaver_cluster_ownership_conflicts",

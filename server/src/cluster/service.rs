@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer::DeliverPolicy, stream};
 use futures_util::StreamExt as _;
 use palaver_core::log_fence::LogFence;
+use palaver_core::log_trim::{self, TrimPolicy};
 use palaver_core::{Heartbeat, Membership, MembershipChange, Standing};
 use palaver_protocol::{Codec, ErrorBody, ErrorCode, ReplyBody, UserId};
 use palaver_search::IndexOp;
@@ -18,7 +19,7 @@ use palaver_storage::Store;
 
 use super::replica::{LogPublisher, run_replica};
 use super::wire::{
-    self, Beat, ForwardedCommand, ForwardedReply, PresenceChange, RoomEventBody, RoomEventEnvelope,
+    self, Beat, ForwardedCommand, ForwardedReply, LogRecord, PresenceChange, RoomEventBody, RoomEventEnvelope,
 };
 use super::{
     Cluster, ClusterConfig, ClusterError, DEAD_AFTER_MS, FORWARD_TIMEOUT_MS, HEARTBEAT_MS, Ownership,
@@ -46,6 +47,10 @@ pub enum ServiceCmd {
     Settled { owners: Vec<String> },
     /// This node's replica caught up at start: it may own rooms.
     Ready,
+    /// This node is about to trim the log before `point` (announced in its heartbeats).
+    TrimAnnounced { point: u64 },
+    /// The trim is over (`Some`: the log now starts at that position).
+    Trimmed { point: Option<u64> },
     /// The NATS connection was lost (`false`) or is back (`true`).
     Broker { connected: bool },
     /// Say goodbye and stop.
@@ -107,6 +112,7 @@ pub fn start(
         started: Instant::now(),
         fenced_writes: AtomicU64::new(0),
         claims: AtomicU64::new(0),
+        trimmed_before: AtomicU64::new(0),
         own_pairs: std::sync::Mutex::default(),
     });
     let (records_tx, records) = flume::bounded::<(u64, bytes::Bytes)>(4_096);
@@ -151,7 +157,7 @@ pub fn start(
                         start_position,
                     } = links;
                     let subs = Subscriptions { beats, departures, requests, events, presence };
-                    let service = Service::new(cluster, mesh, client, js, to_service);
+                    let service = Service::new(cluster, mesh, client, js, to_service, config.log_keep);
                     tokio::spawn(read_log(log.clone(), start_position, records_tx));
                     service.run(subs, log, commands, gateway).await;
                 });
@@ -247,6 +253,22 @@ impl Links {
                 }
             }
         };
+        // A replica behind the point the log was trimmed at cannot catch up from the log.
+        let first = match log.get_last_raw_message_by_subject(wire::LOG_TRIMS).await {
+            Ok(marker) => {
+                serde_json::from_slice::<LogRecord>(&marker.payload).map_or(0, |r| r.trimmed_before)
+            }
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => 0,
+            Err(e) => return Err(format!("cannot read the cluster log's trim marker: {e}")),
+        };
+        if !log_trim::can_follow(start_position, first) {
+            return Err(format!(
+                "this node's store has applied the cluster log up to position {start_position}, but the log now \
+                 starts at {first} (older records were trimmed once every live node had them): give this node \
+                 a copy of another node's store (`palaver backup` on a running node, `palaver restore` into \
+                 this node's empty data directory) and start it again"
+            ));
+        }
         let sub = |subject: String| {
             let client = client.clone();
             async move {
@@ -289,6 +311,12 @@ const MAX_TICK_GAP_MS: u64 = DEAD_AFTER_MS - 2 * HEARTBEAT_MS;
 /// How long each tick vouches for this node's leases (see `LogFence::vouch`): a write
 /// after a freeze this long re-validates its room first.
 const VOUCH_MS: u64 = MAX_TICK_GAP_MS;
+
+/// How often the trimmer considers trimming the log.
+const TRIM_CHECK_EVERY: Duration = Duration::from_secs(10);
+/// How long a trim point is announced before the trim: every node hears it (in four
+/// heartbeats) and gives up the leases it would break.
+const TRIM_ANNOUNCE_FOR: Duration = Duration::from_millis(4 * HEARTBEAT_MS);
 
 /// How long a JetStream request (an append's acknowledgement, a lookup) may take.
 const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -414,6 +442,16 @@ struct Service {
     /// Bumped when the NATS connection is lost: log appends awaiting acknowledgement
     /// learn their outcome is unknown.
     connection_lost: tokio::sync::watch::Sender<u64>,
+    /// What each live node says its replica has applied of the log.
+    applied_by: HashMap<String, u64>,
+    /// The point this node announced it will trim the log before (0: none).
+    trim_before: u64,
+    /// A trim is under way (announced, or being carried out).
+    trimming: bool,
+    /// When this node last considered trimming.
+    trim_checked: Instant,
+    /// Records of the log to keep (`--cluster-log-keep`).
+    log_keep: u64,
     /// Whether this node's view of the cluster lets it own rooms (see [`Standing`]).
     standing: Standing,
     serving: bool,
@@ -438,12 +476,18 @@ impl Service {
         client: async_nats::Client,
         js: jetstream::Context,
         to_service: flume::Sender<ServiceCmd>,
+        log_keep: u64,
     ) -> Self {
         let gateway_index = mesh.gateway().unwrap_or(mesh.len());
         Self {
             membership: Membership::new(cluster.node.clone(), DEAD_AFTER_MS),
             standing: Standing::new(LISTEN_MS, MAX_TICK_GAP_MS),
             connection_lost: tokio::sync::watch::Sender::new(0),
+            applied_by: HashMap::new(),
+            trim_before: 0,
+            trimming: false,
+            trim_checked: Instant::now(),
+            log_keep,
             serving: false,
             cluster,
             mesh,
@@ -489,6 +533,10 @@ impl Service {
                     if let Ok(beat) = serde_json::from_slice::<Beat>(&message.payload)
                         && beat.node != self.cluster.node
                     {
+                        self.applied_by.insert(beat.node.clone(), beat.applied);
+                        if beat.trim_before > 0 {
+                            self.cluster.fence().forget_before(beat.trim_before);
+                        }
                         let heartbeat = Heartbeat { node: beat.node, incarnation: beat.incarnation, ready: beat.ready };
                         let change = self.membership.observe(&heartbeat, self.now_ms());
                         self.on_change(change, &log);
@@ -522,6 +570,8 @@ impl Service {
             node: self.cluster.node.clone(),
             incarnation: self.cluster.incarnation,
             ready: self.ready,
+            applied: self.cluster.seen(),
+            trim_before: self.trim_before,
         };
         if let Ok(payload) = serde_json::to_vec(&beat) {
             let _ = self.client.publish(wire::HEARTBEATS, payload.into()).await;
@@ -545,6 +595,7 @@ impl Service {
             self.cluster.fence().vouch(now + VOUCH_MS);
         }
         self.review_standing(serving, log);
+        self.consider_trimming(log);
         // Requests a shard never answered (it would be a bug) do not pile up.
         self.pending.retain(|_, (_, since)| since.elapsed() < Duration::from_secs(60));
     }
@@ -587,6 +638,85 @@ impl Service {
             tokio::time::sleep(Duration::from_millis(SETTLE_MS)).await;
             catch_up(&log, &position).await;
             let _ = to_service.send(ServiceCmd::Settled { owners });
+        });
+    }
+
+    /// The trimmer (the live node with the lowest id) trims the log every so often: it
+    /// announces the point in its heartbeats, waits until every node has heard it (they
+    /// give up leases the trim would break), then removes the records before it on every
+    /// subject but the usernames' (see `palaver_core::log_trim`).
+    fn consider_trimming(&mut self, log: &stream::Stream) {
+        let live = self.membership.live();
+        if self.log_keep == 0
+            || self.trimming
+            || !self.serving
+            || self.trim_checked.elapsed() < TRIM_CHECK_EVERY
+            || !log_trim::is_trimmer(&self.cluster.node, &live)
+        {
+            return;
+        }
+        self.trim_checked = Instant::now();
+        let me = self.cluster.seen();
+        let slowest = live
+            .iter()
+            .map(|node| {
+                if *node == self.cluster.node { me } else { self.applied_by.get(node).copied().unwrap_or(0) }
+            })
+            .min()
+            .unwrap_or(0);
+        let policy = TrimPolicy { keep: self.log_keep, step: (self.log_keep / 10).clamp(1, 10_000) };
+        self.trimming = true;
+        let (log, js, to_service, node) =
+            (log.clone(), self.js.clone(), self.to_service.clone(), self.cluster.node.clone());
+        tokio::spawn(async move {
+            let point = match log.get_info().await {
+                Ok(info) => {
+                    log_trim::trim_point(policy, info.state.first_sequence, info.state.last_sequence, slowest)
+                }
+                Err(e) => {
+                    tracing::debug!("cannot read the cluster log's state to trim it: {e}");
+                    None
+                }
+            };
+            let Some(point) = point else {
+                let _ = to_service.send(ServiceCmd::Trimmed { point: None });
+                return;
+            };
+            let _ = to_service.send(ServiceCmd::TrimAnnounced { point });
+            tokio::time::sleep(TRIM_ANNOUNCE_FOR).await;
+            // The marker first: a node that starts later must learn the log is trimmed
+            // even if the trimmer dies halfway.
+            let marker = LogRecord {
+                format: wire::LOG_FORMAT,
+                node,
+                incarnation: 0,
+                writes: Vec::new(),
+                claim: false,
+                serial: 0,
+                trimmed_before: point,
+            };
+            let published = match serde_json::to_vec(&marker) {
+                Ok(payload) => match js.publish(wire::LOG_TRIMS, payload.into()).await {
+                    Ok(ack) => ack.await.is_ok(),
+                    Err(_) => false,
+                },
+                Err(_) => false,
+            };
+            if !published {
+                let _ = to_service.send(ServiceCmd::Trimmed { point: None });
+                return;
+            }
+            let mut trimmed = true;
+            for kind in wire::TRIMMED_KINDS {
+                let filter = format!("{}.log.{kind}.>", wire::PREFIX);
+                if let Err(e) = log.purge().filter(filter.clone()).sequence(point).await {
+                    tracing::warn!("cannot trim {filter} of the cluster log before {point}: {e}");
+                    trimmed = false;
+                }
+            }
+            // Only the last marker matters.
+            let _ = log.purge().filter(wire::LOG_TRIMS).keep(1).await;
+            let _ = to_service.send(ServiceCmd::Trimmed { point: trimmed.then_some(point) });
         });
     }
 
@@ -822,6 +952,20 @@ impl Service {
                 let change = self.beat().await;
                 self.on_change(change, log);
             }
+            ServiceCmd::TrimAnnounced { point } => {
+                self.trim_before = point;
+                self.cluster.fence().forget_before(point);
+                let change = self.beat().await;
+                self.on_change(change, log);
+            }
+            ServiceCmd::Trimmed { point } => {
+                self.trim_before = 0;
+                self.trimming = false;
+                if let Some(point) = point {
+                    tracing::info!(before = point, "trimmed the cluster log");
+                    self.cluster.trimmed_before.store(point, Ordering::Relaxed);
+                }
+            }
             ServiceCmd::Broker { connected } => {
                 if connected {
                     tracing::info!("NATS connection back");
@@ -838,6 +982,8 @@ impl Service {
                     node: self.cluster.node.clone(),
                     incarnation: self.cluster.incarnation,
                     ready: false,
+                    applied: self.cluster.seen(),
+                    trim_before: 0,
                 };
                 if let Ok(payload) = serde_json::to_vec(&beat) {
                     let _ = self.client.publish(wire::DEPARTURES, payload.into()).await;

@@ -39,6 +39,10 @@ pub fn log_of_room(room: &RoomId) -> String {
     format!("{PREFIX}.log.r.{room}")
 }
 
+/// The kinds of log subjects a trim removes old records of: rooms, nodes and pairs
+/// (`r`, `n`, `p`). Usernames' (`u`) stay: each is the fence that keeps a name unique.
+pub const TRIMMED_KINDS: [&str; 3] = ["r", "n", "p"];
+
 /// Where a pair of users' friendship and block changes go (lower id first): one subject
 /// per pair, so each change can be made conditional on the pair's last record.
 pub fn log_of_pair(lower: &UserId, higher: &UserId) -> String {
@@ -60,6 +64,13 @@ pub struct Beat {
     pub node: String,
     pub incarnation: u64,
     pub ready: bool,
+    /// The log position this node's replica has applied (the trimmer keeps what the
+    /// slowest live node still needs).
+    #[serde(default)]
+    pub applied: u64,
+    /// The trimmer is about to trim the log before this position (0: it is not).
+    #[serde(default)]
+    pub trim_before: u64,
 }
 
 /// The format of the cluster log's records this build writes and reads. A record of a
@@ -87,7 +98,14 @@ pub struct LogRecord {
     /// records).
     #[serde(default)]
     pub serial: u64,
+    /// A trim marker (on [`LOG_TRIMS`], no writes, incarnation 0): the log is trimmed
+    /// before this position; a replica that has applied less cannot follow it.
+    #[serde(default)]
+    pub trimmed_before: u64,
 }
+
+/// Where trim markers go (never trimmed but to the last one).
+pub const LOG_TRIMS: &str = "palaver.log.t";
 
 /// A command forwarded to the room's owner.
 #[derive(Debug, Serialize, Deserialize)]
@@ -198,6 +216,7 @@ mod tests {
             writes: vec![Write::AppendMessage(message.clone())],
             claim: false,
             serial: 1,
+            trimmed_before: 0,
         };
         let back: LogRecord = serde_json::from_slice(&serde_json::to_vec(&record).unwrap()).unwrap();
         match &back.writes[..] {
@@ -216,6 +235,7 @@ mod tests {
             writes: Vec::new(),
             claim: false,
             serial: 1,
+            trimmed_before: 0,
         };
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["format"], LOG_FORMAT);

@@ -26,7 +26,13 @@ pub struct ClusterConfig {
     pub node_id: String,
     /// JetStream replicas of the log stream.
     pub log_replicas: usize,
+    /// Records of the log kept at its tail (0: all).
+    pub log_keep: u64,
 }
+
+/// Default `--cluster-log-keep`: a node may be away for about a million writes (hours of
+/// a busy service) and still catch up from the log alone.
+pub const DEFAULT_CLUSTER_LOG_KEEP: u64 = 1_000_000;
 
 /// Default open connections per client address: generous for NAT'd offices, small
 /// enough that one host cannot take every file descriptor.
@@ -194,6 +200,11 @@ pub struct Settings {
     /// three-server NATS cluster).
     #[arg(long, env = "PALAVER_CLUSTER_LOG_REPLICAS")]
     pub cluster_log_replicas: Option<usize>,
+    /// Records of the cluster log kept at its tail (0: keep everything). Older records go
+    /// once every live node has applied them; a node that falls further behind, or a new
+    /// node, starts from a copy of another node's store.
+    #[arg(long, env = "PALAVER_CLUSTER_LOG_KEEP")]
+    pub cluster_log_keep: Option<u64>,
     /// Seconds a socket may leave queued bytes unwritten (no write completes, the peer is not reading) before it is closed as a slow consumer; a closing socket that takes no bytes for as long is reset.
     #[arg(long, env = "PALAVER_WRITE_TIMEOUT_SECS")]
     pub write_timeout_secs: Option<u64>,
@@ -352,6 +363,7 @@ fn help_defaults() -> Vec<(&'static str, String)> {
         ("cluster", "none: the server runs alone".into()),
         ("node_id", "none".into()),
         ("cluster_log_replicas", "1".into()),
+        ("cluster_log_keep", DEFAULT_CLUSTER_LOG_KEEP.to_string()),
         ("write_timeout_secs", secs(d.write_timeout_ms)),
         ("sign_ins_per_minute_per_ip", d.sign_ins_per_minute_per_ip.to_string()),
         ("max_rooms_per_user", d.max_rooms_per_user.to_string()),
@@ -605,6 +617,10 @@ impl Config {
                     nats_url,
                     node_id,
                     log_replicas: cli.cluster_log_replicas.or(file.cluster_log_replicas).unwrap_or(1),
+                    log_keep: cli
+                        .cluster_log_keep
+                        .or(file.cluster_log_keep)
+                        .unwrap_or(DEFAULT_CLUSTER_LOG_KEEP),
                 }),
             },
             handshake_timeout: cli
