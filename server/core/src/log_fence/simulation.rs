@@ -4,7 +4,8 @@
 //! the conditional append. The schedule is drawn from a seed: clients send (and retry
 //! with the same cid) on whichever node believes it owns the room, several nodes may
 //! believe so at once (a stalled node that resumes with its old view), group commits
-//! run late (a node that keeps writing from a stale lease), acknowledgements are lost,
+//! run late (a node that keeps writing from a stale lease), nodes freeze past their
+//! leases' vouch, acknowledgements are lost,
 //! replicas lag, nodes restart. Each node's commit runs the same steps as the server's
 //! group committer: the [`SeqFence`], then the fence's plan, claim check, claim and
 //! conditional append, then local apply; its replica applies everyone else's records in
@@ -40,6 +41,8 @@ const USERS: usize = 3;
 const CIDS: u64 = 6;
 /// How long a node fenced out of the room stays away from it.
 const BACKOFF_MS: u64 = 1_000;
+/// How long each vouch holds a node's leases.
+const VOUCH_MS: u64 = 1_000;
 
 /// A small deterministic generator (xorshift64*), so a failing seed replays exactly.
 struct Rng(u64);
@@ -144,6 +147,8 @@ struct Node {
     /// This incarnation's records it applied itself when they were acknowledged.
     own_applied: BTreeSet<u64>,
     fence: LogFence,
+    /// The node is frozen (it vouches for nothing) until then.
+    frozen_until: u64,
     believes_owner: bool,
     owner: Option<RoomOwner<Asker>>,
     fx: Effects<Asker>,
@@ -163,6 +168,7 @@ impl Node {
             applied: 0,
             own_applied: BTreeSet::new(),
             fence: LogFence::new(BACKOFF_MS),
+            frozen_until: 0,
             believes_owner: false,
             owner: None,
             fx: Effects::default(),
@@ -210,6 +216,8 @@ struct Seen {
     fenced: u64,
     /// Appends whose acknowledgement was lost.
     unknown: u64,
+    /// Writes refused before the log because the node's vouch had lapsed.
+    adrift: u64,
 }
 
 impl Seen {
@@ -218,6 +226,7 @@ impl Seen {
         self.claims += other.claims;
         self.fenced += other.fenced;
         self.unknown += other.unknown;
+        self.adrift += other.adrift;
     }
 }
 
@@ -399,6 +408,10 @@ impl Sim {
         }
         let expected = if self.fenced {
             match node.fence.plan(&room, now) {
+                Err(super::Refusal::Adrift { .. }) => {
+                    self.seen.adrift += 1;
+                    return Outcome::Refused;
+                }
                 Err(_) => return Outcome::Refused,
                 Ok(Plan::Append { expected }) => Some(expected),
                 Ok(Plan::Claim) => {
@@ -497,6 +510,11 @@ impl Sim {
 
     fn step(&mut self) {
         let n = self.rng.below(NODES as u64) as usize;
+        // Nodes in touch vouch for their leases, as the cluster thread's ticks do.
+        let now = self.now;
+        for node in self.nodes.iter_mut().filter(|node| now >= node.frozen_until) {
+            node.fence.vouch(now + VOUCH_MS);
+        }
 
         match self.rng.below(100) {
             0..40 => {
@@ -522,7 +540,13 @@ impl Sim {
                     }
                 }
             }
-            95..98 => self.now += 400,
+            95..97 => self.now += 400,
+            97 => {
+                // A freeze longer than a vouch: the node's first plan after it drops
+                // every lease, so it claims again before it writes.
+                self.nodes[n].frozen_until = self.now + 2 * VOUCH_MS;
+                self.now += VOUCH_MS + 200;
+            }
             _ => self.restart(n),
         }
     }
