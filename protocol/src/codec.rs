@@ -106,9 +106,15 @@ impl Codec {
 
 /// An rkyv frame that failed validation or deserialization.
 fn malformed(frame: &[u8], e: &BoxedError) -> DecodeError {
+    let hint = if frame.trim_ascii_start().starts_with(b"{") {
+        " (this looks like a JSON frame: this connection speaks palaver.v1.rkyv; JSON takes \
+         the WebSocket subprotocol palaver.v1.json, or the QUIC ALPN palaver/1+json)"
+    } else {
+        ""
+    };
     DecodeError {
         id: None,
-        message: format!("malformed frame: {}", addresses_as_offsets(&e.to_string(), frame)),
+        message: format!("malformed frame: {}{hint}", addresses_as_offsets(&e.to_string(), frame)),
     }
 }
 

@@ -38,7 +38,7 @@ async fn run(shard: Rc<Shard>, bridge: QuicSession) {
     let metrics = &shared.metrics;
     let outbound = Outbound::for_quic(shared.config.outbound_queue_bytes);
     let session = Session::new(shared.config.session, now_ms());
-    let conn = shard.conns.insert(Wire::Quic, outbound.clone(), session, now_ms());
+    let conn = shard.conns.insert(Wire::Quic(bridge.codec), outbound.clone(), session, now_ms());
     metrics.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Metrics::inc(&metrics.connections_total);
     monoio::spawn(forward(outbound.clone(), bridge.to_client));

@@ -1,6 +1,6 @@
 //! How a connection's frames travel: a WebSocket speaking one of the codecs of §1.2, or
-//! a QUIC stream carrying rkyv archives each prefixed with its `u32` little-endian
-//! length (§7.3). Everything above this (sessions, op routing, fan-out) is the same for
+//! a QUIC stream carrying frames of one of those codecs (chosen by ALPN) each prefixed
+//! with its `u32` little-endian length (§7.3). Everything above this (sessions, op routing, fan-out) is the same for
 //! both; only the bytes around a payload differ (and, on a WebSocket that negotiated
 //! permessage-deflate, whether a payload travels compressed).
 
@@ -16,8 +16,8 @@ use crate::ws::{Deflate, OpCode, deflated_frame, encode_frame, frame_payload};
 pub enum Wire {
     /// A WebSocket with the negotiated codec and, if negotiated, permessage-deflate.
     WebSocket(Codec, Option<Deflate>),
-    /// The QUIC stream: rkyv archives, length-prefixed.
-    Quic,
+    /// The QUIC stream: frames of the codec its ALPN chose, length-prefixed.
+    Quic(Codec),
 }
 
 impl Wire {
@@ -25,7 +25,7 @@ impl Wire {
     pub fn codec(self) -> Codec {
         match self {
             Wire::WebSocket(codec, _) => codec,
-            Wire::Quic => Codec::Rkyv,
+            Wire::Quic(codec) => codec,
         }
     }
 
@@ -34,7 +34,7 @@ impl Wire {
     pub fn plain(self) -> Wire {
         match self {
             Wire::WebSocket(codec, _) => Wire::WebSocket(codec, None),
-            Wire::Quic => Wire::Quic,
+            Wire::Quic(codec) => Wire::Quic(codec),
         }
     }
 
@@ -49,7 +49,7 @@ impl Wire {
 
     /// Whether this is a QUIC connection (no WebSocket pings or close frames).
     pub fn is_quic(self) -> bool {
-        self == Wire::Quic
+        matches!(self, Wire::Quic(_))
     }
 
     /// Wraps an encoded payload for the wire (compressed, when negotiated and it pays).
@@ -62,7 +62,7 @@ impl Wire {
                     .and_then(|bits| deflated_frame(opcode, payload, bits))
                     .unwrap_or_else(|| encode_frame(opcode, payload))
             }
-            Wire::Quic => length_prefixed(payload),
+            Wire::Quic(_) => length_prefixed(payload),
         }
     }
 
@@ -141,13 +141,14 @@ mod tests {
         let tiny = Wire::WebSocket(Codec::Json, None).frame(b"{}");
         assert_eq!(first.deflated_form(&tiny), None);
         assert_eq!(Wire::WebSocket(Codec::Json, None).deflated_form(&plain), None);
-        assert_eq!(Wire::Quic.deflated_form(&plain), None);
+        assert_eq!(Wire::Quic(Codec::Rkyv).deflated_form(&plain), None);
     }
 
     #[test]
     fn quic_frames_are_length_prefixed_little_endian() {
-        let framed = Wire::Quic.frame(b"abc");
+        let framed = Wire::Quic(Codec::Rkyv).frame(b"abc");
         assert_eq!(&framed[..], &[3, 0, 0, 0, b'a', b'b', b'c']);
-        assert_eq!(Wire::Quic.codec(), Codec::Rkyv);
+        assert_eq!(Wire::Quic(Codec::Rkyv).codec(), Codec::Rkyv);
+        assert_eq!(Wire::Quic(Codec::Json).codec(), Codec::Json);
     }
 }

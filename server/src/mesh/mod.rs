@@ -106,6 +106,8 @@ pub struct LazyFrames {
     rkyv: OnceLock<Option<Bytes>>,
     /// The rkyv payload behind its length prefix, for QUIC connections.
     quic: OnceLock<Option<Bytes>>,
+    /// The JSON payload behind its length prefix, for QUIC connections that chose JSON.
+    quic_json: OnceLock<Option<Bytes>>,
     /// Compressed forms, made from the plain ones (allocated for the first recipient
     /// that negotiated permessage-deflate).
     deflated: OnceLock<Box<DeflatedFrames>>,
@@ -119,6 +121,7 @@ impl LazyFrames {
             json: OnceLock::new(),
             rkyv: OnceLock::new(),
             quic: OnceLock::new(),
+            quic_json: OnceLock::new(),
             deflated: OnceLock::new(),
         }
     }
@@ -134,7 +137,8 @@ impl LazyFrames {
         let cell = match wire {
             Wire::WebSocket(Codec::Json, _) => &self.json,
             Wire::WebSocket(Codec::Rkyv, _) => &self.rkyv,
-            Wire::Quic => &self.quic,
+            Wire::Quic(Codec::Rkyv) => &self.quic,
+            Wire::Quic(Codec::Json) => &self.quic_json,
         };
         let plain = cell
             .get_or_init(|| match wire.plain().encode(&self.event) {

@@ -1,6 +1,7 @@
-//! The QUIC listener (§7.3 of PROTOCOL.md): ALPN `palaver/1`, TLS 1.3, one bidirectional
-//! stream per connection opened by the client, carrying `palaver.v1.rkyv` frames each
-//! behind a `u32` little-endian length.
+//! The QUIC listener (§7.3 of PROTOCOL.md): TLS 1.3, one bidirectional stream per
+//! connection opened by the client, carrying frames each behind a `u32` little-endian
+//! length: `palaver.v1.rkyv` frames with ALPN `palaver/1`, JSON frames with
+//! `palaver/1+json` (for clients in any language).
 //!
 //! Design (interim, see ARCHITECTURE.md): quinn runs on **one dedicated tokio thread**
 //! that terminates QUIC and TLS. Each connection's stream is split into frames there and
@@ -35,8 +36,10 @@ use crate::io::limits::{ConnectionPermit, IpCounter};
 use crate::metrics::Metrics;
 use crate::ws::CloseCode;
 
-/// The ALPN protocol id of Palaver v1 over QUIC.
+/// The ALPN protocol id of Palaver v1 over QUIC with rkyv frames.
 pub const ALPN: &[u8] = b"palaver/1";
+/// The ALPN protocol id of Palaver v1 over QUIC with JSON frames.
+pub const ALPN_JSON: &[u8] = b"palaver/1+json";
 /// Frames read ahead of the shard per connection (the stream's flow control does the
 /// rest of the back-pressure).
 const FRAMES_IN_FLIGHT_TO_SHARD: usize = 16;
@@ -71,6 +74,8 @@ pub enum ToClient {
 /// One QUIC connection handed to a shard.
 #[derive(Debug)]
 pub struct QuicSession {
+    /// The frames' codec, as the connection's ALPN chose.
+    pub codec: palaver_protocol::Codec,
     /// Frames from the client; disconnected when the peer is gone.
     pub from_client: flume::Receiver<FromClient>,
     /// Bytes and the close, to the client.
@@ -175,7 +180,7 @@ pub fn start(
         .map_err(|e| QuicError::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![ALPN.to_vec(), ALPN_JSON.to_vec()];
     let crypto =
         quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| QuicError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -307,6 +312,12 @@ async fn accept_loop(
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
+/// The ALPN protocol the handshake settled on.
+fn negotiated_protocol(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    let data = connection.handshake_data()?;
+    data.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
+}
+
 fn app_code(code: CloseCode) -> VarInt {
     VarInt::from_u32(u32::from(code.code()))
 }
@@ -350,7 +361,12 @@ async fn serve(
     let (from_client, from_client_rx) = flume::bounded(FRAMES_IN_FLIGHT_TO_SHARD);
     let (to_client_tx, to_client) = flume::bounded(BATCHES_IN_FLIGHT_TO_PEER);
     let Some(inlet) = shards.get(shard) else { return };
-    if inlet.send_async(QuicSession { from_client: from_client_rx, to_client: to_client_tx }).await.is_err() {
+    let codec = match negotiated_protocol(&connection).as_deref() {
+        Some(ALPN_JSON) => palaver_protocol::Codec::Json,
+        _ => palaver_protocol::Codec::Rkyv,
+    };
+    let session = QuicSession { codec, from_client: from_client_rx, to_client: to_client_tx };
+    if inlet.send_async(session).await.is_err() {
         connection.close(app_code(CloseCode::GoingAway), b"server shutting down");
         return;
     }
