@@ -418,3 +418,85 @@ async fn a_node_cut_off_from_the_broker_owns_nothing_and_loses_nothing() {
     let (rooms, told) = writers.finish().await;
     check_replicas(&mut nodes, &rooms, &told);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_differs_from_the_log_rebuilds_the_room_from_it() {
+    let _serial = SERIAL.lock().await;
+    let nats = Nats::start();
+    let mut nodes: Vec<Server> = NODES[..2]
+        .iter()
+        .map(|id| Server::start(&["--cluster", &nats.url, "--node-id", id, "--shards", "1"]))
+        .collect();
+    wait_live(&[nodes[0].addr, nodes[1].addr], 2);
+    let urls: Vec<String> = nodes.iter().map(|n| n.url("")).collect();
+    let credentials = palaver_sdk::Credentials::register("keeper", "password-123");
+    let mut options =
+        palaver_sdk::ClientOptions::with_codec(Codec::Json).failing_over_to(vec![urls[1].clone()]);
+    options.core.request_timeout_ms = 30_000;
+    let client = palaver_sdk::Client::connect_with(&urls[0], credentials, options).await.unwrap();
+    let room = client.create_room("kept", RoomKind::Public).await.unwrap().room_id;
+    client.join(&room).await.unwrap();
+    for i in 0..10 {
+        client.send(&room, &format!("before {i}")).await.unwrap();
+    }
+    // The node that does not own the room is the one whose replica is damaged.
+    let owners: Vec<String> = NODES[..2].iter().map(|s| (*s).to_owned()).collect();
+    let owner = owners
+        .iter()
+        .position(|n| Some(n.as_str()) == palaver_core::rendezvous_owner(&owners, &room))
+        .unwrap();
+    let victim = 1 - owner;
+    let digest = |node: &Server| {
+        let (_, body) = http(node.addr, "GET", &format!("/v1/replica/digest?room={room}"), None, &[]);
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let deadline = Instant::now() + WAIT;
+    while digest(&nodes[0])["sha256"] != digest(&nodes[1])["sha256"] {
+        assert!(Instant::now() < deadline, "the replicas did not converge");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Offline, the victim's store is damaged: one message rewritten, one invented after
+    // the last.
+    assert!(nodes[victim].terminate().success());
+    {
+        let store = palaver_storage::Store::open(
+            &nodes[victim].data_dir().join("db"),
+            palaver_storage::Durability::Fsync,
+        )
+        .unwrap();
+        let last = store.last_seq(&room).unwrap();
+        let mut tampered = store.message(&room, last - 2).unwrap().unwrap();
+        tampered.text = "tampered".into();
+        let mut invented = tampered.clone();
+        invented.seq = last + 1;
+        invented.cid = palaver_protocol::ClientMsgId::parse("invented").unwrap();
+        invented.text = "never sent".into();
+        store
+            .apply(&[
+                palaver_storage::Write::ReplaceMessage(tampered),
+                palaver_storage::Write::AppendMessage(invented),
+            ])
+            .unwrap();
+    }
+    nodes[victim].restart();
+    wait_live(&[nodes[0].addr, nodes[1].addr], 2);
+    // The next message the victim applies from the log lands where it holds another: it
+    // rebuilds the room from the log.
+    for i in 0..5 {
+        client.send(&room, &format!("after {i}")).await.unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (ours, theirs) = (digest(&nodes[victim]), digest(&nodes[owner]));
+        if metric(nodes[victim].addr, "palaver_cluster_rebuilt_rooms_total") >= 1
+            && ours["sha256"] == theirs["sha256"]
+        {
+            eprintln!("rebuilt: {ours}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the damaged replica was not rebuilt: {ours} vs {theirs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric(nodes[victim].addr, "palaver_cluster_diverged_rooms"), 0);
+    client.close();
+}

@@ -86,6 +86,14 @@ pub(crate) fn user_room(user: &UserId, room: &RoomId) -> Vec<u8> {
     key
 }
 
+/// Whether `key` is `first ++ 0 ++ second`, or `first ++ 0 ++ second ++ 0 ++ …`, for
+/// this `second` (a user-first index entry about one room).
+pub(crate) fn second_is(key: &[u8], second: &str) -> bool {
+    let Some(at) = key.iter().position(|b| *b == SEP) else { return false };
+    let rest = &key[at + 1..];
+    rest.starts_with(second.as_bytes()) && rest.get(second.len()).is_none_or(|b| *b == SEP)
+}
+
 /// `a ++ 0 ++ b`: a pair of identifiers (user and user, room and user, user and room).
 pub(crate) fn pair(a: &str, b: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(a.len() + b.len() + 1);

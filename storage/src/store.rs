@@ -735,6 +735,51 @@ impl Store {
         Ok(())
     }
 
+    /// Removes every trace of `room` in one synced batch, so that a replica found to
+    /// differ from the cluster log can apply the room's records again from the first:
+    /// every key that starts with the room (members, messages, cids, receipts,
+    /// reactions, edits, extensions, bans, mutes, invitations — whatever is keyed by
+    /// room first), the room's record, and its entries in the indexes keyed by user
+    /// first (memberships, mentions, invitations). Returns the seqs of the messages it
+    /// held. A rare repair: those user-first indexes are read whole.
+    pub fn forget_room(&self, room: &RoomId) -> Result<Vec<u64>, StorageError> {
+        let _commits = self.commits.lock().map_err(|_| StorageError::Poisoned)?;
+        let e = self.engine()?;
+        let mut batch = self.side_batch(&e)?;
+        let prefix = keys::room_prefix(room);
+        let mut seqs = Vec::new();
+        for name in e.db.list_keyspace_names() {
+            let keyspace = e.db.keyspace(&name, KeyspaceCreateOptions::default)?;
+            for guard in keyspace.prefix(&prefix) {
+                let key = guard.key()?;
+                if &*name == "room_seq_message"
+                    && let Some(seq) = keys::seq_of_message_key(&key)
+                {
+                    seqs.push(seq);
+                }
+                batch.remove(&keyspace, key);
+            }
+        }
+        batch.remove(&e.rooms, room.as_str());
+        for keyspace in [&e.user_room, &e.user_room_mention, &e.user_room_invite] {
+            for guard in keyspace.iter() {
+                let key = guard.key()?;
+                if keys::second_is(&key, room.as_str()) {
+                    batch.remove(keyspace, key);
+                }
+            }
+        }
+        batch.commit().map_err(|err| self.poison_on(err))?;
+        Ok(seqs)
+    }
+
+    /// Applies writes taken from the shared log to rebuild a room ([`Store::forget_room`]):
+    /// they are the log's already, so they are not published again, and the replica's log
+    /// position does not move (the replica reads on from where it is).
+    pub fn apply_rebuilt(&self, writes: &[Write]) -> Result<(), StorageError> {
+        self.apply_batch_logged(writes, None, Some(&[]))
+    }
+
     /// Syncs everything written so far to disk (the buffered policy's periodic sync).
     pub fn sync(&self) -> Result<(), StorageError> {
         let e = self.engine()?;

@@ -26,6 +26,7 @@ pub mod people;
 mod presence;
 mod rate;
 pub mod records;
+pub mod replica_check;
 mod role;
 mod room;
 pub mod route;

@@ -124,6 +124,12 @@ pub struct Cluster {
     pub claims: AtomicU64,
     /// The position before which this node last trimmed the log (0: never).
     pub trimmed_before: AtomicU64,
+    /// Rooms whose replica here was found to differ from the log, being rebuilt.
+    diverged: std::sync::Mutex<std::collections::HashSet<RoomId>>,
+    /// Whether `diverged` holds any room (the route's fast path).
+    diverged_any: std::sync::atomic::AtomicBool,
+    /// Rooms this replica rebuilt from the log.
+    pub rebuilt_rooms: AtomicU64,
     /// The log position of this node's last change of each pair of users it changed
     /// (absent once an append's outcome was unknown).
     own_pairs: std::sync::Mutex<std::collections::HashMap<(UserId, UserId), u64>>,
@@ -136,7 +142,10 @@ impl Cluster {
         match rendezvous_owner(&ownership.owners, room) {
             None => Route::Moving,
             Some(owner) if owner == self.node => {
-                if rendezvous_owner(&ownership.settled, room) == Some(self.node.as_str()) {
+                if self.is_diverged(room) {
+                    // Being rebuilt from the log: not served from this replica meanwhile.
+                    Route::Moving
+                } else if rendezvous_owner(&ownership.settled, room) == Some(self.node.as_str()) {
                     Route::Local
                 } else {
                     Route::Moving
@@ -157,6 +166,29 @@ impl Cluster {
         // A room this node loses is claimed anew if it owns it again later.
         self.fence().release_lost(|room| rendezvous_owner(&owners, room) == Some(self.node.as_str()));
         self.ownership.write().unwrap_or_else(std::sync::PoisonError::into_inner).owners = owners;
+    }
+
+    /// Whether `room`'s replica here was found to differ from the log and is being
+    /// rebuilt.
+    pub fn is_diverged(&self, room: &RoomId) -> bool {
+        self.diverged_any.load(Ordering::Acquire)
+            && self.diverged.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(room)
+    }
+
+    /// `room`'s replica differs from the log: this node stops serving it (and refuses its
+    /// own writes still on their way) until it is rebuilt.
+    fn mark_diverged(&self, room: &RoomId) {
+        let mut diverged = self.diverged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        diverged.insert(room.clone());
+        self.diverged_any.store(true, Ordering::Release);
+        self.fence().spoil(room);
+    }
+
+    /// `room` was rebuilt from the log: served again.
+    fn clear_diverged(&self, room: &RoomId) {
+        let mut diverged = self.diverged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        diverged.remove(room);
+        self.diverged_any.store(!diverged.is_empty(), Ordering::Release);
     }
 
     /// Records this node's last change of a pair (`None`: its outcome is unknown).
@@ -243,6 +275,16 @@ impl Cluster {
             "palaver_cluster_room_claims",
             "Rooms this node claimed in the cluster log (ownership epochs).",
             self.claims.load(Ordering::Relaxed),
+        );
+        out.gauge(
+            "palaver_cluster_diverged_rooms",
+            "Rooms whose replica here differs from the cluster log, being rebuilt from it (0 when healthy).",
+            self.diverged.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len() as f64,
+        );
+        out.counter(
+            "palaver_cluster_rebuilt_rooms",
+            "Rooms this replica found different from the cluster log and rebuilt from it.",
+            self.rebuilt_rooms.load(Ordering::Relaxed),
         );
         out.gauge(
             "palaver_cluster_log_trimmed_before",

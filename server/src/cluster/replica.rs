@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use palaver_core::log_fence::{Plan, check_claim};
+use palaver_core::replica_check::{AppendCheck, Fit};
 use palaver_protocol::{RoomId, UserId};
 use palaver_search::IndexOp;
 use palaver_storage::{LogPart, Replicator, StorageError, Store, Write};
@@ -339,6 +340,7 @@ pub fn run_replica(
     cluster: Arc<Cluster>,
     index_feed: Option<flume::Sender<IndexOp>>,
 ) {
+    let mut stored_position = store.log_position().unwrap_or(0);
     while let Ok(first) = records.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_APPLY_BATCH
@@ -350,6 +352,8 @@ pub fn run_replica(
         let mut writes = Vec::new();
         let mut applied = 0u64;
         let mut halted = false;
+        let mut check = AppendCheck::new();
+        let mut diverged: Vec<RoomId> = Vec::new();
         for (at, payload) in &batch {
             match serde_json::from_slice::<LogRecord>(payload) {
                 // A record this build cannot read stops replication where it is: skipping
@@ -377,6 +381,31 @@ pub fn run_replica(
                         && own_write_applied(&cluster, &store, *at, r.serial) => {}
                 Ok(r) => {
                     applied += 1;
+                    // Each message must continue its room as stored here, or repeat it.
+                    for write in &r.writes {
+                        let Write::AppendMessage(message) = write else { continue };
+                        if diverged.contains(&message.room) {
+                            continue;
+                        }
+                        let fit = check.fit(
+                            message,
+                            || store.last_seq(&message.room),
+                            |seq| {
+                                let held = store.message(&message.room, seq)?;
+                                Ok::<_, StorageError>(held.map(|m| (m.sender, m.cid)))
+                            },
+                        );
+                        if let Ok(Fit::Diverged { seq, expected }) = fit {
+                            tracing::error!(
+                                room = %message.room,
+                                seq,
+                                expected,
+                                position = at,
+                                "this replica differs from the cluster log for the room; rebuilding it from the log"
+                            );
+                            diverged.push(message.room.clone());
+                        }
+                    }
                     writes.extend(r.writes);
                 }
             }
@@ -385,7 +414,14 @@ pub fn run_replica(
             }
             position = *at;
         }
-        if !writes.is_empty() {
+        // A diverged room's writes are not applied over what it holds: it is rebuilt
+        // below from the log, these included.
+        if !diverged.is_empty() {
+            writes.retain(|w| w.room().is_none_or(|room| !diverged.contains(room)));
+        }
+        // The position is stored even for a batch of this node's own records (applied
+        // already): a backup of this store then says where in the log it stands.
+        if position > stored_position {
             // A replica that cannot apply stays where it is (and so never takes over a
             // room it has not caught up with); it retries, for a disk that fills and
             // frees again.
@@ -393,6 +429,7 @@ pub fn run_replica(
                 tracing::error!("cannot apply the cluster log at {position}: {e}; retrying");
                 std::thread::sleep(Duration::from_secs(1));
             }
+            stored_position = position;
         }
         cluster.log_position.store(position, Ordering::Release);
         cluster.applied_records.fetch_add(applied, Ordering::Relaxed);
@@ -408,8 +445,88 @@ pub fn run_replica(
                 mesh.send(mesh.owner(&message.room), ShardMsg::Replicated(Box::new(message)));
             }
         }
+        for room in diverged {
+            rebuild_room(&room, &store, &mesh, &cluster, index_feed.as_ref());
+        }
         if halted {
             return;
         }
     }
+}
+
+/// Rebuilds `room` here from the log: this node stops serving it, reads every record of
+/// the room's subject, forgets what its store held of the room, and applies the records
+/// again, in log order. A room whose first records were trimmed from the log cannot be
+/// rebuilt this way: it stays out of service here, and the node must be seeded from
+/// another node's backup.
+fn rebuild_room(
+    room: &RoomId,
+    store: &Store,
+    mesh: &Mesh,
+    cluster: &Cluster,
+    index_feed: Option<&flume::Sender<IndexOp>>,
+) {
+    cluster.mark_diverged(room);
+    mesh.broadcast(|| ShardMsg::ClusterView);
+    let records = loop {
+        let (done, read) = flume::bounded(1);
+        let subject = wire::log_of_room(room);
+        if cluster.to_service.send(ServiceCmd::ReadSubject { subject, done }).is_err() {
+            return;
+        }
+        match read.recv() {
+            Ok(Ok(records)) => break records,
+            Ok(Err(e)) => {
+                tracing::warn!(room = %room, "cannot read the room's log to rebuild it: {e}; retrying")
+            }
+            Err(_) => return,
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let mut writes = Vec::new();
+    for (at, payload) in records {
+        match serde_json::from_slice::<LogRecord>(&payload) {
+            Ok(record) => writes.extend(record.writes),
+            Err(e) => {
+                tracing::error!(room = %room, position = at, "cannot rebuild the room: undecodable record: {e}");
+                return;
+            }
+        }
+    }
+    let seqs: Vec<u64> = writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::AppendMessage(m) => Some(m.seq),
+            _ => None,
+        })
+        .collect();
+    if seqs.iter().zip(1..).any(|(seq, expected)| *seq != expected) {
+        tracing::error!(
+            room = %room,
+            "cannot rebuild the room from the log: its first records were trimmed; seed this node from another node's backup"
+        );
+        return;
+    }
+    let rebuilt = store.forget_room(room).and_then(|old| store.apply_rebuilt(&writes).map(|()| old));
+    let old = match rebuilt {
+        Ok(old) => old,
+        Err(e) => {
+            tracing::error!(room = %room, "cannot rebuild the room: {e}");
+            return;
+        }
+    };
+    if let Some(feed) = index_feed {
+        for seq in old {
+            let _ = feed.send(IndexOp::Remove { room: room.clone(), seq });
+        }
+        let messages =
+            writes.into_iter().filter(|w| matches!(w, Write::AppendMessage(_) | Write::ReplaceMessage(_)));
+        for change in palaver_search::changes_of(messages) {
+            let _ = feed.send(change);
+        }
+    }
+    cluster.clear_diverged(room);
+    cluster.rebuilt_rooms.fetch_add(1, Ordering::Relaxed);
+    mesh.broadcast(|| ShardMsg::ClusterView);
+    tracing::warn!(room = %room, messages = seqs.len(), "rebuilt the room from the cluster log");
 }

@@ -43,6 +43,8 @@ pub enum ServiceCmd {
     },
     /// Read the position of a subject's last record in the log (0: none).
     LastOnSubject { subject: String, done: flume::Sender<Result<u64, String>> },
+    /// Read every record of a subject, in log order, up to its last one now.
+    ReadSubject { subject: String, done: flume::Sender<Result<Vec<(u64, bytes::Bytes)>, String>> },
     /// This node caught up under `owners`.
     Settled { owners: Vec<String> },
     /// This node's replica caught up at start: it may own rooms.
@@ -113,6 +115,9 @@ pub fn start(
         fenced_writes: AtomicU64::new(0),
         claims: AtomicU64::new(0),
         trimmed_before: AtomicU64::new(0),
+        diverged: std::sync::Mutex::default(),
+        diverged_any: std::sync::atomic::AtomicBool::new(false),
+        rebuilt_rooms: AtomicU64::new(0),
         own_pairs: std::sync::Mutex::default(),
     });
     let (records_tx, records) = flume::bounded::<(u64, bytes::Bytes)>(4_096);
@@ -312,6 +317,9 @@ const MAX_TICK_GAP_MS: u64 = DEAD_AFTER_MS - 2 * HEARTBEAT_MS;
 /// after a freeze this long re-validates its room first.
 const VOUCH_MS: u64 = MAX_TICK_GAP_MS;
 
+/// Longest the reading of one subject for a rebuild may take.
+const READ_SUBJECT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How often the trimmer considers trimming the log.
 const TRIM_CHECK_EVERY: Duration = Duration::from_secs(10);
 /// How long a trim point is announced before the trim: every node hears it (in four
@@ -409,6 +417,32 @@ async fn read_log(log: stream::Stream, mut position: u64, records: flume::Sender
         // The consumer ended: start a new one after what the replica was given.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Every record of `subject`, in log order, up to the subject's last record when asked.
+async fn read_subject(log: &stream::Stream, subject: String) -> Result<Vec<(u64, bytes::Bytes)>, String> {
+    let last = match log.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => message.sequence,
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let config = jetstream::consumer::pull::OrderedConfig {
+        filter_subject: subject,
+        deliver_policy: DeliverPolicy::All,
+        ..Default::default()
+    };
+    let consumer = log.create_consumer(config).await.map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let mut records = Vec::new();
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| e.to_string())?;
+        let at = message.info().map_err(|e| e.to_string())?.stream_sequence;
+        records.push((at, message.message.payload.clone()));
+        if at >= last {
+            break;
+        }
+    }
+    Ok(records)
 }
 
 /// Waits until the replica has applied everything the log held when asked.
@@ -937,6 +971,14 @@ impl Service {
                         Err(e) => Err(e.to_string()),
                     };
                     let _ = done.send(last);
+                });
+            }
+            ServiceCmd::ReadSubject { subject, done } => {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let read = tokio::time::timeout(READ_SUBJECT_TIMEOUT, read_subject(&log, subject)).await;
+                    let _ = done
+                        .send(read.unwrap_or_else(|_| Err("the cluster log did not answer in time".into())));
                 });
             }
             ServiceCmd::Settled { owners } => {
