@@ -632,6 +632,71 @@ impl Client {
     pub fn close(&self) {
         let _ = self.commands.unbounded_send(Command::Close);
     }
+
+    /// Logs this session out (`POST /v1/auth/logout`, PROTOCOL.md §2.5.1) and closes the
+    /// client: its refresh and access tokens are refused from then on. The client is
+    /// closed even if the server could not be told (then the error says why, and the
+    /// tokens still work until they expire or are ended another way).
+    pub async fn logout(&self) -> Result<(), Error> {
+        self.end_sessions(crate::auth_route::AuthRoute::Logout).await
+    }
+
+    /// Ends every session of the user, this one included (`POST /v1/auth/logout-all`):
+    /// every device's tokens are refused and its sockets closed. Closes the client, like
+    /// [`Client::logout`].
+    pub async fn logout_everywhere(&self) -> Result<(), Error> {
+        self.end_sessions(crate::auth_route::AuthRoute::LogoutAll).await
+    }
+
+    async fn end_sessions(&self, route: crate::auth_route::AuthRoute) -> Result<(), Error> {
+        let token = self.tokens().map(|t| t.access_token).ok_or(Error::Closed)?;
+        // Closed first: the server closes this session's socket, which the client must
+        // not take for a drop to recover from.
+        self.close();
+        let (status, body) =
+            self.platform.http(bearer_json(&self.http_base(), route, &token, "{}".into())).await?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(crate::auth_route::error_answer(status, &String::from_utf8_lossy(&body)))
+        }
+    }
+
+    /// Changes the user's password (`POST /v1/auth/password`). Every session of the
+    /// user ends, this one included: the client is closed and the answer is a new
+    /// session (connect again with its tokens). A wrong `current` password is
+    /// [`ErrorCode::Forbidden`](palaver_protocol::ErrorCode::Forbidden).
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<Session, Error> {
+        let token = self.tokens().map(|t| t.access_token).ok_or(Error::Closed)?;
+        let user_id = self.user_id().ok_or(Error::Closed)?;
+        let body = serde_json::json!({"current_password": current, "new_password": new}).to_string();
+        let route = crate::auth_route::AuthRoute::Password;
+        let (status, answer) =
+            self.platform.http(bearer_json(&self.http_base(), route, &token, body)).await?;
+        let (tokens, _) = crate::auth_route::parse_token_answer(status, &String::from_utf8_lossy(&answer))?;
+        self.close();
+        Ok(Session { user_id, tokens })
+    }
+}
+
+/// A JSON `POST` to an auth route with an access token.
+fn bearer_json(
+    http_base: &str,
+    route: crate::auth_route::AuthRoute,
+    token: &str,
+    body: String,
+) -> HttpRequest {
+    HttpRequest {
+        method: "POST",
+        url: format!("{http_base}{}", route.path()),
+        headers: vec![
+            ("authorization", format!("Bearer {token}")),
+            ("content-type", "application/json".into()),
+            ("accept", "application/json".into()),
+        ],
+        body: body.into_bytes(),
+        max_answer_bytes: driver::MAX_AUTH_ANSWER_BYTES,
+    }
 }
 
 /// Typed methods for the rooms', people's and keys' ops (PROTOCOL.md §3.5). Each waits

@@ -19,6 +19,7 @@ mod governance;
 mod integrity;
 mod key_directory;
 mod keys;
+mod logins;
 mod memtable_keeper;
 mod message_record;
 mod people;
@@ -33,6 +34,6 @@ pub use palaver_core::records::{
     ActionRecord, DeviceRecord, FileRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write,
 };
 pub use store::{
-    Durability, FORMAT_VERSION, LogPart, Replicator, RoomDigest, Store, StoreOptions,
+    Durability, FORMAT_VERSION, LogPart, Replicator, RoomDigest, Rotation, Store, StoreOptions,
     lower_this_threads_priority, username_skeleton,
 };

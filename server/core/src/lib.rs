@@ -6,6 +6,7 @@
 //!
 //! - [`Room`]: one room's membership, permissions, seq assignment and idempotency.
 //! - [`Session`]: one connection's auth state, rate limit and in-flight accounting.
+//! - [`logins`]: which logins are over (logout, log out everywhere, a new password).
 //! - [`PresenceBook`]: who is online, away or offline, announced coalesced.
 //! - [`keys`]: the end-to-end encryption key directory's rules.
 //! - [`shard_for`]: which shard owns a room.
@@ -19,6 +20,7 @@ mod error;
 pub mod keys;
 pub mod log_fence;
 pub mod log_trim;
+pub mod logins;
 mod membership;
 pub mod memory;
 pub mod owner;

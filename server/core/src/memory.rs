@@ -154,7 +154,16 @@ impl MemoryStore {
             Write::DropEditHistory { room, seq } => {
                 self.room_mut(room).edits.remove(seq);
             }
-            Write::RemoveMentions { .. } | Write::PutRefresh { .. } | Write::RevokeFamily { .. } => {}
+            Write::RemoveMentions { .. }
+            | Write::PutRefresh { .. }
+            | Write::RevokeFamily { .. }
+            | Write::EndLogin { .. }
+            | Write::EndAllLogins { .. } => {}
+            Write::SetPassword { user, password_hash } => {
+                if let Some(record) = self.users.get_mut(user) {
+                    record.password_hash.clone_from(password_hash);
+                }
+            }
             Write::PutBan { room, user, .. } => {
                 self.room_mut(room).bans.insert(user.clone());
             }

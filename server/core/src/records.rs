@@ -119,6 +119,10 @@ pub struct RefreshRecord {
     pub expires_ms: u64,
     /// Set once the token has been rotated: presenting it again is a replay.
     pub rotated: bool,
+    /// The user's session epoch when the family started (older records: 0); a family of
+    /// an epoch the user has left is refused (see [`crate::logins`]).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// One durable change, carried out by [`crate::GroupCommitter`] inside one atomic batch.
@@ -350,6 +354,35 @@ pub enum Write {
         /// When, ms since the Unix epoch.
         at: u64,
     },
+    /// One login of a user is over: its refresh tokens and access tokens are refused and
+    /// its live sockets closed.
+    EndLogin {
+        /// The user.
+        user: UserId,
+        /// The login's id (an access token's `sid`, a refresh-token family).
+        login: String,
+        /// Why.
+        reason: crate::logins::EndReason,
+        /// When, ms since the Unix epoch.
+        at: u64,
+    },
+    /// Every login of a user older than `standing` is over (log out everywhere, a new
+    /// password).
+    EndAllLogins {
+        /// The user.
+        user: UserId,
+        /// The user's standing from now on (a replica keeps the latest it has seen).
+        standing: crate::logins::SessionEpoch,
+        /// Why.
+        reason: crate::logins::EndReason,
+    },
+    /// A user's new password (a hash).
+    SetPassword {
+        /// The user.
+        user: UserId,
+        /// argon2id PHC string.
+        password_hash: String,
+    },
     /// A shared file's metadata.
     PutFile(FileRecord),
     /// A file's metadata goes (its message was deleted): downloads stop.
@@ -392,6 +425,9 @@ impl Write {
             | Write::PutUser(_)
             | Write::PutRefresh { .. }
             | Write::RevokeFamily { .. }
+            | Write::EndLogin { .. }
+            | Write::EndAllLogins { .. }
+            | Write::SetPassword { .. }
             | Write::PutFile(_)
             | Write::RemoveFile { .. } => None,
         }

@@ -424,8 +424,8 @@ async fn upgrade(
             return;
         }
     };
-    if let Some(user) = &user {
-        match shard.shared.user_connections.try_acquire(user) {
+    if let Some(verified) = &user {
+        match shard.shared.user_connections.try_acquire(&verified.user) {
             Some(permit) => permits.user = Some(permit),
             None => {
                 crate::metrics::Metrics::inc(&shard.shared.metrics.connections_refused);

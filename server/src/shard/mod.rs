@@ -68,6 +68,14 @@ impl Shard {
         &self.shared.mesh
     }
 
+    /// Closes this shard's sockets of the logins `end` ended (their tokens are refused
+    /// from now on, so they would never authenticate again).
+    fn close_ended_logins(&self, end: &palaver_core::logins::SessionEnd) {
+        for conn in self.conns.of_ended_logins(end) {
+            conn.outbound.close(crate::ws::CloseCode::SessionEnded, end.reason.close_reason());
+        }
+    }
+
     /// Runs the inbox until the shard exits: the task that owns the shard's [`State`].
     /// Messages are drained in batches per wake-up.
     pub async fn run_inbox(self: &Rc<Self>, inbox: flume::Receiver<ShardMsg>) {
@@ -97,6 +105,7 @@ impl Shard {
             ShardMsg::Reply(reply) => fanout::on_reply(self, reply),
             ShardMsg::MemberGone { room, user } => fanout::member_gone(self, &room, &user),
             ShardMsg::RoomGone { room } => fanout::room_gone(self, &room),
+            ShardMsg::LoginsEnded(end) => self.close_ended_logins(&end),
             ShardMsg::People { origin, action } => people::on_people(self, &mut state.home, origin, action),
             ShardMsg::SessionUp { user, shard } => people::on_session_up(self, &mut state.home, user, shard),
             ShardMsg::SessionDown { user, shard } => {

@@ -1,0 +1,148 @@
+//! Ended logins: one login's end (`user_login_ended`), a user's session epoch
+//! (`user_session_epoch`), and the password change that raises it. The rules that read
+//! them are `palaver_core::logins`.
+
+use std::collections::HashMap;
+
+use fjall::OwnedWriteBatch;
+use palaver_core::logins::{EndReason, SessionEpoch};
+use palaver_core::records::{UserRecord, Write};
+use palaver_protocol::UserId;
+
+use crate::error::StorageError;
+use crate::keys;
+use crate::store::{Engine, Store, decode_json, encode_json};
+
+impl Engine {
+    /// Carries out a write that ends logins or sets a password; false for any other
+    /// write. `raised` holds the standings this batch already wrote, so that two raises
+    /// of one user in one batch keep the later.
+    pub(crate) fn apply_login_write(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        write: &Write,
+        raised: &mut HashMap<UserId, SessionEpoch>,
+    ) -> Result<bool, StorageError> {
+        match write {
+            Write::EndLogin { user, login, at, .. } => {
+                batch.insert(&self.user_login_ended, keys::pair(user.as_str(), login), at.to_be_bytes());
+            }
+            Write::EndAllLogins { user, standing, .. } => {
+                let stored = match raised.get(user) {
+                    Some(standing) => *standing,
+                    None => self.session_epoch(user)?,
+                };
+                let latest = stored.max(*standing);
+                raised.insert(user.clone(), latest);
+                batch.insert(&self.user_session_epoch, user.as_str(), encode_json(&latest)?);
+            }
+            Write::SetPassword { user, password_hash } => {
+                // A password for an account this replica does not have (deleted) is moot.
+                if let Some(bytes) = self.users.get(user.as_str())? {
+                    let mut record: UserRecord = decode_json("users", &bytes)?;
+                    record.password_hash.clone_from(password_hash);
+                    batch.insert(&self.users, user.as_str(), encode_json(&record)?);
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn session_epoch(&self, user: &UserId) -> Result<SessionEpoch, StorageError> {
+        Ok(self
+            .user_session_epoch
+            .get(user.as_str())?
+            .map(|v| decode_json("user_session_epoch", &v))
+            .transpose()?
+            .unwrap_or_default())
+    }
+}
+
+impl Store {
+    /// A user's session epoch (the default for a user who never ended all logins).
+    pub fn session_epoch(&self, user: &UserId) -> Result<SessionEpoch, StorageError> {
+        self.engine()?.session_epoch(user)
+    }
+
+    /// Whether `login` of `user` was ended by itself.
+    pub fn login_ended(&self, user: &UserId, login: &str) -> Result<bool, StorageError> {
+        let e = self.engine()?;
+        Ok(e.user_login_ended.get(keys::pair(user.as_str(), login))?.is_some())
+    }
+
+    /// Ends one login of `user` (logout). Durable (and in a cluster, in the log) on return.
+    pub fn end_login(
+        &self,
+        user: &UserId,
+        login: &str,
+        reason: EndReason,
+        now_ms: u64,
+    ) -> Result<Write, StorageError> {
+        let write = Write::EndLogin { user: user.clone(), login: login.to_owned(), reason, at: now_ms };
+        self.account_write(std::slice::from_ref(&write))?;
+        Ok(write)
+    }
+
+    /// Ends every login of `user` (log out everywhere), returning the write (for the
+    /// caller to close the live sockets it covers).
+    pub fn end_all_logins(
+        &self,
+        user: &UserId,
+        reason: EndReason,
+        now_ms: u64,
+    ) -> Result<Write, StorageError> {
+        self.raise_epoch(user, None, reason, now_ms)
+    }
+
+    /// Sets `user`'s password and ends every login of theirs, in one write. Returns the
+    /// end (whose standing new logins are stamped with).
+    pub fn change_password(
+        &self,
+        user: &UserId,
+        password_hash: String,
+        now_ms: u64,
+    ) -> Result<Write, StorageError> {
+        self.raise_epoch(user, Some(password_hash), EndReason::PasswordChanged, now_ms)
+    }
+
+    fn raise_epoch(
+        &self,
+        user: &UserId,
+        password_hash: Option<String>,
+        reason: EndReason,
+        now_ms: u64,
+    ) -> Result<Write, StorageError> {
+        let e = self.engine()?;
+        // Serialized with every other account write: two raises on this node take
+        // successive epochs.
+        let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
+        let standing = e.session_epoch(user)?.raised(now_ms);
+        let end = Write::EndAllLogins { user: user.clone(), standing, reason };
+        let mut writes = Vec::with_capacity(2);
+        if let Some(password_hash) = password_hash {
+            writes.push(Write::SetPassword { user: user.clone(), password_hash });
+        }
+        writes.push(end.clone());
+        self.account_write_locked(&e, &writes)?;
+        Ok(end)
+    }
+
+    /// Writes login and password changes synchronously (outside the group committer),
+    /// through the shared log first in a cluster.
+    fn account_write(&self, writes: &[Write]) -> Result<(), StorageError> {
+        let e = self.engine()?;
+        let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
+        self.account_write_locked(&e, writes)
+    }
+
+    fn account_write_locked(&self, e: &Engine, writes: &[Write]) -> Result<(), StorageError> {
+        let mut batch = self.side_batch(e)?;
+        let logged = self.replicate(writes)?;
+        let mut raised = HashMap::new();
+        for write in writes {
+            e.apply_login_write(&mut batch, write, &mut raised)?;
+        }
+        self.commit_logged(batch, logged)
+    }
+}
