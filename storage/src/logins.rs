@@ -113,24 +113,35 @@ impl Store {
         reason: EndReason,
         now_ms: u64,
     ) -> Result<Write, StorageError> {
+        let writes = password_hash
+            .map(|password_hash| Write::SetPassword { user: user.clone(), password_hash })
+            .into_iter()
+            .collect();
+        self.raise_epoch_with(user, writes, reason, now_ms)
+    }
+
+    /// Ends every login of `user` in one write with `writes`, returning the end.
+    pub(crate) fn raise_epoch_with(
+        &self,
+        user: &UserId,
+        mut writes: Vec<Write>,
+        reason: EndReason,
+        now_ms: u64,
+    ) -> Result<Write, StorageError> {
         let e = self.engine()?;
         // Serialized with every other account write: two raises on this node take
         // successive epochs.
         let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
         let standing = e.session_epoch(user)?.raised(now_ms);
         let end = Write::EndAllLogins { user: user.clone(), standing, reason };
-        let mut writes = Vec::with_capacity(2);
-        if let Some(password_hash) = password_hash {
-            writes.push(Write::SetPassword { user: user.clone(), password_hash });
-        }
         writes.push(end.clone());
         self.account_write_locked(&e, &writes)?;
         Ok(end)
     }
 
-    /// Writes login and password changes synchronously (outside the group committer),
-    /// through the shared log first in a cluster.
-    fn account_write(&self, writes: &[Write]) -> Result<(), StorageError> {
+    /// Writes login, password and administrative changes synchronously (outside the
+    /// group committer), through the shared log first in a cluster.
+    pub(crate) fn account_write(&self, writes: &[Write]) -> Result<(), StorageError> {
         let e = self.engine()?;
         let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
         self.account_write_locked(&e, writes)
@@ -141,7 +152,7 @@ impl Store {
         let logged = self.replicate(writes)?;
         let mut raised = HashMap::new();
         for write in writes {
-            e.apply_login_write(&mut batch, write, &mut raised)?;
+            crate::admin::apply_account_write(e, &mut batch, write, &mut raised)?;
         }
         self.commit_logged(batch, logged)
     }

@@ -151,6 +151,12 @@ pub(crate) struct Engine {
     pub(crate) user_login_ended: Keyspace,
     /// A user → their `SessionEpoch` (absent: never raised).
     pub(crate) user_session_epoch: Keyspace,
+    /// Admins (user id → nothing).
+    pub(crate) user_admin: Keyspace,
+    /// Suspended accounts (user id → `Suspension`).
+    pub(crate) user_suspension: Keyspace,
+    /// The audit log (time-ordered entry id → `AuditEntry`).
+    pub(crate) audit_log: Keyspace,
     pub(crate) rooms: Keyspace,
     pub(crate) room_member: Keyspace,
     pub(crate) user_room: Keyspace,
@@ -194,6 +200,9 @@ impl Engine {
             // Added within format 2: absent means no login was ended.
             user_login_ended: open("user_login_ended")?,
             user_session_epoch: open("user_session_epoch")?,
+            user_admin: open("user_admin")?,
+            user_suspension: open("user_suspension")?,
+            audit_log: open("audit_log")?,
             rooms: open("rooms")?,
             room_member: open("room_member")?,
             user_room: open("user_room")?,
@@ -734,8 +743,13 @@ impl Store {
                 Write::RemoveFile { file_id } => {
                     batch.remove(&e.file_record, file_id.as_bytes());
                 }
-                login @ (Write::EndLogin { .. } | Write::EndAllLogins { .. } | Write::SetPassword { .. }) => {
-                    e.apply_login_write(&mut batch, login, &mut raised_epochs)?;
+                account @ (Write::EndLogin { .. }
+                | Write::EndAllLogins { .. }
+                | Write::SetPassword { .. }
+                | Write::SetAdmin { .. }
+                | Write::SetSuspension { .. }
+                | Write::AppendAudit { .. }) => {
+                    crate::admin::apply_account_write(&e, &mut batch, account, &mut raised_epochs)?;
                 }
                 other => e.apply_governance(&mut batch, other)?,
             }

@@ -7,6 +7,7 @@
 //! - [`Room`]: one room's membership, permissions, seq assignment and idempotency.
 //! - [`Session`]: one connection's auth state, rate limit and in-flight accounting.
 //! - [`logins`]: which logins are over (logout, log out everywhere, a new password).
+//! - [`admin`]: suspensions by admins, and the audit log's entries.
 //! - [`PresenceBook`]: who is online, away or offline, announced coalesced.
 //! - [`keys`]: the end-to-end encryption key directory's rules.
 //! - [`shard_for`]: which shard owns a room.
@@ -16,6 +17,7 @@
 //! The server crate drives these: it feeds them time and commands and carries out their
 //! effects (persist, broadcast, reply).
 
+pub mod admin;
 mod error;
 pub mod keys;
 pub mod log_fence;

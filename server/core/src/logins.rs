@@ -62,6 +62,8 @@ pub enum EndReason {
     PasswordChanged,
     /// A refresh token of the login was presented twice (taken as theft).
     RefreshReplayed,
+    /// An admin suspended the account.
+    Suspended,
 }
 
 impl EndReason {
@@ -72,6 +74,7 @@ impl EndReason {
             EndReason::LoggedOutEverywhere => "session ended: logged out everywhere",
             EndReason::PasswordChanged => "session ended: password changed",
             EndReason::RefreshReplayed => "session ended: refresh token reused",
+            EndReason::Suspended => "session ended: account suspended",
         }
     }
 }

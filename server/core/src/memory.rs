@@ -158,7 +158,10 @@ impl MemoryStore {
             | Write::PutRefresh { .. }
             | Write::RevokeFamily { .. }
             | Write::EndLogin { .. }
-            | Write::EndAllLogins { .. } => {}
+            | Write::EndAllLogins { .. }
+            | Write::SetAdmin { .. }
+            | Write::SetSuspension { .. }
+            | Write::AppendAudit { .. } => {}
             Write::SetPassword { user, password_hash } => {
                 if let Some(record) = self.users.get_mut(user) {
                     record.password_hash.clone_from(password_hash);

@@ -383,6 +383,27 @@ pub enum Write {
         /// argon2id PHC string.
         password_hash: String,
     },
+    /// Grant (`admin`) or revoke the admin role.
+    SetAdmin {
+        /// The user.
+        user: UserId,
+        /// Whether they are an admin from now on.
+        admin: bool,
+    },
+    /// Suspend an account (`Some`) or lift its suspension (`None`).
+    SetSuspension {
+        /// The user.
+        user: UserId,
+        /// The suspension.
+        suspension: Option<crate::admin::Suspension>,
+    },
+    /// Add an entry to the audit log (never rewritten or removed).
+    AppendAudit {
+        /// The entry's id: unique, and ordered by time.
+        id: String,
+        /// The entry.
+        entry: crate::admin::AuditEntry,
+    },
     /// A shared file's metadata.
     PutFile(FileRecord),
     /// A file's metadata goes (its message was deleted): downloads stop.
@@ -428,6 +449,9 @@ impl Write {
             | Write::EndLogin { .. }
             | Write::EndAllLogins { .. }
             | Write::SetPassword { .. }
+            | Write::SetAdmin { .. }
+            | Write::SetSuspension { .. }
+            | Write::AppendAudit { .. }
             | Write::PutFile(_)
             | Write::RemoveFile { .. } => None,
         }

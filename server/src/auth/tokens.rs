@@ -23,6 +23,9 @@ pub enum AuthError {
     /// The token's login was ended (logout, log out everywhere, a new password).
     #[error("this session has ended; log in again")]
     SessionEnded,
+    /// An admin suspended the account.
+    #[error("this account is suspended")]
+    Suspended,
     /// The user could not be looked up now (storage is not answering).
     #[error("cannot check the token's user now; try again")]
     Unavailable,
@@ -141,6 +144,10 @@ pub fn authenticate(
     let ended_alone = store.login_ended(&verified.user, &verified.login.id).map_err(unavailable)?;
     if palaver_core::logins::is_over(&verified.login, epoch, ended_alone) {
         return Err(AuthError::SessionEnded);
+    }
+    // A backend may mint a token after the suspension ended every session.
+    if store.suspension(&verified.user).map_err(unavailable)?.is_some() {
+        return Err(AuthError::Suspended);
     }
     Ok(verified)
 }

@@ -75,6 +75,7 @@ pub fn methods(path: &str, web_page: bool) -> Option<&'static str> {
         | "/v1/files" => Some("POST"),
         "/healthz" | "/readyz" | "/metrics" | "/v1/replica/digest" | "/v1/ws" => Some("GET"),
         p if p.starts_with("/v1/files/") => Some("GET"),
+        p if p.starts_with("/v1/admin/") => super::admin::methods(p),
         p if web_page && super::web_page::asset(p).is_some() => Some("GET"),
         _ => None,
     }
@@ -96,6 +97,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
         ("POST", "/v1/auth/logout") => logout(shard, request, EndReason::LoggedOut).await,
         ("POST", "/v1/auth/logout-all") => logout(shard, request, EndReason::LoggedOutEverywhere).await,
         ("POST", "/v1/auth/password") => change_password(shard, request, peer).await,
+        (_, path) if path.starts_with("/v1/admin/") => super::admin::handle(shard, request).await,
         ("GET", "/healthz") => {
             if shared.store.is_poisoned() {
                 Response::error(ErrorCode::Unavailable, "storage is refusing writes")
@@ -282,6 +284,12 @@ async fn register(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAd
     }
 }
 
+/// Why a login with well-formed credentials is refused.
+enum SignInRefused {
+    WrongCredentials,
+    Suspended,
+}
+
 async fn login(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAddr) -> Response {
     let credentials: Credentials = match parse_json(request) {
         Ok(c) => c,
@@ -297,7 +305,7 @@ async fn login(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAddr)
     let outcome = shared
         .lanes
         .passwords
-        .run(move || -> Result<Option<(UserId, String, String)>, StorageError> {
+        .run(move || -> Result<Result<(UserId, String, String), SignInRefused>, StorageError> {
             let user = match &account {
                 Some(name) => worker.store.user_by_name(name)?,
                 None => None,
@@ -307,25 +315,34 @@ async fn login(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAddr)
                 user.as_ref().map(|u| u.password_hash.as_str()),
             );
             match user {
+                // Told only to whoever knows the password.
+                Some(user) if valid && worker.store.suspension(&user.user_id)?.is_some() => {
+                    Ok(Err(SignInRefused::Suspended))
+                }
                 Some(user) if valid => {
                     let epoch = worker.store.session_epoch(&user.user_id)?.epoch;
                     let (access, refresh) = start_token_family(&worker, &user.user_id, epoch)?;
-                    Ok(Some((user.user_id, access, refresh)))
+                    Ok(Ok((user.user_id, access, refresh)))
                 }
                 _ => {
                     if let Some(name) = &account {
                         worker.sign_ins.failed(peer, name, now_ms());
                     }
-                    Ok(None)
+                    Ok(Err(SignInRefused::WrongCredentials))
                 }
             }
         })
         .await;
     match outcome {
-        Ok(Ok(Some((user_id, access, refresh)))) => {
+        Ok(Ok(Ok((user_id, access, refresh)))) => {
             tokens_response(shared, 200, Some(&user_id), &access, &refresh)
         }
-        Ok(Ok(None)) => Response::error(ErrorCode::Unauthorized, "wrong username or password"),
+        Ok(Ok(Err(SignInRefused::WrongCredentials))) => {
+            Response::error(ErrorCode::Unauthorized, "wrong username or password")
+        }
+        Ok(Ok(Err(SignInRefused::Suspended))) => {
+            Response::error(ErrorCode::Forbidden, "this account is suspended")
+        }
         Ok(Err(e)) => storage_failure(&e),
         Err(refused) => refused_response(refused),
     }
@@ -377,7 +394,7 @@ async fn refresh(shard: &Rc<Shard>, request: &Request) -> Response {
 
 /// The caller of a route that takes an access token (`Authorization: Bearer`), checked
 /// as a socket's `auth` is.
-fn bearer(shared: &Shared, request: &Request) -> Result<crate::auth::Verified, Response> {
+pub(super) fn bearer(shared: &Shared, request: &Request) -> Result<crate::auth::Verified, Response> {
     let token = request
         .bearer()
         .ok_or_else(|| Response::error(ErrorCode::Unauthorized, "Authorization: Bearer required"))?;
@@ -404,7 +421,7 @@ fn no_fields(request: &Request) -> Result<(), Response> {
 
 /// Tells every shard of this node to close the sockets of logins a write ended (other
 /// nodes close theirs when their replica applies it).
-fn close_ended_logins(shard: &Shard, write: &Write) {
+pub(super) fn close_ended_logins(shard: &Shard, write: &Write) {
     if let Some(end) = SessionEnd::of_write(write) {
         let end = std::sync::Arc::new(end);
         shard.mesh().broadcast(|| crate::mesh::ShardMsg::LoginsEnded(end.clone()));
@@ -540,7 +557,7 @@ fn tokens_response(
     Response::json(status, &body)
 }
 
-fn storage_failure(e: &StorageError) -> Response {
+pub(super) fn storage_failure(e: &StorageError) -> Response {
     match e {
         e if e.is_unavailable() => Response::error(ErrorCode::Unavailable, "storage is refusing writes"),
         _ => {
