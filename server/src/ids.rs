@@ -50,6 +50,11 @@ pub fn audit_id() -> String {
     format!("a_{}", body())
 }
 
+/// A new report id (`rp_` + the time-ordered random body).
+pub fn report_id() -> String {
+    format!("rp_{}", body())
+}
+
 /// A new session id.
 pub fn session_id() -> SessionId {
     SessionId::from_body(&body()).unwrap_or_else(|_| unreachable!("base32 bodies are valid"))

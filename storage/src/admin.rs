@@ -8,9 +8,11 @@ use fjall::OwnedWriteBatch;
 use palaver_core::admin::{AuditEntry, Suspension};
 use palaver_core::logins::EndReason;
 use palaver_core::records::Write;
-use palaver_protocol::UserId;
+use palaver_core::reports::ReportRecord;
+use palaver_protocol::{RoomId, UserId};
 
 use crate::error::StorageError;
+use crate::keys;
 use crate::store::{Engine, Store, decode_json, encode_json};
 
 impl Engine {
@@ -31,6 +33,10 @@ impl Engine {
             }
             Write::AppendAudit { id, entry } => {
                 batch.insert(&self.audit_log, id.as_str(), encode_json(entry)?)
+            }
+            Write::PutReport(report) => {
+                batch.insert(&self.report, report.report_id.as_str(), encode_json(report)?);
+                batch.insert(&self.room_report, keys::pair(report.room.as_str(), &report.report_id), []);
             }
             _ => return Ok(false),
         }
@@ -130,6 +136,100 @@ impl Store {
             entries.push((id, decode_json("audit_log", &value)?));
         }
         Ok(entries)
+    }
+}
+
+/// Most reports one page looks at when it skips resolved ones, so that a page stays cheap
+/// however many are resolved: a page may then hold fewer, with a `next` to go on.
+const MAX_REPORT_SCAN: usize = 10_000;
+
+impl Store {
+    /// Stores a report (new or resolved), with an audit entry if an admin acted.
+    pub fn put_report(
+        &self,
+        report: ReportRecord,
+        audit: Option<(String, AuditEntry)>,
+    ) -> Result<(), StorageError> {
+        let mut writes = vec![Write::PutReport(report)];
+        if let Some((id, entry)) = audit {
+            writes.push(Write::AppendAudit { id, entry });
+        }
+        self.account_write(&writes)
+    }
+
+    /// A report by id.
+    pub fn report(&self, report_id: &str) -> Result<Option<ReportRecord>, StorageError> {
+        let e = self.engine()?;
+        e.report.get(report_id)?.map(|v| decode_json("report", &v)).transpose()
+    }
+
+    /// A page of reports (oldest first) after `after`: of `room`, or of every room; open
+    /// ones only if `open_only`. Returns them and the id to go on after, if there may be
+    /// more.
+    pub fn reports(
+        &self,
+        room: Option<&RoomId>,
+        open_only: bool,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ReportRecord>, Option<String>), StorageError> {
+        let e = self.engine()?;
+        let ids: Box<dyn Iterator<Item = Result<String, StorageError>>> = match room {
+            Some(room) => {
+                let prefix = keys::pair_prefix(room.as_str());
+                let start = after.map_or_else(
+                    || prefix.clone(),
+                    |a| {
+                        let mut key = keys::pair(room.as_str(), a);
+                        key.push(0);
+                        key
+                    },
+                );
+                let mut end = prefix.clone();
+                end.push(0xff);
+                Box::new(e.room_report.range(start..end).map(move |guard| {
+                    let key = guard.key()?;
+                    String::from_utf8(key[prefix.len()..].to_vec()).map_err(|_| StorageError::Corrupt {
+                        partition: "room_report",
+                        detail: "bad id".into(),
+                    })
+                }))
+            }
+            None => {
+                let iter = match after {
+                    Some(after) => {
+                        let mut start = after.as_bytes().to_vec();
+                        start.push(0);
+                        e.report.range(start..)
+                    }
+                    None => e.report.iter(),
+                };
+                Box::new(iter.map(|guard| {
+                    let key = guard.key()?;
+                    String::from_utf8(key.to_vec())
+                        .map_err(|_| StorageError::Corrupt { partition: "report", detail: "bad id".into() })
+                }))
+            }
+        };
+        let (mut found, mut scanned) = (Vec::new(), 0usize);
+        for id in ids {
+            let id = id?;
+            scanned += 1;
+            let report = self.report(&id)?.ok_or_else(|| StorageError::Corrupt {
+                partition: "room_report",
+                detail: format!("{id} has no report"),
+            })?;
+            if !(open_only && report.resolved.is_some()) {
+                found.push(report);
+                if found.len() == limit {
+                    return Ok((found, Some(id)));
+                }
+            }
+            if scanned >= MAX_REPORT_SCAN {
+                return Ok((found, Some(id)));
+            }
+        }
+        Ok((found, None))
     }
 }
 

@@ -157,6 +157,10 @@ pub(crate) struct Engine {
     pub(crate) user_suspension: Keyspace,
     /// The audit log (time-ordered entry id → `AuditEntry`).
     pub(crate) audit_log: Keyspace,
+    /// Reports (time-ordered report id → `ReportRecord`).
+    pub(crate) report: Keyspace,
+    /// A room's reports (`room ++ 0 ++ report id`).
+    pub(crate) room_report: Keyspace,
     pub(crate) rooms: Keyspace,
     pub(crate) room_member: Keyspace,
     pub(crate) user_room: Keyspace,
@@ -203,6 +207,8 @@ impl Engine {
             user_admin: open("user_admin")?,
             user_suspension: open("user_suspension")?,
             audit_log: open("audit_log")?,
+            report: open("report")?,
+            room_report: open("room_report")?,
             rooms: open("rooms")?,
             room_member: open("room_member")?,
             user_room: open("user_room")?,
@@ -748,7 +754,8 @@ impl Store {
                 | Write::SetPassword { .. }
                 | Write::SetAdmin { .. }
                 | Write::SetSuspension { .. }
-                | Write::AppendAudit { .. }) => {
+                | Write::AppendAudit { .. }
+                | Write::PutReport(_)) => {
                     crate::admin::apply_account_write(&e, &mut batch, account, &mut raised_epochs)?;
                 }
                 other => e.apply_governance(&mut batch, other)?,

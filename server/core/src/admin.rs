@@ -48,6 +48,14 @@ pub enum AdminAction {
         /// Whose.
         user: UserId,
     },
+    /// An admin resolved a report.
+    ResolveReport {
+        /// The report.
+        report_id: String,
+        /// The note given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
 }
 
 /// One entry of the audit log.

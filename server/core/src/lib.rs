@@ -8,6 +8,7 @@
 //! - [`Session`]: one connection's auth state, rate limit and in-flight accounting.
 //! - [`logins`]: which logins are over (logout, log out everywhere, a new password).
 //! - [`admin`]: suspensions by admins, and the audit log's entries.
+//! - [`reports`]: members reporting messages to the room's moderators and the admins.
 //! - [`PresenceBook`]: who is online, away or offline, announced coalesced.
 //! - [`keys`]: the end-to-end encryption key directory's rules.
 //! - [`shard_for`]: which shard owns a room.
@@ -30,6 +31,7 @@ pub mod people;
 mod presence;
 mod rate;
 pub mod records;
+pub mod reports;
 mod role;
 mod room;
 pub mod route;

@@ -161,7 +161,8 @@ impl MemoryStore {
             | Write::EndAllLogins { .. }
             | Write::SetAdmin { .. }
             | Write::SetSuspension { .. }
-            | Write::AppendAudit { .. } => {}
+            | Write::AppendAudit { .. }
+            | Write::PutReport(_) => {}
             Write::SetPassword { user, password_hash } => {
                 if let Some(record) = self.users.get_mut(user) {
                     record.password_hash.clone_from(password_hash);

@@ -404,6 +404,8 @@ pub enum Write {
         /// The entry.
         entry: crate::admin::AuditEntry,
     },
+    /// Store a report (new, or resolved), indexed by its room.
+    PutReport(crate::reports::ReportRecord),
     /// A shared file's metadata.
     PutFile(FileRecord),
     /// A file's metadata goes (its message was deleted): downloads stop.
@@ -452,6 +454,7 @@ impl Write {
             | Write::SetAdmin { .. }
             | Write::SetSuspension { .. }
             | Write::AppendAudit { .. }
+            | Write::PutReport(_)
             | Write::PutFile(_)
             | Write::RemoveFile { .. } => None,
         }

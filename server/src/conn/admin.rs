@@ -32,7 +32,7 @@ pub fn methods(path: &str) -> Option<&'static str> {
         Some((_, None)) => Some("GET"),
         Some((_, Some("suspend" | "unsuspend"))) => Some("POST"),
         Some(_) => None,
-        None => matches!(path, "/v1/admin/stats" | "/v1/admin/audit").then_some("GET"),
+        None => matches!(path, "/v1/admin/stats" | "/v1/admin/audit" | "/v1/admin/reports").then_some("GET"),
     }
 }
 
@@ -74,6 +74,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
     match (request.path.as_str(), user_route(&request.path)) {
         ("/v1/admin/stats", _) => stats(shard),
         ("/v1/admin/audit", _) => audit(shard, request),
+        ("/v1/admin/reports", _) => super::reports::list(shard, request, None),
         (_, Some((user, action))) => {
             let Ok(user) = UserId::parse(user) else {
                 return Response::error(ErrorCode::Invalid, "not a user id");

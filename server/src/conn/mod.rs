@@ -7,6 +7,7 @@ mod directory;
 mod files;
 pub mod http;
 pub mod quic_session;
+mod reports;
 mod routes;
 pub mod socket;
 pub mod tls;
