@@ -245,3 +245,46 @@ fn a_suspension_holds_on_every_node_of_a_cluster() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn an_admin_deletes_a_room_they_have_no_role_in() {
+    let mut server = Server::start(&[]);
+    let [root, owner, bob] = ["root", "owner", "bob"].map(|n| register(server.addr, n));
+    grant(&mut server, "root");
+    let addr = server.addr;
+    let mut owner_socket = Client::login(addr, Codec::Json, &owner);
+    let room = owner_socket.create_room("lobby", palaver_protocol::RoomKind::Public);
+    let mut bob_socket = Client::login(addr, Codec::Json, &bob);
+    bob_socket.join(&room, None);
+    let dm =
+        match bob_socket.ok(Op::DmOpen { user: palaver_protocol::UserId::parse(&owner.user_id).unwrap() }) {
+            palaver_protocol::OkBody::Room(r) => r.room.room_id,
+            other => panic!("{other:?}"),
+        };
+
+    let delete =
+        |token: &str, room: &str| call(addr, "POST", &format!("/v1/admin/rooms/{room}/delete"), token, None);
+    assert_eq!(
+        code(&delete(&owner.access_token, room.as_str())),
+        (403, Some("forbidden")),
+        "owners use room.delete"
+    );
+    assert_eq!(code(&delete(&root.access_token, "not-a-room")), (400, Some("invalid")));
+    assert_eq!(code(&delete(&root.access_token, "r_none")), (404, Some("not_found")));
+    assert_eq!(code(&delete(&root.access_token, dm.as_str())), (403, Some("forbidden")), "direct rooms stay");
+    assert_eq!(http(addr, "GET", &format!("/v1/admin/rooms/{room}/delete"), None, &[]).0, 405);
+
+    let (status, body) = delete(&root.access_token, room.as_str());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"room_id": room, "deleted": true}));
+    let gone = bob_socket.err(Op::RoomGet { room: room.clone() }, ErrorCode::NotFound);
+    assert!(!gone.is_empty());
+    owner_socket.err(Op::RoomGet { room: room.clone() }, ErrorCode::NotFound);
+    assert_eq!(code(&delete(&root.access_token, room.as_str())), (404, Some("not_found")));
+
+    let (_, log) = call(addr, "GET", "/v1/admin/audit", &root.access_token, None);
+    let deletions: Vec<_> =
+        log["entries"].as_array().unwrap().iter().filter(|e| e["action"] == json!("delete_room")).collect();
+    assert_eq!(deletions.len(), 2, "each deletion asked of an existing room is audited: {log}");
+    assert_eq!((&deletions[1]["room"], &deletions[1]["admin"]), (&json!(room), &json!(root.user_id)));
+}

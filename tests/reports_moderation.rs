@@ -162,3 +162,26 @@ fn members_report_and_moderators_and_admins_resolve() {
         call(server.addr, "GET", &format!("/v1/rooms/{room}/reports"), &owner.access_token, None);
     assert_eq!(after["reports"].as_array().unwrap().len(), 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_reports_lists_and_resolves() {
+    use palaver_sdk::{Client as SdkClient, Credentials};
+    let server = Server::start(&[]);
+    let url = server.url("");
+    let owner = SdkClient::connect(&url, Credentials::register("owner", "password-123")).await.unwrap();
+    let bob = SdkClient::connect(&url, Credentials::register("bob", "password-123")).await.unwrap();
+    let room = owner.create_room("general", RoomKind::Public).await.unwrap().room_id;
+    bob.join(&room).await.unwrap();
+    let spam = owner.send(&room, "an owner's rude message").await.unwrap().seq;
+
+    let report = bob.report(&room, spam, Some("rude")).await.unwrap();
+    assert_eq!((report.seq, report.reason.as_deref(), report.resolved.as_ref()), (spam, Some("rude"), None));
+    let refused = bob.room_reports(&room, true, None).await.unwrap_err();
+    assert_eq!(refused.code(), Some(palaver_protocol::ErrorCode::Forbidden));
+    let page = owner.room_reports(&room, true, None).await.unwrap();
+    assert_eq!((page.reports.len(), page.next.as_deref()), (1, None));
+    let resolved = owner.resolve_report(&report.report_id, Some("apologised")).await.unwrap();
+    assert_eq!(resolved.resolved.unwrap().note.as_deref(), Some("apologised"));
+    assert!(owner.room_reports(&room, true, None).await.unwrap().reports.is_empty());
+    assert!(matches!(owner.resolve_report("../x", None).await, Err(palaver_sdk::Error::Invalid(_))));
+}

@@ -384,6 +384,54 @@ impl Client {
         Ok((file, sent))
     }
 
+    /// Reports a message of someone else to the room's moderators and the server's
+    /// admins (`POST /v1/reports`, PROTOCOL.md §2.14). The caller must be a member of the
+    /// room; 10 reports at once, then one a minute ([`ErrorCode::RateLimited`](palaver_protocol::ErrorCode::RateLimited)).
+    pub async fn report(
+        &self,
+        room: &RoomId,
+        seq: u64,
+        reason: Option<&str>,
+    ) -> Result<crate::Report, Error> {
+        let body = serde_json::json!({ "room": room, "seq": seq, "reason": reason }).to_string();
+        let url = format!("{}/v1/reports", self.http_base());
+        let (status, answer) =
+            self.authorized_http(|token| report_request("POST", url.clone(), token, &body)).await?;
+        crate::report_route::parse_report(status, &answer)
+    }
+
+    /// A page of a room's reports, oldest first, after the report `after` (for its
+    /// moderators and the admins): open ones only if `open_only`.
+    pub async fn room_reports(
+        &self,
+        room: &RoomId,
+        open_only: bool,
+        after: Option<&str>,
+    ) -> Result<crate::ReportPage, Error> {
+        let mut url = format!("{}/v1/rooms/{room}/reports?open={open_only}", self.http_base());
+        if let Some(after) = after {
+            if !crate::report_route::valid_id(after) {
+                return Err(Error::Invalid(format!("{after:?} is not a report id")));
+            }
+            url.push_str(&format!("&after={after}"));
+        }
+        let (status, answer) =
+            self.authorized_http(|token| report_request("GET", url.clone(), token, "")).await?;
+        crate::report_route::parse_page(status, &answer)
+    }
+
+    /// Resolves a report (a moderator of its room, or an admin), with an optional note.
+    pub async fn resolve_report(&self, report_id: &str, note: Option<&str>) -> Result<crate::Report, Error> {
+        if !crate::report_route::valid_id(report_id) {
+            return Err(Error::Invalid(format!("{report_id:?} is not a report id")));
+        }
+        let url = format!("{}/v1/reports/{report_id}/resolve", self.http_base());
+        let body = serde_json::json!({ "note": note }).to_string();
+        let (status, answer) =
+            self.authorized_http(|token| report_request("POST", url.clone(), token, &body)).await?;
+        crate::report_route::parse_report(status, &answer)
+    }
+
     /// The HTTP base of the node the client is connected to.
     fn http_base(&self) -> String {
         driver::lock(&self.shared).http_base.clone()
@@ -676,6 +724,21 @@ impl Client {
         let (tokens, _) = crate::auth_route::parse_token_answer(status, &String::from_utf8_lossy(&answer))?;
         self.close();
         Ok(Session { user_id, tokens })
+    }
+}
+
+/// A request to a report route with an access token.
+fn report_request(method: &'static str, url: String, token: &str, body: &str) -> HttpRequest {
+    HttpRequest {
+        method,
+        url,
+        headers: vec![
+            ("authorization", format!("Bearer {token}")),
+            ("content-type", "application/json".into()),
+            ("accept", "application/json".into()),
+        ],
+        body: body.as_bytes().to_vec(),
+        max_answer_bytes: crate::report_route::MAX_REPORT_ANSWER_BYTES,
     }
 }
 

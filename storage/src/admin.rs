@@ -102,6 +102,11 @@ impl Store {
         self.raise_epoch_with(user, writes, EndReason::Suspended, now_ms)
     }
 
+    /// Adds an entry to the audit log (for an act carried out by another write).
+    pub fn append_audit(&self, audit_id: String, entry: AuditEntry) -> Result<(), StorageError> {
+        self.account_write(&[Write::AppendAudit { id: audit_id, entry }])
+    }
+
     /// Lifts a suspension, with its audit entry, in one write.
     pub fn unsuspend(&self, user: &UserId, audit_id: String, entry: AuditEntry) -> Result<(), StorageError> {
         self.account_write(&[

@@ -48,6 +48,12 @@ pub enum AdminAction {
         /// Whose.
         user: UserId,
     },
+    /// An admin deleted a room (recorded when asked, before the room's owner carries it
+    /// out).
+    DeleteRoom {
+        /// The room.
+        room: palaver_protocol::RoomId,
+    },
     /// An admin resolved a report.
     ResolveReport {
         /// The report.

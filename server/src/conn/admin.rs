@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use palaver_core::admin::{self, AdminAction, AdminRefusal, AuditEntry};
-use palaver_protocol::{ErrorCode, UserId};
+use palaver_protocol::{ErrorCode, ReplyBody, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -15,6 +15,9 @@ use super::http::{Request, Response};
 use super::routes::{bearer, close_ended_logins, refused_response, storage_failure};
 use crate::clock::now_ms;
 use crate::shard::Shard;
+
+/// Longest an admin route waits for a room owner's answer.
+const ROOM_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Most audit entries one page returns (and the default).
 const MAX_AUDIT_PAGE: usize = 200;
@@ -32,6 +35,7 @@ pub fn methods(path: &str) -> Option<&'static str> {
         Some((_, None)) => Some("GET"),
         Some((_, Some("suspend" | "unsuspend"))) => Some("POST"),
         Some(_) => None,
+        None if room_delete_route(path).is_some() => Some("POST"),
         None => matches!(path, "/v1/admin/stats" | "/v1/admin/audit" | "/v1/admin/reports").then_some("GET"),
     }
 }
@@ -43,6 +47,11 @@ fn user_route(path: &str) -> Option<(&str, Option<&str>)> {
         Some((user, action)) => Some((user, Some(action))),
         None => Some((rest, None)),
     }
+}
+
+/// `/v1/admin/rooms/{room}/delete` → the room.
+fn room_delete_route(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/admin/rooms/")?.strip_suffix("/delete").filter(|room| !room.contains('/'))
 }
 
 /// Answers an admin route.
@@ -75,6 +84,10 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
         ("/v1/admin/stats", _) => stats(shard),
         ("/v1/admin/audit", _) => audit(shard, request),
         ("/v1/admin/reports", _) => super::reports::list(shard, request, None),
+        (path, None) if let Some(room) = room_delete_route(path) => match RoomId::parse(room) {
+            Ok(room) => delete_room(shard, caller, room).await,
+            Err(_) => Response::error(ErrorCode::Invalid, "not a room id"),
+        },
         (_, Some((user, action))) => {
             let Ok(user) = UserId::parse(user) else {
                 return Response::error(ErrorCode::Invalid, "not a user id");
@@ -200,6 +213,48 @@ async fn unsuspend(shard: &Rc<Shard>, admin: UserId, user: UserId) -> Response {
         Ok(Ok(())) => Response::json(200, &answer),
         Ok(Err(e)) => storage_failure(&e),
         Err(refused) => refused_response(refused),
+    }
+}
+
+/// `POST /v1/admin/rooms/{room}/delete`: the room's owner deletes it as for its owner
+/// (every member removed, a `room_deleted` notice, subscriptions ended), on the admin's
+/// authority. The audit entry is written first: the log never lacks a deletion.
+async fn delete_room(shard: &Rc<Shard>, admin: UserId, room: RoomId) -> Response {
+    match shard.shared.store.room(&room) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Response::error(ErrorCode::NotFound, "no such room"),
+        Err(e) => return storage_failure(&e),
+    }
+    let entry = AuditEntry {
+        at: now_ms(),
+        admin: Some(admin.clone()),
+        action: AdminAction::DeleteRoom { room: room.clone() },
+    };
+    let worker = shard.shared.clone();
+    let audited = shard
+        .shared
+        .lanes
+        .accounts
+        .run(move || worker.store.append_audit(crate::ids::audit_id(), entry))
+        .await;
+    match audited {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return storage_failure(&e),
+        Err(refused) => return refused_response(refused),
+    }
+    let (asked_as, answered) =
+        shard.ask_room(admin, room.clone(), palaver_core::owner::RoomOp::DeleteRoomByAdmin);
+    let answer = monoio::time::timeout(ROOM_ANSWER_WAIT, answered.recv_async()).await;
+    match answer {
+        Ok(Ok(ReplyBody::Ok(_))) => Response::json(200, &json!({ "room_id": room, "deleted": true })),
+        Ok(Ok(ReplyBody::Err(e))) => Response::error(e.code, &e.message),
+        Ok(Err(_)) | Err(_) => {
+            shard.route_waiters.borrow_mut().remove(&asked_as);
+            Response::error(
+                ErrorCode::Unavailable,
+                "the room's owner did not answer in time; the deletion may still happen",
+            )
+        }
     }
 }
 

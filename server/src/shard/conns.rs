@@ -88,6 +88,14 @@ pub struct Conns {
 }
 
 impl Conns {
+    /// A fresh id no connection will take: the asker of a room command an HTTP route
+    /// sends (its answer comes back like a connection's).
+    pub fn reserve_id(&self) -> ConnId {
+        let id = self.next_id.get() + 1;
+        self.next_id.set(id);
+        id
+    }
+
     /// Registers a new connection.
     pub fn insert(&self, wire: Wire, outbound: Outbound, session: Session, now_ms: u64) -> Rc<Conn> {
         let id = self.next_id.get() + 1;
