@@ -25,6 +25,11 @@ const KEY_CLAIMS_BY_PAIR: (u32, u64) = (5, 60_000);
 const KEY_CLAIMS_OF_USER: (u32, u64) = (50, 20_000);
 /// Reports a user may make at once; then one per interval.
 const REPORTS: (u32, u64) = (10, 60_000);
+/// Account exports a user may ask for at once (each scans whole partitions); then one
+/// per interval.
+const EXPORTS: (u32, u64) = (3, 60_000);
+/// Pages of an export's messages a user may ask for at once; then one per interval.
+const EXPORT_PAGES: (u32, u64) = (100, 1_000);
 /// Users each throttle remembers (idle ones are forgotten first).
 const MAX_KEYS: usize = 100_000;
 
@@ -43,6 +48,8 @@ struct Throttles {
     key_claims_by_pair: Throttle<(UserId, UserId)>,
     key_claims_of_user: Throttle<UserId>,
     reports_by_user: Throttle<UserId>,
+    exports_by_user: Throttle<UserId>,
+    export_pages_by_user: Throttle<UserId>,
 }
 
 impl Default for SpamLimits {
@@ -57,6 +64,8 @@ impl Default for SpamLimits {
                 key_claims_by_pair: Throttle::new(KEY_CLAIMS_BY_PAIR.0, KEY_CLAIMS_BY_PAIR.1, MAX_KEYS),
                 key_claims_of_user: throttle(KEY_CLAIMS_OF_USER),
                 reports_by_user: throttle(REPORTS),
+                exports_by_user: throttle(EXPORTS),
+                export_pages_by_user: throttle(EXPORT_PAGES),
             }),
         }
     }
@@ -101,6 +110,13 @@ impl SpamLimits {
     pub fn report(&self, reporter: &UserId, now_ms: u64) -> Result<(), u64> {
         let Ok(mut t) = self.inner.lock() else { return Ok(()) };
         t.reports_by_user.take(reporter, now_ms)
+    }
+
+    /// Takes an account export (`pages`: a page of its messages) by `user`, or says how
+    /// many ms to wait.
+    pub fn export(&self, user: &UserId, pages: bool, now_ms: u64) -> Result<(), u64> {
+        let Ok(mut t) = self.inner.lock() else { return Ok(()) };
+        if pages { t.export_pages_by_user.take(user, now_ms) } else { t.exports_by_user.take(user, now_ms) }
     }
 
     /// Takes a room creation by `creator`, or says how many ms to wait.

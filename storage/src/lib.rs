@@ -26,6 +26,7 @@ mod message_record;
 mod people;
 mod scan;
 mod store;
+mod user_export;
 
 pub use cid_filter::{CidFilter, CidHash, FilterFull, MAX_FILTERED_CIDS};
 pub use committer::{CommitDone, GroupCommitter};
@@ -37,4 +38,8 @@ pub use palaver_core::records::{
 pub use store::{
     Durability, FORMAT_VERSION, LogPart, Replicator, RoomDigest, Rotation, Store, StoreOptions,
     lower_this_threads_priority, username_skeleton,
+};
+pub use user_export::{
+    ExportedDevice, ExportedFriend, ExportedInvitation, ExportedRefreshToken, ExportedRoom, MessagePage,
+    UserExport,
 };
