@@ -149,6 +149,23 @@ fn logging_out_everywhere_ends_every_session_and_older_backend_tokens() {
 }
 
 #[test]
+fn a_backend_token_logs_out_the_tokens_of_its_sid_minted_until_then() {
+    let server = Server::start(&[]);
+    let alice = register(server.addr, "alice");
+    let minted = mint_access_token(&alice.user_id, 300);
+    let mut socket = Client::connect_with(server.addr, Codec::Json, Some(&minted));
+    let (status, _) = post_as(server.addr, "/v1/auth/logout", &minted, "");
+    assert_eq!(status, 200);
+    assert_eq!(socket.expect_close_with_reason(), Some((4001, "session ended: logged out".to_owned())));
+    assert!(auth_refusal(server.addr, &minted).is_some());
+    assert_eq!(auth_refusal(server.addr, &alice.access_token), None, "the user's own login goes on");
+    // The backend's later tokens reuse the `sid`: they are new sessions (`iat` is whole
+    // seconds, so one minted within the logout's second is refused too).
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(auth_refusal(server.addr, &mint_access_token(&alice.user_id, 300)), None);
+}
+
+#[test]
 fn a_new_password_ends_every_session_and_answers_a_new_one() {
     let server = Server::start(&[]);
     let alice = register(server.addr, "alice");

@@ -49,6 +49,18 @@ impl Engine {
         Ok(true)
     }
 
+    pub(crate) fn login_ended(&self, user: &UserId, login: &str) -> Result<Option<u64>, StorageError> {
+        self.user_login_ended
+            .get(keys::pair(user.as_str(), login))?
+            .map(|v| {
+                <[u8; 8]>::try_from(&v[..]).map(u64::from_be_bytes).map_err(|_| StorageError::Corrupt {
+                    partition: "user_login_ended",
+                    detail: "not a time".into(),
+                })
+            })
+            .transpose()
+    }
+
     pub(crate) fn session_epoch(&self, user: &UserId) -> Result<SessionEpoch, StorageError> {
         Ok(self
             .user_session_epoch
@@ -65,10 +77,9 @@ impl Store {
         self.engine()?.session_epoch(user)
     }
 
-    /// Whether `login` of `user` was ended by itself.
-    pub fn login_ended(&self, user: &UserId, login: &str) -> Result<bool, StorageError> {
-        let e = self.engine()?;
-        Ok(e.user_login_ended.get(keys::pair(user.as_str(), login))?.is_some())
+    /// When `login` of `user` was ended by itself (ms since the Unix epoch), if it was.
+    pub fn login_ended(&self, user: &UserId, login: &str) -> Result<Option<u64>, StorageError> {
+        self.engine()?.login_ended(user, login)
     }
 
     /// Ends one login of `user` (logout). Durable (and in a cluster, in the log) on return.

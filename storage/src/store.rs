@@ -920,9 +920,9 @@ impl Store {
         let mut old: RefreshRecord = decode_json("refresh_token", &bytes)?;
         let login =
             palaver_core::logins::Login { id: old.family.clone(), epoch: Some(old.epoch), issued_secs: 0 };
-        let ended_alone = e.revoked_family.get(old.family.as_bytes())?.is_some()
-            || e.user_login_ended.get(keys::pair(old.user_id.as_str(), &old.family))?.is_some();
-        if palaver_core::logins::is_over(&login, e.session_epoch(&old.user_id)?, ended_alone) {
+        let revoked_at = e.revoked_family.get(old.family.as_bytes())?.map(|_| now_ms);
+        let ended_at = revoked_at.or(e.login_ended(&old.user_id, &old.family)?);
+        if palaver_core::logins::is_over(&login, e.session_epoch(&old.user_id)?, ended_at) {
             return Ok(Rotation::Refused);
         }
         let mut batch = self.side_batch(&e)?;

@@ -141,9 +141,17 @@ fn before(login: &Login, standing: SessionEpoch) -> bool {
     }
 }
 
-/// Whether a token of `login` is refused: its login was ended by itself (`ended_alone`)
-/// or with all of the user's (`standing`).
-pub fn is_over(login: &Login, standing: SessionEpoch, ended_alone: bool) -> bool {
+/// Whether a token of `login` is refused: its login was ended by itself (at
+/// `ended_at_ms`, if it was) or with all of the user's (`standing`).
+pub fn is_over(login: &Login, standing: SessionEpoch, ended_at_ms: Option<u64>) -> bool {
+    let ended_alone = match (ended_at_ms, login.epoch) {
+        (None, _) => false,
+        // A login the server started has an id of its own: its end is final.
+        (Some(_), Some(_)) => true,
+        // A backend may give its later tokens the same `sid`: the end covers those
+        // issued before it.
+        (Some(at), None) => login.issued_secs.saturating_mul(1000) < at,
+    };
     ended_alone || before(login, standing)
 }
 
@@ -159,22 +167,29 @@ mod tests {
     fn a_login_lives_until_it_or_its_epoch_ends() {
         let fresh = SessionEpoch::default();
         let a = login("a", Some(0), 100);
-        assert!(!is_over(&a, fresh, false));
-        assert!(is_over(&a, fresh, true));
+        assert!(!is_over(&a, fresh, None));
+        assert!(is_over(&a, fresh, Some(1)), "a server login's end is final");
         let raised = fresh.raised(200_000);
         assert_eq!(raised, SessionEpoch { epoch: 1, raised_ms: 200_000 });
-        assert!(is_over(&a, raised, false));
-        assert!(!is_over(&login("b", Some(1), 150), raised, false), "a login of the new epoch lives");
+        assert!(is_over(&a, raised, None));
+        assert!(!is_over(&login("b", Some(1), 150), raised, None), "a login of the new epoch lives");
+    }
+
+    #[test]
+    fn a_backend_sid_ended_once_lives_on_in_later_tokens() {
+        let fresh = SessionEpoch::default();
+        assert!(is_over(&login("web", None, 99), fresh, Some(100_000)));
+        assert!(!is_over(&login("web", None, 101), fresh, Some(100_000)), "minted after the logout");
     }
 
     #[test]
     fn backend_tokens_end_by_their_issue_time() {
         let raised = SessionEpoch::default().raised(200_500);
-        assert!(!is_over(&login("web", None, 100), SessionEpoch::default(), false));
-        assert!(is_over(&login("web", None, 199), raised, false));
+        assert!(!is_over(&login("web", None, 100), SessionEpoch::default(), None));
+        assert!(is_over(&login("web", None, 199), raised, None));
         // Within the second of the end: refused (`iat` is whole seconds).
-        assert!(is_over(&login("web", None, 200), raised, false));
-        assert!(!is_over(&login("web", None, 201), raised, false));
+        assert!(is_over(&login("web", None, 200), raised, None));
+        assert!(!is_over(&login("web", None, 201), raised, None));
     }
 
     #[test]

@@ -141,8 +141,8 @@ pub fn authenticate(
         return Err(AuthError::UnknownUser);
     }
     let epoch = store.session_epoch(&verified.user).map_err(unavailable)?;
-    let ended_alone = store.login_ended(&verified.user, &verified.login.id).map_err(unavailable)?;
-    if palaver_core::logins::is_over(&verified.login, epoch, ended_alone) {
+    let ended_at = store.login_ended(&verified.user, &verified.login.id).map_err(unavailable)?;
+    if palaver_core::logins::is_over(&verified.login, epoch, ended_at) {
         return Err(AuthError::SessionEnded);
     }
     // A backend may mint a token after the suspension ended every session.
