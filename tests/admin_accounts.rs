@@ -244,6 +244,31 @@ fn a_suspension_holds_on_every_node_of_a_cluster() {
         assert!(Instant::now() < deadline, "the unsuspension never reached node two");
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // Rooms deleted through node one, whichever node owns each (some are forwarded).
+    let (_, fresh) = login(two, "bob");
+    let bob_again =
+        Account { access_token: fresh["access_token"].as_str().unwrap().to_owned(), ..bob.clone() };
+    let mut bob_socket = socket_when_replicated(two, &bob_again);
+    let rooms: Vec<_> = (0..6)
+        .map(|i| bob_socket.create_room(&format!("room {i}"), palaver_protocol::RoomKind::Public))
+        .collect();
+    let forwarded_before = metric(one, "palaver_cluster_forwarded_total");
+    for room in &rooms {
+        let path = format!("/v1/admin/rooms/{room}/delete");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (status, body) = call(one, "POST", &path, &alice.access_token, None);
+            match status {
+                200 => break,
+                // The room has not reached node one's replica yet, or is moving.
+                404 | 503 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                _ => panic!("deleting {room} through node one: {status} {body}"),
+            }
+        }
+        bob_socket.err(Op::RoomGet { room: room.clone() }, ErrorCode::NotFound);
+    }
+    assert!(metric(one, "palaver_cluster_forwarded_total") > forwarded_before, "no deletion was forwarded");
 }
 
 #[test]
