@@ -168,3 +168,54 @@ impl Store {
         self.commit_logged(batch, logged)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use crate::Durability;
+
+    fn alice() -> UserId {
+        UserId::parse("u_alice").unwrap()
+    }
+
+    fn raise(epoch: u64, raised_ms: u64) -> Write {
+        Write::EndAllLogins {
+            user: alice(),
+            standing: SessionEpoch { epoch, raised_ms },
+            reason: EndReason::LoggedOutEverywhere,
+        }
+    }
+
+    #[test]
+    fn a_replica_keeps_the_latest_standing_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(store.session_epoch(&alice()).unwrap(), SessionEpoch::default());
+        // Two raises in one batch, the later one first; then an older one alone.
+        store.apply(&[raise(3, 30), raise(2, 20)]).unwrap();
+        assert_eq!(store.session_epoch(&alice()).unwrap(), SessionEpoch { epoch: 3, raised_ms: 30 });
+        store.apply_replicated(&[raise(1, 10)], 7).unwrap();
+        assert_eq!(store.session_epoch(&alice()).unwrap(), SessionEpoch { epoch: 3, raised_ms: 30 });
+        // Raised here: the next epoch after the stored one.
+        let Write::EndAllLogins { standing, .. } =
+            store.end_all_logins(&alice(), EndReason::LoggedOutEverywhere, 40).unwrap()
+        else {
+            panic!("not an end of every login")
+        };
+        assert_eq!(standing, SessionEpoch { epoch: 4, raised_ms: 40 });
+        assert_eq!(store.session_epoch(&alice()).unwrap(), standing);
+    }
+
+    #[test]
+    fn a_logout_is_kept_with_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Fsync).unwrap();
+        assert_eq!(store.login_ended(&alice(), "f1").unwrap(), None);
+        store.end_login(&alice(), "f1", EndReason::LoggedOut, 1234).unwrap();
+        assert_eq!(store.login_ended(&alice(), "f1").unwrap(), Some(1234));
+        assert_eq!(store.login_ended(&alice(), "f2").unwrap(), None);
+        let bob = UserId::parse("u_bob").unwrap();
+        assert_eq!(store.login_ended(&bob, "f1").unwrap(), None, "a login is one user's");
+    }
+}
