@@ -1,5 +1,6 @@
 //! Operator commands that work on a data directory with no server running on it:
-//! granting, revoking and listing the admin role (`palaver admin`).
+//! granting, revoking and listing the admin role (`palaver admin`), and compacting the
+//! store (`palaver compact`).
 
 use std::path::{Path, PathBuf};
 
@@ -30,16 +31,120 @@ pub enum OperatorError {
     /// Reading or writing the store failed.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    /// A file of the data directory could not be moved or removed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The compacted store did not take every record of the export: it was discarded.
+    #[error("the compacted store took {found} records instead of {expected}; the store is unchanged")]
+    Unverified {
+        /// Records before.
+        expected: u64,
+        /// Records after.
+        found: u64,
+    },
 }
 
-/// Carries out `palaver admin …` on `data_dir`; returns what to print.
-pub fn admin(data_dir: &Path, action: &AdminCommand) -> Result<String, OperatorError> {
+/// Opens the store of a data directory no server is running on.
+fn open(data_dir: &Path) -> Result<Store, OperatorError> {
     let db = data_dir.join("db");
     if !db.is_dir() {
         return Err(OperatorError::NoStore(data_dir.to_owned()));
     }
-    let store = Store::open(&db, Durability::Fsync)
-        .map_err(|source| OperatorError::Open { dir: data_dir.to_owned(), source })?;
+    Store::open(&db, Durability::Fsync)
+        .map_err(|source| OperatorError::Open { dir: data_dir.to_owned(), source })
+}
+
+use crate::data_dir::{COMPACTED_STORE as COMPACTED, REPLACED_STORE as REPLACED};
+
+/// The export the compacted store is built from.
+const EXPORT: &str = "db.compact-export";
+
+/// Carries out `palaver compact` on `data_dir`; returns what to print.
+///
+/// The store is rewritten: exported from one snapshot (live records only), imported into
+/// a new store beside it, checked, and swapped in; the old one, whose files and journal
+/// still hold what was removed or overwritten, is then deleted. (Compacting in place
+/// would not do: the engine's journal keeps every write until it passes 64 MiB.) A
+/// command cut short is finished by the next one, and the server refuses to start
+/// meanwhile.
+pub fn compact(data_dir: &Path) -> Result<String, OperatorError> {
+    let started = std::time::Instant::now();
+    finish_interrupted(data_dir)?;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| OperatorError::Io { path, source }
+    };
+    let (db, compacted, export) = (data_dir.join("db"), data_dir.join(COMPACTED), data_dir.join(EXPORT));
+    let store = open(data_dir)?;
+    let exported = {
+        let file = std::fs::File::create(&export).map_err(io(&export))?;
+        let mut out = std::io::BufWriter::new(file);
+        let summary = store.export(&mut out)?;
+        out.into_inner().map_err(|e| io(&export)(e.into_error()))?.sync_all().map_err(io(&export))?;
+        summary
+    };
+    drop(store);
+    let input = std::fs::File::open(&export).map_err(io(&export))?;
+    let imported = Store::import(&compacted, std::io::BufReader::new(input))?;
+    if imported.pairs != exported.pairs {
+        std::fs::remove_dir_all(&compacted).map_err(io(&compacted))?;
+        std::fs::remove_file(&export).map_err(io(&export))?;
+        return Err(OperatorError::Unverified { expected: exported.pairs, found: imported.pairs });
+    }
+    let replaced = data_dir.join(REPLACED);
+    std::fs::rename(&db, &replaced).map_err(io(&db))?;
+    std::fs::rename(&compacted, &db).map_err(io(&compacted))?;
+    sync_dir(data_dir)?;
+    std::fs::remove_dir_all(&replaced).map_err(io(&replaced))?;
+    std::fs::remove_file(&export).map_err(io(&export))?;
+    Ok(format!(
+        "compacted {}: {} records kept, in {} ms",
+        data_dir.display(),
+        exported.pairs,
+        started.elapsed().as_millis()
+    ))
+}
+
+/// Finishes or undoes what an interrupted `palaver compact` left.
+fn finish_interrupted(data_dir: &Path) -> Result<(), OperatorError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| OperatorError::Io { path, source }
+    };
+    let (db, compacted, replaced, export) =
+        (data_dir.join("db"), data_dir.join(COMPACTED), data_dir.join(REPLACED), data_dir.join(EXPORT));
+    // Cut between the two renames: the compacted store was complete.
+    if !db.exists() && replaced.exists() && compacted.exists() {
+        std::fs::rename(&compacted, &db).map_err(io(&compacted))?;
+        sync_dir(data_dir)?;
+    }
+    if db.exists() && replaced.exists() {
+        std::fs::remove_dir_all(&replaced).map_err(io(&replaced))?;
+    }
+    if compacted.exists() {
+        std::fs::remove_dir_all(&compacted).map_err(io(&compacted))?;
+    }
+    if export.exists() {
+        std::fs::remove_file(&export).map_err(io(&export))?;
+    }
+    Ok(())
+}
+
+/// Makes the renames in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), OperatorError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| OperatorError::Io { path: dir.to_owned(), source })
+}
+
+/// Carries out `palaver admin …` on `data_dir`; returns what to print.
+pub fn admin(data_dir: &Path, action: &AdminCommand) -> Result<String, OperatorError> {
+    let store = open(data_dir)?;
     let (username, grant) = match action {
         AdminCommand::List => {
             let mut lines = Vec::new();

@@ -245,6 +245,9 @@ pub(crate) fn apply_account_write(
     write: &Write,
     raised: &mut HashMap<UserId, palaver_core::logins::SessionEpoch>,
 ) -> Result<(), StorageError> {
+    if let Write::DeleteAccount { user } = write {
+        return e.apply_account_deletion(batch, user);
+    }
     if !e.apply_login_write(batch, write, raised)? && !e.apply_admin_write(batch, write)? {
         return Err(StorageError::Corrupt { partition: "account", detail: "not an account write".into() });
     }

@@ -10,6 +10,7 @@
 //!
 //! Not here: sockets, the chat rules (that is `palaver-core`), search and files.
 
+mod account_deletion;
 mod admin;
 mod cid_filter;
 mod committer;

@@ -158,7 +158,7 @@ impl Store {
         self.account_write_locked(&e, writes)
     }
 
-    fn account_write_locked(&self, e: &Engine, writes: &[Write]) -> Result<(), StorageError> {
+    pub(crate) fn account_write_locked(&self, e: &Engine, writes: &[Write]) -> Result<(), StorageError> {
         let mut batch = self.side_batch(e)?;
         let logged = self.replicate(writes)?;
         let mut raised = HashMap::new();

@@ -755,7 +755,8 @@ impl Store {
                 | Write::SetAdmin { .. }
                 | Write::SetSuspension { .. }
                 | Write::AppendAudit { .. }
-                | Write::PutReport(_)) => {
+                | Write::PutReport(_)
+                | Write::DeleteAccount { .. }) => {
                     crate::admin::apply_account_write(&e, &mut batch, account, &mut raised_epochs)?;
                 }
                 other => e.apply_governance(&mut batch, other)?,

@@ -64,6 +64,8 @@ pub enum EndReason {
     RefreshReplayed,
     /// An admin suspended the account.
     Suspended,
+    /// The user deleted their account.
+    AccountDeleted,
 }
 
 impl EndReason {
@@ -75,6 +77,7 @@ impl EndReason {
             EndReason::PasswordChanged => "session ended: password changed",
             EndReason::RefreshReplayed => "session ended: refresh token reused",
             EndReason::Suspended => "session ended: account suspended",
+            EndReason::AccountDeleted => "session ended: account deleted",
         }
     }
 }
@@ -127,6 +130,12 @@ impl SessionEnd {
                 user: user.clone(),
                 ended: Ended::AllBefore { standing: *standing },
                 reason: *reason,
+            }),
+            // No account, no session: every one of them is over.
+            Write::DeleteAccount { user } => Some(SessionEnd {
+                user: user.clone(),
+                ended: Ended::AllBefore { standing: SessionEpoch { epoch: u64::MAX, raised_ms: u64::MAX } },
+                reason: EndReason::AccountDeleted,
             }),
             _ => None,
         }
@@ -232,5 +241,9 @@ mod tests {
         let write = Write::EndAllLogins { user, standing, reason: EndReason::LoggedOutEverywhere };
         assert_eq!(SessionEnd::of_write(&write).map(|e| e.ended), Some(Ended::AllBefore { standing }));
         assert_eq!(SessionEnd::of_write(&Write::RemoveFile { file_id: "f".into() }), None);
+        let deleted =
+            SessionEnd::of_write(&Write::DeleteAccount { user: UserId::parse("u_alice").unwrap() }).unwrap();
+        assert!(deleted.ends(&login("a", Some(u64::MAX - 1), u64::MAX / 1000 - 1)));
+        assert!(deleted.ends(&login("web", None, 2_000_000_000)));
     }
 }

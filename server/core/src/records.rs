@@ -404,6 +404,14 @@ pub enum Write {
         /// The entry.
         entry: crate::admin::AuditEntry,
     },
+    /// Delete an account: its record and username, profile, last seen, friendships (both
+    /// sides), its own blocks, devices and one-time keys, invitations, mention index,
+    /// receipts, refresh tokens, ended-session records, standing, admin role and
+    /// suspension, and its files' records. Its messages stay, under its id.
+    DeleteAccount {
+        /// The user.
+        user: UserId,
+    },
     /// Store a report (new, or resolved), indexed by its room.
     PutReport(crate::reports::ReportRecord),
     /// A shared file's metadata.
@@ -455,6 +463,7 @@ impl Write {
             | Write::SetSuspension { .. }
             | Write::AppendAudit { .. }
             | Write::PutReport(_)
+            | Write::DeleteAccount { .. }
             | Write::PutFile(_)
             | Write::RemoveFile { .. } => None,
         }

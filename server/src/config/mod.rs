@@ -280,6 +280,14 @@ pub enum Command {
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
     },
+    /// Write every in-memory table out and compact the store, on a data directory with
+    /// no server running on it: removed records (deleted accounts, ended sessions) leave
+    /// the disk now.
+    Compact {
+        /// The data directory [default: ./data].
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
     /// Grant, revoke or list the admin role, on a data directory with no server running
     /// on it (each change is kept in the audit log).
     Admin {

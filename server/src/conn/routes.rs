@@ -76,6 +76,7 @@ pub fn methods(path: &str, web_page: bool) -> Option<&'static str> {
         "/healthz" | "/readyz" | "/metrics" | "/v1/replica/digest" | "/v1/ws" => Some("GET"),
         p if p.starts_with("/v1/files/") => Some("GET"),
         p if p.starts_with("/v1/admin/") => super::admin::methods(p),
+        "/v1/account/delete" => Some("POST"),
         p if p.starts_with("/v1/account/") => super::account_export::methods(p),
         p if p.starts_with("/v1/reports") || p.starts_with("/v1/rooms/") => super::reports::methods(p),
         p if web_page && super::web_page::asset(p).is_some() => Some("GET"),
@@ -99,6 +100,8 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
         ("POST", "/v1/auth/logout") => logout(shard, request, EndReason::LoggedOut).await,
         ("POST", "/v1/auth/logout-all") => logout(shard, request, EndReason::LoggedOutEverywhere).await,
         ("POST", "/v1/auth/password") => change_password(shard, request, peer).await,
+        ("POST", "/v1/account/delete") => super::account_deletion::handle(shard, request, peer).await,
+        (_, "/v1/account/delete") => method_not_allowed("POST"),
         (_, path) if path.starts_with("/v1/admin/") => super::admin::handle(shard, request).await,
         (method, path) if let Some(allowed) = super::account_export::methods(path) => {
             if method == allowed {
