@@ -152,3 +152,18 @@ fn a_deleted_account_leaves_its_messages_and_nothing_else() {
     let again = register(server.addr, "zelda");
     assert_ne!(again.user_id, zelda.user_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_deletes_an_account() {
+    use palaver_sdk::{Client as SdkClient, Credentials};
+    let server = Server::start(&[]);
+    let url = server.url("");
+    let client = SdkClient::connect(&url, Credentials::register("yorick", "password-123")).await.unwrap();
+    let refused = client.delete_account("wrong-password").await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden));
+    client.ping().await.unwrap();
+    client.delete_account("password-123").await.unwrap();
+    assert!(client.ping().await.is_err(), "the client is closed");
+    let login = SdkClient::login(&url, "yorick", "password-123").await.unwrap_err();
+    assert_eq!(login.code(), Some(ErrorCode::Unauthorized));
+}

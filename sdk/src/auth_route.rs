@@ -59,6 +59,7 @@ pub(crate) enum AuthRoute {
     Logout,
     LogoutAll,
     Password,
+    DeleteAccount,
 }
 
 impl AuthRoute {
@@ -70,6 +71,7 @@ impl AuthRoute {
             AuthRoute::Logout => "/v1/auth/logout",
             AuthRoute::LogoutAll => "/v1/auth/logout-all",
             AuthRoute::Password => "/v1/auth/password",
+            AuthRoute::DeleteAccount => "/v1/account/delete",
         }
     }
 }
@@ -112,7 +114,9 @@ pub(crate) fn auth_body(
             Credentials::Password { username, password } | Credentials::Register { username, password },
         ) => serde_json::to_string(&PasswordBody { username, password }),
         (_, Credentials::Tokens(_) | Credentials::Source(_))
-        | (AuthRoute::Logout | AuthRoute::LogoutAll | AuthRoute::Password, _) => return None,
+        | (AuthRoute::Logout | AuthRoute::LogoutAll | AuthRoute::Password | AuthRoute::DeleteAccount, _) => {
+            return None;
+        }
     };
     body.ok()
 }

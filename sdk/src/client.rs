@@ -742,6 +742,26 @@ fn report_request(method: &'static str, url: String, token: &str, body: &str) ->
     }
 }
 
+impl Client {
+    /// Deletes the user's account, given its password (`POST /v1/account/delete`,
+    /// PROTOCOL.md §2.16): every session ends, rooms the user owns are deleted and the
+    /// others left; messages stay under the user's id. The client is closed. A wrong
+    /// password is [`ErrorCode::Forbidden`](palaver_protocol::ErrorCode::Forbidden) and
+    /// leaves everything as it was.
+    pub async fn delete_account(&self, password: &str) -> Result<(), Error> {
+        let token = self.tokens().map(|t| t.access_token).ok_or(Error::Closed)?;
+        let body = serde_json::json!({ "password": password }).to_string();
+        let route = crate::auth_route::AuthRoute::DeleteAccount;
+        let (status, answer) =
+            self.platform.http(bearer_json(&self.http_base(), route, &token, body)).await?;
+        if !(200..300).contains(&status) {
+            return Err(crate::auth_route::error_answer(status, &String::from_utf8_lossy(&answer)));
+        }
+        self.close();
+        Ok(())
+    }
+}
+
 /// A JSON `POST` to an auth route with an access token.
 fn bearer_json(
     http_base: &str,
