@@ -150,6 +150,10 @@ async fn bad_credentials_and_bad_urls_fail_fast() {
     assert_eq!(refreshed.user_id, session.user_id);
     let reused = Client::refresh(&url, session.tokens.refresh_token.as_deref().unwrap()).await.unwrap_err();
     assert_eq!(reused.code(), Some(palaver_protocol::ErrorCode::Unauthorized));
+    // The replay ended that session: its access tokens are refused too.
+    let ended = Credentials::tokens(palaver_sdk::Tokens::access_only(refreshed.tokens.access_token));
+    assert!(Client::connect(&url, ended).await.is_err());
+    let session = Client::login(&url, "carol", PASSWORD).await.unwrap();
     let carol = Client::connect(
         &url,
         Credentials::tokens(palaver_sdk::Tokens::access_only(session.tokens.access_token)),

@@ -1,4 +1,5 @@
-//! The HTTP auth routes (`/v1/auth/register|login|refresh`): request bodies and answers,
+//! The HTTP auth routes (`/v1/auth/register|login|refresh`, and the logout and password
+//! routes that take an access token): request bodies and answers,
 //! and the error body every HTTP route answers with.
 //! Pure data: the transports carry the requests.
 
@@ -55,6 +56,10 @@ pub(crate) enum AuthRoute {
     Register,
     Login,
     Refresh,
+    Logout,
+    LogoutAll,
+    Password,
+    DeleteAccount,
 }
 
 impl AuthRoute {
@@ -63,6 +68,10 @@ impl AuthRoute {
             AuthRoute::Register => "/v1/auth/register",
             AuthRoute::Login => "/v1/auth/login",
             AuthRoute::Refresh => "/v1/auth/refresh",
+            AuthRoute::Logout => "/v1/auth/logout",
+            AuthRoute::LogoutAll => "/v1/auth/logout-all",
+            AuthRoute::Password => "/v1/auth/password",
+            AuthRoute::DeleteAccount => "/v1/account/delete",
         }
     }
 }
@@ -104,7 +113,10 @@ pub(crate) fn auth_body(
             AuthRoute::Register | AuthRoute::Login,
             Credentials::Password { username, password } | Credentials::Register { username, password },
         ) => serde_json::to_string(&PasswordBody { username, password }),
-        (_, Credentials::Tokens(_) | Credentials::Source(_)) => return None,
+        (_, Credentials::Tokens(_) | Credentials::Source(_))
+        | (AuthRoute::Logout | AuthRoute::LogoutAll | AuthRoute::Password | AuthRoute::DeleteAccount, _) => {
+            return None;
+        }
     };
     body.ok()
 }

@@ -384,6 +384,54 @@ impl Client {
         Ok((file, sent))
     }
 
+    /// Reports a message of someone else to the room's moderators and the server's
+    /// admins (`POST /v1/reports`, PROTOCOL.md §2.14). The caller must be a member of the
+    /// room; 10 reports at once, then one a minute ([`ErrorCode::RateLimited`](palaver_protocol::ErrorCode::RateLimited)).
+    pub async fn report(
+        &self,
+        room: &RoomId,
+        seq: u64,
+        reason: Option<&str>,
+    ) -> Result<crate::Report, Error> {
+        let body = serde_json::json!({ "room": room, "seq": seq, "reason": reason }).to_string();
+        let url = format!("{}/v1/reports", self.http_base());
+        let (status, answer) =
+            self.authorized_http(|token| report_request("POST", url.clone(), token, &body)).await?;
+        crate::report_route::parse_report(status, &answer)
+    }
+
+    /// A page of a room's reports, oldest first, after the report `after` (for its
+    /// moderators and the admins): open ones only if `open_only`.
+    pub async fn room_reports(
+        &self,
+        room: &RoomId,
+        open_only: bool,
+        after: Option<&str>,
+    ) -> Result<crate::ReportPage, Error> {
+        let mut url = format!("{}/v1/rooms/{room}/reports?open={open_only}", self.http_base());
+        if let Some(after) = after {
+            if !crate::report_route::valid_id(after) {
+                return Err(Error::Invalid(format!("{after:?} is not a report id")));
+            }
+            url.push_str(&format!("&after={after}"));
+        }
+        let (status, answer) =
+            self.authorized_http(|token| report_request("GET", url.clone(), token, "")).await?;
+        crate::report_route::parse_page(status, &answer)
+    }
+
+    /// Resolves a report (a moderator of its room, or an admin), with an optional note.
+    pub async fn resolve_report(&self, report_id: &str, note: Option<&str>) -> Result<crate::Report, Error> {
+        if !crate::report_route::valid_id(report_id) {
+            return Err(Error::Invalid(format!("{report_id:?} is not a report id")));
+        }
+        let url = format!("{}/v1/reports/{report_id}/resolve", self.http_base());
+        let body = serde_json::json!({ "note": note }).to_string();
+        let (status, answer) =
+            self.authorized_http(|token| report_request("POST", url.clone(), token, &body)).await?;
+        crate::report_route::parse_report(status, &answer)
+    }
+
     /// The HTTP base of the node the client is connected to.
     fn http_base(&self) -> String {
         driver::lock(&self.shared).http_base.clone()
@@ -631,6 +679,106 @@ impl Client {
     /// messages are dropped.
     pub fn close(&self) {
         let _ = self.commands.unbounded_send(Command::Close);
+    }
+
+    /// Logs this session out (`POST /v1/auth/logout`, PROTOCOL.md §2.5.1) and closes the
+    /// client: its refresh and access tokens are refused from then on. The client is
+    /// closed even if the server could not be told (then the error says why, and the
+    /// tokens still work until they expire or are ended another way).
+    pub async fn logout(&self) -> Result<(), Error> {
+        self.end_sessions(crate::auth_route::AuthRoute::Logout).await
+    }
+
+    /// Ends every session of the user, this one included (`POST /v1/auth/logout-all`):
+    /// every device's tokens are refused and its sockets closed. Closes the client, like
+    /// [`Client::logout`].
+    pub async fn logout_everywhere(&self) -> Result<(), Error> {
+        self.end_sessions(crate::auth_route::AuthRoute::LogoutAll).await
+    }
+
+    async fn end_sessions(&self, route: crate::auth_route::AuthRoute) -> Result<(), Error> {
+        let token = self.tokens().map(|t| t.access_token).ok_or(Error::Closed)?;
+        // Closed first: the server closes this session's socket, which the client must
+        // not take for a drop to recover from.
+        self.close();
+        let (status, body) =
+            self.platform.http(bearer_json(&self.http_base(), route, &token, "{}".into())).await?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(crate::auth_route::error_answer(status, &String::from_utf8_lossy(&body)))
+        }
+    }
+
+    /// Changes the user's password (`POST /v1/auth/password`). Every session of the
+    /// user ends, this one included: the client is closed and the answer is a new
+    /// session (connect again with its tokens). A wrong `current` password is
+    /// [`ErrorCode::Forbidden`](palaver_protocol::ErrorCode::Forbidden).
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<Session, Error> {
+        let token = self.tokens().map(|t| t.access_token).ok_or(Error::Closed)?;
+        let user_id = self.user_id().ok_or(Error::Closed)?;
+        let body = serde_json::json!({"current_password": current, "new_password": new}).to_string();
+        let route = crate::auth_route::AuthRoute::Password;
+        let (status, answer) =
+            self.platform.http(bearer_json(&self.http_base(), route, &token, body)).await?;
+        let (tokens, _) = crate::auth_route::parse_token_answer(status, &String::from_utf8_lossy(&answer))?;
+        self.close();
+        Ok(Session { user_id, tokens })
+    }
+}
+
+/// A request to a report route with an access token.
+fn report_request(method: &'static str, url: String, token: &str, body: &str) -> HttpRequest {
+    HttpRequest {
+        method,
+        url,
+        headers: vec![
+            ("authorization", format!("Bearer {token}")),
+            ("content-type", "application/json".into()),
+            ("accept", "application/json".into()),
+        ],
+        body: body.as_bytes().to_vec(),
+        max_answer_bytes: crate::report_route::MAX_REPORT_ANSWER_BYTES,
+    }
+}
+
+impl Client {
+    /// Deletes the user's account, given its password (`POST /v1/account/delete`,
+    /// PROTOCOL.md §2.16): every session ends, rooms the user owns are deleted and the
+    /// others left; messages stay under the user's id. The client is closed. A wrong
+    /// password is [`ErrorCode::Forbidden`](palaver_protocol::ErrorCode::Forbidden) and
+    /// leaves everything as it was.
+    pub async fn delete_account(&self, password: &str) -> Result<(), Error> {
+        let token = self.tokens().map(|t| t.access_token).ok_or(Error::Closed)?;
+        let body = serde_json::json!({ "password": password }).to_string();
+        let route = crate::auth_route::AuthRoute::DeleteAccount;
+        let (status, answer) =
+            self.platform.http(bearer_json(&self.http_base(), route, &token, body)).await?;
+        if !(200..300).contains(&status) {
+            return Err(crate::auth_route::error_answer(status, &String::from_utf8_lossy(&answer)));
+        }
+        self.close();
+        Ok(())
+    }
+}
+
+/// A JSON `POST` to an auth route with an access token.
+fn bearer_json(
+    http_base: &str,
+    route: crate::auth_route::AuthRoute,
+    token: &str,
+    body: String,
+) -> HttpRequest {
+    HttpRequest {
+        method: "POST",
+        url: format!("{http_base}{}", route.path()),
+        headers: vec![
+            ("authorization", format!("Bearer {token}")),
+            ("content-type", "application/json".into()),
+            ("accept", "application/json".into()),
+        ],
+        body: body.into_bytes(),
+        max_answer_bytes: driver::MAX_AUTH_ANSWER_BYTES,
     }
 }
 

@@ -117,6 +117,11 @@ mod native_trust;
 #[cfg(any(test, all(feature = "wasm", target_arch = "wasm32")))]
 mod op_json;
 pub mod quic;
+#[cfg(any(
+    all(feature = "native", not(target_arch = "wasm32")),
+    all(feature = "wasm", target_arch = "wasm32")
+))]
+mod report_route;
 mod search_query;
 mod trust;
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
@@ -143,6 +148,11 @@ pub use file_route::MAX_DOWNLOAD_BYTES;
 /// The wire types (`RoomId`, `Message`, `RoomKind`, …), re-exported.
 pub use palaver_protocol as protocol;
 pub use quic::{QuicOptions, QuicTrust};
+#[cfg(any(
+    all(feature = "native", not(target_arch = "wasm32")),
+    all(feature = "wasm", target_arch = "wasm32")
+))]
+pub use report_route::{Report, ReportPage, ReportResolution};
 pub use search_query::SearchQuery;
 pub use tokens::{Credentials, TokenAnswer, TokenFuture, TokenSource, Tokens, jwt_expiry_secs};
 pub use trust::TlsTrust;

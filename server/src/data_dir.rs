@@ -15,6 +15,11 @@ use std::path::Path;
 
 /// The layout version this build writes.
 pub const DATA_FORMAT: u32 = 1;
+
+/// `palaver compact`'s new store while it is built, beside `db`.
+pub const COMPACTED_STORE: &str = "db.compacted";
+/// The store `palaver compact` replaced, until it is deleted.
+pub const REPLACED_STORE: &str = "db.replaced";
 /// The file that holds it.
 pub const FORMAT_FILE: &str = "FORMAT";
 
@@ -33,6 +38,16 @@ pub enum DataDirError {
         path: String,
         /// Why.
         source: std::io::Error,
+    },
+    /// `palaver compact` was cut short: running it again finishes it.
+    #[error(
+        "data directory {path}: an interrupted `palaver compact` left {leftover}; run `palaver compact` again to finish it"
+    )]
+    CompactInterrupted {
+        /// The data directory.
+        path: String,
+        /// What it left.
+        leftover: &'static str,
     },
     /// `FORMAT` does not hold a version.
     #[error("{path} does not hold a format version: {found:?}")]
@@ -62,6 +77,12 @@ pub fn prepare(dir: &Path) -> Result<Option<u32>, DataDirError> {
         move |source| DataDirError::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    // Its old store (which may still hold removed records), or its only copy of the store.
+    for leftover in [REPLACED_STORE, COMPACTED_STORE] {
+        if dir.join(leftover).exists() {
+            return Err(DataDirError::CompactInterrupted { path: dir.display().to_string(), leftover });
+        }
+    }
     let found = read_format(dir)?;
     let mut version = match found {
         Some(version) => version,
@@ -117,6 +138,16 @@ pub fn write_format(dir: &Path, version: u32) -> Result<(), DataDirError> {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
+
+    #[test]
+    fn an_interrupted_compaction_keeps_the_server_from_starting() {
+        for leftover in [REPLACED_STORE, COMPACTED_STORE] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join(leftover)).unwrap();
+            let refused = prepare(dir.path()).unwrap_err();
+            assert!(refused.to_string().contains("run `palaver compact` again"), "{refused}");
+        }
+    }
 
     #[test]
     fn a_new_directory_gets_the_current_format() {

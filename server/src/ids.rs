@@ -44,6 +44,17 @@ pub fn file_id() -> String {
     format!("f_{}", body())
 }
 
+/// A new audit-log entry id (`a_` + the time-ordered random body: entries list in the
+/// order they were made).
+pub fn audit_id() -> String {
+    format!("a_{}", body())
+}
+
+/// A new report id (`rp_` + the time-ordered random body).
+pub fn report_id() -> String {
+    format!("rp_{}", body())
+}
+
 /// A new session id.
 pub fn session_id() -> SessionId {
     SessionId::from_body(&body()).unwrap_or_else(|_| unreachable!("base32 bodies are valid"))

@@ -14,6 +14,7 @@
 //! - [`quic`]: the QUIC listener, on a thread of its own, bridging sessions into shards.
 //! - `ws`: the WebSocket handshake and frame codec, sans-IO.
 //! - `auth`: passwords, access tokens, refresh tokens.
+//! - [`operator`]: commands on a stopped server's data directory (the admin role).
 //! - [`backup`]: online backup through the data directory's control socket, and restore;
 //!   [`data_dir`]: the data directory's layout version and its upgrades.
 //!
@@ -38,6 +39,7 @@ mod ids;
 mod io;
 mod mesh;
 pub mod metrics;
+pub mod operator;
 pub mod quic;
 pub mod server;
 mod shard;

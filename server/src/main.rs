@@ -29,6 +29,14 @@ fn main() -> anyhow::Result<()> {
             println!("restored {} into {}: {manifest:#}", from.display(), data_dir.display());
             return Ok(());
         }
+        Some(Command::Compact { data_dir }) => {
+            println!("{}", palaver_server::operator::compact(&data_dir)?);
+            return Ok(());
+        }
+        Some(Command::Admin { action, data_dir }) => {
+            println!("{}", palaver_server::operator::admin(&data_dir, &action)?);
+            return Ok(());
+        }
         None => {}
     }
     let config = Config::resolve(settings)?;

@@ -23,6 +23,13 @@ const KEY_CLAIMS_BY_PAIR: (u32, u64) = (5, 60_000);
 /// One-time keys all claimers together may take of one user at once; then one per
 /// interval (so that many accounts cannot drain them either).
 const KEY_CLAIMS_OF_USER: (u32, u64) = (50, 20_000);
+/// Reports a user may make at once; then one per interval.
+const REPORTS: (u32, u64) = (10, 60_000);
+/// Account exports a user may ask for at once (each scans whole partitions); then one
+/// per interval.
+const EXPORTS: (u32, u64) = (3, 60_000);
+/// Pages of an export's messages a user may ask for at once; then one per interval.
+const EXPORT_PAGES: (u32, u64) = (100, 1_000);
 /// Users each throttle remembers (idle ones are forgotten first).
 const MAX_KEYS: usize = 100_000;
 
@@ -40,6 +47,9 @@ struct Throttles {
     rooms_by_creator: Throttle<UserId>,
     key_claims_by_pair: Throttle<(UserId, UserId)>,
     key_claims_of_user: Throttle<UserId>,
+    reports_by_user: Throttle<UserId>,
+    exports_by_user: Throttle<UserId>,
+    export_pages_by_user: Throttle<UserId>,
 }
 
 impl Default for SpamLimits {
@@ -53,6 +63,9 @@ impl Default for SpamLimits {
                 rooms_by_creator: throttle(ROOMS_CREATED),
                 key_claims_by_pair: Throttle::new(KEY_CLAIMS_BY_PAIR.0, KEY_CLAIMS_BY_PAIR.1, MAX_KEYS),
                 key_claims_of_user: throttle(KEY_CLAIMS_OF_USER),
+                reports_by_user: throttle(REPORTS),
+                exports_by_user: throttle(EXPORTS),
+                export_pages_by_user: throttle(EXPORT_PAGES),
             }),
         }
     }
@@ -91,6 +104,19 @@ impl SpamLimits {
         t.key_claims_by_pair.record(&pair, now_ms);
         t.key_claims_of_user.record(owner, now_ms);
         Ok(())
+    }
+
+    /// Takes a report by `reporter`, or says how many ms to wait.
+    pub fn report(&self, reporter: &UserId, now_ms: u64) -> Result<(), u64> {
+        let Ok(mut t) = self.inner.lock() else { return Ok(()) };
+        t.reports_by_user.take(reporter, now_ms)
+    }
+
+    /// Takes an account export (`pages`: a page of its messages) by `user`, or says how
+    /// many ms to wait.
+    pub fn export(&self, user: &UserId, pages: bool, now_ms: u64) -> Result<(), u64> {
+        let Ok(mut t) = self.inner.lock() else { return Ok(()) };
+        if pages { t.export_pages_by_user.take(user, now_ms) } else { t.exports_by_user.take(user, now_ms) }
     }
 
     /// Takes a room creation by `creator`, or says how many ms to wait.

@@ -29,7 +29,7 @@ const LAYERS: &[&[&str]] = &[
     &["quic"],
     &["conn"],
     // The process.
-    &["backup"],
+    &["backup", "operator"],
     &["server"],
     &["fuzzing", "benching"],
 ];

@@ -139,7 +139,9 @@ impl crate::store::Engine {
                 k.extend_from_slice(key_id.as_bytes());
                 batch.remove(&self.user_device_otk, k);
             }
-            Write::PutLastSeen { user, at } => {
+            // A deleted account's last session may end after its deletion: nothing of it
+            // is kept then.
+            Write::PutLastSeen { user, at } if self.users.get(user.as_str())?.is_some() => {
                 batch.insert(&self.user_last_seen, user.as_str(), at.to_be_bytes())
             }
             // The room and message writes are carried out by `Store::apply` itself.

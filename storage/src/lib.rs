@@ -10,6 +10,8 @@
 //!
 //! Not here: sockets, the chat rules (that is `palaver-core`), search and files.
 
+mod account_deletion;
+mod admin;
 mod cid_filter;
 mod committer;
 mod error;
@@ -19,11 +21,13 @@ mod governance;
 mod integrity;
 mod key_directory;
 mod keys;
+mod logins;
 mod memtable_keeper;
 mod message_record;
 mod people;
 mod scan;
 mod store;
+mod user_export;
 
 pub use cid_filter::{CidFilter, CidHash, FilterFull, MAX_FILTERED_CIDS};
 pub use committer::{CommitDone, GroupCommitter};
@@ -33,6 +37,10 @@ pub use palaver_core::records::{
     ActionRecord, DeviceRecord, FileRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write,
 };
 pub use store::{
-    Durability, FORMAT_VERSION, LogPart, Replicator, RoomDigest, Store, StoreOptions,
+    Durability, FORMAT_VERSION, LogPart, Replicator, RoomDigest, Rotation, Store, StoreOptions,
     lower_this_threads_priority, username_skeleton,
+};
+pub use user_export::{
+    ExportedDevice, ExportedFriend, ExportedInvitation, ExportedRefreshToken, ExportedRoom, MessagePage,
+    UserExport,
 };

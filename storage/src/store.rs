@@ -90,6 +90,17 @@ pub struct RoomDigest {
     pub sha256: String,
 }
 
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rotation {
+    /// It was current: here is its (now rotated) record.
+    Rotated(RefreshRecord),
+    /// Unknown, expired, or of a login that is over.
+    Refused,
+    /// It had been rotated already: its login is ended by this write.
+    Replayed(Write),
+}
+
 /// A write handed to the shared log and not yet applied here.
 #[must_use]
 pub(crate) struct Logged(Option<u64>);
@@ -136,6 +147,20 @@ pub(crate) struct Engine {
     pub(crate) username_skeleton: Keyspace,
     pub(crate) refresh_token: Keyspace,
     pub(crate) revoked_family: Keyspace,
+    /// `user ++ 0 ++ login` → when it was ended (logout).
+    pub(crate) user_login_ended: Keyspace,
+    /// A user → their `SessionEpoch` (absent: never raised).
+    pub(crate) user_session_epoch: Keyspace,
+    /// Admins (user id → nothing).
+    pub(crate) user_admin: Keyspace,
+    /// Suspended accounts (user id → `Suspension`).
+    pub(crate) user_suspension: Keyspace,
+    /// The audit log (time-ordered entry id → `AuditEntry`).
+    pub(crate) audit_log: Keyspace,
+    /// Reports (time-ordered report id → `ReportRecord`).
+    pub(crate) report: Keyspace,
+    /// A room's reports (`room ++ 0 ++ report id`).
+    pub(crate) room_report: Keyspace,
     pub(crate) rooms: Keyspace,
     pub(crate) room_member: Keyspace,
     pub(crate) user_room: Keyspace,
@@ -176,6 +201,14 @@ impl Engine {
             username_skeleton: open("username_skeleton")?,
             refresh_token: open("refresh_token")?,
             revoked_family: open("revoked_family")?,
+            // Added within format 2: absent means no login was ended.
+            user_login_ended: open("user_login_ended")?,
+            user_session_epoch: open("user_session_epoch")?,
+            user_admin: open("user_admin")?,
+            user_suspension: open("user_suspension")?,
+            audit_log: open("audit_log")?,
+            report: open("report")?,
+            room_report: open("room_report")?,
             rooms: open("rooms")?,
             room_member: open("room_member")?,
             user_room: open("user_room")?,
@@ -622,6 +655,7 @@ impl Store {
         if let Some(position) = log_position {
             batch.insert(&e.meta, LOG_POSITION_KEY, position.to_be_bytes());
         }
+        let mut raised_epochs = std::collections::HashMap::new();
         for write in writes {
             match write {
                 Write::AppendMessage(message) => {
@@ -714,6 +748,16 @@ impl Store {
                 }
                 Write::RemoveFile { file_id } => {
                     batch.remove(&e.file_record, file_id.as_bytes());
+                }
+                account @ (Write::EndLogin { .. }
+                | Write::EndAllLogins { .. }
+                | Write::SetPassword { .. }
+                | Write::SetAdmin { .. }
+                | Write::SetSuspension { .. }
+                | Write::AppendAudit { .. }
+                | Write::PutReport(_)
+                | Write::DeleteAccount { .. }) => {
+                    crate::admin::apply_account_write(&e, &mut batch, account, &mut raised_epochs)?;
                 }
                 other => e.apply_governance(&mut batch, other)?,
             }
@@ -904,36 +948,47 @@ impl Store {
     }
 
     /// Rotates a refresh token: if `old_hash` is a live, unrotated, unexpired token of a
-    /// family that is not revoked, marks it rotated, stores `new` under `new_hash`, and
-    /// returns the old record. A replayed (already rotated) token revokes its family.
-    /// Returns `Ok(None)` for any token that must be refused.
+    /// login that is not over, marks it rotated, stores `new` under `new_hash`, and
+    /// returns the old record. A replayed (already rotated) token ends its login.
     pub fn rotate_refresh(
         &self,
         old_hash: &[u8],
         new_hash: &[u8],
         now_ms: u64,
         new_expires_ms: u64,
-    ) -> Result<Option<RefreshRecord>, StorageError> {
+    ) -> Result<Rotation, StorageError> {
         let e = self.engine()?;
         let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
         if self.is_poisoned() {
             return Err(StorageError::Poisoned);
         }
-        let Some(bytes) = e.refresh_token.get(old_hash)? else { return Ok(None) };
+        let Some(bytes) = e.refresh_token.get(old_hash)? else { return Ok(Rotation::Refused) };
         let mut old: RefreshRecord = decode_json("refresh_token", &bytes)?;
-        if e.revoked_family.get(old.family.as_bytes())?.is_some() {
-            return Ok(None);
+        let login =
+            palaver_core::logins::Login { id: old.family.clone(), epoch: Some(old.epoch), issued_secs: 0 };
+        let revoked_at = e.revoked_family.get(old.family.as_bytes())?.map(|_| now_ms);
+        let ended_at = revoked_at.or(e.login_ended(&old.user_id, &old.family)?);
+        if palaver_core::logins::is_over(&login, e.session_epoch(&old.user_id)?, ended_at) {
+            return Ok(Rotation::Refused);
         }
         let mut batch = self.side_batch(&e)?;
         if old.rotated {
-            tracing::warn!(user = %old.user_id, "refresh token replayed: revoking its family");
-            let logged = self.replicate(&[Write::RevokeFamily { family: old.family.clone(), at: now_ms }])?;
+            tracing::warn!(user = %old.user_id, "refresh token replayed: ending its login");
+            let end = Write::EndLogin {
+                user: old.user_id.clone(),
+                login: old.family.clone(),
+                reason: palaver_core::logins::EndReason::RefreshReplayed,
+                at: now_ms,
+            };
+            let revoke = Write::RevokeFamily { family: old.family.clone(), at: now_ms };
+            let logged = self.replicate(&[revoke, end.clone()])?;
             batch.insert(&e.revoked_family, old.family.as_bytes(), now_ms.to_be_bytes());
+            e.apply_login_write(&mut batch, &end, &mut std::collections::HashMap::new())?;
             self.commit_logged(batch, logged)?;
-            return Ok(None);
+            return Ok(Rotation::Replayed(end));
         }
         if old.expires_ms <= now_ms {
-            return Ok(None);
+            return Ok(Rotation::Refused);
         }
         old.rotated = true;
         let new = RefreshRecord {
@@ -941,6 +996,7 @@ impl Store {
             family: old.family.clone(),
             expires_ms: new_expires_ms,
             rotated: false,
+            epoch: old.epoch,
         };
         let logged = self.replicate(&[
             Write::PutRefresh { token_hash: old_hash.to_vec(), record: old.clone() },
@@ -949,7 +1005,7 @@ impl Store {
         batch.insert(&e.refresh_token, old_hash, encode_json(&old)?);
         batch.insert(&e.refresh_token, new_hash, encode_json(&new)?);
         self.commit_logged(batch, logged)?;
-        Ok(Some(old))
+        Ok(Rotation::Rotated(old))
     }
 
     // ----- rooms and members -----

@@ -1023,6 +1023,20 @@ impl Client {
         }
     }
 
+    /// Waits for the server to close the socket; returns the close code and reason.
+    pub fn expect_close_with_reason(&mut self) -> Option<(u16, String)> {
+        loop {
+            match self.ws.read() {
+                Ok(tungstenite::Message::Close(frame)) => {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return None,
+                Err(e) => panic!("socket error while waiting for close: {e}"),
+            }
+        }
+    }
+
     /// Reads the raw TCP stream (no automatic pong replies, unlike `expect_close`) until a
     /// close frame arrives; returns its code.
     pub fn expect_close_without_answering(&mut self) -> Option<u16> {

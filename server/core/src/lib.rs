@@ -6,6 +6,9 @@
 //!
 //! - [`Room`]: one room's membership, permissions, seq assignment and idempotency.
 //! - [`Session`]: one connection's auth state, rate limit and in-flight accounting.
+//! - [`logins`]: which logins are over (logout, log out everywhere, a new password).
+//! - [`admin`]: suspensions by admins, and the audit log's entries.
+//! - [`reports`]: members reporting messages to the room's moderators and the admins.
 //! - [`PresenceBook`]: who is online, away or offline, announced coalesced.
 //! - [`keys`]: the end-to-end encryption key directory's rules.
 //! - [`shard_for`]: which shard owns a room.
@@ -15,10 +18,12 @@
 //! The server crate drives these: it feeds them time and commands and carries out their
 //! effects (persist, broadcast, reply).
 
+pub mod admin;
 mod error;
 pub mod keys;
 pub mod log_fence;
 pub mod log_trim;
+pub mod logins;
 mod membership;
 pub mod memory;
 pub mod owner;
@@ -27,6 +32,7 @@ mod presence;
 mod rate;
 pub mod records;
 pub mod replica_check;
+pub mod reports;
 mod role;
 mod room;
 pub mod route;

@@ -154,7 +154,30 @@ impl MemoryStore {
             Write::DropEditHistory { room, seq } => {
                 self.room_mut(room).edits.remove(seq);
             }
-            Write::RemoveMentions { .. } | Write::PutRefresh { .. } | Write::RevokeFamily { .. } => {}
+            Write::RemoveMentions { .. }
+            | Write::PutRefresh { .. }
+            | Write::RevokeFamily { .. }
+            | Write::EndLogin { .. }
+            | Write::EndAllLogins { .. }
+            | Write::SetAdmin { .. }
+            | Write::SetSuspension { .. }
+            | Write::AppendAudit { .. }
+            | Write::PutReport(_) => {}
+            Write::DeleteAccount { user } => {
+                self.users.remove(user);
+                self.profiles.remove(user);
+                self.last_seen.remove(user);
+                self.friends.retain(|(a, b), _| a != user && b != user);
+                self.blocks.retain(|(a, _)| a != user);
+                self.devices.retain(|(u, _), _| u != user);
+                self.one_time_keys.retain(|(u, _, _), _| u != user);
+                self.files.retain(|_, f| f.uploader != *user);
+            }
+            Write::SetPassword { user, password_hash } => {
+                if let Some(record) = self.users.get_mut(user) {
+                    record.password_hash.clone_from(password_hash);
+                }
+            }
             Write::PutBan { room, user, .. } => {
                 self.room_mut(room).bans.insert(user.clone());
             }

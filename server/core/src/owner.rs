@@ -177,6 +177,9 @@ pub enum RoomOp {
     },
     /// Delete the room.
     DeleteRoom,
+    /// Delete the room on a server admin's authority: no room role needed (the driver
+    /// checked the admin role; no client op routes here).
+    DeleteRoomByAdmin,
     /// A page of members.
     Members {
         /// Page size.
@@ -532,7 +535,8 @@ impl<A: Clone> RoomOwner<A> {
             RoomOp::Update { name, topic, settings } => {
                 self.update(now_ms, asker.clone(), user, name, topic, settings, lookups, fx)
             }
-            RoomOp::DeleteRoom => self.delete_room(now_ms, asker.clone(), user, lookups, fx),
+            RoomOp::DeleteRoom => self.delete_room(now_ms, asker.clone(), user, false, lookups, fx),
+            RoomOp::DeleteRoomByAdmin => self.delete_room(now_ms, asker.clone(), user, true, lookups, fx),
             RoomOp::OpenDirect => self.open_direct_again(asker.clone(), user, lookups, fx),
         };
         // A step answers by itself when it can; `Some(body)` is an answer to give now.
@@ -1326,10 +1330,16 @@ impl<A: Clone> RoomOwner<A> {
         now_ms: u64,
         asker: A,
         actor: &UserId,
+        by_admin: bool,
         lookups: &impl Lookups,
         fx: &mut Effects<A>,
     ) -> Option<ReplyBody> {
-        if let Err(e) = self.room.check_delete_room(actor) {
+        let check = if by_admin {
+            self.room.check_delete_room_by_admin()
+        } else {
+            self.room.check_delete_room(actor)
+        };
+        if let Err(e) = check {
             return Some(refused(&e));
         }
         let record = match self.current_record(lookups, true) {

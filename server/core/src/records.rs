@@ -119,6 +119,10 @@ pub struct RefreshRecord {
     pub expires_ms: u64,
     /// Set once the token has been rotated: presenting it again is a replay.
     pub rotated: bool,
+    /// The user's session epoch when the family started (older records: 0); a family of
+    /// an epoch the user has left is refused (see [`crate::logins`]).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// One durable change, carried out by [`crate::GroupCommitter`] inside one atomic batch.
@@ -350,6 +354,66 @@ pub enum Write {
         /// When, ms since the Unix epoch.
         at: u64,
     },
+    /// One login of a user is over: its refresh tokens and access tokens are refused and
+    /// its live sockets closed.
+    EndLogin {
+        /// The user.
+        user: UserId,
+        /// The login's id (an access token's `sid`, a refresh-token family).
+        login: String,
+        /// Why.
+        reason: crate::logins::EndReason,
+        /// When, ms since the Unix epoch.
+        at: u64,
+    },
+    /// Every login of a user older than `standing` is over (log out everywhere, a new
+    /// password).
+    EndAllLogins {
+        /// The user.
+        user: UserId,
+        /// The user's standing from now on (a replica keeps the latest it has seen).
+        standing: crate::logins::SessionEpoch,
+        /// Why.
+        reason: crate::logins::EndReason,
+    },
+    /// A user's new password (a hash).
+    SetPassword {
+        /// The user.
+        user: UserId,
+        /// argon2id PHC string.
+        password_hash: String,
+    },
+    /// Grant (`admin`) or revoke the admin role.
+    SetAdmin {
+        /// The user.
+        user: UserId,
+        /// Whether they are an admin from now on.
+        admin: bool,
+    },
+    /// Suspend an account (`Some`) or lift its suspension (`None`).
+    SetSuspension {
+        /// The user.
+        user: UserId,
+        /// The suspension.
+        suspension: Option<crate::admin::Suspension>,
+    },
+    /// Add an entry to the audit log (never rewritten or removed).
+    AppendAudit {
+        /// The entry's id: unique, and ordered by time.
+        id: String,
+        /// The entry.
+        entry: crate::admin::AuditEntry,
+    },
+    /// Delete an account: its record and username, profile, last seen, friendships (both
+    /// sides), its own blocks, devices and one-time keys, invitations, mention index,
+    /// receipts, refresh tokens, ended-session records, standing, admin role and
+    /// suspension, and its files' records. Its messages stay, under its id.
+    DeleteAccount {
+        /// The user.
+        user: UserId,
+    },
+    /// Store a report (new, or resolved), indexed by its room.
+    PutReport(crate::reports::ReportRecord),
     /// A shared file's metadata.
     PutFile(FileRecord),
     /// A file's metadata goes (its message was deleted): downloads stop.
@@ -392,6 +456,14 @@ impl Write {
             | Write::PutUser(_)
             | Write::PutRefresh { .. }
             | Write::RevokeFamily { .. }
+            | Write::EndLogin { .. }
+            | Write::EndAllLogins { .. }
+            | Write::SetPassword { .. }
+            | Write::SetAdmin { .. }
+            | Write::SetSuspension { .. }
+            | Write::AppendAudit { .. }
+            | Write::PutReport(_)
+            | Write::DeleteAccount { .. }
             | Write::PutFile(_)
             | Write::RemoveFile { .. } => None,
         }

@@ -7,4 +7,4 @@ mod tokens;
 
 pub use passwords::{hash_password, verify_password, verify_password_or_dummy};
 pub use sign_in_throttle::SignInThrottle;
-pub use tokens::{AccessClaims, AuthError, TokenService, authenticate, hash_refresh_token};
+pub use tokens::{AccessClaims, AuthError, TokenService, Verified, authenticate, hash_refresh_token};

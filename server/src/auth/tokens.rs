@@ -1,6 +1,7 @@
 //! Access tokens (JWT, HS256 only) and refresh-token hashing.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use palaver_core::logins::Login;
 use palaver_protocol::UserId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -19,6 +20,12 @@ pub enum AuthError {
     /// this server never registered).
     #[error("the token's user does not exist")]
     UnknownUser,
+    /// The token's login was ended (logout, log out everywhere, a new password).
+    #[error("this session has ended; log in again")]
+    SessionEnded,
+    /// An admin suspended the account.
+    #[error("this account is suspended")]
+    Suspended,
     /// The user could not be looked up now (storage is not answering).
     #[error("cannot check the token's user now; try again")]
     Unavailable,
@@ -29,8 +36,12 @@ pub enum AuthError {
 pub struct AccessClaims {
     /// The user id.
     pub sub: String,
-    /// The refresh-token family (one per login) this access token belongs to.
+    /// The login (a refresh-token family) this access token belongs to.
     pub sid: String,
+    /// The user's session epoch when the login started (absent in tokens a backend
+    /// minted: see `palaver_core::logins`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sep: Option<u64>,
     /// Issued at, seconds since the Unix epoch.
     pub iat: u64,
     /// Not valid before, seconds since the Unix epoch.
@@ -74,11 +85,13 @@ impl TokenService {
         self.access_ttl_secs
     }
 
-    /// Signs an access token for `user` in token family `family`.
-    pub fn issue(&self, user: &UserId, family: &str, now_secs: u64) -> Result<String, AuthError> {
+    /// Signs an access token for `user` in the login `family`, started in session
+    /// `epoch`.
+    pub fn issue(&self, user: &UserId, family: &str, epoch: u64, now_secs: u64) -> Result<String, AuthError> {
         let claims = AccessClaims {
             sub: user.to_string(),
             sid: family.to_owned(),
+            sep: Some(epoch),
             iat: now_secs,
             nbf: now_secs,
             exp: now_secs + self.access_ttl_secs,
@@ -87,8 +100,8 @@ impl TokenService {
             .map_err(|_| AuthError::Signing)
     }
 
-    /// Verifies an access token and returns its user.
-    pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+    /// Verifies an access token and returns its user and login.
+    pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         // One rule wherever a token comes from: spaces and tabs around it are not part of
         // it (as HTTP already has it for a header's value), and inside it nothing but the
         // compact form's characters is.
@@ -99,23 +112,44 @@ impl TokenService {
         }
         let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
             .map_err(|_| AuthError::InvalidToken)?;
-        UserId::parse(&data.claims.sub).map_err(|_| AuthError::InvalidToken)
+        let user = UserId::parse(&data.claims.sub).map_err(|_| AuthError::InvalidToken)?;
+        let claims = data.claims;
+        Ok(Verified { user, login: Login { id: claims.sid, epoch: claims.sep, issued_secs: claims.iat } })
     }
 }
 
-/// Verifies an access token and that its user exists: the one check every way in
-/// (the `auth` op, an upgrade's `Authorization` header, the file routes) goes through.
+/// A verified access token: whose, and of which login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The user.
+    pub user: UserId,
+    /// The login the token belongs to.
+    pub login: Login,
+}
+
+/// Verifies an access token, that its user exists and that its login is not over: the
+/// one check every way in (the `auth` op, an upgrade's `Authorization` header, the HTTP
+/// routes) goes through.
 pub fn authenticate(
     tokens: &TokenService,
     store: &palaver_storage::Store,
     token: &str,
-) -> Result<UserId, AuthError> {
-    let user = tokens.verify(token)?;
-    match store.user(&user) {
-        Ok(Some(_)) => Ok(user),
-        Ok(None) => Err(AuthError::UnknownUser),
-        Err(_) => Err(AuthError::Unavailable),
+) -> Result<Verified, AuthError> {
+    let verified = tokens.verify(token)?;
+    let unavailable = |_| AuthError::Unavailable;
+    if store.user(&verified.user).map_err(unavailable)?.is_none() {
+        return Err(AuthError::UnknownUser);
     }
+    let epoch = store.session_epoch(&verified.user).map_err(unavailable)?;
+    let ended_at = store.login_ended(&verified.user, &verified.login.id).map_err(unavailable)?;
+    if palaver_core::logins::is_over(&verified.login, epoch, ended_at) {
+        return Err(AuthError::SessionEnded);
+    }
+    // A backend may mint a token after the suspension ended every session.
+    if store.suspension(&verified.user).map_err(unavailable)?.is_some() {
+        return Err(AuthError::Suspended);
+    }
+    Ok(verified)
 }
 
 /// The stored form of a refresh token: its SHA-256, so a leaked database holds no token.
@@ -136,13 +170,15 @@ mod tests {
     fn issued_tokens_verify_and_others_do_not() {
         let service = TokenService::new(b"secret-one", 900);
         let user = UserId::parse("u_alice").unwrap();
-        let token = service.issue(&user, "f1", now()).unwrap();
-        assert_eq!(service.verify(&token).unwrap(), user);
+        let token = service.issue(&user, "f1", 3, now()).unwrap();
+        let verified = service.verify(&token).unwrap();
+        assert_eq!(verified.user, user);
+        assert_eq!((verified.login.id.as_str(), verified.login.epoch), ("f1", Some(3)));
 
         let other = TokenService::new(b"secret-two", 900);
         assert_eq!(other.verify(&token), Err(AuthError::InvalidToken));
 
-        let expired = service.issue(&user, "f1", now() - 10_000).unwrap();
+        let expired = service.issue(&user, "f1", 0, now() - 10_000).unwrap();
         assert_eq!(service.verify(&expired), Err(AuthError::InvalidToken));
     }
 

@@ -440,6 +440,11 @@ pub fn run_replica(
                 let _ = feed.send(change);
             }
         }
+        // Logins ended on another node: this node's sockets of them close too.
+        for end in writes.iter().filter_map(palaver_core::logins::SessionEnd::of_write) {
+            let end = Arc::new(end);
+            mesh.broadcast(|| ShardMsg::LoginsEnded(end.clone()));
+        }
         for write in writes {
             if let Write::AppendMessage(message) = write {
                 mesh.send(mesh.owner(&message.room), ShardMsg::Replicated(Box::new(message)));

@@ -280,6 +280,41 @@ pub enum Command {
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
     },
+    /// Write every in-memory table out and compact the store, on a data directory with
+    /// no server running on it: removed records (deleted accounts, ended sessions) leave
+    /// the disk now.
+    Compact {
+        /// The data directory [default: ./data].
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Grant, revoke or list the admin role, on a data directory with no server running
+    /// on it (each change is kept in the audit log).
+    Admin {
+        /// What to do.
+        #[command(subcommand)]
+        action: AdminCommand,
+        /// The data directory [default: ./data].
+        #[arg(long, default_value = "./data", global = true)]
+        data_dir: PathBuf,
+    },
+}
+
+/// `palaver admin`'s actions.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Make a user an admin.
+    Grant {
+        /// The user's username.
+        username: String,
+    },
+    /// Take the admin role from a user.
+    Revoke {
+        /// The user's username.
+        username: String,
+    },
+    /// List the admins.
+    List,
 }
 
 /// The `--log-format` values.

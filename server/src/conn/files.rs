@@ -58,9 +58,11 @@ fn authenticate(shard: &Shard, request: &Request) -> Result<UserId, Response> {
     let token = request
         .bearer()
         .ok_or_else(|| Response::error(ErrorCode::Unauthorized, "Authorization: Bearer required"))?;
-    crate::auth::authenticate(&shard.shared.tokens, &shard.shared.store, token).map_err(|e| match e {
-        crate::auth::AuthError::Unavailable => Response::error(ErrorCode::Unavailable, &e.to_string()),
-        _ => Response::error(ErrorCode::Unauthorized, &e.to_string()),
+    crate::auth::authenticate(&shard.shared.tokens, &shard.shared.store, token).map(|v| v.user).map_err(|e| {
+        match e {
+            crate::auth::AuthError::Unavailable => Response::error(ErrorCode::Unavailable, &e.to_string()),
+            _ => Response::error(ErrorCode::Unauthorized, &e.to_string()),
+        }
     })
 }
 

@@ -1,11 +1,15 @@
 //! Connections: accepting on the shared port, HTTP/1.1 requests, and the WebSocket
 //! upgrade that hands a socket to [`socket::run`].
 
+mod account_deletion;
+mod account_export;
+mod admin;
 pub mod cors;
 mod directory;
 mod files;
 pub mod http;
 pub mod quic_session;
+mod reports;
 mod routes;
 pub mod socket;
 pub mod tls;
@@ -424,8 +428,8 @@ async fn upgrade(
             return;
         }
     };
-    if let Some(user) = &user {
-        match shard.shared.user_connections.try_acquire(user) {
+    if let Some(verified) = &user {
+        match shard.shared.user_connections.try_acquire(&verified.user) {
             Some(permit) => permits.user = Some(permit),
             None => {
                 crate::metrics::Metrics::inc(&shard.shared.metrics.connections_refused);

@@ -1,12 +1,14 @@
-//! The REST routes: accounts and tokens, health, metrics. Anything slow (argon2,
-//! synchronous account writes) runs on a blocking lane, never on the shard; sign-ins are
-//! throttled per address and per account and address before any hashing.
+//! The REST routes: accounts, tokens and logins, health, metrics. Anything slow (argon2,
+//! synchronous account writes) runs on a blocking lane, never on the shard; sign-ins and
+//! password changes are throttled per address and per account and address before any
+//! hashing.
 
 use std::net::IpAddr;
 use std::rc::Rc;
 
+use palaver_core::logins::{EndReason, SessionEnd};
 use palaver_protocol::{ErrorCode, UserId, Username, limits};
-use palaver_storage::{RefreshRecord, StorageError, UserRecord};
+use palaver_storage::{RefreshRecord, Rotation, StorageError, UserRecord, Write};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -33,6 +35,13 @@ struct RefreshBody {
     refresh_token: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
 /// Why this server should not be sent new clients now, if it should not: it is draining,
 /// its storage refuses writes, or (in a cluster) it hears no live node yet. `/healthz`
 /// answers whether the process is alive; this, whether to route traffic to it.
@@ -57,9 +66,19 @@ fn not_ready(shard: &Rc<Shard>) -> Option<&'static str> {
 /// The methods of a route, as an `Allow` header lists them (`None`: no such route).
 pub fn methods(path: &str, web_page: bool) -> Option<&'static str> {
     match path {
-        "/v1/auth/register" | "/v1/auth/login" | "/v1/auth/refresh" | "/v1/files" => Some("POST"),
+        "/v1/auth/register"
+        | "/v1/auth/login"
+        | "/v1/auth/refresh"
+        | "/v1/auth/logout"
+        | "/v1/auth/logout-all"
+        | "/v1/auth/password"
+        | "/v1/files" => Some("POST"),
         "/healthz" | "/readyz" | "/metrics" | "/v1/replica/digest" | "/v1/ws" => Some("GET"),
         p if p.starts_with("/v1/files/") => Some("GET"),
+        p if p.starts_with("/v1/admin/") => super::admin::methods(p),
+        "/v1/account/delete" => Some("POST"),
+        p if p.starts_with("/v1/account/") => super::account_export::methods(p),
+        p if p.starts_with("/v1/reports") || p.starts_with("/v1/rooms/") => super::reports::methods(p),
         p if web_page && super::web_page::asset(p).is_some() => Some("GET"),
         _ => None,
     }
@@ -77,7 +96,27 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
     match (request.method.as_str(), request.path.as_str()) {
         ("POST", "/v1/auth/register") => register(&shard.shared, request, peer).await,
         ("POST", "/v1/auth/login") => login(&shard.shared, request, peer).await,
-        ("POST", "/v1/auth/refresh") => refresh(&shard.shared, request).await,
+        ("POST", "/v1/auth/refresh") => refresh(shard, request).await,
+        ("POST", "/v1/auth/logout") => logout(shard, request, EndReason::LoggedOut).await,
+        ("POST", "/v1/auth/logout-all") => logout(shard, request, EndReason::LoggedOutEverywhere).await,
+        ("POST", "/v1/auth/password") => change_password(shard, request, peer).await,
+        ("POST", "/v1/account/delete") => super::account_deletion::handle(shard, request, peer).await,
+        (_, "/v1/account/delete") => method_not_allowed("POST"),
+        (_, path) if path.starts_with("/v1/admin/") => super::admin::handle(shard, request).await,
+        (method, path) if let Some(allowed) = super::account_export::methods(path) => {
+            if method == allowed {
+                super::account_export::handle(shard, request).await
+            } else {
+                method_not_allowed(allowed)
+            }
+        }
+        (method, path) if let Some(allowed) = super::reports::methods(path) => {
+            if method == allowed {
+                super::reports::handle(shard, request).await
+            } else {
+                method_not_allowed(allowed)
+            }
+        }
         ("GET", "/healthz") => {
             if shared.store.is_poisoned() {
                 Response::error(ErrorCode::Unavailable, "storage is refusing writes")
@@ -119,7 +158,15 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
                 body: out.finish().into_bytes(),
             }
         }
-        (_, "/v1/auth/register" | "/v1/auth/login" | "/v1/auth/refresh") => method_not_allowed("POST"),
+        (
+            _,
+            "/v1/auth/register"
+            | "/v1/auth/login"
+            | "/v1/auth/refresh"
+            | "/v1/auth/logout"
+            | "/v1/auth/logout-all"
+            | "/v1/auth/password",
+        ) => method_not_allowed("POST"),
         ("GET", "/v1/replica/digest") => replica_digest(&shared, request),
         (_, "/healthz" | "/readyz" | "/metrics" | "/v1/replica/digest") => method_not_allowed("GET"),
         ("GET", "/v1/ws") => {
@@ -242,7 +289,7 @@ async fn register(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAd
                 created_ms: now_ms(),
             };
             worker.store.create_user(&record)?;
-            let (access, refresh) = start_token_family(&worker, &user_id)?;
+            let (access, refresh) = start_token_family(&worker, &user_id, 0)?;
             Ok((user_id, access, refresh))
         })
         .await;
@@ -254,6 +301,12 @@ async fn register(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAd
         Ok(Err(e)) => storage_failure(&e),
         Err(refused) => refused_response(refused),
     }
+}
+
+/// Why a login with well-formed credentials is refused.
+enum SignInRefused {
+    WrongCredentials,
+    Suspended,
 }
 
 async fn login(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAddr) -> Response {
@@ -271,7 +324,7 @@ async fn login(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAddr)
     let outcome = shared
         .lanes
         .passwords
-        .run(move || -> Result<Option<(UserId, String, String)>, StorageError> {
+        .run(move || -> Result<Result<(UserId, String, String), SignInRefused>, StorageError> {
             let user = match &account {
                 Some(name) => worker.store.user_by_name(name)?,
                 None => None,
@@ -281,58 +334,76 @@ async fn login(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAddr)
                 user.as_ref().map(|u| u.password_hash.as_str()),
             );
             match user {
+                // Told only to whoever knows the password.
+                Some(user) if valid && worker.store.suspension(&user.user_id)?.is_some() => {
+                    Ok(Err(SignInRefused::Suspended))
+                }
                 Some(user) if valid => {
-                    let (access, refresh) = start_token_family(&worker, &user.user_id)?;
-                    Ok(Some((user.user_id, access, refresh)))
+                    let epoch = worker.store.session_epoch(&user.user_id)?.epoch;
+                    let (access, refresh) = start_token_family(&worker, &user.user_id, epoch)?;
+                    Ok(Ok((user.user_id, access, refresh)))
                 }
                 _ => {
                     if let Some(name) = &account {
                         worker.sign_ins.failed(peer, name, now_ms());
                     }
-                    Ok(None)
+                    Ok(Err(SignInRefused::WrongCredentials))
                 }
             }
         })
         .await;
     match outcome {
-        Ok(Ok(Some((user_id, access, refresh)))) => {
+        Ok(Ok(Ok((user_id, access, refresh)))) => {
             tokens_response(shared, 200, Some(&user_id), &access, &refresh)
         }
-        Ok(Ok(None)) => Response::error(ErrorCode::Unauthorized, "wrong username or password"),
+        Ok(Ok(Err(SignInRefused::WrongCredentials))) => {
+            Response::error(ErrorCode::Unauthorized, "wrong username or password")
+        }
+        Ok(Ok(Err(SignInRefused::Suspended))) => {
+            Response::error(ErrorCode::Forbidden, "this account is suspended")
+        }
         Ok(Err(e)) => storage_failure(&e),
         Err(refused) => refused_response(refused),
     }
 }
 
-async fn refresh(shared: &std::sync::Arc<Shared>, request: &Request) -> Response {
+async fn refresh(shard: &Rc<Shard>, request: &Request) -> Response {
     let body: RefreshBody = match parse_json(request) {
         Ok(b) => b,
         Err(response) => return response,
     };
-    let worker = shared.clone();
-    let outcome = shared
+    let worker = shard.shared.clone();
+    let outcome = shard
+        .shared
         .lanes
         .accounts
-        .run(move || -> Result<Option<(String, String)>, StorageError> {
+        .run(move || -> Result<Result<(String, String), Option<Write>>, StorageError> {
             let new_refresh = crate::ids::secret_token();
             let now = now_ms();
-            let rotated = worker.store.rotate_refresh(
+            let rotation = worker.store.rotate_refresh(
                 &hash_refresh_token(&body.refresh_token),
                 &hash_refresh_token(&new_refresh),
                 now,
                 now + REFRESH_TTL_MS,
             )?;
-            let Some(old) = rotated else { return Ok(None) };
+            let old = match rotation {
+                Rotation::Rotated(old) => old,
+                Rotation::Refused => return Ok(Err(None)),
+                Rotation::Replayed(end) => return Ok(Err(Some(end))),
+            };
             let access = worker
                 .tokens
-                .issue(&old.user_id, &old.family, now / 1000)
+                .issue(&old.user_id, &old.family, old.epoch, now / 1000)
                 .map_err(|e| StorageError::Corrupt { partition: "token", detail: e.to_string() })?;
-            Ok(Some((access, new_refresh)))
+            Ok(Ok((access, new_refresh)))
         })
         .await;
     match outcome {
-        Ok(Ok(Some((access, refresh)))) => tokens_response(shared, 200, None, &access, &refresh),
-        Ok(Ok(None)) => {
+        Ok(Ok(Ok((access, refresh)))) => tokens_response(&shard.shared, 200, None, &access, &refresh),
+        Ok(Ok(Err(replayed))) => {
+            if let Some(end) = replayed {
+                close_ended_logins(shard, &end);
+            }
             Response::error(ErrorCode::Unauthorized, "refresh token is invalid, expired or already used")
         }
         Ok(Err(e)) => storage_failure(&e),
@@ -340,8 +411,135 @@ async fn refresh(shared: &std::sync::Arc<Shared>, request: &Request) -> Response
     }
 }
 
-/// A new login: a fresh token family with its first refresh token and an access token.
-fn start_token_family(shared: &Shared, user: &UserId) -> Result<(String, String), StorageError> {
+/// The caller of a route that takes an access token (`Authorization: Bearer`), checked
+/// as a socket's `auth` is.
+pub(super) fn bearer(shared: &Shared, request: &Request) -> Result<crate::auth::Verified, Response> {
+    let token = request
+        .bearer()
+        .ok_or_else(|| Response::error(ErrorCode::Unauthorized, "Authorization: Bearer required"))?;
+    crate::auth::authenticate(&shared.tokens, &shared.store, token).map_err(|e| match e {
+        crate::auth::AuthError::Unavailable => Response::error(ErrorCode::Unavailable, &e.to_string()),
+        _ => Response::error(ErrorCode::Unauthorized, &e.to_string()),
+    })
+}
+
+/// Checks that a route taking no fields got none (no body, or `{}`).
+fn no_fields(request: &Request) -> Result<(), Response> {
+    if request.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let fields: serde_json::Map<String, serde_json::Value> = parse_json(request)?;
+    match fields.keys().next() {
+        None => Ok(()),
+        Some(field) => Err(Response::error(
+            ErrorCode::Invalid,
+            &format!("unknown field `{field}`: this route takes none"),
+        )),
+    }
+}
+
+/// Tells every shard of this node to close the sockets of logins a write ended (other
+/// nodes close theirs when their replica applies it).
+pub(super) fn close_ended_logins(shard: &Shard, write: &Write) {
+    if let Some(end) = SessionEnd::of_write(write) {
+        let end = std::sync::Arc::new(end);
+        shard.mesh().broadcast(|| crate::mesh::ShardMsg::LoginsEnded(end.clone()));
+    }
+}
+
+/// `POST /v1/auth/logout` (the caller's login) and `/v1/auth/logout-all` (every login of
+/// the caller's): refresh and access tokens of the ended logins are refused from now on,
+/// and their sockets are closed.
+async fn logout(shard: &Rc<Shard>, request: &Request, reason: EndReason) -> Response {
+    let caller = match no_fields(request).and_then(|()| bearer(&shard.shared, request)) {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    let worker = shard.shared.clone();
+    let outcome = shard
+        .shared
+        .lanes
+        .accounts
+        .run(move || {
+            let store = &worker.store;
+            match reason {
+                EndReason::LoggedOut => store.end_login(&caller.user, &caller.login.id, reason, now_ms()),
+                _ => store.end_all_logins(&caller.user, reason, now_ms()),
+            }
+        })
+        .await;
+    match outcome {
+        Ok(Ok(end)) => {
+            close_ended_logins(shard, &end);
+            Response::json(200, &json!({}))
+        }
+        Ok(Err(e)) => storage_failure(&e),
+        Err(refused) => refused_response(refused),
+    }
+}
+
+/// `POST /v1/auth/password`: a new password, given the current one. Every login of the
+/// user ends (the caller's too); the answer is a new login's tokens.
+async fn change_password(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Response {
+    let shared = &shard.shared;
+    let change: PasswordChange = match parse_json(request) {
+        Ok(change) => change,
+        Err(response) => return response,
+    };
+    let caller = match bearer(shared, request) {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    if let Err(response) = check_password(&change.new_password) {
+        return response;
+    }
+    let account = match shared.store.user(&caller.user) {
+        Ok(Some(account)) => account,
+        Ok(None) => return Response::error(ErrorCode::Unauthorized, "the token's user does not exist"),
+        Err(e) => return storage_failure(&e),
+    };
+    let Ok(username) = Username::parse(&account.username) else {
+        tracing::error!(user = %caller.user, "stored username does not parse");
+        return Response::error(ErrorCode::Internal, "storage failure");
+    };
+    // A stolen access token must not buy unlimited guesses at the password.
+    if let Err(wait) = shared.sign_ins.admit(peer, Some(&username), now_ms()) {
+        return throttled(wait);
+    }
+    let worker = shared.clone();
+    let outcome = shared
+        .lanes
+        .passwords
+        .run(move || -> Result<Option<(Write, String, String)>, StorageError> {
+            if !crate::auth::verify_password(&change.current_password, &account.password_hash) {
+                worker.sign_ins.failed(peer, &username, now_ms());
+                return Ok(None);
+            }
+            let hash = hash_password(&change.new_password)
+                .map_err(|e| StorageError::Corrupt { partition: "password", detail: e.to_string() })?;
+            let end = worker.store.change_password(&caller.user, hash, now_ms())?;
+            let epoch = match &end {
+                Write::EndAllLogins { standing, .. } => standing.epoch,
+                _ => worker.store.session_epoch(&caller.user)?.epoch,
+            };
+            let (access, refresh) = start_token_family(&worker, &caller.user, epoch)?;
+            Ok(Some((end, access, refresh)))
+        })
+        .await;
+    match outcome {
+        Ok(Ok(Some((end, access, refresh)))) => {
+            close_ended_logins(shard, &end);
+            tokens_response(shared, 200, None, &access, &refresh)
+        }
+        Ok(Ok(None)) => Response::error(ErrorCode::Forbidden, "the current password is wrong"),
+        Ok(Err(e)) => storage_failure(&e),
+        Err(refused) => refused_response(refused),
+    }
+}
+
+/// A new login in session `epoch`: a fresh token family with its first refresh token and
+/// an access token.
+fn start_token_family(shared: &Shared, user: &UserId, epoch: u64) -> Result<(String, String), StorageError> {
     let family = crate::ids::secret_token();
     let refresh = crate::ids::secret_token();
     let now = now_ms();
@@ -350,11 +548,12 @@ fn start_token_family(shared: &Shared, user: &UserId) -> Result<(String, String)
         family: family.clone(),
         expires_ms: now + REFRESH_TTL_MS,
         rotated: false,
+        epoch,
     };
     shared.store.put_refresh(&hash_refresh_token(&refresh), &record)?;
     let access = shared
         .tokens
-        .issue(user, &family, now / 1000)
+        .issue(user, &family, epoch, now / 1000)
         .map_err(|e| StorageError::Corrupt { partition: "token", detail: e.to_string() })?;
     Ok((access, refresh))
 }
@@ -377,7 +576,7 @@ fn tokens_response(
     Response::json(status, &body)
 }
 
-fn storage_failure(e: &StorageError) -> Response {
+pub(super) fn storage_failure(e: &StorageError) -> Response {
     match e {
         e if e.is_unavailable() => Response::error(ErrorCode::Unavailable, "storage is refusing writes"),
         _ => {

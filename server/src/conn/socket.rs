@@ -12,9 +12,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use monoio::io::Splitable;
 use palaver_core::{Admission, Session};
-use palaver_protocol::{
-    AuthOk, ClientFrame, ErrorBody, ErrorCode, OkBody, Op, ReplyBody, ServerFrame, UserId,
-};
+use palaver_protocol::{AuthOk, ClientFrame, ErrorBody, ErrorCode, OkBody, Op, ReplyBody, ServerFrame};
 
 use super::directory;
 use super::http::read_more;
@@ -48,7 +46,7 @@ pub async fn run(
     stream: impl super::ByteStream,
     mut buf: BytesMut,
     wire: Wire,
-    user: Option<UserId>,
+    user: Option<crate::auth::Verified>,
     permits: crate::io::limits::Permits,
     reset: crate::io::socket_reset::SocketReset,
 ) {
@@ -56,14 +54,15 @@ pub async fn run(
     let metrics = &shared.metrics;
     let outbound = Outbound::new(shared.config.outbound_queue_bytes);
     let mut session = Session::new(shared.config.session, now_ms());
-    if let Some(user) = &user {
-        session.authenticated(user.clone());
+    if let Some(verified) = &user {
+        session.authenticated(verified.user.clone());
     }
     let conn = shard.conns.insert(wire, outbound.clone(), session, now_ms());
     *conn.permits.borrow_mut() = permits;
-    if let Some(user) = &user {
-        shard.conns.bind_user(conn.id, user);
-        people::session_started(&shard, &conn, user);
+    if let Some(verified) = user {
+        shard.conns.bind_user(conn.id, &verified.user);
+        people::session_started(&shard, &conn, &verified.user);
+        *conn.login.borrow_mut() = Some(verified.login);
     }
     metrics.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Metrics::inc(&metrics.connections_total);
@@ -241,7 +240,7 @@ fn on_local(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
     match op {
         Op::Auth { token } => {
             match crate::auth::authenticate(&shard.shared.tokens, &shard.shared.store, &token) {
-                Ok(user) => {
+                Ok(crate::auth::Verified { user, login }) => {
                     // A socket re-authenticating gives its old slot back first.
                     conn.permits.borrow_mut().user = None;
                     let Some(permit) = shard.shared.user_connections.try_acquire(&user) else {
@@ -252,6 +251,7 @@ fn on_local(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, op: Op) {
                     };
                     conn.permits.borrow_mut().user = Some(permit);
                     conn.session.borrow_mut().authenticated(user.clone());
+                    *conn.login.borrow_mut() = Some(login);
                     shard.conns.bind_user(conn.id, &user);
                     people::session_started(shard, conn, &user);
                     let ok = AuthOk { user_id: user, session_id: crate::ids::session_id() };

@@ -57,7 +57,6 @@ impl<K: Hash + Eq + Clone> ConnectionCounter<K> {
     }
 
     /// Current connections of `key`.
-    #[cfg(test)]
     pub fn count(&self, key: &K) -> u32 {
         self.part(key).lock().map(|m| m.get(key).copied().unwrap_or(0)).unwrap_or(0)
     }

@@ -349,6 +349,8 @@ pub enum ShardMsg {
     UserEvent(Arc<UserNotice>),
     /// A followed user's presence changed: deliver to local followers.
     Presence(Arc<PresenceFanout>),
+    /// Logins of a user were ended: close their sockets here.
+    LoginsEnded(Arc<palaver_core::logins::SessionEnd>),
     /// A room was deleted: drop its local subscriptions.
     RoomGone {
         /// The room.

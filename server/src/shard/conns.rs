@@ -8,6 +8,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::rc::Rc;
 
 use palaver_core::Session;
+use palaver_core::logins::{Login, SessionEnd};
 use palaver_protocol::{ErrorBody, ErrorCode, ReplyBody, RoomId, ServerFrame, UserId};
 
 use crate::io::outbound::Outbound;
@@ -25,6 +26,9 @@ pub struct Conn {
     pub outbound: Outbound,
     /// Auth, rate limit and in-flight accounting.
     pub session: RefCell<Session>,
+    /// The login its token belonged to, once authenticated: the socket is closed when
+    /// that login ends.
+    pub login: RefCell<Option<Login>>,
     /// Rooms this socket is subscribed to.
     pub rooms: RefCell<HashSet<RoomId>>,
     /// When the peer last sent anything (any frame, pongs included), ms since the epoch.
@@ -84,6 +88,14 @@ pub struct Conns {
 }
 
 impl Conns {
+    /// A fresh id no connection will take: the asker of a room command an HTTP route
+    /// sends (its answer comes back like a connection's).
+    pub fn reserve_id(&self) -> ConnId {
+        let id = self.next_id.get() + 1;
+        self.next_id.set(id);
+        id
+    }
+
     /// Registers a new connection.
     pub fn insert(&self, wire: Wire, outbound: Outbound, session: Session, now_ms: u64) -> Rc<Conn> {
         let id = self.next_id.get() + 1;
@@ -93,6 +105,7 @@ impl Conns {
             wire,
             outbound,
             session: RefCell::new(session),
+            login: RefCell::new(None),
             rooms: RefCell::new(HashSet::new()),
             last_heard_ms: Cell::new(now_ms),
             blocked: Rc::default(),
@@ -132,6 +145,17 @@ impl Conns {
             }
         }
         Some(conn)
+    }
+
+    /// The connections on this shard of the logins `end` ends.
+    pub fn of_ended_logins(&self, end: &SessionEnd) -> Vec<Rc<Conn>> {
+        let by_id = self.by_id.borrow();
+        self.of_user(&end.user)
+            .into_iter()
+            .filter_map(|id| by_id.get(&id))
+            .filter(|conn| conn.login.borrow().as_ref().is_some_and(|login| end.ends(login)))
+            .cloned()
+            .collect()
     }
 
     /// Every connection.

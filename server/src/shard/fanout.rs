@@ -151,6 +151,8 @@ pub fn on_reply(shard: &Rc<Shard>, reply: Reply) {
     let conn = shard.conns.get(reply.conn);
     if let Some(conn) = &conn {
         conn.answer(reply.re, reply.body);
+    } else if let Some(waiter) = shard.route_waiters.borrow_mut().remove(&reply.conn) {
+        let _ = waiter.send(reply.body);
     }
     match (conn, reply.subscribe, reply.unsubscribe) {
         (Some(conn), Some(subscribe), _) => subscribe_conn(shard, &conn, subscribe),

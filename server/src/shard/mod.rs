@@ -45,6 +45,9 @@ pub struct Shard {
     pub draining: Cell<bool>,
     /// Adaptive write coalescing for this shard's sockets.
     pub write_pacer: Rc<WritePacer>,
+    /// HTTP routes waiting for a room command's answer, by the id they asked as.
+    pub route_waiters:
+        RefCell<rustc_hash::FxHashMap<crate::mesh::ConnId, flume::Sender<palaver_protocol::ReplyBody>>>,
 }
 
 impl Shard {
@@ -60,12 +63,39 @@ impl Shard {
             outstanding_commits: Cell::new(0),
             draining: Cell::new(false),
             write_pacer,
+            route_waiters: RefCell::default(),
         })
     }
 
     /// The mesh of shard inboxes.
     pub fn mesh(&self) -> &Mesh {
         &self.shared.mesh
+    }
+
+    /// Sends `op` on `room` to the room's owner as `user`, for an HTTP route: the answer
+    /// arrives on the returned channel (the room's owner decides, as for a socket's op).
+    pub fn ask_room(
+        &self,
+        user: palaver_protocol::UserId,
+        room: palaver_protocol::RoomId,
+        op: palaver_core::owner::RoomOp,
+    ) -> (crate::mesh::ConnId, flume::Receiver<palaver_protocol::ReplyBody>) {
+        let id = self.conns.reserve_id();
+        let (answer, answered) = flume::bounded(1);
+        self.route_waiters.borrow_mut().insert(id, answer);
+        let origin = crate::mesh::Origin { shard: self.id, conn: id, re: 0, user };
+        let owner = self.mesh().owner(&room);
+        self.mesh()
+            .send(owner, ShardMsg::Command { origin, action: crate::mesh::RoomAction::On { room, op } });
+        (id, answered)
+    }
+
+    /// Closes this shard's sockets of the logins `end` ended (their tokens are refused
+    /// from now on, so they would never authenticate again).
+    fn close_ended_logins(&self, end: &palaver_core::logins::SessionEnd) {
+        for conn in self.conns.of_ended_logins(end) {
+            conn.outbound.close(crate::ws::CloseCode::SessionEnded, end.reason.close_reason());
+        }
     }
 
     /// Runs the inbox until the shard exits: the task that owns the shard's [`State`].
@@ -97,6 +127,7 @@ impl Shard {
             ShardMsg::Reply(reply) => fanout::on_reply(self, reply),
             ShardMsg::MemberGone { room, user } => fanout::member_gone(self, &room, &user),
             ShardMsg::RoomGone { room } => fanout::room_gone(self, &room),
+            ShardMsg::LoginsEnded(end) => self.close_ended_logins(&end),
             ShardMsg::People { origin, action } => people::on_people(self, &mut state.home, origin, action),
             ShardMsg::SessionUp { user, shard } => people::on_session_up(self, &mut state.home, user, shard),
             ShardMsg::SessionDown { user, shard } => {

@@ -69,6 +69,9 @@ pub enum CloseCode {
     InternalError,
     /// 1013: try again later (slow consumer: reconnect and resume).
     TryAgainLater,
+    /// 4001: the socket's login was ended (logout, log out everywhere, a new password):
+    /// its tokens are refused too, so reconnecting needs a new login.
+    SessionEnded,
 }
 
 impl CloseCode {
@@ -83,6 +86,7 @@ impl CloseCode {
             CloseCode::TooBig => 1009,
             CloseCode::InternalError => 1011,
             CloseCode::TryAgainLater => 1013,
+            CloseCode::SessionEnded => 4001,
         }
     }
 }

@@ -388,6 +388,17 @@ fn a_deleted_room_ends_every_subscription_and_is_forgotten() {
 }
 
 #[test]
+fn a_server_admin_deletes_a_room_whatever_their_role_in_it() {
+    let mut h = Harness::public("owner", &["bob"]);
+    assert_eq!(h.err("bob", RoomOp::DeleteRoom), ErrorCode::Forbidden);
+    let asker = h.ask("bob", RoomOp::DeleteRoomByAdmin);
+    h.settle_all();
+    assert!(matches!(h.answer(asker), Some(ReplyBody::Ok(_))));
+    assert!(h.fx.endings.contains(&Ending::Room));
+    assert!(h.world.room_record(&room_id()).unwrap().unwrap().deleted);
+}
+
+#[test]
 fn room_creation_is_throttled_and_owned_rooms_capped() {
     let world = world_with(&["maker"]);
     let mut fx = Effects::default();

@@ -406,6 +406,11 @@ impl Room {
         Ok(())
     }
 
+    /// Checks that a server admin may delete the room (any group room).
+    pub fn check_delete_room_by_admin(&self) -> Result<(), CoreError> {
+        self.no_moderation_in_dms()
+    }
+
     /// Every member (for a room being deleted).
     pub fn member_ids(&self) -> Vec<UserId> {
         self.members.keys().cloned().collect()
