@@ -77,6 +77,10 @@ pub struct LogPart<'a> {
     pub writes: Vec<&'a Write>,
 }
 
+/// Keyspaces keyed by room first whose entries come from writes that are not the room's
+/// own (so not in the room's records of the cluster log): a room's rebuild keeps them.
+const KEPT_BY_ROOM_REBUILD: &[&str] = &["room_report"];
+
 /// What [`Store::room_digest`] found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RoomDigest {
@@ -793,6 +797,9 @@ impl Store {
         let prefix = keys::room_prefix(room);
         let mut seqs = Vec::new();
         for name in e.db.list_keyspace_names() {
+            if KEPT_BY_ROOM_REBUILD.contains(&&*name) {
+                continue;
+            }
             let keyspace = e.db.keyspace(&name, KeyspaceCreateOptions::default)?;
             for guard in keyspace.prefix(&prefix) {
                 let key = guard.key()?;
