@@ -25,6 +25,8 @@ pub enum Answer {
     Sync,
     /// `EditOk`.
     Edited,
+    /// `EditsOk`.
+    Edits,
     /// `RoomListOk`.
     RoomList,
     /// `ReactionOk`.
@@ -71,6 +73,7 @@ pub const ANSWERS: &[(&str, Answer)] = &[
     ("receipt", Answer::Receipt),
     ("sync", Answer::Sync),
     ("edit", Answer::Edited),
+    ("edit.list", Answer::Edits),
     ("delete", Answer::Empty),
     ("room.list", Answer::RoomList),
     ("dm.open", Answer::Room),
@@ -130,6 +133,7 @@ impl Answer {
             Answer::Receipt => "ReceiptOk",
             Answer::Sync => "SyncOk",
             Answer::Edited => "EditOk",
+            Answer::Edits => "EditsOk",
             Answer::RoomList => "RoomListOk",
             Answer::Reaction => "ReactionOk",
             Answer::RoomDetails => "RoomDetailsOk",
@@ -160,6 +164,7 @@ impl Answer {
             Answer::Receipt => OkBody::Receipt(serde_json::from_value(value)?),
             Answer::Sync => OkBody::Sync(serde_json::from_value(value)?),
             Answer::Edited => OkBody::Edited(serde_json::from_value(value)?),
+            Answer::Edits => OkBody::Edits(serde_json::from_value(value)?),
             Answer::RoomList => OkBody::RoomList(serde_json::from_value(value)?),
             Answer::Reaction => OkBody::Reaction(serde_json::from_value(value)?),
             Answer::RoomDetails => OkBody::RoomDetails(serde_json::from_value(value)?),
@@ -199,6 +204,7 @@ impl OkBody {
             OkBody::Receipt(_) => Answer::Receipt,
             OkBody::Sync(_) => Answer::Sync,
             OkBody::Edited(_) => Answer::Edited,
+            OkBody::Edits(_) => Answer::Edits,
             OkBody::RoomList(_) => Answer::RoomList,
             OkBody::Reaction(_) => Answer::Reaction,
             OkBody::RoomDetails(_) => Answer::RoomDetails,

@@ -169,6 +169,20 @@ pub enum Op {
         /// The new text.
         text: String,
     },
+    /// A message's earlier texts, oldest first (members only).
+    #[serde(rename = "edit.list")]
+    EditList {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// Page size (see `paging::sizes`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
     /// Delete a message: the caller's own, or anyone's for a moderator. Leaves a tombstone.
     #[serde(rename = "delete")]
     Delete {
@@ -541,6 +555,7 @@ impl Op {
             Op::RoomList { .. } => "room.list",
             Op::DmOpen { .. } => "dm.open",
             Op::Edit { .. } => "edit",
+            Op::EditList { .. } => "edit.list",
             Op::Delete { .. } => "delete",
             Op::Unreact { .. } => "unreact",
             Op::RoomGet { .. } => "room.get",
@@ -942,6 +957,8 @@ pub enum OkBody {
     Receipt(ReceiptOk),
     /// `react`, `unreact`.
     Reaction(ReactionOk),
+    /// `edit.list`.
+    Edits(EditsOk),
     /// `edit`.
     Edited(EditOk),
     /// `room.list`.
@@ -1163,6 +1180,52 @@ pub struct EditOk {
     pub seq: u64,
     /// When the edit was stored.
     pub edited_at: u64,
+}
+
+/// One earlier text of an edited message.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+pub struct EditVersion {
+    /// The text the message had.
+    pub text: String,
+    /// When an edit replaced it (ms since the Unix epoch).
+    pub replaced_at: u64,
+}
+
+/// Answer to `edit.list`.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+pub struct EditsOk {
+    /// The message.
+    pub seq: u64,
+    /// Its earlier texts, oldest first.
+    pub versions: Vec<EditVersion>,
+    /// Whether the reader blocked the message's sender (shown, flagged, as in `history`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub blocked: bool,
+    /// The cursor of the following page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Answer to `sync`.

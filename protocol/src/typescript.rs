@@ -10,13 +10,13 @@ use ts_rs::{Config, TS};
 
 use crate::{
     AuthOk, BlockedOk, ClaimedKey, ClaimedOk, ClientMsgId, Delete, DeviceKeys, DevicesOk, Edit, EditOk,
-    Empty, Encryption, ErrorBody, ErrorCode, Event, FileRef, FriendInfo, FriendOk, FriendState, FriendsOk,
-    HistoryOk, InviteInfo, InvitesOk, JoinOk, KeysUploadOk, MemberChange, MemberEvent, MemberInfo, MembersOk,
-    Message, MessageKind, OkBody, OneTimeKey, Op, PresenceChoice, PresenceInfo, PresenceListOk,
-    PresenceStatus, Profile, ProfileOk, Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptOk,
-    ReplyPreview, RoomDetailsOk, RoomId, RoomInfo, RoomKind, RoomListOk, RoomOk, RoomRole, RoomSettings,
-    RoomSettingsPatch, RoomSummary, SearchHit, SearchOk, SearchOrder, SendOk, SessionId, SyncOk,
-    SystemAction, SystemNotice, Typing, UserId, UsersOk,
+    EditVersion, EditsOk, Empty, Encryption, ErrorBody, ErrorCode, Event, FileRef, FriendInfo, FriendOk,
+    FriendState, FriendsOk, HistoryOk, InviteInfo, InvitesOk, JoinOk, KeysUploadOk, MemberChange,
+    MemberEvent, MemberInfo, MembersOk, Message, MessageKind, OkBody, OneTimeKey, Op, PresenceChoice,
+    PresenceInfo, PresenceListOk, PresenceStatus, Profile, ProfileOk, Reaction, ReactionOk, ReactionSummary,
+    Receipt, ReceiptOk, ReplyPreview, RoomDetailsOk, RoomId, RoomInfo, RoomKind, RoomListOk, RoomOk,
+    RoomRole, RoomSettings, RoomSettingsPatch, RoomSummary, SearchHit, SearchOk, SearchOrder, SendOk,
+    SessionId, SyncOk, SystemAction, SystemNotice, Typing, UserId, UsersOk,
 };
 
 /// The type of each op's `ok` answer (its [`OkBody`] variant's type), by op name: what
@@ -90,6 +90,8 @@ pub fn declarations() -> String {
         SyncOk,
         RoomSummary,
         EditOk,
+        EditsOk,
+        EditVersion,
         RoomListOk,
         ReactionOk,
         RoomDetailsOk,

@@ -6,8 +6,8 @@ use palaver_protocol::{
     PresenceChoice, PresenceInfo, Profile, ProfileOk, RoomDetailsOk, RoomRole, RoomSettingsPatch, SearchOk,
 };
 use palaver_protocol::{
-    EditOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, ReactionOk, ReceiptOk, RoomId, RoomInfo,
-    RoomKind, RoomListOk, RoomSummary, SendOk, UserId,
+    EditOk, EditsOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, ReactionOk, ReceiptOk, RoomId,
+    RoomInfo, RoomKind, RoomListOk, RoomSummary, SendOk, UserId,
 };
 
 use crate::auth_route::AuthRoute;
@@ -578,6 +578,22 @@ impl Client {
         match self.op(Op::Edit { room: room.clone(), seq, text: text.to_owned() }).await? {
             OkBody::Edited(ok) => Ok(ok),
             _ => Err(Error::UnexpectedReply { op: "edit" }),
+        }
+    }
+
+    /// One page of a message's earlier texts, oldest first (room members only); pass the
+    /// answer's `next` as `cursor`.
+    pub async fn edit_list(
+        &self,
+        room: &RoomId,
+        seq: u64,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<EditsOk, Error> {
+        let op = Op::EditList { room: room.clone(), seq, limit, cursor: cursor.map(str::to_owned) };
+        match self.op(op).await? {
+            OkBody::Edits(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: "edit.list" }),
         }
     }
 

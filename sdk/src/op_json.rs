@@ -164,6 +164,11 @@ pub(crate) fn op_from_json(text: &str) -> Result<Op, Error> {
             Op::Sync { limit, cursor }
         }
         "edit" => Op::Edit { room: f.room()?, seq: f.u64("seq")?, text: f.string("text")? },
+        "edit.list" => {
+            let (room, seq) = (f.room()?, f.u64("seq")?);
+            let (limit, cursor) = f.page()?;
+            Op::EditList { room, seq, limit, cursor }
+        }
         "delete" => Op::Delete { room: f.room()?, seq: f.u64("seq")? },
         "room.list" => {
             let query = f.opt_string("query")?;
@@ -276,6 +281,8 @@ mod tests {
             r#"{"op":"sync","limit":5,"cursor":"c"}"#,
             r#"{"op":"sync"}"#,
             r#"{"op":"edit","room":"r_1","seq":3,"text":"x"}"#,
+            r#"{"op":"edit.list","room":"r_1","seq":3,"limit":5,"cursor":"c"}"#,
+            r#"{"op":"edit.list","room":"r_1","seq":3}"#,
             r#"{"op":"delete","room":"r_1","seq":3}"#,
             r#"{"op":"room.list","query":"q","limit":5,"cursor":"c"}"#,
             r#"{"op":"dm.open","user":"u_2"}"#,

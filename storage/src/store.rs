@@ -1127,6 +1127,29 @@ impl Store {
         Ok(edits)
     }
 
+    /// Up to `limit` earlier texts of message `seq` replaced after `after` (ms), oldest
+    /// first, with when each was replaced.
+    pub fn edits_after(
+        &self,
+        room: &RoomId,
+        seq: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StorageError> {
+        let e = self.engine()?;
+        let mut start = keys::message(room, seq);
+        let mut end = start.clone();
+        start.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+        end.extend_from_slice(&u64::MAX.to_be_bytes());
+        let mut edits = Vec::new();
+        for guard in e.room_seq_edit.range(start..=end).take(limit) {
+            let (key, value) = guard.into_inner()?;
+            let at = keys::seq_of_message_key(&key).unwrap_or(0);
+            edits.push((at, String::from_utf8_lossy(&value).into_owned()));
+        }
+        Ok(edits)
+    }
+
     /// How many messages after `after_seq` in `room` mention `user`.
     pub fn mention_count(&self, user: &UserId, room: &RoomId, after_seq: u64) -> Result<u64, StorageError> {
         let e = self.engine()?;

@@ -428,6 +428,16 @@ export class PalaverClient {
     return this.#op({ op: "edit", room, seq, text });
   }
 
+  /** A page of a message's earlier texts, oldest first (room members only); `next`
+   * continues. */
+  editList(
+    room: RoomId,
+    seq: number,
+    options: Rest<"edit.list", "room" | "seq"> = {},
+  ): Promise<Replies["edit.list"]> {
+    return this.#op({ op: "edit.list", room, seq, ...options });
+  }
+
   /** Deletes a message (its seq stays, as a tombstone). */
   deleteMessage(room: RoomId, seq: number): Promise<Replies["delete"]> {
     return this.#op({ op: "delete", room, seq });

@@ -146,7 +146,23 @@ seq: number,
 /**
  * The new text.
  */
-text: string, } | { "op": "delete", 
+text: string, } | { "op": "edit.list", 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * The message.
+ */
+seq: number, 
+/**
+ * Page size (see `paging::sizes`).
+ */
+limit?: number | null, 
+/**
+ * The previous page's `next`.
+ */
+cursor?: string | null, } | { "op": "delete", 
 /**
  * The room.
  */
@@ -480,7 +496,7 @@ export type Event = { "ev": "message" } & Message | { "ev": "typing" } & Typing 
  * bare object (no tag): clients know which op they asked. Decoding tries the variants
  * in order, most specific first, and tolerates fields added by later versions.
  */
-export type OkBody = RoomDetailsOk | JoinOk | RoomOk | SendOk | HistoryOk | AuthOk | ReceiptOk | ReactionOk | EditOk | RoomListOk | SyncOk | MembersOk | InvitesOk | ProfileOk | UsersOk | FriendOk | FriendsOk | BlockedOk | PresenceListOk | KeysUploadOk | DevicesOk | ClaimedOk | SearchOk | Empty;
+export type OkBody = RoomDetailsOk | JoinOk | RoomOk | SendOk | HistoryOk | AuthOk | ReceiptOk | ReactionOk | EditsOk | EditOk | RoomListOk | SyncOk | MembersOk | InvitesOk | ProfileOk | UsersOk | FriendOk | FriendsOk | BlockedOk | PresenceListOk | KeysUploadOk | DevicesOk | ClaimedOk | SearchOk | Empty;
 /**
  * The body of a failed reply: `{"code","message","retry_after_ms"?}`.
  */
@@ -632,6 +648,38 @@ seq: number,
  * When the edit was stored.
  */
 edited_at: number, };
+/**
+ * Answer to `edit.list`.
+ */
+export type EditsOk = { 
+/**
+ * The message.
+ */
+seq: number, 
+/**
+ * Its earlier texts, oldest first.
+ */
+versions: Array<EditVersion>, 
+/**
+ * Whether the reader blocked the message's sender (shown, flagged, as in `history`).
+ */
+blocked?: boolean, 
+/**
+ * The cursor of the following page; absent on the last.
+ */
+next?: string | null, };
+/**
+ * One earlier text of an edited message.
+ */
+export type EditVersion = { 
+/**
+ * The text the message had.
+ */
+text: string, 
+/**
+ * When an edit replaced it (ms since the Unix epoch).
+ */
+replaced_at: number, };
 /**
  * Answer to `room.list`.
  */
@@ -1432,6 +1480,7 @@ export interface Replies {
   "receipt": ReceiptOk,
   "sync": SyncOk,
   "edit": EditOk,
+  "edit.list": EditsOk,
   "delete": Empty,
   "room.list": RoomListOk,
   "dm.open": RoomOk,

@@ -24,7 +24,8 @@ struct StoredRoomState {
     messages: BTreeMap<u64, Message>,
     receipts: BTreeMap<UserId, (u64, u64)>,
     reactions: BTreeSet<(u64, String, UserId)>,
-    edits: BTreeMap<u64, Vec<String>>,
+    /// Earlier texts by `(seq, replaced_at)`, as the store keys them.
+    edits: BTreeMap<(u64, u64), String>,
     bans: BTreeSet<UserId>,
     mutes: BTreeMap<UserId, u64>,
     invites: BTreeSet<UserId>,
@@ -148,11 +149,11 @@ impl MemoryStore {
             Write::RemoveReaction { room, seq, emoji, user } => {
                 self.room_mut(room).reactions.remove(&(*seq, emoji.clone(), user.clone()));
             }
-            Write::PutEditHistory { room, seq, previous_text, .. } => {
-                self.room_mut(room).edits.entry(*seq).or_default().push(previous_text.clone());
+            Write::PutEditHistory { room, seq, edited_at, previous_text } => {
+                self.room_mut(room).edits.insert((*seq, *edited_at), previous_text.clone());
             }
             Write::DropEditHistory { room, seq } => {
-                self.room_mut(room).edits.remove(seq);
+                self.room_mut(room).edits.retain(|(edited, _), _| edited != seq);
             }
             Write::RemoveMentions { .. } | Write::PutRefresh { .. } | Write::RevokeFamily { .. } => {}
             Write::PutBan { room, user, .. } => {
@@ -250,6 +251,17 @@ impl Lookups for MemoryStore {
     fn message(&self, room: &RoomId, seq: u64) -> Found<Option<Message>> {
         self.check()?;
         Ok(self.room(room).and_then(|r| r.messages.get(&seq).cloned()))
+    }
+
+    fn edits(&self, room: &RoomId, seq: u64, after: u64, limit: usize) -> Found<Vec<(u64, String)>> {
+        self.check()?;
+        let Some(r) = self.room(room) else { return Ok(Vec::new()) };
+        let from = (seq, after.saturating_add(1));
+        Ok(r.edits
+            .range(from..=(seq, u64::MAX))
+            .take(limit)
+            .map(|((_, at), text)| (*at, text.clone()))
+            .collect())
     }
 
     fn messages_before(&self, room: &RoomId, before: u64, limit: usize) -> Found<Vec<Message>> {

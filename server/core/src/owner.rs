@@ -26,10 +26,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use palaver_protocol::paging::{self, PageBuilder};
 use palaver_protocol::{
-    ClientMsgId, Delete, Edit, EditOk, Empty, Encryption, ErrorBody, ErrorCode, Event, FileRef, HistoryOk,
-    InviteInfo, JoinOk, MemberChange, MemberEvent, MemberInfo, MembersOk, Message, MessageKind, OkBody,
-    PresenceStatus, Reaction, ReactionOk, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomDetailsOk, RoomId,
-    RoomKind, RoomOk, RoomSettingsPatch, SendOk, SystemAction, SystemNotice, Typing, UserId, limits,
+    ClientMsgId, Delete, Edit, EditOk, EditVersion, EditsOk, Empty, Encryption, ErrorBody, ErrorCode, Event,
+    FileRef, HistoryOk, InviteInfo, JoinOk, MemberChange, MemberEvent, MemberInfo, MembersOk, Message,
+    MessageKind, OkBody, PresenceStatus, Reaction, ReactionOk, Receipt, ReceiptOk, ReplyBody, ReplyPreview,
+    RoomDetailsOk, RoomId, RoomKind, RoomOk, RoomSettingsPatch, SendOk, SystemAction, SystemNotice, Typing,
+    UserId, limits,
 };
 
 pub use effects::{
@@ -135,6 +136,15 @@ pub enum RoomOp {
         seq: u64,
         /// The new text.
         text: String,
+    },
+    /// A page of a message's earlier texts.
+    EditList {
+        /// The message.
+        seq: u64,
+        /// Page size.
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        cursor: Option<String>,
     },
     /// Delete a message (tombstone).
     Delete {
@@ -513,6 +523,7 @@ impl<A: Clone> RoomOwner<A> {
             RoomOp::Leave => self.leave(asker.clone(), user, fx),
             RoomOp::Send(outgoing) => self.send(now_ms, asker.clone(), user, *outgoing, lookups, fx),
             RoomOp::Edit { seq, text } => self.edit(now_ms, asker.clone(), user, seq, text, lookups, fx),
+            RoomOp::EditList { seq, limit, cursor } => self.edit_list(user, seq, limit, cursor, lookups),
             RoomOp::Delete { seq } => self.delete(asker.clone(), user, seq, lookups, fx),
             RoomOp::React { seq, emoji, add } => {
                 self.react(now_ms, asker.clone(), user, seq, emoji, add, lookups, fx)
@@ -797,21 +808,64 @@ impl<A: Clone> RoomOwner<A> {
             Err(body) => return Some(body),
         };
         let room = self.room.id().clone();
-        let edited = Message { text: text.clone(), edited_at: Some(now_ms), ..original.clone() };
+        // Edit times strictly increase per message: each earlier text is stored under the
+        // time it was replaced, so two edits in one millisecond must not share a key.
+        let edited_at = now_ms.max(original.edited_at.map_or(0, |at| at + 1));
+        let edited = Message { text: text.clone(), edited_at: Some(edited_at), ..original.clone() };
         let writes = vec![
-            Write::PutEditHistory {
-                room: room.clone(),
-                seq,
-                edited_at: now_ms,
-                previous_text: original.text,
-            },
+            Write::PutEditHistory { room: room.clone(), seq, edited_at, previous_text: original.text },
             Write::ReplaceMessage(edited.clone()),
         ];
-        let answer = Answer::plain(asker, ok(OkBody::Edited(EditOk { seq, edited_at: now_ms })));
-        let event = Event::Edit(Edit { room, seq, text, edited_at: now_ms });
+        let answer = Answer::plain(asker, ok(OkBody::Edited(EditOk { seq, edited_at })));
+        let event = Event::Edit(Edit { room, seq, text, edited_at });
         self.rewriting(edited);
         self.commit(fx, writes, Settle::answer(answer).announcing(event).rewriting(seq));
         None
+    }
+
+    /// A page of message `seq`'s earlier texts, oldest first, as `reader` may see them.
+    fn edit_list(
+        &self,
+        reader: &UserId,
+        seq: u64,
+        limit: Option<u32>,
+        cursor: Option<String>,
+        lookups: &impl Lookups,
+    ) -> Option<ReplyBody> {
+        const LIST: &str = "edit.list";
+        let decided = (|| -> Step<EditsOk> {
+            self.room.check_edit_list(reader, seq).map_err(|e| refused(&e))?;
+            let limit = paging::sizes::EDITS.of(limit).map_err(|e| refused(&CoreError::Paging(e)))?;
+            let after = match cursor {
+                None => 0,
+                Some(cursor) => paging::decode_cursor(LIST, &cursor)
+                    .ok()
+                    .and_then(|key| key.parse::<u64>().ok())
+                    .ok_or_else(|| refused(&CoreError::Paging(paging::PagingError::Cursor)))?,
+            };
+            let message = self.current_message(seq, lookups)?;
+            // A tombstone's history went with its content.
+            if message.deleted {
+                return Err(refused(&CoreError::NoSuchMessage(seq)));
+            }
+            let blocked = found(lookups.is_blocked(reader, &message.sender))?;
+            // One more than the page, to know whether another follows.
+            let mut edits = found(lookups.edits(self.room.id(), seq, after, limit + 1))?;
+            let more = edits.len() > limit;
+            edits.truncate(limit);
+            let mut page = PageBuilder::new(LIST, limit);
+            for (replaced_at, text) in edits {
+                if !page.offer(&replaced_at.to_string(), Some(EditVersion { text, replaced_at })) {
+                    break;
+                }
+            }
+            let (versions, next) = page.finish(more);
+            Ok(EditsOk { seq, versions, blocked, next })
+        })();
+        Some(match decided {
+            Ok(edits) => ok(OkBody::Edits(edits)),
+            Err(body) => body,
+        })
     }
 
     fn delete(

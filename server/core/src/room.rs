@@ -601,6 +601,18 @@ impl Room {
         self.check_body(original.kind, text, original.file.as_deref())
     }
 
+    /// Checks that `user` may read the earlier texts of message `seq`: a member (the
+    /// versions an author replaced are the room's, not the public's), of a durable message.
+    pub fn check_edit_list(&self, user: &UserId, seq: u64) -> Result<(), CoreError> {
+        if self.role_of(user).is_none() {
+            return Err(CoreError::NotMember(self.id.clone()));
+        }
+        if seq == 0 || seq > self.durable_seq {
+            return Err(CoreError::NoSuchMessage(seq));
+        }
+        Ok(())
+    }
+
     /// Checks that `user` may delete message `original`: its sender, or a moderator (or
     /// above). Returns false when it is already a tombstone (nothing to do).
     pub fn check_delete(&self, user: &UserId, original: &Message) -> Result<bool, CoreError> {

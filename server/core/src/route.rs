@@ -139,6 +139,7 @@ pub fn route(op: Op) -> Route {
             RoomOp::Send(Box::new(Outgoing { cid, kind, text, client_ts, reply_to, file, encryption })),
         ),
         Op::Edit { room, seq, text } => on(room, RoomOp::Edit { seq, text }),
+        Op::EditList { room, seq, limit, cursor } => on(room, RoomOp::EditList { seq, limit, cursor }),
         Op::Delete { room, seq } => on(room, RoomOp::Delete { seq }),
         Op::React { room, seq, emoji } => on(room, RoomOp::React { seq, emoji, add: true }),
         Op::Unreact { room, seq, emoji } => on(room, RoomOp::React { seq, emoji, add: false }),

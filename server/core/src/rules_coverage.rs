@@ -157,6 +157,10 @@ fn rules_of(op: &Op) -> Rules {
                 "a_delete_racing_an_edit_stays_a_delete",
             ],
         ),
+        Op::EditList { .. } => machine(
+            &["earlier_texts_are_listed_oldest_first_in_pages_to_members"],
+            &["earlier_texts_are_listed_oldest_first_in_pages_to_members"],
+        ),
         Op::Delete { .. } => machine(
             &["a_member_deletes_their_own_message_and_only_a_moderator_anothers"],
             &["a_member_deletes_their_own_message_and_only_a_moderator_anothers"],
@@ -280,6 +284,7 @@ const SAMPLES: &[&str] = &[
     r#"{"op":"receipt","room":"r_a","read":1}"#,
     r#"{"op":"sync"}"#,
     r#"{"op":"edit","room":"r_a","seq":1,"text":"x"}"#,
+    r#"{"op":"edit.list","room":"r_a","seq":1}"#,
     r#"{"op":"delete","room":"r_a","seq":1}"#,
     r#"{"op":"room.list"}"#,
     r#"{"op":"dm.open","user":"u_b"}"#,

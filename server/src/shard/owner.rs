@@ -87,6 +87,10 @@ impl Lookups for StoreLookups<'_> {
         found(self.shard.shared.store.message(room, seq))
     }
 
+    fn edits(&self, room: &RoomId, seq: u64, after: u64, limit: usize) -> Found<Vec<(u64, String)>> {
+        found(self.shard.shared.store.edits_after(room, seq, after, limit))
+    }
+
     fn messages_before(&self, room: &RoomId, before: u64, limit: usize) -> Found<Vec<Message>> {
         found(self.shard.shared.store.messages_before(room, Some(before), limit))
     }

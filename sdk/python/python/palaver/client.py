@@ -323,6 +323,12 @@ class Client:
         """Edits one of the user's messages."""
         await self.request("edit", room=room, seq=seq, text=text)
 
+    async def edit_list(self, room: str, seq: int, *, limit: Optional[int] = None,
+                        cursor: Optional[str] = None) -> dict[str, Any]:
+        """One page of a message's earlier texts, oldest first (room members only):
+        `{"seq", "versions": [{"text", "replaced_at"}], "blocked"?, "next"?}`."""
+        return await self.request("edit.list", room=room, seq=seq, limit=limit, cursor=cursor)
+
     async def delete(self, room: str, seq: int) -> None:
         """Deletes a message (a tombstone stays)."""
         await self.request("delete", room=room, seq=seq)

@@ -33,6 +33,9 @@ pub type Found<T> = Result<T, LookupError>;
 pub trait Lookups {
     /// A stored message.
     fn message(&self, room: &RoomId, seq: u64) -> Found<Option<Message>>;
+    /// Up to `limit` earlier texts of message `seq` replaced after `after` (ms), oldest
+    /// first, with when each was replaced.
+    fn edits(&self, room: &RoomId, seq: u64, after: u64, limit: usize) -> Found<Vec<(u64, String)>>;
     /// Up to `limit` stored messages below `before`, newest first.
     fn messages_before(&self, room: &RoomId, before: u64, limit: usize) -> Found<Vec<Message>>;
     /// Up to `limit` stored messages with seqs in `from..=to`, oldest first.

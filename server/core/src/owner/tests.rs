@@ -221,6 +221,49 @@ fn a_delete_racing_an_edit_stays_a_delete() {
     assert!(stored.deleted && stored.text.is_empty());
 }
 
+fn edits_page(h: &mut Harness, who: &str, seq: u64, limit: Option<u32>, cursor: Option<String>) -> EditsOk {
+    match h.ok(who, RoomOp::EditList { seq, limit, cursor }) {
+        OkBody::Edits(page) => page,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn earlier_texts_are_listed_oldest_first_in_pages_to_members() {
+    let mut h = Harness::public("owner", &["bob"]);
+    h.world.add_user(&user("eve"), "eve");
+    let seq = h.say("bob", "m", "first");
+    h.ok("bob", RoomOp::Edit { seq, text: "second".into() });
+    // Two edits in one millisecond keep both earlier texts.
+    h.ok("bob", RoomOp::Edit { seq, text: "third".into() });
+    let page = edits_page(&mut h, "owner", seq, Some(1), None);
+    assert_eq!(page.versions, vec![EditVersion { text: "first".into(), replaced_at: 1_000 }]);
+    assert!(!page.blocked);
+    let rest = edits_page(&mut h, "owner", seq, Some(1), page.next);
+    assert_eq!(rest.versions, vec![EditVersion { text: "second".into(), replaced_at: 1_001 }]);
+    assert_eq!(rest.next, None);
+    let all = edits_page(&mut h, "bob", seq, None, None);
+    assert_eq!(all.versions.len(), 2);
+    assert_eq!(all.next, None);
+    let never_edited = h.say("owner", "n", "as sent");
+    assert!(edits_page(&mut h, "bob", never_edited, None, None).versions.is_empty());
+    // The reader who blocked the sender sees them flagged, as in history.
+    block(&mut h.world, "owner", "bob");
+    assert!(edits_page(&mut h, "owner", seq, None, None).blocked);
+
+    let list = |limit, cursor| RoomOp::EditList { seq, limit, cursor };
+    assert_eq!(h.err("eve", list(None, None)), ErrorCode::Forbidden, "members only, even in a public room");
+    assert_eq!(h.err("bob", list(Some(0), None)), ErrorCode::Invalid);
+    assert_eq!(h.err("bob", list(Some(101), None)), ErrorCode::Invalid);
+    assert_eq!(h.err("bob", list(None, Some("bm90IGEgY3Vyc29y".into()))), ErrorCode::Invalid);
+    let unknown = RoomOp::EditList { seq: 99, limit: None, cursor: None };
+    assert_eq!(h.err("bob", unknown), ErrorCode::NotFound);
+    // A tombstone's earlier texts are gone with it.
+    h.ok("bob", RoomOp::Delete { seq });
+    assert_eq!(h.err("bob", list(None, None)), ErrorCode::NotFound);
+    assert_eq!(h.world.edits(&room_id(), seq, 0, 10).unwrap(), Vec::new());
+}
+
 #[test]
 fn a_reaction_in_flight_counts_as_made() {
     let mut h = Harness::public("owner", &["bob"]);
