@@ -27,6 +27,8 @@ pub enum Answer {
     Edited,
     /// `EditsOk`.
     Edits,
+    /// `PinsOk`.
+    Pins,
     /// `RoomListOk`.
     RoomList,
     /// `ReactionOk`.
@@ -74,6 +76,9 @@ pub const ANSWERS: &[(&str, Answer)] = &[
     ("sync", Answer::Sync),
     ("edit", Answer::Edited),
     ("edit.list", Answer::Edits),
+    ("pin", Answer::Sent),
+    ("unpin", Answer::Sent),
+    ("pin.list", Answer::Pins),
     ("delete", Answer::Empty),
     ("room.list", Answer::RoomList),
     ("dm.open", Answer::Room),
@@ -134,6 +139,7 @@ impl Answer {
             Answer::Sync => "SyncOk",
             Answer::Edited => "EditOk",
             Answer::Edits => "EditsOk",
+            Answer::Pins => "PinsOk",
             Answer::RoomList => "RoomListOk",
             Answer::Reaction => "ReactionOk",
             Answer::RoomDetails => "RoomDetailsOk",
@@ -165,6 +171,7 @@ impl Answer {
             Answer::Sync => OkBody::Sync(serde_json::from_value(value)?),
             Answer::Edited => OkBody::Edited(serde_json::from_value(value)?),
             Answer::Edits => OkBody::Edits(serde_json::from_value(value)?),
+            Answer::Pins => OkBody::Pins(serde_json::from_value(value)?),
             Answer::RoomList => OkBody::RoomList(serde_json::from_value(value)?),
             Answer::Reaction => OkBody::Reaction(serde_json::from_value(value)?),
             Answer::RoomDetails => OkBody::RoomDetails(serde_json::from_value(value)?),
@@ -205,6 +212,7 @@ impl OkBody {
             OkBody::Sync(_) => Answer::Sync,
             OkBody::Edited(_) => Answer::Edited,
             OkBody::Edits(_) => Answer::Edits,
+            OkBody::Pins(_) => Answer::Pins,
             OkBody::RoomList(_) => Answer::RoomList,
             OkBody::Reaction(_) => Answer::Reaction,
             OkBody::RoomDetails(_) => Answer::RoomDetails,

@@ -188,6 +188,7 @@ mod tests {
                         file_sharing,
                         slow_mode_secs: None,
                         invite_role: Some(crate::RoomRole::Moderator),
+                        pin_role: Some(crate::RoomRole::Member),
                     }),
                 }
             ),
@@ -238,6 +239,12 @@ mod tests {
                     cursor
                 }),
             Just(Op::Ping {}),
+            (room_id(), any::<u64>(), any::<Option<u32>>(), prop::option::of("[A-Za-z0-9_-]{0,16}"))
+                .prop_map(|(room, seq, limit, cursor)| Op::EditList { room, seq, limit, cursor }),
+            (room_id(), any::<u64>()).prop_map(|(room, seq)| Op::Pin { room, seq }),
+            (room_id(), any::<u64>()).prop_map(|(room, seq)| Op::Unpin { room, seq }),
+            (room_id(), any::<Option<u32>>(), prop::option::of("[A-Za-z0-9_-]{0,16}"))
+                .prop_map(|(room, limit, cursor)| Op::PinList { room, limit, cursor }),
             room_id().prop_map(|room| Op::TypingStart { room }),
             room_id().prop_map(|room| Op::TypingStop { room }),
             (room_id(), any::<Option<u64>>(), any::<Option<u64>>())
@@ -303,6 +310,7 @@ mod tests {
                         role: None,
                         until: Some(ts),
                         reason: Some("spam".into()),
+                        seq: None,
                     })
                 }),
                 blocked: seq % 17 == 0,

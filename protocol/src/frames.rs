@@ -11,6 +11,7 @@ use crate::people::{
     BlockedOk, FriendInfo, FriendOk, FriendsOk, PresenceChoice, PresenceInfo, PresenceListOk, ProfileOk,
     UsersOk,
 };
+use crate::pins::PinsOk;
 use crate::rooms::{
     InviteInfo, InvitesOk, MemberEvent, MembersOk, RoomDetailsOk, RoomRole, RoomSettingsPatch, SystemNotice,
 };
@@ -176,6 +177,34 @@ pub enum Op {
         room: RoomId,
         /// The message.
         seq: u64,
+        /// Page size (see `paging::sizes`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
+    /// Pin a message of the room (the room's `pin_role` and above).
+    #[serde(rename = "pin")]
+    Pin {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+    },
+    /// Unpin a pinned message (the room's `pin_role` and above).
+    #[serde(rename = "unpin")]
+    Unpin {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+    },
+    /// A page of the room's pinned messages, the most recently pinned first.
+    #[serde(rename = "pin.list")]
+    PinList {
+        /// The room.
+        room: RoomId,
         /// Page size (see `paging::sizes`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
@@ -556,6 +585,9 @@ impl Op {
             Op::DmOpen { .. } => "dm.open",
             Op::Edit { .. } => "edit",
             Op::EditList { .. } => "edit.list",
+            Op::Pin { .. } => "pin",
+            Op::Unpin { .. } => "unpin",
+            Op::PinList { .. } => "pin.list",
             Op::Delete { .. } => "delete",
             Op::Unreact { .. } => "unreact",
             Op::RoomGet { .. } => "room.get",
@@ -959,6 +991,8 @@ pub enum OkBody {
     Reaction(ReactionOk),
     /// `edit.list`.
     Edits(EditsOk),
+    /// `pin.list`.
+    Pins(PinsOk),
     /// `edit`.
     Edited(EditOk),
     /// `room.list`.

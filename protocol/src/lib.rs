@@ -24,6 +24,7 @@ mod keys;
 pub mod limits;
 pub mod paging;
 mod people;
+mod pins;
 mod rooms;
 mod text;
 pub mod typescript;
@@ -43,6 +44,7 @@ pub use people::{
     BlockedOk, FriendInfo, FriendOk, FriendState, FriendsOk, PresenceChoice, PresenceInfo, PresenceListOk,
     PresenceStatus, Profile, ProfileOk, UsersOk,
 };
+pub use pins::{PinInfo, PinsOk};
 pub use rooms::{
     InviteInfo, InvitesOk, MemberChange, MemberEvent, MemberInfo, MembersOk, RoomDetailsOk, RoomRole,
     RoomSettings, RoomSettingsPatch, SystemAction, SystemNotice,

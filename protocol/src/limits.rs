@@ -21,6 +21,8 @@ pub const MAX_ID_BODY_BYTES: usize = 40;
 pub const MAX_EMOJI_BYTES: usize = 32;
 /// Most reacting users listed per emoji in `history` (the count is always exact).
 pub const MAX_REACTION_USERS_LISTED: usize = 50;
+/// Most messages pinned in one room at a time.
+pub const MAX_PINS_PER_ROOM: usize = 100;
 /// Most users one message may mention.
 pub const MAX_MENTIONS: usize = 50;
 /// Default page size of `history`.

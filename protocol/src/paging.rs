@@ -125,6 +125,8 @@ pub mod sizes {
 
     /// `edit.list`: a message's earlier texts.
     pub const EDITS: PageSize = PageSize { default: 20, max: 100 };
+    /// `pin.list`: pinned messages.
+    pub const PINS: PageSize = PageSize { default: 50, max: 100 };
     /// `history`: messages.
     pub const HISTORY: PageSize = PageSize { default: 50, max: 100 };
     /// `sync`: rooms.

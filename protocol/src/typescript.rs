@@ -12,10 +12,10 @@ use crate::{
     AuthOk, BlockedOk, ClaimedKey, ClaimedOk, ClientMsgId, Delete, DeviceKeys, DevicesOk, Edit, EditOk,
     EditVersion, EditsOk, Empty, Encryption, ErrorBody, ErrorCode, Event, FileRef, FriendInfo, FriendOk,
     FriendState, FriendsOk, HistoryOk, InviteInfo, InvitesOk, JoinOk, KeysUploadOk, MemberChange,
-    MemberEvent, MemberInfo, MembersOk, Message, MessageKind, OkBody, OneTimeKey, Op, PresenceChoice,
-    PresenceInfo, PresenceListOk, PresenceStatus, Profile, ProfileOk, Reaction, ReactionOk, ReactionSummary,
-    Receipt, ReceiptOk, ReplyPreview, RoomDetailsOk, RoomId, RoomInfo, RoomKind, RoomListOk, RoomOk,
-    RoomRole, RoomSettings, RoomSettingsPatch, RoomSummary, SearchHit, SearchOk, SearchOrder, SendOk,
+    MemberEvent, MemberInfo, MembersOk, Message, MessageKind, OkBody, OneTimeKey, Op, PinInfo, PinsOk,
+    PresenceChoice, PresenceInfo, PresenceListOk, PresenceStatus, Profile, ProfileOk, Reaction, ReactionOk,
+    ReactionSummary, Receipt, ReceiptOk, ReplyPreview, RoomDetailsOk, RoomId, RoomInfo, RoomKind, RoomListOk,
+    RoomOk, RoomRole, RoomSettings, RoomSettingsPatch, RoomSummary, SearchHit, SearchOk, SearchOrder, SendOk,
     SessionId, SyncOk, SystemAction, SystemNotice, Typing, UserId, UsersOk,
 };
 
@@ -92,6 +92,8 @@ pub fn declarations() -> String {
         EditOk,
         EditsOk,
         EditVersion,
+        PinsOk,
+        PinInfo,
         RoomListOk,
         ReactionOk,
         RoomDetailsOk,

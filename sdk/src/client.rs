@@ -6,8 +6,8 @@ use palaver_protocol::{
     PresenceChoice, PresenceInfo, Profile, ProfileOk, RoomDetailsOk, RoomRole, RoomSettingsPatch, SearchOk,
 };
 use palaver_protocol::{
-    EditOk, EditsOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, ReactionOk, ReceiptOk, RoomId,
-    RoomInfo, RoomKind, RoomListOk, RoomSummary, SendOk, UserId,
+    EditOk, EditsOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, PinsOk, ReactionOk, ReceiptOk,
+    RoomId, RoomInfo, RoomKind, RoomListOk, RoomSummary, SendOk, UserId,
 };
 
 use crate::auth_route::AuthRoute;
@@ -594,6 +594,32 @@ impl Client {
         match self.op(op).await? {
             OkBody::Edits(ok) => Ok(ok),
             _ => Err(Error::UnexpectedReply { op: "edit.list" }),
+        }
+    }
+
+    /// Pins a message (the room's `pin_role` and above); answers with the seq of the
+    /// `system` notice that records it.
+    pub async fn pin(&self, room: &RoomId, seq: u64) -> Result<SendOk, Error> {
+        self.op_notice(Op::Pin { room: room.clone(), seq }, "pin").await
+    }
+
+    /// Unpins a message; answers with the seq of the `system` notice that records it.
+    pub async fn unpin(&self, room: &RoomId, seq: u64) -> Result<SendOk, Error> {
+        self.op_notice(Op::Unpin { room: room.clone(), seq }, "unpin").await
+    }
+
+    /// One page of a room's pinned messages, the most recently pinned first; pass the
+    /// answer's `next` as `cursor`.
+    pub async fn pin_list(
+        &self,
+        room: &RoomId,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<PinsOk, Error> {
+        let op = Op::PinList { room: room.clone(), limit, cursor: cursor.map(str::to_owned) };
+        match self.op(op).await? {
+            OkBody::Pins(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: "pin.list" }),
         }
     }
 

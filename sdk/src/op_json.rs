@@ -170,6 +170,13 @@ pub(crate) fn op_from_json(text: &str) -> Result<Op, Error> {
             Op::EditList { room, seq, limit, cursor }
         }
         "delete" => Op::Delete { room: f.room()?, seq: f.u64("seq")? },
+        "pin" => Op::Pin { room: f.room()?, seq: f.u64("seq")? },
+        "unpin" => Op::Unpin { room: f.room()?, seq: f.u64("seq")? },
+        "pin.list" => {
+            let room = f.room()?;
+            let (limit, cursor) = f.page()?;
+            Op::PinList { room, limit, cursor }
+        }
         "room.list" => {
             let query = f.opt_string("query")?;
             let (limit, cursor) = f.page()?;
@@ -283,6 +290,9 @@ mod tests {
             r#"{"op":"edit","room":"r_1","seq":3,"text":"x"}"#,
             r#"{"op":"edit.list","room":"r_1","seq":3,"limit":5,"cursor":"c"}"#,
             r#"{"op":"edit.list","room":"r_1","seq":3}"#,
+            r#"{"op":"pin","room":"r_1","seq":3}"#,
+            r#"{"op":"unpin","room":"r_1","seq":3}"#,
+            r#"{"op":"pin.list","room":"r_1","limit":5,"cursor":"c"}"#,
             r#"{"op":"delete","room":"r_1","seq":3}"#,
             r#"{"op":"room.list","query":"q","limit":5,"cursor":"c"}"#,
             r#"{"op":"dm.open","user":"u_2"}"#,

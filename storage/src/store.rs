@@ -145,6 +145,7 @@ pub(crate) struct Engine {
     pub(crate) room_seq_reaction: Keyspace,
     pub(crate) room_seq_ext: Keyspace,
     pub(crate) room_seq_edit: Keyspace,
+    pub(crate) room_seq_pin: Keyspace,
     pub(crate) user_room_mention: Keyspace,
     pub(crate) room_user_ban: Keyspace,
     pub(crate) room_user_mute: Keyspace,
@@ -186,6 +187,8 @@ impl Engine {
             room_seq_reaction: open("room_seq_reaction")?,
             room_seq_ext: open("room_seq_ext")?,
             room_seq_edit: open("room_seq_edit")?,
+            // Added within format 1: an older directory simply starts without pins.
+            room_seq_pin: open("room_seq_pin")?,
             user_room_mention: open("user_room_mention")?,
             // Rooms' governance and people (added within format 1: absent means none).
             room_user_ban: open("room_user_ban")?,
@@ -674,6 +677,10 @@ impl Store {
                     key.extend_from_slice(&edited_at.to_be_bytes());
                     batch.insert(&e.room_seq_edit, key, previous_text.as_bytes());
                 }
+                Write::PutPin { room, seq, record } => {
+                    batch.insert(&e.room_seq_pin, keys::message(room, *seq), encode_json(record)?);
+                }
+                Write::RemovePin { room, seq } => batch.remove(&e.room_seq_pin, keys::message(room, *seq)),
                 Write::DropEditHistory { room, seq } => {
                     for guard in e.room_seq_edit.prefix(keys::message(room, *seq)) {
                         batch.remove(&e.room_seq_edit, guard.key()?);
@@ -1148,6 +1155,19 @@ impl Store {
             edits.push((at, String::from_utf8_lossy(&value).into_owned()));
         }
         Ok(edits)
+    }
+
+    /// A room's pinned messages: `(seq, by, at)`, by seq.
+    pub fn pins(&self, room: &RoomId) -> Result<Vec<(u64, UserId, u64)>, StorageError> {
+        let e = self.engine()?;
+        let mut pins = Vec::new();
+        for guard in e.room_seq_pin.prefix(keys::room_prefix(room)) {
+            let (key, value) = guard.into_inner()?;
+            let seq = keys::seq_of_message_key(&key).unwrap_or(0);
+            let record: palaver_core::records::ActionRecord = decode_json("room_seq_pin", &value)?;
+            pins.push((seq, record.by, record.at));
+        }
+        Ok(pins)
     }
 
     /// How many messages after `after_seq` in `room` mention `user`.

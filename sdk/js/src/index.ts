@@ -438,6 +438,22 @@ export class PalaverClient {
     return this.#op({ op: "edit.list", room, seq, ...options });
   }
 
+  /** Pins a message (the room's `pin_role` and above); answers with the seq of the
+   * `system` notice that records it. */
+  pin(room: RoomId, seq: number): Promise<Replies["pin"]> {
+    return this.#op({ op: "pin", room, seq });
+  }
+
+  /** Unpins a message. */
+  unpin(room: RoomId, seq: number): Promise<Replies["unpin"]> {
+    return this.#op({ op: "unpin", room, seq });
+  }
+
+  /** A page of a room's pinned messages, the most recently pinned first; `next` continues. */
+  pinList(room: RoomId, options: Rest<"pin.list", "room"> = {}): Promise<Replies["pin.list"]> {
+    return this.#op({ op: "pin.list", room, ...options });
+  }
+
   /** Deletes a message (its seq stays, as a tombstone). */
   deleteMessage(room: RoomId, seq: number): Promise<Replies["delete"]> {
     return this.#op({ op: "delete", room, seq });

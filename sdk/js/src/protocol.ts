@@ -162,6 +162,34 @@ limit?: number | null,
 /**
  * The previous page's `next`.
  */
+cursor?: string | null, } | { "op": "pin", 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * The message.
+ */
+seq: number, } | { "op": "unpin", 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * The message.
+ */
+seq: number, } | { "op": "pin.list", 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * Page size (see `paging::sizes`).
+ */
+limit?: number | null, 
+/**
+ * The previous page's `next`.
+ */
 cursor?: string | null, } | { "op": "delete", 
 /**
  * The room.
@@ -496,7 +524,7 @@ export type Event = { "ev": "message" } & Message | { "ev": "typing" } & Typing 
  * bare object (no tag): clients know which op they asked. Decoding tries the variants
  * in order, most specific first, and tolerates fields added by later versions.
  */
-export type OkBody = RoomDetailsOk | JoinOk | RoomOk | SendOk | HistoryOk | AuthOk | ReceiptOk | ReactionOk | EditsOk | EditOk | RoomListOk | SyncOk | MembersOk | InvitesOk | ProfileOk | UsersOk | FriendOk | FriendsOk | BlockedOk | PresenceListOk | KeysUploadOk | DevicesOk | ClaimedOk | SearchOk | Empty;
+export type OkBody = RoomDetailsOk | JoinOk | RoomOk | SendOk | HistoryOk | AuthOk | ReceiptOk | ReactionOk | EditsOk | PinsOk | EditOk | RoomListOk | SyncOk | MembersOk | InvitesOk | ProfileOk | UsersOk | FriendOk | FriendsOk | BlockedOk | PresenceListOk | KeysUploadOk | DevicesOk | ClaimedOk | SearchOk | Empty;
 /**
  * The body of a failed reply: `{"code","message","retry_after_ms"?}`.
  */
@@ -680,6 +708,34 @@ text: string,
  * When an edit replaced it (ms since the Unix epoch).
  */
 replaced_at: number, };
+/**
+ * Answer to `pin.list`.
+ */
+export type PinsOk = { 
+/**
+ * The pinned messages, the most recently pinned first.
+ */
+pins: Array<PinInfo>, 
+/**
+ * Pass as `cursor` for the next page; absent on the last page.
+ */
+next?: string | null, };
+/**
+ * One pinned message.
+ */
+export type PinInfo = { 
+/**
+ * Who pinned it.
+ */
+pinned_by: UserId, 
+/**
+ * When (ms since the Unix epoch).
+ */
+pinned_at: number, 
+/**
+ * The message, as `history` shows it.
+ */
+message: Message, };
 /**
  * Answer to `room.list`.
  */
@@ -1124,7 +1180,11 @@ slow_mode_secs: number,
 /**
  * The least role that may invite.
  */
-invite_role: RoomRole, };
+invite_role: RoomRole, 
+/**
+ * The least role that may pin and unpin messages (direct rooms: both users).
+ */
+pin_role: RoomRole, };
 /**
  * A partial change to [`RoomSettings`]: absent fields keep their value.
  */
@@ -1144,7 +1204,11 @@ slow_mode_secs?: number | null,
 /**
  * New least role that may invite.
  */
-invite_role?: RoomRole | null, };
+invite_role?: RoomRole | null, 
+/**
+ * New least role that may pin and unpin.
+ */
+pin_role?: RoomRole | null, };
 /**
  * A stored message, as delivered live (`message` event) and by `history`.
  */
@@ -1317,11 +1381,15 @@ until?: number | null,
 /**
  * The moderator's reason, if given.
  */
-reason?: string | null, };
+reason?: string | null, 
+/**
+ * With `pinned` and `unpinned`: the message.
+ */
+seq?: number | null, };
 /**
  * The moderation (or governance) action a `system` message records.
  */
-export type SystemAction = "kicked" | "banned" | "unbanned" | "muted" | "unmuted" | "role_changed" | "ownership_transferred" | "settings_changed" | "room_deleted";
+export type SystemAction = "kicked" | "banned" | "unbanned" | "muted" | "unmuted" | "role_changed" | "ownership_transferred" | "settings_changed" | "room_deleted" | "pinned" | "unpinned";
 /**
  * The `typing` event.
  */
@@ -1481,6 +1549,9 @@ export interface Replies {
   "sync": SyncOk,
   "edit": EditOk,
   "edit.list": EditsOk,
+  "pin": SendOk,
+  "unpin": SendOk,
+  "pin.list": PinsOk,
   "delete": Empty,
   "room.list": RoomListOk,
   "dm.open": RoomOk,

@@ -29,6 +29,8 @@ struct StoredRoomState {
     bans: BTreeSet<UserId>,
     mutes: BTreeMap<UserId, u64>,
     invites: BTreeSet<UserId>,
+    /// Pinned messages: who pinned each and when.
+    pins: BTreeMap<u64, (UserId, u64)>,
 }
 
 /// See the module docs.
@@ -155,6 +157,12 @@ impl MemoryStore {
             Write::DropEditHistory { room, seq } => {
                 self.room_mut(room).edits.retain(|(edited, _), _| edited != seq);
             }
+            Write::PutPin { room, seq, record } => {
+                self.room_mut(room).pins.insert(*seq, (record.by.clone(), record.at));
+            }
+            Write::RemovePin { room, seq } => {
+                self.room_mut(room).pins.remove(seq);
+            }
             Write::RemoveMentions { .. } | Write::PutRefresh { .. } | Write::RevokeFamily { .. } => {}
             Write::PutBan { room, user, .. } => {
                 self.room_mut(room).bans.insert(user.clone());
@@ -228,6 +236,7 @@ impl MemoryStore {
             bans: state.bans.iter().cloned().collect(),
             mutes: state.mutes.iter().map(|(u, t)| (u.clone(), *t)).collect(),
             invites: state.invites.iter().cloned().collect(),
+            pins: state.pins.iter().map(|(seq, (by, at))| (*seq, by.clone(), *at)).collect(),
         })
     }
 

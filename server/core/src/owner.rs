@@ -28,9 +28,9 @@ use palaver_protocol::paging::{self, PageBuilder};
 use palaver_protocol::{
     ClientMsgId, Delete, Edit, EditOk, EditVersion, EditsOk, Empty, Encryption, ErrorBody, ErrorCode, Event,
     FileRef, HistoryOk, InviteInfo, JoinOk, MemberChange, MemberEvent, MemberInfo, MembersOk, Message,
-    MessageKind, OkBody, PresenceStatus, Reaction, ReactionOk, Receipt, ReceiptOk, ReplyBody, ReplyPreview,
-    RoomDetailsOk, RoomId, RoomKind, RoomOk, RoomSettingsPatch, SendOk, SystemAction, SystemNotice, Typing,
-    UserId, limits,
+    MessageKind, OkBody, PinInfo, PinsOk, PresenceStatus, Reaction, ReactionOk, Receipt, ReceiptOk,
+    ReplyBody, ReplyPreview, RoomDetailsOk, RoomId, RoomKind, RoomOk, RoomSettingsPatch, SendOk,
+    SystemAction, SystemNotice, Typing, UserId, limits,
 };
 
 pub use effects::{
@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Throttled;
 use crate::records::{ActionRecord, FileRecord, RoomRecord, Write};
 use crate::role::Role;
-use crate::room::{Draft, HistoryRequest, HistoryWindow, Room, RoomLimits, SendOutcome, TypingChange};
+use crate::room::{Draft, HistoryRequest, HistoryWindow, Pin, Room, RoomLimits, SendOutcome, TypingChange};
 use crate::route::RoomRequest;
 use crate::{CoreError, Governance, Moderation};
 
@@ -86,6 +86,8 @@ pub struct StoredRoom {
     pub mutes: Vec<(UserId, u64)>,
     /// Invited users.
     pub invites: Vec<UserId>,
+    /// Pinned messages: `(seq, by, at)`.
+    pub pins: Vec<(u64, UserId, u64)>,
 }
 
 /// A direct room to create between two users.
@@ -141,6 +143,20 @@ pub enum RoomOp {
     EditList {
         /// The message.
         seq: u64,
+        /// Page size.
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        cursor: Option<String>,
+    },
+    /// Pin (`on`) or unpin a message.
+    Pin {
+        /// The message.
+        seq: u64,
+        /// Pin or unpin.
+        on: bool,
+    },
+    /// A page of the pinned messages.
+    PinList {
         /// Page size.
         limit: Option<u32>,
         /// The previous page's `next`.
@@ -311,7 +327,7 @@ impl<A: Clone> RoomOwner<A> {
     /// `None` for a deleted room: the one way a room comes back into memory, after a
     /// restart, an unload or a refused write.
     pub fn load(stored: StoredRoom, limits: RoomLimits, now_ms: u64) -> Option<Self> {
-        let StoredRoom { record, members, newest, receipts, bans, mutes, invites } = stored;
+        let StoredRoom { record, members, newest, receipts, bans, mutes, invites, pins } = stored;
         if record.deleted {
             return None;
         }
@@ -325,6 +341,7 @@ impl<A: Clone> RoomOwner<A> {
             bans,
             mutes,
             invites,
+            pins,
         });
         room.expire_mutes(now_ms);
         Some(RoomOwner::restore(room, now_ms))
@@ -525,6 +542,8 @@ impl<A: Clone> RoomOwner<A> {
             RoomOp::Edit { seq, text } => self.edit(now_ms, asker.clone(), user, seq, text, lookups, fx),
             RoomOp::EditList { seq, limit, cursor } => self.edit_list(user, seq, limit, cursor, lookups),
             RoomOp::Delete { seq } => self.delete(asker.clone(), user, seq, lookups, fx),
+            RoomOp::Pin { seq, on } => self.pin(now_ms, asker.clone(), user, seq, on, lookups, fx),
+            RoomOp::PinList { limit, cursor } => self.pin_list(user, limit, cursor, lookups),
             RoomOp::React { seq, emoji, add } => {
                 self.react(now_ms, asker.clone(), user, seq, emoji, add, lookups, fx)
             }
@@ -868,6 +887,88 @@ impl<A: Clone> RoomOwner<A> {
         })
     }
 
+    #[expect(clippy::too_many_arguments, reason = "the request's fields, then the owner's context")]
+    fn pin(
+        &mut self,
+        now_ms: u64,
+        asker: A,
+        actor: &UserId,
+        seq: u64,
+        on: bool,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        let decided = (|| -> Step<SystemNotice> {
+            // A pin is a notice in the room's log: in a direct room, not past a block.
+            if self.room.kind() == RoomKind::Direct {
+                for other in self.room.member_ids().iter().filter(|u| *u != actor) {
+                    if found(lookups.is_blocked(other, actor))? {
+                        return Err(refused(&CoreError::RefusesDirectMessages(other.clone())));
+                    }
+                }
+            }
+            if self.room.role_of(actor).is_none() {
+                return Err(refused(&CoreError::NotMember(self.room.id().clone())));
+            }
+            let message = self.current_message(seq, lookups)?;
+            self.room.pin(now_ms, actor, &message, on).map_err(|e| refused(&e))
+        })();
+        let notice = match decided {
+            Ok(notice) => notice,
+            Err(body) => return Some(body),
+        };
+        let room = self.room.id().clone();
+        let write = if on {
+            Write::PutPin { room, seq, record: ActionRecord { by: actor.clone(), at: now_ms, reason: None } }
+        } else {
+            Write::RemovePin { room, seq }
+        };
+        self.store_notice(now_ms, asker, notice, vec![write], None, AfterNotice::Nothing, lookups, fx);
+        None
+    }
+
+    /// A page of the pinned messages, the most recently pinned first, as `reader` sees them.
+    fn pin_list(
+        &self,
+        reader: &UserId,
+        limit: Option<u32>,
+        cursor: Option<String>,
+        lookups: &impl Lookups,
+    ) -> Option<ReplyBody> {
+        const LIST: &str = "pin.list";
+        let decided = (|| -> Step<PinsOk> {
+            self.room.check_read(reader).map_err(|e| refused(&e))?;
+            let limit = paging::sizes::PINS.of(limit).map_err(|e| refused(&CoreError::Paging(e)))?;
+            let after = match cursor {
+                None => None,
+                Some(cursor) => Some(
+                    paging::decode_cursor(LIST, &cursor)
+                        .ok()
+                        .and_then(|key| Pin::parse_cursor_key(&key))
+                        .ok_or_else(|| refused(&CoreError::Paging(paging::PagingError::Cursor)))?,
+                ),
+            };
+            let (pins, more) = self.room.pins_page(after, limit);
+            let blocked = found(lookups.blocks(reader))?;
+            let mut page = PageBuilder::new(LIST, limit);
+            for pin in pins {
+                let mut message = self.current_message(pin.seq, lookups)?;
+                message.blocked = blocked.contains(&message.sender);
+                message.reactions = found(lookups.reactions(self.room.id(), pin.seq))?;
+                let info = PinInfo { pinned_by: pin.by.clone(), pinned_at: pin.at, message };
+                if !page.offer(&pin.cursor_key(), Some(info)) {
+                    break;
+                }
+            }
+            let (pins, next) = page.finish(more);
+            Ok(PinsOk { pins, next })
+        })();
+        Some(match decided {
+            Ok(pins) => ok(OkBody::Pins(pins)),
+            Err(body) => body,
+        })
+    }
+
     fn delete(
         &mut self,
         asker: A,
@@ -902,6 +1003,10 @@ impl<A: Clone> RoomOwner<A> {
             Write::DropEditHistory { room: room.clone(), seq },
             Write::RemoveMentions { room: room.clone(), seq, users: original.mentions },
         ];
+        // A deleted message leaves the pins with its content.
+        if self.room.unpin_deleted(seq) {
+            writes.push(Write::RemovePin { room: room.clone(), seq });
+        }
         // A deleted message's file goes with it: its record now (downloads stop once the
         // delete is durable), its bytes after.
         let file_id = original.file.as_ref().map(|file| file.file_id.clone());
@@ -1319,7 +1424,11 @@ impl<A: Clone> RoomOwner<A> {
                 ];
                 (writes, AfterNotice::Nothing)
             }
-            SystemAction::SettingsChanged | SystemAction::RoomDeleted => (Vec::new(), AfterNotice::Nothing),
+            // Not moderation actions: never decided by `Room::moderate`.
+            SystemAction::SettingsChanged
+            | SystemAction::RoomDeleted
+            | SystemAction::Pinned
+            | SystemAction::Unpinned => (Vec::new(), AfterNotice::Nothing),
         };
         self.store_notice(now_ms, asker, notice, writes, None, then, lookups, fx);
         None
@@ -1402,6 +1511,7 @@ impl<A: Clone> RoomOwner<A> {
             role: None,
             until: None,
             reason: None,
+            seq: None,
         };
         self.deleting = true;
         self.store_notice(now_ms, asker, notice, writes, Some(empty()), AfterNotice::DeleteRoom, lookups, fx);

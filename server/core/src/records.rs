@@ -201,6 +201,22 @@ pub enum Write {
         /// Who it mentioned.
         users: Vec<UserId>,
     },
+    /// Pin a message of a room.
+    PutPin {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// By whom and when.
+        record: ActionRecord,
+    },
+    /// Unpin a message.
+    RemovePin {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+    },
     /// Remove a member.
     RemoveMember {
         /// The room.
@@ -373,6 +389,8 @@ impl Write {
             | Write::PutEditHistory { room, .. }
             | Write::DropEditHistory { room, .. }
             | Write::RemoveMentions { room, .. }
+            | Write::PutPin { room, .. }
+            | Write::RemovePin { room, .. }
             | Write::RemoveMember { room, .. }
             | Write::PutBan { room, .. }
             | Write::RemoveBan { room, .. }

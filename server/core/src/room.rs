@@ -6,8 +6,9 @@
 //! never hears of a message that a crash could still take back.
 
 mod governance;
+mod pins;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use palaver_protocol::{
     ClientMsgId, Emoji, Encryption, FileRef, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind,
@@ -15,6 +16,7 @@ use palaver_protocol::{
 };
 
 pub use governance::{Governance, Moderation};
+pub use pins::Pin;
 
 use crate::error::CoreError;
 use crate::role::Role;
@@ -55,6 +57,8 @@ pub struct Room {
     invites: HashSet<UserId>,
     /// When each member last sent (slow mode); not persisted: a restart forgives.
     last_sent: HashMap<UserId, u64>,
+    /// Pinned messages by seq: who pinned each and when.
+    pins: BTreeMap<u64, (UserId, u64)>,
 }
 
 /// The outcome of a `receipt` op.
@@ -309,6 +313,7 @@ impl Room {
             mutes: HashMap::new(),
             invites: HashSet::new(),
             last_sent: HashMap::new(),
+            pins: BTreeMap::new(),
         }
     }
 

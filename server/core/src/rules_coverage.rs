@@ -161,6 +161,16 @@ fn rules_of(op: &Op) -> Rules {
             &["earlier_texts_are_listed_oldest_first_in_pages_to_members"],
             &["earlier_texts_are_listed_oldest_first_in_pages_to_members"],
         ),
+        Op::Pin { .. } | Op::Unpin { .. } | Op::PinList { .. } => machine(
+            &[
+                "pins_are_notices_in_the_log_listed_newest_first_and_survive_a_reload",
+                "either_user_pins_in_a_direct_room_and_pins_list_newest_first",
+            ],
+            &[
+                "pins_need_the_pin_role_a_live_message_and_change_something",
+                "pins_in_a_private_room_are_for_members_and_a_blocked_peer_pins_nothing",
+            ],
+        ),
         Op::Delete { .. } => machine(
             &["a_member_deletes_their_own_message_and_only_a_moderator_anothers"],
             &["a_member_deletes_their_own_message_and_only_a_moderator_anothers"],
@@ -285,6 +295,9 @@ const SAMPLES: &[&str] = &[
     r#"{"op":"sync"}"#,
     r#"{"op":"edit","room":"r_a","seq":1,"text":"x"}"#,
     r#"{"op":"edit.list","room":"r_a","seq":1}"#,
+    r#"{"op":"pin","room":"r_a","seq":1}"#,
+    r#"{"op":"unpin","room":"r_a","seq":1}"#,
+    r#"{"op":"pin.list","room":"r_a"}"#,
     r#"{"op":"delete","room":"r_a","seq":1}"#,
     r#"{"op":"room.list"}"#,
     r#"{"op":"dm.open","user":"u_b"}"#,

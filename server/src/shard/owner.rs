@@ -192,6 +192,7 @@ fn load(shard: &Shard, id: &RoomId, now: u64) -> Result<Option<HeldRoom>, Storag
         bans: store.bans(id)?,
         mutes: store.mutes(id)?,
         invites: store.invites(id)?,
+        pins: store.pins(id)?,
     };
     let has_messages = stored.newest.is_some();
     let Some(owner) = RoomOwner::load(stored, shard.shared.config.room_limits(), now) else {

@@ -329,6 +329,20 @@ class Client:
         `{"seq", "versions": [{"text", "replaced_at"}], "blocked"?, "next"?}`."""
         return await self.request("edit.list", room=room, seq=seq, limit=limit, cursor=cursor)
 
+    async def pin(self, room: str, seq: int) -> None:
+        """Pins a message (the room's `pin_role` and above)."""
+        await self.request("pin", room=room, seq=seq)
+
+    async def unpin(self, room: str, seq: int) -> None:
+        """Unpins a message."""
+        await self.request("unpin", room=room, seq=seq)
+
+    async def pin_list(self, room: str, *, limit: Optional[int] = None,
+                       cursor: Optional[str] = None) -> dict[str, Any]:
+        """One page of a room's pinned messages, the most recently pinned first:
+        `{"pins": [{"pinned_by", "pinned_at", "message"}], "next"?}`."""
+        return await self.request("pin.list", room=room, limit=limit, cursor=cursor)
+
     async def delete(self, room: str, seq: int) -> None:
         """Deletes a message (a tombstone stays)."""
         await self.request("delete", room=room, seq=seq)

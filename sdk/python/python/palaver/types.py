@@ -91,7 +91,8 @@ class ReplyPreview:
 
 @dataclass(frozen=True)
 class SystemNotice:
-    """The structured part of a `system` message (a moderation or governance action)."""
+    """The structured part of a `system` message (a moderation or governance action, or a
+    pin: `seq` is the message pinned or unpinned)."""
 
     action: str
     actor: str
@@ -99,6 +100,7 @@ class SystemNotice:
     role: Optional[str] = None
     until: Optional[int] = None
     reason: Optional[str] = None
+    seq: Optional[int] = None
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,95 @@ fn earlier_texts_are_listed_oldest_first_in_pages_to_members() {
     assert_eq!(h.world.edits(&room_id(), seq, 0, 10).unwrap(), Vec::new());
 }
 
+fn pins_page(h: &mut Harness, who: &str, limit: Option<u32>, cursor: Option<String>) -> PinsOk {
+    match h.ok(who, RoomOp::PinList { limit, cursor }) {
+        OkBody::Pins(page) => page,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn pins_are_notices_in_the_log_listed_newest_first_and_survive_a_reload() {
+    let mut h = Harness::public("owner", &["bob", "mod"]);
+    h.world.add_user(&user("eve"), "eve");
+    h.ok("owner", RoomOp::Moderate { user: user("mod"), action: Moderation::SetRole(Role::Moderator) });
+    let first = h.say("bob", "a", "read the rules");
+    let second = h.say("bob", "b", "meeting at noon");
+    let pin = |seq| RoomOp::Pin { seq, on: true };
+    assert_eq!(h.err("bob", pin(first)), ErrorCode::Forbidden, "members do not pin by default");
+    assert_eq!(h.err("eve", pin(first)), ErrorCode::Forbidden, "nor do outsiders");
+    assert_eq!(h.err("mod", pin(99)), ErrorCode::NotFound);
+    h.fx = Effects::default();
+    let notice = match h.ok("mod", pin(first)) {
+        OkBody::Sent(sent) => sent.seq,
+        other => panic!("{other:?}"),
+    };
+    // The pin is a system notice in the room's log, naming the message.
+    let delivered = h.fx.deliveries.iter().find(|m| m.seq == notice).unwrap();
+    let system = delivered.system.as_deref().unwrap();
+    assert_eq!((system.action, system.seq), (SystemAction::Pinned, Some(first)));
+    assert_eq!(delivered.text, "mod pinned a message");
+    assert_eq!(h.err("owner", pin(first)), ErrorCode::Conflict);
+    h.now += 10;
+    h.ok("owner", pin(second));
+
+    // Anyone may read a public room's pins, the most recently pinned first, paged.
+    let page = pins_page(&mut h, "eve", Some(1), None);
+    assert_eq!(page.pins.len(), 1);
+    assert_eq!((page.pins[0].message.seq, page.pins[0].pinned_by.clone()), (second, user("owner")));
+    assert_eq!(page.pins[0].message.text, "meeting at noon");
+    let rest = pins_page(&mut h, "eve", Some(1), page.next);
+    assert_eq!(rest.pins.iter().map(|p| p.message.seq).collect::<Vec<_>>(), vec![first]);
+    assert_eq!(rest.next, None);
+    assert_eq!(h.err("eve", RoomOp::PinList { limit: Some(0), cursor: None }), ErrorCode::Invalid);
+    let bad = RoomOp::PinList { limit: None, cursor: Some("bm90IGEgY3Vyc29y".into()) };
+    assert_eq!(h.err("eve", bad), ErrorCode::Invalid);
+    // A reader who blocked the sender sees the pin flagged.
+    block(&mut h.world, "eve", "bob");
+    assert!(pins_page(&mut h, "eve", None, None).pins.iter().all(|p| p.message.blocked));
+
+    // Unpin, and a deleted message leaves the pins; both survive a reload.
+    let unpin = |seq| RoomOp::Pin { seq, on: false };
+    h.ok("mod", unpin(first));
+    assert_eq!(h.err("mod", unpin(first)), ErrorCode::Conflict);
+    h.ok("owner", pin(first));
+    h.ok("bob", RoomOp::Delete { seq: second });
+    let stored = h.world.stored_room(&room_id()).unwrap();
+    assert_eq!(stored.pins.iter().map(|(seq, ..)| *seq).collect::<Vec<_>>(), vec![first]);
+    h.owner = RoomOwner::load(stored, RoomLimits::default(), h.now).unwrap();
+    assert_eq!(pins_page(&mut h, "bob", None, None).pins.len(), 1);
+    assert_eq!(h.err("owner", pin(second)), ErrorCode::NotFound, "a tombstone is not pinned");
+    // Admins may open pinning to members.
+    let settings = RoomSettingsPatch { pin_role: Some(Role::Member), ..Default::default() };
+    h.ok("owner", RoomOp::Update { name: None, topic: None, settings: Some(settings) });
+    h.ok("bob", unpin(first));
+}
+
+#[test]
+fn pins_in_a_private_room_are_for_members_and_a_blocked_peer_pins_nothing() {
+    let mut h = Harness::with_kind(RoomKind::Private, "owner", &["bob"]);
+    h.world.add_user(&user("eve"), "eve");
+    let seq = h.say("bob", "a", "secret");
+    assert_eq!(h.err("eve", RoomOp::PinList { limit: None, cursor: None }), ErrorCode::Forbidden);
+    h.ok("owner", RoomOp::Pin { seq, on: true });
+    assert_eq!(pins_page(&mut h, "bob", None, None).pins.len(), 1);
+
+    let mut world = world_with(&["ann", "ben"]);
+    let mut fx = Effects::default();
+    let mut owner =
+        RoomOwner::open_direct(1_000, 0, direct("ann", "ben"), config(), &world, &mut fx).unwrap();
+    for commit in fx.commits.drain(..).collect::<Vec<_>>() {
+        world.apply(&commit.writes);
+        owner.on_committed(commit.settle, Ok(()), &world, &mut fx);
+    }
+    let mut h = Harness { world, owner, fx: Effects::default(), pending: Vec::new(), now: 1_000, next: 1 };
+    let seq = h.say("ann", "a", "hi");
+    h.ok("ben", RoomOp::Pin { seq, on: true });
+    block(&mut h.world, "ann", "ben");
+    assert_eq!(h.err("ben", RoomOp::Pin { seq, on: false }), ErrorCode::Forbidden);
+    h.ok("ann", RoomOp::Pin { seq, on: false });
+}
+
 #[test]
 fn a_reaction_in_flight_counts_as_made() {
     let mut h = Harness::public("owner", &["bob"]);

@@ -7,6 +7,7 @@
 //! | action | member | moderator | admin | owner |
 //! |---|---|---|---|---|
 //! | invite | if `invite_role` ≤ member | if ≤ moderator | if ≤ admin | yes |
+//! | pin, unpin | if `pin_role` ≤ member | if ≤ moderator | if ≤ admin | yes |
 //! | kick, ban, unban, mute, unmute | – | members below them | below them | everyone else |
 //! | delete others' messages | – | yes | yes | yes |
 //! | room.update (name, topic, settings) | – | – | yes | yes |
@@ -14,7 +15,7 @@
 //! | room.transfer, room.delete | – | – | – | yes |
 //!
 //! Direct rooms have no moderation: both users are plain members and none of the above
-//! applies to them.
+//! applies to them, but either may pin.
 
 use super::{Room, RoomKind, RoomName, RoomSettings, RoomSettingsPatch, UserId, limits};
 use crate::error::CoreError;
@@ -34,6 +35,8 @@ pub struct Governance {
     pub mutes: Vec<(UserId, u64)>,
     /// Invited users.
     pub invites: Vec<UserId>,
+    /// Pinned messages: `(seq, by, at)`.
+    pub pins: Vec<(u64, UserId, u64)>,
 }
 
 /// A moderation action to check and apply.
@@ -100,6 +103,7 @@ impl Room {
         self.bans = governance.bans.into_iter().collect();
         self.mutes = governance.mutes.into_iter().collect();
         self.invites = governance.invites.into_iter().collect();
+        self.pins = governance.pins.into_iter().map(|(seq, by, at)| (seq, (by, at))).collect();
     }
 
     /// The room's settings.
@@ -226,6 +230,7 @@ impl Room {
             role,
             until,
             reason,
+            seq: None,
         };
         let member = |room: &Room| {
             if room.members.contains_key(target) {
@@ -350,6 +355,9 @@ impl Room {
         if let Some(role) = patch.invite_role {
             settings.invite_role = role;
         }
+        if let Some(role) = patch.pin_role {
+            settings.pin_role = role;
+        }
         Ok(settings)
     }
 
@@ -394,6 +402,7 @@ impl Room {
             role: None,
             until: None,
             reason: None,
+            seq: None,
         })
     }
 
