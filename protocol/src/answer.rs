@@ -29,6 +29,8 @@ pub enum Answer {
     Edits,
     /// `PinsOk`.
     Pins,
+    /// `ReceiptListOk`.
+    ReceiptList,
     /// `RoomListOk`.
     RoomList,
     /// `ReactionOk`.
@@ -79,6 +81,7 @@ pub const ANSWERS: &[(&str, Answer)] = &[
     ("pin", Answer::Sent),
     ("unpin", Answer::Sent),
     ("pin.list", Answer::Pins),
+    ("receipt.list", Answer::ReceiptList),
     ("delete", Answer::Empty),
     ("room.list", Answer::RoomList),
     ("dm.open", Answer::Room),
@@ -140,6 +143,7 @@ impl Answer {
             Answer::Edited => "EditOk",
             Answer::Edits => "EditsOk",
             Answer::Pins => "PinsOk",
+            Answer::ReceiptList => "ReceiptListOk",
             Answer::RoomList => "RoomListOk",
             Answer::Reaction => "ReactionOk",
             Answer::RoomDetails => "RoomDetailsOk",
@@ -172,6 +176,7 @@ impl Answer {
             Answer::Edited => OkBody::Edited(serde_json::from_value(value)?),
             Answer::Edits => OkBody::Edits(serde_json::from_value(value)?),
             Answer::Pins => OkBody::Pins(serde_json::from_value(value)?),
+            Answer::ReceiptList => OkBody::ReceiptList(serde_json::from_value(value)?),
             Answer::RoomList => OkBody::RoomList(serde_json::from_value(value)?),
             Answer::Reaction => OkBody::Reaction(serde_json::from_value(value)?),
             Answer::RoomDetails => OkBody::RoomDetails(serde_json::from_value(value)?),
@@ -213,6 +218,7 @@ impl OkBody {
             OkBody::Edited(_) => Answer::Edited,
             OkBody::Edits(_) => Answer::Edits,
             OkBody::Pins(_) => Answer::Pins,
+            OkBody::ReceiptList(_) => Answer::ReceiptList,
             OkBody::RoomList(_) => Answer::RoomList,
             OkBody::Reaction(_) => Answer::Reaction,
             OkBody::RoomDetails(_) => Answer::RoomDetails,

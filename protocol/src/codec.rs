@@ -242,6 +242,9 @@ mod tests {
             (room_id(), any::<u64>(), any::<Option<u32>>(), prop::option::of("[A-Za-z0-9_-]{0,16}"))
                 .prop_map(|(room, seq, limit, cursor)| Op::EditList { room, seq, limit, cursor }),
             (room_id(), any::<u64>()).prop_map(|(room, seq)| Op::Pin { room, seq }),
+            (room_id(), any::<u64>(), any::<bool>(), any::<Option<u32>>()).prop_map(
+                |(room, seq, delivered, limit)| Op::ReceiptList { room, seq, delivered, limit, cursor: None }
+            ),
             (room_id(), any::<u64>()).prop_map(|(room, seq)| Op::Unpin { room, seq }),
             (room_id(), any::<Option<u32>>(), prop::option::of("[A-Za-z0-9_-]{0,16}"))
                 .prop_map(|(room, limit, cursor)| Op::PinList { room, limit, cursor }),
@@ -472,6 +475,7 @@ mod tests {
                     display_name: None,
                     avatar: None,
                     status_text: None,
+                    share_read_receipts: None,
                 },
                 presence: None,
             })),

@@ -212,6 +212,24 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cursor: Option<String>,
     },
+    /// Who has read a message (or, with `delivered`, had it delivered), from the members'
+    /// watermarks.
+    #[serde(rename = "receipt.list")]
+    ReceiptList {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// List deliveries instead of reads (rooms of a bounded size only).
+        #[serde(default, skip_serializing_if = "is_false")]
+        delivered: bool,
+        /// Page size (see `paging::sizes`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
     /// Delete a message: the caller's own, or anyone's for a moderator. Leaves a tombstone.
     #[serde(rename = "delete")]
     Delete {
@@ -416,6 +434,10 @@ pub enum Op {
         /// Status text, up to 140 characters.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status_text: Option<String>,
+        /// Whether others see how far the caller has read (`receipt.list`, `room.members`,
+        /// `receipt` events); on until turned off.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        share_read_receipts: Option<bool>,
     },
     /// Users whose username starts with a prefix.
     #[serde(rename = "user.search")]
@@ -588,6 +610,7 @@ impl Op {
             Op::Pin { .. } => "pin",
             Op::Unpin { .. } => "unpin",
             Op::PinList { .. } => "pin.list",
+            Op::ReceiptList { .. } => "receipt.list",
             Op::Delete { .. } => "delete",
             Op::Unreact { .. } => "unreact",
             Op::RoomGet { .. } => "room.get",
@@ -993,6 +1016,8 @@ pub enum OkBody {
     Edits(EditsOk),
     /// `pin.list`.
     Pins(PinsOk),
+    /// `receipt.list`.
+    ReceiptList(ReceiptListOk),
     /// `edit`.
     Edited(EditOk),
     /// `room.list`.
@@ -1214,6 +1239,52 @@ pub struct EditOk {
     pub seq: u64,
     /// When the edit was stored.
     pub edited_at: u64,
+}
+
+/// One member's watermarks, in `receipt.list`.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+pub struct MemberReceipt {
+    /// The member.
+    pub user: UserId,
+    /// The highest seq delivered to one of their devices.
+    pub delivered: u64,
+    /// The highest seq they read; absent when they do not share read receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<u64>,
+}
+
+/// Answer to `receipt.list`.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+pub struct ReceiptListOk {
+    /// The message.
+    pub seq: u64,
+    /// Members who read it (or had it delivered), by user id.
+    pub receipts: Vec<MemberReceipt>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// One earlier text of an edited message.

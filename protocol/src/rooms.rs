@@ -200,6 +200,9 @@ pub struct MemberInfo {
     pub muted_until: Option<u64>,
     /// Online, away or offline (invisible members show as offline).
     pub presence: PresenceStatus,
+    /// The highest seq they read: shown to members, for members who share read receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<u64>,
 }
 
 /// Answer to `room.members`.

@@ -12,11 +12,12 @@ use crate::{
     AuthOk, BlockedOk, ClaimedKey, ClaimedOk, ClientMsgId, Delete, DeviceKeys, DevicesOk, Edit, EditOk,
     EditVersion, EditsOk, Empty, Encryption, ErrorBody, ErrorCode, Event, FileRef, FriendInfo, FriendOk,
     FriendState, FriendsOk, HistoryOk, InviteInfo, InvitesOk, JoinOk, KeysUploadOk, MemberChange,
-    MemberEvent, MemberInfo, MembersOk, Message, MessageKind, OkBody, OneTimeKey, Op, PinInfo, PinsOk,
-    PresenceChoice, PresenceInfo, PresenceListOk, PresenceStatus, Profile, ProfileOk, Reaction, ReactionOk,
-    ReactionSummary, Receipt, ReceiptOk, ReplyPreview, RoomDetailsOk, RoomId, RoomInfo, RoomKind, RoomListOk,
-    RoomOk, RoomRole, RoomSettings, RoomSettingsPatch, RoomSummary, SearchHit, SearchOk, SearchOrder, SendOk,
-    SessionId, SyncOk, SystemAction, SystemNotice, Typing, UserId, UsersOk,
+    MemberEvent, MemberInfo, MemberReceipt, MembersOk, Message, MessageKind, OkBody, OneTimeKey, Op, PinInfo,
+    PinsOk, PresenceChoice, PresenceInfo, PresenceListOk, PresenceStatus, Profile, ProfileOk, Reaction,
+    ReactionOk, ReactionSummary, Receipt, ReceiptListOk, ReceiptOk, ReplyPreview, RoomDetailsOk, RoomId,
+    RoomInfo, RoomKind, RoomListOk, RoomOk, RoomRole, RoomSettings, RoomSettingsPatch, RoomSummary,
+    SearchHit, SearchOk, SearchOrder, SendOk, SessionId, SyncOk, SystemAction, SystemNotice, Typing, UserId,
+    UsersOk,
 };
 
 /// The type of each op's `ok` answer (its [`OkBody`] variant's type), by op name: what
@@ -94,6 +95,8 @@ pub fn declarations() -> String {
         EditVersion,
         PinsOk,
         PinInfo,
+        ReceiptListOk,
+        MemberReceipt,
         RoomListOk,
         ReactionOk,
         RoomDetailsOk,

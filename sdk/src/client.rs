@@ -6,8 +6,8 @@ use palaver_protocol::{
     PresenceChoice, PresenceInfo, Profile, ProfileOk, RoomDetailsOk, RoomRole, RoomSettingsPatch, SearchOk,
 };
 use palaver_protocol::{
-    EditOk, EditsOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, PinsOk, ReactionOk, ReceiptOk,
-    RoomId, RoomInfo, RoomKind, RoomListOk, RoomSummary, SendOk, UserId,
+    EditOk, EditsOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, PinsOk, ReactionOk, ReceiptListOk,
+    ReceiptOk, RoomId, RoomInfo, RoomKind, RoomListOk, RoomSummary, SendOk, UserId,
 };
 
 use crate::auth_route::AuthRoute;
@@ -623,6 +623,24 @@ impl Client {
         }
     }
 
+    /// One page of the members who read message `seq` (or, with `delivered`, had it
+    /// delivered: rooms of at most 100 members); pass the answer's `next` as `cursor`.
+    pub async fn receipt_list(
+        &self,
+        room: &RoomId,
+        seq: u64,
+        delivered: bool,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<ReceiptListOk, Error> {
+        let op =
+            Op::ReceiptList { room: room.clone(), seq, delivered, limit, cursor: cursor.map(str::to_owned) };
+        match self.op(op).await? {
+            OkBody::ReceiptList(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: "receipt.list" }),
+        }
+    }
+
     /// Deletes a message (leaves a tombstone).
     pub async fn delete(&self, room: &RoomId, seq: u64) -> Result<(), Error> {
         self.op(Op::Delete { room: room.clone(), seq }).await.map(drop)
@@ -861,6 +879,22 @@ impl Client {
             display_name: display_name.map(str::to_owned),
             avatar: avatar.map(str::to_owned),
             status_text: status_text.map(str::to_owned),
+            share_read_receipts: None,
+        };
+        match self.op(op).await? {
+            OkBody::Profile(ok) => Ok(ok.profile),
+            _ => Err(Error::UnexpectedReply { op: "user.update" }),
+        }
+    }
+
+    /// Shares how far the user has read with the members of their rooms (the default), or
+    /// keeps it private; answers with the user's own profile.
+    pub async fn share_read_receipts(&self, share: bool) -> Result<Profile, Error> {
+        let op = Op::UserUpdate {
+            display_name: None,
+            avatar: None,
+            status_text: None,
+            share_read_receipts: Some(share),
         };
         match self.op(op).await? {
             OkBody::Profile(ok) => Ok(ok.profile),

@@ -170,6 +170,12 @@ pub(crate) fn op_from_json(text: &str) -> Result<Op, Error> {
             Op::EditList { room, seq, limit, cursor }
         }
         "delete" => Op::Delete { room: f.room()?, seq: f.u64("seq")? },
+        "receipt.list" => {
+            let (room, seq) = (f.room()?, f.u64("seq")?);
+            let delivered = f.opt_typed("delivered")?.unwrap_or(false);
+            let (limit, cursor) = f.page()?;
+            Op::ReceiptList { room, seq, delivered, limit, cursor }
+        }
         "pin" => Op::Pin { room: f.room()?, seq: f.u64("seq")? },
         "unpin" => Op::Unpin { room: f.room()?, seq: f.u64("seq")? },
         "pin.list" => {
@@ -222,6 +228,7 @@ pub(crate) fn op_from_json(text: &str) -> Result<Op, Error> {
             display_name: f.opt_string("display_name")?,
             avatar: f.opt_string("avatar")?,
             status_text: f.opt_string("status_text")?,
+            share_read_receipts: f.opt_typed("share_read_receipts")?,
         },
         "user.search" => Op::UserSearch { prefix: f.string("prefix")?, limit: f.opt_u32("limit")? },
         "friend.request" => Op::FriendRequest { user: f.user()? },
@@ -291,6 +298,9 @@ mod tests {
             r#"{"op":"edit.list","room":"r_1","seq":3,"limit":5,"cursor":"c"}"#,
             r#"{"op":"edit.list","room":"r_1","seq":3}"#,
             r#"{"op":"pin","room":"r_1","seq":3}"#,
+            r#"{"op":"receipt.list","room":"r_1","seq":3,"delivered":true,"limit":5,"cursor":"c"}"#,
+            r#"{"op":"receipt.list","room":"r_1","seq":3}"#,
+            r#"{"op":"user.update","share_read_receipts":false}"#,
             r#"{"op":"unpin","room":"r_1","seq":3}"#,
             r#"{"op":"pin.list","room":"r_1","limit":5,"cursor":"c"}"#,
             r#"{"op":"delete","room":"r_1","seq":3}"#,

@@ -454,6 +454,16 @@ export class PalaverClient {
     return this.#op({ op: "pin.list", room, ...options });
   }
 
+  /** A page of the members who read a message (or, with `delivered: true`, had it
+   * delivered: rooms of at most 100 members); `next` continues. */
+  receiptList(
+    room: RoomId,
+    seq: number,
+    options: Rest<"receipt.list", "room" | "seq"> = {},
+  ): Promise<Replies["receipt.list"]> {
+    return this.#op({ op: "receipt.list", room, seq, ...options });
+  }
+
   /** Deletes a message (its seq stays, as a tombstone). */
   deleteMessage(room: RoomId, seq: number): Promise<Replies["delete"]> {
     return this.#op({ op: "delete", room, seq });

@@ -190,6 +190,26 @@ limit?: number | null,
 /**
  * The previous page's `next`.
  */
+cursor?: string | null, } | { "op": "receipt.list", 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * The message.
+ */
+seq: number, 
+/**
+ * List deliveries instead of reads (rooms of a bounded size only).
+ */
+delivered?: boolean, 
+/**
+ * Page size (see `paging::sizes`).
+ */
+limit?: number | null, 
+/**
+ * The previous page's `next`.
+ */
 cursor?: string | null, } | { "op": "delete", 
 /**
  * The room.
@@ -390,7 +410,12 @@ avatar?: string | null,
 /**
  * Status text, up to 140 characters.
  */
-status_text?: string | null, } | { "op": "user.search", 
+status_text?: string | null, 
+/**
+ * Whether others see how far the caller has read (`receipt.list`, `room.members`,
+ * `receipt` events); on until turned off.
+ */
+share_read_receipts?: boolean | null, } | { "op": "user.search", 
 /**
  * At least one character.
  */
@@ -524,7 +549,7 @@ export type Event = { "ev": "message" } & Message | { "ev": "typing" } & Typing 
  * bare object (no tag): clients know which op they asked. Decoding tries the variants
  * in order, most specific first, and tolerates fields added by later versions.
  */
-export type OkBody = RoomDetailsOk | JoinOk | RoomOk | SendOk | HistoryOk | AuthOk | ReceiptOk | ReactionOk | EditsOk | PinsOk | EditOk | RoomListOk | SyncOk | MembersOk | InvitesOk | ProfileOk | UsersOk | FriendOk | FriendsOk | BlockedOk | PresenceListOk | KeysUploadOk | DevicesOk | ClaimedOk | SearchOk | Empty;
+export type OkBody = RoomDetailsOk | JoinOk | RoomOk | SendOk | HistoryOk | AuthOk | ReceiptOk | ReactionOk | EditsOk | PinsOk | ReceiptListOk | EditOk | RoomListOk | SyncOk | MembersOk | InvitesOk | ProfileOk | UsersOk | FriendOk | FriendsOk | BlockedOk | PresenceListOk | KeysUploadOk | DevicesOk | ClaimedOk | SearchOk | Empty;
 /**
  * The body of a failed reply: `{"code","message","retry_after_ms"?}`.
  */
@@ -737,6 +762,38 @@ pinned_at: number,
  */
 message: Message, };
 /**
+ * Answer to `receipt.list`.
+ */
+export type ReceiptListOk = { 
+/**
+ * The message.
+ */
+seq: number, 
+/**
+ * Members who read it (or had it delivered), by user id.
+ */
+receipts: Array<MemberReceipt>, 
+/**
+ * Pass as `cursor` for the next page; absent on the last page.
+ */
+next?: string | null, };
+/**
+ * One member's watermarks, in `receipt.list`.
+ */
+export type MemberReceipt = { 
+/**
+ * The member.
+ */
+user: UserId, 
+/**
+ * The highest seq delivered to one of their devices.
+ */
+delivered: number, 
+/**
+ * The highest seq they read; absent when they do not share read receipts.
+ */
+read?: number | null, };
+/**
  * Answer to `room.list`.
  */
 export type RoomListOk = { 
@@ -820,7 +877,11 @@ muted_until?: number | null,
 /**
  * Online, away or offline (invisible members show as offline).
  */
-presence: PresenceStatus, };
+presence: PresenceStatus, 
+/**
+ * The highest seq they read: shown to members, for members who share read receipts.
+ */
+read?: number | null, };
 /**
  * Answer to `invite.list`.
  */
@@ -884,7 +945,11 @@ avatar?: string | null,
 /**
  * Status text, if set.
  */
-status_text?: string | null, };
+status_text?: string | null, 
+/**
+ * Whether the user shares how far they read: only in their own profile.
+ */
+share_read_receipts?: boolean | null, };
 /**
  * Answer to `user.search`.
  */
@@ -1552,6 +1617,7 @@ export interface Replies {
   "pin": SendOk,
   "unpin": SendOk,
   "pin.list": PinsOk,
+  "receipt.list": ReceiptListOk,
   "delete": Empty,
   "room.list": RoomListOk,
   "dm.open": RoomOk,

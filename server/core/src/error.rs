@@ -264,6 +264,14 @@ pub enum CoreError {
     /// Friendship: not friends (by name).
     #[error("not friends with {0}")]
     NotFriends(String),
+    /// The room has too many members for this.
+    #[error("{what} is for rooms of at most {max} members")]
+    TooManyMembersFor {
+        /// The act, in words.
+        what: &'static str,
+        /// The most members.
+        max: usize,
+    },
     /// A room holds at most this many pins.
     #[error("a room holds at most {max} pinned messages: unpin one first")]
     PinsCap {
@@ -369,7 +377,8 @@ impl CoreError {
             | E::FriendsCap { .. }
             | E::BlocksCap { .. }
             | E::DevicesCap { .. }
-            | E::PinsCap { .. } => ErrorCode::Forbidden,
+            | E::PinsCap { .. }
+            | E::TooManyMembersFor { .. } => ErrorCode::Forbidden,
             E::OwnerCannotLeave
             | E::AlreadyMember(_)
             | E::AlreadyBanned(_)

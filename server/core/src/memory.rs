@@ -346,6 +346,11 @@ impl Lookups for MemoryStore {
         Ok(self.files.get(file_id).cloned())
     }
 
+    fn hides_read_receipts(&self, user: &UserId) -> Found<bool> {
+        self.check()?;
+        Ok(self.profiles.get(user).is_some_and(|p| p.hide_read_receipts))
+    }
+
     fn is_blocked(&self, user: &UserId, other: &UserId) -> Found<bool> {
         self.check()?;
         Ok(self.blocks.contains(&(user.clone(), other.clone())))

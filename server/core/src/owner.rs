@@ -27,10 +27,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use palaver_protocol::paging::{self, PageBuilder};
 use palaver_protocol::{
     ClientMsgId, Delete, Edit, EditOk, EditVersion, EditsOk, Empty, Encryption, ErrorBody, ErrorCode, Event,
-    FileRef, HistoryOk, InviteInfo, JoinOk, MemberChange, MemberEvent, MemberInfo, MembersOk, Message,
-    MessageKind, OkBody, PinInfo, PinsOk, PresenceStatus, Reaction, ReactionOk, Receipt, ReceiptOk,
-    ReplyBody, ReplyPreview, RoomDetailsOk, RoomId, RoomKind, RoomOk, RoomSettingsPatch, SendOk,
-    SystemAction, SystemNotice, Typing, UserId, limits,
+    FileRef, HistoryOk, InviteInfo, JoinOk, MemberChange, MemberEvent, MemberInfo, MemberReceipt, MembersOk,
+    Message, MessageKind, OkBody, PinInfo, PinsOk, PresenceStatus, Reaction, ReactionOk, Receipt,
+    ReceiptListOk, ReceiptOk, ReplyBody, ReplyPreview, RoomDetailsOk, RoomId, RoomKind, RoomOk,
+    RoomSettingsPatch, SendOk, SystemAction, SystemNotice, Typing, UserId, limits,
 };
 
 pub use effects::{
@@ -157,6 +157,17 @@ pub enum RoomOp {
     },
     /// A page of the pinned messages.
     PinList {
+        /// Page size.
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        cursor: Option<String>,
+    },
+    /// Who read (or had delivered) a message.
+    ReceiptList {
+        /// The message.
+        seq: u64,
+        /// Deliveries instead of reads.
+        delivered: bool,
         /// Page size.
         limit: Option<u32>,
         /// The previous page's `next`.
@@ -544,11 +555,16 @@ impl<A: Clone> RoomOwner<A> {
             RoomOp::Delete { seq } => self.delete(asker.clone(), user, seq, lookups, fx),
             RoomOp::Pin { seq, on } => self.pin(now_ms, asker.clone(), user, seq, on, lookups, fx),
             RoomOp::PinList { limit, cursor } => self.pin_list(user, limit, cursor, lookups),
+            RoomOp::ReceiptList { seq, delivered, limit, cursor } => {
+                self.receipt_list(user, seq, delivered, limit, cursor, lookups)
+            }
             RoomOp::React { seq, emoji, add } => {
                 self.react(now_ms, asker.clone(), user, seq, emoji, add, lookups, fx)
             }
             RoomOp::Typing { active } => self.typing(now_ms, user, active, fx),
-            RoomOp::Receipt { delivered, read } => self.receipt(asker.clone(), user, delivered, read, fx),
+            RoomOp::Receipt { delivered, read } => {
+                self.receipt(asker.clone(), user, delivered, read, lookups, fx)
+            }
             RoomOp::History(request) => self.history(user, request, lookups),
             RoomOp::Get => self.details(user),
             RoomOp::Members { limit, cursor } => self.members(now_ms, user, limit, cursor, lookups),
@@ -969,6 +985,62 @@ impl<A: Clone> RoomOwner<A> {
         })
     }
 
+    /// A page of the members who read (or had delivered) message `seq`, as `reader` may
+    /// see them: not its sender, not members who blocked the reader, and in read lists
+    /// not those who keep their reads private.
+    fn receipt_list(
+        &self,
+        reader: &UserId,
+        seq: u64,
+        delivered: bool,
+        limit: Option<u32>,
+        cursor: Option<String>,
+        lookups: &impl Lookups,
+    ) -> Option<ReplyBody> {
+        const LIST: &str = "receipt.list";
+        let decided = (|| -> Step<ReceiptListOk> {
+            self.room.check_receipt_list(reader, seq, delivered).map_err(|e| refused(&e))?;
+            let limit = paging::sizes::RECEIPTS.of(limit).map_err(|e| refused(&CoreError::Paging(e)))?;
+            let after = match cursor {
+                None => None,
+                Some(cursor) => Some(
+                    paging::decode_cursor(LIST, &cursor)
+                        .ok()
+                        .and_then(|key| UserId::parse(&key).ok())
+                        .ok_or_else(|| refused(&CoreError::Paging(paging::PagingError::Cursor)))?,
+                ),
+            };
+            let sender = self.current_message(seq, lookups)?.sender;
+            let walk = self.room.receipts_reaching(after.as_ref(), seq, delivered, limits::MAX_RECEIPT_SCAN);
+            let mut page = PageBuilder::new(LIST, limit);
+            for (member, delivered_to, read) in walk.found {
+                let shown = if member == sender || found(lookups.is_blocked(&member, reader))? {
+                    None
+                } else {
+                    let private = found(lookups.hides_read_receipts(&member))?;
+                    (delivered || !private).then(|| MemberReceipt {
+                        user: member.clone(),
+                        delivered: delivered_to,
+                        read: (!private).then_some(read),
+                    })
+                };
+                if !page.offer(member.as_str(), shown) {
+                    break;
+                }
+            }
+            let (receipts, mut next) = page.finish(walk.more);
+            // A walk that stopped at its bound continues after the last member it examined.
+            if walk.more && receipts.is_empty() {
+                next = walk.last_examined.map(|last| paging::encode_cursor(LIST, last.as_str()));
+            }
+            Ok(ReceiptListOk { seq, receipts, next })
+        })();
+        Some(match decided {
+            Ok(list) => ok(OkBody::ReceiptList(list)),
+            Err(body) => body,
+        })
+    }
+
     fn delete(
         &mut self,
         asker: A,
@@ -1104,12 +1176,22 @@ impl<A: Clone> RoomOwner<A> {
         user: &UserId,
         delivered: Option<u64>,
         read: Option<u64>,
+        lookups: &impl Lookups,
         fx: &mut Effects<A>,
     ) -> Option<ReplyBody> {
         let change = match self.room.receipt(user, delivered, read) {
             Ok(change) => change,
             Err(e) => return Some(refused(&e)),
         };
+        // Someone who keeps their reads private is not announced: the event carries both
+        // watermarks. Their own devices read them from `sync`.
+        if change.changed {
+            match lookups.hides_read_receipts(user) {
+                Ok(false) => {}
+                Ok(true) => self.room.keep_receipt_private(user),
+                Err(e) => return Some(lookup_failed(&e)),
+            }
+        }
         let body = ok(OkBody::Receipt(ReceiptOk { delivered: change.delivered, read: change.read }));
         if !change.changed {
             return Some(body);
@@ -1247,19 +1329,25 @@ impl<A: Clone> RoomOwner<A> {
             Some(_) => return Some(refused(&CoreError::Paging(paging::PagingError::Cursor))),
         };
         let (listed, more) = self.room.members_page(after.as_ref(), limit);
+        let asker_is_member = self.room.role_of(user).is_some();
         let mut page = PageBuilder::new("room.members", limit);
         for (member, role) in listed {
             let entry = (|| -> Found<MemberInfo> {
                 let username = lookups.username(&member)?.unwrap_or_default();
                 // A member who blocked the asker shows as offline to them, as everywhere.
-                let presence = if lookups.is_blocked(&member, user)? {
-                    PresenceStatus::Offline
+                let blocked_asker = lookups.is_blocked(&member, user)?;
+                let presence =
+                    if blocked_asker { PresenceStatus::Offline } else { lookups.presence(&member) };
+                // Members see how far other members read, unless they keep it private.
+                let read = if asker_is_member && !blocked_asker && !lookups.hides_read_receipts(&member)? {
+                    Some(self.room.receipt_of(&member).1)
                 } else {
-                    lookups.presence(&member)
+                    None
                 };
                 Ok(MemberInfo {
                     muted_until: self.room.muted_until(&member, now_ms),
                     presence,
+                    read,
                     user: member.clone(),
                     username,
                     role,

@@ -67,6 +67,9 @@ pub struct ProfileRecord {
     /// Status text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_text: Option<String>,
+    /// The user does not share how far they read (absent: they do).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hide_read_receipts: bool,
 }
 
 /// A shared file: where its bytes are, what they are, and the room it was shared to.

@@ -7,6 +7,7 @@
 
 mod governance;
 mod pins;
+mod receipts;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 

@@ -74,6 +74,8 @@ pub enum PeopleOp {
         avatar: Option<String>,
         /// New status text (empty clears).
         status_text: Option<String>,
+        /// Share read receipts (`true`) or keep them private.
+        share_read_receipts: Option<bool>,
     },
     /// Choose online, away or invisible.
     SetPresence(PresenceChoice),
@@ -144,6 +146,9 @@ pub fn route(op: Op) -> Route {
         Op::Pin { room, seq } => on(room, RoomOp::Pin { seq, on: true }),
         Op::Unpin { room, seq } => on(room, RoomOp::Pin { seq, on: false }),
         Op::PinList { room, limit, cursor } => on(room, RoomOp::PinList { limit, cursor }),
+        Op::ReceiptList { room, seq, delivered, limit, cursor } => {
+            on(room, RoomOp::ReceiptList { seq, delivered, limit, cursor })
+        }
         Op::React { room, seq, emoji } => on(room, RoomOp::React { seq, emoji, add: true }),
         Op::Unreact { room, seq, emoji } => on(room, RoomOp::React { seq, emoji, add: false }),
         Op::TypingStart { room } => on(room, RoomOp::Typing { active: true }),
@@ -178,9 +183,10 @@ pub fn route(op: Op) -> Route {
         Op::Unblock { user } => {
             Route::People(Home::Pair(user.clone()), PeopleOp::Block { other: user, on: false })
         }
-        Op::UserUpdate { display_name, avatar, status_text } => {
-            Route::People(Home::Caller, PeopleOp::UpdateProfile { display_name, avatar, status_text })
-        }
+        Op::UserUpdate { display_name, avatar, status_text, share_read_receipts } => Route::People(
+            Home::Caller,
+            PeopleOp::UpdateProfile { display_name, avatar, status_text, share_read_receipts },
+        ),
         Op::PresenceSet { status } => Route::People(Home::Caller, PeopleOp::SetPresence(status)),
         Op::KeysUpload { device_id, identity_key, signing_key, one_time_keys } => Route::People(
             Home::Caller,

@@ -171,6 +171,13 @@ fn rules_of(op: &Op) -> Rules {
                 "pins_in_a_private_room_are_for_members_and_a_blocked_peer_pins_nothing",
             ],
         ),
+        Op::ReceiptList { .. } => machine(
+            &[
+                "readers_come_from_watermarks_for_members_without_the_private_or_those_who_blocked",
+                "readers_are_members_whose_watermark_reached_the_message_walked_in_bounded_pages",
+            ],
+            &["readers_come_from_watermarks_for_members_without_the_private_or_those_who_blocked"],
+        ),
         Op::Delete { .. } => machine(
             &["a_member_deletes_their_own_message_and_only_a_moderator_anothers"],
             &["a_member_deletes_their_own_message_and_only_a_moderator_anothers"],
@@ -298,6 +305,7 @@ const SAMPLES: &[&str] = &[
     r#"{"op":"pin","room":"r_a","seq":1}"#,
     r#"{"op":"unpin","room":"r_a","seq":1}"#,
     r#"{"op":"pin.list","room":"r_a"}"#,
+    r#"{"op":"receipt.list","room":"r_a","seq":1}"#,
     r#"{"op":"delete","room":"r_a","seq":1}"#,
     r#"{"op":"room.list"}"#,
     r#"{"op":"dm.open","user":"u_b"}"#,

@@ -135,6 +135,10 @@ impl Lookups for StoreLookups<'_> {
         found(self.shard.shared.store.file(file_id))
     }
 
+    fn hides_read_receipts(&self, user: &UserId) -> Found<bool> {
+        found(self.shard.shared.store.profile(user)).map(|p| p.hide_read_receipts)
+    }
+
     fn is_blocked(&self, user: &UserId, other: &UserId) -> Found<bool> {
         found(self.shard.shared.store.is_blocked(user, other))
     }

@@ -329,6 +329,13 @@ class Client:
         `{"seq", "versions": [{"text", "replaced_at"}], "blocked"?, "next"?}`."""
         return await self.request("edit.list", room=room, seq=seq, limit=limit, cursor=cursor)
 
+    async def receipt_list(self, room: str, seq: int, *, delivered: bool = False, limit: Optional[int] = None,
+                           cursor: Optional[str] = None) -> dict[str, Any]:
+        """One page of the members who read message `seq` (or, `delivered=True`, had it
+        delivered): `{"seq", "receipts": [{"user", "delivered", "read"?}], "next"?}`."""
+        return await self.request("receipt.list", room=room, seq=seq, delivered=delivered or None, limit=limit,
+                                  cursor=cursor)
+
     async def pin(self, room: str, seq: int) -> None:
         """Pins a message (the room's `pin_role` and above)."""
         await self.request("pin", room=room, seq=seq)
@@ -371,9 +378,12 @@ class Client:
         return _build(Profile, (await self.request("user.get", user=user))["profile"])
 
     async def user_update(self, *, display_name: Optional[str] = None, avatar: Optional[str] = None,
-                          status_text: Optional[str] = None) -> Profile:
-        """Changes the user's profile (`None` keeps a field, `""` clears it)."""
-        body = await self.request("user.update", display_name=display_name, avatar=avatar, status_text=status_text)
+                          status_text: Optional[str] = None,
+                          share_read_receipts: Optional[bool] = None) -> Profile:
+        """Changes the user's profile (`None` keeps a field, `""` clears it) and whether
+        others see how far the user has read."""
+        body = await self.request("user.update", display_name=display_name, avatar=avatar, status_text=status_text,
+                                  share_read_receipts=share_read_receipts)
         return _build(Profile, body["profile"])
 
     async def friend_request(self, user: str) -> None:

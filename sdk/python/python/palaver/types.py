@@ -215,6 +215,7 @@ class Profile:
     display_name: Optional[str] = None
     avatar: Optional[str] = None
     status_text: Optional[str] = None
+    share_read_receipts: Optional[bool] = None
 
     @property
     def shown_name(self) -> str:

@@ -56,6 +56,8 @@ pub trait Lookups {
     fn user_by_name(&self, name: &Username) -> Found<Option<UserId>>;
     /// A shared file's record.
     fn file(&self, file_id: &str) -> Found<Option<FileRecord>>;
+    /// Whether `user` keeps how far they read private.
+    fn hides_read_receipts(&self, user: &UserId) -> Found<bool>;
     /// Whether `user` blocked `other`.
     fn is_blocked(&self, user: &UserId, other: &UserId) -> Found<bool>;
     /// The users `user` blocked.

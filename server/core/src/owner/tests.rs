@@ -353,6 +353,81 @@ fn pins_in_a_private_room_are_for_members_and_a_blocked_peer_pins_nothing() {
     h.ok("ann", RoomOp::Pin { seq, on: false });
 }
 
+fn keep_reads_private(world: &mut World, who: &str) {
+    let profile = crate::records::ProfileRecord { hide_read_receipts: true, ..Default::default() };
+    world.apply(&[Write::PutProfile { user: user(who), profile }]);
+}
+
+fn receipts_page(
+    h: &mut Harness,
+    who: &str,
+    seq: u64,
+    delivered: bool,
+    cursor: Option<String>,
+) -> ReceiptListOk {
+    match h.ok(who, RoomOp::ReceiptList { seq, delivered, limit: Some(2), cursor }) {
+        OkBody::ReceiptList(page) => page,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn readers_come_from_watermarks_for_members_without_the_private_or_those_who_blocked() {
+    let mut h = Harness::public("owner", &["ann", "bob", "cat", "dan"]);
+    h.world.add_user(&user("eve"), "eve");
+    let seq = h.say("owner", "m", "did you all read this?");
+    for (who, delivered, read) in [("ann", 1, 1), ("bob", 1, 0), ("cat", 1, 1), ("dan", 1, 1)] {
+        h.ok(who, RoomOp::Receipt { delivered: Some(delivered), read: Some(read) });
+    }
+    keep_reads_private(&mut h.world, "cat");
+    block(&mut h.world, "dan", "owner");
+    // The sender, a private reader and a member who blocked the asker are left out.
+    let page = receipts_page(&mut h, "owner", seq, false, None);
+    let readers: Vec<(UserId, Option<u64>)> =
+        page.receipts.iter().map(|r| (r.user.clone(), r.read)).collect();
+    assert_eq!(readers, vec![(user("ann"), Some(1))]);
+    assert_eq!(page.next, None, "skipped members do not fill the page");
+    // Deliveries list the private reader without their read mark.
+    let delivered = receipts_page(&mut h, "ann", seq, true, None);
+    let listed: Vec<(UserId, Option<u64>)> =
+        delivered.receipts.iter().map(|r| (r.user.clone(), r.read)).collect();
+    assert_eq!(listed, vec![(user("ann"), Some(1)), (user("bob"), Some(0))]);
+    let more = receipts_page(&mut h, "ann", seq, true, delivered.next);
+    let listed: Vec<(UserId, Option<u64>)> = more.receipts.iter().map(|r| (r.user.clone(), r.read)).collect();
+    assert_eq!(listed, vec![(user("cat"), None), (user("dan"), Some(1))]);
+    assert_eq!(more.next, None);
+
+    // Refusals.
+    let list = |seq, cursor| RoomOp::ReceiptList { seq, delivered: false, limit: None, cursor };
+    assert_eq!(h.err("eve", list(seq, None)), ErrorCode::Forbidden, "members only");
+    assert_eq!(h.err("ann", list(9, None)), ErrorCode::NotFound);
+    assert_eq!(h.err("ann", list(seq, Some("bm90IGEgY3Vyc29y".into()))), ErrorCode::Invalid);
+
+    // room.members shows members' read marks to members, not the private ones'.
+    let OkBody::Members(page) = h.ok("ann", RoomOp::Members { limit: None, cursor: None }) else { panic!() };
+    let read_of = |name: &str| page.members.iter().find(|m| m.user == user(name)).unwrap().read;
+    assert_eq!((read_of("ann"), read_of("bob"), read_of("cat")), (Some(1), Some(0), None));
+    let OkBody::Members(page) = h.ok("eve", RoomOp::Members { limit: None, cursor: None }) else { panic!() };
+    assert!(page.members.iter().all(|m| m.read.is_none()), "not to outsiders");
+
+    // A private reader's moved watermark is not announced; others' are.
+    h.say("owner", "n", "and this?");
+    h.owner.tick(h.now, &mut h.fx);
+    h.fx = Effects::default();
+    h.ok("cat", RoomOp::Receipt { delivered: None, read: Some(2) });
+    h.ok("ann", RoomOp::Receipt { delivered: None, read: Some(2) });
+    h.owner.tick(h.now, &mut h.fx);
+    let announced: Vec<UserId> =
+        h.fx.announcements
+            .iter()
+            .filter_map(|a| match &a.event {
+                Event::Receipt(r) => Some(r.user.clone()),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(announced, vec![user("ann")]);
+}
+
 #[test]
 fn a_reaction_in_flight_counts_as_made() {
     let mut h = Harness::public("owner", &["bob"]);
