@@ -604,6 +604,7 @@ impl Harness {
                     reply_to,
                     file: None,
                     encryption: None,
+                    forward: None,
                 };
                 // Answered once its seq is durable: at the next commit.
                 self.ask(d, i, RoomOp::Send(Box::new(outgoing)), want, false);

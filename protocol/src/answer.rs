@@ -82,6 +82,7 @@ pub const ANSWERS: &[(&str, Answer)] = &[
     ("unpin", Answer::Sent),
     ("pin.list", Answer::Pins),
     ("receipt.list", Answer::ReceiptList),
+    ("forward", Answer::Sent),
     ("delete", Answer::Empty),
     ("room.list", Answer::RoomList),
     ("dm.open", Answer::Room),

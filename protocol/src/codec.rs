@@ -242,6 +242,9 @@ mod tests {
             (room_id(), any::<u64>(), any::<Option<u32>>(), prop::option::of("[A-Za-z0-9_-]{0,16}"))
                 .prop_map(|(room, seq, limit, cursor)| Op::EditList { room, seq, limit, cursor }),
             (room_id(), any::<u64>()).prop_map(|(room, seq)| Op::Pin { room, seq }),
+            (room_id(), cid(), room_id(), any::<u64>(), ".{0,50}").prop_map(
+                |(room, cid, from_room, seq, text)| { Op::Forward { room, cid, from_room, seq, text } }
+            ),
             (room_id(), any::<u64>(), any::<bool>(), any::<Option<u32>>()).prop_map(
                 |(room, seq, delivered, limit)| Op::ReceiptList { room, seq, delivered, limit, cursor: None }
             ),
@@ -322,6 +325,23 @@ mod tests {
                         algorithm: "m.olm.v1.curve25519-aes-sha2".into(),
                         sender_device: "DEV1".into(),
                         session_id: None,
+                    })
+                }),
+                forward: (seq % 23 == 0).then(|| {
+                    Box::new(crate::ForwardRef {
+                        room: RoomId::from_body("src").unwrap(),
+                        seq: seq / 2,
+                        source: (seq % 2 == 0).then(|| {
+                            Box::new(crate::ForwardedMessage {
+                                sender: UserId::from_body(&sender).unwrap(),
+                                ts,
+                                kind: MessageKind::Text,
+                                text: "original".into(),
+                                file: None,
+                                edited_at: None,
+                                deleted: false,
+                            })
+                        }),
                     })
                 }),
             },

@@ -103,6 +103,22 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         encryption: Option<Box<Encryption>>,
     },
+    /// Forward a message of a room the caller may read into `room`, with an optional
+    /// comment; the new message refers to the original.
+    #[serde(rename = "forward")]
+    Forward {
+        /// Where to.
+        room: RoomId,
+        /// Idempotency key, as for `send`.
+        cid: ClientMsgId,
+        /// The original's room.
+        from_room: RoomId,
+        /// The original's seq.
+        seq: u64,
+        /// A comment (may be empty).
+        #[serde(default)]
+        text: String,
+    },
     /// Page through a room's history: backwards from the newest (or from `before`),
     /// newest first; or forwards from `after`, oldest first.
     #[serde(rename = "history")]
@@ -611,6 +627,7 @@ impl Op {
             Op::Unpin { .. } => "unpin",
             Op::PinList { .. } => "pin.list",
             Op::ReceiptList { .. } => "receipt.list",
+            Op::Forward { .. } => "forward",
             Op::Delete { .. } => "delete",
             Op::Unreact { .. } => "unreact",
             Op::RoomGet { .. } => "room.get",
@@ -919,6 +936,67 @@ pub struct Message {
     /// With kind `encrypted`: how `text` was encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Box<Encryption>>,
+    /// A forwarded message: where it came from (and, in `history`, what it said, for
+    /// readers who may read the room it came from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<Box<ForwardRef>>,
+}
+
+/// Where a forwarded message came from.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+pub struct ForwardRef {
+    /// The room of the original.
+    pub room: RoomId,
+    /// Its seq there.
+    pub seq: u64,
+    /// The original, in `history`, for a reader who may read its room; never in live
+    /// events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Box<ForwardedMessage>>,
+}
+
+/// What a forwarded message's original says, as its room holds it now.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+pub struct ForwardedMessage {
+    /// Who wrote it.
+    pub sender: UserId,
+    /// When it was stored.
+    pub ts: u64,
+    /// Its kind.
+    pub kind: MessageKind,
+    /// Its text (empty once deleted).
+    pub text: String,
+    /// Its file, for `image` and `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<Box<FileRef>>,
+    /// When it was last edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<u64>,
+    /// The original was deleted: its content is gone.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
 }
 
 /// All reactions with one emoji on a message.

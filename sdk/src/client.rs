@@ -2,8 +2,9 @@
 
 use futures_channel::{mpsc, oneshot};
 use palaver_protocol::{
-    ClaimedKey, DeviceKeys, FileRef, FriendInfo, InviteInfo, KeysUploadOk, MembersOk, OneTimeKey,
-    PresenceChoice, PresenceInfo, Profile, ProfileOk, RoomDetailsOk, RoomRole, RoomSettingsPatch, SearchOk,
+    ClaimedKey, ClientMsgId, DeviceKeys, FileRef, FriendInfo, InviteInfo, KeysUploadOk, MembersOk,
+    OneTimeKey, PresenceChoice, PresenceInfo, Profile, ProfileOk, RoomDetailsOk, RoomRole, RoomSettingsPatch,
+    SearchOk,
 };
 use palaver_protocol::{
     EditOk, EditsOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, PinsOk, ReactionOk, ReceiptListOk,
@@ -638,6 +639,30 @@ impl Client {
         match self.op(op).await? {
             OkBody::ReceiptList(ok) => Ok(ok),
             _ => Err(Error::UnexpectedReply { op: "receipt.list" }),
+        }
+    }
+
+    /// Forwards message `seq` of `from_room` (a room the user may read) into `room` with a
+    /// comment (may be empty); `cid` is the idempotency key, as for a send: retry with the
+    /// same one. Readers see the original's content only if they may read `from_room`.
+    pub async fn forward(
+        &self,
+        room: &RoomId,
+        cid: &ClientMsgId,
+        from_room: &RoomId,
+        seq: u64,
+        text: &str,
+    ) -> Result<SendOk, Error> {
+        let op = Op::Forward {
+            room: room.clone(),
+            cid: cid.clone(),
+            from_room: from_room.clone(),
+            seq,
+            text: text.to_owned(),
+        };
+        match self.op(op).await? {
+            OkBody::Sent(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: "forward" }),
         }
     }
 

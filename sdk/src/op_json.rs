@@ -5,7 +5,7 @@
 //! refuses what it refuses (unknown and missing fields, wrong types, bad identifiers) —
 //! tested against it for every op.
 
-use palaver_protocol::{Op, RoomId, UserId};
+use palaver_protocol::{ClientMsgId, Op, RoomId, UserId};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -176,6 +176,20 @@ pub(crate) fn op_from_json(text: &str) -> Result<Op, Error> {
             let (limit, cursor) = f.page()?;
             Op::ReceiptList { room, seq, delivered, limit, cursor }
         }
+        "forward" => {
+            let room = f.room()?;
+            let cid = f.string("cid")?;
+            let cid = ClientMsgId::parse(&cid).map_err(|e| f.invalid(e))?;
+            let from_room = f.opt_room("from_room")?;
+            let from_room = f.required("from_room", from_room)?;
+            Op::Forward {
+                room,
+                cid,
+                from_room,
+                seq: f.u64("seq")?,
+                text: f.opt_string("text")?.unwrap_or_default(),
+            }
+        }
         "pin" => Op::Pin { room: f.room()?, seq: f.u64("seq")? },
         "unpin" => Op::Unpin { room: f.room()?, seq: f.u64("seq")? },
         "pin.list" => {
@@ -298,6 +312,8 @@ mod tests {
             r#"{"op":"edit.list","room":"r_1","seq":3,"limit":5,"cursor":"c"}"#,
             r#"{"op":"edit.list","room":"r_1","seq":3}"#,
             r#"{"op":"pin","room":"r_1","seq":3}"#,
+            r#"{"op":"forward","room":"r_1","cid":"c-1","from_room":"r_2","seq":3,"text":"look"}"#,
+            r#"{"op":"forward","room":"r_1","cid":"c-1","from_room":"r_2","seq":3}"#,
             r#"{"op":"receipt.list","room":"r_1","seq":3,"delivered":true,"limit":5,"cursor":"c"}"#,
             r#"{"op":"receipt.list","room":"r_1","seq":3}"#,
             r#"{"op":"user.update","share_read_receipts":false}"#,

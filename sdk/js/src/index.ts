@@ -464,6 +464,19 @@ export class PalaverClient {
     return this.#op({ op: "receipt.list", room, seq, ...options });
   }
 
+  /** Forwards message `seq` of `fromRoom` (a room the user may read) into `room`, with a
+   * comment; `cid` is the idempotency key (retry with the same one). Readers see the
+   * original only if they may read `fromRoom`. */
+  forward(
+    room: RoomId,
+    cid: ClientMsgId,
+    fromRoom: RoomId,
+    seq: number,
+    text = "",
+  ): Promise<Replies["forward"]> {
+    return this.#op({ op: "forward", room, cid, from_room: fromRoom, seq, text });
+  }
+
   /** Deletes a message (its seq stays, as a tombstone). */
   deleteMessage(room: RoomId, seq: number): Promise<Replies["delete"]> {
     return this.#op({ op: "delete", room, seq });

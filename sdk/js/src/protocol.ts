@@ -85,7 +85,27 @@ file?: FileRef | null,
 /**
  * With `encrypted`: how `text` (the ciphertext) was encrypted.
  */
-encryption?: Encryption | null, } | { "op": "history", 
+encryption?: Encryption | null, } | { "op": "forward", 
+/**
+ * Where to.
+ */
+room: RoomId, 
+/**
+ * Idempotency key, as for `send`.
+ */
+cid: ClientMsgId, 
+/**
+ * The original's room.
+ */
+from_room: RoomId, 
+/**
+ * The original's seq.
+ */
+seq: number, 
+/**
+ * A comment (may be empty).
+ */
+text: string, } | { "op": "history", 
 /**
  * The room.
  */
@@ -1350,7 +1370,12 @@ blocked?: boolean,
 /**
  * With kind `encrypted`: how `text` was encrypted.
  */
-encryption?: Encryption | null, };
+encryption?: Encryption | null, 
+/**
+ * A forwarded message: where it came from (and, in `history`, what it said, for
+ * readers who may read the room it came from).
+ */
+forward?: ForwardRef | null, };
 /**
  * What a message carries.
  */
@@ -1401,6 +1426,55 @@ sender: UserId,
 excerpt: string, 
 /**
  * True when the parent has been deleted.
+ */
+deleted?: boolean, };
+/**
+ * Where a forwarded message came from.
+ */
+export type ForwardRef = { 
+/**
+ * The room of the original.
+ */
+room: RoomId, 
+/**
+ * Its seq there.
+ */
+seq: number, 
+/**
+ * The original, in `history`, for a reader who may read its room; never in live
+ * events.
+ */
+source?: ForwardedMessage | null, };
+/**
+ * What a forwarded message's original says, as its room holds it now.
+ */
+export type ForwardedMessage = { 
+/**
+ * Who wrote it.
+ */
+sender: UserId, 
+/**
+ * When it was stored.
+ */
+ts: number, 
+/**
+ * Its kind.
+ */
+kind: MessageKind, 
+/**
+ * Its text (empty once deleted).
+ */
+text: string, 
+/**
+ * Its file, for `image` and `file`.
+ */
+file?: FileRef | null, 
+/**
+ * When it was last edited.
+ */
+edited_at?: number | null, 
+/**
+ * The original was deleted: its content is gone.
  */
 deleted?: boolean, };
 /**
@@ -1618,6 +1692,7 @@ export interface Replies {
   "unpin": SendOk,
   "pin.list": PinsOk,
   "receipt.list": ReceiptListOk,
+  "forward": SendOk,
   "delete": Empty,
   "room.list": RoomListOk,
   "dm.open": RoomOk,

@@ -83,6 +83,7 @@ impl FakeServer {
             system: None,
             blocked: false,
             encryption: None,
+            forward: None,
         };
         messages.push(message.clone());
         self.cids.insert((room.clone(), cid.to_owned()), seq);

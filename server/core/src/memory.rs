@@ -346,6 +346,11 @@ impl Lookups for MemoryStore {
         Ok(self.files.get(file_id).cloned())
     }
 
+    fn member_role(&self, room: &RoomId, user: &UserId) -> Found<Option<Role>> {
+        self.check()?;
+        Ok(self.room(room).and_then(|r| r.members.get(user).copied()))
+    }
+
     fn hides_read_receipts(&self, user: &UserId) -> Found<bool> {
         self.check()?;
         Ok(self.profiles.get(user).is_some_and(|p| p.hide_read_receipts))

@@ -27,8 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use palaver_protocol::paging::{self, PageBuilder};
 use palaver_protocol::{
     ClientMsgId, Delete, Edit, EditOk, EditVersion, EditsOk, Empty, Encryption, ErrorBody, ErrorCode, Event,
-    FileRef, HistoryOk, InviteInfo, JoinOk, MemberChange, MemberEvent, MemberInfo, MemberReceipt, MembersOk,
-    Message, MessageKind, OkBody, PinInfo, PinsOk, PresenceStatus, Reaction, ReactionOk, Receipt,
+    FileRef, ForwardRef, HistoryOk, InviteInfo, JoinOk, MemberChange, MemberEvent, MemberInfo, MemberReceipt,
+    MembersOk, Message, MessageKind, OkBody, PinInfo, PinsOk, PresenceStatus, Reaction, ReactionOk, Receipt,
     ReceiptListOk, ReceiptOk, ReplyBody, ReplyPreview, RoomDetailsOk, RoomId, RoomKind, RoomOk,
     RoomSettingsPatch, SendOk, SystemAction, SystemNotice, Typing, UserId, limits,
 };
@@ -44,7 +44,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Throttled;
 use crate::records::{ActionRecord, FileRecord, RoomRecord, Write};
 use crate::role::Role;
-use crate::room::{Draft, HistoryRequest, HistoryWindow, Pin, Room, RoomLimits, SendOutcome, TypingChange};
+use crate::room::{
+    Draft, HistoryRequest, HistoryWindow, Pin, Room, RoomLimits, SendOutcome, TypingChange,
+    check_forwardable, forwarded_content, may_read_room,
+};
 use crate::route::RoomRequest;
 use crate::{CoreError, Governance, Moderation};
 
@@ -118,6 +121,8 @@ pub struct Outgoing {
     pub file: Option<Box<FileRef>>,
     /// How an encrypted body was encrypted.
     pub encryption: Option<Box<Encryption>>,
+    /// A forward's original.
+    pub forward: Option<Box<ForwardRef>>,
 }
 
 /// A request on a room that exists.
@@ -755,6 +760,9 @@ impl<A: Clone> RoomOwner<A> {
                 }
             }
             let file = self.shared_file(user, &outgoing, lookups)?;
+            if let Some(forward) = &outgoing.forward {
+                self.check_forward_source(user, forward, lookups)?;
+            }
             Ok((stored, mentions, file))
         })();
         let (stored, mentions, file) = match prepared {
@@ -765,8 +773,9 @@ impl<A: Clone> RoomOwner<A> {
             Some((file_ref, record)) => (Some(file_ref), Some(record)),
             None => (outgoing.file.clone(), None),
         };
-        let Outgoing { cid, kind, text, client_ts, reply_to, encryption, .. } = outgoing;
-        let draft = Draft { cid, kind, text, client_ts, reply_to, file: file_ref, mentions, encryption };
+        let Outgoing { cid, kind, text, client_ts, reply_to, encryption, forward, .. } = outgoing;
+        let draft =
+            Draft { cid, kind, text, client_ts, reply_to, file: file_ref, mentions, encryption, forward };
         match self.room.send(now_ms, user, draft, |_| stored) {
             Err(e) => Some(refused(&e)),
             Ok(SendOutcome::Duplicate { seq, ts }) => {
@@ -798,6 +807,38 @@ impl<A: Clone> RoomOwner<A> {
                 None
             }
         }
+    }
+
+    /// Whether `reader` may read the messages of `room` (this room, or another as storage
+    /// has it); `None` when that room does not exist.
+    fn may_read(&self, reader: &UserId, room: &RoomId, lookups: &impl Lookups) -> Found<Option<bool>> {
+        if room == self.room.id() {
+            return Ok(Some(self.room.check_read(reader).is_ok()));
+        }
+        match lookups.room_record(room)? {
+            Some(record) if !record.deleted => {
+                let member = lookups.member_role(room, reader)?.is_some();
+                Ok(Some(may_read_room(record.kind, member)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Checks that `user` may forward the original `forward` names: a room they may read,
+    /// and a message there that can be forwarded.
+    fn check_forward_source(&self, user: &UserId, forward: &ForwardRef, lookups: &impl Lookups) -> Step<()> {
+        match found(self.may_read(user, &forward.room, lookups))? {
+            None => return Err(refused(&CoreError::NoSuchRoom(forward.room.clone()))),
+            Some(false) => return Err(refused(&CoreError::PrivateRoom(forward.room.clone()))),
+            Some(true) => {}
+        }
+        let original = if &forward.room == self.room.id() {
+            self.current_message(forward.seq, lookups)?
+        } else {
+            found(lookups.message(&forward.room, forward.seq))?
+                .ok_or_else(|| refused(&CoreError::NoSuchMessage(forward.seq)))?
+        };
+        check_forwardable(&original).map_err(|e| refused(&e))
     }
 
     /// A message as the room has decided it: its newest version still becoming durable
@@ -1257,8 +1298,25 @@ impl<A: Clone> RoomOwner<A> {
         let more = messages.len() > limit;
         messages.truncate(limit);
         let blocked = lookups.blocks(reader)?;
+        // Whether the reader may read each room forwards come from, asked once per page.
+        let mut readable: HashMap<RoomId, bool> = HashMap::new();
         for message in &mut messages {
             message.blocked = blocked.contains(&message.sender);
+            if let Some(forward) = &mut message.forward {
+                let may = match readable.get(&forward.room) {
+                    Some(may) => *may,
+                    None => {
+                        let may = self.may_read(reader, &forward.room, lookups)?.unwrap_or(false);
+                        readable.insert(forward.room.clone(), may);
+                        may
+                    }
+                };
+                if may {
+                    forward.source = lookups
+                        .message(&forward.room, forward.seq)?
+                        .map(|original| Box::new(forwarded_content(original)));
+                }
+            }
             message.reactions = lookups.reactions(room, message.seq)?;
             if let Some(parent) = message.reply_to {
                 message.reply = lookups.message(room, parent)?.map(|p| {

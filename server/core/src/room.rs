@@ -5,6 +5,7 @@
 //! [`Room::committed`] when they are; `join` reports only durable seqs, so a subscriber
 //! never hears of a message that a crash could still take back.
 
+mod forwards;
 mod governance;
 mod pins;
 mod receipts;
@@ -12,10 +13,11 @@ mod receipts;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use palaver_protocol::{
-    ClientMsgId, Emoji, Encryption, FileRef, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind,
-    RoomName, RoomSettings, RoomSettingsPatch, TextError, UserId, Username, limits,
+    ClientMsgId, Emoji, Encryption, FileRef, ForwardRef, Message, MessageKind, MessageText, RoomId, RoomInfo,
+    RoomKind, RoomName, RoomSettings, RoomSettingsPatch, TextError, UserId, Username, limits,
 };
 
+pub use forwards::{check_forwardable, forwarded_content, may_read_room};
 pub use governance::{Governance, Moderation};
 pub use pins::Pin;
 
@@ -223,6 +225,8 @@ pub struct Draft {
     pub mentions: Vec<UserId>,
     /// With `encrypted`: how the ciphertext in `text` was encrypted.
     pub encryption: Option<Box<Encryption>>,
+    /// A forward: the original it refers to (checked readable by the caller).
+    pub forward: Option<Box<ForwardRef>>,
 }
 
 /// A message accepted by the room, not yet durable.
@@ -454,7 +458,7 @@ impl Room {
         draft: Draft,
         stored_cid: impl FnOnce(&ClientMsgId) -> Option<(u64, u64)>,
     ) -> Result<SendOutcome, CoreError> {
-        let Draft { cid, kind, text, client_ts, reply_to, file, mentions, encryption } = draft;
+        let Draft { cid, kind, text, client_ts, reply_to, file, mentions, encryption, forward } = draft;
         let Some(role) = self.role_of(user) else {
             return Err(CoreError::NotMember(self.id.clone()));
         };
@@ -464,7 +468,10 @@ impl Room {
         if file.is_some() && !self.settings.file_sharing {
             return Err(CoreError::FilesDisabled);
         }
-        let text = self.check_body(kind, text, file.as_deref())?;
+        if forward.is_some() && kind != MessageKind::Text {
+            return Err(CoreError::Mismatched("a forward is a text message (its comment)"));
+        }
+        let text = self.check_body(kind, text, file.as_deref(), forward.is_some())?;
         check_encryption(kind, encryption.as_deref())?;
         if let Some(parent) = reply_to
             && (parent == 0 || parent > self.last_seq)
@@ -519,6 +526,7 @@ impl Room {
             system: None,
             blocked: false,
             encryption,
+            forward,
         };
         self.pending.push_back((self.last_seq, user.clone(), cid.clone()));
         self.pending_cids.insert((user.clone(), cid), (self.last_seq, self.last_ts));
@@ -528,11 +536,13 @@ impl Room {
     /// Validates a message body for its kind: text needs text and no file; image and file
     /// need a file (images an `image/*` type) and take an optional caption; system
     /// messages are the server's alone.
+    /// Checks a message's body; a forward's comment may be empty.
     fn check_body(
         &self,
         kind: MessageKind,
         text: String,
         file: Option<&FileRef>,
+        forward: bool,
     ) -> Result<String, CoreError> {
         let validate = |text: String| {
             MessageText::new(text, self.limits.max_text_chars).map(MessageText::into_string).map_err(
@@ -565,6 +575,7 @@ impl Room {
             }
             (MessageKind::Encrypted, None) => Ok(text),
             (MessageKind::Text, Some(_)) => Err(CoreError::Mismatched("a text message carries no file")),
+            (MessageKind::Text, None) if forward && text.is_empty() => Ok(text),
             (MessageKind::Text, None) => validate(text),
             (MessageKind::Image | MessageKind::File, None) => {
                 Err(CoreError::Mismatched("image and file messages need `file`"))
@@ -604,7 +615,7 @@ impl Room {
         if now_ms.saturating_sub(original.ts) > self.limits.edit_window_ms {
             return Err(CoreError::EditWindowPassed(original.seq));
         }
-        self.check_body(original.kind, text, original.file.as_deref())
+        self.check_body(original.kind, text, original.file.as_deref(), original.forward.is_some())
     }
 
     /// Checks that `user` may read the earlier texts of message `seq`: a member (the
@@ -887,6 +898,7 @@ mod tests {
             file: None,
             mentions: Vec::new(),
             encryption: None,
+            forward: None,
         }
     }
     fn public_room() -> Room {

@@ -3,7 +3,9 @@
 //! owners and homes speak is derived from the protocol's in one place, and the match is
 //! exhaustive: a new op does not compile until it has a destination.
 
-use palaver_protocol::{OneTimeKey, Op, PresenceChoice, RoomId, RoomKind, RoomSettingsPatch, UserId};
+use palaver_protocol::{
+    ForwardRef, MessageKind, OneTimeKey, Op, PresenceChoice, RoomId, RoomKind, RoomSettingsPatch, UserId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::owner::{Outgoing, RoomOp};
@@ -138,7 +140,30 @@ pub fn route(op: Op) -> Route {
         Op::Leave { room } => on(room, RoomOp::Leave),
         Op::Send { room, cid, kind, text, client_ts, reply_to, file, encryption } => on(
             room,
-            RoomOp::Send(Box::new(Outgoing { cid, kind, text, client_ts, reply_to, file, encryption })),
+            RoomOp::Send(Box::new(Outgoing {
+                cid,
+                kind,
+                text,
+                client_ts,
+                reply_to,
+                file,
+                encryption,
+                forward: None,
+            })),
+        ),
+        // A forward is a send whose body is a comment, referring to the original.
+        Op::Forward { room, cid, from_room, seq, text } => on(
+            room,
+            RoomOp::Send(Box::new(Outgoing {
+                cid,
+                kind: MessageKind::Text,
+                text,
+                client_ts: None,
+                reply_to: None,
+                file: None,
+                encryption: None,
+                forward: Some(Box::new(ForwardRef { room: from_room, seq, source: None })),
+            })),
         ),
         Op::Edit { room, seq, text } => on(room, RoomOp::Edit { seq, text }),
         Op::EditList { room, seq, limit, cursor } => on(room, RoomOp::EditList { seq, limit, cursor }),

@@ -178,6 +178,16 @@ fn rules_of(op: &Op) -> Rules {
             ],
             &["readers_come_from_watermarks_for_members_without_the_private_or_those_who_blocked"],
         ),
+        Op::Forward { .. } => machine(
+            &[
+                "a_forward_refers_to_a_readable_original_whose_content_only_its_readers_see",
+                "only_live_plain_messages_of_readable_rooms_are_forwarded",
+            ],
+            &[
+                "a_forward_refers_to_a_readable_original_whose_content_only_its_readers_see",
+                "only_live_plain_messages_of_readable_rooms_are_forwarded",
+            ],
+        ),
         Op::Delete { .. } => machine(
             &["a_member_deletes_their_own_message_and_only_a_moderator_anothers"],
             &["a_member_deletes_their_own_message_and_only_a_moderator_anothers"],
@@ -305,6 +315,7 @@ const SAMPLES: &[&str] = &[
     r#"{"op":"pin","room":"r_a","seq":1}"#,
     r#"{"op":"unpin","room":"r_a","seq":1}"#,
     r#"{"op":"pin.list","room":"r_a"}"#,
+    r#"{"op":"forward","room":"r_a","cid":"c1","from_room":"r_b","seq":1}"#,
     r#"{"op":"receipt.list","room":"r_a","seq":1}"#,
     r#"{"op":"delete","room":"r_a","seq":1}"#,
     r#"{"op":"room.list"}"#,

@@ -208,6 +208,7 @@ mod tests {
             system: None,
             blocked: false,
             encryption: None,
+            forward: None,
         };
         let record = LogRecord {
             format: LOG_FORMAT,

@@ -135,6 +135,10 @@ impl Lookups for StoreLookups<'_> {
         found(self.shard.shared.store.file(file_id))
     }
 
+    fn member_role(&self, room: &RoomId, user: &UserId) -> Found<Option<palaver_protocol::RoomRole>> {
+        found(self.shard.shared.store.member_role(room, user))
+    }
+
     fn hides_read_receipts(&self, user: &UserId) -> Found<bool> {
         found(self.shard.shared.store.profile(user)).map(|p| p.hide_read_receipts)
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Optional, Sequence
 
@@ -335,6 +336,14 @@ class Client:
         delivered): `{"seq", "receipts": [{"user", "delivered", "read"?}], "next"?}`."""
         return await self.request("receipt.list", room=room, seq=seq, delivered=delivered or None, limit=limit,
                                   cursor=cursor)
+
+    async def forward(self, room: str, from_room: str, seq: int, text: str = "", *,
+                      cid: Optional[str] = None) -> dict[str, Any]:
+        """Forwards message `seq` of `from_room` (a room the user may read) into `room`
+        with a comment; `cid` is the idempotency key (a new one when not given).
+        Returns `{"seq", "ts"}`."""
+        return await self.request("forward", room=room, cid=cid or f"fwd-{uuid.uuid4()}", from_room=from_room,
+                                  seq=seq, text=text)
 
     async def pin(self, room: str, seq: int) -> None:
         """Pins a message (the room's `pin_role` and above)."""

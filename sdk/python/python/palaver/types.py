@@ -134,6 +134,9 @@ class Message:
     system: Optional[SystemNotice] = None
     blocked: bool = False
     encryption: Optional[Encryption] = None
+    # A forward's original: `{"room", "seq", "source"?}` (`source` in history, for readers
+    # of the original's room).
+    forward: Optional[dict] = None
 
     _NESTED: ClassVar[dict] = {
         "reactions": _each(ReactionCount),

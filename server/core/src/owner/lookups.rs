@@ -56,6 +56,8 @@ pub trait Lookups {
     fn user_by_name(&self, name: &Username) -> Found<Option<UserId>>;
     /// A shared file's record.
     fn file(&self, file_id: &str) -> Found<Option<FileRecord>>;
+    /// `user`'s role in `room`, if they are a member (of any room, as storage has it).
+    fn member_role(&self, room: &RoomId, user: &UserId) -> Found<Option<crate::role::Role>>;
     /// Whether `user` keeps how far they read private.
     fn hides_read_receipts(&self, user: &UserId) -> Found<bool>;
     /// Whether `user` blocked `other`.

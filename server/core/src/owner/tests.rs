@@ -9,7 +9,7 @@ use palaver_protocol::{
 
 use super::*;
 use crate::memory::{MemoryStore, acts};
-use crate::records::{FileRecord, Write};
+use crate::records::{FileRecord, RoomRecord, Write};
 use crate::route::RoomRequest;
 
 /// Storage and the shared throttles, in maps.
@@ -175,6 +175,7 @@ fn send_op(cid: &str, text: &str) -> RoomOp {
         reply_to: None,
         file: None,
         encryption: None,
+        forward: None,
     }))
 }
 
@@ -428,6 +429,95 @@ fn readers_come_from_watermarks_for_members_without_the_private_or_those_who_blo
     assert_eq!(announced, vec![user("ann")]);
 }
 
+fn forward_op(cid: &str, from_room: &RoomId, seq: u64, text: &str) -> RoomOp {
+    let op = palaver_protocol::Op::Forward {
+        room: room_id(),
+        cid: ClientMsgId::parse(cid).unwrap(),
+        from_room: from_room.clone(),
+        seq,
+        text: text.into(),
+    };
+    match crate::route::route(op) {
+        crate::route::Route::Room(_, op) => op,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A private room `r_other` of `owner` holding one message of theirs and one notice.
+fn other_private_room(world: &mut World) -> RoomId {
+    let other = RoomId::parse("r_other").unwrap();
+    let mut original = world.message(&room_id(), 1).unwrap().unwrap();
+    original.room = other.clone();
+    original.seq = 1;
+    original.sender = user("owner");
+    original.text = "secret plan".into();
+    let mut notice = original.clone();
+    notice.seq = 2;
+    notice.kind = MessageKind::System;
+    world.apply(&[
+        Write::PutRoom(RoomRecord {
+            room_id: other.clone(),
+            name: "other".into(),
+            kind: RoomKind::Private,
+            owner: user("owner"),
+            created_ms: 1,
+            topic: String::new(),
+            settings: None,
+            deleted: false,
+        }),
+        Write::PutMember { room: other.clone(), user: user("owner"), role: Role::Owner },
+        Write::AppendMessage(original),
+        Write::AppendMessage(notice),
+    ]);
+    other
+}
+
+#[test]
+fn a_forward_refers_to_a_readable_original_whose_content_only_its_readers_see() {
+    let mut h = Harness::public("owner", &["bob"]);
+    let hello = h.say("bob", "h", "hello");
+    let other = other_private_room(&mut h.world);
+    // Within the room, with an empty comment; from a private room its member reads.
+    let same = match h.ok("bob", forward_op("f1", &room_id(), hello, "")) {
+        OkBody::Sent(sent) => sent.seq,
+        other => panic!("{other:?}"),
+    };
+    let across = match h.ok("owner", forward_op("f2", &other, 1, "look")) {
+        OkBody::Sent(sent) => sent.seq,
+        other => panic!("{other:?}"),
+    };
+    let stored = h.world.message(&room_id(), across).unwrap().unwrap();
+    let reference = stored.forward.as_deref().unwrap();
+    assert_eq!((&reference.room, reference.seq, reference.source.is_none()), (&other, 1, true));
+    assert_eq!(stored.text, "look");
+    // The live message carries the reference, never the content.
+    assert!(h.fx.deliveries.iter().filter_map(|m| m.forward.as_deref()).all(|f| f.source.is_none()));
+
+    // Refusals: a room the forwarder may not read, unknown rooms and messages, notices.
+    assert_eq!(h.err("bob", forward_op("f3", &other, 1, "")), ErrorCode::Forbidden);
+    let nowhere = RoomId::parse("r_nowhere").unwrap();
+    assert_eq!(h.err("owner", forward_op("f4", &nowhere, 1, "")), ErrorCode::NotFound);
+    assert_eq!(h.err("owner", forward_op("f5", &other, 9, "")), ErrorCode::NotFound);
+    assert_eq!(h.err("owner", forward_op("f6", &other, 2, "")), ErrorCode::Invalid);
+    assert_eq!(h.err("bob", forward_op("f7", &room_id(), 99, "")), ErrorCode::NotFound);
+
+    // History shows the original to readers of its room only.
+    let source_of = |h: &mut Harness, who: &str, seq: u64| {
+        let request = HistoryRequest { after: Some(0), limit: Some(100), ..HistoryRequest::default() };
+        let OkBody::History(page) = h.ok(who, RoomOp::History(request)) else { panic!() };
+        let message = page.messages.into_iter().find(|m| m.seq == seq).unwrap();
+        message.forward.and_then(|f| f.source)
+    };
+    assert_eq!(source_of(&mut h, "owner", across).unwrap().text, "secret plan");
+    assert_eq!(source_of(&mut h, "bob", across), None);
+    assert_eq!(source_of(&mut h, "bob", same).unwrap().text, "hello");
+    // A deleted original shows as deleted.
+    h.ok("bob", RoomOp::Delete { seq: hello });
+    assert!(source_of(&mut h, "owner", same).unwrap().deleted);
+    // The comment is edited like any text, and may stay empty.
+    h.ok("bob", RoomOp::Edit { seq: same, text: String::new() });
+}
+
 #[test]
 fn a_reaction_in_flight_counts_as_made() {
     let mut h = Harness::public("owner", &["bob"]);
@@ -532,6 +622,7 @@ fn a_deleted_messages_file_goes_only_once_the_delete_is_durable() {
                 height: None,
             })),
             encryption: None,
+            forward: None,
         }))
     };
     let first = h.ask("owner", share("i1"));

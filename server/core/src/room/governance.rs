@@ -446,6 +446,7 @@ impl Room {
             system: Some(Box::new(notice)),
             blocked: false,
             encryption: None,
+            forward: None,
         }
     }
 
