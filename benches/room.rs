@@ -32,6 +32,7 @@ fn room_apply(c: &mut Criterion) {
                 reply_to: None,
                 file: None,
                 encryption: None,
+                mention_all: None,
                 forward: None,
                 mentions: Vec::new(),
             };

@@ -189,6 +189,7 @@ mod tests {
                         slow_mode_secs: None,
                         invite_role: Some(crate::RoomRole::Moderator),
                         pin_role: Some(crate::RoomRole::Member),
+                        mention_all_role: None,
                     }),
                 }
             ),
@@ -327,6 +328,7 @@ mod tests {
                         session_id: None,
                     })
                 }),
+                mention_all: (seq % 29 == 0).then_some(crate::MentionAll::Here),
                 forward: (seq % 23 == 0).then(|| {
                     Box::new(crate::ForwardRef {
                         room: RoomId::from_body("src").unwrap(),

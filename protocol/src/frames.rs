@@ -936,10 +936,36 @@ pub struct Message {
     /// With kind `encrypted`: how `text` was encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Box<Encryption>>,
+    /// The message mentions the whole room (`@everyone`) or its members online
+    /// (`@here`): set when its sender had the room's `mention_all_role`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mention_all: Option<MentionAll>,
     /// A forwarded message: where it came from (and, in `history`, what it said, for
     /// readers who may read the room it came from).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward: Option<Box<ForwardRef>>,
+}
+
+/// A mention of many members at once.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum MentionAll {
+    /// `@everyone`: every member.
+    Everyone,
+    /// `@here`: the members online when it was sent.
+    Here,
 }
 
 /// Where a forwarded message came from.

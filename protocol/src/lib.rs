@@ -34,10 +34,10 @@ pub use codec::{Codec, DecodeError, EncodeError};
 pub use error::{ErrorBody, ErrorCode};
 pub use frames::{
     AuthOk, ClientFrame, Delete, Edit, EditOk, EditVersion, EditsOk, Empty, Event, FileRef, ForwardRef,
-    ForwardedMessage, HistoryOk, JoinOk, MemberReceipt, Message, MessageKind, OkBody, Op, Reaction,
-    ReactionOk, ReactionSummary, Receipt, ReceiptListOk, ReceiptOk, ReplyBody, ReplyPreview, RoomInfo,
-    RoomKind, RoomListOk, RoomOk, RoomSummary, SearchHit, SearchOk, SearchOrder, SendOk, ServerFrame, SyncOk,
-    Typing,
+    ForwardedMessage, HistoryOk, JoinOk, MemberReceipt, MentionAll, Message, MessageKind, OkBody, Op,
+    Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptListOk, ReceiptOk, ReplyBody, ReplyPreview,
+    RoomInfo, RoomKind, RoomListOk, RoomOk, RoomSummary, SearchHit, SearchOk, SearchOrder, SendOk,
+    ServerFrame, SyncOk, Typing,
 };
 pub use ids::{ClientMsgId, IdError, RoomId, SessionId, UserId, Username};
 pub use keys::{ClaimedKey, ClaimedOk, DeviceKeys, DevicesOk, Encryption, KeysUploadOk, OneTimeKey};

@@ -27,6 +27,8 @@ pub const MAX_PINS_PER_ROOM: usize = 100;
 pub const MAX_DELIVERED_LIST_MEMBERS: usize = 100;
 /// Most members `receipt.list` examines for one page (a page may end early, with `next`).
 pub const MAX_RECEIPT_SCAN: usize = 1_000;
+/// Usernames no account may take: `@everyone` and `@here` mention many members.
+pub const RESERVED_USERNAMES: &[&str] = &["everyone", "here"];
 /// Most users one message may mention.
 pub const MAX_MENTIONS: usize = 50;
 /// Default page size of `history`.

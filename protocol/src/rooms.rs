@@ -97,6 +97,15 @@ pub struct RoomSettings {
     /// The least role that may pin and unpin messages (direct rooms: both users).
     #[serde(default = "default_pin_role")]
     pub pin_role: RoomRole,
+    /// The least role whose `@everyone` and `@here` mention the room (direct rooms: both
+    /// users).
+    #[serde(default = "default_mention_all_role")]
+    pub mention_all_role: RoomRole,
+}
+
+/// Who mentions the whole room in a room that never chose: moderators and above.
+fn default_mention_all_role() -> RoomRole {
+    RoomRole::Moderator
 }
 
 /// Who pins in a room that never chose: moderators and above.
@@ -112,6 +121,7 @@ impl Default for RoomSettings {
             slow_mode_secs: 0,
             invite_role: RoomRole::Member,
             pin_role: default_pin_role(),
+            mention_all_role: default_mention_all_role(),
         }
     }
 }
@@ -148,6 +158,9 @@ pub struct RoomSettingsPatch {
     /// New least role that may pin and unpin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_role: Option<RoomRole>,
+    /// New least role whose `@everyone` and `@here` mention the room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mention_all_role: Option<RoomRole>,
 }
 
 /// Answer to `room.get` and `room.update`.

@@ -12,12 +12,12 @@ use crate::{
     AuthOk, BlockedOk, ClaimedKey, ClaimedOk, ClientMsgId, Delete, DeviceKeys, DevicesOk, Edit, EditOk,
     EditVersion, EditsOk, Empty, Encryption, ErrorBody, ErrorCode, Event, FileRef, ForwardRef,
     ForwardedMessage, FriendInfo, FriendOk, FriendState, FriendsOk, HistoryOk, InviteInfo, InvitesOk, JoinOk,
-    KeysUploadOk, MemberChange, MemberEvent, MemberInfo, MemberReceipt, MembersOk, Message, MessageKind,
-    OkBody, OneTimeKey, Op, PinInfo, PinsOk, PresenceChoice, PresenceInfo, PresenceListOk, PresenceStatus,
-    Profile, ProfileOk, Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptListOk, ReceiptOk,
-    ReplyPreview, RoomDetailsOk, RoomId, RoomInfo, RoomKind, RoomListOk, RoomOk, RoomRole, RoomSettings,
-    RoomSettingsPatch, RoomSummary, SearchHit, SearchOk, SearchOrder, SendOk, SessionId, SyncOk,
-    SystemAction, SystemNotice, Typing, UserId, UsersOk,
+    KeysUploadOk, MemberChange, MemberEvent, MemberInfo, MemberReceipt, MembersOk, MentionAll, Message,
+    MessageKind, OkBody, OneTimeKey, Op, PinInfo, PinsOk, PresenceChoice, PresenceInfo, PresenceListOk,
+    PresenceStatus, Profile, ProfileOk, Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptListOk,
+    ReceiptOk, ReplyPreview, RoomDetailsOk, RoomId, RoomInfo, RoomKind, RoomListOk, RoomOk, RoomRole,
+    RoomSettings, RoomSettingsPatch, RoomSummary, SearchHit, SearchOk, SearchOrder, SendOk, SessionId,
+    SyncOk, SystemAction, SystemNotice, Typing, UserId, UsersOk,
 };
 
 /// The type of each op's `ok` answer (its [`OkBody`] variant's type), by op name: what
@@ -138,6 +138,7 @@ pub fn declarations() -> String {
         ReplyPreview,
         ForwardRef,
         ForwardedMessage,
+        MentionAll,
         ReactionSummary,
         SystemNotice,
         SystemAction,

@@ -67,6 +67,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Message, StorageError> {
         system: None,
         blocked: false,
         encryption: None,
+        mention_all: None,
         forward: None,
     })
 }
@@ -165,6 +166,7 @@ mod tests {
             system: None,
             blocked: false,
             encryption: None,
+            mention_all: None,
             forward: None,
         }
     }

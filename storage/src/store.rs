@@ -686,6 +686,11 @@ impl Store {
                         batch.remove(&e.room_seq_edit, guard.key()?);
                     }
                 }
+                Write::PutMentions { room, seq, users } => {
+                    for user in users {
+                        batch.insert(&e.user_room_mention, keys::user_room_seq(user, room, *seq), []);
+                    }
+                }
                 Write::RemoveMentions { room, seq, users } => {
                     for user in users {
                         batch.remove(&e.user_room_mention, keys::user_room_seq(user, room, *seq));

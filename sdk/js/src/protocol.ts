@@ -1269,7 +1269,12 @@ invite_role: RoomRole,
 /**
  * The least role that may pin and unpin messages (direct rooms: both users).
  */
-pin_role: RoomRole, };
+pin_role: RoomRole, 
+/**
+ * The least role whose `@everyone` and `@here` mention the room (direct rooms: both
+ * users).
+ */
+mention_all_role: RoomRole, };
 /**
  * A partial change to [`RoomSettings`]: absent fields keep their value.
  */
@@ -1293,7 +1298,11 @@ invite_role?: RoomRole | null,
 /**
  * New least role that may pin and unpin.
  */
-pin_role?: RoomRole | null, };
+pin_role?: RoomRole | null, 
+/**
+ * New least role whose `@everyone` and `@here` mention the room.
+ */
+mention_all_role?: RoomRole | null, };
 /**
  * A stored message, as delivered live (`message` event) and by `history`.
  */
@@ -1371,6 +1380,11 @@ blocked?: boolean,
  * With kind `encrypted`: how `text` was encrypted.
  */
 encryption?: Encryption | null, 
+/**
+ * The message mentions the whole room (`@everyone`) or its members online
+ * (`@here`): set when its sender had the room's `mention_all_role`.
+ */
+mention_all?: MentionAll | null, 
 /**
  * A forwarded message: where it came from (and, in `history`, what it said, for
  * readers who may read the room it came from).
@@ -1477,6 +1491,10 @@ edited_at?: number | null,
  * The original was deleted: its content is gone.
  */
 deleted?: boolean, };
+/**
+ * A mention of many members at once.
+ */
+export type MentionAll = "everyone" | "here";
 /**
  * All reactions with one emoji on a message.
  */

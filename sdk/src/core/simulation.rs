@@ -83,6 +83,7 @@ impl FakeServer {
             system: None,
             blocked: false,
             encryption: None,
+            mention_all: None,
             forward: None,
         };
         messages.push(message.clone());

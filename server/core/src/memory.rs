@@ -163,7 +163,10 @@ impl MemoryStore {
             Write::RemovePin { room, seq } => {
                 self.room_mut(room).pins.remove(seq);
             }
-            Write::RemoveMentions { .. } | Write::PutRefresh { .. } | Write::RevokeFamily { .. } => {}
+            Write::RemoveMentions { .. }
+            | Write::PutMentions { .. }
+            | Write::PutRefresh { .. }
+            | Write::RevokeFamily { .. } => {}
             Write::PutBan { room, user, .. } => {
                 self.room_mut(room).bans.insert(user.clone());
             }

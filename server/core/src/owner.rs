@@ -28,9 +28,9 @@ use palaver_protocol::paging::{self, PageBuilder};
 use palaver_protocol::{
     ClientMsgId, Delete, Edit, EditOk, EditVersion, EditsOk, Empty, Encryption, ErrorBody, ErrorCode, Event,
     FileRef, ForwardRef, HistoryOk, InviteInfo, JoinOk, MemberChange, MemberEvent, MemberInfo, MemberReceipt,
-    MembersOk, Message, MessageKind, OkBody, PinInfo, PinsOk, PresenceStatus, Reaction, ReactionOk, Receipt,
-    ReceiptListOk, ReceiptOk, ReplyBody, ReplyPreview, RoomDetailsOk, RoomId, RoomKind, RoomOk,
-    RoomSettingsPatch, SendOk, SystemAction, SystemNotice, Typing, UserId, limits,
+    MembersOk, MentionAll, Message, MessageKind, OkBody, PinInfo, PinsOk, PresenceStatus, Reaction,
+    ReactionOk, Receipt, ReceiptListOk, ReceiptOk, ReplyBody, ReplyPreview, RoomDetailsOk, RoomId, RoomKind,
+    RoomOk, RoomSettingsPatch, SendOk, SystemAction, SystemNotice, Typing, UserId, limits,
 };
 
 pub use effects::{
@@ -312,6 +312,16 @@ fn sent(seq: u64, ts: u64, duplicate: bool) -> ReplyBody {
 
 fn member_event(room: &RoomId, user: &UserId, change: MemberChange, role: Role) -> Event {
     Event::Member(MemberEvent { room: room.clone(), user: user.clone(), change, role })
+}
+
+/// Everyone a message's mention index may name: its mentions, and for a room-wide mention
+/// every member (removing an entry that is not there is harmless).
+fn mentioned_users(message: &Message, room: &Room) -> Vec<UserId> {
+    let mut users = message.mentions.clone();
+    if message.mention_all.is_some() {
+        users.extend(room.member_ids().into_iter().filter(|u| !message.mentions.contains(u)));
+    }
+    users
 }
 
 /// Runs a step that answers with a refusal: `Err(body)` is the answer.
@@ -752,6 +762,18 @@ impl<A: Clone> RoomOwner<A> {
             // Mentions are resolved here; the room keeps only members. Never in
             // ciphertext: the server does not look into encrypted bodies.
             let mut mentions = Vec::new();
+            // `@everyone` and `@here` reach members for senders with the room's role; the
+            // recipients are found before the room assigns a seq, so a failed lookup
+            // refuses the message instead of half-storing it.
+            let mention_all = if outgoing.kind == MessageKind::Encrypted {
+                None
+            } else {
+                crate::mentioned_all(&outgoing.text).filter(|_| self.room.may_mention_all(user))
+            };
+            let everyone = match mention_all {
+                Some(all) => self.mentioned_by_all(user, all, lookups)?,
+                None => Vec::new(),
+            };
             if outgoing.kind != MessageKind::Encrypted {
                 for name in crate::mentioned_usernames(&outgoing.text) {
                     if let Some(id) = found(lookups.user_by_name(&name))? {
@@ -763,9 +785,9 @@ impl<A: Clone> RoomOwner<A> {
             if let Some(forward) = &outgoing.forward {
                 self.check_forward_source(user, forward, lookups)?;
             }
-            Ok((stored, mentions, file))
+            Ok((stored, mentions, file, mention_all, everyone))
         })();
-        let (stored, mentions, file) = match prepared {
+        let (stored, mentions, file, mention_all, everyone) = match prepared {
             Ok(prepared) => prepared,
             Err(body) => return Some(body),
         };
@@ -774,8 +796,18 @@ impl<A: Clone> RoomOwner<A> {
             None => (outgoing.file.clone(), None),
         };
         let Outgoing { cid, kind, text, client_ts, reply_to, encryption, forward, .. } = outgoing;
-        let draft =
-            Draft { cid, kind, text, client_ts, reply_to, file: file_ref, mentions, encryption, forward };
+        let draft = Draft {
+            cid,
+            kind,
+            text,
+            client_ts,
+            reply_to,
+            file: file_ref,
+            mentions,
+            encryption,
+            forward,
+            mention_all,
+        };
         match self.room.send(now_ms, user, draft, |_| stored) {
             Err(e) => Some(refused(&e)),
             Ok(SendOutcome::Duplicate { seq, ts }) => {
@@ -795,6 +827,11 @@ impl<A: Clone> RoomOwner<A> {
                     Write::AppendMessage(message.clone()),
                     Write::PutReceipt { room: room.clone(), user: user.clone(), delivered, read },
                 ];
+                let users: Vec<UserId> =
+                    everyone.into_iter().filter(|u| !message.mentions.contains(u)).collect();
+                if message.mention_all.is_some() && !users.is_empty() {
+                    writes.push(Write::PutMentions { room: room.clone(), seq: message.seq, users });
+                }
                 if let Some(record) = file_record {
                     self.sharing.insert(record.file_id.clone(), (user.clone(), message.cid.clone()));
                     writes.push(Write::PutFile(FileRecord { shared_in: Some(message.seq), ..record }));
@@ -839,6 +876,27 @@ impl<A: Clone> RoomOwner<A> {
                 .ok_or_else(|| refused(&CoreError::NoSuchMessage(forward.seq)))?
         };
         check_forwardable(&original).map_err(|e| refused(&e))
+    }
+
+    /// The members `@everyone` (or `@here`: those online now) by `sender` mentions: not
+    /// the sender, and not members who blocked them.
+    fn mentioned_by_all(
+        &self,
+        sender: &UserId,
+        all: MentionAll,
+        lookups: &impl Lookups,
+    ) -> Step<Vec<UserId>> {
+        let mut users = Vec::new();
+        for member in self.room.member_ids() {
+            if &member == sender || found(lookups.is_blocked(&member, sender))? {
+                continue;
+            }
+            if all == MentionAll::Here && lookups.presence(&member) == PresenceStatus::Offline {
+                continue;
+            }
+            users.push(member);
+        }
+        Ok(users)
     }
 
     /// A message as the room has decided it: its newest version still becoming durable
@@ -1114,7 +1172,7 @@ impl<A: Clone> RoomOwner<A> {
         let mut writes = vec![
             Write::ReplaceMessage(tombstone.clone()),
             Write::DropEditHistory { room: room.clone(), seq },
-            Write::RemoveMentions { room: room.clone(), seq, users: original.mentions },
+            Write::RemoveMentions { room: room.clone(), seq, users: mentioned_users(&original, &self.room) },
         ];
         // A deleted message leaves the pins with its content.
         if self.room.unpin_deleted(seq) {

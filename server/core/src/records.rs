@@ -195,6 +195,16 @@ pub enum Write {
         /// The message.
         seq: u64,
     },
+    /// Index a message as mentioning these users too (`@everyone`, `@here`), so their
+    /// mention counts include it.
+    PutMentions {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// Who it mentions.
+        users: Vec<UserId>,
+    },
     /// Drop a message's mention index entries (it is being deleted).
     RemoveMentions {
         /// The room.
@@ -392,6 +402,7 @@ impl Write {
             | Write::PutEditHistory { room, .. }
             | Write::DropEditHistory { room, .. }
             | Write::RemoveMentions { room, .. }
+            | Write::PutMentions { room, .. }
             | Write::PutPin { room, .. }
             | Write::RemovePin { room, .. }
             | Write::RemoveMember { room, .. }

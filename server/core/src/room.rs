@@ -13,8 +13,9 @@ mod receipts;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use palaver_protocol::{
-    ClientMsgId, Emoji, Encryption, FileRef, ForwardRef, Message, MessageKind, MessageText, RoomId, RoomInfo,
-    RoomKind, RoomName, RoomSettings, RoomSettingsPatch, TextError, UserId, Username, limits,
+    ClientMsgId, Emoji, Encryption, FileRef, ForwardRef, MentionAll, Message, MessageKind, MessageText,
+    RoomId, RoomInfo, RoomKind, RoomName, RoomSettings, RoomSettingsPatch, TextError, UserId, Username,
+    limits,
 };
 
 pub use forwards::{check_forwardable, forwarded_content, may_read_room};
@@ -227,6 +228,9 @@ pub struct Draft {
     pub encryption: Option<Box<Encryption>>,
     /// A forward: the original it refers to (checked readable by the caller).
     pub forward: Option<Box<ForwardRef>>,
+    /// `@everyone` or `@here` in the text (the room keeps it for senders with its
+    /// `mention_all_role`).
+    pub mention_all: Option<MentionAll>,
 }
 
 /// A message accepted by the room, not yet durable.
@@ -458,7 +462,8 @@ impl Room {
         draft: Draft,
         stored_cid: impl FnOnce(&ClientMsgId) -> Option<(u64, u64)>,
     ) -> Result<SendOutcome, CoreError> {
-        let Draft { cid, kind, text, client_ts, reply_to, file, mentions, encryption, forward } = draft;
+        let Draft { cid, kind, text, client_ts, reply_to, file, mentions, encryption, forward, mention_all } =
+            draft;
         let Some(role) = self.role_of(user) else {
             return Err(CoreError::NotMember(self.id.clone()));
         };
@@ -483,6 +488,7 @@ impl Room {
         mentions.sort_unstable();
         mentions.dedup();
         mentions.truncate(limits::MAX_MENTIONS);
+        let mention_all = mention_all.filter(|_| self.may_mention_all(user));
         if let Some(&(seq, ts)) = self.pending_cids.get(&(user.clone(), cid.clone())) {
             return Ok(SendOutcome::Duplicate { seq, ts });
         }
@@ -526,6 +532,7 @@ impl Room {
             system: None,
             blocked: false,
             encryption,
+            mention_all,
             forward,
         };
         self.pending.push_back((self.last_seq, user.clone(), cid.clone()));
@@ -588,6 +595,13 @@ impl Room {
                 if text.is_empty() { Ok(text) } else { validate(text) }
             }
         }
+    }
+
+    /// Whether `user`'s `@everyone` and `@here` mention the room: the room's
+    /// `mention_all_role` and above (in a direct room, either user).
+    pub fn may_mention_all(&self, user: &UserId) -> bool {
+        self.role_of(user)
+            .is_some_and(|role| self.kind == RoomKind::Direct || role >= self.settings.mention_all_role)
     }
 
     /// Checks an edit of message `original` by `user` at `now_ms`; returns the new text.
@@ -851,6 +865,29 @@ fn check_file(file: &FileRef) -> Result<(), CoreError> {
     Ok(())
 }
 
+/// Whether a text mentions the whole room: `@everyone` (over `@here` when it has both) or
+/// `@here`, found like usernames (`mentioned_usernames`); case-insensitive.
+pub fn mentioned_all(text: &str) -> Option<MentionAll> {
+    let mut found = None;
+    let mut previous: Option<char> = None;
+    for (at, c) in text.char_indices() {
+        let boundary = previous.is_none_or(|p| !(p.is_alphanumeric() || matches!(p, '_' | '.' | '-')));
+        if c == '@' && boundary {
+            let rest = &text[at + 1..];
+            let end = rest
+                .find(|ch: char| !(ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-')))
+                .unwrap_or(rest.len());
+            match rest[..end].trim_end_matches(['.', '-']).to_ascii_lowercase().as_str() {
+                "everyone" => return Some(MentionAll::Everyone),
+                "here" => found = Some(MentionAll::Here),
+                _ => {}
+            }
+        }
+        previous = Some(c);
+    }
+    found
+}
+
 /// The usernames a text mentions: `@name` where `name` is a valid username, at the start
 /// or after a character that cannot be part of a username (so `mail@example.com` is not
 /// a mention). Case-insensitive, as usernames are.
@@ -898,6 +935,7 @@ mod tests {
             file: None,
             mentions: Vec::new(),
             encryption: None,
+            mention_all: None,
             forward: None,
         }
     }
@@ -1075,6 +1113,25 @@ mod tests {
         assert!(!room.has_receipt_announcements());
         assert!(matches!(room.receipt(&bob, None, None), Err(CoreError::Mismatched(_))));
         assert!(matches!(room.receipt(&user("x"), Some(1), None), Err(CoreError::NotMember(_))));
+    }
+
+    #[test]
+    fn room_wide_mentions_are_found_like_names_and_everyone_wins() {
+        assert_eq!(mentioned_all("@here can someone look"), Some(MentionAll::Here));
+        assert_eq!(mentioned_all("ping @Everyone."), Some(MentionAll::Everyone));
+        assert_eq!(mentioned_all("@here and @everyone"), Some(MentionAll::Everyone));
+        assert_eq!(mentioned_all("mail@here.com @hereby @everyones"), None);
+        assert_eq!(mentioned_all("no mention"), None);
+        // Only the room's role mentions the room.
+        let mut room = public_room();
+        let (owner, bob) = (user("owner"), user("bob"));
+        room.join(&bob).unwrap();
+        assert!(room.may_mention_all(&owner));
+        assert!(!room.may_mention_all(&bob));
+        assert!(!room.may_mention_all(&user("stranger")));
+        let patch = RoomSettingsPatch { mention_all_role: Some(Role::Member), ..Default::default() };
+        room.settings = room.patched_settings(&patch).unwrap();
+        assert!(room.may_mention_all(&bob));
     }
 
     #[test]

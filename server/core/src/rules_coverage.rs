@@ -144,7 +144,11 @@ fn rules_of(op: &Op) -> Rules {
             &["leaving_ends_the_members_subscriptions_but_the_owner_must_hand_over_first"],
         ),
         Op::Send { .. } => machine(
-            &["a_send_is_answered_and_delivered_once_durable_and_a_retry_gets_its_seq"],
+            &[
+                "a_send_is_answered_and_delivered_once_durable_and_a_retry_gets_its_seq",
+                "everyone_and_here_mention_the_room_for_its_role_and_skip_who_blocked_the_sender",
+                "room_wide_mentions_are_found_like_names_and_everyone_wins",
+            ],
             &[
                 "muted_means_no_new_content",
                 "a_refused_write_fails_its_waiters_and_the_room_reloads_once_settled",

@@ -208,6 +208,7 @@ mod tests {
             system: None,
             blocked: false,
             encryption: None,
+            mention_all: None,
             forward: None,
         };
         let record = LogRecord {

@@ -134,6 +134,8 @@ class Message:
     system: Optional[SystemNotice] = None
     blocked: bool = False
     encryption: Optional[Encryption] = None
+    # `"everyone"` or `"here"` when the message mentions the room.
+    mention_all: Optional[str] = None
     # A forward's original: `{"room", "seq", "source"?}` (`source` in history, for readers
     # of the original's room).
     forward: Optional[dict] = None

@@ -518,6 +518,61 @@ fn a_forward_refers_to_a_readable_original_whose_content_only_its_readers_see() 
     h.ok("bob", RoomOp::Edit { seq: same, text: String::new() });
 }
 
+/// The users a pending commit indexes as mentioned by the whole room.
+fn room_wide_mentions(h: &Harness) -> Option<std::collections::BTreeSet<UserId>> {
+    h.pending.iter().flat_map(|c| &c.writes).find_map(|w| match w {
+        Write::PutMentions { users, .. } => Some(users.iter().cloned().collect()),
+        _ => None,
+    })
+}
+
+#[test]
+fn everyone_and_here_mention_the_room_for_its_role_and_skip_who_blocked_the_sender() {
+    let mut h = Harness::public("owner", &["mod", "bob", "cat"]);
+    h.ok("owner", RoomOp::Moderate { user: user("mod"), action: Moderation::SetRole(Role::Moderator) });
+    for online in ["owner", "bob"] {
+        h.world.set_online(&user(online), true);
+    }
+    block(&mut h.world, "cat", "mod");
+    let set = |names: &[&str]| names.iter().map(|n| user(n)).collect::<std::collections::BTreeSet<_>>();
+
+    // A member below the room's role: plain text, nobody indexed.
+    h.ask("bob", send_op("b", "@everyone hello?"));
+    assert_eq!(room_wide_mentions(&h), None);
+    h.settle_all();
+    assert_eq!(h.world.message(&room_id(), h.world.last_seq(&room_id())).unwrap().unwrap().mention_all, None);
+    // A moderator's @here reaches the members online; @everyone every member, but not
+    // one who blocked the sender.
+    h.ask("mod", send_op("h", "@here standup"));
+    assert_eq!(room_wide_mentions(&h), Some(set(&["owner", "bob"])));
+    h.settle_all();
+    let everyone = h.ask("mod", send_op("e", "@everyone release at noon"));
+    assert_eq!(room_wide_mentions(&h), Some(set(&["owner", "bob"])), "cat blocked mod; mod is the sender");
+    h.settle_all();
+    let seq = match h.answer(everyone) {
+        Some(ReplyBody::Ok(OkBody::Sent(sent))) => sent.seq,
+        other => panic!("{other:?}"),
+    };
+    let stored = h.world.message(&room_id(), seq).unwrap().unwrap();
+    assert_eq!(stored.mention_all, Some(palaver_protocol::MentionAll::Everyone));
+    // Deleting it drops every member's index entry.
+    h.ask("mod", RoomOp::Delete { seq });
+    let removed = h.pending.iter().flat_map(|c| &c.writes).find_map(|w| match w {
+        Write::RemoveMentions { users, .. } => {
+            Some(users.iter().cloned().collect::<std::collections::BTreeSet<_>>())
+        }
+        _ => None,
+    });
+    assert_eq!(removed, Some(set(&["owner", "mod", "bob", "cat"])));
+    h.settle_all();
+    // The room may open it to members.
+    let settings = RoomSettingsPatch { mention_all_role: Some(Role::Member), ..Default::default() };
+    h.ok("owner", RoomOp::Update { name: None, topic: None, settings: Some(settings) });
+    h.ask("cat", send_op("c", "@everyone hi"));
+    assert_eq!(room_wide_mentions(&h), Some(set(&["owner", "mod", "bob"])));
+    h.settle_all();
+}
+
 #[test]
 fn a_reaction_in_flight_counts_as_made() {
     let mut h = Harness::public("owner", &["bob"]);

@@ -8,6 +8,7 @@
 //! |---|---|---|---|---|
 //! | invite | if `invite_role` ≤ member | if ≤ moderator | if ≤ admin | yes |
 //! | pin, unpin | if `pin_role` ≤ member | if ≤ moderator | if ≤ admin | yes |
+//! | @everyone, @here | if `mention_all_role` ≤ member | if ≤ moderator | if ≤ admin | yes |
 //! | kick, ban, unban, mute, unmute | – | members below them | below them | everyone else |
 //! | delete others' messages | – | yes | yes | yes |
 //! | room.update (name, topic, settings) | – | – | yes | yes |
@@ -358,6 +359,9 @@ impl Room {
         if let Some(role) = patch.pin_role {
             settings.pin_role = role;
         }
+        if let Some(role) = patch.mention_all_role {
+            settings.mention_all_role = role;
+        }
         Ok(settings)
     }
 
@@ -446,6 +450,7 @@ impl Room {
             system: Some(Box::new(notice)),
             blocked: false,
             encryption: None,
+            mention_all: None,
             forward: None,
         }
     }
