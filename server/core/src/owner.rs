@@ -1067,11 +1067,20 @@ impl<A: Clone> RoomOwner<A> {
             let blocked = found(lookups.blocks(reader))?;
             let mut page = PageBuilder::new(LIST, limit);
             for pin in pins {
-                let mut message = self.current_message(pin.seq, lookups)?;
+                let key = pin.cursor_key();
+                let stored = match self.rewrites.get(&pin.seq) {
+                    Some((message, _)) => Some(message.clone()),
+                    None => found(lookups.message(self.room.id(), pin.seq))?,
+                };
+                // A pin whose message storage does not hold is skipped, not an error.
+                let Some(mut message) = stored else {
+                    page.offer(&key, None);
+                    continue;
+                };
                 message.blocked = blocked.contains(&message.sender);
                 message.reactions = found(lookups.reactions(self.room.id(), pin.seq))?;
                 let info = PinInfo { pinned_by: pin.by.clone(), pinned_at: pin.at, message };
-                if !page.offer(&pin.cursor_key(), Some(info)) {
+                if !page.offer(&key, Some(info)) {
                     break;
                 }
             }
