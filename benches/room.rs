@@ -32,6 +32,8 @@ fn room_apply(c: &mut Criterion) {
                 reply_to: None,
                 file: None,
                 encryption: None,
+                mention_all: None,
+                forward: None,
                 mentions: Vec::new(),
             };
             let outcome = state.send(n as u64, &owner, draft, |_| None);
@@ -72,6 +74,7 @@ fn owner_send(c: &mut Criterion) {
                     reply_to: None,
                     file: None,
                     encryption: None,
+                    forward: None,
                 }));
                 (n, op)
             },

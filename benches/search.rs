@@ -96,6 +96,8 @@ fn message(seq: u64) -> Message {
         system: None,
         blocked: false,
         encryption: None,
+        mention_all: None,
+        forward: None,
     }
 }
 

@@ -24,8 +24,12 @@ fn reordering_characters_and_padding_are_refused_in_names() {
     // Joiners and marks that reorder nothing are names' business (emoji, Persian).
     let room = a.create_room("👩\u{200d}💻 دوستان\u{200c}ما", RoomKind::Public);
 
-    let update =
-        |name: &str| Op::UserUpdate { display_name: Some(name.into()), avatar: None, status_text: None };
+    let update = |name: &str| Op::UserUpdate {
+        display_name: Some(name.into()),
+        avatar: None,
+        status_text: None,
+        share_read_receipts: None,
+    };
     a.err(update("Admin\u{202e}"), ErrorCode::Invalid);
     // Stored as sent or refused, never altered.
     let why = a.err(update("  alice  "), ErrorCode::Invalid);

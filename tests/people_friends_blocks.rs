@@ -35,6 +35,7 @@ fn profiles_can_be_set_read_and_searched() {
         display_name: Some(name.into()),
         avatar: Some(avatar.into()),
         status_text: Some("on holiday 🌴".into()),
+        share_read_receipts: None,
     };
     a.err(update("Alice", "javascript:alert(1)"), ErrorCode::Invalid);
     a.err(update(&"x".repeat(65), ""), ErrorCode::TooLarge);
@@ -44,7 +45,12 @@ fn profiles_can_be_set_read_and_searched() {
         other => panic!("{other:?}"),
     }
     // Absent fields are kept, empty ones cleared.
-    a.ok(Op::UserUpdate { display_name: None, avatar: Some(String::new()), status_text: None });
+    a.ok(Op::UserUpdate {
+        display_name: None,
+        avatar: Some(String::new()),
+        status_text: None,
+        share_read_receipts: None,
+    });
     let mut b = Client::login(server.addr, Codec::Rkyv, &bob);
     match b.ok(Op::UserGet { user: uid(&alice) }) {
         OkBody::Profile(p) => {

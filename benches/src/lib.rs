@@ -30,6 +30,8 @@ pub fn message(seq: u64) -> Message {
         system: None,
         blocked: false,
         encryption: None,
+        mention_all: None,
+        forward: None,
     }
 }
 

@@ -271,6 +271,8 @@ struct ModelMessage {
     ts: u64,
     deleted: bool,
     system: bool,
+    /// When last edited: edit times strictly increase per message.
+    edited_at: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -588,8 +590,14 @@ impl Harness {
                     {
                         return Ok((true, *seq, m.ts));
                     }
-                    let message =
-                        ModelMessage { sender: i, cid: Some(c), ts: 0, deleted: false, system: false };
+                    let message = ModelMessage {
+                        sender: i,
+                        cid: Some(c),
+                        ts: 0,
+                        deleted: false,
+                        system: false,
+                        edited_at: None,
+                    };
                     let (seq, ts) = self.model.append(now, message);
                     let receipt = self.model.receipts.entry(i).or_default();
                     *receipt = (receipt.0.max(seq), receipt.1.max(seq));
@@ -604,6 +612,7 @@ impl Harness {
                     reply_to,
                     file: None,
                     encryption: None,
+                    forward: None,
                 };
                 // Answered once its seq is durable: at the next commit.
                 self.ask(d, i, RoomOp::Send(Box::new(outgoing)), want, false);
@@ -634,7 +643,14 @@ impl Harness {
                         valid
                     })(),
                 };
-                let want = want(expected, |()| Accepted::Edited { seq, at: now });
+                let mut at = now;
+                if expected.is_ok()
+                    && let Some(m) = self.model.messages.get_mut(&seq)
+                {
+                    at = now.max(m.edited_at.map_or(0, |last| last + 1));
+                    m.edited_at = Some(at);
+                }
+                let want = want(expected, |()| Accepted::Edited { seq, at });
                 self.ask(d, i, RoomOp::Edit { seq, text: body }, want, true);
             }
             Op::Delete { user: i, seq } => {
@@ -728,7 +744,8 @@ impl Harness {
         let now = self.now;
         let expected = self.model.moderate(now, a, t, action).map(|_| {
             // The notice is answered with its seq once durable.
-            let notice = ModelMessage { sender: a, cid: None, ts: 0, deleted: false, system: true };
+            let notice =
+                ModelMessage { sender: a, cid: None, ts: 0, deleted: false, system: true, edited_at: None };
             self.model.append(now, notice)
         });
         let moderation = match action {

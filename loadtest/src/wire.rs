@@ -176,6 +176,8 @@ mod tests {
             system: None,
             blocked: false,
             encryption: None,
+            mention_all: None,
+            forward: None,
         }))
     }
 

@@ -25,6 +25,12 @@ pub enum Answer {
     Sync,
     /// `EditOk`.
     Edited,
+    /// `EditsOk`.
+    Edits,
+    /// `PinsOk`.
+    Pins,
+    /// `ReceiptListOk`.
+    ReceiptList,
     /// `RoomListOk`.
     RoomList,
     /// `ReactionOk`.
@@ -71,6 +77,12 @@ pub const ANSWERS: &[(&str, Answer)] = &[
     ("receipt", Answer::Receipt),
     ("sync", Answer::Sync),
     ("edit", Answer::Edited),
+    ("edit.list", Answer::Edits),
+    ("pin", Answer::Sent),
+    ("unpin", Answer::Sent),
+    ("pin.list", Answer::Pins),
+    ("receipt.list", Answer::ReceiptList),
+    ("forward", Answer::Sent),
     ("delete", Answer::Empty),
     ("room.list", Answer::RoomList),
     ("dm.open", Answer::Room),
@@ -130,6 +142,9 @@ impl Answer {
             Answer::Receipt => "ReceiptOk",
             Answer::Sync => "SyncOk",
             Answer::Edited => "EditOk",
+            Answer::Edits => "EditsOk",
+            Answer::Pins => "PinsOk",
+            Answer::ReceiptList => "ReceiptListOk",
             Answer::RoomList => "RoomListOk",
             Answer::Reaction => "ReactionOk",
             Answer::RoomDetails => "RoomDetailsOk",
@@ -160,6 +175,9 @@ impl Answer {
             Answer::Receipt => OkBody::Receipt(serde_json::from_value(value)?),
             Answer::Sync => OkBody::Sync(serde_json::from_value(value)?),
             Answer::Edited => OkBody::Edited(serde_json::from_value(value)?),
+            Answer::Edits => OkBody::Edits(serde_json::from_value(value)?),
+            Answer::Pins => OkBody::Pins(serde_json::from_value(value)?),
+            Answer::ReceiptList => OkBody::ReceiptList(serde_json::from_value(value)?),
             Answer::RoomList => OkBody::RoomList(serde_json::from_value(value)?),
             Answer::Reaction => OkBody::Reaction(serde_json::from_value(value)?),
             Answer::RoomDetails => OkBody::RoomDetails(serde_json::from_value(value)?),
@@ -199,6 +217,9 @@ impl OkBody {
             OkBody::Receipt(_) => Answer::Receipt,
             OkBody::Sync(_) => Answer::Sync,
             OkBody::Edited(_) => Answer::Edited,
+            OkBody::Edits(_) => Answer::Edits,
+            OkBody::Pins(_) => Answer::Pins,
+            OkBody::ReceiptList(_) => Answer::ReceiptList,
             OkBody::RoomList(_) => Answer::RoomList,
             OkBody::Reaction(_) => Answer::Reaction,
             OkBody::RoomDetails(_) => Answer::RoomDetails,

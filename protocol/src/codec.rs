@@ -188,6 +188,8 @@ mod tests {
                         file_sharing,
                         slow_mode_secs: None,
                         invite_role: Some(crate::RoomRole::Moderator),
+                        pin_role: Some(crate::RoomRole::Member),
+                        mention_all_role: None,
                     }),
                 }
             ),
@@ -238,6 +240,18 @@ mod tests {
                     cursor
                 }),
             Just(Op::Ping {}),
+            (room_id(), any::<u64>(), any::<Option<u32>>(), prop::option::of("[A-Za-z0-9_-]{0,16}"))
+                .prop_map(|(room, seq, limit, cursor)| Op::EditList { room, seq, limit, cursor }),
+            (room_id(), any::<u64>()).prop_map(|(room, seq)| Op::Pin { room, seq }),
+            (room_id(), cid(), room_id(), any::<u64>(), ".{0,50}").prop_map(
+                |(room, cid, from_room, seq, text)| { Op::Forward { room, cid, from_room, seq, text } }
+            ),
+            (room_id(), any::<u64>(), any::<bool>(), any::<Option<u32>>()).prop_map(
+                |(room, seq, delivered, limit)| Op::ReceiptList { room, seq, delivered, limit, cursor: None }
+            ),
+            (room_id(), any::<u64>()).prop_map(|(room, seq)| Op::Unpin { room, seq }),
+            (room_id(), any::<Option<u32>>(), prop::option::of("[A-Za-z0-9_-]{0,16}"))
+                .prop_map(|(room, limit, cursor)| Op::PinList { room, limit, cursor }),
             room_id().prop_map(|room| Op::TypingStart { room }),
             room_id().prop_map(|room| Op::TypingStop { room }),
             (room_id(), any::<Option<u64>>(), any::<Option<u64>>())
@@ -303,6 +317,7 @@ mod tests {
                         role: None,
                         until: Some(ts),
                         reason: Some("spam".into()),
+                        seq: None,
                     })
                 }),
                 blocked: seq % 17 == 0,
@@ -311,6 +326,24 @@ mod tests {
                         algorithm: "m.olm.v1.curve25519-aes-sha2".into(),
                         sender_device: "DEV1".into(),
                         session_id: None,
+                    })
+                }),
+                mention_all: (seq % 29 == 0).then_some(crate::MentionAll::Here),
+                forward: (seq % 23 == 0).then(|| {
+                    Box::new(crate::ForwardRef {
+                        room: RoomId::from_body("src").unwrap(),
+                        seq: seq / 2,
+                        source: (seq % 2 == 0).then(|| {
+                            Box::new(crate::ForwardedMessage {
+                                sender: UserId::from_body(&sender).unwrap(),
+                                ts,
+                                kind: MessageKind::Text,
+                                text: "original".into(),
+                                file: None,
+                                edited_at: None,
+                                deleted: false,
+                            })
+                        }),
                     })
                 }),
             },
@@ -464,6 +497,7 @@ mod tests {
                     display_name: None,
                     avatar: None,
                     status_text: None,
+                    share_read_receipts: None,
                 },
                 presence: None,
             })),

@@ -11,6 +11,7 @@ use crate::people::{
     BlockedOk, FriendInfo, FriendOk, FriendsOk, PresenceChoice, PresenceInfo, PresenceListOk, ProfileOk,
     UsersOk,
 };
+use crate::pins::PinsOk;
 use crate::rooms::{
     InviteInfo, InvitesOk, MemberEvent, MembersOk, RoomDetailsOk, RoomRole, RoomSettingsPatch, SystemNotice,
 };
@@ -102,6 +103,22 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         encryption: Option<Box<Encryption>>,
     },
+    /// Forward a message of a room the caller may read into `room`, with an optional
+    /// comment; the new message refers to the original.
+    #[serde(rename = "forward")]
+    Forward {
+        /// Where to.
+        room: RoomId,
+        /// Idempotency key, as for `send`.
+        cid: ClientMsgId,
+        /// The original's room.
+        from_room: RoomId,
+        /// The original's seq.
+        seq: u64,
+        /// A comment (may be empty).
+        #[serde(default)]
+        text: String,
+    },
     /// Page through a room's history: backwards from the newest (or from `before`),
     /// newest first; or forwards from `after`, oldest first.
     #[serde(rename = "history")]
@@ -168,6 +185,66 @@ pub enum Op {
         seq: u64,
         /// The new text.
         text: String,
+    },
+    /// A message's earlier texts, oldest first (members only).
+    #[serde(rename = "edit.list")]
+    EditList {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// Page size (see `paging::sizes`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
+    /// Pin a message of the room (the room's `pin_role` and above).
+    #[serde(rename = "pin")]
+    Pin {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+    },
+    /// Unpin a pinned message (the room's `pin_role` and above).
+    #[serde(rename = "unpin")]
+    Unpin {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+    },
+    /// A page of the room's pinned messages, the most recently pinned first.
+    #[serde(rename = "pin.list")]
+    PinList {
+        /// The room.
+        room: RoomId,
+        /// Page size (see `paging::sizes`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
+    /// Who has read a message (or, with `delivered`, had it delivered), from the members'
+    /// watermarks.
+    #[serde(rename = "receipt.list")]
+    ReceiptList {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// List deliveries instead of reads (rooms of a bounded size only).
+        #[serde(default, skip_serializing_if = "is_false")]
+        delivered: bool,
+        /// Page size (see `paging::sizes`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
     },
     /// Delete a message: the caller's own, or anyone's for a moderator. Leaves a tombstone.
     #[serde(rename = "delete")]
@@ -373,6 +450,10 @@ pub enum Op {
         /// Status text, up to 140 characters.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status_text: Option<String>,
+        /// Whether others see how far the caller has read (`receipt.list`, `room.members`,
+        /// `receipt` events); on until turned off.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        share_read_receipts: Option<bool>,
     },
     /// Users whose username starts with a prefix.
     #[serde(rename = "user.search")]
@@ -541,6 +622,12 @@ impl Op {
             Op::RoomList { .. } => "room.list",
             Op::DmOpen { .. } => "dm.open",
             Op::Edit { .. } => "edit",
+            Op::EditList { .. } => "edit.list",
+            Op::Pin { .. } => "pin",
+            Op::Unpin { .. } => "unpin",
+            Op::PinList { .. } => "pin.list",
+            Op::ReceiptList { .. } => "receipt.list",
+            Op::Forward { .. } => "forward",
             Op::Delete { .. } => "delete",
             Op::Unreact { .. } => "unreact",
             Op::RoomGet { .. } => "room.get",
@@ -849,6 +936,93 @@ pub struct Message {
     /// With kind `encrypted`: how `text` was encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Box<Encryption>>,
+    /// The message mentions the whole room (`@everyone`) or its members online
+    /// (`@here`): set when its sender had the room's `mention_all_role`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mention_all: Option<MentionAll>,
+    /// A forwarded message: where it came from (and, in `history`, what it said, for
+    /// readers who may read the room it came from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<Box<ForwardRef>>,
+}
+
+/// A mention of many members at once.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum MentionAll {
+    /// `@everyone`: every member.
+    Everyone,
+    /// `@here`: the members online when it was sent.
+    Here,
+}
+
+/// Where a forwarded message came from.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+pub struct ForwardRef {
+    /// The room of the original.
+    pub room: RoomId,
+    /// Its seq there.
+    pub seq: u64,
+    /// The original, in `history`, for a reader who may read its room; never in live
+    /// events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Box<ForwardedMessage>>,
+}
+
+/// What a forwarded message's original says, as its room holds it now.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+pub struct ForwardedMessage {
+    /// Who wrote it.
+    pub sender: UserId,
+    /// When it was stored.
+    pub ts: u64,
+    /// Its kind.
+    pub kind: MessageKind,
+    /// Its text (empty once deleted).
+    pub text: String,
+    /// Its file, for `image` and `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<Box<FileRef>>,
+    /// When it was last edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<u64>,
+    /// The original was deleted: its content is gone.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
 }
 
 /// All reactions with one emoji on a message.
@@ -942,6 +1116,12 @@ pub enum OkBody {
     Receipt(ReceiptOk),
     /// `react`, `unreact`.
     Reaction(ReactionOk),
+    /// `edit.list`.
+    Edits(EditsOk),
+    /// `pin.list`.
+    Pins(PinsOk),
+    /// `receipt.list`.
+    ReceiptList(ReceiptListOk),
     /// `edit`.
     Edited(EditOk),
     /// `room.list`.
@@ -1163,6 +1343,98 @@ pub struct EditOk {
     pub seq: u64,
     /// When the edit was stored.
     pub edited_at: u64,
+}
+
+/// One member's watermarks, in `receipt.list`.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+pub struct MemberReceipt {
+    /// The member.
+    pub user: UserId,
+    /// The highest seq delivered to one of their devices.
+    pub delivered: u64,
+    /// The highest seq they read; absent when they do not share read receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<u64>,
+}
+
+/// Answer to `receipt.list`.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+pub struct ReceiptListOk {
+    /// The message.
+    pub seq: u64,
+    /// Members who read it (or had it delivered), by user id.
+    pub receipts: Vec<MemberReceipt>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// One earlier text of an edited message.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+pub struct EditVersion {
+    /// The text the message had.
+    pub text: String,
+    /// When an edit replaced it (ms since the Unix epoch).
+    pub replaced_at: u64,
+}
+
+/// Answer to `edit.list`.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+pub struct EditsOk {
+    /// The message.
+    pub seq: u64,
+    /// Its earlier texts, oldest first.
+    pub versions: Vec<EditVersion>,
+    /// Whether the reader blocked the message's sender (shown, flagged, as in `history`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub blocked: bool,
+    /// The cursor of the following page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Answer to `sync`.

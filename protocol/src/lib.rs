@@ -24,6 +24,7 @@ mod keys;
 pub mod limits;
 pub mod paging;
 mod people;
+mod pins;
 mod rooms;
 mod text;
 pub mod typescript;
@@ -32,10 +33,11 @@ pub use answer::{ANSWERS, Answer, decode_json_server_answering};
 pub use codec::{Codec, DecodeError, EncodeError};
 pub use error::{ErrorBody, ErrorCode};
 pub use frames::{
-    AuthOk, ClientFrame, Delete, Edit, EditOk, Empty, Event, FileRef, HistoryOk, JoinOk, Message,
-    MessageKind, OkBody, Op, Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptOk, ReplyBody,
-    ReplyPreview, RoomInfo, RoomKind, RoomListOk, RoomOk, RoomSummary, SearchHit, SearchOk, SearchOrder,
-    SendOk, ServerFrame, SyncOk, Typing,
+    AuthOk, ClientFrame, Delete, Edit, EditOk, EditVersion, EditsOk, Empty, Event, FileRef, ForwardRef,
+    ForwardedMessage, HistoryOk, JoinOk, MemberReceipt, MentionAll, Message, MessageKind, OkBody, Op,
+    Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptListOk, ReceiptOk, ReplyBody, ReplyPreview,
+    RoomInfo, RoomKind, RoomListOk, RoomOk, RoomSummary, SearchHit, SearchOk, SearchOrder, SendOk,
+    ServerFrame, SyncOk, Typing,
 };
 pub use ids::{ClientMsgId, IdError, RoomId, SessionId, UserId, Username};
 pub use keys::{ClaimedKey, ClaimedOk, DeviceKeys, DevicesOk, Encryption, KeysUploadOk, OneTimeKey};
@@ -43,6 +45,7 @@ pub use people::{
     BlockedOk, FriendInfo, FriendOk, FriendState, FriendsOk, PresenceChoice, PresenceInfo, PresenceListOk,
     PresenceStatus, Profile, ProfileOk, UsersOk,
 };
+pub use pins::{PinInfo, PinsOk};
 pub use rooms::{
     InviteInfo, InvitesOk, MemberChange, MemberEvent, MemberInfo, MembersOk, RoomDetailsOk, RoomRole,
     RoomSettings, RoomSettingsPatch, SystemAction, SystemNotice,

@@ -21,6 +21,14 @@ pub const MAX_ID_BODY_BYTES: usize = 40;
 pub const MAX_EMOJI_BYTES: usize = 32;
 /// Most reacting users listed per emoji in `history` (the count is always exact).
 pub const MAX_REACTION_USERS_LISTED: usize = 50;
+/// Most messages pinned in one room at a time.
+pub const MAX_PINS_PER_ROOM: usize = 100;
+/// Most members a room may have for `receipt.list` to list deliveries.
+pub const MAX_DELIVERED_LIST_MEMBERS: usize = 100;
+/// Most members `receipt.list` examines for one page (a page may end early, with `next`).
+pub const MAX_RECEIPT_SCAN: usize = 1_000;
+/// Usernames no account may take: `@everyone` and `@here` mention many members.
+pub const RESERVED_USERNAMES: &[&str] = &["everyone", "here"];
 /// Most users one message may mention.
 pub const MAX_MENTIONS: usize = 50;
 /// Default page size of `history`.

@@ -123,6 +123,12 @@ impl<T: serde::Serialize> PageBuilder<T> {
 pub mod sizes {
     use super::PageSize;
 
+    /// `edit.list`: a message's earlier texts.
+    pub const EDITS: PageSize = PageSize { default: 20, max: 100 };
+    /// `pin.list`: pinned messages.
+    pub const PINS: PageSize = PageSize { default: 50, max: 100 };
+    /// `receipt.list`: members who read (or had delivered) a message.
+    pub const RECEIPTS: PageSize = PageSize { default: 50, max: 100 };
     /// `history`: messages.
     pub const HISTORY: PageSize = PageSize { default: 50, max: 100 };
     /// `sync`: rooms.

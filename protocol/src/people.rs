@@ -124,6 +124,9 @@ pub struct Profile {
     /// Status text, if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_text: Option<String>,
+    /// Whether the user shares how far they read: only in their own profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_read_receipts: Option<bool>,
 }
 
 /// Answer to `user.get` and `user.update`.

@@ -94,6 +94,23 @@ pub struct RoomSettings {
     pub slow_mode_secs: u32,
     /// The least role that may invite.
     pub invite_role: RoomRole,
+    /// The least role that may pin and unpin messages (direct rooms: both users).
+    #[serde(default = "default_pin_role")]
+    pub pin_role: RoomRole,
+    /// The least role whose `@everyone` and `@here` mention the room (direct rooms: both
+    /// users).
+    #[serde(default = "default_mention_all_role")]
+    pub mention_all_role: RoomRole,
+}
+
+/// Who mentions the whole room in a room that never chose: moderators and above.
+fn default_mention_all_role() -> RoomRole {
+    RoomRole::Moderator
+}
+
+/// Who pins in a room that never chose: moderators and above.
+fn default_pin_role() -> RoomRole {
+    RoomRole::Moderator
 }
 
 impl Default for RoomSettings {
@@ -103,6 +120,8 @@ impl Default for RoomSettings {
             file_sharing: true,
             slow_mode_secs: 0,
             invite_role: RoomRole::Member,
+            pin_role: default_pin_role(),
+            mention_all_role: default_mention_all_role(),
         }
     }
 }
@@ -136,6 +155,12 @@ pub struct RoomSettingsPatch {
     /// New least role that may invite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invite_role: Option<RoomRole>,
+    /// New least role that may pin and unpin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_role: Option<RoomRole>,
+    /// New least role whose `@everyone` and `@here` mention the room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mention_all_role: Option<RoomRole>,
 }
 
 /// Answer to `room.get` and `room.update`.
@@ -188,6 +213,9 @@ pub struct MemberInfo {
     pub muted_until: Option<u64>,
     /// Online, away or offline (invisible members show as offline).
     pub presence: PresenceStatus,
+    /// The highest seq they read: shown to members, for members who share read receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<u64>,
 }
 
 /// Answer to `room.members`.
@@ -335,6 +363,10 @@ pub enum SystemAction {
     SettingsChanged,
     /// The owner deleted the room: the last message it ever has.
     RoomDeleted,
+    /// Message `seq` was pinned.
+    Pinned,
+    /// Message `seq` was unpinned.
+    Unpinned,
 }
 
 /// The structured part of a `system` message.
@@ -367,4 +399,7 @@ pub struct SystemNotice {
     /// The moderator's reason, if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// With `pinned` and `unpinned`: the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }

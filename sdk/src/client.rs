@@ -2,12 +2,13 @@
 
 use futures_channel::{mpsc, oneshot};
 use palaver_protocol::{
-    ClaimedKey, DeviceKeys, FileRef, FriendInfo, InviteInfo, KeysUploadOk, MembersOk, OneTimeKey,
-    PresenceChoice, PresenceInfo, Profile, ProfileOk, RoomDetailsOk, RoomRole, RoomSettingsPatch, SearchOk,
+    ClaimedKey, ClientMsgId, DeviceKeys, FileRef, FriendInfo, InviteInfo, KeysUploadOk, MembersOk,
+    OneTimeKey, PresenceChoice, PresenceInfo, Profile, ProfileOk, RoomDetailsOk, RoomRole, RoomSettingsPatch,
+    SearchOk,
 };
 use palaver_protocol::{
-    EditOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, ReactionOk, ReceiptOk, RoomId, RoomInfo,
-    RoomKind, RoomListOk, RoomSummary, SendOk, UserId,
+    EditOk, EditsOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, PinsOk, ReactionOk, ReceiptListOk,
+    ReceiptOk, RoomId, RoomInfo, RoomKind, RoomListOk, RoomSummary, SendOk, UserId,
 };
 
 use crate::auth_route::AuthRoute;
@@ -629,6 +630,90 @@ impl Client {
         }
     }
 
+    /// One page of a message's earlier texts, oldest first (room members only); pass the
+    /// answer's `next` as `cursor`.
+    pub async fn edit_list(
+        &self,
+        room: &RoomId,
+        seq: u64,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<EditsOk, Error> {
+        let op = Op::EditList { room: room.clone(), seq, limit, cursor: cursor.map(str::to_owned) };
+        match self.op(op).await? {
+            OkBody::Edits(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: "edit.list" }),
+        }
+    }
+
+    /// Pins a message (the room's `pin_role` and above); answers with the seq of the
+    /// `system` notice that records it.
+    pub async fn pin(&self, room: &RoomId, seq: u64) -> Result<SendOk, Error> {
+        self.op_notice(Op::Pin { room: room.clone(), seq }, "pin").await
+    }
+
+    /// Unpins a message; answers with the seq of the `system` notice that records it.
+    pub async fn unpin(&self, room: &RoomId, seq: u64) -> Result<SendOk, Error> {
+        self.op_notice(Op::Unpin { room: room.clone(), seq }, "unpin").await
+    }
+
+    /// One page of a room's pinned messages, the most recently pinned first; pass the
+    /// answer's `next` as `cursor`.
+    pub async fn pin_list(
+        &self,
+        room: &RoomId,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<PinsOk, Error> {
+        let op = Op::PinList { room: room.clone(), limit, cursor: cursor.map(str::to_owned) };
+        match self.op(op).await? {
+            OkBody::Pins(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: "pin.list" }),
+        }
+    }
+
+    /// One page of the members who read message `seq` (or, with `delivered`, had it
+    /// delivered: rooms of at most 100 members); pass the answer's `next` as `cursor`.
+    pub async fn receipt_list(
+        &self,
+        room: &RoomId,
+        seq: u64,
+        delivered: bool,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<ReceiptListOk, Error> {
+        let op =
+            Op::ReceiptList { room: room.clone(), seq, delivered, limit, cursor: cursor.map(str::to_owned) };
+        match self.op(op).await? {
+            OkBody::ReceiptList(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: "receipt.list" }),
+        }
+    }
+
+    /// Forwards message `seq` of `from_room` (a room the user may read) into `room` with a
+    /// comment (may be empty); `cid` is the idempotency key, as for a send: retry with the
+    /// same one. Readers see the original's content only if they may read `from_room`.
+    pub async fn forward(
+        &self,
+        room: &RoomId,
+        cid: &ClientMsgId,
+        from_room: &RoomId,
+        seq: u64,
+        text: &str,
+    ) -> Result<SendOk, Error> {
+        let op = Op::Forward {
+            room: room.clone(),
+            cid: cid.clone(),
+            from_room: from_room.clone(),
+            seq,
+            text: text.to_owned(),
+        };
+        match self.op(op).await? {
+            OkBody::Sent(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: "forward" }),
+        }
+    }
+
     /// Deletes a message (leaves a tombstone).
     pub async fn delete(&self, room: &RoomId, seq: u64) -> Result<(), Error> {
         self.op(Op::Delete { room: room.clone(), seq }).await.map(drop)
@@ -967,6 +1052,22 @@ impl Client {
             display_name: display_name.map(str::to_owned),
             avatar: avatar.map(str::to_owned),
             status_text: status_text.map(str::to_owned),
+            share_read_receipts: None,
+        };
+        match self.op(op).await? {
+            OkBody::Profile(ok) => Ok(ok.profile),
+            _ => Err(Error::UnexpectedReply { op: "user.update" }),
+        }
+    }
+
+    /// Shares how far the user has read with the members of their rooms (the default), or
+    /// keeps it private; answers with the user's own profile.
+    pub async fn share_read_receipts(&self, share: bool) -> Result<Profile, Error> {
+        let op = Op::UserUpdate {
+            display_name: None,
+            avatar: None,
+            status_text: None,
+            share_read_receipts: Some(share),
         };
         match self.op(op).await? {
             OkBody::Profile(ok) => Ok(ok.profile),

@@ -5,7 +5,7 @@
 //! refuses what it refuses (unknown and missing fields, wrong types, bad identifiers) —
 //! tested against it for every op.
 
-use palaver_protocol::{Op, RoomId, UserId};
+use palaver_protocol::{ClientMsgId, Op, RoomId, UserId};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -164,7 +164,39 @@ pub(crate) fn op_from_json(text: &str) -> Result<Op, Error> {
             Op::Sync { limit, cursor }
         }
         "edit" => Op::Edit { room: f.room()?, seq: f.u64("seq")?, text: f.string("text")? },
+        "edit.list" => {
+            let (room, seq) = (f.room()?, f.u64("seq")?);
+            let (limit, cursor) = f.page()?;
+            Op::EditList { room, seq, limit, cursor }
+        }
         "delete" => Op::Delete { room: f.room()?, seq: f.u64("seq")? },
+        "receipt.list" => {
+            let (room, seq) = (f.room()?, f.u64("seq")?);
+            let delivered = f.opt_typed("delivered")?.unwrap_or(false);
+            let (limit, cursor) = f.page()?;
+            Op::ReceiptList { room, seq, delivered, limit, cursor }
+        }
+        "forward" => {
+            let room = f.room()?;
+            let cid = f.string("cid")?;
+            let cid = ClientMsgId::parse(&cid).map_err(|e| f.invalid(e))?;
+            let from_room = f.opt_room("from_room")?;
+            let from_room = f.required("from_room", from_room)?;
+            Op::Forward {
+                room,
+                cid,
+                from_room,
+                seq: f.u64("seq")?,
+                text: f.opt_string("text")?.unwrap_or_default(),
+            }
+        }
+        "pin" => Op::Pin { room: f.room()?, seq: f.u64("seq")? },
+        "unpin" => Op::Unpin { room: f.room()?, seq: f.u64("seq")? },
+        "pin.list" => {
+            let room = f.room()?;
+            let (limit, cursor) = f.page()?;
+            Op::PinList { room, limit, cursor }
+        }
         "room.list" => {
             let query = f.opt_string("query")?;
             let (limit, cursor) = f.page()?;
@@ -210,6 +242,7 @@ pub(crate) fn op_from_json(text: &str) -> Result<Op, Error> {
             display_name: f.opt_string("display_name")?,
             avatar: f.opt_string("avatar")?,
             status_text: f.opt_string("status_text")?,
+            share_read_receipts: f.opt_typed("share_read_receipts")?,
         },
         "user.search" => Op::UserSearch { prefix: f.string("prefix")?, limit: f.opt_u32("limit")? },
         "friend.request" => Op::FriendRequest { user: f.user()? },
@@ -276,6 +309,16 @@ mod tests {
             r#"{"op":"sync","limit":5,"cursor":"c"}"#,
             r#"{"op":"sync"}"#,
             r#"{"op":"edit","room":"r_1","seq":3,"text":"x"}"#,
+            r#"{"op":"edit.list","room":"r_1","seq":3,"limit":5,"cursor":"c"}"#,
+            r#"{"op":"edit.list","room":"r_1","seq":3}"#,
+            r#"{"op":"pin","room":"r_1","seq":3}"#,
+            r#"{"op":"forward","room":"r_1","cid":"c-1","from_room":"r_2","seq":3,"text":"look"}"#,
+            r#"{"op":"forward","room":"r_1","cid":"c-1","from_room":"r_2","seq":3}"#,
+            r#"{"op":"receipt.list","room":"r_1","seq":3,"delivered":true,"limit":5,"cursor":"c"}"#,
+            r#"{"op":"receipt.list","room":"r_1","seq":3}"#,
+            r#"{"op":"user.update","share_read_receipts":false}"#,
+            r#"{"op":"unpin","room":"r_1","seq":3}"#,
+            r#"{"op":"pin.list","room":"r_1","limit":5,"cursor":"c"}"#,
             r#"{"op":"delete","room":"r_1","seq":3}"#,
             r#"{"op":"room.list","query":"q","limit":5,"cursor":"c"}"#,
             r#"{"op":"dm.open","user":"u_2"}"#,

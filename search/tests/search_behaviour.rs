@@ -43,6 +43,8 @@ fn message(room_id: &str, seq: u64, ts: u64, sender: &str, text: &str) -> Messag
         system: None,
         blocked: false,
         encryption: None,
+        mention_all: None,
+        forward: None,
     }
 }
 

@@ -5,7 +5,7 @@
 //! extension in its own partition, written in the same batch and absent for plain text.
 
 use palaver_protocol::{
-    ClientMsgId, Encryption, FileRef, Message, MessageKind, RoomId, SystemNotice, UserId,
+    ClientMsgId, Encryption, FileRef, ForwardRef, Message, MessageKind, RoomId, SystemNotice, UserId,
 };
 // `BoxedError` keeps the reason in release builds too (`rancor::Error` does not).
 use rkyv::rancor::BoxedError;
@@ -67,6 +67,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Message, StorageError> {
         system: None,
         blocked: false,
         encryption: None,
+        mention_all: None,
+        forward: None,
     })
 }
 
@@ -88,6 +90,9 @@ struct MessageExt {
     system: Option<SystemNotice>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     encryption: Option<Encryption>,
+    /// A forward's original (its room and seq: never its content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    forward: Option<ForwardRef>,
 }
 
 /// The extension record of a message, or `None` when it has nothing beyond format 1.
@@ -100,6 +105,11 @@ pub(crate) fn encode_ext(message: &Message) -> Result<Option<Vec<u8>>, StorageEr
         deleted: message.deleted,
         system: message.system.as_deref().cloned(),
         encryption: message.encryption.as_deref().cloned(),
+        forward: message.forward.as_deref().map(|forward| ForwardRef {
+            room: forward.room.clone(),
+            seq: forward.seq,
+            source: None,
+        }),
     };
     if ext.reply_to.is_none()
         && ext.system.is_none()
@@ -108,6 +118,7 @@ pub(crate) fn encode_ext(message: &Message) -> Result<Option<Vec<u8>>, StorageEr
         && ext.file.is_none()
         && ext.edited_at.is_none()
         && !ext.deleted
+        && ext.forward.is_none()
     {
         return Ok(None);
     }
@@ -127,6 +138,7 @@ pub(crate) fn apply_ext(message: &mut Message, bytes: &[u8]) -> Result<(), Stora
     message.deleted = ext.deleted;
     message.system = ext.system.map(Box::new);
     message.encryption = ext.encryption.map(Box::new);
+    message.forward = ext.forward.map(Box::new);
     Ok(())
 }
 
@@ -154,6 +166,8 @@ mod tests {
             system: None,
             blocked: false,
             encryption: None,
+            mention_all: None,
+            forward: None,
         }
     }
 

@@ -174,6 +174,7 @@ pub(crate) struct Engine {
     pub(crate) room_seq_reaction: Keyspace,
     pub(crate) room_seq_ext: Keyspace,
     pub(crate) room_seq_edit: Keyspace,
+    pub(crate) room_seq_pin: Keyspace,
     pub(crate) user_room_mention: Keyspace,
     pub(crate) room_user_ban: Keyspace,
     pub(crate) room_user_mute: Keyspace,
@@ -223,6 +224,8 @@ impl Engine {
             room_seq_reaction: open("room_seq_reaction")?,
             room_seq_ext: open("room_seq_ext")?,
             room_seq_edit: open("room_seq_edit")?,
+            // Added within format 1: an older directory simply starts without pins.
+            room_seq_pin: open("room_seq_pin")?,
             user_room_mention: open("user_room_mention")?,
             // Rooms' governance and people (added within format 1: absent means none).
             room_user_ban: open("room_user_ban")?,
@@ -712,9 +715,18 @@ impl Store {
                     key.extend_from_slice(&edited_at.to_be_bytes());
                     batch.insert(&e.room_seq_edit, key, previous_text.as_bytes());
                 }
+                Write::PutPin { room, seq, record } => {
+                    batch.insert(&e.room_seq_pin, keys::message(room, *seq), encode_json(record)?);
+                }
+                Write::RemovePin { room, seq } => batch.remove(&e.room_seq_pin, keys::message(room, *seq)),
                 Write::DropEditHistory { room, seq } => {
                     for guard in e.room_seq_edit.prefix(keys::message(room, *seq)) {
                         batch.remove(&e.room_seq_edit, guard.key()?);
+                    }
+                }
+                Write::PutMentions { room, seq, users } => {
+                    for user in users {
+                        batch.insert(&e.user_room_mention, keys::user_room_seq(user, room, *seq), []);
                     }
                 }
                 Write::RemoveMentions { room, seq, users } => {
@@ -1233,6 +1245,42 @@ impl Store {
             edits.push((at, String::from_utf8_lossy(&value).into_owned()));
         }
         Ok(edits)
+    }
+
+    /// Up to `limit` earlier texts of message `seq` replaced after `after` (ms), oldest
+    /// first, with when each was replaced.
+    pub fn edits_after(
+        &self,
+        room: &RoomId,
+        seq: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StorageError> {
+        let e = self.engine()?;
+        let mut start = keys::message(room, seq);
+        let mut end = start.clone();
+        start.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+        end.extend_from_slice(&u64::MAX.to_be_bytes());
+        let mut edits = Vec::new();
+        for guard in e.room_seq_edit.range(start..=end).take(limit) {
+            let (key, value) = guard.into_inner()?;
+            let at = keys::seq_of_message_key(&key).unwrap_or(0);
+            edits.push((at, String::from_utf8_lossy(&value).into_owned()));
+        }
+        Ok(edits)
+    }
+
+    /// A room's pinned messages: `(seq, by, at)`, by seq.
+    pub fn pins(&self, room: &RoomId) -> Result<Vec<(u64, UserId, u64)>, StorageError> {
+        let e = self.engine()?;
+        let mut pins = Vec::new();
+        for guard in e.room_seq_pin.prefix(keys::room_prefix(room)) {
+            let (key, value) = guard.into_inner()?;
+            let seq = keys::seq_of_message_key(&key).unwrap_or(0);
+            let record: palaver_core::records::ActionRecord = decode_json("room_seq_pin", &value)?;
+            pins.push((seq, record.by, record.at));
+        }
+        Ok(pins)
     }
 
     /// How many messages after `after_seq` in `room` mention `user`.

@@ -24,6 +24,8 @@ fn message(room: &RoomId, seq: u64, cid: &str) -> Message {
         system: None,
         blocked: false,
         encryption: None,
+        mention_all: None,
+        forward: None,
     }
 }
 

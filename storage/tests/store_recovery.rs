@@ -31,6 +31,8 @@ fn message(room: &RoomId, seq: u64) -> Message {
         system: None,
         blocked: false,
         encryption: None,
+        mention_all: None,
+        forward: None,
     }
 }
 

@@ -428,6 +428,55 @@ export class PalaverClient {
     return this.#op({ op: "edit", room, seq, text });
   }
 
+  /** A page of a message's earlier texts, oldest first (room members only); `next`
+   * continues. */
+  editList(
+    room: RoomId,
+    seq: number,
+    options: Rest<"edit.list", "room" | "seq"> = {},
+  ): Promise<Replies["edit.list"]> {
+    return this.#op({ op: "edit.list", room, seq, ...options });
+  }
+
+  /** Pins a message (the room's `pin_role` and above); answers with the seq of the
+   * `system` notice that records it. */
+  pin(room: RoomId, seq: number): Promise<Replies["pin"]> {
+    return this.#op({ op: "pin", room, seq });
+  }
+
+  /** Unpins a message. */
+  unpin(room: RoomId, seq: number): Promise<Replies["unpin"]> {
+    return this.#op({ op: "unpin", room, seq });
+  }
+
+  /** A page of a room's pinned messages, the most recently pinned first; `next` continues. */
+  pinList(room: RoomId, options: Rest<"pin.list", "room"> = {}): Promise<Replies["pin.list"]> {
+    return this.#op({ op: "pin.list", room, ...options });
+  }
+
+  /** A page of the members who read a message (or, with `delivered: true`, had it
+   * delivered: rooms of at most 100 members); `next` continues. */
+  receiptList(
+    room: RoomId,
+    seq: number,
+    options: Rest<"receipt.list", "room" | "seq"> = {},
+  ): Promise<Replies["receipt.list"]> {
+    return this.#op({ op: "receipt.list", room, seq, ...options });
+  }
+
+  /** Forwards message `seq` of `fromRoom` (a room the user may read) into `room`, with a
+   * comment; `cid` is the idempotency key (retry with the same one). Readers see the
+   * original only if they may read `fromRoom`. */
+  forward(
+    room: RoomId,
+    cid: ClientMsgId,
+    fromRoom: RoomId,
+    seq: number,
+    text = "",
+  ): Promise<Replies["forward"]> {
+    return this.#op({ op: "forward", room, cid, from_room: fromRoom, seq, text });
+  }
+
   /** Deletes a message (its seq stays, as a tombstone). */
   deleteMessage(room: RoomId, seq: number): Promise<Replies["delete"]> {
     return this.#op({ op: "delete", room, seq });

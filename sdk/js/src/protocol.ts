@@ -85,7 +85,27 @@ file?: FileRef | null,
 /**
  * With `encrypted`: how `text` (the ciphertext) was encrypted.
  */
-encryption?: Encryption | null, } | { "op": "history", 
+encryption?: Encryption | null, } | { "op": "forward", 
+/**
+ * Where to.
+ */
+room: RoomId, 
+/**
+ * Idempotency key, as for `send`.
+ */
+cid: ClientMsgId, 
+/**
+ * The original's room.
+ */
+from_room: RoomId, 
+/**
+ * The original's seq.
+ */
+seq: number, 
+/**
+ * A comment (may be empty).
+ */
+text: string, } | { "op": "history", 
 /**
  * The room.
  */
@@ -146,7 +166,71 @@ seq: number,
 /**
  * The new text.
  */
-text: string, } | { "op": "delete", 
+text: string, } | { "op": "edit.list", 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * The message.
+ */
+seq: number, 
+/**
+ * Page size (see `paging::sizes`).
+ */
+limit?: number | null, 
+/**
+ * The previous page's `next`.
+ */
+cursor?: string | null, } | { "op": "pin", 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * The message.
+ */
+seq: number, } | { "op": "unpin", 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * The message.
+ */
+seq: number, } | { "op": "pin.list", 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * Page size (see `paging::sizes`).
+ */
+limit?: number | null, 
+/**
+ * The previous page's `next`.
+ */
+cursor?: string | null, } | { "op": "receipt.list", 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * The message.
+ */
+seq: number, 
+/**
+ * List deliveries instead of reads (rooms of a bounded size only).
+ */
+delivered?: boolean, 
+/**
+ * Page size (see `paging::sizes`).
+ */
+limit?: number | null, 
+/**
+ * The previous page's `next`.
+ */
+cursor?: string | null, } | { "op": "delete", 
 /**
  * The room.
  */
@@ -346,7 +430,12 @@ avatar?: string | null,
 /**
  * Status text, up to 140 characters.
  */
-status_text?: string | null, } | { "op": "user.search", 
+status_text?: string | null, 
+/**
+ * Whether others see how far the caller has read (`receipt.list`, `room.members`,
+ * `receipt` events); on until turned off.
+ */
+share_read_receipts?: boolean | null, } | { "op": "user.search", 
 /**
  * At least one character.
  */
@@ -480,7 +569,7 @@ export type Event = { "ev": "message" } & Message | { "ev": "typing" } & Typing 
  * bare object (no tag): clients know which op they asked. Decoding tries the variants
  * in order, most specific first, and tolerates fields added by later versions.
  */
-export type OkBody = RoomDetailsOk | JoinOk | RoomOk | SendOk | HistoryOk | AuthOk | ReceiptOk | ReactionOk | EditOk | RoomListOk | SyncOk | MembersOk | InvitesOk | ProfileOk | UsersOk | FriendOk | FriendsOk | BlockedOk | PresenceListOk | KeysUploadOk | DevicesOk | ClaimedOk | SearchOk | Empty;
+export type OkBody = RoomDetailsOk | JoinOk | RoomOk | SendOk | HistoryOk | AuthOk | ReceiptOk | ReactionOk | EditsOk | PinsOk | ReceiptListOk | EditOk | RoomListOk | SyncOk | MembersOk | InvitesOk | ProfileOk | UsersOk | FriendOk | FriendsOk | BlockedOk | PresenceListOk | KeysUploadOk | DevicesOk | ClaimedOk | SearchOk | Empty;
 /**
  * The body of a failed reply: `{"code","message","retry_after_ms"?}`.
  */
@@ -633,6 +722,98 @@ seq: number,
  */
 edited_at: number, };
 /**
+ * Answer to `edit.list`.
+ */
+export type EditsOk = { 
+/**
+ * The message.
+ */
+seq: number, 
+/**
+ * Its earlier texts, oldest first.
+ */
+versions: Array<EditVersion>, 
+/**
+ * Whether the reader blocked the message's sender (shown, flagged, as in `history`).
+ */
+blocked?: boolean, 
+/**
+ * The cursor of the following page; absent on the last.
+ */
+next?: string | null, };
+/**
+ * One earlier text of an edited message.
+ */
+export type EditVersion = { 
+/**
+ * The text the message had.
+ */
+text: string, 
+/**
+ * When an edit replaced it (ms since the Unix epoch).
+ */
+replaced_at: number, };
+/**
+ * Answer to `pin.list`.
+ */
+export type PinsOk = { 
+/**
+ * The pinned messages, the most recently pinned first.
+ */
+pins: Array<PinInfo>, 
+/**
+ * Pass as `cursor` for the next page; absent on the last page.
+ */
+next?: string | null, };
+/**
+ * One pinned message.
+ */
+export type PinInfo = { 
+/**
+ * Who pinned it.
+ */
+pinned_by: UserId, 
+/**
+ * When (ms since the Unix epoch).
+ */
+pinned_at: number, 
+/**
+ * The message, as `history` shows it.
+ */
+message: Message, };
+/**
+ * Answer to `receipt.list`.
+ */
+export type ReceiptListOk = { 
+/**
+ * The message.
+ */
+seq: number, 
+/**
+ * Members who read it (or had it delivered), by user id.
+ */
+receipts: Array<MemberReceipt>, 
+/**
+ * Pass as `cursor` for the next page; absent on the last page.
+ */
+next?: string | null, };
+/**
+ * One member's watermarks, in `receipt.list`.
+ */
+export type MemberReceipt = { 
+/**
+ * The member.
+ */
+user: UserId, 
+/**
+ * The highest seq delivered to one of their devices.
+ */
+delivered: number, 
+/**
+ * The highest seq they read; absent when they do not share read receipts.
+ */
+read?: number | null, };
+/**
  * Answer to `room.list`.
  */
 export type RoomListOk = { 
@@ -716,7 +897,11 @@ muted_until?: number | null,
 /**
  * Online, away or offline (invisible members show as offline).
  */
-presence: PresenceStatus, };
+presence: PresenceStatus, 
+/**
+ * The highest seq they read: shown to members, for members who share read receipts.
+ */
+read?: number | null, };
 /**
  * Answer to `invite.list`.
  */
@@ -780,7 +965,11 @@ avatar?: string | null,
 /**
  * Status text, if set.
  */
-status_text?: string | null, };
+status_text?: string | null, 
+/**
+ * Whether the user shares how far they read: only in their own profile.
+ */
+share_read_receipts?: boolean | null, };
 /**
  * Answer to `user.search`.
  */
@@ -1076,7 +1265,16 @@ slow_mode_secs: number,
 /**
  * The least role that may invite.
  */
-invite_role: RoomRole, };
+invite_role: RoomRole, 
+/**
+ * The least role that may pin and unpin messages (direct rooms: both users).
+ */
+pin_role: RoomRole, 
+/**
+ * The least role whose `@everyone` and `@here` mention the room (direct rooms: both
+ * users).
+ */
+mention_all_role: RoomRole, };
 /**
  * A partial change to [`RoomSettings`]: absent fields keep their value.
  */
@@ -1096,7 +1294,15 @@ slow_mode_secs?: number | null,
 /**
  * New least role that may invite.
  */
-invite_role?: RoomRole | null, };
+invite_role?: RoomRole | null, 
+/**
+ * New least role that may pin and unpin.
+ */
+pin_role?: RoomRole | null, 
+/**
+ * New least role whose `@everyone` and `@here` mention the room.
+ */
+mention_all_role?: RoomRole | null, };
 /**
  * A stored message, as delivered live (`message` event) and by `history`.
  */
@@ -1173,7 +1379,17 @@ blocked?: boolean,
 /**
  * With kind `encrypted`: how `text` was encrypted.
  */
-encryption?: Encryption | null, };
+encryption?: Encryption | null, 
+/**
+ * The message mentions the whole room (`@everyone`) or its members online
+ * (`@here`): set when its sender had the room's `mention_all_role`.
+ */
+mention_all?: MentionAll | null, 
+/**
+ * A forwarded message: where it came from (and, in `history`, what it said, for
+ * readers who may read the room it came from).
+ */
+forward?: ForwardRef | null, };
 /**
  * What a message carries.
  */
@@ -1227,6 +1443,59 @@ excerpt: string,
  */
 deleted?: boolean, };
 /**
+ * Where a forwarded message came from.
+ */
+export type ForwardRef = { 
+/**
+ * The room of the original.
+ */
+room: RoomId, 
+/**
+ * Its seq there.
+ */
+seq: number, 
+/**
+ * The original, in `history`, for a reader who may read its room; never in live
+ * events.
+ */
+source?: ForwardedMessage | null, };
+/**
+ * What a forwarded message's original says, as its room holds it now.
+ */
+export type ForwardedMessage = { 
+/**
+ * Who wrote it.
+ */
+sender: UserId, 
+/**
+ * When it was stored.
+ */
+ts: number, 
+/**
+ * Its kind.
+ */
+kind: MessageKind, 
+/**
+ * Its text (empty once deleted).
+ */
+text: string, 
+/**
+ * Its file, for `image` and `file`.
+ */
+file?: FileRef | null, 
+/**
+ * When it was last edited.
+ */
+edited_at?: number | null, 
+/**
+ * The original was deleted: its content is gone.
+ */
+deleted?: boolean, };
+/**
+ * A mention of many members at once.
+ */
+export type MentionAll = "everyone" | "here";
+/**
  * All reactions with one emoji on a message.
  */
 export type ReactionSummary = { 
@@ -1269,11 +1538,15 @@ until?: number | null,
 /**
  * The moderator's reason, if given.
  */
-reason?: string | null, };
+reason?: string | null, 
+/**
+ * With `pinned` and `unpinned`: the message.
+ */
+seq?: number | null, };
 /**
  * The moderation (or governance) action a `system` message records.
  */
-export type SystemAction = "kicked" | "banned" | "unbanned" | "muted" | "unmuted" | "role_changed" | "ownership_transferred" | "settings_changed" | "room_deleted";
+export type SystemAction = "kicked" | "banned" | "unbanned" | "muted" | "unmuted" | "role_changed" | "ownership_transferred" | "settings_changed" | "room_deleted" | "pinned" | "unpinned";
 /**
  * The `typing` event.
  */
@@ -1432,6 +1705,12 @@ export interface Replies {
   "receipt": ReceiptOk,
   "sync": SyncOk,
   "edit": EditOk,
+  "edit.list": EditsOk,
+  "pin": SendOk,
+  "unpin": SendOk,
+  "pin.list": PinsOk,
+  "receipt.list": ReceiptListOk,
+  "forward": SendOk,
   "delete": Empty,
   "room.list": RoomListOk,
   "dm.open": RoomOk,

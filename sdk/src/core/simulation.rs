@@ -83,6 +83,8 @@ impl FakeServer {
             system: None,
             blocked: false,
             encryption: None,
+            mention_all: None,
+            forward: None,
         };
         messages.push(message.clone());
         self.cids.insert((room.clone(), cid.to_owned()), seq);

@@ -226,6 +226,12 @@ pub enum CoreError {
     /// Not muted.
     #[error("{0} is not muted")]
     NotMuted(UserId),
+    /// The message is pinned already.
+    #[error("message {0} is already pinned")]
+    AlreadyPinned(u64),
+    /// The message is not pinned.
+    #[error("message {0} is not pinned")]
+    NotPinned(u64),
     /// The target already has the role.
     #[error("{target} is already a {}", .role.name())]
     AlreadyHasRole {
@@ -258,6 +264,20 @@ pub enum CoreError {
     /// Friendship: not friends (by name).
     #[error("not friends with {0}")]
     NotFriends(String),
+    /// The room has too many members for this.
+    #[error("{what} is for rooms of at most {max} members")]
+    TooManyMembersFor {
+        /// The act, in words.
+        what: &'static str,
+        /// The most members.
+        max: usize,
+    },
+    /// A room holds at most this many pins.
+    #[error("a room holds at most {max} pinned messages: unpin one first")]
+    PinsCap {
+        /// The most.
+        max: usize,
+    },
     /// The room's memory is being reloaded after a refused write.
     #[error("the room is recovering from a storage failure; try again")]
     Recovering,
@@ -356,12 +376,16 @@ impl CoreError {
             | E::PendingInvitesCap { .. }
             | E::FriendsCap { .. }
             | E::BlocksCap { .. }
-            | E::DevicesCap { .. } => ErrorCode::Forbidden,
+            | E::DevicesCap { .. }
+            | E::PinsCap { .. }
+            | E::TooManyMembersFor { .. } => ErrorCode::Forbidden,
             E::OwnerCannotLeave
             | E::AlreadyMember(_)
             | E::AlreadyBanned(_)
             | E::NotBanned(_)
             | E::NotMuted(_)
+            | E::AlreadyPinned(_)
+            | E::NotPinned(_)
             | E::AlreadyHasRole { .. }
             | E::NoInvitation(_)
             | E::FileShared(_)

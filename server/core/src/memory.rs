@@ -24,10 +24,13 @@ struct StoredRoomState {
     messages: BTreeMap<u64, Message>,
     receipts: BTreeMap<UserId, (u64, u64)>,
     reactions: BTreeSet<(u64, String, UserId)>,
-    edits: BTreeMap<u64, Vec<String>>,
+    /// Earlier texts by `(seq, replaced_at)`, as the store keys them.
+    edits: BTreeMap<(u64, u64), String>,
     bans: BTreeSet<UserId>,
     mutes: BTreeMap<UserId, u64>,
     invites: BTreeSet<UserId>,
+    /// Pinned messages: who pinned each and when.
+    pins: BTreeMap<u64, (UserId, u64)>,
 }
 
 /// See the module docs.
@@ -148,13 +151,20 @@ impl MemoryStore {
             Write::RemoveReaction { room, seq, emoji, user } => {
                 self.room_mut(room).reactions.remove(&(*seq, emoji.clone(), user.clone()));
             }
-            Write::PutEditHistory { room, seq, previous_text, .. } => {
-                self.room_mut(room).edits.entry(*seq).or_default().push(previous_text.clone());
+            Write::PutEditHistory { room, seq, edited_at, previous_text } => {
+                self.room_mut(room).edits.insert((*seq, *edited_at), previous_text.clone());
             }
             Write::DropEditHistory { room, seq } => {
-                self.room_mut(room).edits.remove(seq);
+                self.room_mut(room).edits.retain(|(edited, _), _| edited != seq);
+            }
+            Write::PutPin { room, seq, record } => {
+                self.room_mut(room).pins.insert(*seq, (record.by.clone(), record.at));
+            }
+            Write::RemovePin { room, seq } => {
+                self.room_mut(room).pins.remove(seq);
             }
             Write::RemoveMentions { .. }
+            | Write::PutMentions { .. }
             | Write::PutRefresh { .. }
             | Write::RevokeFamily { .. }
             | Write::EndLogin { .. }
@@ -250,6 +260,7 @@ impl MemoryStore {
             bans: state.bans.iter().cloned().collect(),
             mutes: state.mutes.iter().map(|(u, t)| (u.clone(), *t)).collect(),
             invites: state.invites.iter().cloned().collect(),
+            pins: state.pins.iter().map(|(seq, (by, at))| (*seq, by.clone(), *at)).collect(),
         })
     }
 
@@ -273,6 +284,17 @@ impl Lookups for MemoryStore {
     fn message(&self, room: &RoomId, seq: u64) -> Found<Option<Message>> {
         self.check()?;
         Ok(self.room(room).and_then(|r| r.messages.get(&seq).cloned()))
+    }
+
+    fn edits(&self, room: &RoomId, seq: u64, after: u64, limit: usize) -> Found<Vec<(u64, String)>> {
+        self.check()?;
+        let Some(r) = self.room(room) else { return Ok(Vec::new()) };
+        let from = (seq, after.saturating_add(1));
+        Ok(r.edits
+            .range(from..=(seq, u64::MAX))
+            .take(limit)
+            .map(|((_, at), text)| (*at, text.clone()))
+            .collect())
     }
 
     fn messages_before(&self, room: &RoomId, before: u64, limit: usize) -> Found<Vec<Message>> {
@@ -346,6 +368,16 @@ impl Lookups for MemoryStore {
     fn file(&self, file_id: &str) -> Found<Option<FileRecord>> {
         self.check()?;
         Ok(self.files.get(file_id).cloned())
+    }
+
+    fn member_role(&self, room: &RoomId, user: &UserId) -> Found<Option<Role>> {
+        self.check()?;
+        Ok(self.room(room).and_then(|r| r.members.get(user).copied()))
+    }
+
+    fn hides_read_receipts(&self, user: &UserId) -> Found<bool> {
+        self.check()?;
+        Ok(self.profiles.get(user).is_some_and(|p| p.hide_read_receipts))
     }
 
     fn is_blocked(&self, user: &UserId, other: &UserId) -> Found<bool> {

@@ -26,10 +26,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use palaver_protocol::paging::{self, PageBuilder};
 use palaver_protocol::{
-    ClientMsgId, Delete, Edit, EditOk, Empty, Encryption, ErrorBody, ErrorCode, Event, FileRef, HistoryOk,
-    InviteInfo, JoinOk, MemberChange, MemberEvent, MemberInfo, MembersOk, Message, MessageKind, OkBody,
-    PresenceStatus, Reaction, ReactionOk, Receipt, ReceiptOk, ReplyBody, ReplyPreview, RoomDetailsOk, RoomId,
-    RoomKind, RoomOk, RoomSettingsPatch, SendOk, SystemAction, SystemNotice, Typing, UserId, limits,
+    ClientMsgId, Delete, Edit, EditOk, EditVersion, EditsOk, Empty, Encryption, ErrorBody, ErrorCode, Event,
+    FileRef, ForwardRef, HistoryOk, InviteInfo, JoinOk, MemberChange, MemberEvent, MemberInfo, MemberReceipt,
+    MembersOk, MentionAll, Message, MessageKind, OkBody, PinInfo, PinsOk, PresenceStatus, Reaction,
+    ReactionOk, Receipt, ReceiptListOk, ReceiptOk, ReplyBody, ReplyPreview, RoomDetailsOk, RoomId, RoomKind,
+    RoomOk, RoomSettingsPatch, SendOk, SystemAction, SystemNotice, Typing, UserId, limits,
 };
 
 pub use effects::{
@@ -43,7 +44,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Throttled;
 use crate::records::{ActionRecord, FileRecord, RoomRecord, Write};
 use crate::role::Role;
-use crate::room::{Draft, HistoryRequest, HistoryWindow, Room, RoomLimits, SendOutcome, TypingChange};
+use crate::room::{
+    Draft, HistoryRequest, HistoryWindow, Pin, Room, RoomLimits, SendOutcome, TypingChange,
+    check_forwardable, forwarded_content, may_read_room,
+};
 use crate::route::RoomRequest;
 use crate::{CoreError, Governance, Moderation};
 
@@ -85,6 +89,8 @@ pub struct StoredRoom {
     pub mutes: Vec<(UserId, u64)>,
     /// Invited users.
     pub invites: Vec<UserId>,
+    /// Pinned messages: `(seq, by, at)`.
+    pub pins: Vec<(u64, UserId, u64)>,
 }
 
 /// A direct room to create between two users.
@@ -115,6 +121,8 @@ pub struct Outgoing {
     pub file: Option<Box<FileRef>>,
     /// How an encrypted body was encrypted.
     pub encryption: Option<Box<Encryption>>,
+    /// A forward's original.
+    pub forward: Option<Box<ForwardRef>>,
 }
 
 /// A request on a room that exists.
@@ -135,6 +143,40 @@ pub enum RoomOp {
         seq: u64,
         /// The new text.
         text: String,
+    },
+    /// A page of a message's earlier texts.
+    EditList {
+        /// The message.
+        seq: u64,
+        /// Page size.
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        cursor: Option<String>,
+    },
+    /// Pin (`on`) or unpin a message.
+    Pin {
+        /// The message.
+        seq: u64,
+        /// Pin or unpin.
+        on: bool,
+    },
+    /// A page of the pinned messages.
+    PinList {
+        /// Page size.
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        cursor: Option<String>,
+    },
+    /// Who read (or had delivered) a message.
+    ReceiptList {
+        /// The message.
+        seq: u64,
+        /// Deliveries instead of reads.
+        delivered: bool,
+        /// Page size.
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        cursor: Option<String>,
     },
     /// Delete a message (tombstone).
     Delete {
@@ -275,6 +317,16 @@ fn member_event(room: &RoomId, user: &UserId, change: MemberChange, role: Role) 
     Event::Member(MemberEvent { room: room.clone(), user: user.clone(), change, role })
 }
 
+/// Everyone a message's mention index may name: its mentions, and for a room-wide mention
+/// every member (removing an entry that is not there is harmless).
+fn mentioned_users(message: &Message, room: &Room) -> Vec<UserId> {
+    let mut users = message.mentions.clone();
+    if message.mention_all.is_some() {
+        users.extend(room.member_ids().into_iter().filter(|u| !message.mentions.contains(u)));
+    }
+    users
+}
+
 /// Runs a step that answers with a refusal: `Err(body)` is the answer.
 type Step<T> = Result<T, ReplyBody>;
 
@@ -304,7 +356,7 @@ impl<A: Clone> RoomOwner<A> {
     /// `None` for a deleted room: the one way a room comes back into memory, after a
     /// restart, an unload or a refused write.
     pub fn load(stored: StoredRoom, limits: RoomLimits, now_ms: u64) -> Option<Self> {
-        let StoredRoom { record, members, newest, receipts, bans, mutes, invites } = stored;
+        let StoredRoom { record, members, newest, receipts, bans, mutes, invites, pins } = stored;
         if record.deleted {
             return None;
         }
@@ -318,6 +370,7 @@ impl<A: Clone> RoomOwner<A> {
             bans,
             mutes,
             invites,
+            pins,
         });
         room.expire_mutes(now_ms);
         Some(RoomOwner::restore(room, now_ms))
@@ -516,12 +569,20 @@ impl<A: Clone> RoomOwner<A> {
             RoomOp::Leave => self.leave(asker.clone(), user, fx),
             RoomOp::Send(outgoing) => self.send(now_ms, asker.clone(), user, *outgoing, lookups, fx),
             RoomOp::Edit { seq, text } => self.edit(now_ms, asker.clone(), user, seq, text, lookups, fx),
+            RoomOp::EditList { seq, limit, cursor } => self.edit_list(user, seq, limit, cursor, lookups),
             RoomOp::Delete { seq } => self.delete(asker.clone(), user, seq, lookups, fx),
+            RoomOp::Pin { seq, on } => self.pin(now_ms, asker.clone(), user, seq, on, lookups, fx),
+            RoomOp::PinList { limit, cursor } => self.pin_list(user, limit, cursor, lookups),
+            RoomOp::ReceiptList { seq, delivered, limit, cursor } => {
+                self.receipt_list(user, seq, delivered, limit, cursor, lookups)
+            }
             RoomOp::React { seq, emoji, add } => {
                 self.react(now_ms, asker.clone(), user, seq, emoji, add, lookups, fx)
             }
             RoomOp::Typing { active } => self.typing(now_ms, user, active, fx),
-            RoomOp::Receipt { delivered, read } => self.receipt(asker.clone(), user, delivered, read, fx),
+            RoomOp::Receipt { delivered, read } => {
+                self.receipt(asker.clone(), user, delivered, read, lookups, fx)
+            }
             RoomOp::History(request) => self.history(user, request, lookups),
             RoomOp::Get => self.details(user),
             RoomOp::Members { limit, cursor } => self.members(now_ms, user, limit, cursor, lookups),
@@ -705,6 +766,18 @@ impl<A: Clone> RoomOwner<A> {
             // Mentions are resolved here; the room keeps only members. Never in
             // ciphertext: the server does not look into encrypted bodies.
             let mut mentions = Vec::new();
+            // `@everyone` and `@here` reach members for senders with the room's role; the
+            // recipients are found before the room assigns a seq, so a failed lookup
+            // refuses the message instead of half-storing it.
+            let mention_all = if outgoing.kind == MessageKind::Encrypted {
+                None
+            } else {
+                crate::mentioned_all(&outgoing.text).filter(|_| self.room.may_mention_all(user))
+            };
+            let everyone = match mention_all {
+                Some(all) => self.mentioned_by_all(user, all, lookups)?,
+                None => Vec::new(),
+            };
             if outgoing.kind != MessageKind::Encrypted {
                 for name in crate::mentioned_usernames(&outgoing.text) {
                     if let Some(id) = found(lookups.user_by_name(&name))? {
@@ -713,9 +786,12 @@ impl<A: Clone> RoomOwner<A> {
                 }
             }
             let file = self.shared_file(user, &outgoing, lookups)?;
-            Ok((stored, mentions, file))
+            if let Some(forward) = &outgoing.forward {
+                self.check_forward_source(user, forward, lookups)?;
+            }
+            Ok((stored, mentions, file, mention_all, everyone))
         })();
-        let (stored, mentions, file) = match prepared {
+        let (stored, mentions, file, mention_all, everyone) = match prepared {
             Ok(prepared) => prepared,
             Err(body) => return Some(body),
         };
@@ -723,8 +799,19 @@ impl<A: Clone> RoomOwner<A> {
             Some((file_ref, record)) => (Some(file_ref), Some(record)),
             None => (outgoing.file.clone(), None),
         };
-        let Outgoing { cid, kind, text, client_ts, reply_to, encryption, .. } = outgoing;
-        let draft = Draft { cid, kind, text, client_ts, reply_to, file: file_ref, mentions, encryption };
+        let Outgoing { cid, kind, text, client_ts, reply_to, encryption, forward, .. } = outgoing;
+        let draft = Draft {
+            cid,
+            kind,
+            text,
+            client_ts,
+            reply_to,
+            file: file_ref,
+            mentions,
+            encryption,
+            forward,
+            mention_all,
+        };
         match self.room.send(now_ms, user, draft, |_| stored) {
             Err(e) => Some(refused(&e)),
             Ok(SendOutcome::Duplicate { seq, ts }) => {
@@ -744,6 +831,11 @@ impl<A: Clone> RoomOwner<A> {
                     Write::AppendMessage(message.clone()),
                     Write::PutReceipt { room: room.clone(), user: user.clone(), delivered, read },
                 ];
+                let users: Vec<UserId> =
+                    everyone.into_iter().filter(|u| !message.mentions.contains(u)).collect();
+                if message.mention_all.is_some() && !users.is_empty() {
+                    writes.push(Write::PutMentions { room: room.clone(), seq: message.seq, users });
+                }
                 if let Some(record) = file_record {
                     self.sharing.insert(record.file_id.clone(), (user.clone(), message.cid.clone()));
                     writes.push(Write::PutFile(FileRecord { shared_in: Some(message.seq), ..record }));
@@ -756,6 +848,59 @@ impl<A: Clone> RoomOwner<A> {
                 None
             }
         }
+    }
+
+    /// Whether `reader` may read the messages of `room` (this room, or another as storage
+    /// has it); `None` when that room does not exist.
+    fn may_read(&self, reader: &UserId, room: &RoomId, lookups: &impl Lookups) -> Found<Option<bool>> {
+        if room == self.room.id() {
+            return Ok(Some(self.room.check_read(reader).is_ok()));
+        }
+        match lookups.room_record(room)? {
+            Some(record) if !record.deleted => {
+                let member = lookups.member_role(room, reader)?.is_some();
+                Ok(Some(may_read_room(record.kind, member)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Checks that `user` may forward the original `forward` names: a room they may read,
+    /// and a message there that can be forwarded.
+    fn check_forward_source(&self, user: &UserId, forward: &ForwardRef, lookups: &impl Lookups) -> Step<()> {
+        match found(self.may_read(user, &forward.room, lookups))? {
+            None => return Err(refused(&CoreError::NoSuchRoom(forward.room.clone()))),
+            Some(false) => return Err(refused(&CoreError::PrivateRoom(forward.room.clone()))),
+            Some(true) => {}
+        }
+        let original = if &forward.room == self.room.id() {
+            self.current_message(forward.seq, lookups)?
+        } else {
+            found(lookups.message(&forward.room, forward.seq))?
+                .ok_or_else(|| refused(&CoreError::NoSuchMessage(forward.seq)))?
+        };
+        check_forwardable(&original).map_err(|e| refused(&e))
+    }
+
+    /// The members `@everyone` (or `@here`: those online now) by `sender` mentions: not
+    /// the sender, and not members who blocked them.
+    fn mentioned_by_all(
+        &self,
+        sender: &UserId,
+        all: MentionAll,
+        lookups: &impl Lookups,
+    ) -> Step<Vec<UserId>> {
+        let mut users = Vec::new();
+        for member in self.room.member_ids() {
+            if &member == sender || found(lookups.is_blocked(&member, sender))? {
+                continue;
+            }
+            if all == MentionAll::Here && lookups.presence(&member) == PresenceStatus::Offline {
+                continue;
+            }
+            users.push(member);
+        }
+        Ok(users)
     }
 
     /// A message as the room has decided it: its newest version still becoming durable
@@ -801,21 +946,211 @@ impl<A: Clone> RoomOwner<A> {
             Err(body) => return Some(body),
         };
         let room = self.room.id().clone();
-        let edited = Message { text: text.clone(), edited_at: Some(now_ms), ..original.clone() };
+        // Edit times strictly increase per message: each earlier text is stored under the
+        // time it was replaced, so two edits in one millisecond must not share a key.
+        let edited_at = now_ms.max(original.edited_at.map_or(0, |at| at + 1));
+        let edited = Message { text: text.clone(), edited_at: Some(edited_at), ..original.clone() };
         let writes = vec![
-            Write::PutEditHistory {
-                room: room.clone(),
-                seq,
-                edited_at: now_ms,
-                previous_text: original.text,
-            },
+            Write::PutEditHistory { room: room.clone(), seq, edited_at, previous_text: original.text },
             Write::ReplaceMessage(edited.clone()),
         ];
-        let answer = Answer::plain(asker, ok(OkBody::Edited(EditOk { seq, edited_at: now_ms })));
-        let event = Event::Edit(Edit { room, seq, text, edited_at: now_ms });
+        let answer = Answer::plain(asker, ok(OkBody::Edited(EditOk { seq, edited_at })));
+        let event = Event::Edit(Edit { room, seq, text, edited_at });
         self.rewriting(edited);
         self.commit(fx, writes, Settle::answer(answer).announcing(event).rewriting(seq));
         None
+    }
+
+    /// A page of message `seq`'s earlier texts, oldest first, as `reader` may see them.
+    fn edit_list(
+        &self,
+        reader: &UserId,
+        seq: u64,
+        limit: Option<u32>,
+        cursor: Option<String>,
+        lookups: &impl Lookups,
+    ) -> Option<ReplyBody> {
+        const LIST: &str = "edit.list";
+        let decided = (|| -> Step<EditsOk> {
+            self.room.check_edit_list(reader, seq).map_err(|e| refused(&e))?;
+            let limit = paging::sizes::EDITS.of(limit).map_err(|e| refused(&CoreError::Paging(e)))?;
+            let after = match cursor {
+                None => 0,
+                Some(cursor) => paging::decode_cursor(LIST, &cursor)
+                    .ok()
+                    .and_then(|key| key.parse::<u64>().ok())
+                    .ok_or_else(|| refused(&CoreError::Paging(paging::PagingError::Cursor)))?,
+            };
+            let message = self.current_message(seq, lookups)?;
+            // A tombstone's history went with its content.
+            if message.deleted {
+                return Err(refused(&CoreError::NoSuchMessage(seq)));
+            }
+            let blocked = found(lookups.is_blocked(reader, &message.sender))?;
+            // One more than the page, to know whether another follows.
+            let mut edits = found(lookups.edits(self.room.id(), seq, after, limit + 1))?;
+            let more = edits.len() > limit;
+            edits.truncate(limit);
+            let mut page = PageBuilder::new(LIST, limit);
+            for (replaced_at, text) in edits {
+                if !page.offer(&replaced_at.to_string(), Some(EditVersion { text, replaced_at })) {
+                    break;
+                }
+            }
+            let (versions, next) = page.finish(more);
+            Ok(EditsOk { seq, versions, blocked, next })
+        })();
+        Some(match decided {
+            Ok(edits) => ok(OkBody::Edits(edits)),
+            Err(body) => body,
+        })
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the request's fields, then the owner's context")]
+    fn pin(
+        &mut self,
+        now_ms: u64,
+        asker: A,
+        actor: &UserId,
+        seq: u64,
+        on: bool,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        let decided = (|| -> Step<SystemNotice> {
+            // A pin is a notice in the room's log: in a direct room, not past a block.
+            if self.room.kind() == RoomKind::Direct {
+                for other in self.room.member_ids().iter().filter(|u| *u != actor) {
+                    if found(lookups.is_blocked(other, actor))? {
+                        return Err(refused(&CoreError::RefusesDirectMessages(other.clone())));
+                    }
+                }
+            }
+            if self.room.role_of(actor).is_none() {
+                return Err(refused(&CoreError::NotMember(self.room.id().clone())));
+            }
+            let message = self.current_message(seq, lookups)?;
+            self.room.pin(now_ms, actor, &message, on).map_err(|e| refused(&e))
+        })();
+        let notice = match decided {
+            Ok(notice) => notice,
+            Err(body) => return Some(body),
+        };
+        let room = self.room.id().clone();
+        let write = if on {
+            Write::PutPin { room, seq, record: ActionRecord { by: actor.clone(), at: now_ms, reason: None } }
+        } else {
+            Write::RemovePin { room, seq }
+        };
+        self.store_notice(now_ms, asker, notice, vec![write], None, AfterNotice::Nothing, lookups, fx);
+        None
+    }
+
+    /// A page of the pinned messages, the most recently pinned first, as `reader` sees them.
+    fn pin_list(
+        &self,
+        reader: &UserId,
+        limit: Option<u32>,
+        cursor: Option<String>,
+        lookups: &impl Lookups,
+    ) -> Option<ReplyBody> {
+        const LIST: &str = "pin.list";
+        let decided = (|| -> Step<PinsOk> {
+            self.room.check_read(reader).map_err(|e| refused(&e))?;
+            let limit = paging::sizes::PINS.of(limit).map_err(|e| refused(&CoreError::Paging(e)))?;
+            let after = match cursor {
+                None => None,
+                Some(cursor) => Some(
+                    paging::decode_cursor(LIST, &cursor)
+                        .ok()
+                        .and_then(|key| Pin::parse_cursor_key(&key))
+                        .ok_or_else(|| refused(&CoreError::Paging(paging::PagingError::Cursor)))?,
+                ),
+            };
+            let (pins, more) = self.room.pins_page(after, limit);
+            let blocked = found(lookups.blocks(reader))?;
+            let mut page = PageBuilder::new(LIST, limit);
+            for pin in pins {
+                let key = pin.cursor_key();
+                let stored = match self.rewrites.get(&pin.seq) {
+                    Some((message, _)) => Some(message.clone()),
+                    None => found(lookups.message(self.room.id(), pin.seq))?,
+                };
+                // A pin whose message storage does not hold is skipped, not an error.
+                let Some(mut message) = stored else {
+                    page.offer(&key, None);
+                    continue;
+                };
+                message.blocked = blocked.contains(&message.sender);
+                message.reactions = found(lookups.reactions(self.room.id(), pin.seq))?;
+                let info = PinInfo { pinned_by: pin.by.clone(), pinned_at: pin.at, message };
+                if !page.offer(&key, Some(info)) {
+                    break;
+                }
+            }
+            let (pins, next) = page.finish(more);
+            Ok(PinsOk { pins, next })
+        })();
+        Some(match decided {
+            Ok(pins) => ok(OkBody::Pins(pins)),
+            Err(body) => body,
+        })
+    }
+
+    /// A page of the members who read (or had delivered) message `seq`, as `reader` may
+    /// see them: not its sender, not members who blocked the reader, and in read lists
+    /// not those who keep their reads private.
+    fn receipt_list(
+        &self,
+        reader: &UserId,
+        seq: u64,
+        delivered: bool,
+        limit: Option<u32>,
+        cursor: Option<String>,
+        lookups: &impl Lookups,
+    ) -> Option<ReplyBody> {
+        const LIST: &str = "receipt.list";
+        let decided = (|| -> Step<ReceiptListOk> {
+            self.room.check_receipt_list(reader, seq, delivered).map_err(|e| refused(&e))?;
+            let limit = paging::sizes::RECEIPTS.of(limit).map_err(|e| refused(&CoreError::Paging(e)))?;
+            let after = match cursor {
+                None => None,
+                Some(cursor) => Some(
+                    paging::decode_cursor(LIST, &cursor)
+                        .ok()
+                        .and_then(|key| UserId::parse(&key).ok())
+                        .ok_or_else(|| refused(&CoreError::Paging(paging::PagingError::Cursor)))?,
+                ),
+            };
+            let sender = self.current_message(seq, lookups)?.sender;
+            let walk = self.room.receipts_reaching(after.as_ref(), seq, delivered, limits::MAX_RECEIPT_SCAN);
+            let mut page = PageBuilder::new(LIST, limit);
+            for (member, delivered_to, read) in walk.found {
+                let shown = if member == sender || found(lookups.is_blocked(&member, reader))? {
+                    None
+                } else {
+                    let private = found(lookups.hides_read_receipts(&member))?;
+                    (delivered || !private).then(|| MemberReceipt {
+                        user: member.clone(),
+                        delivered: delivered_to,
+                        read: (!private).then_some(read),
+                    })
+                };
+                if !page.offer(member.as_str(), shown) {
+                    break;
+                }
+            }
+            let (receipts, mut next) = page.finish(walk.more);
+            // A walk that stopped at its bound continues after the last member it examined.
+            if walk.more && receipts.is_empty() {
+                next = walk.last_examined.map(|last| paging::encode_cursor(LIST, last.as_str()));
+            }
+            Ok(ReceiptListOk { seq, receipts, next })
+        })();
+        Some(match decided {
+            Ok(list) => ok(OkBody::ReceiptList(list)),
+            Err(body) => body,
+        })
     }
 
     fn delete(
@@ -850,8 +1185,12 @@ impl<A: Clone> RoomOwner<A> {
         let mut writes = vec![
             Write::ReplaceMessage(tombstone.clone()),
             Write::DropEditHistory { room: room.clone(), seq },
-            Write::RemoveMentions { room: room.clone(), seq, users: original.mentions },
+            Write::RemoveMentions { room: room.clone(), seq, users: mentioned_users(&original, &self.room) },
         ];
+        // A deleted message leaves the pins with its content.
+        if self.room.unpin_deleted(seq) {
+            writes.push(Write::RemovePin { room: room.clone(), seq });
+        }
         // A deleted message's file goes with it: its record now (downloads stop once the
         // delete is durable), its bytes after.
         let file_id = original.file.as_ref().map(|file| file.file_id.clone());
@@ -949,12 +1288,22 @@ impl<A: Clone> RoomOwner<A> {
         user: &UserId,
         delivered: Option<u64>,
         read: Option<u64>,
+        lookups: &impl Lookups,
         fx: &mut Effects<A>,
     ) -> Option<ReplyBody> {
         let change = match self.room.receipt(user, delivered, read) {
             Ok(change) => change,
             Err(e) => return Some(refused(&e)),
         };
+        // Someone who keeps their reads private is not announced: the event carries both
+        // watermarks. Their own devices read them from `sync`.
+        if change.changed {
+            match lookups.hides_read_receipts(user) {
+                Ok(false) => {}
+                Ok(true) => self.room.keep_receipt_private(user),
+                Err(e) => return Some(lookup_failed(&e)),
+            }
+        }
         let body = ok(OkBody::Receipt(ReceiptOk { delivered: change.delivered, read: change.read }));
         if !change.changed {
             return Some(body);
@@ -1020,8 +1369,25 @@ impl<A: Clone> RoomOwner<A> {
         let more = messages.len() > limit;
         messages.truncate(limit);
         let blocked = lookups.blocks(reader)?;
+        // Whether the reader may read each room forwards come from, asked once per page.
+        let mut readable: HashMap<RoomId, bool> = HashMap::new();
         for message in &mut messages {
             message.blocked = blocked.contains(&message.sender);
+            if let Some(forward) = &mut message.forward {
+                let may = match readable.get(&forward.room) {
+                    Some(may) => *may,
+                    None => {
+                        let may = self.may_read(reader, &forward.room, lookups)?.unwrap_or(false);
+                        readable.insert(forward.room.clone(), may);
+                        may
+                    }
+                };
+                if may {
+                    forward.source = lookups
+                        .message(&forward.room, forward.seq)?
+                        .map(|original| Box::new(forwarded_content(original)));
+                }
+            }
             message.reactions = lookups.reactions(room, message.seq)?;
             if let Some(parent) = message.reply_to {
                 message.reply = lookups.message(room, parent)?.map(|p| {
@@ -1092,19 +1458,25 @@ impl<A: Clone> RoomOwner<A> {
             Some(_) => return Some(refused(&CoreError::Paging(paging::PagingError::Cursor))),
         };
         let (listed, more) = self.room.members_page(after.as_ref(), limit);
+        let asker_is_member = self.room.role_of(user).is_some();
         let mut page = PageBuilder::new("room.members", limit);
         for (member, role) in listed {
             let entry = (|| -> Found<MemberInfo> {
                 let username = lookups.username(&member)?.unwrap_or_default();
                 // A member who blocked the asker shows as offline to them, as everywhere.
-                let presence = if lookups.is_blocked(&member, user)? {
-                    PresenceStatus::Offline
+                let blocked_asker = lookups.is_blocked(&member, user)?;
+                let presence =
+                    if blocked_asker { PresenceStatus::Offline } else { lookups.presence(&member) };
+                // Members see how far other members read, unless they keep it private.
+                let read = if asker_is_member && !blocked_asker && !lookups.hides_read_receipts(&member)? {
+                    Some(self.room.receipt_of(&member).1)
                 } else {
-                    lookups.presence(&member)
+                    None
                 };
                 Ok(MemberInfo {
                     muted_until: self.room.muted_until(&member, now_ms),
                     presence,
+                    read,
                     user: member.clone(),
                     username,
                     role,
@@ -1269,7 +1641,11 @@ impl<A: Clone> RoomOwner<A> {
                 ];
                 (writes, AfterNotice::Nothing)
             }
-            SystemAction::SettingsChanged | SystemAction::RoomDeleted => (Vec::new(), AfterNotice::Nothing),
+            // Not moderation actions: never decided by `Room::moderate`.
+            SystemAction::SettingsChanged
+            | SystemAction::RoomDeleted
+            | SystemAction::Pinned
+            | SystemAction::Unpinned => (Vec::new(), AfterNotice::Nothing),
         };
         self.store_notice(now_ms, asker, notice, writes, None, then, lookups, fx);
         None
@@ -1358,6 +1734,7 @@ impl<A: Clone> RoomOwner<A> {
             role: None,
             until: None,
             reason: None,
+            seq: None,
         };
         self.deleting = true;
         self.store_notice(now_ms, asker, notice, writes, Some(empty()), AfterNotice::DeleteRoom, lookups, fx);

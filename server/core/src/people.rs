@@ -242,7 +242,23 @@ pub fn public_profile(user_id: UserId, username: String, record: ProfileRecord) 
         display_name: record.display_name,
         avatar: record.avatar,
         status_text: record.status_text,
+        share_read_receipts: None,
     }
+}
+
+/// A user's profile as they see it themselves: the public one with their private
+/// settings.
+pub fn own_profile(user_id: UserId, username: String, record: ProfileRecord) -> Profile {
+    let share_read_receipts = Some(!record.hide_read_receipts);
+    Profile { share_read_receipts, ..public_profile(user_id, username, record) }
+}
+
+/// What `user.update` asks to change: `None` keeps a field.
+struct ProfileFields {
+    display_name: Option<String>,
+    avatar: Option<String>,
+    status_text: Option<String>,
+    share_read_receipts: Option<bool>,
 }
 
 /// Checks a profile field: `None` keeps it, an empty string clears it, anything else is
@@ -435,8 +451,9 @@ impl PeopleHome {
     ) {
         let decided = match op {
             PeopleOp::SetPresence(choice) => Ok(self.set_presence(now_ms, me, choice, lookups, fx)),
-            PeopleOp::UpdateProfile { display_name, avatar, status_text } => {
-                self.update_profile(me, display_name, avatar, status_text, lookups)
+            PeopleOp::UpdateProfile { display_name, avatar, status_text, share_read_receipts } => {
+                let fields = ProfileFields { display_name, avatar, status_text, share_read_receipts };
+                self.update_profile(me, fields, lookups)
             }
             PeopleOp::Friend { other, op } => self.friend(now_ms, me, other, op, lookups),
             PeopleOp::Block { other, on } => self.block(now_ms, me, other, on, lookups),
@@ -658,11 +675,10 @@ impl PeopleHome {
     fn update_profile(
         &self,
         me: &UserId,
-        display_name: Option<String>,
-        avatar: Option<String>,
-        status_text: Option<String>,
+        fields: ProfileFields,
         lookups: &impl PeopleLookups,
     ) -> Step<Decision> {
+        let ProfileFields { display_name, avatar, status_text, share_read_receipts } = fields;
         let key = PendingKey::Profile(me.clone());
         let current = match self.pending(&key) {
             Some(PendingValue::Profile(profile)) => profile.clone(),
@@ -683,11 +699,12 @@ impl PeopleHome {
                 rule: "is a file id or an https:// URL",
             }));
         }
-        let profile = ProfileRecord { display_name, avatar, status_text };
+        let hide_read_receipts = share_read_receipts.map_or(current.hide_read_receipts, |share| !share);
+        let profile = ProfileRecord { display_name, avatar, status_text, hide_read_receipts };
         let Some(name) = found(lookups.username(me))? else {
             return Err(no(CoreError::NoSuchUser(me.clone())));
         };
-        let shown = public_profile(me.clone(), name, profile.clone());
+        let shown = own_profile(me.clone(), name, profile.clone());
         let body = ReplyBody::Ok(OkBody::Profile(Box::new(ProfileOk { profile: shown, presence: None })));
         let writes = vec![Write::PutProfile { user: me.clone(), profile: profile.clone() }];
         Ok(Decision::Commit {

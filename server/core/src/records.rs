@@ -67,6 +67,9 @@ pub struct ProfileRecord {
     /// Status text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_text: Option<String>,
+    /// The user does not share how far they read (absent: they do).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hide_read_receipts: bool,
 }
 
 /// A shared file: where its bytes are, what they are, and the room it was shared to.
@@ -196,6 +199,16 @@ pub enum Write {
         /// The message.
         seq: u64,
     },
+    /// Index a message as mentioning these users too (`@everyone`, `@here`), so their
+    /// mention counts include it.
+    PutMentions {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// Who it mentions.
+        users: Vec<UserId>,
+    },
     /// Drop a message's mention index entries (it is being deleted).
     RemoveMentions {
         /// The room.
@@ -204,6 +217,22 @@ pub enum Write {
         seq: u64,
         /// Who it mentioned.
         users: Vec<UserId>,
+    },
+    /// Pin a message of a room.
+    PutPin {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
+        /// By whom and when.
+        record: ActionRecord,
+    },
+    /// Unpin a message.
+    RemovePin {
+        /// The room.
+        room: RoomId,
+        /// The message.
+        seq: u64,
     },
     /// Remove a member.
     RemoveMember {
@@ -437,6 +466,9 @@ impl Write {
             | Write::PutEditHistory { room, .. }
             | Write::DropEditHistory { room, .. }
             | Write::RemoveMentions { room, .. }
+            | Write::PutMentions { room, .. }
+            | Write::PutPin { room, .. }
+            | Write::RemovePin { room, .. }
             | Write::RemoveMember { room, .. }
             | Write::PutBan { room, .. }
             | Write::RemoveBan { room, .. }

@@ -5,16 +5,22 @@
 //! [`Room::committed`] when they are; `join` reports only durable seqs, so a subscriber
 //! never hears of a message that a crash could still take back.
 
+mod forwards;
 mod governance;
+mod pins;
+mod receipts;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use palaver_protocol::{
-    ClientMsgId, Emoji, Encryption, FileRef, Message, MessageKind, MessageText, RoomId, RoomInfo, RoomKind,
-    RoomName, RoomSettings, RoomSettingsPatch, TextError, UserId, Username, limits,
+    ClientMsgId, Emoji, Encryption, FileRef, ForwardRef, MentionAll, Message, MessageKind, MessageText,
+    RoomId, RoomInfo, RoomKind, RoomName, RoomSettings, RoomSettingsPatch, TextError, UserId, Username,
+    limits,
 };
 
+pub use forwards::{check_forwardable, forwarded_content, may_read_room};
 pub use governance::{Governance, Moderation};
+pub use pins::Pin;
 
 use crate::error::CoreError;
 use crate::role::Role;
@@ -55,6 +61,8 @@ pub struct Room {
     invites: HashSet<UserId>,
     /// When each member last sent (slow mode); not persisted: a restart forgives.
     last_sent: HashMap<UserId, u64>,
+    /// Pinned messages by seq: who pinned each and when.
+    pins: BTreeMap<u64, (UserId, u64)>,
 }
 
 /// The outcome of a `receipt` op.
@@ -218,6 +226,11 @@ pub struct Draft {
     pub mentions: Vec<UserId>,
     /// With `encrypted`: how the ciphertext in `text` was encrypted.
     pub encryption: Option<Box<Encryption>>,
+    /// A forward: the original it refers to (checked readable by the caller).
+    pub forward: Option<Box<ForwardRef>>,
+    /// `@everyone` or `@here` in the text (the room keeps it for senders with its
+    /// `mention_all_role`).
+    pub mention_all: Option<MentionAll>,
 }
 
 /// A message accepted by the room, not yet durable.
@@ -309,6 +322,7 @@ impl Room {
             mutes: HashMap::new(),
             invites: HashSet::new(),
             last_sent: HashMap::new(),
+            pins: BTreeMap::new(),
         }
     }
 
@@ -448,7 +462,8 @@ impl Room {
         draft: Draft,
         stored_cid: impl FnOnce(&ClientMsgId) -> Option<(u64, u64)>,
     ) -> Result<SendOutcome, CoreError> {
-        let Draft { cid, kind, text, client_ts, reply_to, file, mentions, encryption } = draft;
+        let Draft { cid, kind, text, client_ts, reply_to, file, mentions, encryption, forward, mention_all } =
+            draft;
         let Some(role) = self.role_of(user) else {
             return Err(CoreError::NotMember(self.id.clone()));
         };
@@ -458,7 +473,10 @@ impl Room {
         if file.is_some() && !self.settings.file_sharing {
             return Err(CoreError::FilesDisabled);
         }
-        let text = self.check_body(kind, text, file.as_deref())?;
+        if forward.is_some() && kind != MessageKind::Text {
+            return Err(CoreError::Mismatched("a forward is a text message (its comment)"));
+        }
+        let text = self.check_body(kind, text, file.as_deref(), forward.is_some())?;
         check_encryption(kind, encryption.as_deref())?;
         if let Some(parent) = reply_to
             && (parent == 0 || parent > self.last_seq)
@@ -470,6 +488,7 @@ impl Room {
         mentions.sort_unstable();
         mentions.dedup();
         mentions.truncate(limits::MAX_MENTIONS);
+        let mention_all = mention_all.filter(|_| self.may_mention_all(user));
         if let Some(&(seq, ts)) = self.pending_cids.get(&(user.clone(), cid.clone())) {
             return Ok(SendOutcome::Duplicate { seq, ts });
         }
@@ -513,6 +532,8 @@ impl Room {
             system: None,
             blocked: false,
             encryption,
+            mention_all,
+            forward,
         };
         self.pending.push_back((self.last_seq, user.clone(), cid.clone()));
         self.pending_cids.insert((user.clone(), cid), (self.last_seq, self.last_ts));
@@ -522,11 +543,13 @@ impl Room {
     /// Validates a message body for its kind: text needs text and no file; image and file
     /// need a file (images an `image/*` type) and take an optional caption; system
     /// messages are the server's alone.
+    /// Checks a message's body; a forward's comment may be empty.
     fn check_body(
         &self,
         kind: MessageKind,
         text: String,
         file: Option<&FileRef>,
+        forward: bool,
     ) -> Result<String, CoreError> {
         let validate = |text: String| {
             MessageText::new(text, self.limits.max_text_chars).map(MessageText::into_string).map_err(
@@ -559,6 +582,7 @@ impl Room {
             }
             (MessageKind::Encrypted, None) => Ok(text),
             (MessageKind::Text, Some(_)) => Err(CoreError::Mismatched("a text message carries no file")),
+            (MessageKind::Text, None) if forward && text.is_empty() => Ok(text),
             (MessageKind::Text, None) => validate(text),
             (MessageKind::Image | MessageKind::File, None) => {
                 Err(CoreError::Mismatched("image and file messages need `file`"))
@@ -571,6 +595,13 @@ impl Room {
                 if text.is_empty() { Ok(text) } else { validate(text) }
             }
         }
+    }
+
+    /// Whether `user`'s `@everyone` and `@here` mention the room: the room's
+    /// `mention_all_role` and above (in a direct room, either user).
+    pub fn may_mention_all(&self, user: &UserId) -> bool {
+        self.role_of(user)
+            .is_some_and(|role| self.kind == RoomKind::Direct || role >= self.settings.mention_all_role)
     }
 
     /// Checks an edit of message `original` by `user` at `now_ms`; returns the new text.
@@ -598,7 +629,19 @@ impl Room {
         if now_ms.saturating_sub(original.ts) > self.limits.edit_window_ms {
             return Err(CoreError::EditWindowPassed(original.seq));
         }
-        self.check_body(original.kind, text, original.file.as_deref())
+        self.check_body(original.kind, text, original.file.as_deref(), original.forward.is_some())
+    }
+
+    /// Checks that `user` may read the earlier texts of message `seq`: a member (the
+    /// versions an author replaced are the room's, not the public's), of a durable message.
+    pub fn check_edit_list(&self, user: &UserId, seq: u64) -> Result<(), CoreError> {
+        if self.role_of(user).is_none() {
+            return Err(CoreError::NotMember(self.id.clone()));
+        }
+        if seq == 0 || seq > self.durable_seq {
+            return Err(CoreError::NoSuchMessage(seq));
+        }
+        Ok(())
     }
 
     /// Checks that `user` may delete message `original`: its sender, or a moderator (or
@@ -822,6 +865,29 @@ fn check_file(file: &FileRef) -> Result<(), CoreError> {
     Ok(())
 }
 
+/// Whether a text mentions the whole room: `@everyone` (over `@here` when it has both) or
+/// `@here`, found like usernames (`mentioned_usernames`); case-insensitive.
+pub fn mentioned_all(text: &str) -> Option<MentionAll> {
+    let mut found = None;
+    let mut previous: Option<char> = None;
+    for (at, c) in text.char_indices() {
+        let boundary = previous.is_none_or(|p| !(p.is_alphanumeric() || matches!(p, '_' | '.' | '-')));
+        if c == '@' && boundary {
+            let rest = &text[at + 1..];
+            let end = rest
+                .find(|ch: char| !(ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-')))
+                .unwrap_or(rest.len());
+            match rest[..end].trim_end_matches(['.', '-']).to_ascii_lowercase().as_str() {
+                "everyone" => return Some(MentionAll::Everyone),
+                "here" => found = Some(MentionAll::Here),
+                _ => {}
+            }
+        }
+        previous = Some(c);
+    }
+    found
+}
+
 /// The usernames a text mentions: `@name` where `name` is a valid username, at the start
 /// or after a character that cannot be part of a username (so `mail@example.com` is not
 /// a mention). Case-insensitive, as usernames are.
@@ -869,6 +935,8 @@ mod tests {
             file: None,
             mentions: Vec::new(),
             encryption: None,
+            mention_all: None,
+            forward: None,
         }
     }
     fn public_room() -> Room {
@@ -1045,6 +1113,25 @@ mod tests {
         assert!(!room.has_receipt_announcements());
         assert!(matches!(room.receipt(&bob, None, None), Err(CoreError::Mismatched(_))));
         assert!(matches!(room.receipt(&user("x"), Some(1), None), Err(CoreError::NotMember(_))));
+    }
+
+    #[test]
+    fn room_wide_mentions_are_found_like_names_and_everyone_wins() {
+        assert_eq!(mentioned_all("@here can someone look"), Some(MentionAll::Here));
+        assert_eq!(mentioned_all("ping @Everyone."), Some(MentionAll::Everyone));
+        assert_eq!(mentioned_all("@here and @everyone"), Some(MentionAll::Everyone));
+        assert_eq!(mentioned_all("mail@here.com @hereby @everyones"), None);
+        assert_eq!(mentioned_all("no mention"), None);
+        // Only the room's role mentions the room.
+        let mut room = public_room();
+        let (owner, bob) = (user("owner"), user("bob"));
+        room.join(&bob).unwrap();
+        assert!(room.may_mention_all(&owner));
+        assert!(!room.may_mention_all(&bob));
+        assert!(!room.may_mention_all(&user("stranger")));
+        let patch = RoomSettingsPatch { mention_all_role: Some(Role::Member), ..Default::default() };
+        room.settings = room.patched_settings(&patch).unwrap();
+        assert!(room.may_mention_all(&bob));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! owners and homes speak is derived from the protocol's in one place, and the match is
 //! exhaustive: a new op does not compile until it has a destination.
 
-use palaver_protocol::{OneTimeKey, Op, PresenceChoice, RoomId, RoomKind, RoomSettingsPatch, UserId};
+use palaver_protocol::{
+    ForwardRef, MessageKind, OneTimeKey, Op, PresenceChoice, RoomId, RoomKind, RoomSettingsPatch, UserId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::owner::{Outgoing, RoomOp};
@@ -74,6 +76,8 @@ pub enum PeopleOp {
         avatar: Option<String>,
         /// New status text (empty clears).
         status_text: Option<String>,
+        /// Share read receipts (`true`) or keep them private.
+        share_read_receipts: Option<bool>,
     },
     /// Choose online, away or invisible.
     SetPresence(PresenceChoice),
@@ -136,10 +140,40 @@ pub fn route(op: Op) -> Route {
         Op::Leave { room } => on(room, RoomOp::Leave),
         Op::Send { room, cid, kind, text, client_ts, reply_to, file, encryption } => on(
             room,
-            RoomOp::Send(Box::new(Outgoing { cid, kind, text, client_ts, reply_to, file, encryption })),
+            RoomOp::Send(Box::new(Outgoing {
+                cid,
+                kind,
+                text,
+                client_ts,
+                reply_to,
+                file,
+                encryption,
+                forward: None,
+            })),
+        ),
+        // A forward is a send whose body is a comment, referring to the original.
+        Op::Forward { room, cid, from_room, seq, text } => on(
+            room,
+            RoomOp::Send(Box::new(Outgoing {
+                cid,
+                kind: MessageKind::Text,
+                text,
+                client_ts: None,
+                reply_to: None,
+                file: None,
+                encryption: None,
+                forward: Some(Box::new(ForwardRef { room: from_room, seq, source: None })),
+            })),
         ),
         Op::Edit { room, seq, text } => on(room, RoomOp::Edit { seq, text }),
+        Op::EditList { room, seq, limit, cursor } => on(room, RoomOp::EditList { seq, limit, cursor }),
         Op::Delete { room, seq } => on(room, RoomOp::Delete { seq }),
+        Op::Pin { room, seq } => on(room, RoomOp::Pin { seq, on: true }),
+        Op::Unpin { room, seq } => on(room, RoomOp::Pin { seq, on: false }),
+        Op::PinList { room, limit, cursor } => on(room, RoomOp::PinList { limit, cursor }),
+        Op::ReceiptList { room, seq, delivered, limit, cursor } => {
+            on(room, RoomOp::ReceiptList { seq, delivered, limit, cursor })
+        }
         Op::React { room, seq, emoji } => on(room, RoomOp::React { seq, emoji, add: true }),
         Op::Unreact { room, seq, emoji } => on(room, RoomOp::React { seq, emoji, add: false }),
         Op::TypingStart { room } => on(room, RoomOp::Typing { active: true }),
@@ -174,9 +208,10 @@ pub fn route(op: Op) -> Route {
         Op::Unblock { user } => {
             Route::People(Home::Pair(user.clone()), PeopleOp::Block { other: user, on: false })
         }
-        Op::UserUpdate { display_name, avatar, status_text } => {
-            Route::People(Home::Caller, PeopleOp::UpdateProfile { display_name, avatar, status_text })
-        }
+        Op::UserUpdate { display_name, avatar, status_text, share_read_receipts } => Route::People(
+            Home::Caller,
+            PeopleOp::UpdateProfile { display_name, avatar, status_text, share_read_receipts },
+        ),
         Op::PresenceSet { status } => Route::People(Home::Caller, PeopleOp::SetPresence(status)),
         Op::KeysUpload { device_id, identity_key, signing_key, one_time_keys } => Route::People(
             Home::Caller,

@@ -144,7 +144,11 @@ fn rules_of(op: &Op) -> Rules {
             &["leaving_ends_the_members_subscriptions_but_the_owner_must_hand_over_first"],
         ),
         Op::Send { .. } => machine(
-            &["a_send_is_answered_and_delivered_once_durable_and_a_retry_gets_its_seq"],
+            &[
+                "a_send_is_answered_and_delivered_once_durable_and_a_retry_gets_its_seq",
+                "everyone_and_here_mention_the_room_for_its_role_and_skip_who_blocked_the_sender",
+                "room_wide_mentions_are_found_like_names_and_everyone_wins",
+            ],
             &[
                 "muted_means_no_new_content",
                 "a_refused_write_fails_its_waiters_and_the_room_reloads_once_settled",
@@ -155,6 +159,37 @@ fn rules_of(op: &Op) -> Rules {
             &[
                 "an_edit_replaces_the_text_once_durable_and_only_the_sender_may_edit",
                 "a_delete_racing_an_edit_stays_a_delete",
+            ],
+        ),
+        Op::EditList { .. } => machine(
+            &["earlier_texts_are_listed_oldest_first_in_pages_to_members"],
+            &["earlier_texts_are_listed_oldest_first_in_pages_to_members"],
+        ),
+        Op::Pin { .. } | Op::Unpin { .. } | Op::PinList { .. } => machine(
+            &[
+                "pins_are_notices_in_the_log_listed_newest_first_and_survive_a_reload",
+                "either_user_pins_in_a_direct_room_and_pins_list_newest_first",
+            ],
+            &[
+                "pins_need_the_pin_role_a_live_message_and_change_something",
+                "pins_in_a_private_room_are_for_members_and_a_blocked_peer_pins_nothing",
+            ],
+        ),
+        Op::ReceiptList { .. } => machine(
+            &[
+                "readers_come_from_watermarks_for_members_without_the_private_or_those_who_blocked",
+                "readers_are_members_whose_watermark_reached_the_message_walked_in_bounded_pages",
+            ],
+            &["readers_come_from_watermarks_for_members_without_the_private_or_those_who_blocked"],
+        ),
+        Op::Forward { .. } => machine(
+            &[
+                "a_forward_refers_to_a_readable_original_whose_content_only_its_readers_see",
+                "only_live_plain_messages_of_readable_rooms_are_forwarded",
+            ],
+            &[
+                "a_forward_refers_to_a_readable_original_whose_content_only_its_readers_see",
+                "only_live_plain_messages_of_readable_rooms_are_forwarded",
             ],
         ),
         Op::Delete { .. } => machine(
@@ -280,6 +315,12 @@ const SAMPLES: &[&str] = &[
     r#"{"op":"receipt","room":"r_a","read":1}"#,
     r#"{"op":"sync"}"#,
     r#"{"op":"edit","room":"r_a","seq":1,"text":"x"}"#,
+    r#"{"op":"edit.list","room":"r_a","seq":1}"#,
+    r#"{"op":"pin","room":"r_a","seq":1}"#,
+    r#"{"op":"unpin","room":"r_a","seq":1}"#,
+    r#"{"op":"pin.list","room":"r_a"}"#,
+    r#"{"op":"forward","room":"r_a","cid":"c1","from_room":"r_b","seq":1}"#,
+    r#"{"op":"receipt.list","room":"r_a","seq":1}"#,
     r#"{"op":"delete","room":"r_a","seq":1}"#,
     r#"{"op":"room.list"}"#,
     r#"{"op":"dm.open","user":"u_b"}"#,

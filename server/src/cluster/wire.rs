@@ -208,6 +208,8 @@ mod tests {
             system: None,
             blocked: false,
             encryption: None,
+            mention_all: None,
+            forward: None,
         };
         let record = LogRecord {
             format: LOG_FORMAT,

@@ -14,7 +14,7 @@ use palaver_storage::StorageError;
 
 use crate::blocking::Refused;
 
-use crate::shard::people::{follow, presence_of, public_profile, unfollow};
+use crate::shard::people::{follow, own_profile, presence_of, public_profile, unfollow};
 use crate::shard::{Conn, Shard};
 
 /// A `search` op's fields.
@@ -250,7 +250,13 @@ fn user_get(shard: &Shard, me: &UserId, user: &UserId) -> Result<ReplyBody, Stor
     let Some(account) = store.user(user)? else {
         return Ok(refuse(ErrorCode::NotFound, format!("no user {user}")));
     };
-    let profile = public_profile(account.user_id, account.username, store.profile(user)?);
+    let record = store.profile(user)?;
+    // Only the user sees their own private settings.
+    let profile = if me == user {
+        own_profile(account.user_id, account.username, record)
+    } else {
+        public_profile(account.user_id, account.username, record)
+    };
     let presence = if may_see_presence(shard, me, user)? { Some(presence_of(shard, user)) } else { None };
     Ok(ReplyBody::Ok(OkBody::Profile(Box::new(ProfileOk { profile, presence }))))
 }

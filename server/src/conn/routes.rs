@@ -268,6 +268,10 @@ async fn register(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAd
         Ok(name) => name,
         Err(e) => return Response::error(ErrorCode::Invalid, &e.to_string()),
     };
+    if limits::RESERVED_USERNAMES.contains(&username.as_str()) {
+        let message = format!("username {username} is reserved: @{username} mentions many members");
+        return Response::error(ErrorCode::Invalid, &message);
+    }
     if let Err(response) = check_password(&credentials.password) {
         return response;
     }

@@ -87,6 +87,10 @@ impl Lookups for StoreLookups<'_> {
         found(self.shard.shared.store.message(room, seq))
     }
 
+    fn edits(&self, room: &RoomId, seq: u64, after: u64, limit: usize) -> Found<Vec<(u64, String)>> {
+        found(self.shard.shared.store.edits_after(room, seq, after, limit))
+    }
+
     fn messages_before(&self, room: &RoomId, before: u64, limit: usize) -> Found<Vec<Message>> {
         found(self.shard.shared.store.messages_before(room, Some(before), limit))
     }
@@ -129,6 +133,14 @@ impl Lookups for StoreLookups<'_> {
 
     fn file(&self, file_id: &str) -> Found<Option<FileRecord>> {
         found(self.shard.shared.store.file(file_id))
+    }
+
+    fn member_role(&self, room: &RoomId, user: &UserId) -> Found<Option<palaver_protocol::RoomRole>> {
+        found(self.shard.shared.store.member_role(room, user))
+    }
+
+    fn hides_read_receipts(&self, user: &UserId) -> Found<bool> {
+        found(self.shard.shared.store.profile(user)).map(|p| p.hide_read_receipts)
     }
 
     fn is_blocked(&self, user: &UserId, other: &UserId) -> Found<bool> {
@@ -188,6 +200,7 @@ fn load(shard: &Shard, id: &RoomId, now: u64) -> Result<Option<HeldRoom>, Storag
         bans: store.bans(id)?,
         mutes: store.mutes(id)?,
         invites: store.invites(id)?,
+        pins: store.pins(id)?,
     };
     let has_messages = stored.newest.is_some();
     let Some(owner) = RoomOwner::load(stored, shard.shared.config.room_limits(), now) else {

@@ -14,11 +14,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use palaver_core::owner::{Answer, Found, LookupError};
-pub use palaver_core::people::public_profile;
 use palaver_core::people::{
     HomeConfig, HomeEffects, HomeSettle, LocalEffect, NodeSession, PeopleHome, PeopleLookups,
     PresenceAnnouncement,
 };
+pub use palaver_core::people::{own_profile, public_profile};
 use palaver_protocol::{Event, FriendState, PresenceInfo, PresenceStatus, ServerFrame, UserId};
 use palaver_storage::{DeviceRecord, ProfileRecord, StorageError};
 use rustc_hash::FxHashMap;

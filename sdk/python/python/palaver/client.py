@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Optional, Sequence
 
@@ -323,6 +324,41 @@ class Client:
         """Edits one of the user's messages."""
         await self.request("edit", room=room, seq=seq, text=text)
 
+    async def edit_list(self, room: str, seq: int, *, limit: Optional[int] = None,
+                        cursor: Optional[str] = None) -> dict[str, Any]:
+        """One page of a message's earlier texts, oldest first (room members only):
+        `{"seq", "versions": [{"text", "replaced_at"}], "blocked"?, "next"?}`."""
+        return await self.request("edit.list", room=room, seq=seq, limit=limit, cursor=cursor)
+
+    async def receipt_list(self, room: str, seq: int, *, delivered: bool = False, limit: Optional[int] = None,
+                           cursor: Optional[str] = None) -> dict[str, Any]:
+        """One page of the members who read message `seq` (or, `delivered=True`, had it
+        delivered): `{"seq", "receipts": [{"user", "delivered", "read"?}], "next"?}`."""
+        return await self.request("receipt.list", room=room, seq=seq, delivered=delivered or None, limit=limit,
+                                  cursor=cursor)
+
+    async def forward(self, room: str, from_room: str, seq: int, text: str = "", *,
+                      cid: Optional[str] = None) -> dict[str, Any]:
+        """Forwards message `seq` of `from_room` (a room the user may read) into `room`
+        with a comment; `cid` is the idempotency key (a new one when not given).
+        Returns `{"seq", "ts"}`."""
+        return await self.request("forward", room=room, cid=cid or f"fwd-{uuid.uuid4()}", from_room=from_room,
+                                  seq=seq, text=text)
+
+    async def pin(self, room: str, seq: int) -> None:
+        """Pins a message (the room's `pin_role` and above)."""
+        await self.request("pin", room=room, seq=seq)
+
+    async def unpin(self, room: str, seq: int) -> None:
+        """Unpins a message."""
+        await self.request("unpin", room=room, seq=seq)
+
+    async def pin_list(self, room: str, *, limit: Optional[int] = None,
+                       cursor: Optional[str] = None) -> dict[str, Any]:
+        """One page of a room's pinned messages, the most recently pinned first:
+        `{"pins": [{"pinned_by", "pinned_at", "message"}], "next"?}`."""
+        return await self.request("pin.list", room=room, limit=limit, cursor=cursor)
+
     async def delete(self, room: str, seq: int) -> None:
         """Deletes a message (a tombstone stays)."""
         await self.request("delete", room=room, seq=seq)
@@ -351,9 +387,12 @@ class Client:
         return _build(Profile, (await self.request("user.get", user=user))["profile"])
 
     async def user_update(self, *, display_name: Optional[str] = None, avatar: Optional[str] = None,
-                          status_text: Optional[str] = None) -> Profile:
-        """Changes the user's profile (`None` keeps a field, `""` clears it)."""
-        body = await self.request("user.update", display_name=display_name, avatar=avatar, status_text=status_text)
+                          status_text: Optional[str] = None,
+                          share_read_receipts: Optional[bool] = None) -> Profile:
+        """Changes the user's profile (`None` keeps a field, `""` clears it) and whether
+        others see how far the user has read."""
+        body = await self.request("user.update", display_name=display_name, avatar=avatar, status_text=status_text,
+                                  share_read_receipts=share_read_receipts)
         return _build(Profile, body["profile"])
 
     async def friend_request(self, user: str) -> None:

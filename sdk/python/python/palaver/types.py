@@ -91,7 +91,8 @@ class ReplyPreview:
 
 @dataclass(frozen=True)
 class SystemNotice:
-    """The structured part of a `system` message (a moderation or governance action)."""
+    """The structured part of a `system` message (a moderation or governance action, or a
+    pin: `seq` is the message pinned or unpinned)."""
 
     action: str
     actor: str
@@ -99,6 +100,7 @@ class SystemNotice:
     role: Optional[str] = None
     until: Optional[int] = None
     reason: Optional[str] = None
+    seq: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,11 @@ class Message:
     system: Optional[SystemNotice] = None
     blocked: bool = False
     encryption: Optional[Encryption] = None
+    # `"everyone"` or `"here"` when the message mentions the room.
+    mention_all: Optional[str] = None
+    # A forward's original: `{"room", "seq", "source"?}` (`source` in history, for readers
+    # of the original's room).
+    forward: Optional[dict] = None
 
     _NESTED: ClassVar[dict] = {
         "reactions": _each(ReactionCount),
@@ -213,6 +220,7 @@ class Profile:
     display_name: Optional[str] = None
     avatar: Optional[str] = None
     status_text: Optional[str] = None
+    share_read_receipts: Optional[bool] = None
 
     @property
     def shown_name(self) -> str:

@@ -323,6 +323,7 @@ impl Sim {
             reply_to: None,
             file: None,
             encryption: None,
+            forward: None,
         };
         let asker = Asker { user: u, cid: c };
         self.waiting[n].push(asker.clone());

@@ -33,6 +33,9 @@ pub type Found<T> = Result<T, LookupError>;
 pub trait Lookups {
     /// A stored message.
     fn message(&self, room: &RoomId, seq: u64) -> Found<Option<Message>>;
+    /// Up to `limit` earlier texts of message `seq` replaced after `after` (ms), oldest
+    /// first, with when each was replaced.
+    fn edits(&self, room: &RoomId, seq: u64, after: u64, limit: usize) -> Found<Vec<(u64, String)>>;
     /// Up to `limit` stored messages below `before`, newest first.
     fn messages_before(&self, room: &RoomId, before: u64, limit: usize) -> Found<Vec<Message>>;
     /// Up to `limit` stored messages with seqs in `from..=to`, oldest first.
@@ -53,6 +56,10 @@ pub trait Lookups {
     fn user_by_name(&self, name: &Username) -> Found<Option<UserId>>;
     /// A shared file's record.
     fn file(&self, file_id: &str) -> Found<Option<FileRecord>>;
+    /// `user`'s role in `room`, if they are a member (of any room, as storage has it).
+    fn member_role(&self, room: &RoomId, user: &UserId) -> Found<Option<crate::role::Role>>;
+    /// Whether `user` keeps how far they read private.
+    fn hides_read_receipts(&self, user: &UserId) -> Found<bool>;
     /// Whether `user` blocked `other`.
     fn is_blocked(&self, user: &UserId, other: &UserId) -> Found<bool>;
     /// The users `user` blocked.

@@ -270,6 +270,7 @@ impl Sim {
                     reply_to: None,
                     file: None,
                     encryption: None,
+                    forward: None,
                 };
                 self.ask(Asker { user: u, cid: Some(cid), site: u % 2 }, RoomOp::Send(Box::new(outgoing)));
             }

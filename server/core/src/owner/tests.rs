@@ -9,7 +9,7 @@ use palaver_protocol::{
 
 use super::*;
 use crate::memory::{MemoryStore, acts};
-use crate::records::{FileRecord, Write};
+use crate::records::{FileRecord, RoomRecord, Write};
 use crate::route::RoomRequest;
 
 /// Storage and the shared throttles, in maps.
@@ -175,6 +175,7 @@ fn send_op(cid: &str, text: &str) -> RoomOp {
         reply_to: None,
         file: None,
         encryption: None,
+        forward: None,
     }))
 }
 
@@ -219,6 +220,357 @@ fn a_delete_racing_an_edit_stays_a_delete() {
     assert!(matches!(h.answer(delete), Some(ReplyBody::Ok(_))));
     let stored = h.world.message(&room_id(), seq).unwrap().unwrap();
     assert!(stored.deleted && stored.text.is_empty());
+}
+
+fn edits_page(h: &mut Harness, who: &str, seq: u64, limit: Option<u32>, cursor: Option<String>) -> EditsOk {
+    match h.ok(who, RoomOp::EditList { seq, limit, cursor }) {
+        OkBody::Edits(page) => page,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn earlier_texts_are_listed_oldest_first_in_pages_to_members() {
+    let mut h = Harness::public("owner", &["bob"]);
+    h.world.add_user(&user("eve"), "eve");
+    let seq = h.say("bob", "m", "first");
+    h.ok("bob", RoomOp::Edit { seq, text: "second".into() });
+    // Two edits in one millisecond keep both earlier texts.
+    h.ok("bob", RoomOp::Edit { seq, text: "third".into() });
+    let page = edits_page(&mut h, "owner", seq, Some(1), None);
+    assert_eq!(page.versions, vec![EditVersion { text: "first".into(), replaced_at: 1_000 }]);
+    assert!(!page.blocked);
+    let rest = edits_page(&mut h, "owner", seq, Some(1), page.next);
+    assert_eq!(rest.versions, vec![EditVersion { text: "second".into(), replaced_at: 1_001 }]);
+    assert_eq!(rest.next, None);
+    let all = edits_page(&mut h, "bob", seq, None, None);
+    assert_eq!(all.versions.len(), 2);
+    assert_eq!(all.next, None);
+    let never_edited = h.say("owner", "n", "as sent");
+    assert!(edits_page(&mut h, "bob", never_edited, None, None).versions.is_empty());
+    // The reader who blocked the sender sees them flagged, as in history.
+    block(&mut h.world, "owner", "bob");
+    assert!(edits_page(&mut h, "owner", seq, None, None).blocked);
+
+    let list = |limit, cursor| RoomOp::EditList { seq, limit, cursor };
+    assert_eq!(h.err("eve", list(None, None)), ErrorCode::Forbidden, "members only, even in a public room");
+    assert_eq!(h.err("bob", list(Some(0), None)), ErrorCode::Invalid);
+    assert_eq!(h.err("bob", list(Some(101), None)), ErrorCode::Invalid);
+    assert_eq!(h.err("bob", list(None, Some("bm90IGEgY3Vyc29y".into()))), ErrorCode::Invalid);
+    let unknown = RoomOp::EditList { seq: 99, limit: None, cursor: None };
+    assert_eq!(h.err("bob", unknown), ErrorCode::NotFound);
+    // A tombstone's earlier texts are gone with it.
+    h.ok("bob", RoomOp::Delete { seq });
+    assert_eq!(h.err("bob", list(None, None)), ErrorCode::NotFound);
+    assert_eq!(h.world.edits(&room_id(), seq, 0, 10).unwrap(), Vec::new());
+}
+
+fn pins_page(h: &mut Harness, who: &str, limit: Option<u32>, cursor: Option<String>) -> PinsOk {
+    match h.ok(who, RoomOp::PinList { limit, cursor }) {
+        OkBody::Pins(page) => page,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn pins_are_notices_in_the_log_listed_newest_first_and_survive_a_reload() {
+    let mut h = Harness::public("owner", &["bob", "mod"]);
+    h.world.add_user(&user("eve"), "eve");
+    h.ok("owner", RoomOp::Moderate { user: user("mod"), action: Moderation::SetRole(Role::Moderator) });
+    let first = h.say("bob", "a", "read the rules");
+    let second = h.say("bob", "b", "meeting at noon");
+    let pin = |seq| RoomOp::Pin { seq, on: true };
+    assert_eq!(h.err("bob", pin(first)), ErrorCode::Forbidden, "members do not pin by default");
+    assert_eq!(h.err("eve", pin(first)), ErrorCode::Forbidden, "nor do outsiders");
+    assert_eq!(h.err("mod", pin(99)), ErrorCode::NotFound);
+    h.fx = Effects::default();
+    let notice = match h.ok("mod", pin(first)) {
+        OkBody::Sent(sent) => sent.seq,
+        other => panic!("{other:?}"),
+    };
+    // The pin is a system notice in the room's log, naming the message.
+    let delivered = h.fx.deliveries.iter().find(|m| m.seq == notice).unwrap();
+    let system = delivered.system.as_deref().unwrap();
+    assert_eq!((system.action, system.seq), (SystemAction::Pinned, Some(first)));
+    assert_eq!(delivered.text, "mod pinned a message");
+    assert_eq!(h.err("owner", pin(first)), ErrorCode::Conflict);
+    h.now += 10;
+    h.ok("owner", pin(second));
+
+    // Anyone may read a public room's pins, the most recently pinned first, paged.
+    let page = pins_page(&mut h, "eve", Some(1), None);
+    assert_eq!(page.pins.len(), 1);
+    assert_eq!((page.pins[0].message.seq, page.pins[0].pinned_by.clone()), (second, user("owner")));
+    assert_eq!(page.pins[0].message.text, "meeting at noon");
+    let rest = pins_page(&mut h, "eve", Some(1), page.next);
+    assert_eq!(rest.pins.iter().map(|p| p.message.seq).collect::<Vec<_>>(), vec![first]);
+    assert_eq!(rest.next, None);
+    assert_eq!(h.err("eve", RoomOp::PinList { limit: Some(0), cursor: None }), ErrorCode::Invalid);
+    let bad = RoomOp::PinList { limit: None, cursor: Some("bm90IGEgY3Vyc29y".into()) };
+    assert_eq!(h.err("eve", bad), ErrorCode::Invalid);
+    // A reader who blocked the sender sees the pin flagged.
+    block(&mut h.world, "eve", "bob");
+    assert!(pins_page(&mut h, "eve", None, None).pins.iter().all(|p| p.message.blocked));
+
+    // Unpin, and a deleted message leaves the pins; both survive a reload.
+    let unpin = |seq| RoomOp::Pin { seq, on: false };
+    h.ok("mod", unpin(first));
+    assert_eq!(h.err("mod", unpin(first)), ErrorCode::Conflict);
+    h.ok("owner", pin(first));
+    h.ok("bob", RoomOp::Delete { seq: second });
+    let stored = h.world.stored_room(&room_id()).unwrap();
+    assert_eq!(stored.pins.iter().map(|(seq, ..)| *seq).collect::<Vec<_>>(), vec![first]);
+    h.owner = RoomOwner::load(stored, RoomLimits::default(), h.now).unwrap();
+    assert_eq!(pins_page(&mut h, "bob", None, None).pins.len(), 1);
+    assert_eq!(h.err("owner", pin(second)), ErrorCode::NotFound, "a tombstone is not pinned");
+    // Admins may open pinning to members.
+    let settings = RoomSettingsPatch { pin_role: Some(Role::Member), ..Default::default() };
+    h.ok("owner", RoomOp::Update { name: None, topic: None, settings: Some(settings) });
+    h.ok("bob", unpin(first));
+}
+
+#[test]
+fn pins_in_a_private_room_are_for_members_and_a_blocked_peer_pins_nothing() {
+    let mut h = Harness::with_kind(RoomKind::Private, "owner", &["bob"]);
+    h.world.add_user(&user("eve"), "eve");
+    let seq = h.say("bob", "a", "secret");
+    assert_eq!(h.err("eve", RoomOp::PinList { limit: None, cursor: None }), ErrorCode::Forbidden);
+    h.ok("owner", RoomOp::Pin { seq, on: true });
+    assert_eq!(pins_page(&mut h, "bob", None, None).pins.len(), 1);
+
+    let mut world = world_with(&["ann", "ben"]);
+    let mut fx = Effects::default();
+    let mut owner =
+        RoomOwner::open_direct(1_000, 0, direct("ann", "ben"), config(), &world, &mut fx).unwrap();
+    for commit in fx.commits.drain(..).collect::<Vec<_>>() {
+        world.apply(&commit.writes);
+        owner.on_committed(commit.settle, Ok(()), &world, &mut fx);
+    }
+    let mut h = Harness { world, owner, fx: Effects::default(), pending: Vec::new(), now: 1_000, next: 1 };
+    let seq = h.say("ann", "a", "hi");
+    h.ok("ben", RoomOp::Pin { seq, on: true });
+    block(&mut h.world, "ann", "ben");
+    assert_eq!(h.err("ben", RoomOp::Pin { seq, on: false }), ErrorCode::Forbidden);
+    h.ok("ann", RoomOp::Pin { seq, on: false });
+}
+
+fn keep_reads_private(world: &mut World, who: &str) {
+    let profile = crate::records::ProfileRecord { hide_read_receipts: true, ..Default::default() };
+    world.apply(&[Write::PutProfile { user: user(who), profile }]);
+}
+
+fn receipts_page(
+    h: &mut Harness,
+    who: &str,
+    seq: u64,
+    delivered: bool,
+    cursor: Option<String>,
+) -> ReceiptListOk {
+    match h.ok(who, RoomOp::ReceiptList { seq, delivered, limit: Some(2), cursor }) {
+        OkBody::ReceiptList(page) => page,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn readers_come_from_watermarks_for_members_without_the_private_or_those_who_blocked() {
+    let mut h = Harness::public("owner", &["ann", "bob", "cat", "dan"]);
+    h.world.add_user(&user("eve"), "eve");
+    let seq = h.say("owner", "m", "did you all read this?");
+    for (who, delivered, read) in [("ann", 1, 1), ("bob", 1, 0), ("cat", 1, 1), ("dan", 1, 1)] {
+        h.ok(who, RoomOp::Receipt { delivered: Some(delivered), read: Some(read) });
+    }
+    keep_reads_private(&mut h.world, "cat");
+    block(&mut h.world, "dan", "owner");
+    // The sender, a private reader and a member who blocked the asker are left out.
+    let page = receipts_page(&mut h, "owner", seq, false, None);
+    let readers: Vec<(UserId, Option<u64>)> =
+        page.receipts.iter().map(|r| (r.user.clone(), r.read)).collect();
+    assert_eq!(readers, vec![(user("ann"), Some(1))]);
+    assert_eq!(page.next, None, "skipped members do not fill the page");
+    // Deliveries list the private reader without their read mark.
+    let delivered = receipts_page(&mut h, "ann", seq, true, None);
+    let listed: Vec<(UserId, Option<u64>)> =
+        delivered.receipts.iter().map(|r| (r.user.clone(), r.read)).collect();
+    assert_eq!(listed, vec![(user("ann"), Some(1)), (user("bob"), Some(0))]);
+    let more = receipts_page(&mut h, "ann", seq, true, delivered.next);
+    let listed: Vec<(UserId, Option<u64>)> = more.receipts.iter().map(|r| (r.user.clone(), r.read)).collect();
+    assert_eq!(listed, vec![(user("cat"), None), (user("dan"), Some(1))]);
+    assert_eq!(more.next, None);
+
+    // Refusals.
+    let list = |seq, cursor| RoomOp::ReceiptList { seq, delivered: false, limit: None, cursor };
+    assert_eq!(h.err("eve", list(seq, None)), ErrorCode::Forbidden, "members only");
+    assert_eq!(h.err("ann", list(9, None)), ErrorCode::NotFound);
+    assert_eq!(h.err("ann", list(seq, Some("bm90IGEgY3Vyc29y".into()))), ErrorCode::Invalid);
+
+    // room.members shows members' read marks to members, not the private ones'.
+    let OkBody::Members(page) = h.ok("ann", RoomOp::Members { limit: None, cursor: None }) else { panic!() };
+    let read_of = |name: &str| page.members.iter().find(|m| m.user == user(name)).unwrap().read;
+    assert_eq!((read_of("ann"), read_of("bob"), read_of("cat")), (Some(1), Some(0), None));
+    let OkBody::Members(page) = h.ok("eve", RoomOp::Members { limit: None, cursor: None }) else { panic!() };
+    assert!(page.members.iter().all(|m| m.read.is_none()), "not to outsiders");
+
+    // A private reader's moved watermark is not announced; others' are.
+    h.say("owner", "n", "and this?");
+    h.owner.tick(h.now, &mut h.fx);
+    h.fx = Effects::default();
+    h.ok("cat", RoomOp::Receipt { delivered: None, read: Some(2) });
+    h.ok("ann", RoomOp::Receipt { delivered: None, read: Some(2) });
+    h.owner.tick(h.now, &mut h.fx);
+    let announced: Vec<UserId> =
+        h.fx.announcements
+            .iter()
+            .filter_map(|a| match &a.event {
+                Event::Receipt(r) => Some(r.user.clone()),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(announced, vec![user("ann")]);
+}
+
+fn forward_op(cid: &str, from_room: &RoomId, seq: u64, text: &str) -> RoomOp {
+    let op = palaver_protocol::Op::Forward {
+        room: room_id(),
+        cid: ClientMsgId::parse(cid).unwrap(),
+        from_room: from_room.clone(),
+        seq,
+        text: text.into(),
+    };
+    match crate::route::route(op) {
+        crate::route::Route::Room(_, op) => op,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A private room `r_other` of `owner` holding one message of theirs and one notice.
+fn other_private_room(world: &mut World) -> RoomId {
+    let other = RoomId::parse("r_other").unwrap();
+    let mut original = world.message(&room_id(), 1).unwrap().unwrap();
+    original.room = other.clone();
+    original.seq = 1;
+    original.sender = user("owner");
+    original.text = "secret plan".into();
+    let mut notice = original.clone();
+    notice.seq = 2;
+    notice.kind = MessageKind::System;
+    world.apply(&[
+        Write::PutRoom(RoomRecord {
+            room_id: other.clone(),
+            name: "other".into(),
+            kind: RoomKind::Private,
+            owner: user("owner"),
+            created_ms: 1,
+            topic: String::new(),
+            settings: None,
+            deleted: false,
+        }),
+        Write::PutMember { room: other.clone(), user: user("owner"), role: Role::Owner },
+        Write::AppendMessage(original),
+        Write::AppendMessage(notice),
+    ]);
+    other
+}
+
+#[test]
+fn a_forward_refers_to_a_readable_original_whose_content_only_its_readers_see() {
+    let mut h = Harness::public("owner", &["bob"]);
+    let hello = h.say("bob", "h", "hello");
+    let other = other_private_room(&mut h.world);
+    // Within the room, with an empty comment; from a private room its member reads.
+    let same = match h.ok("bob", forward_op("f1", &room_id(), hello, "")) {
+        OkBody::Sent(sent) => sent.seq,
+        other => panic!("{other:?}"),
+    };
+    let across = match h.ok("owner", forward_op("f2", &other, 1, "look")) {
+        OkBody::Sent(sent) => sent.seq,
+        other => panic!("{other:?}"),
+    };
+    let stored = h.world.message(&room_id(), across).unwrap().unwrap();
+    let reference = stored.forward.as_deref().unwrap();
+    assert_eq!((&reference.room, reference.seq, reference.source.is_none()), (&other, 1, true));
+    assert_eq!(stored.text, "look");
+    // The live message carries the reference, never the content.
+    assert!(h.fx.deliveries.iter().filter_map(|m| m.forward.as_deref()).all(|f| f.source.is_none()));
+
+    // Refusals: a room the forwarder may not read, unknown rooms and messages, notices.
+    assert_eq!(h.err("bob", forward_op("f3", &other, 1, "")), ErrorCode::Forbidden);
+    let nowhere = RoomId::parse("r_nowhere").unwrap();
+    assert_eq!(h.err("owner", forward_op("f4", &nowhere, 1, "")), ErrorCode::NotFound);
+    assert_eq!(h.err("owner", forward_op("f5", &other, 9, "")), ErrorCode::NotFound);
+    assert_eq!(h.err("owner", forward_op("f6", &other, 2, "")), ErrorCode::Invalid);
+    assert_eq!(h.err("bob", forward_op("f7", &room_id(), 99, "")), ErrorCode::NotFound);
+
+    // History shows the original to readers of its room only.
+    let source_of = |h: &mut Harness, who: &str, seq: u64| {
+        let request = HistoryRequest { after: Some(0), limit: Some(100), ..HistoryRequest::default() };
+        let OkBody::History(page) = h.ok(who, RoomOp::History(request)) else { panic!() };
+        let message = page.messages.into_iter().find(|m| m.seq == seq).unwrap();
+        message.forward.and_then(|f| f.source)
+    };
+    assert_eq!(source_of(&mut h, "owner", across).unwrap().text, "secret plan");
+    assert_eq!(source_of(&mut h, "bob", across), None);
+    assert_eq!(source_of(&mut h, "bob", same).unwrap().text, "hello");
+    // A deleted original shows as deleted.
+    h.ok("bob", RoomOp::Delete { seq: hello });
+    assert!(source_of(&mut h, "owner", same).unwrap().deleted);
+    // The comment is edited like any text, and may stay empty.
+    h.ok("bob", RoomOp::Edit { seq: same, text: String::new() });
+}
+
+/// The users a pending commit indexes as mentioned by the whole room.
+fn room_wide_mentions(h: &Harness) -> Option<std::collections::BTreeSet<UserId>> {
+    h.pending.iter().flat_map(|c| &c.writes).find_map(|w| match w {
+        Write::PutMentions { users, .. } => Some(users.iter().cloned().collect()),
+        _ => None,
+    })
+}
+
+#[test]
+fn everyone_and_here_mention_the_room_for_its_role_and_skip_who_blocked_the_sender() {
+    let mut h = Harness::public("owner", &["mod", "bob", "cat"]);
+    h.ok("owner", RoomOp::Moderate { user: user("mod"), action: Moderation::SetRole(Role::Moderator) });
+    for online in ["owner", "bob"] {
+        h.world.set_online(&user(online), true);
+    }
+    block(&mut h.world, "cat", "mod");
+    let set = |names: &[&str]| names.iter().map(|n| user(n)).collect::<std::collections::BTreeSet<_>>();
+
+    // A member below the room's role: plain text, nobody indexed.
+    h.ask("bob", send_op("b", "@everyone hello?"));
+    assert_eq!(room_wide_mentions(&h), None);
+    h.settle_all();
+    assert_eq!(h.world.message(&room_id(), h.world.last_seq(&room_id())).unwrap().unwrap().mention_all, None);
+    // A moderator's @here reaches the members online; @everyone every member, but not
+    // one who blocked the sender.
+    h.ask("mod", send_op("h", "@here standup"));
+    assert_eq!(room_wide_mentions(&h), Some(set(&["owner", "bob"])));
+    h.settle_all();
+    let everyone = h.ask("mod", send_op("e", "@everyone release at noon"));
+    assert_eq!(room_wide_mentions(&h), Some(set(&["owner", "bob"])), "cat blocked mod; mod is the sender");
+    h.settle_all();
+    let seq = match h.answer(everyone) {
+        Some(ReplyBody::Ok(OkBody::Sent(sent))) => sent.seq,
+        other => panic!("{other:?}"),
+    };
+    let stored = h.world.message(&room_id(), seq).unwrap().unwrap();
+    assert_eq!(stored.mention_all, Some(palaver_protocol::MentionAll::Everyone));
+    // Deleting it drops every member's index entry.
+    h.ask("mod", RoomOp::Delete { seq });
+    let removed = h.pending.iter().flat_map(|c| &c.writes).find_map(|w| match w {
+        Write::RemoveMentions { users, .. } => {
+            Some(users.iter().cloned().collect::<std::collections::BTreeSet<_>>())
+        }
+        _ => None,
+    });
+    assert_eq!(removed, Some(set(&["owner", "mod", "bob", "cat"])));
+    h.settle_all();
+    // The room may open it to members.
+    let settings = RoomSettingsPatch { mention_all_role: Some(Role::Member), ..Default::default() };
+    h.ok("owner", RoomOp::Update { name: None, topic: None, settings: Some(settings) });
+    h.ask("cat", send_op("c", "@everyone hi"));
+    assert_eq!(room_wide_mentions(&h), Some(set(&["owner", "mod", "bob"])));
+    h.settle_all();
 }
 
 #[test]
@@ -325,6 +677,7 @@ fn a_deleted_messages_file_goes_only_once_the_delete_is_durable() {
                 height: None,
             })),
             encryption: None,
+            forward: None,
         }))
     };
     let first = h.ask("owner", share("i1"));

@@ -42,6 +42,9 @@ pub fn notice_text(
         SystemAction::OwnershipTransferred => format!("{actor} made {target} the owner"),
         SystemAction::SettingsChanged => format!("{actor} changed the room's name, topic or settings"),
         SystemAction::RoomDeleted => format!("{actor} deleted the room"),
+        // The message's content is not repeated: the notice stays when it is deleted.
+        SystemAction::Pinned => format!("{actor} pinned a message"),
+        SystemAction::Unpinned => format!("{actor} unpinned a message"),
     };
     if let Some(reason) = &notice.reason {
         text.push_str(": ");

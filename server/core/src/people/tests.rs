@@ -199,8 +199,17 @@ fn a_profile_is_stored_as_sent_or_refused_and_the_next_update_sees_the_pending_o
         display_name: name.map(str::to_owned),
         avatar: None,
         status_text: status.map(str::to_owned),
+        share_read_receipts: None,
     };
     h.ask("ann", update(Some("Ann"), None));
+    // Read receipts are shared until turned off; the owner's own profile says so.
+    let private = PeopleOp::UpdateProfile {
+        display_name: None,
+        avatar: None,
+        status_text: None,
+        share_read_receipts: Some(false),
+    };
+    let asked = h.ask("ann", private);
     // Before the first is durable, the second keeps its name.
     let second = h.ask("ann", update(None, Some("busy")));
     h.settle();
@@ -208,9 +217,12 @@ fn a_profile_is_stored_as_sent_or_refused_and_the_next_update_sees_the_pending_o
         Some(ReplyBody::Ok(OkBody::Profile(p))) => {
             assert_eq!(p.profile.display_name.as_deref(), Some("Ann"));
             assert_eq!(p.profile.status_text.as_deref(), Some("busy"));
+            assert_eq!(p.profile.share_read_receipts, Some(false), "the pending setting is kept");
         }
         other => panic!("{other:?}"),
     }
+    assert!(matches!(h.answer(asked), Some(ReplyBody::Ok(_))));
+    assert!(crate::owner::Lookups::hides_read_receipts(&h.world, &user("ann")).unwrap());
     let bidi = h.ask("ann", update(Some("Ann\u{202e}"), None));
     assert_eq!(h.code(bidi), Some(ErrorCode::Invalid));
     let long = h.ask("ann", update(Some(&"x".repeat(limits::MAX_DISPLAY_NAME_CHARS + 1)), None));

@@ -7,6 +7,8 @@
 //! | action | member | moderator | admin | owner |
 //! |---|---|---|---|---|
 //! | invite | if `invite_role` ≤ member | if ≤ moderator | if ≤ admin | yes |
+//! | pin, unpin | if `pin_role` ≤ member | if ≤ moderator | if ≤ admin | yes |
+//! | @everyone, @here | if `mention_all_role` ≤ member | if ≤ moderator | if ≤ admin | yes |
 //! | kick, ban, unban, mute, unmute | – | members below them | below them | everyone else |
 //! | delete others' messages | – | yes | yes | yes |
 //! | room.update (name, topic, settings) | – | – | yes | yes |
@@ -14,7 +16,7 @@
 //! | room.transfer, room.delete | – | – | – | yes |
 //!
 //! Direct rooms have no moderation: both users are plain members and none of the above
-//! applies to them.
+//! applies to them, but either may pin.
 
 use super::{Room, RoomKind, RoomName, RoomSettings, RoomSettingsPatch, UserId, limits};
 use crate::error::CoreError;
@@ -34,6 +36,8 @@ pub struct Governance {
     pub mutes: Vec<(UserId, u64)>,
     /// Invited users.
     pub invites: Vec<UserId>,
+    /// Pinned messages: `(seq, by, at)`.
+    pub pins: Vec<(u64, UserId, u64)>,
 }
 
 /// A moderation action to check and apply.
@@ -100,6 +104,7 @@ impl Room {
         self.bans = governance.bans.into_iter().collect();
         self.mutes = governance.mutes.into_iter().collect();
         self.invites = governance.invites.into_iter().collect();
+        self.pins = governance.pins.into_iter().map(|(seq, by, at)| (seq, (by, at))).collect();
     }
 
     /// The room's settings.
@@ -226,6 +231,7 @@ impl Room {
             role,
             until,
             reason,
+            seq: None,
         };
         let member = |room: &Room| {
             if room.members.contains_key(target) {
@@ -350,6 +356,12 @@ impl Room {
         if let Some(role) = patch.invite_role {
             settings.invite_role = role;
         }
+        if let Some(role) = patch.pin_role {
+            settings.pin_role = role;
+        }
+        if let Some(role) = patch.mention_all_role {
+            settings.mention_all_role = role;
+        }
         Ok(settings)
     }
 
@@ -394,6 +406,7 @@ impl Room {
             role: None,
             until: None,
             reason: None,
+            seq: None,
         })
     }
 
@@ -442,6 +455,8 @@ impl Room {
             system: Some(Box::new(notice)),
             blocked: false,
             encryption: None,
+            mention_all: None,
+            forward: None,
         }
     }
 
