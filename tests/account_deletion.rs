@@ -67,6 +67,7 @@ fn a_deleted_account_leaves_its_messages_and_nothing_else() {
         display_name: Some(DISPLAY_NAME.into()),
         avatar: None,
         status_text: Some(STATUS.into()),
+        share_read_receipts: None,
     });
     z.ok(Op::KeysUpload {
         device_id: "phone".into(),

@@ -31,6 +31,7 @@ fn an_export_holds_everything_stored_about_the_caller_and_nothing_else() {
         display_name: Some("Alice A.".into()),
         avatar: None,
         status_text: Some("here".into()),
+        share_read_receipts: None,
     });
     let own = a.create_room("alice's", RoomKind::Public);
     let other = b.create_room("bob's", RoomKind::Public);

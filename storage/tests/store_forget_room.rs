@@ -1,6 +1,7 @@
 //! A room forgotten for a rebuild leaves no trace (its record, members, messages, cids,
 //! reactions, receipts, mentions and memberships), and its neighbours — a room whose id
 //! it is a prefix of among them — keep theirs.
+#![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, RoomKind, RoomRole, UserId};
 use palaver_storage::{Durability, RoomRecord, Store, Write};
@@ -29,6 +30,8 @@ fn message(room: &RoomId, seq: u64) -> Message {
         system: None,
         blocked: false,
         encryption: None,
+        mention_all: None,
+        forward: None,
     }
 }
 

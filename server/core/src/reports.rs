@@ -162,6 +162,8 @@ mod tests {
             system: None,
             blocked: false,
             encryption: None,
+            mention_all: None,
+            forward: None,
         }
     }
 
