@@ -826,7 +826,14 @@ impl Client {
     /// The next frame from the server.
     pub fn recv(&mut self) -> ServerFrame {
         loop {
-            match self.ws.read().unwrap() {
+            let message = match self.ws.read() {
+                Ok(message) => message,
+                // A signal delivered to the test process (a child's exit) interrupts a
+                // blocking read: read again.
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("reading from the server: {e}"),
+            };
+            match message {
                 tungstenite::Message::Text(t) => return self.codec.decode_server(t.as_bytes()).unwrap(),
                 tungstenite::Message::Binary(b) => return self.codec.decode_server(&b).unwrap(),
                 tungstenite::Message::Close(frame) => panic!("server closed: {frame:?}"),
