@@ -130,8 +130,9 @@ pub struct Cluster {
     diverged_any: std::sync::atomic::AtomicBool,
     /// Rooms this replica rebuilt from the log.
     pub rebuilt_rooms: AtomicU64,
-    /// The log position of this node's last change of each pair of users it changed
-    /// (absent once an append's outcome was unknown).
+    /// The log position of this node's last change of each pair of users it changed,
+    /// while this replica has not passed it (absent once an append's outcome was
+    /// unknown).
     own_pairs: std::sync::Mutex<std::collections::HashMap<(UserId, UserId), u64>>,
 }
 
@@ -194,6 +195,12 @@ impl Cluster {
     /// Records this node's last change of a pair (`None`: its outcome is unknown).
     fn own_pair_last(&self, lower: &UserId, higher: &UserId, position: Option<u64>) {
         let mut pairs = self.own_pairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A change this replica has passed is seen by every decision made from now on
+        // (they read the position first): only the ones still ahead of it need
+        // remembering. (A decision made before and still on its way may then be refused
+        // and retried: safe, and rare.)
+        let seen = self.seen();
+        pairs.retain(|_, at| *at > seen);
         let key = (lower.clone(), higher.clone());
         match position {
             Some(position) => pairs.insert(key, position),

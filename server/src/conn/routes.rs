@@ -167,7 +167,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
             | "/v1/auth/logout-all"
             | "/v1/auth/password",
         ) => method_not_allowed("POST"),
-        ("GET", "/v1/replica/digest") => replica_digest(&shared, request),
+        ("GET", "/v1/replica/digest") => replica_digest(&shared, request).await,
         (_, "/healthz" | "/readyz" | "/metrics" | "/v1/replica/digest") => method_not_allowed("GET"),
         ("GET", "/v1/ws") => {
             Response::error_with_status(426, ErrorCode::Invalid, "this endpoint needs a WebSocket upgrade")
@@ -183,7 +183,8 @@ const DIGEST_MAX_MESSAGES: usize = 10_000;
 
 /// `GET /v1/replica/digest?room=…&from=…&limit=…`: a digest of this node's copy of a
 /// room's messages, so an operator can compare the replicas of a cluster range by range.
-fn replica_digest(shared: &crate::shared::Shared, request: &Request) -> Response {
+/// The read (up to 10,000 messages) runs on the background scans lane, not the shard.
+async fn replica_digest(shared: &crate::shared::Shared, request: &Request) -> Response {
     let Some(room) = request.query_param("room") else {
         return Response::error(ErrorCode::Invalid, "give the room: /v1/replica/digest?room=r_…");
     };
@@ -200,9 +201,14 @@ fn replica_digest(shared: &crate::shared::Shared, request: &Request) -> Response
         (Ok(from), Ok(limit)) => (from, (limit as usize).clamp(1, DIGEST_MAX_MESSAGES)),
         (Err(response), _) | (_, Err(response)) => return response,
     };
-    let digest = match shared.store.room_digest(&room, from, limit) {
-        Ok(digest) => digest,
-        Err(e) => return Response::error(ErrorCode::Unavailable, &format!("cannot read the room: {e}")),
+    let (store, read) = (shared.store.clone(), room.clone());
+    let digest = match shared.lanes.scans.run(move || store.room_digest(&read, from, limit)).await {
+        Ok(Ok(digest)) => digest,
+        Ok(Err(e)) => return Response::error(ErrorCode::Unavailable, &format!("cannot read the room: {e}")),
+        Err(Refused::Busy) => {
+            return Response::error(ErrorCode::RateLimited, "too many scans are waiting; retry shortly");
+        }
+        Err(Refused::Closed) => return Response::error(ErrorCode::Unavailable, "server is shutting down"),
     };
     let next = (digest.messages as usize == limit).then(|| digest.last_seq.map(|s| s + 1)).flatten();
     let node = shared.cluster.as_ref().map(|c| c.node.clone());
