@@ -37,6 +37,45 @@ impl Store {
         Ok(users)
     }
 
+    /// Accounts whose username starts with `prefix` (lower case) and sorts after
+    /// `after`, by username, at most `limit`; and the username to pass as `after` for the
+    /// next page (`None` on the last).
+    pub fn users_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<UserRecord>, Option<String>), StorageError> {
+        let e = self.engine()?;
+        let start = match after {
+            Some(after) if after.as_bytes() >= prefix.as_bytes() => {
+                let mut key = after.as_bytes().to_vec();
+                key.push(0);
+                key
+            }
+            _ => prefix.as_bytes().to_vec(),
+        };
+        let mut users = Vec::new();
+        for guard in e.username_user.range(start..) {
+            let (name, value) = guard.into_inner()?;
+            if !name.starts_with(prefix.as_bytes()) {
+                return Ok((users, None));
+            }
+            if users.len() == limit {
+                let next = users.last().map(|u: &UserRecord| u.username.clone());
+                return Ok((users, next));
+            }
+            let id = std::str::from_utf8(&value).map_err(|_| StorageError::Corrupt {
+                partition: "username_user",
+                detail: "bad user id".into(),
+            })?;
+            if let Some(user) = self.user(&user_id("username_user", id)?)? {
+                users.push(user);
+            }
+        }
+        Ok((users, None))
+    }
+
     /// One side of a friendship: the state byte and when it changed.
     pub fn friend(&self, user: &UserId, other: &UserId) -> Result<Option<(FriendState, u64)>, StorageError> {
         let e = self.engine()?;

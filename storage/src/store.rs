@@ -1047,6 +1047,27 @@ impl Store {
         after: Option<&RoomId>,
         limit: usize,
     ) -> Result<(Vec<RoomRecord>, Option<RoomId>), StorageError> {
+        self.rooms_page(query, after, limit, |room| room.kind == palaver_protocol::RoomKind::Public)
+    }
+
+    /// Every group room (public and private; not direct ones, not deleted ones) as
+    /// `public_rooms` pages them: what an admin looks through.
+    pub fn group_rooms(
+        &self,
+        query: Option<&str>,
+        after: Option<&RoomId>,
+        limit: usize,
+    ) -> Result<(Vec<RoomRecord>, Option<RoomId>), StorageError> {
+        self.rooms_page(query, after, limit, |room| room.kind != palaver_protocol::RoomKind::Direct)
+    }
+
+    fn rooms_page(
+        &self,
+        query: Option<&str>,
+        after: Option<&RoomId>,
+        limit: usize,
+        listed: impl Fn(&RoomRecord) -> bool,
+    ) -> Result<(Vec<RoomRecord>, Option<RoomId>), StorageError> {
         let e = self.engine()?;
         const MAX_LIST_SCAN: usize = 10_000;
         let query = query.map(str::to_lowercase);
@@ -1065,7 +1086,7 @@ impl Store {
             let room: RoomRecord = decode_json("rooms", &value)?;
             scanned += 1;
             let id = room.room_id.clone();
-            let matches = room.kind == palaver_protocol::RoomKind::Public
+            let matches = listed(&room)
                 && !room.deleted
                 && query.as_ref().is_none_or(|q| room.name.to_lowercase().contains(q.as_str()));
             if matches {

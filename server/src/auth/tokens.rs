@@ -56,6 +56,8 @@ pub struct TokenService {
     decoding: DecodingKey,
     validation: Validation,
     access_ttl_secs: u64,
+    /// Keys the admin console's CSRF tokens: HMAC-SHA256 under the signing secret.
+    csrf_key: Vec<u8>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -77,6 +79,7 @@ impl TokenService {
             decoding: DecodingKey::from_secret(secret),
             validation,
             access_ttl_secs,
+            csrf_key: secret.to_vec(),
         }
     }
 
@@ -98,6 +101,20 @@ impl TokenService {
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| AuthError::Signing)
+    }
+
+    /// The admin console's anti-forgery token for `login`: a MAC of the login's id, so
+    /// it needs no storage, differs for every login and cannot be computed without the
+    /// signing secret. A page from another origin never learns it (it is only in
+    /// same-origin answers), so it cannot send it.
+    pub fn console_csrf(&self, login: &str) -> String {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        #[allow(clippy::expect_used, reason = "HMAC takes a key of any length")]
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.csrf_key).expect("any key length");
+        mac.update(b"palaver admin console csrf\0");
+        mac.update(login.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 
     /// Verifies an access token and returns its user and login.

@@ -234,6 +234,11 @@ pub struct Settings {
     /// i.e. without --jwt-secret), `on` or `off`.
     #[arg(long, env = "PALAVER_WEB_PAGE")]
     pub web_page: Option<WebPageSetting>,
+    /// The admin console at `/admin/`: a web page for admins (users, rooms, reports, the
+    /// audit log, live counts), signed in with an admin's username and password.
+    /// `--admin-console` alone turns it on, `=false` off (the default).
+    #[arg(long, env = "PALAVER_ADMIN_CONSOLE", num_args = 0..=1, default_missing_value = "true")]
+    pub admin_console: Option<bool>,
     /// Accept permessage-deflate (RFC 7692) from WebSocket clients that offer it: each
     /// message is compressed once for all its recipients, no compression state is kept
     /// per socket. `--permessage-deflate` alone turns it on, `=false` off.
@@ -407,6 +412,7 @@ fn help_defaults() -> Vec<(&'static str, String)> {
         ("log_level", "RUST_LOG if set, else info".into()),
         ("cors_origins", "none: only the server's own pages".into()),
         ("web_page", "auto".into()),
+        ("admin_console", "off".into()),
         (
             "permessage_deflate",
             if DEFAULT_PERMESSAGE_DEFLATE { "on" } else { "off: no WebSocket extension is negotiated" }
@@ -519,6 +525,8 @@ pub struct Config {
     pub cors_origins: AllowedOrigins,
     /// Whether the built-in chat page is served at `/`.
     pub web_page: bool,
+    /// Whether the admin console is served at `/admin/`.
+    pub admin_console: bool,
     /// permessage-deflate for WebSockets: `Some(smallest message compressed)` when on.
     pub permessage_deflate: Option<u16>,
     /// QUIC handshakes in progress past which new clients are asked to prove their address (Retry).
@@ -594,6 +602,7 @@ impl Config {
                 .unwrap_or(64),
             cors_origins,
             web_page,
+            admin_console: cli.admin_console.or(file.admin_console).unwrap_or(false),
             permessage_deflate: cli
                 .permessage_deflate
                 .or(file.permessage_deflate)

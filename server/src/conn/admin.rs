@@ -11,8 +11,9 @@ use palaver_protocol::{ErrorCode, ReplyBody, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::console::admin_caller;
 use super::http::{Request, Response};
-use super::routes::{bearer, close_ended_logins, refused_response, storage_failure};
+use super::routes::{close_ended_logins, refused_response, storage_failure};
 use crate::clock::now_ms;
 use crate::shard::Shard;
 
@@ -36,7 +37,15 @@ pub fn methods(path: &str) -> Option<&'static str> {
         Some((_, Some("suspend" | "unsuspend"))) => Some("POST"),
         Some(_) => None,
         None if room_delete_route(path).is_some() => Some("POST"),
-        None => matches!(path, "/v1/admin/stats" | "/v1/admin/audit" | "/v1/admin/reports").then_some("GET"),
+        None => matches!(
+            path,
+            "/v1/admin/stats"
+                | "/v1/admin/audit"
+                | "/v1/admin/reports"
+                | "/v1/admin/users"
+                | "/v1/admin/rooms"
+        )
+        .then_some("GET"),
     }
 }
 
@@ -71,7 +80,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
         response.headers.push(("allow", allowed.to_owned()));
         return response;
     }
-    let caller = match bearer(&shard.shared, request) {
+    let caller = match admin_caller(&shard.shared, request) {
         Ok(caller) => caller.user,
         Err(response) => return response,
     };
@@ -84,6 +93,8 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
         ("/v1/admin/stats", _) => stats(shard),
         ("/v1/admin/audit", _) => audit(shard, request),
         ("/v1/admin/reports", _) => super::reports::list(shard, request, None),
+        ("/v1/admin/users", _) => accounts(shard, request),
+        ("/v1/admin/rooms", _) => rooms(shard, request),
         (path, None) if let Some(room) = room_delete_route(path) => match RoomId::parse(room) {
             Ok(room) => delete_room(shard, caller, room).await,
             Err(_) => Response::error(ErrorCode::Invalid, "not a room id"),
@@ -128,6 +139,89 @@ fn account(shard: &Shard, user: &UserId) -> Response {
     match read() {
         Ok(Some(body)) => Response::json(200, &body),
         Ok(None) => Response::error(ErrorCode::NotFound, "no such user"),
+        Err(e) => storage_failure(&e),
+    }
+}
+
+/// Most accounts or rooms one page lists (and the default).
+const MAX_LIST_PAGE: usize = 100;
+
+/// A page size from `?limit=` (1 to `most`, default `most`).
+fn page_limit(request: &Request, most: usize) -> Result<usize, Response> {
+    match request.query_param("limit").map(|l| l.parse::<usize>()) {
+        None => Ok(most),
+        Some(Ok(limit)) if (1..=most).contains(&limit) => Ok(limit),
+        Some(_) => Err(Response::error(ErrorCode::Invalid, &format!("limit must be 1 to {most}"))),
+    }
+}
+
+/// `GET /v1/admin/users?prefix=P&after=NAME&limit=N`: accounts by username (those
+/// starting with `prefix`, lower case), each as `GET /v1/admin/users/{id}` shows it.
+fn accounts(shard: &Shard, request: &Request) -> Response {
+    let limit = match page_limit(request, MAX_LIST_PAGE) {
+        Ok(limit) => limit,
+        Err(response) => return response,
+    };
+    let prefix = request.query_param("prefix").unwrap_or_default().to_lowercase();
+    if prefix.len() > *palaver_protocol::limits::USERNAME_BYTES.end() {
+        return Response::error(ErrorCode::Invalid, "prefix is longer than any username");
+    }
+    let after = request.query_param("after");
+    let store = &shard.shared.store;
+    let read = || -> Result<serde_json::Value, palaver_storage::StorageError> {
+        let (users, next) = store.users_page(&prefix, after.as_deref(), limit)?;
+        let mut listed = Vec::with_capacity(users.len());
+        for record in users {
+            listed.push(json!({
+                "user_id": record.user_id,
+                "username": record.username,
+                "created_ms": record.created_ms,
+                "admin": store.is_admin(&record.user_id)?,
+                "suspended": store.suspension(&record.user_id)?,
+                "connections_on_this_node": shard.shared.user_connections.count(&record.user_id),
+            }));
+        }
+        Ok(json!({ "users": listed, "next": next }))
+    };
+    match read() {
+        Ok(body) => Response::json(200, &body),
+        Err(e) => storage_failure(&e),
+    }
+}
+
+/// `GET /v1/admin/rooms?query=Q&after=ROOM&limit=N`: group rooms (public and private)
+/// by id, those whose name contains `query`; a page scans at most 10,000 rooms, so a
+/// short page with a `next` is not the end.
+fn rooms(shard: &Shard, request: &Request) -> Response {
+    let limit = match page_limit(request, MAX_LIST_PAGE) {
+        Ok(limit) => limit,
+        Err(response) => return response,
+    };
+    let after = match request.query_param("after").map(|r| RoomId::parse(&r)) {
+        None => None,
+        Some(Ok(room)) => Some(room),
+        Some(Err(_)) => return Response::error(ErrorCode::Invalid, "after: not a room id"),
+    };
+    let query = request.query_param("query").filter(|q| !q.is_empty());
+    let store = &shard.shared.store;
+    let read = || -> Result<serde_json::Value, palaver_storage::StorageError> {
+        let (rooms, next) = store.group_rooms(query.as_deref(), after.as_ref(), limit)?;
+        let mut listed = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            listed.push(json!({
+                "room_id": room.room_id,
+                "name": room.name,
+                "kind": room.kind,
+                "owner": room.owner,
+                "created_ms": room.created_ms,
+                "members": store.members(&room.room_id)?.len(),
+                "last_seq": store.last_seq(&room.room_id)?,
+            }));
+        }
+        Ok(json!({ "rooms": listed, "next": next }))
+    };
+    match read() {
+        Ok(body) => Response::json(200, &body),
         Err(e) => storage_failure(&e),
     }
 }

@@ -4,6 +4,7 @@
 mod account_deletion;
 mod account_export;
 mod admin;
+mod console;
 pub mod cors;
 mod directory;
 mod files;

@@ -20,11 +20,11 @@ use crate::shard::Shard;
 use crate::shared::Shared;
 
 /// Refresh tokens live 30 days.
-const REFRESH_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+pub(super) const REFRESH_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Credentials {
+pub(super) struct Credentials {
     username: String,
     password: String,
 }
@@ -88,6 +88,9 @@ pub fn methods(path: &str, web_page: bool) -> Option<&'static str> {
 pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Response {
     crate::metrics::Metrics::inc(&shard.shared.metrics.http_requests);
     let shared = shard.shared.clone();
+    if shared.config.admin_console && super::console::is_console_path(&request.path) {
+        return super::console::handle(shard, request, peer).await;
+    }
     if shared.config.web_page
         && let Some(page) = super::web_page::asset(&request.path)
     {
@@ -229,14 +232,14 @@ async fn replica_digest(shared: &crate::shared::Shared, request: &Request) -> Re
     )
 }
 
-fn method_not_allowed(allow: &'static str) -> Response {
+pub(super) fn method_not_allowed(allow: &'static str) -> Response {
     let mut response =
         Response::error_with_status(405, ErrorCode::Invalid, &format!("method not allowed; use {allow}"));
     response.headers.push(("allow", allow.to_owned()));
     response
 }
 
-fn parse_json<'a, T: Deserialize<'a>>(request: &'a Request) -> Result<T, Response> {
+pub(super) fn parse_json<'a, T: Deserialize<'a>>(request: &'a Request) -> Result<T, Response> {
     serde_json::from_slice(&request.body)
         .map_err(|e| Response::error(ErrorCode::Invalid, &format!("invalid JSON body: {e}")))
 }
@@ -317,6 +320,21 @@ async fn register(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAd
 enum SignInRefused {
     WrongCredentials,
     Suspended,
+    NotAdmin,
+}
+
+/// Who may sign in where: anyone at `/v1/auth/login`, admins only at the admin console.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum SignInFor {
+    Chat,
+    AdminConsole,
+}
+
+/// A login started by a sign-in: its user, access token and first refresh token.
+pub(super) struct NewLogin {
+    pub user: UserId,
+    pub access: String,
+    pub refresh: String,
 }
 
 async fn login(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAddr) -> Response {
@@ -324,17 +342,31 @@ async fn login(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAddr)
         Ok(c) => c,
         Err(response) => return response,
     };
+    match sign_in(shared, credentials, peer, SignInFor::Chat).await {
+        Ok(login) => tokens_response(shared, 200, Some(&login.user), &login.access, &login.refresh),
+        Err(response) => response,
+    }
+}
+
+/// Checks a username and password (throttled, hashed on the passwords lane) and starts
+/// a login; the error is the answer to give.
+pub(super) async fn sign_in(
+    shared: &std::sync::Arc<Shared>,
+    credentials: Credentials,
+    peer: IpAddr,
+    purpose: SignInFor,
+) -> Result<NewLogin, Response> {
     // A name that cannot exist still costs the attempt (and a dummy hash, below): the
     // answer must not tell names apart.
     let account = Username::parse(&credentials.username).ok();
     if let Err(wait) = shared.sign_ins.admit(peer, account.as_ref(), now_ms()) {
-        return throttled(wait);
+        return Err(throttled(wait));
     }
     let worker = shared.clone();
     let outcome = shared
         .lanes
         .passwords
-        .run(move || -> Result<Result<(UserId, String, String), SignInRefused>, StorageError> {
+        .run(move || -> Result<Result<NewLogin, SignInRefused>, StorageError> {
             let user = match &account {
                 Some(name) => worker.store.user_by_name(name)?,
                 None => None,
@@ -348,10 +380,17 @@ async fn login(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAddr)
                 Some(user) if valid && worker.store.suspension(&user.user_id)?.is_some() => {
                     Ok(Err(SignInRefused::Suspended))
                 }
+                Some(user)
+                    if valid
+                        && purpose == SignInFor::AdminConsole
+                        && !worker.store.is_admin(&user.user_id)? =>
+                {
+                    Ok(Err(SignInRefused::NotAdmin))
+                }
                 Some(user) if valid => {
                     let epoch = worker.store.session_epoch(&user.user_id)?.epoch;
                     let (access, refresh) = start_token_family(&worker, &user.user_id, epoch)?;
-                    Ok(Ok((user.user_id, access, refresh)))
+                    Ok(Ok(NewLogin { user: user.user_id, access, refresh }))
                 }
                 _ => {
                     if let Some(name) = &account {
@@ -363,17 +402,18 @@ async fn login(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAddr)
         })
         .await;
     match outcome {
-        Ok(Ok(Ok((user_id, access, refresh)))) => {
-            tokens_response(shared, 200, Some(&user_id), &access, &refresh)
-        }
+        Ok(Ok(Ok(login))) => Ok(login),
         Ok(Ok(Err(SignInRefused::WrongCredentials))) => {
-            Response::error(ErrorCode::Unauthorized, "wrong username or password")
+            Err(Response::error(ErrorCode::Unauthorized, "wrong username or password"))
         }
         Ok(Ok(Err(SignInRefused::Suspended))) => {
-            Response::error(ErrorCode::Forbidden, "this account is suspended")
+            Err(Response::error(ErrorCode::Forbidden, "this account is suspended"))
         }
-        Ok(Err(e)) => storage_failure(&e),
-        Err(refused) => refused_response(refused),
+        Ok(Ok(Err(SignInRefused::NotAdmin))) => {
+            Err(Response::error(ErrorCode::Forbidden, "this needs the admin role"))
+        }
+        Ok(Err(e)) => Err(storage_failure(&e)),
+        Err(refused) => Err(refused_response(refused)),
     }
 }
 
@@ -382,16 +422,28 @@ async fn refresh(shard: &Rc<Shard>, request: &Request) -> Response {
         Ok(b) => b,
         Err(response) => return response,
     };
+    match rotate_refresh_token(shard, body.refresh_token).await {
+        Ok(login) => tokens_response(&shard.shared, 200, None, &login.access, &login.refresh),
+        Err(response) => response,
+    }
+}
+
+/// Trades a refresh token for the next one and a new access token of the same login; a
+/// replayed token ends its whole login (its sockets closed too).
+pub(super) async fn rotate_refresh_token(
+    shard: &Rc<Shard>,
+    refresh_token: String,
+) -> Result<NewLogin, Response> {
     let worker = shard.shared.clone();
     let outcome = shard
         .shared
         .lanes
         .accounts
-        .run(move || -> Result<Result<(String, String), Option<Write>>, StorageError> {
+        .run(move || -> Result<Result<NewLogin, Option<Write>>, StorageError> {
             let new_refresh = crate::ids::secret_token();
             let now = now_ms();
             let rotation = worker.store.rotate_refresh(
-                &hash_refresh_token(&body.refresh_token),
+                &hash_refresh_token(&refresh_token),
                 &hash_refresh_token(&new_refresh),
                 now,
                 now + REFRESH_TTL_MS,
@@ -405,19 +457,19 @@ async fn refresh(shard: &Rc<Shard>, request: &Request) -> Response {
                 .tokens
                 .issue(&old.user_id, &old.family, old.epoch, now / 1000)
                 .map_err(|e| StorageError::Corrupt { partition: "token", detail: e.to_string() })?;
-            Ok(Ok((access, new_refresh)))
+            Ok(Ok(NewLogin { user: old.user_id, access, refresh: new_refresh }))
         })
         .await;
     match outcome {
-        Ok(Ok(Ok((access, refresh)))) => tokens_response(&shard.shared, 200, None, &access, &refresh),
+        Ok(Ok(Ok(login))) => Ok(login),
         Ok(Ok(Err(replayed))) => {
             if let Some(end) = replayed {
                 close_ended_logins(shard, &end);
             }
-            Response::error(ErrorCode::Unauthorized, "refresh token is invalid, expired or already used")
+            Err(Response::error(ErrorCode::Unauthorized, "refresh token is invalid, expired or already used"))
         }
-        Ok(Err(e)) => storage_failure(&e),
-        Err(refused) => refused_response(refused),
+        Ok(Err(e)) => Err(storage_failure(&e)),
+        Err(refused) => Err(refused_response(refused)),
     }
 }
 
