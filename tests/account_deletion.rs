@@ -168,3 +168,62 @@ async fn the_sdk_deletes_an_account() {
     let login = SdkClient::login(&url, "yorick", "password-123").await.unwrap_err();
     assert_eq!(login.code(), Some(ErrorCode::Unauthorized));
 }
+
+#[test]
+fn a_deletion_cut_short_by_a_crash_still_takes_the_account_out_of_its_rooms() {
+    let crash = "--test-crash-after-account-deletion";
+    let mut server = Server::start(&[crash]);
+    let addr = server.addr;
+    let zelda = register(addr, "zelda");
+    let bob = register(addr, "bob");
+    let mut z = Client::login(addr, Codec::Json, &zelda);
+    let mut b = Client::login(addr, Codec::Json, &bob);
+    let owned = z.create_room("zelda's", RoomKind::Public);
+    let bobs = b.create_room("bob's", RoomKind::Public);
+    z.join(&bobs, None);
+    b.join(&owned, None);
+    let zelda_id = UserId::parse(&zelda.user_id).unwrap();
+
+    // The deletion is stored, then the process dies before any room is left.
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let body = r#"{"password":"password-123"}"#;
+    let request = format!(
+        "POST /v1/account/delete HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        zelda.access_token,
+        body.len()
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let status = server.wait_exit();
+    assert!(!status.success(), "the server was to abort: {status:?}");
+    drop((z, b, stream));
+
+    // Restarted, it finds the departure listed and finishes it.
+    server.drop_flag(crash);
+    server.restart();
+    let addr = server.addr;
+    let (status, _) =
+        post_json(addr, "/v1/auth/login", &json!({"username": "zelda", "password": "password-123"}));
+    assert_eq!(status, 401, "the deletion itself was stored");
+    let bob = post_json(addr, "/v1/auth/login", &json!({"username": "bob", "password": "password-123"})).1;
+    let bob = palaver_e2e::Account {
+        username: "bob".into(),
+        user_id: bob["user_id"].as_str().unwrap().into(),
+        access_token: bob["access_token"].as_str().unwrap().into(),
+        refresh_token: bob["refresh_token"].as_str().unwrap().into(),
+    };
+    let mut b = Client::login(addr, Codec::Json, &bob);
+    let deadline = std::time::Instant::now() + palaver_e2e::WAIT;
+    loop {
+        let still_member = match b.ok(Op::RoomMembers { room: bobs.clone(), limit: None, cursor: None }) {
+            OkBody::Members(page) => page.members.iter().any(|m| m.user == zelda_id),
+            other => panic!("{other:?}"),
+        };
+        let her_room_stays = !matches!(b.request(Op::RoomGet { room: owned.clone() }), palaver_protocol::ReplyBody::Err(ref e) if e.code == ErrorCode::NotFound);
+        if !still_member && !her_room_stays {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "zelda is still in bob's room or hers still exists");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -295,6 +295,9 @@ fn run_shard(
         monoio::spawn(crate::conn::socket::heartbeat(shard.clone()));
         monoio::spawn(crate::io::pacing::run(shard.write_pacer.clone()));
         monoio::spawn(shard::ticks(shard.clone()));
+        if id == 0 {
+            monoio::spawn(crate::conn::account_deletion::resume_departures(shard.clone()));
+        }
         shard.run_inbox(inbox).await;
     };
     if monoio::utils::detect_uring() {

@@ -16,6 +16,7 @@ impl Engine {
         &self,
         batch: &mut OwnedWriteBatch,
         user: &UserId,
+        at: u64,
     ) -> Result<(), StorageError> {
         let id = user.as_str();
         if let Some(bytes) = self.users.get(id)? {
@@ -84,6 +85,10 @@ impl Engine {
         for file in self.files_of(user)? {
             batch.remove(&self.file_record, file.file_id.as_bytes());
         }
+        // Leaving the rooms is up to each room's owner, after this write: until it is
+        // done (`Write::AccountDeparted`), the account is listed as departing, so a
+        // crash in between only delays it.
+        batch.insert(&self.account_departure, id, at.to_be_bytes());
         Ok(())
     }
 
@@ -112,15 +117,37 @@ fn remove_prefix(
 }
 
 impl Store {
+    /// Deleted accounts whose rooms are still to be left, with when each was deleted
+    /// (ms), at most `most`.
+    pub fn pending_departures(&self, most: usize) -> Result<Vec<(UserId, u64)>, StorageError> {
+        let e = self.engine()?;
+        let mut pending = Vec::new();
+        for guard in e.account_departure.iter().take(most) {
+            let (key, value) = guard.into_inner()?;
+            let user =
+                std::str::from_utf8(&key).ok().and_then(|id| UserId::parse(id).ok()).ok_or_else(|| {
+                    StorageError::Corrupt { partition: "account_departure", detail: "bad user id".into() }
+                })?;
+            let at = value.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            pending.push((user, at));
+        }
+        Ok(pending)
+    }
+
+    /// Records that the deleted account `user` has left every room it was in.
+    pub fn finish_departure(&self, user: &UserId) -> Result<(), StorageError> {
+        self.account_write(&[Write::AccountDeparted { user: user.clone() }])
+    }
+
     /// Deletes `user`'s account: every record about them goes in one write (their
     /// messages stay, under their id; rooms are left through their owners by the caller),
     /// so every session ends. Returns the write (for the caller to close the sessions'
     /// sockets) and the ids of the files they uploaded (whose bytes the caller deletes).
-    pub fn delete_account(&self, user: &UserId) -> Result<(Write, Vec<String>), StorageError> {
+    pub fn delete_account(&self, user: &UserId, at: u64) -> Result<(Write, Vec<String>), StorageError> {
         let e = self.engine()?;
         let _guard = self.account_writes.lock().map_err(|_| StorageError::Poisoned)?;
         let files = e.files_of(user)?.into_iter().map(|f| f.file_id).collect();
-        let deletion = Write::DeleteAccount { user: user.clone() };
+        let deletion = Write::DeleteAccount { user: user.clone(), at };
         self.account_write_locked(&e, std::slice::from_ref(&deletion))?;
         Ok((deletion, files))
     }

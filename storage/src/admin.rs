@@ -245,8 +245,13 @@ pub(crate) fn apply_account_write(
     write: &Write,
     raised: &mut HashMap<UserId, palaver_core::logins::SessionEpoch>,
 ) -> Result<(), StorageError> {
-    if let Write::DeleteAccount { user } = write {
-        return e.apply_account_deletion(batch, user);
+    match write {
+        Write::DeleteAccount { user, at } => return e.apply_account_deletion(batch, user, *at),
+        Write::AccountDeparted { user } => {
+            batch.remove(&e.account_departure, user.as_str());
+            return Ok(());
+        }
+        _ => {}
     }
     if !e.apply_login_write(batch, write, raised)? && !e.apply_admin_write(batch, write)? {
         return Err(StorageError::Corrupt { partition: "account", detail: "not an account write".into() });

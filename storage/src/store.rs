@@ -165,6 +165,8 @@ pub(crate) struct Engine {
     pub(crate) report: Keyspace,
     /// A room's reports (`room ++ 0 ++ report id`).
     pub(crate) room_report: Keyspace,
+    /// Deleted accounts still to leave their rooms (user id → deletion time, ms).
+    pub(crate) account_departure: Keyspace,
     pub(crate) rooms: Keyspace,
     pub(crate) room_member: Keyspace,
     pub(crate) user_room: Keyspace,
@@ -214,6 +216,7 @@ impl Engine {
             audit_log: open("audit_log")?,
             report: open("report")?,
             room_report: open("room_report")?,
+            account_departure: open("account_departure")?,
             rooms: open("rooms")?,
             room_member: open("room_member")?,
             user_room: open("user_room")?,
@@ -772,7 +775,8 @@ impl Store {
                 | Write::SetSuspension { .. }
                 | Write::AppendAudit { .. }
                 | Write::PutReport(_)
-                | Write::DeleteAccount { .. }) => {
+                | Write::DeleteAccount { .. }
+                | Write::AccountDeparted { .. }) => {
                     crate::admin::apply_account_write(&e, &mut batch, account, &mut raised_epochs)?;
                 }
                 other => e.apply_governance(&mut batch, other)?,

@@ -203,6 +203,21 @@ impl Server {
         status.unwrap()
     }
 
+    /// Waits (up to `WAIT`) for the server to exit by itself, and returns how it did.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the server is running");
+        wait_with_timeout(&mut child, WAIT).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not exit within {WAIT:?}");
+        })
+    }
+
+    /// Leaves `flag` out of the flags later restarts use.
+    pub fn drop_flag(&mut self, flag: &str) {
+        self.args.retain(|arg| arg != flag);
+    }
+
     /// Sends `signal` (e.g. `libc::SIGHUP`) to the running server.
     pub fn signal(&self, signal: i32) {
         signal_child(self.child.as_ref().expect("the server is running"), signal);

@@ -132,7 +132,7 @@ impl SessionEnd {
                 reason: *reason,
             }),
             // No account, no session: every one of them is over.
-            Write::DeleteAccount { user } => Some(SessionEnd {
+            Write::DeleteAccount { user, .. } => Some(SessionEnd {
                 user: user.clone(),
                 ended: Ended::AllBefore { standing: SessionEpoch { epoch: u64::MAX, raised_ms: u64::MAX } },
                 reason: EndReason::AccountDeleted,
@@ -242,7 +242,8 @@ mod tests {
         assert_eq!(SessionEnd::of_write(&write).map(|e| e.ended), Some(Ended::AllBefore { standing }));
         assert_eq!(SessionEnd::of_write(&Write::RemoveFile { file_id: "f".into() }), None);
         let deleted =
-            SessionEnd::of_write(&Write::DeleteAccount { user: UserId::parse("u_alice").unwrap() }).unwrap();
+            SessionEnd::of_write(&Write::DeleteAccount { user: UserId::parse("u_alice").unwrap(), at: 1 })
+                .unwrap();
         assert!(deleted.ends(&login("a", Some(u64::MAX - 1), u64::MAX / 1000 - 1)));
         assert!(deleted.ends(&login("web", None, 2_000_000_000)));
     }

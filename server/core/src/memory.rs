@@ -172,8 +172,9 @@ impl MemoryStore {
             | Write::SetAdmin { .. }
             | Write::SetSuspension { .. }
             | Write::AppendAudit { .. }
-            | Write::PutReport(_) => {}
-            Write::DeleteAccount { user } => {
+            | Write::PutReport(_)
+            | Write::AccountDeparted { .. } => {}
+            Write::DeleteAccount { user, .. } => {
                 self.users.remove(user);
                 self.profiles.remove(user);
                 self.last_seen.remove(user);

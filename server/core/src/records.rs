@@ -440,6 +440,15 @@ pub enum Write {
     DeleteAccount {
         /// The user.
         user: UserId,
+        /// When, ms since the Unix epoch (older records: 0).
+        #[serde(default)]
+        at: u64,
+    },
+    /// A deleted account has left (or deleted) every room it was in: its pending
+    /// departure, recorded with its deletion, is done.
+    AccountDeparted {
+        /// The user.
+        user: UserId,
     },
     /// Store a report (new, or resolved), indexed by its room.
     PutReport(crate::reports::ReportRecord),
@@ -496,6 +505,7 @@ impl Write {
             | Write::AppendAudit { .. }
             | Write::PutReport(_)
             | Write::DeleteAccount { .. }
+            | Write::AccountDeparted { .. }
             | Write::PutFile(_)
             | Write::RemoveFile { .. } => None,
         }

@@ -255,6 +255,11 @@ pub struct Settings {
     #[arg(long, hide = true)]
     #[serde(skip)]
     pub test_echo: bool,
+    /// Test only: abort the process right after an account deletion is stored, before
+    /// its rooms are left (the crash the departure outbox recovers from).
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub test_crash_after_account_deletion: bool,
     /// What to do instead of serving.
     #[command(subcommand)]
     #[serde(skip)]
@@ -533,6 +538,8 @@ pub struct Config {
     pub quic_retry_after_handshakes: usize,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
+    /// Test only: abort right after storing an account deletion.
+    pub test_crash_after_account_deletion: bool,
 }
 
 /// The configuration could not be loaded.
@@ -596,6 +603,7 @@ impl Config {
         };
         let config = Config {
             test_echo,
+            test_crash_after_account_deletion: cli.test_crash_after_account_deletion,
             quic_retry_after_handshakes: cli
                 .quic_retry_after_handshakes
                 .or(file.quic_retry_after_handshakes)

@@ -3,6 +3,10 @@
 //! then their rooms are left — or deleted, those they own — through each room's owner,
 //! as their own `leave` or `room.delete` would be, and the bytes of their files are
 //! deleted. Their messages stay, under their user id.
+//!
+//! The deletion's write also lists the account as departing; leaving every room ends
+//! that. A crash (or an owner that does not answer) in between only delays it: every
+//! node resumes the departures it finds listed, at start and then every minute.
 
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -61,15 +65,8 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
                 worker.sign_ins.failed(peer, &username, now_ms());
                 return Ok(None);
             }
-            // Read before the deletion, which removes the memberships' index.
-            let mut rooms = Vec::new();
-            for room in worker.store.user_rooms(&deleting)? {
-                let role = worker.store.member_role(&room, &deleting)?;
-                let kind = worker.store.room(&room)?.map(|r| r.kind);
-                rooms.push((room, role, kind));
-            }
-            let (deletion, files) = worker.store.delete_account(&deleting)?;
-            Ok(Some(Deleted { deletion, files, rooms }))
+            let (deletion, files) = worker.store.delete_account(&deleting, now_ms())?;
+            Ok(Some(Deleted { deletion, files }))
         })
         .await;
     let deleted = match outcome {
@@ -78,33 +75,118 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
         Ok(Err(e)) => return storage_failure(&e),
         Err(refused) => return refused_response(refused),
     };
+    if shared.config.test_crash_after_account_deletion {
+        std::process::abort();
+    }
     close_ended_logins(shard, &deleted.deletion);
     for file in &deleted.files {
         shared.files.delete_later(file);
     }
-    let (mut left, mut removed, mut failed) = (0, 0, 0);
-    for (room, role, kind) in deleted.rooms {
-        let owns_group = role == Some(RoomRole::Owner) && kind.is_some_and(|k| k != RoomKind::Direct);
-        let op = if owns_group { RoomOp::DeleteRoom } else { RoomOp::Leave };
-        match ask(shard, &user, room.clone(), op).await {
-            Ok(()) if owns_group => removed += 1,
-            Ok(()) => left += 1,
-            Err(reason) => {
-                tracing::warn!(user = %user, room = %room, "a deleted account's room was not left: {reason}");
-                failed += 1;
-            }
-        }
-    }
+    let departure = match depart(shard, &user).await {
+        Ok(departure) => departure,
+        Err(e) => return storage_failure(&e),
+    };
     Response::json(
         200,
-        &json!({ "rooms_left": left, "rooms_deleted": removed, "rooms_failed": failed, "files_deleted": deleted.files.len() }),
+        &json!({
+            "rooms_left": departure.left,
+            "rooms_deleted": departure.deleted,
+            "rooms_failed": departure.failed,
+            "files_deleted": deleted.files.len(),
+        }),
     )
 }
 
 struct Deleted {
     deletion: palaver_storage::Write,
     files: Vec<String>,
-    rooms: Vec<(RoomId, Option<RoomRole>, Option<RoomKind>)>,
+}
+
+/// What a departure did.
+#[derive(Debug, Default)]
+struct Departure {
+    left: usize,
+    deleted: usize,
+    failed: usize,
+}
+
+/// Takes the deleted account `user` out of every room it is still in (each room's owner
+/// deletes the group rooms it owned, and removes it from the others); once none is left,
+/// its departure is recorded as done.
+async fn depart(shard: &Rc<Shard>, user: &UserId) -> Result<Departure, StorageError> {
+    let store = &shard.shared.store;
+    let mut rooms = Vec::new();
+    for room in store.user_rooms(user)? {
+        let role = store.member_role(&room, user)?;
+        let kind = store.room(&room)?.map(|r| r.kind);
+        rooms.push((room, role, kind));
+    }
+    let mut departure = Departure::default();
+    for (room, role, kind) in rooms {
+        if role.is_none() || kind.is_none() {
+            continue; // left already, or the room is gone
+        }
+        let owns_group = role == Some(RoomRole::Owner) && kind.is_some_and(|k| k != RoomKind::Direct);
+        let op = if owns_group { RoomOp::DeleteRoom } else { RoomOp::Leave };
+        match ask(shard, user, room.clone(), op).await {
+            Ok(()) if owns_group => departure.deleted += 1,
+            Ok(()) => departure.left += 1,
+            Err(reason) => {
+                tracing::warn!(user = %user, room = %room, "a deleted account's room was not left: {reason}");
+                departure.failed += 1;
+            }
+        }
+    }
+    if departure.failed == 0 {
+        let worker = shard.shared.clone();
+        let done = user.clone();
+        match shard.shared.lanes.accounts.run(move || worker.store.finish_departure(&done)).await {
+            Ok(result) => result?,
+            Err(_) => departure.failed += 1, // the lane is full: the next pass records it
+        }
+    }
+    Ok(departure)
+}
+
+/// How long a listed departure is left to the route that started it before another
+/// pass takes it up.
+const DEPARTURE_GRACE_MS: u64 = 120_000;
+/// How often a node looks for departures to resume.
+const DEPARTURE_PASS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Most departures one pass resumes.
+const DEPARTURES_PER_PASS: usize = 100;
+
+/// Resumes the departures of deleted accounts that were interrupted (by a crash, or a
+/// room owner that did not answer): once at start, whatever their age, then every
+/// minute those older than two minutes. In a cluster every node may resume the same
+/// one; leaving is idempotent, so the second finds nothing to do.
+pub async fn resume_departures(shard: Rc<Shard>) {
+    monoio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mut grace = 0;
+    loop {
+        match shard.shared.store.pending_departures(DEPARTURES_PER_PASS) {
+            Ok(pending) => {
+                for (user, deleted_at) in pending {
+                    if deleted_at.saturating_add(grace) > now_ms() {
+                        continue;
+                    }
+                    match depart(&shard, &user).await {
+                        Ok(departure) => tracing::info!(
+                            user = %user,
+                            left = departure.left,
+                            deleted = departure.deleted,
+                            failed = departure.failed,
+                            "resumed a deleted account's departure from its rooms"
+                        ),
+                        Err(e) => tracing::warn!(user = %user, "cannot resume a departure now: {e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the pending departures now: {e}"),
+        }
+        grace = DEPARTURE_GRACE_MS;
+        monoio::time::sleep(DEPARTURE_PASS_EVERY).await;
+    }
 }
 
 /// Asks a room's owner to carry out `op` as `user`, and waits for the answer.

@@ -1,7 +1,7 @@
 //! Connections: accepting on the shared port, HTTP/1.1 requests, and the WebSocket
 //! upgrade that hands a socket to [`socket::run`].
 
-mod account_deletion;
+pub mod account_deletion;
 mod account_export;
 mod admin;
 mod console;
