@@ -7,7 +7,8 @@
 //! The log is trimmed to its tail once every node has it; a new node cannot start from
 //! it alone, and starts from another node's backup instead.
 //! Two users asking each other for friendship at the same moment on two nodes end up
-//! friends (the pair's fence in the log), never with one request lost.
+//! friends (the pair's fence in the log), never with one request lost. A user's sockets
+//! on another node hear the notices their home decides (a block flags at once).
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -638,4 +639,70 @@ fn a_trimmed_log_keeps_its_tail_and_a_new_node_starts_from_a_backup() {
         other => panic!("{other:?}"),
     };
     assert_eq!(page.first().map(|m| m.text.as_str()), Some("message 239"));
+}
+
+/// Until `watcher` (on one node) sees `user` online: that node's book of sessions then
+/// counts the user's sessions on the other node.
+fn wait_online(watcher: &mut Client, user: &UserId) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let ReplyBody::Ok(OkBody::Profile(profile)) = watcher.request(Op::UserGet { user: user.clone() })
+            && profile.presence.is_some_and(|p| p.status == PresenceStatus::Online)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{user} never showed online");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_users_sockets_on_another_node_hear_their_invitations_and_blocks() {
+    let nats = Nats::start();
+    let nodes: Vec<Server> = NODES[..2].iter().map(|id| start_node(&nats, id)).collect();
+    wait_live(&nodes.iter().map(|n| n.addr).collect::<Vec<_>>(), 2);
+    let (n1, n2) = (nodes[0].addr, nodes[1].addr);
+    let alice = register(n1, "alice");
+    let bob = register(n2, "bob");
+    let bob_id = UserId::parse(&bob.user_id).unwrap();
+    let alice_id = UserId::parse(&alice.user_id).unwrap();
+
+    // Alice on n1 shares a room with bob, whose only socket is on n2.
+    let mut a = login_when_replicated(n1, &alice);
+    let mut b2 = login_when_replicated(n2, &bob);
+    let shared = match ok_retry(
+        &mut a,
+        Op::RoomCreate { name: "shared".into(), kind: RoomKind::Public, topic: None, settings: None },
+    ) {
+        OkBody::Room(room) => room.room.room_id,
+        other => panic!("{other:?}"),
+    };
+    ok_retry(&mut a, Op::Join { room: shared.clone(), since: None });
+    ok_retry(&mut b2, Op::Join { room: shared.clone(), since: None });
+    wait_online(&mut a, &bob_id);
+
+    // An invitation decided on n1 reaches bob's socket on n2 as it happens.
+    let private = match ok_retry(
+        &mut a,
+        Op::RoomCreate { name: "private".into(), kind: RoomKind::Private, topic: None, settings: None },
+    ) {
+        OkBody::Room(room) => room.room.room_id,
+        other => panic!("{other:?}"),
+    };
+    ok_retry(&mut a, Op::RoomInvite { room: private.clone(), user: bob_id.clone() });
+    let invited = b2.wait_event(|e| match e {
+        Event::Invite(invite) => Some(invite.clone()),
+        _ => None,
+    });
+    assert_eq!((invited.room.room_id, invited.by), (private, alice_id.clone()));
+
+    // Bob blocks alice from a socket on n1: his socket on n2 flags her messages at once.
+    let mut b1 = login_when_replicated(n1, &bob);
+    ok_retry(&mut b1, Op::Block { user: alice_id.clone() });
+    let (seq, _) = a.say(&shared, "after-block", "can you see this?");
+    let seen = b2.wait_event(|e| match e {
+        Event::Message(m) if m.seq == seq => Some(m.clone()),
+        _ => None,
+    });
+    assert!(seen.blocked, "bob's socket on n2 did not learn of the block: {seen:?}");
 }

@@ -95,7 +95,8 @@ enum PendingValue {
 }
 
 /// A change a user's sockets apply to themselves.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LocalEffect {
     /// Start following this user's presence (a new friend).
     Follow(UserId),

@@ -159,9 +159,10 @@ pub fn start(
                         commands: requests,
                         events,
                         presence,
+                        notices,
                         start_position,
                     } = links;
-                    let subs = Subscriptions { beats, departures, requests, events, presence };
+                    let subs = Subscriptions { beats, departures, requests, events, presence, notices };
                     let service = Service::new(cluster, mesh, client, js, to_service, config.log_keep);
                     tokio::spawn(read_log(log.clone(), start_position, records_tx));
                     service.run(subs, log, commands, gateway).await;
@@ -192,6 +193,7 @@ struct Links {
     commands: async_nats::Subscriber,
     events: async_nats::Subscriber,
     presence: async_nats::Subscriber,
+    notices: async_nats::Subscriber,
     start_position: u64,
 }
 
@@ -289,6 +291,7 @@ impl Links {
             commands: sub(wire::commands(&config.node_id)).await?,
             events: sub(format!("{}.ev.>", wire::PREFIX)).await?,
             presence: sub(wire::PRESENCE.into()).await?,
+            notices: sub(wire::notices(&config.node_id)).await?,
             client,
             js,
             log,
@@ -303,6 +306,7 @@ struct Subscriptions {
     requests: async_nats::Subscriber,
     events: async_nats::Subscriber,
     presence: async_nats::Subscriber,
+    notices: async_nats::Subscriber,
 }
 
 /// How long a node listens to heartbeats, after it connected or resumed from a freeze,
@@ -587,6 +591,7 @@ impl Service {
                 Some(message) = subs.requests.next() => self.serve_forwarded(message),
                 Some(message) = subs.events.next() => self.on_room_event(&message.payload),
                 Some(message) = subs.presence.next() => self.on_presence(&message.payload),
+                Some(message) = subs.notices.next() => self.on_notice(&message.payload),
                 Ok(msg) = gateway.recv_async() => self.on_gateway(msg).await,
                 Ok(cmd) = commands.recv_async() => {
                     if !self.on_command(cmd, &log).await {
@@ -815,6 +820,25 @@ impl Service {
         }
     }
 
+    /// A notice from another node for sessions here: every local shard delivers it to
+    /// the user's sockets it holds (not through the user's home, which would send it on
+    /// to the other nodes again).
+    fn on_notice(&mut self, payload: &[u8]) {
+        let Ok(envelope) = serde_json::from_slice::<wire::NoticeEnvelope>(payload) else { return };
+        let frames = match envelope.frame {
+            Some(frame) => match Codec::Json.decode_server(frame.as_bytes()) {
+                Ok(frame) => Some(LazyFrames::new(frame)),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        let notice =
+            Arc::new(crate::mesh::UserNotice { user: envelope.user, frames, effect: envelope.effect });
+        for shard in 0..self.mesh.len() {
+            self.mesh.send(shard, ShardMsg::UserEvent(notice.clone()));
+        }
+    }
+
     /// A forwarded command for a room this node owns: hand it to the room's shard with
     /// the gateway as its origin; the answer comes back through `on_gateway`.
     fn serve_forwarded(&mut self, message: async_nats::Message) {
@@ -881,6 +905,10 @@ impl Service {
                 let Ok(frame) = String::from_utf8(frame) else { return };
                 (event.room.clone(), RoomEventBody::Ephemeral { skip: event.skip.clone(), frame })
             }
+            ShardMsg::RemoteUserEvent { slot, notice } => {
+                self.send_notice(slot, &notice).await;
+                return;
+            }
             ShardMsg::MemberGone { room, user } => (room, RoomEventBody::MemberGone { user }),
             ShardMsg::RoomGone { room } => (room, RoomEventBody::RoomGone),
             _ => return,
@@ -889,6 +917,25 @@ impl Service {
         let envelope = RoomEventEnvelope { from: self.cluster.node.clone(), room, event };
         if let Ok(payload) = serde_json::to_vec(&envelope) {
             let _ = self.client.publish(subject, payload.into()).await;
+        }
+    }
+
+    /// Sends a user notice to the node whose sessions `slot` stands for.
+    async fn send_notice(&self, slot: usize, notice: &crate::mesh::UserNotice) {
+        let Some(node) = self.node_slots.iter().find(|(_, s)| **s == slot).map(|(node, _)| node) else {
+            return;
+        };
+        let frame = match &notice.frames {
+            Some(frames) => match Codec::Json.encode_server(frames.event()).map(String::from_utf8) {
+                Ok(Ok(frame)) => Some(frame),
+                _ => return,
+            },
+            None => None,
+        };
+        let envelope =
+            wire::NoticeEnvelope { user: notice.user.clone(), frame, effect: notice.effect.clone() };
+        if let Ok(payload) = serde_json::to_vec(&envelope) {
+            let _ = self.client.publish(wire::notices(node), payload.into()).await;
         }
     }
 

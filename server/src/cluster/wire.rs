@@ -23,6 +23,24 @@ pub fn commands(node: &str) -> String {
     format!("{PREFIX}.cmd.{node}")
 }
 
+/// Notices for the sessions of users connected to `node`: events about them (an
+/// invitation, a friendship, a report to moderate) and changes their sockets apply
+/// (blocks, presence follows).
+pub fn notices(node: &str) -> String {
+    format!("{PREFIX}.notice.{node}")
+}
+
+/// A notice for one user's sessions on the receiving node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NoticeEnvelope {
+    pub user: UserId,
+    /// The event, as a server frame in the protocol's JSON codec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<palaver_core::people::LocalEffect>,
+}
+
 /// Ephemeral events of `room` (room ids are `[a-z0-9_]`, valid subject tokens).
 pub fn room_events(room: &RoomId) -> String {
     format!("{PREFIX}.ev.{room}")

@@ -347,6 +347,14 @@ pub enum ShardMsg {
     Notify(Box<UserNotice>),
     /// Tell the local sessions of a user something.
     UserEvent(Arc<UserNotice>),
+    /// Cluster (to the gateway): a notice for a user's sessions on the other node that
+    /// `slot` stands for in the presence books.
+    RemoteUserEvent {
+        /// The other node's stand-in shard index.
+        slot: usize,
+        /// The notice.
+        notice: Arc<UserNotice>,
+    },
     /// A followed user's presence changed: deliver to local followers.
     Presence(Arc<PresenceFanout>),
     /// Logins of a user were ended: close their sockets here.

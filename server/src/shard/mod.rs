@@ -136,6 +136,8 @@ impl Shard {
             ShardMsg::Watch { user, shard, on } => people::on_watch(&mut state.home, user, shard, on),
             ShardMsg::Notify(notice) => people::on_notify(self, &state.home, *notice),
             ShardMsg::UserEvent(notice) => people::on_user_event(self, &notice),
+            // Only the cluster gateway carries these.
+            ShardMsg::RemoteUserEvent { .. } => {}
             ShardMsg::Presence(fanout) => people::on_presence(self, &fanout),
             ShardMsg::ClusterView => relay::on_cluster_view(self, state),
             ShardMsg::ForwardedReply { origin_shard, reply } => {

@@ -144,8 +144,14 @@ pub fn on_notify(shard: &Rc<Shard>, home: &Home, notice: UserNotice) {
         return;
     }
     let notice = Arc::new(notice);
+    let mesh = shard.mesh();
     for s in shards {
-        shard.mesh().send(s, ShardMsg::UserEvent(notice.clone()));
+        if s < mesh.len() {
+            mesh.send(s, ShardMsg::UserEvent(notice.clone()));
+        } else if let Some(gateway) = mesh.gateway() {
+            // Another node's sessions: the gateway sends it there.
+            mesh.send(gateway, ShardMsg::RemoteUserEvent { slot: s, notice: notice.clone() });
+        }
     }
 }
 
