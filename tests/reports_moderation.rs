@@ -1,6 +1,7 @@
 //! Reports with the real binary: members report messages, the room's moderators and the
 //! server's admins list and resolve them, every refusal is a JSON error, reports are
-//! rate-limited, and an admin's resolution is audited.
+//! rate-limited, and an admin's resolution is audited. The room's moderators and the
+//! admins hear of each report live (a `report` event); the other members do not.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use palaver_e2e::{Client, Server, http, palaver_bin, register};
-use palaver_protocol::{Codec, RoomKind};
+use palaver_protocol::{Codec, Event, RoomKind};
 use serde_json::{Value, json};
 
 /// A request with an access token: (status, JSON body).
@@ -50,6 +51,7 @@ fn members_report_and_moderators_and_admins_resolve() {
     carol_socket.join(&room, None);
     let (spam, _) = carol_socket.say(&room, "c1", "buy cheap pills");
     let (own, _) = bob_socket.say(&room, "b1", "hello");
+    let mut root_socket = Client::login(addr, Codec::Json, &root);
 
     // A report, and every way one is refused.
     let report = |token: &str, body: Value| call(addr, "POST", "/v1/reports", token, Some(&body.to_string()));
@@ -75,6 +77,22 @@ fn members_report_and_moderators_and_admins_resolve() {
         )
     );
     let first_id = first["report_id"].as_str().unwrap().to_owned();
+
+    // Told live: the owner (a moderator of the room) and the admin, not the members.
+    for socket in [&mut owner_socket, &mut root_socket] {
+        let told = socket.wait_event(|e| match e {
+            Event::Report(notice) => Some(notice.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            (told.report_id.as_str(), &told.room, told.seq, told.reporter.as_str(), told.reason.as_deref()),
+            (first_id.as_str(), &room, spam, bob.user_id.as_str(), Some("spam"))
+        );
+    }
+    let told_member = |socket: &mut Client| {
+        socket.sees_event_within(std::time::Duration::from_millis(300), |e| matches!(e, Event::Report(_)))
+    };
+    assert!(!told_member(&mut carol_socket) && !told_member(&mut bob_socket), "members are not told");
     assert_eq!(code(&report(&bob.access_token, json!({"room": room, "seq": own}))), (400, Some("invalid")));
     assert_eq!(code(&report(&bob.access_token, json!({"room": room, "seq": 999}))), (404, Some("not_found")));
     assert_eq!(

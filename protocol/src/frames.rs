@@ -1558,6 +1558,10 @@ pub enum Event {
     /// A followed user's presence changed (at most one per user per second).
     #[serde(rename = "presence")]
     Presence(PresenceInfo),
+    /// A message was reported in a room the receiver moderates (or, to an admin, in any
+    /// room). Not replayed: the report routes list reports.
+    #[serde(rename = "report")]
+    Report(crate::rooms::ReportNotice),
 }
 
 /// The `edit` event.

@@ -261,6 +261,37 @@ pub struct InviteInfo {
     pub invited_at: u64,
 }
 
+/// A message was reported to the receiver, a moderator of its room or an admin (the
+/// `report` event). The report routes (`/v1/rooms/{room}/reports`, `/v1/admin/reports`)
+/// list it with the reported text.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+pub struct ReportNotice {
+    /// The report's id (`rp_…`).
+    pub report_id: String,
+    /// The room of the reported message.
+    pub room: crate::ids::RoomId,
+    /// The reported message's seq.
+    pub seq: u64,
+    /// Who reported it.
+    pub reporter: UserId,
+    /// Why, in the reporter's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When, ms since the Unix epoch.
+    pub at: u64,
+}
+
 /// Answer to `invite.list`.
 #[derive(
     Debug,

@@ -32,6 +32,7 @@ import type {
   Edit,
   Delete,
   InviteInfo,
+  ReportNotice,
   FriendInfo,
 } from "./protocol.js";
 
@@ -94,6 +95,7 @@ export type ClientEvent =
   | { type: "invite"; invite: InviteInfo }
   | { type: "friend"; friend: FriendInfo }
   | { type: "presence"; presence: PresenceInfo }
+  | { type: "report"; report: ReportNotice }
   /** Authenticated, and every joined room re-joined. */
   | { type: "connected"; user_id: UserId; session_id: SessionId }
   /** The connection dropped; the client reconnects by itself. */

@@ -563,7 +563,7 @@ device_id?: string | null, };
 /**
  * Events the server pushes.
  */
-export type Event = { "ev": "message" } & Message | { "ev": "typing" } & Typing | { "ev": "receipt" } & Receipt | { "ev": "reaction" } & Reaction | { "ev": "edit" } & Edit | { "ev": "delete" } & Delete | { "ev": "member" } & MemberEvent | { "ev": "invite" } & InviteInfo | { "ev": "friend" } & FriendInfo | { "ev": "presence" } & PresenceInfo;
+export type Event = { "ev": "message" } & Message | { "ev": "typing" } & Typing | { "ev": "receipt" } & Receipt | { "ev": "reaction" } & Reaction | { "ev": "edit" } & Edit | { "ev": "delete" } & Delete | { "ev": "member" } & MemberEvent | { "ev": "invite" } & InviteInfo | { "ev": "friend" } & FriendInfo | { "ev": "presence" } & PresenceInfo | { "ev": "report" } & ReportNotice;
 /**
  * The payload of a successful reply; its shape depends on the op. In JSON it is the
  * bare object (no tag): clients know which op they asked. Decoding tries the variants
@@ -930,6 +930,36 @@ by: UserId,
  * When, ms since the Unix epoch.
  */
 invited_at: number, };
+/**
+ * A message was reported to the receiver, a moderator of its room or an admin (the
+ * `report` event). The report routes (`/v1/rooms/{room}/reports`, `/v1/admin/reports`)
+ * list it with the reported text.
+ */
+export type ReportNotice = { 
+/**
+ * The report's id (`rp_…`).
+ */
+report_id: string, 
+/**
+ * The room of the reported message.
+ */
+room: RoomId, 
+/**
+ * The reported message's seq.
+ */
+seq: number, 
+/**
+ * Who reported it.
+ */
+reporter: UserId, 
+/**
+ * Why, in the reporter's words.
+ */
+reason?: string | null, 
+/**
+ * When, ms since the Unix epoch.
+ */
+at: number, };
 /**
  * Answer to `user.get` and `user.update`.
  */

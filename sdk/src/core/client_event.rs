@@ -3,7 +3,7 @@
 
 use palaver_protocol::{
     Delete, Edit, Event, FriendInfo, InviteInfo, MemberEvent, Message, PresenceInfo, Reaction, Receipt,
-    RoomId, SessionId, Typing, UserId,
+    ReportNotice, RoomId, SessionId, Typing, UserId,
 };
 use serde_json::json;
 
@@ -14,8 +14,8 @@ use crate::tokens::Tokens;
 /// the connection's own changes.
 ///
 /// Room events (`Message`, `Typing`, `Receipt`, `Reaction`, `Edit`, `Delete`, `Member`)
-/// arrive for the rooms this client has joined; `Invite`, `Friend` and `Presence` concern
-/// the user. Matching on it needs a `_` arm: new server events become new variants.
+/// arrive for the rooms this client has joined; `Invite`, `Friend`, `Presence` and
+/// `Report` concern the user. Matching on it needs a `_` arm: new server events become new variants.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ClientEvent {
@@ -41,6 +41,8 @@ pub enum ClientEvent {
     /// automatically, others after [`presence_subscribe`](crate::Client::presence_subscribe)),
     /// or, after a reconnect, the current presence of each user followed by subscription.
     Presence(PresenceInfo),
+    /// A message was reported in a room the user moderates (or, to an admin, in any room).
+    Report(ReportNotice),
     /// The socket is authenticated and every room is re-joined (rejoins may still be
     /// replaying).
     Connected {
@@ -104,6 +106,7 @@ impl From<Event> for ClientEvent {
             Event::Invite(e) => ClientEvent::Invite(e),
             Event::Friend(e) => ClientEvent::Friend(e),
             Event::Presence(e) => ClientEvent::Presence(e),
+            Event::Report(e) => ClientEvent::Report(e),
         }
     }
 }
@@ -121,6 +124,7 @@ impl ClientEvent {
         "invite",
         "friend",
         "presence",
+        "report",
         "connected",
         "disconnected",
         "tokens",
@@ -145,6 +149,7 @@ impl ClientEvent {
             ClientEvent::Invite(_) => "invite",
             ClientEvent::Friend(_) => "friend",
             ClientEvent::Presence(_) => "presence",
+            ClientEvent::Report(_) => "report",
             ClientEvent::Connected { .. } => "connected",
             ClientEvent::Disconnected { .. } => "disconnected",
             ClientEvent::Tokens(_) => "tokens",
@@ -174,6 +179,7 @@ impl ClientEvent {
             ClientEvent::Invite(e) => body(json!(e)),
             ClientEvent::Friend(e) => body(json!(e)),
             ClientEvent::Presence(e) => body(json!(e)),
+            ClientEvent::Report(e) => body(json!(e)),
             ClientEvent::Tokens(tokens) => body(json!(tokens)),
             ClientEvent::Connected { user_id, session_id } => {
                 json!({ "type": kind, "user_id": user_id, "session_id": session_id })

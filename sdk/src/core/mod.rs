@@ -961,7 +961,7 @@ impl ClientCore {
             Event::Edit(e) => Some(e.room.clone()),
             Event::Delete(e) => Some(e.room.clone()),
             Event::Member(e) => Some(e.room.clone()),
-            Event::Invite(_) | Event::Friend(_) | Event::Presence(_) => None,
+            Event::Invite(_) | Event::Friend(_) | Event::Presence(_) | Event::Report(_) => None,
         };
         if room.as_ref().is_some_and(|room| !self.rooms.contains_key(room)) {
             return;

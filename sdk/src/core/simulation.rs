@@ -727,6 +727,7 @@ fn protocol_event_name(event: &Event) -> &'static str {
         Event::Invite(_) => "invite",
         Event::Friend(_) => "friend",
         Event::Presence(_) => "presence",
+        Event::Report(_) => "report",
     }
 }
 
@@ -742,6 +743,7 @@ const SERVER_EVENTS: &[&str] = &[
     r#"{"ev":"invite","room":{"room_id":"r_secret","name":"secret","kind":"private"},"by":"u_other","invited_at":1764000000000}"#,
     r#"{"ev":"friend","user":"u_other","username":"other","state":"incoming","since":1764000000000}"#,
     r#"{"ev":"presence","user":"u_other","status":"away"}"#,
+    r#"{"ev":"report","report_id":"rp_01","room":"r_general","seq":1,"reporter":"u_other","reason":"spam","at":1764000000000}"#,
 ];
 
 #[test]

@@ -1,12 +1,14 @@
 //! The report routes: a member reports a message (`POST /v1/reports`), the room's
 //! moderators (and the admins) list the room's reports and resolve them. Reports are
-//! account writes: off the shard, and in a cluster through the shared log.
+//! account writes: off the shard, and in a cluster through the shared log. A stored
+//! report reaches the live sockets of the room's moderators and of the admins, on every
+//! node, as a `report` event.
 
 use std::rc::Rc;
 
 use palaver_core::admin::{AdminAction, AuditEntry};
 use palaver_core::reports::{self, ReportRecord, ReportRefusal};
-use palaver_protocol::{ErrorCode, RoomId};
+use palaver_protocol::{ErrorCode, Event, ReportNotice, RoomId, ServerFrame, UserId};
 use palaver_storage::StorageError;
 use serde::Deserialize;
 use serde_json::json;
@@ -14,6 +16,7 @@ use serde_json::json;
 use super::http::{Request, Response};
 use super::routes::{bearer, refused_response, storage_failure};
 use crate::clock::now_ms;
+use crate::mesh::{LazyFrames, ShardMsg, UserNotice};
 use crate::shard::Shard;
 
 /// Most reports one page returns (and the default).
@@ -154,7 +157,61 @@ async fn create(shard: &Rc<Shard>, request: &Request, reporter: palaver_protocol
     if let Err(wait) = shard.shared.spam.report(&reporter, now_ms()) {
         return Response::error_with_retry(ErrorCode::RateLimited, "too many reports; slow down", wait);
     }
-    save(shard, report, None, 201).await
+    let notice = ReportNotice {
+        report_id: report.report_id.clone(),
+        room: report.room.clone(),
+        seq: report.seq,
+        reporter: report.reporter.clone(),
+        reason: report.reason.clone(),
+        at: report.at,
+    };
+    let response = save(shard, report, None, 201).await;
+    if response.status == 201 {
+        tell_moderators(shard, notice).await;
+    }
+    response
+}
+
+/// Most people one report is told to live (moderators of the room, then admins).
+const MOST_TOLD: usize = 1_000;
+
+/// Sends a stored report, as a `report` event, to the live sockets of its room's
+/// moderators and of the admins (the reporter excepted). Who they are is read on the
+/// scans lane: a big room's member list is not read on the shard.
+async fn tell_moderators(shard: &Rc<Shard>, notice: ReportNotice) {
+    let worker = shard.shared.clone();
+    let (room, reporter) = (notice.room.clone(), notice.reporter.clone());
+    let found = shard
+        .shared
+        .lanes
+        .scans
+        .run(move || -> Result<Vec<UserId>, StorageError> {
+            let store = &worker.store;
+            let mut told: Vec<UserId> = store
+                .members(&room)?
+                .into_iter()
+                .filter(|(_, role)| reports::may_moderate(Some(*role), false).is_ok())
+                .map(|(user, _)| user)
+                .collect();
+            told.extend(store.admins()?);
+            told.sort();
+            told.dedup();
+            told.retain(|user| *user != reporter);
+            told.truncate(MOST_TOLD);
+            Ok(told)
+        })
+        .await;
+    let told = match found {
+        Ok(Ok(told)) => told,
+        Ok(Err(e)) => return tracing::warn!("a report's moderators could not be read: {e}"),
+        Err(_) => return tracing::warn!("a report's moderators were not told: the scans lane is full"),
+    };
+    let mesh = shard.mesh();
+    for user in told {
+        let event = ServerFrame::Event(Event::Report(notice.clone()));
+        let notice = UserNotice { user, frames: Some(LazyFrames::new(event)), effect: None };
+        mesh.send(mesh.home(&notice.user), ShardMsg::Notify(Box::new(notice)));
+    }
 }
 
 async fn resolve(

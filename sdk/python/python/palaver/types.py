@@ -363,6 +363,19 @@ class Presence:
 
 
 @dataclass(frozen=True)
+class Report:
+    """A message was reported in a room the user moderates (or, to an admin, in any
+    room)."""
+
+    report_id: str
+    room: str
+    seq: int
+    reporter: str
+    at: int
+    reason: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class Connected:
     """The socket is authenticated and every room re-joined."""
 
@@ -447,6 +460,7 @@ _EVENTS: dict[str, Callable[[dict], Any]] = {
     "invite": lambda e: _build(Invite, e["invite"]),
     "friend": lambda e: _build(Friend, e["friend"]),
     "presence": lambda e: _build(Presence, e["presence"]),
+    "report": lambda e: _build(Report, e["report"]),
     "connected": lambda e: Connected(e["user_id"], e["session_id"]),
     "disconnected": lambda e: Disconnected(e["reason"], e["retry_in_ms"]),
     "tokens": lambda e: TokensChanged(_build(Tokens, e["tokens"])),
@@ -458,7 +472,7 @@ _EVENTS: dict[str, Callable[[dict], Any]] = {
 
 #: Every event class.
 Event = (
-    Message | Typing | Receipt | Reaction | Edit | Delete | Member | Invite | Friend | Presence
+    Message | Typing | Receipt | Reaction | Edit | Delete | Member | Invite | Friend | Presence | Report
     | Connected | Disconnected | TokensChanged | RoomReset | RoomLost | Lagged | Closed | UnknownEvent
 )
 
