@@ -9,6 +9,8 @@
 //! image, and live through a `kill -9` + restart after their (4-second) tokens expired
 //! (with a third tab given its first token and renewing through `onTokenExpired`); a
 //! fourth tab whose backend keeps failing ends `unauthorized` after bounded retries.
+//! Then one tab reports a message (the owner's tab hears of it live, lists and resolves
+//! it), exports its account and logs out.
 //!
 //! Needs Chromium, Node.js with npm, the wasm-bindgen CLI (the version of the
 //! `wasm-bindgen` crate), the wasm32 target and `npm ci` in `sdk/js` and `tests/browser`:
@@ -348,6 +350,7 @@ fn two_tabs_chat_share_an_image_and_live_through_a_restart_after_their_tokens_ex
     std::thread::sleep(Duration::from_secs(10));
     server.restart();
     assert_eq!(next_line("RESUMED"), "RESUMED");
+    assert_eq!(next_line("ACCOUNT"), "ACCOUNT");
     assert!(driver.wait().unwrap().success());
     assert!(screenshot.is_file());
     if let Some(keep) = std::env::var_os("PALAVER_KEEP_SCREENSHOT") {

@@ -433,6 +433,49 @@ impl Client {
         crate::report_route::parse_report(status, &answer)
     }
 
+    /// Everything the server stores about the user (`GET /v1/account/export`,
+    /// PROTOCOL.md §2.15), as JSON: account, profile, rooms, friends, blocks, devices,
+    /// files, reports made, and the first 1,000 messages the user sent (`messages.next`
+    /// continues them at `/v1/account/export/messages`). Throttled by the server: three at
+    /// once, then one a minute ([`ErrorCode::RateLimited`](palaver_protocol::ErrorCode::RateLimited)).
+    pub async fn export_account(&self) -> Result<serde_json::Value, Error> {
+        let text = self.call_route("GET", "/v1/account/export", None).await?;
+        serde_json::from_str(&text)
+            .map_err(|_| Error::Http { status: 200, body: text.chars().take(200).collect() })
+    }
+
+    /// Calls one of the server's HTTP routes under `/v1/` (`path` with its query) with
+    /// this client's access token, renewed once if refused; the answer's body on success
+    /// (any 2xx), else the route's error. For routes this SDK has no method for.
+    pub async fn call_route(&self, method: &str, path: &str, body: Option<&str>) -> Result<String, Error> {
+        let method = match method {
+            "GET" => "GET",
+            "POST" => "POST",
+            other => return Err(Error::Invalid(format!("{other:?}: routes take GET or POST"))),
+        };
+        if !path.starts_with("/v1/")
+            || path.contains("..")
+            || path.bytes().any(|b| b.is_ascii_control() || b == b' ')
+        {
+            return Err(Error::Invalid(format!("{path:?} is not a route under /v1/")));
+        }
+        let url = format!("{}{path}", self.http_base());
+        let body = body.unwrap_or("");
+        let (status, answer) = self
+            .authorized_http(|token| {
+                let mut request = report_request(method, url.clone(), token, body);
+                request.max_answer_bytes = crate::report_route::MAX_ROUTE_ANSWER_BYTES;
+                request
+            })
+            .await?;
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            Err(crate::auth_route::error_answer(status, &text))
+        }
+    }
+
     /// The HTTP base of the node the client is connected to.
     fn http_base(&self) -> String {
         driver::lock(&self.shared).http_base.clone()

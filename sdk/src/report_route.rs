@@ -10,6 +10,9 @@ use crate::error::Error;
 
 /// Largest answer read from a report route (a page of reports).
 pub(crate) const MAX_REPORT_ANSWER_BYTES: usize = 4 << 20;
+/// Largest answer of a route called by path (an account export: its first 1,000
+/// messages and the account's other records).
+pub(crate) const MAX_ROUTE_ANSWER_BYTES: usize = 64 << 20;
 
 /// A reported message, as the room's moderators and the admins see it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -486,6 +486,44 @@ impl WasmClient {
         self.client.download(&file_id).await.map_err(to_js)
     }
 
+    /// One of the server's HTTP routes under `/v1/` with this client's access token
+    /// (renewed once if refused): resolves to the answer's JSON text, rejects with the
+    /// route's error. The package's report and export methods build on it.
+    pub async fn route(&self, method: String, path: String, body: Option<String>) -> Result<String, JsValue> {
+        self.client.call_route(&method, &path, body.as_deref()).await.map_err(to_js)
+    }
+
+    /// Logs this session out and closes the client.
+    pub async fn logout(&self) -> Result<(), JsValue> {
+        self.client.logout().await.map_err(to_js)
+    }
+
+    /// Ends every session of the user, this one included, and closes the client.
+    #[wasm_bindgen(js_name = logoutEverywhere)]
+    pub async fn logout_everywhere(&self) -> Result<(), JsValue> {
+        self.client.logout_everywhere().await.map_err(to_js)
+    }
+
+    /// Changes the password: every session ends and the client closes; resolves to the
+    /// new session (`{"user_id","access_token","expires_in"}`: the refresh token stays
+    /// out of the page).
+    #[wasm_bindgen(js_name = changePassword)]
+    pub async fn change_password(&self, current: String, new: String) -> Result<String, JsValue> {
+        let session = self.client.change_password(&current, &new).await.map_err(to_js)?;
+        Ok(json!({
+            "user_id": session.user_id,
+            "access_token": session.tokens.access_token,
+            "expires_in": session.tokens.expires_in,
+        })
+        .to_string())
+    }
+
+    /// Deletes the account, given its password, and closes the client.
+    #[wasm_bindgen(js_name = deleteAccount)]
+    pub async fn delete_account(&self, password: String) -> Result<(), JsValue> {
+        self.client.delete_account(&password).await.map_err(to_js)
+    }
+
     /// Marks a joined room read up to `seq` (sent in the background, coalesced).
     #[wasm_bindgen(js_name = markRead)]
     pub fn mark_read(&self, room: String, seq: f64) -> Result<(), JsValue> {

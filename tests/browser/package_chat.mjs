@@ -2,11 +2,14 @@
 // installed @palaver/client chat, share an image, live through a server kill -9 and
 // restart after their tokens expired, and a third tab whose token backend keeps failing
 // ends `unauthorized`; a fourth tab, given a first token and renewing with
-// onTokenExpired, lives through the restart too.
+// onTokenExpired, lives through the restart too. Then tab B reports A's message (tab A,
+// the room's owner, hears of it live, lists and resolves it), exports its account and
+// logs out.
 //   node package_chat.mjs CHROMIUM TAB_A_URL TAB_B_URL FAILING_URL RENEWING_URL PNG_FILE [SCREENSHOT]
 // Prints CHATTED once the tabs chatted and shared the image (the test then kills the
 // server, waits past the tokens' lifetime and restarts it), then RESUMED once both tabs
-// reconnected by themselves and chatted again. Exits non-zero on any failure.
+// reconnected by themselves and chatted again, then ACCOUNT once the report and account
+// calls worked. Exits non-zero on any failure.
 import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
@@ -90,6 +93,40 @@ try {
   if ((await failing.getAttribute("#tokens", "data-count")) !== "3") throw new Error("the failed tab kept trying");
   if (screenshot) await b.screenshot({ path: screenshot, fullPage: true });
   console.log("RESUMED");
+
+  // Reports: B reports A's message; A (the room's owner) is told live, lists, resolves.
+  const room = new URL(urlA).searchParams.get("room");
+  const report = await b.evaluate(async (room) => {
+    const page = await window.palaver.history(room, { limit: 20 });
+    const target = page.messages.find((m) => m.text === "after the restart from A");
+    return window.palaver.report(room, target.seq, "spam");
+  }, room);
+  if (report.reason !== "spam" || report.text !== "after the restart from A") {
+    throw new Error(`report: ${JSON.stringify(report)}`);
+  }
+  await a.locator(`#reports li[data-report-id="${report.report_id}"]`).waitFor({ timeout: WAIT });
+  const resolved = await a.evaluate(async ([room, id]) => {
+    const open = await window.palaver.roomReports(room, { openOnly: true });
+    if (!open.reports.some((r) => r.report_id === id)) throw new Error("the report is not listed");
+    return window.palaver.resolveReport(id, "handled");
+  }, [room, report.report_id]);
+  if (resolved.resolved?.note !== "handled") throw new Error(`resolve: ${JSON.stringify(resolved)}`);
+  const refused = await b.evaluate(async (room) => {
+    try {
+      await window.palaver.roomReports(room);
+      return null;
+    } catch (e) {
+      return e.code;
+    }
+  }, room);
+  if (refused !== "forbidden") throw new Error(`a member listed the room's reports: ${refused}`);
+
+  // The account: B exports it, then logs out (the client closes).
+  const exported = await b.evaluate(() => window.palaver.exportAccount());
+  if (exported.account?.username !== "bob") throw new Error(`export: ${JSON.stringify(exported).slice(0, 200)}`);
+  await b.evaluate(() => window.palaver.logout());
+  await state(b, "closed");
+  console.log("ACCOUNT");
 } catch (e) {
   console.error(`package_chat.mjs failed: ${e.stack ?? e}`);
   for (const page of browser.contexts()[0]?.pages() ?? []) {

@@ -167,6 +167,26 @@ export interface Session {
   expires_in: number;
 }
 
+/** A reported message, as the room's moderators and the admins see it. */
+export interface Report {
+  report_id: string;
+  room: RoomId;
+  seq: number;
+  sender: UserId;
+  /** The message's text when it was reported. */
+  text: string;
+  reporter: UserId;
+  reason?: string | null;
+  at: number;
+  resolved?: { by: UserId; at: number; note?: string | null } | null;
+}
+
+/** A page of reports; `next` (or `null` on the last) continues as `after`. */
+export interface ReportPage {
+  reports: Report[];
+  next: string | null;
+}
+
 /** A message to send, with every option; the `cid` (idempotency key) is generated
  * unless given. */
 export type OutgoingMessage = Omit<Request<"send">, "op" | "cid" | "kind" | "text"> & {
@@ -414,6 +434,90 @@ export class PalaverClient {
   async download(fileId: string): Promise<Uint8Array> {
     try {
       return await this.#inner.download(fileId);
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
+  // ---------------------------------------------------------------- reports
+
+  /** Reports someone else's message to the room's moderators and the admins
+   * (`POST /v1/reports`): 10 at once, then one a minute (`rate_limited`). */
+  async report(room: RoomId, seq: number, reason?: string): Promise<Report> {
+    const answer = await this.#route("POST", "/v1/reports", { room, seq, reason: reason ?? null });
+    return answer.report as Report;
+  }
+
+  /** A page of a room's reports, oldest first (its moderators and the admins only);
+   * `next` continues as `after`. */
+  async roomReports(room: RoomId, options: { openOnly?: boolean; after?: string } = {}): Promise<ReportPage> {
+    const query = new URLSearchParams({ open: String(options.openOnly ?? false) });
+    if (options.after !== undefined) query.set("after", options.after);
+    const path = `/v1/rooms/${encodeURIComponent(room)}/reports?${query}`;
+    return (await this.#route("GET", path)) as unknown as ReportPage;
+  }
+
+  /** Resolves a report, with an optional note. */
+  async resolveReport(reportId: string, note?: string): Promise<Report> {
+    const path = `/v1/reports/${encodeURIComponent(reportId)}/resolve`;
+    const answer = await this.#route("POST", path, { note: note ?? null });
+    return answer.report as Report;
+  }
+
+  // ---------------------------------------------------------------- the account
+
+  /** Everything the server stores about the user (`GET /v1/account/export`): the
+   * account, profile, rooms, friends, blocks, devices, files, reports made and the
+   * first 1,000 messages sent. Three at once, then one a minute (`rate_limited`). */
+  exportAccount(): Promise<Record<string, unknown>> {
+    return this.#route("GET", "/v1/account/export");
+  }
+
+  /** An HTTP route of the server with the client's access token: its JSON answer. */
+  async #route(method: "GET" | "POST", path: string, body?: object): Promise<Record<string, unknown>> {
+    try {
+      return JSON.parse(await this.#inner.route(method, path, body === undefined ? undefined : JSON.stringify(body)));
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
+  /** Logs this session out: its tokens are refused from now on. Closes the client. */
+  async logout(): Promise<void> {
+    try {
+      await this.#inner.logout();
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
+  /** Ends every session of the user, on every device, this one included. Closes the
+   * client. */
+  async logoutEverywhere(): Promise<void> {
+    try {
+      await this.#inner.logoutEverywhere();
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
+  /** Changes the password (`forbidden` when `current` is wrong). Every session ends,
+   * this one included: the client closes, and the new session's access token is
+   * returned (connect again with it). */
+  async changePassword(current: string, next: string): Promise<Session> {
+    try {
+      return JSON.parse(await this.#inner.changePassword(current, next));
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
+  /** Deletes the account, given its password (`forbidden` when wrong): sessions end,
+   * rooms it owns are deleted and the others left; its messages stay. Closes the
+   * client. */
+  async deleteAccount(password: string): Promise<void> {
+    try {
+      await this.#inner.deleteAccount(password);
     } catch (e) {
       rethrow(e);
     }

@@ -77,6 +77,14 @@ async function main() {
     return;
   }
   setState(client.state);
+  // For the driver's calls of the account and report methods.
+  window.palaver = client;
+  client.on("report", (event) => {
+    const item = document.createElement("li");
+    item.dataset.reportId = event.report.report_id;
+    item.textContent = `report of #${event.report.seq}: ${event.report.reason ?? ""}`;
+    $("reports").append(item);
+  });
   client.on("message", (event) => show(client, event.message).catch((e) => ($("error").textContent = e.message)));
   await client.join(room, { since: 0 });
   status.dataset.joined = "true";
