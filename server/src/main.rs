@@ -37,6 +37,10 @@ fn main() -> anyhow::Result<()> {
             println!("{}", palaver_server::operator::admin(&data_dir, &action)?);
             return Ok(());
         }
+        Some(Command::ApiKey { action, data_dir }) => {
+            println!("{}", palaver_server::operator::api_key(&data_dir, &action)?);
+            return Ok(());
+        }
         None => {}
     }
     let config = Config::resolve(settings)?;

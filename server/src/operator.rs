@@ -8,7 +8,8 @@ use palaver_core::admin::{AdminAction, AuditEntry};
 use palaver_protocol::Username;
 use palaver_storage::{Durability, StorageError, Store};
 
-use crate::config::AdminCommand;
+use crate::config::{AdminCommand, ApiKeyCommand};
+use palaver_core::api_keys::{self, ApiKeyRefusal, Scope};
 
 /// Why an operator command failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,9 @@ pub enum OperatorError {
     /// No account has that username.
     #[error("no user is named {0:?}")]
     UnknownUser(String),
+    /// The request was refused (a bad name or scope, an unknown or revoked key).
+    #[error("{0}")]
+    Refused(String),
     /// Reading or writing the store failed.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
@@ -176,8 +180,65 @@ pub fn admin(data_dir: &Path, action: &AdminCommand) -> Result<String, OperatorE
     } else {
         AdminAction::RevokeAdmin { user: user.clone() }
     };
-    let entry = AuditEntry { at: crate::clock::now_ms(), admin: None, action };
+    let entry = AuditEntry { at: crate::clock::now_ms(), api_key: None, admin: None, action };
     store.set_admin(&user, grant, crate::ids::audit_id(), entry)?;
     let done = if grant { "is now an admin" } else { "is no longer an admin" };
     Ok(format!("{username} ({user}) {done}"))
+}
+
+/// Carries out `palaver api-key …` on `data_dir`; returns what to print.
+pub fn api_key(data_dir: &Path, action: &ApiKeyCommand) -> Result<String, OperatorError> {
+    let store = open(data_dir)?;
+    let now = crate::clock::now_ms();
+    match action {
+        ApiKeyCommand::List => {
+            let keys = store.api_keys()?;
+            if keys.is_empty() {
+                return Ok("no API keys".into());
+            }
+            let lines = keys.iter().map(|key| {
+                let scopes: Vec<&str> = key.scopes.iter().map(|s| s.name()).collect();
+                let state = if key.revoked_ms.is_some() { " (revoked)" } else { "" };
+                format!("{} {} [{}]{state}", key.key_id, key.name, scopes.join(","))
+            });
+            Ok(lines.collect::<Vec<_>>().join("\n"))
+        }
+        ApiKeyCommand::Create { name, scopes } => {
+            let scopes = scopes
+                .iter()
+                .map(|s| Scope::parse(s.trim()).ok_or(ApiKeyRefusal::BadScopes))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| OperatorError::Refused(e.to_string()))?;
+            let new = crate::conn::server_api::mint_key(name, &scopes, None)
+                .map_err(|e| OperatorError::Refused(e.to_string()))?;
+            let entry = AuditEntry {
+                at: now,
+                admin: None,
+                api_key: None,
+                action: AdminAction::CreateApiKey {
+                    key_id: new.record.key_id.clone(),
+                    name: new.record.name.clone(),
+                    scopes: new.record.scopes.clone(),
+                },
+            };
+            let key_id = new.record.key_id.clone();
+            store.put_api_key(new.record, crate::ids::audit_id(), entry)?;
+            Ok(format!("created API key {key_id}; it is shown this once:\n{}", new.key))
+        }
+        ApiKeyCommand::Revoke { key_id } => {
+            let record = store
+                .api_key(key_id)?
+                .ok_or_else(|| OperatorError::Refused(format!("no API key {key_id}")))?;
+            let revoked =
+                api_keys::revoke(&record, now).map_err(|e| OperatorError::Refused(e.to_string()))?;
+            let entry = AuditEntry {
+                at: now,
+                admin: None,
+                api_key: None,
+                action: AdminAction::RevokeApiKey { key_id: key_id.clone() },
+            };
+            store.put_api_key(revoked, crate::ids::audit_id(), entry)?;
+            Ok(format!("API key {key_id} is revoked"))
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //! (people who are not the sender's friends), and rooms created. Each is a throttle per
 //! sender; direct rooms also per recipient, so that many senders together cannot bury one
 //! person. Kept in memory, shared by every shard (a restart forgives; these limit
-//! floods, not totals). Friends are never limited here.
+//! floods, not totals). Friends are never limited here. Requests made with one API key
+//! are limited here too.
 
 use std::sync::Mutex;
 
@@ -30,6 +31,8 @@ const REPORTS: (u32, u64) = (10, 60_000);
 const EXPORTS: (u32, u64) = (3, 60_000);
 /// Pages of an export's messages a user may ask for at once; then one per interval.
 const EXPORT_PAGES: (u32, u64) = (100, 1_000);
+/// Requests one API key may make at once; then one per interval (200 a second).
+const API_KEY_REQUESTS: (u32, u64) = (400, 5);
 /// Users each throttle remembers (idle ones are forgotten first).
 const MAX_KEYS: usize = 100_000;
 
@@ -50,6 +53,7 @@ struct Throttles {
     reports_by_user: Throttle<UserId>,
     exports_by_user: Throttle<UserId>,
     export_pages_by_user: Throttle<UserId>,
+    requests_by_api_key: Throttle<String>,
 }
 
 impl Default for SpamLimits {
@@ -66,6 +70,7 @@ impl Default for SpamLimits {
                 reports_by_user: throttle(REPORTS),
                 exports_by_user: throttle(EXPORTS),
                 export_pages_by_user: throttle(EXPORT_PAGES),
+                requests_by_api_key: Throttle::new(API_KEY_REQUESTS.0, API_KEY_REQUESTS.1, MAX_KEYS),
             }),
         }
     }
@@ -117,6 +122,12 @@ impl SpamLimits {
     pub fn export(&self, user: &UserId, pages: bool, now_ms: u64) -> Result<(), u64> {
         let Ok(mut t) = self.inner.lock() else { return Ok(()) };
         if pages { t.export_pages_by_user.take(user, now_ms) } else { t.exports_by_user.take(user, now_ms) }
+    }
+
+    /// Takes a request made with the API key `key_id`, or says how many ms to wait.
+    pub fn api_request(&self, key_id: &str, now_ms: u64) -> Result<(), u64> {
+        let Ok(mut t) = self.inner.lock() else { return Ok(()) };
+        t.requests_by_api_key.take(&key_id.to_owned(), now_ms)
     }
 
     /// Takes a room creation by `creator`, or says how many ms to wait.

@@ -1,11 +1,13 @@
 //! Administration's records: admins (`user_admin`), suspended accounts
-//! (`user_suspension`) and the append-only audit log (`audit_log`, keyed by time-ordered
-//! entry ids). The rules are `palaver_core::admin`.
+//! (`user_suspension`), API keys (`api_key`) and the append-only audit log (`audit_log`,
+//! keyed by time-ordered entry ids). The rules are `palaver_core::admin` and
+//! `palaver_core::api_keys`.
 
 use std::collections::HashMap;
 
 use fjall::OwnedWriteBatch;
 use palaver_core::admin::{AuditEntry, Suspension};
+use palaver_core::api_keys::ApiKeyRecord;
 use palaver_core::logins::EndReason;
 use palaver_core::records::Write;
 use palaver_core::reports::ReportRecord;
@@ -34,6 +36,7 @@ impl Engine {
             Write::AppendAudit { id, entry } => {
                 batch.insert(&self.audit_log, id.as_str(), encode_json(entry)?)
             }
+            Write::PutApiKey(key) => batch.insert(&self.api_key, key.key_id.as_str(), encode_json(key)?),
             Write::PutReport(report) => {
                 batch.insert(&self.report, report.report_id.as_str(), encode_json(report)?);
                 batch.insert(&self.room_report, keys::pair(report.room.as_str(), &report.report_id), []);
@@ -45,6 +48,28 @@ impl Engine {
 }
 
 impl Store {
+    /// An API key's record by its id.
+    pub fn api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, StorageError> {
+        let e = self.engine()?;
+        e.api_key.get(key_id)?.map(|v| decode_json("api_key", &v)).transpose()
+    }
+
+    /// Every API key (revoked ones too), by id.
+    pub fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StorageError> {
+        let e = self.engine()?;
+        e.api_key.iter().map(|guard| decode_json("api_key", &guard.value()?)).collect()
+    }
+
+    /// Stores a key's record (new, or revoked) with its audit entry, in one write.
+    pub fn put_api_key(
+        &self,
+        key: ApiKeyRecord,
+        audit_id: String,
+        entry: AuditEntry,
+    ) -> Result<(), StorageError> {
+        self.account_write(&[Write::PutApiKey(key), Write::AppendAudit { id: audit_id, entry }])
+    }
+
     /// Whether `user` has the admin role.
     pub fn is_admin(&self, user: &UserId) -> Result<bool, StorageError> {
         Ok(self.engine()?.user_admin.get(user.as_str())?.is_some())

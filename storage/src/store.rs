@@ -167,6 +167,8 @@ pub(crate) struct Engine {
     pub(crate) room_report: Keyspace,
     /// Deleted accounts still to leave their rooms (user id → deletion time, ms).
     pub(crate) account_departure: Keyspace,
+    /// API keys (key id → `ApiKeyRecord`).
+    pub(crate) api_key: Keyspace,
     pub(crate) rooms: Keyspace,
     pub(crate) room_member: Keyspace,
     pub(crate) user_room: Keyspace,
@@ -217,6 +219,7 @@ impl Engine {
             report: open("report")?,
             room_report: open("room_report")?,
             account_departure: open("account_departure")?,
+            api_key: open("api_key")?,
             rooms: open("rooms")?,
             room_member: open("room_member")?,
             user_room: open("user_room")?,
@@ -775,6 +778,7 @@ impl Store {
                 | Write::SetSuspension { .. }
                 | Write::AppendAudit { .. }
                 | Write::PutReport(_)
+                | Write::PutApiKey(_)
                 | Write::DeleteAccount { .. }
                 | Write::AccountDeparted { .. }) => {
                     crate::admin::apply_account_write(&e, &mut batch, account, &mut raised_epochs)?;

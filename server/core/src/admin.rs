@@ -54,6 +54,20 @@ pub enum AdminAction {
         /// The room.
         room: palaver_protocol::RoomId,
     },
+    /// An API key was made (by an admin, or by an operator with the CLI).
+    CreateApiKey {
+        /// The key's id.
+        key_id: String,
+        /// Its name.
+        name: String,
+        /// What it may do.
+        scopes: Vec<crate::api_keys::Scope>,
+    },
+    /// An API key was revoked.
+    RevokeApiKey {
+        /// The key's id.
+        key_id: String,
+    },
     /// An admin resolved a report.
     ResolveReport {
         /// The report.
@@ -69,9 +83,12 @@ pub enum AdminAction {
 pub struct AuditEntry {
     /// When, ms since the Unix epoch.
     pub at: u64,
-    /// The admin who acted (`None`: an operator on the server's machine).
+    /// The admin who acted (`None`: an operator on the server's machine, or an API key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<UserId>,
+    /// The API key that acted, by id (`None`: an admin or an operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
     /// What was done.
     #[serde(flatten)]
     pub action: AdminAction,
@@ -177,6 +194,7 @@ mod tests {
         let entry = AuditEntry {
             at: 5,
             admin: Some(user("u_admin")),
+            api_key: None,
             action: AdminAction::Suspend { user: user("u_target"), reason: Some("spam".into()) },
         };
         let json = serde_json::to_value(&entry).unwrap();

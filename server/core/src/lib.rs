@@ -19,6 +19,7 @@
 //! effects (persist, broadcast, reply).
 
 pub mod admin;
+pub mod api_keys;
 mod error;
 pub mod keys;
 pub mod log_fence;

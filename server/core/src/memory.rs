@@ -173,6 +173,7 @@ impl MemoryStore {
             | Write::SetSuspension { .. }
             | Write::AppendAudit { .. }
             | Write::PutReport(_)
+            | Write::PutApiKey(_)
             | Write::AccountDeparted { .. } => {}
             Write::DeleteAccount { user, .. } => {
                 self.users.remove(user);

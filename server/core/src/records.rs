@@ -452,6 +452,8 @@ pub enum Write {
     },
     /// Store a report (new, or resolved), indexed by its room.
     PutReport(crate::reports::ReportRecord),
+    /// Store an API key's record (new, or revoked).
+    PutApiKey(crate::api_keys::ApiKeyRecord),
     /// A shared file's metadata.
     PutFile(FileRecord),
     /// A file's metadata goes (its message was deleted): downloads stop.
@@ -504,6 +506,7 @@ impl Write {
             | Write::SetSuspension { .. }
             | Write::AppendAudit { .. }
             | Write::PutReport(_)
+            | Write::PutApiKey(_)
             | Write::DeleteAccount { .. }
             | Write::AccountDeparted { .. }
             | Write::PutFile(_)

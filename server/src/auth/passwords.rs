@@ -20,10 +20,11 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 }
 
 /// Checks a password against a user's hash, or burns the same time against a dummy hash
-/// when there is no such user, so login time does not reveal which usernames exist.
+/// when there is no such user (or the account has no password: its stored hash is none
+/// at all), so login time does not reveal which usernames exist or how they sign in.
 pub fn verify_password_or_dummy(password: &str, phc: Option<&str>) -> bool {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    match phc {
+    match phc.filter(|phc| PasswordHash::new(phc).is_ok()) {
         Some(phc) => verify_password(password, phc),
         None => {
             let dummy = DUMMY.get_or_init(|| hash_password("palaver-dummy-password").unwrap_or_default());

@@ -308,6 +308,37 @@ pub enum Command {
         #[arg(long, default_value = "./data", global = true)]
         data_dir: PathBuf,
     },
+    /// Create, list or revoke API keys for the server API, on a data directory with no
+    /// server running on it (admins manage them live at /v1/admin/api-keys).
+    ApiKey {
+        /// What to do.
+        #[command(subcommand)]
+        action: ApiKeyCommand,
+        /// The data directory [default: ./data].
+        #[arg(long, default_value = "./data", global = true)]
+        data_dir: PathBuf,
+    },
+}
+
+/// `palaver api-key`'s actions.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ApiKeyCommand {
+    /// Make a key; it is printed once, and only its SHA-256 is kept.
+    Create {
+        /// What to call it (the backend that will use it).
+        name: String,
+        /// What it may do: `users` (create users, mint their tokens), `admin` (manage
+        /// keys); repeat or separate with commas.
+        #[arg(long = "scope", value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+    },
+    /// List the keys (never their secrets).
+    List,
+    /// Revoke a key: refused from then on.
+    Revoke {
+        /// The key's id (the 16 hex digits after `pvk_`).
+        key_id: String,
+    },
 }
 
 /// `palaver admin`'s actions.

@@ -14,6 +14,7 @@ use serde_json::json;
 use super::console::admin_caller;
 use super::http::{Request, Response};
 use super::routes::{close_ended_logins, refused_response, storage_failure};
+use super::server_api::KeyManager;
 use crate::clock::now_ms;
 use crate::shard::Shard;
 
@@ -37,6 +38,8 @@ pub fn methods(path: &str) -> Option<&'static str> {
         Some((_, Some("suspend" | "unsuspend"))) => Some("POST"),
         Some(_) => None,
         None if room_delete_route(path).is_some() => Some("POST"),
+        None if path == "/v1/admin/api-keys" => Some("GET, POST"),
+        None if super::server_api::revoke_route(path, "/v1/admin/api-keys").is_some() => Some("POST"),
         None => matches!(
             path,
             "/v1/admin/stats"
@@ -71,7 +74,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
             &format!("no route for {} {}", request.method, request.path),
         );
     };
-    if request.method != allowed {
+    if !allowed.split(", ").any(|method| method == request.method) {
         let mut response = Response::error_with_status(
             405,
             ErrorCode::Invalid,
@@ -94,6 +97,13 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
         ("/v1/admin/audit", _) => audit(shard, request),
         ("/v1/admin/reports", _) => super::reports::list(shard, request, None),
         ("/v1/admin/users", _) => accounts(shard, request),
+        ("/v1/admin/api-keys", _) if request.method == "GET" => super::server_api::list_keys(&shard.shared),
+        ("/v1/admin/api-keys", _) => {
+            super::server_api::create_key(shard, request, KeyManager::Admin(caller)).await
+        }
+        (path, None) if let Some(id) = super::server_api::revoke_route(path, "/v1/admin/api-keys") => {
+            super::server_api::revoke_key(shard, id.to_owned(), KeyManager::Admin(caller)).await
+        }
         ("/v1/admin/rooms", _) => rooms(shard, request),
         (path, None) if let Some(room) = room_delete_route(path) => match RoomId::parse(room) {
             Ok(room) => delete_room(shard, caller, room).await,
@@ -261,6 +271,7 @@ async fn suspend(shard: &Rc<Shard>, request: &Request, admin: UserId, user: User
     let entry = AuditEntry {
         at: suspension.at,
         admin: Some(admin),
+        api_key: None,
         action: AdminAction::Suspend { user: user.clone(), reason: suspension.reason.clone() },
     };
     let worker = shard.shared.clone();
@@ -293,6 +304,7 @@ async fn unsuspend(shard: &Rc<Shard>, admin: UserId, user: UserId) -> Response {
     let entry = AuditEntry {
         at: now_ms(),
         admin: Some(admin),
+        api_key: None,
         action: AdminAction::Unsuspend { user: user.clone() },
     };
     let worker = shard.shared.clone();
@@ -322,6 +334,7 @@ async fn delete_room(shard: &Rc<Shard>, admin: UserId, room: RoomId) -> Response
     let entry = AuditEntry {
         at: now_ms(),
         admin: Some(admin.clone()),
+        api_key: None,
         action: AdminAction::DeleteRoom { room: room.clone() },
     };
     let worker = shard.shared.clone();

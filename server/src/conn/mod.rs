@@ -12,6 +12,7 @@ pub mod http;
 pub mod quic_session;
 mod reports;
 mod routes;
+pub mod server_api;
 pub mod socket;
 pub mod tls;
 pub mod web_page;

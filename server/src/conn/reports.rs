@@ -252,6 +252,7 @@ async fn resolve(
         let entry = AuditEntry {
             at: resolution.map_or_else(now_ms, |r| r.at),
             admin: Some(caller.clone()),
+            api_key: None,
             action: AdminAction::ResolveReport {
                 report_id: resolved.report_id.clone(),
                 note: resolution.and_then(|r| r.note.clone()),

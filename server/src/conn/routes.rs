@@ -76,6 +76,7 @@ pub fn methods(path: &str, web_page: bool) -> Option<&'static str> {
         "/healthz" | "/readyz" | "/metrics" | "/v1/replica/digest" | "/v1/ws" => Some("GET"),
         p if p.starts_with("/v1/files/") => Some("GET"),
         p if p.starts_with("/v1/admin/") => super::admin::methods(p),
+        p if p.starts_with("/v1/server/") => super::server_api::methods(p),
         "/v1/account/delete" => Some("POST"),
         p if p.starts_with("/v1/account/") => super::account_export::methods(p),
         p if p.starts_with("/v1/reports") || p.starts_with("/v1/rooms/") => super::reports::methods(p),
@@ -106,6 +107,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
         ("POST", "/v1/account/delete") => super::account_deletion::handle(shard, request, peer).await,
         (_, "/v1/account/delete") => method_not_allowed("POST"),
         (_, path) if path.starts_with("/v1/admin/") => super::admin::handle(shard, request).await,
+        (_, path) if path.starts_with("/v1/server/") => super::server_api::handle(shard, request).await,
         (method, path) if let Some(allowed) = super::account_export::methods(path) => {
             if method == allowed {
                 super::account_export::handle(shard, request).await
@@ -244,7 +246,7 @@ pub(super) fn parse_json<'a, T: Deserialize<'a>>(request: &'a Request) -> Result
         .map_err(|e| Response::error(ErrorCode::Invalid, &format!("invalid JSON body: {e}")))
 }
 
-fn check_password(password: &str) -> Result<(), Response> {
+pub(super) fn check_password(password: &str) -> Result<(), Response> {
     if limits::PASSWORD_BYTES.contains(&password.len()) {
         Ok(())
     } else {
@@ -264,7 +266,7 @@ pub fn refused_response(refused: Refused) -> Response {
     }
 }
 
-fn throttled(retry_after_ms: u64) -> Response {
+pub(super) fn throttled(retry_after_ms: u64) -> Response {
     Response::error_with_retry(ErrorCode::RateLimited, "too many sign-in attempts; slow down", retry_after_ms)
 }
 
@@ -273,14 +275,10 @@ async fn register(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAd
         Ok(c) => c,
         Err(response) => return response,
     };
-    let username = match Username::parse(&credentials.username) {
+    let username = match new_username(&credentials.username) {
         Ok(name) => name,
-        Err(e) => return Response::error(ErrorCode::Invalid, &e.to_string()),
+        Err(response) => return response,
     };
-    if limits::RESERVED_USERNAMES.contains(&username.as_str()) {
-        let message = format!("username {username} is reserved: @{username} mentions many members");
-        return Response::error(ErrorCode::Invalid, &message);
-    }
     if let Err(response) = check_password(&credentials.password) {
         return response;
     }
@@ -294,25 +292,52 @@ async fn register(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAd
         .run(move || -> Result<(UserId, String, String), StorageError> {
             let hash = hash_password(&credentials.password)
                 .map_err(|e| StorageError::Corrupt { partition: "password", detail: e.to_string() })?;
-            let user_id = crate::ids::user_id();
-            let record = UserRecord {
-                user_id: user_id.clone(),
-                username: username.to_string(),
-                password_hash: hash,
-                created_ms: now_ms(),
-            };
-            worker.store.create_user(&record)?;
+            let user_id = create_account(&worker, &username, hash)?;
             let (access, refresh) = start_token_family(&worker, &user_id, 0)?;
             Ok((user_id, access, refresh))
         })
         .await;
     match outcome {
         Ok(Ok((user_id, access, refresh))) => tokens_response(shared, 201, Some(&user_id), &access, &refresh),
-        Ok(Err(StorageError::UsernameTaken)) => {
+        Ok(Err(e)) => account_refused(&e),
+        Err(refused) => refused_response(refused),
+    }
+}
+
+/// A username a new account may take (a valid one, not reserved), or the answer why not.
+pub(super) fn new_username(name: &str) -> Result<Username, Response> {
+    let username = Username::parse(name).map_err(|e| Response::error(ErrorCode::Invalid, &e.to_string()))?;
+    if limits::RESERVED_USERNAMES.contains(&username.as_str()) {
+        let message = format!("username {username} is reserved: @{username} mentions many members");
+        return Err(Response::error(ErrorCode::Invalid, &message));
+    }
+    Ok(username)
+}
+
+/// Stores a new account (in a cluster, through the username's fence in the log).
+pub(super) fn create_account(
+    shared: &Shared,
+    username: &Username,
+    password_hash: String,
+) -> Result<UserId, StorageError> {
+    let user_id = crate::ids::user_id();
+    let record = UserRecord {
+        user_id: user_id.clone(),
+        username: username.to_string(),
+        password_hash,
+        created_ms: now_ms(),
+    };
+    shared.store.create_user(&record)?;
+    Ok(user_id)
+}
+
+/// The answer to an account that could not be stored.
+pub(super) fn account_refused(e: &StorageError) -> Response {
+    match e {
+        StorageError::UsernameTaken => {
             Response::error(ErrorCode::Conflict, "username is taken, or looks too much like one that is")
         }
-        Ok(Err(e)) => storage_failure(&e),
-        Err(refused) => refused_response(refused),
+        e => storage_failure(e),
     }
 }
 
@@ -601,7 +626,11 @@ async fn change_password(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> 
 
 /// A new login in session `epoch`: a fresh token family with its first refresh token and
 /// an access token.
-fn start_token_family(shared: &Shared, user: &UserId, epoch: u64) -> Result<(String, String), StorageError> {
+pub(super) fn start_token_family(
+    shared: &Shared,
+    user: &UserId,
+    epoch: u64,
+) -> Result<(String, String), StorageError> {
     let family = crate::ids::secret_token();
     let refresh = crate::ids::secret_token();
     let now = now_ms();

@@ -1,0 +1,374 @@
+//! The server API (`/v1/server/…`): what a product's backend calls with an API key
+//! (`Authorization: Bearer pvk_…`) — create users and mint their access tokens, manage
+//! API keys — and the admin role's key management (`/v1/admin/api-keys…`). Each request
+//! is checked against the key's scopes and limited per key; every key made or revoked is
+//! written with its audit entry in one write.
+
+use std::rc::Rc;
+
+use palaver_core::admin::{AdminAction, AuditEntry};
+use palaver_core::api_keys::{self, ApiKeyRecord, ApiKeyRefusal, Scope};
+use palaver_protocol::{ErrorCode, UserId};
+use rand::Rng as _;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::http::{Request, Response};
+use super::routes::{
+    account_refused, check_password, create_account, method_not_allowed, new_username, parse_json,
+    refused_response, start_token_family, storage_failure,
+};
+use crate::clock::now_ms;
+use crate::shard::Shard;
+use crate::shared::Shared;
+
+/// What an account made without a password holds for its password hash: no password
+/// matches it, so it signs in only with tokens its backend mints.
+const NO_PASSWORD: &str = "!no-password";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    username: String,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewApiKey {
+    name: String,
+    scopes: Vec<String>,
+}
+
+/// Who manages a key: an admin (with a token or the console) or another API key.
+pub enum KeyManager {
+    /// An admin.
+    Admin(UserId),
+    /// An API key with the `admin` scope, by id.
+    Key(String),
+}
+
+impl KeyManager {
+    fn audit(&self, action: AdminAction) -> AuditEntry {
+        let (admin, api_key) = match self {
+            KeyManager::Admin(user) => (Some(user.clone()), None),
+            KeyManager::Key(id) => (None, Some(id.clone())),
+        };
+        AuditEntry { at: now_ms(), admin, api_key, action }
+    }
+
+    fn user(&self) -> Option<UserId> {
+        match self {
+            KeyManager::Admin(user) => Some(user.clone()),
+            KeyManager::Key(_) => None,
+        }
+    }
+}
+
+/// The API key a request carries, checked for `needed` and against the key's limit.
+pub fn key_caller(shared: &Shared, request: &Request, needed: Scope) -> Result<ApiKeyRecord, Response> {
+    let Some(key) = request.bearer().map(|k| k.trim_matches([' ', '\t'])) else {
+        return Err(Response::error(
+            ErrorCode::Unauthorized,
+            "Authorization: Bearer pvk_… (an API key) required",
+        ));
+    };
+    let Some((key_id, secret)) = api_keys::split(key) else {
+        return Err(refusal(&ApiKeyRefusal::Invalid));
+    };
+    let record = match shared.store.api_key(key_id) {
+        Ok(Some(record)) => record,
+        Ok(None) => return Err(refusal(&ApiKeyRefusal::Invalid)),
+        Err(e) => return Err(storage_failure(&e)),
+    };
+    let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    api_keys::admit(&record, &presented, needed).map_err(|e| refusal(&e))?;
+    if let Err(wait) = shared.spam.api_request(key_id, now_ms()) {
+        return Err(Response::error_with_retry(
+            ErrorCode::RateLimited,
+            "too many requests with this API key",
+            wait,
+        ));
+    }
+    Ok(record)
+}
+
+fn refusal(refused: &ApiKeyRefusal) -> Response {
+    let code = match refused {
+        ApiKeyRefusal::Invalid | ApiKeyRefusal::Revoked => ErrorCode::Unauthorized,
+        ApiKeyRefusal::MissingScope(_) => ErrorCode::Forbidden,
+        ApiKeyRefusal::RevokedAlready => ErrorCode::Conflict,
+        _ => ErrorCode::Invalid,
+    };
+    Response::error(code, &refused.to_string())
+}
+
+/// `/v1/server/users/{id}` and `/v1/server/users/{id}/{action}`, split.
+fn user_route(path: &str) -> Option<(&str, Option<&str>)> {
+    let rest = path.strip_prefix("/v1/server/users/")?;
+    match rest.split_once('/') {
+        Some((user, action)) => Some((user, Some(action))),
+        None => Some((rest, None)),
+    }
+}
+
+/// `…/api-keys/{id}/revoke` → the id.
+pub fn revoke_route<'p>(path: &'p str, base: &str) -> Option<&'p str> {
+    path.strip_prefix(base)?.strip_prefix('/')?.strip_suffix("/revoke").filter(|id| !id.contains('/'))
+}
+
+/// The method of a server API route (`None`: no such route).
+pub fn methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/v1/server/users" => Some("POST"),
+        "/v1/server/api-keys" => Some("GET, POST"),
+        p if revoke_route(p, "/v1/server/api-keys").is_some() => Some("POST"),
+        p => match user_route(p) {
+            Some((_, None)) => Some("GET"),
+            Some((_, Some("tokens"))) => Some("POST"),
+            _ => None,
+        },
+    }
+}
+
+/// Answers a server API route.
+pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
+    let Some(allowed) = methods(&request.path) else {
+        return Response::error(
+            ErrorCode::NotFound,
+            &format!("no route for {} {}", request.method, request.path),
+        );
+    };
+    if !allowed.split(", ").any(|m| m == request.method) {
+        return method_not_allowed(allowed);
+    }
+    let shared = &shard.shared;
+    let path = request.path.as_str();
+    if path == "/v1/server/api-keys" || revoke_route(path, "/v1/server/api-keys").is_some() {
+        let key = match key_caller(shared, request, Scope::Admin) {
+            Ok(key) => key,
+            Err(response) => return response,
+        };
+        let manager = KeyManager::Key(key.key_id);
+        return match (request.method.as_str(), revoke_route(path, "/v1/server/api-keys")) {
+            ("GET", _) => list_keys(shared),
+            (_, Some(id)) => revoke_key(shard, id.to_owned(), manager).await,
+            _ => create_key(shard, request, manager).await,
+        };
+    }
+    if let Err(response) = key_caller(shared, request, Scope::Users) {
+        return response;
+    }
+    match user_route(path) {
+        None => create_user(shard, request).await,
+        Some((user, action)) => {
+            let Ok(user) = UserId::parse(user) else {
+                return Response::error(ErrorCode::Invalid, "not a user id");
+            };
+            match action {
+                None => user_view(shared, &user),
+                _ => mint_token(shard, &user).await,
+            }
+        }
+    }
+}
+
+/// `POST /v1/server/users` `{"username","password"?}`: a new account. Without a password
+/// it signs in only with tokens minted for it.
+async fn create_user(shard: &Rc<Shard>, request: &Request) -> Response {
+    let body: NewUser = match parse_json(request) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let username = match new_username(&body.username) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    if let Some(password) = &body.password
+        && let Err(response) = check_password(password)
+    {
+        return response;
+    }
+    let worker = shard.shared.clone();
+    let name = username.clone();
+    let outcome = shard
+        .shared
+        .lanes
+        .passwords
+        .run(move || {
+            let hash = match &body.password {
+                Some(password) => crate::auth::hash_password(password).map_err(|e| {
+                    palaver_storage::StorageError::Corrupt { partition: "password", detail: e.to_string() }
+                })?,
+                None => NO_PASSWORD.to_owned(),
+            };
+            create_account(&worker, &name, hash)
+        })
+        .await;
+    match outcome {
+        Ok(Ok(user_id)) => Response::json(201, &json!({ "user_id": user_id, "username": username.as_str() })),
+        Ok(Err(e)) => account_refused(&e),
+        Err(refused) => refused_response(refused),
+    }
+}
+
+/// `GET /v1/server/users/{id}`: the account.
+fn user_view(shared: &Shared, user: &UserId) -> Response {
+    let store = &shared.store;
+    let read = || -> Result<Option<serde_json::Value>, palaver_storage::StorageError> {
+        let Some(record) = store.user(user)? else { return Ok(None) };
+        Ok(Some(json!({
+            "user_id": record.user_id,
+            "username": record.username,
+            "created_ms": record.created_ms,
+            "has_password": record.password_hash != NO_PASSWORD,
+            "suspended": store.suspension(user)?,
+        })))
+    };
+    match read() {
+        Ok(Some(body)) => Response::json(200, &body),
+        Ok(None) => Response::error(ErrorCode::NotFound, "no such user"),
+        Err(e) => storage_failure(&e),
+    }
+}
+
+/// `POST /v1/server/users/{id}/tokens`: an access token for the user, in a login of its
+/// own (ended like any other: logout, log out everywhere, a suspension).
+async fn mint_token(shard: &Rc<Shard>, user: &UserId) -> Response {
+    let worker = shard.shared.clone();
+    let user = user.clone();
+    let outcome = shard
+        .shared
+        .lanes
+        .accounts
+        .run(move || -> Result<Result<String, Response>, palaver_storage::StorageError> {
+            if worker.store.user(&user)?.is_none() {
+                return Ok(Err(Response::error(ErrorCode::NotFound, "no such user")));
+            }
+            if worker.store.suspension(&user)?.is_some() {
+                return Ok(Err(Response::error(ErrorCode::Forbidden, "this account is suspended")));
+            }
+            let epoch = worker.store.session_epoch(&user)?.epoch;
+            let (access, _refresh) = start_token_family(&worker, &user, epoch)?;
+            Ok(Ok(access))
+        })
+        .await;
+    match outcome {
+        Ok(Ok(Ok(access))) => Response::json(
+            200,
+            &json!({ "access_token": access, "expires_in": shard.shared.tokens.access_ttl_secs() }),
+        ),
+        Ok(Ok(Err(refused))) => refused,
+        Ok(Err(e)) => storage_failure(&e),
+        Err(refused) => refused_response(refused),
+    }
+}
+
+/// A new key (random id and secret) named `name`, made by `by` (`None`: an operator).
+pub fn mint_key(name: &str, scopes: &[Scope], by: Option<UserId>) -> Result<api_keys::NewKey, ApiKeyRefusal> {
+    let (id, secret): ([u8; 8], [u8; 32]) = (rand::rng().random(), rand::rng().random());
+    let sha256 = |bytes: &[u8]| -> [u8; 32] { Sha256::digest(bytes).into() };
+    api_keys::mint(id, secret, name, scopes, by, now_ms(), sha256)
+}
+
+/// Every API key, revoked ones too (never a secret, nor its hash).
+pub fn list_keys(shared: &Shared) -> Response {
+    match shared.store.api_keys() {
+        Ok(keys) => {
+            Response::json(200, &json!({ "api_keys": keys.iter().map(public_view).collect::<Vec<_>>() }))
+        }
+        Err(e) => storage_failure(&e),
+    }
+}
+
+fn public_view(key: &ApiKeyRecord) -> serde_json::Value {
+    json!({
+        "key_id": key.key_id,
+        "name": key.name,
+        "scopes": key.scopes,
+        "created_ms": key.created_ms,
+        "created_by": key.created_by,
+        "revoked_ms": key.revoked_ms,
+    })
+}
+
+/// `POST …/api-keys` `{"name","scopes"}`: a new key, shown once in the answer.
+pub async fn create_key(shard: &Rc<Shard>, request: &Request, manager: KeyManager) -> Response {
+    let body: NewApiKey = match parse_json(request) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let Some(scopes) = body.scopes.iter().map(|s| Scope::parse(s)).collect::<Option<Vec<_>>>() else {
+        return refusal(&ApiKeyRefusal::BadScopes);
+    };
+    let new = match mint_key(&body.name, &scopes, manager.user()) {
+        Ok(new) => new,
+        Err(refused) => return refusal(&refused),
+    };
+    let entry = manager.audit(AdminAction::CreateApiKey {
+        key_id: new.record.key_id.clone(),
+        name: new.record.name.clone(),
+        scopes: new.record.scopes.clone(),
+    });
+    let answer = json!({ "key": new.key, "api_key": public_view(&new.record) });
+    let worker = shard.shared.clone();
+    let record = new.record;
+    let outcome = shard
+        .shared
+        .lanes
+        .accounts
+        .run(move || worker.store.put_api_key(record, crate::ids::audit_id(), entry))
+        .await;
+    match outcome {
+        Ok(Ok(())) => Response::json(201, &answer),
+        Ok(Err(e)) => storage_failure(&e),
+        Err(refused) => refused_response(refused),
+    }
+}
+
+/// `POST …/api-keys/{id}/revoke`: the key is refused from now on.
+pub async fn revoke_key(shard: &Rc<Shard>, key_id: String, manager: KeyManager) -> Response {
+    let record = match shard.shared.store.api_key(&key_id) {
+        Ok(Some(record)) => record,
+        Ok(None) => return Response::error(ErrorCode::NotFound, "no such API key"),
+        Err(e) => return storage_failure(&e),
+    };
+    let revoked = match api_keys::revoke(&record, now_ms()) {
+        Ok(revoked) => revoked,
+        Err(refused) => return refusal(&refused),
+    };
+    let entry = manager.audit(AdminAction::RevokeApiKey { key_id });
+    let answer = json!({ "api_key": public_view(&revoked) });
+    let worker = shard.shared.clone();
+    let outcome = shard
+        .shared
+        .lanes
+        .accounts
+        .run(move || worker.store.put_api_key(revoked, crate::ids::audit_id(), entry))
+        .await;
+    match outcome {
+        Ok(Ok(())) => Response::json(200, &answer),
+        Ok(Err(e)) => storage_failure(&e),
+        Err(refused) => refused_response(refused),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_recognised_exactly() {
+        assert_eq!(methods("/v1/server/users"), Some("POST"));
+        assert_eq!(methods("/v1/server/users/u_abc"), Some("GET"));
+        assert_eq!(methods("/v1/server/users/u_abc/tokens"), Some("POST"));
+        assert_eq!(methods("/v1/server/users/u_abc/other"), None);
+        assert_eq!(methods("/v1/server/api-keys"), Some("GET, POST"));
+        assert_eq!(methods("/v1/server/api-keys/0123/revoke"), Some("POST"));
+        assert_eq!(methods("/v1/server/api-keys/a/b/revoke"), None);
+        assert_eq!(methods("/v1/server/nothing"), None);
+        assert_eq!(revoke_route("/v1/admin/api-keys/k1/revoke", "/v1/admin/api-keys"), Some("k1"));
+    }
+}

@@ -1,0 +1,205 @@
+//! The server API with the real binary, as a product's backend uses it: an operator makes
+//! an API key with `palaver api-key`; the backend creates users (with or without a
+//! password) and mints their access tokens, which sign in like any; keys are checked for
+//! their scopes, refused once revoked, managed by admins and by `admin`-scoped keys, and
+//! every key made or revoked is in the audit log. No secret is stored.
+#![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use palaver_e2e::{Client, Server, http, palaver_bin, post_json, register};
+use palaver_protocol::{Codec, Op, ReplyBody};
+use serde_json::{Value, json};
+
+/// Runs `palaver api-key ARGS --data-dir DIR`: (success, stdout + stderr).
+fn api_key_cli(data_dir: &Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new(palaver_bin())
+        .arg("api-key")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// A request with a bearer credential: (status, JSON body).
+fn call(addr: SocketAddr, method: &str, path: &str, bearer: &str, body: Option<Value>) -> (u16, Value) {
+    let auth = format!("Bearer {bearer}");
+    let body = body.map(|b| b.to_string());
+    let (status, text) = http(
+        addr,
+        method,
+        path,
+        body.as_deref(),
+        &[("authorization", &auth), ("content-type", "application/json")],
+    );
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn code(answer: &(u16, Value)) -> (u16, &str) {
+    (answer.0, answer.1["error"]["code"].as_str().unwrap_or(""))
+}
+
+/// Whether any file under `dir` holds `needle`.
+fn on_disk(dir: &Path, needle: &str) -> bool {
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if std::fs::read(&path)
+                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn a_backend_creates_users_and_mints_their_tokens_with_an_api_key() {
+    let mut server = Server::start(&[]);
+    let admin = register(server.addr, "root");
+    server.terminate();
+
+    // The operator's CLI, offline.
+    let (ok, text) = api_key_cli(server.data_dir(), &["create", "billing backend", "--scope", "users"]);
+    assert!(ok, "{text}");
+    let users_key = text.lines().last().unwrap().trim().to_owned();
+    assert!(users_key.starts_with("pvk_"), "{text}");
+    let (ok, text) = api_key_cli(server.data_dir(), &["create", "x", "--scope", "root"]);
+    assert!(!ok && text.contains("scopes"), "{text}");
+    let (ok, text) = api_key_cli(server.data_dir(), &["list"]);
+    assert!(ok && text.contains("billing backend [users]") && !text.contains(&users_key[21..]), "{text}");
+    let (ok, text) = Command::new(palaver_bin())
+        .args(["admin", "grant", "root", "--data-dir"])
+        .arg(server.data_dir())
+        .output()
+        .map(|o| (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned()))
+        .unwrap();
+    assert!(ok, "{text}");
+    server.restart();
+    let addr = server.addr;
+
+    // Who may call: a valid key only.
+    assert_eq!(http(addr, "POST", "/v1/server/users", Some("{}"), &[]).0, 401);
+    for wrong in [
+        admin.access_token.as_str(),
+        "pvk_nothing",
+        &format!("{}0", &users_key[..users_key.len() - 1]),
+        "pvk_0000000000000000_0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
+        assert_eq!(
+            code(&call(addr, "POST", "/v1/server/users", wrong, Some(json!({})))),
+            (401, "unauthorized")
+        );
+    }
+    assert_eq!(http(addr, "DELETE", "/v1/server/users", None, &[]).0, 405);
+
+    // Users: made, refused when they cannot be, read back.
+    let created = call(addr, "POST", "/v1/server/users", &users_key, Some(json!({"username": "carol"})));
+    assert_eq!(created.0, 201, "{:?}", created.1);
+    let carol = created.1["user_id"].as_str().unwrap().to_owned();
+    let refusals = [
+        (json!({"username": "carol"}), (409, "conflict")),
+        (json!({"username": "x"}), (400, "invalid")),
+        (json!({"username": "everyone"}), (400, "invalid")),
+        (json!({"username": "dave", "password": "short"}), (400, "invalid")),
+        (json!({"username": "dave", "admin": true}), (400, "invalid")),
+    ];
+    for (body, expected) in refusals {
+        assert_eq!(
+            code(&call(addr, "POST", "/v1/server/users", &users_key, Some(body.clone()))),
+            expected,
+            "{body}"
+        );
+    }
+    let with_password = json!({"username": "dave", "password": "password-123"});
+    assert_eq!(call(addr, "POST", "/v1/server/users", &users_key, Some(with_password)).0, 201);
+    assert_eq!(
+        post_json(addr, "/v1/auth/login", &json!({"username": "dave", "password": "password-123"})).0,
+        200
+    );
+    let read = call(addr, "GET", &format!("/v1/server/users/{carol}"), &users_key, None);
+    assert_eq!((read.0, &read.1["username"], &read.1["has_password"]), (200, &json!("carol"), &json!(false)));
+    assert_eq!(code(&call(addr, "GET", "/v1/server/users/u_nobody", &users_key, None)).0, 404);
+    assert_eq!(code(&call(addr, "GET", "/v1/server/users/nope!", &users_key, None)).0, 400);
+
+    // Carol has no password: she signs in with the token her backend mints.
+    let any_password = json!({"username": "carol", "password": "password-123"});
+    assert_eq!(post_json(addr, "/v1/auth/login", &any_password).0, 401);
+    let minted = call(addr, "POST", &format!("/v1/server/users/{carol}/tokens"), &users_key, None);
+    assert_eq!(minted.0, 200, "{:?}", minted.1);
+    let token = minted.1["access_token"].as_str().unwrap().to_owned();
+    let mut socket = Client::connect(addr, Codec::Json);
+    assert!(matches!(socket.request(Op::Auth { token: token.clone() }), ReplyBody::Ok(_)));
+    assert_eq!(code(&call(addr, "POST", "/v1/server/users/u_nobody/tokens", &users_key, None)).0, 404);
+    // A minted token is a login like any: logging out everywhere ends it.
+    assert_eq!(call(addr, "POST", "/v1/auth/logout-all", &token, None).0, 200);
+    let mut again = Client::connect(addr, Codec::Json);
+    assert!(matches!(again.request(Op::Auth { token }), ReplyBody::Err(_)));
+
+    // Keys: the users key cannot manage keys; an admin makes an admin-scoped one.
+    assert_eq!(code(&call(addr, "GET", "/v1/server/api-keys", &users_key, None)), (403, "forbidden"));
+    let made = call(
+        addr,
+        "POST",
+        "/v1/admin/api-keys",
+        &admin.access_token,
+        Some(json!({"name": "ops", "scopes": ["admin"]})),
+    );
+    assert_eq!(made.0, 201, "{:?}", made.1);
+    let admin_key = made.1["key"].as_str().unwrap().to_owned();
+    let bad = call(
+        addr,
+        "POST",
+        "/v1/admin/api-keys",
+        &admin.access_token,
+        Some(json!({"name": "", "scopes": ["admin"]})),
+    );
+    assert_eq!(code(&bad), (400, "invalid"));
+    let listed = call(addr, "GET", "/v1/server/api-keys", &admin_key, None);
+    assert_eq!(listed.1["api_keys"].as_array().unwrap().len(), 2, "{:?}", listed.1);
+    assert!(!listed.1.to_string().contains("sha256"), "no hash is listed");
+    let users_key_id = &users_key[4..20];
+    let revoked = call(addr, "POST", &format!("/v1/server/api-keys/{users_key_id}/revoke"), &admin_key, None);
+    assert_eq!(revoked.0, 200, "{:?}", revoked.1);
+    assert_eq!(
+        code(&call(addr, "POST", &format!("/v1/server/api-keys/{users_key_id}/revoke"), &admin_key, None)),
+        (409, "conflict")
+    );
+    let after = call(addr, "POST", "/v1/server/users", &users_key, Some(json!({"username": "erin"})));
+    assert_eq!((after.0, after.1["error"]["message"].as_str()), (401, Some("this API key was revoked")));
+
+    // All of it audited, naming who acted: the operator, the admin, the key.
+    let audit = call(addr, "GET", "/v1/admin/audit", &admin.access_token, None).1;
+    let keyed: Vec<(String, Value, Value)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap().ends_with("api_key"))
+        .map(|e| (e["action"].as_str().unwrap().to_owned(), e["admin"].clone(), e["api_key"].clone()))
+        .collect();
+    let admin_key_id = &admin_key[4..20];
+    assert_eq!(
+        keyed,
+        [
+            ("create_api_key".to_owned(), Value::Null, Value::Null),
+            ("create_api_key".to_owned(), json!(admin.user_id), Value::Null),
+            ("revoke_api_key".to_owned(), Value::Null, json!(admin_key_id)),
+        ]
+    );
+
+    // No secret is kept: only its SHA-256.
+    server.terminate();
+    for key in [&users_key, &admin_key] {
+        assert!(!on_disk(server.data_dir(), &key[21..]), "a key's secret is on disk");
+    }
+}
