@@ -2,7 +2,9 @@
 //! an API key with `palaver api-key`; the backend creates users (with or without a
 //! password) and mints their access tokens, which sign in like any; keys are checked for
 //! their scopes, refused once revoked, managed by admins and by `admin`-scoped keys, and
-//! every key made or revoked is in the audit log. No secret is stored.
+//! every key made or revoked is in the audit log. No secret is stored. A backend acts in
+//! rooms as its users (a bot posts exactly once per `cid`, its message fanned out to a
+//! socket), under the same rules as a socket and its key's scopes.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::net::SocketAddr;
@@ -202,4 +204,75 @@ fn a_backend_creates_users_and_mints_their_tokens_with_an_api_key() {
     for key in [&users_key, &admin_key] {
         assert!(!on_disk(server.data_dir(), &key[21..]), "a key's secret is on disk");
     }
+}
+
+#[test]
+fn a_backend_acts_in_rooms_as_its_users_with_the_same_rules_as_a_socket() {
+    let mut server = Server::start(&[]);
+    server.terminate();
+    let key_with = |scopes: &str| {
+        let (ok, text) = api_key_cli(server.data_dir(), &["create", scopes, "--scope", scopes]);
+        assert!(ok, "{text}");
+        text.lines().last().unwrap().trim().to_owned()
+    };
+    let (all, publish_only) = (key_with("users,rooms,publish"), key_with("publish"));
+    server.restart();
+    let addr = server.addr;
+    let user = |name: &str| {
+        let made = call(addr, "POST", "/v1/server/users", &all, Some(json!({"username": name})));
+        assert_eq!(made.0, 201, "{:?}", made.1);
+        made.1["user_id"].as_str().unwrap().to_owned()
+    };
+    let (alice, bot) = (user("alice"), user("helperbot"));
+    let act = |key: &str, who: &str, op: Value| {
+        call(addr, "POST", &format!("/v1/server/users/{who}/ops"), key, Some(op))
+    };
+
+    // Alice's room, made by her backend; the bot joins it.
+    let created = act(&all, &alice, json!({"op": "room.create", "name": "support", "kind": "public"}));
+    assert_eq!(created.0, 200, "{:?}", created.1);
+    let room = created.1["ok"]["room"]["room_id"].as_str().unwrap().to_owned();
+    assert_eq!(act(&all, &bot, json!({"op": "join", "room": room})).0, 200);
+
+    // Alice is online in a socket; the bot posts through the server API, exactly once.
+    let minted = call(addr, "POST", &format!("/v1/server/users/{alice}/tokens"), &all, None);
+    let mut socket = Client::connect(addr, Codec::Json);
+    assert!(matches!(
+        socket.request(Op::Auth { token: minted.1["access_token"].as_str().unwrap().to_owned() }),
+        ReplyBody::Ok(_)
+    ));
+    socket.join(&palaver_protocol::RoomId::parse(&room).unwrap(), None);
+    let post = json!({"op": "send", "room": room, "cid": "order-4411", "text": "your order shipped"});
+    let sent = act(&publish_only, &bot, post.clone());
+    assert_eq!(sent.0, 200, "{:?}", sent.1);
+    let seq = sent.1["ok"]["seq"].as_u64().unwrap();
+    let again = act(&publish_only, &bot, post);
+    assert_eq!(
+        (again.1["ok"]["seq"].as_u64(), again.1["ok"]["duplicate"].as_bool()),
+        (Some(seq), Some(true))
+    );
+    let seen = socket.next_message();
+    assert_eq!(
+        (seen.seq, seen.sender.as_str(), seen.text.as_str()),
+        (seq, bot.as_str(), "your order shipped")
+    );
+    let history = act(&publish_only, &bot, json!({"op": "history", "room": room}));
+    assert_eq!(history.1["ok"]["messages"][0]["text"], "your order shipped", "{:?}", history.1);
+
+    // The same rules as a socket, and the key's scopes.
+    let not_member = act(&all, &alice, json!({"op": "send", "room": "r_nowhere", "cid": "x1", "text": "hi"}));
+    assert_eq!(code(&not_member).0, 404, "{:?}", not_member.1);
+    assert_eq!(
+        code(&act(&publish_only, &alice, json!({"op": "room.create", "name": "x", "kind": "public"}))),
+        (403, "forbidden")
+    );
+    assert_eq!(code(&act(&all, &alice, json!({"op": "typing.start", "room": room}))), (400, "invalid"));
+    assert_eq!(code(&act(&all, &alice, json!({"op": "send", "room": room}))), (400, "invalid"));
+    assert_eq!(code(&act(&all, &alice, json!({"id": 7, "op": "history", "room": room}))), (400, "invalid"));
+    assert_eq!(code(&act(&all, "u_nobody", json!({"op": "history", "room": room}))), (404, "not_found"));
+    let long = "x".repeat(20_000);
+    assert_eq!(
+        code(&act(&all, &bot, json!({"op": "send", "room": room, "cid": "x2", "text": long}))),
+        (413, "too_large")
+    );
 }

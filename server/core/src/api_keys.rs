@@ -25,13 +25,17 @@ pub const MAX_NAME_CHARS: usize = 64;
 pub enum Scope {
     /// Create and read users; mint their access tokens.
     Users,
+    /// Act in rooms as a user: create and govern rooms, join, invite, moderate.
+    Rooms,
+    /// Post as a user: send, edit, delete, react, pin.
+    Publish,
     /// Manage API keys.
     Admin,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Scope; 2] = [Scope::Users, Scope::Admin];
+    pub const ALL: [Scope; 4] = [Scope::Users, Scope::Rooms, Scope::Publish, Scope::Admin];
 
     /// The scope named `name` (`users`, `rooms`, `publish`, `admin`).
     pub fn parse(name: &str) -> Option<Scope> {
@@ -42,6 +46,8 @@ impl Scope {
     pub fn name(self) -> &'static str {
         match self {
             Scope::Users => "users",
+            Scope::Rooms => "rooms",
+            Scope::Publish => "publish",
             Scope::Admin => "admin",
         }
     }
@@ -76,7 +82,7 @@ pub enum ApiKeyRefusal {
     #[error("a key's name is 1 to {MAX_NAME_CHARS} characters, none of them control characters")]
     BadName,
     /// No scope, or an unknown one.
-    #[error("give the key's scopes: one or both of users, admin")]
+    #[error("give the key's scopes: one or more of users, rooms, publish, admin")]
     BadScopes,
     /// Not a key, an unknown key or a wrong secret: told apart to no one.
     #[error("not a valid API key")]
@@ -90,6 +96,22 @@ pub enum ApiKeyRefusal {
     /// Revoking a key revoked already.
     #[error("this API key is revoked already")]
     RevokedAlready,
+}
+
+/// Which scopes may carry out the op named `op` as a user through the server API: reads
+/// of a room go with either room scope; ops that need a socket (auth, sync, typing,
+/// presence) or concern the user's own circle (friends, blocks, keys) with none.
+pub fn scopes_for_op(op: &str) -> &'static [Scope] {
+    match op {
+        "send" | "edit" | "delete" | "react" | "unreact" | "pin" | "unpin" | "forward" => &[Scope::Publish],
+        "room.create" | "room.update" | "room.delete" | "dm.open" | "join" | "leave" | "room.invite"
+        | "invite.accept" | "invite.decline" | "kick" | "ban" | "unban" | "mute" | "unmute" | "role.set"
+        | "room.transfer" => &[Scope::Rooms],
+        "history" | "room.get" | "room.members" | "edit.list" | "pin.list" | "receipt.list" => {
+            &[Scope::Rooms, Scope::Publish]
+        }
+        _ => &[],
+    }
 }
 
 /// A key just made: its record, and the key itself, shown once.
@@ -237,6 +259,19 @@ mod tests {
         assert_eq!(make("ok", &[]).unwrap_err(), ApiKeyRefusal::BadScopes);
         assert_eq!(make("  trimmed  ", &[Scope::Admin]).unwrap().record.name, "trimmed");
         assert_eq!(Scope::parse("admin"), Some(Scope::Admin));
+        assert_eq!(Scope::parse("publish"), Some(Scope::Publish));
+    }
+
+    #[test]
+    fn ops_as_a_user_need_their_scope() {
+        assert_eq!(scopes_for_op("send"), [Scope::Publish]);
+        assert_eq!(scopes_for_op("role.set"), [Scope::Rooms]);
+        assert_eq!(scopes_for_op("history"), [Scope::Rooms, Scope::Publish]);
+        for socket_only in
+            ["auth", "sync", "typing.start", "presence.set", "friend.request", "keys.upload", "ping"]
+        {
+            assert!(scopes_for_op(socket_only).is_empty(), "{socket_only}");
+        }
         assert_eq!(Scope::parse("root"), None);
     }
 }

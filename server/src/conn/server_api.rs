@@ -1,5 +1,6 @@
 //! The server API (`/v1/server/…`): what a product's backend calls with an API key
-//! (`Authorization: Bearer pvk_…`) — create users and mint their access tokens, manage
+//! (`Authorization: Bearer pvk_…`) — create users and mint their access tokens, act in
+//! rooms as a user (the same ops, rules, idempotency and fan-out as a socket's), manage
 //! API keys — and the admin role's key management (`/v1/admin/api-keys…`). Each request
 //! is checked against the key's scopes and limited per key; every key made or revoked is
 //! written with its audit entry in one write.
@@ -8,7 +9,9 @@ use std::rc::Rc;
 
 use palaver_core::admin::{AdminAction, AuditEntry};
 use palaver_core::api_keys::{self, ApiKeyRecord, ApiKeyRefusal, Scope};
-use palaver_protocol::{ErrorCode, UserId};
+use palaver_core::owner::NewRoom;
+use palaver_core::route::Route;
+use palaver_protocol::{Codec, ErrorCode, ReplyBody, ServerFrame, UserId};
 use rand::Rng as _;
 use serde::Deserialize;
 use serde_json::json;
@@ -20,6 +23,7 @@ use super::routes::{
     refused_response, start_token_family, storage_failure,
 };
 use crate::clock::now_ms;
+use crate::mesh::RoomAction;
 use crate::shard::Shard;
 use crate::shared::Shared;
 
@@ -95,6 +99,19 @@ pub fn key_caller(shared: &Shared, request: &Request, needed: Scope) -> Result<A
     Ok(record)
 }
 
+/// The request's API key when it has one of `scopes` (the first scope's refusal if not).
+fn key_with_any(shared: &Shared, request: &Request, scopes: &[Scope]) -> Result<ApiKeyRecord, Response> {
+    let Some((first, others)) = scopes.split_first() else {
+        return Err(refusal(&ApiKeyRefusal::Invalid));
+    };
+    match key_caller(shared, request, *first) {
+        Err(refused) if refused.status == 403 && !others.is_empty() => {
+            key_with_any(shared, request, others).map_err(|_| refused)
+        }
+        answer => answer,
+    }
+}
+
 fn refusal(refused: &ApiKeyRefusal) -> Response {
     let code = match refused {
         ApiKeyRefusal::Invalid | ApiKeyRefusal::Revoked => ErrorCode::Unauthorized,
@@ -127,7 +144,7 @@ pub fn methods(path: &str) -> Option<&'static str> {
         p if revoke_route(p, "/v1/server/api-keys").is_some() => Some("POST"),
         p => match user_route(p) {
             Some((_, None)) => Some("GET"),
-            Some((_, Some("tokens"))) => Some("POST"),
+            Some((_, Some("tokens" | "ops"))) => Some("POST"),
             _ => None,
         },
     }
@@ -157,6 +174,9 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
             (_, Some(id)) => revoke_key(shard, id.to_owned(), manager).await,
             _ => create_key(shard, request, manager).await,
         };
+    }
+    if let Some((user, Some("ops"))) = user_route(path) {
+        return act_as(shard, request, user).await;
     }
     if let Err(response) = key_caller(shared, request, Scope::Users) {
         return response;
@@ -273,6 +293,88 @@ pub fn mint_key(name: &str, scopes: &[Scope], by: Option<UserId>) -> Result<api_
     api_keys::mint(id, secret, name, scopes, by, now_ms(), sha256)
 }
 
+/// Longest a user's op waits for its room's owner.
+const OP_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `POST /v1/server/users/{id}/ops` with one op as a socket would send it (`{"op":"send",
+/// "room":…,"cid":…,"text":…}`): carried out as that user, through the room's owner like
+/// the user's own, and answered `{"ok":…}` or with the op's error.
+async fn act_as(shard: &Rc<Shard>, request: &Request, user: &str) -> Response {
+    let Ok(user) = UserId::parse(user) else {
+        return Response::error(ErrorCode::Invalid, "not a user id");
+    };
+    // The frame as a socket sends it, so every field is checked as it would be there.
+    let mut frame: serde_json::Map<String, serde_json::Value> = match parse_json(request) {
+        Ok(frame) => frame,
+        Err(response) => return response,
+    };
+    if frame.contains_key("id") {
+        return Response::error(ErrorCode::Invalid, "unknown field `id`: give the op alone");
+    }
+    frame.insert("id".into(), json!(1));
+    let op = match Codec::Json.decode_client(&serde_json::to_vec(&frame).unwrap_or_default()) {
+        Ok(decoded) => decoded.op,
+        Err(e) => return Response::error(ErrorCode::Invalid, &e.message),
+    };
+    let needs = api_keys::scopes_for_op(op.name());
+    if needs.is_empty() {
+        let message = format!("`{}` is not available through the server API (it needs a socket)", op.name());
+        return Response::error(ErrorCode::Invalid, &message);
+    }
+    if let Err(response) = key_with_any(&shard.shared, request, needs) {
+        return response;
+    }
+    match (shard.shared.store.user(&user), shard.shared.store.suspension(&user)) {
+        (Ok(None), _) => return Response::error(ErrorCode::NotFound, "no such user"),
+        (_, Ok(Some(_))) => return Response::error(ErrorCode::Forbidden, "this account is suspended"),
+        (Err(e), _) | (_, Err(e)) => return storage_failure(&e),
+        (Ok(Some(_)), Ok(None)) => {}
+    }
+    let action = match palaver_core::route::route(op) {
+        Route::CreateRoom(request) => RoomAction::Create(NewRoom { id: crate::ids::room_id(), request }),
+        Route::OpenDirect(peer) if peer == user => {
+            return Response::error(ErrorCode::Invalid, "a direct room needs another user");
+        }
+        Route::OpenDirect(peer) => {
+            RoomAction::OpenDirect { room: crate::ids::dm_room_id(&user, &peer), peer }
+        }
+        Route::Room(room, op) => RoomAction::On { room, op },
+        Route::Local(_) | Route::People(..) => {
+            return Response::error(ErrorCode::Invalid, "this op is not available through the server API");
+        }
+    };
+    let (asked_as, answered) = shard.ask(user, action);
+    match monoio::time::timeout(OP_ANSWER_WAIT, answered.recv_async()).await {
+        Ok(Ok(ReplyBody::Ok(ok))) => {
+            let frame = ServerFrame::Reply { re: 0, body: ReplyBody::Ok(ok) };
+            match Codec::Json
+                .encode_server(&frame)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            {
+                Some(mut answer) => {
+                    if let Some(fields) = answer.as_object_mut() {
+                        fields.remove("re");
+                    }
+                    Response::json(200, &answer)
+                }
+                None => Response::error(ErrorCode::Internal, "the answer could not be encoded"),
+            }
+        }
+        Ok(Ok(ReplyBody::Err(e))) => match e.retry_after_ms {
+            Some(wait) => Response::error_with_retry(e.code, &e.message, wait),
+            None => Response::error(e.code, &e.message),
+        },
+        Ok(Err(_)) | Err(_) => {
+            shard.route_waiters.borrow_mut().remove(&asked_as);
+            Response::error(
+                ErrorCode::Unavailable,
+                "the room's owner did not answer in time; the op may still happen",
+            )
+        }
+    }
+}
+
 /// Every API key, revoked ones too (never a secret, nor its hash).
 pub fn list_keys(shared: &Shared) -> Response {
     match shared.store.api_keys() {
@@ -364,6 +466,7 @@ mod tests {
         assert_eq!(methods("/v1/server/users"), Some("POST"));
         assert_eq!(methods("/v1/server/users/u_abc"), Some("GET"));
         assert_eq!(methods("/v1/server/users/u_abc/tokens"), Some("POST"));
+        assert_eq!(methods("/v1/server/users/u_abc/ops"), Some("POST"));
         assert_eq!(methods("/v1/server/users/u_abc/other"), None);
         assert_eq!(methods("/v1/server/api-keys"), Some("GET, POST"));
         assert_eq!(methods("/v1/server/api-keys/0123/revoke"), Some("POST"));

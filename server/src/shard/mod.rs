@@ -80,13 +80,22 @@ impl Shard {
         room: palaver_protocol::RoomId,
         op: palaver_core::owner::RoomOp,
     ) -> (crate::mesh::ConnId, flume::Receiver<palaver_protocol::ReplyBody>) {
+        self.ask(user, crate::mesh::RoomAction::On { room, op })
+    }
+
+    /// Sends `action` to its room's owner as `user` (no socket): the answer arrives on
+    /// the receiver, under the returned id (remove its waiter if you stop waiting).
+    pub fn ask(
+        &self,
+        user: palaver_protocol::UserId,
+        action: crate::mesh::RoomAction,
+    ) -> (crate::mesh::ConnId, flume::Receiver<palaver_protocol::ReplyBody>) {
         let id = self.conns.reserve_id();
         let (answer, answered) = flume::bounded(1);
         self.route_waiters.borrow_mut().insert(id, answer);
         let origin = crate::mesh::Origin { shard: self.id, conn: id, re: 0, user };
-        let owner = self.mesh().owner(&room);
-        self.mesh()
-            .send(owner, ShardMsg::Command { origin, action: crate::mesh::RoomAction::On { room, op } });
+        let owner = self.mesh().owner(action.room());
+        self.mesh().send(owner, ShardMsg::Command { origin, action });
         (id, answered)
     }
 
