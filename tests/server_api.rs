@@ -276,3 +276,64 @@ fn a_backend_acts_in_rooms_as_its_users_with_the_same_rules_as_a_socket() {
         (413, "too_large")
     );
 }
+
+#[test]
+fn a_bot_signs_in_with_its_key_like_any_client_until_the_key_is_revoked() {
+    let mut server = Server::start(&[]);
+    server.terminate();
+    let (ok, text) = api_key_cli(server.data_dir(), &["create", "ops", "--scope", "users,rooms,admin"]);
+    assert!(ok, "{text}");
+    let ops_key = text.lines().last().unwrap().trim().to_owned();
+    server.restart();
+    let addr = server.addr;
+
+    // A bot account, shown as one.
+    let made =
+        call(addr, "POST", "/v1/server/users", &ops_key, Some(json!({"username": "helperbot", "bot": true})));
+    assert_eq!((made.0, &made.1["bot"]), (201, &json!(true)), "{:?}", made.1);
+    let bot = made.1["user_id"].as_str().unwrap().to_owned();
+    let human = call(addr, "POST", "/v1/server/users", &ops_key, Some(json!({"username": "carol"})));
+    let carol = human.1["user_id"].as_str().unwrap().to_owned();
+
+    // Its key: only for a bot account.
+    let refused =
+        call(addr, "POST", "/v1/server/api-keys", &ops_key, Some(json!({"name": "c", "bot": carol})));
+    assert_eq!(code(&refused), (400, "invalid"), "{:?}", refused.1);
+    let made =
+        call(addr, "POST", "/v1/server/api-keys", &ops_key, Some(json!({"name": "helperbot", "bot": bot})));
+    assert_eq!(made.0, 201, "{:?}", made.1);
+    let bot_key = made.1["key"].as_str().unwrap().to_owned();
+
+    // It signs the bot in, by the `auth` op or the upgrade's header; no other key does.
+    let mut socket = Client::connect(addr, Codec::Json);
+    match socket.request(Op::Auth { token: bot_key.clone() }) {
+        ReplyBody::Ok(palaver_protocol::OkBody::Authed(ok)) => assert_eq!(ok.user_id.as_str(), bot),
+        other => panic!("{other:?}"),
+    }
+    let mut by_header = Client::connect_with(addr, Codec::Json, Some(&bot_key));
+    assert!(matches!(by_header.request(Op::Ping {}), ReplyBody::Ok(_)));
+    let mut not_a_bot = Client::connect(addr, Codec::Json);
+    assert!(matches!(not_a_bot.request(Op::Auth { token: ops_key.clone() }), ReplyBody::Err(_)));
+    let room = socket.create_room("bots", palaver_protocol::RoomKind::Public);
+    let (seq, _) = socket.say(&room, "b-1", "beep");
+    assert_eq!(seq, 1);
+    match socket.request(Op::UserGet { user: palaver_protocol::UserId::parse(&bot).unwrap() }) {
+        ReplyBody::Ok(palaver_protocol::OkBody::Profile(profile)) => assert!(profile.profile.bot),
+        other => panic!("{other:?}"),
+    }
+
+    // Revoked: its sockets close, and it signs in no more.
+    let key_id = &bot_key[4..20];
+    assert_eq!(call(addr, "POST", &format!("/v1/server/api-keys/{key_id}/revoke"), &ops_key, None).0, 200);
+    assert_eq!(socket.expect_close_with_reason(), Some((4001, "session ended: API key revoked".to_owned())));
+    assert_eq!(by_header.expect_close_with_reason().map(|(code, _)| code), Some(4001));
+    let mut again = Client::connect(addr, Codec::Json);
+    assert!(matches!(again.request(Op::Auth { token: bot_key }), ReplyBody::Err(_)));
+
+    // The operator's CLI makes bot keys too, for bot accounts only.
+    server.terminate();
+    let (ok, text) = api_key_cli(server.data_dir(), &["create", "cli bot", "--bot", "helperbot"]);
+    assert!(ok && text.lines().last().unwrap().starts_with("pvk_"), "{text}");
+    let (ok, text) = api_key_cli(server.data_dir(), &["create", "cli human", "--bot", "carol"]);
+    assert!(!ok && text.contains("bot account"), "{text}");
+}

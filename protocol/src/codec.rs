@@ -498,6 +498,7 @@ mod tests {
                     avatar: None,
                     status_text: None,
                     share_read_receipts: None,
+                    bot: false,
                 },
                 presence: None,
             })),

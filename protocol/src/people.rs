@@ -127,6 +127,9 @@ pub struct Profile {
     /// Whether the user shares how far they read: only in their own profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share_read_receipts: Option<bool>,
+    /// A bot: an account a product's backend acts as (clients show it as one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bot: bool,
 }
 
 /// Answer to `user.get` and `user.update`.

@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn the_unions_are_discriminated_and_integers_are_numbers() {
         assert!(op_names().contains(&"room.create".to_owned()));
-        assert_eq!(event_names().len(), 10);
+        assert_eq!(event_names().len(), 11);
         let text = declarations();
         assert!(!text.contains("bigint"), "{text}");
         assert!(text.contains("export type ClientFrame = { id: number } & Op;"), "{text}");

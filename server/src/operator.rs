@@ -203,13 +203,26 @@ pub fn api_key(data_dir: &Path, action: &ApiKeyCommand) -> Result<String, Operat
             });
             Ok(lines.collect::<Vec<_>>().join("\n"))
         }
-        ApiKeyCommand::Create { name, scopes } => {
+        ApiKeyCommand::Create { name, scopes, bot } => {
             let scopes = scopes
                 .iter()
                 .map(|s| Scope::parse(s.trim()).ok_or(ApiKeyRefusal::BadScopes))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| OperatorError::Refused(e.to_string()))?;
-            let new = crate::conn::server_api::mint_key(name, &scopes, None)
+            let bot = match bot {
+                None => None,
+                Some(username) => {
+                    let account = Username::parse(username)
+                        .ok()
+                        .map(|name| store.user_by_name(&name))
+                        .transpose()?
+                        .flatten()
+                        .ok_or_else(|| OperatorError::UnknownUser(username.clone()))?;
+                    Some((account.user_id, account.bot))
+                }
+            };
+            let spec = api_keys::KeySpec { name, scopes: &scopes, bot };
+            let new = crate::conn::server_api::mint_key(spec, None)
                 .map_err(|e| OperatorError::Refused(e.to_string()))?;
             let entry = AuditEntry {
                 at: now,

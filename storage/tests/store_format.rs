@@ -21,6 +21,7 @@ fn users_are_unique_by_username() {
         username: "alice".into(),
         password_hash: "x".into(),
         created_ms: 1,
+        bot: false,
     };
     store.create_user(&alice).unwrap();
     let again = UserRecord { user_id: UserId::parse("u_2").unwrap(), ..alice.clone() };

@@ -999,7 +999,11 @@ status_text?: string | null,
 /**
  * Whether the user shares how far they read: only in their own profile.
  */
-share_read_receipts?: boolean | null, };
+share_read_receipts?: boolean | null, 
+/**
+ * A bot: an account a product's backend acts as (clients show it as one).
+ */
+bot?: boolean, };
 /**
  * Answer to `user.search`.
  */

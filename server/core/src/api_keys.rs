@@ -72,6 +72,15 @@ pub struct ApiKeyRecord {
     /// When it was revoked, if it was: refused from then on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_ms: Option<u64>,
+    /// The bot account it signs sockets in as, if it is a bot's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot: Option<UserId>,
+}
+
+/// The login a bot's socket signed in with `key_id` belongs to (revoking the key ends
+/// it).
+pub fn login_id(key_id: &str) -> String {
+    format!("key:{key_id}")
 }
 
 /// Why a key cannot be made, changed or used.
@@ -81,6 +90,12 @@ pub enum ApiKeyRefusal {
     /// The name is empty, too long or has control characters.
     #[error("a key's name is 1 to {MAX_NAME_CHARS} characters, none of them control characters")]
     BadName,
+    /// Signing in with a key that is no bot's.
+    #[error("this API key signs no bot in: only a bot's key opens a socket")]
+    NotABotKey,
+    /// A bot key for an account that is not a bot.
+    #[error("a bot's key needs a bot account (made through the server API with \"bot\": true)")]
+    NotABot,
     /// No scope, or an unknown one.
     #[error("give the key's scopes: one or more of users, rooms, publish, admin")]
     BadScopes,
@@ -123,16 +138,28 @@ pub struct NewKey {
     pub key: String,
 }
 
+/// What a new key is: its name, scopes, and the bot it signs in as (with whether that
+/// account is a bot).
+#[derive(Debug, Clone)]
+pub struct KeySpec<'a> {
+    /// What to call it.
+    pub name: &'a str,
+    /// What it may do on the server API (none: a bot's key that only opens sockets).
+    pub scopes: &'a [Scope],
+    /// The bot account it signs sockets in as, and whether that account is a bot.
+    pub bot: Option<(UserId, bool)>,
+}
+
 /// Makes a key from the caller's random bytes; `sha256` hashes the secret.
 pub fn mint(
     id: [u8; 8],
     secret: [u8; 32],
-    name: &str,
-    scopes: &[Scope],
+    spec: KeySpec<'_>,
     created_by: Option<UserId>,
     now_ms: u64,
     sha256: impl Fn(&[u8]) -> [u8; 32],
 ) -> Result<NewKey, ApiKeyRefusal> {
+    let KeySpec { name, scopes, bot } = spec;
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiKeyRefusal::BadName);
@@ -140,9 +167,12 @@ pub fn mint(
     let mut scopes = scopes.to_vec();
     scopes.sort();
     scopes.dedup();
-    if scopes.is_empty() {
-        return Err(ApiKeyRefusal::BadScopes);
-    }
+    let bot = match bot {
+        Some((_, false)) => return Err(ApiKeyRefusal::NotABot),
+        Some((user, true)) => Some(user),
+        None if scopes.is_empty() => return Err(ApiKeyRefusal::BadScopes),
+        None => None,
+    };
     let (key_id, secret) = (hex(&id), hex(&secret));
     let record = ApiKeyRecord {
         key_id: key_id.clone(),
@@ -152,6 +182,7 @@ pub fn mint(
         created_ms: now_ms,
         created_by,
         revoked_ms: None,
+        bot,
     };
     Ok(NewKey { record, key: format!("{KEY_PREFIX}{key_id}_{secret}") })
 }
@@ -178,6 +209,17 @@ pub fn admit(record: &ApiKeyRecord, secret_sha256: &[u8; 32], needed: Scope) -> 
         return Err(ApiKeyRefusal::MissingScope(needed));
     }
     Ok(())
+}
+
+/// The bot a socket signs in as with this key (its secret checked as by [`admit`]).
+pub fn bot_login(record: &ApiKeyRecord, secret_sha256: &[u8; 32]) -> Result<UserId, ApiKeyRefusal> {
+    if !same_bytes(record.secret_sha256.as_bytes(), hex(secret_sha256).as_bytes()) {
+        return Err(ApiKeyRefusal::Invalid);
+    }
+    if record.revoked_ms.is_some() {
+        return Err(ApiKeyRefusal::Revoked);
+    }
+    record.bot.clone().ok_or(ApiKeyRefusal::NotABotKey)
 }
 
 /// The record of `record` revoked at `now_ms`.
@@ -216,8 +258,12 @@ mod tests {
         out
     }
 
+    fn spec<'a>(name: &'a str, scopes: &'a [Scope]) -> KeySpec<'a> {
+        KeySpec { name, scopes, bot: None }
+    }
+
     fn key(scopes: &[Scope]) -> NewKey {
-        mint([0xab; 8], [0x5c; 32], "billing backend", scopes, None, 1_000, fake_hash).unwrap()
+        mint([0xab; 8], [0x5c; 32], spec("billing backend", scopes), None, 1_000, fake_hash).unwrap()
     }
 
     #[test]
@@ -252,7 +298,8 @@ mod tests {
 
     #[test]
     fn names_and_scopes_are_checked() {
-        let make = |name: &str, scopes: &[Scope]| mint([1; 8], [2; 32], name, scopes, None, 0, fake_hash);
+        let make =
+            |name: &str, scopes: &[Scope]| mint([1; 8], [2; 32], spec(name, scopes), None, 0, fake_hash);
         assert_eq!(make("  ", &[Scope::Users]).unwrap_err(), ApiKeyRefusal::BadName);
         assert_eq!(make("a\nb", &[Scope::Users]).unwrap_err(), ApiKeyRefusal::BadName);
         assert_eq!(make(&"x".repeat(65), &[Scope::Users]).unwrap_err(), ApiKeyRefusal::BadName);
@@ -260,6 +307,30 @@ mod tests {
         assert_eq!(make("  trimmed  ", &[Scope::Admin]).unwrap().record.name, "trimmed");
         assert_eq!(Scope::parse("admin"), Some(Scope::Admin));
         assert_eq!(Scope::parse("publish"), Some(Scope::Publish));
+    }
+
+    #[test]
+    fn a_bots_key_signs_in_its_bot_and_nothing_else_does() {
+        let bot = UserId::parse("u_bot").unwrap();
+        let with_bot = |is_bot| KeySpec { name: "helper", scopes: &[], bot: Some((bot.clone(), is_bot)) };
+        assert_eq!(
+            mint([3; 8], [4; 32], with_bot(false), None, 0, fake_hash).unwrap_err(),
+            ApiKeyRefusal::NotABot
+        );
+        let new = mint([3; 8], [4; 32], with_bot(true), None, 0, fake_hash).unwrap();
+        let right = fake_hash(split(&new.key).unwrap().1.as_bytes());
+        assert_eq!(bot_login(&new.record, &right), Ok(bot.clone()));
+        assert_eq!(bot_login(&new.record, &fake_hash(b"x")), Err(ApiKeyRefusal::Invalid));
+        assert_eq!(
+            admit(&new.record, &right, Scope::Publish),
+            Err(ApiKeyRefusal::MissingScope(Scope::Publish))
+        );
+        let revoked = revoke(&new.record, 1).unwrap();
+        assert_eq!(bot_login(&revoked, &right), Err(ApiKeyRefusal::Revoked));
+        let plain = key(&[Scope::Users]);
+        let plain_secret = fake_hash(split(&plain.key).unwrap().1.as_bytes());
+        assert_eq!(bot_login(&plain.record, &plain_secret), Err(ApiKeyRefusal::NotABotKey));
+        assert_eq!(login_id("abc"), "key:abc");
     }
 
     #[test]

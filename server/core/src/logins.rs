@@ -66,6 +66,8 @@ pub enum EndReason {
     Suspended,
     /// The user deleted their account.
     AccountDeleted,
+    /// The API key a bot signed in with was revoked.
+    KeyRevoked,
 }
 
 impl EndReason {
@@ -78,6 +80,7 @@ impl EndReason {
             EndReason::RefreshReplayed => "session ended: refresh token reused",
             EndReason::Suspended => "session ended: account suspended",
             EndReason::AccountDeleted => "session ended: account deleted",
+            EndReason::KeyRevoked => "session ended: API key revoked",
         }
     }
 }
@@ -136,6 +139,12 @@ impl SessionEnd {
                 user: user.clone(),
                 ended: Ended::AllBefore { standing: SessionEpoch { epoch: u64::MAX, raised_ms: u64::MAX } },
                 reason: EndReason::AccountDeleted,
+            }),
+            // A bot's sockets signed in with a key end with it.
+            Write::PutApiKey(key) if key.revoked_ms.is_some() => key.bot.as_ref().map(|bot| SessionEnd {
+                user: bot.clone(),
+                ended: Ended::One { id: crate::api_keys::login_id(&key.key_id) },
+                reason: EndReason::KeyRevoked,
             }),
             _ => None,
         }

@@ -76,6 +76,7 @@ impl MemoryStore {
             username: username.to_owned(),
             password_hash: String::new(),
             created_ms: 0,
+            bot: false,
         };
         self.users.insert(user.clone(), record);
     }
@@ -433,8 +434,9 @@ impl Lookups for MemoryStore {
 }
 
 impl PeopleLookups for MemoryStore {
-    fn username(&self, user: &UserId) -> Found<Option<String>> {
-        Lookups::username(self, user)
+    fn account(&self, user: &UserId) -> Found<Option<UserRecord>> {
+        self.check()?;
+        Ok(self.users.get(user).cloned())
     }
 
     fn friendship(&self, user: &UserId, other: &UserId) -> Found<Option<(FriendState, u64)>> {

@@ -27,13 +27,13 @@ use crate::error::{CoreError, Throttled};
 use crate::keys::{PublishedDevice, check_upload, valid_device_id};
 use crate::owner::{Answer, Found, LookupError, lookup_failed};
 use crate::presence::{PresenceBook, SessionChange};
-use crate::records::{DeviceRecord, ProfileRecord, Write};
+use crate::records::{DeviceRecord, ProfileRecord, UserRecord, Write};
 use crate::route::{FriendOp, PeopleOp};
 
 /// What a home asks of storage and of the shared throttles.
 pub trait PeopleLookups {
-    /// A user's username, if the account exists.
-    fn username(&self, user: &UserId) -> Found<Option<String>>;
+    /// A user's account, if it exists.
+    fn account(&self, user: &UserId) -> Found<Option<UserRecord>>;
     /// `user`'s stored side of their friendship with `other` (`None`: nothing).
     fn friendship(&self, user: &UserId, other: &UserId) -> Found<Option<(FriendState, u64)>>;
     /// How many friends and requests `user` has.
@@ -236,22 +236,23 @@ fn friend_key(a: &UserId, b: &UserId) -> PendingKey {
 }
 
 /// A profile as others see it.
-pub fn public_profile(user_id: UserId, username: String, record: ProfileRecord) -> Profile {
+pub fn public_profile(account: UserRecord, record: ProfileRecord) -> Profile {
     Profile {
-        user_id,
-        username,
+        user_id: account.user_id,
+        username: account.username,
         display_name: record.display_name,
         avatar: record.avatar,
         status_text: record.status_text,
         share_read_receipts: None,
+        bot: account.bot,
     }
 }
 
 /// A user's profile as they see it themselves: the public one with their private
 /// settings.
-pub fn own_profile(user_id: UserId, username: String, record: ProfileRecord) -> Profile {
+pub fn own_profile(account: UserRecord, record: ProfileRecord) -> Profile {
     let share_read_receipts = Some(!record.hide_read_receipts);
-    Profile { share_read_receipts, ..public_profile(user_id, username, record) }
+    Profile { share_read_receipts, ..public_profile(account, record) }
 }
 
 /// What `user.update` asks to change: `None` keeps a field.
@@ -576,7 +577,7 @@ impl PeopleHome {
         if *me == other {
             return Err(no(CoreError::Oneself("that is you")));
         }
-        let Some(other_name) = found(lookups.username(&other))? else {
+        let Some(other_name) = found(lookups.account(&other))?.map(|a| a.username) else {
             return Err(no(CoreError::NoSuchUser(other)));
         };
         let current = found(self.friendship(me, &other, lookups))?.map_or(FriendState::None, |(s, _)| s);
@@ -608,7 +609,7 @@ impl PeopleHome {
             (FriendOp::Cancel, _) => return refuse(CoreError::NoRequestTo(other_name)),
             (FriendOp::Remove, _) => return refuse(CoreError::NotFriends(other_name)),
         };
-        let Some(my_name) = found(lookups.username(me))? else {
+        let Some(my_name) = found(lookups.account(me))?.map(|a| a.username) else {
             return Err(no(CoreError::NoSuchUser(me.clone())));
         };
         let (writes, notices) = friendship_change((me, &my_name), (&other, &other_name), current, to, now_ms);
@@ -631,7 +632,7 @@ impl PeopleHome {
         if *me == other {
             return Err(no(CoreError::Oneself("that is you")));
         }
-        let Some(other_name) = found(lookups.username(&other))? else {
+        let Some(other_name) = found(lookups.account(&other))?.map(|a| a.username) else {
             return Err(no(CoreError::NoSuchUser(other)));
         };
         let already = found(self.blocks(me, &other, lookups))?;
@@ -661,7 +662,7 @@ impl PeopleHome {
         let mut hold = vec![(PendingKey::Block(me.clone(), other.clone()), PendingValue::Block(on))];
         // Blocking ends any friendship or request between the two.
         if on && let Some(from) = friendship_now {
-            let Some(my_name) = found(lookups.username(me))? else {
+            let Some(my_name) = found(lookups.account(me))?.map(|a| a.username) else {
                 return Err(no(CoreError::NoSuchUser(me.clone())));
             };
             let (w, n) =
@@ -702,10 +703,10 @@ impl PeopleHome {
         }
         let hide_read_receipts = share_read_receipts.map_or(current.hide_read_receipts, |share| !share);
         let profile = ProfileRecord { display_name, avatar, status_text, hide_read_receipts };
-        let Some(name) = found(lookups.username(me))? else {
+        let Some(account) = found(lookups.account(me))? else {
             return Err(no(CoreError::NoSuchUser(me.clone())));
         };
-        let shown = own_profile(me.clone(), name, profile.clone());
+        let shown = own_profile(account, profile.clone());
         let body = ReplyBody::Ok(OkBody::Profile(Box::new(ProfileOk { profile: shown, presence: None })));
         let writes = vec![Write::PutProfile { user: me.clone(), profile: profile.clone() }];
         Ok(Decision::Commit {
@@ -776,7 +777,7 @@ impl PeopleHome {
         device_id: Option<String>,
         lookups: &impl PeopleLookups,
     ) -> Step<Decision> {
-        if found(lookups.username(user))?.is_none() {
+        if found(lookups.account(user))?.is_none() {
             return Err(no(CoreError::NoSuchUser(user.clone())));
         }
         if found(lookups.is_blocked(user, me))? {

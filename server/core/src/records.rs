@@ -17,6 +17,9 @@ pub struct UserRecord {
     pub password_hash: String,
     /// When the account was created, ms since the Unix epoch.
     pub created_ms: u64,
+    /// A bot: an account a backend acts as (made through the server API), shown as one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bot: bool,
 }
 
 /// A room's durable description.

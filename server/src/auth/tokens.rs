@@ -146,13 +146,18 @@ pub struct Verified {
 
 /// Verifies an access token, that its user exists and that its login is not over: the
 /// one check every way in (the `auth` op, an upgrade's `Authorization` header, the HTTP
-/// routes) goes through.
+/// routes) goes through. A bot's API key (`pvk_…`) signs its bot in the same way, in a
+/// login of the key's own that ends when the key is revoked.
 pub fn authenticate(
     tokens: &TokenService,
     store: &palaver_storage::Store,
     token: &str,
 ) -> Result<Verified, AuthError> {
-    let verified = tokens.verify(token)?;
+    let token = token.trim_matches([' ', '\t']);
+    let verified = match token.starts_with(palaver_core::api_keys::KEY_PREFIX) {
+        true => bot_key(store, token)?,
+        false => tokens.verify(token)?,
+    };
     let unavailable = |_| AuthError::Unavailable;
     if store.user(&verified.user).map_err(unavailable)?.is_none() {
         return Err(AuthError::UnknownUser);
@@ -167,6 +172,20 @@ pub fn authenticate(
         return Err(AuthError::Suspended);
     }
     Ok(verified)
+}
+
+/// The bot a bot's API key signs in, in the key's login (stamped with the bot's session
+/// epoch now, so "log out everywhere" and a suspension end it as any other).
+fn bot_key(store: &palaver_storage::Store, key: &str) -> Result<Verified, AuthError> {
+    let (key_id, secret) = palaver_core::api_keys::split(key).ok_or(AuthError::InvalidToken)?;
+    let record = store.api_key(key_id).map_err(|_| AuthError::Unavailable)?.ok_or(AuthError::InvalidToken)?;
+    let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let user = palaver_core::api_keys::bot_login(&record, &presented).map_err(|_| AuthError::InvalidToken)?;
+    let epoch = store.session_epoch(&user).map_err(|_| AuthError::Unavailable)?.epoch;
+    let now_secs = crate::clock::now_ms() / 1000;
+    let login =
+        Login { id: palaver_core::api_keys::login_id(key_id), epoch: Some(epoch), issued_secs: now_secs };
+    Ok(Verified { user, login })
 }
 
 /// The stored form of a refresh token: its SHA-256, so a leaked database holds no token.

@@ -327,10 +327,15 @@ pub enum ApiKeyCommand {
     Create {
         /// What to call it (the backend that will use it).
         name: String,
-        /// What it may do: `users` (create users, mint their tokens), `admin` (manage
-        /// keys); repeat or separate with commas.
-        #[arg(long = "scope", value_delimiter = ',', required = true)]
+        /// What it may do: `users` (create users, mint their tokens), `rooms` and
+        /// `publish` (ops in rooms as a user), `admin` (manage keys); repeat or separate
+        /// with commas.
+        #[arg(long = "scope", value_delimiter = ',', required_unless_present = "bot")]
         scopes: Vec<String>,
+        /// A bot's key: the username of the bot account (made through the server API
+        /// with `"bot": true`) it signs sockets in as.
+        #[arg(long)]
+        bot: Option<String>,
     },
     /// List the keys (never their secrets).
     List,

@@ -252,11 +252,7 @@ fn user_get(shard: &Shard, me: &UserId, user: &UserId) -> Result<ReplyBody, Stor
     };
     let record = store.profile(user)?;
     // Only the user sees their own private settings.
-    let profile = if me == user {
-        own_profile(account.user_id, account.username, record)
-    } else {
-        public_profile(account.user_id, account.username, record)
-    };
+    let profile = if me == user { own_profile(account, record) } else { public_profile(account, record) };
     let presence = if may_see_presence(shard, me, user)? { Some(presence_of(shard, user)) } else { None };
     Ok(ReplyBody::Ok(OkBody::Profile(Box::new(ProfileOk { profile, presence }))))
 }
@@ -280,7 +276,7 @@ fn user_search(shard: &Shard, prefix: &str, limit: Option<u32>) -> Result<ReplyB
     let mut users = Vec::new();
     for account in store.users_with_prefix(&prefix, limit as usize)? {
         let profile = store.profile(&account.user_id)?;
-        users.push(public_profile(account.user_id, account.username, profile));
+        users.push(public_profile(account, profile));
     }
     Ok(ReplyBody::Ok(OkBody::Users(UsersOk { users })))
 }

@@ -292,7 +292,7 @@ async fn register(shared: &std::sync::Arc<Shared>, request: &Request, peer: IpAd
         .run(move || -> Result<(UserId, String, String), StorageError> {
             let hash = hash_password(&credentials.password)
                 .map_err(|e| StorageError::Corrupt { partition: "password", detail: e.to_string() })?;
-            let user_id = create_account(&worker, &username, hash)?;
+            let user_id = create_account(&worker, &username, hash, false)?;
             let (access, refresh) = start_token_family(&worker, &user_id, 0)?;
             Ok((user_id, access, refresh))
         })
@@ -319,6 +319,7 @@ pub(super) fn create_account(
     shared: &Shared,
     username: &Username,
     password_hash: String,
+    bot: bool,
 ) -> Result<UserId, StorageError> {
     let user_id = crate::ids::user_id();
     let record = UserRecord {
@@ -326,6 +327,7 @@ pub(super) fn create_account(
         username: username.to_string(),
         password_hash,
         created_ms: now_ms(),
+        bot,
     };
     shared.store.create_user(&record)?;
     Ok(user_id)

@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 use super::http::{Request, Response};
 use super::routes::{
-    account_refused, check_password, create_account, method_not_allowed, new_username, parse_json,
-    refused_response, start_token_family, storage_failure,
+    account_refused, check_password, close_ended_logins, create_account, method_not_allowed, new_username,
+    parse_json, refused_response, start_token_family, storage_failure,
 };
 use crate::clock::now_ms;
 use crate::mesh::RoomAction;
@@ -37,13 +37,19 @@ struct NewUser {
     username: String,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    bot: bool,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewApiKey {
     name: String,
+    #[serde(default)]
     scopes: Vec<String>,
+    /// The bot account the key signs sockets in as.
+    #[serde(default)]
+    bot: Option<String>,
 }
 
 /// Who manages a key: an admin (with a token or the console) or another API key.
@@ -117,6 +123,7 @@ fn refusal(refused: &ApiKeyRefusal) -> Response {
         ApiKeyRefusal::Invalid | ApiKeyRefusal::Revoked => ErrorCode::Unauthorized,
         ApiKeyRefusal::MissingScope(_) => ErrorCode::Forbidden,
         ApiKeyRefusal::RevokedAlready => ErrorCode::Conflict,
+        ApiKeyRefusal::NotABotKey => ErrorCode::Unauthorized,
         _ => ErrorCode::Invalid,
     };
     Response::error(code, &refused.to_string())
@@ -212,7 +219,7 @@ async fn create_user(shard: &Rc<Shard>, request: &Request) -> Response {
         return response;
     }
     let worker = shard.shared.clone();
-    let name = username.clone();
+    let (name, bot) = (username.clone(), body.bot);
     let outcome = shard
         .shared
         .lanes
@@ -224,11 +231,13 @@ async fn create_user(shard: &Rc<Shard>, request: &Request) -> Response {
                 })?,
                 None => NO_PASSWORD.to_owned(),
             };
-            create_account(&worker, &name, hash)
+            create_account(&worker, &name, hash, body.bot)
         })
         .await;
     match outcome {
-        Ok(Ok(user_id)) => Response::json(201, &json!({ "user_id": user_id, "username": username.as_str() })),
+        Ok(Ok(user_id)) => {
+            Response::json(201, &json!({ "user_id": user_id, "username": username.as_str(), "bot": bot }))
+        }
         Ok(Err(e)) => account_refused(&e),
         Err(refused) => refused_response(refused),
     }
@@ -244,6 +253,7 @@ fn user_view(shared: &Shared, user: &UserId) -> Response {
             "username": record.username,
             "created_ms": record.created_ms,
             "has_password": record.password_hash != NO_PASSWORD,
+            "bot": record.bot,
             "suspended": store.suspension(user)?,
         })))
     };
@@ -286,11 +296,11 @@ async fn mint_token(shard: &Rc<Shard>, user: &UserId) -> Response {
     }
 }
 
-/// A new key (random id and secret) named `name`, made by `by` (`None`: an operator).
-pub fn mint_key(name: &str, scopes: &[Scope], by: Option<UserId>) -> Result<api_keys::NewKey, ApiKeyRefusal> {
+/// A new key (random id and secret) as `spec` says, made by `by` (`None`: an operator).
+pub fn mint_key(spec: api_keys::KeySpec<'_>, by: Option<UserId>) -> Result<api_keys::NewKey, ApiKeyRefusal> {
     let (id, secret): ([u8; 8], [u8; 32]) = (rand::rng().random(), rand::rng().random());
     let sha256 = |bytes: &[u8]| -> [u8; 32] { Sha256::digest(bytes).into() };
-    api_keys::mint(id, secret, name, scopes, by, now_ms(), sha256)
+    api_keys::mint(id, secret, spec, by, now_ms(), sha256)
 }
 
 /// Longest a user's op waits for its room's owner.
@@ -393,6 +403,7 @@ fn public_view(key: &ApiKeyRecord) -> serde_json::Value {
         "created_ms": key.created_ms,
         "created_by": key.created_by,
         "revoked_ms": key.revoked_ms,
+        "bot": key.bot,
     })
 }
 
@@ -405,7 +416,17 @@ pub async fn create_key(shard: &Rc<Shard>, request: &Request, manager: KeyManage
     let Some(scopes) = body.scopes.iter().map(|s| Scope::parse(s)).collect::<Option<Vec<_>>>() else {
         return refusal(&ApiKeyRefusal::BadScopes);
     };
-    let new = match mint_key(&body.name, &scopes, manager.user()) {
+    let bot = match &body.bot {
+        None => None,
+        Some(id) => match UserId::parse(id).map(|id| (shard.shared.store.user(&id), id)) {
+            Err(_) => return Response::error(ErrorCode::Invalid, "bot: not a user id"),
+            Ok((Ok(Some(account)), id)) => Some((id, account.bot)),
+            Ok((Ok(None), _)) => return Response::error(ErrorCode::NotFound, "no such user"),
+            Ok((Err(e), _)) => return storage_failure(&e),
+        },
+    };
+    let spec = api_keys::KeySpec { name: &body.name, scopes: &scopes, bot };
+    let new = match mint_key(spec, manager.user()) {
         Ok(new) => new,
         Err(refused) => return refusal(&refused),
     };
@@ -443,6 +464,8 @@ pub async fn revoke_key(shard: &Rc<Shard>, key_id: String, manager: KeyManager) 
     };
     let entry = manager.audit(AdminAction::RevokeApiKey { key_id });
     let answer = json!({ "api_key": public_view(&revoked) });
+    // A bot's sockets signed in with the key close with it.
+    let ended = palaver_storage::Write::PutApiKey(revoked.clone());
     let worker = shard.shared.clone();
     let outcome = shard
         .shared
@@ -451,7 +474,10 @@ pub async fn revoke_key(shard: &Rc<Shard>, key_id: String, manager: KeyManager) 
         .run(move || worker.store.put_api_key(revoked, crate::ids::audit_id(), entry))
         .await;
     match outcome {
-        Ok(Ok(())) => Response::json(200, &answer),
+        Ok(Ok(())) => {
+            close_ended_logins(shard, &ended);
+            Response::json(200, &answer)
+        }
         Ok(Err(e)) => storage_failure(&e),
         Err(refused) => refused_response(refused),
     }

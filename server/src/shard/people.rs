@@ -206,8 +206,8 @@ fn found<T>(result: Result<T, StorageError>) -> Found<T> {
 }
 
 impl PeopleLookups for HomeLookups<'_> {
-    fn username(&self, user: &UserId) -> Found<Option<String>> {
-        found(self.0.shared.store.user(user)).map(|u| u.map(|u| u.username))
+    fn account(&self, user: &UserId) -> Found<Option<palaver_storage::UserRecord>> {
+        found(self.0.shared.store.user(user))
     }
     fn friendship(&self, user: &UserId, other: &UserId) -> Found<Option<(FriendState, u64)>> {
         found(self.0.shared.store.friend(user, other))

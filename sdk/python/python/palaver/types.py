@@ -221,6 +221,7 @@ class Profile:
     avatar: Optional[str] = None
     status_text: Optional[str] = None
     share_read_receipts: Optional[bool] = None
+    bot: bool = False
 
     @property
     def shown_name(self) -> str:
