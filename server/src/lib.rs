@@ -45,6 +45,7 @@ pub mod server;
 mod shard;
 mod shared;
 mod spam_limits;
+pub mod webhooks;
 pub mod ws;
 
 pub use config::{Config, Settings};

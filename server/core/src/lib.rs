@@ -42,6 +42,7 @@ mod rules_coverage;
 mod session;
 mod sharding;
 mod throttle;
+pub mod webhooks;
 
 pub use error::{CoreError, Throttled};
 pub use membership::{
