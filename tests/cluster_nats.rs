@@ -8,7 +8,9 @@
 //! it alone, and starts from another node's backup instead.
 //! Two users asking each other for friendship at the same moment on two nodes end up
 //! friends (the pair's fence in the log), never with one request lost. A user's sockets
-//! on another node hear the notices their home decides (a block flags at once).
+//! on another node hear the notices their home decides (a block flags at once). The
+//! server API acts as a user on either node with one `cid` contract, and revoking a
+//! bot's key on one node closes the bot's socket on the other.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -705,4 +707,93 @@ fn a_users_sockets_on_another_node_hear_their_invitations_and_blocks() {
         _ => None,
     });
     assert!(seen.blocked, "bob's socket on n2 did not learn of the block: {seen:?}");
+}
+
+#[test]
+fn the_server_api_acts_across_nodes_and_a_revoked_bot_key_closes_sockets_everywhere() {
+    let nats = Nats::start();
+    let mut nodes: Vec<Server> = NODES[..2].iter().map(|id| start_node(&nats, id)).collect();
+    // A key the CLI makes (offline) is known to that node's data directory only, like an
+    // admin grant: each node gets an operator's key of its own. Keys made online (below)
+    // travel the log to every node.
+    for node in &mut nodes {
+        node.terminate();
+    }
+    let mut keys = Vec::new();
+    for node in &nodes {
+        let output = std::process::Command::new(palaver_bin())
+            .args(["api-key", "create", "ops", "--scope", "users,rooms,publish,admin", "--data-dir"])
+            .arg(node.data_dir())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        keys.push(String::from_utf8_lossy(&output.stdout).lines().last().unwrap().trim().to_owned());
+    }
+    for node in &mut nodes {
+        node.restart();
+    }
+    wait_live(&nodes.iter().map(|n| n.addr).collect::<Vec<_>>(), 2);
+    let (n1, n2) = (nodes[0].addr, nodes[1].addr);
+    let call = |addr: SocketAddr, key: &str, path: &str, body: serde_json::Value| {
+        let auth = format!("Bearer {key}");
+        let (status, text) = http(
+            addr,
+            "POST",
+            path,
+            Some(&body.to_string()),
+            &[("authorization", &auth), ("content-type", "application/json")],
+        );
+        (status, serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default())
+    };
+
+    // A bot made on n1, with its key; the room made on n1 too.
+    let made =
+        call(n1, &keys[0], "/v1/server/users", serde_json::json!({"username": "relaybot", "bot": true}));
+    assert_eq!(made.0, 201, "{:?}", made.1);
+    let bot = made.1["user_id"].as_str().unwrap().to_owned();
+    let bot_key =
+        call(n1, &keys[0], "/v1/server/api-keys", serde_json::json!({"name": "relaybot", "bot": bot}));
+    assert_eq!(bot_key.0, 201, "{:?}", bot_key.1);
+    let bot_key = bot_key.1["key"].as_str().unwrap().to_owned();
+
+    // On n2, once replicated: the bot signs in with its key, and n2's API acts as it in a
+    // room whose owner may be either node.
+    let deadline = Instant::now() + WAIT;
+    let mut socket = loop {
+        let mut client = Client::connect(n2, Codec::Json);
+        if let ReplyBody::Ok(_) = client.request(Op::Auth { token: bot_key.clone() }) {
+            break client;
+        }
+        assert!(Instant::now() < deadline, "n2 never accepted the bot's key");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let act = |addr: SocketAddr, key: &str, op: serde_json::Value| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let answer = call(addr, key, &format!("/v1/server/users/{bot}/ops"), op.clone());
+            if answer.0 != 503 || Instant::now() > deadline {
+                return answer;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let created =
+        act(n2, &keys[1], serde_json::json!({"op": "room.create", "name": "relay", "kind": "public"}));
+    assert_eq!(created.0, 200, "{:?}", created.1);
+    let room = created.1["ok"]["room"]["room_id"].as_str().unwrap().to_owned();
+    ok_retry(&mut socket, Op::Join { room: RoomId::parse(&room).unwrap(), since: None });
+    let post = serde_json::json!({"op": "send", "room": room, "cid": "relay-1", "text": "across"});
+    let sent = act(n1, &keys[0], post.clone());
+    assert_eq!(sent.0, 200, "{:?}", sent.1);
+    let again = act(n2, &keys[1], post);
+    assert_eq!(again.1["ok"]["seq"], sent.1["ok"]["seq"], "one cid, one message, whichever node is asked");
+    assert_eq!(again.1["ok"]["duplicate"], true);
+    let seen = socket.next_message();
+    assert_eq!(seen.text, "across");
+
+    // Revoked on n1: the bot's socket on n2 closes.
+    let key_id = &bot_key[4..20];
+    let revoked = call(n1, &keys[0], &format!("/v1/server/api-keys/{key_id}/revoke"), serde_json::json!({}));
+    assert_eq!(revoked.0, 200, "{:?}", revoked.1);
+    assert_eq!(socket.expect_close_with_reason(), Some((4001, "session ended: API key revoked".to_owned())));
 }
