@@ -2,8 +2,8 @@
 //! only and keeps the login in cookies; a cookie-authenticated change without the
 //! anti-forgery token, or from another origin, is refused; and in headless Chromium
 //! (driven by `tests/browser/admin_console.mjs`) an admin watches live counts, finds a
-//! user and suspends them, resolves a report, deletes a room and reads it all back in the
-//! audit log, with no Content-Security-Policy violation.
+//! user and suspends them, resolves a report, deletes a room, makes and revokes an API
+//! key and reads it all back in the audit log, with no Content-Security-Policy violation.
 //!
 //! The browser half needs Chromium, Node.js and `npm ci` in `tests/browser`: `./x test`
 //! installs them and passes their paths in `PALAVER_CHROMIUM` and `PALAVER_NODE`.
@@ -245,16 +245,30 @@ fn an_admin_uses_the_console_in_a_browser() {
     assert_eq!(reported.0, 201, "{}", reported.1);
     carol_client.ok(Op::Ping {});
 
-    let status = Command::new(node)
+    let driver = Command::new(node)
         .current_dir(browser_dir())
         .arg("admin_console.mjs")
         .arg(chromium)
         .arg(server.url("/admin/"))
         .arg(&bob.user_id)
         .arg(room.as_str())
-        .status()
+        .stderr(std::process::Stdio::inherit())
+        .output()
         .unwrap();
-    assert!(status.success(), "the console did not work (see the driver's output above)");
+    let printed = String::from_utf8_lossy(&driver.stdout);
+    assert!(driver.status.success(), "the console did not work (see the driver's output above): {printed}");
+
+    // The key the console showed once was made, then revoked.
+    let key = printed.lines().find_map(|line| line.strip_prefix("KEY ")).unwrap();
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/v1/server/users",
+        Some(r#"{"username":"dave"}"#),
+        &[("authorization", &format!("Bearer {key}")), ("content-type", "application/json")],
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("revoked"), "{body}");
 
     // What the page did, as the server has it.
     let alice = palaver_e2e::post_json(
@@ -267,7 +281,11 @@ fn an_admin_uses_the_console_in_a_browser() {
     let audit = http_bytes(addr, "GET", "/v1/admin/audit", b"", &[("authorization", &bearer)]).json();
     let actions: Vec<&str> =
         audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["grant_admin", "suspend", "resolve_report", "delete_room"], "{audit}");
+    assert_eq!(
+        actions,
+        ["grant_admin", "suspend", "resolve_report", "delete_room", "create_api_key", "revoke_api_key"],
+        "{audit}"
+    );
     let bob_account = http_bytes(
         addr,
         "GET",

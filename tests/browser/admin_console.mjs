@@ -103,9 +103,24 @@ try {
   await room.locator("button.delete", { hasText: "Confirm delete" }).click();
   await room.waitFor({ state: "detached", timeout: WAIT });
 
+  // API keys: one made (shown once), then revoked.
+  await page.click('#tabs button[data-tab="keys"]');
+  await page.fill("#key-name", "billing backend");
+  await page.check('#key-create input[value="users"]');
+  await page.click("#key-create button[type=submit]");
+  await page.waitForSelector("#new-key", { state: "visible", timeout: WAIT });
+  const key = await page.textContent("#new-key-value");
+  if (!/^pvk_[0-9a-f]{16}_[0-9a-f]{64}$/.test(key)) throw new Error(`the new key: ${key}`);
+  const keyRow = row(page, "key-rows", "data-name", "billing backend");
+  await keyRow.locator("td", { hasText: "users" }).waitFor({ timeout: WAIT });
+  await keyRow.locator("button.revoke").click();
+  await keyRow.locator("button.revoke", { hasText: "Confirm revoke" }).click();
+  await page.locator('#key-rows tr[data-name="billing backend"][data-revoked]').waitFor({ timeout: WAIT });
+  console.log(`KEY ${key}`);
+
   // The audit log has it all.
   await page.click('#tabs button[data-tab="audit"]');
-  for (const action of ["grant_admin", "suspend", "resolve_report", "delete_room"]) {
+  for (const action of ["grant_admin", "suspend", "resolve_report", "delete_room", "create_api_key", "revoke_api_key"]) {
     await row(page, "audit-rows", "data-action", action).waitFor({ timeout: WAIT });
   }
   await row(page, "audit-rows", "data-action", "suspend").locator("td", { hasText: "spam account" }).waitFor({ timeout: WAIT });

@@ -332,6 +332,53 @@ $("report-filter").addEventListener("submit", (event) => {
 });
 $("reports-more").addEventListener("click", () => loadReports(true));
 
+// ------------------------------------------------------------------ API keys
+
+async function loadKeys() {
+  try {
+    const page = await api("GET", "/v1/admin/api-keys");
+    $("key-rows").replaceChildren(...page.api_keys.map(keyRow));
+  } catch (error) {
+    showError(error);
+  }
+}
+
+function keyRow(key) {
+  const row = document.createElement("tr");
+  row.dataset.keyId = key.key_id;
+  row.dataset.name = key.name;
+  if (key.revoked_ms) row.dataset.revoked = "";
+  cell(row, key.name);
+  cell(row, key.key_id, "id");
+  cell(row, key.scopes.join(", "));
+  cell(row, key.bot ?? "", "id");
+  cell(row, when(key.created_ms));
+  cell(row, key.revoked_ms ? `revoked ${when(key.revoked_ms)}` : "active", "status");
+  if (key.revoked_ms) {
+    cell(row, "");
+  } else {
+    const path = `/v1/admin/api-keys/${encodeURIComponent(key.key_id)}/revoke`;
+    actionCell(row, "Revoke", (button) => confirming(button, "Confirm revoke", () =>
+      change("POST", path, undefined, loadKeys)), "revoke danger");
+  }
+  return row;
+}
+
+$("key-create").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  showError("");
+  const scopes = [...document.querySelectorAll('#key-create input[name="scope"]:checked')].map((box) => box.value);
+  try {
+    const made = await api("POST", "/v1/admin/api-keys", { name: $("key-name").value.trim(), scopes });
+    $("new-key-value").textContent = made.key;
+    $("new-key").hidden = false;
+    $("key-name").value = "";
+    await loadKeys();
+  } catch (error) {
+    showError(error);
+  }
+});
+
 // ------------------------------------------------------------------ audit log
 
 async function loadAudit(more) {
@@ -363,7 +410,7 @@ $("audit-more").addEventListener("click", () => loadAudit(true));
 
 // ------------------------------------------------------------------ tabs and start
 
-const loaders = { users: loadUsers, rooms: loadRooms, reports: loadReports, audit: loadAudit };
+const loaders = { users: loadUsers, rooms: loadRooms, reports: loadReports, keys: loadKeys, audit: loadAudit };
 
 for (const tab of document.querySelectorAll("#tabs button")) {
   tab.addEventListener("click", () => {
@@ -374,6 +421,7 @@ for (const tab of document.querySelectorAll("#tabs button")) {
       section.hidden = section.id !== tab.dataset.tab;
     }
     showError("");
+    $("new-key").hidden = true;
     loaders[tab.dataset.tab](false);
   });
 }
