@@ -187,17 +187,18 @@ async fn tell_moderators(shard: &Rc<Shard>, notice: ReportNotice) {
         .scans
         .run(move || -> Result<Vec<UserId>, StorageError> {
             let store = &worker.store;
-            let mut told: Vec<UserId> = store
+            // The room's moderators first, then the admins; each once, the reporter never.
+            let moderators = store
                 .members(&room)?
                 .into_iter()
                 .filter(|(_, role)| reports::may_moderate(Some(*role), false).is_ok())
-                .map(|(user, _)| user)
+                .map(|(user, _)| user);
+            let mut seen = std::collections::HashSet::new();
+            let told = moderators
+                .chain(store.admins()?)
+                .filter(|user| *user != reporter && seen.insert(user.clone()))
+                .take(MOST_TOLD)
                 .collect();
-            told.extend(store.admins()?);
-            told.sort();
-            told.dedup();
-            told.retain(|user| *user != reporter);
-            told.truncate(MOST_TOLD);
             Ok(told)
         })
         .await;
