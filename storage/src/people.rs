@@ -22,19 +22,7 @@ impl Store {
 
     /// Accounts whose username starts with `prefix` (lower case), by username.
     pub fn users_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<UserRecord>, StorageError> {
-        let e = self.engine()?;
-        let mut users = Vec::new();
-        for guard in e.username_user.prefix(prefix.as_bytes()).take(limit) {
-            let value = guard.value()?;
-            let id = std::str::from_utf8(&value).map_err(|_| StorageError::Corrupt {
-                partition: "username_user",
-                detail: "bad user id".into(),
-            })?;
-            if let Some(user) = self.user(&user_id("username_user", id)?)? {
-                users.push(user);
-            }
-        }
-        Ok(users)
+        Ok(self.users_page(prefix, None, limit)?.0)
     }
 
     /// Accounts whose username starts with `prefix` (lower case) and sorts after

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::console::admin_caller;
 use super::http::{Request, Response};
-use super::routes::{close_ended_logins, refused_response, storage_failure};
+use super::routes::{close_ended_logins, misrouted, refused_response, storage_failure};
 use super::server_api::KeyManager;
 use crate::clock::now_ms;
 use crate::shard::Shard;
@@ -68,19 +68,7 @@ fn room_delete_route(path: &str) -> Option<&str> {
 
 /// Answers an admin route.
 pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
-    let Some(allowed) = methods(&request.path) else {
-        return Response::error(
-            ErrorCode::NotFound,
-            &format!("no route for {} {}", request.method, request.path),
-        );
-    };
-    if !allowed.split(", ").any(|method| method == request.method) {
-        let mut response = Response::error_with_status(
-            405,
-            ErrorCode::Invalid,
-            &format!("method not allowed; use {allowed}"),
-        );
-        response.headers.push(("allow", allowed.to_owned()));
+    if let Some(response) = misrouted(request, methods(&request.path)) {
         return response;
     }
     let caller = match admin_caller(&shard.shared, request) {

@@ -234,6 +234,16 @@ async fn replica_digest(shared: &crate::shared::Shared, request: &Request) -> Re
     )
 }
 
+/// The answer for a request to a sub-router's path: `404` when `allowed` (the path's
+/// methods, `None` when it has none) is `None`, `405` when the method is not among them.
+pub(super) fn misrouted(request: &Request, allowed: Option<&'static str>) -> Option<Response> {
+    let Some(allowed) = allowed else {
+        let message = format!("no route for {} {}", request.method, request.path);
+        return Some(Response::error(ErrorCode::NotFound, &message));
+    };
+    (!allowed.split(", ").any(|method| method == request.method)).then(|| method_not_allowed(allowed))
+}
+
 pub(super) fn method_not_allowed(allow: &'static str) -> Response {
     let mut response =
         Response::error_with_status(405, ErrorCode::Invalid, &format!("method not allowed; use {allow}"));

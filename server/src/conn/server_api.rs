@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 use super::http::{Request, Response};
 use super::routes::{
-    account_refused, check_password, close_ended_logins, create_account, method_not_allowed, new_username,
-    parse_json, refused_response, start_token_family, storage_failure,
+    account_refused, check_password, close_ended_logins, create_account, new_username, parse_json,
+    refused_response, start_token_family, storage_failure,
 };
 use crate::clock::now_ms;
 use crate::mesh::RoomAction;
@@ -159,14 +159,8 @@ pub fn methods(path: &str) -> Option<&'static str> {
 
 /// Answers a server API route.
 pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
-    let Some(allowed) = methods(&request.path) else {
-        return Response::error(
-            ErrorCode::NotFound,
-            &format!("no route for {} {}", request.method, request.path),
-        );
-    };
-    if !allowed.split(", ").any(|m| m == request.method) {
-        return method_not_allowed(allowed);
+    if let Some(response) = super::routes::misrouted(request, methods(&request.path)) {
+        return response;
     }
     let shared = &shard.shared;
     let path = request.path.as_str();
