@@ -190,6 +190,7 @@ mod tests {
                         invite_role: Some(crate::RoomRole::Moderator),
                         pin_role: Some(crate::RoomRole::Member),
                         mention_all_role: None,
+                        retention: Some(crate::RoomRetention { max_age_secs: Some(86_400), max_count: None }),
                     }),
                 }
             ),
@@ -400,10 +401,10 @@ mod tests {
                 ServerFrame::ok(re, OkBody::Sent(SendOk { seq, ts, duplicate }))
             }),
             (any::<u64>(), room_info, any::<u64>()).prop_map(|(re, room, last_seq)| {
-                ServerFrame::ok(re, OkBody::Joined(JoinOk { room, last_seq }))
+                ServerFrame::ok(re, OkBody::Joined(JoinOk { room, last_seq, history_from: None }))
             }),
             (any::<u64>(), prop::collection::vec(message(), 0..5)).prop_map(|(re, messages)| {
-                ServerFrame::ok(re, OkBody::History(HistoryOk { messages, next: None }))
+                ServerFrame::ok(re, OkBody::History(HistoryOk { messages, next: None, history_from: None }))
             }),
             (any::<u64>(), ".{0,50}", any::<Option<u64>>()).prop_map(|(re, message, retry)| {
                 ServerFrame::err(
@@ -478,8 +479,8 @@ mod tests {
             OkBody::Sync(crate::SyncOk { rooms: vec![], next: None }),
             OkBody::Sync(crate::SyncOk { rooms: vec![], next: Some("c".into()) }),
             OkBody::RoomList(crate::RoomListOk { results: vec![], next: None }),
-            OkBody::History(HistoryOk { messages: vec![], next: None }),
-            OkBody::History(HistoryOk { messages: vec![], next: Some("c".into()) }),
+            OkBody::History(HistoryOk { messages: vec![], next: None, history_from: None }),
+            OkBody::History(HistoryOk { messages: vec![], next: Some("c".into()), history_from: Some(3) }),
             OkBody::Sent(SendOk { seq: 1, ts: 2, duplicate: false }),
             OkBody::Edited(crate::EditOk { seq: 1, edited_at: 2 }),
             OkBody::Receipt(crate::ReceiptOk { delivered: 1, read: 1 }),
@@ -521,6 +522,7 @@ mod tests {
                 settings: crate::RoomSettings::default(),
                 member_count: 1,
                 role: None,
+                history_from: None,
             }),
             OkBody::Room(crate::RoomOk {
                 room: RoomInfo {

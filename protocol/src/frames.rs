@@ -1229,6 +1229,11 @@ pub struct JoinOk {
     pub room: RoomInfo,
     /// The newest seq at the time of joining (0 for an empty room).
     pub last_seq: u64,
+    /// The oldest seq the room still keeps, when retention removed older messages
+    /// (absent: history starts at seq 1). A `since` below `history_from - 1` resumes
+    /// here: the messages in between were removed on purpose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_from: Option<u64>,
 }
 
 /// Answer to `send`.
@@ -1511,6 +1516,10 @@ pub struct HistoryOk {
     /// none (forwards: the newest message is in this page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// The oldest seq the room still keeps, when retention removed older messages
+    /// (absent: history starts at seq 1): no page goes below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_from: Option<u64>,
 }
 
 /// Events the server pushes.

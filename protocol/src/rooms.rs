@@ -101,6 +101,45 @@ pub struct RoomSettings {
     /// users).
     #[serde(default = "default_mention_all_role")]
     pub mention_all_role: RoomRole,
+    /// How long the room keeps its messages (absent: the server's default applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RoomRetention>,
+}
+
+/// How long a room keeps its messages: older ones, or those beyond the newest
+/// `max_count`, are removed in the background and history then starts at a later seq.
+/// A limit left out is no limit of that kind.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    ts_rs::TS,
+)]
+#[serde(deny_unknown_fields)]
+pub struct RoomRetention {
+    /// Messages older than this many seconds are removed
+    /// (1..=[`crate::limits::MAX_RETENTION_AGE_SECS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_secs: Option<u64>,
+    /// Only the newest this many messages are kept
+    /// (1..=[`crate::limits::MAX_RETENTION_COUNT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_count: Option<u64>,
+}
+
+impl RoomRetention {
+    /// Whether it limits nothing (a room's `{}`: follow the server's default).
+    pub fn is_unlimited(&self) -> bool {
+        self.max_age_secs.is_none() && self.max_count.is_none()
+    }
 }
 
 /// Who mentions the whole room in a room that never chose: moderators and above.
@@ -122,6 +161,7 @@ impl Default for RoomSettings {
             invite_role: RoomRole::Member,
             pin_role: default_pin_role(),
             mention_all_role: default_mention_all_role(),
+            retention: None,
         }
     }
 }
@@ -161,6 +201,9 @@ pub struct RoomSettingsPatch {
     /// New least role whose `@everyone` and `@here` mention the room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mention_all_role: Option<RoomRole>,
+    /// The room's own retention; `{}` drops it, so the server's default applies again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RoomRetention>,
 }
 
 /// Answer to `room.get` and `room.update`.
@@ -186,6 +229,10 @@ pub struct RoomDetailsOk {
     /// The caller's role, when a member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<RoomRole>,
+    /// The oldest seq the room still keeps, when retention removed older messages
+    /// (absent: history starts at seq 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_from: Option<u64>,
 }
 
 /// One member in `room.members`.

@@ -15,7 +15,7 @@ use crate::{
     KeysUploadOk, MemberChange, MemberEvent, MemberInfo, MemberReceipt, MembersOk, MentionAll, Message,
     MessageKind, OkBody, OneTimeKey, Op, PinInfo, PinsOk, PresenceChoice, PresenceInfo, PresenceListOk,
     PresenceStatus, Profile, ProfileOk, Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptListOk,
-    ReceiptOk, ReplyPreview, ReportNotice, RoomDetailsOk, RoomId, RoomInfo, RoomKind, RoomListOk, RoomOk,
+    ReceiptOk, ReplyPreview, ReportNotice, RoomDetailsOk, RoomId, RoomInfo, RoomKind, RoomListOk, RoomOk, RoomRetention,
     RoomRole, RoomSettings, RoomSettingsPatch, RoomSummary, SearchHit, SearchOk, SearchOrder, SendOk,
     SessionId, SyncOk, SystemAction, SystemNotice, Typing, UserId, UsersOk,
 };
@@ -132,6 +132,7 @@ pub fn declarations() -> String {
         RoomKind,
         RoomRole,
         RoomSettings,
+        RoomRetention,
         RoomSettingsPatch,
         Message,
         MessageKind,

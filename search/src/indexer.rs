@@ -72,6 +72,13 @@ pub enum IndexOp {
         /// Its seq.
         seq: u64,
     },
+    /// Remove a run of a room's messages (retention removed them from the store).
+    RemoveRange {
+        /// Their room.
+        room: RoomId,
+        /// Their seqs.
+        seqs: std::ops::Range<u64>,
+    },
     /// Commit everything received so far, make it searchable, then reply.
     Flush(flume::Sender<Result<(), SearchError>>),
     /// Clear the index and reindex every message of the store, then mark the index
@@ -102,6 +109,12 @@ pub fn changes_of(writes: impl IntoIterator<Item = Write>) -> Vec<IndexOp> {
                     changes.push(IndexOp::Insert(std::mem::take(&mut inserted)));
                 }
                 changes.push(IndexOp::Upsert(message));
+            }
+            Write::TrimHistory { room, from, floor } => {
+                if !inserted.is_empty() {
+                    changes.push(IndexOp::Insert(std::mem::take(&mut inserted)));
+                }
+                changes.push(IndexOp::RemoveRange { room, seqs: from..floor });
             }
             _ => {}
         }
@@ -256,6 +269,14 @@ impl Indexer {
                     IndexOp::Upsert(message) => self.upsert(&message),
                     IndexOp::Remove { room, seq } => {
                         self.delete(&room, seq);
+                        self.mark_pending();
+                    }
+                    IndexOp::RemoveRange { room, seqs } => {
+                        // One term query per seq, like an edit's: a pass of the sweeper
+                        // removes a bounded run.
+                        for seq in seqs {
+                            self.delete(&room, seq);
+                        }
                         self.mark_pending();
                     }
                     IndexOp::Flush(reply) => {

@@ -25,6 +25,7 @@ mod logins;
 mod memtable_keeper;
 mod message_record;
 mod people;
+mod retention;
 mod scan;
 mod store;
 mod user_export;
@@ -36,6 +37,7 @@ pub use export::ExportSummary;
 pub use palaver_core::records::{
     ActionRecord, DeviceRecord, FileRecord, ProfileRecord, RefreshRecord, RoomRecord, UserRecord, Write,
 };
+pub use retention::AgedMessage;
 pub use store::{
     Durability, FORMAT_VERSION, LogPart, Replicator, RoomDigest, Rotation, Store, StoreOptions,
     lower_this_threads_priority, username_skeleton,

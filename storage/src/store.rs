@@ -191,6 +191,8 @@ pub(crate) struct Engine {
     pub(crate) file_record: Keyspace,
     pub(crate) user_device: Keyspace,
     pub(crate) user_device_otk: Keyspace,
+    /// `room ++ 0` → the oldest seq the room keeps (absent: 1, retention removed nothing).
+    pub(crate) room_history_floor: Keyspace,
     /// Frees flushed memtables outside fjall's locks (see `memtable_keeper`).
     _memtables: MemtableKeeper,
 }
@@ -245,6 +247,8 @@ impl Engine {
             file_record: open("file_record")?,
             user_device: open("user_device")?,
             user_device_otk: open("user_device_otk")?,
+            // Added within format 2: absent means retention removed nothing.
+            room_history_floor: open("room_history_floor")?,
             _memtables: MemtableKeeper::start(keyspaces_of(&db)?)
                 .map_err(|e| StorageError::Engine(fjall::Error::from(e)))?,
             db,
@@ -771,6 +775,7 @@ impl Store {
                 Write::RemoveFile { file_id } => {
                     batch.remove(&e.file_record, file_id.as_bytes());
                 }
+                Write::TrimHistory { room, floor, .. } => e.apply_trim_history(&mut batch, room, *floor)?,
                 account @ (Write::EndLogin { .. }
                 | Write::EndAllLogins { .. }
                 | Write::SetPassword { .. }
@@ -1177,7 +1182,8 @@ impl Store {
 
     // ----- messages -----
 
-    /// The highest stored seq of a room (0 when it has none).
+    /// The highest seq a room assigned: its newest stored message's, or, when retention
+    /// removed them all, the one below its history floor (0 for a room with none).
     pub fn last_seq(&self, room: &RoomId) -> Result<u64, StorageError> {
         let e = self.engine()?;
         let prefix = keys::room_prefix(room);
@@ -1189,7 +1195,9 @@ impl Store {
                     detail: "short key".into(),
                 })
             }
-            None => Ok(0),
+            // Retention may have removed every message: the seq counter goes on from
+            // below the floor.
+            None => Ok(e.history_floor(room)? - 1),
         }
     }
 

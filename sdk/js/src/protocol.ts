@@ -622,7 +622,13 @@ room: RoomInfo,
 /**
  * The newest seq at the time of joining (0 for an empty room).
  */
-last_seq: number, };
+last_seq: number, 
+/**
+ * The oldest seq the room still keeps, when retention removed older messages
+ * (absent: history starts at seq 1). A `since` below `history_from - 1` resumes
+ * here: the messages in between were removed on purpose.
+ */
+history_from?: number | null, };
 /**
  * Answer to `send`.
  */
@@ -651,7 +657,12 @@ messages: Array<Message>,
  * Pass as `cursor` for the next page in the same direction; absent when there is
  * none (forwards: the newest message is in this page).
  */
-next?: string | null, };
+next?: string | null, 
+/**
+ * The oldest seq the room still keeps, when retention removed older messages
+ * (absent: history starts at seq 1): no page goes below it.
+ */
+history_from?: number | null, };
 /**
  * Answer to `receipt`: the caller's watermarks in the room after the update.
  */
@@ -861,7 +872,12 @@ member_count: number,
 /**
  * The caller's role, when a member.
  */
-role?: RoomRole | null, };
+role?: RoomRole | null, 
+/**
+ * The oldest seq the room still keeps, when retention removed older messages
+ * (absent: history starts at seq 1).
+ */
+history_from?: number | null, };
 /**
  * Answer to `room.members`.
  */
@@ -1308,7 +1324,27 @@ pin_role: RoomRole,
  * The least role whose `@everyone` and `@here` mention the room (direct rooms: both
  * users).
  */
-mention_all_role: RoomRole, };
+mention_all_role: RoomRole, 
+/**
+ * How long the room keeps its messages (absent: the server's default applies).
+ */
+retention?: RoomRetention | null, };
+/**
+ * How long a room keeps its messages: older ones, or those beyond the newest
+ * `max_count`, are removed in the background and history then starts at a later seq.
+ * A limit left out is no limit of that kind.
+ */
+export type RoomRetention = { 
+/**
+ * Messages older than this many seconds are removed
+ * (1..=[`crate::limits::MAX_RETENTION_AGE_SECS`]).
+ */
+max_age_secs?: number | null, 
+/**
+ * Only the newest this many messages are kept
+ * (1..=[`crate::limits::MAX_RETENTION_COUNT`]).
+ */
+max_count?: number | null, };
 /**
  * A partial change to [`RoomSettings`]: absent fields keep their value.
  */
@@ -1336,7 +1372,11 @@ pin_role?: RoomRole | null,
 /**
  * New least role whose `@everyone` and `@here` mention the room.
  */
-mention_all_role?: RoomRole | null, };
+mention_all_role?: RoomRole | null, 
+/**
+ * The room's own retention; `{}` drops it, so the server's default applies again.
+ */
+retention?: RoomRetention | null, };
 /**
  * A stored message, as delivered live (`message` event) and by `history`.
  */

@@ -149,7 +149,11 @@ impl FakeServer {
                     kind: RoomKind::Public,
                     topic: String::new(),
                 };
-                self.to_client.push_back(ok(OkBody::Joined(JoinOk { room: info, last_seq })));
+                self.to_client.push_back(ok(OkBody::Joined(JoinOk {
+                    room: info,
+                    last_seq,
+                    history_from: None,
+                })));
                 for m in replay {
                     self.to_client.push_back(ServerFrame::Event(Event::Message(m)));
                 }
@@ -178,7 +182,11 @@ impl FakeServer {
                     more = true;
                 }
                 let next = more.then(|| "more".to_owned());
-                self.to_client.push_back(ok(OkBody::History(HistoryOk { messages: page, next })));
+                self.to_client.push_back(ok(OkBody::History(HistoryOk {
+                    messages: page,
+                    next,
+                    history_from: None,
+                })));
             }
             Op::Receipt { room, delivered, read } => {
                 self.receipt_requests += 1;

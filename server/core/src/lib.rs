@@ -8,6 +8,9 @@
 //! - [`Session`]: one connection's auth state, rate limit and in-flight accounting.
 //! - [`logins`]: which logins are over (logout, log out everywhere, a new password).
 //! - [`admin`]: suspensions by admins, and the audit log's entries.
+//! - [`retention`]: which of a room's oldest messages expire, and where its history
+//!   then starts.
+//! - [`room_export`]: who may export a room's history.
 //! - [`reports`]: members reporting messages to the room's moderators and the admins.
 //! - [`PresenceBook`]: who is online, away or offline, announced coalesced.
 //! - [`keys`]: the end-to-end encryption key directory's rules.
@@ -34,8 +37,10 @@ mod rate;
 pub mod records;
 pub mod replica_check;
 pub mod reports;
+pub mod retention;
 mod role;
 mod room;
+pub mod room_export;
 pub mod route;
 #[cfg(test)]
 mod rules_coverage;

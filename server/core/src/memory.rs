@@ -31,6 +31,8 @@ struct StoredRoomState {
     invites: BTreeSet<UserId>,
     /// Pinned messages: who pinned each and when.
     pins: BTreeMap<u64, (UserId, u64)>,
+    /// The oldest seq kept (0 or 1: nothing removed).
+    history_floor: u64,
 }
 
 /// See the module docs.
@@ -249,6 +251,18 @@ impl MemoryStore {
             Write::RemoveFile { file_id } => {
                 self.files.remove(file_id);
             }
+            Write::TrimHistory { room, floor, .. } => {
+                let state = self.room_mut(room);
+                let kept = state.messages.split_off(floor);
+                let removed = std::mem::replace(&mut state.messages, kept);
+                state.history_floor = state.history_floor.max(*floor);
+                state.reactions.retain(|(seq, _, _)| seq >= floor);
+                state.edits.retain(|(seq, _), _| seq >= floor);
+                state.pins.retain(|seq, _| seq >= floor);
+                for file in removed.values().filter_map(|m| m.file.as_ref()) {
+                    self.files.remove(&file.file_id);
+                }
+            }
         }
     }
 
@@ -258,18 +272,26 @@ impl MemoryStore {
         Some(StoredRoom {
             record: state.record.clone()?,
             members: state.members.iter().map(|(u, r)| (u.clone(), *r)).collect(),
-            newest: state.messages.values().next_back().map(|m| (m.seq, m.ts)),
+            newest: state
+                .messages
+                .values()
+                .next_back()
+                .map(|m| (m.seq, m.ts))
+                .or_else(|| (state.history_floor > 1).then(|| (state.history_floor - 1, 0))),
             receipts: state.receipts.iter().map(|(u, (d, r))| (u.clone(), *d, *r)).collect(),
             bans: state.bans.iter().cloned().collect(),
             mutes: state.mutes.iter().map(|(u, t)| (u.clone(), *t)).collect(),
             invites: state.invites.iter().cloned().collect(),
             pins: state.pins.iter().map(|(seq, (by, at))| (*seq, by.clone(), *at)).collect(),
+            history_floor: state.history_floor.max(1),
         })
     }
 
     /// A room's last stored seq (0 when it has no message).
     pub fn last_seq(&self, room: &RoomId) -> u64 {
-        self.room(room).and_then(|r| r.messages.keys().next_back().copied()).unwrap_or(0)
+        self.room(room)
+            .map(|r| r.messages.keys().next_back().copied().unwrap_or(r.history_floor.saturating_sub(1)))
+            .unwrap_or(0)
     }
 
     /// A room's stored messages, by seq.

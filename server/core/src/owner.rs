@@ -91,6 +91,8 @@ pub struct StoredRoom {
     pub invites: Vec<UserId>,
     /// Pinned messages: `(seq, by, at)`.
     pub pins: Vec<(u64, UserId, u64)>,
+    /// The oldest seq kept (1: retention removed nothing).
+    pub history_floor: u64,
 }
 
 /// A direct room to create between two users.
@@ -245,6 +247,15 @@ pub enum RoomOp {
     },
     /// `dm.open` of this direct room by one of its pair.
     OpenDirect,
+    /// Retention: the room's history starts at `floor` from now on, as the sweeper
+    /// decided from the stored messages under the room's stored retention `seen` (no
+    /// client op routes here).
+    TrimHistory {
+        /// The oldest seq kept.
+        floor: u64,
+        /// The room's own retention as the sweep read it.
+        seen: Option<palaver_protocol::RoomRetention>,
+    },
 }
 
 /// The owner of one room. `A` is whatever the driver needs to route an answer back.
@@ -356,7 +367,8 @@ impl<A: Clone> RoomOwner<A> {
     /// `None` for a deleted room: the one way a room comes back into memory, after a
     /// restart, an unload or a refused write.
     pub fn load(stored: StoredRoom, limits: RoomLimits, now_ms: u64) -> Option<Self> {
-        let StoredRoom { record, members, newest, receipts, bans, mutes, invites, pins } = stored;
+        let StoredRoom { record, members, newest, receipts, bans, mutes, invites, pins, history_floor } =
+            stored;
         if record.deleted {
             return None;
         }
@@ -364,6 +376,7 @@ impl<A: Clone> RoomOwner<A> {
         let mut room =
             Room::restore(record.room_id, record.name, record.kind, members, last_seq, last_ts, limits);
         room.load_receipts(receipts);
+        room.load_history_floor(history_floor);
         room.load_governance(Governance {
             topic: record.topic,
             settings: record.settings,
@@ -599,6 +612,7 @@ impl<A: Clone> RoomOwner<A> {
             RoomOp::DeleteRoom => self.delete_room(now_ms, asker.clone(), user, false, lookups, fx),
             RoomOp::DeleteRoomByAdmin => self.delete_room(now_ms, asker.clone(), user, true, lookups, fx),
             RoomOp::OpenDirect => self.open_direct_again(asker.clone(), user, lookups, fx),
+            RoomOp::TrimHistory { floor, seen } => self.trim_history(asker.clone(), floor, seen, fx),
         };
         // A step answers by itself when it can; `Some(body)` is an answer to give now.
         if let Some(body) = result {
@@ -620,7 +634,10 @@ impl<A: Clone> RoomOwner<A> {
         };
         let room = self.room.id().clone();
         let last_seq = outcome.last_seq;
-        let body = ok(OkBody::Joined(JoinOk { room: self.room.info(), last_seq }));
+        let history_from = self.room.history_from();
+        let body = ok(OkBody::Joined(JoinOk { room: self.room.info(), last_seq, history_from }));
+        // A `since` below the floor resumes at the floor: what is below it was removed.
+        let since = since.map(|s| s.max(self.room.history_floor() - 1));
         let subscribe =
             Subscribe { room: room.clone(), cursor: since.unwrap_or(last_seq).min(last_seq), last_seq };
         let answer = Answer { to: asker, body, subscription: Subscription::Joined(Some(subscribe)) };
@@ -1343,7 +1360,9 @@ impl<A: Clone> RoomOwner<A> {
             Err(e) => return Some(refused(&e)),
         };
         Some(match self.history_page(window, user, lookups) {
-            Ok((messages, next)) => ok(OkBody::History(HistoryOk { messages, next })),
+            Ok((messages, next)) => {
+                ok(OkBody::History(HistoryOk { messages, next, history_from: self.room.history_from() }))
+            }
             Err(e) => lookup_failed(&e),
         })
     }
@@ -1424,6 +1443,7 @@ impl<A: Clone> RoomOwner<A> {
             settings: self.room.settings(),
             member_count: self.room.member_count() as u32,
             role: self.room.role_of(user),
+            history_from: self.room.history_from(),
         }))
     }
 
@@ -1738,6 +1758,24 @@ impl<A: Clone> RoomOwner<A> {
         };
         self.deleting = true;
         self.store_notice(now_ms, asker, notice, writes, Some(empty()), AfterNotice::DeleteRoom, lookups, fx);
+        None
+    }
+
+    /// Retention's sweep moves the history floor: one write removes everything below it
+    /// (read from the store it is applied to, so every replica removes the same).
+    fn trim_history(
+        &mut self,
+        asker: A,
+        floor: u64,
+        seen: Option<palaver_protocol::RoomRetention>,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        let from = self.room.history_floor();
+        if let Err(e) = self.room.trim_history(floor, seen) {
+            return Some(refused(&e));
+        }
+        let write = Write::TrimHistory { room: self.room.id().clone(), from, floor };
+        self.commit(fx, vec![write], Settle::answer(Answer::plain(asker, empty())));
         None
     }
 

@@ -464,6 +464,19 @@ pub enum Write {
         /// The file.
         file_id: String,
     },
+    /// Retention: the room's history starts at `floor` from now on. Every message below
+    /// it goes with everything about it — extension record, edit history, reactions,
+    /// pins, mention index entries, its cid and its file's record — read from the store
+    /// it is applied to, so every replica removes the same. Seqs are not reused.
+    TrimHistory {
+        /// The room.
+        room: RoomId,
+        /// The floor before (what this write removes is `from..floor`; anything below
+        /// `from` was removed before and is removed again if found).
+        from: u64,
+        /// The oldest seq kept.
+        floor: u64,
+    },
 }
 
 impl Write {
@@ -489,7 +502,8 @@ impl Write {
             | Write::PutMute { room, .. }
             | Write::RemoveMute { room, .. }
             | Write::PutInvite { room, .. }
-            | Write::RemoveInvite { room, .. } => Some(room),
+            | Write::RemoveInvite { room, .. }
+            | Write::TrimHistory { room, .. } => Some(room),
             Write::PutProfile { .. }
             | Write::PutFriend { .. }
             | Write::RemoveFriend { .. }

@@ -7,6 +7,7 @@
 
 mod forwards;
 mod governance;
+mod history_floor;
 mod pins;
 mod receipts;
 
@@ -63,6 +64,8 @@ pub struct Room {
     last_sent: HashMap<UserId, u64>,
     /// Pinned messages by seq: who pinned each and when.
     pins: BTreeMap<u64, (UserId, u64)>,
+    /// The oldest seq kept: retention removed everything below it (1: nothing removed).
+    history_floor: u64,
 }
 
 /// The outcome of a `receipt` op.
@@ -323,6 +326,7 @@ impl Room {
             invites: HashSet::new(),
             last_sent: HashMap::new(),
             pins: BTreeMap::new(),
+            history_floor: 1,
         }
     }
 

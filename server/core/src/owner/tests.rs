@@ -1060,3 +1060,59 @@ fn the_owner_hands_the_room_over_and_becomes_an_admin() {
     assert_eq!((members[&user("bob")], members[&user("owner")]), (Role::Owner, Role::Admin));
     assert_eq!(h.err("owner", moderate("bob", Moderation::Transfer)), ErrorCode::Forbidden);
 }
+
+#[test]
+fn retention_moves_the_history_floor_and_keeps_the_seq_counter() {
+    let mut h = Harness::public("owner", &["bob"]);
+    for i in 1..=4 {
+        h.ok("owner", send_op(&format!("m{i}"), "hello"));
+    }
+    h.ok("owner", RoomOp::Pin { seq: 2, on: true });
+    // Only what is durable may go, only upwards, and only under the retention the sweep read.
+    let seen = Some(palaver_protocol::RoomRetention { max_age_secs: Some(60), max_count: None });
+    assert_eq!(h.err("owner", RoomOp::TrimHistory { floor: 3, seen }), ErrorCode::Invalid);
+    assert_eq!(h.err("owner", RoomOp::TrimHistory { floor: 99, seen: None }), ErrorCode::Invalid);
+    let asker = h.ask("owner", RoomOp::TrimHistory { floor: 3, seen: None });
+    assert_eq!(
+        h.pending.last().map(|c| c.writes.clone()),
+        Some(vec![Write::TrimHistory { room: room_id(), from: 1, floor: 3 }])
+    );
+    h.settle_all();
+    assert!(matches!(h.answer(asker), Some(ReplyBody::Ok(_))));
+    assert_eq!(h.err("owner", RoomOp::TrimHistory { floor: 3, seen: None }), ErrorCode::Invalid);
+
+    // Readers see the floor; a join from below it resumes at it; the pin below it is gone.
+    match h.ok("bob", RoomOp::Get) {
+        OkBody::RoomDetails(details) => assert_eq!(details.history_from, Some(3)),
+        other => panic!("{other:?}"),
+    }
+    let asker = h.ask("bob", RoomOp::Join { since: Some(0) });
+    let answer = h.fx.answers.iter().find(|a| a.to == asker).unwrap();
+    match (&answer.body, &answer.subscription) {
+        (ReplyBody::Ok(OkBody::Joined(joined)), Subscription::Joined(Some(subscribe))) => {
+            assert_eq!((joined.history_from, subscribe.cursor), (Some(3), 2));
+        }
+        other => panic!("{other:?}"),
+    }
+    match h.ok("bob", RoomOp::PinList { limit: None, cursor: None }) {
+        OkBody::Pins(pins) => assert!(pins.pins.is_empty(), "{pins:?}"),
+        other => panic!("{other:?}"),
+    }
+    match h.ok("bob", RoomOp::History(HistoryRequest::default())) {
+        OkBody::History(page) => {
+            assert_eq!(page.history_from, Some(3));
+            assert!(page.messages.iter().all(|m| m.seq >= 3), "{page:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The counter goes on, also once the room is loaded again from storage.
+    let stored = h.world.stored_room(&room_id()).unwrap();
+    assert_eq!(stored.history_floor, 3);
+    let mut reloaded = RoomOwner::<Asker>::load(stored, RoomLimits::default(), h.now).unwrap();
+    let mut fx = Effects::default();
+    reloaded.handle(h.now, 1, &user("owner"), send_op("after", "again"), &h.world, &mut fx);
+    match &fx.commits[0].writes[0] {
+        Write::AppendMessage(m) => assert_eq!(m.seq, 6, "four messages and a pin notice before it"),
+        other => panic!("{other:?}"),
+    }
+}

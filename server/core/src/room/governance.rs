@@ -362,6 +362,11 @@ impl Room {
         if let Some(role) = patch.mention_all_role {
             settings.mention_all_role = role;
         }
+        if let Some(retention) = patch.retention {
+            crate::retention::check(&retention)?;
+            // `{}` drops the room's own: the server's default applies again.
+            settings.retention = (!retention.is_unlimited()).then_some(retention);
+        }
         Ok(settings)
     }
 
