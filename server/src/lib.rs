@@ -41,6 +41,7 @@ mod mesh;
 pub mod metrics;
 pub mod operator;
 pub mod quic;
+mod retention_sweeper;
 pub mod server;
 mod shard;
 mod shared;

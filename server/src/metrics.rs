@@ -92,6 +92,14 @@ pub struct Metrics {
     pub messages_stored: AtomicU64,
     /// Rooms that left memory after going idle.
     pub rooms_unloaded: AtomicU64,
+    /// Messages retention removed.
+    pub retention_removed: AtomicU64,
+    /// Files retention removed with their messages.
+    pub retention_files_removed: AtomicU64,
+    /// Retention sweeps completed.
+    pub retention_sweeps: AtomicU64,
+    /// Retention trims that failed (storage refused, the owner did not answer).
+    pub retention_failures: AtomicU64,
     /// Frames queued to sockets by fan-out.
     pub deliveries: AtomicU64,
     /// Group-commit batches written.
@@ -145,6 +153,10 @@ impl Metrics {
             connections_over_budget: AtomicU64::new(0),
             messages_stored: AtomicU64::new(0),
             rooms_unloaded: AtomicU64::new(0),
+            retention_removed: AtomicU64::new(0),
+            retention_files_removed: AtomicU64::new(0),
+            retention_sweeps: AtomicU64::new(0),
+            retention_failures: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             commit_batches: AtomicU64::new(0),
             commit_messages: AtomicU64::new(0),
@@ -218,6 +230,22 @@ impl Metrics {
             get(&self.connections_over_budget),
         );
         out.counter("palaver_messages_stored", "Messages durably stored.", get(&self.messages_stored));
+        out.counter(
+            "palaver_retention_removed",
+            "Messages removed by retention (below a room's history floor).",
+            get(&self.retention_removed),
+        );
+        out.counter(
+            "palaver_retention_files_removed",
+            "Files removed by retention with their messages.",
+            get(&self.retention_files_removed),
+        );
+        out.counter("palaver_retention_sweeps", "Retention sweeps completed.", get(&self.retention_sweeps));
+        out.counter(
+            "palaver_retention_failures",
+            "Retention trims that failed (storage refused, or the room's owner did not answer); the next sweep retries.",
+            get(&self.retention_failures),
+        );
         out.counter(
             "palaver_rooms_unloaded",
             "Rooms that left memory after going idle (they load again on their next use).",

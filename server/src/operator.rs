@@ -67,15 +67,19 @@ use crate::data_dir::{COMPACTED_STORE as COMPACTED, REPLACED_STORE as REPLACED};
 
 /// The export the compacted store is built from.
 const EXPORT: &str = "db.compact-export";
+/// The search index's directory: derived from the store, so compaction deletes it (its
+/// segments still hold what was removed until tantivy merges them) and the server
+/// rebuilds it from the compacted store at its next start.
+const SEARCH_INDEX: &str = "search";
 
 /// Carries out `palaver compact` on `data_dir`; returns what to print.
 ///
 /// The store is rewritten: exported from one snapshot (live records only), imported into
 /// a new store beside it, checked, and swapped in; the old one, whose files and journal
 /// still hold what was removed or overwritten, is then deleted. (Compacting in place
-/// would not do: the engine's journal keeps every write until it passes 64 MiB.) A
-/// command cut short is finished by the next one, and the server refuses to start
-/// meanwhile.
+/// would not do: the engine's journal keeps every write until it passes 64 MiB.) The
+/// search index goes too, to be rebuilt from the compacted store. A command cut short is
+/// finished by the next one, and the server refuses to start meanwhile.
 pub fn compact(data_dir: &Path) -> Result<String, OperatorError> {
     let started = std::time::Instant::now();
     finish_interrupted(data_dir)?;
@@ -106,6 +110,10 @@ pub fn compact(data_dir: &Path) -> Result<String, OperatorError> {
     sync_dir(data_dir)?;
     std::fs::remove_dir_all(&replaced).map_err(io(&replaced))?;
     std::fs::remove_file(&export).map_err(io(&export))?;
+    let search = data_dir.join(SEARCH_INDEX);
+    if search.exists() {
+        std::fs::remove_dir_all(&search).map_err(io(&search))?;
+    }
     Ok(format!(
         "compacted {}: {} records kept, in {} ms",
         data_dir.display(),

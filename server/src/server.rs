@@ -297,6 +297,7 @@ fn run_shard(
         monoio::spawn(shard::ticks(shard.clone()));
         if id == 0 {
             monoio::spawn(crate::conn::account_deletion::resume_departures(shard.clone()));
+            monoio::spawn(crate::retention_sweeper::run(shard.clone()));
         }
         shard.run_inbox(inbox).await;
     };

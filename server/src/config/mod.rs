@@ -60,6 +60,12 @@ const DEFAULT_MAX_ROOMS_PER_USER: usize = 1_000;
 /// Default time an unused room stays in memory.
 const DEFAULT_IDLE_ROOM_SECS: u64 = 600;
 
+/// Default seconds between two retention sweeps.
+const DEFAULT_RETENTION_INTERVAL_SECS: u64 = 60;
+/// Default age below which no message is removed, whatever a retention says: the window
+/// in which a client may still be retrying a send (its `cid` is found until then).
+const DEFAULT_RETENTION_GRACE_SECS: u64 = 600;
+
 /// Whether WebSockets negotiate permessage-deflate unless told otherwise.
 const DEFAULT_PERMESSAGE_DEFLATE: bool = false;
 /// Default smallest server message sent compressed on a permessage-deflate socket:
@@ -251,6 +257,20 @@ pub struct Settings {
     /// QUIC handshakes in progress past which a client must first prove its address with a stateless Retry (0: always), so a flood from forged addresses costs the server one packet each and no state
     #[arg(long, env = "PALAVER_QUIC_RETRY_AFTER_HANDSHAKES")]
     pub quic_retry_after_handshakes: Option<usize>,
+    /// Default retention: messages older than this many seconds are removed, in rooms that
+    /// set no retention of their own (direct rooms always follow the default).
+    #[arg(long, env = "PALAVER_RETENTION_MAX_AGE_SECS")]
+    pub retention_max_age_secs: Option<u64>,
+    /// Default retention: only the newest this many messages of a room are kept, in rooms
+    /// that set no retention of their own.
+    #[arg(long, env = "PALAVER_RETENTION_MAX_COUNT")]
+    pub retention_max_count: Option<u64>,
+    /// Seconds between two passes of the retention sweeper.
+    #[arg(long, env = "PALAVER_RETENTION_INTERVAL_SECS")]
+    pub retention_interval_secs: Option<u64>,
+    /// No message younger than this many seconds is removed, whatever a room's retention says (a retried send still finds its `cid` until then).
+    #[arg(long, env = "PALAVER_RETENTION_GRACE_SECS")]
+    pub retention_grace_secs: Option<u64>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     #[serde(skip)]
@@ -460,6 +480,10 @@ fn help_defaults() -> Vec<(&'static str, String)> {
                 .into(),
         ),
         ("permessage_deflate_min_bytes", DEFAULT_PERMESSAGE_DEFLATE_MIN_BYTES.to_string()),
+        ("retention_max_age_secs", "none: messages are kept".into()),
+        ("retention_max_count", "none: messages are kept".into()),
+        ("retention_interval_secs", DEFAULT_RETENTION_INTERVAL_SECS.to_string()),
+        ("retention_grace_secs", DEFAULT_RETENTION_GRACE_SECS.to_string()),
     ]
 }
 
@@ -572,10 +596,23 @@ pub struct Config {
     pub permessage_deflate: Option<u16>,
     /// QUIC handshakes in progress past which new clients are asked to prove their address (Retry).
     pub quic_retry_after_handshakes: usize,
+    /// Retention: the server's default and the sweeper's pace.
+    pub retention: RetentionConfig,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
     /// Test only: abort right after storing an account deletion.
     pub test_crash_after_account_deletion: bool,
+}
+
+/// Retention's server-wide settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// The retention of rooms that set none (`None`: keep everything).
+    pub default: Option<palaver_protocol::RoomRetention>,
+    /// Time between two sweeps, in ms.
+    pub interval_ms: u64,
+    /// No message younger than this is removed, in ms.
+    pub grace_ms: u64,
 }
 
 /// The configuration could not be loaded.
@@ -637,7 +674,28 @@ impl Config {
             WebPageSetting::On => true,
             WebPageSetting::Off => false,
         };
+        let default_retention = palaver_protocol::RoomRetention {
+            max_age_secs: cli.retention_max_age_secs.or(file.retention_max_age_secs),
+            max_count: cli.retention_max_count.or(file.retention_max_count),
+        };
+        palaver_core::retention::check(&default_retention)
+            .map_err(|e| ConfigError::Invalid(format!("default retention: {e}")))?;
+        let retention = RetentionConfig {
+            default: (!default_retention.is_unlimited()).then_some(default_retention),
+            interval_ms: cli
+                .retention_interval_secs
+                .or(file.retention_interval_secs)
+                .unwrap_or(DEFAULT_RETENTION_INTERVAL_SECS)
+                .max(1)
+                .saturating_mul(1000),
+            grace_ms: cli
+                .retention_grace_secs
+                .or(file.retention_grace_secs)
+                .unwrap_or(DEFAULT_RETENTION_GRACE_SECS)
+                .saturating_mul(1000),
+        };
         let config = Config {
+            retention,
             test_echo,
             test_crash_after_account_deletion: cli.test_crash_after_account_deletion,
             quic_retry_after_handshakes: cli

@@ -11,6 +11,7 @@ mod files;
 pub mod http;
 pub mod quic_session;
 mod reports;
+mod room_export;
 mod routes;
 pub mod server_api;
 pub mod socket;

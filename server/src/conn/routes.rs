@@ -79,6 +79,7 @@ pub fn methods(path: &str, web_page: bool) -> Option<&'static str> {
         p if p.starts_with("/v1/server/") => super::server_api::methods(p),
         "/v1/account/delete" => Some("POST"),
         p if p.starts_with("/v1/account/") => super::account_export::methods(p),
+        p if super::room_export::route(p).is_some() => Some("GET"),
         p if p.starts_with("/v1/reports") || p.starts_with("/v1/rooms/") => super::reports::methods(p),
         p if web_page && super::web_page::asset(p).is_some() => Some("GET"),
         _ => None,
@@ -115,6 +116,10 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
                 method_not_allowed(allowed)
             }
         }
+        ("GET", path) if super::room_export::route(path).is_some() => {
+            super::room_export::handle(shard, request).await
+        }
+        (_, path) if super::room_export::route(path).is_some() => method_not_allowed("GET"),
         (method, path) if let Some(allowed) = super::reports::methods(path) => {
             if method == allowed {
                 super::reports::handle(shard, request).await

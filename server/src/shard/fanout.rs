@@ -215,6 +215,15 @@ async fn catch_up(shard: Rc<Shard>, room: RoomId, conn: ConnId) {
                 }
             };
             if page.first().map(|m| m.seq) != Some(sub.cursor + 1) {
+                // Retention removed the messages below the room's history floor: the
+                // cursor resumes there (the join's `history_from` told the client).
+                match shard.shared.store.history_floor(&room) {
+                    Ok(floor) if sub.cursor + 1 < floor => {
+                        sub.cursor = (floor - 1).min(seen);
+                        continue;
+                    }
+                    _ => {}
+                }
                 tracing::error!(room = %room, from = sub.cursor + 1, "stored log is missing messages");
                 sub.outbound.close(crate::ws::CloseCode::InternalError, "history gap");
                 return;

@@ -192,10 +192,17 @@ fn owner_config(shard: &Shard) -> OwnerConfig {
 fn load(shard: &Shard, id: &RoomId, now: u64) -> Result<Option<HeldRoom>, StorageError> {
     let store = &shard.shared.store;
     let Some(record) = store.room(id)? else { return Ok(None) };
+    let history_floor = store.history_floor(id)?;
+    let newest = match store.messages_before(id, None, 1)?.first() {
+        Some(m) => Some((m.seq, m.ts)),
+        // Retention removed every message: the seqs go on after the removed ones.
+        None => (history_floor > 1).then(|| (history_floor - 1, 0)),
+    };
     let stored = StoredRoom {
         record,
         members: store.members(id)?,
-        newest: store.messages_before(id, None, 1)?.first().map(|m| (m.seq, m.ts)),
+        newest,
+        history_floor,
         receipts: store.receipts(id)?,
         bans: store.bans(id)?,
         mutes: store.mutes(id)?,
