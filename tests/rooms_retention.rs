@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -55,7 +56,7 @@ fn set_retention(client: &mut Client, room: &RoomId, retention: RoomRetention) -
 fn wait_for_floor(client: &mut Client, room: &RoomId, floor: u64) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let from = room_get(client, room).history_from;
+        let from = room_get(client, room).history_from.map(NonZeroU64::get);
         if from == Some(floor) {
             return;
         }
@@ -139,31 +140,36 @@ fn expired_messages_leave_no_bytes_and_history_starts_at_the_floor() {
     assert!(file_holding(server.data_dir(), FILE_MARKER).is_some(), "the check below would prove nothing");
 
     // Keep the newest three: the settings change and two later messages.
-    let bad = RoomSettingsPatch {
-        retention: Some(RoomRetention { max_age_secs: None, max_count: Some(0) }),
-        ..Default::default()
-    };
-    a.err(
-        Op::RoomUpdate { room: room.clone(), name: None, topic: None, settings: Some(bad) },
-        ErrorCode::Invalid,
-    );
+    // Out of range: 0 (refused by the wire type) and past ten years.
+    for (id, retention) in [(901, r#"{"max_count":0}"#), (902, r#"{"max_age_secs":315360001}"#)] {
+        let frame = format!(
+            r#"{{"id":{id},"op":"room.update","room":"{room}","settings":{{"retention":{retention}}}}}"#
+        );
+        a.send_raw(frame.into_bytes(), true);
+        match a.reply(id) {
+            palaver_protocol::ReplyBody::Err(e) => {
+                assert_eq!(e.code, ErrorCode::Invalid, "{retention}: {e:?}")
+            }
+            other => panic!("{retention}: {other:?}"),
+        }
+    }
     b.err(
         Op::RoomUpdate {
             room: room.clone(),
             name: None,
             topic: None,
             settings: Some(RoomSettingsPatch {
-                retention: Some(RoomRetention { max_age_secs: None, max_count: Some(3) }),
+                retention: Some(RoomRetention { max_age_secs: None, max_count: NonZeroU32::new(3) }),
                 ..Default::default()
             }),
         },
         ErrorCode::Forbidden,
     );
-    match set_retention(&mut a, &room, RoomRetention { max_age_secs: None, max_count: Some(3) }) {
+    match set_retention(&mut a, &room, RoomRetention { max_age_secs: None, max_count: NonZeroU32::new(3) }) {
         OkBody::RoomDetails(details) => {
             assert_eq!(
                 details.settings.retention,
-                Some(RoomRetention { max_age_secs: None, max_count: Some(3) })
+                Some(RoomRetention { max_age_secs: None, max_count: NonZeroU32::new(3) })
             );
         }
         other => panic!("{other:?}"),
@@ -175,10 +181,18 @@ fn expired_messages_leave_no_bytes_and_history_starts_at_the_floor() {
 
     // History starts at the floor and says so.
     let page = history_page(&mut b, &room);
-    assert_eq!(page.history_from, Some(floor));
+    assert_eq!(page.history_from.map(NonZeroU64::get), Some(floor));
     assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![last, last - 1, floor]);
     assert!(page.next.is_none(), "nothing below the floor: {page:?}");
     assert!(page.messages.iter().all(|m| !m.text.contains(MARKER)));
+    // Unread counts only what is kept.
+    match b.ok(Op::Sync { limit: None, cursor: None }) {
+        OkBody::Sync(sync) => {
+            let summary = sync.rooms.iter().find(|r| r.room.room_id == room).unwrap();
+            assert_eq!((summary.last_seq, summary.read, summary.unread), (last, 0, 3));
+        }
+        other => panic!("{other:?}"),
+    }
     match b.ok(Op::PinList { room: room.clone(), limit: None, cursor: None }) {
         OkBody::Pins(pins) => assert!(pins.pins.is_empty(), "the pinned message expired: {pins:?}"),
         other => panic!("{other:?}"),
@@ -186,7 +200,9 @@ fn expired_messages_leave_no_bytes_and_history_starts_at_the_floor() {
     // A join from before the floor resumes at it, with the indicator.
     let mut late = Client::login(addr, Codec::Json, &bob);
     match late.ok(Op::Join { room: room.clone(), since: Some(1) }) {
-        OkBody::Joined(joined) => assert_eq!((joined.last_seq, joined.history_from), (last, Some(floor))),
+        OkBody::Joined(joined) => {
+            assert_eq!((joined.last_seq, joined.history_from.map(NonZeroU64::get)), (last, Some(floor)))
+        }
         other => panic!("{other:?}"),
     }
     let replayed: Vec<u64> = (0..3).map(|_| late.next_message().seq).collect();
@@ -232,7 +248,7 @@ fn expired_messages_leave_no_bytes_and_history_starts_at_the_floor() {
     server.restart();
     let addr = server.addr;
     let mut a = Client::login(addr, Codec::Json, &alice);
-    assert_eq!(room_get(&mut a, &room).history_from, Some(floor));
+    assert_eq!(room_get(&mut a, &room).history_from.map(NonZeroU64::get), Some(floor));
     let (after_restart, _) = a.say(&room, "after-restart", "still counting");
     assert_eq!(after_restart, last + 2);
 }
@@ -246,12 +262,19 @@ fn a_room_whose_every_message_expired_keeps_counting() {
     let room = a.create_room("short-lived", RoomKind::Private);
     a.join(&room, None);
     a.say(&room, "one", "first");
-    set_retention(&mut a, &room, RoomRetention { max_age_secs: Some(1), max_count: None });
+    set_retention(&mut a, &room, RoomRetention { max_age_secs: NonZeroU32::new(1), max_count: None });
     let (last, _) = a.say(&room, "two", "second");
     wait_for_floor(&mut a, &room, last + 1);
     let page = history_page(&mut a, &room);
     assert!(page.messages.is_empty(), "{page:?}");
-    assert_eq!(page.history_from, Some(last + 1));
+    assert_eq!(page.history_from.map(NonZeroU64::get), Some(last + 1));
+    match a.ok(Op::Sync { limit: None, cursor: None }) {
+        OkBody::Sync(sync) => {
+            let summary = sync.rooms.iter().find(|r| r.room.room_id == room).unwrap();
+            assert_eq!((summary.last_seq, summary.last_message.as_ref(), summary.unread), (last, None, 0));
+        }
+        other => panic!("{other:?}"),
+    }
 
     // `{}` drops the room's own retention: the server's default (none here) applies.
     match set_retention(&mut a, &room, RoomRetention::default()) {
@@ -265,7 +288,7 @@ fn a_room_whose_every_message_expired_keeps_counting() {
     let (seq, _) = a.say(&room, "three", "third");
     assert_eq!(seq, last + 2);
     match a.ok(Op::Join { room: room.clone(), since: Some(0) }) {
-        OkBody::Joined(joined) => assert_eq!(joined.history_from, Some(last + 1)),
+        OkBody::Joined(joined) => assert_eq!(joined.history_from.map(NonZeroU64::get), Some(last + 1)),
         other => panic!("{other:?}"),
     }
     let replayed: Vec<Message> = (0..2).map(|_| a.next_message()).collect();
@@ -288,7 +311,7 @@ fn the_server_default_applies_to_rooms_without_their_own() {
     let mut a = Client::login(addr, Codec::Json, &alice);
     let defaulted = a.create_room("defaulted", RoomKind::Public);
     let own = a.create_room("own", RoomKind::Public);
-    set_retention(&mut a, &own, RoomRetention { max_age_secs: None, max_count: Some(100) });
+    set_retention(&mut a, &own, RoomRetention { max_age_secs: None, max_count: NonZeroU32::new(100) });
     let direct = match a.ok(Op::DmOpen { user: palaver_protocol::UserId::parse(&bob.user_id).unwrap() }) {
         OkBody::Room(room) => room.room.room_id,
         other => panic!("{other:?}"),
@@ -301,7 +324,7 @@ fn the_server_default_applies_to_rooms_without_their_own() {
     }
     wait_for_floor(&mut a, &defaulted, last[3] - 1);
     wait_for_floor(&mut a, &direct, last[11] - 1);
-    assert_eq!(room_get(&mut a, &own).history_from, None, "its own retention keeps 100");
+    assert_eq!(room_get(&mut a, &own).history_from.map(NonZeroU64::get), None, "its own retention keeps 100");
 }
 
 // ---------------------------------------------------------------- export

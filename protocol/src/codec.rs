@@ -190,7 +190,10 @@ mod tests {
                         invite_role: Some(crate::RoomRole::Moderator),
                         pin_role: Some(crate::RoomRole::Member),
                         mention_all_role: None,
-                        retention: Some(crate::RoomRetention { max_age_secs: Some(86_400), max_count: None }),
+                        retention: Some(crate::RoomRetention {
+                            max_age_secs: std::num::NonZeroU32::new(86_400),
+                            max_count: None,
+                        }),
                     }),
                 }
             ),
@@ -480,7 +483,11 @@ mod tests {
             OkBody::Sync(crate::SyncOk { rooms: vec![], next: Some("c".into()) }),
             OkBody::RoomList(crate::RoomListOk { results: vec![], next: None }),
             OkBody::History(HistoryOk { messages: vec![], next: None, history_from: None }),
-            OkBody::History(HistoryOk { messages: vec![], next: Some("c".into()), history_from: Some(3) }),
+            OkBody::History(HistoryOk {
+                messages: vec![],
+                next: Some("c".into()),
+                history_from: std::num::NonZeroU64::new(3),
+            }),
             OkBody::Sent(SendOk { seq: 1, ts: 2, duplicate: false }),
             OkBody::Edited(crate::EditOk { seq: 1, edited_at: 2 }),
             OkBody::Receipt(crate::ReceiptOk { delivered: 1, read: 1 }),

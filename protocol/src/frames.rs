@@ -1233,7 +1233,7 @@ pub struct JoinOk {
     /// (absent: history starts at seq 1). A `since` below `history_from - 1` resumes
     /// here: the messages in between were removed on purpose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub history_from: Option<u64>,
+    pub history_from: Option<std::num::NonZeroU64>,
 }
 
 /// Answer to `send`.
@@ -1519,7 +1519,7 @@ pub struct HistoryOk {
     /// The oldest seq the room still keeps, when retention removed older messages
     /// (absent: history starts at seq 1): no page goes below it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub history_from: Option<u64>,
+    pub history_from: Option<std::num::NonZeroU64>,
 }
 
 /// Events the server pushes.

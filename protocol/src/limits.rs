@@ -48,9 +48,9 @@ pub const MAX_AVATAR_BYTES: usize = 512;
 /// Longest moderation reason, in characters.
 pub const MAX_REASON_CHARS: usize = 200;
 /// Longest `retention.max_age_secs` a room may set (ten years).
-pub const MAX_RETENTION_AGE_SECS: u64 = 3_650 * 24 * 3600;
+pub const MAX_RETENTION_AGE_SECS: u32 = 3_650 * 24 * 3600;
 /// Largest `retention.max_count` a room may set.
-pub const MAX_RETENTION_COUNT: u64 = 1_000_000_000;
+pub const MAX_RETENTION_COUNT: u32 = 1_000_000_000;
 /// Longest mute, in seconds (366 days).
 pub const MAX_MUTE_SECS: u64 = 366 * 24 * 3600;
 /// Most users one `presence.subscribe` names, and most a socket follows.

@@ -128,11 +128,11 @@ pub struct RoomRetention {
     /// Messages older than this many seconds are removed
     /// (1..=[`crate::limits::MAX_RETENTION_AGE_SECS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_age_secs: Option<u64>,
+    pub max_age_secs: Option<std::num::NonZeroU32>,
     /// Only the newest this many messages are kept
     /// (1..=[`crate::limits::MAX_RETENTION_COUNT`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_count: Option<u64>,
+    pub max_count: Option<std::num::NonZeroU32>,
 }
 
 impl RoomRetention {
@@ -232,7 +232,7 @@ pub struct RoomDetailsOk {
     /// The oldest seq the room still keeps, when retention removed older messages
     /// (absent: history starts at seq 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub history_from: Option<u64>,
+    pub history_from: Option<std::num::NonZeroU64>,
 }
 
 /// One member in `room.members`.

@@ -26,22 +26,23 @@ pub fn effective(
     room.filter(|r| !r.is_unlimited()).or(server_default).filter(|r| !r.is_unlimited())
 }
 
-/// Checks a retention a room asks for: each limit within its bounds. `{}` (no limit)
-/// is valid: it means "follow the server's default".
+/// Checks a retention a room asks for: each limit within its bounds (neither is 0: the
+/// wire type refuses that already). `{}` (no limit) is valid: it means "follow the
+/// server's default".
 pub fn check(retention: &RoomRetention) -> Result<(), CoreError> {
-    if let Some(age) = retention.max_age_secs
-        && !(1..=MAX_RETENTION_AGE_SECS).contains(&age)
-    {
+    if retention.max_age_secs.is_some_and(|age| age.get() > MAX_RETENTION_AGE_SECS) {
         return Err(CoreError::OutOfRange {
             field: "retention.max_age_secs",
             min: 1,
-            max: MAX_RETENTION_AGE_SECS,
+            max: u64::from(MAX_RETENTION_AGE_SECS),
         });
     }
-    if let Some(count) = retention.max_count
-        && !(1..=MAX_RETENTION_COUNT).contains(&count)
-    {
-        return Err(CoreError::OutOfRange { field: "retention.max_count", min: 1, max: MAX_RETENTION_COUNT });
+    if retention.max_count.is_some_and(|count| count.get() > MAX_RETENTION_COUNT) {
+        return Err(CoreError::OutOfRange {
+            field: "retention.max_count",
+            min: 1,
+            max: u64::from(MAX_RETENTION_COUNT),
+        });
     }
     Ok(())
 }
@@ -78,9 +79,10 @@ pub fn history_floor(retention: RoomRetention, sweep: Sweep, log: &RoomLog<'_>) 
     if retention.is_unlimited() {
         return None;
     }
-    let by_count = retention.max_count.map(|max| log.last_seq.saturating_add(1).saturating_sub(max));
+    let by_count =
+        retention.max_count.map(|max| log.last_seq.saturating_add(1).saturating_sub(u64::from(max.get())));
     let age_cutoff =
-        retention.max_age_secs.map(|secs| sweep.now_ms.saturating_sub(secs.saturating_mul(1_000)));
+        retention.max_age_secs.map(|secs| sweep.now_ms.saturating_sub(u64::from(secs.get()) * 1_000));
     let grace_cutoff = sweep.now_ms.saturating_sub(sweep.grace_ms);
     let mut floor = log.floor;
     for &(seq, ts) in log.oldest {
@@ -103,16 +105,18 @@ pub fn history_floor(retention: RoomRetention, sweep: Sweep, log: &RoomLog<'_>) 
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU32;
+
     use super::*;
 
     const MINUTE: u64 = 60_000;
 
-    fn age(secs: u64) -> RoomRetention {
-        RoomRetention { max_age_secs: Some(secs), max_count: None }
+    fn age(secs: u32) -> RoomRetention {
+        RoomRetention { max_age_secs: NonZeroU32::new(secs), max_count: None }
     }
 
-    fn count(max: u64) -> RoomRetention {
-        RoomRetention { max_age_secs: None, max_count: Some(max) }
+    fn count(max: u32) -> RoomRetention {
+        RoomRetention { max_age_secs: None, max_count: NonZeroU32::new(max) }
     }
 
     /// Messages `first..=last`, one a minute, the first at minute `first`.
@@ -150,10 +154,10 @@ mod tests {
     fn either_limit_expires_a_message() {
         let oldest = minutes(1, 10);
         let log = RoomLog { floor: 1, last_seq: 10, oldest: &oldest };
-        let both = RoomRetention { max_age_secs: Some(120), max_count: Some(5) };
+        let both = RoomRetention { max_age_secs: NonZeroU32::new(120), max_count: NonZeroU32::new(5) };
         // Age keeps 8.. at minute 10; count keeps 6..: the stricter wins.
         assert_eq!(history_floor(both, sweep_at_minute(10), &log), Some(8));
-        let both = RoomRetention { max_age_secs: Some(3_600), max_count: Some(5) };
+        let both = RoomRetention { max_age_secs: NonZeroU32::new(3_600), max_count: NonZeroU32::new(5) };
         assert_eq!(history_floor(both, sweep_at_minute(10), &log), Some(6));
     }
 
@@ -204,9 +208,8 @@ mod tests {
     fn limits_are_checked() {
         assert!(check(&age(1)).is_ok());
         assert!(check(&RoomRetention::default()).is_ok());
-        assert!(check(&age(0)).is_err());
+        assert!(check(&age(MAX_RETENTION_AGE_SECS)).is_ok());
         assert!(check(&age(MAX_RETENTION_AGE_SECS + 1)).is_err());
-        assert!(check(&count(0)).is_err());
         assert!(check(&count(MAX_RETENTION_COUNT)).is_ok());
         assert!(check(&count(MAX_RETENTION_COUNT + 1)).is_err());
     }

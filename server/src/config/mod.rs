@@ -260,11 +260,11 @@ pub struct Settings {
     /// Default retention: messages older than this many seconds are removed, in rooms that
     /// set no retention of their own (direct rooms always follow the default).
     #[arg(long, env = "PALAVER_RETENTION_MAX_AGE_SECS")]
-    pub retention_max_age_secs: Option<u64>,
+    pub retention_max_age_secs: Option<std::num::NonZeroU32>,
     /// Default retention: only the newest this many messages of a room are kept, in rooms
     /// that set no retention of their own.
     #[arg(long, env = "PALAVER_RETENTION_MAX_COUNT")]
-    pub retention_max_count: Option<u64>,
+    pub retention_max_count: Option<std::num::NonZeroU32>,
     /// Seconds between two passes of the retention sweeper.
     #[arg(long, env = "PALAVER_RETENTION_INTERVAL_SECS")]
     pub retention_interval_secs: Option<u64>,

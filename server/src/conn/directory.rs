@@ -344,7 +344,8 @@ fn presence_subscribe(
 
 /// `sync`: the caller's rooms with last message and unread count, from durable storage
 /// (thread-safe reads served from cache; answered on the connection's own shard). Unread
-/// is `last_seq - read`, computed from the watermarks, never by scanning messages.
+/// is `last_seq - read` (counted from the history floor when retention removed older
+/// messages), computed from the watermarks, never by scanning messages.
 pub fn sync(shard: &Shard, user: &UserId, limit: Option<u32>, cursor: Option<String>) -> ReplyBody {
     let (limit, after) = match page_of("sync", sizes::SYNC, limit, cursor, |k| RoomId::parse(k).ok()) {
         Ok(page) => page,
@@ -360,7 +361,10 @@ pub fn sync(shard: &Shard, user: &UserId, limit: Option<u32>, cursor: Option<Str
                 None => None,
                 Some(record) => {
                     let last_message = store.messages_before(&room_id, None, 1)?.pop();
-                    let last_seq = last_message.as_ref().map_or(0, |m| m.seq);
+                    // Retention may have removed messages (every one, even): they are
+                    // neither the last seq's end nor unread.
+                    let floor = store.history_floor(&room_id)?;
+                    let last_seq = last_message.as_ref().map_or(floor - 1, |m| m.seq);
                     let (delivered, read) = store.receipt(&room_id, user)?;
                     let mentions = store.mention_count(user, &room_id, read)?;
                     Some(RoomSummary {
@@ -374,7 +378,7 @@ pub fn sync(shard: &Shard, user: &UserId, limit: Option<u32>, cursor: Option<Str
                         last_message,
                         delivered,
                         read,
-                        unread: last_seq.saturating_sub(read),
+                        unread: last_seq.saturating_sub(read.max(floor - 1)),
                         mentions,
                     })
                 }

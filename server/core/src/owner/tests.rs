@@ -1069,7 +1069,10 @@ fn retention_moves_the_history_floor_and_keeps_the_seq_counter() {
     }
     h.ok("owner", RoomOp::Pin { seq: 2, on: true });
     // Only what is durable may go, only upwards, and only under the retention the sweep read.
-    let seen = Some(palaver_protocol::RoomRetention { max_age_secs: Some(60), max_count: None });
+    let seen = Some(palaver_protocol::RoomRetention {
+        max_age_secs: std::num::NonZeroU32::new(60),
+        max_count: None,
+    });
     assert_eq!(h.err("owner", RoomOp::TrimHistory { floor: 3, seen }), ErrorCode::Invalid);
     assert_eq!(h.err("owner", RoomOp::TrimHistory { floor: 99, seen: None }), ErrorCode::Invalid);
     let asker = h.ask("owner", RoomOp::TrimHistory { floor: 3, seen: None });
@@ -1083,14 +1086,14 @@ fn retention_moves_the_history_floor_and_keeps_the_seq_counter() {
 
     // Readers see the floor; a join from below it resumes at it; the pin below it is gone.
     match h.ok("bob", RoomOp::Get) {
-        OkBody::RoomDetails(details) => assert_eq!(details.history_from, Some(3)),
+        OkBody::RoomDetails(details) => assert_eq!(details.history_from.map(|f| f.get()), Some(3)),
         other => panic!("{other:?}"),
     }
     let asker = h.ask("bob", RoomOp::Join { since: Some(0) });
     let answer = h.fx.answers.iter().find(|a| a.to == asker).unwrap();
     match (&answer.body, &answer.subscription) {
         (ReplyBody::Ok(OkBody::Joined(joined)), Subscription::Joined(Some(subscribe))) => {
-            assert_eq!((joined.history_from, subscribe.cursor), (Some(3), 2));
+            assert_eq!((joined.history_from.map(|f| f.get()), subscribe.cursor), (Some(3), 2));
         }
         other => panic!("{other:?}"),
     }
@@ -1100,7 +1103,7 @@ fn retention_moves_the_history_floor_and_keeps_the_seq_counter() {
     }
     match h.ok("bob", RoomOp::History(HistoryRequest::default())) {
         OkBody::History(page) => {
-            assert_eq!(page.history_from, Some(3));
+            assert_eq!(page.history_from.map(|f| f.get()), Some(3));
             assert!(page.messages.iter().all(|m| m.seq >= 3), "{page:?}");
         }
         other => panic!("{other:?}"),

@@ -2,6 +2,8 @@
 //! oldest seq kept (see [`crate::retention`]). The room keeps its seq counter; a floor only
 //! moves up, and never past what is durable.
 
+use std::num::NonZeroU64;
+
 use palaver_protocol::RoomRetention;
 
 use super::Room;
@@ -14,8 +16,8 @@ impl Room {
     }
 
     /// The floor as clients see it: `Some` once retention removed something.
-    pub fn history_from(&self) -> Option<u64> {
-        (self.history_floor > 1).then_some(self.history_floor)
+    pub fn history_from(&self) -> Option<NonZeroU64> {
+        NonZeroU64::new(self.history_floor).filter(|floor| floor.get() > 1)
     }
 
     /// Sets the floor read from storage with the room.
@@ -50,6 +52,8 @@ impl Room {
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU64;
+
     use palaver_protocol::{RoomId, RoomKind, RoomRetention, UserId};
 
     use crate::{CoreError, Role, Room, RoomLimits};
@@ -73,18 +77,18 @@ mod tests {
         assert_eq!(room.history_from(), None);
         room.trim_history(5, None).unwrap();
         assert_eq!(room.history_floor(), 5);
-        assert_eq!(room.history_from(), Some(5));
+        assert_eq!(room.history_from().map(NonZeroU64::get), Some(5));
         assert_eq!(room.trim_history(5, None), Err(CoreError::NothingToChange));
         assert_eq!(room.trim_history(3, None), Err(CoreError::NothingToChange));
         assert!(matches!(room.trim_history(12, None), Err(CoreError::OutOfRange { .. })));
         room.trim_history(11, None).unwrap();
-        assert_eq!(room.history_from(), Some(11));
+        assert_eq!(room.history_from().map(NonZeroU64::get), Some(11));
     }
 
     #[test]
     fn a_sweep_under_another_retention_than_the_rooms_is_refused() {
         let mut room = room_with_last_seq(10);
-        let seen = Some(RoomRetention { max_age_secs: Some(60), max_count: None });
+        let seen = Some(RoomRetention { max_age_secs: std::num::NonZeroU32::new(60), max_count: None });
         assert!(matches!(room.trim_history(5, seen), Err(CoreError::Mismatched(_))));
         assert_eq!(room.history_floor(), 1);
     }
