@@ -47,7 +47,7 @@ pub use people::{
 };
 pub use pins::{PinInfo, PinsOk};
 pub use rooms::{
-    InviteInfo, InvitesOk, MemberChange, MemberEvent, MemberInfo, MembersOk, ReportNotice, RoomDetailsOk, RoomRetention,
-    RoomRole, RoomSettings, RoomSettingsPatch, SystemAction, SystemNotice,
+    InviteInfo, InvitesOk, MemberChange, MemberEvent, MemberInfo, MembersOk, ReportNotice, RoomDetailsOk,
+    RoomRetention, RoomRole, RoomSettings, RoomSettingsPatch, SystemAction, SystemNotice,
 };
 pub use text::{Emoji, MessageText, RoomName, TextError, check_name, is_bidi_control};

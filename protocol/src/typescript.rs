@@ -15,9 +15,9 @@ use crate::{
     KeysUploadOk, MemberChange, MemberEvent, MemberInfo, MemberReceipt, MembersOk, MentionAll, Message,
     MessageKind, OkBody, OneTimeKey, Op, PinInfo, PinsOk, PresenceChoice, PresenceInfo, PresenceListOk,
     PresenceStatus, Profile, ProfileOk, Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptListOk,
-    ReceiptOk, ReplyPreview, ReportNotice, RoomDetailsOk, RoomId, RoomInfo, RoomKind, RoomListOk, RoomOk, RoomRetention,
-    RoomRole, RoomSettings, RoomSettingsPatch, RoomSummary, SearchHit, SearchOk, SearchOrder, SendOk,
-    SessionId, SyncOk, SystemAction, SystemNotice, Typing, UserId, UsersOk,
+    ReceiptOk, ReplyPreview, ReportNotice, RoomDetailsOk, RoomId, RoomInfo, RoomKind, RoomListOk, RoomOk,
+    RoomRetention, RoomRole, RoomSettings, RoomSettingsPatch, RoomSummary, SearchHit, SearchOk, SearchOrder,
+    SendOk, SessionId, SyncOk, SystemAction, SystemNotice, Typing, UserId, UsersOk,
 };
 
 /// The type of each op's `ok` answer (its [`OkBody`] variant's type), by op name: what

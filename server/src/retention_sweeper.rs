@@ -10,8 +10,8 @@
 //! replica removes the same messages in log order. Once durable, the files of the
 //! removed messages are deleted from the object store.
 //!
-//! One pass removes at most [`PASS_MESSAGES`] messages, [`ROOM_STEP`] per room and
-//! trim; what is left waits for the next pass. In a cluster each node sweeps only the
+//! One pass removes at most [`PASS_MESSAGES`] messages, in trims of at most
+//! [`ROOM_STEP`] (one write each); what is left waits for the next pass. In a cluster each node sweeps only the
 //! rooms it owns. Sends never do retention work: the sweeper reads each message's time
 //! from its record.
 
@@ -88,9 +88,18 @@ async fn sweep(shard: &Rc<Shard>, config: RetentionConfig, asker: &UserId) {
             // The lane is busy or stopping: the next pass tries again.
             Err(_) => return,
         };
+        let mut refused: Option<RoomId> = None;
         for trim in trims {
+            // A room's later steps build on its earlier ones: after a refusal, the next
+            // pass decides again.
+            if refused.as_ref() == Some(&trim.room) {
+                continue;
+            }
             budget = budget.saturating_sub(trim.removed as usize);
-            apply(shard, asker, trim).await;
+            let room = trim.room.clone();
+            if !apply(shard, asker, trim).await {
+                refused = Some(room);
+            }
         }
         match next {
             Some(next) if budget > 0 && !shard.draining.get() => after = Some(next),
@@ -100,7 +109,8 @@ async fn sweep(shard: &Rc<Shard>, config: RetentionConfig, asker: &UserId) {
 }
 
 /// Asks the room's owner to move the floor; once durable, deletes the removed files.
-async fn apply(shard: &Rc<Shard>, asker: &UserId, trim: Trim) {
+/// Returns whether the floor moved.
+async fn apply(shard: &Rc<Shard>, asker: &UserId, trim: Trim) -> bool {
     let Trim { room, floor, seen, removed, files } = trim;
     let (asked_as, answered) =
         shard.ask_room(asker.clone(), room.clone(), RoomOp::TrimHistory { floor, seen });
@@ -113,16 +123,19 @@ async fn apply(shard: &Rc<Shard>, asker: &UserId, trim: Trim) {
                 shard.shared.files.delete_later(file);
             }
             tracing::debug!(%room, floor, removed, "retention: history floor moved");
+            true
         }
         Ok(Ok(ReplyBody::Err(e))) => {
             // The room changed its retention, or was deleted, since the read: nothing
             // was removed; the next pass decides again.
             tracing::debug!(%room, floor, "retention: the owner refused the trim: {}", e.message);
+            false
         }
         Ok(Err(_)) | Err(_) => {
             shard.route_waiters.borrow_mut().remove(&asked_as);
             metrics.retention_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%room, floor, "retention: the room's owner did not answer in time");
+            false
         }
     }
 }
@@ -141,7 +154,8 @@ fn plan_page(
     let mut trims = Vec::new();
     for record in rooms {
         if budget == 0 {
-            return Ok((trims, Some(record.room_id)));
+            // The pass is over; the next one walks from the start again.
+            return Ok((trims, None));
         }
         if record.deleted {
             continue;
@@ -153,28 +167,85 @@ fn plan_page(
             continue;
         }
         let room = record.room_id;
-        let floor = store.history_floor(&room)?;
         let last_seq = store.last_seq(&room)?;
-        let aged = store.aged_messages(&room, floor, ROOM_STEP.min(budget))?;
-        let oldest: Vec<(u64, u64)> = aged.iter().map(|m| (m.seq, m.ts)).collect();
-        let log = RoomLog { floor, last_seq, oldest: &oldest };
-        let Some(new_floor) = palaver_core::retention::history_floor(retention, sweep, &log) else {
-            continue;
-        };
-        let files = aged.into_iter().filter(|m| m.seq < new_floor).filter_map(|m| m.file_id).collect();
-        let removed = new_floor - floor;
-        budget = budget.saturating_sub(removed as usize);
-        trims.push(Trim { room, floor: new_floor, seen: own, removed, files });
+        let mut floor = store.history_floor(&room)?;
+        // A backlog is removed a step (one write) at a time, each from where the last
+        // one left the floor, while the pass's budget lasts.
+        while budget > 0 {
+            let step = ROOM_STEP.min(budget);
+            let aged = store.aged_messages(&room, floor, step)?;
+            let oldest: Vec<(u64, u64)> = aged.iter().map(|m| (m.seq, m.ts)).collect();
+            let log = RoomLog { floor, last_seq, oldest: &oldest };
+            let Some(new_floor) = palaver_core::retention::history_floor(retention, sweep, &log) else {
+                break;
+            };
+            let files = aged.into_iter().filter(|m| m.seq < new_floor).filter_map(|m| m.file_id).collect();
+            let removed = new_floor - floor;
+            budget = budget.saturating_sub(removed as usize);
+            trims.push(Trim { room: room.clone(), floor: new_floor, seen: own, removed, files });
+            if (removed as usize) < step {
+                break;
+            }
+            floor = new_floor;
+        }
     }
     Ok((trims, next))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU32;
+
+    use palaver_core::records::RoomRecord;
+    use palaver_protocol::{Message, RoomKind, RoomSettings};
+    use palaver_storage::{Durability, Write};
+
     use super::*;
 
     #[test]
     fn the_sweepers_id_is_a_valid_user_id() {
         assert!(UserId::parse(SWEEPER_ID).is_ok());
+    }
+
+    fn message(room: &RoomId, seq: u64) -> Message {
+        serde_json::from_value(serde_json::json!({
+            "room": room, "seq": seq, "ts": seq, "sender": "u_ann", "cid": format!("c{seq}"),
+            "kind": "text", "text": "hello",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_backlog_goes_in_steps_within_the_pass_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Buffered).unwrap();
+        let room = RoomId::parse("r_backlog").unwrap();
+        let keep_one = RoomRetention { max_age_secs: None, max_count: NonZeroU32::new(1) };
+        let settings = RoomSettings { retention: Some(keep_one), ..RoomSettings::default() };
+        store
+            .apply(&[Write::PutRoom(RoomRecord {
+                room_id: room.clone(),
+                name: "backlog".into(),
+                kind: RoomKind::Public,
+                owner: UserId::parse("u_ann").unwrap(),
+                created_ms: 0,
+                topic: String::new(),
+                settings: Some(settings),
+                deleted: false,
+            })])
+            .unwrap();
+        let messages: Vec<Write> = (1..=2_500).map(|seq| Write::AppendMessage(message(&room, seq))).collect();
+        store.apply(&messages).unwrap();
+        let sweep = Sweep { now_ms: 1_000_000, grace_ms: 0 };
+
+        let (trims, next) = plan_page(&store, None, None, None, sweep, PASS_MESSAGES).unwrap();
+        let floors: Vec<u64> = trims.iter().map(|t| t.floor).collect();
+        assert_eq!(floors, vec![1_001, 2_001, 2_500], "steps of {ROOM_STEP}, the newest kept");
+        assert!(trims.iter().all(|t| t.seen == Some(keep_one)));
+        assert_eq!(next, None);
+
+        // A smaller budget stops the pass early.
+        let (trims, _) = plan_page(&store, None, None, None, sweep, 1_500).unwrap();
+        assert_eq!(trims.iter().map(|t| t.removed).sum::<u64>(), 1_500);
     }
 }
