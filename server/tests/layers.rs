@@ -25,6 +25,8 @@ const LAYERS: &[&[&str]] = &[
     &["shared"],
     // The shards: the drivers of the pure machines, fan-out, relay.
     &["shard"],
+    // Background work that asks the shards: retention's sweeper.
+    &["retention_sweeper"],
     // Transports and connections: QUIC sessions, HTTP, WebSocket sockets, routes.
     &["quic"],
     &["conn"],
