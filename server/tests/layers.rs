@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     // Leaves: time, ids, settings, measurements and the resources shared by every layer.
     &["clock", "ids", "metrics", "descriptors", "blocking", "spam_limits", "config", "data_dir"],
-    // Accounts and files, below everything that serves a request.
-    &["auth", "files"],
+    // Accounts, files and webhook signing, below everything that serves a request.
+    &["auth", "files", "webhooks"],
     // Bytes on a socket: WebSocket framing and a connection's outbound plumbing.
     &["ws"],
     &["io"],
