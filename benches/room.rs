@@ -35,6 +35,8 @@ fn room_apply(c: &mut Criterion) {
                 mention_all: None,
                 forward: None,
                 mentions: Vec::new(),
+                also_to_room: false,
+                thread: None,
             };
             let outcome = state.send(n as u64, &owner, draft, |_| None);
             state.committed(state.last_seq());
@@ -75,6 +77,8 @@ fn owner_send(c: &mut Criterion) {
                     file: None,
                     encryption: None,
                     forward: None,
+                    also_to_room: false,
+                    thread: None,
                 }));
                 (n, op)
             },

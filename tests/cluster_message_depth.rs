@@ -1,5 +1,5 @@
 //! Messaging depth in a two-node cluster over a real NATS server: edit history, pins,
-//! read-by, forwards and room-wide mentions asked from the node that does not own the
+//! threads, read-by, forwards and room-wide mentions asked from the node that does not own the
 //! room are decided by its owner, and what a node reads from its replica (a forward's
 //! original, mention counts) arrives there through the log.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests: failing loudly is the point")]
@@ -95,6 +95,37 @@ fn edits_pins_readers_forwards_and_room_mentions_work_from_either_node() {
             OkBody::Pins(pins) => assert_eq!(pins.pins[0].message.seq, seq),
             other => panic!("{other:?}"),
         }
+        // A thread reply sent on n2, read with its root's summary on n1.
+        let mut reply = palaver_e2e::send_op(room, &format!("t{i}"), "in a thread");
+        if let Op::Send { thread, .. } = &mut reply {
+            *thread = Some(seq);
+        }
+        let reply = match ok(&mut b, reply) {
+            OkBody::Sent(sent) => sent.seq,
+            other => panic!("{other:?}"),
+        };
+        let thread = Op::ThreadHistory {
+            room: room.clone(),
+            root: seq,
+            before: None,
+            after: None,
+            limit: None,
+            cursor: None,
+        };
+        match ok(&mut a, thread) {
+            OkBody::ThreadHistory(page) => {
+                assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![reply]);
+                assert_eq!(
+                    page.root.thread_summary.as_deref().map(|s| (s.count, s.last_seq)),
+                    Some((1, reply))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match ok(&mut a, Op::ThreadList { room: room.clone(), limit: None, cursor: None }) {
+            OkBody::Threads(list) => assert_eq!((list.threads[0].root.seq, list.threads[0].unread), (seq, 1)),
+            other => panic!("{other:?}"),
+        }
         // Bob reads on n2; alice sees it on n1.
         ok(&mut b, Op::Receipt { room: room.clone(), delivered: None, read: Some(seq) });
         let readers =
@@ -115,8 +146,14 @@ fn edits_pins_readers_forwards_and_room_mentions_work_from_either_node() {
             OkBody::Sent(sent) => sent.seq,
             other => panic!("{other:?}"),
         };
-        let history =
-            Op::History { room: room.clone(), before: None, after: None, limit: None, cursor: None };
+        let history = Op::History {
+            room: room.clone(),
+            before: None,
+            after: None,
+            limit: None,
+            cursor: None,
+            threads: Default::default(),
+        };
         let source = |page: &OkBody| match page {
             OkBody::History(h) => h
                 .messages

@@ -169,7 +169,14 @@ fn three_nodes_chat_forward_and_share_events() {
     // History and search answer on any node (each node keeps a full replica).
     let history = match ok_retry(
         &mut clients[1],
-        Op::History { room: room.clone(), before: None, after: None, limit: Some(50), cursor: None },
+        Op::History {
+            room: room.clone(),
+            before: None,
+            after: None,
+            limit: Some(50),
+            cursor: None,
+            threads: Default::default(),
+        },
     ) {
         OkBody::History(h) => h.messages,
         other => panic!("{other:?}"),
@@ -635,7 +642,14 @@ fn a_trimmed_log_keeps_its_tail_and_a_new_node_starts_from_a_backup() {
     ok_retry(&mut reader, Op::Join { room: room.clone(), since: None });
     let page = match ok_retry(
         &mut reader,
-        Op::History { room: room.clone(), before: None, after: None, limit: Some(50), cursor: None },
+        Op::History {
+            room: room.clone(),
+            before: None,
+            after: None,
+            limit: Some(50),
+            cursor: None,
+            threads: Default::default(),
+        },
     ) {
         OkBody::History(h) => h.messages,
         other => panic!("{other:?}"),

@@ -119,6 +119,8 @@ fn two_clients_exchange_an_olm_encrypted_dm_the_server_cannot_read() {
         reply_to: None,
         file: None,
         encryption: encryption.map(Box::new),
+        also_to_room: false,
+        thread: None,
     };
     a.err(send("bad-1", ciphertext.clone(), None), ErrorCode::Invalid);
     a.ok(send("e2ee-1", ciphertext.clone(), Some(encryption.clone())));

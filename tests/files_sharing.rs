@@ -81,6 +81,8 @@ fn members_upload_and_download_and_nobody_else_does() {
             height: None,
         })),
         encryption: None,
+        also_to_room: false,
+        thread: None,
     };
     a.ok(send("img-1", &file_id));
     a.err(send("img-2", "f_doesnotexist"), ErrorCode::NotFound);

@@ -25,11 +25,25 @@ fn history_pages_newest_first_with_before_and_limit() {
     assert_eq!(page.last().map(|m| m.text.as_str()), Some("m1"));
     assert!(a.history(&room, Some(1), None).is_empty());
     a.err(
-        Op::History { room: room.clone(), before: None, after: None, limit: Some(0), cursor: None },
+        Op::History {
+            room: room.clone(),
+            before: None,
+            after: None,
+            limit: Some(0),
+            cursor: None,
+            threads: Default::default(),
+        },
         ErrorCode::Invalid,
     );
     a.err(
-        Op::History { room, before: None, after: None, limit: Some(101), cursor: None },
+        Op::History {
+            room,
+            before: None,
+            after: None,
+            limit: Some(101),
+            cursor: None,
+            threads: Default::default(),
+        },
         ErrorCode::Invalid,
     );
 }

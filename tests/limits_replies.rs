@@ -150,6 +150,7 @@ fn history_pages_forwards_and_backwards_with_cursors() {
         after,
         limit,
         cursor,
+        threads: Default::default(),
     }) {
         OkBody::History(h) => h,
         other => panic!("{other:?}"),
@@ -180,12 +181,26 @@ fn history_pages_forwards_and_backwards_with_cursors() {
     let middle = page(&mut a, None, Some(60), Some(5), None);
     assert_eq!(middle.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![61, 62, 63, 64, 65]);
     a.err(
-        Op::History { room: room.clone(), before: Some(10), after: Some(5), limit: None, cursor: None },
+        Op::History {
+            room: room.clone(),
+            before: Some(10),
+            after: Some(5),
+            limit: None,
+            cursor: None,
+            threads: Default::default(),
+        },
         ErrorCode::Invalid,
     );
     let cursor = middle.next.unwrap();
     a.err(
-        Op::History { room: room.clone(), before: Some(10), after: None, limit: None, cursor: Some(cursor) },
+        Op::History {
+            room: room.clone(),
+            before: Some(10),
+            after: None,
+            limit: None,
+            cursor: Some(cursor),
+            threads: Default::default(),
+        },
         ErrorCode::Invalid,
     );
 }

@@ -26,6 +26,8 @@ fn send(
         reply_to,
         file: file.map(Box::new),
         encryption: None,
+        also_to_room: false,
+        thread: None,
     }
 }
 

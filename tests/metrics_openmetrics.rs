@@ -59,7 +59,14 @@ fn every_family_parses_and_the_histograms_count() {
     for i in 0..5 {
         alice.ok(send_op(&room, &format!("c{i}"), "hello metrics"));
     }
-    alice.ok(Op::History { room: room.clone(), before: None, after: None, limit: Some(10), cursor: None });
+    alice.ok(Op::History {
+        room: room.clone(),
+        before: None,
+        after: None,
+        limit: Some(10),
+        cursor: None,
+        threads: Default::default(),
+    });
     alice.request(Op::Search {
         query: "metrics".into(),
         room: None,

@@ -17,7 +17,14 @@ fn a_private_room_refuses_outsiders_for_join_send_and_history() {
     m.err(Op::Join { room: room.clone(), since: Some(0) }, ErrorCode::Forbidden);
     m.err(send_op(&room, "x", "let me in"), ErrorCode::Forbidden);
     m.err(
-        Op::History { room: room.clone(), before: None, after: None, limit: None, cursor: None },
+        Op::History {
+            room: room.clone(),
+            before: None,
+            after: None,
+            limit: None,
+            cursor: None,
+            threads: Default::default(),
+        },
         ErrorCode::Forbidden,
     );
     // Nothing leaked and nothing was stored.
@@ -61,7 +68,14 @@ fn unknown_rooms_are_not_found_and_bad_room_names_invalid() {
     a.err(Op::Join { room: ghost.clone(), since: None }, ErrorCode::NotFound);
     a.err(send_op(&ghost, "c", "hi"), ErrorCode::NotFound);
     a.err(
-        Op::History { room: ghost, before: None, after: None, limit: None, cursor: None },
+        Op::History {
+            room: ghost,
+            before: None,
+            after: None,
+            limit: None,
+            cursor: None,
+            threads: Default::default(),
+        },
         ErrorCode::NotFound,
     );
     a.err(

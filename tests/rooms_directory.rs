@@ -82,7 +82,14 @@ fn a_pair_of_users_gets_one_direct_room() {
     let mut c = Client::login(server.addr, Codec::Json, &carol);
     c.err(Op::Join { room: room.room_id.clone(), since: None }, ErrorCode::Forbidden);
     c.err(
-        Op::History { room: room.room_id.clone(), before: None, after: None, limit: None, cursor: None },
+        Op::History {
+            room: room.room_id.clone(),
+            before: None,
+            after: None,
+            limit: None,
+            cursor: None,
+            threads: Default::default(),
+        },
         ErrorCode::Forbidden,
     );
     a1.err(Op::DmOpen { user: UserId::parse(&alice.user_id).unwrap() }, ErrorCode::Invalid);

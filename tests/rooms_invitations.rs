@@ -26,7 +26,14 @@ fn an_outsider_sees_and_enters_a_private_room_only_once_invited() {
         c.err(Op::RoomGet { room: room.clone() }, ErrorCode::Forbidden);
         c.err(Op::RoomMembers { room: room.clone(), limit: None, cursor: None }, ErrorCode::Forbidden);
         c.err(
-            Op::History { room: room.clone(), before: None, after: None, limit: None, cursor: None },
+            Op::History {
+                room: room.clone(),
+                before: None,
+                after: None,
+                limit: None,
+                cursor: None,
+                threads: Default::default(),
+            },
             ErrorCode::Forbidden,
         );
         c.err(Op::Join { room: room.clone(), since: None }, ErrorCode::Forbidden);

@@ -298,6 +298,8 @@ fn member_limits_file_sharing_and_member_pages() {
             height: None,
         })),
         encryption: None,
+        also_to_room: false,
+        thread: None,
     };
     clients[0].err(file, ErrorCode::Forbidden);
 

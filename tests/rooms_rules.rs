@@ -215,6 +215,8 @@ fn the_record_stays_and_a_deleted_files_bytes_go() {
             height: None,
         })),
         encryption: None,
+        also_to_room: false,
+        thread: None,
     };
     let seq = match o.ok(share("img-1")) {
         OkBody::Sent(s) => s.seq,

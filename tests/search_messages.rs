@@ -91,6 +91,8 @@ fn messages_are_searchable_within_seconds_and_only_where_readable() {
             sender_device: "D1".into(),
             session_id: None,
         })),
+        also_to_room: false,
+        thread: None,
     });
     a.say(&room, "m4", "marker after the ciphertext");
     search_until(&mut b, "marker", |h| h.len() == 1);

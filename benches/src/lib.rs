@@ -32,6 +32,9 @@ pub fn message(seq: u64) -> Message {
         encryption: None,
         mention_all: None,
         forward: None,
+        also_to_room: false,
+        thread: None,
+        thread_summary: None,
     }
 }
 
@@ -54,6 +57,8 @@ pub fn send_request(id: u64) -> ClientFrame {
             reply_to: None,
             file: None,
             encryption: None,
+            also_to_room: false,
+            thread: None,
         },
     }
 }

@@ -613,6 +613,8 @@ impl Harness {
                     file: None,
                     encryption: None,
                     forward: None,
+                    also_to_room: false,
+                    thread: None,
                 };
                 // Answered once its seq is durable: at the next commit.
                 self.ask(d, i, RoomOp::Send(Box::new(outgoing)), want, false);

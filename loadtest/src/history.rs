@@ -99,6 +99,8 @@ pub async fn prepare(env: &Env, config: HistoryConfig, tokens: Arc<Vec<String>>)
                     reply_to: None,
                     file: None,
                     encryption: None,
+                    also_to_room: false,
+                    thread: None,
                 };
                 filler.feed(op).await?;
                 sent += 1;
@@ -293,6 +295,7 @@ impl Pager {
                 after: None,
                 limit: Some(self.limit),
                 cursor: None,
+                threads: Default::default(),
             };
             let now_us = epoch_us();
             let id = client.feed(op).await?;

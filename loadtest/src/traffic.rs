@@ -452,6 +452,8 @@ impl Sender {
                 reply_to: None,
                 file: None,
                 encryption: None,
+                also_to_room: false,
+                thread: None,
             };
             client.feed(op).await?;
             *in_flight += 1;

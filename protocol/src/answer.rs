@@ -29,6 +29,12 @@ pub enum Answer {
     Edits,
     /// `PinsOk`.
     Pins,
+    /// `ThreadHistoryOk`.
+    ThreadHistory,
+    /// `ThreadsOk`.
+    Threads,
+    /// `ThreadReadOk`.
+    ThreadRead,
     /// `ReceiptListOk`.
     ReceiptList,
     /// `RoomListOk`.
@@ -71,6 +77,9 @@ pub const ANSWERS: &[(&str, Answer)] = &[
     ("leave", Answer::Empty),
     ("send", Answer::Sent),
     ("history", Answer::History),
+    ("thread.history", Answer::ThreadHistory),
+    ("thread.list", Answer::Threads),
+    ("thread.read", Answer::ThreadRead),
     ("ping", Answer::Empty),
     ("typing.start", Answer::Empty),
     ("typing.stop", Answer::Empty),
@@ -144,6 +153,9 @@ impl Answer {
             Answer::Edited => "EditOk",
             Answer::Edits => "EditsOk",
             Answer::Pins => "PinsOk",
+            Answer::ThreadHistory => "ThreadHistoryOk",
+            Answer::Threads => "ThreadsOk",
+            Answer::ThreadRead => "ThreadReadOk",
             Answer::ReceiptList => "ReceiptListOk",
             Answer::RoomList => "RoomListOk",
             Answer::Reaction => "ReactionOk",
@@ -177,6 +189,9 @@ impl Answer {
             Answer::Edited => OkBody::Edited(serde_json::from_value(value)?),
             Answer::Edits => OkBody::Edits(serde_json::from_value(value)?),
             Answer::Pins => OkBody::Pins(serde_json::from_value(value)?),
+            Answer::ThreadHistory => OkBody::ThreadHistory(Box::new(serde_json::from_value(value)?)),
+            Answer::Threads => OkBody::Threads(serde_json::from_value(value)?),
+            Answer::ThreadRead => OkBody::ThreadRead(serde_json::from_value(value)?),
             Answer::ReceiptList => OkBody::ReceiptList(serde_json::from_value(value)?),
             Answer::RoomList => OkBody::RoomList(serde_json::from_value(value)?),
             Answer::Reaction => OkBody::Reaction(serde_json::from_value(value)?),
@@ -219,6 +234,9 @@ impl OkBody {
             OkBody::Edited(_) => Answer::Edited,
             OkBody::Edits(_) => Answer::Edits,
             OkBody::Pins(_) => Answer::Pins,
+            OkBody::ThreadHistory(_) => Answer::ThreadHistory,
+            OkBody::Threads(_) => Answer::Threads,
+            OkBody::ThreadRead(_) => Answer::ThreadRead,
             OkBody::ReceiptList(_) => Answer::ReceiptList,
             OkBody::RoomList(_) => Answer::RoomList,
             OkBody::Reaction(_) => Answer::Reaction,

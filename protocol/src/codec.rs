@@ -227,6 +227,8 @@ mod tests {
                     reply_to: client_ts.map(|t| t / 2),
                     file: None,
                     encryption: None,
+                    thread: client_ts.map(|t| t / 3),
+                    also_to_room: client_ts.is_some_and(|t| t % 2 == 0),
                 }
             }),
             (
@@ -241,8 +243,26 @@ mod tests {
                     before,
                     after,
                     limit,
-                    cursor
+                    cursor,
+                    threads: if limit.is_some() { crate::ThreadReplies::Exclude } else { Default::default() },
                 }),
+            (room_id(), any::<u64>(), any::<Option<u64>>(), any::<Option<u32>>()).prop_map(
+                |(room, root, before, limit)| Op::ThreadHistory {
+                    room,
+                    root,
+                    before,
+                    after: None,
+                    limit,
+                    cursor: None
+                }
+            ),
+            (room_id(), any::<Option<u32>>(), prop::option::of("[A-Za-z0-9_-]{0,16}"))
+                .prop_map(|(room, limit, cursor)| Op::ThreadList { room, limit, cursor }),
+            (room_id(), any::<u64>(), any::<u64>()).prop_map(|(room, root, seq)| Op::ThreadRead {
+                room,
+                root,
+                seq
+            }),
             Just(Op::Ping {}),
             (room_id(), any::<u64>(), any::<Option<u32>>(), prop::option::of("[A-Za-z0-9_-]{0,16}"))
                 .prop_map(|(room, seq, limit, cursor)| Op::EditList { room, seq, limit, cursor }),
@@ -350,6 +370,10 @@ mod tests {
                         }),
                     })
                 }),
+                thread: (seq % 31 == 0).then_some(seq / 3),
+                also_to_room: seq % 62 == 0,
+                thread_summary: (seq % 37 == 0)
+                    .then(|| Box::new(crate::ThreadSummary { count: 3, last_seq: seq + 3, last_at: ts })),
             },
         )
     }
@@ -601,6 +625,8 @@ mod tests {
                 reply_to: None,
                 file: None,
                 encryption: None,
+                also_to_room: false,
+                thread: None,
             },
         };
         let bytes = Codec::Rkyv.encode_client(&send).unwrap();

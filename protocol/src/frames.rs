@@ -15,6 +15,7 @@ use crate::pins::PinsOk;
 use crate::rooms::{
     InviteInfo, InvitesOk, MemberEvent, MembersOk, RoomDetailsOk, RoomRole, RoomSettingsPatch, SystemNotice,
 };
+use crate::threads::{ThreadEvent, ThreadHistoryOk, ThreadReadOk, ThreadReplies, ThreadSummary, ThreadsOk};
 
 /// A request from a client: `{"id":N,"op":"…",…}`.
 #[derive(
@@ -102,6 +103,12 @@ pub enum Op {
         /// With `encrypted`: how `text` (the ciphertext) was encrypted.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         encryption: Option<Box<Encryption>>,
+        /// A thread reply: the seq of the thread's root in the same room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread: Option<u64>,
+        /// With `thread`: the reply is also part of the room's own timeline.
+        #[serde(default, skip_serializing_if = "is_false")]
+        also_to_room: bool,
     },
     /// Forward a message of a room the caller may read into `room`, with an optional
     /// comment; the new message refers to the original.
@@ -138,6 +145,53 @@ pub enum Op {
         /// `after`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cursor: Option<String>,
+        /// Whether thread replies not sent to the room are in the page (default: they are).
+        #[serde(default, skip_serializing_if = "ThreadReplies::is_included")]
+        threads: ThreadReplies,
+    },
+    /// Page through one thread's replies, like `history` (newest first, or forwards from
+    /// `after`); the answer carries the root.
+    #[serde(rename = "thread.history")]
+    ThreadHistory {
+        /// The room.
+        room: RoomId,
+        /// The thread's root.
+        root: u64,
+        /// Only replies with seq below this, newest first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        /// Only replies with seq above this, oldest first (not with `before`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        /// Page size, 1..=100 (default 50).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next` (not with `before` or `after`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
+    /// The room's threads, the most recently replied to first, with the caller's unread
+    /// count in each.
+    #[serde(rename = "thread.list")]
+    ThreadList {
+        /// The room.
+        room: RoomId,
+        /// Page size, 1..=100 (default 50).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
+    /// Move the caller's read mark in one thread (it never moves back).
+    #[serde(rename = "thread.read")]
+    ThreadRead {
+        /// The room.
+        room: RoomId,
+        /// The thread's root.
+        root: u64,
+        /// The newest reply read.
+        seq: u64,
     },
     /// Liveness check at the application level; answered with an empty ok.
     #[serde(rename = "ping")]
@@ -613,6 +667,9 @@ impl Op {
             Op::Leave { .. } => "leave",
             Op::Send { .. } => "send",
             Op::History { .. } => "history",
+            Op::ThreadHistory { .. } => "thread.history",
+            Op::ThreadList { .. } => "thread.list",
+            Op::ThreadRead { .. } => "thread.read",
             Op::Ping {} => "ping",
             Op::TypingStart { .. } => "typing.start",
             Op::TypingStop { .. } => "typing.stop",
@@ -715,6 +772,9 @@ pub struct SearchHit {
     pub snippet: String,
     /// Relevance (0 in `newest` order).
     pub score: f32,
+    /// A thread reply: its thread's root (open the thread with `thread.history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<u64>,
 }
 
 /// Answer to `search`.
@@ -944,6 +1004,15 @@ pub struct Message {
     /// readers who may read the room it came from).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward: Option<Box<ForwardRef>>,
+    /// A thread reply: the seq of its thread's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<u64>,
+    /// A thread reply that is also part of the room's own timeline.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub also_to_room: bool,
+    /// A thread's root, in `history` and the thread ops: its replies so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_summary: Option<Box<ThreadSummary>>,
 }
 
 /// A mention of many members at once.
@@ -1108,6 +1177,9 @@ pub enum OkBody {
     Room(RoomOk),
     /// `send`.
     Sent(SendOk),
+    /// `thread.history` (before `History`: a shape guess would take it for one). (Boxed:
+    /// the root would widen every reply.)
+    ThreadHistory(Box<ThreadHistoryOk>),
     /// `history`.
     History(HistoryOk),
     /// `auth`.
@@ -1120,6 +1192,10 @@ pub enum OkBody {
     Edits(EditsOk),
     /// `pin.list`.
     Pins(PinsOk),
+    /// `thread.list`.
+    Threads(ThreadsOk),
+    /// `thread.read`.
+    ThreadRead(ThreadReadOk),
     /// `receipt.list`.
     ReceiptList(ReceiptListOk),
     /// `edit`.
@@ -1555,6 +1631,10 @@ pub enum Event {
     /// A message was deleted (now a tombstone). Not replayed: `history` has the tombstone.
     #[serde(rename = "delete")]
     Delete(Delete),
+    /// A thread's summary changed (a reply was stored or deleted). Not replayed:
+    /// `history` carries each root's summary.
+    #[serde(rename = "thread")]
+    Thread(ThreadEvent),
     /// Someone joined or left a joined room. Not replayed.
     #[serde(rename = "member")]
     Member(MemberEvent),

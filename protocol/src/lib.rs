@@ -27,6 +27,7 @@ mod people;
 mod pins;
 mod rooms;
 mod text;
+mod threads;
 pub mod typescript;
 
 pub use answer::{ANSWERS, Answer, decode_json_server_answering};
@@ -51,3 +52,6 @@ pub use rooms::{
     RoomRetention, RoomRole, RoomSettings, RoomSettingsPatch, SystemAction, SystemNotice,
 };
 pub use text::{Emoji, MessageText, RoomName, TextError, check_name, is_bidi_control};
+pub use threads::{
+    ThreadEvent, ThreadHistoryOk, ThreadInfo, ThreadReadOk, ThreadReplies, ThreadSummary, ThreadsOk,
+};

@@ -127,6 +127,8 @@ pub mod sizes {
     pub const EDITS: PageSize = PageSize { default: 20, max: 100 };
     /// `pin.list`: pinned messages.
     pub const PINS: PageSize = PageSize { default: 50, max: 100 };
+    /// `thread.list`.
+    pub const THREADS: PageSize = PageSize { default: 20, max: 100 };
     /// `receipt.list`: members who read (or had delivered) a message.
     pub const RECEIPTS: PageSize = PageSize { default: 50, max: 100 };
     /// `history`: messages.

@@ -17,7 +17,8 @@ use crate::{
     PresenceStatus, Profile, ProfileOk, Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptListOk,
     ReceiptOk, ReplyPreview, ReportNotice, RoomDetailsOk, RoomId, RoomInfo, RoomKind, RoomListOk, RoomOk,
     RoomRetention, RoomRole, RoomSettings, RoomSettingsPatch, RoomSummary, SearchHit, SearchOk, SearchOrder,
-    SendOk, SessionId, SyncOk, SystemAction, SystemNotice, Typing, UserId, UsersOk,
+    SendOk, SessionId, SyncOk, SystemAction, SystemNotice, ThreadEvent, ThreadHistoryOk, ThreadInfo,
+    ThreadReadOk, ThreadReplies, ThreadSummary, ThreadsOk, Typing, UserId, UsersOk,
 };
 
 /// The type of each op's `ok` answer (its [`OkBody`] variant's type), by op name: what
@@ -95,6 +96,13 @@ pub fn declarations() -> String {
         EditVersion,
         PinsOk,
         PinInfo,
+        ThreadHistoryOk,
+        ThreadsOk,
+        ThreadInfo,
+        ThreadReadOk,
+        ThreadEvent,
+        ThreadSummary,
+        ThreadReplies,
         ReceiptListOk,
         MemberReceipt,
         RoomListOk,
@@ -198,7 +206,7 @@ mod tests {
     #[test]
     fn the_unions_are_discriminated_and_integers_are_numbers() {
         assert!(op_names().contains(&"room.create".to_owned()));
-        assert_eq!(event_names().len(), 11);
+        assert_eq!(event_names().len(), 12);
         let text = declarations();
         assert!(!text.contains("bigint"), "{text}");
         assert!(text.contains("export type ClientFrame = { id: number } & Op;"), "{text}");

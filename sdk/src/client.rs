@@ -4,7 +4,7 @@ use futures_channel::{mpsc, oneshot};
 use palaver_protocol::{
     ClaimedKey, ClientMsgId, DeviceKeys, FileRef, FriendInfo, InviteInfo, KeysUploadOk, MembersOk,
     OneTimeKey, PresenceChoice, PresenceInfo, Profile, ProfileOk, RoomDetailsOk, RoomRole, RoomSettingsPatch,
-    SearchOk,
+    SearchOk, ThreadHistoryOk, ThreadReadOk, ThreadReplies, ThreadsOk,
 };
 use palaver_protocol::{
     EditOk, EditsOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, PinsOk, ReactionOk, ReceiptListOk,
@@ -561,7 +561,14 @@ impl Client {
         before: Option<u64>,
         limit: Option<u32>,
     ) -> Result<Vec<Message>, Error> {
-        let op = Op::History { room: room.clone(), before, after: None, limit, cursor: None };
+        let op = Op::History {
+            room: room.clone(),
+            before,
+            after: None,
+            limit,
+            cursor: None,
+            threads: Default::default(),
+        };
         match self.op(op).await? {
             OkBody::History(HistoryOk { messages, .. }) => Ok(messages),
             _ => Err(Error::UnexpectedReply { op: "history" }),
@@ -576,7 +583,14 @@ impl Client {
         after: u64,
         limit: Option<u32>,
     ) -> Result<HistoryOk, Error> {
-        let op = Op::History { room: room.clone(), before: None, after: Some(after), limit, cursor: None };
+        let op = Op::History {
+            room: room.clone(),
+            before: None,
+            after: Some(after),
+            limit,
+            cursor: None,
+            threads: Default::default(),
+        };
         match self.op(op).await? {
             OkBody::History(ok) => Ok(ok),
             _ => Err(Error::UnexpectedReply { op: "history" }),
@@ -597,6 +611,7 @@ impl Client {
             after: None,
             limit,
             cursor: Some(cursor.to_owned()),
+            threads: Default::default(),
         };
         match self.op(op).await? {
             OkBody::History(ok) => Ok(ok),
@@ -712,6 +727,87 @@ impl Client {
         match self.op(op).await? {
             OkBody::Pins(ok) => Ok(ok),
             _ => Err(Error::UnexpectedReply { op: "pin.list" }),
+        }
+    }
+
+    /// Replies in the thread of message `root` (with `also_to_room`, the reply is also
+    /// part of the room's own timeline). Like [`Client::send`], stored exactly once.
+    pub async fn reply_in_thread(
+        &self,
+        room: &RoomId,
+        root: u64,
+        text: &str,
+        also_to_room: bool,
+    ) -> Result<SendOk, Error> {
+        self.send_message(Outgoing::thread_reply(room.clone(), root, text, also_to_room)).await
+    }
+
+    /// One page of the thread of message `root`: its replies newest first (the root in
+    /// the answer); pass the answer's `next` as `cursor` for older ones.
+    pub async fn thread_history(
+        &self,
+        room: &RoomId,
+        root: u64,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<ThreadHistoryOk, Error> {
+        let op = Op::ThreadHistory {
+            room: room.clone(),
+            root,
+            before: None,
+            after: None,
+            limit,
+            cursor: cursor.map(str::to_owned),
+        };
+        match self.op(op).await? {
+            OkBody::ThreadHistory(ok) => Ok(*ok),
+            _ => Err(Error::UnexpectedReply { op: "thread.history" }),
+        }
+    }
+
+    /// One page of a room's threads, the most recently replied to first, each with the
+    /// user's read mark and unread count; pass the answer's `next` as `cursor`.
+    pub async fn thread_list(
+        &self,
+        room: &RoomId,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<ThreadsOk, Error> {
+        let op = Op::ThreadList { room: room.clone(), limit, cursor: cursor.map(str::to_owned) };
+        match self.op(op).await? {
+            OkBody::Threads(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: "thread.list" }),
+        }
+    }
+
+    /// Marks the thread of message `root` read up to reply `seq` (the mark never moves
+    /// back); answers with the mark and what is still unread.
+    pub async fn thread_read(&self, room: &RoomId, root: u64, seq: u64) -> Result<ThreadReadOk, Error> {
+        match self.op(Op::ThreadRead { room: room.clone(), root, seq }).await? {
+            OkBody::ThreadRead(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: "thread.read" }),
+        }
+    }
+
+    /// Like [`Client::history`], for the room's own timeline: thread replies that were
+    /// not also sent to the room are left out (a page may hold fewer than `limit`).
+    pub async fn room_timeline(
+        &self,
+        room: &RoomId,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<HistoryOk, Error> {
+        let op = Op::History {
+            room: room.clone(),
+            before,
+            after: None,
+            limit,
+            cursor: None,
+            threads: ThreadReplies::Exclude,
+        };
+        match self.op(op).await? {
+            OkBody::History(ok) => Ok(ok),
+            _ => Err(Error::UnexpectedReply { op: "history" }),
         }
     }
 

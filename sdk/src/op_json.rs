@@ -152,7 +152,22 @@ pub(crate) fn op_from_json(text: &str) -> Result<Op, Error> {
             after: f.opt_u64("after")?,
             limit: f.opt_u32("limit")?,
             cursor: f.opt_string("cursor")?,
+            threads: f.opt_typed("threads")?.unwrap_or_default(),
         },
+        "thread.history" => Op::ThreadHistory {
+            room: f.room()?,
+            root: f.u64("root")?,
+            before: f.opt_u64("before")?,
+            after: f.opt_u64("after")?,
+            limit: f.opt_u32("limit")?,
+            cursor: f.opt_string("cursor")?,
+        },
+        "thread.list" => {
+            let room = f.room()?;
+            let (limit, cursor) = f.page()?;
+            Op::ThreadList { room, limit, cursor }
+        }
+        "thread.read" => Op::ThreadRead { room: f.room()?, root: f.u64("root")?, seq: f.u64("seq")? },
         "ping" => Op::Ping {},
         "typing.start" => Op::TypingStart { room: f.room()? },
         "typing.stop" => Op::TypingStop { room: f.room()? },

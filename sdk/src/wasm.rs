@@ -352,6 +352,10 @@ struct SendRequest {
     file: Option<Box<FileRef>>,
     #[serde(default)]
     encryption: Option<Box<Encryption>>,
+    #[serde(default)]
+    thread: Option<u64>,
+    #[serde(default)]
+    also_to_room: bool,
 }
 
 /// A token source calling the page's `getToken()`: its value, or the promise's. A
@@ -469,6 +473,8 @@ impl WasmClient {
             file: request.file,
             cid: request.cid,
             encryption: request.encryption,
+            thread: request.thread,
+            also_to_room: request.also_to_room,
         };
         let sent = self.client.send_message(message).await.map_err(to_js)?;
         Ok(json!(sent).to_string())

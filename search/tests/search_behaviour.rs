@@ -45,6 +45,9 @@ fn message(room_id: &str, seq: u64, ts: u64, sender: &str, text: &str) -> Messag
         encryption: None,
         mention_all: None,
         forward: None,
+        also_to_room: false,
+        thread: None,
+        thread_summary: None,
     }
 }
 

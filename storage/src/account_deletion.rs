@@ -63,6 +63,9 @@ impl Engine {
             let mut by_room = key[prefix.len()..].to_vec();
             by_room.push(0);
             by_room.extend_from_slice(id.as_bytes());
+            for mark in self.room_user_root_read.prefix(crate::threads::read_marks_prefix(&by_room)) {
+                batch.remove(&self.room_user_root_read, mark.key()?);
+            }
             batch.remove(&self.room_user_receipt, by_room);
         }
         for keyspace in [

@@ -28,6 +28,7 @@ mod people;
 mod retention;
 mod scan;
 mod store;
+mod threads;
 mod user_export;
 
 pub use cid_filter::{CidFilter, CidHash, FilterFull, MAX_FILTERED_CIDS};

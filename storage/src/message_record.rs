@@ -69,6 +69,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Message, StorageError> {
         encryption: None,
         mention_all: None,
         forward: None,
+        also_to_room: false,
+        thread: None,
+        thread_summary: None,
     })
 }
 
@@ -93,6 +96,12 @@ struct MessageExt {
     /// A forward's original (its room and seq: never its content).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     forward: Option<ForwardRef>,
+    /// A thread reply's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    thread: Option<u64>,
+    /// A thread reply also in the room's timeline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    also_to_room: bool,
 }
 
 /// The extension record of a message, or `None` when it has nothing beyond format 1.
@@ -110,6 +119,8 @@ pub(crate) fn encode_ext(message: &Message) -> Result<Option<Vec<u8>>, StorageEr
             seq: forward.seq,
             source: None,
         }),
+        thread: message.thread,
+        also_to_room: message.also_to_room,
     };
     if ext.reply_to.is_none()
         && ext.system.is_none()
@@ -119,6 +130,7 @@ pub(crate) fn encode_ext(message: &Message) -> Result<Option<Vec<u8>>, StorageEr
         && ext.edited_at.is_none()
         && !ext.deleted
         && ext.forward.is_none()
+        && ext.thread.is_none()
     {
         return Ok(None);
     }
@@ -139,6 +151,8 @@ pub(crate) fn apply_ext(message: &mut Message, bytes: &[u8]) -> Result<(), Stora
     message.system = ext.system.map(Box::new);
     message.encryption = ext.encryption.map(Box::new);
     message.forward = ext.forward.map(Box::new);
+    message.thread = ext.thread;
+    message.also_to_room = ext.also_to_room;
     Ok(())
 }
 
@@ -168,6 +182,9 @@ mod tests {
             encryption: None,
             mention_all: None,
             forward: None,
+            also_to_room: false,
+            thread: None,
+            thread_summary: None,
         }
     }
 

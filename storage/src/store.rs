@@ -102,7 +102,7 @@ pub enum Rotation {
     /// Unknown, expired, or of a login that is over.
     Refused,
     /// It had been rotated already: its login is ended by this write.
-    Replayed(Write),
+    Replayed(Box<Write>),
 }
 
 /// A write handed to the shared log and not yet applied here.
@@ -179,6 +179,11 @@ pub(crate) struct Engine {
     pub(crate) room_seq_ext: Keyspace,
     pub(crate) room_seq_edit: Keyspace,
     pub(crate) room_seq_pin: Keyspace,
+    pub(crate) room_root_seq_reply: Keyspace,
+    pub(crate) room_seq_thread_only: Keyspace,
+    pub(crate) room_seq_thread: Keyspace,
+    pub(crate) room_seq_thread_activity: Keyspace,
+    pub(crate) room_user_root_read: Keyspace,
     pub(crate) user_room_mention: Keyspace,
     pub(crate) room_user_ban: Keyspace,
     pub(crate) room_user_mute: Keyspace,
@@ -234,6 +239,12 @@ impl Engine {
             room_seq_edit: open("room_seq_edit")?,
             // Added within format 1: an older directory simply starts without pins.
             room_seq_pin: open("room_seq_pin")?,
+            // Threads (added within format 2: absent means no threads; see `threads`).
+            room_root_seq_reply: open("room_root_seq_reply")?,
+            room_seq_thread_only: open("room_seq_thread_only")?,
+            room_seq_thread: open("room_seq_thread")?,
+            room_seq_thread_activity: open("room_seq_thread_activity")?,
+            room_user_root_read: open("room_user_root_read")?,
             user_room_mention: open("user_room_mention")?,
             // Rooms' governance and people (added within format 1: absent means none).
             room_user_ban: open("room_user_ban")?,
@@ -687,6 +698,7 @@ impl Store {
                             [],
                         );
                     }
+                    e.index_reply(&mut batch, message);
                     let value = message_record::encode(message)?;
                     batch.insert(&e.room_seq_message, keys::message(&message.room, message.seq), value);
                     if message.kind == palaver_protocol::MessageKind::System {
@@ -717,6 +729,7 @@ impl Store {
                 }
                 Write::ReplaceMessage(message) => {
                     e.put_ext(&mut batch, message)?;
+                    e.unindex_deleted_reply(&mut batch, message);
                     let key = keys::message(&message.room, message.seq);
                     batch.insert(&e.room_seq_message, key, message_record::encode(message)?);
                 }
@@ -729,6 +742,9 @@ impl Store {
                     batch.insert(&e.room_seq_pin, keys::message(room, *seq), encode_json(record)?);
                 }
                 Write::RemovePin { room, seq } => batch.remove(&e.room_seq_pin, keys::message(room, *seq)),
+                thread @ (Write::PutThread { .. } | Write::PutThreadRead { .. }) => {
+                    e.apply_thread_write(&mut batch, thread);
+                }
                 Write::DropEditHistory { room, seq } => {
                     for guard in e.room_seq_edit.prefix(keys::message(room, *seq)) {
                         batch.remove(&e.room_seq_edit, guard.key()?);
@@ -1017,7 +1033,7 @@ impl Store {
             batch.insert(&e.revoked_family, old.family.as_bytes(), now_ms.to_be_bytes());
             e.apply_login_write(&mut batch, &end, &mut std::collections::HashMap::new())?;
             self.commit_logged(batch, logged)?;
-            return Ok(Rotation::Replayed(end));
+            return Ok(Rotation::Replayed(Box::new(end)));
         }
         if old.expires_ms <= now_ms {
             return Ok(Rotation::Refused);

@@ -52,6 +52,9 @@ fn message(seq: u64) -> Message {
         encryption: None,
         mention_all: None,
         forward: None,
+        also_to_room: false,
+        thread: None,
+        thread_summary: None,
     }
 }
 

@@ -26,6 +26,9 @@ fn message(room: &RoomId, seq: u64, cid: &str) -> Message {
         encryption: None,
         mention_all: None,
         forward: None,
+        also_to_room: false,
+        thread: None,
+        thread_summary: None,
     }
 }
 

@@ -33,6 +33,9 @@ fn message(room: &RoomId, seq: u64) -> Message {
         encryption: None,
         mention_all: None,
         forward: None,
+        also_to_room: false,
+        thread: None,
+        thread_summary: None,
     }
 }
 

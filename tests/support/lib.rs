@@ -1027,7 +1027,14 @@ impl Client {
 
     /// A page of history, newest first.
     pub fn history(&mut self, room: &RoomId, before: Option<u64>, limit: Option<u32>) -> Vec<Message> {
-        match self.ok(Op::History { room: room.clone(), before, after: None, limit, cursor: None }) {
+        match self.ok(Op::History {
+            room: room.clone(),
+            before,
+            after: None,
+            limit,
+            cursor: None,
+            threads: Default::default(),
+        }) {
             OkBody::History(h) => h.messages,
             other => panic!("{other:?}"),
         }
@@ -1122,6 +1129,8 @@ pub fn send_op(room: &RoomId, cid: &str, text: &str) -> Op {
         reply_to: None,
         file: None,
         encryption: None,
+        also_to_room: false,
+        thread: None,
     }
 }
 

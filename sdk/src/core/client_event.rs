@@ -3,7 +3,7 @@
 
 use palaver_protocol::{
     Delete, Edit, Event, FriendInfo, InviteInfo, MemberEvent, Message, PresenceInfo, Reaction, Receipt,
-    ReportNotice, RoomId, SessionId, Typing, UserId,
+    ReportNotice, RoomId, SessionId, ThreadEvent, Typing, UserId,
 };
 use serde_json::json;
 
@@ -13,9 +13,10 @@ use crate::tokens::Tokens;
 /// What the application sees: every event the server pushes (docs/PROTOCOL.md §3.6), and
 /// the connection's own changes.
 ///
-/// Room events (`Message`, `Typing`, `Receipt`, `Reaction`, `Edit`, `Delete`, `Member`)
-/// arrive for the rooms this client has joined; `Invite`, `Friend`, `Presence` and
-/// `Report` concern the user. Matching on it needs a `_` arm: new server events become new variants.
+/// Room events (`Message`, `Typing`, `Receipt`, `Reaction`, `Edit`, `Delete`, `Thread`,
+/// `Member`) arrive for the rooms this client has joined; `Invite`, `Friend`, `Presence`
+/// and `Report` concern the user. Matching on it needs a `_` arm: new server events become
+/// new variants.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ClientEvent {
@@ -31,6 +32,8 @@ pub enum ClientEvent {
     Edit(Edit),
     /// A message was deleted.
     Delete(Delete),
+    /// A thread's summary changed (a reply was stored or deleted).
+    Thread(ThreadEvent),
     /// Someone joined or left a joined room (kicks and bans are `system` messages).
     Member(MemberEvent),
     /// The user was invited to a room.
@@ -102,6 +105,7 @@ impl From<Event> for ClientEvent {
             Event::Reaction(e) => ClientEvent::Reaction(e),
             Event::Edit(e) => ClientEvent::Edit(e),
             Event::Delete(e) => ClientEvent::Delete(e),
+            Event::Thread(e) => ClientEvent::Thread(e),
             Event::Member(e) => ClientEvent::Member(e),
             Event::Invite(e) => ClientEvent::Invite(e),
             Event::Friend(e) => ClientEvent::Friend(e),
@@ -120,6 +124,7 @@ impl ClientEvent {
         "reaction",
         "edit",
         "delete",
+        "thread",
         "member",
         "invite",
         "friend",
@@ -145,6 +150,7 @@ impl ClientEvent {
             ClientEvent::Reaction(_) => "reaction",
             ClientEvent::Edit(_) => "edit",
             ClientEvent::Delete(_) => "delete",
+            ClientEvent::Thread(_) => "thread",
             ClientEvent::Member(_) => "member",
             ClientEvent::Invite(_) => "invite",
             ClientEvent::Friend(_) => "friend",
@@ -175,6 +181,7 @@ impl ClientEvent {
             ClientEvent::Reaction(e) => body(json!(e)),
             ClientEvent::Edit(e) => body(json!(e)),
             ClientEvent::Delete(e) => body(json!(e)),
+            ClientEvent::Thread(e) => body(json!(e)),
             ClientEvent::Member(e) => body(json!(e)),
             ClientEvent::Invite(e) => body(json!(e)),
             ClientEvent::Friend(e) => body(json!(e)),

@@ -155,6 +155,10 @@ pub struct Outgoing {
     pub cid: Option<ClientMsgId>,
     /// With `encrypted`: how `text` (the ciphertext) was encrypted.
     pub encryption: Option<Box<palaver_protocol::Encryption>>,
+    /// A thread reply: the seq of its thread's root.
+    pub thread: Option<u64>,
+    /// With `thread`: also part of the room's own timeline.
+    pub also_to_room: bool,
 }
 
 impl Outgoing {
@@ -169,7 +173,15 @@ impl Outgoing {
             file: None,
             cid: None,
             encryption: None,
+            thread: None,
+            also_to_room: false,
         }
+    }
+
+    /// A text reply in the thread of message `root` (with `also_to_room`, also in the
+    /// room's own timeline).
+    pub fn thread_reply(room: RoomId, root: u64, text: impl Into<String>, also_to_room: bool) -> Self {
+        Outgoing { thread: Some(root), also_to_room, ..Outgoing::text(room, text) }
     }
 }
 
@@ -482,6 +494,8 @@ impl ClientCore {
             reply_to: message.reply_to,
             file: message.file,
             encryption: message.encryption,
+            thread: message.thread,
+            also_to_room: message.also_to_room,
         };
         self.outbox.push_back(OutboxEntry { ticket, op, cid, in_flight: None, not_before: 0 });
         self.pump(now);
@@ -925,6 +939,7 @@ impl ClientCore {
                     after: None,
                     limit: Some(limit),
                     cursor: None,
+                    threads: Default::default(),
                 };
                 let wire_id = self.transmit_op(now, op, Purpose::Fill { room: room.clone() });
                 if let Some(track) = self.rooms.get_mut(&room) {
@@ -960,6 +975,7 @@ impl ClientCore {
             Event::Reaction(e) => Some(e.room.clone()),
             Event::Edit(e) => Some(e.room.clone()),
             Event::Delete(e) => Some(e.room.clone()),
+            Event::Thread(e) => Some(e.room.clone()),
             Event::Member(e) => Some(e.room.clone()),
             Event::Invite(_) | Event::Friend(_) | Event::Presence(_) | Event::Report(_) => None,
         };

@@ -85,6 +85,9 @@ impl FakeServer {
             encryption: None,
             mention_all: None,
             forward: None,
+            also_to_room: false,
+            thread: None,
+            thread_summary: None,
         };
         messages.push(message.clone());
         self.cids.insert((room.clone(), cid.to_owned()), seq);
@@ -675,9 +678,17 @@ fn room_create_is_not_repeated_after_a_cut_but_idempotent_requests_are() {
 fn rate_limited_requests_and_sends_are_retried_when_the_server_says() {
     let mut sim = joined_sim();
     sim.server.rate_limit_next = 2;
-    let history = sim
-        .core
-        .request(sim.now, Op::History { room: room(), before: None, after: None, limit: None, cursor: None });
+    let history = sim.core.request(
+        sim.now,
+        Op::History {
+            room: room(),
+            before: None,
+            after: None,
+            limit: None,
+            cursor: None,
+            threads: Default::default(),
+        },
+    );
     let send = sim.core.send(sim.now, Outgoing::text(room(), "later"));
     sim.settle();
     assert!(!sim.done.contains_key(&history) && !sim.done.contains_key(&send));
@@ -731,6 +742,7 @@ fn protocol_event_name(event: &Event) -> &'static str {
         Event::Reaction(_) => "reaction",
         Event::Edit(_) => "edit",
         Event::Delete(_) => "delete",
+        Event::Thread(_) => "thread",
         Event::Member(_) => "member",
         Event::Invite(_) => "invite",
         Event::Friend(_) => "friend",
@@ -747,6 +759,7 @@ const SERVER_EVENTS: &[&str] = &[
     r#"{"ev":"reaction","room":"r_general","seq":1,"emoji":"👍","user":"u_other","added":true,"count":1}"#,
     r#"{"ev":"edit","room":"r_general","seq":1,"text":"hello","edited_at":1764000009000}"#,
     r#"{"ev":"delete","room":"r_general","seq":1,"by":"u_other"}"#,
+    r#"{"ev":"thread","room":"r_general","root":1,"summary":{"count":1,"last_seq":2,"last_at":1764000000000}}"#,
     r#"{"ev":"member","room":"r_general","user":"u_other","change":"joined","role":"member"}"#,
     r#"{"ev":"invite","room":{"room_id":"r_secret","name":"secret","kind":"private"},"by":"u_other","invited_at":1764000000000}"#,
     r#"{"ev":"friend","user":"u_other","username":"other","state":"incoming","since":1764000000000}"#,

@@ -74,6 +74,23 @@ pub enum CoreError {
     /// No message with this seq in the room (yet).
     #[error("no message {0} in this room")]
     NoSuchMessage(u64),
+    /// A thread reply names a root the room does not hold.
+    #[error("no message {0} in this room to reply in a thread to")]
+    NoThreadRoot(u64),
+    /// A thread reply names a deleted root.
+    #[error("message {0} was deleted: a thread cannot grow on it")]
+    ThreadRootDeleted(u64),
+    /// A thread reply names another thread's reply as its root.
+    #[error("message {0} is a thread reply: threads are one level deep, reply in its thread")]
+    NestedThread(u64),
+    /// A thread reply replies to a message outside its thread.
+    #[error("message {parent} is not in the thread of message {root}")]
+    ReplyOutsideThread {
+        /// The message replied to.
+        parent: u64,
+        /// The thread's root.
+        root: u64,
+    },
     /// No such file uploaded to this room.
     #[error("no file {0} in this room")]
     NoSuchFile(String),
@@ -348,6 +365,8 @@ impl CoreError {
             E::NoSuchUser(_)
             | E::NoSuchRoom(_)
             | E::NoSuchMessage(_)
+            | E::NoThreadRoot(_)
+            | E::ThreadRootDeleted(_)
             | E::NoSuchFile(_)
             | E::NoSuchDevice { .. }
             | E::TargetNotMember(_) => ErrorCode::NotFound,
@@ -404,6 +423,8 @@ impl CoreError {
             | E::Paging(_)
             | E::Malformed { .. }
             | E::Mismatched(_)
+            | E::NestedThread(_)
+            | E::ReplyOutsideThread { .. }
             | E::Oneself(_)
             | E::NothingToChange => ErrorCode::Invalid,
         }

@@ -8,7 +8,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use palaver_protocol::{
-    ClientMsgId, FriendState, Message, PresenceStatus, ReactionSummary, RoomId, UserId, Username,
+    ClientMsgId, FriendState, Message, PresenceStatus, ReactionSummary, RoomId, ThreadSummary, UserId,
+    Username,
 };
 
 use crate::owner::{Found, LookupError, Lookups, StoredRoom};
@@ -33,6 +34,17 @@ struct StoredRoomState {
     pins: BTreeMap<u64, (UserId, u64)>,
     /// The oldest seq kept (0 or 1: nothing removed).
     history_floor: u64,
+    /// Thread roots' summaries.
+    threads: BTreeMap<u64, ThreadSummary>,
+    /// Members' read marks by `(member, root)`.
+    thread_reads: BTreeMap<(UserId, u64), u64>,
+}
+
+impl StoredRoomState {
+    /// Live replies of thread `root`, oldest first, as the store's index holds them.
+    fn replies(&self, root: u64) -> impl DoubleEndedIterator<Item = (u64, u64)> + '_ {
+        self.messages.values().filter(move |m| m.thread == Some(root) && !m.deleted).map(|m| (m.seq, m.ts))
+    }
 }
 
 /// See the module docs.
@@ -165,6 +177,17 @@ impl MemoryStore {
             }
             Write::RemovePin { room, seq } => {
                 self.room_mut(room).pins.remove(seq);
+            }
+            Write::PutThread { room, root, summary, .. } => match summary {
+                Some(summary) => {
+                    self.room_mut(room).threads.insert(*root, *summary);
+                }
+                None => {
+                    self.room_mut(room).threads.remove(root);
+                }
+            },
+            Write::PutThreadRead { room, user, root, read } => {
+                self.room_mut(room).thread_reads.insert((user.clone(), *root), *read);
             }
             Write::RemoveMentions { .. }
             | Write::PutMentions { .. }
@@ -335,6 +358,59 @@ impl Lookups for MemoryStore {
             return Ok(Vec::new());
         }
         Ok(r.messages.range(from..=to).take(limit).map(|(_, m)| m.clone()).collect())
+    }
+
+    fn thread_summary(&self, room: &RoomId, root: u64) -> Found<Option<ThreadSummary>> {
+        self.check()?;
+        Ok(self.room(room).and_then(|r| r.threads.get(&root).copied()))
+    }
+
+    fn thread_replies_before(
+        &self,
+        room: &RoomId,
+        root: u64,
+        before: u64,
+        limit: usize,
+    ) -> Found<Vec<(u64, u64)>> {
+        self.check()?;
+        Ok(self
+            .room(room)
+            .map(|r| r.replies(root).rev().filter(|(seq, _)| *seq < before).take(limit).collect())
+            .unwrap_or_default())
+    }
+
+    fn thread_replies_after(
+        &self,
+        room: &RoomId,
+        root: u64,
+        after: u64,
+        limit: usize,
+    ) -> Found<Vec<(u64, u64)>> {
+        self.check()?;
+        Ok(self
+            .room(room)
+            .map(|r| r.replies(root).filter(|(seq, _)| *seq > after).take(limit).collect())
+            .unwrap_or_default())
+    }
+
+    fn threads_by_activity(
+        &self,
+        room: &RoomId,
+        before: u64,
+        limit: usize,
+    ) -> Found<Vec<(u64, ThreadSummary)>> {
+        self.check()?;
+        let Some(r) = self.room(room) else { return Ok(Vec::new()) };
+        let mut threads: Vec<(u64, ThreadSummary)> =
+            r.threads.iter().filter(|(_, s)| s.last_seq < before).map(|(root, s)| (*root, *s)).collect();
+        threads.sort_by_key(|(_, s)| std::cmp::Reverse(s.last_seq));
+        threads.truncate(limit);
+        Ok(threads)
+    }
+
+    fn thread_read(&self, room: &RoomId, user: &UserId, root: u64) -> Found<u64> {
+        self.check()?;
+        Ok(self.room(room).and_then(|r| r.thread_reads.get(&(user.clone(), root)).copied()).unwrap_or(0))
     }
 
     fn cid_seq(&self, room: &RoomId, sender: &UserId, cid: &ClientMsgId) -> Found<Option<(u64, u64)>> {

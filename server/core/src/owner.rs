@@ -30,7 +30,8 @@ use palaver_protocol::{
     FileRef, ForwardRef, HistoryOk, InviteInfo, JoinOk, MemberChange, MemberEvent, MemberInfo, MemberReceipt,
     MembersOk, MentionAll, Message, MessageKind, OkBody, PinInfo, PinsOk, PresenceStatus, Reaction,
     ReactionOk, Receipt, ReceiptListOk, ReceiptOk, ReplyBody, ReplyPreview, RoomDetailsOk, RoomId, RoomKind,
-    RoomOk, RoomSettingsPatch, SendOk, SystemAction, SystemNotice, Typing, UserId, limits,
+    RoomOk, RoomSettingsPatch, SendOk, SystemAction, SystemNotice, ThreadEvent, ThreadHistoryOk, ThreadInfo,
+    ThreadReadOk, ThreadReplies, ThreadSummary, ThreadsOk, Typing, UserId, limits,
 };
 
 pub use effects::{
@@ -45,8 +46,9 @@ use crate::error::Throttled;
 use crate::records::{ActionRecord, FileRecord, RoomRecord, Write};
 use crate::role::Role;
 use crate::room::{
-    Draft, HistoryRequest, HistoryWindow, Pin, Room, RoomLimits, SendOutcome, TypingChange,
-    check_forwardable, forwarded_content, may_read_room,
+    Draft, HistoryRequest, HistoryWindow, MAX_THREAD_UNREAD_COUNT, Pin, Room, RoomLimits, SendOutcome,
+    TypingChange, check_forwardable, check_reply_in_thread, check_thread_root, forwarded_content,
+    in_room_timeline, may_read_room, moved_thread_read, summary_with_reply, summary_without_reply,
 };
 use crate::route::RoomRequest;
 use crate::{CoreError, Governance, Moderation};
@@ -125,6 +127,10 @@ pub struct Outgoing {
     pub encryption: Option<Box<Encryption>>,
     /// A forward's original.
     pub forward: Option<Box<ForwardRef>>,
+    /// A thread reply: its root.
+    pub thread: Option<u64>,
+    /// A thread reply also in the room's timeline.
+    pub also_to_room: bool,
 }
 
 /// A request on a room that exists.
@@ -208,6 +214,27 @@ pub enum RoomOp {
     },
     /// A page of history.
     History(HistoryRequest),
+    /// A page of one thread's replies.
+    ThreadHistory {
+        /// The root.
+        root: u64,
+        /// Paging.
+        request: HistoryRequest,
+    },
+    /// A page of the room's threads, the most recently replied to first.
+    ThreadList {
+        /// Page size.
+        limit: Option<u32>,
+        /// The previous page's `next`.
+        cursor: Option<String>,
+    },
+    /// Move the caller's read mark in a thread.
+    ThreadRead {
+        /// The root.
+        root: u64,
+        /// The newest reply read.
+        seq: u64,
+    },
     /// The room's details.
     Get,
     /// Change name, topic or settings.
@@ -279,6 +306,8 @@ pub struct RoomOwner<A> {
     reactions: HashMap<(u64, String, UserId), (bool, u32)>,
     /// Files being shared by messages in flight, with their sender and cid.
     sharing: HashMap<String, (UserId, ClientMsgId)>,
+    /// Thread summaries changed by writes in flight: the newest, and how many.
+    threads: HashMap<u64, (ThreadSummary, u32)>,
     /// When a command last came (ms since the epoch).
     last_used_ms: u64,
 }
@@ -359,6 +388,7 @@ impl<A: Clone> RoomOwner<A> {
             rewrites: HashMap::new(),
             reactions: HashMap::new(),
             sharing: HashMap::new(),
+            threads: HashMap::new(),
             last_used_ms: now_ms,
         }
     }
@@ -597,6 +627,9 @@ impl<A: Clone> RoomOwner<A> {
                 self.receipt(asker.clone(), user, delivered, read, lookups, fx)
             }
             RoomOp::History(request) => self.history(user, request, lookups),
+            RoomOp::ThreadHistory { root, request } => self.thread_history(user, root, request, lookups),
+            RoomOp::ThreadList { limit, cursor } => self.thread_list(user, limit, cursor, lookups),
+            RoomOp::ThreadRead { root, seq } => self.thread_read(asker.clone(), user, root, seq, lookups, fx),
             RoomOp::Get => self.details(user),
             RoomOp::Members { limit, cursor } => self.members(now_ms, user, limit, cursor, lookups),
             RoomOp::Invite { user: invitee } => {
@@ -806,9 +839,20 @@ impl<A: Clone> RoomOwner<A> {
             if let Some(forward) = &outgoing.forward {
                 self.check_forward_source(user, forward, lookups)?;
             }
-            Ok((stored, mentions, file, mention_all, everyone))
+            // Only a thread reply reads its root (and its summary): other sends read nothing
+            // more. Members only, so nobody else learns which messages exist.
+            // A retry answers with the first send's seq, whatever became of the root.
+            let retry = stored.is_some() || self.room.is_pending(user, &outgoing.cid);
+            let thread_before = match outgoing.thread {
+                Some(_) if self.room.role_of(user).is_none() => {
+                    return Err(refused(&CoreError::NotMember(room.clone())));
+                }
+                Some(root) if !retry => self.check_thread_reply(root, outgoing.reply_to, lookups)?,
+                _ => None,
+            };
+            Ok((stored, mentions, file, mention_all, everyone, thread_before))
         })();
-        let (stored, mentions, file, mention_all, everyone) = match prepared {
+        let (stored, mentions, file, mention_all, everyone, thread_before) = match prepared {
             Ok(prepared) => prepared,
             Err(body) => return Some(body),
         };
@@ -816,7 +860,9 @@ impl<A: Clone> RoomOwner<A> {
             Some((file_ref, record)) => (Some(file_ref), Some(record)),
             None => (outgoing.file.clone(), None),
         };
-        let Outgoing { cid, kind, text, client_ts, reply_to, encryption, forward, .. } = outgoing;
+        let Outgoing {
+            cid, kind, text, client_ts, reply_to, encryption, forward, thread, also_to_room, ..
+        } = outgoing;
         let draft = Draft {
             cid,
             kind,
@@ -828,6 +874,8 @@ impl<A: Clone> RoomOwner<A> {
             encryption,
             forward,
             mention_all,
+            thread,
+            also_to_room,
         };
         match self.room.send(now_ms, user, draft, |_| stored) {
             Err(e) => Some(refused(&e)),
@@ -856,6 +904,23 @@ impl<A: Clone> RoomOwner<A> {
                 if let Some(record) = file_record {
                     self.sharing.insert(record.file_id.clone(), (user.clone(), message.cid.clone()));
                     writes.push(Write::PutFile(FileRecord { shared_in: Some(message.seq), ..record }));
+                }
+                if let Some(root) = message.thread {
+                    let after = summary_with_reply(thread_before, message.seq, message.ts);
+                    writes.push(Write::PutThread {
+                        room: room.clone(),
+                        root,
+                        summary: Some(after),
+                        previous_last: thread_before.map(|s| s.last_seq),
+                    });
+                    // The sender has read the thread up to their own reply.
+                    writes.push(Write::PutThreadRead {
+                        room: room.clone(),
+                        user: user.clone(),
+                        root,
+                        read: message.seq,
+                    });
+                    self.thread_changing(root, after);
                 }
                 self.waiting
                     .entry(message.seq)
@@ -927,6 +992,58 @@ impl<A: Clone> RoomOwner<A> {
             return Ok(message.clone());
         }
         found(lookups.message(self.room.id(), seq))?.ok_or_else(|| refused(&CoreError::NoSuchMessage(seq)))
+    }
+
+    /// A message as the room has decided it, or `None` when storage has no such message.
+    fn current_message_if_any(&self, seq: u64, lookups: &impl Lookups) -> Step<Option<Message>> {
+        if let Some((message, _)) = self.rewrites.get(&seq) {
+            return Ok(Some(message.clone()));
+        }
+        found(lookups.message(self.room.id(), seq))
+    }
+
+    /// Checks a thread reply to `root` (replying to `reply_to`, if given) and returns
+    /// the root's summary before it.
+    fn check_thread_reply(
+        &self,
+        root: u64,
+        reply_to: Option<u64>,
+        lookups: &impl Lookups,
+    ) -> Step<Option<ThreadSummary>> {
+        let stored = self.current_message_if_any(root, lookups)?;
+        check_thread_root(root, stored.as_ref()).map_err(|e| refused(&e))?;
+        if let Some(parent) = reply_to {
+            let parent = self.current_message(parent, lookups)?;
+            check_reply_in_thread(root, &parent).map_err(|e| refused(&e))?;
+        }
+        self.thread_summary(root, lookups)
+    }
+
+    /// A root's summary as the room has decided it (`None`: no replies).
+    fn thread_summary(&self, root: u64, lookups: &impl Lookups) -> Step<Option<ThreadSummary>> {
+        match self.threads.get(&root) {
+            Some((summary, _)) => Ok((summary.count > 0).then_some(*summary)),
+            None => found(lookups.thread_summary(self.room.id(), root)),
+        }
+    }
+
+    fn thread_changing(&mut self, root: u64, summary: ThreadSummary) {
+        let entry = self.threads.entry(root).or_insert((summary, 0));
+        *entry = (summary, entry.1 + 1);
+    }
+
+    /// A write changing thread `root`'s summary settled: tell the room (when durable).
+    fn thread_settled(&mut self, root: u64, durable: bool, fx: &mut Effects<A>) {
+        let Some((summary, in_flight)) = self.threads.get_mut(&root) else { return };
+        let summary = *summary;
+        *in_flight -= 1;
+        if *in_flight == 0 {
+            self.threads.remove(&root);
+        }
+        if durable {
+            let event = ThreadEvent { room: self.room.id().clone(), root, summary };
+            fx.announcements.push(Announcement { event: Event::Thread(event), skip: None });
+        }
     }
 
     fn rewriting(&mut self, message: Message) {
@@ -1204,6 +1321,31 @@ impl<A: Clone> RoomOwner<A> {
             Write::DropEditHistory { room: room.clone(), seq },
             Write::RemoveMentions { room: room.clone(), seq, users: mentioned_users(&original, &self.room) },
         ];
+        // A deleted reply leaves its thread (its tombstone stays in the room).
+        if let Some(root) = original.thread {
+            let before = match self.thread_summary(root, lookups) {
+                Ok(before) => {
+                    before.unwrap_or(ThreadSummary { count: 1, last_seq: seq, last_at: original.ts })
+                }
+                Err(body) => return Some(body),
+            };
+            let newest_left = if before.last_seq == seq {
+                match self.newest_reply_left(root, seq, lookups) {
+                    Ok(left) => left,
+                    Err(body) => return Some(body),
+                }
+            } else {
+                None
+            };
+            let after = summary_without_reply(before, seq, newest_left);
+            writes.push(Write::PutThread {
+                room: room.clone(),
+                root,
+                summary: (after.count > 0).then_some(after),
+                previous_last: Some(before.last_seq),
+            });
+            self.thread_changing(root, after);
+        }
         // A deleted message leaves the pins with its content.
         if self.room.unpin_deleted(seq) {
             writes.push(Write::RemovePin { room: room.clone(), seq });
@@ -1355,11 +1497,12 @@ impl<A: Clone> RoomOwner<A> {
     }
 
     fn history(&self, user: &UserId, request: HistoryRequest, lookups: &impl Lookups) -> Option<ReplyBody> {
+        let threads = request.threads;
         let window = match self.room.history_page(user, request) {
             Ok(window) => window,
             Err(e) => return Some(refused(&e)),
         };
-        Some(match self.history_page(window, user, lookups) {
+        Some(match self.history_page(window, threads, user, lookups) {
             Ok((messages, next)) => {
                 ok(OkBody::History(HistoryOk { messages, next, history_from: self.room.history_from() }))
             }
@@ -1368,10 +1511,13 @@ impl<A: Clone> RoomOwner<A> {
     }
 
     /// One page of history in `window`, as `reader` sees it (reactions aggregated,
-    /// replies previewed, blocked senders flagged), and the cursor past it.
+    /// replies previewed, blocked senders flagged), and the cursor past it. With
+    /// `threads` excluded, replies kept in their thread are left out (the page may be
+    /// shorter than its limit; its cursor still continues past them).
     fn history_page(
         &self,
         window: HistoryWindow,
+        threads: ThreadReplies,
         reader: &UserId,
         lookups: &impl Lookups,
     ) -> Found<(Vec<Message>, Option<String>)> {
@@ -1387,10 +1533,34 @@ impl<A: Clone> RoomOwner<A> {
         };
         let more = messages.len() > limit;
         messages.truncate(limit);
+        let shown = |m: &Message| threads == ThreadReplies::Include || in_room_timeline(m);
+        // A message left out still moves the cursor past it.
+        let mut entries: Vec<(String, Option<Message>)> =
+            messages.into_iter().map(|m| (window.cursor_key(m.seq), Some(m).filter(shown))).collect();
+        self.decorate(entries.iter_mut().filter_map(|(_, m)| m.as_mut()), reader, lookups)?;
+        let mut page = PageBuilder::new("history", limit);
+        for (key, message) in entries {
+            if !page.offer(&key, message) {
+                break;
+            }
+        }
+        Ok(page.finish(more))
+    }
+
+    /// Dresses stored messages as `reader` sees them: blocked senders flagged, reactions
+    /// aggregated, reply previews, forwarded originals the reader may read, and each
+    /// thread root's summary.
+    fn decorate<'m>(
+        &self,
+        messages: impl IntoIterator<Item = &'m mut Message>,
+        reader: &UserId,
+        lookups: &impl Lookups,
+    ) -> Found<()> {
+        let room = self.room.id();
         let blocked = lookups.blocks(reader)?;
         // Whether the reader may read each room forwards come from, asked once per page.
         let mut readable: HashMap<RoomId, bool> = HashMap::new();
-        for message in &mut messages {
+        for message in messages {
             message.blocked = blocked.contains(&message.sender);
             if let Some(forward) = &mut message.forward {
                 let may = match readable.get(&forward.room) {
@@ -1418,15 +1588,173 @@ impl<A: Clone> RoomOwner<A> {
                     })
                 });
             }
-        }
-        let mut page = PageBuilder::new("history", limit);
-        for message in messages {
-            let key = window.cursor_key(message.seq);
-            if !page.offer(&key, Some(message)) {
-                break;
+            if message.thread.is_none() && message.kind != MessageKind::System {
+                let summary = match self.threads.get(&message.seq) {
+                    Some((summary, _)) => (summary.count > 0).then_some(*summary),
+                    None => lookups.thread_summary(room, message.seq)?,
+                };
+                message.thread_summary = summary.map(Box::new);
             }
         }
-        Ok(page.finish(more))
+        Ok(())
+    }
+
+    /// The newest live reply of thread `root` below `seq` (which is being deleted),
+    /// passing over replies whose deletion is still in flight.
+    fn newest_reply_left(&self, root: u64, seq: u64, lookups: &impl Lookups) -> Step<Option<(u64, u64)>> {
+        let deleting = self.rewrites.values().filter(|(m, _)| m.deleted && m.thread == Some(root)).count();
+        let replies = found(lookups.thread_replies_before(self.room.id(), root, seq, deleting + 1))?;
+        Ok(replies.into_iter().find(|(reply, _)| !self.rewrites.get(reply).is_some_and(|(m, _)| m.deleted)))
+    }
+
+    /// The root of thread `root` as `reader` sees it, checked to be a root (a deleted
+    /// root still holds its thread).
+    fn thread_root(&self, reader: &UserId, root: u64, lookups: &impl Lookups) -> Step<Message> {
+        let Some(message) = self.current_message_if_any(root, lookups)? else {
+            return Err(refused(&CoreError::NoThreadRoot(root)));
+        };
+        if message.thread.is_some() {
+            return Err(refused(&CoreError::NestedThread(root)));
+        }
+        let mut message = message;
+        found(self.decorate([&mut message], reader, lookups))?;
+        Ok(message)
+    }
+
+    /// A page of thread `root`'s replies, as `history` pages the room's.
+    fn thread_history(
+        &self,
+        reader: &UserId,
+        root: u64,
+        request: HistoryRequest,
+        lookups: &impl Lookups,
+    ) -> Option<ReplyBody> {
+        let decided = (|| -> Step<ThreadHistoryOk> {
+            let window = self.room.thread_history_page(reader, request).map_err(|e| refused(&e))?;
+            let root_message = self.thread_root(reader, root, lookups)?;
+            let room = self.room.id();
+            let (seqs, limit) = match window {
+                HistoryWindow::Backward { before, limit } => {
+                    (found(lookups.thread_replies_before(room, root, before, limit + 1))?, limit)
+                }
+                HistoryWindow::Forward { after, through, limit } => {
+                    let mut seqs = found(lookups.thread_replies_after(room, root, after, limit + 1))?;
+                    seqs.retain(|(seq, _)| *seq <= through);
+                    (seqs, limit)
+                }
+            };
+            let more = seqs.len() > limit;
+            let mut messages = Vec::with_capacity(limit);
+            for (seq, _) in seqs.into_iter().take(limit) {
+                if let Some(message) = self.current_message_if_any(seq, lookups)? {
+                    messages.push(message);
+                }
+            }
+            found(self.decorate(&mut messages, reader, lookups))?;
+            let mut page = PageBuilder::new("thread.history", limit);
+            for message in messages {
+                let key = window.cursor_key(message.seq);
+                if !page.offer(&key, Some(message)) {
+                    break;
+                }
+            }
+            let (messages, next) = page.finish(more);
+            Ok(ThreadHistoryOk { root: root_message, messages, next })
+        })();
+        Some(match decided {
+            Ok(page) => ok(OkBody::ThreadHistory(Box::new(page))),
+            Err(body) => body,
+        })
+    }
+
+    /// How many replies of thread `root` follow `read` (up to the counting bound).
+    fn thread_unread(&self, root: u64, read: u64, lookups: &impl Lookups) -> Found<u32> {
+        let cap = MAX_THREAD_UNREAD_COUNT as usize;
+        let after = lookups.thread_replies_after(self.room.id(), root, read, cap)?;
+        Ok(u32::try_from(after.len()).unwrap_or(MAX_THREAD_UNREAD_COUNT))
+    }
+
+    /// A page of the room's threads, the most recently replied to first, with the
+    /// reader's read mark and unread count in each.
+    fn thread_list(
+        &self,
+        reader: &UserId,
+        limit: Option<u32>,
+        cursor: Option<String>,
+        lookups: &impl Lookups,
+    ) -> Option<ReplyBody> {
+        const LIST: &str = "thread.list";
+        let decided = (|| -> Step<ThreadsOk> {
+            self.room.check_read(reader).map_err(|e| refused(&e))?;
+            let limit = paging::sizes::THREADS.of(limit).map_err(|e| refused(&CoreError::Paging(e)))?;
+            let before = match cursor {
+                None => u64::MAX,
+                Some(cursor) => paging::decode_cursor(LIST, &cursor)
+                    .ok()
+                    .and_then(|key| key.parse::<u64>().ok())
+                    .ok_or_else(|| refused(&CoreError::Paging(paging::PagingError::Cursor)))?,
+            };
+            let room = self.room.id();
+            let mut threads = found(lookups.threads_by_activity(room, before, limit + 1))?;
+            let more = threads.len() > limit;
+            threads.truncate(limit);
+            let mut page = PageBuilder::new(LIST, limit);
+            for (root, summary) in threads {
+                let key = summary.last_seq.to_string();
+                let Some(mut message) = self.current_message_if_any(root, lookups)? else {
+                    page.offer(&key, None);
+                    continue;
+                };
+                found(self.decorate([&mut message], reader, lookups))?;
+                message.thread_summary.get_or_insert(Box::new(summary));
+                let read = found(lookups.thread_read(room, reader, root))?;
+                let unread = found(self.thread_unread(root, read, lookups))?;
+                if !page.offer(&key, Some(ThreadInfo { root: message, read, unread })) {
+                    break;
+                }
+            }
+            let (threads, next) = page.finish(more);
+            Ok(ThreadsOk { threads, next })
+        })();
+        Some(match decided {
+            Ok(threads) => ok(OkBody::Threads(threads)),
+            Err(body) => body,
+        })
+    }
+
+    /// Moves `user`'s read mark in thread `root` up to `seq` (never back, never past the
+    /// newest reply); answered once durable when it moved.
+    fn thread_read(
+        &mut self,
+        asker: A,
+        user: &UserId,
+        root: u64,
+        seq: u64,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        let decided = (|| -> Step<(u64, u64, u32)> {
+            if self.room.role_of(user).is_none() {
+                return Err(refused(&CoreError::NotMember(self.room.id().clone())));
+            }
+            self.thread_root(user, root, lookups)?;
+            let summary = self.thread_summary(root, lookups)?;
+            let current = found(lookups.thread_read(self.room.id(), user, root))?;
+            let read = moved_thread_read(current, seq, summary);
+            let unread = found(self.thread_unread(root, read, lookups))?;
+            Ok((current, read, unread))
+        })();
+        let (current, read, unread) = match decided {
+            Ok(decided) => decided,
+            Err(body) => return Some(body),
+        };
+        let body = ok(OkBody::ThreadRead(ThreadReadOk { root, read, unread }));
+        if read == current {
+            return Some(body);
+        }
+        let write = Write::PutThreadRead { room: self.room.id().clone(), user: user.clone(), root, read };
+        self.commit(fx, vec![write], Settle::answer(Answer::plain(asker, body)));
+        None
     }
 
     /// Who may look at a room's details and members: anyone for a public room; members
@@ -1815,6 +2143,12 @@ impl<A: Clone> RoomOwner<A> {
             }
             Settle::Answer { mut answer, announce, notify, rewrote, then_delete_file } => {
                 if let Some(seq) = rewrote {
+                    // A deleted reply changed its thread's summary.
+                    let left_thread =
+                        self.rewrites.get(&seq).and_then(|(m, _)| m.deleted.then_some(m.thread)).flatten();
+                    if let Some(root) = left_thread {
+                        self.thread_settled(root, failure.is_none(), fx);
+                    }
                     self.rewrite_settled(seq);
                 }
                 match failure {
@@ -1864,6 +2198,9 @@ impl<A: Clone> RoomOwner<A> {
     fn message_settled(&mut self, message: Message, failure: Option<ReplyBody>, fx: &mut Effects<A>) {
         if let Some(file) = &message.file {
             self.sharing.remove(&file.file_id);
+        }
+        if let Some(root) = message.thread {
+            self.thread_settled(root, failure.is_none(), fx);
         }
         if let Some(body) = failure {
             // The room assigned a seq that storage refused, so no later seq it assigned

@@ -3,7 +3,9 @@
 //! Plain data, typed throughout: storage encodes a role or a friendship state as a byte
 //! and reads an unknown byte as corruption, never as a default.
 
-use palaver_protocol::{ClientMsgId, FriendState, Message, RoomId, RoomKind, RoomRole, RoomSettings, UserId};
+use palaver_protocol::{
+    ClientMsgId, FriendState, Message, RoomId, RoomKind, RoomRole, RoomSettings, ThreadSummary, UserId,
+};
 use serde::{Deserialize, Serialize};
 
 /// A user account.
@@ -236,6 +238,29 @@ pub enum Write {
         room: RoomId,
         /// The message.
         seq: u64,
+    },
+    /// Set a thread root's summary (`None`: no replies left), moving it in the room's
+    /// threads by activity. A reply's own index entries follow its message's writes.
+    PutThread {
+        /// The room.
+        room: RoomId,
+        /// The root.
+        root: u64,
+        /// The root's replies now.
+        summary: Option<ThreadSummary>,
+        /// The newest reply's seq before this change (its activity entry goes).
+        previous_last: Option<u64>,
+    },
+    /// Set a member's read mark in one thread.
+    PutThreadRead {
+        /// The room.
+        room: RoomId,
+        /// The member.
+        user: UserId,
+        /// The root.
+        root: u64,
+        /// The newest reply read.
+        read: u64,
     },
     /// Remove a member.
     RemoveMember {
@@ -496,6 +521,8 @@ impl Write {
             | Write::PutMentions { room, .. }
             | Write::PutPin { room, .. }
             | Write::RemovePin { room, .. }
+            | Write::PutThread { room, .. }
+            | Write::PutThreadRead { room, .. }
             | Write::RemoveMember { room, .. }
             | Write::PutBan { room, .. }
             | Write::RemoveBan { room, .. }

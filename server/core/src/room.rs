@@ -10,18 +10,23 @@ mod governance;
 mod history_floor;
 mod pins;
 mod receipts;
+mod threads;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use palaver_protocol::{
     ClientMsgId, Emoji, Encryption, FileRef, ForwardRef, MentionAll, Message, MessageKind, MessageText,
-    RoomId, RoomInfo, RoomKind, RoomName, RoomSettings, RoomSettingsPatch, TextError, UserId, Username,
-    limits,
+    RoomId, RoomInfo, RoomKind, RoomName, RoomSettings, RoomSettingsPatch, TextError, ThreadReplies, UserId,
+    Username, limits,
 };
 
 pub use forwards::{check_forwardable, forwarded_content, may_read_room};
 pub use governance::{Governance, Moderation};
 pub use pins::Pin;
+pub use threads::{
+    MAX_THREAD_UNREAD_COUNT, check_reply_in_thread, check_thread_root, in_room_timeline, moved_thread_read,
+    summary_with_reply, summary_without_reply,
+};
 
 use crate::error::CoreError;
 use crate::role::Role;
@@ -163,6 +168,9 @@ pub struct HistoryRequest {
     pub limit: Option<u32>,
     /// The previous page's `next`.
     pub cursor: Option<String>,
+    /// Whether thread replies kept in their thread are in the page.
+    #[serde(default)]
+    pub threads: ThreadReplies,
 }
 
 /// Which stored messages a `history` page reads, all durable.
@@ -195,10 +203,10 @@ impl HistoryWindow {
         }
     }
 
-    /// `(before, after)` of a `history` cursor.
-    fn decode_cursor(cursor: &str) -> Result<(Option<u64>, Option<u64>), CoreError> {
+    /// `(before, after)` of a cursor of `list` (`history`, `thread.history`).
+    fn decode_cursor(list: &str, cursor: &str) -> Result<(Option<u64>, Option<u64>), CoreError> {
         let invalid = || CoreError::Paging(palaver_protocol::paging::PagingError::Cursor);
-        let key = palaver_protocol::paging::decode_cursor("history", cursor).map_err(|_| invalid())?;
+        let key = palaver_protocol::paging::decode_cursor(list, cursor).map_err(|_| invalid())?;
         let (direction, seq) = key.split_at_checked(1).ok_or_else(invalid)?;
         let seq: u64 = seq.parse().map_err(|_| invalid())?;
         match direction {
@@ -234,6 +242,10 @@ pub struct Draft {
     /// `@everyone` or `@here` in the text (the room keeps it for senders with its
     /// `mention_all_role`).
     pub mention_all: Option<MentionAll>,
+    /// A thread reply: its root (checked by the caller against the stored root).
+    pub thread: Option<u64>,
+    /// A thread reply also in the room's timeline.
+    pub also_to_room: bool,
 }
 
 /// A message accepted by the room, not yet durable.
@@ -436,13 +448,31 @@ impl Room {
     /// Checks that `user` may read the history: members always, anyone for public rooms.
     /// Returns the page bounds to read.
     pub fn history_page(&self, user: &UserId, request: HistoryRequest) -> Result<HistoryWindow, CoreError> {
+        self.page_window("history", user, request)
+    }
+
+    /// Like [`Room::history_page`], for one thread's replies (`thread.history`).
+    pub fn thread_history_page(
+        &self,
+        user: &UserId,
+        request: HistoryRequest,
+    ) -> Result<HistoryWindow, CoreError> {
+        self.page_window("thread.history", user, request)
+    }
+
+    fn page_window(
+        &self,
+        list: &str,
+        user: &UserId,
+        request: HistoryRequest,
+    ) -> Result<HistoryWindow, CoreError> {
         if self.kind != RoomKind::Public && self.role_of(user).is_none() {
             return Err(CoreError::PrivateRoom(self.id.clone()));
         }
         let limit = sizes::HISTORY.of(request.limit).map_err(CoreError::Paging)?;
         let HistoryRequest { before, after, cursor, .. } = request;
         let (before, after) = match (before, after, cursor) {
-            (None, None, Some(cursor)) => HistoryWindow::decode_cursor(&cursor)?,
+            (None, None, Some(cursor)) => HistoryWindow::decode_cursor(list, &cursor)?,
             (before, after, None) if before.is_none() || after.is_none() => (before, after),
             _ => return Err(CoreError::Mismatched("give one of before, after and cursor")),
         };
@@ -456,6 +486,11 @@ impl Room {
         })
     }
 
+    /// Whether `user`'s message with `cid` is being stored (a retry of it is a duplicate).
+    pub fn is_pending(&self, user: &UserId, cid: &ClientMsgId) -> bool {
+        self.pending_cids.contains_key(&(user.clone(), cid.clone()))
+    }
+
     /// Accepts a message from `user`, or says it is a duplicate of a stored one.
     /// `stored_cid` looks the cid up among `user`'s messages in durable storage (for retries
     /// after a restart): a cid is its sender's, so another member cannot squat it.
@@ -466,8 +501,20 @@ impl Room {
         draft: Draft,
         stored_cid: impl FnOnce(&ClientMsgId) -> Option<(u64, u64)>,
     ) -> Result<SendOutcome, CoreError> {
-        let Draft { cid, kind, text, client_ts, reply_to, file, mentions, encryption, forward, mention_all } =
-            draft;
+        let Draft {
+            cid,
+            kind,
+            text,
+            client_ts,
+            reply_to,
+            file,
+            mentions,
+            encryption,
+            forward,
+            mention_all,
+            thread,
+            also_to_room,
+        } = draft;
         let Some(role) = self.role_of(user) else {
             return Err(CoreError::NotMember(self.id.clone()));
         };
@@ -486,6 +533,11 @@ impl Room {
             && (parent == 0 || parent > self.last_seq)
         {
             return Err(CoreError::NoSuchMessage(parent));
+        }
+        match thread {
+            Some(root) if root == 0 || root > self.last_seq => return Err(CoreError::NoThreadRoot(root)),
+            None if also_to_room => return Err(CoreError::Mismatched("also_to_room goes with thread")),
+            _ => {}
         }
         let mut mentions: Vec<UserId> =
             mentions.into_iter().filter(|u| self.members.contains_key(u)).collect();
@@ -538,6 +590,9 @@ impl Room {
             encryption,
             mention_all,
             forward,
+            thread,
+            also_to_room,
+            thread_summary: None,
         };
         self.pending.push_back((self.last_seq, user.clone(), cid.clone()));
         self.pending_cids.insert((user.clone(), cid), (self.last_seq, self.last_ts));
@@ -941,6 +996,8 @@ mod tests {
             encryption: None,
             mention_all: None,
             forward: None,
+            also_to_room: false,
+            thread: None,
         }
     }
     fn public_room() -> Room {
@@ -1031,7 +1088,13 @@ mod tests {
         let owner = user("owner");
         send(&mut room, &owner, "a", 1).unwrap();
         send(&mut room, &owner, "b", 1).unwrap();
-        let page = |before, after, limit| HistoryRequest { before, after, limit, cursor: None };
+        let page = |before, after, limit| HistoryRequest {
+            before,
+            after,
+            limit,
+            cursor: None,
+            threads: Default::default(),
+        };
         let backward = |before, limit| HistoryWindow::Backward { before, limit };
         assert_eq!(room.history_page(&owner, page(None, None, None)).unwrap(), backward(1, 50));
         room.committed(2);

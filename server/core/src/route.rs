@@ -138,19 +138,23 @@ pub fn route(op: Op) -> Route {
         Op::Join { room, since } => on(room, RoomOp::Join { since }),
         Op::InviteAccept { room } => on(room, RoomOp::Join { since: None }),
         Op::Leave { room } => on(room, RoomOp::Leave),
-        Op::Send { room, cid, kind, text, client_ts, reply_to, file, encryption } => on(
-            room,
-            RoomOp::Send(Box::new(Outgoing {
-                cid,
-                kind,
-                text,
-                client_ts,
-                reply_to,
-                file,
-                encryption,
-                forward: None,
-            })),
-        ),
+        Op::Send { room, cid, kind, text, client_ts, reply_to, file, encryption, thread, also_to_room } => {
+            on(
+                room,
+                RoomOp::Send(Box::new(Outgoing {
+                    cid,
+                    kind,
+                    text,
+                    client_ts,
+                    reply_to,
+                    file,
+                    encryption,
+                    forward: None,
+                    thread,
+                    also_to_room,
+                })),
+            )
+        }
         // A forward is a send whose body is a comment, referring to the original.
         Op::Forward { room, cid, from_room, seq, text } => on(
             room,
@@ -163,6 +167,8 @@ pub fn route(op: Op) -> Route {
                 file: None,
                 encryption: None,
                 forward: Some(Box::new(ForwardRef { room: from_room, seq, source: None })),
+                thread: None,
+                also_to_room: false,
             })),
         ),
         Op::Edit { room, seq, text } => on(room, RoomOp::Edit { seq, text }),
@@ -179,9 +185,18 @@ pub fn route(op: Op) -> Route {
         Op::TypingStart { room } => on(room, RoomOp::Typing { active: true }),
         Op::TypingStop { room } => on(room, RoomOp::Typing { active: false }),
         Op::Receipt { room, delivered, read } => on(room, RoomOp::Receipt { delivered, read }),
-        Op::History { room, before, after, limit, cursor } => {
-            on(room, RoomOp::History(HistoryRequest { before, after, limit, cursor }))
+        Op::History { room, before, after, limit, cursor, threads } => {
+            on(room, RoomOp::History(HistoryRequest { before, after, limit, cursor, threads }))
         }
+        Op::ThreadHistory { room, root, before, after, limit, cursor } => on(
+            room,
+            RoomOp::ThreadHistory {
+                root,
+                request: HistoryRequest { before, after, limit, cursor, threads: Default::default() },
+            },
+        ),
+        Op::ThreadList { room, limit, cursor } => on(room, RoomOp::ThreadList { limit, cursor }),
+        Op::ThreadRead { room, root, seq } => on(room, RoomOp::ThreadRead { root, seq }),
         Op::RoomGet { room } => on(room, RoomOp::Get),
         Op::RoomUpdate { room, name, topic, settings } => on(room, RoomOp::Update { name, topic, settings }),
         Op::RoomDelete { room } => on(room, RoomOp::DeleteRoom),

@@ -148,9 +148,12 @@ fn rules_of(op: &Op) -> Rules {
                 "a_send_is_answered_and_delivered_once_durable_and_a_retry_gets_its_seq",
                 "everyone_and_here_mention_the_room_for_its_role_and_skip_who_blocked_the_sender",
                 "room_wide_mentions_are_found_like_names_and_everyone_wins",
+                "a_thread_reply_takes_the_next_seq_and_its_root_counts_it",
             ],
             &[
                 "muted_means_no_new_content",
+                "thread_replies_need_a_live_root_of_this_room_one_level_deep",
+                "a_thread_starts_on_a_live_plain_message_and_is_one_level_deep",
                 "a_refused_write_fails_its_waiters_and_the_room_reloads_once_settled",
             ],
         ),
@@ -213,6 +216,17 @@ fn rules_of(op: &Op) -> Rules {
         Op::Receipt { .. } => machine(
             &["receipts_move_up_to_the_durable_seq_and_need_membership_and_a_watermark"],
             &["receipts_move_up_to_the_durable_seq_and_need_membership_and_a_watermark"],
+        ),
+        Op::ThreadHistory { .. } => machine(
+            &["a_thread_reply_takes_the_next_seq_and_its_root_counts_it"],
+            &["thread_replies_need_a_live_root_of_this_room_one_level_deep"],
+        ),
+        Op::ThreadList { .. } | Op::ThreadRead { .. } => machine(
+            &["thread_read_marks_move_forward_and_count_what_is_unread"],
+            &[
+                "thread_read_marks_move_forward_and_count_what_is_unread",
+                "a_thread_read_mark_moves_forward_up_to_the_newest_reply",
+            ],
         ),
         Op::History { .. } => machine(
             &["history_pages_forwards_and_flags_blocked_senders"],
@@ -319,6 +333,9 @@ const SAMPLES: &[&str] = &[
     r#"{"op":"pin","room":"r_a","seq":1}"#,
     r#"{"op":"unpin","room":"r_a","seq":1}"#,
     r#"{"op":"pin.list","room":"r_a"}"#,
+    r#"{"op":"thread.history","room":"r_a","root":1}"#,
+    r#"{"op":"thread.list","room":"r_a"}"#,
+    r#"{"op":"thread.read","room":"r_a","root":1,"seq":2}"#,
     r#"{"op":"forward","room":"r_a","cid":"c1","from_room":"r_b","seq":1}"#,
     r#"{"op":"receipt.list","room":"r_a","seq":1}"#,
     r#"{"op":"delete","room":"r_a","seq":1}"#,

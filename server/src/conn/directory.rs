@@ -77,19 +77,23 @@ pub async fn search(shard: &Rc<Shard>, user: UserId, request: SearchRequest) -> 
             refuse(ErrorCode::Internal, "search failed")
         }
         Ok(Ok(page)) => {
-            let hits = page
-                .hits
-                .into_iter()
-                .filter(|h| !blocked.contains(&h.sender))
-                .map(|h| SearchHit {
+            let mut hits = Vec::with_capacity(page.hits.len());
+            for h in page.hits.into_iter().filter(|h| !blocked.contains(&h.sender)) {
+                // A hit in a thread names its root: one read of the message per hit.
+                let thread = match shard.shared.store.message(&h.room, h.seq) {
+                    Ok(message) => message.and_then(|m| m.thread),
+                    Err(e) => return failed("search", &e),
+                };
+                hits.push(SearchHit {
                     room: h.room,
                     seq: h.seq,
                     ts: h.ts,
                     sender: h.sender,
                     snippet: h.snippet,
                     score: h.score,
-                })
-                .collect();
+                    thread,
+                });
+            }
             ReplyBody::Ok(OkBody::Search(SearchOk { hits, next: page.next }))
         }
     }
@@ -345,7 +349,8 @@ fn presence_subscribe(
 /// `sync`: the caller's rooms with last message and unread count, from durable storage
 /// (thread-safe reads served from cache; answered on the connection's own shard). Unread
 /// is `last_seq - read` (counted from the history floor when retention removed older
-/// messages), computed from the watermarks, never by scanning messages.
+/// messages) less the thread replies after it that were kept in their thread (an index of
+/// those alone is counted), computed from the watermarks, never by scanning messages.
 pub fn sync(shard: &Shard, user: &UserId, limit: Option<u32>, cursor: Option<String>) -> ReplyBody {
     let (limit, after) = match page_of("sync", sizes::SYNC, limit, cursor, |k| RoomId::parse(k).ok()) {
         Ok(page) => page,
@@ -367,6 +372,11 @@ pub fn sync(shard: &Shard, user: &UserId, limit: Option<u32>, cursor: Option<Str
                     let last_seq = last_message.as_ref().map_or(floor - 1, |m| m.seq);
                     let (delivered, read) = store.receipt(&room_id, user)?;
                     let mentions = store.mention_count(user, &room_id, read)?;
+                    let counted_from = read.max(floor - 1);
+                    let unread = match last_seq.saturating_sub(counted_from) {
+                        0 => 0,
+                        unread => unread.saturating_sub(store.thread_only_after(&room_id, counted_from)?),
+                    };
                     Some(RoomSummary {
                         room: RoomInfo {
                             room_id: room_id.clone(),
@@ -378,7 +388,7 @@ pub fn sync(shard: &Shard, user: &UserId, limit: Option<u32>, cursor: Option<Str
                         last_message,
                         delivered,
                         read,
-                        unread: last_seq.saturating_sub(read.max(floor - 1)),
+                        unread,
                         mentions,
                     })
                 }

@@ -493,7 +493,7 @@ pub(super) async fn rotate_refresh_token(
             let old = match rotation {
                 Rotation::Rotated(old) => old,
                 Rotation::Refused => return Ok(Err(None)),
-                Rotation::Replayed(end) => return Ok(Err(Some(end))),
+                Rotation::Replayed(end) => return Ok(Err(Some(*end))),
             };
             let access = worker
                 .tokens

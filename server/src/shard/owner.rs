@@ -99,6 +99,43 @@ impl Lookups for StoreLookups<'_> {
         found(self.shard.shared.store.messages_between(room, from, to, limit))
     }
 
+    fn thread_summary(&self, room: &RoomId, root: u64) -> Found<Option<palaver_protocol::ThreadSummary>> {
+        found(self.shard.shared.store.thread_summary(room, root))
+    }
+
+    fn thread_replies_before(
+        &self,
+        room: &RoomId,
+        root: u64,
+        before: u64,
+        limit: usize,
+    ) -> Found<Vec<(u64, u64)>> {
+        found(self.shard.shared.store.thread_replies_before(room, root, before, limit))
+    }
+
+    fn thread_replies_after(
+        &self,
+        room: &RoomId,
+        root: u64,
+        after: u64,
+        limit: usize,
+    ) -> Found<Vec<(u64, u64)>> {
+        found(self.shard.shared.store.thread_replies_after(room, root, after, limit))
+    }
+
+    fn threads_by_activity(
+        &self,
+        room: &RoomId,
+        before: u64,
+        limit: usize,
+    ) -> Found<Vec<(u64, palaver_protocol::ThreadSummary)>> {
+        found(self.shard.shared.store.threads_by_activity(room, before, limit))
+    }
+
+    fn thread_read(&self, room: &RoomId, user: &UserId, root: u64) -> Found<u64> {
+        found(self.shard.shared.store.thread_read(room, user, root))
+    }
+
     fn cid_seq(&self, room: &RoomId, sender: &UserId, cid: &ClientMsgId) -> Found<Option<(u64, u64)>> {
         // Almost every cid is new: the room's filter says so without a storage read.
         if self.cids.is_some_and(|known| !known.may_be_stored(CidHash::of(sender, cid))) {

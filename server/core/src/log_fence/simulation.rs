@@ -324,6 +324,8 @@ impl Sim {
             file: None,
             encryption: None,
             forward: None,
+            also_to_room: false,
+            thread: None,
         };
         let asker = Asker { user: u, cid: c };
         self.waiting[n].push(asker.clone());

@@ -4,7 +4,8 @@
 //! these return (it never asks storage about a message it is rewriting).
 
 use palaver_protocol::{
-    ClientMsgId, FriendState, Message, PresenceStatus, ReactionSummary, RoomId, UserId, Username,
+    ClientMsgId, FriendState, Message, PresenceStatus, ReactionSummary, RoomId, ThreadSummary, UserId,
+    Username,
 };
 
 use crate::records::{FileRecord, RoomRecord};
@@ -40,6 +41,35 @@ pub trait Lookups {
     fn messages_before(&self, room: &RoomId, before: u64, limit: usize) -> Found<Vec<Message>>;
     /// Up to `limit` stored messages with seqs in `from..=to`, oldest first.
     fn messages_between(&self, room: &RoomId, from: u64, to: u64, limit: usize) -> Found<Vec<Message>>;
+    /// A thread root's summary (`None`: no replies).
+    fn thread_summary(&self, room: &RoomId, root: u64) -> Found<Option<ThreadSummary>>;
+    /// Up to `limit` live replies of thread `root` below `before`, newest first, as
+    /// `(seq, ts)`.
+    fn thread_replies_before(
+        &self,
+        room: &RoomId,
+        root: u64,
+        before: u64,
+        limit: usize,
+    ) -> Found<Vec<(u64, u64)>>;
+    /// Up to `limit` live replies of thread `root` above `after`, oldest first.
+    fn thread_replies_after(
+        &self,
+        room: &RoomId,
+        root: u64,
+        after: u64,
+        limit: usize,
+    ) -> Found<Vec<(u64, u64)>>;
+    /// Up to `limit` of the room's threads whose newest reply is below `before`, the most
+    /// recently replied to first: `(root, summary)`.
+    fn threads_by_activity(
+        &self,
+        room: &RoomId,
+        before: u64,
+        limit: usize,
+    ) -> Found<Vec<(u64, ThreadSummary)>>;
+    /// `user`'s read mark in thread `root` (0: none).
+    fn thread_read(&self, room: &RoomId, user: &UserId, root: u64) -> Found<u64>;
     /// The `(seq, ts)` a sender's cid is stored under in a room, if it is.
     fn cid_seq(&self, room: &RoomId, sender: &UserId, cid: &ClientMsgId) -> Found<Option<(u64, u64)>>;
     /// A message's reactions, aggregated per emoji.

@@ -271,6 +271,8 @@ impl Sim {
                     file: None,
                     encryption: None,
                     forward: None,
+                    also_to_room: false,
+                    thread: None,
                 };
                 self.ask(Asker { user: u, cid: Some(cid), site: u % 2 }, RoomOp::Send(Box::new(outgoing)));
             }

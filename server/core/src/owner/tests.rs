@@ -176,6 +176,8 @@ fn send_op(cid: &str, text: &str) -> RoomOp {
         file: None,
         encryption: None,
         forward: None,
+        also_to_room: false,
+        thread: None,
     }))
 }
 
@@ -678,6 +680,8 @@ fn a_deleted_messages_file_goes_only_once_the_delete_is_durable() {
             })),
             encryption: None,
             forward: None,
+            also_to_room: false,
+            thread: None,
         }))
     };
     let first = h.ask("owner", share("i1"));
@@ -1118,4 +1122,172 @@ fn retention_moves_the_history_floor_and_keeps_the_seq_counter() {
         Write::AppendMessage(m) => assert_eq!(m.seq, 6, "four messages and a pin notice before it"),
         other => panic!("{other:?}"),
     }
+}
+
+fn reply_op(cid: &str, text: &str, root: u64, also_to_room: bool) -> RoomOp {
+    RoomOp::Send(Box::new(Outgoing {
+        thread: Some(root),
+        also_to_room,
+        ..match send_op(cid, text) {
+            RoomOp::Send(outgoing) => *outgoing,
+            _ => unreachable!(),
+        }
+    }))
+}
+
+fn history_of(h: &mut Harness, who: &str, threads: ThreadReplies) -> Vec<Message> {
+    let request = HistoryRequest { threads, ..HistoryRequest::default() };
+    match h.ok(who, RoomOp::History(request)) {
+        OkBody::History(page) => page.messages,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn thread_page(h: &mut Harness, who: &str, root: u64, request: HistoryRequest) -> ThreadHistoryOk {
+    match h.ok(who, RoomOp::ThreadHistory { root, request }) {
+        OkBody::ThreadHistory(page) => *page,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_thread_reply_takes_the_next_seq_and_its_root_counts_it() {
+    let mut h = Harness::public("owner", &["bob"]);
+    let root = h.say("owner", "r", "root");
+    let asker = h.ask("bob", reply_op("t1", "in thread", root, false));
+    h.settle_all();
+    let Some(ReplyBody::Ok(OkBody::Sent(sent))) = h.answer(asker) else { panic!("no answer") };
+    assert_eq!(sent.seq, root + 1, "a reply is the room's next message");
+    let delivered = h.fx.deliveries.iter().find(|m| m.seq == sent.seq).unwrap();
+    assert_eq!((delivered.thread, delivered.also_to_room), (Some(root), false));
+    let announced = h.fx.announcements.iter().find_map(|a| match &a.event {
+        Event::Thread(t) => Some(t.clone()),
+        _ => None,
+    });
+    assert_eq!(announced.unwrap().summary, ThreadSummary { count: 1, last_seq: sent.seq, last_at: 1_000 });
+    let also = match h.ok("owner", reply_op("t2", "also here", root, true)) {
+        OkBody::Sent(s) => s.seq,
+        other => panic!("{other:?}"),
+    };
+    // The room's timeline leaves out the reply kept in its thread, unless asked for all.
+    let all: Vec<u64> = history_of(&mut h, "bob", ThreadReplies::Include).iter().map(|m| m.seq).collect();
+    assert_eq!(all, vec![also, sent.seq, root]);
+    let main = history_of(&mut h, "bob", ThreadReplies::Exclude);
+    assert_eq!(main.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![also, root]);
+    let summary = main[1].thread_summary.as_deref().copied().unwrap();
+    assert_eq!(summary, ThreadSummary { count: 2, last_seq: also, last_at: 1_000 });
+    // The thread pages newest first; forwards from `after` oldest first.
+    let page = thread_page(&mut h, "bob", root, HistoryRequest { limit: Some(1), ..Default::default() });
+    assert_eq!(page.root.seq, root);
+    assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![also]);
+    let cursor = page.next.unwrap();
+    let rest =
+        thread_page(&mut h, "bob", root, HistoryRequest { cursor: Some(cursor), ..Default::default() });
+    assert_eq!(rest.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![sent.seq]);
+    assert!(rest.next.is_none());
+    let forwards = thread_page(&mut h, "bob", root, HistoryRequest { after: Some(0), ..Default::default() });
+    assert_eq!(forwards.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![sent.seq, also]);
+    // Deleting the newest reply falls back to the one before; the root keeps its thread.
+    h.ok("owner", RoomOp::Delete { seq: also });
+    let summary = h.world.thread_summary(&room_id(), root).unwrap().unwrap();
+    assert_eq!(summary, ThreadSummary { count: 1, last_seq: sent.seq, last_at: 1_000 });
+    h.ok("owner", RoomOp::Delete { seq: root });
+    // A retry of a reply answers with its seq, whatever became of the root.
+    let retried = h.ok("bob", reply_op("t1", "in thread", root, false));
+    assert!(matches!(retried, OkBody::Sent(s) if s.seq == sent.seq && s.duplicate));
+    let page = thread_page(&mut h, "bob", root, HistoryRequest::default());
+    assert!(page.root.deleted);
+    assert_eq!(page.messages.len(), 1);
+    h.ok("bob", RoomOp::Delete { seq: sent.seq });
+    assert_eq!(h.world.thread_summary(&room_id(), root).unwrap(), None);
+}
+
+#[test]
+fn thread_replies_need_a_live_root_of_this_room_one_level_deep() {
+    let mut h = Harness::public("owner", &["bob"]);
+    h.world.add_user(&user("eve"), "eve");
+    let root = h.say("owner", "r", "root");
+    let other = h.say("owner", "o", "other");
+    let reply = match h.ok("bob", reply_op("t1", "reply", root, false)) {
+        OkBody::Sent(s) => s.seq,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(h.err("bob", reply_op("x1", "nowhere", 99, false)), ErrorCode::NotFound);
+    assert_eq!(h.err("bob", reply_op("x2", "nested", reply, false)), ErrorCode::Invalid);
+    assert_eq!(h.err("eve", reply_op("x3", "outsider", root, false)), ErrorCode::Forbidden);
+    // Replying inside the thread is fine; to a message outside it is not.
+    let inner = RoomOp::Send(Box::new(Outgoing {
+        reply_to: Some(reply),
+        ..match reply_op("t2", "to the reply", root, false) {
+            RoomOp::Send(o) => *o,
+            _ => unreachable!(),
+        }
+    }));
+    assert!(matches!(h.ok("bob", inner), OkBody::Sent(_)));
+    let outside = RoomOp::Send(Box::new(Outgoing {
+        reply_to: Some(other),
+        ..match reply_op("x4", "to another", root, false) {
+            RoomOp::Send(o) => *o,
+            _ => unreachable!(),
+        }
+    }));
+    assert_eq!(h.err("bob", outside), ErrorCode::Invalid);
+    let stray = RoomOp::Send(Box::new(Outgoing {
+        also_to_room: true,
+        ..match send_op("x5", "no thread") {
+            RoomOp::Send(o) => *o,
+            _ => unreachable!(),
+        }
+    }));
+    assert_eq!(h.err("bob", stray), ErrorCode::Invalid);
+    h.ok("owner", RoomOp::Delete { seq: other });
+    assert_eq!(h.err("bob", reply_op("x6", "on a tombstone", other, false)), ErrorCode::NotFound);
+    assert_eq!(
+        h.err("bob", RoomOp::ThreadHistory { root: reply, request: HistoryRequest::default() }),
+        ErrorCode::Invalid
+    );
+}
+
+#[test]
+fn thread_read_marks_move_forward_and_count_what_is_unread() {
+    let mut h = Harness::public("owner", &["bob"]);
+    h.world.add_user(&user("eve"), "eve");
+    let root = h.say("owner", "r", "root");
+    let mut replies = Vec::new();
+    for n in 0..3 {
+        match h.ok("owner", reply_op(&format!("t{n}"), "reply", root, false)) {
+            OkBody::Sent(s) => replies.push(s.seq),
+            other => panic!("{other:?}"),
+        }
+    }
+    let list = match h.ok("bob", RoomOp::ThreadList { limit: None, cursor: None }) {
+        OkBody::Threads(list) => list,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(list.threads.len(), 1);
+    assert_eq!((list.threads[0].root.seq, list.threads[0].read, list.threads[0].unread), (root, 0, 3));
+    let read = |h: &mut Harness, seq| match h.ok("bob", RoomOp::ThreadRead { root, seq }) {
+        OkBody::ThreadRead(ok) => (ok.read, ok.unread),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(read(&mut h, replies[0]), (replies[0], 2));
+    assert_eq!(read(&mut h, 1), (replies[0], 2), "never back");
+    assert_eq!(read(&mut h, 999), (replies[2], 0), "never past the newest reply");
+    // The sender of a reply has read their thread up to it.
+    assert_eq!(h.world.thread_read(&room_id(), &user("owner"), root).unwrap(), replies[2]);
+    assert_eq!(h.err("eve", RoomOp::ThreadRead { root, seq: 1 }), ErrorCode::Forbidden);
+    // A second thread, replied to later, lists first.
+    let second = h.say("owner", "s", "second root");
+    h.ok("bob", reply_op("u1", "reply", second, false));
+    let list = match h.ok("bob", RoomOp::ThreadList { limit: Some(1), cursor: None }) {
+        OkBody::Threads(list) => list,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(list.threads[0].root.seq, second);
+    let next = match h.ok("bob", RoomOp::ThreadList { limit: Some(1), cursor: list.next }) {
+        OkBody::Threads(list) => list,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(next.threads[0].root.seq, root);
+    assert!(next.next.is_none());
 }

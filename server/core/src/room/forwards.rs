@@ -71,6 +71,9 @@ mod tests {
             encryption: None,
             mention_all: None,
             forward: None,
+            also_to_room: false,
+            thread: None,
+            thread_summary: None,
         }
     }
 

@@ -462,6 +462,9 @@ impl Room {
             encryption: None,
             mention_all: None,
             forward: None,
+            also_to_room: false,
+            thread: None,
+            thread_summary: None,
         }
     }
 
