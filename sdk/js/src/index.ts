@@ -34,6 +34,7 @@ import type {
   InviteInfo,
   ReportNotice,
   FriendInfo,
+  ThreadEvent,
 } from "./protocol.js";
 
 export type * from "./protocol.js";
@@ -91,6 +92,7 @@ export type ClientEvent =
   | { type: "reaction"; reaction: Reaction }
   | { type: "edit"; edit: Edit }
   | { type: "delete"; delete: Delete }
+  | { type: "thread"; thread: ThreadEvent }
   | { type: "member"; member: MemberEvent }
   | { type: "invite"; invite: InviteInfo }
   | { type: "friend"; friend: FriendInfo }
@@ -527,6 +529,38 @@ export class PalaverClient {
    * after `after`; `next` continues. */
   history(room: RoomId, options: Rest<"history", "room"> = {}): Promise<Replies["history"]> {
     return this.#op({ op: "history", room, ...options });
+  }
+
+  /** Replies in the thread of message `root`, stored exactly once like `send`; with
+   * `alsoToRoom` the reply is also part of the room's own timeline. */
+  replyInThread(
+    room: RoomId,
+    root: number,
+    text: string,
+    options: { alsoToRoom?: boolean } = {},
+  ): Promise<Replies["send"]> {
+    return this.sendMessage({ room, text, thread: root, also_to_room: options.alsoToRoom ?? false });
+  }
+
+  /** A page of the thread of message `root`: its replies newest first (or oldest first
+   * after `after`), with the root; `next` continues. */
+  threadHistory(
+    room: RoomId,
+    root: number,
+    options: Rest<"thread.history", "room" | "root"> = {},
+  ): Promise<Replies["thread.history"]> {
+    return this.#op({ op: "thread.history", room, root, ...options });
+  }
+
+  /** A page of a room's threads, the most recently replied to first, each with the
+   * user's read mark and unread count; `next` continues. */
+  threadList(room: RoomId, options: Rest<"thread.list", "room"> = {}): Promise<Replies["thread.list"]> {
+    return this.#op({ op: "thread.list", room, ...options });
+  }
+
+  /** Marks the thread of message `root` read up to reply `seq` (never back). */
+  threadRead(room: RoomId, root: number, seq: number): Promise<Replies["thread.read"]> {
+    return this.#op({ op: "thread.read", room, root, seq });
   }
 
   /** Replaces the text of one of the user's messages. */

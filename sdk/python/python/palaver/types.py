@@ -139,6 +139,11 @@ class Message:
     # A forward's original: `{"room", "seq", "source"?}` (`source` in history, for readers
     # of the original's room).
     forward: Optional[dict] = None
+    # A thread reply: its root's seq (with `also_to_room` when also in the room's timeline).
+    thread: Optional[int] = None
+    also_to_room: bool = False
+    # A thread's root: `{"count", "last_seq", "last_at"}` of its live replies.
+    thread_summary: Optional[dict] = None
 
     _NESTED: ClassVar[dict] = {
         "reactions": _each(ReactionCount),
@@ -319,6 +324,15 @@ class Delete:
 
 
 @dataclass(frozen=True)
+class Thread:
+    """A thread's summary changed: `summary` is `{"count", "last_seq", "last_at"}`."""
+
+    room: str
+    root: int
+    summary: dict
+
+
+@dataclass(frozen=True)
 class Member:
     """Someone joined or left a joined room (`change`: `joined` or `left`)."""
 
@@ -457,6 +471,7 @@ _EVENTS: dict[str, Callable[[dict], Any]] = {
     "reaction": lambda e: _build(Reaction, e["reaction"]),
     "edit": lambda e: _build(Edit, e["edit"]),
     "delete": lambda e: _build(Delete, e["delete"]),
+    "thread": lambda e: _build(Thread, e["thread"]),
     "member": lambda e: _build(Member, e["member"]),
     "invite": lambda e: _build(Invite, e["invite"]),
     "friend": lambda e: _build(Friend, e["friend"]),
@@ -473,7 +488,8 @@ _EVENTS: dict[str, Callable[[dict], Any]] = {
 
 #: Every event class.
 Event = (
-    Message | Typing | Receipt | Reaction | Edit | Delete | Member | Invite | Friend | Presence | Report
+    Message | Typing | Receipt | Reaction | Edit | Delete | Thread | Member | Invite | Friend | Presence
+    | Report
     | Connected | Disconnected | TokensChanged | RoomReset | RoomLost | Lagged | Closed | UnknownEvent
 )
 
