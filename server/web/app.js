@@ -176,6 +176,9 @@ function onFrame(frame) {
     case "member":
       if (frame.room === view.room) loadMembers(view.room).catch(showError);
       break;
+    case "thread":
+      if (frame.room === view.room) showThreadSummary(frame.root, frame.summary);
+      break;
   }
 }
 
@@ -292,9 +295,14 @@ function showMessage(message) {
   if (!message.deleted) {
     body.textContent = message.file ? `${message.text} [${message.kind}: ${message.file.name}]` : message.text;
   }
+  // A thread reply names its root; a root shows how many replies it has.
+  if (message.thread) body.textContent = `(in thread #${message.thread}) ${body.textContent}`;
+  const thread = document.createElement("span");
+  thread.className = "thread";
   const receipt = document.createElement("span");
   receipt.className = "receipt";
-  item.replaceChildren(sender, body, receipt);
+  item.replaceChildren(sender, body, thread, receipt);
+  if (message.thread_summary) showThreadSummary(message.seq, message.thread_summary, item);
   if (!existing) {
     const later = [...list.children].find((li) => Number(li.dataset.seq) > message.seq);
     list.insertBefore(item, later ?? null);
@@ -305,6 +313,13 @@ function showMessage(message) {
   clearTyping(message.sender);
   showReceipts();
   markRead();
+}
+
+function showThreadSummary(root, summary, item) {
+  const target = item ?? $("messages").querySelector(`li[data-seq="${root}"]`);
+  const label = target?.querySelector(".thread");
+  if (!label) return;
+  label.textContent = summary.count ? ` · ${summary.count} ${summary.count === 1 ? "reply" : "replies"}` : "";
 }
 
 // Tells the room how far this user has read, when the page is in view.
