@@ -107,6 +107,8 @@ fn a_send_in_the_owner_allocates_within_its_bound() {
                 file: None,
                 encryption: None,
                 forward: None,
+                also_to_room: false,
+                thread: None,
             }))
         })
         .collect();

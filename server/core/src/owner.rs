@@ -841,14 +841,14 @@ impl<A: Clone> RoomOwner<A> {
             }
             // Only a thread reply reads its root (and its summary): other sends read nothing
             // more. Members only, so nobody else learns which messages exist.
-            // A retry answers with the first send's seq, whatever became of the root.
-            let retry = stored.is_some() || self.room.is_pending(user, &outgoing.cid);
             let thread_before = match outgoing.thread {
                 Some(_) if self.room.role_of(user).is_none() => {
                     return Err(refused(&CoreError::NotMember(room.clone())));
                 }
-                Some(root) if !retry => self.check_thread_reply(root, outgoing.reply_to, lookups)?,
-                _ => None,
+                // A retry answers with the first send's seq, whatever became of the root.
+                Some(_) if stored.is_some() || self.room.is_pending(user, &outgoing.cid) => None,
+                Some(root) => self.check_thread_reply(root, outgoing.reply_to, lookups)?,
+                None => None,
             };
             Ok((stored, mentions, file, mention_all, everyone, thread_before))
         })();
