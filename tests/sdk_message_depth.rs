@@ -49,3 +49,28 @@ async fn typed_methods_cover_edit_history_pins_read_by_and_forwards() {
     let shown = page.iter().find(|m| m.seq == forwarded.seq).unwrap().forward.as_ref().unwrap();
     assert_eq!(shown.source.as_ref().unwrap().text, "only mine");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_methods_cover_threads() {
+    let server = Server::start(&["--shards", "2"]);
+    let url = server.url("");
+    let alice = Client::connect(&url, Credentials::register("alice", PASSWORD)).await.unwrap();
+    let bob = Client::connect(&url, Credentials::register("bob", PASSWORD)).await.unwrap();
+    let room = alice.create_room("threads", RoomKind::Public).await.unwrap().room_id;
+    alice.join(&room).await.unwrap();
+    bob.join(&room).await.unwrap();
+
+    let root = alice.send(&room, "lunch?").await.unwrap().seq;
+    let kept = bob.reply_in_thread(&room, root, "noon", false).await.unwrap().seq;
+    let shared = bob.reply_in_thread(&room, root, "noon, all welcome", true).await.unwrap().seq;
+    let thread = alice.thread_history(&room, root, None, None).await.unwrap();
+    assert_eq!(thread.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![shared, kept]);
+    assert_eq!(thread.root.thread_summary.as_deref().map(|s| s.count), Some(2));
+    let timeline = alice.room_timeline(&room, None, None).await.unwrap();
+    let seqs: Vec<u64> = timeline.messages.iter().map(|m| m.seq).collect();
+    assert!(seqs.contains(&shared) && seqs.contains(&root) && !seqs.contains(&kept), "{seqs:?}");
+    let listed = alice.thread_list(&room, None, None).await.unwrap();
+    assert_eq!((listed.threads[0].root.seq, listed.threads[0].unread), (root, 2));
+    let read = alice.thread_read(&room, root, kept).await.unwrap();
+    assert_eq!((read.read, read.unread), (kept, 1));
+}

@@ -85,7 +85,15 @@ file?: FileRef | null,
 /**
  * With `encrypted`: how `text` (the ciphertext) was encrypted.
  */
-encryption?: Encryption | null, } | { "op": "forward", 
+encryption?: Encryption | null, 
+/**
+ * A thread reply: the seq of the thread's root in the same room.
+ */
+thread?: number | null, 
+/**
+ * With `thread`: the reply is also part of the room's own timeline.
+ */
+also_to_room?: boolean, } | { "op": "forward", 
 /**
  * Where to.
  */
@@ -126,7 +134,59 @@ limit?: number | null,
  * The previous page's `next`: continues in its direction (not with `before` or
  * `after`).
  */
-cursor?: string | null, } | { "op": "ping", } | { "op": "typing.start", 
+cursor?: string | null, 
+/**
+ * Whether thread replies not sent to the room are in the page (default: they are).
+ */
+threads?: ThreadReplies, } | { "op": "thread.history", 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * The thread's root.
+ */
+root: number, 
+/**
+ * Only replies with seq below this, newest first.
+ */
+before?: number | null, 
+/**
+ * Only replies with seq above this, oldest first (not with `before`).
+ */
+after?: number | null, 
+/**
+ * Page size, 1..=100 (default 50).
+ */
+limit?: number | null, 
+/**
+ * The previous page's `next` (not with `before` or `after`).
+ */
+cursor?: string | null, } | { "op": "thread.list", 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * Page size, 1..=100 (default 50).
+ */
+limit?: number | null, 
+/**
+ * The previous page's `next`.
+ */
+cursor?: string | null, } | { "op": "thread.read", 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * The thread's root.
+ */
+root: number, 
+/**
+ * The newest reply read.
+ */
+seq: number, } | { "op": "ping", } | { "op": "typing.start", 
 /**
  * The room.
  */
@@ -563,13 +623,13 @@ device_id?: string | null, };
 /**
  * Events the server pushes.
  */
-export type Event = { "ev": "message" } & Message | { "ev": "typing" } & Typing | { "ev": "receipt" } & Receipt | { "ev": "reaction" } & Reaction | { "ev": "edit" } & Edit | { "ev": "delete" } & Delete | { "ev": "member" } & MemberEvent | { "ev": "invite" } & InviteInfo | { "ev": "friend" } & FriendInfo | { "ev": "presence" } & PresenceInfo | { "ev": "report" } & ReportNotice;
+export type Event = { "ev": "message" } & Message | { "ev": "typing" } & Typing | { "ev": "receipt" } & Receipt | { "ev": "reaction" } & Reaction | { "ev": "edit" } & Edit | { "ev": "delete" } & Delete | { "ev": "thread" } & ThreadEvent | { "ev": "member" } & MemberEvent | { "ev": "invite" } & InviteInfo | { "ev": "friend" } & FriendInfo | { "ev": "presence" } & PresenceInfo | { "ev": "report" } & ReportNotice;
 /**
  * The payload of a successful reply; its shape depends on the op. In JSON it is the
  * bare object (no tag): clients know which op they asked. Decoding tries the variants
  * in order, most specific first, and tolerates fields added by later versions.
  */
-export type OkBody = RoomDetailsOk | JoinOk | RoomOk | SendOk | HistoryOk | AuthOk | ReceiptOk | ReactionOk | EditsOk | PinsOk | ReceiptListOk | EditOk | RoomListOk | SyncOk | MembersOk | InvitesOk | ProfileOk | UsersOk | FriendOk | FriendsOk | BlockedOk | PresenceListOk | KeysUploadOk | DevicesOk | ClaimedOk | SearchOk | Empty;
+export type OkBody = RoomDetailsOk | JoinOk | RoomOk | SendOk | ThreadHistoryOk | HistoryOk | AuthOk | ReceiptOk | ReactionOk | EditsOk | PinsOk | ThreadsOk | ThreadReadOk | ReceiptListOk | EditOk | RoomListOk | SyncOk | MembersOk | InvitesOk | ProfileOk | UsersOk | FriendOk | FriendsOk | BlockedOk | PresenceListOk | KeysUploadOk | DevicesOk | ClaimedOk | SearchOk | Empty;
 /**
  * The body of a failed reply: `{"code","message","retry_after_ms"?}`.
  */
@@ -792,6 +852,103 @@ pinned_at: number,
  * The message, as `history` shows it.
  */
 message: Message, };
+/**
+ * Answer to `thread.history`.
+ */
+export type ThreadHistoryOk = { 
+/**
+ * The thread's root, as `history` shows it.
+ */
+root: Message, 
+/**
+ * Replies: newest first (backwards), or oldest first (forwards from `after`).
+ */
+messages: Array<Message>, 
+/**
+ * Pass as `cursor` for the next page in the same direction; absent when there is none.
+ */
+next?: string | null, };
+/**
+ * Answer to `thread.list`.
+ */
+export type ThreadsOk = { 
+/**
+ * The threads, the most recently replied to first.
+ */
+threads: Array<ThreadInfo>, 
+/**
+ * Pass as `cursor` for the next page; absent on the last page.
+ */
+next?: string | null, };
+/**
+ * One thread of `thread.list`.
+ */
+export type ThreadInfo = { 
+/**
+ * The root, as `history` shows it (with its `thread_summary`).
+ */
+root: Message, 
+/**
+ * The caller's read mark in the thread (0: none).
+ */
+read: number, 
+/**
+ * Replies after the caller's read mark (counted up to 1000; the caller's own reply
+ * moves their mark).
+ */
+unread: number, };
+/**
+ * Answer to `thread.read`.
+ */
+export type ThreadReadOk = { 
+/**
+ * The thread's root.
+ */
+root: number, 
+/**
+ * The caller's read mark now.
+ */
+read: number, 
+/**
+ * Replies still unread after it.
+ */
+unread: number, };
+/**
+ * The `thread` event: a root's summary after a reply was stored or deleted.
+ */
+export type ThreadEvent = { 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * The thread's root.
+ */
+root: number, 
+/**
+ * Its replies now.
+ */
+summary: ThreadSummary, };
+/**
+ * A root's replies so far (deleted replies do not count).
+ */
+export type ThreadSummary = { 
+/**
+ * How many replies.
+ */
+count: number, 
+/**
+ * The newest reply's seq (0 with none).
+ */
+last_seq: number, 
+/**
+ * The newest reply's time, ms since the Unix epoch (0 with none).
+ */
+last_at: number, };
+/**
+ * What `history` shows of thread replies that were not also sent to the room.
+ */
+export type ThreadReplies = "include" | "exclude";
 /**
  * Answer to `receipt.list`.
  */
@@ -1259,7 +1416,11 @@ snippet: string,
 /**
  * Relevance (0 in `newest` order).
  */
-score: number, };
+score: number, 
+/**
+ * A thread reply: its thread's root (open the thread with `thread.history`).
+ */
+thread?: number | null, };
 /**
  * How `search` orders its hits.
  */
@@ -1463,7 +1624,19 @@ mention_all?: MentionAll | null,
  * A forwarded message: where it came from (and, in `history`, what it said, for
  * readers who may read the room it came from).
  */
-forward?: ForwardRef | null, };
+forward?: ForwardRef | null, 
+/**
+ * A thread reply: the seq of its thread's root.
+ */
+thread?: number | null, 
+/**
+ * A thread reply that is also part of the room's own timeline.
+ */
+also_to_room?: boolean, 
+/**
+ * A thread's root, in `history` and the thread ops: its replies so far.
+ */
+thread_summary?: ThreadSummary | null, };
 /**
  * What a message carries.
  */
@@ -1773,6 +1946,9 @@ export interface Replies {
   "leave": Empty,
   "send": SendOk,
   "history": HistoryOk,
+  "thread.history": ThreadHistoryOk,
+  "thread.list": ThreadsOk,
+  "thread.read": ThreadReadOk,
   "ping": Empty,
   "typing.start": Empty,
   "typing.stop": Empty,
