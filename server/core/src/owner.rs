@@ -308,6 +308,9 @@ pub struct RoomOwner<A> {
     sharing: HashMap<String, (UserId, ClientMsgId)>,
     /// Thread summaries changed by writes in flight: the newest, and how many.
     threads: HashMap<u64, (ThreadSummary, u32)>,
+    /// Thread read marks moved by writes in flight, by `(member, root)`: the newest, and
+    /// how many (so a second `thread.read` never moves a mark back).
+    thread_reads: HashMap<(UserId, u64), (u64, u32)>,
     /// When a command last came (ms since the epoch).
     last_used_ms: u64,
 }
@@ -389,6 +392,7 @@ impl<A: Clone> RoomOwner<A> {
             reactions: HashMap::new(),
             sharing: HashMap::new(),
             threads: HashMap::new(),
+            thread_reads: HashMap::new(),
             last_used_ms: now_ms,
         }
     }
@@ -1739,7 +1743,10 @@ impl<A: Clone> RoomOwner<A> {
             }
             self.thread_root(user, root, lookups)?;
             let summary = self.thread_summary(root, lookups)?;
-            let current = found(lookups.thread_read(self.room.id(), user, root))?;
+            let current = match self.thread_reads.get(&(user.clone(), root)) {
+                Some((read, _)) => *read,
+                None => found(lookups.thread_read(self.room.id(), user, root))?,
+            };
             let read = moved_thread_read(current, seq, summary);
             let unread = found(self.thread_unread(root, read, lookups))?;
             Ok((current, read, unread))
@@ -1753,7 +1760,10 @@ impl<A: Clone> RoomOwner<A> {
             return Some(body);
         }
         let write = Write::PutThreadRead { room: self.room.id().clone(), user: user.clone(), root, read };
-        self.commit(fx, vec![write], Settle::answer(Answer::plain(asker, body)));
+        let entry = self.thread_reads.entry((user.clone(), root)).or_insert((read, 0));
+        *entry = (read, entry.1 + 1);
+        let settle = Settle::ThreadRead { answer: Answer::plain(asker, body), user: user.clone(), root };
+        self.commit(fx, vec![write], settle);
         None
     }
 
@@ -2168,6 +2178,19 @@ impl<A: Clone> RoomOwner<A> {
                         fx.deleted_files.extend(then_delete_file);
                     }
                 }
+            }
+            Settle::ThreadRead { mut answer, user, root } => {
+                let key = (user, root);
+                if let Some((_, in_flight)) = self.thread_reads.get_mut(&key) {
+                    *in_flight -= 1;
+                    if *in_flight == 0 {
+                        self.thread_reads.remove(&key);
+                    }
+                }
+                if let Some(body) = failure {
+                    answer.body = body;
+                }
+                fx.answers.push(answer);
             }
             Settle::Reaction { to, user, seq, emoji, added } => {
                 let key = (seq, emoji.clone(), user.clone());

@@ -85,6 +85,15 @@ pub enum Settle<A> {
         /// A file whose bytes go once this is durable (its message was deleted).
         then_delete_file: Option<String>,
     },
+    /// A member's thread read mark moved: answer when durable.
+    ThreadRead {
+        /// The answer (replaced by the storage error when the write fails).
+        answer: Answer<A>,
+        /// Whose mark.
+        user: UserId,
+        /// The thread's root.
+        root: u64,
+    },
     /// A reaction change: when durable, count, answer and announce it.
     Reaction {
         /// Who asked.

@@ -1270,8 +1270,14 @@ fn thread_read_marks_move_forward_and_count_what_is_unread() {
         OkBody::ThreadRead(ok) => (ok.read, ok.unread),
         other => panic!("{other:?}"),
     };
-    assert_eq!(read(&mut h, replies[0]), (replies[0], 2));
-    assert_eq!(read(&mut h, 1), (replies[0], 2), "never back");
+    // Two marks in flight: the second never moves it back below the first.
+    let ahead = h.ask("bob", RoomOp::ThreadRead { root, seq: replies[1] });
+    let behind = h.ask("bob", RoomOp::ThreadRead { root, seq: replies[0] });
+    h.settle_all();
+    assert!(matches!(h.answer(ahead), Some(ReplyBody::Ok(OkBody::ThreadRead(ok))) if ok.read == replies[1]));
+    assert!(matches!(h.answer(behind), Some(ReplyBody::Ok(OkBody::ThreadRead(ok))) if ok.read == replies[1]));
+    assert_eq!(h.world.thread_read(&room_id(), &user("bob"), root).unwrap(), replies[1]);
+    assert_eq!(read(&mut h, replies[0]), (replies[1], 1), "never back");
     assert_eq!(read(&mut h, 999), (replies[2], 0), "never past the newest reply");
     // The sender of a reply has read their thread up to it.
     assert_eq!(h.world.thread_read(&room_id(), &user("owner"), root).unwrap(), replies[2]);
