@@ -66,8 +66,14 @@ fn wait_for_floor(client: &mut Client, room: &RoomId, floor: u64) {
 }
 
 fn history_page(client: &mut Client, room: &RoomId) -> palaver_protocol::HistoryOk {
-    match client.ok(Op::History { room: room.clone(), before: None, after: None, limit: None, cursor: None })
-    {
+    match client.ok(Op::History {
+        room: room.clone(),
+        before: None,
+        after: None,
+        limit: None,
+        cursor: None,
+        threads: Default::default(),
+    }) {
         OkBody::History(page) => page,
         other => panic!("{other:?}"),
     }
@@ -129,6 +135,8 @@ fn expired_messages_leave_no_bytes_and_history_starts_at_the_floor() {
             height: None,
         })),
         encryption: None,
+        also_to_room: false,
+        thread: None,
     });
     assert!(matches!(shared, OkBody::Sent(_)), "{shared:?}");
     let deadline = Instant::now() + WAIT;
