@@ -73,6 +73,7 @@ impl Engine {
             if let Some(file) = &message.file {
                 batch.remove(&self.file_record, file.file_id.as_bytes());
             }
+            self.unindex_trimmed(batch, &message)?;
             batch.remove(&self.room_seq_ext, key.clone());
             batch.remove(&self.room_seq_message, key);
         }

@@ -84,6 +84,33 @@ impl Engine {
         }
     }
 
+    /// A message below a room's new history floor (retention): its thread entries go. A
+    /// reply leaves its thread's index; a root takes its summary, its place by activity
+    /// and its replies' index entries with it (its replies above the floor stay in the
+    /// room as messages). Members' read marks of a removed root stay, unread.
+    pub(crate) fn unindex_trimmed(
+        &self,
+        batch: &mut OwnedWriteBatch,
+        message: &Message,
+    ) -> Result<(), StorageError> {
+        let room = &message.room;
+        if let Some(root) = message.thread {
+            batch.remove(&self.room_root_seq_reply, reply_key(room, root, message.seq));
+            batch.remove(&self.room_seq_thread_only, keys::message(room, message.seq));
+            return Ok(());
+        }
+        let Some(summary) = self.room_seq_thread.get(keys::message(room, message.seq))? else {
+            return Ok(());
+        };
+        let summary = decode_summary(&summary)?;
+        batch.remove(&self.room_seq_thread_activity, keys::message(room, summary.last_seq));
+        batch.remove(&self.room_seq_thread, keys::message(room, message.seq));
+        for guard in self.room_root_seq_reply.prefix(keys::message(room, message.seq)) {
+            batch.remove(&self.room_root_seq_reply, guard.key()?);
+        }
+        Ok(())
+    }
+
     /// Carries out `PutThread` and `PutThreadRead`.
     pub(crate) fn apply_thread_write(&self, batch: &mut OwnedWriteBatch, write: &Write) {
         match write {

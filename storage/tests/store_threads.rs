@@ -1,7 +1,8 @@
 //! Threads on disk: a reply's index entries are written with the message, the owner's
 //! summaries order the room's threads by activity, a deleted reply leaves its thread,
 //! read marks are per member and thread, replies kept in their thread are counted apart
-//! for `sync` — and all of it survives a reopen and is rebuilt with a forgotten room.
+//! for `sync` — and all of it survives a reopen, is rebuilt with a forgotten room and
+//! goes with the roots retention removes.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, ThreadSummary, UserId};
@@ -141,4 +142,13 @@ fn threads_are_indexed_with_their_messages_and_survive_a_reopen_and_a_rebuild() 
         .unwrap();
     assert_eq!(store.thread_summary(&room, 2).unwrap(), None);
     assert_eq!(store.threads_by_activity(&room, u64::MAX, 10).unwrap(), vec![(1, summary(1, 3))]);
+
+    // Retention removes the roots below the floor with their threads; the replies above it
+    // stay in the room (and out of its unread count when kept in their thread).
+    store.apply(&[Write::TrimHistory { room: neighbour.clone(), from: 1, floor: 3 }]).unwrap();
+    assert_eq!(store.thread_summary(&neighbour, 1).unwrap(), None);
+    assert!(store.threads_by_activity(&neighbour, u64::MAX, 10).unwrap().is_empty());
+    assert!(store.thread_replies_after(&neighbour, 1, 0, 10).unwrap().is_empty());
+    assert_eq!(store.thread_only_after(&neighbour, 0).unwrap(), 2);
+    assert!(store.message(&neighbour, 5).unwrap().is_some());
 }

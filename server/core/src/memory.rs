@@ -282,6 +282,7 @@ impl MemoryStore {
                 state.reactions.retain(|(seq, _, _)| seq >= floor);
                 state.edits.retain(|(seq, _), _| seq >= floor);
                 state.pins.retain(|seq, _| seq >= floor);
+                state.threads.retain(|root, _| root >= floor);
                 for file in removed.values().filter_map(|m| m.file.as_ref()) {
                     self.files.remove(&file.file_id);
                 }
