@@ -16,7 +16,7 @@ use rustls_pki_types::pem::PemObject as _;
 /// An `auth` frame (`id` 1, token `x`) in JSON, behind its length: §7.3's first example.
 const JSON_AUTH_HEX: &str = "20 00 00 00 7b 22 69 64 22 3a 31 2c 22 6f 70 22 3a 22 61 75 74 68 22 2c 22 74 6f 6b 65 6e 22 3a 22 78 22 7d";
 /// The same frame in rkyv, behind its length: §7.3's second example.
-const RKYV_AUTH_HEX: &str = "45 00 00 00 01 00 00 00 00 00 00 00 00 78 ff ff ff ff ff ff ff 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00";
+const RKYV_AUTH_HEX: &str = "48 00 00 00 01 00 00 00 00 00 00 00 00 78 ff ff ff ff ff ff ff 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00";
 
 fn bytes(hex: &str) -> Vec<u8> {
     hex.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
