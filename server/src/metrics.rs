@@ -118,6 +118,16 @@ pub struct Metrics {
     pub paced_writes: AtomicU64,
     /// TLS handshakes on the HTTP listener that failed or timed out (`--http-tls`).
     pub tls_handshake_failures: AtomicU64,
+    /// Webhook deliveries queued (with the writes of their events).
+    pub webhook_queued: AtomicU64,
+    /// Webhook deliveries an endpoint accepted (2xx).
+    pub webhook_delivered: AtomicU64,
+    /// Webhook delivery attempts that failed (each is retried on the schedule).
+    pub webhook_failed_attempts: AtomicU64,
+    /// Webhook deliveries given up after the last retry.
+    pub webhook_given_up: AtomicU64,
+    /// Webhook deliveries dropped: their endpoint's queue was full (or the body too big).
+    pub webhook_dropped: AtomicU64,
     /// From a message's acceptance by its room's owner to its group commit being durable.
     pub send_durable: Histogram,
     /// One group commit's journal write and sync.
@@ -166,6 +176,11 @@ impl Metrics {
             socket_writes: AtomicU64::new(0),
             paced_writes: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
+            webhook_queued: AtomicU64::new(0),
+            webhook_delivered: AtomicU64::new(0),
+            webhook_failed_attempts: AtomicU64::new(0),
+            webhook_given_up: AtomicU64::new(0),
+            webhook_dropped: AtomicU64::new(0),
             send_durable: Histogram::latency(),
             commit_duration: Histogram::latency(),
             commit_group_size: Histogram::sizes(),
@@ -252,6 +267,31 @@ impl Metrics {
             get(&self.rooms_unloaded),
         );
         out.counter("palaver_deliveries", "Event frames queued to sockets.", get(&self.deliveries));
+        out.counter(
+            "palaver_webhook_queued",
+            "Webhook deliveries queued in this node's outbound queue, with their events.",
+            get(&self.webhook_queued),
+        );
+        out.counter(
+            "palaver_webhook_delivered",
+            "Webhook deliveries an endpoint accepted with a 2xx answer.",
+            get(&self.webhook_delivered),
+        );
+        out.counter(
+            "palaver_webhook_failed_attempts",
+            "Webhook delivery attempts that failed (refused address, no connection, timeout, non-2xx); each is retried on the schedule.",
+            get(&self.webhook_failed_attempts),
+        );
+        out.counter(
+            "palaver_webhook_given_up",
+            "Webhook deliveries given up after their last retry.",
+            get(&self.webhook_given_up),
+        );
+        out.counter(
+            "palaver_webhook_dropped",
+            "Webhook deliveries dropped because their endpoint's queue on this node was full.",
+            get(&self.webhook_dropped),
+        );
         out.counter("palaver_commit_batches", "Group commits written.", get(&self.commit_batches));
         out.counter(
             "palaver_commit_messages",

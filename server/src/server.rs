@@ -142,7 +142,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
             (mesh, inboxes, Some((cluster, threads)))
         }
     };
-    let committer = start_committer(store.clone(), mesh.clone(), metrics.clone(), index_feed);
+    let webhooks = Arc::new(crate::webhooks::Webhooks::new(store.clone(), metrics.clone()));
+    crate::webhooks::sender::start(webhooks.clone(), config.webhooks.clone()).map_err(StartError::Thread)?;
+    let committer =
+        start_committer(store.clone(), mesh.clone(), metrics.clone(), index_feed, webhooks.clone());
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let (lanes, lane_threads) = Lanes::start(cores);
     let listeners = bind_shared_port(config.http_addr, config.shards)?;
@@ -183,6 +186,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         metrics,
         lanes,
         cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
+        webhooks,
     });
 
     let mut signals = signal_hook::iterator::Signals::new([
@@ -357,8 +361,12 @@ fn start_committer(
     mesh: Mesh,
     metrics: Arc<Metrics>,
     index_feed: Option<flume::Sender<IndexOp>>,
+    webhooks: Arc<crate::webhooks::Webhooks>,
 ) -> GroupCommitter<Ticket> {
     GroupCommitter::start(store, move |done: CommitDone<Ticket>| {
+        if done.result.is_ok() && done.writes.iter().any(palaver_storage::Write::node_local) {
+            webhooks.wake();
+        }
         if let (Some(feed), Ok(())) = (&index_feed, &done.result) {
             for change in palaver_search::changes_of(done.writes) {
                 let _ = feed.send(change);

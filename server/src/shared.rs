@@ -50,4 +50,6 @@ pub struct Shared {
     pub http_tls: Option<monoio_rustls::TlsAcceptor>,
     /// Cluster mode: membership, ownership and the way to other nodes (`None`: alone).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Webhook registrations, and the deliveries events call for.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }

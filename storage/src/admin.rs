@@ -37,6 +37,10 @@ impl Engine {
                 batch.insert(&self.audit_log, id.as_str(), encode_json(entry)?)
             }
             Write::PutApiKey(key) => batch.insert(&self.api_key, key.key_id.as_str(), encode_json(key)?),
+            Write::PutWebhook(hook) => {
+                batch.insert(&self.webhook, hook.webhook_id.as_str(), encode_json(hook)?)
+            }
+            Write::RemoveWebhook { webhook_id } => batch.remove(&self.webhook, webhook_id.as_str()),
             Write::PutReport(report) => {
                 batch.insert(&self.report, report.report_id.as_str(), encode_json(report)?);
                 batch.insert(&self.room_report, keys::pair(report.room.as_str(), &report.report_id), []);
@@ -174,16 +178,19 @@ impl Store {
 const MAX_REPORT_SCAN: usize = 10_000;
 
 impl Store {
-    /// Stores a report (new or resolved), with an audit entry if an admin acted.
+    /// Stores a report (new or resolved), with an audit entry if an admin acted and the
+    /// outbound deliveries it causes ([`Write::PutOutbound`]), in one write.
     pub fn put_report(
         &self,
         report: ReportRecord,
         audit: Option<(String, AuditEntry)>,
+        outbound: Vec<Write>,
     ) -> Result<(), StorageError> {
         let mut writes = vec![Write::PutReport(report)];
         if let Some((id, entry)) = audit {
             writes.push(Write::AppendAudit { id, entry });
         }
+        writes.extend(outbound.into_iter().filter(Write::node_local));
         self.account_write(&writes)
     }
 

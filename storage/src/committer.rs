@@ -603,4 +603,48 @@ mod tests {
         spoiled.dedup();
         assert_eq!(spoiled, vec![b, c], "refused rooms wait for their owner to reload");
     }
+
+    #[test]
+    fn outbound_deliveries_stay_on_the_node_that_queued_them() {
+        use palaver_core::outbound::{OutboundDelivery, OutboundKind};
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (RoomId::parse("r_a").unwrap(), RoomId::parse("r_b").unwrap());
+        let store = Arc::new(Store::open(dir.path(), Durability::Fsync).unwrap());
+        let log = Arc::new(ScriptedLog {
+            refuse: b.clone(),
+            parts: std::sync::Mutex::default(),
+            spoiled: std::sync::Mutex::default(),
+        });
+        assert!(store.set_replicator(log.clone()));
+        let delivery = |room: &RoomId, id: &str| {
+            Write::PutOutbound(OutboundDelivery {
+                kind: OutboundKind::Webhook,
+                destination: "wh_1".into(),
+                id: id.into(),
+                room: Some(room.clone()),
+                body: "{}".into(),
+                attempts: 0,
+                next_at_ms: 0,
+                created_ms: 0,
+            })
+        };
+        let mut group = Group::default();
+        for (writes, ticket) in [
+            (vec![Write::AppendMessage(message(&a, 1)), delivery(&a, "msg_a")], "a1"),
+            (vec![Write::AppendMessage(message(&b, 1)), delivery(&b, "msg_b")], "b1"),
+        ] {
+            group.take(Request::Write { writes, ticket, submitted: Instant::now(), seen: None });
+        }
+        commit_group(&store, group, &mut |_: CommitDone<&'static str>| {});
+        assert_eq!(
+            *log.parts.lock().unwrap(),
+            vec![(Some(a.clone()), 1), (Some(b.clone()), 1)],
+            "the log gets each room's message, never its deliveries"
+        );
+        let queued: Vec<String> = store.outbound_pending().unwrap().into_iter().map(|d| d.id).collect();
+        assert_eq!(queued, ["msg_a"], "queued with its event; a refused event queues nothing");
+        // Another node's records never queue anything here.
+        store.apply_replicated(&[delivery(&a, "msg_elsewhere")], 7).unwrap();
+        assert_eq!(store.outbound_pending().unwrap().len(), 1);
+    }
 }

@@ -24,6 +24,7 @@ mod keys;
 mod logins;
 mod memtable_keeper;
 mod message_record;
+mod outbound;
 mod people;
 mod retention;
 mod scan;

@@ -163,7 +163,17 @@ impl Store {
         let logged = self.replicate(writes)?;
         let mut raised = HashMap::new();
         for write in writes {
-            crate::admin::apply_account_write(e, &mut batch, write, &mut raised)?;
+            match write {
+                // Queued here only, with the write that caused it.
+                Write::PutOutbound(delivery) => {
+                    batch.insert(
+                        &e.outbound,
+                        crate::outbound::key(delivery),
+                        crate::store::encode_json(delivery)?,
+                    );
+                }
+                _ => crate::admin::apply_account_write(e, &mut batch, write, &mut raised)?,
+            }
         }
         self.commit_logged(batch, logged)
     }

@@ -169,6 +169,11 @@ pub(crate) struct Engine {
     pub(crate) account_departure: Keyspace,
     /// API keys (key id → `ApiKeyRecord`).
     pub(crate) api_key: Keyspace,
+    /// Webhook registrations (webhook id → `WebhookRecord`).
+    pub(crate) webhook: Keyspace,
+    /// This node's outbound deliveries, never replicated
+    /// (`destination ++ 0 ++ delivery id` → `OutboundDelivery`).
+    pub(crate) outbound: Keyspace,
     pub(crate) rooms: Keyspace,
     pub(crate) room_member: Keyspace,
     pub(crate) user_room: Keyspace,
@@ -227,6 +232,9 @@ impl Engine {
             room_report: open("room_report")?,
             account_departure: open("account_departure")?,
             api_key: open("api_key")?,
+            // Added within format 2: absent means no webhooks and nothing to send.
+            webhook: open("webhook")?,
+            outbound: open("outbound")?,
             rooms: open("rooms")?,
             room_member: open("room_member")?,
             user_room: open("user_room")?,
@@ -590,7 +598,19 @@ impl Store {
     /// without a cluster every part is taken as it is, at no position.
     pub fn replicate_parts(&self, parts: &[LogPart<'_>]) -> Vec<Result<u64, StorageError>> {
         match self.replicator.get() {
-            Some(replicator) => replicator.replicate_parts(parts, &|room| self.last_seq(room)),
+            Some(replicator) => {
+                // What stays on this node never goes to the log.
+                let shared: Vec<LogPart<'_>> = parts
+                    .iter()
+                    .map(|part| LogPart {
+                        room: part.room,
+                        pair: part.pair,
+                        seen: part.seen,
+                        writes: part.writes.iter().copied().filter(|w| !w.node_local()).collect(),
+                    })
+                    .collect();
+                replicator.replicate_parts(&shared, &|room| self.last_seq(room))
+            }
             None => parts.iter().map(|_| Ok(0)).collect(),
         }
     }
@@ -610,6 +630,10 @@ impl Store {
 
     pub(crate) fn replicate(&self, writes: &[Write]) -> Result<Logged, StorageError> {
         match self.replicator.get() {
+            Some(replicator) if writes.iter().any(Write::node_local) => {
+                let shared: Vec<Write> = writes.iter().filter(|w| !w.node_local()).cloned().collect();
+                replicator.replicate(&shared).map(|p| Logged(Some(p)))
+            }
             Some(replicator) => replicator.replicate(writes).map(|p| Logged(Some(p))),
             None => Ok(Logged(None)),
         }
@@ -792,6 +816,11 @@ impl Store {
                     batch.remove(&e.file_record, file_id.as_bytes());
                 }
                 Write::TrimHistory { room, floor, .. } => e.apply_trim_history(&mut batch, room, *floor)?,
+                // Another node's log never carries one; a replica applies none.
+                Write::PutOutbound(delivery) if log_position.is_none() => {
+                    batch.insert(&e.outbound, crate::outbound::key(delivery), encode_json(delivery)?);
+                }
+                Write::PutOutbound(_) => {}
                 account @ (Write::EndLogin { .. }
                 | Write::EndAllLogins { .. }
                 | Write::SetPassword { .. }
@@ -800,6 +829,8 @@ impl Store {
                 | Write::AppendAudit { .. }
                 | Write::PutReport(_)
                 | Write::PutApiKey(_)
+                | Write::PutWebhook(_)
+                | Write::RemoveWebhook { .. }
                 | Write::DeleteAccount { .. }
                 | Write::AccountDeparted { .. }) => {
                     crate::admin::apply_account_write(&e, &mut batch, account, &mut raised_epochs)?;

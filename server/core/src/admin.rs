@@ -68,6 +68,13 @@ pub enum AdminAction {
         /// The key's id.
         key_id: String,
     },
+    /// A webhook was registered, changed or removed by an operator or an admin.
+    Webhook {
+        /// The registration's id.
+        webhook_id: String,
+        /// What was done: `registered`, `rotated`, `enabled`, `disabled` or `deleted`.
+        change: String,
+    },
     /// An admin resolved a report.
     ResolveReport {
         /// The report.

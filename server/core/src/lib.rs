@@ -30,6 +30,7 @@ pub mod log_trim;
 pub mod logins;
 mod membership;
 pub mod memory;
+pub mod outbound;
 pub mod owner;
 pub mod people;
 mod presence;

@@ -200,6 +200,9 @@ impl MemoryStore {
             | Write::AppendAudit { .. }
             | Write::PutReport(_)
             | Write::PutApiKey(_)
+            | Write::PutWebhook(_)
+            | Write::RemoveWebhook { .. }
+            | Write::PutOutbound(_)
             | Write::AccountDeparted { .. } => {}
             Write::DeleteAccount { user, .. } => {
                 self.users.remove(user);

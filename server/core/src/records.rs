@@ -482,6 +482,16 @@ pub enum Write {
     PutReport(crate::reports::ReportRecord),
     /// Store an API key's record (new, or revoked).
     PutApiKey(crate::api_keys::ApiKeyRecord),
+    /// Store a webhook registration (new, or changed).
+    PutWebhook(crate::webhooks::WebhookRecord),
+    /// Remove a webhook registration.
+    RemoveWebhook {
+        /// The registration's id.
+        webhook_id: String,
+    },
+    /// Queue an outbound delivery on this node only: never sent to the cluster log, so
+    /// the event it tells of is delivered from the one node that decided it.
+    PutOutbound(crate::outbound::OutboundDelivery),
     /// A shared file's metadata.
     PutFile(FileRecord),
     /// A file's metadata goes (its message was deleted): downloads stop.
@@ -531,6 +541,7 @@ impl Write {
             | Write::PutInvite { room, .. }
             | Write::RemoveInvite { room, .. }
             | Write::TrimHistory { room, .. } => Some(room),
+            Write::PutOutbound(delivery) => delivery.room.as_ref(),
             Write::PutProfile { .. }
             | Write::PutFriend { .. }
             | Write::RemoveFriend { .. }
@@ -551,6 +562,8 @@ impl Write {
             | Write::AppendAudit { .. }
             | Write::PutReport(_)
             | Write::PutApiKey(_)
+            | Write::PutWebhook(_)
+            | Write::RemoveWebhook { .. }
             | Write::DeleteAccount { .. }
             | Write::AccountDeparted { .. }
             | Write::PutFile(_)
@@ -580,6 +593,11 @@ impl Write {
     pub fn single_room(writes: &[Write]) -> Option<&palaver_protocol::RoomId> {
         let first = writes.first()?.room()?;
         writes.iter().all(|w| w.room() == Some(first)).then_some(first)
+    }
+
+    /// Whether this write stays on the node that decided it (see [`Write::PutOutbound`]).
+    pub fn node_local(&self) -> bool {
+        matches!(self, Write::PutOutbound(_))
     }
 
     /// The cid of an appended message, if this is one.

@@ -60,6 +60,10 @@ const DEFAULT_MAX_ROOMS_PER_USER: usize = 1_000;
 /// Default time an unused room stays in memory.
 const DEFAULT_IDLE_ROOM_SECS: u64 = 600;
 
+/// Default seconds one webhook delivery may take.
+pub const DEFAULT_WEBHOOK_TIMEOUT_SECS: u64 = 10;
+/// Default deliveries one webhook endpoint may have waiting.
+pub const DEFAULT_WEBHOOK_QUEUE: usize = 1_000;
 /// Default seconds between two retention sweeps.
 const DEFAULT_RETENTION_INTERVAL_SECS: u64 = 60;
 /// Default age below which no message is removed, whatever a retention says: the window
@@ -271,6 +275,17 @@ pub struct Settings {
     /// No message younger than this many seconds is removed, whatever a room's retention says (a retried send still finds its `cid` until then).
     #[arg(long, env = "PALAVER_RETENTION_GRACE_SECS")]
     pub retention_grace_secs: Option<u64>,
+    /// Networks webhooks registered by room owners may reach although they are not public
+    /// (`10.20.0.0/16,fd12::7`), comma-separated; operators' webhooks reach anything.
+    #[arg(long, env = "PALAVER_WEBHOOK_ALLOW", value_delimiter = ',', num_args = 1..)]
+    pub webhook_allow: Option<Vec<String>>,
+    /// Seconds one webhook delivery may take, connecting to reading the answer's status.
+    #[arg(long, env = "PALAVER_WEBHOOK_TIMEOUT_SECS")]
+    pub webhook_timeout_secs: Option<u64>,
+    /// Deliveries one webhook endpoint may have waiting on this node; more are dropped
+    /// (counted, and shown in the endpoint's failure state).
+    #[arg(long, env = "PALAVER_WEBHOOK_QUEUE")]
+    pub webhook_queue: Option<usize>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     #[serde(skip)]
@@ -484,6 +499,9 @@ fn help_defaults() -> Vec<(&'static str, String)> {
         ("retention_max_count", "none: messages are kept".into()),
         ("retention_interval_secs", DEFAULT_RETENTION_INTERVAL_SECS.to_string()),
         ("retention_grace_secs", DEFAULT_RETENTION_GRACE_SECS.to_string()),
+        ("webhook_allow", "none: room owners' webhooks reach public addresses only".into()),
+        ("webhook_timeout_secs", DEFAULT_WEBHOOK_TIMEOUT_SECS.to_string()),
+        ("webhook_queue", DEFAULT_WEBHOOK_QUEUE.to_string()),
     ]
 }
 
@@ -598,10 +616,23 @@ pub struct Config {
     pub quic_retry_after_handshakes: usize,
     /// Retention: the server's default and the sweeper's pace.
     pub retention: RetentionConfig,
+    /// Webhook delivery's settings.
+    pub webhooks: WebhookConfig,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
     /// Test only: abort right after storing an account deletion.
     pub test_crash_after_account_deletion: bool,
+}
+
+/// Webhook delivery's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// Networks room owners' webhooks may reach although they are not public.
+    pub allow: Vec<palaver_core::webhooks::Network>,
+    /// The longest one delivery may take.
+    pub timeout: std::time::Duration,
+    /// Deliveries one endpoint may have waiting on this node.
+    pub queue: usize,
 }
 
 /// Retention's server-wide settings.
@@ -694,7 +725,28 @@ impl Config {
                 .unwrap_or(DEFAULT_RETENTION_GRACE_SECS)
                 .saturating_mul(1000),
         };
+        let webhook_allow = cli.webhook_allow.or(file.webhook_allow).unwrap_or_default();
+        let webhooks = WebhookConfig {
+            allow: webhook_allow
+                .iter()
+                .map(|text| {
+                    palaver_core::webhooks::Network::parse(text.trim()).ok_or_else(|| {
+                        ConfigError::Invalid(format!(
+                            "webhook_allow: {text:?} is not ADDRESS or ADDRESS/PREFIX"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            timeout: std::time::Duration::from_secs(
+                cli.webhook_timeout_secs
+                    .or(file.webhook_timeout_secs)
+                    .unwrap_or(DEFAULT_WEBHOOK_TIMEOUT_SECS)
+                    .max(1),
+            ),
+            queue: cli.webhook_queue.or(file.webhook_queue).unwrap_or(DEFAULT_WEBHOOK_QUEUE).max(1),
+        };
         let config = Config {
+            webhooks,
             retention,
             test_echo,
             test_crash_after_account_deletion: cli.test_crash_after_account_deletion,

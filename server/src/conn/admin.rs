@@ -31,6 +31,9 @@ struct SuspendBody {
     reason: Option<String>,
 }
 
+/// Where admins register webhooks.
+const ADMIN_WEBHOOKS: &str = "/v1/admin/webhooks";
+
 /// The methods of an admin route (`None`: no such route).
 pub fn methods(path: &str) -> Option<&'static str> {
     match user_route(path) {
@@ -38,6 +41,9 @@ pub fn methods(path: &str) -> Option<&'static str> {
         Some((_, Some("suspend" | "unsuspend"))) => Some("POST"),
         Some(_) => None,
         None if room_delete_route(path).is_some() => Some("POST"),
+        None if path.starts_with(ADMIN_WEBHOOKS) => {
+            super::webhook_registrations::methods(path, ADMIN_WEBHOOKS)
+        }
         None if path == "/v1/admin/api-keys" => Some("GET, POST"),
         None if super::server_api::revoke_route(path, "/v1/admin/api-keys").is_some() => Some("POST"),
         None => matches!(
@@ -91,6 +97,10 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
         }
         (path, None) if let Some(id) = super::server_api::revoke_route(path, "/v1/admin/api-keys") => {
             super::server_api::revoke_key(shard, id.to_owned(), KeyManager::Admin(caller)).await
+        }
+        (path, None) if path.starts_with(ADMIN_WEBHOOKS) => {
+            let registrar = super::webhook_registrations::Registrar::Operator(KeyManager::Admin(caller));
+            super::webhook_registrations::handle(shard, request, ADMIN_WEBHOOKS, registrar).await
         }
         ("/v1/admin/rooms", _) => rooms(shard, request),
         (path, None) if let Some(room) = room_delete_route(path) => match RoomId::parse(room) {

@@ -17,6 +17,7 @@ pub mod server_api;
 pub mod socket;
 pub mod tls;
 pub mod web_page;
+mod webhook_registrations;
 
 use std::rc::Rc;
 

@@ -7,6 +7,7 @@
 use std::rc::Rc;
 
 use palaver_core::admin::{AdminAction, AuditEntry};
+use palaver_core::records::Write;
 use palaver_core::reports::{self, ReportRecord, ReportRefusal};
 use palaver_protocol::{ErrorCode, Event, ReportNotice, RoomId, ServerFrame, UserId};
 use palaver_storage::StorageError;
@@ -272,9 +273,17 @@ async fn save(
 ) -> Response {
     let answer = json!({ "report": report });
     let worker = shard.shared.clone();
-    let outcome = shard.shared.lanes.accounts.run(move || worker.store.put_report(report, audit)).await;
+    let outbound = shard.shared.webhooks.deliveries_for(&[Write::PutReport(report.clone())], now_ms());
+    let queued = !outbound.is_empty();
+    let outcome =
+        shard.shared.lanes.accounts.run(move || worker.store.put_report(report, audit, outbound)).await;
     match outcome {
-        Ok(Ok(())) => Response::json(status, &answer),
+        Ok(Ok(())) => {
+            if queued {
+                shard.shared.webhooks.wake();
+            }
+            Response::json(status, &answer)
+        }
         Ok(Err(e)) => storage_failure(&e),
         Err(refused) => refused_response(refused),
     }

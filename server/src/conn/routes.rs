@@ -80,6 +80,9 @@ pub fn methods(path: &str, web_page: bool) -> Option<&'static str> {
         "/v1/account/delete" => Some("POST"),
         p if p.starts_with("/v1/account/") => super::account_export::methods(p),
         p if super::room_export::route(p).is_some() => Some("GET"),
+        p if let Some((_, base)) = super::webhook_registrations::room_route(p) => {
+            super::webhook_registrations::methods(p, &base)
+        }
         p if p.starts_with("/v1/reports") || p.starts_with("/v1/rooms/") => super::reports::methods(p),
         p if web_page && super::web_page::asset(p).is_some() => Some("GET"),
         _ => None,
@@ -120,6 +123,15 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
             super::room_export::handle(shard, request).await
         }
         (_, path) if super::room_export::route(path).is_some() => method_not_allowed("GET"),
+        (_, path) if let Some((room, base)) = super::webhook_registrations::room_route(path) => {
+            if let Some(response) = misrouted(request, super::webhook_registrations::methods(path, &base)) {
+                return response;
+            }
+            match super::webhook_registrations::room_owner(shard, request, room) {
+                Ok(owner) => super::webhook_registrations::handle(shard, request, &base, owner).await,
+                Err(response) => response,
+            }
+        }
         (method, path) if let Some(allowed) = super::reports::methods(path) => {
             if method == allowed {
                 super::reports::handle(shard, request).await

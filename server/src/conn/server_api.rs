@@ -61,7 +61,7 @@ pub enum KeyManager {
 }
 
 impl KeyManager {
-    fn audit(&self, action: AdminAction) -> AuditEntry {
+    pub(super) fn audit(&self, action: AdminAction) -> AuditEntry {
         let (admin, api_key) = match self {
             KeyManager::Admin(user) => (Some(user.clone()), None),
             KeyManager::Key(id) => (None, Some(id.clone())),
@@ -69,7 +69,7 @@ impl KeyManager {
         AuditEntry { at: now_ms(), admin, api_key, action }
     }
 
-    fn user(&self) -> Option<UserId> {
+    pub(super) fn user(&self) -> Option<UserId> {
         match self {
             KeyManager::Admin(user) => Some(user.clone()),
             KeyManager::Key(_) => None,
@@ -143,11 +143,15 @@ pub fn revoke_route<'p>(path: &'p str, base: &str) -> Option<&'p str> {
     path.strip_prefix(base)?.strip_prefix('/')?.strip_suffix("/revoke").filter(|id| !id.contains('/'))
 }
 
+/// Where operators' backends register webhooks.
+const SERVER_WEBHOOKS: &str = "/v1/server/webhooks";
+
 /// The method of a server API route (`None`: no such route).
 pub fn methods(path: &str) -> Option<&'static str> {
     match path {
         "/v1/server/users" => Some("POST"),
         "/v1/server/api-keys" => Some("GET, POST"),
+        p if p.starts_with(SERVER_WEBHOOKS) => super::webhook_registrations::methods(p, SERVER_WEBHOOKS),
         p if revoke_route(p, "/v1/server/api-keys").is_some() => Some("POST"),
         p => match user_route(p) {
             Some((_, None)) => Some("GET"),
@@ -175,6 +179,14 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
             (_, Some(id)) => revoke_key(shard, id.to_owned(), manager).await,
             _ => create_key(shard, request, manager).await,
         };
+    }
+    if path.starts_with(SERVER_WEBHOOKS) {
+        let key = match key_caller(shared, request, Scope::Admin) {
+            Ok(key) => key,
+            Err(response) => return response,
+        };
+        let registrar = super::webhook_registrations::Registrar::Operator(KeyManager::Key(key.key_id));
+        return super::webhook_registrations::handle(shard, request, SERVER_WEBHOOKS, registrar).await;
     }
     if let Some((user, Some("ops"))) = user_route(path) {
         return act_as(shard, request, user).await;

@@ -414,12 +414,16 @@ fn send_answer(shard: &Shard, room: Option<&RoomId>, answer: Answer<Origin>) {
 fn carry_out(shard: &Rc<Shard>, room: &RoomId, held: &mut HeldRoom, fx: &mut Effects<Origin>) {
     loop {
         let mut commits = std::mem::take(&mut fx.commits);
-        for commit in commits.drain(..) {
+        for mut commit in commits.drain(..) {
             for write in &commit.writes {
                 if let Write::AppendMessage(message) = write {
                     held.cids.appended(shard, room, CidHash::of(&message.sender, &message.cid));
                 }
             }
+            // The owner decided these events: their webhook deliveries are queued here,
+            // in the same commit, and nowhere else.
+            let deliveries = shard.shared.webhooks.deliveries_for(&commit.writes, crate::clock::now_ms());
+            commit.writes.extend(deliveries);
             let work = CommitWork::Room { room: room.clone(), settle: commit.settle };
             match shard.shared.committer.submit(commit.writes, Ticket { shard: shard.id, work }) {
                 Ok(()) => shard.outstanding_commits.set(shard.outstanding_commits.get() + 1),

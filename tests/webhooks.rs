@@ -1,0 +1,418 @@
+//! Webhooks with the real binary and a local receiver on 127.0.0.1: an operator's
+//! endpoint gets signed deliveries (Standard Webhooks) of what happens in rooms; a failed
+//! delivery is retried with the same `webhook-id`; a stalled endpoint holds up neither
+//! chat nor other endpoints; deliveries pending when the server is killed (-9) arrive
+//! after it restarts, with their ids; a rotated secret signs alongside the new one for its
+//! grace period; a room's owner may register `https://` targets on public addresses only,
+//! and a name resolving to loopback is refused when delivering.
+#![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::Command;
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac as _};
+use palaver_e2e::{Server, http, metric, palaver_bin};
+use serde_json::{Value, json};
+
+/// How long a test waits for a delivery (the first retry comes 5 s after a failure).
+const DELIVERY_WAIT: Duration = Duration::from_secs(20);
+
+/// What the receiver does with the next request.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Status(u16),
+    /// Reads the request and never answers.
+    Stall,
+}
+
+/// One request the receiver got.
+#[derive(Debug)]
+struct Delivery {
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Delivery {
+    fn id(&self) -> &str {
+        &self.headers["webhook-id"]
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+
+    /// Whether `secret` (`whsec_…`) signed it, as a receiver checks.
+    fn signed_by(&self, secret: &str) -> bool {
+        let key = STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        let signed = format!("{}.{}.{}", self.id(), self.headers["webhook-timestamp"], self.body);
+        mac.update(signed.as_bytes());
+        let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+        self.headers["webhook-signature"].split(' ').any(|s| s == expected)
+    }
+}
+
+/// A webhook receiver: answers from a script (then 200), reports each request.
+struct Endpoint {
+    addr: SocketAddr,
+    script: Arc<Mutex<VecDeque<Answer>>>,
+    got: Receiver<Delivery>,
+}
+
+impl Endpoint {
+    fn start(script: &[Answer]) -> Endpoint {
+        Endpoint::on(TcpListener::bind("127.0.0.1:0").unwrap(), script)
+    }
+
+    fn on(listener: TcpListener, script: &[Answer]) -> Endpoint {
+        let addr = listener.local_addr().unwrap();
+        let script = Arc::new(Mutex::new(script.iter().copied().collect::<VecDeque<_>>()));
+        let (tx, got) = channel();
+        let answers = script.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let answer = answers.lock().unwrap().pop_front().unwrap_or(Answer::Status(200));
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut headers = HashMap::new();
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    assert!(line.starts_with("POST /hook HTTP/1.1"), "{line}");
+                    loop {
+                        line.clear();
+                        reader.read_line(&mut line).unwrap();
+                        let Some((name, value)) = line.trim_end().split_once(':') else { break };
+                        headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
+                    }
+                    let length: usize = headers["content-length"].parse().unwrap();
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let _ = tx.send(Delivery { headers, body: String::from_utf8(body).unwrap() });
+                    match answer {
+                        Answer::Status(status) => {
+                            let head = format!(
+                                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            );
+                            let _ = stream.write_all(head.as_bytes());
+                        }
+                        Answer::Stall => std::thread::sleep(Duration::from_secs(60)),
+                    }
+                });
+            }
+        });
+        Endpoint { addr, script, got }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn next(&self) -> Delivery {
+        self.got.recv_timeout(DELIVERY_WAIT).expect("a delivery")
+    }
+
+    /// The next delivery of an event of `kind` (others are skipped).
+    fn next_of(&self, kind: &str) -> Delivery {
+        loop {
+            let delivery = self.next();
+            if delivery.json()["type"] == kind {
+                return delivery;
+            }
+        }
+    }
+}
+
+/// Runs `palaver api-key create` offline: the key.
+fn api_key(data_dir: &Path, scopes: &str) -> String {
+    let output = Command::new(palaver_bin())
+        .args(["api-key", "create", "backend", "--scope", scopes, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().last().unwrap().trim().to_owned()
+}
+
+/// A request with a bearer credential: (status, JSON body).
+fn call(addr: SocketAddr, path: &str, bearer: &str, body: Option<Value>) -> (u16, Value) {
+    let auth = format!("Bearer {bearer}");
+    let method = if body.is_some() { "POST" } else { "GET" };
+    let body = body.map(|b| b.to_string());
+    let (status, text) = http(
+        addr,
+        method,
+        path,
+        body.as_deref(),
+        &[("authorization", &auth), ("content-type", "application/json")],
+    );
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// An access token for `user`, minted by the backend.
+fn mint(addr: SocketAddr, key: &str, user: &str) -> String {
+    let auth = format!("Bearer {key}");
+    let (status, text) =
+        http(addr, "POST", &format!("/v1/server/users/{user}/tokens"), None, &[("authorization", &auth)]);
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str::<Value>(&text).unwrap()["access_token"].as_str().unwrap().to_owned()
+}
+
+/// A server with an API key that may do everything, a user and their room.
+struct Setup {
+    server: Server,
+    key: String,
+    alice: String,
+    room: String,
+}
+
+impl Setup {
+    fn start() -> Setup {
+        let mut server = Server::start(&["--webhook-timeout-secs", "2"]);
+        server.terminate();
+        let key = api_key(server.data_dir(), "users,rooms,publish,admin");
+        server.restart();
+        let made = call(server.addr, "/v1/server/users", &key, Some(json!({"username": "alice"})));
+        assert_eq!(made.0, 201, "{:?}", made.1);
+        let alice = made.1["user_id"].as_str().unwrap().to_owned();
+        let mut setup = Setup { server, key, alice, room: String::new() };
+        let created = setup.act(json!({"op": "room.create", "name": "support", "kind": "public"}));
+        setup.room = created["ok"]["room"]["room_id"].as_str().unwrap().to_owned();
+        setup
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// An op as Alice, through the server API.
+    fn act(&self, op: Value) -> Value {
+        let answer = call(self.addr(), &format!("/v1/server/users/{}/ops", self.alice), &self.key, Some(op));
+        assert_eq!(answer.0, 200, "{:?}", answer.1);
+        answer.1
+    }
+
+    fn send(&self, cid: &str, text: &str) -> u64 {
+        let sent = self.act(json!({"op": "send", "room": self.room, "cid": cid, "text": text}));
+        sent["ok"]["seq"].as_u64().unwrap()
+    }
+
+    /// Registers an operator's webhook: (id, secret).
+    fn register(&self, url: &str, events: &[&str]) -> (String, String) {
+        let answer =
+            call(self.addr(), "/v1/server/webhooks", &self.key, Some(json!({"url": url, "events": events})));
+        assert_eq!(answer.0, 201, "{:?}", answer.1);
+        (
+            answer.1["webhook"]["webhook_id"].as_str().unwrap().to_owned(),
+            answer.1["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    fn webhooks(&self) -> Vec<Value> {
+        let listed = call(self.addr(), "/v1/server/webhooks", &self.key, None);
+        assert_eq!(listed.0, 200, "{:?}", listed.1);
+        listed.1["webhooks"].as_array().unwrap().clone()
+    }
+}
+
+#[test]
+fn an_operators_endpoint_gets_signed_events_and_a_failed_delivery_comes_again_with_its_id() {
+    let setup = Setup::start();
+    let receiver = Endpoint::start(&[Answer::Status(500)]);
+    let (hook, secret) =
+        setup.register(&receiver.url(), &["message.created", "message.edited", "member.joined"]);
+
+    let seq = setup.send("c1", "hello hooks");
+    let first = receiver.next();
+    assert!(first.signed_by(&secret), "{first:?}");
+    assert!(first.id().starts_with("msg_"));
+    let event = first.json();
+    assert_eq!(event["type"], "message.created");
+    assert_eq!(event["data"]["room"], setup.room.as_str());
+    assert_eq!(
+        (event["data"]["message"]["seq"].as_u64(), event["data"]["message"]["text"].as_str()),
+        (Some(seq), Some("hello hooks"))
+    );
+    // The endpoint answered 500: the same delivery comes again, with the same id.
+    let again = receiver.next();
+    assert_eq!((again.id(), again.body.as_str()), (first.id(), first.body.as_str()));
+    assert!(again.signed_by(&secret));
+
+    // The failure and the recovery are what the operator sees.
+    let listed = setup.webhooks();
+    let view = listed.iter().find(|h| h["webhook_id"] == hook.as_str()).unwrap();
+    assert_eq!(view["delivery"]["consecutive_failures"], 0, "{view}");
+    assert!(view["delivery"]["last_error"].as_str().unwrap().contains("500"), "{view}");
+    assert!(view.get("secret").is_none() && !view.to_string().contains(&secret));
+    assert!(metric(setup.addr(), "palaver_webhook_failed_attempts_total") >= 1);
+
+    // An edit, and a member joining, are events of their own.
+    setup.act(json!({"op": "edit", "room": setup.room, "seq": seq, "text": "hello, hooks"}));
+    let edited = receiver.next_of("message.edited");
+    assert_eq!(edited.json()["data"]["message"]["text"], "hello, hooks");
+    assert_ne!(edited.id(), first.id());
+    let made = call(setup.addr(), "/v1/server/users", &setup.key, Some(json!({"username": "bob"})));
+    let bob = made.1["user_id"].as_str().unwrap().to_owned();
+    let joined = call(
+        setup.addr(),
+        &format!("/v1/server/users/{bob}/ops"),
+        &setup.key,
+        Some(json!({"op": "join", "room": setup.room})),
+    );
+    assert_eq!(joined.0, 200, "{:?}", joined.1);
+    let joined = receiver.next_of("member.joined");
+    assert_eq!(joined.json()["data"]["user"], bob.as_str());
+
+    // Rotation: both secrets sign during the grace period.
+    let rotated = call(
+        setup.addr(),
+        &format!("/v1/server/webhooks/{hook}/rotate"),
+        &setup.key,
+        Some(json!({"grace_secs": 3600})),
+    );
+    assert_eq!(rotated.0, 200, "{:?}", rotated.1);
+    let new_secret = rotated.1["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, secret);
+    setup.send("c2", "after rotation");
+    let signed = receiver.next_of("message.created");
+    assert_eq!(signed.headers["webhook-signature"].split(' ').count(), 2);
+    assert!(signed.signed_by(&secret) && signed.signed_by(&new_secret));
+
+    // Disabled: nothing is queued; deleted: gone from the list.
+    let disabled =
+        call(setup.addr(), &format!("/v1/server/webhooks/{hook}/disable"), &setup.key, Some(json!({})));
+    assert_eq!((disabled.0, &disabled.1["webhook"]["enabled"]), (200, &json!(false)));
+    let queued = metric(setup.addr(), "palaver_webhook_queued_total");
+    setup.send("c3", "nobody hears this");
+    assert_eq!(metric(setup.addr(), "palaver_webhook_queued_total"), queued);
+    let deleted =
+        call(setup.addr(), &format!("/v1/server/webhooks/{hook}/delete"), &setup.key, Some(json!({})));
+    assert_eq!(deleted.0, 200, "{:?}", deleted.1);
+    assert!(setup.webhooks().is_empty());
+    let gone = call(setup.addr(), &format!("/v1/server/webhooks/{hook}/enable"), &setup.key, Some(json!({})));
+    assert_eq!(gone.0, 404);
+}
+
+#[test]
+fn a_stalled_endpoint_holds_up_nothing_and_pending_deliveries_survive_kill_9() {
+    let mut setup = Setup::start();
+    let stalled = Endpoint::start(&[Answer::Stall, Answer::Stall, Answer::Stall]);
+    let healthy = Endpoint::start(&[]);
+    let failing = Endpoint::start(&[Answer::Status(503)]);
+    setup.register(&stalled.url(), &["message.created"]);
+    setup.register(&healthy.url(), &["message.created"]);
+    let (_, failing_secret) = setup.register(&failing.url(), &["message.created"]);
+
+    // Chat goes on while one endpoint stalls: every send is answered, the healthy
+    // endpoint gets every message.
+    for i in 0..5 {
+        setup.send(&format!("s{i}"), &format!("message {i}"));
+    }
+    let mut texts: Vec<String> = (0..5)
+        .map(|_| healthy.next().json()["data"]["message"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    texts.sort();
+    assert_eq!(texts, (0..5).map(|i| format!("message {i}")).collect::<Vec<_>>());
+    assert!(stalled.next().body.contains("message 0"), "the stalled endpoint was tried");
+
+    // The failing endpoint saw its first delivery and refused it; the server dies before
+    // the retry. After the restart the delivery comes again, with the same id.
+    let first = failing.next();
+    let pending = first.id().to_owned();
+    setup.server.kill9();
+    setup.server.restart();
+    let mut ids = Vec::new();
+    while ids.len() < 5 {
+        let delivery = failing.next();
+        assert!(delivery.signed_by(&failing_secret));
+        if !ids.contains(&delivery.id().to_owned()) {
+            ids.push(delivery.id().to_owned());
+        }
+    }
+    assert!(ids.contains(&pending), "{pending} not delivered after the restart: {ids:?}");
+    drop(stalled);
+}
+
+#[test]
+fn a_room_owner_registers_public_https_targets_only() {
+    let setup = Setup::start();
+    let token = mint(setup.addr(), &setup.key, &setup.alice);
+    let base = format!("/v1/rooms/{}/webhooks", setup.room);
+    let register = |url: &str| {
+        call(setup.addr(), &base, &token, Some(json!({"url": url, "events": ["message.created"]})))
+    };
+    for refused in [
+        "http://hooks.example.com/in",
+        "https://127.0.0.1/in",
+        "https://[::1]/in",
+        "https://10.1.2.3/in",
+        "https://192.168.0.10/in",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[::ffff:127.0.0.1]/in",
+        "ftp://example.com/",
+    ] {
+        let answer = register(refused);
+        assert_eq!(
+            (answer.0, answer.1["error"]["code"].as_str()),
+            (400, Some("invalid")),
+            "{refused}: {:?}",
+            answer.1
+        );
+        assert!(!answer.1["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let unknown_event = call(
+        setup.addr(),
+        &base,
+        &token,
+        Some(json!({"url": "https://hooks.example.com/", "events": ["message.exploded"]})),
+    );
+    assert_eq!(unknown_event.0, 400);
+    let other_room = call(
+        setup.addr(),
+        &base,
+        &token,
+        Some(
+            json!({"url": "https://hooks.example.com/", "events": ["message.created"], "rooms": ["r_elsewhere"]}),
+        ),
+    );
+    assert_eq!(other_room.0, 400);
+
+    // A name is judged by what it resolves to when delivering: `localhost` is taken at
+    // registration and refused at connect time.
+    let accepted = register("https://localhost:9/in");
+    assert_eq!(accepted.0, 201, "{:?}", accepted.1);
+    assert!(accepted.1["secret"].as_str().unwrap().starts_with("whsec_"));
+    setup.send("o1", "to the owner's hook");
+    let refused_at_delivery = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let listed = call(setup.addr(), &base, &token, None);
+        let error = listed.1["webhooks"][0]["delivery"]["last_error"].as_str().map(str::to_owned);
+        error
+    });
+    let error = refused_at_delivery.expect("the delivery was attempted");
+    assert!(error.contains("loopback"), "{error}");
+
+    // Another member is not the owner; the operator's registrations are not the owner's.
+    let made = call(setup.addr(), "/v1/server/users", &setup.key, Some(json!({"username": "bob"})));
+    let bob = made.1["user_id"].as_str().unwrap().to_owned();
+    call(
+        setup.addr(),
+        &format!("/v1/server/users/{bob}/ops"),
+        &setup.key,
+        Some(json!({"op": "join", "room": setup.room})),
+    );
+    let bob_token = mint(setup.addr(), &setup.key, &bob);
+    assert_eq!(call(setup.addr(), &base, &bob_token, None).0, 403);
+    setup.register("http://127.0.0.1:9/hook", &["message.created"]);
+    assert_eq!(call(setup.addr(), &base, &token, None).1["webhooks"].as_array().unwrap().len(), 1);
+    assert_eq!(setup.webhooks().len(), 2);
+}
