@@ -2,7 +2,8 @@
 //! endpoint gets signed deliveries (Standard Webhooks) of what happens in rooms; a failed
 //! delivery is retried with the same `webhook-id`; a stalled endpoint holds up neither
 //! chat nor other endpoints; deliveries pending when the server is killed (-9) arrive
-//! after it restarts, with their ids; a rotated secret signs alongside the new one for its
+//! after it restarts, with their ids, and an endpoint that was down gets them once it is
+//! back; a rotated secret signs alongside the new one for its
 //! grace period; a room's owner may register `https://` targets on public addresses only,
 //! and a name resolving to loopback is refused when delivering.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
@@ -63,7 +64,6 @@ impl Delivery {
 /// A webhook receiver: answers from a script (then 200), reports each request.
 struct Endpoint {
     addr: SocketAddr,
-    script: Arc<Mutex<VecDeque<Answer>>>,
     got: Receiver<Delivery>,
 }
 
@@ -76,11 +76,10 @@ impl Endpoint {
         let addr = listener.local_addr().unwrap();
         let script = Arc::new(Mutex::new(script.iter().copied().collect::<VecDeque<_>>()));
         let (tx, got) = channel();
-        let answers = script.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
-                let answer = answers.lock().unwrap().pop_front().unwrap_or(Answer::Status(200));
+                let answer = script.lock().unwrap().pop_front().unwrap_or(Answer::Status(200));
                 let tx = tx.clone();
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -110,7 +109,7 @@ impl Endpoint {
                 });
             }
         });
-        Endpoint { addr, script, got }
+        Endpoint { addr, got }
     }
 
     fn url(&self) -> String {
@@ -177,7 +176,11 @@ struct Setup {
 
 impl Setup {
     fn start() -> Setup {
-        let mut server = Server::start(&["--webhook-timeout-secs", "2"]);
+        Setup::start_with(&[])
+    }
+
+    fn start_with(flags: &[&str]) -> Setup {
+        let mut server = Server::start(&[&["--webhook-timeout-secs", "2"][..], flags].concat());
         server.terminate();
         let key = api_key(server.data_dir(), "users,rooms,publish,admin");
         server.restart();
@@ -247,9 +250,18 @@ fn an_operators_endpoint_gets_signed_events_and_a_failed_delivery_comes_again_wi
     assert_eq!((again.id(), again.body.as_str()), (first.id(), first.body.as_str()));
     assert!(again.signed_by(&secret));
 
-    // The failure and the recovery are what the operator sees.
-    let listed = setup.webhooks();
-    let view = listed.iter().find(|h| h["webhook_id"] == hook.as_str()).unwrap();
+    // The failure and the recovery are what the operator sees (once the sender has
+    // read the answer, just after the receiver got the request).
+    let recovered = (0..100).find_map(|_| {
+        let listed = setup.webhooks();
+        let view = listed.iter().find(|h| h["webhook_id"] == hook.as_str()).unwrap().clone();
+        if view["delivery"]["last_success_ms"].is_u64() {
+            return Some(view);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    });
+    let view = recovered.expect("the delivery's success is recorded");
     assert_eq!(view["delivery"]["consecutive_failures"], 0, "{view}");
     assert!(view["delivery"]["last_error"].as_str().unwrap().contains("500"), "{view}");
     assert!(view.get("secret").is_none() && !view.to_string().contains(&secret));
@@ -311,6 +323,11 @@ fn a_stalled_endpoint_holds_up_nothing_and_pending_deliveries_survive_kill_9() {
     setup.register(&stalled.url(), &["message.created"]);
     setup.register(&healthy.url(), &["message.created"]);
     let (_, failing_secret) = setup.register(&failing.url(), &["message.created"]);
+    // An endpoint that is down (its port closed) until after the server's restart.
+    let down_port = TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_addr = down_port.local_addr().unwrap();
+    drop(down_port);
+    let (down, _) = setup.register(&format!("http://{down_addr}/hook"), &["message.created"]);
 
     // Chat goes on while one endpoint stalls: every send is answered, the healthy
     // endpoint gets every message.
@@ -328,8 +345,16 @@ fn a_stalled_endpoint_holds_up_nothing_and_pending_deliveries_survive_kill_9() {
     // the retry. After the restart the delivery comes again, with the same id.
     let first = failing.next();
     let pending = first.id().to_owned();
+    let refused = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let hooks = setup.webhooks();
+        let view = hooks.iter().find(|h| h["webhook_id"] == down.as_str()).unwrap();
+        view["delivery"]["last_error"].as_str().map(str::to_owned)
+    });
+    assert!(refused.expect("the down endpoint was tried").contains("connect"));
     setup.server.kill9();
     setup.server.restart();
+    let back = Endpoint::on(TcpListener::bind(down_addr).unwrap(), &[]);
     let mut ids = Vec::new();
     while ids.len() < 5 {
         let delivery = failing.next();
@@ -339,6 +364,12 @@ fn a_stalled_endpoint_holds_up_nothing_and_pending_deliveries_survive_kill_9() {
         }
     }
     assert!(ids.contains(&pending), "{pending} not delivered after the restart: {ids:?}");
+    // The endpoint that was down gets every message once it is back.
+    let mut texts: Vec<String> =
+        (0..5).map(|_| back.next().json()["data"]["message"]["text"].as_str().unwrap().to_owned()).collect();
+    texts.sort();
+    texts.dedup();
+    assert_eq!(texts.len(), 5, "{texts:?}");
     drop(stalled);
 }
 
@@ -395,8 +426,7 @@ fn a_room_owner_registers_public_https_targets_only() {
     let refused_at_delivery = (0..100).find_map(|_| {
         std::thread::sleep(Duration::from_millis(100));
         let listed = call(setup.addr(), &base, &token, None);
-        let error = listed.1["webhooks"][0]["delivery"]["last_error"].as_str().map(str::to_owned);
-        error
+        listed.1["webhooks"][0]["delivery"]["last_error"].as_str().map(str::to_owned)
     });
     let error = refused_at_delivery.expect("the delivery was attempted");
     assert!(error.contains("loopback"), "{error}");
@@ -415,4 +445,24 @@ fn a_room_owner_registers_public_https_targets_only() {
     setup.register("http://127.0.0.1:9/hook", &["message.created"]);
     assert_eq!(call(setup.addr(), &base, &token, None).1["webhooks"].as_array().unwrap().len(), 1);
     assert_eq!(setup.webhooks().len(), 2);
+}
+
+#[test]
+fn a_full_endpoint_queue_drops_deliveries_and_says_so() {
+    let setup = Setup::start_with(&["--webhook-queue", "2"]);
+    let stalled = Endpoint::start(&[Answer::Stall; 4]);
+    let (hook, _) = setup.register(&stalled.url(), &["message.created"]);
+    for i in 0..6 {
+        setup.send(&format!("q{i}"), "more than the queue holds");
+    }
+    let dropped = (0..100).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let hooks = setup.webhooks();
+        let view = hooks.iter().find(|h| h["webhook_id"] == hook.as_str()).unwrap().clone();
+        (view["delivery"]["dropped"].as_u64() >= Some(1)).then_some(view)
+    });
+    let view = dropped.expect("deliveries were dropped");
+    assert!(view["delivery"]["pending"].as_u64().unwrap() <= 2, "{view}");
+    assert!(metric(setup.addr(), "palaver_webhook_dropped_total") >= 1);
+    drop(stalled);
 }

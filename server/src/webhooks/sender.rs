@@ -1,11 +1,12 @@
 //! The sender: one thread of its own (a current-thread tokio runtime), never a shard,
 //! that sends this node's outbound queue. It reads the queue when woken (a group commit
 //! queued something) and every [`SCAN_INTERVAL`], and keeps each endpoint's deliveries in
-//! an in-memory queue of at most `--webhook-queue`, one request in flight per endpoint:
-//! a slow or dead endpoint holds up only its own queue, and a full queue drops the
-//! newest deliveries (counted, and shown in the endpoint's failure state). A delivery
-//! leaves the durable queue once its endpoint answered 2xx, or after its last retry; a
-//! crash before that sends it again after the restart, with the same `webhook-id`.
+//! an in-memory queue of at most `--webhook-queue`, oldest first, one request in flight
+//! per endpoint: a slow or dead endpoint holds up only its own queue, and a full queue
+//! drops the newest deliveries (counted, and shown in the endpoint's failure state). A
+//! delivery leaves the durable queue once its endpoint answered 2xx, or after its last
+//! retry; a crash before that sends it again after the restart, with the same
+//! `webhook-id`.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -71,13 +72,15 @@ fn scan(
     queues: &Rc<RefCell<Queues>>,
     tls: &Rc<tokio_rustls::TlsConnector>,
 ) {
-    let pending = match webhooks.store().outbound_pending() {
+    let mut pending = match webhooks.store().outbound_pending() {
         Ok(pending) => pending,
         Err(e) => {
             tracing::warn!("webhook sender: could not read the outbound queue: {e}");
             return;
         }
     };
+    // Oldest first (the queue is keyed by id, not by time).
+    pending.sort_by_key(|delivery| delivery.created_ms);
     let mut to_start = Vec::new();
     {
         let mut q = queues.borrow_mut();
