@@ -5,7 +5,8 @@
 //! after it restarts, with their ids, and an endpoint that was down gets them once it is
 //! back; a rotated secret signs alongside the new one for its
 //! grace period; a room's owner may register `https://` targets on public addresses only,
-//! and a name resolving to loopback is refused when delivering.
+//! and a name resolving to loopback is refused when delivering. In a cluster, each event
+//! is queued and delivered by the one node that decided it.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::collections::{HashMap, VecDeque};
@@ -20,7 +21,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac as _};
-use palaver_e2e::{Server, http, metric, palaver_bin};
+use palaver_e2e::{Nats, Server, http, metric, palaver_bin};
 use serde_json::{Value, json};
 
 /// How long a test waits for a delivery (the first retry comes 5 s after a failure).
@@ -465,4 +466,96 @@ fn a_full_endpoint_queue_drops_deliveries_and_says_so() {
     assert!(view["delivery"]["pending"].as_u64().unwrap() <= 2, "{view}");
     assert!(metric(setup.addr(), "palaver_webhook_dropped_total") >= 1);
     drop(stalled);
+}
+
+/// A request that may meet a room moving between nodes, or a user not replicated yet:
+/// retried for a while.
+fn call_until_ok(addr: SocketAddr, path: &str, bearer: &str, body: Value) -> Value {
+    let deadline = std::time::Instant::now() + DELIVERY_WAIT;
+    loop {
+        let answer = call(addr, path, bearer, Some(body.clone()));
+        if answer.0 == 200 {
+            return answer.1;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path} {body}: {:?}", answer.1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn in_a_cluster_each_event_is_delivered_by_the_node_that_decided_it_once() {
+    let nats = Nats::start();
+    let mut nodes: Vec<Server> =
+        ["n1", "n2"].iter().map(|id| Server::start(&["--cluster", &nats.url, "--node-id", id])).collect();
+    // An operator's key per node, made offline.
+    for node in &mut nodes {
+        node.terminate();
+    }
+    let keys: Vec<String> =
+        nodes.iter().map(|n| api_key(n.data_dir(), "users,rooms,publish,admin")).collect();
+    for node in &mut nodes {
+        node.restart();
+    }
+    let (n1, n2) = (nodes[0].addr, nodes[1].addr);
+    let endpoint = Endpoint::start(&[]);
+    let registered = created(
+        n1,
+        "/v1/server/webhooks",
+        &keys[0],
+        json!({"url": endpoint.url(), "events": ["message.created"]}),
+    );
+    let hook = registered["webhook"]["webhook_id"].as_str().unwrap().to_owned();
+    // Known on the other node once replicated (and read there within a second).
+    let deadline = std::time::Instant::now() + DELIVERY_WAIT;
+    while !call(n2, "/v1/server/webhooks", &keys[1], None).1.to_string().contains(&hook) {
+        assert!(std::time::Instant::now() < deadline, "the registration never reached n2");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1_100));
+
+    // Rooms until both nodes own one (a room's owner is decided by its id), a message in each.
+    let made = created(n1, "/v1/server/users", &keys[0], json!({"username": "alice"}));
+    let alice = made["user_id"].as_str().unwrap().to_owned();
+    let ops = format!("/v1/server/users/{alice}/ops");
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let room =
+            call_until_ok(n1, &ops, &keys[0], json!({"op": "room.create", "name": "r", "kind": "public"}));
+        let room = room["ok"]["room"]["room_id"].as_str().unwrap().to_owned();
+        let via = if i % 2 == 0 { n1 } else { n2 };
+        let key = if i % 2 == 0 { &keys[0] } else { &keys[1] };
+        let answer = call_until_ok(
+            via,
+            &ops,
+            key,
+            json!({"op": "send", "room": room, "cid": format!("c{i}"), "text": "hi"}),
+        );
+        sent.push((room, answer["ok"]["seq"].as_u64().unwrap()));
+        let queued = [n1, n2].map(|n| metric(n, "palaver_webhook_queued_total"));
+        if i >= 3 && queued.iter().all(|q| *q > 0) {
+            break;
+        }
+    }
+    let queued: u64 = [n1, n2].iter().map(|n| metric(*n, "palaver_webhook_queued_total")).sum();
+    assert_eq!(queued, sent.len() as u64, "each event queued once, cluster-wide");
+    let mut got: Vec<(String, u64)> = (0..sent.len())
+        .map(|_| {
+            let event = endpoint.next().json();
+            let message = &event["data"]["message"];
+            (message["room"].as_str().unwrap().to_owned(), message["seq"].as_u64().unwrap())
+        })
+        .collect();
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent);
+    // Nothing more comes (a second node sending too would have by now).
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(endpoint.got.try_recv().is_err(), "an event was delivered twice");
+}
+
+/// A `POST` that must answer `201`: its body.
+fn created(addr: SocketAddr, path: &str, bearer: &str, body: Value) -> Value {
+    let answer = call(addr, path, bearer, Some(body));
+    assert_eq!(answer.0, 201, "{:?}", answer.1);
+    answer.1
 }
