@@ -29,7 +29,7 @@ pub enum Scope {
     Rooms,
     /// Post as a user: send, edit, delete, react, pin.
     Publish,
-    /// Manage API keys.
+    /// Manage API keys and webhooks.
     Admin,
 }
 
