@@ -1,5 +1,6 @@
 //! Webhooks with the real binary and a local receiver on 127.0.0.1: an operator's
-//! endpoint gets signed deliveries (Standard Webhooks) of what happens in rooms; a failed
+//! endpoint gets signed deliveries (Standard Webhooks) of what happens in rooms (messages
+//! posted and edited, members joining and leaving, moderation, reports); a failed
 //! delivery is retried with the same `webhook-id`; a stalled endpoint holds up neither
 //! chat nor other endpoints; deliveries pending when the server is killed (-9) arrive
 //! after it restarts, with their ids, and an endpoint that was down gets them once it is
@@ -232,8 +233,17 @@ impl Setup {
 fn an_operators_endpoint_gets_signed_events_and_a_failed_delivery_comes_again_with_its_id() {
     let setup = Setup::start();
     let receiver = Endpoint::start(&[Answer::Status(500)]);
-    let (hook, secret) =
-        setup.register(&receiver.url(), &["message.created", "message.edited", "member.joined"]);
+    let (hook, secret) = setup.register(
+        &receiver.url(),
+        &[
+            "message.created",
+            "message.edited",
+            "member.joined",
+            "moderation.action",
+            "member.left",
+            "report.created",
+        ],
+    );
 
     let seq = setup.send("c1", "hello hooks");
     let first = receiver.next();
@@ -284,6 +294,27 @@ fn an_operators_endpoint_gets_signed_events_and_a_failed_delivery_comes_again_wi
     assert_eq!(joined.0, 200, "{:?}", joined.1);
     let joined = receiver.next_of("member.joined");
     assert_eq!(joined.json()["data"]["user"], bob.as_str());
+
+    // Bob reports the message (a report is written by the node that took it, with its
+    // deliveries); then the owner kicks him: a moderation action, and a member leaving.
+    let bob_token = mint(setup.addr(), &setup.key, &bob);
+    let reported =
+        call(setup.addr(), "/v1/reports", &bob_token, Some(json!({"room": setup.room, "seq": seq})));
+    assert_eq!(reported.0, 201, "{:?}", reported.1);
+    let report = receiver.next_of("report.created").json();
+    assert_eq!(
+        (report["data"]["report"]["seq"].as_u64(), &report["data"]["report"]["reporter"]),
+        (Some(seq), &json!(bob))
+    );
+    setup.act(json!({"op": "kick", "room": setup.room, "user": bob, "reason": "testing"}));
+    // Both come from one decision, in no set order.
+    let mut events: Vec<Value> = (0..2).map(|_| receiver.next().json()).collect();
+    events.sort_by_key(|event| event["type"].as_str().unwrap().to_owned());
+    let [left, kicked] = [&events[0], &events[1]];
+    assert_eq!((&left["type"], &kicked["type"]), (&json!("member.left"), &json!("moderation.action")));
+    assert_eq!(kicked["data"]["message"]["system"]["action"], "kicked", "{kicked}");
+    assert_eq!(kicked["data"]["message"]["system"]["target"], bob.as_str());
+    assert_eq!(left["data"]["user"], bob.as_str());
 
     // Rotation: both secrets sign during the grace period.
     let rotated = call(
