@@ -67,6 +67,8 @@ pub enum Answer {
     Claimed,
     /// `SearchOk`.
     Search,
+    /// `NotificationsOk`.
+    Notifications,
 }
 
 /// Each op's answer, by op name, in the order of `docs/PROTOCOL.md` §3.5.
@@ -131,6 +133,9 @@ pub const ANSWERS: &[(&str, Answer)] = &[
     ("keys.list", Answer::Devices),
     ("keys.claim", Answer::Claimed),
     ("search", Answer::Search),
+    ("notifications.get", Answer::Notifications),
+    ("notifications.set", Answer::Notifications),
+    ("notifications.room", Answer::Notifications),
 ];
 
 impl Answer {
@@ -172,6 +177,7 @@ impl Answer {
             Answer::Devices => "DevicesOk",
             Answer::Claimed => "ClaimedOk",
             Answer::Search => "SearchOk",
+            Answer::Notifications => "NotificationsOk",
         }
     }
 
@@ -208,6 +214,7 @@ impl Answer {
             Answer::Devices => OkBody::Devices(serde_json::from_value(value)?),
             Answer::Claimed => OkBody::Claimed(serde_json::from_value(value)?),
             Answer::Search => OkBody::Search(serde_json::from_value(value)?),
+            Answer::Notifications => OkBody::Notifications(serde_json::from_value(value)?),
         })
     }
 }
@@ -253,6 +260,7 @@ impl OkBody {
             OkBody::Devices(_) => Answer::Devices,
             OkBody::Claimed(_) => Answer::Claimed,
             OkBody::Search(_) => Answer::Search,
+            OkBody::Notifications(_) => Answer::Notifications,
         }
     }
 }

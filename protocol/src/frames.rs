@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _, se
 use crate::error::ErrorBody;
 use crate::ids::{ClientMsgId, RoomId, SessionId, UserId};
 use crate::keys::{ClaimedOk, DevicesOk, Encryption, KeysUploadOk, OneTimeKey};
+use crate::notifications::{NotificationsOk, NotifyLevel};
 use crate::people::{
     BlockedOk, FriendInfo, FriendOk, FriendsOk, PresenceChoice, PresenceInfo, PresenceListOk, ProfileOk,
     UsersOk,
@@ -655,6 +656,35 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         device_id: Option<String>,
     },
+    /// The caller's notification settings.
+    #[serde(rename = "notifications.get")]
+    NotificationsGet {},
+    /// Change the caller's account-wide notification settings; absent fields are kept.
+    #[serde(rename = "notifications.set")]
+    NotificationsSet {
+        /// The level of rooms without their own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<NotifyLevel>,
+        /// Replaces the keyword list (at most 50 words of 1..=64 characters).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keywords: Option<Vec<String>>,
+    },
+    /// Set one room's notification setting, replacing the one it had: absent fields take
+    /// their defaults, so `{"room":…}` alone returns the room to the account's settings.
+    #[serde(rename = "notifications.room")]
+    NotificationsRoom {
+        /// The room.
+        room: RoomId,
+        /// The room's level; absent: the account's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<NotifyLevel>,
+        /// Mute the room.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        muted: bool,
+        /// When the mute ends (ms since the Unix epoch); absent: when it is lifted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        muted_until: Option<u64>,
+    },
 }
 
 impl Op {
@@ -721,6 +751,9 @@ impl Op {
             Op::KeysList { .. } => "keys.list",
             Op::KeysClaim { .. } => "keys.claim",
             Op::Search { .. } => "search",
+            Op::NotificationsGet {} => "notifications.get",
+            Op::NotificationsSet { .. } => "notifications.set",
+            Op::NotificationsRoom { .. } => "notifications.room",
         }
     }
 }
@@ -1228,6 +1261,8 @@ pub enum OkBody {
     Claimed(ClaimedOk),
     /// `search`.
     Search(SearchOk),
+    /// `notifications.get`, `notifications.set`, `notifications.room`.
+    Notifications(NotificationsOk),
     /// `leave`, `ping` and other ops with nothing to say: `{}`.
     Empty(Empty),
 }
@@ -1651,6 +1686,10 @@ pub enum Event {
     /// room). Not replayed: the report routes list reports.
     #[serde(rename = "report")]
     Report(crate::rooms::ReportNotice),
+    /// The receiver's notification settings changed (on any of their devices). Not
+    /// replayed: `notifications.get` has them.
+    #[serde(rename = "notifications")]
+    Notifications(NotificationsOk),
 }
 
 /// The `edit` event.

@@ -22,6 +22,7 @@ mod frames;
 mod ids;
 mod keys;
 pub mod limits;
+mod notifications;
 pub mod paging;
 mod people;
 mod pins;
@@ -42,6 +43,7 @@ pub use frames::{
 };
 pub use ids::{ClientMsgId, IdError, RoomId, SessionId, UserId, Username};
 pub use keys::{ClaimedKey, ClaimedOk, DeviceKeys, DevicesOk, Encryption, KeysUploadOk, OneTimeKey};
+pub use notifications::{NotificationSettings, NotificationsOk, NotifyLevel, RoomNotifications};
 pub use people::{
     BlockedOk, FriendInfo, FriendOk, FriendState, FriendsOk, PresenceChoice, PresenceInfo, PresenceListOk,
     PresenceStatus, Profile, ProfileOk, UsersOk,

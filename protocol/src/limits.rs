@@ -75,3 +75,9 @@ pub const MAX_ONE_TIME_KEYS_PER_DEVICE: usize = 1_000;
 pub const MAX_DEVICES: usize = 50;
 /// Pending invitations one user may have; more are refused until they answer some.
 pub const MAX_PENDING_INVITES: usize = 200;
+/// Most notification keywords per user.
+pub const MAX_NOTIFY_KEYWORDS: usize = 50;
+/// Longest notification keyword, in characters.
+pub const MAX_NOTIFY_KEYWORD_CHARS: usize = 64;
+/// Most rooms with their own notification setting per user.
+pub const MAX_NOTIFY_ROOMS: usize = 1_000;

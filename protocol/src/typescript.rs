@@ -13,12 +13,13 @@ use crate::{
     EditVersion, EditsOk, Empty, Encryption, ErrorBody, ErrorCode, Event, FileRef, ForwardRef,
     ForwardedMessage, FriendInfo, FriendOk, FriendState, FriendsOk, HistoryOk, InviteInfo, InvitesOk, JoinOk,
     KeysUploadOk, MemberChange, MemberEvent, MemberInfo, MemberReceipt, MembersOk, MentionAll, Message,
-    MessageKind, OkBody, OneTimeKey, Op, PinInfo, PinsOk, PresenceChoice, PresenceInfo, PresenceListOk,
-    PresenceStatus, Profile, ProfileOk, Reaction, ReactionOk, ReactionSummary, Receipt, ReceiptListOk,
-    ReceiptOk, ReplyPreview, ReportNotice, RoomDetailsOk, RoomId, RoomInfo, RoomKind, RoomListOk, RoomOk,
-    RoomRetention, RoomRole, RoomSettings, RoomSettingsPatch, RoomSummary, SearchHit, SearchOk, SearchOrder,
-    SendOk, SessionId, SyncOk, SystemAction, SystemNotice, ThreadEvent, ThreadHistoryOk, ThreadInfo,
-    ThreadReadOk, ThreadReplies, ThreadSummary, ThreadsOk, Typing, UserId, UsersOk,
+    MessageKind, NotificationSettings, NotificationsOk, NotifyLevel, OkBody, OneTimeKey, Op, PinInfo, PinsOk,
+    PresenceChoice, PresenceInfo, PresenceListOk, PresenceStatus, Profile, ProfileOk, Reaction, ReactionOk,
+    ReactionSummary, Receipt, ReceiptListOk, ReceiptOk, ReplyPreview, ReportNotice, RoomDetailsOk, RoomId,
+    RoomInfo, RoomKind, RoomListOk, RoomNotifications, RoomOk, RoomRetention, RoomRole, RoomSettings,
+    RoomSettingsPatch, RoomSummary, SearchHit, SearchOk, SearchOrder, SendOk, SessionId, SyncOk,
+    SystemAction, SystemNotice, ThreadEvent, ThreadHistoryOk, ThreadInfo, ThreadReadOk, ThreadReplies,
+    ThreadSummary, ThreadsOk, Typing, UserId, UsersOk,
 };
 
 /// The type of each op's `ok` answer (its [`OkBody`] variant's type), by op name: what
@@ -135,6 +136,10 @@ pub fn declarations() -> String {
         SearchOk,
         SearchHit,
         SearchOrder,
+        NotificationsOk,
+        NotificationSettings,
+        RoomNotifications,
+        NotifyLevel,
         Empty,
         RoomInfo,
         RoomKind,
@@ -206,7 +211,7 @@ mod tests {
     #[test]
     fn the_unions_are_discriminated_and_integers_are_numbers() {
         assert!(op_names().contains(&"room.create".to_owned()));
-        assert_eq!(event_names().len(), 12);
+        assert_eq!(event_names().len(), 13);
         let text = declarations();
         assert!(!text.contains("bigint"), "{text}");
         assert!(text.contains("export type ClientFrame = { id: number } & Op;"), "{text}");

@@ -3,8 +3,9 @@
 use futures_channel::{mpsc, oneshot};
 use palaver_protocol::{
     ClaimedKey, ClientMsgId, DeviceKeys, FileRef, FriendInfo, InviteInfo, KeysUploadOk, MembersOk,
-    OneTimeKey, PresenceChoice, PresenceInfo, Profile, ProfileOk, RoomDetailsOk, RoomRole, RoomSettingsPatch,
-    SearchOk, ThreadHistoryOk, ThreadReadOk, ThreadReplies, ThreadsOk,
+    NotificationSettings, NotifyLevel, OneTimeKey, PresenceChoice, PresenceInfo, Profile, ProfileOk,
+    RoomDetailsOk, RoomNotifications, RoomRole, RoomSettingsPatch, SearchOk, ThreadHistoryOk, ThreadReadOk,
+    ThreadReplies, ThreadsOk,
 };
 use palaver_protocol::{
     EditOk, EditsOk, HistoryOk, JoinOk, Message, MessageKind, OkBody, Op, PinsOk, ReactionOk, ReceiptListOk,
@@ -1211,6 +1212,41 @@ impl Client {
         match self.op(op).await? {
             OkBody::Profile(ok) => Ok(ok.profile),
             _ => Err(Error::UnexpectedReply { op: "user.update" }),
+        }
+    }
+
+    /// The user's notification settings (the same on every device).
+    pub async fn notifications(&self) -> Result<NotificationSettings, Error> {
+        self.notifications_op(Op::NotificationsGet {}, "notifications.get").await
+    }
+
+    /// Changes the account-wide notification settings: the level of rooms without their
+    /// own, and the keywords that count as mentions; `None` keeps either.
+    pub async fn set_notifications(
+        &self,
+        level: Option<NotifyLevel>,
+        keywords: Option<Vec<String>>,
+    ) -> Result<NotificationSettings, Error> {
+        self.notifications_op(Op::NotificationsSet { level, keywords }, "notifications.set").await
+    }
+
+    /// Replaces one room's notification setting: its own level (`None`: the account's)
+    /// and a mute (`muted_until`: when it ends, ms since the Unix epoch; `None`: until
+    /// lifted). `RoomNotifications { room, level: None, muted: false, muted_until: None }`
+    /// returns the room to the account's settings.
+    pub async fn set_room_notifications(
+        &self,
+        setting: RoomNotifications,
+    ) -> Result<NotificationSettings, Error> {
+        let RoomNotifications { room, level, muted, muted_until } = setting;
+        self.notifications_op(Op::NotificationsRoom { room, level, muted, muted_until }, "notifications.room")
+            .await
+    }
+
+    async fn notifications_op(&self, op: Op, name: &'static str) -> Result<NotificationSettings, Error> {
+        match self.op(op).await? {
+            OkBody::Notifications(ok) => Ok(ok.notifications),
+            _ => Err(Error::UnexpectedReply { op: name }),
         }
     }
 

@@ -294,6 +294,16 @@ pub(crate) fn op_from_json(text: &str) -> Result<Op, Error> {
             let (limit, cursor) = f.page()?;
             Op::Search { query, room, from, before, after, order, limit, cursor }
         }
+        "notifications.get" => Op::NotificationsGet {},
+        "notifications.set" => {
+            Op::NotificationsSet { level: f.opt_typed("level")?, keywords: f.opt_typed("keywords")? }
+        }
+        "notifications.room" => Op::NotificationsRoom {
+            room: f.room()?,
+            level: f.opt_typed("level")?,
+            muted: f.opt_typed("muted")?.unwrap_or(false),
+            muted_until: f.opt_u64("muted_until")?,
+        },
         "auth" => return Err(f.invalid("the client authenticates its connections itself")),
         "send" => return Err(f.invalid("sends go through the outbox (send)")),
         other => return Err(Error::Invalid(format!("no op {other:?}"))),
@@ -382,6 +392,11 @@ mod tests {
             r#"{"op":"keys.claim","user":"u_2","device_id":"d"}"#,
             r#"{"op":"search","query":"q","room":"r_1","from":"u_2","before":9,"after":1,"order":"newest","limit":5,"cursor":"c"}"#,
             r#"{"op":"search","query":"q","room":null}"#,
+            r#"{"op":"notifications.get"}"#,
+            r#"{"op":"notifications.set","level":"all","keywords":["deploy"]}"#,
+            r#"{"op":"notifications.set"}"#,
+            r#"{"op":"notifications.room","room":"r_1","level":"none","muted":true,"muted_until":9}"#,
+            r#"{"op":"notifications.room","room":"r_1"}"#,
         ]
     }
 
@@ -413,6 +428,9 @@ mod tests {
             r#"{"op":"presence.subscribe","users":["x"]}"#,
             r#"{"op":"presence.subscribe","users":"u_2"}"#,
             r#"{"op":"nope"}"#,
+            r#"{"op":"notifications.set","level":"loud"}"#,
+            r#"{"op":"notifications.set","keywords":"deploy"}"#,
+            r#"{"op":"notifications.room","room":"r_1","muted":1}"#,
             r#"{"room":"r_1"}"#,
             r#"[1]"#,
             r#"{"op":"auth","token":"t"}"#,

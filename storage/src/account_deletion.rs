@@ -31,6 +31,7 @@ impl Engine {
         for keyspace in [
             &self.users,
             &self.user_profile,
+            &self.user_notifications,
             &self.user_last_seen,
             &self.user_admin,
             &self.user_suspension,

@@ -103,6 +103,9 @@ impl crate::store::Engine {
             Write::PutProfile { user, profile } => {
                 batch.insert(&self.user_profile, user.as_str(), encode_json(profile)?);
             }
+            Write::PutNotifications { user, settings } => {
+                batch.insert(&self.user_notifications, user.as_str(), encode_json(settings)?);
+            }
             Write::PutFriend { user, other, state, since } => {
                 let mut value = [0u8; 9];
                 value[0] = state.to_byte();

@@ -1,7 +1,7 @@
 //! People on disk: profiles, friendships (one record per side, `user ++ 0 ++ other`),
 //! blocks (`blocker ++ 0 ++ blocked`) and when each user was last seen.
 
-use palaver_protocol::{FriendState, RoomId, UserId};
+use palaver_protocol::{FriendState, NotificationSettings, RoomId, UserId};
 
 use crate::error::StorageError;
 use crate::governance::{scan_pairs_after, u64_value, user_id};
@@ -16,6 +16,16 @@ impl Store {
         Ok(e.user_profile
             .get(user.as_str())?
             .map(|v| decode_json("user_profile", &v))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// A user's notification settings (the defaults when never set).
+    pub fn notifications(&self, user: &UserId) -> Result<NotificationSettings, StorageError> {
+        let e = self.engine()?;
+        Ok(e.user_notifications
+            .get(user.as_str())?
+            .map(|v| decode_json("user_notifications", &v))
             .transpose()?
             .unwrap_or_default())
     }

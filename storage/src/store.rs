@@ -195,6 +195,8 @@ pub(crate) struct Engine {
     pub(crate) room_user_invite: Keyspace,
     pub(crate) user_room_invite: Keyspace,
     pub(crate) user_profile: Keyspace,
+    /// `user` → the user's notification settings (JSON; absent: the defaults).
+    pub(crate) user_notifications: Keyspace,
     pub(crate) user_user_friend: Keyspace,
     pub(crate) user_user_block: Keyspace,
     pub(crate) user_last_seen: Keyspace,
@@ -260,6 +262,8 @@ impl Engine {
             room_user_invite: open("room_user_invite")?,
             user_room_invite: open("user_room_invite")?,
             user_profile: open("user_profile")?,
+            // Added within format 2: absent means the default settings.
+            user_notifications: open("user_notifications")?,
             user_user_friend: open("user_user_friend")?,
             user_user_block: open("user_user_block")?,
             user_last_seen: open("user_last_seen")?,

@@ -31,6 +31,8 @@ pub struct UserExport {
     pub session_epoch: SessionEpoch,
     /// Profile fields.
     pub profile: ProfileRecord,
+    /// Notification settings.
+    pub notifications: palaver_protocol::NotificationSettings,
     /// When the user's last session ended.
     pub last_seen_ms: Option<u64>,
     /// Friendships, from the user's side.
@@ -185,6 +187,7 @@ impl Store {
             suspended: self.suspension(user)?,
             session_epoch: self.session_epoch(user)?,
             profile: self.profile(user)?,
+            notifications: self.notifications(user)?,
             last_seen_ms: self.last_seen(user)?,
             friends: self
                 .friends(user)?

@@ -13,6 +13,7 @@ import type {
   MemberEvent,
   Message,
   MessageKind,
+  NotificationSettings,
   OneTimeKey,
   OpName,
   PresenceChoice,
@@ -98,6 +99,8 @@ export type ClientEvent =
   | { type: "friend"; friend: FriendInfo }
   | { type: "presence"; presence: PresenceInfo }
   | { type: "report"; report: ReportNotice }
+  /** The user's notification settings changed (on this device or another). */
+  | { type: "notifications"; notifications: NotificationSettings }
   /** Authenticated, and every joined room re-joined. */
   | { type: "connected"; user_id: UserId; session_id: SessionId }
   /** The connection dropped; the client reconnects by itself. */
@@ -785,6 +788,26 @@ export class PalaverClient {
   /** Changes the user's profile: absent fields are kept, empty strings clear. */
   userUpdate(changes: Rest<"user.update">): Promise<Replies["user.update"]> {
     return this.#op({ op: "user.update", ...changes });
+  }
+
+  /** The user's notification settings (the same on every device). */
+  notifications(): Promise<Replies["notifications.get"]> {
+    return this.#op({ op: "notifications.get" });
+  }
+
+  /** Changes the level of rooms without their own and the keywords that count as
+   * mentions; absent fields are kept. */
+  setNotifications(changes: Rest<"notifications.set">): Promise<Replies["notifications.set"]> {
+    return this.#op({ op: "notifications.set", ...changes });
+  }
+
+  /** Replaces one room's setting (its level, a mute and when it ends); with only the
+   * room, it follows the account's settings again. */
+  setRoomNotifications(
+    room: RoomId,
+    setting: Rest<"notifications.room", "room"> = {},
+  ): Promise<Replies["notifications.room"]> {
+    return this.#op({ op: "notifications.room", room, ...setting });
   }
 
   /** Users whose username starts with `prefix`. */

@@ -619,17 +619,41 @@ user: UserId,
 /**
  * Only this device.
  */
-device_id?: string | null, };
+device_id?: string | null, } | { "op": "notifications.get", } | { "op": "notifications.set", 
+/**
+ * The level of rooms without their own.
+ */
+level?: NotifyLevel | null, 
+/**
+ * Replaces the keyword list (at most 50 words of 1..=64 characters).
+ */
+keywords?: Array<string> | null, } | { "op": "notifications.room", 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * The room's level; absent: the account's.
+ */
+level?: NotifyLevel | null, 
+/**
+ * Mute the room.
+ */
+muted?: boolean, 
+/**
+ * When the mute ends (ms since the Unix epoch); absent: when it is lifted.
+ */
+muted_until?: number | null, };
 /**
  * Events the server pushes.
  */
-export type Event = { "ev": "message" } & Message | { "ev": "typing" } & Typing | { "ev": "receipt" } & Receipt | { "ev": "reaction" } & Reaction | { "ev": "edit" } & Edit | { "ev": "delete" } & Delete | { "ev": "thread" } & ThreadEvent | { "ev": "member" } & MemberEvent | { "ev": "invite" } & InviteInfo | { "ev": "friend" } & FriendInfo | { "ev": "presence" } & PresenceInfo | { "ev": "report" } & ReportNotice;
+export type Event = { "ev": "message" } & Message | { "ev": "typing" } & Typing | { "ev": "receipt" } & Receipt | { "ev": "reaction" } & Reaction | { "ev": "edit" } & Edit | { "ev": "delete" } & Delete | { "ev": "thread" } & ThreadEvent | { "ev": "member" } & MemberEvent | { "ev": "invite" } & InviteInfo | { "ev": "friend" } & FriendInfo | { "ev": "presence" } & PresenceInfo | { "ev": "report" } & ReportNotice | { "ev": "notifications" } & NotificationsOk;
 /**
  * The payload of a successful reply; its shape depends on the op. In JSON it is the
  * bare object (no tag): clients know which op they asked. Decoding tries the variants
  * in order, most specific first, and tolerates fields added by later versions.
  */
-export type OkBody = RoomDetailsOk | JoinOk | RoomOk | SendOk | ThreadHistoryOk | HistoryOk | AuthOk | ReceiptOk | ReactionOk | EditsOk | PinsOk | ThreadsOk | ThreadReadOk | ReceiptListOk | EditOk | RoomListOk | SyncOk | MembersOk | InvitesOk | ProfileOk | UsersOk | FriendOk | FriendsOk | BlockedOk | PresenceListOk | KeysUploadOk | DevicesOk | ClaimedOk | SearchOk | Empty;
+export type OkBody = RoomDetailsOk | JoinOk | RoomOk | SendOk | ThreadHistoryOk | HistoryOk | AuthOk | ReceiptOk | ReactionOk | EditsOk | PinsOk | ThreadsOk | ThreadReadOk | ReceiptListOk | EditOk | RoomListOk | SyncOk | MembersOk | InvitesOk | ProfileOk | UsersOk | FriendOk | FriendsOk | BlockedOk | PresenceListOk | KeysUploadOk | DevicesOk | ClaimedOk | SearchOk | NotificationsOk | Empty;
 /**
  * The body of a failed reply: `{"code","message","retry_after_ms"?}`.
  */
@@ -1426,6 +1450,55 @@ thread?: number | null, };
  */
 export type SearchOrder = "relevance" | "newest";
 /**
+ * Answer to `notifications.get`, `notifications.set` and `notifications.room`.
+ */
+export type NotificationsOk = { 
+/**
+ * The settings now.
+ */
+notifications: NotificationSettings, };
+/**
+ * A user's notification settings, the same on every device.
+ */
+export type NotificationSettings = { 
+/**
+ * The level of rooms without their own (direct rooms: `all` unless set).
+ */
+level: NotifyLevel, 
+/**
+ * Words that count as a mention of the user: case-insensitive, whole words, never
+ * matched inside end-to-end encrypted messages.
+ */
+keywords?: Array<string>, 
+/**
+ * Rooms with their own setting, by room id.
+ */
+rooms?: Array<RoomNotifications>, };
+/**
+ * One room's setting, overriding the account's defaults.
+ */
+export type RoomNotifications = { 
+/**
+ * The room.
+ */
+room: RoomId, 
+/**
+ * The room's level; absent: the account's (`level` for rooms, `all` for direct rooms).
+ */
+level?: NotifyLevel | null, 
+/**
+ * Muted: no push, and the room counts no mentions.
+ */
+muted?: boolean, 
+/**
+ * When a mute ends (ms since the Unix epoch); absent: when it is lifted.
+ */
+muted_until?: number | null, };
+/**
+ * Which messages of a room notify the user.
+ */
+export type NotifyLevel = "all" | "mentions" | "none";
+/**
  * `{}`.
  */
 export type Empty = Record<symbol, never>;
@@ -2000,6 +2073,9 @@ export interface Replies {
   "keys.list": DevicesOk,
   "keys.claim": ClaimedOk,
   "search": SearchOk,
+  "notifications.get": NotificationsOk,
+  "notifications.set": NotificationsOk,
+  "notifications.room": NotificationsOk,
 }
 
 /** Every op's answer, by `op`. */

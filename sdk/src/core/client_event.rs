@@ -2,8 +2,8 @@
 //! connection's own events, and its JSON form for bindings (JavaScript, Python).
 
 use palaver_protocol::{
-    Delete, Edit, Event, FriendInfo, InviteInfo, MemberEvent, Message, PresenceInfo, Reaction, Receipt,
-    ReportNotice, RoomId, SessionId, ThreadEvent, Typing, UserId,
+    Delete, Edit, Event, FriendInfo, InviteInfo, MemberEvent, Message, NotificationSettings, PresenceInfo,
+    Reaction, Receipt, ReportNotice, RoomId, SessionId, ThreadEvent, Typing, UserId,
 };
 use serde_json::json;
 
@@ -46,6 +46,8 @@ pub enum ClientEvent {
     Presence(PresenceInfo),
     /// A message was reported in a room the user moderates (or, to an admin, in any room).
     Report(ReportNotice),
+    /// The user's notification settings changed (on this device or another).
+    Notifications(NotificationSettings),
     /// The socket is authenticated and every room is re-joined (rejoins may still be
     /// replaying).
     Connected {
@@ -111,6 +113,7 @@ impl From<Event> for ClientEvent {
             Event::Friend(e) => ClientEvent::Friend(e),
             Event::Presence(e) => ClientEvent::Presence(e),
             Event::Report(e) => ClientEvent::Report(e),
+            Event::Notifications(e) => ClientEvent::Notifications(e.notifications),
         }
     }
 }
@@ -130,6 +133,7 @@ impl ClientEvent {
         "friend",
         "presence",
         "report",
+        "notifications",
         "connected",
         "disconnected",
         "tokens",
@@ -156,6 +160,7 @@ impl ClientEvent {
             ClientEvent::Friend(_) => "friend",
             ClientEvent::Presence(_) => "presence",
             ClientEvent::Report(_) => "report",
+            ClientEvent::Notifications(_) => "notifications",
             ClientEvent::Connected { .. } => "connected",
             ClientEvent::Disconnected { .. } => "disconnected",
             ClientEvent::Tokens(_) => "tokens",
@@ -187,6 +192,7 @@ impl ClientEvent {
             ClientEvent::Friend(e) => body(json!(e)),
             ClientEvent::Presence(e) => body(json!(e)),
             ClientEvent::Report(e) => body(json!(e)),
+            ClientEvent::Notifications(e) => body(json!(e)),
             ClientEvent::Tokens(tokens) => body(json!(tokens)),
             ClientEvent::Connected { user_id, session_id } => {
                 json!({ "type": kind, "user_id": user_id, "session_id": session_id })

@@ -977,7 +977,11 @@ impl ClientCore {
             Event::Delete(e) => Some(e.room.clone()),
             Event::Thread(e) => Some(e.room.clone()),
             Event::Member(e) => Some(e.room.clone()),
-            Event::Invite(_) | Event::Friend(_) | Event::Presence(_) | Event::Report(_) => None,
+            Event::Invite(_)
+            | Event::Friend(_)
+            | Event::Presence(_)
+            | Event::Report(_)
+            | Event::Notifications(_) => None,
         };
         if room.as_ref().is_some_and(|room| !self.rooms.contains_key(room)) {
             return;

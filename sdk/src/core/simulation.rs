@@ -748,6 +748,7 @@ fn protocol_event_name(event: &Event) -> &'static str {
         Event::Friend(_) => "friend",
         Event::Presence(_) => "presence",
         Event::Report(_) => "report",
+        Event::Notifications(_) => "notifications",
     }
 }
 
@@ -765,6 +766,7 @@ const SERVER_EVENTS: &[&str] = &[
     r#"{"ev":"friend","user":"u_other","username":"other","state":"incoming","since":1764000000000}"#,
     r#"{"ev":"presence","user":"u_other","status":"away"}"#,
     r#"{"ev":"report","report_id":"rp_01","room":"r_general","seq":1,"reporter":"u_other","reason":"spam","at":1764000000000}"#,
+    r#"{"ev":"notifications","notifications":{"level":"mentions","keywords":["deploy"],"rooms":[{"room":"r_general","muted":true}]}}"#,
 ];
 
 #[test]

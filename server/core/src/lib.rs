@@ -13,6 +13,7 @@
 //! - [`room_export`]: who may export a room's history.
 //! - [`reports`]: members reporting messages to the room's moderators and the admins.
 //! - [`PresenceBook`]: who is online, away or offline, announced coalesced.
+//! - [`notifications`]: which messages notify a user and count as their mentions.
 //! - [`keys`]: the end-to-end encryption key directory's rules.
 //! - [`shard_for`]: which shard owns a room.
 //! - [`log_fence`]: in a cluster, which node may append a room's records to the shared
@@ -30,6 +31,7 @@ pub mod log_trim;
 pub mod logins;
 mod membership;
 pub mod memory;
+pub mod notifications;
 pub mod outbound;
 pub mod owner;
 pub mod people;

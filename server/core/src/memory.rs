@@ -8,8 +8,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use palaver_protocol::{
-    ClientMsgId, FriendState, Message, PresenceStatus, ReactionSummary, RoomId, ThreadSummary, UserId,
-    Username,
+    ClientMsgId, FriendState, Message, NotificationSettings, PresenceStatus, ReactionSummary, RoomId,
+    ThreadSummary, UserId, Username,
 };
 
 use crate::owner::{Found, LookupError, Lookups, StoredRoom};
@@ -53,6 +53,7 @@ pub struct MemoryStore {
     rooms: BTreeMap<RoomId, StoredRoomState>,
     users: BTreeMap<UserId, UserRecord>,
     profiles: BTreeMap<UserId, ProfileRecord>,
+    notifications: BTreeMap<UserId, NotificationSettings>,
     friends: BTreeMap<(UserId, UserId), (FriendState, u64)>,
     blocks: BTreeSet<(UserId, UserId)>,
     last_seen: BTreeMap<UserId, u64>,
@@ -207,6 +208,7 @@ impl MemoryStore {
             Write::DeleteAccount { user, .. } => {
                 self.users.remove(user);
                 self.profiles.remove(user);
+                self.notifications.remove(user);
                 self.last_seen.remove(user);
                 self.friends.retain(|(a, b), _| a != user && b != user);
                 self.blocks.retain(|(a, _)| a != user);
@@ -239,6 +241,9 @@ impl MemoryStore {
             }
             Write::PutProfile { user, profile } => {
                 self.profiles.insert(user.clone(), profile.clone());
+            }
+            Write::PutNotifications { user, settings } => {
+                self.notifications.insert(user.clone(), settings.clone());
             }
             Write::PutFriend { user, other, state, since } => {
                 self.friends.insert((user.clone(), other.clone()), (*state, *since));
@@ -563,6 +568,11 @@ impl PeopleLookups for MemoryStore {
     fn profile(&self, user: &UserId) -> Found<ProfileRecord> {
         self.check()?;
         Ok(self.profiles.get(user).cloned().unwrap_or_default())
+    }
+
+    fn notifications(&self, user: &UserId) -> Found<NotificationSettings> {
+        self.check()?;
+        Ok(self.notifications.get(user).cloned().unwrap_or_default())
     }
 
     fn last_seen(&self, user: &UserId) -> Found<Option<u64>> {

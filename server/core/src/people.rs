@@ -19,8 +19,9 @@ mod tests;
 use std::collections::{BTreeMap, HashMap};
 
 use palaver_protocol::{
-    ClaimedKey, ClaimedOk, Empty, Event, FriendInfo, FriendOk, FriendState, KeysUploadOk, OkBody, OneTimeKey,
-    PresenceChoice, PresenceInfo, Profile, ProfileOk, ReplyBody, UserId, limits,
+    ClaimedKey, ClaimedOk, Empty, Event, FriendInfo, FriendOk, FriendState, KeysUploadOk,
+    NotificationSettings, NotificationsOk, OkBody, OneTimeKey, PresenceChoice, PresenceInfo, Profile,
+    ProfileOk, ReplyBody, UserId, limits,
 };
 
 use crate::error::{CoreError, Throttled};
@@ -44,6 +45,8 @@ pub trait PeopleLookups {
     fn block_count(&self, user: &UserId) -> Found<usize>;
     /// A user's stored profile.
     fn profile(&self, user: &UserId) -> Found<ProfileRecord>;
+    /// A user's stored notification settings.
+    fn notifications(&self, user: &UserId) -> Found<NotificationSettings>;
     /// When a user was last seen, as stored.
     fn last_seen(&self, user: &UserId) -> Found<Option<u64>>;
     /// A device's published keys.
@@ -78,6 +81,8 @@ pub enum PendingKey {
     Block(UserId, UserId),
     /// A user's profile.
     Profile(UserId),
+    /// A user's notification settings.
+    Notifications(UserId),
     /// A device's published keys (user, device).
     Device(UserId, String),
     /// A one-time prekey handed out and not yet durably removed (user, device, key id).
@@ -90,6 +95,7 @@ enum PendingValue {
     Friend(Option<(FriendState, u64)>),
     Block(bool),
     Profile(ProfileRecord),
+    Notifications(NotificationSettings),
     Device(String, Option<String>),
     Claimed,
 }
@@ -228,6 +234,10 @@ fn no(e: CoreError) -> ReplyBody {
 
 fn empty() -> ReplyBody {
     ReplyBody::Ok(OkBody::Empty(Empty {}))
+}
+
+fn notifications_body(settings: NotificationSettings) -> ReplyBody {
+    ReplyBody::Ok(OkBody::Notifications(NotificationsOk { notifications: settings }))
 }
 
 fn friend_key(a: &UserId, b: &UserId) -> PendingKey {
@@ -457,6 +467,17 @@ impl PeopleHome {
                 let fields = ProfileFields { display_name, avatar, status_text, share_read_receipts };
                 self.update_profile(me, fields, lookups)
             }
+            PeopleOp::GetNotifications => {
+                self.notifications(me, lookups).map(|settings| Decision::Answer(notifications_body(settings)))
+            }
+            PeopleOp::SetNotifications { level, keywords } => {
+                self.set_notifications(me, lookups, |settings| {
+                    crate::notifications::apply_account(settings, level, keywords)
+                })
+            }
+            PeopleOp::SetRoomNotifications(setting) => self.set_notifications(me, lookups, |settings| {
+                crate::notifications::apply_room(settings, setting, now_ms)
+            }),
             PeopleOp::Friend { other, op } => self.friend(now_ms, me, other, op, lookups),
             PeopleOp::Block { other, on } => self.block(now_ms, me, other, on, lookups),
             PeopleOp::KeysUpload { device_id, identity_key, signing_key, one_time_keys } => {
@@ -714,6 +735,32 @@ impl PeopleHome {
             body,
             notices: Vec::new(),
             hold: vec![(key, PendingValue::Profile(profile))],
+        })
+    }
+
+    /// `me`'s notification settings, the pending ones first.
+    fn notifications(&self, me: &UserId, lookups: &impl PeopleLookups) -> Step<NotificationSettings> {
+        match self.pending(&PendingKey::Notifications(me.clone())) {
+            Some(PendingValue::Notifications(settings)) => Ok(settings.clone()),
+            _ => found(lookups.notifications(me)),
+        }
+    }
+
+    /// Changes `me`'s notification settings; every socket of theirs hears the result.
+    fn set_notifications(
+        &self,
+        me: &UserId,
+        lookups: &impl PeopleLookups,
+        change: impl FnOnce(NotificationSettings) -> Result<NotificationSettings, CoreError>,
+    ) -> Step<Decision> {
+        let current = self.notifications(me, lookups)?;
+        let settings = change(current).map_err(no)?;
+        let event = Event::Notifications(NotificationsOk { notifications: settings.clone() });
+        Ok(Decision::Commit {
+            writes: vec![Write::PutNotifications { user: me.clone(), settings: settings.clone() }],
+            body: notifications_body(settings.clone()),
+            notices: vec![PeopleNotice { user: me.clone(), event: Some(event), effect: None }],
+            hold: vec![(PendingKey::Notifications(me.clone()), PendingValue::Notifications(settings))],
         })
     }
 

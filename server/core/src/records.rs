@@ -4,7 +4,8 @@
 //! and reads an unknown byte as corruption, never as a default.
 
 use palaver_protocol::{
-    ClientMsgId, FriendState, Message, RoomId, RoomKind, RoomRole, RoomSettings, ThreadSummary, UserId,
+    ClientMsgId, FriendState, Message, NotificationSettings, RoomId, RoomKind, RoomRole, RoomSettings,
+    ThreadSummary, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -324,6 +325,13 @@ pub enum Write {
         /// The fields.
         profile: ProfileRecord,
     },
+    /// Replace a user's notification settings.
+    PutNotifications {
+        /// The user.
+        user: UserId,
+        /// The settings.
+        settings: NotificationSettings,
+    },
     /// Set one side of a friendship (callers write both sides in one batch).
     PutFriend {
         /// Whose view.
@@ -543,6 +551,7 @@ impl Write {
             | Write::TrimHistory { room, .. } => Some(room),
             Write::PutOutbound(delivery) => delivery.room.as_ref(),
             Write::PutProfile { .. }
+            | Write::PutNotifications { .. }
             | Write::PutFriend { .. }
             | Write::RemoveFriend { .. }
             | Write::PutBlock { .. }

@@ -4,7 +4,8 @@
 //! exhaustive: a new op does not compile until it has a destination.
 
 use palaver_protocol::{
-    ForwardRef, MessageKind, OneTimeKey, Op, PresenceChoice, RoomId, RoomKind, RoomSettingsPatch, UserId,
+    ForwardRef, MessageKind, NotifyLevel, OneTimeKey, Op, PresenceChoice, RoomId, RoomKind,
+    RoomNotifications, RoomSettingsPatch, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +82,17 @@ pub enum PeopleOp {
     },
     /// Choose online, away or invisible.
     SetPresence(PresenceChoice),
+    /// Read the caller's notification settings.
+    GetNotifications,
+    /// Change the caller's account-wide notification settings.
+    SetNotifications {
+        /// The level of rooms without their own.
+        level: Option<NotifyLevel>,
+        /// The new keyword list.
+        keywords: Option<Vec<String>>,
+    },
+    /// Replace one room's notification setting.
+    SetRoomNotifications(RoomNotifications),
     /// Publish the caller's device keys.
     KeysUpload {
         /// The device.
@@ -226,6 +238,14 @@ pub fn route(op: Op) -> Route {
         Op::UserUpdate { display_name, avatar, status_text, share_read_receipts } => Route::People(
             Home::Caller,
             PeopleOp::UpdateProfile { display_name, avatar, status_text, share_read_receipts },
+        ),
+        Op::NotificationsGet {} => Route::People(Home::Caller, PeopleOp::GetNotifications),
+        Op::NotificationsSet { level, keywords } => {
+            Route::People(Home::Caller, PeopleOp::SetNotifications { level, keywords })
+        }
+        Op::NotificationsRoom { room, level, muted, muted_until } => Route::People(
+            Home::Caller,
+            PeopleOp::SetRoomNotifications(RoomNotifications { room, level, muted, muted_until }),
         ),
         Op::PresenceSet { status } => Route::People(Home::Caller, PeopleOp::SetPresence(status)),
         Op::KeysUpload { device_id, identity_key, signing_key, one_time_keys } => Route::People(

@@ -308,6 +308,13 @@ fn rules_of(op: &Op) -> Rules {
             accepted: &["a_chosen_presence_is_published_at_once_without_a_write"],
             why: "the choice is a closed enum checked when the frame is decoded, and nothing is written",
         },
+        Op::NotificationsGet {} | Op::NotificationsSet { .. } | Op::NotificationsRoom { .. } => machine(
+            &["notification_settings_are_stored_told_to_every_device_and_refused_when_bad"],
+            &[
+                "notification_settings_are_stored_told_to_every_device_and_refused_when_bad",
+                "bad_settings_are_refused",
+            ],
+        ),
         Op::KeysUpload { .. } | Op::KeysClaim { .. } => machine(
             &["one_time_keys_are_handed_out_once_even_while_their_removal_is_in_flight", ROUTED_TO_WRITERS],
             &["one_time_keys_are_handed_out_once_even_while_their_removal_is_in_flight"],
@@ -377,6 +384,9 @@ const SAMPLES: &[&str] = &[
     r#"{"op":"keys.list","user":"u_b"}"#,
     r#"{"op":"search","query":"q"}"#,
     r#"{"op":"keys.claim","user":"u_b"}"#,
+    r#"{"op":"notifications.get"}"#,
+    r#"{"op":"notifications.set","level":"all"}"#,
+    r#"{"op":"notifications.room","room":"r_a","muted":true}"#,
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -4,11 +4,12 @@
 
 use std::rc::Rc;
 
+use palaver_core::notifications::silenced;
 use palaver_protocol::paging::{PageBuilder, PageSize, decode_cursor, encode_cursor, sizes};
 use palaver_protocol::{
     BlockedOk, DeviceKeys, DevicesOk, Empty, ErrorBody, ErrorCode, FriendInfo, FriendState, FriendsOk,
-    InviteInfo, InvitesOk, OkBody, Op, PresenceListOk, ProfileOk, ReplyBody, RoomId, RoomInfo, RoomListOk,
-    RoomSummary, SearchHit, SearchOk, SearchOrder, SyncOk, UserId, UsersOk, limits,
+    InviteInfo, InvitesOk, OkBody, Op, PresenceListOk, ProfileOk, ReplyBody, RoomId, RoomInfo, RoomKind,
+    RoomListOk, RoomSummary, SearchHit, SearchOk, SearchOrder, SyncOk, UserId, UsersOk, limits,
 };
 use palaver_storage::StorageError;
 
@@ -351,13 +352,17 @@ fn presence_subscribe(
 /// is `last_seq - read` (counted from the history floor when retention removed older
 /// messages) less the thread replies after it that were kept in their thread (an index of
 /// those alone is counted), computed from the watermarks, never by scanning messages.
+/// Mentions count 0 in rooms the user's notification settings silence.
 pub fn sync(shard: &Shard, user: &UserId, limit: Option<u32>, cursor: Option<String>) -> ReplyBody {
     let (limit, after) = match page_of("sync", sizes::SYNC, limit, cursor, |k| RoomId::parse(k).ok()) {
         Ok(page) => page,
         Err(refusal) => return refusal,
     };
     let store = &shard.shared.store;
+    let now_ms = crate::clock::now_ms();
     let summarize = || -> Result<ReplyBody, StorageError> {
+        // A muted room, or one at level `none`, counts no mentions.
+        let notifications = store.notifications(user)?;
         let mut page = PageBuilder::new("sync", limit);
         let scanned = store.user_rooms_after(user, after.as_ref(), limit + 1)?;
         let more = scanned.len() > limit;
@@ -371,7 +376,12 @@ pub fn sync(shard: &Shard, user: &UserId, limit: Option<u32>, cursor: Option<Str
                     let floor = store.history_floor(&room_id)?;
                     let last_seq = last_message.as_ref().map_or(floor - 1, |m| m.seq);
                     let (delivered, read) = store.receipt(&room_id, user)?;
-                    let mentions = store.mention_count(user, &room_id, read)?;
+                    let direct = record.kind == RoomKind::Direct;
+                    let mentions = if silenced(&notifications, &room_id, direct, now_ms) {
+                        0
+                    } else {
+                        store.mention_count(user, &room_id, read)?
+                    };
                     let counted_from = read.max(floor - 1);
                     let unread = match last_seq.saturating_sub(counted_from) {
                         0 => 0,

@@ -19,7 +19,9 @@ use palaver_core::people::{
     PresenceAnnouncement,
 };
 pub use palaver_core::people::{own_profile, public_profile};
-use palaver_protocol::{Event, FriendState, PresenceInfo, PresenceStatus, ServerFrame, UserId};
+use palaver_protocol::{
+    Event, FriendState, NotificationSettings, PresenceInfo, PresenceStatus, ServerFrame, UserId,
+};
 use palaver_storage::{DeviceRecord, ProfileRecord, StorageError};
 use rustc_hash::FxHashMap;
 
@@ -223,6 +225,9 @@ impl PeopleLookups for HomeLookups<'_> {
     }
     fn profile(&self, user: &UserId) -> Found<ProfileRecord> {
         found(self.0.shared.store.profile(user))
+    }
+    fn notifications(&self, user: &UserId) -> Found<NotificationSettings> {
+        found(self.0.shared.store.notifications(user))
     }
     fn last_seen(&self, user: &UserId) -> Found<Option<u64>> {
         found(self.0.shared.store.last_seen(user))

@@ -13,6 +13,7 @@ from .types import (
     FileRef,
     Joined,
     Message,
+    NotificationSettings,
     PalaverError,
     PresenceInfo,
     Profile,
@@ -394,6 +395,26 @@ class Client:
         body = await self.request("user.update", display_name=display_name, avatar=avatar, status_text=status_text,
                                   share_read_receipts=share_read_receipts)
         return _build(Profile, body["profile"])
+
+    async def notifications(self) -> NotificationSettings:
+        """The user's notification settings (the same on every device)."""
+        return _build(NotificationSettings, (await self.request("notifications.get"))["notifications"])
+
+    async def set_notifications(self, *, level: Optional[str] = None,
+                                keywords: Optional[list[str]] = None) -> NotificationSettings:
+        """Changes the level of rooms without their own (`all`, `mentions`, `none`) and
+        the keywords that count as mentions; `None` keeps either."""
+        body = await self.request("notifications.set", level=level, keywords=keywords)
+        return _build(NotificationSettings, body["notifications"])
+
+    async def set_room_notifications(self, room: str, *, level: Optional[str] = None, muted: bool = False,
+                                     muted_until: Optional[int] = None) -> NotificationSettings:
+        """Replaces one room's setting: its level (`None`: the account's) and a mute
+        (`muted_until` in ms since the Unix epoch; `None`: until lifted). With only
+        `room`, the room follows the account's settings again."""
+        body = await self.request("notifications.room", room=room, level=level, muted=muted,
+                                  muted_until=muted_until)
+        return _build(NotificationSettings, body["notifications"])
 
     async def friend_request(self, user: str) -> None:
         """Asks a user to be friends (accepted at once if they already asked)."""

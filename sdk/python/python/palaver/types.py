@@ -391,6 +391,30 @@ class Report:
 
 
 @dataclass(frozen=True)
+class RoomNotifications:
+    """One room's own notification setting: its level (`None`: the account's) and a mute
+    (`muted_until`: when it ends, ms since the Unix epoch; `None`: until lifted)."""
+
+    room: str
+    level: Optional[str] = None
+    muted: bool = False
+    muted_until: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    """The user's notification settings, the same on every device: the level of rooms
+    without their own (`all`, `mentions`, `none`), keywords that count as mentions, and
+    rooms with their own setting. Also the event sent when they change."""
+
+    level: str = "mentions"
+    keywords: list[str] = field(default_factory=list)
+    rooms: list[RoomNotifications] = field(default_factory=list)
+
+    _NESTED: ClassVar[dict] = {"rooms": _each(RoomNotifications)}
+
+
+@dataclass(frozen=True)
 class Connected:
     """The socket is authenticated and every room re-joined."""
 
@@ -477,6 +501,7 @@ _EVENTS: dict[str, Callable[[dict], Any]] = {
     "friend": lambda e: _build(Friend, e["friend"]),
     "presence": lambda e: _build(Presence, e["presence"]),
     "report": lambda e: _build(Report, e["report"]),
+    "notifications": lambda e: _build(NotificationSettings, e["notifications"]),
     "connected": lambda e: Connected(e["user_id"], e["session_id"]),
     "disconnected": lambda e: Disconnected(e["reason"], e["retry_in_ms"]),
     "tokens": lambda e: TokensChanged(_build(Tokens, e["tokens"])),
@@ -489,7 +514,7 @@ _EVENTS: dict[str, Callable[[dict], Any]] = {
 #: Every event class.
 Event = (
     Message | Typing | Receipt | Reaction | Edit | Delete | Thread | Member | Invite | Friend | Presence
-    | Report
+    | Report | NotificationSettings
     | Connected | Disconnected | TokensChanged | RoomReset | RoomLost | Lagged | Closed | UnknownEvent
 )
 

@@ -230,6 +230,44 @@ fn a_profile_is_stored_as_sent_or_refused_and_the_next_update_sees_the_pending_o
 }
 
 #[test]
+fn notification_settings_are_stored_told_to_every_device_and_refused_when_bad() {
+    use palaver_protocol::{NotifyLevel, RoomId, RoomNotifications};
+    let mut h = Harness::new(&["ann"]);
+    let keywords = PeopleOp::SetNotifications { level: None, keywords: Some(vec!["deploy".into()]) };
+    let first = h.ask("ann", keywords);
+    let room = RoomId::parse("r_a").unwrap();
+    let muted = RoomNotifications { room: room.clone(), level: None, muted: true, muted_until: Some(5_000) };
+    // Before the first is durable, the second builds on it.
+    let second = h.ask("ann", PeopleOp::SetRoomNotifications(muted.clone()));
+    h.settle();
+    assert!(matches!(h.answer(first), Some(ReplyBody::Ok(OkBody::Notifications(_)))));
+    let now = match h.answer(second) {
+        Some(ReplyBody::Ok(OkBody::Notifications(now))) => now.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(now.notifications.keywords, vec!["deploy".to_string()]);
+    assert_eq!(now.notifications.rooms, vec![muted]);
+    let told: Vec<_> = h.fx.notices.iter().filter(|n| n.user == user("ann")).collect();
+    assert_eq!(told.len(), 2, "each change goes to every socket of the user");
+    assert_eq!(told[1].event, Some(Event::Notifications(now.clone())));
+    let read = h.ask("ann", PeopleOp::GetNotifications);
+    assert!(matches!(h.answer(read), Some(ReplyBody::Ok(OkBody::Notifications(n))) if *n == now));
+    assert_eq!(PeopleLookups::notifications(&h.world, &user("ann")).unwrap(), now.notifications);
+    let level = h.ask("ann", PeopleOp::SetNotifications { level: Some(NotifyLevel::All), keywords: None });
+    h.settle();
+    let Some(ReplyBody::Ok(OkBody::Notifications(all))) = h.answer(level) else { panic!() };
+    assert_eq!((all.notifications.level, all.notifications.keywords.len()), (NotifyLevel::All, 1));
+
+    let bad_keywords = PeopleOp::SetNotifications { level: None, keywords: Some(vec![String::new()]) };
+    let refused = h.ask("ann", bad_keywords);
+    assert_eq!(h.code(refused), Some(ErrorCode::Invalid));
+    let past = RoomNotifications { room, level: None, muted: true, muted_until: Some(10) };
+    let refused = h.ask("ann", PeopleOp::SetRoomNotifications(past));
+    assert_eq!(h.code(refused), Some(ErrorCode::Invalid));
+    assert!(h.fx.commits.is_empty(), "a refusal writes nothing");
+}
+
+#[test]
 fn presence_is_published_announced_to_followers_and_last_seen_stored() {
     let mut h = Harness::new(&["ann"]);
     let ann = user("ann");
