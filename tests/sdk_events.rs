@@ -222,3 +222,37 @@ async fn connect_waits_for_a_server_that_is_not_up_yet_unless_told_not_to() {
     let err = Client::connect(&url, Credentials::register("alice", PASSWORD)).await.unwrap_err();
     assert_eq!(err.code(), Some(palaver_protocol::ErrorCode::Conflict));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notification_settings_set_on_one_device_reach_the_other() {
+    use palaver_protocol::{NotifyLevel, RoomNotifications};
+    let server = Server::start(&["--shards", "2"]);
+    let url = server.url("");
+    let phone = Client::connect(&url, Credentials::register("alice", PASSWORD)).await.unwrap();
+    let laptop = Client::connect(&url, Credentials::password("alice", PASSWORD)).await.unwrap();
+    let mut laptop_events = laptop.events();
+    let room = phone.create_room("ops", RoomKind::Public).await.unwrap().room_id;
+
+    let set = phone.set_notifications(Some(NotifyLevel::None), Some(vec!["deploy".into()])).await.unwrap();
+    assert_eq!(set.level, NotifyLevel::None);
+    let seen = wait_for("the settings", &mut laptop_events, |e| match e {
+        ClientEvent::Notifications(s) => Some(s),
+        _ => None,
+    })
+    .await;
+    assert_eq!(seen, set);
+    let muted = RoomNotifications {
+        room: room.clone(),
+        level: Some(NotifyLevel::All),
+        muted: true,
+        muted_until: None,
+    };
+    let now = laptop.set_room_notifications(muted.clone()).await.unwrap();
+    assert_eq!(now.rooms, vec![muted]);
+    assert_eq!(phone.notifications().await.unwrap(), now);
+    let refused = phone.set_notifications(None, Some(vec![String::new()])).await.unwrap_err();
+    assert!(
+        matches!(refused, Error::Server { code: palaver_protocol::ErrorCode::Invalid, .. }),
+        "{refused:?}"
+    );
+}

@@ -127,6 +127,20 @@ async def chat_and_everything_else():
     except PalaverError as error:
         assert error.code == "invalid"
 
+    # Notification settings: the same on every device, typed.
+    settings = await alice.set_notifications(level="all", keywords=["release"])
+    assert (settings.level, settings.keywords) == ("all", ["release"])
+    changed = await next_of(alice_events, palaver.NotificationSettings)
+    assert changed == settings
+    muted = await alice.set_room_notifications(room.room_id, level="none", muted=True)
+    assert muted.rooms == [palaver.RoomNotifications(room.room_id, "none", True, None)]
+    assert await alice.notifications() == muted
+    try:
+        await alice.set_notifications(keywords=[""])
+        raise AssertionError("an empty keyword was accepted")
+    except PalaverError as error:
+        assert error.code == "invalid"
+
     # People: display names, presence follows, invitations, friends.
     profile = await bob.user_update(display_name="Bobby")
     assert profile.shown_name == "Bobby"

@@ -80,7 +80,9 @@ pub fn has_keyword(text: &str, keyword: &str) -> bool {
         // character ("c++" may be followed by a letter).
         let starts_word = keyword.chars().next().is_some_and(is_word);
         let ends_word = keyword.chars().next_back().is_some_and(is_word);
-        !(starts_word && before.is_some_and(is_word)) && !(ends_word && after.is_some_and(is_word))
+        let glued_before = starts_word && before.is_some_and(is_word);
+        let glued_after = ends_word && after.is_some_and(is_word);
+        !glued_before && !glued_after
     })
 }
 
