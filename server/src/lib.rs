@@ -46,6 +46,7 @@ pub mod server;
 mod shard;
 mod shared;
 mod spam_limits;
+pub mod web_push;
 pub mod webhooks;
 pub mod ws;
 

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     // Leaves: time, ids, settings, measurements and the resources shared by every layer.
     &["clock", "ids", "metrics", "descriptors", "blocking", "spam_limits", "config", "data_dir"],
-    // Accounts, files and webhook signing, below everything that serves a request.
-    &["auth", "files", "webhooks"],
+    // Accounts, files, webhook signing and Web Push encryption, below everything that serves a request.
+    &["auth", "files", "webhooks", "web_push"],
     // Bytes on a socket: WebSocket framing and a connection's outbound plumbing.
     &["ws"],
     &["io"],
