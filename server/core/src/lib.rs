@@ -14,6 +14,7 @@
 //! - [`reports`]: members reporting messages to the room's moderators and the admins.
 //! - [`PresenceBook`]: who is online, away or offline, announced coalesced.
 //! - [`notifications`]: which messages notify a user and count as their mentions.
+//! - [`push`]: whom a message is pushed to while offline, and what the push says.
 //! - [`keys`]: the end-to-end encryption key directory's rules.
 //! - [`shard_for`]: which shard owns a room.
 //! - [`log_fence`]: in a cluster, which node may append a room's records to the shared
@@ -36,6 +37,7 @@ pub mod outbound;
 pub mod owner;
 pub mod people;
 mod presence;
+pub mod push;
 mod rate;
 pub mod records;
 pub mod replica_check;
