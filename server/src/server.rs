@@ -21,6 +21,7 @@ use crate::mesh::{Mesh, ShardMsg, Ticket};
 use crate::metrics::Metrics;
 use crate::shard::{self, Shard};
 use crate::shared::Shared;
+use crate::web_push::vapid::VapidKey;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let data_dir = config.data_dir.clone();
     crate::data_dir::prepare(&data_dir)?;
     let secret = jwt_secret(&config, &data_dir)?;
+    let vapid = vapid_key(&config, &data_dir)?;
     let descriptors = DescriptorBudget::from_limit(crate::descriptors::raise_soft_limit(), config.shards);
     if descriptors.is_cramped() {
         tracing::warn!(
@@ -187,6 +189,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         lanes,
         cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
         webhooks,
+        vapid,
     });
 
     let mut signals = signal_hook::iterator::Signals::new([
@@ -458,6 +461,29 @@ fn jwt_secret(config: &Config, data_dir: &Path) -> Result<Vec<u8>, StartError> {
             Ok(secret.into_bytes())
         }
     }
+}
+
+/// The VAPID key: the operator's file, or one generated once into the data directory —
+/// except on a cluster node, where every node must sign with the same key, so push is
+/// off without the operator's file.
+fn vapid_key(config: &Config, data_dir: &Path) -> Result<Option<VapidKey>, StartError> {
+    let (path, create) = match &config.push.vapid_key_file {
+        Some(path) => (path.clone(), false),
+        None if config.cluster.is_some() => {
+            tracing::info!("Web Push is off: a cluster node pushes only with --vapid-key-file");
+            return Ok(None);
+        }
+        None => (data_dir.join("vapid-key"), true),
+    };
+    let io_err = |source| StartError::DataDir { path: path.display().to_string(), source };
+    let key = if create {
+        VapidKey::load_or_create(&path).map_err(io_err)?
+    } else {
+        let text = std::fs::read_to_string(&path).map_err(io_err)?;
+        VapidKey::from_base64url(&text)
+            .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())))?
+    };
+    Ok(Some(key))
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

@@ -52,4 +52,7 @@ pub struct Shared {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Webhook registrations, and the deliveries events call for.
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// The VAPID key Web Push signs with (`None`: push is off, a cluster node without
+    /// `--vapid-key-file`).
+    pub vapid: Option<crate::web_push::vapid::VapidKey>,
 }

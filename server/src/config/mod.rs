@@ -286,6 +286,22 @@ pub struct Settings {
     /// (counted, and shown in the endpoint's failure state).
     #[arg(long, env = "PALAVER_WEBHOOK_QUEUE")]
     pub webhook_queue: Option<usize>,
+    /// Web Push: the VAPID private key (base64url, as `web-push generate-vapid-keys`
+    /// prints it). Without it a server alone generates one into DATA_DIR/vapid-key; a
+    /// cluster node pushes only with it (the same file on every node).
+    #[arg(long, env = "PALAVER_VAPID_KEY_FILE")]
+    pub vapid_key_file: Option<PathBuf>,
+    /// Web Push: the contact push services see in VAPID tokens (`mailto:` or `https:`).
+    #[arg(long, env = "PALAVER_PUSH_SUBJECT")]
+    pub push_subject: Option<String>,
+    /// Web Push: put the start of a message's text in pushes (encrypted to the browser,
+    /// never for end-to-end encrypted rooms). `--push-previews` alone turns it on.
+    #[arg(long, env = "PALAVER_PUSH_PREVIEWS", num_args = 0..=1, default_missing_value = "true")]
+    pub push_previews: Option<bool>,
+    /// Web Push: networks whose push endpoints are accepted although internal, and may be
+    /// `http://` (`10.0.0.0/8,127.0.0.1`): a push service inside the operator's network.
+    #[arg(long, env = "PALAVER_PUSH_ALLOW_NETWORKS", value_delimiter = ',', num_args = 1..)]
+    pub push_allow_networks: Option<Vec<String>>,
     /// Test only: serve a WebSocket echo route at /v1/test/echo (conformance suites).
     #[arg(long, hide = true)]
     #[serde(skip)]
@@ -502,6 +518,10 @@ fn help_defaults() -> Vec<(&'static str, String)> {
         ("webhook_allow", "none: room owners' webhooks reach public addresses only".into()),
         ("webhook_timeout_secs", DEFAULT_WEBHOOK_TIMEOUT_SECS.to_string()),
         ("webhook_queue", DEFAULT_WEBHOOK_QUEUE.to_string()),
+        ("vapid_key_file", "generated once into DATA_DIR/vapid-key (alone; a cluster node needs one)".into()),
+        ("push_subject", d.push.subject.clone()),
+        ("push_previews", "off: pushes carry no message text".into()),
+        ("push_allow_networks", "none: push endpoints are public https:// URLs".into()),
     ]
 }
 
@@ -618,6 +638,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Webhook delivery's settings.
     pub webhooks: WebhookConfig,
+    /// Web Push.
+    pub push: PushConfig,
     /// Test only: serve the WebSocket echo route.
     pub test_echo: bool,
     /// Test only: abort right after storing an account deletion.
@@ -633,6 +655,19 @@ pub struct WebhookConfig {
     pub timeout: std::time::Duration,
     /// Deliveries one endpoint may have waiting on this node.
     pub queue: usize,
+}
+
+/// Web Push's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushConfig {
+    /// The VAPID key's file, when the operator gave one.
+    pub vapid_key_file: Option<PathBuf>,
+    /// The contact named in VAPID tokens.
+    pub subject: String,
+    /// Whether pushes carry a preview of the text.
+    pub previews: bool,
+    /// Networks whose endpoints are accepted although internal (and may be `http://`).
+    pub allow_networks: Vec<palaver_core::webhooks::Network>,
 }
 
 /// Retention's server-wide settings.
@@ -745,8 +780,25 @@ impl Config {
             ),
             queue: cli.webhook_queue.or(file.webhook_queue).unwrap_or(DEFAULT_WEBHOOK_QUEUE).max(1),
         };
+        let mut allow_networks = Vec::new();
+        for text in cli.push_allow_networks.or(file.push_allow_networks).unwrap_or_default() {
+            let network = palaver_core::webhooks::Network::parse(text.trim()).ok_or_else(|| {
+                ConfigError::Invalid(format!("push_allow_networks: {text:?} is not an address or a network"))
+            })?;
+            allow_networks.push(network);
+        }
+        let push = PushConfig {
+            vapid_key_file: cli.vapid_key_file.or(file.vapid_key_file),
+            subject: cli
+                .push_subject
+                .or(file.push_subject)
+                .unwrap_or_else(|| "mailto:postmaster@localhost".into()),
+            previews: cli.push_previews.or(file.push_previews).unwrap_or(false),
+            allow_networks,
+        };
         let config = Config {
             webhooks,
+            push,
             retention,
             test_echo,
             test_crash_after_account_deletion: cli.test_crash_after_account_deletion,
@@ -913,6 +965,11 @@ impl Config {
             if self.jwt_secret.is_none() {
                 return invalid("a cluster needs jwt_secret: the same secret on every node");
             }
+        }
+        if !(self.push.subject.starts_with("mailto:") || self.push.subject.starts_with("https://"))
+            || self.push.subject.len() > 256
+        {
+            return invalid("push_subject must be a mailto: or https:// URL of at most 256 bytes");
         }
         if self.max_text_chars == 0 {
             return invalid("max_text_chars must be at least 1");

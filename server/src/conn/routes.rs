@@ -73,7 +73,9 @@ pub fn methods(path: &str, web_page: bool) -> Option<&'static str> {
         | "/v1/auth/logout-all"
         | "/v1/auth/password"
         | "/v1/files" => Some("POST"),
-        "/healthz" | "/readyz" | "/metrics" | "/v1/replica/digest" | "/v1/ws" => Some("GET"),
+        "/healthz" | "/readyz" | "/metrics" | "/v1/replica/digest" | "/v1/ws" | "/v1/push/vapid-key" => {
+            Some("GET")
+        }
         p if p.starts_with("/v1/files/") => Some("GET"),
         p if p.starts_with("/v1/admin/") => super::admin::methods(p),
         p if p.starts_with("/v1/server/") => super::server_api::methods(p),
@@ -146,6 +148,13 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
                 Response::json(200, &json!({"status": "ok"}))
             }
         }
+        ("GET", "/v1/push/vapid-key") => match &shared.vapid {
+            Some(key) => Response::json(200, &json!({ "public_key": key.public_key_base64url() })),
+            None => Response::error(
+                ErrorCode::NotFound,
+                "Web Push is off on this node: a cluster node pushes only with --vapid-key-file",
+            ),
+        },
         ("GET", "/readyz") => match not_ready(shard) {
             Some(reason) => Response::error(ErrorCode::Unavailable, reason),
             None => Response::json(200, &json!({"status": "ready"})),
@@ -190,7 +199,9 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
             | "/v1/auth/password",
         ) => method_not_allowed("POST"),
         ("GET", "/v1/replica/digest") => replica_digest(&shared, request).await,
-        (_, "/healthz" | "/readyz" | "/metrics" | "/v1/replica/digest") => method_not_allowed("GET"),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/v1/replica/digest" | "/v1/push/vapid-key") => {
+            method_not_allowed("GET")
+        }
         ("GET", "/v1/ws") => {
             Response::error_with_status(426, ErrorCode::Invalid, "this endpoint needs a WebSocket upgrade")
         }
