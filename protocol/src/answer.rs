@@ -136,6 +136,8 @@ pub const ANSWERS: &[(&str, Answer)] = &[
     ("notifications.get", Answer::Notifications),
     ("notifications.set", Answer::Notifications),
     ("notifications.room", Answer::Notifications),
+    ("push.subscribe", Answer::Empty),
+    ("push.unsubscribe", Answer::Empty),
 ];
 
 impl Answer {

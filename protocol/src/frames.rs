@@ -685,6 +685,24 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         muted_until: Option<u64>,
     },
+    /// Register a browser's Web Push subscription (`PushSubscription.toJSON()`), for the
+    /// messages the user's settings say notify while none of their sockets is connected
+    /// (`docs/PROTOCOL.md` §3.5.30). Registering an endpoint again replaces its keys.
+    #[serde(rename = "push.subscribe")]
+    PushSubscribe {
+        /// The push service's URL for the subscription (`https://`).
+        endpoint: String,
+        /// The browser's P-256 public key, base64url.
+        p256dh: String,
+        /// The authentication secret, base64url.
+        auth: String,
+    },
+    /// Forget a push subscription (the browser unsubscribed, or the user signs out there).
+    #[serde(rename = "push.unsubscribe")]
+    PushUnsubscribe {
+        /// The subscription's endpoint.
+        endpoint: String,
+    },
 }
 
 impl Op {
@@ -754,6 +772,8 @@ impl Op {
             Op::NotificationsGet {} => "notifications.get",
             Op::NotificationsSet { .. } => "notifications.set",
             Op::NotificationsRoom { .. } => "notifications.room",
+            Op::PushSubscribe { .. } => "push.subscribe",
+            Op::PushUnsubscribe { .. } => "push.unsubscribe",
         }
     }
 }

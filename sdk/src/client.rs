@@ -1243,6 +1243,19 @@ impl Client {
             .await
     }
 
+    /// Registers this browser's or device's Web Push subscription (its endpoint, and
+    /// its `p256dh` and `auth` keys in base64url): while no socket of the user is
+    /// connected, messages their notification settings select are pushed to it.
+    pub async fn push_subscribe(&self, endpoint: &str, p256dh: &str, auth: &str) -> Result<(), Error> {
+        let op = Op::PushSubscribe { endpoint: endpoint.into(), p256dh: p256dh.into(), auth: auth.into() };
+        self.op(op).await.map(drop)
+    }
+
+    /// Forgets a Web Push subscription.
+    pub async fn push_unsubscribe(&self, endpoint: &str) -> Result<(), Error> {
+        self.op(Op::PushUnsubscribe { endpoint: endpoint.into() }).await.map(drop)
+    }
+
     async fn notifications_op(&self, op: Op, name: &'static str) -> Result<NotificationSettings, Error> {
         match self.op(op).await? {
             OkBody::Notifications(ok) => Ok(ok.notifications),

@@ -304,6 +304,12 @@ pub(crate) fn op_from_json(text: &str) -> Result<Op, Error> {
             muted: f.opt_typed("muted")?.unwrap_or(false),
             muted_until: f.opt_u64("muted_until")?,
         },
+        "push.subscribe" => Op::PushSubscribe {
+            endpoint: f.string("endpoint")?,
+            p256dh: f.string("p256dh")?,
+            auth: f.string("auth")?,
+        },
+        "push.unsubscribe" => Op::PushUnsubscribe { endpoint: f.string("endpoint")? },
         "auth" => return Err(f.invalid("the client authenticates its connections itself")),
         "send" => return Err(f.invalid("sends go through the outbox (send)")),
         other => return Err(Error::Invalid(format!("no op {other:?}"))),
@@ -397,6 +403,8 @@ mod tests {
             r#"{"op":"notifications.set"}"#,
             r#"{"op":"notifications.room","room":"r_1","level":"none","muted":true,"muted_until":9}"#,
             r#"{"op":"notifications.room","room":"r_1"}"#,
+            r#"{"op":"push.subscribe","endpoint":"https://push.example/1","p256dh":"B","auth":"a"}"#,
+            r#"{"op":"push.unsubscribe","endpoint":"https://push.example/1"}"#,
         ]
     }
 

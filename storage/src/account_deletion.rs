@@ -73,6 +73,7 @@ impl Engine {
             &self.user_user_block,
             &self.user_device,
             &self.user_device_otk,
+            &self.user_push_subscription,
             &self.user_room_mention,
             &self.user_login_ended,
         ] {

@@ -106,6 +106,13 @@ impl crate::store::Engine {
             Write::PutNotifications { user, settings } => {
                 batch.insert(&self.user_notifications, user.as_str(), encode_json(settings)?);
             }
+            Write::PutPushSubscription { user, subscription } => {
+                let key = keys::pair(user.as_str(), &subscription.endpoint);
+                batch.insert(&self.user_push_subscription, key, encode_json(subscription)?);
+            }
+            Write::RemovePushSubscription { user, endpoint } => {
+                batch.remove(&self.user_push_subscription, keys::pair(user.as_str(), endpoint));
+            }
             Write::PutFriend { user, other, state, since } => {
                 let mut value = [0u8; 9];
                 value[0] = state.to_byte();

@@ -7,7 +7,7 @@ use crate::error::StorageError;
 use crate::governance::{scan_pairs_after, u64_value, user_id};
 use crate::keys;
 use crate::store::{Store, decode_json};
-use palaver_core::records::{ProfileRecord, UserRecord};
+use palaver_core::records::{ProfileRecord, PushSubscriptionRecord, UserRecord};
 
 impl Store {
     /// A user's profile fields (empty when never set).
@@ -28,6 +28,15 @@ impl Store {
             .map(|v| decode_json("user_notifications", &v))
             .transpose()?
             .unwrap_or_default())
+    }
+
+    /// A user's push subscriptions, by endpoint.
+    pub fn push_subscriptions(&self, user: &UserId) -> Result<Vec<PushSubscriptionRecord>, StorageError> {
+        let e = self.engine()?;
+        crate::governance::scan_pairs(&e.user_push_subscription, "user_push_subscription", user.as_str())?
+            .into_iter()
+            .map(|(_, value)| decode_json("user_push_subscription", &value))
+            .collect()
     }
 
     /// Accounts whose username starts with `prefix` (lower case), by username.

@@ -197,6 +197,8 @@ pub(crate) struct Engine {
     pub(crate) user_profile: Keyspace,
     /// `user` → the user's notification settings (JSON; absent: the defaults).
     pub(crate) user_notifications: Keyspace,
+    /// `user ++ 0 ++ endpoint` → a push subscription (JSON).
+    pub(crate) user_push_subscription: Keyspace,
     pub(crate) user_user_friend: Keyspace,
     pub(crate) user_user_block: Keyspace,
     pub(crate) user_last_seen: Keyspace,
@@ -264,6 +266,7 @@ impl Engine {
             user_profile: open("user_profile")?,
             // Added within format 2: absent means the default settings.
             user_notifications: open("user_notifications")?,
+            user_push_subscription: open("user_push_subscription")?,
             user_user_friend: open("user_user_friend")?,
             user_user_block: open("user_user_block")?,
             user_last_seen: open("user_last_seen")?,

@@ -810,6 +810,21 @@ export class PalaverClient {
     return this.#op({ op: "notifications.room", room, ...setting });
   }
 
+  /** Registers a Web Push subscription (`PushSubscription.toJSON()`): while none of
+   * the user's sockets is connected, messages their settings select are pushed to it. */
+  pushSubscribe(subscription: {
+    endpoint: string;
+    keys: { p256dh: string; auth: string };
+  }): Promise<Replies["push.subscribe"]> {
+    const { endpoint, keys } = subscription;
+    return this.#op({ op: "push.subscribe", endpoint, p256dh: keys.p256dh, auth: keys.auth });
+  }
+
+  /** Forgets a Web Push subscription. */
+  pushUnsubscribe(endpoint: string): Promise<Replies["push.unsubscribe"]> {
+    return this.#op({ op: "push.unsubscribe", endpoint });
+  }
+
   /** Users whose username starts with `prefix`. */
   userSearch(prefix: string, limit?: number): Promise<Replies["user.search"]> {
     return this.#op({ op: "user.search", prefix, limit });

@@ -643,7 +643,23 @@ muted?: boolean,
 /**
  * When the mute ends (ms since the Unix epoch); absent: when it is lifted.
  */
-muted_until?: number | null, };
+muted_until?: number | null, } | { "op": "push.subscribe", 
+/**
+ * The push service's URL for the subscription (`https://`).
+ */
+endpoint: string, 
+/**
+ * The browser's P-256 public key, base64url.
+ */
+p256dh: string, 
+/**
+ * The authentication secret, base64url.
+ */
+auth: string, } | { "op": "push.unsubscribe", 
+/**
+ * The subscription's endpoint.
+ */
+endpoint: string, };
 /**
  * Events the server pushes.
  */
@@ -2076,6 +2092,8 @@ export interface Replies {
   "notifications.get": NotificationsOk,
   "notifications.set": NotificationsOk,
   "notifications.room": NotificationsOk,
+  "push.subscribe": Empty,
+  "push.unsubscribe": Empty,
 }
 
 /** Every op's answer, by `op`. */

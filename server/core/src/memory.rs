@@ -14,7 +14,9 @@ use palaver_protocol::{
 
 use crate::owner::{Found, LookupError, Lookups, StoredRoom};
 use crate::people::PeopleLookups;
-use crate::records::{DeviceRecord, FileRecord, ProfileRecord, RoomRecord, UserRecord, Write};
+use crate::records::{
+    DeviceRecord, FileRecord, ProfileRecord, PushSubscriptionRecord, RoomRecord, UserRecord, Write,
+};
 use crate::role::Role;
 
 /// One room's stored state.
@@ -54,6 +56,7 @@ pub struct MemoryStore {
     users: BTreeMap<UserId, UserRecord>,
     profiles: BTreeMap<UserId, ProfileRecord>,
     notifications: BTreeMap<UserId, NotificationSettings>,
+    push_subscriptions: BTreeMap<(UserId, String), PushSubscriptionRecord>,
     friends: BTreeMap<(UserId, UserId), (FriendState, u64)>,
     blocks: BTreeSet<(UserId, UserId)>,
     last_seen: BTreeMap<UserId, u64>,
@@ -209,6 +212,7 @@ impl MemoryStore {
                 self.users.remove(user);
                 self.profiles.remove(user);
                 self.notifications.remove(user);
+                self.push_subscriptions.retain(|(u, _), _| u != user);
                 self.last_seen.remove(user);
                 self.friends.retain(|(a, b), _| a != user && b != user);
                 self.blocks.retain(|(a, _)| a != user);
@@ -244,6 +248,13 @@ impl MemoryStore {
             }
             Write::PutNotifications { user, settings } => {
                 self.notifications.insert(user.clone(), settings.clone());
+            }
+            Write::PutPushSubscription { user, subscription } => {
+                self.push_subscriptions
+                    .insert((user.clone(), subscription.endpoint.clone()), subscription.clone());
+            }
+            Write::RemovePushSubscription { user, endpoint } => {
+                self.push_subscriptions.remove(&(user.clone(), endpoint.clone()));
             }
             Write::PutFriend { user, other, state, since } => {
                 self.friends.insert((user.clone(), other.clone()), (*state, *since));
@@ -573,6 +584,11 @@ impl PeopleLookups for MemoryStore {
     fn notifications(&self, user: &UserId) -> Found<NotificationSettings> {
         self.check()?;
         Ok(self.notifications.get(user).cloned().unwrap_or_default())
+    }
+
+    fn push_subscriptions(&self, user: &UserId) -> Found<Vec<PushSubscriptionRecord>> {
+        self.check()?;
+        Ok(self.push_subscriptions.iter().filter(|((u, _), _)| u == user).map(|(_, s)| s.clone()).collect())
     }
 
     fn last_seen(&self, user: &UserId) -> Found<Option<u64>> {

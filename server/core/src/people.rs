@@ -28,7 +28,7 @@ use crate::error::{CoreError, Throttled};
 use crate::keys::{PublishedDevice, check_upload, valid_device_id};
 use crate::owner::{Answer, Found, LookupError, lookup_failed};
 use crate::presence::{PresenceBook, SessionChange};
-use crate::records::{DeviceRecord, ProfileRecord, UserRecord, Write};
+use crate::records::{DeviceRecord, ProfileRecord, PushSubscriptionRecord, UserRecord, Write};
 use crate::route::{FriendOp, PeopleOp};
 
 /// What a home asks of storage and of the shared throttles.
@@ -47,6 +47,8 @@ pub trait PeopleLookups {
     fn profile(&self, user: &UserId) -> Found<ProfileRecord>;
     /// A user's stored notification settings.
     fn notifications(&self, user: &UserId) -> Found<NotificationSettings>;
+    /// A user's push subscriptions.
+    fn push_subscriptions(&self, user: &UserId) -> Found<Vec<PushSubscriptionRecord>>;
     /// When a user was last seen, as stored.
     fn last_seen(&self, user: &UserId) -> Found<Option<u64>>;
     /// A device's published keys.
@@ -83,6 +85,8 @@ pub enum PendingKey {
     Profile(UserId),
     /// A user's notification settings.
     Notifications(UserId),
+    /// A user's push subscriptions.
+    PushSubscriptions(UserId),
     /// A device's published keys (user, device).
     Device(UserId, String),
     /// A one-time prekey handed out and not yet durably removed (user, device, key id).
@@ -96,6 +100,7 @@ enum PendingValue {
     Block(bool),
     Profile(ProfileRecord),
     Notifications(NotificationSettings),
+    PushSubscriptions(Vec<PushSubscriptionRecord>),
     Device(String, Option<String>),
     Claimed,
 }
@@ -478,6 +483,11 @@ impl PeopleHome {
             PeopleOp::SetRoomNotifications(setting) => self.set_notifications(me, lookups, |settings| {
                 crate::notifications::apply_room(settings, setting, now_ms)
             }),
+            PeopleOp::PushSubscribe { endpoint, p256dh, auth } => {
+                let subscription = PushSubscriptionRecord { endpoint, p256dh, auth, created_ms: now_ms };
+                self.push_subscribe(me, subscription, lookups)
+            }
+            PeopleOp::PushUnsubscribe { endpoint } => self.push_unsubscribe(me, endpoint, lookups),
             PeopleOp::Friend { other, op } => self.friend(now_ms, me, other, op, lookups),
             PeopleOp::Block { other, on } => self.block(now_ms, me, other, on, lookups),
             PeopleOp::KeysUpload { device_id, identity_key, signing_key, one_time_keys } => {
@@ -761,6 +771,59 @@ impl PeopleHome {
             body: notifications_body(settings.clone()),
             notices: vec![PeopleNotice { user: me.clone(), event: Some(event), effect: None }],
             hold: vec![(PendingKey::Notifications(me.clone()), PendingValue::Notifications(settings))],
+        })
+    }
+
+    /// `me`'s push subscriptions, the pending ones first.
+    fn subscriptions(&self, me: &UserId, lookups: &impl PeopleLookups) -> Step<Vec<PushSubscriptionRecord>> {
+        match self.pending(&PendingKey::PushSubscriptions(me.clone())) {
+            Some(PendingValue::PushSubscriptions(list)) => Ok(list.clone()),
+            _ => found(lookups.push_subscriptions(me)),
+        }
+    }
+
+    /// Registers a push subscription (already checked by the caller's shard): one per
+    /// endpoint, at most [`crate::push::MAX_SUBSCRIPTIONS`] per user.
+    fn push_subscribe(
+        &self,
+        me: &UserId,
+        subscription: PushSubscriptionRecord,
+        lookups: &impl PeopleLookups,
+    ) -> Step<Decision> {
+        let mut list = self.subscriptions(me, lookups)?;
+        list.retain(|s| s.endpoint != subscription.endpoint);
+        if list.len() >= crate::push::MAX_SUBSCRIPTIONS {
+            return Err(no(CoreError::Malformed {
+                field: "endpoint",
+                rule: "is one of at most 20 push subscriptions per user: unsubscribe one first",
+            }));
+        }
+        list.push(subscription.clone());
+        Ok(Decision::Commit {
+            writes: vec![Write::PutPushSubscription { user: me.clone(), subscription }],
+            body: empty(),
+            notices: Vec::new(),
+            hold: vec![(PendingKey::PushSubscriptions(me.clone()), PendingValue::PushSubscriptions(list))],
+        })
+    }
+
+    /// Forgets a push subscription; forgetting one that is not there is not an error.
+    fn push_unsubscribe(
+        &self,
+        me: &UserId,
+        endpoint: String,
+        lookups: &impl PeopleLookups,
+    ) -> Step<Decision> {
+        let mut list = self.subscriptions(me, lookups)?;
+        if !list.iter().any(|s| s.endpoint == endpoint) {
+            return Ok(Decision::Answer(empty()));
+        }
+        list.retain(|s| s.endpoint != endpoint);
+        Ok(Decision::Commit {
+            writes: vec![Write::RemovePushSubscription { user: me.clone(), endpoint }],
+            body: empty(),
+            notices: Vec::new(),
+            hold: vec![(PendingKey::PushSubscriptions(me.clone()), PendingValue::PushSubscriptions(list))],
         })
     }
 

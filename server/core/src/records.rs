@@ -107,6 +107,19 @@ pub struct FileRecord {
     pub shared_in: Option<u64>,
 }
 
+/// A browser's Web Push subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushSubscriptionRecord {
+    /// The push service's URL for it.
+    pub endpoint: String,
+    /// The browser's P-256 public key, base64url.
+    pub p256dh: String,
+    /// The authentication secret, base64url.
+    pub auth: String,
+    /// When it was registered, ms since the Unix epoch.
+    pub created_ms: u64,
+}
+
 /// A device's published keys (end-to-end encryption: public material only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRecord {
@@ -332,6 +345,20 @@ pub enum Write {
         /// The settings.
         settings: NotificationSettings,
     },
+    /// Add (or replace, by endpoint) a user's push subscription.
+    PutPushSubscription {
+        /// The user.
+        user: UserId,
+        /// The subscription.
+        subscription: PushSubscriptionRecord,
+    },
+    /// Forget a user's push subscription.
+    RemovePushSubscription {
+        /// The user.
+        user: UserId,
+        /// Its endpoint.
+        endpoint: String,
+    },
     /// Set one side of a friendship (callers write both sides in one batch).
     PutFriend {
         /// Whose view.
@@ -552,6 +579,8 @@ impl Write {
             Write::PutOutbound(delivery) => delivery.room.as_ref(),
             Write::PutProfile { .. }
             | Write::PutNotifications { .. }
+            | Write::PutPushSubscription { .. }
+            | Write::RemovePushSubscription { .. }
             | Write::PutFriend { .. }
             | Write::RemoveFriend { .. }
             | Write::PutBlock { .. }

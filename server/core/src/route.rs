@@ -93,6 +93,21 @@ pub enum PeopleOp {
     },
     /// Replace one room's notification setting.
     SetRoomNotifications(RoomNotifications),
+    /// Register a push subscription (checked by the caller's shard against the
+    /// operator's networks before it is sent here).
+    PushSubscribe {
+        /// The push service's URL.
+        endpoint: String,
+        /// The browser's public key.
+        p256dh: String,
+        /// The authentication secret.
+        auth: String,
+    },
+    /// Forget a push subscription.
+    PushUnsubscribe {
+        /// Its endpoint.
+        endpoint: String,
+    },
     /// Publish the caller's device keys.
     KeysUpload {
         /// The device.
@@ -247,6 +262,12 @@ pub fn route(op: Op) -> Route {
             Home::Caller,
             PeopleOp::SetRoomNotifications(RoomNotifications { room, level, muted, muted_until }),
         ),
+        Op::PushSubscribe { endpoint, p256dh, auth } => {
+            Route::People(Home::Caller, PeopleOp::PushSubscribe { endpoint, p256dh, auth })
+        }
+        Op::PushUnsubscribe { endpoint } => {
+            Route::People(Home::Caller, PeopleOp::PushUnsubscribe { endpoint })
+        }
         Op::PresenceSet { status } => Route::People(Home::Caller, PeopleOp::SetPresence(status)),
         Op::KeysUpload { device_id, identity_key, signing_key, one_time_keys } => Route::People(
             Home::Caller,

@@ -315,6 +315,13 @@ fn rules_of(op: &Op) -> Rules {
                 "bad_settings_are_refused",
             ],
         ),
+        Op::PushSubscribe { .. } | Op::PushUnsubscribe { .. } => machine(
+            &["push_subscriptions_are_kept_per_endpoint_up_to_the_limit"],
+            &[
+                "push_subscriptions_are_kept_per_endpoint_up_to_the_limit",
+                "subscriptions_need_an_https_push_service_and_well_formed_keys",
+            ],
+        ),
         Op::KeysUpload { .. } | Op::KeysClaim { .. } => machine(
             &["one_time_keys_are_handed_out_once_even_while_their_removal_is_in_flight", ROUTED_TO_WRITERS],
             &["one_time_keys_are_handed_out_once_even_while_their_removal_is_in_flight"],
@@ -387,6 +394,8 @@ const SAMPLES: &[&str] = &[
     r#"{"op":"notifications.get"}"#,
     r#"{"op":"notifications.set","level":"all"}"#,
     r#"{"op":"notifications.room","room":"r_a","muted":true}"#,
+    r#"{"op":"push.subscribe","endpoint":"https://p/1","p256dh":"B","auth":"a"}"#,
+    r#"{"op":"push.unsubscribe","endpoint":"https://p/1"}"#,
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -318,6 +318,22 @@ fn people_op(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, home: Home, op: People
     let Some(me) = conn.user() else {
         return conn.answer_err(id, ErrorCode::Unauthorized, "authenticate first");
     };
+    // A push endpoint is checked here, against the operator's networks; the home
+    // stores what passed.
+    let op = match op {
+        PeopleOp::PushSubscribe { endpoint, p256dh, auth } => {
+            let allowed = &shard.shared.config.push.allow_networks;
+            match palaver_core::push::check_subscription(&endpoint, &p256dh, &auth, allowed) {
+                Ok(checked) => PeopleOp::PushSubscribe {
+                    endpoint: checked.endpoint,
+                    p256dh: checked.p256dh,
+                    auth: checked.auth,
+                },
+                Err(refusal) => return conn.answer(id, ReplyBody::Err(refusal.to_body())),
+            }
+        }
+        op => op,
+    };
     let home = match &home {
         Home::Caller => shard.mesh().home(&me),
         Home::Pair(other) => shard.mesh().pair_home(&me, other),

@@ -229,6 +229,9 @@ impl PeopleLookups for HomeLookups<'_> {
     fn notifications(&self, user: &UserId) -> Found<NotificationSettings> {
         found(self.0.shared.store.notifications(user))
     }
+    fn push_subscriptions(&self, user: &UserId) -> Found<Vec<palaver_core::records::PushSubscriptionRecord>> {
+        found(self.0.shared.store.push_subscriptions(user))
+    }
     fn last_seen(&self, user: &UserId) -> Found<Option<u64>> {
         found(self.0.shared.store.last_seen(user))
     }

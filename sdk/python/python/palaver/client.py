@@ -416,6 +416,15 @@ class Client:
                                   muted_until=muted_until)
         return _build(NotificationSettings, body["notifications"])
 
+    async def push_subscribe(self, endpoint: str, p256dh: str, auth: str) -> None:
+        """Registers a Web Push subscription: while no socket of the user is connected,
+        messages their notification settings select are pushed to it."""
+        await self.request("push.subscribe", endpoint=endpoint, p256dh=p256dh, auth=auth)
+
+    async def push_unsubscribe(self, endpoint: str) -> None:
+        """Forgets a Web Push subscription."""
+        await self.request("push.unsubscribe", endpoint=endpoint)
+
     async def friend_request(self, user: str) -> None:
         """Asks a user to be friends (accepted at once if they already asked)."""
         await self.request("friend.request", user=user)

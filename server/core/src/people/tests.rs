@@ -268,6 +268,36 @@ fn notification_settings_are_stored_told_to_every_device_and_refused_when_bad() 
 }
 
 #[test]
+fn push_subscriptions_are_kept_per_endpoint_up_to_the_limit() {
+    let mut h = Harness::new(&["ann"]);
+    let subscribe = |n: usize, key: &str| PeopleOp::PushSubscribe {
+        endpoint: format!("https://push.example.net/{n}"),
+        p256dh: key.into(),
+        auth: "a".into(),
+    };
+    // Before any is durable, each sees the ones in flight.
+    for n in 0..crate::push::MAX_SUBSCRIPTIONS {
+        h.ask("ann", subscribe(n, "B1"));
+    }
+    let over = h.ask("ann", subscribe(99, "B1"));
+    assert_eq!(h.code(over), Some(ErrorCode::Invalid));
+    // The same endpoint again replaces its keys.
+    let again = h.ask("ann", subscribe(0, "B2"));
+    h.settle();
+    assert!(matches!(h.answer(again), Some(ReplyBody::Ok(OkBody::Empty(_)))));
+    let stored = PeopleLookups::push_subscriptions(&h.world, &user("ann")).unwrap();
+    assert_eq!(stored.len(), crate::push::MAX_SUBSCRIPTIONS);
+    assert!(stored.iter().any(|s| s.endpoint.ends_with("/0") && s.p256dh == "B2"));
+    let gone = h.ask("ann", PeopleOp::PushUnsubscribe { endpoint: "https://push.example.net/0".into() });
+    h.settle();
+    assert!(matches!(h.answer(gone), Some(ReplyBody::Ok(OkBody::Empty(_)))));
+    assert_eq!(PeopleLookups::push_subscriptions(&h.world, &user("ann")).unwrap().len(), 19);
+    let unknown = h.ask("ann", PeopleOp::PushUnsubscribe { endpoint: "https://elsewhere/1".into() });
+    assert!(matches!(h.answer(unknown), Some(ReplyBody::Ok(OkBody::Empty(_)))), "nothing to forget is fine");
+    assert!(h.fx.commits.is_empty());
+}
+
+#[test]
 fn presence_is_published_announced_to_followers_and_last_seen_stored() {
     let mut h = Harness::new(&["ann"]);
     let ann = user("ann");
