@@ -5,6 +5,7 @@
 //! sending it are elsewhere.
 
 pub mod encryption;
+pub mod request;
 pub mod vapid;
 
 /// Why a push payload or a VAPID token could not be made (or a payload read).
