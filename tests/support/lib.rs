@@ -8,6 +8,8 @@
     reason = "test support: failing loudly is the point"
 )]
 
+pub mod push_service;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
