@@ -87,6 +87,54 @@ pub fn should_push(verdict: Verdict, online_anywhere: bool) -> bool {
     verdict.notify && !online_anywhere
 }
 
+/// A stored message, as push selection reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct PushedMessage<'a> {
+    /// The room.
+    pub room: &'a RoomId,
+    /// A direct room.
+    pub direct: bool,
+    /// The sender.
+    pub sender: &'a UserId,
+    /// The users it names (`Message::mentions`).
+    pub mentions: &'a [UserId],
+    /// `@everyone` (reaches every member) or `@here` (only those online, so never a push).
+    pub mention_all: Option<palaver_protocol::MentionAll>,
+    /// The text; `None` for an end-to-end encrypted message.
+    pub text: Option<&'a str>,
+}
+
+/// Who among a room's `members` is pushed `message` at `now_ms`, with their verdict:
+/// members other than the sender, offline everywhere (`online`), who did not block the
+/// sender (`blocked`), whose settings (`settings`) say the message notifies them. The
+/// room's deciding node (its owner) runs this once per message, so one node pushes it.
+pub fn push_recipients<'a>(
+    members: impl IntoIterator<Item = &'a UserId>,
+    message: &PushedMessage<'_>,
+    settings: impl Fn(&UserId) -> palaver_protocol::NotificationSettings,
+    online: impl Fn(&UserId) -> bool,
+    blocked: impl Fn(&UserId) -> bool,
+    now_ms: u64,
+) -> Vec<(UserId, Verdict)> {
+    let everyone = message.mention_all == Some(palaver_protocol::MentionAll::Everyone);
+    members
+        .into_iter()
+        .filter(|member| *member != message.sender && !online(member) && !blocked(member))
+        .filter_map(|member| {
+            let facts = crate::notifications::MessageFacts {
+                room: message.room,
+                direct: message.direct,
+                sender: message.sender,
+                mentions_recipient: message.mentions.contains(member),
+                mentions_room: everyone,
+                text: message.text,
+            };
+            let verdict = crate::notifications::verdict(&settings(member), member, &facts, now_ms);
+            should_push(verdict, false).then(|| (member.clone(), verdict))
+        })
+        .collect()
+}
+
 /// What a push says, as JSON: enough for a service worker to show a notification and
 /// open the room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -255,6 +303,48 @@ mod tests {
         assert!(should_push(notify, false));
         assert!(!should_push(notify, true), "a live socket shows it already");
         assert!(!should_push(Verdict { mention: true, notify: false }, false), "silenced");
+    }
+
+    #[test]
+    fn one_pass_over_the_members_picks_who_is_pushed() {
+        use palaver_protocol::{MentionAll, NotificationSettings, NotifyLevel};
+        let room = RoomId::parse("r_ops").unwrap();
+        let [bob, ann, cat, dan, eve] =
+            ["bob", "ann", "cat", "dan", "eve"].map(|n| UserId::parse(&format!("u_{n}")).unwrap());
+        let members = [bob.clone(), ann.clone(), cat.clone(), dan.clone(), eve.clone()];
+        let mentions = [ann.clone(), cat.clone(), dan.clone()];
+        let message = PushedMessage {
+            room: &room,
+            direct: false,
+            sender: &bob,
+            mentions: &mentions,
+            mention_all: None,
+            text: Some("ship it"),
+        };
+        let settings = |user: &UserId| {
+            let mut s = NotificationSettings::default();
+            if user == &dan {
+                s.level = NotifyLevel::None;
+            }
+            s
+        };
+        let online = |user: &UserId| user == &cat;
+        let blocked = |user: &UserId| user == &eve;
+        let picked = push_recipients(&members, &message, settings, online, blocked, 0);
+        // bob sent it, cat is online, dan silenced the room, eve is not mentioned (and blocked bob).
+        assert_eq!(picked, vec![(ann.clone(), Verdict { mention: true, notify: true })]);
+        let everyone = PushedMessage { mentions: &[], mention_all: Some(MentionAll::Everyone), ..message };
+        let picked: Vec<UserId> =
+            push_recipients(&members, &everyone, |_| NotificationSettings::default(), |_| false, blocked, 0)
+                .into_iter()
+                .map(|(u, _)| u)
+                .collect();
+        assert_eq!(picked, vec![ann.clone(), cat.clone(), dan.clone()], "eve blocked the sender");
+        let here = PushedMessage { mentions: &[], mention_all: Some(MentionAll::Here), ..message };
+        assert!(
+            push_recipients(&members, &here, |_| NotificationSettings::default(), |_| false, |_| false, 0)
+                .is_empty()
+        );
     }
 
     fn message<'a>(room: &'a RoomId, sender: &'a UserId, text: Option<&'a str>) -> PushMessage<'a> {
