@@ -8,7 +8,8 @@
 //! it alone, and starts from another node's backup instead.
 //! Two users asking each other for friendship at the same moment on two nodes end up
 //! friends (the pair's fence in the log), never with one request lost. A user's sockets
-//! on another node hear the notices their home decides (a block flags at once). The
+//! on another node hear the notices their home decides (a block flags at once; changed
+//! notification settings arrive, and the other node has them). The
 //! server API acts as a user on either node with one `cid` contract, and revoking a
 //! bot's key on one node closes the bot's socket on the other.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
@@ -721,6 +722,29 @@ fn a_users_sockets_on_another_node_hear_their_invitations_and_blocks() {
         _ => None,
     });
     assert!(seen.blocked, "bob's socket on n2 did not learn of the block: {seen:?}");
+
+    // Notification settings changed on n1 reach bob's socket on n2, and n2 has them.
+    let set = Op::NotificationsSet {
+        level: Some(palaver_protocol::NotifyLevel::All),
+        keywords: Some(vec!["release".into()]),
+    };
+    let settings = match ok_retry(&mut b1, set) {
+        OkBody::Notifications(ok) => ok.notifications,
+        other => panic!("{other:?}"),
+    };
+    let heard = b2.wait_event(|e| match e {
+        Event::Notifications(ok) => Some(ok.notifications.clone()),
+        _ => None,
+    });
+    assert_eq!(heard, settings);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match ok_retry(&mut b2, Op::NotificationsGet {}) {
+            OkBody::Notifications(ok) if ok.notifications == settings => break,
+            other => assert!(Instant::now() < deadline, "n2 never had the settings: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
