@@ -47,6 +47,12 @@ fn code(answer: &(u16, Value)) -> (u16, &str) {
     (answer.0, answer.1["error"]["code"].as_str().unwrap_or(""))
 }
 
+/// `key` with its last hex digit replaced by another: the same key id, a wrong secret.
+fn with_last_digit_changed(key: &str) -> String {
+    let (head, last) = key.split_at(key.len() - 1);
+    format!("{head}{}", if last == "0" { "1" } else { "0" })
+}
+
 /// Whether any file under `dir` holds `needle`.
 fn on_disk(dir: &Path, needle: &str) -> bool {
     let mut pending = vec![dir.to_owned()];
@@ -95,7 +101,7 @@ fn a_backend_creates_users_and_mints_their_tokens_with_an_api_key() {
     for wrong in [
         admin.access_token.as_str(),
         "pvk_nothing",
-        &format!("{}0", &users_key[..users_key.len() - 1]),
+        &with_last_digit_changed(&users_key),
         "pvk_0000000000000000_0000000000000000000000000000000000000000000000000000000000000000",
     ] {
         assert_eq!(
