@@ -4,7 +4,8 @@
 //! their scopes, refused once revoked, managed by admins and by `admin`-scoped keys, and
 //! every key made or revoked is in the audit log. No secret is stored. A backend acts in
 //! rooms as its users (a bot posts exactly once per `cid`, its message fanned out to a
-//! socket), under the same rules as a socket and its key's scopes.
+//! socket), under the same rules as a socket and its key's scopes, and posts
+//! announcements as the system the same way.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::net::SocketAddr;
@@ -281,6 +282,113 @@ fn a_backend_acts_in_rooms_as_its_users_with_the_same_rules_as_a_socket() {
         code(&act(&all, &bot, json!({"op": "send", "room": room, "cid": "x2", "text": long}))),
         (413, "too_large")
     );
+}
+
+#[test]
+fn a_backend_posts_announcements_as_the_system_exactly_once_per_cid() {
+    let mut server = Server::start(&[]);
+    server.terminate();
+    let key_with = |scopes: &str| {
+        let (ok, text) = api_key_cli(server.data_dir(), &["create", scopes, "--scope", scopes]);
+        assert!(ok, "{text}");
+        text.lines().last().unwrap().trim().to_owned()
+    };
+    let (all, no_publish) = (key_with("users,rooms,publish"), key_with("users,rooms"));
+    server.restart();
+    let addr = server.addr;
+
+    // Alice's room, with Alice online in it.
+    let made = call(addr, "POST", "/v1/server/users", &all, Some(json!({"username": "alice"})));
+    let alice = made.1["user_id"].as_str().unwrap().to_owned();
+    let act = |op: Value| call(addr, "POST", &format!("/v1/server/users/{alice}/ops"), &all, Some(op));
+    let created = act(json!({"op": "room.create", "name": "support", "kind": "public"}));
+    let room = created.1["ok"]["room"]["room_id"].as_str().unwrap().to_owned();
+    let minted = call(addr, "POST", &format!("/v1/server/users/{alice}/tokens"), &all, None);
+    let mut socket = Client::connect(addr, Codec::Json);
+    assert!(matches!(
+        socket.request(Op::Auth { token: minted.1["access_token"].as_str().unwrap().to_owned() }),
+        ReplyBody::Ok(_)
+    ));
+    let room_id = palaver_protocol::RoomId::parse(&room).unwrap();
+    socket.join(&room_id, None);
+    let (first, _) = socket.say(&room_id, "a-1", "hello");
+
+    // The system announces, once per cid, after Alice's message.
+    let path = format!("/v1/server/rooms/{room}/messages");
+    let post = json!({"cid": "maint-7", "text": "maintenance at 22:00 UTC"});
+    let posted = call(addr, "POST", &path, &all, Some(post.clone()));
+    assert_eq!(posted.0, 200, "{:?}", posted.1);
+    let seq = posted.1["ok"]["seq"].as_u64().unwrap();
+    assert_eq!((seq, posted.1["ok"].get("duplicate")), (first + 1, None), "{:?}", posted.1);
+    let again = call(addr, "POST", &path, &all, Some(post));
+    assert_eq!(
+        (again.0, again.1["ok"]["seq"].as_u64(), again.1["ok"]["duplicate"].as_bool()),
+        (200, Some(seq), Some(true))
+    );
+    let seen = socket.next_notice();
+    let system = seen.system.as_deref().unwrap();
+    assert_eq!(
+        (seen.seq, seen.sender.as_str(), seen.kind, seen.text.as_str(), seen.cid.as_str()),
+        (seq, "u_system", palaver_protocol::MessageKind::System, "maintenance at 22:00 UTC", "maint-7")
+    );
+    assert_eq!(
+        (system.action, system.actor.as_str()),
+        (palaver_protocol::SystemAction::Announcement, "u_system")
+    );
+    // A member's same cid is the member's own message.
+    assert_eq!(socket.say(&room_id, "maint-7", "mine").0, seq + 1);
+
+    // Stored: history has it, once.
+    let history = act(json!({"op": "history", "room": room}));
+    let messages = history.1["ok"]["messages"].as_array().unwrap();
+    let announced: Vec<&Value> = messages.iter().filter(|m| m["sender"] == "u_system").collect();
+    assert_eq!(announced.len(), 1, "{messages:?}");
+    assert_eq!(
+        (&announced[0]["seq"], &announced[0]["system"]["action"], &announced[0]["text"]),
+        (&json!(seq), &json!("announcement"), &json!("maintenance at 22:00 UTC"))
+    );
+    // After a restart too: a retry still finds the first post.
+    drop(socket);
+    server.terminate();
+    server.restart();
+    let addr = server.addr;
+    let retried = call(addr, "POST", &path, &all, Some(json!({"cid": "maint-7", "text": "again"})));
+    assert_eq!(
+        (retried.1["ok"]["seq"].as_u64(), retried.1["ok"]["duplicate"].as_bool()),
+        (Some(seq), Some(true))
+    );
+
+    // Refused: the key's scope, the room, the body.
+    let refusals = [
+        (no_publish.as_str(), path.clone(), json!({"cid": "m-1", "text": "hi"}), (403, "forbidden")),
+        ("pvk_nothing", path.clone(), json!({"cid": "m-1", "text": "hi"}), (401, "unauthorized")),
+        (
+            &all,
+            "/v1/server/rooms/r_nowhere/messages".into(),
+            json!({"cid": "m-1", "text": "hi"}),
+            (404, "not_found"),
+        ),
+        (&all, "/v1/server/rooms/R!/messages".into(), json!({"cid": "m-1", "text": "hi"}), (400, "invalid")),
+        (&all, path.clone(), json!({"text": "hi"}), (400, "invalid")),
+        (&all, path.clone(), json!({"cid": "m 1", "text": "hi"}), (400, "invalid")),
+        (&all, path.clone(), json!({"cid": "m-1", "text": ""}), (400, "invalid")),
+        (&all, path.clone(), json!({"cid": "m-1", "text": "hi", "sender": alice}), (400, "invalid")),
+        (&all, path.clone(), json!({"cid": "m-1", "text": "hi", "reply_to": 999}), (404, "not_found")),
+        (&all, path.clone(), json!({"cid": "m-1", "text": "x".repeat(20_000)}), (413, "too_large")),
+    ];
+    for (key, path, body, expected) in refusals {
+        assert_eq!(code(&call(addr, "POST", &path, key, Some(body.clone()))), expected, "{path} {body}");
+    }
+    let (status, text) = http(
+        addr,
+        "POST",
+        &path,
+        Some("{not json"),
+        &[("authorization", &format!("Bearer {all}")), ("content-type", "application/json")],
+    );
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((status, &answer["error"]["code"]), (400, &json!("invalid")), "{text}");
+    assert_eq!(http(addr, "GET", &path, None, &[]).0, 405);
 }
 
 #[test]

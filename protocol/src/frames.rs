@@ -1068,6 +1068,16 @@ pub struct Message {
     pub thread_summary: Option<Box<ThreadSummary>>,
 }
 
+impl Message {
+    /// Whether its `cid` is its sender's idempotency key, found again by a retry: every
+    /// message but the server's own notices (their `cid` is `system:SEQ`, informational).
+    /// An announcement is a `system` message whose cid is the poster's, so it is one.
+    pub fn has_idempotent_cid(&self) -> bool {
+        self.kind != MessageKind::System
+            || self.system.as_ref().is_some_and(|n| n.action == crate::SystemAction::Announcement)
+    }
+}
+
 /// A mention of many members at once.
 #[derive(
     Debug,

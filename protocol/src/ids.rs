@@ -133,6 +133,23 @@ prefixed_id!(
     /// A user account, `u_…`.
     UserId, "u_", "user id"
 );
+impl UserId {
+    /// The body of [`UserId::system`].
+    const SYSTEM_BODY: &'static str = "system";
+
+    /// The sender of what the system itself posts (announcements through the server
+    /// API): `u_system`. No account has it: account ids are 26 characters of base32, so
+    /// this shorter id is never issued, and nobody can sign in as it or post as it.
+    pub fn system() -> Self {
+        Self(format!("{}{}", Self::PREFIX, Self::SYSTEM_BODY))
+    }
+
+    /// Whether this is [`UserId::system`].
+    pub fn is_system(&self) -> bool {
+        self.0.strip_prefix(Self::PREFIX) == Some(Self::SYSTEM_BODY)
+    }
+}
+
 prefixed_id!(
     /// A room, `r_…`.
     RoomId, "r_", "room id"

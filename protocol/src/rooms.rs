@@ -407,7 +407,8 @@ pub struct MemberEvent {
     pub role: RoomRole,
 }
 
-/// The moderation (or governance) action a `system` message records.
+/// What a `system` message records: a moderation or governance action, a pin, or an
+/// announcement.
 #[derive(
     Debug,
     Clone,
@@ -445,6 +446,9 @@ pub enum SystemAction {
     Pinned,
     /// Message `seq` was unpinned.
     Unpinned,
+    /// An announcement by the operator's backend (the server API): `text` is the
+    /// announcement itself, and `actor` is [`UserId::system`], no account.
+    Announcement,
 }
 
 /// The structured part of a `system` message.
@@ -463,7 +467,7 @@ pub enum SystemAction {
 pub struct SystemNotice {
     /// What happened.
     pub action: SystemAction,
-    /// Who did it.
+    /// Who did it ([`UserId::system`] for an announcement).
     pub actor: UserId,
     /// To whom, for actions on a member.
     #[serde(default, skip_serializing_if = "Option::is_none")]

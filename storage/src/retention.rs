@@ -53,7 +53,7 @@ impl Engine {
         for guard in self.room_seq_message.range(start.clone()..end.clone()) {
             let (key, value) = guard.into_inner()?;
             let message = self.read_message(&value)?;
-            if message.kind != palaver_protocol::MessageKind::System {
+            if message.has_idempotent_cid() {
                 batch.remove(&self.room_cid_seq, keys::room_sender_cid(room, &message.sender, &message.cid));
             }
             for user in &message.mentions {

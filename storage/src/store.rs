@@ -732,8 +732,8 @@ impl Store {
                     e.index_reply(&mut batch, message);
                     let value = message_record::encode(message)?;
                     batch.insert(&e.room_seq_message, keys::message(&message.room, message.seq), value);
-                    if message.kind == palaver_protocol::MessageKind::System {
-                        // System messages are not indexed by cid (see `ClientMsgId::system`).
+                    if !message.has_idempotent_cid() {
+                        // The server's notices are not indexed by cid (see `ClientMsgId::system`).
                         continue;
                     }
                     let mut seq_ts = [0u8; 16];

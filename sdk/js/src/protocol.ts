@@ -1856,7 +1856,7 @@ export type SystemNotice = {
  */
 action: SystemAction, 
 /**
- * Who did it.
+ * Who did it ([`UserId::system`] for an announcement).
  */
 actor: UserId, 
 /**
@@ -1880,9 +1880,10 @@ reason?: string | null,
  */
 seq?: number | null, };
 /**
- * The moderation (or governance) action a `system` message records.
+ * What a `system` message records: a moderation or governance action, a pin, or an
+ * announcement.
  */
-export type SystemAction = "kicked" | "banned" | "unbanned" | "muted" | "unmuted" | "role_changed" | "ownership_transferred" | "settings_changed" | "room_deleted" | "pinned" | "unpinned";
+export type SystemAction = "kicked" | "banned" | "unbanned" | "muted" | "unmuted" | "role_changed" | "ownership_transferred" | "settings_changed" | "room_deleted" | "pinned" | "unpinned" | "announcement";
 /**
  * The `typing` event.
  */

@@ -62,8 +62,8 @@ pub use presence::{PresenceBook, SessionChange};
 pub use rate::TokenBucket;
 pub use role::Role;
 pub use room::{
-    Appended, Draft, Governance, HistoryRequest, HistoryWindow, JoinOutcome, Moderation, ReceiptChange, Room,
-    RoomLimits, SendOutcome, TypingChange, mentioned_all, mentioned_usernames,
+    Announcing, Appended, Draft, Governance, HistoryRequest, HistoryWindow, JoinOutcome, Moderation,
+    ReceiptChange, Room, RoomLimits, SendOutcome, TypingChange, mentioned_all, mentioned_usernames,
 };
 pub use session::{Admission, Session, SessionLimits};
 pub use sharding::{jump_hash, shard_for, stable_hash};

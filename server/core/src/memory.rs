@@ -436,7 +436,8 @@ impl Lookups for MemoryStore {
     fn cid_seq(&self, room: &RoomId, sender: &UserId, cid: &ClientMsgId) -> Found<Option<(u64, u64)>> {
         self.check()?;
         let Some(r) = self.room(room) else { return Ok(None) };
-        let found = r.messages.values().find(|m| m.system.is_none() && &m.sender == sender && &m.cid == cid);
+        let found =
+            r.messages.values().find(|m| m.has_idempotent_cid() && &m.sender == sender && &m.cid == cid);
         Ok(found.map(|m| (m.seq, m.ts)))
     }
 

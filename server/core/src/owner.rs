@@ -46,9 +46,10 @@ use crate::error::Throttled;
 use crate::records::{ActionRecord, FileRecord, RoomRecord, Write};
 use crate::role::Role;
 use crate::room::{
-    Draft, HistoryRequest, HistoryWindow, MAX_THREAD_UNREAD_COUNT, Pin, Room, RoomLimits, SendOutcome,
-    TypingChange, check_forwardable, check_reply_in_thread, check_thread_root, forwarded_content,
-    in_room_timeline, may_read_room, moved_thread_read, summary_with_reply, summary_without_reply,
+    Announcing, Draft, HistoryRequest, HistoryWindow, MAX_THREAD_UNREAD_COUNT, Pin, Room, RoomLimits,
+    SendOutcome, TypingChange, check_forwardable, check_reply_in_thread, check_thread_root,
+    forwarded_content, in_room_timeline, may_read_room, moved_thread_read, summary_with_reply,
+    summary_without_reply,
 };
 use crate::route::RoomRequest;
 use crate::{CoreError, Governance, Moderation};
@@ -274,6 +275,10 @@ pub enum RoomOp {
     },
     /// `dm.open` of this direct room by one of its pair.
     OpenDirect,
+    /// An announcement by the operator's backend, posted as the system (the driver
+    /// asks as [`UserId::system`] for an API key with `publish`; no client op routes
+    /// here).
+    Announce(Box<Announcing>),
     /// Retention: the room's history starts at `floor` from now on, as the sweeper
     /// decided from the stored messages under the room's stored retention `seen` (no
     /// client op routes here).
@@ -650,6 +655,9 @@ impl<A: Clone> RoomOwner<A> {
             RoomOp::DeleteRoomByAdmin => self.delete_room(now_ms, asker.clone(), user, true, lookups, fx),
             RoomOp::OpenDirect => self.open_direct_again(asker.clone(), user, lookups, fx),
             RoomOp::TrimHistory { floor, seen } => self.trim_history(asker.clone(), floor, seen, fx),
+            RoomOp::Announce(announcing) => {
+                self.announce(now_ms, asker.clone(), user, *announcing, lookups, fx)
+            }
         };
         // A step answers by itself when it can; `Some(body)` is an answer to give now.
         if let Some(body) = result {
@@ -884,12 +892,7 @@ impl<A: Clone> RoomOwner<A> {
         match self.room.send(now_ms, user, draft, |_| stored) {
             Err(e) => Some(refused(&e)),
             Ok(SendOutcome::Duplicate { seq, ts }) => {
-                let answer = Answer::plain(asker, sent(seq, ts, true));
-                if seq <= self.room.durable_seq() {
-                    fx.answers.push(answer);
-                } else {
-                    self.waiting.entry(seq).or_default().push(answer);
-                }
+                self.answer_duplicate(asker, seq, ts, fx);
                 None
             }
             Ok(SendOutcome::Append(appended)) => {
@@ -930,6 +933,53 @@ impl<A: Clone> RoomOwner<A> {
                     .entry(message.seq)
                     .or_default()
                     .push(Answer::plain(asker, sent(message.seq, message.ts, false)));
+                self.commit(fx, writes, Settle::Message(Box::new(message)));
+                None
+            }
+        }
+    }
+
+    /// Answers a retry with its first send's seq, once that is durable.
+    fn answer_duplicate(&mut self, asker: A, seq: u64, ts: u64, fx: &mut Effects<A>) {
+        let answer = Answer::plain(asker, sent(seq, ts, true));
+        if seq <= self.room.durable_seq() {
+            fx.answers.push(answer);
+        } else {
+            self.waiting.entry(seq).or_default().push(answer);
+        }
+    }
+
+    /// An announcement (see `room::announcements`): stored, fanned out and answered like
+    /// a member's message, under the system's cids.
+    fn announce(
+        &mut self,
+        now_ms: u64,
+        asker: A,
+        user: &UserId,
+        announcing: Announcing,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
+        if !user.is_system() {
+            return Some(refusal(ErrorCode::Forbidden, "only the system posts announcements"));
+        }
+        let stored = match found(lookups.cid_seq(self.room.id(), user, &announcing.cid)) {
+            Ok(stored) => stored,
+            Err(body) => return Some(body),
+        };
+        match self.room.announce(now_ms, announcing, |_| stored) {
+            Err(e) => Some(refused(&e)),
+            Ok(SendOutcome::Duplicate { seq, ts }) => {
+                self.answer_duplicate(asker, seq, ts, fx);
+                None
+            }
+            Ok(SendOutcome::Append(appended)) => {
+                let message = appended.message;
+                self.waiting
+                    .entry(message.seq)
+                    .or_default()
+                    .push(Answer::plain(asker, sent(message.seq, message.ts, false)));
+                let writes = vec![Write::AppendMessage(message.clone())];
                 self.commit(fx, writes, Settle::Message(Box::new(message)));
                 None
             }
@@ -2003,7 +2053,8 @@ impl<A: Clone> RoomOwner<A> {
             SystemAction::SettingsChanged
             | SystemAction::RoomDeleted
             | SystemAction::Pinned
-            | SystemAction::Unpinned => (Vec::new(), AfterNotice::Nothing),
+            | SystemAction::Unpinned
+            | SystemAction::Announcement => (Vec::new(), AfterNotice::Nothing),
         };
         self.store_notice(now_ms, asker, notice, writes, None, then, lookups, fx);
         None

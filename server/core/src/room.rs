@@ -5,6 +5,7 @@
 //! [`Room::committed`] when they are; `join` reports only durable seqs, so a subscriber
 //! never hears of a message that a crash could still take back.
 
+mod announcements;
 mod forwards;
 mod governance;
 mod history_floor;
@@ -20,6 +21,7 @@ use palaver_protocol::{
     Username, limits,
 };
 
+pub use announcements::Announcing;
 pub use forwards::{check_forwardable, forwarded_content, may_read_room};
 pub use governance::{Governance, Moderation};
 pub use pins::Pin;

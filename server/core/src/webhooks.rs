@@ -506,7 +506,8 @@ pub fn events_of(writes: &[Write], now_ms: u64) -> Vec<Event<'_>> {
             identity,
         };
         match write {
-            Write::AppendMessage(m) if m.kind == MessageKind::System => {
+            // An announcement is posted like a member's message, and reported as one.
+            Write::AppendMessage(m) if m.kind == MessageKind::System && !m.has_idempotent_cid() => {
                 let moderation = m.system.as_ref().is_some_and(|n| {
                     matches!(
                         n.action,
@@ -739,6 +740,9 @@ mod tests {
         ];
         assert_eq!(kinds(&ban), [EventKind::ModerationAction, EventKind::MemberLeft]);
         assert_eq!(kinds(&[Write::AppendMessage(notice(SystemAction::Pinned, "u_bob"))]), []);
+        // An announcement is posted like a member's message.
+        let announcement = Write::AppendMessage(notice(SystemAction::Announcement, "u_bob"));
+        assert_eq!(kinds(&[announcement]), [EventKind::MessageCreated]);
         assert_eq!(kinds(&[Write::PutReceipt { room, user: bob, delivered: 1, read: 1 }]), []);
         // Every event has an identity of its own; the same event, the same identity.
         let a = events_of(&[Write::AppendMessage(message(1))], 1)[0].identity.clone();

@@ -1,17 +1,19 @@
 //! The server API (`/v1/server/…`): what a product's backend calls with an API key
 //! (`Authorization: Bearer pvk_…`) — create users and mint their access tokens, act in
-//! rooms as a user (the same ops, rules, idempotency and fan-out as a socket's), manage
-//! API keys — and the admin role's key management (`/v1/admin/api-keys…`). Each request
+//! rooms as a user (the same ops, rules, idempotency and fan-out as a socket's), post
+//! announcements as the system, manage API keys — and the admin role's key management (`/v1/admin/api-keys…`). Each request
 //! is checked against the key's scopes and limited per key; every key made or revoked is
 //! written with its audit entry in one write.
 
 use std::rc::Rc;
 
+use palaver_core::Announcing;
 use palaver_core::admin::{AdminAction, AuditEntry};
 use palaver_core::api_keys::{self, ApiKeyRecord, ApiKeyRefusal, Scope};
 use palaver_core::owner::NewRoom;
+use palaver_core::owner::RoomOp;
 use palaver_core::route::Route;
-use palaver_protocol::{Codec, ErrorCode, ReplyBody, ServerFrame, UserId};
+use palaver_protocol::{ClientMsgId, Codec, ErrorCode, ReplyBody, RoomId, ServerFrame, UserId};
 use rand::Rng as _;
 use serde::Deserialize;
 use serde_json::json;
@@ -50,6 +52,16 @@ struct NewApiKey {
     /// The bot account the key signs sockets in as.
     #[serde(default)]
     bot: Option<String>,
+}
+
+/// `POST /v1/server/rooms/{room}/messages`: an announcement to post as the system.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAnnouncement {
+    cid: String,
+    text: String,
+    #[serde(default)]
+    reply_to: Option<u64>,
 }
 
 /// Who manages a key: an admin (with a token or the console) or another API key.
@@ -138,6 +150,11 @@ fn user_route(path: &str) -> Option<(&str, Option<&str>)> {
     }
 }
 
+/// `/v1/server/rooms/{room}/messages` → the room (as given: parsed by its route).
+fn room_messages_route(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/server/rooms/")?.strip_suffix("/messages").filter(|room| !room.contains('/'))
+}
+
 /// `…/api-keys/{id}/revoke` → the id.
 pub fn revoke_route<'p>(path: &'p str, base: &str) -> Option<&'p str> {
     path.strip_prefix(base)?.strip_prefix('/')?.strip_suffix("/revoke").filter(|id| !id.contains('/'))
@@ -153,6 +170,7 @@ pub fn methods(path: &str) -> Option<&'static str> {
         "/v1/server/api-keys" => Some("GET, POST"),
         p if p.starts_with(SERVER_WEBHOOKS) => super::webhook_registrations::methods(p, SERVER_WEBHOOKS),
         p if revoke_route(p, "/v1/server/api-keys").is_some() => Some("POST"),
+        p if room_messages_route(p).is_some() => Some("POST"),
         p => match user_route(p) {
             Some((_, None)) => Some("GET"),
             Some((_, Some("tokens" | "ops"))) => Some("POST"),
@@ -190,6 +208,9 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
     }
     if let Some((user, Some("ops"))) = user_route(path) {
         return act_as(shard, request, user).await;
+    }
+    if let Some(room) = room_messages_route(path) {
+        return announce(shard, request, room).await;
     }
     if let Err(response) = key_caller(shared, request, Scope::Users) {
         return response;
@@ -359,6 +380,37 @@ async fn act_as(shard: &Rc<Shard>, request: &Request, user: &str) -> Response {
             return Response::error(ErrorCode::Invalid, "this op is not available through the server API");
         }
     };
+    owners_answer(shard, user, action).await
+}
+
+/// `POST /v1/server/rooms/{room}/messages` `{"cid","text","reply_to"?}` (`publish`): an
+/// announcement posted as the system ([`UserId::system`], no account; who posted it is
+/// the key, which the request log has), decided by the room's owner like a member's
+/// send: the same text rules, the next seq, fanned out to the room's sockets and stored,
+/// and once per `cid` in the room (a retry is answered with the first post's seq).
+async fn announce(shard: &Rc<Shard>, request: &Request, room: &str) -> Response {
+    if let Err(response) = key_caller(&shard.shared, request, Scope::Publish) {
+        return response;
+    }
+    let Ok(room) = RoomId::parse(room) else {
+        return Response::error(ErrorCode::Invalid, "not a room id");
+    };
+    let body: NewAnnouncement = match parse_json(request) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let cid = match ClientMsgId::parse(&body.cid) {
+        Ok(cid) => cid,
+        Err(e) => return Response::error(ErrorCode::Invalid, &e.to_string()),
+    };
+    let announcing = Announcing { cid, text: body.text, reply_to: body.reply_to };
+    let action = RoomAction::On { room, op: RoomOp::Announce(Box::new(announcing)) };
+    owners_answer(shard, UserId::system(), action).await
+}
+
+/// Sends `action` to its room's owner as `user` and answers with what the owner said,
+/// as the op's answer (`200 {"ok":…}`) or its error.
+async fn owners_answer(shard: &Rc<Shard>, user: UserId, action: RoomAction) -> Response {
     let (asked_as, answered) = shard.ask(user, action);
     match monoio::time::timeout(OP_ANSWER_WAIT, answered.recv_async()).await {
         Ok(Ok(ReplyBody::Ok(ok))) => {
@@ -504,6 +556,9 @@ mod tests {
         assert_eq!(methods("/v1/server/api-keys/0123/revoke"), Some("POST"));
         assert_eq!(methods("/v1/server/api-keys/a/b/revoke"), None);
         assert_eq!(methods("/v1/server/nothing"), None);
+        assert_eq!(methods("/v1/server/rooms/r_abc/messages"), Some("POST"));
+        assert_eq!(methods("/v1/server/rooms/r_abc/other"), None);
+        assert_eq!(methods("/v1/server/rooms/a/b/messages"), None);
         assert_eq!(revoke_route("/v1/admin/api-keys/k1/revoke", "/v1/admin/api-keys"), Some("k1"));
     }
 }

@@ -91,8 +91,10 @@ class ReplyPreview:
 
 @dataclass(frozen=True)
 class SystemNotice:
-    """The structured part of a `system` message (a moderation or governance action, or a
-    pin: `seq` is the message pinned or unpinned)."""
+    """The structured part of a `system` message (a moderation or governance action; a
+    pin: `seq` is the message pinned or unpinned; or an `announcement` posted by the
+    operator's backend: `actor` is `u_system` and the message's `text` is the
+    announcement)."""
 
     action: str
     actor: str

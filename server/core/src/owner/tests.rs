@@ -181,6 +181,46 @@ fn send_op(cid: &str, text: &str) -> RoomOp {
     }))
 }
 
+fn announce_op(cid: &str, text: &str) -> RoomOp {
+    let announcing = Announcing { cid: ClientMsgId::parse(cid).unwrap(), text: text.into(), reply_to: None };
+    RoomOp::Announce(Box::new(announcing))
+}
+
+#[test]
+fn an_announcement_is_stored_delivered_and_answered_like_a_send_and_only_the_system_posts_one() {
+    let mut h = Harness::public("owner", &["bob"]);
+    h.say("bob", "c1", "before");
+    let asker = h.ask("system", announce_op("maint-1", "down at 22:00"));
+    assert!(h.answer(asker).is_none(), "nothing before durability");
+    let retry = h.ask("system", announce_op("maint-1", "down at 22:00"));
+    h.settle_all();
+    assert!(matches!(h.answer(asker), Some(ReplyBody::Ok(OkBody::Sent(s))) if s.seq == 2 && !s.duplicate));
+    assert!(matches!(h.answer(retry), Some(ReplyBody::Ok(OkBody::Sent(s))) if s.seq == 2 && s.duplicate));
+    let delivered: Vec<_> = h.fx.deliveries.iter().filter(|m| m.seq == 2).collect();
+    assert_eq!(delivered.len(), 1, "delivered once");
+    let message = delivered[0];
+    assert_eq!((message.kind, message.sender.clone()), (MessageKind::System, UserId::system()));
+    assert_eq!(message.system.as_ref().map(|n| n.action), Some(SystemAction::Announcement));
+    // Found in storage once durable (no longer pending), and in seq order with members' messages.
+    let (world, room) = (&h.world, room_id());
+    let stored = world.cid_seq(&room, &UserId::system(), &ClientMsgId::parse("maint-1").unwrap());
+    assert_eq!(stored.unwrap().map(|(seq, _)| seq), Some(2));
+    assert!(
+        matches!(h.ok("system", announce_op("maint-1", "x")), OkBody::Sent(s) if s.seq == 2 && s.duplicate)
+    );
+    assert_eq!(h.say("bob", "maint-1", "a member's cid is theirs"), 3);
+    // Not as a member, whatever the driver is asked; not too long.
+    assert_eq!(h.err("owner", announce_op("maint-2", "forged")), ErrorCode::Forbidden);
+    let long = "x".repeat(RoomLimits::default().max_text_chars + 1);
+    assert_eq!(h.err("system", announce_op("maint-3", &long)), ErrorCode::TooLarge);
+    // Members cannot send the system's kind either.
+    let mut forged = send_op("c2", "forged");
+    if let RoomOp::Send(outgoing) = &mut forged {
+        outgoing.kind = MessageKind::System;
+    }
+    assert_eq!(h.err("bob", forged), ErrorCode::Invalid);
+}
+
 #[test]
 fn a_send_is_answered_and_delivered_once_durable_and_a_retry_gets_its_seq() {
     let mut h = Harness::public("owner", &["bob"]);

@@ -45,6 +45,8 @@ pub fn notice_text(
         // The message's content is not repeated: the notice stays when it is deleted.
         SystemAction::Pinned => format!("{actor} pinned a message"),
         SystemAction::Unpinned => format!("{actor} unpinned a message"),
+        // Never stored with these words: an announcement's text is its poster's.
+        SystemAction::Announcement => format!("{actor} made an announcement"),
     };
     if let Some(reason) = &notice.reason {
         text.push_str(": ");
