@@ -829,6 +829,34 @@ fn the_server_api_acts_across_nodes_and_a_revoked_bot_key_closes_sockets_everywh
     let seen = socket.next_message();
     assert_eq!(seen.text, "across");
 
+    // The system announces through either node's API: one cid, one message, after the
+    // bot's, heard on n2.
+    let announce = |addr: SocketAddr, key: &str| {
+        let body = serde_json::json!({"cid": "relay-notice", "text": "maintenance at noon"});
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let answer = call(addr, key, &format!("/v1/server/rooms/{room}/messages"), body.clone());
+            if answer.0 != 503 || Instant::now() > deadline {
+                return answer;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let first = announce(n1, &keys[0]);
+    assert_eq!(first.0, 200, "{:?}", first.1);
+    let seq = first.1["ok"]["seq"].as_u64().unwrap();
+    assert_eq!(seq, sent.1["ok"]["seq"].as_u64().unwrap() + 1);
+    let second = announce(n2, &keys[1]);
+    assert_eq!(
+        (second.1["ok"]["seq"].as_u64(), &second.1["ok"]["duplicate"]),
+        (Some(seq), &serde_json::json!(true))
+    );
+    let notice = socket.next_notice();
+    assert_eq!(
+        (notice.seq, notice.sender.as_str(), notice.text.as_str()),
+        (seq, "u_system", "maintenance at noon")
+    );
+
     // Revoked on n1: the bot's socket on n2 closes.
     let key_id = &bot_key[4..20];
     let revoked = call(n1, &keys[0], &format!("/v1/server/api-keys/{key_id}/revoke"), serde_json::json!({}));

@@ -1,13 +1,13 @@
 //! Webhooks with the real binary and a local receiver on 127.0.0.1: an operator's
 //! endpoint gets signed deliveries (Standard Webhooks) of what happens in rooms (messages
-//! posted and edited, members joining and leaving, moderation, reports); a failed
-//! delivery is retried with the same `webhook-id`; a stalled endpoint holds up neither
-//! chat nor other endpoints; deliveries pending when the server is killed (-9) arrive
-//! after it restarts, with their ids, and an endpoint that was down gets them once it is
-//! back; a rotated secret signs alongside the new one for its
-//! grace period; a room's owner may register `https://` targets on public addresses only,
-//! and a name resolving to loopback is refused when delivering. In a cluster, each event
-//! is queued and delivered by the one node that decided it.
+//! posted and edited, announcements, members joining and leaving, moderation, reports);
+//! a failed delivery is retried with the same `webhook-id`; a stalled endpoint holds up
+//! neither chat nor other endpoints; deliveries pending when the server is killed (-9)
+//! arrive after it restarts, with their ids, and an endpoint that was down gets them once
+//! it is back; a rotated secret signs alongside the new one for its grace period; a
+//! room's owner may register `https://` targets on public addresses only, and a name
+//! resolving to loopback is refused when delivering. In a cluster, each event is queued
+//! and delivered by the one node that decided it.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::collections::{HashMap, VecDeque};
@@ -330,6 +330,17 @@ fn an_operators_endpoint_gets_signed_events_and_a_failed_delivery_comes_again_wi
     let signed = receiver.next_of("message.created");
     assert_eq!(signed.headers["webhook-signature"].split(' ').count(), 2);
     assert!(signed.signed_by(&secret) && signed.signed_by(&new_secret));
+
+    // An announcement posted as the system is a message like a member's.
+    let path = format!("/v1/server/rooms/{}/messages", setup.room);
+    let announced = call(setup.addr(), &path, &setup.key, Some(json!({"cid": "n-1", "text": "maintenance"})));
+    assert_eq!(announced.0, 200, "{:?}", announced.1);
+    let created = receiver.next_of("message.created").json();
+    let message = &created["data"]["message"];
+    assert_eq!(
+        (&message["seq"], &message["text"], &message["sender"], &message["system"]["action"]),
+        (&announced.1["ok"]["seq"], &json!("maintenance"), &json!("u_system"), &json!("announcement"))
+    );
 
     // Disabled: nothing is queued; deleted: gone from the list.
     let disabled =

@@ -1,7 +1,7 @@
 //! A room's cid filter, built from storage, holds every cid stored for that room: the
 //! idempotency check may skip the lookup only for cids it reports absent.
 
-use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, UserId};
+use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, SystemAction, SystemNotice, UserId};
 use palaver_storage::{CidHash, Durability, Store, Write};
 
 fn message(room: &RoomId, seq: u64, cid: &str) -> Message {
@@ -60,4 +60,46 @@ fn a_rooms_filter_holds_its_stored_cids_and_not_its_neighbours() {
 
     let empty = store.cid_filter(&RoomId::parse("r_none").unwrap()).unwrap().expect("empty");
     assert!(empty.is_empty());
+}
+
+/// A `system` message recording `action`, sent as `u_system` with `cid`.
+fn system_message(room: &RoomId, seq: u64, cid: &str, action: SystemAction) -> Message {
+    let notice = SystemNotice {
+        action,
+        actor: UserId::system(),
+        target: None,
+        role: None,
+        until: None,
+        reason: None,
+        seq: None,
+    };
+    Message {
+        sender: UserId::system(),
+        kind: MessageKind::System,
+        system: Some(Box::new(notice)),
+        ..message(room, seq, cid)
+    }
+}
+
+#[test]
+fn an_announcement_is_found_by_its_cid_until_retention_removes_it_and_notices_never_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Durability::Buffered).unwrap();
+    let room = RoomId::parse("r_a").unwrap();
+    store
+        .apply(&[
+            Write::AppendMessage(system_message(&room, 1, "maint-1", SystemAction::Announcement)),
+            Write::AppendMessage(system_message(&room, 2, "system:2", SystemAction::Pinned)),
+        ])
+        .unwrap();
+    let stored =
+        |cid: &str| store.cid_seq(&room, &UserId::system(), &ClientMsgId::parse(cid).unwrap()).unwrap();
+    assert_eq!(stored("maint-1"), Some((1, 1_001)));
+    assert_eq!(stored("system:2"), None, "the server's notices are not indexed by cid");
+    let filter = store.cid_filter(&room).unwrap().expect("below the cap");
+    assert!(filter.may_contain(CidHash::of(&UserId::system(), &ClientMsgId::parse("maint-1").unwrap())));
+    assert_eq!(filter.len(), 1);
+
+    store.apply(&[Write::TrimHistory { room: room.clone(), from: 1, floor: 3 }]).unwrap();
+    assert_eq!(stored("maint-1"), None, "retention takes its cid with it");
 }
