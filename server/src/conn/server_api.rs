@@ -1,17 +1,16 @@
 //! The server API (`/v1/server/…`): what a product's backend calls with an API key
 //! (`Authorization: Bearer pvk_…`) — create users and mint their access tokens, act in
 //! rooms as a user (the same ops, rules, idempotency and fan-out as a socket's), post
-//! announcements as the system, manage API keys — and the admin role's key management (`/v1/admin/api-keys…`). Each request
-//! is checked against the key's scopes and limited per key; every key made or revoked is
-//! written with its audit entry in one write.
+//! announcements as the system, manage API keys — and the admin role's key management
+//! (`/v1/admin/api-keys…`). Each request is checked against the key's scopes and limited
+//! per key; every key made or revoked is written with its audit entry in one write.
 
 use std::rc::Rc;
 
 use palaver_core::Announcing;
 use palaver_core::admin::{AdminAction, AuditEntry};
 use palaver_core::api_keys::{self, ApiKeyRecord, ApiKeyRefusal, Scope};
-use palaver_core::owner::NewRoom;
-use palaver_core::owner::RoomOp;
+use palaver_core::owner::{NewRoom, RoomOp};
 use palaver_core::route::Route;
 use palaver_protocol::{ClientMsgId, Codec, ErrorCode, ReplyBody, RoomId, ServerFrame, UserId};
 use rand::Rng as _;
@@ -384,10 +383,10 @@ async fn act_as(shard: &Rc<Shard>, request: &Request, user: &str) -> Response {
 }
 
 /// `POST /v1/server/rooms/{room}/messages` `{"cid","text","reply_to"?}` (`publish`): an
-/// announcement posted as the system ([`UserId::system`], no account; who posted it is
-/// the key, which the request log has), decided by the room's owner like a member's
-/// send: the same text rules, the next seq, fanned out to the room's sockets and stored,
-/// and once per `cid` in the room (a retry is answered with the first post's seq).
+/// announcement posted as the system ([`UserId::system`], no account: the message does
+/// not say which key posted it), decided by the room's owner like a member's send: the
+/// same text rules, the next seq, fanned out to the room's sockets and stored, and once
+/// per `cid` in the room (a retry is answered with the first post's seq).
 async fn announce(shard: &Rc<Shard>, request: &Request, room: &str) -> Response {
     if let Err(response) = key_caller(&shard.shared, request, Scope::Publish) {
         return response;
