@@ -40,6 +40,7 @@ mod io;
 mod mesh;
 pub mod metrics;
 pub mod operator;
+mod outbound;
 pub mod quic;
 mod retention_sweeper;
 pub mod server;

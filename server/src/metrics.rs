@@ -128,6 +128,18 @@ pub struct Metrics {
     pub webhook_given_up: AtomicU64,
     /// Webhook deliveries dropped: their endpoint's queue was full (or the body too big).
     pub webhook_dropped: AtomicU64,
+    /// Push fan-outs expanded (one per stored message that may push).
+    pub push_fan_outs: AtomicU64,
+    /// Pushes queued by fan-outs (one per subscription of each recipient).
+    pub push_queued: AtomicU64,
+    /// Pushes a push service accepted.
+    pub push_delivered: AtomicU64,
+    /// Push attempts (and fan-out expansions) that failed and are retried.
+    pub push_failed_attempts: AtomicU64,
+    /// Push subscriptions removed because their push service said they are gone.
+    pub push_expired: AtomicU64,
+    /// Pushes dropped: refused for good, out of retries, or their queue was full.
+    pub push_dropped: AtomicU64,
     /// From a message's acceptance by its room's owner to its group commit being durable.
     pub send_durable: Histogram,
     /// One group commit's journal write and sync.
@@ -181,6 +193,12 @@ impl Metrics {
             webhook_failed_attempts: AtomicU64::new(0),
             webhook_given_up: AtomicU64::new(0),
             webhook_dropped: AtomicU64::new(0),
+            push_fan_outs: AtomicU64::new(0),
+            push_queued: AtomicU64::new(0),
+            push_delivered: AtomicU64::new(0),
+            push_failed_attempts: AtomicU64::new(0),
+            push_expired: AtomicU64::new(0),
+            push_dropped: AtomicU64::new(0),
             send_durable: Histogram::latency(),
             commit_duration: Histogram::latency(),
             commit_group_size: Histogram::sizes(),
@@ -291,6 +309,36 @@ impl Metrics {
             "palaver_webhook_dropped",
             "Webhook deliveries dropped because their endpoint's queue on this node was full.",
             get(&self.webhook_dropped),
+        );
+        out.counter(
+            "palaver_push_fan_outs",
+            "Stored messages whose push recipients were chosen (off the shard cores, on the room's deciding node).",
+            get(&self.push_fan_outs),
+        );
+        out.counter(
+            "palaver_push_queued",
+            "Web Pushes queued: one per subscription of each offline recipient the message notifies.",
+            get(&self.push_queued),
+        );
+        out.counter(
+            "palaver_push_delivered",
+            "Web Pushes a push service accepted.",
+            get(&self.push_delivered),
+        );
+        out.counter(
+            "palaver_push_failed_attempts",
+            "Web Push attempts that failed (no connection, timeout, 429, 5xx); each is retried on the schedule.",
+            get(&self.push_failed_attempts),
+        );
+        out.counter(
+            "palaver_push_expired",
+            "Push subscriptions removed because their push service answered 404 or 410.",
+            get(&self.push_expired),
+        );
+        out.counter(
+            "palaver_push_dropped",
+            "Web Pushes dropped: refused for good (another 4xx), out of retries, or their endpoint's queue was full.",
+            get(&self.push_dropped),
         );
         out.counter("palaver_commit_batches", "Group commits written.", get(&self.commit_batches));
         out.counter(

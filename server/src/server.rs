@@ -145,9 +145,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     };
     let webhooks = Arc::new(crate::webhooks::Webhooks::new(store.clone(), metrics.clone()));
-    crate::webhooks::sender::start(webhooks.clone(), config.webhooks.clone()).map_err(StartError::Thread)?;
-    let committer =
-        start_committer(store.clone(), mesh.clone(), metrics.clone(), index_feed, webhooks.clone());
+    let push_subscriptions_exist =
+        Arc::new(std::sync::atomic::AtomicBool::new(store.any_push_subscription().unwrap_or(true)));
+    let committer = start_committer(
+        store.clone(),
+        mesh.clone(),
+        metrics.clone(),
+        index_feed,
+        webhooks.clone(),
+        push_subscriptions_exist.clone(),
+    );
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let (lanes, lane_threads) = Lanes::start(cores);
     let listeners = bind_shared_port(config.http_addr, config.shards)?;
@@ -190,7 +197,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
         webhooks,
         vapid,
+        push_subscriptions_exist,
     });
+    crate::outbound::sender::start(shared.clone()).map_err(StartError::Thread)?;
 
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -365,10 +374,16 @@ fn start_committer(
     metrics: Arc<Metrics>,
     index_feed: Option<flume::Sender<IndexOp>>,
     webhooks: Arc<crate::webhooks::Webhooks>,
+    push_subscriptions_exist: Arc<std::sync::atomic::AtomicBool>,
 ) -> GroupCommitter<Ticket> {
     GroupCommitter::start(store, move |done: CommitDone<Ticket>| {
         if done.result.is_ok() && done.writes.iter().any(palaver_storage::Write::node_local) {
             webhooks.wake();
+        }
+        if done.result.is_ok()
+            && done.writes.iter().any(|w| matches!(w, palaver_storage::Write::PutPushSubscription { .. }))
+        {
+            push_subscriptions_exist.store(true, Ordering::Release);
         }
         if let (Some(feed), Ok(())) = (&index_feed, &done.result) {
             for change in palaver_search::changes_of(done.writes) {

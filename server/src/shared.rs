@@ -55,4 +55,8 @@ pub struct Shared {
     /// The VAPID key Web Push signs with (`None`: push is off, a cluster node without
     /// `--vapid-key-file`).
     pub vapid: Option<crate::web_push::vapid::VapidKey>,
+    /// Whether any user has a push subscription: without one no message queues a push
+    /// fan-out. Set at once when a subscription is written here, and re-read from the
+    /// store by the outbound sender every scan (subscriptions replicated from elsewhere).
+    pub push_subscriptions_exist: Arc<std::sync::atomic::AtomicBool>,
 }

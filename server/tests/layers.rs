@@ -23,6 +23,8 @@ const LAYERS: &[&[&str]] = &[
     &["mesh"],
     &["cluster"],
     &["shared"],
+    // The outbound queue's sender thread: webhooks and Web Push, off the shard cores.
+    &["outbound"],
     // The shards: the drivers of the pure machines, fan-out, relay.
     &["shard"],
     // Background work that asks the shards: retention's sweeper.

@@ -69,6 +69,28 @@ impl Store {
         batch.commit().map_err(|e| self.poison_on(e))
     }
 
+    /// Replaces a delivery by the ones it expands into (a push fan-out by its pushes), in
+    /// one synced batch: a crash leaves either the fan-out or every push.
+    pub fn outbound_expand(
+        &self,
+        expanded: &OutboundDelivery,
+        into: &[OutboundDelivery],
+    ) -> Result<(), StorageError> {
+        let e = self.engine()?;
+        let mut batch = self.side_batch(&e)?;
+        for delivery in into {
+            batch.insert(&e.outbound, key(delivery), encode_json(delivery)?);
+        }
+        batch.remove(&e.outbound, key(expanded));
+        batch.commit().map_err(|e| self.poison_on(e))
+    }
+
+    /// Whether any user has a push subscription (so a message may be pushed at all).
+    pub fn any_push_subscription(&self) -> Result<bool, StorageError> {
+        let e = self.engine()?;
+        Ok(e.user_push_subscription.iter().next().is_some())
+    }
+
     /// Removes a delivery (sent, given up, or dropped). Not synced: a crash that loses
     /// the removal sends the delivery again, with the same id (at least once).
     pub fn outbound_done(&self, delivery: &OutboundDelivery) -> Result<(), StorageError> {

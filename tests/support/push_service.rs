@@ -104,6 +104,11 @@ impl PushService {
         self.state.lock().unwrap().answers.insert(name.to_owned(), status);
     }
 
+    /// Check and accept pushes to `name` again (undoes [`PushService::answer`]).
+    pub fn clear_answer(&self, name: &str) {
+        self.state.lock().unwrap().answers.remove(name);
+    }
+
     /// The pushes accepted so far.
     pub fn received(&self) -> Vec<ReceivedPush> {
         self.state.lock().unwrap().received.clone()

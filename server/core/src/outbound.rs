@@ -1,6 +1,6 @@
-//! The outbound queue's vocabulary: HTTP deliveries to other services (webhooks), queued
-//! durably on the node that decided the event and sent from there, retried on the
-//! schedule of their kind. Plain data: the queue is storage's, the sending the server's.
+//! The outbound queue's vocabulary: HTTP deliveries to other services (webhooks, Web
+//! Push), queued durably on the node that decided the event and sent from there, retried
+//! on the schedule of their kind. Plain data: the queue is storage's, the sending the server's.
 
 use palaver_protocol::RoomId;
 use serde::{Deserialize, Serialize};
@@ -11,6 +11,13 @@ use serde::{Deserialize, Serialize};
 pub enum OutboundKind {
     /// A signed webhook delivery; the destination is the registration's id.
     Webhook,
+    /// A stored message whose pushes are still to be chosen (`push::FanOut` in the body):
+    /// the sender expands it, off the shard cores, into one [`OutboundKind::Push`] per
+    /// subscription. The destination is [`crate::push::FAN_OUT_DESTINATION`].
+    PushFanOut,
+    /// One Web Push (`push::PushJob` in the body); the destination is the subscription's
+    /// endpoint.
+    Push,
 }
 
 /// One delivery waiting to be sent (or sent again).

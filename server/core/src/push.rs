@@ -6,11 +6,12 @@
 //!
 //! Pure: the server encrypts, signs and sends; this decides.
 
-use palaver_protocol::{RoomId, UserId};
-use serde::Serialize;
+use palaver_protocol::{Message, MessageKind, RoomId, UserId};
+use serde::{Deserialize, Serialize};
 
 use crate::error::CoreError;
 use crate::notifications::Verdict;
+use crate::outbound::{OutboundDelivery, OutboundKind};
 use crate::webhooks::{Network, Registrant, TargetRefusal, parse_target};
 
 /// Most push subscriptions per user (one per browser profile or device).
@@ -257,6 +258,95 @@ pub fn outcome(
     }
 }
 
+/// The destination of every fan-out entry in the outbound queue (one queue of them).
+pub const FAN_OUT_DESTINATION: &str = "push:fan-out";
+
+/// A stored message whose pushes are still to be chosen: the body of an
+/// [`OutboundKind::PushFanOut`] delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOut {
+    /// The room.
+    pub room: RoomId,
+    /// The message's seq.
+    pub seq: u64,
+}
+
+/// Whether a stored message may push at all: one a user sent (not a server notice).
+pub fn pushable(message: &Message) -> bool {
+    message.kind != MessageKind::System && message.system.is_none() && !message.deleted
+}
+
+/// The fan-out entry for `message`, queued with it by its room's owner at `now_ms`.
+pub fn fan_out(message: &Message, now_ms: u64) -> OutboundDelivery {
+    let body = FanOut { room: message.room.clone(), seq: message.seq };
+    OutboundDelivery {
+        kind: OutboundKind::PushFanOut,
+        destination: FAN_OUT_DESTINATION.to_owned(),
+        id: format!("fan_{:016x}_{}", crate::stable_hash(message.room.as_str().as_bytes()), message.seq),
+        room: Some(message.room.clone()),
+        body: serde_json::to_string(&body).unwrap_or_default(),
+        attempts: 0,
+        next_at_ms: now_ms,
+        created_ms: now_ms,
+    }
+}
+
+/// One push to one subscription: the body of an [`OutboundKind::Push`] delivery. The
+/// payload is kept as plaintext and encrypted at each attempt (a fresh salt each time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushJob {
+    /// Whose subscription (expired through their account when the service says it is gone).
+    pub user: UserId,
+    /// The subscription's `p256dh` key.
+    pub p256dh: String,
+    /// The subscription's `auth` secret.
+    pub auth: String,
+    /// The payload's JSON ([`payload`]).
+    pub payload: String,
+    /// `Topic`.
+    pub topic: String,
+    /// `Urgency`.
+    pub urgency: String,
+}
+
+/// The push delivery of `payload` for `user`'s `subscription`: its id is the same for the
+/// same message, user and endpoint, so a fan-out expanded twice (after a crash) queues
+/// each push once.
+pub fn push_delivery(
+    message: &PushMessage<'_>,
+    direct: bool,
+    user: &UserId,
+    subscription: &crate::records::PushSubscriptionRecord,
+    verdict: Verdict,
+    payload: Vec<u8>,
+    now_ms: u64,
+) -> OutboundDelivery {
+    let job = PushJob {
+        user: user.clone(),
+        p256dh: subscription.p256dh.clone(),
+        auth: subscription.auth.clone(),
+        payload: String::from_utf8(payload).unwrap_or_default(),
+        topic: topic(message.room),
+        urgency: urgency(verdict.mention, direct).to_owned(),
+    };
+    let who = format!("{}\n{}\n{}\n{}", message.room, message.seq, user, subscription.endpoint);
+    let salted = format!("push\n{who}");
+    OutboundDelivery {
+        kind: OutboundKind::Push,
+        destination: subscription.endpoint.clone(),
+        id: format!(
+            "push_{:016x}{:016x}",
+            crate::stable_hash(who.as_bytes()),
+            crate::stable_hash(salted.as_bytes())
+        ),
+        room: Some(message.room.clone()),
+        body: serde_json::to_string(&job).unwrap_or_default(),
+        attempts: 0,
+        next_at_ms: now_ms,
+        created_ms: now_ms,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
@@ -385,6 +475,73 @@ mod tests {
         assert_eq!(urgency(true, false), "high");
         assert_eq!(urgency(false, true), "high");
         assert_eq!(urgency(false, false), "normal");
+    }
+
+    #[test]
+    fn a_message_queues_one_fan_out_and_each_push_has_a_stable_id() {
+        let (room, bob, ann) = (
+            RoomId::parse("r_ops").unwrap(),
+            UserId::parse("u_bob").unwrap(),
+            UserId::parse("u_ann").unwrap(),
+        );
+        let message = Message {
+            room: room.clone(),
+            seq: 9,
+            ts: 9,
+            sender: bob.clone(),
+            cid: palaver_protocol::ClientMsgId::parse("c1").unwrap(),
+            kind: MessageKind::Text,
+            text: "hi".into(),
+            client_ts: None,
+            reactions: Vec::new(),
+            reply_to: None,
+            reply: None,
+            mentions: Vec::new(),
+            file: None,
+            edited_at: None,
+            deleted: false,
+            system: None,
+            blocked: false,
+            encryption: None,
+            mention_all: None,
+            forward: None,
+            also_to_room: false,
+            thread: None,
+            thread_summary: None,
+        };
+        assert!(pushable(&message));
+        assert!(!pushable(&Message { kind: MessageKind::System, ..message.clone() }), "a server notice");
+        let entry = fan_out(&message, 5);
+        assert_eq!((entry.kind, entry.destination.as_str()), (OutboundKind::PushFanOut, FAN_OUT_DESTINATION));
+        assert_eq!(
+            serde_json::from_str::<FanOut>(&entry.body).unwrap(),
+            FanOut { room: room.clone(), seq: 9 }
+        );
+        assert_eq!(fan_out(&message, 6).id, entry.id, "the same message, the same entry");
+        let facts = PushMessage {
+            room: &room,
+            room_name: None,
+            seq: 9,
+            sender: &bob,
+            sender_name: "Bob",
+            text: None,
+        };
+        let sub = |endpoint: &str| crate::records::PushSubscriptionRecord {
+            endpoint: endpoint.into(),
+            p256dh: "k".into(),
+            auth: "a".into(),
+            created_ms: 0,
+        };
+        let verdict = Verdict { mention: false, notify: true };
+        let push = |endpoint: &str| {
+            push_delivery(&facts, true, &ann, &sub(endpoint), verdict, payload(&facts, false, false), 5)
+        };
+        let first = push("https://push.example.net/1");
+        assert_eq!(first.id, push("https://push.example.net/1").id, "expanded twice, queued once");
+        assert_ne!(first.id, push("https://push.example.net/2").id);
+        assert_eq!(first.destination, "https://push.example.net/1");
+        let job: PushJob = serde_json::from_str(&first.body).unwrap();
+        assert_eq!((job.user, job.urgency.as_str(), job.topic), (ann, "high", topic(&room)), "direct: high");
     }
 
     #[test]

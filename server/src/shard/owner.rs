@@ -422,7 +422,20 @@ fn carry_out(shard: &Rc<Shard>, room: &RoomId, held: &mut HeldRoom, fx: &mut Eff
             }
             // The owner decided these events: their webhook deliveries are queued here,
             // in the same commit, and nowhere else.
-            let deliveries = shard.shared.webhooks.deliveries_for(&commit.writes, crate::clock::now_ms());
+            let now = crate::clock::now_ms();
+            let mut deliveries = shard.shared.webhooks.deliveries_for(&commit.writes, now);
+            // And its pushes: one fan-out entry per message, expanded by the outbound
+            // sender (no per-member work here), only when this node pushes at all and
+            // someone has a subscription.
+            if shard.shared.vapid.is_some() && shard.shared.push_subscriptions_exist.load(Ordering::Acquire) {
+                for write in &commit.writes {
+                    if let Write::AppendMessage(message) = write
+                        && palaver_core::push::pushable(message)
+                    {
+                        deliveries.push(Write::PutOutbound(palaver_core::push::fan_out(message, now)));
+                    }
+                }
+            }
             commit.writes.extend(deliveries);
             let work = CommitWork::Room { room: room.clone(), settle: commit.settle };
             match shard.shared.committer.submit(commit.writes, Ticket { shard: shard.id, work }) {

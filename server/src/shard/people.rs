@@ -299,6 +299,11 @@ fn carry_out(shard: &Shard, home: &mut PeopleHome, fx: &mut HomeEffects<Origin>,
             }
         }
         for info in fx.published.drain(..) {
+            // Whether the user has a live socket anywhere (this node's shards, or other
+            // nodes' stand-in sites), whatever status they show: what push reads. Set
+            // before the status, so a reader who sees them offline sees it too.
+            let connected = !home.sites_of(&info.user).is_empty();
+            shard.shared.presence.set_connected(shard.id, &info.user, connected);
             shard.shared.presence.set(shard.id, info);
         }
         // In a cluster, other nodes count this node's sessions as one.

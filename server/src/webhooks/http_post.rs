@@ -1,4 +1,4 @@
-//! One delivery: an HTTP/1.1 `POST` of a JSON body, over TLS for `https://`, that waits
+//! One delivery: an HTTP/1.1 `POST` of a body (JSON, or an encrypted push), over TLS for `https://`, that waits
 //! for the answer's status line and nothing more. The target's name is resolved here and
 //! every address it resolves to is checked ([`check_address`]) before a connection is
 //! made to one of them, so a name that resolves to an internal address when delivering
@@ -56,7 +56,9 @@ pub struct Post<'a> {
     pub allowed: &'a [Network],
     /// Extra request headers.
     pub headers: &'a [(&'static str, String)],
-    /// The JSON body.
+    /// The body's `Content-Type`.
+    pub content_type: &'a str,
+    /// The body.
     pub body: &'a [u8],
     /// The longest the exchange may take.
     pub timeout: Duration,
@@ -129,8 +131,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     let host = if target.host.contains(':') { format!("[{}]", target.host) } else { target.host.clone() };
     let authority = if target.port == default_port { host } else { format!("{host}:{}", target.port) };
     let mut head = format!(
-        "POST {} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: palaver-webhooks\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "POST {} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: palaver\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         target.path,
+        post.content_type,
         post.body.len()
     );
     for (name, value) in post.headers {
@@ -225,6 +228,7 @@ mod tests {
                 registrant: Registrant::Operator,
                 allowed: &[],
                 headers: &headers,
+                content_type: "application/json",
                 body: b"{}",
                 timeout: Duration::from_secs(5),
             };
@@ -257,6 +261,7 @@ mod tests {
                 registrant: Registrant::Operator,
                 allowed: &[],
                 headers: &[],
+                content_type: "application/json",
                 body: b"{}",
                 timeout: Duration::from_millis(300),
             };

@@ -162,11 +162,6 @@ impl Webhooks {
         }
     }
 
-    /// The counters.
-    pub(crate) fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
     /// The store.
     pub(crate) fn store(&self) -> &Store {
         &self.store
