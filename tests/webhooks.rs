@@ -4,10 +4,11 @@
 //! a failed delivery is retried with the same `webhook-id`; a stalled endpoint holds up
 //! neither chat nor other endpoints; deliveries pending when the server is killed (-9)
 //! arrive after it restarts, with their ids, and an endpoint that was down gets them once
-//! it is back; a rotated secret signs alongside the new one for its grace period; a
-//! room's owner may register `https://` targets on public addresses only, and a name
-//! resolving to loopback is refused when delivering. In a cluster, each event is queued
-//! and delivered by the one node that decided it.
+//! it is back; a rotated secret signs alongside the new one for its grace period; an
+//! operator's `notification` sink hears whom a message notifies while they have no
+//! socket; a room's owner may register `https://` targets on public addresses only, and a
+//! name resolving to loopback is refused when delivering. In a cluster, each event is
+//! queued and delivered by the one node that decided it.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::collections::{HashMap, VecDeque};
@@ -414,6 +415,44 @@ fn a_stalled_endpoint_holds_up_nothing_and_pending_deliveries_survive_kill_9() {
     texts.dedup();
     assert_eq!(texts.len(), 5, "{texts:?}");
     drop(stalled);
+}
+
+#[test]
+fn an_operators_notification_sink_hears_whom_a_message_notifies_while_offline() {
+    let setup = Setup::start();
+    let receiver = Endpoint::start(&[]);
+    let (_, secret) = setup.register(&receiver.url(), &["notification"]);
+    let made = call(setup.addr(), "/v1/server/users", &setup.key, Some(json!({"username": "bob"})));
+    let bob = made.1["user_id"].as_str().unwrap().to_owned();
+    let as_bob = |op: Value| {
+        let answer = call(setup.addr(), &format!("/v1/server/users/{bob}/ops"), &setup.key, Some(op));
+        assert_eq!(answer.0, 200, "{:?}", answer.1);
+        answer.1
+    };
+    as_bob(json!({"op": "join", "room": setup.room}));
+    // Alice has no socket: Bob's mention notifies her; the event says so, without text.
+    let sent =
+        as_bob(json!({"op": "send", "room": setup.room, "cid": "n1", "text": "@alice the build is red"}));
+    let seq = sent["ok"]["seq"].as_u64().unwrap();
+    let delivery = receiver.next_of("notification");
+    assert!(delivery.signed_by(&secret));
+    let data = &delivery.json()["data"];
+    assert_eq!(data["user"], setup.alice.as_str());
+    assert_eq!((data["room"].as_str(), data["seq"].as_u64()), (Some(setup.room.as_str()), Some(seq)));
+    assert_eq!((data["sender"].as_str(), data["mention"].as_bool()), (Some(bob.as_str()), Some(true)));
+    assert_eq!(data["room_name"], "support");
+    assert!(data.get("preview").is_none(), "no text without --push-previews: {data}");
+
+    // Only an operator's webhook may hear notifications.
+    let token = mint(setup.addr(), &setup.key, &setup.alice);
+    let refused = call(
+        setup.addr(),
+        &format!("/v1/rooms/{}/webhooks", setup.room),
+        &token,
+        Some(json!({"url": "https://hooks.example.com/", "events": ["notification"]})),
+    );
+    assert_eq!(refused.0, 400, "{:?}", refused.1);
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("operator"), "{:?}", refused.1);
 }
 
 #[test]

@@ -347,6 +347,40 @@ pub fn push_delivery(
     }
 }
 
+/// A `notification` webhook event for `user` (to a product's own push gateway): the
+/// push payload's fields (the same content rules) with the recipient's id, as
+/// `{"type": "notification", "timestamp", "data"}`, for the operator's registration
+/// `webhook_id`. Its id is the same for the same message and recipient on every attempt.
+pub fn notification_delivery(
+    webhook_id: &str,
+    message: &PushMessage<'_>,
+    user: &UserId,
+    payload: &[u8],
+    now_ms: u64,
+) -> OutboundDelivery {
+    let mut data: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    if let Some(fields) = data.as_object_mut() {
+        fields.insert("user".into(), serde_json::json!(user));
+    }
+    let body = serde_json::json!({ "type": "notification", "timestamp": now_ms, "data": data });
+    let who = format!("notification\n{}\n{}\n{}", message.room, message.seq, user);
+    let salted = format!("{who}\nid");
+    OutboundDelivery {
+        kind: OutboundKind::Webhook,
+        destination: webhook_id.to_owned(),
+        id: format!(
+            "msg_{:016x}{:016x}",
+            crate::stable_hash(who.as_bytes()),
+            crate::stable_hash(salted.as_bytes())
+        ),
+        room: Some(message.room.clone()),
+        body: body.to_string(),
+        attempts: 0,
+        next_at_ms: now_ms,
+        created_ms: now_ms,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
@@ -540,6 +574,16 @@ mod tests {
         assert_eq!(first.id, push("https://push.example.net/1").id, "expanded twice, queued once");
         assert_ne!(first.id, push("https://push.example.net/2").id);
         assert_eq!(first.destination, "https://push.example.net/1");
+        let event = notification_delivery("wh_1", &facts, &ann, &payload(&facts, true, false), 5);
+        let body: serde_json::Value = serde_json::from_str(&event.body).unwrap();
+        assert_eq!(
+            (body["type"].as_str(), body["data"]["user"].as_str()),
+            (Some("notification"), Some("u_ann"))
+        );
+        assert_eq!((body["data"]["seq"].as_u64(), body["data"]["mention"].as_bool()), (Some(9), Some(true)));
+        assert!(body["data"].get("preview").is_none());
+        assert!(event.id.starts_with("msg_") && event.id.len() == 36);
+        assert_eq!(event.id, notification_delivery("wh_2", &facts, &ann, b"{}", 6).id, "one id per event");
         let job: PushJob = serde_json::from_str(&first.body).unwrap();
         assert_eq!((job.user, job.urgency.as_str(), job.topic), (ann, "high", topic(&room)), "direct: high");
     }

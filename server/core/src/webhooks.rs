@@ -299,11 +299,15 @@ pub enum EventKind {
     /// A member reported a message.
     #[serde(rename = "report.created")]
     ReportCreated,
+    /// A message notifies a member with no live socket (the selection Web Push makes):
+    /// for a product's own push gateway (APNs, FCM). Operators' webhooks only.
+    #[serde(rename = "notification")]
+    Notification,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::MessageCreated,
         EventKind::MessageEdited,
         EventKind::MessageDeleted,
@@ -311,6 +315,7 @@ impl EventKind {
         EventKind::MemberLeft,
         EventKind::ModerationAction,
         EventKind::ReportCreated,
+        EventKind::Notification,
     ];
 
     /// The kind's name on the wire (`message.created`, …).
@@ -323,6 +328,7 @@ impl EventKind {
             EventKind::MemberLeft => "member.left",
             EventKind::ModerationAction => "moderation.action",
             EventKind::ReportCreated => "report.created",
+            EventKind::Notification => "notification",
         }
     }
 
@@ -407,9 +413,13 @@ pub enum RegistrationRefusal {
     Target(#[from] TargetRefusal),
     /// An event name nobody knows.
     #[error(
-        "unknown event {0:?} (known: message.created, message.edited, message.deleted, member.joined, member.left, moderation.action, report.created)"
+        "unknown event {0:?} (known: message.created, message.edited, message.deleted, member.joined, member.left, moderation.action, report.created, notification)"
     )]
     UnknownEvent(String),
+    /// An event only an operator's webhook may hear (`notification`: who is notified of
+    /// what, across rooms).
+    #[error("only an operator's webhook may hear {0:?} events")]
+    OperatorOnly(&'static str),
     /// No events at all.
     #[error("a webhook needs at least one event")]
     NoEvents,
@@ -433,6 +443,14 @@ pub fn parse_events(names: &[String]) -> Result<Vec<EventKind>, RegistrationRefu
         return Err(RegistrationRefusal::NoEvents);
     }
     Ok(events)
+}
+
+/// Checks that `registrant` may hear `events`: `notification` is an operator's.
+pub fn check_events_for(registrant: Registrant, events: &[EventKind]) -> Result<(), RegistrationRefusal> {
+    if registrant != Registrant::Operator && events.contains(&EventKind::Notification) {
+        return Err(RegistrationRefusal::OperatorOnly(EventKind::Notification.name()));
+    }
+    Ok(())
 }
 
 /// Checks an operator's room list (`None`: every room).
@@ -806,6 +824,12 @@ mod tests {
         for kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.name()), Some(kind));
         }
+        let notification = parse_events(&names(&["notification"])).unwrap();
+        assert!(check_events_for(Registrant::Operator, &notification).is_ok());
+        assert_eq!(
+            check_events_for(Registrant::Restricted, &notification),
+            Err(RegistrationRefusal::OperatorOnly("notification"))
+        );
         assert_eq!(check_rooms(None), Ok(None));
         assert_eq!(check_rooms(Some(Vec::new())), Err(RegistrationRefusal::Rooms));
         let many = (0..=MAX_ROOMS).map(|i| RoomId::parse(&format!("r_{i}")).unwrap()).collect();

@@ -172,6 +172,9 @@ async fn register(shard: &Rc<Shard>, request: &Request, registrar: Registrar) ->
         Ok(events) => events,
         Err(refused) => return refusal(&refused),
     };
+    if let Err(refused) = webhooks::check_events_for(registrant, &events) {
+        return refusal(&refused);
+    }
     if let Err(refused) = webhooks::check_description(&body.description) {
         return refusal(&refused);
     }

@@ -1,6 +1,7 @@
 //! Web Push in the sender thread: a fan-out entry (a stored message whose pushes are
 //! still to be chosen) is expanded here, off the shard cores, into one durable push per
-//! subscription, chosen by `palaver_core::push::push_recipients` from what the store and
+//! subscription (and one `notification` webhook delivery per recipient for each
+//! operator's webhook that hears them), chosen by `palaver_core::push::push_recipients` from what the store and
 //! the presence table say now; each push is then encrypted, signed and posted to its push
 //! service, whose answer `palaver_core::push::outcome` reads.
 
@@ -8,10 +9,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use palaver_core::outbound::OutboundDelivery;
 use palaver_core::push::{
-    FanOut, PushJob, PushMessage, PushOutcome, PushedMessage, TTL_SECS, outcome, payload, push_delivery,
-    push_recipients,
+    FanOut, PushJob, PushMessage, PushOutcome, PushedMessage, TTL_SECS, notification_delivery, outcome,
+    payload, push_delivery, push_recipients,
 };
-use palaver_core::webhooks::{Registrant, parse_target};
+use palaver_core::webhooks::{Event, EventKind, Registrant, WebhookRecord, parse_target};
 use palaver_protocol::{MessageKind, RoomKind, UserId};
 
 use super::Attempt;
@@ -94,14 +95,37 @@ pub fn expand(
         sender_name: &sender_name,
         text,
     };
+    // Operators' webhooks that hear `notification` events from this room.
+    let hooks = shared.webhooks.registrations(now);
+    let sinks: Vec<&WebhookRecord> = hooks
+        .iter()
+        .filter(|hook| {
+            let event = Event {
+                kind: EventKind::Notification,
+                room: &room,
+                at: now,
+                message: None,
+                user: None,
+                report: None,
+                identity: String::new(),
+            };
+            hook.registrant == Registrant::Operator && hook.wants(&event)
+        })
+        .collect();
     let mut pushes = Vec::new();
     for (user, verdict) in recipients {
-        let subscriptions = store.push_subscriptions(&user).map_err(err)?;
-        if subscriptions.is_empty() {
+        let subscriptions =
+            if shared.vapid.is_some() { store.push_subscriptions(&user).map_err(err)? } else { Vec::new() };
+        if subscriptions.is_empty() && sinks.is_empty() {
             continue;
         }
         let body = payload(&facts, verdict.mention, shared.config.push.previews);
+        for hook in &sinks {
+            Metrics::inc(&shared.metrics.webhook_queued);
+            pushes.push(notification_delivery(&hook.webhook_id, &facts, &user, &body, now));
+        }
         for subscription in &subscriptions {
+            shared.metrics.push_queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             pushes.push(push_delivery(&facts, direct, &user, subscription, verdict, body.clone(), now));
         }
     }

@@ -292,7 +292,6 @@ fn expand_fan_out(shared: &Shared, delivery: &OutboundDelivery) -> Attempt {
         Err(error) => return Attempt::Failed(error),
     };
     Metrics::inc(&shared.metrics.push_fan_outs);
-    shared.metrics.push_queued.fetch_add(pushes.len() as u64, Ordering::Relaxed);
     match shared.store.outbound_expand(delivery, &pushes) {
         Ok(()) => {
             if !pushes.is_empty() {

@@ -426,8 +426,10 @@ fn carry_out(shard: &Rc<Shard>, room: &RoomId, held: &mut HeldRoom, fx: &mut Eff
             let mut deliveries = shard.shared.webhooks.deliveries_for(&commit.writes, now);
             // And its pushes: one fan-out entry per message, expanded by the outbound
             // sender (no per-member work here), only when this node pushes at all and
-            // someone has a subscription.
-            if shard.shared.vapid.is_some() && shard.shared.push_subscriptions_exist.load(Ordering::Acquire) {
+            // someone has a subscription, or an operator's webhook hears notifications.
+            let pushes =
+                shard.shared.vapid.is_some() && shard.shared.push_subscriptions_exist.load(Ordering::Acquire);
+            if pushes || shard.shared.webhooks.hears_notifications(now) {
                 for write in &commit.writes {
                     if let Write::AppendMessage(message) = write
                         && palaver_core::push::pushable(message)

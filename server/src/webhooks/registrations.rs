@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use palaver_core::outbound::{OutboundDelivery, OutboundKind};
 use palaver_core::records::Write;
-use palaver_core::webhooks::{Event, WebhookRecord, events_of};
+use palaver_core::webhooks::{Event, EventKind, WebhookRecord, events_of};
 use palaver_storage::Store;
 use serde::Serialize;
 use serde_json::json;
@@ -59,6 +59,8 @@ pub struct Webhooks {
     reload_at: AtomicU64,
     /// Whether any registration is enabled (so an event with none to go to costs nothing).
     any_enabled: AtomicBool,
+    /// Whether any enabled registration hears `notification` events.
+    any_notification: AtomicBool,
     health: Mutex<HashMap<String, Health>>,
     wake: flume::Sender<()>,
     woken: flume::Receiver<()>,
@@ -74,6 +76,7 @@ impl Webhooks {
             loaded: Mutex::new(Loaded { hooks: Arc::new(Vec::new()) }),
             reload_at: AtomicU64::new(0),
             any_enabled: AtomicBool::new(false),
+            any_notification: AtomicBool::new(false),
             health: Mutex::new(HashMap::new()),
             wake,
             woken,
@@ -86,6 +89,9 @@ impl Webhooks {
             match self.store.webhooks() {
                 Ok(hooks) => {
                     self.any_enabled.store(hooks.iter().any(|h| h.enabled), Ordering::Release);
+                    let notification =
+                        hooks.iter().any(|h| h.enabled && h.events.contains(&EventKind::Notification));
+                    self.any_notification.store(notification, Ordering::Release);
                     if let Ok(mut loaded) = self.loaded.lock() {
                         loaded.hooks = Arc::new(hooks);
                     }
@@ -138,6 +144,16 @@ impl Webhooks {
             }
         }
         deliveries
+    }
+
+    /// Whether some enabled registration hears `notification` events at `now_ms` (read
+    /// like [`Webhooks::deliveries_for`]: no store read while the registrations are fresh).
+    pub fn hears_notifications(&self, now_ms: u64) -> bool {
+        if now_ms < self.reload_at.load(Ordering::Acquire) {
+            return self.any_notification.load(Ordering::Acquire);
+        }
+        self.registrations(now_ms);
+        self.any_notification.load(Ordering::Acquire)
     }
 
     /// Tells the sender there is something new to send.
