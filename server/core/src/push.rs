@@ -271,10 +271,18 @@ pub struct FanOut {
     pub seq: u64,
 }
 
-/// Whether a stored message may push at all: one a user sent (not a server notice).
+/// Whether a stored message may push at all: one a user sent, or an announcement the
+/// operator posted (not the server's notices of joins, edits or moderation).
 pub fn pushable(message: &Message) -> bool {
-    message.kind != MessageKind::System && message.system.is_none() && !message.deleted
+    let announcement = message
+        .system
+        .as_ref()
+        .is_some_and(|notice| notice.action == palaver_protocol::SystemAction::Announcement);
+    !message.deleted && (announcement || (message.kind != MessageKind::System && message.system.is_none()))
 }
+
+/// The name a push shows for the system's sender (announcements).
+pub const SYSTEM_SENDER_NAME: &str = "Announcement";
 
 /// The fan-out entry for `message`, queued with it by its room's owner at `now_ms`.
 pub fn fan_out(message: &Message, now_ms: u64) -> OutboundDelivery {
@@ -544,7 +552,24 @@ mod tests {
             thread_summary: None,
         };
         assert!(pushable(&message));
-        assert!(!pushable(&Message { kind: MessageKind::System, ..message.clone() }), "a server notice");
+        let notice = |action| {
+            Some(Box::new(palaver_protocol::SystemNotice {
+                action,
+                actor: UserId::system(),
+                target: None,
+                role: None,
+                until: None,
+                reason: None,
+                seq: None,
+            }))
+        };
+        let system =
+            |action| Message { kind: MessageKind::System, system: notice(action), ..message.clone() };
+        assert!(!pushable(&system(palaver_protocol::SystemAction::Kicked)), "a server notice");
+        assert!(
+            pushable(&system(palaver_protocol::SystemAction::Announcement)),
+            "the operator's announcement"
+        );
         let entry = fan_out(&message, 5);
         assert_eq!((entry.kind, entry.destination.as_str()), (OutboundKind::PushFanOut, FAN_OUT_DESTINATION));
         assert_eq!(

@@ -83,9 +83,13 @@ pub fn expand(
     if recipients.is_empty() {
         return Ok(Vec::new());
     }
-    let sender_name = match store.profile(&message.sender).map_err(err)?.display_name {
-        Some(name) => name,
-        None => store.user(&message.sender).map_err(err)?.map(|u| u.username).unwrap_or_default(),
+    let sender_name = if message.sender.is_system() {
+        palaver_core::push::SYSTEM_SENDER_NAME.to_owned()
+    } else {
+        match store.profile(&message.sender).map_err(err)?.display_name {
+            Some(name) => name,
+            None => store.user(&message.sender).map_err(err)?.map(|u| u.username).unwrap_or_default(),
+        }
     };
     let facts = PushMessage {
         room: &room,
