@@ -55,8 +55,9 @@ pub struct Shared {
     /// The VAPID key Web Push signs with (`None`: push is off, a cluster node without
     /// `--vapid-key-file`).
     pub vapid: Option<crate::web_push::vapid::VapidKey>,
-    /// Whether any user has a push subscription: without one no message queues a push
-    /// fan-out. Set at once when a subscription is written here, and re-read from the
-    /// store by the outbound sender every scan (subscriptions replicated from elsewhere).
+    /// Whether any user has (or, since the start, had) a push subscription: without one
+    /// no message queues a push fan-out. Read from the store at start, set when a
+    /// subscription is written here, and by the outbound sender when one is replicated
+    /// from another node.
     pub push_subscriptions_exist: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -191,12 +191,16 @@ pub async fn attempt(
     };
     let jitter = rand::random::<u32>() % 1_000;
     match http_post::post(&post, tls).await {
-        Ok(status) => match outcome(status, delivery.attempts + 1, None, jitter) {
-            PushOutcome::Delivered => Attempt::Delivered,
-            PushOutcome::Expired => expired(shared, &job.user, &delivery.destination),
-            PushOutcome::RetryAfter(ms) => Attempt::RetryIn { error: format!("answered HTTP {status}"), ms },
-            PushOutcome::Dropped => Attempt::Dropped(format!("answered HTTP {status}")),
-        },
+        Ok(http_post::Answer { status, retry_after_secs }) => {
+            match outcome(status, delivery.attempts + 1, retry_after_secs, jitter) {
+                PushOutcome::Delivered => Attempt::Delivered,
+                PushOutcome::Expired => expired(shared, &job.user, &delivery.destination),
+                PushOutcome::RetryAfter(ms) => {
+                    Attempt::RetryIn { error: format!("answered HTTP {status}"), ms }
+                }
+                PushOutcome::Dropped => Attempt::Dropped(format!("answered HTTP {status}")),
+            }
+        }
         Err(e) => match palaver_core::webhooks::retry_after_ms(delivery.attempts + 1, jitter) {
             Some(ms) => Attempt::RetryIn { error: e.to_string(), ms },
             None => Attempt::Dropped(e.to_string()),

@@ -61,11 +61,14 @@ async fn run(shared: Arc<Shared>) {
     let queues = Rc::new(RefCell::new(Queues::default()));
     let woken = shared.webhooks.woken();
     loop {
-        // Whether a message may be pushed at all (a subscription may have arrived by
-        // replication); subscriptions made here set it at once.
-        if shared.vapid.is_some() {
-            let any = shared.store.any_push_subscription().unwrap_or(true);
-            shared.push_subscriptions_exist.store(any, Ordering::Release);
+        // A subscription replicated from another node turns pushing on here (one made
+        // here does at once). Never off while running: a read racing a new subscription
+        // could lose it, and with none left a fan-out only finds nobody to push.
+        if shared.vapid.is_some()
+            && !shared.push_subscriptions_exist.load(Ordering::Acquire)
+            && shared.store.any_push_subscription().unwrap_or(true)
+        {
+            shared.push_subscriptions_exist.store(true, Ordering::Release);
         }
         scan(&shared, &queues, &tls);
         tokio::select! {
@@ -334,8 +337,8 @@ async fn attempt_webhook(
         timeout: config.timeout,
     };
     match http_post::post(&post, tls).await {
-        Ok(status) if (200..300).contains(&status) => Attempt::Delivered,
-        Ok(status) => Attempt::Failed(format!("answered HTTP {status}")),
+        Ok(answer) if (200..300).contains(&answer.status) => Attempt::Delivered,
+        Ok(answer) => Attempt::Failed(format!("answered HTTP {}", answer.status)),
         Err(e) => Attempt::Failed(e.to_string()),
     }
 }

@@ -1,10 +1,10 @@
 //! One delivery: an HTTP/1.1 `POST` of a body (JSON, or an encrypted push), over TLS for `https://`, that waits
-//! for the answer's status line and nothing more. The target's name is resolved here and
+//! for the answer's head (its status and `Retry-After`) and nothing more. The target's name is resolved here and
 //! every address it resolves to is checked ([`check_address`]) before a connection is
 //! made to one of them, so a name that resolves to an internal address when delivering
 //! (DNS rebinding) is refused whatever it resolved to when registered. Redirects are not
-//! followed (a 3xx is a failed delivery); the answer is read up to its status line, at
-//! most [`MAX_ANSWER_HEAD_BYTES`]; the whole exchange is bounded by one timeout.
+//! followed (a 3xx is a failed delivery); the answer is read up to the end of its head
+//! (its status and `Retry-After`), at most [`MAX_ANSWER_HEAD_BYTES`]; the whole exchange is bounded by one timeout.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use palaver_core::webhooks::{Network, Registrant, Target, TargetRefusal, check_a
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-/// The most of an answer read before its status line must have come.
+/// The most of an answer read before its head must have ended.
 pub const MAX_ANSWER_HEAD_BYTES: usize = 16 * 1024;
 /// The longest one connection attempt may take (within the delivery's own timeout).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,8 +64,18 @@ pub struct Post<'a> {
     pub timeout: Duration,
 }
 
-/// Sends `post` and returns the answer's status code.
-pub async fn post(post: &Post<'_>, tls: &tokio_rustls::TlsConnector) -> Result<u16, PostError> {
+/// What came back: the status line, and a `Retry-After` in seconds (a push service's
+/// wait after 429 or 503; an HTTP date is not read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// `Retry-After`, when the head carried one in seconds.
+    pub retry_after_secs: Option<u64>,
+}
+
+/// Sends `post` and returns the answer's status and `Retry-After`.
+pub async fn post(post: &Post<'_>, tls: &tokio_rustls::TlsConnector) -> Result<Answer, PostError> {
     tokio::time::timeout(post.timeout, async {
         let addrs = resolve(post.target, post.registrant, post.allowed).await?;
         let stream = connect_any(&addrs).await?;
@@ -124,7 +134,7 @@ async fn connect_any(addrs: &[SocketAddr]) -> Result<TcpStream, PostError> {
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     post: &Post<'_>,
-) -> Result<u16, PostError> {
+) -> Result<Answer, PostError> {
     let io = |e: std::io::Error| PostError::Io(e.to_string());
     let target = post.target;
     let default_port = if target.https { 443 } else { 80 };
@@ -154,11 +164,24 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut response = httparse::Response::new(&mut headers);
         let parsed = response.parse(&answer);
-        if let Some(code) = response.code {
-            return Ok(code);
-        }
-        if parsed.is_err() || answer.len() > MAX_ANSWER_HEAD_BYTES {
-            return Err(PostError::NotHttp);
+        match parsed {
+            // The whole head: the status and its `Retry-After`.
+            Ok(httparse::Status::Complete(_)) => {
+                let status = response.code.ok_or(PostError::NotHttp)?;
+                let retry_after_secs = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok())
+                    .and_then(|v| v.trim().parse().ok());
+                return Ok(Answer { status, retry_after_secs });
+            }
+            // More headers than are read: the status line is enough.
+            Err(httparse::Error::TooManyHeaders) if response.code.is_some() => {
+                return Ok(Answer { status: response.code.unwrap_or_default(), retry_after_secs: None });
+            }
+            Ok(httparse::Status::Partial) if answer.len() <= MAX_ANSWER_HEAD_BYTES => {}
+            _ => return Err(PostError::NotHttp),
         }
     }
 }
@@ -215,7 +238,9 @@ mod tests {
                 let read = socket.read(&mut request).await.unwrap();
                 let request = String::from_utf8_lossy(&request[..read]).to_string();
                 socket
-                    .write_all(b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/\r\n\r\n")
+                    .write_all(
+                        b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/\r\nRetry-After: 7\r\n\r\n",
+                    )
                     .await
                     .unwrap();
                 request
@@ -232,7 +257,8 @@ mod tests {
                 body: b"{}",
                 timeout: Duration::from_secs(5),
             };
-            assert_eq!(super::post(&post, &tls_connector()).await, Ok(302));
+            let answer = super::post(&post, &tls_connector()).await;
+            assert_eq!(answer, Ok(Answer { status: 302, retry_after_secs: Some(7) }));
             let request = server.await.unwrap();
             assert!(request.starts_with("POST /in?x=1 HTTP/1.1\r\n"), "{request}");
             assert!(
