@@ -281,6 +281,18 @@ pub fn pushable(message: &Message) -> bool {
     !message.deleted && (announcement || (message.kind != MessageKind::System && message.system.is_none()))
 }
 
+/// Whether a message's push fan-out is worth queueing: some member other than its sender
+/// had no live socket anywhere when the message was decided. Members who were connected
+/// got it live, so in a room whose members are all online (most of a busy server's
+/// messages) nothing is queued and the outbound sender reads nothing.
+pub fn anyone_offline<'a>(
+    members: impl IntoIterator<Item = &'a UserId>,
+    sender: &UserId,
+    connected_anywhere: impl Fn(&UserId) -> bool,
+) -> bool {
+    members.into_iter().any(|member| member != sender && !connected_anywhere(member))
+}
+
 /// The name a push shows for the system's sender (announcements).
 pub const SYSTEM_SENDER_NAME: &str = "Announcement";
 
@@ -435,6 +447,21 @@ mod tests {
         assert!(should_push(notify, false));
         assert!(!should_push(notify, true), "a live socket shows it already");
         assert!(!should_push(Verdict { mention: true, notify: false }, false), "silenced");
+    }
+
+    #[test]
+    fn a_fan_out_is_queued_only_when_someone_besides_the_sender_missed_it_live() {
+        let [ann, bob, cat] = ["ann", "bob", "cat"].map(|n| UserId::parse(&format!("u_{n}")).unwrap());
+        let members = [ann.clone(), bob.clone(), cat.clone()];
+        let online = |who: &'static [&'static str]| {
+            move |user: &UserId| who.iter().any(|n| user.as_str() == format!("u_{n}"))
+        };
+        assert!(!anyone_offline(&members, &ann, online(&["ann", "bob", "cat"])), "all online");
+        assert!(!anyone_offline(&members, &ann, online(&["bob", "cat"])), "only the sender is away");
+        assert!(anyone_offline(&members, &ann, online(&["ann", "bob"])), "cat missed it");
+        let system = UserId::parse("u_system").unwrap();
+        assert!(!anyone_offline(&members, &system, online(&["ann", "bob", "cat"])), "an announcement");
+        assert!(!anyone_offline(&[], &ann, online(&[])), "nobody to tell");
     }
 
     #[test]

@@ -424,15 +424,23 @@ fn carry_out(shard: &Rc<Shard>, room: &RoomId, held: &mut HeldRoom, fx: &mut Eff
             // in the same commit, and nowhere else.
             let now = crate::clock::now_ms();
             let mut deliveries = shard.shared.webhooks.deliveries_for(&commit.writes, now);
-            // And its pushes: one fan-out entry per message, expanded by the outbound
-            // sender (no per-member work here), only when this node pushes at all and
-            // someone has a subscription, or an operator's webhook hears notifications.
+            // And its pushes: one fan-out entry per message that some member missed
+            // live (no socket anywhere), expanded by the outbound sender, only when this
+            // node pushes at all and someone has a subscription, or an operator's webhook
+            // hears notifications. The check here is a lookup per member and stops at
+            // the first one offline; the reads a fan-out needs happen off this core.
             let pushes =
                 shard.shared.vapid.is_some() && shard.shared.push_subscriptions_exist.load(Ordering::Acquire);
             if pushes || shard.shared.webhooks.hears_notifications(now) {
+                let presence = &shard.shared.presence;
                 for write in &commit.writes {
                     if let Write::AppendMessage(message) = write
                         && palaver_core::push::pushable(message)
+                        && palaver_core::push::anyone_offline(
+                            held.owner.room().members(),
+                            &message.sender,
+                            |user| presence.connected_anywhere(user),
+                        )
                     {
                         deliveries.push(Write::PutOutbound(palaver_core::push::fan_out(message, now)));
                     }

@@ -434,6 +434,11 @@ impl Room {
         self.members.keys().cloned().collect()
     }
 
+    /// Every member, borrowed.
+    pub fn members(&self) -> impl Iterator<Item = &UserId> {
+        self.members.keys()
+    }
+
     /// Appends a `system` message recording `notice`, described in words by `text`; the
     /// caller persists and broadcasts it like any message.
     pub fn system_message(&mut self, now_ms: u64, notice: SystemNotice, text: String) -> Message {
