@@ -43,6 +43,8 @@ fn a_backup_taken_under_traffic_restores_accounts_history_and_files() {
             sent
         })
     };
+    let vapid_key = http_bytes(server.addr, "GET", "/v1/push/vapid-key", b"", &[]);
+    assert_eq!(vapid_key.status, 200);
     let backup = tempfile::tempdir().unwrap();
     let out = backup.path().join("backup");
     let data = server.data_dir().to_str().unwrap().to_owned();
@@ -54,6 +56,7 @@ fn a_backup_taken_under_traffic_restores_accounts_history_and_files() {
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["files"], 1, "{manifest}");
     assert!(manifest["store"]["records"].as_u64().unwrap() > 50, "{manifest}");
+    assert!(manifest["secrets"].as_array().unwrap().contains(&"vapid-key".into()), "{manifest}");
     drop(server);
 
     let restored = tempfile::tempdir().unwrap();
@@ -100,6 +103,9 @@ fn a_backup_taken_under_traffic_restores_accounts_history_and_files() {
         http_bytes(server.addr, "GET", &format!("/v1/files/{file_id}"), b"", &[("authorization", &auth)]);
     assert_eq!(download.status, 200);
     assert!(download.body == image, "the file's bytes differ after the restore");
+    // The same Web Push key: the browsers' subscriptions still accept its pushes.
+    let restored_key = http_bytes(server.addr, "GET", "/v1/push/vapid-key", b"", &[]);
+    assert_eq!(restored_key.body, vapid_key.body, "the VAPID key changed in the restore");
 }
 
 #[test]

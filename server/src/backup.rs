@@ -8,8 +8,10 @@
 //!   taken while it keeps serving (`palaver_storage::Store::export`);
 //! - `files/`: the shared files, when they are on local disk (`file://`; a bucket keeps
 //!   its own copies and is named in the manifest instead);
-//! - `jwt-secret` and `tls/`: the development secret and certificate, when the server
-//!   uses them (a configured secret or certificate lives outside the data directory);
+//! - `jwt-secret`, `vapid-key` and `tls/`: the development secret, the Web Push key pair
+//!   (browsers' push subscriptions are bound to its public half) and the development
+//!   certificate, when the server uses them (configured ones live outside the data
+//!   directory);
 //! - `manifest.json`: what was written, and from which server.
 //!
 //! The files are copied after the snapshot, and a file's bytes are stored before its
@@ -172,10 +174,12 @@ pub fn write_backup(store: &Store, sources: &Sources, out: &Path) -> Result<serd
         _ => 0,
     };
     let mut secrets = Vec::new();
-    let secret = sources.data_dir.join("jwt-secret");
-    if secret.exists() {
-        copy_file(&secret, &out.join("jwt-secret"))?;
-        secrets.push("jwt-secret");
+    for name in SECRET_FILES {
+        let secret = sources.data_dir.join(name);
+        if secret.exists() {
+            copy_file(&secret, &out.join(name))?;
+            secrets.push(name);
+        }
     }
     let tls = sources.data_dir.join("tls");
     if tls.exists() {
@@ -243,8 +247,10 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<serde_json::Value, Backup
     if from.join("files").exists() {
         copy_tree(&from.join("files"), &data_dir.join("files"))?;
     }
-    if from.join("jwt-secret").exists() {
-        copy_file(&from.join("jwt-secret"), &data_dir.join("jwt-secret"))?;
+    for name in SECRET_FILES {
+        if from.join(name).exists() {
+            copy_file(&from.join(name), &data_dir.join(name))?;
+        }
     }
     if from.join("tls").exists() {
         copy_tree(&from.join("tls"), &data_dir.join("tls"))?;
@@ -289,6 +295,10 @@ fn copy_tree(from: &Path, to: &Path) -> Result<u64, BackupError> {
 }
 
 /// Copies one file and syncs it, keeping its permission bits.
+/// The data directory's generated secrets a backup carries (each a file, mode 0600,
+/// whose permissions `std::fs::copy` keeps).
+const SECRET_FILES: [&str; 2] = ["jwt-secret", "vapid-key"];
+
 fn copy_file(from: &Path, to: &Path) -> Result<(), BackupError> {
     std::fs::copy(from, to).map_err(io(from))?;
     std::fs::File::open(to).and_then(|f| f.sync_all()).map_err(io(to))
