@@ -46,6 +46,12 @@ fn an_export_holds_everything_stored_about_the_caller_and_nothing_else() {
     a.ok(Op::Block { user: UserId::parse(&bob.user_id).unwrap() });
     let uploaded = upload(addr, &alice.access_token, &own, "cat.png", &png_bytes(4, 4));
     assert_eq!(uploaded.status, 201);
+    a.ok(Op::PushSubscribe {
+        endpoint: "https://push.example.com/send/alice".into(),
+        p256dh: "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"
+            .into(),
+        auth: "BTBZMqHH6r4Tts7J_aSIgg".into(),
+    });
 
     let (status, export, text) = get(addr, "/v1/account/export", &alice.access_token);
     assert_eq!(status, 200, "{text}");
@@ -61,6 +67,10 @@ fn an_export_holds_everything_stored_about_the_caller_and_nothing_else() {
     );
     assert_eq!(account["refresh_tokens"].as_array().unwrap().len(), 2, "two sessions");
     assert_eq!(account["files"][0]["name"], json!("cat.png"));
+    let subscriptions = account["push_subscriptions"].as_array().unwrap();
+    assert_eq!(subscriptions.len(), 1, "{account}");
+    assert_eq!(subscriptions[0]["endpoint"], json!("https://push.example.com/send/alice"));
+    assert!(subscriptions[0].get("auth").is_none(), "the browser's secret stays out");
     assert_eq!((&account["admin"], &account["suspended"]), (&json!(false), &Value::Null));
     for secret in ["argon2", &alice.refresh_token, "password_hash", "bob speaking"] {
         assert!(!text.contains(secret), "the export holds {secret:?}");

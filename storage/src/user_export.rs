@@ -51,6 +51,17 @@ pub struct UserExport {
     pub files: Vec<FileRecord>,
     /// Reports the user made.
     pub reports_made: Vec<ReportRecord>,
+    /// Web Push subscriptions (their keys, shared with the browser, left out).
+    pub push_subscriptions: Vec<ExportedPushSubscription>,
+}
+
+/// One Web Push subscription.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportedPushSubscription {
+    /// The push service's URL for it.
+    pub endpoint: String,
+    /// When it was registered, ms since the Unix epoch.
+    pub created_ms: u64,
 }
 
 /// One friendship, as the user sees it.
@@ -201,6 +212,11 @@ impl Store {
             refresh_tokens,
             files,
             reports_made,
+            push_subscriptions: self
+                .push_subscriptions(user)?
+                .into_iter()
+                .map(|sub| ExportedPushSubscription { endpoint: sub.endpoint, created_ms: sub.created_ms })
+                .collect(),
         }))
     }
 
