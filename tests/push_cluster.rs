@@ -1,7 +1,8 @@
 //! Web Push in a two-node cluster over a real NATS server, both nodes with the operator's
 //! VAPID key file: a member whose only socket is on the other node is not pushed (a socket
 //! anywhere counts); once it closes, each message is pushed once, by one node (the
-//! room's owner), whichever node the sender and the recipient used.
+//! room's owner), whichever node the sender and the recipient used. A node without the
+//! key file refuses subscriptions it could never push to.
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests: failing loudly is the point")]
 
@@ -172,4 +173,27 @@ fn a_socket_on_another_node_counts_and_one_node_pushes_each_message() {
     }
     assert_eq!(pushes_to(&service, "bob").len(), 1);
     assert!(service.refused().is_empty(), "{:?}", service.refused());
+}
+
+#[test]
+fn a_cluster_node_without_the_key_file_says_push_is_off() {
+    let nats = Nats::start();
+    let node = Server::start(&["--cluster", &nats.url, "--node-id", "n1"]);
+    let (status, body) = http(node.addr, "GET", "/v1/push/vapid-key", None, &[]);
+    assert_eq!(status, 404, "{body}");
+    let alice = register(node.addr, "alice");
+    let mut a = login_when_replicated(node.addr, &alice);
+    let refused = a.request(Op::PushSubscribe {
+        endpoint: "https://push.example.com/send/alice".into(),
+        p256dh: "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"
+            .into(),
+        auth: "BTBZMqHH6r4Tts7J_aSIgg".into(),
+    });
+    match refused {
+        ReplyBody::Err(e) => {
+            assert_eq!(e.code, ErrorCode::NotFound);
+            assert!(e.message.contains("--vapid-key-file"), "{}", e.message);
+        }
+        other => panic!("a subscription push could never use: {other:?}"),
+    }
 }

@@ -321,6 +321,13 @@ fn people_op(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, home: Home, op: People
     // A push endpoint is checked here, against the operator's networks; the home
     // stores what passed.
     let op = match op {
+        PeopleOp::PushSubscribe { .. } if shard.shared.vapid.is_none() => {
+            return conn.answer_err(
+                id,
+                ErrorCode::NotFound,
+                "Web Push is off on this node: a cluster node pushes only with --vapid-key-file",
+            );
+        }
         PeopleOp::PushSubscribe { endpoint, p256dh, auth } => {
             let allowed = &shard.shared.config.push.allow_networks;
             match palaver_core::push::check_subscription(&endpoint, &p256dh, &auth, allowed) {
