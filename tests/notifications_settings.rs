@@ -73,6 +73,17 @@ fn settings_sync_across_a_users_devices_and_silence_mention_counts() {
     assert!(back.rooms.is_empty(), "a room set to the defaults has no setting of its own");
     assert_eq!(mentions(&mut phone, &room), 1);
 
+    // A keyword counts as a mention (a whole word, any case), matched when counted: a
+    // keyword dropped stops counting at once.
+    b.say(&room, "m2", "is the DEPLOY green?");
+    b.say(&room, "m3", "redeploying later");
+    assert_eq!(mentions(&mut phone, &room), 2, "the name and the keyword");
+    phone.ok(Op::NotificationsSet { level: None, keywords: Some(Vec::new()) });
+    assert_eq!(mentions(&mut phone, &room), 1, "the name alone");
+    phone.ok(Op::NotificationsSet { level: None, keywords: Some(vec!["deploy".into()]) });
+    assert_eq!(mentions(&mut laptop, &room), 2);
+    phone.ok(Op::NotificationsSet { level: None, keywords: Some(vec!["Deploy".into()]) });
+
     // Bad settings are refused and change nothing.
     phone.err(Op::NotificationsSet { level: None, keywords: Some(vec![String::new()]) }, ErrorCode::Invalid);
     let too_many = (0..51).map(|i| format!("word{i}")).collect();

@@ -7,7 +7,9 @@
 //! people home validates and applies changes ([`apply_account`], [`apply_room`]); the
 //! sockets' shards read the stored settings to count mentions in `sync`.
 
-use palaver_protocol::{NotificationSettings, NotifyLevel, RoomId, RoomNotifications, UserId, limits};
+use palaver_protocol::{
+    Message, MessageKind, NotificationSettings, NotifyLevel, RoomId, RoomNotifications, UserId, limits,
+};
 
 use crate::error::CoreError;
 
@@ -106,6 +108,33 @@ pub fn verdict(
     Verdict { mention, notify }
 }
 
+/// How many of a room's newest unread messages `sync` reads for keyword hits: mentions by
+/// name and room-wide ones are indexed when stored, keywords (each user's own, changing
+/// at any time) are matched when counted, so the count looks this far back.
+pub const KEYWORD_COUNT_WINDOW: usize = 100;
+
+/// How many of `unread` mention `user` through one of their keywords alone: not their
+/// own, not deleted, not end-to-end encrypted (never read) or a server notice, and not
+/// naming them or the room (the mention index counts those already).
+pub fn keyword_only_mentions<'a>(
+    settings: &NotificationSettings,
+    user: &UserId,
+    unread: impl IntoIterator<Item = &'a Message>,
+) -> u64 {
+    if settings.keywords.is_empty() {
+        return 0;
+    }
+    let hit = |m: &Message| {
+        &m.sender != user
+            && !m.deleted
+            && matches!(m.kind, MessageKind::Text | MessageKind::Image | MessageKind::File)
+            && m.mention_all.is_none()
+            && !m.mentions.contains(user)
+            && settings.keywords.iter().any(|k| has_keyword(&m.text, k))
+    };
+    unread.into_iter().filter(|m| hit(m)).count() as u64
+}
+
 /// Checks and normalizes a keyword list: trimmed, no empty or over-long words, at most
 /// [`limits::MAX_NOTIFY_KEYWORDS`], duplicates (ignoring case) dropped.
 pub fn check_keywords(keywords: Vec<String>) -> Result<Vec<String>, CoreError> {
@@ -192,6 +221,59 @@ mod tests {
 
     fn setting(id: &str, level: Option<NotifyLevel>, muted: bool, until: Option<u64>) -> RoomNotifications {
         RoomNotifications { room: room(id), level, muted, muted_until: until }
+    }
+
+    fn text(seq: u64, sender: &str, text: &str) -> Message {
+        Message {
+            room: room("r_a"),
+            seq,
+            ts: seq,
+            sender: user(sender),
+            cid: palaver_protocol::ClientMsgId::parse("c").unwrap(),
+            kind: MessageKind::Text,
+            text: text.into(),
+            client_ts: None,
+            reactions: Vec::new(),
+            reply_to: None,
+            reply: None,
+            mentions: Vec::new(),
+            file: None,
+            edited_at: None,
+            deleted: false,
+            system: None,
+            blocked: false,
+            encryption: None,
+            mention_all: None,
+            forward: None,
+            thread: None,
+            also_to_room: false,
+            thread_summary: None,
+        }
+    }
+
+    #[test]
+    fn keyword_hits_count_once_and_never_in_what_is_counted_already_or_unreadable() {
+        let me = user("u_me");
+        let settings = NotificationSettings { keywords: vec!["deploy".into()], ..Default::default() };
+        let named = Message { mentions: vec![me.clone()], ..text(3, "u_bob", "deploy now @me") };
+        let everyone = Message {
+            mention_all: Some(palaver_protocol::MentionAll::Everyone),
+            ..text(4, "u_bob", "deploy, everyone")
+        };
+        let sealed = Message { kind: MessageKind::Encrypted, ..text(5, "u_bob", "deploy") };
+        let gone = Message { deleted: true, ..text(6, "u_bob", "deploy") };
+        let unread = [
+            text(1, "u_bob", "Deploy is done"),
+            text(2, "u_bob", "redeployment"),
+            named,
+            everyone,
+            sealed,
+            gone,
+            text(7, "u_me", "deploy from me"),
+            text(8, "u_cat", "who broke the DEPLOY?"),
+        ];
+        assert_eq!(keyword_only_mentions(&settings, &me, &unread), 2);
+        assert_eq!(keyword_only_mentions(&NotificationSettings::default(), &me, &unread), 0, "no keywords");
     }
 
     #[test]

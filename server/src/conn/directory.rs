@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use palaver_core::notifications::silenced;
+use palaver_core::notifications::{KEYWORD_COUNT_WINDOW, keyword_only_mentions, silenced};
 use palaver_protocol::paging::{PageBuilder, PageSize, decode_cursor, encode_cursor, sizes};
 use palaver_protocol::{
     BlockedOk, DeviceKeys, DevicesOk, Empty, ErrorBody, ErrorCode, FriendInfo, FriendState, FriendsOk,
@@ -352,7 +352,8 @@ fn presence_subscribe(
 /// is `last_seq - read` (counted from the history floor when retention removed older
 /// messages) less the thread replies after it that were kept in their thread (an index of
 /// those alone is counted), computed from the watermarks, never by scanning messages.
-/// Mentions count 0 in rooms the user's notification settings silence.
+/// Mentions count 0 in rooms the user's notification settings silence; keyword hits are
+/// counted among the newest unread messages (`KEYWORD_COUNT_WINDOW`).
 pub fn sync(shard: &Shard, user: &UserId, limit: Option<u32>, cursor: Option<String>) -> ReplyBody {
     let (limit, after) = match page_of("sync", sizes::SYNC, limit, cursor, |k| RoomId::parse(k).ok()) {
         Ok(page) => page,
@@ -379,8 +380,13 @@ pub fn sync(shard: &Shard, user: &UserId, limit: Option<u32>, cursor: Option<Str
                     let direct = record.kind == RoomKind::Direct;
                     let mentions = if silenced(&notifications, &room_id, direct, now_ms) {
                         0
-                    } else {
+                    } else if notifications.keywords.is_empty() || last_seq <= read {
                         store.mention_count(user, &room_id, read)?
+                    } else {
+                        let newest = store.messages_before(&room_id, None, KEYWORD_COUNT_WINDOW)?;
+                        let unread = newest.iter().filter(|m| m.seq > read);
+                        store.mention_count(user, &room_id, read)?
+                            + keyword_only_mentions(&notifications, user, unread)
                     };
                     let counted_from = read.max(floor - 1);
                     let unread = match last_seq.saturating_sub(counted_from) {
