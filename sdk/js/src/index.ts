@@ -811,12 +811,16 @@ export class PalaverClient {
   }
 
   /** Registers a Web Push subscription (`PushSubscription.toJSON()`): while none of
-   * the user's sockets is connected, messages their settings select are pushed to it. */
+   * the user's sockets is connected, messages their settings select are pushed to it.
+   * A subscription without an endpoint or its `p256dh` and `auth` keys is `invalid`. */
   pushSubscribe(subscription: {
-    endpoint: string;
-    keys: { p256dh: string; auth: string };
+    endpoint?: string;
+    keys?: Record<string, string>;
   }): Promise<Replies["push.subscribe"]> {
     const { endpoint, keys } = subscription;
+    if (!endpoint || !keys?.p256dh || !keys.auth) {
+      return Promise.reject(new PalaverError("invalid", "a push subscription needs endpoint, keys.p256dh and keys.auth"));
+    }
     return this.#op({ op: "push.subscribe", endpoint, p256dh: keys.p256dh, auth: keys.auth });
   }
 
