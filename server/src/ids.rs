@@ -1,15 +1,29 @@
 //! Fresh identifiers: 48 bits of milliseconds then 80 random bits, in lower-case base32,
-//! so ids sort roughly by creation time and never collide in practice.
+//! so ids sort by creation time and never collide in practice. Within one process they
+//! strictly increase (an id made in the same millisecond as the last is the last plus
+//! one), so lists keyed by id, such as the audit log, keep the order things happened.
+
+use std::sync::Mutex;
 
 use palaver_protocol::{RoomId, SessionId, UserId};
 use rand::Rng;
 
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
+/// The last body made in this process, as a number.
+static LAST: Mutex<u128> = Mutex::new(0);
+
 fn body() -> String {
     let ms = crate::clock::now_ms() & ((1 << 48) - 1);
     let random: u128 = rand::rng().random::<u128>() >> 48;
-    let mut value = (u128::from(ms) << 80) | random;
+    let fresh = (u128::from(ms) << 80) | random;
+    let mut value = match LAST.lock() {
+        Ok(mut last) => {
+            *last = if fresh > *last { fresh } else { last.wrapping_add(1) };
+            *last
+        }
+        Err(_) => fresh,
+    };
     let mut out = [0u8; 26];
     for slot in out.iter_mut().rev() {
         *slot = ALPHABET[(value & 31) as usize];
@@ -74,6 +88,12 @@ mod tests {
         let (a, b, c) = (super::user_id(), super::user_id(), super::user_id());
         assert_eq!(super::dm_room_id(&a, &b), super::dm_room_id(&b, &a));
         assert_ne!(super::dm_room_id(&a, &b), super::dm_room_id(&a, &c));
+    }
+
+    #[test]
+    fn ids_made_in_one_process_strictly_increase() {
+        let ids: Vec<String> = (0..10_000).map(|_| super::audit_id()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "out of order within a millisecond");
     }
 
     #[test]
