@@ -29,6 +29,11 @@ use crate::webhooks::signing::{self, Secret};
 /// How often the queue is read when nothing wakes the sender.
 pub const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The least time between two reads of the queue. Wakes come with group commits, which
+/// can be hundreds a second under load, and each read decodes every queued delivery: one
+/// read every few milliseconds takes in whatever those commits queued.
+pub const SCAN_GAP: Duration = Duration::from_millis(5);
+
 #[derive(Default)]
 struct Queues {
     /// Each endpoint's deliveries, oldest first.
@@ -71,6 +76,7 @@ async fn run(shared: Arc<Shared>) {
             shared.push_subscriptions_exist.store(true, Ordering::Release);
         }
         scan(&shared, &queues, &tls);
+        tokio::time::sleep(SCAN_GAP).await;
         tokio::select! {
             _ = woken.recv_async() => {}
             () = tokio::time::sleep(SCAN_INTERVAL) => {}
