@@ -85,7 +85,8 @@ pub async fn prepare(env: &Env, config: ChurnConfig, tokens: Arc<Vec<String>>) -
     }
     let token = tokens.first().ok_or_else(|| anyhow!("no accounts"))?;
     let auth = AuthMode::for_target(env.common.target, env.common.auth_op);
-    let mut sender = Client::connect(env.addr, env.sources[0], env.common.target, token, auth).await?;
+    let mut sender =
+        Client::connect(env.client_addr(), env.sources[0], env.common.target, token, auth).await?;
     let room = sender
         .create_rooms(1, &format!("churn-{}", env.run_id))
         .await?
@@ -127,7 +128,7 @@ pub struct Running {
 pub fn spawn(prepared: Prepared, env: &Env, stats: &Arc<Stats>, schedule: &Schedule) -> Running {
     let Prepared { config, room, sender: sender_client, tokens } = prepared;
     let ctx = Arc::new(Ctx {
-        addrs: env.addrs.clone(),
+        addrs: env.client_addrs.clone(),
         sources: env.sources.clone(),
         target: env.common.target,
         auth: AuthMode::for_target(env.common.target, env.common.auth_op),
@@ -152,6 +153,7 @@ pub fn spawn(prepared: Prepared, env: &Env, stats: &Arc<Stats>, schedule: &Sched
         payload: make_payload(env.common.payload).into(),
         cid_prefix: format!("{}-churn", env.run_id),
         stats: stats.clone(),
+        counts_own_deliveries: true,
     };
     let sender = tokio::spawn(sender.run(sender_client));
     let (check, check_rx) = watch::channel(false);

@@ -35,6 +35,12 @@ pub enum Command {
     History(HistoryArgs),
     /// A blend of rooms traffic, churn and history reads from a TOML profile (`--profile`).
     Mixed(MixedArgs),
+    /// Members of several busy rooms behind a relay that adds delay and loss: what
+    /// head-of-line blocking costs them on each transport.
+    Lossy(LossyArgs),
+    /// Only the relay: forwards a loopback port to another with delay and loss, for a
+    /// bounded time (for trying other clients by hand).
+    Relay(RelayArgs),
     /// Prints result files side by side as a Markdown table, with ratios to the first.
     Compare(CompareArgs),
     /// Writes the Markdown and/or HTML report of a result file again.
@@ -51,7 +57,8 @@ impl Command {
             Command::Churn(a) => Some(&a.common),
             Command::History(a) => Some(&a.common),
             Command::Mixed(a) => Some(&a.common),
-            Command::Compare(_) | Command::Report(_) => None,
+            Command::Lossy(a) => Some(&a.common),
+            Command::Compare(_) | Command::Report(_) | Command::Relay(_) => None,
         }
     }
 }
@@ -63,6 +70,14 @@ pub enum Target {
     PalaverJson,
     /// Palaver, `palaver.v1.rkyv` (binary frames).
     PalaverRkyv,
+    /// Palaver, JSON over WebSocket over TLS (a spawned server gets `--http-tls`).
+    PalaverJsonTls,
+    /// Palaver, rkyv over WebSocket over TLS (a spawned server gets `--http-tls`).
+    PalaverRkyvTls,
+    /// Palaver over QUIC, ALPN `palaver/1+json`.
+    PalaverQuicJson,
+    /// Palaver over QUIC, ALPN `palaver/1`.
+    PalaverQuicRkyv,
     /// The Node `ws` baseline, which speaks Palaver's JSON protocol.
     WsBaseline,
     /// The Node Socket.io v4 baseline, spoken directly over its WebSocket transport.
@@ -75,6 +90,10 @@ impl Target {
         match self {
             Target::PalaverJson => "palaver-json",
             Target::PalaverRkyv => "palaver-rkyv",
+            Target::PalaverJsonTls => "palaver-json-tls",
+            Target::PalaverRkyvTls => "palaver-rkyv-tls",
+            Target::PalaverQuicJson => "palaver-quic-json",
+            Target::PalaverQuicRkyv => "palaver-quic-rkyv",
             Target::WsBaseline => "ws-baseline",
             Target::Socketio => "socketio",
         }
@@ -93,8 +112,31 @@ impl Target {
 
     /// Whether this is Palaver itself.
     pub fn is_palaver(self) -> bool {
-        matches!(self, Target::PalaverJson | Target::PalaverRkyv)
+        !matches!(self, Target::WsBaseline | Target::Socketio)
     }
+
+    /// How the target's client sockets reach the server.
+    pub fn transport(self) -> Transport {
+        match self {
+            Target::PalaverJsonTls | Target::PalaverRkyvTls => Transport::WebSocketTls,
+            Target::PalaverQuicJson | Target::PalaverQuicRkyv => Transport::Quic,
+            Target::PalaverJson | Target::PalaverRkyv | Target::WsBaseline | Target::Socketio => {
+                Transport::WebSocket
+            }
+        }
+    }
+}
+
+/// What carries a target's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket over plain TCP.
+    WebSocket,
+    /// WebSocket over TLS over TCP; the REST calls use HTTPS too.
+    WebSocketTls,
+    /// QUIC (one connection per client, frames behind a `u32` LE length); the REST calls
+    /// use HTTPS when the server runs `--http-tls`, else plain HTTP.
+    Quic,
 }
 
 /// Flags every scenario shares.
@@ -113,6 +155,16 @@ pub struct CommonArgs {
     /// only): client sockets are spread round-robin over `--addr` and these.
     #[arg(long = "peer-addr", value_name = "ADDR")]
     pub peer_addrs: Vec<SocketAddr>,
+
+    /// The running server's QUIC address (loopback only), for the `palaver-quic-*`
+    /// targets with `--addr`; a spawned server's is read from its startup line.
+    #[arg(long, value_name = "ADDR", conflicts_with = "spawn_palaver")]
+    pub quic_addr: Option<SocketAddr>,
+
+    /// The running server's HTTP listener speaks TLS (`palaver --http-tls`): the REST calls
+    /// use HTTPS. Implied by the `*-tls` targets; a spawned server gets `--http-tls` for them.
+    #[arg(long)]
+    pub http_tls: bool,
 
     /// Start this palaver binary: temp data dir, port 0, `--shards 1`, rate limits lifted,
     /// pinned to `--server-core` with taskset when available. Stopped at the end.
@@ -235,7 +287,10 @@ impl CommonArgs {
                 anyhow::bail!("--peer-addr needs --addr (the node accounts are registered on)");
             }
         }
-        for addr in self.addr.iter().chain(&self.peer_addrs) {
+        if self.target.transport() == Transport::Quic && self.addr.is_some() && self.quic_addr.is_none() {
+            anyhow::bail!("a QUIC target with --addr needs --quic-addr (the server's UDP address)");
+        }
+        for addr in self.addr.iter().chain(&self.peer_addrs).chain(&self.quic_addr) {
             if !addr.ip().is_loopback() {
                 anyhow::bail!(
                     "{addr} is not a loopback address: palaver-load only sends traffic to 127.0.0.0/8"
@@ -243,6 +298,11 @@ impl CommonArgs {
             }
         }
         Ok(())
+    }
+
+    /// Whether the server's REST calls go over HTTPS.
+    pub fn https(&self) -> bool {
+        self.http_tls || self.target.transport() == Transport::WebSocketTls
     }
 
     /// The local addresses client sockets bind to.
@@ -293,6 +353,70 @@ pub struct RoomsArgs {
     /// Messages per second per room.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
+}
+
+/// `lossy` flags.
+#[derive(Debug, Clone, Args)]
+pub struct LossyArgs {
+    /// Flags every scenario shares.
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Busy rooms, one direct sender each.
+    #[arg(long, default_value_t = 8)]
+    pub rooms: usize,
+
+    /// Messages per second per room.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+
+    /// Members of every room, behind the relay.
+    #[arg(long, default_value_t = 10)]
+    pub observers: usize,
+
+    /// Round-trip time the relay adds, ms.
+    #[arg(long, default_value_t = 40.0)]
+    pub rtt_ms: f64,
+
+    /// Loss probability each way (0.01 = 1 %).
+    #[arg(long, default_value_t = 0.01)]
+    pub loss: f64,
+
+    /// Seed of the relay's loss decisions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// `relay` flags.
+#[derive(Debug, Clone, Args)]
+pub struct RelayArgs {
+    /// TCP (WebSocket; loss modelled as retransmission delay) or UDP (QUIC; real drops).
+    #[arg(long, value_enum)]
+    pub protocol: crate::relay::RelayProtocol,
+
+    /// Where clients connect (loopback).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+
+    /// The server (loopback).
+    #[arg(long)]
+    pub to: SocketAddr,
+
+    /// Round-trip time added, ms.
+    #[arg(long, default_value_t = 40.0)]
+    pub rtt_ms: f64,
+
+    /// Loss probability each way.
+    #[arg(long, default_value_t = 0.01)]
+    pub loss: f64,
+
+    /// Seed of the loss decisions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Seconds the relay runs before it stops by itself.
+    #[arg(long, default_value_t = 60.0)]
+    pub duration: f64,
 }
 
 /// `connect` flags.

@@ -10,19 +10,21 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{SinkExt, StreamExt as _};
 use palaver_protocol::{
     ClientFrame, Codec, Event, OkBody, Op, ReplyBody, RoomId, RoomKind, RoomSettingsPatch, ServerFrame,
 };
 use serde_json::{Value, json};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::arrival::ArrivalStream;
-use crate::cli::Target;
+use crate::cli::{Target, Transport};
+use crate::link::Link;
+use crate::loopback_tls;
+use crate::quic_link::QuicLink;
 use crate::socketio::{self, Packet};
 use crate::wire::{self, Incoming};
 
@@ -51,7 +53,7 @@ pub enum Proto {
 
 /// A connected, authenticated socket.
 pub struct Client {
-    pub ws: WebSocketStream<ArrivalStream>,
+    pub ws: Link,
     pub proto: Proto,
     next_id: u64,
 }
@@ -67,7 +69,12 @@ pub enum AuthMode {
 
 impl AuthMode {
     pub fn for_target(target: Target, force_op: bool) -> Self {
-        if target.is_palaver() && !force_op { AuthMode::Header } else { AuthMode::Op }
+        // QUIC has no upgrade request to carry a header: its first frame is `auth`.
+        if target.is_palaver() && target.transport() != Transport::Quic && !force_op {
+            AuthMode::Header
+        } else {
+            AuthMode::Op
+        }
     }
 }
 
@@ -123,11 +130,18 @@ impl Client {
     ) -> anyhow::Result<Client> {
         let proto =
             if target == Target::Socketio { Proto::SocketIo } else { Proto::Palaver(wire::codec(target)) };
+        let transport = target.transport();
         let run = async {
+            if transport == Transport::Quic {
+                let Proto::Palaver(codec) = proto else { bail!("QUIC speaks Palaver's frames only") };
+                let link = QuicLink::connect(addr, codec).await?;
+                return anyhow::Ok(Client { ws: Link::Quic(Box::new(link)), proto, next_id: 1 });
+            }
             let stream = ArrivalStream::connect(addr, source).await?;
+            let scheme = if transport == Transport::WebSocketTls { "wss" } else { "ws" };
             let mut request = match proto {
-                Proto::Palaver(_) => format!("ws://{addr}/v1/ws"),
-                Proto::SocketIo => format!("ws://{addr}{}", socketio::PATH),
+                Proto::Palaver(_) => format!("{scheme}://{addr}/v1/ws"),
+                Proto::SocketIo => format!("{scheme}://{addr}{}", socketio::PATH),
             }
             .into_client_request()?;
             let headers = request.headers_mut();
@@ -143,10 +157,23 @@ impl Client {
                     );
                 }
             }
-            let (ws, _response) =
-                tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
+            let ws = if transport == Transport::WebSocketTls {
+                let tls = loopback_tls::connector()
+                    .connect(loopback_tls::server_name(), stream)
                     .await
-                    .context("WebSocket upgrade")?;
+                    .context("TLS handshake")?;
+                let (ws, _response) =
+                    tokio_tungstenite::client_async_with_config(request, tls, Some(ws_config()))
+                        .await
+                        .context("WebSocket upgrade")?;
+                Link::Wss(Box::new(ws))
+            } else {
+                let (ws, _response) =
+                    tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
+                        .await
+                        .context("WebSocket upgrade")?;
+                Link::Ws(ws)
+            };
             let mut client = Client { ws, proto, next_id: 1 };
             if proto == Proto::SocketIo {
                 client.socketio_handshake(token).await?;
@@ -232,7 +259,7 @@ impl Client {
     /// When the bytes of the frame last read reached this socket (kernel receive
     /// timestamp), µs since the Unix epoch.
     pub fn last_arrival_us(&self) -> Option<u64> {
-        self.ws.get_ref().last_arrival_us()
+        self.ws.last_arrival_us()
     }
 
     /// Reads a frame fully.
@@ -282,7 +309,7 @@ impl Client {
 
     /// Closes the socket politely (bounded).
     pub async fn close(mut self) {
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.ws.close(None)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), SinkExt::close(&mut self.ws)).await;
     }
 
     /// Sends one request and waits for its reply (events in between are dropped).

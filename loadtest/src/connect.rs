@@ -32,7 +32,7 @@ pub async fn run(
     let before = env.server_sample();
 
     let started = std::time::Instant::now();
-    let (addrs, target, sources) = (env.addrs.clone(), common.target, env.sources.clone());
+    let (addrs, target, sources) = (env.client_addrs.clone(), common.target, env.sources.clone());
     let deflate = common.deflate;
     let mut opening = futures_util::stream::iter(0..connections)
         .map(|i| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
 
-use crate::cli::CommonArgs;
+use crate::cli::{CommonArgs, Transport};
 use crate::http;
 use crate::process_stats::{self, ProcSample};
 use crate::spawned_nats::SpawnedNats;
@@ -35,6 +35,11 @@ pub struct Env {
     pub addr: SocketAddr,
     /// Every node client sockets are spread over (`addrs[0] == addr`; one for a single server).
     pub addrs: Vec<SocketAddr>,
+    /// Where client sockets connect, node by node: `addrs`, or the nodes' QUIC addresses
+    /// for the QUIC targets.
+    pub client_addrs: Vec<SocketAddr>,
+    /// Whether the HTTP listeners speak TLS.
+    pub https: bool,
     /// The processes whose CPU time and memory are summed as "the server" (every node
     /// and, for a spawned cluster, the NATS server); empty when unknown.
     pub server_pids: Vec<u32>,
@@ -53,6 +58,10 @@ impl Env {
         common.validate()?;
         let mut nats = None;
         let mut spawned = Vec::new();
+        let mut server_args = common.server_args.clone();
+        if common.https() && !server_args.iter().any(|a| a == "--http-tls") {
+            server_args.push("--http-tls".into());
+        }
         let addrs: Vec<SocketAddr> = match (&common.addr, &common.spawn_palaver) {
             (Some(_), Some(_)) => bail!("give --addr or --spawn-palaver, not both"),
             (None, None) => bail!("give --addr HOST:PORT (a running server) or --spawn-palaver PATH"),
@@ -68,7 +77,7 @@ impl Env {
                             common.server_shards,
                             common.server_core,
                             None,
-                            &common.server_args,
+                            &server_args,
                         )?;
                         eprintln!("spawned: {} (pid {})", server.command_line.join(" "), server.pid);
                         spawned.push(server);
@@ -90,7 +99,7 @@ impl Env {
                                 common.server_shards,
                                 common.server_core,
                                 Some(&member),
-                                &common.server_args,
+                                &server_args,
                             )?;
                             eprintln!(
                                 "spawned node n{i}: {} (pid {})",
@@ -109,12 +118,27 @@ impl Env {
                 bail!("{addr} is not a loopback address: palaver-load only sends traffic to 127.0.0.0/8");
             }
         }
+        let https = common.https();
         for addr in &addrs {
-            http::wait_healthy(*addr, Duration::from_secs(15)).await?;
+            http::wait_healthy(http::Listener { addr: *addr, tls: https }, Duration::from_secs(15)).await?;
         }
+        let client_addrs: Vec<SocketAddr> = if common.target.transport() == Transport::Quic {
+            match (&common.quic_addr, spawned.is_empty()) {
+                (Some(quic), _) => vec![*quic],
+                (None, false) => spawned
+                    .iter()
+                    .map(|s| {
+                        s.quic_addr.ok_or_else(|| anyhow::anyhow!("the server printed no quic= address"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+                (None, true) => bail!("a QUIC target with --addr needs --quic-addr"),
+            }
+        } else {
+            addrs.clone()
+        };
         if let Some(n) = common.spawn_cluster {
             let logs: Vec<String> = spawned.iter().map(|s| s.log_path.display().to_string()).collect();
-            wait_cluster_formed(&addrs, n, &logs, CLUSTER_FORM_TIMEOUT).await?;
+            wait_cluster_formed(&addrs, https, n, &logs, CLUSTER_FORM_TIMEOUT).await?;
         }
         let server_pids = if !common.server_pids.is_empty() {
             common.server_pids.clone()
@@ -146,6 +170,8 @@ impl Env {
             common: common.clone(),
             addr: addrs[0],
             addrs,
+            client_addrs,
+            https,
             server_pids,
             spawned,
             nats,
@@ -158,7 +184,7 @@ impl Env {
     /// more than one node, waits [`REPLICATION_WAIT`] so the others know the accounts.
     pub async fn register_users(&self, n: usize) -> anyhow::Result<Vec<String>> {
         let started = std::time::Instant::now();
-        let addr = self.addr;
+        let addr = self.listener();
         let names: Vec<String> = (0..n.max(1)).map(|i| format!("lt{}u{i}", self.run_id)).collect();
         let results: Vec<anyhow::Result<String>> = futures_util::stream::iter(names)
             .map(|name| async move {
@@ -192,7 +218,17 @@ impl Env {
         if !self.common.target.is_palaver() {
             return Vec::new();
         }
-        http::metrics(self.addr).await.unwrap_or_default()
+        http::metrics(self.listener()).await.unwrap_or_default()
+    }
+
+    /// The first node's HTTP listener.
+    pub fn listener(&self) -> http::Listener {
+        http::Listener { addr: self.addr, tls: self.https }
+    }
+
+    /// Where the first node's client sockets connect (set-up sockets).
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addrs[0]
     }
 
     /// JSON about the server under test. `addr`, `pid`, `spawned` and `command_line` keep
@@ -263,6 +299,7 @@ fn live_nodes(metrics: &[(String, f64)]) -> Option<f64> {
 /// `logs` are the nodes' log files, named in the error.
 async fn wait_cluster_formed(
     addrs: &[SocketAddr],
+    https: bool,
     n: usize,
     logs: &[String],
     within: Duration,
@@ -272,7 +309,8 @@ async fn wait_cluster_formed(
     loop {
         let mut seen = Vec::with_capacity(addrs.len());
         for addr in addrs {
-            seen.push(http::metrics(*addr).await.ok().and_then(|m| live_nodes(&m)));
+            let listener = http::Listener { addr: *addr, tls: https };
+            seen.push(http::metrics(listener).await.ok().and_then(|m| live_nodes(&m)));
         }
         if seen.iter().all(|v| *v == Some(n as f64)) {
             eprintln!("cluster of {n} formed in {:.1} s", started.elapsed().as_secs_f64());
@@ -395,11 +433,11 @@ mod tests {
     fn waits_for_every_node_to_see_the_cluster() {
         block_on(async {
             let nodes = vec![fake_node(Some(2)).await, fake_node(Some(2)).await];
-            wait_cluster_formed(&nodes, 2, &[], Duration::from_secs(5)).await.expect("formed");
+            wait_cluster_formed(&nodes, false, 2, &[], Duration::from_secs(5)).await.expect("formed");
 
             let nodes = vec![fake_node(Some(2)).await, fake_node(Some(1)).await, fake_node(None).await];
             let logs = vec!["a.log".to_string(), "b.log".to_string(), "c.log".to_string()];
-            let e = wait_cluster_formed(&nodes, 2, &logs, Duration::from_millis(300))
+            let e = wait_cluster_formed(&nodes, false, 2, &logs, Duration::from_millis(300))
                 .await
                 .expect_err("node 2 sees 1 node, node 3 has no gauge");
             let text = e.to_string();

@@ -77,7 +77,7 @@ pub async fn prepare(env: &Env, config: HistoryConfig, tokens: Arc<Vec<String>>)
     }
     let token = tokens.first().ok_or_else(|| anyhow!("no accounts"))?;
     let auth = AuthMode::for_target(target, env.common.auth_op);
-    let mut filler = Client::connect(env.addr, env.sources[0], target, token, auth).await?;
+    let mut filler = Client::connect(env.client_addr(), env.sources[0], target, token, auth).await?;
     let room = filler
         .create_rooms(1, &format!("history-{}", env.run_id))
         .await?
@@ -129,7 +129,7 @@ pub async fn prepare(env: &Env, config: HistoryConfig, tokens: Arc<Vec<String>>)
     for i in 0..config.clients {
         let token = &tokens[i % tokens.len()];
         let mut client = Client::connect(
-            round_robin(&env.addrs, i),
+            round_robin(&env.client_addrs, i),
             env.sources[i % env.sources.len()],
             target,
             token,

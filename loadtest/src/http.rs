@@ -1,14 +1,17 @@
 //! A minimal HTTP/1.1 client for the few REST calls a load run needs (register, metrics,
-//! health): one request per connection, `Connection: close`, `Content-Length` bodies.
-//! Not a general client: no chunked encoding, no redirects, no TLS.
+//! health): one request per connection, `Connection: close`, `Content-Length` bodies,
+//! over TLS when the server's listener speaks it. Not a general client: no chunked
+//! encoding, no redirects.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+
+use crate::loopback_tls;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -18,10 +21,32 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
-async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<Answer> {
+/// A server's HTTP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    /// Whether it speaks TLS (`palaver --http-tls`).
+    pub tls: bool,
+}
+
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
+
+async fn request(
+    listener: Listener,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> anyhow::Result<Answer> {
+    let addr = listener.addr;
     let run = async {
-        let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
-        stream.set_nodelay(true)?;
+        let tcp = TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+        tcp.set_nodelay(true)?;
+        let mut stream: Box<dyn Connection> = if listener.tls {
+            Box::new(loopback_tls::connector().connect(loopback_tls::server_name(), tcp).await?)
+        } else {
+            Box::new(tcp)
+        };
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
         if let Some(body) = body {
             head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
@@ -84,7 +109,7 @@ pub struct Registered {
 }
 
 /// `POST /v1/auth/register`.
-pub async fn register(addr: SocketAddr, username: &str, password: &str) -> anyhow::Result<Registered> {
+pub async fn register(addr: Listener, username: &str, password: &str) -> anyhow::Result<Registered> {
     let body = serde_json::to_vec(&serde_json::json!({ "username": username, "password": password }))?;
     let answer = request(addr, "POST", "/v1/auth/register", Some(&body)).await?;
     if answer.status != 201 && answer.status != 200 {
@@ -95,7 +120,7 @@ pub async fn register(addr: SocketAddr, username: &str, password: &str) -> anyho
 
 /// `GET /metrics` (Palaver): the unlabelled counters and gauges as name → value
 /// (labelled series and histograms are left out).
-pub async fn metrics(addr: SocketAddr) -> anyhow::Result<Vec<(String, f64)>> {
+pub async fn metrics(addr: Listener) -> anyhow::Result<Vec<(String, f64)>> {
     let answer = request(addr, "GET", "/metrics", None).await?;
     if answer.status != 200 {
         bail!("metrics: HTTP {}", answer.status);
@@ -113,7 +138,7 @@ pub async fn metrics(addr: SocketAddr) -> anyhow::Result<Vec<(String, f64)>> {
 }
 
 /// Waits until the server answers `GET /healthz` with 200.
-pub async fn wait_healthy(addr: SocketAddr, within: Duration) -> anyhow::Result<()> {
+pub async fn wait_healthy(addr: Listener, within: Duration) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         if let Ok(a) = request(addr, "GET", "/healthz", None).await
@@ -122,7 +147,7 @@ pub async fn wait_healthy(addr: SocketAddr, within: Duration) -> anyhow::Result<
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("{addr} did not become healthy within {within:?}");
+            bail!("{} did not become healthy within {within:?}", addr.addr);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -26,11 +26,16 @@ mod connect;
 mod env;
 mod history;
 mod http;
+mod link;
+mod loopback_tls;
+mod lossy;
 mod mixed;
 mod plots;
 mod process_stats;
+mod quic_link;
 mod raw_ws;
 mod receiver;
+mod relay;
 mod report;
 mod report_files;
 mod sender_thread;
@@ -69,6 +74,10 @@ pub fn run(command: &Command) -> anyhow::Result<Value> {
                 let dir = args.dir.as_deref().context("a summary of several runs needs --dir")?;
                 write_summary_reports(&doc, dir)?;
             }
+            return Ok(Value::Null);
+        }
+        Command::Relay(args) => {
+            run_relay(args)?;
             return Ok(Value::Null);
         }
         _ => {}
@@ -235,10 +244,41 @@ async fn run_scenario(command: &Command) -> anyhow::Result<Value> {
             });
             mixed::run(&env, "mixed", &profile, config).await
         }
-        Command::Compare(_) | Command::Report(_) => Err(anyhow::anyhow!("not a scenario")),
+        Command::Lossy(a) => {
+            let config = json!({
+                "rooms": a.rooms, "rate_per_room": a.rate, "observers": a.observers,
+                "relay_rtt_ms": a.rtt_ms, "relay_loss": a.loss, "relay_seed": a.seed,
+                "common": common_json(common),
+            });
+            lossy::run(&env, a, config).await
+        }
+        Command::Compare(_) | Command::Report(_) | Command::Relay(_) => {
+            Err(anyhow::anyhow!("not a scenario"))
+        }
     };
     env.finish();
     result
+}
+
+/// `relay`: runs the relay alone for `--duration` seconds.
+fn run_relay(args: &cli::RelayArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let impairment = relay::Impairment {
+            rtt: Duration::from_secs_f64(args.rtt_ms.max(0.0) / 1000.0),
+            loss: args.loss.clamp(0.0, 1.0),
+            seed: args.seed,
+        };
+        let relay = relay::Relay::start(args.protocol, args.listen, args.to, impairment).await?;
+        println!("relaying {} -> {} for {} s", relay.addr, args.to, args.duration);
+        tokio::time::sleep(Duration::from_secs_f64(args.duration.max(0.0))).await;
+        eprintln!(
+            "forwarded {}, dropped {}",
+            relay.counts.forwarded.load(std::sync::atomic::Ordering::Relaxed),
+            relay.counts.dropped.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        anyhow::Ok(())
+    })
 }
 
 fn common_json(c: &CommonArgs) -> Value {
@@ -251,10 +291,10 @@ fn common_json(c: &CommonArgs) -> Value {
         "client_core": c.client_core,
         "server_core": c.server_core,
         "connect_concurrency": c.connect_concurrency,
-        "auth": match c.target {
-            cli::Target::Socketio => "handshake",
-            t if t.is_palaver() && !c.auth_op => "header",
-            _ => "op",
+        "auth": match (c.target, client::AuthMode::for_target(c.target, c.auth_op)) {
+            (cli::Target::Socketio, _) => "handshake",
+            (_, client::AuthMode::Header) => "header",
+            (_, client::AuthMode::Op) => "op",
         },
         "users": c.users,
         "deflate_offered": c.deflate,

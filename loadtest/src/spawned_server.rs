@@ -47,6 +47,8 @@ pub struct SpawnedServer {
     child: Child,
     /// The HTTP address it printed.
     pub addr: SocketAddr,
+    /// The QUIC address it printed.
+    pub quic_addr: Option<SocketAddr>,
     /// Its process id (the `taskset` wrapper execs into it, so the id is the server's).
     pub pid: u32,
     /// The full command line used (a JWT secret replaced by [`REDACTED_SECRET`]).
@@ -128,11 +130,13 @@ impl SpawnedServer {
         };
         let addr: SocketAddr = line
             .split_whitespace()
-            .find_map(|w| w.strip_prefix("http="))
+            .find_map(|w| w.strip_prefix("http=").or_else(|| w.strip_prefix("https=")))
             .ok_or_else(|| anyhow!("no http= in {line:?}"))?
             .parse()
             .with_context(|| format!("address in {line:?}"))?;
-        Ok(SpawnedServer { child, addr, pid, command_line, log_path, _data_dir: data_dir })
+        let quic_addr =
+            line.split_whitespace().find_map(|w| w.strip_prefix("quic=")).and_then(|a| a.parse().ok());
+        Ok(SpawnedServer { child, addr, quic_addr, pid, command_line, log_path, _data_dir: data_dir })
     }
 
     /// Stops the server: SIGTERM, up to 10 s to drain, then SIGKILL.

@@ -22,7 +22,7 @@ use palaver_protocol::{ClientMsgId, MessageKind, Op, RoomId};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::cli::Target;
+use crate::cli::{Target, Transport};
 use crate::client::{AuthMode, Client};
 use crate::env::{Env, round_robin};
 use crate::receiver::Receiver;
@@ -133,7 +133,8 @@ impl Setup {
         }
         for (creator, token) in tokens.iter().take(creators).enumerate() {
             let count = ROOMS_PER_CREATOR.min(layout.rooms - rooms.len());
-            let mut control = Client::connect(env.addr, env.sources[0], common.target, token, auth).await?;
+            let mut control =
+                Client::connect(env.client_addr(), env.sources[0], common.target, token, auth).await?;
             let prefix = format!("load-{}-{creator}", env.run_id);
             rooms.extend(control.create_rooms(count, &prefix).await?);
             control.close().await;
@@ -146,7 +147,7 @@ impl Setup {
         // Every socket connects and joins its room; socket i (sender or receiver) goes to
         // node i % N of a cluster.
         let started = std::time::Instant::now();
-        let (addrs, target, sources) = (env.addrs.clone(), common.target, env.sources.clone());
+        let (addrs, target, sources) = (env.client_addrs.clone(), common.target, env.sources.clone());
         let (members, senders, deflate) = (layout.members, layout.senders_per_room, common.deflate);
         let mut opened = futures_util::stream::iter(0..sockets)
             .map(|i| {
@@ -158,7 +159,9 @@ impl Setup {
                     let (token, room) = (tokens[i % tokens.len()].clone(), rooms[i / members].clone());
                     let sender = i % members < senders;
                     let opened = async {
-                        if !sender && target != Target::Socketio {
+                        // Hand-framed receivers speak WebSocket over plain TCP only.
+                        if !sender && target != Target::Socketio && target.transport() == Transport::WebSocket
+                        {
                             let codec = wire::codec(target);
                             let receiver =
                                 Receiver::open(addr, source, codec, (&token, auth, deflate), &room).await?;
@@ -279,6 +282,7 @@ impl Setup {
                     payload: payload.clone(),
                     cid_prefix: format!("{}-{sender_index}", env.run_id),
                     stats,
+                    counts_own_deliveries: true,
                 };
                 sender_index += 1;
                 tasks.push(self.senders.handle().spawn(sender.run(client)));
@@ -307,7 +311,7 @@ pub fn make_payload(len: usize) -> String {
 }
 
 /// A socket that only receives.
-async fn receive(mut client: Client, stats: Arc<Stats>) {
+pub async fn receive(mut client: Client, stats: Arc<Stats>) {
     while let Some(message) = client.ws.next().await {
         let Ok(message) = message else { break };
         match handle(&stats, client.classify(&message), client.last_arrival_us(), None) {
@@ -375,6 +379,8 @@ pub struct Sender {
     pub payload: Arc<str>,
     pub cid_prefix: String,
     pub stats: Arc<Stats>,
+    /// Whether the sender's own copies of the room's messages count as deliveries.
+    pub counts_own_deliveries: bool,
 }
 
 impl Sender {
@@ -402,7 +408,11 @@ impl Sender {
                 message = client.ws.next() => {
                     let Some(Ok(message)) = message else { break };
                     let arrived = client.last_arrival_us();
-                    match handle(&stats, client.classify(&message), arrived, Some((&mut in_flight, self.members))) {
+                    let incoming = match client.classify(&message) {
+                        Incoming::Message { .. } if !self.counts_own_deliveries => Incoming::Ignored,
+                        incoming => incoming,
+                    };
+                    match handle(&stats, incoming, arrived, Some((&mut in_flight, self.members))) {
                         Next::Continue => {}
                         Next::Pong => {
                             if client.pong().await.is_err() {

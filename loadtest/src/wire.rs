@@ -16,8 +16,12 @@ use crate::cli::Target;
 /// The encoding a target speaks.
 pub fn codec(target: Target) -> Codec {
     match target {
-        Target::PalaverRkyv => Codec::Rkyv,
-        Target::PalaverJson | Target::WsBaseline | Target::Socketio => Codec::Json,
+        Target::PalaverRkyv | Target::PalaverRkyvTls | Target::PalaverQuicRkyv => Codec::Rkyv,
+        Target::PalaverJson
+        | Target::PalaverJsonTls
+        | Target::PalaverQuicJson
+        | Target::WsBaseline
+        | Target::Socketio => Codec::Json,
     }
 }
 

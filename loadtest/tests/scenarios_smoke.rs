@@ -94,3 +94,51 @@ fn mixed_runs_clean() {
     let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smoke-mixed.toml");
     run("mixed", &["--profile", profile]);
 }
+
+#[test]
+fn fanout_over_quic_runs_clean_in_both_codecs() {
+    for target in ["palaver-quic-rkyv", "palaver-quic-json"] {
+        let doc = run("fanout", &["--target", target, "--members", "10", "--senders", "2", "--rate", "50"]);
+        assert_eq!(doc["target"], target);
+        assert!(
+            doc["results"]["deliveries_in_window"].as_u64().unwrap_or(0) > 0,
+            "{target} delivered nothing"
+        );
+    }
+}
+
+#[test]
+fn rooms_over_websocket_over_tls_runs_clean() {
+    let doc =
+        run("rooms", &["--target", "palaver-rkyv-tls", "--rooms", "4", "--members", "3", "--rate", "5"]);
+    assert!(doc["results"]["deliveries_in_window"].as_u64().unwrap_or(0) > 0);
+}
+
+#[test]
+fn lossy_runs_clean_through_both_relays() {
+    for target in ["palaver-rkyv", "palaver-quic-rkyv"] {
+        let doc = run(
+            "lossy",
+            &[
+                "--target",
+                target,
+                "--rooms",
+                "3",
+                "--rate",
+                "10",
+                "--observers",
+                "2",
+                "--rtt-ms",
+                "20",
+                "--loss",
+                "0.05",
+            ],
+        );
+        let relay = &doc["results"]["relay"];
+        assert!(relay["forwarded"].as_u64().unwrap_or(0) > 0, "{target}: nothing went through the relay");
+        assert!(
+            doc["results"]["deliveries_in_window"].as_u64().unwrap_or(0) > 0,
+            "{target} delivered nothing"
+        );
+    }
+}
