@@ -8,7 +8,7 @@
 //! The server binary must be built in the same profile first:
 //! `cargo build -p palaver-server && cargo bench -p palaver-benches --bench transport --profile dev`
 //! (or both with `--release`). Both transports carry rkyv frames, so the difference is
-//! the transport alone (and, for QUIC, the bridge thread of ARCHITECTURE.md).
+//! the transport alone.
 
 use std::time::Duration;
 

@@ -118,6 +118,16 @@ pub struct Metrics {
     pub paced_writes: AtomicU64,
     /// TLS handshakes on the HTTP listener that failed or timed out (`--http-tls`).
     pub tls_handshake_failures: AtomicU64,
+    /// Per shard: QUIC connections it admitted (handshake done, application started).
+    pub quic_connections_accepted: Box<[AtomicU64]>,
+    /// QUIC datagrams a shard received for a connection of another shard and passed on.
+    pub quic_datagrams_forwarded: AtomicU64,
+    /// QUIC connection attempts answered with a Retry (prove your address first).
+    pub quic_retries: AtomicU64,
+    /// QUIC streams a client opened beyond what its application takes, stopped at once.
+    pub quic_streams_refused: AtomicU64,
+    /// QUIC unreliable datagrams from clients that no application took.
+    pub quic_datagrams_dropped: AtomicU64,
     /// Webhook deliveries queued (with the writes of their events).
     pub webhook_queued: AtomicU64,
     /// Webhook deliveries an endpoint accepted (2xx).
@@ -188,6 +198,11 @@ impl Metrics {
             socket_writes: AtomicU64::new(0),
             paced_writes: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
+            quic_connections_accepted: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            quic_datagrams_forwarded: AtomicU64::new(0),
+            quic_retries: AtomicU64::new(0),
+            quic_streams_refused: AtomicU64::new(0),
+            quic_datagrams_dropped: AtomicU64::new(0),
             webhook_queued: AtomicU64::new(0),
             webhook_delivered: AtomicU64::new(0),
             webhook_failed_attempts: AtomicU64::new(0),
@@ -256,6 +271,38 @@ impl Metrics {
             "palaver_connections_refused",
             "Connections refused by a per-address or per-user limit.",
             get(&self.connections_refused),
+        );
+        let accepted: Vec<(String, f64)> = self
+            .quic_connections_accepted
+            .iter()
+            .enumerate()
+            .map(|(shard, n)| (shard.to_string(), n.load(Ordering::Relaxed) as f64))
+            .collect();
+        out.labelled_counter_f64(
+            "palaver_quic_connections_accepted",
+            "QUIC connections each shard admitted (its handshake done, its application started).",
+            "shard",
+            &accepted,
+        );
+        out.counter(
+            "palaver_quic_datagrams_forwarded",
+            "QUIC datagrams received by one shard for another shard's connection and passed on.",
+            get(&self.quic_datagrams_forwarded),
+        );
+        out.counter(
+            "palaver_quic_retries",
+            "QUIC connection attempts answered with a Retry (address validation under load).",
+            get(&self.quic_retries),
+        );
+        out.counter(
+            "palaver_quic_streams_refused",
+            "QUIC streams a client opened beyond what its connection's application takes.",
+            get(&self.quic_streams_refused),
+        );
+        out.counter(
+            "palaver_quic_datagrams_dropped",
+            "QUIC unreliable datagrams from clients that no application took.",
+            get(&self.quic_datagrams_dropped),
         );
         out.counter(
             "palaver_connections_over_budget",

@@ -210,17 +210,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut threads = Vec::new();
-    let (quic_inlets, quic_sessions): (Vec<_>, Vec<_>) =
-        (0..shared.config.shards).map(|_| flume::unbounded()).unzip();
-    let admission = crate::quic::Admission {
-        ip_connections: shared.ip_connections.clone(),
-        metrics: shared.metrics.clone(),
-    };
-    let quic = crate::quic::start(&shared.config, &identity, tls_resolver.clone(), quic_inlets, admission)?;
-    for (id, ((inbox, listener), quic_sessions)) in
-        inboxes.into_iter().zip(listeners).zip(quic_sessions).enumerate()
+    let (quic, quic_shared, quic_sockets) = crate::quic::prepare(
+        &shared.config,
+        &identity,
+        tls_resolver.clone(),
+        shared.ip_connections.clone(),
+        shared.metrics.clone(),
+    )?;
+    for (id, ((inbox, listener), quic_socket)) in
+        inboxes.into_iter().zip(listeners).zip(quic_sockets).enumerate()
     {
         let shared = shared.clone();
+        let quic_shared = quic_shared.clone();
         let core = cores.get(id % cores.len().max(1)).copied();
         let thread = std::thread::Builder::new()
             .name(format!("palaver-shard-{id}"))
@@ -229,7 +230,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     core_affinity::set_for_current(core);
                 }
                 shared.metrics.register_shard_thread(id);
-                run_shard(id, shared, inbox, listener, quic_sessions);
+                run_shard(id, shared, inbox, listener, (quic_socket, quic_shared));
             })
             .map_err(StartError::Thread)?;
         threads.push(thread);
@@ -271,7 +272,6 @@ pub fn run(config: Config) -> Result<(), StartError> {
     for thread in threads {
         let _ = thread.join();
     }
-    quic.shutdown();
     drop(shared);
     drop(lane_threads);
     control.stop();
@@ -295,7 +295,7 @@ fn run_shard(
     shared: Arc<Shared>,
     inbox: flume::Receiver<ShardMsg>,
     listener: std::net::TcpListener,
-    quic_sessions: flume::Receiver<crate::quic::QuicSession>,
+    (quic_socket, quic_shared): (std::net::UdpSocket, Arc<crate::quic::QuicShared>),
 ) {
     let main = async move {
         let listener = match monoio::net::TcpListener::from_std(listener) {
@@ -307,7 +307,7 @@ fn run_shard(
         };
         let shard = Shard::new(id, shared);
         monoio::spawn(crate::conn::accept_loop(shard.clone(), listener));
-        monoio::spawn(crate::conn::quic_session::accept_loop(shard.clone(), quic_sessions));
+        let quic = start_quic(&shard, quic_socket, quic_shared);
         monoio::spawn(crate::conn::socket::heartbeat(shard.clone()));
         monoio::spawn(crate::io::pacing::run(shard.write_pacer.clone()));
         monoio::spawn(shard::ticks(shard.clone()));
@@ -316,6 +316,10 @@ fn run_shard(
             monoio::spawn(crate::retention_sweeper::run(shard.clone()));
         }
         shard.run_inbox(inbox).await;
+        // The sessions are closed: let their QUIC closes go out (bounded).
+        if let Some(quic) = quic {
+            quic.shutdown().await;
+        }
     };
     if monoio::utils::detect_uring() {
         match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(4096).enable_timer().build()
@@ -335,6 +339,32 @@ fn run_shard(
     match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
         Ok(mut rt) => rt.block_on(main),
         Err(e) => tracing::error!(shard = id, "cannot build runtime: {e}"),
+    }
+}
+
+/// Starts the shard's QUIC endpoint on its socket: connections go to their application
+/// by ALPN, datagrams other shards pass on arrive through the shard's inbox.
+fn start_quic(
+    shard: &std::rc::Rc<Shard>,
+    socket: std::net::UdpSocket,
+    quic_shared: Arc<crate::quic::QuicShared>,
+) -> Option<std::rc::Rc<crate::quic::ShardEndpoint>> {
+    let session_shard = shard.clone();
+    let dispatch: crate::quic::endpoint::Dispatch =
+        Box::new(move |connection, application| match application {
+            crate::quic::Application::Palaver(codec) => {
+                crate::conn::quic_session::serve(&session_shard, connection, codec);
+            }
+        });
+    match crate::quic::ShardEndpoint::start(shard.clone(), socket, quic_shared, dispatch) {
+        Ok(endpoint) => {
+            *shard.quic_inlet.borrow_mut() = Some(crate::quic::endpoint::forwarder(&endpoint));
+            Some(endpoint)
+        }
+        Err(e) => {
+            tracing::error!(shard = shard.id, "cannot start the QUIC endpoint: {e}");
+            None
+        }
     }
 }
 

@@ -1,105 +1,291 @@
-//! The shard's half of a QUIC connection. The QUIC thread ([`crate::quic`]) terminates
-//! QUIC and TLS and splits the stream into frames; here a frame is handled exactly like a
+//! The Palaver session on a QUIC connection (ALPN `palaver/1` or `palaver/1+json`), on
+//! the shard that owns the connection. The client's bidirectional stream carries its
+//! frames, each behind a `u32` little-endian length; a frame is handled exactly like a
 //! WebSocket data message ([`socket::on_payload`]), and the connection's outbound queue
-//! is drained into the bridge's channel instead of a TCP socket. The queue keeps its byte
-//! bound, so a QUIC peer that stops reading is closed as a slow consumer (1013) like a
-//! WebSocket one.
+//! is written straight into the stream. The queue keeps its byte bound, so a QUIC peer
+//! that stops reading is closed as a slow consumer (1013) like a WebSocket one.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::{Buf as _, Bytes, BytesMut};
 use palaver_core::Session;
+use palaver_protocol::Codec;
+use quinn_proto::StreamId;
 
 use super::socket;
 use crate::clock::now_ms;
 use crate::io::outbound::Outbound;
 use crate::io::wire::Wire;
 use crate::metrics::Metrics;
-use crate::quic::{FromClient, QuicSession, ToClient};
+use crate::quic::{CLOSE_LINGER, QuicConnection, app_code};
 use crate::shard::Shard;
 use crate::ws::CloseCode;
 
-/// Takes the QUIC sessions the QUIC thread hands to this shard, until it shuts down.
-pub async fn accept_loop(shard: Rc<Shard>, sessions: flume::Receiver<QuicSession>) {
-    while let Ok(session) = sessions.recv_async().await {
-        if shard.draining.get() {
-            let _ = session
-                .to_client
-                .try_send(ToClient::Close(CloseCode::GoingAway, "server is shutting down".into()));
-            continue;
+/// Most bytes taken from the stream per read.
+const READ_CHUNK: usize = 64 * 1024;
+/// The application error code of a stream the session refuses (a second bidirectional
+/// stream: the session has one): 1008, as the policy close.
+const STREAM_REFUSED: u32 = 1008;
+
+/// Starts the session of a connection whose handshake chose `codec`.
+pub fn serve(shard: &Rc<Shard>, connection: QuicConnection, codec: Codec) {
+    monoio::spawn(run(shard.clone(), connection, codec));
+}
+
+/// What the stream's bytes make.
+#[derive(Debug, PartialEq, Eq)]
+enum Framed {
+    /// One payload, without its length prefix.
+    Frame(Bytes),
+    /// A length prefix above the limit (the connection ends with 1009).
+    TooLarge(u32),
+}
+
+/// Splits a stream into length-prefixed frames (pure: bytes in, frames out).
+#[derive(Debug)]
+struct FrameReader {
+    buffer: BytesMut,
+    max_frame_bytes: usize,
+}
+
+impl FrameReader {
+    fn new(max_frame_bytes: usize) -> Self {
+        Self { buffer: BytesMut::new(), max_frame_bytes }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame, if the bytes so far hold one.
+    fn next_frame(&mut self) -> Option<Framed> {
+        let prefix: [u8; 4] = self.buffer.get(..4)?.try_into().ok()?;
+        let len = u32::from_le_bytes(prefix);
+        let Some(size) = usize::try_from(len).ok().filter(|&l| l <= self.max_frame_bytes) else {
+            return Some(Framed::TooLarge(len));
+        };
+        if self.buffer.len() < 4 + size {
+            self.buffer.reserve(4 + size - self.buffer.len());
+            return None;
         }
-        monoio::spawn(run(shard.clone(), session));
+        self.buffer.advance(4);
+        Some(Framed::Frame(self.buffer.split_to(size).freeze()))
     }
 }
 
-/// Runs one QUIC session on this shard.
-async fn run(shard: Rc<Shard>, bridge: QuicSession) {
+/// Runs one session: waits for the client's stream (within the authentication
+/// deadline), then reads frames until either side ends it.
+async fn run(shard: Rc<Shard>, connection: QuicConnection, codec: Codec) {
     let shared = shard.shared.clone();
     let metrics = &shared.metrics;
+    let auth_deadline = Duration::from_millis(shared.config.session.auth_deadline_ms);
+    // The stream must come within the authentication deadline (the auth frame on it
+    // then has what is left of it, counted by the session).
+    let stream = monoio::select! {
+        stream = connection.accept_bi() => stream,
+        () = monoio::time::sleep(auth_deadline) => {
+            connection.close(app_code(CloseCode::Policy), "authentication deadline passed");
+            None
+        }
+    };
+    let Some(stream) = stream else { return };
+    if shard.draining.get() {
+        connection.close(app_code(CloseCode::GoingAway), "server is shutting down");
+        return;
+    }
+    monoio::spawn(refuse_more_streams(connection.clone(), metrics.clone()));
+    monoio::spawn(drop_datagrams(connection.clone(), metrics.clone()));
+
     let outbound = Outbound::for_quic(shared.config.outbound_queue_bytes);
     let session = Session::new(shared.config.session, now_ms());
-    let conn = shard.conns.insert(Wire::Quic(bridge.codec), outbound.clone(), session, now_ms());
+    let conn = shard.conns.insert(Wire::Quic(codec), outbound.clone(), session, now_ms());
     metrics.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Metrics::inc(&metrics.connections_total);
-    monoio::spawn(forward(outbound.clone(), bridge.to_client));
+    monoio::spawn(write_frames(connection.clone(), stream, outbound.clone()));
 
-    loop {
+    let mut frames = FrameReader::new(shared.config.max_frame_bytes);
+    'session: loop {
+        while let Some(framed) = frames.next_frame() {
+            match framed {
+                Framed::Frame(bytes) => {
+                    Metrics::inc(&metrics.frames_in);
+                    conn.last_heard_ms.set(now_ms());
+                    if !socket::on_payload(&shard, &conn, &bytes) {
+                        break 'session;
+                    }
+                }
+                Framed::TooLarge(len) => {
+                    let limit = shared.config.max_frame_bytes;
+                    outbound.close(
+                        CloseCode::TooBig,
+                        &format!("frame of {len} bytes exceeds the limit of {limit}"),
+                    );
+                    break 'session;
+                }
+            }
+        }
+        if !outbound.is_open() {
+            break;
+        }
         let deadline = if conn.user().is_none() {
             let left = conn.session.borrow().auth_deadline_ms().saturating_sub(now_ms());
             Some(Duration::from_millis(left))
         } else {
             None
         };
-        let next = bridge.from_client.recv_async();
-        let outcome = monoio::select! {
-            m = next => m.ok(),
-            _ = outbound.closed() => None,
-            _ = Box::pin(sleep_or_forever(deadline)) => {
+        let read = monoio::select! {
+            read = connection.read(stream, READ_CHUNK) => read,
+            () = outbound.closed() => break,
+            () = sleep_or_forever(deadline) => {
                 outbound.close(CloseCode::Policy, "authentication deadline passed");
-                None
-            }
-        };
-        match outcome {
-            Some(FromClient::Frame(bytes)) => {
-                Metrics::inc(&metrics.frames_in);
-                conn.last_heard_ms.set(now_ms());
-                if !socket::on_payload(&shard, &conn, &bytes) {
-                    break;
-                }
-            }
-            Some(FromClient::TooLarge(len)) => {
-                let limit = shared.config.max_frame_bytes;
-                outbound
-                    .close(CloseCode::TooBig, &format!("frame of {len} bytes exceeds the limit of {limit}"));
                 break;
             }
-            // The peer is gone (the bridge dropped its end) or the connection is closing.
-            None => break,
+        };
+        match read {
+            Ok(Some(bytes)) => frames.push(&bytes),
+            // The client finished its stream, reset it, or the connection ended.
+            Ok(None) | Err(_) => {
+                outbound.close(CloseCode::Normal, "");
+                break;
+            }
         }
     }
     socket::end_session(&shard, &conn).await;
 }
 
-/// The writer of a QUIC session: moves queued frames to the QUIC thread, then the close.
-/// The bridge channel is bounded, so a stalled peer backs frames up into the byte-bounded
-/// outbound queue.
-async fn forward(outbound: Outbound, to_client: flume::Sender<ToClient>) {
+/// The writer of a session: moves queued frames into the stream, waiting for the peer's
+/// flow control (frames meanwhile wait in the byte-bounded queue, which closes a peer
+/// that stops reading as a slow consumer); then the close: finish the stream, give the
+/// peer [`CLOSE_LINGER`] to take what was written, close the connection with the code.
+async fn write_frames(connection: QuicConnection, stream: StreamId, outbound: Outbound) {
     let mut frames = Vec::new();
-    while outbound.take_frames(&mut frames).await {
-        if to_client.send_async(ToClient::Frames(std::mem::take(&mut frames))).await.is_err() {
-            outbound.finish();
-            return;
+    let mut linger_until = None;
+    'writing: while outbound.take_frames(&mut frames).await {
+        for frame in std::mem::take(&mut frames) {
+            if !write_frame(&connection, stream, &frame, &outbound, &mut linger_until).await {
+                break 'writing;
+            }
         }
     }
     if let Some((code, reason)) = outbound.close_reason() {
-        let _ = to_client.send_async(ToClient::Close(code, reason)).await;
+        connection.finish(stream);
+        let until = linger_until.unwrap_or_else(|| Instant::now() + CLOSE_LINGER);
+        monoio::select! {
+            _ = connection.acknowledged(stream) => {},
+            () = monoio::time::sleep(until.saturating_duration_since(Instant::now())) => {},
+        }
+        connection.close(app_code(code), &reason);
+    } else {
+        // The peer is gone (or stopped the stream): nothing more to say.
+        connection.close(app_code(CloseCode::Normal), "");
     }
     outbound.finish();
+}
+
+/// Writes one frame, waiting for credit; false when the stream or connection failed, or
+/// the queue closed and the linger after it ran out with the frame still unwritten.
+async fn write_frame(
+    connection: &QuicConnection,
+    stream: StreamId,
+    frame: &Bytes,
+    outbound: &Outbound,
+    linger_until: &mut Option<Instant>,
+) -> bool {
+    let mut written = 0;
+    while written < frame.len() {
+        match connection.try_write(stream, &frame[written..]) {
+            Ok(0) => {}
+            Ok(n) => {
+                written += n;
+                continue;
+            }
+            Err(_) => {
+                outbound.abort();
+                return false;
+            }
+        }
+        // No credit: wait for it; once the queue is closing, for at most the linger.
+        if outbound.is_open() {
+            monoio::select! {
+                ready = connection.writable(stream) => if ready.is_err() {
+                    outbound.abort();
+                    return false;
+                },
+                () = outbound.closed() => {},
+            }
+        } else {
+            let until = *linger_until.get_or_insert_with(|| Instant::now() + CLOSE_LINGER);
+            monoio::select! {
+                ready = connection.writable(stream) => if ready.is_err() {
+                    return false;
+                },
+                () = monoio::time::sleep(until.saturating_duration_since(Instant::now())) => return false,
+            }
+        }
+    }
+    true
+}
+
+/// The session takes one bidirectional stream; any other the client opens later is
+/// stopped and reset at once (and counted).
+async fn refuse_more_streams(connection: QuicConnection, metrics: std::sync::Arc<Metrics>) {
+    while let Some(stream) = connection.accept_bi().await {
+        Metrics::inc(&metrics.quic_streams_refused);
+        connection.stop(stream, STREAM_REFUSED);
+        connection.reset(stream, STREAM_REFUSED);
+    }
+}
+
+/// Unreliable datagrams from the client are not part of this session's protocol: taken
+/// and counted, so they never pile up.
+async fn drop_datagrams(connection: QuicConnection, metrics: std::sync::Arc<Metrics>) {
+    while connection.recv_datagram().await.is_some() {
+        Metrics::inc(&metrics.quic_datagrams_dropped);
+    }
 }
 
 async fn sleep_or_forever(duration: Option<Duration>) {
     match duration {
         Some(d) => monoio::time::sleep(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_cut_from_any_split_of_the_stream() {
+        let mut stream = Vec::new();
+        for payload in [&b"abc"[..], b"", b"hello world"] {
+            stream.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_le_bytes());
+            stream.extend_from_slice(payload);
+        }
+        for split in 1..stream.len() {
+            let mut reader = FrameReader::new(64);
+            let mut got = Vec::new();
+            for piece in stream.chunks(split) {
+                reader.push(piece);
+                while let Some(framed) = reader.next_frame() {
+                    got.push(framed);
+                }
+            }
+            let want = [&b"abc"[..], b"", b"hello world"].map(|p| Framed::Frame(Bytes::copy_from_slice(p)));
+            assert_eq!(got, want, "split every {split} bytes");
+        }
+    }
+
+    #[test]
+    fn a_length_over_the_limit_is_reported_before_its_bytes_arrive() {
+        let mut reader = FrameReader::new(10);
+        reader.push(&11u32.to_le_bytes());
+        assert_eq!(reader.next_frame(), Some(Framed::TooLarge(11)));
+        let mut reader = FrameReader::new(10);
+        reader.push(&u32::MAX.to_le_bytes()[..3]);
+        assert_eq!(reader.next_frame(), None, "a prefix is four bytes");
+        reader.push(&[0xff]);
+        assert_eq!(reader.next_frame(), Some(Framed::TooLarge(u32::MAX)));
     }
 }

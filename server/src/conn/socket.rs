@@ -3,7 +3,7 @@
 //! and the writer task that drains the outbound queue.
 //!
 //! The op handling ([`on_payload`], and [`end_session`] at the end) works on a
-//! [`Conn`] whatever its transport: the QUIC bridge ([`super::quic_session`]) calls the
+//! [`Conn`] whatever its transport: the QUIC session ([`super::quic_session`]) calls the
 //! same functions, so auth, limits, routing and fan-out are one code path.
 
 use std::rc::Rc;

@@ -302,7 +302,7 @@ impl Outbound {
     }
 
     /// Moves everything queued (up to a cap) into `out`; false once closed and flushed.
-    /// The socket writer's batches and the QUIC bridge both take frames this way.
+    /// The socket writer's batches and the QUIC session's writer both take frames this way.
     pub async fn take_frames(&self, out: &mut Vec<Bytes>) -> bool {
         poll_fn(|cx| {
             let mut q = self.0.borrow_mut();

@@ -378,10 +378,26 @@ pub enum ShardMsg {
     Replicated(Box<Message>),
     /// Cluster: an event from a room's owner on another node, for the local hub.
     RoomEvent(Box<RemoteRoomEvent>),
+    /// A QUIC datagram another shard's socket received for a connection of this shard.
+    QuicDatagram(Box<ForwardedDatagram>),
     /// Stop: drain and exit.
     Shutdown,
     /// The drain finished: leave the event loop.
     Exit,
+}
+
+/// A QUIC datagram passed from the shard whose socket received it to the shard that
+/// owns its connection (named by its destination connection id).
+#[derive(Debug)]
+pub struct ForwardedDatagram {
+    /// Who sent it.
+    pub remote: std::net::SocketAddr,
+    /// The local address it was sent to, when the socket reports it.
+    pub local_ip: Option<std::net::IpAddr>,
+    /// Its ECN bits, when set.
+    pub ecn: Option<u8>,
+    /// The datagram.
+    pub data: bytes::BytesMut,
 }
 
 /// What a room's owner on another node tells the nodes with subscribers.

@@ -1,85 +1,81 @@
-//! The QUIC listener (§7.3 of PROTOCOL.md): TLS 1.3, one bidirectional stream per
-//! connection opened by the client, carrying frames each behind a `u32` little-endian
-//! length: `palaver.v1.rkyv` frames with ALPN `palaver/1`, JSON frames with
+//! QUIC (§7.3 of PROTOCOL.md) on every shard: TLS 1.3, frames each behind a `u32`
+//! little-endian length, `palaver.v1.rkyv` frames with ALPN `palaver/1`, JSON frames with
 //! `palaver/1+json` (for clients in any language).
 //!
-//! Design (interim, see ARCHITECTURE.md): quinn runs on **one dedicated tokio thread**
-//! that terminates QUIC and TLS. Each connection's stream is split into frames there and
-//! the connection is handed, round robin, to a shard as a [`QuicSession`]: two bounded
-//! channels, frames in and framed bytes out. On the shard the session is an ordinary
-//! `Conn` with `Wire::Quic` and the same byte-bounded outbound
-//! queue as a WebSocket, so auth, rate and in-flight limits, subscriptions, fan-out and
-//! slow-consumer closes are the WebSocket code paths (`conn::quic_session`).
+//! Each shard binds its own UDP socket on the QUIC address (`SO_REUSEPORT`) and drives a
+//! sans-IO `quinn_proto::Endpoint` and its connections from its monoio loop
+//! ([`endpoint`]): a connection lives on one shard like a WebSocket does, and its
+//! application writes straight into it ([`connection`]). Connection ids name their shard
+//! ([`cid`]); a datagram the kernel gives to another shard is passed to the owner by
+//! message. After the handshake a connection goes, by its ALPN, to an [`Application`].
 //!
-//! This thread does not decode frames or know any op; shards do not know quinn.
-//!
-//! Admission, before a connection costs a shard anything: past
-//! `--quic-retry-after-handshakes` handshakes in progress, a client must prove it receives
-//! at its address (a stateless Retry, one packet and no state), so forged source addresses
-//! cannot fill the handshake table or take another address's slots; a connection counts
-//! against `--max-connections-per-ip` (one count for both listeners) from its handshake's
-//! end, when its address is proven, and one over the limit is closed with 1013.
+//! Admission, before a connection costs a shard anything, with counts shared by all
+//! shards: past `--quic-retry-after-handshakes` handshakes in progress, a client must
+//! prove it receives at its address (a stateless Retry, one packet and no state; every
+//! shard takes every shard's Retry tokens), so forged source addresses cannot fill the
+//! handshake table or take another address's slots; a connection counts against
+//! `--max-connections-per-ip` (one count for both listeners) from its handshake's end,
+//! when its address is proven, and one over the limit is closed with 1013. 0-RTT is
+//! refused: a replayed first flight must never act twice.
 
+pub mod cid;
+pub mod connection;
+pub(crate) mod endpoint;
 pub mod tls;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use quinn::VarInt;
+use quinn_proto::VarInt;
+
+pub use connection::{DatagramError, QuicConnection, StreamError};
+pub(crate) use endpoint::ShardEndpoint;
 
 use crate::config::Config;
-use crate::io::limits::{ConnectionPermit, IpCounter};
+use crate::io::limits::IpCounter;
 use crate::metrics::Metrics;
-use crate::ws::CloseCode;
 
 /// The ALPN protocol id of Palaver v1 over QUIC with rkyv frames.
 pub const ALPN: &[u8] = b"palaver/1";
 /// The ALPN protocol id of Palaver v1 over QUIC with JSON frames.
 pub const ALPN_JSON: &[u8] = b"palaver/1+json";
-/// Frames read ahead of the shard per connection (the stream's flow control does the
-/// rest of the back-pressure).
-const FRAMES_IN_FLIGHT_TO_SHARD: usize = 16;
-/// Outbound batches buffered between a shard and this thread per connection; beyond it
-/// frames wait in the shard's byte-bounded queue.
-const BATCHES_IN_FLIGHT_TO_PEER: usize = 8;
-/// Handshakes in progress at once, Retry or not; past it new ones are refused (quinn
-/// keeps an `Incoming` per handshake: this bounds that memory).
+/// Handshakes in progress at once on all shards, Retry or not; past it new ones are
+/// refused (each holds a connection's state: this bounds that memory).
 const MAX_HANDSHAKES: usize = 4_096;
 /// How long a close waits for the peer to acknowledge what was written before it.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// Unreliable datagrams from a peer buffered until its application takes them; past it
+/// the oldest are dropped (a flood costs this much memory, no more).
+const DATAGRAM_RECEIVE_BUFFER: usize = 64 * 1024;
+/// Unreliable datagrams buffered for a peer before the oldest are dropped.
+const DATAGRAM_SEND_BUFFER: usize = 64 * 1024;
+/// The largest UDP payload the server takes (advertised to peers): an Ethernet MTU, so
+/// a receive buffer slot holds any datagram a peer may send.
+const MAX_UDP_PAYLOAD: u16 = 1_472;
+/// The kernel receive buffer asked for each shard's socket (best effort: capped by
+/// `net.core.rmem_max`), so bursts of handshakes are not dropped before a shard reads.
+const SOCKET_RECEIVE_BUFFER: usize = 4 << 20;
 
-/// What the QUIC thread passes to a shard for one client frame.
-#[derive(Debug)]
-pub enum FromClient {
-    /// One length-prefixed payload, without its prefix.
-    Frame(Bytes),
-    /// A length prefix above `--max-frame-bytes` (the connection ends with 1009).
-    TooLarge(u32),
+/// What runs on a connection once its handshake is done, chosen by its ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Application {
+    /// A Palaver session with frames of this codec.
+    Palaver(palaver_protocol::Codec),
 }
 
-/// What a shard passes back for the peer.
-#[derive(Debug)]
-pub enum ToClient {
-    /// Framed bytes (length prefix included), in order.
-    Frames(Vec<Bytes>),
-    /// Flush, then close the connection with this code (the WebSocket close codes are
-    /// used as QUIC application error codes) and reason.
-    Close(CloseCode, String),
-}
-
-/// One QUIC connection handed to a shard.
-#[derive(Debug)]
-pub struct QuicSession {
-    /// The frames' codec, as the connection's ALPN chose.
-    pub codec: palaver_protocol::Codec,
-    /// Frames from the client; disconnected when the peer is gone.
-    pub from_client: flume::Receiver<FromClient>,
-    /// Bytes and the close, to the client.
-    pub to_client: flume::Sender<ToClient>,
+impl Application {
+    /// The application of a negotiated ALPN protocol id (none for an unknown one; the
+    /// TLS handshake already refuses ids outside the server's list).
+    pub fn from_alpn(alpn: &[u8]) -> Option<Self> {
+        match alpn {
+            ALPN => Some(Application::Palaver(palaver_protocol::Codec::Rkyv)),
+            ALPN_JSON => Some(Application::Palaver(palaver_protocol::Codec::Json)),
+            _ => None,
+        }
+    }
 }
 
 /// The QUIC listener could not start.
@@ -113,12 +109,9 @@ pub enum QuicError {
         /// Why.
         source: std::io::Error,
     },
-    /// The runtime or the thread could not be started.
-    #[error("cannot start the QUIC thread: {0}")]
-    Thread(std::io::Error),
 }
 
-/// The running listener.
+/// The bound QUIC address and what it serves, for the start-up lines.
 #[derive(Debug)]
 pub struct QuicListener {
     /// The bound UDP address.
@@ -129,51 +122,60 @@ pub struct QuicListener {
     pub fingerprint: String,
     /// Whether it is the generated development certificate.
     pub development: bool,
-    endpoint: quinn::Endpoint,
-    thread: std::thread::JoinHandle<()>,
 }
 
-impl QuicListener {
-    /// Refuses new connections, lets the sessions the shards closed finish their close
-    /// (bounded), closes whatever remains and waits for the thread to end. Call after the
-    /// shards have closed their sessions.
-    pub fn shutdown(self) {
-        self.endpoint.set_server_config(None);
-        let deadline = std::time::Instant::now() + CLOSE_LINGER + Duration::from_millis(500);
-        while self.endpoint.open_connections() > 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.endpoint
-            .close(VarInt::from_u32(u32::from(CloseCode::GoingAway.code())), b"server shutting down");
-        let _ = self.thread.join();
+/// What every shard's endpoint shares: the server configuration (so one Retry token key
+/// and one TLS resolver), the keys of the endpoint configuration, the handshakes in
+/// progress on all shards, and the per-address counters shared with HTTP.
+pub(crate) struct QuicShared {
+    server_config: Arc<quinn_proto::ServerConfig>,
+    reset_key: Vec<u8>,
+    cid_key: u64,
+    handshakes: AtomicUsize,
+    limits: Limits,
+    ip_connections: Arc<IpCounter>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for QuicShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicShared")
+            .field("handshakes", &self.handshakes.load(Ordering::Relaxed))
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
-/// What the listener admits connections against, shared with the HTTP listener.
-#[derive(Debug, Clone)]
-pub struct Admission {
-    /// Open connections per client address, both transports.
-    pub ip_connections: Arc<IpCounter>,
-    /// Where refusals are counted.
-    pub metrics: Arc<Metrics>,
+impl QuicShared {
+    /// The endpoint configuration of shard `shard`: the shared stateless-reset key, and
+    /// connection ids that name the shard.
+    fn endpoint_config(&self, shard: usize) -> quinn_proto::EndpointConfig {
+        let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.reset_key);
+        let mut config = quinn_proto::EndpointConfig::new(Arc::new(reset));
+        let cids = cid::ShardCids::new(self.cid_key, shard);
+        config.cid_generator(move || Box::new(cids));
+        // Within the bounds quinn-proto checks: cannot fail.
+        let _ = config.max_udp_payload_size(MAX_UDP_PAYLOAD);
+        config
+    }
+
+    /// The connection-id reader every shard routes by.
+    fn cids(&self, shard: usize) -> cid::ShardCids {
+        cid::ShardCids::new(self.cid_key, shard)
+    }
 }
 
-/// Binds the UDP socket and starts the QUIC thread; new sessions go to `shards` round
-/// robin.
+/// Binds one UDP socket per shard on the QUIC address (`SO_REUSEPORT`, so the kernel
+/// spreads clients over them) and builds what the shards' endpoints share.
 /// `identity` is the certificate it starts with; handshakes are served by `resolver`,
 /// which reloads it on SIGHUP.
-pub fn start(
+pub(crate) fn prepare(
     config: &Config,
     identity: &tls::Identity,
     resolver: Arc<tls::CertResolver>,
-    shards: Vec<flume::Sender<QuicSession>>,
-    admission: Admission,
-) -> Result<QuicListener, QuicError> {
-    let fingerprint = identity.fingerprint();
-    let endpoint_config = endpoint_config(&identity.key);
-    let cert_path = identity.cert_path.clone();
-    let development = identity.development;
-
+    ip_connections: Arc<IpCounter>,
+    metrics: Arc<Metrics>,
+) -> Result<(QuicListener, Arc<QuicShared>, Vec<std::net::UdpSocket>), QuicError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -181,43 +183,86 @@ pub fn start(
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     tls.alpn_protocols = vec![ALPN.to_vec(), ALPN_JSON.to_vec()];
-    let crypto =
-        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| QuicError::Tls(e.to_string()))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    // One stream per connection, opened by the client; QUIC's own keep-alive and idle
-    // timeout replace the WebSocket pings of the shards' heartbeat.
+    // 0-RTT refused: early data can be replayed, and a replayed `send` must never be
+    // accepted twice. (Resumption itself stays: it only saves the certificate.)
+    tls.max_early_data_size = 0;
+    let crypto = quinn_proto::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| QuicError::Tls(e.to_string()))?;
+    let mut server = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport_config(config)));
+    server.max_incoming(MAX_HANDSHAKES);
+
+    let sockets = bind_sockets(config.quic_addr, config.shards)?;
+    let addr = sockets.first().and_then(|s| s.local_addr().ok()).ok_or_else(|| QuicError::Bind {
+        addr: config.quic_addr,
+        source: std::io::ErrorKind::AddrNotAvailable.into(),
+    })?;
+    let (reset_key, cid_key) = endpoint_keys(&identity.key);
+    let shared = Arc::new(QuicShared {
+        server_config: Arc::new(server),
+        reset_key,
+        cid_key,
+        handshakes: AtomicUsize::new(0),
+        limits: Limits {
+            auth_timeout: Duration::from_millis(config.session.auth_deadline_ms),
+            retry_after_handshakes: config.quic_retry_after_handshakes,
+        },
+        ip_connections,
+        metrics,
+    });
+    let listener = QuicListener {
+        addr,
+        cert_path: identity.cert_path.clone(),
+        fingerprint: identity.fingerprint(),
+        development: identity.development,
+    };
+    Ok((listener, shared, sockets))
+}
+
+/// The transport parameters every connection gets.
+fn transport_config(config: &Config) -> quinn_proto::TransportConfig {
+    let mut transport = quinn_proto::TransportConfig::default();
+    // The client opens one bidirectional stream (more would wait for credit) and no
+    // unidirectional ones; the server opens unidirectional streams of its own. QUIC's
+    // keep-alive and idle timeout replace the WebSocket pings of the shards' heartbeat.
     transport
         .max_concurrent_bidi_streams(VarInt::from_u32(1))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
-        // No unreliable datagrams: nothing reads them, so none are buffered.
-        .datagram_receive_buffer_size(None)
+        // Unreliable datagrams (RFC 9221) are offered; a flood costs at most the buffer.
+        .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER))
+        .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER)
         .keep_alive_interval(Some(Duration::from_millis(config.ping_interval_ms)))
-        .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_millis(config.idle_timeout_ms)).ok());
-    server.transport_config(Arc::new(transport));
-    server.max_incoming(MAX_HANDSHAKES);
+        .max_idle_timeout(
+            quinn_proto::IdleTimeout::try_from(Duration::from_millis(config.idle_timeout_ms)).ok(),
+        );
+    transport
+}
 
-    let socket = std::net::UdpSocket::bind(config.quic_addr)
-        .map_err(|source| QuicError::Bind { addr: config.quic_addr, source })?;
-    let addr = socket.local_addr().map_err(|source| QuicError::Bind { addr: config.quic_addr, source })?;
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(QuicError::Thread)?;
-    let endpoint = {
-        let _context = runtime.enter();
-        quinn::Endpoint::new(endpoint_config, Some(server), socket, Arc::new(quinn::TokioRuntime))
-            .map_err(|source| QuicError::Bind { addr, source })?
-    };
-    let limits = Limits {
-        max_frame_bytes: config.max_frame_bytes,
-        auth_timeout: Duration::from_millis(config.session.auth_deadline_ms),
-        retry_after_handshakes: config.quic_retry_after_handshakes,
-    };
-    let accepting = endpoint.clone();
-    let thread = std::thread::Builder::new()
-        .name("palaver-quic".into())
-        .spawn(move || runtime.block_on(accept_loop(accepting, Arc::new(shards), limits, admission)))
-        .map_err(QuicError::Thread)?;
-    Ok(QuicListener { addr, cert_path, fingerprint, development, endpoint, thread })
+/// One UDP socket per shard on `addr`, all with `SO_REUSEPORT` (the first fixes the port
+/// when `addr` asks for any).
+fn bind_sockets(addr: SocketAddr, shards: usize) -> Result<Vec<std::net::UdpSocket>, QuicError> {
+    let mut sockets = Vec::with_capacity(shards);
+    let mut bind_to = addr;
+    for _ in 0..shards.max(1) {
+        let bind_error = move |source| QuicError::Bind { addr: bind_to, source };
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(bind_to),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .map_err(bind_error)?;
+        socket.set_reuse_port(true).map_err(bind_error)?;
+        if bind_to.is_ipv6() {
+            socket.set_only_v6(false).map_err(bind_error)?;
+        }
+        let _ = socket.set_recv_buffer_size(SOCKET_RECEIVE_BUFFER);
+        socket.bind(&bind_to.into()).map_err(bind_error)?;
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        let socket: std::net::UdpSocket = socket.into();
+        bind_to = socket.local_addr().map_err(bind_error)?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
 }
 
 /// Endpoint keys that survive a restart, derived from the TLS private key: the
@@ -226,7 +271,7 @@ pub fn start(
 /// the new process at once and reconnects, instead of waiting for its idle timeout (with
 /// fresh random keys the new process would not recognise the ids as its own and would
 /// drop the packets silently).
-fn endpoint_config(key: &rustls_pki_types::PrivateKeyDer<'_>) -> quinn::EndpointConfig {
+fn endpoint_keys(key: &rustls_pki_types::PrivateKeyDer<'_>) -> (Vec<u8>, u64) {
     use sha2::Digest as _;
     let derive = |label: &[u8]| {
         let mut hasher = sha2::Sha256::new();
@@ -238,16 +283,13 @@ fn endpoint_config(key: &rustls_pki_types::PrivateKeyDer<'_>) -> quinn::Endpoint
     let cid = derive(b"palaver/1 quic connection ids\0");
     let mut cid_key = [0u8; 8];
     cid_key.copy_from_slice(&cid[..8]);
-    let cid_key = u64::from_le_bytes(cid_key);
-    let mut config =
-        quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset)));
-    config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
-    config
+    (reset.to_vec(), u64::from_le_bytes(cid_key))
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Limits {
-    max_frame_bytes: usize,
+    /// How long a handshake may take (the authentication deadline: a client is not
+    /// served before it authenticates anyway).
     auth_timeout: Duration,
     retry_after_handshakes: usize,
 }
@@ -272,171 +314,26 @@ fn admit(handshakes: usize, address_validated: bool, may_retry: bool, limits: &L
     }
 }
 
-/// Counts a handshake in progress from its admission to its end (whichever way it ends).
-struct HandshakeSlot(Arc<AtomicUsize>);
+/// Counts a handshake in progress (on any shard) from its admission to its end,
+/// whichever way it ends.
+struct HandshakeSlot(Arc<QuicShared>);
+
+impl HandshakeSlot {
+    fn take(shared: &Arc<QuicShared>) -> Self {
+        shared.handshakes.fetch_add(1, Ordering::Relaxed);
+        HandshakeSlot(shared.clone())
+    }
+}
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.handshakes.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-async fn accept_loop(
-    endpoint: quinn::Endpoint,
-    shards: Arc<Vec<flume::Sender<QuicSession>>>,
-    limits: Limits,
-    admission: Admission,
-) {
-    let next = AtomicUsize::new(0);
-    let handshakes = Arc::new(AtomicUsize::new(0));
-    while let Some(incoming) = endpoint.accept().await {
-        let in_progress = handshakes.load(Ordering::Relaxed);
-        match admit(in_progress, incoming.remote_address_validated(), incoming.may_retry(), &limits) {
-            Admit::Handshake => {}
-            Admit::Retry => {
-                // `may_retry` was checked: this cannot fail.
-                let _ = incoming.retry();
-                continue;
-            }
-            Admit::Refuse => {
-                Metrics::inc(&admission.metrics.connections_refused);
-                incoming.refuse();
-                continue;
-            }
-        }
-        handshakes.fetch_add(1, Ordering::Relaxed);
-        let slot = HandshakeSlot(handshakes.clone());
-        let shard = next.fetch_add(1, Ordering::Relaxed) % shards.len().max(1);
-        tokio::spawn(serve(incoming, slot, shards.clone(), shard, limits, admission.clone()));
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
-}
-
-/// The ALPN protocol the handshake settled on.
-fn negotiated_protocol(connection: &quinn::Connection) -> Option<Vec<u8>> {
-    let data = connection.handshake_data()?;
-    data.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
-}
-
-fn app_code(code: CloseCode) -> VarInt {
+/// A close code as a QUIC application error code.
+pub fn app_code(code: crate::ws::CloseCode) -> VarInt {
     VarInt::from_u32(u32::from(code.code()))
-}
-
-/// One connection: handshake, its stream, then the bridge to a shard until either side
-/// ends it.
-async fn serve(
-    incoming: quinn::Incoming,
-    handshake: HandshakeSlot,
-    shards: Arc<Vec<flume::Sender<QuicSession>>>,
-    shard: usize,
-    limits: Limits,
-    admission: Admission,
-) {
-    let ip = incoming.remote_address().ip();
-    let connection = match tokio::time::timeout(limits.auth_timeout, incoming).await {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(e)) => {
-            tracing::debug!("QUIC handshake failed: {e}");
-            return;
-        }
-        Err(_) => return,
-    };
-    drop(handshake);
-    // The handshake proved the address: only now may it take one of the address's slots.
-    let Some(_ip_slot) = address_slot(&admission, ip) else {
-        Metrics::inc(&admission.metrics.connections_refused);
-        connection.close(app_code(CloseCode::TryAgainLater), b"too many connections from this address");
-        return;
-    };
-    // The stream must come within the authentication deadline (the auth frame on it
-    // then has what is left of it, counted by the shard's session).
-    let (send, recv) = match tokio::time::timeout(limits.auth_timeout, connection.accept_bi()).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(_)) => return,
-        Err(_) => {
-            connection.close(app_code(CloseCode::Policy), b"authentication deadline passed");
-            return;
-        }
-    };
-    let (from_client, from_client_rx) = flume::bounded(FRAMES_IN_FLIGHT_TO_SHARD);
-    let (to_client_tx, to_client) = flume::bounded(BATCHES_IN_FLIGHT_TO_PEER);
-    let Some(inlet) = shards.get(shard) else { return };
-    let codec = match negotiated_protocol(&connection).as_deref() {
-        Some(ALPN_JSON) => palaver_protocol::Codec::Json,
-        _ => palaver_protocol::Codec::Rkyv,
-    };
-    let session = QuicSession { codec, from_client: from_client_rx, to_client: to_client_tx };
-    if inlet.send_async(session).await.is_err() {
-        connection.close(app_code(CloseCode::GoingAway), b"server shutting down");
-        return;
-    }
-    let reader = tokio::spawn(read_frames(recv, from_client, limits.max_frame_bytes));
-    write_frames(&connection, send, to_client).await;
-    reader.abort();
-}
-
-fn address_slot(admission: &Admission, ip: IpAddr) -> Option<ConnectionPermit<IpAddr>> {
-    admission.ip_connections.try_acquire(&ip)
-}
-
-/// Splits the client's stream into frames for the shard; stops at the stream's end, an
-/// error, or an oversize length (reported so the shard closes with 1009).
-async fn read_frames(
-    mut recv: quinn::RecvStream,
-    to_shard: flume::Sender<FromClient>,
-    max_frame_bytes: usize,
-) {
-    let mut prefix = [0u8; 4];
-    loop {
-        if recv.read_exact(&mut prefix).await.is_err() {
-            return;
-        }
-        let len = u32::from_le_bytes(prefix);
-        if usize::try_from(len).map_or(true, |l| l > max_frame_bytes) {
-            let _ = to_shard.send_async(FromClient::TooLarge(len)).await;
-            return;
-        }
-        let mut payload = vec![0u8; len as usize];
-        if recv.read_exact(&mut payload).await.is_err() {
-            return;
-        }
-        if to_shard.send_async(FromClient::Frame(Bytes::from(payload))).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Writes what the shard sends until it closes the session or the connection ends.
-async fn write_frames(
-    connection: &quinn::Connection,
-    mut send: quinn::SendStream,
-    from_shard: flume::Receiver<ToClient>,
-) {
-    loop {
-        let next = tokio::select! {
-            next = from_shard.recv_async() => next,
-            _ = connection.closed() => return,
-        };
-        match next {
-            Ok(ToClient::Frames(mut frames)) => {
-                if send.write_all_chunks(&mut frames).await.is_err() {
-                    connection.close(VarInt::from_u32(0), b"");
-                    return;
-                }
-            }
-            Ok(ToClient::Close(code, reason)) => {
-                let _ = send.finish();
-                let _ = tokio::time::timeout(CLOSE_LINGER, send.stopped()).await;
-                connection.close(app_code(code), reason.as_bytes());
-                return;
-            }
-            // The shard forgot the session without a close (the peer went away first).
-            Err(_) => {
-                connection.close(app_code(CloseCode::Normal), b"");
-                return;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -445,7 +342,7 @@ mod tests {
 
     #[test]
     fn unproven_addresses_retry_past_the_threshold_and_everyone_is_refused_at_the_cap() {
-        let limits = Limits { max_frame_bytes: 1, auth_timeout: Duration::ZERO, retry_after_handshakes: 64 };
+        let limits = Limits { auth_timeout: Duration::ZERO, retry_after_handshakes: 64 };
         assert_eq!(admit(0, false, true, &limits), Admit::Handshake);
         assert_eq!(admit(63, false, true, &limits), Admit::Handshake);
         assert_eq!(admit(64, false, true, &limits), Admit::Retry);

@@ -22,6 +22,9 @@ pub use owner::OwnedRooms;
 use crate::io::pacing::WritePacer;
 use crate::shared::Shared;
 
+/// Takes a QUIC datagram another shard passed on (the shard's QUIC endpoint).
+pub type QuicInlet = Box<dyn Fn(crate::mesh::ForwardedDatagram)>;
+
 /// How long a shutting-down shard waits for in-flight writes and for sockets to flush.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -48,6 +51,9 @@ pub struct Shard {
     /// HTTP routes waiting for a room command's answer, by the id they asked as.
     pub route_waiters:
         RefCell<rustc_hash::FxHashMap<crate::mesh::ConnId, flume::Sender<palaver_protocol::ReplyBody>>>,
+    /// Where QUIC datagrams other shards pass on go (the shard's QUIC endpoint, once
+    /// it runs).
+    pub quic_inlet: RefCell<Option<QuicInlet>>,
 }
 
 impl Shard {
@@ -64,6 +70,7 @@ impl Shard {
             draining: Cell::new(false),
             write_pacer,
             route_waiters: RefCell::default(),
+            quic_inlet: RefCell::default(),
         })
     }
 
@@ -154,6 +161,11 @@ impl Shard {
             }
             ShardMsg::Replicated(message) => relay::on_replicated(self, state, *message),
             ShardMsg::RoomEvent(event) => relay::on_room_event(self, state, *event),
+            ShardMsg::QuicDatagram(datagram) => {
+                if let Some(inlet) = self.quic_inlet.borrow().as_ref() {
+                    inlet(*datagram);
+                }
+            }
             ShardMsg::Shutdown => {
                 if !self.draining.replace(true) {
                     monoio::spawn(drain(self.clone()));

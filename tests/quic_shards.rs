@@ -1,0 +1,222 @@
+//! QUIC on every shard: with `--shards 2`, many QUIC clients land on both shards (the
+//! kernel spreads them over the shards' `SO_REUSEPORT` sockets) and chat with each other
+//! across shards; a client that moves to another local port mid-connection (its packets
+//! may now reach the other shard's socket) keeps its connection, because the server's
+//! connection ids name the owning shard and a datagram that lands on the wrong shard is
+//! passed to the owner. Floods of unreliable datagrams and of streams are bounded and
+//! counted, and leave the connection serving.
+#![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use palaver_e2e::{Server, WAIT, metric, register};
+use palaver_protocol::{ClientFrame, Codec, OkBody, Op, ReplyBody, RoomKind, ServerFrame};
+use palaver_sdk::{Client, ClientOptions, Credentials, QuicOptions, QuicTrust};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
+
+const CLIENTS: usize = 16;
+
+fn quic(server: &Server) -> ClientOptions {
+    ClientOptions::with_quic(QuicOptions::new(
+        server.quic_addr.to_string(),
+        QuicTrust::CertificatePem(server.dev_cert_pem()),
+    ))
+}
+
+fn accepted_by_shard(server: &Server, shard: usize) -> u64 {
+    metric(server.addr, &format!("palaver_quic_connections_accepted_total{{shard=\"{shard}\"}}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_quic_clients_land_on_both_shards_and_chat_across_them() {
+    let server = Server::start(&["--shards", "2"]);
+    let url = server.url("");
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let credentials = Credentials::register(&format!("user{i:02}"), "password-123");
+        clients.push(Client::connect_with(&url, credentials, quic(&server)).await.unwrap());
+    }
+    let (first, second) = (accepted_by_shard(&server, 0), accepted_by_shard(&server, 1));
+    assert_eq!(first + second, CLIENTS as u64);
+    assert!(first > 0 && second > 0, "the kernel spread {CLIENTS} clients as {first} and {second}");
+
+    let mut events: Vec<_> = clients.iter().map(Client::events).collect();
+    let room = clients[0].create_room("everyone", RoomKind::Public).await.unwrap().room_id;
+    for client in &clients {
+        client.join(&room).await.unwrap();
+    }
+    for (i, client) in clients.iter().enumerate() {
+        client.send(&room, &format!("hello from {i}")).await.unwrap();
+    }
+    for stream in &mut events {
+        let mut seen = Vec::new();
+        while seen.len() < CLIENTS {
+            let message = tokio::time::timeout(WAIT, stream.next_message()).await.unwrap().unwrap();
+            seen.push(message.seq);
+        }
+        assert_eq!(seen, (1..=CLIENTS as u64).collect::<Vec<_>>(), "every message once, in order");
+    }
+}
+
+/// A bare quinn client on one bidirectional stream (the SDK does not expose rebinding).
+struct Raw {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+impl Raw {
+    async fn connect(server: &Server) -> Raw {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(server.dev_cert_pem().as_bytes()).unwrap()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"palaver/1".to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport.datagram_receive_buffer_size(Some(64 * 1024));
+        config.transport_config(Arc::new(transport));
+        let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+        let connection = endpoint.connect_with(config, server.quic_addr, "localhost").unwrap().await.unwrap();
+        let (send, recv) = connection.open_bi().await.unwrap();
+        Raw { endpoint, connection, send, recv }
+    }
+
+    async fn request(&mut self, id: u64, op: Op) -> ServerFrame {
+        let payload = Codec::Rkyv.encode_client(&ClientFrame { id, op }).unwrap();
+        let len = u32::try_from(payload.len()).unwrap().to_le_bytes();
+        let mut chunks = [Bytes::copy_from_slice(&len), Bytes::from(payload)];
+        self.send.write_all_chunks(&mut chunks).await.unwrap();
+        let mut prefix = [0u8; 4];
+        tokio::time::timeout(WAIT, self.recv.read_exact(&mut prefix)).await.unwrap().unwrap();
+        let mut frame = vec![0u8; u32::from_le_bytes(prefix) as usize];
+        tokio::time::timeout(WAIT, self.recv.read_exact(&mut frame)).await.unwrap().unwrap();
+        Codec::Rkyv.decode_server(&frame).unwrap()
+    }
+
+    async fn ping(&mut self, id: u64) {
+        let pong = self.request(id, Op::Ping {}).await;
+        assert!(matches!(pong, ServerFrame::Reply { re, body: ReplyBody::Ok(_) } if re == id), "{pong:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_changes_its_port_keeps_its_connection_whichever_shard_its_packets_reach() {
+    let server = Server::start(&["--shards", "2"]);
+    let alice = register(server.addr, "alice");
+    let mut raw = Raw::connect(&server).await;
+    let authed = raw.request(1, Op::Auth { token: alice.access_token }).await;
+    assert!(
+        matches!(authed, ServerFrame::Reply { body: ReplyBody::Ok(OkBody::Authed(_)), .. }),
+        "{authed:?}"
+    );
+    // Each new port is spread by the kernel's hash: half of them reach the other shard.
+    // Keep moving until one did (a datagram was passed on), proving each move on the way.
+    let mut id = 2;
+    for _ in 0..40 {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        raw.endpoint.rebind(socket).unwrap();
+        raw.ping(id).await;
+        id += 1;
+        if metric(server.addr, "palaver_quic_datagrams_forwarded_total") > 0 {
+            break;
+        }
+    }
+    assert!(
+        metric(server.addr, "palaver_quic_datagrams_forwarded_total") > 0,
+        "no move reached the other shard"
+    );
+    // Still the same connection, still serving.
+    raw.ping(id).await;
+    assert!(raw.connection.close_reason().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datagram_flood_is_dropped_and_counted_and_the_connection_keeps_serving() {
+    let server = Server::start(&[]);
+    let alice = register(server.addr, "alice");
+    let mut raw = Raw::connect(&server).await;
+    let authed = raw.request(1, Op::Auth { token: alice.access_token }).await;
+    assert!(matches!(authed, ServerFrame::Reply { body: ReplyBody::Ok(_), .. }), "{authed:?}");
+    assert!(raw.connection.max_datagram_size().is_some(), "the server negotiates datagrams");
+    let mut sent = 0u64;
+    for i in 0..5_000u32 {
+        if raw.connection.send_datagram(Bytes::from(i.to_le_bytes().repeat(100))).is_ok() {
+            sent += 1;
+        }
+        if i % 500 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(sent > 0);
+    raw.ping(2).await;
+    // Some arrive (QUIC may drop the rest under congestion); none is kept.
+    let mut counted = 0;
+    for _ in 0..50 {
+        counted = metric(server.addr, "palaver_quic_datagrams_dropped_total");
+        if counted > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(counted > 0 && counted <= sent, "{counted} counted of {sent} sent");
+    raw.ping(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_flood_gets_no_streams_beyond_the_first() {
+    let server = Server::start(&[]);
+    let alice = register(server.addr, "alice");
+    let mut raw = Raw::connect(&server).await;
+    let authed = raw.request(1, Op::Auth { token: alice.access_token }).await;
+    assert!(matches!(authed, ServerFrame::Reply { body: ReplyBody::Ok(_), .. }), "{authed:?}");
+    // The server grants one bidirectional stream at a time and no unidirectional ones:
+    // a client cannot open more while its first is open.
+    let more = tokio::time::timeout(Duration::from_millis(300), raw.connection.open_bi()).await;
+    assert!(more.is_err(), "a second bidirectional stream was granted");
+    let uni = tokio::time::timeout(Duration::from_millis(300), raw.connection.open_uni()).await;
+    assert!(uni.is_err(), "a unidirectional stream was granted");
+    raw.ping(2).await;
+    assert_eq!(metric(server.addr, "palaver_quic_streams_refused_total"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_offering_only_an_unknown_application_protocol_is_refused() {
+    let server = Server::start(&[]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(server.dev_cert_pem().as_bytes()).unwrap()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"palaver/0".to_vec(), b"h2".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+    let connecting = endpoint
+        .connect_with(quinn::ClientConfig::new(Arc::new(crypto)), server.quic_addr, "localhost")
+        .unwrap();
+    let refused = tokio::time::timeout(WAIT, connecting).await.unwrap();
+    match refused {
+        // TLS's no_application_protocol alert (120) as a QUIC crypto error (0x100 + 120).
+        Err(quinn::ConnectionError::ConnectionClosed(close)) => {
+            assert_eq!(u64::from(close.error_code), 0x178, "{close}");
+        }
+        other => panic!("expected the handshake to be refused, got {other:?}"),
+    }
+    // The server still serves others.
+    let alice = register(server.addr, "alice");
+    let mut raw = Raw::connect(&server).await;
+    let authed = raw.request(1, Op::Auth { token: alice.access_token }).await;
+    assert!(matches!(authed, ServerFrame::Reply { body: ReplyBody::Ok(_), .. }), "{authed:?}");
+}
