@@ -25,7 +25,7 @@ use crate::ws::CloseCode;
 /// Most bytes taken from the stream per read.
 const READ_CHUNK: usize = 64 * 1024;
 /// The application error code of a stream the session refuses (a second bidirectional
-/// stream: the session has one): 1008, as the policy close.
+/// stream, or a unidirectional one): 1008, as the policy close.
 const STREAM_REFUSED: u32 = 1008;
 
 /// Starts the session of a connection whose handshake chose `codec`.
@@ -227,13 +227,21 @@ async fn write_frame(
     true
 }
 
-/// The session takes one bidirectional stream; any other the client opens later is
-/// stopped and reset at once (and counted).
+/// The session takes one bidirectional stream and no unidirectional ones; any other
+/// stream the client opens is stopped and reset at once (and counted). QUIC's stream
+/// limits bound how many can be open at a time.
 async fn refuse_more_streams(connection: QuicConnection, metrics: std::sync::Arc<Metrics>) {
-    while let Some(stream) = connection.accept_bi().await {
+    loop {
+        let stream = monoio::select! {
+            bi = connection.accept_bi() => bi,
+            uni = connection.accept_uni() => uni,
+        };
+        let Some(stream) = stream else { return };
         Metrics::inc(&metrics.quic_streams_refused);
         connection.stop(stream, STREAM_REFUSED);
-        connection.reset(stream, STREAM_REFUSED);
+        if stream.dir() == quinn_proto::Dir::Bi {
+            connection.reset(stream, STREAM_REFUSED);
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! One QUIC connection on its shard: the `quinn_proto::Connection` state machine, the
 //! task that drives it (timers, transmits, events), and [`QuicConnection`], the small
-//! stream API its application uses: accept the client's bidirectional streams, open
-//! unidirectional ones, write with back-pressure, finish or reset, read, send and
-//! receive unreliable datagrams, close.
+//! stream API its application uses: accept the client's streams, open unidirectional
+//! ones, write with back-pressure, finish or reset, read, send and receive unreliable
+//! datagrams, close.
 //!
 //! Everything is on the shard's thread: an application call changes the state machine
 //! directly and wakes the driver, which transmits what the call made ready. Nothing here
@@ -170,6 +170,25 @@ impl QuicConnection {
             (state.lost.is_some() || state.inner.is_closed()).then_some(None)
         })
         .await
+    }
+
+    /// The next unidirectional stream the peer opened; `None` once the connection ended.
+    pub async fn accept_uni(&self) -> Option<StreamId> {
+        self.until(|state| {
+            if let Some(id) = state.inner.streams().accept(Dir::Uni) {
+                state.wake_driver();
+                return Some(Some(id));
+            }
+            (state.lost.is_some() || state.inner.is_closed()).then_some(None)
+        })
+        .await
+    }
+
+    /// Sets how many streams of `dir` the peer may have open at once (an application
+    /// that needs more than the transport parameters grant raises it; the peer learns
+    /// it by a MAX_STREAMS frame).
+    pub fn set_max_concurrent_streams(&self, dir: Dir, count: u32) {
+        self.change(|inner| inner.set_max_concurrent_streams(dir, VarInt::from_u32(count)));
     }
 
     /// Opens a unidirectional stream to the peer; `None` without credit for one now (the
@@ -351,14 +370,13 @@ impl QuicConnection {
     }
 }
 
-/// What a driver turn asks of the endpoint and the application, gathered while the
-/// state was borrowed and acted on after.
+/// What a driver turn found among the state machine's events, gathered while the state
+/// was borrowed and acted on after.
 #[derive(Debug, Default)]
 pub(super) struct Turn {
     /// The handshake finished in this turn.
     pub(super) connected: bool,
-    /// Streams the peer opened beyond what the application accepts are its business;
-    /// this only reports that events arrived.
+    /// Some event arrived (the application's waiting tasks were woken).
     pub(super) app_events: bool,
 }
 

@@ -36,6 +36,9 @@ use crate::ws::CloseCode;
 
 /// Receive buffers per `recvmsg` batch (each holds a GRO batch of datagrams).
 const RECEIVE_SLOTS: usize = 8;
+/// Datagrams in one GSO send at most (as quinn does: a longer burst would delay the
+/// shard's other work and other connections' packets).
+const MAX_SEGMENTS_PER_SEND: usize = 10;
 /// Receive batches handled before the loop lets other tasks run.
 const BATCHES_PER_TURN: usize = 16;
 
@@ -365,7 +368,7 @@ async fn drive(endpoint: Rc<ShardEndpoint>, connection: QuicConnection, handshak
         }
         // Transmit what is ready, bounded per turn.
         let mut transmits = 0;
-        let segments = endpoint.io.state.max_gso_segments().max(1);
+        let segments = endpoint.io.state.max_gso_segments().clamp(1, MAX_SEGMENTS_PER_SEND);
         loop {
             buffer.clear();
             let transmit = connection.state().inner.poll_transmit(now, segments, &mut buffer);

@@ -42,6 +42,8 @@ use crate::metrics::Metrics;
 pub const ALPN: &[u8] = b"palaver/1";
 /// The ALPN protocol id of Palaver v1 over QUIC with JSON frames.
 pub const ALPN_JSON: &[u8] = b"palaver/1+json";
+/// Unidirectional streams a client may have open at once.
+const MAX_CLIENT_UNI_STREAMS: u32 = 3;
 /// Handshakes in progress at once on all shards, Retry or not; past it new ones are
 /// refused (each holds a connection's state: this bounds that memory).
 const MAX_HANDSHAKES: usize = 4_096;
@@ -222,12 +224,13 @@ pub(crate) fn prepare(
 /// The transport parameters every connection gets.
 fn transport_config(config: &Config) -> quinn_proto::TransportConfig {
     let mut transport = quinn_proto::TransportConfig::default();
-    // The client opens one bidirectional stream (more would wait for credit) and no
-    // unidirectional ones; the server opens unidirectional streams of its own. QUIC's
-    // keep-alive and idle timeout replace the WebSocket pings of the shards' heartbeat.
+    // The client opens one bidirectional stream (more wait for credit) and at most three
+    // unidirectional ones at a time (HTTP/3 clients need three; an application that
+    // takes none stops them); the server opens unidirectional streams of its own.
+    // QUIC's keep-alive and idle timeout replace the WebSocket pings of the heartbeat.
     transport
         .max_concurrent_bidi_streams(VarInt::from_u32(1))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_CLIENT_UNI_STREAMS))
         // Unreliable datagrams (RFC 9221) are offered; a flood costs at most the buffer.
         .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER))
         .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER)
