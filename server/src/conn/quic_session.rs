@@ -94,8 +94,7 @@ async fn run(shard: Rc<Shard>, connection: QuicConnection, codec: Codec) {
         connection.close(app_code(CloseCode::GoingAway), "server is shutting down");
         return;
     }
-    monoio::spawn(refuse_more_streams(connection.clone(), metrics.clone()));
-    monoio::spawn(drop_datagrams(connection.clone(), metrics.clone()));
+    monoio::spawn(refuse_the_rest(connection.clone(), metrics.clone()));
 
     let outbound = Outbound::for_quic(shared.config.outbound_queue_bytes);
     let session = Session::new(shared.config.session, now_ms());
@@ -227,14 +226,23 @@ async fn write_frame(
     true
 }
 
-/// The session takes one bidirectional stream and no unidirectional ones; any other
-/// stream the client opens is stopped and reset at once (and counted). QUIC's stream
-/// limits bound how many can be open at a time.
-async fn refuse_more_streams(connection: QuicConnection, metrics: std::sync::Arc<Metrics>) {
+/// What the session does not take: any stream after its one bidirectional stream, and
+/// every unidirectional one, is stopped (and a bidirectional one reset) at once, and
+/// counted (QUIC's stream limits bound how many can be open at a time); unreliable
+/// datagrams are not part of the session's protocol and are taken and counted, so they
+/// never pile up.
+async fn refuse_the_rest(connection: QuicConnection, metrics: std::sync::Arc<Metrics>) {
     loop {
         let stream = monoio::select! {
             bi = connection.accept_bi() => bi,
             uni = connection.accept_uni() => uni,
+            datagram = connection.recv_datagram() => match datagram {
+                Some(_) => {
+                    Metrics::inc(&metrics.quic_datagrams_dropped);
+                    continue;
+                }
+                None => None,
+            },
         };
         let Some(stream) = stream else { return };
         Metrics::inc(&metrics.quic_streams_refused);
@@ -242,14 +250,6 @@ async fn refuse_more_streams(connection: QuicConnection, metrics: std::sync::Arc
         if stream.dir() == quinn_proto::Dir::Bi {
             connection.reset(stream, STREAM_REFUSED);
         }
-    }
-}
-
-/// Unreliable datagrams from the client are not part of this session's protocol: taken
-/// and counted, so they never pile up.
-async fn drop_datagrams(connection: QuicConnection, metrics: std::sync::Arc<Metrics>) {
-    while connection.recv_datagram().await.is_some() {
-        Metrics::inc(&metrics.quic_datagrams_dropped);
     }
 }
 
