@@ -37,7 +37,7 @@ async fn many_quic_clients_land_on_both_shards_and_chat_across_them() {
     let url = server.url("");
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
-        let credentials = Credentials::register(&format!("user{i:02}"), "password-123");
+        let credentials = Credentials::register(format!("user{i:02}"), "password-123");
         clients.push(Client::connect_with(&url, credentials, quic(&server)).await.unwrap());
     }
     let (first, second) = (accepted_by_shard(&server, 0), accepted_by_shard(&server, 1));
