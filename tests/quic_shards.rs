@@ -5,7 +5,8 @@
 //! connection ids name the owning shard and a datagram that lands on the wrong shard is
 //! passed to the owner. Floods of unreliable datagrams and of streams are bounded and
 //! counted, and leave the connection serving; a handshake offering only unknown ALPNs
-//! is refused, and a resuming client is never offered 0-RTT.
+//! is refused, a resuming client is never offered 0-RTT, and a client that stops
+//! reading is closed as a slow consumer (1013).
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::sync::Arc;
@@ -65,6 +66,15 @@ async fn many_quic_clients_land_on_both_shards_and_chat_across_them() {
 /// A client configuration trusting the server's development certificate, offering
 /// `alpns`, and asking for 0-RTT when `early_data`.
 fn client_config(server: &Server, alpns: &[&[u8]], early_data: bool) -> quinn::ClientConfig {
+    client_config_with(server, alpns, early_data, quinn::TransportConfig::default())
+}
+
+fn client_config_with(
+    server: &Server,
+    alpns: &[&[u8]],
+    early_data: bool,
+    mut transport: quinn::TransportConfig,
+) -> quinn::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(server.dev_cert_pem().as_bytes()).unwrap()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -77,7 +87,6 @@ fn client_config(server: &Server, alpns: &[&[u8]], early_data: bool) -> quinn::C
     tls.enable_early_data = early_data;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
     transport.datagram_receive_buffer_size(Some(64 * 1024));
     config.transport_config(Arc::new(transport));
     config
@@ -257,4 +266,64 @@ async fn a_resuming_client_is_offered_no_0rtt() {
     let mut raw = Raw { endpoint, connection: second, send, recv };
     let authed = raw.request(1, Op::Auth { token: alice.access_token }).await;
     assert!(matches!(authed, ServerFrame::Reply { body: ReplyBody::Ok(_), .. }), "{authed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quic_client_that_stops_reading_is_closed_with_1013() {
+    let server = Server::start(&[
+        "--outbound-queue-bytes",
+        "262144",
+        "--ops-burst",
+        "100000",
+        "--ops-per-sec",
+        "100000",
+        "--max-in-flight",
+        "100000",
+    ]);
+    let alice = register(server.addr, "alice");
+    let bob = register(server.addr, "bob");
+    let addr = server.addr;
+    let (mut sender, room) = tokio::task::spawn_blocking(move || {
+        let mut sender = palaver_e2e::Client::login(addr, Codec::Rkyv, &alice);
+        let room = sender.create_room("firehose", RoomKind::Public);
+        sender.join(&room, None);
+        (sender, room)
+    })
+    .await
+    .unwrap();
+    // Bob reads nothing after his join: a small stream window fills first, then the
+    // server's 256 KiB queue for him.
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(quinn::VarInt::from_u32(64 * 1024));
+    let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+    let config = client_config_with(&server, &[b"palaver/1"], false, transport);
+    let connection = endpoint.connect_with(config, server.quic_addr, "localhost").unwrap().await.unwrap();
+    let (send, recv) = connection.open_bi().await.unwrap();
+    let mut slow = Raw { endpoint, connection, send, recv };
+    let authed = slow.request(1, Op::Auth { token: bob.access_token }).await;
+    assert!(matches!(authed, ServerFrame::Reply { body: ReplyBody::Ok(_), .. }), "{authed:?}");
+    let joined = slow.request(2, Op::Join { room: room.clone(), since: None }).await;
+    assert!(matches!(joined, ServerFrame::Reply { body: ReplyBody::Ok(_), .. }), "{joined:?}");
+
+    let closed = {
+        let connection = slow.connection.clone();
+        tokio::spawn(async move { connection.closed().await })
+    };
+    // ~1.9 MB: far beyond the window and the queue together.
+    let body = "x".repeat(1_900);
+    let sent = tokio::task::spawn_blocking(move || {
+        for i in 0..1_000 {
+            let id = sender.send_op(palaver_e2e::send_op(&room, &format!("c{i}"), &body));
+            sender.reply(id);
+        }
+    });
+    let error = tokio::time::timeout(WAIT * 2, closed).await.unwrap().unwrap();
+    match error {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code.into_inner(), 1013, "{close:?}");
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+    tokio::time::timeout(WAIT * 4, sent).await.unwrap().unwrap();
+    assert!(metric(server.addr, "palaver_slow_consumers_total") >= 1);
 }
