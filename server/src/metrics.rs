@@ -126,7 +126,8 @@ pub struct Metrics {
     pub quic_retries: AtomicU64,
     /// QUIC streams a client opened beyond what its application takes, stopped at once.
     pub quic_streams_refused: AtomicU64,
-    /// QUIC unreliable datagrams from clients that no application took.
+    /// QUIC unreliable datagrams from clients that no application took (for the Palaver
+    /// session: not a `typing` op, undecodable, or before `auth`).
     pub quic_datagrams_dropped: AtomicU64,
     /// Webhook deliveries queued (with the writes of their events).
     pub webhook_queued: AtomicU64,
@@ -301,7 +302,7 @@ impl Metrics {
         );
         out.counter(
             "palaver_quic_datagrams_dropped",
-            "QUIC unreliable datagrams from clients that no application took.",
+            "QUIC unreliable datagrams from clients that no application took (not a typing op, undecodable, or before auth).",
             get(&self.quic_datagrams_dropped),
         );
         out.counter(

@@ -1,11 +1,19 @@
 //! The Palaver session on a QUIC connection (ALPN `palaver/1` or `palaver/1+json`), on
-//! the shard that owns the connection. The client's bidirectional stream carries its
-//! frames, each behind a `u32` little-endian length; a frame is handled exactly like a
-//! WebSocket data message ([`socket::on_payload`]), and the connection's outbound queue
-//! is written straight into the stream. The queue keeps its byte bound, so a QUIC peer
-//! that stops reading is closed as a slow consumer (1013) like a WebSocket one.
+//! the shard that owns the connection. The client's bidirectional stream (the control
+//! stream) carries its frames, each behind a `u32` little-endian length; a frame is
+//! handled exactly like a WebSocket data message ([`socket::on_payload`]), a client
+//! datagram as a `typing` op answered on no stream ([`socket::on_datagram`]). The
+//! connection's outbound queue is written straight into the connection, each frame
+//! where the stream plan puts it by its lane ([`crate::io::stream_plan`]: the control
+//! stream, its room's own unidirectional stream, or a datagram), each stream by its own
+//! task so a stalled room holds up no other. The queue keeps its byte bound (bytes the
+//! stream tasks hold count against it), so a QUIC peer that stops reading any stream is
+//! closed as a slow consumer (1013) like a WebSocket one.
 
+use std::cell::Cell;
+use std::future::poll_fn;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes, BytesMut};
@@ -15,7 +23,9 @@ use quinn_proto::StreamId;
 
 use super::socket;
 use crate::clock::now_ms;
+use crate::io::lane::Lane;
 use crate::io::outbound::Outbound;
+use crate::io::stream_plan::{Route, StreamPlan};
 use crate::io::wire::Wire;
 use crate::metrics::Metrics;
 use crate::quic::{CLOSE_LINGER, QuicConnection, app_code};
@@ -101,7 +111,8 @@ async fn run(shard: Rc<Shard>, connection: QuicConnection, codec: Codec) {
     let conn = shard.conns.insert(Wire::Quic(codec), outbound.clone(), session, now_ms());
     metrics.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Metrics::inc(&metrics.connections_total);
-    monoio::spawn(write_frames(connection.clone(), stream, outbound.clone()));
+    let unsent_limit = shared.config.outbound_queue_bytes;
+    monoio::spawn(write_frames(connection.clone(), stream, outbound.clone(), unsent_limit));
 
     let mut frames = FrameReader::new(shared.config.max_frame_bytes);
     'session: loop {
@@ -135,6 +146,14 @@ async fn run(shard: Rc<Shard>, connection: QuicConnection, codec: Codec) {
         };
         let read = monoio::select! {
             read = connection.read(stream, READ_CHUNK) => read,
+            datagram = connection.recv_datagram() => {
+                if let Some(datagram) = datagram {
+                    Metrics::inc(&metrics.frames_in);
+                    conn.last_heard_ms.set(now_ms());
+                    socket::on_datagram(&shard, &conn, &datagram);
+                }
+                continue;
+            }
             () = outbound.closed() => break,
             () = sleep_or_forever(deadline) => {
                 outbound.close(CloseCode::Policy, "authentication deadline passed");
@@ -153,33 +172,193 @@ async fn run(shard: Rc<Shard>, connection: QuicConnection, codec: Codec) {
     socket::end_session(&shard, &conn).await;
 }
 
-/// The writer of a session: moves queued frames into the stream, waiting for the peer's
-/// flow control (frames meanwhile wait in the byte-bounded queue, which closes a peer
-/// that stops reading as a slow consumer); then the close: finish the stream, give the
-/// peer [`CLOSE_LINGER`] to take what was written, close the connection with the code.
-async fn write_frames(connection: QuicConnection, stream: StreamId, outbound: Outbound) {
+/// The writer of a session: takes queued frames with their lanes and hands each to the
+/// stream the plan chooses (or sends it as a datagram); every stream has its own writer
+/// task, waiting for the peer's flow control on that stream only. What the tasks hold
+/// counts against `unsent_limit`: past it no more is taken, so frames wait in the
+/// byte-bounded queue, which closes a peer that stops reading any stream as a slow
+/// consumer. Then the close: every stream is finished once written, the peer has
+/// [`CLOSE_LINGER`] to take it all, and the connection is closed with the code.
+async fn write_frames(
+    connection: QuicConnection,
+    control: StreamId,
+    outbound: Outbound,
+    unsent_limit: usize,
+) {
+    let unsent = Rc::new(Unsent::default());
+    let mut streams = Streams {
+        plan: StreamPlan::default(),
+        control: StreamWriter::spawn(&connection, control, &outbound, &unsent),
+        rooms: Vec::new(),
+    };
     let mut frames = Vec::new();
-    let mut linger_until = None;
-    'writing: while outbound.take_frames(&mut frames).await {
-        for frame in std::mem::take(&mut frames) {
-            if !write_frame(&connection, stream, &frame, &outbound, &mut linger_until).await {
-                break 'writing;
+    while outbound.take_lane_frames(&mut frames).await {
+        let max_datagram = connection.max_datagram_size();
+        for (lane, frame) in frames.drain(..) {
+            streams.write(&connection, &outbound, &unsent, lane, frame, max_datagram);
+        }
+        monoio::select! {
+            () = unsent.below(unsent_limit) => {},
+            () = outbound.closed() => {},
+        }
+    }
+    let closing = outbound.close_reason();
+    // Each task writes what it holds (within the linger once the queue is closing),
+    // finishes its stream and waits for the peer to acknowledge it.
+    for task in streams.finish() {
+        task.await;
+    }
+    match closing {
+        Some((code, reason)) => connection.close(app_code(code), &reason),
+        // The peer is gone (or stopped a stream): nothing more to say.
+        None => connection.close(app_code(CloseCode::Normal), ""),
+    }
+    outbound.finish();
+}
+
+/// Bytes handed to stream writers and not yet taken by QUIC.
+#[derive(Default)]
+struct Unsent {
+    bytes: Cell<usize>,
+    waiter: Cell<Option<Waker>>,
+}
+
+impl Unsent {
+    fn add(&self, bytes: usize) {
+        self.bytes.set(self.bytes.get() + bytes);
+    }
+
+    fn taken(&self, bytes: usize) {
+        self.bytes.set(self.bytes.get().saturating_sub(bytes));
+        if let Some(waker) = self.waiter.take() {
+            waker.wake();
+        }
+    }
+
+    /// Waits until at most `limit` bytes are unsent (one waiter: the session's writer).
+    async fn below(&self, limit: usize) {
+        poll_fn(|cx| {
+            if self.bytes.get() <= limit {
+                Poll::Ready(())
+            } else {
+                self.waiter.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+/// One connection's streams: the client's bidirectional one and the room streams the
+/// session opened, in the order the plan numbers them.
+struct Streams {
+    plan: StreamPlan,
+    control: StreamWriter,
+    rooms: Vec<StreamWriter>,
+}
+
+impl Streams {
+    fn write(
+        &mut self,
+        connection: &QuicConnection,
+        outbound: &Outbound,
+        unsent: &Rc<Unsent>,
+        lane: Lane,
+        frame: Bytes,
+        max_datagram: Option<usize>,
+    ) {
+        let payload_len = frame.len().saturating_sub(4);
+        let mut route = self.plan.route(lane, payload_len, max_datagram);
+        if let Route::Open(room) = route {
+            route = match connection.open_uni() {
+                Some(stream) => {
+                    self.rooms.push(StreamWriter::spawn(connection, stream, outbound, unsent));
+                    Route::Stream(self.plan.opened(room))
+                }
+                // No credit for another stream: the room shares one.
+                None => self.plan.refused(room),
+            };
+        }
+        match route {
+            Route::Control | Route::Open(_) => self.control.write(unsent, frame),
+            Route::Stream(n) => match self.rooms.get(n) {
+                Some(stream) => stream.write(unsent, frame),
+                None => self.control.write(unsent, frame),
+            },
+            // Unreliable by design: a datagram QUIC cannot take now is dropped.
+            Route::Datagram => {
+                let _ = connection.send_datagram(frame.slice(4..));
             }
         }
     }
-    if let Some((code, reason)) = outbound.close_reason() {
-        connection.finish(stream);
-        let until = linger_until.unwrap_or_else(|| Instant::now() + CLOSE_LINGER);
-        monoio::select! {
-            _ = connection.acknowledged(stream) => {},
-            () = monoio::time::sleep(until.saturating_duration_since(Instant::now())) => {},
-        }
-        connection.close(app_code(code), &reason);
-    } else {
-        // The peer is gone (or stopped the stream): nothing more to say.
-        connection.close(app_code(CloseCode::Normal), "");
+
+    /// Lets every stream's task write what it holds and finish; their handles.
+    fn finish(self) -> Vec<monoio::task::JoinHandle<()>> {
+        std::iter::once(self.control).chain(self.rooms).map(StreamWriter::finish).collect()
     }
-    outbound.finish();
+}
+
+/// A stream's writer task and the frames waiting for it.
+struct StreamWriter {
+    frames: flume::Sender<Bytes>,
+    task: monoio::task::JoinHandle<()>,
+}
+
+impl StreamWriter {
+    fn spawn(
+        connection: &QuicConnection,
+        stream: StreamId,
+        outbound: &Outbound,
+        unsent: &Rc<Unsent>,
+    ) -> Self {
+        let (frames, queued) = flume::unbounded();
+        let task =
+            monoio::spawn(write_stream(connection.clone(), stream, queued, outbound.clone(), unsent.clone()));
+        StreamWriter { frames, task }
+    }
+
+    fn write(&self, unsent: &Unsent, frame: Bytes) {
+        unsent.add(frame.len());
+        if let Err(refused) = self.frames.send(frame) {
+            // The stream failed (the session is ending): nothing will take it.
+            unsent.taken(refused.0.len());
+        }
+    }
+
+    fn finish(self) -> monoio::task::JoinHandle<()> {
+        drop(self.frames);
+        self.task
+    }
+}
+
+/// Writes one stream's frames in order; once its sender is dropped (the session is
+/// closing), finishes the stream and waits (at most [`CLOSE_LINGER`]) until the peer
+/// has acknowledged everything on it. A stream that fails ends the session.
+async fn write_stream(
+    connection: QuicConnection,
+    stream: StreamId,
+    frames: flume::Receiver<Bytes>,
+    outbound: Outbound,
+    unsent: Rc<Unsent>,
+) {
+    let mut linger_until = None;
+    while let Ok(frame) = frames.recv_async().await {
+        let written = write_frame(&connection, stream, &frame, &outbound, &mut linger_until).await;
+        unsent.taken(frame.len());
+        if !written {
+            // What is left is never sent.
+            for frame in frames.drain() {
+                unsent.taken(frame.len());
+            }
+            return;
+        }
+    }
+    connection.finish(stream);
+    let until = linger_until.unwrap_or_else(|| Instant::now() + CLOSE_LINGER);
+    monoio::select! {
+        _ = connection.acknowledged(stream) => {},
+        () = monoio::time::sleep(until.saturating_duration_since(Instant::now())) => {},
+    }
 }
 
 /// Writes one frame, waiting for credit; false when the stream or connection failed, or
@@ -228,21 +407,13 @@ async fn write_frame(
 
 /// What the session does not take: any stream after its one bidirectional stream, and
 /// every unidirectional one, is stopped (and a bidirectional one reset) at once, and
-/// counted (QUIC's stream limits bound how many can be open at a time); unreliable
-/// datagrams are not part of the session's protocol and are taken and counted, so they
-/// never pile up.
+/// counted (QUIC's stream limits bound how many can be open at a time). (Datagrams are
+/// the session's: `typing` ops.)
 async fn refuse_the_rest(connection: QuicConnection, metrics: std::sync::Arc<Metrics>) {
     loop {
         let stream = monoio::select! {
             bi = connection.accept_bi() => bi,
             uni = connection.accept_uni() => uni,
-            datagram = connection.recv_datagram() => match datagram {
-                Some(_) => {
-                    Metrics::inc(&metrics.quic_datagrams_dropped);
-                    continue;
-                }
-                None => None,
-            },
         };
         let Some(stream) = stream else { return };
         Metrics::inc(&metrics.quic_streams_refused);

@@ -17,6 +17,7 @@ use palaver_protocol::{AuthOk, ClientFrame, ErrorBody, ErrorCode, OkBody, Op, Re
 use super::directory;
 use super::http::read_more;
 use crate::clock::now_ms;
+use crate::io::lane::Lane;
 use crate::io::outbound::{Outbound, run_writer};
 use crate::io::wire::Wire;
 use crate::mesh::{Origin, RoomAction, ShardMsg};
@@ -37,6 +38,9 @@ fn refuse_unadmitted(conn: &Conn, re: u64, code: ErrorCode, message: impl Into<S
 }
 
 fn refuse_unadmitted_with(conn: &Conn, re: u64, error: ErrorBody) {
+    if conn.take_quiet(re) {
+        return;
+    }
     conn.send_frame(&ServerFrame::err(re, error));
 }
 
@@ -196,6 +200,22 @@ pub fn on_payload(shard: &Rc<Shard>, conn: &Rc<Conn>, bytes: &[u8]) -> bool {
         }
     }
     true
+}
+
+/// A client datagram (QUIC, §7.3): one `typing.start` or `typing.stop` frame without a
+/// length prefix, handled like a request whose answer is not sent. Anything else (a
+/// frame that does not decode, another op, one before `auth`) is counted and dropped: a
+/// datagram never closes the connection and never counts as an invalid frame.
+pub fn on_datagram(shard: &Rc<Shard>, conn: &Rc<Conn>, bytes: &[u8]) {
+    let typing = match conn.wire.codec().decode_client(bytes) {
+        Ok(frame) if matches!(frame.op, Op::TypingStart { .. } | Op::TypingStop { .. }) => Some(frame),
+        Ok(_) | Err(_) => None,
+    };
+    let Some(frame) = typing.filter(|_| conn.user().is_some()) else {
+        return Metrics::inc(&shard.shared.metrics.quic_datagrams_dropped);
+    };
+    conn.answer_quietly(frame.id);
+    on_request(shard, conn, frame);
 }
 
 fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, frame: ClientFrame) {
@@ -376,13 +396,13 @@ pub async fn run_echo(
         loop {
             match parser.next_message(&mut buf) {
                 Ok(Some(WsMessage::Text(payload))) => {
-                    outbound.push(echo(OpCode::Text, &payload));
+                    outbound.push(echo(OpCode::Text, &payload), Lane::Control);
                 }
                 Ok(Some(WsMessage::Binary(payload))) => {
-                    outbound.push(echo(OpCode::Binary, &payload));
+                    outbound.push(echo(OpCode::Binary, &payload), Lane::Control);
                 }
                 Ok(Some(WsMessage::Ping(payload))) => {
-                    outbound.push(encode_frame(OpCode::Pong, &payload));
+                    outbound.push(encode_frame(OpCode::Pong, &payload), Lane::Control);
                 }
                 Ok(Some(WsMessage::Pong)) => {}
                 Ok(Some(WsMessage::Close(_))) => {
@@ -445,7 +465,7 @@ pub async fn heartbeat(shard: Rc<Shard>) {
             if quiet >= idle_ms {
                 conn.outbound.close(CloseCode::GoingAway, "idle timeout: no frame or pong received");
             } else if quiet >= ping_ms {
-                conn.outbound.push(ping.clone());
+                conn.outbound.push(ping.clone(), Lane::Control);
             }
         }
     }

@@ -10,6 +10,9 @@
 //! A write the peer never takes (it stopped reading) must not hold the socket open: an
 //! aborted queue cancels the write in flight, and the socket is reset rather than left to
 //! the kernel with unsent data (docs/ARCHITECTURE.md#back-pressure-and-limits).
+//!
+//! A QUIC connection's queue also keeps each frame's [`Lane`] (which stream carries it,
+//! PROTOCOL.md §7.3); a WebSocket's keeps none, so its frames cost what they always did.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -22,6 +25,7 @@ use bytes::Bytes;
 use monoio::buf::IoVecBuf;
 use monoio::io::AsyncWriteRent;
 
+use super::lane::Lane;
 use super::pacing::WritePacer;
 use super::socket_reset::SocketReset;
 use crate::ws::{CloseCode, close_frame};
@@ -41,6 +45,9 @@ enum State {
 #[derive(Debug)]
 struct Queue {
     frames: VecDeque<Bytes>,
+    /// Each queued frame's lane, in step with `frames`: QUIC only (`None` on a
+    /// WebSocket, which has one lane).
+    lanes: Option<VecDeque<Lane>>,
     bytes: usize,
     limit: usize,
     state: State,
@@ -92,8 +99,15 @@ impl Outbound {
         Self::with_close_frames(limit, true)
     }
 
+    /// Whether this queue keeps lanes (a QUIC connection's).
+    #[cfg(test)]
+    fn keeps_lanes(&self) -> bool {
+        self.0.borrow().lanes.is_some()
+    }
+
     /// An empty queue for a QUIC connection: closing records the code and reason (see
-    /// [`Outbound::close_reason`]) instead of queueing a WebSocket close frame.
+    /// [`Outbound::close_reason`]) instead of queueing a WebSocket close frame, and each
+    /// frame's lane is kept for the writer ([`Outbound::take_lane_frames`]).
     pub fn for_quic(limit: usize) -> Self {
         Self::with_close_frames(limit, false)
     }
@@ -101,6 +115,7 @@ impl Outbound {
     fn with_close_frames(limit: usize, close_frames: bool) -> Self {
         Outbound(Rc::new(RefCell::new(Queue {
             frames: VecDeque::new(),
+            lanes: (!close_frames).then(VecDeque::new),
             bytes: 0,
             limit,
             state: State::Open,
@@ -122,18 +137,18 @@ impl Outbound {
         self.0.borrow().close.clone()
     }
 
-    /// Queues a frame; a queue over its limit closes the socket (1013).
-    pub fn push(&self, frame: Bytes) -> Pushed {
-        self.push_frame(frame, false)
+    /// Queues a frame of `lane`; a queue over its limit closes the socket (1013).
+    pub fn push(&self, frame: Bytes, lane: Lane) -> Pushed {
+        self.push_frame(frame, lane, false)
     }
 
     /// Queues a reply (to a request or a ping): a client waits for it, so its write is
-    /// never held for write pacing.
+    /// never held for write pacing. Replies travel in the control lane.
     pub fn push_reply(&self, frame: Bytes) -> Pushed {
-        self.push_frame(frame, true)
+        self.push_frame(frame, Lane::Control, true)
     }
 
-    fn push_frame(&self, frame: Bytes, reply: bool) -> Pushed {
+    fn push_frame(&self, frame: Bytes, lane: Lane, reply: bool) -> Pushed {
         let mut q = self.0.borrow_mut();
         if q.state != State::Open {
             return Pushed::Closed;
@@ -145,6 +160,9 @@ impl Outbound {
         }
         q.bytes += frame.len();
         q.frames.push_back(frame);
+        if let Some(lanes) = &mut q.lanes {
+            lanes.push_back(lane);
+        }
         q.urgent |= reply;
         // A writer holding its batch for the tick is woken by a reply only.
         if (reply || !q.holding)
@@ -176,8 +194,7 @@ impl Outbound {
             return;
         }
         if discard {
-            q.frames.clear();
-            q.bytes = 0;
+            clear(&mut q);
         }
         q.close = Some((code, reason.to_owned()));
         if q.close_frames {
@@ -193,8 +210,7 @@ impl Outbound {
     /// queued): a write in flight is cancelled and the socket reset.
     pub fn abort(&self) {
         let mut q = self.0.borrow_mut();
-        q.frames.clear();
-        q.bytes = 0;
+        clear(&mut q);
         q.state = State::Finished;
         wake_all(&mut q);
     }
@@ -302,8 +318,19 @@ impl Outbound {
     }
 
     /// Moves everything queued (up to a cap) into `out`; false once closed and flushed.
-    /// The socket writer's batches and the QUIC session's writer both take frames this way.
+    /// The socket writer's batches take frames this way.
     pub async fn take_frames(&self, out: &mut Vec<Bytes>) -> bool {
+        self.take_each(out, |frame, _| frame).await
+    }
+
+    /// Moves everything queued (up to a cap) into `out` with each frame's lane (a QUIC
+    /// queue's; a WebSocket's frames all come as [`Lane::Control`]); false once closed
+    /// and flushed. The QUIC writer takes frames this way.
+    pub async fn take_lane_frames(&self, out: &mut Vec<(Lane, Bytes)>) -> bool {
+        self.take_each(out, |frame, lane| (lane, frame)).await
+    }
+
+    async fn take_each<T>(&self, out: &mut Vec<T>, item: impl Fn(Bytes, Lane) -> T + Copy) -> bool {
         poll_fn(|cx| {
             let mut q = self.0.borrow_mut();
             if q.frames.is_empty() {
@@ -315,7 +342,7 @@ impl Outbound {
                     State::Closing | State::Finished => Poll::Ready(false),
                 };
             }
-            move_frames(&mut q, out, MAX_FRAMES_PER_WRITE);
+            move_frames(&mut q, out, MAX_FRAMES_PER_WRITE, item);
             Poll::Ready(true)
         })
         .await
@@ -333,7 +360,7 @@ impl Outbound {
         let room = MAX_FRAMES_PER_WRITE.saturating_sub(batch.frames.len());
         let mut q = self.0.borrow_mut();
         q.holding = false;
-        move_frames(&mut q, &mut batch.frames, room);
+        move_frames(&mut q, &mut batch.frames, room, |frame, _| frame);
         if q.frames.is_empty() {
             q.urgent = false;
         }
@@ -357,24 +384,42 @@ impl Outbound {
     pub fn finish(&self) {
         let mut q = self.0.borrow_mut();
         q.state = State::Finished;
-        q.frames.clear();
-        q.bytes = 0;
+        clear(&mut q);
         wake_all(&mut q);
     }
 }
 
-/// Moves up to `most` queued frames into `out`, in order, and wakes whoever waits for
-/// the queue to drain (a replay).
-fn move_frames(q: &mut Queue, out: &mut Vec<Bytes>, most: usize) {
+/// Empties the queue (frames and their lanes).
+fn clear(q: &mut Queue) {
+    q.frames.clear();
+    if let Some(lanes) = &mut q.lanes {
+        lanes.clear();
+    }
+    q.bytes = 0;
+}
+
+/// Moves up to `most` queued frames into `out` (as `item` makes them of each frame and
+/// its lane), in order, and wakes whoever waits for the queue to drain (a replay).
+fn move_frames<T>(q: &mut Queue, out: &mut Vec<T>, most: usize, item: impl Fn(Bytes, Lane) -> T) {
     let take = q.frames.len().min(most);
     if take == 0 {
         return;
     }
     q.batch_unwritten = true;
     let mut taken = 0;
-    for frame in q.frames.drain(..take) {
-        taken += frame.len();
-        out.push(frame);
+    match &mut q.lanes {
+        Some(lanes) => {
+            for (frame, lane) in q.frames.drain(..take).zip(lanes.drain(..take)) {
+                taken += frame.len();
+                out.push(item(frame, lane));
+            }
+        }
+        None => {
+            for frame in q.frames.drain(..take) {
+                taken += frame.len();
+                out.push(item(frame, Lane::Control));
+            }
+        }
     }
     q.bytes -= taken;
     for w in q.drain_watchers.drain(..) {
@@ -548,8 +593,8 @@ mod tests {
     #[test]
     fn overflow_closes_with_1013_and_drops_the_backlog() {
         let out = Outbound::new(10);
-        assert_eq!(out.push(Bytes::from_static(b"12345")), Pushed::Queued);
-        assert_eq!(out.push(Bytes::from_static(b"123456")), Pushed::Overflow);
+        assert_eq!(out.push(Bytes::from_static(b"12345"), Lane::Control), Pushed::Queued);
+        assert_eq!(out.push(Bytes::from_static(b"123456"), Lane::Control), Pushed::Overflow);
         assert!(!out.is_open());
         let q = out.0.borrow();
         assert_eq!(q.frames.len(), 1);
@@ -580,12 +625,12 @@ mod tests {
             let (stream, _) = listener.accept().await.expect("accept");
             let big: Vec<u8> = (0..8 << 20).map(|i| (i % 251) as u8).collect();
             let out = Outbound::new(64 << 20);
-            assert_eq!(out.push(Bytes::from(big.clone())), Pushed::Queued);
+            assert_eq!(out.push(Bytes::from(big.clone()), Lane::Control), Pushed::Queued);
             let metrics = crate::metrics::Metrics::default();
             // The rest is queued while the big frame's first batch is still being written.
             let more = async {
                 monoio::time::sleep(std::time::Duration::from_millis(20)).await;
-                assert_eq!(out.push(Bytes::from_static(b"tail")), Pushed::Queued);
+                assert_eq!(out.push(Bytes::from_static(b"tail"), Lane::Control), Pushed::Queued);
                 out.close(CloseCode::Normal, "bye");
             };
             let pacer = WritePacer::new(std::time::Duration::ZERO);
@@ -628,7 +673,7 @@ mod tests {
             for (i, size) in [3 << 20, 5 << 20, 1, 4 << 20].into_iter().enumerate() {
                 let frame: Vec<u8> = (0..size).map(|b| ((b + i * 7) % 253) as u8).collect();
                 expected.extend_from_slice(&frame);
-                assert_eq!(out.push(Bytes::from(frame)), Pushed::Queued);
+                assert_eq!(out.push(Bytes::from(frame), Lane::Control), Pushed::Queued);
             }
             out.close(CloseCode::Normal, "");
             expected.extend_from_slice(&close_frame(CloseCode::Normal, ""));
@@ -674,13 +719,13 @@ mod tests {
             let metrics = crate::metrics::Metrics::default();
             let out = Outbound::new(1 << 20);
             let script = async {
-                out.push(Bytes::from_static(b"a"));
+                out.push(Bytes::from_static(b"a"), Lane::Control);
                 monoio::time::sleep(Duration::from_millis(5)).await;
                 // Written at once: the socket's first write.
                 assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 1);
-                out.push(Bytes::from_static(b"b"));
+                out.push(Bytes::from_static(b"b"), Lane::Control);
                 monoio::time::sleep(Duration::from_millis(5)).await;
-                out.push(Bytes::from_static(b"c"));
+                out.push(Bytes::from_static(b"c"), Lane::Control);
                 monoio::time::sleep(Duration::from_millis(5)).await;
                 assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 1, "b was not held");
                 pacer.on_tick(1.0, Duration::from_millis(50));
@@ -694,13 +739,13 @@ mod tests {
                 assert_eq!(metrics.paced_writes.load(Ordering::Relaxed), 1);
                 // A lone frame a tick after the last lone one is not held.
                 pacer.on_tick(1.0, Duration::from_millis(50));
-                out.push(Bytes::from_static(b"e"));
+                out.push(Bytes::from_static(b"e"), Lane::Control);
                 monoio::time::sleep(Duration::from_millis(5)).await;
                 assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 4, "a lukewarm socket was held");
                 assert_eq!(metrics.paced_writes.load(Ordering::Relaxed), 1);
                 // A reply that comes in while a frame waits for the tick takes it along at
                 // once.
-                out.push(Bytes::from_static(b"f"));
+                out.push(Bytes::from_static(b"f"), Lane::Control);
                 monoio::time::sleep(Duration::from_millis(5)).await;
                 assert_eq!(metrics.socket_writes.load(Ordering::Relaxed), 4, "f was not held");
                 out.push_reply(Bytes::from_static(b"g"));
@@ -718,6 +763,39 @@ mod tests {
             peer.read_to_end(&mut got).expect("read");
             assert!(got.starts_with(b"abcdefg"), "{got:?}");
         });
+    }
+
+    #[test]
+    fn a_quic_queue_keeps_each_frames_lane_and_a_websocket_queue_keeps_none() {
+        use super::super::lane::RoomKey;
+        let mut cx = Context::from_waker(Waker::noop());
+        let quic = Outbound::for_quic(1 << 10);
+        assert!(quic.keeps_lanes());
+        quic.push(Bytes::from_static(b"m"), Lane::Room(RoomKey(1)));
+        quic.push_reply(Bytes::from_static(b"r"));
+        quic.push(Bytes::from_static(b"t"), Lane::Datagram(RoomKey(2)));
+        let mut taken = Vec::new();
+        {
+            let mut take = std::pin::pin!(quic.take_lane_frames(&mut taken));
+            assert_eq!(take.as_mut().poll(&mut cx), Poll::Ready(true));
+        }
+        assert_eq!(
+            taken,
+            vec![
+                (Lane::Room(RoomKey(1)), Bytes::from_static(b"m")),
+                (Lane::Control, Bytes::from_static(b"r")),
+                (Lane::Datagram(RoomKey(2)), Bytes::from_static(b"t")),
+            ]
+        );
+        // Dropped on close_now with the frames, so the two stay in step.
+        quic.push(Bytes::from_static(b"x"), Lane::Room(RoomKey(3)));
+        quic.close_now(CloseCode::TryAgainLater, "slow");
+        assert!(quic.0.borrow().lanes.as_ref().is_some_and(VecDeque::is_empty));
+
+        let ws = Outbound::new(1 << 10);
+        assert!(!ws.keeps_lanes());
+        ws.push(Bytes::from_static(b"m"), Lane::Room(RoomKey(1)));
+        assert!(ws.0.borrow().lanes.is_none());
     }
 
     #[test]

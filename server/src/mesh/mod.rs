@@ -13,6 +13,7 @@ pub use palaver_core::route::PeopleOp;
 use palaver_protocol::{Codec, Message, ReplyBody, RoomId, ServerFrame, UserId};
 use palaver_storage::StorageError;
 
+use crate::io::lane::Lane;
 use crate::io::wire::{DeflatedFrames, Wire};
 
 mod presence;
@@ -102,6 +103,8 @@ impl Reply {
 #[derive(Debug)]
 pub struct LazyFrames {
     event: ServerFrame,
+    /// Which lane the event travels in (read off the event once, for every recipient).
+    lane: Lane,
     json: OnceLock<Option<Bytes>>,
     rkyv: OnceLock<Option<Bytes>>,
     /// The rkyv payload behind its length prefix, for QUIC connections.
@@ -117,6 +120,7 @@ impl LazyFrames {
     /// Frames for `event`, none encoded yet.
     pub fn new(event: ServerFrame) -> Self {
         Self {
+            lane: Lane::of(&event),
             event,
             json: OnceLock::new(),
             rkyv: OnceLock::new(),
@@ -129,6 +133,11 @@ impl LazyFrames {
     /// The event.
     pub fn event(&self) -> &ServerFrame {
         &self.event
+    }
+
+    /// The lane the event travels in.
+    pub fn lane(&self) -> Lane {
+        self.lane
     }
 
     /// The frame for a connection framed as `wire` (`None` only if encoding failed, a

@@ -11,6 +11,7 @@ use palaver_core::Session;
 use palaver_core::logins::{Login, SessionEnd};
 use palaver_protocol::{ErrorBody, ErrorCode, ReplyBody, RoomId, ServerFrame, UserId};
 
+use crate::io::lane::Lane;
 use crate::io::outbound::Outbound;
 use crate::io::wire::Wire;
 use crate::mesh::ConnId;
@@ -43,6 +44,9 @@ pub struct Conn {
     /// The outbound queue's completed writes when last seen to move, and since when (ms):
     /// the heartbeat's stall check.
     pub write_watch: Cell<(u64, u64)>,
+    /// Request ids whose answer is not sent (QUIC datagram ops, §7.3), one entry per
+    /// request; at most the session's in-flight limit.
+    quiet: RefCell<Vec<u64>>,
 }
 
 impl Conn {
@@ -56,7 +60,28 @@ impl Conn {
     /// owner or home it was routed to).
     pub fn answer(&self, re: u64, body: ReplyBody) {
         self.session.borrow_mut().finished();
+        if self.take_quiet(re) {
+            return;
+        }
         self.send_frame(&ServerFrame::Reply { re, body });
+    }
+
+    /// The next request with id `re` is answered on no stream (a datagram op: the client
+    /// expects no reply). A refusal before admission is not sent either.
+    pub fn answer_quietly(&self, re: u64) {
+        self.quiet.borrow_mut().push(re);
+    }
+
+    /// Whether the answer to `re` is not to be sent (and forgets that it was asked).
+    pub fn take_quiet(&self, re: u64) -> bool {
+        let mut quiet = self.quiet.borrow_mut();
+        match quiet.iter().position(|&id| id == re) {
+            Some(at) => {
+                quiet.swap_remove(at);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Answers an admitted request with a refusal.
@@ -72,7 +97,7 @@ impl Conn {
                 self.outbound.push_reply(bytes);
             }
             Ok(bytes) => {
-                self.outbound.push(bytes);
+                self.outbound.push(bytes, Lane::of(frame));
             }
             Err(e) => tracing::error!("cannot encode reply: {e}"),
         }
@@ -112,6 +137,7 @@ impl Conns {
             following: RefCell::default(),
             permits: RefCell::default(),
             write_watch: Cell::new((0, now_ms)),
+            quiet: RefCell::default(),
         });
         self.by_id.borrow_mut().insert(id, conn.clone());
         conn

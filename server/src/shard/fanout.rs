@@ -13,6 +13,7 @@ use std::rc::Rc;
 use palaver_protocol::{Event, RoomId, ServerFrame, UserId};
 
 use super::Shard;
+use crate::io::lane::{Lane, RoomKey};
 use crate::io::outbound::{Outbound, Pushed};
 use crate::io::wire::Wire;
 use crate::mesh::{ConnId, Delivery, Ephemeral, Reply, ShardMsg, Subscribe};
@@ -103,7 +104,7 @@ impl Subscribers {
             }
             sub.cursor = delivery.seq;
             let Some(frame) = delivery.frame(sub.wire, sub.blocks(&delivery.sender)) else { continue };
-            match sub.outbound.push(frame.clone()) {
+            match sub.outbound.push(frame.clone(), delivery.frames.lane()) {
                 Pushed::Queued => delivered += 1,
                 // Counted once, when the socket ends (`socket::end_session`).
                 Pushed::Overflow | Pushed::Closed => {}
@@ -135,7 +136,7 @@ pub fn deliver_ephemeral(shard: &Rc<Shard>, event: &Ephemeral) {
     let Some(local) = subscribers.rooms.get(&event.room) else { return };
     for sub in local.subs.iter().filter(|s| s.live && event.skip.as_ref() != Some(&s.user)) {
         if let Some(frame) = event.frames.frame(sub.wire) {
-            sub.outbound.push(frame.clone());
+            sub.outbound.push(frame.clone(), event.frames.lane());
         }
     }
 }
@@ -193,6 +194,7 @@ async fn catch_up(shard: Rc<Shard>, room: RoomId, conn: ConnId) {
     // quarter, so a replay never trips the slow-consumer limit by itself.
     let limit = shard.shared.config.outbound_queue_bytes;
     let (high_water, low_water) = (limit / 2, limit / 4);
+    let lane = Lane::Room(RoomKey::of(&room));
     loop {
         let outbound = {
             let mut subscribers = shard.subscribers.borrow_mut();
@@ -243,7 +245,7 @@ async fn catch_up(shard: Rc<Shard>, room: RoomId, conn: ConnId) {
                 if queued > 0 && queued + frame.len() > high_water {
                     break; // The rest of this page is read again after the queue drains.
                 }
-                if sub.outbound.push(frame) != Pushed::Queued {
+                if sub.outbound.push(frame, lane) != Pushed::Queued {
                     return;
                 }
                 sub.cursor = seq;

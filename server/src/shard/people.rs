@@ -161,8 +161,10 @@ pub fn on_notify(shard: &Rc<Shard>, home: &Home, notice: UserNotice) {
 pub fn on_user_event(shard: &Rc<Shard>, notice: &UserNotice) {
     for id in shard.conns.of_user(&notice.user) {
         let Some(conn) = shard.conns.get(id) else { continue };
-        if let Some(frame) = notice.frames.as_ref().and_then(|f| f.frame(conn.wire)) {
-            conn.outbound.push(frame.clone());
+        if let Some(frames) = &notice.frames
+            && let Some(frame) = frames.frame(conn.wire)
+        {
+            conn.outbound.push(frame.clone(), frames.lane());
         }
         match &notice.effect {
             None => {}
@@ -187,7 +189,7 @@ pub fn on_presence(shard: &Rc<Shard>, fanout: &PresenceFanout) {
         if let Some(conn) = shard.conns.get(id)
             && let Some(frame) = fanout.frames.frame(conn.wire)
         {
-            conn.outbound.push(frame.clone());
+            conn.outbound.push(frame.clone(), fanout.frames.lane());
         }
     }
 }
