@@ -57,6 +57,11 @@ pub(crate) trait Socket {
     fn recv(&mut self) -> impl Future<Output = Option<Result<Vec<u8>, Error>>>;
     /// Closes politely.
     fn close(&mut self) -> impl Future<Output = ()>;
+    /// Sends one frame as an unreliable datagram, if the transport has them and it
+    /// fits; false otherwise (send it as a message then).
+    fn send_datagram(&mut self, _bytes: &[u8]) -> bool {
+        false
+    }
 }
 
 /// What a [`Client`](crate::Client) handle asks the driver.
@@ -232,6 +237,18 @@ async fn with_timeout<P: Platform, T>(
     select! {
         r = fut => r,
         () = timer => Err(Error::Transport(format!("no answer within {ms} ms"))),
+    }
+}
+
+/// Sends a `typing.start`/`typing.stop` as a datagram (id 0: its answer is never sent);
+/// false for any other op or when the socket cannot.
+fn sent_as_datagram<S: Socket>(socket: &mut S, codec: Codec, op: &Op) -> bool {
+    if !matches!(op, Op::TypingStart { .. } | Op::TypingStop { .. }) {
+        return false;
+    }
+    match encode_frame(codec, &ClientFrame { id: 0, op: op.clone() }) {
+        Ok(bytes) => socket.send_datagram(&bytes),
+        Err(_) => false,
     }
 }
 
@@ -438,6 +455,14 @@ pub(crate) async fn run<P: Platform>(platform: P, setup: DriverSetup) {
         match woke {
             Woke::Command(None) | Woke::Command(Some(Command::Close)) => core.close(now),
             Woke::Command(Some(command)) => match command {
+                // Typing goes as a datagram where the transport has them (QUIC, §7.3): the
+                // server answers it on no stream, so it is done once sent.
+                Command::Request { op, reply }
+                    if core.is_ready()
+                        && socket.as_mut().is_some_and(|s| sent_as_datagram(s, codec, &op)) =>
+                {
+                    let _ = reply.send(Ok(OkBody::Empty(palaver_protocol::Empty {})));
+                }
                 Command::Request { op, reply } => {
                     tickets.insert(core.request(now, op), reply);
                 }

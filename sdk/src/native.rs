@@ -136,6 +136,13 @@ impl Socket for NativeSocket {
             NativeSocket::Quic(quic) => quic.close().await,
         }
     }
+
+    fn send_datagram(&mut self, bytes: &[u8]) -> bool {
+        match self {
+            NativeSocket::WebSocket(_) => false,
+            NativeSocket::Quic(quic) => quic.send_datagram(bytes),
+        }
+    }
 }
 
 impl Platform for Native {
