@@ -1,7 +1,7 @@
 //! QUIC for clients in any language: ALPN `palaver/1+json` carries JSON frames behind the
 //! same `u32` little-endian length as rkyv ones. The worked hex examples of
-//! docs/PROTOCOL.md §7.3 are checked byte for byte against the codecs and sent to the
-//! server as written; a JSON frame on the rkyv ALPN is told what is wrong; an outside
+//! docs/PROTOCOL.md §7.3 (two stream frames, a datagram) are checked byte for byte
+//! against the codecs and the stream frames sent to the server as written; a JSON frame on the rkyv ALPN is told what is wrong; an outside
 //! Python client (`aioquic`, from the document alone) chats over QUIC.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use palaver_e2e::{PYTHON, Server, WAIT, outside_tool, register};
-use palaver_protocol::{ClientFrame, Codec, Op};
+use palaver_protocol::{ClientFrame, Codec, Op, RoomId};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 
@@ -17,6 +17,10 @@ use rustls_pki_types::pem::PemObject as _;
 const JSON_AUTH_HEX: &str = "20 00 00 00 7b 22 69 64 22 3a 31 2c 22 6f 70 22 3a 22 61 75 74 68 22 2c 22 74 6f 6b 65 6e 22 3a 22 78 22 7d";
 /// The same frame in rkyv, behind its length: §7.3's second example.
 const RKYV_AUTH_HEX: &str = "48 00 00 00 01 00 00 00 00 00 00 00 00 78 ff ff ff ff ff ff ff 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00";
+
+/// A `typing.start` in room `r_general` as a JSON datagram (no length prefix): §7.3's
+/// third example.
+const JSON_TYPING_DATAGRAM_HEX: &str = "7b 22 69 64 22 3a 30 2c 22 6f 70 22 3a 22 74 79 70 69 6e 67 2e 73 74 61 72 74 22 2c 22 72 6f 6f 6d 22 3a 22 72 5f 67 65 6e 65 72 61 6c 22 7d";
 
 fn bytes(hex: &str) -> Vec<u8> {
     hex.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
@@ -84,6 +88,9 @@ async fn the_documented_bytes_are_the_codecs_and_the_server_answers_them() {
         assert!(protocol.contains(hex), "docs/PROTOCOL.md §7.3 shows {hex}");
         assert_eq!(bytes(hex), framed(&codec.encode_client(&frame).unwrap()), "{codec:?}");
     }
+    let typing = ClientFrame { id: 0, op: Op::TypingStart { room: RoomId::parse("r_general").unwrap() } };
+    assert!(protocol.contains(JSON_TYPING_DATAGRAM_HEX), "docs/PROTOCOL.md §7.3 shows the datagram");
+    assert_eq!(bytes(JSON_TYPING_DATAGRAM_HEX), Codec::Json.encode_client(&typing).unwrap());
     let server = Server::start(&[]);
     // Sent exactly as documented: an `unauthorized` answer to request 1, in JSON.
     let mut json = connect(&server, b"palaver/1+json").await;
