@@ -376,3 +376,42 @@ async fn the_sdk_over_quic_follows_several_rooms_and_types_by_datagram() {
         }
     }
 }
+
+/// The outbound queue stays the one bound: a client that stops reading one room's stream
+/// (and reads everything else) is closed as a slow consumer once that room's backlog
+/// passes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_room_stream_is_closed_as_a_slow_consumer() {
+    let server = Server::start(&[
+        "--outbound-queue-bytes",
+        "262144",
+        "--ops-per-sec",
+        "10000",
+        "--ops-burst",
+        "10000",
+    ]);
+    let (alice, bob) = (register(server.addr, "alice"), register(server.addr, "bob"));
+    let mut reader = RawClient::login(&server, &alice, 4096).await;
+    let mut writer = RawClient::login(&server, &bob, 1 << 20).await;
+    let room = create_room(&mut writer, "busy").await;
+    reader.ok(json!({"op": "join", "room": room})).await;
+    reader.stalled.lock().unwrap().insert(room.clone());
+    let text = "y".repeat(1900);
+    let mut sent = 0;
+    // The queue (256 KiB) and what the stream's writer may hold (as much again) fill up
+    // after some 260 messages of ~2 KB; the close follows once the other streams had
+    // their moment to finish (2 s).
+    while reader.connection.close_reason().is_none() {
+        assert!(sent < 5_000, "the stalled client was never closed");
+        send(&mut writer, &room, &text).await;
+        sent += 1;
+    }
+    let reason = tokio::time::timeout(WAIT, reader.connection.closed()).await.unwrap();
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(1013), "{close:?}");
+        }
+        other => panic!("closed otherwise: {other:?}"),
+    }
+    assert!(sent > 100, "closed after {sent} messages: before its queue could have filled");
+}
