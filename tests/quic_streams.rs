@@ -27,6 +27,9 @@ enum Path {
     Datagram,
 }
 
+/// Rooms whose stream a [`RawClient`] does not read for now.
+type Stalled = Arc<Mutex<HashSet<String>>>;
+
 /// A JSON client over raw quinn: ALPN `palaver/1+json`, every stream and datagram read
 /// by its own task. A uni stream that delivers a frame of a room in `stalled` is not
 /// read further until the room is taken out and `resume` notified.
@@ -36,7 +39,7 @@ struct RawClient {
     /// Frames taken off `frames` while waiting for something else.
     seen: Vec<(Path, Value)>,
     next_id: u64,
-    stalled: Arc<Mutex<HashSet<String>>>,
+    stalled: Stalled,
     resume: Arc<Notify>,
     connection: quinn::Connection,
     _endpoint: quinn::Endpoint,
@@ -158,7 +161,7 @@ async fn read_stream(
     mut recv: quinn::RecvStream,
     path: Path,
     to_test: mpsc::UnboundedSender<(Path, Value)>,
-    stall: Option<(Arc<Mutex<HashSet<String>>>, Arc<Notify>)>,
+    stall: Option<(Stalled, Arc<Notify>)>,
 ) {
     let mut prefix = [0u8; 4];
     while recv.read_exact(&mut prefix).await.is_ok() {
