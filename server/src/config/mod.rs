@@ -261,6 +261,11 @@ pub struct Settings {
     /// QUIC handshakes in progress past which a client must first prove its address with a stateless Retry (0: always), so a flood from forged addresses costs the server one packet each and no state
     #[arg(long, env = "PALAVER_QUIC_RETRY_AFTER_HANDSHAKES")]
     pub quic_retry_after_handshakes: Option<usize>,
+    /// QUIC congestion control: `bbr` paces by measured bandwidth and round trip and does
+    /// not take random loss for congestion (chat's small messages keep flowing on lossy
+    /// mobile paths); `cubic` shrinks its window on every loss, like TCP
+    #[arg(long, env = "PALAVER_QUIC_CONGESTION", value_enum)]
+    pub quic_congestion: Option<QuicCongestion>,
     /// Default retention: messages older than this many seconds are removed, in rooms that
     /// set no retention of their own (direct rooms always follow the default).
     #[arg(long, env = "PALAVER_RETENTION_MAX_AGE_SECS")]
@@ -461,6 +466,7 @@ fn help_defaults() -> Vec<(&'static str, String)> {
         ("http_addr", d.http_addr.to_string()),
         ("quic_addr", d.quic_addr.to_string()),
         ("quic_retry_after_handshakes", d.quic_retry_after_handshakes.to_string()),
+        ("quic_congestion", "bbr".into()),
         ("tls_cert", "a development certificate generated into DATA_DIR/tls/".into()),
         ("tls_key", "the development certificate's key".into()),
         ("http_tls", "off".into()),
@@ -535,6 +541,17 @@ pub enum WebPageSetting {
     On,
     /// Never served.
     Off,
+}
+
+/// The QUIC congestion controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum QuicCongestion {
+    /// BBR (quinn's port of quiche's BBRv1).
+    #[default]
+    Bbr,
+    /// CUBIC (RFC 9438).
+    Cubic,
 }
 
 /// The durability flag's values.
@@ -634,6 +651,8 @@ pub struct Config {
     pub permessage_deflate: Option<u16>,
     /// QUIC handshakes in progress past which new clients are asked to prove their address (Retry).
     pub quic_retry_after_handshakes: usize,
+    /// The QUIC congestion controller.
+    pub quic_congestion: QuicCongestion,
     /// Retention: the server's default and the sweeper's pace.
     pub retention: RetentionConfig,
     /// Webhook delivery's settings.
@@ -806,6 +825,7 @@ impl Config {
                 .quic_retry_after_handshakes
                 .or(file.quic_retry_after_handshakes)
                 .unwrap_or(64),
+            quic_congestion: cli.quic_congestion.or(file.quic_congestion).unwrap_or_default(),
             cors_origins,
             web_page,
             admin_console: cli.admin_console.or(file.admin_console).unwrap_or(false),

@@ -34,7 +34,7 @@ use quinn_proto::VarInt;
 pub use connection::{DatagramError, QuicConnection, StreamError};
 pub(crate) use endpoint::ShardEndpoint;
 
-use crate::config::Config;
+use crate::config::{Config, QuicCongestion};
 use crate::io::limits::IpCounter;
 use crate::metrics::Metrics;
 
@@ -238,6 +238,17 @@ fn transport_config(config: &Config) -> quinn_proto::TransportConfig {
         .max_idle_timeout(
             quinn_proto::IdleTimeout::try_from(Duration::from_millis(config.idle_timeout_ms)).ok(),
         );
+    // Chat traffic is small and app-limited: a window CUBIC has cut on random loss
+    // (down to two packets) then holds messages back, where BBR keeps sending at the
+    // measured rate (docs/PERFORMANCE.md, "QUIC under loss").
+    match config.quic_congestion {
+        QuicCongestion::Bbr => {
+            transport.congestion_controller_factory(Arc::new(quinn_proto::congestion::BbrConfig::default()))
+        }
+        QuicCongestion::Cubic => {
+            transport.congestion_controller_factory(Arc::new(quinn_proto::congestion::CubicConfig::default()))
+        }
+    };
     transport
 }
 
