@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # QUIC against WebSocket over TLS (the fair baseline: both encrypt), same binary, same
 # session: fan-out and many small rooms in both QUIC codecs, then members of several busy
-# rooms behind the delay-and-loss relay (40 ms round trip; 1 % and 5 % loss each way).
+# rooms behind the delay-and-loss relay (40 ms round trip; 1 % and 5 % loss each way; QUIC
+# with BBR, the default, and with CUBIC).
 # Server pinned to core 0, generator to core 1.
 #
 #   loadtest/scripts/quic-vs-tls.sh [OUT_DIR]     (default: loadtest/results/<date>-quic)
@@ -35,5 +36,8 @@ for loss in 0.01 0.05; do
   for t in palaver-rkyv-tls palaver-quic-rkyv; do
     run lossy "$t" "lossy-8rooms-40ms-$loss" --rooms 8 --rate 20 --observers 10 --rtt-ms 40 --loss "$loss" --duration 20
   done
+  # The same QUIC run with CUBIC instead of the default BBR.
+  run lossy palaver-quic-rkyv "lossy-8rooms-40ms-$loss-cubic" --rooms 8 --rate 20 --observers 10 --rtt-ms 40 \
+    --loss "$loss" --duration 20 --server-arg=--quic-congestion=cubic
 done
 echo "results in $OUT"
