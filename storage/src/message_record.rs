@@ -75,6 +75,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Message, StorageError> {
     })
 }
 
+/// A stored message's sender, read in place (validated) without decoding the rest.
+pub(crate) fn sender(bytes: &[u8]) -> Result<UserId, StorageError> {
+    let corrupt =
+        |e: BoxedError| StorageError::Corrupt { partition: "room_seq_message", detail: e.to_string() };
+    let record = rkyv::access::<ArchivedStoredMessageV1, BoxedError>(bytes).map_err(corrupt)?;
+    rkyv::deserialize::<UserId, BoxedError>(&record.sender).map_err(corrupt)
+}
+
 /// The later fields of a message, stored as JSON in `room_seq_ext` (self-describing, so it
 /// can grow without a format change).
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -13,7 +13,9 @@ use crate::integrity::{CommitWatermark, DiskGuard};
 use crate::keys;
 use crate::memtable_keeper::MemtableKeeper;
 use crate::message_record;
-use palaver_core::records::{RefreshRecord, RoomRecord, UserRecord, Write};
+use palaver_core::records::{
+    DerivedReceipts, RefreshRecord, RoomRecord, SENDER_RECEIPT_TAIL, UserRecord, Write, sender_receipts,
+};
 
 /// The on-disk format this build reads and writes. Bumped on any incompatible change to
 /// keys or values; an older directory is migrated at open (see [`Store::migrate`]), a
@@ -1439,8 +1441,43 @@ impl Store {
         Ok(summaries)
     }
 
-    /// Every member's `(delivered, read)` watermarks in a room.
+    /// Every member's `(delivered, read)` watermarks in a room, a sender's raised by
+    /// their messages among the room's newest (see [`SENDER_RECEIPT_TAIL`]).
     pub fn receipts(&self, room: &RoomId) -> Result<Vec<(UserId, u64, u64)>, StorageError> {
+        Ok(self.receipts_and_unstored(room)?.0)
+    }
+
+    /// Every member's watermarks as [`Store::receipts`] gives them, and the members whose
+    /// watermarks are derived from their messages, ahead of what is written (the room's
+    /// owner writes those before the messages leave the tail).
+    pub fn receipts_and_unstored(&self, room: &RoomId) -> Result<DerivedReceipts, StorageError> {
+        let stored = self.stored_receipts(room)?;
+        let tail = self.newest_senders(room, SENDER_RECEIPT_TAIL, 0)?;
+        Ok(sender_receipts(stored, tail.iter().map(|(seq, sender)| (*seq, sender))))
+    }
+
+    /// The `(seq, sender)` of up to `limit` of a room's newest messages after `after`,
+    /// newest first.
+    fn newest_senders(
+        &self,
+        room: &RoomId,
+        limit: usize,
+        after: u64,
+    ) -> Result<Vec<(u64, UserId)>, StorageError> {
+        let e = self.engine()?;
+        let start = keys::message(room, after.saturating_add(1));
+        let end = keys::message(room, u64::MAX);
+        let mut senders = Vec::new();
+        for guard in e.room_seq_message.range(start..=end).rev().take(limit) {
+            let (key, value) = guard.into_inner()?;
+            let seq = keys::seq_of_message_key(&key).unwrap_or(0);
+            senders.push((seq, message_record::sender(&value)?));
+        }
+        Ok(senders)
+    }
+
+    /// The watermarks written for a room's members.
+    fn stored_receipts(&self, room: &RoomId) -> Result<Vec<(UserId, u64, u64)>, StorageError> {
         let e = self.engine()?;
         let prefix = keys::room_prefix(room);
         let mut receipts = Vec::new();
@@ -1460,16 +1497,23 @@ impl Store {
         Ok(receipts)
     }
 
-    /// One member's `(delivered, read)` watermarks in a room (`(0, 0)` when none stored).
+    /// One member's `(delivered, read)` watermarks in a room (`(0, 0)` when none), raised
+    /// by their messages among the room's newest (see [`SENDER_RECEIPT_TAIL`]).
     pub fn receipt(&self, room: &RoomId, user: &UserId) -> Result<(u64, u64), StorageError> {
         let e = self.engine()?;
-        match e.room_user_receipt.get(keys::room_member(room, user))? {
-            None => Ok((0, 0)),
+        let (delivered, read) = match e.room_user_receipt.get(keys::room_member(room, user))? {
+            None => (0, 0),
             Some(value) => decode_pair(&value).ok_or_else(|| StorageError::Corrupt {
                 partition: "room_user_receipt",
                 detail: "value is not 16 bytes".into(),
-            }),
-        }
+            })?,
+        };
+        // Only messages after what they have read can raise it.
+        let tail = self.newest_senders(room, SENDER_RECEIPT_TAIL, read)?;
+        Ok(match tail.iter().find(|(_, sender)| sender == user && !user.is_system()) {
+            Some(&(own, _)) => (delivered.max(own), own),
+            None => (delivered, read),
+        })
     }
 
     /// A filter over every cid stored for `room` (see [`CidFilter`]), built by scanning its

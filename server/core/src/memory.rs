@@ -15,7 +15,8 @@ use palaver_protocol::{
 use crate::owner::{Found, LookupError, Lookups, StoredRoom};
 use crate::people::PeopleLookups;
 use crate::records::{
-    DeviceRecord, FileRecord, ProfileRecord, PushSubscriptionRecord, RoomRecord, UserRecord, Write,
+    DeviceRecord, FileRecord, ProfileRecord, PushSubscriptionRecord, RoomRecord, SENDER_RECEIPT_TAIL,
+    UserRecord, Write, sender_receipts,
 };
 use crate::role::Role;
 
@@ -312,6 +313,9 @@ impl MemoryStore {
     /// A room as a restart reads it.
     pub fn stored_room(&self, room: &RoomId) -> Option<StoredRoom> {
         let state = self.room(room)?;
+        let stored_receipts = state.receipts.iter().map(|(u, (d, r))| (u.clone(), *d, *r)).collect();
+        let tail = state.messages.values().rev().take(SENDER_RECEIPT_TAIL).map(|m| (m.seq, &m.sender));
+        let (receipts, unstored_receipts) = sender_receipts(stored_receipts, tail);
         Some(StoredRoom {
             record: state.record.clone()?,
             members: state.members.iter().map(|(u, r)| (u.clone(), *r)).collect(),
@@ -321,7 +325,8 @@ impl MemoryStore {
                 .next_back()
                 .map(|m| (m.seq, m.ts))
                 .or_else(|| (state.history_floor > 1).then(|| (state.history_floor - 1, 0))),
-            receipts: state.receipts.iter().map(|(u, (d, r))| (u.clone(), *d, *r)).collect(),
+            receipts,
+            unstored_receipts,
             bans: state.bans.iter().cloned().collect(),
             mutes: state.mutes.iter().map(|(u, t)| (u.clone(), *t)).collect(),
             invites: state.invites.iter().cloned().collect(),

@@ -84,8 +84,12 @@ pub struct StoredRoom {
     pub members: Vec<(UserId, Role)>,
     /// The newest stored message's seq and time, if any.
     pub newest: Option<(u64, u64)>,
-    /// Members' `(delivered, read)` watermarks.
+    /// Members' `(delivered, read)` watermarks, raised by their own newest messages
+    /// ([`crate::records::sender_receipts`]).
     pub receipts: Vec<(UserId, u64, u64)>,
+    /// The members whose watermarks in `receipts` are derived from their messages, ahead
+    /// of what is written.
+    pub unstored_receipts: Vec<UserId>,
     /// Banned users.
     pub bans: Vec<UserId>,
     /// Muted members with when each mute ends.
@@ -406,8 +410,18 @@ impl<A: Clone> RoomOwner<A> {
     /// `None` for a deleted room: the one way a room comes back into memory, after a
     /// restart, an unload or a refused write.
     pub fn load(stored: StoredRoom, limits: RoomLimits, now_ms: u64) -> Option<Self> {
-        let StoredRoom { record, members, newest, receipts, bans, mutes, invites, pins, history_floor } =
-            stored;
+        let StoredRoom {
+            record,
+            members,
+            newest,
+            receipts,
+            unstored_receipts,
+            bans,
+            mutes,
+            invites,
+            pins,
+            history_floor,
+        } = stored;
         if record.deleted {
             return None;
         }
@@ -415,6 +429,7 @@ impl<A: Clone> RoomOwner<A> {
         let mut room =
             Room::restore(record.room_id, record.name, record.kind, members, last_seq, last_ts, limits);
         room.load_receipts(receipts);
+        room.load_unstored_receipts(unstored_receipts);
         room.load_history_floor(history_floor);
         room.load_governance(Governance {
             topic: record.topic,
@@ -589,7 +604,19 @@ impl<A: Clone> RoomOwner<A> {
             && self.room.is_forgettable(now_ms)
     }
 
-    fn commit(&mut self, fx: &mut Effects<A>, writes: Vec<Write>, settle: Settle<A>) {
+    fn commit(&mut self, fx: &mut Effects<A>, mut writes: Vec<Write>, settle: Settle<A>) {
+        // A message appended may push the oldest one that senders' watermarks are derived
+        // from out of storage's tail: those watermarks go in the same batch.
+        if writes.iter().any(|w| matches!(w, Write::AppendMessage(_))) {
+            let due = self.room.due_sender_receipts();
+            let room = self.room.id();
+            writes.extend(due.into_iter().map(|(user, delivered, read)| Write::PutReceipt {
+                room: room.clone(),
+                user,
+                delivered,
+                read,
+            }));
+        }
         self.in_flight += 1;
         fx.commits.push(Commit { writes, settle });
     }
@@ -897,12 +924,9 @@ impl<A: Clone> RoomOwner<A> {
             }
             Ok(SendOutcome::Append(appended)) => {
                 let message = appended.message;
-                // The sender's own watermarks move with the message, in the same batch.
-                let (delivered, read) = self.room.receipt_of(user);
-                let mut writes = vec![
-                    Write::AppendMessage(message.clone()),
-                    Write::PutReceipt { room: room.clone(), user: user.clone(), delivered, read },
-                ];
+                // The sender's own watermarks move with the message; storage derives them
+                // from it (see `SENDER_RECEIPT_TAIL`), and `commit` writes them when due.
+                let mut writes = vec![Write::AppendMessage(message.clone())];
                 let users: Vec<UserId> =
                     everyone.into_iter().filter(|u| !message.mentions.contains(u)).collect();
                 if message.mention_all.is_some() && !users.is_empty() {

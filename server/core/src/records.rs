@@ -9,6 +9,51 @@ use palaver_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
+/// A message's sender has read it, but their watermarks are not written with every
+/// message: storage derives them from the room's newest `SENDER_RECEIPT_TAIL` messages
+/// (a member's watermark is the stored one or the seq of their newest message among
+/// those, whichever is higher). The room's owner writes the senders' watermarks before
+/// a message of theirs leaves that tail ([`sender_receipts`]), in the batch of the
+/// message that pushes it out, so what a reader derives is what the owner holds.
+pub const SENDER_RECEIPT_TAIL: usize = 64;
+
+/// Every member's `(delivered, read)` watermarks, and the members whose watermarks are
+/// derived from their own messages, ahead of what is written ([`sender_receipts`]).
+pub type DerivedReceipts = (Vec<(UserId, u64, u64)>, Vec<UserId>);
+
+/// Members' `(delivered, read)` watermarks as storage holds them, raised by their own
+/// messages among the room's newest (`tail`: `(seq, sender)`, any order; the system's
+/// notices are nobody's). Returns every watermark and the members whose derived one is
+/// ahead of the stored (their owner writes it before their message leaves the tail).
+pub fn sender_receipts<'a>(
+    stored: Vec<(UserId, u64, u64)>,
+    tail: impl IntoIterator<Item = (u64, &'a UserId)>,
+) -> DerivedReceipts {
+    let mut newest_own: std::collections::HashMap<&UserId, u64> = std::collections::HashMap::new();
+    for (seq, sender) in tail {
+        if !sender.is_system() {
+            let newest = newest_own.entry(sender).or_default();
+            *newest = (*newest).max(seq);
+        }
+    }
+    let mut ahead = Vec::new();
+    let mut receipts = stored;
+    for (user, delivered, read) in &mut receipts {
+        if let Some(own) = newest_own.remove(&*user)
+            && own > *read
+        {
+            *delivered = (*delivered).max(own);
+            *read = own;
+            ahead.push(user.clone());
+        }
+    }
+    for (user, own) in newest_own {
+        receipts.push((user.clone(), own, own));
+        ahead.push(user.clone());
+    }
+    (receipts, ahead)
+}
+
 /// A user account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -702,5 +747,33 @@ impl SeqFence {
             self.next.insert(room.clone(), seq + 1);
         }
         Ok(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
+
+    use super::*;
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(&format!("u_{name}")).unwrap()
+    }
+
+    #[test]
+    fn a_senders_newest_message_in_the_tail_raises_their_stored_watermarks() {
+        let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+        let system = UserId::system();
+        let stored = vec![(alice.clone(), 9, 4), (bob.clone(), 12, 12)];
+        let tail = [(12, &alice), (11, &bob), (10, &carol), (8, &alice), (13, &system)];
+        let (mut receipts, mut ahead) = sender_receipts(stored, tail);
+        receipts.sort();
+        ahead.sort();
+        assert_eq!(
+            receipts,
+            vec![(alice.clone(), 12, 12), (bob.clone(), 12, 12), (carol.clone(), 10, 10)],
+            "alice's newest (12) over her stored read; bob read past his own; the system is nobody"
+        );
+        assert_eq!(ahead, vec![alice, carol]);
     }
 }

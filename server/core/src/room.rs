@@ -31,6 +31,7 @@ pub use threads::{
 };
 
 use crate::error::CoreError;
+use crate::records::SENDER_RECEIPT_TAIL;
 use crate::role::Role;
 use palaver_protocol::paging::sizes;
 
@@ -58,6 +59,11 @@ pub struct Room {
     receipts: HashMap<UserId, (u64, u64)>,
     /// Members whose watermarks moved since the last announcement (coalescing).
     receipts_to_announce: Vec<UserId>,
+    /// Senders whose watermarks their own messages moved and storage derives from its
+    /// newest messages until they are written (see [`SENDER_RECEIPT_TAIL`]), and the
+    /// oldest seq that may be the only record of one of them.
+    unstored_receipts: Vec<UserId>,
+    oldest_unstored: Option<u64>,
     limits: RoomLimits,
     topic: String,
     settings: RoomSettings,
@@ -329,6 +335,8 @@ impl Room {
             typing: HashMap::new(),
             receipts: HashMap::new(),
             receipts_to_announce: Vec::new(),
+            unstored_receipts: Vec::new(),
+            oldest_unstored: None,
             limits: RoomLimits { max_text_chars: limits.max_text_chars.max(1), ..limits },
             topic: String::new(),
             settings: RoomSettings {
@@ -570,6 +578,11 @@ impl Room {
         // Its sender has read it: their own messages never count as unread.
         let receipt = self.receipts.entry(user.clone()).or_default();
         *receipt = (receipt.0.max(self.last_seq), receipt.1.max(self.last_seq));
+        // Storage derives it from the message until it is written.
+        if !self.unstored_receipts.contains(user) {
+            self.unstored_receipts.push(user.clone());
+        }
+        self.oldest_unstored.get_or_insert(self.last_seq);
         self.last_ts = self.last_ts.max(now_ms);
         let message = Message {
             room: self.id.clone(),
@@ -744,6 +757,37 @@ impl Room {
     /// Installs the watermarks read from storage when the room is loaded.
     pub fn load_receipts(&mut self, receipts: impl IntoIterator<Item = (UserId, u64, u64)>) {
         self.receipts.extend(receipts.into_iter().map(|(user, delivered, read)| (user, (delivered, read))));
+    }
+
+    /// Members whose watermarks storage derives from their messages among its newest
+    /// (read at load): written before any message this room had then leaves that tail.
+    pub fn load_unstored_receipts(&mut self, users: impl IntoIterator<Item = UserId>) {
+        self.unstored_receipts.extend(users);
+        if !self.unstored_receipts.is_empty() {
+            // Any of the stored messages may be the only record: as if the oldest of
+            // the tail were.
+            let tail_start = (self.last_seq + 1).saturating_sub(SENDER_RECEIPT_TAIL as u64).max(1);
+            self.oldest_unstored = Some(self.oldest_unstored.map_or(tail_start, |o| o.min(tail_start)));
+        }
+    }
+
+    /// The senders' watermarks to write with the message just appended (`last_seq`):
+    /// all that storage derives, once the oldest message they are derived from would
+    /// leave the newest [`SENDER_RECEIPT_TAIL`] with it; none before.
+    pub fn due_sender_receipts(&mut self) -> Vec<(UserId, u64, u64)> {
+        match self.oldest_unstored {
+            Some(oldest) if self.last_seq >= oldest + SENDER_RECEIPT_TAIL as u64 => {
+                self.oldest_unstored = None;
+                std::mem::take(&mut self.unstored_receipts)
+                    .into_iter()
+                    .map(|user| {
+                        let (delivered, read) = self.receipt_of(&user);
+                        (user, delivered, read)
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// A member's `(delivered, read)` watermarks (`(0, 0)` if none).
@@ -1182,6 +1226,45 @@ mod tests {
         assert!(!room.has_receipt_announcements());
         assert!(matches!(room.receipt(&bob, None, None), Err(CoreError::Mismatched(_))));
         assert!(matches!(room.receipt(&user("x"), Some(1), None), Err(CoreError::NotMember(_))));
+    }
+
+    #[test]
+    fn senders_watermarks_are_written_before_their_message_leaves_storages_tail() {
+        let mut room = public_room();
+        let owner = user("owner");
+        let bob = user("bob");
+        room.join(&bob).unwrap();
+        send(&mut room, &bob, "b1", 1).unwrap();
+        assert_eq!(room.due_sender_receipts(), vec![], "derived from message 1 while it is in the tail");
+        let tail = SENDER_RECEIPT_TAIL as u64;
+        for i in 2..=tail {
+            send(&mut room, &owner, &format!("c{i}"), i).unwrap();
+            assert_eq!(room.due_sender_receipts(), vec![], "message {i}");
+        }
+        // Message 1 leaves the newest `tail` with this one: both senders' marks go with it.
+        send(&mut room, &owner, "last", tail + 1).unwrap();
+        let mut due = room.due_sender_receipts();
+        due.sort();
+        assert_eq!(due, vec![(bob.clone(), 1, 1), (owner.clone(), tail + 1, tail + 1)]);
+        assert_eq!(room.due_sender_receipts(), vec![], "written once");
+
+        // Loaded with derived marks: written with the first message appended after.
+        let mut loaded = public_room();
+        loaded.join(&bob).unwrap();
+        for i in 1..=3 {
+            send(&mut loaded, &owner, &format!("c{i}"), i).unwrap();
+        }
+        loaded.committed(3);
+        let _ = loaded.due_sender_receipts();
+        loaded.unstored_receipts.clear();
+        loaded.oldest_unstored = None;
+        loaded.load_unstored_receipts([owner.clone()]);
+        assert_eq!(loaded.due_sender_receipts(), vec![], "nothing appended yet");
+        loaded.last_seq = tail + 10;
+        send(&mut loaded, &bob, "b", 100).unwrap();
+        let mut due = loaded.due_sender_receipts();
+        due.sort();
+        assert_eq!(due, vec![(bob.clone(), tail + 11, tail + 11), (owner.clone(), 3, 3)]);
     }
 
     #[test]

@@ -235,12 +235,14 @@ fn load(shard: &Shard, id: &RoomId, now: u64) -> Result<Option<HeldRoom>, Storag
         // Retention removed every message: the seqs go on after the removed ones.
         None => (history_floor > 1).then(|| (history_floor - 1, 0)),
     };
+    let (receipts, unstored_receipts) = store.receipts_and_unstored(id)?;
     let stored = StoredRoom {
         record,
         members: store.members(id)?,
         newest,
         history_floor,
-        receipts: store.receipts(id)?,
+        receipts,
+        unstored_receipts,
         bans: store.bans(id)?,
         mutes: store.mutes(id)?,
         invites: store.invites(id)?,
