@@ -706,8 +706,9 @@ pub struct OutOfOrder {
 
 /// The fence on a room's log: every appended message takes the seq right after the
 /// room's last, so a log never has a hole, whatever an owner decided before a refused
-/// write. One per group commit: it learns each room's last stored seq once (`last_seq`)
-/// and follows the appends it admitted.
+/// write. It learns each room's last stored seq once (`last_seq`) and follows the
+/// appends it admitted: the group committer keeps one from group to group while it is
+/// the only writer of messages and its groups are stored.
 #[derive(Debug, Default)]
 pub struct SeqFence {
     next: std::collections::HashMap<palaver_protocol::RoomId, u64>,
@@ -717,6 +718,11 @@ impl SeqFence {
     /// A fence knowing nothing yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many rooms' next seqs the fence holds.
+    pub fn rooms(&self) -> usize {
+        self.next.len()
     }
 
     /// Admits `writes` (one submission, all or nothing) if each of their appends takes
