@@ -1,5 +1,5 @@
-//! Storage: group-committed appends (fsync and buffered), a 50-message history page, and
-//! the idempotency lookup.
+//! Storage: group-committed appends (fsync and buffered; one room, and a thousand rooms),
+//! a 50-message history page, and the idempotency lookup.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use palaver_benches::{message, room};
+use palaver_protocol::{Message, RoomId};
 use palaver_storage::{CommitDone, Durability, GroupCommitter, Store, Write};
 
 /// Appends `batch` messages as `batch` concurrent submissions and waits for all of them.
@@ -42,9 +43,50 @@ fn append_group(c: &mut Criterion, durability: Durability, name: &str) {
     committer.shutdown();
 }
 
+/// Appends one message to each of `rooms` rooms as concurrent submissions, round after
+/// round, and waits for all of them: the commit thread's work per message when every
+/// submission is another room's (its seq fenced, its record written and synced).
+fn append_rooms(c: &mut Criterion, rooms: u64) {
+    let dir = tempfile::tempdir().unwrap_or_else(|_| unreachable!());
+    let store = Arc::new(Store::open(dir.path(), Durability::Fsync).unwrap_or_else(|_| unreachable!()));
+    let (done_tx, done_rx) = flume::unbounded::<usize>();
+    let committer = GroupCommitter::start(store, move |done: CommitDone<u64>| {
+        let _ = done_tx.send(done.tickets.len());
+    });
+    let ids: Vec<RoomId> =
+        (0..rooms).map(|r| RoomId::parse(&format!("r_{r:08}")).unwrap_or_else(|_| unreachable!())).collect();
+    let mut round = 0u64;
+    let mut group = c.benchmark_group("storage");
+    group.throughput(Throughput::Elements(rooms));
+    group.sample_size(20);
+    group.bench_function(
+        format!("append {rooms} concurrent sends to {rooms} rooms (fsync, group commit)"),
+        |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    round += 1;
+                    for (r, id) in ids.iter().enumerate() {
+                        let message = Message { room: id.clone(), seq: round, ..message(round) };
+                        let _ = committer.submit(vec![Write::AppendMessage(message)], r as u64);
+                    }
+                    let mut acked = 0;
+                    while acked < rooms as usize {
+                        acked += done_rx.recv_timeout(Duration::from_secs(30)).unwrap_or(rooms as usize);
+                    }
+                }
+                start.elapsed()
+            })
+        },
+    );
+    group.finish();
+    committer.shutdown();
+}
+
 fn appends(c: &mut Criterion) {
     append_group(c, Durability::Fsync, "append 1000 concurrent sends (fsync, group commit)");
     append_group(c, Durability::Buffered, "append 1000 concurrent sends (buffered)");
+    append_rooms(c, 1_000);
 }
 
 fn reads(c: &mut Criterion) {
