@@ -76,7 +76,7 @@ fn allocations_per_round(rounds: u64, mut work: impl FnMut(u64)) -> f64 {
 
 /// Most allocations one `send` may make in the owner: deciding it, settling it durable,
 /// and its answer and delivery handed on.
-const OWNER_SEND_BOUND: f64 = 20.0;
+const OWNER_SEND_BOUND: f64 = 18.5;
 /// Most allocations the fan-out of one message to ten sockets may make, writers included.
 const FANOUT_TEN_BOUND: f64 = 17.0;
 
