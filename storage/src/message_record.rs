@@ -75,12 +75,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Message, StorageError> {
     })
 }
 
-/// A stored message's sender, read in place (validated) without decoding the rest.
-pub(crate) fn sender(bytes: &[u8]) -> Result<UserId, StorageError> {
+/// A stored message's sender and kind, read in place (validated) without decoding the
+/// rest.
+pub(crate) fn sender_and_kind(bytes: &[u8]) -> Result<(UserId, MessageKind), StorageError> {
     let corrupt =
         |e: BoxedError| StorageError::Corrupt { partition: "room_seq_message", detail: e.to_string() };
     let record = rkyv::access::<ArchivedStoredMessageV1, BoxedError>(bytes).map_err(corrupt)?;
-    rkyv::deserialize::<UserId, BoxedError>(&record.sender).map_err(corrupt)
+    let sender = rkyv::deserialize::<UserId, BoxedError>(&record.sender).map_err(corrupt)?;
+    let kind = rkyv::deserialize::<MessageKind, BoxedError>(&record.kind).map_err(corrupt)?;
+    Ok((sender, kind))
 }
 
 /// The later fields of a message, stored as JSON in `room_seq_ext` (self-describing, so it

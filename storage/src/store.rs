@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
-use palaver_protocol::{ClientMsgId, Message, ReactionSummary, RoomId, RoomRole, UserId, Username};
+use palaver_protocol::{
+    ClientMsgId, Message, MessageKind, ReactionSummary, RoomId, RoomRole, UserId, Username,
+};
 
 use crate::cid_filter::{CidFilter, CidHash, MAX_FILTERED_CIDS};
 use crate::error::StorageError;
@@ -14,7 +16,8 @@ use crate::keys;
 use crate::memtable_keeper::MemtableKeeper;
 use crate::message_record;
 use palaver_core::records::{
-    DerivedReceipts, RefreshRecord, RoomRecord, SENDER_RECEIPT_TAIL, UserRecord, Write, sender_receipts,
+    DerivedReceipts, RefreshRecord, RoomRecord, SENDER_RECEIPT_TAIL, UserRecord, Write,
+    raises_sender_receipt, sender_receipts,
 };
 
 /// The on-disk format this build reads and writes. Bumped on any incompatible change to
@@ -1452,28 +1455,33 @@ impl Store {
     /// owner writes those before the messages leave the tail).
     pub fn receipts_and_unstored(&self, room: &RoomId) -> Result<DerivedReceipts, StorageError> {
         let stored = self.stored_receipts(room)?;
-        let tail = self.newest_senders(room, SENDER_RECEIPT_TAIL, 0)?;
-        Ok(sender_receipts(stored, tail.iter().map(|(seq, sender)| (*seq, sender))))
+        let members: std::collections::HashSet<UserId> =
+            self.members(room)?.into_iter().map(|(user, _)| user).collect();
+        let mut tail = Vec::with_capacity(SENDER_RECEIPT_TAIL);
+        for sent in self.newest_senders(room, 0)?.take(SENDER_RECEIPT_TAIL) {
+            tail.push(sent?);
+        }
+        Ok(sender_receipts(stored, tail.iter().map(|(seq, sender, kind)| (*seq, sender, *kind)), |user| {
+            members.contains(user)
+        }))
     }
 
-    /// The `(seq, sender)` of up to `limit` of a room's newest messages after `after`,
-    /// newest first.
+    /// The `(seq, sender, kind)` of a room's messages after `after`, newest first, read
+    /// as the caller goes.
     fn newest_senders(
         &self,
         room: &RoomId,
-        limit: usize,
         after: u64,
-    ) -> Result<Vec<(u64, UserId)>, StorageError> {
+    ) -> Result<impl Iterator<Item = Result<(u64, UserId, MessageKind), StorageError>>, StorageError> {
         let e = self.engine()?;
         let start = keys::message(room, after.saturating_add(1));
         let end = keys::message(room, u64::MAX);
-        let mut senders = Vec::new();
-        for guard in e.room_seq_message.range(start..=end).rev().take(limit) {
+        Ok(e.room_seq_message.range(start..=end).rev().map(|guard| {
             let (key, value) = guard.into_inner()?;
             let seq = keys::seq_of_message_key(&key).unwrap_or(0);
-            senders.push((seq, message_record::sender(&value)?));
-        }
-        Ok(senders)
+            let (sender, kind) = message_record::sender_and_kind(&value)?;
+            Ok((seq, sender, kind))
+        }))
     }
 
     /// The watermarks written for a room's members.
@@ -1508,12 +1516,19 @@ impl Store {
                 detail: "value is not 16 bytes".into(),
             })?,
         };
-        // Only messages after what they have read can raise it.
-        let tail = self.newest_senders(room, SENDER_RECEIPT_TAIL, read)?;
-        Ok(match tail.iter().find(|(_, sender)| sender == user && !user.is_system()) {
-            Some(&(own, _)) => (delivered.max(own), own),
-            None => (delivered, read),
-        })
+        // Only messages after what they have read can raise it; their newest message
+        // among the tail is the first of theirs met.
+        for sent in self.newest_senders(room, read)?.take(SENDER_RECEIPT_TAIL) {
+            let (seq, sender, kind) = sent?;
+            if sender == *user && raises_sender_receipt(&sender, kind) {
+                // A leaver's watermark was written when they left; a deleted account has none.
+                if e.room_member.get(keys::room_member(room, user))?.is_none() {
+                    break;
+                }
+                return Ok((delivered.max(seq), seq));
+            }
+        }
+        Ok((delivered, read))
     }
 
     /// A filter over every cid stored for `room` (see [`CidFilter`]), built by scanning its

@@ -4,11 +4,22 @@
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use palaver_core::records::SENDER_RECEIPT_TAIL;
-use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, UserId};
+use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, RoomRole, UserId};
 use palaver_storage::{Durability, Store, Write};
 
 fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()
+}
+
+fn member(room: &RoomId, user: &UserId) -> Write {
+    Write::PutMember { room: room.clone(), user: user.clone(), role: RoomRole::Member }
+}
+
+fn notice(room: &RoomId, seq: u64, actor: &UserId) -> Write {
+    let Write::AppendMessage(mut m) = message(room, seq, actor) else { unreachable!() };
+    m.kind = MessageKind::System;
+    m.cid = ClientMsgId::system(seq);
+    Write::AppendMessage(m)
 }
 
 fn message(room: &RoomId, seq: u64, sender: &UserId) -> Write {
@@ -48,6 +59,9 @@ fn a_senders_watermarks_come_from_their_newest_message_in_the_tail_across_a_reop
         let store = Store::open(dir.path(), Durability::Fsync).unwrap();
         store
             .apply(&[
+                member(&room, &alice),
+                member(&room, &bob),
+                member(&room, &carol),
                 Write::PutReceipt { room: room.clone(), user: bob.clone(), delivered: 2, read: 1 },
                 message(&room, 1, &alice),
                 message(&room, 2, &bob),
@@ -73,4 +87,51 @@ fn a_senders_watermarks_come_from_their_newest_message_in_the_tail_across_a_reop
     assert_eq!(store.receipt(&room, &alice).unwrap(), (3, 3), "written");
     assert_eq!(store.receipt(&room, &bob).unwrap(), (2, 1), "not written: only the stored marks");
     assert_eq!(store.receipt(&room, &carol).unwrap(), (3 + tail, 3 + tail));
+}
+
+#[test]
+fn a_notice_in_a_members_name_does_not_raise_their_watermarks() {
+    let dir = tempfile::tempdir().unwrap();
+    let room = RoomId::parse("r_n").unwrap();
+    let (alice, bob) = (user("u_alice"), user("u_bob"));
+    let store = Store::open(dir.path(), Durability::Fsync).unwrap();
+    store
+        .apply(&[
+            member(&room, &alice),
+            member(&room, &bob),
+            message(&room, 1, &alice),
+            message(&room, 2, &bob),
+            notice(&room, 3, &alice), // alice pinned bob's message
+        ])
+        .unwrap();
+    assert_eq!(store.receipt(&room, &alice).unwrap(), (1, 1), "bob's message is still unread");
+    let (mut receipts, _) = store.receipts_and_unstored(&room).unwrap();
+    receipts.sort();
+    assert_eq!(receipts, vec![(alice.clone(), 1, 1), (bob.clone(), 2, 2)]);
+    let store_only_notices = Store::open(tempfile::tempdir().unwrap().path(), Durability::Fsync).unwrap();
+    store_only_notices.apply(&[member(&room, &alice), notice(&room, 1, &alice)]).unwrap();
+    assert_eq!(store_only_notices.receipt(&room, &alice).unwrap(), (0, 0));
+    assert_eq!(store_only_notices.receipts(&room).unwrap(), vec![]);
+}
+
+#[test]
+fn a_former_members_watermarks_are_not_derived() {
+    let dir = tempfile::tempdir().unwrap();
+    let room = RoomId::parse("r_d").unwrap();
+    let (alice, bob) = (user("u_alice"), user("u_bob"));
+    let store = Store::open(dir.path(), Durability::Fsync).unwrap();
+    store
+        .apply(&[
+            member(&room, &alice),
+            member(&room, &bob),
+            message(&room, 1, &alice),
+            message(&room, 2, &bob),
+        ])
+        .unwrap();
+    // Bob's account is deleted (his receipt rows go) and his rooms left.
+    store.apply(&[Write::RemoveMember { room: room.clone(), user: bob.clone() }]).unwrap();
+    assert_eq!(store.receipt(&room, &bob).unwrap(), (0, 0));
+    let (receipts, unstored) = store.receipts_and_unstored(&room).unwrap();
+    assert_eq!(receipts, vec![(alice.clone(), 1, 1)], "no row comes back for bob");
+    assert_eq!(unstored, vec![alice]);
 }

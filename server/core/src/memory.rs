@@ -314,8 +314,10 @@ impl MemoryStore {
     pub fn stored_room(&self, room: &RoomId) -> Option<StoredRoom> {
         let state = self.room(room)?;
         let stored_receipts = state.receipts.iter().map(|(u, (d, r))| (u.clone(), *d, *r)).collect();
-        let tail = state.messages.values().rev().take(SENDER_RECEIPT_TAIL).map(|m| (m.seq, &m.sender));
-        let (receipts, unstored_receipts) = sender_receipts(stored_receipts, tail);
+        let tail =
+            state.messages.values().rev().take(SENDER_RECEIPT_TAIL).map(|m| (m.seq, &m.sender, m.kind));
+        let (receipts, unstored_receipts) =
+            sender_receipts(stored_receipts, tail, |user| state.members.contains_key(user));
         Some(StoredRoom {
             record: state.record.clone()?,
             members: state.members.iter().map(|(u, r)| (u.clone(), *r)).collect(),

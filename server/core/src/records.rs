@@ -4,8 +4,8 @@
 //! and reads an unknown byte as corruption, never as a default.
 
 use palaver_protocol::{
-    ClientMsgId, FriendState, Message, NotificationSettings, RoomId, RoomKind, RoomRole, RoomSettings,
-    ThreadSummary, UserId,
+    ClientMsgId, FriendState, Message, MessageKind, NotificationSettings, RoomId, RoomKind, RoomRole,
+    RoomSettings, ThreadSummary, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -22,16 +22,20 @@ pub const SENDER_RECEIPT_TAIL: usize = 64;
 pub type DerivedReceipts = (Vec<(UserId, u64, u64)>, Vec<UserId>);
 
 /// Members' `(delivered, read)` watermarks as storage holds them, raised by their own
-/// messages among the room's newest (`tail`: `(seq, sender)`, any order; the system's
-/// notices are nobody's). Returns every watermark and the members whose derived one is
-/// ahead of the stored (their owner writes it before their message leaves the tail).
+/// messages among the room's newest (`tail`: `(seq, sender, kind)`, any order). A room's
+/// notices (`MessageKind::System`, sent in the name of the member who acted) are nobody's
+/// reading, and only current members (`is_member`) are raised: a leaver's watermark is
+/// written when they leave, a deleted account's is gone. Returns every watermark and the
+/// members whose derived one is ahead of the stored (their owner writes it before their
+/// message leaves the tail).
 pub fn sender_receipts<'a>(
     stored: Vec<(UserId, u64, u64)>,
-    tail: impl IntoIterator<Item = (u64, &'a UserId)>,
+    tail: impl IntoIterator<Item = (u64, &'a UserId, MessageKind)>,
+    is_member: impl Fn(&UserId) -> bool,
 ) -> DerivedReceipts {
     let mut newest_own: std::collections::HashMap<&UserId, u64> = std::collections::HashMap::new();
-    for (seq, sender) in tail {
-        if !sender.is_system() {
+    for (seq, sender, kind) in tail {
+        if raises_sender_receipt(sender, kind) && is_member(sender) {
             let newest = newest_own.entry(sender).or_default();
             *newest = (*newest).max(seq);
         }
@@ -52,6 +56,12 @@ pub fn sender_receipts<'a>(
         ahead.push(user.clone());
     }
     (receipts, ahead)
+}
+
+/// Whether a stored message raises its sender's watermarks (see [`SENDER_RECEIPT_TAIL`]):
+/// what they sent, not a notice of what they did.
+pub fn raises_sender_receipt(sender: &UserId, kind: MessageKind) -> bool {
+    kind != MessageKind::System && !sender.is_system()
 }
 
 /// A user account.
@@ -771,8 +781,15 @@ mod tests {
         let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
         let system = UserId::system();
         let stored = vec![(alice.clone(), 9, 4), (bob.clone(), 12, 12)];
-        let tail = [(12, &alice), (11, &bob), (10, &carol), (8, &alice), (13, &system)];
-        let (mut receipts, mut ahead) = sender_receipts(stored, tail);
+        let text = MessageKind::Text;
+        let tail = [
+            (12, &alice, text),
+            (11, &bob, text),
+            (10, &carol, text),
+            (8, &alice, text),
+            (13, &system, text),
+        ];
+        let (mut receipts, mut ahead) = sender_receipts(stored, tail, |_| true);
         receipts.sort();
         ahead.sort();
         assert_eq!(
@@ -781,5 +798,27 @@ mod tests {
             "alice's newest (12) over her stored read; bob read past his own; the system is nobody"
         );
         assert_eq!(ahead, vec![alice, carol]);
+    }
+
+    #[test]
+    fn a_notice_in_a_members_name_is_not_their_reading() {
+        let (alice, bob) = (user("alice"), user("bob"));
+        let stored = vec![(alice.clone(), 5, 5)];
+        // Alice pinned (a notice sent in her name) after her last message.
+        let tail =
+            [(9, &alice, MessageKind::System), (7, &alice, MessageKind::Text), (8, &bob, MessageKind::Text)];
+        let (mut receipts, ahead) = sender_receipts(stored, tail, |_| true);
+        receipts.sort();
+        assert_eq!(receipts, vec![(alice.clone(), 7, 7), (bob.clone(), 8, 8)], "the notice (9) is not read");
+        assert_eq!(ahead.len(), 2);
+    }
+
+    #[test]
+    fn only_members_are_raised_by_their_messages() {
+        let (alice, gone) = (user("alice"), user("gone"));
+        let tail = [(3, &gone, MessageKind::Text), (2, &alice, MessageKind::Text)];
+        let (receipts, ahead) = sender_receipts(Vec::new(), tail, |u| *u == alice);
+        assert_eq!(receipts, vec![(alice.clone(), 2, 2)], "a deleted account's row never comes back");
+        assert_eq!(ahead, vec![alice]);
     }
 }
