@@ -210,6 +210,10 @@ impl MemoryStore {
             | Write::PutOutbound(_)
             | Write::AccountDeparted { .. } => {}
             Write::DeleteAccount { user, .. } => {
+                // As storage: a member's watermarks go with the account (rooms are left after).
+                for state in self.rooms.values_mut().filter(|r| r.members.contains_key(user)) {
+                    state.receipts.remove(user);
+                }
                 self.users.remove(user);
                 self.profiles.remove(user);
                 self.notifications.remove(user);

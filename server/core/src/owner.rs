@@ -645,7 +645,7 @@ impl<A: Clone> RoomOwner<A> {
         }
         let result = match op {
             RoomOp::Join { since } => self.join(asker.clone(), user, since, fx),
-            RoomOp::Leave => self.leave(asker.clone(), user, fx),
+            RoomOp::Leave => self.leave(asker.clone(), user, lookups, fx),
             RoomOp::Send(outgoing) => self.send(now_ms, asker.clone(), user, *outgoing, lookups, fx),
             RoomOp::Edit { seq, text } => self.edit(now_ms, asker.clone(), user, seq, text, lookups, fx),
             RoomOp::EditList { seq, limit, cursor } => self.edit_list(user, seq, limit, cursor, lookups),
@@ -727,9 +727,16 @@ impl<A: Clone> RoomOwner<A> {
         None
     }
 
-    fn leave(&mut self, asker: A, user: &UserId, fx: &mut Effects<A>) -> Option<ReplyBody> {
+    fn leave(
+        &mut self,
+        asker: A,
+        user: &UserId,
+        lookups: &impl Lookups,
+        fx: &mut Effects<A>,
+    ) -> Option<ReplyBody> {
         let role = self.room.role_of(user).unwrap_or(Role::Member);
         let answer = Answer { to: asker, body: empty(), subscription: Subscription::Left };
+        let pending = self.leavers_receipt(user, lookups);
         match self.room.leave(user) {
             Err(e) => return Some(refused(&e)),
             Ok(false) => {
@@ -742,11 +749,9 @@ impl<A: Clone> RoomOwner<A> {
         fx.endings.push(Ending::Member(user.clone()));
         let room = self.room.id().clone();
         let event = member_event(&room, user, MemberChange::Left, role);
-        self.commit(
-            fx,
-            vec![Write::RemoveMember { room, user: user.clone() }],
-            Settle::answer(answer).announcing(event),
-        );
+        let mut writes = vec![Write::RemoveMember { room, user: user.clone() }];
+        writes.extend(pending);
+        self.commit(fx, writes, Settle::answer(answer).announcing(event));
         None
     }
 
@@ -2017,6 +2022,17 @@ impl<A: Clone> RoomOwner<A> {
         self.commit(fx, writes, Settle::Notice { message: Box::new(message), then });
     }
 
+    /// The watermark to write as `user` leaves, if storage only derives it from their
+    /// messages (it stops deriving for non-members). None for a deleted account (its
+    /// rooms are left after its records are gone: nothing of it may come back).
+    fn leavers_receipt(&self, user: &UserId, lookups: &impl Lookups) -> Option<Write> {
+        if !self.room.has_unstored_receipt(user) || !matches!(lookups.username(user), Ok(Some(_))) {
+            return None;
+        }
+        let (delivered, read) = self.room.receipt_of(user);
+        Some(Write::PutReceipt { room: self.room.id().clone(), user: user.clone(), delivered, read })
+    }
+
     #[expect(clippy::too_many_arguments, reason = "the request's fields, then the owner's context")]
     fn moderate(
         &mut self,
@@ -2033,6 +2049,7 @@ impl<A: Clone> RoomOwner<A> {
             Ok(None) => return Some(refused(&CoreError::NoSuchUser(target))),
             Err(e) => return Some(lookup_failed(&e)),
         }
+        let pending = self.leavers_receipt(&target, lookups);
         let notice = match self.room.moderate(now_ms, actor, &target, action) {
             Ok(notice) => notice,
             Err(e) => return Some(refused(&e)),
@@ -2041,16 +2058,19 @@ impl<A: Clone> RoomOwner<A> {
         let user = target;
         let (writes, then) = match notice.action {
             SystemAction::Kicked => {
-                (vec![Write::RemoveMember { room, user: user.clone() }], AfterNotice::RemoveMember(user))
+                let mut writes = vec![Write::RemoveMember { room, user: user.clone() }];
+                writes.extend(pending);
+                (writes, AfterNotice::RemoveMember(user))
             }
             SystemAction::Banned => {
                 let record = ActionRecord { by: actor.clone(), at: now_ms, reason: notice.reason.clone() };
-                let writes = vec![
+                let mut writes = vec![
                     Write::PutBan { room: room.clone(), user: user.clone(), record },
                     Write::RemoveMember { room: room.clone(), user: user.clone() },
                     Write::RemoveInvite { room: room.clone(), user: user.clone() },
                     Write::RemoveMute { room, user: user.clone() },
                 ];
+                writes.extend(pending);
                 (writes, AfterNotice::RemoveMember(user))
             }
             SystemAction::Unbanned => (vec![Write::RemoveBan { room, user }], AfterNotice::Nothing),

@@ -452,6 +452,9 @@ impl Room {
     /// too: leaving and rejoining must not reset it.
     pub fn forget_member(&mut self, user: &UserId) -> bool {
         self.typing.remove(user);
+        // Storage derives watermarks for members only: a leaver's is written with their
+        // leaving (see `Owner::commit`), a deleted account's is gone.
+        self.unstored_receipts.retain(|u| u != user);
         self.members.remove(user).is_some()
     }
 
@@ -777,6 +780,30 @@ impl Room {
     pub fn due_sender_receipts(&mut self) -> Vec<(UserId, u64, u64)> {
         match self.oldest_unstored {
             Some(oldest) if self.last_seq >= oldest + SENDER_RECEIPT_TAIL as u64 => {
+                self.oldest_unstored = None;
+                std::mem::take(&mut self.unstored_receipts)
+                    .into_iter()
+                    .map(|user| {
+                        let (delivered, read) = self.receipt_of(&user);
+                        (user, delivered, read)
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether `user`'s watermarks are only derived by storage from their messages, not
+    /// written yet.
+    pub fn has_unstored_receipt(&self, user: &UserId) -> bool {
+        self.unstored_receipts.contains(user)
+    }
+
+    /// The senders' watermarks to write before history below `floor` is trimmed: all
+    /// that storage derives, if a message they may be derived from is below it.
+    pub fn sender_receipts_due_before_trim(&mut self, floor: u64) -> Vec<(UserId, u64, u64)> {
+        match self.oldest_unstored {
+            Some(oldest) if floor > oldest => {
                 self.oldest_unstored = None;
                 std::mem::take(&mut self.unstored_receipts)
                     .into_iter()

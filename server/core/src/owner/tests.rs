@@ -1337,3 +1337,59 @@ fn thread_read_marks_move_forward_and_count_what_is_unread() {
     assert_eq!(next.threads[0].root.seq, root);
     assert!(next.next.is_none());
 }
+
+fn receipts_written(writes: &[Write]) -> Vec<(UserId, u64, u64)> {
+    writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::PutReceipt { user, delivered, read, .. } => Some((user.clone(), *delivered, *read)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_leaver_or_kicked_members_derived_watermark_is_written_as_they_go() {
+    let mut h = Harness::public("owner", &["bob", "carol"]);
+    h.ok("bob", send_op("b1", "hello"));
+    h.ok("carol", send_op("c1", "hello"));
+    h.ask("bob", RoomOp::Leave);
+    let writes = h.pending.last().map(|c| c.writes.clone()).unwrap();
+    assert_eq!(receipts_written(&writes), vec![(user("bob"), 1, 1)], "storage stops deriving for bob");
+    h.settle_all();
+    h.ask("owner", moderate("carol", Moderation::Kick { reason: None }));
+    let writes: Vec<Write> = h.pending.iter().flat_map(|c| c.writes.clone()).collect();
+    assert_eq!(receipts_written(&writes), vec![(user("carol"), 2, 2)]);
+    h.settle_all();
+    let stored = h.world.stored_room(&room_id()).unwrap();
+    assert!(
+        stored.receipts.contains(&(user("bob"), 1, 1)) && stored.receipts.contains(&(user("carol"), 2, 2))
+    );
+}
+
+#[test]
+fn a_deleted_accounts_watermarks_do_not_come_back() {
+    let mut h = Harness::public("owner", &["bob"]);
+    h.ok("bob", send_op("b1", "hello"));
+    h.world.apply(&[Write::DeleteAccount { user: user("bob"), at: 2_000 }]);
+    h.ask("bob", RoomOp::Leave);
+    let writes = h.pending.last().map(|c| c.writes.clone()).unwrap();
+    assert_eq!(writes, vec![Write::RemoveMember { room: room_id(), user: user("bob") }]);
+    h.settle_all();
+    // Nor does the owner write it later, when bob's message leaves the tail.
+    for i in 0..crate::records::SENDER_RECEIPT_TAIL {
+        h.ok("owner", send_op(&format!("o{i}"), "hello"));
+    }
+    let stored = h.world.stored_room(&room_id()).unwrap();
+    assert!(stored.receipts.iter().all(|(u, _, _)| *u != user("bob")), "{:?}", stored.receipts);
+}
+
+#[test]
+fn a_notice_in_a_members_name_is_not_their_reading_after_a_reload() {
+    let mut h = Harness::public("owner", &["bob"]);
+    h.ok("bob", send_op("b1", "hello"));
+    h.ok("owner", RoomOp::Pin { seq: 1, on: true });
+    let stored = h.world.stored_room(&room_id()).unwrap();
+    let owners = stored.receipts.iter().find(|(u, _, _)| *u == user("owner")).map(|(_, _, read)| *read);
+    assert!(owners.unwrap_or(0) < 1, "the pin notice does not mark bob's message read: {owners:?}");
+}
