@@ -607,6 +607,21 @@ impl<A: Clone> RoomOwner<A> {
     fn commit(&mut self, fx: &mut Effects<A>, mut writes: Vec<Write>, settle: Settle<A>) {
         // A message appended may push the oldest one that senders' watermarks are derived
         // from out of storage's tail: those watermarks go in the same batch.
+        let trim_floor = writes.iter().find_map(|w| match w {
+            Write::TrimHistory { floor, .. } => Some(*floor),
+            _ => None,
+        });
+        // Trimming may remove the only messages some watermarks are derived from.
+        if let Some(floor) = trim_floor {
+            let due = self.room.sender_receipts_due_before_trim(floor);
+            let room = self.room.id();
+            writes.extend(due.into_iter().map(|(user, delivered, read)| Write::PutReceipt {
+                room: room.clone(),
+                user,
+                delivered,
+                read,
+            }));
+        }
         if writes.iter().any(|w| matches!(w, Write::AppendMessage(_))) {
             let due = self.room.due_sender_receipts();
             let room = self.room.id();
