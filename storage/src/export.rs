@@ -127,7 +127,8 @@ impl Store {
             return Err(bad(&format!("export version {version}; this build reads {EXPORT_VERSION}")));
         }
         let format = u32::from_be_bytes(input.array()?);
-        if format != FORMAT_VERSION {
+        // Format 2 differs only in writing every watermark, which format 3 reads the same.
+        if format != FORMAT_VERSION && format != 2 {
             return Err(StorageError::UnsupportedFormat { found: format, supported: FORMAT_VERSION });
         }
         let mut summary = ExportSummary::default();

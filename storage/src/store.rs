@@ -27,7 +27,11 @@ use palaver_core::records::{
 /// - 1: the first.
 /// - 2: `room_cid_seq` keys take the sender (`room ++ 0 ++ sender ++ 0 ++ cid`): a cid is
 ///   its sender's idempotency key.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: a sender's `room_user_receipt` may lag their own messages among the room's newest
+///   `SENDER_RECEIPT_TAIL`, which raise it when read: a build of format 2 would read such
+///   a watermark as is (messages coming back as unread), so it refuses the directory.
+///   Keys and values are unchanged: a format 2 directory is upgraded by writing the version.
+pub const FORMAT_VERSION: u32 = 3;
 const FORMAT_KEY: &[u8] = b"format_version";
 /// The group-commit counter, written in every group's batch (see `integrity`).
 const COMMIT_COUNTER_KEY: &[u8] = b"commit_counter";
@@ -542,6 +546,16 @@ impl Store {
         Ok(())
     }
 
+    /// Format 2's watermarks are all written, which format 3 reads the same: only the
+    /// version changes.
+    fn migrate_from_2(e: &Engine) -> Result<(), StorageError> {
+        let mut batch = e.db.batch().durability(Some(PersistMode::SyncAll));
+        batch.insert(&e.meta, FORMAT_KEY, FORMAT_VERSION.to_be_bytes());
+        batch.commit()?;
+        tracing::info!("storage upgraded from format 2 to 3 (no data rewritten)");
+        Ok(())
+    }
+
     fn check_format(&self) -> Result<(), StorageError> {
         let e = self.engine()?;
         match e.meta.get(FORMAT_KEY)? {
@@ -552,6 +566,7 @@ impl Store {
                 match found {
                     FORMAT_VERSION => Ok(()),
                     1 => self.migrate_from_1(&e),
+                    2 => Self::migrate_from_2(&e),
                     _ => Err(StorageError::UnsupportedFormat { found, supported: FORMAT_VERSION }),
                 }
             }

@@ -7,7 +7,7 @@ fn a_fresh_directory_gets_the_current_format_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path(), Durability::Fsync).unwrap());
     drop(Store::open(dir.path(), Durability::Buffered).unwrap());
-    assert_eq!(FORMAT_VERSION, 2);
+    assert_eq!(FORMAT_VERSION, 3);
 }
 
 #[test]
