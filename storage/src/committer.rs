@@ -380,15 +380,42 @@ fn spoil_refused(store: &Store, submitted: &[Vec<Write>], verdicts: &[Result<(),
     }
 }
 
+/// The seq fence kept from group to group: on one node the committer is the only writer
+/// of messages, so a room's next seq is known after its first read from storage (that
+/// read, a reverse scan over every table of the room, was a tenth of the server's CPU
+/// under durable sends). Forgotten whenever what it admitted may not be what storage
+/// holds: the store was reopened (recovery reads the journal back, and under
+/// `Durability::Buffered` unsynced groups may be gone), a sync failed, or it grew past
+/// `MAX_FENCED_ROOMS`.
+struct KeptFence {
+    fence: SeqFence,
+    /// `Store::reopens` when the fence started.
+    reopens: u64,
+}
+
+impl KeptFence {
+    fn new(reopens: u64) -> Self {
+        Self { fence: SeqFence::new(), reopens }
+    }
+
+    /// The fence for the next group, given the store's `Store::reopens` now.
+    fn for_group(&mut self, reopens: u64) -> &mut SeqFence {
+        if reopens != self.reopens || self.fence.rooms() > MAX_FENCED_ROOMS {
+            *self = Self::new(reopens);
+        }
+        &mut self.fence
+    }
+
+    fn forget(&mut self) {
+        self.fence = SeqFence::new();
+    }
+}
+
 fn run<T>(store: &Store, rx: &flume::Receiver<Request<T>>, on_done: &mut impl FnMut(CommitDone<T>)) {
     let buffered = store.durability() == Durability::Buffered;
     let mut unsynced_since: Option<Instant> = None;
     let mut recovery = Recovery::new();
-    // Kept from group to group: on one node the committer is the only writer of
-    // messages, so a room's next seq is known after its first read from storage (that
-    // read, a reverse scan over every table of the room, was a tenth of the server's
-    // CPU under durable sends).
-    let mut fence = SeqFence::new();
+    let mut fence = KeptFence::new(store.reopens());
     loop {
         recovery.attempt(store);
         let sync_wait = unsynced_since
@@ -423,10 +450,7 @@ fn run<T>(store: &Store, rx: &flume::Receiver<Request<T>>, on_done: &mut impl Fn
             if group.tickets.is_empty() {
                 break;
             }
-            if fence.rooms() > MAX_FENCED_ROOMS {
-                fence = SeqFence::new();
-            }
-            let wrote = commit_group(store, group, &mut fence, on_done);
+            let wrote = commit_group(store, group, fence.for_group(store.reopens()), on_done);
             if wrote && buffered && unsynced_since.is_none() {
                 unsynced_since = Some(Instant::now());
             }
@@ -439,6 +463,8 @@ fn run<T>(store: &Store, rx: &flume::Receiver<Request<T>>, on_done: &mut impl Fn
         {
             if let Err(e) = store.sync() {
                 tracing::error!("background sync failed: {e}");
+                // The unsynced groups may be lost when the store is reopened.
+                fence.forget();
             }
             unsynced_since = None;
         }
@@ -479,6 +505,22 @@ mod tests {
             thread: None,
             thread_summary: None,
         }
+    }
+
+    #[test]
+    fn the_kept_fence_is_forgotten_when_the_store_is_reopened_or_a_sync_fails() {
+        let room = RoomId::parse("r_fence").unwrap();
+        let stored = |_: &RoomId| Ok::<u64, ()>(4);
+        let mut kept = KeptFence::new(0);
+        let fence = kept.for_group(0);
+        assert_eq!(fence.admit(&[Write::AppendMessage(message(&room, 5))], stored), Ok(Ok(())));
+        assert_eq!(kept.for_group(0).rooms(), 1, "kept while nothing changed");
+        // Recovery reopened the store: under Buffered, seq 5 may be gone, so 5 again is next.
+        let fence = kept.for_group(1);
+        assert_eq!(fence.rooms(), 0);
+        assert_eq!(fence.admit(&[Write::AppendMessage(message(&room, 5))], stored), Ok(Ok(())));
+        kept.forget();
+        assert_eq!(kept.for_group(1).rooms(), 0, "a failed sync forgets it too");
     }
 
     #[test]
