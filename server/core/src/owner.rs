@@ -1620,13 +1620,19 @@ impl<A: Clone> RoomOwner<A> {
         lookups: &impl Lookups,
     ) -> Found<(Vec<Message>, Option<String>)> {
         let room = self.room.id();
+        // A trim is decided before storage applies it: what it removes is already gone
+        // for readers.
+        let floor = self.room.history_from().map_or(1, std::num::NonZeroU64::get);
         // One more than the page, to know whether another follows.
         let (mut messages, limit) = match window {
             HistoryWindow::Backward { before, limit } => {
-                (lookups.messages_before(room, before, limit + 1)?, limit)
+                let mut messages = lookups.messages_before(room, before, limit + 1)?;
+                messages.retain(|m| m.seq >= floor);
+                (messages, limit)
             }
             HistoryWindow::Forward { after, through, limit } => {
-                (lookups.messages_between(room, after.saturating_add(1), through, limit + 1)?, limit)
+                let from = after.saturating_add(1).max(floor);
+                (lookups.messages_between(room, from, through, limit + 1)?, limit)
             }
         };
         let more = messages.len() > limit;

@@ -1169,6 +1169,30 @@ fn retention_moves_the_history_floor_and_keeps_the_seq_counter() {
     }
 }
 
+#[test]
+fn history_hides_what_a_trim_removes_before_storage_has_applied_it() {
+    let mut h = Harness::public("owner", &["bob"]);
+    for i in 1..=4 {
+        h.ok("owner", send_op(&format!("m{i}"), "hello"));
+    }
+    // The trim is decided; its write is still pending in storage.
+    let _asker = h.ask("owner", RoomOp::TrimHistory { floor: 3, seen: None });
+    match h.ok("bob", RoomOp::History(HistoryRequest::default())) {
+        OkBody::History(page) => {
+            let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+            assert_eq!((seqs, page.next), (vec![4, 3], None));
+        }
+        other => panic!("{other:?}"),
+    }
+    let forward = HistoryRequest { after: Some(0), ..HistoryRequest::default() };
+    match h.ok("bob", RoomOp::History(forward)) {
+        OkBody::History(page) => {
+            assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![3, 4]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 fn reply_op(cid: &str, text: &str, root: u64, also_to_room: bool) -> RoomOp {
     RoomOp::Send(Box::new(Outgoing {
         thread: Some(root),
