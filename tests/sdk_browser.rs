@@ -33,7 +33,7 @@ use palaver_e2e::{
 use palaver_protocol::{Codec, MessageKind, RoomKind};
 
 /// The package's budget for what a page downloads, gzipped (`sdk/js/scripts/build.mjs`).
-const BUDGET_BYTES: u64 = 270 * 1024;
+const BUDGET_BYTES: u64 = 285 * 1024;
 /// A real 2 × 2 PNG, which the page decodes and shows.
 const PNG_2X2: &str =
     "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAYAAABytg0kAAAAEUlEQVR4nGP4z8AAQv8ZYAwAQ84H+VjtZqAAAAAASUVORK5CYII=";

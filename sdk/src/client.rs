@@ -133,6 +133,14 @@ pub struct Client {
     platform: ClientPlatform,
 }
 
+impl Client {
+    /// The platform this client runs on.
+    #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
+    pub(crate) fn platform(&self) -> &ClientPlatform {
+        &self.platform
+    }
+}
+
 /// Pages backwards through a room's history, newest first.
 #[derive(Debug)]
 pub struct HistoryPager {

@@ -61,7 +61,8 @@
 //!     over rustls with the system roots or [`ClientOptions::trust`]), or **QUIC**
 //!     (quinn, TLS 1.3, ALPN `palaver/1`) for the event connection when
 //!     [`ClientOptions::quic`] is set — see [`quic`];
-//!   - feature **`wasm`** (on `wasm32`): the browser's `WebSocket` and `fetch`, and the
+//!   - feature **`wasm`** (on `wasm32`): the browser's `WebTransport` (falling back to
+//!     `WebSocket`) and `fetch`, and the
 //!     `#[wasm_bindgen]` class `WasmClient` that the JavaScript package `@palaver/client`
 //!     (`sdk/js/`) wraps.
 //!
@@ -70,7 +71,7 @@
 //!
 //! # What it does not do
 //!
-//! No client certificates and no HTTP/2; no QUIC in the browser; no local message store (the
+//! No client certificates and no HTTP/2; no local message store (the
 //! application keeps what it wants, and resumes a room with [`Client::join_since`]).
 //! Requests other than `send` are not queued forever: they fail with [`Error::Timeout`]
 //! after the request timeout, and a `room.create` in flight when the connection drops
@@ -107,6 +108,8 @@ mod event_stream;
     all(feature = "wasm", target_arch = "wasm32")
 ))]
 mod file_route;
+#[cfg(any(test, all(feature = "wasm", target_arch = "wasm32")))]
+mod length_prefixed;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
 mod native;
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
@@ -126,6 +129,8 @@ mod search_query;
 mod trust;
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
 mod wasm;
+#[cfg(all(feature = "wasm", target_arch = "wasm32"))]
+mod wasm_webtransport;
 
 #[cfg(any(
     all(feature = "native", not(target_arch = "wasm32")),

@@ -2,6 +2,12 @@
 //! through `setTimeout`, and the `#[wasm_bindgen]` class [`WasmClient`] that the
 //! JavaScript package (`sdk/js`, `@palaver/client`) wraps in its typed API.
 //!
+//! The event connection is WebTransport when the page has it (see `wasm_webtransport`),
+//! else a WebSocket: [`TransportPreference`] says how to choose. A WebTransport session
+//! that does not open within its timeout (UDP blocked, a proxy) or fails is replaced by a
+//! WebSocket at once; once a WebSocket worked where WebTransport did not, the client
+//! stays on WebSocket. Reconnects resume the same way on either (`since` per room).
+//!
 //! Browsers cannot set headers on a WebSocket, so the socket authenticates with the
 //! `auth` op (as the core always does). The auth and file routes are called with `fetch`,
 //! which needs the server to allow the page's origin (`--cors-origins`) when the page is
@@ -10,6 +16,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_channel::mpsc;
 use futures_util::StreamExt as _;
@@ -28,12 +35,54 @@ use crate::driver::{self, HttpRequest, Platform, Socket};
 use crate::error::Error;
 use crate::op_json::op_from_json;
 use crate::tokens::{Credentials, TokenSource, Tokens};
+use crate::wasm_webtransport::{self, WebTransportSocket};
 
-/// The browser platform: the page's `WebSocket`, `fetch` and timers.
-#[derive(Debug, Clone)]
-pub(crate) struct Browser;
+/// The browser platform: the page's `WebTransport` or `WebSocket`, `fetch` and timers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Browser {
+    transport: Arc<TransportPreference>,
+}
 
-fn js_error(context: &str, value: &JsValue) -> Error {
+/// How the browser picks its transport.
+#[derive(Debug)]
+pub(crate) struct TransportPreference {
+    /// Try WebTransport first (when the page has it); `false`: WebSocket only.
+    pub webtransport: bool,
+    /// The session's URL (`https://host:port/v1/webtransport?codec=json`); by default
+    /// the server's route `GET /v1/webtransport/certificate-hashes` gives the port.
+    pub url: Option<String>,
+    /// SHA-256 hashes of the certificates to accept (`serverCertificateHashes`); by
+    /// default the route's, when the server presents its development certificate.
+    pub certificate_hashes: Option<Vec<Vec<u8>>>,
+    /// How long `ready` may take before the WebSocket is used instead.
+    pub timeout_ms: u64,
+    state: Mutex<TransportState>,
+}
+
+impl Default for TransportPreference {
+    fn default() -> Self {
+        TransportPreference {
+            webtransport: true,
+            url: None,
+            certificate_hashes: None,
+            timeout_ms: DEFAULT_WEBTRANSPORT_TIMEOUT_MS,
+            state: Mutex::default(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct TransportState {
+    /// The transport of the current (or last) connection.
+    in_use: Option<&'static str>,
+    /// WebTransport failed where a WebSocket then worked: WebSocket from now on.
+    websocket_only: bool,
+}
+
+/// How long a WebTransport session may take to open by default.
+const DEFAULT_WEBTRANSPORT_TIMEOUT_MS: u64 = 3_000;
+
+pub(crate) fn js_error(context: &str, value: &JsValue) -> Error {
     Error::Transport(format!("{context}: {}", value.as_string().unwrap_or_else(|| format!("{value:?}"))))
 }
 
@@ -55,13 +104,19 @@ struct Handlers {
     _on_error: Closure<dyn FnMut(web_sys::Event)>,
 }
 
-pub(crate) struct BrowserSocket {
+/// The event connection: a WebTransport session or a WebSocket.
+pub(crate) enum BrowserSocket {
+    WebTransport(WebTransportSocket),
+    WebSocket(WebSocketConnection),
+}
+
+pub(crate) struct WebSocketConnection {
     ws: WebSocket,
     rx: mpsc::UnboundedReceiver<Incoming>,
     _handlers: Handlers,
 }
 
-impl Drop for BrowserSocket {
+impl Drop for WebSocketConnection {
     fn drop(&mut self) {
         self.ws.set_onopen(None);
         self.ws.set_onmessage(None);
@@ -73,6 +128,31 @@ impl Drop for BrowserSocket {
 
 impl Socket for BrowserSocket {
     async fn send(&mut self, bytes: Vec<u8>, text: bool) -> Result<(), Error> {
+        match self {
+            BrowserSocket::WebTransport(session) => session.send(&bytes).await,
+            BrowserSocket::WebSocket(socket) => socket.send(bytes, text),
+        }
+    }
+
+    async fn recv(&mut self) -> Option<Result<Vec<u8>, Error>> {
+        match self {
+            BrowserSocket::WebTransport(session) => session.recv().await,
+            BrowserSocket::WebSocket(socket) => socket.recv().await,
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            BrowserSocket::WebTransport(session) => session.close(),
+            BrowserSocket::WebSocket(socket) => {
+                let _ = socket.ws.close();
+            }
+        }
+    }
+}
+
+impl WebSocketConnection {
+    fn send(&mut self, bytes: Vec<u8>, text: bool) -> Result<(), Error> {
         let sent = if text {
             let text = String::from_utf8(bytes).map_err(|e| Error::Codec(e.to_string()))?;
             self.ws.send_with_str(&text)
@@ -91,16 +171,70 @@ impl Socket for BrowserSocket {
             }
         }
     }
-
-    async fn close(&mut self) {
-        let _ = self.ws.close();
-    }
 }
 
-impl Platform for Browser {
-    type Socket = BrowserSocket;
+impl Browser {
+    /// A platform choosing its transport as `preference` says.
+    pub(crate) fn with_transport(preference: TransportPreference) -> Self {
+        Browser { transport: Arc::new(preference) }
+    }
 
-    async fn connect(&self, url: String, codec: Codec) -> Result<BrowserSocket, Error> {
+    fn state(&self) -> std::sync::MutexGuard<'_, TransportState> {
+        self.transport.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The transport of the current (or last) connection: `webtransport` or `websocket`.
+    pub(crate) fn transport_in_use(&self) -> Option<&'static str> {
+        self.state().in_use
+    }
+
+    /// Where the session opens and which certificate hashes to accept: the preference's,
+    /// else the server's route's (the WebSocket URL's host, the route's port and path).
+    async fn webtransport_target(&self, ws_url: &str) -> Result<(String, Vec<Vec<u8>>), Error> {
+        let preference = &self.transport;
+        if let (Some(url), Some(hashes)) = (&preference.url, &preference.certificate_hashes) {
+            return Ok((url.clone(), hashes.clone()));
+        }
+        let endpoint = crate::endpoint::Endpoint::parse(ws_url)?;
+        let request = HttpRequest {
+            method: "GET",
+            url: format!("{}/v1/webtransport/certificate-hashes", endpoint.http_base),
+            headers: vec![("accept", "application/json".into())],
+            body: Vec::new(),
+            max_answer_bytes: 64 * 1024,
+        };
+        let (status, body) = self.http(request).await?;
+        if status != 200 {
+            return Err(Error::Http { status, body: String::from_utf8_lossy(&body).into_owned() });
+        }
+        // `{"port", "path", "certificate_hashes": [{"value": HEX, …}]}` (read as a `Value`:
+        // a derived decoder would cost the page more bytes).
+        let route: serde_json::Value =
+            serde_json::from_str(&String::from_utf8_lossy(&body)).unwrap_or_default();
+        let (Some(port), Some(path)) = (route["port"].as_u64(), route["path"].as_str()) else {
+            return Err(Error::Transport("the WebTransport route's answer has no port".into()));
+        };
+        let host =
+            if endpoint.host.contains(':') { format!("[{}]", endpoint.host) } else { endpoint.host.clone() };
+        let url = preference.url.clone().unwrap_or_else(|| format!("https://{host}:{port}{path}?codec=json"));
+        let hashes = match &preference.certificate_hashes {
+            Some(hashes) => hashes.clone(),
+            None => route["certificate_hashes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| wasm_webtransport::parse_hash(h["value"].as_str().unwrap_or_default()))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok((url, hashes))
+    }
+
+    async fn open_webtransport(&self, ws_url: &str) -> Result<WebTransportSocket, Error> {
+        let (url, hashes) = self.webtransport_target(ws_url).await?;
+        WebTransportSocket::open(&url, &hashes, self.sleep(self.transport.timeout_ms)).await
+    }
+
+    async fn open_websocket(&self, url: String, codec: Codec) -> Result<WebSocketConnection, Error> {
         let ws = WebSocket::new_with_str(&url, codec.subprotocol()).map_err(|e| js_error("WebSocket", &e))?;
         ws.set_binary_type(BinaryType::Arraybuffer);
         let (tx, rx) = mpsc::unbounded();
@@ -141,7 +275,7 @@ impl Platform for Browser {
             Handlers { _on_open: on_open, _on_message: on_message, _on_close: on_close, _on_error: on_error };
         // Owned by the socket from here: on a failure below, dropping it unregisters the
         // handlers before they are freed (a failed socket still fires `close` after `error`).
-        let mut socket = BrowserSocket { ws, rx, _handlers: handlers };
+        let mut socket = WebSocketConnection { ws, rx, _handlers: handlers };
         match socket.rx.next().await {
             Some(Incoming::Open) => {}
             Some(Incoming::Closed(reason)) => return Err(Error::Transport(reason)),
@@ -151,6 +285,35 @@ impl Platform for Browser {
             return Err(Error::Transport(format!("the server chose subprotocol {:?}", socket.ws.protocol())));
         }
         Ok(socket)
+    }
+}
+
+impl Platform for Browser {
+    type Socket = BrowserSocket;
+
+    async fn connect(&self, url: String, codec: Codec) -> Result<BrowserSocket, Error> {
+        let try_webtransport =
+            self.transport.webtransport && !self.state().websocket_only && wasm_webtransport::available();
+        let webtransport_error = if try_webtransport {
+            match self.open_webtransport(&url).await {
+                Ok(session) => {
+                    self.state().in_use = Some("webtransport");
+                    return Ok(BrowserSocket::WebTransport(session));
+                }
+                Err(e) => Some(e),
+            }
+        } else {
+            None
+        };
+        let socket = self.open_websocket(url, codec).await?;
+        let mut state = self.state();
+        state.in_use = Some("websocket");
+        if let Some(e) = webtransport_error {
+            // The server answers over TCP but WebTransport failed: stay on WebSocket.
+            state.websocket_only = true;
+            web_sys::console::warn_1(&format!("palaver: WebTransport failed ({e}); using WebSocket").into());
+        }
+        Ok(BrowserSocket::WebSocket(socket))
     }
 
     async fn http(&self, request: HttpRequest) -> Result<(u16, Vec<u8>), Error> {
@@ -223,10 +386,21 @@ impl Client {
     pub async fn connect_with(
         url: &str,
         credentials: Credentials,
+        options: ClientOptions,
+    ) -> Result<Client, Error> {
+        Self::connect_in_browser(url, credentials, options, TransportPreference::default()).await
+    }
+
+    /// [`Client::connect_with`], choosing the transport as `transport` says.
+    pub(crate) async fn connect_in_browser(
+        url: &str,
+        credentials: Credentials,
         mut options: ClientOptions,
+        transport: TransportPreference,
     ) -> Result<Client, Error> {
         options.codec = Codec::Json;
-        client::start(Browser, url, credentials, options, random_seed(), |platform, setup| {
+        let platform = Browser::with_transport(transport);
+        client::start(platform, url, credentials, options, random_seed(), |platform, setup| {
             wasm_bindgen_futures::spawn_local(driver::run(platform, setup));
         })
         .await
@@ -235,13 +409,13 @@ impl Client {
     /// Registers an account with `fetch` (no socket).
     pub async fn register(url: &str, username: &str, password: &str) -> Result<Session, Error> {
         let credentials = Credentials::register(username, password);
-        client::auth_call(&Browser, url, AuthRoute::Register, &credentials, None).await
+        client::auth_call(&Browser::default(), url, AuthRoute::Register, &credentials, None).await
     }
 
     /// Logs in with `fetch` (no socket).
     pub async fn login(url: &str, username: &str, password: &str) -> Result<Session, Error> {
         let credentials = Credentials::password(username, password);
-        client::auth_call(&Browser, url, AuthRoute::Login, &credentials, None).await
+        client::auth_call(&Browser::default(), url, AuthRoute::Login, &credentials, None).await
     }
 }
 
@@ -328,6 +502,20 @@ struct ConnectConfig {
     connect_timeout_ms: Option<u64>,
     #[serde(default)]
     first_connect_retry_ms: Option<u64>,
+    /// `auto` (WebTransport when the page has it, else WebSocket; the default) or
+    /// `websocket`.
+    #[serde(default)]
+    transport: Option<String>,
+    /// The WebTransport session's URL (default: from the server's route).
+    #[serde(default)]
+    web_transport_url: Option<String>,
+    /// SHA-256 hashes (hex) of the certificates WebTransport accepts (default: the
+    /// route's, for the server's development certificate).
+    #[serde(default)]
+    server_certificate_hashes: Option<Vec<String>>,
+    /// How long WebTransport may take to open before WebSocket is used.
+    #[serde(default)]
+    web_transport_timeout_ms: Option<u64>,
 }
 
 /// A `send`, as `{op: "send", ...}` with an optional `cid` (generated when absent).
@@ -435,7 +623,23 @@ impl WasmClient {
         if let Some(ms) = config.first_connect_retry_ms {
             options.core.first_connect_retry_ms = ms;
         }
-        let client = Client::connect_with(&config.url, credentials, options).await.map_err(to_js)?;
+        let mut transport = TransportPreference::default();
+        match config.transport.as_deref() {
+            None | Some("auto") => {}
+            Some("websocket") => transport.webtransport = false,
+            Some(other) => return Err(invalid(format!("transport {other:?}: auto or websocket"))),
+        }
+        transport.url = config.web_transport_url;
+        if let Some(hashes) = config.server_certificate_hashes {
+            let hashes =
+                hashes.iter().map(|h| wasm_webtransport::parse_hash(h)).collect::<Result<Vec<_>, _>>();
+            transport.certificate_hashes = Some(hashes.map_err(to_js)?);
+        }
+        if let Some(ms) = config.web_transport_timeout_ms {
+            transport.timeout_ms = ms.max(1);
+        }
+        let client =
+            Client::connect_in_browser(&config.url, credentials, options, transport).await.map_err(to_js)?;
         let mut events = client.events();
         wasm_bindgen_futures::spawn_local(async move {
             while let Some(event) = events.next().await {
@@ -542,6 +746,11 @@ impl WasmClient {
     #[wasm_bindgen(js_name = userId)]
     pub fn user_id(&self) -> Option<String> {
         self.client.user_id().map(String::from)
+    }
+
+    /// The transport of the current (or last) connection: `webtransport` or `websocket`.
+    pub fn transport(&self) -> Option<String> {
+        self.client.platform().transport_in_use().map(str::to_owned)
     }
 
     /// Whether the socket is authenticated right now.

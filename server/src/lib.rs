@@ -13,6 +13,7 @@
 //!   presence they share.
 //! - [`quic`]: the QUIC listener, on a thread of its own, bridging sessions into shards.
 //! - `ws`: the WebSocket handshake and frame codec, sans-IO.
+//! - [`webtransport`]: HTTP/3 and WebTransport for browsers on the QUIC port, sans-IO.
 //! - `auth`: passwords, access tokens, refresh tokens.
 //! - [`operator`]: commands on a stopped server's data directory (the admin role).
 //! - [`backup`]: online backup through the data directory's control socket, and restore;
@@ -26,6 +27,7 @@ pub mod backup;
 #[doc(hidden)]
 pub mod benching;
 mod blocking;
+pub mod browser_certificates;
 pub mod clock;
 pub mod cluster;
 pub mod config;
@@ -49,6 +51,7 @@ mod shared;
 mod spam_limits;
 pub mod web_push;
 pub mod webhooks;
+pub mod webtransport;
 pub mod ws;
 
 pub use config::{Config, Settings};

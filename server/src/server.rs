@@ -58,6 +58,9 @@ pub enum StartError {
     /// The QUIC listener could not start (or the certificate could not be loaded).
     #[error(transparent)]
     Quic(#[from] crate::quic::QuicError),
+    /// The development certificates for browsers could not be made or read.
+    #[error(transparent)]
+    BrowserCertificates(#[from] crate::browser_certificates::BrowserCertificateError),
     /// rustls refused the certificate and key for the HTTP listener's TLS.
     #[error("cannot serve HTTP over TLS: {0}")]
     HttpTls(rustls::Error),
@@ -166,16 +169,36 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.tls_key.as_deref(),
         &config.data_dir,
     )?;
-    let tls_resolver = Arc::new(crate::quic::tls::CertResolver::new(
-        &identity,
-        &crate::quic::tls::key_path(config.tls_key.as_deref(), &config.data_dir),
-    )?);
+    // Browsers' WebTransport sessions get short-lived certificates they accept by hash,
+    // unless the operator's certificate is one web PKI trusts.
+    let browser_certificates = if identity.development {
+        let dir = config.data_dir.join("tls").join("browser");
+        Some(Arc::new(crate::browser_certificates::BrowserCertificates::open(
+            &dir,
+            crate::clock::now_ms() / 1000,
+        )?))
+    } else {
+        None
+    };
+    let tls_resolver = Arc::new(
+        crate::quic::tls::CertResolver::new(
+            &identity,
+            &crate::quic::tls::key_path(config.tls_key.as_deref(), &config.data_dir),
+        )?
+        .with_browser_certificates(browser_certificates.clone()),
+    );
     let http_tls = if config.http_tls {
         Some(crate::conn::tls::acceptor(tls_resolver.clone()).map_err(StartError::HttpTls)?)
     } else {
         None
     };
 
+    // Who may open WebTransport sessions: the pages that may open a WebSocket.
+    let webtransport_origins = crate::webtransport::connect::OriginPolicy {
+        allowed: config.cors_origins.clone(),
+        http_port: http_addr.port(),
+        http_tls: http_tls.is_some(),
+    };
     let shared = Arc::new(Shared {
         presence: crate::mesh::PresenceTable::new(config.shards),
         sockets: crate::descriptors::Slots::new(descriptors.sockets),
@@ -198,6 +221,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         webhooks,
         vapid,
         push_subscriptions_exist,
+        browser_certificates,
+        quic_port: std::sync::atomic::AtomicU16::new(0),
+        webtransport_origins,
     });
     crate::outbound::sender::start(shared.clone()).map_err(StartError::Thread)?;
 
@@ -217,6 +243,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         shared.ip_connections.clone(),
         shared.metrics.clone(),
     )?;
+    shared.quic_port.store(quic.addr.port(), std::sync::atomic::Ordering::Relaxed);
     for (id, ((inbox, listener), quic_socket)) in
         inboxes.into_iter().zip(listeners).zip(quic_sockets).enumerate()
     {
@@ -354,6 +381,9 @@ fn start_quic(
         Box::new(move |connection, application| match application {
             crate::quic::Application::Palaver(codec) => {
                 crate::conn::quic_session::serve(&session_shard, connection, codec);
+            }
+            crate::quic::Application::WebTransport => {
+                crate::conn::webtransport_session::serve(&session_shard, connection);
             }
         });
     match crate::quic::ShardEndpoint::start(shard.clone(), socket, quic_shared, dispatch) {

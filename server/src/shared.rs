@@ -55,6 +55,13 @@ pub struct Shared {
     /// The VAPID key Web Push signs with (`None`: push is off, a cluster node without
     /// `--vapid-key-file`).
     pub vapid: Option<crate::web_push::vapid::VapidKey>,
+    /// The development certificates browsers accept by hash for WebTransport (none with
+    /// an operator's certificate).
+    pub browser_certificates: Option<Arc<crate::browser_certificates::BrowserCertificates>>,
+    /// The QUIC listener's UDP port (set once it is bound; WebTransport's URL uses it).
+    pub quic_port: std::sync::atomic::AtomicU16,
+    /// Who may open WebTransport sessions (the origins a WebSocket upgrade admits).
+    pub webtransport_origins: crate::webtransport::connect::OriginPolicy,
     /// Whether any user has (or, since the start, had) a push subscription: without one
     /// no message queues a push fan-out. Read from the store at start, set when a
     /// subscription is written here, and by the outbound sender when one is replicated

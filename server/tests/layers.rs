@@ -15,9 +15,11 @@ const LAYERS: &[&[&str]] = &[
     // Leaves: time, ids, settings, measurements and the resources shared by every layer.
     &["clock", "ids", "metrics", "descriptors", "blocking", "spam_limits", "config", "data_dir"],
     // Accounts, files, webhook signing and Web Push encryption, below everything that serves a request.
-    &["auth", "files", "webhooks", "web_push"],
+    &["auth", "files", "webhooks", "web_push", "browser_certificates"],
     // Bytes on a socket: WebSocket framing and a connection's outbound plumbing.
     &["ws"],
+    // HTTP/3 and WebTransport, sans-IO: what a browser's session on the QUIC port says.
+    &["webtransport"],
     &["io"],
     // What shards say to each other, and the state they share.
     &["mesh"],

@@ -179,6 +179,19 @@ impl Server {
         self.data.path().join("tls").join("cert.pem")
     }
 
+    /// The development certificate for browsers presented now (PEM): the oldest of
+    /// `DATA_DIR/tls/browser/`, which is the one presented until it is 12 days old.
+    pub fn browser_cert_pem(&self) -> String {
+        let dir = self.data.path().join("tls").join("browser");
+        let mut certs: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".cert.pem"))
+            .collect();
+        certs.sort();
+        std::fs::read_to_string(certs.first().expect("a browser certificate")).unwrap()
+    }
+
     /// The development certificate's PEM text.
     pub fn dev_cert_pem(&self) -> String {
         std::fs::read_to_string(self.dev_cert_path()).unwrap()

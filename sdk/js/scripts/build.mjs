@@ -3,7 +3,7 @@
 //   2. wasm-bindgen --target web (the CLI must be the version of the crate in Cargo.lock);
 //   3. wasm-opt -Oz (npm's binaryen, a devDependency);
 //   4. tsc: src/index.ts and the generated src/protocol.ts into JavaScript and .d.ts;
-//   5. the budget: the WebAssembly and JavaScript a page loads, gzipped, at most 270 KiB.
+//   5. the budget: the WebAssembly and JavaScript a page loads, gzipped, at most 285 KiB.
 //
 // Needs cargo with the wasm32-unknown-unknown target, wasm-bindgen on PATH (or
 // ~/.cargo/bin), and `npm ci` here. The cargo target directory is
@@ -16,7 +16,7 @@ import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 
 /** The budget for what a page downloads, gzipped. */
-export const BUDGET_BYTES = 270 * 1024;
+export const BUDGET_BYTES = 285 * 1024;
 
 const pkg = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const root = resolve(pkg, "../..");

@@ -160,6 +160,19 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** How long the first connection keeps trying (default 30 s; 0: fail at once). */
   firstConnectRetryMs?: number;
+  /** `"auto"` (default): WebTransport when the browser has it, falling back to WebSocket
+   * when it fails or does not open in time; `"websocket"`: WebSocket only. */
+  transport?: "auto" | "websocket";
+  /** The WebTransport session's URL (default: the server's QUIC port from
+   * `GET /v1/webtransport/certificate-hashes`, path `/v1/webtransport?codec=json`). */
+  webTransportUrl?: string;
+  /** SHA-256 hashes (64 hex digits) of the certificates WebTransport accepts (default:
+   * the server's route, which lists its development certificates; none with an
+   * operator's certificate, checked by web PKI). */
+  serverCertificateHashes?: string[];
+  /** How long a WebTransport session may take to open before WebSocket is used
+   * (default 3 s). */
+  webTransportTimeoutMs?: number;
   /** Where the WebAssembly module is (default: next to this file, as bundlers and
    * import maps serve it). */
   wasm?: string | URL | Response | BufferSource | WebAssembly.Module;
@@ -299,6 +312,10 @@ export class PalaverClient {
       requestTimeoutMs: options.requestTimeoutMs,
       connectTimeoutMs: options.connectTimeoutMs,
       firstConnectRetryMs: options.firstConnectRetryMs,
+      transport: options.transport,
+      webTransportUrl: options.webTransportUrl,
+      serverCertificateHashes: options.serverCertificateHashes,
+      webTransportTimeoutMs: options.webTransportTimeoutMs,
     };
     let inner: WasmClient;
     try {
@@ -923,6 +940,11 @@ export class PalaverClient {
   /** A round trip through the server. */
   ping(): Promise<Replies["ping"]> {
     return this.#op({ op: "ping" });
+  }
+
+  /** The transport of the current (or last) connection. */
+  get transport(): "webtransport" | "websocket" | null {
+    return (this.#inner.transport() ?? null) as "webtransport" | "websocket" | null;
   }
 
   /** Whether the socket is authenticated right now. */

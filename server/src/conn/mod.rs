@@ -18,6 +18,7 @@ pub mod socket;
 pub mod tls;
 pub mod web_page;
 mod webhook_registrations;
+pub mod webtransport_session;
 
 use std::rc::Rc;
 

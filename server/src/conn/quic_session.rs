@@ -100,11 +100,84 @@ async fn run(shard: Rc<Shard>, connection: QuicConnection, codec: Codec) {
         }
     };
     let Some(stream) = stream else { return };
+    monoio::spawn(refuse_the_rest(connection.clone(), metrics.clone()));
+    run_stream(shard, connection, stream, codec, Carrier::Quic).await;
+}
+
+/// What carries the session: a raw QUIC connection, or a WebTransport session (HTTP/3)
+/// on one, whose streams and datagrams name the session first.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Carrier {
+    /// ALPN `palaver/1` or `palaver/1+json`: the connection is the session.
+    Quic,
+    /// ALPN `h3`: the session of this CONNECT stream.
+    WebTransport {
+        /// The session's CONNECT stream (its id is the session id).
+        connect_stream: StreamId,
+    },
+}
+
+impl Carrier {
+    fn session_id(self) -> Option<u64> {
+        match self {
+            Carrier::Quic => None,
+            Carrier::WebTransport { connect_stream } => Some(u64::from(connect_stream)),
+        }
+    }
+
+    /// What a server-opened unidirectional stream starts with (WebTransport's stream
+    /// header: type `0x54` and the session id).
+    fn uni_stream_header(self) -> Option<Bytes> {
+        self.session_id().map(|id| Bytes::from(crate::webtransport::wire::webtransport_uni_stream_header(id)))
+    }
+
+    /// A datagram carrying `payload` (after the session's quarter stream id over
+    /// WebTransport).
+    fn datagram(self, payload: Bytes) -> Bytes {
+        match self.session_id() {
+            None => payload,
+            Some(id) => {
+                let mut datagram = crate::webtransport::wire::datagram_prefix(id);
+                datagram.extend_from_slice(&payload);
+                Bytes::from(datagram)
+            }
+        }
+    }
+
+    /// The largest payload a datagram takes, given QUIC's limit.
+    fn max_datagram_payload(self, max_datagram: Option<usize>) -> Option<usize> {
+        let prefix = self.session_id().map_or(0, |id| crate::webtransport::wire::datagram_prefix(id).len());
+        max_datagram.and_then(|max| max.checked_sub(prefix))
+    }
+
+    /// The payload of a datagram from the client; `None` for one of another session or
+    /// too short to name one (dropped).
+    fn datagram_payload(self, datagram: Bytes) -> Option<Bytes> {
+        match self.session_id() {
+            None => Some(datagram),
+            Some(id) => {
+                let (session, payload) = crate::webtransport::wire::read_datagram(&datagram)?;
+                (session == id).then(|| datagram.slice(datagram.len() - payload.len()..))
+            }
+        }
+    }
+}
+
+/// Runs a session on `stream`, the client's stream of requests: until either side ends
+/// it.
+pub(super) async fn run_stream(
+    shard: Rc<Shard>,
+    connection: QuicConnection,
+    stream: StreamId,
+    codec: Codec,
+    carrier: Carrier,
+) {
+    let shared = shard.shared.clone();
+    let metrics = &shared.metrics;
     if shard.draining.get() {
         connection.close(app_code(CloseCode::GoingAway), "server is shutting down");
         return;
     }
-    monoio::spawn(refuse_the_rest(connection.clone(), metrics.clone()));
 
     let outbound = Outbound::for_quic(shared.config.outbound_queue_bytes);
     let session = Session::new(shared.config.session, now_ms());
@@ -112,7 +185,7 @@ async fn run(shard: Rc<Shard>, connection: QuicConnection, codec: Codec) {
     metrics.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Metrics::inc(&metrics.connections_total);
     let unsent_limit = shared.config.outbound_queue_bytes;
-    monoio::spawn(write_frames(connection.clone(), stream, outbound.clone(), unsent_limit));
+    monoio::spawn(write_frames(connection.clone(), stream, outbound.clone(), unsent_limit, carrier));
 
     let mut frames = FrameReader::new(shared.config.max_frame_bytes);
     'session: loop {
@@ -147,7 +220,7 @@ async fn run(shard: Rc<Shard>, connection: QuicConnection, codec: Codec) {
         let read = monoio::select! {
             read = connection.read(stream, READ_CHUNK) => read,
             datagram = connection.recv_datagram() => {
-                if let Some(datagram) = datagram {
+                if let Some(datagram) = datagram.and_then(|d| carrier.datagram_payload(d)) {
                     Metrics::inc(&metrics.frames_in);
                     conn.last_heard_ms.set(now_ms());
                     socket::on_datagram(&shard, &conn, &datagram);
@@ -184,16 +257,18 @@ async fn write_frames(
     control: StreamId,
     outbound: Outbound,
     unsent_limit: usize,
+    carrier: Carrier,
 ) {
     let unsent = Rc::new(Unsent::default());
     let mut streams = Streams {
         plan: StreamPlan::default(),
         control: StreamWriter::spawn(&connection, control, &outbound, &unsent),
         rooms: Vec::new(),
+        carrier,
     };
     let mut frames = Vec::new();
     while outbound.take_lane_frames(&mut frames).await {
-        let max_datagram = connection.max_datagram_size();
+        let max_datagram = carrier.max_datagram_payload(connection.max_datagram_size());
         for (lane, frame) in frames.drain(..) {
             streams.write(&connection, &outbound, &unsent, lane, frame, max_datagram);
         }
@@ -208,10 +283,20 @@ async fn write_frames(
     for task in streams.finish() {
         task.await;
     }
-    match closing {
-        Some((code, reason)) => connection.close(app_code(code), &reason),
+    match (closing, carrier) {
+        (Some((code, reason)), Carrier::Quic) => connection.close(app_code(code), &reason),
+        (Some((code, reason)), Carrier::WebTransport { connect_stream }) => {
+            super::webtransport_session::close_session(
+                &connection,
+                connect_stream,
+                code.code().into(),
+                &reason,
+                CLOSE_LINGER,
+            )
+            .await;
+        }
         // The peer is gone (or stopped a stream): nothing more to say.
-        None => connection.close(app_code(CloseCode::Normal), ""),
+        (None, _) => connection.close(app_code(CloseCode::Normal), ""),
     }
     outbound.finish();
 }
@@ -255,6 +340,7 @@ struct Streams {
     plan: StreamPlan,
     control: StreamWriter,
     rooms: Vec<StreamWriter>,
+    carrier: Carrier,
 }
 
 impl Streams {
@@ -272,7 +358,11 @@ impl Streams {
         if let Route::Open(room) = route {
             route = match connection.open_uni() {
                 Some(stream) => {
-                    self.rooms.push(StreamWriter::spawn(connection, stream, outbound, unsent));
+                    let writer = StreamWriter::spawn(connection, stream, outbound, unsent);
+                    if let Some(header) = self.carrier.uni_stream_header() {
+                        writer.write(unsent, header);
+                    }
+                    self.rooms.push(writer);
                     Route::Stream(self.plan.opened(room))
                 }
                 // No credit for another stream: the room shares one.
@@ -287,7 +377,7 @@ impl Streams {
             },
             // Unreliable by design: a datagram QUIC cannot take now is dropped.
             Route::Datagram => {
-                let _ = connection.send_datagram(frame.slice(4..));
+                let _ = connection.send_datagram(self.carrier.datagram(frame.slice(4..)));
             }
         }
     }

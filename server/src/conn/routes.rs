@@ -73,9 +73,13 @@ pub fn methods(path: &str, web_page: bool) -> Option<&'static str> {
         | "/v1/auth/logout-all"
         | "/v1/auth/password"
         | "/v1/files" => Some("POST"),
-        "/healthz" | "/readyz" | "/metrics" | "/v1/replica/digest" | "/v1/ws" | "/v1/push/vapid-key" => {
-            Some("GET")
-        }
+        "/healthz"
+        | "/readyz"
+        | "/metrics"
+        | "/v1/replica/digest"
+        | "/v1/ws"
+        | "/v1/push/vapid-key"
+        | "/v1/webtransport/certificate-hashes" => Some("GET"),
         p if p.starts_with("/v1/files/") => Some("GET"),
         p if p.starts_with("/v1/admin/") => super::admin::methods(p),
         p if p.starts_with("/v1/server/") => super::server_api::methods(p),
@@ -155,6 +159,8 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
                 "Web Push is off on this node: a cluster node pushes only with --vapid-key-file",
             ),
         },
+        ("GET", "/v1/webtransport/certificate-hashes") => webtransport_certificate_hashes(&shared),
+        (_, "/v1/webtransport/certificate-hashes") => method_not_allowed("GET"),
         ("GET", "/readyz") => match not_ready(shard) {
             Some(reason) => Response::error(ErrorCode::Unavailable, reason),
             None => Response::json(200, &json!({"status": "ready"})),
@@ -208,6 +214,40 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
         _ => {
             Response::error(ErrorCode::NotFound, &format!("no route for {} {}", request.method, request.path))
         }
+    }
+}
+
+/// How a page reaches the WebTransport endpoint: the QUIC port, the session path and,
+/// with the development certificate, the SHA-256 hashes to pass as the browser's
+/// `serverCertificateHashes` (the presented certificate's first, then the next one).
+fn webtransport_certificate_hashes(shared: &crate::shared::Shared) -> Response {
+    let port = shared.quic_port.load(std::sync::atomic::Ordering::Relaxed);
+    let path = crate::webtransport::SESSION_PATH;
+    match &shared.browser_certificates {
+        Some(certificates) => {
+            let hashes: Vec<_> = certificates
+                .published(crate::clock::now_ms() / 1000)
+                .iter()
+                .map(|h| {
+                    let hex: String = h.sha256.iter().map(|b| format!("{b:02x}")).collect();
+                    json!({ "algorithm": "sha-256", "value": hex, "not_after_ms": h.not_after * 1000 })
+                })
+                .collect();
+            Response::json(
+                200,
+                &json!({ "port": port, "path": path, "development": true, "certificate_hashes": hashes }),
+            )
+        }
+        None => Response::json(
+            200,
+            &json!({
+                "port": port,
+                "path": path,
+                "development": false,
+                "certificate_hashes": [],
+                "note": "the QUIC port presents the operator's certificate: browsers check it against web PKI",
+            }),
+        ),
     }
 }
 

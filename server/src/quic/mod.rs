@@ -66,6 +66,9 @@ const SOCKET_RECEIVE_BUFFER: usize = 4 << 20;
 pub enum Application {
     /// A Palaver session with frames of this codec.
     Palaver(palaver_protocol::Codec),
+    /// HTTP/3 for a browser's WebTransport session (`crate::webtransport`), which then
+    /// carries a Palaver session.
+    WebTransport,
 }
 
 impl Application {
@@ -75,6 +78,7 @@ impl Application {
         match alpn {
             ALPN => Some(Application::Palaver(palaver_protocol::Codec::Rkyv)),
             ALPN_JSON => Some(Application::Palaver(palaver_protocol::Codec::Json)),
+            crate::webtransport::ALPN_H3 => Some(Application::WebTransport),
             _ => None,
         }
     }
@@ -184,7 +188,7 @@ pub(crate) fn prepare(
         .map_err(|e| QuicError::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    tls.alpn_protocols = vec![ALPN.to_vec(), ALPN_JSON.to_vec()];
+    tls.alpn_protocols = vec![ALPN.to_vec(), ALPN_JSON.to_vec(), crate::webtransport::ALPN_H3.to_vec()];
     // 0-RTT refused: early data can be replayed, and a replayed `send` must never be
     // accepted twice. (Resumption itself stays: it only saves the certificate.)
     tls.max_early_data_size = 0;

@@ -16,6 +16,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest as _, Sha256};
 
 use super::QuicError;
+use crate::browser_certificates::BrowserCertificates;
+use crate::webtransport::ALPN_H3;
 
 /// A certificate chain and its key, and where the certificate came from.
 #[derive(Debug)]
@@ -45,6 +47,8 @@ pub struct CertResolver {
     key_path: PathBuf,
     development: bool,
     current: RwLock<Arc<CertifiedKey>>,
+    /// Handshakes offering HTTP/3 (browsers' WebTransport) get one of these instead.
+    browser: Option<Arc<BrowserCertificates>>,
 }
 
 impl fmt::Debug for CertResolver {
@@ -61,7 +65,16 @@ impl CertResolver {
             key_path: key_path.to_owned(),
             development: identity.development,
             current: RwLock::new(Arc::new(certified(identity)?)),
+            browser: None,
         })
+    }
+
+    /// Presents `browser`'s current certificate to handshakes offering ALPN `h3`
+    /// (`None`: the identity serves them too).
+    #[must_use]
+    pub fn with_browser_certificates(mut self, browser: Option<Arc<BrowserCertificates>>) -> Self {
+        self.browser = browser;
+        self
     }
 
     /// Reads the certificate and key files again and serves them to new handshakes;
@@ -82,7 +95,14 @@ impl CertResolver {
 }
 
 impl ResolvesServerCert for CertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let offers_h3 = || hello.alpn().is_some_and(|mut offered| offered.any(|p| p == ALPN_H3));
+        if let Some(browser) = &self.browser
+            && offers_h3()
+            && let Some(key) = browser.present(crate::clock::now_ms() / 1000)
+        {
+            return Some(key);
+        }
         Some(self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
     }
 }
