@@ -75,10 +75,24 @@ try {
   if (attempts !== 3) throw new Error(`${attempts} token attempts, expected maxTokenFailures = 3`);
 
   for (const page of [a, b]) await noStoredTokens(page);
+  // Each tab must notice the server's death. Over WebSocket the closed TCP connection
+  // says so at once; over WebTransport QUIC learns it when it next sends (a ping), which
+  // may be after the restart, and the tab is then back within moments: so a tab's
+  // passage through `reconnecting` is recorded as it happens, not polled for.
+  for (const page of [a, b, renewing]) {
+    await page.evaluate(() => {
+      const status = document.getElementById("status");
+      new MutationObserver(() => {
+        if (status.dataset.state === "reconnecting") window.sawReconnecting = true;
+      }).observe(status, { attributes: true });
+    });
+  }
   console.log("CHATTED");
 
   // The server goes down for longer than the tokens live, then comes back.
-  for (const page of [a, b, renewing]) await state(page, "reconnecting");
+  for (const page of [a, b, renewing]) {
+    await page.waitForFunction(() => window.sawReconnecting === true, null, { timeout: 2 * WAIT });
+  }
   for (const page of [a, b, renewing]) await page.waitForSelector('#status[data-state="connected"]', { timeout: 2 * WAIT });
   await say(a, "after the restart from A");
   await seen(b, "after the restart from A");
