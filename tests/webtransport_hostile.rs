@@ -5,7 +5,9 @@
 //! status and a JSON reason on their own stream (the connection stays usable); HTTP/3
 //! violations — a malformed SETTINGS, a control stream that does not start with
 //! SETTINGS, a field section that needs the dynamic table — close the connection with
-//! the HTTP/3 or QPACK error code. Nothing panics: the server then serves a good session.
+//! the HTTP/3 or QPACK error code. A session the server ends (here: an oversize length
+//! prefix) is closed with a CLOSE_WEBTRANSPORT_SESSION capsule carrying the WebSocket
+//! close code. Nothing panics: the server then serves a good session.
 #![allow(clippy::unwrap_used, reason = "tests: failing loudly is the point")]
 
 use std::sync::Arc;
@@ -232,4 +234,29 @@ async fn http3_violations_close_the_connection_with_their_error_code() {
     // After all that, the server still opens sessions.
     let alice = register(server.addr, "alice");
     open_session_and_ping(&server, "/v1/webtransport?codec=json", Codec::Json, &alice.access_token).await;
+}
+
+#[tokio::test]
+async fn the_server_ends_a_session_with_a_close_capsule_carrying_the_close_code() {
+    let server = Server::start(&[]);
+    let h3 = connect(&server, &good_control()).await;
+    let (status, _, _connect_send, mut connect_recv) =
+        request(&h3, &connect_request("/v1/webtransport", None)).await;
+    assert_eq!(status, 200);
+    let (mut send, _recv) = h3.connection.open_bi().await.unwrap();
+    send.write_all(&wire::webtransport_bidi_stream_header(0)).await.unwrap();
+    // A length prefix far above --max-frame-bytes: the session ends with 1009.
+    send.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    while let Some(chunk) =
+        tokio::time::timeout(WAIT, connect_recv.read_chunk(4096, true)).await.unwrap().unwrap_or(None)
+    {
+        rest.extend_from_slice(&chunk.bytes);
+    }
+    let (capsule, _) = wire::read_frame(&rest, 4096).unwrap().unwrap();
+    assert_eq!(capsule.kind, wire::capsule_type::CLOSE_WEBTRANSPORT_SESSION);
+    let (code, message) = wire::parse_close_session(capsule.payload).unwrap();
+    assert_eq!(code, 1009);
+    assert!(message.contains("exceeds the limit"), "{message}");
+    assert_eq!(closed_with(&h3).await, 0x100);
 }
