@@ -220,7 +220,14 @@ pub(super) async fn run_stream(
         let read = monoio::select! {
             read = connection.read(stream, READ_CHUNK) => read,
             datagram = connection.recv_datagram() => {
-                if let Some(datagram) = datagram.and_then(|d| carrier.datagram_payload(d)) {
+                // `None`: the connection is closing (here, perhaps, by another task: a
+                // WebTransport session's end), and stays so: end the session rather
+                // than wait on a read that may never fail.
+                let Some(datagram) = datagram else {
+                    outbound.close(CloseCode::Normal, "");
+                    break;
+                };
+                if let Some(datagram) = carrier.datagram_payload(datagram) {
                     Metrics::inc(&metrics.frames_in);
                     conn.last_heard_ms.set(now_ms());
                     socket::on_datagram(&shard, &conn, &datagram);
@@ -355,6 +362,12 @@ impl Streams {
     ) {
         let payload_len = frame.len().saturating_sub(4);
         let mut route = self.plan.route(lane, payload_len, max_datagram);
+        // Over WebTransport, rooms share the control stream for now: with Chromium,
+        // events on server-opened streams went missing after a reconnect in
+        // `sdk_webtransport.rs` (not yet understood).
+        if let (Route::Open(_), Carrier::WebTransport { .. }) = (route, self.carrier) {
+            route = Route::Control;
+        }
         if let Route::Open(room) = route {
             route = match connection.open_uni() {
                 Some(stream) => {
