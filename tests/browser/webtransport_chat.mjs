@@ -28,6 +28,7 @@ const ready = (page) => page.waitForSelector('#status[data-state="ready"]', { ti
 try {
   const context = await browser.newContext();
   const pages = [];
+  globalThis.openPages = pages;
   for (const [i, url] of urls.entries()) {
     const name = "ABC"[i];
     const page = await context.newPage();
@@ -54,6 +55,11 @@ try {
   await browser.close();
 } catch (error) {
   console.error(error);
+  for (const [i, page] of (globalThis.openPages ?? []).entries()) {
+    const seen = await page.evaluate(() => [...document.querySelectorAll("#messages li")].map((li) => li.textContent));
+    const state = await page.evaluate(() => `${document.getElementById("status").textContent} ${document.getElementById("transport").textContent}`);
+    console.error(`page ${"ABC"[i]}: ${state}; ${seen.join(" | ")}`);
+  }
   await browser.close();
   process.exit(1);
 }
