@@ -32,12 +32,13 @@ done
 for t in palaver-rkyv-tls palaver-quic-rkyv palaver-quic-json; do
   run rooms "$t" rooms-500x10-20 --rooms 500 --members 10 --rate 20 --duration 10
 done
-for loss in 0.01 0.05; do
+for pct in 1 5; do
+  loss=0.0$pct
   for t in palaver-rkyv-tls palaver-quic-rkyv; do
-    run lossy "$t" "lossy-8rooms-40ms-$loss" --rooms 8 --rate 20 --observers 10 --rtt-ms 40 --loss "$loss" --duration 20
+    run lossy "$t" "lossy-8rooms-40ms-${pct}pct" --rooms 8 --rate 20 --observers 10 --rtt-ms 40 --loss "$loss" --duration 20
   done
   # The same QUIC run with CUBIC instead of the default BBR.
-  run lossy palaver-quic-rkyv "lossy-8rooms-40ms-$loss-cubic" --rooms 8 --rate 20 --observers 10 --rtt-ms 40 \
+  run lossy palaver-quic-rkyv "lossy-8rooms-40ms-${pct}pct-cubic" --rooms 8 --rate 20 --observers 10 --rtt-ms 40 \
     --loss "$loss" --duration 20 --server-arg=--quic-congestion=cubic
 done
 echo "results in $OUT"
