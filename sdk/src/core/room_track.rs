@@ -106,8 +106,10 @@ impl RoomTrack {
         self.join = JoinState::Joined;
         let reset = since.is_some_and(|s| last_seq < s);
         match since {
+            // The replay may have overtaken the answer (over QUIC a room's events travel
+            // on their own stream): what was delivered meanwhile stays delivered.
             Some(s) if !reset => {
-                self.last = Some(s);
+                self.last = Some(self.last.map_or(s, |l| l.max(s)));
                 self.replay_to = last_seq;
             }
             _ => {
@@ -237,6 +239,20 @@ mod tests {
         assert!(out.deliver.is_empty() && !reset);
         r.accept(msg(4));
         assert_eq!(r.gap(), None, "seqs 2..=10 are being replayed");
+    }
+
+    #[test]
+    fn a_replay_that_overtakes_the_join_answer_is_delivered_once() {
+        let mut r = RoomTrack::new(Some(270));
+        r.join = JoinState::Joining { wire_id: 7 };
+        assert_eq!(seqs(&r.accept(msg(271))), vec![271]);
+        assert_eq!(seqs(&r.accept(msg(272))), vec![272]);
+        let (out, reset) = r.joined(Some(270), 272);
+        assert!(out.deliver.is_empty() && !reset);
+        assert_eq!(r.last, Some(272));
+        assert_eq!(r.accept(msg(271)).duplicates, 1);
+        assert_eq!(seqs(&r.accept(msg(273))), vec![273]);
+        assert_eq!(r.gap(), None);
     }
 
     #[test]

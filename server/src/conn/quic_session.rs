@@ -362,12 +362,6 @@ impl Streams {
     ) {
         let payload_len = frame.len().saturating_sub(4);
         let mut route = self.plan.route(lane, payload_len, max_datagram);
-        // Over WebTransport, rooms share the control stream: with room streams, Chromium
-        // pages in `sdk_webtransport.rs` missed events after a reconnect, a loss whose
-        // cause is not found (docs/PROTOCOL.md §7.5 keeps clients reading both).
-        if let (Route::Open(_), Carrier::WebTransport { .. }) = (route, self.carrier) {
-            route = Route::Control;
-        }
         if let Route::Open(room) = route {
             route = match connection.open_uni() {
                 Some(stream) => {
