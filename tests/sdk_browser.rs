@@ -19,7 +19,7 @@
 //! saying what to install.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests: failing loudly is the point")]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -29,6 +29,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use palaver_e2e::{
     CHROMIUM, Client, NODE, NPM, Server, WAIT, WASM_BINDGEN, mint_access_token, outside_tool, register,
+    static_file, write_http_answer,
 };
 use palaver_protocol::{Codec, MessageKind, RoomKind};
 
@@ -270,25 +271,9 @@ fn serve_one(mut stream: TcpStream, root: &Path) {
     } else {
         let path = if path == "/" { "/index.html" } else { path };
         let file = root.join(path.trim_start_matches('/'));
-        match (path.contains(".."), std::fs::read(&file)) {
-            (false, Ok(body)) => {
-                let kind = match file.extension().and_then(|e| e.to_str()) {
-                    Some("html") => "text/html; charset=utf-8",
-                    Some("js") => "text/javascript",
-                    Some("wasm") => "application/wasm",
-                    _ => "application/octet-stream",
-                };
-                ("200 OK", body, kind)
-            }
-            _ => ("404 Not Found", b"not found".to_vec(), "text/plain"),
-        }
+        static_file(&file)
     };
-    let header = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(header.as_bytes());
-    let _ = stream.write_all(&body);
+    write_http_answer(&mut stream, status, kind, &body);
 }
 
 #[test]

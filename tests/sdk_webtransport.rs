@@ -17,7 +17,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use palaver_e2e::{CHROMIUM, Client, NODE, Server, WAIT, WASM_BINDGEN, outside_tool, register};
+use palaver_e2e::{
+    CHROMIUM, Client, NODE, Server, WAIT, WASM_BINDGEN, outside_tool, register, static_file,
+    write_http_answer,
+};
 use palaver_protocol::{Codec, RoomKind};
 
 fn workspace_root() -> PathBuf {
@@ -76,24 +79,8 @@ fn serve_one(stream: &mut TcpStream, page: &Path, package: &Path) {
         None if path == "/" => page.join("index.html"),
         None => page.join(path.trim_start_matches('/')),
     };
-    let (status, body, kind) = match (path.contains(".."), std::fs::read(&file)) {
-        (false, Ok(body)) => {
-            let kind = match file.extension().and_then(|e| e.to_str()) {
-                Some("html") => "text/html; charset=utf-8",
-                Some("js") => "text/javascript",
-                Some("wasm") => "application/wasm",
-                _ => "application/octet-stream",
-            };
-            ("200 OK", body, kind)
-        }
-        _ => ("404 Not Found", b"not found".to_vec(), "text/plain"),
-    };
-    let header = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(header.as_bytes());
-    let _ = stream.write_all(&body);
+    let (status, body, kind) = static_file(&file);
+    write_http_answer(stream, status, kind, &body);
 }
 
 fn get_json(server: &Server, path: &str) -> serde_json::Value {

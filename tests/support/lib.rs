@@ -1216,3 +1216,30 @@ pub fn https_bytes(
         .collect();
     HttpResponse { status, headers, body: response[split + 4..].to_vec() }
 }
+
+/// A file for a test's little page server: `(status, body, content type)`, 404 for a
+/// missing file or a path with `..` in it.
+pub fn static_file(file: &Path) -> (&'static str, Vec<u8>, &'static str) {
+    match (file.components().any(|c| c == std::path::Component::ParentDir), std::fs::read(file)) {
+        (false, Ok(body)) => {
+            let kind = match file.extension().and_then(|e| e.to_str()) {
+                Some("html") => "text/html; charset=utf-8",
+                Some("js") => "text/javascript",
+                Some("wasm") => "application/wasm",
+                _ => "application/octet-stream",
+            };
+            ("200 OK", body, kind)
+        }
+        _ => ("404 Not Found", b"not found".to_vec(), "text/plain"),
+    }
+}
+
+/// Writes a whole HTTP/1.1 answer that closes the connection (a test's page server).
+pub fn write_http_answer(stream: &mut impl Write, status: &str, kind: &str, body: &[u8]) {
+    let header = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(header.as_bytes());
+    let _ = stream.write_all(body);
+}
