@@ -98,6 +98,25 @@ fn messages_are_searchable_within_seconds_and_only_where_readable() {
     search_until(&mut b, "marker", |h| h.len() == 1);
     assert!(search(&mut b, "ciphertextwordzz").is_empty());
 
+    // Everything sent is searchable, so the index's backlog drains to nothing.
+    let gauge = |body: &str, name: &str| -> Option<f64> {
+        body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = palaver_e2e::http(server.addr, "GET", "/metrics", None, &[]);
+        let backlog = gauge(&body, "palaver_search_index_backlog").expect("the backlog gauge");
+        let lag = gauge(&body, "palaver_search_index_lag_seconds").expect("the lag gauge");
+        if (backlog, lag) == (0.0, 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the search backlog never drained: {backlog} changes, {lag} s old"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // Leaving a room takes its messages out of one's results at once.
     b.ok(Op::Leave { room: room.clone() });
     assert!(search(&mut b, "東京").is_empty());

@@ -10,6 +10,7 @@ use palaver_storage::{Store, Write};
 use tantivy::indexer::UserOperation;
 use tantivy::{IndexReader, IndexWriter, TantivyDocument};
 
+use crate::backlog::{IndexBacklog, changes_in};
 use crate::error::SearchError;
 use crate::index::{SearchIndex, clear_version, mark_running, write_version};
 use crate::schema::Fields;
@@ -129,8 +130,35 @@ pub fn changes_of(writes: impl IntoIterator<Item = Write>) -> Vec<IndexOp> {
 /// sends never block); dropping the handle shuts the thread down with a final commit.
 #[derive(Debug)]
 pub struct IndexerHandle {
-    sender: flume::Sender<IndexOp>,
+    feed: IndexFeed,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Where producers send changes to the indexer (cheap to clone; sends never block). It
+/// counts what it queues into the indexer's [`IndexBacklog`].
+#[derive(Debug, Clone)]
+pub struct IndexFeed {
+    sender: flume::Sender<IndexOp>,
+    backlog: IndexBacklog,
+}
+
+impl IndexFeed {
+    /// Queues a change (never blocks).
+    pub fn send(&self, op: IndexOp) -> Result<(), SearchError> {
+        let changes = changes_in(&op);
+        // Queued and counted under the backlog's lock, which the indexer holds while it
+        // takes the queue, so the count always matches the channel.
+        self.backlog.with(|state| {
+            self.sender.send(op).map_err(|_| SearchError::IndexerStopped)?;
+            state.queue(changes, Instant::now());
+            Ok(())
+        })
+    }
+
+    /// The indexer's backlog.
+    pub fn backlog(&self) -> &IndexBacklog {
+        &self.backlog
+    }
 }
 
 impl SearchIndex {
@@ -143,6 +171,8 @@ impl SearchIndex {
     /// squeezed onto one core it otherwise adds tens of milliseconds to delivery).
     pub fn start_indexer(&self, config: IndexerConfig) -> Result<IndexerHandle, SearchError> {
         let (sender, receiver) = flume::unbounded();
+        let backlog = IndexBacklog::default();
+        let feed = IndexFeed { sender, backlog: backlog.clone() };
         let (ready, started) = flume::bounded(1);
         let index = self.index.clone();
         let (reader, fields, dir) = (self.reader.clone(), self.fields, self.dir.clone());
@@ -170,23 +200,31 @@ impl SearchIndex {
                 pending_since: None,
                 adds: Vec::new(),
                 upserted_inserts: 0,
+                backlog,
+                applied: 0,
+                batch_since: None,
             }
             .run(&receiver);
         })?;
         started.recv().map_err(|_| SearchError::IndexerStopped)??;
-        Ok(IndexerHandle { sender, thread: Some(thread) })
+        Ok(IndexerHandle { feed, thread: Some(thread) })
     }
 }
 
 impl IndexerHandle {
     /// A sender of changes, for producers on other threads.
-    pub fn sender(&self) -> flume::Sender<IndexOp> {
-        self.sender.clone()
+    pub fn sender(&self) -> IndexFeed {
+        self.feed.clone()
     }
 
     /// Sends a change (never blocks).
     pub fn send(&self, op: IndexOp) -> Result<(), SearchError> {
-        self.sender.send(op).map_err(|_| SearchError::IndexerStopped)
+        self.feed.send(op)
+    }
+
+    /// The changes accepted but not yet searchable.
+    pub fn backlog(&self) -> &IndexBacklog {
+        &self.feed.backlog
     }
 
     /// Commits everything sent so far and waits until it is searchable.
@@ -211,7 +249,7 @@ impl IndexerHandle {
 
     fn stop(&mut self) {
         if let Some(thread) = self.thread.take() {
-            let _ = self.sender.send(IndexOp::Shutdown);
+            let _ = self.feed.send(IndexOp::Shutdown);
             if thread.join().is_err() {
                 tracing::error!("search indexer thread panicked");
             }
@@ -238,6 +276,12 @@ struct Indexer {
     /// How many more `Insert`s are upserted (set by a rebuild; see
     /// [`INSERTS_UPSERTED_AFTER_REBUILD`]).
     upserted_inserts: usize,
+    /// What producers queued and this thread has not yet made searchable.
+    backlog: IndexBacklog,
+    /// Backlog changes applied to the writer since the last commit.
+    applied: u64,
+    /// While a taken batch is being applied: when its oldest change was queued.
+    batch_since: Option<Instant>,
 }
 
 impl Indexer {
@@ -247,9 +291,9 @@ impl Indexer {
             // polls instead, every `DRAIN_TICK`: blocked in `recv`, every group commit's
             // send would wake it (a futex wake and a context switch per group, on the
             // shards' core); polling, a send just queues.
-            let ops: Vec<IndexOp> = match self.pending_since {
+            let first = match self.pending_since {
                 None => match receiver.recv() {
-                    Ok(op) => std::iter::once(op).chain(receiver.try_iter()).collect(),
+                    Ok(op) => Some(op),
                     Err(flume::RecvError::Disconnected) => break,
                 },
                 Some(since) => {
@@ -258,12 +302,18 @@ impl Indexer {
                     if receiver.is_disconnected() && receiver.is_empty() {
                         break;
                     }
-                    receiver.try_iter().collect()
+                    None
                 }
             };
+            let (ops, since) = self.backlog.with(|state| {
+                let ops: Vec<IndexOp> = first.into_iter().chain(receiver.try_iter()).collect();
+                (ops, state.take())
+            });
+            self.batch_since = since;
             let mut ops = ops.into_iter();
             let mut stop = false;
             while let Some(op) = ops.next() {
+                self.applied += changes_in(&op);
                 match op {
                     IndexOp::Insert(messages) => self.insert(&messages),
                     IndexOp::Upsert(message) => self.upsert(&message),
@@ -294,6 +344,7 @@ impl Indexer {
                     IndexOp::Shutdown => stop = true,
                 }
             }
+            self.batch_since = None;
             if stop {
                 break;
             }
@@ -369,6 +420,8 @@ impl Indexer {
         self.pending_since = None;
         self.writer.commit()?;
         self.reader.reload()?;
+        let (applied, rest_since) = (std::mem::take(&mut self.applied), self.batch_since);
+        self.backlog.with(|state| state.searchable(applied, rest_since));
         Ok(())
     }
 

@@ -85,6 +85,7 @@
 //! ```
 
 mod analyzer;
+mod backlog;
 mod error;
 mod index;
 mod indexer;
@@ -93,9 +94,10 @@ mod schema;
 mod snippet;
 
 pub use analyzer::{ANALYZER_NAME, MAX_TOKEN_BYTES, ScriptTokenStream, ScriptTokenizer, analyzer};
+pub use backlog::{BacklogBound, IndexBacklog, IndexingShare, commit_every, next_share};
 pub use error::SearchError;
 pub use index::{INDEX_FORMAT_VERSION, IndexState, RUNNING_FILE, SearchIndex, VERSION_FILE};
-pub use indexer::{IndexOp, IndexerConfig, IndexerHandle, REBUILD_PAGE, changes_of};
+pub use indexer::{IndexFeed, IndexOp, IndexerConfig, IndexerHandle, REBUILD_PAGE, changes_of};
 pub use query::{
     MAX_LIMIT, MAX_PREFIX_EXPANSIONS, MAX_QUERY_BYTES, MAX_QUERY_CLAUSES, MAX_RELEVANCE_DEPTH, Order,
     SearchHit, SearchPage, SearchQuery,

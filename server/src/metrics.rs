@@ -166,6 +166,8 @@ pub struct Metrics {
     pub delivery: Box<[Histogram]>,
     /// Per shard: its thread's id, for its CPU time (0 until the shard starts).
     pub shard_threads: Box<[AtomicI32]>,
+    /// The search indexer's backlog (unset with search disabled: the gauges read 0).
+    pub search_backlog: std::sync::OnceLock<palaver_search::IndexBacklog>,
     /// When the server started, in seconds since the Unix epoch.
     started: f64,
 }
@@ -222,6 +224,7 @@ impl Metrics {
             search: Histogram::latency(),
             delivery: (0..shards).map(|_| Histogram::latency()).collect(),
             shard_threads: (0..shards).map(|_| AtomicI32::new(0)).collect(),
+            search_backlog: std::sync::OnceLock::new(),
             started: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
@@ -445,6 +448,17 @@ impl Metrics {
         );
         out.histogram("palaver_history_seconds", "Serving one history page.", &[(None, &self.history)]);
         out.histogram("palaver_search_seconds", "Answering one search.", &[(None, &self.search)]);
+        let backlog = self.search_backlog.get();
+        out.gauge(
+            "palaver_search_index_backlog",
+            "Search index changes (messages inserted, edited, removed) accepted but not yet searchable.",
+            backlog.map_or(0, palaver_search::IndexBacklog::changes) as f64,
+        );
+        out.gauge(
+            "palaver_search_index_lag_seconds",
+            "Age of the oldest search index change not yet searchable (0 when caught up).",
+            backlog.map_or(0.0, |backlog| backlog.lag().as_secs_f64()),
+        );
         self.render_process(out, &shards);
     }
 

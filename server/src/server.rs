@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use palaver_search::{IndexOp, IndexerConfig, IndexerHandle, SearchIndex};
+use palaver_search::{IndexFeed, IndexOp, IndexerConfig, IndexerHandle, SearchIndex};
 use palaver_storage::{CommitDone, GroupCommitter, Store, StoreOptions};
 
 use crate::descriptors::DescriptorBudget;
@@ -128,6 +128,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     .map_err(StartError::Control)?;
     let (search, indexer) = if config.search { start_search(&data_dir, &store)? } else { (None, None) };
     let metrics = Arc::new(Metrics::new(config.shards));
+    if let Some((_, feed)) = &search {
+        let _ = metrics.search_backlog.set(feed.backlog().clone());
+    }
 
     let index_feed = search.as_ref().map(|(_, feed)| feed.clone());
     let (mesh, inboxes, cluster) = match &config.cluster {
@@ -424,7 +427,7 @@ fn start_search(
     Ok((Some((Arc::new(index), feed)), Some(indexer)))
 }
 
-type SearchService = (Arc<SearchIndex>, flume::Sender<IndexOp>);
+type SearchService = (Arc<SearchIndex>, IndexFeed);
 
 /// Routes group-commit completions back to the owning shards, one message per shard, and
 /// feeds stored and rewritten messages to the search indexer.
@@ -432,7 +435,7 @@ fn start_committer(
     store: Arc<Store>,
     mesh: Mesh,
     metrics: Arc<Metrics>,
-    index_feed: Option<flume::Sender<IndexOp>>,
+    index_feed: Option<IndexFeed>,
     webhooks: Arc<crate::webhooks::Webhooks>,
     push_subscriptions_exist: Arc<std::sync::atomic::AtomicBool>,
 ) -> GroupCommitter<Ticket> {

@@ -28,7 +28,7 @@ pub struct Shared {
     /// Threads for blocking work, in lanes by kind.
     pub lanes: Lanes,
     /// The search index (`None` with `--disable-search`) and its indexer's inbox.
-    pub search: Option<(Arc<palaver_search::SearchIndex>, flume::Sender<palaver_search::IndexOp>)>,
+    pub search: Option<(Arc<palaver_search::SearchIndex>, palaver_search::IndexFeed)>,
     /// Where shared files' bytes go.
     pub files: crate::files::FileStore,
     /// Everyone's current presence (each part written by its home shard).

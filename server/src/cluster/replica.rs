@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use palaver_core::log_fence::{Plan, check_claim};
 use palaver_core::replica_check::{AppendCheck, Fit};
 use palaver_protocol::{RoomId, UserId};
-use palaver_search::IndexOp;
+use palaver_search::{IndexFeed, IndexOp};
 use palaver_storage::{LogPart, Replicator, StorageError, Store, Write};
 
 use super::Cluster;
@@ -338,7 +338,7 @@ pub fn run_replica(
     store: Arc<Store>,
     mesh: Mesh,
     cluster: Arc<Cluster>,
-    index_feed: Option<flume::Sender<IndexOp>>,
+    index_feed: Option<IndexFeed>,
 ) {
     let mut stored_position = store.log_position().unwrap_or(0);
     while let Ok(first) = records.recv() {
@@ -469,7 +469,7 @@ fn rebuild_room(
     store: &Store,
     mesh: &Mesh,
     cluster: &Cluster,
-    index_feed: Option<&flume::Sender<IndexOp>>,
+    index_feed: Option<&IndexFeed>,
 ) {
     cluster.mark_diverged(room);
     mesh.broadcast(|| ShardMsg::ClusterView);

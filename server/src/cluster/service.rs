@@ -14,7 +14,7 @@ use palaver_core::log_fence::LogFence;
 use palaver_core::log_trim::{self, TrimPolicy};
 use palaver_core::{Heartbeat, Membership, MembershipChange, Standing};
 use palaver_protocol::{Codec, ErrorBody, ErrorCode, ReplyBody, UserId};
-use palaver_search::IndexOp;
+use palaver_search::IndexFeed;
 use palaver_storage::Store;
 
 use super::replica::{LogPublisher, run_replica};
@@ -92,7 +92,7 @@ pub fn start(
     mesh: Mesh,
     gateway: flume::Receiver<ShardMsg>,
     store: Arc<Store>,
-    index_feed: Option<flume::Sender<IndexOp>>,
+    index_feed: Option<IndexFeed>,
 ) -> Result<(Arc<Cluster>, ClusterThreads), ClusterError> {
     let (to_service, commands) = flume::unbounded();
     let position = store.log_position()?;
