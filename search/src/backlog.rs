@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How much CPU indexing takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum IndexingShare {
     /// `SCHED_IDLE` (nice 19 where the kernel refuses it): only CPU nothing else wants.
+    #[default]
     Idle,
     /// A normal background share, nice 10 (about a tenth of a core contended by
     /// nice-0 shards): used to catch up once the backlog is past its bound.
@@ -32,6 +33,13 @@ pub struct BacklogBound {
     pub max_changes: u64,
     /// Age of the oldest change not yet searchable.
     pub max_lag: Duration,
+}
+
+impl BacklogBound {
+    /// A bound of `max_changes` changes or `max_lag` of staleness.
+    pub fn new(max_changes: u64, max_lag: Duration) -> BacklogBound {
+        BacklogBound { max_changes, max_lag }
+    }
 }
 
 impl Default for BacklogBound {
@@ -83,6 +91,10 @@ pub(crate) struct BacklogState {
     queued_since: Option<Instant>,
     taken: u64,
     taken_since: Option<Instant>,
+    /// The share indexing runs at.
+    pub(crate) share: IndexingShare,
+    /// How many times indexing has started catching up.
+    pub(crate) catch_ups: u64,
 }
 
 impl BacklogState {
@@ -141,6 +153,16 @@ impl IndexBacklog {
     /// How long the oldest change not yet searchable has waited; zero when caught up.
     pub fn lag(&self) -> Duration {
         self.with(|state| state.lag(Instant::now()))
+    }
+
+    /// The share indexing runs at now.
+    pub fn share(&self) -> IndexingShare {
+        self.with(|state| state.share)
+    }
+
+    /// How many times indexing has started catching up (its backlog passed its bound).
+    pub fn catch_ups(&self) -> u64 {
+        self.with(|state| state.catch_ups)
     }
 }
 

@@ -10,10 +10,11 @@ use palaver_storage::{Store, Write};
 use tantivy::indexer::UserOperation;
 use tantivy::{IndexReader, IndexWriter, TantivyDocument};
 
-use crate::backlog::{IndexBacklog, changes_in};
+use crate::backlog::{BacklogBound, IndexBacklog, IndexingShare, changes_in, commit_every, next_share};
 use crate::error::SearchError;
 use crate::index::{SearchIndex, clear_version, mark_running, write_version};
 use crate::schema::Fields;
+use crate::share::{PACER_TICK, can_take_back, put_indexing_threads, put_this_thread, starting_share};
 
 /// Messages read from the store per page while rebuilding.
 pub const REBUILD_PAGE: usize = 1_000;
@@ -40,11 +41,29 @@ pub struct IndexerConfig {
     pub commit_interval: Duration,
     /// The writer's memory budget, in bytes (tantivy needs at least 15 MB).
     pub writer_memory_bytes: usize,
+    /// Past this backlog, indexing stops yielding its CPU until it has caught up.
+    pub backlog_bound: BacklogBound,
 }
 
 impl Default for IndexerConfig {
     fn default() -> IndexerConfig {
-        IndexerConfig { commit_interval: Duration::from_secs(1), writer_memory_bytes: 32 << 20 }
+        IndexerConfig {
+            commit_interval: Duration::from_secs(1),
+            writer_memory_bytes: 32 << 20,
+            backlog_bound: BacklogBound::default(),
+        }
+    }
+}
+
+impl IndexerConfig {
+    /// With another commit interval.
+    pub fn with_commit_interval(self, commit_interval: Duration) -> IndexerConfig {
+        IndexerConfig { commit_interval, ..self }
+    }
+
+    /// With another backlog bound.
+    pub fn with_backlog_bound(self, backlog_bound: BacklogBound) -> IndexerConfig {
+        IndexerConfig { backlog_bound, ..self }
     }
 }
 
@@ -132,6 +151,9 @@ pub fn changes_of(writes: impl IntoIterator<Item = Write>) -> Vec<IndexOp> {
 pub struct IndexerHandle {
     feed: IndexFeed,
     thread: Option<JoinHandle<()>>,
+    /// The thread that changes indexing's share (only where indexing yields), and the
+    /// sender whose drop stops it.
+    pacer: Option<(flume::Sender<()>, JoinHandle<()>)>,
 }
 
 /// Where producers send changes to the indexer (cheap to clone; sends never block). It
@@ -165,19 +187,44 @@ impl SearchIndex {
     /// Takes the index's writer and starts the indexer thread. Only one indexer may run
     /// per index (a second fails with the writer lock held).
     ///
-    /// The thread runs at a lower CPU priority (nice 10), and so do tantivy's indexing and
-    /// merge threads, which it creates and which inherit it: indexing is background work
-    /// that must never take the CPU from the shards delivering messages (on a server
-    /// squeezed onto one core it otherwise adds tens of milliseconds to delivery).
+    /// Indexing is background work that must never take the CPU from the shards
+    /// delivering messages (on a server squeezed onto one core, even at nice 10 it added
+    /// tens of milliseconds to delivery). So the thread runs under `SCHED_IDLE` (nice 19
+    /// where that is refused), and so do tantivy's indexing, compression and merge
+    /// threads, which it creates and which inherit it: they only get CPU nothing else
+    /// wants. At saturation that is next to none and the backlog grows; past
+    /// [`IndexerConfig::backlog_bound`] a pacer thread puts them all at nice 10 until they
+    /// have caught up ([`crate::next_share`]). Where the process may not undo a yield (no
+    /// `CAP_SYS_NICE`, `RLIMIT_NICE` below 10), indexing stays at nice 10 throughout, as a
+    /// backlog it could not catch up would grow without bound; the log says which.
     pub fn start_indexer(&self, config: IndexerConfig) -> Result<IndexerHandle, SearchError> {
         let (sender, receiver) = flume::unbounded();
         let backlog = IndexBacklog::default();
         let feed = IndexFeed { sender, backlog: backlog.clone() };
+        let share = starting_share(match can_take_back() {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!("search indexing does not yield its CPU ({why}); it runs at nice 10");
+                false
+            }
+        });
+        backlog.with(|state| state.share = share);
+        let indexer_backlog = backlog.clone();
         let (ready, started) = flume::bounded(1);
         let index = self.index.clone();
         let (reader, fields, dir) = (self.reader.clone(), self.fields, self.dir.clone());
         let thread = std::thread::Builder::new().name("search-indexer".into()).spawn(move || {
             palaver_storage::lower_this_threads_priority();
+            if share == IndexingShare::Idle {
+                match put_this_thread(share) {
+                    Ok(how) => tracing::info!(
+                        "search indexing yields its CPU ({how}) until its backlog passes its bound"
+                    ),
+                    Err(e) => {
+                        tracing::warn!("search indexing cannot yield its CPU ({e}); it runs at nice 10")
+                    }
+                }
+            }
             let writer: IndexWriter<TantivyDocument> =
                 match index.writer_with_num_threads(1, config.writer_memory_bytes) {
                     Ok(writer) => writer,
@@ -200,14 +247,25 @@ impl SearchIndex {
                 pending_since: None,
                 adds: Vec::new(),
                 upserted_inserts: 0,
-                backlog,
+                backlog: indexer_backlog,
                 applied: 0,
                 batch_since: None,
             }
             .run(&receiver);
         })?;
         started.recv().map_err(|_| SearchError::IndexerStopped)??;
-        Ok(IndexerHandle { feed, thread: Some(thread) })
+        let pacer = if share == IndexingShare::Idle {
+            let (stop, stopped) = flume::bounded(0);
+            let bound = config.backlog_bound;
+            let pacer = std::thread::Builder::new().name("search-pacer".into()).spawn(move || {
+                palaver_storage::lower_this_threads_priority();
+                pace(&backlog, bound, &stopped);
+            })?;
+            Some((stop, pacer))
+        } else {
+            None
+        };
+        Ok(IndexerHandle { feed, thread: Some(thread), pacer })
     }
 }
 
@@ -248,6 +306,16 @@ impl IndexerHandle {
     }
 
     fn stop(&mut self) {
+        if let Some((stop, pacer)) = self.pacer.take() {
+            drop(stop);
+            if pacer.join().is_err() {
+                tracing::error!("search pacer thread panicked");
+            }
+            // The final commit must not wait for CPU a busy server never leaves idle.
+            if let Err(e) = put_indexing_threads(IndexingShare::CatchUp) {
+                tracing::debug!("search indexing keeps yielding for its final commit: {e}");
+            }
+        }
         if let Some(thread) = self.thread.take() {
             let _ = self.feed.send(IndexOp::Shutdown);
             if thread.join().is_err() {
@@ -260,6 +328,44 @@ impl IndexerHandle {
 impl Drop for IndexerHandle {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The pacer: every [`PACER_TICK`] until `stop` is dropped, puts indexing's threads at the
+/// share [`next_share`] gives for the backlog.
+fn pace(backlog: &IndexBacklog, bound: BacklogBound, stop: &flume::Receiver<()>) {
+    let mut share = IndexingShare::Idle;
+    let mut warned = false;
+    while let Err(flume::RecvTimeoutError::Timeout) = stop.recv_timeout(PACER_TICK) {
+        let (changes, lag) = (backlog.changes(), backlog.lag());
+        let next = next_share(share, changes, lag, bound);
+        if next == share {
+            continue;
+        }
+        match put_indexing_threads(next) {
+            Ok(()) => {
+                tracing::debug!(
+                    ?next,
+                    changes,
+                    lag_seconds = lag.as_secs_f64(),
+                    "search indexing changed its share"
+                );
+                share = next;
+                backlog.with(|state| {
+                    state.share = next;
+                    state.catch_ups += u64::from(next == IndexingShare::CatchUp);
+                });
+            }
+            Err(e) if !warned => {
+                warned = true;
+                tracing::warn!(
+                    changes,
+                    lag_seconds = lag.as_secs_f64(),
+                    "search indexing cannot change its share: {e}"
+                );
+            }
+            Err(_) => {}
+        }
     }
 }
 
@@ -297,7 +403,7 @@ impl Indexer {
                     Err(flume::RecvError::Disconnected) => break,
                 },
                 Some(since) => {
-                    let due = since + self.config.commit_interval;
+                    let due = since + commit_every(self.config.commit_interval, self.backlog.lag());
                     std::thread::sleep(due.saturating_duration_since(Instant::now()).min(DRAIN_TICK));
                     if receiver.is_disconnected() && receiver.is_empty() {
                         break;
@@ -348,7 +454,8 @@ impl Indexer {
             if stop {
                 break;
             }
-            if self.pending_since.is_some_and(|since| since.elapsed() >= self.config.commit_interval) {
+            let every = commit_every(self.config.commit_interval, self.backlog.lag());
+            if self.pending_since.is_some_and(|since| since.elapsed() >= every) {
                 self.commit_logged();
             }
         }

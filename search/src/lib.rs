@@ -91,6 +91,7 @@ mod index;
 mod indexer;
 mod query;
 mod schema;
+mod share;
 mod snippet;
 
 pub use analyzer::{ANALYZER_NAME, MAX_TOKEN_BYTES, ScriptTokenStream, ScriptTokenizer, analyzer};
@@ -103,4 +104,5 @@ pub use query::{
     SearchHit, SearchPage, SearchQuery,
 };
 pub use schema::indexable;
+pub use share::{ThreadScheduling, indexing_threads, starting_share};
 pub use snippet::SNIPPET_CHARS;
