@@ -188,7 +188,7 @@ impl SearchIndex {
     /// per index (a second fails with the writer lock held).
     ///
     /// Indexing is background work that must never take the CPU from the shards
-    /// delivering messages (on a server squeezed onto one core, even at nice 10 it added
+    /// delivering messages (on a server squeezed onto one core, even nice-10 indexing adds
     /// tens of milliseconds to delivery). So the thread runs under `SCHED_IDLE` (nice 19
     /// where that is refused), and so do tantivy's indexing, compression and merge
     /// threads, which it creates and which inherit it: they only get CPU nothing else

@@ -701,6 +701,25 @@ mod tests {
     }
 
     #[test]
+    fn the_search_index_backlog_is_a_pair_of_gauges() {
+        let metrics = Metrics::new(1);
+        let _ = metrics.search_backlog.set(palaver_search::IndexBacklog::default());
+        let mut out = Exposition::new(Format::Prometheus);
+        metrics.render(&mut out);
+        let text = out.finish();
+        assert!(
+            text.contains("# TYPE palaver_search_index_backlog gauge\npalaver_search_index_backlog 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# TYPE palaver_search_index_lag_seconds gauge\npalaver_search_index_lag_seconds 0\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn process_figures_are_read() {
         let metrics = Metrics::new(1);
         metrics.register_shard_thread(0);
