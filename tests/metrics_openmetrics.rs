@@ -91,6 +91,8 @@ fn every_family_parses_and_the_histograms_count() {
     let om = &families["openmetrics"];
     for (family, kind) in [
         ("palaver_build", "info"),
+        ("palaver_durability", "info"),
+        ("palaver_search_indexing", "gauge"),
         ("palaver_connections", "gauge"),
         ("palaver_connections_accepted", "counter"),
         ("palaver_messages_stored", "counter"),
@@ -128,6 +130,10 @@ fn every_family_parses_and_the_histograms_count() {
     assert_eq!(shards, ["0", "1"], "one CPU series per shard");
     let build = &om["palaver_build"]["samples"]["palaver_build_info"][0];
     assert_eq!(build[0]["version"], env!("CARGO_PKG_VERSION"), "{build}");
+    // The test server runs with the default durability and search on.
+    let durability = &om["palaver_durability"]["samples"]["palaver_durability_info"][0];
+    assert_eq!(durability[0]["mode"], "fsync", "{durability}");
+    assert_eq!(om["palaver_search_indexing"]["samples"]["palaver_search_indexing"][0][1], 1.0);
     assert!(
         om["palaver_connections"]["help"].as_str().unwrap().contains("QUIC"),
         "{}",

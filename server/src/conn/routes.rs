@@ -179,6 +179,22 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, peer: IpAddr) -> Respo
                 "Client TCP sockets allowed at once: the descriptor limit less storage's and search's reserve.",
                 shared.sockets.max() as f64,
             );
+            out.info(
+                "palaver_durability",
+                "When a write is acknowledged (`--durability`): fsync after its journal sync, buffered before it (synced within 1 s).",
+                &[(
+                    "mode",
+                    match shared.store.durability() {
+                        palaver_storage::Durability::Fsync => "fsync",
+                        palaver_storage::Durability::Buffered => "buffered",
+                    },
+                )],
+            );
+            out.gauge(
+                "palaver_search_indexing",
+                "1 when stored messages are indexed for search, 0 with `--disable-search`.",
+                if shared.search.is_some() { 1.0 } else { 0.0 },
+            );
             out.counter(
                 "palaver_storage_reopens",
                 "Times the store reopened its database to recover from a transient failure.",
