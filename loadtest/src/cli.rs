@@ -191,6 +191,20 @@ pub struct CommonArgs {
     #[arg(long = "server-pid", value_name = "PID")]
     pub server_pids: Vec<u32>,
 
+    /// A directory on the server's data disk for the fsync probe (the disk's fsync latency
+    /// during the window); a spawned server's data directory is used by default.
+    #[arg(long, value_name = "DIR")]
+    pub fsync_probe_dir: Option<PathBuf>,
+
+    /// How often the fsync probe appends a block and syncs it, in ms (0: no probe).
+    #[arg(long, default_value_t = 20)]
+    pub fsync_probe_interval_ms: u64,
+
+    /// After sending stops, how long to wait at most for Palaver's search index to catch
+    /// up (its backlog gauge to read 0), in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub index_catch_up_secs: f64,
+
     /// Where to write the JSON result.
     #[arg(long, value_name = "FILE.json")]
     pub out: Option<PathBuf>,
@@ -261,6 +275,11 @@ impl CommonArgs {
     /// The measured window.
     pub fn duration(&self) -> Duration {
         Duration::from_secs_f64(self.duration.max(0.0))
+    }
+
+    /// The longest wait for the search index to catch up after sending.
+    pub fn index_catch_up(&self) -> Duration {
+        Duration::from_secs_f64(self.index_catch_up_secs.clamp(0.0, 3600.0))
     }
 
     /// The warm-up before the measured window.

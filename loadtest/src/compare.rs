@@ -28,7 +28,16 @@ pub fn run(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
     }
     println!("| {} |", header.join(" | "));
     println!("|{}", "---|".repeat(header.len()));
-    for (label, path) in report::rows_for(first) {
+    // Every row any of the files has, in the first file's order, then the others'.
+    let mut rows = report::rows_for(first);
+    for doc in &docs[1..] {
+        for row in report::rows_for(doc) {
+            if !rows.contains(&row) {
+                rows.push(row);
+            }
+        }
+    }
+    for (label, path) in rows {
         let reference = get(first, path).and_then(Value::as_f64);
         let mut row = vec![label.to_string()];
         for (i, doc) in docs.iter().enumerate() {

@@ -221,6 +221,33 @@ impl Env {
         http::metrics(self.listener()).await.unwrap_or_default()
     }
 
+    /// Palaver's `/metrics` answer of the first node as text (`None` for other targets or
+    /// on failure).
+    pub async fn server_exposition(&self) -> Option<String> {
+        if !self.common.target.is_palaver() {
+            return None;
+        }
+        http::metrics_text(self.listener()).await.ok()
+    }
+
+    /// Where the fsync probe syncs: `--fsync-probe-dir`, else the first spawned node's
+    /// directory; `Err` says why there is no probe.
+    pub fn fsync_probe_dir(&self) -> Result<std::path::PathBuf, &'static str> {
+        if !self.common.target.is_palaver() {
+            return Err("none: the reference server stores nothing");
+        }
+        if self.common.fsync_probe_interval_ms == 0 {
+            return Err("not measured (--fsync-probe-interval-ms 0)");
+        }
+        match (&self.common.fsync_probe_dir, self.spawned.first()) {
+            (Some(dir), _) => Ok(dir.clone()),
+            (None, Some(server)) => Ok(server.temp_dir().to_path_buf()),
+            (None, None) => {
+                Err("not measured: give --fsync-probe-dir (a directory on the server's data disk)")
+            }
+        }
+    }
+
     /// The first node's HTTP listener.
     pub fn listener(&self) -> http::Listener {
         http::Listener { addr: self.addr, tls: self.https }

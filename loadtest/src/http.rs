@@ -121,20 +121,39 @@ pub async fn register(addr: Listener, username: &str, password: &str) -> anyhow:
 /// `GET /metrics` (Palaver): the unlabelled counters and gauges as name → value
 /// (labelled series and histograms are left out).
 pub async fn metrics(addr: Listener) -> anyhow::Result<Vec<(String, f64)>> {
+    Ok(unlabelled(&metrics_text(addr).await?))
+}
+
+/// `GET /metrics` (Palaver) as it came: the Prometheus text format.
+pub async fn metrics_text(addr: Listener) -> anyhow::Result<String> {
     let answer = request(addr, "GET", "/metrics", None).await?;
     if answer.status != 200 {
         bail!("metrics: HTTP {}", answer.status);
     }
-    let text = String::from_utf8_lossy(&answer.body);
-    Ok(text
-        .lines()
+    Ok(String::from_utf8_lossy(&answer.body).into_owned())
+}
+
+/// The unlabelled counters and gauges of a Prometheus text answer, as name → value.
+pub fn unlabelled(text: &str) -> Vec<(String, f64)> {
+    text.lines()
         .filter(|l| !l.starts_with('#') && !l.contains('{'))
         .filter(|l| !["_sum ", "_count "].iter().any(|suffix| l.contains(suffix)))
         .filter_map(|l| {
             let (name, value) = l.rsplit_once(' ')?;
             Some((name.trim().to_string(), value.trim().parse().ok()?))
         })
-        .collect())
+        .collect()
+}
+
+/// The value of label `label` of the first sample of `series` (e.g. `mode` of
+/// `palaver_durability_info`) in a Prometheus text answer.
+pub fn label_value(text: &str, series: &str, label: &str) -> Option<String> {
+    let prefix = format!("{series}{{");
+    let labels = text.lines().find_map(|l| l.strip_prefix(&prefix))?.split_once('}')?.0;
+    labels.split(',').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (name.trim() == label).then(|| value.trim().trim_matches('"').to_string())
+    })
 }
 
 /// Waits until the server answers `GET /healthz` with 200.
@@ -150,5 +169,20 @@ pub async fn wait_healthy(addr: Listener, within: Duration) -> anyhow::Result<()
             bail!("{} did not become healthy within {within:?}", addr.addr);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_series_and_labels_of_an_exposition() {
+        let text = "# TYPE palaver_durability_info gauge\npalaver_durability_info{mode=\"fsync\"} 1\n\
+                    palaver_connections 3\nh_bucket{le=\"1.0\"} 2\nh_sum 0.5\nh_count 2\n";
+        assert_eq!(label_value(text, "palaver_durability_info", "mode").as_deref(), Some("fsync"));
+        assert_eq!(label_value(text, "palaver_durability_info", "other"), None);
+        assert_eq!(label_value(text, "palaver_build_info", "version"), None);
+        assert_eq!(unlabelled(text), vec![("palaver_connections".to_string(), 3.0)]);
     }
 }

@@ -124,7 +124,7 @@ pub async fn run(env: &Env, args: &LossyArgs, config: Value) -> anyhow::Result<V
         "drain_secs": window.drain_secs,
         "relay": format!("{protocol:?}").to_lowercase(),
     });
-    doc["results"] = report::traffic_results(&stats, &window.start, &window.end, &end);
+    doc["results"] = report::traffic_results(&stats, &window, &end);
     doc["results"]["relay"] = json!({
         "forwarded": relay.counts.forwarded.load(Ordering::Relaxed),
         "dropped": relay.counts.dropped.load(Ordering::Relaxed),

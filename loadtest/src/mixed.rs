@@ -170,7 +170,7 @@ pub async fn run(env: &Env, scenario: &str, profile: &Profile, config: Value) ->
     if let Some(s) = setup_json.as_ref().and_then(|s| s.get("setup_errors")) {
         doc["setup"]["setup_errors"] = s.clone();
     }
-    doc["results"] = report::traffic_results(&stats, &window.start, &window.end, &end);
+    doc["results"] = report::traffic_results(&stats, &window, &end);
     if let Some(c) = churn_json {
         doc["results"]["churn"] = c;
     }

@@ -8,8 +8,11 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::env::Env;
+use crate::http;
 use crate::process_stats::{self, ProcSample};
+use crate::search_index;
 use crate::stats::{Snapshot, Stats, Until, distribution_json, latency_json, round3};
+use crate::window::Window;
 
 /// Bars of the latency distributions in results (and in the HTML plot).
 pub const DISTRIBUTION_BINS: u64 = 40;
@@ -18,9 +21,12 @@ pub const DISTRIBUTION_BINS: u64 = 40;
 pub struct Mark {
     pub at: Instant,
     pub snap: Snapshot,
-    server: Option<ProcSample>,
+    pub server: Option<ProcSample>,
     client: Option<ProcSample>,
-    metrics: Vec<(String, f64)>,
+    /// Palaver's unlabelled `/metrics` series.
+    pub metrics: Vec<(String, f64)>,
+    /// Palaver's whole `/metrics` answer (histograms, info labels).
+    pub exposition: Option<String>,
 }
 
 /// Prints a progress line every second and keeps the per-second timeline.
@@ -33,6 +39,10 @@ pub struct Sampler {
     last: Snapshot,
     last_server: Option<ProcSample>,
     timeline: Vec<Value>,
+    /// Palaver's HTTP listener, read each second of the window for the search index.
+    metrics_from: Option<http::Listener>,
+    /// The search index's largest backlog and lag so far.
+    pub index: search_index::Watch,
 }
 
 impl Sampler {
@@ -47,6 +57,8 @@ impl Sampler {
             last_at: now,
             last_server: env.server_sample(),
             timeline: Vec::new(),
+            metrics_from: env.common.target.is_palaver().then(|| env.listener()),
+            index: search_index::Watch::default(),
         }
     }
 
@@ -60,6 +72,20 @@ impl Sampler {
             }
             tokio::time::sleep_until(next).await;
             self.line(phase);
+            if phase == "measure" {
+                self.watch_index().await;
+            }
+        }
+    }
+
+    /// Reads the search index's gauges into the watch and this second's timeline entry.
+    async fn watch_index(&mut self) {
+        let Some(listener) = self.metrics_from else { return };
+        let Ok(metrics) = http::metrics(listener).await else { return };
+        self.index.observe(&metrics);
+        if let Some(entry) = self.timeline.last_mut() {
+            entry["index_backlog"] = json!(search_index::gauge(&metrics, search_index::BACKLOG_GAUGE));
+            entry["index_lag_secs"] = json!(search_index::gauge(&metrics, search_index::LAG_GAUGE));
         }
     }
 
@@ -137,8 +163,9 @@ impl Sampler {
         let snap = self.stats.snapshot();
         let server = env.server_sample();
         let client = process_stats::sample(None).ok();
-        let metrics = env.server_metrics().await;
-        Mark { at, snap, server, client, metrics }
+        let exposition = env.server_exposition().await;
+        let metrics = exposition.as_deref().map(http::unlabelled).unwrap_or_default();
+        Mark { at, snap, server, client, metrics, exposition }
     }
 
     pub fn timeline(&self) -> Value {
@@ -231,8 +258,10 @@ pub fn header(env: &Env, scenario: &str, config: Value) -> Value {
     })
 }
 
-/// The numbers of a traffic run.
-pub fn traffic_results(stats: &Stats, start: &Mark, end: &Mark, last: &Snapshot) -> Value {
+/// The numbers of a traffic run: those of the window between its marks, and what the
+/// server's storage and search index did during it.
+pub fn traffic_results(stats: &Stats, window: &Window, last: &Snapshot) -> Value {
+    let (start, end) = (&window.start, &window.end);
     let secs = (end.at - start.at).as_secs_f64().max(1e-6);
     let deliveries = end.snap.deliveries.saturating_sub(start.snap.deliveries);
     let sends = end.snap.sends.saturating_sub(start.snap.sends);
@@ -270,6 +299,8 @@ pub fn traffic_results(stats: &Stats, start: &Mark, end: &Mark, last: &Snapshot)
             "write_errors": last.write_errors,
         },
         "max_send_lag_ms": stats.max_send_lag_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0,
+        "storage": window.storage.clone(),
+        "search_index": window.search_index.clone(),
     })
 }
 
@@ -344,6 +375,34 @@ pub const TRAFFIC_ROWS: &[(&str, &str)] = &[
     ("setup errors", "setup/setup_errors"),
 ];
 
+/// The conditions of a traffic run: the server's durability, whether it indexed for
+/// search, and the disk's and the group commits' latency during the window.
+pub const CONDITION_ROWS: &[(&str, &str)] = &[
+    ("durability", "results/storage/durability"),
+    ("search indexing", "results/search_index/indexing"),
+    ("fsync p50 (ms)", "results/storage/fsync_ms/p50"),
+    ("fsync p99 (ms)", "results/storage/fsync_ms/p99"),
+    ("fsync measured by", "results/storage/fsync_source"),
+    ("group commit p50 (ms)", "results/storage/group_commit_ms/p50"),
+    ("group commit p99 (ms)", "results/storage/group_commit_ms/p99"),
+];
+
+/// The search index's lag and catch-up, and the server's CPU until it caught up.
+pub const INDEX_ROWS: &[(&str, &str)] = &[
+    ("index max backlog (ops)", "results/search_index/max_backlog"),
+    ("index max lag (s)", "results/search_index/max_lag_secs"),
+    ("index caught up after sending (s)", "results/search_index/catch_up_secs"),
+    ("index backlog left", "results/search_index/backlog_left"),
+    (
+        "server µs user / delivery + index",
+        "results/search_index/server_cpu_until_caught_up/us_per_delivery_user",
+    ),
+    (
+        "server µs total / delivery + index",
+        "results/search_index/server_cpu_until_caught_up/us_per_delivery_total",
+    ),
+];
+
 pub const CHURN_ROWS: &[(&str, &str)] = &[
     ("churn connects/s", "results/churn/connects_per_sec"),
     ("churn reconnects/s", "results/churn/reconnects_per_sec"),
@@ -386,6 +445,10 @@ pub fn rows_for(doc: &Value) -> Vec<(&'static str, &'static str)> {
         rows.push(("server nodes", "server/nodes"));
     }
     let results = &doc["results"];
+    // Results written before the storage and index figures have neither.
+    if results.get("storage").is_some() {
+        rows.extend_from_slice(CONDITION_ROWS);
+    }
     if doc.get("scenario").and_then(Value::as_str) == Some("connect") {
         rows.extend_from_slice(CONNECT_ROWS);
     } else if results.get("history").is_some()
@@ -395,6 +458,13 @@ pub fn rows_for(doc: &Value) -> Vec<(&'static str, &'static str)> {
         rows.extend_from_slice(HISTORY_ROWS);
     } else {
         rows.extend_from_slice(TRAFFIC_ROWS);
+        if results.get("search_index").is_some() {
+            let after_cpu = rows
+                .iter()
+                .position(|(_, path)| *path == "results/server_cpu/us_per_delivery_total")
+                .map_or(rows.len(), |i| i + 1);
+            rows.splice(after_cpu..after_cpu, INDEX_ROWS.iter().copied());
+        }
         if results.get("churn").is_some() {
             rows.extend_from_slice(CHURN_ROWS);
         }
@@ -414,6 +484,7 @@ pub fn cell(v: Option<&Value>) -> String {
             if x.fract() == 0.0 && x.abs() < 1e15 { format!("{}", x as i64) } else { format!("{x:.3}") }
         }
         Some(Value::Null) | None => "–".into(),
+        Some(Value::String(text)) => text.clone(),
         Some(other) => other.to_string(),
     }
 }
@@ -448,4 +519,30 @@ pub fn write(doc: &Value, path: &std::path::Path) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(doc)? + "\n")?;
     eprintln!("wrote {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_and_index_rows_appear_only_in_results_that_have_them() {
+        let old = json!({ "scenario": "rooms", "server": {}, "results": { "latency_ms": { "p99": 1.5 } } });
+        let labels = |doc: &Value| rows_for(doc).into_iter().map(|(l, _)| l).collect::<Vec<_>>();
+        assert!(!labels(&old).contains(&"durability"));
+        assert!(!labels(&old).contains(&"index max lag (s)"));
+
+        let new = json!({ "scenario": "rooms", "server": {}, "results": {
+            "storage": { "durability": "fsync", "fsync_ms": { "p50": 0.4, "p99": 2.0 } },
+            "search_index": { "indexing": "on", "max_lag_secs": 0.25 },
+        }});
+        let rows = labels(&new);
+        assert_eq!(rows[0], "durability", "{rows:?}");
+        let cpu = rows.iter().position(|l| *l == "server µs total / delivery").expect("cpu row");
+        assert_eq!(rows[cpu + 1], "index max backlog (ops)", "{rows:?}");
+        assert_eq!(cell(get(&new, "results/storage/durability")), "fsync");
+        assert_eq!(cell(get(&new, "results/storage/fsync_ms/p99")), "2");
+        assert_eq!(cell(get(&new, "results/search_index/max_lag_secs")), "0.250");
+        assert_eq!(cell(get(&new, "results/storage/group_commit_ms/p50")), "–");
+    }
 }

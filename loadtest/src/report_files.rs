@@ -181,6 +181,8 @@ pub fn write_markdown(doc: &Value, path: &Path, svgs: Option<&[PathBuf]>) -> any
             ("connect p99 ms", "connect_p99_ms"),
             ("pages/s", "pages_per_sec"),
             ("history p99 ms", "history_p99_ms"),
+            ("index backlog", "index_backlog"),
+            ("index lag s", "index_lag_secs"),
             ("errors", "errors"),
         ]
         .into_iter()

@@ -55,7 +55,8 @@ pub struct SpawnedServer {
     pub command_line: Vec<String>,
     /// Where its stderr goes.
     pub log_path: std::path::PathBuf,
-    _data_dir: tempfile::TempDir,
+    /// Holds its data directory (`data`) and its log; removed when the server is dropped.
+    temp_dir: tempfile::TempDir,
 }
 
 impl SpawnedServer {
@@ -136,7 +137,12 @@ impl SpawnedServer {
             .with_context(|| format!("address in {line:?}"))?;
         let quic_addr =
             line.split_whitespace().find_map(|w| w.strip_prefix("quic=")).and_then(|a| a.parse().ok());
-        Ok(SpawnedServer { child, addr, quic_addr, pid, command_line, log_path, _data_dir: data_dir })
+        Ok(SpawnedServer { child, addr, quic_addr, pid, command_line, log_path, temp_dir: data_dir })
+    }
+
+    /// The directory holding its data directory: on the same disk.
+    pub fn temp_dir(&self) -> &Path {
+        self.temp_dir.path()
     }
 
     /// Stops the server: SIGTERM, up to 10 s to drain, then SIGKILL.

@@ -20,7 +20,8 @@ pub fn epoch_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
-fn new_histogram() -> Histogram<u64> {
+/// An empty µs histogram (1 µs to 60 s, 3 significant digits).
+pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
 }
 

@@ -74,7 +74,7 @@ pub async fn run(
     let mut doc = report::header(env, scenario, config);
     doc["setup"] = setup_json;
     doc["setup"]["drain_secs"] = serde_json::json!(window.drain_secs);
-    doc["results"] = report::traffic_results(&stats, &window.start, &window.end, &end);
+    doc["results"] = report::traffic_results(&stats, &window, &end);
     doc["timeline"] = window.sampler.timeline();
     Ok(doc)
 }

@@ -142,3 +142,52 @@ fn lossy_runs_clean_through_both_relays() {
         );
     }
 }
+
+#[test]
+fn traffic_results_state_durability_fsync_latency_and_the_search_index() {
+    let doc = run("fanout", &["--members", "5", "--senders", "1", "--rate", "40"]);
+    let storage = &doc["results"]["storage"];
+    assert_eq!(storage["durability"], "fsync", "{storage}");
+    let fsync = &storage["fsync_ms"];
+    assert!(fsync["count"].as_u64().unwrap_or(0) > 0, "no fsync timed: {storage}");
+    assert!(fsync["p50"].as_f64().unwrap_or(0.0) > 0.0, "{storage}");
+    assert!(fsync["p99"].as_f64().unwrap_or(0.0) >= fsync["p50"].as_f64().unwrap_or(f64::MAX), "{storage}");
+    assert!(storage["fsync_source"].as_str().is_some_and(|s| s.contains("fdatasync")), "{storage}");
+    // Every acknowledged send went through a group commit in the window.
+    let commits = &storage["group_commit_ms"];
+    assert!(commits["count"].as_u64().unwrap_or(0) > 0, "{storage}");
+    assert!(commits["p50"].as_f64().unwrap_or(0.0) > 0.0, "{storage}");
+
+    let index = &doc["results"]["search_index"];
+    if index["indexing"] == "on" {
+        assert_eq!(index["caught_up"], true, "{index}");
+        assert!(index["catch_up_secs"].as_f64().is_some_and(|s| s >= 0.0), "{index}");
+        assert!(index["max_lag_secs"].as_f64().is_some_and(|s| s >= 0.0), "{index}");
+        let window = doc["results"]["server_cpu"]["total_us"].as_u64().unwrap_or(u64::MAX);
+        let until_caught_up = index["server_cpu_until_caught_up"]["total_us"].as_u64().unwrap_or(0);
+        assert!(until_caught_up >= window, "{index}");
+    } else {
+        // A server whose indexer exposes no backlog: said so, not waited for.
+        assert_eq!(index["indexing"], "on, backlog not exposed", "{index}");
+        assert_eq!(index["caught_up"], false, "{index}");
+    }
+}
+
+#[test]
+fn traffic_results_state_buffered_durability_and_search_off() {
+    let doc = run(
+        "rooms",
+        &[
+            "--rooms",
+            "2",
+            "--members",
+            "2",
+            "--rate",
+            "10",
+            "--server-arg=--durability=buffered",
+            "--server-arg=--disable-search",
+        ],
+    );
+    assert_eq!(doc["results"]["storage"]["durability"], "buffered", "{}", doc["results"]["storage"]);
+    assert_eq!(doc["results"]["search_index"]["indexing"], "off", "{}", doc["results"]["search_index"]);
+}
