@@ -5,10 +5,12 @@
 //! Node Socket.io baseline (Socket.io v4 spoken directly over its WebSocket transport) on
 //! loopback, measure end-to-end latency (`client_ts` in µs since the epoch, echoed in every
 //! message event) into HDR histograms, and read the server's CPU time and resident memory
-//! from `/proc`. Each run is bounded in time and size, stops by itself, prints a progress
-//! line each second and a summary, and can write a JSON result (with a per-second
-//! timeline), a Markdown summary and an HTML report with SVG plots; `compare` puts result
-//! files side by side.
+//! from `/proc`; against Palaver, a traffic run also states the server's durability mode,
+//! the disk's fsync and the group commits' latency over the window, and the search index's
+//! lag, waiting after sending until it has caught up. Each run is bounded in time and size,
+//! stops by itself, prints a progress line each second and a summary, and can write a JSON
+//! result (with a per-second timeline), a Markdown summary and an HTML report with SVG
+//! plots; `compare` puts result files side by side.
 //!
 //! What it is not: a correctness test of the server (tests/ does that; the harness only
 //! counts errors, missing deliveries and, in `churn`, seq gaps), or a benchmark of the

@@ -34,8 +34,8 @@ pub fn gauge(metrics: &[(String, f64)], name: &str) -> Option<f64> {
     metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
 }
 
-/// Whether the server indexes, as its `/metrics` says: `"on"`, `"off"`, or `"not exposed"`
-/// (neither the backlog gauge nor the indexing gauge).
+/// Whether the server indexes, as its `/metrics` says: `"on"` (with its backlog), `"off"`,
+/// `"on, backlog not exposed"`, or `"not exposed"` (neither gauge).
 pub fn indexing(metrics: &[(String, f64)]) -> &'static str {
     match (gauge(metrics, INDEXING_GAUGE), gauge(metrics, BACKLOG_GAUGE)) {
         (Some(0.0), _) => "off",

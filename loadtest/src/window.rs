@@ -159,7 +159,7 @@ async fn index_json(env: &Env, start: &Mark, end: &Mark, sampler: &mut Sampler) 
     let indexing = search_index::indexing(&end.metrics);
     sampler.index.observe(&end.metrics);
     let within = env.common.index_catch_up();
-    let catch_up = if search_index::gauge(&end.metrics, search_index::BACKLOG_GAUGE).is_some() {
+    let catch_up = if indexing == "on" {
         if !env.common.quiet {
             eprintln!("waiting for the search index to catch up (at most {} s)", within.as_secs_f64());
         }

@@ -159,18 +159,22 @@ fn traffic_results_state_durability_fsync_latency_and_the_search_index() {
     assert!(commits["p50"].as_f64().unwrap_or(0.0) > 0.0, "{storage}");
 
     let index = &doc["results"]["search_index"];
-    if index["indexing"] == "on" {
-        assert_eq!(index["caught_up"], true, "{index}");
-        assert!(index["catch_up_secs"].as_f64().is_some_and(|s| s >= 0.0), "{index}");
-        assert!(index["max_lag_secs"].as_f64().is_some_and(|s| s >= 0.0), "{index}");
-        let window = doc["results"]["server_cpu"]["total_us"].as_u64().unwrap_or(u64::MAX);
-        let until_caught_up = index["server_cpu_until_caught_up"]["total_us"].as_u64().unwrap_or(0);
-        assert!(until_caught_up >= window, "{index}");
-    } else {
-        // A server whose indexer exposes no backlog: said so, not waited for.
-        assert_eq!(index["indexing"], "on, backlog not exposed", "{index}");
-        assert_eq!(index["caught_up"], false, "{index}");
-    }
+    assert_eq!(index["indexing"], "on", "{index}");
+    assert_eq!(index["caught_up"], true, "{index}");
+    assert_eq!(index["backlog_left"], 0.0, "{index}");
+    assert!(index["catch_up_secs"].as_f64().is_some_and(|s| s >= 0.0), "{index}");
+    assert!(index["max_lag_secs"].as_f64().is_some_and(|s| s >= 0.0), "{index}");
+    assert!(index["max_backlog"].as_f64().is_some_and(|n| n >= 0.0), "{index}");
+    // The CPU until the index caught up is the window's and then some.
+    let window = doc["results"]["server_cpu"]["total_us"].as_u64().unwrap_or(u64::MAX);
+    let until_caught_up = index["server_cpu_until_caught_up"]["total_us"].as_u64().unwrap_or(0);
+    assert!(until_caught_up >= window, "{index}");
+    // Every second of the window read the index's backlog.
+    let timeline = doc["timeline"].as_array().expect("timeline");
+    assert!(
+        timeline.iter().filter(|e| e["phase"] == "measure").all(|e| e["index_backlog"].is_number()),
+        "{timeline:?}"
+    );
 }
 
 #[test]
