@@ -308,6 +308,15 @@ pub enum ShardMsg {
     Ephemeral(Arc<Ephemeral>),
     /// An answer for a local connection.
     Reply(Reply),
+    /// A message to fan out, then an answer that waited for it: one message, so the
+    /// answer and the fan-out are handled in the same turn of the inbox (the asker's
+    /// answer and its own copy of the message leave in one socket write).
+    DeliverThenReply {
+        /// The message.
+        delivery: Arc<Delivery>,
+        /// The answer.
+        reply: Reply,
+    },
     /// `user` is no longer a member of `room`: drop their subscriptions here.
     MemberGone {
         /// The room.

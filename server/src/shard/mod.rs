@@ -141,6 +141,10 @@ impl Shard {
             ShardMsg::Deliver(delivery) => fanout::deliver(self, &delivery),
             ShardMsg::Ephemeral(event) => fanout::deliver_ephemeral(self, &event),
             ShardMsg::Reply(reply) => fanout::on_reply(self, reply),
+            ShardMsg::DeliverThenReply { delivery, reply } => {
+                fanout::deliver(self, &delivery);
+                fanout::on_reply(self, reply);
+            }
             ShardMsg::MemberGone { room, user } => fanout::member_gone(self, &room, &user),
             ShardMsg::RoomGone { room } => fanout::room_gone(self, &room),
             ShardMsg::LoginsEnded(end) => self.close_ended_logins(&end),

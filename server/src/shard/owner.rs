@@ -396,6 +396,12 @@ fn carry_out_detached(shard: &Shard, fx: &mut Effects<Origin>) {
 /// Sends an owner's answer about `room` to the asker's shard, with what it does to the
 /// asker's subscriptions.
 fn send_answer(shard: &Shard, room: Option<&RoomId>, answer: Answer<Origin>) {
+    let to = answer.to.shard;
+    self::answer(shard, to, reply_of(room, answer));
+}
+
+/// The reply that carries an owner's answer about `room` to the asker's shard.
+fn reply_of(room: Option<&RoomId>, answer: Answer<Origin>) -> Reply {
     let Answer { to, body, subscription } = answer;
     let mut reply = Reply::plain(&to, body);
     match subscription {
@@ -406,7 +412,21 @@ fn send_answer(shard: &Shard, room: Option<&RoomId>, answer: Answer<Origin>) {
         }
         Subscription::Left => reply.unsubscribe = room.cloned(),
     }
-    self::answer(shard, to.shard, reply);
+    reply
+}
+
+/// Takes the first answer for an asker on local shard `site`, if any (a remote asker's
+/// answer goes through the cluster gateway, which carries no deliveries).
+fn take_answer_to(
+    answers: &mut Vec<Answer<Origin>>,
+    site: usize,
+    local_shards: usize,
+) -> Option<Answer<Origin>> {
+    if site >= local_shards {
+        return None;
+    }
+    let at = answers.iter().position(|answer| answer.to.shard == site)?;
+    Some(answers.remove(at))
 }
 
 /// Carries out what a room's owner decided, in the order it decided it within each
@@ -464,11 +484,25 @@ fn carry_out(shard: &Rc<Shard>, room: &RoomId, held: &mut HeldRoom, fx: &mut Eff
             fx.commits = commits;
         }
         let sites = held.owner.sites();
-        for message in fx.deliveries.drain(..) {
+        let local_shards = shard.mesh().len();
+        let mut messages = fx.deliveries.drain(..).peekable();
+        while let Some(message) = messages.next() {
             Metrics::inc(&shard.shared.metrics.messages_stored);
             let delivery = Arc::new(Delivery::of(message));
+            let last = messages.peek().is_none();
             for &site in sites {
-                shard.mesh().send(site, ShardMsg::Deliver(delivery.clone()));
+                // The last message goes to a shard together with the first answer waiting
+                // there (a sender's answer, behind its own copy of the message): handled in
+                // one go, the two leave in one socket write instead of racing to it in two.
+                let answer = if last { take_answer_to(&mut fx.answers, site, local_shards) } else { None };
+                let msg = match answer {
+                    Some(answer) => ShardMsg::DeliverThenReply {
+                        delivery: delivery.clone(),
+                        reply: reply_of(Some(room), answer),
+                    },
+                    None => ShardMsg::Deliver(delivery.clone()),
+                };
+                shard.mesh().send(site, msg);
             }
         }
         for answer in fx.answers.drain(..) {
