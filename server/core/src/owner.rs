@@ -22,7 +22,7 @@ mod simulation;
 mod tests;
 mod words;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use palaver_protocol::paging::{self, PageBuilder};
 use palaver_protocol::{
@@ -301,8 +301,9 @@ pub struct RoomOwner<A> {
     /// Where the room's subscribers are (the driver's shards or nodes), so deliveries
     /// reach them all.
     sites: BTreeSet<usize>,
-    /// Answers that wait for a seq to become durable.
-    waiting: BTreeMap<u64, Vec<Answer<A>>>,
+    /// Answers that wait for a seq to become durable, in seq order (reused: a send adds
+    /// one at the end, its commit takes it from the front).
+    waiting: Waiting<A>,
     /// Commits submitted and not yet settled.
     in_flight: usize,
     /// A write was refused: memory is ahead of storage.
@@ -393,7 +394,7 @@ impl<A: Clone> RoomOwner<A> {
         RoomOwner {
             room,
             sites: BTreeSet::new(),
-            waiting: BTreeMap::new(),
+            waiting: Waiting::default(),
             in_flight: 0,
             poisoned: false,
             deleting: false,
@@ -862,7 +863,6 @@ impl<A: Clone> RoomOwner<A> {
         lookups: &impl Lookups,
         fx: &mut Effects<A>,
     ) -> Option<ReplyBody> {
-        let room = self.room.id().clone();
         let prepared = (|| -> Step<_> {
             if self.room.kind() == RoomKind::Direct {
                 for other in self.room.member_ids().iter().filter(|u| *u != user) {
@@ -871,7 +871,7 @@ impl<A: Clone> RoomOwner<A> {
                     }
                 }
             }
-            let stored = found(lookups.cid_seq(&room, user, &outgoing.cid))?;
+            let stored = found(lookups.cid_seq(self.room.id(), user, &outgoing.cid))?;
             // Mentions are resolved here; the room keeps only members. Never in
             // ciphertext: the server does not look into encrypted bodies.
             let mut mentions = Vec::new();
@@ -902,7 +902,7 @@ impl<A: Clone> RoomOwner<A> {
             // more. Members only, so nobody else learns which messages exist.
             let thread_before = match outgoing.thread {
                 Some(_) if self.room.role_of(user).is_none() => {
-                    return Err(refused(&CoreError::NotMember(room.clone())));
+                    return Err(refused(&CoreError::NotMember(self.room.id().clone())));
                 }
                 // A retry answers with the first send's seq, whatever became of the root.
                 Some(_) if stored.is_some() || self.room.is_pending(user, &outgoing.cid) => None,
@@ -950,7 +950,7 @@ impl<A: Clone> RoomOwner<A> {
                 let users: Vec<UserId> =
                     everyone.into_iter().filter(|u| !message.mentions.contains(u)).collect();
                 if message.mention_all.is_some() && !users.is_empty() {
-                    writes.push(Write::PutMentions { room: room.clone(), seq: message.seq, users });
+                    writes.push(Write::PutMentions { room: message.room.clone(), seq: message.seq, users });
                 }
                 if let Some(record) = file_record {
                     self.sharing.insert(record.file_id.clone(), (user.clone(), message.cid.clone()));
@@ -959,24 +959,21 @@ impl<A: Clone> RoomOwner<A> {
                 if let Some(root) = message.thread {
                     let after = summary_with_reply(thread_before, message.seq, message.ts);
                     writes.push(Write::PutThread {
-                        room: room.clone(),
+                        room: message.room.clone(),
                         root,
                         summary: Some(after),
                         previous_last: thread_before.map(|s| s.last_seq),
                     });
                     // The sender has read the thread up to their own reply.
                     writes.push(Write::PutThreadRead {
-                        room: room.clone(),
+                        room: message.room.clone(),
                         user: user.clone(),
                         root,
                         read: message.seq,
                     });
                     self.thread_changing(root, after);
                 }
-                self.waiting
-                    .entry(message.seq)
-                    .or_default()
-                    .push(Answer::plain(asker, sent(message.seq, message.ts, false)));
+                self.waiting.add(message.seq, Answer::plain(asker, sent(message.seq, message.ts, false)));
                 self.commit(fx, writes, Settle::Message(Box::new(message)));
                 None
             }
@@ -989,7 +986,7 @@ impl<A: Clone> RoomOwner<A> {
         if seq <= self.room.durable_seq() {
             fx.answers.push(answer);
         } else {
-            self.waiting.entry(seq).or_default().push(answer);
+            self.waiting.add(seq, answer);
         }
     }
 
@@ -1019,10 +1016,7 @@ impl<A: Clone> RoomOwner<A> {
             }
             Ok(SendOutcome::Append(appended)) => {
                 let message = appended.message;
-                self.waiting
-                    .entry(message.seq)
-                    .or_default()
-                    .push(Answer::plain(asker, sent(message.seq, message.ts, false)));
+                self.waiting.add(message.seq, Answer::plain(asker, sent(message.seq, message.ts, false)));
                 let writes = vec![Write::AppendMessage(message.clone())];
                 self.commit(fx, writes, Settle::Message(Box::new(message)));
                 None
@@ -2039,7 +2033,7 @@ impl<A: Clone> RoomOwner<A> {
         let message = self.room.system_message(now_ms, notice, text);
         let body = body.unwrap_or_else(|| sent(message.seq, message.ts, false));
         writes.insert(0, Write::AppendMessage(message.clone()));
-        self.waiting.entry(message.seq).or_default().push(Answer::plain(asker, body));
+        self.waiting.add(message.seq, Answer::plain(asker, body));
         self.commit(fx, writes, Settle::Notice { message: Box::new(message), then });
     }
 
@@ -2344,7 +2338,7 @@ impl<A: Clone> RoomOwner<A> {
         if let Some(body) = failure {
             // The room assigned a seq that storage refused, so no later seq it assigned
             // can become durable in order either: fail every waiter.
-            for mut answer in std::mem::take(&mut self.waiting).into_values().flatten() {
+            for mut answer in self.waiting.take_all() {
                 answer.body = body.clone();
                 fx.answers.push(answer);
             }
@@ -2352,10 +2346,42 @@ impl<A: Clone> RoomOwner<A> {
         }
         self.room.committed(message.seq);
         let durable = self.room.durable_seq();
-        let ready: Vec<u64> = self.waiting.range(..=durable).map(|(seq, _)| *seq).collect();
-        for seq in ready {
-            fx.answers.extend(self.waiting.remove(&seq).unwrap_or_default());
-        }
+        fx.answers.extend(self.waiting.take_through(durable));
         fx.deliveries.push(message);
+    }
+}
+
+/// Answers waiting for their seq to become durable, in seq order (answers to one seq in
+/// the order they came).
+#[derive(Debug, Clone)]
+struct Waiting<A>(VecDeque<(u64, Answer<A>)>);
+
+impl<A> Default for Waiting<A> {
+    fn default() -> Self {
+        Self(VecDeque::new())
+    }
+}
+
+impl<A> Waiting<A> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `answer` waits for `seq`: at the end for a new message, in place for a retry of
+    /// an older one.
+    fn add(&mut self, seq: u64, answer: Answer<A>) {
+        let at = self.0.partition_point(|(waiting, _)| *waiting <= seq);
+        self.0.insert(at, (seq, answer));
+    }
+
+    /// The answers waiting for seqs up to `durable`, which are now durable.
+    fn take_through(&mut self, durable: u64) -> impl Iterator<Item = Answer<A>> + '_ {
+        let ready = self.0.partition_point(|(seq, _)| *seq <= durable);
+        self.0.drain(..ready).map(|(_, answer)| answer)
+    }
+
+    /// Every waiting answer.
+    fn take_all(&mut self) -> Vec<Answer<A>> {
+        self.0.drain(..).map(|(_, answer)| answer).collect()
     }
 }

@@ -14,6 +14,7 @@ mod receipts;
 mod threads;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher as _;
 
 use palaver_protocol::{
     ClientMsgId, Emoji, Encryption, FileRef, ForwardRef, MentionAll, Message, MessageKind, MessageText,
@@ -35,6 +36,15 @@ use crate::records::SENDER_RECEIPT_TAIL;
 use crate::role::Role;
 use palaver_protocol::paging::sizes;
 
+/// A message assigned a seq that is not durable yet.
+#[derive(Debug, Clone)]
+struct PendingSend {
+    seq: u64,
+    ts: u64,
+    sender: UserId,
+    cid: ClientMsgId,
+}
+
 /// One room's live state.
 #[derive(Debug, Clone)]
 pub struct Room {
@@ -51,8 +61,10 @@ pub struct Room {
     /// Cids assigned a seq that is not yet durable, oldest first, so a retry that races
     /// its own first attempt gets the same seq instead of a second copy. A cid is its
     /// sender's: the same cid from another member is another message.
-    pending: VecDeque<(u64, UserId, ClientMsgId)>,
-    pending_cids: HashMap<(UserId, ClientMsgId), (u64, u64)>,
+    pending: VecDeque<PendingSend>,
+    /// How many of `pending` have each fingerprint of their `(sender, cid)`: a lookup of
+    /// a new cid (nearly every send) ends here, without building a key.
+    pending_cids: HashMap<u64, u32>,
     /// Members typing now, with when their indicator lapses and when it was last announced.
     typing: HashMap<UserId, Typer>,
     /// Members' `(delivered, read)` watermarks.
@@ -501,7 +513,26 @@ impl Room {
 
     /// Whether `user`'s message with `cid` is being stored (a retry of it is a duplicate).
     pub fn is_pending(&self, user: &UserId, cid: &ClientMsgId) -> bool {
-        self.pending_cids.contains_key(&(user.clone(), cid.clone()))
+        self.pending_send(user, cid).is_some()
+    }
+
+    /// The `(seq, ts)` assigned to `sender`'s message with `cid` if it is being stored.
+    fn pending_send(&self, sender: &UserId, cid: &ClientMsgId) -> Option<(u64, u64)> {
+        if !self.pending_cids.contains_key(&self.pending_fingerprint(sender, cid)) {
+            return None;
+        }
+        self.pending.iter().find(|p| &p.sender == sender && &p.cid == cid).map(|p| (p.seq, p.ts))
+    }
+
+    fn pending_fingerprint(&self, sender: &UserId, cid: &ClientMsgId) -> u64 {
+        self.pending_cids.hasher().hash_one((sender, cid))
+    }
+
+    /// Remembers that `sender`'s message with `cid` has seq `self.last_seq` until durable.
+    fn add_pending(&mut self, sender: UserId, cid: ClientMsgId) {
+        let fingerprint = self.pending_fingerprint(&sender, &cid);
+        *self.pending_cids.entry(fingerprint).or_default() += 1;
+        self.pending.push_back(PendingSend { seq: self.last_seq, ts: self.last_ts, sender, cid });
     }
 
     /// Accepts a message from `user`, or says it is a duplicate of a stored one.
@@ -558,7 +589,7 @@ impl Room {
         mentions.dedup();
         mentions.truncate(limits::MAX_MENTIONS);
         let mention_all = mention_all.filter(|_| self.may_mention_all(user));
-        if let Some(&(seq, ts)) = self.pending_cids.get(&(user.clone(), cid.clone())) {
+        if let Some((seq, ts)) = self.pending_send(user, &cid) {
             return Ok(SendOutcome::Duplicate { seq, ts });
         }
         if let Some((seq, ts)) = stored_cid(&cid) {
@@ -579,7 +610,10 @@ impl Room {
         self.typing.remove(user);
         self.last_seq += 1;
         // Its sender has read it: their own messages never count as unread.
-        let receipt = self.receipts.entry(user.clone()).or_default();
+        let receipt = match self.receipts.get_mut(user) {
+            Some(receipt) => receipt,
+            None => self.receipts.entry(user.clone()).or_default(),
+        };
         *receipt = (receipt.0.max(self.last_seq), receipt.1.max(self.last_seq));
         // Storage derives it from the message until it is written.
         if !self.unstored_receipts.contains(user) {
@@ -612,8 +646,7 @@ impl Room {
             also_to_room,
             thread_summary: None,
         };
-        self.pending.push_back((self.last_seq, user.clone(), cid.clone()));
-        self.pending_cids.insert((user.clone(), cid), (self.last_seq, self.last_ts));
+        self.add_pending(user.clone(), cid);
         Ok(SendOutcome::Append(Appended { message }))
     }
 
@@ -930,12 +963,15 @@ impl Room {
     /// Records that every seq up to `seq` is durable.
     pub fn committed(&mut self, seq: u64) {
         self.durable_seq = self.durable_seq.max(seq.min(self.last_seq));
-        while let Some((pending_seq, _, _)) = self.pending.front() {
-            if *pending_seq > self.durable_seq {
-                break;
-            }
-            if let Some((_, sender, cid)) = self.pending.pop_front() {
-                self.pending_cids.remove(&(sender, cid));
+        while self.pending.front().is_some_and(|p| p.seq <= self.durable_seq) {
+            if let Some(PendingSend { sender, cid, .. }) = self.pending.pop_front() {
+                let fingerprint = self.pending_fingerprint(&sender, &cid);
+                if let Some(count) = self.pending_cids.get_mut(&fingerprint) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.pending_cids.remove(&fingerprint);
+                    }
+                }
             }
         }
     }

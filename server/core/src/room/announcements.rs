@@ -39,7 +39,7 @@ impl Room {
             return Err(CoreError::NoSuchMessage(parent));
         }
         let system = UserId::system();
-        if let Some(&(seq, ts)) = self.pending_cids.get(&(system.clone(), cid.clone())) {
+        if let Some((seq, ts)) = self.pending_send(&system, &cid) {
             return Ok(SendOutcome::Duplicate { seq, ts });
         }
         if let Some((seq, ts)) = stored_cid(&cid) {
@@ -81,8 +81,7 @@ impl Room {
             thread: None,
             thread_summary: None,
         };
-        self.pending.push_back((self.last_seq, system.clone(), cid.clone()));
-        self.pending_cids.insert((system, cid), (self.last_seq, self.last_ts));
+        self.add_pending(system, cid);
         Ok(SendOutcome::Append(Appended { message }))
     }
 }
