@@ -7,7 +7,10 @@
 // client told why its frame was refused can fix it.
 use rkyv::rancor::BoxedError;
 
-use crate::frames::{ArchivedClientFrame, ArchivedServerFrame, ClientFrame, ServerFrame};
+use crate::frames::{
+    ArchivedClientFrame, ArchivedServerFrame, ClientFrame, FileRef, MessageKind, Op, ServerFrame,
+};
+use crate::{ClientMsgId, Encryption, RoomId};
 
 /// A frame encoding, chosen per connection by WebSocket subprotocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,6 +67,18 @@ impl Codec {
         }
     }
 
+    /// Encodes a server frame into `out`, replacing what it held: a caller that reuses
+    /// one buffer encodes without allocating once the buffer has grown to its frames.
+    pub fn encode_server_in(self, frame: &ServerFrame, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        out.clear();
+        match self {
+            Codec::Json => serde_json::to_writer(&mut *out, frame).map_err(|e| EncodeError(e.to_string())),
+            Codec::Rkyv => rkyv::api::high::to_bytes_in::<_, BoxedError>(frame, &mut *out)
+                .map(drop)
+                .map_err(|e| EncodeError(e.to_string())),
+        }
+    }
+
     /// Encodes a client frame.
     pub fn encode_client(self, frame: &ClientFrame) -> Result<Vec<u8>, EncodeError> {
         match self {
@@ -76,10 +91,13 @@ impl Codec {
     /// Decodes and validates a client frame (identifiers included).
     pub fn decode_client(self, bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
         match self {
-            Codec::Json => serde_json::from_slice::<ClientFrame>(bytes).map_err(|e| DecodeError {
-                id: json_request_id(bytes),
-                message: format!("malformed frame: {e}"),
-            }),
+            Codec::Json => match JsonSend::read(bytes) {
+                Some(frame) => Ok(frame),
+                None => serde_json::from_slice::<ClientFrame>(bytes).map_err(|e| DecodeError {
+                    id: json_request_id(bytes),
+                    message: format!("malformed frame: {e}"),
+                }),
+            },
             Codec::Rkyv => {
                 let archived = rkyv::access::<ArchivedClientFrame, BoxedError>(bytes)
                     .map_err(|e| malformed(bytes, &e))?;
@@ -142,6 +160,66 @@ fn addresses_as_offsets(message: &str, frame: &[u8]) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A JSON `send` frame, the op nearly all traffic is, read in one pass. The general
+/// reading of a [`ClientFrame`] buffers every field twice (`op` is an internally tagged
+/// enum flattened into the frame) before it builds the op. Every field is the one of
+/// [`Op::Send`] with the same rules, so a frame read here decodes to the same request;
+/// anything it does not read (another op, an unknown field, any mistake) is decoded
+/// the general way, which also words the error.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonSend {
+    id: u64,
+    op: SendTag,
+    room: RoomId,
+    cid: ClientMsgId,
+    #[serde(default)]
+    kind: MessageKind,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    client_ts: Option<u64>,
+    #[serde(default)]
+    reply_to: Option<u64>,
+    #[serde(default)]
+    file: Option<Box<FileRef>>,
+    #[serde(default)]
+    encryption: Option<Box<Encryption>>,
+    #[serde(default)]
+    thread: Option<u64>,
+    #[serde(default)]
+    also_to_room: bool,
+}
+
+/// `"op": "send"`, and nothing else: another op stops [`JsonSend`] at its tag.
+#[derive(serde::Deserialize)]
+enum SendTag {
+    #[serde(rename = "send")]
+    Send,
+}
+
+impl JsonSend {
+    fn read(bytes: &[u8]) -> Option<ClientFrame> {
+        let JsonSend {
+            id,
+            op: SendTag::Send,
+            room,
+            cid,
+            kind,
+            text,
+            client_ts,
+            reply_to,
+            file,
+            encryption,
+            thread,
+            also_to_room,
+        } = serde_json::from_slice(bytes).ok()?;
+        let op =
+            Op::Send { room, cid, kind, text, client_ts, reply_to, file, encryption, thread, also_to_room };
+        Some(ClientFrame { id, op })
+    }
 }
 
 /// Reads just `{"id": N}` out of a frame that failed to decode as a whole.
@@ -461,6 +539,39 @@ mod tests {
         }
 
         #[test]
+        fn encoding_into_a_used_buffer_gives_the_same_bytes(frame in server_frame(), earlier in server_frame()) {
+            let mut buffer = Vec::new();
+            for codec in Codec::ALL {
+                codec.encode_server_in(&earlier, &mut buffer).unwrap();
+                codec.encode_server_in(&frame, &mut buffer).unwrap();
+                prop_assert_eq!(&buffer, &codec.encode_server(&frame).unwrap());
+            }
+        }
+
+        #[test]
+        fn json_frames_read_in_one_pass_decode_as_the_general_way(
+            id in any::<u64>(),
+            op in op(),
+            damage in any::<(usize, u8, bool)>(),
+        ) {
+            let bytes = Codec::Json.encode_client(&ClientFrame { id, op }).unwrap();
+            let mut damaged = bytes.clone();
+            let (at, byte, replace) = (damage.0 % bytes.len(), damage.1, damage.2);
+            if replace {
+                damaged[at] = byte;
+            } else {
+                damaged.remove(at);
+            }
+            for bytes in [bytes, damaged] {
+                let general = read_generally(&bytes);
+                if let Some(read) = JsonSend::read(&bytes) {
+                    prop_assert_eq!(Some(read), general.clone());
+                }
+                prop_assert_eq!(Codec::Json.decode_client(&bytes).ok(), general);
+            }
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic_the_decoders(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
             for codec in Codec::ALL {
                 let _ = codec.decode_client(&bytes);
@@ -487,6 +598,47 @@ mod tests {
             String::from_utf8(Codec::Json.encode_server(&err).unwrap()).unwrap(),
             r#"{"re":6,"err":{"code":"forbidden","message":"no"}}"#
         );
+    }
+
+    /// The general reading of a JSON client frame, which `decode_client` falls back to.
+    fn read_generally(bytes: &[u8]) -> Option<ClientFrame> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    #[test]
+    fn json_sends_read_in_one_pass_as_the_general_way_reads_them() {
+        let frames: [&[u8]; 6] = [
+            br#"{"id":4,"op":"send","room":"r_abc","cid":"c-1","kind":"text","text":"hello"}"#,
+            br#"{"text":"h\u00e9\"llo","cid":"c-1","room":"r_abc","op":"send","id":4}"#,
+            br#"{"id":4,"op":"send","room":"r_abc","cid":"c-1","client_ts":null,"thread":3,"also_to_room":true}"#,
+            br#"{"id":4,"op":"send","room":"r_abc","cid":"c-1","kind":"image","file":{"file_id":"f1","name":"a.png","content_type":"image/png","size":3}}"#,
+            br#"{"id":4,"op":"send","room":"r_abc","cid":"c-1","kind":"encrypted","text":"x","encryption":{"algorithm":"a","sender_device":"d"}}"#,
+            br#" { "id" : 4 , "op" : "send" , "room" : "r_abc" , "cid" : "c-1" } "#,
+        ];
+        for bytes in frames {
+            let general = read_generally(bytes);
+            assert!(general.is_some() || JsonSend::read(bytes).is_none());
+            assert_eq!(JsonSend::read(bytes).or(general.clone()), general);
+        }
+        assert!(JsonSend::read(frames[0]).is_some() && JsonSend::read(frames[1]).is_some());
+    }
+
+    #[test]
+    fn json_sends_the_one_pass_cannot_read_get_the_general_error() {
+        for (bytes, says) in [
+            (
+                &br#"{"id":4,"op":"send","room":"r_abc","cid":"c-1","colour":"red"}"#[..],
+                "unknown field `colour`",
+            ),
+            (br#"{"id":4,"op":"send","room":"x_abc","cid":"c-1"}"#, "room id must start with"),
+            (br#"{"id":4,"op":"send","room":"r_abc","cid":"c 1"}"#, "cid is malformed"),
+            (br#"{"id":4,"op":"send","room":"r_abc"}"#, "missing field `cid`"),
+            (br#"{"id":4,"op":"send","room":"r_abc","cid":"c-1","kind":"shout"}"#, "unknown variant `shout`"),
+        ] {
+            let err = Codec::Json.decode_client(bytes).unwrap_err();
+            assert_eq!(err.id, Some(4), "{err}");
+            assert!(err.message.starts_with("malformed frame: ") && err.message.contains(says), "{err}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! both; only the bytes around a payload differ (and, on a WebSocket that negotiated
 //! permessage-deflate, whether a payload travels compressed).
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
@@ -66,10 +67,31 @@ impl Wire {
         }
     }
 
-    /// Encodes and frames a server frame.
+    /// Encodes and frames a server frame. The payload is encoded into this thread's
+    /// reused buffer and copied once into a frame of its exact size: one allocation per
+    /// frame, however the encoder grows its output.
     pub fn encode(self, frame: &ServerFrame) -> Result<Bytes, palaver_protocol::EncodeError> {
-        Ok(self.frame(&self.codec().encode_server(frame)?))
+        ENCODING.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut buffer) => {
+                self.codec().encode_server_in(frame, &mut buffer)?;
+                let framed = self.frame(&buffer);
+                if buffer.capacity() > KEPT_ENCODING_BYTES {
+                    *buffer = Vec::new();
+                }
+                Ok(framed)
+            }
+            // Never nested today; a nested encode still works, with its own buffer.
+            Err(_) => Ok(self.frame(&self.codec().encode_server(frame)?)),
+        })
     }
+}
+
+/// The largest encoding buffer a thread keeps between frames: enough for any chat
+/// message event, while a rare large frame (a history page) does not pin its size.
+const KEPT_ENCODING_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    static ENCODING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// An event's compressed WebSocket frames: one per codec and compressor window, each
