@@ -168,13 +168,8 @@ impl LazyFrames {
 /// One stored message to fan out.
 #[derive(Debug)]
 pub struct Delivery {
-    /// The room.
-    pub room: RoomId,
-    /// The message's seq.
-    pub seq: u64,
-    /// Who sent it.
-    pub sender: UserId,
-    /// The `message` event, framed lazily.
+    /// The `message` event, framed lazily (the message is read from it: room, seq and
+    /// sender are not copied out).
     pub frames: LazyFrames,
     /// The same event flagged `blocked`, for receivers who blocked the sender (built
     /// the first time one needs it).
@@ -187,15 +182,16 @@ impl Delivery {
     /// The delivery of a durable `message`, known durable now, none of its frames encoded
     /// yet.
     pub fn of(message: Message) -> Self {
-        let (room, seq, sender) = (message.room.clone(), message.seq, message.sender.clone());
         let frames = LazyFrames::new(ServerFrame::Event(palaver_protocol::Event::Message(message)));
-        Delivery {
-            room,
-            seq,
-            sender,
-            frames,
-            flagged: OnceLock::new(),
-            durable_at: std::time::Instant::now(),
+        Delivery { frames, flagged: OnceLock::new(), durable_at: std::time::Instant::now() }
+    }
+
+    /// The message delivered (`None` never happens: [`Delivery::of`] is the only way to
+    /// make one).
+    pub fn message(&self) -> Option<&Message> {
+        match self.frames.event() {
+            ServerFrame::Event(palaver_protocol::Event::Message(message)) => Some(message),
+            _ => None,
         }
     }
 

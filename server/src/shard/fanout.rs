@@ -90,20 +90,22 @@ impl Subscribers {
     /// does not follow stops being live and its connection goes into `behind` (to catch
     /// up from storage). Returns how many sockets queued it.
     pub fn deliver(&mut self, delivery: &Delivery, behind: &mut Vec<ConnId>) -> u64 {
-        let Some(local) = self.rooms.get_mut(&delivery.room) else { return 0 };
-        local.seen_seq = local.seen_seq.max(delivery.seq);
+        let Some(message) = delivery.message() else { return 0 };
+        let Some(local) = self.rooms.get_mut(&message.room) else { return 0 };
+        let seq = message.seq;
+        local.seen_seq = local.seen_seq.max(seq);
         let mut delivered = 0u64;
         for sub in &mut local.subs {
-            if !sub.live || delivery.seq <= sub.cursor {
+            if !sub.live || seq <= sub.cursor {
                 continue;
             }
-            if delivery.seq != sub.cursor + 1 {
+            if seq != sub.cursor + 1 {
                 sub.live = false;
                 behind.push(sub.conn);
                 continue;
             }
-            sub.cursor = delivery.seq;
-            let Some(frame) = delivery.frame(sub.wire, sub.blocks(&delivery.sender)) else { continue };
+            sub.cursor = seq;
+            let Some(frame) = delivery.frame(sub.wire, sub.blocks(&message.sender)) else { continue };
             match sub.outbound.push(frame.clone(), delivery.frames.lane()) {
                 Pushed::Queued => delivered += 1,
                 // Counted once, when the socket ends (`socket::end_session`).
@@ -124,8 +126,9 @@ pub fn deliver(shard: &Rc<Shard>, delivery: &Delivery) {
             shard.shared.metrics.observe_delivery(shard.id, delivery.durable_at.elapsed());
         }
     }
+    let Some(message) = delivery.message() else { return };
     for conn in behind {
-        monoio::spawn(catch_up(shard.clone(), delivery.room.clone(), conn));
+        monoio::spawn(catch_up(shard.clone(), message.room.clone(), conn));
     }
 }
 

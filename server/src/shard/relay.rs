@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use palaver_protocol::{ErrorCode, Event, Message, RoomId, ServerFrame};
+use palaver_protocol::{ErrorCode, Message, RoomId};
 
 use super::owner::{answer, error};
 use super::{Shard, State};
 use crate::cluster::Route;
-use crate::mesh::{Delivery, LazyFrames, Origin, RemoteRoomEvent, Reply, RoomAction, ShardMsg};
+use crate::mesh::{Delivery, Origin, RemoteRoomEvent, Reply, RoomAction, ShardMsg};
 use rustc_hash::FxHashMap;
 
 /// How long a command waits for its room to settle on a node before it is refused
@@ -182,16 +182,7 @@ pub fn on_replicated(shard: &Rc<Shard>, state: &mut State, message: Message) {
     if subscribers.is_empty() {
         return;
     }
-    let (seq, sender) = (message.seq, message.sender.clone());
-    let frames = LazyFrames::new(ServerFrame::Event(Event::Message(message)));
-    let delivery = Arc::new(Delivery {
-        room,
-        seq,
-        sender,
-        frames,
-        flagged: std::sync::OnceLock::new(),
-        durable_at: std::time::Instant::now(),
-    });
+    let delivery = Arc::new(Delivery::of(message));
     for s in subscribers {
         shard.mesh().send(s, ShardMsg::Deliver(delivery.clone()));
     }
