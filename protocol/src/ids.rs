@@ -39,10 +39,10 @@ macro_rules! prefixed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
         $(#[$doc])*
         #[derive(
-            Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+            Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize,
             rkyv::Archive, rkyv::Serialize, ts_rs::TS,
         )]
-        #[serde(try_from = "String", into = "String")]
+        #[serde(try_from = "String")]
         #[ts(type = "string")]
         pub struct $name(String);
 
@@ -97,6 +97,19 @@ macro_rules! prefixed_id {
         }
 
         checked_rkyv_deserialize!($name);
+        serialize_as_str!($name);
+    };
+}
+
+/// serde's `Serialize` for an identifier: its string, borrowed (`into = "String"` would
+/// copy it for every frame it is written into).
+macro_rules! serialize_as_str {
+    ($name:ident) => {
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
     };
 }
 
@@ -160,10 +173,8 @@ prefixed_id!(
 );
 
 /// The client's idempotency key for a send: 1..=64 printable ASCII characters, no spaces.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, ts_rs::TS,
-)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, rkyv::Archive, rkyv::Serialize, ts_rs::TS)]
+#[serde(try_from = "String")]
 #[ts(type = "string")]
 pub struct ClientMsgId(String);
 
@@ -207,6 +218,7 @@ impl TryFrom<String> for ClientMsgId {
 }
 
 checked_rkyv_deserialize!(ClientMsgId);
+serialize_as_str!(ClientMsgId);
 
 impl From<ClientMsgId> for String {
     fn from(id: ClientMsgId) -> String {
@@ -222,8 +234,8 @@ impl fmt::Display for ClientMsgId {
 
 /// A username: 3..=32 of `[a-z0-9_.-]`, starting with a letter or digit. Usernames are
 /// case-insensitive: input is folded to lower case when parsed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Username(String);
 
 impl Username {
@@ -257,6 +269,8 @@ impl TryFrom<String> for Username {
         Self::parse(&s)
     }
 }
+
+serialize_as_str!(Username);
 
 impl From<Username> for String {
     fn from(name: Username) -> String {
