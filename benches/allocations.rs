@@ -1,8 +1,9 @@
 //! How many heap allocations the message path makes, counted by a global allocator that
-//! counts on the measuring thread only: a room owner deciding a `send` and settling it as
-//! durable, and the shard's fan-out of a stored message to ten sockets (five JSON, five
-//! rkyv) whose writers then take it. The bounds are today's counts: a change that adds an
-//! allocation per message fails here, and the bound moves only on purpose.
+//! counts on the measuring thread only: decoding a client's `send` frame, a room owner
+//! deciding the `send` and settling it as durable, and the shard's fan-out of a stored
+//! message to ten sockets (five JSON, five rkyv) whose writers then take it. The bounds
+//! are today's counts: a change that adds an allocation per message fails here, and the
+//! bound moves only on purpose.
 #![allow(
     unsafe_code,
     reason = "a global allocator is unsafe to implement; it only counts and defers to System"
@@ -12,12 +13,12 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use palaver_benches::{message, room};
+use palaver_benches::{message, room, send_request};
 use palaver_core::RoomLimits;
 use palaver_core::memory::MemoryStore;
 use palaver_core::owner::{Effects, NewRoom, Outgoing, OwnerConfig, RoomOp, RoomOwner};
 use palaver_core::route::RoomRequest;
-use palaver_protocol::{ClientMsgId, MessageKind, RoomKind, UserId};
+use palaver_protocol::{ClientMsgId, Codec, MessageKind, RoomKind, UserId};
 use palaver_server::benching::Fanout;
 
 struct Counting;
@@ -76,9 +77,27 @@ fn allocations_per_round(rounds: u64, mut work: impl FnMut(u64)) -> f64 {
 
 /// Most allocations one `send` may make in the owner: deciding it, settling it durable,
 /// and its answer and delivery handed on.
-const OWNER_SEND_BOUND: f64 = 18.5;
+const OWNER_SEND_BOUND: f64 = 10.5;
 /// Most allocations the fan-out of one message to ten sockets may make, writers included.
-const FANOUT_TEN_BOUND: f64 = 17.0;
+const FANOUT_TEN_BOUND: f64 = 4.0;
+/// Most allocations decoding a client's `send` frame may make, per codec: its room, cid
+/// and text, which the request owns from then on.
+const DECODE_SEND_BOUND: [(Codec, f64); 2] = [(Codec::Json, 3.0), (Codec::Rkyv, 3.0)];
+
+#[test]
+fn decoding_a_send_allocates_within_its_bound() {
+    for (codec, bound) in DECODE_SEND_BOUND {
+        // The frames are made outside the count: a socket's reader brings them.
+        let frames: Vec<Vec<u8>> =
+            (0..1_000u64).map(|n| codec.encode_client(&send_request(n)).unwrap()).collect();
+        let per_frame = allocations_per_round(1_000, |n| {
+            let frame = codec.decode_client(&frames[n as usize]).unwrap();
+            drop(frame);
+        });
+        eprintln!("decoding a send ({codec:?}): {per_frame:.2} allocations");
+        assert!(per_frame <= bound, "{codec:?}: {per_frame:.2} allocations per send (bound {bound})");
+    }
+}
 
 #[test]
 fn a_send_in_the_owner_allocates_within_its_bound() {
