@@ -186,8 +186,7 @@ impl Delivery {
         Delivery { frames, flagged: OnceLock::new(), durable_at: std::time::Instant::now() }
     }
 
-    /// The message delivered (`None` never happens: [`Delivery::of`] is the only way to
-    /// make one).
+    /// The message delivered (always there in a delivery made by [`Delivery::of`]).
     pub fn message(&self) -> Option<&Message> {
         match self.frames.event() {
             ServerFrame::Event(palaver_protocol::Event::Message(message)) => Some(message),
