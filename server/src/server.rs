@@ -352,24 +352,8 @@ fn run_shard(
         }
     };
     if monoio::utils::detect_uring() {
-        let uring = |cooperative: bool| {
-            let mut ring = io_uring::IoUring::builder();
-            if cooperative {
-                ring.setup_coop_taskrun().setup_taskrun_flag();
-            }
-            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                .with_entries(4096)
-                .uring_builder(ring)
-                .enable_timer()
-                .build()
-        };
-        // Cooperative task running: a completion that arrives while the shard runs (a
-        // client's frame, a write done) waits for the shard's next entry into the kernel,
-        // which every loop turn makes, instead of interrupting it with an inter-processor
-        // interrupt. Only the shard's own thread submits to and waits on its ring, the
-        // condition the kernel states for it. Kernels before 5.19 refuse the flags: the
-        // ring is then built as before.
-        match uring(true).or_else(|_| uring(false)) {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(4096).enable_timer().build()
+        {
             Ok(mut rt) => {
                 if id == 0 {
                     tracing::info!("shards run on io_uring");
