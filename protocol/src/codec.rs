@@ -193,15 +193,39 @@ struct JsonSend {
     also_to_room: bool,
 }
 
-/// `"op": "send"`, and nothing else: another op stops [`JsonSend`] at its tag.
-#[derive(serde::Deserialize)]
+/// `"op": "send"`, and nothing else: another op stops [`JsonSend`] at its tag. Read as a
+/// string only, as the general reading reads the tag (a derived unit enum would also take
+/// `{"send": null}`).
 enum SendTag {
-    #[serde(rename = "send")]
     Send,
+}
+
+impl<'de> serde::Deserialize<'de> for SendTag {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Tag;
+        impl serde::de::Visitor<'_> for Tag {
+            type Value = SendTag;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the string \"send\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, op: &str) -> Result<SendTag, E> {
+                match op {
+                    "send" => Ok(SendTag::Send),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_str(Tag)
+    }
 }
 
 impl JsonSend {
     fn read(bytes: &[u8]) -> Option<ClientFrame> {
+        // A frame is an object: the general reading (a flattened op) takes nothing else,
+        // while a derived struct would also take the fields as an array.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return None;
+        }
         let JsonSend {
             id,
             op: SendTag::Send,
@@ -621,6 +645,20 @@ mod tests {
             assert_eq!(JsonSend::read(bytes).or(general.clone()), general);
         }
         assert!(JsonSend::read(frames[0]).is_some() && JsonSend::read(frames[1]).is_some());
+    }
+
+    #[test]
+    fn shapes_the_general_reading_refuses_are_refused_in_one_pass_too() {
+        for bytes in [
+            &br#"[4,"send","r_abc","c-1"]"#[..],
+            br#" [4,"send","r_abc","c-1","text","hello"]"#,
+            br#"{"id":4,"op":{"send":null},"room":"r_abc","cid":"c-1"}"#,
+            br#"{"id":4,"op":["send"],"room":"r_abc","cid":"c-1"}"#,
+        ] {
+            assert_eq!(read_generally(bytes), None);
+            assert!(JsonSend::read(bytes).is_none());
+            assert!(Codec::Json.decode_client(bytes).is_err());
+        }
     }
 
     #[test]
