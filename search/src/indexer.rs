@@ -411,10 +411,11 @@ impl Indexer {
                     None
                 }
             };
-            let (ops, since) = self.backlog.with(|state| {
-                let ops: Vec<IndexOp> = first.into_iter().chain(receiver.try_iter()).collect();
-                (ops, state.take())
-            });
+            // The channel is taken whole under the backlog's lock (flume swaps its queue
+            // out: constant time, so a group commit queuing a change never waits behind
+            // this idle-priority thread), and read after the lock is released.
+            let (drained, since) = self.backlog.with(|state| (receiver.drain(), state.take()));
+            let ops: Vec<IndexOp> = first.into_iter().chain(drained).collect();
             self.batch_since = since;
             let mut ops = ops.into_iter();
             let mut stop = false;
@@ -524,9 +525,15 @@ impl Indexer {
 
     fn commit(&mut self) -> Result<(), SearchError> {
         self.hand_off();
+        let committed =
+            self.writer.commit().map_err(SearchError::from).and_then(|_| Ok(self.reader.reload()?));
+        if let Err(error) = committed {
+            // Still pending: the loop tries again one commit interval from now, whether
+            // or not another change arrives.
+            self.pending_since = Some(Instant::now());
+            return Err(error);
+        }
         self.pending_since = None;
-        self.writer.commit()?;
-        self.reader.reload()?;
         let (applied, rest_since) = (std::mem::take(&mut self.applied), self.batch_since);
         self.backlog.with(|state| state.searchable(applied, rest_since));
         Ok(())

@@ -111,14 +111,22 @@ pub(crate) fn put_this_thread(share: IndexingShare) -> std::io::Result<&'static 
     put(0, share)
 }
 
-/// Puts every indexing thread of the process at `share`.
+/// Puts every indexing thread of the process at `share`. Every thread is tried, whatever
+/// another's failure; one that has exited since the listing (tantivy's compressor and
+/// merge threads come and go) is done. Returns the first real failure.
 pub(crate) fn put_indexing_threads(share: IndexingShare) -> std::io::Result<()> {
+    let mut first_failure = None;
     for (tid, name, scheduling) in indexing_threads() {
         if !scheduling.is(share) {
-            put(tid, share).map_err(|e| std::io::Error::new(e.kind(), format!("thread {name}: {e}")))?;
+            match put(tid, share) {
+                Err(e) if e.raw_os_error() != Some(rustix::io::Errno::SRCH.raw_os_error()) => {
+                    first_failure.get_or_insert(std::io::Error::new(e.kind(), format!("thread {name}: {e}")));
+                }
+                _ => {}
+            }
         }
     }
-    Ok(())
+    first_failure.map_or(Ok(()), Err)
 }
 
 /// Whether indexing may yield: a throwaway thread yields and tries to come back.

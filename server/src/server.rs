@@ -307,12 +307,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
     control.stop();
     files.stop();
     let _ = files_thread.join();
-    if let Some(indexer) = indexer {
-        indexer.shutdown();
-    }
     committer.shutdown();
     if let Some((_, threads)) = cluster {
         threads.stop();
+    }
+    // Last: the committer and the cluster's replica feed the index until they stop, and
+    // what they queued is indexed before the final commit marks the index clean.
+    if let Some(indexer) = indexer {
+        indexer.shutdown();
     }
     tracing::info!("stopped cleanly");
     Ok(())
