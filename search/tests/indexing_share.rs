@@ -7,37 +7,15 @@
 
 use std::time::{Duration, Instant};
 
-use palaver_protocol::{ClientMsgId, Message, MessageKind, RoomId, UserId};
+use palaver_protocol::Message;
 use palaver_search::{
     BacklogBound, IndexOp, IndexerConfig, IndexingShare, SearchIndex, SearchQuery, indexing_threads,
 };
 
+mod support;
+
 fn message(seq: u64, text: &str) -> Message {
-    Message {
-        room: RoomId::parse("r_lobby").unwrap(),
-        seq,
-        ts: 1_000 + seq,
-        sender: UserId::parse("u_ann").unwrap(),
-        cid: ClientMsgId::parse(&format!("c{seq}")).unwrap(),
-        kind: MessageKind::Text,
-        text: text.to_owned(),
-        client_ts: None,
-        reactions: Vec::new(),
-        reply_to: None,
-        reply: None,
-        mentions: Vec::new(),
-        file: None,
-        edited_at: None,
-        deleted: false,
-        system: None,
-        blocked: false,
-        encryption: None,
-        mention_all: None,
-        forward: None,
-        also_to_room: false,
-        thread: None,
-        thread_summary: None,
-    }
+    support::message("r_lobby", seq, 1_000 + seq, "u_ann", text)
 }
 
 /// Waits (a generous bound: this is about reaching a state, not speed) until `done`.
@@ -77,7 +55,7 @@ fn indexing_yields_counts_its_backlog_and_catches_up_past_its_bound() {
     println!("indexing threads at {start:?}: {}", describe());
     assert_eq!(backlog.changes(), 5);
     assert!(backlog.lag() > Duration::ZERO);
-    let rooms = vec![RoomId::parse("r_lobby").unwrap()];
+    let rooms = vec![support::room("r_lobby")];
     assert!(index.search(&SearchQuery::new("yielding", rooms.clone())).unwrap().hits.is_empty());
 
     if start == IndexingShare::Idle {

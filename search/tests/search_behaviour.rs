@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palaver_protocol::{ClientMsgId, FileRef, Message, MessageKind, RoomId, UserId};
+use palaver_protocol::{FileRef, Message, MessageKind};
 use palaver_search::{
     IndexOp, IndexState, IndexerConfig, IndexerHandle, Order, RUNNING_FILE, SearchError, SearchIndex,
     SearchQuery, VERSION_FILE, changes_of,
@@ -15,41 +15,8 @@ use palaver_search::{
 use palaver_storage::{Durability, Store, Write};
 use proptest::prelude::*;
 
-fn room(id: &str) -> RoomId {
-    RoomId::parse(id).unwrap()
-}
-
-fn user(id: &str) -> UserId {
-    UserId::parse(id).unwrap()
-}
-
-fn message(room_id: &str, seq: u64, ts: u64, sender: &str, text: &str) -> Message {
-    Message {
-        room: room(room_id),
-        seq,
-        ts,
-        sender: user(sender),
-        cid: ClientMsgId::parse(&format!("c{seq}")).unwrap(),
-        kind: MessageKind::Text,
-        text: text.to_owned(),
-        client_ts: None,
-        reactions: Vec::new(),
-        reply_to: None,
-        reply: None,
-        mentions: Vec::new(),
-        file: None,
-        edited_at: None,
-        deleted: false,
-        system: None,
-        blocked: false,
-        encryption: None,
-        mention_all: None,
-        forward: None,
-        also_to_room: false,
-        thread: None,
-        thread_summary: None,
-    }
-}
+mod support;
+use support::{message, room, user};
 
 struct Fixture {
     index: SearchIndex,
